@@ -1,0 +1,70 @@
+"""Choose where the U-Net runs: CUDA, then Apple MPS, then CPU, unless the user says otherwise."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import DeviceError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def auto_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if _mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_device(requested: str | torch.device | None = "auto") -> torch.device:
+    """Resolve 'auto' / 'cpu' / 'cuda[:N]' / 'mps' to a device this machine really has."""
+    name = str(requested or "auto").lower()
+    if name == "auto":
+        return auto_device()
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError("device 'cuda' was requested but no CUDA GPU is available; use --device cpu or auto")
+        return torch.device(name)
+    if name == "mps":
+        if not _mps_available():
+            raise DeviceError("device 'mps' was requested but Apple MPS is not available; use --device cpu or auto")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise DeviceError(f"unknown device {requested!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+
+
+def describe_device(device: torch.device) -> str:
+    """A short label for the UI, e.g. 'cuda (NVIDIA H100)' or 'cpu (2 threads)'."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for the allocation failures of CUDA, MPS and CPU, which all deserve the same advice."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, (RuntimeError, MemoryError)) and (
+        "out of memory" in text or "can't allocate memory" in text or isinstance(error, MemoryError)
+    )
+
+
+OOM_ADVICE = "the device ran out of memory: lower the batch size or the image size, or use the CPU"
+
+
+def release_memory(device: torch.device) -> None:
+    """Give cached GPU memory back so other programs (and the next run) can use it."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()

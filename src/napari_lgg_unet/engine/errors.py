@@ -1,0 +1,17 @@
+"""Errors a user can cause and act on; the CLI and widgets show their message as one line."""
+
+
+class LggUnetError(Exception):
+    """Base class: the message is written for the user, not for a developer."""
+
+
+class InputError(LggUnetError):
+    """A scan, mask or folder that cannot be used as given."""
+
+
+class ModelError(LggUnetError):
+    """A model folder that is missing, corrupt or does not match its config."""
+
+
+class DeviceError(LggUnetError):
+    """A requested device that this machine does not have, or that ran out of memory."""

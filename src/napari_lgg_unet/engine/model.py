@@ -1,0 +1,160 @@
+"""Build, save and load the U-Net. A model is a folder: `config.json` + `model.safetensors`.
+
+Loading reads tensors and JSON only, never pickled code, so a model folder from anyone is safe to open.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .atomic import atomic_path, write_text_atomic
+from .errors import ModelError
+from .preprocess import PreprocessConfig
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT = "napari-lgg-unet/1"
+DEFAULT_MODEL_NAME = "default"
+DEFAULT_MODEL_FOLDER = "lgg-unet-default"
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """How probabilities become a mask: threshold, then optional clean-up of small specks."""
+
+    threshold: float = 0.5
+    min_size: int = 0
+    keep_largest: bool = False
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model and reproduce its inputs and outputs."""
+
+    encoder: str = "resnet18"
+    decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 8)
+    preprocess: PreprocessConfig = PreprocessConfig()
+    postprocess: PostprocessConfig = PostprocessConfig()
+    training: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["decoder_channels"] = list(self.decoder_channels)
+        return {"format": FORMAT, "architecture": "smp.Unet", **data}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        if data.get("format") != FORMAT:
+            raise ModelError(f"config.json is not a {FORMAT} model (format={data.get('format')!r})")
+        try:
+            return cls(
+                encoder=str(data["encoder"]),
+                decoder_channels=tuple(int(c) for c in data["decoder_channels"]),
+                preprocess=PreprocessConfig(**data["preprocess"]),
+                postprocess=PostprocessConfig(**data.get("postprocess", {})),
+                training=dict(data.get("training", {})),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ModelError(f"config.json is incomplete or malformed ({error})") from None
+
+
+@dataclass
+class LoadedModel:
+    """A ready network (eval mode) with its config and where it came from."""
+
+    network: torch.nn.Module
+    config: ModelConfig
+    source: str
+
+
+def build_network(config: ModelConfig) -> torch.nn.Module:
+    """A fresh smp U-Net with no downloaded weights (nothing may be fetched at run time)."""
+    try:
+        return smp.Unet(
+            encoder_name=config.encoder,
+            encoder_weights=None,
+            encoder_depth=len(config.decoder_channels),
+            decoder_channels=list(config.decoder_channels),
+            in_channels=3,
+            classes=1,
+        )
+    except (KeyError, ValueError) as error:
+        raise ModelError(f"cannot build a U-Net with encoder {config.encoder!r}: {error}") from None
+
+
+def save_model(network: torch.nn.Module, config: ModelConfig, folder: str | Path, half: bool = False) -> Path:
+    """Write weights then config, each atomically; `half` stores float16 to halve the size."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: (v.detach().to("cpu").half() if half and v.is_floating_point() else v.detach().to("cpu")).contiguous()
+        for k, v in network.state_dict().items()
+    }
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
+    write_text_atomic(folder / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+    return folder
+
+
+def default_model_path() -> Path:
+    return Path(str(resources.files("napari_lgg_unet") / "weights" / DEFAULT_MODEL_FOLDER))
+
+
+def resolve_model_path(model: str | Path) -> Path:
+    """'default' names the model shipped in the package; anything else is a folder path."""
+    if str(model) == DEFAULT_MODEL_NAME:
+        path = default_model_path()
+        if not (path / CONFIG_FILE).is_file():
+            raise ModelError("the default model is not installed with this package; pass a model folder instead")
+        return path
+    return Path(model)
+
+
+def read_config(folder: str | Path) -> ModelConfig:
+    folder = resolve_model_path(folder)
+    if not folder.is_dir():
+        raise ModelError(f"model folder not found: {folder}")
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise ModelError(f"{folder} is not a model folder: it has no {CONFIG_FILE}")
+    try:
+        data = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelError(f"{config_path} is corrupt ({error})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{config_path} is corrupt (not a JSON object)")
+    return ModelConfig.from_dict(data)
+
+
+def load_model(folder: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
+    """Load a model folder (or 'default') onto `device`, in eval mode, as float32."""
+    path = resolve_model_path(folder)
+    config = read_config(path)
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelError(f"{path} has a config but no {WEIGHTS_FILE}")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise ModelError(f"{weights} is corrupt ({error})") from None
+    network = build_network(config)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
+        raise ModelError(f"{weights} does not match its config.json: {first}") from None
+    network.to(device).eval()
+    return LoadedModel(network=network, config=config, source=str(folder))
+
+
+def with_postprocess(config: ModelConfig, postprocess: PostprocessConfig) -> ModelConfig:
+    return replace(config, postprocess=postprocess)

@@ -1,0 +1,140 @@
+"""Turn any supported scan into the model's input and map its output back, identically in training and inference.
+
+Steps: channels -> 3 (one channel is FLAIR, repeated, as the dataset filled missing sequences); robust per-volume,
+per-channel percentile scaling to [0, 1] (so uint8, uint16 and float copies of a scan give the same input);
+each slice padded to a square and resized to `image_size`; `restore_size` undoes that geometry exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+
+MAX_PERCENTILE_SAMPLES = 4_000_000
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    image_size: int = 256
+    low_percentile: float = 0.5
+    high_percentile: float = 99.5
+
+    def __post_init__(self) -> None:
+        if self.image_size < 32 or self.image_size % 32:
+            raise InputError(f"image size must be a multiple of 32 (at least 32), not {self.image_size}")
+        if not 0 <= self.low_percentile < self.high_percentile <= 100:
+            raise InputError("normalisation percentiles must satisfy 0 <= low < high <= 100")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_rgb(image: np.ndarray, rgb: bool | None) -> bool:
+    """Whether the last axis holds channels; None guesses from a trailing axis of length 3."""
+    return bool(rgb) if rgb is not None else image.ndim in (3, 4) and image.shape[-1] == 3
+
+
+def spatial_shape(image: np.ndarray, rgb: bool | None = None) -> tuple[int, ...]:
+    """(H, W) or (Z, H, W): the shape a mask of this scan has."""
+    return tuple(image.shape[:-1]) if resolve_rgb(image, rgb) else tuple(image.shape)
+
+
+def channel_view(image: np.ndarray, rgb: bool | None = None) -> np.ndarray:
+    """Any supported layout as a (Z, H, W, C) view with C = 1 or 3, without copying or converting.
+
+    Layouts: (H, W), (H, W, 3), (Z, H, W), (Z, H, W, 3). `rgb` says whether the last axis holds channels;
+    None guesses (a trailing axis of 3).
+    """
+    image = np.asarray(image)
+    if image.dtype == bool:
+        image = image.view(np.uint8)
+    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+        raise InputError(f"images must hold numbers, not {image.dtype}")
+    rgb = resolve_rgb(image, rgb)
+    spatial = image.ndim - 1 if rgb else image.ndim
+    if spatial not in (2, 3):
+        raise InputError(
+            f"expected a 2D or 3D scan (optionally with a channel axis), got shape {image.shape}; "
+            "split 4D data into one scan per time point first"
+        )
+    if not rgb:
+        image = image[..., None]
+    if spatial == 2:
+        image = image[None]
+    if image.shape[-1] not in (1, 3):
+        raise InputError(
+            f"the model takes 3 channels (pre-contrast, FLAIR, post-contrast) or 1 (FLAIR), not {image.shape[-1]}"
+        )
+    if min(image.shape[1:3]) < 2:
+        raise InputError(f"slices of shape {image.shape[1:3]} are too small to segment")
+    return image
+
+
+def intensity_ranges(view: np.ndarray, config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+    """Per-channel (low, high) percentiles of a (Z, H, W, C) view, shape (C, 2).
+
+    Percentiles are robust to hot pixels and scale with the data, so any linear rescaling of a scan (uint8,
+    uint16, float) normalises to the same values. Very large volumes are sampled on every k-th slice.
+    """
+    stride = max(1, int(np.ceil(view[..., 0].size / MAX_PERCENTILE_SAMPLES)))
+    sample = view[::stride] if stride < len(view) else view[:1]
+    ranges = np.array(
+        [np.percentile(sample[..., c], [config.low_percentile, config.high_percentile]) for c in range(view.shape[-1])],
+        dtype=np.float64,
+    )
+    if not np.isfinite(ranges).all():
+        raise InputError("the scan contains NaN or infinite values")
+    return ranges
+
+
+def normalise(slices: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """Scale (n, H, W, C) slices to [0, 1] with `ranges`, as (n, H, W, 3) float32 (one channel is repeated)."""
+    out = np.empty(slices.shape[:3] + (slices.shape[-1],), dtype=np.float32)
+    for c, (low, high) in enumerate(ranges):
+        if high <= low:
+            out[..., c] = 0.0
+        else:
+            np.clip((slices[..., c].astype(np.float32) - low) / (high - low), 0.0, 1.0, out=out[..., c])
+    return np.repeat(out, 3, axis=-1) if out.shape[-1] == 1 else out
+
+
+def prepare_volume(image: np.ndarray, rgb: bool | None = None, config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+    """A whole scan as normalised (Z, H, W, 3) float32; `predict` does the same a batch at a time."""
+    view = channel_view(image, rgb)
+    return normalise(view, intensity_ranges(view, config))
+
+
+def binarise_mask(mask: np.ndarray) -> np.ndarray:
+    """Anything above zero is tumour (masks are 0/255 on disk, 0/1 in napari)."""
+    return np.asarray(mask) > 0
+
+
+def _square_padding(height: int, width: int) -> tuple[int, int, int, int]:
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    return left, side - width - left, top, side - height - top
+
+
+def to_model_size(batch: torch.Tensor, image_size: int, mode: str = "bilinear") -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, S, S): pad to a centred square (zeros), then resize; keeps the aspect ratio."""
+    height, width = batch.shape[-2:]
+    padded = F.pad(batch, _square_padding(height, width))
+    if padded.shape[-1] == image_size:
+        return padded
+    if mode == "nearest":
+        return F.interpolate(padded, size=(image_size, image_size), mode="nearest")
+    return F.interpolate(padded, size=(image_size, image_size), mode=mode, align_corners=False, antialias=True)
+
+
+def restore_size(batch: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Exact inverse geometry of `to_model_size`: (B, C, S, S) -> (B, C, H, W)."""
+    side = max(height, width)
+    if batch.shape[-1] != side:
+        batch = F.interpolate(batch, size=(side, side), mode="bilinear", align_corners=False)
+    left, _, top, _ = _square_padding(height, width)
+    return batch[..., top : top + height, left : left + width]
