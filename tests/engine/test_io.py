@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+import tifffile
+
+from napari_lgg_unet.engine.errors import InputError
+from napari_lgg_unet.engine.io import load_patient, load_scan, patient_folders, write_mask_tiff
+from tests.conftest import TEST_PATIENT
+
+
+def test_real_patient_loads_in_numeric_slice_order_with_boolean_masks(lgg_root):
+    folder = lgg_root / TEST_PATIENT
+    scan = load_patient(folder)
+    n = len(list(folder.glob("*_mask.tif")))
+    assert scan.image.shape == (n, 256, 256, 3) and scan.image.dtype == np.uint8
+    assert scan.mask.shape == (n, 256, 256) and scan.mask.dtype == bool
+    # Slice 10 must sit at index 9 (text sorting would put it after slice 1).
+    np.testing.assert_array_equal(scan.image[9], tifffile.imread(folder / f"{TEST_PATIENT}_10.tif"))
+    on_disk = tifffile.imread(folder / f"{TEST_PATIENT}_10_mask.tif")
+    assert set(np.unique(on_disk)) <= {0, 255}
+    np.testing.assert_array_equal(scan.mask[9], on_disk > 0)
+    assert scan.mask.any()
+
+
+def test_root_folder_yields_every_patient(lgg_root):
+    folders = patient_folders(lgg_root)
+    assert len(folders) == len([p for p in lgg_root.iterdir() if p.is_dir()])
+    assert patient_folders(lgg_root / TEST_PATIENT) == [lgg_root / TEST_PATIENT]
+
+
+@pytest.mark.parametrize("shape", [(40, 50), (40, 50, 3), (4, 40, 50), (4, 40, 50, 3)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
+def test_tiff_stacks_of_every_supported_layout_load_unchanged(tmp_path, shape, dtype):
+    data = (np.random.default_rng(0).random(shape) * 100).astype(dtype)
+    tifffile.imwrite(tmp_path / "scan.tif", data, photometric="rgb" if shape[-1] == 3 else "minisblack")
+    scan = load_scan(tmp_path / "scan.tif")
+    np.testing.assert_array_equal(scan.image, data)
+    assert scan.rgb == (shape[-1] == 3)
+
+
+def test_mask_is_written_as_uint8_0_255(tmp_path):
+    mask = np.zeros((2, 5, 6), dtype=np.uint8)
+    mask[1, 2:4, 1:3] = 1
+    write_mask_tiff(tmp_path / "m.tif", mask)
+    saved = tifffile.imread(tmp_path / "m.tif")
+    assert saved.dtype == np.uint8 and set(np.unique(saved)) == {0, 255}
+    np.testing.assert_array_equal(saved > 0, mask > 0)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.tif"]
+
+
+def test_bad_inputs_raise_input_errors_that_name_the_problem(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_scan(tmp_path / "missing.tif")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no patient folders"):
+        patient_folders(tmp_path / "empty")
+    (tmp_path / "broken.tif").write_bytes(b"not a tiff")
+    with pytest.raises(InputError, match="cannot read"):
+        load_scan(tmp_path / "broken.tif")
+    patient = tmp_path / "P_1"
+    patient.mkdir()
+    tifffile.imwrite(patient / "P_1_1.tif", np.zeros((8, 8, 3), np.uint8))
+    tifffile.imwrite(patient / "P_1_1_mask.tif", np.zeros((9, 8), np.uint8))
+    with pytest.raises(InputError, match="does not match"):
+        load_patient(patient)

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from napari_lgg_unet.engine.io import load_patient
+from napari_lgg_unet.engine.model import PostprocessConfig, load_model
+from napari_lgg_unet.engine.predict import postprocess, segment_steps, segment_volume
+from tests.conftest import TEST_PATIENT
+
+
+def test_predict_on_a_real_patient_returns_masks_of_the_input_shape(lgg_root, tiny_model_dir):
+    scan = load_patient(lgg_root / TEST_PATIENT)
+    result = segment_volume(load_model(tiny_model_dir), scan.image, rgb=True)
+    assert result.mask.shape == scan.mask.shape and result.mask.dtype == np.uint8
+    assert result.probability.shape == scan.mask.shape
+    assert set(np.unique(result.mask)) <= {0, 1}
+    assert 0.0 <= result.probability.min() and result.probability.max() <= 1.0
+
+
+@pytest.mark.parametrize("shape, rgb", [((250, 301), False), ((3, 250, 301), False), ((250, 301, 3), True), ((5, 37, 41, 3), True)])
+def test_predict_keeps_input_shape_for_odd_sizes_and_layouts(tiny_model_dir, shape, rgb):
+    image = np.random.default_rng(0).integers(0, 4000, shape).astype(np.uint16)
+    result = segment_volume(load_model(tiny_model_dir), image, rgb=rgb)
+    assert result.mask.shape == (shape[:-1] if rgb else shape)
+
+
+def test_a_long_stack_is_processed_in_batches_with_progress(tiny_model_dir):
+    image = np.random.default_rng(0).random((21, 40, 40)).astype(np.float32)
+    progress = list(segment_steps(load_model(tiny_model_dir), image, batch_size=4))
+    assert [p.done for p in progress] == [0, 4, 8, 12, 16, 20, 21, 21]
+    assert progress[-1].result is not None and all(p.result is None for p in progress[:-1])
+
+
+def test_stop_ends_segmentation_without_a_result(tiny_model_dir):
+    image = np.zeros((10, 40, 40), np.float32)
+    progress = list(segment_steps(load_model(tiny_model_dir), image, batch_size=2, stop=lambda: True))
+    assert all(p.result is None for p in progress)
+
+
+def test_flip_tta_gives_a_left_right_symmetric_answer_on_a_symmetric_scan(tiny_model_dir):
+    half = np.random.default_rng(3).random((2, 64, 32)).astype(np.float32)
+    symmetric = np.concatenate([half, half[..., ::-1]], axis=-1)
+    prob = segment_volume(load_model(tiny_model_dir), symmetric, tta=True).probability
+    np.testing.assert_allclose(prob, prob[..., ::-1], atol=1e-5)
+
+
+def test_postprocessing_drops_small_pieces_and_can_keep_the_largest():
+    prob = np.zeros((3, 20, 20), np.float32)
+    prob[0:3, 2:8, 2:8] = 0.9  # 108 voxels
+    prob[1, 15:17, 15:17] = 0.8  # 4 voxels
+    prob[2, 12:15, 2:5] = 0.4  # below threshold
+    assert postprocess(prob, PostprocessConfig(0.5)).sum() == 112
+    assert postprocess(prob, PostprocessConfig(0.5, min_size=5)).sum() == 108
+    assert postprocess(prob, PostprocessConfig(0.3, keep_largest=True)).sum() == 108
+    assert postprocess(prob, PostprocessConfig(0.3)).sum() == 121
