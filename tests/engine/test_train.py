@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from napari_lgg_unet.engine.dataset import AugmentConfig
+from napari_lgg_unet.engine.errors import InputError
+from napari_lgg_unet.engine.io import Scan, load_patient
+from napari_lgg_unet.engine.model import load_model
+from napari_lgg_unet.engine.train import TrainConfig, train_model
+
+PATIENTS = ["TCGA_CS_4941_19960909", "TCGA_CS_4942_19970222", "TCGA_DU_5849_19950405"]
+FAST = dict(image_size=64, batch_size=8, lr=1e-3, decoder_channels=(32, 16, 16, 16, 16), workers=0, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def scans(lgg_root):
+    return [load_patient(lgg_root / name) for name in PATIENTS]
+
+
+def test_short_real_training_lowers_the_loss_and_writes_a_loadable_best_model(scans, tmp_path):
+    config = TrainConfig(epochs=3, steps_per_epoch=12, val_fraction=0.34, augment=AugmentConfig(enabled=False), **FAST)
+    events = list(train_model(scans, config, tmp_path / "m"))
+    losses = [e.loss for e in events if e.kind == "step"]
+    assert len(losses) == 36
+    assert np.mean(losses[-6:]) < 0.8 * np.mean(losses[:6])
+    epochs = [e for e in events if e.kind == "epoch"]
+    assert [e.epoch for e in epochs] == [1, 2, 3] and all("val_dice" in e.metrics for e in epochs)
+    finished = events[-1]
+    assert finished.kind == "finished" and not finished.stopped
+    best = min(epochs, key=lambda e: e.metrics["val_loss"])
+    assert finished.best_epoch == best.epoch
+    model = load_model(tmp_path / "m")
+    assert model.config.training["best_epoch"] == best.epoch
+    assert set(model.config.training["split"]["validation"]).isdisjoint(model.config.training["split"]["train"])
+    assert (tmp_path / "m" / "history.csv").read_text().count("\n") == 4
+
+
+def test_stop_mid_run_ends_cleanly_and_keeps_the_best_model(scans, tmp_path):
+    steps = 0
+
+    def stop() -> bool:
+        return steps >= 14  # during the second epoch
+
+    events = []
+    for event in train_model(scans, TrainConfig(epochs=5, steps_per_epoch=10, **FAST), tmp_path / "m", stop):
+        events.append(event)
+        steps += event.kind == "step"
+    assert events[-1].kind == "finished" and events[-1].stopped
+    assert steps == 14 and events[-1].best_epoch == 1
+    assert load_model(tmp_path / "m").config.training["best_epoch"] == 1
+
+
+def test_stop_before_the_first_epoch_still_leaves_a_model(scans, tmp_path):
+    events = list(train_model(scans, TrainConfig(epochs=2, steps_per_epoch=10, **FAST), tmp_path / "m", lambda: True))
+    assert events[-1].stopped and events[-1].best_epoch == 1
+    load_model(tmp_path / "m")
+
+
+def test_resume_continues_from_the_last_finished_epoch(scans, tmp_path):
+    config = TrainConfig(epochs=1, steps_per_epoch=3, **FAST)
+    list(train_model(scans, config, tmp_path / "m"))
+    resumed = TrainConfig(epochs=2, steps_per_epoch=3, resume=True, **FAST)
+    events = list(train_model(scans, resumed, tmp_path / "m"))
+    assert [e.epoch for e in events if e.kind == "epoch"] == [2]
+    assert [h["epoch"] for h in events[-1].history] == [1, 2]
+
+
+def test_fine_tuning_starts_from_an_existing_model(scans, tiny_model_dir, tmp_path):
+    config = TrainConfig(epochs=1, steps_per_epoch=2, init=str(tiny_model_dir), **FAST)
+    list(train_model(scans[:1], config, tmp_path / "m"))
+    assert load_model(tmp_path / "m").config.decoder_channels == (16, 16, 16, 16, 16)
+
+
+def test_labels_with_no_tumour_are_refused_with_a_clear_message(tmp_path):
+    scan = Scan("blank", np.random.default_rng(0).random((4, 64, 64)).astype(np.float32), np.zeros((4, 64, 64), bool), rgb=False)
+    with pytest.raises(InputError, match="empty"):
+        list(train_model([scan], TrainConfig(epochs=1, **FAST), tmp_path / "m"))
+    assert not (tmp_path / "m" / "model.safetensors").exists()
