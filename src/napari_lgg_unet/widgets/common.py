@@ -1,0 +1,53 @@
+"""Small pieces both widgets use: the device picker, the model picker and safe signal connections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from magicgui.widgets import ComboBox, Container, FileEdit, Label
+from psygnal import SignalInstance
+
+from ..engine.device import DEVICE_CHOICES, auto_device, describe_device
+from ..engine.errors import ModelError
+from .session_models import model_choices
+
+
+def device_widgets() -> tuple[ComboBox, Label]:
+    """The device choice and a note saying what 'auto' picks on this machine."""
+    return (
+        ComboBox(label="Device", choices=list(DEVICE_CHOICES), value="auto"),
+        Label(label="", value=f"auto picks {describe_device(auto_device())}"),
+    )
+
+
+def model_widgets(label: str, scratch: bool = False) -> tuple[ComboBox, FileEdit]:
+    """A model choice (see `session_models.model_choices`) and a folder field shown only for 'Model folder...'."""
+    combo = ComboBox(label=label, choices=lambda _: model_choices(scratch))
+    folder = FileEdit(label="Model folder", mode="d", visible=False)
+    combo.changed.connect(lambda value: folder.show() if value == "folder" else folder.hide())
+    return combo, folder
+
+
+def chosen_model(combo: ComboBox, folder: FileEdit) -> str | None:
+    """'default', a folder path, or None (scratch); a missing folder is a ModelError the user can act on."""
+    if combo.value != "folder":
+        return combo.value
+    path = optional_path(folder)
+    if path is None:
+        raise ModelError("choose a model folder (one holding config.json and model.safetensors)")
+    if not path.is_dir():
+        raise ModelError(f"model folder not found: {path}")
+    return str(path)
+
+
+def optional_path(edit: FileEdit) -> Path | None:
+    """A FileEdit's path, or None when the user left it empty."""
+    value = edit.value
+    return None if value is None or str(value) in ("", ".") else Path(value)
+
+
+def connect_while_alive(container: Container, signal: SignalInstance, slot: Callable) -> None:
+    """Connect `slot` to a session-wide signal until the widget's Qt object is destroyed (closed viewer, test end)."""
+    signal.connect(slot)
+    container.native.destroyed.connect(lambda *_: signal.disconnect(slot))

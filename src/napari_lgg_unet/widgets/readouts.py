@@ -1,0 +1,70 @@
+"""Dice, IoU, accuracy, precision and recall of a prediction against a ground truth, for the volume and one slice,
+plus the predicted tumour size; the numbers come from `engine.metrics` so the widget and the CLI agree.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..engine.metrics import METRIC_NAMES, volume_scores
+
+
+@dataclass
+class Readouts:
+    """`scores` maps a scope ('volume', 'slice 12') to metric -> value; empty without a ground truth."""
+
+    voxels: int
+    physical_size: float | None = None
+    unit: str = ""
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def compute_readouts(
+    prediction: np.ndarray,
+    truth: np.ndarray | None = None,
+    slice_index: int | None = None,
+    scale: tuple[float, ...] | None = None,
+    unit: str = "",
+) -> Readouts:
+    """`prediction` and `truth` have the same shape (anything > 0 is tumour); `scale` is the size of one voxel."""
+    voxels = int(np.count_nonzero(prediction))
+    physical = None
+    if scale is not None and any(abs(s - 1.0) > 1e-12 for s in scale):
+        physical = voxels * float(np.prod(scale))
+    result = Readouts(voxels, physical, unit)
+    if truth is not None:
+        result.scores["volume"] = volume_scores(prediction, truth).to_dict()
+        if slice_index is not None:
+            result.scores[f"slice {slice_index}"] = volume_scores(prediction[slice_index], truth[slice_index]).to_dict()
+    return result
+
+
+def readouts_text(readouts: Readouts) -> str:
+    lines = [f"Tumour: {readouts.voxels} voxels"]
+    if readouts.physical_size is not None:
+        lines[0] += f" = {readouts.physical_size:.6g} {readouts.unit}".rstrip()
+    for scope, values in readouts.scores.items():
+        lines.append(f"{scope}: " + "  ".join(f"{name} {values[name]:.3f}" for name in METRIC_NAMES))
+    if not readouts.scores:
+        lines.append("Pick a ground-truth labels layer to see Dice and IoU.")
+    return "\n".join(lines)
+
+
+def write_readouts_csv(path: str | Path, readouts: Readouts, image_name: str, truth_name: str) -> Path:
+    """One row per scope, columns: image, ground_truth, scope, the metrics, tumour voxels and physical size."""
+    path = Path(path)
+    if path.suffix.lower() != ".csv":
+        path = path.with_suffix(".csv")
+    header = ["image", "ground_truth", "scope", *METRIC_NAMES, "tumour_voxels", "tumour_size", "unit"]
+    size = "" if readouts.physical_size is None else readouts.physical_size
+    rows = [[image_name, truth_name, scope, *(values[m] for m in METRIC_NAMES), readouts.voxels, size, readouts.unit]
+            for scope, values in (readouts.scores or {"volume": {m: "" for m in METRIC_NAMES}}).items()]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path

@@ -1,0 +1,224 @@
+"""The "Segment tumour" dock widget: one click from an image layer to a tumour Labels layer, with Dice/IoU readouts.
+
+The model runs in a worker thread; the widget only validates input, starts the worker and shows its results.
+Thresholds and post-processing are re-applied to the kept probabilities, so changing them never re-runs the model.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import napari
+import numpy as np
+from magicgui.widgets import (
+    CheckBox, ComboBox, Container, FileEdit, FloatSlider, Label, ProgressBar, PushButton, SpinBox,
+)
+from napari.layers import Image, Labels
+
+from ..engine.device import pick_device
+from ..engine.errors import InputError, LggUnetError
+from ..engine.model import PostprocessConfig
+from ..engine.predict import SegmentProgress, postprocess
+from ..engine.preprocess import channel_view
+from . import notify
+from .common import chosen_model, connect_while_alive, device_widgets, model_widgets, optional_path
+from .layers import binary_mask, current_slice, image_choices, labels_choices, owned_layer, put_owned_layer
+from .readouts import Readouts, compute_readouts, readouts_text, write_readouts_csv
+from .session_models import session_models
+from .workers import ModelCache, segment_job, start_job
+
+NO_TRUTH = ("(none)", None)
+
+
+class SegmentWidget(Container):
+    """Pick an image and a model, press Segment; read Dice/IoU against an optional ground-truth Labels layer."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = viewer
+        self.image = ComboBox(label="Image", choices=lambda _: image_choices(viewer))
+        self.model, self.model_folder = model_widgets("Model")
+        self.device, self.device_note = device_widgets()
+        self.tta = CheckBox(text="Test-time augmentation (mirror)", value=False)
+        self.threshold = FloatSlider(label="Threshold", min=0.05, max=0.95, step=0.05, value=0.5)
+        self.min_size = SpinBox(label="Drop specks under (voxels)", min=0, max=10_000_000, value=0)
+        self.keep_largest = CheckBox(text="Keep only the largest tumour", value=False)
+        self.show_probability = CheckBox(text="Also show the probability map", value=False)
+        self.segment_button = PushButton(text="Segment")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="Slices", min=0, max=1, value=0)
+        self.truth = ComboBox(label="Ground truth", choices=lambda _: [NO_TRUTH, *labels_choices(viewer)])
+        self.readout = Label(label="Readouts", value="")
+        self.csv_path = FileEdit(label="Readouts CSV", mode="w", filter="*.csv")
+        self.save_button = PushButton(text="Save readouts CSV")
+        self.extend([
+            self.image, self.model, self.model_folder, self.device, self.device_note, self.tta, self.threshold,
+            self.min_size, self.keep_largest, self.show_probability, self.segment_button, self.cancel_button,
+            self.progress, self.truth, self.readout, self.csv_path, self.save_button,
+        ])
+        self._cache = ModelCache()
+        self._stop = threading.Event()
+        self._worker = None
+        self._probability: np.ndarray | None = None
+        self._source: Image | None = None
+        self._pending: Image | None = None
+        self.readouts: Readouts | None = None
+
+        self.segment_button.clicked.connect(self.segment)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.save_button.clicked.connect(self.save_readouts)
+        for option in (self.threshold, self.min_size, self.keep_largest):
+            option.changed.connect(self.rethreshold)
+        self.show_probability.changed.connect(self._show_probability)
+        self.truth.changed.connect(self._truth_changed)
+        viewer.dims.events.current_step.connect(self.update_readouts)
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            event.connect(self.reset_choices)
+        connect_while_alive(self, session_models.changed, self.model.reset_choices)
+        self._update_readout_text()
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None
+
+    def postprocess_config(self) -> PostprocessConfig:
+        return PostprocessConfig(round(self.threshold.value, 4), self.min_size.value, self.keep_largest.value)
+
+    def segment(self) -> None:
+        """Check the input here (cheap, no copies), then load the model and segment in a worker."""
+        if self.running:
+            notify.show_warning("segmentation is already running: wait for it or press Cancel")
+            return
+        layer = self.image.value
+        try:
+            if layer is None:
+                raise InputError("no image layer: open a scan (File > Open, or File > Open Sample > LGG U-Net) first")
+            if layer.multiscale:
+                raise InputError(f"'{layer.name}' is a multiscale image; open its full-resolution level as one layer")
+            channel_view(layer.data, layer.rgb)
+            source = chosen_model(self.model, self.model_folder)
+            device = str(pick_device(self.device.value))
+        except LggUnetError as error:
+            notify.show_error(str(error))
+            return
+        self._stop.clear()
+        self._pending = layer
+        self.progress.value = 0
+        self._set_running(True)
+        self._worker = start_job(
+            segment_job, self._cache, source, device, layer.data, layer.rgb, self.tta.value,
+            self.postprocess_config(), self._stop.is_set,
+            on_yield=self._on_progress, on_finish=lambda: self._set_running(False),
+        )
+
+    def cancel(self) -> None:
+        """Ask the worker to stop after the current batch; no layer is changed."""
+        self._stop.set()
+
+    def _set_running(self, running: bool) -> None:
+        if not running:
+            self._worker = None
+        self.segment_button.enabled = not running
+        self.cancel_button.enabled = running
+
+    def _on_progress(self, progress: SegmentProgress) -> None:
+        self.progress.max = max(progress.total, 1)
+        self.progress.value = progress.done
+        if progress.result is None:
+            return
+        source = self._pending
+        if source not in self.viewer.layers:
+            notify.show_warning(f"'{source.name}' was removed while it was being segmented; the result is dropped")
+            return
+        self._source, self._probability = source, progress.result.probability
+        put_owned_layer(self.viewer, source, "tumour", progress.result.mask)
+        self._show_probability()
+        self.update_readouts()
+
+    def rethreshold(self) -> None:
+        """Apply threshold and post-processing to the kept probabilities (no model run)."""
+        if not self._has_result():
+            return
+        mask = postprocess(self._probability, self.postprocess_config())
+        put_owned_layer(self.viewer, self._source, "tumour", mask)
+        self.update_readouts()
+
+    def _show_probability(self) -> None:
+        if not self._has_result():
+            return
+        if self.show_probability.value:
+            put_owned_layer(
+                self.viewer, self._source, "probability", self._probability,
+                colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", opacity=0.6,
+            )
+        elif (layer := owned_layer(self.viewer, self._source, "probability")) is not None:
+            self.viewer.layers.remove(layer)
+
+    def _has_result(self) -> bool:
+        return self._probability is not None and self._source is not None and self._source in self.viewer.layers
+
+    def prediction_layer(self) -> Labels | None:
+        """The tumour layer of the last segmented image (including any corrections painted on it)."""
+        return None if self._source is None else owned_layer(self.viewer, self._source, "tumour")
+
+    def _truth_changed(self) -> None:
+        truth = self.truth.value
+        if truth is not None and binary_mask(truth)[1]:
+            notify.show_warning(f"'{truth.name}' has several label values: all values above 0 are counted as tumour")
+        self.update_readouts()
+
+    def update_readouts(self) -> None:
+        """Recompute size and scores for the volume and the slice on screen (called on every slice change)."""
+        prediction = self.prediction_layer()
+        if prediction is None:
+            self.readouts = None
+            self._update_readout_text()
+            return
+        mask = np.asarray(prediction.data) > 0
+        truth_layer = self.truth.value
+        truth = None
+        if truth_layer is not None and truth_layer is not prediction:
+            truth = binary_mask(truth_layer)[0]
+            if truth.shape != mask.shape:
+                self.readouts = None
+                self._update_readout_text(
+                    f"'{truth_layer.name}' has shape {truth.shape}, the prediction {mask.shape}: pick the ground "
+                    "truth of this image"
+                )
+                return
+        self.readouts = compute_readouts(
+            mask, truth, current_slice(self.viewer, prediction), tuple(prediction.scale), _volume_unit(prediction)
+        )
+        self._update_readout_text()
+
+    def _update_readout_text(self, problem: str = "") -> None:
+        if problem:
+            self.readout.value = problem
+        elif self.readouts is None:
+            self.readout.value = "Segment an image to see the tumour size and scores."
+        else:
+            self.readout.value = readouts_text(self.readouts)
+
+    def save_readouts(self) -> None:
+        path = optional_path(self.csv_path)
+        if self.readouts is None:
+            notify.show_error("nothing to save yet: segment an image first")
+            return
+        if path is None:
+            notify.show_error("choose where to save the readouts (the Readouts CSV field)")
+            return
+        truth = self.truth.value
+        try:
+            written = write_readouts_csv(path, self.readouts, self._source.name, "" if truth is None else truth.name)
+        except OSError as error:
+            notify.show_error(f"cannot write {path}: {error.strerror or error}")
+            return
+        notify.show_info(f"readouts saved to {written}")
+
+
+def _volume_unit(layer: Labels) -> str:
+    """'mm^3'-style unit of one voxel's volume from the layer's units ('' when they are pixels)."""
+    names = {str(unit) for unit in getattr(layer, "units", ())}
+    if not names or names == {"pixel"}:
+        return ""
+    return f"{names.pop()}^{layer.ndim}" if len(names) == 1 else "*".join(sorted(names))

@@ -1,0 +1,71 @@
+"""What runs off the main thread: loading a model, segmenting, reading training folders and training.
+
+Each job is a plain generator (tests can iterate it directly); `start_job` runs it in a napari thread worker whose
+errors always reach the user as a notification.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from napari.qt.threading import GeneratorWorker, create_worker
+
+from ..engine.io import Scan, load_patients
+from ..engine.model import LoadedModel, PostprocessConfig, load_model, resolve_model_path
+from ..engine.predict import SegmentProgress, segment_steps
+from ..engine.train import TrainConfig, TrainingEvent, train_model
+from .notify import report_error
+
+
+class ModelCache:
+    """Keeps the last loaded model, so re-running on another image or threshold does not reload it from disk.
+
+    The key includes the weights' modification time, so a model folder rewritten by training is reloaded.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple | None = None
+        self._model: LoadedModel | None = None
+
+    def get(self, source: str, device: str) -> LoadedModel:
+        path = resolve_model_path(source)
+        weights = path / "model.safetensors"
+        key = (str(path), weights.stat().st_mtime_ns if weights.is_file() else None, device)
+        with self._lock:
+            if key != self._key or self._model is None:
+                self._model, self._key = load_model(source, device), key
+            return self._model
+
+
+def segment_job(
+    cache: ModelCache, source: str, device: str, image: np.ndarray, rgb: bool, tta: bool,
+    postprocessing: PostprocessConfig, stop: Callable[[], bool],
+) -> Iterator[SegmentProgress]:
+    """Load (or reuse) the model and segment; the last item carries the result unless stopped."""
+    model = cache.get(source, device)
+    yield from segment_steps(model, image, rgb=rgb, tta=tta, postprocessing=postprocessing, stop=stop)
+
+
+def training_job(
+    scans: list[Scan], folder: Path | None, config: TrainConfig, out_dir: Path, stop: Callable[[], bool]
+) -> Iterator[TrainingEvent]:
+    """Read the optional Kaggle-style folder (slow disk work, so here and not in the GUI), then train."""
+    if folder is not None:
+        scans = scans + load_patients(folder, require_masks=True)
+    yield from train_model(scans, config, out_dir, stop)
+
+
+def start_job(
+    job: Callable[..., Iterator], *args, on_yield: Callable, on_finish: Callable[[], None]
+) -> GeneratorWorker:
+    """Start `job(*args)` in a thread: items go to `on_yield`, errors to a notification, then `on_finish` runs."""
+    worker = create_worker(job, *args, _start_thread=False, _ignore_errors=True)
+    worker.yielded.connect(on_yield)
+    worker.errored.connect(report_error)
+    worker.finished.connect(on_finish)
+    worker.start()
+    return worker

@@ -1,0 +1,141 @@
+"""The Segment widget on a real patient: layer, re-run, re-threshold, readouts, and a responsive viewer."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from napari_lgg_unet.engine.io import load_patient
+from napari_lgg_unet.engine.metrics import volume_scores
+from napari_lgg_unet.engine.model import PostprocessConfig
+from napari_lgg_unet.engine.predict import SegmentProgress, postprocess
+from napari_lgg_unet.widgets import segment as segment_module
+from napari_lgg_unet.widgets.layers import OWNER_KEY
+
+from widget_helpers import EventLoopProbe, dock
+
+PATIENT = "TCGA_CS_6665_20010817"
+SLICES = slice(8, 14)  # six slices, tumour on all of them: quick and meaningful
+
+
+@pytest.fixture
+def patient(lgg_root):
+    scan = load_patient(lgg_root / PATIENT)
+    return scan.image[SLICES], scan.mask[SLICES].astype(np.uint8)
+
+
+@pytest.fixture
+def segment_widget(viewer, patient, tiny_model_dir):
+    image, mask = patient
+    viewer.add_image(image, name=PATIENT, rgb=True, scale=(3.0, 0.5, 0.5))
+    viewer.add_labels(mask, name=f"{PATIENT} mask", scale=(3.0, 0.5, 0.5))
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value = "folder"
+    widget.model_folder.value = tiny_model_dir
+    return widget
+
+
+def run_segment(qtbot, widget) -> None:
+    widget.segment_button.clicked()
+    assert widget.running
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+
+
+def test_segmenting_a_real_patient_makes_a_tumour_labels_layer_like_the_image(qtbot, viewer, segment_widget, notes):
+    widget = segment_widget
+    widget.threshold.value = 0.05  # an untrained model is unsure; a low threshold makes a non-empty mask
+    with EventLoopProbe() as probe:
+        run_segment(qtbot, widget)
+    print(f"\nmax event-loop gap while segmenting: {probe.max_gap * 1000:.0f} ms")
+    assert probe.max_gap < 0.25
+    assert notes["error"] == []
+    layer = viewer.layers[f"{PATIENT} tumour"]
+    image = viewer.layers[PATIENT]
+    assert layer.data.shape == image.data.shape[:3]
+    assert np.issubdtype(layer.data.dtype, np.integer)
+    assert set(np.unique(layer.data)) <= {0, 1}
+    assert layer.data.any()
+    np.testing.assert_array_equal(layer.scale, image.scale)
+    np.testing.assert_array_equal(layer.translate, image.translate)
+    assert widget.progress.value == widget.progress.max == 6
+
+
+def test_running_again_updates_the_same_layer_and_leaves_a_same_named_user_layer_alone(qtbot, viewer, segment_widget):
+    widget = segment_widget
+    user = viewer.add_labels(np.full((6, 256, 256), 7, np.uint8), name=f"{PATIENT} tumour")
+    run_segment(qtbot, widget)
+    ours = [layer for layer in viewer.layers if OWNER_KEY in layer.metadata]
+    assert len(ours) == 1 and ours[0] is not user
+    count = len(viewer.layers)
+    widget.threshold.value = 0.3
+    run_segment(qtbot, widget)
+    assert len(viewer.layers) == count
+    assert [layer for layer in viewer.layers if OWNER_KEY in layer.metadata] == ours
+    assert (user.data == 7).all()
+
+
+def test_moving_the_threshold_rethresholds_without_running_the_model(qtbot, viewer, segment_widget, monkeypatch):
+    widget = segment_widget
+    run_segment(qtbot, widget)
+    probability = widget._probability
+    monkeypatch.setattr(segment_module, "start_job", lambda *a, **k: pytest.fail("the model must not run again"))
+    for threshold in (0.2, 0.6):
+        widget.threshold.value = threshold
+        expected = postprocess(probability, PostprocessConfig(threshold=threshold))
+        np.testing.assert_array_equal(widget.prediction_layer().data, expected)
+
+
+def test_probability_layer_is_optional(qtbot, viewer, segment_widget):
+    widget = segment_widget
+    run_segment(qtbot, widget)
+    assert f"{PATIENT} probability" not in viewer.layers
+    widget.show_probability.value = True
+    probability = viewer.layers[f"{PATIENT} probability"]
+    assert probability.data.dtype == np.float32 and probability.data.shape == (6, 256, 256)
+    widget.show_probability.value = False
+    assert f"{PATIENT} probability" not in viewer.layers
+
+
+def test_readouts_equal_the_engine_metrics_for_volume_and_shown_slice(qtbot, viewer, segment_widget, tmp_path):
+    widget = segment_widget
+    widget.threshold.value = 0.05
+    run_segment(qtbot, widget)
+    truth = viewer.layers[f"{PATIENT} mask"]
+    widget.truth.value = truth
+    prediction = widget.prediction_layer().data
+    assert widget.readouts.scores["volume"] == volume_scores(prediction, truth.data).to_dict()
+    viewer.dims.set_current_step(0, 4)
+    assert widget.readouts.scores["slice 4"] == volume_scores(prediction[4], truth.data[4]).to_dict()
+    assert widget.readouts.voxels == int(np.count_nonzero(prediction))
+    assert widget.readouts.physical_size == pytest.approx(widget.readouts.voxels * 3.0 * 0.5 * 0.5)
+    assert "dice" in widget.readout.value
+    widget.csv_path.value = tmp_path / "readouts.csv"
+    widget.save_button.clicked()
+    lines = (tmp_path / "readouts.csv").read_text().splitlines()
+    assert lines[0].startswith("image,ground_truth,scope,dice")
+    assert lines[1].startswith(f"{PATIENT},{PATIENT} mask,volume,")
+    assert len(lines) == 3
+
+
+def test_cancel_stops_segmenting_without_adding_a_layer(qtbot, viewer, segment_widget, monkeypatch):
+    widget = segment_widget
+    real_job = segment_module.segment_job
+
+    def job_that_waits_for_cancel(*args):
+        stop = args[-1]
+        yield SegmentProgress(0, 6)
+        while not stop():
+            time.sleep(0.01)
+        yield from real_job(*args)
+
+    monkeypatch.setattr(segment_module, "segment_job", job_that_waits_for_cancel)
+    count = len(viewer.layers)
+    widget.segment_button.clicked()
+    qtbot.waitUntil(lambda: widget.cancel_button.enabled, timeout=5_000)
+    widget.cancel_button.clicked()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert len(viewer.layers) == count
+    assert widget.prediction_layer() is None
+    assert widget.segment_button.enabled

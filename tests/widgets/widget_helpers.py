@@ -1,0 +1,53 @@
+"""Helpers for widget tests: dock through the manifest, layer snapshots, an event-loop probe."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from qtpy.QtCore import QTimer
+
+PLUGIN = "napari-lgg-unet"
+
+
+def dock(viewer, name: str):
+    """Dock a widget the way napari's Plugins menu does, through the manifest."""
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    return widget
+
+
+def snapshot(viewer) -> list[tuple]:
+    """Names, types, data and metadata of every layer, to prove an error changed nothing."""
+    return [(layer.name, type(layer).__name__, np.array(layer.data, copy=True), dict(layer.metadata))
+            for layer in viewer.layers]
+
+
+def assert_unchanged(before: list[tuple], after: list[tuple]) -> None:
+    assert [b[:2] for b in before] == [a[:2] for a in after]
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(b[2], a[2])
+        assert b[3] == a[3]
+
+
+class EventLoopProbe:
+    """A 10 ms QTimer; the longest gap between its ticks is how long the event loop was blocked."""
+
+    def __init__(self) -> None:
+        self.max_gap = 0.0
+        self._last = time.perf_counter()
+        self._timer = QTimer()
+        self._timer.setInterval(10)
+        self._timer.timeout.connect(self._tick)
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.max_gap = max(self.max_gap, now - self._last)
+        self._last = now
+
+    def __enter__(self) -> "EventLoopProbe":
+        self._last = time.perf_counter()
+        self._timer.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._timer.stop()
