@@ -124,7 +124,7 @@ def _run_train(args: argparse.Namespace) -> int:
                 print(event.message, file=sys.stderr)
             elif event.kind == "step":
                 if bar is None:
-                    bar = tqdm(total=event.steps, desc=f"epoch {event.epoch}/{event.epochs}", unit="step")
+                    bar = tqdm(total=event.steps, desc=f"epoch {event.epoch}/{event.epochs}", unit="step", disable=None)
                 bar.update(1)
                 bar.set_postfix(loss=f"{event.loss:.4f}")
             elif event.kind == "epoch":
@@ -151,7 +151,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     options = {"batch_size": args.batch_size, "tta": args.tta, "postprocessing": post}
     if args.input.is_dir() and not is_patient_folder(args.input):
         folders = patient_folders(args.input)
-        for folder in tqdm(folders, unit="patient"):
+        for folder in tqdm(folders, unit="patient", disable=None):
             scan = load_scan(folder)
             write_mask_tiff(args.output / f"{scan.name}_mask.tif", segment_volume(model, scan.image, rgb=scan.rgb, **options).mask)
         print(f"wrote {len(folders)} masks to {args.output}")
@@ -183,7 +183,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     folders = _evaluation_folders(args, model)
     results = []
     print(f"{'patient':<28} {'slices':>6} {'dice':>6} {'iou':>6} {'acc':>7}")
-    for result in tqdm(evaluate_patients(model, folders, **options), total=len(folders), unit="patient", leave=False):
+    for result in tqdm(evaluate_patients(model, folders, **options), total=len(folders), unit="patient", leave=False, disable=None):
         results.append(result)
         s = result.scores
         tqdm.write(f"{result.name:<28} {result.slices:>6} {s.dice:6.3f} {s.iou:6.3f} {s.accuracy:7.4f}")

@@ -15,6 +15,7 @@ import tifffile
 
 from .atomic import atomic_path
 from .errors import InputError
+from .preprocess import resolve_rgb
 
 _SLICE = re.compile(r"^(?P<stem>.+)_(?P<index>\d+)(?P<mask>_mask)?\.tiff?$", re.IGNORECASE)
 SUPPORTED_DTYPES = (np.uint8, np.uint16, np.int16, np.float32)
@@ -119,12 +120,7 @@ def load_scan(path: str | Path) -> Scan:
     if path.is_dir():
         return load_patient(path)
     image = read_tiff(path)
-    return Scan(name=path.stem, image=image, mask=None, rgb=guess_rgb(image))
-
-
-def guess_rgb(image: np.ndarray) -> bool:
-    """A trailing axis of length 3 means channels: (H, W, 3) and (Z, H, W, 3)."""
-    return image.ndim in (3, 4) and image.shape[-1] == 3
+    return Scan(name=path.stem, image=image, mask=None, rgb=resolve_rgb(image, None))
 
 
 def write_mask_tiff(path: str | Path, mask: np.ndarray) -> None:

@@ -35,8 +35,10 @@ class PreprocessConfig:
 
 
 def resolve_rgb(image: np.ndarray, rgb: bool | None) -> bool:
-    """Whether the last axis holds channels; None guesses from a trailing axis of length 3."""
-    return bool(rgb) if rgb is not None else image.ndim in (3, 4) and image.shape[-1] == 3
+    """Whether the last axis holds channels; None guesses: a short trailing axis (<= 4, e.g. RGB or RGBA)."""
+    if rgb is not None:
+        return bool(rgb)
+    return image.ndim in (3, 4) and image.shape[-1] <= 4 and image.shape[-1] < image.shape[-2]
 
 
 def spatial_shape(image: np.ndarray, rgb: bool | None = None) -> tuple[int, ...]:
@@ -48,7 +50,7 @@ def channel_view(image: np.ndarray, rgb: bool | None = None) -> np.ndarray:
     """Any supported layout as a (Z, H, W, C) view with C = 1 or 3, without copying or converting.
 
     Layouts: (H, W), (H, W, 3), (Z, H, W), (Z, H, W, 3). `rgb` says whether the last axis holds channels;
-    None guesses (a trailing axis of 3).
+    None guesses (see `resolve_rgb`).
     """
     image = np.asarray(image)
     if image.dtype == bool:

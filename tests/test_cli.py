@@ -1,0 +1,101 @@
+"""The `lgg-unet` command: real runs end to end, and every bad input ends in one line on stderr and exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_lgg_unet.cli import main
+from napari_lgg_unet.engine.model import CONFIG_FILE
+from tests.conftest import TEST_PATIENT
+
+
+def _one_line_error(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and err.startswith("lgg-unet: error:") and "Traceback" not in err
+    return err
+
+
+def test_predict_writes_a_0_255_mask_with_the_patient_shape(lgg_root, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "mask.tif"
+    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(lgg_root / TEST_PATIENT), "--output", str(out)]) == 0
+    mask = tifffile.imread(out)
+    n = len(list((lgg_root / TEST_PATIENT).glob("*_mask.tif")))
+    assert mask.shape == (n, 256, 256) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+
+
+def test_predict_on_a_tiff_stack_keeps_its_shape(tiny_model_dir, tmp_path):
+    tifffile.imwrite(tmp_path / "scan.tif", np.random.default_rng(0).integers(0, 999, (3, 70, 90)).astype(np.uint16))
+    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "scan.tif"), "--output", str(tmp_path / "o.tif")]) == 0
+    assert tifffile.imread(tmp_path / "o.tif").shape == (3, 70, 90)
+
+
+def test_train_then_evaluate_writes_the_documented_json(lgg_root, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("TCGA_CS_4941_19960909", "TCGA_CS_4942_19970222", TEST_PATIENT):
+        (data / name).symlink_to(lgg_root / name)
+    model = tmp_path / "model"
+    argv = ["train", "--data", str(data), "--out", str(model), "--epochs", "1", "--steps-per-epoch", "3",
+            "--batch-size", "4", "--image-size", "64", "--decoder-channels", "16,16,16,16,16", "--workers", "0",
+            "--val-fraction", "0.34"]
+    assert main(argv) == 0
+    assert "best epoch 1" in capsys.readouterr().out
+    report = tmp_path / "r.json"
+    assert main(["evaluate", "--model", str(model), "--data", str(data), "--json", str(report)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(report.read_text())
+    assert set(result) == {"mean_dice", "median_dice", "mean_iou", "mean_accuracy", "slices_per_second", "patients"}
+    assert set(result["patients"]) == {p.name for p in data.iterdir()}
+    for name, row in result["patients"].items():
+        assert set(row) == {"dice", "iou", "accuracy", "slices"} and name in printed
+        assert 0.0 <= row["dice"] <= 1.0 and row["slices"] == len(list((data / name).glob("*_mask.tif")))
+    assert result["mean_dice"] == pytest.approx(np.mean([r["dice"] for r in result["patients"].values()]))
+    assert main(["evaluate", "--model", str(model), "--data", str(data), "--split", "validation"]) == 0
+
+
+def test_bad_inputs_exit_2_with_one_line_and_leave_no_output(tiny_model_dir, tmp_path, capsys):
+    model = str(tiny_model_dir)
+    out = tmp_path / "o.tif"
+    assert "not found" in _one_line_error(capsys, ["predict", "--model", model, "--input", str(tmp_path / "nope"), "--output", str(out)])
+    (tmp_path / "empty").mkdir()
+    assert "no patient folders" in _one_line_error(capsys, ["predict", "--model", model, "--input", str(tmp_path / "empty"), "--output", str(out)])
+    (tmp_path / "broken.tif").write_bytes(b"garbage")
+    assert "cannot read" in _one_line_error(capsys, ["predict", "--model", model, "--input", str(tmp_path / "broken.tif"), "--output", str(out)])
+    tifffile.imwrite(tmp_path / "four.tif", np.zeros((2, 16, 16, 4), np.uint8))
+    assert "channels" in _one_line_error(capsys, ["predict", "--model", model, "--input", str(tmp_path / "four.tif"), "--output", str(out)])
+    patient = tmp_path / "P_1"
+    patient.mkdir()
+    tifffile.imwrite(patient / "P_1_1.tif", np.zeros((8, 8, 3), np.uint8))
+    tifffile.imwrite(patient / "P_1_1_mask.tif", np.zeros((9, 8), np.uint8))
+    assert "does not match" in _one_line_error(capsys, ["evaluate", "--model", model, "--data", str(patient)])
+    assert "model folder not found" in _one_line_error(capsys, ["predict", "--model", str(tmp_path / "nomodel"), "--input", str(tmp_path / "four.tif"), "--output", str(out)])
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / CONFIG_FILE).write_text("{")
+    assert "corrupt" in _one_line_error(capsys, ["evaluate", "--model", str(corrupt), "--data", str(patient)])
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_usage_errors_are_one_line_too(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", "x"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_module_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "napari_lgg_unet", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "predict" in out.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA, so asking for it is not an error")
+def test_asking_for_a_missing_gpu_is_a_one_line_error(tiny_model_dir, tmp_path, capsys):
+    argv = ["predict", "--model", str(tiny_model_dir), "--device", "cuda", "--input", str(tmp_path), "--output", str(tmp_path / "o.tif")]
+    assert "no CUDA GPU" in _one_line_error(capsys, argv)
