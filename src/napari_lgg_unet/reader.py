@@ -43,9 +43,10 @@ def read_patient_folder(path: str) -> list[LayerData]:
 
 
 def read_tiff_layer(path: str) -> list[LayerData]:
-    from .engine.io import guess_rgb, read_tiff
+    from .engine.io import read_tiff
+    from .engine.preprocess import resolve_rgb
 
     data, stem = read_tiff(path), Path(path).stem
     if stem.lower().endswith("_mask"):
         return [((data > 0).astype(np.uint8), {"name": stem}, "labels")]
-    return [(data, {"name": stem, "rgb": guess_rgb(data)}, "image")]
+    return [(data, {"name": stem, "rgb": resolve_rgb(data, None)}, "image")]
