@@ -1,0 +1,209 @@
+"""The "Train U-Net" dock widget: train or fine-tune on (image, labels) layer pairs and/or a Kaggle-style folder.
+
+Training runs in a worker consuming the engine's event generator; the one button reads Train, then Stop. Stop asks
+the engine to end between steps; the best model stays on disk and is offered at once in the Segment widget.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import napari
+import numpy as np
+from magicgui.widgets import (
+    CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox,
+)
+
+from ..engine.dataset import AugmentConfig
+from ..engine.device import pick_device
+from ..engine.errors import InputError, LggUnetError
+from ..engine.io import Scan
+from ..engine.preprocess import channel_view, spatial_shape
+from ..engine.train import TrainConfig, TrainingEvent
+from . import notify
+from .common import chosen_model, device_widgets, model_widgets, optional_path
+from .layers import binary_mask, image_choices, labels_choices
+from .loss_plot import LossPlot
+from .session_models import session_models
+from .workers import start_job, training_job
+
+NONE = ("(none)", None)
+DEFAULT_OUTPUT = Path.home() / "lgg-unet-models"
+
+
+class PairRow(Container):
+    """One (image layer, labels layer) training pair."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        image = ComboBox(label="Image", choices=lambda _: [*image_choices(viewer), NONE])
+        labels = ComboBox(label="Labels", choices=lambda _: [*labels_choices(viewer), NONE])
+        super().__init__(layout="horizontal", labels=False, widgets=[image, labels])
+        self.image_layer, self.labels_layer = image, labels
+
+
+class TrainWidget(Container):
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = viewer
+        self.pairs = Container(label="Training pairs", labels=False, widgets=[PairRow(viewer)])
+        self.add_pair = PushButton(text="Add pair")
+        self.remove_pair = PushButton(text="Remove last pair")
+        self.folder = FileEdit(label="Kaggle folder (optional)", mode="d")
+        self.skip_unlabelled = CheckBox(text="Skip slices without labels (else: background)", value=True)
+        self.epochs = SpinBox(label="Epochs", min=1, max=1000, value=10)
+        self.batch_size = SpinBox(label="Batch size", min=1, max=512, value=8)
+        self.lr = FloatSpinBox(label="Learning rate", min=1e-6, max=1.0, step=1e-5, value=1e-4)
+        self.val_fraction = FloatSpinBox(label="Validation fraction", min=0.0, max=0.5, step=0.05, value=0.1)
+        self.augment = CheckBox(text="Augment (flips, rotations, intensity)", value=True)
+        self.image_size = ComboBox(label="Image size", choices=[64, 128, 192, 256, 320, 384, 512], value=256)
+        self.device, self.device_note = device_widgets()
+        self.start_from, self.start_folder = model_widgets("Start from", scratch=True)
+        self.output = FileEdit(label="Output folder", mode="d", value=DEFAULT_OUTPUT)
+        self.train_button = PushButton(text="Train")
+        self.status = Label(label="Status", value="")
+        self.epoch_progress = ProgressBar(label="Epochs", min=0, max=1, value=0)
+        self.step_progress = ProgressBar(label="Steps", min=0, max=1, value=0)
+        self.extend([
+            self.pairs, self.add_pair, self.remove_pair, self.folder, self.skip_unlabelled, self.epochs,
+            self.batch_size, self.lr, self.val_fraction, self.augment, self.image_size, self.device, self.device_note,
+            self.start_from, self.start_folder, self.output, self.train_button, self.status, self.epoch_progress,
+            self.step_progress,
+        ])
+        self.plot = LossPlot()
+        self.native.layout().addWidget(self.plot)
+        self._stop = threading.Event()
+        self._worker = None
+        self.model_dir: Path | None = None
+        self.steps_per_epoch: int | None = None  # None: one pass over the training slices; tests use a few steps
+
+        self.add_pair.clicked.connect(lambda: self.pairs.append(PairRow(viewer)))
+        self.remove_pair.clicked.connect(self._remove_pair)
+        self.train_button.clicked.connect(self._train_or_stop)
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            event.connect(self.reset_choices)
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None
+
+    def _remove_pair(self) -> None:
+        if len(self.pairs) > 1:
+            self.pairs.pop()
+
+    def _train_or_stop(self) -> None:
+        self.stop() if self.running else self.train()
+
+    def train(self) -> None:
+        """Validate everything the user chose (no layer is touched), then train in a worker."""
+        if self.running:
+            notify.show_warning("training is already running: press Stop to end it before starting another")
+            return
+        try:
+            scans = self.training_scans()
+            folder = optional_path(self.folder)
+            if folder is not None and not folder.is_dir():
+                raise InputError(f"training folder not found: {folder}")
+            if not scans and folder is None:
+                raise InputError("nothing to train on: choose an (image, labels) pair or a Kaggle-style folder")
+            config = self.train_config()
+            pick_device(config.device)
+        except LggUnetError as error:
+            notify.show_error(str(error))
+            return
+        self.model_dir = self._run_folder()
+        self._stop.clear()
+        self.plot.plot([])
+        self.status.value = "preparing..."
+        self._set_running(True)
+        self._worker = start_job(
+            training_job, scans, folder, config, self.model_dir, self._stop.is_set,
+            on_yield=self._on_event, on_finish=self._on_finished,
+        )
+
+    def stop(self) -> None:
+        """Ask the engine to stop after the current step; the best model so far stays in the output folder."""
+        self._stop.set()
+        self.train_button.text = "Stopping..."
+        self.train_button.enabled = False
+
+    def training_scans(self) -> list[Scan]:
+        """The chosen pairs as scans (masks copied, so painting during training is safe); raises InputError."""
+        scans = []
+        for number, row in enumerate(self.pairs, start=1):
+            image, labels = row.image_layer.value, row.labels_layer.value
+            if image is None and labels is None:
+                continue
+            if image is None or labels is None:
+                raise InputError(f"pair {number}: choose both an image layer and a labels layer")
+            channel_view(image.data, image.rgb)
+            expected = spatial_shape(np.asarray(image.data), image.rgb)
+            if tuple(labels.data.shape) != expected:
+                raise InputError(
+                    f"'{labels.name}' has shape {tuple(labels.data.shape)} but '{image.name}' has spatial shape "
+                    f"{expected}: pick the labels painted on this image"
+                )
+            mask, merged = binary_mask(labels)
+            if not mask.any():
+                raise InputError(f"'{labels.name}' is empty: nothing to learn; paint tumour on at least one slice")
+            if merged:
+                notify.show_warning(f"'{labels.name}' has several label values: all values above 0 are merged into tumour")
+            scans.append(Scan(name=image.name, image=np.asarray(image.data), mask=mask, rgb=image.rgb))
+        return scans
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            epochs=self.epochs.value,
+            batch_size=self.batch_size.value,
+            lr=self.lr.value,
+            val_fraction=self.val_fraction.value,
+            image_size=self.image_size.value,
+            augment=AugmentConfig(enabled=self.augment.value),
+            skip_unlabelled=self.skip_unlabelled.value,
+            device=self.device.value,
+            init=chosen_model(self.start_from, self.start_folder),
+            workers=0,  # loader processes do not mix with the GUI's threads
+            steps_per_epoch=self.steps_per_epoch,
+        )
+
+    def _run_folder(self) -> Path:
+        """A new folder per run inside the output folder, so no earlier model is overwritten."""
+        base = optional_path(self.output) or DEFAULT_OUTPUT
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        folder, n = base / f"run-{stamp}", 1
+        while folder.exists():
+            n += 1
+            folder = base / f"run-{stamp}-{n}"
+        return folder
+
+    def _set_running(self, running: bool) -> None:
+        self.train_button.text = "Stop" if running else "Train"
+        self.train_button.enabled = True
+
+    def _on_event(self, event: TrainingEvent) -> None:
+        if event.kind == "prepared":
+            self.status.value = event.message
+            self.epoch_progress.max, self.step_progress.max = event.epochs, max(event.steps, 1)
+        elif event.kind == "step":
+            self.epoch_progress.value, self.step_progress.value = event.epoch - 1, event.step
+            eta = "" if event.eta_seconds is None else f", about {_duration(event.eta_seconds)} left"
+            self.status.value = f"epoch {event.epoch}/{event.epochs}, step {event.step}/{event.steps}, loss {event.loss:.3f}{eta}"
+        elif event.kind == "epoch":
+            self.epoch_progress.value = event.epoch
+            self.plot.plot(event.history)
+        elif event.kind == "finished":
+            self.status.value = ("stopped: " if event.stopped else "finished: ") + event.message
+
+    def _on_finished(self) -> None:
+        """Runs after success, stop or error: offer whatever best model reached the disk."""
+        self._worker = None
+        self._set_running(False)
+        if self.model_dir is not None and (self.model_dir / "config.json").is_file():
+            session_models.add(self.model_dir.name, self.model_dir)
+            notify.show_info(f"model saved in {self.model_dir}; it is now a choice in Segment tumour")
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"

@@ -1,0 +1,66 @@
+"""The Train widget: a tiny real training run, Stop, the model reaching the Segment widget, a responsive viewer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_lgg_unet.engine.io import load_patient
+from napari_lgg_unet.engine.model import load_model
+from napari_lgg_unet.widgets.session_models import session_models
+
+from widget_helpers import EventLoopProbe, dock
+
+PATIENT = "TCGA_CS_6665_20010817"
+
+
+@pytest.fixture
+def train_widget(viewer, lgg_root, tmp_path):
+    scan = load_patient(lgg_root / PATIENT)
+    viewer.add_image(scan.image[6:16], name=PATIENT, rgb=True)
+    viewer.add_labels(scan.mask[6:16].astype(np.uint8), name=f"{PATIENT} mask")
+    widget = dock(viewer, "Train U-Net")
+    widget.image_size.value = 64
+    widget.batch_size.value = 4
+    widget.epochs.value = 2
+    widget.val_fraction.value = 0.2
+    widget.output.value = tmp_path
+    widget.steps_per_epoch = 2
+    return widget
+
+
+def test_a_tiny_training_run_finishes_and_its_model_appears_in_the_segment_widget(qtbot, viewer, train_widget, notes):
+    segment = dock(viewer, "Segment tumour")
+    widget = train_widget
+    row = widget.pairs[0]
+    assert (row.image_layer.value.name, row.labels_layer.value.name) == (PATIENT, f"{PATIENT} mask")
+    with EventLoopProbe() as probe:
+        widget.train_button.clicked()
+        assert widget.train_button.text == "Stop"
+        qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    print(f"\nmax event-loop gap while training: {probe.max_gap * 1000:.0f} ms")
+    assert probe.max_gap < 0.25
+    assert notes["error"] == []
+    assert widget.train_button.text == "Train"
+    assert [record["epoch"] for record in widget.plot.history] == [1, 2]
+    assert {"train_loss", "val_loss", "val_dice"} <= set(widget.plot.history[-1])
+    assert widget.epoch_progress.value == 2
+    assert session_models.items() == [(widget.model_dir.name, widget.model_dir)]
+    assert str(widget.model_dir) in segment.model.choices
+    load_model(widget.model_dir)
+
+
+def test_stop_during_training_ends_it_and_keeps_a_loadable_model(qtbot, train_widget, notes):
+    widget = train_widget
+    widget.epochs.value = 50
+    widget.steps_per_epoch = 3
+    widget.train_button.clicked()
+    qtbot.waitUntil(lambda: widget.epoch_progress.value >= 1, timeout=120_000)  # one epoch saved a model
+    widget.train_button.clicked()
+    assert widget.train_button.text == "Stopping..."
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert notes["error"] == []
+    assert widget.status.value.startswith("stopped")
+    assert len(widget.plot.history) < 50
+    assert load_model(widget.model_dir).config.preprocess.image_size == 64
+    assert session_models.items() == [(widget.model_dir.name, widget.model_dir)]
