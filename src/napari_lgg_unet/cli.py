@@ -16,6 +16,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
+from . import __version__
 from .engine.atomic import write_text_atomic
 from .engine.dataset import AugmentConfig
 from .engine.device import DEVICE_CHOICES, pick_device
@@ -46,6 +47,7 @@ def _channels(text: str) -> tuple[int, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lgg-unet", description="Brain tumour (LGG) segmentation with a U-Net.")
+    parser.add_argument("--version", action="version", version=f"lgg-unet {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     d = TrainConfig()
 
