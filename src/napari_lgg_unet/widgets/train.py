@@ -42,6 +42,14 @@ class PairRow(Container):
         super().__init__(layout="horizontal", labels=False, widgets=[image, labels])
         self.image_layer, self.labels_layer = image, labels
 
+    def reset_choices(self, *_) -> None:
+        """Keep the user's choice; an empty pair picks up the first layers that appear (e.g. a just-opened scan)."""
+        super().reset_choices()
+        for combo in (self.image_layer, self.labels_layer):
+            layers = [choice for choice in combo.choices if choice is not None]
+            if combo.value is None and layers:
+                combo.value = layers[0]
+
 
 class TrainWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:

@@ -1,0 +1,116 @@
+"""Every error a user can cause is one notification, the widgets keep working and no layer changes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from widget_helpers import assert_unchanged, dock, snapshot
+
+
+@pytest.fixture
+def widgets(viewer):
+    return dock(viewer, "Segment tumour"), dock(viewer, "Train U-Net")
+
+
+def test_segment_without_an_image_layer_explains_what_to_do(viewer, widgets, notes):
+    segment, _ = widgets
+    segment.segment_button.clicked()
+    assert "no image layer" in notes["error"][0]
+    assert not segment.running and segment.segment_button.enabled
+
+
+def test_a_4d_image_is_refused_with_a_hint_and_nothing_changes(viewer, widgets, notes):
+    segment, train = widgets
+    viewer.add_image(np.zeros((2, 3, 32, 32), np.float32), name="4d")
+    viewer.add_labels(np.ones((2, 3, 32, 32), np.uint8), name="4d labels")
+    before = snapshot(viewer)
+    segment.segment_button.clicked()
+    train.train_button.clicked()
+    assert len(notes["error"]) == 2 and all("2D or 3D" in message for message in notes["error"])
+    assert not train.running and train.train_button.text == "Train"
+    assert_unchanged(before, snapshot(viewer))
+
+
+def test_missing_or_corrupt_model_folder_is_reported(viewer, widgets, notes, tmp_path, qtbot):
+    segment, _ = widgets
+    viewer.add_image(np.random.default_rng(0).random((2, 32, 32), dtype=np.float32), name="scan")
+    before = snapshot(viewer)
+    segment.model.value = "folder"
+    segment.model_folder.value = tmp_path / "absent"
+    segment.segment_button.clicked()
+    assert "model folder not found" in notes["error"][-1]
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "config.json").write_text("{not json")
+    segment.model_folder.value = tmp_path / "corrupt"
+    segment.segment_button.clicked()
+    qtbot.waitUntil(lambda: not segment.running, timeout=30_000)
+    assert "corrupt" in notes["error"][-1]
+    assert_unchanged(before, snapshot(viewer))
+    assert segment.segment_button.enabled
+
+
+def test_default_model_absence_is_a_notification_not_a_crash(viewer, widgets, notes, qtbot):
+    from napari_lgg_unet.engine.model import default_model_path
+
+    if (default_model_path() / "config.json").is_file():
+        pytest.skip("the default model is installed")
+    segment, _ = widgets
+    viewer.add_image(np.zeros((32, 32), np.float32), name="scan")
+    segment.model.value = "default"
+    segment.segment_button.clicked()
+    qtbot.waitUntil(lambda: not segment.running, timeout=30_000)
+    assert "default model is not installed" in notes["error"][-1]
+
+
+def test_training_refuses_mismatched_or_empty_labels_and_warns_about_merged_values(viewer, widgets, notes):
+    _, train = widgets
+    viewer.add_image(np.zeros((4, 32, 32), np.float32), name="scan")
+    labels = viewer.add_labels(np.zeros((4, 16, 16), np.uint8), name="small labels")
+    row = train.pairs[0]
+    row.image_layer.value, row.labels_layer.value = viewer.layers["scan"], labels
+    before = snapshot(viewer)
+    train.train_button.clicked()
+    assert "shape" in notes["error"][-1]
+    empty = viewer.add_labels(np.zeros((4, 32, 32), np.uint8), name="empty labels")
+    row.labels_layer.value = empty
+    before = snapshot(viewer)
+    train.train_button.clicked()
+    assert "empty" in notes["error"][-1] and "nothing to learn" in notes["error"][-1]
+    assert_unchanged(before, snapshot(viewer))
+    several = np.zeros((4, 32, 32), np.uint8)
+    several[0, :4, :4], several[1, :4, :4] = 1, 2
+    row.labels_layer.value = viewer.add_labels(several, name="two values")
+    scans = train.training_scans()
+    assert "merged" in notes["warning"][-1]
+    assert scans[0].mask.dtype == bool and scans[0].mask.sum() == 32
+    assert (viewer.layers["two values"].data == several).all()
+    assert not train.running
+
+
+def test_pressing_train_while_training_runs_is_refused(viewer, widgets, notes, monkeypatch):
+    _, train = widgets
+    monkeypatch.setattr(train, "_worker", object())  # pretend a run is in progress
+    train.train()
+    assert "already running" in notes["warning"][-1]
+    monkeypatch.setattr(train, "_worker", None)
+
+
+def test_out_of_memory_in_a_worker_becomes_the_advice(notes):
+    from napari_lgg_unet.engine.device import OOM_ADVICE
+    from napari_lgg_unet.widgets import notify
+
+    notify.report_error(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    notify.report_error(ValueError("something odd\nwith a long traceback"))
+    assert notes["error"] == [OOM_ADVICE, "ValueError: something odd"]
+
+
+def test_labels_with_several_values_as_ground_truth_are_merged_with_a_warning(viewer, widgets, notes):
+    segment, _ = widgets
+    labels = viewer.add_labels(np.array([[0, 1], [2, 3]], np.uint8), name="multi")
+    segment.truth.value = labels
+    assert "several label values" in notes["warning"][-1]
+    assert (labels.data == [[0, 1], [2, 3]]).all()
+    json.dumps(notes)  # notifications are plain text
