@@ -44,7 +44,7 @@ def test_train_then_evaluate_writes_the_documented_json(lgg_root, tmp_path, caps
     model = tmp_path / "model"
     argv = ["train", "--data", str(data), "--out", str(model), "--epochs", "1", "--steps-per-epoch", "3",
             "--batch-size", "4", "--image-size", "64", "--decoder-channels", "16,16,16,16,16", "--workers", "0",
-            "--val-fraction", "0.34"]
+            "--val-fraction", "0.3"]
     assert main(argv) == 0
     assert "best epoch 1" in capsys.readouterr().out
     report = tmp_path / "r.json"
@@ -58,6 +58,11 @@ def test_train_then_evaluate_writes_the_documented_json(lgg_root, tmp_path, caps
         assert 0.0 <= row["dice"] <= 1.0 and row["slices"] == len(list((data / name).glob("*_mask.tif")))
     assert result["mean_dice"] == pytest.approx(np.mean([r["dice"] for r in result["patients"].values()]))
     assert main(["evaluate", "--model", str(model), "--data", str(data), "--split", "validation"]) == 0
+    assert main(["calibrate", "--model", str(model), "--data", str(data)]) == 0
+    config = json.loads((model / CONFIG_FILE).read_text())
+    validation = config["training"]["split"]["validation"]
+    assert config["training"]["calibration"]["patients"] == validation and len(validation) == 1
+    assert config["postprocess"]["threshold"] in (0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 def test_bad_inputs_exit_2_with_one_line_and_leave_no_output(tiny_model_dir, tmp_path, capsys):

@@ -24,7 +24,8 @@ from .engine.errors import InputError, LggUnetError
 from .engine.evaluate import evaluate_patients, report
 from .engine.io import is_patient_folder, load_patients, load_scan, patient_folders, write_mask_tiff
 from .engine.losses import LOSS_CHOICES
-from .engine.model import PostprocessConfig, load_model
+from .engine.calibrate import calibrate
+from .engine.model import PostprocessConfig, load_model, resolve_model_path
 from .engine.predict import segment_volume
 from .engine.train import TrainConfig, train_model
 
@@ -74,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init", default=None, help="model folder (or 'default') to fine-tune from")
     train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     train.add_argument("--seed", type=int, default=d.seed)
+
+    calibrate = commands.add_parser("calibrate", help="choose the threshold and clean-up on validation patients")
+    calibrate.add_argument("--model", required=True, help="model folder to update (its config.json)")
+    calibrate.add_argument("--data", required=True, type=Path, help="Kaggle root or patient folder")
+    calibrate.add_argument("--split", choices=("train", "validation", "test"), default="validation",
+                           help="patients of this split recorded in the model's config (default: validation)")
+    calibrate.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}")
 
     for name, text in (("predict", "segment scans and write masks as TIFF (uint8 0/255)"),
                        ("evaluate", "score a model on patient folders that have masks")):
@@ -198,7 +206,15 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _run_train, "predict": _run_predict, "evaluate": _run_evaluate}
+def _run_calibrate(args: argparse.Namespace) -> int:
+    model = load_model(args.model, pick_device(args.device))
+    best, dice = calibrate(model, _evaluation_folders(args, model), resolve_model_path(args.model))
+    print(f"threshold {best.threshold}, min size {best.min_size}, keep largest {best.keep_largest}: "
+          f"mean Dice {dice:.3f} on the {args.split} patients; saved in {args.model}")
+    return 0
+
+
+COMMANDS = {"train": _run_train, "predict": _run_predict, "evaluate": _run_evaluate, "calibrate": _run_calibrate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

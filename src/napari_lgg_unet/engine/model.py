@@ -6,7 +6,7 @@ Loading reads tensors and JSON only, never pickled code, so a model folder from 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -100,8 +100,13 @@ def save_model(network: torch.nn.Module, config: ModelConfig, folder: str | Path
     }
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={"format": FORMAT})
-    write_text_atomic(folder / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+    write_config(config, folder)
     return folder
+
+
+def write_config(config: ModelConfig, folder: str | Path) -> None:
+    """Replace a model folder's config.json atomically (e.g. after calibrating its threshold)."""
+    write_text_atomic(Path(folder) / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
 
 
 def default_model_path() -> Path:
@@ -154,7 +159,3 @@ def load_model(folder: str | Path, device: torch.device | str = "cpu") -> Loaded
         raise ModelError(f"{weights} does not match its config.json: {first}") from None
     network.to(device).eval()
     return LoadedModel(network=network, config=config, source=str(folder))
-
-
-def with_postprocess(config: ModelConfig, postprocess: PostprocessConfig) -> ModelConfig:
-    return replace(config, postprocess=postprocess)
