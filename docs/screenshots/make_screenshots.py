@@ -1,0 +1,71 @@
+"""Screenshots for the README from a real napari viewer (run under a virtual display: `xvfb-run -a python ...`).
+
+    python docs/screenshots/make_screenshots.py [MODEL_FOLDER]
+
+Opens the sample patient, trains briefly in the Train widget (train.png), then segments with the default model,
+else MODEL_FOLDER, else the model just trained, and reads Dice against the sample's mask (segment.png).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import napari_lgg_unet.engine.model  # noqa: F401  load triton before OpenGL (see tests/widgets/conftest.py)
+import napari
+from napari_lgg_unet.engine.model import default_model_path
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QApplication
+
+HERE = Path(__file__).resolve().parent
+PLUGIN = "napari-lgg-unet"
+
+
+def wait_until(condition, timeout: float = 600.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise TimeoutError("the widget did not finish in time")
+        QApplication.processEvents()
+        time.sleep(0.02)
+
+
+def save(viewer: napari.Viewer, name: str) -> None:
+    for _ in range(20):
+        QApplication.processEvents()
+    viewer.window._qt_window.grab().save(str(HERE / name))
+    print(f"wrote {HERE / name}")
+
+
+def main(model: str | None) -> None:
+    viewer = napari.Viewer()
+    viewer.window._qt_window.resize(1600, 1000)
+    viewer.open_sample(PLUGIN, "lgg_patient")
+    viewer.dims.set_current_step(0, 13)
+    dock, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train U-Net")
+    viewer.window._qt_window.resizeDocks([dock], [620], Qt.Horizontal)
+    train.image_size.value, train.batch_size.value, train.epochs.value = 64, 4, 4
+    train.output.value = Path(tempfile.mkdtemp(prefix="lgg-unet-screenshots-"))
+    train.steps_per_epoch = 4
+    train.train_button.clicked()
+    wait_until(lambda: not train.running)
+    save(viewer, "train.png")
+
+    _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment tumour", tabify=True)
+    if (default_model_path() / "config.json").is_file():
+        segment.model.value = "default"
+    else:
+        segment.model.value = "folder"
+        segment.model_folder.value = Path(model) if model else train.model_dir
+    segment.segment_button.clicked()
+    wait_until(lambda: not segment.running)
+    segment.truth.value = viewer.layers["TCGA_CS_6665_20010817 mask"]
+    viewer.layers["TCGA_CS_6665_20010817 mask"].visible = False
+    save(viewer, "segment.png")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else None)
