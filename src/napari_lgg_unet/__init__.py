@@ -7,9 +7,23 @@
 Names are imported on first use, so napari can read the plugin manifest without loading torch.
 """
 
+import sys
 from importlib import import_module
 
 __version__ = "0.1.0"
+
+
+def _keep_triton_out_of_qt_processes() -> None:
+    """Make `import triton` fail when Qt is already loaded (napari), so torch treats triton as absent.
+
+    triton (torch's optional GPU compiler, which we never use) bundles LLVM; loading it after napari has opened an
+    OpenGL context backed by Mesa, which loads its own LLVM, crashes the whole viewer (seen under xvfb).
+    """
+    if "triton" not in sys.modules and any(qt in sys.modules for qt in ("PyQt5", "PyQt6", "PySide2", "PySide6")):
+        sys.modules["triton"] = None
+
+
+_keep_triton_out_of_qt_processes()
 
 _API = {
     "LggUnetError": "engine.errors",

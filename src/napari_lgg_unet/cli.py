@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="patients of this split recorded in the model's config (default: validation)")
     calibrate.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}")
 
+    view = commands.add_parser("view", help="open napari with the plugin on a scan (default: the sample patient)")
+    view.add_argument("path", nargs="?", type=Path, default=None, help="patient folder or TIFF")
+    view.add_argument("--segment", action="store_true", help="segment it with the default model right away")
+
     for name, text in (("predict", "segment scans and write masks as TIFF (uint8 0/255)"),
                        ("evaluate", "score a model on patient folders that have masks")):
         sub = commands.add_parser(name, help=text)
@@ -214,7 +218,15 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _run_train, "predict": _run_predict, "evaluate": _run_evaluate, "calibrate": _run_calibrate}
+def _run_view(args: argparse.Namespace) -> int:
+    if args.path is not None and not args.path.exists():
+        raise InputError(f"path not found: {args.path}")
+    from .launch import run
+
+    return run(args.path, args.segment)
+
+
+COMMANDS = {"view": _run_view, "train": _run_train, "predict": _run_predict, "evaluate": _run_evaluate, "calibrate": _run_calibrate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
