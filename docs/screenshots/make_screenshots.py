@@ -13,7 +13,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import napari_lgg_unet.engine.model  # noqa: F401  load triton before OpenGL (see tests/widgets/conftest.py)
 import napari
 from napari_lgg_unet.engine.model import default_model_path
 from qtpy.QtCore import Qt

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-# Load torch's compiler stack (triton, via segmentation-models-pytorch) before any viewer makes an OpenGL context:
-# under a virtual display Mesa's software OpenGL loads its own LLVM, and triton loaded after it segfaults.
-import napari_lgg_unet.engine.model  # noqa: F401,E402
 from napari_lgg_unet.widgets import notify, session_models as registry
 
 
