@@ -52,11 +52,10 @@ def test_missing_or_corrupt_model_folder_is_reported(viewer, widgets, notes, tmp
     assert segment.segment_button.enabled
 
 
-def test_default_model_absence_is_a_notification_not_a_crash(viewer, widgets, notes, qtbot):
-    from napari_lgg_unet.engine.model import default_model_path
+def test_default_model_absence_is_a_notification_not_a_crash(viewer, widgets, notes, qtbot, monkeypatch, tmp_path):
+    from napari_lgg_unet.engine import model
 
-    if (default_model_path() / "config.json").is_file():
-        pytest.skip("the default model is installed")
+    monkeypatch.setattr(model, "default_model_path", lambda: tmp_path / "not-installed")
     segment, _ = widgets
     viewer.add_image(np.zeros((32, 32), np.float32), name="scan")
     segment.model.value = "default"
