@@ -141,6 +141,9 @@ def _run_train(args: argparse.Namespace) -> int:
                     bar = tqdm(total=event.steps, desc=f"epoch {event.epoch}/{event.epochs}", unit="step", disable=None)
                 bar.update(1)
                 bar.set_postfix(loss=f"{event.loss:.4f}")
+                if bar.disable and event.step % max(1, event.steps // 10) == 0:  # a log file gets plain lines
+                    print(f"epoch {event.epoch}/{event.epochs} step {event.step}/{event.steps}: loss {event.loss:.4f}, "
+                          f"about {event.eta_seconds / 60:.0f} min left", file=sys.stderr, flush=True)
             elif event.kind == "epoch":
                 if bar is not None:
                     bar.close()
