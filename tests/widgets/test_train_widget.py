@@ -64,3 +64,21 @@ def test_stop_during_training_ends_it_and_keeps_a_loadable_model(qtbot, train_wi
     assert len(widget.plot.history) < 50
     assert load_model(widget.model_dir).config.preprocess.image_size == 64
     assert session_models.items() == [(widget.model_dir.name, widget.model_dir)]
+
+
+def test_a_kaggle_folder_alone_is_a_training_source(qtbot, viewer, lgg_root, tmp_path, notes):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("TCGA_CS_4941_19960909", "TCGA_CS_4942_19970222"):
+        (data / name).symlink_to(lgg_root / name)
+    widget = dock(viewer, "Train U-Net")  # no layers open: the folder is the only source
+    widget.folder.value = data
+    widget.image_size.value, widget.batch_size.value, widget.epochs.value = 64, 4, 1
+    widget.val_fraction.value = 0.5
+    widget.output.value = tmp_path / "models"
+    widget.steps_per_epoch = 2
+    widget.train_button.clicked()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    assert notes["error"] == []
+    split = load_model(widget.model_dir).config.training["split"]
+    assert sorted(split["train"] + split["validation"]) == sorted(p.name for p in data.iterdir())
