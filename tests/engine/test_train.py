@@ -75,3 +75,15 @@ def test_labels_with_no_tumour_are_refused_with_a_clear_message(tmp_path):
     with pytest.raises(InputError, match="empty"):
         list(train_model([scan], TrainConfig(epochs=1, **FAST), tmp_path / "m"))
     assert not (tmp_path / "m" / "model.safetensors").exists()
+
+
+def test_out_of_memory_becomes_advice_to_lower_batch_or_image_size(scans, tmp_path, monkeypatch):
+    from napari_lgg_unet.engine import losses
+    from napari_lgg_unet.engine.errors import DeviceError
+
+    def exhausted(*_):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(losses.SegmentationLoss, "forward", exhausted)
+    with pytest.raises(DeviceError, match="lower the batch size"):
+        list(train_model(scans, TrainConfig(epochs=1, steps_per_epoch=2, **FAST), tmp_path / "m"))

@@ -31,8 +31,8 @@ from .dataset import (
     split_single_volume,
     tumour_aware_sampler,
 )
-from .device import pick_device, release_memory
-from .errors import InputError
+from .device import OOM_ADVICE, is_out_of_memory, pick_device, release_memory
+from .errors import DeviceError, InputError
 from .io import Scan
 from .losses import SegmentationLoss
 from .metrics import Counts, count, scores
@@ -289,6 +289,10 @@ def train_model(
             )
             if stopped:
                 break
+    except RuntimeError as error:
+        if is_out_of_memory(error):
+            raise DeviceError(OOM_ADVICE) from None
+        raise
     finally:
         release_memory(device)
     yield TrainingEvent(
