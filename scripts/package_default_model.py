@@ -8,7 +8,10 @@ on the test patients; see docs/MODEL_CARD.md.
 
 import sys
 
+from importlib import resources
+
 import numpy as np
+import tifffile
 
 from napari_lgg_unet.engine.model import default_model_path, load_model, save_model
 from napari_lgg_unet.engine.predict import segment_volume
@@ -17,7 +20,7 @@ from napari_lgg_unet.engine.predict import segment_volume
 def main(source: str) -> None:
     model = load_model(source)
     target = save_model(model.network, model.config, default_model_path(), half=True)
-    probe = np.random.default_rng(0).integers(0, 255, (4, 256, 256, 3)).astype(np.uint8)
+    probe = tifffile.imread(resources.files("napari_lgg_unet") / "samples" / "TCGA_CS_6665_20010817_image.tif")
     difference = np.abs(segment_volume(load_model(target), probe).probability - segment_volume(model, probe).probability)
     print(f"wrote {target}; largest probability change from half-precision storage: {difference.max():.2e}")
 
