@@ -62,3 +62,12 @@ def test_bad_inputs_raise_input_errors_that_name_the_problem(tmp_path):
     tifffile.imwrite(patient / "P_1_1_mask.tif", np.zeros((9, 8), np.uint8))
     with pytest.raises(InputError, match="does not match"):
         load_patient(patient)
+
+
+def test_atomically_written_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    write_mask_tiff(tmp_path / "m.tif", np.zeros((4, 4), np.uint8))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "m.tif").stat().st_mode & 0o777 == 0o666 & ~mask
