@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--tta", action="store_true", help="average with the horizontally flipped scan")
         sub.add_argument("--threshold", type=float, default=None, help="default: the model's own")
         sub.add_argument("--min-size", type=int, default=None, help="drop tumour pieces smaller than this (voxels)")
-        sub.add_argument("--keep-largest", action="store_true", default=None)
+        sub.add_argument("--keep-largest", action=argparse.BooleanOptionalAction, default=None,
+                         help="keep only the largest 3D tumour piece (default: the model's own)")
         if name == "predict":
             sub.add_argument("--input", required=True, type=Path, help="patient folder, Kaggle root or TIFF")
             sub.add_argument("--output", required=True, type=Path, help="TIFF file (or folder for a Kaggle root)")
