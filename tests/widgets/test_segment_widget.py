@@ -139,3 +139,23 @@ def test_cancel_stops_segmenting_without_adding_a_layer(qtbot, viewer, segment_w
     assert len(viewer.layers) == count
     assert widget.prediction_layer() is None
     assert widget.segment_button.enabled
+
+
+def test_one_click_with_the_default_model_on_the_sample_matches_the_model_card(qtbot, viewer, notes):
+    import json
+    from pathlib import Path
+
+    from napari_lgg_unet.engine.model import read_config
+
+    viewer.open_sample("napari-lgg-unet", "lgg_patient")
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value = "default"
+    settings = read_config("default").postprocess
+    assert (widget.threshold.value, widget.min_size.value, widget.keep_largest.value) == (
+        settings.threshold, settings.min_size, settings.keep_largest)
+    run_segment(qtbot, widget)
+    assert notes["error"] == []
+    truth = viewer.layers[f"{PATIENT} mask"].data
+    dice = volume_scores(viewer.layers[f"{PATIENT} tumour"].data, truth).dice
+    card = json.loads((Path(__file__).resolve().parents[2] / "docs" / "default-model-test.json").read_text())
+    assert dice == pytest.approx(card["patients"][PATIENT]["dice"], abs=0.01)

@@ -17,7 +17,7 @@ from napari.layers import Image, Labels
 
 from ..engine.device import pick_device
 from ..engine.errors import InputError, LggUnetError
-from ..engine.model import PostprocessConfig
+from ..engine.model import PostprocessConfig, read_config
 from ..engine.predict import SegmentProgress, postprocess
 from ..engine.preprocess import channel_view
 from . import notify
@@ -70,6 +70,9 @@ class SegmentWidget(Container):
         for option in (self.threshold, self.min_size, self.keep_largest):
             option.changed.connect(self.rethreshold)
         self.show_probability.changed.connect(self._show_probability)
+        for choice in (self.model, self.model_folder):
+            choice.changed.connect(self.adopt_model_settings)
+        self.adopt_model_settings()
         self.truth.changed.connect(self._truth_changed)
         viewer.dims.events.current_step.connect(self.update_readouts)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
@@ -134,6 +137,18 @@ class SegmentWidget(Container):
         put_owned_layer(self.viewer, source, "tumour", progress.result.mask)
         self._show_probability()
         self.update_readouts()
+
+    def adopt_model_settings(self) -> None:
+        """Show the chosen model's own threshold and clean-up (chosen on its validation patients)."""
+        try:
+            source = chosen_model(self.model, self.model_folder)
+            settings = read_config(source).postprocess if source else None
+        except LggUnetError:
+            return  # reported when the user presses Segment
+        if settings is not None:
+            self.threshold.value = settings.threshold
+            self.min_size.value = settings.min_size
+            self.keep_largest.value = settings.keep_largest
 
     def rethreshold(self) -> None:
         """Apply threshold and post-processing to the kept probabilities (no model run)."""
