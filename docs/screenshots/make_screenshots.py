@@ -11,13 +11,14 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import napari
 from napari_lgg_unet.engine.model import default_model_path
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QApplication
 
+warnings.filterwarnings("ignore", message=".*PyQt5 backend is deprecated")  # keep its toast off the pictures
 HERE = Path(__file__).resolve().parent
 PLUGIN = "napari-lgg-unet"
 
@@ -40,12 +41,16 @@ def save(viewer: napari.Viewer, name: str) -> None:
 
 def main(model: str | None) -> None:
     viewer = napari.Viewer()
-    viewer.window._qt_window.resize(1600, 1000)
+    viewer.window._qt_window.resize(1700, 1000)
     viewer.open_sample(PLUGIN, "lgg_patient")
     viewer.dims.set_current_step(0, 13)
     dock, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train U-Net")
-    viewer.window._qt_window.resizeDocks([dock], [620], Qt.Horizontal)
-    train.image_size.value, train.batch_size.value, train.epochs.value = 64, 4, 4
+    dock.setMaximumWidth(640)  # leave the canvas most of the window
+    have_default = (default_model_path() / "config.json").is_file()
+    if have_default:
+        train.start_from.value = "default"  # fine-tune the shipped model on the painted labels
+    train.image_size.value, train.batch_size.value, train.epochs.value = 128 if have_default else 64, 4, 4
+    train.val_fraction.value = 0.3
     train.output.value = Path(tempfile.mkdtemp(prefix="lgg-unet-screenshots-"))
     train.steps_per_epoch = 4
     train.train_button.clicked()
@@ -53,7 +58,7 @@ def main(model: str | None) -> None:
     save(viewer, "train.png")
 
     _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment tumour", tabify=True)
-    if (default_model_path() / "config.json").is_file():
+    if have_default:
         segment.model.value = "default"
     else:
         segment.model.value = "folder"
