@@ -87,3 +87,10 @@ def test_out_of_memory_becomes_advice_to_lower_batch_or_image_size(scans, tmp_pa
     monkeypatch.setattr(losses.SegmentationLoss, "forward", exhausted)
     with pytest.raises(DeviceError, match="lower the batch size"):
         list(train_model(scans, TrainConfig(epochs=1, steps_per_epoch=2, **FAST), tmp_path / "m"))
+
+
+def test_training_refuses_to_overwrite_an_existing_model_unless_resuming(scans, tiny_model_dir, tmp_path):
+    before = (tiny_model_dir / "model.safetensors").read_bytes()
+    with pytest.raises(InputError, match="already holds a model"):
+        list(train_model(scans, TrainConfig(epochs=1, steps_per_epoch=2, **FAST), tiny_model_dir))
+    assert (tiny_model_dir / "model.safetensors").read_bytes() == before

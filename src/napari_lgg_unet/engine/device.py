@@ -51,12 +51,10 @@ def describe_device(device: torch.device) -> str:
 
 def is_out_of_memory(error: BaseException) -> bool:
     """True for the allocation failures of CUDA, MPS and CPU, which all deserve the same advice."""
-    if isinstance(error, torch.cuda.OutOfMemoryError):
+    if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
         return True
     text = str(error).lower()
-    return isinstance(error, (RuntimeError, MemoryError)) and (
-        "out of memory" in text or "can't allocate memory" in text or isinstance(error, MemoryError)
-    )
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 OOM_ADVICE = "the device ran out of memory: lower the batch size or the image size, or use the CPU"

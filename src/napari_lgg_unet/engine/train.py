@@ -36,7 +36,7 @@ from .errors import DeviceError, InputError
 from .io import Scan
 from .losses import SegmentationLoss
 from .metrics import Counts, count, scores
-from .model import ModelConfig, build_network, load_model, save_model
+from .model import CONFIG_FILE, ModelConfig, build_network, load_model, save_model
 from .preprocess import PreprocessConfig
 
 
@@ -192,6 +192,8 @@ def train_model(
     """
     stop = stop or (lambda: False)
     out = Path(out_dir)
+    if not config.resume and (out / CONFIG_FILE).exists():
+        raise InputError(f"{out} already holds a model; choose a new output folder, or resume its run with --resume")
     torch.manual_seed(config.seed)
     device = pick_device(config.device)
     preprocess = PreprocessConfig(image_size=config.image_size)
