@@ -17,10 +17,11 @@ import numpy as np
 import torch
 
 from napari_lgg_unet.engine.dataset import AugmentConfig
+from napari_lgg_unet.engine.events import Step
 from napari_lgg_unet.engine.io import load_patient
 from napari_lgg_unet.engine.losses import SegmentationLoss
 from napari_lgg_unet.engine.model import LoadedModel, ModelConfig, build_network
-from napari_lgg_unet.engine.predict import segment_volume
+from napari_lgg_unet.engine.predict import SegmentOptions, segment_volume
 from napari_lgg_unet.engine.preprocess import PreprocessConfig, prepare_volume, to_model_size
 from napari_lgg_unet.engine.train import TrainConfig, train_model
 
@@ -47,7 +48,7 @@ def bench_inference(image: np.ndarray, size: int, batch: int, repeats: int) -> t
                 torch.sigmoid(network(x[start : start + batch]))
 
     bare_s = _best_of(repeats, bare)
-    ours_s = _best_of(repeats, lambda: segment_volume(model, image, rgb=True, batch_size=batch))
+    ours_s = _best_of(repeats, lambda: segment_volume(model, image, SegmentOptions(batch_size=batch), rgb=True))
     return len(image) / ours_s, len(image) / bare_s
 
 
@@ -56,7 +57,7 @@ def bench_training(scan, size: int, batch: int, steps: int, workers: int) -> tup
                          workers=workers, device="cpu", augment=AugmentConfig(), lr=1e-4)
     stamps = []
     for event in train_model([scan], config, Path("/tmp/lgg-unet-benchmark")):
-        if event.kind == "step":
+        if isinstance(event, Step):
             stamps.append(time.perf_counter())
     ours = batch * (len(stamps) - 2) / (stamps[-1] - stamps[1])  # skip the first steps (worker start-up)
 

@@ -35,6 +35,7 @@ _API = {
     "load_patients": "engine.io",
     "load_scan": "engine.io",
     "segment_volume": "engine.predict",
+    "SegmentOptions": "engine.predict",
 }
 __all__ = sorted(_API)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -21,12 +22,14 @@ from .engine.atomic import write_text_atomic
 from .engine.dataset import AugmentConfig
 from .engine.device import DEVICE_CHOICES, pick_device
 from .engine.errors import InputError, LggUnetError
+from .engine.calibrate import calibrate
+from .engine.cohort import segment_scans
+from .engine.events import EpochEnd, Finished, Prepared, Step
 from .engine.evaluate import evaluate_patients, report
 from .engine.io import is_patient_folder, load_patients, load_scan, patient_folders, write_mask_tiff
 from .engine.losses import LOSS_CHOICES
-from .engine.calibrate import calibrate
-from .engine.model import PostprocessConfig, load_model, resolve_model_path
-from .engine.predict import segment_volume
+from .engine.model import DEFAULT_MODEL_NAME, PostprocessConfig, load_model, resolve_model_path
+from .engine.predict import SegmentOptions
 from .engine.train import TrainConfig, train_model
 
 
@@ -109,12 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _postprocessing(args: argparse.Namespace, default: PostprocessConfig) -> PostprocessConfig:
-    return PostprocessConfig(
+def _segment_options(args: argparse.Namespace, default: PostprocessConfig) -> SegmentOptions:
+    """The typed inference options from the command line; unset clean-up options take the model's own."""
+    post = PostprocessConfig(
         threshold=default.threshold if args.threshold is None else args.threshold,
         min_size=default.min_size if args.min_size is None else args.min_size,
         keep_largest=default.keep_largest if args.keep_largest is None else args.keep_largest,
     )
+    return SegmentOptions(batch_size=args.batch_size, tta=args.tta, postprocess=post)
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -132,52 +137,69 @@ def _run_train(args: argparse.Namespace) -> int:
     scans = load_patients(args.data, require_masks=True)
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
-    bar = None
+    progress = _TrainingProgress()
     try:
         for event in train_model(scans, config, args.out, stop.is_set):
-            if event.kind == "prepared":
-                print(event.message, file=sys.stderr)
-            elif event.kind == "step":
-                if bar is None:
-                    bar = tqdm(total=event.steps, desc=f"epoch {event.epoch}/{event.epochs}", unit="step", disable=None)
-                bar.update(1)
-                bar.set_postfix(loss=f"{event.loss:.4f}")
-                if bar.disable and event.step % max(1, event.steps // 10) == 0:  # a log file gets plain lines
-                    print(f"epoch {event.epoch}/{event.epochs} step {event.step}/{event.steps}: loss {event.loss:.4f}, "
-                          f"about {event.eta_seconds / 60:.0f} min left", file=sys.stderr, flush=True)
-            elif event.kind == "epoch":
-                if bar is not None:
-                    bar.close()
-                    bar = None
-                m = event.metrics
-                val = f"val loss {m['val_loss']:.4f}, val Dice {m['val_dice']:.3f}, " if "val_loss" in m else ""
-                print(f"epoch {event.epoch}: train loss {m['train_loss']:.4f}, {val}best epoch {event.best_epoch}",
-                      file=sys.stderr)
-            elif event.kind == "finished":
-                state = "stopped: " if event.stopped else ""
-                print(f"{state}{event.message}")
+            progress.show(event)
     finally:
-        if bar is not None:
-            bar.close()
+        progress.close()
         signal.signal(signal.SIGINT, previous)
     return 0
 
 
+class _TrainingProgress:
+    """A progress bar per epoch on a terminal; plain lines every 10% of an epoch in a log file."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def show(self, event: Prepared | Step | EpochEnd | Finished) -> None:
+        match event:
+            case Prepared(message=message):
+                print(message, file=sys.stderr)
+            case Step(epoch=epoch, epochs=epochs, step=step, steps=steps, loss=loss, eta_seconds=eta):
+                if self.bar is None:
+                    self.bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="step", disable=None)
+                self.bar.update(1)
+                self.bar.set_postfix(loss=f"{loss:.4f}")
+                if self.bar.disable and step % max(1, steps // 10) == 0:
+                    print(f"epoch {epoch}/{epochs} step {step}/{steps}: loss {loss:.4f}, about {eta / 60:.0f} min left",
+                          file=sys.stderr, flush=True)
+            case EpochEnd(epoch=epoch, record=m, best_epoch=best):
+                self.close()
+                val = f"val loss {m['val_loss']:.4f}, val Dice {m['val_dice']:.3f}, " if "val_loss" in m else ""
+                print(f"epoch {epoch}: train loss {m['train_loss']:.4f}, {val}best epoch {best}", file=sys.stderr)
+            case Finished(stopped=stopped, message=message):
+                print(f"{'stopped: ' if stopped else ''}{message}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def _run_predict(args: argparse.Namespace) -> int:
+    if args.output.resolve() == args.input.resolve():
+        raise InputError("--output is the same path as --input; the scan would be replaced by its mask")
     model = load_model(args.model, pick_device(args.device))
-    post = _postprocessing(args, model.config.postprocess)
-    options = {"batch_size": args.batch_size, "tta": args.tta, "postprocessing": post}
+    options = _segment_options(args, model.config.postprocess)
     if args.input.is_dir() and not is_patient_folder(args.input):
         folders = patient_folders(args.input)
-        for folder in tqdm(folders, unit="patient", disable=None):
-            scan = load_scan(folder)
-            write_mask_tiff(args.output / f"{scan.name}_mask.tif", segment_volume(model, scan.image, rgb=scan.rgb, **options).mask)
+        written: list[Path] = []
+        try:
+            for done in segment_scans(model, tqdm(folders, unit="patient", disable=None), options):
+                written.append(args.output / f"{done.scan.name}_mask.tif")
+                write_mask_tiff(written[-1], done.result.mask)
+        except BaseException:
+            for path in written:  # all or nothing: a half-done cohort is not mistaken for a finished one
+                path.unlink(missing_ok=True)
+            raise
         print(f"wrote {len(folders)} masks to {args.output}")
         return 0
-    scan = load_scan(args.input)
     if args.output.is_dir():
         raise InputError(f"--output {args.output} is a folder; give a .tif file name for a single scan")
-    write_mask_tiff(args.output, segment_volume(model, scan.image, rgb=scan.rgb, **options).mask)
+    (done,) = segment_scans(model, [args.input], options)
+    write_mask_tiff(args.output, done.result.mask)
     print(f"wrote {args.output}")
     return 0
 
@@ -196,12 +218,11 @@ def _evaluation_folders(args: argparse.Namespace, model) -> list[Path]:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.model, pick_device(args.device))
-    options = {"batch_size": args.batch_size, "tta": args.tta,
-               "postprocessing": _postprocessing(args, model.config.postprocess)}
+    options = _segment_options(args, model.config.postprocess)
     folders = _evaluation_folders(args, model)
     results = []
     print(f"{'patient':<28} {'slices':>6} {'dice':>6} {'iou':>6} {'acc':>7}")
-    for result in tqdm(evaluate_patients(model, folders, **options), total=len(folders), unit="patient", leave=False, disable=None):
+    for result in tqdm(evaluate_patients(model, folders, options), total=len(folders), unit="patient", leave=False, disable=None):
         results.append(result)
         s = result.scores
         tqdm.write(f"{result.name:<28} {result.slices:>6} {s.dice:6.3f} {s.iou:6.3f} {s.accuracy:7.4f}")
@@ -215,6 +236,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
+    if args.model == DEFAULT_MODEL_NAME:
+        raise InputError("the default model is part of the installed package and is not changed; copy its folder "
+                         f"({resolve_model_path(DEFAULT_MODEL_NAME)}) and calibrate the copy")
     model = load_model(args.model, pick_device(args.device))
     best, dice = calibrate(model, _evaluation_folders(args, model), resolve_model_path(args.model))
     print(f"threshold {best.threshold}, min size {best.min_size}, keep largest {best.keep_largest}: "
@@ -223,8 +247,8 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
 
 def _run_view(args: argparse.Namespace) -> int:
-    if args.path is not None and not args.path.exists():
-        raise InputError(f"path not found: {args.path}")
+    if args.path is not None:
+        load_scan(args.path)  # refuse what the reader would refuse, before a window opens
     from .launch import run
 
     return run(args.path, args.segment)
@@ -234,15 +258,26 @@ COMMANDS = {"view": _run_view, "train": _run_train, "predict": _run_predict, "ev
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every failure becomes one line on stderr (set LGG_UNET_DEBUG=1 for tracebacks)."""
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except LggUnetError as error:
-        print(f"lgg-unet: error: {error}", file=sys.stderr)
+    except (LggUnetError, OSError, MemoryError) as error:
+        print(f"lgg-unet: error: {_one_line(error)}", file=sys.stderr)
         return 2
-    except (OSError, MemoryError) as error:
-        print(f"lgg-unet: error: {error}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("lgg-unet: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # a bug of ours: still one line, with a way to see the details
+        if os.environ.get("LGG_UNET_DEBUG"):
+            raise
+        print(f"lgg-unet: internal error: {error.__class__.__name__}: {_one_line(error)} (LGG_UNET_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or error.__class__.__name__
 
 
 if __name__ == "__main__":

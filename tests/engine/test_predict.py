@@ -3,7 +3,7 @@ import pytest
 
 from napari_lgg_unet.engine.io import load_patient
 from napari_lgg_unet.engine.model import PostprocessConfig, load_model
-from napari_lgg_unet.engine.predict import postprocess, segment_steps, segment_volume
+from napari_lgg_unet.engine.predict import SegmentOptions, postprocess, segment_steps, segment_volume
 from tests.conftest import TEST_PATIENT
 
 
@@ -25,21 +25,21 @@ def test_predict_keeps_input_shape_for_odd_sizes_and_layouts(tiny_model_dir, sha
 
 def test_a_long_stack_is_processed_in_batches_with_progress(tiny_model_dir):
     image = np.random.default_rng(0).random((21, 40, 40)).astype(np.float32)
-    progress = list(segment_steps(load_model(tiny_model_dir), image, batch_size=4))
+    progress = list(segment_steps(load_model(tiny_model_dir), image, SegmentOptions(batch_size=4)))
     assert [p.done for p in progress] == [0, 4, 8, 12, 16, 20, 21, 21]
     assert progress[-1].result is not None and all(p.result is None for p in progress[:-1])
 
 
 def test_stop_ends_segmentation_without_a_result(tiny_model_dir):
     image = np.zeros((10, 40, 40), np.float32)
-    progress = list(segment_steps(load_model(tiny_model_dir), image, batch_size=2, stop=lambda: True))
+    progress = list(segment_steps(load_model(tiny_model_dir), image, SegmentOptions(batch_size=2), stop=lambda: True))
     assert all(p.result is None for p in progress)
 
 
 def test_flip_tta_gives_a_left_right_symmetric_answer_on_a_symmetric_scan(tiny_model_dir):
     half = np.random.default_rng(3).random((2, 64, 32)).astype(np.float32)
     symmetric = np.concatenate([half, half[..., ::-1]], axis=-1)
-    prob = segment_volume(load_model(tiny_model_dir), symmetric, tta=True).probability
+    prob = segment_volume(load_model(tiny_model_dir), symmetric, SegmentOptions(tta=True)).probability
     np.testing.assert_allclose(prob, prob[..., ::-1], atol=1e-5)
 
 

@@ -3,6 +3,7 @@ import pytest
 
 from napari_lgg_unet.engine.dataset import AugmentConfig
 from napari_lgg_unet.engine.errors import InputError
+from napari_lgg_unet.engine.events import EpochEnd, Finished, Step
 from napari_lgg_unet.engine.io import Scan, load_patient
 from napari_lgg_unet.engine.model import load_model
 from napari_lgg_unet.engine.train import TrainConfig, train_model
@@ -19,14 +20,14 @@ def scans(lgg_root):
 def test_short_real_training_lowers_the_loss_and_writes_a_loadable_best_model(scans, tmp_path):
     config = TrainConfig(epochs=3, steps_per_epoch=12, val_fraction=0.34, augment=AugmentConfig(enabled=False), **FAST)
     events = list(train_model(scans, config, tmp_path / "m"))
-    losses = [e.loss for e in events if e.kind == "step"]
+    losses = [e.loss for e in events if isinstance(e, Step)]
     assert len(losses) == 36
     assert np.mean(losses[-6:]) < 0.8 * np.mean(losses[:6])
-    epochs = [e for e in events if e.kind == "epoch"]
-    assert [e.epoch for e in epochs] == [1, 2, 3] and all("val_dice" in e.metrics for e in epochs)
+    epochs = [e for e in events if isinstance(e, EpochEnd)]
+    assert [e.epoch for e in epochs] == [1, 2, 3] and all("val_dice" in e.record for e in epochs)
     finished = events[-1]
-    assert finished.kind == "finished" and not finished.stopped
-    best = min(epochs, key=lambda e: e.metrics["val_loss"])
+    assert isinstance(finished, Finished) and not finished.stopped
+    best = min(epochs, key=lambda e: e.record["val_loss"])
     assert finished.best_epoch == best.epoch
     model = load_model(tmp_path / "m")
     assert model.config.training["best_epoch"] == best.epoch
@@ -43,8 +44,8 @@ def test_stop_mid_run_ends_cleanly_and_keeps_the_best_model(scans, tmp_path):
     events = []
     for event in train_model(scans, TrainConfig(epochs=5, steps_per_epoch=10, **FAST), tmp_path / "m", stop):
         events.append(event)
-        steps += event.kind == "step"
-    assert events[-1].kind == "finished" and events[-1].stopped
+        steps += isinstance(event, Step)
+    assert isinstance(events[-1], Finished) and events[-1].stopped
     assert steps == 14 and events[-1].best_epoch == 1
     assert load_model(tmp_path / "m").config.training["best_epoch"] == 1
 
@@ -60,7 +61,7 @@ def test_resume_continues_from_the_last_finished_epoch(scans, tmp_path):
     list(train_model(scans, config, tmp_path / "m"))
     resumed = TrainConfig(epochs=2, steps_per_epoch=3, resume=True, **FAST)
     events = list(train_model(scans, resumed, tmp_path / "m"))
-    assert [e.epoch for e in events if e.kind == "epoch"] == [2]
+    assert [e.epoch for e in events if isinstance(e, EpochEnd)] == [2]
     assert [h["epoch"] for h in events[-1].history] == [1, 2]
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
+
+STALE_SECONDS = 600  # a temp file this old belongs to no live writer (ours write in seconds)
 
 
 @contextlib.contextmanager
@@ -14,6 +18,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftover_temp_files(target.parent, f".{target.name}.", older_than=STALE_SECONDS)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -24,6 +29,19 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def remove_leftover_temp_files(folder: Path, prefix: str = ".", older_than: float = 0.0) -> None:
+    """Delete temporary files that a killed writer left in `folder` (ours: hidden, ending in .tmp).
+
+    `older_than` (seconds) spares files a live writer may still be filling; callers that hold a lock on the
+    folder pass 0.
+    """
+    now = time.time()
+    for leftover in folder.glob(f"{glob.escape(prefix)}*.tmp"):
+        with contextlib.suppress(OSError):
+            if leftover.is_file() and now - leftover.stat().st_mtime >= older_than:
+                leftover.unlink()
 
 
 def _umask() -> int:

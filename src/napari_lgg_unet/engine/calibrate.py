@@ -13,10 +13,10 @@ from typing import Iterator
 import numpy as np
 
 from .errors import InputError
-from .io import load_patient
+from .cohort import segment_scans
 from .metrics import volume_scores
 from .model import LoadedModel, PostprocessConfig, write_config
-from .predict import postprocess, segment_volume
+from .predict import SegmentOptions, postprocess
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_SIZES = (0, 50, 200, 500, 1000)
@@ -28,10 +28,8 @@ def candidate_scores(
     """Mean per-volume Dice over `folders` of every post-processing candidate."""
     if not folders:
         raise InputError("no validation patients to calibrate on")
-    cases = []
-    for folder in folders:
-        scan = load_patient(folder, require_masks=True)
-        cases.append((segment_volume(model, scan.image, rgb=scan.rgb, tta=tta).probability, scan.mask))
+    options = SegmentOptions(tta=tta)
+    cases = [(done.result.probability, done.scan.mask) for done in segment_scans(model, folders, options, require_masks=True)]
     for threshold, min_size, keep_largest in product(THRESHOLDS, MIN_SIZES, (False, True)):
         if keep_largest and min_size:
             continue  # keeping only the largest piece makes a size floor moot

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 
 from .errors import DeviceError
@@ -58,6 +61,17 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 OOM_ADVICE = "the device ran out of memory: lower the batch size or the image size, or use the CPU"
+
+
+@contextlib.contextmanager
+def out_of_memory_as_advice() -> Iterator[None]:
+    """Turn any allocation failure inside the block into a DeviceError that tells the user what to change."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as error:
+        if is_out_of_memory(error):
+            raise DeviceError(OOM_ADVICE) from None
+        raise
 
 
 def release_memory(device: torch.device) -> None:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from .errors import InputError
-from .io import load_patient
+from .cohort import segment_scans
 from .metrics import Scores, summarise, volume_scores
 from .model import LoadedModel
-from .predict import segment_volume
+from .predict import SegmentOptions
 
 
 @dataclass
@@ -22,14 +21,11 @@ class PatientResult:
     seconds: float
 
 
-def evaluate_patients(model: LoadedModel, folders: list[Path], **segment_options) -> Iterator[PatientResult]:
-    """Segment each patient folder (loaded one at a time) and score it against its masks."""
-    for folder in folders:
-        scan = load_patient(folder, require_masks=True)
-        started = time.perf_counter()
-        result = segment_volume(model, scan.image, rgb=scan.rgb, **segment_options)
-        seconds = time.perf_counter() - started
-        yield PatientResult(scan.name, volume_scores(result.mask, scan.mask), len(scan.image), seconds)
+def evaluate_patients(model: LoadedModel, folders: list[Path], options: SegmentOptions) -> Iterator[PatientResult]:
+    """Segment each patient (loaded one at a time) and score it against its masks."""
+    for done in segment_scans(model, folders, options, require_masks=True):
+        scan = done.scan
+        yield PatientResult(scan.name, volume_scores(done.result.mask, scan.mask), len(scan.image), done.seconds)
 
 
 def report(results: list[PatientResult]) -> dict:

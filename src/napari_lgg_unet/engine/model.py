@@ -6,24 +6,28 @@ Loading reads tensors and JSON only, never pickled code, so a model folder from 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import uuid
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_path, write_text_atomic
 from .errors import ModelError
 from .preprocess import PreprocessConfig
+from .validate import check_bool, check_float, check_int, from_json
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT = "napari-lgg-unet/1"
 DEFAULT_MODEL_NAME = "default"
 DEFAULT_MODEL_FOLDER = "lgg-unet-default"
+MAX_CONFIG_BYTES = 10_000_000
+MAX_DECODER_WIDTH = 1024  # wider decoders only cost memory; refusing early avoids building a huge network
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,11 @@ class PostprocessConfig:
     threshold: float = 0.5
     min_size: int = 0
     keep_largest: bool = False
+
+    def __post_init__(self) -> None:
+        check_float("threshold", self.threshold, 0, 1, low_open=True, high_open=True)
+        check_int("minimum tumour size", self.min_size, 0, 10**9)
+        check_bool("keep largest", self.keep_largest)
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,14 @@ class ModelConfig:
     preprocess: PreprocessConfig = PreprocessConfig()
     postprocess: PostprocessConfig = PostprocessConfig()
     training: dict = field(default_factory=dict)
+    weights_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.encoder not in smp.encoders.get_encoder_names():
+            raise ModelError(f"unknown encoder {self.encoder!r}; e.g. resnet18, resnet34, efficientnet-b0")
+        check_int("number of decoder stages", len(self.decoder_channels), 3, 5, ModelError)
+        for width in self.decoder_channels:
+            check_int("decoder width", width, 1, MAX_DECODER_WIDTH, ModelError)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -52,18 +69,16 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
+        """Check every value's type and range before anything is built from it."""
         if data.get("format") != FORMAT:
             raise ModelError(f"config.json is not a {FORMAT} model (format={data.get('format')!r})")
+        missing = [key for key in ("encoder", "decoder_channels", "preprocess") if key not in data]
+        if missing:
+            raise ModelError(f"config.json is incomplete: it has no {', '.join(missing)}")
         try:
-            return cls(
-                encoder=str(data["encoder"]),
-                decoder_channels=tuple(int(c) for c in data["decoder_channels"]),
-                preprocess=PreprocessConfig(**data["preprocess"]),
-                postprocess=PostprocessConfig(**data.get("postprocess", {})),
-                training=dict(data.get("training", {})),
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            raise ModelError(f"config.json is incomplete or malformed ({error})") from None
+            return from_json(cls, data, ModelError)
+        except ModelError as error:
+            raise ModelError(f"config.json: {error}") from None
 
 
 @dataclass
@@ -91,15 +106,20 @@ def build_network(config: ModelConfig) -> torch.nn.Module:
 
 
 def save_model(network: torch.nn.Module, config: ModelConfig, folder: str | Path, half: bool = False) -> Path:
-    """Write weights then config, each atomically; `half` stores float16 to halve the size."""
+    """Write weights then config, each atomically; `half` stores float16 to halve the size.
+
+    Weights and config carry the same fresh `weights_id`, so a reader that catches the folder between the two
+    renames sees a mismatch instead of silently pairing new weights with an old config.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {
         k: (v.detach().to("cpu").half() if half and v.is_floating_point() else v.detach().to("cpu")).contiguous()
         for k, v in network.state_dict().items()
     }
+    config = replace(config, weights_id=uuid.uuid4().hex)
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"format": FORMAT})
+        save_file(state, str(tmp), metadata={"format": FORMAT, "weights_id": config.weights_id})
     write_config(config, folder)
     return folder
 
@@ -130,10 +150,14 @@ def read_config(folder: str | Path) -> ModelConfig:
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise ModelError(f"{folder} is not a model folder: it has no {CONFIG_FILE}")
+    if config_path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ModelError(f"{config_path} is too large to be a model config")
     try:
         data = json.loads(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ModelError(f"{config_path} is corrupt ({error})") from None
+    except RecursionError:
+        raise ModelError(f"{config_path} is corrupt (nested too deeply)") from None
     if not isinstance(data, dict):
         raise ModelError(f"{config_path} is corrupt (not a JSON object)")
     return ModelConfig.from_dict(data)
@@ -147,9 +171,13 @@ def load_model(folder: str | Path, device: torch.device | str = "cpu") -> Loaded
     if not weights.is_file():
         raise ModelError(f"{path} has a config but no {WEIGHTS_FILE}")
     try:
+        with safe_open(str(weights), "pt") as handle:
+            weights_id = (handle.metadata() or {}).get("weights_id", "")
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise ModelError(f"{weights} is corrupt ({error})") from None
+    if config.weights_id and weights_id != config.weights_id:
+        raise ModelError(f"{path} is being written (its weights and config.json differ); try again in a moment")
     network = build_network(config)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:

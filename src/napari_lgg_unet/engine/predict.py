@@ -12,10 +12,12 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .device import OOM_ADVICE, is_out_of_memory
-from .errors import DeviceError
+from .device import out_of_memory_as_advice
 from .model import LoadedModel, PostprocessConfig
 from .preprocess import channel_view, spatial_shape, intensity_ranges, normalise, restore_size, to_model_size
+from .validate import check_bool, check_int
+
+MAX_BATCH_SIZE = 1024
 
 
 @dataclass
@@ -56,13 +58,28 @@ def _forward(network: torch.nn.Module, batch: torch.Tensor, tta: bool) -> torch.
     return prob
 
 
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How a model is run on a scan: one typed object for the API, the CLI, the widgets and their workers.
+
+    `postprocess` None means the model's own calibrated settings.
+    """
+
+    batch_size: int = 8
+    tta: bool = False
+    postprocess: PostprocessConfig | None = None
+
+    def __post_init__(self) -> None:
+        check_int("batch size", self.batch_size, 1, MAX_BATCH_SIZE)
+        check_bool("test-time augmentation", self.tta)
+
+
 def segment_steps(
     model: LoadedModel,
     image: np.ndarray,
+    options: SegmentOptions = SegmentOptions(),
+    *,
     rgb: bool | None = None,
-    batch_size: int = 8,
-    tta: bool = False,
-    postprocessing: PostprocessConfig | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> Iterator[SegmentProgress]:
     """Segment a scan, yielding progress after each batch; the last item carries the result.
@@ -75,31 +92,28 @@ def segment_steps(
     network = model.network
     device = next(network.parameters()).device
     size = model.config.preprocess.image_size
-    total, (height, width) = len(view), view.shape[1:3]
+    total, (height, width), batch_size = len(view), view.shape[1:3], options.batch_size
     probability = np.empty((total, height, width), dtype=np.float32)
     yield SegmentProgress(0, total)
-    try:
-        with torch.inference_mode():
-            for start in range(0, total, batch_size):
-                if stop is not None and stop():
-                    return
-                chunk = normalise(view[start : start + batch_size], ranges)
-                batch = to_model_size(torch.from_numpy(chunk).permute(0, 3, 1, 2).to(device), size)
-                prob = restore_size(_forward(network, batch, tta), height, width)
-                probability[start : start + len(chunk)] = prob[:, 0].float().cpu().numpy()
-                yield SegmentProgress(min(start + batch_size, total), total)
-    except RuntimeError as error:
-        if is_out_of_memory(error):
-            raise DeviceError(OOM_ADVICE) from None
-        raise
-    mask = postprocess(probability, postprocessing or model.config.postprocess)
+    with out_of_memory_as_advice(), torch.inference_mode():
+        for start in range(0, total, batch_size):
+            if stop is not None and stop():
+                return
+            chunk = normalise(view[start : start + batch_size], ranges)
+            batch = to_model_size(torch.from_numpy(chunk).permute(0, 3, 1, 2).to(device), size)
+            prob = restore_size(_forward(network, batch, options.tta), height, width)
+            probability[start : start + len(chunk)] = prob[:, 0].float().cpu().numpy()
+            yield SegmentProgress(min(start + batch_size, total), total)
+    mask = postprocess(probability, options.postprocess or model.config.postprocess)
     out_shape = spatial_shape(image, rgb)
     yield SegmentProgress(total, total, Segmentation(probability.reshape(out_shape), mask.reshape(out_shape)))
 
 
-def segment_volume(model: LoadedModel, image: np.ndarray, **options) -> Segmentation:
-    """Segment a whole scan at once (see `segment_steps` for the options)."""
-    for progress in segment_steps(model, image, **options):
+def segment_volume(
+    model: LoadedModel, image: np.ndarray, options: SegmentOptions = SegmentOptions(), *, rgb: bool | None = None
+) -> Segmentation:
+    """Segment a whole scan at once (see `segment_steps`)."""
+    for progress in segment_steps(model, image, options, rgb=rgb):
         if progress.result is not None:
             return progress.result
-    raise RuntimeError("segmentation was stopped")
+    raise AssertionError("segment_steps ended without a result although nothing asked it to stop")

@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .validate import check_float, check_int
 
 MAX_PERCENTILE_SAMPLES = 4_000_000
+MAX_IMAGE_SIZE = 1024  # the network's input side; larger needs more memory than any benefit justifies
 
 
 @dataclass(frozen=True)
@@ -25,10 +27,13 @@ class PreprocessConfig:
     high_percentile: float = 99.5
 
     def __post_init__(self) -> None:
-        if self.image_size < 32 or self.image_size % 32:
-            raise InputError(f"image size must be a multiple of 32 (at least 32), not {self.image_size}")
-        if not 0 <= self.low_percentile < self.high_percentile <= 100:
-            raise InputError("normalisation percentiles must satisfy 0 <= low < high <= 100")
+        check_int("image size", self.image_size, 32, MAX_IMAGE_SIZE)
+        if self.image_size % 32:
+            raise InputError(f"image size must be a multiple of 32, not {self.image_size}")
+        check_float("low percentile", self.low_percentile, 0, 100)
+        check_float("high percentile", self.high_percentile, 0, 100)
+        if self.low_percentile >= self.high_percentile:
+            raise InputError("normalisation percentiles must satisfy low < high")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,6 +77,8 @@ def channel_view(image: np.ndarray, rgb: bool | None = None) -> np.ndarray:
         raise InputError(
             f"the model takes 3 channels (pre-contrast, FLAIR, post-contrast) or 1 (FLAIR), not {image.shape[-1]}"
         )
+    if image.shape[0] == 0:
+        raise InputError(f"the scan has no slices (shape {image.shape})")
     if min(image.shape[1:3]) < 2:
         raise InputError(f"slices of shape {image.shape[1:3]} are too small to segment")
     return image
@@ -95,7 +102,13 @@ def intensity_ranges(view: np.ndarray, config: PreprocessConfig = PreprocessConf
 
 
 def normalise(slices: np.ndarray, ranges: np.ndarray) -> np.ndarray:
-    """Scale (n, H, W, C) slices to [0, 1] with `ranges`, as (n, H, W, 3) float32 (one channel is repeated)."""
+    """Scale (n, H, W, C) slices to [0, 1] with `ranges`, as (n, H, W, 3) float32 (one channel is repeated).
+
+    Every value is checked here, since the percentiles may have been sampled on other slices: a NaN would
+    otherwise flow silently into the mask.
+    """
+    if np.issubdtype(slices.dtype, np.floating) and not np.isfinite(slices).all():
+        raise InputError("the scan contains NaN or infinite values; replace them (e.g. with 0) before segmenting")
     out = np.empty(slices.shape[:3] + (slices.shape[-1],), dtype=np.float32)
     for c, (low, high) in enumerate(ranges):
         if high <= low:

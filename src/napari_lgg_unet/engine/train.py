@@ -1,4 +1,4 @@
-"""The training loop as a generator of progress events.
+"""The training loop as a generator of progress events (see `events`): a short driver over named phases.
 
 The CLI drives it with a progress bar, the napari widget from a thread worker, tests by iterating it.
 Asking it to stop (the `stop` callable returns True) ends it between steps; the best model so far is kept.
@@ -6,11 +6,9 @@ Asking it to stop (the `stop` callable returns True) ends it between steps; the 
 
 from __future__ import annotations
 
-import csv
-import io as _io
-import json
 import math
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -20,8 +18,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .atomic import write_text_atomic
-from .checkpoint import has_resume_state, load_resume_state, save_resume_state
 from .dataset import (
     AugmentConfig,
     SliceDataset,
@@ -31,18 +27,26 @@ from .dataset import (
     split_single_volume,
     tumour_aware_sampler,
 )
-from .device import OOM_ADVICE, is_out_of_memory, pick_device, release_memory
-from .errors import DeviceError, InputError
+from .device import DEVICE_CHOICES, out_of_memory_as_advice, pick_device, release_memory
+from .errors import InputError
+from .events import EpochEnd, Finished, Prepared, Step, TrainingEvent
 from .io import Scan
-from .losses import SegmentationLoss
+from .losses import LOSS_CHOICES, SegmentationLoss
 from .metrics import Counts, count, scores
-from .model import CONFIG_FILE, ModelConfig, build_network, load_model, save_model
+from .model import ModelConfig, build_network, load_model, save_model
 from .preprocess import PreprocessConfig
+from .run_folder import RunFolder, RunProgress
+from .validate import check_bool, check_choice, check_float, check_int
+
+MAX_WORKERS = 64
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training settings; defaults follow the reference workflow (Adam 1e-4, batch 32, 10 epochs)."""
+    """Training settings; defaults follow the reference workflow (Adam 1e-4, batch 32, 10 epochs).
+
+    Every value is checked here, so the CLI, the API and the widget refuse the same things with the same words.
+    """
 
     epochs: int = 10
     batch_size: int = 32
@@ -67,10 +71,29 @@ class TrainConfig:
     resume: bool = False
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise InputError("epochs and batch size must be at least 1 and the learning rate positive")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise InputError("learning-rate schedule must be 'constant' or 'cosine'")
+        check_int("epochs", self.epochs, 1, 100_000)
+        check_int("batch size", self.batch_size, 1, 4096)
+        check_float("learning rate", self.lr, 0, 1, low_open=True)
+        check_choice("learning-rate schedule", self.lr_schedule, ("constant", "cosine"))
+        check_float("validation fraction", self.val_fraction, 0, 1, high_open=True)
+        check_float("test fraction", self.test_fraction, 0, 1, high_open=True)
+        if self.val_fraction + self.test_fraction >= 1:
+            raise InputError("validation and test fractions must add up to less than 1")
+        check_int("seed", self.seed, 0, 2**32 - 1)
+        ModelConfig(self.encoder, self.decoder_channels, PreprocessConfig(image_size=self.image_size))
+        check_choice("loss", self.loss, LOSS_CHOICES)
+        check_float("BCE weight", self.bce_weight, 0, 100)
+        if self.tumour_fraction is not None:
+            check_float("tumour fraction", self.tumour_fraction, 0, 1)
+        check_bool("skip unlabelled", self.skip_unlabelled)
+        if self.workers is not None:
+            check_int("workers", self.workers, 0, MAX_WORKERS)
+        if not (self.device in DEVICE_CHOICES or re.fullmatch(r"cuda:\d+", str(self.device))):
+            raise InputError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+        if self.steps_per_epoch is not None:
+            check_int("steps per epoch", self.steps_per_epoch, 1, 1_000_000)
+        check_bool("amp", self.amp)
+        check_bool("resume", self.resume)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -79,23 +102,158 @@ class TrainConfig:
 
 
 @dataclass
-class TrainingEvent:
-    """One progress report. kind: 'prepared', 'step', 'epoch' or 'finished'."""
+class _Run:
+    """Everything one training run carries from step to step."""
 
-    kind: str
-    epoch: int
-    epochs: int
+    config: TrainConfig
+    folder: RunFolder
+    device: torch.device
+    network: torch.nn.Module
+    model_config: ModelConfig
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss_fn: SegmentationLoss
+    split: _Split
+    loader: DataLoader
+    steps: int
+    provenance: dict
+    progress: RunProgress
+    epoch: int = 0
     step: int = 0
-    steps: int = 0
-    loss: float | None = None
-    metrics: dict = field(default_factory=dict)
-    eta_seconds: float | None = None
-    best_epoch: int | None = None
-    best_val_loss: float | None = None
-    model_dir: str = ""
-    message: str = ""
+    epoch_loss: float = 0.0
+    seen: int = 0
     stopped: bool = False
-    history: list[dict] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    step_times: list[float] = field(default_factory=list)
+
+
+def train_model(
+    scans: list[Scan], config: TrainConfig, out_dir: str | Path, stop: Callable[[], bool] | None = None
+) -> Iterator[TrainingEvent]:
+    """Train on `scans` (each with a mask), keeping the best model by validation loss in `out_dir`.
+
+    Yields `Prepared`, a `Step` per optimisation step, an `EpochEnd` after each validation and one `Finished`
+    (stopped=True if `stop` asked for it). The folder is locked for the whole run.
+    """
+    stop = stop or (lambda: False)
+    folder = RunFolder(out_dir)
+    with folder.locked():
+        folder.check_start(config.to_dict(), config.resume)
+        run = _setup(scans, config, folder)
+        yield _prepared(run)
+        with out_of_memory_as_advice():
+            try:
+                for run.epoch in range(run.progress.epochs_done, config.epochs):
+                    _start_epoch(run)
+                    for x, y in run.loader:
+                        if stop():
+                            run.stopped = True
+                            break
+                        yield _train_step(run, x, y)
+                    if run.stopped and run.progress.best_epoch is not None:
+                        break  # stop promptly: the best model is already on disk
+                    yield _end_epoch(run)
+                    if run.stopped:
+                        break
+            finally:
+                release_memory(run.device)
+    yield _finished(run)
+
+
+def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder) -> _Run:
+    """Seed, build the network and optimizer, prepare the data, and restore a saved run when resuming."""
+    torch.manual_seed(config.seed)
+    device = pick_device(config.device)
+    preprocess = PreprocessConfig(image_size=config.image_size)
+    network, model_config = _initial_network(config, preprocess)
+    with out_of_memory_as_advice():
+        split = _prepare(scans, config, preprocess)
+    network.to(device).train()
+    optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
+    scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
+    progress = folder.load_resume_state(network, optimizer, scaler) if config.resume else RunProgress()
+    dataset = SliceDataset(split.train, config.augment, config.seed)
+    steps = config.steps_per_epoch or max(1, len(dataset) // config.batch_size)
+    workers = config.workers if config.workers is not None else (os.cpu_count() or 0)
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=tumour_aware_sampler(dataset, steps * config.batch_size, config.tumour_fraction, config.seed),
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=device.type == "cuda",
+        drop_last=len(dataset) >= config.batch_size,
+        worker_init_fn=_single_thread_worker,
+    )
+    provenance = {"config": config.to_dict(), "split": split.names, "train_slices": len(dataset), "device": str(device)}
+    return _Run(config, folder, device, network, model_config, optimizer, scaler,
+                SegmentationLoss(config.loss, config.bce_weight), split, loader, steps, provenance, progress)
+
+
+def _prepared(run: _Run) -> Prepared:
+    split, slices = run.split, len(run.loader.dataset)
+    return Prepared(
+        f"{len(split.train)} training and {len(split.val)} validation volumes, {slices} slices, on {run.device}",
+        run.progress.epochs_done, run.config.epochs, run.steps, str(run.folder.path),
+    )
+
+
+def _start_epoch(run: _Run) -> None:
+    """Reseed the sampler from the epoch number, so a resumed run draws what an uninterrupted one would."""
+    run.loader.sampler.generator.manual_seed(run.config.seed + run.epoch)
+    run.step, run.epoch_loss, run.seen = 0, 0.0, 0
+
+
+def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> Step:
+    """One optimisation step; a non-finite loss stops training with advice instead of saving garbage."""
+    started = time.perf_counter()
+    config = run.config
+    run.step = step = run.step + 1
+    total_steps = config.epochs * run.steps
+    for group in run.optimizer.param_groups:
+        group["lr"] = _learning_rate(config, (run.epoch * run.steps + step - 1) / total_steps)
+    x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+    run.optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.scaler.is_enabled()):
+        loss = run.loss_fn(run.network(x), y)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise InputError("training diverged (loss is not finite); lower the learning rate")
+    run.epoch_loss += value * len(x)
+    run.seen += len(x)
+    run.step_times.append(time.perf_counter() - started)
+    remaining = (config.epochs - run.epoch) * run.steps - step
+    eta = float(np.mean(run.step_times[-50:])) * remaining * 1.1
+    return Step(run.epoch + 1, config.epochs, step, run.steps, value, eta)
+
+
+def _end_epoch(run: _Run) -> EpochEnd:
+    """Validate, keep the model if it is the best so far, then save history and the resume state."""
+    progress, epoch = run.progress, run.epoch + 1
+    metrics = _validate(run.network, run.split.val, run.loss_fn, run.device, run.config.batch_size) if run.split.val else {}
+    train_loss = run.epoch_loss / max(run.seen, 1)
+    seconds = round(progress.seconds + time.perf_counter() - run.started, 1)
+    record = {"epoch": epoch, "train_loss": train_loss, "lr": run.optimizer.param_groups[0]["lr"], "seconds": seconds, **metrics}
+    progress.history.append(record)
+    monitored = metrics.get("val_loss", train_loss)
+    if progress.best_epoch is None or monitored < progress.best_val_loss:
+        progress.best_epoch, progress.best_val_loss = epoch, monitored
+        training = {**run.provenance, "best_epoch": epoch, "history": progress.history}
+        save_model(run.network, replace(run.model_config, training=training), run.folder.path)
+    progress.epochs_done, progress.seconds = epoch, seconds
+    run.started = time.perf_counter()
+    run.folder.write_history(progress.history)
+    run.folder.save_resume_state(run.network, run.optimizer, run.scaler, progress, run.config.to_dict())
+    return EpochEnd(epoch, run.config.epochs, record, progress.best_epoch, progress.best_val_loss, list(progress.history))
+
+
+def _finished(run: _Run) -> Finished:
+    best, loss = run.progress.best_epoch, run.progress.best_val_loss
+    message = f"best epoch {best} (validation loss {loss:.4f}), model in {run.folder.path}" if best else "no epoch finished"
+    return Finished(str(run.folder.path), best, loss, run.stopped, list(run.progress.history), message)
 
 
 @dataclass
@@ -163,16 +321,6 @@ def _validate(
     }
 
 
-def _write_history(folder: Path, history: list[dict]) -> None:
-    write_text_atomic(folder / "history.json", json.dumps(history, indent=1) + "\n")
-    if history:
-        buffer = _io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(history[-1].keys()))
-        writer.writeheader()
-        writer.writerows(history)
-        write_text_atomic(folder / "history.csv", buffer.getvalue())
-
-
 def _initial_network(config: TrainConfig, preprocess: PreprocessConfig) -> tuple[torch.nn.Module, ModelConfig]:
     if config.init:
         loaded = load_model(config.init, "cpu")
@@ -180,129 +328,6 @@ def _initial_network(config: TrainConfig, preprocess: PreprocessConfig) -> tuple
         return loaded.network.train(), model_config
     model_config = ModelConfig(encoder=config.encoder, decoder_channels=config.decoder_channels, preprocess=preprocess)
     return build_network(model_config), model_config
-
-
-def train_model(
-    scans: list[Scan], config: TrainConfig, out_dir: str | Path, stop: Callable[[], bool] | None = None
-) -> Iterator[TrainingEvent]:
-    """Train on `scans` (each with a mask), saving the best model by validation loss in `out_dir`.
-
-    Yields a 'prepared' event, a 'step' event per optimisation step, an 'epoch' event after each validation
-    and one 'finished' event (with stopped=True if `stop` asked for it).
-    """
-    stop = stop or (lambda: False)
-    out = Path(out_dir)
-    if not config.resume and (out / CONFIG_FILE).exists():
-        raise InputError(f"{out} already holds a model; choose a new output folder, or resume its run with --resume")
-    torch.manual_seed(config.seed)
-    device = pick_device(config.device)
-    preprocess = PreprocessConfig(image_size=config.image_size)
-    network, model_config = _initial_network(config, preprocess)
-    split = _prepare(scans, config, preprocess)
-    network.to(device).train()
-    optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
-    loss_fn = SegmentationLoss(config.loss, config.bce_weight)
-    dataset = SliceDataset(split.train, config.augment, config.seed)
-    steps = config.steps_per_epoch or max(1, len(dataset) // config.batch_size)
-    workers = config.workers if config.workers is not None else (os.cpu_count() or 0)
-    history: list[dict] = []
-    best_loss, best_epoch, start_epoch, elapsed_before = math.inf, None, 0, 0.0
-    out.mkdir(parents=True, exist_ok=True)
-    if config.resume and has_resume_state(out):
-        progress = load_resume_state(out, network, optimizer)
-        history, start_epoch = progress["history"], progress["epochs_done"]
-        best_loss, best_epoch = progress["best_val_loss"], progress["best_epoch"]
-        elapsed_before = progress.get("seconds", 0.0)
-    use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    provenance = {
-        "config": config.to_dict(),
-        "split": split.names,
-        "train_slices": len(dataset),
-        "device": str(device),
-    }
-    yield TrainingEvent(
-        "prepared", start_epoch, config.epochs, steps=steps, model_dir=str(out),
-        message=f"{len(split.train)} training and {len(split.val)} validation volumes, {len(dataset)} slices, on {device}",
-    )
-    loader = DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        sampler=tumour_aware_sampler(dataset, steps * config.batch_size, config.tumour_fraction, config.seed + start_epoch),
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        pin_memory=device.type == "cuda",
-        drop_last=len(dataset) >= config.batch_size,
-        worker_init_fn=_single_thread_worker,
-    )
-    started, step_times = time.perf_counter(), []
-    stopped = False
-    total_steps = config.epochs * steps
-    try:
-        for epoch in range(start_epoch, config.epochs):
-            epoch_loss, seen = 0.0, 0
-            for step, (x, y) in enumerate(loader, start=1):
-                if stop():
-                    stopped = True
-                    break
-                t0 = time.perf_counter()
-                for group in optimizer.param_groups:
-                    group["lr"] = _learning_rate(config, (epoch * steps + step - 1) / total_steps)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    loss = loss_fn(network(x), y)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise InputError("training diverged (loss is not finite); lower the learning rate")
-                epoch_loss += value * len(x)
-                seen += len(x)
-                step_times.append(time.perf_counter() - t0)
-                remaining = (config.epochs - epoch) * steps - step
-                yield TrainingEvent(
-                    "step", epoch + 1, config.epochs, step, steps, loss=value,
-                    eta_seconds=float(np.mean(step_times[-50:])) * remaining * 1.1,
-                    best_epoch=best_epoch, best_val_loss=None if best_epoch is None else best_loss, model_dir=str(out),
-                )
-            if stopped and best_epoch is not None:
-                break  # stop promptly; the best model is already on disk
-            metrics = _validate(network, split.val, loss_fn, device, config.batch_size) if split.val else {}
-            train_loss = epoch_loss / max(seen, 1)
-            record = {"epoch": epoch + 1, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
-                      "seconds": round(elapsed_before + time.perf_counter() - started, 1), **metrics}
-            history.append(record)
-            monitored = metrics.get("val_loss", train_loss)
-            if monitored < best_loss or best_epoch is None:
-                best_loss, best_epoch = monitored, epoch + 1
-                training = {**provenance, "best_epoch": best_epoch, "history": history}
-                save_model(network, replace(model_config, training=training), out)
-            _write_history(out, history)
-            save_resume_state(out, network, optimizer, {
-                "epochs_done": epoch + 1, "history": history, "best_val_loss": best_loss,
-                "best_epoch": best_epoch, "seconds": record["seconds"],
-            })
-            yield TrainingEvent(
-                "epoch", epoch + 1, config.epochs, steps, steps, loss=train_loss, metrics=record,
-                best_epoch=best_epoch, best_val_loss=best_loss, model_dir=str(out), history=list(history),
-                stopped=stopped,
-            )
-            if stopped:
-                break
-    except RuntimeError as error:
-        if is_out_of_memory(error):
-            raise DeviceError(OOM_ADVICE) from None
-        raise
-    finally:
-        release_memory(device)
-    yield TrainingEvent(
-        "finished", len(history) and history[-1]["epoch"], config.epochs, best_epoch=best_epoch,
-        best_val_loss=best_loss if best_epoch else None, model_dir=str(out), stopped=stopped,
-        history=list(history),
-        message=f"best epoch {best_epoch} (validation loss {best_loss:.4f}), model in {out}" if best_epoch else "no epoch finished",
-    )
 
 
 def _single_thread_worker(_: int) -> None:

@@ -18,7 +18,7 @@ from napari.layers import Image, Labels
 from ..engine.device import pick_device
 from ..engine.errors import InputError, LggUnetError
 from ..engine.model import PostprocessConfig, read_config
-from ..engine.predict import SegmentProgress, postprocess
+from ..engine.predict import SegmentOptions, SegmentProgress, postprocess
 from ..engine.preprocess import channel_view
 from . import notify
 from .common import chosen_model, connect_while_alive, device_widgets, model_widgets, optional_path
@@ -109,8 +109,8 @@ class SegmentWidget(Container):
         self.progress.value = 0
         self._set_running(True)
         self._worker = start_job(
-            segment_job, self._cache, source, device, layer.data, layer.rgb, self.tta.value,
-            self.postprocess_config(), self._stop.is_set,
+            segment_job, self._cache, source, device, layer.data, layer.rgb,
+            SegmentOptions(tta=self.tta.value, postprocess=self.postprocess_config()), self._stop.is_set,
             on_yield=self._on_progress, on_finish=lambda: self._set_running(False),
         )
 

@@ -21,7 +21,8 @@ from ..engine.device import pick_device
 from ..engine.errors import InputError, LggUnetError
 from ..engine.io import Scan
 from ..engine.preprocess import channel_view, spatial_shape
-from ..engine.train import TrainConfig, TrainingEvent
+from ..engine.events import EpochEnd, Finished, Prepared, Step, TrainingEvent
+from ..engine.train import TrainConfig
 from . import notify
 from .common import chosen_model, device_widgets, model_widgets, optional_path
 from .layers import binary_mask, image_choices, labels_choices
@@ -190,18 +191,19 @@ class TrainWidget(Container):
         self.train_button.enabled = True
 
     def _on_event(self, event: TrainingEvent) -> None:
-        if event.kind == "prepared":
-            self.status.value = event.message
-            self.epoch_progress.max, self.step_progress.max = event.epochs, max(event.steps, 1)
-        elif event.kind == "step":
-            self.epoch_progress.value, self.step_progress.value = event.epoch - 1, event.step
-            eta = "" if event.eta_seconds is None else f", about {_duration(event.eta_seconds)} left"
-            self.status.value = f"epoch {event.epoch}/{event.epochs}, step {event.step}/{event.steps}, loss {event.loss:.3f}{eta}"
-        elif event.kind == "epoch":
-            self.epoch_progress.value = event.epoch
-            self.plot.plot(event.history)
-        elif event.kind == "finished":
-            self.status.value = ("stopped: " if event.stopped else "finished: ") + event.message
+        match event:
+            case Prepared():
+                self.status.value = event.message
+                self.epoch_progress.max, self.step_progress.max = event.epochs, max(event.steps, 1)
+            case Step():
+                self.epoch_progress.value, self.step_progress.value = event.epoch - 1, event.step
+                self.status.value = (f"epoch {event.epoch}/{event.epochs}, step {event.step}/{event.steps}, "
+                                     f"loss {event.loss:.3f}, about {_duration(event.eta_seconds)} left")
+            case EpochEnd():
+                self.epoch_progress.value = event.epoch
+                self.plot.plot(event.history)
+            case Finished():
+                self.status.value = ("stopped: " if event.stopped else "finished: ") + event.message
 
     def _on_finished(self) -> None:
         """Runs after success, stop or error: offer whatever best model reached the disk."""

@@ -14,9 +14,10 @@ import numpy as np
 from napari.qt.threading import GeneratorWorker, create_worker
 
 from ..engine.io import Scan, load_patients
-from ..engine.model import LoadedModel, PostprocessConfig, load_model, resolve_model_path
-from ..engine.predict import SegmentProgress, segment_steps
-from ..engine.train import TrainConfig, TrainingEvent, train_model
+from ..engine.events import TrainingEvent
+from ..engine.model import LoadedModel, load_model, resolve_model_path
+from ..engine.predict import SegmentOptions, SegmentProgress, segment_steps
+from ..engine.train import TrainConfig, train_model
 from .notify import report_error
 
 
@@ -42,12 +43,12 @@ class ModelCache:
 
 
 def segment_job(
-    cache: ModelCache, source: str, device: str, image: np.ndarray, rgb: bool, tta: bool,
-    postprocessing: PostprocessConfig, stop: Callable[[], bool],
+    cache: ModelCache, source: str, device: str, image: np.ndarray, rgb: bool, options: SegmentOptions,
+    stop: Callable[[], bool],
 ) -> Iterator[SegmentProgress]:
     """Load (or reuse) the model and segment; the last item carries the result unless stopped."""
     model = cache.get(source, device)
-    yield from segment_steps(model, image, rgb=rgb, tta=tta, postprocessing=postprocessing, stop=stop)
+    yield from segment_steps(model, image, options, rgb=rgb, stop=stop)
 
 
 def training_job(

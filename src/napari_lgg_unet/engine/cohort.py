@@ -1,0 +1,33 @@
+"""Segment many scans one after another: the one loop that `predict`, `evaluate` and `calibrate` share."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .errors import InputError
+from .io import Scan, load_scan
+from .model import LoadedModel
+from .predict import Segmentation, SegmentOptions, segment_volume
+
+
+@dataclass
+class SegmentedScan:
+    scan: Scan
+    result: Segmentation
+    seconds: float
+
+
+def segment_scans(
+    model: LoadedModel, paths: Iterable[Path], options: SegmentOptions, require_masks: bool = False
+) -> Iterator[SegmentedScan]:
+    """Load each scan only when its turn comes (memory holds one scan), segment it, and time the model alone."""
+    for path in paths:
+        scan = load_scan(path)
+        if require_masks and scan.mask is None:
+            raise InputError(f"{path} has no tumour masks to compare with")
+        started = time.perf_counter()
+        result = segment_volume(model, scan.image, options, rgb=scan.rgb)
+        yield SegmentedScan(scan, result, time.perf_counter() - started)

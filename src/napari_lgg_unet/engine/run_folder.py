@@ -1,0 +1,205 @@
+"""One object owns a training output folder: its file names, its lock, its resume state and its history.
+
+The lock is an OS file lock, so the system releases it when a run is killed: a stale lock is taken over without
+guessing from process ids. The resume state is one safetensors file (weights, Adam moments, RNG) whose metadata
+holds the JSON parts (progress, settings, optimizer groups, grad scaler), so it is replaced atomically as a set and
+never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from .atomic import atomic_path, remove_leftover_temp_files, write_text_atomic
+from .errors import InputError, ModelError
+from .model import CONFIG_FILE
+from .validate import from_json
+
+RESUME_FILE = "resume.safetensors"
+RESUME_FORMAT = "napari-lgg-unet-resume/2"
+LOCK_FILE = ".lock"
+# Settings that may change between a run and its resume; every other training setting must match.
+MAY_CHANGE_ON_RESUME = frozenset({"epochs", "workers", "device", "resume", "amp", "init", "precision", "threads"})
+
+
+@dataclass
+class RunProgress:
+    """Where a run stands after its last finished epoch."""
+
+    epochs_done: int = 0
+    best_epoch: int | None = None
+    best_val_loss: float | None = None
+    seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+
+class RunFolder:
+    """A training output folder. Use `with folder.locked():` around everything that writes to it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.resume_file = self.path / RESUME_FILE
+
+    def holds_model(self) -> bool:
+        return (self.path / CONFIG_FILE).exists()
+
+    def holds_resume_state(self) -> bool:
+        return self.resume_file.is_file()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator["RunFolder"]:
+        """Hold the folder's exclusive lock; a second run into it is refused with a message naming the holder."""
+        if self.path.exists() and not self.path.is_dir():
+            raise InputError(f"{self.path} is a file, not a folder; choose another output folder")
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / LOCK_FILE, "a+") as handle:
+            if not _try_lock(handle):
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise InputError(f"{self.path} is in use by another training run ({holder}); wait for it or choose another folder")
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"process {os.getpid()}")
+            handle.flush()
+            remove_leftover_temp_files(self.path)
+            try:
+                yield self
+            finally:
+                handle.truncate(0)
+                _unlock(handle)
+
+    def check_start(self, settings: dict, resume: bool) -> None:
+        """Refuse to start over a model, or to resume without a matching resume state; say what to do instead."""
+        if not resume:
+            if self.holds_model() or self.holds_resume_state():
+                raise InputError(f"{self.path} already holds a model; choose a new output folder, or continue its run with --resume")
+            return
+        if not self.holds_resume_state():
+            what = "a model but no resume state (its run finished or was not made by this version)" if self.holds_model() else "no run to resume"
+            raise InputError(f"{self.path} holds {what}; start a new run in a new folder (or fine-tune with --init)")
+        saved = self._metadata()["settings"]
+        differences = [
+            f"{key} {saved.get(key)!r} -> {settings.get(key)!r}"
+            for key in sorted(set(saved) | set(settings))
+            if key not in MAY_CHANGE_ON_RESUME and saved.get(key) != settings.get(key)
+        ]
+        if differences:
+            raise InputError(f"cannot resume {self.path} with other settings: {'; '.join(differences)}")
+
+    def save_resume_state(
+        self, network: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+        progress: RunProgress, settings: dict,
+    ) -> None:
+        """Write everything needed to continue after `progress.epochs_done` epochs, as one atomic file."""
+        tensors = {f"network.{k}": v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+        state = optimizer.state_dict()
+        for index, values in state["state"].items():
+            for key, value in values.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous()
+        tensors["rng.torch"] = torch.get_rng_state()
+        metadata = {
+            "format": RESUME_FORMAT,
+            "progress": json.dumps(asdict(progress)),
+            "settings": json.dumps(settings),
+            "param_groups": json.dumps(state["param_groups"]),
+            "scaler": json.dumps(scaler.state_dict()),
+        }
+        with atomic_path(self.resume_file) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+
+    def load_resume_state(
+        self, network: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
+    ) -> RunProgress:
+        """Restore weights, optimizer, scaler and RNG in place after checking every part; return the progress."""
+        metadata = self._metadata()
+        try:
+            tensors = load_file(str(self.resume_file))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+            raise ModelError(f"cannot resume from {self.resume_file}: it is corrupt ({error})") from None
+        progress = from_json(RunProgress, metadata["progress"], ModelError, prefix="resume progress.")
+        try:
+            network.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("network.")})
+            moments: dict[int, dict[str, torch.Tensor]] = {}
+            for key, value in tensors.items():
+                if key.startswith("optimizer."):
+                    index, name = key[10:].split(".", 1)
+                    moments.setdefault(int(index), {})[name] = value
+            optimizer.load_state_dict({"state": moments, "param_groups": metadata["param_groups"]})
+            if metadata["scaler"]:
+                scaler.load_state_dict(metadata["scaler"])
+            torch.set_rng_state(tensors["rng.torch"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as error:
+            first = (str(error).strip().splitlines() or [""])[0]
+            raise ModelError(f"cannot resume from {self.resume_file}: it does not match this run ({first})") from None
+        return progress
+
+    def _metadata(self) -> dict[str, Any]:
+        """The resume file's JSON parts, each checked to be present and well-formed."""
+        try:
+            with safe_open(str(self.resume_file), "pt") as handle:
+                raw = handle.metadata() or {}
+        except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+            raise ModelError(f"cannot resume from {self.resume_file}: it is corrupt ({error})") from None
+        if raw.get("format") != RESUME_FORMAT:
+            raise ModelError(f"cannot resume from {self.resume_file}: not a {RESUME_FORMAT} state")
+        parsed = {}
+        for key, kind in (("progress", dict), ("settings", dict), ("param_groups", list), ("scaler", dict)):
+            try:
+                parsed[key] = json.loads(raw[key])
+            except (KeyError, json.JSONDecodeError, RecursionError):
+                parsed[key] = None
+            if not isinstance(parsed[key], kind):
+                raise ModelError(f"cannot resume from {self.resume_file}: its {key} is missing or corrupt")
+        return parsed
+
+    def write_history(self, history: list[dict]) -> None:
+        """history.json always; history.csv once there is a row (one per epoch)."""
+        write_text_atomic(self.path / "history.json", json.dumps(history, indent=1) + "\n")
+        if history:
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=list(history[-1].keys()))
+            writer.writeheader()
+            writer.writerows(history)
+            write_text_atomic(self.path / "history.csv", buffer.getvalue())
+
+
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+
+    def _try_lock(handle: Any) -> bool:
+        try:
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+
+    def _unlock(handle: Any) -> None:
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _try_lock(handle: Any) -> bool:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    def _unlock(handle: Any) -> None:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
