@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_path, write_text_atomic
 from .errors import ModelError
+from .postprocess import PostprocessConfig
 from .preprocess import PreprocessConfig
 
 CONFIG_FILE = "config.json"
@@ -24,15 +25,6 @@ WEIGHTS_FILE = "model.safetensors"
 FORMAT = "napari-lgg-unet/1"
 DEFAULT_MODEL_NAME = "default"
 DEFAULT_MODEL_FOLDER = "lgg-unet-default"
-
-
-@dataclass(frozen=True)
-class PostprocessConfig:
-    """How probabilities become a mask: threshold, then optional clean-up of small specks."""
-
-    threshold: float = 0.5
-    min_size: int = 0
-    keep_largest: bool = False
 
 
 @dataclass(frozen=True)
