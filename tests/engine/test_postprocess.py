@@ -1,7 +1,11 @@
+import shutil
+
 import numpy as np
 
-from napari_lgg_unet.engine.calibrate import candidates
+from napari_lgg_unet.engine.calibrate import calibrate, candidates
+from napari_lgg_unet.engine.model import load_model, read_config
 from napari_lgg_unet.engine.postprocess import PostprocessConfig, postprocess
+from tests.conftest import TEST_PATIENT
 
 
 def _two_confident_pieces_and_a_hesitant_one() -> np.ndarray:
@@ -38,3 +42,14 @@ def test_calibration_tries_keep_largest_only_when_asked_and_no_moot_confidence_l
     assert all(c.min_confidence == 0 or c.min_confidence > c.threshold for c in plain)
     assert len(set(plain)) == len(plain)
     assert any(c.keep_largest for c in candidates(keep_largest=True))
+
+
+def test_calibration_over_input_variants_records_them_and_never_picks_keep_largest(lgg_root, tiny_model_dir, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    folders = [lgg_root / TEST_PATIENT]
+    best, dice = calibrate(load_model(model_dir), folders, model_dir, variants=("as-is", "flair-only"))
+    recorded = read_config(model_dir)
+    assert recorded.postprocess == best and not best.keep_largest
+    assert recorded.training["calibration"]["input_variants"] == ["as-is", "flair-only"]
+    assert 0.0 <= dice <= 1.0

@@ -15,6 +15,7 @@ from typing import Iterator
 import numpy as np
 
 from .errors import InputError
+from .evaluate import input_variant
 from .io import load_patient
 from .metrics import volume_scores
 from .model import LoadedModel, write_config
@@ -35,26 +36,40 @@ def candidates(keep_largest: bool = False) -> Iterator[PostprocessConfig]:
         yield from (PostprocessConfig(threshold, keep_largest=True) for threshold in THRESHOLDS)
 
 
-def candidate_scores(
-    model: LoadedModel, folders: list[Path], tta: bool = False, keep_largest: bool = False
-) -> Iterator[tuple[PostprocessConfig, float]]:
-    """Mean per-volume Dice over `folders` of every post-processing candidate."""
+def validation_cases(
+    model: LoadedModel, folders: list[Path], tta: bool = False, variants: tuple[str, ...] = ("as-is",)
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(probability, truth) of every patient in `folders` under every input variant (see evaluate.INPUT_VARIANTS)."""
     if not folders:
         raise InputError("no validation patients to calibrate on")
     cases = []
     for folder in folders:
         scan = load_patient(folder, require_masks=True)
-        cases.append((segment_volume(model, scan.image, rgb=scan.rgb, tta=tta).probability, scan.mask))
+        for variant in variants:
+            image, rgb = input_variant(scan.image, scan.rgb, variant)
+            cases.append((segment_volume(model, image, rgb=rgb, tta=tta).probability, scan.mask))
+    return cases
+
+
+def candidate_scores(
+    model: LoadedModel, folders: list[Path], tta: bool = False, keep_largest: bool = False,
+    variants: tuple[str, ...] = ("as-is",),
+) -> Iterator[tuple[PostprocessConfig, float]]:
+    """Mean per-volume Dice over `folders` (and input `variants`) of every post-processing candidate."""
+    cases = validation_cases(model, folders, tta, variants)
     for config in candidates(keep_largest):
         dice = [volume_scores(postprocess(prob, config), truth).dice for prob, truth in cases]
         yield config, float(np.mean(dice))
 
 
 def calibrate(
-    model: LoadedModel, folders: list[Path], model_dir: str | Path, tta: bool = False, keep_largest: bool = False
+    model: LoadedModel, folders: list[Path], model_dir: str | Path, tta: bool = False, keep_largest: bool = False,
+    variants: tuple[str, ...] = ("as-is",),
 ) -> tuple[PostprocessConfig, float]:
-    """Write the best candidate into the model folder's config.json (weights untouched) and return it with its mean Dice."""
-    best, best_dice = max(candidate_scores(model, folders, tta, keep_largest), key=lambda item: item[1])
-    training = {**model.config.training, "calibration": {"patients": [f.name for f in folders], "mean_dice": best_dice}}
+    """Write the best candidate into the model folder's config.json (weights untouched) and return it with its
+    mean Dice; with several `variants`, the candidate best on average over all of them."""
+    best, best_dice = max(candidate_scores(model, folders, tta, keep_largest, variants), key=lambda item: item[1])
+    calibration = {"patients": [f.name for f in folders], "input_variants": list(variants), "mean_dice": best_dice}
+    training = {**model.config.training, "calibration": calibration}
     write_config(replace(model.config, postprocess=best, training=training), model_dir)
     return best, best_dice
