@@ -26,9 +26,11 @@ from .engine.calibrate import calibrate
 from .engine.cohort import segment_scans
 from .engine.events import EpochEnd, Finished, Prepared, Step
 from .engine.evaluate import evaluate_patients, report
+from .engine.variants import INPUT_VARIANTS
 from .engine.io import is_patient_folder, load_patients, load_scan, patient_folders, write_mask_tiff
 from .engine.losses import LOSS_CHOICES
-from .engine.model import DEFAULT_MODEL_NAME, PostprocessConfig, load_model, resolve_model_path
+from .engine.model import DEFAULT_MODEL_NAME, load_model, resolve_model_path
+from .engine.postprocess import PostprocessConfig
 from .engine.predict import SegmentOptions
 from .engine.train import TrainConfig, train_model
 
@@ -101,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--min-size", type=int, default=None, help="drop tumour pieces smaller than this (voxels)")
         sub.add_argument("--keep-largest", action=argparse.BooleanOptionalAction, default=None,
                          help="keep only the largest 3D tumour piece (default: the model's own)")
+        sub.add_argument("--min-confidence", type=float, default=None,
+                         help="drop tumour pieces whose highest probability is below this (default: the model's own)")
         if name == "predict":
             sub.add_argument("--input", required=True, type=Path, help="patient folder, Kaggle root or TIFF")
             sub.add_argument("--output", required=True, type=Path, help="TIFF file (or folder for a Kaggle root)")
@@ -108,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--data", required=True, type=Path, help="Kaggle root or patient folder")
             sub.add_argument("--split", choices=("train", "validation", "test"), default=None,
                              help="only the patients of this split recorded in the model's config")
+            sub.add_argument("--input-variant", choices=INPUT_VARIANTS, default="as-is",
+                             help="score a shift proxy: the FLAIR channel alone, or skull-stripped scans")
             sub.add_argument("--json", type=Path, default=None, help="write the results here")
     return parser
 
@@ -118,6 +124,7 @@ def _segment_options(args: argparse.Namespace, default: PostprocessConfig) -> Se
         threshold=default.threshold if args.threshold is None else args.threshold,
         min_size=default.min_size if args.min_size is None else args.min_size,
         keep_largest=default.keep_largest if args.keep_largest is None else args.keep_largest,
+        min_confidence=default.min_confidence if args.min_confidence is None else args.min_confidence,
     )
     return SegmentOptions(batch_size=args.batch_size, tta=args.tta, postprocess=post)
 
@@ -222,7 +229,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     folders = _evaluation_folders(args, model)
     results = []
     print(f"{'patient':<28} {'slices':>6} {'dice':>6} {'iou':>6} {'acc':>7}")
-    for result in tqdm(evaluate_patients(model, folders, options), total=len(folders), unit="patient", leave=False, disable=None):
+    results_iter = evaluate_patients(model, folders, options, args.input_variant)
+    for result in tqdm(results_iter, total=len(folders), unit="patient", leave=False, disable=None):
         results.append(result)
         s = result.scores
         tqdm.write(f"{result.name:<28} {result.slices:>6} {s.dice:6.3f} {s.iou:6.3f} {s.accuracy:7.4f}")
