@@ -22,7 +22,7 @@ from .engine.dataset import AugmentConfig
 from .engine.device import DEVICE_CHOICES, pick_device
 from .engine.errors import InputError, LggUnetError
 from .engine.evaluate import evaluate_patients, report
-from .engine.io import is_patient_folder, load_patients, load_scan, patient_folders, write_mask_tiff
+from .engine.io import find_scans, load_patients, load_scan, mask_file_name, write_mask
 from .engine.losses import LOSS_CHOICES
 from .engine.calibrate import calibrate
 from .engine.model import PostprocessConfig, load_model, resolve_model_path
@@ -99,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--keep-largest", action=argparse.BooleanOptionalAction, default=None,
                          help="keep only the largest 3D tumour piece (default: the model's own)")
         if name == "predict":
-            sub.add_argument("--input", required=True, type=Path, help="patient folder, Kaggle root or TIFF")
-            sub.add_argument("--output", required=True, type=Path, help="TIFF file (or folder for a Kaggle root)")
+            sub.add_argument("--input", required=True, type=Path, help="scan (patient / case / DICOM folder, TIFF, NIfTI) or a folder of scans")
+            sub.add_argument("--output", required=True, type=Path, help="mask file: .nii.gz/.nii/.nrrd/.mha keep the scan's geometry, else TIFF (a folder for a folder of scans)")
         else:
             sub.add_argument("--data", required=True, type=Path, help="Kaggle root or patient folder")
             sub.add_argument("--split", choices=("train", "validation", "test"), default=None,
@@ -167,23 +167,23 @@ def _run_predict(args: argparse.Namespace) -> int:
     model = load_model(args.model, pick_device(args.device))
     post = _postprocessing(args, model.config.postprocess)
     options = {"batch_size": args.batch_size, "tta": args.tta, "postprocessing": post}
-    if args.input.is_dir() and not is_patient_folder(args.input):
-        folders = patient_folders(args.input)
-        for folder in tqdm(folders, unit="patient", disable=None):
-            scan = load_scan(folder)
-            write_mask_tiff(args.output / f"{scan.name}_mask.tif", segment_volume(model, scan.image, rgb=scan.rgb, **options).mask)
-        print(f"wrote {len(folders)} masks to {args.output}")
+    sources = find_scans(args.input)
+    if len(sources) > 1 or args.output.is_dir():  # a folder of scans -> one <scan>_mask file each, in --output
+        if args.output.is_file():
+            raise InputError(f"--input {args.input} holds {len(sources)} scans; give a folder as --output")
+        for source in tqdm(sources, unit="scan", disable=None):
+            scan = load_scan(source)
+            write_mask(args.output / mask_file_name(scan), segment_volume(model, scan.image, rgb=scan.rgb, **options).mask, scan)
+        print(f"wrote {len(sources)} masks to {args.output}")
         return 0
-    scan = load_scan(args.input)
-    if args.output.is_dir():
-        raise InputError(f"--output {args.output} is a folder; give a .tif file name for a single scan")
-    write_mask_tiff(args.output, segment_volume(model, scan.image, rgb=scan.rgb, **options).mask)
+    scan = load_scan(sources[0])
+    write_mask(args.output, segment_volume(model, scan.image, rgb=scan.rgb, **options).mask, scan)
     print(f"wrote {args.output}")
     return 0
 
 
 def _evaluation_folders(args: argparse.Namespace, model) -> list[Path]:
-    folders = patient_folders(args.data)
+    folders = find_scans(args.data)
     if args.split:
         names = set(model.config.training.get("split", {}).get(args.split, []))
         if not names:

@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from .errors import InputError
-from .io import load_patient
+from .io import load_scan
 from .metrics import volume_scores
 from .model import LoadedModel, PostprocessConfig, write_config
 from .predict import postprocess, segment_volume
@@ -30,7 +30,7 @@ def candidate_scores(
         raise InputError("no validation patients to calibrate on")
     cases = []
     for folder in folders:
-        scan = load_patient(folder, require_masks=True)
+        scan = load_scan(folder, require_mask=True)
         cases.append((segment_volume(model, scan.image, rgb=scan.rgb, tta=tta).probability, scan.mask))
     for threshold, min_size, keep_largest in product(THRESHOLDS, MIN_SIZES, (False, True)):
         if keep_largest and min_size:

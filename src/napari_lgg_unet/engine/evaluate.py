@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import InputError
-from .io import load_patient
+from .io import load_scan
 from .metrics import Scores, summarise, volume_scores
 from .model import LoadedModel
 from .predict import segment_volume
@@ -25,7 +25,7 @@ class PatientResult:
 def evaluate_patients(model: LoadedModel, folders: list[Path], **segment_options) -> Iterator[PatientResult]:
     """Segment each patient folder (loaded one at a time) and score it against its masks."""
     for folder in folders:
-        scan = load_patient(folder, require_masks=True)
+        scan = load_scan(folder, require_mask=True)
         started = time.perf_counter()
         result = segment_volume(model, scan.image, rgb=scan.rgb, **segment_options)
         seconds = time.perf_counter() - started

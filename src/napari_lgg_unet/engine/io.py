@@ -130,7 +130,8 @@ def patient_folders(root: str | Path) -> list[Path]:
 
 
 def load_patients(root: str | Path, require_masks: bool = True) -> list[Scan]:
-    return [load_patient(folder, require_masks=require_masks) for folder in patient_folders(root)]
+    """Every scan of a root of any kind (see `find_scans`), for training."""
+    return [load_scan(source, require_mask=require_masks) for source in find_scans(root)]
 
 
 def load_scan(source: ScanSource, require_mask: bool = False) -> Scan:
@@ -217,8 +218,8 @@ def find_scans(root: str | Path) -> list[ScanSource]:
     if not found and list_dicom(root):
         found.append(dicom_case(root))
     if not found:
-        raise InputError(f"{root} holds no scans (Kaggle patient folders, NIfTI / NRRD / MHA volumes, "
-                         "case folders or DICOM series)")
+        raise InputError(f"{root} holds no scans (no patient folders with <patient>_<n>.tif slices, "
+                         "NIfTI / NRRD / MHA volumes, case folders or DICOM series)")
     return found
 
 
