@@ -171,6 +171,16 @@ def _common_dtype(arrays: list[np.ndarray]) -> np.dtype:
     return dtype if dtype in (np.uint8, np.uint16, np.int16, np.float32) else np.dtype(np.float32)
 
 
+def load_labels(source: Source, grid: Geometry | None = None) -> tuple[np.ndarray, Geometry]:
+    """A label volume as an engine-layout bool mask (any label > 0: the whole tumour) on `grid` (default: its own)."""
+    labels = source.read()
+    if labels.data.ndim != 3:
+        raise InputError(f"{source} has shape {labels.data.shape}; a label volume must be 3D")
+    grid = grid or labels.geometry
+    data = labels.data if same_grid(labels.geometry, grid) else resample_onto(labels, grid, labels=True)
+    return to_engine(data > 0, grid), grid
+
+
 def load_case(case: Case, require_mask: bool = False) -> CaseVolumes:
     """Read, align and orient a case's sequences into the model's channel layout."""
     volumes: dict[str, Volume] = {}
@@ -186,21 +196,16 @@ def load_case(case: Case, require_mask: bool = False) -> CaseVolumes:
                          "(name it *_flair, *-t2f or flair.nii.gz)")
     grid = volumes[FLAIR].geometry
 
-    def on_grid(volume: Volume, labels: bool = False) -> np.ndarray:
-        return volume.data if same_grid(volume.geometry, grid) else resample_onto(volume, grid, labels)
+    def on_grid(volume: Volume) -> np.ndarray:
+        return volume.data if same_grid(volume.geometry, grid) else resample_onto(volume, grid)
 
     if list(volumes) == [FLAIR]:
         image, rgb = volumes[FLAIR].data, False
     else:
         channels = [on_grid(volumes.get(sequence, volumes[FLAIR])) for sequence in MODEL_CHANNELS]
         image, rgb = np.stack(channels, axis=-1).astype(_common_dtype(channels), copy=False), True
-    mask = None
-    if case.labels is not None:
-        labels = case.labels.read()
-        if labels.data.ndim != 3:
-            raise InputError(f"{case.labels} has shape {labels.data.shape}; a label volume must be 3D")
-        mask = to_engine(on_grid(labels, labels=True) > 0, grid)
-    elif require_mask:
+    mask = load_labels(case.labels, grid)[0] if case.labels is not None else None
+    if mask is None and require_mask:
         raise InputError(f"{case.name}: no labels to score against (a *_seg or *_mask file beside the scan, "
                          "or labelsTr/<case> for nnU-Net)")
     sources = {sequence: str(source) for sequence, source in case.sequences if sequence in MODEL_CHANNELS}

@@ -145,7 +145,8 @@ def read_nifti(path: str | Path) -> Volume:
     except InputError:
         raise
     except Exception as error:  # nibabel raises many types for broken or truncated files
-        raise InputError(f"cannot read {path} as NIfTI ({error.__class__.__name__}: {error})") from None
+        reason = " ".join(str(error).split())  # one line, whatever nibabel wrote
+        raise InputError(f"cannot read {path} as NIfTI ({error.__class__.__name__}: {reason})") from None
     header = image.header
     geometry = Geometry.of(image.shape, image.affine, header.get("qform_code", 1), header.get("sform_code", 1))
     return Volume(_kept_dtype(data), geometry)
