@@ -12,9 +12,11 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .backends import describe, forward
 from .device import OOM_ADVICE, is_out_of_memory
 from .errors import DeviceError
 from .model import LoadedModel, PostprocessConfig
+from .precision import Precision, choose, prepare_network
 from .preprocess import channel_view, spatial_shape, intensity_ranges, normalise, restore_size, to_model_size
 
 
@@ -28,9 +30,12 @@ class Segmentation:
 
 @dataclass
 class SegmentProgress:
+    """`runs_on` says which device, precision and backend run, e.g. 'cpu, bf16, 2 threads'."""
+
     done: int
     total: int
     result: Segmentation | None = None
+    runs_on: str = ""
 
 
 def postprocess(probability: np.ndarray, config: PostprocessConfig) -> np.ndarray:
@@ -49,10 +54,10 @@ def postprocess(probability: np.ndarray, config: PostprocessConfig) -> np.ndarra
     return mask.astype(np.uint8)
 
 
-def _forward(network: torch.nn.Module, batch: torch.Tensor, tta: bool) -> torch.Tensor:
-    prob = torch.sigmoid(network(batch))
+def _forward(network: torch.nn.Module, batch: torch.Tensor, tta: bool, precision: Precision, backend: str) -> torch.Tensor:
+    prob = torch.sigmoid(forward(network, batch, precision, backend))
     if tta:
-        prob = 0.5 * (prob + torch.sigmoid(network(batch.flip(-1))).flip(-1))
+        prob = 0.5 * (prob + torch.sigmoid(forward(network, batch.flip(-1), precision, backend)).flip(-1))
     return prob
 
 
@@ -64,20 +69,26 @@ def segment_steps(
     tta: bool = False,
     postprocessing: PostprocessConfig | None = None,
     stop: Callable[[], bool] | None = None,
+    precision: str = "auto",
+    backend: str = "auto",
 ) -> Iterator[SegmentProgress]:
     """Segment a scan, yielding progress after each batch; the last item carries the result.
 
     `image` may be (H, W), (H, W, 3), (Z, H, W) or (Z, H, W, 3); see `preprocess.channel_view`.
-    If `stop` returns True the generator ends early without a result.
+    If `stop` returns True the generator ends early without a result. `precision` ('auto', 'fp32', 'bf16',
+    'fp16') and `backend` ('auto', 'torch', 'openvino') are explained in `engine/precision.py` and
+    `engine/backends.py`; 'fp32' with 'torch' is plain eager PyTorch.
     """
     view = channel_view(image, rgb)
     ranges = intensity_ranges(view, model.config.preprocess)
     network = model.network
     device = next(network.parameters()).device
+    chosen = choose(device, precision)
+    prepare_network(network, chosen)
     size = model.config.preprocess.image_size
     total, (height, width) = len(view), view.shape[1:3]
     probability = np.empty((total, height, width), dtype=np.float32)
-    yield SegmentProgress(0, total)
+    yield SegmentProgress(0, total, runs_on=describe(network, chosen))
     try:
         with torch.inference_mode():
             for start in range(0, total, batch_size):
@@ -85,16 +96,17 @@ def segment_steps(
                     return
                 chunk = normalise(view[start : start + batch_size], ranges)
                 batch = to_model_size(torch.from_numpy(chunk).permute(0, 3, 1, 2).to(device), size)
-                prob = restore_size(_forward(network, batch, tta), height, width)
+                prob = restore_size(_forward(network, batch, tta, chosen, backend), height, width)
                 probability[start : start + len(chunk)] = prob[:, 0].float().cpu().numpy()
-                yield SegmentProgress(min(start + batch_size, total), total)
+                yield SegmentProgress(min(start + batch_size, total), total, runs_on=describe(network, chosen))
     except RuntimeError as error:
         if is_out_of_memory(error):
             raise DeviceError(OOM_ADVICE) from None
         raise
     mask = postprocess(probability, postprocessing or model.config.postprocess)
     out_shape = spatial_shape(image, rgb)
-    yield SegmentProgress(total, total, Segmentation(probability.reshape(out_shape), mask.reshape(out_shape)))
+    result = Segmentation(probability.reshape(out_shape), mask.reshape(out_shape))
+    yield SegmentProgress(total, total, result, runs_on=describe(network, chosen))
 
 
 def segment_volume(model: LoadedModel, image: np.ndarray, **options) -> Segmentation:
