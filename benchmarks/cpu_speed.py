@@ -36,6 +36,7 @@ from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import ModelConfig, build_network, load_model
 from napari_lgg_unet.engine.precision import Precision, autocast, choose, native_bf16_cpu, prepare_batch, prepare_network
 from napari_lgg_unet.engine.predict import segment_steps, segment_volume
+from timing import best_of
 
 BATCH, SIZE = 8, 256
 CPU = torch.device("cpu")
@@ -48,16 +49,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def best_seconds(run: Callable[[], object], repeats: int) -> float:
-    run()  # warm-up: kernel selection, first-touch allocations
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return min(times)
-
-
 def flops_per_slice(network: torch.nn.Module) -> float:
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         network(torch.zeros(1, 3, SIZE, SIZE))
@@ -67,7 +58,7 @@ def flops_per_slice(network: torch.nn.Module) -> float:
 def matmul_ceiling(dtype: torch.dtype, repeats: int, n: int = 2048) -> float:
     """GFLOP/s of one large square matmul: what these cores can do at best in `dtype`."""
     a, b = torch.rand(n, n).to(dtype), torch.rand(n, n).to(dtype)
-    return 2 * n**3 / best_seconds(lambda: torch.mm(a, b), repeats) / 1e9
+    return 2 * n**3 / best_of(repeats, lambda: torch.mm(a, b)) / 1e9
 
 
 def torch_path(network: torch.nn.Module, precision: Precision) -> Callable[[torch.Tensor], object]:
@@ -136,7 +127,7 @@ def shipped_ms_per_slice(repeats: int) -> tuple[float, str]:
     warm_until = time.perf_counter() + 2 * backends.CONVERT_AFTER_SECONDS + 1
     while time.perf_counter() < warm_until:
         label = list(segment_steps(model, image, rgb=True))[-1].runs_on
-    seconds = best_seconds(lambda: segment_volume(model, image, rgb=True), repeats)
+    seconds = best_of(repeats, lambda: segment_volume(model, image, rgb=True))
     return 1000 * seconds / len(image), label
 
 
@@ -148,7 +139,7 @@ def print_inference_table(repeats: int) -> None:
     rows = []
     for name, make in inference_paths().items():
         run = make(load_model("default").network)
-        rows.append((name, 1000 * best_seconds(lambda: run(x), repeats) / BATCH))
+        rows.append((name, 1000 * best_of(repeats, lambda: run(x)) / BATCH))
     shipped, label = shipped_ms_per_slice(repeats)
     rows.append((f"**ours as shipped** ({label}, pipeline included)", shipped))
     rows += [(f"matmul ceiling {k} ({2048}^3, same cores)", 1000 * gflop / v) for k, v in ceilings.items()]
@@ -176,7 +167,7 @@ def training_samples_per_second(precision: Precision, size: int, steps: int) -> 
         loss.backward()
         optimizer.step()
 
-    return BATCH * steps / best_seconds(lambda: [step() for _ in range(steps)], 1)
+    return BATCH * steps / best_of(1, lambda: [step() for _ in range(steps)])
 
 
 def print_training_table(steps: int) -> None:
