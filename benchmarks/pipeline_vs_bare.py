@@ -24,15 +24,7 @@ from napari_lgg_unet.engine.model import LoadedModel, ModelConfig, build_network
 from napari_lgg_unet.engine.predict import SegmentOptions, segment_volume
 from napari_lgg_unet.engine.preprocess import PreprocessConfig, prepare_volume, to_model_size
 from napari_lgg_unet.engine.train import TrainConfig, train_model
-
-
-def _best_of(repeats: int, run) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return min(times)
+from timing import best_of
 
 
 def bench_inference(image: np.ndarray, size: int, batch: int, repeats: int) -> tuple[float, float]:
@@ -47,8 +39,8 @@ def bench_inference(image: np.ndarray, size: int, batch: int, repeats: int) -> t
             for start in range(0, len(x), batch):
                 torch.sigmoid(network(x[start : start + batch]))
 
-    bare_s = _best_of(repeats, bare)
-    ours_s = _best_of(repeats, lambda: segment_volume(model, image, SegmentOptions(batch_size=batch), rgb=True))
+    bare_s = best_of(repeats, bare, warm_up=False)
+    ours_s = best_of(repeats, lambda: segment_volume(model, image, SegmentOptions(batch_size=batch), rgb=True), warm_up=False)
     return len(image) / ours_s, len(image) / bare_s
 
 
@@ -72,7 +64,7 @@ def bench_training(scan, size: int, batch: int, steps: int, workers: int) -> tup
         optimizer.step()
 
     step()
-    bare = batch * steps / _best_of(1, lambda: [step() for _ in range(steps)])
+    bare = batch * steps / best_of(1, lambda: [step() for _ in range(steps)], warm_up=False)
     return ours, bare
 
 

@@ -20,7 +20,8 @@ from tqdm import tqdm
 from . import __version__
 from .engine.atomic import write_text_atomic
 from .engine.dataset import AugmentConfig
-from .engine.device import DEVICE_CHOICES, pick_device
+from .engine.backends import BACKEND_CHOICES
+from .engine.device import DEVICE_CHOICES, pick_device, set_threads
 from .engine.errors import InputError, LggUnetError
 from .engine.calibrate import calibrate
 from .engine.cohort import segment_scans
@@ -28,9 +29,10 @@ from .engine.events import EpochEnd, Finished, Prepared, Step
 from .engine.evaluate import evaluate_patients, report
 from .engine.io import find_scans, load_patients, load_scan, mask_file_name, write_mask
 from .engine.losses import LOSS_CHOICES
-from .engine.model import DEFAULT_MODEL_NAME, load_model, resolve_model_path
+from .engine.model import DEFAULT_MODEL_NAME, LoadedModel, load_model, resolve_model_path
 from .engine.postprocess import PostprocessConfig
-from .engine.predict import SegmentOptions
+from .engine.precision import PRECISION_CHOICES
+from .engine.predict import SegmentOptions, runs_on
 from .engine.train import TrainConfig, train_model
 from .engine.variants import INPUT_VARIANTS
 
@@ -77,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps-per-epoch", type=int, default=None)
     train.add_argument("--workers", type=int, default=None, help="data loading workers (default: number of cores)")
     train.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}")
+    _add_speed_options(train)
+    train.add_argument("--hard-negatives", type=float, default=d.hard_negatives,
+                       help="share of empty-slice draws weighted by how wrong the model is on them (0: uniform)")
+    train.add_argument("--hard-negatives-every", type=int, default=d.hard_negatives_every,
+                       help="epochs between refreshes of the hard-negative weights")
     train.add_argument("--init", default=None, help="model folder (or 'default') to fine-tune from")
     train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     train.add_argument("--seed", type=int, default=d.seed)
@@ -98,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--model", default="default", help="model folder or 'default'")
         sub.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}")
         sub.add_argument("--batch-size", type=int, default=8)
+        _add_speed_options(sub)
+        sub.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                         help="'auto' uses OpenVINO on the CPU when the fast-cpu extra is installed, else PyTorch")
         sub.add_argument("--tta", action="store_true", help="average with the horizontally flipped scan")
         sub.add_argument("--threshold", type=float, default=None, help="default: the model's own")
         sub.add_argument("--min-size", type=int, default=None, help="drop tumour pieces smaller than this (voxels)")
@@ -118,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_speed_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                        help="'auto' measures on this machine: bf16 where the CPU or GPU runs it faster, else fp32")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (default: OMP_NUM_THREADS if set, else the physical cores)")
+
+
 def _segment_options(args: argparse.Namespace, default: PostprocessConfig) -> SegmentOptions:
     """The typed inference options from the command line; unset clean-up options take the model's own."""
     post = PostprocessConfig(
@@ -126,7 +143,8 @@ def _segment_options(args: argparse.Namespace, default: PostprocessConfig) -> Se
         keep_largest=default.keep_largest if args.keep_largest is None else args.keep_largest,
         min_confidence=default.min_confidence if args.min_confidence is None else args.min_confidence,
     )
-    return SegmentOptions(batch_size=args.batch_size, tta=args.tta, postprocess=post)
+    return SegmentOptions(batch_size=args.batch_size, tta=args.tta, postprocess=post, precision=args.precision,
+                          backend=args.backend)
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -137,10 +155,11 @@ def _run_train(args: argparse.Namespace) -> int:
         augment=AugmentConfig(enabled=not args.no_augment),
         tumour_fraction=None if args.tumour_fraction < 0 else args.tumour_fraction,
         workers=args.workers, device=args.device, init=args.init, steps_per_epoch=args.steps_per_epoch,
-        resume=args.resume,
+        resume=args.resume, precision=args.precision, threads=args.threads, hard_negatives=args.hard_negatives,
+        hard_negatives_every=args.hard_negatives_every,
     )
     pick_device(config.device)
-    print(f"loading patients from {args.data} ...", file=sys.stderr)
+    print(f"loading patients from {args.data} ...", flush=True)
     scans = load_patients(args.data, require_masks=True)
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -185,11 +204,19 @@ class _TrainingProgress:
             self.bar = None
 
 
+def _load_for_inference(args: argparse.Namespace) -> tuple[LoadedModel, SegmentOptions]:
+    """Threads, model and options for predict and evaluate; says what will run."""
+    set_threads(args.threads)
+    model = load_model(args.model, pick_device(args.device))
+    options = _segment_options(args, model.config.postprocess)
+    print(f"segmenting on {runs_on(model, options)}", flush=True)
+    return model, options
+
+
 def _run_predict(args: argparse.Namespace) -> int:
     if args.output.resolve() == args.input.resolve():
         raise InputError("--output is the same path as --input; the scan would be replaced by its mask")
-    model = load_model(args.model, pick_device(args.device))
-    options = _segment_options(args, model.config.postprocess)
+    model, options = _load_for_inference(args)
     sources = find_scans(args.input)
     if len(sources) > 1 or args.output.is_dir():  # a folder of scans -> one <scan>_mask file each, in --output
         if args.output.is_file():
@@ -224,8 +251,7 @@ def _evaluation_folders(args: argparse.Namespace, model) -> list[Path]:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    model = load_model(args.model, pick_device(args.device))
-    options = _segment_options(args, model.config.postprocess)
+    model, options = _load_for_inference(args)
     folders = _evaluation_folders(args, model)
     results = []
     print(f"{'patient':<28} {'slices':>6} {'dice':>6} {'iou':>6} {'acc':>7}")

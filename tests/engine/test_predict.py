@@ -40,7 +40,8 @@ def test_stop_ends_segmentation_without_a_result(tiny_model_dir):
 def test_flip_tta_gives_a_left_right_symmetric_answer_on_a_symmetric_scan(tiny_model_dir):
     half = np.random.default_rng(3).random((2, 64, 32)).astype(np.float32)
     symmetric = np.concatenate([half, half[..., ::-1]], axis=-1)
-    prob = segment_volume(load_model(tiny_model_dir), symmetric, SegmentOptions(tta=True)).probability
+    # plain fp32: bf16 rounding differs between mirrored pixels by ~1e-3, which is not what this test is about
+    prob = segment_volume(load_model(tiny_model_dir), symmetric, SegmentOptions(tta=True, precision="fp32", backend="torch")).probability
     np.testing.assert_allclose(prob, prob[..., ::-1], atol=1e-5)
 
 

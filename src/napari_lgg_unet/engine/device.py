@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator
 
+import psutil
 import torch
 
 from .errors import DeviceError
@@ -50,6 +52,26 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return device.type
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use: hyper-threads share a core's vector units, so they add little to a U-Net."""
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(psutil.cpu_count(logical=False) or allowed, allowed))
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Set PyTorch's CPU threads: `threads` if given, else OMP_NUM_THREADS if set, else the physical cores.
+
+    Returns the number in use. Call once at start-up (the CLI's --threads, the widgets with None).
+    """
+    if threads is None:
+        env = os.environ.get("OMP_NUM_THREADS", "").strip()
+        threads = int(env) if env.isdigit() and int(env) > 0 else physical_cores()
+    if threads < 1:
+        raise DeviceError(f"--threads must be at least 1 (got {threads})")
+    torch.set_num_threads(threads)
+    return threads
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -7,7 +7,6 @@ Asking it to stop (the `stop` callable returns True) ends it between steps; the 
 from __future__ import annotations
 
 import math
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -22,18 +21,21 @@ from .dataset import (
     AugmentConfig,
     SliceDataset,
     TrainingVolume,
+    hard_negative_weights,
     prepare_training_volume,
+    sampling_weights,
     split_patients,
     split_single_volume,
     tumour_aware_sampler,
 )
-from .device import DEVICE_CHOICES, out_of_memory_as_advice, pick_device, release_memory
+from .device import DEVICE_CHOICES, out_of_memory_as_advice, physical_cores, pick_device, release_memory, set_threads
 from .errors import InputError
 from .events import EpochEnd, Finished, Prepared, Step, TrainingEvent
 from .io import Scan
 from .losses import LOSS_CHOICES, SegmentationLoss
 from .metrics import Counts, count, scores
 from .model import ModelConfig, build_network, load_model, save_model
+from .precision import PRECISION_CHOICES, Precision, autocast, choose, grad_scaler, prepare_batch, prepare_network
 from .preprocess import PreprocessConfig
 from .run_folder import RunFolder, RunProgress
 from .validate import check_bool, check_choice, check_float, check_int
@@ -68,7 +70,8 @@ class TrainConfig:
     workers: int | None = None
     device: str = "auto"
     init: str | None = None
-    amp: bool = True
+    precision: str = "auto"
+    threads: int | None = None
     steps_per_epoch: int | None = None
     resume: bool = False
 
@@ -94,7 +97,11 @@ class TrainConfig:
             raise InputError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
         if self.steps_per_epoch is not None:
             check_int("steps per epoch", self.steps_per_epoch, 1, 1_000_000)
-        check_bool("amp", self.amp)
+        check_choice("precision", self.precision, PRECISION_CHOICES)
+        if self.threads is not None:
+            check_int("threads", self.threads, 1, 1024)
+        check_float("hard-negative share", self.hard_negatives, 0, 1)
+        check_int("hard-negative refresh interval", self.hard_negatives_every, 1, 100_000)
         check_bool("resume", self.resume)
 
     def to_dict(self) -> dict:
@@ -110,6 +117,7 @@ class _Run:
     config: TrainConfig
     folder: RunFolder
     device: torch.device
+    precision: Precision
     network: torch.nn.Module
     model_config: ModelConfig
     optimizer: torch.optim.Optimizer
@@ -165,18 +173,20 @@ def train_model(
 def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder) -> _Run:
     """Seed, build the network and optimizer, prepare the data, and restore a saved run when resuming."""
     torch.manual_seed(config.seed)
+    set_threads(config.threads)
     device = pick_device(config.device)
+    chosen = choose(device, config.precision)
     preprocess = PreprocessConfig(image_size=config.image_size)
     network, model_config = _initial_network(config, preprocess)
     with out_of_memory_as_advice():
         split = _prepare(scans, config, preprocess)
-    network.to(device).train()
+    prepare_network(network.to(device).train(), chosen)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
-    scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
+    scaler = grad_scaler(chosen)
     progress = folder.load_resume_state(network, optimizer, scaler) if config.resume else RunProgress()
     dataset = SliceDataset(split.train, config.augment, config.seed)
     steps = config.steps_per_epoch or max(1, len(dataset) // config.batch_size)
-    workers = config.workers if config.workers is not None else (os.cpu_count() or 0)
+    workers = config.workers if config.workers is not None else physical_cores()
     loader = DataLoader(
         dataset,
         batch_size=config.batch_size,
@@ -187,22 +197,30 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder) -> _Run:
         drop_last=len(dataset) >= config.batch_size,
         worker_init_fn=_single_thread_worker,
     )
-    provenance = {"config": config.to_dict(), "split": split.names, "train_slices": len(dataset), "device": str(device)}
-    return _Run(config, folder, device, network, model_config, optimizer, scaler,
+    provenance = {"config": config.to_dict(), "split": split.names, "train_slices": len(dataset), "device": chosen.label}
+    return _Run(config, folder, device, chosen, network, model_config, optimizer, scaler,
                 SegmentationLoss(config.loss, config.bce_weight), split, loader, steps, provenance, progress)
 
 
 def _prepared(run: _Run) -> Prepared:
     split, slices = run.split, len(run.loader.dataset)
     return Prepared(
-        f"{len(split.train)} training and {len(split.val)} validation volumes, {slices} slices, on {run.device}",
+        f"{len(split.train)} training and {len(split.val)} validation volumes, {slices} slices, on {run.precision.label}",
         run.progress.epochs_done, run.config.epochs, run.steps, str(run.folder.path),
     )
 
 
 def _start_epoch(run: _Run) -> None:
-    """Reseed the sampler from the epoch number, so a resumed run draws what an uninterrupted one would."""
-    run.loader.sampler.generator.manual_seed(run.config.seed + run.epoch)
+    """Reseed the sampler from the epoch number, so a resumed run draws what an uninterrupted one would;
+    refresh the hard-negative weights (how wrong the model is on empty slices) when it is their turn."""
+    config = run.config
+    run.loader.sampler.generator.manual_seed(config.seed + run.epoch)
+    if config.hard_negatives > 0 and run.epoch % config.hard_negatives_every == 0:
+        dataset = run.loader.dataset
+        with autocast(run.precision):
+            wrong = hard_negative_weights(run.network, run.split.train, run.device, config.batch_size)
+        weights = sampling_weights(dataset.has_tumour(), config.tumour_fraction, wrong, config.hard_negatives)
+        run.loader.sampler.weights = torch.as_tensor(weights, dtype=torch.double)
     run.step, run.epoch_loss, run.seen = 0, 0.0, 0
 
 
@@ -214,9 +232,10 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> Step:
     total_steps = config.epochs * run.steps
     for group in run.optimizer.param_groups:
         group["lr"] = _learning_rate(config, (run.epoch * run.steps + step - 1) / total_steps)
-    x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+    x = prepare_batch(x.to(run.device, non_blocking=True), run.precision)
+    y = y.to(run.device, non_blocking=True)
     run.optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.scaler.is_enabled()):
+    with autocast(run.precision):
         loss = run.loss_fn(run.network(x), y)
     run.scaler.scale(loss).backward()
     run.scaler.step(run.optimizer)
@@ -235,7 +254,7 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> Step:
 def _end_epoch(run: _Run) -> EpochEnd:
     """Validate, keep the model if it is the best so far, then save history and the resume state."""
     progress, epoch = run.progress, run.epoch + 1
-    metrics = _validate(run.network, run.split.val, run.loss_fn, run.device, run.config.batch_size) if run.split.val else {}
+    metrics = _validate(run, run.split.val) if run.split.val else {}
     train_loss = run.epoch_loss / max(run.seen, 1)
     seconds = round(progress.seconds + time.perf_counter() - run.started, 1)
     record = {"epoch": epoch, "train_loss": train_loss, "lr": run.optimizer.param_groups[0]["lr"], "seconds": seconds, **metrics}
@@ -296,21 +315,19 @@ def _learning_rate(config: TrainConfig, progress: float) -> float:
     return config.lr
 
 
-def _validate(
-    network: torch.nn.Module, volumes: list[TrainingVolume], loss_fn: SegmentationLoss,
-    device: torch.device, batch_size: int,
-) -> dict:
+def _validate(run: _Run, volumes: list[TrainingVolume]) -> dict:
     """Validation loss (mean over slices) and per-volume Dice/IoU/accuracy (mean over volumes)."""
+    network, batch_size = run.network, run.config.batch_size
     network.eval()
     total_loss, slices, per_volume = 0.0, 0, []
-    with torch.no_grad():
+    with torch.no_grad(), autocast(run.precision):
         for volume in volumes:
             counts = Counts(0, 0, 0, 0)
             for start in range(0, len(volume.mask), batch_size):
-                x = torch.from_numpy(volume.image[start : start + batch_size].astype(np.float32)).to(device)
-                y = torch.from_numpy(volume.mask[start : start + batch_size, None]).to(device)
-                logits = network(x)
-                total_loss += float(loss_fn(logits, y)) * len(x)
+                x = torch.from_numpy(volume.image[start : start + batch_size].astype(np.float32)).to(run.device)
+                y = torch.from_numpy(volume.mask[start : start + batch_size, None]).to(run.device)
+                logits = network(prepare_batch(x, run.precision)).float()
+                total_loss += float(run.loss_fn(logits, y)) * len(x)
                 slices += len(x)
                 counts = counts + count((logits > 0).cpu().numpy(), y.cpu().numpy())
             per_volume.append(scores(counts))

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_lgg_unet.engine import backends
+from napari_lgg_unet.engine.errors import DeviceError
+from napari_lgg_unet.engine.model import load_model
+from napari_lgg_unet.engine.precision import choose
+from napari_lgg_unet.engine.predict import SegmentOptions, segment_steps
+
+needs_openvino = pytest.mark.skipif(not backends.openvino_installed(), reason="the fast-cpu extra (openvino) is not installed")
+FP32 = choose("cpu", "fp32")
+
+
+def _logits(network, batch, backend):
+    with torch.inference_mode():
+        return backends.forward(network, batch, FP32, backend)
+
+
+def test_an_unknown_backend_is_a_user_error(tiny_model_dir):
+    with pytest.raises(DeviceError, match="backend"):
+        _logits(load_model(tiny_model_dir).network, torch.rand(1, 3, 64, 64), "tensorrt")
+
+
+@needs_openvino
+def test_openvino_gives_torch_fp32_answers_at_any_batch_and_size_and_is_converted_once(tiny_model_dir):
+    network = load_model(tiny_model_dir).network
+    for shape in [(3, 3, 64, 64), (1, 3, 96, 128)]:
+        batch = torch.rand(shape)
+        np.testing.assert_allclose(_logits(network, batch, "openvino"), _logits(network, batch, "torch"), atol=1e-4)
+    compiled = backends._states[network].compiled
+    _logits(network, torch.rand(2, 3, 64, 64), "openvino")
+    assert backends._states[network].compiled is compiled
+
+
+@needs_openvino
+def test_openvino_never_runs_weights_older_than_the_network(tiny_model_dir):
+    network = load_model(tiny_model_dir).network
+    batch = torch.rand(2, 3, 64, 64)
+    _logits(network, batch, "openvino")
+    with torch.no_grad():
+        network.segmentation_head[0].bias += 1.0  # what an optimiser step does: change weights in place
+    np.testing.assert_allclose(_logits(network, batch, "openvino"), _logits(network, batch, "torch"), atol=1e-4)
+
+
+@needs_openvino
+def test_auto_moves_a_model_to_openvino_once_it_has_run_long_enough(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(backends, "CONVERT_AFTER_SECONDS", 0.0)
+    model = load_model(tiny_model_dir)
+    image = np.random.default_rng(0).random((4, 64, 64)).astype(np.float32)
+    labels = [p.runs_on for p in segment_steps(model, image, SegmentOptions(batch_size=2, precision="fp32", backend="auto"))]
+    assert labels[0] == f"cpu, fp32, {torch.get_num_threads()} threads"
+    assert labels[-1] == f"cpu, fp32, openvino, {torch.get_num_threads()} threads"
