@@ -43,9 +43,10 @@ class SegmentWidget(Container):
         self.model, self.model_folder = model_widgets("Model")
         self.device, self.device_note = device_widgets()
         self.tta = CheckBox(text="Test-time augmentation (mirror)", value=False)
-        self.threshold = FloatSlider(label="Threshold", min=0.05, max=0.95, step=0.05, value=0.5)
-        self.min_size = SpinBox(label="Drop specks under (voxels)", min=0, max=10_000_000, value=0)
-        self.keep_largest = CheckBox(text="Keep only the largest tumour", value=False)
+        defaults = PostprocessConfig()  # replaced by the chosen model's own settings when it has them
+        self.threshold = FloatSlider(label="Threshold", min=0.01, max=0.99, step=0.01, value=defaults.threshold)
+        self.min_size = SpinBox(label="Drop specks under (voxels)", min=0, max=10**9, value=defaults.min_size)
+        self.keep_largest = CheckBox(text="Keep only the largest tumour", value=defaults.keep_largest)
         self.show_probability = CheckBox(text="Also show the probability map", value=False)
         self.segment_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -235,7 +236,7 @@ class SegmentWidget(Container):
 
 def _volume_unit(layer: Labels) -> str:
     """'mm^3'-style unit of one voxel's volume from the layer's units ('' when they are pixels)."""
-    names = {str(unit) for unit in getattr(layer, "units", ())}
+    names = {f"{unit:~}" for unit in getattr(layer, "units", ())}  # pint's short symbols: mm, µm
     if not names or names == {"pixel"}:
         return ""
     return f"{names.pop()}^{layer.ndim}" if len(names) == 1 else "*".join(sorted(names))
