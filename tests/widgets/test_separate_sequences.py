@@ -69,6 +69,8 @@ def test_sequences_on_another_grid_or_with_colour_are_refused_by_both_widgets(vi
     colour = viewer.add_image(np.zeros((3, 32, 32, 3), np.uint8), name="colour", rgb=True)
     labels = viewer.add_labels(np.ones((3, 32, 32), np.uint8), name="labels")
     row = train.pairs[0]
+    pickers = (segment.pre_contrast, segment.post_contrast, row.pre_contrast, row.post_contrast)
+    assert [picker.value for picker in pickers] == [None] * 4  # '(none)' until the user picks a sequence
     row.image_layer.value, row.labels_layer.value = flair, labels
     before = snapshot(viewer)
     for pre, post, words in ((smaller, None, "share one grid"), (None, colour, "colour channels")):
