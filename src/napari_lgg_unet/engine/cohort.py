@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import InputError
-from .io import Scan, load_scan
+from .io import Scan, ScanSource, load_scan
 from .model import LoadedModel
 from .predict import Segmentation, SegmentOptions, segment_volume
+from .variants import input_variant
 
 
 @dataclass
@@ -21,13 +20,16 @@ class SegmentedScan:
 
 
 def segment_scans(
-    model: LoadedModel, paths: Iterable[Path], options: SegmentOptions, require_masks: bool = False
+    model: LoadedModel, paths: Iterable[ScanSource], options: SegmentOptions, require_masks: bool = False,
+    variant: str = "as-is",
 ) -> Iterator[SegmentedScan]:
-    """Load each scan only when its turn comes (memory holds one scan), segment it, and time the model alone."""
+    """Load each scan only when its turn comes (memory holds one scan), segment it, and time the model alone.
+
+    `variant` segments a shift proxy of each scan instead (see `variants.INPUT_VARIANTS`).
+    """
     for path in paths:
-        scan = load_scan(path)
-        if require_masks and scan.mask is None:
-            raise InputError(f"{path} has no tumour masks to compare with")
+        scan = load_scan(path, require_mask=require_masks)
+        image, rgb = input_variant(scan.image, scan.rgb, variant)
         started = time.perf_counter()
-        result = segment_volume(model, scan.image, options, rgb=scan.rgb)
+        result = segment_volume(model, image, options, rgb=rgb)
         yield SegmentedScan(scan, result, time.perf_counter() - started)
