@@ -181,3 +181,27 @@ def test_the_tumour_layer_keeps_the_scans_geometry_for_the_writer(qtbot, viewer,
     assert tumour.units == image.units and tuple(tumour.axis_labels) == ("S", "A", "R")
     assert image.metadata == {"lgg_unet_geometry": geometry, "source_note": "not copied"}  # the user's layer is untouched
     assert widget.readouts.unit == "mm^3"
+
+
+def test_a_nifti_scan_opened_with_our_reader_segments_and_saves_back_onto_its_grid(
+    qtbot, viewer, tiny_model_dir, tmp_path, notes
+):
+    import nibabel as nib
+
+    affine = np.array([[-0.9, 0, 0, 10], [0, 0, 3.0, -5], [0, 1.2, 0, 7], [0, 0, 0, 1]])  # permuted, flipped axes
+    scan = np.random.default_rng(2).random((12, 10, 8)).astype(np.float32)
+    nib.save(nib.Nifti1Image(scan, affine), tmp_path / "scan_flair.nii.gz")
+    [image] = viewer.open(str(tmp_path / "scan_flair.nii.gz"), plugin="napari-lgg-unet")
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value = "folder"
+    widget.model_folder.value = tiny_model_dir
+    widget.threshold.value = 0.01  # the untrained model's probabilities are near 0.5: the mask is not empty
+    run_segment(qtbot, widget)
+    assert notes["error"] == []
+    tumour = widget.prediction_layer()
+    assert tumour.metadata["lgg_unet_geometry"] == image.metadata["lgg_unet_geometry"]
+    tumour.save(str(tmp_path / "mask.nii.gz"), plugin="napari-lgg-unet")
+    written = nib.load(tmp_path / "mask.nii.gz")
+    assert written.shape == scan.shape
+    np.testing.assert_array_equal(written.affine, nib.load(tmp_path / "scan_flair.nii.gz").affine)
+    assert np.asanyarray(written.dataobj).any()

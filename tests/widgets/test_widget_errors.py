@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from napari_lgg_unet.engine.postprocess import PostprocessConfig
+
 from widget_helpers import assert_unchanged, dock, snapshot, wait_for_stop
 
 
@@ -73,10 +75,14 @@ def test_choosing_a_model_folder_with_a_malformed_config_is_a_notification_and_k
     segment, _ = widgets
     viewer.add_image(np.zeros((2, 32, 32), np.float32), name="scan")
     before = snapshot(viewer)
-    segment.model.value = "folder"
-    segment.model_folder.value = tiny_model_dir  # a good model: its settings are adopted
-    settings = (segment.threshold.value, segment.min_size.value, segment.keep_largest.value)
     valid = json.loads((tiny_model_dir / "config.json").read_text())
+    calibrated = {"threshold": 0.35, "min_size": 12, "keep_largest": True, "min_confidence": 0.8}
+    (tmp_path / "calibrated").mkdir()
+    (tmp_path / "calibrated" / "config.json").write_text(json.dumps({**valid, "postprocess": calibrated}))
+    segment.model.value = "folder"
+    segment.model_folder.value = tmp_path / "calibrated"  # a good config: every setting is adopted
+    assert segment.postprocess_config() == PostprocessConfig(**calibrated)
+    assert notes["error"] == []
     for number, (case, text) in enumerate(malformed_configs(valid).items()):
         folder = tmp_path / f"model-{number}"
         folder.mkdir()
@@ -84,7 +90,7 @@ def test_choosing_a_model_folder_with_a_malformed_config_is_a_notification_and_k
         segment.model_folder.value = folder
         assert len(notes["error"]) == number + 1, case
         assert "\n" not in notes["error"][-1], case
-        assert (segment.threshold.value, segment.min_size.value, segment.keep_largest.value) == settings, case
+        assert segment.postprocess_config() == PostprocessConfig(**calibrated), case
     assert_unchanged(before, snapshot(viewer))
 
 

@@ -11,9 +11,9 @@ import napari
 import numpy as np
 from napari.layers import Image, Labels, Layer
 
+from ..reader import GEOMETRY_KEY  # the scan geometry our reader stores and the writer needs to save a mask back
+
 OWNER_KEY = "napari_lgg_unet"
-# Set by our NIfTI/DICOM reader on an image layer: the scan's geometry, which the writer needs to save a mask back.
-GEOMETRY_KEY = "lgg_unet_geometry"
 
 
 def layers_of(viewer: napari.Viewer, kind: type[Layer]) -> list[tuple[str, Layer]]:

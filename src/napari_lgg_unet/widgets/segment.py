@@ -47,6 +47,14 @@ class SegmentWidget(Container):
         self.threshold = FloatSlider(label="Threshold", min=0.01, max=0.99, step=0.01, value=defaults.threshold)
         self.min_size = SpinBox(label="Drop specks under (voxels)", min=0, max=10**9, value=defaults.min_size)
         self.keep_largest = CheckBox(text="Keep only the largest tumour", value=defaults.keep_largest)
+        self.min_confidence = FloatSlider(
+            label="Drop pieces less sure than", min=0.0, max=1.0, step=0.01, value=defaults.min_confidence
+        )
+        # The widgets behind each PostprocessConfig field, so settings are read and adopted field by field.
+        self.postprocess_options = {
+            "threshold": self.threshold, "min_size": self.min_size, "keep_largest": self.keep_largest,
+            "min_confidence": self.min_confidence,
+        }
         self.show_probability = CheckBox(text="Also show the probability map", value=False)
         self.segment_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -57,7 +65,8 @@ class SegmentWidget(Container):
         self.save_button = PushButton(text="Save readouts CSV")
         self.extend([
             self.image, self.pre_contrast, self.post_contrast, self.model, self.model_folder, self.device,
-            self.device_note, self.tta, self.threshold, self.min_size, self.keep_largest, self.show_probability,
+            self.device_note, self.tta, self.threshold, self.min_size, self.keep_largest, self.min_confidence,
+            self.show_probability,
             self.segment_button, self.cancel_button, self.progress, self.truth, self.readout, self.csv_path,
             self.save_button,
         ])
@@ -71,7 +80,7 @@ class SegmentWidget(Container):
         self.segment_button.clicked.connect(self.segment)
         self.cancel_button.clicked.connect(self.job.stop)
         self.save_button.clicked.connect(self.save_readouts)
-        for option in (self.threshold, self.min_size, self.keep_largest):
+        for option in self.postprocess_options.values():
             option.changed.connect(self.rethreshold)
         self.show_probability.changed.connect(self._show_probability)
         for choice in (self.model, self.model_folder):
@@ -89,7 +98,8 @@ class SegmentWidget(Container):
         return self.job.running
 
     def postprocess_config(self) -> PostprocessConfig:
-        return PostprocessConfig(round(self.threshold.value, 4), self.min_size.value, self.keep_largest.value)
+        values = {name: option.value for name, option in self.postprocess_options.items()}
+        return PostprocessConfig(**{**values, "threshold": round(values["threshold"], 4)})
 
     def segment(self) -> None:
         """Check the input here (cheap), then load the model and segment in a worker; Cancel stops it."""
@@ -139,15 +149,14 @@ class SegmentWidget(Container):
             source = chosen_model(self.model, self.model_folder)
         except LggUnetError:
             return
-        options = (self.threshold, self.min_size, self.keep_largest)
-        before = [option.value for option in options]
+        before = self.postprocess_config()
         try:
             settings = read_config(source).postprocess
-            for option, value in zip(options, (settings.threshold, settings.min_size, settings.keep_largest)):
-                option.value = value
+            for name, option in self.postprocess_options.items():
+                option.value = getattr(settings, name)
         except Exception as error:  # a user's config file: whatever is wrong in it must end as a notification
-            for option, value in zip(options, before):
-                option.value = value
+            for name, option in self.postprocess_options.items():
+                option.value = getattr(before, name)
             message = notify.describe_error(error)
             if not isinstance(error, LggUnetError):
                 message = f"the settings in the config.json of {source} cannot be used ({message})"
