@@ -11,14 +11,12 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import napari
 from napari_lgg_unet.engine.model import default_model_path
 from qtpy.QtWidgets import QApplication
 
-warnings.filterwarnings("ignore", message=".*PyQt5 backend is deprecated")  # keep its toast off the pictures
 HERE = Path(__file__).resolve().parent
 PLUGIN = "napari-lgg-unet"
 

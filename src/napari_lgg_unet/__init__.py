@@ -19,7 +19,7 @@ def _keep_triton_out_of_qt_processes() -> None:
     triton (torch's optional GPU compiler, which we never use) bundles LLVM; loading it after napari has opened an
     OpenGL context backed by Mesa, which loads its own LLVM, crashes the whole viewer (seen under xvfb).
     """
-    if "triton" not in sys.modules and any(qt in sys.modules for qt in ("PyQt5", "PyQt6", "PySide2", "PySide6")):
+    if "triton" not in sys.modules and any(name.startswith(("PyQt", "PySide")) for name in list(sys.modules)):
         sys.modules["triton"] = None
 
 

@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from napari_lgg_unet.engine.io import load_patient
 from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import PostprocessConfig
 from napari_lgg_unet.engine.predict import SegmentProgress, postprocess
+from napari_lgg_unet.sample_data import sample_patient
 from napari_lgg_unet.widgets import segment as segment_module
 from napari_lgg_unet.widgets.layers import OWNER_KEY
 
@@ -20,10 +20,11 @@ PATIENT = "TCGA_CS_6665_20010817"
 SLICES = slice(8, 14)  # six slices, tumour on all of them: quick and meaningful
 
 
-@pytest.fixture
-def patient(lgg_root):
-    scan = load_patient(lgg_root / PATIENT)
-    return scan.image[SLICES], scan.mask[SLICES].astype(np.uint8)
+@pytest.fixture(scope="module")
+def patient():
+    """Six slices of the patient that ships with the package (runs without ../shared)."""
+    (image, _, _), (mask, _, _) = sample_patient()
+    return image[SLICES], mask[SLICES]
 
 
 @pytest.fixture
@@ -80,7 +81,7 @@ def test_moving_the_threshold_rethresholds_without_running_the_model(qtbot, view
     widget = segment_widget
     run_segment(qtbot, widget)
     probability = widget._probability
-    monkeypatch.setattr(segment_module, "start_job", lambda *a, **k: pytest.fail("the model must not run again"))
+    monkeypatch.setattr(segment_module, "segment_job", lambda *a, **k: pytest.fail("the model must not run again"))
     for threshold in (0.2, 0.6):
         widget.threshold.value = threshold
         expected = postprocess(probability, PostprocessConfig(threshold=threshold))
@@ -123,12 +124,11 @@ def test_cancel_stops_segmenting_without_adding_a_layer(qtbot, viewer, segment_w
     widget = segment_widget
     real_job = segment_module.segment_job
 
-    def job_that_waits_for_cancel(*args):
-        stop = args[-1]
+    def job_that_waits_for_cancel(*args, stop):
         yield SegmentProgress(0, 6)
         while not stop():
             time.sleep(0.01)
-        yield from real_job(*args)
+        yield from real_job(*args, stop=stop)
 
     monkeypatch.setattr(segment_module, "segment_job", job_that_waits_for_cancel)
     count = len(viewer.layers)
@@ -159,3 +159,49 @@ def test_one_click_with_the_default_model_on_the_sample_matches_the_model_card(q
     dice = volume_scores(viewer.layers[f"{PATIENT} tumour"].data, truth).dice
     card = json.loads((Path(__file__).resolve().parents[2] / "docs" / "default-model-test.json").read_text())
     assert dice == pytest.approx(card["patients"][PATIENT]["dice"], abs=0.01)
+
+
+def test_the_tumour_layer_keeps_the_scans_geometry_for_the_writer(qtbot, viewer, tiny_model_dir, notes):
+    geometry = {"affine": [[-1.0, 0, 0, 90.0], [0, -1.0, 0, 126.0], [0, 0, 2.5, -72.0], [0, 0, 0, 1]], "shape": [3, 64, 64]}
+    image = viewer.add_image(
+        np.random.default_rng(1).random((3, 64, 64), dtype=np.float32), name="scan", scale=(2.5, 1.0, 0.9),
+        translate=(-72.0, 3.0, 4.0), units=("mm", "mm", "mm"), axis_labels=("S", "A", "R"),
+        metadata={"lgg_unet_geometry": geometry, "source_note": "not copied"},
+    )
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value = "folder"
+    widget.model_folder.value = tiny_model_dir
+    run_segment(qtbot, widget)
+    assert notes["error"] == []
+    tumour = viewer.layers["scan tumour"]
+    assert tumour.metadata["lgg_unet_geometry"] == geometry
+    assert "source_note" not in tumour.metadata
+    np.testing.assert_array_equal(tumour.scale, image.scale)
+    np.testing.assert_array_equal(tumour.translate, image.translate)
+    assert tumour.units == image.units and tuple(tumour.axis_labels) == ("S", "A", "R")
+    assert image.metadata == {"lgg_unet_geometry": geometry, "source_note": "not copied"}  # the user's layer is untouched
+    assert widget.readouts.unit == "mm^3"
+
+
+def test_a_nifti_scan_opened_with_our_reader_segments_and_saves_back_onto_its_grid(
+    qtbot, viewer, tiny_model_dir, tmp_path, notes
+):
+    import nibabel as nib
+
+    affine = np.array([[-0.9, 0, 0, 10], [0, 0, 3.0, -5], [0, 1.2, 0, 7], [0, 0, 0, 1]])  # permuted, flipped axes
+    scan = np.random.default_rng(2).random((12, 10, 8)).astype(np.float32)
+    nib.save(nib.Nifti1Image(scan, affine), tmp_path / "scan_flair.nii.gz")
+    [image] = viewer.open(str(tmp_path / "scan_flair.nii.gz"), plugin="napari-lgg-unet")
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value = "folder"
+    widget.model_folder.value = tiny_model_dir
+    widget.threshold.value = 0.01  # the untrained model's probabilities are near 0.5: the mask is not empty
+    run_segment(qtbot, widget)
+    assert notes["error"] == []
+    tumour = widget.prediction_layer()
+    assert tumour.metadata["lgg_unet_geometry"] == image.metadata["lgg_unet_geometry"]
+    tumour.save(str(tmp_path / "mask.nii.gz"), plugin="napari-lgg-unet")
+    written = nib.load(tmp_path / "mask.nii.gz")
+    assert written.shape == scan.shape
+    np.testing.assert_array_equal(written.affine, nib.load(tmp_path / "scan_flair.nii.gz").affine)
+    assert np.asanyarray(written.dataobj).any()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from napari_lgg_unet.engine.io import load_patient
 from napari_lgg_unet.engine.model import load_model
+from napari_lgg_unet.engine.train import TrainConfig
+from napari_lgg_unet.sample_data import sample_patient
 from napari_lgg_unet.widgets.session_models import session_models
 
 from widget_helpers import EventLoopProbe, dock
@@ -15,10 +15,10 @@ PATIENT = "TCGA_CS_6665_20010817"
 
 
 @pytest.fixture
-def train_widget(viewer, lgg_root, tmp_path):
-    scan = load_patient(lgg_root / PATIENT)
-    viewer.add_image(scan.image[6:16], name=PATIENT, rgb=True)
-    viewer.add_labels(scan.mask[6:16].astype(np.uint8), name=f"{PATIENT} mask")
+def train_widget(viewer, tmp_path):
+    (image, _, _), (mask, _, _) = sample_patient()  # the patient that ships with the package
+    viewer.add_image(image[6:16], name=PATIENT, rgb=True)
+    viewer.add_labels(mask[6:16], name=f"{PATIENT} mask")
     widget = dock(viewer, "Train U-Net")
     widget.image_size.value = 64
     widget.batch_size.value = 4
@@ -82,3 +82,11 @@ def test_a_kaggle_folder_alone_is_a_training_source(qtbot, viewer, lgg_root, tmp
     assert notes["error"] == []
     split = load_model(widget.model_dir).config.training["split"]
     assert sorted(split["train"] + split["validation"]) == sorted(p.name for p in data.iterdir())
+
+
+def test_the_settings_start_at_the_engines_training_defaults(viewer):
+    config, defaults = dock(viewer, "Train U-Net").train_config(), TrainConfig()
+    for name in ("epochs", "batch_size", "lr", "val_fraction", "image_size"):
+        assert getattr(config, name) == getattr(defaults, name), name
+    assert config.augment.enabled == defaults.augment.enabled
+    assert config.workers == 0  # loader processes do not mix with the GUI's threads

@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from widget_helpers import assert_unchanged, dock, snapshot
+from napari_lgg_unet.engine.postprocess import PostprocessConfig
+
+from widget_helpers import assert_unchanged, dock, snapshot, wait_for_stop
 
 
 @pytest.fixture
@@ -52,6 +54,46 @@ def test_missing_or_corrupt_model_folder_is_reported(viewer, widgets, notes, tmp
     assert segment.segment_button.enabled
 
 
+def malformed_configs(valid: dict) -> dict[str, str]:
+    """config.json texts a user may point the widget at: unreadable, or with values the widget cannot show."""
+
+    def changed(**postprocess) -> str:
+        return json.dumps({**valid, "postprocess": {**valid["postprocess"], **postprocess}})
+
+    return {
+        "not JSON": "{not json",
+        "nested too deeply": "[" * 100_000 + "]" * 100_000,
+        "threshold as text": changed(threshold="0.5"),
+        "threshold the slider cannot show": changed(threshold=0.995),
+        "negative speck size": changed(min_size=-1),
+    }
+
+
+def test_choosing_a_model_folder_with_a_malformed_config_is_a_notification_and_keeps_the_settings(
+    viewer, widgets, notes, tmp_path, tiny_model_dir
+):
+    segment, _ = widgets
+    viewer.add_image(np.zeros((2, 32, 32), np.float32), name="scan")
+    before = snapshot(viewer)
+    valid = json.loads((tiny_model_dir / "config.json").read_text())
+    calibrated = {"threshold": 0.35, "min_size": 12, "keep_largest": True, "min_confidence": 0.8}
+    (tmp_path / "calibrated").mkdir()
+    (tmp_path / "calibrated" / "config.json").write_text(json.dumps({**valid, "postprocess": calibrated}))
+    segment.model.value = "folder"
+    segment.model_folder.value = tmp_path / "calibrated"  # a good config: every setting is adopted
+    assert segment.postprocess_config() == PostprocessConfig(**calibrated)
+    assert notes["error"] == []
+    for number, (case, text) in enumerate(malformed_configs(valid).items()):
+        folder = tmp_path / f"model-{number}"
+        folder.mkdir()
+        (folder / "config.json").write_text(text)
+        segment.model_folder.value = folder
+        assert len(notes["error"]) == number + 1, case
+        assert "\n" not in notes["error"][-1], case
+        assert segment.postprocess_config() == PostprocessConfig(**calibrated), case
+    assert_unchanged(before, snapshot(viewer))
+
+
 def test_default_model_absence_is_a_notification_not_a_crash(viewer, widgets, notes, qtbot, monkeypatch, tmp_path):
     from napari_lgg_unet.engine import model
 
@@ -89,12 +131,13 @@ def test_training_refuses_mismatched_or_empty_labels_and_warns_about_merged_valu
     assert not train.running
 
 
-def test_pressing_train_while_training_runs_is_refused(viewer, widgets, notes, monkeypatch):
+def test_pressing_train_while_training_runs_is_refused(viewer, widgets, notes, qtbot):
     _, train = widgets
-    monkeypatch.setattr(train, "_worker", object())  # pretend a run is in progress
+    train.job.start(wait_for_stop, on_item=lambda _: None)
     train.train()
     assert "already running" in notes["warning"][-1]
-    monkeypatch.setattr(train, "_worker", None)
+    train.job.stop()
+    qtbot.waitUntil(lambda: not train.running, timeout=10_000)
 
 
 def test_out_of_memory_in_a_worker_becomes_the_advice(notes):

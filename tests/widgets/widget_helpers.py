@@ -1,4 +1,4 @@
-"""Helpers for widget tests: dock through the manifest, layer snapshots, an event-loop probe."""
+"""Helpers for widget tests: dock through the manifest, layer snapshots, an event-loop probe, a job that waits."""
 
 from __future__ import annotations
 
@@ -27,6 +27,13 @@ def assert_unchanged(before: list[tuple], after: list[tuple]) -> None:
     for b, a in zip(before, after):
         np.testing.assert_array_equal(b[2], a[2])
         assert b[3] == a[3]
+
+
+def wait_for_stop(*, stop):
+    """A job that runs until it is asked to stop (polling, as the engine's loops do between steps)."""
+    yield "started"
+    while not stop():
+        time.sleep(0.005)
 
 
 class EventLoopProbe:

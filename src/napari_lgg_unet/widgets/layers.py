@@ -11,6 +11,8 @@ import napari
 import numpy as np
 from napari.layers import Image, Labels, Layer
 
+from ..reader import GEOMETRY_KEY  # the scan geometry our reader stores and the writer needs to save a mask back
+
 OWNER_KEY = "napari_lgg_unet"
 
 
@@ -45,21 +47,26 @@ def owned_layer(viewer: napari.Viewer, source: Layer, role: str) -> Layer | None
 
 
 def put_owned_layer(viewer: napari.Viewer, source: Layer, role: str, data: np.ndarray, **kwargs: Any) -> Layer:
-    """Update this plugin's layer for (`source`, `role`) in place, or add it with `source`'s scale and translate."""
+    """Update this plugin's layer for (`source`, `role`) in place, or add it with `source`'s geometry."""
     layer = owned_layer(viewer, source, role)
     if layer is not None:
         layer.data = data
         return layer
     kind = Labels if role == "tumour" else Image
-    layer = kind(
-        data,
-        name=f"{source.name} {role}",
-        scale=source.scale,
-        translate=source.translate,
-        metadata={OWNER_KEY: {"role": role, "source": str(source.unique_id)}},
-        **kwargs,
-    )
+    metadata = {OWNER_KEY: {"role": role, "source": str(source.unique_id)}}
+    if GEOMETRY_KEY in source.metadata:
+        metadata[GEOMETRY_KEY] = source.metadata[GEOMETRY_KEY]
+    layer = kind(data, name=f"{source.name} {role}", metadata=metadata, **spatial_geometry(source), **kwargs)
     return viewer.add_layer(layer)
+
+
+def spatial_geometry(layer: Layer) -> dict[str, Any]:
+    """scale and translate, plus units and axis labels where this napari version has them."""
+    geometry = {"scale": layer.scale, "translate": layer.translate}
+    for name in ("units", "axis_labels"):
+        if hasattr(layer, name):
+            geometry[name] = getattr(layer, name)
+    return geometry
 
 
 def current_slice(viewer: napari.Viewer, layer: Layer) -> int | None:

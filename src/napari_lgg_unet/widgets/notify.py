@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from napari.utils.notifications import show_error, show_info, show_warning
 
 __all__ = ["describe_error", "report_error", "show_error", "show_info", "show_warning"]
+
+log = logging.getLogger(__name__)
 
 
 def describe_error(error: BaseException) -> str:
@@ -21,5 +25,9 @@ def describe_error(error: BaseException) -> str:
 
 
 def report_error(error: BaseException) -> None:
-    """Connect to `worker.errored`: shows the error instead of a traceback in the terminal."""
+    """Show `error` as one notification; an error that is not ours also goes to the log with its traceback."""
+    from ..engine.errors import LggUnetError
+
+    if not isinstance(error, LggUnetError):
+        log.error("napari-lgg-unet: unexpected error", exc_info=error)
     show_error(describe_error(error))

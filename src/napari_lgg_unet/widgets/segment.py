@@ -1,12 +1,11 @@
-"""The "Segment tumour" dock widget: one click from an image layer to a tumour Labels layer, with Dice/IoU readouts.
+"""The "Segment tumour" dock widget: one click from an image layer (or one layer per MRI sequence) to a tumour Labels
+layer, with Dice/IoU readouts.
 
 The model runs in a worker thread; the widget only validates input, starts the worker and shows its results.
 Thresholds and post-processing are re-applied to the kept probabilities, so changing them never re-runs the model.
 """
 
 from __future__ import annotations
-
-import threading
 
 import napari
 import numpy as np
@@ -16,33 +15,46 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 
 from ..engine.device import pick_device
-from ..engine.errors import InputError, LggUnetError
+from ..engine.errors import LggUnetError
 from ..engine.model import PostprocessConfig, read_config
 from ..engine.predict import SegmentOptions, SegmentProgress, postprocess
-from ..engine.preprocess import channel_view
 from . import notify
 from .common import chosen_model, connect_while_alive, device_widgets, model_widgets, optional_path
+from .job import JobRunner
 from .layers import binary_mask, current_slice, image_choices, labels_choices, owned_layer, put_owned_layer
 from .readouts import Readouts, compute_readouts, readouts_text, write_readouts_csv
+from .sequences import model_input, sequence_pickers
 from .session_models import session_models
-from .workers import ModelCache, segment_job, start_job
+from .workers import ModelCache, segment_job
 
 NO_TRUTH = ("(none)", None)
 
 
 class SegmentWidget(Container):
-    """Pick an image and a model, press Segment; read Dice/IoU against an optional ground-truth Labels layer."""
+    """Pick an image (or a FLAIR plus T1 / T1c layers) and a model, press Segment; read Dice/IoU against an optional
+    ground-truth Labels layer.
+    """
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
-        self.image = ComboBox(label="Image", choices=lambda _: image_choices(viewer))
+        self.image = ComboBox(label="Image or FLAIR", choices=lambda _: image_choices(viewer))
+        self.pre_contrast, self.post_contrast = sequence_pickers(viewer)
         self.model, self.model_folder = model_widgets("Model")
         self.device, self.device_note = device_widgets()
         self.tta = CheckBox(text="Test-time augmentation (mirror)", value=False)
-        self.threshold = FloatSlider(label="Threshold", min=0.05, max=0.95, step=0.05, value=0.5)
-        self.min_size = SpinBox(label="Drop specks under (voxels)", min=0, max=10_000_000, value=0)
-        self.keep_largest = CheckBox(text="Keep only the largest tumour", value=False)
+        defaults = PostprocessConfig()  # replaced by the chosen model's own settings when it has them
+        self.threshold = FloatSlider(label="Threshold", min=0.01, max=0.99, step=0.01, value=defaults.threshold)
+        self.min_size = SpinBox(label="Drop specks under (voxels)", min=0, max=10**9, value=defaults.min_size)
+        self.keep_largest = CheckBox(text="Keep only the largest tumour", value=defaults.keep_largest)
+        self.min_confidence = FloatSlider(
+            label="Drop pieces less sure than", min=0.0, max=1.0, step=0.01, value=defaults.min_confidence
+        )
+        # The widgets behind each PostprocessConfig field, so settings are read and adopted field by field.
+        self.postprocess_options = {
+            "threshold": self.threshold, "min_size": self.min_size, "keep_largest": self.keep_largest,
+            "min_confidence": self.min_confidence,
+        }
         self.show_probability = CheckBox(text="Also show the probability map", value=False)
         self.segment_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -52,22 +64,23 @@ class SegmentWidget(Container):
         self.csv_path = FileEdit(label="Readouts CSV", mode="w", filter="*.csv")
         self.save_button = PushButton(text="Save readouts CSV")
         self.extend([
-            self.image, self.model, self.model_folder, self.device, self.device_note, self.tta, self.threshold,
-            self.min_size, self.keep_largest, self.show_probability, self.segment_button, self.cancel_button,
-            self.progress, self.truth, self.readout, self.csv_path, self.save_button,
+            self.image, self.pre_contrast, self.post_contrast, self.model, self.model_folder, self.device,
+            self.device_note, self.tta, self.threshold, self.min_size, self.keep_largest, self.min_confidence,
+            self.show_probability,
+            self.segment_button, self.cancel_button, self.progress, self.truth, self.readout, self.csv_path,
+            self.save_button,
         ])
         self._cache = ModelCache()
-        self._stop = threading.Event()
-        self._worker = None
+        self.job = JobRunner(self, self._set_running)
         self._probability: np.ndarray | None = None
         self._source: Image | None = None
         self._pending: Image | None = None
         self.readouts: Readouts | None = None
 
         self.segment_button.clicked.connect(self.segment)
-        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.clicked.connect(self.job.stop)
         self.save_button.clicked.connect(self.save_readouts)
-        for option in (self.threshold, self.min_size, self.keep_largest):
+        for option in self.postprocess_options.values():
             option.changed.connect(self.rethreshold)
         self.show_probability.changed.connect(self._show_probability)
         for choice in (self.model, self.model_folder):
@@ -82,45 +95,33 @@ class SegmentWidget(Container):
 
     @property
     def running(self) -> bool:
-        return self._worker is not None
+        return self.job.running
 
     def postprocess_config(self) -> PostprocessConfig:
-        return PostprocessConfig(round(self.threshold.value, 4), self.min_size.value, self.keep_largest.value)
+        values = {name: option.value for name, option in self.postprocess_options.items()}
+        return PostprocessConfig(**{**values, "threshold": round(values["threshold"], 4)})
 
     def segment(self) -> None:
-        """Check the input here (cheap, no copies), then load the model and segment in a worker."""
+        """Check the input here (cheap), then load the model and segment in a worker; Cancel stops it."""
         if self.running:
             notify.show_warning("segmentation is already running: wait for it or press Cancel")
             return
         layer = self.image.value
         try:
-            if layer is None:
-                raise InputError("no image layer: open a scan (File > Open, or File > Open Sample > LGG U-Net) first")
-            if layer.multiscale:
-                raise InputError(f"'{layer.name}' is a multiscale image; open its full-resolution level as one layer")
-            channel_view(layer.data, layer.rgb)
+            image, rgb = model_input(layer, self.pre_contrast.value, self.post_contrast.value)
             source = chosen_model(self.model, self.model_folder)
             device = str(pick_device(self.device.value))
         except LggUnetError as error:
             notify.show_error(str(error))
             return
-        self._stop.clear()
         self._pending = layer
         self.progress.value = 0
-        self._set_running(True)
-        self._worker = start_job(
-            segment_job, self._cache, source, device, layer.data, layer.rgb,
-            SegmentOptions(tta=self.tta.value, postprocess=self.postprocess_config()), self._stop.is_set,
-            on_yield=self._on_progress, on_finish=lambda: self._set_running(False),
+        self.job.start(
+            segment_job, self._cache, source, device, image, rgb,
+            SegmentOptions(tta=self.tta.value, postprocess=self.postprocess_config()), on_item=self._on_progress,
         )
 
-    def cancel(self) -> None:
-        """Ask the worker to stop after the current batch; no layer is changed."""
-        self._stop.set()
-
     def _set_running(self, running: bool) -> None:
-        if not running:
-            self._worker = None
         self.segment_button.enabled = not running
         self.cancel_button.enabled = running
 
@@ -139,16 +140,27 @@ class SegmentWidget(Container):
         self.update_readouts()
 
     def adopt_model_settings(self) -> None:
-        """Show the chosen model's own threshold and clean-up (chosen on its validation patients)."""
+        """Show the chosen model's own threshold and clean-up (chosen on its validation patients).
+
+        A folder that is not chosen yet or does not exist is reported when the user presses Segment; a config that
+        cannot be read or used is reported now, and the widget keeps its current settings.
+        """
         try:
             source = chosen_model(self.model, self.model_folder)
-            settings = read_config(source).postprocess if source else None
         except LggUnetError:
-            return  # reported when the user presses Segment
-        if settings is not None:
-            self.threshold.value = settings.threshold
-            self.min_size.value = settings.min_size
-            self.keep_largest.value = settings.keep_largest
+            return
+        before = self.postprocess_config()
+        try:
+            settings = read_config(source).postprocess
+            for name, option in self.postprocess_options.items():
+                option.value = getattr(settings, name)
+        except Exception as error:  # a user's config file: whatever is wrong in it must end as a notification
+            for name, option in self.postprocess_options.items():
+                option.value = getattr(before, name)
+            message = notify.describe_error(error)
+            if not isinstance(error, LggUnetError):
+                message = f"the settings in the config.json of {source} cannot be used ({message})"
+            notify.show_error(message)
 
     def rethreshold(self) -> None:
         """Apply threshold and post-processing to the kept probabilities (no model run)."""
@@ -233,7 +245,7 @@ class SegmentWidget(Container):
 
 def _volume_unit(layer: Labels) -> str:
     """'mm^3'-style unit of one voxel's volume from the layer's units ('' when they are pixels)."""
-    names = {str(unit) for unit in getattr(layer, "units", ())}
+    names = {f"{unit:~}" for unit in getattr(layer, "units", ())}  # pint's short symbols: mm, µm
     if not names or names == {"pixel"}:
         return ""
     return f"{names.pop()}^{layer.ndim}" if len(names) == 1 else "*".join(sorted(names))

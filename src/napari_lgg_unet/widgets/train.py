@@ -1,12 +1,13 @@
 """The "Train U-Net" dock widget: train or fine-tune on (image, labels) layer pairs and/or a Kaggle-style folder.
 
-Training runs in a worker consuming the engine's event generator; the one button reads Train, then Stop. Stop asks
-the engine to end between steps; the best model stays on disk and is offered at once in the Segment widget.
+An image is one layer (grey FLAIR or multi-channel) or a FLAIR layer plus optional T1 / T1c layers. Training runs in
+a worker consuming the engine's event generator; the one button reads Train, then Stop. Stop asks the engine to end
+between steps; the best model stays on disk and is offered at once in the Segment widget. The settings start at
+`TrainConfig`'s defaults, so the widget, the CLI and the API agree.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -20,28 +21,32 @@ from ..engine.dataset import AugmentConfig
 from ..engine.device import pick_device
 from ..engine.errors import InputError, LggUnetError
 from ..engine.io import Scan
-from ..engine.preprocess import channel_view, spatial_shape
 from ..engine.events import EpochEnd, Finished, Prepared, Step, TrainingEvent
+from ..engine.preprocess import spatial_shape
 from ..engine.train import TrainConfig
 from . import notify
 from .common import chosen_model, device_widgets, model_widgets, optional_path
+from .job import JobRunner
 from .layers import binary_mask, image_choices, labels_choices
 from .loss_plot import LossPlot
+from .sequences import model_input, sequence_pickers
 from .session_models import session_models
-from .workers import start_job, training_job
+from .workers import training_job
 
 NONE = ("(none)", None)
 DEFAULT_OUTPUT = Path.home() / "lgg-unet-models"
+DEFAULTS = TrainConfig()
 
 
 class PairRow(Container):
-    """One (image layer, labels layer) training pair."""
+    """One training pair: an image (or a FLAIR plus optional T1 / T1c layers) and the labels painted on it."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        image = ComboBox(label="Image", choices=lambda _: [*image_choices(viewer), NONE])
+        image = ComboBox(label="Image or FLAIR", choices=lambda _: [*image_choices(viewer), NONE])
+        pre, post = sequence_pickers(viewer)
         labels = ComboBox(label="Labels", choices=lambda _: [*labels_choices(viewer), NONE])
-        super().__init__(layout="horizontal", labels=False, widgets=[image, labels])
-        self.image_layer, self.labels_layer = image, labels
+        super().__init__(labels=True, widgets=[image, pre, post, labels])
+        self.image_layer, self.pre_contrast, self.post_contrast, self.labels_layer = image, pre, post, labels
 
     def reset_choices(self, *_) -> None:
         """Keep the user's choice; an empty pair picks up the first layers that appear (e.g. a just-opened scan)."""
@@ -60,13 +65,19 @@ class TrainWidget(Container):
         self.add_pair = PushButton(text="Add pair")
         self.remove_pair = PushButton(text="Remove last pair")
         self.folder = FileEdit(label="Kaggle folder (optional)", mode="d")
+        # Painted layers usually have labels on a few slices only, so skipping the rest is the sensible default here.
         self.skip_unlabelled = CheckBox(text="Skip slices without labels (else: background)", value=True)
-        self.epochs = SpinBox(label="Epochs", min=1, max=1000, value=10)
-        self.batch_size = SpinBox(label="Batch size", min=1, max=512, value=8)
-        self.lr = FloatSpinBox(label="Learning rate", min=1e-6, max=1.0, step=1e-5, value=1e-4)
-        self.val_fraction = FloatSpinBox(label="Validation fraction", min=0.0, max=0.5, step=0.05, value=0.1)
-        self.augment = CheckBox(text="Augment (flips, rotations, intensity)", value=True)
-        self.image_size = ComboBox(label="Image size", choices=[64, 128, 192, 256, 320, 384, 512], value=256)
+        self.epochs = SpinBox(label="Epochs", min=1, max=1000, value=DEFAULTS.epochs)
+        self.batch_size = SpinBox(label="Batch size", min=1, max=512, value=DEFAULTS.batch_size)
+        self.lr = FloatSpinBox(label="Learning rate", min=1e-6, max=1.0, step=1e-5, value=DEFAULTS.lr)
+        self.val_fraction = FloatSpinBox(
+            label="Validation fraction", min=0.0, max=0.5, step=0.05, value=DEFAULTS.val_fraction
+        )
+        self.augment = CheckBox(text="Augment (flips, rotations, intensity)", value=DEFAULTS.augment.enabled)
+        self.image_size = ComboBox(
+            label="Image size", choices=sorted({64, 128, 192, 256, 320, 384, 512, DEFAULTS.image_size}),
+            value=DEFAULTS.image_size,
+        )
         self.device, self.device_note = device_widgets()
         self.start_from, self.start_folder = model_widgets("Start from", scratch=True)
         self.output = FileEdit(label="Output folder", mode="d", value=DEFAULT_OUTPUT)
@@ -82,8 +93,7 @@ class TrainWidget(Container):
         ])
         self.plot = LossPlot()
         self.native.layout().addWidget(self.plot)
-        self._stop = threading.Event()
-        self._worker = None
+        self.job = JobRunner(self, self._set_running)
         self.model_dir: Path | None = None
         self.steps_per_epoch: int | None = None  # None: one pass over the training slices; tests use a few steps
 
@@ -95,7 +105,7 @@ class TrainWidget(Container):
 
     @property
     def running(self) -> bool:
-        return self._worker is not None
+        return self.job.running
 
     def _remove_pair(self) -> None:
         if len(self.pairs) > 1:
@@ -122,18 +132,15 @@ class TrainWidget(Container):
             notify.show_error(str(error))
             return
         self.model_dir = self._run_folder()
-        self._stop.clear()
         self.plot.plot([])
         self.status.value = "preparing..."
-        self._set_running(True)
-        self._worker = start_job(
-            training_job, scans, folder, config, self.model_dir, self._stop.is_set,
-            on_yield=self._on_event, on_finish=self._on_finished,
+        self.job.start(
+            training_job, scans, folder, config, self.model_dir, on_item=self._on_event, on_done=self._on_finished
         )
 
     def stop(self) -> None:
         """Ask the engine to stop after the current step; the best model so far stays in the output folder."""
-        self._stop.set()
+        self.job.stop()
         self.train_button.text = "Stopping..."
         self.train_button.enabled = False
 
@@ -146,8 +153,8 @@ class TrainWidget(Container):
                 continue
             if image is None or labels is None:
                 raise InputError(f"pair {number}: choose both an image layer and a labels layer")
-            channel_view(image.data, image.rgb)
-            expected = spatial_shape(np.asarray(image.data), image.rgb)
+            data, rgb = model_input(image, row.pre_contrast.value, row.post_contrast.value)
+            expected = spatial_shape(data, rgb)
             if tuple(labels.data.shape) != expected:
                 raise InputError(
                     f"'{labels.name}' has shape {tuple(labels.data.shape)} but '{image.name}' has spatial shape "
@@ -158,7 +165,7 @@ class TrainWidget(Container):
                 raise InputError(f"'{labels.name}' is empty: nothing to learn; paint tumour on at least one slice")
             if merged:
                 notify.show_warning(f"'{labels.name}' has several label values: all values above 0 are merged into tumour")
-            scans.append(Scan(name=image.name, image=np.asarray(image.data), mask=mask, rgb=image.rgb))
+            scans.append(Scan(name=image.name, image=np.asarray(data), mask=mask, rgb=rgb))
         return scans
 
     def train_config(self) -> TrainConfig:
@@ -207,8 +214,6 @@ class TrainWidget(Container):
 
     def _on_finished(self) -> None:
         """Runs after success, stop or error: offer whatever best model reached the disk."""
-        self._worker = None
-        self._set_running(False)
         if self.model_dir is not None and (self.model_dir / "config.json").is_file():
             session_models.add(self.model_dir.name, self.model_dir)
             notify.show_info(f"model saved in {self.model_dir}; it is now a choice in Segment tumour")

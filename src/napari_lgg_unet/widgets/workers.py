@@ -1,7 +1,7 @@
 """What runs off the main thread: loading a model, segmenting, reading training folders and training.
 
-Each job is a plain generator (tests can iterate it directly); `start_job` runs it in a napari thread worker whose
-errors always reach the user as a notification.
+Each job is a plain generator taking a keyword `stop` callable (tests can iterate it directly); `job.JobRunner` runs
+it in a napari thread worker and turns its errors into notifications.
 """
 
 from __future__ import annotations
@@ -11,14 +11,12 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-from napari.qt.threading import GeneratorWorker, create_worker
 
 from ..engine.io import Scan, load_patients
 from ..engine.events import TrainingEvent
 from ..engine.model import LoadedModel, load_model, resolve_model_path
 from ..engine.predict import SegmentOptions, SegmentProgress, segment_steps
 from ..engine.train import TrainConfig, train_model
-from .notify import report_error
 
 
 class ModelCache:
@@ -43,7 +41,7 @@ class ModelCache:
 
 
 def segment_job(
-    cache: ModelCache, source: str, device: str, image: np.ndarray, rgb: bool, options: SegmentOptions,
+    cache: ModelCache, source: str, device: str, image: np.ndarray, rgb: bool, options: SegmentOptions, *,
     stop: Callable[[], bool],
 ) -> Iterator[SegmentProgress]:
     """Load (or reuse) the model and segment; the last item carries the result unless stopped."""
@@ -52,21 +50,10 @@ def segment_job(
 
 
 def training_job(
-    scans: list[Scan], folder: Path | None, config: TrainConfig, out_dir: Path, stop: Callable[[], bool]
+    scans: list[Scan], folder: Path | None, config: TrainConfig, out_dir: Path, *, stop: Callable[[], bool]
 ) -> Iterator[TrainingEvent]:
     """Read the optional Kaggle-style folder (slow disk work, so here and not in the GUI), then train."""
     if folder is not None:
         scans = scans + load_patients(folder, require_masks=True)
     yield from train_model(scans, config, out_dir, stop)
 
-
-def start_job(
-    job: Callable[..., Iterator], *args, on_yield: Callable, on_finish: Callable[[], None]
-) -> GeneratorWorker:
-    """Start `job(*args)` in a thread: items go to `on_yield`, errors to a notification, then `on_finish` runs."""
-    worker = create_worker(job, *args, _start_thread=False, _ignore_errors=True)
-    worker.yielded.connect(on_yield)
-    worker.errored.connect(report_error)
-    worker.finished.connect(on_finish)
-    worker.start()
-    return worker

@@ -1,0 +1,118 @@
+"""One background job at a time per dock widget: start, stop, running state, and every error as a notification.
+
+Why errors need care here: napari's thread workers (superqt's `GeneratorWorker.work`) read a RuntimeError raised
+by the generator as "this worker's Qt object was deleted": `WorkerBase.run` then prints a RuntimeWarning and returns
+without emitting `errored` or `finished`. RecursionError, NotImplementedError and torch's OutOfMemoryError are
+RuntimeErrors, so such an error reached no notification and a widget waiting for `finished` stayed "running" for
+good; an exception outside `Exception` would escape the worker altogether. So every job runs inside `guarded`, which
+turns anything the job raises into a `JobFailed` item and ends normally: the worker never sees an exception and
+`finished` always fires.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from magicgui.widgets import Container
+from napari.qt.threading import GeneratorWorker, create_worker
+from qtpy.QtCore import QEvent, QObject
+from qtpy.QtWidgets import QWidget
+
+from . import notify
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    """Yielded by `guarded` in place of the exception the job raised."""
+
+    error: BaseException
+
+
+def guarded(job: Callable[..., Iterator], *args: Any, **kwargs: Any) -> Iterator:
+    """The items of `job(*args, **kwargs)`, then one `JobFailed` if it raised anything."""
+    try:
+        yield from job(*args, **kwargs)
+    except GeneratorExit:  # the generator is being closed, which is no error
+        raise
+    except BaseException as error:  # every error must reach the user; see the module docstring
+        yield JobFailed(error)
+
+
+class JobRunner:
+    """Runs `job(*args, stop=...)` for one widget in a napari thread worker.
+
+    The job is a generator that ends soon after `stop()` returns True. Its items reach `on_item` on the GUI thread;
+    an error (in the job or in `on_item`) becomes one notification and stops it; `on_done` runs last whatever
+    happened. `on_running(True/False)` lets the widget switch its buttons. The job is asked to stop when the widget
+    is taken out of its dock (napari's close button) or destroyed (viewer closed); once destroyed, nothing more
+    reaches the widget.
+    """
+
+    def __init__(self, widget: Container, on_running: Callable[[bool], None]) -> None:
+        self._on_running = on_running
+        self._stop = threading.Event()
+        self._worker: GeneratorWorker | None = None
+        self._alive = True
+        self._undock_watch = _UndockWatch(widget.native, self.stop)
+        widget.native.destroyed.connect(lambda *_: self._destroyed())
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None
+
+    def start(
+        self, job: Callable[..., Iterator], *args: Any, on_item: Callable[[Any], None],
+        on_done: Callable[[], None] | None = None,
+    ) -> None:
+        if self.running:
+            raise RuntimeError("a job is already running; the widget must check `running` first")
+        self._stop.clear()
+        worker = create_worker(guarded, job, *args, stop=self._stop.is_set, _start_thread=False, _ignore_errors=True)
+        worker.yielded.connect(lambda item: self._deliver(item, on_item))
+        worker.finished.connect(lambda: self._finished(on_done))
+        self._worker = worker
+        self._on_running(True)
+        worker.start()
+
+    def stop(self) -> None:
+        """Ask the job to end at its next check; `on_done` still runs once it has."""
+        self._stop.set()
+
+    def _deliver(self, item: Any, on_item: Callable[[Any], None]) -> None:
+        if not self._alive:
+            return
+        if isinstance(item, JobFailed):
+            notify.report_error(item.error)
+            return
+        try:
+            on_item(item)
+        except Exception as error:  # a GUI-side failure: say so once and stop, rather than fail on every item
+            self.stop()
+            notify.report_error(error)
+
+    def _finished(self, on_done: Callable[[], None] | None) -> None:
+        self._worker = None
+        if self._alive:
+            self._on_running(False)
+            if on_done is not None:
+                on_done()
+
+    def _destroyed(self) -> None:
+        self._alive = False
+        self.stop()
+
+
+class _UndockWatch(QObject):
+    """Calls `on_undock` when `widget` loses its parent: napari's dock close button takes the widget out that way."""
+
+    def __init__(self, widget: QWidget, on_undock: Callable[[], None]) -> None:
+        super().__init__(widget)
+        self._on_undock = on_undock
+        widget.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Type.ParentChange and watched.parent() is None:
+            self._on_undock()
+        return False

@@ -1,0 +1,58 @@
+"""The model's input from the layers a user picked: one image (grey FLAIR or multi-channel), or one grey layer per MRI
+sequence (FLAIR plus optional pre- and post-contrast T1), as another reader (napari-nifti, napari-itk-io...) opens
+them.
+
+The model's channels are (pre-contrast T1, FLAIR, post-contrast T1); a missing sequence is filled with FLAIR, as the
+LGG dataset itself did.
+"""
+
+from __future__ import annotations
+
+import napari
+import numpy as np
+from magicgui.widgets import ComboBox
+from napari.layers import Image
+
+from ..engine.errors import InputError
+from ..engine.preprocess import channel_view
+from .layers import image_choices
+
+NO_SEQUENCE = ("(none)", None)
+
+
+def sequence_pickers(viewer: napari.Viewer) -> tuple[ComboBox, ComboBox]:
+    """Optional pre-contrast (T1) and post-contrast (T1c) pickers, '(none)' by default."""
+    return tuple(
+        ComboBox(label=label, choices=lambda _: [NO_SEQUENCE, *image_choices(viewer)], value=None)
+        for label in ("Pre-contrast (T1)", "Post-contrast (T1c)")
+    )
+
+
+def model_input(image: Image | None, pre: Image | None = None, post: Image | None = None) -> tuple[np.ndarray, bool]:
+    """(data, rgb) for the engine, checked: the image's own data when no sequence is added, else the
+    (..., 3) stack (pre, FLAIR, post) of one-channel layers of one shape. Raises InputError a user can act on.
+    """
+    if image is None:
+        raise InputError("no image layer: open a scan (File > Open, or File > Open Sample > LGG U-Net) first")
+    for layer in (image, pre, post):
+        if layer is not None and layer.multiscale:
+            raise InputError(f"'{layer.name}' is a multiscale image; open its full-resolution level as one layer")
+    if pre is None and post is None:
+        channel_view(image.data, image.rgb)
+        return image.data, image.rgb
+    for layer in (image, pre, post):
+        if layer is not None and layer.rgb:
+            raise InputError(
+                f"'{layer.name}' has colour channels: with separate sequences, pick one grey layer per sequence "
+                "(or pick this image alone, without pre- or post-contrast)"
+            )
+    flair = np.asarray(image.data)
+    channel_view(flair, False)
+    channels = [flair if layer is None else np.asarray(layer.data) for layer in (pre, image, post)]
+    for layer, data in zip((pre, post), (channels[0], channels[2])):
+        if layer is not None and data.shape != flair.shape:
+            raise InputError(
+                f"'{layer.name}' has shape {data.shape} but the FLAIR '{image.name}' has {flair.shape}: "
+                "the sequences of one scan must share one grid (resample them onto the FLAIR first)"
+            )
+    return np.stack(channels, axis=-1), True

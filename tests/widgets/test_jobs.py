@@ -1,0 +1,128 @@
+"""The job helper both widgets share: any error inside a job is one notification and the widget is usable again;
+a job stops when its widget is closed."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from napari_lgg_unet.engine.device import OOM_ADVICE
+from napari_lgg_unet.engine.errors import InputError
+from napari_lgg_unet.engine.predict import SegmentProgress
+from napari_lgg_unet.widgets import segment as segment_module, train as train_module
+from napari_lgg_unet.widgets.job import JobFailed, guarded
+
+from widget_helpers import assert_unchanged, dock, snapshot, wait_for_stop
+
+# RuntimeError and its subclasses are what napari's thread worker used to swallow (see widgets/job.py).
+ERRORS = [
+    (RuntimeError("cuDNN failed"), "RuntimeError: cuDNN failed"),
+    (RecursionError("maximum recursion depth exceeded"), "RecursionError: maximum recursion depth exceeded"),
+    (NotImplementedError("no kernel for this device"), "NotImplementedError: no kernel for this device"),
+    (MemoryError(), OOM_ADVICE),
+    (InputError("the scan holds NaN values"), "the scan holds NaN values"),
+    (KeyboardInterrupt(), "KeyboardInterrupt"),
+]
+
+
+def failing_job(error: BaseException, first_item):
+    def job(*args, stop):
+        yield first_item
+        raise error
+
+    return job
+
+
+@pytest.mark.parametrize("error", [error for error, _ in ERRORS], ids=lambda e: type(e).__name__)
+def test_guarded_turns_any_error_into_a_last_item(error):
+    assert list(guarded(failing_job(error, 1), stop=lambda: False)) == [1, JobFailed(error)]
+
+
+def test_guarded_passes_items_and_the_stop_callable_through():
+    def job(count, *, stop):
+        for n in range(count):
+            if stop():
+                return
+            yield n
+
+    assert list(guarded(job, 3, stop=lambda: False)) == [0, 1, 2]
+    assert list(guarded(job, 3, stop=lambda: True)) == []
+
+
+def test_any_error_inside_the_segment_job_is_a_notification_and_the_widget_works_again(
+    qtbot, viewer, notes, monkeypatch
+):
+    widget = dock(viewer, "Segment tumour")
+    viewer.add_image(np.random.default_rng(0).random((2, 32, 32), dtype=np.float32), name="scan")
+    before = snapshot(viewer)
+    for error, message in ERRORS:  # one after the other: each run starts because the previous one ended
+        monkeypatch.setattr(segment_module, "segment_job", failing_job(error, SegmentProgress(0, 2)))
+        widget.segment_button.clicked()
+        qtbot.waitUntil(lambda: not widget.running, timeout=10_000)
+        assert notes["error"][-1] == message
+        assert widget.segment_button.enabled and not widget.cancel_button.enabled
+    assert notes["error"] == [message for _, message in ERRORS]
+    assert_unchanged(before, snapshot(viewer))
+
+
+def test_any_error_inside_the_training_job_is_a_notification_and_the_widget_works_again(
+    qtbot, viewer, notes, monkeypatch, tmp_path
+):
+    widget = dock(viewer, "Train U-Net")
+    viewer.add_image(np.random.default_rng(0).random((2, 32, 32), dtype=np.float32), name="scan")
+    viewer.add_labels(np.ones((2, 32, 32), np.uint8), name="labels")
+    widget.output.value = tmp_path
+    before = snapshot(viewer)
+    for error, message in ERRORS:
+        monkeypatch.setattr(train_module, "training_job", failing_job(error, None))
+        widget.train_button.clicked()
+        qtbot.waitUntil(lambda: not widget.running, timeout=10_000)
+        assert notes["error"][-1] == message
+        assert widget.train_button.text == "Train" and widget.train_button.enabled
+    assert notes["error"] == [message for _, message in ERRORS]
+    assert notes["info"] == []  # no model was offered: none reached the disk
+    assert_unchanged(before, snapshot(viewer))
+
+
+def test_an_error_while_showing_a_result_is_a_notification_and_stops_the_job(qtbot, viewer, notes):
+    widget = dock(viewer, "Segment tumour")
+
+    def broken_display(item):
+        raise ValueError("cannot draw this")
+
+    widget.job.start(wait_for_stop, on_item=broken_display)
+    qtbot.waitUntil(lambda: not widget.running, timeout=10_000)
+    assert notes["error"] == ["ValueError: cannot draw this"]
+    assert widget.segment_button.enabled
+
+
+@pytest.mark.parametrize("name", ["Segment tumour", "Train U-Net"])
+def test_closing_the_dock_widget_stops_its_job(qtbot, viewer, name):
+    widget = dock(viewer, name)
+    items = []
+    widget.job.start(wait_for_stop, on_item=items.append)
+    qtbot.waitUntil(lambda: items == ["started"], timeout=10_000)
+    viewer.window.remove_dock_widget(widget.native)  # what the dock's close button does
+    qtbot.waitUntil(lambda: not widget.running, timeout=10_000)
+
+
+def test_a_destroyed_widget_stops_its_job_and_receives_nothing_more(qtbot, viewer):
+    widget = segment_module.SegmentWidget(viewer)  # never docked: only destruction can stop it
+    seen, stopped = [], []
+
+    def job(*, stop):
+        yield "started"
+        while not stop():
+            time.sleep(0.005)
+        stopped.append(True)
+        yield "after the end"
+
+    widget.job.start(job, on_item=seen.append)
+    qtbot.waitUntil(lambda: seen == ["started"], timeout=10_000)
+    with qtbot.waitSignal(widget.native.destroyed, timeout=10_000):
+        widget.native.deleteLater()
+    qtbot.waitUntil(lambda: stopped == [True], timeout=10_000)
+    qtbot.waitUntil(lambda: not widget.job.running, timeout=10_000)
+    assert seen == ["started"]

@@ -1,0 +1,99 @@
+"""Separate layers per MRI sequence (as napari-nifti, napari-itk-io or our reader open them): a FLAIR plus optional
+pre- and post-contrast T1 give the model the same input as one multi-channel image; missing ones are FLAIR."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_lgg_unet.sample_data import sample_patient
+
+from widget_helpers import assert_unchanged, dock, snapshot
+
+SLICES = slice(8, 14)
+
+
+@pytest.fixture(scope="module")
+def channels():
+    """Six slices of the packaged patient, and its three channels (pre-contrast, FLAIR, post-contrast) apart."""
+    (image, _, _), _ = sample_patient()
+    image = image[SLICES]
+    return image, [np.ascontiguousarray(image[..., c]) for c in range(3)]
+
+
+def segment_and_get_probability(qtbot, widget, image, pre=None, post=None) -> np.ndarray:
+    widget.image.value, widget.pre_contrast.value, widget.post_contrast.value = image, pre, post
+    widget.segment_button.clicked()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    return widget._probability
+
+
+def test_separate_sequence_layers_segment_exactly_like_the_multichannel_image(
+    qtbot, viewer, channels, tiny_model_dir, notes
+):
+    image, (pre, flair, post) = channels
+    rgb = viewer.add_image(image, name="rgb", rgb=True)
+    layers = {name: viewer.add_image(data, name=name) for name, data in zip(("T1", "FLAIR", "T1c"), (pre, flair, post))}
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value = "folder"
+    widget.model_folder.value = tiny_model_dir
+
+    whole = segment_and_get_probability(qtbot, widget, rgb)
+    apart = segment_and_get_probability(qtbot, widget, layers["FLAIR"], layers["T1"], layers["T1c"])
+    np.testing.assert_array_equal(apart, whole)
+    assert viewer.layers["FLAIR tumour"].data.shape == flair.shape
+
+    # No pre-contrast layer: FLAIR takes its place, as the dataset itself did.
+    filled = viewer.add_image(np.stack([flair, flair, post], axis=-1), name="filled by hand", rgb=True)
+    expected = segment_and_get_probability(qtbot, widget, filled)
+    np.testing.assert_array_equal(segment_and_get_probability(qtbot, widget, layers["FLAIR"], None, layers["T1c"]), expected)
+    assert notes["error"] == []
+
+
+def test_a_grey_flair_layer_alone_is_a_valid_input(qtbot, viewer, channels, tiny_model_dir, notes):
+    _, (_, flair, _) = channels
+    layer = viewer.add_image(flair.astype(np.float64), name="FLAIR from another reader")
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value = "folder"
+    widget.model_folder.value = tiny_model_dir
+    probability = segment_and_get_probability(qtbot, widget, layer)
+    assert notes["error"] == []
+    assert probability.shape == flair.shape
+    assert viewer.layers["FLAIR from another reader tumour"].data.shape == flair.shape
+
+
+def test_sequences_on_another_grid_or_with_colour_are_refused_by_both_widgets(viewer, notes):
+    segment, train = dock(viewer, "Segment tumour"), dock(viewer, "Train U-Net")
+    flair = viewer.add_image(np.zeros((3, 32, 32), np.float32), name="FLAIR")
+    smaller = viewer.add_image(np.zeros((3, 16, 16), np.float32), name="T1 small")
+    colour = viewer.add_image(np.zeros((3, 32, 32, 3), np.uint8), name="colour", rgb=True)
+    labels = viewer.add_labels(np.ones((3, 32, 32), np.uint8), name="labels")
+    row = train.pairs[0]
+    pickers = (segment.pre_contrast, segment.post_contrast, row.pre_contrast, row.post_contrast)
+    assert [picker.value for picker in pickers] == [None] * 4  # '(none)' until the user picks a sequence
+    row.image_layer.value, row.labels_layer.value = flair, labels
+    before = snapshot(viewer)
+    for pre, post, words in ((smaller, None, "share one grid"), (None, colour, "colour channels")):
+        segment.image.value, segment.pre_contrast.value, segment.post_contrast.value = flair, pre, post
+        row.pre_contrast.value, row.post_contrast.value = pre, post
+        segment.segment_button.clicked()
+        train.train_button.clicked()
+        assert all(words in message for message in notes["error"][-2:]), notes["error"]
+    assert len(notes["error"]) == 4
+    assert not segment.running and not train.running
+    assert_unchanged(before, snapshot(viewer))
+
+
+def test_training_pairs_take_a_flair_and_optional_sequences(viewer, channels, notes):
+    image, (pre, flair, post) = channels
+    train = dock(viewer, "Train U-Net")
+    flair_layer = viewer.add_image(flair, name="FLAIR")
+    pre_layer = viewer.add_image(pre, name="T1")
+    labels = viewer.add_labels(np.ones(flair.shape, np.uint8), name="labels")
+    row = train.pairs[0]
+    row.image_layer.value, row.pre_contrast.value, row.labels_layer.value = flair_layer, pre_layer, labels
+    [scan] = train.training_scans()
+    assert scan.rgb and scan.name == "FLAIR"
+    np.testing.assert_array_equal(scan.image, np.stack([pre, flair, flair], axis=-1))
+    assert scan.mask.shape == flair.shape
+    assert notes["error"] == []
