@@ -90,6 +90,16 @@ class Group:
         if error is not None:
             raise error
 
+    def average_buffers(self, network: torch.nn.Module) -> None:
+        """Make batch-norm running statistics the mean over the processes, each of which saw only its own batches,
+        so that every process validates, and rank 0 saves, the same model."""
+        if self.world == 1:
+            return
+        for buffer in network.buffers():
+            if buffer.is_floating_point():
+                dist.all_reduce(buffer)
+                buffer /= self.world
+
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()

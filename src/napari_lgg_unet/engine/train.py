@@ -265,6 +265,7 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> Step:
 def _end_epoch(run: _Run) -> EpochEnd:
     """Validate, keep the model if it is the best so far, then save history and the resume state (rank 0 only)."""
     progress, epoch = run.progress, run.epoch + 1
+    run.group.average_buffers(run.bare_network)
     metrics = _validate(run.bare_network, run.split.val, run.loss_fn, run.device, run.config.batch_size, run.group) if run.split.val else {}
     train_loss = run.epoch_loss / max(run.seen, 1)
     seconds = round(progress.seconds + time.perf_counter() - run.started, 1)
