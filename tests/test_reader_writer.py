@@ -53,3 +53,72 @@ def test_sample_data_is_the_real_patient_with_its_mask(lgg_root):
     assert kind == "labels" and meta["rgb"] is True
     np.testing.assert_array_equal(image, scan.image)
     np.testing.assert_array_equal(mask > 0, scan.mask)
+
+
+def _nifti_case(folder, affine):
+    import nibabel as nib
+
+    folder.mkdir()
+    world = np.indices((5, 6, 4)).sum(axis=0).astype(np.int16)
+    for sequence in ("flair", "t1", "t1ce"):
+        nib.save(nib.Nifti1Image(world, affine), folder / f"{folder.name}_{sequence}.nii.gz")
+    seg = np.zeros((5, 6, 4), np.uint8)
+    seg[1:3, 2:4, 1] = 2
+    nib.save(nib.Nifti1Image(seg, affine), folder / f"{folder.name}_seg.nii.gz")
+    return folder
+
+
+ANISOTROPIC = np.array([[-0.9, 0, 0, 10], [0, 0, 3.0, -5], [0, 1.2, 0, 7], [0, 0, 0, 1]])
+
+
+def test_a_nifti_case_opens_with_mm_scale_axis_labels_and_saves_back_on_its_grid(tmp_path):
+    import nibabel as nib
+
+    case = _nifti_case(tmp_path / "case", ANISOTROPIC)
+    (image, image_meta, kind), (labels, labels_meta, labels_kind) = get_reader(str(case))(str(case))
+    assert (kind, labels_kind) == ("image", "labels") and image_meta["rgb"] is True
+    assert image.shape[:3] == labels.shape and image_meta["scale"] == labels_meta["scale"]
+    np.testing.assert_allclose(image_meta["scale"], (1.2, 3.0, 0.9), rtol=1e-6)  # (S, P, L) axes, mm
+    assert image_meta["units"] == ("mm",) * 3 and len(image_meta["axis_labels"]) == 3
+    # Saving the labels layer (its state as napari hands it to the writer) gives the seg's grid back.
+    [written] = write_labels(str(tmp_path / "out.nii.gz"), labels, labels_meta)
+    source = nib.load(case / "case_seg.nii.gz")
+    np.testing.assert_array_equal(nib.load(written).affine, source.affine)
+    np.testing.assert_array_equal(np.asanyarray(nib.load(written).dataobj), np.asanyarray(source.dataobj) > 0)
+
+
+def test_separate_sequence_files_open_as_grey_layers_that_stack_into_the_case_image(tmp_path):
+    case = _nifti_case(tmp_path / "case", ANISOTROPIC)
+    [(case_image, _, _), _] = get_reader(str(case))(str(case))
+    layers = {}
+    for sequence in ("t1", "flair", "t1ce"):
+        path = str(case / f"case_{sequence}.nii.gz")
+        [(data, meta, kind)] = get_reader(path)(path)
+        assert kind == "image" and meta["rgb"] is False
+        layers[sequence] = data
+    np.testing.assert_array_equal(np.stack([layers[s] for s in ("t1", "flair", "t1ce")], axis=-1), case_image)
+    seg = str(case / "case_seg.nii.gz")
+    [(mask, _, kind)] = get_reader(seg)(seg)
+    assert kind == "labels" and mask.shape == case_image.shape[:3] and set(np.unique(mask)) == {0, 1}
+
+
+def test_labels_without_geometry_save_as_nifti_with_their_scale(tmp_path):
+    import nibabel as nib
+
+    labels = np.zeros((3, 4, 5), np.uint8)
+    labels[1, 2, 3] = 1
+    [written] = write_labels(str(tmp_path / "m.nii"), labels, {"scale": (2.0, 0.5, 0.5), "metadata": {}})
+    assert nib.load(written).header.get_zooms() == (2.0, 0.5, 0.5)  # stored in the layer's own axis order
+    [(data, meta, _)] = get_reader(written)(written)
+    np.testing.assert_array_equal(data, labels)
+    assert tuple(meta["scale"]) == (2.0, 0.5, 0.5)
+
+
+def test_the_manifest_in_the_source_tree_offers_nifti_to_the_reader_and_writer():
+    from importlib import resources
+
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_file(str(resources.files("napari_lgg_unet") / "napari.yaml"))
+    assert "*.nii.gz" in manifest.contributions.readers[0].filename_patterns
+    assert ".nii.gz" in manifest.contributions.writers[0].filename_extensions

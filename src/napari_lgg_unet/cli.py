@@ -26,11 +26,13 @@ from .engine.calibrate import calibrate
 from .engine.cohort import segment_scans
 from .engine.events import EpochEnd, Finished, Prepared, Step
 from .engine.evaluate import evaluate_patients, report
-from .engine.io import is_patient_folder, load_patients, load_scan, patient_folders, write_mask_tiff
+from .engine.io import ScanSource, find_scans, load_patients, load_scan, write_mask
 from .engine.losses import LOSS_CHOICES
-from .engine.model import DEFAULT_MODEL_NAME, PostprocessConfig, load_model, resolve_model_path
+from .engine.model import DEFAULT_MODEL_NAME, load_model, resolve_model_path
+from .engine.postprocess import PostprocessConfig
 from .engine.predict import SegmentOptions
 from .engine.train import TrainConfig, train_model
+from .engine.variants import INPUT_VARIANTS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -104,16 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--min-size", type=int, default=None, help="drop tumour pieces smaller than this (voxels)")
         sub.add_argument("--keep-largest", action=argparse.BooleanOptionalAction, default=None,
                          help="keep only the largest 3D tumour piece (default: the model's own)")
+        sub.add_argument("--min-confidence", type=float, default=None,
+                         help="drop tumour pieces whose highest probability is below this (default: the model's own)")
         if name == "predict":
-            sub.add_argument("--input", required=True, type=Path, help="patient folder, Kaggle root or TIFF")
-            sub.add_argument("--output", required=True, type=Path, help="TIFF file (or folder for a Kaggle root)")
+            sub.add_argument("--input", required=True, type=Path, help="scan (patient / case / DICOM folder, TIFF, NIfTI) or a folder of scans")
+            sub.add_argument("--output", required=True, type=Path, help="mask file: .nii.gz/.nii/.nrrd/.mha keep the scan's geometry, else TIFF (a folder for a folder of scans)")
             sub.add_argument("--skip-existing", action="store_true",
-                             help="folder of cases: keep and skip cases that already have a mask (continue a killed job)")
-            sub.add_argument("--read-ahead", type=int, default=2, help="folder of cases: scans loaded ahead while the model runs")
+                             help="folder of scans: keep and skip scans that already have a mask (continue a killed job)")
+            sub.add_argument("--read-ahead", type=int, default=2, help="folder of scans: scans loaded ahead while the model runs")
         else:
             sub.add_argument("--data", required=True, type=Path, help="Kaggle root or patient folder")
             sub.add_argument("--split", choices=("train", "validation", "test"), default=None,
                              help="only the patients of this split recorded in the model's config")
+            sub.add_argument("--input-variant", choices=INPUT_VARIANTS, default="as-is",
+                             help="score a shift proxy: the FLAIR channel alone, or skull-stripped scans")
             sub.add_argument("--json", type=Path, default=None, help="write the results here")
     return parser
 
@@ -124,6 +130,7 @@ def _segment_options(args: argparse.Namespace, default: PostprocessConfig) -> Se
         threshold=default.threshold if args.threshold is None else args.threshold,
         min_size=default.min_size if args.min_size is None else args.min_size,
         keep_largest=default.keep_largest if args.keep_largest is None else args.keep_largest,
+        min_confidence=default.min_confidence if args.min_confidence is None else args.min_confidence,
     )
     return SegmentOptions(batch_size=args.batch_size, tta=args.tta, postprocess=post)
 
@@ -188,25 +195,25 @@ class _TrainingProgress:
 def _run_predict(args: argparse.Namespace) -> int:
     if args.output.resolve() == args.input.resolve():
         raise InputError("--output is the same path as --input; the scan would be replaced by its mask")
-    if args.input.is_dir() and not is_patient_folder(args.input):
+    sources = find_scans(args.input)
+    if len(sources) > 1 or args.output.is_dir():  # a folder of scans -> one <scan>_mask file each, in --output
+        if args.output.is_file():
+            raise InputError(f"--input {args.input} holds {len(sources)} scans; give a folder as --output")
         with interrupt_on_signals(), process_group(args.device) as group:
-            return _predict_cohort(args, group)
+            return _predict_cohort(args, sources, group)
     model = load_model(args.model, pick_device(args.device))
     options = _segment_options(args, model.config.postprocess)
-    if args.output.is_dir():
-        raise InputError(f"--output {args.output} is a folder; give a .tif file name for a single scan")
-    (done,) = segment_scans(model, [args.input], options)
-    write_mask_tiff(args.output, done.result.mask)
+    (done,) = segment_scans(model, sources, options)
+    write_mask(args.output, done.result.mask, done.scan)
     print(f"wrote {args.output}")
     return 0
 
 
-def _predict_cohort(args: argparse.Namespace, group: Group) -> int:
-    """A folder of cases: this process's share, a progress bar in cases/s (a line per case in a log file) on rank 0,
+def _predict_cohort(args: argparse.Namespace, cases: list[ScanSource], group: Group) -> int:
+    """A folder of scans: this process's share, a progress bar in cases/s (a line per case in a log file) on rank 0,
     then `summary.csv` beside the masks."""
     if args.read_ahead < 0:
         raise InputError("--read-ahead must be 0 or more")
-    cases = patient_folders(args.input)
     model = load_model(args.model, group.device)
     options = _segment_options(args, model.config.postprocess)
     share = len(group.share(cases))
@@ -225,7 +232,7 @@ def _predict_cohort(args: argparse.Namespace, group: Group) -> int:
 
 
 def _evaluation_folders(args: argparse.Namespace, model) -> list[Path]:
-    folders = patient_folders(args.data)
+    folders = find_scans(args.data)
     if args.split:
         names = set(model.config.training.get("split", {}).get(args.split, []))
         if not names:
@@ -242,7 +249,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     folders = _evaluation_folders(args, model)
     results = []
     print(f"{'patient':<28} {'slices':>6} {'dice':>6} {'iou':>6} {'acc':>7}")
-    for result in tqdm(evaluate_patients(model, folders, options), total=len(folders), unit="patient", leave=False, disable=None):
+    results_iter = evaluate_patients(model, folders, options, args.input_variant)
+    for result in tqdm(results_iter, total=len(folders), unit="patient", leave=False, disable=None):
         results.append(result)
         s = result.scores
         tqdm.write(f"{result.name:<28} {result.slices:>6} {s.dice:6.3f} {s.iou:6.3f} {s.accuracy:7.4f}")

@@ -1,18 +1,24 @@
-"""napari reader: a Kaggle LGG patient folder opens as an image and its tumour mask; a TIFF opens as an image.
+"""napari reader: Kaggle LGG patient folders, TIFF stacks, NIfTI / NRRD / MHA volumes, case folders and DICOM series.
 
-A TIFF whose name ends in `_mask` (what the writer and the dataset produce) opens as a Labels layer, so saving
-and reopening a mask gives back a mask, not a grey image.
+A TIFF or volume whose name ends in `_mask` (or `_seg`, `_label`) opens as a Labels layer, so saving and reopening a
+mask gives back a mask, not a grey image. Medical volumes open as axial slices in the LGG training orientation
+(anterior at the top, patient's right on the left) with their voxel size as `scale` in mm, and carry
+`metadata["lgg_unet_geometry"]`: what the writer needs to save a mask onto the source grid.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from .engine.volumes import Geometry
+
 LayerData = tuple  # (data, metadata, layer_type), napari's LayerDataTuple
 TIFF_SUFFIXES = (".tif", ".tiff")
+GEOMETRY_KEY = "lgg_unet_geometry"
 
 
 def get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None:
@@ -23,15 +29,44 @@ def get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None
     if path.suffix.lower() in TIFF_SUFFIXES and path.is_file():
         return read_tiff_layer
     from .engine.io import is_patient_folder
+    from .engine.volumes import volume_suffix
 
-    return read_patient_folder if is_patient_folder(path) else None
+    if path.is_file() and volume_suffix(path):
+        return read_volume_layers
+    if is_patient_folder(path):
+        return read_patient_folder
+    return read_case if path.is_dir() and _holds_volumes(path) else None
 
 
-def scan_layers(name: str, image: np.ndarray, rgb: bool, mask: np.ndarray | None) -> list[LayerData]:
+def _holds_volumes(folder: Path) -> bool:
+    """Whether a folder holds volume files, sequence-named subfolders or DICOM images (a case or DICOM folder)."""
+    from .engine.dicom import list_series
+    from .engine.sequences import split_sequence
+    from .engine.volumes import volume_suffix
+
+    entries = list(folder.iterdir())
+    return (any(p.is_file() and volume_suffix(p) for p in entries)
+            or any(p.is_dir() and split_sequence(p.name)[1] is not None for p in entries)
+            or bool(list_series(folder)))
+
+
+def _geometry_meta(geometry: Geometry | None) -> dict:
+    """scale, units, axis labels and the geometry the writer needs; {} for arrays without geometry."""
+    if geometry is None:
+        return {}
+    from .engine.volumes import AXIS_LABELS
+
+    return {"scale": geometry.spacing, "units": ("mm",) * 3, "axis_labels": AXIS_LABELS,
+            "metadata": {GEOMETRY_KEY: geometry.to_dict()}}
+
+
+def scan_layers(name: str, image: np.ndarray, rgb: bool, mask: np.ndarray | None,
+                geometry: Geometry | None = None) -> list[LayerData]:
     """Layer data for a scan and, when known, its mask as integer labels 0/1 named `<name> mask`."""
-    layers: list[LayerData] = [(image, {"name": name, "rgb": rgb}, "image")]
+    spatial = _geometry_meta(geometry)
+    layers: list[LayerData] = [(image, {"name": name, "rgb": rgb, **spatial}, "image")]
     if mask is not None:
-        layers.append(((np.asarray(mask) > 0).astype(np.uint8), {"name": f"{name} mask"}, "labels"))
+        layers.append(((np.asarray(mask) > 0).astype(np.uint8), {"name": f"{name} mask", **spatial}, "labels"))
     return layers
 
 
@@ -40,6 +75,31 @@ def read_patient_folder(path: str) -> list[LayerData]:
 
     scan = load_patient(path)
     return scan_layers(scan.name, scan.image, scan.rgb, scan.mask)
+
+
+def read_case(path: str) -> list[LayerData]:
+    """A case (its sequences as one (pre-contrast, FLAIR, post-contrast) image, or FLAIR alone) and its labels."""
+    from .engine.io import load_scan
+
+    scan = load_scan(path)
+    return scan_layers(scan.name, scan.image, scan.rgb, scan.mask, scan.geometry)
+
+
+def read_volume_layers(path: str) -> list[LayerData]:
+    """One volume file on its own, so separate sequences open as separate layers; a file of an nnU-Net / Decathlon
+    images folder opens as its whole case (its channels are named only by dataset.json)."""
+    from .engine.cases import Case, Source, load_case, load_labels, nnunet_cases
+    from .engine.sequences import FLAIR, LABELS, split_sequence
+    from .engine.volumes import strip_volume_suffix
+
+    stem = strip_volume_suffix(Path(path).name)
+    if split_sequence(stem)[1] == LABELS:
+        mask, geometry = load_labels(Source(Path(path)))
+        return [(mask.astype(np.uint8), {"name": stem, **_geometry_meta(geometry)}, "labels")]
+    if nnunet_cases(Path(path).parent) is not None:
+        return read_case(path)
+    loaded = load_case(Case(stem, ((FLAIR, Source(Path(path))),)))
+    return scan_layers(stem, loaded.image, loaded.rgb, None, loaded.geometry)
 
 
 def read_tiff_layer(path: str) -> list[LayerData]:

@@ -1,15 +1,18 @@
 import numpy as np
+import pytest
 import torch
 
+from napari_lgg_unet.engine.augment import AugmentConfig, augment_pair
 from napari_lgg_unet.engine.dataset import (
-    AugmentConfig,
     SliceDataset,
     TrainingVolume,
-    augment_pair,
+    hard_negative_weights,
     institution,
+    sampling_weights,
     split_patients,
     tumour_aware_sampler,
 )
+from napari_lgg_unet.engine.errors import InputError
 
 NAMES = [f"TCGA_{site}_{i:04d}_2000" for site in ("CS", "DU", "HT", "FG") for i in range(10)]
 
@@ -33,7 +36,7 @@ def test_augmentation_moves_image_and_mask_together():
     mask = torch.zeros(1, 64, 64)
     mask[:, 10:30, 5:25] = 1
     image = mask.repeat(3, 1, 1)
-    config = AugmentConfig(intensity=0.0)
+    config = AugmentConfig(intensity=0.0, low_resolution=0, bias_field=0, outliers=0, flair_only=0, missing_sequence=0)
     for seed in range(5):
         warped_image, warped_mask = augment_pair(image, mask, config, np.random.default_rng(seed))
         assert set(torch.unique(warped_mask).tolist()) <= {0.0, 1.0}
@@ -50,3 +53,54 @@ def test_tumour_aware_sampling_draws_about_the_requested_share_of_tumour_slices(
     assert 0.45 < share < 0.55
     natural = list(tumour_aware_sampler(dataset, 3000, None, seed=0))
     assert 0.12 < np.mean([item < 5 for item in natural]) < 0.22
+
+
+class _BrightIsTumour(torch.nn.Module):
+    """A stand-in network that calls every pixel with FLAIR above 0.5 tumour."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(40.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * (x[:, 1:2] - 0.5)
+
+
+def test_hard_negative_weights_measure_false_positives_outside_the_true_mask():
+    image = np.zeros((6, 3, 16, 16), np.float16)
+    masks = np.zeros((6, 16, 16), bool)
+    image[1, 1, :4, :4] = 1.0  # empty slice with a bright 16-pixel false tumour
+    image[3, 1, :2, :2] = 1.0  # empty slice with a 4-pixel one
+    image[4, 1, 8:12, 8:12] = 1.0  # true tumour, found: not a false positive
+    masks[4, 8:12, 8:12] = True
+    network = _BrightIsTumour().train()
+    weights = hard_negative_weights(network, [TrainingVolume("a", image[:3], masks[:3]),
+                                              TrainingVolume("b", image[3:], masks[3:])], "cpu", batch_size=2)
+    assert weights.shape == (6,)
+    assert weights[1] > 3 * weights[3] > 0
+    assert weights[[0, 2, 4, 5]].tolist() == [0, 0, 0, 0]
+    assert network.training  # mode restored
+
+
+def test_hard_negative_sampling_draws_empty_slices_by_difficulty():
+    has = np.array([True] * 4 + [False] * 16)
+    difficulty = np.zeros(20)
+    difficulty[4], difficulty[5] = 30.0, 10.0
+    weights = sampling_weights(has, 0.5, difficulty, hard_negatives=0.5)
+    assert weights.sum() == pytest.approx(1.0)
+    assert weights[has].sum() == pytest.approx(0.5)
+    assert weights[4] == pytest.approx(0.5 * (0.5 / 16 + 0.5 * 0.75))
+    assert weights[6] == pytest.approx(0.5 * 0.5 / 16)
+    np.testing.assert_allclose(sampling_weights(has, 0.5, np.zeros(20), 0.5), sampling_weights(has, 0.5))
+    with pytest.raises(InputError):
+        sampling_weights(has, 0.5, difficulty[:5], 0.5)
+
+
+def test_sampler_with_only_hard_negatives_never_draws_an_easy_empty_slice():
+    masks = np.zeros((10, 8, 8), bool)
+    masks[:2, 2, 2] = True
+    dataset = SliceDataset([TrainingVolume("p", np.zeros((10, 3, 8, 8), np.float16), masks)])
+    difficulty = np.zeros(10)
+    difficulty[7] = 1.0
+    drawn = set(tumour_aware_sampler(dataset, 500, 0.5, seed=0, negative_weights=difficulty, hard_negatives=1.0))
+    assert drawn == {0, 1, 7}

@@ -64,3 +64,59 @@ def test_a_network_built_from_a_saved_config_has_the_same_parameters(tiny_model_
     built = sum(p.numel() for p in build_network(config).parameters())
     loaded = sum(p.numel() for p in load_model(tiny_model_dir).network.parameters())
     assert built == loaded and isinstance(load_model(tiny_model_dir).network, torch.nn.Module)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"preprocess": {"image_size": "256"}}, "image_size must be a whole number"),
+        ({"preprocess": {"image_size": 256.0}}, "image_size must be a whole number"),
+        ({"preprocess": {"image_size": 8192}}, "image size must be between"),
+        ({"postprocess": {"threshold": "0.5"}}, "threshold must be a number"),
+        ({"postprocess": {"min_size": "abc"}}, "min_size must be a whole number"),
+        ({"postprocess": {"threshold": 2}}, "threshold must be in"),
+        ({"decoder_channels": [20000, 64, 32, 16, 8]}, "decoder width must be between"),
+        ({"decoder_channels": [0, 64, 32, 16, 8]}, "decoder width must be between"),
+        ({"encoder": "resnet9000"}, "unknown encoder"),
+    ],
+)
+def test_a_config_with_wrong_types_or_absurd_values_is_refused_before_building(tiny_model_dir, tmp_path, change, message):
+    import json
+    import shutil
+
+    from napari_lgg_unet.engine.errors import ModelError
+
+    folder = tmp_path / "bad"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    for key, value in change.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) else value
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match=message):
+        load_model(folder)
+
+
+def test_deeply_nested_config_json_is_a_clear_error_not_a_recursion_crash(tiny_model_dir, tmp_path):
+    import shutil
+
+    from napari_lgg_unet.engine.errors import ModelError
+
+    folder = tmp_path / "nested"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ModelError, match="nested too deeply"):
+        load_model(folder)
+
+
+def test_weights_and_config_from_different_saves_are_detected(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    from napari_lgg_unet.engine.errors import ModelError
+
+    folder = tmp_path / "torn"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "weights_id": "0" * 32}))
+    with pytest.raises(ModelError, match="being written"):
+        load_model(folder)

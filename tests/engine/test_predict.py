@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from napari_lgg_unet.engine.io import load_patient
-from napari_lgg_unet.engine.model import PostprocessConfig, load_model
+from napari_lgg_unet.engine.model import load_model
+from napari_lgg_unet.engine.postprocess import PostprocessConfig
 from napari_lgg_unet.engine.predict import SegmentOptions, postprocess, segment_steps, segment_volume
 from tests.conftest import TEST_PATIENT
 

@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 
@@ -91,7 +93,50 @@ def test_out_of_memory_becomes_advice_to_lower_batch_or_image_size(scans, tmp_pa
 
 
 def test_training_refuses_to_overwrite_an_existing_model_unless_resuming(scans, tiny_model_dir, tmp_path):
-    before = (tiny_model_dir / "model.safetensors").read_bytes()
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    before = (model / "model.safetensors").read_bytes()
     with pytest.raises(InputError, match="already holds a model"):
-        list(train_model(scans, TrainConfig(epochs=1, steps_per_epoch=2, **FAST), tiny_model_dir))
-    assert (tiny_model_dir / "model.safetensors").read_bytes() == before
+        list(train_model(scans, TrainConfig(epochs=1, steps_per_epoch=2, **FAST), model))
+    assert (model / "model.safetensors").read_bytes() == before
+
+
+def test_a_second_run_into_a_locked_folder_is_refused_while_the_first_goes_on(scans, tmp_path):
+    first = train_model(scans, TrainConfig(epochs=1, steps_per_epoch=2, **FAST), tmp_path / "m")
+    next(first)  # holds the folder's lock from here on
+    with pytest.raises(InputError, match="in use by another training run"):
+        list(train_model(scans, TrainConfig(epochs=1, steps_per_epoch=2, **FAST), tmp_path / "m"))
+    assert isinstance(list(first)[-1], Finished)
+    load_model(tmp_path / "m")
+
+
+def test_resume_refuses_a_folder_with_a_model_but_no_resume_state(scans, tiny_model_dir, tmp_path):
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    before = (model / "model.safetensors").read_bytes()
+    with pytest.raises(InputError, match="no resume state"):
+        list(train_model(scans, TrainConfig(epochs=2, steps_per_epoch=2, resume=True, **FAST), model))
+    assert (model / "model.safetensors").read_bytes() == before
+
+
+def test_resume_refuses_other_settings_and_names_what_differs(scans, tmp_path):
+    list(train_model(scans, TrainConfig(epochs=1, steps_per_epoch=2, **FAST), tmp_path / "m"))
+    changed = TrainConfig(epochs=2, steps_per_epoch=2, resume=True, **{**FAST, "lr": 5e-4})
+    with pytest.raises(InputError, match=r"lr 0.001 -> 0.0005"):
+        list(train_model(scans, changed, tmp_path / "m"))
+
+
+def test_a_corrupt_resume_state_is_refused_with_a_clear_message(scans, tmp_path):
+    from napari_lgg_unet.engine.errors import ModelError
+
+    list(train_model(scans, TrainConfig(epochs=1, steps_per_epoch=2, **FAST), tmp_path / "m"))
+    state = tmp_path / "m" / "resume.safetensors"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    with pytest.raises(ModelError, match="corrupt"):
+        list(train_model(scans, TrainConfig(epochs=2, steps_per_epoch=2, resume=True, **FAST), tmp_path / "m"))
+
+
+def test_leftover_temp_files_of_a_killed_run_are_removed_when_the_folder_is_next_used(scans, tmp_path):
+    (tmp_path / "m").mkdir()
+    leftover = tmp_path / "m" / ".model.safetensors.abc123.tmp"
+    leftover.write_bytes(b"x" * 1000)
+    list(train_model(scans, TrainConfig(epochs=1, steps_per_epoch=2, **FAST), tmp_path / "m"))
+    assert not leftover.exists()

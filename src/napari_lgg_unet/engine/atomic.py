@@ -10,16 +10,21 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+TEMP_MARKER = ".tmp"
 STALE_SECONDS = 600  # a temp file this old belongs to no live writer (ours write in seconds)
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
+def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds.
+
+    `suffix` ends the temporary name after its `.tmp` marker, for writers that pick the format from the name
+    (nibabel, SimpleITK): `.mask.nii.gz.k2j4.tmp.nii.gz`.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_leftover_temp_files(target.parent, f".{target.name}.", older_than=STALE_SECONDS)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_MARKER + suffix, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -32,13 +37,13 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 
 def remove_leftover_temp_files(folder: Path, prefix: str = ".", older_than: float = 0.0) -> None:
-    """Delete temporary files that a killed writer left in `folder` (ours: hidden, ending in .tmp).
+    """Delete temporary files that a killed writer left in `folder` (ours: hidden, with the `.tmp` marker).
 
     `older_than` (seconds) spares files a live writer may still be filling; callers that hold a lock on the
     folder pass 0.
     """
     now = time.time()
-    for leftover in folder.glob(f"{glob.escape(prefix)}*.tmp"):
+    for leftover in folder.glob(f"{glob.escape(prefix)}*{TEMP_MARKER}*"):
         with contextlib.suppress(OSError):
             if leftover.is_file() and now - leftover.stat().st_mtime >= older_than:
                 leftover.unlink()

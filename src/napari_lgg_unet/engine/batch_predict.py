@@ -22,7 +22,7 @@ import numpy as np
 from .atomic import write_text_atomic
 from .cohort import segment_scans
 from .distributed import Group
-from .io import Scan, write_mask_tiff
+from .io import Scan, ScanSource, mask_file_name, write_mask
 from .model import LoadedModel
 from .predict import SegmentOptions
 
@@ -41,20 +41,13 @@ class CaseSummary:
     seconds: float
 
 
-def output_path(out_dir: Path, scan: Scan) -> Path:
-    return out_dir / f"{scan.name}_mask.tif"
-
-
 def finished_output(out_dir: Path, case: str) -> Path | None:
-    """The finished mask of `case` in `out_dir`, whatever its format; temporary files of a killed writer are not."""
-    for path in sorted(out_dir.glob(f"{glob.escape(case)}_mask.*")):
-        if path.is_file() and not path.name.endswith(".tmp"):
-            return path
-    return None
+    """The finished mask of `case` in `out_dir`, whatever its format (a killed writer's temp files are hidden)."""
+    return next((p for p in sorted(out_dir.glob(f"{glob.escape(case)}_mask.*")) if p.is_file()), None)
 
 
 def segment_cohort(
-    model: LoadedModel, cases: Sequence[Path], out_dir: Path, options: SegmentOptions,
+    model: LoadedModel, cases: Sequence[ScanSource], out_dir: Path, options: SegmentOptions,
     group: Group = Group(), skip_existing: bool = False, read_ahead: int = 2,
 ) -> Iterator[CaseSummary | None]:
     """Segment this process's share of `cases` into `out_dir`, yielding a summary per case (None when skipped).
@@ -72,8 +65,8 @@ def segment_cohort(
         yield from (None for _ in range(len(share) - len(todo)))
         for done in segment_scans(model, todo, options, read_ahead=read_ahead):
             summary = _summarise(done.scan, done.result.mask, done.seconds)
-            written.append(output_path(out_dir, done.scan))
-            write_mask_tiff(written[-1], done.result.mask)
+            written.append(out_dir / mask_file_name(done.scan))
+            write_mask(written[-1], done.result.mask, done.scan)
             with open(journal, "a", encoding="utf-8", newline="") as handle:
                 csv.writer(handle).writerow(asdict(summary).values())
             yield summary
@@ -84,7 +77,7 @@ def segment_cohort(
         raise
 
 
-def write_summary(out_dir: Path, cases: Sequence[Path], group: Group = Group()) -> Path | None:
+def write_summary(out_dir: Path, cases: Sequence[ScanSource], group: Group = Group()) -> Path | None:
     """After every process finished: rank 0 writes `summary.csv` (one row per case with a mask, in case order)
     from the journals of this and earlier attempts, then removes the journals. Returns its path on rank 0."""
     group.barrier()
@@ -112,6 +105,6 @@ def write_summary(out_dir: Path, cases: Sequence[Path], group: Group = Group()) 
 
 def _summarise(scan: Scan, mask: np.ndarray, seconds: float) -> CaseSummary:
     voxels = int(np.count_nonzero(mask))
-    spacing = getattr(scan, "spacing", None)  # mm per (Z, H, W) axis, known for medical volume formats
+    spacing = scan.spacing  # mm per (Z, H, W) axis, known for medical volume formats
     mm3 = round(voxels * math.prod(spacing), 3) if spacing else None
     return CaseSummary(scan.name, 1 if mask.ndim == 2 else len(mask), voxels, mm3, round(seconds, 3))

@@ -1,6 +1,8 @@
 """Choose a model's threshold and clean-up on validation patients, so its config carries the best settings.
 
-The network runs once per patient; every (threshold, min_size, keep_largest) candidate re-uses the probabilities.
+The network runs once per patient; every (threshold, min_size, min_confidence) candidate re-uses the probabilities.
+"Keep only the largest piece" competes only when asked for: it can delete the tumour on a scan with a larger
+false piece, a failure a handful of validation patients rarely shows (see postprocess.py).
 """
 
 from __future__ import annotations
@@ -15,32 +17,57 @@ import numpy as np
 from .errors import InputError
 from .cohort import segment_scans
 from .metrics import volume_scores
-from .model import LoadedModel, PostprocessConfig, write_config
-from .predict import SegmentOptions, postprocess
+from .model import LoadedModel, write_config
+from .postprocess import PostprocessConfig, postprocess
+from .predict import SegmentOptions
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_SIZES = (0, 50, 200, 500, 1000)
+MIN_CONFIDENCES = (0.0, 0.8, 0.9, 0.95)
 
 
-def candidate_scores(
-    model: LoadedModel, folders: list[Path], tta: bool = False
-) -> Iterator[tuple[PostprocessConfig, float]]:
-    """Mean per-volume Dice over `folders` of every post-processing candidate."""
+def candidates(keep_largest: bool = False) -> Iterator[PostprocessConfig]:
+    """Every post-processing setting calibration tries; with `keep_largest`, also largest-piece-only per threshold."""
+    for threshold, min_size, min_confidence in product(THRESHOLDS, MIN_SIZES, MIN_CONFIDENCES):
+        if min_confidence == 0 or min_confidence > threshold:
+            yield PostprocessConfig(threshold, min_size, min_confidence=min_confidence)
+    if keep_largest:
+        yield from (PostprocessConfig(threshold, keep_largest=True) for threshold in THRESHOLDS)
+
+
+def validation_cases(
+    model: LoadedModel, folders: list[Path], tta: bool = False, variants: tuple[str, ...] = ("as-is",)
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(probability, truth) of every patient in `folders` under every input variant (see evaluate.INPUT_VARIANTS)."""
     if not folders:
         raise InputError("no validation patients to calibrate on")
     options = SegmentOptions(tta=tta)
-    cases = [(done.result.probability, done.scan.mask) for done in segment_scans(model, folders, options, require_masks=True)]
-    for threshold, min_size, keep_largest in product(THRESHOLDS, MIN_SIZES, (False, True)):
-        if keep_largest and min_size:
-            continue  # keeping only the largest piece makes a size floor moot
-        config = PostprocessConfig(threshold, min_size, keep_largest)
+    return [
+        (done.result.probability, done.scan.mask)
+        for variant in variants
+        for done in segment_scans(model, folders, options, require_masks=True, variant=variant)
+    ]
+
+
+def candidate_scores(
+    model: LoadedModel, folders: list[Path], tta: bool = False, keep_largest: bool = False,
+    variants: tuple[str, ...] = ("as-is",),
+) -> Iterator[tuple[PostprocessConfig, float]]:
+    """Mean per-volume Dice over `folders` (and input `variants`) of every post-processing candidate."""
+    cases = validation_cases(model, folders, tta, variants)
+    for config in candidates(keep_largest):
         dice = [volume_scores(postprocess(prob, config), truth).dice for prob, truth in cases]
         yield config, float(np.mean(dice))
 
 
-def calibrate(model: LoadedModel, folders: list[Path], model_dir: str | Path, tta: bool = False) -> tuple[PostprocessConfig, float]:
-    """Write the best candidate into the model folder's config.json (weights untouched) and return it with its mean Dice."""
-    best, best_dice = max(candidate_scores(model, folders, tta), key=lambda item: item[1])
-    training = {**model.config.training, "calibration": {"patients": [f.name for f in folders], "mean_dice": best_dice}}
+def calibrate(
+    model: LoadedModel, folders: list[Path], model_dir: str | Path, tta: bool = False, keep_largest: bool = False,
+    variants: tuple[str, ...] = ("as-is",),
+) -> tuple[PostprocessConfig, float]:
+    """Write the best candidate into the model folder's config.json (weights untouched) and return it with its
+    mean Dice; with several `variants`, the candidate best on average over all of them."""
+    best, best_dice = max(candidate_scores(model, folders, tta, keep_largest, variants), key=lambda item: item[1])
+    calibration = {"patients": [f.name for f in folders], "input_variants": list(variants), "mean_dice": best_dice}
+    training = {**model.config.training, "calibration": calibration}
     write_config(replace(model.config, postprocess=best, training=training), model_dir)
     return best, best_dice

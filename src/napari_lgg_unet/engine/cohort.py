@@ -7,13 +7,12 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import InputError
-from .io import Scan, load_scan
+from .io import Scan, ScanSource, load_scan
 from .model import LoadedModel
 from .predict import Segmentation, SegmentOptions, segment_volume
+from .variants import input_variant
 
 
 @dataclass
@@ -24,38 +23,36 @@ class SegmentedScan:
 
 
 def segment_scans(
-    model: LoadedModel, paths: Iterable[Path], options: SegmentOptions, require_masks: bool = False,
-    read_ahead: int = 0,
+    model: LoadedModel, paths: Iterable[ScanSource], options: SegmentOptions, require_masks: bool = False,
+    variant: str = "as-is", read_ahead: int = 0,
 ) -> Iterator[SegmentedScan]:
     """Load each scan only when its turn comes (memory holds one scan), segment it, and time the model alone.
 
-    With `read_ahead` > 0 a background thread loads up to that many next scans while the model runs (memory holds
-    1 + read_ahead scans); reading errors still surface here, in order.
+    `variant` segments a shift proxy of each scan instead (see `variants.INPUT_VARIANTS`). With `read_ahead` > 0 a
+    background thread loads up to that many next scans while the model runs (memory holds 1 + read_ahead scans);
+    reading errors still surface here, in order.
     """
-    for path, scan in _loaded(paths, read_ahead):
-        if require_masks and scan.mask is None:
-            raise InputError(f"{path} has no tumour masks to compare with")
+    for scan in _loaded(paths, require_masks, read_ahead):
+        image, rgb = input_variant(scan.image, scan.rgb, variant)
         started = time.perf_counter()
-        result = segment_volume(model, scan.image, options, rgb=scan.rgb)
+        result = segment_volume(model, image, options, rgb=rgb)
         yield SegmentedScan(scan, result, time.perf_counter() - started)
 
 
-def _loaded(paths: Iterable[Path], ahead: int) -> Iterator[tuple[Path, Scan]]:
-    """(path, scan) in order; with `ahead` > 0, reading overlaps the caller's work on the previous scan."""
+def _loaded(paths: Iterable[ScanSource], require_masks: bool, ahead: int) -> Iterator[Scan]:
+    """Scans in order; with `ahead` > 0, reading overlaps the caller's work on the previous scan."""
     pending = iter(paths)
     if ahead <= 0:
         for path in pending:
-            yield path, load_scan(path)
+            yield load_scan(path, require_mask=require_masks)
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lgg-unet-read") as reader:
-        queue: deque[tuple[Path, Future]] = deque((p, reader.submit(load_scan, p)) for p in itertools.islice(pending, ahead))
+        queue: deque[Future] = deque(reader.submit(load_scan, p, require_masks) for p in itertools.islice(pending, ahead))
         try:
             while queue:
-                path, future = queue.popleft()
-                scan = future.result()
-                for following in itertools.islice(pending, 1):
-                    queue.append((following, reader.submit(load_scan, following)))
-                yield path, scan
+                scan = queue.popleft().result()
+                queue.extend(reader.submit(load_scan, p, require_masks) for p in itertools.islice(pending, 1))
+                yield scan
         finally:
-            for _, future in queue:  # the caller stopped early: read nothing more
+            for future in queue:  # the caller stopped early: read nothing more
                 future.cancel()

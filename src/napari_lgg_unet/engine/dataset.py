@@ -1,16 +1,16 @@
-"""Training data: patient-level splits, volumes at model size, joint image/mask augmentation, tumour-aware sampling."""
+"""Training data: patient-level splits, volumes at model size, augmented slices, tumour-aware and hard-negative sampling."""
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset, WeightedRandomSampler
 
+from .augment import AugmentConfig, augment_pair, skull_strip_view
 from .errors import InputError
 from .io import Scan
 from .preprocess import PreprocessConfig, binarise_mask, prepare_volume, to_model_size
@@ -25,26 +25,6 @@ class TrainingVolume:
     name: str
     image: np.ndarray
     mask: np.ndarray
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Random affine (rotation, shifts, zoom, shear), horizontal flip and intensity jitter.
-
-    The reference workflow used the same geometric family; intensity jitter (per-channel gamma and contrast)
-    is our addition, because unseen scanners differ mostly in contrast.
-    """
-
-    enabled: bool = True
-    rotation_degrees: float = 15.0
-    shift_fraction: float = 0.05
-    zoom_fraction: float = 0.1
-    shear_degrees: float = 5.0
-    horizontal_flip: bool = True
-    intensity: float = 0.1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def institution(name: str) -> str:
@@ -120,42 +100,19 @@ def split_single_volume(volume: TrainingVolume, val_fraction: float) -> tuple[Tr
     )
 
 
-def _affine_matrix(config: AugmentConfig, rng: np.random.Generator) -> torch.Tensor:
-    angle = math.radians(rng.uniform(-config.rotation_degrees, config.rotation_degrees))
-    shear = math.radians(rng.uniform(-config.shear_degrees, config.shear_degrees))
-    zoom = rng.uniform(1 - config.zoom_fraction, 1 + config.zoom_fraction)
-    tx, ty = rng.uniform(-config.shift_fraction, config.shift_fraction, size=2) * 2  # grid units span 2
-    flip = -1.0 if config.horizontal_flip and rng.random() < 0.5 else 1.0
-    cos, sin = math.cos(angle), math.sin(angle)
-    rotation = np.array([[cos, -sin], [sin, cos]])
-    shearing = np.array([[1.0, math.tan(shear)], [0.0, 1.0]])
-    linear = rotation @ shearing @ np.diag([flip, 1.0]) / zoom
-    return torch.tensor([[*linear[0], tx], [*linear[1], ty]], dtype=torch.float32)
-
-
-def augment_pair(
-    image: torch.Tensor, mask: torch.Tensor, config: AugmentConfig, rng: np.random.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply one random geometric transform to image (3, S, S) and mask (1, S, S) together."""
-    theta = _affine_matrix(config, rng)[None]
-    stacked = torch.cat([image, mask])[None]
-    grid = F.affine_grid(theta, list(stacked.shape), align_corners=False)
-    warped = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
-    image, mask = warped[:3], (warped[3:] > 0.5).float()
-    if config.intensity > 0:
-        gamma = torch.from_numpy(np.exp(rng.uniform(-config.intensity, config.intensity, size=(3, 1, 1)) * 2)).float()
-        contrast = torch.from_numpy(1 + rng.uniform(-config.intensity, config.intensity, size=(3, 1, 1))).float()
-        image = (image.clamp(0, 1) ** gamma * contrast).clamp(0, 1)
-    return image, mask
-
-
 class SliceDataset(Dataset):
-    """Slices of several volumes; with `augment`, each read draws a fresh random transform."""
+    """Slices of several volumes; with `augment`, each read draws a fresh random transform.
+
+    When skull stripping is on, every volume's brain mask is computed here once, in the main process, before
+    loader workers start (about 15 ms per 256-pixel slice), so workers only index it.
+    """
 
     def __init__(self, volumes: list[TrainingVolume], augment: AugmentConfig | None = None, seed: int = 0) -> None:
         self.volumes = volumes
         self.index = [(v, z) for v, volume in enumerate(volumes) for z in range(len(volume.mask))]
         self.augment = augment if augment is not None and augment.enabled else None
+        strip = self.augment is not None and self.augment.skull_strip > 0
+        self.stripped = [skull_strip_view(v.image, v.mask) if strip and len(v.mask) else None for v in volumes]
         self.seed = seed
         self._reads = 0
 
@@ -173,19 +130,75 @@ class SliceDataset(Dataset):
             worker = torch.utils.data.get_worker_info()
             self._reads += 1
             stream = (self.seed, worker.id + 1 if worker else 0, torch.initial_seed() % 2**32, self._reads)
-            image, mask = augment_pair(image, mask, self.augment, np.random.default_rng(stream))
+            view = self.stripped[v]
+            stripped = (view.keep[z], view.ranges) if view is not None else None
+            image, mask = augment_pair(image, mask, self.augment, np.random.default_rng(stream), stripped)
         return image, mask
 
 
-def tumour_aware_sampler(
-    dataset: SliceDataset, num_samples: int, tumour_fraction: float | None, seed: int
-) -> WeightedRandomSampler:
-    """Draw slices so that about `tumour_fraction` of them show tumour (None keeps the natural mix)."""
-    has = dataset.has_tumour()
-    weights = np.ones(len(has))
-    n_tumour = int(has.sum())
-    if tumour_fraction is not None and 0 < n_tumour < len(has):
+def hard_negative_weights(
+    network: torch.nn.Module, volumes: list[TrainingVolume], device: torch.device | str, batch_size: int = 16
+) -> np.ndarray:
+    """How wrong `network` is outside the tumour on each slice, in `SliceDataset(volumes)` order (float64).
+
+    The weight of a slice is its false-positive probability mass: the sum of the predicted probability over
+    pixels outside the true mask where it reaches 0.5 (0 where the model is right). One inference pass without
+    augmentation; the network's train/eval mode is restored afterwards.
+    """
+    was_training = network.training
+    network.eval()
+    weights = []
+    try:
+        with torch.inference_mode():
+            for volume in volumes:
+                for start in range(0, len(volume.mask), batch_size):
+                    x = torch.from_numpy(volume.image[start : start + batch_size].astype(np.float32)).to(device)
+                    prob = torch.sigmoid(network(x))[:, 0].float().cpu().numpy()
+                    wrong = np.where((prob >= 0.5) & ~volume.mask[start : start + batch_size], prob, 0.0)
+                    weights.append(wrong.reshape(len(wrong), -1).sum(axis=1, dtype=np.float64))
+    finally:
+        network.train(was_training)
+    return np.concatenate(weights) if weights else np.zeros(0)
+
+
+def sampling_weights(
+    has_tumour: np.ndarray, tumour_fraction: float | None,
+    negative_weights: np.ndarray | None = None, hard_negatives: float = 0.0,
+) -> np.ndarray:
+    """Per-slice draw probabilities: about `tumour_fraction` of draws show tumour (None: the natural mix).
+
+    Among the empty slices, a share `hard_negatives` of the draws goes in proportion to `negative_weights`
+    (see `hard_negative_weights`), the rest uniformly; with no weight anywhere, all of it goes uniformly.
+    """
+    if not 0 <= hard_negatives <= 1:
+        raise InputError("the hard-negative share must be between 0 and 1")
+    has = np.asarray(has_tumour, dtype=bool)
+    n_tumour, n_empty = int(has.sum()), int((~has).sum())
+    weights = np.full(len(has), 1.0 / max(len(has), 1))
+    if tumour_fraction is not None and n_tumour and n_empty:
         weights[has] = tumour_fraction / n_tumour
-        weights[~has] = (1 - tumour_fraction) / (len(has) - n_tumour)
+        weights[~has] = (1 - tumour_fraction) / n_empty
+    if negative_weights is not None and hard_negatives > 0 and n_empty:
+        if len(negative_weights) != len(has):
+            raise InputError(f"{len(negative_weights)} hard-negative weights for {len(has)} slices")
+        difficulty = np.clip(np.asarray(negative_weights, dtype=np.float64)[~has], 0, None)
+        if difficulty.sum() > 0:
+            empty_share = weights[~has].sum()
+            mix = (1 - hard_negatives) / n_empty + hard_negatives * difficulty / difficulty.sum()
+            weights[~has] = empty_share * mix
+    return weights
+
+
+def tumour_aware_sampler(
+    dataset: SliceDataset, num_samples: int, tumour_fraction: float | None, seed: int,
+    negative_weights: np.ndarray | None = None, hard_negatives: float = 0.0,
+) -> WeightedRandomSampler:
+    """Draw slices so that about `tumour_fraction` of them show tumour (None keeps the natural mix), with
+    empty slices drawn partly by difficulty (see `sampling_weights`).
+
+    The sampler reads its `weights` at the start of every epoch, so refreshed hard-negative weights take effect
+    by assigning `sampler.weights = torch.from_numpy(sampling_weights(...))`, even with persistent workers.
+    """
+    weights = sampling_weights(dataset.has_tumour(), tumour_fraction, negative_weights, hard_negatives)
     generator = torch.Generator().manual_seed(seed)
     return WeightedRandomSampler(torch.from_numpy(weights), num_samples, replacement=True, generator=generator)

@@ -1,4 +1,9 @@
-"""Per-patient evaluation of a model against ground-truth masks, in the JSON shape the CLI writes."""
+"""Per-patient evaluation of a model against ground-truth masks, in the JSON shape the CLI writes.
+
+Input variants are proxies for the scans users bring, built from scans that have masks: `flair-only` keeps the
+FLAIR channel alone (a single-sequence user), `skull-stripped` zeroes every channel outside an approximate brain
+mask from the scan itself (the look of BraTS-style research data).
+"""
 
 from __future__ import annotations
 
@@ -21,9 +26,11 @@ class PatientResult:
     seconds: float
 
 
-def evaluate_patients(model: LoadedModel, folders: list[Path], options: SegmentOptions) -> Iterator[PatientResult]:
-    """Segment each patient (loaded one at a time) and score it against its masks."""
-    for done in segment_scans(model, folders, options, require_masks=True):
+def evaluate_patients(
+    model: LoadedModel, folders: list[Path], options: SegmentOptions, variant: str = "as-is"
+) -> Iterator[PatientResult]:
+    """Segment each patient (loaded one at a time, transformed as `variant`) and score it against its masks."""
+    for done in segment_scans(model, folders, options, require_masks=True, variant=variant):
         scan = done.scan
         yield PatientResult(scan.name, volume_scores(done.result.mask, scan.mask), len(scan.image), done.seconds)
 

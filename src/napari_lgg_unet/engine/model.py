@@ -18,8 +18,9 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_path, write_text_atomic
 from .errors import ModelError
+from .postprocess import PostprocessConfig
 from .preprocess import PreprocessConfig
-from .validate import check_bool, check_float, check_int, from_json
+from .validate import check_int, from_json
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -28,20 +29,6 @@ DEFAULT_MODEL_NAME = "default"
 DEFAULT_MODEL_FOLDER = "lgg-unet-default"
 MAX_CONFIG_BYTES = 10_000_000
 MAX_DECODER_WIDTH = 1024  # wider decoders only cost memory; refusing early avoids building a huge network
-
-
-@dataclass(frozen=True)
-class PostprocessConfig:
-    """How probabilities become a mask: threshold, then optional clean-up of small specks."""
-
-    threshold: float = 0.5
-    min_size: int = 0
-    keep_largest: bool = False
-
-    def __post_init__(self) -> None:
-        check_float("threshold", self.threshold, 0, 1, low_open=True, high_open=True)
-        check_int("minimum tumour size", self.min_size, 0, 10**9)
-        check_bool("keep largest", self.keep_largest)
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from .device import out_of_memory_as_advice
-from .model import LoadedModel, PostprocessConfig
+from .model import LoadedModel
+from .postprocess import PostprocessConfig, postprocess
 from .preprocess import channel_view, spatial_shape, intensity_ranges, normalise, restore_size, to_model_size
 from .validate import check_bool, check_int
 
@@ -33,22 +33,6 @@ class SegmentProgress:
     done: int
     total: int
     result: Segmentation | None = None
-
-
-def postprocess(probability: np.ndarray, config: PostprocessConfig) -> np.ndarray:
-    """Threshold, drop 3D-connected specks smaller than `min_size` voxels, optionally keep the largest one."""
-    mask = np.asarray(probability) >= config.threshold
-    if (config.min_size > 0 or config.keep_largest) and mask.any():
-        labels, n = ndimage.label(mask)
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)
-        sizes[0] = 0
-        keep = sizes >= max(config.min_size, 1)
-        if config.keep_largest:
-            keep = np.zeros_like(keep)
-            keep[int(np.argmax(sizes))] = True
-        keep[0] = False
-        mask = keep[labels]
-    return mask.astype(np.uint8)
 
 
 def _forward(network: torch.nn.Module, batch: torch.Tensor, tta: bool) -> torch.Tensor:

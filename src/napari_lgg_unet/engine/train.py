@@ -68,6 +68,8 @@ class TrainConfig:
     bce_weight: float = 1.0
     augment: AugmentConfig = AugmentConfig()
     tumour_fraction: float | None = 0.5
+    hard_negatives: float = 0.0  # share of empty-slice draws weighted by the model's false positives
+    hard_negatives_every: int = 1  # epochs between refreshes of those weights
     skip_unlabelled: bool = False
     workers: int | None = None
     device: str = "auto"

@@ -1,0 +1,212 @@
+"""Multi-sequence cases: which files of a folder form one scan, and loading them as the model's channels.
+
+Recognised: BraTS case folders (`<case>_flair/_t1/_t1ce/_t2/_seg`, BraTS 2023 `<case>-t2f/-t1n/-t1c/-t2w/-seg`),
+plain folders whose files (or DICOM subfolders) are named flair / t1 / t1ce|t1c|t1gd / t2, flat folders holding
+several such cases side by side, nnU-Net / Decathlon folders (`imagesTr/CASE_0000.nii.gz` or 4D files, channel names
+from `dataset.json`, labels in `labelsTr`), single volumes (a file no sequence name claims is FLAIR, `<name>_mask` or
+`<name>_seg` beside it its labels) and DICOM study folders (see dicom.py).
+
+Sequences of a case on different grids are resampled onto FLAIR's (linear; labels nearest neighbour), so the mask
+is always on FLAIR's grid. Missing pre- or post-contrast T1 is filled with FLAIR, as the LGG dataset did.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .dicom import Series, list_series, read_series, series_by_sequence
+from .errors import InputError
+from .sequences import FLAIR, LABELS, MODEL_CHANNELS, T2, sequence_of, split_sequence
+from .volumes import (Geometry, Volume, read_volume_file, resample_onto, same_grid, strip_volume_suffix, to_engine,
+                      volume_suffix)
+
+_CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+_SEQUENCE_FOLDERS = (*MODEL_CHANNELS, T2)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One sequence's voxels: a volume file, or a DICOM series."""
+
+    path: Path
+    series: Series | None = None
+
+    def __str__(self) -> str:
+        return str(self.series) if self.series else str(self.path)
+
+    def read(self) -> Volume:
+        return read_series(self.series) if self.series else read_volume_file(self.path)
+
+
+@dataclass(frozen=True)
+class Case:
+    """The files of one scan. `channel_names` names the channels of 4D files (a dataset.json's channel map)."""
+
+    name: str
+    sequences: tuple[tuple[str, Source], ...]
+    labels: Source | None = None
+    channel_names: tuple[str, ...] = ()
+
+
+@dataclass
+class CaseVolumes:
+    """A case loaded in the engine's layout: image (Z, H, W, 3) or FLAIR alone (Z, H, W), mask bool or None."""
+
+    image: np.ndarray
+    mask: np.ndarray | None
+    rgb: bool
+    geometry: Geometry
+
+
+def _dataset_json(images: Path) -> dict | None:
+    for place in (images, images.parent):
+        file = place / "dataset.json"
+        if file.is_file():
+            try:
+                return json.loads(file.read_text(encoding="utf-8")) | {"_path": str(file)}
+            except (OSError, ValueError) as error:
+                raise InputError(f"cannot read {file} ({error})") from None
+    return None
+
+
+def _channel_names(meta: dict) -> tuple[str, ...]:
+    names = meta.get("channel_names") or meta.get("modality") or {}
+    try:
+        ordered = tuple(str(names[key]) for key in sorted(names, key=int))
+    except (TypeError, ValueError):
+        ordered = ()
+    if FLAIR not in map(sequence_of, ordered):
+        raise InputError(f"{meta['_path']} names no FLAIR channel (channels: {', '.join(ordered) or 'none'}); "
+                         "the model needs FLAIR")
+    return ordered
+
+
+def nnunet_cases(folder: Path) -> list[Case] | None:
+    """The cases of an nnU-Net / Decathlon dataset folder or its images folder; None when `folder` is neither."""
+    if (folder / "imagesTr").is_dir() and (folder / "dataset.json").is_file():
+        folder = folder / "imagesTr"
+    if not folder.name.lower().startswith("images") or (meta := _dataset_json(folder)) is None:
+        return None
+    names = _channel_names(meta)
+    labels = folder.parent / ("labels" + folder.name[len("images"):])
+    channel_files: dict[str, dict[int, Path]] = {}
+    cases = []
+    for file in sorted(f for f in folder.iterdir() if f.is_file() and volume_suffix(f)):
+        stem = strip_volume_suffix(file.name)
+        label = labels / file.name if (labels / file.name).is_file() else None
+        if match := _CHANNEL_FILE.match(stem):
+            channel_files.setdefault(match["case"], {})[int(match["channel"])] = file
+        else:  # one 4D file per case
+            cases.append(Case(stem, ((FLAIR, Source(file)),), Source(label) if label else None, names))
+    for name, files in channel_files.items():
+        sequences = tuple((str(sequence_of(names[i])), Source(f)) for i, f in sorted(files.items()) if i < len(names))
+        label = next((labels / f"{name}{volume_suffix(f)}" for f in files.values()
+                      if (labels / f"{name}{volume_suffix(f)}").is_file()), None)
+        cases.append(Case(name, sequences, Source(label) if label else None))
+    return sorted(cases, key=lambda c: c.name)
+
+
+def _named_entries(folder: Path) -> list[tuple[str, str | None, Source]]:
+    """(case key, sequence, source) for each volume file and sequence-named DICOM subfolder of `folder`."""
+    entries = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_file() and volume_suffix(entry):
+            entries.append((*split_sequence(strip_volume_suffix(entry.name)), Source(entry)))
+        elif entry.is_dir() and (named := split_sequence(entry.name))[1] in _SEQUENCE_FOLDERS:
+            series = list_series(entry)
+            if len(series) > 1:
+                raise InputError(f"sequence folder {entry} holds {len(series)} DICOM series; keep one series in it")
+            if series:
+                entries.append((*named, Source(entry, series[0])))
+    return entries
+
+
+def cases_in_folder(folder: str | Path) -> list[Case]:
+    """The cases formed by the files directly in `folder` (grouped by name, see the module docstring)."""
+    folder = Path(folder)
+    if (found := nnunet_cases(folder)) is not None:
+        return found
+    groups: dict[str, dict[str, Source]] = {}
+    for key, sequence, source in _named_entries(folder):
+        group = groups.setdefault(key, {})
+        sequence = sequence or FLAIR  # a volume no sequence name claims is taken as FLAIR
+        if sequence in group:
+            raise InputError(f"{folder}: two {sequence} files for one case ({group[sequence].path.name}, "
+                             f"{source.path.name}); keep one")
+        group[sequence] = source
+    return [Case(key or folder.name, tuple((s, src) for s, src in group.items() if s != LABELS), group.get(LABELS))
+            for key, group in groups.items()]
+
+
+def dicom_case(folder: str | Path) -> Case:
+    """A DICOM folder (one series, or a study whose series descriptions name the sequences) as a case."""
+    folder = Path(folder)
+    chosen = series_by_sequence(folder)
+    return Case(folder.name, tuple((role, Source(folder, series)) for role, series in chosen.items()))
+
+
+def _split_channels(volume: Volume, names: tuple[str, ...], source: Source) -> dict[str, Volume]:
+    """The channels of a 4D volume by sequence: named by dataset.json, else 1 = FLAIR and 3 = the model's order."""
+    count = volume.data.shape[3]
+    if names:
+        if len(names) != count:
+            raise InputError(f"{source} has {count} channels but dataset.json names {len(names)}")
+        roles = [sequence_of(name) for name in names]
+    elif count in (1, 3):
+        roles = [FLAIR] if count == 1 else list(MODEL_CHANNELS)
+    else:
+        raise InputError(f"{source} has {count} channels and no dataset.json beside it names them; "
+                         "give one file per sequence or a dataset.json with channel_names")
+    return {role: Volume(volume.data[..., index], volume.geometry) for index, role in enumerate(roles)
+            if role in MODEL_CHANNELS}
+
+
+def _common_dtype(arrays: list[np.ndarray]) -> np.dtype:
+    dtype = np.result_type(*arrays)
+    return dtype if dtype in (np.uint8, np.uint16, np.int16, np.float32) else np.dtype(np.float32)
+
+
+def load_labels(source: Source, grid: Geometry | None = None) -> tuple[np.ndarray, Geometry]:
+    """A label volume as an engine-layout bool mask (any label > 0: the whole tumour) on `grid` (default: its own)."""
+    labels = source.read()
+    if labels.data.ndim != 3:
+        raise InputError(f"{source} has shape {labels.data.shape}; a label volume must be 3D")
+    grid = grid or labels.geometry
+    data = labels.data if same_grid(labels.geometry, grid) else resample_onto(labels, grid, labels=True)
+    return to_engine(data > 0, grid), grid
+
+
+def load_case(case: Case, require_mask: bool = False) -> CaseVolumes:
+    """Read, align and orient a case's sequences into the model's channel layout."""
+    volumes: dict[str, Volume] = {}
+    for sequence, source in case.sequences:
+        if sequence not in MODEL_CHANNELS:  # T2 and unnamed channels are not used
+            continue
+        volume = source.read()
+        volumes.update(_split_channels(volume, case.channel_names, source) if volume.data.ndim == 4
+                       else {sequence: volume})
+    if FLAIR not in volumes:
+        found = ", ".join(s for s, _ in case.sequences) or "no sequences"
+        raise InputError(f"{case.name}: no FLAIR scan (found {found}); the model needs FLAIR "
+                         "(name it *_flair, *-t2f or flair.nii.gz)")
+    grid = volumes[FLAIR].geometry
+
+    def on_grid(volume: Volume) -> np.ndarray:
+        return volume.data if same_grid(volume.geometry, grid) else resample_onto(volume, grid)
+
+    if list(volumes) == [FLAIR]:
+        image, rgb = volumes[FLAIR].data, False
+    else:
+        channels = [on_grid(volumes.get(sequence, volumes[FLAIR])) for sequence in MODEL_CHANNELS]
+        image, rgb = np.stack(channels, axis=-1).astype(_common_dtype(channels), copy=False), True
+    mask = load_labels(case.labels, grid)[0] if case.labels is not None else None
+    if mask is None and require_mask:
+        raise InputError(f"{case.name}: no labels to score against (a *_seg or *_mask file beside the scan, "
+                         "or labelsTr/<case> for nnU-Net)")
+    sources = {sequence: str(source) for sequence, source in case.sequences if sequence in MODEL_CHANNELS}
+    return CaseVolumes(to_engine(image, grid), mask, rgb, grid.with_sources(sources))

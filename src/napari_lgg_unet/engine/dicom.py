@@ -1,0 +1,80 @@
+"""DICOM folders: their image series, which series is which MRI sequence, and each series as one volume.
+
+SimpleITK (GDCM) groups files by series and sorts the slices of a series by their position along the slice normal.
+A folder with one series is that scan; a folder with several (a study) is read as a case when their descriptions
+name a FLAIR series (and pre-/post-contrast T1 ones); otherwise the user is told which series it holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from .errors import InputError
+from .sequences import FLAIR, MODEL_CHANNELS, sequence_of
+from .volumes import Volume, read_itk
+
+_DESCRIPTION = "0008|103e"
+
+
+@dataclass(frozen=True)
+class Series:
+    folder: Path
+    uid: str
+    description: str
+    files: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"DICOM series '{self.description or self.uid}' ({len(self.files)} files) in {self.folder}"
+
+
+def _header(file: str) -> sitk.ImageFileReader:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(file)
+    reader.ReadImageInformation()
+    return reader
+
+
+def list_series(folder: str | Path) -> list[Series]:
+    """The image series directly in `folder` (not its subfolders); [] when it holds no DICOM images."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    reader = sitk.ImageSeriesReader()
+    series = []
+    for uid in reader.GetGDCMSeriesIDs(str(folder)):
+        files = tuple(reader.GetGDCMSeriesFileNames(str(folder), uid))
+        first = _header(files[0])
+        description = first.GetMetaData(_DESCRIPTION).strip() if first.HasMetaDataKey(_DESCRIPTION) else ""
+        series.append(Series(folder, uid, description, files))
+    return series
+
+
+def series_by_sequence(folder: str | Path) -> dict[str, Series]:
+    """Which series of `folder` feeds which model channel: the only series is FLAIR; otherwise by description."""
+    series = list_series(folder)
+    if not series:
+        raise InputError(f"{folder} holds no DICOM image series")
+    if len(series) == 1:
+        return {FLAIR: series[0]}
+    roles: dict[str, list[Series]] = {}
+    for one in series:
+        roles.setdefault(sequence_of(one.description), []).append(one)
+    if len(roles.get(FLAIR, [])) != 1:
+        listed = "; ".join(f"'{s.description or s.uid}' ({len(s.files)} files)" for s in series)
+        problem = "none is" if FLAIR not in roles else "several are"
+        raise InputError(f"{folder} holds {len(series)} DICOM series and {problem} described as FLAIR ({listed}); "
+                         "put the FLAIR series in a folder of its own")
+    # Several series of one kind (e.g. an axial and a sagittal T1): the one with the most slices.
+    return {role: max(roles[role], key=lambda s: len(s.files)) for role in MODEL_CHANNELS if role in roles}
+
+
+def read_series(series: Series) -> Volume:
+    """One series as a volume; a series whose images differ in size or orientation is refused, not guessed at."""
+    layouts = {(h.GetSize(), h.GetDirection()) for h in map(_header, series.files)}
+    if len(layouts) > 1:
+        raise InputError(f"{series} mixes images of different sizes or orientations; "
+                         "export each stack of parallel slices as its own series")
+    return read_itk(list(series.files), str(series))

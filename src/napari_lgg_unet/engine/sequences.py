@@ -1,0 +1,44 @@
+"""Which MRI sequence a file name, a `dataset.json` channel name or a DICOM series description means.
+
+The model's channels are (pre-contrast T1, FLAIR, post-contrast T1), the LGG dataset's order; T2 is recognised so it
+can be skipped, and label files (BraTS `_seg`, `_mask`, `_label`) so they become the ground truth.
+"""
+
+from __future__ import annotations
+
+import re
+
+PRE, FLAIR, POST, T2, LABELS = "pre-contrast T1", "FLAIR", "post-contrast T1", "T2", "labels"
+MODEL_CHANNELS = (PRE, FLAIR, POST)
+
+# Names compared with separators removed and lower-cased: "T1_post" -> "t1post", "t2-flair" -> "t2flair".
+NAMES = {
+    FLAIR: ("flair", "t2f", "t2flair"),
+    POST: ("t1ce", "t1c", "t1gd", "t1post", "t1wce", "t1contrast", "t1gad"),
+    PRE: ("t1", "t1n", "t1w", "t1pre", "t1native"),
+    T2: ("t2", "t2w"),
+    LABELS: ("seg", "mask", "label", "labels", "segmentation"),
+}
+_BY_NAME = {name: role for role, names in NAMES.items() for name in names}
+_TRAILING_SEPARATORS = re.compile(r"[^A-Za-z0-9]+$")
+_WORD = re.compile(r"[A-Za-z0-9]+")
+
+
+def split_sequence(stem: str) -> tuple[str, str | None]:
+    """(case name, sequence) from a file name without its suffix, the sequence being its last one or two words.
+
+    "Brats18_TCIA10_628_1_t1ce" -> ("Brats18_TCIA10_628_1", POST); "BraTS-GLI-00000-000-t2f" -> (..., FLAIR);
+    "T1_post" -> ("", POST); "scan" -> ("scan", None).
+    """
+    words = list(_WORD.finditer(stem))
+    for count in (2, 1):
+        if len(words) >= count and (role := _BY_NAME.get("".join(w.group() for w in words[-count:]).lower())):
+            return _TRAILING_SEPARATORS.sub("", stem[: words[-count].start()]), role
+    return stem, None
+
+
+def sequence_of(text: str) -> str | None:
+    """The sequence a free-text name says ("AX T2 FLAIR", "T1 POST GD", "t1gd"), or None; word pairs win over words."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    pairs = ["".join(words[i : i + 2]) for i in range(len(words) - 1)]
+    return next((_BY_NAME[w] for w in pairs + words if w in _BY_NAME), None)

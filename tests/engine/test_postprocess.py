@@ -1,0 +1,55 @@
+import shutil
+
+import numpy as np
+
+from napari_lgg_unet.engine.calibrate import calibrate, candidates
+from napari_lgg_unet.engine.model import load_model, read_config
+from napari_lgg_unet.engine.postprocess import PostprocessConfig, postprocess
+from tests.conftest import TEST_PATIENT
+
+
+def _two_confident_pieces_and_a_hesitant_one() -> np.ndarray:
+    prob = np.zeros((4, 30, 30), np.float32)
+    prob[0:4, 0:10, 0:10] = 0.97  # confident false piece at the top of the head: 400 voxels
+    prob[1:3, 20:25, 20:25] = 0.95  # the real, smaller tumour: 50 voxels
+    prob[0:4, 12:18, 22:28] = 0.7  # a large but hesitant piece: 144 voxels
+    prob[2, 28, 0] = 0.99  # a confident speck
+    return prob
+
+
+def test_confident_pieces_rule_keeps_every_confident_piece_and_drops_hesitant_ones_and_specks():
+    mask = postprocess(_two_confident_pieces_and_a_hesitant_one(), PostprocessConfig(0.5, min_size=10, min_confidence=0.9))
+    assert mask.dtype == np.uint8
+    assert mask[1:3, 20:25, 20:25].all() and mask[:, 0:10, 0:10].all()
+    assert not mask[:, 12:18, 22:28].any() and mask[2, 28, 0] == 0
+    assert mask.sum() == 450
+
+
+def test_keeping_only_the_largest_piece_can_delete_the_tumour():
+    mask = postprocess(_two_confident_pieces_and_a_hesitant_one(), PostprocessConfig(0.5, keep_largest=True))
+    assert not mask[1:3, 20:25, 20:25].any()
+
+
+def test_models_without_a_confidence_level_keep_their_old_behaviour():
+    prob = _two_confident_pieces_and_a_hesitant_one()
+    assert postprocess(prob, PostprocessConfig(0.5)).sum() == 400 + 50 + 144 + 1
+    assert postprocess(prob, PostprocessConfig(0.5, min_size=2)).sum() == 400 + 50 + 144
+
+
+def test_calibration_tries_keep_largest_only_when_asked_and_no_moot_confidence_levels():
+    plain = list(candidates())
+    assert not any(c.keep_largest for c in plain)
+    assert all(c.min_confidence == 0 or c.min_confidence > c.threshold for c in plain)
+    assert len(set(plain)) == len(plain)
+    assert any(c.keep_largest for c in candidates(keep_largest=True))
+
+
+def test_calibration_over_input_variants_records_them_and_never_picks_keep_largest(lgg_root, tiny_model_dir, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    folders = [lgg_root / TEST_PATIENT]
+    best, dice = calibrate(load_model(model_dir), folders, model_dir, variants=("as-is", "flair-only"))
+    recorded = read_config(model_dir)
+    assert recorded.postprocess == best and not best.keep_largest
+    assert recorded.training["calibration"]["input_variants"] == ["as-is", "flair-only"]
+    assert 0.0 <= dice <= 1.0

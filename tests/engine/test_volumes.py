@@ -1,0 +1,211 @@
+"""NIfTI volumes and case folders: orientation, geometry kept through read -> write, channels, bad input.
+
+Synthetic volumes hold their own world coordinates as intensities, so the right orientation is known without
+trusting the code under test: along the engine's axes (Z, H, W) the RAS+ coordinates must move superior, posterior
+and to the patient's left.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from nibabel.affines import apply_affine
+
+from napari_lgg_unet.engine.errors import InputError
+from napari_lgg_unet.engine.io import find_scans, load_scan, write_mask
+
+BRATS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "brats-sample"
+SHAPE = (6, 7, 5)
+
+
+def _rotation(columns: list[tuple[int, int]], spacing, origin) -> np.ndarray:
+    """Affine whose voxel axis i runs along RAS axis columns[i][0] with sign columns[i][1]."""
+    affine = np.eye(4)
+    affine[:3, :3] = 0
+    for axis, ((world, sign), size) in enumerate(zip(columns, spacing)):
+        affine[world, axis] = sign * size
+    affine[:3, 3] = origin
+    return affine
+
+
+GEOMETRIES = {
+    "RAS, 1 mm": _rotation([(0, 1), (1, 1), (2, 1)], (1, 1, 1), (0, 0, 0)),
+    "flipped like BraTS (LPS)": _rotation([(0, -1), (1, -1), (2, 1)], (1, 1, 1), (0, 239, 0)),
+    "permuted (coronal storage)": _rotation([(0, 1), (2, 1), (1, -1)], (1, 1, 1), (3, -2, 5)),
+    "anisotropic, shifted origin": _rotation([(1, -1), (0, 1), (2, -1)], (0.5, 0.8, 3.0), (-90.0, 126.0, -72.0)),
+}
+
+
+def _world(shape, affine) -> np.ndarray:
+    """RAS+ coordinates (..., 3) of every voxel, computed with nibabel alone."""
+    return apply_affine(affine, np.stack(np.indices(shape), axis=-1))
+
+
+def _save(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
+    nib.save(nib.Nifti1Image(data, affine), path)
+    return path
+
+
+@pytest.mark.parametrize("name", GEOMETRIES)
+def test_volumes_come_out_as_axial_slices_anterior_up_right_on_the_left(tmp_path, name):
+    affine = GEOMETRIES[name]
+    world = _world(SHAPE, affine).astype(np.float32)
+    for axis, direction in ((0, "x"), (1, "y"), (2, "z")):
+        scan = load_scan(_save(tmp_path / f"{direction}.nii.gz", np.ascontiguousarray(world[..., axis]), affine))
+        z, h, w = scan.spacing
+        steps = {"x": (0, 0, -w), "y": (0, -h, 0), "z": (z, 0, 0)}[direction]  # left, posterior, superior
+        for engine_axis, step in enumerate(steps):
+            np.testing.assert_allclose(np.diff(scan.image, axis=engine_axis), step, atol=1e-4)
+        assert scan.rgb is False and scan.mask is None
+    # Z, H and W run along world z, y and x: each takes the voxel size of the source axis lying along that line.
+    voxel = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    expected = [voxel[np.argmax(np.abs(affine[world, :3]))] for world in (2, 1, 0)]
+    np.testing.assert_allclose(scan.spacing, expected, rtol=1e-6)
+    assert scan.image.shape == tuple(SHAPE[np.argmax(np.abs(affine[world, :3]))] for world in (2, 1, 0))
+
+
+@pytest.mark.parametrize("name", GEOMETRIES)
+def test_masks_written_back_keep_the_source_shape_affine_and_voxels(tmp_path, name):
+    affine = GEOMETRIES[name]
+    world = _world(SHAPE, affine)
+    flair = _save(tmp_path / "case_flair.nii.gz", world[..., 0].astype(np.float32), affine)
+    truth = (world[..., 0] > np.median(world[..., 0])) & (world[..., 2] > np.median(world[..., 2]))
+    scan = load_scan(flair)
+    # The mask a model would give, made in the engine's layout from the engine image itself.
+    engine_mask = scan.image > np.median(scan.image)
+    engine_mask &= np.arange(scan.image.shape[0])[:, None, None] * scan.spacing[0] > np.median(
+        np.arange(scan.image.shape[0]) * scan.spacing[0])
+    for suffix in (".nii.gz", ".nii"):
+        write_mask(tmp_path / suffix / f"m{suffix}", engine_mask, scan)
+        written = nib.load(tmp_path / suffix / f"m{suffix}")
+        assert written.shape == SHAPE and written.get_data_dtype() == np.uint8
+        np.testing.assert_array_equal(written.affine, nib.load(flair).affine)
+        np.testing.assert_array_equal(np.asanyarray(written.dataobj) > 0, truth)
+    assert load_scan(tmp_path / ".nii" / "m.nii").image.shape == scan.image.shape  # re-read: same layout
+
+
+def test_brats_style_case_folder_stacks_t1_flair_t1ce_and_reads_seg_as_whole_tumour(tmp_path):
+    affine = GEOMETRIES["flipped like BraTS (LPS)"]
+    case = tmp_path / "Brats_X"
+    case.mkdir()
+    for value, sequence in enumerate(("t1", "flair", "t1ce", "t2"), start=1):
+        _save(case / f"Brats_X_{sequence}.nii.gz", np.full(SHAPE, value, np.int16), affine)
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[1, 2, 3], seg[2, 3, 4] = 2, 4
+    _save(case / "Brats_X_seg.nii.gz", seg, affine)
+    scan = load_scan(case, require_mask=True)
+    assert scan.name == "Brats_X" and scan.rgb and scan.image.dtype == np.int16
+    assert [int(scan.image[..., c].max()) for c in range(3)] == [1, 2, 3]  # (pre-contrast, FLAIR, post-contrast)
+    assert scan.mask.sum() == 2 and scan.image.shape[:3] == scan.mask.shape
+    assert [s.name for s in find_scans(tmp_path)] == ["Brats_X"]
+
+
+def test_brats_2023_names_and_missing_contrast_are_filled_with_flair(tmp_path):
+    affine = GEOMETRIES["RAS, 1 mm"]
+    _save(tmp_path / "BraTS-GLI-00001-000-t2f.nii.gz", np.full(SHAPE, 7, np.int16), affine)
+    _save(tmp_path / "BraTS-GLI-00001-000-t1n.nii.gz", np.full(SHAPE, 1, np.int16), affine)
+    scan = load_scan(tmp_path)
+    assert scan.name == "BraTS-GLI-00001-000" and scan.rgb
+    assert [int(scan.image[..., c].max()) for c in range(3)] == [1, 7, 7]
+
+
+def test_sequences_on_a_coarser_grid_are_resampled_onto_flair(tmp_path):
+    fine = GEOMETRIES["RAS, 1 mm"]
+    coarse = _rotation([(0, 1), (1, 1), (2, 1)], (2, 2, 2), (0, 0, 0))
+    _save(tmp_path / "flair.nii.gz", np.zeros(SHAPE, np.float32), fine)
+    coarse_shape = tuple(n // 2 + 1 for n in SHAPE)
+    _save(tmp_path / "t1.nii.gz", _world(coarse_shape, coarse)[..., 2].astype(np.float32), coarse)
+    scan = load_scan(tmp_path)
+    # The T1 channel now holds, on FLAIR's grid, its own world z (linear interpolation is exact for a ramp).
+    expected = load_scan(_save(tmp_path / "z.nii.gz", _world(SHAPE, fine)[..., 2].astype(np.float32), fine)).image
+    np.testing.assert_allclose(scan.image[..., 0], expected, atol=1e-4)
+
+
+def test_4d_files_split_into_channels_by_dataset_json_or_by_the_model_order(tmp_path):
+    affine = GEOMETRIES["RAS, 1 mm"]
+    images = tmp_path / "Task01" / "imagesTr"
+    images.mkdir(parents=True)
+    four = np.stack([np.full(SHAPE, v, np.float32) for v in (10, 20, 30, 40)], axis=-1)
+    _save(images / "BRATS_001.nii.gz", four, affine)
+    (tmp_path / "Task01" / "dataset.json").write_text(json.dumps(
+        {"modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}}))
+    (tmp_path / "Task01" / "labelsTr").mkdir()
+    _save(tmp_path / "Task01" / "labelsTr" / "BRATS_001.nii.gz", np.ones(SHAPE, np.uint8), affine)
+    [case] = find_scans(tmp_path / "Task01")
+    scan = load_scan(case, require_mask=True)
+    assert [int(scan.image[..., c].max()) for c in range(3)] == [20, 10, 30] and scan.mask.all()
+    three = _save(tmp_path / "three.nii.gz", four[..., :3], affine)
+    assert [int(load_scan(three).image[..., c].max()) for c in range(3)] == [10, 20, 30]
+
+
+def test_nnunet_channel_files_follow_the_channel_names_of_dataset_json(tmp_path):
+    affine = GEOMETRIES["RAS, 1 mm"]
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "T1", "1": "T1c", "2": "FLAIR"}}))
+    for case in ("c1", "c2"):
+        for channel, value in enumerate((1, 3, 2)):
+            _save(tmp_path / "imagesTr" / f"{case}_{channel:04d}.nii.gz", np.full(SHAPE, value, np.int16), affine)
+        _save(tmp_path / "labelsTr" / f"{case}.nii.gz", np.eye(SHAPE[0], SHAPE[1], dtype=np.uint8)[..., None]
+              .repeat(SHAPE[2], 2) * 2, affine)
+    cases = find_scans(tmp_path)
+    assert [c.name for c in cases] == ["c1", "c2"]
+    scan = load_scan(cases[1], require_mask=True)
+    assert [int(scan.image[..., c].max()) for c in range(3)] == [1, 2, 3] and scan.mask.sum() == min(SHAPE[:2]) * SHAPE[2]
+    assert load_scan(tmp_path / "imagesTr" / "c1_0001.nii.gz").name == "c1"  # a channel file brings its case
+
+
+def _truncated(path: Path) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])
+    return path
+
+
+@pytest.mark.parametrize("problem, make, message", [
+    ("2D", lambda d: _save(d / "flat.nii", np.zeros((8, 8), np.float32), np.eye(4)), "2D image"),
+    ("5D", lambda d: _save(d / "five.nii", np.zeros((4, 4, 4, 2, 2), np.float32), np.eye(4)), "5 dimensions"),
+    ("header lies", lambda d: _truncated(_save(d / "short.nii", np.zeros((8, 8, 8), np.float32), np.eye(4))),
+     "cannot read"),
+    ("no FLAIR", lambda d: [_save(d / f"{s}.nii.gz", np.zeros(SHAPE, np.int16), np.eye(4)) for s in ("t1", "t2")]
+     and d, "no FLAIR"),
+    ("4 unnamed channels", lambda d: _save(d / "four.nii", np.zeros((*SHAPE, 4), np.float32), np.eye(4)),
+     "no dataset.json"),
+])
+def test_bad_volumes_are_one_line_input_errors(tmp_path, problem, make, message):
+    with pytest.raises(InputError, match=message) as error:
+        load_scan(make(tmp_path))
+    assert "\n" not in str(error.value)
+
+
+def test_a_dataset_json_without_flair_is_refused(tmp_path):
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "dataset.json").write_text(json.dumps({"channel_names": {"0": "T1", "1": "T2"}}))
+    _save(tmp_path / "imagesTr" / "c_0000.nii.gz", np.zeros(SHAPE, np.int16), np.eye(4))
+    with pytest.raises(InputError, match="names no FLAIR channel"):
+        find_scans(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def brats_case() -> Path:
+    if not BRATS.is_dir():
+        pytest.skip(f"BraTS sample not found at {BRATS} (../shared/data/brats-sample beside the project)")
+    return BRATS / "Brats18_TCIA10_628_1"
+
+
+def test_real_brats_cases_load_as_axial_slices_with_whole_tumour_masks(brats_case, tmp_path):
+    assert [s.name for s in find_scans(brats_case.parent)] == ["Brats18_TCIA10_628_1", "Brats18_TCIA13_623_1"]
+    scan = load_scan(brats_case, require_mask=True)
+    flair = nib.load(brats_case / f"{brats_case.name}_flair.nii.gz")
+    seg = np.asanyarray(nib.load(brats_case / f"{brats_case.name}_seg.nii.gz").dataobj)
+    # (L, P, S) on disk -> (S, P, L): the axes reverse, no flips.
+    np.testing.assert_array_equal(scan.image[..., 1], np.asanyarray(flair.dataobj).transpose(2, 1, 0))
+    np.testing.assert_array_equal(scan.mask, (seg > 0).transpose(2, 1, 0))
+    assert scan.image.shape == (155, 240, 240, 3) and scan.spacing == (1.0, 1.0, 1.0)
+    write_mask(tmp_path / "m.nii.gz", scan.mask, scan)
+    written = nib.load(tmp_path / "m.nii.gz")
+    np.testing.assert_array_equal(written.affine, flair.affine)
+    np.testing.assert_array_equal(np.asanyarray(written.dataobj) > 0, seg > 0)

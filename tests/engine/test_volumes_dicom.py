@@ -1,0 +1,84 @@
+"""DICOM series written here with pydicom: slice order by position, orientation, study folders, bad series."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+from napari_lgg_unet.engine.errors import InputError
+from napari_lgg_unet.engine.io import load_scan, write_mask
+
+ROWS, COLUMNS, SLICES, THICKNESS = 6, 8, 4, 2.5
+
+
+def _slice(folder: Path, name: str, series: str, description: str, z: float, pixels: np.ndarray) -> None:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SeriesDescription = "1.2.3", series, description
+    ds.Modality, ds.PatientID = "MR", "anon"
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]  # rows run to the patient's left, columns to posterior (LPS)
+    ds.ImagePositionPatient = [-10.0, -20.0, z]
+    ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], THICKNESS
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.PixelData = pixels.astype(np.int16).tobytes()
+    ds.save_as(folder / name, enforce_file_format=True)
+
+
+def _series(folder: Path, description: str, offset: int = 0, shape=(ROWS, COLUMNS)) -> None:
+    """Slices named in reverse order of position, so only sorting by position gets them right.
+
+    Pixel value = 100 * (slice height in mm) + column + offset: the slice order and the left-right axis are visible.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    series = generate_uid()
+    for index in range(SLICES):
+        z = index * THICKNESS
+        pixels = np.broadcast_to(100 * z + np.arange(shape[1]) + offset, shape)
+        _slice(folder, f"{SLICES - index:03d}_{description or 'x'}.dcm", series, description, z, pixels)
+
+
+def test_a_dicom_series_is_sorted_by_position_and_oriented_like_the_lgg_slices(tmp_path):
+    _series(tmp_path / "flair", "AX FLAIR")
+    scan = load_scan(tmp_path / "flair")
+    assert scan.image.shape == (SLICES, ROWS, COLUMNS) and scan.rgb is False
+    assert scan.spacing == (THICKNESS, 1.0, 1.0)
+    np.testing.assert_array_equal(np.diff(scan.image, axis=0), 100 * THICKNESS)  # inferior -> superior
+    # DICOM columns already run to the patient's left, which is the engine's W direction: unchanged.
+    np.testing.assert_array_equal(scan.image[0, 0], np.arange(COLUMNS))
+    write_mask(tmp_path / "m.nii.gz", scan.image > 250, scan)
+    assert load_scan(tmp_path / "m.nii.gz").image.shape == scan.image.shape
+
+
+def test_a_dicom_study_folder_becomes_a_case_by_series_description(tmp_path):
+    _series(tmp_path / "study", "AX T2 FLAIR", offset=1)
+    _series(tmp_path / "study", "AX T1 POST GD", offset=3)
+    scan = load_scan(tmp_path / "study")
+    assert scan.rgb and [int(scan.image[0, 0, 0, c]) for c in range(3)] == [1, 1, 3]  # pre-contrast missing: FLAIR
+    assert dict(scan.geometry.sources)["FLAIR"].startswith("DICOM series 'AX T2 FLAIR' (4 files)")
+
+
+def test_dicom_folders_that_cannot_be_read_as_one_scan_are_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "note.txt").write_text("x")
+    with pytest.raises(InputError, match="no DICOM image series"):
+        load_scan(tmp_path / "empty")
+    _series(tmp_path / "two", "SAG T1")
+    _series(tmp_path / "two", "COR T2")
+    with pytest.raises(InputError, match="2 DICOM series and none is described as FLAIR"):
+        load_scan(tmp_path / "two")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    _slice(mixed, "a.dcm", "9.9", "FLAIR", 0.0, np.zeros((ROWS, COLUMNS)))
+    _slice(mixed, "b.dcm", "9.9", "FLAIR", 2.5, np.zeros((ROWS + 2, COLUMNS)))
+    with pytest.raises(InputError, match="mixes images of different sizes"):
+        load_scan(mixed)

@@ -1,0 +1,53 @@
+"""`lgg-unet predict / evaluate` on NIfTI cases: masks keep the scan's grid, a folder of cases gives one mask each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from napari_lgg_unet.cli import main
+
+AFFINE = np.array([[0, 0, -2.0, 40], [0.9, 0, 0, -30], [0, 1.1, 0, 12], [0, 0, 0, 1]])
+
+
+def _case(root: Path, name: str) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(len(name))
+    for sequence in ("flair", "t1", "t1ce"):
+        nib.save(nib.Nifti1Image(rng.integers(0, 500, (40, 36, 3), dtype=np.int16), AFFINE), folder / f"{name}_{sequence}.nii.gz")
+    nib.save(nib.Nifti1Image((rng.random((40, 36, 3)) > 0.9).astype(np.uint8) * 4, AFFINE), folder / f"{name}_seg.nii.gz")
+    return folder
+
+
+def test_predict_on_a_case_folder_writes_a_nifti_mask_on_the_flair_grid(tiny_model_dir, tmp_path):
+    case = _case(tmp_path / "data", "P1")
+    out = tmp_path / "m.nii.gz"
+    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(case), "--output", str(out)]) == 0
+    mask, flair = nib.load(out), nib.load(case / "P1_flair.nii.gz")
+    assert mask.shape == flair.shape and mask.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(mask.affine, flair.affine)
+    assert set(np.unique(np.asanyarray(mask.dataobj))) <= {0, 1}
+
+
+def test_predict_on_a_folder_of_cases_writes_one_mask_each_and_evaluate_scores_them(tiny_model_dir, tmp_path, capsys):
+    for name in ("P1", "P2"):
+        _case(tmp_path / "data", name)
+    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "data"), "--output", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["P1_mask.nii.gz", "P2_mask.nii.gz"]
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(tmp_path / "data")]) == 0
+    printed = capsys.readouterr().out
+    assert "P1" in printed and "P2" in printed and "2 patients: mean Dice" in printed
+
+
+def test_a_case_without_flair_is_one_line_and_writes_nothing(tiny_model_dir, tmp_path, capsys):
+    case = _case(tmp_path / "data", "P1")
+    (case / "P1_flair.nii.gz").unlink()
+    out = tmp_path / "m.nii.gz"
+    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(case), "--output", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "no FLAIR" in error and not out.exists()
+
