@@ -195,13 +195,14 @@ class _TrainingProgress:
 def _run_predict(args: argparse.Namespace) -> int:
     if args.output.resolve() == args.input.resolve():
         raise InputError("--output is the same path as --input; the scan would be replaced by its mask")
+    device = pick_device(args.device)
     sources = find_scans(args.input)
     if len(sources) > 1 or args.output.is_dir():  # a folder of scans -> one <scan>_mask file each, in --output
         if args.output.is_file():
             raise InputError(f"--input {args.input} holds {len(sources)} scans; give a folder as --output")
         with interrupt_on_signals(), process_group(args.device) as group:
             return _predict_cohort(args, sources, group)
-    model = load_model(args.model, pick_device(args.device))
+    model = load_model(args.model, device)
     options = _segment_options(args, model.config.postprocess)
     (done,) = segment_scans(model, sources, options)
     write_mask(args.output, done.result.mask, done.scan)
