@@ -1,7 +1,7 @@
 """`lgg-unet train | predict | evaluate`: the engine without a GUI.
 
-Errors a user can cause print one line on stderr and exit with code 2; Ctrl-C during training stops it
-between steps and keeps the best model.
+Errors a user can cause print one line on stderr and exit with code 2; Ctrl-C, SIGTERM or SIGUSR1 during
+training stops it between steps and keeps the best model (exit code 0). Under torchrun only rank 0 prints.
 """
 
 from __future__ import annotations
@@ -9,25 +9,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Sequence
 
+import torch
 from tqdm import tqdm
 
 from . import __version__
 from .engine.atomic import write_text_atomic
 from .engine.dataset import AugmentConfig
 from .engine.backends import BACKEND_CHOICES
+from .engine.batch_predict import segment_cohort, write_summary
 from .engine.device import DEVICE_CHOICES, pick_device, set_threads
+from .engine.distributed import Group, interrupt_on_signals, launched_ranks, process_group, stop_on_signals
 from .engine.errors import InputError, LggUnetError
 from .engine.calibrate import calibrate
 from .engine.cohort import segment_scans
 from .engine.events import EpochEnd, Finished, Prepared, Step
 from .engine.evaluate import evaluate_patients, report
-from .engine.io import find_scans, load_patients, load_scan, mask_file_name, write_mask
+from .engine.io import ScanSource, find_scans, load_patients, load_scan, write_mask
 from .engine.losses import LOSS_CHOICES
 from .engine.model import DEFAULT_MODEL_NAME, LoadedModel, load_model, resolve_model_path
 from .engine.postprocess import PostprocessConfig
@@ -63,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, type=Path, help="a Kaggle root folder or one patient folder")
     train.add_argument("--out", required=True, type=Path, help="model folder to write (best checkpoint)")
     train.add_argument("--epochs", type=int, default=d.epochs)
-    train.add_argument("--batch-size", type=int, default=d.batch_size)
+    train.add_argument("--batch-size", type=int, default=d.batch_size,
+                       help="slices per step and per process (under torchrun the global batch is N times this)")
     train.add_argument("--lr", type=float, default=d.lr)
     train.add_argument("--lr-schedule", choices=("constant", "cosine"), default=d.lr_schedule)
     train.add_argument("--val-fraction", type=_fraction, default=d.val_fraction, help="patients held out for validation")
@@ -87,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init", default=None, help="model folder (or 'default') to fine-tune from")
     train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     train.add_argument("--seed", type=int, default=d.seed)
+    train.add_argument("--sync-batchnorm", action="store_true",
+                       help="under torchrun on GPUs: batch-norm statistics over all processes' batches")
 
     calibrate = commands.add_parser("calibrate", help="choose the threshold and clean-up on validation patients")
     calibrate.add_argument("--model", required=True, help="model folder to update (its config.json)")
@@ -118,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "predict":
             sub.add_argument("--input", required=True, type=Path, help="scan (patient / case / DICOM folder, TIFF, NIfTI) or a folder of scans")
             sub.add_argument("--output", required=True, type=Path, help="mask file: .nii.gz/.nii/.nrrd/.mha keep the scan's geometry, else TIFF (a folder for a folder of scans)")
+            sub.add_argument("--skip-existing", action="store_true",
+                             help="folder of scans: keep and skip scans that already have a mask (continue a killed job)")
+            sub.add_argument("--read-ahead", type=int, default=2, help="folder of scans: scans loaded ahead while the model runs")
         else:
             sub.add_argument("--data", required=True, type=Path, help="Kaggle root or patient folder")
             sub.add_argument("--split", choices=("train", "validation", "test"), default=None,
@@ -156,20 +163,21 @@ def _run_train(args: argparse.Namespace) -> int:
         tumour_fraction=None if args.tumour_fraction < 0 else args.tumour_fraction,
         workers=args.workers, device=args.device, init=args.init, steps_per_epoch=args.steps_per_epoch,
         resume=args.resume, precision=args.precision, threads=args.threads, hard_negatives=args.hard_negatives,
-        hard_negatives_every=args.hard_negatives_every,
+        hard_negatives_every=args.hard_negatives_every, sync_batchnorm=args.sync_batchnorm,
     )
     pick_device(config.device)
-    print(f"loading patients from {args.data} ...", flush=True)
+    main_process = launched_ranks().is_main
+    if main_process:
+        print(f"loading patients from {args.data} ...", flush=True)
     scans = load_patients(args.data, require_masks=True)
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     progress = _TrainingProgress()
-    try:
-        for event in train_model(scans, config, args.out, stop.is_set):
-            progress.show(event)
-    finally:
-        progress.close()
-        signal.signal(signal.SIGINT, previous)
+    with stop_on_signals() as stop:
+        try:
+            for event in train_model(scans, config, args.out, stop):
+                if main_process:
+                    progress.show(event)
+        finally:
+            progress.close()
     return 0
 
 
@@ -204,10 +212,10 @@ class _TrainingProgress:
             self.bar = None
 
 
-def _load_for_inference(args: argparse.Namespace) -> tuple[LoadedModel, SegmentOptions]:
+def _load_for_inference(args: argparse.Namespace, device: torch.device) -> tuple[LoadedModel, SegmentOptions]:
     """Threads, model and options for predict and evaluate; says what will run."""
     set_threads(args.threads)
-    model = load_model(args.model, pick_device(args.device))
+    model = load_model(args.model, device)
     options = _segment_options(args, model.config.postprocess)
     print(f"segmenting on {runs_on(model, options)}", flush=True)
     return model, options
@@ -216,25 +224,38 @@ def _load_for_inference(args: argparse.Namespace) -> tuple[LoadedModel, SegmentO
 def _run_predict(args: argparse.Namespace) -> int:
     if args.output.resolve() == args.input.resolve():
         raise InputError("--output is the same path as --input; the scan would be replaced by its mask")
-    model, options = _load_for_inference(args)
+    device = pick_device(args.device)
     sources = find_scans(args.input)
     if len(sources) > 1 or args.output.is_dir():  # a folder of scans -> one <scan>_mask file each, in --output
         if args.output.is_file():
             raise InputError(f"--input {args.input} holds {len(sources)} scans; give a folder as --output")
-        written: list[Path] = []
-        try:
-            for done in segment_scans(model, tqdm(sources, unit="scan", disable=None), options):
-                written.append(args.output / mask_file_name(done.scan))
-                write_mask(written[-1], done.result.mask, done.scan)
-        except BaseException:
-            for path in written:  # all or nothing: a half-done cohort is not mistaken for a finished one
-                path.unlink(missing_ok=True)
-            raise
-        print(f"wrote {len(sources)} masks to {args.output}")
-        return 0
+        with interrupt_on_signals(), process_group(args.device) as group:
+            return _predict_cohort(args, sources, group)
+    model, options = _load_for_inference(args, device)
     (done,) = segment_scans(model, sources, options)
     write_mask(args.output, done.result.mask, done.scan)
     print(f"wrote {args.output}")
+    return 0
+
+
+def _predict_cohort(args: argparse.Namespace, cases: list[ScanSource], group: Group) -> int:
+    """A folder of scans: this process's share, a progress bar in cases/s (a line per case in a log file) on rank 0,
+    then `summary.csv` beside the masks."""
+    if args.read_ahead < 0:
+        raise InputError("--read-ahead must be 0 or more")
+    model, options = _load_for_inference(args, group.device)
+    share = len(group.share(cases))
+    bar = tqdm(total=share, unit="case", disable=None if group.is_main else True,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]")
+    with bar:
+        for summary in segment_cohort(model, cases, args.output, options, group, args.skip_existing, args.read_ahead):
+            bar.update(1)
+            if bar.disable and group.is_main and summary is not None:
+                print(f"{summary.case}: {summary.slices} slices, {summary.tumour_voxels} tumour voxels, "
+                      f"{summary.seconds:.2f} s", file=sys.stderr, flush=True)
+    summary_path = write_summary(args.output, cases, group)
+    if summary_path is not None:
+        print(f"masks of {len(cases)} cases in {args.output}, summary in {summary_path}")
     return 0
 
 
@@ -251,7 +272,7 @@ def _evaluation_folders(args: argparse.Namespace, model) -> list[Path]:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    model, options = _load_for_inference(args)
+    model, options = _load_for_inference(args, pick_device(args.device))
     folders = _evaluation_folders(args, model)
     results = []
     print(f"{'patient':<28} {'slices':>6} {'dice':>6} {'iou':>6} {'acc':>7}")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -21,15 +24,35 @@ class SegmentedScan:
 
 def segment_scans(
     model: LoadedModel, paths: Iterable[ScanSource], options: SegmentOptions, require_masks: bool = False,
-    variant: str = "as-is",
+    variant: str = "as-is", read_ahead: int = 0,
 ) -> Iterator[SegmentedScan]:
     """Load each scan only when its turn comes (memory holds one scan), segment it, and time the model alone.
 
-    `variant` segments a shift proxy of each scan instead (see `variants.INPUT_VARIANTS`).
+    `variant` segments a shift proxy of each scan instead (see `variants.INPUT_VARIANTS`). With `read_ahead` > 0 a
+    background thread loads up to that many next scans while the model runs (memory holds 1 + read_ahead scans);
+    reading errors still surface here, in order.
     """
-    for path in paths:
-        scan = load_scan(path, require_mask=require_masks)
+    for scan in _loaded(paths, require_masks, read_ahead):
         image, rgb = input_variant(scan.image, scan.rgb, variant)
         started = time.perf_counter()
         result = segment_volume(model, image, options, rgb=rgb)
         yield SegmentedScan(scan, result, time.perf_counter() - started)
+
+
+def _loaded(paths: Iterable[ScanSource], require_masks: bool, ahead: int) -> Iterator[Scan]:
+    """Scans in order; with `ahead` > 0, reading overlaps the caller's work on the previous scan."""
+    pending = iter(paths)
+    if ahead <= 0:
+        for path in pending:
+            yield load_scan(path, require_mask=require_masks)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lgg-unet-read") as reader:
+        queue: deque[Future] = deque(reader.submit(load_scan, p, require_masks) for p in itertools.islice(pending, ahead))
+        try:
+            while queue:
+                scan = queue.popleft().result()
+                queue.extend(reader.submit(load_scan, p, require_masks) for p in itertools.islice(pending, 1))
+                yield scan
+        finally:
+            for future in queue:  # the caller stopped early: read nothing more
+                future.cancel()

@@ -31,7 +31,8 @@ RESUME_FILE = "resume.safetensors"
 RESUME_FORMAT = "napari-lgg-unet-resume/2"
 LOCK_FILE = ".lock"
 # Settings that may change between a run and its resume; every other training setting must match.
-MAY_CHANGE_ON_RESUME = frozenset({"epochs", "workers", "device", "resume", "amp", "init", "precision", "threads"})
+MAY_CHANGE_ON_RESUME = frozenset({"epochs", "workers", "device", "resume", "amp", "init", "precision", "threads",
+                                  "sync_batchnorm"})
 
 
 @dataclass

@@ -6,6 +6,7 @@ Asking it to stop (the `stop` callable returns True) ends it between steps; the 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
@@ -15,6 +16,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from .dataset import (
@@ -28,7 +30,8 @@ from .dataset import (
     split_single_volume,
     tumour_aware_sampler,
 )
-from .device import DEVICE_CHOICES, out_of_memory_as_advice, physical_cores, pick_device, release_memory, set_threads
+from .device import DEVICE_CHOICES, out_of_memory_as_advice, physical_cores, release_memory, set_threads
+from .distributed import Group, process_group
 from .errors import InputError
 from .events import EpochEnd, Finished, Prepared, Step, TrainingEvent
 from .io import Scan
@@ -46,6 +49,9 @@ MAX_WORKERS = 64
 @dataclass(frozen=True)
 class TrainConfig:
     """Training settings; defaults follow the reference workflow (Adam 1e-4, batch 32, 10 epochs).
+
+    Under torchrun `batch_size` is per process (the global batch is processes x batch_size, with the same
+    learning rate), and an epoch of `steps_per_epoch` optimisation steps draws processes x batch_size x steps slices.
 
     Every value is checked here, so the CLI, the API and the widget refuse the same things with the same words.
     """
@@ -74,6 +80,7 @@ class TrainConfig:
     threads: int | None = None
     steps_per_epoch: int | None = None
     resume: bool = False
+    sync_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         check_int("epochs", self.epochs, 1, 100_000)
@@ -103,6 +110,7 @@ class TrainConfig:
         check_float("hard-negative share", self.hard_negatives, 0, 1)
         check_int("hard-negative refresh interval", self.hard_negatives_every, 1, 100_000)
         check_bool("resume", self.resume)
+        check_bool("sync batchnorm", self.sync_batchnorm)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -116,9 +124,10 @@ class _Run:
 
     config: TrainConfig
     folder: RunFolder
+    group: Group
     device: torch.device
     precision: Precision
-    network: torch.nn.Module
+    network: torch.nn.Module  # what trains: DistributedDataParallel around `bare_network` with several processes
     model_config: ModelConfig
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
@@ -136,6 +145,11 @@ class _Run:
     started: float = field(default_factory=time.perf_counter)
     step_times: list[float] = field(default_factory=list)
 
+    @property
+    def bare_network(self) -> torch.nn.Module:
+        """The U-Net itself, for validation and saving (its weights are the same on every process)."""
+        return self.network.module if isinstance(self.network, DistributedDataParallel) else self.network
+
 
 def train_model(
     scans: list[Scan], config: TrainConfig, out_dir: str | Path, stop: Callable[[], bool] | None = None
@@ -144,19 +158,21 @@ def train_model(
 
     Yields `Prepared`, a `Step` per optimisation step, an `EpochEnd` after each validation and one `Finished`
     (stopped=True if `stop` asked for it). The folder is locked for the whole run.
+
+    Launched by torchrun, every process runs this with the same arguments: it trains with DDP on its share of each
+    epoch, rank 0 alone writes, and a stop asked on any process stops all of them at the same step.
     """
     stop = stop or (lambda: False)
     folder = RunFolder(out_dir)
-    with folder.locked():
-        folder.check_start(config.to_dict(), config.resume)
-        run = _setup(scans, config, folder)
+    with process_group(config.device) as group, _claimed(folder, config, group):
+        run = _setup(scans, config, folder, group)
         yield _prepared(run)
         with out_of_memory_as_advice():
             try:
                 for run.epoch in range(run.progress.epochs_done, config.epochs):
                     _start_epoch(run)
                     for x, y in run.loader:
-                        if stop():
+                        if group.any(stop()):
                             run.stopped = True
                             break
                         yield _train_step(run, x, y)
@@ -170,11 +186,24 @@ def train_model(
     yield _finished(run)
 
 
-def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder) -> _Run:
+@contextlib.contextmanager
+def _claimed(folder: RunFolder, config: TrainConfig, group: Group) -> Iterator[None]:
+    """Rank 0 locks the folder and checks the run may start there; the other processes wait for its verdict."""
+    with contextlib.ExitStack() as held:
+
+        def claim() -> None:
+            held.enter_context(folder.locked())
+            folder.check_start(config.to_dict(), config.resume)
+
+        group.on_main(claim)
+        yield
+
+
+def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Group) -> _Run:
     """Seed, build the network and optimizer, prepare the data, and restore a saved run when resuming."""
     torch.manual_seed(config.seed)
     set_threads(config.threads)
-    device = pick_device(config.device)
+    device = group.device
     chosen = choose(device, config.precision)
     preprocess = PreprocessConfig(image_size=config.image_size)
     network, model_config = _initial_network(config, preprocess)
@@ -185,27 +214,30 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder) -> _Run:
     scaler = grad_scaler(chosen)
     progress = folder.load_resume_state(network, optimizer, scaler) if config.resume else RunProgress()
     dataset = SliceDataset(split.train, config.augment, config.seed)
-    steps = config.steps_per_epoch or max(1, len(dataset) // config.batch_size)
-    workers = config.workers if config.workers is not None else physical_cores()
+    steps = config.steps_per_epoch or max(1, len(dataset) // (config.batch_size * group.world))
+    workers = config.workers if config.workers is not None else physical_cores() // group.local_world
+    draws = steps * config.batch_size * group.world
     loader = DataLoader(
         dataset,
         batch_size=config.batch_size,
-        sampler=tumour_aware_sampler(dataset, steps * config.batch_size, config.tumour_fraction, config.seed),
+        sampler=group.share_of(tumour_aware_sampler(dataset, draws, config.tumour_fraction, config.seed)),
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=device.type == "cuda",
         drop_last=len(dataset) >= config.batch_size,
         worker_init_fn=_single_thread_worker,
     )
-    provenance = {"config": config.to_dict(), "split": split.names, "train_slices": len(dataset), "device": chosen.label}
-    return _Run(config, folder, device, chosen, network, model_config, optimizer, scaler,
+    provenance = {"config": config.to_dict(), "split": split.names, "train_slices": len(dataset), "device": chosen.label,
+                  "processes": group.world}
+    return _Run(config, folder, group, device, chosen, group.wrap(network, config.sync_batchnorm), model_config, optimizer, scaler,
                 SegmentationLoss(config.loss, config.bce_weight), split, loader, steps, provenance, progress)
 
 
 def _prepared(run: _Run) -> Prepared:
-    split, slices = run.split, len(run.loader.dataset)
+    split, slices, world = run.split, len(run.loader.dataset), run.group.world
+    processes = f" in {world} processes (batch {run.config.batch_size} each)" if world > 1 else ""
     return Prepared(
-        f"{len(split.train)} training and {len(split.val)} validation volumes, {slices} slices, on {run.precision.label}",
+        f"{len(split.train)} training and {len(split.val)} validation volumes, {slices} slices, on {run.precision.label}{processes}",
         run.progress.epochs_done, run.config.epochs, run.steps, str(run.folder.path),
     )
 
@@ -217,10 +249,11 @@ def _start_epoch(run: _Run) -> None:
     run.loader.sampler.generator.manual_seed(config.seed + run.epoch)
     if config.hard_negatives > 0 and run.epoch % config.hard_negatives_every == 0:
         dataset = run.loader.dataset
-        with autocast(run.precision):
-            wrong = hard_negative_weights(run.network, run.split.train, run.device, config.batch_size)
+        with autocast(run.precision):  # every process scores all slices, so all draw from the same weights
+            wrong = hard_negative_weights(run.bare_network, run.split.train, run.device, config.batch_size)
         weights = sampling_weights(dataset.has_tumour(), config.tumour_fraction, wrong, config.hard_negatives)
-        run.loader.sampler.weights = torch.as_tensor(weights, dtype=torch.double)
+        weighted = getattr(run.loader.sampler, "sampler", run.loader.sampler)  # ShareOfDraws wraps it
+        weighted.weights = torch.as_tensor(weights, dtype=torch.double)
     run.step, run.epoch_loss, run.seen = 0, 0.0, 0
 
 
@@ -240,7 +273,7 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> Step:
     run.scaler.scale(loss).backward()
     run.scaler.step(run.optimizer)
     run.scaler.update()
-    value = float(loss.detach())
+    value = run.group.average(float(loss.detach()))  # every process sees the same loss, and stops on the same NaN
     if not math.isfinite(value):
         raise InputError("training diverged (loss is not finite); lower the learning rate")
     run.epoch_loss += value * len(x)
@@ -252,22 +285,26 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> Step:
 
 
 def _end_epoch(run: _Run) -> EpochEnd:
-    """Validate, keep the model if it is the best so far, then save history and the resume state."""
+    """Validate, keep the model if it is the best so far, then save history and the resume state (rank 0 only)."""
     progress, epoch = run.progress, run.epoch + 1
+    run.group.average_buffers(run.bare_network)
     metrics = _validate(run, run.split.val) if run.split.val else {}
     train_loss = run.epoch_loss / max(run.seen, 1)
     seconds = round(progress.seconds + time.perf_counter() - run.started, 1)
     record = {"epoch": epoch, "train_loss": train_loss, "lr": run.optimizer.param_groups[0]["lr"], "seconds": seconds, **metrics}
     progress.history.append(record)
     monitored = metrics.get("val_loss", train_loss)
-    if progress.best_epoch is None or monitored < progress.best_val_loss:
+    improved = progress.best_epoch is None or monitored < progress.best_val_loss
+    if improved:
         progress.best_epoch, progress.best_val_loss = epoch, monitored
-        training = {**run.provenance, "best_epoch": epoch, "history": progress.history}
-        save_model(run.network, replace(run.model_config, training=training), run.folder.path)
     progress.epochs_done, progress.seconds = epoch, seconds
     run.started = time.perf_counter()
-    run.folder.write_history(progress.history)
-    run.folder.save_resume_state(run.network, run.optimizer, run.scaler, progress, run.config.to_dict())
+    if run.group.is_main:  # one writer; the other processes hold the same weights and figures
+        if improved:
+            training = {**run.provenance, "best_epoch": epoch, "history": progress.history}
+            save_model(run.bare_network, replace(run.model_config, training=training), run.folder.path)
+        run.folder.write_history(progress.history)
+        run.folder.save_resume_state(run.bare_network, run.optimizer, run.scaler, progress, run.config.to_dict())
     return EpochEnd(epoch, run.config.epochs, record, progress.best_epoch, progress.best_val_loss, list(progress.history))
 
 
@@ -316,12 +353,15 @@ def _learning_rate(config: TrainConfig, progress: float) -> float:
 
 
 def _validate(run: _Run, volumes: list[TrainingVolume]) -> dict:
-    """Validation loss (mean over slices) and per-volume Dice/IoU/accuracy (mean over volumes)."""
-    network, batch_size = run.network, run.config.batch_size
+    """Validation loss (mean over slices) and per-volume Dice/IoU/accuracy (mean over volumes).
+
+    Each process validates its share of the volumes and the sums are added up, so the figures are one process's.
+    """
+    network, batch_size = run.bare_network, run.config.batch_size
     network.eval()
     total_loss, slices, per_volume = 0.0, 0, []
     with torch.no_grad(), autocast(run.precision):
-        for volume in volumes:
+        for volume in run.group.share(volumes):
             counts = Counts(0, 0, 0, 0)
             for start in range(0, len(volume.mask), batch_size):
                 x = torch.from_numpy(volume.image[start : start + batch_size].astype(np.float32)).to(run.device)
@@ -332,11 +372,15 @@ def _validate(run: _Run, volumes: list[TrainingVolume]) -> dict:
                 counts = counts + count((logits > 0).cpu().numpy(), y.cpu().numpy())
             per_volume.append(scores(counts))
     network.train()
+    total_loss, slices, dice, iou, accuracy, volume_count = group.sum([
+        total_loss, slices, sum(s.dice for s in per_volume), sum(s.iou for s in per_volume),
+        sum(s.accuracy for s in per_volume), len(per_volume),
+    ])
     return {
         "val_loss": total_loss / max(slices, 1),
-        "val_dice": float(np.mean([s.dice for s in per_volume])),
-        "val_iou": float(np.mean([s.iou for s in per_volume])),
-        "val_accuracy": float(np.mean([s.accuracy for s in per_volume])),
+        "val_dice": dice / volume_count,
+        "val_iou": iou / volume_count,
+        "val_accuracy": accuracy / volume_count,
     }
 
 

@@ -1,0 +1,223 @@
+"""Several processes as one job, the way `torchrun` and SLURM launch them: who this process is, the process group,
+the few collectives training and batch inference need, and stopping on a scheduler's signal.
+
+torchrun (or `srun` with the same variables) sets RANK / LOCAL_RANK / WORLD_SIZE / LOCAL_WORLD_SIZE. Without
+them, or with WORLD_SIZE 1, a `Group` is one process and every collective is a no-op, so the engine runs the same
+code on a laptop and on a cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+from .device import pick_device
+from .errors import DeviceError, InputError, LggUnetError
+
+T = TypeVar("T")
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")  # Ctrl-C, the scheduler's stop, SLURM's warning before pre-emption
+
+
+@dataclass(frozen=True)
+class Group:
+    """This process's place among the job's processes, and where it computes (`cuda:LOCAL_RANK` on GPUs)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    local_world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone writes files and prints."""
+        return self.rank == 0
+
+    def share(self, items: Sequence[T]) -> list[T]:
+        """This process's disjoint share of `items`: every world-th item from position rank."""
+        return list(items[self.rank :: self.world])
+
+    def sum(self, values: Sequence[float]) -> list[float]:
+        """Element-wise sums of `values` over all processes (float64, so the order of adding hardly matters)."""
+        if self.world == 1:
+            return [float(v) for v in values]
+        device = self.device if self.device.type == "cuda" else torch.device("cpu")  # NCCL reduces GPU tensors
+        tensor = torch.tensor(list(values), dtype=torch.float64, device=device)
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def average(self, value: float) -> float:
+        return self.sum([value])[0] / self.world
+
+    def any(self, flag: bool) -> bool:
+        """True on every process when it is true on one: how a signal that reached one rank stops them all."""
+        return self.sum([float(flag)])[0] > 0
+
+    def gather(self, item: Any) -> list[Any]:
+        """Every process's `item`, in rank order (picklable objects, small ones: rows of a summary)."""
+        if self.world == 1:
+            return [item]
+        gathered: list[Any] = [None] * self.world
+        dist.all_gather_object(gathered, item)
+        return gathered
+
+    def on_main(self, action: Callable[[], None]) -> None:
+        """Run `action` on rank 0 while the others wait; a user error it raises is raised on every process.
+
+        Used for what only one process may do (lock a folder, check it may be written), so that a refusal ends
+        every rank with the same one-line message instead of leaving them waiting.
+        """
+        error: LggUnetError | None = None
+        if self.is_main:
+            try:
+                action()
+            except LggUnetError as raised:
+                if self.world == 1:
+                    raise
+                error = raised
+        if self.world > 1:
+            verdict = [error]
+            dist.broadcast_object_list(verdict, src=0)
+            error = verdict[0]
+        if error is not None:
+            raise error
+
+    def average_buffers(self, network: torch.nn.Module) -> None:
+        """Make batch-norm running statistics the mean over the processes, each of which saw only its own batches,
+        so that every process validates, and rank 0 saves, the same model."""
+        if self.world == 1:
+            return
+        for buffer in network.buffers():
+            if buffer.is_floating_point():
+                dist.all_reduce(buffer)
+                buffer /= self.world
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def wrap(self, network: torch.nn.Module, sync_batchnorm: bool = False) -> torch.nn.Module:
+        """DistributedDataParallel around `network` (already on `device`) when there are several processes."""
+        if self.world == 1:
+            return network
+        if sync_batchnorm:
+            if self.device.type != "cuda":
+                raise DeviceError("--sync-batchnorm needs CUDA GPUs; leave it out on the CPU")
+            network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(network, device_ids=ids)
+
+    def share_of(self, sampler: Sampler) -> Sampler:
+        """This process's share of `sampler`'s draws (the sampler itself for one process)."""
+        return sampler if self.world == 1 else ShareOfDraws(sampler, self.rank, self.world)
+
+
+class ShareOfDraws(Sampler):
+    """Every world-th draw of another sampler, from position rank: the ranks' shares are disjoint and together
+    are exactly what one process would draw, so an epoch's sampling (and its seed) does not depend on the number
+    of processes. `generator` is the wrapped sampler's, reseeded per epoch by the training loop."""
+
+    def __init__(self, sampler: Sampler, rank: int, world: int) -> None:
+        self.sampler, self.rank, self.world = sampler, rank, world
+        self.generator = getattr(sampler, "generator", None)
+
+    def __iter__(self) -> Iterator[int]:
+        for position, index in enumerate(self.sampler):
+            if position % self.world == self.rank:
+                yield index
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.sampler), self.world))
+
+
+def launched_ranks() -> Group:
+    """Rank and world size from torchrun's environment (or an existing process group); one process otherwise."""
+    if dist.is_available() and dist.is_initialized():
+        local_world = _env_int("LOCAL_WORLD_SIZE", 1)
+        return Group(dist.get_rank(), dist.get_world_size(), _env_int("LOCAL_RANK", 0), local_world)
+    world = _env_int("WORLD_SIZE", 1)
+    if world == 1:
+        return Group()
+    rank, local_rank = _env_int("RANK", None), _env_int("LOCAL_RANK", 0)
+    if rank is None or not 0 <= rank < world:
+        raise InputError(f"WORLD_SIZE is {world} but RANK is {os.environ.get('RANK')!r}; start the job with torchrun")
+    return Group(rank, world, local_rank, _env_int("LOCAL_WORLD_SIZE", 1))
+
+
+@contextlib.contextmanager
+def process_group(requested_device: str | torch.device = "auto") -> Iterator[Group]:
+    """This process's `Group`, joined to the job's process group for the duration (NCCL on CUDA, gloo otherwise).
+
+    Under torchrun each process takes the GPU numbered by its LOCAL_RANK. A process group that the caller
+    already initialised is used and left open; one this function opened is closed at the end.
+    """
+    ranks = launched_ranks()
+    device = pick_device(requested_device)
+    if ranks.world == 1:
+        yield Group(device=device)
+        return
+    if device.type == "mps":
+        raise DeviceError("several processes train on CUDA GPUs or the CPU, not on Apple MPS; use --device cpu")
+    if device.type == "cuda":
+        if device.index is None:
+            if ranks.local_rank >= torch.cuda.device_count():
+                raise DeviceError(f"{ranks.local_world} processes on this node but only {torch.cuda.device_count()} "
+                                  "GPUs; start one process per GPU (torchrun --nproc_per_node)")
+            device = torch.device("cuda", ranks.local_rank)
+        torch.cuda.set_device(device)
+    opened = not dist.is_initialized()
+    if opened:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield Group(ranks.rank, ranks.world, ranks.local_rank, ranks.local_world, device)
+    finally:
+        if opened:
+            dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[Callable[[], bool]]:
+    """Yield a `stop` callable that turns true on Ctrl-C, SIGTERM or SIGUSR1, instead of the process dying.
+
+    Training polls it between steps (and agrees on it across processes), so a scheduler's pre-emption ends a run
+    with the resume state on disk and exit code 0. Main thread only (Python's rule for signal handlers).
+    """
+    asked = threading.Event()
+    with _signals_handled(lambda *_: asked.set()):
+        yield asked.is_set
+
+
+@contextlib.contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    """Make SIGTERM and SIGUSR1 raise KeyboardInterrupt like Ctrl-C, so clean-up code runs on a scheduler's stop."""
+    with _signals_handled(signal.default_int_handler):
+        yield
+
+
+@contextlib.contextmanager
+def _signals_handled(handler: Callable[..., Any]) -> Iterator[None]:
+    signals = [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]  # no SIGUSR1 on Windows
+    previous = {number: signal.signal(number, handler) for number in signals}
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+def _env_int(name: str, default: int | None) -> int | None:
+    text = os.environ.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"environment variable {name}={text!r} is not a whole number; start the job with torchrun") from None

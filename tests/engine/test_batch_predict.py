@@ -1,0 +1,69 @@
+"""Cohort predict as a batch job: a killed job continues with --skip-existing, never rewriting a finished mask."""
+
+import csv
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_lgg_unet.cli import main
+from napari_lgg_unet.engine.batch_predict import finished_output
+
+CASES = [f"CASE_{i:02d}" for i in range(12)]
+
+
+@pytest.fixture
+def cohort(tmp_path):
+    """Twelve small Kaggle-layout cases (3 slices of 48x48 RGB each)."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "cohort"
+    for name in CASES:
+        (root / name).mkdir(parents=True)
+        for n in range(1, 4):
+            tifffile.imwrite(root / name / f"{name}_{n}.tif", rng.integers(0, 255, (48, 48, 3), dtype=np.uint8))
+    return root
+
+
+def _stamps(out):
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*_mask.tif")}
+
+
+def test_killed_cohort_job_continues_with_skip_existing_and_never_rewrites_a_finished_mask(tiny_model_dir, cohort, tmp_path, capsys):
+    out = tmp_path / "masks"
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu",
+            "--skip-existing"]
+    job = subprocess.Popen([sys.executable, "-m", "napari_lgg_unet", *argv], stderr=subprocess.PIPE, text=True)
+    first = job.stderr.readline()  # a line per finished case when stderr is a log file
+    job.send_signal(signal.SIGKILL)
+    job.communicate(timeout=60)
+    assert first.startswith("CASE_00:")
+    before = _stamps(out)
+    assert 1 <= len(before) and not (out / "summary.csv").exists()
+
+    assert main(argv) == 0
+    assert "summary in" in capsys.readouterr().out
+    after = _stamps(out)
+    assert sorted(after) == [f"{name}_mask.tif" for name in CASES]
+    assert {name: after[name] for name in before} == before  # finished masks were neither rewritten nor replaced
+    left = sorted(p.name for p in out.iterdir() if not p.name.endswith(".tmp"))  # a killed write may leave its temp file
+    assert left == sorted([*after, "summary.csv"])  # and no journal
+    with open(out / "summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["case"] for row in rows] == CASES and all(row["slices"] == "3" for row in rows)
+    for row in rows:  # the killed attempt's rows come from its journal; sizes agree with the masks
+        mask = tifffile.imread(out / f"{row['case']}_mask.tif")
+        assert int(row["tumour_voxels"]) == np.count_nonzero(mask) and row["tumour_mm3"] == ""
+        assert float(row["seconds"]) > 0
+
+
+def test_without_skip_existing_a_failing_case_removes_the_masks_of_the_run(tiny_model_dir, cohort, tmp_path, capsys):
+    (cohort / CASES[5] / f"{CASES[5]}_2.tif").write_bytes(b"not a tiff")
+    out = tmp_path / "masks"
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu"]
+    assert main(argv) == 2 and "cannot read" in capsys.readouterr().err
+    assert not list(out.glob("*_mask.tif"))
+    assert main([*argv, "--skip-existing"]) == 2
+    assert [finished_output(out, name) is not None for name in CASES[:6]] == [True] * 5 + [False]

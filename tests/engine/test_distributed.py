@@ -1,0 +1,130 @@
+"""Training in two processes as torchrun starts them (gloo on the CPU): shares, one writer, agreed stop, resume."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import napari_lgg_unet
+from napari_lgg_unet.cli import main
+from napari_lgg_unet.engine.dataset import SliceDataset, TrainingVolume, prepare_training_volume, tumour_aware_sampler
+from napari_lgg_unet.engine.distributed import Group, ShareOfDraws
+from napari_lgg_unet.engine.io import load_patient
+from napari_lgg_unet.engine.losses import SegmentationLoss
+from napari_lgg_unet.engine.model import load_model
+from napari_lgg_unet.engine.preprocess import PreprocessConfig
+from napari_lgg_unet.engine.train import _validate
+
+PATIENTS = ["TCGA_CS_4941_19960909", "TCGA_CS_4942_19970222", "TCGA_CS_6665_20010817", "TCGA_DU_5849_19950405"]
+SETTINGS = dict(image_size=64, batch_size=4, lr=1e-3, decoder_channels=[32, 16, 16, 16, 16], workers=0,
+                device="cpu", epochs=2, steps_per_epoch=8, val_fraction=0.5, seed=3)
+WORKER = Path(__file__).with_name("ddp_worker.py")
+TRAIN_ARGS = ["--epochs", "50", "--steps-per-epoch", "3", "--batch-size", "2", "--image-size", "64",
+              "--decoder-channels", "16,16,16,16,16", "--workers", "0", "--val-fraction", "0.5", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def data(lgg_root, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    for name in PATIENTS:
+        (folder / name).symlink_to(lgg_root / name)
+    return folder
+
+
+def _launch(command: list[str], port: int, rank: int, **popen) -> subprocess.Popen:
+    """One of two processes with the variables torchrun sets."""
+    source = str(Path(napari_lgg_unet.__file__).parents[1])
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank), "WORLD_SIZE": "2",
+           "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, *command], env=env, **popen)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ranks_draw_disjoint_shares_that_together_are_what_one_process_draws():
+    sampler = tumour_aware_sampler(_dataset_with_tumour_on(range(0, 40, 3), 40), 30, 0.5, seed=7)
+
+    def drawn(share):  # each process reseeds the sampler at the start of an epoch
+        sampler.generator.manual_seed(7)
+        return list(share)
+
+    draws = drawn(sampler)
+    shares = [drawn(ShareOfDraws(sampler, rank, 4)) for rank in range(4)]
+    assert [len(s) for s in shares] == [len(ShareOfDraws(sampler, r, 4)) for r in range(4)] == [8, 8, 7, 7]
+    assert sorted(sum(shares, [])) == sorted(draws) and shares[1] == draws[1::4]
+    assert Group().share_of(sampler) is sampler and Group().share([1, 2, 3]) == [1, 2, 3]
+
+
+def _dataset_with_tumour_on(slices, total) -> SliceDataset:
+    mask = np.zeros((total, 4, 4), bool)
+    mask[list(slices), 1, 1] = True
+    return SliceDataset([TrainingVolume("v", np.zeros((total, 3, 4, 4), np.float16), mask)])
+
+
+def test_two_process_training_shares_each_epoch_writes_one_model_and_validates_like_one_process(data, tmp_path):
+    out, port = tmp_path / "model", _free_port()
+    ranks = [_launch([str(WORKER), str(data), str(out), str(tmp_path / f"rank{r}.json"), json.dumps(SETTINGS)], port, r)
+             for r in range(2)]
+    assert [p.wait(timeout=600) for p in ranks] == [0, 0]
+    records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "rank0.json", "rank1.json"]
+    model = load_model(out)
+    training = model.config.training
+    assert training["processes"] == 2 and len(training["history"]) == training["best_epoch"]
+
+    # Each epoch's draws are one process's draws of 2 x batch x steps slices, dealt out alternately.
+    preprocess = PreprocessConfig(image_size=SETTINGS["image_size"])
+    scans = {name: load_patient(data / name) for name in PATIENTS}
+    train = SliceDataset([prepare_training_volume(scans[n], preprocess) for n in training["split"]["train"]])
+    per_epoch = SETTINGS["batch_size"] * SETTINGS["steps_per_epoch"]
+    sampler = tumour_aware_sampler(train, 2 * per_epoch, 0.5, SETTINGS["seed"])
+    for epoch in range(SETTINGS["epochs"]):
+        sampler.generator.manual_seed(SETTINGS["seed"] + epoch)
+        draws = list(sampler)
+        for rank, record in enumerate(records):
+            assert record["drawn"][epoch * per_epoch : (epoch + 1) * per_epoch] == draws[rank::2]
+
+    losses = records[0]["losses"]
+    assert records[1]["losses"] == losses and len(losses) == SETTINGS["epochs"] * SETTINGS["steps_per_epoch"]
+    assert np.mean(losses[-4:]) < 0.9 * np.mean(losses[:4])
+
+    # The validation figures of the saved epoch, computed over two processes, are one process's on those weights.
+    val = [prepare_training_volume(scans[n], preprocess) for n in training["split"]["validation"]]
+    assert len(val) == 2
+    single = _validate(model.network, val, SegmentationLoss("dice+bce"), torch.device("cpu"), SETTINGS["batch_size"])
+    saved = training["history"][training["best_epoch"] - 1]
+    for key in ("val_loss", "val_dice", "val_iou", "val_accuracy"):
+        assert saved[key] == pytest.approx(single[key], rel=1e-5, abs=1e-7)
+
+
+def test_sigterm_to_one_rank_stops_both_at_the_same_step_and_one_process_resumes(data, tmp_path, capsys):
+    out, port = tmp_path / "model", _free_port()
+    command = ["-m", "napari_lgg_unet", "train", "--data", str(data), "--out", str(out), *TRAIN_ARGS]
+    main_rank = _launch(command, port, 0, stderr=subprocess.PIPE, text=True)
+    other = _launch(command, port, 1, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for line in main_rank.stderr:
+        if line.startswith("epoch 1:"):  # the first epoch is validated and saved: stop in the middle of the run
+            other.send_signal(signal.SIGTERM)
+            break
+    rest = main_rank.communicate(timeout=300)[1]
+    assert (main_rank.returncode, other.wait(timeout=300)) == (0, 0), rest
+    history = json.loads((out / "history.json").read_text())
+    done = len(history)
+    assert 1 <= done < 50 and "lgg-unet: error" not in rest
+
+    assert main(["train", "--data", str(data), "--out", str(out), *TRAIN_ARGS, "--epochs", str(done + 1), "--resume"]) == 0
+    assert "best epoch" in capsys.readouterr().out
+    assert [row["epoch"] for row in json.loads((out / "history.json").read_text())] == list(range(1, done + 2))
