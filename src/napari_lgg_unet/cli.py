@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Sequence
 
@@ -54,6 +55,30 @@ def _channels(text: str) -> tuple[int, ...]:
     return tuple(int(c) for c in text.split(","))
 
 
+def _variants(text: str) -> tuple[str, ...]:
+    variants = tuple(v for v in text.split(",") if v)
+    if not variants or any(v not in INPUT_VARIANTS for v in variants):
+        raise argparse.ArgumentTypeError(f"{text!r}: give one or more of {', '.join(INPUT_VARIANTS)}, comma-separated")
+    return variants
+
+
+def _augment_settings(text: str) -> dict:
+    """'flair_only=0.3,skull_strip=0.4' -> {'flair_only': 0.3, 'skull_strip': 0.4} (AugmentConfig checks the values)."""
+    known = {f.name: f.type for f in fields(AugmentConfig)}
+    settings = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key not in known or not value:
+            raise argparse.ArgumentTypeError(f"{item!r} is not KEY=VALUE with KEY one of {', '.join(known)}")
+        if known[key] in (bool, "bool"):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise argparse.ArgumentTypeError(f"{key} takes true or false, not {value!r}")
+            settings[key] = value.lower() in ("true", "1")
+        else:
+            settings[key] = float(value)
+    return settings
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lgg-unet", description="Brain tumour (LGG) segmentation with a U-Net.")
     parser.add_argument("--version", action="version", version=f"lgg-unet {__version__}")
@@ -78,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--tumour-fraction", type=float, default=d.tumour_fraction,
                        help="share of sampled slices that show tumour (negative: natural mix)")
     train.add_argument("--no-augment", action="store_true", help="switch augmentation off")
+    train.add_argument("--augment", type=_augment_settings, default={}, metavar="KEY=VALUE,...",
+                       help="change augmentation settings, e.g. flair_only=0.3,skull_strip=0.4 (docs/training-runs.md)")
+    train.add_argument("--validate-on", type=_variants, default=d.validation_variants, metavar="VARIANT,...",
+                       help=f"score validation patients as these inputs ({', '.join(INPUT_VARIANTS)}); "
+                            "the best model has the lowest mean validation loss over them")
     train.add_argument("--steps-per-epoch", type=int, default=None)
     train.add_argument("--workers", type=int, default=None, help="data loading workers (default: number of cores)")
     train.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}")
@@ -159,7 +189,8 @@ def _run_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
         image_size=args.image_size, encoder=args.encoder, decoder_channels=args.decoder_channels, loss=args.loss,
-        augment=AugmentConfig(enabled=not args.no_augment),
+        augment=AugmentConfig(**{**args.augment, **({"enabled": False} if args.no_augment else {})}),
+        validation_variants=args.validate_on,
         tumour_fraction=None if args.tumour_fraction < 0 else args.tumour_fraction,
         workers=args.workers, device=args.device, init=args.init, steps_per_epoch=args.steps_per_epoch,
         resume=args.resume, precision=args.precision, threads=args.threads, hard_negatives=args.hard_negatives,

@@ -140,3 +140,23 @@ def test_leftover_temp_files_of_a_killed_run_are_removed_when_the_folder_is_next
     leftover.write_bytes(b"x" * 1000)
     list(train_model(scans, TrainConfig(epochs=1, steps_per_epoch=2, **FAST), tmp_path / "m"))
     assert not leftover.exists()
+
+
+def test_validation_on_input_variants_records_each_and_selects_on_their_mean_loss(scans, tmp_path):
+    variants = ("as-is", "flair-only", "skull-stripped")
+    config = TrainConfig(epochs=2, steps_per_epoch=3, val_fraction=0.34, validation_variants=variants, **FAST)
+    events = list(train_model(scans, config, tmp_path / "m"))
+    records = [e.record for e in events if isinstance(e, EpochEnd)]
+    for record in records:
+        losses = [record["val_loss"], record["val_loss_flair_only"], record["val_loss_skull_stripped"]]
+        assert record["selection_loss"] == pytest.approx(np.mean(losses))
+        assert {"val_dice", "val_dice_flair_only", "val_dice_skull_stripped"} <= set(record)
+    best = min(records, key=lambda r: r["selection_loss"])
+    assert events[-1].best_epoch == best["epoch"]
+    assert load_model(tmp_path / "m").config.training["config"]["validation_variants"] == list(variants)
+
+
+@pytest.mark.parametrize("variants", [(), ("as-is", "as-is"), ("blurred",)])
+def test_unknown_or_repeated_validation_variants_are_refused(variants):
+    with pytest.raises(InputError, match="input variants"):
+        TrainConfig(validation_variants=variants)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from .brain_mask import brain_mask
 from .preprocess import intensity_ranges
+from .validate import check_bool, check_float
 
 FLAIR = 1  # channel order: pre-contrast, FLAIR, post-contrast
 BIAS_GRID = 4  # control points per side of the smooth bias field
@@ -47,6 +48,18 @@ class AugmentConfig:
     bias_field: float = 0.3  # smooth multiplicative field, exp(+-bias_strength) at its extremes
     bias_strength: float = 0.3
     outliers: float = 0.1  # a few small bright spots
+
+    def __post_init__(self) -> None:
+        check_bool("augment enabled", self.enabled)
+        check_bool("horizontal flip", self.horizontal_flip)
+        for name in ("skull_strip", "missing_sequence", "flair_only", "low_resolution", "bias_field", "outliers",
+                     "shift_fraction", "intensity"):
+            check_float(f"augment {name}", getattr(self, name), 0, 1)
+        check_float("augment zoom_fraction", self.zoom_fraction, 0, 1, high_open=True)
+        check_float("augment rotation_degrees", self.rotation_degrees, 0, 180)
+        check_float("augment shear_degrees", self.shear_degrees, 0, 45)
+        check_float("augment max_downsample", self.max_downsample, 1, 16)
+        check_float("augment bias_strength", self.bias_strength, 0, 3)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -42,6 +42,7 @@ from .precision import PRECISION_CHOICES, Precision, autocast, choose, grad_scal
 from .preprocess import PreprocessConfig
 from .run_folder import RunFolder, RunProgress
 from .validate import check_bool, check_choice, check_float, check_int
+from .variants import check_variants, normalised_variant
 
 MAX_WORKERS = 64
 
@@ -81,6 +82,8 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     resume: bool = False
     sync_batchnorm: bool = False
+    # inputs the validation patients are scored as (engine.variants); the best model has the lowest mean loss over them
+    validation_variants: tuple[str, ...] = ("as-is",)
 
     def __post_init__(self) -> None:
         check_int("epochs", self.epochs, 1, 100_000)
@@ -111,10 +114,12 @@ class TrainConfig:
         check_int("hard-negative refresh interval", self.hard_negatives_every, 1, 100_000)
         check_bool("resume", self.resume)
         check_bool("sync batchnorm", self.sync_batchnorm)
+        check_variants(tuple(self.validation_variants))
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["decoder_channels"] = list(self.decoder_channels)
+        data["validation_variants"] = list(self.validation_variants)
         return data
 
 
@@ -288,12 +293,12 @@ def _end_epoch(run: _Run) -> EpochEnd:
     """Validate, keep the model if it is the best so far, then save history and the resume state (rank 0 only)."""
     progress, epoch = run.progress, run.epoch + 1
     run.group.average_buffers(run.bare_network)
-    metrics = _validate(run, run.split.val) if run.split.val else {}
+    metrics = _validate_variants(run) if run.split.val_variants else {}
     train_loss = run.epoch_loss / max(run.seen, 1)
     seconds = round(progress.seconds + time.perf_counter() - run.started, 1)
     record = {"epoch": epoch, "train_loss": train_loss, "lr": run.optimizer.param_groups[0]["lr"], "seconds": seconds, **metrics}
     progress.history.append(record)
-    monitored = metrics.get("val_loss", train_loss)
+    monitored = metrics.pop("selection_loss", train_loss)
     improved = progress.best_epoch is None or monitored < progress.best_val_loss
     if improved:
         progress.best_epoch, progress.best_val_loss = epoch, monitored
@@ -317,8 +322,12 @@ def _finished(run: _Run) -> Finished:
 @dataclass
 class _Split:
     train: list[TrainingVolume]
-    val: list[TrainingVolume]
+    val_variants: dict[str, list[TrainingVolume]]  # the validation volumes as each input variant
     names: dict[str, list[str]]
+
+    @property
+    def val(self) -> list[TrainingVolume]:
+        return next(iter(self.val_variants.values()), [])
 
 
 def _prepare(scans: list[Scan], config: TrainConfig, preprocess: PreprocessConfig) -> _Split:
@@ -343,13 +352,27 @@ def _prepare(scans: list[Scan], config: TrainConfig, preprocess: PreprocessConfi
             train, val = [held_in], [held_out]
     if not train:
         raise InputError("nothing left to train on after the validation split; lower the validation fraction")
-    return _Split(train, val, {"train": train_names, "validation": val_names, "test": test_names})
+    variants = {variant: [replace(v, image=normalised_variant(v.image, variant)) for v in val]
+                for variant in config.validation_variants} if val else {}
+    return _Split(train, variants, {"train": train_names, "validation": val_names, "test": test_names})
 
 
 def _learning_rate(config: TrainConfig, progress: float) -> float:
     if config.lr_schedule == "cosine":
         return config.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     return config.lr
+
+
+def _validate_variants(run: _Run) -> dict:
+    """Validation figures for each configured input variant: as-is unsuffixed (val_dice), the others suffixed
+    (val_dice_flair_only); `selection_loss` is their mean loss, which picks the best model."""
+    metrics, losses = {}, []
+    for variant, volumes in run.split.val_variants.items():
+        suffix = "" if variant == "as-is" else "_" + variant.replace("-", "_")
+        scored = _validate(run, volumes)
+        metrics.update({f"{key}{suffix}": value for key, value in scored.items()})
+        losses.append(scored["val_loss"])
+    return {**metrics, "selection_loss": float(np.mean(losses))}
 
 
 def _validate(run: _Run, volumes: list[TrainingVolume]) -> dict:
@@ -372,7 +395,7 @@ def _validate(run: _Run, volumes: list[TrainingVolume]) -> dict:
                 counts = counts + count((logits > 0).cpu().numpy(), y.cpu().numpy())
             per_volume.append(scores(counts))
     network.train()
-    total_loss, slices, dice, iou, accuracy, volume_count = group.sum([
+    total_loss, slices, dice, iou, accuracy, volume_count = run.group.sum([
         total_loss, slices, sum(s.dice for s in per_volume), sum(s.iou for s in per_volume),
         sum(s.accuracy for s in per_volume), len(per_volume),
     ])

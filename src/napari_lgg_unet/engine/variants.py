@@ -7,9 +7,15 @@ import numpy as np
 from .augment import FLAIR
 from .brain_mask import brain_mask
 from .errors import InputError
-from .preprocess import channel_view
+from .preprocess import channel_view, intensity_ranges
 
 INPUT_VARIANTS = ("as-is", "flair-only", "skull-stripped")
+
+
+def check_variants(variants: tuple[str, ...]) -> None:
+    unknown = [v for v in variants if v not in INPUT_VARIANTS]
+    if unknown or not variants or len(set(variants)) != len(variants):
+        raise InputError(f"input variants must be distinct names from {', '.join(INPUT_VARIANTS)}; got {', '.join(variants) or 'none'}")
 
 
 def input_variant(image: np.ndarray, rgb: bool | None, variant: str) -> tuple[np.ndarray, bool]:
@@ -24,3 +30,20 @@ def input_variant(image: np.ndarray, rgb: bool | None, variant: str) -> tuple[np
     if variant == "skull-stripped":
         return view * brain_mask(flair)[..., None].astype(view.dtype), True
     return view, True
+
+
+def normalised_variant(image: np.ndarray, variant: str) -> np.ndarray:
+    """A normalised training volume (Z, 3, S, S) in [0, 1] as `variant` would reach the model after preprocessing.
+
+    Unlike the training augmentation, skull stripping here uses the brain mask alone (never the true tumour mask),
+    so validation sees what a user's skull-stripped scan would give.
+    """
+    check_variants((variant,))
+    if variant == "flair-only":
+        return np.repeat(image[:, FLAIR : FLAIR + 1], 3, axis=1)
+    if variant == "skull-stripped":
+        keep = brain_mask(image[:, FLAIR])
+        stripped = image.astype(np.float32) * keep[:, None]
+        low, high = intensity_ranges(stripped.transpose(0, 2, 3, 1)).T[:, None, :, None, None]
+        return np.clip((stripped - low) / np.maximum(high - low, 1e-6), 0, 1).astype(image.dtype)
+    return image
