@@ -44,7 +44,7 @@ def test_train_then_evaluate_writes_the_documented_json(lgg_root, tmp_path, caps
     model = tmp_path / "model"
     argv = ["train", "--data", str(data), "--out", str(model), "--epochs", "1", "--steps-per-epoch", "3",
             "--batch-size", "4", "--image-size", "64", "--decoder-channels", "16,16,16,16,16", "--workers", "0",
-            "--val-fraction", "0.3"]
+            "--val-fraction", "0.3", "--augment", "flair_only=0.5,horizontal_flip=false", "--validate-on", "as-is,flair-only"]
     assert main(argv) == 0
     assert "best epoch 1" in capsys.readouterr().out
     report = tmp_path / "r.json"
@@ -58,10 +58,14 @@ def test_train_then_evaluate_writes_the_documented_json(lgg_root, tmp_path, caps
         assert 0.0 <= row["dice"] <= 1.0 and row["slices"] == len(list((data / name).glob("*_mask.tif")))
     assert result["mean_dice"] == pytest.approx(np.mean([r["dice"] for r in result["patients"].values()]))
     assert main(["evaluate", "--model", str(model), "--data", str(data), "--split", "validation"]) == 0
-    assert main(["calibrate", "--model", str(model), "--data", str(data)]) == 0
+    trained = json.loads((model / CONFIG_FILE).read_text())["training"]
+    assert trained["config"]["augment"]["flair_only"] == 0.5 and not trained["config"]["augment"]["horizontal_flip"]
+    assert "val_dice_flair_only" in trained["history"][0]
+    assert main(["calibrate", "--model", str(model), "--data", str(data), "--input-variants", "as-is,flair-only"]) == 0
     config = json.loads((model / CONFIG_FILE).read_text())
     validation = config["training"]["split"]["validation"]
     assert config["training"]["calibration"]["patients"] == validation and len(validation) == 1
+    assert config["training"]["calibration"]["input_variants"] == ["as-is", "flair-only"]
     assert config["postprocess"]["threshold"] in (0.3, 0.4, 0.5, 0.6, 0.7)
 
 

@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--split", choices=("train", "validation", "test"), default="validation",
                            help="patients of this split recorded in the model's config (default: validation)")
     calibrate.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}")
+    calibrate.add_argument("--input-variants", type=_variants, default=("as-is",), metavar="VARIANT,...",
+                           help=f"choose the setting best on average over these inputs ({', '.join(INPUT_VARIANTS)})")
 
     view = commands.add_parser("view", help="open napari with the plugin on a scan (default: the sample patient)")
     view.add_argument("path", nargs="?", type=Path, default=None, help="patient folder or TIFF")
@@ -326,9 +328,11 @@ def _run_calibrate(args: argparse.Namespace) -> int:
         raise InputError("the default model is part of the installed package and is not changed; copy its folder "
                          f"({resolve_model_path(DEFAULT_MODEL_NAME)}) and calibrate the copy")
     model = load_model(args.model, pick_device(args.device))
-    best, dice = calibrate(model, _evaluation_folders(args, model), resolve_model_path(args.model))
-    print(f"threshold {best.threshold}, min size {best.min_size}, keep largest {best.keep_largest}: "
-          f"mean Dice {dice:.3f} on the {args.split} patients; saved in {args.model}")
+    best, dice = calibrate(model, _evaluation_folders(args, model), resolve_model_path(args.model),
+                           variants=args.input_variants)
+    print(f"threshold {best.threshold}, min size {best.min_size}, min confidence {best.min_confidence}, "
+          f"keep largest {best.keep_largest}: mean Dice {dice:.3f} on the {args.split} patients "
+          f"({', '.join(args.input_variants)}); saved in {args.model}")
     return 0
 
 
