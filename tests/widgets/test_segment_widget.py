@@ -63,6 +63,14 @@ def test_segmenting_a_real_patient_makes_a_tumour_labels_layer_like_the_image(qt
     assert widget.progress.value == widget.progress.max == 6
 
 
+def test_the_chosen_precision_runs_and_the_widget_says_what_ran(qtbot, viewer, segment_widget, notes):
+    widget = segment_widget
+    widget.precision.value = "fp32"
+    run_segment(qtbot, widget)
+    assert notes["error"] == []
+    assert widget.device_note.value.startswith("runs on cpu, fp32")
+
+
 def test_running_again_updates_the_same_layer_and_leaves_a_same_named_user_layer_alone(qtbot, viewer, segment_widget):
     widget = segment_widget
     user = viewer.add_labels(np.full((6, 256, 256), 7, np.uint8), name=f"{PATIENT} tumour")

@@ -10,6 +10,7 @@ from psygnal import SignalInstance
 
 from ..engine.device import DEVICE_CHOICES, auto_device, describe_device
 from ..engine.errors import ModelError
+from ..engine.precision import PRECISION_CHOICES
 from .session_models import model_choices
 
 
@@ -19,6 +20,11 @@ def device_widgets() -> tuple[ComboBox, Label]:
         ComboBox(label="Device", choices=list(DEVICE_CHOICES), value="auto"),
         Label(label="", value=f"auto picks {describe_device(auto_device())}"),
     )
+
+
+def precision_widget() -> ComboBox:
+    """Number format: 'auto' measures once per process what is fastest here (bf16 where the CPU has it)."""
+    return ComboBox(label="Precision", choices=list(PRECISION_CHOICES), value="auto")
 
 
 def model_widgets(label: str, scratch: bool = False) -> tuple[ComboBox, FileEdit]:

@@ -19,7 +19,7 @@ from ..engine.errors import LggUnetError
 from ..engine.model import PostprocessConfig, read_config
 from ..engine.predict import SegmentOptions, SegmentProgress, postprocess
 from . import notify
-from .common import chosen_model, connect_while_alive, device_widgets, model_widgets, optional_path
+from .common import chosen_model, connect_while_alive, device_widgets, model_widgets, optional_path, precision_widget
 from .job import JobRunner
 from .layers import binary_mask, current_slice, image_choices, labels_choices, owned_layer, put_owned_layer
 from .readouts import Readouts, compute_readouts, readouts_text, write_readouts_csv
@@ -42,6 +42,7 @@ class SegmentWidget(Container):
         self.pre_contrast, self.post_contrast = sequence_pickers(viewer)
         self.model, self.model_folder = model_widgets("Model")
         self.device, self.device_note = device_widgets()
+        self.precision = precision_widget()
         self.tta = CheckBox(text="Test-time augmentation (mirror)", value=False)
         defaults = PostprocessConfig()  # replaced by the chosen model's own settings when it has them
         self.threshold = FloatSlider(label="Threshold", min=0.01, max=0.99, step=0.01, value=defaults.threshold)
@@ -65,7 +66,7 @@ class SegmentWidget(Container):
         self.save_button = PushButton(text="Save readouts CSV")
         self.extend([
             self.image, self.pre_contrast, self.post_contrast, self.model, self.model_folder, self.device,
-            self.device_note, self.tta, self.threshold, self.min_size, self.keep_largest, self.min_confidence,
+            self.device_note, self.precision, self.tta, self.threshold, self.min_size, self.keep_largest, self.min_confidence,
             self.show_probability,
             self.segment_button, self.cancel_button, self.progress, self.truth, self.readout, self.csv_path,
             self.save_button,
@@ -118,7 +119,8 @@ class SegmentWidget(Container):
         self.progress.value = 0
         self.job.start(
             segment_job, self._cache, source, device, image, rgb,
-            SegmentOptions(tta=self.tta.value, postprocess=self.postprocess_config()), on_item=self._on_progress,
+            SegmentOptions(tta=self.tta.value, postprocess=self.postprocess_config(), precision=self.precision.value),
+            on_item=self._on_progress,
         )
 
     def _set_running(self, running: bool) -> None:
@@ -128,6 +130,8 @@ class SegmentWidget(Container):
     def _on_progress(self, progress: SegmentProgress) -> None:
         self.progress.max = max(progress.total, 1)
         self.progress.value = progress.done
+        if progress.runs_on:
+            self.device_note.value = f"runs on {progress.runs_on}"
         if progress.result is None:
             return
         source = self._pending

@@ -25,7 +25,7 @@ from ..engine.events import EpochEnd, Finished, Prepared, Step, TrainingEvent
 from ..engine.preprocess import spatial_shape
 from ..engine.train import TrainConfig
 from . import notify
-from .common import chosen_model, device_widgets, model_widgets, optional_path
+from .common import chosen_model, device_widgets, model_widgets, optional_path, precision_widget
 from .job import JobRunner
 from .layers import binary_mask, image_choices, labels_choices
 from .loss_plot import LossPlot
@@ -79,6 +79,7 @@ class TrainWidget(Container):
             value=DEFAULTS.image_size,
         )
         self.device, self.device_note = device_widgets()
+        self.precision = precision_widget()
         self.start_from, self.start_folder = model_widgets("Start from", scratch=True)
         self.output = FileEdit(label="Output folder", mode="d", value=DEFAULT_OUTPUT)
         self.train_button = PushButton(text="Train")
@@ -88,6 +89,7 @@ class TrainWidget(Container):
         self.extend([
             self.pairs, self.add_pair, self.remove_pair, self.folder, self.skip_unlabelled, self.epochs,
             self.batch_size, self.lr, self.val_fraction, self.augment, self.image_size, self.device, self.device_note,
+            self.precision,
             self.start_from, self.start_folder, self.output, self.train_button, self.status, self.epoch_progress,
             self.step_progress,
         ])
@@ -178,6 +180,7 @@ class TrainWidget(Container):
             augment=AugmentConfig(enabled=self.augment.value),
             skip_unlabelled=self.skip_unlabelled.value,
             device=self.device.value,
+            precision=self.precision.value,
             init=chosen_model(self.start_from, self.start_folder),
             workers=0,  # loader processes do not mix with the GUI's threads
             steps_per_epoch=self.steps_per_epoch,
