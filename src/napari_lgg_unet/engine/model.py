@@ -17,7 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_path, write_text_atomic
-from .errors import ModelError
+from .errors import InputError, ModelError
 from .postprocess import PostprocessConfig
 from .preprocess import PreprocessConfig
 from .validate import check_int, from_json
@@ -33,7 +33,10 @@ MAX_DECODER_WIDTH = 1024  # wider decoders only cost memory; refusing early avoi
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a model and reproduce its inputs and outputs."""
+    """Everything needed to rebuild a model and reproduce its inputs and outputs.
+
+    Bad values are an InputError (a setting, e.g. of training); `from_dict` reports a config.json's as a ModelError.
+    """
 
     encoder: str = "resnet18"
     decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 8)
@@ -44,10 +47,10 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.encoder not in smp.encoders.get_encoder_names():
-            raise ModelError(f"unknown encoder {self.encoder!r}; e.g. resnet18, resnet34, efficientnet-b0")
-        check_int("number of decoder stages", len(self.decoder_channels), 3, 5, ModelError)
+            raise InputError(f"unknown encoder {self.encoder!r}; e.g. resnet18, resnet34, efficientnet-b0")
+        check_int("number of decoder stages", len(self.decoder_channels), 3, 5)
         for width in self.decoder_channels:
-            check_int("decoder width", width, 1, MAX_DECODER_WIDTH, ModelError)
+            check_int("decoder width", width, 1, MAX_DECODER_WIDTH)
 
     def to_dict(self) -> dict:
         data = asdict(self)

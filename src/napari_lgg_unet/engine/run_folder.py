@@ -130,7 +130,10 @@ class RunFolder:
             tensors = load_file(str(self.resume_file))
         except (SafetensorError, OSError, ValueError, RuntimeError) as error:
             raise ModelError(f"cannot resume from {self.resume_file}: it is corrupt ({error})") from None
-        progress = from_json(RunProgress, metadata["progress"], ModelError, prefix="resume progress.")
+        try:
+            progress = from_json(RunProgress, metadata["progress"], ModelError, prefix="progress.")
+        except ModelError as error:
+            raise ModelError(f"cannot resume from {self.resume_file}: its {error}") from None
         try:
             network.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("network.")})
             moments: dict[int, dict[str, torch.Tensor]] = {}
