@@ -13,7 +13,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from napari_lgg_unet.engine.model import CONFIG_FILE, WEIGHTS_FILE
+from safetensors.torch import load_file, save_file
+
+from napari_lgg_unet.engine.model import CONFIG_FILE, FORMAT, WEIGHTS_FILE
 
 
 def _copy(good: Path, folder: Path) -> None:
@@ -54,6 +56,13 @@ def _truncated_weights(good: Path, folder: Path) -> None:
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
 
 
+def _weights_of_another_save(good: Path, folder: Path) -> None:
+    """Weights that name another save and do not carry their own config (as models saved by earlier versions do)."""
+    _copy(good, folder)
+    weights = folder / WEIGHTS_FILE
+    save_file(load_file(weights), weights, metadata={"format": FORMAT, "weights_id": "0" * 32})
+
+
 # name -> (make(good_model, folder), phrase of the refusal, whether it is refused before any network is built)
 BAD_MODELS: dict[str, tuple[Callable[[Path, Path], None], str, bool]] = {
     "missing folder": (lambda good, folder: None, "model folder not found", True),
@@ -70,7 +79,7 @@ BAD_MODELS: dict[str, tuple[Callable[[Path, Path], None], str, bool]] = {
     "unknown encoder": (_config_value("encoder", value="resnet9000"), "unknown encoder", True),
     "no weights": (_without_weights, "has a config but no model.safetensors", True),
     "truncated weights": (_truncated_weights, "corrupt", True),
-    "weights of another save": (_config_value("weights_id", value="0" * 32), "weights and config.json differ", True),
+    "weights of another save": (_weights_of_another_save, "come from different saves", True),
     "weights of another decoder": (_config_value("decoder_channels", value=[32, 16, 16, 16, 16]), "does not match", False),
 }
 
