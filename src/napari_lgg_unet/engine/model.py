@@ -14,9 +14,9 @@ from pathlib import Path
 import segmentation_models_pytorch as smp
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from .atomic import atomic_path, write_text_atomic
+from .atomic import write_tensors_atomic, write_text_atomic
 from .errors import InputError, ModelError
 from .postprocess import PostprocessConfig
 from .preprocess import PreprocessConfig
@@ -110,8 +110,7 @@ def save_model(network: torch.nn.Module, config: ModelConfig, folder: str | Path
     }
     config = replace(config, weights_id=uuid.uuid4().hex)
     metadata = {"format": FORMAT, "weights_id": config.weights_id, "config": json.dumps(config.to_dict())}
-    with atomic_path(folder / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
+    write_tensors_atomic(folder / WEIGHTS_FILE, state, metadata)
     write_config(config, folder)
     return folder
 

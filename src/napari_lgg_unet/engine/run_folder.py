@@ -20,9 +20,9 @@ from typing import Any, Iterator
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from .atomic import atomic_path, remove_leftover_temp_files, write_text_atomic
+from .atomic import remove_leftover_temp_files, write_tensors_atomic, write_text_atomic
 from .errors import InputError, ModelError
 from .model import CONFIG_FILE
 from .validate import from_json
@@ -118,8 +118,7 @@ class RunFolder:
             "param_groups": json.dumps(state["param_groups"]),
             "scaler": json.dumps(scaler.state_dict()),
         }
-        with atomic_path(self.resume_file) as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
+        write_tensors_atomic(self.resume_file, tensors, metadata)
 
     def load_resume_state(
         self, network: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
