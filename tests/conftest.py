@@ -1,4 +1,5 @@
-"""Shared fixtures: the real LGG data beside the project (skipped with a reason when absent) and a tiny model."""
+"""Shared fixtures: the real LGG data beside the project (skipped with a reason when absent), the patient that ships in
+the package as a Kaggle-style folder (so tests that need one real patient run anywhere), and a tiny model."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ from pathlib import Path
 import pytest
 
 LGG_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lgg" / "kaggle_3m"
-# Patients of the default model's held-out test split (never trained on), small enough for quick tests.
-TEST_PATIENT = "TCGA_CS_6665_20010817"
 
 
 @pytest.fixture(scope="session")
@@ -16,6 +15,24 @@ def lgg_root() -> Path:
     if not LGG_ROOT.is_dir():
         pytest.skip(f"real LGG data not found at {LGG_ROOT} (../shared/data/lgg beside the project)")
     return LGG_ROOT
+
+
+@pytest.fixture(scope="session")
+def sample_patient_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The packaged sample patient (held out from the default model's training) laid out as the Kaggle dataset has it:
+    `<patient>_<n>.tif` slices (n from 1) with `<patient>_<n>_mask.tif` (0/255), pixels unchanged."""
+    import tifffile
+
+    from napari_lgg_unet.sample_data import SAMPLE_PATIENT, sample_folder
+
+    image = tifffile.imread(sample_folder() / f"{SAMPLE_PATIENT}_image.tif")
+    mask = tifffile.imread(sample_folder() / f"{SAMPLE_PATIENT}_mask.tif")
+    folder = tmp_path_factory.mktemp("kaggle") / SAMPLE_PATIENT
+    folder.mkdir()
+    for number, (slice_image, slice_mask) in enumerate(zip(image, mask), start=1):
+        tifffile.imwrite(folder / f"{SAMPLE_PATIENT}_{number}.tif", slice_image)
+        tifffile.imwrite(folder / f"{SAMPLE_PATIENT}_{number}_mask.tif", (slice_mask > 0).astype("uint8") * 255)
+    return folder
 
 
 @pytest.fixture(scope="session")

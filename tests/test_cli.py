@@ -11,7 +11,7 @@ import torch
 
 from napari_lgg_unet.cli import main
 from napari_lgg_unet.engine.model import CONFIG_FILE
-from tests.conftest import TEST_PATIENT
+from napari_lgg_unet.sample_data import SAMPLE_PATIENT
 
 
 def _one_line_error(capsys, argv):
@@ -22,11 +22,11 @@ def _one_line_error(capsys, argv):
     return err
 
 
-def test_predict_writes_a_0_255_mask_with_the_patient_shape(lgg_root, tiny_model_dir, tmp_path, capsys):
+def test_predict_writes_a_0_255_mask_with_the_patient_shape(sample_patient_dir, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "mask.tif"
-    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(lgg_root / TEST_PATIENT), "--output", str(out)]) == 0
+    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(sample_patient_dir), "--output", str(out)]) == 0
     mask = tifffile.imread(out)
-    n = len(list((lgg_root / TEST_PATIENT).glob("*_mask.tif")))
+    n = len(list(sample_patient_dir.glob("*_mask.tif")))
     assert mask.shape == (n, 256, 256) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
 
 
@@ -36,11 +36,12 @@ def test_predict_on_a_tiff_stack_keeps_its_shape(tiny_model_dir, tmp_path):
     assert tifffile.imread(tmp_path / "o.tif").shape == (3, 70, 90)
 
 
-def test_train_then_evaluate_writes_the_documented_json(lgg_root, tmp_path, capsys):
+def test_train_then_evaluate_writes_the_documented_json(lgg_root, sample_patient_dir, tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
-    for name in ("TCGA_CS_4941_19960909", "TCGA_CS_4942_19970222", TEST_PATIENT):
+    for name in ("TCGA_CS_4941_19960909", "TCGA_CS_4942_19970222"):
         (data / name).symlink_to(lgg_root / name)
+    (data / SAMPLE_PATIENT).symlink_to(sample_patient_dir)
     model = tmp_path / "model"
     argv = ["train", "--data", str(data), "--out", str(model), "--epochs", "1", "--steps-per-epoch", "3",
             "--batch-size", "4", "--image-size", "64", "--decoder-channels", "16,16,16,16,16", "--workers", "0",

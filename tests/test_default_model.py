@@ -10,7 +10,7 @@ from napari_lgg_unet.engine.io import load_patient
 from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import WEIGHTS_FILE, default_model_path, load_model
 from napari_lgg_unet.engine.predict import segment_volume
-from tests.conftest import TEST_PATIENT
+from napari_lgg_unet.sample_data import SAMPLE_PATIENT
 
 CARD_RESULTS = Path(__file__).resolve().parents[1] / "docs" / "default-model-test.json"
 
@@ -26,13 +26,13 @@ def test_default_model_loads_by_name_and_is_small(default_model):
     assert "calibration" in default_model.config.training
 
 
-def test_default_model_matches_its_model_card_on_a_held_out_patient(default_model, lgg_root):
+def test_default_model_matches_its_model_card_on_a_held_out_patient(default_model, sample_patient_dir):
     split = default_model.config.training["split"]
-    assert TEST_PATIENT in split["test"]
-    assert TEST_PATIENT not in split["train"] + split["validation"]
-    scan = load_patient(lgg_root / TEST_PATIENT)
+    assert SAMPLE_PATIENT in split["test"]
+    assert SAMPLE_PATIENT not in split["train"] + split["validation"]
+    scan = load_patient(sample_patient_dir)
     dice = volume_scores(segment_volume(default_model, scan.image).mask, scan.mask).dice
-    reported = json.loads(CARD_RESULTS.read_text())["patients"][TEST_PATIENT]["dice"]
+    reported = json.loads(CARD_RESULTS.read_text())["patients"][SAMPLE_PATIENT]["dice"]
     assert dice == pytest.approx(reported, abs=0.01)
 
 

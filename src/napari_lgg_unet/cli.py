@@ -186,8 +186,9 @@ def _segment_options(args: argparse.Namespace, default: PostprocessConfig) -> Se
                           backend=args.backend)
 
 
-def _run_train(args: argparse.Namespace) -> int:
-    config = TrainConfig(
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The training settings a `train` command line asks for (TrainConfig checks them)."""
+    return TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
         image_size=args.image_size, encoder=args.encoder, decoder_channels=args.decoder_channels, loss=args.loss,
@@ -198,6 +199,10 @@ def _run_train(args: argparse.Namespace) -> int:
         resume=args.resume, precision=args.precision, threads=args.threads, hard_negatives=args.hard_negatives,
         hard_negatives_every=args.hard_negatives_every, sync_batchnorm=args.sync_batchnorm,
     )
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    config = train_config(args)
     pick_device(config.device)
     main_process = launched_ranks().is_main
     if main_process:

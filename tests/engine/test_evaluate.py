@@ -10,7 +10,6 @@ from napari_lgg_unet.engine.variants import input_variant
 from napari_lgg_unet.engine.model import load_model
 from napari_lgg_unet.engine.predict import segment_volume
 from napari_lgg_unet.sample_data import SAMPLE_PATIENT, sample_folder
-from tests.conftest import TEST_PATIENT
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +47,9 @@ def test_as_is_leaves_the_scan_alone_and_unknown_variants_are_refused(sample):
         input_variant(image, True, "t2-only")
 
 
-def test_cli_evaluates_an_input_variant(lgg_root, tiny_model_dir, tmp_path, capsys):
+def test_cli_evaluates_an_input_variant(sample_patient_dir, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "r.json"
-    argv = ["evaluate", "--model", str(tiny_model_dir), "--data", str(lgg_root / TEST_PATIENT),
+    argv = ["evaluate", "--model", str(tiny_model_dir), "--data", str(sample_patient_dir),
             "--input-variant", "skull-stripped", "--min-confidence", "0.9", "--json", str(out)]
     assert main(argv) == 0
-    assert TEST_PATIENT in json.loads(out.read_text())["patients"]
+    assert SAMPLE_PATIENT in json.loads(out.read_text())["patients"]

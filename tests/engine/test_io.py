@@ -4,27 +4,27 @@ import tifffile
 
 from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.io import load_patient, load_scan, patient_folders, write_mask_tiff
-from tests.conftest import TEST_PATIENT
+from napari_lgg_unet.sample_data import SAMPLE_PATIENT
 
 
-def test_real_patient_loads_in_numeric_slice_order_with_boolean_masks(lgg_root):
-    folder = lgg_root / TEST_PATIENT
+def test_real_patient_loads_in_numeric_slice_order_with_boolean_masks(sample_patient_dir):
+    folder = sample_patient_dir
     scan = load_patient(folder)
     n = len(list(folder.glob("*_mask.tif")))
     assert scan.image.shape == (n, 256, 256, 3) and scan.image.dtype == np.uint8
     assert scan.mask.shape == (n, 256, 256) and scan.mask.dtype == bool
     # Slice 10 must sit at index 9 (text sorting would put it after slice 1).
-    np.testing.assert_array_equal(scan.image[9], tifffile.imread(folder / f"{TEST_PATIENT}_10.tif"))
-    on_disk = tifffile.imread(folder / f"{TEST_PATIENT}_10_mask.tif")
+    np.testing.assert_array_equal(scan.image[9], tifffile.imread(folder / f"{SAMPLE_PATIENT}_10.tif"))
+    on_disk = tifffile.imread(folder / f"{SAMPLE_PATIENT}_10_mask.tif")
     assert set(np.unique(on_disk)) <= {0, 255}
     np.testing.assert_array_equal(scan.mask[9], on_disk > 0)
     assert scan.mask.any()
 
 
-def test_root_folder_yields_every_patient(lgg_root):
+def test_root_folder_yields_every_patient(lgg_root, sample_patient_dir):
     folders = patient_folders(lgg_root)
     assert len(folders) == len([p for p in lgg_root.iterdir() if p.is_dir()])
-    assert patient_folders(lgg_root / TEST_PATIENT) == [lgg_root / TEST_PATIENT]
+    assert patient_folders(sample_patient_dir) == [sample_patient_dir]
 
 
 @pytest.mark.parametrize("shape", [(40, 50), (40, 50, 3), (4, 40, 50), (4, 40, 50, 3)])

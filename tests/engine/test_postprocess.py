@@ -5,7 +5,6 @@ import numpy as np
 from napari_lgg_unet.engine.calibrate import calibrate, candidates
 from napari_lgg_unet.engine.model import load_model, read_config
 from napari_lgg_unet.engine.postprocess import PostprocessConfig, postprocess
-from tests.conftest import TEST_PATIENT
 
 
 def _two_confident_pieces_and_a_hesitant_one() -> np.ndarray:
@@ -44,10 +43,10 @@ def test_calibration_tries_keep_largest_only_when_asked_and_no_moot_confidence_l
     assert any(c.keep_largest for c in candidates(keep_largest=True))
 
 
-def test_calibration_over_input_variants_records_them_and_never_picks_keep_largest(lgg_root, tiny_model_dir, tmp_path):
+def test_calibration_over_input_variants_records_them_and_never_picks_keep_largest(sample_patient_dir, tiny_model_dir, tmp_path):
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model_dir)
-    folders = [lgg_root / TEST_PATIENT]
+    folders = [sample_patient_dir]
     best, dice = calibrate(load_model(model_dir), folders, model_dir, variants=("as-is", "flair-only"))
     recorded = read_config(model_dir)
     assert recorded.postprocess == best and not best.keep_largest

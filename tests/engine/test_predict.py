@@ -5,11 +5,10 @@ from napari_lgg_unet.engine.io import load_patient
 from napari_lgg_unet.engine.model import load_model
 from napari_lgg_unet.engine.postprocess import PostprocessConfig
 from napari_lgg_unet.engine.predict import SegmentOptions, postprocess, segment_steps, segment_volume
-from tests.conftest import TEST_PATIENT
 
 
-def test_predict_on_a_real_patient_returns_masks_of_the_input_shape(lgg_root, tiny_model_dir):
-    scan = load_patient(lgg_root / TEST_PATIENT)
+def test_predict_on_a_real_patient_returns_masks_of_the_input_shape(sample_patient_dir, tiny_model_dir):
+    scan = load_patient(sample_patient_dir)
     result = segment_volume(load_model(tiny_model_dir), scan.image, rgb=True)
     assert result.mask.shape == scan.mask.shape and result.mask.dtype == np.uint8
     assert result.probability.shape == scan.mask.shape

@@ -1,4 +1,7 @@
-"""Every error a user can cause is one notification, the widgets keep working and no layer changes."""
+"""Every error a user can cause is one notification, the widgets keep working and no layer changes.
+
+Bad images and bad model folders are catalogued in test_bad_input_widgets.py.
+"""
 
 from __future__ import annotations
 
@@ -22,36 +25,6 @@ def test_segment_without_an_image_layer_explains_what_to_do(viewer, widgets, not
     segment.segment_button.clicked()
     assert "no image layer" in notes["error"][0]
     assert not segment.running and segment.segment_button.enabled
-
-
-def test_a_4d_image_is_refused_with_a_hint_and_nothing_changes(viewer, widgets, notes):
-    segment, train = widgets
-    viewer.add_image(np.zeros((2, 3, 32, 32), np.float32), name="4d")
-    viewer.add_labels(np.ones((2, 3, 32, 32), np.uint8), name="4d labels")
-    before = snapshot(viewer)
-    segment.segment_button.clicked()
-    train.train_button.clicked()
-    assert len(notes["error"]) == 2 and all("2D or 3D" in message for message in notes["error"])
-    assert not train.running and train.train_button.text == "Train"
-    assert_unchanged(before, snapshot(viewer))
-
-
-def test_missing_or_corrupt_model_folder_is_reported(viewer, widgets, notes, tmp_path, qtbot):
-    segment, _ = widgets
-    viewer.add_image(np.random.default_rng(0).random((2, 32, 32), dtype=np.float32), name="scan")
-    before = snapshot(viewer)
-    segment.model.value = "folder"
-    segment.model_folder.value = tmp_path / "absent"
-    segment.segment_button.clicked()
-    assert "model folder not found" in notes["error"][-1]
-    (tmp_path / "corrupt").mkdir()
-    (tmp_path / "corrupt" / "config.json").write_text("{not json")
-    segment.model_folder.value = tmp_path / "corrupt"
-    segment.segment_button.clicked()
-    qtbot.waitUntil(lambda: not segment.running, timeout=30_000)
-    assert "corrupt" in notes["error"][-1]
-    assert_unchanged(before, snapshot(viewer))
-    assert segment.segment_button.enabled
 
 
 def malformed_configs(valid: dict) -> dict[str, str]:

@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import safetensors.torch
+import torch
+
 TEMP_MARKER = ".tmp"
 STALE_SECONDS = 600  # a temp file this old belongs to no live writer (ours write in seconds)
 
@@ -58,3 +61,11 @@ def _umask() -> int:
 def write_text_atomic(target: str | Path, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_tensors_atomic(target: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """A safetensors file, through our own temporary file: safetensors' writer makes its own `.tmpXXXXXX` beside the
+    target, which a kill leaves behind under a name our clean-up cannot claim."""
+    data = safetensors.torch.save(tensors, metadata=metadata)
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)

@@ -13,6 +13,7 @@ import csv
 import glob
 import io
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -52,15 +53,16 @@ def segment_cohort(
 ) -> Iterator[CaseSummary | None]:
     """Segment this process's share of `cases` into `out_dir`, yielding a summary per case (None when skipped).
 
-    All or nothing unless `skip_existing`: if a case fails, the masks this call wrote are removed, so a half-done
-    cohort is not mistaken for a finished one. With `skip_existing`, cases that already have a mask are not read
-    and finished masks stay when a later case fails.
+    All or nothing unless `skip_existing`: if a case fails, the masks this call wrote and their summary rows are
+    removed, so a half-done cohort is not mistaken for a finished one. With `skip_existing`, cases that already have a
+    mask are not read and finished masks stay when a later case fails.
     """
     share = group.share(cases)  # shared out before anything is skipped, so every process agrees on its share
     todo = [c for c in share if not (skip_existing and finished_output(out_dir, c.name))]
     journal = out_dir / f".summary.rank{group.rank}.csv"
     written: list[Path] = []
     out_dir.mkdir(parents=True, exist_ok=True)
+    journal_size = journal.stat().st_size if journal.exists() else 0
     try:
         yield from (None for _ in range(len(share) - len(todo)))
         for done in segment_scans(model, todo, options, read_ahead=read_ahead):
@@ -74,6 +76,10 @@ def segment_cohort(
         if not skip_existing:
             for path in written:
                 path.unlink(missing_ok=True)
+            if journal_size:
+                os.truncate(journal, journal_size)  # rows of earlier attempts stay
+            else:
+                journal.unlink(missing_ok=True)
         raise
 
 

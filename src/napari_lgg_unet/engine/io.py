@@ -59,6 +59,8 @@ def read_tiff(path: str | Path) -> np.ndarray:
         data = tifffile.imread(path)
     except Exception as error:  # tifffile raises many types for broken files
         raise InputError(f"cannot read {path} as a TIFF image ({error.__class__.__name__}: {error})") from None
+    if data.ndim < 2 or data.size == 0:  # tifffile reads some broken files as an empty array
+        raise InputError(f"{path} holds no image (shape {data.shape}); it is empty or corrupt")
     if data.dtype not in SUPPORTED_DTYPES and data.dtype != bool:
         if np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating):
             data = data.astype(np.float32)

@@ -14,10 +14,10 @@ from pathlib import Path
 import segmentation_models_pytorch as smp
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from .atomic import atomic_path, write_text_atomic
-from .errors import ModelError
+from .atomic import write_tensors_atomic, write_text_atomic
+from .errors import InputError, ModelError
 from .postprocess import PostprocessConfig
 from .preprocess import PreprocessConfig
 from .validate import check_int, from_json
@@ -33,7 +33,10 @@ MAX_DECODER_WIDTH = 1024  # wider decoders only cost memory; refusing early avoi
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a model and reproduce its inputs and outputs."""
+    """Everything needed to rebuild a model and reproduce its inputs and outputs.
+
+    Bad values are an InputError (a setting, e.g. of training); `from_dict` reports a config.json's as a ModelError.
+    """
 
     encoder: str = "resnet18"
     decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 8)
@@ -44,10 +47,10 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.encoder not in smp.encoders.get_encoder_names():
-            raise ModelError(f"unknown encoder {self.encoder!r}; e.g. resnet18, resnet34, efficientnet-b0")
-        check_int("number of decoder stages", len(self.decoder_channels), 3, 5, ModelError)
+            raise InputError(f"unknown encoder {self.encoder!r}; e.g. resnet18, resnet34, efficientnet-b0")
+        check_int("number of decoder stages", len(self.decoder_channels), 3, 5)
         for width in self.decoder_channels:
-            check_int("decoder width", width, 1, MAX_DECODER_WIDTH, ModelError)
+            check_int("decoder width", width, 1, MAX_DECODER_WIDTH)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -95,8 +98,9 @@ def build_network(config: ModelConfig) -> torch.nn.Module:
 def save_model(network: torch.nn.Module, config: ModelConfig, folder: str | Path, half: bool = False) -> Path:
     """Write weights then config, each atomically; `half` stores float16 to halve the size.
 
-    Weights and config carry the same fresh `weights_id`, so a reader that catches the folder between the two
-    renames sees a mismatch instead of silently pairing new weights with an old config.
+    Weights and config carry the same fresh `weights_id`, and the weights also carry the config itself: a folder
+    caught (or killed) between the two renames still loads, as the new model, instead of pairing new weights with an
+    old config.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -105,8 +109,8 @@ def save_model(network: torch.nn.Module, config: ModelConfig, folder: str | Path
         for k, v in network.state_dict().items()
     }
     config = replace(config, weights_id=uuid.uuid4().hex)
-    with atomic_path(folder / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"format": FORMAT, "weights_id": config.weights_id})
+    metadata = {"format": FORMAT, "weights_id": config.weights_id, "config": json.dumps(config.to_dict())}
+    write_tensors_atomic(folder / WEIGHTS_FILE, state, metadata)
     write_config(config, folder)
     return folder
 
@@ -140,13 +144,22 @@ def read_config(folder: str | Path) -> ModelConfig:
     if config_path.stat().st_size > MAX_CONFIG_BYTES:
         raise ModelError(f"{config_path} is too large to be a model config")
     try:
-        data = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        text = config_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
         raise ModelError(f"{config_path} is corrupt ({error})") from None
+    return _parse_config(text, str(config_path))
+
+
+def _parse_config(text: str, where: str) -> ModelConfig:
+    """A config from JSON text, fully checked before anything is built from it; `where` names it in errors."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ModelError(f"{where} is corrupt ({error})") from None
     except RecursionError:
-        raise ModelError(f"{config_path} is corrupt (nested too deeply)") from None
+        raise ModelError(f"{where} is corrupt (nested too deeply)") from None
     if not isinstance(data, dict):
-        raise ModelError(f"{config_path} is corrupt (not a JSON object)")
+        raise ModelError(f"{where} is corrupt (not a JSON object)")
     return ModelConfig.from_dict(data)
 
 
@@ -159,12 +172,15 @@ def load_model(folder: str | Path, device: torch.device | str = "cpu") -> Loaded
         raise ModelError(f"{path} has a config but no {WEIGHTS_FILE}")
     try:
         with safe_open(str(weights), "pt") as handle:
-            weights_id = (handle.metadata() or {}).get("weights_id", "")
+            metadata = handle.metadata() or {}
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise ModelError(f"{weights} is corrupt ({error})") from None
-    if config.weights_id and weights_id != config.weights_id:
-        raise ModelError(f"{path} is being written (its weights and config.json differ); try again in a moment")
+    if config.weights_id and metadata.get("weights_id", "") != config.weights_id:
+        # caught between writing the weights and config.json: the weights carry the config they were saved with
+        if "config" not in metadata:
+            raise ModelError(f"{path}: its weights and config.json come from different saves; save the model again")
+        config = _parse_config(metadata["config"], f"the config saved in {weights}")
     network = build_network(config)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:

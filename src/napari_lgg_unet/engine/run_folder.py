@@ -20,9 +20,9 @@ from typing import Any, Iterator
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from .atomic import atomic_path, remove_leftover_temp_files, write_text_atomic
+from .atomic import remove_leftover_temp_files, write_tensors_atomic, write_text_atomic
 from .errors import InputError, ModelError
 from .model import CONFIG_FILE
 from .validate import from_json
@@ -118,8 +118,7 @@ class RunFolder:
             "param_groups": json.dumps(state["param_groups"]),
             "scaler": json.dumps(scaler.state_dict()),
         }
-        with atomic_path(self.resume_file) as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
+        write_tensors_atomic(self.resume_file, tensors, metadata)
 
     def load_resume_state(
         self, network: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
@@ -130,7 +129,10 @@ class RunFolder:
             tensors = load_file(str(self.resume_file))
         except (SafetensorError, OSError, ValueError, RuntimeError) as error:
             raise ModelError(f"cannot resume from {self.resume_file}: it is corrupt ({error})") from None
-        progress = from_json(RunProgress, metadata["progress"], ModelError, prefix="resume progress.")
+        try:
+            progress = from_json(RunProgress, metadata["progress"], ModelError, prefix="progress.")
+        except ModelError as error:
+            raise ModelError(f"cannot resume from {self.resume_file}: its {error}") from None
         try:
             network.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("network.")})
             moments: dict[int, dict[str, torch.Tensor]] = {}

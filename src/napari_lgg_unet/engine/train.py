@@ -234,8 +234,11 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Gro
     )
     provenance = {"config": config.to_dict(), "split": split.names, "train_slices": len(dataset), "device": chosen.label,
                   "processes": group.world}
-    return _Run(config, folder, group, device, chosen, group.wrap(network, config.sync_batchnorm), model_config, optimizer, scaler,
-                SegmentationLoss(config.loss, config.bce_weight), split, loader, steps, provenance, progress)
+    run = _Run(config, folder, group, device, chosen, group.wrap(network, config.sync_batchnorm), model_config, optimizer,
+               scaler, SegmentationLoss(config.loss, config.bce_weight), split, loader, steps, provenance, progress)
+    if config.resume and progress.best_epoch == progress.epochs_done and group.is_main:
+        _save_best_model(run)  # the run may have been killed after its resume state, before its model was written
+    return run
 
 
 def _prepared(run: _Run) -> Prepared:
@@ -290,7 +293,10 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> Step:
 
 
 def _end_epoch(run: _Run) -> EpochEnd:
-    """Validate, keep the model if it is the best so far, then save history and the resume state (rank 0 only)."""
+    """Validate, then save the resume state, the model if it is the best so far, and the history (rank 0 only).
+
+    The resume state goes first: a run killed before its model is written rewrites that model when resumed.
+    """
     progress, epoch = run.progress, run.epoch + 1
     run.group.average_buffers(run.bare_network)
     metrics = _validate_variants(run) if run.split.val_variants else {}
@@ -305,12 +311,17 @@ def _end_epoch(run: _Run) -> EpochEnd:
     progress.epochs_done, progress.seconds = epoch, seconds
     run.started = time.perf_counter()
     if run.group.is_main:  # one writer; the other processes hold the same weights and figures
-        if improved:
-            training = {**run.provenance, "best_epoch": epoch, "history": progress.history}
-            save_model(run.bare_network, replace(run.model_config, training=training), run.folder.path)
-        run.folder.write_history(progress.history)
         run.folder.save_resume_state(run.bare_network, run.optimizer, run.scaler, progress, run.config.to_dict())
+        if improved:
+            _save_best_model(run)
+        run.folder.write_history(progress.history)
     return EpochEnd(epoch, run.config.epochs, record, progress.best_epoch, progress.best_val_loss, list(progress.history))
+
+
+def _save_best_model(run: _Run) -> None:
+    """Write the network as it is now as the run's best model, with the run's provenance and history."""
+    training = {**run.provenance, "best_epoch": run.progress.best_epoch, "history": run.progress.history}
+    save_model(run.bare_network, replace(run.model_config, training=training), run.folder.path)
 
 
 def _finished(run: _Run) -> Finished:

@@ -134,6 +134,8 @@ def _check_dimensions(path: Path, shape: tuple[int, ...]) -> None:
     if len(shape) > 4:
         raise InputError(f"{path} has {len(shape)} dimensions {shape}; only 3D volumes and 4D volumes with one "
                          "channel per MRI sequence can be read")
+    if 0 in shape:
+        raise InputError(f"{path} has shape {shape}: it holds no voxels")
 
 
 def read_nifti(path: str | Path) -> Volume:

@@ -1,0 +1,109 @@
+"""The widget part of the bad-input catalogue (see tests/test_bad_input_catalogue.py): every bad image, model folder
+or layer choice ends as error notifications, the widget is ready again, and no layer is added or changed.
+
+Cases already covered in test_widget_errors.py (no image layer, mismatched or empty labels, a malformed config while
+choosing a model) are not repeated here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bad_inputs import BAD_IMAGES, BAD_MODELS, make_bad_model
+from napari_lgg_unet.engine.run_folder import RunFolder
+
+from widget_helpers import assert_unchanged, dock, snapshot
+
+
+def _press(widget, button, qtbot) -> None:
+    """Press `button` and wait until the job it may have started has ended."""
+    button.clicked()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+
+
+def _refused(notes, phrase: str) -> None:
+    assert notes["error"], "no error notification"
+    assert any(phrase in message for message in notes["error"]), notes["error"]
+    assert all("\n" not in message for message in notes["error"])
+
+
+@pytest.fixture
+def segment(viewer, tiny_model_dir):
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value = "folder"
+    widget.model_folder.value = tiny_model_dir
+    return widget
+
+
+@pytest.fixture
+def train(viewer, tmp_path):
+    widget = dock(viewer, "Train U-Net")
+    widget.image_size.value, widget.batch_size.value, widget.epochs.value = 64, 2, 1
+    widget.output.value = tmp_path / "models"
+    widget.steps_per_epoch = 1
+    return widget
+
+
+@pytest.mark.parametrize("name", BAD_IMAGES)
+def test_segment_refuses_a_bad_image(name, viewer, segment, notes, qtbot):
+    make, phrase = BAD_IMAGES[name]
+    segment.image.value = viewer.add_image(make(), name="scan")
+    before = snapshot(viewer)
+    _press(segment, segment.segment_button, qtbot)
+    _refused(notes, phrase)
+    assert_unchanged(before, snapshot(viewer))
+    assert segment.segment_button.enabled
+
+
+@pytest.mark.parametrize("name", BAD_IMAGES)
+def test_training_refuses_a_bad_image_and_writes_no_model(name, viewer, train, notes, qtbot, tmp_path):
+    make, phrase = BAD_IMAGES[name]
+    image = viewer.add_image(make(), name="scan")
+    labels = viewer.add_labels(np.ones(image.data.shape[:-1] if image.rgb else image.data.shape, np.uint8), name="tumour")
+    train.pairs[0].image_layer.value, train.pairs[0].labels_layer.value = image, labels
+    before = snapshot(viewer)
+    _press(train, train.train_button, qtbot)
+    _refused(notes, phrase)
+    assert_unchanged(before, snapshot(viewer))
+    assert train.train_button.text == "Train"
+    assert not any(RunFolder(run).holds_model() for run in (tmp_path / "models").glob("run-*"))
+
+
+@pytest.mark.parametrize("name", BAD_MODELS)
+def test_segment_refuses_a_bad_model_folder(name, viewer, segment, notes, qtbot, tiny_model_dir, tmp_path):
+    _, phrase, _ = BAD_MODELS[name]
+    viewer.add_image(np.random.default_rng(0).random((2, 32, 32), dtype=np.float32), name="scan")
+    before = snapshot(viewer)
+    segment.model_folder.value = make_bad_model(name, tiny_model_dir, tmp_path)
+    _press(segment, segment.segment_button, qtbot)
+    _refused(notes, phrase)
+    assert_unchanged(before, snapshot(viewer))
+    assert segment.segment_button.enabled
+
+
+def _on_another_grid(viewer) -> tuple:
+    flair = viewer.add_image(np.zeros((3, 32, 32), np.float32), name="FLAIR")
+    return flair, viewer.add_image(np.zeros((3, 32, 40), np.float32), name="T1"), "share one grid"
+
+
+def _colour_layer_as_a_sequence(viewer) -> tuple:
+    flair = viewer.add_image(np.zeros((3, 32, 32), np.float32), name="FLAIR")
+    return flair, viewer.add_image(np.zeros((3, 32, 32, 3), np.uint8), name="T1", rgb=True), "colour channels"
+
+
+@pytest.mark.parametrize("layers", [_on_another_grid, _colour_layer_as_a_sequence], ids=["on another grid", "in colour"])
+def test_segment_refuses_a_t1_layer_that_cannot_join_the_flair(layers, viewer, segment, notes, qtbot):
+    flair, t1, phrase = layers(viewer)
+    segment.image.value, segment.pre_contrast.value = flair, t1
+    before = snapshot(viewer)
+    _press(segment, segment.segment_button, qtbot)
+    _refused(notes, phrase)
+    assert_unchanged(before, snapshot(viewer))
+
+
+def test_training_refuses_a_missing_training_folder(viewer, train, notes, qtbot, tmp_path):
+    train.folder.value = tmp_path / "absent"
+    _press(train, train.train_button, qtbot)
+    _refused(notes, "training folder not found")
+    assert not (tmp_path / "models").exists()
