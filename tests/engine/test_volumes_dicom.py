@@ -82,3 +82,12 @@ def test_dicom_folders_that_cannot_be_read_as_one_scan_are_refused(tmp_path):
     _slice(mixed, "b.dcm", "9.9", "FLAIR", 2.5, np.zeros((ROWS + 2, COLUMNS)))
     with pytest.raises(InputError, match="mixes images of different sizes"):
         load_scan(mixed)
+
+
+def test_a_volume_file_is_read_whatever_dicom_folders_lie_beside_it(tmp_path):
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((5, 6, 3), np.float32), np.eye(4)), tmp_path / "scan.nii.gz")
+    _series(tmp_path / "study_t1", "AX T1")  # another patient's study beside it, named like a sequence folder
+    _series(tmp_path / "study_t1", "SAG T1")
+    assert load_scan(tmp_path / "scan.nii.gz").image.shape == (3, 6, 5)
