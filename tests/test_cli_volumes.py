@@ -22,10 +22,12 @@ def _case(root: Path, name: str) -> Path:
     return folder
 
 
-def test_predict_on_a_case_folder_writes_a_nifti_mask_on_the_flair_grid(tiny_model_dir, tmp_path):
+def test_predict_on_a_case_folder_writes_a_nifti_mask_on_the_flair_grid(tiny_model_dir, tmp_path, capsys):
     case = _case(tmp_path / "data", "P1")
     out = tmp_path / "m.nii.gz"
     assert main(["predict", "--model", str(tiny_model_dir), "--input", str(case), "--output", str(out)]) == 0
+    said = capsys.readouterr().out  # which file fed each of the model's channels
+    assert f"FLAIR: {case / 'P1_flair.nii.gz'}" in said and f"post-contrast T1: {case / 'P1_t1ce.nii.gz'}" in said
     mask, flair = nib.load(out), nib.load(case / "P1_flair.nii.gz")
     assert mask.shape == flair.shape and mask.get_data_dtype() == np.uint8
     np.testing.assert_array_equal(mask.affine, flair.affine)

@@ -271,6 +271,8 @@ def _run_predict(args: argparse.Namespace) -> int:
             return _predict_cohort(args, sources, group)
     model, options = _load_for_inference(args, device)
     (done,) = segment_scans(model, sources, options)
+    if done.scan.geometry is not None:  # which file or DICOM series fed each channel (a study has several series)
+        print("; ".join(f"{sequence}: {source}" for sequence, source in done.scan.geometry.sources))
     write_mask(args.output, done.result.mask, done.scan)
     print(f"wrote {args.output}")
     return 0

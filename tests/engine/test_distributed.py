@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import napari_lgg_unet
 from napari_lgg_unet.cli import main
@@ -19,12 +18,13 @@ from napari_lgg_unet.engine.distributed import Group, ShareOfDraws
 from napari_lgg_unet.engine.io import load_patient
 from napari_lgg_unet.engine.losses import SegmentationLoss
 from napari_lgg_unet.engine.model import load_model
+from napari_lgg_unet.engine.precision import choose
 from napari_lgg_unet.engine.preprocess import PreprocessConfig
-from napari_lgg_unet.engine.train import _validate
+from napari_lgg_unet.engine.train import validation_scores
 
 PATIENTS = ["TCGA_CS_4941_19960909", "TCGA_CS_4942_19970222", "TCGA_CS_6665_20010817", "TCGA_DU_5849_19950405"]
 SETTINGS = dict(image_size=64, batch_size=4, lr=1e-3, decoder_channels=[32, 16, 16, 16, 16], workers=0,
-                device="cpu", epochs=2, steps_per_epoch=8, val_fraction=0.5, seed=3)
+                device="cpu", precision="fp32", epochs=2, steps_per_epoch=8, val_fraction=0.5, seed=3)
 WORKER = Path(__file__).with_name("ddp_worker.py")
 TRAIN_ARGS = ["--epochs", "50", "--steps-per-epoch", "3", "--batch-size", "2", "--image-size", "64",
               "--decoder-channels", "16,16,16,16,16", "--workers", "0", "--val-fraction", "0.5", "--device", "cpu"]
@@ -104,7 +104,8 @@ def test_two_process_training_shares_each_epoch_writes_one_model_and_validates_l
     # The validation figures of the saved epoch, computed over two processes, are one process's on those weights.
     val = [prepare_training_volume(scans[n], preprocess) for n in training["split"]["validation"]]
     assert len(val) == 2
-    single = _validate(model.network, val, SegmentationLoss("dice+bce"), torch.device("cpu"), SETTINGS["batch_size"])
+    single = validation_scores(model.network, val, SegmentationLoss("dice+bce"), SETTINGS["batch_size"],
+                               choose("cpu", "fp32"))
     saved = training["history"][training["best_epoch"] - 1]
     for key in ("val_loss", "val_dice", "val_iou", "val_accuracy"):
         assert saved[key] == pytest.approx(single[key], rel=1e-5, abs=1e-7)
@@ -115,12 +116,14 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step_and_one_process_resumes
     command = ["-m", "napari_lgg_unet", "train", "--data", str(data), "--out", str(out), *TRAIN_ARGS]
     main_rank = _launch(command, port, 0, stderr=subprocess.PIPE, text=True)
     other = _launch(command, port, 1, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen = []
     for line in main_rank.stderr:
+        seen.append(line)
         if line.startswith("epoch 1:"):  # the first epoch is validated and saved: stop in the middle of the run
             other.send_signal(signal.SIGTERM)
             break
     rest = main_rank.communicate(timeout=300)[1]
-    assert (main_rank.returncode, other.wait(timeout=300)) == (0, 0), rest
+    assert (main_rank.returncode, other.wait(timeout=300)) == (0, 0), "".join(seen) + rest
     history = json.loads((out / "history.json").read_text())
     done = len(history)
     assert 1 <= done < 50 and "lgg-unet: error" not in rest

@@ -9,6 +9,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
+from napari_lgg_unet.engine.dicom import list_series
 from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.io import load_scan, write_mask
 
@@ -82,3 +83,18 @@ def test_dicom_folders_that_cannot_be_read_as_one_scan_are_refused(tmp_path):
     _slice(mixed, "b.dcm", "9.9", "FLAIR", 2.5, np.zeros((ROWS + 2, COLUMNS)))
     with pytest.raises(InputError, match="mixes images of different sizes"):
         load_scan(mixed)
+
+
+def test_a_volume_file_is_read_whatever_dicom_folders_lie_beside_it(tmp_path):
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((5, 6, 3), np.float32), np.eye(4)), tmp_path / "scan.nii.gz")
+    _series(tmp_path / "study_t1", "AX T1")  # another patient's study beside it, named like a sequence folder
+    _series(tmp_path / "study_t1", "SAG T1")
+    assert load_scan(tmp_path / "scan.nii.gz").image.shape == (3, 6, 5)
+
+
+def test_looking_for_series_in_a_folder_without_dicom_prints_nothing(tmp_path, capfd):
+    (tmp_path / "note.txt").write_text("x")
+    assert list_series(tmp_path) == []
+    assert capfd.readouterr().err == ""  # ITK's own warning would come before the CLI's one-line error

@@ -97,3 +97,54 @@ def test_training_pairs_take_a_flair_and_optional_sequences(viewer, channels, no
     np.testing.assert_array_equal(scan.image, np.stack([pre, flair, flair], axis=-1))
     assert scan.mask.shape == flair.shape
     assert notes["error"] == []
+
+
+# How readers store a scan whose voxels run against the axes they show (napari-nifti 0.0.20 keeps superior, anterior
+# and right as increasing indices and flips all three back with negative scales; an `affine` can do the same).
+REVERSED_STORAGE = {
+    "negative scale": {"scale": (-1.0, -1.0, -1.0), "translate": (5.0, 63.0, 63.0)},
+    "affine": {"affine": np.array([[1.0, 0, 0, 0], [0, -1.0, 0, 63.0], [0, 0, -1.0, 63.0], [0, 0, 0, 1]])},
+}
+
+
+@pytest.mark.parametrize("storage", REVERSED_STORAGE, ids=list(REVERSED_STORAGE))
+def test_layers_stored_reversed_by_their_reader_segment_as_napari_shows_them(
+    qtbot, viewer, channels, tiny_model_dir, notes, storage
+):
+    _, sequences = channels
+    shown = {name: viewer.add_image(data, name=name) for name, data in zip(("T1", "FLAIR", "T1c"), sequences)}
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value = "folder"
+    widget.model_folder.value = tiny_model_dir
+    expected = segment_and_get_probability(qtbot, widget, shown["FLAIR"], shown["T1"], shown["T1c"])[:, ::-1, ::-1]
+
+    stored = {name: viewer.add_image(np.ascontiguousarray(data[:, ::-1, ::-1]), name=f"stored {name}",
+                                     **REVERSED_STORAGE[storage])
+              for name, data in zip(("T1", "FLAIR", "T1c"), sequences)}
+    probability = segment_and_get_probability(qtbot, widget, stored["FLAIR"], stored["T1"], stored["T1c"])
+    np.testing.assert_array_equal(probability, expected)
+    tumour = widget.prediction_layer()
+    np.testing.assert_array_equal(tumour.data, (expected >= widget.threshold.value).astype(np.uint8))
+    corner = np.array([5.0, 10.0, 20.0])  # the tumour layer lies on its scan in the viewer
+    np.testing.assert_allclose(tumour.data_to_world(corner), stored["FLAIR"].data_to_world(corner))
+
+    # The same reversed voxels shown unflipped are another picture to the model (so the check above can fail).
+    plain = viewer.add_image(np.ascontiguousarray(sequences[1][:, ::-1, ::-1]), name="reversed, shown reversed")
+    assert not np.array_equal(segment_and_get_probability(qtbot, widget, plain), expected)
+    assert notes["error"] == []
+
+
+def test_training_pairs_take_layers_as_napari_shows_them(viewer, channels, notes):
+    image, (pre, flair, post) = channels
+    train = dock(viewer, "Train U-Net")
+    storage = REVERSED_STORAGE["negative scale"]
+    flair_layer = viewer.add_image(np.ascontiguousarray(flair[:, ::-1, ::-1]), name="FLAIR", **storage)
+    mask = np.zeros(flair.shape, np.uint8)
+    mask[:, :10, :20] = 1
+    labels = viewer.add_labels(np.ascontiguousarray(mask[:, ::-1, ::-1]), name="labels", **storage)
+    row = train.pairs[0]
+    row.image_layer.value, row.labels_layer.value = flair_layer, labels
+    [scan] = train.training_scans()
+    np.testing.assert_array_equal(scan.image, flair)
+    np.testing.assert_array_equal(scan.mask, mask > 0)
+    assert notes["error"] == []

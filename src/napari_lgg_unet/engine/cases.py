@@ -111,13 +111,17 @@ def nnunet_cases(folder: Path) -> list[Case] | None:
     return sorted(cases, key=lambda c: c.name)
 
 
-def _named_entries(folder: Path) -> list[tuple[str, str | None, Source]]:
-    """(case key, sequence, source) for each volume file and sequence-named DICOM subfolder of `folder`."""
+def _named_entries(folder: Path, key: str | None = None) -> list[tuple[str, str | None, Source]]:
+    """(case key, sequence, source) for each volume file and sequence-named DICOM subfolder of `folder` (only those
+    of case `key` when given, so a file's case never depends on unrelated entries beside it)."""
     entries = []
     for entry in sorted(folder.iterdir()):
         if entry.is_file() and volume_suffix(entry):
-            entries.append((*split_sequence(strip_volume_suffix(entry.name)), Source(entry)))
-        elif entry.is_dir() and (named := split_sequence(entry.name))[1] in _SEQUENCE_FOLDERS:
+            named = split_sequence(strip_volume_suffix(entry.name))
+            if key in (None, named[0]):
+                entries.append((*named, Source(entry)))
+        elif (entry.is_dir() and (named := split_sequence(entry.name))[1] in _SEQUENCE_FOLDERS
+              and key in (None, named[0])):
             series = list_series(entry)
             if len(series) > 1:
                 raise InputError(f"sequence folder {entry} holds {len(series)} DICOM series; keep one series in it")
@@ -126,21 +130,22 @@ def _named_entries(folder: Path) -> list[tuple[str, str | None, Source]]:
     return entries
 
 
-def cases_in_folder(folder: str | Path) -> list[Case]:
-    """The cases formed by the files directly in `folder` (grouped by name, see the module docstring)."""
+def cases_in_folder(folder: str | Path, key: str | None = None) -> list[Case]:
+    """The cases formed by the files directly in `folder` (grouped by name, see the module docstring); with `key`,
+    only that case's files are looked at."""
     folder = Path(folder)
     if (found := nnunet_cases(folder)) is not None:
         return found
     groups: dict[str, dict[str, Source]] = {}
-    for key, sequence, source in _named_entries(folder):
-        group = groups.setdefault(key, {})
+    for case_key, sequence, source in _named_entries(folder, key):
+        group = groups.setdefault(case_key, {})
         sequence = sequence or FLAIR  # a volume no sequence name claims is taken as FLAIR
         if sequence in group:
             raise InputError(f"{folder}: two {sequence} files for one case ({group[sequence].path.name}, "
                              f"{source.path.name}); keep one")
         group[sequence] = source
-    return [Case(key or folder.name, tuple((s, src) for s, src in group.items() if s != LABELS), group.get(LABELS))
-            for key, group in groups.items()]
+    return [Case(case_key or folder.name, tuple((s, src) for s, src in group.items() if s != LABELS),
+                 group.get(LABELS)) for case_key, group in groups.items()]
 
 
 def dicom_case(folder: str | Path) -> Case:

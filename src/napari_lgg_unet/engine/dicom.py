@@ -7,8 +7,10 @@ name a FLAIR series (and pre-/post-contrast T1 ones); otherwise the user is told
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import SimpleITK as sitk
 
@@ -37,6 +39,17 @@ def _header(file: str) -> sitk.ImageFileReader:
     return reader
 
 
+@contextmanager
+def _itk_warnings_off() -> Iterator[None]:
+    """ITK prints warnings (e.g. "No Series were found") straight to stderr; ours are the one-line errors."""
+    before = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(before)
+
+
 def list_series(folder: str | Path) -> list[Series]:
     """The image series directly in `folder` (not its subfolders); [] when it holds no DICOM images."""
     folder = Path(folder)
@@ -44,7 +57,9 @@ def list_series(folder: str | Path) -> list[Series]:
         return []
     reader = sitk.ImageSeriesReader()
     series = []
-    for uid in reader.GetGDCMSeriesIDs(str(folder)):
+    with _itk_warnings_off():
+        uids = reader.GetGDCMSeriesIDs(str(folder))
+    for uid in uids:
         files = tuple(reader.GetGDCMSeriesFileNames(str(folder), uid))
         first = _header(files[0])
         description = first.GetMetaData(_DESCRIPTION).strip() if first.HasMetaDataKey(_DESCRIPTION) else ""

@@ -164,12 +164,14 @@ def load_scan(source: ScanSource, require_mask: bool = False) -> Scan:
 def case_at(path: Path) -> Case:
     """The one case a volume file belongs to, or that a case / DICOM folder holds."""
     from .cases import cases_in_folder, dicom_case
-    from .volumes import volume_suffix
+    from .sequences import split_sequence
+    from .volumes import strip_volume_suffix, volume_suffix
 
     if path.is_file():
         if not volume_suffix(path):
             raise InputError(f"{path}: not a scan file (.tif, .nii, .nii.gz, .nrrd, .mha or .mhd)")
-        cases = [c for c in cases_in_folder(path.parent)
+        key = split_sequence(strip_volume_suffix(path.name))[0]
+        cases = [c for c in cases_in_folder(path.parent, key)
                  if path in [s.path for _, s in c.sequences] or (c.labels and c.labels.path == path)]
         if not cases:  # e.g. an nnU-Net channel file beyond dataset.json's channels
             raise InputError(f"{path}: no scan of its folder uses this file")

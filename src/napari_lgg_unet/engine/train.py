@@ -380,33 +380,36 @@ def _validate_variants(run: _Run) -> dict:
     metrics, losses = {}, []
     for variant, volumes in run.split.val_variants.items():
         suffix = "" if variant == "as-is" else "_" + variant.replace("-", "_")
-        scored = _validate(run, volumes)
+        scored = validation_scores(run.bare_network, volumes, run.loss_fn, run.config.batch_size, run.precision,
+                                   run.group)
         metrics.update({f"{key}{suffix}": value for key, value in scored.items()})
         losses.append(scored["val_loss"])
     return {**metrics, "selection_loss": float(np.mean(losses))}
 
 
-def _validate(run: _Run, volumes: list[TrainingVolume]) -> dict:
+def validation_scores(network: torch.nn.Module, volumes: list[TrainingVolume], loss_fn: SegmentationLoss,
+                      batch_size: int, precision: Precision, group: Group = Group()) -> dict:
     """Validation loss (mean over slices) and per-volume Dice/IoU/accuracy (mean over volumes).
 
-    Each process validates its share of the volumes and the sums are added up, so the figures are one process's.
+    Each process of `group` validates its share of the volumes and the sums are added up, so the figures are one
+    process's (the default group: this process alone).
     """
-    network, batch_size = run.bare_network, run.config.batch_size
+    device = precision.device
     network.eval()
     total_loss, slices, per_volume = 0.0, 0, []
-    with torch.no_grad(), autocast(run.precision):
-        for volume in run.group.share(volumes):
+    with torch.no_grad(), autocast(precision):
+        for volume in group.share(volumes):
             counts = Counts(0, 0, 0, 0)
             for start in range(0, len(volume.mask), batch_size):
-                x = torch.from_numpy(volume.image[start : start + batch_size].astype(np.float32)).to(run.device)
-                y = torch.from_numpy(volume.mask[start : start + batch_size, None]).to(run.device)
-                logits = network(prepare_batch(x, run.precision)).float()
-                total_loss += float(run.loss_fn(logits, y)) * len(x)
+                x = torch.from_numpy(volume.image[start : start + batch_size].astype(np.float32)).to(device)
+                y = torch.from_numpy(volume.mask[start : start + batch_size, None]).to(device)
+                logits = network(prepare_batch(x, precision)).float()
+                total_loss += float(loss_fn(logits, y)) * len(x)
                 slices += len(x)
                 counts = counts + count((logits > 0).cpu().numpy(), y.cpu().numpy())
             per_volume.append(scores(counts))
     network.train()
-    total_loss, slices, dice, iou, accuracy, volume_count = run.group.sum([
+    total_loss, slices, dice, iou, accuracy, volume_count = group.sum([
         total_loss, slices, sum(s.dice for s in per_volume), sum(s.iou for s in per_volume),
         sum(s.accuracy for s in per_volume), len(per_volume),
     ])

@@ -10,6 +10,7 @@ from typing import Any
 import napari
 import numpy as np
 from napari.layers import Image, Labels, Layer
+from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
 
 from ..reader import GEOMETRY_KEY  # the scan geometry our reader stores and the writer needs to save a mask back
 
@@ -61,12 +62,46 @@ def put_owned_layer(viewer: napari.Viewer, source: Layer, role: str, data: np.nd
 
 
 def spatial_geometry(layer: Layer) -> dict[str, Any]:
-    """scale and translate, plus units and axis labels where this napari version has them."""
-    geometry = {"scale": layer.scale, "translate": layer.translate}
+    """Everything that places the layer in the world (scale, translate, rotate, shear, affine: readers use either),
+    plus units and axis labels where this napari version has them."""
+    geometry = {"scale": layer.scale, "translate": layer.translate, "rotate": layer.rotate, "shear": layer.shear,
+                "affine": layer.affine}
     for name in ("units", "axis_labels"):
         if hasattr(layer, name):
             geometry[name] = getattr(layer, name)
     return geometry
+
+
+def view_orientation(layer: Layer) -> np.ndarray:
+    """For each data axis of `layer`, the world axis napari shows it along and whether it runs backwards there
+    (nibabel's orientation array, nearest axes for rotated layers).
+
+    Readers of medical volumes (ours, napari-nifti, napari-itk-io, napari-nibabel's older releases) put the world
+    axes in the order (inferior-superior, anterior-posterior, right-left), anterior at the top and the patient's right
+    on the left, some by storing the voxels reversed with negative scales: the slices as shown are the model's input.
+    Slices keep their stored order: the model reads them one at a time, and intensity percentiles sampled on every
+    k-th slice would shift a little in reverse order (a reversed copy would no longer segment like the file).
+    """
+    origin = np.asarray(layer.data_to_world(np.zeros(layer.ndim)), dtype=float)
+    linear = np.eye(layer.ndim + 1)
+    for axis in range(layer.ndim):
+        linear[:-1, axis] = np.asarray(layer.data_to_world(np.eye(layer.ndim)[axis]), dtype=float) - origin
+    orientation = io_orientation(linear)
+    if layer.ndim == 3:
+        orientation[orientation[:, 0] == 0, 1] = 1
+    return orientation
+
+
+def as_shown(layer: Layer, data: np.ndarray | None = None) -> np.ndarray:
+    """The layer's data (or `data` on its grid, channels last allowed) with its axes as napari shows them."""
+    return apply_orientation(np.asarray(layer.data if data is None else data), view_orientation(layer))
+
+
+def back_to_layer(layer: Layer, shown: np.ndarray) -> np.ndarray:
+    """The inverse of `as_shown`: an array in shown order back on the layer's data grid."""
+    orientation = view_orientation(layer)
+    identity = np.column_stack([np.arange(len(orientation)), np.ones(len(orientation))])
+    return np.ascontiguousarray(apply_orientation(shown, ornt_transform(identity, orientation)))
 
 
 def current_slice(viewer: napari.Viewer, layer: Layer) -> int | None:

@@ -21,7 +21,9 @@ from ..engine.predict import SegmentOptions, SegmentProgress, postprocess
 from . import notify
 from .common import chosen_model, connect_while_alive, device_widgets, model_widgets, optional_path, precision_widget
 from .job import JobRunner
-from .layers import binary_mask, current_slice, image_choices, labels_choices, owned_layer, put_owned_layer
+from .layers import (
+    back_to_layer, binary_mask, current_slice, image_choices, labels_choices, owned_layer, put_owned_layer,
+)
 from .readouts import Readouts, compute_readouts, readouts_text, write_readouts_csv
 from .sequences import model_input, sequence_pickers
 from .session_models import session_models
@@ -138,8 +140,9 @@ class SegmentWidget(Container):
         if source not in self.viewer.layers:
             notify.show_warning(f"'{source.name}' was removed while it was being segmented; the result is dropped")
             return
-        self._source, self._probability = source, progress.result.probability
-        put_owned_layer(self.viewer, source, "tumour", progress.result.mask)
+        # The model saw the slices as shown; its results go back onto the layer's own voxel order.
+        self._source, self._probability = source, back_to_layer(source, progress.result.probability)
+        put_owned_layer(self.viewer, source, "tumour", back_to_layer(source, progress.result.mask))
         self._show_probability()
         self.update_readouts()
 

@@ -15,7 +15,7 @@ from napari.layers import Image
 
 from ..engine.errors import InputError
 from ..engine.preprocess import channel_view
-from .layers import image_choices
+from .layers import as_shown, image_choices
 
 NO_SEQUENCE = ("(none)", None)
 
@@ -30,7 +30,8 @@ def sequence_pickers(viewer: napari.Viewer) -> tuple[ComboBox, ComboBox]:
 
 def model_input(image: Image | None, pre: Image | None = None, post: Image | None = None) -> tuple[np.ndarray, bool]:
     """(data, rgb) for the engine, checked: the image's own data when no sequence is added, else the
-    (..., 3) stack (pre, FLAIR, post) of one-channel layers of one shape. Raises InputError a user can act on.
+    (..., 3) stack (pre, FLAIR, post) of one-channel layers of one shape; each layer's axes as napari shows them
+    (`layers.as_shown`, mapped back with `layers.back_to_layer` of the FLAIR layer). Raises InputError a user can act on.
     """
     if image is None:
         raise InputError("no image layer: open a scan (File > Open, or File > Open Sample > LGG U-Net) first")
@@ -39,16 +40,16 @@ def model_input(image: Image | None, pre: Image | None = None, post: Image | Non
             raise InputError(f"'{layer.name}' is a multiscale image; open its full-resolution level as one layer")
     if pre is None and post is None:
         channel_view(image.data, image.rgb)
-        return image.data, image.rgb
+        return as_shown(image), image.rgb
     for layer in (image, pre, post):
         if layer is not None and layer.rgb:
             raise InputError(
                 f"'{layer.name}' has colour channels: with separate sequences, pick one grey layer per sequence "
                 "(or pick this image alone, without pre- or post-contrast)"
             )
-    flair = np.asarray(image.data)
+    flair = as_shown(image)
     channel_view(flair, False)
-    channels = [flair if layer is None else np.asarray(layer.data) for layer in (pre, image, post)]
+    channels = [flair if layer is None else as_shown(layer) for layer in (pre, image, post)]
     for layer, data in zip((pre, post), (channels[0], channels[2])):
         if layer is not None and data.shape != flair.shape:
             raise InputError(

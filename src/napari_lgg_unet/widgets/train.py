@@ -27,7 +27,7 @@ from ..engine.train import TrainConfig
 from . import notify
 from .common import chosen_model, device_widgets, model_widgets, optional_path, precision_widget
 from .job import JobRunner
-from .layers import binary_mask, image_choices, labels_choices
+from .layers import as_shown, binary_mask, image_choices, labels_choices
 from .loss_plot import LossPlot
 from .sequences import model_input, sequence_pickers
 from .session_models import session_models
@@ -157,12 +157,13 @@ class TrainWidget(Container):
                 raise InputError(f"pair {number}: choose both an image layer and a labels layer")
             data, rgb = model_input(image, row.pre_contrast.value, row.post_contrast.value)
             expected = spatial_shape(data, rgb)
-            if tuple(labels.data.shape) != expected:
+            mask, merged = binary_mask(labels)
+            mask = as_shown(labels, mask)  # the labels as napari shows them, like the image
+            if mask.shape != expected:
                 raise InputError(
-                    f"'{labels.name}' has shape {tuple(labels.data.shape)} but '{image.name}' has spatial shape "
+                    f"'{labels.name}' has shape {mask.shape} but '{image.name}' has spatial shape "
                     f"{expected}: pick the labels painted on this image"
                 )
-            mask, merged = binary_mask(labels)
             if not mask.any():
                 raise InputError(f"'{labels.name}' is empty: nothing to learn; paint tumour on at least one slice")
             if merged:
