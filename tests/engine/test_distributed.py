@@ -10,17 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import napari_lgg_unet
 from napari_lgg_unet.cli import main
 from napari_lgg_unet.engine.dataset import SliceDataset, TrainingVolume, prepare_training_volume, tumour_aware_sampler
+from napari_lgg_unet.engine import precision
 from napari_lgg_unet.engine.distributed import Group, ShareOfDraws
-from napari_lgg_unet.engine.io import load_patient
+from napari_lgg_unet.engine.io import Scan, load_patient
 from napari_lgg_unet.engine.losses import SegmentationLoss
 from napari_lgg_unet.engine.model import load_model
-from napari_lgg_unet.engine.precision import choose
+from napari_lgg_unet.engine.precision import Precision, choose
 from napari_lgg_unet.engine.preprocess import PreprocessConfig
-from napari_lgg_unet.engine.train import validation_scores
+from napari_lgg_unet.engine.train import TrainConfig, train_model, validation_scores
 
 PATIENTS = ["TCGA_CS_4941_19960909", "TCGA_CS_4942_19970222", "TCGA_CS_6665_20010817", "TCGA_DU_5849_19950405"]
 SETTINGS = dict(image_size=64, batch_size=4, lr=1e-3, decoder_channels=[32, 16, 16, 16, 16], workers=0,
@@ -131,3 +133,24 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step_and_one_process_resumes
     assert main(["train", "--data", str(data), "--out", str(out), *TRAIN_ARGS, "--epochs", str(done + 1), "--resume"]) == 0
     assert "best epoch" in capsys.readouterr().out
     assert [row["epoch"] for row in json.loads((out / "history.json").read_text())] == list(range(1, done + 2))
+
+
+def _train_with_own_precision_measurement(rank: int, port: int, out: str) -> None:
+    """One rank of a short training whose 'auto' precision timing came out differently on each rank."""
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank), "WORLD_SIZE": "2",
+                       "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"})
+    precision._auto = lambda device: Precision(device, "fp32", channels_last=rank == 1)
+    rng = np.random.default_rng(0)
+    scans = [Scan(f"P{i}", rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8), rng.random((4, 32, 32)) > 0.7, True)
+             for i in range(3)]
+    config = TrainConfig(epochs=1, steps_per_epoch=1, batch_size=2, image_size=32, decoder_channels=(8, 8, 8, 8, 8),
+                         val_fraction=0.34, workers=0, device="cpu", precision="auto")
+    for _ in train_model(scans, config, out):
+        pass
+
+
+def test_ranks_whose_precision_timing_differs_train_in_rank_0s_precision(tmp_path):
+    # On the CPU 'auto' times the candidates in each process; channels-last on one rank only made DDP refuse the model.
+    torch.multiprocessing.spawn(_train_with_own_precision_measurement, args=(_free_port(), str(tmp_path / "model")),
+                                nprocs=2)
+    assert load_model(tmp_path / "model").config.training["device"] == "cpu, fp32, 1 threads"

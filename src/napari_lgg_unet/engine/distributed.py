@@ -21,6 +21,7 @@ from torch.utils.data import Sampler
 
 from .device import pick_device
 from .errors import DeviceError, InputError, LggUnetError
+from .precision import Precision, choose
 
 T = TypeVar("T")
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")  # Ctrl-C, the scheduler's stop, SLURM's warning before pre-emption
@@ -150,6 +151,17 @@ def launched_ranks() -> Group:
     if rank is None or not 0 <= rank < world:
         raise InputError(f"WORLD_SIZE is {world} but RANK is {os.environ.get('RANK')!r}; start the job with torchrun")
     return Group(rank, world, local_rank, _env_int("LOCAL_WORLD_SIZE", 1))
+
+
+def agreed_precision(group: Group, requested: str) -> Precision:
+    """The precision of every process: rank 0's choice. 'auto' times the candidates on the CPU in each process, and
+    processes that chose differently (channels-last or not, bf16 or fp32) cannot train one DDP model."""
+    mine = choose(group.device, requested)
+    if group.world == 1:
+        return mine
+    choice = [(mine.name, mine.channels_last)]
+    dist.broadcast_object_list(choice, src=0)
+    return Precision(group.device, *choice[0])
 
 
 @contextlib.contextmanager

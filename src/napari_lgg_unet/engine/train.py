@@ -31,14 +31,14 @@ from .dataset import (
     tumour_aware_sampler,
 )
 from .device import DEVICE_CHOICES, out_of_memory_as_advice, physical_cores, release_memory, set_threads
-from .distributed import Group, process_group
+from .distributed import Group, agreed_precision, process_group
 from .errors import InputError
 from .events import EpochEnd, Finished, Prepared, Step, TrainingEvent
 from .io import Scan
 from .losses import LOSS_CHOICES, SegmentationLoss
 from .metrics import Counts, count, scores
 from .model import ModelConfig, build_network, load_model, save_model
-from .precision import PRECISION_CHOICES, Precision, autocast, choose, grad_scaler, prepare_batch, prepare_network
+from .precision import PRECISION_CHOICES, Precision, autocast, grad_scaler, prepare_batch, prepare_network
 from .preprocess import PreprocessConfig
 from .run_folder import RunFolder, RunProgress
 from .validate import check_bool, check_choice, check_float, check_int
@@ -209,7 +209,7 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Gro
     torch.manual_seed(config.seed)
     set_threads(config.threads)
     device = group.device
-    chosen = choose(device, config.precision)
+    chosen = agreed_precision(group, config.precision)
     preprocess = PreprocessConfig(image_size=config.image_size)
     network, model_config = _initial_network(config, preprocess)
     with out_of_memory_as_advice():
