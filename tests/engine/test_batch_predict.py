@@ -1,13 +1,17 @@
 """Cohort predict as a batch job: a killed job continues with --skip-existing, never rewriting a finished mask."""
 
+import contextlib
 import csv
+import os
 import signal
+import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import tifffile
+import torch
 
 from napari_lgg_unet.cli import main
 from napari_lgg_unet.engine.batch_predict import finished_output
@@ -67,3 +71,22 @@ def test_without_skip_existing_a_failing_case_removes_the_masks_of_the_run(tiny_
     assert not list(out.glob("*_mask.tif"))
     assert main([*argv, "--skip-existing"]) == 2
     assert [finished_output(out, name) is not None for name in CASES[:6]] == [True] * 5 + [False]
+
+
+def _predict_as_rank(rank: int, port: int, argv: list[str], log: str) -> None:
+    """One of two torchrun-style processes of a cohort predict, its stdout kept in `log`.<rank>."""
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank), "WORLD_SIZE": "2",
+                       "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"})
+    with open(f"{log}.{rank}", "w") as out, contextlib.redirect_stdout(out):
+        assert main(argv) == 0
+
+
+def test_under_torchrun_only_rank_0_prints(tiny_model_dir, cohort, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(tmp_path / "masks"),
+            "--device", "cpu"]
+    torch.multiprocessing.spawn(_predict_as_rank, args=(port, argv, str(tmp_path / "log")), nprocs=2)
+    assert "summary in" in (tmp_path / "log.0").read_text()
+    assert (tmp_path / "log.1").read_text() == ""
