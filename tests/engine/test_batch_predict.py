@@ -4,7 +4,6 @@ import contextlib
 import csv
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -15,6 +14,8 @@ import torch
 
 from napari_lgg_unet.cli import main
 from napari_lgg_unet.engine.batch_predict import finished_output
+
+from rank_helpers import free_port, rank_variables
 
 CASES = [f"CASE_{i:02d}" for i in range(12)]
 
@@ -75,18 +76,14 @@ def test_without_skip_existing_a_failing_case_removes_the_masks_of_the_run(tiny_
 
 def _predict_as_rank(rank: int, port: int, argv: list[str], log: str) -> None:
     """One of two torchrun-style processes of a cohort predict, its stdout kept in `log`.<rank>."""
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank), "WORLD_SIZE": "2",
-                       "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"})
+    os.environ.update(rank_variables(rank, port))
     with open(f"{log}.{rank}", "w") as out, contextlib.redirect_stdout(out):
         assert main(argv) == 0
 
 
 def test_under_torchrun_only_rank_0_prints(tiny_model_dir, cohort, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(tmp_path / "masks"),
             "--device", "cpu"]
-    torch.multiprocessing.spawn(_predict_as_rank, args=(port, argv, str(tmp_path / "log")), nprocs=2)
+    torch.multiprocessing.spawn(_predict_as_rank, args=(free_port(), argv, str(tmp_path / "log")), nprocs=2)
     assert "summary in" in (tmp_path / "log.0").read_text()
     assert (tmp_path / "log.1").read_text() == ""
