@@ -250,12 +250,14 @@ class _TrainingProgress:
             self.bar = None
 
 
-def _load_for_inference(args: argparse.Namespace, device: torch.device) -> tuple[LoadedModel, SegmentOptions]:
-    """Threads, model and options for predict and evaluate; says what will run."""
+def _load_for_inference(args: argparse.Namespace, device: torch.device, main_process: bool = True
+                        ) -> tuple[LoadedModel, SegmentOptions]:
+    """Threads, model and options for predict and evaluate; the main process says what will run."""
     set_threads(args.threads)
     model = load_model(args.model, device)
     options = _segment_options(args, model.config.postprocess)
-    print(f"segmenting on {runs_on(model, options)}", flush=True)
+    if main_process:
+        print(f"segmenting on {runs_on(model, options)}", flush=True)
     return model, options
 
 
@@ -283,7 +285,7 @@ def _predict_cohort(args: argparse.Namespace, cases: list[ScanSource], group: Gr
     then `summary.csv` beside the masks."""
     if args.read_ahead < 0:
         raise InputError("--read-ahead must be 0 or more")
-    model, options = _load_for_inference(args, group.device)
+    model, options = _load_for_inference(args, group.device, group.is_main)
     share = len(group.share(cases))
     bar = tqdm(total=share, unit="case", disable=None if group.is_main else True,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]")

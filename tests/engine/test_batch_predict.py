@@ -1,6 +1,8 @@
 """Cohort predict as a batch job: a killed job continues with --skip-existing, never rewriting a finished mask."""
 
+import contextlib
 import csv
+import os
 import signal
 import subprocess
 import sys
@@ -8,9 +10,12 @@ import sys
 import numpy as np
 import pytest
 import tifffile
+import torch
 
 from napari_lgg_unet.cli import main
 from napari_lgg_unet.engine.batch_predict import finished_output
+
+from rank_helpers import free_port, rank_variables
 
 CASES = [f"CASE_{i:02d}" for i in range(12)]
 
@@ -67,3 +72,18 @@ def test_without_skip_existing_a_failing_case_removes_the_masks_of_the_run(tiny_
     assert not list(out.glob("*_mask.tif"))
     assert main([*argv, "--skip-existing"]) == 2
     assert [finished_output(out, name) is not None for name in CASES[:6]] == [True] * 5 + [False]
+
+
+def _predict_as_rank(rank: int, port: int, argv: list[str], log: str) -> None:
+    """One of two torchrun-style processes of a cohort predict, its stdout kept in `log`.<rank>."""
+    os.environ.update(rank_variables(rank, port))
+    with open(f"{log}.{rank}", "w") as out, contextlib.redirect_stdout(out):
+        assert main(argv) == 0
+
+
+def test_under_torchrun_only_rank_0_prints(tiny_model_dir, cohort, tmp_path):
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(tmp_path / "masks"),
+            "--device", "cpu"]
+    torch.multiprocessing.spawn(_predict_as_rank, args=(free_port(), argv, str(tmp_path / "log")), nprocs=2)
+    assert "summary in" in (tmp_path / "log.0").read_text()
+    assert (tmp_path / "log.1").read_text() == ""

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,8 @@ from napari_lgg_unet.engine.precision import Precision, choose
 from napari_lgg_unet.engine.preprocess import PreprocessConfig
 from napari_lgg_unet.engine.train import TrainConfig, train_model, validation_scores
 
+from rank_helpers import free_port, rank_variables
+
 PATIENTS = ["TCGA_CS_4941_19960909", "TCGA_CS_4942_19970222", "TCGA_CS_6665_20010817", "TCGA_DU_5849_19950405"]
 SETTINGS = dict(image_size=64, batch_size=4, lr=1e-3, decoder_channels=[32, 16, 16, 16, 16], workers=0,
                 device="cpu", precision="fp32", epochs=2, steps_per_epoch=8, val_fraction=0.5, seed=3)
@@ -43,16 +44,9 @@ def data(lgg_root, tmp_path_factory):
 def _launch(command: list[str], port: int, rank: int, **popen) -> subprocess.Popen:
     """One of two processes with the variables torchrun sets."""
     source = str(Path(napari_lgg_unet.__file__).parents[1])
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank), "WORLD_SIZE": "2",
-           "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1",
+    env = {**os.environ, **rank_variables(rank, port),
            "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
     return subprocess.Popen([sys.executable, *command], env=env, **popen)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_ranks_draw_disjoint_shares_that_together_are_what_one_process_draws():
@@ -76,7 +70,7 @@ def _dataset_with_tumour_on(slices, total) -> SliceDataset:
 
 
 def test_two_process_training_shares_each_epoch_writes_one_model_and_validates_like_one_process(data, tmp_path):
-    out, port = tmp_path / "model", _free_port()
+    out, port = tmp_path / "model", free_port()
     ranks = [_launch([str(WORKER), str(data), str(out), str(tmp_path / f"rank{r}.json"), json.dumps(SETTINGS)], port, r)
              for r in range(2)]
     assert [p.wait(timeout=600) for p in ranks] == [0, 0]
@@ -114,7 +108,7 @@ def test_two_process_training_shares_each_epoch_writes_one_model_and_validates_l
 
 
 def test_sigterm_to_one_rank_stops_both_at_the_same_step_and_one_process_resumes(data, tmp_path, capsys):
-    out, port = tmp_path / "model", _free_port()
+    out, port = tmp_path / "model", free_port()
     command = ["-m", "napari_lgg_unet", "train", "--data", str(data), "--out", str(out), *TRAIN_ARGS]
     main_rank = _launch(command, port, 0, stderr=subprocess.PIPE, text=True)
     other = _launch(command, port, 1, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -137,8 +131,7 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step_and_one_process_resumes
 
 def _train_with_own_precision_measurement(rank: int, port: int, out: str) -> None:
     """One rank of a short training whose 'auto' precision timing came out differently on each rank."""
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank), "WORLD_SIZE": "2",
-                       "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"})
+    os.environ.update(rank_variables(rank, port))
     precision._auto = lambda device: Precision(device, "fp32", channels_last=rank == 1)
     rng = np.random.default_rng(0)
     scans = [Scan(f"P{i}", rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8), rng.random((4, 32, 32)) > 0.7, True)
@@ -151,6 +144,6 @@ def _train_with_own_precision_measurement(rank: int, port: int, out: str) -> Non
 
 def test_ranks_whose_precision_timing_differs_train_in_rank_0s_precision(tmp_path):
     # On the CPU 'auto' times the candidates in each process; channels-last on one rank only made DDP refuse the model.
-    torch.multiprocessing.spawn(_train_with_own_precision_measurement, args=(_free_port(), str(tmp_path / "model")),
+    torch.multiprocessing.spawn(_train_with_own_precision_measurement, args=(free_port(), str(tmp_path / "model")),
                                 nprocs=2)
     assert load_model(tmp_path / "model").config.training["device"] == "cpu, fp32, 1 threads"
