@@ -31,7 +31,7 @@ from .layers import as_shown, binary_mask, image_choices, labels_choices
 from .loss_plot import LossPlot
 from .sequences import model_input, sequence_pickers
 from .session_models import session_models
-from .workers import training_job, viewer_threads
+from .workers import training_job
 
 NONE = ("(none)", None)
 DEFAULT_OUTPUT = Path.home() / "lgg-unet-models"
@@ -182,7 +182,6 @@ class TrainWidget(Container):
             skip_unlabelled=self.skip_unlabelled.value,
             device=self.device.value,
             precision=self.precision.value,
-            threads=viewer_threads(),
             init=chosen_model(self.start_from, self.start_folder),
             workers=0,  # loader processes do not mix with the GUI's threads
             steps_per_epoch=self.steps_per_epoch,

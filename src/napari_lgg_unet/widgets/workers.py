@@ -6,14 +6,12 @@ it in a napari thread worker and turns its errors into notifications.
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
-from ..engine.device import physical_cores, set_threads
 from ..engine.io import Scan, load_patients
 from ..engine.events import TrainingEvent
 from ..engine.model import LoadedModel, load_model, resolve_model_path
@@ -42,18 +40,11 @@ class ModelCache:
             return self._model
 
 
-def viewer_threads() -> int | None:
-    """PyTorch threads for jobs beside the viewer: all cores but one, so drawing keeps a core (None: OMP_NUM_THREADS
-    is set and decides)."""
-    return None if os.environ.get("OMP_NUM_THREADS") else max(1, physical_cores() - 1)
-
-
 def segment_job(
     cache: ModelCache, source: str, device: str, image: np.ndarray, rgb: bool, options: SegmentOptions, *,
     stop: Callable[[], bool],
 ) -> Iterator[SegmentProgress]:
     """Load (or reuse) the model and segment; the last item carries the result unless stopped."""
-    set_threads(viewer_threads())
     model = cache.get(source, device)
     yield from segment_steps(model, image, options, rgb=rgb, stop=stop)
 
