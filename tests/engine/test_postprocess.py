@@ -2,7 +2,10 @@ import shutil
 
 import numpy as np
 
-from napari_lgg_unet.engine.calibrate import calibrate, candidates
+from scipy import ndimage
+
+from napari_lgg_unet.engine.calibrate import Pieces, calibrate, candidates
+from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import load_model, read_config
 from napari_lgg_unet.engine.postprocess import PostprocessConfig, postprocess
 
@@ -52,3 +55,18 @@ def test_calibration_over_input_variants_records_them_and_never_picks_keep_large
     assert recorded.postprocess == best and not best.keep_largest
     assert recorded.training["calibration"]["input_variants"] == ["as-is", "flair-only"]
     assert 0.0 <= dice <= 1.0
+
+
+def test_calibration_scores_every_candidate_exactly_as_postprocess_would():
+    rng = np.random.default_rng(3)
+    blobs = ndimage.gaussian_filter(rng.random((12, 40, 40)), 2)
+    prob = ((blobs - blobs.min()) / np.ptp(blobs)).astype(np.float32)
+    truth = ndimage.gaussian_filter(rng.random((12, 40, 40)), 2) > 0.52
+    cases = [(prob, truth), (prob, np.zeros_like(truth)), (np.zeros_like(prob), truth), (np.zeros_like(prob), 0 * truth)]
+    checked = 0
+    for config in candidates(keep_largest=True):
+        for probability, mask in cases:
+            expected = volume_scores(postprocess(probability, config), mask).dice
+            assert Pieces.of(probability, mask, config.threshold).dice(config) == expected, config
+            checked += 1
+    assert checked > 300 and 0 < volume_scores(postprocess(prob, PostprocessConfig(0.5)), truth).dice < 1
