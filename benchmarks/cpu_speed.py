@@ -13,10 +13,11 @@ Run by hand on an otherwise idle machine; results go in docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import io
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -39,6 +40,7 @@ from napari_lgg_unet.engine.predict import SegmentOptions, segment_steps, segmen
 from timing import best_of
 
 BATCH, SIZE = 8, 256
+SECTIONS = ("inference", "training", "memory", "answers")
 CPU = torch.device("cpu")
 
 
@@ -106,49 +108,57 @@ def inference_paths() -> dict[str, Callable[[torch.nn.Module], Callable[[torch.T
         "bf16 autocast + channels_last": lambda n: torch_path(n, Precision(CPU, "bf16", True)),
         "torch.jit trace + freeze (BN folded)": jit_freeze_path,
     }
-    try:
-        import onnxruntime  # noqa: F401
-
+    if all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime")):  # onnx: torch's exporter needs it
         paths["ONNX Runtime fp32"] = onnxruntime_path
-    except ImportError:
-        pass
     if backends.openvino_installed():
         paths["OpenVINO fp32"] = lambda n: openvino_path(n, "fp32")
         paths["OpenVINO bf16"] = lambda n: openvino_path(n, "bf16")
     return paths
 
 
-def shipped_ms_per_slice(repeats: int) -> tuple[float, str]:
+def shipped_ms_per_slice(repeats: int, backend: str = "auto") -> tuple[float, str]:
     """Ours as shipped: segment_volume with its automatic choices on a 48-slice 256x256 scan, after the process has
     warmed up long enough for 'auto' to settle on its backend (the whole pipeline: normalise, batch, sigmoid,
     restore size, clean-up)."""
     model = load_model("default")
     image = np.random.default_rng(0).integers(0, 255, (48, SIZE, SIZE, 3), dtype=np.uint8)
     warm_until = time.perf_counter() + 2 * backends.CONVERT_AFTER_SECONDS + 1
+    options = SegmentOptions(backend=backend)
     while time.perf_counter() < warm_until:
-        label = list(segment_steps(model, image, rgb=True))[-1].runs_on
-    seconds = best_of(repeats, lambda: segment_volume(model, image, rgb=True))
-    return 1000 * seconds / len(image), label
+        label = list(segment_steps(model, image, options, rgb=True))[-1].runs_on
+    return 1000 * best_of(repeats, lambda: segment_volume(model, image, options, rgb=True)) / len(image), label
 
 
 def print_inference_table(repeats: int) -> None:
+    """Each row is printed as soon as it is measured, so a path that fails still leaves the rows before it."""
     x = torch.rand(BATCH, 3, SIZE, SIZE)
     gflop = flops_per_slice(build_network(ModelConfig()).eval()) / 1e9
     ceilings = {"fp32": matmul_ceiling(torch.float32, repeats), "bf16": matmul_ceiling(torch.bfloat16, repeats)}
     best_ceiling = max(ceilings.values())
-    rows = []
-    for name, make in inference_paths().items():
-        run = make(load_model("default").network)
-        rows.append((name, 1000 * best_of(repeats, lambda: run(x)) / BATCH))
-    shipped, label = shipped_ms_per_slice(repeats)
-    rows.append((f"**ours as shipped** ({label}, pipeline included)", shipped))
-    rows += [(f"matmul ceiling {k} ({2048}^3, same cores)", 1000 * gflop / v) for k, v in ceilings.items()]
-    eager = rows[0][1]
     print(f"\nInference: default model, batch {BATCH}, {SIZE}x{SIZE}, {gflop:.2f} GFLOP/slice, best of {repeats}\n")
     print("| path | ms/slice | GFLOP/s | x eager fp32 | % of best ceiling |\n|---|---|---|---|---|")
-    for name, ms in rows:
+    eager = None
+    for name, measure in timed_paths(x, repeats).items():
+        ms, label = measure()
+        eager = eager or ms
         rate = gflop / ms * 1000
-        print(f"| {name} | {ms:.1f} | {rate:.0f} | {eager / ms:.2f} | {100 * rate / best_ceiling:.0f} |")
+        print(f"| {name}{label} | {ms:.1f} | {rate:.0f} | {eager / ms:.2f} | {100 * rate / best_ceiling:.0f} |")
+    for kind, rate in ceilings.items():
+        print(f"| matmul ceiling {kind} (2048^3, same cores) | {1000 * gflop / rate:.1f} | {rate:.0f} | "
+              f"{eager * rate / gflop / 1000:.2f} | {100 * rate / best_ceiling:.0f} |")
+
+
+def timed_paths(x: torch.Tensor, repeats: int) -> dict[str, Callable[[], tuple[float, str]]]:
+    """(ms/slice, what ran) of each candidate path on batch `x`, then of ours as shipped, measured when called."""
+
+    def measure(make: Callable[[torch.nn.Module], Callable[[torch.Tensor], object]]) -> tuple[float, str]:
+        run = make(load_model("default").network)
+        return 1000 * best_of(repeats, lambda: run(x)) / BATCH, ""
+
+    paths = {name: functools.partial(measure, make) for name, make in inference_paths().items()}
+    paths["ours without the fast-cpu extra, pipeline included, ran as: "] = lambda: shipped_ms_per_slice(repeats, "torch")
+    paths["**ours as shipped**, pipeline included, ran as: "] = lambda: shipped_ms_per_slice(repeats)
+    return paths
 
 
 def training_samples_per_second(precision: Precision, size: int, steps: int) -> float:
@@ -180,15 +190,25 @@ def print_training_table(steps: int) -> None:
         print(f"| {size} | {eager:.1f} | {fast:.1f} | {ours.label} | {fast / eager:.2f} |")
 
 
+def resident_mib(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak since the last reset) of this process, in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def memory_probe(precision: str, backend: str) -> None:
-    """Run in a fresh process: peak RSS growth and seconds of one 155-slice 240x240 RGB volume, end to end."""
+    """Run in a fresh process: peak RSS growth and seconds of one 155-slice 240x240 RGB volume, end to end. The peak
+    is reset after loading (Linux clear_refs), so loading's own transient peak cannot hide the pipeline's."""
     model = load_model("default")
     image = np.random.default_rng(0).integers(0, 4000, (155, 240, 240, 3), dtype=np.uint16)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    Path("/proc/self/clear_refs").write_text("5")
+    before = resident_mib("VmRSS")
     started = time.perf_counter()
     last = list(segment_steps(model, image, SegmentOptions(precision=precision, backend=backend), rgb=True))[-1]
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = resident_mib("VmHWM")
     outputs = (last.result.probability.nbytes + last.result.mask.nbytes) / 2**20
     print(json.dumps({"label": last.runs_on, "seconds": seconds, "growth_mb": peak - before, "outputs_mb": outputs,
                       "input_mb": image.nbytes / 2**20}))
@@ -196,7 +216,7 @@ def memory_probe(precision: str, backend: str) -> None:
 
 def print_memory_table(threads: int) -> None:
     print("\nOne 155-slice 240x240 RGB volume in a fresh process (model loaded; includes the automatic choice)\n")
-    print("| path | seconds | peak RSS growth MiB | of which input / outputs MiB |\n|---|---|---|---|")
+    print("| path | seconds | peak RSS growth MiB | input / outputs MiB, for scale |\n|---|---|---|---|")
     for precision, backend in (("fp32", "torch"), ("auto", "auto"), ("auto", "openvino")):
         if backend == "openvino" and not backends.openvino_installed():
             continue
@@ -232,18 +252,24 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=3)
     parser.add_argument("--lgg", type=Path, help="kaggle_3m folder for the same-answers table")
     parser.add_argument("--patients", type=int, default=5)
+    parser.add_argument("--only", type=lambda v: v.split(","), default=list(SECTIONS),
+                        help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
     parser.add_argument("--memory-probe", nargs=2, metavar=("PRECISION", "BACKEND"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     threads = set_threads(args.threads)
+    sys.stdout.reconfigure(line_buffering=True)  # every row reaches a log as soon as it is measured
     if args.memory_probe:
         memory_probe(*args.memory_probe)
         return
     print(f"CPU: {cpu_model()}; {threads} threads; native bf16: {native_bf16_cpu()}; torch {torch.__version__}; "
           f"automatic choice: {choose(CPU).label}")
-    print_inference_table(args.repeats)
-    print_training_table(args.train_steps)
-    print_memory_table(threads)
-    if args.lgg:
+    if "inference" in args.only:
+        print_inference_table(args.repeats)
+    if "training" in args.only:
+        print_training_table(args.train_steps)
+    if "memory" in args.only:
+        print_memory_table(threads)
+    if args.lgg and "answers" in args.only:
         print_equivalence_table(args.lgg, args.patients)
 
 

@@ -67,7 +67,10 @@ def test_train_then_evaluate_writes_the_documented_json(lgg_root, sample_patient
     validation = config["training"]["split"]["validation"]
     assert config["training"]["calibration"]["patients"] == validation and len(validation) == 1
     assert config["training"]["calibration"]["input_variants"] == ["as-is", "flair-only"]
-    assert config["postprocess"]["threshold"] in (0.3, 0.4, 0.5, 0.6, 0.7)
+    assert config["postprocess"]["threshold"] in (0.3, 0.4, 0.5, 0.6, 0.7) and not config["postprocess"]["keep_largest"]
+    largest = config["training"]["calibration"]["best_keep_largest"]
+    assert largest["mean_dice"] <= config["training"]["calibration"]["mean_dice"]
+    assert f"Best with keep largest: threshold {largest['threshold']}" in capsys.readouterr().out
 
 
 def test_bad_inputs_exit_2_with_one_line_and_leave_no_output(tiny_model_dir, tmp_path, capsys):

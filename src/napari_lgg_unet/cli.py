@@ -31,7 +31,7 @@ from .engine.events import EpochEnd, Finished, Prepared, Step
 from .engine.evaluate import evaluate_patients, report
 from .engine.io import ScanSource, find_scans, load_patients, load_scan, write_mask
 from .engine.losses import LOSS_CHOICES
-from .engine.model import DEFAULT_MODEL_NAME, LoadedModel, load_model, resolve_model_path
+from .engine.model import DEFAULT_MODEL_NAME, LoadedModel, load_model, read_config, resolve_model_path
 from .engine.postprocess import PostprocessConfig
 from .engine.precision import PRECISION_CHOICES
 from .engine.predict import SegmentOptions, runs_on
@@ -339,9 +339,11 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     model = load_model(args.model, pick_device(args.device))
     best, dice = calibrate(model, _evaluation_folders(args, model), resolve_model_path(args.model),
                            variants=args.input_variants)
+    largest = read_config(resolve_model_path(args.model)).training["calibration"]["best_keep_largest"]
     print(f"threshold {best.threshold}, min size {best.min_size}, min confidence {best.min_confidence}, "
           f"keep largest {best.keep_largest}: mean Dice {dice:.3f} on the {args.split} patients "
-          f"({', '.join(args.input_variants)}); saved in {args.model}")
+          f"({', '.join(args.input_variants)}); saved in {args.model}. Best with keep largest: threshold "
+          f"{largest['threshold']}, mean Dice {largest['mean_dice']:.3f}")
     return 0
 
 

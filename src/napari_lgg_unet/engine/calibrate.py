@@ -106,9 +106,15 @@ def calibrate(
     variants: tuple[str, ...] = ("as-is",),
 ) -> tuple[PostprocessConfig, float]:
     """Write the best candidate into the model folder's config.json (weights untouched) and return it with its
-    mean Dice; with several `variants`, the candidate best on average over all of them."""
-    best, best_dice = max(candidate_scores(model, folders, tta, keep_largest, variants), key=lambda item: item[1])
-    calibration = {"patients": [f.name for f in folders], "input_variants": list(variants), "mean_dice": best_dice}
+    mean Dice; with several `variants`, the candidate best on average over all of them. The best "keep only the
+    largest piece" setting is scored either way and recorded beside the choice, so the config says what it lost to."""
+    scored = list(candidate_scores(model, folders, tta, True, variants))
+    best, best_dice = max((item for item in scored if keep_largest or not item[0].keep_largest), key=lambda i: i[1])
+    largest, largest_dice = max((item for item in scored if item[0].keep_largest), key=lambda i: i[1])
+    calibration = {
+        "patients": [f.name for f in folders], "input_variants": list(variants), "mean_dice": best_dice,
+        "best_keep_largest": {"threshold": largest.threshold, "mean_dice": largest_dice},
+    }
     training = {**model.config.training, "calibration": calibration}
     write_config(replace(model.config, postprocess=best, training=training), model_dir)
     return best, best_dice
