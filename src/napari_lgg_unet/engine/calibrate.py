@@ -20,7 +20,7 @@ from .errors import InputError
 from .cohort import segment_scans
 from .metrics import Counts, scores
 from .model import LoadedModel, write_config
-from .postprocess import PostprocessConfig, postprocess
+from .postprocess import PostprocessConfig, kept_pieces, piece_peaks
 from .predict import SegmentOptions
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -67,10 +67,9 @@ class Pieces:
         if truth.shape != probability.shape:
             raise InputError(f"prediction shape {probability.shape} differs from ground truth shape {truth.shape}")
         labels, n = ndimage.label(probability >= threshold)
-        index = np.arange(1, n + 1)
         return cls(
             sizes=np.bincount(labels.ravel(), minlength=n + 1)[1:],
-            peaks=np.asarray(ndimage.maximum(probability, labels, index=index), dtype=float).reshape(n),
+            peaks=piece_peaks(probability, labels, n),
             overlaps=np.bincount(labels[truth], minlength=n + 1)[1:],
             truth_voxels=int(np.count_nonzero(truth)),
             voxels=int(probability.size),
@@ -78,12 +77,7 @@ class Pieces:
 
     def dice(self, config: PostprocessConfig) -> float:
         """Per-volume Dice of postprocess(probability, config) against the truth, from the piece counts alone."""
-        if config.keep_largest:
-            keep = np.zeros(len(self.sizes), dtype=bool)
-            if len(self.sizes):
-                keep[int(np.argmax(self.sizes))] = True
-        else:
-            keep = (self.sizes >= max(config.min_size, 1)) & (self.peaks >= config.min_confidence)
+        keep = kept_pieces(self.sizes, self.peaks, config)
         tp, predicted = int(self.overlaps[keep].sum()), int(self.sizes[keep].sum())
         fp, fn = predicted - tp, self.truth_voxels - tp
         return scores(Counts(tp, fp, fn, self.voxels - tp - fp - fn)).dice

@@ -40,14 +40,22 @@ def postprocess(probability: np.ndarray, config: PostprocessConfig) -> np.ndarra
     if not (config.min_size > 0 or config.min_confidence > 0 or config.keep_largest) or not mask.any():
         return mask.astype(np.uint8)
     labels, n = ndimage.label(mask)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    sizes[0] = 0
-    if config.keep_largest:
-        keep = np.zeros(n + 1, dtype=bool)
-        keep[int(np.argmax(sizes))] = True
-    else:
-        keep = sizes >= max(config.min_size, 1)
-        if config.min_confidence > 0:
-            keep &= ndimage.maximum(probability, labels, index=np.arange(n + 1)) >= config.min_confidence
-    keep[0] = False
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    peaks = piece_peaks(probability, labels, n) if config.min_confidence > 0 else np.ones(n)
+    keep = np.concatenate([[False], kept_pieces(sizes, peaks, config)])
     return keep[labels].astype(np.uint8)
+
+
+def piece_peaks(probability: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """The highest probability inside each of the pieces labelled 1..n."""
+    return np.asarray(ndimage.maximum(probability, labels, index=np.arange(1, n + 1)), dtype=float).reshape(n)
+
+
+def kept_pieces(sizes: np.ndarray, peaks: np.ndarray, config: PostprocessConfig) -> np.ndarray:
+    """Which of the pieces labelled 1..n (their voxel counts and peak probabilities) the clean-up keeps."""
+    if config.keep_largest:
+        keep = np.zeros(len(sizes), dtype=bool)
+        if len(sizes):
+            keep[int(np.argmax(sizes))] = True
+        return keep
+    return (sizes >= max(config.min_size, 1)) & (peaks >= config.min_confidence)
