@@ -36,6 +36,7 @@ _API = {
     "load_scan": "engine.io",
     "segment_volume": "engine.predict",
     "SegmentOptions": "engine.predict",
+    "CorrectionSession": "engine.corrections",
 }
 __all__ = sorted(_API)
 

@@ -116,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="share of empty-slice draws weighted by how wrong the model is on them (0: uniform)")
     train.add_argument("--hard-negatives-every", type=int, default=d.hard_negatives_every,
                        help="epochs between refreshes of the hard-negative weights")
+    train.add_argument("--context-slices", type=int, default=d.context_slices,
+                       help="FLAIR of this many neighbouring slices on each side as extra inputs (2.5D)")
+    train.add_argument("--clicks", action="store_true",
+                       help="the network also takes positive / negative click maps, trained with simulated clicks")
+    train.add_argument("--click-fraction", type=float, default=d.click_fraction,
+                       help="share of training samples that get simulated clicks (with --clicks)")
+    train.add_argument("--single-slice-fraction", type=float, default=d.single_slice_fraction,
+                       help="share of samples whose neighbours are the slice itself, as a 2D image gives them")
     train.add_argument("--init", default=None, help="model folder (or 'default') to fine-tune from")
     train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     train.add_argument("--seed", type=int, default=d.seed)
@@ -198,6 +206,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         workers=args.workers, device=args.device, init=args.init, steps_per_epoch=args.steps_per_epoch,
         resume=args.resume, precision=args.precision, threads=args.threads, hard_negatives=args.hard_negatives,
         hard_negatives_every=args.hard_negatives_every, sync_batchnorm=args.sync_batchnorm,
+        context_slices=args.context_slices, clicks=args.clicks, click_fraction=args.click_fraction,
+        single_slice_fraction=args.single_slice_fraction,
     )
 
 

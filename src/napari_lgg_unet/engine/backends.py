@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from .errors import DeviceError
+from .model_input import input_channels
 from .precision import Precision, autocast, prepare_batch
 
 BACKEND_CHOICES = ("auto", "torch", "openvino")
@@ -50,7 +51,7 @@ def _weights_version(network: torch.nn.Module) -> tuple[int, ...]:
 
 
 def forward(network: torch.nn.Module, batch: torch.Tensor, precision: Precision, backend: str = "auto") -> torch.Tensor:
-    """Logits (float32, on the batch's device) of an (N, 3, H, W) float32 batch, by the backend that `backend` picks.
+    """Logits (float32, on the batch's device) of an (N, C, H, W) float32 batch (C: the model's input channels), by the backend that `backend` picks.
 
     Call it inside `torch.inference_mode()`, with the network in eval mode and prepared by
     `precision.prepare_network` (once; the memory layout only affects speed).
@@ -112,10 +113,11 @@ def _convert(network: torch.nn.Module, precision: Precision):
     """Trace the network once and compile it for this CPU: any batch size and image size, `precision`'s arithmetic."""
     import openvino
 
-    example = torch.zeros(1, 3, 64, 64)
+    channels = input_channels(network)
+    example = torch.zeros(1, channels, 64, 64)
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about smp's shape checks, which hold for our inputs
-        model = openvino.convert_model(network, example_input=example, input=[(-1, 3, -1, -1)])
+        model = openvino.convert_model(network, example_input=example, input=[(-1, channels, -1, -1)])
     config = {
         "INFERENCE_PRECISION_HINT": _OPENVINO_PRECISIONS[precision.name],
         "INFERENCE_NUM_THREADS": torch.get_num_threads(),

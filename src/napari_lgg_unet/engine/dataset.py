@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
 from .augment import AugmentConfig, augment_pair, skull_strip_view
+from .backends import forward
 from .errors import InputError
 from .io import Scan
+from .model_input import FLAIR, InputConfig, assemble, neighbour_indices
+from .precision import Precision
 from .preprocess import PreprocessConfig, binarise_mask, prepare_volume, to_model_size
 
 _INSTITUTION = re.compile(r"^TCGA_(?P<site>[A-Z0-9]+)_")
@@ -25,6 +29,26 @@ class TrainingVolume:
     name: str
     image: np.ndarray
     mask: np.ndarray
+
+    def network_input(self, slices: np.ndarray, inputs: InputConfig) -> torch.Tensor:
+        """Slices `slices` with their neighbours' FLAIR as `inputs` asks (no clicks), (n, channels, S, S) float32."""
+        image = torch.from_numpy(self.image[slices].astype(np.float32))
+        neighbours = None
+        if inputs.context_slices:
+            around = neighbour_indices(slices, len(self.mask), inputs)
+            neighbours = torch.from_numpy(self.image[around, FLAIR].astype(np.float32))
+        return assemble(image, neighbours, None, inputs)
+
+
+def volume_logits(
+    network: torch.nn.Module, volume: TrainingVolume, inputs: InputConfig, batch_size: int, precision: Precision
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(slice indices, logits (n, 1, S, S) float32) of a whole training volume without clicks, a batch at a time:
+    the one inference loop of validation and hard-negative mining (prediction feeds scans the same way)."""
+    with torch.inference_mode():
+        for start in range(0, len(volume.mask), batch_size):
+            slices = np.arange(start, min(start + batch_size, len(volume.mask)))
+            yield slices, forward(network, volume.network_input(slices, inputs).to(precision.device), precision, "torch")
 
 
 def institution(name: str) -> str:
@@ -107,8 +131,11 @@ class SliceDataset(Dataset):
     loader workers start (about 15 ms per 256-pixel slice), so workers only index it.
     """
 
-    def __init__(self, volumes: list[TrainingVolume], augment: AugmentConfig | None = None, seed: int = 0) -> None:
+    def __init__(self, volumes: list[TrainingVolume], augment: AugmentConfig | None = None, seed: int = 0,
+                 inputs: InputConfig = InputConfig(), single_slice: float = 0.0) -> None:
         self.volumes = volumes
+        self.inputs = replace(inputs, clicks=False)  # clicks come from the model's own errors, in the training step
+        self.single_slice = single_slice
         self.index = [(v, z) for v, volume in enumerate(volumes) for z in range(len(volume.mask))]
         self.augment = augment if augment is not None and augment.enabled else None
         strip = self.augment is not None and self.augment.skull_strip > 0
@@ -123,21 +150,39 @@ class SliceDataset(Dataset):
         return np.array([self.volumes[v].mask[z].any() for v, z in self.index], dtype=bool)
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A slice with its neighbours' FLAIR, all moved by one random transform, and its mask.
+
+        With `single_slice` probability the neighbours are the slice itself, as a 2D image would give them.
+        """
         v, z = self.index[item]
-        image = torch.from_numpy(self.volumes[v].image[z].astype(np.float32))
-        mask = torch.from_numpy(self.volumes[v].mask[z][None].astype(np.float32))
-        if self.augment is not None:
-            worker = torch.utils.data.get_worker_info()
-            self._reads += 1
-            stream = (self.seed, worker.id + 1 if worker else 0, torch.initial_seed() % 2**32, self._reads)
-            view = self.stripped[v]
-            stripped = (view.keep[z], view.ranges) if view is not None else None
-            image, mask = augment_pair(image, mask, self.augment, np.random.default_rng(stream), stripped)
-        return image, mask
+        volume = self.volumes[v]
+        if self.augment is None:
+            return volume.network_input(np.array([z]), self.inputs)[0], torch.from_numpy(volume.mask[z][None].astype(np.float32))
+        worker = torch.utils.data.get_worker_info()
+        self._reads += 1
+        stream = (self.seed, worker.id + 1 if worker else 0, torch.initial_seed() % 2**32, self._reads)
+        image, mask = self._augmented(v, z, stream)
+        if not self.inputs.context_slices:
+            return image, mask
+        around = neighbour_indices(np.array([z]), len(volume.mask), self.inputs)[0]
+        if np.random.default_rng(stream + (1,)).random() < self.single_slice:
+            around[:] = z
+        flair = torch.stack([self._augmented(v, int(n), stream)[0][FLAIR] for n in around])
+        return assemble(image[None], flair[None], None, self.inputs)[0], mask
+
+    def _augmented(self, v: int, z: int, stream: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slice z of volume v under the random transform that `stream` draws (the same stream, the same transform)."""
+        volume = self.volumes[v]
+        image = torch.from_numpy(volume.image[z].astype(np.float32))
+        mask = torch.from_numpy(volume.mask[z][None].astype(np.float32))
+        view = self.stripped[v]
+        stripped = (view.keep[z], view.ranges) if view is not None else None
+        return augment_pair(image, mask, self.augment, np.random.default_rng(stream), stripped)
 
 
 def hard_negative_weights(
-    network: torch.nn.Module, volumes: list[TrainingVolume], device: torch.device | str, batch_size: int = 16
+    network: torch.nn.Module, volumes: list[TrainingVolume], precision: Precision, batch_size: int = 16,
+    inputs: InputConfig = InputConfig(),
 ) -> np.ndarray:
     """How wrong `network` is outside the tumour on each slice, in `SliceDataset(volumes)` order (float64).
 
@@ -149,13 +194,11 @@ def hard_negative_weights(
     network.eval()
     weights = []
     try:
-        with torch.inference_mode():
-            for volume in volumes:
-                for start in range(0, len(volume.mask), batch_size):
-                    x = torch.from_numpy(volume.image[start : start + batch_size].astype(np.float32)).to(device)
-                    prob = torch.sigmoid(network(x))[:, 0].float().cpu().numpy()
-                    wrong = np.where((prob >= 0.5) & ~volume.mask[start : start + batch_size], prob, 0.0)
-                    weights.append(wrong.reshape(len(wrong), -1).sum(axis=1, dtype=np.float64))
+        for volume in volumes:
+            for slices, logits in volume_logits(network, volume, inputs, batch_size, precision):
+                prob = torch.sigmoid(logits)[:, 0].cpu().numpy()
+                wrong = np.where((prob >= 0.5) & ~volume.mask[slices], prob, 0.0)
+                weights.append(wrong.reshape(len(wrong), -1).sum(axis=1, dtype=np.float64))
     finally:
         network.train(was_training)
     return np.concatenate(weights) if weights else np.zeros(0)

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from .atomic import write_tensors_atomic, write_text_atomic
 from .errors import InputError, ModelError
+from .model_input import InputConfig
 from .postprocess import PostprocessConfig
 from .preprocess import PreprocessConfig
 from .validate import check_int, from_json
@@ -42,6 +43,7 @@ class ModelConfig:
     decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 8)
     preprocess: PreprocessConfig = PreprocessConfig()
     postprocess: PostprocessConfig = PostprocessConfig()
+    inputs: InputConfig = InputConfig()  # neighbouring slices and click maps besides the slice (model_input.py)
     training: dict = field(default_factory=dict)
     weights_id: str = ""
 
@@ -88,11 +90,34 @@ def build_network(config: ModelConfig) -> torch.nn.Module:
             encoder_weights=None,
             encoder_depth=len(config.decoder_channels),
             decoder_channels=list(config.decoder_channels),
-            in_channels=3,
+            in_channels=config.inputs.channels,
             classes=1,
         )
     except (KeyError, ValueError) as error:
         raise ModelError(f"cannot build a U-Net with encoder {config.encoder!r}: {error}") from None
+
+
+def with_inputs(network: torch.nn.Module, config: ModelConfig, inputs: InputConfig) -> tuple[torch.nn.Module, ModelConfig]:
+    """`network` rebuilt to take `inputs`, behaving exactly as before: the new input channels start with zero weights.
+
+    This is how a plain 3-channel model becomes the start of a 2.5D, click-conditioned one (fine-tuned from there).
+    Only growing from the plain inputs (or keeping them) is supported.
+    """
+    if inputs == config.inputs:
+        return network, config
+    if config.inputs != InputConfig():
+        raise InputError("only a model with plain 3-channel inputs can be given neighbouring slices or clicks")
+    new_config = replace(config, inputs=inputs)
+    widened = build_network(new_config)
+    state = widened.state_dict()
+    for key, value in network.state_dict().items():
+        if state[key].shape == value.shape:
+            state[key] = value
+        else:  # the first convolution: old channels first, the new ones zero
+            state[key] = torch.zeros_like(state[key])
+            state[key][:, : value.shape[1]] = value
+    widened.load_state_dict(state)
+    return widened.train(network.training), new_config
 
 
 def save_model(network: torch.nn.Module, config: ModelConfig, folder: str | Path, half: bool = False) -> Path:

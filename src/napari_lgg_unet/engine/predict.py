@@ -14,6 +14,7 @@ import torch
 from .backends import BACKEND_CHOICES, describe, forward
 from .device import out_of_memory_as_advice
 from .model import LoadedModel
+from .model_input import FLAIR, Click, assemble, click_maps, neighbour_indices
 from .postprocess import PostprocessConfig, postprocess
 from .precision import PRECISION_CHOICES, Precision, choose, prepare_network
 from .preprocess import channel_view, spatial_shape, intensity_ranges, normalise, restore_size, to_model_size
@@ -87,29 +88,77 @@ def segment_steps(
     `image` may be (H, W), (H, W, 3), (Z, H, W) or (Z, H, W, 3); see `preprocess.channel_view`.
     If `stop` returns True the generator ends early without a result.
     """
-    view = channel_view(image, rgb)
-    ranges = intensity_ranges(view, model.config.preprocess)
-    network = model.network
-    device = next(network.parameters()).device
-    chosen = choose(device, options.precision)
-    prepare_network(network, chosen)
-    size = model.config.preprocess.image_size
-    total, (height, width), batch_size = len(view), view.shape[1:3], options.batch_size
+    scan = ScanInput.of(model, image, rgb)
+    chosen = scan.prepare(options)
+    total, (height, width) = len(scan.view), scan.view.shape[1:3]
     probability = np.empty((total, height, width), dtype=np.float32)
-    yield SegmentProgress(0, total, runs_on=describe(network, chosen))
-    with out_of_memory_as_advice(), torch.inference_mode():
-        for start in range(0, total, batch_size):
-            if stop is not None and stop():
-                return
-            chunk = normalise(view[start : start + batch_size], ranges)
-            batch = to_model_size(torch.from_numpy(chunk).permute(0, 3, 1, 2).to(device), size)
-            prob = restore_size(_forward(network, batch, options.tta, chosen, options.backend), height, width)
-            probability[start : start + len(chunk)] = prob[:, 0].float().cpu().numpy()
-            yield SegmentProgress(min(start + batch_size, total), total, runs_on=describe(network, chosen))
+    label = describe(model.network, chosen)
+    yield SegmentProgress(0, total, runs_on=label)
+    done = 0
+    for slices, prob in scan.probabilities(np.arange(total), [], options, chosen, stop):
+        probability[slices] = prob
+        done += len(slices)
+        yield SegmentProgress(done, total, runs_on=describe(model.network, chosen))
+    if done < total:
+        return  # stopped
     mask = postprocess(probability, options.postprocess or model.config.postprocess)
     out_shape = spatial_shape(image, rgb)
     result = Segmentation(probability.reshape(out_shape), mask.reshape(out_shape))
-    yield SegmentProgress(total, total, result, runs_on=describe(network, chosen))  # the backend may change mid-scan
+    yield SegmentProgress(total, total, result, runs_on=describe(model.network, chosen))  # the backend may change mid-scan
+
+
+@dataclass
+class ScanInput:
+    """A scan as the model reads it: its (Z, H, W, C) view and per-channel intensity ranges, from which any set of
+    slices becomes a network batch (sequences, neighbouring slices, click maps) by the same steps everywhere."""
+
+    model: LoadedModel
+    view: np.ndarray
+    ranges: np.ndarray
+
+    @classmethod
+    def of(cls, model: LoadedModel, image: np.ndarray, rgb: bool | None = None) -> "ScanInput":
+        view = channel_view(image, rgb)
+        return cls(model, view, intensity_ranges(view, model.config.preprocess))
+
+    def prepare(self, options: SegmentOptions) -> Precision:
+        """The precision `options` asks for on the model's device, with the network prepared for it."""
+        network = self.model.network
+        chosen = choose(next(network.parameters()).device, options.precision)
+        prepare_network(network, chosen)
+        return chosen
+
+    def batch(self, slices: np.ndarray, clicks: list[Click]) -> torch.Tensor:
+        """The network's input for slice indices `slices`, at model size, on the model's device."""
+        inputs, (height, width) = self.model.config.inputs, self.view.shape[1:3]
+        image = torch.from_numpy(normalise(self.view[slices], self.ranges)).permute(0, 3, 1, 2)
+        neighbours = None
+        if inputs.context_slices:
+            c = FLAIR if self.view.shape[-1] > FLAIR else 0
+            indices = neighbour_indices(slices, len(self.view), inputs).ravel()
+            flair = normalise(self.view[indices][..., c : c + 1], self.ranges[c : c + 1])[..., 0]
+            neighbours = torch.from_numpy(flair.reshape(len(slices), -1, height, width))
+        maps = None
+        if inputs.clicks and clicks:
+            sigma = inputs.click_sigma * max(height, width) / self.model.config.preprocess.image_size
+            maps = click_maps(clicks, slices, (height, width), sigma, inputs.click_reach)
+        device = next(self.model.network.parameters()).device
+        return to_model_size(assemble(image, neighbours, maps, inputs).to(device), self.model.config.preprocess.image_size)
+
+    def probabilities(
+        self, slices: np.ndarray, clicks: list[Click], options: SegmentOptions, chosen: Precision,
+        stop: Callable[[], bool] | None = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(slice indices, probabilities (n, H, W) float32) for `slices`, a batch at a time, until `stop` says so."""
+        height, width = self.view.shape[1:3]
+        with out_of_memory_as_advice(), torch.inference_mode():
+            for start in range(0, len(slices), options.batch_size):
+                if stop is not None and stop():
+                    return
+                chunk = np.asarray(slices[start : start + options.batch_size])
+                batch = self.batch(chunk, clicks)
+                prob = restore_size(_forward(self.model.network, batch, options.tta, chosen, options.backend), height, width)
+                yield chunk, prob[:, 0].float().cpu().numpy()
 
 
 def segment_volume(

@@ -25,6 +25,7 @@ from .dataset import (
     TrainingVolume,
     hard_negative_weights,
     prepare_training_volume,
+    volume_logits,
     sampling_weights,
     split_patients,
     split_single_volume,
@@ -37,7 +38,9 @@ from .events import EpochEnd, Finished, Prepared, Step, TrainingEvent
 from .io import Scan
 from .losses import LOSS_CHOICES, SegmentationLoss
 from .metrics import Counts, count, scores
-from .model import ModelConfig, build_network, load_model, save_model
+from .click_training import with_simulated_clicks
+from .model import ModelConfig, build_network, load_model, save_model, with_inputs
+from .model_input import MAX_CONTEXT, InputConfig
 from .precision import PRECISION_CHOICES, Precision, autocast, grad_scaler, prepare_batch, prepare_network
 from .preprocess import PreprocessConfig
 from .run_folder import RunFolder, RunProgress
@@ -84,6 +87,12 @@ class TrainConfig:
     sync_batchnorm: bool = False
     # inputs the validation patients are scored as (engine.variants); the best model has the lowest mean loss over them
     validation_variants: tuple[str, ...] = ("as-is",)
+    # the network's extra inputs (engine/model_input.py): FLAIR of this many neighbouring slices on each side, and
+    # click maps learnt from simulated clicks on the model's own errors (engine/click_training.py)
+    context_slices: int = 0
+    clicks: bool = False
+    click_fraction: float = 0.5  # share of training samples that get simulated clicks
+    single_slice_fraction: float = 0.1  # share of samples whose neighbours are the slice itself, as for a 2D image
 
     def __post_init__(self) -> None:
         check_int("epochs", self.epochs, 1, 100_000)
@@ -115,6 +124,14 @@ class TrainConfig:
         check_bool("resume", self.resume)
         check_bool("sync batchnorm", self.sync_batchnorm)
         check_variants(tuple(self.validation_variants))
+        check_int("context slices", self.context_slices, 0, MAX_CONTEXT)
+        check_bool("clicks", self.clicks)
+        check_float("click fraction", self.click_fraction, 0, 1)
+        check_float("single-slice fraction", self.single_slice_fraction, 0, 1)
+
+    @property
+    def inputs(self) -> InputConfig:
+        return InputConfig(context_slices=self.context_slices, clicks=self.clicks)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -149,6 +166,7 @@ class _Run:
     stopped: bool = False
     started: float = field(default_factory=time.perf_counter)
     step_times: list[float] = field(default_factory=list)
+    click_rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
     @property
     def bare_network(self) -> torch.nn.Module:
@@ -218,7 +236,7 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Gro
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
     scaler = grad_scaler(chosen)
     progress = folder.load_resume_state(network, optimizer, scaler) if config.resume else RunProgress()
-    dataset = SliceDataset(split.train, config.augment, config.seed)
+    dataset = SliceDataset(split.train, config.augment, config.seed, model_config.inputs, config.single_slice_fraction)
     steps = config.steps_per_epoch or max(1, len(dataset) // (config.batch_size * group.world))
     workers = config.workers if config.workers is not None else physical_cores() // group.local_world
     draws = steps * config.batch_size * group.world
@@ -255,10 +273,12 @@ def _start_epoch(run: _Run) -> None:
     refresh the hard-negative weights (how wrong the model is on empty slices) when it is their turn."""
     config = run.config
     run.loader.sampler.generator.manual_seed(config.seed + run.epoch)
+    run.click_rng = np.random.default_rng((config.seed, run.epoch, run.group.rank))
     if config.hard_negatives > 0 and run.epoch % config.hard_negatives_every == 0:
         dataset = run.loader.dataset
-        with autocast(run.precision):  # every process scores all slices, so all draw from the same weights
-            wrong = hard_negative_weights(run.bare_network, run.split.train, run.device, config.batch_size)
+        # every process scores all slices, so all draw from the same weights
+        wrong = hard_negative_weights(run.bare_network, run.split.train, run.precision, config.batch_size,
+                                      run.model_config.inputs)
         weights = sampling_weights(dataset.has_tumour(), config.tumour_fraction, wrong, config.hard_negatives)
         weighted = getattr(run.loader.sampler, "sampler", run.loader.sampler)  # ShareOfDraws wraps it
         weighted.weights = torch.as_tensor(weights, dtype=torch.double)
@@ -273,6 +293,9 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> Step:
     total_steps = config.epochs * run.steps
     for group in run.optimizer.param_groups:
         group["lr"] = _learning_rate(config, (run.epoch * run.steps + step - 1) / total_steps)
+    if run.model_config.inputs.clicks:
+        x = with_simulated_clicks(run.bare_network, x, y, run.model_config.inputs, run.precision, config.click_fraction,
+                                  run.click_rng)
     x = prepare_batch(x.to(run.device, non_blocking=True), run.precision)
     y = y.to(run.device, non_blocking=True)
     run.optimizer.zero_grad(set_to_none=True)
@@ -381,33 +404,30 @@ def _validate_variants(run: _Run) -> dict:
     for variant, volumes in run.split.val_variants.items():
         suffix = "" if variant == "as-is" else "_" + variant.replace("-", "_")
         scored = validation_scores(run.bare_network, volumes, run.loss_fn, run.config.batch_size, run.precision,
-                                   run.group)
+                                   run.group, run.model_config.inputs)
         metrics.update({f"{key}{suffix}": value for key, value in scored.items()})
         losses.append(scored["val_loss"])
     return {**metrics, "selection_loss": float(np.mean(losses))}
 
 
 def validation_scores(network: torch.nn.Module, volumes: list[TrainingVolume], loss_fn: SegmentationLoss,
-                      batch_size: int, precision: Precision, group: Group = Group()) -> dict:
-    """Validation loss (mean over slices) and per-volume Dice/IoU/accuracy (mean over volumes).
+                      batch_size: int, precision: Precision, group: Group = Group(),
+                      inputs: InputConfig = InputConfig()) -> dict:
+    """Validation loss (mean over slices) and per-volume Dice/IoU/accuracy (mean over volumes), without clicks.
 
     Each process of `group` validates its share of the volumes and the sums are added up, so the figures are one
     process's (the default group: this process alone).
     """
-    device = precision.device
     network.eval()
     total_loss, slices, per_volume = 0.0, 0, []
-    with torch.no_grad(), autocast(precision):
-        for volume in group.share(volumes):
-            counts = Counts(0, 0, 0, 0)
-            for start in range(0, len(volume.mask), batch_size):
-                x = torch.from_numpy(volume.image[start : start + batch_size].astype(np.float32)).to(device)
-                y = torch.from_numpy(volume.mask[start : start + batch_size, None]).to(device)
-                logits = network(prepare_batch(x, precision)).float()
-                total_loss += float(loss_fn(logits, y)) * len(x)
-                slices += len(x)
-                counts = counts + count((logits > 0).cpu().numpy(), y.cpu().numpy())
-            per_volume.append(scores(counts))
+    for volume in group.share(volumes):
+        counts = Counts(0, 0, 0, 0)
+        for index, logits in volume_logits(network, volume, inputs, batch_size, precision):
+            y = torch.from_numpy(volume.mask[index, None]).to(logits.device)
+            total_loss += float(loss_fn(logits, y)) * len(index)
+            slices += len(index)
+            counts = counts + count((logits > 0).cpu().numpy(), y.cpu().numpy())
+        per_volume.append(scores(counts))
     network.train()
     total_loss, slices, dice, iou, accuracy, volume_count = group.sum([
         total_loss, slices, sum(s.dice for s in per_volume), sum(s.iou for s in per_volume),
@@ -422,11 +442,13 @@ def validation_scores(network: torch.nn.Module, volumes: list[TrainingVolume], l
 
 
 def _initial_network(config: TrainConfig, preprocess: PreprocessConfig) -> tuple[torch.nn.Module, ModelConfig]:
+    """A fresh network, or the `init` model's, grown to take the configured neighbouring slices and clicks."""
     if config.init:
         loaded = load_model(config.init, "cpu")
         model_config = replace(loaded.config, preprocess=replace(loaded.config.preprocess, image_size=preprocess.image_size))
-        return loaded.network.train(), model_config
-    model_config = ModelConfig(encoder=config.encoder, decoder_channels=config.decoder_channels, preprocess=preprocess)
+        return with_inputs(loaded.network.train(), model_config, config.inputs)
+    model_config = ModelConfig(encoder=config.encoder, decoder_channels=config.decoder_channels, preprocess=preprocess,
+                               inputs=config.inputs)
     return build_network(model_config), model_config
 
 

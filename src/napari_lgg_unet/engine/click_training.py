@@ -1,0 +1,80 @@
+"""Simulated clicks on the network's own errors, so one network learns both to segment alone and to be corrected.
+
+As in RITM / DeepEdit: for a share of each batch the network first predicts without clicks (no gradient), a
+simulated user clicks the pixel deepest inside the largest wrong region (positive where tumour was missed, negative
+where false tumour was drawn), possibly a second time after seeing the corrected prediction, and the network then
+trains on the batch with those click maps. The rest of the batch trains without clicks, which keeps the automatic
+segmentation as good as a model without click inputs. Some clicks are rendered as if placed 1 or 2 slices away,
+since a user's click also acts on the neighbouring slices where the same structure continues.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .backends import forward
+from .model_input import Click, InputConfig, assemble, click_maps
+from .precision import Precision
+
+NEIGHBOUR_CLICKS = 0.3  # share of clicks rendered as if placed on a slice 1 or 2 away
+SECOND_ROUND = 0.5  # share of batches whose clicked samples get a second click after the first correction
+
+
+def next_click(predicted: np.ndarray, truth: np.ndarray) -> Click | None:
+    """Where a careful user clicks on one slice (or volume): the point deepest inside the largest wrong region.
+
+    `predicted` and `truth` are bool arrays of one shape, (H, W) or (Z, H, W); None when nothing is wrong.
+    """
+    wrong = predicted != truth
+    if not wrong.any():
+        return None
+    labels, n = ndimage.label(wrong)
+    largest = 1 + int(np.argmax(np.bincount(labels.ravel(), minlength=n + 1)[1:]))
+    region = np.pad(labels == largest, 1)
+    depth = ndimage.distance_transform_edt(region)[(slice(1, -1),) * wrong.ndim]
+    point = np.unravel_index(int(np.argmax(depth)), wrong.shape)
+    coords = (0,) * (3 - wrong.ndim) + tuple(int(c) for c in point)
+    return Click(*map(float, coords), positive=bool(truth[point]))
+
+
+def with_simulated_clicks(
+    network: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, inputs: InputConfig, precision: Precision,
+    fraction: float, rng: np.random.Generator,
+) -> torch.Tensor:
+    """Batch x (n, channels without clicks, S, S) and masks y (n, 1, S, S) -> x with click maps appended.
+
+    A share `fraction` of the samples gets clicks from `network`'s own errors (see the module docstring); the
+    network's train/eval mode is restored afterwards.
+    """
+    maps = torch.zeros((len(x), 2) + tuple(x.shape[-2:]))
+    chosen = np.flatnonzero(rng.random(len(x)) < fraction)
+    if not len(chosen):
+        return assemble(x, None, maps, _clicks_only(inputs))
+    was_training = network.training
+    network.eval()
+    clicks: dict[int, list[Click]] = {int(i): [] for i in chosen}
+    truth = y[:, 0].cpu().numpy() > 0.5
+    try:
+        for _ in range(1 + int(rng.random() < SECOND_ROUND)):
+            batch = assemble(x[chosen], None, maps[chosen], _clicks_only(inputs)).to(precision.device)
+            with torch.inference_mode():
+                predicted = forward(network, batch, precision, "torch")[:, 0].cpu().numpy() > 0
+            for row, i in enumerate(chosen):
+                click = next_click(predicted[row], truth[i])
+                if click is not None:
+                    away = float(rng.choice([1, 2])) if rng.random() < NEIGHBOUR_CLICKS else 0.0
+                    clicks[int(i)].append(Click(away, click.y, click.x, click.positive))
+                    maps[i] = click_maps(clicks[int(i)], np.zeros(1), tuple(x.shape[-2:]), inputs.click_sigma,
+                                         inputs.click_reach)[0]
+    finally:
+        network.train(was_training)
+    return assemble(x, None, maps, _clicks_only(inputs))
+
+
+def _clicks_only(inputs: InputConfig) -> InputConfig:
+    """`assemble` settings for a batch that already holds its sequences and neighbours and lacks only clicks."""
+    return replace(inputs, context_slices=0, clicks=True)

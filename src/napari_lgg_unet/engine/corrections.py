@@ -1,0 +1,119 @@
+"""Correct a mask with clicks: each click re-runs the click-conditioned network on the slices it reaches.
+
+A click is an input of the network (engine/model_input.py), not an edit of the mask: "this is tumour" / "this is
+not" changes the prediction around the click, on its slice and on the neighbouring slices the click reaches, so a
+false rim is trimmed without deleting the tumour it touches. Only the slices a click reaches are recomputed, which
+keeps a click well under a second on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import InputError, ModelError
+from .model import LoadedModel
+from .model_input import Click
+from .postprocess import PostprocessConfig, kept_pieces, piece_peaks
+from .predict import ScanInput, SegmentOptions
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One 3D-connected piece of the current mask: label `index` in `piece_labels`, its size and confidence."""
+
+    index: int
+    voxels: int
+    confidence: float
+
+
+@dataclass
+class _Undo:
+    slices: np.ndarray
+    probability: np.ndarray
+
+
+class CorrectionSession:
+    """A scan, its current mask and the clicks that shaped it; see the module docstring.
+
+    `image` is anything `segment_volume` takes; a 2D image is a one-slice scan, so masks are always (Z, H, W).
+    `probability` (the scan's spatial shape) skips the first segmentation when the caller already has it.
+    """
+
+    def __init__(self, model: LoadedModel, image: np.ndarray, options: SegmentOptions | None = None, *,
+                 rgb: bool | None = None, probability: np.ndarray | None = None) -> None:
+        if not model.config.inputs.clicks:
+            raise ModelError("this model does not take clicks; use a click-conditioned model (e.g. the default)")
+        self.options = options or SegmentOptions()
+        self._scan = ScanInput.of(model, image, rgb)
+        self._precision = self._scan.prepare(self.options)
+        self.clicks: list[Click] = []
+        self._undo: list[_Undo] = []
+        shape = self._scan.view.shape[:3]
+        if probability is None:
+            self.probability = self._predict(np.arange(shape[0]))
+        else:
+            self.probability = np.asarray(probability, dtype=np.float32).reshape(shape).copy()
+        self._refresh()
+
+    @property
+    def postprocess(self) -> PostprocessConfig:
+        return self.options.postprocess or self._scan.model.config.postprocess
+
+    def click(self, z: float, y: float, x: float, positive: bool = True) -> np.ndarray:
+        """Add a click at slice z, row y, column x (pixels) and return the updated mask."""
+        click = self._checked(z, y, x, positive)
+        reach = self._scan.model.config.inputs.click_reach
+        slices = np.arange(max(0, round(click.z) - reach), min(len(self.probability), round(click.z) + reach + 1))
+        self._undo.append(_Undo(slices, self.probability[slices].copy()))
+        self.clicks.append(click)
+        self.probability[slices] = self._predict(slices)
+        self._refresh()
+        return self.mask
+
+    def undo(self) -> np.ndarray:
+        """Take the last click back (the probabilities return exactly to what they were); returns the mask."""
+        if not self.clicks:
+            raise InputError("there is no click to undo")
+        step = self._undo.pop()
+        self.clicks.pop()
+        self.probability[step.slices] = step.probability
+        self._refresh()
+        return self.mask
+
+    def _checked(self, z: float, y: float, x: float, positive: bool) -> Click:
+        values = (z, y, x)
+        if not all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in values):
+            raise InputError(f"a click needs three numbers (z, y, x), not {values!r}")
+        if not all(math.isfinite(float(v)) for v in values):
+            raise InputError(f"a click's coordinates must be finite numbers, not {values!r}")
+        shape = self.probability.shape
+        if not all(-0.5 <= float(v) < n - 0.5 for v, n in zip(values, shape)):
+            raise InputError(f"the click ({z}, {y}, {x}) lies outside the scan (slices, rows, columns: {shape})")
+        return Click(float(z), float(y), float(x), bool(positive))
+
+    def _predict(self, slices: np.ndarray) -> np.ndarray:
+        parts = [prob for _, prob in self._scan.probabilities(slices, self.clicks, self.options, self._precision)]
+        return np.concatenate(parts)
+
+    def _refresh(self) -> None:
+        """Mask and pieces from the probabilities: the model's clean-up, except that a piece holding a positive
+        click is always kept (the user said it is tumour)."""
+        config = self.postprocess
+        labels, n = ndimage.label(self.probability >= config.threshold)
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+        peaks = piece_peaks(self.probability, labels, n)
+        keep = np.concatenate([[False], kept_pieces(sizes, peaks, config)])
+        for click in self.clicks:
+            if click.positive:
+                keep[labels[round(click.z), round(click.y), round(click.x)]] = True
+        keep[0] = False
+        self.mask = keep[labels].astype(np.uint8)
+        relabel = np.zeros(n + 1, dtype=np.int32)
+        relabel[np.flatnonzero(keep)] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+        self.piece_labels = relabel[labels]
+        kept = np.flatnonzero(keep)
+        self.pieces = [Piece(int(relabel[k]), int(sizes[k - 1]), float(peaks[k - 1])) for k in kept]
