@@ -13,6 +13,7 @@ from napari_lgg_unet.engine.dataset import (
     tumour_aware_sampler,
 )
 from napari_lgg_unet.engine.errors import InputError
+from napari_lgg_unet.engine.precision import choose
 
 NAMES = [f"TCGA_{site}_{i:04d}_2000" for site in ("CS", "DU", "HT", "FG") for i in range(10)]
 
@@ -75,7 +76,8 @@ def test_hard_negative_weights_measure_false_positives_outside_the_true_mask():
     masks[4, 8:12, 8:12] = True
     network = _BrightIsTumour().train()
     weights = hard_negative_weights(network, [TrainingVolume("a", image[:3], masks[:3]),
-                                              TrainingVolume("b", image[3:], masks[3:])], "cpu", batch_size=2)
+                                              TrainingVolume("b", image[3:], masks[3:])], choose("cpu", "fp32"),
+                                    batch_size=2)
     assert weights.shape == (6,)
     assert weights[1] > 3 * weights[3] > 0
     assert weights[[0, 2, 4, 5]].tolist() == [0, 0, 0, 0]

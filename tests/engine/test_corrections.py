@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_lgg_unet.engine.corrections import CorrectionSession
+from napari_lgg_unet.engine.errors import InputError, ModelError
+from napari_lgg_unet.engine.model import LoadedModel, ModelConfig, load_model
+from napari_lgg_unet.engine.model_input import InputConfig
+from napari_lgg_unet.engine.postprocess import PostprocessConfig
+from napari_lgg_unet.engine.preprocess import PreprocessConfig
+
+
+class _FollowsClicks(torch.nn.Module):
+    """Tumour where FLAIR is bright, plus around positive clicks, minus around negative ones."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(40.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * (x[:, 1:2] + x[:, -2:-1] - x[:, -1:] - 0.5)
+
+
+def _session(image: np.ndarray, **kwargs) -> CorrectionSession:
+    config = ModelConfig(preprocess=PreprocessConfig(image_size=32), inputs=InputConfig(clicks=True, click_reach=1),
+                         postprocess=PostprocessConfig(min_size=20))
+    return CorrectionSession(LoadedModel(_FollowsClicks().eval(), config, "test"), image, **kwargs)
+
+
+def _scan() -> np.ndarray:
+    image = np.zeros((6, 32, 32), np.float32)
+    image[:, 8:16, 8:16] = 100.0  # a bright block through every slice
+    image[:, 0, 0] = 50.0
+    return image
+
+
+def test_a_negative_click_removes_false_tumour_near_it_on_the_slices_it_reaches_only():
+    session = _session(_scan())
+    before = session.mask.copy()
+    assert before.shape == (6, 32, 32) and before[:, 12, 12].all()
+    mask = session.click(2, 12, 12, positive=False)
+    assert mask is session.mask
+    assert not mask[1:4, 12, 12].any()  # the clicked slice and its neighbours within reach
+    np.testing.assert_array_equal(mask[[0, 4, 5]], before[[0, 4, 5]])
+
+
+def test_a_positive_click_adds_tumour_and_keeps_its_piece_even_below_the_minimum_size():
+    session = _session(_scan())
+    session.click(4, 26, 26, positive=True)
+    assert session.mask[4, 26, 26] == 1
+    k = session.piece_labels[4, 26, 26]
+    assert k > 0 and any(p.index == k for p in session.pieces)
+    assert all(0 <= p.confidence <= 1 for p in session.pieces)
+
+
+def test_undo_returns_exactly_to_the_mask_before_each_click():
+    session = _session(_scan())
+    first = session.mask.copy()
+    session.click(2, 12, 12, positive=False)
+    second = session.mask.copy()
+    session.click(4, 26, 26, positive=True)
+    np.testing.assert_array_equal(session.undo(), second)
+    np.testing.assert_array_equal(session.undo(), first)
+    with pytest.raises(InputError, match="no click to undo"):
+        session.undo()
+
+
+@pytest.mark.parametrize("click", [(6, 1, 1), (-1, 1, 1), (0, 40, 1), (0, float("nan"), 1), ("a", 1, 1)])
+def test_a_bad_click_is_refused_and_leaves_the_session_unchanged(click):
+    session = _session(_scan())
+    before = session.mask.copy()
+    with pytest.raises(InputError):
+        session.click(*click)
+    assert session.clicks == []
+    np.testing.assert_array_equal(session.mask, before)
+
+
+def test_a_2d_image_is_a_one_slice_scan():
+    session = _session(_scan()[0])
+    assert session.mask.shape == session.piece_labels.shape == (1, 32, 32)
+    session.click(0, 26, 26)
+    assert session.mask[0, 26, 26] == 1
+
+
+def test_a_model_without_click_inputs_is_refused_with_advice():
+    with pytest.raises(ModelError, match="does not take clicks"):
+        CorrectionSession(load_model("default"), _scan())
