@@ -17,7 +17,6 @@ import functools
 import importlib.util
 import io
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -37,18 +36,11 @@ from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import ModelConfig, build_network, load_model
 from napari_lgg_unet.engine.precision import Precision, autocast, choose, native_bf16_cpu, prepare_batch, prepare_network
 from napari_lgg_unet.engine.predict import SegmentOptions, segment_steps, segment_volume
-from timing import best_of
+from timing import best_of, cpu_model
 
 BATCH, SIZE = 8, 256
 SECTIONS = ("inference", "training", "memory", "answers")
 CPU = torch.device("cpu")
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def flops_per_slice(network: torch.nn.Module) -> float:

@@ -1,0 +1,110 @@
+"""A simulated user corrects the automatic mask with clicks: how fast does the Dice rise, and how fast is a click?
+
+On each patient: segment (0 clicks), then 5 times click the voxel deepest inside the largest 3D error region
+(positive where tumour is missed, negative where false tumour is drawn) through `CorrectionSession`, exactly as
+issue 15 defines the user. Reports the mean Dice after 0..N clicks, the share of patients at >= 0.90, the clicks
+that made the Dice worse by more than 0.005, the median and worst click latency, and the ROC AUC of piece
+confidence (a piece is true when at least 10 % of it lies in the manual mask). Run by hand; results in
+docs/corrections.md with the CPU model this prints.
+
+    PYTHONPATH=src python benchmarks/corrections.py --model runs/r2-context-clicks --lgg ../shared/data/lgg/kaggle_3m --split test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_lgg_unet.engine.click_training import next_click
+from napari_lgg_unet.engine.corrections import CorrectionSession
+from napari_lgg_unet.engine.io import load_patient
+from napari_lgg_unet.engine.metrics import volume_scores
+from napari_lgg_unet.engine.model import load_model
+from napari_lgg_unet.engine.variants import input_variant
+from timing import cpu_model
+
+WORSE = 0.005
+TRUE_PIECE = 0.10
+
+
+def roc_auc(scores: list[float], labels: list[bool]) -> float:
+    """Probability that a random true piece scores above a random false one (ties count half); NaN without both."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
+    positive, negative = scores[labels], scores[~labels]
+    if not len(positive) or not len(negative):
+        return float("nan")
+    above = (positive[:, None] > negative[None, :]).sum() + 0.5 * (positive[:, None] == negative[None, :]).sum()
+    return float(above / (len(positive) * len(negative)))
+
+
+def correct_patient(model, folder: Path, clicks: int, variant: str) -> dict:
+    scan = load_patient(folder, require_masks=True)
+    image, rgb = input_variant(scan.image, scan.rgb, variant)
+    truth = np.asarray(scan.mask > 0).reshape(-1, *scan.mask.shape[-2:])
+    session = CorrectionSession(model, image, rgb=rgb)
+    pieces = [(p.confidence, bool((truth & (session.piece_labels == p.index)).sum() >= TRUE_PIECE * p.voxels))
+              for p in session.pieces]
+    dice, latency = [volume_scores(session.mask, truth).dice], []
+    for _ in range(clicks):
+        click = next_click(session.mask > 0, truth)
+        if click is not None:
+            started = time.perf_counter()
+            session.click(click.z, click.y, click.x, click.positive)
+            latency.append(time.perf_counter() - started)
+        dice.append(volume_scores(session.mask, truth).dice)
+    return {"patient": scan.name, "dice": dice, "latency_s": latency, "pieces": pieces}
+
+
+def summary(results: list[dict]) -> dict:
+    dice = np.array([r["dice"] for r in results])
+    steps = np.diff(dice, axis=1)
+    latency = np.concatenate([r["latency_s"] for r in results]) if results else np.zeros(0)
+    pieces = [p for r in results for p in r["pieces"]]
+    return {
+        "patients": len(results),
+        "mean_dice_after_clicks": dice.mean(axis=0).round(4).tolist(),
+        "share_at_0.90": (dice >= 0.90).mean(axis=0).round(3).tolist(),
+        "clicks_worse": int((steps < -WORSE).sum()), "clicks": int(steps.size),
+        "median_click_s": float(np.median(latency)) if len(latency) else float("nan"),
+        "worst_click_s": float(latency.max()) if len(latency) else float("nan"),
+        "piece_auc": roc_auc([c for c, _ in pieces], [t for _, t in pieces]),
+        "pieces_true_false": [int(sum(t for _, t in pieces)), int(sum(not t for _, t in pieces))],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--lgg", default="../shared/data/lgg/kaggle_3m")
+    parser.add_argument("--split", default="test", choices=("test", "validation"),
+                        help="the model's own held-out patients (never trained on)")
+    parser.add_argument("--patients", type=int, default=None, help="only the first N patients")
+    parser.add_argument("--clicks", type=int, default=5)
+    parser.add_argument("--variant", default="as-is")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model)
+    names = model.config.training["split"][args.split][: args.patients]
+    print(f"{len(names)} {args.split} patients, {args.variant}, {args.threads} threads, CPU: {cpu_model()}", flush=True)
+    results = []
+    for name in names:
+        results.append(correct_patient(model, Path(args.lgg) / name, args.clicks, args.variant))
+        r = results[-1]
+        print(f"{name}: Dice {' '.join(f'{d:.3f}' for d in r['dice'])}, clicks "
+              f"{' '.join(f'{1000 * t:.0f}' for t in r['latency_s'])} ms", flush=True)
+    report = {"cpu": cpu_model(), "model": args.model, "split": args.split, "variant": args.variant,
+              "summary": summary(results), "per_patient": results}
+    print(json.dumps(report["summary"], indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
