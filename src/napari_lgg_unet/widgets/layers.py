@@ -9,7 +9,7 @@ from typing import Any
 
 import napari
 import numpy as np
-from napari.layers import Image, Labels, Layer
+from napari.layers import Image, Labels, Layer, Points
 from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
 
 from ..reader import GEOMETRY_KEY  # the scan geometry our reader stores and the writer needs to save a mask back
@@ -53,7 +53,7 @@ def put_owned_layer(viewer: napari.Viewer, source: Layer, role: str, data: np.nd
     if layer is not None:
         layer.data = data
         return layer
-    kind = Labels if role == "tumour" else Image
+    kind = {"tumour": Labels, "clicks": Points}.get(role, Image)
     metadata = {OWNER_KEY: {"role": role, "source": str(source.unique_id)}}
     if GEOMETRY_KEY in source.metadata:
         metadata[GEOMETRY_KEY] = source.metadata[GEOMETRY_KEY]
@@ -102,6 +102,16 @@ def back_to_layer(layer: Layer, shown: np.ndarray) -> np.ndarray:
     orientation = view_orientation(layer)
     identity = np.column_stack([np.arange(len(orientation)), np.ones(len(orientation))])
     return np.ascontiguousarray(apply_orientation(shown, ornt_transform(identity, orientation)))
+
+
+def shown_index(layer: Layer, point: np.ndarray) -> tuple[float, ...]:
+    """`point` in `layer`'s data coordinates as an index into `as_shown(layer)`, the order the model reads."""
+    orientation = view_orientation(layer)
+    shown = [0.0] * len(orientation)
+    for axis, (target, flip) in enumerate(orientation):
+        value = float(point[axis])
+        shown[int(target)] = value if flip > 0 else layer.data.shape[axis] - 1 - value
+    return tuple(shown)
 
 
 def current_slice(viewer: napari.Viewer, layer: Layer) -> int | None:

@@ -1,0 +1,131 @@
+"""Click corrections in the viewer: a click on the scan says "tumour here", Shift+click (or a right click) "not
+tumour"; the click-conditioned model re-segments the slices the click reaches, in a worker thread.
+
+The clicks are shown as a Points layer of this plugin's (green positive, magenta negative) over the segmented image;
+Undo takes the last one back. Clicks that arrive while one is computed wait in a queue, so fast clicking never blocks
+the viewer. The engine's `CorrectionSession` holds the clicks and probabilities; this module only maps viewer
+positions to the model's slice order and back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import napari
+import numpy as np
+from napari.layers import Image
+
+from ..engine.corrections import CorrectionSession
+from ..engine.predict import SegmentOptions
+from . import notify
+from .job import JobRunner
+from .layers import back_to_layer, owned_layer, put_owned_layer, shown_index
+from .workers import ModelCache
+
+POSITIVE_COLOUR, NEGATIVE_COLOUR = "lime", "magenta"
+
+
+@dataclass
+class CorrectionTarget:
+    """What the last segmentation ran on: the layer, its model-order input and probabilities, and the model."""
+
+    source: Image
+    image: np.ndarray
+    rgb: bool
+    probability: np.ndarray  # model (shown) order
+    model: str
+    device: str
+    options: SegmentOptions
+
+
+def session_job(cache: ModelCache, target: CorrectionTarget, *, stop: Callable[[], bool]) -> Iterator[CorrectionSession]:
+    """Build the correction session from the segmentation already on screen (no model run)."""
+    model = cache.get(target.model, target.device)
+    yield CorrectionSession(model, target.image, target.options, rgb=target.rgb, probability=target.probability)
+
+
+def click_job(session: CorrectionSession, point: tuple[float, float, float] | None, positive: bool, *,
+              stop: Callable[[], bool]) -> Iterator[np.ndarray]:
+    """One click (or, with `point` None, one undo) on the session; yields the new mask."""
+    yield session.undo() if point is None else session.click(*point, positive=positive)
+
+
+class ClickCorrections:
+    """Correction mode for one viewer: on while `enabled`, reading clicks over the target's layer."""
+
+    def __init__(self, viewer: napari.Viewer, widget, cache: ModelCache, on_mask: Callable[[np.ndarray], None]) -> None:
+        self.viewer, self._cache, self._on_mask = viewer, cache, on_mask
+        self.job = JobRunner(widget, lambda running: None)
+        self.target: CorrectionTarget | None = None
+        self.session: CorrectionSession | None = None
+        self._queue: list[tuple[tuple[float, float, float] | None, bool, tuple | None]] = []
+        self.enabled = False
+        viewer.mouse_drag_callbacks.append(self._on_mouse)
+
+    def reset(self, target: CorrectionTarget | None) -> None:
+        """A new segmentation (or none): earlier clicks belonged to the old one."""
+        self.target, self.session, self._queue = target, None, []
+        if target is not None and (layer := owned_layer(self.viewer, target.source, "clicks")) is not None:
+            layer.data = np.zeros((0, target.source.ndim))
+
+    def add_click(self, data_point: np.ndarray, positive: bool) -> None:
+        """A click at `data_point` (the source layer's data coordinates)."""
+        if self.target is None:
+            notify.show_warning("segment an image first, then correct it with clicks")
+            return
+        shown = shown_index(self.target.source, data_point)
+        self._queue.append((shown if len(shown) == 3 else (0.0, *shown), positive, tuple(data_point)))
+        self._next()
+
+    def undo(self) -> None:
+        if self.session is None or not self.session.clicks:
+            notify.show_info("there is no click to undo")
+            return
+        self._queue.append((None, False, None))
+        self._next()
+
+    def _next(self) -> None:
+        if self.job.running or not self._queue:
+            return
+        if self.session is None:
+            self.job.start(session_job, self._cache, self.target, on_item=self._session_ready, on_done=self._next)
+            return
+        point, positive, data_point = self._queue.pop(0)
+        self.job.start(click_job, self.session, point, positive, on_item=self._mask_ready, on_done=self._next)
+        self._show_click(data_point, positive)
+
+    def _session_ready(self, session: CorrectionSession) -> None:
+        self.session = session
+
+    def _mask_ready(self, mask: np.ndarray) -> None:
+        self._on_mask(back_to_layer(self.target.source, mask.reshape(self.target.probability.shape)))
+
+    def _show_click(self, data_point: tuple | None, positive: bool) -> None:
+        """Add the click to the Points layer, or (`data_point` None: an undo) take the last one off it."""
+        source = self.target.source
+        layer = owned_layer(self.viewer, source, "clicks")
+        if data_point is None:
+            if layer is not None and len(layer.data):
+                layer.data = layer.data[:-1]  # face colours follow the kept points
+            return
+        colour = POSITIVE_COLOUR if positive else NEGATIVE_COLOUR
+        if layer is None:
+            layer = put_owned_layer(self.viewer, source, "clicks", np.asarray([data_point]), face_color=colour,
+                                    size=6, border_width=0)
+        else:
+            layer.current_face_color = colour
+            layer.add(np.asarray(data_point))
+
+    def _on_mouse(self, viewer: napari.Viewer, event) -> Iterator[None]:
+        """A press and release without a drag over the segmented image is a click; a drag stays a pan."""
+        if not self.enabled or event.type != "mouse_press" or event.button not in (1, 2) or self.target is None:
+            return
+        yield
+        if event.type == "mouse_move":
+            return  # a drag: leave it to napari
+        source = self.target.source
+        point = np.asarray(source.world_to_data(event.position), dtype=float)
+        if np.any(point < -0.5) or np.any(point > np.asarray(source.data.shape[: len(point)]) - 0.5):
+            return
+        self.add_click(point, positive=event.button == 1 and "Shift" not in event.modifiers)
