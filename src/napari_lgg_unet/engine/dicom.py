@@ -1,6 +1,8 @@
 """DICOM folders: their image series, which series is which MRI sequence, and each series as one volume.
 
-SimpleITK (GDCM) groups files by series and sorts the slices of a series by their position along the slice normal.
+SimpleITK (GDCM) groups files by series and sorts the slices of a series by their position along the slice normal;
+a series with two files at one position or a gap where slices are missing is refused (ITK would stack it anyway,
+at an averaged spacing), not repaired: which copy or which gap is right is for the user to say.
 A folder with one series is that scan; a folder with several (a study) is read as a case when their descriptions
 name a FLAIR series (and pre-/post-contrast T1 ones); otherwise the user is told which series it holds.
 """
@@ -19,7 +21,7 @@ from .volumes import Volume, itk_warnings_off, read_itk
 
 _DESCRIPTION = "0008|103e"
 _SAME_POSITION_MM = 1e-3
-_SPACING_TOLERANCE = 0.1  # a step more than 10 % off the usual slice spacing means a missing (or stray) slice
+_SPACING_TOLERANCE = 0.1  # a step 10 % wider than the narrowest means a missing slice (or an irregular series)
 
 
 @dataclass(frozen=True)
@@ -86,12 +88,12 @@ def _check_slice_positions(series: Series, headers: list[sitk.ImageFileReader]) 
         if step < _SAME_POSITION_MM:
             raise InputError(f"{series}: {first} and {second} are both at slice position {at:.2f} mm; "
                              "remove the duplicate file")
-    usual = float(np.median(steps)) if len(steps) else 0.0
+    usual = float(steps.min()) if len(steps) else 0.0  # a missing slice only ever widens a step
     for step, (at, _), (after, _) in zip(steps, placed, placed[1:]):
-        if abs(step - usual) > _SPACING_TOLERANCE * usual:
+        if step > (1 + _SPACING_TOLERANCE) * usual:
             raise InputError(f"{series}: the slices at {at:.2f} and {after:.2f} mm are {step:.2f} mm apart where "
-                             f"the others are {usual:.2f} mm (about {max(round(step / usual) - 1, 1)} slice files "
-                             "missing, or an irregular series); export the series again")
+                             f"others are {usual:.2f} mm: about {max(round(step / usual) - 1, 1)} slice file(s) "
+                             "missing, or an irregular series; export the series again")
 
 
 def read_series(series: Series) -> Volume:

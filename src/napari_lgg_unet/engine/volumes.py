@@ -18,6 +18,7 @@ from typing import Iterator
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
+from nibabel.openers import ImageOpener
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
 from .atomic import atomic_path
@@ -119,11 +120,37 @@ def _check_dimensions(path: Path, shape: tuple[int, ...]) -> None:
         raise InputError(f"{path} has shape {shape}: it holds no voxels")
 
 
+@contextmanager
+def _nibabel_quiet() -> Iterator[None]:
+    """nibabel logs the header problems it "fixes" on stderr; ours is the one-line error (see _check_voxel_size)."""
+    logger = nib.imageglobals.logger
+    was_disabled, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = was_disabled
+
+
+def _check_voxel_size(path: Path, image: nib.Nifti1Image) -> None:
+    """Refuse a voxel size (pixdim) of zero or below where it places the voxels (no sform), which nibabel would
+    silently set to 1 mm or its absolute value; the header is read again unfixed to see it."""
+    if image.header.get("sform_code", 0) > 0:
+        return
+    with ImageOpener(path) as stream:
+        raw = type(image.header).from_fileobj(stream, check=False)
+    sizes = raw["pixdim"][1:4]
+    if (sizes <= 0).any():
+        raise InputError(f"{path}: its header gives a voxel size (pixdim) of {' x '.join(f'{s:g}' for s in sizes)} mm; "
+                         "fix the header")
+
+
 def read_nifti(path: str | Path, compressed: bool = False) -> Volume:
     """A NIfTI file, its header checked before its voxels are read and, if `compressed`, its gzip CRC verified."""
     path = Path(path)
     try:
-        image = nib.load(path, mmap=False)  # reads the header only
+        with _nibabel_quiet():
+            image = nib.load(path, mmap=False)  # reads the header only
+        _check_voxel_size(path, image)
         _check_dimensions(path, image.shape)
         check_pixel_type(str(path), image.get_data_dtype())
         check_claimed_size(str(path), image.shape, image.get_data_dtype(), path.stat().st_size,
