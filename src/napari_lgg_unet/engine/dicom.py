@@ -91,8 +91,9 @@ def _check_slice_positions(series: Series, headers: list[sitk.ImageFileReader]) 
     usual = float(steps.min()) if len(steps) else 0.0  # a missing slice only ever widens a step
     for step, (at, _), (after, _) in zip(steps, placed, placed[1:]):
         if step > (1 + _SPACING_TOLERANCE) * usual:
+            missing = max(round(step / usual) - 1, 1)
             raise InputError(f"{series}: the slices at {at:.2f} and {after:.2f} mm are {step:.2f} mm apart where "
-                             f"others are {usual:.2f} mm: about {max(round(step / usual) - 1, 1)} slice file(s) "
+                             f"others are {usual:.2f} mm: about {missing} slice {'file' if missing == 1 else 'files'} "
                              "missing, or an irregular series; export the series again")
 
 

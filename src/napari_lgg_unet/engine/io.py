@@ -178,6 +178,12 @@ def load_scan(source: ScanSource, require_mask: bool = False) -> Scan:
     found = format_of(path)
     if found is None:
         raise not_a_scan(path)
+    if path.is_dir() and not found.whole_folder:  # a folder may hold several cases, or stray files beside them
+        sources = find_scans(path)
+        if len(sources) > 1:
+            raise InputError(f"{path} holds {len(sources)} scans ({_names(sources)}); give one of them, or give the "
+                             "folder as a folder of scans")
+        return case_scan(sources[0], require_mask)
     return found.read(path, require_mask)
 
 

@@ -140,7 +140,7 @@ def _check_voxel_size(path: Path, image: nib.Nifti1Image) -> None:
         raw = type(image.header).from_fileobj(stream, check=False)
     sizes = raw["pixdim"][1:4]
     if (sizes <= 0).any():
-        raise InputError(f"{path}: its header gives a voxel size (pixdim) of {' x '.join(f'{s:g}' for s in sizes)} mm; "
+        raise InputError(f"{path}: its header gives a pixdim voxel size of {' x '.join(f'{s:g}' for s in sizes)} mm; "
                          "fix the header")
 
 
