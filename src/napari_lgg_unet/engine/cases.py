@@ -7,7 +7,8 @@ from `dataset.json`, labels in `labelsTr`), single volumes (a file no sequence n
 `<name>_seg` beside it its labels) and DICOM study folders (see dicom.py).
 
 Sequences of a case on different grids are resampled onto FLAIR's (linear; labels nearest neighbour), so the mask
-is always on FLAIR's grid. Missing pre- or post-contrast T1 is filled with FLAIR, as the LGG dataset did.
+is always on FLAIR's grid; one that covers less than half of FLAIR's field of view is refused by name (it is not in
+FLAIR's space, and would give an empty channel or a Dice of 0). Missing pre- or post-contrast T1 is filled with FLAIR, as the LGG dataset did.
 """
 
 from __future__ import annotations
