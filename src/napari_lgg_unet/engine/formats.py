@@ -149,29 +149,8 @@ class KaggleFolder(ScanFormat):
         return load_patient(path, require_masks=require_mask)
 
 
-class NnunetFolder(ScanFormat):
-    description = "nnU-Net / Decathlon datasets (imagesTr with dataset.json)"
-    whole_folder = True
-
-    def claims(self, path: Path) -> bool:
-        from .cases import nnunet_cases
-
-        return path.is_dir() and nnunet_cases(path) is not None
-
-    def read(self, path: Path, require_mask: bool = False) -> Scan:
-        from .cases import case_in_folder
-
-        return case_scan(case_in_folder(path), require_mask)
-
-    def sources(self, path: Path) -> list[ScanSource]:
-        from .cases import nnunet_cases
-
-        return list(nnunet_cases(path) or [])
-
-
-class CaseFolder(NnunetFolder):
+class CaseFolder(ScanFormat):
     description = "case folders (BraTS, sequence-named volumes or DICOM folders)"
-    whole_folder = False
 
     def claims(self, path: Path) -> bool:
         from .cases import SEQUENCE_FOLDERS
@@ -181,10 +160,32 @@ class CaseFolder(NnunetFolder):
                                      or (p.is_dir() and split_sequence(p.name)[1] in SEQUENCE_FOLDERS)
                                      for p in path.iterdir())
 
+    def read(self, path: Path, require_mask: bool = False) -> Scan:
+        from .cases import case_in_folder
+
+        return case_scan(case_in_folder(path), require_mask)
+
     def sources(self, path: Path) -> list[ScanSource]:
         from .cases import cases_in_folder
 
         return list(cases_in_folder(path))
+
+
+class NnunetFolder(CaseFolder):
+    """A case folder whose channels `dataset.json` names; asked before CaseFolder, as its images are volumes too."""
+
+    description = "nnU-Net / Decathlon datasets (imagesTr with dataset.json)"
+    whole_folder = True
+
+    def claims(self, path: Path) -> bool:
+        from .cases import nnunet_cases
+
+        return path.is_dir() and nnunet_cases(path) is not None
+
+    def sources(self, path: Path) -> list[ScanSource]:
+        from .cases import nnunet_cases
+
+        return list(nnunet_cases(path) or [])
 
 
 class DicomFolder(ScanFormat):

@@ -86,10 +86,12 @@ class Geometry:
     @classmethod
     def from_dict(cls, data: dict) -> Geometry:
         try:
-            return cls.of(data["shape"], data["affine"], data.get("qform_code", 1), data.get("sform_code", 1),
-                          data.get("sources", {}))
+            geometry = cls.of(data["shape"], data["affine"], data.get("qform_code", 1), data.get("sform_code", 1),
+                              data.get("sources", {}))
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"the layer's scan geometry is unreadable ({error}); save it as TIFF instead") from None
+        check_affine("the layer's scan geometry (its metadata)", geometry.matrix)
+        return geometry
 
 
 def engine_geometry(shape: tuple[int, ...], spacing: tuple[float, ...] | None = None) -> Geometry:
