@@ -72,7 +72,7 @@ def test_paths_no_format_claims_are_refused_with_what_is_read(tmp_path):
     assert format_of(tmp_path / "notes.txt") is None and reader.get_reader(str(tmp_path / "notes.txt")) is None
     with pytest.raises(InputError, match=r"not a scan file \(\.tif, \.tiff, \.nii\.gz, \.nii, \.nrrd"):
         load_scan(tmp_path / "notes.txt")
-    with pytest.raises(InputError, match="holds no scan: none of TIFF stacks .*; DICOM image series"):
+    with pytest.raises(InputError, match="holds no scans: no TIFF stacks .*; no DICOM image series"):
         load_scan(tmp_path / "empty")
 
 

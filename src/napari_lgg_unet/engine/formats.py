@@ -135,7 +135,7 @@ class ItkVolume(VolumeFile):
 
 
 class KaggleFolder(ScanFormat):
-    description = "Kaggle LGG patient folders of <patient>_<n>.tif slices"
+    description = "patient folders of Kaggle LGG <patient>_<n>.tif slices"
     whole_folder = True
 
     def claims(self, path: Path) -> bool:
@@ -267,4 +267,4 @@ def not_a_scan(path: Path) -> InputError:
         return InputError(f"{path}: not a scan file ({suffixes})")
     if any(p.is_dir() and format_of(p) for p in path.iterdir()):
         return InputError(f"{path} holds no scan of its own; give it as a folder of cases, or one case inside it")
-    return InputError(f"{path} holds no scan: none of {'; '.join(f.description for f in FORMATS)}")
+    return InputError(f"{path} holds no scans: no {'; no '.join(f.description for f in FORMATS)}")

@@ -3,16 +3,16 @@
 A file's header is checked before any voxel is read: the size it claims against the file's own size (a 481-byte file
 cannot hold 16 GB) and against the memory this machine has free, its pixel type (complex or RGB colour voxels are
 not MRI intensities) and its geometry (a NaN or singular affine places voxels nowhere). A gzip-compressed file is
-decompressed once in full so its CRC is checked: a damaged file is refused, not read as garbage.
+read to its end so its CRC is checked: a damaged file is refused, not read as garbage.
 """
 
 from __future__ import annotations
 
-import gzip
 import math
 import os
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -88,12 +88,12 @@ def check_claimed_size(label: str, shape: tuple[int, ...], dtype: np.dtype, file
                          f"({MEMORY_HEADROOM} copies are needed); free memory or crop the volume")
 
 
-def check_gzip(path: Path) -> None:
-    """Decompress a gzip file in full (constant memory) so its CRC and length are checked; refuse a damaged one."""
+def check_gzip_end(stream: BinaryIO, path: Path) -> None:
+    """Read a gzip stream to its end, which makes Python's gzip check the CRC and length of what was decompressed;
+    refuse a damaged file (its voxels would otherwise be used as read)."""
     try:
-        with gzip.open(path, "rb") as stream:
-            while stream.read(1 << 24):
-                pass
+        while stream.read(1 << 24):
+            pass
     except (OSError, EOFError, zlib.error) as error:
         reason = " ".join(str(error).split()) or error.__class__.__name__
         raise InputError(f"{path} is damaged: its gzip integrity check failed ({reason}); copy the file again") from None

@@ -10,20 +10,20 @@ direction are converted to and from it.
 
 from __future__ import annotations
 
+import gzip
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
-from nibabel.openers import ImageOpener
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
 from .atomic import atomic_path
 from .errors import InputError
-from .scan_checks import check_affine, check_claimed_size, check_gzip, check_pixel_type, kept_pixels
+from .scan_checks import check_affine, check_claimed_size, check_gzip_end, check_pixel_type, kept_pixels
 
 ENGINE_AXCODES = ("S", "P", "L")
 AXIS_LABELS = ("inferior-superior", "anterior-posterior", "right-left")
@@ -133,34 +133,43 @@ def _nibabel_quiet() -> Iterator[None]:
         logger.disabled = was_disabled
 
 
-def _check_voxel_size(path: Path, image: nib.Nifti1Image) -> None:
+def _check_voxel_size(path: Path, raw: nib.Nifti1Header) -> None:
     """Refuse a voxel size (pixdim) of zero or below where it places the voxels (no sform), which nibabel would
-    silently set to 1 mm or its absolute value; the header is read again unfixed to see it."""
-    if image.header.get("sform_code", 0) > 0:
-        return
-    with ImageOpener(path) as stream:
-        raw = type(image.header).from_fileobj(stream, check=False)
+    silently set to 1 mm or its absolute value; `raw` is the header as stored, before nibabel's fixes."""
     sizes = raw["pixdim"][1:4]
-    if (sizes <= 0).any():
+    if raw["sform_code"] <= 0 and (sizes <= 0).any():
         raise InputError(f"{path}: its header gives a pixdim voxel size of {' x '.join(f'{s:g}' for s in sizes)} mm; "
                          "fix the header")
 
 
+def _open_nifti(path: Path, stream: BinaryIO) -> nib.Nifti1Image:
+    """The image whose header `stream` starts with, checked; its voxels are read from `stream` only when asked."""
+    image_class = nib.Nifti2Image if int.from_bytes(stream.read(4), "little") in (540, 0x1C020000) else nib.Nifti1Image
+    stream.seek(0)
+    raw = image_class.header_class.from_fileobj(stream, check=False)
+    stream.seek(0)
+    holder = nib.FileHolder(str(path), stream)
+    with _nibabel_quiet():
+        image = image_class.from_file_map({"header": holder, "image": holder}, mmap=False)
+    _check_voxel_size(path, raw)
+    _check_dimensions(path, image.shape)
+    check_pixel_type(str(path), image.get_data_dtype())
+    return image
+
+
 def read_nifti(path: str | Path, compressed: bool = False) -> Volume:
-    """A NIfTI file, its header checked before its voxels are read and, if `compressed`, its gzip CRC verified."""
+    """A NIfTI file, its header checked before its voxels are read and, if `compressed`, read to its end in the same
+    pass so its gzip CRC and length are checked."""
     path = Path(path)
     try:
-        with _nibabel_quiet():
-            image = nib.load(path, mmap=False)  # reads the header only
-        _check_voxel_size(path, image)
-        _check_dimensions(path, image.shape)
-        check_pixel_type(str(path), image.get_data_dtype())
-        check_claimed_size(str(path), image.shape, image.get_data_dtype(), path.stat().st_size,
-                           int(image.header.get_data_offset()), compressed)
-        check_affine(str(path), image.affine)
-        if compressed:
-            check_gzip(path)
-        data = np.asanyarray(image.dataobj)
+        with (gzip.open if compressed else open)(path, "rb") as stream:
+            image = _open_nifti(path, stream)
+            check_claimed_size(str(path), image.shape, image.get_data_dtype(), path.stat().st_size,
+                               int(image.header.get_data_offset()), compressed)
+            check_affine(str(path), image.affine)
+            data = np.asanyarray(image.dataobj)
+            if compressed:
+                check_gzip_end(stream, path)
     except InputError:
         raise
     except Exception as error:  # nibabel raises many types for broken or truncated files
