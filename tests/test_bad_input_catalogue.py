@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import shutil
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -113,6 +114,88 @@ def _slices_of_different_shapes(w: Workspace) -> Path:
     return folder
 
 
+def _gzip_crc_fails(w: Workspace) -> Path:
+    """A .nii.gz whose voxels decompress but whose gzip CRC does not match them (one flipped trailer byte)."""
+    path = w.nifti("crc.nii.gz", np.random.default_rng(0).random((16, 16, 4), dtype=np.float32))
+    damaged = bytearray(path.read_bytes())
+    damaged[-8] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    return path
+
+
+def _header_claiming_16_gb(w: Workspace) -> Path:
+    """A 477-byte .nii whose header claims 20000 x 20000 x 20 int16 voxels."""
+    header = nib.Nifti1Image(np.zeros((1, 1, 1), np.int16), np.eye(4)).header.copy()
+    header.set_data_shape((20000, 20000, 20))
+    header.set_data_offset(352)
+    return w.file("huge.nii", header.binaryblock + b"\0" * 4 + b"\1" * 125)
+
+
+def _nifti_header_patched(w: Workspace, name: str, offset: int, fmt: str, *values: float, by_pixdim: bool) -> Path:
+    """A .nii whose header bytes at `offset` are overwritten (nibabel itself would not save such a header);
+    `by_pixdim` sets the qform and sform codes to 0, so pixdim places the voxels."""
+    raw = bytearray(nib.Nifti1Image(np.ones((8, 8, 4), np.float32), np.eye(4)).to_bytes())
+    struct.pack_into(fmt, raw, offset, *values)
+    if by_pixdim:
+        struct.pack_into("<2h", raw, 252, 0, 0)  # qform_code, sform_code
+    return w.file(name, bytes(raw))
+
+
+def _rgb24_nifti(w: Workspace) -> Path:
+    return w.nifti("rgb.nii.gz", np.zeros((8, 8, 4), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")]))
+
+
+def _two_series_tiff(w: Workspace) -> Path:
+    path = w.tiff("two.tif", np.zeros((3, 16, 16), np.uint8))
+    tifffile.imwrite(path, np.zeros((2, 8, 8), np.uint8), append=True)
+    return path
+
+
+def _case_with_a_t1_5_km_away(w: Workspace) -> Path:
+    case = w.folder("case")
+    far = np.eye(4)
+    far[0, 3] = 5e6
+    nib.save(nib.Nifti1Image(np.ones((16, 16, 4), np.float32), np.eye(4)), case / "a_flair.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((16, 16, 4), np.float32), far), case / "a_t1.nii.gz")
+    return case
+
+
+def _case_with_labels_5_km_away(w: Workspace) -> Path:
+    case = _case_with_a_t1_5_km_away(w)
+    (case / "a_t1.nii.gz").rename(case / "a_seg.nii.gz")
+    return case
+
+
+def _dicom_series(w: Workspace, missing: bool = False, duplicate: bool = False) -> Path:
+    from pydicom.uid import generate_uid
+
+    from dicom_files import write_slice
+
+    folder, series = w.folder("series"), generate_uid()
+    for index in range(5):
+        if not (missing and index == 2):
+            write_slice(folder, f"{index}.dcm", series, "FLAIR", index * 2.0, np.full((6, 8), index), thickness=2.0)
+    if duplicate:
+        shutil.copy(folder / "3.dcm", folder / "3 copy.dcm")
+    return folder
+
+
+def _kaggle_root_with_a_stray_nifti(w: Workspace) -> Path:
+    w.kaggle_patient(np.zeros((2, 32, 32, 3), np.uint8), [np.zeros((32, 32), np.uint8)] * 2)
+    w.nifti("stray.nii.gz", np.zeros((16, 16, 4), np.float32))
+    return w.inputs
+
+
+def _kaggle_mask_slice_of_another_shape(w: Workspace) -> Path:
+    return w.kaggle_patient(np.zeros((2, 32, 32, 3), np.uint8), [np.zeros((32, 32), np.uint8),
+                                                                 np.zeros((32, 40), np.uint8)])
+
+
+def _symlink_loop(w: Workspace) -> Path:
+    (w.inputs / "loop").symlink_to(w.inputs / "loop")
+    return w.inputs / "loop"
+
+
 # name -> (make the scan, phrase of the refusal); each is refused by `predict --input` and by load_scan/segment_volume
 BAD_SCANS: dict[str, tuple[Callable[[Workspace], Path], str]] = {
     "missing file": (lambda w: w.inputs / "absent.tif", "not found"),
@@ -134,6 +217,23 @@ BAD_SCANS: dict[str, tuple[Callable[[Workspace], Path], str]] = {
     "Kaggle folder with slices of different shapes": (_slices_of_different_shapes, "different shapes"),
     "folder without scans": (lambda w: w.folder("nothing"), "DICOM"),
     "file that is not a scan": (lambda w: w.file("notes.txt", b"hello"), "not a scan file"),
+    "NIfTI whose gzip CRC fails": (_gzip_crc_fails, "gzip integrity check failed"),
+    "481-byte NIfTI claiming 16 GB": (_header_claiming_16_gb, "but the file is only 477 bytes"),
+    "NIfTI with a NaN sform": (lambda w: _nifti_header_patched(w, "nan.nii", 280, "<f", math.nan, by_pixdim=False),
+                               "NaN or infinite"),
+    "NIfTI with a zero pixdim": (lambda w: _nifti_header_patched(w, "zero.nii", 80, "<3f", 0, 0, 0, by_pixdim=True),
+                                 "pixdim voxel size of 0 x 0 x 0 mm"),
+    "complex NIfTI": (lambda w: w.nifti("cx.nii.gz", np.ones((8, 8, 4), np.complex64)), "pixel type complex64"),
+    "RGB24 NIfTI": (_rgb24_nifti, "RGB colour voxels"),
+    "TIFF with 2 series": (_two_series_tiff, "holds 2 image series"),
+    "case whose T1 lies 5 km from its FLAIR": (_case_with_a_t1_5_km_away,
+                                                "a_t1.nii.gz covers 0% of the FLAIR's field of view"),
+    "DICOM series with a missing slice": (lambda w: _dicom_series(w, missing=True), "slice file missing"),
+    "DICOM series with a duplicate file": (lambda w: _dicom_series(w, duplicate=True),
+                                           "are both at slice position 6.00 mm"),
+    "Kaggle root with a stray NIfTI": (_kaggle_root_with_a_stray_nifti, "holds scans both loose"),
+    "Kaggle mask slice of another shape": (_kaggle_mask_slice_of_another_shape, "mask P_2_mask.tif has shape"),
+    "symbolic link loop": (_symlink_loop, "cannot open"),
 }
 
 
@@ -300,6 +400,10 @@ CLI_CASES = [
     pytest.param(_evaluate(data=lambda w: w.kaggle_patient(np.zeros((2, 32, 32, 3), np.uint8),
                                                            [np.zeros((32, 40), np.uint8)] * 2)),
                  "does not match", id="evaluate masks of another shape"),
+    pytest.param(_evaluate(data=_case_with_labels_5_km_away), "a_seg.nii.gz covers 0% of the FLAIR's field of view",
+                 id="evaluate labels that miss the FLAIR"),
+    pytest.param(_train(data=_kaggle_mask_slice_of_another_shape), "mask P_2_mask.tif has shape",
+                 id="train on a Kaggle mask slice of another shape"),
     pytest.param(lambda w: ["calibrate", "--model", "default", "--data", str(w.patient)],
                  "default model is part of the installed package", id="calibrate --model default"),
     pytest.param(lambda w: ["view", str(BAD_SCANS["corrupt TIFF"][0](w))], "empty or corrupt", id="view a corrupt TIFF"),

@@ -122,3 +122,17 @@ def test_the_manifest_in_the_source_tree_offers_nifti_to_the_reader_and_writer()
     manifest = PluginManifest.from_file(str(resources.files("napari_lgg_unet") / "napari.yaml"))
     assert "*.nii.gz" in manifest.contributions.readers[0].filename_patterns
     assert ".nii.gz" in manifest.contributions.writers[0].filename_extensions
+
+
+def test_labels_whose_stored_geometry_holds_nan_are_refused_and_nothing_is_written(tmp_path):
+    import pytest
+
+    from napari_lgg_unet.engine.errors import InputError
+    from napari_lgg_unet.reader import GEOMETRY_KEY
+
+    affine = np.eye(4)
+    affine[0, 0] = np.nan
+    stored = {"shape": [4, 4, 2], "affine": affine.tolist()}
+    with pytest.raises(InputError, match=r"scan geometry \(its metadata\): its voxel-to-mm geometry holds NaN"):
+        write_labels(str(tmp_path / "m.nii.gz"), np.zeros((2, 4, 4), np.uint8), {"metadata": {GEOMETRY_KEY: stored}})
+    assert not list(tmp_path.iterdir())

@@ -29,7 +29,7 @@ from .engine.calibrate import calibrate
 from .engine.cohort import segment_scans
 from .engine.events import EpochEnd, Finished, Prepared, Step
 from .engine.evaluate import evaluate_patients, report
-from .engine.io import ScanSource, find_scans, load_patients, load_scan, write_mask
+from .engine.io import ScanSource, existing_path, find_scans, load_patients, load_scan, write_mask
 from .engine.losses import LOSS_CHOICES
 from .engine.model import DEFAULT_MODEL_NAME, LoadedModel, load_model, read_config, resolve_model_path
 from .engine.postprocess import PostprocessConfig
@@ -272,6 +272,7 @@ def _load_for_inference(args: argparse.Namespace, device: torch.device, main_pro
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    existing_path(args.input)  # a missing input or a link loop is refused before its path is resolved
     if args.output.resolve() == args.input.resolve():
         raise InputError("--output is the same path as --input; the scan would be replaced by its mask")
     device = pick_device(args.device)

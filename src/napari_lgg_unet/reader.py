@@ -17,37 +17,22 @@ if TYPE_CHECKING:
     from .engine.volumes import Geometry
 
 LayerData = tuple  # (data, metadata, layer_type), napari's LayerDataTuple
-TIFF_SUFFIXES = (".tif", ".tiff")
 GEOMETRY_KEY = "lgg_unet_geometry"
 
 
 def get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None:
-    """The reader for `path`, or None so napari tries other readers (any other file type, a list of paths)."""
+    """The reader for `path` (whatever format engine/formats.py says it is), or None so napari tries other readers
+    (any other file type, a list of paths)."""
     if not isinstance(path, (str, Path)):
         return None
-    path = Path(path)
-    if path.suffix.lower() in TIFF_SUFFIXES and path.is_file():
+    from .engine.formats import TIFF, format_of
+
+    found = format_of(Path(path))
+    if found is None:
+        return None
+    if found is TIFF:
         return read_tiff_layer
-    from .engine.io import is_patient_folder
-    from .engine.volumes import volume_suffix
-
-    if path.is_file() and volume_suffix(path):
-        return read_volume_layers
-    if is_patient_folder(path):
-        return read_patient_folder
-    return read_case if path.is_dir() and _holds_volumes(path) else None
-
-
-def _holds_volumes(folder: Path) -> bool:
-    """Whether a folder holds volume files, sequence-named subfolders or DICOM images (a case or DICOM folder)."""
-    from .engine.dicom import list_series
-    from .engine.sequences import split_sequence
-    from .engine.volumes import volume_suffix
-
-    entries = list(folder.iterdir())
-    return (any(p.is_file() and volume_suffix(p) for p in entries)
-            or any(p.is_dir() and split_sequence(p.name)[1] is not None for p in entries)
-            or bool(list_series(folder)))
+    return read_volume_layers if found.is_volume else read_scan
 
 
 def _geometry_meta(geometry: Geometry | None) -> dict:
@@ -70,15 +55,9 @@ def scan_layers(name: str, image: np.ndarray, rgb: bool, mask: np.ndarray | None
     return layers
 
 
-def read_patient_folder(path: str) -> list[LayerData]:
-    from .engine.io import load_patient
-
-    scan = load_patient(path)
-    return scan_layers(scan.name, scan.image, scan.rgb, scan.mask)
-
-
-def read_case(path: str) -> list[LayerData]:
-    """A case (its sequences as one (pre-contrast, FLAIR, post-contrast) image, or FLAIR alone) and its labels."""
+def read_scan(path: str) -> list[LayerData]:
+    """A patient, case or DICOM folder: its image (a case's sequences as one (pre-contrast, FLAIR, post-contrast)
+    image, or FLAIR alone) and its labels."""
     from .engine.io import load_scan
 
     scan = load_scan(path)
@@ -89,15 +68,15 @@ def read_volume_layers(path: str) -> list[LayerData]:
     """One volume file on its own, so separate sequences open as separate layers; a file of an nnU-Net / Decathlon
     images folder opens as its whole case (its channels are named only by dataset.json)."""
     from .engine.cases import Case, Source, load_case, load_labels, nnunet_cases
+    from .engine.formats import strip_volume_suffix
     from .engine.sequences import FLAIR, LABELS, split_sequence
-    from .engine.volumes import strip_volume_suffix
 
     stem = strip_volume_suffix(Path(path).name)
     if split_sequence(stem)[1] == LABELS:
         mask, geometry = load_labels(Source(Path(path)))
         return [(mask.astype(np.uint8), {"name": stem, **_geometry_meta(geometry)}, "labels")]
     if nnunet_cases(Path(path).parent) is not None:
-        return read_case(path)
+        return read_scan(path)
     loaded = load_case(Case(stem, ((FLAIR, Source(Path(path))),)))
     return scan_layers(stem, loaded.image, loaded.rgb, None, loaded.geometry)
 

@@ -1,4 +1,4 @@
-"""napari writer: a Labels layer saved as a tumour mask, as NIfTI / NRRD / MHA on its scan's grid or as TIFF.
+"""napari writer: a Labels layer saved as a tumour mask, in any mask format engine/formats.py lists.
 
 Every label value above 0 counts as tumour. A layer segmented from a medical volume carries that volume's geometry
 in `metadata["lgg_unet_geometry"]` (set by the reader, copied by the Segment widget): the NIfTI gets the scan's exact
@@ -16,23 +16,21 @@ from .reader import GEOMETRY_KEY
 
 
 def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
-    """Write the mask atomically (a failed save never leaves a half-written file); returns the path written."""
-    from .engine.errors import InputError
-    from .engine.io import write_mask_tiff
-    from .engine.volumes import Geometry, engine_geometry, volume_suffix, write_mask_volume
+    """Write the mask atomically (a failed save never leaves a half-written file); returns the path written.
+    A name without a known suffix gets NIfTI when the layer has a scan's geometry, else TIFF."""
+    from .engine.formats import default_mask_suffix, file_format
 
     target, data = Path(path), np.asarray(data)
     stored = (meta.get("metadata") or {}).get(GEOMETRY_KEY)
-    if volume_suffix(target) is None and target.suffix.lower() not in (".tif", ".tiff"):
-        target = target.with_suffix(".nii.gz" if stored else ".tif")
-    if volume_suffix(target) is None:
-        write_mask_tiff(target, data)
-        return [str(target)]
-    if data.ndim not in (2, 3):
-        raise InputError(f"a {data.ndim}D labels layer cannot be saved as one mask volume; save it as TIFF")
-    volume = data if data.ndim == 3 else data[None]
-    scale = tuple(meta.get("scale") or (1.0,) * data.ndim)
-    spacing = (1.0,) * (3 - len(scale)) + scale[-3:]
-    geometry = Geometry.from_dict(stored) if stored else engine_geometry(volume.shape, spacing)
-    write_mask_volume(target, volume, geometry)
+    if file_format(target) is None:
+        target = target.with_suffix(default_mask_suffix(bool(stored)))
+    kind = file_format(target)
+    geometry = None
+    if kind.is_volume:
+        from .engine.volumes import Geometry, engine_geometry
+
+        scale = tuple(meta.get("scale") or (1.0,) * data.ndim)
+        spacing = (1.0,) * (3 - len(scale)) + scale[-3:]
+        geometry = Geometry.from_dict(stored) if stored else engine_geometry((1,) * (3 - data.ndim) + data.shape, spacing)
+    kind.write_mask(target, data, geometry)
     return [str(target)]

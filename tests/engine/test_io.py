@@ -71,3 +71,15 @@ def test_atomically_written_files_get_ordinary_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "m.tif").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_a_mask_slice_saved_in_colour_among_grey_ones_counts_any_channel(tmp_path):
+    patient = tmp_path / "P"
+    patient.mkdir()
+    grey, colour = np.zeros((8, 8), np.uint8), np.zeros((8, 8, 3), np.uint8)
+    grey[1, 1], colour[2, 2, 1] = 255, 255
+    for number, mask in ((1, grey), (2, colour)):
+        tifffile.imwrite(patient / f"P_{number}.tif", np.zeros((8, 8, 3), np.uint8))
+        tifffile.imwrite(patient / f"P_{number}_mask.tif", mask)
+    scan = load_patient(patient)
+    assert scan.mask.shape == (2, 8, 8) and np.argwhere(scan.mask).tolist() == [[0, 1, 1], [1, 2, 2]]

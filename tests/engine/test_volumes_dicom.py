@@ -6,33 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import generate_uid
+
+from dicom_files import write_slice as _slice
 
 from napari_lgg_unet.engine.dicom import list_series
 from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.io import load_scan, write_mask
 
 ROWS, COLUMNS, SLICES, THICKNESS = 6, 8, 4, 2.5
-
-
-def _slice(folder: Path, name: str, series: str, description: str, z: float, pixels: np.ndarray) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SeriesDescription = "1.2.3", series, description
-    ds.Modality, ds.PatientID = "MR", "anon"
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]  # rows run to the patient's left, columns to posterior (LPS)
-    ds.ImagePositionPatient = [-10.0, -20.0, z]
-    ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], THICKNESS
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.PixelData = pixels.astype(np.int16).tobytes()
-    ds.save_as(folder / name, enforce_file_format=True)
 
 
 def _series(folder: Path, description: str, offset: int = 0, shape=(ROWS, COLUMNS)) -> None:
@@ -71,7 +53,7 @@ def test_a_dicom_study_folder_becomes_a_case_by_series_description(tmp_path):
 def test_dicom_folders_that_cannot_be_read_as_one_scan_are_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "note.txt").write_text("x")
-    with pytest.raises(InputError, match="no DICOM image series"):
+    with pytest.raises(InputError, match="holds no scans: .*; no DICOM image series"):
         load_scan(tmp_path / "empty")
     _series(tmp_path / "two", "SAG T1")
     _series(tmp_path / "two", "COR T2")

@@ -107,3 +107,29 @@ def test_training_refuses_a_missing_training_folder(viewer, train, notes, qtbot,
     _press(train, train.train_button, qtbot)
     _refused(notes, "training folder not found")
     assert not (tmp_path / "models").exists()
+
+
+def _kaggle_root(tmp_path, mask_shapes: list[tuple[int, ...]], stray: bool = False):
+    """A Kaggle root with one patient P whose mask slices have `mask_shapes` (its slices are 32 x 32 RGB)."""
+    import nibabel as nib
+    import tifffile
+
+    patient = tmp_path / "data" / "P"
+    patient.mkdir(parents=True)
+    for number, shape in enumerate(mask_shapes, start=1):
+        tifffile.imwrite(patient / f"P_{number}.tif", np.zeros((32, 32, 3), np.uint8))
+        tifffile.imwrite(patient / f"P_{number}_mask.tif", np.zeros(shape, np.uint8))
+    if stray:
+        nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), np.eye(4)), tmp_path / "data" / "stray.nii.gz")
+    return patient.parent
+
+
+@pytest.mark.parametrize("folder, phrase", [
+    (lambda tmp_path: _kaggle_root(tmp_path, [(32, 32), (32, 40)]), "mask P_2_mask.tif has shape (32, 40)"),
+    (lambda tmp_path: _kaggle_root(tmp_path, [(32, 32)] * 2, stray=True), "holds scans both loose (stray)"),
+], ids=["a mask slice of another shape", "a stray NIfTI beside the patients"])
+def test_training_refuses_a_training_folder_it_cannot_trust(folder, phrase, viewer, train, notes, qtbot, tmp_path):
+    train.folder.value = folder(tmp_path)
+    _press(train, train.train_button, qtbot)
+    _refused(notes, phrase)
+    assert not (tmp_path / "models").exists()

@@ -7,7 +7,8 @@ from `dataset.json`, labels in `labelsTr`), single volumes (a file no sequence n
 `<name>_seg` beside it its labels) and DICOM study folders (see dicom.py).
 
 Sequences of a case on different grids are resampled onto FLAIR's (linear; labels nearest neighbour), so the mask
-is always on FLAIR's grid. Missing pre- or post-contrast T1 is filled with FLAIR, as the LGG dataset did.
+is always on FLAIR's grid; one that covers less than half of FLAIR's field of view is refused by name (it is not in
+FLAIR's space, and would give an empty channel or a Dice of 0). Missing pre- or post-contrast T1 is filled with FLAIR, as the LGG dataset did.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import numpy as np
 
 from .dicom import Series, list_series, read_series, series_by_sequence
 from .errors import InputError
+from .formats import read_volume, strip_volume_suffix, volume_suffix
+from .scan_checks import common_dtype
 from .sequences import FLAIR, LABELS, MODEL_CHANNELS, T2, sequence_of, split_sequence
-from .volumes import (Geometry, Volume, read_volume_file, resample_onto, same_grid, strip_volume_suffix, to_engine,
-                      volume_suffix)
+from .volumes import Geometry, Volume, covered_fraction, resample_onto, same_grid, to_engine
 
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
-_SEQUENCE_FOLDERS = (*MODEL_CHANNELS, T2)
+SEQUENCE_FOLDERS = (*MODEL_CHANNELS, T2)  # subfolder names that make a folder a case (each a DICOM series)
+MIN_COVERED = 0.5  # a sequence or label volume must cover at least this share of FLAIR's field of view
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class Source:
         return str(self.series) if self.series else str(self.path)
 
     def read(self) -> Volume:
-        return read_series(self.series) if self.series else read_volume_file(self.path)
+        return read_series(self.series) if self.series else read_volume(self.path)
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ def _named_entries(folder: Path, key: str | None = None) -> list[tuple[str, str 
             named = split_sequence(strip_volume_suffix(entry.name))
             if key in (None, named[0]):
                 entries.append((*named, Source(entry)))
-        elif (entry.is_dir() and (named := split_sequence(entry.name))[1] in _SEQUENCE_FOLDERS
+        elif (entry.is_dir() and (named := split_sequence(entry.name))[1] in SEQUENCE_FOLDERS
               and key in (None, named[0])):
             series = list_series(entry)
             if len(series) > 1:
@@ -148,6 +151,27 @@ def cases_in_folder(folder: str | Path, key: str | None = None) -> list[Case]:
                  group.get(LABELS)) for case_key, group in groups.items()]
 
 
+def case_of_file(path: Path) -> Case:
+    """The one case a volume file belongs to (its sibling sequences and labels)."""
+    key = split_sequence(strip_volume_suffix(path.name))[0]
+    cases = [c for c in cases_in_folder(path.parent, key)
+             if path in [s.path for _, s in c.sequences] or (c.labels and c.labels.path == path)]
+    if not cases:  # e.g. an nnU-Net channel file beyond dataset.json's channels
+        raise InputError(f"{path}: no scan of its folder uses this file")
+    return cases[0]
+
+
+def case_in_folder(folder: Path) -> Case:
+    """The one case a case folder holds; a folder of several cases is refused with their names."""
+    cases = cases_in_folder(folder)
+    if len(cases) == 1:
+        return cases[0]
+    if cases:
+        raise InputError(f"{folder} holds {len(cases)} cases ({', '.join(c.name for c in cases[:3])}, ...); "
+                         "give one of them, or give the folder as a folder of cases")
+    raise InputError(f"{folder} holds no scan of its own; give it as a folder of cases, or one case inside it")
+
+
 def dicom_case(folder: str | Path) -> Case:
     """A DICOM folder (one series, or a study whose series descriptions name the sequences) as a case."""
     folder = Path(folder)
@@ -171,9 +195,17 @@ def _split_channels(volume: Volume, names: tuple[str, ...], source: Source) -> d
             if role in MODEL_CHANNELS}
 
 
-def _common_dtype(arrays: list[np.ndarray]) -> np.dtype:
-    dtype = np.result_type(*arrays)
-    return dtype if dtype in (np.uint8, np.uint16, np.int16, np.float32) else np.dtype(np.float32)
+def on_grid(volume: Volume, grid: Geometry, what: str, labels: bool = False) -> np.ndarray:
+    """`volume`'s voxels on FLAIR's `grid`: as they are when the grids match, else resampled (nearest neighbour for
+    labels). A volume covering less than MIN_COVERED of FLAIR's field of view is refused (`what` names it): the
+    sequences are not in one space, and resampling would give a channel (or Dice) of nothing."""
+    if same_grid(volume.geometry, grid):
+        return volume.data
+    covered = covered_fraction(volume.geometry, grid)
+    if covered < MIN_COVERED:
+        raise InputError(f"{what} covers {covered:.0%} of the FLAIR's field of view (at least {MIN_COVERED:.0%} "
+                         "needed): it is not in the same space as the FLAIR; register it to the FLAIR or leave it out")
+    return resample_onto(volume, grid, labels)
 
 
 def load_labels(source: Source, grid: Geometry | None = None) -> tuple[np.ndarray, Geometry]:
@@ -182,8 +214,7 @@ def load_labels(source: Source, grid: Geometry | None = None) -> tuple[np.ndarra
     if labels.data.ndim != 3:
         raise InputError(f"{source} has shape {labels.data.shape}; a label volume must be 3D")
     grid = grid or labels.geometry
-    data = labels.data if same_grid(labels.geometry, grid) else resample_onto(labels, grid, labels=True)
-    return to_engine(data > 0, grid), grid
+    return to_engine(on_grid(labels, grid, f"the labels {source}", labels=True) > 0, grid), grid
 
 
 def load_case(case: Case, require_mask: bool = False) -> CaseVolumes:
@@ -200,15 +231,13 @@ def load_case(case: Case, require_mask: bool = False) -> CaseVolumes:
         raise InputError(f"{case.name}: no FLAIR scan (found {found}); the model needs FLAIR "
                          "(name it *_flair, *-t2f or flair.nii.gz)")
     grid = volumes[FLAIR].geometry
-
-    def on_grid(volume: Volume) -> np.ndarray:
-        return volume.data if same_grid(volume.geometry, grid) else resample_onto(volume, grid)
-
     if list(volumes) == [FLAIR]:
         image, rgb = volumes[FLAIR].data, False
     else:
-        channels = [on_grid(volumes.get(sequence, volumes[FLAIR])) for sequence in MODEL_CHANNELS]
-        image, rgb = np.stack(channels, axis=-1).astype(_common_dtype(channels), copy=False), True
+        named = dict(case.sequences)
+        channels = [on_grid(volumes[s], grid, f"{s} {named.get(s, '')}".strip()) if s in volumes else volumes[FLAIR].data
+                    for s in MODEL_CHANNELS]
+        image, rgb = np.stack(channels, axis=-1).astype(common_dtype(channels), copy=False), True
     mask = load_labels(case.labels, grid)[0] if case.labels is not None else None
     if mask is None and require_mask:
         raise InputError(f"{case.name}: no labels to score against (a *_seg or *_mask file beside the scan, "

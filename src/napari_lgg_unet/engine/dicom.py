@@ -1,24 +1,27 @@
 """DICOM folders: their image series, which series is which MRI sequence, and each series as one volume.
 
-SimpleITK (GDCM) groups files by series and sorts the slices of a series by their position along the slice normal.
+SimpleITK (GDCM) groups files by series and sorts the slices of a series by their position along the slice normal;
+a series with two files at one position or a gap where slices are missing is refused (ITK would stack it anyway,
+at an averaged spacing), not repaired: which copy or which gap is right is for the user to say.
 A folder with one series is that scan; a folder with several (a study) is read as a case when their descriptions
 name a FLAIR series (and pre-/post-contrast T1 ones); otherwise the user is told which series it holds.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
+import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
 from .sequences import FLAIR, MODEL_CHANNELS, sequence_of
-from .volumes import Volume, read_itk
+from .volumes import Volume, itk_warnings_off, read_itk
 
 _DESCRIPTION = "0008|103e"
+_SAME_POSITION_MM = 1e-3
+_SPACING_TOLERANCE = 0.1  # a step 10 % wider than the narrowest means a missing slice (or an irregular series)
 
 
 @dataclass(frozen=True)
@@ -39,17 +42,6 @@ def _header(file: str) -> sitk.ImageFileReader:
     return reader
 
 
-@contextmanager
-def _itk_warnings_off() -> Iterator[None]:
-    """ITK prints warnings (e.g. "No Series were found") straight to stderr; ours are the one-line errors."""
-    before = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
-        yield
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(before)
-
-
 def list_series(folder: str | Path) -> list[Series]:
     """The image series directly in `folder` (not its subfolders); [] when it holds no DICOM images."""
     folder = Path(folder)
@@ -57,7 +49,7 @@ def list_series(folder: str | Path) -> list[Series]:
         return []
     reader = sitk.ImageSeriesReader()
     series = []
-    with _itk_warnings_off():
+    with itk_warnings_off():
         uids = reader.GetGDCMSeriesIDs(str(folder))
     for uid in uids:
         files = tuple(reader.GetGDCMSeriesFileNames(str(folder), uid))
@@ -86,10 +78,31 @@ def series_by_sequence(folder: str | Path) -> dict[str, Series]:
     return {role: max(roles[role], key=lambda s: len(s.files)) for role in MODEL_CHANNELS if role in roles}
 
 
+def _check_slice_positions(series: Series, headers: list[sitk.ImageFileReader]) -> None:
+    """Refuse two files at one slice position, or a gap where slices are missing: ITK would stack them anyway, at
+    an averaged spacing, with every slice after the gap misplaced."""
+    normal = np.array(headers[0].GetDirection()).reshape(3, 3)[:, 2]
+    placed = sorted((float(np.dot(h.GetOrigin(), normal)), Path(f).name) for h, f in zip(headers, series.files))
+    steps = np.diff([position for position, _ in placed])
+    for step, (at, first), (_, second) in zip(steps, placed, placed[1:]):
+        if step < _SAME_POSITION_MM:
+            raise InputError(f"{series}: {first} and {second} are both at slice position {at:.2f} mm; "
+                             "remove the duplicate file")
+    usual = float(steps.min()) if len(steps) else 0.0  # a missing slice only ever widens a step
+    for step, (at, _), (after, _) in zip(steps, placed, placed[1:]):
+        if step > (1 + _SPACING_TOLERANCE) * usual:
+            missing = max(round(step / usual) - 1, 1)
+            raise InputError(f"{series}: the slices at {at:.2f} and {after:.2f} mm are {step:.2f} mm apart where "
+                             f"others are {usual:.2f} mm: about {missing} slice {'file' if missing == 1 else 'files'} "
+                             "missing, or an irregular series; export the series again")
+
+
 def read_series(series: Series) -> Volume:
-    """One series as a volume; a series whose images differ in size or orientation is refused, not guessed at."""
-    layouts = {(h.GetSize(), h.GetDirection()) for h in map(_header, series.files)}
-    if len(layouts) > 1:
+    """One series as a volume; a series whose images differ in size or orientation, or whose slice positions repeat
+    or leave gaps, is refused, not guessed at."""
+    headers = [_header(file) for file in series.files]
+    if len({(h.GetSize(), h.GetDirection()) for h in headers}) > 1:
         raise InputError(f"{series} mixes images of different sizes or orientations; "
                          "export each stack of parallel slices as its own series")
+    _check_slice_positions(series, headers)
     return read_itk(list(series.files), str(series))

@@ -1,4 +1,5 @@
-"""Read any supported scan (Kaggle LGG patient folders, TIFF stacks, NIfTI / NRRD / MHA / DICOM cases); write masks.
+"""Scans from any supported path (formats.py says which format a path is), TIFF stacks and Kaggle LGG patient
+folders, and masks written back.
 
 A patient folder holds `<id>_<n>.tif` (256x256x3 uint8) and `<id>_<n>_mask.tif` (0/255) per slice;
 slices are ordered by the integer `n`, not by the file name as text. Medical volumes and their case folders are
@@ -10,21 +11,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
 
 from .atomic import atomic_path
 from .errors import InputError
-from .preprocess import resolve_rgb
+from .formats import TIFF, ScanSource, case_scan, default_mask_suffix, file_format, format_of, not_a_scan
+from .scan_checks import check_claimed_size, check_pixel_type, kept_pixels
 
 if TYPE_CHECKING:
-    from .cases import Case
     from .volumes import Geometry
 
-_SLICE = re.compile(r"^(?P<stem>.+)_(?P<index>\d+)(?P<mask>_mask)?\.tiff?$", re.IGNORECASE)
-SUPPORTED_DTYPES = (np.uint8, np.uint16, np.int16, np.float32)
+_TIFF_SUFFIX = "|".join(re.escape(s) for s in TIFF.suffixes)
+_SLICE = re.compile(rf"^(?P<stem>.+)_(?P<index>\d+)(?P<mask>_mask)?(?:{_TIFF_SUFFIX})$", re.IGNORECASE)
 
 
 @dataclass
@@ -47,26 +48,40 @@ class Scan:
         return self.geometry.spacing if self.geometry is not None else None
 
 
-ScanSource = Union[str, Path, "Case"]  # what load_scan reads; find_scans lists these
+def existing_path(source: str | Path) -> Path:
+    """`source` as a Path that exists; a missing path or a symbolic link that loops is refused by name."""
+    path = Path(source)
+    try:
+        path.stat()
+    except FileNotFoundError:
+        raise InputError(f"path not found: {path}") from None
+    except OSError as error:  # ELOOP: a link that points back to itself; EACCES; ...
+        raise InputError(f"cannot open {path}: {error.strerror or error}") from None
+    return path
 
 
 def read_tiff(path: str | Path) -> np.ndarray:
-    """Read a TIFF, turning every failure into an InputError that names the file."""
+    """Read a one-series TIFF, its header checked before its pixels are read; every failure is an InputError that
+    names the file."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"file not found: {path}")
     try:
-        data = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tiff:
+            series = tiff.series
+            if len(series) > 1:
+                shapes = ", ".join(str(s.shape) for s in series[:4])
+                raise InputError(f"{path} holds {len(series)} image series ({shapes}); save each as its own TIFF")
+            if not series or 0 in series[0].shape or len(series[0].shape) < 2:
+                raise InputError(f"{path} holds no image; it is empty or corrupt")
+            check_pixel_type(str(path), series[0].dtype)
+            check_claimed_size(str(path), series[0].shape, series[0].dtype)
+            data = series[0].asarray()
+    except InputError:
+        raise
     except Exception as error:  # tifffile raises many types for broken files
         raise InputError(f"cannot read {path} as a TIFF image ({error.__class__.__name__}: {error})") from None
-    if data.ndim < 2 or data.size == 0:  # tifffile reads some broken files as an empty array
-        raise InputError(f"{path} holds no image (shape {data.shape}); it is empty or corrupt")
-    if data.dtype not in SUPPORTED_DTYPES and data.dtype != bool:
-        if np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating):
-            data = data.astype(np.float32)
-        else:
-            raise InputError(f"{path}: unsupported pixel type {data.dtype}")
-    return data
+    return kept_pixels(data)
 
 
 def _slice_files(folder: Path) -> tuple[list[tuple[int, Path]], dict[int, Path]]:
@@ -89,6 +104,30 @@ def is_patient_folder(folder: str | Path) -> bool:
     return folder.is_dir() and bool(_slice_files(folder)[0])
 
 
+def _read_slices(folder: Path, files: list[Path]) -> np.ndarray:
+    """The slice images stacked; a slice of another shape than the first is refused by name."""
+    slices = [read_tiff(file) for file in files]
+    for file, data in zip(files, slices):
+        if data.shape != slices[0].shape:
+            raise InputError(f"{folder}: slices have different shapes ({files[0].name} {slices[0].shape}, "
+                             f"{file.name} {data.shape}); every slice of a patient must have one shape")
+    return np.stack(slices)
+
+
+def _read_masks(folder: Path, files: list[Path], shape: tuple[int, int]) -> np.ndarray:
+    """The slice masks as bool (Z, H, W); a mask saved with a channel axis counts any channel; a mask of another
+    shape than its slice is refused by name."""
+    masks = []
+    for file in files:
+        mask = read_tiff(file) > 0
+        mask = mask.any(axis=-1) if mask.ndim == 3 else mask
+        if mask.shape != shape:
+            raise InputError(f"{folder}: mask {file.name} has shape {mask.shape}, which does not match its slice's "
+                             f"{shape}")
+        masks.append(mask)
+    return np.stack(masks)
+
+
 def load_patient(folder: str | Path, require_masks: bool = False) -> Scan:
     """A Kaggle patient folder as image (Z, H, W, 3) and, if every slice has one, mask (Z, H, W) bool."""
     folder = Path(folder)
@@ -97,30 +136,19 @@ def load_patient(folder: str | Path, require_masks: bool = False) -> Scan:
     images, masks = _slice_files(folder)
     if not images:
         raise InputError(f"{folder} holds no slice images named like <patient>_<n>.tif")
-    slices = [read_tiff(path) for _, path in images]
-    shapes = {s.shape for s in slices}
-    if len(shapes) != 1:
-        raise InputError(f"{folder}: slices have different shapes {sorted(shapes)}")
-    image = np.stack(slices)
+    image = _read_slices(folder, [path for _, path in images])
     mask = None
     have = [index in masks for index, _ in images]
     if all(have):
-        mask = np.stack([read_tiff(masks[index]) > 0 for index, _ in images])
-        if mask.ndim == 4:  # masks saved with a channel axis
-            mask = mask.any(axis=-1)
-        if mask.shape != image.shape[:3]:
-            raise InputError(f"{folder}: mask shape {mask.shape} does not match image shape {image.shape[:3]}")
+        mask = _read_masks(folder, [masks[index] for index, _ in images], image.shape[1:3])
     elif require_masks:
         raise InputError(f"{folder}: {have.count(False)} of {len(have)} slices have no _mask.tif")
-    rgb = image.ndim == 4
-    return Scan(name=folder.name, image=image, mask=mask, rgb=rgb)
+    return Scan(name=folder.name, image=image, mask=mask, rgb=image.ndim == 4)
 
 
 def patient_folders(root: str | Path) -> list[Path]:
     """The patient folders in `root`, or `[root]` when root is itself a patient folder."""
-    root = Path(root)
-    if not root.exists():
-        raise InputError(f"path not found: {root}")
+    root = existing_path(root)
     if not root.is_dir():
         raise InputError(f"{root} is not a folder")
     if is_patient_folder(root):
@@ -137,94 +165,54 @@ def load_patients(root: str | Path, require_masks: bool = True) -> list[Scan]:
 
 
 def load_scan(source: ScanSource, require_mask: bool = False) -> Scan:
-    """Any supported scan: a Kaggle patient folder, a TIFF stack (2D, 2D RGB, 3D, 3D RGB), a NIfTI / NRRD / MHA
-    file, a case folder (BraTS, nnU-Net, sequence-named files), a DICOM series or study folder, or a listed Case.
+    """Any supported scan (see formats.FORMATS): a Kaggle patient folder, a TIFF stack (2D, 2D RGB, 3D, 3D RGB), a
+    NIfTI / NRRD / MHA file, a case folder (BraTS, nnU-Net, sequence-named files), a DICOM series or study folder,
+    or a listed Case.
 
     A volume file brings the case it belongs to (its sibling sequences and labels). `require_mask` refuses a scan
     without ground truth.
     """
-    from .cases import Case, load_case
-
-    if not isinstance(source, Case):
-        path = Path(source)
-        if not path.exists():
-            raise InputError(f"path not found: {path}")
-        if path.is_dir() and is_patient_folder(path):
-            return load_patient(path, require_masks=require_mask)
-        if path.is_file() and path.suffix.lower() in (".tif", ".tiff"):
-            if require_mask:
-                raise InputError(f"{path}: a TIFF stack carries no mask; use a patient folder with _mask.tif slices")
-            image = read_tiff(path)
-            return Scan(name=path.stem, image=image, mask=None, rgb=resolve_rgb(image, None))
-        source = case_at(path)
-    loaded = load_case(source, require_mask)
-    return Scan(source.name, loaded.image, loaded.mask, loaded.rgb, loaded.geometry)
-
-
-def case_at(path: Path) -> Case:
-    """The one case a volume file belongs to, or that a case / DICOM folder holds."""
-    from .cases import cases_in_folder, dicom_case
-    from .sequences import split_sequence
-    from .volumes import strip_volume_suffix, volume_suffix
-
-    if path.is_file():
-        if not volume_suffix(path):
-            raise InputError(f"{path}: not a scan file (.tif, .nii, .nii.gz, .nrrd, .mha or .mhd)")
-        key = split_sequence(strip_volume_suffix(path.name))[0]
-        cases = [c for c in cases_in_folder(path.parent, key)
-                 if path in [s.path for _, s in c.sequences] or (c.labels and c.labels.path == path)]
-        if not cases:  # e.g. an nnU-Net channel file beyond dataset.json's channels
-            raise InputError(f"{path}: no scan of its folder uses this file")
-        return cases[0]
-    cases = cases_in_folder(path)
-    if len(cases) == 1:
-        return cases[0]
-    if cases:
-        raise InputError(f"{path} holds {len(cases)} cases ({', '.join(c.name for c in cases[:3])}, ...); "
-                         "give one of them, or give the folder as a folder of cases")
-    if any(p.is_dir() for p in path.iterdir()) and not list_dicom(path):
-        raise InputError(f"{path} holds no scan of its own; give it as a folder of cases, or one case inside it")
-    return dicom_case(path)
-
-
-def list_dicom(folder: Path) -> bool:
-    from .dicom import list_series
-
-    return bool(list_series(folder))
+    if not isinstance(source, (str, Path)):
+        return case_scan(source, require_mask)
+    path = existing_path(source)
+    found = format_of(path)
+    if found is None:
+        raise not_a_scan(path)
+    if path.is_dir() and not found.whole_folder:  # a folder may hold several cases, or stray files beside them
+        sources = find_scans(path)
+        if len(sources) > 1:
+            raise InputError(f"{path} holds {len(sources)} scans ({_names(sources)}); give one of them, or give the "
+                             "folder as a folder of scans")
+        return case_scan(sources[0], require_mask)
+    return found.read(path, require_mask)
 
 
 def find_scans(root: str | Path) -> list[ScanSource]:
-    """Every scan in `root`: root itself when it is one scan, else the scans in it and in its direct subfolders.
+    """Every scan in `root`: root itself when it is one scan, else the scans in it or in its direct subfolders.
 
     Roots: a Kaggle root, a folder of BraTS / plain case folders, an nnU-Net dataset (its imagesTr) or images
     folder, a folder of NIfTI files, a folder of DICOM folders. Items are Paths (Kaggle folders, files) or Cases;
-    load_scan reads each, and each has a `.name`.
+    load_scan reads each, and each has a `.name`. A root holding scans both loose and in subfolders is refused,
+    so a stray file never hides the cases beside it.
     """
-    from .cases import cases_in_folder, dicom_case, nnunet_cases
+    root = existing_path(root)
+    found = format_of(root)
+    if root.is_file() or (found is not None and found.whole_folder):
+        return found.sources(root) if found is not None else [root]
+    loose = found.sources(root) if found is not None else []
+    used = {source.path for case in loose if not isinstance(case, Path) for _, source in case.sequences}
+    inside = [scan for folder in sorted(p for p in root.iterdir() if p.is_dir() and p not in used)
+              if (kind := format_of(folder)) is not None for scan in kind.sources(folder)]
+    if loose and inside:
+        raise InputError(f"{root} holds scans both loose ({_names(loose)}) and in subfolders ({_names(inside)}); "
+                         "move the loose files into a folder of their own, or give one of the two")
+    if not (loose or inside):
+        raise not_a_scan(root)
+    return loose or inside
 
-    root = Path(root)
-    if not root.exists():
-        raise InputError(f"path not found: {root}")
-    if root.is_file() or is_patient_folder(root):
-        return [root]
-    if (cases := nnunet_cases(root)) is not None:
-        return list(cases)
-    found: list[ScanSource] = list(cases_in_folder(root))
-    if found:
-        return found
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        if is_patient_folder(folder):
-            found.append(folder)
-        elif cases := cases_in_folder(folder):
-            found.extend(cases)
-        elif list_dicom(folder):
-            found.append(dicom_case(folder))
-    if not found and list_dicom(root):
-        found.append(dicom_case(root))
-    if not found:
-        raise InputError(f"{root} holds no scans (no patient folders with <patient>_<n>.tif slices, "
-                         "NIfTI / NRRD / MHA volumes, case folders or DICOM series)")
-    return found
+
+def _names(sources: list[ScanSource]) -> str:
+    return ", ".join(s.name for s in sources[:3]) + (f" and {len(sources) - 3} more" if len(sources) > 3 else "")
 
 
 def write_mask_tiff(path: str | Path, mask: np.ndarray) -> None:
@@ -236,18 +224,11 @@ def write_mask_tiff(path: str | Path, mask: np.ndarray) -> None:
 
 def mask_file_name(scan: Scan) -> str:
     """`<scan>_mask.nii.gz` for medical volumes (their geometry kept), `<scan>_mask.tif` for TIFF inputs."""
-    return f"{scan.name}_mask.nii.gz" if scan.geometry is not None else f"{scan.name}_mask.tif"
+    return f"{scan.name}_mask{default_mask_suffix(scan.geometry is not None)}"
 
 
 def write_mask(path: str | Path, mask: np.ndarray, scan: Scan) -> None:
-    """Save `mask` (the scan's (Z, H, W)) in the format `path` names: .nii / .nii.gz / .nrrd / .mha on the scan's
-    source grid (a scan without geometry gets the engine's axes and unit spacing), anything else TIFF 0/255."""
-    from .volumes import engine_geometry, volume_suffix, write_mask_volume
-
-    if volume_suffix(path) is None:
-        write_mask_tiff(path, mask)
-        return
-    mask = np.asarray(mask)
-    if mask.ndim == 2:
-        mask = mask[None]
-    write_mask_volume(path, mask, scan.geometry or engine_geometry(mask.shape))
+    """Save `mask` (the scan's (Z, H, W)) in the format `path` names: a volume format on the scan's source grid (a
+    scan without geometry gets the engine's axes and unit spacing), anything else TIFF 0/255."""
+    path = Path(path)
+    (file_format(path) or TIFF).write_mask(path, mask, scan.geometry)

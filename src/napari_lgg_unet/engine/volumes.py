@@ -10,8 +10,11 @@ direction are converted to and from it.
 
 from __future__ import annotations
 
+import gzip
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import nibabel as nib
 import numpy as np
@@ -20,26 +23,11 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 
 from .atomic import atomic_path
 from .errors import InputError
+from .scan_checks import check_affine, check_claimed_size, check_gzip_end, check_pixel_type, kept_pixels
 
 ENGINE_AXCODES = ("S", "P", "L")
 AXIS_LABELS = ("inferior-superior", "anterior-posterior", "right-left")
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
-ITK_WRITE_SUFFIXES = (".nrrd", ".mha")  # single-file formats, so a mask is written atomically
-VOLUME_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
-KEPT_DTYPES = (np.uint8, np.uint16, np.int16, np.float32)
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
-
-
-def volume_suffix(path: str | Path) -> str | None:
-    """The volume format suffix `path` ends with (".nii.gz" counts as one), or None."""
-    name = Path(path).name.lower()
-    return next((suffix for suffix in sorted(VOLUME_SUFFIXES, key=len, reverse=True) if name.endswith(suffix)), None)
-
-
-def strip_volume_suffix(name: str) -> str:
-    suffix = volume_suffix(name)
-    return name[: -len(suffix)] if suffix else name
 
 
 @dataclass(frozen=True)
@@ -98,10 +86,12 @@ class Geometry:
     @classmethod
     def from_dict(cls, data: dict) -> Geometry:
         try:
-            return cls.of(data["shape"], data["affine"], data.get("qform_code", 1), data.get("sform_code", 1),
-                          data.get("sources", {}))
+            geometry = cls.of(data["shape"], data["affine"], data.get("qform_code", 1), data.get("sform_code", 1),
+                              data.get("sources", {}))
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"the layer's scan geometry is unreadable ({error}); save it as TIFF instead") from None
+        check_affine("the layer's scan geometry (its metadata)", geometry.matrix)
+        return geometry
 
 
 def engine_geometry(shape: tuple[int, ...], spacing: tuple[float, ...] | None = None) -> Geometry:
@@ -121,12 +111,6 @@ class Volume:
     geometry: Geometry
 
 
-def _kept_dtype(data: np.ndarray) -> np.ndarray:
-    if data.dtype == bool:
-        return data.astype(np.uint8)
-    return data if data.dtype in KEPT_DTYPES else data.astype(np.float32)
-
-
 def _check_dimensions(path: Path, shape: tuple[int, ...]) -> None:
     if len(shape) < 3:
         raise InputError(f"{path} is a {len(shape)}D image {shape}; the model needs a 3D volume "
@@ -138,12 +122,54 @@ def _check_dimensions(path: Path, shape: tuple[int, ...]) -> None:
         raise InputError(f"{path} has shape {shape}: it holds no voxels")
 
 
-def read_nifti(path: str | Path) -> Volume:
+@contextmanager
+def _nibabel_quiet() -> Iterator[None]:
+    """nibabel logs the header problems it "fixes" on stderr; ours is the one-line error (see _check_voxel_size)."""
+    logger = nib.imageglobals.logger
+    was_disabled, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = was_disabled
+
+
+def _check_voxel_size(path: Path, raw: nib.Nifti1Header) -> None:
+    """Refuse a voxel size (pixdim) of zero or below where it places the voxels (no sform), which nibabel would
+    silently set to 1 mm or its absolute value; `raw` is the header as stored, before nibabel's fixes."""
+    sizes = raw["pixdim"][1:4]
+    if raw["sform_code"] <= 0 and (sizes <= 0).any():
+        raise InputError(f"{path}: its header gives a pixdim voxel size of {' x '.join(f'{s:g}' for s in sizes)} mm; "
+                         "fix the header")
+
+
+def _open_nifti(path: Path, stream: BinaryIO) -> nib.Nifti1Image:
+    """The image whose header `stream` starts with, checked; its voxels are read from `stream` only when asked."""
+    image_class = nib.Nifti2Image if int.from_bytes(stream.read(4), "little") in (540, 0x1C020000) else nib.Nifti1Image
+    stream.seek(0)
+    raw = image_class.header_class.from_fileobj(stream, check=False)
+    stream.seek(0)
+    holder = nib.FileHolder(str(path), stream)
+    with _nibabel_quiet():
+        image = image_class.from_file_map({"header": holder, "image": holder}, mmap=False)
+    _check_voxel_size(path, raw)
+    _check_dimensions(path, image.shape)
+    check_pixel_type(str(path), image.get_data_dtype())
+    return image
+
+
+def read_nifti(path: str | Path, compressed: bool = False) -> Volume:
+    """A NIfTI file, its header checked before its voxels are read and, if `compressed`, read to its end in the same
+    pass so its gzip CRC and length are checked."""
     path = Path(path)
     try:
-        image = nib.load(path, mmap=False)
-        _check_dimensions(path, image.shape)
-        data = np.asanyarray(image.dataobj)
+        with (gzip.open if compressed else open)(path, "rb") as stream:
+            image = _open_nifti(path, stream)
+            check_claimed_size(str(path), image.shape, image.get_data_dtype(), path.stat().st_size,
+                               int(image.header.get_data_offset()), compressed)
+            check_affine(str(path), image.affine)
+            data = np.asanyarray(image.dataobj)
+            if compressed:
+                check_gzip_end(stream, path)
     except InputError:
         raise
     except Exception as error:  # nibabel raises many types for broken or truncated files
@@ -151,7 +177,7 @@ def read_nifti(path: str | Path) -> Volume:
         raise InputError(f"cannot read {path} as NIfTI ({error.__class__.__name__}: {reason})") from None
     header = image.header
     geometry = Geometry.of(image.shape, image.affine, header.get("qform_code", 1), header.get("sform_code", 1))
-    return Volume(_kept_dtype(data), geometry)
+    return Volume(kept_pixels(data), geometry)
 
 
 def _itk_affine(image: sitk.Image) -> np.ndarray:
@@ -162,28 +188,50 @@ def _itk_affine(image: sitk.Image) -> np.ndarray:
     return affine
 
 
-def read_itk(files: str | Path | list[str], label: str) -> Volume:
-    """A volume SimpleITK reads (NRRD, MHA, a DICOM series as its sorted file list); `label` names it in errors."""
+@contextmanager
+def itk_warnings_off() -> Iterator[None]:
+    """ITK prints warnings (e.g. "No Series were found") straight to stderr; ours are the one-line errors."""
+    before = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
-        image = sitk.ReadImage([str(f) for f in files] if isinstance(files, list) else str(files))
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(before)
+
+
+def _itk_header(files: str | Path | list[str]) -> tuple[tuple[int, ...], np.dtype]:
+    """The voxel shape (x, y, z[, c]) and pixel type `files` claim (a DICOM series: one slice per file), from the
+    first header alone."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(files[0] if isinstance(files, list) else files))
+    reader.ReadImageInformation()
+    size = tuple(reader.GetSize())
+    if isinstance(files, list):
+        size = size[:2] + (len(files),)
+    components = reader.GetNumberOfComponents()
+    pixel = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID(), components)
+    return size + ((components,) if components > 1 else ()), sitk.GetArrayViewFromImage(pixel).dtype
+
+
+def read_itk(files: str | Path | list[str], label: str) -> Volume:
+    """A volume SimpleITK reads (NRRD, MHA, a DICOM series as its sorted file list); `label` names it in errors.
+
+    Its header is checked (size against free memory, pixel type) before its voxels are read, its geometry after."""
+    try:
+        with itk_warnings_off():
+            shape, dtype = _itk_header(files)
+            _check_dimensions(Path(label), shape)
+            check_pixel_type(label, dtype)
+            check_claimed_size(label, shape, dtype)
+            image = sitk.ReadImage([str(f) for f in files] if isinstance(files, list) else str(files))
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"
         raise InputError(f"cannot read {label} ({reason})") from None
-    size = image.GetSize()
-    channels = (image.GetNumberOfComponentsPerPixel(),) if image.GetNumberOfComponentsPerPixel() > 1 else ()
-    _check_dimensions(Path(label), tuple(size) + channels)
+    affine = _itk_affine(image)
+    check_affine(label, affine)
     data = sitk.GetArrayFromImage(image)  # (k, j, i[, c]): reverse the spatial axes to nibabel's index order
     data = data.transpose((2, 1, 0) + tuple(range(3, data.ndim)))
-    return Volume(_kept_dtype(np.ascontiguousarray(data)), Geometry.of(size, _itk_affine(image)))
-
-
-def read_volume_file(path: str | Path) -> Volume:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"file not found: {path}")
-    if volume_suffix(path) in NIFTI_SUFFIXES:
-        return read_nifti(path)
-    return read_itk(path, str(path))
+    return Volume(kept_pixels(np.ascontiguousarray(data)), Geometry.of(image.GetSize(), affine))
 
 
 def to_engine(data: np.ndarray, geometry: Geometry) -> np.ndarray:
@@ -201,6 +249,20 @@ def from_engine(data: np.ndarray, geometry: Geometry) -> np.ndarray:
 
 def same_grid(a: Geometry, b: Geometry, tolerance_mm: float = 1e-3) -> bool:
     return a.shape == b.shape and np.allclose(a.matrix, b.matrix, atol=tolerance_mm)
+
+
+def _world_box(geometry: Geometry) -> np.ndarray:
+    """(2, 3): lowest and highest RAS+ mm that the grid's voxels (as boxes, not centres) reach."""
+    edges = np.array(np.meshgrid(*[(-0.5, n - 0.5) for n in geometry.shape], indexing="ij")).reshape(3, -1)
+    corners = geometry.matrix[:3, :3] @ edges + geometry.matrix[:3, 3:]
+    return np.stack([corners.min(axis=1), corners.max(axis=1)])
+
+
+def covered_fraction(moving: Geometry, reference: Geometry) -> float:
+    """The share of `reference`'s field of view (its bounding box in world space) that `moving`'s box covers."""
+    ours, theirs = _world_box(moving), _world_box(reference)
+    overlap = np.clip(np.minimum(ours[1], theirs[1]) - np.maximum(ours[0], theirs[0]), 0, None)
+    return float(overlap.prod() / (theirs[1] - theirs[0]).prod())
 
 
 def _itk_image(data: np.ndarray, geometry: Geometry) -> sitk.Image:
@@ -222,23 +284,18 @@ def resample_onto(volume: Volume, reference: Geometry, labels: bool = False) -> 
     return sitk.GetArrayFromImage(resampled).transpose(2, 1, 0)
 
 
-def write_mask_volume(path: str | Path, mask: np.ndarray, geometry: Geometry) -> None:
-    """Save an engine-layout mask (uint8 0/1) on the source grid as NIfTI, NRRD or MHA, chosen by `path`, atomically.
+def save_nifti(path: Path, data: np.ndarray, geometry: Geometry, suffix: str) -> None:
+    """Save source-grid voxels as NIfTI atomically, keeping the scan's affine and qform/sform codes, so
+    `nibabel.load(path).affine` equals the scan's."""
+    image = nib.Nifti1Image(data, None)
+    image.set_sform(geometry.matrix, code=geometry.sform_code or 2)
+    image.set_qform(geometry.matrix, code=geometry.qform_code)
+    image.header.set_xyzt_units("mm")
+    with atomic_path(path, suffix=suffix) as tmp:
+        nib.save(image, tmp)
 
-    NIfTI keeps the source affine and its qform/sform codes, so `nibabel.load(path).affine` equals the scan's.
-    """
-    path = Path(path)
-    suffix = volume_suffix(path)
-    data = from_engine((np.asarray(mask) > 0).astype(np.uint8), geometry)
-    if suffix in NIFTI_SUFFIXES:
-        image = nib.Nifti1Image(data, None)
-        image.set_sform(geometry.matrix, code=geometry.sform_code or 2)
-        image.set_qform(geometry.matrix, code=geometry.qform_code)
-        image.header.set_xyzt_units("mm")
-        with atomic_path(path, suffix=suffix) as tmp:
-            nib.save(image, tmp)
-    elif suffix in ITK_WRITE_SUFFIXES:
-        with atomic_path(path, suffix=suffix) as tmp:
-            sitk.WriteImage(_itk_image(data, geometry), str(tmp), True)
-    else:
-        raise InputError(f"cannot write a mask volume as {path.name}: use .nii.gz, .nii, .nrrd or .mha")
+
+def save_itk(path: Path, data: np.ndarray, geometry: Geometry, suffix: str) -> None:
+    """Save source-grid voxels as a compressed NRRD or MHA (chosen by `suffix`) atomically."""
+    with atomic_path(path, suffix=suffix) as tmp:
+        sitk.WriteImage(_itk_image(data, geometry), str(tmp), True)

@@ -1,0 +1,270 @@
+"""The scan formats we read, and the mask formats we write: one class per format, listed once in FORMATS.
+
+Each format says which paths it claims (by suffix for files, by content for folders), reads a claimed path into a
+`Scan`, and, for file formats, writes a mask. The napari reader and writer, `load_scan`, `find_scans` and the CLI
+ask this registry, so adding a format is one class here plus one entry in FORMATS (and its patterns in napari.yaml).
+FORMATS is asked in order: the first format that claims a path reads it.
+
+Readers are imported when first used, so TIFF-only work never loads nibabel or SimpleITK.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
+
+import numpy as np
+
+from .errors import InputError
+
+if TYPE_CHECKING:
+    from .cases import Case
+    from .io import Scan
+    from .volumes import Geometry, Volume
+
+ScanSource = Union[str, Path, "Case"]  # what load_scan reads; find_scans lists these
+
+
+class ScanFormat:
+    """One format. File formats list `suffixes` (lower case, compared with a file name's end); folder formats
+    override `claims`. `mask_suffixes` are the suffixes a mask can be written as (none: masks cannot be)."""
+
+    description = ""  # what it reads, in the user's words; errors list these
+    suffixes: tuple[str, ...] = ()
+    mask_suffixes: tuple[str, ...] = ()
+    is_volume = False  # a medical volume file: one sequence of a case, with geometry
+    whole_folder = False  # a folder this format claims is all scan: find_scans does not look into its subfolders
+
+    def suffix_of(self, path: str | Path) -> str | None:
+        name = Path(path).name.lower()
+        return next((s for s in sorted(self.suffixes, key=len, reverse=True) if name.endswith(s)), None)
+
+    def claims(self, path: Path) -> bool:
+        return bool(self.suffixes) and self.suffix_of(path) is not None and path.is_file()
+
+    def read(self, path: Path, require_mask: bool = False) -> Scan:
+        raise NotImplementedError
+
+    def sources(self, path: Path) -> list[ScanSource]:
+        """The scans a claimed path holds, each for `load_scan` (a folder format may hold several cases)."""
+        return [path]
+
+    def write_mask(self, path: Path, mask: np.ndarray, geometry: Geometry | None) -> None:
+        """Save an engine-layout mask (any value > 0 is tumour) as `path`, atomically."""
+        raise cannot_write(path)
+
+
+class TiffStack(ScanFormat):
+    description = "TIFF stacks (.tif, .tiff)"
+    suffixes = mask_suffixes = (".tif", ".tiff")
+
+    def read(self, path: Path, require_mask: bool = False) -> Scan:
+        from .io import Scan, read_tiff
+        from .preprocess import resolve_rgb
+
+        if require_mask:
+            raise InputError(f"{path}: a TIFF stack carries no mask; use a patient folder with _mask.tif slices")
+        image = read_tiff(path)
+        return Scan(name=path.stem, image=image, mask=None, rgb=resolve_rgb(image, None))
+
+    def write_mask(self, path: Path, mask: np.ndarray, geometry: Geometry | None) -> None:
+        from .io import write_mask_tiff
+
+        write_mask_tiff(path, mask)
+
+
+class VolumeFile(ScanFormat):
+    """A medical volume file: read with the case it belongs to (its sibling sequences and labels)."""
+
+    is_volume = True
+
+    def read(self, path: Path, require_mask: bool = False) -> Scan:
+        from .cases import case_of_file
+
+        return case_scan(case_of_file(path), require_mask)
+
+    def read_volume(self, path: Path) -> Volume:
+        raise NotImplementedError
+
+    def write_mask(self, path: Path, mask: np.ndarray, geometry: Geometry | None) -> None:
+        """On the scan's source grid (a scan without geometry: the engine's axes, unit spacing)."""
+        from .volumes import engine_geometry, from_engine
+
+        if self.suffix_of(path) not in self.mask_suffixes:
+            raise cannot_write(path)
+        mask = np.asarray(mask)
+        if mask.ndim not in (2, 3):
+            raise InputError(f"a {mask.ndim}D mask cannot be saved as one mask volume; save it as TIFF")
+        volume = (mask if mask.ndim == 3 else mask[None]) > 0
+        geometry = geometry or engine_geometry(volume.shape)
+        self.save(path, from_engine(volume.astype(np.uint8), geometry), geometry)
+
+    def save(self, path: Path, data: np.ndarray, geometry: Geometry) -> None:
+        raise NotImplementedError
+
+
+class NiftiVolume(VolumeFile):
+    description = "NIfTI volumes (.nii, .nii.gz)"
+    suffixes = mask_suffixes = (".nii.gz", ".nii")
+
+    def read_volume(self, path: Path) -> Volume:
+        from .volumes import read_nifti
+
+        return read_nifti(path, compressed=self.suffix_of(path) == ".nii.gz")
+
+    def save(self, path: Path, data: np.ndarray, geometry: Geometry) -> None:
+        from .volumes import save_nifti
+
+        save_nifti(path, data, geometry, self.suffix_of(path))
+
+
+class ItkVolume(VolumeFile):
+    description = "NRRD / MetaImage volumes (.nrrd, .nhdr, .mha, .mhd)"
+    suffixes = (".nrrd", ".nhdr", ".mha", ".mhd")
+    mask_suffixes = (".nrrd", ".mha")  # single-file formats, so a mask is written atomically
+
+    def read_volume(self, path: Path) -> Volume:
+        from .volumes import read_itk
+
+        return read_itk(path, str(path))
+
+    def save(self, path: Path, data: np.ndarray, geometry: Geometry) -> None:
+        from .volumes import save_itk
+
+        save_itk(path, data, geometry, self.suffix_of(path))
+
+
+class KaggleFolder(ScanFormat):
+    description = "patient folders of Kaggle LGG <patient>_<n>.tif slices"
+    whole_folder = True
+
+    def claims(self, path: Path) -> bool:
+        from .io import is_patient_folder
+
+        return is_patient_folder(path)
+
+    def read(self, path: Path, require_mask: bool = False) -> Scan:
+        from .io import load_patient
+
+        return load_patient(path, require_masks=require_mask)
+
+
+class CaseFolder(ScanFormat):
+    description = "case folders (BraTS, sequence-named volumes or DICOM folders)"
+
+    def claims(self, path: Path) -> bool:
+        from .cases import SEQUENCE_FOLDERS
+        from .sequences import split_sequence
+
+        return path.is_dir() and any((p.is_file() and volume_suffix(p) is not None)
+                                     or (p.is_dir() and split_sequence(p.name)[1] in SEQUENCE_FOLDERS)
+                                     for p in path.iterdir())
+
+    def read(self, path: Path, require_mask: bool = False) -> Scan:
+        from .cases import case_in_folder
+
+        return case_scan(case_in_folder(path), require_mask)
+
+    def sources(self, path: Path) -> list[ScanSource]:
+        from .cases import cases_in_folder
+
+        return list(cases_in_folder(path))
+
+
+class NnunetFolder(CaseFolder):
+    """A case folder whose channels `dataset.json` names; asked before CaseFolder, as its images are volumes too."""
+
+    description = "nnU-Net / Decathlon datasets (imagesTr with dataset.json)"
+    whole_folder = True
+
+    def claims(self, path: Path) -> bool:
+        from .cases import nnunet_cases
+
+        return path.is_dir() and nnunet_cases(path) is not None
+
+    def sources(self, path: Path) -> list[ScanSource]:
+        from .cases import nnunet_cases
+
+        return list(nnunet_cases(path) or [])
+
+
+class DicomFolder(ScanFormat):
+    description = "DICOM image series"
+
+    def claims(self, path: Path) -> bool:
+        from .dicom import list_series
+
+        return bool(list_series(path))
+
+    def read(self, path: Path, require_mask: bool = False) -> Scan:
+        return case_scan(self.sources(path)[0], require_mask)
+
+    def sources(self, path: Path) -> list[ScanSource]:
+        from .cases import dicom_case
+
+        return [dicom_case(path)]
+
+
+TIFF = TiffStack()
+NIFTI = NiftiVolume()
+FORMATS: tuple[ScanFormat, ...] = (TIFF, NIFTI, ItkVolume(), KaggleFolder(), NnunetFolder(), CaseFolder(), DicomFolder())
+
+
+def format_of(path: Path) -> ScanFormat | None:
+    """The first format that claims the existing file or folder `path`, or None."""
+    return next((f for f in FORMATS if f.claims(path)), None)
+
+
+def file_format(path: str | Path) -> ScanFormat | None:
+    """The file format `path`'s name says (the longest matching suffix wins), whether or not the file exists."""
+    named = [(len(suffix), f) for f in FORMATS if (suffix := f.suffix_of(path))]
+    return max(named, key=lambda n: n[0])[1] if named else None
+
+
+def volume_suffix(path: str | Path) -> str | None:
+    """The medical volume suffix `path` ends with (".nii.gz" counts as one), or None."""
+    found = file_format(path)
+    return found.suffix_of(path) if found is not None and found.is_volume else None
+
+
+def strip_volume_suffix(name: str) -> str:
+    suffix = volume_suffix(name)
+    return name[: -len(suffix)] if suffix else name
+
+
+def cannot_write(path: Path) -> InputError:
+    return InputError(f"cannot write a mask as {path.name}: use {', '.join(s for f in FORMATS for s in f.mask_suffixes)}")
+
+
+def default_mask_suffix(has_geometry: bool) -> str:
+    """NIfTI for scans with geometry (it keeps their grid), else TIFF 0/255 (the Kaggle dataset's masks)."""
+    return (NIFTI if has_geometry else TIFF).mask_suffixes[0]
+
+
+def read_volume(path: Path) -> Volume:
+    """One volume file as stored (no sibling sequences)."""
+    found = file_format(path)
+    if found is None or not found.is_volume:
+        raise InputError(f"{path}: not a volume file ({', '.join(s for f in FORMATS if f.is_volume for s in f.suffixes)})")
+    if not path.is_file():
+        raise InputError(f"file not found: {path}")
+    return found.read_volume(path)
+
+
+def case_scan(case: Case, require_mask: bool = False) -> Scan:
+    """A listed case's sequences, aligned and oriented, as one Scan."""
+    from .cases import load_case
+    from .io import Scan
+
+    loaded = load_case(case, require_mask)
+    return Scan(case.name, loaded.image, loaded.mask, loaded.rgb, loaded.geometry)
+
+
+def not_a_scan(path: Path) -> InputError:
+    """The refusal for an existing path no format claims, listing what is read."""
+    if path.is_file():
+        suffixes = ", ".join(s for f in FORMATS for s in f.suffixes)
+        return InputError(f"{path}: not a scan file ({suffixes})")
+    if any(p.is_dir() and format_of(p) for p in path.iterdir()):
+        return InputError(f"{path} holds no scan of its own; give it as a folder of cases, or one case inside it")
+    return InputError(f"{path} holds no scans: no {'; no '.join(f.description for f in FORMATS)}")

@@ -1,0 +1,112 @@
+"""Checks a scan file passes before its voxels are trusted, and the pixel types the engine keeps.
+
+A file's header is checked before any voxel is read: the size it claims against the file's own size (a 481-byte file
+cannot hold 16 GB) and against the memory this machine has free, its pixel type (complex or RGB colour voxels are
+not MRI intensities) and its geometry (a NaN or singular affine places voxels nowhere). A gzip-compressed file is
+read to its end so its CRC is checked: a damaged file is refused, not read as garbage.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zlib
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from .errors import InputError
+
+KEPT_DTYPES = (np.uint8, np.uint16, np.int16, np.float32)  # kept as read; other numbers become float32
+MAX_DEFLATE_RATIO = 1032  # deflate cannot expand data more than this, so a .gz file bounds the size it holds
+MEMORY_HEADROOM = 2  # a volume must fit this many times in free memory: the engine makes at least one more copy
+
+
+def check_pixel_type(label: str, dtype: np.dtype) -> None:
+    """Refuse voxels that are not real numbers: complex (its imaginary part would be dropped) or RGB colour."""
+    dtype = np.dtype(dtype)
+    if dtype.names is not None:
+        kind = "RGB colour" if set(dtype.names) >= {"R", "G", "B"} else f"structured {dtype.names}"
+        raise InputError(f"{label} holds {kind} voxels; the model needs grey MRI intensities (one number per voxel)")
+    if dtype == bool or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating):
+        return
+    raise InputError(f"{label}: unsupported pixel type {dtype}; the model needs real-valued intensities")
+
+
+def kept_pixels(data: np.ndarray) -> np.ndarray:
+    """`data` in a pixel type the engine works with: booleans as uint8, KEPT_DTYPES unchanged, other numbers float32."""
+    if data.dtype == bool:
+        return data.astype(np.uint8)
+    return data if data.dtype in KEPT_DTYPES else data.astype(np.float32)
+
+
+def common_dtype(arrays: list[np.ndarray]) -> np.dtype:
+    """The kept pixel type that holds every array's values (for stacking sequences as channels)."""
+    dtype = np.result_type(*arrays)
+    return dtype if dtype in KEPT_DTYPES else np.dtype(np.float32)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for new allocations (Linux MemAvailable, else all physical memory); None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{int(n)} bytes"
+
+
+def check_claimed_size(label: str, shape: tuple[int, ...], dtype: np.dtype, file_bytes: int | None = None,
+                       data_offset: int = 0, compressed: bool = False) -> None:
+    """Refuse a header whose voxels the file cannot hold or memory cannot take, before anything is allocated.
+
+    `file_bytes` is the size of the file holding the voxels (None when unknown, e.g. a detached data file);
+    `compressed` files are bounded by deflate's largest expansion instead of their length.
+    """
+    dtype = np.dtype(dtype)
+    need = math.prod(int(n) for n in shape) * dtype.itemsize
+    claim = f"its header claims {' x '.join(map(str, shape))} {dtype.name} voxels ({_size(need)})"
+    if file_bytes is not None:
+        room = file_bytes * MAX_DEFLATE_RATIO if compressed else file_bytes - data_offset
+        if need > room:
+            raise InputError(f"{label}: {claim} but the file is only {_size(file_bytes)}; it is truncated or its "
+                             "header is corrupt")
+    kept = math.prod(int(n) for n in shape) * kept_pixels(np.zeros(0, dtype)).dtype.itemsize
+    free = available_memory()
+    if free is not None and kept * MEMORY_HEADROOM > free:
+        raise InputError(f"{label}: {claim}, more than the {_size(free)} of memory free can hold "
+                         f"({MEMORY_HEADROOM} copies are needed); free memory or crop the volume")
+
+
+def check_gzip_end(stream: BinaryIO, path: Path) -> None:
+    """Read a gzip stream to its end, which makes Python's gzip check the CRC and length of what was decompressed;
+    refuse a damaged file (its voxels would otherwise be used as read)."""
+    try:
+        while stream.read(1 << 24):
+            pass
+    except (OSError, EOFError, zlib.error) as error:
+        reason = " ".join(str(error).split()) or error.__class__.__name__
+        raise InputError(f"{path} is damaged: its gzip integrity check failed ({reason}); copy the file again") from None
+
+
+def check_affine(label: str, affine: np.ndarray) -> None:
+    """Refuse a voxel-to-world affine with NaN or infinite values or a zero voxel size (no invertible mapping)."""
+    matrix = np.asarray(affine, dtype=float)
+    if not np.isfinite(matrix).all():
+        raise InputError(f"{label}: its voxel-to-mm geometry holds NaN or infinite values (sform / qform / pixdim "
+                         "or spacing / direction); fix the header")
+    linear = matrix[:3, :3]
+    spacing = np.sqrt((linear**2).sum(axis=0))
+    if (spacing <= 0).any() or abs(np.linalg.det(linear)) <= 1e-12 * max(float(spacing.prod()), 1e-300):
+        raise InputError(f"{label}: its voxel-to-mm geometry is not invertible (voxel size "
+                         f"{' x '.join(f'{s:g}' for s in spacing)} mm, or axes that coincide); fix the header")

@@ -1,0 +1,30 @@
+"""DICOM files written with pydicom for tests: small MR slices with just the tags a series reader needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+
+def write_slice(folder: Path, name: str, series: str, description: str, z: float, pixels: np.ndarray,
+                thickness: float = 2.5) -> None:
+    """One MR slice file of `series` at height `z` mm (rows run to the patient's left, columns to posterior)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SeriesDescription = "1.2.3", series, description
+    ds.Modality, ds.PatientID = "MR", "anon"
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]  # rows run to the patient's left, columns to posterior (LPS)
+    ds.ImagePositionPatient = [-10.0, -20.0, z]
+    ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], thickness
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.PixelData = pixels.astype(np.int16).tobytes()
+    ds.save_as(folder / name, enforce_file_format=True)
