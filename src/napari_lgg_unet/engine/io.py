@@ -16,7 +16,7 @@ import numpy as np
 import tifffile
 
 from .atomic import atomic_path
-from .errors import InputError
+from .errors import InputError, describe
 from .preprocess import resolve_rgb
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def read_tiff(path: str | Path) -> np.ndarray:
     try:
         data = tifffile.imread(path)
     except Exception as error:  # tifffile raises many types for broken files
-        raise InputError(f"cannot read {path} as a TIFF image ({error.__class__.__name__}: {error})") from None
+        raise InputError(f"cannot read {path} as a TIFF image ({describe(error)})") from None
     if data.ndim < 2 or data.size == 0:  # tifffile reads some broken files as an empty array
         raise InputError(f"{path} holds no image (shape {data.shape}); it is empty or corrupt")
     if data.dtype not in SUPPORTED_DTYPES and data.dtype != bool:

@@ -51,17 +51,26 @@ def spatial_shape(image: np.ndarray, rgb: bool | None = None) -> tuple[int, ...]
     return tuple(image.shape[:-1]) if resolve_rgb(image, rgb) else tuple(image.shape)
 
 
+def as_image(image: np.ndarray, what: str = "images") -> np.ndarray:
+    """`image` as a numeric array (any array-like: a nested list, a dask array); anything else is an InputError."""
+    try:
+        array = np.asarray(image)
+    except (TypeError, ValueError) as error:  # e.g. a list of slices of different sizes
+        raise InputError(f"{what} must be arrays of numbers ({error})") from None
+    if not (array.dtype == bool or np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise InputError(f"{what} must hold numbers, not {array.dtype}")
+    return array
+
+
 def channel_view(image: np.ndarray, rgb: bool | None = None) -> np.ndarray:
     """Any supported layout as a (Z, H, W, C) view with C = 1 or 3, without copying or converting.
 
     Layouts: (H, W), (H, W, 3), (Z, H, W), (Z, H, W, 3). `rgb` says whether the last axis holds channels;
     None guesses (see `resolve_rgb`).
     """
-    image = np.asarray(image)
+    image = as_image(image)
     if image.dtype == bool:
         image = image.view(np.uint8)
-    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
-        raise InputError(f"images must hold numbers, not {image.dtype}")
     rgb = resolve_rgb(image, rgb)
     spatial = image.ndim - 1 if rgb else image.ndim
     if spatial not in (2, 3):
@@ -126,7 +135,7 @@ def prepare_volume(image: np.ndarray, rgb: bool | None = None, config: Preproces
 
 def binarise_mask(mask: np.ndarray) -> np.ndarray:
     """Anything above zero is tumour (masks are 0/255 on disk, 0/1 in napari)."""
-    return np.asarray(mask) > 0
+    return as_image(mask, "masks") > 0
 
 
 def _square_padding(height: int, width: int) -> tuple[int, int, int, int]:
