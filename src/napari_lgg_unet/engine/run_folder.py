@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 from .atomic import remove_leftover_temp_files, write_tensors_atomic, write_text_atomic
 from .errors import InputError, ModelError
-from .model import CONFIG_FILE
+from .model import CONFIG_FILE, WEIGHTS_FILE
 from .validate import from_json
 
 RESUME_FILE = "resume.safetensors"
@@ -54,7 +54,8 @@ class RunFolder:
         self.resume_file = self.path / RESUME_FILE
 
     def holds_model(self) -> bool:
-        return (self.path / CONFIG_FILE).exists()
+        """A config or weights: a first save killed between its two renames leaves weights only, and they load."""
+        return (self.path / CONFIG_FILE).exists() or (self.path / WEIGHTS_FILE).exists()
 
     def holds_resume_state(self) -> bool:
         return self.resume_file.is_file()
