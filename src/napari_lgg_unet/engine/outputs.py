@@ -4,7 +4,7 @@ scan, its labels or another case's slices.
 Paths are compared after resolving links, so a link to an input is that input. A case's folder counts as part of
 the case when it is named after it (a Kaggle patient folder, a BraTS or plain case folder, a DICOM folder): a mask
 written into it would become one of the case's files on the next run. A cohort's output folder inside its input
-root is not a case: `outside` leaves out what lies in it, so a cohort can be run again into the same folder.
+root is not a case: `outside` leaves out the masks lying in it, so a cohort can be run again into the same folder.
 """
 
 from __future__ import annotations
@@ -14,16 +14,20 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import InputError
-from .io import ScanSource
+from .io import ScanSource, case_at
 
 
 def input_paths(source: ScanSource) -> list[Path]:
     """The files and folders `source` is read from, links resolved: a Kaggle patient folder or TIFF file itself;
-    a case's sequence files (or DICOM folders), its labels, and its folder when that folder is the case's own."""
+    a case's sequence files (or DICOM folders), its labels, and its folder when that folder is the case's own.
+    A volume file stands for its whole case, as load_scan reads it (its sibling sequences and labels)."""
     from .cases import Case
 
     if not isinstance(source, Case):
-        return [Path(source).resolve()]
+        path = Path(source)
+        if path.is_dir() or path.suffix.lower() in (".tif", ".tiff") or not path.exists():
+            return [path.resolve()]
+        source = case_at(path)
     paths = [s.path for _, s in source.sequences] + ([source.labels.path] if source.labels else [])
     own_folders = {p.parent for p in paths if p.parent.name == source.name}
     return [p.resolve() for p in (*own_folders, *paths)]
@@ -40,19 +44,22 @@ def check_output(output: str | Path, sources: Sequence[ScanSource], folder: bool
     target = Path(output).resolve()
     for source in sources:
         paths = input_paths(source)
-        hit = next((p for p in paths if target == p or target.is_relative_to(p)), None)
+        hit = next((p for p in paths if target == p), None) or next((p for p in paths if target.is_relative_to(p)), None)
         if hit is None and folder:
             hit = next((p.parent for p in paths if target == p.parent), None)
         if hit is not None:
-            raise InputError(f"output {output} would be written onto or into {hit}, which the scan {source.name} "
-                             "is read from; write it outside the inputs")
+            raise InputError(f"output {output} would land on or in {hit}, which is part of the input; "
+                             "write it outside the inputs")
 
 
 def outside(sources: Sequence[ScanSource], output: str | Path) -> list[ScanSource]:
-    """`sources` less those lying inside the folder `output` (the masks of an earlier run into a folder kept inside
-    the input root are not scans)."""
+    """`sources` less the masks of an earlier run into the folder `output` kept inside the input root: cases of
+    labels alone (`<case>_mask.nii.gz` reads as one) lying in it. A real scan there stays, for check_output."""
+    from .cases import Case
+
     target = Path(output).resolve()
-    return [s for s in sources if not all(p.is_relative_to(target) for p in input_paths(s))]
+    return [s for s in sources if not (isinstance(s, Case) and not s.sequences
+                                       and all(p.is_relative_to(target) for p in input_paths(s)))]
 
 
 def check_unique_names(sources: Sequence[ScanSource]) -> None:
