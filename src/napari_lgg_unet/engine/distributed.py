@@ -92,6 +92,8 @@ class Group:
         data = text.encode("utf-8") if self.is_main else b""
         size = torch.tensor([len(data)], dtype=torch.int64, device=device)
         dist.broadcast(size, src=0)
+        if not size.item():
+            return ""
         buffer = torch.zeros(int(size.item()), dtype=torch.uint8, device=device)
         if self.is_main:
             buffer.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
@@ -200,7 +202,7 @@ def process_group(requested_device: str | torch.device = "auto") -> Iterator[Gro
         if not _lost_a_process(error):
             raise
         raise JobError(f"process {ranks.rank} of {ranks.world}: another process of this job ended, so this one "
-                       "stops too; its own message (or the launcher's) says why") from None
+                       "stops too; its own message (or the launcher's) says why") from error
     finally:
         if opened:
             dist.destroy_process_group()
