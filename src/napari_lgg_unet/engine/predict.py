@@ -16,7 +16,7 @@ from .device import out_of_memory_as_advice
 from .model import LoadedModel
 from .postprocess import PostprocessConfig, postprocess
 from .precision import PRECISION_CHOICES, Precision, choose, prepare_network
-from .preprocess import as_image, channel_view, spatial_shape, intensity_ranges, normalise, restore_size, to_model_size
+from .preprocess import channel_view, spatial_shape, intensity_ranges, normalise, restore_size, to_model_size
 from .validate import check_bool, check_choice, check_int
 
 MAX_BATCH_SIZE = 1024
@@ -87,7 +87,6 @@ def segment_steps(
     `image` may be (H, W), (H, W, 3), (Z, H, W) or (Z, H, W, 3); see `preprocess.channel_view`.
     If `stop` returns True the generator ends early without a result.
     """
-    image = as_image(image)  # any array-like, as segment_volume's callers may pass a list
     view = channel_view(image, rgb)
     ranges = intensity_ranges(view, model.config.preprocess)
     network = model.network

@@ -47,7 +47,8 @@ def resolve_rgb(image: np.ndarray, rgb: bool | None) -> bool:
 
 
 def spatial_shape(image: np.ndarray, rgb: bool | None = None) -> tuple[int, ...]:
-    """(H, W) or (Z, H, W): the shape a mask of this scan has."""
+    """(H, W) or (Z, H, W): the shape a mask of this scan has (`image` may be any array-like, e.g. a nested list)."""
+    image = as_image(image)
     return tuple(image.shape[:-1]) if resolve_rgb(image, rgb) else tuple(image.shape)
 
 
