@@ -88,16 +88,19 @@ def segment_cohort(
 
 
 def mask_fits(path: Path, scan: Scan) -> bool:
-    """Whether `path` holds a finished mask of `scan`: it reads back whole, with the scan's grid (a volume) or its
-    slice count and size (a TIFF)."""
-    from .volumes import read_volume_file, same_grid, volume_suffix  # not loaded for TIFF-only work
-
+    """Whether `path` holds a finished mask of `scan`: it reads back whole, on the scan's grid (a NIfTI mask, as
+    `mask_file_name` names those of scans with geometry) or with its slice count and size (a TIFF)."""
     if not path.is_file():
         return False
     try:
-        if volume_suffix(path):
-            volume = read_volume_file(path)
-            return volume.data.ndim == 3 and scan.geometry is not None and same_grid(volume.geometry, scan.geometry)
+        if scan.geometry is not None:
+            import nibabel as nib  # not loaded for TIFF-only work
+
+            from .volumes import Geometry, same_grid
+
+            image = nib.load(path, mmap=False)
+            voxels = np.asanyarray(image.dataobj)  # reads (and decompresses) every byte
+            return voxels.ndim == 3 and same_grid(Geometry.of(image.shape, image.affine), scan.geometry)
         mask, shape = read_tiff(path), spatial_shape(scan.image, scan.rgb)
         return mask.size == math.prod(shape) and mask.shape[-2:] == shape[-2:]
     except Exception:  # whatever fails to read back (truncated, empty, not a mask) is no finished mask: redo it
