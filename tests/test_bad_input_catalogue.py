@@ -7,14 +7,16 @@ tests/widgets/test_bad_input_widgets.py; the bad model folders are shared with t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import json
 import math
 import shutil
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import nibabel as nib
 import numpy as np
@@ -28,7 +30,7 @@ from napari_lgg_unet import cli, launch
 from napari_lgg_unet.engine import model as model_module
 from napari_lgg_unet.engine.augment import AugmentConfig
 from napari_lgg_unet.engine.errors import InputError, LggUnetError, ModelError
-from napari_lgg_unet.engine.io import load_scan
+from napari_lgg_unet.engine.io import Scan, load_scan, write_mask
 from napari_lgg_unet.engine.model import default_model_path, load_model
 from napari_lgg_unet.engine.postprocess import PostprocessConfig
 from napari_lgg_unet.engine.predict import SegmentOptions, segment_volume
@@ -44,6 +46,7 @@ class Workspace:
     out: Path
     model: Path
     patient: Path
+    held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # locks a case holds until it ends
 
     def file(self, name: str, data: bytes) -> Path:
         (self.inputs / name).write_bytes(data)
@@ -74,10 +77,12 @@ class Workspace:
 
 
 @pytest.fixture
-def w(tmp_path: Path, tiny_model_dir: Path, sample_patient_dir: Path) -> Workspace:
+def w(tmp_path: Path, tiny_model_dir: Path, sample_patient_dir: Path) -> Iterator[Workspace]:
     (tmp_path / "inputs").mkdir()
     (tmp_path / "out").mkdir()
-    return Workspace(tmp_path / "inputs", tmp_path / "out", tiny_model_dir, sample_patient_dir)
+    workspace = Workspace(tmp_path / "inputs", tmp_path / "out", tiny_model_dir, sample_patient_dir)
+    with workspace.held:
+        yield workspace
 
 
 def _nan_slice_the_percentiles_skip(w: Workspace) -> Path:
@@ -335,6 +340,60 @@ def _existing_file(w: Workspace) -> Path:
     return w.out / "masks.tif"
 
 
+def _brats_case(w: Workspace, name: str = "CASE", parent: Path | None = None) -> Path:
+    """A BraTS-style case folder: FLAIR, T1 and a manual segmentation with labels {0, 1, 2, 4}."""
+    case = (parent or w.inputs) / name
+    rng = np.random.default_rng(0)
+    for sequence in ("flair", "t1"):
+        w.nifti(f"{name}_{sequence}.nii.gz", rng.random((24, 24, 3), dtype=np.float32), case)
+    w.nifti(f"{name}_seg.nii.gz", rng.choice(np.array([0, 1, 2, 4], np.int16), (24, 24, 3)), case)
+    return case
+
+
+def _cohort_of_two_cases(w: Workspace) -> Path:
+    root = w.folder("cohort")
+    for name in ("A", "B"):
+        _brats_case(w, name, root)
+    return root
+
+
+def _kaggle_patient_with_masks(w: Workspace) -> Path:
+    rng = np.random.default_rng(0)
+    return w.kaggle_patient(rng.integers(0, 255, (3, 32, 32, 3), dtype=np.uint8), [np.zeros((32, 32), np.uint8)] * 3)
+
+
+def _same_name_in_two_folders(w: Workspace) -> Path:
+    root = w.folder("cohort")
+    for folder in ("site1", "site2"):
+        w.nifti("P1.nii.gz", np.random.default_rng(0).random((24, 24, 3), dtype=np.float32), root / folder)
+    return root
+
+
+def _kaggle_and_nifti_of_one_name(w: Workspace) -> Path:
+    root = w.folder("cohort")
+    (root / "P1").mkdir()
+    for number in (1, 2):
+        tifffile.imwrite(root / "P1" / f"P1_{number}.tif", np.zeros((32, 32, 3), np.uint8))
+    w.nifti("P1.nii.gz", np.random.default_rng(0).random((24, 24, 3), dtype=np.float32), root / "nifti")
+    return root
+
+
+def _link_to_case(w: Workspace) -> Path:
+    link = w.inputs.parent / "link-to-case"
+    link.symlink_to(w.inputs / "CASE", target_is_directory=True)
+    return link / "new_mask.nii.gz"
+
+
+def _calibrate_while_training_holds_the_folder(w: Workspace) -> list[str]:
+    """calibrate on a model folder (with a validation split) whose lock a training run in this process holds."""
+    run = shutil.copytree(w.model, w.out / "run")
+    config = json.loads((run / "config.json").read_text())
+    config["training"] = {"split": {"validation": [w.patient.name]}}
+    (run / "config.json").write_text(json.dumps(config))
+    w.held.enter_context(RunFolder(run).locked())
+    return ["calibrate", "--model", str(run), "--data", str(w.patient), "--device", "cpu"]
+
+
 # (command, its bad options, phrase of the refusal); the rest of each command line is valid
 OPTION_CASES = [
     ("predict", "--batch-size -1", "batch size must be between"),
@@ -394,6 +453,24 @@ CLI_CASES = [
                  "--read-ahead must be 0 or more", id="predict --read-ahead -1"),
     pytest.param(_predict(scan=_folder_of_two_scans, output=_existing_file), "give a folder as --output",
                  id="predict a folder of scans into a file"),
+    # outputs that would land on inputs, and cases whose masks would be one
+    pytest.param(_predict(scan=_brats_case, output=lambda w: w.inputs / "CASE" / "CASE_seg.nii.gz"),
+                 "CASE_seg.nii.gz, which is part of the input", id="predict a case folder onto its own segmentation"),
+    pytest.param(_predict(scan=lambda w: _brats_case(w) / "CASE_flair.nii.gz",
+                          output=lambda w: w.inputs / "CASE" / "CASE_t1.nii.gz"),
+                 "CASE_t1.nii.gz, which is part of the input", id="predict a FLAIR file onto the T1 of its case"),
+    pytest.param(_predict(scan=_brats_case, output=_link_to_case), "which is part of the input",
+                 id="predict into its case folder through a link"),
+    pytest.param(_predict(scan=_kaggle_patient_with_masks, output=lambda w: w.inputs / "P" / "P_2_mask.tif"),
+                 "which is part of the input", id="predict a Kaggle folder onto one of its slice masks"),
+    pytest.param(_predict(scan=_cohort_of_two_cases, output=lambda w: w.inputs / "cohort" / "A"),
+                 "which is part of the input", id="predict a cohort into one of its case folders"),
+    pytest.param(_predict(scan=_same_name_in_two_folders, output=lambda w: w.out / "masks"),
+                 "two cases are named P1", id="predict a cohort with one case name in two folders"),
+    pytest.param(_predict(scan=_kaggle_and_nifti_of_one_name, output=lambda w: w.out / "masks"),
+                 "two cases are named P1", id="predict a cohort with a Kaggle P1 and a NIfTI P1"),
+    pytest.param(_calibrate_while_training_holds_the_folder, "in use by another training run",
+                 id="calibrate a model folder a training holds"),
     pytest.param(_evaluate(data=lambda w: w.inputs / "absent"), "not found", id="evaluate --data missing"),
     pytest.param(_evaluate(data=lambda w: w.kaggle_patient(np.zeros((2, 32, 32, 3), np.uint8), None)),
                  "have no _mask.tif", id="evaluate a patient without masks"),
@@ -478,6 +555,84 @@ def test_cli_leaves_no_mask_or_summary_row_when_a_later_scan_of_a_folder_is_corr
     assert _files(w.out) == {}
 
 
+def _cohort_argv(w: Workspace, root: Path, out: Path, *extra: str) -> list[str]:
+    return ["predict", "--model", str(w.model), "--input", str(root), "--output", str(out), "--device", "cpu", *extra]
+
+
+def test_a_cohort_run_again_into_a_folder_inside_its_input_root_skips_that_folder(w, capsys):
+    root = _cohort_of_two_cases(w)
+    argv = _cohort_argv(w, root, root / "masks")
+    assert cli.main(argv) == 0
+    first = _files(root / "masks")
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert sorted(_files(root / "masks")) == sorted(first) == ["A_mask.nii.gz", "B_mask.nii.gz", "summary.csv"]
+    assert "masks of 2 cases" in capsys.readouterr().out
+
+
+def test_a_failed_cohort_run_keeps_the_masks_an_earlier_run_finished(w, capsys):
+    root = _cohort_of_two_cases(w)
+    argv = _cohort_argv(w, root, w.out / "masks")
+    assert cli.main(argv) == 0
+    (root / "C").mkdir()
+    (root / "C" / "C_flair.nii.gz").write_bytes(b"not a NIfTI")
+    assert cli.main(argv) == 2 and "cannot read" in capsys.readouterr().err
+    assert sorted(_files(w.out / "masks")) == ["A_mask.nii.gz", "B_mask.nii.gz", "summary.csv"]
+    for name in ("A", "B"):
+        assert nib.load(w.out / "masks" / f"{name}_mask.nii.gz").shape == (24, 24, 3)
+
+
+def test_skip_existing_redoes_a_truncated_or_empty_mask_and_keeps_good_ones(w, capsys):
+    root = w.folder("cohort")
+    for name in ("A", "B", "C"):
+        w.nifti(f"{name}.nii.gz", np.random.default_rng(0).random((24, 24, 3), dtype=np.float32), root)
+    out = w.out / "masks"
+    assert cli.main(_cohort_argv(w, root, out)) == 0
+    truncated, empty, good = (out / f"{name}_mask.nii.gz" for name in "ABC")
+    truncated.write_bytes(truncated.read_bytes()[:40])
+    empty.write_bytes(b"")
+    kept = good.stat().st_mtime_ns, good.stat().st_ino
+    assert cli.main(_cohort_argv(w, root, out, "--skip-existing")) == 0, capsys.readouterr().err
+    assert (good.stat().st_mtime_ns, good.stat().st_ino) == kept
+    for redone in (truncated, empty):
+        assert nib.load(redone).get_fdata().shape == (24, 24, 3)
+
+
+def test_a_nan_in_one_case_of_a_cohort_names_that_case(w, capsys):
+    root = w.folder("cohort")
+    image = np.random.default_rng(0).random((24, 24, 3), dtype=np.float32)
+    w.nifti("good.nii.gz", image, root)
+    image[3, 3, 1] = np.nan
+    w.nifti("spoilt.nii.gz", image, root)
+    assert cli.main(_cohort_argv(w, root, w.out / "masks")) == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith("lgg-unet: error: spoilt: the scan contains NaN")
+
+
+def test_a_failed_first_training_leaves_no_folder_behind(w, capsys):
+    assert cli.main(_train(data=_nan_patient)(w)) == 2
+    assert "P: the scan contains NaN" in capsys.readouterr().err
+    assert not (w.out / "run").exists()
+
+
+def test_a_first_save_killed_between_its_two_renames_loads_as_the_new_model(w, monkeypatch):
+    """save_model's docstring: weights are renamed first and carry their config, so the folder loads as the new model
+    both over an older model and on a first save (where no config.json is there yet)."""
+    network = load_model(w.model).network
+    config = load_model(w.model).config
+
+    def killed(*_):
+        raise KeyboardInterrupt  # the process dies here, after the weights' rename
+
+    older = model_module.save_model(network, config, w.out / "older")
+    monkeypatch.setattr(model_module, "write_config", killed)
+    for folder in (w.out / "first", older):
+        with pytest.raises(KeyboardInterrupt):
+            model_module.save_model(network, config, folder)
+        loaded = load_model(folder)
+        weights_id = model_module.safe_open(str(folder / model_module.WEIGHTS_FILE), "pt").metadata()["weights_id"]
+        assert loaded.config.weights_id == weights_id
+    assert not (w.out / "first" / model_module.CONFIG_FILE).exists()
+
+
 @pytest.mark.parametrize("name", BAD_SCANS)
 def test_api_refuses_a_bad_scan_with_an_input_error(name, w):
     make, phrase = BAD_SCANS[name]
@@ -528,6 +683,33 @@ API_CASES = [
 ]
 
 
+def test_api_segments_a_nested_list_like_the_array_and_refuses_a_ragged_one(tiny_model_dir):
+    model, image = load_model(tiny_model_dir), np.random.default_rng(0).random((2, 32, 32), dtype=np.float32)
+    from_list = segment_volume(model, image.tolist(), SegmentOptions(precision="fp32"))
+    np.testing.assert_array_equal(from_list.mask, segment_volume(model, image, SegmentOptions(precision="fp32")).mask)
+    with pytest.raises(InputError, match="must be arrays of numbers"):
+        segment_volume(model, [image[0].tolist(), image[1, :20].tolist()])
+
+
+def test_api_write_mask_where_it_cannot_write_is_an_input_error_naming_the_target(w):
+    scan = load_scan(_good_scan(w))
+    (w.out / "a-file").write_text("x")
+    target = w.out / "a-file" / "mask.tif"
+    with pytest.raises(InputError, match=f"cannot write {target}"):
+        write_mask(target, np.zeros(scan.image.shape, np.uint8), scan)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_api_write_mask_into_a_read_only_folder_is_an_input_error(w):
+    scan = load_scan(_good_scan(w))
+    w.out.chmod(0o500)
+    try:
+        with pytest.raises(InputError, match="cannot write .*Permission denied"):
+            write_mask(w.out / "mask.tif", np.zeros(scan.image.shape, np.uint8), scan)
+    finally:
+        w.out.chmod(0o700)
+
+
 @pytest.mark.parametrize("make, error", API_CASES)
 def test_api_refuses_a_bad_setting_with_our_error(make, error):
     with pytest.raises(error) as raised:
@@ -548,9 +730,12 @@ TRAIN_API_CASES = [
         "no run to resume", id="train_model resume without a run"),
     pytest.param(lambda w: train_model(
         [load_scan(_nan_patient(w), require_mask=True)], TrainConfig(workers=0, device="cpu"), w.out / "run"),
-        "NaN", id="train_model on a NaN slice"),
+        "P: the scan contains NaN", id="train_model on a NaN slice"),
     pytest.param(lambda w: train_model([], TrainConfig(workers=0, device="cpu"), w.out / "run"),
                  "no scans", id="train_model without scans"),
+    pytest.param(lambda w: train_model(
+        [Scan("P", np.ones((2, 32, 32), np.float32), "tumour", rgb=False)], TrainConfig(workers=0, device="cpu"), w.out / "run"),
+        "P: masks must hold numbers", id="train_model with a mask given as text"),
 ]
 
 

@@ -32,6 +32,7 @@ from .engine.evaluate import evaluate_patients, report
 from .engine.io import ScanSource, existing_path, find_scans, load_patients, load_scan, write_mask
 from .engine.losses import LOSS_CHOICES
 from .engine.model import DEFAULT_MODEL_NAME, LoadedModel, load_model, read_config, resolve_model_path
+from .engine.outputs import check_output, outside
 from .engine.postprocess import PostprocessConfig
 from .engine.precision import PRECISION_CHOICES
 from .engine.predict import SegmentOptions, runs_on
@@ -276,12 +277,15 @@ def _run_predict(args: argparse.Namespace) -> int:
     if args.output.resolve() == args.input.resolve():
         raise InputError("--output is the same path as --input; the scan would be replaced by its mask")
     device = pick_device(args.device)
-    sources = find_scans(args.input)
+    sources = outside(find_scans(args.input), args.output)  # an earlier run's masks kept inside the input are no scans
+    if not sources:
+        raise InputError(f"{args.input} holds no scans outside --output {args.output}")
     if len(sources) > 1 or args.output.is_dir():  # a folder of scans -> one <scan>_mask file each, in --output
         if args.output.is_file():
             raise InputError(f"--input {args.input} holds {len(sources)} scans; give a folder as --output")
         with interrupt_on_signals(), process_group(args.device) as group:
             return _predict_cohort(args, sources, group)
+    check_output(args.output, sources)
     model, options = _load_for_inference(args, device)
     (done,) = segment_scans(model, sources, options)
     if done.scan.geometry is not None:  # which file or DICOM series fed each channel (a study has several series)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 
 import napari_lgg_unet
@@ -147,3 +148,48 @@ def test_ranks_whose_precision_timing_differs_train_in_rank_0s_precision(tmp_pat
     torch.multiprocessing.spawn(_train_with_own_precision_measurement, args=(free_port(), str(tmp_path / "model")),
                                 nprocs=2)
     assert load_model(tmp_path / "model").config.training["device"] == "cpu, fp32, 1 threads"
+
+
+def test_no_source_file_uses_a_pickle_based_collective_or_pickle():
+    """Ranks exchange tensors and JSON text only (Group.broadcast_text), so no rank unpickles what another sent."""
+    source = Path(napari_lgg_unet.__file__).parent
+    forbidden = ("broadcast_object_list", "all_gather_object", "gather_object", "scatter_object_list", "send_object_list",
+                 "recv_object_list", "import pickle", "torch.load(")
+    used = [(path.name, word) for path in source.rglob("*.py") for word in forbidden if word in path.read_text()]
+    assert used == []
+
+
+def test_when_one_rank_is_killed_the_survivor_ends_with_one_line_and_exit_2(tmp_path, tiny_model_dir):
+    rng = np.random.default_rng(0)
+    for case in range(6):
+        (tmp_path / "cohort" / f"C{case}").mkdir(parents=True)
+        for n in range(1, 3):
+            tifffile.imwrite(tmp_path / "cohort" / f"C{case}" / f"C{case}_{n}.tif",
+                             rng.integers(0, 255, (48, 48, 3), dtype=np.uint8))
+    command = ["-m", "napari_lgg_unet", "predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "cohort"),
+               "--output", str(tmp_path / "masks"), "--device", "cpu"]
+    port = free_port()
+    survivor = _launch(command, port, 0, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = _launch(command, port, 1, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert survivor.stdout.readline().startswith("segmenting on")  # both ranks have joined the job
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=60)
+    _, err = survivor.communicate(timeout=300)
+    last = err.splitlines()[-1]
+    assert survivor.returncode == 2, err
+    assert last.startswith("lgg-unet: error: process 0 of 2: another process of this job ended"), err
+    assert "Traceback" not in err and "internal error" not in err
+
+
+def _train_over_a_model(rank: int, port: int, out: str) -> None:
+    """One rank of a training into a folder that holds a model: rank 0 refuses, and the refusal reaches rank 1."""
+    from napari_lgg_unet.engine.errors import InputError
+
+    os.environ.update(rank_variables(rank, port))
+    scans = [Scan("P", np.zeros((2, 32, 32), np.float32), np.zeros((2, 32, 32), bool), False)]
+    with pytest.raises(InputError, match="already holds a model; choose a new output folder"):
+        list(train_model(scans, TrainConfig(epochs=1, workers=0, device="cpu"), out))
+
+
+def test_a_refusal_on_rank_0_reaches_every_rank_as_the_same_error_type(tmp_path, tiny_model_dir):
+    torch.multiprocessing.spawn(_train_over_a_model, args=(free_port(), str(tiny_model_dir)), nprocs=2)

@@ -13,6 +13,8 @@ from typing import Iterator
 import safetensors.torch
 import torch
 
+from .errors import InputError, describe
+
 TEMP_MARKER = ".tmp"
 STALE_SECONDS = 600  # a temp file this old belongs to no live writer (ours write in seconds)
 
@@ -22,20 +24,24 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds.
 
     `suffix` ends the temporary name after its `.tmp` marker, for writers that pick the format from the name
-    (nibabel, SimpleITK): `.mask.nii.gz.k2j4.tmp.nii.gz`.
+    (nibabel, SimpleITK): `.mask.nii.gz.k2j4.tmp.nii.gz`. A failure to write (a read-only folder, a full disk) is
+    an InputError naming `target`, never the temporary file the user has not heard of.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_leftover_temp_files(target.parent, f".{target.name}.", older_than=STALE_SECONDS)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_MARKER + suffix, dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path: Path | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftover_temp_files(target.parent, f".{target.name}.", older_than=STALE_SECONDS)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_MARKER + suffix, dir=target.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp_path, target)
+    except OSError as error:
+        raise InputError(f"cannot write {target}: {error.strerror or describe(error)}") from None
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
 
 

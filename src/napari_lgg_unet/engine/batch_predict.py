@@ -21,9 +21,11 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .atomic import write_text_atomic
-from .cohort import segment_scans
+from .cohort import loaded_scans, segment_scan
 from .distributed import Group
-from .io import Scan, ScanSource, mask_file_name, write_mask
+from .io import Scan, ScanSource, mask_file_name, read_tiff, write_mask
+from .outputs import check_output, check_unique_names
+from .preprocess import spatial_shape
 from .model import LoadedModel
 from .predict import SegmentOptions
 
@@ -53,34 +55,70 @@ def segment_cohort(
 ) -> Iterator[CaseSummary | None]:
     """Segment this process's share of `cases` into `out_dir`, yielding a summary per case (None when skipped).
 
-    All or nothing unless `skip_existing`: if a case fails, the masks this call wrote and their summary rows are
-    removed, so a half-done cohort is not mistaken for a finished one. With `skip_existing`, cases that already have a
-    mask are not read and finished masks stay when a later case fails.
+    Refused before anything is written: an `out_dir` on or in an input's files or case folders, and two cases of
+    one name (see outputs.py). All or nothing unless `skip_existing`: if a case fails, the masks this call created
+    and their summary rows are removed, so a half-done cohort is not mistaken for a finished one; masks an earlier
+    run finished stay. With `skip_existing`, a case whose mask loads and lies on its scan's grid is not segmented
+    again (a truncated, empty or mismatched mask is redone), and finished masks stay when a later case fails.
     """
-    share = group.share(cases)  # shared out before anything is skipped, so every process agrees on its share
-    todo = [c for c in share if not (skip_existing and finished_output(out_dir, c.name))]
+    check_output(out_dir, cases, folder=True)
+    check_unique_names(cases)
     journal = out_dir / f".summary.rank{group.rank}.csv"
-    written: list[Path] = []
+    created = [] if out_dir.exists() else [out_dir]
     out_dir.mkdir(parents=True, exist_ok=True)
     journal_size = journal.stat().st_size if journal.exists() else 0
     try:
-        yield from (None for _ in range(len(share) - len(todo)))
-        for done in segment_scans(model, todo, options, read_ahead=read_ahead):
+        for scan in loaded_scans(group.share(cases), False, read_ahead):
+            target = out_dir / mask_file_name(scan)
+            if skip_existing and mask_fits(target, scan):
+                yield None
+                continue
+            done = segment_scan(model, scan, options)
             summary = _summarise(done.scan, done.result.mask, done.seconds)
-            written.append(out_dir / mask_file_name(done.scan))
-            write_mask(written[-1], done.result.mask, done.scan)
+            if not target.exists():
+                created.append(target)
+            write_mask(target, done.result.mask, done.scan)
             with open(journal, "a", encoding="utf-8", newline="") as handle:
                 csv.writer(handle).writerow(asdict(summary).values())
             yield summary
     except BaseException:
         if not skip_existing:
-            for path in written:
-                path.unlink(missing_ok=True)
-            if journal_size:
-                os.truncate(journal, journal_size)  # rows of earlier attempts stay
-            else:
-                journal.unlink(missing_ok=True)
+            _remove_created(created, journal, journal_size)
         raise
+
+
+def mask_fits(path: Path, scan: Scan) -> bool:
+    """Whether `path` holds a finished mask of `scan`: it reads back whole, on the scan's grid (a NIfTI mask, as
+    `mask_file_name` names those of scans with geometry) or with its slice count and size (a TIFF)."""
+    if not path.is_file():
+        return False
+    try:
+        if scan.geometry is not None:
+            import nibabel as nib  # not loaded for TIFF-only work
+
+            from .volumes import Geometry, same_grid
+
+            image = nib.load(path, mmap=False)
+            voxels = np.asanyarray(image.dataobj)  # reads (and decompresses) every byte
+            return voxels.ndim == 3 and same_grid(Geometry.of(image.shape, image.affine), scan.geometry)
+        mask, shape = read_tiff(path), spatial_shape(scan.image, scan.rgb)
+        return mask.size == math.prod(shape) and mask.shape[-2:] == shape[-2:]
+    except Exception:  # whatever fails to read back (truncated, empty, not a mask) is no finished mask: redo it
+        return False
+
+
+def _remove_created(created: list[Path], journal: Path, journal_size: int) -> None:
+    """Undo a failed run: its rows in the journal, the masks it created, and the output folder if it made it."""
+    if journal_size:
+        os.truncate(journal, journal_size)  # rows of earlier attempts stay
+    else:
+        journal.unlink(missing_ok=True)
+    for path in reversed(created):
+        with contextlib.suppress(OSError):  # another process may still be writing into the folder
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink(missing_ok=True)
 
 
 def write_summary(out_dir: Path, cases: Sequence[ScanSource], group: Group = Group()) -> Path | None:

@@ -22,6 +22,7 @@ from .metrics import Counts, scores
 from .model import LoadedModel, write_config
 from .postprocess import PostprocessConfig, kept_pieces, piece_peaks
 from .predict import SegmentOptions
+from .run_folder import RunFolder
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_SIZES = (0, 50, 200, 500, 1000)
@@ -101,14 +102,19 @@ def calibrate(
 ) -> tuple[PostprocessConfig, float]:
     """Write the best candidate into the model folder's config.json (weights untouched) and return it with its
     mean Dice; with several `variants`, the candidate best on average over all of them. The best "keep only the
-    largest piece" setting is scored either way and recorded beside the choice, so the config says what it lost to."""
-    scored = list(candidate_scores(model, folders, tta, True, variants))
-    best, best_dice = max((item for item in scored if keep_largest or not item[0].keep_largest), key=lambda i: i[1])
-    largest, largest_dice = max((item for item in scored if item[0].keep_largest), key=lambda i: i[1])
-    calibration = {
-        "patients": [f.name for f in folders], "input_variants": list(variants), "mean_dice": best_dice,
-        "best_keep_largest": {"threshold": largest.threshold, "mean_dice": largest_dice},
-    }
-    training = {**model.config.training, "calibration": calibration}
-    write_config(replace(model.config, postprocess=best, training=training), model_dir)
+    largest piece" setting is scored either way and recorded beside the choice, so the config says what it lost to.
+
+    The folder is locked as training locks it, for the whole calibration: a training that writes the folder (and
+    would replace config.json at its next save) refuses to start, and calibrating a folder in training is refused.
+    """
+    with RunFolder(model_dir).locked("calibration"):
+        scored = list(candidate_scores(model, folders, tta, True, variants))
+        best, best_dice = max((item for item in scored if keep_largest or not item[0].keep_largest), key=lambda i: i[1])
+        largest, largest_dice = max((item for item in scored if item[0].keep_largest), key=lambda i: i[1])
+        calibration = {
+            "patients": [f.name for f in folders], "input_variants": list(variants), "mean_dice": best_dice,
+            "best_keep_largest": {"threshold": largest.threshold, "mean_dice": largest_dice},
+        }
+        training = {**model.config.training, "calibration": calibration}
+        write_config(replace(model.config, postprocess=best, training=training), model_dir)
     return best, best_dice

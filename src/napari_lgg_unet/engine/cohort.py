@@ -9,6 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+from .errors import InputError
 from .io import Scan, ScanSource, load_scan
 from .model import LoadedModel
 from .predict import Segmentation, SegmentOptions, segment_volume
@@ -32,14 +33,22 @@ def segment_scans(
     background thread loads up to that many next scans while the model runs (memory holds 1 + read_ahead scans);
     reading errors still surface here, in order.
     """
-    for scan in _loaded(paths, require_masks, read_ahead):
-        image, rgb = input_variant(scan.image, scan.rgb, variant)
-        started = time.perf_counter()
+    for scan in loaded_scans(paths, require_masks, read_ahead):
+        yield segment_scan(model, scan, options, variant)
+
+
+def segment_scan(model: LoadedModel, scan: Scan, options: SegmentOptions, variant: str = "as-is") -> SegmentedScan:
+    """One loaded scan segmented and timed; a refusal names the scan, since a cohort's error must say which."""
+    image, rgb = input_variant(scan.image, scan.rgb, variant)
+    started = time.perf_counter()
+    try:
         result = segment_volume(model, image, options, rgb=rgb)
-        yield SegmentedScan(scan, result, time.perf_counter() - started)
+    except InputError as error:
+        raise InputError(f"{scan.name}: {error}") from None
+    return SegmentedScan(scan, result, time.perf_counter() - started)
 
 
-def _loaded(paths: Iterable[ScanSource], require_masks: bool, ahead: int) -> Iterator[Scan]:
+def loaded_scans(paths: Iterable[ScanSource], require_masks: bool, ahead: int) -> Iterator[Scan]:
     """Scans in order; with `ahead` > 0, reading overlaps the caller's work on the previous scan."""
     pending = iter(paths)
     if ahead <= 0:

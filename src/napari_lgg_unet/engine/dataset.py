@@ -88,11 +88,14 @@ def split_patients(
 def prepare_training_volume(
     scan: Scan, preprocess: PreprocessConfig, skip_unlabelled: bool = False
 ) -> TrainingVolume:
-    """Normalise and resize a scan with its mask once, so each epoch only augments."""
+    """Normalise and resize a scan with its mask once, so each epoch only augments. A refusal names the scan."""
     if scan.mask is None:
         raise InputError(f"{scan.name}: training needs a mask")
-    normalised = prepare_volume(scan.image, scan.rgb, preprocess)
-    mask = binarise_mask(scan.mask)
+    try:
+        normalised = prepare_volume(scan.image, scan.rgb, preprocess)
+        mask = binarise_mask(scan.mask)
+    except InputError as error:
+        raise InputError(f"{scan.name}: {error}") from None
     if mask.ndim == 2:
         mask = mask[None]
     if mask.shape != normalised.shape[:3]:

@@ -9,6 +9,7 @@ code on a laptop and on a cluster.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -20,7 +21,7 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from .device import pick_device
-from .errors import DeviceError, InputError, LggUnetError
+from .errors import DeviceError, InputError, JobError, LggUnetError
 from .precision import Precision, choose
 
 T = TypeVar("T")
@@ -62,14 +63,6 @@ class Group:
         """True on every process when it is true on one: how a signal that reached one rank stops them all."""
         return self.sum([float(flag)])[0] > 0
 
-    def gather(self, item: Any) -> list[Any]:
-        """Every process's `item`, in rank order (picklable objects, small ones: rows of a summary)."""
-        if self.world == 1:
-            return [item]
-        gathered: list[Any] = [None] * self.world
-        dist.all_gather_object(gathered, item)
-        return gathered
-
     def on_main(self, action: Callable[[], None]) -> None:
         """Run `action` on rank 0 while the others wait; a user error it raises is raised on every process.
 
@@ -85,11 +78,27 @@ class Group:
                     raise
                 error = raised
         if self.world > 1:
-            verdict = [error]
-            dist.broadcast_object_list(verdict, src=0)
-            error = verdict[0]
+            verdict = self.broadcast_text(json.dumps([type(error).__name__, str(error)]) if error else "")
+            error = _error_from_json(verdict) if verdict else None
         if error is not None:
             raise error
+
+    def broadcast_text(self, text: str) -> str:
+        """Rank 0's `text` on every process, sent as bytes in tensors: nothing is pickled, so a rank unpickles
+        nothing another sent (the project's promise, kept across processes too)."""
+        if self.world == 1:
+            return text
+        device = self.device if self.device.type == "cuda" else torch.device("cpu")  # NCCL sends GPU tensors
+        data = text.encode("utf-8") if self.is_main else b""
+        size = torch.tensor([len(data)], dtype=torch.int64, device=device)
+        dist.broadcast(size, src=0)
+        if not size.item():
+            return ""
+        buffer = torch.zeros(int(size.item()), dtype=torch.uint8, device=device)
+        if self.is_main:
+            buffer.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        dist.broadcast(buffer, src=0)
+        return buffer.cpu().numpy().tobytes().decode("utf-8")
 
     def average_buffers(self, network: torch.nn.Module) -> None:
         """Make batch-norm running statistics the mean over the processes, each of which saw only its own batches,
@@ -159,9 +168,8 @@ def agreed_precision(group: Group, requested: str) -> Precision:
     mine = choose(group.device, requested)
     if group.world == 1:
         return mine
-    choice = [(mine.name, mine.channels_last)]
-    dist.broadcast_object_list(choice, src=0)
-    return Precision(group.device, *choice[0])
+    name, channels_last = json.loads(group.broadcast_text(json.dumps([mine.name, mine.channels_last])))
+    return Precision(group.device, str(name), bool(channels_last))
 
 
 @contextlib.contextmanager
@@ -190,9 +198,20 @@ def process_group(requested_device: str | torch.device = "auto") -> Iterator[Gro
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         yield Group(ranks.rank, ranks.world, ranks.local_rank, ranks.local_world, device)
+    except RuntimeError as error:
+        if not _lost_a_process(error):
+            raise
+        raise JobError(f"process {ranks.rank} of {ranks.world}: another process of this job ended, so this one "
+                       "stops too; its own message (or the launcher's) says why") from error
     finally:
         if opened:
             dist.destroy_process_group()
+
+
+def _lost_a_process(error: RuntimeError) -> bool:
+    """Whether a collective failed because a peer is gone: NCCL raises DistError; gloo a RuntimeError from its
+    transport ("Connection closed by peer", naming gloo's source file)."""
+    return isinstance(error, dist.DistError) or "gloo" in str(error)
 
 
 @contextlib.contextmanager
@@ -223,6 +242,13 @@ def _signals_handled(handler: Callable[..., Any]) -> Iterator[None]:
     finally:
         for number, old in previous.items():
             signal.signal(number, old)
+
+
+def _error_from_json(text: str) -> LggUnetError:
+    """The user error rank 0 sent as [class name, message], as the same one of our error types."""
+    name, message = json.loads(text)
+    kinds = {kind.__name__: kind for kind in (LggUnetError, *LggUnetError.__subclasses__())}
+    return kinds.get(name, LggUnetError)(message)
 
 
 def _env_int(name: str, default: int | None) -> int | None:

@@ -15,3 +15,14 @@ class ModelError(LggUnetError):
 
 class DeviceError(LggUnetError):
     """A requested device that this machine does not have, or that ran out of memory."""
+
+
+class JobError(LggUnetError):
+    """Another process of a multi-process (torchrun) job ended, so this one cannot go on."""
+
+
+def describe(error: BaseException) -> str:
+    """A foreign exception as one line for our messages: its type, and its text when it has one (a MemoryError
+    has none, and "MemoryError: " would read as if something was left out)."""
+    text = " ".join(str(error).split())
+    return f"{error.__class__.__name__}: {text}" if text else error.__class__.__name__

@@ -17,7 +17,7 @@ import numpy as np
 import tifffile
 
 from .atomic import atomic_path
-from .errors import InputError
+from .errors import InputError, describe
 from .formats import TIFF, ScanSource, case_scan, default_mask_suffix, file_format, format_of, not_a_scan
 from .scan_checks import check_claimed_size, check_pixel_type, kept_pixels
 
@@ -80,7 +80,7 @@ def read_tiff(path: str | Path) -> np.ndarray:
     except InputError:
         raise
     except Exception as error:  # tifffile raises many types for broken files
-        raise InputError(f"cannot read {path} as a TIFF image ({error.__class__.__name__}: {error})") from None
+        raise InputError(f"cannot read {path} as a TIFF image ({describe(error)})") from None
     return kept_pixels(data)
 
 

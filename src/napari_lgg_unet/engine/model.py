@@ -125,7 +125,7 @@ def save_model(network: torch.nn.Module, config: ModelConfig, folder: str | Path
 
     Weights and config carry the same fresh `weights_id`, and the weights also carry the config itself: a folder
     caught (or killed) between the two renames still loads, as the new model, instead of pairing new weights with an
-    old config.
+    old config (or, on a first save, failing for want of config.json).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -191,8 +191,10 @@ def _parse_config(text: str, where: str) -> ModelConfig:
 def load_model(folder: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
     """Load a model folder (or 'default') onto `device`, in eval mode, as float32."""
     path = resolve_model_path(folder)
-    config = read_config(path)
     weights = path / WEIGHTS_FILE
+    # A first save killed between its two renames leaves weights without config.json: they carry their config.
+    first_save_cut = weights.is_file() and not (path / CONFIG_FILE).exists()
+    config = None if first_save_cut else read_config(path)
     if not weights.is_file():
         raise ModelError(f"{path} has a config but no {WEIGHTS_FILE}")
     try:
@@ -201,10 +203,11 @@ def load_model(folder: str | Path, device: torch.device | str = "cpu") -> Loaded
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise ModelError(f"{weights} is corrupt ({error})") from None
-    if config.weights_id and metadata.get("weights_id", "") != config.weights_id:
+    if config is None or (config.weights_id and metadata.get("weights_id", "") != config.weights_id):
         # caught between writing the weights and config.json: the weights carry the config they were saved with
         if "config" not in metadata:
-            raise ModelError(f"{path}: its weights and config.json come from different saves; save the model again")
+            raise ModelError(f"{path} is not a model folder: it has no {CONFIG_FILE}" if config is None else
+                             f"{path}: its weights and config.json come from different saves; save the model again")
         config = _parse_config(metadata["config"], f"the config saved in {weights}")
     network = build_network(config)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}

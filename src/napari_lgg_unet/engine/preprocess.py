@@ -47,8 +47,20 @@ def resolve_rgb(image: np.ndarray, rgb: bool | None) -> bool:
 
 
 def spatial_shape(image: np.ndarray, rgb: bool | None = None) -> tuple[int, ...]:
-    """(H, W) or (Z, H, W): the shape a mask of this scan has."""
+    """(H, W) or (Z, H, W): the shape a mask of this scan has (`image` may be any array-like, e.g. a nested list)."""
+    image = as_image(image)
     return tuple(image.shape[:-1]) if resolve_rgb(image, rgb) else tuple(image.shape)
+
+
+def as_image(image: np.ndarray, what: str = "images") -> np.ndarray:
+    """`image` as a numeric array (any array-like: a nested list, a dask array); anything else is an InputError."""
+    try:
+        array = np.asarray(image)
+    except (TypeError, ValueError) as error:  # e.g. a list of slices of different sizes
+        raise InputError(f"{what} must be arrays of numbers ({error})") from None
+    if not (array.dtype == bool or np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise InputError(f"{what} must hold numbers, not {array.dtype}")
+    return array
 
 
 def channel_view(image: np.ndarray, rgb: bool | None = None) -> np.ndarray:
@@ -57,11 +69,9 @@ def channel_view(image: np.ndarray, rgb: bool | None = None) -> np.ndarray:
     Layouts: (H, W), (H, W, 3), (Z, H, W), (Z, H, W, 3). `rgb` says whether the last axis holds channels;
     None guesses (see `resolve_rgb`).
     """
-    image = np.asarray(image)
+    image = as_image(image)
     if image.dtype == bool:
         image = image.view(np.uint8)
-    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
-        raise InputError(f"images must hold numbers, not {image.dtype}")
     rgb = resolve_rgb(image, rgb)
     spatial = image.ndim - 1 if rgb else image.ndim
     if spatial not in (2, 3):
@@ -126,7 +136,7 @@ def prepare_volume(image: np.ndarray, rgb: bool | None = None, config: Preproces
 
 def binarise_mask(mask: np.ndarray) -> np.ndarray:
     """Anything above zero is tumour (masks are 0/255 on disk, 0/1 in napari)."""
-    return np.asarray(mask) > 0
+    return as_image(mask, "masks") > 0
 
 
 def _square_padding(height: int, width: int) -> tuple[int, int, int, int]:

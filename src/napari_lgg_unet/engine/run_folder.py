@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 from .atomic import remove_leftover_temp_files, write_tensors_atomic, write_text_atomic
 from .errors import InputError, ModelError
-from .model import CONFIG_FILE
+from .model import CONFIG_FILE, WEIGHTS_FILE
 from .validate import from_json
 
 RESUME_FILE = "resume.safetensors"
@@ -54,32 +54,55 @@ class RunFolder:
         self.resume_file = self.path / RESUME_FILE
 
     def holds_model(self) -> bool:
-        return (self.path / CONFIG_FILE).exists()
+        """A config or weights: a first save killed between its two renames leaves weights only, and they load."""
+        return (self.path / CONFIG_FILE).exists() or (self.path / WEIGHTS_FILE).exists()
 
     def holds_resume_state(self) -> bool:
         return self.resume_file.is_file()
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator["RunFolder"]:
-        """Hold the folder's exclusive lock; a second run into it is refused with a message naming the holder."""
+    def locked(self, task: str = "training run") -> Iterator["RunFolder"]:
+        """Hold the folder's exclusive lock for `task` (what the refusal of a second writer names: training and
+        calibration both write the folder, so each refuses while the other holds it).
+
+        A folder this call created is removed again when the block fails before writing anything but the lock,
+        so a refused or failed first run leaves no empty model folder behind.
+        """
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"{self.path} is a file, not a folder; choose another output folder")
+        created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / LOCK_FILE, "a+") as handle:
-            if not _try_lock(handle):
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                raise InputError(f"{self.path} is in use by another training run ({holder}); wait for it or choose another folder")
+        try:
+            with open(self.path / LOCK_FILE, "a+") as handle:
+                with self._holding(handle, task):
+                    yield self
+        except BaseException:
+            if created:
+                self._remove_if_only_lock()
+            raise
+
+    @contextlib.contextmanager
+    def _holding(self, handle: Any, task: str) -> Iterator[None]:
+        if not _try_lock(handle):
             handle.seek(0)
-            handle.truncate()
-            handle.write(f"process {os.getpid()}")
-            handle.flush()
-            remove_leftover_temp_files(self.path)
-            try:
-                yield self
-            finally:
-                handle.truncate(0)
-                _unlock(handle)
+            holder = handle.read().strip() or "run (another process)"
+            raise InputError(f"{self.path} is in use by another {holder}; wait for it to end or choose another folder")
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{task} (process {os.getpid()})")
+        handle.flush()
+        remove_leftover_temp_files(self.path)
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            _unlock(handle)
+
+    def _remove_if_only_lock(self) -> None:
+        with contextlib.suppress(OSError):
+            if [p.name for p in self.path.iterdir()] == [LOCK_FILE]:
+                (self.path / LOCK_FILE).unlink()
+                self.path.rmdir()
 
     def check_start(self, settings: dict, resume: bool) -> None:
         """Refuse to start over a model, or to resume without a matching resume state; say what to do instead."""

@@ -22,7 +22,7 @@ import SimpleITK as sitk
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
 from .atomic import atomic_path
-from .errors import InputError
+from .errors import InputError, describe
 from .scan_checks import check_affine, check_claimed_size, check_gzip_end, check_pixel_type, kept_pixels
 
 ENGINE_AXCODES = ("S", "P", "L")
@@ -173,8 +173,7 @@ def read_nifti(path: str | Path, compressed: bool = False) -> Volume:
     except InputError:
         raise
     except Exception as error:  # nibabel raises many types for broken or truncated files
-        reason = " ".join(str(error).split())  # one line, whatever nibabel wrote
-        raise InputError(f"cannot read {path} as NIfTI ({error.__class__.__name__}: {reason})") from None
+        raise InputError(f"cannot read {path} as NIfTI ({describe(error)})") from None
     header = image.header
     geometry = Geometry.of(image.shape, image.affine, header.get("qform_code", 1), header.get("sform_code", 1))
     return Volume(kept_pixels(data), geometry)

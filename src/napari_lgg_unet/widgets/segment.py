@@ -78,6 +78,8 @@ class SegmentWidget(Container):
         self._probability: np.ndarray | None = None
         self._source: Image | None = None
         self._pending: Image | None = None
+        self._pending_data: object = None  # the pending layer's data when segmenting started
+        self._unusable_config: str | None = None  # the model folder whose config error was last notified
         self.readouts: Readouts | None = None
 
         self.segment_button.clicked.connect(self.segment)
@@ -117,7 +119,9 @@ class SegmentWidget(Container):
         except LggUnetError as error:
             notify.show_error(str(error))
             return
-        self._pending = layer
+        if self._still_unusable(source):
+            return
+        self._pending, self._pending_data = layer, layer.data
         self.progress.value = 0
         self.job.start(
             segment_job, self._cache, source, device, image, rgb,
@@ -140,6 +144,10 @@ class SegmentWidget(Container):
         if source not in self.viewer.layers:
             notify.show_warning(f"'{source.name}' was removed while it was being segmented; the result is dropped")
             return
+        if source.data is not self._pending_data:  # the mask would belong to the old image (maybe another shape)
+            notify.show_warning(f"the data of '{source.name}' was replaced while it was being segmented; the result "
+                                "is dropped: segment it again")
+            return
         # The model saw the slices as shown; its results go back onto the layer's own voxel order.
         self._source, self._probability = source, back_to_layer(source, progress.result.probability)
         put_owned_layer(self.viewer, source, "tumour", back_to_layer(source, progress.result.mask))
@@ -157,10 +165,12 @@ class SegmentWidget(Container):
         except LggUnetError:
             return
         before = self.postprocess_config()
+        self._unusable_config = source
         try:
             settings = read_config(source).postprocess
             for name, option in self.postprocess_options.items():
                 option.value = getattr(settings, name)
+            self._unusable_config = None
         except Exception as error:  # a user's config file: whatever is wrong in it must end as a notification
             for name, option in self.postprocess_options.items():
                 option.value = getattr(before, name)
@@ -168,6 +178,20 @@ class SegmentWidget(Container):
             if not isinstance(error, LggUnetError):
                 message = f"the settings in the config.json of {source} cannot be used ({message})"
             notify.show_error(message)
+
+    def _still_unusable(self, source: str | None) -> bool:
+        """Whether `source` is the model whose config error was notified when it was chosen and still fails to
+        read: Segment then points back to that notification instead of repeating it."""
+        if source is None or source != self._unusable_config:
+            return False
+        try:
+            read_config(source)
+        except Exception:  # as in adopt_model_settings: whatever is wrong was already said
+            notify.show_error(f"the model in {source} cannot be used (see the error shown when it was chosen); "
+                              "fix its config.json or choose another model")
+            return True
+        self._unusable_config = None
+        return False
 
     def rethreshold(self) -> None:
         """Apply threshold and post-processing to the kept probabilities (no model run)."""

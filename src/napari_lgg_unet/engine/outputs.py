@@ -1,0 +1,74 @@
+"""Where masks may be written: never onto, or into, a file or case that a job reads, so a mask can never replace a
+scan, its labels or another case's slices.
+
+Paths are compared after resolving links, so a link to an input is that input. A case's folder counts as part of
+the case when it is named after it (a Kaggle patient folder, a BraTS or plain case folder, a DICOM folder): a mask
+written into it would become one of the case's files on the next run. A cohort's output folder inside its input
+root is not a case: `outside` leaves out the masks lying in it, so a cohort can be run again into the same folder.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+from .errors import InputError
+from .formats import TIFF
+from .io import ScanSource
+
+
+def input_paths(source: ScanSource) -> list[Path]:
+    """The files and folders `source` is read from, links resolved: a Kaggle patient folder or TIFF file itself;
+    a case's sequence files (or DICOM folders), its labels, and its folder when that folder is the case's own.
+    A volume file stands for its whole case, as load_scan reads it (its sibling sequences and labels)."""
+    from .cases import Case, case_of_file
+
+    if not isinstance(source, Case):
+        path = Path(source)
+        if path.is_dir() or path.suffix.lower() in TIFF.suffixes or not path.exists():
+            return [path.resolve()]
+        source = case_of_file(path)
+    paths = [s.path for _, s in source.sequences] + ([source.labels.path] if source.labels else [])
+    own_folders = {p.parent for p in paths if p.parent.name == source.name}
+    return [p.resolve() for p in (*own_folders, *paths)]
+
+
+def where(source: ScanSource) -> Path:
+    """The one path that names `source` in a message: its case folder when it has one, else its first file."""
+    return input_paths(source)[0]
+
+
+def check_output(output: str | Path, sources: Sequence[ScanSource], folder: bool = False) -> None:
+    """Refuse an `output` that is, or is inside, a file or case folder of `sources`. A `folder` of masks is also
+    refused where scan files lie directly (its masks would be read as scans on the next run)."""
+    target = Path(output).resolve()
+    for source in sources:
+        paths = input_paths(source)
+        hit = next((p for p in paths if target == p), None) or next((p for p in paths if target.is_relative_to(p)), None)
+        if hit is None and folder:
+            hit = next((p.parent for p in paths if target == p.parent), None)
+        if hit is not None:
+            raise InputError(f"output {output} would land on or in {hit}, which is part of the input; "
+                             "write it outside the inputs")
+
+
+def outside(sources: Sequence[ScanSource], output: str | Path) -> list[ScanSource]:
+    """`sources` less the masks of an earlier run into the folder `output` kept inside the input root: cases of
+    labels alone (`<case>_mask.nii.gz` reads as one) lying in it. A real scan there stays, for check_output."""
+    from .cases import Case
+
+    target = Path(output).resolve()
+    return [s for s in sources if not (isinstance(s, Case) and not s.sequences
+                                       and all(p.is_relative_to(target) for p in input_paths(s)))]
+
+
+def check_unique_names(sources: Sequence[ScanSource]) -> None:
+    """Refuse cases that share a name: their masks, summary rows and finished-mask checks would be one."""
+    places: dict[str, list[Path]] = defaultdict(list)
+    for source in sources:
+        places[source.name].append(where(source))
+    for name, paths in places.items():
+        if len(paths) > 1:
+            raise InputError(f"two cases are named {name} ({paths[0]} and {paths[1]}), so their masks would "
+                             "overwrite each other; rename one or segment them into different folders")
