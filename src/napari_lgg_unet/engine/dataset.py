@@ -10,10 +10,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
-from .augment import AugmentConfig, augment_pair, skull_strip_view
+from .augment import augment_pair, skull_strip_view
 from .errors import InputError
 from .io import Scan
 from .preprocess import PreprocessConfig, binarise_mask, prepare_volume, to_model_size
+from .settings import AugmentConfig, check_split
 
 _INSTITUTION = re.compile(r"^TCGA_(?P<site>[A-Z0-9]+)_")
 
@@ -40,8 +41,7 @@ def split_patients(
 
     Every patient lands on exactly one side; each non-zero fraction gets at least one patient when possible.
     """
-    if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-        raise InputError("validation and test fractions must be in [0, 1) and sum to less than 1")
+    check_split(val_fraction, test_fraction)
     rng = np.random.default_rng(seed)
     groups: dict[str, list[str]] = {}
     for name in sorted(set(names)):

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -20,7 +19,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from .dataset import (
-    AugmentConfig,
     SliceDataset,
     TrainingVolume,
     hard_negative_weights,
@@ -30,98 +28,19 @@ from .dataset import (
     split_single_volume,
     tumour_aware_sampler,
 )
-from .device import DEVICE_CHOICES, out_of_memory_as_advice, physical_cores, release_memory, set_threads
+from .device import out_of_memory_as_advice, physical_cores, release_memory, set_threads
 from .distributed import Group, agreed_precision, process_group
 from .errors import InputError
 from .events import EpochEnd, Finished, Prepared, Step, TrainingEvent
 from .io import Scan
-from .losses import LOSS_CHOICES, SegmentationLoss
+from .losses import SegmentationLoss
 from .metrics import Counts, count, scores
 from .model import ModelConfig, build_network, load_model, save_model
-from .precision import PRECISION_CHOICES, Precision, autocast, grad_scaler, prepare_batch, prepare_network
+from .precision import Precision, autocast, grad_scaler, prepare_batch, prepare_network
 from .preprocess import PreprocessConfig
 from .run_folder import RunFolder, RunProgress
-from .validate import check_bool, check_choice, check_float, check_int
-from .variants import check_variants, normalised_variant
-
-MAX_WORKERS = 64
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training settings; defaults follow the reference workflow (Adam 1e-4, batch 32, 10 epochs).
-
-    Under torchrun `batch_size` is per process (the global batch is processes x batch_size, with the same
-    learning rate), and an epoch of `steps_per_epoch` optimisation steps draws processes x batch_size x steps slices.
-
-    Every value is checked here, so the CLI, the API and the widget refuse the same things with the same words.
-    """
-
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-4
-    lr_schedule: str = "constant"
-    val_fraction: float = 0.1
-    test_fraction: float = 0.0
-    seed: int = 0
-    image_size: int = 256
-    encoder: str = "resnet18"
-    decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 8)
-    loss: str = "dice+bce"
-    bce_weight: float = 1.0
-    augment: AugmentConfig = AugmentConfig()
-    tumour_fraction: float | None = 0.5
-    hard_negatives: float = 0.0  # share of empty-slice draws weighted by the model's false positives
-    hard_negatives_every: int = 1  # epochs between refreshes of those weights
-    skip_unlabelled: bool = False
-    workers: int | None = None
-    device: str = "auto"
-    init: str | None = None
-    precision: str = "auto"
-    threads: int | None = None
-    steps_per_epoch: int | None = None
-    resume: bool = False
-    sync_batchnorm: bool = False
-    # inputs the validation patients are scored as (engine.variants); the best model has the lowest mean loss over them
-    validation_variants: tuple[str, ...] = ("as-is",)
-
-    def __post_init__(self) -> None:
-        check_int("epochs", self.epochs, 1, 100_000)
-        check_int("batch size", self.batch_size, 1, 4096)
-        check_float("learning rate", self.lr, 0, 1, low_open=True)
-        check_choice("learning-rate schedule", self.lr_schedule, ("constant", "cosine"))
-        check_float("validation fraction", self.val_fraction, 0, 1, high_open=True)
-        check_float("test fraction", self.test_fraction, 0, 1, high_open=True)
-        if self.val_fraction + self.test_fraction >= 1:
-            raise InputError("validation and test fractions must add up to less than 1")
-        check_int("seed", self.seed, 0, 2**32 - 1)
-        ModelConfig(self.encoder, self.decoder_channels, PreprocessConfig(image_size=self.image_size))
-        check_choice("loss", self.loss, LOSS_CHOICES)
-        check_float("BCE weight", self.bce_weight, 0, 100)
-        if self.tumour_fraction is not None:
-            check_float("tumour fraction", self.tumour_fraction, 0, 1)
-        check_bool("skip unlabelled", self.skip_unlabelled)
-        if self.workers is not None:
-            check_int("workers", self.workers, 0, MAX_WORKERS)
-        if not (self.device in DEVICE_CHOICES or re.fullmatch(r"cuda:\d+", str(self.device))):
-            raise InputError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
-        if self.steps_per_epoch is not None:
-            check_int("steps per epoch", self.steps_per_epoch, 1, 1_000_000)
-        check_choice("precision", self.precision, PRECISION_CHOICES)
-        if self.threads is not None:
-            check_int("threads", self.threads, 1, 1024)
-        check_float("hard-negative share", self.hard_negatives, 0, 1)
-        check_int("hard-negative refresh interval", self.hard_negatives_every, 1, 100_000)
-        check_bool("resume", self.resume)
-        check_bool("sync batchnorm", self.sync_batchnorm)
-        check_variants(tuple(self.validation_variants))
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["decoder_channels"] = list(self.decoder_channels)
-        data["validation_variants"] = list(self.validation_variants)
-        return data
-
+from .settings import TrainConfig
+from .variants import normalised_variant
 
 @dataclass
 class _Run:
@@ -198,7 +117,7 @@ def _claimed(folder: RunFolder, config: TrainConfig, group: Group) -> Iterator[N
 
         def claim() -> None:
             held.enter_context(folder.locked())
-            folder.check_start(config.to_dict(), config.resume)
+            folder.check_start(config.must_match_on_resume(), config.resume)
 
         group.on_main(claim)
         yield

@@ -8,9 +8,9 @@ from typing import Callable
 from magicgui.widgets import ComboBox, Container, FileEdit, Label
 from psygnal import SignalInstance
 
-from ..engine.device import DEVICE_CHOICES, auto_device, describe_device
+from ..engine.device import auto_device, describe_device
 from ..engine.errors import ModelError
-from ..engine.precision import PRECISION_CHOICES
+from ..engine.settings import DEVICE_CHOICES, PRECISION_CHOICES
 from .session_models import model_choices
 
 
