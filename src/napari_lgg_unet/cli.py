@@ -221,10 +221,11 @@ class _TrainingProgress:
                 if self.bar.disable and step % max(1, steps // 10) == 0:
                     print(f"epoch {epoch}/{epochs} step {step}/{steps}: loss {loss:.4f}, about {eta / 60:.0f} min left",
                           file=sys.stderr, flush=True)
-            case EpochEnd(epoch=epoch, record=m, best_epoch=best):
+            case EpochEnd(epoch=epoch, record=record, best_epoch=best):
                 self.close()
-                val = f"val loss {m['val_loss']:.4f}, val Dice {m['val_dice']:.3f}, " if "val_loss" in m else ""
-                print(f"epoch {epoch}: train loss {m['train_loss']:.4f}, {val}best epoch {best}", file=sys.stderr)
+                scores = record.main_validation
+                val = "" if scores is None else f"val loss {scores.loss:.4f}, val Dice {scores.dice:.3f}, "
+                print(f"epoch {epoch}: train loss {record.train_loss:.4f}, {val}best epoch {best}", file=sys.stderr)
             case Finished(stopped=stopped, message=message):
                 print(f"{'stopped: ' if stopped else ''}{message}")
 
@@ -303,7 +304,7 @@ def _evaluation_folders(args: argparse.Namespace, model: LoadedModel) -> list[Pa
 
     folders = find_scans(args.data)
     if args.split:
-        names = set(model.config.training.get("split", {}).get(args.split, []))
+        names = set(model.config.training.patients(args.split))
         if not names:
             raise InputError(f"the model's config records no {args.split} patients")
         folders = [f for f in folders if f.name in names]
@@ -342,19 +343,19 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _run_calibrate(args: argparse.Namespace) -> int:
     from .engine.calibrate import calibrate
     from .engine.device import pick_device
-    from .engine.model import DEFAULT_MODEL_NAME, load_model, read_config, resolve_model_path
+    from .engine.model import DEFAULT_MODEL_NAME, load_model, resolve_model_path
 
     if args.model == DEFAULT_MODEL_NAME:
         raise InputError("the default model is part of the installed package and is not changed; copy its folder "
                          f"({resolve_model_path(DEFAULT_MODEL_NAME)}) and calibrate the copy")
     model = load_model(args.model, pick_device(args.device))
-    best, dice = calibrate(model, _evaluation_folders(args, model), resolve_model_path(args.model),
-                           variants=args.input_variants)
-    largest = read_config(resolve_model_path(args.model)).training["calibration"]["best_keep_largest"]
+    best, record = calibrate(model, _evaluation_folders(args, model), resolve_model_path(args.model),
+                             variants=args.input_variants)
+    largest = record.best_keep_largest
     print(f"threshold {best.threshold}, min size {best.min_size}, min confidence {best.min_confidence}, "
-          f"keep largest {best.keep_largest}: mean Dice {dice:.3f} on the {args.split} patients "
+          f"keep largest {best.keep_largest}: mean Dice {record.mean_dice:.3f} on the {args.split} patients "
           f"({', '.join(args.input_variants)}); saved in {args.model}. Best with keep largest: threshold "
-          f"{largest['threshold']}, mean Dice {largest['mean_dice']:.3f}")
+          f"{largest.threshold}, mean Dice {largest.mean_dice:.3f}")
     return 0
 
 

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 
 from .brain_mask import brain_mask
 from .preprocess import intensity_ranges
+from .sequences import FLAIR_CHANNEL as FLAIR
 from .settings import AugmentConfig
 
-FLAIR = 1  # channel order: pre-contrast, FLAIR, post-contrast
 BIAS_GRID = 4  # control points per side of the smooth bias field
 
 
@@ -75,7 +75,7 @@ def _replace_sequences(image: torch.Tensor, config: AugmentConfig, rng: np.rando
         return image[FLAIR : FLAIR + 1].expand(3, -1, -1).clone()
     if rng.random() < config.missing_sequence:
         image = image.clone()
-        image[int(rng.choice([0, 2]))] = image[FLAIR]
+        image[int(rng.choice([c for c in range(3) if c != FLAIR]))] = image[FLAIR]
     return image
 
 

@@ -15,3 +15,7 @@ class ModelError(LggUnetError):
 
 class DeviceError(LggUnetError):
     """A requested device that this machine does not have, or that ran out of memory."""
+
+
+class TrainingError(LggUnetError):
+    """Training that went wrong with these settings although the data was fine (e.g. the loss diverged)."""

@@ -20,6 +20,7 @@ from .atomic import write_tensors_atomic, write_text_atomic
 from .errors import InputError, ModelError
 from .postprocess import PostprocessConfig
 from .preprocess import PreprocessConfig
+from .records import TrainingRecord
 from .validate import check_int, from_json
 
 CONFIG_FILE = "config.json"
@@ -42,7 +43,7 @@ class ModelConfig:
     decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 8)
     preprocess: PreprocessConfig = PreprocessConfig()
     postprocess: PostprocessConfig = PostprocessConfig()
-    training: dict = field(default_factory=dict)
+    training: TrainingRecord = field(default_factory=TrainingRecord)
     weights_id: str = ""
 
     def __post_init__(self) -> None:

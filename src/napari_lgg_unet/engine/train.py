@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from .dataset import (
     SliceDataset,
@@ -30,16 +30,17 @@ from .dataset import (
 )
 from .device import out_of_memory_as_advice, physical_cores, release_memory, set_threads
 from .distributed import Group, agreed_precision, process_group
-from .errors import InputError
-from .events import EpochEnd, Finished, Prepared, Step, TrainingEvent
+from .errors import InputError, TrainingError
+from .events import EpochEnd, EpochRecord, Finished, Prepared, Step, TrainingEvent, ValidationScores
 from .io import Scan
 from .losses import SegmentationLoss
 from .metrics import Counts, count, scores
 from .model import ModelConfig, build_network, load_model, save_model
 from .precision import Precision, autocast, grad_scaler, prepare_batch, prepare_network
 from .preprocess import PreprocessConfig
+from .records import TrainingRecord
 from .run_folder import RunFolder, RunProgress
-from .settings import TrainConfig
+from .settings import AS_IS, TrainConfig
 from .variants import normalised_variant
 
 @dataclass
@@ -57,9 +58,10 @@ class _Run:
     scaler: torch.amp.GradScaler
     loss_fn: SegmentationLoss
     split: _Split
+    sampler: WeightedRandomSampler  # all processes' draws; the loader takes this process's share of them
     loader: DataLoader
     steps: int
-    provenance: dict
+    provenance: TrainingRecord
     progress: RunProgress
     epoch: int = 0
     step: int = 0
@@ -140,21 +142,21 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Gro
     dataset = SliceDataset(split.train, config.augment, config.seed)
     steps = config.steps_per_epoch or max(1, len(dataset) // (config.batch_size * group.world))
     workers = config.workers if config.workers is not None else physical_cores() // group.local_world
-    draws = steps * config.batch_size * group.world
+    sampler = tumour_aware_sampler(dataset, steps * config.batch_size * group.world, config.tumour_fraction, config.seed)
     loader = DataLoader(
         dataset,
         batch_size=config.batch_size,
-        sampler=group.share_of(tumour_aware_sampler(dataset, draws, config.tumour_fraction, config.seed)),
+        sampler=group.share_of(sampler),
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=device.type == "cuda",
         drop_last=len(dataset) >= config.batch_size,
         worker_init_fn=_single_thread_worker,
     )
-    provenance = {"config": config.to_dict(), "split": split.names, "train_slices": len(dataset), "device": chosen.label,
-                  "processes": group.world}
+    provenance = TrainingRecord(config.to_dict(), split.names, len(dataset), chosen.label, group.world)
     run = _Run(config, folder, group, device, chosen, group.wrap(network, config.sync_batchnorm), model_config, optimizer,
-               scaler, SegmentationLoss(config.loss, config.bce_weight), split, loader, steps, provenance, progress)
+               scaler, SegmentationLoss(config.loss, config.bce_weight), split, sampler, loader, steps, provenance,
+               progress)
     if config.resume and progress.best_epoch == progress.epochs_done and group.is_main:
         _save_best_model(run)  # the run may have been killed after its resume state, before its model was written
     return run
@@ -173,14 +175,13 @@ def _start_epoch(run: _Run) -> None:
     """Reseed the sampler from the epoch number, so a resumed run draws what an uninterrupted one would;
     refresh the hard-negative weights (how wrong the model is on empty slices) when it is their turn."""
     config = run.config
-    run.loader.sampler.generator.manual_seed(config.seed + run.epoch)
+    run.sampler.generator.manual_seed(config.seed + run.epoch)
     if config.hard_negatives > 0 and run.epoch % config.hard_negatives_every == 0:
         dataset = run.loader.dataset
         with autocast(run.precision):  # every process scores all slices, so all draw from the same weights
             wrong = hard_negative_weights(run.bare_network, run.split.train, run.device, config.batch_size)
         weights = sampling_weights(dataset.has_tumour(), config.tumour_fraction, wrong, config.hard_negatives)
-        weighted = getattr(run.loader.sampler, "sampler", run.loader.sampler)  # ShareOfDraws wraps it
-        weighted.weights = torch.as_tensor(weights, dtype=torch.double)
+        run.sampler.weights = torch.as_tensor(weights, dtype=torch.double)  # read afresh at each epoch's start
     run.step, run.epoch_loss, run.seen = 0, 0.0, 0
 
 
@@ -202,7 +203,7 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> Step:
     run.scaler.update()
     value = run.group.average(float(loss.detach()))  # every process sees the same loss, and stops on the same NaN
     if not math.isfinite(value):
-        raise InputError("training diverged (loss is not finite); lower the learning rate")
+        raise TrainingError("training diverged (loss is not finite); lower the learning rate")
     run.epoch_loss += value * len(x)
     run.seen += len(x)
     run.step_times.append(time.perf_counter() - started)
@@ -218,12 +219,13 @@ def _end_epoch(run: _Run) -> EpochEnd:
     """
     progress, epoch = run.progress, run.epoch + 1
     run.group.average_buffers(run.bare_network)
-    metrics = _validate_variants(run) if run.split.val_variants else {}
+    validation = _validate_variants(run)
     train_loss = run.epoch_loss / max(run.seen, 1)
     seconds = round(progress.seconds + time.perf_counter() - run.started, 1)
-    record = {"epoch": epoch, "train_loss": train_loss, "lr": run.optimizer.param_groups[0]["lr"], "seconds": seconds, **metrics}
-    progress.history.append(record)
-    monitored = metrics.pop("selection_loss", train_loss)
+    selection = float(np.mean([s.loss for s in validation.values()])) if validation else None
+    record = EpochRecord(epoch, train_loss, run.optimizer.param_groups[0]["lr"], seconds, validation, selection)
+    progress.history.append(record.row())
+    monitored = train_loss if selection is None else selection
     improved = progress.best_epoch is None or monitored < progress.best_val_loss
     if improved:
         progress.best_epoch, progress.best_val_loss = epoch, monitored
@@ -234,19 +236,23 @@ def _end_epoch(run: _Run) -> EpochEnd:
         if improved:
             _save_best_model(run)
         run.folder.write_history(progress.history)
-    return EpochEnd(epoch, run.config.epochs, record, progress.best_epoch, progress.best_val_loss, list(progress.history))
+    return EpochEnd(epoch, run.config.epochs, record, progress.best_epoch, progress.best_val_loss, _history(run))
+
+
+def _history(run: _Run) -> list[EpochRecord]:
+    return [EpochRecord.from_row(row, run.config.validation_variants) for row in run.progress.history]
 
 
 def _save_best_model(run: _Run) -> None:
     """Write the network as it is now as the run's best model, with the run's provenance and history."""
-    training = {**run.provenance, "best_epoch": run.progress.best_epoch, "history": run.progress.history}
+    training = replace(run.provenance, best_epoch=run.progress.best_epoch, history=list(run.progress.history))
     save_model(run.bare_network, replace(run.model_config, training=training), run.folder.path)
 
 
 def _finished(run: _Run) -> Finished:
     best, loss = run.progress.best_epoch, run.progress.best_val_loss
     message = f"best epoch {best} (validation loss {loss:.4f}), model in {run.folder.path}" if best else "no epoch finished"
-    return Finished(str(run.folder.path), best, loss, run.stopped, list(run.progress.history), message)
+    return Finished(str(run.folder.path), best, loss, run.stopped, _history(run), message)
 
 
 @dataclass
@@ -293,17 +299,13 @@ def _learning_rate(config: TrainConfig, progress: float) -> float:
     return config.lr
 
 
-def _validate_variants(run: _Run) -> dict:
-    """Validation figures for each configured input variant: as-is unsuffixed (val_dice), the others suffixed
-    (val_dice_flair_only); `selection_loss` is their mean loss, which picks the best model."""
-    metrics, losses = {}, []
-    for variant, volumes in run.split.val_variants.items():
-        suffix = "" if variant == "as-is" else "_" + variant.replace("-", "_")
-        scored = validation_scores(run.bare_network, volumes, run.loss_fn, run.config.batch_size, run.precision,
-                                   run.group)
-        metrics.update({f"{key}{suffix}": value for key, value in scored.items()})
-        losses.append(scored["val_loss"])
-    return {**metrics, "selection_loss": float(np.mean(losses))}
+def _validate_variants(run: _Run) -> dict[str, ValidationScores]:
+    """Validation figures for each configured input variant (none without validation volumes)."""
+    return {
+        variant: ValidationScores.from_row(validation_scores(
+            run.bare_network, volumes, run.loss_fn, run.config.batch_size, run.precision, run.group), AS_IS)
+        for variant, volumes in run.split.val_variants.items()
+    }
 
 
 def validation_scores(network: torch.nn.Module, volumes: list[TrainingVolume], loss_fn: SegmentationLoss,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .augment import FLAIR
 from .brain_mask import brain_mask
 from .errors import InputError
 from .preprocess import channel_view, intensity_ranges
+from .sequences import FLAIR_CHANNEL as FLAIR
 from .settings import INPUT_VARIANTS, check_variants
 
 
