@@ -59,7 +59,7 @@ class Setting:
 
 
 def setting(default: Any, help: str, **meaning: Any) -> Any:
-    """A dataclass field carrying its `Setting`; mutable defaults are copied per instance by dataclasses."""
+    """A dataclass field carrying its `Setting` (defaults must be immutable: tuples, frozen configs)."""
     return dataclasses.field(default=default, metadata={"setting": Setting(help, **meaning)})
 
 
@@ -277,8 +277,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_split(self.val_fraction, self.test_fraction)  # first, so a bad fraction gets the split's one message
-        for name in settings_of(TrainConfig):
-            check_setting(TrainConfig, name, getattr(self, name))
+        for name in settings_of(type(self)):
+            check_setting(type(self), name, getattr(self, name))
         from .model import ModelConfig  # the encoder names come from the model zoo (torch): import on use
         from .preprocess import PreprocessConfig
 
@@ -293,4 +293,5 @@ class TrainConfig:
     def must_match_on_resume(self) -> dict:
         """The settings a resumed run must share with the saved one (the others may change, e.g. epochs)."""
         data = self.to_dict()
-        return {name: data[name] for name, declared in settings_of(TrainConfig).items() if declared.on_resume == MUST_MATCH}
+        declared = settings_of(type(self))
+        return {name: data[name] for name, setting in declared.items() if setting.on_resume == MUST_MATCH}

@@ -49,20 +49,20 @@ class CleanupControls(Container):
                                      value=defaults.keep_largest)
         self.min_confidence = FloatSlider(name="min_confidence", label="Drop pieces less sure than", min=0.0, max=1.0,
                                           step=0.01, value=defaults.min_confidence)
-        self.options = [self.threshold, self.min_size, self.keep_largest, self.min_confidence]
-        super().__init__(labels=True, widgets=self.options)
+        self.controls = [self.threshold, self.min_size, self.keep_largest, self.min_confidence]
+        super().__init__(labels=True, widgets=self.controls)
         self.margins = (0, 0, 0, 0)
 
     def config(self) -> PostprocessConfig:
-        values = {option.name: option.value for option in self.options}
+        values = {option.name: option.value for option in self.controls}
         return PostprocessConfig(**{**values, "threshold": round(values["threshold"], 4)})
 
     def show(self, settings: PostprocessConfig) -> None:
-        for option in self.options:
+        for option in self.controls:
             option.value = getattr(settings, option.name)
 
     def on_change(self, slot: Callable[[], None]) -> None:
-        for option in self.options:
+        for option in self.controls:
             option.changed.connect(slot)
 
 

@@ -43,11 +43,12 @@ class PairRow(Container):
     """One training pair: an image (or a FLAIR plus optional T1 / T1c layers) and the labels painted on it."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        image = ComboBox(name="image", label="Image or FLAIR", choices=lambda _: [*image_choices(viewer), NONE])
-        pre, post = sequence_pickers(viewer)
-        labels = ComboBox(name="labels", label="Labels", choices=lambda _: [*labels_choices(viewer), NONE])
-        super().__init__(labels=True, widgets=[image, pre, post, labels])
-        self.image_layer, self.pre_contrast, self.post_contrast, self.labels_layer = image, pre, post, labels
+        self.image_layer = ComboBox(name="image", label="Image or FLAIR",
+                                    choices=lambda _: [*image_choices(viewer), NONE])
+        self.pre_contrast, self.post_contrast = sequence_pickers(viewer)
+        self.labels_layer = ComboBox(name="labels", label="Labels", choices=lambda _: [*labels_choices(viewer), NONE])
+        super().__init__(labels=True, widgets=[self.image_layer, self.pre_contrast, self.post_contrast,
+                                               self.labels_layer])
         explain(self)
 
     def reset_choices(self, *_) -> None:
