@@ -221,7 +221,7 @@ def print_memory_table(threads: int) -> None:
 
 def print_equivalence_table(lgg: Path, patients: int) -> None:
     """Dice against the manual masks, eager fp32 vs ours, on the default model's validation patients."""
-    names = load_model("default").config.training["split"]["validation"][:patients]
+    names = load_model("default").config.training.patients("validation")[:patients]
     eager, shipped = load_model("default"), load_model("default")
     print(f"\nSame answers: {len(names)} validation patients, per-volume Dice against the manual mask\n")
     print("| patient | slices | eager fp32 | ours | change | Dice ours vs eager |\n|---|---|---|---|---|---|")

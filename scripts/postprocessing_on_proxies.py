@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     model = load_model(args.model, "cpu")
-    names = set(model.config.training.get("split", {}).get(args.split, []))
+    names = set(model.config.training.patients(args.split))
     folders = [f for f in patient_folders(args.data) if f.name in names]
     variants = tuple(args.variants)
     probabilities = validation_cases(model, folders, variants=variants)

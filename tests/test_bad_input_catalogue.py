@@ -425,10 +425,10 @@ OPTION_CASES = [
     ("train", "--decoder-channels=-8,16,16,16,16", "decoder width must be between"),
     ("train", "--decoder-channels 20000,16,16,16,16", "decoder width must be between"),
     ("train", "--decoder-channels 16,16", "number of decoder stages"),
-    ("train", "--decoder-channels wide", "invalid _channels value"),
+    ("train", "--decoder-channels wide", "is not whole numbers separated by commas"),
     ("train", "--image-size 8192", "image size must be between"),
     ("train", "--image-size 100", "multiple of 32"),
-    ("train", "--val-fraction 1.5", "not a fraction"),
+    ("train", "--val-fraction 1.5", "must each be in [0, 1) and add up to less than 1"),
     ("train", "--val-fraction 0.6 --test-fraction 0.5", "add up to less than 1"),
     ("train", "--hard-negatives 2", "hard-negative share must be in"),
     ("train", "--hard-negatives-every 0", "hard-negative refresh interval"),
@@ -437,9 +437,9 @@ OPTION_CASES = [
     ("train", "--augment flair_only=2", "augment flair_only must be in"),
     ("train", "--augment nokey=1", "is not KEY=VALUE"),
     ("train", "--augment enabled=maybe", "enabled takes true or false"),
-    ("train", "--augment skull_strip=lots", "invalid _augment_settings value"),
-    ("train", "--validate-on blurred", "'blurred': give one or more of"),
-    ("train", "--validate-on as-is,as-is", "input variants must be distinct"),
+    ("train", "--augment skull_strip=lots", "skull_strip takes a number"),
+    ("train", "--validate-on blurred", "validation input variants must be one or more distinct names from"),
+    ("train", "--validate-on as-is,as-is", "got as-is, as-is"),
 ]
 COMMANDS = {"predict": _predict, "evaluate": _evaluate, "train": _train}
 

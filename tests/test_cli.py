@@ -103,9 +103,15 @@ def test_usage_errors_are_one_line_too(capsys):
     assert capsys.readouterr().err.strip().count("\n") == 0
 
 
-def test_module_entry_point_runs():
-    out = subprocess.run([sys.executable, "-m", "napari_lgg_unet", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "predict" in out.stdout
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["train", "--help"], ["predict", "--help"]])
+def test_help_and_version_answer_without_importing_torch_or_napari(argv):
+    """`-X importtime` lists every module the process imported: none of the heavy ones may be among them."""
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "napari_lgg_unet", *argv],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and ("predict" in out.stdout or "lgg-unet 0" in out.stdout or "--" in out.stdout)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert "napari_lgg_unet.cli" in imported
+    assert not imported & {"torch", "segmentation_models_pytorch", "napari", "numpy", "tqdm"}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA, so asking for it is not an error")

@@ -23,13 +23,15 @@ def default_model():
 def test_default_model_loads_by_name_and_is_small(default_model):
     assert (default_model_path() / WEIGHTS_FILE).stat().st_size < 30 * 2**20
     assert default_model.config.preprocess.image_size % 32 == 0
-    assert "calibration" in default_model.config.training
+    calibration = default_model.config.training.calibration
+    assert calibration is not None and calibration.patients == default_model.config.training.patients("validation")
+    assert 0 < calibration.mean_dice <= 1 and 0 < calibration.best_keep_largest.threshold < 1
 
 
 def test_default_model_matches_its_model_card_on_a_held_out_patient(default_model, sample_patient_dir):
-    split = default_model.config.training["split"]
-    assert SAMPLE_PATIENT in split["test"]
-    assert SAMPLE_PATIENT not in split["train"] + split["validation"]
+    training = default_model.config.training
+    assert SAMPLE_PATIENT in training.patients("test")
+    assert SAMPLE_PATIENT not in training.patients("train") + training.patients("validation")
     scan = load_patient(sample_patient_dir)
     dice = volume_scores(segment_volume(default_model, scan.image).mask, scan.mask).dice
     reported = json.loads(CARD_RESULTS.read_text())["patients"][SAMPLE_PATIENT]["dice"]

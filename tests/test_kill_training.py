@@ -90,7 +90,7 @@ def test_sigkill_at_random_moments_never_leaves_a_broken_model_and_resume_finish
     assert final.exitcode == 0, _tail(log)
     history = json.loads((out / "history.json").read_text())
     assert [record["epoch"] for record in history] == list(range(1, epochs + 1))
-    assert 1 <= load_model(out).config.training["best_epoch"] <= epochs
+    assert 1 <= load_model(out).config.training.best_epoch <= epochs
     assert not [p.name for p in out.iterdir() if ".tmp" in p.name]
 
 
@@ -113,4 +113,4 @@ def test_a_run_killed_before_its_best_model_was_written_gets_it_back_on_resume(s
     assert not RunFolder(tmp_path / "run").holds_model() and RunFolder(tmp_path / "run").holds_resume_state()
     finished = list(train_model(scans, replace(tiny, epochs=1, resume=True), tmp_path / "run"))[-1]
     assert finished.best_epoch == 1
-    assert load_model(tmp_path / "run").config.training["best_epoch"] == 1
+    assert load_model(tmp_path / "run").config.training.best_epoch == 1

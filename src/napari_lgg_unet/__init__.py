@@ -27,7 +27,7 @@ _keep_triton_out_of_qt_processes()
 
 _API = {
     "LggUnetError": "engine.errors",
-    "TrainConfig": "engine.train",
+    "TrainConfig": "engine.settings",
     "train_model": "engine.train",
     "load_model": "engine.model",
     "save_model": "engine.model",

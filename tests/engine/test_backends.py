@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from napari_lgg_unet.engine import backends
-from napari_lgg_unet.engine.errors import DeviceError
+from napari_lgg_unet.engine.errors import DeviceError, InputError
 from napari_lgg_unet.engine.model import load_model
 from napari_lgg_unet.engine.precision import choose
 from napari_lgg_unet.engine.predict import SegmentOptions, segment_steps
@@ -18,7 +18,7 @@ def _logits(network, batch, backend):
 
 
 def test_an_unknown_backend_is_a_user_error(tiny_model_dir):
-    with pytest.raises(DeviceError, match="backend"):
+    with pytest.raises(InputError, match="backend"):
         _logits(load_model(tiny_model_dir).network, torch.rand(1, 3, 64, 64), "tensorrt")
 
 

@@ -80,12 +80,12 @@ def test_two_process_training_shares_each_epoch_writes_one_model_and_validates_l
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "rank0.json", "rank1.json"]
     model = load_model(out)
     training = model.config.training
-    assert training["processes"] == 2 and len(training["history"]) == training["best_epoch"]
+    assert training.processes == 2 and len(training.history) == training.best_epoch
 
     # Each epoch's draws are one process's draws of 2 x batch x steps slices, dealt out alternately.
     preprocess = PreprocessConfig(image_size=SETTINGS["image_size"])
     scans = {name: load_patient(data / name) for name in PATIENTS}
-    train = SliceDataset([prepare_training_volume(scans[n], preprocess) for n in training["split"]["train"]])
+    train = SliceDataset([prepare_training_volume(scans[n], preprocess) for n in training.patients("train")])
     per_epoch = SETTINGS["batch_size"] * SETTINGS["steps_per_epoch"]
     sampler = tumour_aware_sampler(train, 2 * per_epoch, 0.5, SETTINGS["seed"])
     for epoch in range(SETTINGS["epochs"]):
@@ -147,7 +147,7 @@ def test_ranks_whose_precision_timing_differs_train_in_rank_0s_precision(tmp_pat
     # On the CPU 'auto' times the candidates in each process; channels-last on one rank only made DDP refuse the model.
     torch.multiprocessing.spawn(_train_with_own_precision_measurement, args=(free_port(), str(tmp_path / "model")),
                                 nprocs=2)
-    assert load_model(tmp_path / "model").config.training["device"] == "cpu, fp32, 1 threads"
+    assert load_model(tmp_path / "model").config.training.device == "cpu, fp32, 1 threads"
 
 
 def test_no_source_file_uses_a_pickle_based_collective_or_pickle():

@@ -50,11 +50,11 @@ def test_calibration_over_input_variants_records_them_and_never_picks_keep_large
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model_dir)
     folders = [sample_patient_dir]
-    best, dice = calibrate(load_model(model_dir), folders, model_dir, variants=("as-is", "flair-only"))
+    best, calibration = calibrate(load_model(model_dir), folders, model_dir, variants=("as-is", "flair-only"))
     recorded = read_config(model_dir)
     assert recorded.postprocess == best and not best.keep_largest
-    assert recorded.training["calibration"]["input_variants"] == ["as-is", "flair-only"]
-    assert 0.0 <= dice <= 1.0
+    assert recorded.training.calibration == calibration and calibration.input_variants == ["as-is", "flair-only"]
+    assert 0.0 <= calibration.mean_dice <= 1.0
 
 
 def test_calibration_scores_every_candidate_exactly_as_postprocess_would():

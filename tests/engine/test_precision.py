@@ -4,7 +4,7 @@ import tifffile
 import torch
 
 from napari_lgg_unet.engine.device import set_threads
-from napari_lgg_unet.engine.errors import DeviceError
+from napari_lgg_unet.engine.errors import DeviceError, InputError
 from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import load_model
 from napari_lgg_unet.engine.precision import PRECISION_CHOICES, choose, grad_scaler, native_bf16_cpu
@@ -53,7 +53,7 @@ def test_an_explicit_precision_overrides_the_automatic_choice():
     assert choose(CPU, "bf16").dtype is torch.bfloat16 and choose(CPU, "bf16").channels_last
     assert choose("cpu", "FP16").dtype is torch.float16
     assert choose(CPU, "bf16").label == f"cpu, bf16, {torch.get_num_threads()} threads"
-    with pytest.raises(DeviceError, match="auto"):
+    with pytest.raises(InputError, match="precision must be one of auto"):
         choose(CPU, "int8")
 
 

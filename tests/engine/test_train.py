@@ -26,14 +26,15 @@ def test_short_real_training_lowers_the_loss_and_writes_a_loadable_best_model(sc
     assert len(losses) == 36
     assert np.mean(losses[-6:]) < 0.8 * np.mean(losses[:6])
     epochs = [e for e in events if isinstance(e, EpochEnd)]
-    assert [e.epoch for e in epochs] == [1, 2, 3] and all("val_dice" in e.record for e in epochs)
+    assert [e.epoch for e in epochs] == [1, 2, 3] and all("as-is" in e.record.validation for e in epochs)
     finished = events[-1]
     assert isinstance(finished, Finished) and not finished.stopped
-    best = min(epochs, key=lambda e: e.record["val_loss"])
+    best = min(epochs, key=lambda e: e.record.validation["as-is"].loss)
     assert finished.best_epoch == best.epoch
     model = load_model(tmp_path / "m")
-    assert model.config.training["best_epoch"] == best.epoch
-    assert set(model.config.training["split"]["validation"]).isdisjoint(model.config.training["split"]["train"])
+    assert model.config.training.best_epoch == best.epoch
+    assert set(model.config.training.patients("validation")).isdisjoint(model.config.training.patients("train"))
+    assert [row["epoch"] for row in model.config.training.history] == [1, 2, 3]
     assert (tmp_path / "m" / "history.csv").read_text().count("\n") == 4
 
 
@@ -49,7 +50,7 @@ def test_stop_mid_run_ends_cleanly_and_keeps_the_best_model(scans, tmp_path):
         steps += isinstance(event, Step)
     assert isinstance(events[-1], Finished) and events[-1].stopped
     assert steps == 14 and events[-1].best_epoch == 1
-    assert load_model(tmp_path / "m").config.training["best_epoch"] == 1
+    assert load_model(tmp_path / "m").config.training.best_epoch == 1
 
 
 def test_stop_before_the_first_epoch_still_leaves_a_model(scans, tmp_path):
@@ -64,7 +65,7 @@ def test_resume_continues_from_the_last_finished_epoch(scans, tmp_path):
     resumed = TrainConfig(epochs=2, steps_per_epoch=3, resume=True, **FAST)
     events = list(train_model(scans, resumed, tmp_path / "m"))
     assert [e.epoch for e in events if isinstance(e, EpochEnd)] == [2]
-    assert [h["epoch"] for h in events[-1].history] == [1, 2]
+    assert [record.epoch for record in events[-1].history] == [1, 2]
 
 
 def test_fine_tuning_starts_from_an_existing_model(scans, tiny_model_dir, tmp_path):
@@ -148,12 +149,12 @@ def test_validation_on_input_variants_records_each_and_selects_on_their_mean_los
     events = list(train_model(scans, config, tmp_path / "m"))
     records = [e.record for e in events if isinstance(e, EpochEnd)]
     for record in records:
-        losses = [record["val_loss"], record["val_loss_flair_only"], record["val_loss_skull_stripped"]]
-        assert record["selection_loss"] == pytest.approx(np.mean(losses))
-        assert {"val_dice", "val_dice_flair_only", "val_dice_skull_stripped"} <= set(record)
-    best = min(records, key=lambda r: r["selection_loss"])
-    assert events[-1].best_epoch == best["epoch"]
-    assert load_model(tmp_path / "m").config.training["config"]["validation_variants"] == list(variants)
+        assert tuple(record.validation) == variants
+        assert record.selection_loss == pytest.approx(np.mean([s.loss for s in record.validation.values()]))
+        assert {"val_dice", "val_dice_flair_only", "val_dice_skull_stripped", "selection_loss"} <= set(record.row())
+    best = min(records, key=lambda r: r.selection_loss)
+    assert events[-1].best_epoch == best.epoch
+    assert load_model(tmp_path / "m").config.training.config["validation_variants"] == list(variants)
 
 
 @pytest.mark.parametrize("variants", [(), ("as-is", "as-is"), ("blurred",)])

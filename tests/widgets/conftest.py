@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from napari_lgg_unet.widgets import notify, session_models as registry
+from napari_lgg_unet.widgets.job import JobRunner
 
 
 @pytest.fixture
@@ -21,6 +22,12 @@ def fresh_session_models():
     registry.session_models.clear()
     yield
     registry.session_models.clear()
+
+
+@pytest.fixture
+def inline_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Widget jobs run to their end inside the click that starts them: no thread, no waiting."""
+    monkeypatch.setattr(JobRunner, "in_thread", False)
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from napari_lgg_unet.engine.run_folder import RunFolder
 
 from widget_helpers import assert_unchanged, dock, snapshot
 
+pytestmark = pytest.mark.usefixtures("inline_jobs")  # these test what the widgets refuse, not threads
+
 
 def _press(widget, button, qtbot) -> None:
     """Press `button` and wait until the job it may have started has ended."""
@@ -39,7 +41,7 @@ def segment(viewer, tiny_model_dir):
 @pytest.fixture
 def train(viewer, tmp_path):
     widget = dock(viewer, "Train U-Net")
-    widget.image_size.value, widget.batch_size.value, widget.epochs.value = 64, 2, 1
+    widget.settings.image_size.value, widget.settings.batch_size.value, widget.settings.epochs.value = 64, 2, 1
     widget.output.value = tmp_path / "models"
     widget.steps_per_epoch = 1
     return widget

@@ -40,13 +40,13 @@ def segment_widget(viewer, patient, tiny_model_dir):
 
 def run_segment(qtbot, widget) -> None:
     widget.segment_button.clicked()
-    assert widget.running
+    assert widget.running or not widget.job.in_thread
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
 
 
 def test_segmenting_a_real_patient_makes_a_tumour_labels_layer_like_the_image(qtbot, viewer, segment_widget, notes):
     widget = segment_widget
-    widget.threshold.value = 0.05  # an untrained model is unsure; a low threshold makes a non-empty mask
+    widget.cleanup.threshold.value = 0.05  # an untrained model is unsure; a low threshold makes a non-empty mask
     with EventLoopProbe() as probe:
         run_segment(qtbot, widget)
     print(f"\nmax event-loop gap while segmenting: {probe.max_gap * 1000:.0f} ms")
@@ -63,6 +63,7 @@ def test_segmenting_a_real_patient_makes_a_tumour_labels_layer_like_the_image(qt
     assert widget.progress.value == widget.progress.max == 6
 
 
+@pytest.mark.usefixtures("inline_jobs")
 def test_the_chosen_precision_runs_and_the_widget_says_what_ran(qtbot, viewer, segment_widget, notes):
     widget = segment_widget
     widget.precision.value = "fp32"
@@ -71,6 +72,7 @@ def test_the_chosen_precision_runs_and_the_widget_says_what_ran(qtbot, viewer, s
     assert widget.device_note.value.startswith("runs on cpu, fp32")
 
 
+@pytest.mark.usefixtures("inline_jobs")
 def test_running_again_updates_the_same_layer_and_leaves_a_same_named_user_layer_alone(qtbot, viewer, segment_widget):
     widget = segment_widget
     user = viewer.add_labels(np.full((6, 256, 256), 7, np.uint8), name=f"{PATIENT} tumour")
@@ -78,24 +80,26 @@ def test_running_again_updates_the_same_layer_and_leaves_a_same_named_user_layer
     ours = [layer for layer in viewer.layers if OWNER_KEY in layer.metadata]
     assert len(ours) == 1 and ours[0] is not user
     count = len(viewer.layers)
-    widget.threshold.value = 0.3
+    widget.cleanup.threshold.value = 0.3
     run_segment(qtbot, widget)
     assert len(viewer.layers) == count
     assert [layer for layer in viewer.layers if OWNER_KEY in layer.metadata] == ours
     assert (user.data == 7).all()
 
 
+@pytest.mark.usefixtures("inline_jobs")
 def test_moving_the_threshold_rethresholds_without_running_the_model(qtbot, viewer, segment_widget, monkeypatch):
     widget = segment_widget
     run_segment(qtbot, widget)
     probability = widget._probability
     monkeypatch.setattr(segment_module, "segment_job", lambda *a, **k: pytest.fail("the model must not run again"))
     for threshold in (0.2, 0.6):
-        widget.threshold.value = threshold
+        widget.cleanup.threshold.value = threshold
         expected = postprocess(probability, PostprocessConfig(threshold=threshold))
         np.testing.assert_array_equal(widget.prediction_layer().data, expected)
 
 
+@pytest.mark.usefixtures("inline_jobs")
 def test_probability_layer_is_optional(qtbot, viewer, segment_widget):
     widget = segment_widget
     run_segment(qtbot, widget)
@@ -107,9 +111,10 @@ def test_probability_layer_is_optional(qtbot, viewer, segment_widget):
     assert f"{PATIENT} probability" not in viewer.layers
 
 
+@pytest.mark.usefixtures("inline_jobs")
 def test_readouts_equal_the_engine_metrics_for_volume_and_shown_slice(qtbot, viewer, segment_widget, tmp_path):
     widget = segment_widget
-    widget.threshold.value = 0.05
+    widget.cleanup.threshold.value = 0.05
     run_segment(qtbot, widget)
     truth = viewer.layers[f"{PATIENT} mask"]
     widget.truth.value = truth
@@ -159,7 +164,7 @@ def test_one_click_with_the_default_model_on_the_sample_matches_the_model_card(q
     widget = dock(viewer, "Segment tumour")
     widget.model.value = "default"
     settings = read_config("default").postprocess
-    assert (widget.threshold.value, widget.min_size.value, widget.keep_largest.value) == (
+    assert (widget.cleanup.threshold.value, widget.cleanup.min_size.value, widget.cleanup.keep_largest.value) == (
         settings.threshold, settings.min_size, settings.keep_largest)
     run_segment(qtbot, widget)
     assert notes["error"] == []
@@ -169,6 +174,7 @@ def test_one_click_with_the_default_model_on_the_sample_matches_the_model_card(q
     assert dice == pytest.approx(card["patients"][PATIENT]["dice"], abs=0.01)
 
 
+@pytest.mark.usefixtures("inline_jobs")
 def test_the_tumour_layer_keeps_the_scans_geometry_for_the_writer(qtbot, viewer, tiny_model_dir, notes):
     geometry = {"affine": [[-1.0, 0, 0, 90.0], [0, -1.0, 0, 126.0], [0, 0, 2.5, -72.0], [0, 0, 0, 1]], "shape": [3, 64, 64]}
     image = viewer.add_image(
@@ -191,6 +197,7 @@ def test_the_tumour_layer_keeps_the_scans_geometry_for_the_writer(qtbot, viewer,
     assert widget.readouts.unit == "mm^3"
 
 
+@pytest.mark.usefixtures("inline_jobs")
 def test_a_nifti_scan_opened_with_our_reader_segments_and_saves_back_onto_its_grid(
     qtbot, viewer, tiny_model_dir, tmp_path, notes
 ):
@@ -203,7 +210,7 @@ def test_a_nifti_scan_opened_with_our_reader_segments_and_saves_back_onto_its_gr
     widget = dock(viewer, "Segment tumour")
     widget.model.value = "folder"
     widget.model_folder.value = tiny_model_dir
-    widget.threshold.value = 0.01  # the untrained model's probabilities are near 0.5: the mask is not empty
+    widget.cleanup.threshold.value = 0.01  # the untrained model's probabilities are near 0.5: the mask is not empty
     run_segment(qtbot, widget)
     assert notes["error"] == []
     tumour = widget.prediction_layer()

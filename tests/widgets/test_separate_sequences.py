@@ -13,6 +13,8 @@ from widget_helpers import assert_unchanged, dock, snapshot
 SLICES = slice(8, 14)
 
 
+pytestmark = pytest.mark.usefixtures("inline_jobs")  # these compare results, the threads are tested elsewhere
+
 @pytest.fixture(scope="module")
 def channels():
     """Six slices of the packaged patient, and its three channels (pre-contrast, FLAIR, post-contrast) apart."""
@@ -124,7 +126,7 @@ def test_layers_stored_reversed_by_their_reader_segment_as_napari_shows_them(
     probability = segment_and_get_probability(qtbot, widget, stored["FLAIR"], stored["T1"], stored["T1c"])
     np.testing.assert_array_equal(probability, expected)
     tumour = widget.prediction_layer()
-    np.testing.assert_array_equal(tumour.data, (expected >= widget.threshold.value).astype(np.uint8))
+    np.testing.assert_array_equal(tumour.data, (expected >= widget.cleanup.threshold.value).astype(np.uint8))
     corner = np.array([5.0, 10.0, 20.0])  # the tumour layer lies on its scan in the viewer
     np.testing.assert_allclose(tumour.data_to_world(corner), stored["FLAIR"].data_to_world(corner))
 

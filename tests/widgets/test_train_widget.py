@@ -20,10 +20,10 @@ def train_widget(viewer, tmp_path):
     viewer.add_image(image[6:16], name=PATIENT, rgb=True)
     viewer.add_labels(mask[6:16], name=f"{PATIENT} mask")
     widget = dock(viewer, "Train U-Net")
-    widget.image_size.value = 64
-    widget.batch_size.value = 4
-    widget.epochs.value = 2
-    widget.val_fraction.value = 0.2
+    widget.settings.image_size.value = 64
+    widget.settings.batch_size.value = 4
+    widget.settings.epochs.value = 2
+    widget.settings.val_fraction.value = 0.2
     widget.output.value = tmp_path
     widget.steps_per_epoch = 2
     return widget
@@ -42,8 +42,8 @@ def test_a_tiny_training_run_finishes_and_its_model_appears_in_the_segment_widge
     assert probe.max_gap < MAX_EVENT_LOOP_GAP
     assert notes["error"] == []
     assert widget.train_button.text == "Train"
-    assert [record["epoch"] for record in widget.plot.history] == [1, 2]
-    assert {"train_loss", "val_loss", "val_dice"} <= set(widget.plot.history[-1])
+    assert [record.epoch for record in widget.plot.history] == [1, 2]
+    assert widget.plot.history[-1].main_validation is not None
     assert widget.epoch_progress.value == 2
     assert session_models.items() == [(widget.model_dir.name, widget.model_dir)]
     assert str(widget.model_dir) in segment.model.choices
@@ -52,7 +52,7 @@ def test_a_tiny_training_run_finishes_and_its_model_appears_in_the_segment_widge
 
 def test_stop_during_training_ends_it_and_keeps_a_loadable_model(qtbot, train_widget, notes):
     widget = train_widget
-    widget.epochs.value = 50
+    widget.settings.epochs.value = 50
     widget.steps_per_epoch = 3
     widget.train_button.clicked()
     qtbot.waitUntil(lambda: widget.epoch_progress.value >= 1, timeout=120_000)  # one epoch saved a model
@@ -73,15 +73,15 @@ def test_a_kaggle_folder_alone_is_a_training_source(qtbot, viewer, lgg_root, tmp
         (data / name).symlink_to(lgg_root / name)
     widget = dock(viewer, "Train U-Net")  # no layers open: the folder is the only source
     widget.folder.value = data
-    widget.image_size.value, widget.batch_size.value, widget.epochs.value = 64, 4, 1
-    widget.val_fraction.value = 0.5
+    widget.settings.image_size.value, widget.settings.batch_size.value, widget.settings.epochs.value = 64, 4, 1
+    widget.settings.val_fraction.value = 0.5
     widget.output.value = tmp_path / "models"
     widget.steps_per_epoch = 2
     widget.train_button.clicked()
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
     assert notes["error"] == []
-    split = load_model(widget.model_dir).config.training["split"]
-    assert sorted(split["train"] + split["validation"]) == sorted(p.name for p in data.iterdir())
+    training = load_model(widget.model_dir).config.training
+    assert sorted(training.patients("train") + training.patients("validation")) == sorted(p.name for p in data.iterdir())
 
 
 def test_the_settings_start_at_the_engines_training_defaults(viewer):

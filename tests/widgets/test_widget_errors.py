@@ -54,7 +54,7 @@ def test_choosing_a_model_folder_with_a_malformed_config_is_a_notification_and_k
     (tmp_path / "calibrated" / "config.json").write_text(json.dumps({**valid, "postprocess": calibrated}))
     segment.model.value = "folder"
     segment.model_folder.value = tmp_path / "calibrated"  # a good config: every setting is adopted
-    assert segment.postprocess_config() == PostprocessConfig(**calibrated)
+    assert segment.cleanup.config() == PostprocessConfig(**calibrated)
     assert notes["error"] == []
     for number, (case, text) in enumerate(malformed_configs(valid).items()):
         folder = tmp_path / f"model-{number}"
@@ -63,7 +63,7 @@ def test_choosing_a_model_folder_with_a_malformed_config_is_a_notification_and_k
         segment.model_folder.value = folder
         assert len(notes["error"]) == number + 1, case
         assert "\n" not in notes["error"][-1], case
-        assert segment.postprocess_config() == PostprocessConfig(**calibrated), case
+        assert segment.cleanup.config() == PostprocessConfig(**calibrated), case
     assert_unchanged(before, snapshot(viewer))
 
 

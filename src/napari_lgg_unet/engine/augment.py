@@ -11,7 +11,7 @@ data-loading workers, so each step is a handful of small tensor operations.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,56 +19,10 @@ import torch.nn.functional as F
 
 from .brain_mask import brain_mask
 from .preprocess import intensity_ranges
-from .validate import check_bool, check_float
+from .sequences import FLAIR_CHANNEL as FLAIR
+from .settings import AugmentConfig
 
-FLAIR = 1  # channel order: pre-contrast, FLAIR, post-contrast
 BIAS_GRID = 4  # control points per side of the smooth bias field
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Ranges and probabilities of each random transform; `enabled=False` switches every one off.
-
-    Probabilities are per sample and independent. Models saved before a field existed load with its default
-    (see `from_dict`).
-    """
-
-    enabled: bool = True
-    rotation_degrees: float = 15.0
-    shift_fraction: float = 0.05
-    zoom_fraction: float = 0.25
-    shear_degrees: float = 5.0
-    horizontal_flip: bool = True
-    intensity: float = 0.2  # gamma exp(+-2x) and contrast 1 +- x per channel
-    skull_strip: float = 0.25  # zero everything outside the brain and re-normalise
-    missing_sequence: float = 0.2  # pre- or post-contrast replaced by FLAIR
-    flair_only: float = 0.15  # all three channels = FLAIR
-    low_resolution: float = 0.2  # downsample then upsample, per axis by up to `max_downsample`
-    max_downsample: float = 3.0
-    bias_field: float = 0.3  # smooth multiplicative field, exp(+-bias_strength) at its extremes
-    bias_strength: float = 0.3
-    outliers: float = 0.1  # a few small bright spots
-
-    def __post_init__(self) -> None:
-        check_bool("augment enabled", self.enabled)
-        check_bool("horizontal flip", self.horizontal_flip)
-        for name in ("skull_strip", "missing_sequence", "flair_only", "low_resolution", "bias_field", "outliers",
-                     "shift_fraction", "intensity"):
-            check_float(f"augment {name}", getattr(self, name), 0, 1)
-        check_float("augment zoom_fraction", self.zoom_fraction, 0, 1, high_open=True)
-        check_float("augment rotation_degrees", self.rotation_degrees, 0, 180)
-        check_float("augment shear_degrees", self.shear_degrees, 0, 45)
-        check_float("augment max_downsample", self.max_downsample, 1, 16)
-        check_float("augment bias_strength", self.bias_strength, 0, 3)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "AugmentConfig":
-        """Rebuild from a model's recorded settings; fields it does not know are ignored, missing ones default."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass
@@ -121,7 +75,7 @@ def _replace_sequences(image: torch.Tensor, config: AugmentConfig, rng: np.rando
         return image[FLAIR : FLAIR + 1].expand(3, -1, -1).clone()
     if rng.random() < config.missing_sequence:
         image = image.clone()
-        image[int(rng.choice([0, 2]))] = image[FLAIR]
+        image[int(rng.choice([c for c in range(3) if c != FLAIR]))] = image[FLAIR]
     return image
 
 

@@ -22,8 +22,8 @@ import torch
 from .errors import DeviceError
 from .model_input import input_channels
 from .precision import Precision, autocast, prepare_batch
-
-BACKEND_CHOICES = ("auto", "torch", "openvino")
+from .settings import BACKEND_CHOICES
+from .validate import check_choice
 CONVERT_AFTER_SECONDS = 2.0
 _OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 
@@ -56,8 +56,7 @@ def forward(network: torch.nn.Module, batch: torch.Tensor, precision: Precision,
     Call it inside `torch.inference_mode()`, with the network in eval mode and prepared by
     `precision.prepare_network` (once; the memory layout only affects speed).
     """
-    if backend not in BACKEND_CHOICES:
-        raise DeviceError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")
+    check_choice("backend", backend, BACKEND_CHOICES)
     state = _states.setdefault(network, _NetworkState())
     compiled = _openvino_for(network, state, precision, backend)
     if compiled is not None:

@@ -23,6 +23,7 @@ from .model import LoadedModel, write_config
 from .postprocess import PostprocessConfig, kept_pieces, piece_peaks
 from .predict import SegmentOptions
 from .run_folder import RunFolder
+from .records import Calibration, KeepLargestScore
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_SIZES = (0, 50, 200, 500, 1000)
@@ -99,10 +100,11 @@ def candidate_scores(
 def calibrate(
     model: LoadedModel, folders: list[Path], model_dir: str | Path, tta: bool = False, keep_largest: bool = False,
     variants: tuple[str, ...] = ("as-is",),
-) -> tuple[PostprocessConfig, float]:
-    """Write the best candidate into the model folder's config.json (weights untouched) and return it with its
-    mean Dice; with several `variants`, the candidate best on average over all of them. The best "keep only the
-    largest piece" setting is scored either way and recorded beside the choice, so the config says what it lost to.
+) -> tuple[PostprocessConfig, Calibration]:
+    """Write the best candidate into the model folder's config.json (weights untouched) and return it with the
+    calibration record saved beside it (its mean Dice, ...); with several `variants`, the candidate best on average
+    over all of them. The best "keep only the largest piece" setting is scored either way and recorded beside the
+    choice, so the config says what it lost to.
 
     The folder is locked as training locks it, for the whole calibration: a training that writes the folder (and
     would replace config.json at its next save) refuses to start, and calibrating a folder in training is refused.
@@ -111,10 +113,8 @@ def calibrate(
         scored = list(candidate_scores(model, folders, tta, True, variants))
         best, best_dice = max((item for item in scored if keep_largest or not item[0].keep_largest), key=lambda i: i[1])
         largest, largest_dice = max((item for item in scored if item[0].keep_largest), key=lambda i: i[1])
-        calibration = {
-            "patients": [f.name for f in folders], "input_variants": list(variants), "mean_dice": best_dice,
-            "best_keep_largest": {"threshold": largest.threshold, "mean_dice": largest_dice},
-        }
-        training = {**model.config.training, "calibration": calibration}
+        calibration = Calibration([f.name for f in folders], list(variants), best_dice,
+                                  KeepLargestScore(largest.threshold, largest_dice))
+        training = replace(model.config.training, calibration=calibration)
         write_config(replace(model.config, postprocess=best, training=training), model_dir)
-    return best, best_dice
+    return best, calibration

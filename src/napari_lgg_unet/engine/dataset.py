@@ -11,13 +11,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
-from .augment import AugmentConfig, augment_pair, skull_strip_view
+from .augment import augment_pair, skull_strip_view
 from .backends import forward
 from .errors import InputError
 from .io import Scan
-from .model_input import FLAIR, InputConfig, assemble, neighbour_indices
+from .model_input import InputConfig, assemble, neighbour_indices
 from .precision import Precision
+from .sequences import FLAIR_CHANNEL as FLAIR
 from .preprocess import PreprocessConfig, binarise_mask, prepare_volume, to_model_size
+from .settings import AugmentConfig, check_split
 
 _INSTITUTION = re.compile(r"^TCGA_(?P<site>[A-Z0-9]+)_")
 
@@ -64,8 +66,7 @@ def split_patients(
 
     Every patient lands on exactly one side; each non-zero fraction gets at least one patient when possible.
     """
-    if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-        raise InputError("validation and test fractions must be in [0, 1) and sum to less than 1")
+    check_split(val_fraction, test_fraction)
     rng = np.random.default_rng(seed)
     groups: dict[str, list[str]] = {}
     for name in sorted(set(names)):

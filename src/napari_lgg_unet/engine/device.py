@@ -10,8 +10,7 @@ import psutil
 import torch
 
 from .errors import DeviceError
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+from .settings import check_device
 
 
 def _mps_available() -> bool:
@@ -40,9 +39,8 @@ def pick_device(requested: str | torch.device | None = "auto") -> torch.device:
         if not _mps_available():
             raise DeviceError("device 'mps' was requested but Apple MPS is not available; use --device cpu or auto")
         return torch.device("mps")
-    if name == "cpu":
-        return torch.device("cpu")
-    raise DeviceError(f"unknown device {requested!r}; choose one of {', '.join(DEVICE_CHOICES)}")
+    check_device("device", name)
+    return torch.device("cpu")
 
 
 def describe_device(device: torch.device) -> str:

@@ -133,11 +133,10 @@ class Group:
 class ShareOfDraws(Sampler):
     """Every world-th draw of another sampler, from position rank: the ranks' shares are disjoint and together
     are exactly what one process would draw, so an epoch's sampling (and its seed) does not depend on the number
-    of processes. `generator` is the wrapped sampler's, reseeded per epoch by the training loop."""
+    of processes. The training loop reseeds the wrapped sampler per epoch."""
 
     def __init__(self, sampler: Sampler, rank: int, world: int) -> None:
         self.sampler, self.rank, self.world = sampler, rank, world
-        self.generator = getattr(sampler, "generator", None)
 
     def __iter__(self) -> Iterator[int]:
         for position, index in enumerate(self.sampler):

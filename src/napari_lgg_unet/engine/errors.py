@@ -26,3 +26,7 @@ def describe(error: BaseException) -> str:
     has none, and "MemoryError: " would read as if something was left out)."""
     text = " ".join(str(error).split())
     return f"{error.__class__.__name__}: {text}" if text else error.__class__.__name__
+
+
+class TrainingError(LggUnetError):
+    """Training that went wrong with these settings although the data was fine (e.g. the loss diverged)."""

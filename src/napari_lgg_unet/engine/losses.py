@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError
-
-LOSS_CHOICES = ("dice", "dice+bce", "bce")
+from .settings import LOSS_CHOICES
+from .validate import check_choice
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
@@ -23,8 +22,7 @@ class SegmentationLoss(torch.nn.Module):
 
     def __init__(self, kind: str = "dice+bce", bce_weight: float = 1.0) -> None:
         super().__init__()
-        if kind not in LOSS_CHOICES:
-            raise InputError(f"unknown loss {kind!r}; choose one of {', '.join(LOSS_CHOICES)}")
+        check_choice("loss", kind, LOSS_CHOICES)
         self.kind, self.bce_weight = kind, bce_weight
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

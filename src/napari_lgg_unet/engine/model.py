@@ -21,6 +21,7 @@ from .errors import InputError, ModelError
 from .model_input import InputConfig
 from .postprocess import PostprocessConfig
 from .preprocess import PreprocessConfig
+from .records import TrainingRecord
 from .validate import check_int, from_json
 
 CONFIG_FILE = "config.json"
@@ -44,7 +45,7 @@ class ModelConfig:
     preprocess: PreprocessConfig = PreprocessConfig()
     postprocess: PostprocessConfig = PostprocessConfig()
     inputs: InputConfig = InputConfig()  # neighbouring slices and click maps besides the slice (model_input.py)
-    training: dict = field(default_factory=dict)
+    training: TrainingRecord = field(default_factory=TrainingRecord)
     weights_id: str = ""
 
     def __post_init__(self) -> None:

@@ -20,11 +20,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .augment import FLAIR
+from .settings import MAX_CONTEXT
 from .validate import check_bool, check_float, check_int
 
 SEQUENCES = 3  # pre-contrast, FLAIR, post-contrast
-MAX_CONTEXT = 4
 
 
 @dataclass(frozen=True)

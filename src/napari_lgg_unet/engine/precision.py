@@ -18,8 +18,8 @@ import torch
 
 from .device import describe_device
 from .errors import DeviceError
-
-PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+from .settings import PRECISION_CHOICES
+from .validate import check_choice
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # A candidate must beat plain fp32 by this factor to be chosen, so timing noise never picks a slower path.
 _MIN_SPEEDUP = 1.1
@@ -55,8 +55,7 @@ def choose(device: torch.device | str, requested: str = "auto") -> Precision:
     """Resolve 'auto' / 'fp32' / 'bf16' / 'fp16' for `device`; 'auto' is decided (and on CPU measured) once per process."""
     device = torch.device(device)
     requested = str(requested or "auto").lower()
-    if requested not in PRECISION_CHOICES:
-        raise DeviceError(f"unknown precision {requested!r}; choose one of {', '.join(PRECISION_CHOICES)}")
+    check_choice("precision", requested, PRECISION_CHOICES)
     if device.type == "cuda" and requested == "bf16" and not torch.cuda.is_bf16_supported():
         raise DeviceError("this GPU has no bf16 support; use --precision fp16, fp32 or auto")
     if device.type == "mps" and requested == "bf16":

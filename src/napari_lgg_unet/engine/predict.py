@@ -11,13 +11,15 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .backends import BACKEND_CHOICES, describe, forward
+from .backends import describe, forward
 from .device import out_of_memory_as_advice
 from .model import LoadedModel
-from .model_input import FLAIR, Click, assemble, click_maps, neighbour_indices
+from .model_input import Click, assemble, click_maps, neighbour_indices
 from .postprocess import PostprocessConfig, postprocess
-from .precision import PRECISION_CHOICES, Precision, choose, prepare_network
+from .precision import Precision, choose, prepare_network
 from .preprocess import channel_view, spatial_shape, intensity_ranges, normalise, restore_size, to_model_size
+from .sequences import FLAIR_CHANNEL as FLAIR
+from .settings import BACKEND_CHOICES, PRECISION_CHOICES, SEGMENT_BATCH_SIZE
 from .validate import check_bool, check_choice, check_int
 
 MAX_BATCH_SIZE = 1024
@@ -57,7 +59,7 @@ class SegmentOptions:
     'fp32' with 'torch' is plain eager PyTorch.
     """
 
-    batch_size: int = 8
+    batch_size: int = SEGMENT_BATCH_SIZE
     tta: bool = False
     postprocess: PostprocessConfig | None = None
     precision: str = "auto"

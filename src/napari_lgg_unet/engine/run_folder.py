@@ -30,9 +30,6 @@ from .validate import from_json
 RESUME_FILE = "resume.safetensors"
 RESUME_FORMAT = "napari-lgg-unet-resume/2"
 LOCK_FILE = ".lock"
-# Settings that may change between a run and its resume; every other training setting must match.
-MAY_CHANGE_ON_RESUME = frozenset({"epochs", "workers", "device", "resume", "amp", "init", "precision", "threads",
-                                  "sync_batchnorm"})
 
 
 @dataclass
@@ -105,7 +102,9 @@ class RunFolder:
                 self.path.rmdir()
 
     def check_start(self, settings: dict, resume: bool) -> None:
-        """Refuse to start over a model, or to resume without a matching resume state; say what to do instead."""
+        """Refuse to start over a model, or to resume without a matching resume state; say what to do instead.
+
+        `settings` are those a resumed run must share with the saved one (`TrainConfig.must_match_on_resume`)."""
         if not resume:
             if self.holds_model() or self.holds_resume_state():
                 raise InputError(f"{self.path} already holds a model; choose a new output folder, or continue its run with --resume")
@@ -116,8 +115,8 @@ class RunFolder:
         saved = self._metadata()["settings"]
         differences = [
             f"{key} {saved.get(key)!r} -> {settings.get(key)!r}"
-            for key in sorted(set(saved) | set(settings))
-            if key not in MAY_CHANGE_ON_RESUME and saved.get(key) != settings.get(key)
+            for key in sorted(settings)
+            if saved.get(key) != settings[key]
         ]
         if differences:
             raise InputError(f"cannot resume {self.path} with other settings: {'; '.join(differences)}")

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from .dataset import (
-    AugmentConfig,
     SliceDataset,
     TrainingVolume,
     hard_negative_weights,
@@ -31,114 +29,22 @@ from .dataset import (
     split_single_volume,
     tumour_aware_sampler,
 )
-from .device import DEVICE_CHOICES, out_of_memory_as_advice, physical_cores, release_memory, set_threads
+from .device import out_of_memory_as_advice, physical_cores, release_memory, set_threads
 from .distributed import Group, agreed_precision, process_group
-from .errors import InputError
-from .events import EpochEnd, Finished, Prepared, Step, TrainingEvent
+from .errors import InputError, TrainingError
+from .events import EpochEnd, EpochRecord, Finished, Prepared, Step, TrainingEvent, ValidationScores
 from .io import Scan
-from .losses import LOSS_CHOICES, SegmentationLoss
+from .losses import SegmentationLoss
 from .metrics import Counts, count, scores
 from .click_training import with_simulated_clicks
 from .model import ModelConfig, build_network, load_model, save_model, with_inputs
-from .model_input import MAX_CONTEXT, InputConfig
-from .precision import PRECISION_CHOICES, Precision, autocast, grad_scaler, prepare_batch, prepare_network
+from .model_input import InputConfig
+from .precision import Precision, autocast, grad_scaler, prepare_batch, prepare_network
 from .preprocess import PreprocessConfig
+from .records import TrainingRecord
 from .run_folder import RunFolder, RunProgress
-from .validate import check_bool, check_choice, check_float, check_int
-from .variants import check_variants, normalised_variant
-
-MAX_WORKERS = 64
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training settings; defaults follow the reference workflow (Adam 1e-4, batch 32, 10 epochs).
-
-    Under torchrun `batch_size` is per process (the global batch is processes x batch_size, with the same
-    learning rate), and an epoch of `steps_per_epoch` optimisation steps draws processes x batch_size x steps slices.
-
-    Every value is checked here, so the CLI, the API and the widget refuse the same things with the same words.
-    """
-
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-4
-    lr_schedule: str = "constant"
-    val_fraction: float = 0.1
-    test_fraction: float = 0.0
-    seed: int = 0
-    image_size: int = 256
-    encoder: str = "resnet18"
-    decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 8)
-    loss: str = "dice+bce"
-    bce_weight: float = 1.0
-    augment: AugmentConfig = AugmentConfig()
-    tumour_fraction: float | None = 0.5
-    hard_negatives: float = 0.0  # share of empty-slice draws weighted by the model's false positives
-    hard_negatives_every: int = 1  # epochs between refreshes of those weights
-    skip_unlabelled: bool = False
-    workers: int | None = None
-    device: str = "auto"
-    init: str | None = None
-    precision: str = "auto"
-    threads: int | None = None
-    steps_per_epoch: int | None = None
-    resume: bool = False
-    sync_batchnorm: bool = False
-    # inputs the validation patients are scored as (engine.variants); the best model has the lowest mean loss over them
-    validation_variants: tuple[str, ...] = ("as-is",)
-    # the network's extra inputs (engine/model_input.py): FLAIR of this many neighbouring slices on each side, and
-    # click maps learnt from simulated clicks on the model's own errors (engine/click_training.py)
-    context_slices: int = 0
-    clicks: bool = False
-    click_fraction: float = 0.5  # share of training samples that get simulated clicks
-    single_slice_fraction: float = 0.1  # share of samples whose neighbours are the slice itself, as for a 2D image
-
-    def __post_init__(self) -> None:
-        check_int("epochs", self.epochs, 1, 100_000)
-        check_int("batch size", self.batch_size, 1, 4096)
-        check_float("learning rate", self.lr, 0, 1, low_open=True)
-        check_choice("learning-rate schedule", self.lr_schedule, ("constant", "cosine"))
-        check_float("validation fraction", self.val_fraction, 0, 1, high_open=True)
-        check_float("test fraction", self.test_fraction, 0, 1, high_open=True)
-        if self.val_fraction + self.test_fraction >= 1:
-            raise InputError("validation and test fractions must add up to less than 1")
-        check_int("seed", self.seed, 0, 2**32 - 1)
-        ModelConfig(self.encoder, self.decoder_channels, PreprocessConfig(image_size=self.image_size))
-        check_choice("loss", self.loss, LOSS_CHOICES)
-        check_float("BCE weight", self.bce_weight, 0, 100)
-        if self.tumour_fraction is not None:
-            check_float("tumour fraction", self.tumour_fraction, 0, 1)
-        check_bool("skip unlabelled", self.skip_unlabelled)
-        if self.workers is not None:
-            check_int("workers", self.workers, 0, MAX_WORKERS)
-        if not (self.device in DEVICE_CHOICES or re.fullmatch(r"cuda:\d+", str(self.device))):
-            raise InputError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICE_CHOICES)}")
-        if self.steps_per_epoch is not None:
-            check_int("steps per epoch", self.steps_per_epoch, 1, 1_000_000)
-        check_choice("precision", self.precision, PRECISION_CHOICES)
-        if self.threads is not None:
-            check_int("threads", self.threads, 1, 1024)
-        check_float("hard-negative share", self.hard_negatives, 0, 1)
-        check_int("hard-negative refresh interval", self.hard_negatives_every, 1, 100_000)
-        check_bool("resume", self.resume)
-        check_bool("sync batchnorm", self.sync_batchnorm)
-        check_variants(tuple(self.validation_variants))
-        check_int("context slices", self.context_slices, 0, MAX_CONTEXT)
-        check_bool("clicks", self.clicks)
-        check_float("click fraction", self.click_fraction, 0, 1)
-        check_float("single-slice fraction", self.single_slice_fraction, 0, 1)
-
-    @property
-    def inputs(self) -> InputConfig:
-        return InputConfig(context_slices=self.context_slices, clicks=self.clicks)
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["decoder_channels"] = list(self.decoder_channels)
-        data["validation_variants"] = list(self.validation_variants)
-        return data
-
+from .settings import AS_IS, TrainConfig
+from .variants import normalised_variant
 
 @dataclass
 class _Run:
@@ -155,9 +61,10 @@ class _Run:
     scaler: torch.amp.GradScaler
     loss_fn: SegmentationLoss
     split: _Split
+    sampler: WeightedRandomSampler  # all processes' draws; the loader takes this process's share of them
     loader: DataLoader
     steps: int
-    provenance: dict
+    provenance: TrainingRecord
     progress: RunProgress
     epoch: int = 0
     step: int = 0
@@ -216,7 +123,7 @@ def _claimed(folder: RunFolder, config: TrainConfig, group: Group) -> Iterator[N
 
         def claim() -> None:
             held.enter_context(folder.locked())
-            folder.check_start(config.to_dict(), config.resume)
+            folder.check_start(config.must_match_on_resume(), config.resume)
 
         group.on_main(claim)
         yield
@@ -239,21 +146,21 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Gro
     dataset = SliceDataset(split.train, config.augment, config.seed, model_config.inputs, config.single_slice_fraction)
     steps = config.steps_per_epoch or max(1, len(dataset) // (config.batch_size * group.world))
     workers = config.workers if config.workers is not None else physical_cores() // group.local_world
-    draws = steps * config.batch_size * group.world
+    sampler = tumour_aware_sampler(dataset, steps * config.batch_size * group.world, config.tumour_fraction, config.seed)
     loader = DataLoader(
         dataset,
         batch_size=config.batch_size,
-        sampler=group.share_of(tumour_aware_sampler(dataset, draws, config.tumour_fraction, config.seed)),
+        sampler=group.share_of(sampler),
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=device.type == "cuda",
         drop_last=len(dataset) >= config.batch_size,
         worker_init_fn=_single_thread_worker,
     )
-    provenance = {"config": config.to_dict(), "split": split.names, "train_slices": len(dataset), "device": chosen.label,
-                  "processes": group.world}
+    provenance = TrainingRecord(config.to_dict(), split.names, len(dataset), chosen.label, group.world)
     run = _Run(config, folder, group, device, chosen, group.wrap(network, config.sync_batchnorm), model_config, optimizer,
-               scaler, SegmentationLoss(config.loss, config.bce_weight), split, loader, steps, provenance, progress)
+               scaler, SegmentationLoss(config.loss, config.bce_weight), split, sampler, loader, steps, provenance,
+               progress)
     if config.resume and progress.best_epoch == progress.epochs_done and group.is_main:
         _save_best_model(run)  # the run may have been killed after its resume state, before its model was written
     return run
@@ -272,7 +179,7 @@ def _start_epoch(run: _Run) -> None:
     """Reseed the sampler from the epoch number, so a resumed run draws what an uninterrupted one would;
     refresh the hard-negative weights (how wrong the model is on empty slices) when it is their turn."""
     config = run.config
-    run.loader.sampler.generator.manual_seed(config.seed + run.epoch)
+    run.sampler.generator.manual_seed(config.seed + run.epoch)
     run.click_rng = np.random.default_rng((config.seed, run.epoch, run.group.rank))
     if config.hard_negatives > 0 and run.epoch % config.hard_negatives_every == 0:
         dataset = run.loader.dataset
@@ -280,8 +187,7 @@ def _start_epoch(run: _Run) -> None:
         wrong = hard_negative_weights(run.bare_network, run.split.train, run.precision, config.batch_size,
                                       run.model_config.inputs)
         weights = sampling_weights(dataset.has_tumour(), config.tumour_fraction, wrong, config.hard_negatives)
-        weighted = getattr(run.loader.sampler, "sampler", run.loader.sampler)  # ShareOfDraws wraps it
-        weighted.weights = torch.as_tensor(weights, dtype=torch.double)
+        run.sampler.weights = torch.as_tensor(weights, dtype=torch.double)  # read afresh at each epoch's start
     run.step, run.epoch_loss, run.seen = 0, 0.0, 0
 
 
@@ -306,7 +212,7 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> Step:
     run.scaler.update()
     value = run.group.average(float(loss.detach()))  # every process sees the same loss, and stops on the same NaN
     if not math.isfinite(value):
-        raise InputError("training diverged (loss is not finite); lower the learning rate")
+        raise TrainingError("training diverged (loss is not finite); lower the learning rate")
     run.epoch_loss += value * len(x)
     run.seen += len(x)
     run.step_times.append(time.perf_counter() - started)
@@ -322,12 +228,13 @@ def _end_epoch(run: _Run) -> EpochEnd:
     """
     progress, epoch = run.progress, run.epoch + 1
     run.group.average_buffers(run.bare_network)
-    metrics = _validate_variants(run) if run.split.val_variants else {}
+    validation = _validate_variants(run)
     train_loss = run.epoch_loss / max(run.seen, 1)
     seconds = round(progress.seconds + time.perf_counter() - run.started, 1)
-    record = {"epoch": epoch, "train_loss": train_loss, "lr": run.optimizer.param_groups[0]["lr"], "seconds": seconds, **metrics}
-    progress.history.append(record)
-    monitored = metrics.pop("selection_loss", train_loss)
+    selection = float(np.mean([s.loss for s in validation.values()])) if validation else None
+    record = EpochRecord(epoch, train_loss, run.optimizer.param_groups[0]["lr"], seconds, validation, selection)
+    progress.history.append(record.row())
+    monitored = train_loss if selection is None else selection
     improved = progress.best_epoch is None or monitored < progress.best_val_loss
     if improved:
         progress.best_epoch, progress.best_val_loss = epoch, monitored
@@ -338,19 +245,23 @@ def _end_epoch(run: _Run) -> EpochEnd:
         if improved:
             _save_best_model(run)
         run.folder.write_history(progress.history)
-    return EpochEnd(epoch, run.config.epochs, record, progress.best_epoch, progress.best_val_loss, list(progress.history))
+    return EpochEnd(epoch, run.config.epochs, record, progress.best_epoch, progress.best_val_loss, _history(run))
+
+
+def _history(run: _Run) -> list[EpochRecord]:
+    return [EpochRecord.from_row(row, run.config.validation_variants) for row in run.progress.history]
 
 
 def _save_best_model(run: _Run) -> None:
     """Write the network as it is now as the run's best model, with the run's provenance and history."""
-    training = {**run.provenance, "best_epoch": run.progress.best_epoch, "history": run.progress.history}
+    training = replace(run.provenance, best_epoch=run.progress.best_epoch, history=list(run.progress.history))
     save_model(run.bare_network, replace(run.model_config, training=training), run.folder.path)
 
 
 def _finished(run: _Run) -> Finished:
     best, loss = run.progress.best_epoch, run.progress.best_val_loss
     message = f"best epoch {best} (validation loss {loss:.4f}), model in {run.folder.path}" if best else "no epoch finished"
-    return Finished(str(run.folder.path), best, loss, run.stopped, list(run.progress.history), message)
+    return Finished(str(run.folder.path), best, loss, run.stopped, _history(run), message)
 
 
 @dataclass
@@ -397,17 +308,14 @@ def _learning_rate(config: TrainConfig, progress: float) -> float:
     return config.lr
 
 
-def _validate_variants(run: _Run) -> dict:
-    """Validation figures for each configured input variant: as-is unsuffixed (val_dice), the others suffixed
-    (val_dice_flair_only); `selection_loss` is their mean loss, which picks the best model."""
-    metrics, losses = {}, []
-    for variant, volumes in run.split.val_variants.items():
-        suffix = "" if variant == "as-is" else "_" + variant.replace("-", "_")
-        scored = validation_scores(run.bare_network, volumes, run.loss_fn, run.config.batch_size, run.precision,
-                                   run.group, run.model_config.inputs)
-        metrics.update({f"{key}{suffix}": value for key, value in scored.items()})
-        losses.append(scored["val_loss"])
-    return {**metrics, "selection_loss": float(np.mean(losses))}
+def _validate_variants(run: _Run) -> dict[str, ValidationScores]:
+    """Validation figures for each configured input variant (none without validation volumes)."""
+    return {
+        variant: ValidationScores.from_row(validation_scores(
+            run.bare_network, volumes, run.loss_fn, run.config.batch_size, run.precision, run.group,
+            run.model_config.inputs), AS_IS)
+        for variant, volumes in run.split.val_variants.items()
+    }
 
 
 def validation_scores(network: torch.nn.Module, volumes: list[TrainingVolume], loss_fn: SegmentationLoss,
@@ -446,10 +354,14 @@ def _initial_network(config: TrainConfig, preprocess: PreprocessConfig) -> tuple
     if config.init:
         loaded = load_model(config.init, "cpu")
         model_config = replace(loaded.config, preprocess=replace(loaded.config.preprocess, image_size=preprocess.image_size))
-        return with_inputs(loaded.network.train(), model_config, config.inputs)
+        return with_inputs(loaded.network.train(), model_config, _model_inputs(config))
     model_config = ModelConfig(encoder=config.encoder, decoder_channels=config.decoder_channels, preprocess=preprocess,
-                               inputs=config.inputs)
+                               inputs=_model_inputs(config))
     return build_network(model_config), model_config
+
+
+def _model_inputs(config: TrainConfig) -> InputConfig:
+    return InputConfig(context_slices=config.context_slices, clicks=config.clicks)
 
 
 def _single_thread_worker(_: int) -> None:

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .augment import FLAIR
 from .brain_mask import brain_mask
 from .errors import InputError
 from .preprocess import channel_view, intensity_ranges
-
-INPUT_VARIANTS = ("as-is", "flair-only", "skull-stripped")
-
-
-def check_variants(variants: tuple[str, ...]) -> None:
-    unknown = [v for v in variants if v not in INPUT_VARIANTS]
-    if unknown or not variants or len(set(variants)) != len(variants):
-        raise InputError(f"input variants must be distinct names from {', '.join(INPUT_VARIANTS)}; got {', '.join(variants) or 'none'}")
+from .sequences import FLAIR_CHANNEL as FLAIR
+from .settings import INPUT_VARIANTS, check_variants
 
 
 def input_variant(image: np.ndarray, rgb: bool | None, variant: str) -> tuple[np.ndarray, bool]:
@@ -38,7 +31,7 @@ def normalised_variant(image: np.ndarray, variant: str) -> np.ndarray:
     Unlike the training augmentation, skull stripping here uses the brain mask alone (never the true tumour mask),
     so validation sees what a user's skull-stripped scan would give.
     """
-    check_variants((variant,))
+    check_variants("input variant", (variant,))
     if variant == "flair-only":
         return np.repeat(image[:, FLAIR : FLAIR + 1], 3, axis=1)
     if variant == "skull-stripped":

@@ -8,29 +8,30 @@ from typing import Callable
 from magicgui.widgets import ComboBox, Container, FileEdit, Label
 from psygnal import SignalInstance
 
-from ..engine.device import DEVICE_CHOICES, auto_device, describe_device
+from ..engine.device import auto_device, describe_device
 from ..engine.errors import ModelError
-from ..engine.precision import PRECISION_CHOICES
+from ..engine.model import CONFIG_FILE, WEIGHTS_FILE
+from ..engine.settings import DEVICE_CHOICES, PRECISION_CHOICES
 from .session_models import model_choices
 
 
 def device_widgets() -> tuple[ComboBox, Label]:
     """The device choice and a note saying what 'auto' picks on this machine."""
     return (
-        ComboBox(label="Device", choices=list(DEVICE_CHOICES), value="auto"),
-        Label(label="", value=f"auto picks {describe_device(auto_device())}"),
+        ComboBox(name="device", label="Device", choices=list(DEVICE_CHOICES), value="auto"),
+        Label(name="device_note", label="", value=f"auto picks {describe_device(auto_device())}"),
     )
 
 
 def precision_widget() -> ComboBox:
     """Number format: 'auto' measures once per process what is fastest here (bf16 where the CPU has it)."""
-    return ComboBox(label="Precision", choices=list(PRECISION_CHOICES), value="auto")
+    return ComboBox(name="precision", label="Precision", choices=list(PRECISION_CHOICES), value="auto")
 
 
-def model_widgets(label: str, scratch: bool = False) -> tuple[ComboBox, FileEdit]:
+def model_widgets(label: str, scratch: bool = False, name: str = "model") -> tuple[ComboBox, FileEdit]:
     """A model choice (see `session_models.model_choices`) and a folder field shown only for 'Model folder...'."""
-    combo = ComboBox(label=label, choices=lambda _: model_choices(scratch))
-    folder = FileEdit(label="Model folder", mode="d", visible=False)
+    combo = ComboBox(name=name, label=label, choices=lambda _: model_choices(scratch))
+    folder = FileEdit(name="model_folder", label="Model folder", mode="d", visible=False)
     combo.changed.connect(lambda value: folder.show() if value == "folder" else folder.hide())
     return combo, folder
 
@@ -41,7 +42,7 @@ def chosen_model(combo: ComboBox, folder: FileEdit) -> str | None:
         return combo.value
     path = optional_path(folder)
     if path is None:
-        raise ModelError("choose a model folder (one holding config.json and model.safetensors)")
+        raise ModelError(f"choose a model folder (one holding {CONFIG_FILE} and {WEIGHTS_FILE})")
     if not path.is_dir():
         raise ModelError(f"model folder not found: {path}")
     return str(path)

@@ -48,7 +48,12 @@ class JobRunner:
     happened. `on_running(True/False)` lets the widget switch its buttons. The job is asked to stop when the widget
     is taken out of its dock (napari's close button) or destroyed (viewer closed); once destroyed, nothing more
     reaches the widget.
+
+    `in_thread = False` runs the job to its end inside `start`, items and `on_done` included: tests of a widget's
+    logic drive it that way, deterministically, while a few end-to-end tests keep the real threads.
     """
+
+    in_thread = True
 
     def __init__(self, widget: Container, on_running: Callable[[bool], None]) -> None:
         self._on_running = on_running
@@ -69,12 +74,23 @@ class JobRunner:
         if self.running:
             raise RuntimeError("a job is already running; the widget must check `running` first")
         self._stop.clear()
+        if not self.in_thread:
+            self._run_here(guarded(job, *args, stop=self._stop.is_set), on_item, on_done)
+            return
         worker = create_worker(guarded, job, *args, stop=self._stop.is_set, _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(lambda item: self._deliver(item, on_item))
         worker.finished.connect(lambda: self._finished(on_done))
         self._worker = worker
         self._on_running(True)
         worker.start()
+
+    def _run_here(self, items: Iterator, on_item: Callable[[Any], None], on_done: Callable[[], None] | None) -> None:
+        """The thread worker's sequence of calls, on this thread (see `in_thread`)."""
+        self._worker = items
+        self._on_running(True)
+        for item in items:
+            self._deliver(item, on_item)
+        self._finished(on_done)
 
     def stop(self) -> None:
         """Ask the job to end at its next check; `on_done` still runs once it has."""

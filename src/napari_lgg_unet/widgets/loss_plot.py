@@ -5,11 +5,19 @@ Lines are created once and only their data changes, which keeps each redraw shor
 
 from __future__ import annotations
 
+from typing import Callable
+
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 
-LOSS_SERIES = (("train_loss", "train loss"), ("val_loss", "val loss"))
-DICE_SERIES = ("val_dice", "val Dice")
+from ..engine.events import EpochRecord
+
+Series = Callable[[EpochRecord], "float | None"]
+LOSS_SERIES: tuple[tuple[str, Series], ...] = (
+    ("train loss", lambda r: r.train_loss),
+    ("val loss", lambda r: None if r.main_validation is None else r.main_validation.loss),
+)
+DICE_SERIES: tuple[str, Series] = ("val Dice", lambda r: None if r.main_validation is None else r.main_validation.dice)
 
 
 class LossPlot(FigureCanvasQTAgg):
@@ -24,18 +32,19 @@ class LossPlot(FigureCanvasQTAgg):
         loss_axis.set_ylabel("loss")
         dice_axis.set_ylabel("val Dice")
         dice_axis.set_ylim(0, 1)
-        self.lines = {key: loss_axis.plot([], [], marker="o", label=label, color=f"C{i}")[0]
-                      for i, (key, label) in enumerate(LOSS_SERIES)}
-        self.lines[DICE_SERIES[0]] = dice_axis.plot([], [], marker="s", label=DICE_SERIES[1], color="C2")[0]
-        loss_axis.legend(handles=list(self.lines.values()), fontsize="small", loc="upper right")
+        self.lines = [(loss_axis.plot([], [], marker="o", label=label, color=f"C{i}")[0], value)
+                      for i, (label, value) in enumerate(LOSS_SERIES)]
+        dice_label, dice_value = DICE_SERIES
+        self.lines.append((dice_axis.plot([], [], marker="s", label=dice_label, color="C2")[0], dice_value))
+        loss_axis.legend(handles=[line for line, _ in self.lines], fontsize="small", loc="upper right")
         self.loss_axis = loss_axis
-        self.history: list[dict] = []
+        self.history: list[EpochRecord] = []
 
-    def plot(self, history: list[dict]) -> None:
-        """Redraw from the full history (one dict per epoch, as in the engine's TrainingEvent.history)."""
+    def plot(self, history: list[EpochRecord]) -> None:
+        """Redraw from the full history (one record per epoch, as in the engine's EpochEnd.history)."""
         self.history = list(history)
-        for key, line in self.lines.items():
-            points = [(record["epoch"], record[key]) for record in self.history if record.get(key) is not None]
+        for line, value in self.lines:
+            points = [(record.epoch, value(record)) for record in self.history if value(record) is not None]
             line.set_data([p[0] for p in points], [p[1] for p in points])
         self.loss_axis.relim()
         self.loss_axis.autoscale_view()

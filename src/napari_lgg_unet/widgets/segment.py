@@ -7,6 +7,8 @@ Thresholds and post-processing are re-applied to the kept probabilities, so chan
 
 from __future__ import annotations
 
+from typing import Callable
+
 import napari
 import numpy as np
 from magicgui.widgets import (
@@ -16,8 +18,9 @@ from napari.layers import Image, Labels
 
 from ..engine.device import pick_device
 from ..engine.errors import LggUnetError
-from ..engine.model import PostprocessConfig, read_config
-from ..engine.predict import SegmentOptions, SegmentProgress, postprocess
+from ..engine.model import read_config
+from ..engine.postprocess import PostprocessConfig, postprocess
+from ..engine.predict import SegmentOptions, SegmentProgress
 from . import notify
 from .common import chosen_model, connect_while_alive, device_widgets, model_widgets, optional_path, precision_widget
 from .job import JobRunner
@@ -27,9 +30,40 @@ from .layers import (
 from .readouts import Readouts, compute_readouts, readouts_text, write_readouts_csv
 from .sequences import model_input, sequence_pickers
 from .session_models import session_models
+from .tooltips import explain
 from .workers import ModelCache, segment_job
 
 NO_TRUTH = ("(none)", None)
+
+
+class CleanupControls(Container):
+    """Threshold and clean-up: one control per PostprocessConfig field, read and shown field by field."""
+
+    def __init__(self) -> None:
+        defaults = PostprocessConfig()  # replaced by the chosen model's own settings when it has them
+        self.threshold = FloatSlider(name="threshold", label="Threshold", min=0.01, max=0.99, step=0.01,
+                                     value=defaults.threshold)
+        self.min_size = SpinBox(name="min_size", label="Drop specks under (voxels)", min=0, max=10**9,
+                                value=defaults.min_size)
+        self.keep_largest = CheckBox(name="keep_largest", text="Keep only the largest tumour",
+                                     value=defaults.keep_largest)
+        self.min_confidence = FloatSlider(name="min_confidence", label="Drop pieces less sure than", min=0.0, max=1.0,
+                                          step=0.01, value=defaults.min_confidence)
+        self.controls = [self.threshold, self.min_size, self.keep_largest, self.min_confidence]
+        super().__init__(labels=True, widgets=self.controls)
+        self.margins = (0, 0, 0, 0)
+
+    def config(self) -> PostprocessConfig:
+        values = {option.name: option.value for option in self.controls}
+        return PostprocessConfig(**{**values, "threshold": round(values["threshold"], 4)})
+
+    def show(self, settings: PostprocessConfig) -> None:
+        for option in self.controls:
+            option.value = getattr(settings, option.name)
+
+    def on_change(self, slot: Callable[[], None]) -> None:
+        for option in self.controls:
+            option.changed.connect(slot)
 
 
 class SegmentWidget(Container):
@@ -40,39 +74,6 @@ class SegmentWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
-        self.image = ComboBox(label="Image or FLAIR", choices=lambda _: image_choices(viewer))
-        self.pre_contrast, self.post_contrast = sequence_pickers(viewer)
-        self.model, self.model_folder = model_widgets("Model")
-        self.device, self.device_note = device_widgets()
-        self.precision = precision_widget()
-        self.tta = CheckBox(text="Test-time augmentation (mirror)", value=False)
-        defaults = PostprocessConfig()  # replaced by the chosen model's own settings when it has them
-        self.threshold = FloatSlider(label="Threshold", min=0.01, max=0.99, step=0.01, value=defaults.threshold)
-        self.min_size = SpinBox(label="Drop specks under (voxels)", min=0, max=10**9, value=defaults.min_size)
-        self.keep_largest = CheckBox(text="Keep only the largest tumour", value=defaults.keep_largest)
-        self.min_confidence = FloatSlider(
-            label="Drop pieces less sure than", min=0.0, max=1.0, step=0.01, value=defaults.min_confidence
-        )
-        # The widgets behind each PostprocessConfig field, so settings are read and adopted field by field.
-        self.postprocess_options = {
-            "threshold": self.threshold, "min_size": self.min_size, "keep_largest": self.keep_largest,
-            "min_confidence": self.min_confidence,
-        }
-        self.show_probability = CheckBox(text="Also show the probability map", value=False)
-        self.segment_button = PushButton(text="Segment")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(label="Slices", min=0, max=1, value=0)
-        self.truth = ComboBox(label="Ground truth", choices=lambda _: [NO_TRUTH, *labels_choices(viewer)])
-        self.readout = Label(label="Readouts", value="")
-        self.csv_path = FileEdit(label="Readouts CSV", mode="w", filter="*.csv")
-        self.save_button = PushButton(text="Save readouts CSV")
-        self.extend([
-            self.image, self.pre_contrast, self.post_contrast, self.model, self.model_folder, self.device,
-            self.device_note, self.precision, self.tta, self.threshold, self.min_size, self.keep_largest, self.min_confidence,
-            self.show_probability,
-            self.segment_button, self.cancel_button, self.progress, self.truth, self.readout, self.csv_path,
-            self.save_button,
-        ])
         self._cache = ModelCache()
         self.job = JobRunner(self, self._set_running)
         self._probability: np.ndarray | None = None
@@ -81,30 +82,55 @@ class SegmentWidget(Container):
         self._pending_data: object = None  # the pending layer's data when segmenting started
         self._unusable_config: str | None = None  # the model folder whose config error was last notified
         self.readouts: Readouts | None = None
-
-        self.segment_button.clicked.connect(self.segment)
-        self.cancel_button.clicked.connect(self.job.stop)
-        self.save_button.clicked.connect(self.save_readouts)
-        for option in self.postprocess_options.values():
-            option.changed.connect(self.rethreshold)
-        self.show_probability.changed.connect(self._show_probability)
-        for choice in (self.model, self.model_folder):
-            choice.changed.connect(self.adopt_model_settings)
+        self.extend([*self._input_controls(), *self._cleanup_controls(), *self._readout_controls()])
+        explain(self)
         self.adopt_model_settings()
-        self.truth.changed.connect(self._truth_changed)
         viewer.dims.events.current_step.connect(self.update_readouts)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self.reset_choices)
         connect_while_alive(self, session_models.changed, self.model.reset_choices)
         self._update_readout_text()
 
+    def _input_controls(self) -> list:
+        """What to segment, with which model, where: what `segment` reads."""
+        self.image = ComboBox(name="image", label="Image or FLAIR", choices=lambda _: image_choices(self.viewer))
+        self.pre_contrast, self.post_contrast = sequence_pickers(self.viewer)
+        self.model, self.model_folder = model_widgets("Model")
+        self.device, self.device_note = device_widgets()
+        self.precision = precision_widget()
+        self.tta = CheckBox(name="tta", text="Test-time augmentation (mirror)", value=False)
+        for choice in (self.model, self.model_folder):
+            choice.changed.connect(self.adopt_model_settings)
+        return [self.image, self.pre_contrast, self.post_contrast, self.model, self.model_folder, self.device,
+                self.device_note, self.precision, self.tta]
+
+    def _cleanup_controls(self) -> list:
+        """Clean-up, the optional probability layer, Segment / Cancel and their progress."""
+        self.cleanup = CleanupControls()
+        self.show_probability = CheckBox(name="show_probability", text="Also show the probability map", value=False)
+        self.segment_button = PushButton(name="segment_button", text="Segment")
+        self.cancel_button = PushButton(name="cancel_button", text="Cancel", enabled=False)
+        self.progress = ProgressBar(name="progress", label="Slices", min=0, max=1, value=0)
+        self.cleanup.on_change(self.rethreshold)
+        self.show_probability.changed.connect(self._show_probability)
+        self.segment_button.clicked.connect(self.segment)
+        self.cancel_button.clicked.connect(self.job.stop)
+        return [self.cleanup, self.show_probability, self.segment_button, self.cancel_button, self.progress]
+
+    def _readout_controls(self) -> list:
+        """The optional ground truth, the readouts and saving them."""
+        self.truth = ComboBox(name="truth", label="Ground truth",
+                              choices=lambda _: [NO_TRUTH, *labels_choices(self.viewer)])
+        self.readout = Label(name="readout", label="Readouts", value="")
+        self.csv_path = FileEdit(name="csv_path", label="Readouts CSV", mode="w", filter="*.csv")
+        self.save_button = PushButton(name="save_button", text="Save readouts CSV")
+        self.truth.changed.connect(self._truth_changed)
+        self.save_button.clicked.connect(self.save_readouts)
+        return [self.truth, self.readout, self.csv_path, self.save_button]
+
     @property
     def running(self) -> bool:
         return self.job.running
-
-    def postprocess_config(self) -> PostprocessConfig:
-        values = {name: option.value for name, option in self.postprocess_options.items()}
-        return PostprocessConfig(**{**values, "threshold": round(values["threshold"], 4)})
 
     def segment(self) -> None:
         """Check the input here (cheap), then load the model and segment in a worker; Cancel stops it."""
@@ -125,7 +151,7 @@ class SegmentWidget(Container):
         self.progress.value = 0
         self.job.start(
             segment_job, self._cache, source, device, image, rgb,
-            SegmentOptions(tta=self.tta.value, postprocess=self.postprocess_config(), precision=self.precision.value),
+            SegmentOptions(tta=self.tta.value, postprocess=self.cleanup.config(), precision=self.precision.value),
             on_item=self._on_progress,
         )
 
@@ -164,16 +190,13 @@ class SegmentWidget(Container):
             source = chosen_model(self.model, self.model_folder)
         except LggUnetError:
             return
-        before = self.postprocess_config()
+        before = self.cleanup.config()
         self._unusable_config = source
         try:
-            settings = read_config(source).postprocess
-            for name, option in self.postprocess_options.items():
-                option.value = getattr(settings, name)
+            self.cleanup.show(read_config(source).postprocess)
             self._unusable_config = None
         except Exception as error:  # a user's config file: whatever is wrong in it must end as a notification
-            for name, option in self.postprocess_options.items():
-                option.value = getattr(before, name)
+            self.cleanup.show(before)
             message = notify.describe_error(error)
             if not isinstance(error, LggUnetError):
                 message = f"the settings in the config.json of {source} cannot be used ({message})"
@@ -197,7 +220,7 @@ class SegmentWidget(Container):
         """Apply threshold and post-processing to the kept probabilities (no model run)."""
         if not self._has_result():
             return
-        mask = postprocess(self._probability, self.postprocess_config())
+        mask = postprocess(self._probability, self.cleanup.config())
         put_owned_layer(self.viewer, self._source, "tumour", mask)
         self.update_readouts()
 

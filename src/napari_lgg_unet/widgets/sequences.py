@@ -23,8 +23,8 @@ NO_SEQUENCE = ("(none)", None)
 def sequence_pickers(viewer: napari.Viewer) -> tuple[ComboBox, ComboBox]:
     """Optional pre-contrast (T1) and post-contrast (T1c) pickers, '(none)' by default."""
     return tuple(
-        ComboBox(label=label, choices=lambda _: [NO_SEQUENCE, *image_choices(viewer)], value=None)
-        for label in ("Pre-contrast (T1)", "Post-contrast (T1c)")
+        ComboBox(name=name, label=label, choices=lambda _: [NO_SEQUENCE, *image_choices(viewer)], value=None)
+        for name, label in (("pre_contrast", "Pre-contrast (T1)"), ("post_contrast", "Post-contrast (T1c)"))
     )
 
 

@@ -17,13 +17,13 @@ from magicgui.widgets import (
     CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox,
 )
 
-from ..engine.dataset import AugmentConfig
 from ..engine.device import pick_device
 from ..engine.errors import InputError, LggUnetError
 from ..engine.io import Scan
 from ..engine.events import EpochEnd, Finished, Prepared, Step, TrainingEvent
 from ..engine.preprocess import spatial_shape
-from ..engine.train import TrainConfig
+from ..engine.run_folder import RunFolder
+from ..engine.settings import AugmentConfig, TrainConfig, settings_of
 from . import notify
 from .common import chosen_model, device_widgets, model_widgets, optional_path, precision_widget
 from .job import JobRunner
@@ -31,6 +31,7 @@ from .layers import as_shown, binary_mask, image_choices, labels_choices
 from .loss_plot import LossPlot
 from .sequences import model_input, sequence_pickers
 from .session_models import session_models
+from .tooltips import explain
 from .workers import training_job
 
 NONE = ("(none)", None)
@@ -42,11 +43,13 @@ class PairRow(Container):
     """One training pair: an image (or a FLAIR plus optional T1 / T1c layers) and the labels painted on it."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        image = ComboBox(label="Image or FLAIR", choices=lambda _: [*image_choices(viewer), NONE])
-        pre, post = sequence_pickers(viewer)
-        labels = ComboBox(label="Labels", choices=lambda _: [*labels_choices(viewer), NONE])
-        super().__init__(labels=True, widgets=[image, pre, post, labels])
-        self.image_layer, self.pre_contrast, self.post_contrast, self.labels_layer = image, pre, post, labels
+        self.image_layer = ComboBox(name="image", label="Image or FLAIR",
+                                    choices=lambda _: [*image_choices(viewer), NONE])
+        self.pre_contrast, self.post_contrast = sequence_pickers(viewer)
+        self.labels_layer = ComboBox(name="labels", label="Labels", choices=lambda _: [*labels_choices(viewer), NONE])
+        super().__init__(labels=True, widgets=[self.image_layer, self.pre_contrast, self.post_contrast,
+                                               self.labels_layer])
+        explain(self)
 
     def reset_choices(self, *_) -> None:
         """Keep the user's choice; an empty pair picks up the first layers that appear (e.g. a just-opened scan)."""
@@ -57,53 +60,85 @@ class PairRow(Container):
                 combo.value = layers[0]
 
 
+def setting_control(name: str, label: str, kind: type = SpinBox, **options) -> SpinBox | FloatSpinBox:
+    """A spin box for a TrainConfig setting: its default, and its declared range (an open end moved in by a step)."""
+    declared, default = settings_of(TrainConfig)[name], getattr(DEFAULTS, name)
+    step = options.get("step", 1)
+    low = declared.low + (step if declared.low_open else 0)
+    high = declared.high - (step if declared.high_open else 0)
+    return kind(name=name, label=label, min=low, max=high, value=default, **options)
+
+
+class SettingControls(Container):
+    """The training settings a napari user chooses; the rest keep TrainConfig's defaults."""
+
+    def __init__(self) -> None:
+        # Painted layers usually have labels on a few slices only, so skipping the rest is the sensible default here.
+        self.skip_unlabelled = CheckBox(name="skip_unlabelled", text="Skip slices without labels (else: background)",
+                                        value=True)
+        self.epochs = setting_control("epochs", "Epochs")
+        self.batch_size = setting_control("batch_size", "Batch size")
+        self.lr = setting_control("lr", "Learning rate", FloatSpinBox, step=1e-6)
+        self.val_fraction = setting_control("val_fraction", "Validation fraction", FloatSpinBox, step=0.05)
+        self.augment = CheckBox(name="augment", text="Augment (flips, rotations, intensity)",
+                                value=DEFAULTS.augment.enabled)
+        sizes = sorted({64, 128, 192, 256, 320, 384, 512, DEFAULTS.image_size})
+        self.image_size = ComboBox(name="image_size", label="Image size", choices=sizes, value=DEFAULTS.image_size)
+        super().__init__(labels=True, widgets=[self.skip_unlabelled, self.epochs, self.batch_size, self.lr,
+                                               self.val_fraction, self.augment, self.image_size])
+        self.margins = (0, 0, 0, 0)
+
+    def config(self, **run_options) -> TrainConfig:
+        """These settings plus how and where to run (device, precision, init, ...); TrainConfig checks them all."""
+        return TrainConfig(
+            epochs=self.epochs.value, batch_size=self.batch_size.value, lr=self.lr.value,
+            val_fraction=self.val_fraction.value, image_size=self.image_size.value,
+            augment=AugmentConfig(enabled=self.augment.value), skip_unlabelled=self.skip_unlabelled.value,
+            **run_options,
+        )
+
+
 class TrainWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
-        self.pairs = Container(label="Training pairs", labels=False, widgets=[PairRow(viewer)])
-        self.add_pair = PushButton(text="Add pair")
-        self.remove_pair = PushButton(text="Remove last pair")
-        self.folder = FileEdit(label="Kaggle folder (optional)", mode="d")
-        # Painted layers usually have labels on a few slices only, so skipping the rest is the sensible default here.
-        self.skip_unlabelled = CheckBox(text="Skip slices without labels (else: background)", value=True)
-        self.epochs = SpinBox(label="Epochs", min=1, max=1000, value=DEFAULTS.epochs)
-        self.batch_size = SpinBox(label="Batch size", min=1, max=512, value=DEFAULTS.batch_size)
-        self.lr = FloatSpinBox(label="Learning rate", min=1e-6, max=1.0, step=1e-5, value=DEFAULTS.lr)
-        self.val_fraction = FloatSpinBox(
-            label="Validation fraction", min=0.0, max=0.5, step=0.05, value=DEFAULTS.val_fraction
-        )
-        self.augment = CheckBox(text="Augment (flips, rotations, intensity)", value=DEFAULTS.augment.enabled)
-        self.image_size = ComboBox(
-            label="Image size", choices=sorted({64, 128, 192, 256, 320, 384, 512, DEFAULTS.image_size}),
-            value=DEFAULTS.image_size,
-        )
-        self.device, self.device_note = device_widgets()
-        self.precision = precision_widget()
-        self.start_from, self.start_folder = model_widgets("Start from", scratch=True)
-        self.output = FileEdit(label="Output folder", mode="d", value=DEFAULT_OUTPUT)
-        self.train_button = PushButton(text="Train")
-        self.status = Label(label="Status", value="")
-        self.epoch_progress = ProgressBar(label="Epochs", min=0, max=1, value=0)
-        self.step_progress = ProgressBar(label="Steps", min=0, max=1, value=0)
-        self.extend([
-            self.pairs, self.add_pair, self.remove_pair, self.folder, self.skip_unlabelled, self.epochs,
-            self.batch_size, self.lr, self.val_fraction, self.augment, self.image_size, self.device, self.device_note,
-            self.precision,
-            self.start_from, self.start_folder, self.output, self.train_button, self.status, self.epoch_progress,
-            self.step_progress,
-        ])
-        self.plot = LossPlot()
-        self.native.layout().addWidget(self.plot)
         self.job = JobRunner(self, self._set_running)
         self.model_dir: Path | None = None
         self.steps_per_epoch: int | None = None  # None: one pass over the training slices; tests use a few steps
-
-        self.add_pair.clicked.connect(lambda: self.pairs.append(PairRow(viewer)))
-        self.remove_pair.clicked.connect(self._remove_pair)
-        self.train_button.clicked.connect(self._train_or_stop)
+        self.extend([*self._data_controls(), *self._run_controls(), *self._progress_controls()])
+        self.plot = LossPlot()
+        self.native.layout().addWidget(self.plot)
+        explain(self)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self.reset_choices)
+
+    def _data_controls(self) -> list:
+        """The (image, labels) pairs and an optional Kaggle folder: what `training_scans` and `train` read."""
+        self.pairs = Container(label="Training pairs", labels=False, widgets=[PairRow(self.viewer)])
+        self.add_pair = PushButton(name="add_pair", text="Add pair")
+        self.remove_pair = PushButton(name="remove_pair", text="Remove last pair")
+        self.folder = FileEdit(name="folder", label="Kaggle folder (optional)", mode="d")
+        self.add_pair.clicked.connect(lambda: self.pairs.append(PairRow(self.viewer)))
+        self.remove_pair.clicked.connect(self._remove_pair)
+        return [self.pairs, self.add_pair, self.remove_pair, self.folder]
+
+    def _run_controls(self) -> list:
+        """The settings, where and from what to train, where to write: what `train_config` reads."""
+        self.settings = SettingControls()
+        self.device, self.device_note = device_widgets()
+        self.precision = precision_widget()
+        self.start_from, self.start_folder = model_widgets("Start from", scratch=True, name="start_from")
+        self.output = FileEdit(name="output", label="Output folder", mode="d", value=DEFAULT_OUTPUT)
+        return [self.settings, self.device, self.device_note, self.precision, self.start_from, self.start_folder,
+                self.output]
+
+    def _progress_controls(self) -> list:
+        self.train_button = PushButton(name="train_button", text="Train")
+        self.status = Label(name="status", label="Status", value="")
+        self.epoch_progress = ProgressBar(name="epoch_progress", label="Epochs", min=0, max=1, value=0)
+        self.step_progress = ProgressBar(name="step_progress", label="Steps", min=0, max=1, value=0)
+        self.train_button.clicked.connect(self._train_or_stop)
+        return [self.train_button, self.status, self.epoch_progress, self.step_progress]
 
     @property
     def running(self) -> bool:
@@ -172,14 +207,7 @@ class TrainWidget(Container):
         return scans
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(
-            epochs=self.epochs.value,
-            batch_size=self.batch_size.value,
-            lr=self.lr.value,
-            val_fraction=self.val_fraction.value,
-            image_size=self.image_size.value,
-            augment=AugmentConfig(enabled=self.augment.value),
-            skip_unlabelled=self.skip_unlabelled.value,
+        return self.settings.config(
             device=self.device.value,
             precision=self.precision.value,
             init=chosen_model(self.start_from, self.start_folder),
@@ -218,7 +246,7 @@ class TrainWidget(Container):
 
     def _on_finished(self) -> None:
         """Runs after success, stop or error: offer whatever best model reached the disk."""
-        if self.model_dir is not None and (self.model_dir / "config.json").is_file():
+        if self.model_dir is not None and RunFolder(self.model_dir).holds_model():
             session_models.add(self.model_dir.name, self.model_dir)
             notify.show_info(f"model saved in {self.model_dir}; it is now a choice in Segment tumour")
 

@@ -14,9 +14,10 @@ import numpy as np
 
 from ..engine.io import Scan, load_patients
 from ..engine.events import TrainingEvent
-from ..engine.model import LoadedModel, load_model, resolve_model_path
+from ..engine.model import WEIGHTS_FILE, LoadedModel, load_model, resolve_model_path
 from ..engine.predict import SegmentOptions, SegmentProgress, segment_steps
-from ..engine.train import TrainConfig, train_model
+from ..engine.settings import TrainConfig
+from ..engine.train import train_model
 
 
 class ModelCache:
@@ -32,7 +33,7 @@ class ModelCache:
 
     def get(self, source: str, device: str) -> LoadedModel:
         path = resolve_model_path(source)
-        weights = path / "model.safetensors"
+        weights = path / WEIGHTS_FILE
         key = (str(path), weights.stat().st_mtime_ns if weights.is_file() else None, device)
         with self._lock:
             if key != self._key or self._model is None:

@@ -1,0 +1,62 @@
+"""Training settings are declared once (engine/settings.py): the CLI flags, the mapping back, the resume rule and
+the validation messages all come from those declarations."""
+
+import pytest
+
+from napari_lgg_unet import cli
+from napari_lgg_unet.engine.dataset import split_patients
+from napari_lgg_unet.engine.errors import InputError
+from napari_lgg_unet.engine.settings import MAY_CHANGE, TrainConfig, settings_of
+
+BASE = ["train", "--data", "d", "--out", "o"]
+
+
+def _parsed(*flags: str) -> TrainConfig:
+    return cli.train_config(cli.build_parser().parse_args([*BASE, *flags]))
+
+
+def test_a_bare_train_command_line_gives_the_declared_defaults():
+    assert _parsed() == TrainConfig()
+
+
+def test_every_setting_except_painted_layer_ones_has_a_flag_named_after_it():
+    train = cli.build_parser()._subparsers._group_actions[0].choices["train"]
+    flags = {option for action in train._actions for option in action.option_strings}
+    for name, declared in settings_of(TrainConfig).items():
+        assert (f"--{name.replace('_', '-')}" in flags) == declared.flag, name
+    assert not settings_of(TrainConfig)["skip_unlabelled"].flag
+
+
+@pytest.mark.parametrize("flags, name, value", [
+    (["--bce-weight", "0.5"], "bce_weight", 0.5),
+    (["--lr-schedule", "cosine"], "lr_schedule", "cosine"),
+    (["--decoder-channels", "64,32,16,8,8"], "decoder_channels", (64, 32, 16, 8, 8)),
+    (["--validate-on", "as-is,flair-only"], "validation_variants", ("as-is", "flair-only")),
+    (["--tumour-fraction", "-1"], "tumour_fraction", None),
+    (["--sync-batchnorm"], "sync_batchnorm", True),
+    (["--threads", "3"], "threads", 3),
+])
+def test_each_flag_maps_back_to_its_setting(flags, name, value):
+    assert getattr(_parsed(*flags), name) == value
+
+
+def test_augment_flags_change_augment_config_fields():
+    config = _parsed("--augment", "flair_only=0.5,horizontal_flip=false", "--no-augment")
+    assert config.augment.flair_only == 0.5 and not config.augment.horizontal_flip and not config.augment.enabled
+
+
+def test_only_settings_declared_may_change_are_left_out_of_the_resume_match():
+    must_match = TrainConfig().must_match_on_resume()
+    for name, declared in settings_of(TrainConfig).items():
+        assert (name in must_match) == (declared.on_resume != MAY_CHANGE), name
+    assert {"lr", "batch_size", "augment"} <= set(must_match) and not {"epochs", "device", "resume"} & set(must_match)
+
+
+@pytest.mark.parametrize("val, test", [(1.5, 0.0), (0.1, -0.2), (0.6, 0.5)])
+def test_a_bad_split_gets_the_same_message_from_the_config_and_the_splitter(val, test):
+    with pytest.raises(InputError) as from_config:
+        TrainConfig(val_fraction=val, test_fraction=test)
+    with pytest.raises(InputError) as from_splitter:
+        split_patients(["a", "b", "c"], val, test)
+    assert str(from_config.value) == str(from_splitter.value)
+    assert "must each be in [0, 1) and add up to less than 1" in str(from_config.value)
