@@ -91,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
-    names = model.config.training.split[args.split][: args.patients]
+    names = model.config.training.patients(args.split)[: args.patients]
     print(f"{len(names)} {args.split} patients, {args.variant}, {args.threads} threads, CPU: {cpu_model()}", flush=True)
     results = []
     for name in names:

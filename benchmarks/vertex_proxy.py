@@ -76,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     model = load_model(args.model)
-    names = model.config.training.split[args.split][: args.patients]
+    names = model.config.training.patients(args.split)[: args.patients]
     print(f"{args.model}: {len(names)} {args.split} patients, ends of {args.end} slices, CPU: {cpu_model()}", flush=True)
     report = {"cpu": cpu_model(), "model": args.model, "split": args.split, "end": args.end, "variants": {}}
     for variant in args.variants.split(","):
@@ -87,7 +87,7 @@ def main() -> None:
                                                               if k != "patient"}}
         print(variant, "mean", json.dumps(report["variants"][variant]["mean"]), flush=True)
     if args.hard_negatives:
-        train = model.config.training.split["train"][: args.patients]
+        train = model.config.training.patients("train")[: args.patients]
         report["hard_negatives"] = hard_negative_reach(model, args.lgg, train, args.end)
         print("hard negatives", json.dumps(report["hard_negatives"]), flush=True)
     if args.json:

@@ -99,11 +99,11 @@ def test_two_process_training_shares_each_epoch_writes_one_model_and_validates_l
     assert np.mean(losses[-4:]) < 0.9 * np.mean(losses[:4])
 
     # The validation figures of the saved epoch, computed over two processes, are one process's on those weights.
-    val = [prepare_training_volume(scans[n], preprocess) for n in training["split"]["validation"]]
+    val = [prepare_training_volume(scans[n], preprocess) for n in training.patients("validation")]
     assert len(val) == 2
     single = validation_scores(model.network, val, SegmentationLoss("dice+bce"), SETTINGS["batch_size"],
                                choose("cpu", "fp32"))
-    saved = training["history"][training["best_epoch"] - 1]
+    saved = training.history[training.best_epoch - 1]
     for key in ("val_loss", "val_dice", "val_iou", "val_accuracy"):
         assert saved[key] == pytest.approx(single[key], rel=1e-5, abs=1e-7)
 
