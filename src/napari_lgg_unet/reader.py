@@ -56,7 +56,7 @@ def _geometry_meta(geometry: Geometry | None) -> dict:
         return {}
     from .engine.volumes import AXIS_LABELS
 
-    return {"scale": geometry.spacing, "units": ("mm",) * 3, "axis_labels": AXIS_LABELS,
+    return {"scale": geometry.spacing, "translate": geometry.origin, "units": ("mm",) * 3, "axis_labels": AXIS_LABELS,
             "metadata": {GEOMETRY_KEY: geometry.to_dict()}}
 
 
@@ -64,10 +64,12 @@ def scan_layers(name: str, image: np.ndarray, rgb: bool, mask: np.ndarray | None
                 geometry: Geometry | None = None) -> list[LayerData]:
     """Layer data for a scan and, when known, its mask as integer labels 0/1 named `<name> mask`."""
     spatial = _geometry_meta(geometry)
-    layers: list[LayerData] = [(image, {"name": name, "rgb": rgb, **spatial}, "image")]
-    if mask is not None:
-        layers.append(((np.asarray(mask) > 0).astype(np.uint8), {"name": f"{name} mask", **spatial}, "labels"))
-    return layers
+    return [(image, {"name": name, "rgb": rgb, **spatial}, "image"), *_mask_layer(name, mask, spatial)]
+
+
+def _mask_layer(name: str, mask: np.ndarray | None, spatial: dict) -> list[LayerData]:
+    return [] if mask is None else [((np.asarray(mask) > 0).astype(np.uint8), {"name": f"{name} mask", **spatial},
+                                     "labels")]
 
 
 def read_patient_folder(path: str) -> list[LayerData]:
@@ -78,11 +80,22 @@ def read_patient_folder(path: str) -> list[LayerData]:
 
 
 def read_case(path: str) -> list[LayerData]:
-    """A case (its sequences as one (pre-contrast, FLAIR, post-contrast) image, or FLAIR alone) and its labels."""
-    from .engine.io import load_scan
+    """A case as a radiologist reads it: one grey layer per sequence, named FLAIR, T1, T1c, T2, aligned on FLAIR's
+    grid, FLAIR visible and on top (the others hidden below it), then its labels. The Segment widget picks the
+    sequences up by these names. A case of FLAIR alone opens as one layer named after the case."""
+    from .engine.cases import load_sequences
+    from .engine.io import case_at
+    from .engine.sequences import FLAIR, LAYER_NAMES
 
-    scan = load_scan(path)
-    return scan_layers(scan.name, scan.image, scan.rgb, scan.mask, scan.geometry)
+    case = case_at(Path(path))
+    loaded = load_sequences(case)
+    spatial = _geometry_meta(loaded.geometry)
+    if list(loaded.images) == [FLAIR]:
+        return scan_layers(case.name, loaded.images[FLAIR], False, loaded.mask, loaded.geometry)
+    sequences = [(data, {"name": LAYER_NAMES[sequence], "rgb": False, "colormap": "gray",
+                         "visible": sequence == FLAIR, **spatial}, "image")
+                 for sequence, data in reversed(loaded.images.items())]  # napari stacks the last layer on top
+    return [*sequences, *_mask_layer(case.name, loaded.mask, spatial)]
 
 
 def read_volume_layers(path: str) -> list[LayerData]:

@@ -1,0 +1,106 @@
+"""The 3D pieces of a tumour mask, each with its size, the slices it spans and how much to trust it.
+
+A user reviewing a mask wants the doubtful pieces first. The evidence for a piece is what the network said inside it
+(peak and mean probability), how large it is and where it sits in the head: on the LGG validation patients the
+confident false pieces are mostly bright rims on the top-of-head slices and specks outside the brain. The combination
+in `confidence` and its measured ranking power are in docs/piece-confidence.md (benchmarks/piece_confidence.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import InputError
+from .postprocess import piece_peaks
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Piece `index` (its value in the piece-label volume): `voxels`, `size_mm3` (None without voxel size), the
+    first and last slice it touches, its centre (z, y, x) in voxels and `confidence` in [0, 1] (1: surely tumour)."""
+
+    index: int
+    voxels: int
+    size_mm3: float | None
+    slices: tuple[int, int]
+    centre: tuple[float, float, float]
+    confidence: float
+
+
+@dataclass(frozen=True)
+class PieceEvidence:
+    """Per-piece evidence for pieces 1..n, each an array of length n (see the module docstring)."""
+
+    peak: np.ndarray
+    mean: np.ndarray
+    voxels: np.ndarray
+    in_brain: np.ndarray  # share of the piece's voxels inside the brain mask (1 without a scan to find the brain)
+    above: np.ndarray  # share of the brain's slices above the piece's centre slice (0.5 without a scan)
+    below: np.ndarray  # share of the brain's slices below it (0.5 without a scan)
+    centres: np.ndarray  # (n, 3) centre of each piece (z, y, x) in voxels
+
+
+def label_pieces(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """int32 piece labels (0 background, 1..n) of a (Z, H, W) or (H, W) mask, pieces connected by faces in 3D,
+    the same pieces `postprocess` keeps or drops."""
+    labels, n = ndimage.label(np.asarray(mask) > 0)
+    return labels.astype(np.int32, copy=False), int(n)
+
+
+def piece_evidence(
+    probability: np.ndarray, labels: np.ndarray, n: int, brain: np.ndarray | None = None
+) -> PieceEvidence:
+    """The evidence of pieces 1..n of `labels` from the probabilities and, when given, the scan's brain mask (bool,
+    same shape; `brain_mask.brain_mask` of the FLAIR)."""
+    index = np.arange(1, n + 1)
+    voxels = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    sums = np.asarray(ndimage.sum(probability, labels, index), dtype=float).reshape(n)
+    centres = np.asarray(ndimage.center_of_mass(labels > 0, labels, index), dtype=float).reshape(n, 3)
+    known = (piece_peaks(probability, labels, n), sums / np.maximum(voxels, 1), voxels)
+    if brain is None or not brain.any():
+        return PieceEvidence(*known, np.ones(n), np.full(n, 0.5), np.full(n, 0.5), centres)
+    in_brain = np.bincount(labels[brain], minlength=n + 1)[1:] / np.maximum(voxels, 1)
+    slices = np.flatnonzero(brain.reshape(len(brain), -1).any(axis=1))
+    span = max(slices[-1] - slices[0], 1)
+    above, below = (np.clip(s / span, 0.0, 1.0) for s in (slices[-1] - centres[:, 0], centres[:, 0] - slices[0]))
+    return PieceEvidence(*known, in_brain, above, below, centres)
+
+
+def confidence(evidence: PieceEvidence) -> np.ndarray:
+    """How sure each piece is to be tumour, in [0, 1], monotone in every piece of evidence."""
+    return np.clip(evidence.mean, 0.0, 1.0)
+
+
+def list_pieces(
+    probability: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...] | None = None,
+    brain: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[Piece]]:
+    """(piece labels int32, pieces in label order) of `mask` (0/1) given the `probability` it came from, both the
+    scan's spatial shape; `spacing` is the voxel size in mm per axis (None: sizes in voxels only). A 2D mask is a
+    one-slice scan: its pieces span slice 0."""
+    probability, mask = np.asarray(probability), np.asarray(mask)
+    if probability.shape != mask.shape or mask.ndim not in (2, 3):
+        raise InputError(f"mask {mask.shape} and probability {probability.shape} must be one (Z, H, W) or (H, W) grid")
+    volume = mask.reshape((1,) * (3 - mask.ndim) + mask.shape)
+    labels, n = label_pieces(volume)
+    if brain is not None:
+        brain = np.asarray(brain, dtype=bool).reshape(volume.shape)
+    evidence = piece_evidence(probability.reshape(volume.shape), labels, n, brain)
+    trust = confidence(evidence)
+    voxel_mm3 = None if spacing is None else float(np.prod(spacing))
+    found = ndimage.find_objects(labels)
+    pieces = [
+        Piece(k + 1, int(evidence.voxels[k]), None if voxel_mm3 is None else float(evidence.voxels[k]) * voxel_mm3,
+              (found[k][0].start, found[k][0].stop - 1), tuple(float(c) for c in evidence.centres[k]),
+              float(trust[k]))
+        for k in range(n)
+    ]
+    return labels.reshape(mask.shape), pieces
+
+
+def doubtful_first(pieces: list[Piece]) -> list[Piece]:
+    """The order a reviewer wants: least confident first, the larger of two equally sure pieces first."""
+    return sorted(pieces, key=lambda piece: (piece.confidence, -piece.voxels, piece.index))
