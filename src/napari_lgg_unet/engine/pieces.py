@@ -1,9 +1,11 @@
 """The 3D pieces of a tumour mask, each with its size, the slices it spans and how much to trust it.
 
 A user reviewing a mask wants the doubtful pieces first. The evidence for a piece is what the network said inside it
-(peak and mean probability), how large it is and where it sits in the head: on the LGG validation patients the
-confident false pieces are mostly bright rims on the top-of-head slices and specks outside the brain. The combination
-in `confidence` and its measured ranking power are in docs/piece-confidence.md (benchmarks/piece_confidence.py).
+(peak and mean probability), how large it is and where it sits among the slices: on the LGG validation patients the
+large confident false pieces lie on the first or last slices (rims at the top of the head, the skull base), the true
+tumours in between. The combination in `confidence` and its measured ranking power are in docs/piece-confidence.md
+(benchmarks/piece_confidence.py); the brain mask's evidence (share inside the brain, share of brain slices above) was
+measured there too and ranked no better than slice position alone, which needs no scan.
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ class PieceEvidence:
     peak: np.ndarray
     mean: np.ndarray
     voxels: np.ndarray
-    in_brain: np.ndarray  # share of the piece's voxels inside the brain mask (1 without a scan to find the brain)
-    above: np.ndarray  # share of the brain's slices above the piece's centre slice (0.5 without a scan)
-    below: np.ndarray  # share of the brain's slices below it (0.5 without a scan)
+    depth: np.ndarray  # how far the piece's centre lies from the nearer end slice, as a share of the slices (0-0.5)
     centres: np.ndarray  # (n, 3) centre of each piece (z, y, x) in voxels
+
+
+EDGE_SHARE = 0.25  # pieces centred in the outer quarter of the slices at either end are doubted, linearly to the end
 
 
 def label_pieces(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -50,33 +53,27 @@ def label_pieces(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels.astype(np.int32, copy=False), int(n)
 
 
-def piece_evidence(
-    probability: np.ndarray, labels: np.ndarray, n: int, brain: np.ndarray | None = None
-) -> PieceEvidence:
-    """The evidence of pieces 1..n of `labels` from the probabilities and, when given, the scan's brain mask (bool,
-    same shape; `brain_mask.brain_mask` of the FLAIR)."""
+def piece_evidence(probability: np.ndarray, labels: np.ndarray, n: int) -> PieceEvidence:
+    """The evidence of pieces 1..n of `labels` (Z, H, W) from the probabilities they were cut from. A one-slice scan
+    says nothing about depth: its pieces get the middle's (0.5)."""
     index = np.arange(1, n + 1)
     voxels = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     sums = np.asarray(ndimage.sum(probability, labels, index), dtype=float).reshape(n)
     centres = np.asarray(ndimage.center_of_mass(labels > 0, labels, index), dtype=float).reshape(n, 3)
-    known = (piece_peaks(probability, labels, n), sums / np.maximum(voxels, 1), voxels)
-    if brain is None or not brain.any():
-        return PieceEvidence(*known, np.ones(n), np.full(n, 0.5), np.full(n, 0.5), centres)
-    in_brain = np.bincount(labels[brain], minlength=n + 1)[1:] / np.maximum(voxels, 1)
-    slices = np.flatnonzero(brain.reshape(len(brain), -1).any(axis=1))
-    span = max(slices[-1] - slices[0], 1)
-    above, below = (np.clip(s / span, 0.0, 1.0) for s in (slices[-1] - centres[:, 0], centres[:, 0] - slices[0]))
-    return PieceEvidence(*known, in_brain, above, below, centres)
+    last = len(labels) - 1
+    depth = np.minimum(centres[:, 0], last - centres[:, 0]) / last if last > 0 else np.full(n, 0.5)
+    return PieceEvidence(piece_peaks(probability, labels, n), sums / np.maximum(voxels, 1), voxels, depth, centres)
 
 
 def confidence(evidence: PieceEvidence) -> np.ndarray:
-    """How sure each piece is to be tumour, in [0, 1], monotone in every piece of evidence."""
-    return np.clip(evidence.mean, 0.0, 1.0)
+    """How sure each piece is to be tumour, in [0, 1]: the network's mean probability inside it, scaled down for
+    pieces centred near the first or last slices (where the confident false rims of the top of the head and the skull
+    base lie). Monotone in both; measured in docs/piece-confidence.md."""
+    return np.clip(evidence.mean, 0.0, 1.0) * np.minimum(1.0, evidence.depth / EDGE_SHARE)
 
 
 def list_pieces(
-    probability: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...] | None = None,
-    brain: np.ndarray | None = None,
+    probability: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...] | None = None
 ) -> tuple[np.ndarray, list[Piece]]:
     """(piece labels int32, pieces in label order) of `mask` (0/1) given the `probability` it came from, both the
     scan's spatial shape; `spacing` is the voxel size in mm per axis (None: sizes in voxels only). A 2D mask is a
@@ -86,9 +83,7 @@ def list_pieces(
         raise InputError(f"mask {mask.shape} and probability {probability.shape} must be one (Z, H, W) or (H, W) grid")
     volume = mask.reshape((1,) * (3 - mask.ndim) + mask.shape)
     labels, n = label_pieces(volume)
-    if brain is not None:
-        brain = np.asarray(brain, dtype=bool).reshape(volume.shape)
-    evidence = piece_evidence(probability.reshape(volume.shape), labels, n, brain)
+    evidence = piece_evidence(probability.reshape(volume.shape), labels, n)
     trust = confidence(evidence)
     voxel_mm3 = None if spacing is None else float(np.prod(spacing))
     found = ndimage.find_objects(labels)

@@ -20,9 +20,8 @@ class PieceReview:
     """The pieces of the current mask (`pieces`, `labels` as `pieces.list_pieces` gives them), the ones removed
     (`removed`, piece indices) and the mask with them removed (`mask`, uint8 0/1)."""
 
-    def __init__(self, probability: np.ndarray, spacing: tuple[float, ...] | None = None,
-                 brain: np.ndarray | None = None) -> None:
-        self.probability, self.spacing, self.brain = np.asarray(probability), spacing, brain
+    def __init__(self, probability: np.ndarray, spacing: tuple[float, ...] | None = None) -> None:
+        self.probability, self.spacing = np.asarray(probability), spacing
         self._removed_places = np.zeros(self.probability.shape, dtype=bool)
         self.removed: set[int] = set()
         self.pieces: list[Piece] = []
@@ -33,7 +32,7 @@ class PieceReview:
         """Take a new mask (a new threshold or clean-up of the same probabilities); returns it with the pieces that
         are still removed taken out."""
         self._full = np.asarray(mask, dtype=np.uint8)
-        self.labels, self.pieces = list_pieces(self.probability, self._full, self.spacing, self.brain)
+        self.labels, self.pieces = list_pieces(self.probability, self._full, self.spacing)
         inside = np.bincount(self.labels[self._removed_places], minlength=len(self.pieces) + 1)[1:]
         self.removed = {p.index for p in self.pieces if inside[p.index - 1] >= STILL_REMOVED * p.voxels}
         return self.mask
