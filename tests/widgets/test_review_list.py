@@ -30,7 +30,7 @@ def _keep(widget, row: int, keep: bool) -> None:
     widget.review_list.keep_box(row).setCheckState(Qt.Checked if keep else Qt.Unchecked)
 
 
-def test_the_list_shows_every_piece_of_the_tumour_layer_least_sure_first(viewer, reviewed):
+def test_the_list_shows_every_piece_least_sure_first_and_a_row_click_goes_to_it(viewer, reviewed):
     widget = reviewed
     tumour = widget.prediction_layer()
     labels, count = label_pieces(tumour.data)
@@ -43,12 +43,8 @@ def test_the_list_shows_every_piece_of_the_tumour_layer_least_sure_first(viewer,
     assert table.item(0, 2).text() == f"{rows[0].voxels} voxels"  # the sample has no voxel size
     assert table.item(0, 3).text() in (f"{first}-{last}", str(first))
     assert all(table.item(row, 0).checkState() == Qt.Checked for row in range(count))
-
-
-def test_clicking_a_row_moves_the_slice_and_the_camera_to_the_piece(viewer, reviewed):
-    widget = reviewed
-    tumour = widget.prediction_layer()
-    for row, piece in enumerate(widget.review_list.rows[:3]):
+    # A click on a row moves the slice slider and the camera to that piece.
+    for row, piece in enumerate(rows[:3]):
         widget.review_list.table.native.cellClicked.emit(row, 1)
         assert current_slice(viewer, tumour) == round(piece.centre[0])
         np.testing.assert_allclose(viewer.camera.center[-2:], tumour.data_to_world(piece.centre)[-2:], atol=1e-6)
