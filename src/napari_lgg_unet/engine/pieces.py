@@ -56,10 +56,12 @@ def label_pieces(mask: np.ndarray) -> tuple[np.ndarray, int]:
 def piece_evidence(probability: np.ndarray, labels: np.ndarray, n: int) -> PieceEvidence:
     """The evidence of pieces 1..n of `labels` (Z, H, W) from the probabilities they were cut from. A one-slice scan
     says nothing about depth: its pieces get the middle's (0.5)."""
-    index = np.arange(1, n + 1)
-    voxels = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    sums = np.asarray(ndimage.sum(probability, labels, index), dtype=float).reshape(n)
-    centres = np.asarray(ndimage.center_of_mass(labels > 0, labels, index), dtype=float).reshape(n, 3)
+    where = np.nonzero(labels)  # the pieces' voxels only: sums over the whole volume cost 10x more on a real scan
+    inside = labels[where]
+    voxels = np.bincount(inside, minlength=n + 1)[1:]
+    sums = np.bincount(inside, weights=probability[where], minlength=n + 1)[1:]
+    centres = np.stack([np.bincount(inside, weights=axis, minlength=n + 1)[1:] for axis in where], axis=1)
+    centres = centres / np.maximum(voxels, 1)[:, None]
     last = len(labels) - 1
     depth = np.minimum(centres[:, 0], last - centres[:, 0]) / last if last > 0 else np.full(n, 0.5)
     return PieceEvidence(piece_peaks(probability, labels, n), sums / np.maximum(voxels, 1), voxels, depth, centres)

@@ -16,6 +16,7 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidgetItem
 from ..engine.pieces import Piece, doubtful_first
 
 COLUMNS = ("Keep", "Confidence", "Size", "Slices")
+MAX_ROWS = 200  # a noisy mask can have thousands of specks; a longer table only slows the viewer down
 
 
 class ReviewList:
@@ -41,7 +42,7 @@ class ReviewList:
 
     def show_pieces(self, pieces: list[Piece], removed: set[int], unit: str) -> None:
         """Fill the table, doubtful pieces first; `unit` is the voxel-volume unit ('' shows sizes in voxels)."""
-        self.rows = doubtful_first(pieces)
+        self.rows = doubtful_first(pieces)[:MAX_ROWS]
         native = self.table.native
         native.blockSignals(True)
         native.setRowCount(len(self.rows))
@@ -53,8 +54,10 @@ class ReviewList:
             for column, text in enumerate(_cells(piece, unit), start=1):
                 native.setItem(row, column, QTableWidgetItem(text))
         native.blockSignals(False)
-        self.caption.value = (f"{len(pieces)} pieces, least sure first; untick Keep to remove one, click a row to "
-                              "see it" if pieces else "Segment an image to review its tumour pieces.")
+        shown = f"the {MAX_ROWS} least sure of {len(pieces)} pieces" if len(pieces) > MAX_ROWS else (
+            f"{len(pieces)} pieces, least sure first")
+        self.caption.value = (f"{shown}; untick Keep to remove one, click a row to see it" if pieces
+                              else "Segment an image to review its tumour pieces.")
 
     def keep_box(self, row: int) -> QTableWidgetItem:
         return self.table.native.item(row, 0)
