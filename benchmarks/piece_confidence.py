@@ -4,7 +4,8 @@ The shipped default model segments each validation (and then test) patient as-is
 'flair-only' and 'skull-stripped' proxies; every 3D piece above the model's threshold is kept (no minimum size, so
 small false pieces count too) and called true when at least 10 % of its voxels lie in the manual mask. The AUC of
 each piece of evidence (the engine's, plus the brain mask's share of the piece inside the brain and depth among the
-brain's slices) and of the confidence itself is printed per split and variant. Probabilities are cached as .npy under --cache, so re-running costs seconds.
+brain's slices) and of the confidence itself is printed per split and variant. Probabilities are cached as .npy
+under --cache, so re-running costs seconds.
 
     PYTHONPATH=src python benchmarks/piece_confidence.py --lgg ../shared/data/lgg/kaggle_3m --variants as-is
 """

@@ -2,7 +2,8 @@
 
 A TIFF or volume whose name ends in `_mask` (or `_seg`, `_label`) opens as a Labels layer, so saving and reopening a
 mask gives back a mask, not a grey image. Medical volumes open as axial slices in the LGG training orientation
-(anterior at the top, patient's right on the left) with their voxel size as `scale` in mm, and carry
+(anterior at the top, patient's right on the left) with their voxel size as `scale` and position as `translate` in
+mm; a multi-sequence case opens as one grey layer per sequence (see `read_case`). Volume layers carry
 `metadata["lgg_unet_geometry"]`: what the writer needs to save a mask onto the source grid.
 """
 

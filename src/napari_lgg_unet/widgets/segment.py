@@ -207,14 +207,14 @@ class SegmentWidget(Container):
 
     def go_to_piece(self, piece: Piece) -> None:
         """Move the viewer's slice to the piece's centre and centre the camera on it."""
-        layer = self.prediction_layer() or self._source
+        layer = self.prediction_layer()
         if layer is None:
             return
         world = np.asarray(layer.data_to_world(piece.centre[-layer.ndim :]), dtype=float)
         offset = self.viewer.dims.ndim - len(world)
         for axis, value in enumerate(world):
             self.viewer.dims.set_point(offset + axis, value)
-        self.viewer.camera.center = tuple(world[axis - offset] for axis in self.viewer.dims.displayed)
+        self.viewer.camera.center = tuple(world[axis - offset] for axis in self.viewer.dims.displayed if axis >= offset)
 
     def _take_flair(self, layer: object) -> None:
         """A layer named FLAIR (our reader opens a case's sequences with FLAIR last) becomes the image to segment."""
