@@ -7,7 +7,7 @@ each piece of evidence (the engine's, plus the brain mask's share of the piece i
 brain's slices) and of the confidence itself is printed per split and variant. Probabilities are cached as .npy
 under --cache, so re-running costs seconds.
 
-    PYTHONPATH=src python benchmarks/piece_confidence.py --lgg ../shared/data/lgg/kaggle_3m --variants as-is
+    PYTHONPATH=src:benchmarks python benchmarks/piece_confidence.py --lgg ../shared/data/lgg/kaggle_3m --variants as-is
 """
 
 from __future__ import annotations
