@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 import tifffile
 
 from napari_lgg_unet.reader import get_reader
@@ -10,6 +13,15 @@ from napari_lgg_unet.sample_data import sample_patient
 from napari_lgg_unet.writer import write_labels
 
 PATIENT = "TCGA_CS_6665_20010817"
+BRATS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brats-sample"
+
+
+@pytest.fixture
+def brats_case() -> Path:
+    case = BRATS / "Brats18_TCIA10_628_1"
+    if not case.is_dir():
+        pytest.skip(f"BraTS sample case not found at {case} (../shared/data/brats-sample beside the project)")
+    return case
 
 
 def test_a_patient_folder_opens_as_an_image_and_its_tumour_labels(lgg_root):
@@ -71,13 +83,18 @@ def _nifti_case(folder, affine):
 ANISOTROPIC = np.array([[-0.9, 0, 0, 10], [0, 0, 3.0, -5], [0, 1.2, 0, 7], [0, 0, 0, 1]])
 
 
+def _by_name(layers: list[tuple]) -> dict[str, tuple]:
+    return {meta["name"]: (data, meta, kind) for data, meta, kind in layers}
+
+
 def test_a_nifti_case_opens_with_mm_scale_axis_labels_and_saves_back_on_its_grid(tmp_path):
     import nibabel as nib
 
     case = _nifti_case(tmp_path / "case", ANISOTROPIC)
-    (image, image_meta, kind), (labels, labels_meta, labels_kind) = get_reader(str(case))(str(case))
-    assert (kind, labels_kind) == ("image", "labels") and image_meta["rgb"] is True
-    assert image.shape[:3] == labels.shape and image_meta["scale"] == labels_meta["scale"]
+    layers = _by_name(get_reader(str(case))(str(case)))
+    (image, image_meta, kind), (labels, labels_meta, labels_kind) = layers["FLAIR"], layers["case mask"]
+    assert (kind, labels_kind) == ("image", "labels") and image_meta["rgb"] is False
+    assert image.shape == labels.shape and image_meta["scale"] == labels_meta["scale"]
     np.testing.assert_allclose(image_meta["scale"], (1.2, 3.0, 0.9), rtol=1e-6)  # (S, P, L) axes, mm
     assert image_meta["units"] == ("mm",) * 3 and len(image_meta["axis_labels"]) == 3
     # Saving the labels layer (its state as napari hands it to the writer) gives the seg's grid back.
@@ -87,19 +104,43 @@ def test_a_nifti_case_opens_with_mm_scale_axis_labels_and_saves_back_on_its_grid
     np.testing.assert_array_equal(np.asanyarray(nib.load(written).dataobj), np.asanyarray(source.dataobj) > 0)
 
 
-def test_separate_sequence_files_open_as_grey_layers_that_stack_into_the_case_image(tmp_path):
+def test_a_case_opens_as_one_grey_layer_per_sequence_flair_visible_on_top(tmp_path):
     case = _nifti_case(tmp_path / "case", ANISOTROPIC)
-    [(case_image, _, _), _] = get_reader(str(case))(str(case))
-    layers = {}
-    for sequence in ("t1", "flair", "t1ce"):
+    layers = get_reader(str(case))(str(case))
+    assert [meta["name"] for _, meta, _ in layers] == ["T1c", "T1", "FLAIR", "case mask"]  # the last drawn on top
+    assert [meta.get("visible", True) for _, meta, _ in layers] == [False, False, True, True]
+    assert all(meta["rgb"] is False for _, meta, kind in layers if kind == "image")
+    # Each layer is the file of its sequence, opened on its own.
+    for name, sequence in (("T1c", "t1ce"), ("T1", "t1"), ("FLAIR", "flair")):
         path = str(case / f"case_{sequence}.nii.gz")
-        [(data, meta, kind)] = get_reader(path)(path)
-        assert kind == "image" and meta["rgb"] is False
-        layers[sequence] = data
-    np.testing.assert_array_equal(np.stack([layers[s] for s in ("t1", "flair", "t1ce")], axis=-1), case_image)
-    seg = str(case / "case_seg.nii.gz")
-    [(mask, _, kind)] = get_reader(seg)(seg)
-    assert kind == "labels" and mask.shape == case_image.shape[:3] and set(np.unique(mask)) == {0, 1}
+        [(alone, _, _)] = get_reader(path)(path)
+        np.testing.assert_array_equal(_by_name(layers)[name][0], alone)
+
+
+def test_the_layers_translate_and_scale_put_each_voxel_where_the_affine_says(tmp_path):
+    import nibabel as nib
+
+    shape = (5, 6, 4)
+    nib.save(nib.Nifti1Image(np.arange(np.prod(shape), dtype=np.int16).reshape(shape), ANISOTROPIC),
+             tmp_path / "scan_flair.nii.gz")
+    [(data, meta, _)] = get_reader(str(tmp_path / "scan_flair.nii.gz"))(str(tmp_path / "scan_flair.nii.gz"))
+    for index in np.ndindex(data.shape):
+        source = np.unravel_index(int(data[index]), shape)
+        right, anterior, superior = (ANISOTROPIC @ [*source, 1])[:3]
+        world = np.asarray(meta["translate"]) + np.asarray(meta["scale"]) * index
+        np.testing.assert_allclose(world, (superior, -anterior, -right), atol=1e-9)  # napari's (S, P, L) axes
+
+
+def test_a_brats_case_opens_as_flair_t1_t1c_t2_on_one_grid(brats_case):
+    from napari_lgg_unet.engine.io import load_scan
+
+    layers = _by_name(get_reader(str(brats_case))(str(brats_case)))
+    assert set(layers) == {"FLAIR", "T1", "T1c", "T2", f"{brats_case.name} mask"}
+    scan = load_scan(brats_case)
+    for name, channel in (("T1", 0), ("FLAIR", 1), ("T1c", 2)):
+        np.testing.assert_array_equal(layers[name][0], scan.image[..., channel])
+    assert {tuple(meta["translate"]) for _, meta, _ in layers.values()} == {scan.geometry.origin}
+    assert layers["T2"][0].shape == scan.image.shape[:3]
 
 
 def test_labels_without_geometry_save_as_nifti_with_their_scale(tmp_path):

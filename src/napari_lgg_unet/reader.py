@@ -2,7 +2,8 @@
 
 A TIFF or volume whose name ends in `_mask` (or `_seg`, `_label`) opens as a Labels layer, so saving and reopening a
 mask gives back a mask, not a grey image. Medical volumes open as axial slices in the LGG training orientation
-(anterior at the top, patient's right on the left) with their voxel size as `scale` in mm, and carry
+(anterior at the top, patient's right on the left) with their voxel size as `scale` and position as `translate` in
+mm; a multi-sequence case opens as one grey layer per sequence (see `read_case`). Volume layers carry
 `metadata["lgg_unet_geometry"]`: what the writer needs to save a mask onto the source grid.
 """
 
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 if TYPE_CHECKING:
+    from .engine.cases import Case
     from .engine.volumes import Geometry
 
 LayerData = tuple  # (data, metadata, layer_type), napari's LayerDataTuple
@@ -41,7 +43,7 @@ def _geometry_meta(geometry: Geometry | None) -> dict:
         return {}
     from .engine.volumes import AXIS_LABELS
 
-    return {"scale": geometry.spacing, "units": ("mm",) * 3, "axis_labels": AXIS_LABELS,
+    return {"scale": geometry.spacing, "translate": geometry.origin, "units": ("mm",) * 3, "axis_labels": AXIS_LABELS,
             "metadata": {GEOMETRY_KEY: geometry.to_dict()}}
 
 
@@ -49,25 +51,49 @@ def scan_layers(name: str, image: np.ndarray, rgb: bool, mask: np.ndarray | None
                 geometry: Geometry | None = None) -> list[LayerData]:
     """Layer data for a scan and, when known, its mask as integer labels 0/1 named `<name> mask`."""
     spatial = _geometry_meta(geometry)
-    layers: list[LayerData] = [(image, {"name": name, "rgb": rgb, **spatial}, "image")]
-    if mask is not None:
-        layers.append(((np.asarray(mask) > 0).astype(np.uint8), {"name": f"{name} mask", **spatial}, "labels"))
-    return layers
+    return [(image, {"name": name, "rgb": rgb, **spatial}, "image"), *_mask_layer(name, mask, spatial)]
+
+
+def _mask_layer(name: str, mask: np.ndarray | None, spatial: dict) -> list[LayerData]:
+    return [] if mask is None else [((np.asarray(mask) > 0).astype(np.uint8), {"name": f"{name} mask", **spatial},
+                                     "labels")]
 
 
 def read_scan(path: str) -> list[LayerData]:
-    """A patient, case or DICOM folder: its image (a case's sequences as one (pre-contrast, FLAIR, post-contrast)
-    image, or FLAIR alone) and its labels."""
+    """A patient, case or DICOM folder: a case opens as a radiologist reads it (see `case_layers`), a Kaggle patient
+    as its image and labels."""
+    from .engine.formats import format_of
     from .engine.io import load_scan
 
+    found = format_of(Path(path))
+    case = found.case(Path(path)) if found is not None else None
+    if case is not None:
+        return case_layers(case)
     scan = load_scan(path)
     return scan_layers(scan.name, scan.image, scan.rgb, scan.mask, scan.geometry)
+
+
+def case_layers(case: Case) -> list[LayerData]:
+    """A case as a radiologist reads it: one grey layer per sequence, named FLAIR, T1, T1c, T2, aligned on FLAIR's
+    grid, FLAIR visible and on top (the others hidden below it), then its labels. The Segment widget picks the
+    sequences up by these names. A case of FLAIR alone opens as one layer named after the case."""
+    from .engine.cases import load_sequences
+    from .engine.sequences import FLAIR, LAYER_NAMES
+
+    loaded = load_sequences(case)
+    spatial = _geometry_meta(loaded.geometry)
+    if list(loaded.images) == [FLAIR]:
+        return scan_layers(case.name, loaded.images[FLAIR], False, loaded.mask, loaded.geometry)
+    sequences = [(data, {"name": LAYER_NAMES[sequence], "rgb": False, "colormap": "gray",
+                         "visible": sequence == FLAIR, **spatial}, "image")
+                 for sequence, data in reversed(loaded.images.items())]  # napari stacks the last layer on top
+    return [*sequences, *_mask_layer(case.name, loaded.mask, spatial)]
 
 
 def read_volume_layers(path: str) -> list[LayerData]:
     """One volume file on its own, so separate sequences open as separate layers; a file of an nnU-Net / Decathlon
     images folder opens as its whole case (its channels are named only by dataset.json)."""
-    from .engine.cases import Case, Source, load_case, load_labels, nnunet_cases
+    from .engine.cases import Case, Source, case_of_file, load_case, load_labels, nnunet_cases
     from .engine.formats import strip_volume_suffix
     from .engine.sequences import FLAIR, LABELS, split_sequence
 
@@ -76,7 +102,7 @@ def read_volume_layers(path: str) -> list[LayerData]:
         mask, geometry = load_labels(Source(Path(path)))
         return [(mask.astype(np.uint8), {"name": stem, **_geometry_meta(geometry)}, "labels")]
     if nnunet_cases(Path(path).parent) is not None:
-        return read_scan(path)
+        return case_layers(case_of_file(Path(path)))
     loaded = load_case(Case(stem, ((FLAIR, Source(Path(path))),)))
     return scan_layers(stem, loaded.image, loaded.rgb, None, loaded.geometry)
 

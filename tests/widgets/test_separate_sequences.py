@@ -150,3 +150,33 @@ def test_training_pairs_take_layers_as_napari_shows_them(viewer, channels, notes
     np.testing.assert_array_equal(scan.image, flair)
     np.testing.assert_array_equal(scan.mask, mask > 0)
     assert notes["error"] == []
+
+
+def test_a_case_opened_with_our_reader_is_picked_up_by_sequence_name(viewer, tmp_path, notes):
+    """FLAIR, T1 and T1c layers of one case become the widget's image and sequences, and give the model the case's
+    own channel stack."""
+    import nibabel as nib
+
+    from napari_lgg_unet.engine.io import load_scan
+    from napari_lgg_unet.widgets.sequences import model_input
+
+    case = tmp_path / "case"
+    case.mkdir()
+    rng = np.random.default_rng(3)
+    affine = np.diag([0.9, 1.1, 3.0, 1.0])
+    for sequence in ("flair", "t1", "t1ce", "t2"):
+        nib.save(nib.Nifti1Image(rng.random((12, 10, 4)).astype(np.float32), affine), case / f"case_{sequence}.nii.gz")
+    widget = dock(viewer, "Segment tumour")
+    viewer.open(str(case), plugin="napari-lgg-unet")
+    assert [layer.name for layer in viewer.layers] == ["T2", "T1c", "T1", "FLAIR"]
+    assert [widget.image.value.name, widget.pre_contrast.value.name, widget.post_contrast.value.name] == [
+        "FLAIR", "T1", "T1c"]
+    image, rgb = model_input(widget.image.value, widget.pre_contrast.value, widget.post_contrast.value)
+    assert rgb
+    np.testing.assert_array_equal(image, load_scan(case).image)
+    # A widget made after the case was opened finds it too.
+    from napari_lgg_unet.widgets.segment import SegmentWidget
+
+    later = SegmentWidget(viewer)
+    assert (later.image.value, later.post_contrast.value) == (viewer.layers["FLAIR"], viewer.layers["T1c"])
+    assert notes["error"] == []

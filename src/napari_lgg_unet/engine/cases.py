@@ -24,12 +24,13 @@ from .dicom import Series, list_series, read_series, series_by_sequence
 from .errors import InputError
 from .formats import read_volume, strip_volume_suffix, volume_suffix
 from .scan_checks import common_dtype
-from .sequences import FLAIR, LABELS, MODEL_CHANNELS, T2, sequence_of, split_sequence
+from .sequences import FLAIR, LABELS, MODEL_CHANNELS, POST, PRE, T2, sequence_of, split_sequence
 from .volumes import Geometry, Volume, covered_fraction, resample_onto, same_grid, to_engine
 
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 SEQUENCE_FOLDERS = (*MODEL_CHANNELS, T2)  # subfolder names that make a folder a case (each a DICOM series)
 MIN_COVERED = 0.5  # a sequence or label volume must cover at least this share of FLAIR's field of view
+READING_ORDER = (FLAIR, PRE, POST, T2)  # how load_sequences lists a case's sequences
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,8 @@ def dicom_case(folder: str | Path) -> Case:
     return Case(folder.name, tuple((role, Source(folder, series)) for role, series in chosen.items()))
 
 
-def _split_channels(volume: Volume, names: tuple[str, ...], source: Source) -> dict[str, Volume]:
+def _split_channels(volume: Volume, names: tuple[str, ...], source: Source,
+                    wanted: tuple[str, ...] = MODEL_CHANNELS) -> dict[str, Volume]:
     """The channels of a 4D volume by sequence: named by dataset.json, else 1 = FLAIR and 3 = the model's order."""
     count = volume.data.shape[3]
     if names:
@@ -192,7 +194,7 @@ def _split_channels(volume: Volume, names: tuple[str, ...], source: Source) -> d
         raise InputError(f"{source} has {count} channels and no dataset.json beside it names them; "
                          "give one file per sequence or a dataset.json with channel_names")
     return {role: Volume(volume.data[..., index], volume.geometry) for index, role in enumerate(roles)
-            if role in MODEL_CHANNELS}
+            if role in wanted}
 
 
 def on_grid(volume: Volume, grid: Geometry, what: str, labels: bool = False) -> np.ndarray:
@@ -217,19 +219,25 @@ def load_labels(source: Source, grid: Geometry | None = None) -> tuple[np.ndarra
     return to_engine(on_grid(labels, grid, f"the labels {source}", labels=True) > 0, grid), grid
 
 
-def load_case(case: Case, require_mask: bool = False) -> CaseVolumes:
-    """Read, align and orient a case's sequences into the model's channel layout."""
+def _read_sequences(case: Case, wanted: tuple[str, ...]) -> dict[str, Volume]:
+    """The case's `wanted` sequences as read (4D files split into channels); FLAIR is required."""
     volumes: dict[str, Volume] = {}
     for sequence, source in case.sequences:
-        if sequence not in MODEL_CHANNELS:  # T2 and unnamed channels are not used
+        if sequence not in wanted:  # e.g. T2 and unnamed channels, which the model does not use
             continue
         volume = source.read()
-        volumes.update(_split_channels(volume, case.channel_names, source) if volume.data.ndim == 4
+        volumes.update(_split_channels(volume, case.channel_names, source, wanted) if volume.data.ndim == 4
                        else {sequence: volume})
     if FLAIR not in volumes:
         found = ", ".join(s for s, _ in case.sequences) or "no sequences"
         raise InputError(f"{case.name}: no FLAIR scan (found {found}); the model needs FLAIR "
                          "(name it *_flair, *-t2f or flair.nii.gz)")
+    return volumes
+
+
+def load_case(case: Case, require_mask: bool = False) -> CaseVolumes:
+    """Read, align and orient a case's sequences into the model's channel layout."""
+    volumes = _read_sequences(case, MODEL_CHANNELS)
     grid = volumes[FLAIR].geometry
     if list(volumes) == [FLAIR]:
         image, rgb = volumes[FLAIR].data, False
@@ -244,3 +252,26 @@ def load_case(case: Case, require_mask: bool = False) -> CaseVolumes:
                          "or labelsTr/<case> for nnU-Net)")
     sources = {sequence: str(source) for sequence, source in case.sequences if sequence in MODEL_CHANNELS}
     return CaseVolumes(to_engine(image, grid), mask, rgb, grid.with_sources(sources))
+
+
+@dataclass
+class CaseSequences:
+    """A case's sequences as a radiologist reads them: each (Z, H, W) in the engine's layout on FLAIR's grid, keyed
+    by sequence (FLAIR first, then pre-contrast T1, post-contrast T1, T2 when present), and the labels when known."""
+
+    images: dict[str, np.ndarray]
+    mask: np.ndarray | None
+    geometry: Geometry
+
+
+def load_sequences(case: Case) -> CaseSequences:
+    """Every sequence of `case` the project names (see sequences.py), T2 included, each aligned onto FLAIR's grid,
+    so one layer per sequence overlays the others voxel for voxel."""
+    volumes = _read_sequences(case, READING_ORDER)
+    grid = volumes[FLAIR].geometry
+    named = dict(case.sequences)
+    images = {s: to_engine(on_grid(volumes[s], grid, f"{s} {named.get(s, '')}".strip()), grid)
+              for s in READING_ORDER if s in volumes}
+    mask = load_labels(case.labels, grid)[0] if case.labels is not None else None
+    sources = {sequence: str(source) for sequence, source in case.sequences if sequence in images}
+    return CaseSequences(images, mask, grid.with_sources(sources))

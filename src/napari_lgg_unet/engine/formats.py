@@ -49,6 +49,11 @@ class ScanFormat:
         """The scans a claimed path holds, each for `load_scan` (a folder format may hold several cases)."""
         return [path]
 
+    def case(self, path: Path) -> Case | None:
+        """The one multi-sequence case a claimed path is, for readers that show its sequences apart; None when the
+        format holds no such case (a Kaggle patient, a TIFF, a single volume)."""
+        return None
+
     def write_mask(self, path: Path, mask: np.ndarray, geometry: Geometry | None) -> None:
         """Save an engine-layout mask (any value > 0 is tumour) as `path`, atomically."""
         raise cannot_write(path)
@@ -161,9 +166,12 @@ class CaseFolder(ScanFormat):
                                      for p in path.iterdir())
 
     def read(self, path: Path, require_mask: bool = False) -> Scan:
+        return case_scan(self.case(path), require_mask)
+
+    def case(self, path: Path) -> Case:
         from .cases import case_in_folder
 
-        return case_scan(case_in_folder(path), require_mask)
+        return case_in_folder(path)
 
     def sources(self, path: Path) -> list[ScanSource]:
         from .cases import cases_in_folder
@@ -197,12 +205,15 @@ class DicomFolder(ScanFormat):
         return bool(list_series(path))
 
     def read(self, path: Path, require_mask: bool = False) -> Scan:
-        return case_scan(self.sources(path)[0], require_mask)
+        return case_scan(self.case(path), require_mask)
 
-    def sources(self, path: Path) -> list[ScanSource]:
+    def case(self, path: Path) -> Case:
         from .cases import dicom_case
 
-        return [dicom_case(path)]
+        return dicom_case(path)
+
+    def sources(self, path: Path) -> list[ScanSource]:
+        return [self.case(path)]
 
 
 TIFF = TiffStack()

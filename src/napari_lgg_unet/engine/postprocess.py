@@ -47,8 +47,14 @@ def postprocess(probability: np.ndarray, config: PostprocessConfig) -> np.ndarra
 
 
 def piece_peaks(probability: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
-    """The highest probability inside each of the pieces labelled 1..n."""
-    return np.asarray(ndimage.maximum(probability, labels, index=np.arange(1, n + 1)), dtype=float).reshape(n)
+    """The highest probability (>= 0) inside each of the pieces labelled 1..n.
+
+    Read over the pieces' voxels only: ndimage.maximum sorts the whole volume and took half a second on one LGG scan,
+    too slow for the review list, which relabels on every threshold change."""
+    inside = labels > 0
+    peaks = np.zeros(n + 1)
+    np.maximum.at(peaks, labels[inside], probability[inside])
+    return peaks[1:]
 
 
 def kept_pieces(sizes: np.ndarray, peaks: np.ndarray, config: PostprocessConfig) -> np.ndarray:

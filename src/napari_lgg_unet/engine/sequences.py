@@ -11,6 +11,7 @@ import re
 PRE, FLAIR, POST, T2, LABELS = "pre-contrast T1", "FLAIR", "post-contrast T1", "T2", "labels"
 MODEL_CHANNELS = (PRE, FLAIR, POST)
 FLAIR_CHANNEL = MODEL_CHANNELS.index(FLAIR)  # where FLAIR sits in the model's input
+LAYER_NAMES = {FLAIR: "FLAIR", PRE: "T1", POST: "T1c", T2: "T2"}  # as a radiologist's viewer names them
 
 # Names compared with separators removed and lower-cased: "T1_post" -> "t1post", "t2-flair" -> "t2flair".
 NAMES = {

@@ -69,6 +69,14 @@ class Geometry:
         return tuple(spacing)
 
     @property
+    def origin(self) -> tuple[float, float, float]:
+        """Where the engine's voxel (0, 0, 0) lies along its (Z, H, W) axes, in mm: the superior, posterior and left
+        coordinates of its centre (napari's layer `translate`, beside `spacing` as its `scale`)."""
+        corner = [0 if flip > 0 else size - 1 for size, (_, flip) in zip(self.shape, self.to_engine)]
+        right, anterior, superior = (self.matrix @ [*corner, 1.0])[:3]
+        return float(superior), float(-anterior), float(-right)
+
+    @property
     def engine_shape(self) -> tuple[int, int, int]:
         shape = [0, 0, 0]
         for axis, (target, _) in enumerate(self.to_engine):

@@ -21,6 +21,9 @@ from ..engine.errors import LggUnetError
 from ..engine.model import read_config
 from ..engine.postprocess import PostprocessConfig, postprocess
 from ..engine.predict import SegmentOptions, SegmentProgress
+from ..engine.pieces import Piece
+from ..engine.review import PieceReview
+from ..engine.sequences import FLAIR
 from . import notify
 from .common import chosen_model, connect_while_alive, device_widgets, model_widgets, optional_path, precision_widget
 from .job import JobRunner
@@ -28,7 +31,8 @@ from .layers import (
     back_to_layer, binary_mask, current_slice, image_choices, labels_choices, owned_layer, put_owned_layer,
 )
 from .readouts import Readouts, compute_readouts, readouts_text, write_readouts_csv
-from .sequences import model_input, sequence_pickers
+from .review import ReviewList
+from .sequences import model_input, named_sequences, says_sequence, sequence_pickers
 from .session_models import session_models
 from .tooltips import explain
 from .workers import ModelCache, segment_job
@@ -81,6 +85,7 @@ class SegmentWidget(Container):
         self._pending: Image | None = None
         self._pending_data: object = None  # the pending layer's data when segmenting started
         self._unusable_config: str | None = None  # the model folder whose config error was last notified
+        self._review: PieceReview | None = None
         self.readouts: Readouts | None = None
         self.extend([*self._input_controls(), *self._cleanup_controls(), *self._readout_controls()])
         explain(self)
@@ -88,6 +93,9 @@ class SegmentWidget(Container):
         viewer.dims.events.current_step.connect(self.update_readouts)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self.reset_choices)
+        self.image.changed.connect(self._pick_sequences)
+        viewer.layers.events.inserted.connect(lambda event: self._take_flair(event.value))
+        self._take_flair(next((layer for layer in reversed(viewer.layers) if says_sequence(layer, FLAIR)), None))
         connect_while_alive(self, session_models.changed, self.model.reset_choices)
         self._update_readout_text()
 
@@ -124,9 +132,10 @@ class SegmentWidget(Container):
         self.readout = Label(name="readout", label="Readouts", value="")
         self.csv_path = FileEdit(name="csv_path", label="Readouts CSV", mode="w", filter="*.csv")
         self.save_button = PushButton(name="save_button", text="Save readouts CSV")
+        self.review_list = ReviewList(self.go_to_piece, self.keep_piece)
         self.truth.changed.connect(self._truth_changed)
         self.save_button.clicked.connect(self.save_readouts)
-        return [self.truth, self.readout, self.csv_path, self.save_button]
+        return [self.truth, self.readout, self.csv_path, self.save_button, *self.review_list.widgets]
 
     @property
     def running(self) -> bool:
@@ -176,7 +185,8 @@ class SegmentWidget(Container):
             return
         # The model saw the slices as shown; its results go back onto the layer's own voxel order.
         self._source, self._probability = source, back_to_layer(source, progress.result.probability)
-        put_owned_layer(self.viewer, source, "tumour", back_to_layer(source, progress.result.mask))
+        self._review = PieceReview(self._probability, tuple(source.scale) if _volume_unit(source) else None)
+        self._show_mask(back_to_layer(source, progress.result.mask))
         self._show_probability()
         self.update_readouts()
 
@@ -220,9 +230,50 @@ class SegmentWidget(Container):
         """Apply threshold and post-processing to the kept probabilities (no model run)."""
         if not self._has_result():
             return
-        mask = postprocess(self._probability, self.cleanup.config())
-        put_owned_layer(self.viewer, self._source, "tumour", mask)
+        self._show_mask(postprocess(self._probability, self.cleanup.config()))
         self.update_readouts()
+
+    def _show_mask(self, mask: np.ndarray) -> None:
+        """The mask less the pieces the user removed (see engine/review.py) into the tumour layer; list its pieces."""
+        layer = put_owned_layer(self.viewer, self._source, "tumour", self._review.update(mask))
+        self.review_list.show_pieces(self._review.pieces, self._review.removed, _volume_unit(layer))
+
+    def keep_piece(self, index: int, keep: bool) -> None:
+        """Restore (`keep`) or remove piece `index` in the tumour layer this widget made; other voxels, painted
+        corrections included, stay as they are."""
+        layer = self.prediction_layer()
+        if layer is None or self._review is None:
+            notify.show_warning("the tumour layer is gone: segment again to review its pieces")
+            return
+        voxels = self._review.piece_voxels(index)
+        (self._review.restore if keep else self._review.remove)(index)
+        data = np.asarray(layer.data)
+        data[voxels] = 1 if keep else 0
+        layer.data = data
+        self.update_readouts()
+
+    def go_to_piece(self, piece: Piece) -> None:
+        """Move the viewer's slice to the piece's centre and centre the camera on it."""
+        layer = self.prediction_layer()
+        if layer is None:
+            return
+        world = np.asarray(layer.data_to_world(piece.centre[-layer.ndim :]), dtype=float)
+        offset = self.viewer.dims.ndim - len(world)
+        for axis, value in enumerate(world):
+            self.viewer.dims.set_point(offset + axis, value)
+        self.viewer.camera.center = tuple(world[axis - offset] for axis in self.viewer.dims.displayed if axis >= offset)
+
+    def _take_flair(self, layer: object) -> None:
+        """A layer named FLAIR (our reader opens a case's sequences with FLAIR last) becomes the image to segment."""
+        if says_sequence(layer, FLAIR):
+            self.image.value = layer
+            self._pick_sequences()
+
+    def _pick_sequences(self) -> None:
+        """With a FLAIR-named image, pick its T1 and T1c layers by name (see `sequences.named_sequences`)."""
+        found = named_sequences(self.viewer, self.image.value)
+        if found is not None:
+            self.pre_contrast.value, self.post_contrast.value = found
 
     def _show_probability(self) -> None:
         if not self._has_result():

@@ -15,7 +15,8 @@ from napari.layers import Image
 
 from ..engine.errors import InputError
 from ..engine.preprocess import channel_view
-from .layers import as_shown, image_choices
+from ..engine.sequences import FLAIR, POST, PRE, sequence_of
+from .layers import GEOMETRY_KEY, OWNER_KEY, as_shown, image_choices
 
 NO_SEQUENCE = ("(none)", None)
 
@@ -26,6 +27,29 @@ def sequence_pickers(viewer: napari.Viewer) -> tuple[ComboBox, ComboBox]:
         ComboBox(name=name, label=label, choices=lambda _: [NO_SEQUENCE, *image_choices(viewer)], value=None)
         for name, label in (("pre_contrast", "Pre-contrast (T1)"), ("post_contrast", "Post-contrast (T1c)"))
     )
+
+
+def says_sequence(layer: object, sequence: str) -> bool:
+    """Whether `layer` is a user's grey image whose name says `sequence` ("FLAIR", "T1c [1]", "AX T2 FLAIR")."""
+    return (isinstance(layer, Image) and not layer.rgb and OWNER_KEY not in layer.metadata
+            and sequence_of(layer.name) == sequence)
+
+
+def named_sequences(viewer: napari.Viewer, flair: Image | None) -> tuple[Image | None, Image | None] | None:
+    """The (pre-contrast, post-contrast) layers that go with a layer named FLAIR: those named T1 and T1c (or any
+    name sequences.py knows) on its grid, the ones our reader opened from the same case first, the topmost
+    otherwise. None when `flair` is not named as FLAIR, so a user's own choice is left alone."""
+    if not says_sequence(flair, FLAIR):
+        return None
+
+    def partner(sequence: str) -> Image | None:
+        found = [layer for layer in viewer.layers if says_sequence(layer, sequence)
+                 and layer.data.shape == flair.data.shape]
+        same_case = [layer for layer in found if GEOMETRY_KEY in flair.metadata
+                     and layer.metadata.get(GEOMETRY_KEY) == flair.metadata[GEOMETRY_KEY]]
+        return (same_case or found or [None])[-1]
+
+    return partner(PRE), partner(POST)
 
 
 def model_input(image: Image | None, pre: Image | None = None, post: Image | None = None) -> tuple[np.ndarray, bool]:

@@ -1,0 +1,106 @@
+"""Does piece confidence rank true tumour pieces above false ones? ROC AUC per piece of evidence and of `confidence`.
+
+The shipped default model segments each validation (and then test) patient as-is and, with --variants, as the
+'flair-only' and 'skull-stripped' proxies; every 3D piece above the model's threshold is kept (no minimum size, so
+small false pieces count too) and called true when at least 10 % of its voxels lie in the manual mask. The AUC of
+each piece of evidence (the engine's, plus the brain mask's share of the piece inside the brain and depth among the
+brain's slices) and of the confidence itself is printed per split and variant. Probabilities are cached as .npy
+under --cache, so re-running costs seconds.
+
+    PYTHONPATH=src:benchmarks python benchmarks/piece_confidence.py --lgg ../shared/data/lgg/kaggle_3m --variants as-is
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+
+from cpu_speed import cpu_model
+from napari_lgg_unet.engine.brain_mask import brain_mask
+from napari_lgg_unet.engine.io import load_patient
+from napari_lgg_unet.engine.model import load_model
+from napari_lgg_unet.engine.pieces import PieceEvidence, confidence, label_pieces, piece_evidence
+from napari_lgg_unet.engine.predict import segment_volume
+from napari_lgg_unet.engine.variants import INPUT_VARIANTS, input_variant
+
+TRUE_SHARE = 0.10  # a piece is true when at least this share of its voxels lies in the manual mask
+EVIDENCE = ("peak", "mean", "voxels", "depth", "in_brain", "brain_depth")  # the last two: brain_mask.py's evidence
+
+
+def auc(scores: np.ndarray, truth: np.ndarray) -> float:
+    """ROC AUC (Mann-Whitney, ties count half); NaN when one class is missing."""
+    positives, negatives = scores[truth], scores[~truth]
+    if not len(positives) or not len(negatives):
+        return float("nan")
+    wins = (positives[:, None] > negatives[None]).sum() + 0.5 * (positives[:, None] == negatives[None]).sum()
+    return float(wins / (len(positives) * len(negatives)))
+
+
+def probability_and_brain(model, folder: Path, variant: str, cache: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(probability, brain mask, manual mask) of one patient as `variant`, the model run only when not cached."""
+    scan = load_patient(folder, require_masks=True)
+    image, rgb = input_variant(scan.image, scan.rgb, variant)
+    file = cache / variant / f"{folder.name}.npy"
+    if file.is_file():
+        probability = np.load(file)
+    else:
+        probability = segment_volume(model, image, rgb=rgb).probability
+        file.parent.mkdir(parents=True, exist_ok=True)
+        np.save(file, probability)
+    flair = image if image.ndim == 3 else image[..., 1]
+    return probability, brain_mask(flair), scan.mask
+
+
+def patient_pieces(probability, brain, truth, threshold: float) -> dict[str, np.ndarray]:
+    """Every piece above `threshold`: the engine's evidence and confidence, the brain mask's evidence, and truth."""
+    labels, n = label_pieces(probability >= threshold)
+    evidence = piece_evidence(probability, labels, n)
+    in_brain = np.bincount(labels[brain], minlength=n + 1)[1:] / np.maximum(evidence.voxels, 1)
+    slices = np.flatnonzero(brain.any(axis=(1, 2))) if brain.any() else np.array([0, len(brain) - 1])
+    z = evidence.centres[:, 0]
+    brain_depth = np.clip(np.minimum(z - slices[0], slices[-1] - z) / max(slices[-1] - slices[0], 1), 0, 0.5)
+    is_true = np.bincount(labels[truth], minlength=n + 1)[1:] >= TRUE_SHARE * np.maximum(evidence.voxels, 1)
+    return {**{f.name: getattr(evidence, f.name) for f in fields(PieceEvidence) if f.name != "centres"},
+            "in_brain": in_brain, "brain_depth": brain_depth, "confidence": confidence(evidence), "true": is_true}
+
+
+def collect(model, folders: list[Path], variant: str, cache: Path) -> dict[str, np.ndarray]:
+    """Every piece of every patient, concatenated."""
+    threshold = model.config.postprocess.threshold
+    parts = [patient_pieces(*probability_and_brain(model, f, variant, cache), threshold) for f in folders]
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def report(split: str, variant: str, pieces: dict[str, np.ndarray]) -> dict:
+    is_true = pieces["true"]
+    row = {"split": split, "variant": variant, "pieces": int(len(is_true)), "true": int(is_true.sum())}
+    return row | {name: auc(np.asarray(pieces[name], dtype=float), is_true) for name in (*EVIDENCE, "confidence")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lgg", type=Path, required=True, help="the kaggle_3m folder")
+    parser.add_argument("--splits", nargs="+", default=["validation", "test"])
+    parser.add_argument("--variants", nargs="+", default=list(INPUT_VARIANTS), choices=INPUT_VARIANTS)
+    parser.add_argument("--patients", type=int, default=0, help="at most this many patients per split (0: all)")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/piece-confidence"))
+    args = parser.parse_args()
+    model = load_model("default")
+    split = model.config.training["split"]
+    print(f"CPU: {cpu_model()}; threshold {model.config.postprocess.threshold}; ROC AUC of each piece of evidence "
+          "(larger = more likely tumour) and of the confidence, true piece = >= 10 % in the manual mask")
+    print("| split | variant | pieces | true | " + " | ".join(EVIDENCE) + " | confidence |")
+    print("|---" * (5 + len(EVIDENCE)) + "|")
+    for name in args.splits:
+        folders = [args.lgg / p for p in split[name]][: args.patients or None]
+        for variant in args.variants:
+            row = report(name, variant, collect(model, folders, variant, args.cache))
+            print("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()) + " |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""The 3D pieces of a tumour mask, each with its size, the slices it spans and how much to trust it.
+
+A user reviewing a mask wants the doubtful pieces first. The evidence for a piece is what the network said inside it
+(peak and mean probability), how large it is and where it sits among the slices: on the LGG validation patients the
+large confident false pieces lie on the first or last slices (rims at the top of the head, the skull base), the true
+tumours in between. The combination in `confidence` and its measured ranking power are in docs/piece-confidence.md
+(benchmarks/piece_confidence.py); the brain mask's evidence (share inside the brain, share of brain slices above) was
+measured there too and ranked no better than slice position alone, which needs no scan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import InputError
+from .postprocess import piece_peaks
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Piece `index` (its value in the piece-label volume): `voxels`, `size_mm3` (None without voxel size), the
+    first and last slice it touches, its centre (z, y, x) in voxels and `confidence` in [0, 1] (1: surely tumour)."""
+
+    index: int
+    voxels: int
+    size_mm3: float | None
+    slices: tuple[int, int]
+    centre: tuple[float, float, float]
+    confidence: float
+
+
+@dataclass(frozen=True)
+class PieceEvidence:
+    """Per-piece evidence for pieces 1..n, each an array of length n (see the module docstring)."""
+
+    peak: np.ndarray
+    mean: np.ndarray
+    voxels: np.ndarray
+    depth: np.ndarray  # how far the piece's centre lies from the nearer end slice, as a share of the slices (0-0.5)
+    centres: np.ndarray  # (n, 3) centre of each piece (z, y, x) in voxels
+
+
+EDGE_SHARE = 0.25  # pieces centred in the outer quarter of the slices at either end are doubted, linearly to the end
+
+
+def label_pieces(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """int32 piece labels (0 background, 1..n) of a (Z, H, W) or (H, W) mask, pieces connected by faces in 3D,
+    the same pieces `postprocess` keeps or drops."""
+    labels, n = ndimage.label(np.asarray(mask) > 0)
+    return labels.astype(np.int32, copy=False), int(n)
+
+
+def piece_evidence(probability: np.ndarray, labels: np.ndarray, n: int) -> PieceEvidence:
+    """The evidence of pieces 1..n of `labels` (Z, H, W) from the probabilities they were cut from. A one-slice scan
+    says nothing about depth: its pieces get the middle's (0.5)."""
+    where = np.nonzero(labels)  # the pieces' voxels only: sums over the whole volume cost 10x more on a real scan
+    inside = labels[where]
+    voxels = np.bincount(inside, minlength=n + 1)[1:]
+    sums = np.bincount(inside, weights=probability[where], minlength=n + 1)[1:]
+    centres = np.stack([np.bincount(inside, weights=axis, minlength=n + 1)[1:] for axis in where], axis=1)
+    centres = centres / np.maximum(voxels, 1)[:, None]
+    last = len(labels) - 1
+    depth = np.minimum(centres[:, 0], last - centres[:, 0]) / last if last > 0 else np.full(n, 0.5)
+    return PieceEvidence(piece_peaks(probability, labels, n), sums / np.maximum(voxels, 1), voxels, depth, centres)
+
+
+def confidence(evidence: PieceEvidence) -> np.ndarray:
+    """How sure each piece is to be tumour, in [0, 1]: the network's mean probability inside it, scaled down for
+    pieces centred near the first or last slices (where the confident false rims of the top of the head and the skull
+    base lie). Monotone in both; measured in docs/piece-confidence.md."""
+    return np.clip(evidence.mean, 0.0, 1.0) * np.minimum(1.0, evidence.depth / EDGE_SHARE)
+
+
+def list_pieces(
+    probability: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...] | None = None
+) -> tuple[np.ndarray, list[Piece]]:
+    """(piece labels int32, pieces in label order) of `mask` (0/1) given the `probability` it came from, both the
+    scan's spatial shape; `spacing` is the voxel size in mm per axis (None: sizes in voxels only). A 2D mask is a
+    one-slice scan: its pieces span slice 0."""
+    probability, mask = np.asarray(probability), np.asarray(mask)
+    if probability.shape != mask.shape or mask.ndim not in (2, 3):
+        raise InputError(f"mask {mask.shape} and probability {probability.shape} must be one (Z, H, W) or (H, W) grid")
+    volume = mask.reshape((1,) * (3 - mask.ndim) + mask.shape)
+    labels, n = label_pieces(volume)
+    evidence = piece_evidence(probability.reshape(volume.shape), labels, n)
+    trust = confidence(evidence)
+    voxel_mm3 = None if spacing is None else float(np.prod(spacing))
+    found = ndimage.find_objects(labels)
+    pieces = [
+        Piece(k + 1, int(evidence.voxels[k]), None if voxel_mm3 is None else float(evidence.voxels[k]) * voxel_mm3,
+              (found[k][0].start, found[k][0].stop - 1), tuple(float(c) for c in evidence.centres[k]),
+              float(trust[k]))
+        for k in range(n)
+    ]
+    return labels.reshape(mask.shape), pieces
+
+
+def doubtful_first(pieces: list[Piece]) -> list[Piece]:
+    """The order a reviewer wants: least confident first, the larger of two equally sure pieces first."""
+    return sorted(pieces, key=lambda piece: (piece.confidence, -piece.voxels, piece.index))

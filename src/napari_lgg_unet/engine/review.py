@@ -1,0 +1,65 @@
+"""A user's review of a mask piece by piece: which pieces are removed, kept across a new threshold or clean-up.
+
+Pieces are renumbered whenever the mask changes, so a removal is remembered by where the piece was, not by its
+number: after a change, a new piece stays removed when at least half of its voxels lay in removed pieces (a piece
+that shrank or grew a little with the threshold is still the piece the user rejected; one that merged into a larger
+kept piece is not). Restoring a piece forgets its place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError
+from .pieces import Piece, list_pieces
+
+STILL_REMOVED = 0.5  # share of a new piece's voxels inside removed places that keeps it removed
+
+
+class PieceReview:
+    """The pieces of the current mask (`pieces`, `labels` as `pieces.list_pieces` gives them), the ones removed
+    (`removed`, piece indices) and the mask with them removed (`mask`, uint8 0/1)."""
+
+    def __init__(self, probability: np.ndarray, spacing: tuple[float, ...] | None = None) -> None:
+        self.probability, self.spacing = np.asarray(probability), spacing
+        self._removed_places = np.zeros(self.probability.shape, dtype=bool)
+        self.removed: set[int] = set()
+        self.pieces: list[Piece] = []
+        self.labels = np.zeros(self.probability.shape, dtype=np.int32)
+        self._full = np.zeros(self.probability.shape, dtype=np.uint8)
+
+    def update(self, mask: np.ndarray) -> np.ndarray:
+        """Take a new mask (a new threshold or clean-up of the same probabilities); returns it with the pieces that
+        are still removed taken out."""
+        self._full = np.asarray(mask, dtype=np.uint8)
+        self.labels, self.pieces = list_pieces(self.probability, self._full, self.spacing)
+        inside = np.bincount(self.labels[self._removed_places], minlength=len(self.pieces) + 1)[1:]
+        self.removed = {p.index for p in self.pieces if inside[p.index - 1] >= STILL_REMOVED * p.voxels}
+        return self.mask
+
+    def remove(self, index: int) -> np.ndarray:
+        """Take piece `index` out of the mask; returns the new mask."""
+        self._removed_places |= self.labels == self._check(index)
+        self.removed.add(index)
+        return self.mask
+
+    def restore(self, index: int) -> np.ndarray:
+        """Put piece `index` back; returns the new mask."""
+        self._removed_places &= self.labels != self._check(index)
+        self.removed.discard(index)
+        return self.mask
+
+    def piece_voxels(self, index: int) -> np.ndarray:
+        """Bool mask of piece `index`."""
+        return self.labels == self._check(index)
+
+    @property
+    def mask(self) -> np.ndarray:
+        if not self.removed:
+            return self._full.copy()
+        return (self._full.astype(bool) & ~np.isin(self.labels, sorted(self.removed))).astype(np.uint8)
+
+    def _check(self, index: int) -> int:
+        if not 1 <= index <= len(self.pieces):
+            raise InputError(f"there is no piece {index}; the mask has {len(self.pieces)} pieces")
+        return index

@@ -1,0 +1,69 @@
+"""The review list under the Segment widget: the tumour pieces, the doubtful ones first, one row each.
+
+A row shows the piece's confidence, size and the slices it spans; its Keep box removes or restores the piece, a
+click on the row takes the viewer there. The list only shows and forwards: which pieces exist, how sure they are and
+what removing one does to the mask live in engine/pieces.py and engine/review.py.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from magicgui.widgets import Label, Table
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QAbstractItemView, QTableWidgetItem
+
+from ..engine.pieces import Piece, doubtful_first
+
+COLUMNS = ("Keep", "Confidence", "Size", "Slices")
+MAX_ROWS = 200  # a noisy mask can have thousands of specks; a longer table only slows the viewer down
+
+
+class ReviewList:
+    """A caption and a table of pieces; `on_row(piece)` when a row is clicked, `on_keep(index, keep)` when a Keep box
+    is ticked or cleared (`index` is the piece's number in the piece labels)."""
+
+    def __init__(self, on_row: Callable[[Piece], None], on_keep: Callable[[int, bool], None]) -> None:
+        self.caption = Label(label="Pieces", value="")
+        self.table = Table(label="", columns=list(COLUMNS))
+        self.rows: list[Piece] = []
+        native = self.table.native
+        native.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        native.setSelectionBehavior(QAbstractItemView.SelectRows)
+        native.cellClicked.connect(lambda row, _column: on_row(self.rows[row]))
+        native.itemChanged.connect(
+            lambda item: item.column() == 0 and on_keep(self.rows[item.row()].index, item.checkState() == Qt.Checked)
+        )
+        self.show_pieces([], set(), "")
+
+    @property
+    def widgets(self) -> list:
+        return [self.caption, self.table]
+
+    def show_pieces(self, pieces: list[Piece], removed: set[int], unit: str) -> None:
+        """Fill the table, doubtful pieces first; `unit` is the voxel-volume unit ('' shows sizes in voxels)."""
+        self.rows = doubtful_first(pieces)[:MAX_ROWS]
+        native = self.table.native
+        native.blockSignals(True)
+        native.setRowCount(len(self.rows))
+        for row, piece in enumerate(self.rows):
+            keep = QTableWidgetItem()
+            keep.setFlags(Qt.ItemIsUserCheckable | Qt.ItemIsEnabled | Qt.ItemIsSelectable)
+            keep.setCheckState(Qt.Unchecked if piece.index in removed else Qt.Checked)
+            native.setItem(row, 0, keep)
+            for column, text in enumerate(_cells(piece, unit), start=1):
+                native.setItem(row, column, QTableWidgetItem(text))
+        native.blockSignals(False)
+        shown = f"the {MAX_ROWS} least sure of {len(pieces)} pieces" if len(pieces) > MAX_ROWS else (
+            f"{len(pieces)} pieces, least sure first")
+        self.caption.value = (f"{shown}; untick Keep to remove one, click a row to see it" if pieces
+                              else "Segment an image to review its tumour pieces.")
+
+    def keep_box(self, row: int) -> QTableWidgetItem:
+        return self.table.native.item(row, 0)
+
+
+def _cells(piece: Piece, unit: str) -> tuple[str, str, str]:
+    size = f"{piece.size_mm3:.0f} {unit}" if unit and piece.size_mm3 is not None else f"{piece.voxels} voxels"
+    first, last = piece.slices
+    return f"{piece.confidence:.2f}", size, f"{first}-{last}" if last > first else str(first)

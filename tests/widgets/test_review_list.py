@@ -1,0 +1,72 @@
+"""The review list of the Segment widget on the packaged patient: pieces listed doubtful first, a row takes the viewer
+to its piece, the Keep box removes and restores a piece in our tumour layer only, and removals outlive a threshold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt
+
+from napari_lgg_unet.engine.pieces import label_pieces
+from napari_lgg_unet.widgets.layers import current_slice
+
+from widget_helpers import dock
+
+
+@pytest.fixture
+def reviewed(qtbot, viewer, notes):
+    """The sample patient segmented by the default model, every piece kept (no minimum size) so doubtful ones show."""
+    viewer.open_sample("napari-lgg-unet", "lgg_patient")
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value = "default"
+    widget.min_size.value = 0
+    widget.segment_button.clicked()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    assert notes["error"] == []
+    return widget
+
+
+def _keep(widget, row: int, keep: bool) -> None:
+    widget.review_list.keep_box(row).setCheckState(Qt.Checked if keep else Qt.Unchecked)
+
+
+def test_the_list_shows_every_piece_least_sure_first_and_a_row_click_goes_to_it(viewer, reviewed):
+    widget = reviewed
+    tumour = widget.prediction_layer()
+    labels, count = label_pieces(tumour.data)
+    rows = widget.review_list.rows
+    assert count >= 2 and len(rows) == count == widget.review_list.table.native.rowCount()
+    assert [p.confidence for p in rows] == sorted(p.confidence for p in rows)
+    assert sorted(p.voxels for p in rows) == sorted(np.bincount(labels.ravel())[1:])
+    table = widget.review_list.table.native
+    first, last = rows[0].slices
+    assert table.item(0, 2).text() == f"{rows[0].voxels} voxels"  # the sample has no voxel size
+    assert table.item(0, 3).text() in (f"{first}-{last}", str(first))
+    assert all(table.item(row, 0).checkState() == Qt.Checked for row in range(count))
+    # A click on a row moves the slice slider and the camera to that piece.
+    for row, piece in enumerate(rows[:3]):
+        widget.review_list.table.native.cellClicked.emit(row, 1)
+        assert current_slice(viewer, tumour) == round(piece.centre[0])
+        np.testing.assert_allclose(viewer.camera.center[-2:], tumour.data_to_world(piece.centre)[-2:], atol=1e-6)
+
+
+def test_unticking_removes_the_piece_a_new_threshold_keeps_it_removed_and_ticking_restores_it(viewer, reviewed):
+    widget = reviewed
+    truth = viewer.layers["TCGA_CS_6665_20010817 mask"]
+    truth_before = truth.data.copy()
+    tumour = widget.prediction_layer()
+    before = tumour.data.copy()
+    doubtful = widget.review_list.rows[0]
+    piece = label_pieces(before)[0] == doubtful.index
+    _keep(widget, 0, False)
+    assert not tumour.data[piece].any()
+    np.testing.assert_array_equal(tumour.data[~piece], before[~piece])
+    assert doubtful.index in widget._review.removed
+
+    widget.threshold.value = round(widget.threshold.value - 0.05, 2)  # the piece grows a little, stays removed
+    assert not tumour.data[piece].any()
+    row = next(r for r, p in enumerate(widget.review_list.rows) if p.index in widget._review.removed)
+    assert widget.review_list.keep_box(row).checkState() == Qt.Unchecked
+    _keep(widget, row, True)
+    assert tumour.data[piece].all()
+    np.testing.assert_array_equal(truth.data, truth_before)  # the user's layer is never touched
