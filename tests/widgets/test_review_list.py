@@ -19,7 +19,7 @@ def reviewed(qtbot, viewer, notes):
     viewer.open_sample("napari-lgg-unet", "lgg_patient")
     widget = dock(viewer, "Segment tumour")
     widget.model.value = "default"
-    widget.min_size.value = 0
+    widget.cleanup.min_size.value = 0
     widget.segment_button.clicked()
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
     assert notes["error"] == []
@@ -63,7 +63,7 @@ def test_unticking_removes_the_piece_a_new_threshold_keeps_it_removed_and_tickin
     np.testing.assert_array_equal(tumour.data[~piece], before[~piece])
     assert doubtful.index in widget._review.removed
 
-    widget.threshold.value = round(widget.threshold.value - 0.05, 2)  # the piece grows a little, stays removed
+    widget.cleanup.threshold.value = round(widget.cleanup.threshold.value - 0.05, 2)  # the piece grows a little, stays removed
     assert not tumour.data[piece].any()
     row = next(r for r, p in enumerate(widget.review_list.rows) if p.index in widget._review.removed)
     assert widget.review_list.keep_box(row).checkState() == Qt.Unchecked

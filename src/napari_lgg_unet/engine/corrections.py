@@ -9,7 +9,7 @@ keeps a click well under a second on two CPU cores.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -17,17 +17,9 @@ from scipy import ndimage
 from .errors import InputError, ModelError
 from .model import LoadedModel
 from .model_input import Click
+from .pieces import list_pieces
 from .postprocess import PostprocessConfig, kept_pieces, piece_peaks
 from .predict import ScanInput, SegmentOptions
-
-
-@dataclass(frozen=True)
-class Piece:
-    """One 3D-connected piece of the current mask: label `index` in `piece_labels`, its size and confidence."""
-
-    index: int
-    voxels: int
-    confidence: float
 
 
 @dataclass
@@ -62,6 +54,12 @@ class CorrectionSession:
     @property
     def postprocess(self) -> PostprocessConfig:
         return self.options.postprocess or self._scan.model.config.postprocess
+
+    def set_postprocess(self, config: PostprocessConfig) -> np.ndarray:
+        """Another threshold or clean-up for the same probabilities (the clicks stay); returns the new mask."""
+        self.options = replace(self.options, postprocess=config)
+        self._refresh()
+        return self.mask
 
     def click(self, z: float, y: float, x: float, positive: bool = True) -> np.ndarray:
         """Add a click at slice z, row y, column x (pixels) and return the updated mask."""
@@ -112,8 +110,4 @@ class CorrectionSession:
                 keep[labels[round(click.z), round(click.y), round(click.x)]] = True
         keep[0] = False
         self.mask = keep[labels].astype(np.uint8)
-        relabel = np.zeros(n + 1, dtype=np.int32)
-        relabel[np.flatnonzero(keep)] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-        self.piece_labels = relabel[labels]
-        kept = np.flatnonzero(keep)
-        self.pieces = [Piece(int(relabel[k]), int(sizes[k - 1]), float(peaks[k - 1])) for k in kept]
+        self.piece_labels, self.pieces = list_pieces(self.probability, self.mask)

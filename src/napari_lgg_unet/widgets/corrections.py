@@ -17,10 +17,11 @@ import numpy as np
 from napari.layers import Image
 
 from ..engine.corrections import CorrectionSession
+from ..engine.postprocess import PostprocessConfig
 from ..engine.predict import SegmentOptions
 from . import notify
 from .job import JobRunner
-from .layers import back_to_layer, owned_layer, put_owned_layer, shown_index
+from .layers import owned_layer, put_owned_layer, shown_index
 from .workers import ModelCache
 
 POSITIVE_COLOUR, NEGATIVE_COLOUR = "lime", "magenta"
@@ -54,14 +55,30 @@ def click_job(session: CorrectionSession, point: tuple[float, float, float] | No
 class ClickCorrections:
     """Correction mode for one viewer: on while `enabled`, reading clicks over the target's layer."""
 
-    def __init__(self, viewer: napari.Viewer, widget, cache: ModelCache, on_mask: Callable[[np.ndarray], None]) -> None:
-        self.viewer, self._cache, self._on_mask = viewer, cache, on_mask
+    def __init__(self, viewer: napari.Viewer, widget, cache: ModelCache,
+                 on_change: Callable[[CorrectionSession], None]) -> None:
+        self.viewer, self._cache, self._on_change = viewer, cache, on_change
         self.job = JobRunner(widget, lambda running: None)
         self.target: CorrectionTarget | None = None
         self.session: CorrectionSession | None = None
+        self.postprocess: PostprocessConfig | None = None  # the widget's clean-up, applied before the next click
         self._queue: list[tuple[tuple[float, float, float] | None, bool, tuple | None]] = []
         self.enabled = False
         viewer.mouse_drag_callbacks.append(self._on_mouse)
+        widget.native.destroyed.connect(lambda *_: self._detach())
+
+    def _detach(self) -> None:
+        if self._on_mouse in self.viewer.mouse_drag_callbacks:
+            self.viewer.mouse_drag_callbacks.remove(self._on_mouse)
+
+    def rethreshold(self, config: PostprocessConfig) -> bool:
+        """Use the widget's new clean-up; True when the session's mask was updated now (False: no session yet,
+        or a click is being computed and the clean-up applies when it is done)."""
+        self.postprocess = config
+        if self.session is None or self.job.running:
+            return False
+        self.session.set_postprocess(config)
+        return True
 
     def reset(self, target: CorrectionTarget | None) -> None:
         """A new segmentation (or none): earlier clicks belonged to the old one."""
@@ -97,9 +114,13 @@ class ClickCorrections:
 
     def _session_ready(self, session: CorrectionSession) -> None:
         self.session = session
+        if self.postprocess is not None:
+            session.set_postprocess(self.postprocess)
 
-    def _mask_ready(self, mask: np.ndarray) -> None:
-        self._on_mask(back_to_layer(self.target.source, mask.reshape(self.target.probability.shape)))
+    def _mask_ready(self, _mask: np.ndarray) -> None:
+        if self.postprocess is not None and self.session.postprocess != self.postprocess:
+            self.session.set_postprocess(self.postprocess)  # the clean-up changed while the click was computed
+        self._on_change(self.session)
 
     def _show_click(self, data_point: tuple | None, positive: bool) -> None:
         """Add the click to the Points layer, or (`data_point` None: an undo) take the last one off it."""

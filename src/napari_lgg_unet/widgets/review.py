@@ -24,8 +24,8 @@ class ReviewList:
     is ticked or cleared (`index` is the piece's number in the piece labels)."""
 
     def __init__(self, on_row: Callable[[Piece], None], on_keep: Callable[[int, bool], None]) -> None:
-        self.caption = Label(label="Pieces", value="")
-        self.table = Table(label="", columns=list(COLUMNS))
+        self.caption = Label(name="pieces_caption", label="Pieces", value="")
+        self.table = Table(name="pieces", label="", columns=list(COLUMNS))
         self.rows: list[Piece] = []
         native = self.table.native
         native.setEditTriggers(QAbstractItemView.NoEditTriggers)

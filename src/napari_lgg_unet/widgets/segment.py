@@ -16,6 +16,7 @@ from magicgui.widgets import (
 )
 from napari.layers import Image, Labels
 
+from ..engine.corrections import CorrectionSession
 from ..engine.device import pick_device
 from ..engine.errors import LggUnetError
 from ..engine.model import read_config
@@ -26,6 +27,7 @@ from ..engine.review import PieceReview
 from ..engine.sequences import FLAIR
 from . import notify
 from .common import chosen_model, connect_while_alive, device_widgets, model_widgets, optional_path, precision_widget
+from .corrections import ClickCorrections, CorrectionTarget
 from .job import JobRunner
 from .layers import (
     back_to_layer, binary_mask, current_slice, image_choices, labels_choices, owned_layer, put_owned_layer,
@@ -87,7 +89,8 @@ class SegmentWidget(Container):
         self._unusable_config: str | None = None  # the model folder whose config error was last notified
         self._review: PieceReview | None = None
         self.readouts: Readouts | None = None
-        self.extend([*self._input_controls(), *self._cleanup_controls(), *self._readout_controls()])
+        self.extend([*self._input_controls(), *self._cleanup_controls(), *self._correction_controls(),
+                     *self._readout_controls()])
         explain(self)
         self.adopt_model_settings()
         viewer.dims.events.current_step.connect(self.update_readouts)
@@ -125,6 +128,16 @@ class SegmentWidget(Container):
         self.cancel_button.clicked.connect(self.job.stop)
         return [self.cleanup, self.show_probability, self.segment_button, self.cancel_button, self.progress]
 
+    def _correction_controls(self) -> list:
+        """Correction mode: clicks on the scan re-segment around them (widgets/corrections.py); Undo takes one back."""
+        self.correct = CheckBox(name="correct", text="Correct with clicks (click: tumour, Shift+click: not)",
+                                value=False)
+        self.undo_click = PushButton(name="undo_click", text="Undo click")
+        self.corrections = ClickCorrections(self.viewer, self, self._cache, self._corrected)
+        self.correct.changed.connect(lambda on: setattr(self.corrections, "enabled", bool(on)))
+        self.undo_click.clicked.connect(self.corrections.undo)
+        return [self.correct, self.undo_click]
+
     def _readout_controls(self) -> list:
         """The optional ground truth, the readouts and saving them."""
         self.truth = ComboBox(name="truth", label="Ground truth",
@@ -158,11 +171,9 @@ class SegmentWidget(Container):
             return
         self._pending, self._pending_data = layer, layer.data
         self.progress.value = 0
-        self.job.start(
-            segment_job, self._cache, source, device, image, rgb,
-            SegmentOptions(tta=self.tta.value, postprocess=self.cleanup.config(), precision=self.precision.value),
-            on_item=self._on_progress,
-        )
+        options = SegmentOptions(tta=self.tta.value, postprocess=self.cleanup.config(), precision=self.precision.value)
+        self._pending_input = (image, rgb, source, device, options)
+        self.job.start(segment_job, self._cache, source, device, image, rgb, options, on_item=self._on_progress)
 
     def _set_running(self, running: bool) -> None:
         self.segment_button.enabled = not running
@@ -186,7 +197,18 @@ class SegmentWidget(Container):
         # The model saw the slices as shown; its results go back onto the layer's own voxel order.
         self._source, self._probability = source, back_to_layer(source, progress.result.probability)
         self._review = PieceReview(self._probability, tuple(source.scale) if _volume_unit(source) else None)
+        image, rgb, model, device, options = self._pending_input
+        self.corrections.reset(CorrectionTarget(source, image, rgb, progress.result.probability, model, device, options))
         self._show_mask(back_to_layer(source, progress.result.mask))
+        self._show_probability()
+        self.update_readouts()
+
+    def _corrected(self, session: CorrectionSession) -> None:
+        """A click (or undo) changed the probabilities and the mask: show both, list the pieces again."""
+        shown = self.corrections.target.probability.shape
+        self._probability = back_to_layer(self._source, session.probability.reshape(shown))
+        self._review.probability = self._probability
+        self._show_mask(back_to_layer(self._source, session.mask.reshape(shown)))
         self._show_probability()
         self.update_readouts()
 
@@ -229,6 +251,9 @@ class SegmentWidget(Container):
     def rethreshold(self) -> None:
         """Apply threshold and post-processing to the kept probabilities (no model run)."""
         if not self._has_result():
+            return
+        if self.corrections.rethreshold(self.cleanup.config()):
+            self._corrected(self.corrections.session)  # the clicks stay; the session keeps their pieces
             return
         self._show_mask(postprocess(self._probability, self.cleanup.config()))
         self.update_readouts()

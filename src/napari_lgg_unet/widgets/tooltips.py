@@ -42,6 +42,12 @@ TOOLTIPS = {
     "readout": "Tumour size and, with a ground truth, scores for the whole volume and the slice on screen",
     "csv_path": "Where 'Save readouts CSV' writes the readouts",
     "save_button": "Save the readouts shown above as a CSV file",
+    # corrections and review
+    "correct": "Correction mode: a click on the scan marks tumour, Shift+click (or a right click) marks no tumour; "
+               "the model re-segments the clicked slice and its neighbours (needs a click-conditioned model)",
+    "undo_click": "Take the last correction click back",
+    "pieces_caption": "How many tumour pieces the mask has; the least sure are listed first",
+    "pieces": "The tumour's 3D pieces, least sure first: untick Keep to remove one, click a row to go there",
     # training run
     "augment": "Random flips, rotations, zoom, intensity changes, skull stripping and missing sequences while "
                "training, so the model copes with scans unlike the training ones",

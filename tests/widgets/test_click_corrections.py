@@ -1,0 +1,88 @@
+"""Correction mode of the Segment widget on the packaged patient: clicks become points of our own layer, re-segment
+in a worker, can be undone one by one and survive a threshold change; the user's layers are never touched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt
+
+from napari_lgg_unet.engine.click_training import next_click
+from napari_lgg_unet.engine.metrics import volume_scores
+from napari_lgg_unet.engine.model import load_model, save_model, with_inputs
+from napari_lgg_unet.engine.model_input import InputConfig
+from napari_lgg_unet.widgets.layers import owned_layer
+
+from widget_helpers import dock, snapshot
+
+
+@pytest.fixture(scope="module")
+def click_model(tmp_path_factory) -> str:
+    """The default model grown to take clicks; its new inputs start at zero weight, so it segments as the default."""
+    model = load_model("default")
+    network, config = with_inputs(model.network, model.config, InputConfig(context_slices=2, clicks=True))
+    return str(save_model(network, config, tmp_path_factory.mktemp("clicks") / "model"))
+
+
+def _segmented(viewer, qtbot, notes, model: str):
+    viewer.open_sample("napari-lgg-unet", "lgg_patient")
+    widget = dock(viewer, "Segment tumour")
+    if model == "default":
+        widget.model.value = "default"
+    else:
+        widget.model.value = "folder"
+        widget.model_folder.value = model
+    widget.segment_button.clicked()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    assert notes["error"] == []
+    widget.correct.value = True
+    return widget
+
+
+def _click(widget, qtbot, point, positive=True) -> None:
+    widget.corrections.add_click(np.asarray(point, dtype=float), positive)
+    qtbot.waitUntil(lambda: not widget.corrections.job.running and not widget.corrections._queue, timeout=120_000)
+
+
+def test_clicks_are_points_that_re_segment_and_undo_one_by_one(viewer, qtbot, notes, click_model):
+    widget = _segmented(viewer, qtbot, notes, click_model)
+    truth = viewer.layers["TCGA_CS_6665_20010817 mask"]
+    user_layers = snapshot(viewer)[:2]  # the scan and its manual mask
+    tumour = widget.prediction_layer()
+    before = tumour.data.copy()
+    inside = tuple(np.argwhere(before)[len(np.argwhere(before)) // 2])
+    _click(widget, qtbot, inside, positive=True)
+    _click(widget, qtbot, (3, 20, 20), positive=False)
+    points = owned_layer(viewer, widget._source, "clicks")
+    assert points is not None and len(points.data) == 2
+    assert len(widget.corrections.session.clicks) == 2
+    assert not np.array_equal(points.face_color[0], points.face_color[1])  # positive and negative look different
+    assert tumour.data[inside] == 1
+    widget.cleanup.threshold.value = 0.6  # the clicks stay through a new threshold
+    assert len(widget.corrections.session.clicks) == 2
+    widget.corrections.undo()
+    qtbot.waitUntil(lambda: not widget.corrections.job.running, timeout=60_000)
+    widget.corrections.undo()
+    qtbot.waitUntil(lambda: not widget.corrections.job.running, timeout=60_000)
+    assert len(points.data) == 0 and widget.corrections.session.clicks == []
+    widget.cleanup.threshold.value = 0.5
+    np.testing.assert_array_equal(tumour.data, before)
+    assert notes["error"] == []
+    for (name, kind, data, meta), layer in zip(user_layers, list(viewer.layers)[:2]):
+        assert layer.name == name
+        np.testing.assert_array_equal(layer.data, data)
+    assert truth.data.any()
+
+
+def test_three_clicks_from_the_manual_mask_raise_the_dice(viewer, qtbot, notes):
+    if not load_model("default").config.inputs.clicks:
+        pytest.skip("the shipped default model does not take clicks yet (runs/r2-context-clicks is training)")
+    widget = _segmented(viewer, qtbot, notes, "default")
+    truth = np.asarray(viewer.layers["TCGA_CS_6665_20010817 mask"].data) > 0
+    tumour = widget.prediction_layer()
+    widget.review_list.keep_box(0).setCheckState(Qt.Unchecked)  # remove the least sure piece
+    start = volume_scores(tumour.data > 0, truth).dice
+    for _ in range(3):
+        click = next_click(np.asarray(tumour.data) > 0, truth)
+        _click(widget, qtbot, (click.z, click.y, click.x), click.positive)
+    assert volume_scores(tumour.data > 0, truth).dice > start
