@@ -28,9 +28,10 @@ def test_half_precision_storage_keeps_outputs_within_a_tiny_tolerance(tiny_model
     assert (tmp_path / "half" / WEIGHTS_FILE).stat().st_size < (tiny_model_dir / WEIGHTS_FILE).stat().st_size * 0.6
 
 
-def test_model_folder_holds_only_json_and_safetensors(tiny_model_dir):
-    assert sorted(p.name for p in tiny_model_dir.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
-    assert json.loads((tiny_model_dir / CONFIG_FILE).read_text())["format"].startswith("napari-lgg-unet")
+def test_model_folder_holds_only_json_and_safetensors(tiny_model_dir, tmp_path):
+    saved = save_model(load_model(tiny_model_dir).network, load_model(tiny_model_dir).config, tmp_path / "saved")
+    assert sorted(p.name for p in saved.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
+    assert json.loads((saved / CONFIG_FILE).read_text())["format"].startswith("napari-lgg-unet")
 
 
 def _copy(src, dst):

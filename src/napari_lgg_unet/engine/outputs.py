@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import InputError
-from .formats import TIFF
+from .formats import volume_suffix
 from .io import ScanSource
 
 
@@ -26,8 +26,8 @@ def input_paths(source: ScanSource) -> list[Path]:
 
     if not isinstance(source, Case):
         path = Path(source)
-        if path.is_dir() or path.suffix.lower() in TIFF.suffixes or not path.exists():
-            return [path.resolve()]
+        if path.is_dir() or volume_suffix(path) is None or not path.exists():
+            return [path.resolve()]  # a folder, a TIFF, or no scan at all (reading it says so)
         source = case_of_file(path)
     paths = [s.path for _, s in source.sequences] + ([source.labels.path] if source.labels else [])
     own_folders = {p.parent for p in paths if p.parent.name == source.name}
