@@ -12,7 +12,9 @@ from napari_lgg_unet.engine.errors import DeviceError, InputError
 def test_cpu_is_always_there_and_auto_picks_a_real_device():
     assert pick_device("cpu") == pick_device("CPU") == torch.device("cpu")
     assert describe_device(pick_device("cpu")).startswith("cpu (")
-    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else pick_device(None).type)
+    auto = pick_device("auto")
+    assert auto == pick_device(None) and auto.type in ("cuda", "mps", "cpu")
+    assert (auto.type == "cuda") == torch.cuda.is_available()
 
 
 def test_an_unknown_device_is_our_input_error_and_a_missing_gpu_a_device_error():
