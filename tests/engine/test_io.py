@@ -64,15 +64,6 @@ def test_bad_inputs_raise_input_errors_that_name_the_problem(tmp_path):
         load_patient(patient)
 
 
-def test_atomically_written_files_get_ordinary_permissions(tmp_path):
-    import os
-
-    write_mask_tiff(tmp_path / "m.tif", np.zeros((4, 4), np.uint8))
-    mask = os.umask(0)
-    os.umask(mask)
-    assert (tmp_path / "m.tif").stat().st_mode & 0o777 == 0o666 & ~mask
-
-
 def test_a_mask_slice_saved_in_colour_among_grey_ones_counts_any_channel(tmp_path):
     patient = tmp_path / "P"
     patient.mkdir()

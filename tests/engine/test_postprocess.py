@@ -1,12 +1,5 @@
-import shutil
-
 import numpy as np
 
-from scipy import ndimage
-
-from napari_lgg_unet.engine.calibrate import Pieces, calibrate, candidates
-from napari_lgg_unet.engine.metrics import volume_scores
-from napari_lgg_unet.engine.model import load_model, read_config
 from napari_lgg_unet.engine.postprocess import PostprocessConfig, postprocess
 
 
@@ -36,37 +29,3 @@ def test_models_without_a_confidence_level_keep_their_old_behaviour():
     prob = _two_confident_pieces_and_a_hesitant_one()
     assert postprocess(prob, PostprocessConfig(0.5)).sum() == 400 + 50 + 144 + 1
     assert postprocess(prob, PostprocessConfig(0.5, min_size=2)).sum() == 400 + 50 + 144
-
-
-def test_calibration_tries_keep_largest_only_when_asked_and_no_moot_confidence_levels():
-    plain = list(candidates())
-    assert not any(c.keep_largest for c in plain)
-    assert all(c.min_confidence == 0 or c.min_confidence > c.threshold for c in plain)
-    assert len(set(plain)) == len(plain)
-    assert any(c.keep_largest for c in candidates(keep_largest=True))
-
-
-def test_calibration_over_input_variants_records_them_and_never_picks_keep_largest(sample_patient_dir, tiny_model_dir, tmp_path):
-    model_dir = tmp_path / "model"
-    shutil.copytree(tiny_model_dir, model_dir)
-    folders = [sample_patient_dir]
-    best, calibration = calibrate(load_model(model_dir), folders, model_dir, variants=("as-is", "flair-only"))
-    recorded = read_config(model_dir)
-    assert recorded.postprocess == best and not best.keep_largest
-    assert recorded.training.calibration == calibration and calibration.input_variants == ["as-is", "flair-only"]
-    assert 0.0 <= calibration.mean_dice <= 1.0
-
-
-def test_calibration_scores_every_candidate_exactly_as_postprocess_would():
-    rng = np.random.default_rng(3)
-    blobs = ndimage.gaussian_filter(rng.random((12, 40, 40)), 2)
-    prob = ((blobs - blobs.min()) / np.ptp(blobs)).astype(np.float32)
-    truth = ndimage.gaussian_filter(rng.random((12, 40, 40)), 2) > 0.52
-    cases = [(prob, truth), (prob, np.zeros_like(truth)), (np.zeros_like(prob), truth), (np.zeros_like(prob), 0 * truth)]
-    checked = 0
-    for config in candidates(keep_largest=True):
-        for probability, mask in cases:
-            expected = volume_scores(postprocess(probability, config), mask).dice
-            assert Pieces.of(probability, mask, config.threshold).dice(config) == expected, config
-            checked += 1
-    assert checked > 300 and 0 < volume_scores(postprocess(prob, PostprocessConfig(0.5)), truth).dice < 1

@@ -3,8 +3,7 @@ import pytest
 import tifffile
 import torch
 
-from napari_lgg_unet.engine.device import set_threads
-from napari_lgg_unet.engine.errors import DeviceError, InputError
+from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import load_model
 from napari_lgg_unet.engine.precision import PRECISION_CHOICES, choose, grad_scaler, native_bf16_cpu
@@ -67,17 +66,3 @@ def test_training_gets_a_grad_scaler_only_for_fp16():
     assert grad_scaler(choose(CPU, "fp16")).is_enabled()
     assert not grad_scaler(choose(CPU, "bf16")).is_enabled()
     assert not grad_scaler(choose(CPU, "fp32")).is_enabled()
-
-
-def test_threads_follow_the_argument_then_omp_num_threads(monkeypatch):
-    before = torch.get_num_threads()
-    try:
-        assert set_threads(1) == 1 == torch.get_num_threads()
-        monkeypatch.setenv("OMP_NUM_THREADS", "2")
-        assert set_threads(None) == 2 == torch.get_num_threads()
-        monkeypatch.delenv("OMP_NUM_THREADS")
-        assert 1 <= set_threads(None) <= (torch.multiprocessing.cpu_count())
-        with pytest.raises(DeviceError):
-            set_threads(0)
-    finally:
-        torch.set_num_threads(before)

@@ -1,4 +1,4 @@
-"""DICOM series written here with pydicom: slice order by position, orientation, study folders, bad series."""
+"""dicom: series written here with pydicom: slice order by position, orientation, study folders, bad series."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pydicom.uid import generate_uid
 
 from dicom_files import write_slice as _slice
 
-from napari_lgg_unet.engine.dicom import list_series
+from napari_lgg_unet.engine.dicom import list_series, series_by_sequence
 from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.io import load_scan, write_mask
+from napari_lgg_unet.engine.sequences import FLAIR, POST, PRE
 
 ROWS, COLUMNS, SLICES, THICKNESS = 6, 8, 4, 2.5
 
@@ -80,3 +81,14 @@ def test_looking_for_series_in_a_folder_without_dicom_prints_nothing(tmp_path, c
     (tmp_path / "note.txt").write_text("x")
     assert list_series(tmp_path) == []
     assert capfd.readouterr().err == ""  # ITK's own warning would come before the CLI's one-line error
+
+
+def test_series_feed_channels_by_description_and_the_longest_of_one_kind_wins(tmp_path):
+    _series(tmp_path, "AX FLAIR")
+    _series(tmp_path, "AX T1")
+    _series(tmp_path, "SAG T1", shape=(ROWS, COLUMNS - 2))
+    (tmp_path / "001_SAG T1.dcm").unlink()  # the sagittal T1 now has fewer slices
+    found = {s.description: s for s in list_series(tmp_path)}
+    assert {d: len(s.files) for d, s in found.items()} == {"AX FLAIR": SLICES, "AX T1": SLICES, "SAG T1": SLICES - 1}
+    assert series_by_sequence(tmp_path) == {FLAIR: found["AX FLAIR"], PRE: found["AX T1"]}
+    assert POST not in series_by_sequence(tmp_path)

@@ -1,0 +1,66 @@
+"""atomic: a file is either the old one or the new one, never half of one, and no temporary file is left behind."""
+
+import os
+import time
+
+import pytest
+import safetensors.torch
+import torch
+
+from napari_lgg_unet.engine.atomic import (
+    atomic_path, remove_leftover_temp_files, write_tensors_atomic, write_text_atomic,
+)
+from napari_lgg_unet.engine.errors import InputError
+
+
+def _names(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_write_replaces_the_file_and_leaves_no_temporary_file(tmp_path):
+    target = tmp_path / "out" / "config.json"
+    write_text_atomic(target, "old")
+    write_text_atomic(target, "new")
+    assert target.read_text() == "new" and _names(target.parent) == ["config.json"]
+
+
+def test_a_write_that_fails_leaves_the_old_file_and_no_temporary_file(tmp_path):
+    target = tmp_path / "mask.tif"
+    target.write_text("old")
+    with pytest.raises(ZeroDivisionError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            1 / 0
+    assert target.read_text() == "old" and _names(tmp_path) == ["mask.tif"]
+
+
+def test_a_place_that_cannot_be_written_is_our_error_naming_the_target(tmp_path):
+    (tmp_path / "file").write_text("")
+    target = tmp_path / "file" / "mask.tif"  # its folder is a file
+    with pytest.raises(InputError, match="cannot write .*mask.tif"):
+        write_text_atomic(target, "x")
+
+
+def test_atomically_written_files_get_ordinary_permissions(tmp_path):
+    write_text_atomic(tmp_path / "m.json", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_only_stale_temporary_files_of_ours_are_cleaned_up(tmp_path):
+    for name in (".a.tif.x1.tmp", ".b.tif.x2.tmp", "c.tif"):
+        (tmp_path / name).write_text("")
+    old = time.time() - 3600
+    os.utime(tmp_path / ".a.tif.x1.tmp", (old, old))
+    remove_leftover_temp_files(tmp_path, older_than=600)
+    assert _names(tmp_path) == [".b.tif.x2.tmp", "c.tif"]
+    remove_leftover_temp_files(tmp_path)
+    assert _names(tmp_path) == ["c.tif"]
+
+
+def test_tensors_are_written_through_our_own_temporary_file(tmp_path):
+    weights = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
+    write_tensors_atomic(tmp_path / "model.safetensors", weights, {"format": "pt"})
+    assert _names(tmp_path) == ["model.safetensors"]
+    assert torch.equal(safetensors.torch.load_file(tmp_path / "model.safetensors")["w"], weights["w"])

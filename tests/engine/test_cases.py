@@ -1,0 +1,67 @@
+"""cases: which files of a folder form one scan, and loading them as the model's channels."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_lgg_unet.engine.cases import case_in_folder, case_of_file, cases_in_folder, load_case, load_sequences
+from napari_lgg_unet.engine.errors import InputError
+from napari_lgg_unet.engine.sequences import FLAIR, POST, PRE, T2
+
+
+def _nifti(path, value: float = 0.0, labels: bool = False):
+    data = np.random.default_rng(len(path.name)).random((6, 7, 5)).astype(np.float32) + value
+    if labels:
+        data = np.zeros((6, 7, 5), np.uint8)
+        data[2:4, 3:5, 1:3] = 2  # any label > 0 is tumour
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    return data
+
+
+def test_a_flat_folder_groups_files_into_cases_by_name_with_their_labels(tmp_path):
+    for case in ("A", "B"):
+        for sequence in ("flair", "t1", "t2"):
+            _nifti(tmp_path / f"{case}_{sequence}.nii.gz")
+    _nifti(tmp_path / "A_seg.nii.gz", labels=True)
+    found = {case.name: case for case in cases_in_folder(tmp_path)}
+    assert sorted(found) == ["A", "B"]
+    assert {s for s, _ in found["A"].sequences} == {FLAIR, PRE, T2}
+    assert found["A"].labels.path.name == "A_seg.nii.gz" and found["B"].labels is None
+    assert case_of_file(tmp_path / "B_t1.nii.gz") == found["B"]
+    with pytest.raises(InputError, match="2 cases"):
+        case_in_folder(tmp_path)
+
+
+def test_two_flair_files_for_one_case_are_refused(tmp_path):
+    _nifti(tmp_path / "A_flair.nii.gz")
+    _nifti(tmp_path / "A_t2f.nii.gz")
+    with pytest.raises(InputError, match="two FLAIR files"):
+        cases_in_folder(tmp_path)
+
+
+def test_missing_t1s_are_filled_with_flair_and_labels_become_a_bool_mask(tmp_path):
+    _nifti(tmp_path / "A_flair.nii.gz")
+    _nifti(tmp_path / "A_t1ce.nii.gz", value=5)
+    labels = _nifti(tmp_path / "A_seg.nii.gz", labels=True)
+    loaded = load_case(case_in_folder(tmp_path), require_mask=True)
+    assert loaded.rgb and loaded.image.shape[-1] == 3 and loaded.mask.dtype == bool
+    np.testing.assert_array_equal(loaded.image[..., 0], loaded.image[..., 1])  # pre-contrast T1 := FLAIR
+    assert (loaded.image[..., 2] >= 5).all() and not (loaded.image[..., 1] >= 5).any()
+    assert loaded.mask.sum() == (labels > 0).sum()
+
+
+def test_a_case_without_flair_or_without_labels_when_they_are_needed_is_refused(tmp_path):
+    _nifti(tmp_path / "A_flair.nii.gz")
+    with pytest.raises(InputError, match="no labels"):
+        load_case(case_in_folder(tmp_path), require_mask=True)
+    assert not load_case(case_in_folder(tmp_path)).rgb
+    (tmp_path / "A_flair.nii.gz").rename(tmp_path / "A_t1.nii.gz")
+    with pytest.raises(InputError, match="no FLAIR"):
+        load_case(case_in_folder(tmp_path))
+
+
+def test_sequences_for_reading_list_flair_first_and_keep_t2(tmp_path):
+    for sequence in ("t2", "t1c", "flair"):
+        _nifti(tmp_path / f"A_{sequence}.nii.gz")
+    loaded = load_sequences(case_in_folder(tmp_path))
+    assert list(loaded.images) == [FLAIR, POST, T2] and loaded.mask is None

@@ -1,0 +1,42 @@
+"""click_training.next_click: where a careful user clicks on the network's errors."""
+
+import numpy as np
+
+from napari_lgg_unet.engine.click_training import next_click
+
+
+def test_a_right_prediction_needs_no_click():
+    truth = np.zeros((16, 16), bool)
+    truth[4:8, 4:8] = True
+    assert next_click(truth.copy(), truth) is None
+
+
+def test_missed_tumour_gets_a_positive_click_deepest_in_the_largest_miss():
+    truth = np.zeros((20, 20), bool)
+    truth[2:4, 2:4] = True  # a small miss
+    truth[8:17, 5:14] = True  # a large miss, centre (12, 9)
+    click = next_click(np.zeros_like(truth), truth)
+    assert click.positive and (click.z, click.y, click.x) == (0, 12, 9)
+
+
+def test_false_tumour_gets_a_negative_click_even_beside_a_smaller_miss():
+    truth = np.zeros((20, 20), bool)
+    truth[1:3, 1:3] = True  # missed, 4 pixels
+    predicted = np.zeros_like(truth)
+    predicted[11:18, 11:18] = True  # drawn where there is none, 49 pixels, centre (14, 14)
+    click = next_click(predicted, truth)
+    assert not click.positive and (click.y, click.x) == (14, 14)
+
+
+def test_in_3d_the_click_is_on_the_slice_deepest_in_the_region():
+    truth = np.zeros((7, 12, 12), bool)
+    truth[1:6, 3:8, 3:8] = True  # a cube of 5, centre (3, 5, 5)
+    click = next_click(np.zeros_like(truth), truth)
+    assert click.positive and (click.z, click.y, click.x) == (3, 5, 5)
+
+
+def test_a_miss_at_the_border_is_clicked_inside_not_on_the_edge():
+    truth = np.zeros((10, 10), bool)
+    truth[:, :3] = True  # a strip along the left edge: the image edge is no boundary of the region
+    click = next_click(np.zeros_like(truth), truth)
+    assert click.positive and click.x == 1

@@ -1,0 +1,50 @@
+"""device: which device a request resolves to, CPU threads, and out-of-memory errors turned into advice."""
+
+import pytest
+import torch
+
+from napari_lgg_unet.engine.device import (
+    OOM_ADVICE, describe_device, is_out_of_memory, out_of_memory_as_advice, pick_device, set_threads,
+)
+from napari_lgg_unet.engine.errors import DeviceError, InputError
+
+
+def test_cpu_is_always_there_and_auto_picks_a_real_device():
+    assert pick_device("cpu") == pick_device("CPU") == torch.device("cpu")
+    assert describe_device(pick_device("cpu")).startswith("cpu (")
+    auto = pick_device("auto")
+    assert auto == pick_device(None) and auto.type in ("cuda", "mps", "cpu")
+    assert (auto.type == "cuda") == torch.cuda.is_available()
+
+
+def test_an_unknown_device_is_our_input_error_and_a_missing_gpu_a_device_error():
+    with pytest.raises(InputError, match="gpu0"):
+        pick_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="cuda"):
+            pick_device("cuda:0")
+
+
+def test_only_allocation_failures_become_advice():
+    assert is_out_of_memory(MemoryError()) and is_out_of_memory(RuntimeError("CUDA out of memory. Tried to ..."))
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+    with pytest.raises(DeviceError, match=OOM_ADVICE):
+        with out_of_memory_as_advice():
+            raise MemoryError
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        with out_of_memory_as_advice():
+            raise RuntimeError("shape mismatch")
+
+
+def test_threads_follow_the_argument_then_omp_num_threads(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(1) == 1 == torch.get_num_threads()
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert set_threads(None) == 2 == torch.get_num_threads()
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert 1 <= set_threads(None) <= (torch.multiprocessing.cpu_count())
+        with pytest.raises(DeviceError):
+            set_threads(0)
+    finally:
+        torch.set_num_threads(before)

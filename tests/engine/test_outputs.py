@@ -1,0 +1,57 @@
+"""outputs: a mask is never written onto, or into, a file or case folder that a job reads."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+
+from napari_lgg_unet.engine.cases import cases_in_folder
+from napari_lgg_unet.engine.errors import InputError
+from napari_lgg_unet.engine.outputs import check_output, check_unique_names, input_paths, outside
+
+
+def _nifti(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 3), np.float32), np.eye(4)), str(path))
+    return path
+
+
+def test_an_output_on_or_inside_an_input_is_refused_and_one_beside_it_is_not(tmp_path):
+    stack = tmp_path / "scan.tif"
+    tifffile.imwrite(stack, np.zeros((2, 8, 8), np.uint8))
+    patient = tmp_path / "P1"
+    patient.mkdir()
+    for output in (stack, patient / "mask.tif"):
+        with pytest.raises(InputError, match="part of the input"):
+            check_output(output, [stack, patient])
+    check_output(tmp_path / "scan_mask.tif", [stack, patient])
+
+
+def test_a_volume_file_stands_for_its_case_labels_and_own_folder(tmp_path):
+    flair = _nifti(tmp_path / "A" / "A_flair.nii.gz")
+    labels = _nifti(tmp_path / "A" / "A_seg.nii.gz")
+    assert set(input_paths(flair)) == {(tmp_path / "A").resolve(), flair.resolve(), labels.resolve()}
+    with pytest.raises(InputError, match="part of the input"):
+        check_output(labels, [flair])
+
+
+def test_a_folder_of_masks_is_refused_where_scans_lie_directly(tmp_path):
+    flair = _nifti(tmp_path / "B_flair.nii.gz")
+    check_output(tmp_path / "B_mask.nii.gz", [flair])  # one mask beside the scan: fine
+    with pytest.raises(InputError, match="part of the input"):
+        check_output(tmp_path, [flair], folder=True)
+
+
+def test_masks_of_an_earlier_run_inside_the_input_root_are_not_inputs(tmp_path):
+    _nifti(tmp_path / "C_flair.nii.gz")
+    _nifti(tmp_path / "masks" / "C_mask.nii.gz")
+    sources = cases_in_folder(tmp_path) + cases_in_folder(tmp_path / "masks")
+    assert [case.name for case in outside(sources, tmp_path / "masks")] == ["C"]
+    assert len(outside(sources, tmp_path / "elsewhere")) == 2
+
+
+def test_two_cases_with_one_name_are_refused(tmp_path):
+    first, second = _nifti(tmp_path / "x" / "D_flair.nii.gz"), _nifti(tmp_path / "y" / "D_flair.nii.gz")
+    check_unique_names(cases_in_folder(tmp_path / "x"))
+    with pytest.raises(InputError, match="two cases are named D"):
+        check_unique_names(cases_in_folder(first.parent) + cases_in_folder(second.parent))

@@ -1,0 +1,75 @@
+"""run_folder.RunFolder: the lock, the start checks, the resume state and the history of one training folder."""
+
+import json
+
+import pytest
+import torch
+
+from napari_lgg_unet.engine.errors import InputError, ModelError
+from napari_lgg_unet.engine.run_folder import RunFolder, RunProgress
+
+
+def _parts():
+    torch.manual_seed(0)
+    network = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(network.parameters(), lr=0.01)
+    network(torch.ones(4, 3)).sum().backward()
+    optimizer.step()
+    return network, optimizer, torch.amp.GradScaler("cpu", enabled=False)
+
+
+def test_a_second_lock_on_a_locked_folder_is_refused_naming_the_holder(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    with folder.locked("calibration"):
+        with pytest.raises(InputError, match="in use by another calibration"):
+            with RunFolder(tmp_path / "run").locked():
+                pass
+    with folder.locked():  # released: the next run takes it
+        pass
+
+
+def test_a_failed_first_run_leaves_no_empty_folder_and_a_file_is_no_folder(tmp_path):
+    with pytest.raises(RuntimeError):
+        with RunFolder(tmp_path / "run").locked():
+            raise RuntimeError("failed before writing")
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="is a file"):
+        with RunFolder(tmp_path / "file").locked():
+            pass
+
+
+def test_the_resume_state_restores_weights_optimizer_and_progress_and_refuses_other_settings(tmp_path):
+    folder = RunFolder(tmp_path)
+    network, optimizer, scaler = _parts()
+    folder.save_resume_state(network, optimizer, scaler, RunProgress(epochs_done=2, best_epoch=1), {"lr": 0.01})
+    folder.check_start({"lr": 0.01}, resume=True)
+    with pytest.raises(InputError, match="lr 0.01 -> 0.1"):
+        folder.check_start({"lr": 0.1}, resume=True)
+    with pytest.raises(InputError, match="--resume"):
+        folder.check_start({"lr": 0.01}, resume=False)
+    fresh, fresh_optimizer, fresh_scaler = _parts()
+    torch.nn.init.zeros_(fresh.weight)
+    progress = folder.load_resume_state(fresh, fresh_optimizer, fresh_scaler)
+    assert progress.epochs_done == 2 and progress.best_epoch == 1
+    assert torch.equal(fresh.weight, network.weight)
+    assert torch.equal(fresh_optimizer.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
+
+
+def test_a_corrupt_resume_state_is_a_model_error_and_an_empty_folder_has_nothing_to_resume(tmp_path):
+    folder = RunFolder(tmp_path)
+    with pytest.raises(InputError, match="no run to resume"):
+        folder.check_start({}, resume=True)
+    folder.resume_file.write_bytes(b"not safetensors")
+    with pytest.raises(ModelError, match="corrupt"):
+        folder.load_resume_state(*_parts())
+
+
+def test_history_is_written_as_json_always_and_csv_once_there_is_a_row(tmp_path):
+    folder = RunFolder(tmp_path)
+    folder.write_history([])
+    assert json.loads((tmp_path / "history.json").read_text()) == [] and not (tmp_path / "history.csv").exists()
+    rows = [{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": 0.25}]
+    folder.write_history(rows)
+    assert json.loads((tmp_path / "history.json").read_text()) == rows
+    assert (tmp_path / "history.csv").read_text().splitlines() == ["epoch,train_loss", "1,0.5", "2,0.25"]
