@@ -44,7 +44,9 @@ def run_train(argv: list[str], log: str) -> None:
 @pytest.fixture(scope="module")
 def fork_server() -> multiprocessing.context.BaseContext:
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["napari_lgg_unet.cli", __name__])
+    # the CLI imports torch only inside its commands: preload what `train` runs, so a child starts training at once
+    context.set_forkserver_preload(["napari_lgg_unet.cli", "napari_lgg_unet.engine.train", "napari_lgg_unet.engine.io",
+                                    __name__])
     return context
 
 

@@ -137,18 +137,6 @@ def test_training_refuses_a_training_folder_it_cannot_trust(folder, phrase, view
     assert not (tmp_path / "models").exists()
 
 
-def test_segment_drops_a_result_whose_image_data_was_replaced_meanwhile(viewer, segment, notes, qtbot):
-    layer = viewer.add_image(np.random.default_rng(0).random((3, 32, 32), dtype=np.float32), name="scan")
-    segment.image.value = layer
-    segment.segment_button.clicked()
-    layer.data = np.zeros((2, 40, 48), np.float32)  # before the worker's result can reach the GUI thread
-    before = snapshot(viewer)
-    qtbot.waitUntil(lambda: not segment.running, timeout=60_000)
-    assert any("was replaced while it was being segmented" in message for message in notes["warning"])
-    assert_unchanged(before, snapshot(viewer))
-    assert segment.prediction_layer() is None
-
-
 def test_a_config_error_is_notified_once_and_segment_points_back_to_it(viewer, segment, notes, qtbot, tmp_path):
     viewer.add_image(np.zeros((2, 32, 32), np.float32), name="scan")
     segment.model_folder.value = make_bad_model("threshold as text", segment.model_folder.value, tmp_path)

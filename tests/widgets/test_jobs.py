@@ -126,3 +126,19 @@ def test_a_destroyed_widget_stops_its_job_and_receives_nothing_more(qtbot, viewe
     qtbot.waitUntil(lambda: stopped == [True], timeout=10_000)
     qtbot.waitUntil(lambda: not widget.job.running, timeout=10_000)
     assert seen == ["started"]
+
+
+def test_segment_drops_a_result_whose_image_data_was_replaced_meanwhile(viewer, notes, qtbot, tiny_model_dir):
+    """A race between the worker thread and the GUI: real threads, so the result arrives after the data changed."""
+    segment = dock(viewer, "Segment tumour")
+    segment.model.value = "folder"
+    segment.model_folder.value = tiny_model_dir
+    layer = viewer.add_image(np.random.default_rng(0).random((3, 32, 32), dtype=np.float32), name="scan")
+    segment.image.value = layer
+    segment.segment_button.clicked()
+    layer.data = np.zeros((2, 40, 48), np.float32)  # before the worker's result can reach the GUI thread
+    before = snapshot(viewer)
+    qtbot.waitUntil(lambda: not segment.running, timeout=60_000)
+    assert any("was replaced while it was being segmented" in message for message in notes["warning"])
+    assert_unchanged(before, snapshot(viewer))
+    assert segment.prediction_layer() is None
