@@ -86,3 +86,15 @@ def test_three_clicks_from_the_manual_mask_raise_the_dice(viewer, qtbot, notes):
         click = next_click(np.asarray(tumour.data) > 0, truth)
         _click(widget, qtbot, (click.z, click.y, click.x), click.positive)
     assert volume_scores(tumour.data > 0, truth).dice > start
+
+
+def test_clicks_with_a_model_that_takes_none_give_one_clear_error_and_are_dropped(viewer, qtbot, notes):
+    if load_model("default").config.inputs.clicks:
+        pytest.skip("the shipped default takes clicks")
+    widget = _segmented(viewer, qtbot, notes, "default")
+    before = widget.prediction_layer().data.copy()
+    widget.corrections.add_click(np.asarray((12.0, 100.0, 100.0)), True)
+    widget.corrections.add_click(np.asarray((12.0, 110.0, 100.0)), False)
+    qtbot.waitUntil(lambda: not widget.corrections.job.running and not widget.corrections._queue, timeout=60_000)
+    assert len(notes["error"]) == 1 and "does not take clicks" in notes["error"][0], notes["error"]
+    np.testing.assert_array_equal(widget.prediction_layer().data, before)

@@ -12,13 +12,11 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import ndimage
-
 from .errors import InputError, ModelError
 from .model import LoadedModel
 from .model_input import Click
 from .pieces import list_pieces
-from .postprocess import PostprocessConfig, kept_pieces, piece_peaks
+from .postprocess import PostprocessConfig, postprocess
 from .predict import ScanInput, SegmentOptions
 
 
@@ -38,7 +36,7 @@ class CorrectionSession:
     def __init__(self, model: LoadedModel, image: np.ndarray, options: SegmentOptions | None = None, *,
                  rgb: bool | None = None, probability: np.ndarray | None = None) -> None:
         if not model.config.inputs.clicks:
-            raise ModelError("this model does not take clicks; use a click-conditioned model (e.g. the default)")
+            raise ModelError("this model does not take clicks; use one trained with `lgg-unet train --clicks`")
         self.options = options or SegmentOptions()
         self._scan = ScanInput.of(model, image, rgb)
         self._precision = self._scan.prepare(self.options)
@@ -100,14 +98,6 @@ class CorrectionSession:
     def _refresh(self) -> None:
         """Mask and pieces from the probabilities: the model's clean-up, except that a piece holding a positive
         click is always kept (the user said it is tumour)."""
-        config = self.postprocess
-        labels, n = ndimage.label(self.probability >= config.threshold)
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-        peaks = piece_peaks(self.probability, labels, n)
-        keep = np.concatenate([[False], kept_pieces(sizes, peaks, config)])
-        for click in self.clicks:
-            if click.positive:
-                keep[labels[round(click.z), round(click.y), round(click.x)]] = True
-        keep[0] = False
-        self.mask = keep[labels].astype(np.uint8)
+        said_tumour = tuple((round(c.z), round(c.y), round(c.x)) for c in self.clicks if c.positive)
+        self.mask = postprocess(self.probability, self.postprocess, keep_at=said_tumour)
         self.piece_labels, self.pieces = list_pieces(self.probability, self.mask)

@@ -33,8 +33,12 @@ class PostprocessConfig:
         check_float("minimum confidence", self.min_confidence, 0, 1)
 
 
-def postprocess(probability: np.ndarray, config: PostprocessConfig) -> np.ndarray:
-    """A uint8 0/1 mask of the shape of `probability` (float in [0, 1]), pieces connected in 3D (faces)."""
+def postprocess(probability: np.ndarray, config: PostprocessConfig,
+                keep_at: tuple[tuple[int, ...], ...] = ()) -> np.ndarray:
+    """A uint8 0/1 mask of the shape of `probability` (float in [0, 1]), pieces connected in 3D (faces).
+
+    A piece holding one of the voxels `keep_at` is kept whatever the clean-up says (a user's "this is tumour" click).
+    """
     probability = np.asarray(probability)
     mask = probability >= config.threshold
     if not (config.min_size > 0 or config.min_confidence > 0 or config.keep_largest) or not mask.any():
@@ -43,6 +47,8 @@ def postprocess(probability: np.ndarray, config: PostprocessConfig) -> np.ndarra
     sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     peaks = piece_peaks(probability, labels, n) if config.min_confidence > 0 else np.ones(n)
     keep = np.concatenate([[False], kept_pieces(sizes, peaks, config)])
+    keep[[labels[point] for point in keep_at]] = True
+    keep[0] = False
     return keep[labels].astype(np.uint8)
 
 

@@ -106,7 +106,8 @@ class ClickCorrections:
         if self.job.running or not self._queue:
             return
         if self.session is None:
-            self.job.start(session_job, self._cache, self.target, on_item=self._session_ready, on_done=self._next)
+            self.job.start(session_job, self._cache, self.target, on_item=self._session_ready,
+                           on_done=self._session_done)
             return
         point, positive, data_point = self._queue.pop(0)
         self.job.start(click_job, self.session, point, positive, on_item=self._mask_ready, on_done=self._next)
@@ -116,6 +117,14 @@ class ClickCorrections:
         self.session = session
         if self.postprocess is not None:
             session.set_postprocess(self.postprocess)
+
+    def _session_done(self) -> None:
+        """Go on with the queued clicks; if no session could be made (its error was notified), drop them, or every
+        queued click would retry and repeat the same error."""
+        if self.session is None:
+            self._queue.clear()
+            return
+        self._next()
 
     def _mask_ready(self, _mask: np.ndarray) -> None:
         if self.postprocess is not None and self.session.postprocess != self.postprocess:
