@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from napari_lgg_unet.engine.click_training import next_click
-from napari_lgg_unet.engine.corrections import CorrectionSession
+from napari_lgg_unet.engine.corrections import WINDOW, CorrectionSession
 from napari_lgg_unet.engine.io import load_patient
 from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import load_model
@@ -42,11 +42,11 @@ def roc_auc(scores: list[float], labels: list[bool]) -> float:
     return float(above / (len(positive) * len(negative)))
 
 
-def correct_patient(model, folder: Path, clicks: int, variant: str) -> dict:
+def correct_patient(model, folder: Path, clicks: int, variant: str, window: int | None) -> dict:
     scan = load_patient(folder, require_masks=True)
     image, rgb = input_variant(scan.image, scan.rgb, variant)
     truth = np.asarray(scan.mask > 0).reshape(-1, *scan.mask.shape[-2:])
-    session = CorrectionSession(model, image, rgb=rgb)
+    session = CorrectionSession(model, image, rgb=rgb, window=window)
     pieces = [(p.confidence, bool((truth & (session.piece_labels == p.index)).sum() >= TRUE_PIECE * p.voxels))
               for p in session.pieces]
     dice, latency = [volume_scores(session.mask, truth).dice], []
@@ -86,20 +86,22 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=None, help="only the first N patients")
     parser.add_argument("--clicks", type=int, default=5)
     parser.add_argument("--variant", default="as-is")
+    parser.add_argument("--window", type=int, default=WINDOW,
+                        help="side of the square a click recomputes, in network pixels (0: whole slices)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
     names = model.config.training.patients(args.split)[: args.patients]
-    print(f"{len(names)} {args.split} patients, {args.variant}, {args.threads} threads, CPU: {cpu_model()}", flush=True)
+    print(f"{len(names)} {args.split} patients, {args.variant}, window {args.window or 'whole slices'}, {args.threads} threads, CPU: {cpu_model()}", flush=True)
     results = []
     for name in names:
-        results.append(correct_patient(model, Path(args.lgg) / name, args.clicks, args.variant))
+        results.append(correct_patient(model, Path(args.lgg) / name, args.clicks, args.variant, args.window or None))
         r = results[-1]
         print(f"{name}: Dice {' '.join(f'{d:.3f}' for d in r['dice'])}, clicks "
               f"{' '.join(f'{1000 * t:.0f}' for t in r['latency_s'])} ms", flush=True)
-    report = {"cpu": cpu_model(), "model": args.model, "split": args.split, "variant": args.variant,
+    report = {"cpu": cpu_model(), "model": args.model, "split": args.split, "variant": args.variant, "window": args.window or None,
               "summary": summary(results), "per_patient": results}
     print(json.dumps(report["summary"], indent=2))
     if args.json:

@@ -85,3 +85,47 @@ def test_a_2d_image_is_a_one_slice_scan():
 def test_a_model_without_click_inputs_is_refused_with_advice():
     with pytest.raises(ModelError, match="does not take clicks"):
         CorrectionSession(load_model("default"), _scan())
+
+
+class _ClickAlsoDimsFarAway(_FollowsClicks):
+    """A positive click that (wrongly) lowers the probability everywhere else, like an undertrained network."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) - 20.0 * x[:, -2:-1].amax(dim=(-2, -1), keepdim=True)
+
+
+def _big_session(height: int, width: int, network: torch.nn.Module, window: int | None) -> CorrectionSession:
+    config = ModelConfig(preprocess=PreprocessConfig(image_size=256), inputs=InputConfig(clicks=True, click_reach=1))
+    image = np.zeros((3, height, width), np.float32)
+    image[:, 20:80, 20:80] = 100.0  # tumour where FLAIR is bright; the clicks below fall beside it or into it
+    return CorrectionSession(LoadedModel(network.eval(), config, "test"), image, window=window)
+
+
+@pytest.mark.parametrize("height, width", [(256, 256), (200, 240)])
+def test_a_click_recomputes_only_the_window_around_it_and_agrees_there_with_whole_slices(height, width):
+    windowed = _big_session(height, width, _FollowsClicks(), 128)
+    whole = _big_session(height, width, _FollowsClicks(), None)
+    before = windowed.probability.copy()
+    for session in (windowed, whole):
+        session.click(1, 150, 160, positive=True)
+    changed = np.abs(windowed.probability - before) > 1e-4
+    rows, cols = np.nonzero(changed.any(axis=0))
+    assert changed[1, 150, 160]
+    assert rows.max() - rows.min() < 128 and cols.max() - cols.min() < 128  # inside the window only
+    np.testing.assert_allclose(windowed.probability[changed], whole.probability[changed], atol=1e-3)
+
+
+def test_a_positive_click_never_lowers_a_probability_and_a_negative_one_never_raises_one():
+    session = _big_session(256, 256, _ClickAlsoDimsFarAway(), 128)
+    before = session.probability.copy()
+    session.click(1, 150, 160, positive=True)
+    assert (session.probability >= before).all() and (session.probability > before + 0.1).any()
+    raised = session.probability.copy()
+    session.click(1, 60, 60, positive=False)
+    assert (session.probability <= raised).all() and (session.probability < raised - 0.1).any()
+
+
+@pytest.mark.parametrize("window", [100, 32, 0, 128.0])
+def test_a_bad_click_window_is_refused(window):
+    with pytest.raises(InputError, match="click window"):
+        _big_session(64, 64, _FollowsClicks(), window)

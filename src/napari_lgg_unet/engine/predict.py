@@ -43,7 +43,8 @@ class SegmentProgress:
     runs_on: str = ""
 
 
-def _forward(network: torch.nn.Module, batch: torch.Tensor, tta: bool, precision: Precision, backend: str) -> torch.Tensor:
+def forward_probability(network: torch.nn.Module, batch: torch.Tensor, tta: bool, precision: Precision, backend: str) -> torch.Tensor:
+    """Probabilities of a network batch, averaged with the mirrored batch's when `tta`."""
     prob = torch.sigmoid(forward(network, batch, precision, backend))
     if tta:
         prob = 0.5 * (prob + torch.sigmoid(forward(network, batch.flip(-1), precision, backend)).flip(-1))
@@ -159,7 +160,7 @@ class ScanInput:
                     return
                 chunk = np.asarray(slices[start : start + options.batch_size])
                 batch = self.batch(chunk, clicks)
-                prob = restore_size(_forward(self.model.network, batch, options.tta, chosen, options.backend), height, width)
+                prob = restore_size(forward_probability(self.model.network, batch, options.tta, chosen, options.backend), height, width)
                 yield chunk, prob[:, 0].float().cpu().numpy()
 
 

@@ -139,6 +139,14 @@ def binarise_mask(mask: np.ndarray) -> np.ndarray:
     return as_image(mask, "masks") > 0
 
 
+def to_model_point(y: float, x: float, height: int, width: int, image_size: int) -> tuple[float, float]:
+    """Where pixel (y, x) of an (height, width) slice lands in the network's (image_size, image_size) input, the
+    geometry of `to_model_size` (pixel centres map to pixel centres)."""
+    left, _, top, _ = _square_padding(height, width)
+    scale = image_size / max(height, width)
+    return (y + top + 0.5) * scale - 0.5, (x + left + 0.5) * scale - 0.5
+
+
 def _square_padding(height: int, width: int) -> tuple[int, int, int, int]:
     side = max(height, width)
     top, left = (side - height) // 2, (side - width) // 2
