@@ -1,6 +1,9 @@
 import numpy as np
+import pytest
+from scipy import ndimage
 
-from napari_lgg_unet.engine.postprocess import PostprocessConfig, postprocess
+from napari_lgg_unet.engine.pieces import label_pieces
+from napari_lgg_unet.engine.postprocess import PostprocessConfig, kept_labels, postprocess
 
 
 def _two_confident_pieces_and_a_hesitant_one() -> np.ndarray:
@@ -29,3 +32,14 @@ def test_models_without_a_confidence_level_keep_their_old_behaviour():
     prob = _two_confident_pieces_and_a_hesitant_one()
     assert postprocess(prob, PostprocessConfig(0.5)).sum() == 400 + 50 + 144 + 1
     assert postprocess(prob, PostprocessConfig(0.5, min_size=2)).sum() == 400 + 50 + 144
+
+
+@pytest.mark.parametrize("config", [PostprocessConfig(min_size=30), PostprocessConfig(min_confidence=0.9),
+                                    PostprocessConfig(keep_largest=True), PostprocessConfig()])
+def test_kept_labels_are_the_pieces_of_the_postprocessed_mask_labelled_once(config):
+    probability = ndimage.gaussian_filter(np.random.default_rng(3).random((6, 40, 40)), 1.5)
+    probability = (probability - probability.min()) / np.ptp(probability)
+    labels, n = kept_labels(probability, config, keep_at=((0, 0, 0),))
+    expected, m = label_pieces(postprocess(probability, config, keep_at=((0, 0, 0),)))
+    assert n == m >= 1
+    np.testing.assert_array_equal(labels, expected)

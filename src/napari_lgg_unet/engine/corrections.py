@@ -27,8 +27,8 @@ from .device import out_of_memory_as_advice
 from .errors import InputError, ModelError
 from .model import LoadedModel
 from .model_input import Click
-from .pieces import list_pieces
-from .postprocess import PostprocessConfig, postprocess
+from .pieces import describe_pieces
+from .postprocess import PostprocessConfig, kept_labels
 from .precision import Precision
 from .predict import ScanInput, SegmentOptions, forward_probability
 from .preprocess import restore_size, to_model_point, to_model_size
@@ -124,8 +124,9 @@ class CorrectionSession:
         """Mask and pieces from the probabilities: the model's clean-up, except that a piece holding a positive
         click is always kept (the user said it is tumour)."""
         said_tumour = tuple((round(c.z), round(c.y), round(c.x)) for c in self.clicks if c.positive)
-        self.mask = postprocess(self.probability, self.postprocess, keep_at=said_tumour)
-        self.piece_labels, self.pieces = list_pieces(self.probability, self.mask)
+        self.piece_labels, n = kept_labels(self.probability, self.postprocess, keep_at=said_tumour)
+        self.mask = (self.piece_labels > 0).astype(np.uint8)
+        self.pieces = describe_pieces(self.probability, self.piece_labels, n)
 
 
 def _recompute_near(scan: ScanInput, old: np.ndarray, slices: np.ndarray, clicks: list[Click],

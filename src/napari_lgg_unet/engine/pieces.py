@@ -85,17 +85,23 @@ def list_pieces(
         raise InputError(f"mask {mask.shape} and probability {probability.shape} must be one (Z, H, W) or (H, W) grid")
     volume = mask.reshape((1,) * (3 - mask.ndim) + mask.shape)
     labels, n = label_pieces(volume)
-    evidence = piece_evidence(probability.reshape(volume.shape), labels, n)
+    pieces = describe_pieces(probability.reshape(volume.shape), labels, n, spacing)
+    return labels.reshape(mask.shape), pieces
+
+
+def describe_pieces(probability: np.ndarray, labels: np.ndarray, n: int,
+                    spacing: tuple[float, ...] | None = None) -> list[Piece]:
+    """The pieces 1..n of `labels` (Z, H, W), already labelled (e.g. by `postprocess.kept_labels`), in label order."""
+    evidence = piece_evidence(probability, labels, n)
     trust = confidence(evidence)
     voxel_mm3 = None if spacing is None else float(np.prod(spacing))
-    found = ndimage.find_objects(labels)
-    pieces = [
+    found = ndimage.find_objects(labels, max_label=n)
+    return [
         Piece(k + 1, int(evidence.voxels[k]), None if voxel_mm3 is None else float(evidence.voxels[k]) * voxel_mm3,
               (found[k][0].start, found[k][0].stop - 1), tuple(float(c) for c in evidence.centres[k]),
               float(trust[k]))
         for k in range(n)
     ]
-    return labels.reshape(mask.shape), pieces
 
 
 def doubtful_first(pieces: list[Piece]) -> list[Piece]:

@@ -40,16 +40,25 @@ def postprocess(probability: np.ndarray, config: PostprocessConfig,
     A piece holding one of the voxels `keep_at` is kept whatever the clean-up says (a user's "this is tumour" click).
     """
     probability = np.asarray(probability)
-    mask = probability >= config.threshold
-    if not (config.min_size > 0 or config.min_confidence > 0 or config.keep_largest) or not mask.any():
-        return mask.astype(np.uint8)
-    labels, n = ndimage.label(mask)
+    if not (config.min_size > 0 or config.min_confidence > 0 or config.keep_largest):
+        return (probability >= config.threshold).astype(np.uint8)
+    labels, _ = kept_labels(probability, config, keep_at)
+    return (labels > 0).astype(np.uint8)
+
+
+def kept_labels(probability: np.ndarray, config: PostprocessConfig,
+                keep_at: tuple[tuple[int, ...], ...] = ()) -> tuple[np.ndarray, int]:
+    """The pieces `postprocess` keeps, labelled: (int32 labels 1..n in raster order, 0 elsewhere; n). Callers that
+    list the pieces (corrections, review) get them from the one labelling that chose them."""
+    probability = np.asarray(probability)
+    labels, n = ndimage.label(probability >= config.threshold)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     peaks = piece_peaks(probability, labels, n) if config.min_confidence > 0 else np.ones(n)
     keep = np.concatenate([[False], kept_pieces(sizes, peaks, config)])
     keep[[labels[point] for point in keep_at]] = True
     keep[0] = False
-    return keep[labels].astype(np.uint8)
+    renumber = (np.cumsum(keep) * keep).astype(np.int32)
+    return renumber[labels], int(keep.sum())
 
 
 def piece_peaks(probability: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
