@@ -88,10 +88,8 @@ def test_three_clicks_from_the_manual_mask_raise_the_dice(viewer, qtbot, notes):
     assert volume_scores(tumour.data > 0, truth).dice > start
 
 
-def test_clicks_with_a_model_that_takes_none_give_one_clear_error_and_are_dropped(viewer, qtbot, notes):
-    if load_model("default").config.inputs.clicks:
-        pytest.skip("the shipped default takes clicks")
-    widget = _segmented(viewer, qtbot, notes, "default")
+def test_clicks_with_a_model_that_takes_none_give_one_clear_error_and_are_dropped(viewer, qtbot, notes, tiny_model_dir):
+    widget = _segmented(viewer, qtbot, notes, str(tiny_model_dir))
     before = widget.prediction_layer().data.copy()
     widget.corrections.add_click(np.asarray((12.0, 100.0, 100.0)), True)
     widget.corrections.add_click(np.asarray((12.0, 110.0, 100.0)), False)
