@@ -3,7 +3,9 @@
     python docs/screenshots/make_screenshots.py [MODEL_FOLDER]
 
 Opens the sample patient, trains briefly in the Train widget (train.png), then segments with the default model,
-else MODEL_FOLDER, else the model just trained, and reads Dice against the sample's mask (segment.png).
+else MODEL_FOLDER, else the model just trained, and reads Dice against the sample's mask (segment.png). When that
+model takes clicks, it then corrects the mask as benchmarks/corrections.py's simulated user does: the least sure
+piece removed in the review list, three clicks where the mask is most wrong (correct.png).
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import time
 from pathlib import Path
 
 import napari
+import numpy as np
+from napari_lgg_unet.engine.click_training import next_click
 from napari_lgg_unet.engine.model import default_model_path
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QApplication
 
 HERE = Path(__file__).resolve().parent
@@ -66,7 +71,28 @@ def main(model: str | None) -> None:
     segment.truth.value = viewer.layers["TCGA_CS_6665_20010817 mask"]
     viewer.layers["TCGA_CS_6665_20010817 mask"].visible = False
     save(viewer, "segment.png")
+    correct(viewer, segment)
     viewer.close()
+
+
+def correct(viewer: napari.Viewer, segment) -> None:
+    """Remove the least sure piece (when there are two or more), then three clicks computed from the manual mask,
+    shown on the last click's slice."""
+    segment.correct.value = True
+    if len(segment.review_list.rows) > 1:
+        segment.review_list.keep_box(0).setCheckState(Qt.Unchecked)
+    truth = np.asarray(viewer.layers["TCGA_CS_6665_20010817 mask"].data) > 0
+    tumour = segment.prediction_layer()
+    for _ in range(3):
+        click = next_click(np.asarray(tumour.data) > 0, truth)
+        if click is None:
+            break
+        segment.corrections.add_click(np.asarray((click.z, click.y, click.x)), click.positive)
+        wait_until(lambda: not segment.corrections.job.running and not segment.corrections._queue)
+        if segment.corrections.session is None:
+            return  # the model takes no clicks (its error was notified): no correction screenshot
+        viewer.dims.set_current_step(0, round(click.z))
+    save(viewer, "correct.png")
 
 
 if __name__ == "__main__":
