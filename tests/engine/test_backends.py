@@ -51,3 +51,33 @@ def test_auto_moves_a_model_to_openvino_once_it_has_run_long_enough(tiny_model_d
     labels = [p.runs_on for p in segment_steps(model, image, SegmentOptions(batch_size=2, precision="fp32", backend="auto"))]
     assert labels[0] == f"cpu, fp32, {torch.get_num_threads()} threads"
     assert labels[-1] == f"cpu, fp32, openvino, {torch.get_num_threads()} threads"
+
+
+def test_torch_runs_the_default_model_with_batch_norms_folded_and_the_same_answers():
+    network = load_model("default").network
+    batch = torch.rand(2, backends.input_channels(network), 128, 128)
+    with torch.inference_mode():
+        plain = network(batch)
+    np.testing.assert_allclose(_logits(network, batch, "torch"), plain, atol=1e-4)
+    folded = backends._states[network].folded
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())  # the network itself is untouched
+
+
+def test_the_folded_copy_follows_every_change_of_weights_or_statistics(tiny_model_dir):
+    network = load_model(tiny_model_dir).network
+    batch = torch.rand(2, 3, 64, 64)
+    _logits(network, batch, "torch")
+    norm = next(m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    for change in (lambda: norm.running_mean.add_(0.5), lambda: next(network.parameters()).mul_(1.5)):
+        with torch.no_grad():
+            change()
+        with torch.inference_mode():
+            expected = network(batch)
+        np.testing.assert_allclose(_logits(network, batch, "torch"), expected, atol=1e-4)
+
+
+def test_a_network_in_training_mode_runs_as_it_is(tiny_model_dir):
+    network = load_model(tiny_model_dir).network.train()
+    _logits(network, torch.rand(2, 3, 64, 64), "torch")
+    assert backends._states[network].folded is None
