@@ -157,6 +157,15 @@ def test_validation_on_input_variants_records_each_and_selects_on_their_mean_los
     assert load_model(tmp_path / "m").config.training.config["validation_variants"] == list(variants)
 
 
+def test_a_fixed_schedule_without_validation_keeps_the_last_epoch(scans, tmp_path):
+    config = TrainConfig(epochs=3, steps_per_epoch=2, val_fraction=0, keep_last=True, **FAST)
+    events = list(train_model(scans, config, tmp_path / "m"))
+    assert events[-1].best_epoch == 3
+    model = load_model(tmp_path / "m")
+    assert model.config.training.best_epoch == 3 and model.config.training.patients("validation") == []
+    assert len(model.config.training.patients("train")) == len(PATIENTS)
+
+
 @pytest.mark.parametrize("variants", [(), ("as-is", "as-is"), ("blurred",)])
 def test_unknown_or_repeated_validation_variants_are_refused(variants):
     with pytest.raises(InputError, match="input variants"):

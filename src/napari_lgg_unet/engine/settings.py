@@ -269,6 +269,8 @@ class TrainConfig:
     steps_per_epoch: int | None = setting(None, "optimisation steps per epoch (default: one pass over the slices)",
                                           low=1, high=1_000_000)
     resume: bool = setting(False, "continue the run saved in --out", on_resume=MAY_CHANGE)
+    keep_last: bool = setting(False, "keep the last epoch's model, not the one with the lowest validation loss (a "
+                              "fixed schedule, e.g. a final model trained on every patient)", on_resume=MAY_CHANGE)
     sync_batchnorm: bool = setting(False, "under torchrun on GPUs: batch-norm statistics over all processes' batches",
                                    label="sync batchnorm", on_resume=MAY_CHANGE)
     validation_variants: tuple[str, ...] = setting(

@@ -235,7 +235,7 @@ def _end_epoch(run: _Run) -> EpochEnd:
     record = EpochRecord(epoch, train_loss, run.optimizer.param_groups[0]["lr"], seconds, validation, selection)
     progress.history.append(record.row())
     monitored = train_loss if selection is None else selection
-    improved = progress.best_epoch is None or monitored < progress.best_val_loss
+    improved = run.config.keep_last or progress.best_epoch is None or monitored < progress.best_val_loss
     if improved:
         progress.best_epoch, progress.best_val_loss = epoch, monitored
     progress.epochs_done, progress.seconds = epoch, seconds
@@ -260,7 +260,9 @@ def _save_best_model(run: _Run) -> None:
 
 def _finished(run: _Run) -> Finished:
     best, loss = run.progress.best_epoch, run.progress.best_val_loss
-    message = f"best epoch {best} (validation loss {loss:.4f}), model in {run.folder.path}" if best else "no epoch finished"
+    kept = "last epoch" if run.config.keep_last else "best epoch"
+    measure = "validation loss" if run.split.val_variants else "training loss"
+    message = f"{kept} {best} ({measure} {loss:.4f}), model in {run.folder.path}" if best else "no epoch finished"
     return Finished(str(run.folder.path), best, loss, run.stopped, _history(run), message)
 
 
