@@ -52,8 +52,9 @@ def main(model: str | None) -> None:
     have_default = (default_model_path() / "config.json").is_file()
     if have_default:
         train.start_from.value = "default"  # fine-tune the shipped model on the painted labels
-    train.image_size.value, train.batch_size.value, train.epochs.value = 128 if have_default else 64, 4, 4
-    train.val_fraction.value = 0.3
+    settings = train.settings
+    settings.image_size.value, settings.batch_size.value, settings.epochs.value = 128 if have_default else 64, 4, 4
+    settings.val_fraction.value = 0.3
     train.output.value = Path(tempfile.mkdtemp(prefix="lgg-unet-screenshots-"))
     train.steps_per_epoch = 4
     train.train_button.clicked()

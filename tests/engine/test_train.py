@@ -74,6 +74,19 @@ def test_fine_tuning_starts_from_an_existing_model(scans, tiny_model_dir, tmp_pa
     assert load_model(tmp_path / "m").config.decoder_channels == (16, 16, 16, 16, 16)
 
 
+def test_fine_tuning_a_model_with_context_and_clicks_keeps_its_inputs(scans, tiny_model_dir, tmp_path):
+    from napari_lgg_unet.engine.model import save_model, with_inputs
+    from napari_lgg_unet.engine.model_input import InputConfig
+
+    tiny = load_model(tiny_model_dir)
+    inputs = InputConfig(context_slices=1, clicks=True)
+    save_model(*with_inputs(tiny.network, tiny.config, inputs), tmp_path / "start")
+    config = TrainConfig(epochs=1, steps_per_epoch=2, init=str(tmp_path / "start"), **{**FAST, "image_size": 64,
+                                                                                         "decoder_channels": (16,) * 5})
+    list(train_model(scans, config, tmp_path / "m"))
+    assert load_model(tmp_path / "m").config.inputs == inputs
+
+
 def test_labels_with_no_tumour_are_refused_with_a_clear_message(tmp_path):
     scan = Scan("blank", np.random.default_rng(0).random((4, 64, 64)).astype(np.float32), np.zeros((4, 64, 64), bool), rgb=False)
     with pytest.raises(InputError, match="empty"):

@@ -356,7 +356,10 @@ def _initial_network(config: TrainConfig, preprocess: PreprocessConfig) -> tuple
     if config.init:
         loaded = load_model(config.init, "cpu")
         model_config = replace(loaded.config, preprocess=replace(loaded.config.preprocess, image_size=preprocess.image_size))
-        return with_inputs(loaded.network.train(), model_config, _model_inputs(config))
+        wanted = _model_inputs(config)
+        if wanted == InputConfig():  # no inputs asked for: a fine-tune keeps those of the model it starts from
+            wanted = loaded.config.inputs
+        return with_inputs(loaded.network.train(), model_config, wanted)
     model_config = ModelConfig(encoder=config.encoder, decoder_channels=config.decoder_channels, preprocess=preprocess,
                                inputs=_model_inputs(config))
     return build_network(model_config), model_config
