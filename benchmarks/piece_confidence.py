@@ -86,16 +86,17 @@ def main() -> None:
     parser.add_argument("--splits", nargs="+", default=["validation", "test"])
     parser.add_argument("--variants", nargs="+", default=list(INPUT_VARIANTS), choices=INPUT_VARIANTS)
     parser.add_argument("--patients", type=int, default=0, help="at most this many patients per split (0: all)")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/piece-confidence"))
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/piece-confidence"),
+                        help="where probabilities are cached; use a new folder for another model")
+    parser.add_argument("--model", default="default")
     args = parser.parse_args()
-    model = load_model("default")
-    split = model.config.training["split"]
+    model = load_model(args.model)
     print(f"CPU: {cpu_model()}; threshold {model.config.postprocess.threshold}; ROC AUC of each piece of evidence "
           "(larger = more likely tumour) and of the confidence, true piece = >= 10 % in the manual mask")
     print("| split | variant | pieces | true | " + " | ".join(EVIDENCE) + " | confidence |")
     print("|---" * (5 + len(EVIDENCE)) + "|")
     for name in args.splits:
-        folders = [args.lgg / p for p in split[name]][: args.patients or None]
+        folders = [args.lgg / p for p in model.config.training.patients(name)][: args.patients or None]
         for variant in args.variants:
             row = report(name, variant, collect(model, folders, variant, args.cache))
             print("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()) + " |",
