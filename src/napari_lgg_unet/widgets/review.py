@@ -55,7 +55,7 @@ class ReviewList:
                 native.setItem(row, column, QTableWidgetItem(text))
         native.blockSignals(False)
         shown = f"the {MAX_ROWS} least sure of {len(pieces)} pieces" if len(pieces) > MAX_ROWS else (
-            f"{len(pieces)} pieces, least sure first")
+            "1 piece" if len(pieces) == 1 else f"{len(pieces)} pieces, least sure first")
         self.caption.value = (f"{shown}; untick Keep to remove one, click a row to see it" if pieces
                               else "Segment an image to review its tumour pieces.")
 
