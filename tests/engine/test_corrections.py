@@ -82,9 +82,9 @@ def test_a_2d_image_is_a_one_slice_scan():
     assert session.mask[0, 26, 26] == 1
 
 
-def test_a_model_without_click_inputs_is_refused_with_advice():
+def test_a_model_without_click_inputs_is_refused_with_advice(tiny_model_dir):
     with pytest.raises(ModelError, match="does not take clicks"):
-        CorrectionSession(load_model("default"), _scan())
+        CorrectionSession(load_model(tiny_model_dir), _scan())
 
 
 class _ClickAlsoDimsFarAway(_FollowsClicks):

@@ -36,9 +36,10 @@ def test_click_maps_peak_at_the_click_and_fade_with_slice_distance():
     assert maps[2, 1, 1, 1] == pytest.approx(1.0) and maps[2, 1, 4, 6] < 0.01
 
 
-def test_a_plain_model_grown_to_take_context_and_clicks_segments_exactly_as_before(sample_patient_dir):
+def test_a_plain_model_grown_to_take_context_and_clicks_segments_exactly_as_before(sample_patient_dir, tiny_model_dir):
     image = tifffile.imread(next(sample_patient_dir.glob("*_1.tif")))
-    model = load_model("default")
+    model = load_model(tiny_model_dir)  # plain 3-channel inputs (the default already takes context and clicks)
+    assert model.config.inputs == InputConfig()
     grown_network, grown_config = with_inputs(model.network, model.config, InputConfig(context_slices=2, clicks=True))
     grown = LoadedModel(grown_network.eval(), grown_config, "grown")
     stack = np.stack([image] * 3)
