@@ -58,6 +58,7 @@ def test_clicks_are_points_that_re_segment_and_undo_one_by_one(viewer, qtbot, no
     assert len(widget.corrections.session.clicks) == 2
     assert not np.array_equal(points.face_color[0], points.face_color[1])  # positive and negative look different
     assert tumour.data[inside] == 1
+    model_threshold = widget.cleanup.threshold.value
     widget.cleanup.threshold.value = 0.6  # the clicks stay through a new threshold
     assert len(widget.corrections.session.clicks) == 2
     widget.corrections.undo()
@@ -65,7 +66,7 @@ def test_clicks_are_points_that_re_segment_and_undo_one_by_one(viewer, qtbot, no
     widget.corrections.undo()
     qtbot.waitUntil(lambda: not widget.corrections.job.running, timeout=60_000)
     assert len(points.data) == 0 and widget.corrections.session.clicks == []
-    widget.cleanup.threshold.value = 0.5
+    widget.cleanup.threshold.value = model_threshold
     np.testing.assert_array_equal(tumour.data, before)
     assert notes["error"] == []
     for (name, kind, data, meta), layer in zip(user_layers, list(viewer.layers)[:2]):
@@ -80,8 +81,16 @@ def test_three_clicks_from_the_manual_mask_raise_the_dice(viewer, qtbot, notes):
     widget = _segmented(viewer, qtbot, notes, "default")
     truth = np.asarray(viewer.layers["TCGA_CS_6665_20010817 mask"].data) > 0
     tumour = widget.prediction_layer()
-    widget.review_list.keep_box(0).setCheckState(Qt.Unchecked)  # remove the least sure piece
+    widget.cleanup.min_size.value = 0  # keep the specks too: the sample's clean mask is one true piece
+    rows = widget.review_list.rows
+    assert len(rows) > 1 and rows[0].confidence <= rows[-1].confidence
+    false_piece = widget._review.piece_voxels(rows[0].index)
+    assert (false_piece & truth).sum() < 0.1 * false_piece.sum()  # the least sure piece is a false one
+    before_removal = volume_scores(tumour.data > 0, truth).dice
+    widget.review_list.keep_box(0).setCheckState(Qt.Unchecked)  # remove it
+    assert not np.asarray(tumour.data)[false_piece].any()
     start = volume_scores(tumour.data > 0, truth).dice
+    assert start >= before_removal
     for _ in range(3):
         click = next_click(np.asarray(tumour.data) > 0, truth)
         _click(widget, qtbot, (click.z, click.y, click.x), click.positive)
