@@ -48,3 +48,17 @@ def test_a_fresh_review_returns_the_mask_as_given_and_each_piece_s_voxels():
     assert review.removed == set()
     together = sum(review.piece_voxels(p.index).astype(int) for p in review.pieces)
     np.testing.assert_array_equal(together, given)
+
+
+def test_a_tumour_click_inside_a_removed_piece_restores_it_and_only_it():
+    probability = three_pieces()
+    review = PieceReview(probability)
+    mask = postprocess(probability, PostprocessConfig(0.6))
+    review.update(mask)
+    for piece in list(review.pieces):
+        review.remove(piece.index)
+    blob = next(p for p in review.pieces if p.slices == (7, 7))
+    inside = tuple(int(round(c)) for c in blob.centre)
+    shown = review.update(mask, said_tumour=(inside,))
+    assert shown[inside] == 1 and shown.sum() == blob.voxels and len(review.removed) == len(review.pieces) - 1
+    assert review.update(mask, said_tumour=((0, 0, 0),)).sum() == blob.voxels  # a click on background changes nothing

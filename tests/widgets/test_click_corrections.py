@@ -105,3 +105,16 @@ def test_clicks_with_a_model_that_takes_none_give_one_clear_error_and_are_droppe
     qtbot.waitUntil(lambda: not widget.corrections.job.running and not widget.corrections._queue, timeout=60_000)
     assert len(notes["error"]) == 1 and "does not take clicks" in notes["error"][0], notes["error"]
     np.testing.assert_array_equal(widget.prediction_layer().data, before)
+
+
+def test_a_tumour_click_inside_a_removed_piece_brings_it_back(viewer, qtbot, notes, click_model):
+    widget = _segmented(viewer, qtbot, notes, click_model)
+    tumour = widget.prediction_layer()
+    piece = widget.review_list.rows[-1]  # the surest piece
+    voxels = widget._review.piece_voxels(piece.index)
+    widget.review_list.keep_box(len(widget.review_list.rows) - 1).setCheckState(Qt.Unchecked)
+    assert not np.asarray(tumour.data)[voxels].any()
+    inside = tuple(np.argwhere(voxels)[voxels.sum() // 2])
+    _click(widget, qtbot, inside, positive=True)
+    assert np.asarray(tumour.data)[inside] == 1 and np.asarray(tumour.data)[voxels].mean() > 0.9
+    assert notes["error"] == []

@@ -28,11 +28,15 @@ class PieceReview:
         self.labels = np.zeros(self.probability.shape, dtype=np.int32)
         self._full = np.zeros(self.probability.shape, dtype=np.uint8)
 
-    def update(self, mask: np.ndarray) -> np.ndarray:
-        """Take a new mask (a new threshold or clean-up of the same probabilities); returns it with the pieces that
-        are still removed taken out."""
+    def update(self, mask: np.ndarray, said_tumour: tuple[tuple[int, ...], ...] = ()) -> np.ndarray:
+        """Take a new mask (a new threshold or clean-up of the same probabilities, or a click's correction); returns
+        it with the pieces that are still removed taken out. A piece holding one of the voxels `said_tumour` (a
+        user's "tumour" clicks) is restored: the click is the later and more precise word."""
         self._full = np.asarray(mask, dtype=np.uint8)
         self.labels, self.pieces = list_pieces(self.probability, self._full, self.spacing)
+        for point in said_tumour:
+            if self.labels[point]:
+                self._removed_places &= self.labels != self.labels[point]
         inside = np.bincount(self.labels[self._removed_places], minlength=len(self.pieces) + 1)[1:]
         self.removed = {p.index for p in self.pieces if inside[p.index - 1] >= STILL_REMOVED * p.voxels}
         return self.mask

@@ -63,6 +63,7 @@ class ClickCorrections:
         self.session: CorrectionSession | None = None
         self.postprocess: PostprocessConfig | None = None  # the widget's clean-up, applied before the next click
         self._queue: list[tuple[tuple[float, float, float] | None, bool, tuple | None]] = []
+        self._placed: list[tuple[tuple, bool]] = []  # the clicks on screen: layer data point, positive
         self.enabled = False
         viewer.mouse_drag_callbacks.append(self._on_mouse)
         widget.native.destroyed.connect(lambda *_: self._detach())
@@ -82,7 +83,7 @@ class ClickCorrections:
 
     def reset(self, target: CorrectionTarget | None) -> None:
         """A new segmentation (or none): earlier clicks belonged to the old one."""
-        self.target, self.session, self._queue = target, None, []
+        self.target, self.session, self._queue, self._placed = target, None, [], []
         if target is not None and (layer := owned_layer(self.viewer, target.source, "clicks")) is not None:
             layer.data = np.zeros((0, target.source.ndim))
 
@@ -136,9 +137,12 @@ class ClickCorrections:
         source = self.target.source
         layer = owned_layer(self.viewer, source, "clicks")
         if data_point is None:
+            if self._placed:
+                self._placed.pop()
             if layer is not None and len(layer.data):
                 layer.data = layer.data[:-1]  # face colours follow the kept points
             return
+        self._placed.append((data_point, positive))
         colour = POSITIVE_COLOUR if positive else NEGATIVE_COLOUR
         if layer is None:
             layer = put_owned_layer(self.viewer, source, "clicks", np.asarray([data_point]), face_color=colour,
@@ -146,6 +150,15 @@ class ClickCorrections:
         else:
             layer.current_face_color = colour
             layer.add(np.asarray(data_point))
+
+    @property
+    def said_tumour(self) -> tuple[tuple[int, ...], ...]:
+        """The voxels (the segmented layer's data indices) of the "tumour" clicks placed so far."""
+        if self.target is None:
+            return ()
+        top = np.asarray(self.target.source.data.shape[: self.target.source.ndim]) - 1
+        return tuple(tuple(int(v) for v in np.clip(np.round(point), 0, top)) for point, positive in self._placed
+                     if positive)
 
     def _on_mouse(self, viewer: napari.Viewer, event) -> Iterator[None]:
         """A press and release without a drag over the segmented image is a click; a drag stays a pan."""

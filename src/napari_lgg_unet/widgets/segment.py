@@ -208,7 +208,7 @@ class SegmentWidget(Container):
         shown = self.corrections.target.probability.shape
         self._probability = back_to_layer(self._source, session.probability.reshape(shown))
         self._review.probability = self._probability
-        self._show_mask(back_to_layer(self._source, session.mask.reshape(shown)))
+        self._show_mask(back_to_layer(self._source, session.mask.reshape(shown)), self.corrections.said_tumour)
         self._show_probability()
         self.update_readouts()
 
@@ -258,9 +258,10 @@ class SegmentWidget(Container):
         self._show_mask(postprocess(self._probability, self.cleanup.config()))
         self.update_readouts()
 
-    def _show_mask(self, mask: np.ndarray) -> None:
-        """The mask less the pieces the user removed (see engine/review.py) into the tumour layer; list its pieces."""
-        layer = put_owned_layer(self.viewer, self._source, "tumour", self._review.update(mask))
+    def _show_mask(self, mask: np.ndarray, said_tumour: tuple[tuple[int, ...], ...] = ()) -> None:
+        """The mask less the pieces the user removed (see engine/review.py; a piece a "tumour" click falls in is
+        restored) into the tumour layer; list its pieces."""
+        layer = put_owned_layer(self.viewer, self._source, "tumour", self._review.update(mask, said_tumour))
         self.review_list.show_pieces(self._review.pieces, self._review.removed, _volume_unit(layer))
 
     def keep_piece(self, index: int, keep: bool) -> None:
