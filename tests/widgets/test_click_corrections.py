@@ -117,4 +117,8 @@ def test_a_tumour_click_inside_a_removed_piece_brings_it_back(viewer, qtbot, not
     inside = tuple(np.argwhere(voxels)[voxels.sum() // 2])
     _click(widget, qtbot, inside, positive=True)
     assert np.asarray(tumour.data)[inside] == 1 and np.asarray(tumour.data)[voxels].mean() > 0.9
+    row = next(r for r, p in enumerate(widget.review_list.rows) if widget._review.labels[inside] == p.index)
+    widget.review_list.keep_box(row).setCheckState(Qt.Unchecked)  # removed again after the click: it stays removed
+    _click(widget, qtbot, (0, 0, 0), positive=False)
+    assert not np.asarray(tumour.data)[inside]
     assert notes["error"] == []

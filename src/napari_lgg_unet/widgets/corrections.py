@@ -56,14 +56,14 @@ class ClickCorrections:
     """Correction mode for one viewer: on while `enabled`, reading clicks over the target's layer."""
 
     def __init__(self, viewer: napari.Viewer, widget, cache: ModelCache,
-                 on_change: Callable[[CorrectionSession], None]) -> None:
+                 on_change: Callable[[CorrectionSession, tuple[tuple[int, ...], ...]], None]) -> None:
         self.viewer, self._cache, self._on_change = viewer, cache, on_change
         self.job = JobRunner(widget, lambda running: None)
         self.target: CorrectionTarget | None = None
         self.session: CorrectionSession | None = None
         self.postprocess: PostprocessConfig | None = None  # the widget's clean-up, applied before the next click
         self._queue: list[tuple[tuple[float, float, float] | None, bool, tuple | None]] = []
-        self._placed: list[tuple[tuple, bool]] = []  # the clicks on screen: layer data point, positive
+        self._computing: tuple | None = None  # the layer data point of the "tumour" click being computed
         self.enabled = False
         viewer.mouse_drag_callbacks.append(self._on_mouse)
         widget.native.destroyed.connect(lambda *_: self._detach())
@@ -83,7 +83,7 @@ class ClickCorrections:
 
     def reset(self, target: CorrectionTarget | None) -> None:
         """A new segmentation (or none): earlier clicks belonged to the old one."""
-        self.target, self.session, self._queue, self._placed = target, None, [], []
+        self.target, self.session, self._queue = target, None, []
         if target is not None and (layer := owned_layer(self.viewer, target.source, "clicks")) is not None:
             layer.data = np.zeros((0, target.source.ndim))
 
@@ -111,6 +111,7 @@ class ClickCorrections:
                            on_done=self._session_done)
             return
         point, positive, data_point = self._queue.pop(0)
+        self._computing = data_point if positive else None
         self.job.start(click_job, self.session, point, positive, on_item=self._mask_ready, on_done=self._next)
         self._show_click(data_point, positive)
 
@@ -128,21 +129,24 @@ class ClickCorrections:
         self._next()
 
     def _mask_ready(self, _mask: np.ndarray) -> None:
+        """Show the corrected mask; a "tumour" click also brings back a piece the user removed where it fell (said
+        for this click only: a piece removed after it stays removed)."""
         if self.postprocess is not None and self.session.postprocess != self.postprocess:
             self.session.set_postprocess(self.postprocess)  # the clean-up changed while the click was computed
-        self._on_change(self.session)
+        said_tumour = ()
+        if self._computing is not None:
+            top = np.asarray(self.target.source.data.shape[: self.target.source.ndim]) - 1
+            said_tumour = (tuple(int(v) for v in np.clip(np.round(self._computing), 0, top)),)
+        self._on_change(self.session, said_tumour)
 
     def _show_click(self, data_point: tuple | None, positive: bool) -> None:
         """Add the click to the Points layer, or (`data_point` None: an undo) take the last one off it."""
         source = self.target.source
         layer = owned_layer(self.viewer, source, "clicks")
         if data_point is None:
-            if self._placed:
-                self._placed.pop()
             if layer is not None and len(layer.data):
                 layer.data = layer.data[:-1]  # face colours follow the kept points
             return
-        self._placed.append((data_point, positive))
         colour = POSITIVE_COLOUR if positive else NEGATIVE_COLOUR
         if layer is None:
             layer = put_owned_layer(self.viewer, source, "clicks", np.asarray([data_point]), face_color=colour,
@@ -150,15 +154,6 @@ class ClickCorrections:
         else:
             layer.current_face_color = colour
             layer.add(np.asarray(data_point))
-
-    @property
-    def said_tumour(self) -> tuple[tuple[int, ...], ...]:
-        """The voxels (the segmented layer's data indices) of the "tumour" clicks placed so far."""
-        if self.target is None:
-            return ()
-        top = np.asarray(self.target.source.data.shape[: self.target.source.ndim]) - 1
-        return tuple(tuple(int(v) for v in np.clip(np.round(point), 0, top)) for point, positive in self._placed
-                     if positive)
 
     def _on_mouse(self, viewer: napari.Viewer, event) -> Iterator[None]:
         """A press and release without a drag over the segmented image is a click; a drag stays a pan."""

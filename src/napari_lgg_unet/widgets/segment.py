@@ -203,12 +203,13 @@ class SegmentWidget(Container):
         self._show_probability()
         self.update_readouts()
 
-    def _corrected(self, session: CorrectionSession) -> None:
-        """A click (or undo) changed the probabilities and the mask: show both, list the pieces again."""
+    def _corrected(self, session: CorrectionSession, said_tumour: tuple[tuple[int, ...], ...] = ()) -> None:
+        """A click (or undo) changed the probabilities and the mask: show both, list the pieces again (a piece the
+        user removed comes back where `said_tumour`, the click just computed, says tumour)."""
         shown = self.corrections.target.probability.shape
         self._probability = back_to_layer(self._source, session.probability.reshape(shown))
         self._review.probability = self._probability
-        self._show_mask(back_to_layer(self._source, session.mask.reshape(shown)), self.corrections.said_tumour)
+        self._show_mask(back_to_layer(self._source, session.mask.reshape(shown)), said_tumour)
         self._show_probability()
         self.update_readouts()
 
