@@ -26,6 +26,7 @@ from napari_lgg_unet.engine.io import load_patient
 from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import load_model
 from napari_lgg_unet.engine.variants import input_variant
+from probability_cache import cached_probability
 from timing import cpu_model
 
 WORSE = 0.005
@@ -42,11 +43,13 @@ def roc_auc(scores: list[float], labels: list[bool]) -> float:
     return float(above / (len(positive) * len(negative)))
 
 
-def correct_patient(model, folder: Path, clicks: int, variant: str, window: int | None) -> dict:
+def correct_patient(model, folder: Path, clicks: int, variant: str, window: int | None,
+                    cache: Path | None = None) -> dict:
     scan = load_patient(folder, require_masks=True)
     image, rgb = input_variant(scan.image, scan.rgb, variant)
     truth = np.asarray(scan.mask > 0).reshape(-1, *scan.mask.shape[-2:])
-    session = CorrectionSession(model, image, rgb=rgb, window=window)
+    probability = cached_probability(model, image, rgb, cache and cache / variant / f"{folder.name}.npy")
+    session = CorrectionSession(model, image, rgb=rgb, window=window, probability=probability)
     pieces = [(p.confidence, bool((truth & (session.piece_labels == p.index)).sum() >= TRUE_PIECE * p.voxels))
               for p in session.pieces]
     dice, latency = [volume_scores(session.mask, truth).dice], []
@@ -90,6 +93,8 @@ def main() -> None:
                         help="side of the square a click recomputes, in network pixels (0: whole slices)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="keep each patient's first segmentation here (.npy; one folder per model)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
@@ -97,7 +102,8 @@ def main() -> None:
     print(f"{len(names)} {args.split} patients, {args.variant}, window {args.window or 'whole slices'}, {args.threads} threads, CPU: {cpu_model()}", flush=True)
     results = []
     for name in names:
-        results.append(correct_patient(model, Path(args.lgg) / name, args.clicks, args.variant, args.window or None))
+        results.append(correct_patient(model, Path(args.lgg) / name, args.clicks, args.variant, args.window or None,
+                                       args.cache))
         r = results[-1]
         print(f"{name}: Dice {' '.join(f'{d:.3f}' for d in r['dice'])}, clicks "
               f"{' '.join(f'{1000 * t:.0f}' for t in r['latency_s'])} ms", flush=True)

@@ -23,11 +23,13 @@ from napari_lgg_unet.engine.brain_mask import brain_mask
 from napari_lgg_unet.engine.io import load_patient
 from napari_lgg_unet.engine.model import load_model
 from napari_lgg_unet.engine.pieces import PieceEvidence, confidence, label_pieces, piece_evidence
-from napari_lgg_unet.engine.predict import segment_volume
 from napari_lgg_unet.engine.variants import INPUT_VARIANTS, input_variant
+from probability_cache import cached_probability
 
 TRUE_SHARE = 0.10  # a piece is true when at least this share of its voxels lies in the manual mask
-EVIDENCE = ("peak", "mean", "voxels", "depth", "in_brain", "brain_depth")  # the last two: brain_mask.py's evidence
+# the engine's evidence, then brain_mask.py's (measured here, not used by the engine)
+EVIDENCE = ("peak", "mean", "voxels", "depth", "gap", "in_brain", "brain_depth")
+CLOSER_IS_SURER = {"gap"}  # evidence whose AUC is taken of its negative
 
 
 def auc(scores: np.ndarray, truth: np.ndarray) -> float:
@@ -43,13 +45,7 @@ def probability_and_brain(model, folder: Path, variant: str, cache: Path) -> tup
     """(probability, brain mask, manual mask) of one patient as `variant`, the model run only when not cached."""
     scan = load_patient(folder, require_masks=True)
     image, rgb = input_variant(scan.image, scan.rgb, variant)
-    file = cache / variant / f"{folder.name}.npy"
-    if file.is_file():
-        probability = np.load(file)
-    else:
-        probability = segment_volume(model, image, rgb=rgb).probability
-        file.parent.mkdir(parents=True, exist_ok=True)
-        np.save(file, probability)
+    probability = cached_probability(model, image, rgb, cache / variant / f"{folder.name}.npy")
     flair = image if image.ndim == 3 else image[..., 1]
     return probability, brain_mask(flair), scan.mask
 
@@ -77,7 +73,8 @@ def collect(model, folders: list[Path], variant: str, cache: Path) -> dict[str, 
 def report(split: str, variant: str, pieces: dict[str, np.ndarray]) -> dict:
     is_true = pieces["true"]
     row = {"split": split, "variant": variant, "pieces": int(len(is_true)), "true": int(is_true.sum())}
-    return row | {name: auc(np.asarray(pieces[name], dtype=float), is_true) for name in (*EVIDENCE, "confidence")}
+    sign = {name: -1.0 if name in CLOSER_IS_SURER else 1.0 for name in (*EVIDENCE, "confidence")}
+    return row | {name: auc(sign[name] * np.asarray(pieces[name], dtype=float), is_true) for name in sign}
 
 
 def main() -> None:

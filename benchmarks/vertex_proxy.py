@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--lgg", type=Path, default=Path("../shared/data/lgg/kaggle_3m"))
     parser.add_argument("--split", default="test", choices=("test", "validation", "train"))
-    parser.add_argument("--variants", default="as-is", help="comma-separated input variants")
+    parser.add_argument("--variants", default="as-is", help="comma-separated input variants ('': none)")
     parser.add_argument("--end", type=int, default=6, help="slices counted as an end of the head")
     parser.add_argument("--patients", type=int, default=None)
     parser.add_argument("--hard-negatives", action="store_true", help="also measure the sampler's reach (train split)")
@@ -79,7 +79,7 @@ def main() -> None:
     names = model.config.training.patients(args.split)[: args.patients]
     print(f"{args.model}: {len(names)} {args.split} patients, ends of {args.end} slices, CPU: {cpu_model()}", flush=True)
     report = {"cpu": cpu_model(), "model": args.model, "split": args.split, "end": args.end, "variants": {}}
-    for variant in args.variants.split(","):
+    for variant in filter(None, args.variants.split(",")):
         rows = [patient_row(model, args.lgg / name, variant, args.end) for name in names]
         for row in rows:
             print(variant, json.dumps(row), flush=True)

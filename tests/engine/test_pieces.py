@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_lgg_unet.engine.errors import InputError
-from napari_lgg_unet.engine.pieces import doubtful_first, list_pieces
+from napari_lgg_unet.engine.pieces import doubtful_first, label_pieces, list_pieces, piece_evidence
 
 from piece_maps import three_pieces
 
@@ -40,6 +40,23 @@ def test_doubtful_pieces_come_first():
     _, pieces = list_pieces(probability, probability >= 0.5)
     ordered = doubtful_first(pieces)
     assert [p.confidence for p in ordered] == sorted(p.confidence for p in pieces)
+
+
+def test_a_fragment_beside_the_main_piece_is_surer_than_the_same_piece_far_from_it():
+    """Small true pieces are fragments of the tumour, small false ones lie away from it (docs/piece-confidence.md)."""
+    probability = np.zeros((9, 40, 40), np.float32)
+    probability[2:7, 5:20, 5:20] = 0.95  # the main piece
+    probability[4, 5:8, 21:24] = 0.7  # a fragment one voxel beside it
+    probability[4, 30:33, 35:38] = 0.7  # the same fragment far away
+    labels, n = label_pieces(probability >= 0.5)
+    evidence = piece_evidence(probability, labels, n)
+    main, near, far = (labels[4, 10, 10], labels[4, 6, 22], labels[4, 31, 36])
+    assert evidence.gap[main - 1] == 0.0
+    assert evidence.gap[near - 1] == pytest.approx(2.0)  # (4, x, 21) to (4, x, 19)
+    assert evidence.gap[far - 1] == pytest.approx(np.hypot(30 - 19, 35 - 19))
+    _, pieces = list_pieces(probability, probability >= 0.5)
+    confidence = {p.index: p.confidence for p in pieces}
+    assert confidence[main] > confidence[near] > confidence[far]
 
 
 def test_mismatched_shapes_are_refused_with_our_error():

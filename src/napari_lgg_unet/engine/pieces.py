@@ -1,11 +1,13 @@
 """The 3D pieces of a tumour mask, each with its size, the slices it spans and how much to trust it.
 
 A user reviewing a mask wants the doubtful pieces first. The evidence for a piece is what the network said inside it
-(peak and mean probability), how large it is and where it sits among the slices: on the LGG validation patients the
-large confident false pieces lie on the first or last slices (rims at the top of the head, the skull base), the true
-tumours in between. The combination in `confidence` and its measured ranking power are in docs/piece-confidence.md
-(benchmarks/piece_confidence.py); the brain mask's evidence (share inside the brain, share of brain slices above) was
-measured there too and ranked no better than slice position alone, which needs no scan.
+(peak and mean probability), how large it is, where it sits among the slices and how far it lies from the main piece:
+on the LGG validation patients the large confident false pieces lie on the first or last slices (rims at the top of
+the head, the skull base), the true tumours in between, and the small true pieces are fragments beside the main
+tumour while the small false ones lie away from it. The combination in `confidence` and its measured ranking power
+are in docs/piece-confidence.md (benchmarks/piece_confidence.py); the brain mask's evidence (share inside the brain,
+share of brain slices above) was measured there too and ranked no better than slice position alone, which needs no
+scan.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from .errors import InputError
 from .postprocess import piece_peaks
@@ -40,10 +43,12 @@ class PieceEvidence:
     mean: np.ndarray
     voxels: np.ndarray
     depth: np.ndarray  # how far the piece's centre lies from the nearer end slice, as a share of the slices (0-0.5)
+    gap: np.ndarray  # voxels from the piece to the nearest voxel of the main piece (0 for the main piece itself)
     centres: np.ndarray  # (n, 3) centre of each piece (z, y, x) in voxels
 
 
 EDGE_SHARE = 0.25  # pieces centred in the outer quarter of the slices at either end are doubted, linearly to the end
+GAP_SCALE = 3.0  # voxels: a piece this far from the main piece counts half as sure, one 3x as far a quarter
 
 
 def label_pieces(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -64,14 +69,42 @@ def piece_evidence(probability: np.ndarray, labels: np.ndarray, n: int) -> Piece
     centres = centres / np.maximum(voxels, 1)[:, None]
     last = len(labels) - 1
     depth = np.minimum(centres[:, 0], last - centres[:, 0]) / last if last > 0 else np.full(n, 0.5)
-    return PieceEvidence(piece_peaks(probability, labels, n), sums / np.maximum(voxels, 1), voxels, depth, centres)
+    mean = sums / np.maximum(voxels, 1)
+    main = int(np.argmax(voxels * _inner_trust(mean, depth))) + 1 if n else 0
+    gap = _gaps(np.stack(where, axis=1), inside, labels, main, n)
+    return PieceEvidence(piece_peaks(probability, labels, n), mean, voxels, depth, gap, centres)
+
+
+def _inner_trust(mean: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """Mean probability scaled down near the first and last slices (see `confidence`)."""
+    return np.clip(mean, 0.0, 1.0) * np.minimum(1.0, depth / EDGE_SHARE)
+
+
+def _gaps(points: np.ndarray, inside: np.ndarray, labels: np.ndarray, main: int, n: int) -> np.ndarray:
+    """Distance in voxels from each piece 1..n (its voxels `points` with labels `inside`) to piece `main`: the
+    nearest pair of voxels, found from the main piece's surface with a k-d tree (a distance transform of the whole
+    scan took 10x longer, too slow to redo on every click)."""
+    gap = np.zeros(n)
+    others = inside != main
+    if not n or not others.any():
+        return gap
+    mine = points[~others]
+    low, high = mine.min(axis=0), mine.max(axis=0) + 1
+    own = labels[tuple(slice(a, b) for a, b in zip(low, high))] == main
+    surface = np.argwhere(own & ~ndimage.binary_erosion(own)) + low
+    distance, _ = cKDTree(surface).query(points[others])
+    gap[:] = np.inf
+    np.minimum.at(gap, inside[others] - 1, distance)
+    gap[main - 1] = 0.0
+    return gap
 
 
 def confidence(evidence: PieceEvidence) -> np.ndarray:
     """How sure each piece is to be tumour, in [0, 1]: the network's mean probability inside it, scaled down for
     pieces centred near the first or last slices (where the confident false rims of the top of the head and the skull
-    base lie). Monotone in both; measured in docs/piece-confidence.md."""
-    return np.clip(evidence.mean, 0.0, 1.0) * np.minimum(1.0, evidence.depth / EDGE_SHARE)
+    base lie) and for pieces away from the main piece (the surest large one: small true pieces are its fragments).
+    Monotone in each; measured in docs/piece-confidence.md."""
+    return _inner_trust(evidence.mean, evidence.depth) / (1.0 + evidence.gap / GAP_SCALE)
 
 
 def list_pieces(

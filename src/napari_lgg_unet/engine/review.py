@@ -28,12 +28,14 @@ class PieceReview:
         self.labels = np.zeros(self.probability.shape, dtype=np.int32)
         self._full = np.zeros(self.probability.shape, dtype=np.uint8)
 
-    def update(self, mask: np.ndarray, said_tumour: tuple[tuple[int, ...], ...] = ()) -> np.ndarray:
+    def update(self, mask: np.ndarray, said_tumour: tuple[tuple[int, ...], ...] = (),
+               listed: tuple[np.ndarray, list[Piece]] | None = None) -> np.ndarray:
         """Take a new mask (a new threshold or clean-up of the same probabilities, or a click's correction); returns
         it with the pieces that are still removed taken out. A piece holding one of the voxels `said_tumour` (a
-        user's "tumour" clicks) is restored: the click is the later and more precise word."""
+        user's "tumour" clicks) is restored: the click is the later and more precise word. `listed` is what
+        `list_pieces(self.probability, mask, self.spacing)` gives, when a worker thread already made it."""
         self._full = np.asarray(mask, dtype=np.uint8)
-        self.labels, self.pieces = list_pieces(self.probability, self._full, self.spacing)
+        self.labels, self.pieces = listed or list_pieces(self.probability, self._full, self.spacing)
         for point in said_tumour:
             if self.labels[point]:
                 self._removed_places &= self.labels != self.labels[point]

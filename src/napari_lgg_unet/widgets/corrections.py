@@ -4,12 +4,14 @@ tumour"; the click-conditioned model re-segments the slices the click reaches, i
 The clicks are shown as a Points layer of this plugin's (green positive, magenta negative) over the segmented image;
 Undo takes the last one back. Clicks that arrive while one is computed wait in a queue, so fast clicking never blocks
 the viewer. The engine's `CorrectionSession` holds the clicks and probabilities; this module only maps viewer
-positions to the model's slice order and back.
+positions to the model's slice order and back. The worker also puts the result back in the layer's voxel order and
+lists its pieces, so the viewer's thread only shows it (docs/corrections.md measures the stall).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Iterator
 
 import napari
@@ -17,11 +19,12 @@ import numpy as np
 from napari.layers import Image
 
 from ..engine.corrections import CorrectionSession
+from ..engine.pieces import Piece, describe_pieces
 from ..engine.postprocess import PostprocessConfig
 from ..engine.predict import SegmentOptions
 from . import notify
 from .job import JobRunner
-from .layers import owned_layer, put_owned_layer, shown_index
+from .layers import owned_layer, put_owned_layer, shown_index, to_layer_order
 from .workers import ModelCache
 
 POSITIVE_COLOUR, NEGATIVE_COLOUR = "lime", "magenta"
@@ -38,6 +41,26 @@ class CorrectionTarget:
     model: str
     device: str
     options: SegmentOptions
+    spacing: tuple[float, ...] | None  # the layer's voxel size in mm (None: sizes in voxels)
+
+
+@dataclass
+class Corrected:
+    """A session's state on the layer's grid: probabilities, mask and its pieces (as `list_pieces` gives them)."""
+
+    probability: np.ndarray
+    mask: np.ndarray
+    listed: tuple[np.ndarray, list[Piece]]
+
+
+def corrected_view(session: CorrectionSession, to_layer: Callable[[np.ndarray], np.ndarray], shown: tuple[int, ...],
+                   spacing: tuple[float, ...] | None) -> Corrected:
+    """The session's probabilities and mask in the layer's voxel order (`shown`: the model-order shape the layer
+    was segmented in), with the pieces listed from the session's own labelling (labelling again costs more)."""
+    probability = to_layer(session.probability.reshape(shown))
+    labels = to_layer(session.piece_labels.reshape(shown))
+    pieces = describe_pieces(probability, labels, len(session.pieces), spacing)
+    return Corrected(probability, (labels > 0).astype(np.uint8), (labels, pieces))
 
 
 def session_job(cache: ModelCache, target: CorrectionTarget, *, stop: Callable[[], bool]) -> Iterator[CorrectionSession]:
@@ -46,17 +69,21 @@ def session_job(cache: ModelCache, target: CorrectionTarget, *, stop: Callable[[
     yield CorrectionSession(model, target.image, target.options, rgb=target.rgb, probability=target.probability)
 
 
-def click_job(session: CorrectionSession, point: tuple[float, float, float] | None, positive: bool, *,
-              stop: Callable[[], bool]) -> Iterator[np.ndarray]:
-    """One click (or, with `point` None, one undo) on the session; yields the new mask."""
-    yield session.undo() if point is None else session.click(*point, positive=positive)
+def click_job(session: CorrectionSession, point: tuple[float, float, float] | None, positive: bool,
+              view: Callable[[CorrectionSession], Corrected], *, stop: Callable[[], bool]) -> Iterator[Corrected]:
+    """One click (or, with `point` None, one undo) on the session; yields the result as `view` shows it."""
+    if point is None:
+        session.undo()
+    else:
+        session.click(*point, positive=positive)
+    yield view(session)
 
 
 class ClickCorrections:
     """Correction mode for one viewer: on while `enabled`, reading clicks over the target's layer."""
 
     def __init__(self, viewer: napari.Viewer, widget, cache: ModelCache,
-                 on_change: Callable[[CorrectionSession, tuple[tuple[int, ...], ...]], None]) -> None:
+                 on_change: Callable[[Corrected, tuple[tuple[int, ...], ...]], None]) -> None:
         self.viewer, self._cache, self._on_change = viewer, cache, on_change
         self.job = JobRunner(widget, lambda running: None)
         self.target: CorrectionTarget | None = None
@@ -72,14 +99,14 @@ class ClickCorrections:
         if self._on_mouse in self.viewer.mouse_drag_callbacks:
             self.viewer.mouse_drag_callbacks.remove(self._on_mouse)
 
-    def rethreshold(self, config: PostprocessConfig) -> bool:
-        """Use the widget's new clean-up; True when the session's mask was updated now (False: no session yet,
+    def rethreshold(self, config: PostprocessConfig) -> Corrected | None:
+        """Use the widget's new clean-up; the session's result when its mask was updated now (None: no session yet,
         or a click is being computed and the clean-up applies when it is done)."""
         self.postprocess = config
         if self.session is None or self.job.running:
-            return False
+            return None
         self.session.set_postprocess(config)
-        return True
+        return self._view()(self.session)
 
     def reset(self, target: CorrectionTarget | None) -> None:
         """A new segmentation (or none): earlier clicks belonged to the old one."""
@@ -112,7 +139,8 @@ class ClickCorrections:
             return
         point, positive, data_point = self._queue.pop(0)
         self._computing = data_point if positive else None
-        self.job.start(click_job, self.session, point, positive, on_item=self._mask_ready, on_done=self._next)
+        self.job.start(click_job, self.session, point, positive, self._view(), on_item=self._mask_ready,
+                       on_done=self._next)
         self._show_click(data_point, positive)
 
     def _session_ready(self, session: CorrectionSession) -> None:
@@ -128,16 +156,23 @@ class ClickCorrections:
             return
         self._next()
 
-    def _mask_ready(self, _mask: np.ndarray) -> None:
+    def _view(self) -> Callable[[CorrectionSession], Corrected]:
+        """`corrected_view` for the target's layer, its orientation read now, on the viewer's thread."""
+        target = self.target
+        return partial(corrected_view, to_layer=to_layer_order(target.source), shown=target.probability.shape,
+                       spacing=target.spacing)
+
+    def _mask_ready(self, result: Corrected) -> None:
         """Show the corrected mask; a "tumour" click also brings back a piece the user removed where it fell (said
         for this click only: a piece removed after it stays removed)."""
         if self.postprocess is not None and self.session.postprocess != self.postprocess:
             self.session.set_postprocess(self.postprocess)  # the clean-up changed while the click was computed
+            result = self._view()(self.session)
         said_tumour = ()
         if self._computing is not None:
             top = np.asarray(self.target.source.data.shape[: self.target.source.ndim]) - 1
             said_tumour = (tuple(int(v) for v in np.clip(np.round(self._computing), 0, top)),)
-        self._on_change(self.session, said_tumour)
+        self._on_change(result, said_tumour)
 
     def _show_click(self, data_point: tuple | None, positive: bool) -> None:
         """Add the click to the Points layer, or (`data_point` None: an undo) take the last one off it."""

@@ -5,7 +5,7 @@ A user's layer is never modified or removed, even when it has the name the plugi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import napari
 import numpy as np
@@ -99,9 +99,16 @@ def as_shown(layer: Layer, data: np.ndarray | None = None) -> np.ndarray:
 
 def back_to_layer(layer: Layer, shown: np.ndarray) -> np.ndarray:
     """The inverse of `as_shown`: an array in shown order back on the layer's data grid."""
+    return to_layer_order(layer)(shown)
+
+
+def to_layer_order(layer: Layer) -> Callable[[np.ndarray], np.ndarray]:
+    """`back_to_layer` for `layer` as its orientation is now: a worker thread can call it without reading the
+    layer."""
     orientation = view_orientation(layer)
     identity = np.column_stack([np.arange(len(orientation)), np.ones(len(orientation))])
-    return np.ascontiguousarray(apply_orientation(shown, ornt_transform(identity, orientation)))
+    transform = ornt_transform(identity, orientation)
+    return lambda shown: np.ascontiguousarray(apply_orientation(shown, transform))
 
 
 def shown_index(layer: Layer, point: np.ndarray) -> tuple[float, ...]:

@@ -16,7 +16,6 @@ from magicgui.widgets import (
 )
 from napari.layers import Image, Labels
 
-from ..engine.corrections import CorrectionSession
 from ..engine.device import pick_device
 from ..engine.errors import LggUnetError
 from ..engine.model import read_config
@@ -27,7 +26,7 @@ from ..engine.review import PieceReview
 from ..engine.sequences import FLAIR
 from . import notify
 from .common import chosen_model, connect_while_alive, device_widgets, model_widgets, optional_path, precision_widget
-from .corrections import ClickCorrections, CorrectionTarget
+from .corrections import ClickCorrections, Corrected, CorrectionTarget
 from .job import JobRunner
 from .layers import (
     back_to_layer, binary_mask, current_slice, image_choices, labels_choices, owned_layer, put_owned_layer,
@@ -196,20 +195,20 @@ class SegmentWidget(Container):
             return
         # The model saw the slices as shown; its results go back onto the layer's own voxel order.
         self._source, self._probability = source, back_to_layer(source, progress.result.probability)
-        self._review = PieceReview(self._probability, tuple(source.scale) if _volume_unit(source) else None)
+        spacing = tuple(source.scale) if _volume_unit(source) else None
+        self._review = PieceReview(self._probability, spacing)
         image, rgb, model, device, options = self._pending_input
-        self.corrections.reset(CorrectionTarget(source, image, rgb, progress.result.probability, model, device, options))
+        self.corrections.reset(CorrectionTarget(source, image, rgb, progress.result.probability, model, device, options,
+                                                spacing))
         self._show_mask(back_to_layer(source, progress.result.mask))
         self._show_probability()
         self.update_readouts()
 
-    def _corrected(self, session: CorrectionSession, said_tumour: tuple[tuple[int, ...], ...] = ()) -> None:
-        """A click (or undo) changed the probabilities and the mask: show both, list the pieces again (a piece the
-        user removed comes back where `said_tumour`, the click just computed, says tumour)."""
-        shown = self.corrections.target.probability.shape
-        self._probability = back_to_layer(self._source, session.probability.reshape(shown))
-        self._review.probability = self._probability
-        self._show_mask(back_to_layer(self._source, session.mask.reshape(shown)), said_tumour)
+    def _corrected(self, result: Corrected, said_tumour: tuple[tuple[int, ...], ...] = ()) -> None:
+        """A click (or undo) changed the probabilities and the mask: show both and the pieces the worker listed (a
+        piece the user removed comes back where `said_tumour`, the click just computed, says tumour)."""
+        self._probability = self._review.probability = result.probability
+        self._show_mask(result.mask, said_tumour, result.listed)
         self._show_probability()
         self.update_readouts()
 
@@ -253,16 +252,17 @@ class SegmentWidget(Container):
         """Apply threshold and post-processing to the kept probabilities (no model run)."""
         if not self._has_result():
             return
-        if self.corrections.rethreshold(self.cleanup.config()):
-            self._corrected(self.corrections.session)  # the clicks stay; the session keeps their pieces
+        if (corrected := self.corrections.rethreshold(self.cleanup.config())) is not None:
+            self._corrected(corrected)  # the clicks stay; the session keeps their pieces
             return
         self._show_mask(postprocess(self._probability, self.cleanup.config()))
         self.update_readouts()
 
-    def _show_mask(self, mask: np.ndarray, said_tumour: tuple[tuple[int, ...], ...] = ()) -> None:
+    def _show_mask(self, mask: np.ndarray, said_tumour: tuple[tuple[int, ...], ...] = (),
+                   listed: tuple | None = None) -> None:
         """The mask less the pieces the user removed (see engine/review.py; a piece a "tumour" click falls in is
-        restored) into the tumour layer; list its pieces."""
-        layer = put_owned_layer(self.viewer, self._source, "tumour", self._review.update(mask, said_tumour))
+        restored) into the tumour layer; list its pieces (unless `listed` already has them)."""
+        layer = put_owned_layer(self.viewer, self._source, "tumour", self._review.update(mask, said_tumour, listed))
         self.review_list.show_pieces(self._review.pieces, self._review.removed, _volume_unit(layer))
 
     def keep_piece(self, index: int, keep: bool) -> None:

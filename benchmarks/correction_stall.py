@@ -1,0 +1,116 @@
+"""Does the viewer stall while correcting with clicks? The longest gap of napari's event loop during each click.
+
+Issue 15 asks that the viewer never stall longer than 0.5 s while correcting. The network runs in a worker thread,
+but showing its result (the tumour layer, the review list, the probability layer, the Dice readout) runs on the GUI
+thread. A 10 ms Qt timer ticks throughout; the longest gap between two ticks while a click is computed and shown is
+the longest time the viewer could not react. The Segment widget's own handler of a finished click
+(`SegmentWidget._corrected`) is timed on its own as well.
+
+The scan is a real patient opened through the plugin's reader (default: the packaged sample; --patient a Kaggle
+patient folder, e.g. a long one), segmented with the default model; the clicks are the simulated user's of
+benchmarks/corrections.py (deepest point of the largest 3D error against the manual mask). Run under a display:
+
+    PYTHONPATH=src:benchmarks xvfb-run -a python benchmarks/correction_stall.py --clicks 5 \\
+        --patient ../shared/data/lgg/kaggle_3m/TCGA_DU_6400_19830518
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import napari
+import numpy as np
+from qtpy.QtCore import QEventLoop, QTimer
+
+from timing import cpu_model
+from napari_lgg_unet.engine.click_training import next_click
+from napari_lgg_unet.engine.device import set_threads
+from napari_lgg_unet.sample_data import SAMPLE_PATIENT, sample_folder
+
+TICK_MS = 10
+
+
+class Heartbeat:
+    """A Qt timer whose longest gap between ticks (since the last `reset`) is the longest stall of the event loop."""
+
+    def __init__(self) -> None:
+        self.timer, self.last, self.longest = QTimer(), time.perf_counter(), 0.0
+        self.timer.timeout.connect(self._tick)
+        self.timer.start(TICK_MS)
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.longest, self.last = max(self.longest, now - self.last), now
+
+    def reset(self) -> None:
+        self.last, self.longest = time.perf_counter(), 0.0
+
+
+def run_until(done) -> None:
+    """Run the event loop until `done()`, idle between events (a processEvents() spin would take a core)."""
+    loop, timer = QEventLoop(), QTimer()
+    timer.timeout.connect(lambda: done() and loop.quit())
+    timer.start(TICK_MS)
+    loop.exec()
+    timer.stop()
+
+
+def timed(handler, spent: list[float]):
+    """`handler` that appends how long each call took to `spent`."""
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return handler(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - started)
+    return wrapper
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patient", type=Path, default=sample_folder(), help="a Kaggle patient folder")
+    parser.add_argument("--clicks", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    threads = set_threads(args.threads)
+    viewer = napari.Viewer(show=False)
+    if args.patient == sample_folder():
+        viewer.open_sample("napari-lgg-unet", "lgg_patient")
+        name = SAMPLE_PATIENT
+    else:
+        viewer.open(str(args.patient), plugin="napari-lgg-unet")
+        name = args.patient.name
+    _, widget = viewer.window.add_plugin_dock_widget("napari-lgg-unet", "Segment tumour")
+    widget.model.value = "default"
+    widget.segment_button.clicked()
+    run_until(lambda: not widget.running)
+    widget.correct.value = True
+    handler_seconds: list[float] = []
+    widget.corrections._on_change = timed(widget.corrections._on_change, handler_seconds)
+    truth = np.asarray(viewer.layers[f"{name} mask"].data) > 0
+    tumour = widget.prediction_layer()
+    print(f"{name}: {truth.shape[0]} slices of {truth.shape[1]}x{truth.shape[2]}, {threads} threads, {cpu_model()}")
+    beat = Heartbeat()
+    stalls = []
+    for number in range(1, args.clicks + 1):
+        click = next_click(np.asarray(tumour.data) > 0, truth)
+        if click is None:
+            break
+        beat.reset()
+        started = time.perf_counter()
+        widget.corrections.add_click(np.asarray((click.z, click.y, click.x)), click.positive)
+        run_until(lambda: not widget.corrections.job.running and not widget.corrections._queue)
+        seconds = time.perf_counter() - started
+        stalls.append(beat.longest)
+        print(f"click {number} ({'tumour' if click.positive else 'not tumour'}): {seconds:.2f} s to the new mask, "
+              f"longest event-loop stall {beat.longest * 1000:.0f} ms, result shown in "
+              f"{handler_seconds[-1] * 1000:.0f} ms on the GUI thread", flush=True)
+    print(f"longest stall over {len(stalls)} clicks: {max(stalls) * 1000:.0f} ms; longest GUI-thread handler: "
+          f"{max(handler_seconds) * 1000:.0f} ms")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()
