@@ -86,7 +86,8 @@ def main() -> None:
     widget.model.value = "default"
     widget.segment_button.clicked()
     run_until(lambda: not widget.running)
-    widget.correct.value = True
+    widget.correct.value = True  # builds the correction session in the background; a user's first click comes later
+    run_until(lambda: not widget.corrections.job.running)
     handler_seconds: list[float] = []
     widget.corrections._on_change = timed(widget.corrections._on_change, handler_seconds)
     truth = np.asarray(viewer.layers[f"{name} mask"].data) > 0

@@ -46,6 +46,7 @@ def _click(widget, qtbot, point, positive=True) -> None:
 
 def test_clicks_are_points_that_re_segment_and_undo_one_by_one(viewer, qtbot, notes, click_model):
     widget = _segmented(viewer, qtbot, notes, click_model)
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)  # built before the first click
     truth = viewer.layers["TCGA_CS_6665_20010817 mask"]
     user_layers = snapshot(viewer)[:2]  # the scan and its manual mask
     tumour = widget.prediction_layer()

@@ -133,7 +133,7 @@ class SegmentWidget(Container):
                                 value=False)
         self.undo_click = PushButton(name="undo_click", text="Undo click")
         self.corrections = ClickCorrections(self.viewer, self, self._cache, self._corrected)
-        self.correct.changed.connect(lambda on: setattr(self.corrections, "enabled", bool(on)))
+        self.correct.changed.connect(lambda on: self.corrections.set_enabled(bool(on)))
         self.undo_click.clicked.connect(self.corrections.undo)
         return [self.correct, self.undo_click]
 
