@@ -50,17 +50,22 @@ def patient_row(model, folder: Path, variant: str, end: int) -> dict:
 
 
 def hard_negative_reach(model, lgg: Path, names: list[str], end: int) -> dict:
-    """Share of the hard-negative weight on tumour-free end slices, against their share of tumour-free slices."""
+    """Share of the hard-negative weight on the tumour-free slices of each end (and the middle), against their share
+    of the tumour-free slices: a sampler that reaches the ends gives them more weight than slices."""
     volumes = [prepare_training_volume(load_patient(lgg / n, require_masks=True), model.config.preprocess) for n in names]
     weights = hard_negative_weights(model.network, volumes, choose("cpu", "auto"), 16, model.config.inputs)
-    at_end, empty = [], []
+    parts: dict[str, list[np.ndarray]] = {}
     for volume in volumes:
-        ends = end_slices(len(volume.mask), end)
-        at_end.append(ends["first"] | ends["last"])
-        empty.append(~volume.mask.reshape(len(volume.mask), -1).any(axis=1))
-    at_end, empty = np.concatenate(at_end), np.concatenate(empty)
-    return {"weight_share_on_end_slices": float(weights[at_end & empty].sum() / max(weights[empty].sum(), 1e-9)),
-            "slice_share_of_end_slices": float((at_end & empty).sum() / max(empty.sum(), 1))}
+        for name, chosen in end_slices(len(volume.mask), end).items():
+            parts.setdefault(name, []).append(chosen)
+    empty = np.concatenate([~v.mask.reshape(len(v.mask), -1).any(axis=1) for v in volumes])
+    total = max(weights[empty].sum(), 1e-9)
+    reach = {}
+    for name, chosen in parts.items():
+        chosen = np.concatenate(chosen) & empty
+        reach[name] = {"weight_share": float(weights[chosen].sum() / total),
+                       "slice_share": float(chosen.sum() / max(empty.sum(), 1))}
+    return reach
 
 
 def main() -> None:
