@@ -11,6 +11,8 @@ from napari_lgg_unet.engine.click_training import next_click
 from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import load_model, save_model, with_inputs
 from napari_lgg_unet.engine.model_input import InputConfig
+from napari_lgg_unet.engine.pieces import list_pieces
+from napari_lgg_unet.widgets.corrections import Corrected
 from napari_lgg_unet.widgets.layers import owned_layer
 
 from widget_helpers import dock, snapshot
@@ -122,4 +124,21 @@ def test_a_tumour_click_inside_a_removed_piece_brings_it_back(viewer, qtbot, not
     widget.review_list.keep_box(row).setCheckState(Qt.Unchecked)  # removed again after the click: it stays removed
     _click(widget, qtbot, (0, 0, 0), positive=False)
     assert not np.asarray(tumour.data)[inside]
+    assert notes["error"] == []
+
+
+def test_a_click_result_for_a_segmentation_replaced_meanwhile_is_dropped(viewer, qtbot, notes, click_model):
+    """A new segmentation can arrive while a click is computed; the click's result belongs to the old one and must
+    not overwrite the new mask."""
+    widget = _segmented(viewer, qtbot, notes, click_model)
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    old = widget.corrections.session
+    shown = np.asarray(widget.prediction_layer().data).copy()
+    everything = np.ones_like(shown, dtype=np.uint8)
+    stale = Corrected(widget._probability, everything, list_pieces(widget._probability, everything))
+    widget.corrections.reset(widget.corrections.target)  # what a new segmentation's result does
+    widget.corrections._mask_ready(old, stale)
+    np.testing.assert_array_equal(widget.prediction_layer().data, shown)
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)  # rebuilt for the new one
+    assert widget.corrections.session is not old
     assert notes["error"] == []

@@ -128,8 +128,8 @@ class ClickCorrections:
 
     def _start_session(self) -> None:
         if self.target is not None and self.session is None and not self.job.running:
-            self.job.start(session_job, self._cache, self.target, on_item=self._session_ready,
-                           on_done=self._session_done)
+            self.job.start(session_job, self._cache, self.target, on_item=partial(self._session_ready, self.target),
+                           on_done=partial(self._session_done, self.target))
 
     def add_click(self, data_point: np.ndarray, positive: bool) -> None:
         """A click at `data_point` (the source layer's data coordinates)."""
@@ -148,25 +148,35 @@ class ClickCorrections:
         self._next()
 
     def _next(self) -> None:
-        if self.job.running or not self._queue:
+        if self.job.running:
+            return
+        if not self._queue:
+            self._prepare()  # a new segmentation may have come while the last job ran
             return
         if self.session is None:
             self._start_session()
             return
         point, positive, data_point = self._queue.pop(0)
         self._computing = data_point if positive else None
-        self.job.start(click_job, self.session, point, positive, self._view(), on_item=self._mask_ready,
+        self.job.start(click_job, self.session, point, positive, self._view(),
+                       on_item=partial(self._mask_ready, self.session),
                        on_done=self._next)
         self._show_click(data_point, positive)
 
-    def _session_ready(self, session: CorrectionSession) -> None:
+    def _session_ready(self, target: CorrectionTarget, session: CorrectionSession) -> None:
+        if target is not self.target:
+            return  # a new segmentation came while this session was built for the old one
         self.session = session
         if self.postprocess is not None:
             session.set_postprocess(self.postprocess)
 
-    def _session_done(self) -> None:
+    def _session_done(self, target: CorrectionTarget) -> None:
         """Go on with the queued clicks; if no session could be made (its error was notified), drop them, or every
-        queued click would retry and repeat the same error."""
+        queued click would retry and repeat the same error. A session built for a replaced segmentation was dropped:
+        go on with the new one."""
+        if target is not self.target:
+            self._next()
+            return
         if self.session is None:
             self._queue.clear()
             return
@@ -178,9 +188,12 @@ class ClickCorrections:
         return partial(corrected_view, to_layer=to_layer_order(target.source), shown=target.probability.shape,
                        spacing=target.spacing)
 
-    def _mask_ready(self, result: Corrected) -> None:
-        """Show the corrected mask; a "tumour" click also brings back a piece the user removed where it fell (said
-        for this click only: a piece removed after it stays removed)."""
+    def _mask_ready(self, session: CorrectionSession, result: Corrected) -> None:
+        """Show the corrected mask of `session`; a "tumour" click also brings back a piece the user removed where it
+        fell (said for this click only: a piece removed after it stays removed). A result of a session a new
+        segmentation replaced while the click was computed is dropped: it would overwrite the new mask."""
+        if session is not self.session:
+            return
         if self.postprocess is not None and self.session.postprocess != self.postprocess:
             self.session.set_postprocess(self.postprocess)  # the clean-up changed while the click was computed
             result = self._view()(self.session)
