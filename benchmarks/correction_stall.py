@@ -100,16 +100,18 @@ def main() -> None:
         if click is None:
             break
         beat.reset()
+        shown_before = len(handler_seconds)
         started = time.perf_counter()
         widget.corrections.add_click(np.asarray((click.z, click.y, click.x)), click.positive)
         run_until(lambda: not widget.corrections.job.running and not widget.corrections._queue)
         seconds = time.perf_counter() - started
         stalls.append(beat.longest)
+        shown = f"result shown in {handler_seconds[-1] * 1000:.0f} ms" if len(handler_seconds) > shown_before else \
+            "no result shown (see the notifications)"
         print(f"click {number} ({'tumour' if click.positive else 'not tumour'}): {seconds:.2f} s to the new mask, "
-              f"longest event-loop stall {beat.longest * 1000:.0f} ms, result shown in "
-              f"{handler_seconds[-1] * 1000:.0f} ms on the GUI thread", flush=True)
+              f"longest event-loop stall {beat.longest * 1000:.0f} ms, {shown} on the GUI thread", flush=True)
     print(f"longest stall over {len(stalls)} clicks: {max(stalls) * 1000:.0f} ms; longest GUI-thread handler: "
-          f"{max(handler_seconds) * 1000:.0f} ms")
+          f"{max(handler_seconds, default=0) * 1000:.0f} ms")
     viewer.close()
 
 

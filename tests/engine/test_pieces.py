@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from napari_lgg_unet.engine.errors import InputError
-from napari_lgg_unet.engine.pieces import doubtful_first, label_pieces, list_pieces, piece_evidence
+from napari_lgg_unet.engine.pieces import (
+    describe_pieces, doubtful_first, label_pieces, list_pieces, piece_evidence,
+)
 
 from piece_maps import three_pieces
 
@@ -33,6 +35,15 @@ def test_without_spacing_sizes_are_voxels_only_and_a_2d_mask_is_one_slice():
     labels, [piece] = list_pieces(probability, probability >= 0.5)
     assert labels.shape == probability.shape and piece.size_mm3 is None
     assert piece.slices == (0, 0) and piece.voxels == 36
+
+
+def test_pieces_of_a_2d_grid_already_labelled_are_those_of_a_one_slice_scan():
+    """The correction widget lists a 2D layer's pieces from labels it already has: rows must not count as slices."""
+    probability = np.zeros((40, 40), np.float32)
+    probability[1:4, 5:9] = probability[20:30, 10:20] = probability[37:39, 30:33] = 0.9
+    labels, pieces = list_pieces(probability, probability >= 0.5)
+    assert describe_pieces(probability, labels, len(pieces)) == pieces
+    assert all(p.slices == (0, 0) and len(p.centre) == 3 for p in pieces)
 
 
 def test_doubtful_pieces_come_first():

@@ -124,7 +124,10 @@ def list_pieces(
 
 def describe_pieces(probability: np.ndarray, labels: np.ndarray, n: int,
                     spacing: tuple[float, ...] | None = None) -> list[Piece]:
-    """The pieces 1..n of `labels` (Z, H, W), already labelled (e.g. by `postprocess.kept_labels`), in label order."""
+    """The pieces 1..n of `labels` (Z, H, W), already labelled (e.g. by `postprocess.kept_labels`), in label order.
+    A 2D grid is a one-slice scan, as in `list_pieces`."""
+    if labels.ndim == 2:
+        probability, labels = np.asarray(probability)[None], labels[None]
     evidence = piece_evidence(probability, labels, n)
     trust = confidence(evidence)
     voxel_mm3 = None if spacing is None else float(np.prod(spacing))

@@ -56,8 +56,9 @@ class Corrected:
 def corrected_view(session: CorrectionSession, to_layer: Callable[[np.ndarray], np.ndarray], shown: tuple[int, ...],
                    spacing: tuple[float, ...] | None) -> Corrected:
     """The session's probabilities and mask in the layer's voxel order (`shown`: the model-order shape the layer
-    was segmented in), with the pieces listed from the session's own labelling (labelling again costs more)."""
-    probability = to_layer(session.probability.reshape(shown))
+    was segmented in), with the pieces listed from the session's own labelling (labelling again costs more). The
+    probabilities are a copy: the next click changes the session's own in place, from a worker thread."""
+    probability = to_layer(session.probability.reshape(shown)).copy()
     labels = to_layer(session.piece_labels.reshape(shown))
     pieces = describe_pieces(probability, labels, len(session.pieces), spacing)
     return Corrected(probability, (labels > 0).astype(np.uint8), (labels, pieces))
