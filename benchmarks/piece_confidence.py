@@ -22,7 +22,7 @@ from cpu_speed import cpu_model
 from napari_lgg_unet.engine.brain_mask import brain_mask
 from napari_lgg_unet.engine.io import load_patient
 from napari_lgg_unet.engine.model import load_model
-from napari_lgg_unet.engine.pieces import PieceEvidence, confidence, label_pieces, piece_evidence
+from napari_lgg_unet.engine.pieces import GAP_SCALE, PieceEvidence, confidence, label_pieces, piece_evidence
 from napari_lgg_unet.engine.variants import INPUT_VARIANTS, input_variant
 from probability_cache import cached_probability
 
@@ -50,8 +50,9 @@ def probability_and_brain(model, folder: Path, variant: str, cache: Path) -> tup
     return probability, brain_mask(flair), scan.mask
 
 
-def patient_pieces(probability, brain, truth, threshold: float) -> dict[str, np.ndarray]:
-    """Every piece above `threshold`: the engine's evidence and confidence, the brain mask's evidence, and truth."""
+def patient_pieces(probability, brain, truth, threshold: float, gap_scales: tuple[float, ...]) -> dict[str, np.ndarray]:
+    """Every piece above `threshold`: the engine's evidence, its confidence with each of `gap_scales`, the brain
+    mask's evidence, and truth."""
     labels, n = label_pieces(probability >= threshold)
     evidence = piece_evidence(probability, labels, n)
     in_brain = np.bincount(labels[brain], minlength=n + 1)[1:] / np.maximum(evidence.voxels, 1)
@@ -60,20 +61,23 @@ def patient_pieces(probability, brain, truth, threshold: float) -> dict[str, np.
     brain_depth = np.clip(np.minimum(z - slices[0], slices[-1] - z) / max(slices[-1] - slices[0], 1), 0, 0.5)
     is_true = np.bincount(labels[truth], minlength=n + 1)[1:] >= TRUE_SHARE * np.maximum(evidence.voxels, 1)
     return {**{f.name: getattr(evidence, f.name) for f in fields(PieceEvidence) if f.name != "centres"},
-            "in_brain": in_brain, "brain_depth": brain_depth, "confidence": confidence(evidence), "true": is_true}
+            "in_brain": in_brain, "brain_depth": brain_depth, "true": is_true,
+            **{f"confidence gap/{s:g}": confidence(evidence, s) for s in gap_scales}}
 
 
-def collect(model, folders: list[Path], variant: str, cache: Path) -> dict[str, np.ndarray]:
+def collect(model, folders: list[Path], variant: str, cache: Path,
+            gap_scales: tuple[float, ...] = (GAP_SCALE,)) -> dict[str, np.ndarray]:
     """Every piece of every patient, concatenated."""
     threshold = model.config.postprocess.threshold
-    parts = [patient_pieces(*probability_and_brain(model, f, variant, cache), threshold) for f in folders]
+    parts = [patient_pieces(*probability_and_brain(model, f, variant, cache), threshold, gap_scales) for f in folders]
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
 def report(split: str, variant: str, pieces: dict[str, np.ndarray]) -> dict:
     is_true = pieces["true"]
     row = {"split": split, "variant": variant, "pieces": int(len(is_true)), "true": int(is_true.sum())}
-    sign = {name: -1.0 if name in CLOSER_IS_SURER else 1.0 for name in (*EVIDENCE, "confidence")}
+    scored = (*EVIDENCE, *(key for key in pieces if key.startswith("confidence")))
+    sign = {name: -1.0 if name in CLOSER_IS_SURER else 1.0 for name in scored}
     return row | {name: auc(sign[name] * np.asarray(pieces[name], dtype=float), is_true) for name in sign}
 
 
@@ -86,16 +90,20 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/piece-confidence"),
                         help="where probabilities are cached; use a new folder for another model")
     parser.add_argument("--model", default="default")
+    parser.add_argument("--gap-scales", nargs="+", type=float, default=[GAP_SCALE],
+                        help="score the confidence with these gap scales too (inf: no gap term, the rule before)")
     args = parser.parse_args()
+    scales = tuple(args.gap_scales)
     model = load_model(args.model)
     print(f"CPU: {cpu_model()}; threshold {model.config.postprocess.threshold}; ROC AUC of each piece of evidence "
           "(larger = more likely tumour) and of the confidence, true piece = >= 10 % in the manual mask")
-    print("| split | variant | pieces | true | " + " | ".join(EVIDENCE) + " | confidence |")
-    print("|---" * (5 + len(EVIDENCE)) + "|")
+    print("| split | variant | pieces | true | " + " | ".join(EVIDENCE) + " | "
+          + " | ".join(f"confidence gap/{s:g}" for s in scales) + " |")
+    print("|---" * (4 + len(EVIDENCE) + len(scales)) + "|")
     for name in args.splits:
         folders = [args.lgg / p for p in model.config.training.patients(name)][: args.patients or None]
         for variant in args.variants:
-            row = report(name, variant, collect(model, folders, variant, args.cache))
+            row = report(name, variant, collect(model, folders, variant, args.cache, scales))
             print("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()) + " |",
                   flush=True)
 

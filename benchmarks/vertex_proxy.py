@@ -82,8 +82,10 @@ def main() -> None:
     torch.set_num_threads(2)
     model = load_model(args.model)
     names = model.config.training.patients(args.split)[: args.patients]
-    print(f"{args.model}: {len(names)} {args.split} patients, ends of {args.end} slices, CPU: {cpu_model()}", flush=True)
-    report = {"cpu": cpu_model(), "model": args.model, "split": args.split, "end": args.end, "variants": {}}
+    segmented = f"{len(names)} {args.split} patients" if args.variants else "no patients segmented"
+    print(f"{args.model}: {segmented}, ends of {args.end} slices, CPU: {cpu_model()}", flush=True)
+    report = {"cpu": cpu_model(), "model": args.model, "split": args.split if args.variants else None,
+              "end": args.end, "variants": {}}
     for variant in filter(None, args.variants.split(",")):
         rows = [patient_row(model, args.lgg / name, variant, args.end) for name in names]
         for row in rows:
@@ -93,7 +95,8 @@ def main() -> None:
         print(variant, "mean", json.dumps(report["variants"][variant]["mean"]), flush=True)
     if args.hard_negatives:
         train = model.config.training.patients("train")[: args.patients]
-        report["hard_negatives"] = hard_negative_reach(model, args.lgg, train, args.end)
+        report["hard_negatives"] = {"split": "train", "patients": len(train),
+                                    **hard_negative_reach(model, args.lgg, train, args.end)}
         print("hard negatives", json.dumps(report["hard_negatives"]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

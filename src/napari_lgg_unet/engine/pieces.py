@@ -99,12 +99,12 @@ def _gaps(points: np.ndarray, inside: np.ndarray, labels: np.ndarray, main: int,
     return gap
 
 
-def confidence(evidence: PieceEvidence) -> np.ndarray:
+def confidence(evidence: PieceEvidence, gap_scale: float = GAP_SCALE) -> np.ndarray:
     """How sure each piece is to be tumour, in [0, 1]: the network's mean probability inside it, scaled down for
     pieces centred near the first or last slices (where the confident false rims of the top of the head and the skull
     base lie) and for pieces away from the main piece (the surest large one: small true pieces are its fragments).
-    Monotone in each; measured in docs/piece-confidence.md."""
-    return _inner_trust(evidence.mean, evidence.depth) / (1.0 + evidence.gap / GAP_SCALE)
+    Monotone in each; measured in docs/piece-confidence.md (`gap_scale` inf: the rule before the gap term)."""
+    return _inner_trust(evidence.mean, evidence.depth) / (1.0 + evidence.gap / gap_scale)
 
 
 def list_pieces(
