@@ -46,10 +46,13 @@ def test_a_negative_click_removes_false_tumour_near_it_on_the_slices_it_reaches_
 
 def test_a_positive_click_adds_tumour_and_keeps_its_piece_even_below_the_minimum_size():
     session = _session(_scan())
+    listed_before = session.pieces  # listed once, then the click must list them afresh
     session.click(4, 26, 26, positive=True)
     assert session.mask[4, 26, 26] == 1
     k = session.piece_labels[4, 26, 26]
     assert k > 0 and any(p.index == k for p in session.pieces)
+    assert session.pieces is not listed_before and len(session.pieces) == session.piece_count
+    assert sum(p.voxels for p in session.pieces) == session.mask.sum()
     assert all(0 <= p.confidence <= 1 for p in session.pieces)
 
 

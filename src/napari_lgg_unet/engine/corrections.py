@@ -27,7 +27,7 @@ from .device import out_of_memory_as_advice
 from .errors import InputError, ModelError
 from .model import LoadedModel
 from .model_input import Click
-from .pieces import describe_pieces
+from .pieces import Piece, describe_pieces
 from .postprocess import PostprocessConfig, kept_labels
 from .precision import Precision
 from .predict import ScanInput, SegmentOptions, forward_probability
@@ -121,12 +121,20 @@ class CorrectionSession:
         return np.concatenate(parts)
 
     def _refresh(self) -> None:
-        """Mask and pieces from the probabilities: the model's clean-up, except that a piece holding a positive
+        """Mask and piece labels from the probabilities: the model's clean-up, except that a piece holding a positive
         click is always kept (the user said it is tumour)."""
         said_tumour = tuple((round(c.z), round(c.y), round(c.x)) for c in self.clicks if c.positive)
-        self.piece_labels, n = kept_labels(self.probability, self.postprocess, keep_at=said_tumour)
+        self.piece_labels, self.piece_count = kept_labels(self.probability, self.postprocess, keep_at=said_tumour)
         self.mask = (self.piece_labels > 0).astype(np.uint8)
-        self.pieces = describe_pieces(self.probability, self.piece_labels, n)
+        self._pieces: list[Piece] | None = None
+
+    @property
+    def pieces(self) -> list[Piece]:
+        """The pieces of the current mask, listed when first asked for after a change: the widget lists them in its
+        layer's voxel order instead, and listing them twice per click cost the click time."""
+        if self._pieces is None:
+            self._pieces = describe_pieces(self.probability, self.piece_labels, self.piece_count)
+        return self._pieces
 
 
 def _recompute_near(scan: ScanInput, old: np.ndarray, slices: np.ndarray, clicks: list[Click],

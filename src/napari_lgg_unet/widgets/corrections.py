@@ -60,7 +60,7 @@ def corrected_view(session: CorrectionSession, to_layer: Callable[[np.ndarray], 
     probabilities are a copy: the next click changes the session's own in place, from a worker thread."""
     probability = to_layer(session.probability.reshape(shown)).copy()
     labels = to_layer(session.piece_labels.reshape(shown))
-    pieces = describe_pieces(probability, labels, len(session.pieces), spacing)
+    pieces = describe_pieces(probability, labels, session.piece_count, spacing)
     return Corrected(probability, (labels > 0).astype(np.uint8), (labels, pieces))
 
 
