@@ -179,6 +179,21 @@ def test_a_fixed_schedule_without_validation_keeps_the_last_epoch(scans, tmp_pat
     assert len(model.config.training.patients("train")) == len(PATIENTS)
 
 
+def test_stop_after_ends_early_on_the_full_schedule_and_resume_finishes_it(scans, tmp_path):
+    config = TrainConfig(epochs=4, stop_after=2, steps_per_epoch=2, val_fraction=0, keep_last=True,
+                         lr_schedule="cosine", **FAST)
+    events = list(train_model(scans, config, tmp_path / "m"))
+    assert [e.epoch for e in events if isinstance(e, EpochEnd)] == [1, 2] and not events[-1].stopped
+    last_rate = events[-1].history[-1].lr  # epoch 2's last step starts 3/8 into the 4-epoch cosine, not 3/4 into 2
+    assert last_rate == pytest.approx(FAST["lr"] * (1 + np.cos(np.pi * 3 / 8)) / 2)
+    resumed = list(train_model(scans, TrainConfig(epochs=4, steps_per_epoch=2, val_fraction=0, keep_last=True,
+                                                  lr_schedule="cosine", resume=True, **FAST), tmp_path / "m"))
+    assert [e.epoch for e in resumed if isinstance(e, EpochEnd)] == [3, 4]
+    assert load_model(tmp_path / "m").config.training.best_epoch == 4
+    with pytest.raises(InputError, match="stop after epoch 5 is beyond the last epoch"):
+        TrainConfig(epochs=4, stop_after=5)
+
+
 @pytest.mark.parametrize("variants", [(), ("as-is", "as-is"), ("blurred",)])
 def test_unknown_or_repeated_validation_variants_are_refused(variants):
     with pytest.raises(InputError, match="input variants"):

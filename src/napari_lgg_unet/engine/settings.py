@@ -230,6 +230,9 @@ class TrainConfig:
     """
 
     epochs: int = setting(10, "passes over the training slices", low=1, high=100_000, on_resume=MAY_CHANGE)
+    stop_after: int | None = setting(None, "end the run after this epoch, with the learning-rate schedule still "
+                                           "spanning --epochs (the recipe of a model kept before its schedule "
+                                           "ended); --resume goes on", low=1, high=100_000, on_resume=MAY_CHANGE)
     batch_size: int = setting(32, "slices per step and per process (under torchrun the global batch is N times this)",
                               low=1, high=4096)
     lr: float = setting(1e-4, "Adam learning rate", label="learning rate", low=0, high=1, low_open=True)
@@ -291,10 +294,17 @@ class TrainConfig:
         check_split(self.val_fraction, self.test_fraction)  # first, so a bad fraction gets the split's one message
         for name in settings_of(type(self)):
             check_setting(type(self), name, getattr(self, name))
+        if self.stop_after is not None and self.stop_after > self.epochs:
+            raise InputError(f"stop after epoch {self.stop_after} is beyond the last epoch ({self.epochs})")
         from .model import ModelConfig  # the encoder names come from the model zoo (torch): import on use
         from .preprocess import PreprocessConfig
 
         ModelConfig(self.encoder, self.decoder_channels, PreprocessConfig(image_size=self.image_size))
+
+    @property
+    def last_epoch(self) -> int:
+        """The epoch this run ends after (`stop_after`, else the schedule's end)."""
+        return self.stop_after or self.epochs
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -99,7 +99,7 @@ def train_model(
         yield _prepared(run)
         with out_of_memory_as_advice():
             try:
-                for run.epoch in range(run.progress.epochs_done, config.epochs):
+                for run.epoch in range(run.progress.epochs_done, config.last_epoch):
                     _start_epoch(run)
                     for x, y in run.loader:
                         if group.any(stop()):
@@ -216,7 +216,7 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> Step:
     run.epoch_loss += value * len(x)
     run.seen += len(x)
     run.step_times.append(time.perf_counter() - started)
-    remaining = (config.epochs - run.epoch) * run.steps - step
+    remaining = (config.last_epoch - run.epoch) * run.steps - step
     eta = float(np.mean(run.step_times[-50:])) * remaining * 1.1
     return Step(run.epoch + 1, config.epochs, step, run.steps, value, eta)
 
