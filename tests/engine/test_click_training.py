@@ -1,8 +1,13 @@
-"""click_training.next_click: where a careful user clicks on the network's errors."""
+"""click_training: where a careful user clicks on the network's errors, and how many times in a row."""
 
 import numpy as np
+import pytest
+import torch
 
-from napari_lgg_unet.engine.click_training import next_click
+from napari_lgg_unet.engine import click_training
+from napari_lgg_unet.engine.click_training import next_click, with_simulated_clicks
+from napari_lgg_unet.engine.model_input import InputConfig
+from napari_lgg_unet.engine.precision import Precision
 
 
 def test_a_right_prediction_needs_no_click():
@@ -40,3 +45,26 @@ def test_a_miss_at_the_border_is_clicked_inside_not_on_the_edge():
     truth[:, :3] = True  # a strip along the left edge: the image edge is no boundary of the region
     click = next_click(np.zeros_like(truth), truth)
     assert click.positive and click.x == 1
+
+
+@pytest.mark.parametrize("rounds", [1, 3])
+def test_each_batch_draws_one_to_rounds_clicks_in_a_row_on_its_errors(rounds, monkeypatch):
+    calls = []
+
+    def misses_everything(network, batch, precision, backend):  # one forward pass per round of clicks
+        calls.append(len(batch))
+        return torch.full((len(batch), 1, *batch.shape[-2:]), -10.0)
+
+    monkeypatch.setattr(click_training, "forward", misses_everything)
+    rng = np.random.default_rng(0)
+    x, y = torch.rand(2, 3, 32, 32), torch.zeros(2, 1, 32, 32)
+    y[:, :, 8:20, 8:20] = 1.0  # a tumour the network misses: every round clicks it
+    precision = Precision(torch.device("cpu"), "fp32", channels_last=False)
+    seen = []
+    for _ in range(40):
+        before = len(calls)
+        out = with_simulated_clicks(torch.nn.Identity(), x, y, InputConfig(clicks=True), precision, 1.0, rng, rounds)
+        seen.append(len(calls) - before)
+        # a click map peaks at 1, or exp(-2) when rendered as if placed 2 slices away; no negative click
+        assert out.shape == (2, 5, 32, 32) and out[:, 3].amax() > 0.1 and out[:, 4].amax() == 0
+    assert set(seen) == set(range(1, rounds + 1))

@@ -2,8 +2,8 @@
 
 As in RITM / DeepEdit: for a share of each batch the network first predicts without clicks (no gradient), a
 simulated user clicks the pixel deepest inside the largest wrong region (positive where tumour was missed, negative
-where false tumour was drawn), possibly a second time after seeing the corrected prediction, and the network then
-trains on the batch with those click maps. The rest of the batch trains without clicks, which keeps the automatic
+where false tumour was drawn), again after seeing the corrected prediction for up to `rounds` clicks in a row (as the
+benchmark's user clicks 5 times), and the network then trains on the batch with those click maps. The rest of the batch trains without clicks, which keeps the automatic
 segmentation as good as a model without click inputs. Some clicks are rendered as if placed 1 or 2 slices away,
 since a user's click also acts on the neighbouring slices where the same structure continues.
 """
@@ -21,7 +21,6 @@ from .model_input import Click, InputConfig, assemble, click_maps
 from .precision import Precision
 
 NEIGHBOUR_CLICKS = 0.3  # share of clicks rendered as if placed on a slice 1 or 2 away
-SECOND_ROUND = 0.5  # share of batches whose clicked samples get a second click after the first correction
 
 
 def next_click(predicted: np.ndarray, truth: np.ndarray) -> Click | None:
@@ -43,12 +42,12 @@ def next_click(predicted: np.ndarray, truth: np.ndarray) -> Click | None:
 
 def with_simulated_clicks(
     network: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, inputs: InputConfig, precision: Precision,
-    fraction: float, rng: np.random.Generator,
+    fraction: float, rng: np.random.Generator, rounds: int = 2,
 ) -> torch.Tensor:
     """Batch x (n, channels without clicks, S, S) and masks y (n, 1, S, S) -> x with click maps appended.
 
-    A share `fraction` of the samples gets clicks from `network`'s own errors (see the module docstring); the
-    network's train/eval mode is restored afterwards.
+    A share `fraction` of the samples gets clicks from `network`'s own errors (see the module docstring): each
+    batch draws 1 to `rounds` clicks in a row, uniformly. The network's train/eval mode is restored afterwards.
     """
     maps = torch.zeros((len(x), 2) + tuple(x.shape[-2:]))
     chosen = np.flatnonzero(rng.random(len(x)) < fraction)
@@ -59,7 +58,7 @@ def with_simulated_clicks(
     clicks: dict[int, list[Click]] = {int(i): [] for i in chosen}
     truth = y[:, 0].cpu().numpy() > 0.5
     try:
-        for _ in range(1 + int(rng.random() < SECOND_ROUND)):
+        for _ in range(rounds - int(rng.random() * rounds)):
             batch = assemble(x[chosen], None, maps[chosen], _clicks_only(inputs)).to(precision.device)
             with torch.inference_mode():
                 predicted = forward(network, batch, precision, "torch")[:, 0].cpu().numpy() > 0

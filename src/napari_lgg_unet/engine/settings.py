@@ -287,6 +287,9 @@ class TrainConfig:
                            "clicks on its own errors")
     click_fraction: float = setting(0.5, "share of training samples that get simulated clicks (with --clicks)",
                                     low=0, high=1)
+    click_rounds: int = setting(2, "most simulated clicks in a row on a sample (with --clicks), each placed after "
+                                   "seeing the previous correction; each batch draws 1 to this many",
+                                low=1, high=10, on_resume=MAY_CHANGE)
     single_slice_fraction: float = setting(0.1, "share of training samples whose neighbours are the slice itself, "
                                            "as a 2D image gives them", low=0, high=1)
 
