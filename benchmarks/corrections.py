@@ -8,6 +8,9 @@ confidence (a piece is true when at least 10 % of it lies in the manual mask). R
 docs/corrections.md with the CPU model this prints.
 
     PYTHONPATH=src python benchmarks/corrections.py --model runs/r2-context-clicks --lgg ../shared/data/lgg/kaggle_3m --split test
+    PYTHONPATH=src python benchmarks/corrections.py --model default --cases ../shared/data/brats-sample
+
+The second form scores the scans of a case folder, for a model trained on every LGG patient (no held-out ones).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +26,7 @@ import torch
 
 from napari_lgg_unet.engine.click_training import next_click
 from napari_lgg_unet.engine.corrections import WINDOW, CorrectionSession
-from napari_lgg_unet.engine.io import load_patient
+from napari_lgg_unet.engine.io import find_scans, load_patient, load_scan
 from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import load_model
 from napari_lgg_unet.engine.variants import input_variant
@@ -43,12 +47,26 @@ def roc_auc(scores: list[float], labels: list[bool]) -> float:
     return float(above / (len(positive) * len(negative)))
 
 
-def correct_patient(model, folder: Path, clicks: int, variant: str, window: int | None,
-                    cache: Path | None = None) -> dict:
-    scan = load_patient(folder, require_masks=True)
-    image, rgb = input_variant(scan.image, scan.rgb, variant)
-    truth = np.asarray(scan.mask > 0).reshape(-1, *scan.mask.shape[-2:])
-    probability = cached_probability(model, image, rgb, cache and cache / variant / f"{folder.name}.npy")
+def lgg_scans(model, lgg: Path, split: str, first: int | None) -> Iterator[tuple[str, np.ndarray, bool, np.ndarray]]:
+    """(name, image, rgb, truth) of the model's held-out LGG patients of `split`."""
+    for name in model.config.training.patients(split)[:first]:
+        scan = load_patient(lgg / name, require_masks=True)
+        yield scan.name, scan.image, scan.rgb, scan.mask
+
+
+def folder_cases(folder: Path, first: int | None) -> Iterator[tuple[str, np.ndarray, bool, np.ndarray]]:
+    """(name, image, rgb, truth) of the scans in a case folder (BraTS / nnU-Net layouts), as `lgg-unet evaluate`
+    reads them; the truth is labels > 0 (BraTS: the whole tumour)."""
+    for source in find_scans(folder)[:first]:
+        scan = load_scan(source, require_mask=True)
+        yield scan.name, scan.image, scan.rgb, scan.mask
+
+
+def correct_patient(model, name: str, image: np.ndarray, rgb: bool, mask: np.ndarray, clicks: int, variant: str,
+                    window: int | None, cache: Path | None = None) -> dict:
+    image, rgb = input_variant(image, rgb, variant)
+    truth = np.asarray(mask > 0).reshape(-1, *mask.shape[-2:])
+    probability = cached_probability(model, image, rgb, cache and cache / variant / f"{name}.npy")
     session = CorrectionSession(model, image, rgb=rgb, window=window, probability=probability)
     pieces = [(p.confidence, bool((truth & (session.piece_labels == p.index)).sum() >= TRUE_PIECE * p.voxels))
               for p in session.pieces]
@@ -60,7 +78,7 @@ def correct_patient(model, folder: Path, clicks: int, variant: str, window: int 
             session.click(click.z, click.y, click.x, click.positive)
             latency.append(time.perf_counter() - started)
         dice.append(volume_scores(session.mask, truth).dice)
-    return {"patient": scan.name, "dice": dice, "latency_s": latency, "pieces": pieces}
+    return {"patient": name, "dice": dice, "latency_s": latency, "pieces": pieces}
 
 
 def summary(results: list[dict]) -> dict:
@@ -86,6 +104,9 @@ def main() -> None:
     parser.add_argument("--lgg", default="../shared/data/lgg/kaggle_3m")
     parser.add_argument("--split", default="test", choices=("test", "validation"),
                         help="the model's own held-out patients (never trained on)")
+    parser.add_argument("--cases", type=Path, default=None,
+                        help="score the scans of this case folder (e.g. ../shared/data/brats-sample) instead of LGG "
+                             "patients")
     parser.add_argument("--patients", type=int, default=None, help="only the first N patients")
     parser.add_argument("--clicks", type=int, default=5)
     parser.add_argument("--variant", default="as-is")
@@ -98,16 +119,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
-    names = model.config.training.patients(args.split)[: args.patients]
-    print(f"{len(names)} {args.split} patients, {args.variant}, window {args.window or 'whole slices'}, {args.threads} threads, CPU: {cpu_model()}", flush=True)
+    scans = (folder_cases(args.cases, args.patients) if args.cases
+             else lgg_scans(model, Path(args.lgg), args.split, args.patients))
+    where = args.cases or f"{args.split} patients"
+    print(f"{where}, {args.variant}, window {args.window or 'whole slices'}, {args.threads} threads, CPU: {cpu_model()}", flush=True)
     results = []
-    for name in names:
-        results.append(correct_patient(model, Path(args.lgg) / name, args.clicks, args.variant, args.window or None,
+    for name, image, rgb, mask in scans:
+        results.append(correct_patient(model, name, image, rgb, mask, args.clicks, args.variant, args.window or None,
                                        args.cache))
         r = results[-1]
         print(f"{name}: Dice {' '.join(f'{d:.3f}' for d in r['dice'])}, clicks "
               f"{' '.join(f'{1000 * t:.0f}' for t in r['latency_s'])} ms", flush=True)
-    report = {"cpu": cpu_model(), "model": args.model, "split": args.split, "variant": args.variant, "window": args.window or None,
+    report = {"cpu": cpu_model(), "model": args.model, "split": str(args.cases) if args.cases else args.split, "variant": args.variant, "window": args.window or None,
               "summary": summary(results), "per_patient": results}
     print(json.dumps(report["summary"], indent=2))
     if args.json:
