@@ -1,6 +1,7 @@
 """The `lgg-unet` command: real runs end to end, and every bad input ends in one line on stderr and exit code 2."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -71,6 +72,24 @@ def test_train_then_evaluate_writes_the_documented_json(lgg_root, sample_patient
     largest = config["training"]["calibration"]["best_keep_largest"]
     assert 0.0 <= largest["mean_dice"] <= 1.0 and largest["threshold"] in (0.3, 0.4, 0.5, 0.6, 0.7)
     assert f"Best with keep largest: threshold {largest['threshold']}" in capsys.readouterr().out
+
+
+def test_a_model_trained_on_every_patient_adopts_its_recipe_models_calibration(tiny_model_dir, tmp_path, capsys):
+    from napari_lgg_unet.engine.model import read_config
+
+    model = tmp_path / "all-patients"
+    shutil.copytree(tiny_model_dir, model)
+    weights = (model / "model.safetensors").read_bytes()
+    assert main(["calibrate", "--model", str(model), "--like", "default"]) == 0
+    shipped, adopted = read_config("default"), read_config(model)
+    assert adopted.postprocess == shipped.postprocess and adopted.decoder_channels == (16, 16, 16, 16, 16)
+    assert adopted.training.calibration.adopted_from == "default"
+    assert adopted.training.calibration.patients == shipped.training.calibration.patients
+    assert (model / "model.safetensors").read_bytes() == weights
+    assert "adopted from default" in capsys.readouterr().out
+    assert "either --data" in _one_line_error(capsys, ["calibrate", "--model", str(model)])
+    assert "records no calibration" in _one_line_error(capsys, ["calibrate", "--model", str(model), "--like",
+                                                               str(tiny_model_dir)])
 
 
 def test_bad_inputs_exit_2_with_one_line_and_leave_no_output(tiny_model_dir, tmp_path, capsys):

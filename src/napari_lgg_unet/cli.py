@@ -110,7 +110,10 @@ def _explained(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 def _add_calibrate(calibrate: argparse.ArgumentParser) -> None:
     calibrate.add_argument("--model", required=True, help="model folder to update (its config.json)")
-    calibrate.add_argument("--data", required=True, type=Path, help="Kaggle root or patient folder")
+    calibrate.add_argument("--data", type=Path, help="Kaggle root or patient folder (not with --like)")
+    calibrate.add_argument("--like", metavar="MODEL", help="adopt the threshold and clean-up already chosen for this "
+                           "model of the same recipe (for a model trained on every patient: it has no validation "
+                           "patients of its own)")
     calibrate.add_argument("--split", choices=SPLITS, default="validation",
                            help="patients of this split recorded in the model's config (default: validation)")
     _add_setting_flags(calibrate, {"device": settings_of(TrainConfig)["device"]})
@@ -346,13 +349,20 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    from .engine.calibrate import calibrate
+    from .engine.calibrate import adopt_calibration, calibrate
     from .engine.device import pick_device
     from .engine.model import DEFAULT_MODEL_NAME, load_model, resolve_model_path
 
     if args.model == DEFAULT_MODEL_NAME:
         raise InputError("the default model is part of the installed package and is not changed; copy its folder "
                          f"({resolve_model_path(DEFAULT_MODEL_NAME)}) and calibrate the copy")
+    if (args.like is None) == (args.data is None):
+        raise InputError("give either --data (patients to calibrate on) or --like (a model whose calibration to adopt)")
+    if args.like is not None:
+        best = adopt_calibration(args.like, resolve_model_path(args.model))
+        print(f"threshold {best.threshold}, min size {best.min_size}, min confidence {best.min_confidence}, "
+              f"keep largest {best.keep_largest}: adopted from {args.like}; saved in {args.model}")
+        return 0
     model = load_model(args.model, pick_device(args.device))
     best, record = calibrate(model, _evaluation_folders(args, model), resolve_model_path(args.model),
                              variants=args.input_variants)

@@ -19,7 +19,7 @@ from scipy import ndimage
 from .errors import InputError
 from .cohort import segment_scans
 from .metrics import Counts, scores
-from .model import LoadedModel, write_config
+from .model import LoadedModel, read_config, write_config
 from .postprocess import PostprocessConfig, kept_pieces, piece_peaks
 from .predict import SegmentOptions
 from .run_folder import RunFolder
@@ -118,3 +118,21 @@ def calibrate(
         training = replace(model.config.training, calibration=calibration)
         write_config(replace(model.config, postprocess=best, training=training), model_dir)
     return best, calibration
+
+
+def adopt_calibration(source: str | Path, model_dir: str | Path) -> PostprocessConfig:
+    """Give the model in `model_dir` the threshold and clean-up chosen for the model `source` (a folder or
+    'default'), recording where they came from; returns them.
+
+    For a model trained on every patient with a recipe chosen on a split: it has no validation patients to calibrate
+    on, and the recipe's own model was calibrated on that split's, so its choice is the one with evidence behind it.
+    """
+    chosen = read_config(source)
+    if chosen.training.calibration is None:
+        raise InputError(f"{source} records no calibration to adopt; calibrate it first (lgg-unet calibrate)")
+    with RunFolder(model_dir).locked("calibration"):
+        target = read_config(model_dir)
+        calibration = replace(chosen.training.calibration, adopted_from=str(source))
+        training = replace(target.training, calibration=calibration)
+        write_config(replace(target, postprocess=chosen.postprocess, training=training), model_dir)
+    return chosen.postprocess

@@ -26,6 +26,7 @@ class Calibration:
     input_variants: list[str] = field(default_factory=lambda: ["as-is"])
     mean_dice: float = 0.0
     best_keep_largest: KeepLargestScore | None = None
+    adopted_from: str | None = None  # the model of the same recipe these settings were chosen for, if not this one
 
 
 @dataclass(frozen=True)
