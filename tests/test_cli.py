@@ -83,7 +83,7 @@ def test_a_model_trained_on_every_patient_adopts_its_recipe_models_calibration(t
     assert main(["calibrate", "--model", str(model), "--like", "default"]) == 0
     shipped, adopted = read_config("default"), read_config(model)
     assert adopted.postprocess == shipped.postprocess and adopted.decoder_channels == (16, 16, 16, 16, 16)
-    assert adopted.training.calibration.adopted_from == "default"
+    assert adopted.training.calibration.adopted_from == f"default (weights {shipped.weights_id})"
     assert adopted.training.calibration.patients == shipped.training.calibration.patients
     assert (model / "model.safetensors").read_bytes() == weights
     assert "adopted from default" in capsys.readouterr().out

@@ -132,7 +132,8 @@ def adopt_calibration(source: str | Path, model_dir: str | Path) -> PostprocessC
         raise InputError(f"{source} records no calibration to adopt; calibrate it first (lgg-unet calibrate)")
     with RunFolder(model_dir).locked("calibration"):
         target = read_config(model_dir)
-        calibration = replace(chosen.training.calibration, adopted_from=str(source))
+        adopted_from = f"{source} (weights {chosen.weights_id})"  # a name like 'default' changes meaning later
+        calibration = replace(chosen.training.calibration, adopted_from=adopted_from)
         training = replace(target.training, calibration=calibration)
         write_config(replace(target, postprocess=chosen.postprocess, training=training), model_dir)
     return chosen.postprocess
