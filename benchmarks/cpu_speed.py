@@ -33,7 +33,7 @@ from napari_lgg_unet.engine.device import set_threads
 from napari_lgg_unet.engine.io import load_patient
 from napari_lgg_unet.engine.losses import SegmentationLoss
 from napari_lgg_unet.engine.metrics import volume_scores
-from napari_lgg_unet.engine.model import ModelConfig, build_network, load_model
+from napari_lgg_unet.engine.model import build_network, load_model, read_config
 from napari_lgg_unet.engine.precision import Precision, autocast, choose, native_bf16_cpu, prepare_batch, prepare_network
 from napari_lgg_unet.engine.predict import SegmentOptions, segment_steps, segment_volume
 from timing import best_of, cpu_model
@@ -41,11 +41,12 @@ from timing import best_of, cpu_model
 BATCH, SIZE = 8, 256
 SECTIONS = ("inference", "training", "memory", "answers")
 CPU = torch.device("cpu")
+SHIPPED = read_config("default")  # its architecture and inputs (9 channels since r2: neighbouring slices, clicks)
 
 
 def flops_per_slice(network: torch.nn.Module) -> float:
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        network(torch.zeros(1, 3, SIZE, SIZE))
+        network(torch.zeros(1, SHIPPED.inputs.channels, SIZE, SIZE))
     return float(counter.get_total_flops())
 
 
@@ -69,7 +70,7 @@ def jit_freeze_path(network: torch.nn.Module) -> Callable[[torch.Tensor], object
     prepare_network(network, choose(CPU, "fp32"))
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        frozen = torch.jit.freeze(torch.jit.trace(network.eval(), torch.zeros(BATCH, 3, SIZE, SIZE)))
+        frozen = torch.jit.freeze(torch.jit.trace(network.eval(), torch.zeros(BATCH, SHIPPED.inputs.channels, SIZE, SIZE)))
     return lambda x: frozen(x)
 
 
@@ -79,7 +80,7 @@ def onnxruntime_path(network: torch.nn.Module) -> Callable[[torch.Tensor], objec
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(network, (torch.zeros(1, 3, SIZE, SIZE),), buffer, dynamo=False, input_names=["x"],
+        torch.onnx.export(network, (torch.zeros(1, SHIPPED.inputs.channels, SIZE, SIZE),), buffer, dynamo=False, input_names=["x"],
                           dynamic_axes={"x": {0: "n"}}, opset_version=17)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
@@ -123,8 +124,8 @@ def shipped_ms_per_slice(repeats: int, backend: str = "auto") -> tuple[float, st
 
 def print_inference_table(repeats: int) -> None:
     """Each row is printed as soon as it is measured, so a path that fails still leaves the rows before it."""
-    x = torch.rand(BATCH, 3, SIZE, SIZE)
-    gflop = flops_per_slice(build_network(ModelConfig()).eval()) / 1e9
+    x = torch.rand(BATCH, SHIPPED.inputs.channels, SIZE, SIZE)
+    gflop = flops_per_slice(build_network(SHIPPED).eval()) / 1e9
     ceilings = {"fp32": matmul_ceiling(torch.float32, repeats), "bf16": matmul_ceiling(torch.bfloat16, repeats)}
     best_ceiling = max(ceilings.values())
     print(f"\nInference: default model, batch {BATCH}, {SIZE}x{SIZE}, {gflop:.2f} GFLOP/slice, best of {repeats}\n")
@@ -156,10 +157,10 @@ def timed_paths(x: torch.Tensor, repeats: int) -> dict[str, Callable[[], tuple[f
 def training_samples_per_second(precision: Precision, size: int, steps: int) -> float:
     """A bare training step (forward, Dice+BCE, backward, Adam) on a fixed batch: the model's share of training."""
     torch.manual_seed(0)
-    network = prepare_network(build_network(ModelConfig()).train(), precision)
+    network = prepare_network(build_network(SHIPPED).train(), precision)
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-4)
     loss_fn = SegmentationLoss()
-    x = prepare_batch(torch.rand(BATCH, 3, size, size), precision)
+    x = prepare_batch(torch.rand(BATCH, SHIPPED.inputs.channels, size, size), precision)
     y = (torch.rand(BATCH, 1, size, size) > 0.7).float()
 
     def step() -> None:
