@@ -68,3 +68,32 @@ def test_each_batch_draws_one_to_rounds_clicks_in_a_row_on_its_errors(rounds, mo
         # a click map peaks at 1, or exp(-2) when rendered as if placed 2 slices away; no negative click
         assert out.shape == (2, 5, 32, 32) and out[:, 3].amax() > 0.1 and out[:, 4].amax() == 0
     assert set(seen) == set(range(1, rounds + 1))
+
+
+def test_decoy_clicks_come_from_a_neighbour_and_are_wrong_on_this_slice_near_its_edge(monkeypatch):
+    def right_everywhere(network, batch, precision, backend):  # no errors: every click is a decoy
+        return torch.where(truth_map[: len(batch)] > 0, 10.0, -10.0)
+
+    monkeypatch.setattr(click_training, "forward", right_everywhere)
+    y = torch.zeros(1, 1, 48, 48)
+    y[:, :, 16:32, 16:32] = 1.0
+    truth_map = y
+    precision = Precision(torch.device("cpu"), "fp32", channels_last=False)
+    rng = np.random.default_rng(1)
+    kinds = set()
+    for _ in range(30):
+        out = with_simulated_clicks(torch.nn.Identity(), torch.rand(1, 3, 48, 48), y, InputConfig(clicks=True),
+                                    precision, 1.0, rng, 1, decoys=1.0)
+        positive, negative = out[0, 3], out[0, 4]
+        assert (positive.amax() > 0) != (negative.amax() > 0)  # exactly one decoy, no error click
+        peak = positive if positive.amax() > 0 else negative
+        assert peak.amax() <= np.exp(-0.5) + 1e-6  # rendered as if 1 or 2 slices away
+        cy, cx = np.unravel_index(int(peak.argmax()), peak.shape)
+        inside = bool(y[0, 0, cy, cx])
+        assert inside == (peak is negative)  # wrong here: "not tumour" on tumour, "tumour" on background
+        assert min(abs(cy - 16), abs(cy - 31), abs(cx - 16), abs(cx - 31)) <= 4  # near the tumour's edge
+        kinds.add(peak is negative)
+    assert kinds == {True, False}
+    out = with_simulated_clicks(torch.nn.Identity(), torch.rand(1, 3, 48, 48), y, InputConfig(clicks=True),
+                                precision, 1.0, rng, 1, decoys=0.0)
+    assert out[0, 3:].amax() == 0  # no errors and no decoys: no click at all

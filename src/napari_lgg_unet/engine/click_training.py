@@ -6,6 +6,12 @@ where false tumour was drawn), again after seeing the corrected prediction for u
 benchmark's user clicks 5 times), and the network then trains on the batch with those click maps. The rest of the batch trains without clicks, which keeps the automatic
 segmentation as good as a model without click inputs. Some clicks are rendered as if placed 1 or 2 slices away,
 since a user's click also acts on the neighbouring slices where the same structure continues.
+
+In use such a click can be wrong where it lands on a neighbour: a "not tumour" click on a false rim of slice z
+reaches slice z+2, where the tumour may have grown under it. With `decoys`, that share of the clicked samples also
+gets a click rendered as if placed 1-2 slices away, at a pixel near this slice's tumour edge where it is wrong here
+(a "not tumour" click on tumour, a "tumour" click on background), with the target unchanged: the network learns that
+a click on another slice does not override what this slice shows.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from .model_input import Click, InputConfig, assemble, click_maps
 from .precision import Precision
 
 NEIGHBOUR_CLICKS = 0.3  # share of clicks rendered as if placed on a slice 1 or 2 away
+DECOY_EDGE = 4  # pixels from this slice's tumour edge within which a decoy click lands
 
 
 def next_click(predicted: np.ndarray, truth: np.ndarray) -> Click | None:
@@ -42,7 +49,7 @@ def next_click(predicted: np.ndarray, truth: np.ndarray) -> Click | None:
 
 def with_simulated_clicks(
     network: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, inputs: InputConfig, precision: Precision,
-    fraction: float, rng: np.random.Generator, rounds: int = 2,
+    fraction: float, rng: np.random.Generator, rounds: int = 2, decoys: float = 0.0,
 ) -> torch.Tensor:
     """Batch x (n, channels without clicks, S, S) and masks y (n, 1, S, S) -> x with click maps appended.
 
@@ -71,7 +78,26 @@ def with_simulated_clicks(
                                          inputs.click_reach)[0]
     finally:
         network.train(was_training)
+    for i in chosen:
+        decoy = _decoy_click(truth[i], rng) if rng.random() < decoys else None
+        if decoy is not None:
+            clicks[int(i)].append(decoy)
+            maps[i] = click_maps(clicks[int(i)], np.zeros(1), tuple(x.shape[-2:]), inputs.click_sigma,
+                                 inputs.click_reach)[0]
     return assemble(x, None, maps, _clicks_only(inputs))
+
+
+def _decoy_click(truth: np.ndarray, rng: np.random.Generator) -> Click | None:
+    """A click as if placed 1-2 slices away and wrong on this slice (see the module docstring): a negative one on
+    tumour or a positive one on background, within DECOY_EDGE pixels of the tumour's edge; None without tumour."""
+    if not truth.any() or truth.all():
+        return None
+    positive = bool(rng.random() < 0.5)
+    wrong_here = ~truth if positive else truth
+    near_edge = ndimage.distance_transform_edt(wrong_here) <= DECOY_EDGE
+    candidates = np.argwhere(wrong_here & near_edge)
+    y, x = candidates[rng.integers(len(candidates))]
+    return Click(float(rng.choice([1, 2])), float(y), float(x), positive)
 
 
 def _clicks_only(inputs: InputConfig) -> InputConfig:

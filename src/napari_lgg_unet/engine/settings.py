@@ -290,6 +290,10 @@ class TrainConfig:
     click_rounds: int = setting(2, "most simulated clicks in a row on a sample (with --clicks), each placed after "
                                    "seeing the previous correction; each batch draws 1 to this many",
                                 low=1, high=10, on_resume=MAY_CHANGE)
+    click_decoys: float = setting(0.0, "share of clicked samples that also get a click as if from a slice 1-2 away "
+                                       "that is wrong on this one (near the tumour's edge), so a click does not "
+                                       "override the neighbouring slices it reaches", low=0, high=1,
+                                  on_resume=MAY_CHANGE)
     single_slice_fraction: float = setting(0.1, "share of training samples whose neighbours are the slice itself, "
                                            "as a 2D image gives them", low=0, high=1)
 

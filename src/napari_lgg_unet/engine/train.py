@@ -201,7 +201,7 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> Step:
         group["lr"] = _learning_rate(config, (run.epoch * run.steps + step - 1) / total_steps)
     if run.model_config.inputs.clicks:
         x = with_simulated_clicks(run.bare_network, x, y, run.model_config.inputs, run.precision, config.click_fraction,
-                                  run.click_rng, config.click_rounds)
+                                  run.click_rng, config.click_rounds, config.click_decoys)
     x = prepare_batch(x.to(run.device, non_blocking=True), run.precision)
     y = y.to(run.device, non_blocking=True)
     run.optimizer.zero_grad(set_to_none=True)
