@@ -184,6 +184,7 @@ def test_stop_after_ends_early_on_the_full_schedule_and_resume_finishes_it(scans
                          lr_schedule="cosine", **FAST)
     events = list(train_model(scans, config, tmp_path / "m"))
     assert [e.epoch for e in events if isinstance(e, EpochEnd)] == [1, 2] and not events[-1].stopped
+    assert {e.epochs for e in events if isinstance(e, (Step, EpochEnd))} == {2}  # progress reads "epoch 1/2"
     last_rate = events[-1].history[-1].lr  # epoch 2's last step starts 3/8 into the 4-epoch cosine, not 3/4 into 2
     assert last_rate == pytest.approx(FAST["lr"] * (1 + np.cos(np.pi * 3 / 8)) / 2)
     resumed = list(train_model(scans, TrainConfig(epochs=4, steps_per_epoch=2, val_fraction=0, keep_last=True,

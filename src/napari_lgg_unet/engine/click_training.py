@@ -3,8 +3,8 @@
 As in RITM / DeepEdit: for a share of each batch the network first predicts without clicks (no gradient), a
 simulated user clicks the pixel deepest inside the largest wrong region (positive where tumour was missed, negative
 where false tumour was drawn), again after seeing the corrected prediction for up to `rounds` clicks in a row (as the
-benchmark's user clicks 5 times), and the network then trains on the batch with those click maps. The rest of the batch trains without clicks, which keeps the automatic
-segmentation as good as a model without click inputs. Some clicks are rendered as if placed 1 or 2 slices away,
+benchmark's user clicks 5 times), and the network then trains on the batch with those click maps. The rest of the
+batch trains without clicks, which keeps the automatic segmentation as good as a model without click inputs. Some clicks are rendered as if placed 1 or 2 slices away,
 since a user's click also acts on the neighbouring slices where the same structure continues.
 
 In use such a click can be wrong where it lands on a neighbour: a "not tumour" click on a false rim of slice z
@@ -78,7 +78,7 @@ def with_simulated_clicks(
                                          inputs.click_reach)[0]
     finally:
         network.train(was_training)
-    for i in chosen:
+    for i in chosen if decoys else ():  # no draws without decoys: the recipes before them replay exactly
         decoy = _decoy_click(truth[i], rng) if rng.random() < decoys else None
         if decoy is not None:
             clicks[int(i)].append(decoy)

@@ -171,7 +171,7 @@ def _prepared(run: _Run) -> Prepared:
     processes = f" in {world} processes (batch {run.config.batch_size} each)" if world > 1 else ""
     return Prepared(
         f"{len(split.train)} training and {len(split.val)} validation volumes, {slices} slices, on {run.precision.label}{processes}",
-        run.progress.epochs_done, run.config.epochs, run.steps, str(run.folder.path),
+        run.progress.epochs_done, run.config.last_epoch, run.steps, str(run.folder.path),
     )
 
 
@@ -218,7 +218,7 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> Step:
     run.step_times.append(time.perf_counter() - started)
     remaining = (config.last_epoch - run.epoch) * run.steps - step
     eta = float(np.mean(run.step_times[-50:])) * remaining * 1.1
-    return Step(run.epoch + 1, config.epochs, step, run.steps, value, eta)
+    return Step(run.epoch + 1, config.last_epoch, step, run.steps, value, eta)
 
 
 def _end_epoch(run: _Run) -> EpochEnd:
@@ -245,7 +245,7 @@ def _end_epoch(run: _Run) -> EpochEnd:
         if improved:
             _save_best_model(run)
         run.folder.write_history(progress.history)
-    return EpochEnd(epoch, run.config.epochs, record, progress.best_epoch, progress.best_val_loss, _history(run))
+    return EpochEnd(epoch, run.config.last_epoch, record, progress.best_epoch, progress.best_val_loss, _history(run))
 
 
 def _history(run: _Run) -> list[EpochRecord]:
