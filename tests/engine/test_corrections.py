@@ -7,6 +7,7 @@ from napari_lgg_unet.engine.errors import InputError, ModelError
 from napari_lgg_unet.engine.model import LoadedModel, ModelConfig, load_model
 from napari_lgg_unet.engine.model_input import InputConfig
 from napari_lgg_unet.engine.postprocess import PostprocessConfig
+from napari_lgg_unet.engine.predict import SegmentOptions
 from napari_lgg_unet.engine.preprocess import PreprocessConfig
 
 
@@ -54,6 +55,19 @@ def test_a_positive_click_adds_tumour_and_keeps_its_piece_even_below_the_minimum
     assert session.pieces is not listed_before and len(session.pieces) == session.piece_count
     assert sum(p.voxels for p in session.pieces) == session.mask.sum()
     assert all(0 <= p.confidence <= 1 for p in session.pieces)
+
+
+def test_a_negative_click_keeps_what_remains_of_a_piece_even_below_the_minimum_size():
+    image = np.zeros((6, 32, 32), np.float32)
+    image[2, 8:14, 8:20] = 100.0  # a 72-voxel piece, kept by a minimum size of 50
+    session = _session(image, options=SegmentOptions(postprocess=PostprocessConfig(min_size=50)))
+    assert session.mask.sum() == 72
+    session.click(2, 11, 17, positive=False)  # trims about half of it, and cuts off a one-voxel corner
+    remains = (session.probability >= 0.5) & (session.piece_labels == 0)
+    assert 20 < session.mask.sum() < 50 and session.mask[2, 11, 9]
+    assert remains.sum() == 1  # the cut-off corner is judged by the clean-up and dropped
+    session.set_postprocess(PostprocessConfig(min_size=80))  # the clean-up judges the automatic mask again
+    assert session.mask.sum() == 0
 
 
 def test_undo_returns_exactly_to_the_mask_before_each_click():

@@ -43,3 +43,17 @@ def test_kept_labels_are_the_pieces_of_the_postprocessed_mask_labelled_once(conf
     expected, m = label_pieces(postprocess(probability, config, keep_at=((0, 0, 0),)))
     assert n == m >= 1
     np.testing.assert_array_equal(labels, expected)
+
+
+def test_the_largest_remains_of_each_earlier_piece_are_kept_below_the_minimum_size():
+    earlier = np.zeros((1, 20, 40), np.int32)
+    earlier[0, 2:12, 2:12] = 1  # two pieces the clean-up kept before
+    earlier[0, 2:12, 20:30] = 2
+    probability = np.zeros((1, 20, 40), np.float32)
+    probability[0, 2:5, 2:12] = 0.9  # piece 1 cut in two: 30 and 10 voxels remain
+    probability[0, 10:12, 2:7] = 0.9
+    probability[0, 15:17, 33:39] = 0.9  # a new 12-voxel speck, never kept
+    labels, n = kept_labels(probability, PostprocessConfig(0.5, min_size=50), earlier=earlier)
+    assert n == 1 and labels[0, 2:5, 2:12].all() and labels.astype(bool).sum() == 30
+    labels, n = kept_labels(probability, PostprocessConfig(0.5, min_size=50))
+    assert n == 0

@@ -13,6 +13,11 @@ benchmarks/corrections.py).
 A click only moves the probabilities its way: "tumour" never removes tumour, "not tumour" never adds any. Without
 that rule a tumour click sometimes dropped tumour on a neighbouring slice, which no user would expect; with it the
 simulated user's mean Dice rose faster on the validation patients (docs/corrections.md).
+
+The clean-up (minimum piece size, confidence) judges the automatic mask once: what remains of a piece it kept (the
+largest part, where a click cut it in two) stays, however small a "not tumour" click leaves it. Judged again after
+each click, a click that trimmed a false rim off a small tumour left less than the minimum size and the whole tumour
+vanished (docs/corrections.md); removing a whole piece is one click in the pieces list.
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ class CorrectionSession:
             self.probability = self._predict(np.arange(shape[0]))
         else:
             self.probability = np.asarray(probability, dtype=np.float32).reshape(shape).copy()
+        self._automatic = self.probability.copy()
+        self._judged: tuple[PostprocessConfig, np.ndarray] | None = None
         self._refresh()
 
     @property
@@ -122,11 +129,21 @@ class CorrectionSession:
 
     def _refresh(self) -> None:
         """Mask and piece labels from the probabilities: the model's clean-up, except that a piece holding a positive
-        click is always kept (the user said it is tumour)."""
+        click is always kept (the user said it is tumour), and so is what remains of a piece the clean-up kept in the
+        automatic mask (see the module docstring)."""
         said_tumour = tuple((round(c.z), round(c.y), round(c.x)) for c in self.clicks if c.positive)
-        self.piece_labels, self.piece_count = kept_labels(self.probability, self.postprocess, keep_at=said_tumour)
+        earlier = self._automatic_pieces() if any(not c.positive for c in self.clicks) else None
+        self.piece_labels, self.piece_count = kept_labels(self.probability, self.postprocess, keep_at=said_tumour,
+                                                          earlier=earlier)
         self.mask = (self.piece_labels > 0).astype(np.uint8)
         self._pieces: list[Piece] | None = None
+
+    def _automatic_pieces(self) -> np.ndarray:
+        """The pieces of the automatic mask (no clicks) under the current clean-up, labelled; worked out once per
+        clean-up."""
+        if self._judged is None or self._judged[0] != self.postprocess:
+            self._judged = (self.postprocess, kept_labels(self._automatic, self.postprocess)[0])
+        return self._judged[1]
 
     @property
     def pieces(self) -> list[Piece]:

@@ -46,19 +46,36 @@ def postprocess(probability: np.ndarray, config: PostprocessConfig,
     return (labels > 0).astype(np.uint8)
 
 
-def kept_labels(probability: np.ndarray, config: PostprocessConfig,
-                keep_at: tuple[tuple[int, ...], ...] = ()) -> tuple[np.ndarray, int]:
+def kept_labels(probability: np.ndarray, config: PostprocessConfig, keep_at: tuple[tuple[int, ...], ...] = (),
+                earlier: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """The pieces `postprocess` keeps, labelled: (int32 labels 1..n in raster order, 0 elsewhere; n). Callers that
-    list the pieces (corrections, review) get them from the one labelling that chose them."""
+    list the pieces (corrections, review) get them from the one labelling that chose them.
+
+    Kept whatever the clean-up says: a piece holding a voxel of `keep_at`, and for each piece of the labels
+    `earlier` (same shape, 0 background), the largest piece now overlapping it (what remains of it)."""
     probability = np.asarray(probability)
     labels, n = ndimage.label(probability >= config.threshold)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     peaks = piece_peaks(probability, labels, n) if config.min_confidence > 0 else np.ones(n)
     keep = np.concatenate([[False], kept_pieces(sizes, peaks, config)])
     keep[[labels[point] for point in keep_at]] = True
+    if earlier is not None:
+        keep[largest_remains(labels, sizes, earlier)] = True
     keep[0] = False
     renumber = (np.cumsum(keep) * keep).astype(np.int32)
     return renumber[labels], int(keep.sum())
+
+
+def largest_remains(labels: np.ndarray, sizes: np.ndarray, earlier: np.ndarray) -> np.ndarray:
+    """For each piece of `earlier` that `labels` (pieces 1..n of `sizes` voxels) overlaps, the label of the largest
+    piece overlapping it."""
+    both = (labels > 0) & (earlier > 0)
+    stride = len(sizes) + 1
+    pairs = np.unique(earlier[both].astype(np.int64) * stride + labels[both])  # one number per (earlier, now) pair
+    was, now = np.divmod(pairs, stride)
+    order = np.lexsort((-sizes[now - 1], was))  # by earlier piece, the largest piece now first
+    first = np.concatenate([[True], np.diff(was[order]) > 0])[: len(order)]
+    return now[order][first]
 
 
 def piece_peaks(probability: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
