@@ -463,6 +463,22 @@ CLI_CASES = [
                  id="predict into its case folder through a link"),
     pytest.param(_predict(scan=_kaggle_patient_with_masks, output=lambda w: w.inputs / "P" / "P_2_mask.tif"),
                  "which is part of the input", id="predict a Kaggle folder onto one of its slice masks"),
+    pytest.param(_predict(scan=lambda w: _kaggle_patient_with_masks(w) / "P_2.tif",
+                          output=lambda w: w.inputs / "P" / "P_2_mask.tif"),
+                 "P_2_mask.tif, which is part of the input", id="predict a Kaggle slice onto its own mask"),
+    pytest.param(_predict(scan=lambda w: _kaggle_patient_with_masks(w) / "P_2.tif",
+                          output=lambda w: w.inputs / "P" / "edited.tif"),
+                 "which is part of the input", id="predict a Kaggle slice into its patient folder"),
+    pytest.param(_predict(scan=lambda w: w.tiff("X_image.tif", np.zeros((2, 8, 8), np.uint8)),
+                          output=lambda w: w.tiff("X_mask.tif", np.ones((2, 8, 8), np.uint8))),
+                 "X_mask.tif, which is part of the input", id="predict a sample-style scan onto the mask beside it"),
+    pytest.param(lambda w: ["evaluate", "--model", str(w.model), "--data", str(_kaggle_patient_with_masks(w)),
+                            "--json", str(w.inputs / "P" / "P_1.tif")],
+                 "which is part of the input", id="evaluate --json onto a slice of the patient"),
+    pytest.param(lambda w: ["calibrate", "--model", str(default_model_path()), "--data", str(w.patient)],
+                 "default model is part of the installed package", id="calibrate the installed default model by its path"),
+    pytest.param(lambda w: [str(default_model_path()) if a == str(w.out / "run") else a for a in _train()(w)],
+                 "default model is part of the installed package", id="train into the installed default model's folder"),
     pytest.param(_predict(scan=_cohort_of_two_cases, output=lambda w: w.inputs / "cohort" / "A"),
                  "which is part of the input", id="predict a cohort into one of its case folders"),
     pytest.param(_predict(scan=_same_name_in_two_folders, output=lambda w: w.out / "masks"),
@@ -544,6 +560,7 @@ def test_cli_refuses_with_one_line_exit_2_and_leaves_no_output(make_argv, phrase
     assert _files(w.out) == before  # nothing new, nothing changed, nothing half-written
     assert not [p for p in w.out.parent.rglob("*") if ".tmp" in p.name]
     assert _files(w.inputs) == inputs and _installed_default_model() == installed
+    assert not (default_model_path() / LOCK_FILE).exists()
 
 
 def test_cli_leaves_no_mask_or_summary_row_when_a_later_scan_of_a_folder_is_corrupt(w, capsys):

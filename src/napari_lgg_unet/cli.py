@@ -329,9 +329,12 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from .engine.atomic import write_text_atomic
     from .engine.device import pick_device
     from .engine.evaluate import evaluate_patients, report
+    from .engine.outputs import check_output
 
     model, options = _load_for_inference(args, pick_device(args.device))
     folders = _evaluation_folders(args, model)
+    if args.json:
+        check_output(args.json, folders)
     results = []
     print(f"{'patient':<28} {'slices':>6} {'dice':>6} {'iou':>6} {'acc':>7}")
     results_iter = evaluate_patients(model, folders, options, args.input_variant)
@@ -351,11 +354,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _run_calibrate(args: argparse.Namespace) -> int:
     from .engine.calibrate import adopt_calibration, calibrate
     from .engine.device import pick_device
-    from .engine.model import DEFAULT_MODEL_NAME, load_model, resolve_model_path
+    from .engine.model import load_model, resolve_model_path
+    from .engine.run_folder import RunFolder
 
-    if args.model == DEFAULT_MODEL_NAME:
-        raise InputError("the default model is part of the installed package and is not changed; copy its folder "
-                         f"({resolve_model_path(DEFAULT_MODEL_NAME)}) and calibrate the copy")
+    RunFolder(resolve_model_path(args.model)).check_writable()
     if (args.like is None) == (args.data is None):
         raise InputError("give either --data (patients to calibrate on) or --like (a model whose calibration to adopt)")
     if args.like is not None:

@@ -19,19 +19,33 @@ from .io import ScanSource
 
 
 def input_paths(source: ScanSource) -> list[Path]:
-    """The files and folders `source` is read from, links resolved: a Kaggle patient folder or TIFF file itself;
-    a case's sequence files (or DICOM folders), its labels, and its folder when that folder is the case's own.
-    A volume file stands for its whole case, as load_scan reads it (its sibling sequences and labels)."""
+    """The files and folders `source` is read from, links resolved: a Kaggle patient folder itself; a TIFF file with
+    the masks a reader pairs with it and its folder when that is a Kaggle patient folder (a file there is read as one
+    of the patient's slices); a case's sequence files (or DICOM folders), its labels, and its folder when that folder
+    is the case's own. A volume file stands for its whole case, as load_scan reads it (its sibling sequences and
+    labels)."""
     from .cases import Case, case_of_file
 
     if not isinstance(source, Case):
         path = Path(source)
         if path.is_dir() or volume_suffix(path) is None or not path.exists():
-            return [path.resolve()]  # a folder, a TIFF, or no scan at all (reading it says so)
+            path = path.resolve()  # a folder, a TIFF, or no scan at all (reading it says so)
+            return [path, *_tiff_companions(path)]
         source = case_of_file(path)
     paths = [s.path for _, s in source.sequences] + ([source.labels.path] if source.labels else [])
     own_folders = {p.parent for p in paths if p.parent.name == source.name}
     return [p.resolve() for p in (*own_folders, *paths)]
+
+
+def _tiff_companions(path: Path) -> list[Path]:
+    """The masks paired with the TIFF scan `path` (`X_mask.tif` beside `X.tif` or `X_image.tif`, as the Kaggle
+    dataset and the packaged sample name them) and its folder when the file is named after it (a Kaggle patient)."""
+    if path.suffix.lower() not in (".tif", ".tiff") or path.is_dir():
+        return []
+    stems = {path.stem, path.stem.removesuffix("_image")}
+    masks = [path.with_name(f"{stem}_mask{suffix}") for stem in sorted(stems) for suffix in (".tif", ".tiff")]
+    folder = [path.parent] if path.name.startswith(f"{path.parent.name}_") else []
+    return folder + masks
 
 
 def where(source: ScanSource) -> Path:

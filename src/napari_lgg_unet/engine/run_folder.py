@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 from .atomic import remove_leftover_temp_files, write_tensors_atomic, write_text_atomic
 from .errors import InputError, ModelError
-from .model import CONFIG_FILE, WEIGHTS_FILE
+from .model import CONFIG_FILE, WEIGHTS_FILE, default_model_path
 from .validate import from_json
 
 RESUME_FILE = "resume.safetensors"
@@ -57,6 +57,14 @@ class RunFolder:
     def holds_resume_state(self) -> bool:
         return self.resume_file.is_file()
 
+    def check_writable(self) -> None:
+        """Refuse a folder that may not be written: a file, or the default model installed with the package."""
+        if self.path.exists() and not self.path.is_dir():
+            raise InputError(f"{self.path} is a file, not a folder; choose another output folder")
+        if self.path.resolve() == default_model_path().resolve():
+            raise InputError(f"the default model is part of the installed package and is not changed ({self.path}); "
+                             "copy its folder and use the copy")
+
     @contextlib.contextmanager
     def locked(self, task: str = "training run") -> Iterator["RunFolder"]:
         """Hold the folder's exclusive lock for `task` (what the refusal of a second writer names: training and
@@ -65,8 +73,7 @@ class RunFolder:
         A folder this call created is removed again when the block fails before writing anything but the lock,
         so a refused or failed first run leaves no empty model folder behind.
         """
-        if self.path.exists() and not self.path.is_dir():
-            raise InputError(f"{self.path} is a file, not a folder; choose another output folder")
+        self.check_writable()
         created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         try:
