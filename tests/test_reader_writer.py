@@ -177,3 +177,22 @@ def test_labels_whose_stored_geometry_holds_nan_are_refused_and_nothing_is_writt
     with pytest.raises(InputError, match=r"scan geometry \(its metadata\): its voxel-to-mm geometry holds NaN"):
         write_labels(str(tmp_path / "m.nii.gz"), np.zeros((2, 4, 4), np.uint8), {"metadata": {GEOMETRY_KEY: stored}})
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["case_flair", "case_flair.nii.gz", "case_seg.nii.gz", "case_t1.nii.gz"])
+def test_a_mask_is_never_saved_onto_a_file_of_the_scan_it_came_from(tmp_path, name):
+    from napari_lgg_unet.engine.errors import InputError
+
+    case = _nifti_case(tmp_path / "case", ANISOTROPIC)
+    files = {p: p.read_bytes() for p in case.iterdir()}
+    image, meta, _ = _by_name(get_reader(str(case))(str(case)))["FLAIR"]
+    with pytest.raises(InputError, match="a file of the scan this mask was segmented from"):
+        write_labels(str(case / name), (image > image.mean()).astype(np.uint8), meta)
+    assert {p: p.read_bytes() for p in case.iterdir()} == files
+
+
+def test_a_name_with_an_unknown_suffix_gets_the_mask_suffix_added_not_swapped(tmp_path):
+    scan = tmp_path / "P_12.tif"
+    tifffile.imwrite(scan, np.full((8, 8), 7, np.uint8))
+    [written] = write_labels(str(tmp_path / "P_12.edited"), np.ones((8, 8), np.uint8), {})
+    assert Path(written).name == "P_12.edited.tif" and (tifffile.imread(scan) == 7).all()

@@ -17,13 +17,17 @@ from .reader import GEOMETRY_KEY
 
 def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
     """Write the mask atomically (a failed save never leaves a half-written file); returns the path written.
-    A name without a known suffix gets NIfTI when the layer has a scan's geometry, else TIFF."""
+    A name without a known suffix gets NIfTI when the layer has a scan's geometry, else TIFF, added to the name
+    (`P_12.edited` becomes `P_12.edited.tif`, not `P_12.tif`). A mask is never written onto a file of the scan it
+    was segmented from (the layer's geometry names them)."""
     from .engine.formats import default_mask_suffix, file_format
 
     target, data = Path(path), np.asarray(data)
     stored = (meta.get("metadata") or {}).get(GEOMETRY_KEY)
     if file_format(target) is None:
-        target = target.with_suffix(default_mask_suffix(bool(stored)))
+        target = target.with_name(target.name + default_mask_suffix(bool(stored)))
+    if stored:
+        _check_not_a_scan_file(target, stored)
     kind = file_format(target)
     geometry = None
     if kind.is_volume:
@@ -34,3 +38,16 @@ def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
         geometry = Geometry.from_dict(stored) if stored else engine_geometry((1,) * (3 - data.ndim) + data.shape, spacing)
     kind.write_mask(target, data, geometry)
     return [str(target)]
+
+
+def _check_not_a_scan_file(target: Path, stored: dict) -> None:
+    """Refuse `target` when it is one of the files of the case the layer's scan was read from."""
+    from .engine.errors import InputError
+    from .engine.outputs import input_paths
+    from .engine.volumes import Geometry
+
+    sources = [Path(source) for _, source in Geometry.from_dict(stored).sources]
+    files = {p for source in sources if source.exists() for p in input_paths(source) if not p.is_dir()}
+    if target.resolve() in files:
+        raise InputError(f"{target} is a file of the scan this mask was segmented from; save the mask under "
+                         "another name")
