@@ -70,6 +70,41 @@ def test_a_negative_click_keeps_what_remains_of_a_piece_even_below_the_minimum_s
     assert session.mask.sum() == 0
 
 
+def _two_pieces() -> np.ndarray:
+    """Probabilities of a 216-voxel piece through all 6 slices and a 200-voxel one on slices 0-1, on a blank scan
+    (where the test network removes everything a "not tumour" click reaches: whole slices at this size)."""
+    probability = np.zeros((6, 32, 32), np.float32)
+    probability[:, 4:10, 4:10] = 0.9
+    probability[0:2, 20:30, 20:30] = 0.9
+    return probability
+
+
+def _blank_session(probability: np.ndarray, **postprocess) -> CorrectionSession:
+    options = SegmentOptions(postprocess=PostprocessConfig(**postprocess))
+    return _session(np.zeros((6, 32, 32), np.float32), options=options, probability=probability)
+
+
+def test_a_negative_click_never_brings_back_a_fragment_it_dropped_before():
+    probability = _two_pieces()
+    probability[0:2, 20:30, 20:30] = 0
+    session = _blank_session(probability, min_size=100)
+    session.click(2, 6, 6, positive=False)  # slices 1-3 go: 36 voxels on slice 0, 72 on slices 4-5 remain
+    assert session.mask.sum() == 72 and not session.mask[0].any()
+    session.click(4, 6, 6, positive=False)  # slices 3-5 go: the slice-0 fragment must not return
+    assert session.mask.sum() == 0
+
+
+def test_with_only_the_largest_piece_kept_a_click_never_moves_the_mask_against_its_kind():
+    session = _blank_session(_two_pieces(), keep_largest=True)
+    assert session.mask.sum() == 216
+    before = session.mask.copy()
+    session.click(2, 6, 6, positive=False)  # the kept piece shrinks below the other one, which must not appear
+    assert not session.mask[0, 20:30, 20:30].any() and not (session.mask & ~before.astype(bool)).any()
+    session = _blank_session(_two_pieces(), keep_largest=True)
+    session.click(0, 25, 30, positive=True)  # grows the other piece past the kept one, which must stay
+    assert session.mask[3, 6, 6] and session.mask[0, 25, 25]
+
+
 def test_undo_returns_exactly_to_the_mask_before_each_click():
     session = _session(_scan())
     first = session.mask.copy()
@@ -82,7 +117,8 @@ def test_undo_returns_exactly_to_the_mask_before_each_click():
         session.undo()
 
 
-@pytest.mark.parametrize("click", [(6, 1, 1), (-1, 1, 1), (0, 40, 1), (0, float("nan"), 1), ("a", 1, 1)])
+@pytest.mark.parametrize("click", [(6, 1, 1), (-1, 1, 1), (0, 40, 1), (0, float("nan"), 1), ("a", 1, 1),
+                                   (0, 1, 1, "no")])
 def test_a_bad_click_is_refused_and_leaves_the_session_unchanged(click):
     session = _session(_scan())
     before = session.mask.copy()
@@ -140,6 +176,34 @@ def test_a_positive_click_never_lowers_a_probability_and_a_negative_one_never_ra
     raised = session.probability.copy()
     session.click(1, 60, 60, positive=False)
     assert (session.probability <= raised).all() and (session.probability < raised - 0.1).any()
+
+
+def test_undo_after_a_new_clean_up_gives_the_mask_of_that_clean_up():
+    session = _session(_scan())
+    session.click(2, 12, 12, positive=False)
+    session.set_postprocess(PostprocessConfig(min_size=1000))  # drops every piece
+    assert session.mask.sum() == 0
+    assert session.undo().sum() == 0 and session.piece_count == 0
+
+
+def test_a_bad_clean_up_is_refused_and_the_session_still_takes_clicks():
+    session = _session(_scan())
+    with pytest.raises(InputError, match="PostprocessConfig"):
+        session.set_postprocess({"threshold": 0.5})
+    session.click(2, 12, 12, positive=False)
+    assert not session.mask[2, 12, 12]
+
+
+@pytest.mark.parametrize("probability, message", [(np.zeros((6, 32, 31)), "shape"), ([[1]], "shape"),
+                                                  (np.full((6, 32, 32), np.nan), "from 0 to 1"),
+                                                  (np.full((6, 32, 32), 2.0), "from 0 to 1")])
+def test_bad_probabilities_are_refused(probability, message):
+    with pytest.raises(InputError, match=message):
+        _session(_scan(), probability=probability)
+
+
+def test_a_numpy_integer_window_is_taken():
+    assert _big_session(64, 64, _FollowsClicks(), np.int64(128)).window == 128
 
 
 @pytest.mark.parametrize("window", [100, 32, 0, 128.0])

@@ -14,10 +14,13 @@ A click only moves the probabilities its way: "tumour" never removes tumour, "no
 that rule a tumour click sometimes dropped tumour on a neighbouring slice, which no user would expect; with it the
 simulated user's mean Dice rose faster on the validation patients (docs/corrections.md).
 
-The clean-up (minimum piece size, confidence) judges the automatic mask once: what remains of a piece it kept (the
-largest part, where a click cut it in two) stays, however small a "not tumour" click leaves it. Judged again after
-each click, a click that trimmed a false rim off a small tumour left less than the minimum size and the whole tumour
-vanished (docs/corrections.md); removing a whole piece is one click in the pieces list.
+The clean-up (minimum piece size, confidence, largest piece) is not judged afresh after a click: a click keeps what
+it does not touch, and the mask only changes its way. What remains of a piece the mask held (its largest part,
+where a click cut it in two) stays, however small a "not tumour" click leaves it, and a "not tumour" click never
+brings back a piece the mask did not hold. Judged again after each click, a click that trimmed a false rim off a
+small tumour left less than the minimum size and the whole tumour vanished (docs/corrections.md); removing a whole
+piece is one click in the pieces list. A new clean-up (`set_postprocess`) judges the automatic mask again, keeping
+what remains of the pieces it keeps there.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from .device import out_of_memory_as_advice
 from .errors import InputError, ModelError
 from .model import LoadedModel
 from .model_input import Click
-from .pieces import Piece, describe_pieces
+from .pieces import Piece, describe_pieces, label_pieces
 from .postprocess import PostprocessConfig, kept_labels
 from .precision import Precision
 from .predict import ScanInput, SegmentOptions, forward_probability
@@ -46,6 +49,8 @@ MARGIN = 16  # network pixels inside a cut edge of the window whose output is no
 class _Undo:
     slices: np.ndarray
     probability: np.ndarray
+    mask: np.ndarray  # the mask before the click, packed to bits
+    postprocess: PostprocessConfig  # the clean-up that mask was made with
 
 
 class CorrectionSession:
@@ -61,9 +66,10 @@ class CorrectionSession:
         if not model.config.inputs.clicks:
             raise ModelError("this model does not take clicks; use one trained with `lgg-unet train --clicks`")
         size = model.config.preprocess.image_size
-        if window is not None and (not isinstance(window, int) or window % 32 or not 64 <= window):
+        if window is not None and (not isinstance(window, (int, np.integer)) or isinstance(window, bool)
+                                   or window % 32 or not 64 <= window):
             raise InputError(f"the click window must be a multiple of 32 pixels, at least 64, not {window!r}")
-        self.window = size if window is None else min(window, size)
+        self.window = size if window is None else min(int(window), size)
         self.options = options or SegmentOptions()
         self._scan = ScanInput.of(model, image, rgb)
         self._precision = self._scan.prepare(self.options)
@@ -73,7 +79,7 @@ class CorrectionSession:
         if probability is None:
             self.probability = self._predict(np.arange(shape[0]))
         else:
-            self.probability = np.asarray(probability, dtype=np.float32).reshape(shape).copy()
+            self.probability = _checked_probability(probability, shape)
         self._automatic = self.probability.copy()
         self._judged: tuple[PostprocessConfig, np.ndarray] | None = None
         self._refresh()
@@ -84,6 +90,8 @@ class CorrectionSession:
 
     def set_postprocess(self, config: PostprocessConfig) -> np.ndarray:
         """Another threshold or clean-up for the same probabilities (the clicks stay); returns the new mask."""
+        if not isinstance(config, PostprocessConfig):
+            raise InputError(f"a clean-up must be a PostprocessConfig, not {type(config).__name__}")
         self.options = replace(self.options, postprocess=config)
         self._refresh()
         return self.mask
@@ -93,26 +101,35 @@ class CorrectionSession:
         click = self._checked(z, y, x, positive)
         reach = self._scan.model.config.inputs.click_reach
         slices = np.arange(max(0, round(click.z) - reach), min(len(self.probability), round(click.z) + reach + 1))
-        self._undo.append(_Undo(slices, self.probability[slices].copy()))
+        self._undo.append(_Undo(slices, self.probability[slices].copy(), np.packbits(self.mask), self.postprocess))
         self.clicks.append(click)
         old = self.probability[slices]
         new = _recompute_near(self._scan, old, slices, self.clicks, (click.y, click.x), self.window, self.options,
                               self._precision)
         self.probability[slices] = np.maximum(old, new) if click.positive else np.minimum(old, new)
-        self._refresh()
+        self._refresh(after=click)
         return self.mask
 
     def undo(self) -> np.ndarray:
-        """Take the last click back (the probabilities return exactly to what they were); returns the mask."""
+        """Take the last click back (the probabilities return exactly to what they were, and so does the mask unless
+        the clean-up changed since the click: then it is judged again); returns the mask."""
         if not self.clicks:
             raise InputError("there is no click to undo")
         step = self._undo.pop()
         self.clicks.pop()
         self.probability[step.slices] = step.probability
-        self._refresh()
+        if step.postprocess != self.postprocess:
+            self._refresh()
+            return self.mask
+        mask = np.unpackbits(step.mask, count=self.probability.size).reshape(self.probability.shape)
+        self.piece_labels, self.piece_count = label_pieces(mask)
+        self.mask = mask
+        self._pieces = None
         return self.mask
 
     def _checked(self, z: float, y: float, x: float, positive: bool) -> Click:
+        if not isinstance(positive, (bool, np.bool_)):
+            raise InputError(f"a click's kind must be True (tumour) or False (not tumour), not {positive!r}")
         values = (z, y, x)
         if not all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in values):
             raise InputError(f"a click needs three numbers (z, y, x), not {values!r}")
@@ -127,14 +144,18 @@ class CorrectionSession:
         parts = [prob for _, prob in self._scan.probabilities(slices, self.clicks, self.options, self._precision)]
         return np.concatenate(parts)
 
-    def _refresh(self) -> None:
+    def _refresh(self, after: Click | None = None) -> None:
         """Mask and piece labels from the probabilities: the model's clean-up, except that a piece holding a positive
-        click is always kept (the user said it is tumour), and so is what remains of a piece the clean-up kept in the
-        automatic mask (see the module docstring)."""
+        click is always kept (the user said it is tumour), and (see the module docstring) what remains of each piece
+        of the mask before the click `after` (or, without one, of the automatic mask) is kept too, while a negative
+        click keeps nothing the mask before it did not hold."""
         said_tumour = tuple((round(c.z), round(c.y), round(c.x)) for c in self.clicks if c.positive)
-        earlier = self._automatic_pieces() if any(not c.positive for c in self.clicks) else None
+        if after is not None:
+            earlier, within = self.piece_labels, (None if after.positive else self.mask > 0)
+        else:
+            earlier, within = (self._automatic_pieces() if any(not c.positive for c in self.clicks) else None), None
         self.piece_labels, self.piece_count = kept_labels(self.probability, self.postprocess, keep_at=said_tumour,
-                                                          earlier=earlier)
+                                                          earlier=earlier, within=within)
         self.mask = (self.piece_labels > 0).astype(np.uint8)
         self._pieces: list[Piece] | None = None
 
@@ -152,6 +173,19 @@ class CorrectionSession:
         if self._pieces is None:
             self._pieces = describe_pieces(self.probability, self.piece_labels, self.piece_count)
         return self._pieces
+
+
+def _checked_probability(probability: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A caller's probabilities as a float32 copy of the scan's spatial `shape`, or InputError."""
+    try:
+        values = np.array(probability, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"the probabilities must be an array of numbers ({error})") from None
+    if values.size != int(np.prod(shape)):
+        raise InputError(f"the probabilities have shape {values.shape}, the scan {tuple(shape)}")
+    if not (np.isfinite(values).all() and values.min(initial=0) >= 0 and values.max(initial=0) <= 1):
+        raise InputError("the probabilities must be finite numbers from 0 to 1")
+    return values.reshape(shape)
 
 
 def _recompute_near(scan: ScanInput, old: np.ndarray, slices: np.ndarray, clicks: list[Click],

@@ -47,12 +47,13 @@ def postprocess(probability: np.ndarray, config: PostprocessConfig,
 
 
 def kept_labels(probability: np.ndarray, config: PostprocessConfig, keep_at: tuple[tuple[int, ...], ...] = (),
-                earlier: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+                earlier: np.ndarray | None = None, within: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """The pieces `postprocess` keeps, labelled: (int32 labels 1..n in raster order, 0 elsewhere; n). Callers that
     list the pieces (corrections, review) get them from the one labelling that chose them.
 
     Kept whatever the clean-up says: a piece holding a voxel of `keep_at`, and for each piece of the labels
-    `earlier` (same shape, 0 background), the largest piece now overlapping it (what remains of it)."""
+    `earlier` (same shape, 0 background), the largest piece now overlapping it (what remains of it). With a boolean
+    `within`, only pieces overlapping it are kept."""
     probability = np.asarray(probability)
     labels, n = ndimage.label(probability >= config.threshold)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
@@ -61,6 +62,10 @@ def kept_labels(probability: np.ndarray, config: PostprocessConfig, keep_at: tup
     keep[[labels[point] for point in keep_at]] = True
     if earlier is not None:
         keep[largest_remains(labels, sizes, earlier)] = True
+    if within is not None:
+        overlapping = np.zeros(n + 1, dtype=bool)
+        overlapping[np.unique(labels[within])] = True
+        keep &= overlapping
     keep[0] = False
     renumber = (np.cumsum(keep) * keep).astype(np.int32)
     return renumber[labels], int(keep.sum())
