@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import json
 import math
@@ -201,11 +202,19 @@ def _symlink_loop(w: Workspace) -> Path:
     return w.inputs / "loop"
 
 
+def _truncated_tiff_stack(w: Workspace) -> Path:
+    """A compressed 24-slice stack cut to a quarter: tifffile reads its first page alone and only logs the error."""
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.random.default_rng(0).integers(0, 255, (24, 64, 64), np.uint8), compression="zlib")
+    return w.file("t.tif", buffer.getvalue()[: len(buffer.getvalue()) // 4])
+
+
 # name -> (make the scan, phrase of the refusal); each is refused by `predict --input` and by load_scan/segment_volume
 BAD_SCANS: dict[str, tuple[Callable[[Workspace], Path], str]] = {
     "missing file": (lambda w: w.inputs / "absent.tif", "not found"),
     "corrupt TIFF": (lambda w: w.file("c.tif", b"II*\0garbage"), "empty or corrupt"),
     "unreadable TIFF": (lambda w: w.file("u.tif", b"garbage"), "cannot read"),
+    "truncated TIFF stack": (_truncated_tiff_stack, "truncated or corrupt"),
     "TIFF with 4 channels": (lambda w: w.tiff("rgba.tif", np.zeros((2, 16, 16, 4), np.uint8)), "channels"),
     "NaN slice the percentiles skip": (_nan_slice_the_percentiles_skip, "NaN"),
     "infinite value": (_infinite, "infinite"),

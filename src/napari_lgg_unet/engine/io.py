@@ -8,10 +8,13 @@ read by volumes.py, dicom.py and cases.py (imported on first use: TIFF-only work
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import tifffile
@@ -67,7 +70,7 @@ def read_tiff(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise InputError(f"file not found: {path}")
     try:
-        with tifffile.TiffFile(path) as tiff:
+        with tifffile.TiffFile(path) as tiff, _tifffile_errors() as errors:
             series = tiff.series
             if len(series) > 1:
                 shapes = ", ".join(str(s.shape) for s in series[:4])
@@ -81,7 +84,27 @@ def read_tiff(path: str | Path) -> np.ndarray:
         raise
     except Exception as error:  # tifffile raises many types for broken files
         raise InputError(f"cannot read {path} as a TIFF image ({describe(error)})") from None
+    if errors:
+        raise InputError(f"{path} is truncated or corrupt ({errors[0]})")
     return kept_pixels(data)
+
+
+@contextlib.contextmanager
+def _tifffile_errors() -> Iterator[list[str]]:
+    """The errors tifffile logs instead of raising, collected: a truncated stack reads as its first pages (a 24-slice
+    scan as one slice) with only an 'invalid page offset' logged. Only this thread's: reads run in parallel."""
+    errors: list[str] = []
+    thread = threading.get_ident()
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = lambda record: errors.append(record.getMessage()) if record.thread == thread else None
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield errors
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def _slice_files(folder: Path) -> tuple[list[tuple[int, Path]], dict[int, Path]]:
