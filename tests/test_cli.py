@@ -37,6 +37,13 @@ def test_predict_on_a_tiff_stack_keeps_its_shape(tiny_model_dir, tmp_path):
     assert tifffile.imread(tmp_path / "o.tif").shape == (3, 70, 90)
 
 
+@pytest.mark.parametrize("shape", [(70, 90), (70, 90, 3)])
+def test_predict_on_a_2d_image_writes_a_2d_mask_as_the_dataset_s_slice_masks_are(tiny_model_dir, tmp_path, shape):
+    tifffile.imwrite(tmp_path / "slice.tif", np.random.default_rng(0).integers(0, 255, shape).astype(np.uint8))
+    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "slice.tif"), "--output", str(tmp_path / "o.tif")]) == 0
+    assert tifffile.imread(tmp_path / "o.tif").shape == (70, 90)
+
+
 def test_train_then_evaluate_writes_the_documented_json(lgg_root, sample_patient_dir, tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()

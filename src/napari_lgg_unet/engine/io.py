@@ -252,6 +252,10 @@ def mask_file_name(scan: Scan) -> str:
 
 def write_mask(path: str | Path, mask: np.ndarray, scan: Scan) -> None:
     """Save `mask` (the scan's (Z, H, W)) in the format `path` names: a volume format on the scan's source grid (a
-    scan without geometry gets the engine's axes and unit spacing), anything else TIFF 0/255."""
+    scan without geometry gets the engine's axes and unit spacing), anything else TIFF 0/255, 2D for a 2D image (as
+    the Kaggle dataset's slice masks are, so it can join a patient folder)."""
     path = Path(path)
-    (file_format(path) or TIFF).write_mask(path, mask, scan.geometry)
+    kind = file_format(path) or TIFF
+    if not kind.is_volume and np.ndim(scan.image) == (3 if scan.rgb else 2):
+        mask = np.asarray(mask).reshape(np.shape(mask)[-2:])
+    kind.write_mask(path, mask, scan.geometry)
