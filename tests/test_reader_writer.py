@@ -196,3 +196,16 @@ def test_a_name_with_an_unknown_suffix_gets_the_mask_suffix_added_not_swapped(tm
     tifffile.imwrite(scan, np.full((8, 8), 7, np.uint8))
     [written] = write_labels(str(tmp_path / "P_12.edited"), np.ones((8, 8), np.uint8), {})
     assert Path(written).name == "P_12.edited.tif" and (tifffile.imread(scan) == 7).all()
+
+
+@pytest.mark.parametrize("name, data, meta, message", [
+    ("m.tif", np.zeros(5, np.uint8), {}, "2 or 3 dimensions"),
+    ("m.nii.gz", np.zeros((3, 4, 5), np.uint8), {"scale": (0.0, 1.0, 1.0)}, "not a voxel size"),
+    ("m.nii.gz", np.zeros((3, 4, 5), np.uint8), {"scale": (np.nan, 1.0, 1.0)}, "not a voxel size"),
+])
+def test_a_layer_that_cannot_be_a_mask_file_is_refused_and_nothing_is_written(tmp_path, name, data, meta, message):
+    from napari_lgg_unet.engine.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        write_labels(str(tmp_path / name), data, meta)
+    assert not list(tmp_path.iterdir())

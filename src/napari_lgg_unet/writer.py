@@ -20,9 +20,12 @@ def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
     A name without a known suffix gets NIfTI when the layer has a scan's geometry, else TIFF, added to the name
     (`P_12.edited` becomes `P_12.edited.tif`, not `P_12.tif`). A mask is never written onto a file of the scan it
     was segmented from (the layer's geometry names them)."""
+    from .engine.errors import InputError
     from .engine.formats import default_mask_suffix, file_format
 
     target, data = Path(path), np.asarray(data)
+    if data.ndim not in (2, 3):
+        raise InputError(f"a mask has 2 or 3 dimensions, this layer {data.ndim}; save a 2D or 3D labels layer")
     stored = (meta.get("metadata") or {}).get(GEOMETRY_KEY)
     if file_format(target) is None:
         target = target.with_name(target.name + default_mask_suffix(bool(stored)))
@@ -34,6 +37,8 @@ def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
         from .engine.volumes import Geometry, engine_geometry
 
         scale = tuple(meta.get("scale") or (1.0,) * data.ndim)
+        if not all(np.isfinite(scale)) or min(scale) <= 0:
+            raise InputError(f"the layer's scale {scale} is not a voxel size (positive numbers); fix it or save as TIFF")
         spacing = (1.0,) * (3 - len(scale)) + scale[-3:]
         geometry = Geometry.from_dict(stored) if stored else engine_geometry((1,) * (3 - data.ndim) + data.shape, spacing)
     kind.write_mask(target, data, geometry)
