@@ -20,7 +20,7 @@ from .io import ScanSource
 
 def input_paths(source: ScanSource) -> list[Path]:
     """The files and folders `source` is read from, links resolved: a Kaggle patient folder itself; a TIFF file with
-    the masks a reader pairs with it and its folder when that is a Kaggle patient folder (a file there is read as one
+    the existing masks a reader pairs with it and its folder when that is a Kaggle patient folder (a file there is read as one
     of the patient's slices); a case's sequence files (or DICOM folders), its labels, and its folder when that folder
     is the case's own. A volume file stands for its whole case, as load_scan reads it (its sibling sequences and
     labels)."""
@@ -38,14 +38,15 @@ def input_paths(source: ScanSource) -> list[Path]:
 
 
 def _tiff_companions(path: Path) -> list[Path]:
-    """The masks paired with the TIFF scan `path` (`X_mask.tif` beside `X.tif` or `X_image.tif`, as the Kaggle
-    dataset and the packaged sample name them) and its folder when the file is named after it (a Kaggle patient)."""
+    """The masks already paired with the TIFF scan `path` (`X_mask.tif` beside `X.tif` or `X_image.tif`, as the
+    Kaggle dataset and the packaged sample name them: a user's manual masks) and its folder when the file is named
+    after it (a Kaggle patient). A paired name not yet taken is free for the scan's new mask."""
     if path.suffix.lower() not in (".tif", ".tiff") or path.is_dir():
         return []
     stems = {path.stem, path.stem.removesuffix("_image")}
     masks = [path.with_name(f"{stem}_mask{suffix}") for stem in sorted(stems) for suffix in (".tif", ".tiff")]
     folder = [path.parent] if path.name.startswith(f"{path.parent.name}_") else []
-    return folder + masks
+    return folder + [mask for mask in masks if mask.exists()]
 
 
 def where(source: ScanSource) -> Path:
