@@ -20,10 +20,10 @@ from .io import ScanSource
 
 def input_paths(source: ScanSource) -> list[Path]:
     """The files and folders `source` is read from, links resolved: a Kaggle patient folder itself; a TIFF file with
-    the existing masks a reader pairs with it and its folder when that is a Kaggle patient folder (a file there is read as one
-    of the patient's slices); a case's sequence files (or DICOM folders), its labels, and its folder when that folder
-    is the case's own. A volume file stands for its whole case, as load_scan reads it (its sibling sequences and
-    labels)."""
+    the existing masks a reader pairs with it and its folder when that is a Kaggle patient folder (a file there is
+    read as one of the patient's slices); a case's sequence files (or DICOM folders), its labels, and its folder when
+    that folder is the case's own. A volume file stands for its whole case, as load_scan reads it (its sibling
+    sequences and labels)."""
     from .cases import Case, case_of_file
 
     if not isinstance(source, Case):
