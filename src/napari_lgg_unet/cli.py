@@ -329,12 +329,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from .engine.atomic import write_text_atomic
     from .engine.device import pick_device
     from .engine.evaluate import evaluate_patients, report
+    from .engine.io import find_scans
+    from .engine.model import default_model_path, resolve_model_path
     from .engine.outputs import check_output
 
     model, options = _load_for_inference(args, pick_device(args.device))
     folders = _evaluation_folders(args, model)
-    if args.json:
-        check_output(args.json, folders)
+    if args.json:  # not onto any scan under --data (the split's or not), nor into a model folder
+        check_output(args.json, [*find_scans(args.data), resolve_model_path(args.model), default_model_path()])
     results = []
     print(f"{'patient':<28} {'slices':>6} {'dice':>6} {'iou':>6} {'acc':>7}")
     results_iter = evaluate_patients(model, folders, options, args.input_variant)
