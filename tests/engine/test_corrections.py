@@ -186,6 +186,26 @@ def test_undo_after_a_new_clean_up_gives_the_mask_of_that_clean_up():
     assert session.undo().sum() == 0 and session.piece_count == 0
 
 
+@pytest.mark.parametrize("postprocess", [{"min_size": 100}, {"keep_largest": True}])
+def test_a_clean_up_changed_and_changed_back_gives_the_mask_the_clicks_gave(postprocess):
+    probability = _two_pieces()
+    probability[0:2, 20:30, 20:30] = 0
+    probability[5, 4:10, 10:12] = 0.9  # a branch that the second click cuts off as the larger part
+    session = _blank_session(probability, **postprocess)
+    session.click(2, 6, 6, positive=False)
+    session.click(0, 25, 25, positive=True)
+    session.click(4, 6, 6, positive=False)
+    clicked = session.mask.copy()
+    np.testing.assert_array_equal(session.set_postprocess(session.postprocess), clicked)
+    session.set_postprocess(PostprocessConfig(threshold=0.3))
+    np.testing.assert_array_equal(session.set_postprocess(PostprocessConfig(**postprocess)), clicked)
+    undone = session.undo()
+    fresh = _blank_session(probability, **postprocess)
+    fresh.click(2, 6, 6, positive=False)
+    fresh.click(0, 25, 25, positive=True)
+    np.testing.assert_array_equal(undone, fresh.mask)
+
+
 def test_a_bad_clean_up_is_refused_and_the_session_still_takes_clicks():
     session = _session(_scan())
     with pytest.raises(InputError, match="PostprocessConfig"):

@@ -19,8 +19,8 @@ it does not touch, and the mask only changes its way. What remains of a piece th
 where a click cut it in two) stays, however small a "not tumour" click leaves it, and a "not tumour" click never
 brings back a piece the mask did not hold. Judged again after each click, a click that trimmed a false rim off a
 small tumour left less than the minimum size and the whole tumour vanished (docs/corrections.md); removing a whole
-piece is one click in the pieces list. A new clean-up (`set_postprocess`) judges the automatic mask again, keeping
-what remains of the pieces it keeps there.
+piece is one click in the pieces list. A new clean-up (`set_postprocess`) gives the mask the same clicks would have
+given under it: the automatic mask judged afresh, then each click's rule in turn.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ class _Undo:
     slices: np.ndarray
     probability: np.ndarray
     mask: np.ndarray  # the mask before the click, packed to bits
-    postprocess: PostprocessConfig  # the clean-up that mask was made with
 
 
 class CorrectionSession:
@@ -80,20 +79,20 @@ class CorrectionSession:
             self.probability = self._predict(np.arange(shape[0]))
         else:
             self.probability = _checked_probability(probability, shape)
-        self._automatic = self.probability.copy()
-        self._judged: tuple[PostprocessConfig, np.ndarray] | None = None
-        self._refresh()
+        self._show(self._judged(self.probability, None))
 
     @property
     def postprocess(self) -> PostprocessConfig:
         return self.options.postprocess or self._scan.model.config.postprocess
 
     def set_postprocess(self, config: PostprocessConfig) -> np.ndarray:
-        """Another threshold or clean-up for the same probabilities (the clicks stay); returns the new mask."""
+        """Another threshold or clean-up for the same probabilities (the clicks stay); returns the new mask, the one
+        the same clicks would have given under it (one labelling per click: the history is replayed)."""
         if not isinstance(config, PostprocessConfig):
             raise InputError(f"a clean-up must be a PostprocessConfig, not {type(config).__name__}")
-        self.options = replace(self.options, postprocess=config)
-        self._refresh()
+        if config != self.postprocess:
+            self.options = replace(self.options, postprocess=config)
+            self._replay()
         return self.mask
 
     def click(self, z: float, y: float, x: float, positive: bool = True) -> np.ndarray:
@@ -101,30 +100,25 @@ class CorrectionSession:
         click = self._checked(z, y, x, positive)
         reach = self._scan.model.config.inputs.click_reach
         slices = np.arange(max(0, round(click.z) - reach), min(len(self.probability), round(click.z) + reach + 1))
-        self._undo.append(_Undo(slices, self.probability[slices].copy(), np.packbits(self.mask), self.postprocess))
+        self._undo.append(_Undo(slices, self.probability[slices].copy(), np.packbits(self.mask)))
         self.clicks.append(click)
         old = self.probability[slices]
         new = _recompute_near(self._scan, old, slices, self.clicks, (click.y, click.x), self.window, self.options,
                               self._precision)
         self.probability[slices] = np.maximum(old, new) if click.positive else np.minimum(old, new)
-        self._refresh(after=click)
+        self._show(self._judged(self.probability, click))
         return self.mask
 
     def undo(self) -> np.ndarray:
-        """Take the last click back (the probabilities return exactly to what they were, and so does the mask unless
-        the clean-up changed since the click: then it is judged again); returns the mask."""
+        """Take the last click back (the probabilities and the mask return exactly to what they were); returns the
+        mask."""
         if not self.clicks:
             raise InputError("there is no click to undo")
         step = self._undo.pop()
         self.clicks.pop()
         self.probability[step.slices] = step.probability
-        if step.postprocess != self.postprocess:
-            self._refresh()
-            return self.mask
         mask = np.unpackbits(step.mask, count=self.probability.size).reshape(self.probability.shape)
-        self.piece_labels, self.piece_count = label_pieces(mask)
-        self.mask = mask
-        self._pieces = None
+        self._show(label_pieces(mask))
         return self.mask
 
     def _checked(self, z: float, y: float, x: float, positive: bool) -> Click:
@@ -144,27 +138,37 @@ class CorrectionSession:
         parts = [prob for _, prob in self._scan.probabilities(slices, self.clicks, self.options, self._precision)]
         return np.concatenate(parts)
 
-    def _refresh(self, after: Click | None = None) -> None:
-        """Mask and piece labels from the probabilities: the model's clean-up, except that a piece holding a positive
-        click is always kept (the user said it is tumour), and (see the module docstring) what remains of each piece
-        of the mask before the click `after` (or, without one, of the automatic mask) is kept too, while a negative
-        click keeps nothing the mask before it did not hold."""
-        said_tumour = tuple((round(c.z), round(c.y), round(c.x)) for c in self.clicks if c.positive)
-        if after is not None:
-            earlier, within = self.piece_labels, (None if after.positive else self.mask > 0)
-        else:
-            earlier, within = (self._automatic_pieces() if any(not c.positive for c in self.clicks) else None), None
-        self.piece_labels, self.piece_count = kept_labels(self.probability, self.postprocess, keep_at=said_tumour,
-                                                          earlier=earlier, within=within)
+    def _judged(self, probability: np.ndarray, after: Click | None) -> tuple[np.ndarray, int]:
+        """Piece labels of `probability` after the click `after` (None: the automatic mask): the model's clean-up,
+        except that a piece holding a positive click up to `after` is always kept (the user said it is tumour), and
+        (see the module docstring) what remains of each piece of the mask before `after` is kept too, while a
+        negative click keeps nothing the mask before it did not hold."""
+        if after is None:
+            return kept_labels(probability, self.postprocess)
+        clicks = self.clicks[: next(i for i, c in enumerate(self.clicks) if c is after) + 1]
+        said_tumour = tuple((round(c.z), round(c.y), round(c.x)) for c in clicks if c.positive)
+        within = None if after.positive else self.mask > 0
+        return kept_labels(probability, self.postprocess, keep_at=said_tumour, earlier=self.piece_labels,
+                           within=within)
+
+    def _show(self, labels: tuple[np.ndarray, int]) -> None:
+        self.piece_labels, self.piece_count = labels
         self.mask = (self.piece_labels > 0).astype(np.uint8)
         self._pieces: list[Piece] | None = None
 
-    def _automatic_pieces(self) -> np.ndarray:
-        """The pieces of the automatic mask (no clicks) under the current clean-up, labelled; worked out once per
-        clean-up."""
-        if self._judged is None or self._judged[0] != self.postprocess:
-            self._judged = (self.postprocess, kept_labels(self._automatic, self.postprocess)[0])
-        return self._judged[1]
+    def _replay(self) -> None:
+        """The mask of each step again under the current clean-up: back from the newest click to the automatic
+        probabilities (each step keeps what its slices held before), then forward, judging as each click did. The
+        undo steps get the masks of this history, so undo stays exact."""
+        probability, after = self.probability.copy(), []
+        for step in reversed(self._undo):
+            after.append(probability[step.slices].copy())
+            probability[step.slices] = step.probability
+        self._show(self._judged(probability, None))
+        for step, click, values in zip(self._undo, self.clicks, reversed(after)):
+            step.mask = np.packbits(self.mask)
+            probability[step.slices] = values
+            self._show(self._judged(probability, click))
 
     @property
     def pieces(self) -> list[Piece]:
