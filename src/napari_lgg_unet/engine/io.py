@@ -70,7 +70,7 @@ def read_tiff(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise InputError(f"file not found: {path}")
     try:
-        with tifffile.TiffFile(path) as tiff, _tifffile_errors() as errors:
+        with _tifffile_errors() as errors, tifffile.TiffFile(path) as tiff:
             series = tiff.series
             if len(series) > 1:
                 shapes = ", ".join(str(s.shape) for s in series[:4])
@@ -89,22 +89,39 @@ def read_tiff(path: str | Path) -> np.ndarray:
     return kept_pixels(data)
 
 
+class _TifffileLog(logging.Filter):
+    """tifffile logs, instead of raising, that a stack is cut short: it then reads its first pages alone (a 24-slice
+    scan as one slice) with only 'invalid page offset' or 'failed to reshape' logged. While a thread reads a TIFF,
+    this collects those messages for it and keeps all of tifffile's messages off stderr (a CLI error is one line);
+    other threads' logging is untouched."""
+
+    BROKEN = re.compile(r"invalid page offset|failed to reshape|truncat|corrupt", re.IGNORECASE)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        errors = getattr(self.reading, "errors", None)
+        if errors is None:
+            return True
+        if record.levelno >= logging.ERROR and self.BROKEN.search(record.getMessage()):
+            errors.append(record.getMessage())
+        return False
+
+
+_TIFFFILE_LOG = _TifffileLog()
+logging.getLogger("tifffile").addFilter(_TIFFFILE_LOG)
+
+
 @contextlib.contextmanager
 def _tifffile_errors() -> Iterator[list[str]]:
-    """The errors tifffile logs instead of raising, collected: a truncated stack reads as its first pages (a 24-slice
-    scan as one slice) with only an 'invalid page offset' logged. Only this thread's: reads run in parallel."""
-    errors: list[str] = []
-    thread = threading.get_ident()
-    handler = logging.Handler(logging.ERROR)
-    handler.emit = lambda record: errors.append(record.getMessage()) if record.thread == thread else None
-    logger = logging.getLogger("tifffile")
-    logger.addHandler(handler)
-    propagate, logger.propagate = logger.propagate, False
+    """The messages of a cut-short TIFF that tifffile logs while this thread reads one (see _TifffileLog)."""
+    _TIFFFILE_LOG.reading.errors = errors = []
     try:
         yield errors
     finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
+        _TIFFFILE_LOG.reading.errors = None
 
 
 def _slice_files(folder: Path) -> tuple[list[tuple[int, Path]], dict[int, Path]]:
