@@ -186,7 +186,7 @@ def test_a_mask_is_never_saved_onto_a_file_of_the_scan_it_came_from(tmp_path, na
     case = _nifti_case(tmp_path / "case", ANISOTROPIC)
     files = {p: p.read_bytes() for p in case.iterdir()}
     image, meta, _ = _by_name(get_reader(str(case))(str(case)))["FLAIR"]
-    with pytest.raises(InputError, match="a file of the scan this mask was segmented from"):
+    with pytest.raises(InputError, match="a file of the case this layer came from"):
         write_labels(str(case / name), (image > image.mean()).astype(np.uint8), meta)
     assert {p: p.read_bytes() for p in case.iterdir()} == files
 

@@ -54,5 +54,5 @@ def _check_not_a_scan_file(target: Path, stored: dict) -> None:
     sources = [Path(source) for _, source in Geometry.from_dict(stored).sources]
     files = {p for source in sources if source.exists() for p in input_paths(source) if not p.is_dir()}
     if target.resolve() in files:
-        raise InputError(f"{target} is a file of the scan this mask was segmented from; save the mask under "
-                         "another name")
+        raise InputError(f"{target} is a file of the case this layer came from (a scan or its manual mask), which "
+                         "is never overwritten; save the mask under another name")

@@ -25,9 +25,10 @@ def test_an_output_on_or_inside_an_input_is_refused_and_one_beside_it_is_not(tmp
         with pytest.raises(InputError, match="part of the input"):
             check_output(output, [stack, patient])
     check_output(tmp_path / "scan_mask.tif", [stack, patient])
-    tifffile.imwrite(tmp_path / "scan_mask.tif", np.zeros((2, 8, 8), np.uint8))  # now a manual mask: kept
-    with pytest.raises(InputError, match="part of the input"):
-        check_output(tmp_path / "scan_mask.tif", [stack, patient])
+    for name in ("scan_mask.tif", "scan_SEG.TIF"):
+        tifffile.imwrite(tmp_path / name, np.zeros((2, 8, 8), np.uint8))  # now a manual mask: kept
+        with pytest.raises(InputError, match="part of the input"):
+            check_output(tmp_path / name, [stack, patient])
 
 
 def test_a_volume_file_stands_for_its_case_labels_and_own_folder(tmp_path):

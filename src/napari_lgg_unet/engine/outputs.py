@@ -38,15 +38,16 @@ def input_paths(source: ScanSource) -> list[Path]:
 
 
 def _tiff_companions(path: Path) -> list[Path]:
-    """The masks already paired with the TIFF scan `path` (`X_mask.tif` beside `X.tif` or `X_image.tif`, as the
-    Kaggle dataset and the packaged sample name them: a user's manual masks) and its folder when the file is named
+    """The masks already paired with the TIFF scan `path` (`X_mask.tif`, `_seg` or `_label`, any case, beside `X.tif`
+    or `X_image.tif`, as the Kaggle dataset and the packaged sample name them: a user's manual masks) and its folder when the file is named
     after it (a Kaggle patient). A paired name not yet taken is free for the scan's new mask."""
     if path.suffix.lower() not in (".tif", ".tiff") or path.is_dir():
         return []
-    stems = {path.stem, path.stem.removesuffix("_image")}
-    masks = [path.with_name(f"{stem}_mask{suffix}") for stem in sorted(stems) for suffix in (".tif", ".tiff")]
+    stems = {path.stem.lower(), path.stem.lower().removesuffix("_image")}
+    masks = {f"{stem}{kind}{suffix}" for stem in stems for kind in ("_mask", "_seg", "_label")
+             for suffix in (".tif", ".tiff")}
     folder = [path.parent] if path.name.startswith(f"{path.parent.name}_") else []
-    return folder + [mask for mask in masks if mask.exists()]
+    return folder + [other for other in path.parent.iterdir() if other.name.lower() in masks]
 
 
 def where(source: ScanSource) -> Path:
