@@ -142,3 +142,19 @@ def test_a_click_result_for_a_segmentation_replaced_meanwhile_is_dropped(viewer,
     qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)  # rebuilt for the new one
     assert widget.corrections.session is not old
     assert notes["error"] == []
+
+
+def test_voxels_painted_on_the_tumour_layer_survive_clicks_and_a_new_threshold(viewer, qtbot, notes):
+    widget = _segmented(viewer, qtbot, notes, "default")
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    tumour = widget.prediction_layer()
+    data = tumour.data  # napari's paint brush writes into the layer's array, then refreshes
+    assert not data[2, 5:10, 5:10].any()
+    erased = tuple(np.argwhere(data)[0])
+    data[2, 5:10, 5:10] = 1  # painted "tumour" far from the automatic mask
+    data[erased] = 0  # and one voxel of the automatic mask erased
+    tumour.refresh()
+    _click(widget, qtbot, (3, 20, 20), positive=False)
+    widget.cleanup.threshold.value = 0.6
+    assert tumour.data[2, 5:10, 5:10].all() and tumour.data[erased] == 0
+    assert notes["error"] == []

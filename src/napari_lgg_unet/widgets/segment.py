@@ -87,6 +87,8 @@ class SegmentWidget(Container):
         self._pending_data: object = None  # the pending layer's data when segmenting started
         self._unusable_config: str | None = None  # the model folder whose config error was last notified
         self._review: PieceReview | None = None
+        self._shown: np.ndarray | None = None  # the tumour layer as last set, to tell the user's painting from it
+        self._painted: np.ndarray | None = None  # where the user painted or erased since Segment (bool)
         self.readouts: Readouts | None = None
         self.extend([*self._input_controls(), *self._cleanup_controls(), *self._correction_controls(),
                      *self._readout_controls()])
@@ -197,6 +199,7 @@ class SegmentWidget(Container):
         self._source, self._probability = source, back_to_layer(source, progress.result.probability)
         spacing = tuple(source.scale) if _volume_unit(source) else None
         self._review = PieceReview(self._probability, spacing)
+        self._shown = self._painted = None  # a new segmentation starts afresh
         image, rgb, model, device, options = self._pending_input
         self.corrections.reset(CorrectionTarget(source, image, rgb, progress.result.probability, model, device, options,
                                                 spacing))
@@ -261,8 +264,17 @@ class SegmentWidget(Container):
     def _show_mask(self, mask: np.ndarray, said_tumour: tuple[tuple[int, ...], ...] = (),
                    listed: tuple | None = None) -> None:
         """The mask less the pieces the user removed (see engine/review.py; a piece a "tumour" click falls in is
-        restored) into the tumour layer; list its pieces (unless `listed` already has them)."""
-        layer = put_owned_layer(self.viewer, self._source, "tumour", self._review.update(mask, said_tumour, listed))
+        restored) into the tumour layer; list its pieces (unless `listed` already has them). Voxels the user painted
+        or erased on the layer since it was last set stay as the user left them: a click or a new threshold must not
+        undo the user's own work."""
+        shown = self._review.update(mask, said_tumour, listed)
+        layer = owned_layer(self.viewer, self._source, "tumour")
+        if layer is not None and self._shown is not None and np.shape(layer.data) == self._shown.shape:
+            current = np.asarray(layer.data)
+            self._painted = (current != self._shown) | (self._painted if self._painted is not None else False)
+            shown = np.where(self._painted, current > 0, shown).astype(shown.dtype)
+        layer = put_owned_layer(self.viewer, self._source, "tumour", shown)
+        self._shown = np.array(shown, copy=True)  # napari paints into the layer's own array
         self.review_list.show_pieces(self._review.pieces, self._review.removed, _volume_unit(layer))
 
     def keep_piece(self, index: int, keep: bool) -> None:
@@ -277,6 +289,10 @@ class SegmentWidget(Container):
         data = np.asarray(layer.data)
         data[voxels] = 1 if keep else 0
         layer.data = data
+        if self._shown is not None:
+            self._shown[voxels] = 1 if keep else 0  # the widget's change, not the user's painting
+        if self._painted is not None:
+            self._painted[voxels] = False
         self.update_readouts()
 
     def go_to_piece(self, piece: Piece) -> None:
