@@ -158,3 +158,17 @@ def test_voxels_painted_on_the_tumour_layer_survive_clicks_and_a_new_threshold(v
     widget.cleanup.threshold.value = 0.6
     assert tumour.data[2, 5:10, 5:10].all() and tumour.data[erased] == 0
     assert notes["error"] == []
+
+
+def test_undoing_a_tumour_click_that_brought_back_a_removed_piece_removes_it_again(viewer, qtbot, notes, click_model):
+    widget = _segmented(viewer, qtbot, notes, click_model)
+    tumour = widget.prediction_layer()
+    voxels = widget._review.piece_voxels(widget.review_list.rows[-1].index)
+    widget.review_list.keep_box(len(widget.review_list.rows) - 1).setCheckState(Qt.Unchecked)
+    removed = np.asarray(tumour.data).copy()
+    _click(widget, qtbot, tuple(np.argwhere(voxels)[voxels.sum() // 2]), positive=True)
+    assert np.asarray(tumour.data)[voxels].mean() > 0.9
+    widget.corrections.undo()
+    qtbot.waitUntil(lambda: not widget.corrections.job.running, timeout=60_000)
+    np.testing.assert_array_equal(tumour.data, removed)
+    assert notes["error"] == []

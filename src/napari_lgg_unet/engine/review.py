@@ -23,22 +23,30 @@ class PieceReview:
     def __init__(self, probability: np.ndarray, spacing: tuple[float, ...] | None = None) -> None:
         self.probability, self.spacing = np.asarray(probability), spacing
         self._removed_places = np.zeros(self.probability.shape, dtype=bool)
+        self._restored_by_clicks: list[np.ndarray] = []  # per click, the removed places it restored (flat indices)
         self.removed: set[int] = set()
         self.pieces: list[Piece] = []
         self.labels = np.zeros(self.probability.shape, dtype=np.int32)
         self._full = np.zeros(self.probability.shape, dtype=np.uint8)
 
     def update(self, mask: np.ndarray, said_tumour: tuple[tuple[int, ...], ...] = (),
-               listed: tuple[np.ndarray, list[Piece]] | None = None) -> np.ndarray:
+               listed: tuple[np.ndarray, list[Piece]] | None = None, step: str | None = None) -> np.ndarray:
         """Take a new mask (a new threshold or clean-up of the same probabilities, or a click's correction); returns
         it with the pieces that are still removed taken out. A piece holding one of the voxels `said_tumour` (a
         user's "tumour" clicks) is restored: the click is the later and more precise word. `listed` is what
-        `list_pieces(self.probability, mask, self.spacing)` gives, when a worker thread already made it."""
+        `list_pieces(self.probability, mask, self.spacing)` gives, when a worker thread already made it. `step` is
+        "click" for a click's mask and "undo" for an undone click's: undoing a click removes again the pieces that
+        click restored."""
         self._full = np.asarray(mask, dtype=np.uint8)
         self.labels, self.pieces = listed or list_pieces(self.probability, self._full, self.spacing)
+        if step == "undo" and self._restored_by_clicks:
+            self._removed_places.flat[self._restored_by_clicks.pop()] = True
+        before = self._removed_places.copy() if step == "click" else None
         for point in said_tumour:
             if self.labels[point]:
                 self._removed_places &= self.labels != self.labels[point]
+        if before is not None:
+            self._restored_by_clicks.append(np.flatnonzero(before & ~self._removed_places))
         inside = np.bincount(self.labels[self._removed_places], minlength=len(self.pieces) + 1)[1:]
         self.removed = {p.index for p in self.pieces if inside[p.index - 1] >= STILL_REMOVED * p.voxels}
         return self.mask

@@ -84,7 +84,7 @@ class ClickCorrections:
     """Correction mode for one viewer: on while `enabled`, reading clicks over the target's layer."""
 
     def __init__(self, viewer: napari.Viewer, widget, cache: ModelCache,
-                 on_change: Callable[[Corrected, tuple[tuple[int, ...], ...]], None]) -> None:
+                 on_change: Callable[[Corrected, tuple[tuple[int, ...], ...], str], None]) -> None:
         self.viewer, self._cache, self._on_change = viewer, cache, on_change
         self.job = JobRunner(widget, lambda running: None)
         self.target: CorrectionTarget | None = None
@@ -92,6 +92,7 @@ class ClickCorrections:
         self.postprocess: PostprocessConfig | None = None  # the widget's clean-up, applied before the next click
         self._queue: list[tuple[tuple[float, float, float] | None, bool, tuple | None]] = []
         self._computing: tuple | None = None  # the layer data point of the "tumour" click being computed
+        self._step = "click"  # what the job being computed is: "click" or "undo"
         self.enabled = False
         viewer.mouse_drag_callbacks.append(self._on_mouse)
         widget.native.destroyed.connect(lambda *_: self._detach())
@@ -159,6 +160,7 @@ class ClickCorrections:
             return
         point, positive, data_point = self._queue.pop(0)
         self._computing = data_point if positive else None
+        self._step = "undo" if point is None else "click"
         self.job.start(click_job, self.session, point, positive, self._view(),
                        on_item=partial(self._mask_ready, self.session),
                        on_done=self._next)
@@ -202,7 +204,7 @@ class ClickCorrections:
         if self._computing is not None:
             top = np.asarray(self.target.source.data.shape[: self.target.source.ndim]) - 1
             said_tumour = (tuple(int(v) for v in np.clip(np.round(self._computing), 0, top)),)
-        self._on_change(result, said_tumour)
+        self._on_change(result, said_tumour, self._step)
 
     def _show_click(self, data_point: tuple | None, positive: bool) -> None:
         """Add the click to the Points layer, or (`data_point` None: an undo) take the last one off it."""

@@ -207,11 +207,13 @@ class SegmentWidget(Container):
         self._show_probability()
         self.update_readouts()
 
-    def _corrected(self, result: Corrected, said_tumour: tuple[tuple[int, ...], ...] = ()) -> None:
-        """A click (or undo) changed the probabilities and the mask: show both and the pieces the worker listed (a
-        piece the user removed comes back where `said_tumour`, the click just computed, says tumour)."""
+    def _corrected(self, result: Corrected, said_tumour: tuple[tuple[int, ...], ...] = (),
+                   step: str | None = None) -> None:
+        """A click or undo (`step`), or a new clean-up, changed the probabilities and the mask: show both and the
+        pieces the worker listed (a piece the user removed comes back where `said_tumour`, the click just computed,
+        says tumour, and is removed again when that click is undone)."""
         self._probability = self._review.probability = result.probability
-        self._show_mask(result.mask, said_tumour, result.listed)
+        self._show_mask(result.mask, said_tumour, result.listed, step)
         self._show_probability()
         self.update_readouts()
 
@@ -262,12 +264,12 @@ class SegmentWidget(Container):
         self.update_readouts()
 
     def _show_mask(self, mask: np.ndarray, said_tumour: tuple[tuple[int, ...], ...] = (),
-                   listed: tuple | None = None) -> None:
+                   listed: tuple | None = None, step: str | None = None) -> None:
         """The mask less the pieces the user removed (see engine/review.py; a piece a "tumour" click falls in is
         restored) into the tumour layer; list its pieces (unless `listed` already has them). Voxels the user painted
         or erased on the layer since it was last set stay as the user left them: a click or a new threshold must not
         undo the user's own work."""
-        shown = self._review.update(mask, said_tumour, listed)
+        shown = self._review.update(mask, said_tumour, listed, step)
         layer = owned_layer(self.viewer, self._source, "tumour")
         if layer is not None and self._shown is not None and np.shape(layer.data) == self._shown.shape:
             current = np.asarray(layer.data)
