@@ -3,6 +3,8 @@ in a worker, can be undone one by one and survive a threshold change; the user's
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from qtpy.QtCore import Qt
@@ -131,12 +133,13 @@ def test_a_click_result_for_a_segmentation_replaced_meanwhile_is_dropped(viewer,
     """A new segmentation can arrive while a click is computed; the click's result belongs to the old one and must
     not overwrite the new mask."""
     widget = _segmented(viewer, qtbot, notes, click_model)
-    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: widget.corrections.session is not None and not widget.corrections.job.running,
+                    timeout=60_000)
     old = widget.corrections.session
     shown = np.asarray(widget.prediction_layer().data).copy()
     everything = np.ones_like(shown, dtype=np.uint8)
     stale = Corrected(widget._probability, everything, list_pieces(widget._probability, everything))
-    widget.corrections.reset(widget.corrections.target)  # what a new segmentation's result does
+    widget.corrections.reset(replace(widget.corrections.target))  # what a new segmentation's result does
     widget.corrections._mask_ready(old, stale)
     np.testing.assert_array_equal(widget.prediction_layer().data, shown)
     qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)  # rebuilt for the new one
