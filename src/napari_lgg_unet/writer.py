@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .engine.errors import InputError
 from .reader import GEOMETRY_KEY
 
 
@@ -20,7 +21,6 @@ def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
     A name without a known suffix gets NIfTI when the layer has a scan's geometry, else TIFF, added to the name
     (`P_12.edited` becomes `P_12.edited.tif`, not `P_12.tif`). A mask is never written onto a file of the scan it
     was segmented from (the layer's geometry names them)."""
-    from .engine.errors import InputError
     from .engine.formats import default_mask_suffix, file_format
 
     target, data = Path(path), np.asarray(data)
@@ -47,7 +47,6 @@ def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
 
 def _check_not_a_scan_file(target: Path, stored: dict) -> None:
     """Refuse `target` when it is one of the files of the case the layer's scan was read from."""
-    from .engine.errors import InputError
     from .engine.outputs import input_paths
     from .engine.volumes import Geometry
 

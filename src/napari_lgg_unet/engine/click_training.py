@@ -4,8 +4,9 @@ As in RITM / DeepEdit: for a share of each batch the network first predicts with
 simulated user clicks the pixel deepest inside the largest wrong region (positive where tumour was missed, negative
 where false tumour was drawn), again after seeing the corrected prediction for up to `rounds` clicks in a row (as the
 benchmark's user clicks 5 times), and the network then trains on the batch with those click maps. The rest of the
-batch trains without clicks, which keeps the automatic segmentation as good as a model without click inputs. Some clicks are rendered as if placed 1 or 2 slices away,
-since a user's click also acts on the neighbouring slices where the same structure continues.
+batch trains without clicks, which keeps the automatic segmentation as good as a model without click inputs. Some
+clicks are rendered as if placed 1 or 2 slices away, since a user's click also acts on the neighbouring slices where
+the same structure continues.
 
 In use such a click can be wrong where it lands on a neighbour: a "not tumour" click on a false rim of slice z
 reaches slice z+2, where the tumour may have grown under it. With `decoys`, that share of the clicked samples also

@@ -79,7 +79,7 @@ class CorrectionSession:
             self.probability = self._predict(np.arange(shape[0]))
         else:
             self.probability = _checked_probability(probability, shape)
-        self._show(self._judged(self.probability, None))
+        self._show(self._judged(self.probability, []))
 
     @property
     def postprocess(self) -> PostprocessConfig:
@@ -106,7 +106,7 @@ class CorrectionSession:
         new = _recompute_near(self._scan, old, slices, self.clicks, (click.y, click.x), self.window, self.options,
                               self._precision)
         self.probability[slices] = np.maximum(old, new) if click.positive else np.minimum(old, new)
-        self._show(self._judged(self.probability, click))
+        self._show(self._judged(self.probability, self.clicks))
         return self.mask
 
     def undo(self) -> np.ndarray:
@@ -138,16 +138,15 @@ class CorrectionSession:
         parts = [prob for _, prob in self._scan.probabilities(slices, self.clicks, self.options, self._precision)]
         return np.concatenate(parts)
 
-    def _judged(self, probability: np.ndarray, after: Click | None) -> tuple[np.ndarray, int]:
-        """Piece labels of `probability` after the click `after` (None: the automatic mask): the model's clean-up,
-        except that a piece holding a positive click up to `after` is always kept (the user said it is tumour), and
-        (see the module docstring) what remains of each piece of the mask before `after` is kept too, while a
-        negative click keeps nothing the mask before it did not hold."""
-        if after is None:
+    def _judged(self, probability: np.ndarray, clicks: list[Click]) -> tuple[np.ndarray, int]:
+        """Piece labels of `probability` after `clicks` (none: the automatic mask): the model's clean-up, except
+        that a piece holding a positive click is always kept (the user said it is tumour), and (see the module
+        docstring) what remains of each piece of the mask before the last click is kept too, while a negative click
+        keeps nothing the mask before it did not hold."""
+        if not clicks:
             return kept_labels(probability, self.postprocess)
-        clicks = self.clicks[: next(i for i, c in enumerate(self.clicks) if c is after) + 1]
         said_tumour = tuple((round(c.z), round(c.y), round(c.x)) for c in clicks if c.positive)
-        within = None if after.positive else self.mask > 0
+        within = None if clicks[-1].positive else self.mask > 0
         return kept_labels(probability, self.postprocess, keep_at=said_tumour, earlier=self.piece_labels,
                            within=within)
 
@@ -164,11 +163,11 @@ class CorrectionSession:
         for step in reversed(self._undo):
             after.append(probability[step.slices].copy())
             probability[step.slices] = step.probability
-        self._show(self._judged(probability, None))
-        for step, click, values in zip(self._undo, self.clicks, reversed(after)):
+        self._show(self._judged(probability, []))
+        for k, (step, values) in enumerate(zip(self._undo, reversed(after)), start=1):
             step.mask = np.packbits(self.mask)
             probability[step.slices] = values
-            self._show(self._judged(probability, click))
+            self._show(self._judged(probability, self.clicks[:k]))
 
     @property
     def pieces(self) -> list[Piece]:

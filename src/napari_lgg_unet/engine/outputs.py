@@ -38,10 +38,11 @@ def input_paths(source: ScanSource) -> list[Path]:
 
 
 def _tiff_companions(path: Path) -> list[Path]:
-    """The masks already paired with the TIFF scan `path` (`X_mask.tif`, `_seg` or `_label`, any case, beside `X.tif`
-    or `X_image.tif`, as the Kaggle dataset and the packaged sample name them: a user's manual masks) and its folder when the file is named
-    after it (a Kaggle patient). A paired name not yet taken is free for the scan's new mask."""
-    if path.suffix.lower() not in (".tif", ".tiff") or path.is_dir():
+    """The masks already paired with the TIFF scan `path` (`X_mask.tif`, `_seg` or `_label`, any case, beside
+    `X.tif` or `X_image.tif`, as the Kaggle dataset and the packaged sample name them: a user's manual masks) and its
+    folder when the file is named after it (a Kaggle patient). A paired name not yet taken is free for the scan's new
+    mask."""
+    if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
         return []
     stems = {path.stem.lower(), path.stem.lower().removesuffix("_image")}
     masks = {f"{stem}{kind}{suffix}" for stem in stems for kind in ("_mask", "_seg", "_label")

@@ -79,8 +79,10 @@ def largest_remains(labels: np.ndarray, sizes: np.ndarray, earlier: np.ndarray) 
     pairs = np.unique(earlier[both].astype(np.int64) * stride + labels[both])  # one number per (earlier, now) pair
     was, now = np.divmod(pairs, stride)
     order = np.lexsort((-sizes[now - 1], was))  # by earlier piece, the largest piece now first
-    first = np.concatenate([[True], np.diff(was[order]) > 0])[: len(order)]
-    return now[order][first]
+    was, now = was[order], now[order]
+    first = np.ones(len(was), dtype=bool)
+    first[1:] = was[1:] != was[:-1]
+    return now[first]
 
 
 def piece_peaks(probability: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
