@@ -1,6 +1,7 @@
 """atomic: a file is either the old one or the new one, never half of one, and no temporary file is left behind."""
 
 import os
+import threading
 import time
 
 import pytest
@@ -64,3 +65,41 @@ def test_tensors_are_written_through_our_own_temporary_file(tmp_path):
     write_tensors_atomic(tmp_path / "model.safetensors", weights, {"format": "pt"})
     assert _names(tmp_path) == ["model.safetensors"]
     assert torch.equal(safetensors.torch.load_file(tmp_path / "model.safetensors")["w"], weights["w"])
+
+
+def test_tensors_of_every_kind_a_model_holds_read_back_exactly(tmp_path):
+    tensors = {
+        "weight": torch.randn(3, 4, 5), "half": torch.randn(7).half(), "brain": torch.randn(2, 3).bfloat16(),
+        "steps": torch.tensor(12, dtype=torch.int64), "rng": torch.get_rng_state(), "flags": torch.tensor([True, False]),
+        "empty": torch.zeros(0, 3), "strided": torch.arange(12.0).reshape(3, 4).t(),
+    }
+    write_tensors_atomic(tmp_path / "state.safetensors", tensors, {"format": "pt", "note": "résumé"})
+    with safetensors.safe_open(tmp_path / "state.safetensors", "pt") as file:
+        assert file.metadata() == {"format": "pt", "note": "résumé"}
+        for name, tensor in tensors.items():
+            read = file.get_tensor(name)
+            assert read.dtype == tensor.dtype and torch.equal(read, tensor), name
+
+
+def test_writing_tensors_leaves_other_threads_running(tmp_path):
+    """The viewer's thread keeps running while a training thread saves (the GIL is not held for the whole write)."""
+    tensors = {f"layer{i}": torch.randn(2_000_000) for i in range(20)}  # 160 MB, a resnet34 U-Net with Adam's state
+    longest = [0.0]
+    done = threading.Event()
+
+    def tick() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            time.sleep(0.005)
+            now = time.perf_counter()
+            longest[0] = max(longest[0], now - last)
+            last = now
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    try:
+        write_tensors_atomic(tmp_path / "state.safetensors", tensors, {})
+    finally:
+        done.set()
+        ticker.join()
+    assert longest[0] < 0.1, f"another thread waited {longest[0] * 1000:.0f} ms"

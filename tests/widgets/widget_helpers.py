@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gc
+import sys
+import threading
 import time
+import traceback
 
 import numpy as np
 from qtpy.QtCore import QTimer
@@ -47,17 +50,35 @@ class EventLoopProbe:
     """A 10 ms QTimer; the longest gap between its ticks is how long the event loop was blocked.
 
     The garbage the earlier tests of a whole suite left is collected before it starts: a full collection of it
-    (hundreds of tests' viewers, models and arrays) is the suite's pause, not the widget's. `longest_collection`
-    says how long the longest collection during the probe took, for the message of a failed check."""
+    (hundreds of tests' viewers, models and arrays) is the suite's pause, not the widget's. For the message of a
+    failed check, `report()` says how long the longest collection during the probe took and what every thread was
+    doing during the longest stall (sampled by a watchdog thread): that is how a worker holding the GIL while it
+    saved a checkpoint was found."""
 
     def __init__(self) -> None:
         self.max_gap = 0.0
         self.longest_collection = 0.0
+        self.stall_stack = ""
         self._collecting = 0.0
         self._last = time.perf_counter()
         self._timer = QTimer()
         self._timer.setInterval(10)
         self._timer.timeout.connect(self._tick)
+        self._gui_thread = threading.get_ident()
+        self._stop = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, daemon=True)
+        self._longest_sampled = 0.0
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.05):
+            stalled = time.perf_counter() - self._last
+            if stalled > 0.15 and stalled > self._longest_sampled:
+                self._longest_sampled = stalled
+                frames = sys._current_frames()
+                self.stall_stack = f"{stalled * 1000:.0f} ms into a stall:\n" + "\n".join(
+                    f"thread {ident}{' (GUI)' if ident == self._gui_thread else ''}:\n"
+                    + "".join(traceback.format_stack(frame)[-6:])
+                    for ident, frame in frames.items() if ident != threading.get_ident())
 
     def _collection(self, phase: str, _info: dict) -> None:
         if phase == "start":
@@ -75,8 +96,15 @@ class EventLoopProbe:
         gc.callbacks.append(self._collection)
         self._last = time.perf_counter()
         self._timer.start()
+        self._watchdog.start()
         return self
 
+    def report(self) -> str:
+        return (f"longest event-loop gap {self.max_gap * 1000:.0f} ms, longest garbage collection "
+                f"{self.longest_collection * 1000:.0f} ms\n{self.stall_stack}")
+
     def __exit__(self, *_) -> None:
+        self._stop.set()
+        self._watchdog.join()
         self._timer.stop()
         gc.callbacks.remove(self._collection)
