@@ -1,5 +1,6 @@
 """atomic: a file is either the old one or the new one, never half of one, and no temporary file is left behind."""
 
+import json
 import os
 import threading
 import time
@@ -103,3 +104,27 @@ def test_writing_tensors_leaves_other_threads_running(tmp_path):
         done.set()
         ticker.join()
     assert longest[0] < 0.1, f"another thread waited {longest[0] * 1000:.0f} ms"
+
+
+def test_each_tensor_starts_aligned_to_its_element_size(tmp_path):
+    """As safetensors' own writer places them, so readers that map the file can use the data where it lies."""
+    tensors = {"a": torch.ones(3, dtype=torch.uint8), "b": torch.randn(4).double(), "c": torch.randn(3).half(),
+               "d": torch.tensor(7), "e": torch.ones(5, dtype=torch.bool)}
+    write_tensors_atomic(tmp_path / "state.safetensors", tensors, {})
+    raw = (tmp_path / "state.safetensors").read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    assert (8 + length) % 8 == 0
+    header = json.loads(raw[8:8 + length])
+    for name, tensor in tensors.items():
+        assert header[name]["data_offsets"][0] % tensor.element_size() == 0, name
+
+
+@pytest.mark.parametrize("tensors, metadata", [
+    ({"a": torch.ones(1, dtype=torch.complex64)}, {}), ({"a": torch.ones(1)}, {"steps": 1}),
+])
+def test_what_a_model_file_cannot_hold_is_refused_before_the_old_file_is_touched(tmp_path, tensors, metadata):
+    write_tensors_atomic(tmp_path / "model.safetensors", {"w": torch.zeros(2)}, {})
+    with pytest.raises(TypeError):
+        write_tensors_atomic(tmp_path / "model.safetensors", tensors, metadata)
+    assert _names(tmp_path) == ["model.safetensors"]
+    assert torch.equal(safetensors.torch.load_file(tmp_path / "model.safetensors")["w"], torch.zeros(2))

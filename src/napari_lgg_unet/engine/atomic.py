@@ -83,9 +83,17 @@ def write_tensors_atomic(target: str | Path, tensors: dict[str, torch.Tensor], m
     froze the viewer for 0.2-0.6 s at every epoch end of a training started from the GUI (150 MB of weights and
     optimizer state); its `save_file` releases the GIL but makes its own `.tmpXXXXXX` beside the target, which a
     kill leaves behind under a name our clean-up cannot claim. Each tensor goes to the file straight from its
-    memory, and the file's writes release the GIL. safetensors' reader loads it (tests/engine/test_atomic.py).
+    memory, and the file's writes release the GIL. As in safetensors' own files, tensors with larger elements come
+    first, so each starts aligned to its element size, and metadata that is not text or names that are not valid
+    UTF-8 are refused before the file is touched. The bytes are the machine's: little-endian on every platform
+    PyTorch ships for. safetensors' reader loads the file (tests/engine/test_atomic.py).
     """
-    names = sorted(tensors)
+    if not all(isinstance(key, str) and isinstance(value, str) for key, value in metadata.items()):
+        raise TypeError("safetensors metadata maps text to text")
+    unknown = [f"{name} ({tensor.dtype})" for name, tensor in tensors.items() if tensor.dtype not in _DTYPE_NAMES]
+    if unknown:
+        raise TypeError(f"cannot write tensors of these dtypes to a model file: {', '.join(unknown)}")
+    names = sorted(tensors, key=lambda name: (-tensors[name].element_size(), name))
     data = {name: tensors[name].detach().cpu().contiguous().reshape(-1).view(torch.uint8) for name in names}
     header: dict[str, object] = {"__metadata__": metadata}
     offset = 0
@@ -94,8 +102,8 @@ def write_tensors_atomic(target: str | Path, tensors: dict[str, torch.Tensor], m
         header[name] = {"dtype": _DTYPE_NAMES[tensors[name].dtype], "shape": list(tensors[name].shape),
                         "data_offsets": [offset, offset + size]}
         offset += size
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)  # safetensors aligns the data that follows to 8 bytes
+    encoded = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)  # the data that follows starts at a multiple of 8 bytes
     with atomic_path(target) as tmp, open(tmp, "wb") as file:
         file.write(len(encoded).to_bytes(8, "little"))
         file.write(encoded)
