@@ -14,10 +14,10 @@ from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import load_model, save_model, with_inputs
 from napari_lgg_unet.engine.model_input import InputConfig
 from napari_lgg_unet.engine.pieces import list_pieces
-from napari_lgg_unet.widgets.corrections import Corrected
+from napari_lgg_unet.widgets.corrections import CLEANUP, Corrected
 from napari_lgg_unet.widgets.layers import owned_layer
 
-from widget_helpers import dock, snapshot
+from widget_helpers import dock, settle, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,11 @@ def test_clicks_are_points_that_re_segment_and_undo_one_by_one(viewer, qtbot, no
     assert not np.array_equal(points.face_color[0], points.face_color[1])  # positive and negative look different
     assert tumour.data[inside] == 1
     model_threshold = widget.cleanup.threshold.value
-    widget.cleanup.threshold.value = 0.6  # the clicks stay through a new threshold
+    for threshold in (0.5, 0.55, 0.6):  # the clicks stay through a new threshold, applied off the viewer's thread
+        widget.cleanup.threshold.value = threshold
+    assert widget.corrections._queue == [CLEANUP]  # one clean-up runs, one more waits: the latest is applied
+    settle(qtbot, widget)
+    assert widget.corrections.session.postprocess.threshold == 0.6
     assert len(widget.corrections.session.clicks) == 2
     widget.corrections.undo()
     qtbot.waitUntil(lambda: not widget.corrections.job.running, timeout=60_000)
@@ -72,6 +76,7 @@ def test_clicks_are_points_that_re_segment_and_undo_one_by_one(viewer, qtbot, no
     qtbot.waitUntil(lambda: not widget.corrections.job.running, timeout=60_000)
     assert len(points.data) == 0 and widget.corrections.session.clicks == []
     widget.cleanup.threshold.value = model_threshold
+    settle(qtbot, widget)
     np.testing.assert_array_equal(tumour.data, before)
     assert notes["error"] == []
     for (name, kind, data, meta), layer in zip(user_layers, list(viewer.layers)[:2]):
@@ -87,6 +92,7 @@ def test_three_clicks_from_the_manual_mask_raise_the_dice(viewer, qtbot, notes):
     truth = np.asarray(viewer.layers["TCGA_CS_6665_20010817 mask"].data) > 0
     tumour = widget.prediction_layer()
     widget.cleanup.min_size.value = 0  # keep the specks too: the sample's clean mask is one true piece
+    settle(qtbot, widget)
     rows = widget.review_list.rows
     assert len(rows) > 1 and rows[0].confidence <= rows[-1].confidence
     false_piece = widget._review.piece_voxels(rows[0].index)
@@ -159,6 +165,7 @@ def test_voxels_painted_on_the_tumour_layer_survive_clicks_and_a_new_threshold(v
     tumour.refresh()
     _click(widget, qtbot, (3, 20, 20), positive=False)
     widget.cleanup.threshold.value = 0.6
+    settle(qtbot, widget)
     assert tumour.data[2, 5:10, 5:10].all() and tumour.data[erased] == 0
     assert notes["error"] == []
 
@@ -174,4 +181,24 @@ def test_undoing_a_tumour_click_that_brought_back_a_removed_piece_removes_it_aga
     widget.corrections.undo()
     qtbot.waitUntil(lambda: not widget.corrections.job.running, timeout=60_000)
     np.testing.assert_array_equal(tumour.data, removed)
+    assert notes["error"] == []
+
+
+def test_a_threshold_changed_while_the_session_is_built_reaches_the_session_before_any_click(viewer, qtbot, notes,
+                                                                                          click_model):
+    viewer.open_sample("napari-lgg-unet", "lgg_patient")
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value = "folder"
+    widget.model_folder.value = click_model
+    widget.segment_button.clicked()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    widget.correct.value = True  # the session is built in the background
+    widget.cleanup.threshold.value = 0.7  # before it is ready
+    assert widget.corrections.session is None
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    settle(qtbot, widget)
+    session = widget.corrections.session
+    assert session.postprocess.threshold == 0.7
+    np.testing.assert_array_equal(np.asarray(widget.prediction_layer().data) > 0, session.mask.reshape(
+        widget.prediction_layer().data.shape) > 0)
     assert notes["error"] == []

@@ -10,7 +10,7 @@ from qtpy.QtCore import Qt
 from napari_lgg_unet.engine.pieces import label_pieces
 from napari_lgg_unet.widgets.layers import current_slice
 
-from widget_helpers import dock
+from widget_helpers import dock, settle
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_the_list_shows_every_piece_least_sure_first_and_a_row_click_goes_to_it(
         np.testing.assert_allclose(viewer.camera.center[-2:], tumour.data_to_world(piece.centre)[-2:], atol=1e-6)
 
 
-def test_unticking_removes_the_piece_a_new_threshold_keeps_it_removed_and_ticking_restores_it(viewer, reviewed):
+def test_unticking_removes_the_piece_a_new_threshold_keeps_it_removed_and_ticking_restores_it(qtbot, viewer, reviewed):
     widget = reviewed
     truth = viewer.layers["TCGA_CS_6665_20010817 mask"]
     truth_before = truth.data.copy()
@@ -64,6 +64,7 @@ def test_unticking_removes_the_piece_a_new_threshold_keeps_it_removed_and_tickin
     assert doubtful.index in widget._review.removed
 
     widget.cleanup.threshold.value = round(widget.cleanup.threshold.value - 0.05, 2)  # the piece grows a little, stays removed
+    settle(qtbot, widget)
     assert not tumour.data[piece].any()
     row = next(r for r, p in enumerate(widget.review_list.rows) if p.index in widget._review.removed)
     assert widget.review_list.keep_box(row).checkState() == Qt.Unchecked

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import PostprocessConfig
+from napari_lgg_unet.engine.pieces import label_pieces
 from napari_lgg_unet.engine.predict import SegmentProgress, postprocess
 from napari_lgg_unet.sample_data import sample_patient
 from napari_lgg_unet.widgets import segment as segment_module
 from napari_lgg_unet.widgets.layers import OWNER_KEY
+from napari_lgg_unet.widgets.workers import cleanup_job
 
-from widget_helpers import MAX_EVENT_LOOP_GAP, EventLoopProbe, dock
+from widget_helpers import MAX_EVENT_LOOP_GAP, EventLoopProbe, dock, settle
 
 PATIENT = "TCGA_CS_6665_20010817"
 SLICES = slice(8, 14)  # six slices, tumour on all of them: quick and meaningful
@@ -97,6 +100,28 @@ def test_moving_the_threshold_rethresholds_without_running_the_model(qtbot, view
         widget.cleanup.threshold.value = threshold
         expected = postprocess(probability, PostprocessConfig(threshold=threshold))
         np.testing.assert_array_equal(widget.prediction_layer().data, expected)
+
+
+def test_a_new_threshold_is_applied_off_the_viewers_thread_and_only_the_latest_of_quick_changes(
+        qtbot, viewer, segment_widget, monkeypatch):
+    widget = segment_widget
+    run_segment(qtbot, widget)
+    probability = widget._probability
+    ran = []
+
+    def counted(probability, config, spacing, *, stop):
+        ran.append(config.threshold)
+        yield from cleanup_job(probability, config, spacing, stop=stop)
+
+    monkeypatch.setattr(segment_module, "cleanup_job", counted)
+    for threshold in (0.2, 0.3, 0.4, 0.6):  # a slider dragged: each step arrives before the first is done
+        widget.cleanup.threshold.value = threshold
+    assert widget.cleanup_job.running
+    settle(qtbot, widget)
+    assert ran == [0.2, 0.6]
+    expected = postprocess(probability, replace(widget.cleanup.config(), threshold=0.6))
+    np.testing.assert_array_equal(widget.prediction_layer().data, expected)
+    assert len(widget.review_list.rows) == label_pieces(expected)[1]
 
 
 @pytest.mark.usefixtures("inline_jobs")

@@ -33,6 +33,13 @@ def assert_unchanged(before: list[tuple], after: list[tuple]) -> None:
         assert b[3] == a[3]
 
 
+def settle(qtbot, widget, timeout: int = 120_000) -> None:
+    """Wait until the Segment widget's new clean-up and its clicks (queued ones included) are all shown."""
+    corrections = widget.corrections
+    qtbot.waitUntil(lambda: not widget.cleanup_job.running and not corrections.job.running and not corrections._queue,
+                    timeout=timeout)
+
+
 def wait_for_stop(*, stop):
     """A job that runs until it is asked to stop (polling, as the engine's loops do between steps)."""
     yield "started"

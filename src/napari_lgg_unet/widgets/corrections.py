@@ -2,8 +2,8 @@
 tumour"; the click-conditioned model re-segments the slices the click reaches, in a worker thread.
 
 The clicks are shown as a Points layer of this plugin's (green positive, magenta negative) over the segmented image;
-Undo takes the last one back. Clicks that arrive while one is computed wait in a queue, so fast clicking never blocks
-the viewer. The engine's `CorrectionSession` holds the clicks and probabilities; this module only maps viewer
+Undo takes the last one back. Clicks, undos and new clean-ups that arrive while one is computed wait in a queue, so
+fast clicking or dragging the threshold slider never blocks the viewer. The engine's `CorrectionSession` holds the clicks and probabilities; this module only maps viewer
 positions to the model's slice order and back. The worker also puts the result back in the layer's voxel order and
 lists its pieces, so the viewer's thread only shows it (docs/corrections.md measures the stall).
 """
@@ -80,6 +80,17 @@ def click_job(session: CorrectionSession, point: tuple[float, float, float] | No
     yield view(session)
 
 
+def cleanup_job(session: CorrectionSession, config: PostprocessConfig, view: Callable[[CorrectionSession], Corrected],
+                *, stop: Callable[[], bool]) -> Iterator[Corrected]:
+    """Another clean-up for the session, its clicks replayed (one labelling of the scan per click: seconds on a 1 mm
+    scan, so never on the viewer's thread); yields the result as `view` shows it."""
+    session.set_postprocess(config)
+    yield view(session)
+
+
+CLEANUP = (None, False, "cleanup")  # the queue's item for "apply the latest clean-up"
+
+
 class ClickCorrections:
     """Correction mode for one viewer: on while `enabled`, reading clicks over the target's layer."""
 
@@ -90,9 +101,9 @@ class ClickCorrections:
         self.target: CorrectionTarget | None = None
         self.session: CorrectionSession | None = None
         self.postprocess: PostprocessConfig | None = None  # the widget's clean-up, applied before the next click
-        self._queue: list[tuple[tuple[float, float, float] | None, bool, tuple | None]] = []
+        self._queue: list[tuple[tuple[float, float, float] | None, bool, tuple | str | None]] = []
         self._computing: tuple | None = None  # the layer data point of the "tumour" click being computed
-        self._step = "click"  # what the job being computed is: "click" or "undo"
+        self._step: str | None = "click"  # what the job being computed is: "click", "undo" or None (a clean-up)
         self.enabled = False
         viewer.mouse_drag_callbacks.append(self._on_mouse)
         widget.native.destroyed.connect(lambda *_: self._detach())
@@ -101,14 +112,20 @@ class ClickCorrections:
         if self._on_mouse in self.viewer.mouse_drag_callbacks:
             self.viewer.mouse_drag_callbacks.remove(self._on_mouse)
 
-    def rethreshold(self, config: PostprocessConfig) -> Corrected | None:
-        """Use the widget's new clean-up; the session's result when its mask was updated now (None: no session yet,
-        or a click is being computed and the clean-up applies when it is done)."""
+    def rethreshold(self, config: PostprocessConfig) -> bool:
+        """Use the widget's new clean-up. True when a session owns the mask: it applies the clean-up after what is
+        queued, and the result comes through `on_change`; False when there is no session yet (the widget cleans up
+        its own mask, and a session being built applies the clean-up once ready)."""
         self.postprocess = config
-        if self.session is None or self.job.running:
-            return None
-        self.session.set_postprocess(config)
-        return self._view()(self.session)
+        if self.session is None:
+            return False
+        self._queue_cleanup()
+        return True
+
+    def _queue_cleanup(self) -> None:
+        if not self._queue or self._queue[-1] is not CLEANUP:  # a queued one applies the latest clean-up anyway
+            self._queue.append(CLEANUP)
+        self._next()
 
     def reset(self, target: CorrectionTarget | None) -> None:
         """A new segmentation (or none): earlier clicks belonged to the old one."""
@@ -158,7 +175,13 @@ class ClickCorrections:
         if self.session is None:
             self._start_session()
             return
-        point, positive, data_point = self._queue.pop(0)
+        item = self._queue.pop(0)
+        if item is CLEANUP:
+            self._computing, self._step = None, None
+            self.job.start(cleanup_job, self.session, self.postprocess, self._view(),
+                           on_item=partial(self._mask_ready, self.session), on_done=self._next)
+            return
+        point, positive, data_point = item
         self._computing = data_point if positive else None
         self._step = "undo" if point is None else "click"
         self.job.start(click_job, self.session, point, positive, self._view(),
@@ -170,8 +193,8 @@ class ClickCorrections:
         if target is not self.target:
             return  # a new segmentation came while this session was built for the old one
         self.session = session
-        if self.postprocess is not None:
-            session.set_postprocess(self.postprocess)
+        if self.postprocess is not None and session.postprocess != self.postprocess:
+            self._queue.insert(0, CLEANUP)  # the clean-up changed while the session was built: before any click
 
     def _session_done(self, target: CorrectionTarget) -> None:
         """Go on with the queued clicks; if no session could be made (its error was notified), drop them, or every
@@ -197,9 +220,6 @@ class ClickCorrections:
         segmentation replaced while the click was computed is dropped: it would overwrite the new mask."""
         if session is not self.session:
             return
-        if self.postprocess is not None and self.session.postprocess != self.postprocess:
-            self.session.set_postprocess(self.postprocess)  # the clean-up changed while the click was computed
-            result = self._view()(self.session)
         said_tumour = ()
         if self._computing is not None:
             top = np.asarray(self.target.source.data.shape[: self.target.source.ndim]) - 1

@@ -7,6 +7,7 @@ Thresholds and post-processing are re-applied to the kept probabilities, so chan
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import napari
@@ -19,7 +20,7 @@ from napari.layers import Image, Labels
 from ..engine.device import pick_device
 from ..engine.errors import LggUnetError
 from ..engine.model import read_config
-from ..engine.postprocess import PostprocessConfig, postprocess
+from ..engine.postprocess import PostprocessConfig
 from ..engine.predict import SegmentOptions, SegmentProgress
 from ..engine.pieces import Piece
 from ..engine.review import PieceReview
@@ -36,7 +37,7 @@ from .review import ReviewList
 from .sequences import model_input, named_sequences, says_sequence, sequence_pickers
 from .session_models import session_models
 from .tooltips import explain
-from .workers import ModelCache, segment_job
+from .workers import ModelCache, cleanup_job, segment_job
 
 NO_TRUTH = ("(none)", None)
 
@@ -81,6 +82,7 @@ class SegmentWidget(Container):
         self.viewer = viewer
         self._cache = ModelCache()
         self.job = JobRunner(self, self._set_running)
+        self.cleanup_job = JobRunner(self, lambda running: None)  # a new threshold or clean-up, off the viewer's thread
         self._probability: np.ndarray | None = None
         self._source: Image | None = None
         self._pending: Image | None = None
@@ -254,14 +256,27 @@ class SegmentWidget(Container):
         return False
 
     def rethreshold(self) -> None:
-        """Apply threshold and post-processing to the kept probabilities (no model run)."""
+        """Apply threshold and post-processing to the kept probabilities (no model run), in a worker (`cleanup_job`
+        says why). Changes that come while one is computed are applied once it is done, the latest only."""
         if not self._has_result():
             return
-        if (corrected := self.corrections.rethreshold(self.cleanup.config())) is not None:
-            self._corrected(corrected)  # the clicks stay; the session keeps their pieces
-            return
-        self._show_mask(postprocess(self._probability, self.cleanup.config()))
+        if self.corrections.rethreshold(self.cleanup.config()):
+            return  # the correction session applies it, clicks kept, and shows the result
+        if not self.cleanup_job.running:
+            config = self.cleanup.config()
+            self.cleanup_job.start(cleanup_job, self._probability, config, self._review.spacing,
+                                   on_item=self._cleaned, on_done=partial(self._cleanup_done, config))
+
+    def _cleaned(self, result: tuple[np.ndarray, np.ndarray, tuple]) -> None:
+        probability, mask, listed = result
+        if probability is not self._probability:
+            return  # a new segmentation or a click replaced these probabilities while the clean-up ran
+        self._show_mask(mask, listed=listed)
         self.update_readouts()
+
+    def _cleanup_done(self, applied: PostprocessConfig) -> None:
+        if self.cleanup.config() != applied:
+            self.rethreshold()
 
     def _show_mask(self, mask: np.ndarray, said_tumour: tuple[tuple[int, ...], ...] = (),
                    listed: tuple | None = None, step: str | None = None) -> None:
