@@ -14,8 +14,9 @@ from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import load_model, save_model, with_inputs
 from napari_lgg_unet.engine.model_input import InputConfig
 from napari_lgg_unet.engine.pieces import list_pieces
-from napari_lgg_unet.widgets.corrections import CLEANUP, Corrected
+from napari_lgg_unet.widgets.corrections import CLEANUP
 from napari_lgg_unet.widgets.layers import owned_layer
+from napari_lgg_unet.widgets.workers import LayerResult
 
 from widget_helpers import dock, settle, snapshot
 
@@ -144,7 +145,7 @@ def test_a_click_result_for_a_segmentation_replaced_meanwhile_is_dropped(viewer,
     old = widget.corrections.session
     shown = np.asarray(widget.prediction_layer().data).copy()
     everything = np.ones_like(shown, dtype=np.uint8)
-    stale = Corrected(widget._probability, everything, list_pieces(widget._probability, everything))
+    stale = LayerResult(widget._probability, everything, list_pieces(widget._probability, everything))
     widget.corrections.reset(replace(widget.corrections.target))  # what a new segmentation's result does
     widget.corrections._mask_ready(old, stale)
     np.testing.assert_array_equal(widget.prediction_layer().data, shown)

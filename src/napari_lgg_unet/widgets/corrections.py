@@ -25,7 +25,7 @@ from ..engine.predict import SegmentOptions
 from . import notify
 from .job import JobRunner
 from .layers import owned_layer, put_owned_layer, shown_index, to_layer_order
-from .workers import ModelCache
+from .workers import LayerResult, ModelCache
 
 POSITIVE_COLOUR, NEGATIVE_COLOUR = "lime", "magenta"
 
@@ -44,24 +44,15 @@ class CorrectionTarget:
     spacing: tuple[float, ...] | None  # the layer's voxel size in mm (None: sizes in voxels)
 
 
-@dataclass
-class Corrected:
-    """A session's state on the layer's grid: probabilities, mask and its pieces (as `list_pieces` gives them)."""
-
-    probability: np.ndarray
-    mask: np.ndarray
-    listed: tuple[np.ndarray, list[Piece]]
-
-
 def corrected_view(session: CorrectionSession, to_layer: Callable[[np.ndarray], np.ndarray], shown: tuple[int, ...],
-                   spacing: tuple[float, ...] | None) -> Corrected:
+                   spacing: tuple[float, ...] | None) -> LayerResult:
     """The session's probabilities and mask in the layer's voxel order (`shown`: the model-order shape the layer
     was segmented in), with the pieces listed from the session's own labelling (labelling again costs more). The
     probabilities are a copy: the next click changes the session's own in place, from a worker thread."""
     probability = to_layer(session.probability.reshape(shown)).copy()
     labels = to_layer(session.piece_labels.reshape(shown))
     pieces = describe_pieces(probability, labels, session.piece_count, spacing)
-    return Corrected(probability, (labels > 0).astype(np.uint8), (labels, pieces))
+    return LayerResult(probability, (labels > 0).astype(np.uint8), (labels, pieces))
 
 
 def session_job(cache: ModelCache, target: CorrectionTarget, *, stop: Callable[[], bool]) -> Iterator[CorrectionSession]:
@@ -71,7 +62,7 @@ def session_job(cache: ModelCache, target: CorrectionTarget, *, stop: Callable[[
 
 
 def click_job(session: CorrectionSession, point: tuple[float, float, float] | None, positive: bool,
-              view: Callable[[CorrectionSession], Corrected], *, stop: Callable[[], bool]) -> Iterator[Corrected]:
+              view: Callable[[CorrectionSession], LayerResult], *, stop: Callable[[], bool]) -> Iterator[LayerResult]:
     """One click (or, with `point` None, one undo) on the session; yields the result as `view` shows it."""
     if point is None:
         session.undo()
@@ -80,8 +71,9 @@ def click_job(session: CorrectionSession, point: tuple[float, float, float] | No
     yield view(session)
 
 
-def cleanup_job(session: CorrectionSession, config: PostprocessConfig, view: Callable[[CorrectionSession], Corrected],
-                *, stop: Callable[[], bool]) -> Iterator[Corrected]:
+def session_cleanup_job(session: CorrectionSession, config: PostprocessConfig,
+                        view: Callable[[CorrectionSession], LayerResult],
+                        *, stop: Callable[[], bool]) -> Iterator[LayerResult]:
     """Another clean-up for the session, its clicks replayed (one labelling of the scan per click: seconds on a 1 mm
     scan, so never on the viewer's thread); yields the result as `view` shows it."""
     session.set_postprocess(config)
@@ -95,7 +87,7 @@ class ClickCorrections:
     """Correction mode for one viewer: on while `enabled`, reading clicks over the target's layer."""
 
     def __init__(self, viewer: napari.Viewer, widget, cache: ModelCache,
-                 on_change: Callable[[Corrected, tuple[tuple[int, ...], ...], str], None]) -> None:
+                 on_change: Callable[[LayerResult, tuple[tuple[int, ...], ...], str], None]) -> None:
         self.viewer, self._cache, self._on_change = viewer, cache, on_change
         self.job = JobRunner(widget, lambda running: None)
         self.target: CorrectionTarget | None = None
@@ -178,7 +170,7 @@ class ClickCorrections:
         item = self._queue.pop(0)
         if item is CLEANUP:
             self._computing, self._step = None, None
-            self.job.start(cleanup_job, self.session, self.postprocess, self._view(),
+            self.job.start(session_cleanup_job, self.session, self.postprocess, self._view(),
                            on_item=partial(self._mask_ready, self.session), on_done=self._next)
             return
         point, positive, data_point = item
@@ -208,13 +200,13 @@ class ClickCorrections:
             return
         self._next()
 
-    def _view(self) -> Callable[[CorrectionSession], Corrected]:
+    def _view(self) -> Callable[[CorrectionSession], LayerResult]:
         """`corrected_view` for the target's layer, its orientation read now, on the viewer's thread."""
         target = self.target
         return partial(corrected_view, to_layer=to_layer_order(target.source), shown=target.probability.shape,
                        spacing=target.spacing)
 
-    def _mask_ready(self, session: CorrectionSession, result: Corrected) -> None:
+    def _mask_ready(self, session: CorrectionSession, result: LayerResult) -> None:
         """Show the corrected mask of `session`; a "tumour" click also brings back a piece the user removed where it
         fell (said for this click only: a piece removed after it stays removed). A result of a session a new
         segmentation replaced while the click was computed is dropped: it would overwrite the new mask."""

@@ -97,14 +97,9 @@ def as_shown(layer: Layer, data: np.ndarray | None = None) -> np.ndarray:
     return apply_orientation(np.asarray(layer.data if data is None else data), view_orientation(layer))
 
 
-def back_to_layer(layer: Layer, shown: np.ndarray) -> np.ndarray:
-    """The inverse of `as_shown`: an array in shown order back on the layer's data grid."""
-    return to_layer_order(layer)(shown)
-
-
 def to_layer_order(layer: Layer) -> Callable[[np.ndarray], np.ndarray]:
-    """`back_to_layer` for `layer` as its orientation is now: a worker thread can call it without reading the
-    layer."""
+    """The inverse of `as_shown` for `layer` as its orientation is now: the function it returns puts an array in
+    shown order back on the layer's data grid, and a worker thread can call it without reading the layer."""
     orientation = view_orientation(layer)
     identity = np.column_stack([np.arange(len(orientation)), np.ones(len(orientation))])
     transform = ornt_transform(identity, orientation)

@@ -21,23 +21,23 @@ from ..engine.device import pick_device
 from ..engine.errors import LggUnetError
 from ..engine.model import read_config
 from ..engine.postprocess import PostprocessConfig
-from ..engine.predict import SegmentOptions, SegmentProgress
+from ..engine.predict import Segmentation, SegmentOptions, SegmentProgress
 from ..engine.pieces import Piece
 from ..engine.review import PieceReview
 from ..engine.sequences import FLAIR
 from . import notify
 from .common import chosen_model, connect_while_alive, device_widgets, model_widgets, optional_path, precision_widget
-from .corrections import ClickCorrections, Corrected, CorrectionTarget
+from .corrections import ClickCorrections, CorrectionTarget
 from .job import JobRunner
 from .layers import (
-    back_to_layer, binary_mask, current_slice, image_choices, labels_choices, owned_layer, put_owned_layer,
+    binary_mask, current_slice, image_choices, labels_choices, owned_layer, put_owned_layer, to_layer_order,
 )
 from .readouts import Readouts, compute_readouts, readouts_text, write_readouts_csv
 from .review import ReviewList
 from .sequences import model_input, named_sequences, says_sequence, sequence_pickers
 from .session_models import session_models
 from .tooltips import explain
-from .workers import ModelCache, cleanup_job, segment_job
+from .workers import LayerResult, ModelCache, cleanup_job, segment_job
 
 NO_TRUTH = ("(none)", None)
 
@@ -87,6 +87,7 @@ class SegmentWidget(Container):
         self._source: Image | None = None
         self._pending: Image | None = None
         self._pending_data: object = None  # the pending layer's data when segmenting started
+        self._segmented: Segmentation | None = None  # the last result in the model's slice order
         self._unusable_config: str | None = None  # the model folder whose config error was last notified
         self._review: PieceReview | None = None
         self._shown: np.ndarray | None = None  # the tumour layer as last set, to tell the user's painting from it
@@ -175,20 +176,27 @@ class SegmentWidget(Container):
         self._pending, self._pending_data = layer, layer.data
         self.progress.value = 0
         options = SegmentOptions(tta=self.tta.value, postprocess=self.cleanup.config(), precision=self.precision.value)
-        self._pending_input = (image, rgb, source, device, options)
-        self.job.start(segment_job, self._cache, source, device, image, rgb, options, on_item=self._on_progress)
+        spacing = tuple(layer.scale) if _volume_unit(layer) else None
+        self._pending_input = (image, rgb, source, device, options, spacing)
+        self.job.start(segment_job, self._cache, source, device, image, rgb, options, to_layer_order(layer), spacing,
+                       on_item=self._on_item)
 
     def _set_running(self, running: bool) -> None:
         self.segment_button.enabled = not running
         self.cancel_button.enabled = running
 
-    def _on_progress(self, progress: SegmentProgress) -> None:
-        self.progress.max = max(progress.total, 1)
-        self.progress.value = progress.done
-        if progress.runs_on:
-            self.device_note.value = f"runs on {progress.runs_on}"
-        if progress.result is None:
+    def _on_item(self, item: SegmentProgress | LayerResult) -> None:
+        if isinstance(item, LayerResult):
+            self._show_segmentation(item)
             return
+        self.progress.max = max(item.total, 1)
+        self.progress.value = item.done
+        if item.runs_on:
+            self.device_note.value = f"runs on {item.runs_on}"
+        if item.result is not None:
+            self._segmented = item.result  # in the model's slice order, for the correction session
+
+    def _show_segmentation(self, result: LayerResult) -> None:
         source = self._pending
         if source not in self.viewer.layers:
             notify.show_warning(f"'{source.name}' was removed while it was being segmented; the result is dropped")
@@ -197,19 +205,17 @@ class SegmentWidget(Container):
             notify.show_warning(f"the data of '{source.name}' was replaced while it was being segmented; the result "
                                 "is dropped: segment it again")
             return
-        # The model saw the slices as shown; its results go back onto the layer's own voxel order.
-        self._source, self._probability = source, back_to_layer(source, progress.result.probability)
-        spacing = tuple(source.scale) if _volume_unit(source) else None
+        self._source, self._probability = source, result.probability
+        image, rgb, model, device, options, spacing = self._pending_input
         self._review = PieceReview(self._probability, spacing)
         self._shown = self._painted = None  # a new segmentation starts afresh
-        image, rgb, model, device, options = self._pending_input
-        self.corrections.reset(CorrectionTarget(source, image, rgb, progress.result.probability, model, device, options,
+        self.corrections.reset(CorrectionTarget(source, image, rgb, self._segmented.probability, model, device, options,
                                                 spacing))
-        self._show_mask(back_to_layer(source, progress.result.mask))
+        self._show_mask(result.mask, listed=result.listed)
         self._show_probability()
         self.update_readouts()
 
-    def _corrected(self, result: Corrected, said_tumour: tuple[tuple[int, ...], ...] = (),
+    def _corrected(self, result: LayerResult, said_tumour: tuple[tuple[int, ...], ...] = (),
                    step: str | None = None) -> None:
         """A click or undo (`step`), or a new clean-up, changed the probabilities and the mask: show both and the
         pieces the worker listed (a piece the user removed comes back where `said_tumour`, the click just computed,
@@ -267,11 +273,10 @@ class SegmentWidget(Container):
             self.cleanup_job.start(cleanup_job, self._probability, config, self._review.spacing,
                                    on_item=self._cleaned, on_done=partial(self._cleanup_done, config))
 
-    def _cleaned(self, result: tuple[np.ndarray, np.ndarray, tuple]) -> None:
-        probability, mask, listed = result
-        if probability is not self._probability:
+    def _cleaned(self, result: LayerResult) -> None:
+        if result.probability is not self._probability:
             return  # a new segmentation or a click replaced these probabilities while the clean-up ran
-        self._show_mask(mask, listed=listed)
+        self._show_mask(result.mask, listed=result.listed)
         self.update_readouts()
 
     def _cleanup_done(self, applied: PostprocessConfig) -> None:
