@@ -122,6 +122,7 @@ class ClickCorrections:
     def reset(self, target: CorrectionTarget | None) -> None:
         """A new segmentation (or none): earlier clicks belonged to the old one."""
         self.target, self.session, self._queue = target, None, []
+        self.postprocess = None  # the new segmentation's own clean-up, until the widget says otherwise
         if target is not None and (layer := owned_layer(self.viewer, target.source, "clicks")) is not None:
             layer.data = np.zeros((0, target.source.ndim))
         self._prepare()
@@ -174,6 +175,9 @@ class ClickCorrections:
                            on_item=partial(self._mask_ready, self.session), on_done=self._next)
             return
         point, positive, data_point = item
+        if point is None and not self.session.clicks:
+            self._next()  # an undo pressed twice for one click, queued before the first ran: nothing left to undo
+            return
         self._computing = data_point if positive else None
         self._step = "undo" if point is None else "click"
         self.job.start(click_job, self.session, point, positive, self._view(),

@@ -209,17 +209,21 @@ class SegmentWidget(Container):
         image, rgb, model, device, options, spacing = self._pending_input
         self._review = PieceReview(self._probability, spacing)
         self._shown = self._painted = None  # a new segmentation starts afresh
+        self._show_mask(result.mask, listed=result.listed)
         self.corrections.reset(CorrectionTarget(source, image, rgb, self._segmented.probability, model, device, options,
                                                 spacing))
-        self._show_mask(result.mask, listed=result.listed)
         self._show_probability()
         self.update_readouts()
+        if self.cleanup.config() != options.postprocess:
+            self.rethreshold()  # the controls changed while it was segmented with the settings of that moment
 
     def _corrected(self, result: LayerResult, said_tumour: tuple[tuple[int, ...], ...] = (),
                    step: str | None = None) -> None:
         """A click or undo (`step`), or a new clean-up, changed the probabilities and the mask: show both and the
         pieces the worker listed (a piece the user removed comes back where `said_tumour`, the click just computed,
         says tumour, and is removed again when that click is undone)."""
+        if not self._has_result():
+            return  # the segmented image was deleted while the click or clean-up ran
         self._probability = self._review.probability = result.probability
         self._show_mask(result.mask, said_tumour, result.listed, step)
         self._show_probability()
@@ -274,8 +278,8 @@ class SegmentWidget(Container):
                                    on_item=self._cleaned, on_done=partial(self._cleanup_done, config))
 
     def _cleaned(self, result: LayerResult) -> None:
-        if result.probability is not self._probability:
-            return  # a new segmentation or a click replaced these probabilities while the clean-up ran
+        if result.probability is not self._probability or not self._has_result():
+            return  # a new segmentation or a click replaced these probabilities, or the image is gone
         self._show_mask(result.mask, listed=result.listed)
         self.update_readouts()
 
@@ -291,7 +295,9 @@ class SegmentWidget(Container):
         undo the user's own work."""
         shown = self._review.update(mask, said_tumour, listed, step)
         layer = owned_layer(self.viewer, self._source, "tumour")
-        if layer is not None and self._shown is not None and np.shape(layer.data) == self._shown.shape:
+        if layer is None or self._shown is None or np.shape(layer.data) != self._shown.shape:
+            self._painted = None  # no layer of ours to have painted on (the user may have deleted it)
+        else:
             current = np.asarray(layer.data)
             self._painted = (current != self._shown) | (self._painted if self._painted is not None else False)
             shown = np.where(self._painted, current > 0, shown).astype(shown.dtype)

@@ -65,9 +65,11 @@ def segment_job(
     model = cache.get(source, device)
     for progress in segment_steps(model, image, options, rgb=rgb, stop=stop):
         yield progress
-        if progress.result is not None:
+        if progress.result is not None and not stop():
             probability, mask = to_layer(progress.result.probability), to_layer(progress.result.mask)
-            yield LayerResult(probability, mask, list_pieces(probability, mask, spacing))
+            listed = list_pieces(probability, mask, spacing)
+            if not stop():  # Cancel pressed while the pieces were listed: nothing is shown
+                yield LayerResult(probability, mask, listed)
 
 
 def cleanup_job(

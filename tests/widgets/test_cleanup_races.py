@@ -1,0 +1,200 @@
+"""Orderings around the Segment widget's background jobs (found by a review of moving the clean-up off the viewer's
+thread): whatever finishes first, the tumour layer shows what the controls say, nothing comes back for an image the
+user closed, and Cancel or a double Undo gives no error. Jobs are held at a gate so each ordering is forced."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from napari_lgg_unet.engine.model import ModelConfig, build_network, save_model, with_inputs
+from napari_lgg_unet.engine.model_input import InputConfig
+from napari_lgg_unet.engine.postprocess import postprocess
+from napari_lgg_unet.engine.preprocess import PreprocessConfig
+from napari_lgg_unet.widgets import corrections as corrections_module, segment as segment_module
+from napari_lgg_unet.widgets import workers as workers_module
+
+from widget_helpers import dock, settle
+
+
+@pytest.fixture(scope="module")
+def tiny_click_model(tmp_path_factory) -> str:
+    """A small untrained U-Net that takes clicks (64 px input): these tests are about orderings, not masks."""
+    config = ModelConfig(decoder_channels=(16, 16, 16, 16, 16), preprocess=PreprocessConfig(image_size=64))
+    network, config = with_inputs(build_network(config), config, InputConfig(clicks=True))
+    return str(save_model(network, config, tmp_path_factory.mktemp("tiny-clicks") / "model"))
+
+
+def _scan(seed: int) -> np.ndarray:
+    image = np.random.default_rng(seed).random((3, 64, 64), dtype=np.float32)
+    image[..., 20:40, 20:40] += 2.0
+    return image
+
+
+def _widget(viewer, model, layer):
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value = "folder"
+    widget.model_folder.value = model
+    widget.image.value = layer
+    widget.cleanup.min_size.value = 0
+    return widget
+
+
+def _segment(qtbot, widget) -> None:
+    widget.segment_button.clicked()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    settle(qtbot, widget)
+
+
+def _gated(job):
+    """`job` held until `gate.set()`; `started` says it is waiting."""
+    gate, started = threading.Event(), threading.Event()
+
+    def held(*args, stop):
+        started.set()
+        assert gate.wait(30)
+        yield from job(*args, stop=stop)
+
+    held.gate, held.started = gate, started
+    return held
+
+
+def _as_the_controls_say(widget) -> np.ndarray:
+    return postprocess(widget._probability, widget.cleanup.config())
+
+
+def _two_thresholds(widget) -> tuple[float, float]:
+    """Two thresholds that split this model's probabilities differently."""
+    low, high = (float(np.clip(round(float(np.quantile(widget._probability, q)), 2), 0.02, 0.98)) for q in (0.3, 0.7))
+    assert low < high
+    return low, high
+
+
+@pytest.mark.parametrize("first_run", [True, False])
+def test_a_threshold_moved_while_segmenting_is_applied_to_the_result(qtbot, viewer, notes, tiny_model_dir, monkeypatch,
+                                                                     first_run):
+    image = viewer.add_image(_scan(0), name="X")
+    widget = _widget(viewer, str(tiny_model_dir), image)
+    _segment(qtbot, widget)
+    low, high = _two_thresholds(widget)
+    widget.cleanup.threshold.value = low
+    settle(qtbot, widget)
+    if first_run:  # nothing on screen any more, as before a first segmentation
+        viewer.layers.remove(widget.prediction_layer())
+        viewer.layers.remove(image)
+        widget.image.value = viewer.add_image(_scan(0), name="X2")
+    job = _gated(segment_module.segment_job)
+    monkeypatch.setattr(segment_module, "segment_job", job)
+    widget.segment_button.clicked()  # segments at `low`
+    assert job.started.wait(10)
+    widget.cleanup.threshold.value = high  # while the model runs
+    job.gate.set()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    settle(qtbot, widget)
+    assert notes["error"] == []
+    np.testing.assert_array_equal(widget.prediction_layer().data, _as_the_controls_say(widget))
+
+
+def test_a_new_correction_session_takes_the_clean_up_the_controls_show(qtbot, viewer, notes, tiny_click_model):
+    first = viewer.add_image(_scan(0), name="X")
+    widget = _widget(viewer, tiny_click_model, first)
+    widget.cleanup.threshold.value = 0.47
+    _segment(qtbot, widget)
+    widget.cleanup.threshold.value = 0.49
+    settle(qtbot, widget)
+    viewer.layers.remove(widget.prediction_layer())
+    viewer.layers.remove(first)
+    widget.cleanup.threshold.value = 0.48  # no result on screen: the next segmentation takes it
+    widget.image.value = viewer.add_image(_scan(1), name="Y")
+    _segment(qtbot, widget)
+    widget.correct.value = True
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=30_000)
+    settle(qtbot, widget)
+    assert widget.corrections.session.postprocess == widget.cleanup.config()
+    shown = np.asarray(widget.prediction_layer().data) > 0
+    np.testing.assert_array_equal(shown, widget.corrections.session.mask.reshape(shown.shape) > 0)
+    np.testing.assert_array_equal(shown, _as_the_controls_say(widget) > 0)
+
+
+@pytest.mark.parametrize("with_session", [False, True])
+def test_a_clean_up_finishing_after_the_image_was_closed_adds_no_layer(qtbot, viewer, notes, tiny_click_model,
+                                                                      monkeypatch, with_session):
+    image = viewer.add_image(_scan(0), name="X")
+    widget = _widget(viewer, tiny_click_model, image)
+    _segment(qtbot, widget)
+    if with_session:
+        widget.correct.value = True
+        qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=30_000)
+        settle(qtbot, widget)
+        module, name = corrections_module, "session_cleanup_job"
+    else:
+        module, name = segment_module, "cleanup_job"
+    job = _gated(getattr(module, name))
+    monkeypatch.setattr(module, name, job)
+    widget.cleanup.threshold.value = 0.47
+    assert job.started.wait(10)
+    viewer.layers.remove(widget.prediction_layer())  # the user closes the case: mask and image
+    viewer.layers.remove(image)
+    job.gate.set()
+    settle(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == []
+    assert notes["error"] == []
+
+
+def test_undo_pressed_twice_for_one_click_behind_a_clean_up_is_no_error(qtbot, viewer, notes, tiny_click_model,
+                                                                       monkeypatch):
+    widget = _widget(viewer, tiny_click_model, viewer.add_image(_scan(0), name="X"))
+    _segment(qtbot, widget)
+    widget.correct.value = True
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=30_000)
+    widget.corrections.add_click(np.asarray((1.0, 30.0, 30.0)), True)
+    settle(qtbot, widget)
+    job = _gated(corrections_module.session_cleanup_job)
+    monkeypatch.setattr(corrections_module, "session_cleanup_job", job)
+    widget.cleanup.threshold.value = 0.47
+    assert job.started.wait(10)
+    widget.undo_click.clicked()
+    widget.undo_click.clicked()  # a double-click on Undo, one click in the session
+    job.gate.set()
+    settle(qtbot, widget)
+    assert notes["error"] == []
+    assert widget.corrections.session.clicks == []
+
+
+def test_cancel_while_the_result_is_listed_shows_nothing(qtbot, viewer, notes, tiny_model_dir, monkeypatch):
+    widget = _widget(viewer, str(tiny_model_dir), viewer.add_image(_scan(0), name="X"))
+    gate, started = threading.Event(), threading.Event()
+    real = workers_module.list_pieces
+
+    def held(*args, **kwargs):
+        started.set()
+        assert gate.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(workers_module, "list_pieces", held)
+    widget.segment_button.clicked()
+    qtbot.waitUntil(started.is_set, timeout=30_000)
+    widget.cancel_button.clicked()
+    gate.set()
+    qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
+    assert widget.prediction_layer() is None
+    assert notes["error"] == []
+
+
+def test_painting_on_a_deleted_tumour_layer_is_forgotten(qtbot, viewer, notes, tiny_model_dir):
+    widget = _widget(viewer, str(tiny_model_dir), viewer.add_image(_scan(0), name="X"))
+    _segment(qtbot, widget)
+    low, high = _two_thresholds(widget)
+    layer = widget.prediction_layer()
+    layer.data[:] = 0  # the user erases everything
+    layer.refresh()
+    widget.cleanup.threshold.value = high
+    settle(qtbot, widget)
+    viewer.layers.remove(widget.prediction_layer())  # and deletes the layer, erasing and all
+    widget.cleanup.threshold.value = low  # a new tumour layer
+    settle(qtbot, widget)
+    widget.cleanup.threshold.value = high
+    settle(qtbot, widget)
+    np.testing.assert_array_equal(widget.prediction_layer().data, _as_the_controls_say(widget))
