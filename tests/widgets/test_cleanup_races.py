@@ -66,9 +66,12 @@ def _as_the_controls_say(widget) -> np.ndarray:
 
 
 def _two_thresholds(widget) -> tuple[float, float]:
-    """Two thresholds that split this model's probabilities differently."""
-    low, high = (float(np.clip(round(float(np.quantile(widget._probability, q)), 2), 0.02, 0.98)) for q in (0.3, 0.7))
-    assert low < high
+    """Two thresholds that split this (untrained, randomly initialised) model's probabilities differently, neither
+    the current one: setting the current value again changes nothing, so no clean-up would start."""
+    low, high = (float(np.clip(round(float(np.quantile(widget._probability, q)), 2), 0.03, 0.97)) for q in (0.3, 0.7))
+    high = max(high, round(low + 0.02, 2))
+    current = widget.cleanup.threshold.value
+    low, high = (round(low - 0.01, 2) if low == current else low), (round(high + 0.01, 2) if high == current else high)
     return low, high
 
 
@@ -198,3 +201,26 @@ def test_painting_on_a_deleted_tumour_layer_is_forgotten(qtbot, viewer, notes, t
     widget.cleanup.threshold.value = high
     settle(qtbot, widget)
     np.testing.assert_array_equal(widget.prediction_layer().data, _as_the_controls_say(widget))
+
+
+def test_closing_the_dock_starts_no_further_clean_up(qtbot, viewer, notes, tiny_model_dir, monkeypatch):
+    widget = _widget(viewer, str(tiny_model_dir), viewer.add_image(_scan(0), name="X"))
+    _segment(qtbot, widget)
+    low, high = _two_thresholds(widget)
+    ran = []
+    job = _gated(workers_module.cleanup_job)
+
+    def counted(probability, config, spacing, *, stop):
+        ran.append(config.threshold)
+        yield from job(probability, config, spacing, stop=stop)
+
+    monkeypatch.setattr(segment_module, "cleanup_job", counted)
+    widget.cleanup.threshold.value = low
+    assert job.started.wait(10)
+    widget.cleanup.threshold.value = high  # waits for the one running
+    viewer.window.remove_dock_widget(widget.native)
+    job.gate.set()
+    qtbot.waitUntil(lambda: not widget.cleanup_job.running, timeout=10_000)
+    qtbot.wait(200)
+    assert ran == [low] and not widget.cleanup_job.running
+    assert notes["error"] == []

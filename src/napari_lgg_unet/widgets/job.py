@@ -96,6 +96,12 @@ class JobRunner:
         """Ask the job to end at its next check; `on_done` still runs once it has."""
         self._stop.set()
 
+    @property
+    def stop_asked(self) -> bool:
+        """Whether the last job was asked to stop (Cancel, or the widget taken out of its dock): an `on_done` that
+        would start a follow-up job should not."""
+        return self._stop.is_set()
+
     def _deliver(self, item: Any, on_item: Callable[[Any], None]) -> None:
         if not self._alive:
             return

@@ -284,7 +284,7 @@ class SegmentWidget(Container):
         self.update_readouts()
 
     def _cleanup_done(self, applied: PostprocessConfig) -> None:
-        if self.cleanup.config() != applied:
+        if self.cleanup.config() != applied and not self.cleanup_job.stop_asked:  # not once the dock is closed
             self.rethreshold()
 
     def _show_mask(self, mask: np.ndarray, said_tumour: tuple[tuple[int, ...], ...] = (),
