@@ -3,9 +3,10 @@ tumour"; the click-conditioned model re-segments the slices the click reaches, i
 
 The clicks are shown as a Points layer of this plugin's (green positive, magenta negative) over the segmented image;
 Undo takes the last one back. Clicks, undos and new clean-ups that arrive while one is computed wait in a queue, so
-fast clicking or dragging the threshold slider never blocks the viewer. The engine's `CorrectionSession` holds the clicks and probabilities; this module only maps viewer
-positions to the model's slice order and back. The worker also puts the result back in the layer's voxel order and
-lists its pieces, so the viewer's thread only shows it (docs/corrections.md measures the stall).
+fast clicking or dragging the threshold slider never blocks the viewer. The engine's `CorrectionSession` holds the
+clicks and probabilities; this module only maps viewer positions to the model's slice order and back. The worker
+also puts the result back in the layer's voxel order and lists its pieces, so the viewer's thread only shows it
+(docs/corrections.md measures the stall).
 """
 
 from __future__ import annotations
@@ -111,13 +112,10 @@ class ClickCorrections:
         self.postprocess = config
         if self.session is None:
             return False
-        self._queue_cleanup()
-        return True
-
-    def _queue_cleanup(self) -> None:
         if not self._queue or self._queue[-1] is not CLEANUP:  # a queued one applies the latest clean-up anyway
             self._queue.append(CLEANUP)
         self._next()
+        return True
 
     def reset(self, target: CorrectionTarget | None) -> None:
         """A new segmentation (or none): earlier clicks belonged to the old one."""

@@ -16,8 +16,8 @@ import numpy as np
 from ..engine.io import Scan, load_patients
 from ..engine.events import TrainingEvent
 from ..engine.model import WEIGHTS_FILE, LoadedModel, load_model, resolve_model_path
-from ..engine.pieces import Piece, list_pieces
-from ..engine.postprocess import PostprocessConfig, postprocess
+from ..engine.pieces import Piece, describe_pieces, list_pieces
+from ..engine.postprocess import PostprocessConfig, kept_labels
 from ..engine.predict import SegmentOptions, SegmentProgress, segment_steps
 from ..engine.settings import TrainConfig
 from ..engine.train import train_model
@@ -75,9 +75,11 @@ def segment_job(
 def cleanup_job(
     probability: np.ndarray, config: PostprocessConfig, spacing: tuple[float, ...] | None, *, stop: Callable[[], bool]
 ) -> Iterator[LayerResult]:
-    """Another threshold or clean-up of the same probabilities (on the layer's grid)."""
-    mask = postprocess(probability, config)
-    yield LayerResult(probability, mask, list_pieces(probability, mask, spacing))
+    """Another threshold or clean-up of the same probabilities (on the layer's grid), labelled once: the clean-up's
+    own labelling lists the pieces (`kept_labels` numbers them as labelling the mask would)."""
+    labels, count = kept_labels(probability, config)
+    yield LayerResult(probability, (labels > 0).astype(np.uint8),
+                      (labels, describe_pieces(probability, labels, count, spacing)))
 
 
 def training_job(
