@@ -203,3 +203,16 @@ def test_a_threshold_changed_while_the_session_is_built_reaches_the_session_befo
     np.testing.assert_array_equal(np.asarray(widget.prediction_layer().data) > 0, session.mask.reshape(
         widget.prediction_layer().data.shape) > 0)
     assert notes["error"] == []
+
+
+def test_segmenting_again_after_clicks_keeps_the_corrected_layer(viewer, qtbot, notes, click_model):
+    widget = _segmented(viewer, qtbot, notes, click_model)
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    tumour = widget.prediction_layer()
+    _click(widget, qtbot, (12, 100, 100), positive=False)
+    corrected = np.array(tumour.data, copy=True)
+    widget.segment_button.clicked()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    np.testing.assert_array_equal(tumour.data, corrected)  # the clicks' result stays, as the user's own layer
+    assert tumour.name.endswith("tumour (edited)") and widget.prediction_layer() is not tumour
+    assert notes["error"] == []

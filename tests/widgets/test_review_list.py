@@ -71,3 +71,15 @@ def test_unticking_removes_the_piece_a_new_threshold_keeps_it_removed_and_tickin
     _keep(widget, row, True)
     assert tumour.data[piece].all()
     np.testing.assert_array_equal(truth.data, truth_before)  # the user's layer is never touched
+
+
+def test_a_reviewed_mask_is_kept_when_the_image_is_segmented_again(qtbot, viewer, reviewed, notes):
+    widget = reviewed
+    tumour = widget.prediction_layer()
+    _keep(widget, 0, False)
+    reviewed_mask = np.array(tumour.data, copy=True)
+    widget.segment_button.clicked()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    np.testing.assert_array_equal(tumour.data, reviewed_mask)
+    assert tumour.name.endswith("(edited)") and widget.prediction_layer() is not tumour
+    assert widget.prediction_layer().data.sum() > reviewed_mask.sum()  # the new one has the piece again

@@ -90,6 +90,47 @@ def test_running_again_updates_the_same_layer_and_leaves_a_same_named_user_layer
     assert (user.data == 7).all()
 
 
+def _paint(layer, where) -> np.ndarray:
+    """Paint tumour the way napari's brush does (into the layer's own array, then a refresh); the data after it."""
+    layer.data[where] = 1
+    layer.refresh()
+    return np.array(layer.data, copy=True)
+
+
+@pytest.mark.usefixtures("inline_jobs")
+def test_segmenting_again_keeps_a_painted_tumour_layer_as_the_users_own(qtbot, viewer, segment_widget, notes):
+    widget = segment_widget
+    run_segment(qtbot, widget)
+    tumour = viewer.layers[f"{PATIENT} tumour"]
+    segmented = np.array(tumour.data, copy=True)
+    painted = _paint(tumour, tuple(np.argwhere(segmented == 0)[:40].T))
+    run_segment(qtbot, widget)  # a new segmentation of the same image, as after changing the model
+    np.testing.assert_array_equal(tumour.data, painted)  # not a voxel lost
+    assert tumour.name == f"{PATIENT} tumour (edited)" and OWNER_KEY not in tumour.metadata
+    new = widget.prediction_layer()
+    assert new is not tumour and new.name == f"{PATIENT} tumour"
+    np.testing.assert_array_equal(new.data, segmented)  # the new segmentation, without the painting
+    assert any("(edited)" in note for note in notes["info"])
+    count = len(viewer.layers)
+    run_segment(qtbot, widget)  # unedited: replaced in place, as before
+    assert len(viewer.layers) == count and widget.prediction_layer() is new
+
+
+@pytest.mark.usefixtures("inline_jobs")
+def test_painting_while_another_image_was_segmented_is_kept_too(qtbot, viewer, segment_widget, patient, notes):
+    widget = segment_widget
+    run_segment(qtbot, widget)
+    first = viewer.layers[PATIENT]
+    tumour = widget.prediction_layer()
+    widget.image.value = viewer.add_image(patient[0], name="other", rgb=True)
+    run_segment(qtbot, widget)
+    painted = _paint(tumour, (1, slice(0, 4), slice(0, 4)))  # the first image's layer, painted meanwhile
+    widget.image.value = first
+    run_segment(qtbot, widget)
+    np.testing.assert_array_equal(tumour.data, painted)
+    assert OWNER_KEY not in tumour.metadata and widget.prediction_layer() is not tumour
+
+
 @pytest.mark.usefixtures("inline_jobs")
 def test_moving_the_threshold_rethresholds_without_running_the_model(qtbot, viewer, segment_widget, monkeypatch):
     widget = segment_widget

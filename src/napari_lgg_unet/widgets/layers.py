@@ -1,10 +1,13 @@
 """Which layers a widget may read, and the only layers it may write: the ones it created, marked in metadata.
 
-A user's layer is never modified or removed, even when it has the name the plugin would use.
+A user's layer is never modified or removed, even when it has the name the plugin would use. A tumour layer of ours
+that the user edited (painted on, or changed with clicks or the review list) is handed over to the user before a new
+segmentation would replace it: what the user made is never lost.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Callable
 
 import napari
@@ -40,9 +43,9 @@ def binary_mask(layer: Labels) -> tuple[np.ndarray, bool]:
 
 def owned_layer(viewer: napari.Viewer, source: Layer, role: str) -> Layer | None:
     """The layer this plugin made for `source` in `role` ('tumour', 'probability'), if it still exists."""
-    tag = {"role": role, "source": str(source.unique_id)}
     for layer in viewer.layers:
-        if layer.metadata.get(OWNER_KEY) == tag:
+        mark = layer.metadata.get(OWNER_KEY)
+        if isinstance(mark, dict) and mark.get("role") == role and mark.get("source") == str(source.unique_id):
             return layer
     return None
 
@@ -51,14 +54,54 @@ def put_owned_layer(viewer: napari.Viewer, source: Layer, role: str, data: np.nd
     """Update this plugin's layer for (`source`, `role`) in place, or add it with `source`'s geometry."""
     layer = owned_layer(viewer, source, role)
     if layer is not None:
-        layer.data = data
+        set_owned_data(layer, data)
         return layer
     kind = {"tumour": Labels, "clicks": Points}.get(role, Image)
     metadata = {OWNER_KEY: {"role": role, "source": str(source.unique_id)}}
     if GEOMETRY_KEY in source.metadata:
         metadata[GEOMETRY_KEY] = source.metadata[GEOMETRY_KEY]
     layer = kind(data, name=f"{source.name} {role}", metadata=metadata, **spatial_geometry(source), **kwargs)
+    _remember_data(layer)
     return viewer.add_layer(layer)
+
+
+def set_owned_data(layer: Layer, data: np.ndarray) -> None:
+    """Set the data of a layer of ours, remembering (for a Labels layer) what it was set to, so that painting on it
+    afterwards is seen by `edited`."""
+    layer.data = data
+    _remember_data(layer)
+
+
+def _remember_data(layer: Layer) -> None:
+    if isinstance(layer, Labels):  # the layers a user paints on; a fingerprint of the others would only cost time
+        layer.metadata[OWNER_KEY]["fingerprint"] = _fingerprint(layer.data)
+
+
+def _fingerprint(data: Any) -> str:
+    """A digest of the voxels (a few ms for a 1 mm scan's mask), far cheaper to keep than a copy."""
+    array = np.ascontiguousarray(data)
+    digest = hashlib.blake2b(f"{array.dtype.str}{array.shape}".encode(), digest_size=16)
+    digest.update(array.reshape(-1).view(np.uint8))
+    return digest.hexdigest()
+
+
+def mark_edited(layer: Layer) -> None:
+    """Record that the user changed this layer of ours through the plugin (clicks, the review list) or by painting."""
+    layer.metadata[OWNER_KEY]["edited"] = True
+
+
+def edited(layer: Layer) -> bool:
+    """Whether the user changed this tumour layer of ours: through the plugin (`mark_edited`), or by painting on it
+    since the plugin last set it (napari's brush writes into the array without telling the plugin)."""
+    mark = layer.metadata[OWNER_KEY]
+    return bool(mark.get("edited")) or mark.get("fingerprint") != _fingerprint(layer.data)
+
+
+def hand_over(layer: Layer) -> str:
+    """Make a layer of ours the user's: renamed, and no longer written by the plugin. Returns its new name."""
+    layer.metadata = {key: value for key, value in layer.metadata.items() if key != OWNER_KEY}
+    layer.name = f"{layer.name} (edited)"
+    return layer.name
 
 
 def spatial_geometry(layer: Layer) -> dict[str, Any]:

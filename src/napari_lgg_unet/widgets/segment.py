@@ -30,7 +30,8 @@ from .common import chosen_model, connect_while_alive, device_widgets, model_wid
 from .corrections import ClickCorrections, CorrectionTarget
 from .job import JobRunner
 from .layers import (
-    binary_mask, current_slice, image_choices, labels_choices, owned_layer, put_owned_layer, to_layer_order,
+    binary_mask, current_slice, edited, hand_over, image_choices, labels_choices, mark_edited, owned_layer,
+    put_owned_layer, set_owned_data, to_layer_order,
 )
 from .readouts import Readouts, compute_readouts, readouts_text, write_readouts_csv
 from .review import ReviewList
@@ -208,6 +209,7 @@ class SegmentWidget(Container):
         self._source, self._probability = source, result.probability
         image, rgb, model, device, options, spacing = self._pending_input
         self._review = PieceReview(self._probability, spacing)
+        self._keep_edited_tumour(source)
         self._shown = self._painted = None  # a new segmentation starts afresh
         self._show_mask(result.mask, listed=result.listed)
         self.corrections.reset(CorrectionTarget(source, image, rgb, self._segmented.probability, model, device, options,
@@ -216,6 +218,15 @@ class SegmentWidget(Container):
         self.update_readouts()
         if self.cleanup.config() != options.postprocess:
             self.rethreshold()  # the controls changed while it was segmented with the settings of that moment
+
+    def _keep_edited_tumour(self, source: Image) -> None:
+        """Before a new segmentation of `source` replaces its tumour layer: a layer the user edited becomes theirs,
+        under a new name, and the new segmentation gets a layer of its own."""
+        layer = owned_layer(self.viewer, source, "tumour")
+        if layer is not None and edited(layer):
+            name = layer.name
+            notify.show_info(f"your changes to '{name}' are kept in '{hand_over(layer)}'; the new segmentation is in "
+                             f"'{name}'")
 
     def _corrected(self, result: LayerResult, said_tumour: tuple[tuple[int, ...], ...] = (),
                    step: str | None = None) -> None:
@@ -226,6 +237,8 @@ class SegmentWidget(Container):
             return  # the segmented image was deleted while the click or clean-up ran
         self._probability = self._review.probability = result.probability
         self._show_mask(result.mask, said_tumour, result.listed, step)
+        if step is not None and (layer := self.prediction_layer()) is not None:
+            mark_edited(layer)  # a click or its undo: the user's work
         self._show_probability()
         self.update_readouts()
 
@@ -301,6 +314,8 @@ class SegmentWidget(Container):
             current = np.asarray(layer.data)
             self._painted = (current != self._shown) | (self._painted if self._painted is not None else False)
             shown = np.where(self._painted, current > 0, shown).astype(shown.dtype)
+            if self._painted.any():
+                mark_edited(layer)
         layer = put_owned_layer(self.viewer, self._source, "tumour", shown)
         self._shown = np.array(shown, copy=True)  # napari paints into the layer's own array
         self.review_list.show_pieces(self._review.pieces, self._review.removed, _volume_unit(layer))
@@ -316,7 +331,8 @@ class SegmentWidget(Container):
         (self._review.restore if keep else self._review.remove)(index)
         data = np.asarray(layer.data)
         data[voxels] = 1 if keep else 0
-        layer.data = data
+        set_owned_data(layer, data)
+        mark_edited(layer)
         if self._shown is not None:
             self._shown[voxels] = 1 if keep else 0  # the widget's change, not the user's painting
         if self._painted is not None:
