@@ -57,6 +57,33 @@ def test_a_positive_click_adds_tumour_and_keeps_its_piece_even_below_the_minimum
     assert all(0 <= p.confidence <= 1 for p in session.pieces)
 
 
+class _IgnoresClicks(_FollowsClicks):
+    """Tumour where FLAIR is bright, deaf to clicks: a network that refuses a click, as ours does on some confident
+    false tumour."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * (x[:, 1:2] - 0.5)
+
+
+def test_a_click_the_network_refuses_still_sets_the_clicked_spot_and_nothing_else():
+    config = ModelConfig(preprocess=PreprocessConfig(image_size=32), inputs=InputConfig(clicks=True, click_reach=1),
+                         postprocess=PostprocessConfig(min_size=20))
+    session = CorrectionSession(LoadedModel(_IgnoresClicks().eval(), config, "test"), _scan())
+    before = session.mask.copy()
+    session.click(2, 12, 12, positive=False)
+    rows, cols = np.ogrid[:32, :32]
+    disc = (rows - 12) ** 2 + (cols - 12) ** 2 <= 3**2  # the click map's radius: 3 network pixels, here 3 pixels
+    expected = before.copy()
+    expected[2][disc] = 0
+    np.testing.assert_array_equal(session.mask, expected)
+    session.click(4, 26, 26, positive=True)  # on background, far from the block: a piece of its own, kept
+    expected[4][(rows - 26) ** 2 + (cols - 26) ** 2 <= 3**2] = 1
+    np.testing.assert_array_equal(session.mask, expected)
+    session.undo()
+    session.undo()
+    np.testing.assert_array_equal(session.mask, before)
+
+
 def test_a_negative_click_keeps_what_remains_of_a_piece_even_below_the_minimum_size():
     image = np.zeros((6, 32, 32), np.float32)
     image[2, 8:14, 8:20] = 100.0  # a 72-voxel piece, kept by a minimum size of 50

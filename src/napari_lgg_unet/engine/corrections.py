@@ -106,8 +106,24 @@ class CorrectionSession:
         new = _recompute_near(self._scan, old, slices, self.clicks, (click.y, click.x), self.window, self.options,
                               self._precision)
         self.probability[slices] = np.maximum(old, new) if click.positive else np.minimum(old, new)
+        self._honour(click)
         self._show(self._judged(self.probability, self.clicks))
         return self.mask
+
+    def _honour(self, click: Click) -> None:
+        """A click the network refused (the clicked voxel still on the other side of the threshold: it happens on
+        confident false tumour) still takes effect: a disc of the click map's radius on the clicked slice gets
+        probability 1 ("tumour") or 0 ("not tumour"). Before, the simulated user's next four clicks landed on the
+        same voxel and changed nothing (docs/corrections.md). A click the network followed is left as it answered:
+        forcing the disc then too made the Dice swing on a small tumour whose clicks alternate a few pixels apart."""
+        spot = (round(click.z), round(click.y), round(click.x))
+        if (self.probability[spot] >= self.postprocess.threshold) == click.positive:
+            return
+        height, width = self.probability.shape[1:]
+        radius = self._scan.model.config.inputs.click_sigma * max(height, width) / self._scan.model.config.preprocess.image_size
+        rows, cols = np.ogrid[:height, :width]
+        disc = (rows - click.y) ** 2 + (cols - click.x) ** 2 <= max(radius, 0.5) ** 2
+        self.probability[spot[0]][disc] = 1.0 if click.positive else 0.0
 
     def undo(self) -> np.ndarray:
         """Take the last click back (the probabilities and the mask return exactly to what they were); returns the
