@@ -120,7 +120,8 @@ class CorrectionSession:
         if (self.probability[spot] >= self.postprocess.threshold) == click.positive:
             return
         height, width = self.probability.shape[1:]
-        radius = self._scan.model.config.inputs.click_sigma * max(height, width) / self._scan.model.config.preprocess.image_size
+        config = self._scan.model.config
+        radius = config.inputs.click_sigma * max(height, width) / config.preprocess.image_size
         rows, cols = np.ogrid[:height, :width]
         disc = (rows - click.y) ** 2 + (cols - click.x) ** 2 <= max(radius, 0.5) ** 2
         self.probability[spot[0]][disc] = 1.0 if click.positive else 0.0
