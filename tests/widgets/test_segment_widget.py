@@ -124,11 +124,53 @@ def test_painting_while_another_image_was_segmented_is_kept_too(qtbot, viewer, s
     tumour = widget.prediction_layer()
     widget.image.value = viewer.add_image(patient[0], name="other", rgb=True)
     run_segment(qtbot, widget)
-    painted = _paint(tumour, (1, slice(0, 4), slice(0, 4)))  # the first image's layer, painted meanwhile
+    painted = _paint(tumour, tuple(np.argwhere(tumour.data == 0)[:16].T))  # the first image's layer, meanwhile
     widget.image.value = first
     run_segment(qtbot, widget)
     np.testing.assert_array_equal(tumour.data, painted)
     assert OWNER_KEY not in tumour.metadata and widget.prediction_layer() is not tumour
+
+
+@pytest.mark.usefixtures("inline_jobs")
+def test_a_duplicate_or_a_renamed_tumour_layer_is_the_users(qtbot, viewer, segment_widget, notes):
+    from napari.layers._layer_actions import _duplicate_layer  # what Layers > Duplicate Layer runs
+
+    widget = segment_widget
+    widget.show_probability.value = True
+    run_segment(qtbot, widget)
+    tumour = widget.prediction_layer()
+    for layer in (tumour, viewer.layers[f"{PATIENT} probability"]):
+        viewer.layers.selection = {layer}
+        _duplicate_layer(viewer.layers)
+    copies = [layer for layer in viewer.layers if layer.name.endswith(" copy")]
+    assert len(copies) == 2 and OWNER_KEY in copies[0].metadata  # napari copies the metadata, our mark included
+    viewer.layers.remove(tumour)  # only the user's copy is left
+    kept = [np.array(copy.data, copy=True) for copy in copies]
+    widget.cleanup.threshold.value = 0.3
+    widget.show_probability.value = False
+    run_segment(qtbot, widget)
+    assert all(copy in viewer.layers for copy in copies)
+    for copy, data in zip(copies, kept):
+        np.testing.assert_array_equal(copy.data, data)
+    mine = widget.prediction_layer()
+    assert mine not in copies
+    mine.name = "my final mask"  # renamed, not painted: claimed all the same
+    data = np.array(mine.data, copy=True)
+    run_segment(qtbot, widget)
+    assert mine.name == "my final mask" and OWNER_KEY not in mine.metadata and widget.prediction_layer() is not mine
+    np.testing.assert_array_equal(mine.data, data)
+    assert notes["error"] == []
+
+
+@pytest.mark.usefixtures("inline_jobs")
+def test_painted_label_values_stay_as_painted_through_a_new_threshold(qtbot, viewer, segment_widget):
+    widget = segment_widget
+    run_segment(qtbot, widget)
+    tumour = widget.prediction_layer()
+    tumour.data[0, 0:20, 0:20] = 2
+    tumour.refresh()
+    widget.cleanup.threshold.value = 0.3
+    assert (tumour.data[0, 0:20, 0:20] == 2).all()
 
 
 @pytest.mark.usefixtures("inline_jobs")

@@ -42,10 +42,14 @@ def binary_mask(layer: Labels) -> tuple[np.ndarray, bool]:
 
 
 def owned_layer(viewer: napari.Viewer, source: Layer, role: str) -> Layer | None:
-    """The layer this plugin made for `source` in `role` ('tumour', 'probability'), if it still exists."""
+    """The layer this plugin made for `source` in `role` ('tumour', 'probability'), if it still exists.
+
+    The mark names the layer itself: napari's *Duplicate Layer* copies metadata, and the user's copy must not be
+    taken for ours."""
     for layer in viewer.layers:
         mark = layer.metadata.get(OWNER_KEY)
-        if isinstance(mark, dict) and mark.get("role") == role and mark.get("source") == str(source.unique_id):
+        if (isinstance(mark, dict) and mark.get("role") == role and mark.get("source") == str(source.unique_id)
+                and mark.get("layer") == str(layer.unique_id)):
             return layer
     return None
 
@@ -61,8 +65,11 @@ def put_owned_layer(viewer: napari.Viewer, source: Layer, role: str, data: np.nd
     if GEOMETRY_KEY in source.metadata:
         metadata[GEOMETRY_KEY] = source.metadata[GEOMETRY_KEY]
     layer = kind(data, name=f"{source.name} {role}", metadata=metadata, **spatial_geometry(source), **kwargs)
+    layer.metadata[OWNER_KEY]["layer"] = str(layer.unique_id)
     _remember_data(layer)
-    return viewer.add_layer(layer)
+    viewer.add_layer(layer)
+    layer.metadata[OWNER_KEY]["name"] = layer.name  # as napari made it unique: a new name is the user's doing
+    return layer
 
 
 def set_owned_data(layer: Layer, data: np.ndarray) -> None:
@@ -91,16 +98,21 @@ def mark_edited(layer: Layer) -> None:
 
 
 def edited(layer: Layer) -> bool:
-    """Whether the user changed this tumour layer of ours: through the plugin (`mark_edited`), or by painting on it
-    since the plugin last set it (napari's brush writes into the array without telling the plugin)."""
+    """Whether the user changed or claimed this tumour layer of ours: through the plugin (`mark_edited`), by
+    painting on it since the plugin last set it (napari's brush writes into the array without telling the plugin),
+    or by renaming it."""
     mark = layer.metadata[OWNER_KEY]
-    return bool(mark.get("edited")) or mark.get("fingerprint") != _fingerprint(layer.data)
+    return (bool(mark.get("edited")) or layer.name != mark.get("name")
+            or mark.get("fingerprint") != _fingerprint(layer.data))
 
 
 def hand_over(layer: Layer) -> str:
-    """Make a layer of ours the user's: renamed, and no longer written by the plugin. Returns its new name."""
+    """Make a layer of ours the user's: no longer written by the plugin, and renamed unless the user already named
+    it. Returns its name."""
+    named_by_us = layer.name == layer.metadata[OWNER_KEY].get("name")
     layer.metadata = {key: value for key, value in layer.metadata.items() if key != OWNER_KEY}
-    layer.name = f"{layer.name} (edited)"
+    if named_by_us:
+        layer.name = f"{layer.name} (edited)"
     return layer.name
 
 

@@ -220,13 +220,13 @@ class SegmentWidget(Container):
             self.rethreshold()  # the controls changed while it was segmented with the settings of that moment
 
     def _keep_edited_tumour(self, source: Image) -> None:
-        """Before a new segmentation of `source` replaces its tumour layer: a layer the user edited becomes theirs,
-        under a new name, and the new segmentation gets a layer of its own."""
+        """Before a new segmentation of `source` replaces its tumour layer: a layer the user edited or renamed
+        becomes theirs (renamed '... (edited)' unless they named it), and the new segmentation gets a layer of its
+        own."""
         layer = owned_layer(self.viewer, source, "tumour")
         if layer is not None and edited(layer):
-            name = layer.name
-            notify.show_info(f"your changes to '{name}' are kept in '{hand_over(layer)}'; the new segmentation is in "
-                             f"'{name}'")
+            notify.show_info(f"'{hand_over(layer)}' keeps your changes and is yours now; the new segmentation is in a "
+                             "new layer")
 
     def _corrected(self, result: LayerResult, said_tumour: tuple[tuple[int, ...], ...] = (),
                    step: str | None = None) -> None:
@@ -313,7 +313,7 @@ class SegmentWidget(Container):
         else:
             current = np.asarray(layer.data)
             self._painted = (current != self._shown) | (self._painted if self._painted is not None else False)
-            shown = np.where(self._painted, current > 0, shown).astype(shown.dtype)
+            shown = np.where(self._painted, current, shown)  # with the label values the user painted
             if self._painted.any():
                 mark_edited(layer)
         layer = put_owned_layer(self.viewer, self._source, "tumour", shown)
