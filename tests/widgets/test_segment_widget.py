@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import PostprocessConfig
 from napari_lgg_unet.engine.pieces import label_pieces
@@ -15,6 +17,7 @@ from napari_lgg_unet.engine.predict import SegmentProgress, postprocess
 from napari_lgg_unet.sample_data import sample_patient
 from napari_lgg_unet.widgets import segment as segment_module
 from napari_lgg_unet.widgets.layers import OWNER_KEY
+from napari_lgg_unet.widgets.readouts import Readouts, write_readouts_csv
 from napari_lgg_unet.widgets.workers import cleanup_job
 
 from widget_helpers import MAX_EVENT_LOOP_GAP, EventLoopProbe, dock, settle
@@ -239,6 +242,19 @@ def test_readouts_equal_the_engine_metrics_for_volume_and_shown_slice(qtbot, vie
     assert lines[0].startswith("image,ground_truth,scope,dice")
     assert lines[1].startswith(f"{PATIENT},{PATIENT} mask,volume,")
     assert len(lines) == 3
+
+
+def test_readouts_never_overwrite_a_file_of_another_name_and_a_folder_is_refused(tmp_path):
+    readouts = Readouts(voxels=3, physical_size=None, unit="", scores={})
+    mine = tmp_path / "scores.csv"
+    mine.write_text("the user's own table\n")
+    written = write_readouts_csv(tmp_path / "scores.v2", readouts, "scan", "")
+    assert written == tmp_path / "scores.v2.csv" and written.read_text().startswith("image,ground_truth")
+    assert mine.read_text() == "the user's own table\n"
+    for folder in (tmp_path, Path("/")):
+        with pytest.raises(InputError, match="folder"):
+            write_readouts_csv(folder, readouts, "scan", "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.csv", "scores.v2.csv"]  # no temporary file left
 
 
 def test_cancel_stops_segmenting_without_adding_a_layer(qtbot, viewer, segment_widget, monkeypatch):

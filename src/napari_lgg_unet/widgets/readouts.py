@@ -5,11 +5,14 @@ plus the predicted tumour size; the numbers come from `engine.metrics` so the wi
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..engine.atomic import write_text_atomic
+from ..engine.errors import InputError
 from ..engine.metrics import METRIC_NAMES, volume_scores
 
 
@@ -55,16 +58,22 @@ def readouts_text(readouts: Readouts) -> str:
 
 
 def write_readouts_csv(path: str | Path, readouts: Readouts, image_name: str, truth_name: str) -> Path:
-    """One row per scope, columns: image, ground_truth, scope, the metrics, tumour voxels and physical size."""
+    """One row per scope, columns: image, ground_truth, scope, the metrics, tumour voxels and physical size.
+
+    `.csv` is added to a name without it, never swapped for another extension (`scores.v2` would have overwritten
+    a `scores.csv` beside it); the file is written atomically; a folder or an empty name is an InputError."""
     path = Path(path)
+    if not path.name or path.is_dir():
+        raise InputError(f"{path} is a folder: give the readouts a file name, e.g. {path / 'readouts.csv'}")
     if path.suffix.lower() != ".csv":
-        path = path.with_suffix(".csv")
+        path = path.with_name(f"{path.name}.csv")
     header = ["image", "ground_truth", "scope", *METRIC_NAMES, "tumour_voxels", "tumour_size", "unit"]
     size = "" if readouts.physical_size is None else readouts.physical_size
     rows = [[image_name, truth_name, scope, *(values[m] for m in METRIC_NAMES), readouts.voxels, size, readouts.unit]
             for scope, values in (readouts.scores or {"volume": {m: "" for m in METRIC_NAMES}}).items()]
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
     return path

@@ -429,8 +429,8 @@ class SegmentWidget(Container):
         truth = self.truth.value
         try:
             written = write_readouts_csv(path, self.readouts, self._source.name, "" if truth is None else truth.name)
-        except OSError as error:
-            notify.show_error(f"cannot write {path}: {error.strerror or error}")
+        except LggUnetError as error:  # a folder, a read-only place, a full disk: said by the atomic writer
+            notify.show_error(str(error))
             return
         notify.show_info(f"readouts saved to {written}")
 
