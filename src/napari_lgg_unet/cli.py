@@ -184,10 +184,13 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 def _run_train(args: argparse.Namespace) -> int:
     from .engine.device import pick_device
     from .engine.distributed import launched_ranks, stop_on_signals
-    from .engine.io import load_patients
+    from .engine.io import existing_path, load_patients
+    from .engine.outputs import check_output
     from .engine.train import train_model
 
     config = train_config(args)
+    # the model, its lock and history written into the data would be read as part of it, or a patient's slices replaced
+    check_output(args.out, [existing_path(args.data)])
     pick_device(config.device)
     main_process = launched_ranks().is_main
     if main_process:
