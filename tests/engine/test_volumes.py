@@ -8,6 +8,9 @@ and to the patient's left.
 from __future__ import annotations
 
 import json
+import re
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
@@ -179,6 +182,34 @@ def test_bad_volumes_are_one_line_input_errors(tmp_path, problem, make, message)
     with pytest.raises(InputError, match=message) as error:
         load_scan(make(tmp_path))
     assert "\n" not in str(error.value)
+
+
+@contextmanager
+def _files_limited_to(size: int):
+    """Writes past `size` bytes fail with "File too large", as writes to a full disk fail: a real writer failure."""
+    resource = pytest.importorskip("resource")  # POSIX only
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of the process being killed
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_a_mask_that_cannot_be_written_whole_is_our_error_and_the_old_mask_stays(tmp_path, suffix):
+    scan = load_scan(_save(tmp_path / "s.nii.gz", np.zeros((64, 64, 32), np.int16), np.eye(4)))
+    target = tmp_path / f"m{suffix}"
+    write_mask(target, np.zeros(scan.image.shape[:3], np.uint8), scan)
+    old = target.read_bytes()
+    noise = np.random.default_rng(0).random(scan.image.shape[:3]) > 0.5  # compresses to far more than 1 kB
+    with pytest.raises(InputError, match=rf"^cannot write {re.escape(str(target))}: ") as error:
+        with _files_limited_to(1024):
+            write_mask(target, noise, scan)
+    assert "\n" not in str(error.value) and f".{target.name}." not in str(error.value)  # not our temporary file
+    assert target.read_bytes() == old and sorted(p.name for p in tmp_path.iterdir()) == [target.name, "s.nii.gz"]
 
 
 def test_a_dataset_json_without_flair_is_refused(tmp_path):

@@ -11,6 +11,7 @@ direction are converted to and from it.
 from __future__ import annotations
 
 import gzip
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,6 +304,16 @@ def save_nifti(path: Path, data: np.ndarray, geometry: Geometry, suffix: str) ->
 
 
 def save_itk(path: Path, data: np.ndarray, geometry: Geometry, suffix: str) -> None:
-    """Save source-grid voxels as a compressed NRRD or MHA (chosen by `suffix`) atomically."""
+    """Save source-grid voxels as a compressed NRRD or MHA (chosen by `suffix`) atomically.
+
+    SimpleITK reports a failed write (a full disk, a folder gone) as a RuntimeError naming our temporary file and
+    ITK's source lines; it becomes an InputError naming `path`, and the partial temporary file goes with the block.
+    """
     with atomic_path(path, suffix=suffix) as tmp:
-        sitk.WriteImage(_itk_image(data, geometry), str(tmp), True)
+        try:
+            sitk.WriteImage(_itk_image(data, geometry), str(tmp), True)
+        except RuntimeError as error:
+            given = re.search(r"Reason: (.+)", str(error))  # MetaImage passes on the system's reason; NRRD does not
+            reason = given[1].strip() if given else ("SimpleITK could not write it completely; check the free disk "
+                                                     "space and that the folder can be written")
+            raise InputError(f"cannot write {path}: {reason}") from None
