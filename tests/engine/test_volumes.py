@@ -184,6 +184,23 @@ def test_bad_volumes_are_one_line_input_errors(tmp_path, problem, make, message)
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize("description, message", [
+    ([1, 2, 3], "dataset.json is no nnU-Net dataset description: it holds an array, not an object"),
+    ("FLAIR", "dataset.json is no nnU-Net dataset description: it holds a string"),
+    ({"channel_names": ["FLAIR", "T1"]}, "dataset.json: its channel_names is an array, not an object of channel numbers"),
+    ({"modality": "FLAIR"}, "dataset.json: its modality is a string, not an object"),
+    ({"channel_names": None}, "dataset.json: its channel_names is null"),
+    ({"channel_names": {"flair": "FLAIR", "1": "T1"}}, 'its channel_names must be keyed by channel numbers .*, not "flair"$'),
+])
+def test_a_dataset_json_of_the_wrong_shape_is_one_line_naming_the_file_and_the_fault(tmp_path, description, message):
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "dataset.json").write_text(json.dumps(description))
+    _save(tmp_path / "imagesTr" / "c_0000.nii.gz", np.zeros(SHAPE, np.int16), np.eye(4))
+    with pytest.raises(InputError, match=message) as error:
+        find_scans(tmp_path)
+    assert str(error.value).startswith(str(tmp_path / "dataset.json")) and "\n" not in str(error.value)
+
+
 @contextmanager
 def _files_limited_to(size: int):
     """Writes past `size` bytes fail with "File too large", as writes to a full disk fail: a real writer failure."""
