@@ -187,10 +187,10 @@ def test_bad_volumes_are_one_line_input_errors(tmp_path, problem, make, message)
 @pytest.mark.parametrize("description, message", [
     ([1, 2, 3], "dataset.json is no nnU-Net dataset description: it holds an array, not an object"),
     ("FLAIR", "dataset.json is no nnU-Net dataset description: it holds a string"),
-    ({"channel_names": ["FLAIR", "T1"]}, "dataset.json: its channel_names is an array, not an object of channel numbers"),
+    ({"channel_names": ["FLAIR", "T1"]}, "dataset.json: its channel_names is an array, not an object of channel"),
     ({"modality": "FLAIR"}, "dataset.json: its modality is a string, not an object"),
     ({"channel_names": None}, "dataset.json: its channel_names is null"),
-    ({"channel_names": {"flair": "FLAIR", "1": "T1"}}, 'its channel_names must be keyed by channel numbers .*, not "flair"$'),
+    ({"channel_names": {"flair": "FLAIR", "1": "T1"}}, 'its channel_names must be keyed by channel numbers .* "flair"$'),
 ])
 def test_a_dataset_json_of_the_wrong_shape_is_one_line_naming_the_file_and_the_fault(tmp_path, description, message):
     (tmp_path / "imagesTr").mkdir()
@@ -199,6 +199,22 @@ def test_a_dataset_json_of_the_wrong_shape_is_one_line_naming_the_file_and_the_f
     with pytest.raises(InputError, match=message) as error:
         find_scans(tmp_path)
     assert str(error.value).startswith(str(tmp_path / "dataset.json")) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"affine": np.eye(4)[:3].tolist()}, "its affine is 3 x 4, not 4 x 4"),
+    ({"affine": np.eye(4)[:, :3].tolist()}, "its affine is 4 x 3, not 4 x 4"),
+    ({"shape": [6, 7]}, r"its grid \[6, 7\] is not three voxel counts"),
+    ({"shape": [6, 0, 5]}, r"its grid \[6, 0, 5\] is not three voxel counts"),
+])
+def test_a_layers_geometry_of_the_wrong_shape_is_refused_where_it_is_read(change, message):
+    from napari_lgg_unet.engine.volumes import Geometry
+
+    geometry = Geometry.of(SHAPE, GEOMETRIES["permuted (coronal storage)"])
+    stored = geometry.to_dict()
+    assert Geometry.from_dict(stored) == geometry
+    with pytest.raises(InputError, match=f"^the layer's scan geometry \\(its metadata\\): {message}"):
+        Geometry.from_dict({**stored, **change})
 
 
 @contextmanager

@@ -94,12 +94,22 @@ class Geometry:
 
     @classmethod
     def from_dict(cls, data: dict) -> Geometry:
+        """The inverse of `to_dict`. A layer's metadata may have been edited or made elsewhere, so what nibabel and
+        the orientation code would fail on later is refused here: a grid that is not three sizes, an affine that is
+        not 4 x 4 finite numbers with an invertible voxel-to-mm part."""
+        label = "the layer's scan geometry (its metadata)"
         try:
             geometry = cls.of(data["shape"], data["affine"], data.get("qform_code", 1), data.get("sform_code", 1),
                               data.get("sources", {}))
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"the layer's scan geometry is unreadable ({error}); save it as TIFF instead") from None
-        check_affine("the layer's scan geometry (its metadata)", geometry.matrix)
+        if len(geometry.shape) != 3 or min(geometry.shape) < 1:
+            raise InputError(f"{label}: its grid {list(geometry.shape)} is not three voxel counts; "
+                             "save it as TIFF instead")
+        if geometry.matrix.shape != (4, 4):
+            raise InputError(f"{label}: its affine is {' x '.join(map(str, geometry.matrix.shape))}, not 4 x 4; "
+                             "save it as TIFF instead")
+        check_affine(label, geometry.matrix)
         return geometry
 
 
