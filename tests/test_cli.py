@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import nibabel as nib
 import numpy as np
 import pytest
 import tifffile
@@ -144,3 +145,39 @@ def test_help_and_version_answer_without_importing_torch_or_napari(argv):
 def test_asking_for_a_missing_gpu_is_a_one_line_error(tiny_model_dir, tmp_path, capsys):
     argv = ["predict", "--model", str(tiny_model_dir), "--device", "cuda", "--input", str(tmp_path), "--output", str(tmp_path / "o.tif")]
     assert "no CUDA GPU" in _one_line_error(capsys, argv)
+
+
+@pytest.mark.parametrize("where", ["the chosen model's config", "the chosen model's weights", "the default model's config",
+                                   "a folder of masks in the chosen model's folder"])
+def test_predict_refuses_an_output_in_a_model_folder_and_leaves_the_model_intact(tiny_model_dir, tmp_path, capsys,
+                                                                                monkeypatch, where):
+    model, default = tmp_path / "model", tmp_path / "default"
+    shutil.copytree(tiny_model_dir, model)
+    shutil.copytree(tiny_model_dir, default)  # stands in for the installed default model, which must not be risked
+    monkeypatch.setattr("napari_lgg_unet.engine.model.default_model_path", lambda: default)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name in ("a", "b"):
+        nib.save(nib.Nifti1Image(np.zeros((32, 32, 2), np.int16), np.eye(4)), scans / f"{name}.nii.gz")
+    scan, output = {
+        "the chosen model's config": (scans / "a.nii.gz", model / CONFIG_FILE),
+        "the chosen model's weights": (scans / "a.nii.gz", model / "model.safetensors"),
+        "the default model's config": (scans / "a.nii.gz", default / CONFIG_FILE),
+        "a folder of masks in the chosen model's folder": (scans, model / "masks"),
+    }[where]
+    before = {p: p.read_bytes() for folder in (model, default) for p in folder.iterdir()}
+    error = _one_line_error(capsys, ["predict", "--model", str(model), "--input", str(scan), "--output", str(output)])
+    assert "which is part of the input" in error
+    assert {p: p.read_bytes() for folder in (model, default) for p in folder.iterdir()} == before
+
+
+@pytest.mark.parametrize("data, out", [("data/P", "data/P"), ("data/P", "data/P/model"), ("data", "data/models/m1")])
+def test_train_refuses_an_out_folder_that_is_or_lies_in_its_data_and_writes_nothing(sample_patient_dir, tmp_path,
+                                                                                   capsys, data, out):
+    shutil.copytree(sample_patient_dir, tmp_path / "data" / "P")
+    before = sorted(tmp_path.rglob("*"))
+    argv = ["train", "--data", str(tmp_path / data), "--out", str(tmp_path / out), "--epochs", "1",
+            "--steps-per-epoch", "1", "--batch-size", "2", "--image-size", "64", "--decoder-channels", "16,16,16,16,16",
+            "--workers", "0", "--val-fraction", "0"]
+    assert "which is part of the input" in _one_line_error(capsys, argv)
+    assert sorted(tmp_path.rglob("*")) == before

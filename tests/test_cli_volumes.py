@@ -53,3 +53,13 @@ def test_a_case_without_flair_is_one_line_and_writes_nothing(tiny_model_dir, tmp
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "no FLAIR" in error and not out.exists()
 
+
+
+def test_predict_on_an_nnunet_folder_whose_dataset_json_is_no_object_is_one_line(tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "dataset.json").write_text("[1, 2, 3]")
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 2), np.int16), AFFINE), tmp_path / "imagesTr" / "c_0000.nii.gz")
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path), "--output", str(tmp_path / "out")]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "dataset.json is no nnU-Net dataset description: it holds an array" in error

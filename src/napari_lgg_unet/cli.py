@@ -184,10 +184,13 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 def _run_train(args: argparse.Namespace) -> int:
     from .engine.device import pick_device
     from .engine.distributed import launched_ranks, stop_on_signals
-    from .engine.io import load_patients
+    from .engine.io import existing_path, load_patients
+    from .engine.outputs import check_output
     from .engine.train import train_model
 
     config = train_config(args)
+    # the model, its lock and history written into the data would be read as part of it, or a patient's slices replaced
+    check_output(args.out, [existing_path(args.data)])
     pick_device(config.device)
     main_process = launched_ranks().is_main
     if main_process:
@@ -258,11 +261,12 @@ def _run_predict(args: argparse.Namespace) -> int:
     from .engine.device import pick_device
     from .engine.distributed import interrupt_on_signals, process_group
     from .engine.io import existing_path, find_scans, write_mask
-    from .engine.outputs import check_output, outside
+    from .engine.outputs import check_output, model_folders, outside
 
     existing_path(args.input)  # a missing input or a link loop is refused before its path is resolved
     if args.output.resolve() == args.input.resolve():
         raise InputError("--output is the same path as --input; the scan would be replaced by its mask")
+    check_output(args.output, model_folders(args.model))  # a mask file, or a folder of them
     device = pick_device(args.device)
     sources = outside(find_scans(args.input), args.output)  # an earlier run's masks kept inside the input are no scans
     if not sources:
@@ -330,13 +334,12 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from .engine.device import pick_device
     from .engine.evaluate import evaluate_patients, report
     from .engine.io import find_scans
-    from .engine.model import default_model_path, resolve_model_path
-    from .engine.outputs import check_output
+    from .engine.outputs import check_output, model_folders
 
     model, options = _load_for_inference(args, pick_device(args.device))
     folders = _evaluation_folders(args, model)
     if args.json:  # not onto any scan under --data (the split's or not), nor into a model folder
-        check_output(args.json, [*find_scans(args.data), resolve_model_path(args.model), default_model_path()])
+        check_output(args.json, [*find_scans(args.data), *model_folders(args.model)])
     results = []
     print(f"{'patient':<28} {'slices':>6} {'dice':>6} {'iou':>6} {'acc':>7}")
     results_iter = evaluate_patients(model, folders, options, args.input_variant)

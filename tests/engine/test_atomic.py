@@ -8,6 +8,7 @@ import time
 import pytest
 import safetensors.torch
 import torch
+from temp_files import LOOKALIKES, leftovers_of_a_killed_writer
 
 from napari_lgg_unet.engine.atomic import (
     atomic_path, remove_leftover_temp_files, write_tensors_atomic, write_text_atomic,
@@ -51,14 +52,27 @@ def test_atomically_written_files_get_ordinary_permissions(tmp_path):
 
 
 def test_only_stale_temporary_files_of_ours_are_cleaned_up(tmp_path):
-    for name in (".a.tif.x1.tmp", ".b.tif.x2.tmp", "c.tif"):
-        (tmp_path / name).write_text("")
-    old = time.time() - 3600
-    os.utime(tmp_path / ".a.tif.x1.tmp", (old, old))
+    old, new = leftovers_of_a_killed_writer((tmp_path / "a.tif", ""), (tmp_path / "b.nii.gz", ".nii.gz"))
+    (tmp_path / "c.tif").write_text("")
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
     remove_leftover_temp_files(tmp_path, older_than=600)
-    assert _names(tmp_path) == [".b.tif.x2.tmp", "c.tif"]
+    assert _names(tmp_path) == sorted([new.name, "c.tif"])
     remove_leftover_temp_files(tmp_path)
     assert _names(tmp_path) == ["c.tif"]
+
+
+def test_a_users_hidden_files_that_look_temporary_survive_the_clean_up(tmp_path):
+    (ours,) = leftovers_of_a_killed_writer((tmp_path / "mask.tif", ""))
+    for name in LOOKALIKES:
+        (tmp_path / name).write_text("the user's")
+    an_hour_ago = time.time() - 3600
+    for path in tmp_path.iterdir():
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    write_text_atomic(tmp_path / "mask.tif", "new")  # cleans up the stale leftovers of mask.tif
+    assert not ours.exists() and _names(tmp_path) == sorted([*LOOKALIKES, "mask.tif"])
+    remove_leftover_temp_files(tmp_path)
+    assert all((tmp_path / name).read_text() == "the user's" for name in LOOKALIKES)
 
 
 def test_tensors_are_written_through_our_own_temporary_file(tmp_path):

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from temp_files import LOOKALIKES, leftovers_of_a_killed_writer
 
 from napari_lgg_unet.engine.errors import InputError, ModelError
 from napari_lgg_unet.engine.run_folder import RunFolder, RunProgress
@@ -73,3 +74,13 @@ def test_history_is_written_as_json_always_and_csv_once_there_is_a_row(tmp_path)
     folder.write_history(rows)
     assert json.loads((tmp_path / "history.json").read_text()) == rows
     assert (tmp_path / "history.csv").read_text().splitlines() == ["epoch,train_loss", "1,0.5", "2,0.25"]
+
+
+def test_taking_the_lock_removes_our_leftovers_and_keeps_a_users_hidden_files(tmp_path):
+    ours = leftovers_of_a_killed_writer((tmp_path / "model.safetensors", ""), (tmp_path / "config.json", ""))
+    for name in LOOKALIKES:
+        (tmp_path / name).write_text("the user's")
+    with RunFolder(tmp_path).locked():
+        pass
+    assert not any(p.exists() for p in ours)
+    assert all((tmp_path / name).read_text() == "the user's" for name in LOOKALIKES)

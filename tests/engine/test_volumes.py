@@ -8,6 +8,9 @@ and to the patient's left.
 from __future__ import annotations
 
 import json
+import re
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
@@ -179,6 +182,67 @@ def test_bad_volumes_are_one_line_input_errors(tmp_path, problem, make, message)
     with pytest.raises(InputError, match=message) as error:
         load_scan(make(tmp_path))
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("description, message", [
+    ([1, 2, 3], "dataset.json is no nnU-Net dataset description: it holds an array, not an object"),
+    ("FLAIR", "dataset.json is no nnU-Net dataset description: it holds a string"),
+    ({"channel_names": ["FLAIR", "T1"]}, "dataset.json: its channel_names is an array, not an object of channel"),
+    ({"modality": "FLAIR"}, "dataset.json: its modality is a string, not an object"),
+    ({"channel_names": None}, "dataset.json: its channel_names is null"),
+    ({"channel_names": {"flair": "FLAIR", "1": "T1"}}, 'its channel_names must be keyed by channel numbers .* "flair"$'),
+])
+def test_a_dataset_json_of_the_wrong_shape_is_one_line_naming_the_file_and_the_fault(tmp_path, description, message):
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "dataset.json").write_text(json.dumps(description))
+    _save(tmp_path / "imagesTr" / "c_0000.nii.gz", np.zeros(SHAPE, np.int16), np.eye(4))
+    with pytest.raises(InputError, match=message) as error:
+        find_scans(tmp_path)
+    assert str(error.value).startswith(str(tmp_path / "dataset.json")) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"affine": np.eye(4)[:3].tolist()}, "its affine is 3 x 4, not 4 x 4"),
+    ({"affine": np.eye(4)[:, :3].tolist()}, "its affine is 4 x 3, not 4 x 4"),
+    ({"shape": [6, 7]}, r"its grid \[6, 7\] is not three voxel counts"),
+    ({"shape": [6, 0, 5]}, r"its grid \[6, 0, 5\] is not three voxel counts"),
+])
+def test_a_layers_geometry_of_the_wrong_shape_is_refused_where_it_is_read(change, message):
+    from napari_lgg_unet.engine.volumes import Geometry
+
+    geometry = Geometry.of(SHAPE, GEOMETRIES["permuted (coronal storage)"])
+    stored = geometry.to_dict()
+    assert Geometry.from_dict(stored) == geometry
+    with pytest.raises(InputError, match=f"^the layer's scan geometry \\(its metadata\\): {message}"):
+        Geometry.from_dict({**stored, **change})
+
+
+@contextmanager
+def _files_limited_to(size: int):
+    """Writes past `size` bytes fail with "File too large", as writes to a full disk fail: a real writer failure."""
+    resource = pytest.importorskip("resource")  # POSIX only
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of the process being killed
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_a_mask_that_cannot_be_written_whole_is_our_error_and_the_old_mask_stays(tmp_path, suffix):
+    scan = load_scan(_save(tmp_path / "s.nii.gz", np.zeros((64, 64, 32), np.int16), np.eye(4)))
+    target = tmp_path / f"m{suffix}"
+    write_mask(target, np.zeros(scan.image.shape[:3], np.uint8), scan)
+    old = target.read_bytes()
+    noise = np.random.default_rng(0).random(scan.image.shape[:3]) > 0.5  # compresses to far more than 1 kB
+    with pytest.raises(InputError, match=rf"^cannot write {re.escape(str(target))}: ") as error:
+        with _files_limited_to(1024):
+            write_mask(target, noise, scan)
+    assert "\n" not in str(error.value) and f".{target.name}." not in str(error.value)  # not our temporary file
+    assert target.read_bytes() == old and sorted(p.name for p in tmp_path.iterdir()) == [target.name, "s.nii.gz"]
 
 
 def test_a_dataset_json_without_flair_is_refused(tmp_path):

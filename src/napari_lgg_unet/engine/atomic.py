@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -15,26 +15,26 @@ import torch
 
 from .errors import InputError, describe
 
-TEMP_MARKER = ".tmp"
+TEMP_TAG = ".lgg-unet.tmp"  # in every temporary name of ours, so the clean-up never claims a file someone else made
 STALE_SECONDS = 600  # a temp file this old belongs to no live writer (ours write in seconds)
+# `_temp_file`'s names: `.<target>.<mkstemp's random letters, digits, _>.lgg-unet.tmp<suffix>`
+_TEMP_NAME = re.compile(rf"\.(?P<target>.+)\.[a-z0-9_]+{re.escape(TEMP_TAG)}(\.[A-Za-z0-9]+)*")
 
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds.
 
-    `suffix` ends the temporary name after its `.tmp` marker, for writers that pick the format from the name
-    (nibabel, SimpleITK): `.mask.nii.gz.k2j4.tmp.nii.gz`. A failure to write (a read-only folder, a full disk) is
-    an InputError naming `target`, never the temporary file the user has not heard of.
+    `suffix` ends the temporary name, for writers that pick the format from the name (nibabel, SimpleITK):
+    `.mask.nii.gz.k2j4x7q1.lgg-unet.tmp.nii.gz`. A failure to write (a read-only folder, a full disk) is an
+    InputError naming `target`, never the temporary file the user has not heard of.
     """
     target = Path(target)
     tmp_path: Path | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        remove_leftover_temp_files(target.parent, f".{target.name}.", older_than=STALE_SECONDS)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_MARKER + suffix, dir=target.parent)
-        os.close(fd)
-        tmp_path = Path(tmp)
+        remove_leftover_temp_files(target.parent, target.name, older_than=STALE_SECONDS)
+        tmp_path = _temp_file(target, suffix)
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp_path, target)
@@ -45,14 +45,25 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def remove_leftover_temp_files(folder: Path, prefix: str = ".", older_than: float = 0.0) -> None:
-    """Delete temporary files that a killed writer left in `folder` (ours: hidden, with the `.tmp` marker).
+def _temp_file(target: Path, suffix: str) -> Path:
+    """A new empty file beside `target`, hidden and named as `_TEMP_NAME` matches."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_TAG + suffix, dir=target.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def remove_leftover_temp_files(folder: Path, target: str | None = None, older_than: float = 0.0) -> None:
+    """Delete the temporary files that a killed writer of ours left in `folder` (those of `target`, a file name,
+    when given). Only names `_temp_file` makes are claimed: a user's `.notes.tmp` or `.page.tmpl` stays.
 
     `older_than` (seconds) spares files a live writer may still be filling; callers that hold a lock on the
     folder pass 0.
     """
     now = time.time()
-    for leftover in folder.glob(f"{glob.escape(prefix)}*{TEMP_MARKER}*"):
+    for leftover in folder.glob(f".*{TEMP_TAG}*"):
+        match = _TEMP_NAME.fullmatch(leftover.name)
+        if match is None or target not in (None, match["target"]):
+            continue
         with contextlib.suppress(OSError):
             if leftover.is_file() and now - leftover.stat().st_mtime >= older_than:
                 leftover.unlink()

@@ -72,22 +72,39 @@ def _dataset_json(images: Path) -> dict | None:
         file = place / "dataset.json"
         if file.is_file():
             try:
-                return json.loads(file.read_text(encoding="utf-8")) | {"_path": str(file)}
+                meta = json.loads(file.read_text(encoding="utf-8"))
             except (OSError, ValueError) as error:
                 raise InputError(f"cannot read {file} ({error})") from None
+            if not isinstance(meta, dict):
+                raise InputError(f"{file} is no nnU-Net dataset description: it holds {_json_kind(meta)}, not an "
+                                 'object such as {"channel_names": {"0": "FLAIR"}}')
+            return meta | {"_path": str(file)}
     return None
 
 
 def _channel_names(meta: dict) -> tuple[str, ...]:
-    names = meta.get("channel_names") or meta.get("modality") or {}
-    try:
-        ordered = tuple(str(names[key]) for key in sorted(names, key=int))
-    except (TypeError, ValueError):
-        ordered = ()
+    """The channels' names in channel order, from nnU-Net v2's `channel_names` or the Decathlon's `modality`: an
+    object whose keys are channel numbers ("0", "1", ...)."""
+    key = "channel_names" if meta.get("channel_names") or "modality" not in meta else "modality"
+    names = meta.get(key, {})
+    if not isinstance(names, dict):
+        raise InputError(f"{meta['_path']}: its {key} is {_json_kind(names)}, not an object of channel numbers and "
+                         'names (e.g. {"0": "FLAIR", "1": "T1"})')
+    if not_numbers := [number for number in names if not number.isdecimal()]:
+        raise InputError(f"{meta['_path']}: its {key} must be keyed by channel numbers (\"0\", \"1\", ...), not "
+                         f"{', '.join(map(json.dumps, not_numbers))}")
+    ordered = tuple(str(names[number]) for number in sorted(names, key=int))
     if FLAIR not in map(sequence_of, ordered):
         raise InputError(f"{meta['_path']} names no FLAIR channel (channels: {', '.join(ordered) or 'none'}); "
                          "the model needs FLAIR")
     return ordered
+
+
+def _json_kind(value: object) -> str:
+    """What a JSON value other than an object is, in JSON's words (a Python list is an array)."""
+    kinds = {list: "an array", str: "a string", bool: "true or false", int: "a number", float: "a number",
+             type(None): "null"}
+    return kinds[type(value)]
 
 
 def nnunet_cases(folder: Path) -> list[Case] | None:

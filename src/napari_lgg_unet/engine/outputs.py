@@ -70,6 +70,14 @@ def check_output(output: str | Path, sources: Sequence[ScanSource], folder: bool
                              "write it outside the inputs")
 
 
+def model_folders(model: str | Path) -> list[Path]:
+    """The folders no output may land on or in while `model` (a folder or 'default') runs: its own, whose config and
+    weights a mask or report would replace, and the packaged default model's, which every later run relies on."""
+    from .model import default_model_path, resolve_model_path  # torch: not loaded for the writer's path checks
+
+    return [resolve_model_path(model), default_model_path()]
+
+
 def outside(sources: Sequence[ScanSource], output: str | Path) -> list[ScanSource]:
     """`sources` less the masks of an earlier run into the folder `output` kept inside the input root: cases of
     labels alone (`<case>_mask.nii.gz` reads as one) lying in it. A real scan there stays, for check_output."""

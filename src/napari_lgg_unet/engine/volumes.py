@@ -11,6 +11,7 @@ direction are converted to and from it.
 from __future__ import annotations
 
 import gzip
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,12 +94,22 @@ class Geometry:
 
     @classmethod
     def from_dict(cls, data: dict) -> Geometry:
+        """The inverse of `to_dict`. A layer's metadata may have been edited or made elsewhere, so what nibabel and
+        the orientation code would fail on later is refused here: a grid that is not three sizes, an affine that is
+        not 4 x 4 finite numbers with an invertible voxel-to-mm part."""
+        label = "the layer's scan geometry (its metadata)"
         try:
             geometry = cls.of(data["shape"], data["affine"], data.get("qform_code", 1), data.get("sform_code", 1),
                               data.get("sources", {}))
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"the layer's scan geometry is unreadable ({error}); save it as TIFF instead") from None
-        check_affine("the layer's scan geometry (its metadata)", geometry.matrix)
+        if len(geometry.shape) != 3 or min(geometry.shape) < 1:
+            raise InputError(f"{label}: its grid {list(geometry.shape)} is not three voxel counts; "
+                             "save it as TIFF instead")
+        if geometry.matrix.shape != (4, 4):
+            raise InputError(f"{label}: its affine is {' x '.join(map(str, geometry.matrix.shape))}, not 4 x 4; "
+                             "save it as TIFF instead")
+        check_affine(label, geometry.matrix)
         return geometry
 
 
@@ -303,6 +314,16 @@ def save_nifti(path: Path, data: np.ndarray, geometry: Geometry, suffix: str) ->
 
 
 def save_itk(path: Path, data: np.ndarray, geometry: Geometry, suffix: str) -> None:
-    """Save source-grid voxels as a compressed NRRD or MHA (chosen by `suffix`) atomically."""
+    """Save source-grid voxels as a compressed NRRD or MHA (chosen by `suffix`) atomically.
+
+    SimpleITK reports a failed write (a full disk, a folder gone) as a RuntimeError naming our temporary file and
+    ITK's source lines; it becomes an InputError naming `path`, and the partial temporary file goes with the block.
+    """
     with atomic_path(path, suffix=suffix) as tmp:
-        sitk.WriteImage(_itk_image(data, geometry), str(tmp), True)
+        try:
+            sitk.WriteImage(_itk_image(data, geometry), str(tmp), True)
+        except RuntimeError as error:
+            given = re.search(r"Reason: (.+)", str(error))  # MetaImage passes on the system's reason; NRRD does not
+            reason = given[1].strip() if given else ("SimpleITK could not write it completely; check the free disk "
+                                                     "space and that the folder can be written")
+            raise InputError(f"cannot write {path}: {reason}") from None
