@@ -7,7 +7,7 @@ import torch
 from temp_files import LOOKALIKES, leftovers_of_a_killed_writer
 
 from napari_lgg_unet.engine.errors import InputError, ModelError
-from napari_lgg_unet.engine.run_folder import RunFolder, RunProgress
+from napari_lgg_unet.engine.run_folder import PATIENTS, RunFolder, RunProgress
 
 
 def _parts():
@@ -45,6 +45,7 @@ def test_the_resume_state_restores_weights_optimizer_and_progress_and_refuses_ot
     network, optimizer, scaler = _parts()
     folder.save_resume_state(network, optimizer, scaler, RunProgress(epochs_done=2, best_epoch=1), {"lr": 0.01})
     folder.check_start({"lr": 0.01}, resume=True)
+    folder.check_start({"lr": 0.01, PATIENTS: ["A", "B"]}, resume=True)  # a state saved before the scans were kept
     with pytest.raises(InputError, match="lr 0.01 -> 0.1"):
         folder.check_start({"lr": 0.1}, resume=True)
     with pytest.raises(InputError, match="--resume"):

@@ -1,4 +1,5 @@
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -136,6 +137,15 @@ def test_resume_refuses_other_settings_and_names_what_differs(scans, tmp_path):
     changed = TrainConfig(epochs=2, steps_per_epoch=2, resume=True, **{**FAST, "lr": 5e-4})
     with pytest.raises(InputError, match=r"lr 0.001 -> 0.0005"):
         list(train_model(scans, changed, tmp_path / "m"))
+
+
+def test_resume_refuses_other_scans_and_names_them(scans, tmp_path):
+    list(train_model(scans, TrainConfig(epochs=1, steps_per_epoch=2, **FAST), tmp_path / "m"))
+    resumed = TrainConfig(epochs=2, steps_per_epoch=2, resume=True, **FAST)
+    other = [replace(scans[0], name="someone else"), *scans[1:]]
+    with pytest.raises(InputError, match=rf"scans differ: 1 new \(someone else\); 1 gone \({scans[0].name}\)"):
+        list(train_model(other, resumed, tmp_path / "m"))
+    assert [e.epoch for e in train_model(scans, resumed, tmp_path / "m") if isinstance(e, EpochEnd)] == [2]
 
 
 def test_a_corrupt_resume_state_is_refused_with_a_clear_message(scans, tmp_path):

@@ -30,6 +30,7 @@ from .validate import from_json
 RESUME_FILE = "resume.safetensors"
 RESUME_FORMAT = "napari-lgg-unet-resume/2"
 LOCK_FILE = ".lock"
+PATIENTS = "patients"  # in a resume state's settings: the scans the run trains on (none in states before 2026-12-02)
 
 
 @dataclass
@@ -123,8 +124,10 @@ class RunFolder:
         differences = [
             f"{key} {saved.get(key)!r} -> {settings.get(key)!r}"
             for key in sorted(settings)
-            if saved.get(key) != settings[key]
+            if key != PATIENTS and saved.get(key) != settings[key]
         ]
+        if PATIENTS in saved and PATIENTS in settings and saved[PATIENTS] != settings[PATIENTS]:
+            differences.append(_patients_differ(saved[PATIENTS], settings[PATIENTS]))
         if differences:
             raise InputError(f"cannot resume {self.path} with other settings: {'; '.join(differences)}")
 
@@ -235,3 +238,15 @@ else:
 
     def _unlock(handle: Any) -> None:
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _patients_differ(saved: list[str], now: list[str]) -> str:
+    """The scans a resumed run would train on that the saved run did not, and the reverse, in a few names."""
+    added, missing = sorted(set(now) - set(saved)), sorted(set(saved) - set(now))
+
+    def few(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    parts = ([f"{len(added)} new ({few(added)})"] if added else []) + ([f"{len(missing)} gone ({few(missing)})"]
+                                                                      if missing else [])
+    return f"the training scans differ: {'; '.join(parts)}; their split would not be the saved run's"

@@ -42,7 +42,7 @@ from .model_input import InputConfig
 from .precision import Precision, autocast, grad_scaler, prepare_batch, prepare_network
 from .preprocess import PreprocessConfig
 from .records import TrainingRecord
-from .run_folder import RunFolder, RunProgress
+from .run_folder import PATIENTS, RunFolder, RunProgress
 from .settings import AS_IS, TrainConfig
 from .variants import normalised_variant
 
@@ -94,7 +94,7 @@ def train_model(
     """
     stop = stop or (lambda: False)
     folder = RunFolder(out_dir)
-    with process_group(config.device) as group, _claimed(folder, config, group):
+    with process_group(config.device) as group, _claimed(folder, config, group, sorted(s.name for s in scans)):
         run = _setup(scans, config, folder, group)
         yield _prepared(run)
         with out_of_memory_as_advice():
@@ -117,13 +117,14 @@ def train_model(
 
 
 @contextlib.contextmanager
-def _claimed(folder: RunFolder, config: TrainConfig, group: Group) -> Iterator[None]:
-    """Rank 0 locks the folder and checks the run may start there; the other processes wait for its verdict."""
+def _claimed(folder: RunFolder, config: TrainConfig, group: Group, patients: list[str]) -> Iterator[None]:
+    """Rank 0 locks the folder and checks the run may start there; the other processes wait for its verdict. A
+    resumed run must train on the same scans: other scans make another split, test patients included."""
     with contextlib.ExitStack() as held:
 
         def claim() -> None:
             held.enter_context(folder.locked())
-            folder.check_start(config.must_match_on_resume(), config.resume)
+            folder.check_start({**config.must_match_on_resume(), PATIENTS: patients}, config.resume)
 
         group.on_main(claim)
         yield
@@ -241,7 +242,9 @@ def _end_epoch(run: _Run) -> EpochEnd:
     progress.epochs_done, progress.seconds = epoch, seconds
     run.started = time.perf_counter()
     if run.group.is_main:  # one writer; the other processes hold the same weights and figures
-        run.folder.save_resume_state(run.bare_network, run.optimizer, run.scaler, progress, run.config.to_dict())
+        patients = sorted(name for names in run.split.names.values() for name in names)
+        run.folder.save_resume_state(run.bare_network, run.optimizer, run.scaler, progress,
+                                     {**run.config.to_dict(), PATIENTS: patients})
         if improved:
             _save_best_model(run)
         run.folder.write_history(progress.history)
