@@ -50,6 +50,21 @@ def test_missing_t1s_are_filled_with_flair_and_labels_become_a_bool_mask(tmp_pat
     assert loaded.mask.sum() == (labels > 0).sum()
 
 
+def test_a_multi_volume_file_beside_other_sequences_is_refused_and_a_single_volume_one_is_its_sequence(tmp_path):
+    flair = _nifti(tmp_path / "A_flair.nii.gz")
+    stacked = np.random.default_rng(1).random((6, 7, 5, 3)).astype(np.float32) + 5
+    nib.save(nib.Nifti1Image(stacked, np.eye(4)), str(tmp_path / "A_t1.nii.gz"))
+    with pytest.raises(InputError, match="A_t1.nii.gz holds 3 volumes"):  # its 2nd volume would have been the FLAIR
+        load_case(case_in_folder(tmp_path))
+    nib.save(nib.Nifti1Image(stacked[..., :1], np.eye(4)), str(tmp_path / "A_t1.nii.gz"))
+    loaded = load_case(case_in_folder(tmp_path))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    nib.save(nib.Nifti1Image(flair, np.eye(4)), str(plain / "A_flair.nii.gz"))
+    nib.save(nib.Nifti1Image(stacked[..., 0], np.eye(4)), str(plain / "A_t1.nii.gz"))
+    np.testing.assert_array_equal(loaded.image, load_case(case_in_folder(plain)).image)
+
+
 def test_a_case_without_flair_or_without_labels_when_they_are_needed_is_refused(tmp_path):
     _nifti(tmp_path / "A_flair.nii.gz")
     with pytest.raises(InputError, match="no labels"):

@@ -243,8 +243,15 @@ def _read_sequences(case: Case, wanted: tuple[str, ...]) -> dict[str, Volume]:
         if sequence not in wanted:  # e.g. T2 and unnamed channels, which the model does not use
             continue
         volume = source.read()
-        volumes.update(_split_channels(volume, case.channel_names, source, wanted) if volume.data.ndim == 4
-                       else {sequence: volume})
+        if volume.data.ndim == 4 and volume.data.shape[3] == 1:  # a trailing channel axis of one: the file's volume
+            volume = Volume(volume.data[..., 0], volume.geometry)
+        if volume.data.ndim == 3:
+            volumes[sequence] = volume
+        elif len(case.sequences) == 1:  # one file holds the case's channels (Decathlon, an RGB series)
+            volumes.update(_split_channels(volume, case.channel_names, source, wanted))
+        else:  # its channels would silently take the place of the case's other files (its FLAIR, say)
+            raise InputError(f"{source} holds {volume.data.shape[3]} volumes, but it is one of {case.name}'s files "
+                             "of one sequence each: give each sequence its own 3D file")
     if FLAIR not in volumes:
         found = ", ".join(s for s, _ in case.sequences) or "no sequences"
         raise InputError(f"{case.name}: no FLAIR scan (found {found}); the model needs FLAIR "
