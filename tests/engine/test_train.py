@@ -11,6 +11,8 @@ from napari_lgg_unet.engine.io import Scan, load_patient
 from napari_lgg_unet.engine.model import load_model
 from napari_lgg_unet.engine.train import TrainConfig, train_model
 
+from temp_files import LOOKALIKES, leftovers_of_a_killed_writer
+
 PATIENTS = ["TCGA_CS_4941_19960909", "TCGA_CS_4942_19970222", "TCGA_DU_5849_19950405"]
 FAST = dict(image_size=64, batch_size=8, lr=1e-3, decoder_channels=(32, 16, 16, 16, 16), workers=0, device="cpu")
 
@@ -160,10 +162,11 @@ def test_a_corrupt_resume_state_is_refused_with_a_clear_message(scans, tmp_path)
 
 def test_leftover_temp_files_of_a_killed_run_are_removed_when_the_folder_is_next_used(scans, tmp_path):
     (tmp_path / "m").mkdir()
-    leftover = tmp_path / "m" / ".model.safetensors.abc123.tmp"
-    leftover.write_bytes(b"x" * 1000)
+    [leftover] = leftovers_of_a_killed_writer((tmp_path / "m" / "model.safetensors", ""))
+    users = tmp_path / "m" / LOOKALIKES[0]
+    users.write_text("a user's hidden file")
     list(train_model(scans, TrainConfig(epochs=1, steps_per_epoch=2, **FAST), tmp_path / "m"))
-    assert not leftover.exists()
+    assert not leftover.exists() and users.read_text() == "a user's hidden file"
 
 
 def test_validation_on_input_variants_records_each_and_selects_on_their_mean_loss(scans, tmp_path):
