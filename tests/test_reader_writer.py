@@ -263,3 +263,21 @@ def test_a_mask_is_never_saved_into_the_case_folder_of_its_scan(tmp_path, opened
     with pytest.raises(InputError, match="the scan this layer comes from"):
         write_labels(str(case / name), (image > image.mean()).astype(np.uint8), meta)
     assert _contents(case) == files
+
+
+def test_a_case_that_no_longer_reads_still_saves_elsewhere_and_stays_protected(tmp_path):
+    import shutil
+
+    from napari_lgg_unet.engine.errors import InputError
+
+    case = _nifti_case(tmp_path / "case", ANISOTROPIC)
+    path = str(case / "case_flair.nii.gz")
+    image, meta, _ = get_reader(path)(path)[0]
+    shutil.copy(case / "case_t1ce.nii.gz", case / "case_t1c.nii.gz")  # two post-contrast T1 files: unreadable
+    files = _contents(case)
+    mask = (image > image.mean()).astype(np.uint8)
+    [written] = write_labels(str(tmp_path / "elsewhere.nii.gz"), mask, meta)
+    assert Path(written).is_file()
+    with pytest.raises(InputError, match="the scan this layer comes from"):
+        write_labels(str(case / "case_flair.nii.gz"), mask, meta)
+    assert _contents(case) == files

@@ -48,13 +48,21 @@ def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
 
 def _check_not_onto_its_scan(target: Path, source: object) -> None:
     """Refuse `target` where the CLI refuses `predict --output` for the scan `source` (engine/outputs.py): the scan,
-    the masks paired with it, the files of its case, or anything inside its case, patient or DICOM folder."""
-    from .engine.outputs import check_output
+    the masks paired with it, the files of its case, or anything inside its case, patient or DICOM folder.
+
+    A case that cannot be listed any more (e.g. two post-contrast T1 files beside each other) does not block saving
+    elsewhere: its whole folder is protected instead, as everything the file's case reads lies in it."""
+    from .engine.outputs import check_output, input_paths
 
     if not isinstance(source, str):
         raise InputError(f"the layer's metadata names its scan as {source!r}, not a path; the writer cannot tell "
                          "which files to protect, so it saves nothing")
+    scan = Path(source)
     try:
-        check_output(target, [Path(source)])
+        input_paths(scan)
+    except (InputError, OSError):
+        scan = scan if scan.is_dir() else scan.parent
+    try:
+        check_output(target, [scan])
     except InputError as error:
         raise InputError(f"not saved: {error} (the input is the scan this layer comes from, {source})") from None
