@@ -202,6 +202,9 @@ def test_a_name_with_an_unknown_suffix_gets_the_mask_suffix_added_not_swapped(tm
     ("m.tif", np.zeros(5, np.uint8), {}, "2 or 3 dimensions"),
     ("m.nii.gz", np.zeros((3, 4, 5), np.uint8), {"scale": (0.0, 1.0, 1.0)}, "not a voxel size"),
     ("m.nii.gz", np.zeros((3, 4, 5), np.uint8), {"scale": (np.nan, 1.0, 1.0)}, "not a voxel size"),
+    ("m.nii.gz", np.zeros((3, 4, 5), np.uint8), {"scale": (1e308, 1e308, 1e308)}, "not a voxel size"),
+    ("m.tif", np.array([[None, 1], [2, 3]], dtype=object), {}, "type object"),
+    ("m.tif", np.zeros((4, 4), np.uint8), {"metadata": "not a dict"}, "metadata is a str"),
     ("m.tif", np.zeros((4, 4), np.uint8), {"metadata": {"lgg_unet_source": 5}}, "names its scan as 5"),
 ])
 def test_a_layer_that_cannot_be_a_mask_file_is_refused_and_nothing_is_written(tmp_path, name, data, meta, message):

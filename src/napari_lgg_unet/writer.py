@@ -26,7 +26,12 @@ def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
     target, data = Path(path), np.asarray(data)
     if data.ndim not in (2, 3):
         raise InputError(f"a mask has 2 or 3 dimensions, this layer {data.ndim}; save a 2D or 3D labels layer")
+    if data.dtype.kind not in "biuf":
+        raise InputError(f"a mask holds numbers, this layer's data is of type {data.dtype}; save a labels layer")
     metadata = meta.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise InputError(f"the layer's metadata is a {type(metadata).__name__}, not a dict; the writer cannot read "
+                         "the scan it belongs to, so it saves nothing")
     stored = metadata.get(GEOMETRY_KEY)
     if file_format(target) is None:
         target = target.with_name(target.name + default_mask_suffix(bool(stored)))
@@ -38,8 +43,9 @@ def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
         from .engine.volumes import Geometry, engine_geometry
 
         scale = tuple(meta.get("scale") or (1.0,) * data.ndim)
-        if not all(np.isfinite(scale)) or min(scale) <= 0:
-            raise InputError(f"the layer's scale {scale} is not a voxel size (positive numbers); fix it or save as TIFF")
+        if not all(0 < s <= float(np.finfo(np.float32).max) for s in scale):  # headers store 32-bit voxel sizes
+            raise InputError(f"the layer's scale {scale} is not a voxel size (positive numbers a volume file can "
+                             "store); fix it or save as TIFF")
         spacing = (1.0,) * (3 - len(scale)) + scale[-3:]
         geometry = Geometry.from_dict(stored) if stored else engine_geometry((1,) * (3 - data.ndim) + data.shape, spacing)
     kind.write_mask(target, data, geometry)
