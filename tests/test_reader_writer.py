@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.reader import get_reader
-from napari_lgg_unet.sample_data import sample_patient
+from napari_lgg_unet.sample_data import sample_folder, sample_patient
 from napari_lgg_unet.writer import write_labels
 
 PATIENT = "TCGA_CS_6665_20010817"
@@ -65,6 +66,18 @@ def test_sample_data_is_the_real_patient_with_its_mask(lgg_root):
     assert kind == "labels" and meta["rgb"] is True
     np.testing.assert_array_equal(image, scan.image)
     np.testing.assert_array_equal(mask > 0, scan.mask)
+
+
+def test_the_packaged_sample_is_never_saved_over(tmp_path):
+    (image, _, _), (mask, mask_meta, _) = sample_patient()
+    folder = sample_folder()
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    for name in (f"{PATIENT}_image.tif", f"{PATIENT}_mask.tif"):
+        with pytest.raises(InputError, match="not saved"):
+            write_labels(str(folder / name), mask, mask_meta)
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    [written] = write_labels(str(tmp_path / "mine.tif"), mask, mask_meta)  # anywhere else is fine
+    assert Path(written).is_file()
 
 
 def _nifti_case(folder, affine):
