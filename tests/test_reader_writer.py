@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.reader import get_reader
-from napari_lgg_unet.sample_data import sample_patient
+from napari_lgg_unet.sample_data import sample_folder, sample_patient
 from napari_lgg_unet.writer import write_labels
 
 PATIENT = "TCGA_CS_6665_20010817"
@@ -28,7 +29,7 @@ def test_a_patient_folder_opens_as_an_image_and_its_tumour_labels(lgg_root):
     layers = get_reader(str(lgg_root / PATIENT))(str(lgg_root / PATIENT))
     (image, image_meta, image_kind), (mask, mask_meta, mask_kind) = layers
     assert (image_kind, mask_kind) == ("image", "labels")
-    assert image.shape == (24, 256, 256, 3) and image_meta == {"name": PATIENT, "rgb": True}
+    assert image.shape == (24, 256, 256, 3) and image_meta["name"] == PATIENT and image_meta["rgb"] is True
     assert mask.shape == (24, 256, 256) and mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 1}
     assert mask_meta["name"] == f"{PATIENT} mask"
 
@@ -65,6 +66,18 @@ def test_sample_data_is_the_real_patient_with_its_mask(lgg_root):
     assert kind == "labels" and meta["rgb"] is True
     np.testing.assert_array_equal(image, scan.image)
     np.testing.assert_array_equal(mask > 0, scan.mask)
+
+
+def test_the_packaged_sample_is_never_saved_over(tmp_path):
+    (image, _, _), (mask, mask_meta, _) = sample_patient()
+    folder = sample_folder()
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    for name in (f"{PATIENT}_image.tif", f"{PATIENT}_mask.tif"):
+        with pytest.raises(InputError, match="not saved"):
+            write_labels(str(folder / name), mask, mask_meta)
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    [written] = write_labels(str(tmp_path / "mine.tif"), mask, mask_meta)  # anywhere else is fine
+    assert Path(written).is_file()
 
 
 def _nifti_case(folder, affine):
@@ -186,7 +199,7 @@ def test_a_mask_is_never_saved_onto_a_file_of_the_scan_it_came_from(tmp_path, na
     case = _nifti_case(tmp_path / "case", ANISOTROPIC)
     files = {p: p.read_bytes() for p in case.iterdir()}
     image, meta, _ = _by_name(get_reader(str(case))(str(case)))["FLAIR"]
-    with pytest.raises(InputError, match="a file of the case this layer came from"):
+    with pytest.raises(InputError, match="the scan this layer comes from"):
         write_labels(str(case / name), (image > image.mean()).astype(np.uint8), meta)
     assert {p: p.read_bytes() for p in case.iterdir()} == files
 
@@ -202,6 +215,10 @@ def test_a_name_with_an_unknown_suffix_gets_the_mask_suffix_added_not_swapped(tm
     ("m.tif", np.zeros(5, np.uint8), {}, "2 or 3 dimensions"),
     ("m.nii.gz", np.zeros((3, 4, 5), np.uint8), {"scale": (0.0, 1.0, 1.0)}, "not a voxel size"),
     ("m.nii.gz", np.zeros((3, 4, 5), np.uint8), {"scale": (np.nan, 1.0, 1.0)}, "not a voxel size"),
+    ("m.nii.gz", np.zeros((3, 4, 5), np.uint8), {"scale": (1e308, 1e308, 1e308)}, "not a voxel size"),
+    ("m.tif", np.array([[None, 1], [2, 3]], dtype=object), {}, "type object"),
+    ("m.tif", np.zeros((4, 4), np.uint8), {"metadata": "not a dict"}, "metadata is a str"),
+    ("m.tif", np.zeros((4, 4), np.uint8), {"metadata": {"lgg_unet_source": 5}}, "names its scan as 5"),
 ])
 def test_a_layer_that_cannot_be_a_mask_file_is_refused_and_nothing_is_written(tmp_path, name, data, meta, message):
     from napari_lgg_unet.engine.errors import InputError
@@ -209,3 +226,74 @@ def test_a_layer_that_cannot_be_a_mask_file_is_refused_and_nothing_is_written(tm
     with pytest.raises(InputError, match=message):
         write_labels(str(tmp_path / name), data, meta)
     assert not list(tmp_path.iterdir())
+
+
+def _small_tiffs(folder: Path) -> dict[str, Path]:
+    """A TIFF scan with its manual mask, named as the packaged sample is, and a Kaggle patient folder of 2 slices."""
+    patient = folder / "TCGA_XX_0001_20000101"
+    patient.mkdir(parents=True)
+    files = {"scan": folder / f"{PATIENT}_image.tif", "manual mask": folder / f"{PATIENT}_mask.tif",
+             "patient": patient, "slice": patient / f"{patient.name}_2.tif"}
+    tifffile.imwrite(files["scan"], np.full((2, 8, 8), 7, np.uint8))
+    tifffile.imwrite(files["manual mask"], np.full((2, 8, 8), 255, np.uint8))
+    for number in (1, 2):
+        tifffile.imwrite(patient / f"{patient.name}_{number}.tif", np.full((8, 8, 3), number, np.uint8))
+        tifffile.imwrite(patient / f"{patient.name}_{number}_mask.tif", np.zeros((8, 8), np.uint8))
+    return files
+
+
+def _contents(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("opened, target", [
+    ("scan", f"{PATIENT}_image.tif"), ("scan", f"{PATIENT}_mask.tif"), ("manual mask", f"{PATIENT}_mask.tif"),
+    ("patient", "TCGA_XX_0001_20000101/TCGA_XX_0001_20000101_1.tif"),
+    ("patient", "TCGA_XX_0001_20000101/TCGA_XX_0001_20000101_2_mask.tif"),
+    ("patient", "TCGA_XX_0001_20000101/my_edit.tif"),
+    ("slice", "TCGA_XX_0001_20000101/TCGA_XX_0001_20000101_2.tif"),
+    ("slice", "TCGA_XX_0001_20000101/TCGA_XX_0001_20000101_2_mask.tif"),
+])
+def test_a_layer_read_from_a_tiff_scan_is_never_saved_onto_or_into_that_scan(tmp_path, opened, target):
+    from napari_lgg_unet.engine.errors import InputError
+
+    path = str(_small_tiffs(tmp_path)[opened])
+    files = _contents(tmp_path)
+    for data, meta, _ in get_reader(path)(path):
+        with pytest.raises(InputError, match="the scan this layer comes from"):
+            write_labels(str(tmp_path / target), (np.asarray(data) > 0).any(axis=-1) if data.ndim == 4 else data, meta)
+    assert _contents(tmp_path) == files
+    assert Path(write_labels(str(tmp_path / "edited_mask.tif"), np.ones((2, 8, 8), np.uint8), meta)[0]).is_file()
+
+
+@pytest.mark.parametrize("opened", ["case", "case/case_flair.nii.gz"])
+@pytest.mark.parametrize("name", ["my_edit.nii.gz", "case_t1c.nii.gz"])
+def test_a_mask_is_never_saved_into_the_case_folder_of_its_scan(tmp_path, opened, name):
+    """A new file in a case folder would become one of the case's files (a second case, or a second post-contrast
+    T1 that makes the case unreadable)."""
+    from napari_lgg_unet.engine.errors import InputError
+
+    case = _nifti_case(tmp_path / "case", ANISOTROPIC)
+    files = _contents(case)
+    image, meta, _ = get_reader(str(tmp_path / opened))(str(tmp_path / opened))[0]
+    with pytest.raises(InputError, match="the scan this layer comes from"):
+        write_labels(str(case / name), (image > image.mean()).astype(np.uint8), meta)
+    assert _contents(case) == files
+
+
+def test_a_case_that_no_longer_reads_still_saves_elsewhere_and_stays_protected(tmp_path):
+    import shutil
+
+    from napari_lgg_unet.engine.errors import InputError
+
+    case = _nifti_case(tmp_path / "case", ANISOTROPIC)
+    path = str(case / "case_flair.nii.gz")
+    image, meta, _ = get_reader(path)(path)[0]
+    shutil.copy(case / "case_t1ce.nii.gz", case / "case_t1c.nii.gz")  # two post-contrast T1 files: unreadable
+    files = _contents(case)
+    mask = (image > image.mean()).astype(np.uint8)
+    [written] = write_labels(str(tmp_path / "elsewhere.nii.gz"), mask, meta)
+    assert Path(written).is_file()
+    with pytest.raises(InputError, match="the scan this layer comes from"):
+        write_labels(str(case / "case_flair.nii.gz"), mask, meta)
+    assert _contents(case) == files

@@ -4,7 +4,8 @@ A TIFF or volume whose name ends in `_mask` (or `_seg`, `_label`) opens as a Lab
 mask gives back a mask, not a grey image. Medical volumes open as axial slices in the LGG training orientation
 (anterior at the top, patient's right on the left) with their voxel size as `scale` and position as `translate` in
 mm; a multi-sequence case opens as one grey layer per sequence (see `read_case`). Volume layers carry
-`metadata["lgg_unet_geometry"]`: what the writer needs to save a mask onto the source grid.
+`metadata["lgg_unet_geometry"]`: what the writer needs to save a mask onto the source grid. Every layer carries
+`metadata["lgg_unet_source"]`: the path it was read from, so the writer never saves a mask onto that scan's files.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ if TYPE_CHECKING:
 
 LayerData = tuple  # (data, metadata, layer_type), napari's LayerDataTuple
 GEOMETRY_KEY = "lgg_unet_geometry"
+SOURCE_KEY = "lgg_unet_source"
 
 
 def get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None:
-    """The reader for `path` (whatever format engine/formats.py says it is), or None so napari tries other readers
-    (any other file type, a list of paths)."""
+    """The reader for `path` (whatever format engine/formats.py says it is), its layers marked with the path (see
+    `with_source`), or None so napari tries other readers (any other file type, a list of paths)."""
     if not isinstance(path, (str, Path)):
         return None
     from .engine.formats import TIFF, format_of
@@ -32,9 +34,16 @@ def get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None
     found = format_of(Path(path))
     if found is None:
         return None
-    if found is TIFF:
-        return read_tiff_layer
-    return read_volume_layers if found.is_volume else read_scan
+    read = read_tiff_layer if found is TIFF else read_volume_layers if found.is_volume else read_scan
+    return lambda opened: with_source(read(opened), opened)
+
+
+def with_source(layers: list[LayerData], path: str | Path) -> list[LayerData]:
+    """`layers` with the scan they were read from (`path`, made absolute) in their metadata: napari hands the writer
+    only a layer's data and state, and the writer refuses to save onto that scan's files (see writer.py)."""
+    source = str(Path(path).absolute())
+    return [(data, {**meta, "metadata": {**meta.get("metadata", {}), SOURCE_KEY: source}}, kind)
+            for data, meta, kind in layers]
 
 
 def _geometry_meta(geometry: Geometry | None) -> dict:

@@ -13,45 +13,62 @@ from pathlib import Path
 import numpy as np
 
 from .engine.errors import InputError
-from .reader import GEOMETRY_KEY
+from .reader import GEOMETRY_KEY, SOURCE_KEY
 
 
 def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
     """Write the mask atomically (a failed save never leaves a half-written file); returns the path written.
     A name without a known suffix gets NIfTI when the layer has a scan's geometry, else TIFF, added to the name
-    (`P_12.edited` becomes `P_12.edited.tif`, not `P_12.tif`). A mask is never written onto a file of the scan it
-    was segmented from (the layer's geometry names them)."""
+    (`P_12.edited` becomes `P_12.edited.tif`, not `P_12.tif`). A mask is never written onto or into the scan its
+    layer was read or segmented from (`metadata["lgg_unet_source"]`, see `_check_not_onto_its_scan`)."""
     from .engine.formats import default_mask_suffix, file_format
 
     target, data = Path(path), np.asarray(data)
     if data.ndim not in (2, 3):
         raise InputError(f"a mask has 2 or 3 dimensions, this layer {data.ndim}; save a 2D or 3D labels layer")
-    stored = (meta.get("metadata") or {}).get(GEOMETRY_KEY)
+    if data.dtype.kind not in "biuf":
+        raise InputError(f"a mask holds numbers, this layer's data is of type {data.dtype}; save a labels layer")
+    metadata = meta.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise InputError(f"the layer's metadata is a {type(metadata).__name__}, not a dict; the writer cannot read "
+                         "the scan it belongs to, so it saves nothing")
+    stored = metadata.get(GEOMETRY_KEY)
     if file_format(target) is None:
         target = target.with_name(target.name + default_mask_suffix(bool(stored)))
-    if stored:
-        _check_not_a_scan_file(target, stored)
+    if SOURCE_KEY in metadata:
+        _check_not_onto_its_scan(target, metadata[SOURCE_KEY])
     kind = file_format(target)
     geometry = None
     if kind.is_volume:
         from .engine.volumes import Geometry, engine_geometry
 
         scale = tuple(meta.get("scale") or (1.0,) * data.ndim)
-        if not all(np.isfinite(scale)) or min(scale) <= 0:
-            raise InputError(f"the layer's scale {scale} is not a voxel size (positive numbers); fix it or save as TIFF")
+        if not all(0 < s <= float(np.finfo(np.float32).max) for s in scale):  # headers store 32-bit voxel sizes
+            raise InputError(f"the layer's scale {scale} is not a voxel size (positive numbers a volume file can "
+                             "store); fix it or save as TIFF")
         spacing = (1.0,) * (3 - len(scale)) + scale[-3:]
         geometry = Geometry.from_dict(stored) if stored else engine_geometry((1,) * (3 - data.ndim) + data.shape, spacing)
     kind.write_mask(target, data, geometry)
     return [str(target)]
 
 
-def _check_not_a_scan_file(target: Path, stored: dict) -> None:
-    """Refuse `target` when it is one of the files of the case the layer's scan was read from."""
-    from .engine.outputs import input_paths
-    from .engine.volumes import Geometry
+def _check_not_onto_its_scan(target: Path, source: object) -> None:
+    """Refuse `target` where the CLI refuses `predict --output` for the scan `source` (engine/outputs.py): the scan,
+    the masks paired with it, the files of its case, or anything inside its case, patient or DICOM folder.
 
-    sources = [Path(source) for _, source in Geometry.from_dict(stored).sources]
-    files = {p for source in sources if source.exists() for p in input_paths(source) if not p.is_dir()}
-    if target.resolve() in files:
-        raise InputError(f"{target} is a file of the case this layer came from (a scan or its manual mask), which "
-                         "is never overwritten; save the mask under another name")
+    A case that cannot be listed any more (e.g. two post-contrast T1 files beside each other) does not block saving
+    elsewhere: its whole folder is protected instead, as everything the file's case reads lies in it."""
+    from .engine.outputs import check_output, input_paths
+
+    if not isinstance(source, str):
+        raise InputError(f"the layer's metadata names its scan as {source!r}, not a path; the writer cannot tell "
+                         "which files to protect, so it saves nothing")
+    scan = Path(source)
+    try:
+        input_paths(scan)
+    except (InputError, OSError):
+        scan = scan if scan.is_dir() else scan.parent
+    try:
+        check_output(target, [scan])
+    except InputError as error:
+        raise InputError(f"not saved: {error} (the input is the scan this layer comes from, {source})") from None

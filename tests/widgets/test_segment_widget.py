@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 
 from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.metrics import volume_scores
@@ -344,3 +345,26 @@ def test_a_nifti_scan_opened_with_our_reader_segments_and_saves_back_onto_its_gr
     assert written.shape == scan.shape
     np.testing.assert_array_equal(written.affine, nib.load(tmp_path / "scan_flair.nii.gz").affine)
     assert np.asanyarray(written.dataobj).any()
+
+
+@pytest.mark.usefixtures("inline_jobs")
+def test_the_tumour_layer_of_a_tiff_scan_is_never_saved_onto_the_scan_or_its_manual_mask(
+    qtbot, viewer, tiny_model_dir, tmp_path, notes
+):
+    from napari_lgg_unet.engine.errors import InputError
+
+    scan, manual = tmp_path / f"{PATIENT}_image.tif", tmp_path / f"{PATIENT}_mask.tif"
+    tifffile.imwrite(scan, np.random.default_rng(3).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8))
+    tifffile.imwrite(manual, np.full((3, 64, 64), 255, np.uint8))
+    files = {p: p.read_bytes() for p in (scan, manual)}
+    [image] = viewer.open(str(scan), plugin="napari-lgg-unet")
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value = "folder"
+    widget.model_folder.value = tiny_model_dir
+    run_segment(qtbot, widget)
+    assert notes["error"] == []
+    tumour = widget.prediction_layer()
+    for target in (scan, manual):
+        with pytest.raises(InputError, match="the scan this layer comes from"):
+            tumour.save(str(target), plugin="napari-lgg-unet")
+    assert {p: p.read_bytes() for p in (scan, manual)} == files

@@ -15,7 +15,9 @@ import numpy as np
 from napari.layers import Image, Labels, Layer, Points
 from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
 
-from ..reader import GEOMETRY_KEY  # the scan geometry our reader stores and the writer needs to save a mask back
+# What our reader stores about a layer's scan: its geometry (the writer needs it to save a mask back onto the scan's
+# grid) and its path (the writer never saves onto that scan's files). The layers made from a layer inherit both.
+from ..reader import GEOMETRY_KEY, SOURCE_KEY
 
 OWNER_KEY = "napari_lgg_unet"
 
@@ -55,15 +57,15 @@ def owned_layer(viewer: napari.Viewer, source: Layer, role: str) -> Layer | None
 
 
 def put_owned_layer(viewer: napari.Viewer, source: Layer, role: str, data: np.ndarray, **kwargs: Any) -> Layer:
-    """Update this plugin's layer for (`source`, `role`) in place, or add it with `source`'s geometry."""
+    """Update this plugin's layer for (`source`, `role`) in place, or add it with `source`'s geometry and the scan it
+    was read from."""
     layer = owned_layer(viewer, source, role)
     if layer is not None:
         set_owned_data(layer, data)
         return layer
     kind = {"tumour": Labels, "clicks": Points}.get(role, Image)
     metadata = {OWNER_KEY: {"role": role, "source": str(source.unique_id)}}
-    if GEOMETRY_KEY in source.metadata:
-        metadata[GEOMETRY_KEY] = source.metadata[GEOMETRY_KEY]
+    metadata.update((key, source.metadata[key]) for key in (GEOMETRY_KEY, SOURCE_KEY) if key in source.metadata)
     layer = kind(data, name=f"{source.name} {role}", metadata=metadata, **spatial_geometry(source), **kwargs)
     layer.metadata[OWNER_KEY]["layer"] = str(layer.unique_id)
     _remember_data(layer)
