@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import tifffile
 
 from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.reader import get_reader
+from napari_lgg_unet import sample_data
 from napari_lgg_unet.sample_data import sample_folder, sample_patient
 from napari_lgg_unet.writer import write_labels
 
@@ -68,15 +70,17 @@ def test_sample_data_is_the_real_patient_with_its_mask(lgg_root):
     np.testing.assert_array_equal(mask > 0, scan.mask)
 
 
-def test_the_packaged_sample_is_never_saved_over(tmp_path):
+def test_the_packaged_sample_is_never_saved_over(tmp_path, monkeypatch):
+    # on a copy of the packaged folder: without the protection this test would overwrite the package's own sample
+    folder = shutil.copytree(sample_folder(), tmp_path / "samples")
+    monkeypatch.setattr(sample_data, "sample_folder", lambda: folder)
     (image, _, _), (mask, mask_meta, _) = sample_patient()
-    folder = sample_folder()
     before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     for name in (f"{PATIENT}_image.tif", f"{PATIENT}_mask.tif"):
         with pytest.raises(InputError, match="not saved"):
             write_labels(str(folder / name), mask, mask_meta)
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
-    [written] = write_labels(str(tmp_path / "mine.tif"), mask, mask_meta)  # anywhere else is fine
+    [written] = write_labels(str(tmp_path / "mine.tif"), mask, mask_meta)  # outside the sample's files is fine
     assert Path(written).is_file()
 
 
