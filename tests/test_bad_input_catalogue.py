@@ -8,6 +8,7 @@ tests/widgets/test_bad_input_widgets.py; the bad model folders are shared with t
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import io
 import os
@@ -349,6 +350,22 @@ def _existing_file(w: Workspace) -> Path:
     return w.out / "masks.tif"
 
 
+def _folder_with_users_mask_and_summary(w: Workspace) -> Path:
+    """An output folder where the user keeps a manual mask of case A, their own summary and notes."""
+    folder = w.out / "masks"
+    folder.mkdir()
+    w.nifti("A_mask.nii.gz", np.ones((24, 24, 3), np.uint8), folder)
+    (folder / "summary.csv").write_text("my own notes\n")
+    (folder / "notes.txt").write_text("mine\n")
+    return folder
+
+
+def _folder_with_users_summary(w: Workspace) -> Path:
+    (w.out / "masks").mkdir()
+    (w.out / "masks" / "summary.csv").write_text("my own notes\n")
+    return w.out / "masks"
+
+
 def _brats_case(w: Workspace, name: str = "CASE", parent: Path | None = None) -> Path:
     """A BraTS-style case folder: FLAIR, T1 and a manual segmentation with labels {0, 1, 2, 4}."""
     case = (parent or w.inputs) / name
@@ -462,6 +479,22 @@ CLI_CASES = [
                  "--read-ahead must be 0 or more", id="predict --read-ahead -1"),
     pytest.param(_predict(scan=_folder_of_two_scans, output=_existing_file), "give a folder as --output",
                  id="predict a folder of scans into a file"),
+    # files predict did not make: replaced only when asked (--overwrite), or kept (--skip-existing)
+    pytest.param(_predict(output=_existing_file), "masks.tif already exists; give --overwrite to replace it",
+                 id="predict onto an existing file"),
+    pytest.param(_predict(scan=_brats_case, output=lambda w: _brats_case(w, "OTHER", w.out) / "OTHER_seg.nii.gz"),
+                 "OTHER_seg.nii.gz already exists; give --overwrite to replace it",
+                 id="predict a case onto another case's ground truth"),
+    pytest.param(_predict(scan=_cohort_of_two_cases, output=_folder_with_users_mask_and_summary),
+                 "already holds A_mask.nii.gz and summary.csv, which this run would write; give --skip-existing",
+                 id="predict a cohort into a folder holding a user's mask and summary"),
+    pytest.param(_predict(scan=_cohort_of_two_cases, output=_folder_with_users_summary),
+                 "already holds summary.csv, which this run would write",
+                 id="predict a cohort into a folder holding a user's summary"),
+    pytest.param(_predict("--overwrite", "--skip-existing", scan=_cohort_of_two_cases,
+                          output=_folder_with_users_mask_and_summary),
+                 "argument --skip-existing: not allowed with argument --overwrite",
+                 id="predict --overwrite --skip-existing"),
     # outputs that would land on inputs, and cases whose masks would be one
     pytest.param(_predict(scan=_brats_case, output=lambda w: w.inputs / "CASE" / "CASE_seg.nii.gz"),
                  "CASE_seg.nii.gz, which is part of the input", id="predict a case folder onto its own segmentation"),
@@ -593,7 +626,7 @@ def test_a_cohort_run_again_into_a_folder_inside_its_input_root_skips_that_folde
     argv = _cohort_argv(w, root, root / "masks")
     assert cli.main(argv) == 0
     first = _files(root / "masks")
-    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert cli.main([*argv, "--overwrite"]) == 0, capsys.readouterr().err
     assert sorted(_files(root / "masks")) == sorted(first) == ["A_mask.nii.gz", "B_mask.nii.gz", "summary.csv"]
     assert "masks of 2 cases" in capsys.readouterr().out
 
@@ -604,8 +637,9 @@ def test_a_failed_cohort_run_keeps_the_masks_an_earlier_run_finished(w, capsys):
     assert cli.main(argv) == 0
     (root / "C").mkdir()
     (root / "C" / "C_flair.nii.gz").write_bytes(b"not a NIfTI")
-    assert cli.main(argv) == 2 and "cannot read" in capsys.readouterr().err
-    assert sorted(_files(w.out / "masks")) == ["A_mask.nii.gz", "B_mask.nii.gz", "summary.csv"]
+    assert cli.main([*argv, "--overwrite"]) == 2 and "cannot read" in capsys.readouterr().err
+    # the journal keeps the rows of the masks the failed run replaced, for the summary of the next run
+    assert sorted(_files(w.out / "masks")) == [".summary.rank0.csv", "A_mask.nii.gz", "B_mask.nii.gz", "summary.csv"]
     for name in ("A", "B"):
         assert nib.load(w.out / "masks" / f"{name}_mask.nii.gz").shape == (24, 24, 3)
 
@@ -624,6 +658,46 @@ def test_skip_existing_redoes_a_truncated_or_empty_mask_and_keeps_good_ones(w, c
     assert (good.stat().st_mtime_ns, good.stat().st_ino) == kept
     for redone in (truncated, empty):
         assert nib.load(redone).get_fdata().shape == (24, 24, 3)
+
+
+def test_a_cohort_with_overwrite_replaces_its_masks_and_summary_and_keeps_other_files(w, capsys):
+    root = _cohort_of_two_cases(w)
+    out = _folder_with_users_mask_and_summary(w)
+    notes = (out / "notes.txt").stat().st_mtime_ns
+    assert cli.main(_cohort_argv(w, root, out, "--overwrite")) == 0, capsys.readouterr().err
+    assert sorted(_files(out)) == ["A_mask.nii.gz", "B_mask.nii.gz", "notes.txt", "summary.csv"]
+    assert (out / "notes.txt").stat().st_mtime_ns == notes
+    with open(out / "summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    mask = np.asanyarray(nib.load(out / "A_mask.nii.gz").dataobj)
+    assert [row["case"] for row in rows] == ["A", "B"] and int(rows[0]["tumour_voxels"]) == np.count_nonzero(mask)
+
+
+def test_a_failed_overwrite_run_keeps_the_summary_rows_of_the_masks_it_replaced(w, capsys):
+    """The replaced masks stay (new); their rows must too, or a later --skip-existing summary describes the old masks."""
+    root = _cohort_of_two_cases(w)
+    out = w.out / "masks"
+    assert cli.main(_cohort_argv(w, root, out)) == 0
+    # rows no mask on disk agrees with: they stand for the masks the --overwrite run below replaces
+    (out / "summary.csv").write_text("case,slices,tumour_voxels,tumour_mm3,seconds\nA,3,99999,,1.0\nB,3,99999,,1.0\n")
+    (root / "C").mkdir()
+    (root / "C" / "C_flair.nii.gz").write_bytes(b"not a NIfTI")
+    assert cli.main(_cohort_argv(w, root, out, "--overwrite")) == 2
+    shutil.rmtree(root / "C")
+    assert cli.main(_cohort_argv(w, root, out, "--skip-existing")) == 0, capsys.readouterr().err
+    with open(out / "summary.csv", newline="") as handle:
+        rows = {row["case"]: row for row in csv.DictReader(handle)}
+    for name in ("A", "B"):
+        mask = np.asanyarray(nib.load(out / f"{name}_mask.nii.gz").dataobj)
+        assert int(rows[name]["tumour_voxels"]) == np.count_nonzero(mask)
+
+
+def test_predict_with_overwrite_replaces_an_existing_output_file(w, capsys):
+    scan = _good_scan(w)
+    (w.out / "mask.tif").write_text("x")
+    argv = ["predict", "--model", str(w.model), "--input", str(scan), "--output", str(w.out / "mask.tif")]
+    assert cli.main([*argv, "--overwrite"]) == 0, capsys.readouterr().err
+    assert tifffile.imread(w.out / "mask.tif").shape == (3, 40, 40)
 
 
 def test_a_nan_in_one_case_of_a_cohort_names_that_case(w, capsys):

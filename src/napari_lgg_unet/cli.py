@@ -144,8 +144,14 @@ def _add_predict(sub: argparse.ArgumentParser) -> None:
                      help="scan (patient / case / DICOM folder, TIFF, NIfTI) or a folder of scans")
     sub.add_argument("--output", required=True, type=Path, help="mask file: .nii.gz/.nii/.nrrd/.mha keep the scan's "
                      "geometry, else TIFF (a folder for a folder of scans)")
-    sub.add_argument("--skip-existing", action="store_true",
-                     help="folder of scans: keep and skip scans that already have a mask (continue a killed job)")
+    existing = sub.add_mutually_exclusive_group()  # keep or replace: asking for both is a mistake, not a choice
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="folder of scans: keep the finished masks already in --output and segment only the "
+                          "other scans (continue a killed job); summary.csv is rewritten for all of them")
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace an --output file that exists, or (folder of scans) the masks of these scans "
+                          "and summary.csv already in --output. Without it or --skip-existing, predict refuses to "
+                          "replace any file; other files in --output are never touched")
     sub.add_argument("--read-ahead", type=int, default=2, help="folder of scans: scans loaded ahead while the model runs")
 
 
@@ -277,6 +283,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         with interrupt_on_signals(), process_group(args.device) as group:
             return _predict_cohort(args, sources, group)
     check_output(args.output, sources)
+    if not args.overwrite and (args.output.exists() or args.output.is_symlink()):  # it may be a user's own mask
+        raise InputError(f"--output {args.output} already exists; give --overwrite to replace it")
     model, options = _load_for_inference(args, device)
     (done,) = segment_scans(model, sources, options)
     if done.scan.geometry is not None:  # which file or DICOM series fed each channel (a study has several series)
@@ -291,16 +299,19 @@ def _predict_cohort(args: argparse.Namespace, cases: list[ScanSource], group: Gr
     then `summary.csv` beside the masks."""
     from tqdm import tqdm
 
-    from .engine.batch_predict import segment_cohort, write_summary
+    from .engine.batch_predict import check_outputs_free, segment_cohort, write_summary
 
     if args.read_ahead < 0:
         raise InputError("--read-ahead must be 0 or more")
+    existing = "skip" if args.skip_existing else "overwrite" if args.overwrite else "refuse"
+    if existing == "refuse":
+        check_outputs_free(args.output, cases)  # segment_cohort checks again; this refuses before the model loads
     model, options = _load_for_inference(args, group.device, group.is_main)
     share = len(group.share(cases))
     bar = tqdm(total=share, unit="case", disable=None if group.is_main else True,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]")
     with bar:
-        for summary in segment_cohort(model, cases, args.output, options, group, args.skip_existing, args.read_ahead):
+        for summary in segment_cohort(model, cases, args.output, options, group, existing, args.read_ahead):
             bar.update(1)
             if bar.disable and group.is_main and summary is not None:
                 print(f"{summary.case}: {summary.slices} slices, {summary.tumour_voxels} tumour voxels, "

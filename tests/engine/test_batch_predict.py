@@ -13,7 +13,11 @@ import tifffile
 import torch
 
 from napari_lgg_unet.cli import main
-from napari_lgg_unet.engine.batch_predict import finished_output
+from napari_lgg_unet.engine import batch_predict
+from napari_lgg_unet.engine.batch_predict import finished_output, segment_cohort
+from napari_lgg_unet.engine.errors import InputError
+from napari_lgg_unet.engine.model import load_model
+from napari_lgg_unet.engine.predict import SegmentOptions
 
 from rank_helpers import free_port, rank_variables
 
@@ -87,3 +91,20 @@ def test_under_torchrun_only_rank_0_prints(tiny_model_dir, cohort, tmp_path):
     torch.multiprocessing.spawn(_predict_as_rank, args=(free_port(), argv, str(tmp_path / "log")), nprocs=2)
     assert "summary in" in (tmp_path / "log.0").read_text()
     assert (tmp_path / "log.1").read_text() == ""
+
+
+def test_segment_cohort_refuses_a_folder_holding_a_users_mask_before_reading_any_scan(tiny_model_dir, cohort, tmp_path,
+                                                                                        monkeypatch):
+    out = tmp_path / "masks"
+    out.mkdir()
+    tifffile.imwrite(out / f"{CASES[3]}_mask.tif", np.full((3, 48, 48), 255, np.uint8), photometric="minisblack")
+    users = (out / f"{CASES[3]}_mask.tif").read_bytes()
+    monkeypatch.setattr(batch_predict, "loaded_scans", lambda *_: pytest.fail("a scan was read"))
+    model = load_model(tiny_model_dir)
+    cases = sorted(cohort.iterdir())
+    with pytest.raises(InputError, match=f"already holds {CASES[3]}_mask.tif, which this run would write"):
+        next(segment_cohort(model, cases, out, SegmentOptions()))
+    with pytest.raises(ValueError, match="existing must be one of"):
+        next(segment_cohort(model, cases, out, SegmentOptions(), existing="replace"))
+    assert sorted(p.name for p in out.iterdir()) == [f"{CASES[3]}_mask.tif"]
+    assert (out / f"{CASES[3]}_mask.tif").read_bytes() == users

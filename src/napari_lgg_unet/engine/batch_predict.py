@@ -1,9 +1,11 @@
 """Segment a whole cohort as a batch job: the CLI's `predict` on a folder of cases.
 
 Each process of a torchrun job takes a disjoint share of the cases; scans are read ahead while the model runs;
-every mask is written atomically. A job killed half-way and started again with `skip_existing` keeps and skips
-every finished mask. Each finished case appends its summary row to a per-process journal, so the summary CSV
-written at the end lists the cases of every attempt, not only of the last one.
+every mask is written atomically. An output folder that already holds a file the job would write (a case's mask,
+`summary.csv`) is refused unless the caller says what to do with it: `existing="skip"` keeps and skips every finished
+mask (a job killed half-way continues), `existing="overwrite"` replaces them; the folder may hold the user's own
+masks, so replacing them is never the default. Each finished case appends its summary row to a per-process journal,
+so the summary CSV written at the end lists the cases of every attempt, not only of the last one.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Literal, Sequence, get_args
 
 import numpy as np
 
 from .atomic import write_text_atomic
 from .cohort import loaded_scans, segment_scan
 from .distributed import Group
+from .errors import InputError
 from .io import Scan, ScanSource, mask_file_name, read_tiff, write_mask
 from .outputs import check_output, check_unique_names
 from .preprocess import spatial_shape
@@ -31,6 +34,7 @@ from .predict import SegmentOptions
 
 SUMMARY_FILE = "summary.csv"
 JOURNAL_PATTERN = ".summary.rank*.csv"  # hidden, and not *.tmp: atomic.py's clean-up must not take them
+ExistingOutputs = Literal["refuse", "skip", "overwrite"]  # what a cohort run does with files it would write
 
 
 @dataclass(frozen=True)
@@ -51,40 +55,74 @@ def finished_output(out_dir: Path, case: str) -> Path | None:
 
 def segment_cohort(
     model: LoadedModel, cases: Sequence[ScanSource], out_dir: Path, options: SegmentOptions,
-    group: Group = Group(), skip_existing: bool = False, read_ahead: int = 2,
+    group: Group = Group(), existing: ExistingOutputs = "refuse", read_ahead: int = 2,
 ) -> Iterator[CaseSummary | None]:
     """Segment this process's share of `cases` into `out_dir`, yielding a summary per case (None when skipped).
 
-    Refused before anything is written: an `out_dir` on or in an input's files or case folders, and two cases of
-    one name (see outputs.py). All or nothing unless `skip_existing`: if a case fails, the masks this call created
-    and their summary rows are removed, so a half-done cohort is not mistaken for a finished one; masks an earlier
-    run finished stay. With `skip_existing`, a case whose mask loads and lies on its scan's grid is not segmented
-    again (a truncated, empty or mismatched mask is redone), and finished masks stay when a later case fails.
+    Refused before anything is written: an `out_dir` on or in an input's files or case folders, two cases of one
+    name (see outputs.py), and with `existing="refuse"` an `out_dir` that already holds a file the run would write
+    (check_outputs_free). Every process checks every case, then waits for the others, so under torchrun no process
+    mistakes another's new mask for an old one. All or nothing unless `existing="skip"`: if a case fails, the masks
+    this call created and their summary rows are removed, so a half-done cohort is not mistaken for a finished one;
+    masks it replaced (`"overwrite"`) stay, new, with their rows. With `"skip"`, a case whose mask loads and lies on
+    its scan's grid is not segmented again (a truncated, empty or mismatched mask is redone), and finished masks
+    stay when a later case fails.
     """
+    if existing not in get_args(ExistingOutputs):
+        raise ValueError(f"existing must be one of {get_args(ExistingOutputs)}, not {existing!r}")
     check_output(out_dir, cases, folder=True)
     check_unique_names(cases)
+    if existing == "refuse":
+        check_outputs_free(out_dir, cases)
+    group.barrier()
     journal = out_dir / f".summary.rank{group.rank}.csv"
     created = [] if out_dir.exists() else [out_dir]
     out_dir.mkdir(parents=True, exist_ok=True)
     journal_size = journal.stat().st_size if journal.exists() else 0
+    replaced_rows: list[list[object]] = []  # rows of masks this call replaced: they stay if it fails
     try:
         for scan in loaded_scans(group.share(cases), False, read_ahead):
             target = out_dir / mask_file_name(scan)
-            if skip_existing and mask_fits(target, scan):
+            if existing == "skip" and mask_fits(target, scan):
                 yield None
                 continue
             done = segment_scan(model, scan, options)
             summary = _summarise(done.scan, done.result.mask, done.seconds)
-            if not target.exists():
+            row = list(asdict(summary).values())
+            replacing = target.exists()
+            if not replacing:
                 created.append(target)
             write_mask(target, done.result.mask, done.scan)
+            if replacing:
+                replaced_rows.append(row)
             with open(journal, "a", encoding="utf-8", newline="") as handle:
-                csv.writer(handle).writerow(asdict(summary).values())
+                csv.writer(handle).writerow(row)
             yield summary
     except BaseException:
-        if not skip_existing:
-            _remove_created(created, journal, journal_size)
+        if existing != "skip":
+            _remove_created(created, journal, journal_size, replaced_rows)
         raise
+
+
+def existing_outputs(out_dir: Path, cases: Sequence[ScanSource]) -> list[Path]:
+    """The files already in `out_dir` that a run of `cases` would write: a `<case>_mask.*` of one of them (any
+    format: which one a case gets is known only once its scan is read) and `summary.csv`. Other files are not ours."""
+    if not out_dir.is_dir():
+        return []
+    masks = [finished_output(out_dir, case.name) for case in cases]
+    summary = out_dir / SUMMARY_FILE
+    return [p for p in masks if p is not None] + ([summary] if summary.exists() else [])
+
+
+def check_outputs_free(out_dir: Path, cases: Sequence[ScanSource]) -> None:
+    """Refuse an `out_dir` that holds files a run of `cases` would replace: they may be the user's own manual masks
+    or summary, not an earlier run's, and nothing a user made is overwritten without being asked."""
+    taken = existing_outputs(out_dir, cases)
+    if taken:
+        named = " and ".join(p.name for p in taken[:2]) + (f" (and {len(taken) - 2} more)" if len(taken) > 2 else "")
+        raise InputError(f"{out_dir} already holds {named}, which this run would write; give --skip-existing to keep "
+                         "finished masks and segment only the rest, or --overwrite to replace them (both rewrite "
+                         f"{SUMMARY_FILE})")
 
 
 def mask_fits(path: Path, scan: Scan) -> bool:
@@ -107,12 +145,16 @@ def mask_fits(path: Path, scan: Scan) -> bool:
         return False
 
 
-def _remove_created(created: list[Path], journal: Path, journal_size: int) -> None:
-    """Undo a failed run: its rows in the journal, the masks it created, and the output folder if it made it."""
+def _remove_created(created: list[Path], journal: Path, journal_size: int, kept_rows: list[list[object]]) -> None:
+    """Undo a failed run: its rows in the journal, the masks it created, and the output folder if it made it. The
+    rows of masks it replaced (`kept_rows`) go back into the journal, so the summary still describes those masks."""
     if journal_size:
         os.truncate(journal, journal_size)  # rows of earlier attempts stay
     else:
         journal.unlink(missing_ok=True)
+    if kept_rows:
+        with open(journal, "a", encoding="utf-8", newline="") as handle:
+            csv.writer(handle).writerows(kept_rows)
     for path in reversed(created):
         with contextlib.suppress(OSError):  # another process may still be writing into the folder
             if path.is_dir():
