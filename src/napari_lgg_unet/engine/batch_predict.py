@@ -59,22 +59,13 @@ def segment_cohort(
 ) -> Iterator[CaseSummary | None]:
     """Segment this process's share of `cases` into `out_dir`, yielding a summary per case (None when skipped).
 
-    Refused before anything is written: an `out_dir` on or in an input's files or case folders, two cases of one
-    name (see outputs.py), and with `existing="refuse"` an `out_dir` that already holds a file the run would write
-    (check_outputs_free). Every process checks every case, then waits for the others, so under torchrun no process
-    mistakes another's new mask for an old one. All or nothing unless `existing="skip"`: if a case fails, the masks
-    this call created and their summary rows are removed, so a half-done cohort is not mistaken for a finished one;
-    masks it replaced (`"overwrite"`) stay, new, with their rows. With `"skip"`, a case whose mask loads and lies on
-    its scan's grid is not segmented again (a truncated, empty or mismatched mask is redone), and finished masks
-    stay when a later case fails.
+    Refused before anything is written: see `_check_start`. All or nothing unless `existing="skip"`: if a case
+    fails, the masks this call created and their summary rows are removed, so a half-done cohort is not mistaken for
+    a finished one; masks it replaced (`"overwrite"`) stay, new, with their rows. With `"skip"`, a case whose mask
+    loads and lies on its scan's grid is not segmented again (a truncated, empty or mismatched mask is redone), and
+    finished masks stay when a later case fails.
     """
-    if existing not in get_args(ExistingOutputs):
-        raise ValueError(f"existing must be one of {get_args(ExistingOutputs)}, not {existing!r}")
-    check_output(out_dir, cases, folder=True)
-    check_unique_names(cases)
-    if existing == "refuse":
-        check_outputs_free(out_dir, cases)
-    group.barrier()
+    _check_start(out_dir, cases, group, existing)
     journal = out_dir / f".summary.rank{group.rank}.csv"
     created = [] if out_dir.exists() else [out_dir]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +93,20 @@ def segment_cohort(
         if existing != "skip":
             _remove_created(created, journal, journal_size, replaced_rows)
         raise
+
+
+def _check_start(out_dir: Path, cases: Sequence[ScanSource], group: Group, existing: ExistingOutputs) -> None:
+    """Refuse an `out_dir` on or in an input's files or case folders, two cases of one name (see outputs.py), and
+    with `existing="refuse"` an `out_dir` that already holds a file the run would write (check_outputs_free). Every
+    process checks every case, then waits for the others, so under torchrun no process mistakes another's new mask
+    for an old one."""
+    if existing not in get_args(ExistingOutputs):
+        raise ValueError(f"existing must be one of {get_args(ExistingOutputs)}, not {existing!r}")
+    check_output(out_dir, cases, folder=True)
+    check_unique_names(cases)
+    if existing == "refuse":
+        check_outputs_free(out_dir, cases)
+    group.barrier()
 
 
 def existing_outputs(out_dir: Path, cases: Sequence[ScanSource]) -> list[Path]:
