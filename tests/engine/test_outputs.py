@@ -31,6 +31,16 @@ def test_an_output_on_or_inside_an_input_is_refused_and_one_beside_it_is_not(tmp
             check_output(tmp_path / name, [stack, patient])
 
 
+def test_a_tiff_mask_read_as_the_input_protects_its_scan_and_the_scans_other_masks(tmp_path):
+    for name in ("P_image.tif", "P_mask.tif", "P_seg.tif", "Q_image.tif"):
+        tifffile.imwrite(tmp_path / name, np.zeros((2, 8, 8), np.uint8))
+    for output in ("P_image.tif", "P_seg.tif", "P_mask.tif"):
+        with pytest.raises(InputError, match="part of the input"):
+            check_output(tmp_path / output, [tmp_path / "P_mask.tif"])
+    for output in ("Q_image.tif", "P_mask_edited.tif"):
+        check_output(tmp_path / output, [tmp_path / "P_mask.tif"])
+
+
 def test_a_volume_file_stands_for_its_case_labels_and_own_folder(tmp_path):
     flair = _nifti(tmp_path / "A" / "A_flair.nii.gz")
     labels = _nifti(tmp_path / "A" / "A_seg.nii.gz")

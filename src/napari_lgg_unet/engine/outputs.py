@@ -41,14 +41,18 @@ def _tiff_companions(path: Path) -> list[Path]:
     """The masks already paired with the TIFF scan `path` (`X_mask.tif`, `_seg` or `_label`, any case, beside
     `X.tif` or `X_image.tif`, as the Kaggle dataset and the packaged sample name them: a user's manual masks) and its
     folder when the file is named after it (a Kaggle patient). A paired name not yet taken is free for the scan's new
-    mask."""
+    mask. When `path` is itself such a mask (opened as a labels layer), its scan and the scan's other masks are its
+    companions: a mask edited and saved must not land on the image it outlines."""
     if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
         return []
-    stems = {path.stem.lower(), path.stem.lower().removesuffix("_image")}
-    masks = {f"{stem}{kind}{suffix}" for stem in stems for kind in ("_mask", "_seg", "_label")
-             for suffix in (".tif", ".tiff")}
+    kinds, suffixes = ("_mask", "_seg", "_label"), (".tif", ".tiff")
+    stem = path.stem.lower()
+    scan = next((stem.removesuffix(kind) for kind in kinds if stem.endswith(kind)), None)
+    stems = {stem, stem.removesuffix("_image")} | ({scan, f"{scan}_image"} if scan else set())
+    names = {f"{s}{kind}{suffix}" for s in stems for kind in kinds for suffix in suffixes}
+    names |= {f"{s}{suffix}" for s in stems for suffix in suffixes} if scan else set()
     folder = [path.parent] if path.name.startswith(f"{path.parent.name}_") else []
-    return folder + [other for other in path.parent.iterdir() if other.name.lower() in masks]
+    return folder + [other for other in path.parent.iterdir() if other.name.lower() in names and other != path]
 
 
 def where(source: ScanSource) -> Path:
