@@ -41,6 +41,18 @@ def test_a_tiff_mask_read_as_the_input_protects_its_scan_and_the_scans_other_mas
         check_output(tmp_path / output, [tmp_path / "P_mask.tif"])
 
 
+def test_a_volume_named_to_join_a_loose_scans_case_is_refused(tmp_path):
+    flair = _nifti(tmp_path / "loose" / "X_flair.nii.gz")  # a case's file in a folder not named after it
+    for name in ("X_t1c.nii.gz", "X.nii.gz"):  # read as a sequence, as a second FLAIR, when the case is next read
+        with pytest.raises(InputError, match="would be read as a file of X"):
+            check_output(tmp_path / "loose" / name, [flair])
+    for name in ("X_mask.nii.gz", "X_edited.nii.gz", "Y_mask.nii.gz", "X_mask.tif"):  # the first as its labels
+        check_output(tmp_path / "loose" / name, [flair])
+    _nifti(tmp_path / "loose" / "X_seg.nii.gz")  # manual labels: a second labels file would break the case
+    with pytest.raises(InputError, match="would be read as a file of X"):
+        check_output(tmp_path / "loose" / "X_mask.nii.gz", [flair])
+
+
 def test_a_volume_file_stands_for_its_case_labels_and_own_folder(tmp_path):
     flair = _nifti(tmp_path / "A" / "A_flair.nii.gz")
     labels = _nifti(tmp_path / "A" / "A_seg.nii.gz")

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import InputError
-from .formats import volume_suffix
+from .formats import strip_volume_suffix, volume_suffix
 from .io import ScanSource
+from .sequences import LABELS, split_sequence
 
 
 def input_paths(source: ScanSource) -> list[Path]:
@@ -72,6 +73,29 @@ def check_output(output: str | Path, sources: Sequence[ScanSource], folder: bool
         if hit is not None:
             raise InputError(f"output {output} would land on or in {hit}, which is part of the input; "
                              "write it outside the inputs")
+        if (case := _case_it_would_join(target, paths)) is not None:
+            raise InputError(f"output {output} would be read as a file of {case}, an input (its name groups it "
+                             "with that scan's files); give it another name or write it elsewhere")
+
+
+def _case_it_would_join(target: Path, paths: list[Path]) -> str | None:
+    """The case of the input files `paths` that a volume file `target` beside them would corrupt, by the naming that
+    groups a folder's files into cases: named as a sequence (`X_t1c.nii.gz`, or `X.nii.gz`, read as FLAIR), it would
+    be read as one of the case's images next time; named as labels (`X_mask.nii.gz`) where the case has its own
+    (`X_seg.nii.gz`), the case would hold two and no longer read. A first labels file beside the scan is allowed: it
+    is the case's mask when the case is opened again."""
+    if volume_suffix(target) is None:
+        return None
+    key, role = _case_key(target)
+    same = [_case_key(path)[1] for path in paths
+            if path.parent == target.parent and volume_suffix(path) and _case_key(path)[0] == key]
+    if same and (role != LABELS or LABELS in same):
+        return key or target.parent.name
+    return None
+
+
+def _case_key(path: Path) -> tuple[str, str | None]:
+    return split_sequence(strip_volume_suffix(path.name))
 
 
 def model_folders(model: str | Path) -> list[Path]:
