@@ -84,6 +84,19 @@ def test_the_packaged_sample_is_never_saved_over(tmp_path, monkeypatch):
     assert Path(written).is_file()
 
 
+def test_a_mask_is_not_saved_under_a_name_that_joins_its_loose_scans_case(tmp_path):
+    import nibabel as nib
+
+    (tmp_path / "loose").mkdir()
+    flair = tmp_path / "loose" / "X_flair.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((5, 6, 4), np.int16), np.eye(4)), str(flair))
+    [(_, meta, _)] = get_reader(str(flair))(str(flair))
+    labels_meta = {"metadata": meta["metadata"], "scale": meta.get("scale")}
+    with pytest.raises(InputError, match="not saved"):
+        write_labels(str(tmp_path / "loose" / "X_t1c.nii.gz"), np.zeros((4, 6, 5), np.uint8), labels_meta)
+    assert sorted(p.name for p in (tmp_path / "loose").iterdir()) == ["X_flair.nii.gz"]
+
+
 def _nifti_case(folder, affine):
     import nibabel as nib
 
