@@ -38,6 +38,9 @@ def test_a_failed_first_run_leaves_no_empty_folder_and_a_file_is_no_folder(tmp_p
     with pytest.raises(InputError, match="is a file"):
         with RunFolder(tmp_path / "file").locked():
             pass
+    with pytest.raises(InputError, match="cannot create the output folder .*file/run-1: Not a directory"):
+        with RunFolder(tmp_path / "file" / "run-1").locked():  # the Train widget's run folder inside a file
+            pass
 
 
 def test_the_resume_state_restores_weights_optimizer_and_progress_and_refuses_other_settings(tmp_path):

@@ -76,7 +76,11 @@ class RunFolder:
         """
         self.check_writable()
         created = not self.path.exists()
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a file where a parent folder should be, a read-only place
+            raise InputError(f"cannot create the output folder {self.path}: {error.strerror or error}; choose "
+                             "another output folder") from None
         try:
             with open(self.path / LOCK_FILE, "a+") as handle:
                 with self._holding(handle, task):
