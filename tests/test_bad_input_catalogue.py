@@ -482,6 +482,9 @@ CLI_CASES = [
     # files predict did not make: replaced only when asked (--overwrite), or kept (--skip-existing)
     pytest.param(_predict(output=_existing_file), "masks.tif already exists; give --overwrite to replace it",
                  id="predict onto an existing file"),
+    pytest.param(_predict("--skip-existing", output=_existing_file),
+                 "give --overwrite to replace it (--skip-existing applies to a folder of scans)",
+                 id="predict one scan onto an existing file with --skip-existing"),
     pytest.param(_predict(scan=_brats_case, output=lambda w: _brats_case(w, "OTHER", w.out) / "OTHER_seg.nii.gz"),
                  "OTHER_seg.nii.gz already exists; give --overwrite to replace it",
                  id="predict a case onto another case's ground truth"),

@@ -97,6 +97,18 @@ def test_a_mask_is_not_saved_under_a_name_that_joins_its_loose_scans_case(tmp_pa
     assert sorted(p.name for p in (tmp_path / "loose").iterdir()) == ["X_flair.nii.gz"]
 
 
+def test_a_mask_opened_and_corrected_is_saved_under_another_name_not_over_itself(tmp_path):
+    tifffile.imwrite(tmp_path / "P_image.tif", np.zeros((2, 8, 8, 3), np.uint8))
+    tifffile.imwrite(tmp_path / "P_mask.tif", np.zeros((2, 8, 8), np.uint8))
+    [(data, meta, kind)] = get_reader(str(tmp_path / "P_mask.tif"))(str(tmp_path / "P_mask.tif"))
+    assert kind == "labels"
+    with pytest.raises(InputError, match="is the file this layer was opened from .* save under another name"):
+        write_labels(str(tmp_path / "P_mask.tif"), np.ones_like(data), {"metadata": meta["metadata"]})
+    assert not tifffile.imread(tmp_path / "P_mask.tif").any()
+    [written] = write_labels(str(tmp_path / "P_mask_corrected.tif"), np.ones_like(data), {"metadata": meta["metadata"]})
+    assert tifffile.imread(written).all()
+
+
 def _nifti_case(folder, affine):
     import nibabel as nib
 

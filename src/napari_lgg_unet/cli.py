@@ -284,7 +284,8 @@ def _run_predict(args: argparse.Namespace) -> int:
             return _predict_cohort(args, sources, group)
     check_output(args.output, sources)
     if not args.overwrite and (args.output.exists() or args.output.is_symlink()):  # it may be a user's own mask
-        raise InputError(f"--output {args.output} already exists; give --overwrite to replace it")
+        hint = " (--skip-existing applies to a folder of scans)" if args.skip_existing else ""
+        raise InputError(f"--output {args.output} already exists; give --overwrite to replace it{hint}")
     model, options = _load_for_inference(args, device)
     (done,) = segment_scans(model, sources, options)
     if done.scan.geometry is not None:  # which file or DICOM series fed each channel (a study has several series)
