@@ -216,3 +216,18 @@ def test_segmenting_again_after_clicks_keeps_the_corrected_layer(viewer, qtbot, 
     np.testing.assert_array_equal(tumour.data, corrected)  # the clicks' result stays, as the user's own layer
     assert tumour.name.endswith("tumour (edited)") and widget.prediction_layer() is not tumour
     assert notes["error"] == []
+
+
+def test_clicks_all_undone_leave_nothing_to_keep_when_segmenting_again(viewer, qtbot, notes, click_model):
+    widget = _segmented(viewer, qtbot, notes, click_model)
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    tumour = widget.prediction_layer()
+    _click(widget, qtbot, (12, 100, 100), positive=False)
+    widget.corrections.undo()
+    qtbot.waitUntil(lambda: not widget.corrections.job.running and not widget.corrections._queue, timeout=60_000)
+    count = len(viewer.layers)
+    widget.segment_button.clicked()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    assert widget.prediction_layer() is tumour and not tumour.name.endswith("(edited)")
+    assert len(viewer.layers) == count
+    assert notes["error"] == []

@@ -83,3 +83,13 @@ def test_a_reviewed_mask_is_kept_when_the_image_is_segmented_again(qtbot, viewer
     np.testing.assert_array_equal(tumour.data, reviewed_mask)
     assert tumour.name.endswith("(edited)") and widget.prediction_layer() is not tumour
     assert widget.prediction_layer().data.sum() > reviewed_mask.sum()  # the new one has the piece again
+
+
+def test_a_piece_removed_and_restored_leaves_nothing_to_keep_when_segmenting_again(qtbot, viewer, reviewed):
+    widget = reviewed
+    tumour = widget.prediction_layer()
+    _keep(widget, 0, False)
+    _keep(widget, 0, True)
+    widget.segment_button.clicked()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    assert widget.prediction_layer() is tumour and not tumour.name.endswith("(edited)")

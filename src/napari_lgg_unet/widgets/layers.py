@@ -94,9 +94,10 @@ def _fingerprint(data: Any) -> str:
     return digest.hexdigest()
 
 
-def mark_edited(layer: Layer) -> None:
-    """Record that the user changed this layer of ours through the plugin (clicks, the review list) or by painting."""
-    layer.metadata[OWNER_KEY]["edited"] = True
+def mark_edited(layer: Layer, edited: bool = True) -> None:
+    """Record whether this layer of ours holds the user's work done through the plugin (clicks, pieces removed in the
+    review list) or painting the plugin has seen."""
+    layer.metadata[OWNER_KEY]["edited"] = edited
 
 
 def edited(layer: Layer) -> bool:

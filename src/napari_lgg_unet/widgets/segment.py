@@ -238,7 +238,7 @@ class SegmentWidget(Container):
         self._probability = self._review.probability = result.probability
         self._show_mask(result.mask, said_tumour, result.listed, step)
         if step is not None and (layer := self.prediction_layer()) is not None:
-            mark_edited(layer)  # a click or its undo: the user's work
+            self._mark_user_changes(layer)  # a click, or an undo that may have taken the last one back
         self._show_probability()
         self.update_readouts()
 
@@ -332,12 +332,19 @@ class SegmentWidget(Container):
         data = np.asarray(layer.data)
         data[voxels] = 1 if keep else 0
         set_owned_data(layer, data)
-        mark_edited(layer)
+        self._mark_user_changes(layer)
         if self._shown is not None:
             self._shown[voxels] = 1 if keep else 0  # the widget's change, not the user's painting
         if self._painted is not None:
             self._painted[voxels] = False
         self.update_readouts()
+
+    def _mark_user_changes(self, layer: Labels) -> None:
+        """Whether the tumour layer now holds the user's work, for the next Segment (`_keep_edited_tumour`): clicks,
+        removed pieces or painting. Clicks all undone and pieces ticked back are no work left to keep."""
+        session = self.corrections.session
+        mark_edited(layer, bool(session is not None and session.clicks) or bool(self._review.removed)
+                    or (self._painted is not None and bool(self._painted.any())))
 
     def go_to_piece(self, piece: Piece) -> None:
         """Move the viewer's slice to the piece's centre and centre the camera on it."""
