@@ -205,29 +205,27 @@ def test_a_threshold_changed_while_the_session_is_built_reaches_the_session_befo
     assert notes["error"] == []
 
 
-def test_segmenting_again_after_clicks_keeps_the_corrected_layer(viewer, qtbot, notes, click_model):
+def test_segmenting_again_keeps_a_corrected_layer_and_not_one_whose_clicks_were_all_undone(viewer, qtbot, notes,
+                                                                                             click_model):
     widget = _segmented(viewer, qtbot, notes, click_model)
     qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
     tumour = widget.prediction_layer()
-    _click(widget, qtbot, (12, 100, 100), positive=False)
-    corrected = np.array(tumour.data, copy=True)
-    widget.segment_button.clicked()
-    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
-    np.testing.assert_array_equal(tumour.data, corrected)  # the clicks' result stays, as the user's own layer
-    assert tumour.name.endswith("tumour (edited)") and widget.prediction_layer() is not tumour
-    assert notes["error"] == []
 
+    def segment_again():
+        widget.segment_button.clicked()
+        qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+        qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
 
-def test_clicks_all_undone_leave_nothing_to_keep_when_segmenting_again(viewer, qtbot, notes, click_model):
-    widget = _segmented(viewer, qtbot, notes, click_model)
-    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
-    tumour = widget.prediction_layer()
     _click(widget, qtbot, (12, 100, 100), positive=False)
     widget.corrections.undo()
     qtbot.waitUntil(lambda: not widget.corrections.job.running and not widget.corrections._queue, timeout=60_000)
     count = len(viewer.layers)
-    widget.segment_button.clicked()
-    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    segment_again()  # every click undone: nothing of the user's to keep, the same layer is updated
     assert widget.prediction_layer() is tumour and not tumour.name.endswith("(edited)")
     assert len(viewer.layers) == count
+    _click(widget, qtbot, (12, 100, 100), positive=False)
+    corrected = np.array(tumour.data, copy=True)
+    segment_again()
+    np.testing.assert_array_equal(tumour.data, corrected)  # the click's result stays, as the user's own layer
+    assert tumour.name.endswith("tumour (edited)") and widget.prediction_layer() is not tumour
     assert notes["error"] == []
