@@ -64,14 +64,14 @@ def _check_not_onto_its_scan(target: Path, source: object) -> None:
         raise InputError(f"the layer's metadata names its scan as {source!r}, not a path; the writer cannot tell "
                          "which files to protect, so it saves nothing")
     scan = Path(source)
+    if target.resolve() == scan.resolve():  # e.g. a manual mask opened, corrected and saved over itself
+        raise InputError(f"not saved: {target} is the file this layer was opened from (the scan this layer comes "
+                         "from, or the mask it was read from), which is never overwritten; save under another name, "
+                         "so the original stays")
     try:
         input_paths(scan)
     except (InputError, OSError):
         scan = scan if scan.is_dir() else scan.parent
-    if target.resolve() == Path(source).resolve():  # e.g. a manual mask opened, corrected and saved over itself
-        raise InputError(f"not saved: {target} is the file this layer was opened from (the scan this layer comes "
-                         "from, or the mask it was read from), which is never overwritten; save under another name, "
-                         "so the original stays")
     try:
         check_output(target, [scan])
     except InputError as error:

@@ -94,7 +94,7 @@ def _fingerprint(data: Any) -> str:
     return digest.hexdigest()
 
 
-def mark_edited(layer: Layer, edited: bool = True) -> None:
+def mark_edited(layer: Layer, edited: bool) -> None:
     """Record whether this layer of ours holds the user's work done through the plugin (clicks, pieces removed in the
     review list) or painting the plugin has seen."""
     layer.metadata[OWNER_KEY]["edited"] = edited

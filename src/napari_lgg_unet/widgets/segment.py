@@ -314,8 +314,7 @@ class SegmentWidget(Container):
             current = np.asarray(layer.data)
             self._painted = (current != self._shown) | (self._painted if self._painted is not None else False)
             shown = np.where(self._painted, current, shown)  # with the label values the user painted
-            if self._painted.any():
-                mark_edited(layer)
+            self._mark_user_changes(layer)
         layer = put_owned_layer(self.viewer, self._source, "tumour", shown)
         self._shown = np.array(shown, copy=True)  # napari paints into the layer's own array
         self.review_list.show_pieces(self._review.pieces, self._review.removed, _volume_unit(layer))
