@@ -494,6 +494,10 @@ CLI_CASES = [
     pytest.param(_predict(scan=_cohort_of_two_cases, output=_folder_with_users_summary),
                  "already holds summary.csv, which this run would write",
                  id="predict a cohort into a folder holding a user's summary"),
+    pytest.param(_predict("--skip-existing", scan=_cohort_of_two_cases, output=_folder_with_users_summary),
+                 "summary.csv was not written by lgg-unet (its first line is not the summary's header) and "
+                 "--skip-existing would rewrite it",
+                 id="predict --skip-existing into a folder holding a user's summary"),
     pytest.param(_predict("--overwrite", "--skip-existing", scan=_cohort_of_two_cases,
                           output=_folder_with_users_mask_and_summary),
                  "argument --skip-existing: not allowed with argument --overwrite",

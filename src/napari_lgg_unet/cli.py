@@ -147,7 +147,8 @@ def _add_predict(sub: argparse.ArgumentParser) -> None:
     existing = sub.add_mutually_exclusive_group()  # keep or replace: asking for both is a mistake, not a choice
     existing.add_argument("--skip-existing", action="store_true",
                           help="folder of scans: keep the finished masks already in --output and segment only the "
-                          "other scans (continue a killed job); summary.csv is rewritten for all of them")
+                          "other scans (continue a killed job); summary.csv is rewritten for all of them (refused when "
+                          "lgg-unet did not write it)")
     existing.add_argument("--overwrite", action="store_true",
                           help="replace an --output file that exists, or (folder of scans) the masks of these scans "
                           "and summary.csv already in --output. Without it or --skip-existing, predict refuses to "

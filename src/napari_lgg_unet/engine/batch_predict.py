@@ -106,6 +106,8 @@ def _check_start(out_dir: Path, cases: Sequence[ScanSource], group: Group, exist
     check_unique_names(cases)
     if existing == "refuse":
         check_outputs_free(out_dir, cases)
+    elif existing == "skip":
+        check_summary_ours(out_dir)
     group.barrier()
 
 
@@ -128,6 +130,22 @@ def check_outputs_free(out_dir: Path, cases: Sequence[ScanSource]) -> None:
         raise InputError(f"{out_dir} already holds {named}, which this run would write; give --skip-existing to keep "
                          "finished masks and segment only the rest, or --overwrite to replace them (both rewrite "
                          f"{SUMMARY_FILE})")
+
+
+def check_summary_ours(out_dir: Path) -> None:
+    """Refuse to continue into a folder whose `summary.csv` this tool did not write: `--skip-existing` keeps the
+    masks but rewrites the summary, and a file of that name with another first line is the user's own."""
+    summary = out_dir / SUMMARY_FILE
+    if not summary.exists():
+        return
+    try:
+        with open(summary, encoding="utf-8", newline="") as handle:
+            header = next(csv.reader(handle), None)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        header = None
+    if header != list(CaseSummary.__dataclass_fields__):
+        raise InputError(f"{summary} was not written by lgg-unet (its first line is not the summary's header) and "
+                         "--skip-existing would rewrite it; move it away, or give --overwrite to replace it")
 
 
 def mask_fits(path: Path, scan: Scan) -> bool:
