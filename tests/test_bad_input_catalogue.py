@@ -494,6 +494,8 @@ CLI_CASES = [
     pytest.param(_predict(scan=_cohort_of_two_cases, output=_folder_with_users_summary),
                  "already holds summary.csv, which this run would write",
                  id="predict a cohort into a folder holding a user's summary"),
+    pytest.param(_predict(model=_bad_model("truncated weights"), output=lambda w: w.out / "mask.mhd"),
+                 "cannot write a mask as mask.mhd: use", id="predict to .mhd is refused before the model loads"),
     pytest.param(_predict("--skip-existing", scan=_cohort_of_two_cases, output=_folder_with_users_summary),
                  "summary.csv was not written by lgg-unet (its first line is not the summary's header) and "
                  "--skip-existing would rewrite it",

@@ -267,6 +267,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     from .engine.cohort import segment_scans
     from .engine.device import pick_device
     from .engine.distributed import interrupt_on_signals, process_group
+    from .engine.formats import check_mask_name
     from .engine.io import existing_path, find_scans, write_mask
     from .engine.outputs import check_output, model_folders, outside
 
@@ -284,6 +285,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         with interrupt_on_signals(), process_group(args.device) as group:
             return _predict_cohort(args, sources, group)
     check_output(args.output, sources)
+    check_mask_name(args.output)
     if not args.overwrite and (args.output.exists() or args.output.is_symlink()):  # it may be a user's own mask
         hint = " (--skip-existing applies to a folder of scans)" if args.skip_existing else ""
         raise InputError(f"--output {args.output} already exists; give --overwrite to replace it{hint}")

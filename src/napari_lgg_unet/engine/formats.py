@@ -95,8 +95,7 @@ class VolumeFile(ScanFormat):
         """On the scan's source grid (a scan without geometry: the engine's axes, unit spacing)."""
         from .volumes import engine_geometry, from_engine
 
-        if self.suffix_of(path) not in self.mask_suffixes:
-            raise cannot_write(path)
+        check_mask_name(path)
         mask = np.asarray(mask)
         if mask.ndim not in (2, 3):
             raise InputError(f"a {mask.ndim}D mask cannot be saved as one mask volume; save it as TIFF")
@@ -241,6 +240,14 @@ def volume_suffix(path: str | Path) -> str | None:
 def strip_volume_suffix(name: str) -> str:
     suffix = volume_suffix(name)
     return name[: -len(suffix)] if suffix else name
+
+
+def check_mask_name(path: str | Path) -> None:
+    """Refuse a mask file name of a format that cannot hold a mask written atomically (.mhd, .nhdr: a header and a
+    data file); callers check before the model runs, so a wrong name costs no segmentation."""
+    found = file_format(path)
+    if found is not None and found.suffix_of(path) not in found.mask_suffixes:
+        raise cannot_write(Path(path))
 
 
 def cannot_write(path: Path) -> InputError:
