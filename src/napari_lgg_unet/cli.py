@@ -314,12 +314,18 @@ def _predict_cohort(args: argparse.Namespace, cases: list[ScanSource], group: Gr
     share = len(group.share(cases))
     bar = tqdm(total=share, unit="case", disable=None if group.is_main else True,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]")
-    with bar:
-        for summary in segment_cohort(model, cases, args.output, options, group, existing, args.read_ahead):
-            bar.update(1)
-            if bar.disable and group.is_main and summary is not None:
-                print(f"{summary.case}: {summary.slices} slices, {summary.tumour_voxels} tumour voxels, "
-                      f"{summary.seconds:.2f} s", file=sys.stderr, flush=True)
+    try:
+        with bar:
+            for summary in segment_cohort(model, cases, args.output, options, group, existing, args.read_ahead):
+                bar.update(1)
+                if bar.disable and group.is_main and summary is not None:
+                    print(f"{summary.case}: {summary.slices} slices, {summary.tumour_voxels} tumour voxels, "
+                          f"{summary.seconds:.2f} s", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:  # say what became of the finished masks: an hour of work may hang on it
+        raise KeyboardInterrupt(
+            f"the finished masks stay in {args.output}; the same command segments the rest" if existing == "skip"
+            else "the masks this run made were removed (with --skip-existing a stopped run keeps its finished "
+                 "masks, and the same command segments the rest)") from None
     summary_path = write_summary(args.output, cases, group)
     if summary_path is not None:
         print(f"masks of {len(cases)} cases in {args.output}, summary in {summary_path}")
@@ -417,8 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LggUnetError, OSError, MemoryError) as error:
         print(f"lgg-unet: error: {_one_line(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("lgg-unet: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        print(f"lgg-unet: interrupted{f'; {stop}' if str(stop) else ''}", file=sys.stderr)
         return 130
     except Exception as error:  # a bug of ours: still one line, with a way to see the details
         if os.environ.get("LGG_UNET_DEBUG"):

@@ -68,6 +68,23 @@ def test_killed_cohort_job_continues_with_skip_existing_and_never_rewrites_a_fin
         assert float(row["seconds"]) > 0
 
 
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_cohort_stopped_with_ctrl_c_says_what_became_of_its_finished_masks(tiny_model_dir, cohort, tmp_path, keep):
+    out = tmp_path / "masks"
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu",
+            *(["--skip-existing"] if keep else [])]
+    job = subprocess.Popen([sys.executable, "-m", "napari_lgg_unet", *argv], stderr=subprocess.PIPE, text=True)
+    assert job.stderr.readline().startswith("CASE_00:")
+    job.send_signal(signal.SIGINT)
+    _, err = job.communicate(timeout=60)
+    assert job.returncode == 130, err
+    masks = sorted(out.glob("*_mask.tif"))
+    if keep:
+        assert masks and f"interrupted; the finished masks stay in {out}; the same command segments the rest" in err
+    else:
+        assert not masks and "interrupted; the masks this run made were removed (with --skip-existing" in err
+
+
 def test_without_skip_existing_a_failing_case_removes_the_masks_of_the_run(tiny_model_dir, cohort, tmp_path, capsys):
     (cohort / CASES[5] / f"{CASES[5]}_2.tif").write_bytes(b"not a tiff")
     out = tmp_path / "masks"
