@@ -10,8 +10,11 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 
 def write_slice(folder: Path, name: str, series: str, description: str, z: float, pixels: np.ndarray,
-                thickness: float = 2.5) -> None:
-    """One MR slice file of `series` at height `z` mm (rows run to the patient's left, columns to posterior)."""
+                thickness: float = 2.5, corner: tuple[float, float] = (-10.0, -20.0),
+                pixel_spacing: tuple[float, float] = (1.0, 1.0),
+                orientation: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)) -> None:
+    """One MR slice file of `series` whose first pixel lies at (*corner, z) mm (LPS); by default its rows run to the
+    patient's left and its columns to posterior. `pixels` of shape (rows, columns, 3) make an RGB colour slice."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -20,11 +23,16 @@ def write_slice(folder: Path, name: str, series: str, description: str, z: float
     ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SeriesDescription = "1.2.3", series, description
     ds.Modality, ds.PatientID = "MR", "anon"
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]  # rows run to the patient's left, columns to posterior (LPS)
-    ds.ImagePositionPatient = [-10.0, -20.0, z]
-    ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], thickness
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.PixelData = pixels.astype(np.int16).tobytes()
+    ds.ImageOrientationPatient = [float(v) for v in orientation]
+    ds.ImagePositionPatient = [*corner, z]
+    ds.PixelSpacing, ds.SliceThickness = list(pixel_spacing), thickness
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    if pixels.ndim == 3:
+        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = pixels.astype(np.uint8).tobytes()
+    else:
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.PixelData = pixels.astype(np.int16).tobytes()
     ds.save_as(folder / name, enforce_file_format=True)

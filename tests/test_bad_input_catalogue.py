@@ -173,7 +173,9 @@ def _case_with_labels_5_km_away(w: Workspace) -> Path:
     return case
 
 
-def _dicom_series(w: Workspace, missing: bool = False, duplicate: bool = False) -> Path:
+def _dicom_series(w: Workspace, missing: bool = False, duplicate: bool = False, sliding: bool = False,
+                  colour: bool = False) -> Path:
+    """Five 2 mm slices; `sliding` moves each 1 mm further right than the one below (a tilted gantry's stack)."""
     from pydicom.uid import generate_uid
 
     from dicom_files import write_slice
@@ -181,7 +183,9 @@ def _dicom_series(w: Workspace, missing: bool = False, duplicate: bool = False) 
     folder, series = w.folder("series"), generate_uid()
     for index in range(5):
         if not (missing and index == 2):
-            write_slice(folder, f"{index}.dcm", series, "FLAIR", index * 2.0, np.full((6, 8), index), thickness=2.0)
+            pixels = np.full((6, 8, 3) if colour else (6, 8), index)
+            write_slice(folder, f"{index}.dcm", series, "FLAIR", index * 2.0, pixels, thickness=2.0,
+                        corner=(-10.0 + (index if sliding else 0), -20.0))
     if duplicate:
         shutil.copy(folder / "3.dcm", folder / "3 copy.dcm")
     return folder
@@ -246,6 +250,9 @@ BAD_SCANS: dict[str, tuple[Callable[[Workspace], Path], str]] = {
     "DICOM series with a missing slice": (lambda w: _dicom_series(w, missing=True), "slice file missing"),
     "DICOM series with a duplicate file": (lambda w: _dicom_series(w, duplicate=True),
                                            "are both at slice position 6.00 mm"),
+    "DICOM series whose slices slide sideways": (lambda w: _dicom_series(w, sliding=True),
+                                                 "not stacked along their normal"),
+    "RGB DICOM series": (lambda w: _dicom_series(w, colour=True), "RGB colour voxels"),
     "Kaggle root with a stray NIfTI": (_kaggle_root_with_a_stray_nifti, "holds scans both loose"),
     "Kaggle mask slice of another shape": (_kaggle_mask_slice_of_another_shape, "mask P_2_mask.tif has shape"),
     "symbolic link loop": (_symlink_loop, "cannot open"),

@@ -14,6 +14,7 @@ from napari_lgg_unet.engine.dicom import list_series, series_by_sequence
 from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.io import load_scan, write_mask
 from napari_lgg_unet.engine.sequences import FLAIR, POST, PRE
+from napari_lgg_unet.engine.volumes import from_engine
 
 ROWS, COLUMNS, SLICES, THICKNESS = 6, 8, 4, 2.5
 
@@ -92,3 +93,70 @@ def test_series_feed_channels_by_description_and_the_longest_of_one_kind_wins(tm
     assert {d: len(s.files) for d, s in found.items()} == {"AX FLAIR": SLICES, "AX T1": SLICES, "SAG T1": SLICES - 1}
     assert series_by_sequence(tmp_path) == {FLAIR: found["AX FLAIR"], PRE: found["AX T1"]}
     assert POST not in series_by_sequence(tmp_path)
+
+
+def _series_at(folder: Path, positions: list[tuple[float, float, float]], **options) -> list[np.ndarray]:
+    """One series, slice k (pixel value 100 * k + 10 * row + column) at LPS `positions[k]`, named in reverse order of
+    position; returns the positions as arrays."""
+    folder.mkdir(parents=True, exist_ok=True)
+    series = generate_uid()
+    for index, (x, y, z) in enumerate(positions):
+        pixels = 100 * index + 10 * np.arange(ROWS)[:, None] + np.arange(COLUMNS)
+        _slice(folder, f"{len(positions) - index:03d}.dcm", series, "AX FLAIR", z, pixels, corner=(x, y), **options)
+    return [np.array(p, dtype=float) for p in positions]
+
+
+def test_a_mask_written_for_an_oblique_dicom_series_puts_every_voxel_where_its_file_says(tmp_path):
+    import nibabel as nib
+
+    row, column = np.array([np.cos(0.3), 0.0, np.sin(0.3)]), np.array([0.0, 1.0, 0.0])  # tilted about P
+    normal = np.cross(row, column)
+    corner = np.array([-10.0, -20.0, 5.0])
+    # the first slice is missing (the series starts one step later): that is a series, not a gap
+    positions = _series_at(tmp_path / "s", [tuple(corner + k * 2.5 * normal) for k in range(1, SLICES + 1)],
+                           orientation=(*row, *column), pixel_spacing=(0.8, 0.9))
+    scan = load_scan(tmp_path / "s")
+    write_mask(tmp_path / "m.nii.gz", scan.image >= 0, scan)
+    written = nib.load(tmp_path / "m.nii.gz")
+    on_grid = np.asarray(written.dataobj)
+    assert on_grid.shape == (COLUMNS, ROWS, SLICES) and on_grid.all()
+    values = from_engine(scan.image, scan.geometry)  # on the mask's grid, each voxel's file, row and column
+    for index in np.ndindex(values.shape):
+        k, r, c = int(values[index]) // 100, int(values[index]) // 10 % 10, int(values[index]) % 10
+        lps = positions[k] + c * 0.9 * row + r * 0.8 * column  # PixelSpacing is (row step, column step)
+        np.testing.assert_allclose((written.affine @ [*index, 1])[:3], lps * [-1, -1, 1], atol=1e-3)
+
+
+@pytest.mark.parametrize("positions, phrase", [
+    # each step under 10 % wider than the narrowest, but ITK's one averaged step misplaces the middle slices by ~1 mm
+    ([(-10.0, -20.0, 2.5 * k) for k in range(10)] + [(-10.0, -20.0, 22.5 + 2.7 * k) for k in range(1, 11)],
+     "unevenly spaced"),
+    # even steps along the normal, but each slice 1 mm further right: ITK would stack them straight
+    ([(-10.0 + k, -20.0, 2.5 * k) for k in range(SLICES)], "not stacked along"),
+], ids=["uneven steps", "slices sliding sideways"])
+def test_a_dicom_series_that_one_regular_grid_cannot_place_is_refused(tmp_path, positions, phrase):
+    _series_at(tmp_path / "s", positions)
+    with pytest.raises(InputError, match=f"lies .* mm from where .*{phrase}"):
+        load_scan(tmp_path / "s")
+
+
+def test_small_rounding_in_dicom_slice_positions_is_read(tmp_path):
+    _series_at(tmp_path / "s", [(-10.0, -20.0, 2.5 * k + (0.01 if k == 2 else 0.0)) for k in range(SLICES)])
+    assert load_scan(tmp_path / "s").spacing == pytest.approx((2.5, 1.0, 1.0))
+
+
+def test_a_dicom_series_mixing_pixel_spacings_is_refused(tmp_path):
+    series = generate_uid()
+    for index in range(SLICES):
+        _slice(tmp_path, f"{index}.dcm", series, "FLAIR", index * THICKNESS, np.zeros((ROWS, COLUMNS)),
+               pixel_spacing=(1.0, 1.0) if index < 2 else (0.5, 0.5))
+    with pytest.raises(InputError, match="mixes images of different sizes, pixel spacings or orientations"):
+        load_scan(tmp_path)
+
+
+def test_a_colour_dicom_series_is_refused_like_a_colour_nifti(tmp_path):
+    series = generate_uid()  # a screenshot-like series: its R, G, B are no pre-contrast T1, FLAIR, post-contrast T1
+    for index in range(SLICES):
+        _slice(tmp_path, f"{index}.dcm", series, "FLAIR", index * THICKNESS, np.zeros((ROWS, COLUMNS, 3)))
+    with pytest.raises(InputError, match="holds RGB colour voxels; the model needs grey MRI intensities"):
+        load_scan(tmp_path)

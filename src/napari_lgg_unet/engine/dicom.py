@@ -1,8 +1,11 @@
 """DICOM folders: their image series, which series is which MRI sequence, and each series as one volume.
 
 SimpleITK (GDCM) groups files by series and sorts the slices of a series by their position along the slice normal;
-a series with two files at one position or a gap where slices are missing is refused (ITK would stack it anyway,
-at an averaged spacing), not repaired: which copy or which gap is right is for the user to say.
+ITK then places slice k at the first slice's position plus k steps of one averaged spacing along the normal. A series
+that this regular grid misplaces is refused, not repaired: two files at one position, a gap where slices are missing,
+uneven steps that add up, slices not stacked along their normal (a tilted gantry), slices of different sizes, pixel
+spacings or orientations. Which copy, gap or spacing is right is for the user to say. Colour series (RGB, YBR, a
+palette: screenshots, secondary captures) are refused as colour NIfTI is: they are no MRI sequence.
 A folder with one series is that scan; a folder with several (a study) is read as a case when their descriptions
 name a FLAIR series (and pre-/post-contrast T1 ones); otherwise the user is told which series it holds.
 """
@@ -16,12 +19,15 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .scan_checks import colour_refusal
 from .sequences import FLAIR, MODEL_CHANNELS, sequence_of
-from .volumes import Volume, itk_warnings_off, read_itk
+from .volumes import LPS_TO_RAS, Volume, itk_warnings_off, read_itk
 
 _DESCRIPTION = "0008|103e"
 _SAME_POSITION_MM = 1e-3
 _SPACING_TOLERANCE = 0.1  # a step 10 % wider than the narrowest means a missing slice (or an irregular series)
+_PLACEMENT_TOLERANCE = 0.1  # a slice further than 10 % of the slice step from its file's position is misplaced
+_ORIENTATION_TOLERANCE = 1e-4  # direction cosines closer than this are one orientation (scanners round them)
 
 
 @dataclass(frozen=True)
@@ -97,12 +103,45 @@ def _check_slice_positions(series: Series, headers: list[sitk.ImageFileReader]) 
                              "missing, or an irregular series; export the series again")
 
 
+def _check_same_kind(series: Series, headers: list[sitk.ImageFileReader]) -> None:
+    """Refuse slices of different sizes, pixel spacings or orientations: ITK takes the first slice's for all."""
+    first = headers[0]
+    for header in headers[1:]:
+        if (header.GetSize() != first.GetSize()
+                or not np.allclose(header.GetSpacing()[:2], first.GetSpacing()[:2], rtol=0, atol=1e-6)
+                or not np.allclose(header.GetDirection(), first.GetDirection(), rtol=0, atol=_ORIENTATION_TOLERANCE)):
+            raise InputError(f"{series} mixes images of different sizes, pixel spacings or orientations; "
+                             "export each stack of parallel slices as its own series")
+
+
+def _check_placement(series: Series, headers: list[sitk.ImageFileReader], volume: Volume) -> None:
+    """Refuse a series whose volume geometry puts a slice elsewhere than its file's ImagePositionPatient says.
+
+    ITK builds one regular grid (the first slice's position, one averaged step along the normal), so steps that are
+    each only a little uneven add up, and slices that slide sideways from one to the next (a tilted gantry) are
+    stacked straight: a mask written back would miss those slices' voxels. `headers` are in the volume's slice order.
+    """
+    affine = volume.geometry.matrix
+    step = float(np.linalg.norm(affine[:3, 2]))
+    placed = [(affine @ [0.0, 0.0, index, 1.0])[:3] for index in range(len(headers))]
+    offsets = [float(np.linalg.norm(where - LPS_TO_RAS @ np.array(header.GetOrigin())))
+               for where, header in zip(placed, headers)]
+    worst = int(np.argmax(offsets))
+    if offsets[worst] > _PLACEMENT_TOLERANCE * step:
+        raise InputError(f"{series}: {Path(series.files[worst]).name} lies {offsets[worst]:.2f} mm from where a "
+                         f"regular stack of {step:.2f} mm steps puts it: its slices are unevenly spaced or not "
+                         "stacked along their normal (a tilted gantry); export the series again, or resample it to "
+                         "a regular grid")
+
+
 def read_series(series: Series) -> Volume:
-    """One series as a volume; a series whose images differ in size or orientation, or whose slice positions repeat
-    or leave gaps, is refused, not guessed at."""
+    """One series as a volume; a series that one regular grid of grey slices cannot place exactly (see the module
+    docstring) is refused, not guessed at."""
     headers = [_header(file) for file in series.files]
-    if len({(h.GetSize(), h.GetDirection()) for h in headers}) > 1:
-        raise InputError(f"{series} mixes images of different sizes or orientations; "
-                         "export each stack of parallel slices as its own series")
+    if any(header.GetNumberOfComponents() > 1 for header in headers):
+        raise colour_refusal(str(series))
+    _check_same_kind(series, headers)
     _check_slice_positions(series, headers)
-    return read_itk(list(series.files), str(series))
+    volume = read_itk(list(series.files), str(series))
+    _check_placement(series, headers, volume)
+    return volume

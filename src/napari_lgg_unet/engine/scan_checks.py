@@ -27,11 +27,19 @@ def check_pixel_type(label: str, dtype: np.dtype) -> None:
     """Refuse voxels that are not real numbers: complex (its imaginary part would be dropped) or RGB colour."""
     dtype = np.dtype(dtype)
     if dtype.names is not None:
-        kind = "RGB colour" if set(dtype.names) >= {"R", "G", "B"} else f"structured {dtype.names}"
-        raise InputError(f"{label} holds {kind} voxels; the model needs grey MRI intensities (one number per voxel)")
+        if set(dtype.names) >= {"R", "G", "B"}:
+            raise colour_refusal(label)
+        raise InputError(f"{label} holds structured {dtype.names} voxels; the model needs grey MRI intensities "
+                         "(one number per voxel)")
     if dtype == bool or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating):
         return
     raise InputError(f"{label}: unsupported pixel type {dtype}; the model needs real-valued intensities")
+
+
+def colour_refusal(label: str) -> InputError:
+    """The refusal of colour voxels (an RGB24 NIfTI, an RGB / YBR / palette DICOM series): its channels are colours of
+    a picture, not the MRI sequences the model's channels are, so splitting them into channels would be wrong."""
+    return InputError(f"{label} holds RGB colour voxels; the model needs grey MRI intensities (one number per voxel)")
 
 
 def kept_pixels(data: np.ndarray) -> np.ndarray:

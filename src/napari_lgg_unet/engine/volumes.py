@@ -28,7 +28,7 @@ from .scan_checks import check_affine, check_claimed_size, check_gzip_end, check
 
 ENGINE_AXCODES = ("S", "P", "L")
 AXIS_LABELS = ("inferior-superior", "anterior-posterior", "right-left")
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])  # ITK's and DICOM's LPS+ millimetres to nibabel's RAS+
 
 
 @dataclass(frozen=True)
@@ -201,8 +201,8 @@ def read_nifti(path: str | Path, compressed: bool = False) -> Volume:
 def _itk_affine(image: sitk.Image) -> np.ndarray:
     direction = np.array(image.GetDirection()).reshape(3, 3)
     affine = np.eye(4)
-    affine[:3, :3] = _LPS_TO_RAS @ direction @ np.diag(image.GetSpacing())
-    affine[:3, 3] = _LPS_TO_RAS @ np.array(image.GetOrigin())
+    affine[:3, :3] = LPS_TO_RAS @ direction @ np.diag(image.GetSpacing())
+    affine[:3, 3] = LPS_TO_RAS @ np.array(image.GetOrigin())
     return affine
 
 
@@ -285,11 +285,11 @@ def covered_fraction(moving: Geometry, reference: Geometry) -> float:
 
 def _itk_image(data: np.ndarray, geometry: Geometry) -> sitk.Image:
     image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
-    linear = _LPS_TO_RAS @ geometry.matrix[:3, :3]
+    linear = LPS_TO_RAS @ geometry.matrix[:3, :3]
     spacing = np.sqrt((linear**2).sum(axis=0))
     image.SetSpacing(tuple(float(s) for s in spacing))
     image.SetDirection(tuple(float(v) for v in (linear / spacing).ravel()))
-    image.SetOrigin(tuple(float(v) for v in _LPS_TO_RAS @ geometry.matrix[:3, 3]))
+    image.SetOrigin(tuple(float(v) for v in LPS_TO_RAS @ geometry.matrix[:3, 3]))
     return image
 
 
