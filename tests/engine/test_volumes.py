@@ -201,6 +201,45 @@ def test_a_dataset_json_of_the_wrong_shape_is_one_line_naming_the_file_and_the_f
     assert str(error.value).startswith(str(tmp_path / "dataset.json")) and "\n" not in str(error.value)
 
 
+def _header_with(qform: np.ndarray | None, qform_code: int, sform: np.ndarray | None, sform_code: int,
+                 zooms=(0.9, 1.2, 3.0)) -> nib.Nifti1Image:
+    image = nib.Nifti1Image(np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE), None)
+    image.header.set_zooms(zooms)
+    image.set_qform(qform, code=qform_code)
+    image.set_sform(sform, code=sform_code)
+    return image
+
+
+QFORM = _rotation([(0, -1), (1, 1), (2, 1)], (1.0, 1.0, 2.0), (50.0, 2.0, 3.0))
+SFORM = _rotation([(0, 1), (1, 1), (2, 1)], (1.0, 1.0, 2.0), (1.0, 2.0, 3.0))
+HEADERS = {  # ITK-based viewers (ITK-SNAP, 3D Slicer) read the qform of the first, and pixdim alone for the last
+    "qform differs from the sform": lambda: _header_with(QFORM, 1, SFORM, 2),
+    "qform only": lambda: _header_with(QFORM, 1, None, 0),
+    "sform only": lambda: _header_with(None, 0, SFORM, 1),
+    "neither: pixdim places the voxels": lambda: _header_with(None, 0, None, 0),
+}
+
+
+@pytest.mark.parametrize("name", HEADERS)
+def test_a_mask_keeps_its_scans_qform_sform_and_pixdim_so_every_viewer_overlays_it(tmp_path, name):
+    import SimpleITK as sitk
+
+    nib.save(HEADERS[name](), tmp_path / "scan.nii.gz")
+    scan = load_scan(tmp_path / "scan.nii.gz")
+    write_mask(tmp_path / "out" / "m.nii.gz", scan.image > 0, scan)
+    source, mask = nib.load(tmp_path / "scan.nii.gz"), nib.load(tmp_path / "out" / "m.nii.gz")
+    for field in ("qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y",
+                  "qoffset_z", "pixdim"):
+        np.testing.assert_allclose(np.ravel(mask.header[field])[:4], np.ravel(source.header[field])[:4], atol=1e-5,
+                                   err_msg=field)
+    np.testing.assert_allclose(mask.affine, source.affine, atol=1e-5)
+    if source.header["sform_code"] > 0:
+        np.testing.assert_allclose(mask.get_sform(), source.get_sform(), atol=1e-5)
+    by_itk = [sitk.ReadImage(str(path)) for path in (tmp_path / "scan.nii.gz", tmp_path / "out" / "m.nii.gz")]
+    for read in ("GetOrigin", "GetDirection", "GetSpacing"):
+        np.testing.assert_allclose(getattr(by_itk[1], read)(), getattr(by_itk[0], read)(), atol=1e-4, err_msg=read)
+
+
 @pytest.mark.parametrize("change, message", [
     ({"affine": np.eye(4)[:3].tolist()}, "its affine is 3 x 4, not 4 x 4"),
     ({"affine": np.eye(4)[:, :3].tolist()}, "its affine is 4 x 3, not 4 x 4"),

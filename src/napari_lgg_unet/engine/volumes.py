@@ -35,8 +35,11 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])  # ITK's and DICOM's LPS+ millimetres to
 class Geometry:
     """Where a volume's voxels sit: what a mask needs to go back onto the source grid exactly.
 
-    `shape` is the source voxel grid as stored (nibabel index order), `affine` maps its voxel indices to RAS+ mm.
-    The NIfTI codes are written back unchanged; `sources` says which file or series fed each model channel.
+    `shape` is the source voxel grid as stored (nibabel index order), `affine` maps its voxel indices to RAS+ mm
+    (nibabel's choice: the sform, else the qform, else pixdim). A NIfTI source's `qform` is kept as stored (None: the
+    same as `affine`), because ITK-based viewers (ITK-SNAP, 3D Slicer) may place a NIfTI by its qform, or by pixdim
+    alone when no code is set: a mask whose header says less than its scan's would land elsewhere in them. The codes
+    and qform are written back unchanged; `sources` says which file or series fed each model channel.
     """
 
     shape: tuple[int, int, int]
@@ -44,16 +47,21 @@ class Geometry:
     qform_code: int = 1
     sform_code: int = 1
     sources: tuple[tuple[str, str], ...] = field(default=())
+    qform: tuple[tuple[float, ...], ...] | None = None
 
     @classmethod
-    def of(cls, shape, affine, qform_code: int = 1, sform_code: int = 1, sources=()) -> Geometry:
-        matrix = np.asarray(affine, dtype=float)
-        return cls(tuple(int(n) for n in shape[:3]), tuple(tuple(float(v) for v in row) for row in matrix),
-                   int(qform_code), int(sform_code), tuple((str(k), str(v)) for k, v in dict(sources).items()))
+    def of(cls, shape, affine, qform_code: int = 1, sform_code: int = 1, sources=(), qform=None) -> Geometry:
+        return cls(tuple(int(n) for n in shape[:3]), _rows(affine), int(qform_code), int(sform_code),
+                   tuple((str(k), str(v)) for k, v in dict(sources).items()), None if qform is None else _rows(qform))
 
     @property
     def matrix(self) -> np.ndarray:
         return np.array(self.affine)
+
+    @property
+    def qform_matrix(self) -> np.ndarray:
+        """The qform a NIfTI mask's header gets (with `qform_code`): the source's as stored, else `affine`."""
+        return np.array(self.qform if self.qform is not None else self.affine)
 
     @property
     def to_engine(self) -> np.ndarray:
@@ -85,12 +93,13 @@ class Geometry:
         return tuple(shape)
 
     def with_sources(self, sources: dict[str, str]) -> Geometry:
-        return Geometry.of(self.shape, self.affine, self.qform_code, self.sform_code, sources)
+        return Geometry.of(self.shape, self.affine, self.qform_code, self.sform_code, sources, self.qform)
 
     def to_dict(self) -> dict:
         """JSON-able form (napari layer metadata)."""
-        return {"shape": list(self.shape), "affine": [list(row) for row in self.affine], "qform_code": self.qform_code,
+        data = {"shape": list(self.shape), "affine": [list(row) for row in self.affine], "qform_code": self.qform_code,
                 "sform_code": self.sform_code, "sources": dict(self.sources)}
+        return data | ({"qform": [list(row) for row in self.qform]} if self.qform is not None else {})
 
     @classmethod
     def from_dict(cls, data: dict) -> Geometry:
@@ -100,17 +109,23 @@ class Geometry:
         label = "the layer's scan geometry (its metadata)"
         try:
             geometry = cls.of(data["shape"], data["affine"], data.get("qform_code", 1), data.get("sform_code", 1),
-                              data.get("sources", {}))
+                              data.get("sources", {}), data.get("qform"))
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"the layer's scan geometry is unreadable ({error}); save it as TIFF instead") from None
         if len(geometry.shape) != 3 or min(geometry.shape) < 1:
             raise InputError(f"{label}: its grid {list(geometry.shape)} is not three voxel counts; "
                              "save it as TIFF instead")
-        if geometry.matrix.shape != (4, 4):
-            raise InputError(f"{label}: its affine is {' x '.join(map(str, geometry.matrix.shape))}, not 4 x 4; "
-                             "save it as TIFF instead")
-        check_affine(label, geometry.matrix)
+        for name, matrix in (("affine", geometry.matrix), ("qform", geometry.qform_matrix)):
+            if matrix.shape != (4, 4):
+                raise InputError(f"{label}: its {name} is {' x '.join(map(str, matrix.shape))}, not 4 x 4; "
+                                 "save it as TIFF instead")
+            check_affine(label, matrix)
         return geometry
+
+
+def _rows(matrix) -> tuple[tuple[float, ...], ...]:
+    """A matrix as nested tuples of floats (hashable, so a Geometry can be compared and kept in sets)."""
+    return tuple(tuple(float(v) for v in row) for row in np.asarray(matrix, dtype=float))
 
 
 def engine_geometry(shape: tuple[int, ...], spacing: tuple[float, ...] | None = None) -> Geometry:
@@ -186,6 +201,7 @@ def read_nifti(path: str | Path, compressed: bool = False) -> Volume:
             check_claimed_size(str(path), image.shape, image.get_data_dtype(), path.stat().st_size,
                                int(image.header.get_data_offset()), compressed)
             check_affine(str(path), image.affine)
+            qform = image.header.get_qform()  # as stored, whatever its code: see Geometry
             data = np.asanyarray(image.dataobj)
             if compressed:
                 check_gzip_end(stream, path)
@@ -194,7 +210,8 @@ def read_nifti(path: str | Path, compressed: bool = False) -> Volume:
     except Exception as error:  # nibabel raises many types for broken or truncated files
         raise InputError(f"cannot read {path} as NIfTI ({describe(error)})") from None
     header = image.header
-    geometry = Geometry.of(image.shape, image.affine, header.get("qform_code", 1), header.get("sform_code", 1))
+    geometry = Geometry.of(image.shape, image.affine, header.get("qform_code", 1), header.get("sform_code", 1),
+                           qform=qform)
     return Volume(kept_pixels(data), geometry)
 
 
@@ -303,11 +320,11 @@ def resample_onto(volume: Volume, reference: Geometry, labels: bool = False) -> 
 
 
 def save_nifti(path: Path, data: np.ndarray, geometry: Geometry, suffix: str) -> None:
-    """Save source-grid voxels as NIfTI atomically, keeping the scan's affine and qform/sform codes, so
-    `nibabel.load(path).affine` equals the scan's."""
+    """Save source-grid voxels as NIfTI atomically with the scan's sform, qform (pixdim included) and codes, so
+    nibabel and ITK-based viewers alike place the mask where they place the scan."""
     image = nib.Nifti1Image(data, None)
-    image.set_sform(geometry.matrix, code=geometry.sform_code or 2)
-    image.set_qform(geometry.matrix, code=geometry.qform_code)
+    image.set_sform(geometry.matrix, code=geometry.sform_code)
+    image.set_qform(geometry.qform_matrix, code=geometry.qform_code)
     image.header.set_xyzt_units("mm")
     with atomic_path(path, suffix=suffix) as tmp:
         nib.save(image, tmp)
