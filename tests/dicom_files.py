@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.sequence import Sequence
+from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 
 def write_slice(folder: Path, name: str, series: str, description: str, z: float, pixels: np.ndarray,
@@ -36,3 +37,33 @@ def write_slice(folder: Path, name: str, series: str, description: str, z: float
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
         ds.PixelData = pixels.astype(np.int16).tobytes()
     ds.save_as(folder / name, enforce_file_format=True)
+
+
+def write_multiframe(path: Path, heights: list[float], shape: tuple[int, int] = (6, 8)) -> None:
+    """One enhanced MR file holding a frame per height in `heights` (mm), each frame's position in its own group."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = EnhancedMRImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = EnhancedMRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SeriesDescription = "1.2.3", generate_uid(), "AX FLAIR"
+    ds.Modality, ds.PatientID = "MR", "anon"
+    ds.Rows, ds.Columns, ds.NumberOfFrames = *shape, len(heights)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    orientation, measures = Dataset(), Dataset()
+    orientation.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    measures.PixelSpacing, measures.SliceThickness = [1.0, 1.0], 2.5
+    shared = Dataset()
+    shared.PlaneOrientationSequence, shared.PixelMeasuresSequence = Sequence([orientation]), Sequence([measures])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames = []
+    for z in heights:
+        position, frame = Dataset(), Dataset()
+        position.ImagePositionPatient = [-10.0, -20.0, float(z)]
+        frame.PlanePositionSequence = Sequence([position])
+        frames.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    ds.PixelData = np.zeros((len(heights), *shape), np.int16).tobytes()
+    ds.save_as(path, enforce_file_format=True)

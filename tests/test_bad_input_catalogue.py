@@ -191,6 +191,14 @@ def _dicom_series(w: Workspace, missing: bool = False, duplicate: bool = False, 
     return folder
 
 
+def _multiframe_dicom(w: Workspace) -> Path:
+    from dicom_files import write_multiframe
+
+    folder = w.folder("enhanced")
+    write_multiframe(folder / "all.dcm", [0.0, 2.0, 4.0, 6.0, 8.0])
+    return folder
+
+
 def _kaggle_root_with_a_stray_nifti(w: Workspace) -> Path:
     w.kaggle_patient(np.zeros((2, 32, 32, 3), np.uint8), [np.zeros((32, 32), np.uint8)] * 2)
     w.nifti("stray.nii.gz", np.zeros((16, 16, 4), np.float32))
@@ -253,6 +261,7 @@ BAD_SCANS: dict[str, tuple[Callable[[Workspace], Path], str]] = {
     "DICOM series whose slices slide sideways": (lambda w: _dicom_series(w, sliding=True),
                                                  "not stacked along their normal"),
     "RGB DICOM series": (lambda w: _dicom_series(w, colour=True), "RGB colour voxels"),
+    "multi-frame DICOM file": (_multiframe_dicom, "DICOM file of 5 frames"),
     "Kaggle root with a stray NIfTI": (_kaggle_root_with_a_stray_nifti, "holds scans both loose"),
     "Kaggle mask slice of another shape": (_kaggle_mask_slice_of_another_shape, "mask P_2_mask.tif has shape"),
     "symbolic link loop": (_symlink_loop, "cannot open"),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pydicom.uid import generate_uid
 
-from dicom_files import write_slice as _slice
+from dicom_files import write_multiframe, write_slice as _slice
 
 from napari_lgg_unet.engine.dicom import list_series, series_by_sequence
 from napari_lgg_unet.engine.errors import InputError
@@ -159,4 +159,11 @@ def test_a_colour_dicom_series_is_refused_like_a_colour_nifti(tmp_path):
     for index in range(SLICES):
         _slice(tmp_path, f"{index}.dcm", series, "FLAIR", index * THICKNESS, np.zeros((ROWS, COLUMNS, 3)))
     with pytest.raises(InputError, match="holds RGB colour voxels; the model needs grey MRI intensities"):
+        load_scan(tmp_path)
+
+
+def test_a_multiframe_dicom_file_is_refused_with_what_to_do_not_a_traceback(tmp_path):
+    # ITK reads its frames at one spacing, 1 mm where they are uneven: their positions cannot be checked here
+    write_multiframe(tmp_path / "enhanced.dcm", [0.0, 2.5, 7.5, 10.0])
+    with pytest.raises(InputError, match=r"enhanced.dcm is a multi-frame .* of 4 frames.*dcm2niix"):
         load_scan(tmp_path)

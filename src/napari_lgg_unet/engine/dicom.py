@@ -4,8 +4,9 @@ SimpleITK (GDCM) groups files by series and sorts the slices of a series by thei
 ITK then places slice k at the first slice's position plus k steps of one averaged spacing along the normal. A series
 that this regular grid misplaces is refused, not repaired: two files at one position, a gap where slices are missing,
 uneven steps that add up, slices not stacked along their normal (a tilted gantry), slices of different sizes, pixel
-spacings or orientations. Which copy, gap or spacing is right is for the user to say. Colour series (RGB, YBR, a
-palette: screenshots, secondary captures) are refused as colour NIfTI is: they are no MRI sequence.
+spacings or orientations, and multi-frame (enhanced) files, whose frames' positions ITK does not show. Which copy,
+gap or spacing is right is for the user to say. Colour series (RGB, YBR, a palette: screenshots, secondary captures)
+are refused as colour NIfTI is: they are no MRI sequence.
 A folder with one series is that scan; a folder with several (a study) is read as a case when their descriptions
 name a FLAIR series (and pre-/post-contrast T1 ones); otherwise the user is told which series it holds.
 """
@@ -103,6 +104,16 @@ def _check_slice_positions(series: Series, headers: list[sitk.ImageFileReader]) 
                              "missing, or an irregular series; export the series again")
 
 
+def _check_single_frames(series: Series, headers: list[sitk.ImageFileReader]) -> None:
+    """Refuse a multi-frame (enhanced) DICOM file: ITK stacks its frames at one spacing (1 mm where they are uneven)
+    and this reader cannot see each frame's position to check it, so a mask written back could be misplaced."""
+    for header, file in zip(headers, series.files):
+        if header.GetDimension() > 2 and header.GetSize()[2] > 1:
+            raise InputError(f"{series}: {Path(file).name} is a multi-frame (enhanced) DICOM file of "
+                             f"{header.GetSize()[2]} frames, whose frame positions cannot be checked here; convert "
+                             "it to NIfTI (e.g. with dcm2niix) and give that file")
+
+
 def _check_same_kind(series: Series, headers: list[sitk.ImageFileReader]) -> None:
     """Refuse slices of different sizes, pixel spacings or orientations: ITK takes the first slice's for all."""
     first = headers[0]
@@ -140,6 +151,7 @@ def read_series(series: Series) -> Volume:
     headers = [_header(file) for file in series.files]
     if any(header.GetNumberOfComponents() > 1 for header in headers):
         raise colour_refusal(str(series))
+    _check_single_frames(series, headers)
     _check_same_kind(series, headers)
     _check_slice_positions(series, headers)
     volume = read_itk(list(series.files), str(series))
