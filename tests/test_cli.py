@@ -181,3 +181,16 @@ def test_train_refuses_an_out_folder_that_is_or_lies_in_its_data_and_writes_noth
             "--workers", "0", "--val-fraction", "0"]
     assert "which is part of the input" in _one_line_error(capsys, argv)
     assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("out", ["weights/lgg-unet-default/fine-tuned", "weights/fine-tuned"])
+def test_fine_tuning_the_default_never_writes_into_the_packages_weights_folder(sample_patient_dir, tiny_model_dir,
+                                                                               tmp_path, capsys, monkeypatch, out):
+    default = tmp_path / "weights" / "lgg-unet-default"
+    shutil.copytree(tiny_model_dir, default)  # stands in for the installed default model, which must not be risked
+    monkeypatch.setattr("napari_lgg_unet.engine.model.default_model_path", lambda: default)
+    before = sorted(tmp_path.rglob("*"))
+    argv = ["train", "--data", str(sample_patient_dir), "--init", "default", "--out", str(tmp_path / out),
+            "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", "--workers", "0", "--val-fraction", "0"]
+    assert "default model is part of the installed package" in _one_line_error(capsys, argv)
+    assert sorted(tmp_path.rglob("*")) == before

@@ -43,6 +43,23 @@ def test_a_failed_first_run_leaves_no_empty_folder_and_a_file_is_no_folder(tmp_p
             pass
 
 
+@pytest.mark.parametrize("inside", [".", "lgg-unet-default", "lgg-unet-default/run-1", "my-model"])
+def test_nothing_is_written_into_the_installed_packages_weights_folder(tmp_path, monkeypatch, inside):
+    weights = tmp_path / "package" / "weights"  # stands in for the installed one, which must not be risked
+    (weights / "lgg-unet-default").mkdir(parents=True)
+    (weights / "lgg-unet-default" / "config.json").write_text("{}")
+    monkeypatch.setattr("napari_lgg_unet.engine.model.default_model_path", lambda: weights / "lgg-unet-default")
+    (tmp_path / "link").symlink_to(weights)
+    for path in (weights / inside, tmp_path / "link" / inside):
+        with pytest.raises(InputError, match="default model is part of the installed package"):
+            with RunFolder(path).locked():
+                pass
+    assert sorted(p.relative_to(weights).as_posix() for p in weights.rglob("*")) == [
+        "lgg-unet-default", "lgg-unet-default/config.json"]
+    with RunFolder(tmp_path / "package" / "elsewhere").locked():  # beside the weights folder is the user's choice
+        pass
+
+
 def test_the_resume_state_restores_weights_optimizer_and_progress_and_refuses_other_settings(tmp_path):
     folder = RunFolder(tmp_path)
     network, optimizer, scaler = _parts()

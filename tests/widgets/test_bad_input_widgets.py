@@ -7,6 +7,8 @@ choosing a model) are not repeated here.
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -143,3 +145,19 @@ def test_a_config_error_is_notified_once_and_segment_points_back_to_it(viewer, s
     _press(segment, segment.segment_button, qtbot)
     assert len(notes["error"]) == 2 and len(set(notes["error"])) == 2, notes["error"]
     assert "threshold must be a number" in notes["error"][0] and "see the error shown" in notes["error"][1]
+
+
+def test_training_refuses_an_output_folder_in_the_packages_weights_folder(viewer, train, notes, qtbot, tmp_path,
+                                                                           tiny_model_dir, monkeypatch):
+    default = tmp_path / "weights" / "lgg-unet-default"
+    shutil.copytree(tiny_model_dir, default)  # stands in for the installed default model, which must not be risked
+    monkeypatch.setattr("napari_lgg_unet.engine.model.default_model_path", lambda: default)
+    image = viewer.add_image(np.zeros((2, 32, 32), np.float32), name="scan")
+    labels = viewer.add_labels(np.ones((2, 32, 32), np.uint8), name="tumour")
+    train.pairs[0].image_layer.value, train.pairs[0].labels_layer.value = image, labels
+    train.output.value = default  # Browse... lands on the model the widget starts from
+    before = sorted(default.rglob("*"))
+    _press(train, train.train_button, qtbot)
+    _refused(notes, "default model is part of the installed package")
+    assert sorted(default.rglob("*")) == before
+    assert train.train_button.text == "Train" and train.train_button.enabled

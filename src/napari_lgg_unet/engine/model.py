@@ -150,6 +150,17 @@ def default_model_path() -> Path:
     return Path(str(resources.files("napari_lgg_unet") / "weights" / DEFAULT_MODEL_FOLDER))
 
 
+def in_packaged_weights(path: str | Path) -> bool:
+    """Whether `path` (links resolved) is the installed package's weights folder or lies anywhere inside it.
+
+    Nothing may be written there, not only the default model's own files: a run folder grown inside the default
+    model's folder, or a model beside it, is written into the installed package (which an upgrade replaces) and
+    changes what the package ships.
+    """
+    weights = default_model_path().resolve().parent
+    return Path(path).resolve().is_relative_to(weights)
+
+
 def resolve_model_path(model: str | Path) -> Path:
     """'default' names the model shipped in the package; anything else is a folder path."""
     if str(model) == DEFAULT_MODEL_NAME:

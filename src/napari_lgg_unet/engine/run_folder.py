@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 from .atomic import remove_leftover_temp_files, write_tensors_atomic, write_text_atomic
 from .errors import InputError, ModelError
-from .model import CONFIG_FILE, WEIGHTS_FILE, default_model_path
+from .model import CONFIG_FILE, WEIGHTS_FILE, in_packaged_weights
 from .validate import from_json
 
 RESUME_FILE = "resume.safetensors"
@@ -59,12 +59,13 @@ class RunFolder:
         return self.resume_file.is_file()
 
     def check_writable(self) -> None:
-        """Refuse a folder that may not be written: a file, or the default model installed with the package."""
+        """Refuse a folder that may not be written: a file, or the installed package's weights folder or one inside it."""
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"{self.path} is a file, not a folder; choose another output folder")
-        if self.path.resolve() == default_model_path().resolve():
-            raise InputError(f"the default model is part of the installed package and is not changed ({self.path}); "
-                             "copy its folder and use the copy")
+        if in_packaged_weights(self.path):
+            raise InputError(f"the default model is part of the installed package, and nothing is written into its "
+                             f"weights folder ({self.path}); copy the model folder and use the copy, or choose an "
+                             "output folder outside the package")
 
     @contextlib.contextmanager
     def locked(self, task: str = "training run") -> Iterator["RunFolder"]:

@@ -165,10 +165,12 @@ class TrainWidget(Container):
                 raise InputError("nothing to train on: choose an (image, labels) pair or a Kaggle-style folder")
             config = self.train_config()
             pick_device(config.device)
+            model_dir = self._run_folder()
+            RunFolder(model_dir).check_writable()  # e.g. not inside the installed package's weights folder
         except LggUnetError as error:
             notify.show_error(str(error))
             return
-        self.model_dir = self._run_folder()
+        self.model_dir = model_dir
         self.plot.plot([])
         self.status.value = "preparing..."
         self.job.start(
