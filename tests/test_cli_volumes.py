@@ -38,7 +38,8 @@ def test_predict_on_a_folder_of_cases_writes_one_mask_each_and_evaluate_scores_t
     for name in ("P1", "P2"):
         _case(tmp_path / "data", name)
     assert main(["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "data"), "--output", str(tmp_path / "out")]) == 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["P1_mask.nii.gz", "P2_mask.nii.gz", "summary.csv"]
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())  # the lock marks a folder a job writes; it is empty
+    assert written == [".lock", "P1_mask.nii.gz", "P2_mask.nii.gz", "summary.csv"]
     capsys.readouterr()
     assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(tmp_path / "data")]) == 0
     printed = capsys.readouterr().out

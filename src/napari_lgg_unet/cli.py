@@ -303,7 +303,7 @@ def _predict_cohort(args: argparse.Namespace, cases: list[ScanSource], group: Gr
     then `summary.csv` beside the masks."""
     from tqdm import tqdm
 
-    from .engine.batch_predict import check_outputs_free, segment_cohort, write_summary
+    from .engine.batch_predict import SUMMARY_FILE, check_outputs_free, segment_cohort
 
     if args.read_ahead < 0:
         raise InputError("--read-ahead must be 0 or more")
@@ -326,9 +326,8 @@ def _predict_cohort(args: argparse.Namespace, cases: list[ScanSource], group: Gr
             f"the finished masks stay in {args.output}; the same command segments the rest" if existing == "skip"
             else "the masks this run made were removed (with --skip-existing a stopped run keeps its finished "
                  "masks, and the same command segments the rest)") from None
-    summary_path = write_summary(args.output, cases, group)
-    if summary_path is not None:
-        print(f"masks of {len(cases)} cases in {args.output}, summary in {summary_path}")
+    if group.is_main:
+        print(f"masks of {len(cases)} cases in {args.output}, summary in {args.output / SUMMARY_FILE}")
     return 0
 
 

@@ -18,6 +18,7 @@ from napari_lgg_unet.engine.batch_predict import finished_output, segment_cohort
 from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.model import load_model
 from napari_lgg_unet.engine.predict import SegmentOptions
+from napari_lgg_unet.engine.run_folder import LOCK_FILE
 
 from rank_helpers import free_port, rank_variables
 
@@ -57,8 +58,8 @@ def test_killed_cohort_job_continues_with_skip_existing_and_never_rewrites_a_fin
     after = _stamps(out)
     assert sorted(after) == [f"{name}_mask.tif" for name in CASES]
     assert {name: after[name] for name in before} == before  # finished masks were neither rewritten nor replaced
-    left = sorted(p.name for p in out.iterdir() if not p.name.endswith(".tmp"))  # a killed write may leave its temp file
-    assert left == sorted([*after, "summary.csv"])  # and no journal
+    left = sorted(p.name for p in out.iterdir())  # no journal, and no temp file of the killed write
+    assert left == sorted([*after, "summary.csv", LOCK_FILE])
     with open(out / "summary.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["case"] for row in rows] == CASES and all(row["slices"] == "3" for row in rows)
@@ -83,6 +84,22 @@ def test_a_cohort_stopped_with_ctrl_c_says_what_became_of_its_finished_masks(tin
         assert masks and f"interrupted; the finished masks stay in {out}; the same command segments the rest" in err
     else:
         assert not masks and "interrupted; the masks this run made were removed (with --skip-existing" in err
+
+
+def test_a_second_job_into_a_folder_being_written_is_refused_and_leaves_the_first_job_whole(tiny_model_dir, cohort,
+                                                                                              tmp_path, capsys):
+    out = tmp_path / "masks"
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu",
+            "--skip-existing"]
+    first = subprocess.Popen([sys.executable, "-m", "napari_lgg_unet", *argv], stderr=subprocess.PIPE, text=True)
+    assert first.stderr.readline().startswith("CASE_00:")  # the first job is writing masks
+    assert main(argv) == 2
+    assert f"{out} is in use by another cohort prediction (process {first.pid})" in capsys.readouterr().err
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    with open(out / "summary.csv", newline="") as handle:  # no row was lost to the second job
+        assert [row["case"] for row in csv.DictReader(handle)] == CASES
+    assert main(argv) == 0  # once the first job has ended, the folder is free again
 
 
 def test_without_skip_existing_a_failing_case_removes_the_masks_of_the_run(tiny_model_dir, cohort, tmp_path, capsys):

@@ -5,7 +5,9 @@ every mask is written atomically. An output folder that already holds a file the
 `summary.csv`) is refused unless the caller says what to do with it: `existing="skip"` keeps and skips every finished
 mask (a job killed half-way continues), `existing="overwrite"` replaces them; the folder may hold the user's own
 masks, so replacing them is never the default. Each finished case appends its summary row to a per-process journal,
-so the summary CSV written at the end lists the cases of every attempt, not only of the last one.
+so the summary CSV written at the end lists the cases of every attempt, not only of the last one. One job at a time
+writes a folder (rank 0 holds its lock, as a training run holds its folder's): two jobs into one folder would remove
+each other's masks when one fails and consume each other's summary rows.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from .outputs import check_output, check_unique_names
 from .preprocess import spatial_shape
 from .model import LoadedModel
 from .predict import SegmentOptions
+from .run_folder import RunFolder
 
 SUMMARY_FILE = "summary.csv"
+COHORT_TASK = "cohort prediction"  # what a second job into the same folder is told holds it
 JOURNAL_PATTERN = ".summary.rank*.csv"  # hidden, and not *.tmp: atomic.py's clean-up must not take them
 ExistingOutputs = Literal["refuse", "skip", "overwrite"]  # what a cohort run does with files it would write
 
@@ -57,7 +61,8 @@ def segment_cohort(
     model: LoadedModel, cases: Sequence[ScanSource], out_dir: Path, options: SegmentOptions,
     group: Group = Group(), existing: ExistingOutputs = "refuse", read_ahead: int = 2,
 ) -> Iterator[CaseSummary | None]:
-    """Segment this process's share of `cases` into `out_dir`, yielding a summary per case (None when skipped).
+    """Segment this process's share of `cases` into `out_dir`, yielding a summary per case (None when skipped), then
+    write `summary.csv` (write_summary), all while rank 0 holds the folder's lock.
 
     Refused before anything is written: see `_check_start`. All or nothing unless `existing="skip"`: if a case
     fails, the masks this call created and their summary rows are removed, so a half-done cohort is not mistaken for
@@ -65,10 +70,18 @@ def segment_cohort(
     loads and lies on its scan's grid is not segmented again (a truncated, empty or mismatched mask is redone), and
     finished masks stay when a later case fails.
     """
-    _check_start(out_dir, cases, group, existing)
+    with contextlib.ExitStack() as held:
+        _check_start(out_dir, cases, group, existing, held)
+        yield from _segment_share(model, cases, out_dir, options, group, existing, read_ahead)
+        write_summary(out_dir, cases, group)
+
+
+def _segment_share(
+    model: LoadedModel, cases: Sequence[ScanSource], out_dir: Path, options: SegmentOptions, group: Group,
+    existing: ExistingOutputs, read_ahead: int,
+) -> Iterator[CaseSummary | None]:
     journal = out_dir / f".summary.rank{group.rank}.csv"
-    created = [] if out_dir.exists() else [out_dir]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    created: list[Path] = []
     journal_size = journal.stat().st_size if journal.exists() else 0
     replaced_rows: list[list[object]] = []  # rows of masks this call replaced: they stay if it fails
     try:
@@ -95,20 +108,27 @@ def segment_cohort(
         raise
 
 
-def _check_start(out_dir: Path, cases: Sequence[ScanSource], group: Group, existing: ExistingOutputs) -> None:
-    """Refuse an `out_dir` on or in an input's files or case folders, two cases of one name (see outputs.py), and
-    with `existing="refuse"` an `out_dir` that already holds a file the run would write (check_outputs_free). Every
-    process checks every case, then waits for the others, so under torchrun no process mistakes another's new mask
-    for an old one."""
+def _check_start(out_dir: Path, cases: Sequence[ScanSource], group: Group, existing: ExistingOutputs,
+                 held: contextlib.ExitStack) -> None:
+    """Refuse an `out_dir` on or in an input's files or case folders, two cases of one name (see outputs.py), a
+    folder another job is writing (rank 0 then holds its lock in `held`), and with `existing="refuse"` an `out_dir`
+    that already holds a file the run would write (check_outputs_free). Every process checks every case, then waits
+    for the others, so under torchrun no process mistakes another's new mask for an old one."""
     if existing not in get_args(ExistingOutputs):
         raise ValueError(f"existing must be one of {get_args(ExistingOutputs)}, not {existing!r}")
     check_output(out_dir, cases, folder=True)
     check_unique_names(cases)
+    _check_existing(out_dir, cases, existing)  # before the folder is touched: a refusal leaves it as it was
+    group.on_main(lambda: held.enter_context(RunFolder(out_dir).locked(COHORT_TASK)))
+    _check_existing(out_dir, cases, existing)  # again under the lock: another job may have ended in between
+    group.barrier()
+
+
+def _check_existing(out_dir: Path, cases: Sequence[ScanSource], existing: ExistingOutputs) -> None:
     if existing == "refuse":
         check_outputs_free(out_dir, cases)
     elif existing == "skip":
         check_summary_ours(out_dir)
-    group.barrier()
 
 
 def existing_outputs(out_dir: Path, cases: Sequence[ScanSource]) -> list[Path]:
@@ -169,8 +189,9 @@ def mask_fits(path: Path, scan: Scan) -> bool:
 
 
 def _remove_created(created: list[Path], journal: Path, journal_size: int, kept_rows: list[list[object]]) -> None:
-    """Undo a failed run: its rows in the journal, the masks it created, and the output folder if it made it. The
-    rows of masks it replaced (`kept_rows`) go back into the journal, so the summary still describes those masks."""
+    """Undo a failed run: its rows in the journal and the masks it created (the folder's lock removes the folder if
+    this run made it and nothing else is left). The rows of masks it replaced (`kept_rows`) go back into the journal,
+    so the summary still describes those masks."""
     if journal_size:
         os.truncate(journal, journal_size)  # rows of earlier attempts stay
     else:
@@ -178,12 +199,8 @@ def _remove_created(created: list[Path], journal: Path, journal_size: int, kept_
     if kept_rows:
         with open(journal, "a", encoding="utf-8", newline="") as handle:
             csv.writer(handle).writerows(kept_rows)
-    for path in reversed(created):
-        with contextlib.suppress(OSError):  # another process may still be writing into the folder
-            if path.is_dir():
-                path.rmdir()
-            else:
-                path.unlink(missing_ok=True)
+    for path in created:
+        path.unlink(missing_ok=True)
 
 
 def write_summary(out_dir: Path, cases: Sequence[ScanSource], group: Group = Group()) -> Path | None:
