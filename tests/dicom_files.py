@@ -10,20 +10,26 @@ from pydicom.sequence import Sequence
 from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 
+def _mr_file(sop_class: str, series: str, description: str) -> Dataset:
+    """An MR file of `sop_class` in study 1.2.3 and `series`, with its file meta; the caller adds the image."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SeriesDescription = "1.2.3", series, description
+    ds.Modality, ds.PatientID = "MR", "anon"
+    return ds
+
+
 def write_slice(folder: Path, name: str, series: str, description: str, z: float, pixels: np.ndarray,
                 thickness: float = 2.5, corner: tuple[float, float] = (-10.0, -20.0),
                 pixel_spacing: tuple[float, float] = (1.0, 1.0),
                 orientation: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)) -> None:
     """One MR slice file of `series` whose first pixel lies at (*corner, z) mm (LPS); by default its rows run to the
     patient's left and its columns to posterior. `pixels` of shape (rows, columns, 3) make an RGB colour slice."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SeriesDescription = "1.2.3", series, description
-    ds.Modality, ds.PatientID = "MR", "anon"
+    ds = _mr_file(MRImageStorage, series, description)
     ds.ImageOrientationPatient = [float(v) for v in orientation]
     ds.ImagePositionPatient = [*corner, z]
     ds.PixelSpacing, ds.SliceThickness = list(pixel_spacing), thickness
@@ -41,14 +47,7 @@ def write_slice(folder: Path, name: str, series: str, description: str, z: float
 
 def write_multiframe(path: Path, heights: list[float], shape: tuple[int, int] = (6, 8)) -> None:
     """One enhanced MR file holding a frame per height in `heights` (mm), each frame's position in its own group."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = EnhancedMRImageStorage, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = EnhancedMRImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SeriesDescription = "1.2.3", generate_uid(), "AX FLAIR"
-    ds.Modality, ds.PatientID = "MR", "anon"
+    ds = _mr_file(EnhancedMRImageStorage, generate_uid(), "AX FLAIR")
     ds.Rows, ds.Columns, ds.NumberOfFrames = *shape, len(heights)
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
