@@ -544,7 +544,7 @@ CLI_CASES = [
                  "which is part of the input", id="evaluate --json onto a slice of the patient"),
     pytest.param(lambda w: ["evaluate", "--model", str(w.model), "--data", str(w.patient),
                             "--json", str(w.model / "config.json")],
-                 "which is part of the input", id="evaluate --json into the model's folder"),
+                 "which is part of a model folder", id="evaluate --json into the model's folder"),
     pytest.param(lambda w: ["calibrate", "--model", str(default_model_path()), "--data", str(w.patient)],
                  "default model is part of the installed package", id="calibrate the installed default model by its path"),
     pytest.param(lambda w: [str(default_model_path()) if a == str(w.out / "run") else a for a in _train()(w)],

@@ -167,7 +167,7 @@ def test_predict_refuses_an_output_in_a_model_folder_and_leaves_the_model_intact
     }[where]
     before = {p: p.read_bytes() for folder in (model, default) for p in folder.iterdir()}
     error = _one_line_error(capsys, ["predict", "--model", str(model), "--input", str(scan), "--output", str(output)])
-    assert "which is part of the input" in error
+    assert "which is part of a model folder" in error
     assert {p: p.read_bytes() for folder in (model, default) for p in folder.iterdir()} == before
 
 

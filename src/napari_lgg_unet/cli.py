@@ -1,4 +1,4 @@
-"""`lgg-unet train | predict | evaluate`: the engine without a GUI.
+"""`lgg-unet train | predict | evaluate | calibrate | view`: the engine without a GUI (and `view`, which opens it).
 
 Errors a user can cause print one line on stderr and exit with code 2; Ctrl-C, SIGTERM or SIGUSR1 during
 training stops it between steps and keeps the best model (exit code 0). Under torchrun only rank 0 prints.
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     view = commands.add_parser("view", help="open napari with the plugin on a scan (default: the sample patient)")
     view.add_argument("path", nargs="?", type=Path, default=None, help="patient folder or TIFF")
     view.add_argument("--segment", action="store_true", help="segment it with the default model right away")
-    _add_predict(commands.add_parser("predict", help="segment scans and write masks as TIFF (uint8 0/255)"))
+    _add_predict(commands.add_parser("predict", help="segment scans and write masks (on the scan's grid for medical volumes, TIFF 0/255 otherwise)"))
     _add_evaluate(commands.add_parser("evaluate", help="score a model on patient folders that have masks"))
     return parser
 
@@ -274,7 +274,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     existing_path(args.input)  # a missing input or a link loop is refused before its path is resolved
     if args.output.resolve() == args.input.resolve():
         raise InputError("--output is the same path as --input; the scan would be replaced by its mask")
-    check_output(args.output, model_folders(args.model))  # a mask file, or a folder of them
+    check_output(args.output, model_folders(args.model), what="a model folder")  # a mask file, or a folder of them
     device = pick_device(args.device)
     sources = outside(find_scans(args.input), args.output)  # an earlier run's masks kept inside the input are no scans
     if not sources:
@@ -359,7 +359,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     model, options = _load_for_inference(args, pick_device(args.device))
     folders = _evaluation_folders(args, model)
     if args.json:  # not onto any scan under --data (the split's or not), nor into a model folder
-        check_output(args.json, [*find_scans(args.data), *model_folders(args.model)])
+        check_output(args.json, find_scans(args.data))
+        check_output(args.json, model_folders(args.model), what="a model folder")
     results = []
     print(f"{'patient':<28} {'slices':>6} {'dice':>6} {'iou':>6} {'acc':>7}")
     results_iter = evaluate_patients(model, folders, options, args.input_variant)

@@ -74,6 +74,13 @@ def test_paths_no_format_claims_are_refused_with_what_is_read(tmp_path):
         load_scan(tmp_path / "notes.txt")
     with pytest.raises(InputError, match="holds no scans: no TIFF stacks .*; no DICOM image series"):
         load_scan(tmp_path / "empty")
+    stacks = tmp_path / "stacks"  # loose stacks, as the packaged samples folder holds: not a Kaggle patient
+    stacks.mkdir()
+    for name in ("A_image.tif", "A_mask.tif", "B_image.tif"):
+        tifffile.imwrite(stacks / name, np.zeros((2, 8, 8), np.uint8))
+    with pytest.raises(InputError, match=r"holds TIFF stacks \(A_image.tif, A_mask.tif and 1 more\), which are read "
+                                         "one file at a time: give one of them"):
+        load_scan(stacks)
 
 
 def test_the_napari_manifest_lists_exactly_the_registered_suffixes():

@@ -285,4 +285,9 @@ def not_a_scan(path: Path) -> InputError:
         return InputError(f"{path}: not a scan file ({suffixes})")
     if any(p.is_dir() and format_of(p) for p in path.iterdir()):
         return InputError(f"{path} holds no scan of its own; give it as a folder of cases, or one case inside it")
+    stacks = sorted(p.name for p in path.iterdir() if TIFF.claims(p))
+    if stacks:  # a folder of TIFFs is read only as a Kaggle patient's slices
+        named = ", ".join(stacks[:2]) + (f" and {len(stacks) - 2} more" if len(stacks) > 2 else "")
+        return InputError(f"{path} holds TIFF stacks ({named}), which are read one file at a time: give one of them "
+                          "(a folder of TIFF files is read only as a Kaggle patient's <patient>_<n>.tif slices)")
     return InputError(f"{path} holds no scans: no {'; no '.join(f.description for f in FORMATS)}")

@@ -61,9 +61,11 @@ def where(source: ScanSource) -> Path:
     return input_paths(source)[0]
 
 
-def check_output(output: str | Path, sources: Sequence[ScanSource], folder: bool = False) -> None:
-    """Refuse an `output` that is, or is inside, a file or case folder of `sources`. A `folder` of masks is also
-    refused where scan files lie directly (its masks would be read as scans on the next run)."""
+def check_output(output: str | Path, sources: Sequence[ScanSource], folder: bool = False,
+                 what: str = "the input") -> None:
+    """Refuse an `output` that is, or is inside, a file or case folder of `sources` (`what` they are, for the
+    message). A `folder` of masks is also refused where scan files lie directly (its masks would be read as scans on
+    the next run)."""
     target = Path(output).resolve()
     for source in sources:
         paths = input_paths(source)
@@ -71,8 +73,8 @@ def check_output(output: str | Path, sources: Sequence[ScanSource], folder: bool
         if hit is None and folder:
             hit = next((p.parent for p in paths if target == p.parent), None)
         if hit is not None:
-            raise InputError(f"output {output} would land on or in {hit}, which is part of the input; "
-                             "write it outside the inputs")
+            raise InputError(f"output {output} would land on or in {hit}, which is part of {what}; "
+                             f"write it outside {what}")
         if (case := _case_it_would_join(target, paths)) is not None:
             raise InputError(f"output {output} would be read as a file of {case}, an input (its name groups it "
                              "with that scan's files); give it another name or write it elsewhere")

@@ -74,7 +74,7 @@ class SegmentOptions:
 
 
 def runs_on(model: LoadedModel, options: SegmentOptions) -> str:
-    """What `segment_steps` will run on with these options, e.g. 'cpu, bf16, 2 threads, openvino'."""
+    """What `segment_steps` will run on with these options, e.g. 'cpu, bf16, openvino, 2 threads'."""
     return describe(model.network, choose(next(model.network.parameters()).device, options.precision))
 
 
