@@ -180,3 +180,22 @@ def test_a_case_opened_with_our_reader_is_picked_up_by_sequence_name(viewer, tmp
     later = SegmentWidget(viewer)
     assert (later.image.value, later.post_contrast.value) == (viewer.layers["FLAIR"], viewer.layers["T1c"])
     assert notes["error"] == []
+
+
+def test_renaming_the_picked_layers_keeps_them_picked(viewer, notes):
+    """napari resets a docked widget's layer lists on every rename; the picked layers must stay picked, not fall back
+    to the first layer of the list (Segment would run on another image)."""
+    grey = np.zeros((3, 16, 16), dtype=np.float32)
+    for name in ("T2", "T1", "T1c", "FLAIR"):
+        viewer.add_image(grey, name=name)
+    truth = viewer.add_labels(np.zeros((3, 16, 16), dtype=np.uint8), name="truth")
+    viewer.add_labels(np.zeros((3, 16, 16), dtype=np.uint8), name="other labels")
+    widget = dock(viewer, "Segment tumour")
+    widget.truth.value = truth
+    picked = (widget.image.value, widget.pre_contrast.value, widget.post_contrast.value, widget.truth.value)
+    assert [layer.name for layer in picked] == ["FLAIR", "T1", "T1c", "truth"]
+    for layer in picked:
+        layer.name = f"my {layer.name}"
+    assert (widget.image.value, widget.pre_contrast.value, widget.post_contrast.value, widget.truth.value) == picked
+    viewer.layers.remove(picked[1])  # a removed layer is still dropped from its list
+    assert widget.pre_contrast.value is None

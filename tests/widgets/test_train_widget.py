@@ -90,3 +90,14 @@ def test_the_settings_start_at_the_engines_training_defaults(viewer):
         assert getattr(config, name) == getattr(defaults, name), name
     assert config.augment.enabled == defaults.augment.enabled
     assert config.workers == 0  # loader processes do not mix with the GUI's threads
+
+
+def test_renaming_a_pairs_layers_keeps_the_pair(viewer, train_widget):
+    """napari resets the layer lists on a rename: the pair must keep its layers, not take the first of each list."""
+    viewer.add_image(sample_patient()[0][0][:4], name="another scan", rgb=True)
+    viewer.add_labels(sample_patient()[1][0][:4], name="other labels")
+    row = train_widget.pairs[0]
+    row.image_layer.value, row.labels_layer.value = viewer.layers["another scan"], viewer.layers["other labels"]
+    viewer.layers["other labels"].name = "my labels"
+    viewer.layers["another scan"].name = "my scan"
+    assert (row.image_layer.value.name, row.labels_layer.value.name) == ("my scan", "my labels")

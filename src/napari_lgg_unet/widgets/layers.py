@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import napari
 import numpy as np
+from magicgui.widgets import ComboBox
 from napari.layers import Image, Labels, Layer, Points
 from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
 
@@ -25,6 +26,24 @@ OWNER_KEY = "napari_lgg_unet"
 def layers_of(viewer: napari.Viewer, kind: type[Layer]) -> list[tuple[str, Layer]]:
     """(name, layer) choices for a magicgui ComboBox."""
     return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, kind)]
+
+
+class LayerPicker(ComboBox):
+    """A ComboBox of layers (choices: (name, layer) pairs) that keeps the user's layer when it is renamed.
+
+    napari resets a docked widget's choices on every rename, and magicgui matches choices by their text: the renamed
+    layer's entry was dropped and the first layer picked in its place, without a word (Segment then ran on T2
+    instead of the renamed FLAIR; a training pair trained on another layer). `changed` fires only when the picked
+    layer really changed (it was removed)."""
+
+    def reset_choices(self, *_: Any) -> None:
+        current = self.value
+        with self.changed.blocked():
+            super().reset_choices()
+            if current is not None and any(choice is current for choice in self.choices):
+                self.value = current
+        if self.value is not current:
+            self.changed.emit(self.value)
 
 
 def image_choices(viewer: napari.Viewer) -> list[tuple[str, Layer]]:

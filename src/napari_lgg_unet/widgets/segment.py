@@ -13,7 +13,7 @@ from typing import Callable
 import napari
 import numpy as np
 from magicgui.widgets import (
-    CheckBox, ComboBox, Container, FileEdit, FloatSlider, Label, ProgressBar, PushButton, SpinBox,
+    CheckBox, Container, FileEdit, FloatSlider, Label, ProgressBar, PushButton, SpinBox,
 )
 from napari.layers import Image, Labels
 
@@ -30,8 +30,8 @@ from .common import chosen_model, connect_while_alive, device_widgets, model_wid
 from .corrections import ClickCorrections, CorrectionTarget
 from .job import JobRunner
 from .layers import (
-    binary_mask, current_slice, edited, hand_over, image_choices, labels_choices, mark_edited, owned_layer,
-    put_owned_layer, set_owned_data, to_layer_order,
+    LayerPicker, binary_mask, current_slice, edited, hand_over, image_choices, labels_choices, mark_edited,
+    owned_layer, put_owned_layer, set_owned_data, to_layer_order,
 )
 from .readouts import Readouts, compute_readouts, readouts_text, write_readouts_csv
 from .review import ReviewList
@@ -109,7 +109,7 @@ class SegmentWidget(Container):
 
     def _input_controls(self) -> list:
         """What to segment, with which model, where: what `segment` reads."""
-        self.image = ComboBox(name="image", label="Image or FLAIR", choices=lambda _: image_choices(self.viewer))
+        self.image = LayerPicker(name="image", label="Image or FLAIR", choices=lambda _: image_choices(self.viewer))
         self.pre_contrast, self.post_contrast = sequence_pickers(self.viewer)
         self.model, self.model_folder = model_widgets("Model")
         self.device, self.device_note = device_widgets()
@@ -145,7 +145,7 @@ class SegmentWidget(Container):
 
     def _readout_controls(self) -> list:
         """The optional ground truth, the readouts and saving them."""
-        self.truth = ComboBox(name="truth", label="Ground truth",
+        self.truth = LayerPicker(name="truth", label="Ground truth",
                               choices=lambda _: [NO_TRUTH, *labels_choices(self.viewer)])
         self.readout = Label(name="readout", label="Readouts", value="")
         self.csv_path = FileEdit(name="csv_path", label="Readouts CSV", mode="w", filter="*.csv")

@@ -27,7 +27,7 @@ from ..engine.settings import AugmentConfig, TrainConfig, settings_of
 from . import notify
 from .common import chosen_model, device_widgets, model_widgets, optional_path, precision_widget
 from .job import JobRunner
-from .layers import as_shown, binary_mask, image_choices, labels_choices
+from .layers import LayerPicker, as_shown, binary_mask, image_choices, labels_choices
 from .loss_plot import LossPlot
 from .sequences import model_input, sequence_pickers
 from .session_models import session_models
@@ -43,10 +43,10 @@ class PairRow(Container):
     """One training pair: an image (or a FLAIR plus optional T1 / T1c layers) and the labels painted on it."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        self.image_layer = ComboBox(name="image", label="Image or FLAIR",
+        self.image_layer = LayerPicker(name="image", label="Image or FLAIR",
                                     choices=lambda _: [*image_choices(viewer), NONE])
         self.pre_contrast, self.post_contrast = sequence_pickers(viewer)
-        self.labels_layer = ComboBox(name="labels", label="Labels", choices=lambda _: [*labels_choices(viewer), NONE])
+        self.labels_layer = LayerPicker(name="labels", label="Labels", choices=lambda _: [*labels_choices(viewer), NONE])
         super().__init__(labels=True, widgets=[self.image_layer, self.pre_contrast, self.post_contrast,
                                                self.labels_layer])
         explain(self)
