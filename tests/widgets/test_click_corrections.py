@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QPoint, Qt
 
 from napari_lgg_unet.engine.click_training import next_click
 from napari_lgg_unet.engine.metrics import volume_scores
@@ -228,4 +228,33 @@ def test_segmenting_again_keeps_a_corrected_layer_and_not_one_whose_clicks_were_
     segment_again()
     np.testing.assert_array_equal(tumour.data, corrected)  # the click's result stays, as the user's own layer
     assert tumour.name.endswith("tumour (edited)") and widget.prediction_layer() is not tumour
+    assert notes["error"] == []
+
+
+def _click_canvas(viewer, qtbot) -> None:
+    """A real mouse click in the middle of the canvas (on the scan), as a user makes it."""
+    canvas = viewer.window._qt_viewer.canvas.native
+    qtbot.mouseClick(canvas, Qt.LeftButton, pos=QPoint(canvas.width() // 2, canvas.height() // 2))
+
+
+def test_a_click_with_a_paint_tool_or_in_the_3d_view_is_not_a_correction(viewer, qtbot, notes, click_model):
+    widget = _segmented(viewer, qtbot, notes, click_model)
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    tumour = widget.prediction_layer()
+    viewer.layers.selection.active = tumour
+    for mode in ("paint", "erase", "fill"):  # the tool's dab, not a "tumour" click on top of it
+        tumour.mode = mode
+        _click_canvas(viewer, qtbot)
+        settle(qtbot, widget)
+        assert widget.corrections.session.clicks == [], mode
+    tumour.mode = "pan_zoom"
+    viewer.dims.ndisplay = 3  # a click has no depth there
+    _click_canvas(viewer, qtbot)
+    settle(qtbot, widget)
+    assert widget.corrections.session.clicks == []
+    assert any("2D view" in message for message in notes["info"]), notes["info"]
+    viewer.dims.ndisplay = 2
+    _click_canvas(viewer, qtbot)  # the same click in pan/zoom mode in 2D corrects
+    settle(qtbot, widget)
+    assert len(widget.corrections.session.clicks) == 1
     assert notes["error"] == []

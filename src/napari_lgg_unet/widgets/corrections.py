@@ -237,12 +237,23 @@ class ClickCorrections:
             layer.add(np.asarray(data_point))
 
     def _on_mouse(self, viewer: napari.Viewer, event) -> Iterator[None]:
-        """A press and release without a drag over the segmented image is a click; a drag stays a pan."""
+        """A press and release without a drag over the segmented image is a click; a drag stays a pan.
+
+        Only in napari's pan/zoom mode and the 2D view: a dab of the brush, the eraser or the fill bucket on the
+        tumour layer (or a point added to a Points layer) is that tool's, and was taken as a "tumour" click as well,
+        so erasing a spot re-segmented tumour around it. In the 3D view a click has no depth: it landed on the slice
+        the slider shows, wherever the user had turned the volume."""
         if not self.enabled or event.type != "mouse_press" or event.button not in (1, 2) or self.target is None:
             return
+        active = viewer.layers.selection.active
+        if active is not None and str(getattr(active, "mode", "pan_zoom")) != "pan_zoom":
+            return  # a layer tool is in use: the press is the tool's
         yield
         if event.type == "mouse_move":
             return  # a drag: leave it to napari
+        if viewer.dims.ndisplay != 2:
+            notify.show_info("clicks correct the mask in the 2D view: switch the viewer to 2D to click")
+            return
         source = self.target.source
         point = np.asarray(source.world_to_data(event.position), dtype=float)
         if np.any(point < -0.5) or np.any(point > np.asarray(source.data.shape[: len(point)]) - 0.5):
