@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from napari.utils.colormaps.standardize_color import transform_color
 from qtpy.QtCore import QPoint, Qt
 
 from napari_lgg_unet.engine.click_training import next_click
@@ -14,7 +15,7 @@ from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import load_model, save_model, with_inputs
 from napari_lgg_unet.engine.model_input import InputConfig
 from napari_lgg_unet.engine.pieces import list_pieces
-from napari_lgg_unet.widgets.corrections import CLEANUP
+from napari_lgg_unet.widgets.corrections import CLEANUP, NEGATIVE_COLOUR, POSITIVE_COLOUR
 from napari_lgg_unet.widgets.layers import owned_layer
 from napari_lgg_unet.widgets.workers import LayerResult
 
@@ -257,4 +258,23 @@ def test_a_click_with_a_paint_tool_or_in_the_3d_view_is_not_a_correction(viewer,
     _click_canvas(viewer, qtbot)  # the same click in pan/zoom mode in 2D corrects
     settle(qtbot, widget)
     assert len(widget.corrections.session.clicks) == 1
+    assert notes["error"] == []
+
+
+def test_each_click_point_keeps_its_kind_colour_through_clicks_and_undo(viewer, qtbot, notes, click_model):
+    """napari's Points.add selects the point it adds, and a new current colour recolours the selected points: the
+    previous click took the next one's colour, and after an undo the next click failed on the point taken away."""
+    widget = _segmented(viewer, qtbot, notes, click_model)
+    kinds = [False, True, True]
+    for row, positive in zip((100, 110, 120), kinds):
+        _click(widget, qtbot, (12, row, 100), positive)
+    widget.corrections.undo()
+    settle(qtbot, widget)
+    kinds.pop()
+    _click(widget, qtbot, (12, 130, 100), False)
+    kinds.append(False)
+    points = owned_layer(viewer, widget._source, "clicks")
+    expected = [transform_color(POSITIVE_COLOUR if positive else NEGATIVE_COLOUR)[0] for positive in kinds]
+    np.testing.assert_allclose(points.face_color, expected)
+    assert [click.positive for click in widget.corrections.session.clicks] == kinds
     assert notes["error"] == []

@@ -233,8 +233,12 @@ class ClickCorrections:
             layer = put_owned_layer(self.viewer, source, "clicks", np.asarray([data_point]), face_color=colour,
                                     size=6, border_width=0)
         else:
+            # napari's `add` selects the point it adds, and a new current colour recolours the selected points: the
+            # last click took this one's colour, and after an undo the selection named a point no longer there
+            layer.selected_data = set()
             layer.current_face_color = colour
             layer.add(np.asarray(data_point))
+            layer.selected_data = set()
 
     def _on_mouse(self, viewer: napari.Viewer, event) -> Iterator[None]:
         """A press and release without a drag over the segmented image is a click; a drag stays a pan.
