@@ -93,3 +93,12 @@ def test_a_piece_removed_and_restored_leaves_nothing_to_keep_when_segmenting_aga
     widget.segment_button.clicked()
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
     assert widget.prediction_layer() is tumour and not tumour.name.endswith("(edited)")
+
+
+def test_a_keep_box_unticked_after_the_tumour_layer_was_deleted_shows_the_piece_still_kept(viewer, reviewed, notes):
+    widget = reviewed
+    viewer.layers.remove(widget.prediction_layer())
+    _keep(widget, 0, False)
+    assert any("tumour layer is gone" in message for message in notes["warning"]), notes["warning"]
+    assert widget._review.removed == set()
+    assert widget.review_list.keep_box(0).checkState() == Qt.Checked  # the box says what was done: nothing

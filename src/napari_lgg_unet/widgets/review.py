@@ -59,6 +59,15 @@ class ReviewList:
         self.caption.value = (f"{shown}; untick Keep to remove one, click a row to see it" if pieces
                               else "Segment an image to review its tumour pieces.")
 
+    def show_keep(self, index: int, keep: bool) -> None:
+        """Set the Keep box of piece `index` without reporting it (the change the user asked for was not made)."""
+        native = self.table.native
+        native.blockSignals(True)
+        for row, piece in enumerate(self.rows):
+            if piece.index == index:
+                native.item(row, 0).setCheckState(Qt.Checked if keep else Qt.Unchecked)
+        native.blockSignals(False)
+
     def keep_box(self, row: int) -> QTableWidgetItem:
         return self.table.native.item(row, 0)
 

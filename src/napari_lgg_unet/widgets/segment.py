@@ -325,6 +325,8 @@ class SegmentWidget(Container):
         layer = self.prediction_layer()
         if layer is None or self._review is None:
             notify.show_warning("the tumour layer is gone: segment again to review its pieces")
+            if self._review is not None:  # the box must not show a removal that was not made
+                self.review_list.show_keep(index, index not in self._review.removed)
             return
         voxels = self._review.piece_voxels(index)
         (self._review.restore if keep else self._review.remove)(index)
