@@ -278,3 +278,16 @@ def test_each_click_point_keeps_its_kind_colour_through_clicks_and_undo(viewer, 
     np.testing.assert_allclose(points.face_color, expected)
     assert [click.positive for click in widget.corrections.session.clicks] == kinds
     assert notes["error"] == []
+
+
+def test_undo_pressed_right_after_a_click_that_waits_for_the_session_takes_it_back(viewer, qtbot, notes, click_model):
+    widget = _segmented(viewer, qtbot, notes, click_model)
+    assert widget.corrections.session is None  # still being built in the background
+    before = np.array(widget.prediction_layer().data, copy=True)
+    widget.corrections.add_click(np.asarray((12.0, 100.0, 100.0)), False)
+    widget.corrections.undo()
+    settle(qtbot, widget)
+    assert widget.corrections.session.clicks == []
+    assert len(owned_layer(viewer, widget._source, "clicks").data) == 0
+    np.testing.assert_array_equal(widget.prediction_layer().data, before)
+    assert notes["info"] == [] and notes["error"] == []

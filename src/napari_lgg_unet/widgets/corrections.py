@@ -96,7 +96,7 @@ class ClickCorrections:
         self.postprocess: PostprocessConfig | None = None  # the widget's clean-up, applied before the next click
         self._queue: list[tuple[tuple[float, float, float] | None, bool, tuple | str | None]] = []
         self._computing: tuple | None = None  # the layer data point of the "tumour" click being computed
-        self._step: str | None = "click"  # what the job being computed is: "click", "undo" or None (a clean-up)
+        self._step: str | None = None  # the click job last started: "click", "undo" or None (a clean-up)
         self.enabled = False
         viewer.mouse_drag_callbacks.append(self._on_mouse)
         widget.native.destroyed.connect(lambda *_: self._detach())
@@ -119,7 +119,7 @@ class ClickCorrections:
 
     def reset(self, target: CorrectionTarget | None) -> None:
         """A new segmentation (or none): earlier clicks belonged to the old one."""
-        self.target, self.session, self._queue = target, None, []
+        self.target, self.session, self._queue, self._step = target, None, [], None
         self.postprocess = None  # the new segmentation's own clean-up, until the widget says otherwise
         if target is not None and (layer := owned_layer(self.viewer, target.source, "clicks")) is not None:
             layer.data = np.zeros((0, target.source.ndim))
@@ -151,7 +151,12 @@ class ClickCorrections:
         self._next()
 
     def undo(self) -> None:
-        if self.session is None or not self.session.clicks:
+        """Take the last click back, once what is queued before it has run. A click still waiting (for the session
+        to be built, or its turn) or being computed counts: the session holds a click only once its job has run, and
+        an Undo pressed right after a click was refused ("there is no click to undo") while the click then landed."""
+        waiting = any(item is not CLEANUP and item[0] is not None for item in self._queue) or (
+            self.job.running and self._step == "click")
+        if not waiting and (self.session is None or not self.session.clicks):
             notify.show_info("there is no click to undo")
             return
         self._queue.append((None, False, None))
