@@ -102,3 +102,20 @@ def test_a_keep_box_unticked_after_the_tumour_layer_was_deleted_shows_the_piece_
     assert any("tumour layer is gone" in message for message in notes["warning"]), notes["warning"]
     assert widget._review.removed == set()
     assert widget.review_list.keep_box(0).checkState() == Qt.Checked  # the box says what was done: nothing
+
+
+def test_ticking_a_piece_back_keeps_what_the_user_erased_and_painted_in_it(viewer, reviewed):
+    widget = reviewed
+    tumour = widget.prediction_layer()
+    doubtful = widget.review_list.rows[0]
+    piece = label_pieces(tumour.data)[0] == doubtful.index
+    erased, painted = (tuple(v) for v in np.argwhere(piece)[[0, -1]])
+    tumour.data[erased], tumour.data[painted] = 0, 3  # napari's eraser and brush write into the layer's array
+    tumour.refresh()
+    user = np.array(tumour.data, copy=True)
+    _keep(widget, 0, False)
+    others = piece.copy()
+    others[erased] = others[painted] = False
+    assert not tumour.data[others].any() and tumour.data[painted] == 3
+    _keep(widget, 0, True)
+    np.testing.assert_array_equal(tumour.data, user)  # the erased voxel is not tumour again; the painted one is 3

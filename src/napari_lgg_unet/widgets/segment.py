@@ -308,37 +308,42 @@ class SegmentWidget(Container):
         undo the user's own work."""
         shown = self._review.update(mask, said_tumour, listed, step)
         layer = owned_layer(self.viewer, self._source, "tumour")
-        if layer is None or self._shown is None or np.shape(layer.data) != self._shown.shape:
-            self._painted = None  # no layer of ours to have painted on (the user may have deleted it)
-        else:
-            current = np.asarray(layer.data)
-            self._painted = (current != self._shown) | (self._painted if self._painted is not None else False)
-            shown = np.where(self._painted, current, shown)  # with the label values the user painted
+        self._note_painting(None if layer is None else np.asarray(layer.data))
+        if layer is not None and self._painted is not None:
+            shown = np.where(self._painted, layer.data, shown)  # with the label values the user painted
             self._mark_user_changes(layer)
         layer = put_owned_layer(self.viewer, self._source, "tumour", shown)
         self._shown = np.array(shown, copy=True)  # napari paints into the layer's own array
         self.review_list.show_pieces(self._review.pieces, self._review.removed, _volume_unit(layer))
 
     def keep_piece(self, index: int, keep: bool) -> None:
-        """Restore (`keep`) or remove piece `index` in the tumour layer this widget made; other voxels, painted
-        corrections included, stay as they are."""
+        """Restore (`keep`) or remove piece `index` in the tumour layer this widget made; other voxels, and those of
+        the piece the user painted or erased, stay as they are (ticking a piece back must not undo an erasure)."""
         layer = self.prediction_layer()
         if layer is None or self._review is None:
             notify.show_warning("the tumour layer is gone: segment again to review its pieces")
             if self._review is not None:  # the box must not show a removal that was not made
                 self.review_list.show_keep(index, index not in self._review.removed)
             return
-        voxels = self._review.piece_voxels(index)
-        (self._review.restore if keep else self._review.remove)(index)
         data = np.asarray(layer.data)
+        self._note_painting(data)
+        voxels = self._review.piece_voxels(index)
+        if self._painted is not None:
+            voxels &= ~self._painted  # what the user painted or erased in the piece stays as the user left it
+        (self._review.restore if keep else self._review.remove)(index)
         data[voxels] = 1 if keep else 0
         set_owned_data(layer, data)
+        self._shown = np.array(data, copy=True)
         self._mark_user_changes(layer)
-        if self._shown is not None:
-            self._shown[voxels] = 1 if keep else 0  # the widget's change, not the user's painting
-        if self._painted is not None:
-            self._painted[voxels] = False
         self.update_readouts()
+
+    def _note_painting(self, current: np.ndarray | None) -> None:
+        """Add to `_painted` where the tumour layer (`current`, None when it is gone) differs from what the widget
+        last set: the user's brush, eraser or fill since then."""
+        if current is None or self._shown is None or np.shape(current) != self._shown.shape:
+            self._painted = None  # no layer of ours to have painted on (the user may have deleted it)
+        else:
+            self._painted = (current != self._shown) | (self._painted if self._painted is not None else False)
 
     def _mark_user_changes(self, layer: Labels) -> None:
         """Whether the tumour layer now holds the user's work, for the next Segment (`_keep_edited_tumour`): clicks,
