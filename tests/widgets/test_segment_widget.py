@@ -223,6 +223,17 @@ def test_probability_layer_is_optional(qtbot, viewer, segment_widget):
     assert f"{PATIENT} probability" not in viewer.layers
 
 
+def test_the_probability_map_is_never_offered_as_an_image_to_segment(qtbot, viewer, segment_widget, notes):
+    widget = segment_widget
+    run_segment(qtbot, widget)
+    widget.show_probability.value = True
+    probability = viewer.layers[f"{PATIENT} probability"]
+    copy = viewer.add_image(np.array(probability.data), name="my copy")  # the user's own image of it may be picked
+    assert list(widget.image.choices) == [viewer.layers[PATIENT], copy]
+    viewer.layers.remove(PATIENT)
+    assert widget.image.value is copy
+
+
 @pytest.mark.usefixtures("inline_jobs")
 def test_readouts_equal_the_engine_metrics_for_volume_and_shown_slice(qtbot, viewer, segment_widget, tmp_path):
     widget = segment_widget

@@ -47,7 +47,9 @@ class LayerPicker(ComboBox):
 
 
 def image_choices(viewer: napari.Viewer) -> list[tuple[str, Layer]]:
-    return layers_of(viewer, Image)
+    """Image layers to segment or train on: not the probability maps this plugin shows (deleting the segmented image
+    made its probability map the picked image, and Segment then segmented a probability)."""
+    return [(name, layer) for name, layer in layers_of(viewer, Image) if _role_of(layer) != "probability"]
 
 
 def labels_choices(viewer: napari.Viewer) -> list[tuple[str, Layer]]:
@@ -68,10 +70,17 @@ def owned_layer(viewer: napari.Viewer, source: Layer, role: str) -> Layer | None
     The mark names the layer itself: napari's *Duplicate Layer* copies metadata, and the user's copy must not be
     taken for ours."""
     for layer in viewer.layers:
-        mark = layer.metadata.get(OWNER_KEY)
-        if (isinstance(mark, dict) and mark.get("role") == role and mark.get("source") == str(source.unique_id)
-                and mark.get("layer") == str(layer.unique_id)):
+        if _role_of(layer) == role and layer.metadata[OWNER_KEY].get("source") == str(source.unique_id):
             return layer
+    return None
+
+
+def _role_of(layer: Layer) -> str | None:
+    """The role of a layer this plugin made ('tumour', 'probability'); None for the user's layers, copies of ours
+    made with *Duplicate Layer* included (the mark names the layer it was put on)."""
+    mark = layer.metadata.get(OWNER_KEY)
+    if isinstance(mark, dict) and mark.get("layer") == str(layer.unique_id):
+        return mark.get("role")
     return None
 
 
