@@ -261,6 +261,15 @@ def test_a_click_with_a_paint_tool_or_in_the_3d_view_is_not_a_correction(viewer,
     assert notes["error"] == []
 
 
+def test_a_click_in_correction_mode_before_segmenting_says_to_segment_first(viewer, qtbot, notes):
+    viewer.open_sample("napari-lgg-unet", "lgg_patient")
+    widget = dock(viewer, "Segment tumour")
+    widget.correct.value = True
+    _click_canvas(viewer, qtbot)  # on the scan, with nothing segmented yet: not a silent no-op
+    assert notes["warning"] == ["segment an image first, then correct it with clicks"]
+    assert widget.prediction_layer() is None and notes["error"] == []
+
+
 def test_each_click_point_keeps_its_kind_colour_through_clicks_and_undo(viewer, qtbot, notes, click_model):
     """napari's Points.add selects the point it adds, and a new current colour recolours the selected points: the
     previous click took the next one's colour, and after an undo the next click failed on the point taken away."""

@@ -82,6 +82,7 @@ def session_cleanup_job(session: CorrectionSession, config: PostprocessConfig,
 
 
 CLEANUP = (None, False, "cleanup")  # the queue's item for "apply the latest clean-up"
+NO_SEGMENTATION = "segment an image first, then correct it with clicks"
 
 
 class ClickCorrections:
@@ -144,7 +145,7 @@ class ClickCorrections:
     def add_click(self, data_point: np.ndarray, positive: bool) -> None:
         """A click at `data_point` (the source layer's data coordinates)."""
         if self.target is None:
-            notify.show_warning("segment an image first, then correct it with clicks")
+            notify.show_warning(NO_SEGMENTATION)
             return
         shown = shown_index(self.target.source, data_point)
         self._queue.append((shown if len(shown) == 3 else (0.0, *shown), positive, tuple(data_point)))
@@ -252,7 +253,7 @@ class ClickCorrections:
         tumour layer (or a point added to a Points layer) is that tool's, and was taken as a "tumour" click as well,
         so erasing a spot re-segmented tumour around it. In the 3D view a click has no depth: it landed on the slice
         the slider shows, wherever the user had turned the volume."""
-        if not self.enabled or event.type != "mouse_press" or event.button not in (1, 2) or self.target is None:
+        if not self.enabled or event.type != "mouse_press" or event.button not in (1, 2):
             return
         active = viewer.layers.selection.active
         if active is not None and str(getattr(active, "mode", "pan_zoom")) != "pan_zoom":
@@ -262,6 +263,9 @@ class ClickCorrections:
             return  # a drag: leave it to napari
         if viewer.dims.ndisplay != 2:
             notify.show_info("clicks correct the mask in the 2D view: switch the viewer to 2D to click")
+            return
+        if self.target is None:  # correction mode ticked before anything was segmented: say why nothing happens
+            notify.show_warning(NO_SEGMENTATION)
             return
         source = self.target.source
         point = np.asarray(source.world_to_data(event.position), dtype=float)
