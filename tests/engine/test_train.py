@@ -8,7 +8,7 @@ from napari_lgg_unet.engine.dataset import AugmentConfig
 from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.events import EpochEnd, Finished, Step
 from napari_lgg_unet.engine.io import Scan, load_patient
-from napari_lgg_unet.engine.model import load_model
+from napari_lgg_unet.engine.model import load_model, read_config
 from napari_lgg_unet.engine.train import TrainConfig, train_model
 
 from temp_files import LOOKALIKES, leftovers_of_a_killed_writer
@@ -212,3 +212,32 @@ def test_stop_after_ends_early_on_the_full_schedule_and_resume_finishes_it(scans
 def test_unknown_or_repeated_validation_variants_are_refused(variants):
     with pytest.raises(InputError, match="input variants"):
         TrainConfig(validation_variants=variants)
+
+
+def test_resuming_a_calibrated_run_keeps_its_calibration_while_its_best_model_stays(sample_patient_dir, tmp_path):
+    """Calibrating a stopped run's model and then continuing the run: the model on disk is already the resume
+    state's best epoch, so nothing rewrites it (a rewrite dropped the threshold and its record)."""
+    from napari_lgg_unet.engine.calibrate import calibrate
+    from napari_lgg_unet.engine.io import load_patients
+
+    scans = load_patients(sample_patient_dir)
+    tiny = dict(FAST, batch_size=2, decoder_channels=(16, 16, 16, 16, 16), val_fraction=0)
+    list(train_model(scans, TrainConfig(epochs=1, steps_per_epoch=1, **tiny), tmp_path / "m"))
+    calibrate(load_model(tmp_path / "m"), [sample_patient_dir], tmp_path / "m")
+    calibrated = (tmp_path / "m" / "config.json").read_text()
+    stopped = list(train_model(scans, TrainConfig(epochs=2, steps_per_epoch=1, resume=True, **tiny), tmp_path / "m",
+                               lambda: True))[-1]
+    assert stopped.stopped and stopped.best_epoch == 1
+    assert (tmp_path / "m" / "config.json").read_text() == calibrated
+    assert load_model(tmp_path / "m").config.training.calibration is not None
+
+
+def test_resume_completes_a_best_model_whose_save_was_cut_between_its_two_files(sample_patient_dir, tmp_path):
+    from napari_lgg_unet.engine.io import load_patients
+
+    scans = load_patients(sample_patient_dir)
+    tiny = dict(FAST, batch_size=2, decoder_channels=(16, 16, 16, 16, 16), val_fraction=0)
+    list(train_model(scans, TrainConfig(epochs=1, steps_per_epoch=1, **tiny), tmp_path / "m"))
+    (tmp_path / "m" / "config.json").unlink()  # killed after the weights' rename, before config.json's
+    list(train_model(scans, TrainConfig(epochs=2, steps_per_epoch=1, resume=True, **tiny), tmp_path / "m", lambda: True))
+    assert read_config(tmp_path / "m").training.best_epoch == 1

@@ -200,8 +200,9 @@ def _parse_config(text: str, where: str) -> ModelConfig:
     return ModelConfig.from_dict(data)
 
 
-def load_model(folder: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
-    """Load a model folder (or 'default') onto `device`, in eval mode, as float32."""
+def saved_config(folder: str | Path) -> ModelConfig:
+    """The config a model folder (or 'default') is loaded with, read without its tensors: config.json, or the config
+    saved in the weights when config.json is missing or belongs to another save (a save killed between its renames)."""
     path = resolve_model_path(folder)
     weights = path / WEIGHTS_FILE
     # A first save killed between its two renames leaves weights without config.json: they carry their config.
@@ -212,7 +213,6 @@ def load_model(folder: str | Path, device: torch.device | str = "cpu") -> Loaded
     try:
         with safe_open(str(weights), "pt") as handle:
             metadata = handle.metadata() or {}
-        state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise ModelError(f"{weights} is corrupt ({error})") from None
     if config is None or (config.weights_id and metadata.get("weights_id", "") != config.weights_id):
@@ -221,6 +221,18 @@ def load_model(folder: str | Path, device: torch.device | str = "cpu") -> Loaded
             raise ModelError(f"{path} is not a model folder: it has no {CONFIG_FILE}" if config is None else
                              f"{path}: its weights and config.json come from different saves; save the model again")
         config = _parse_config(metadata["config"], f"the config saved in {weights}")
+    return config
+
+
+def load_model(folder: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
+    """Load a model folder (or 'default') onto `device`, in eval mode, as float32."""
+    path = resolve_model_path(folder)
+    config = saved_config(path)
+    weights = path / WEIGHTS_FILE
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise ModelError(f"{weights} is corrupt ({error})") from None
     network = build_network(config)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:

@@ -31,13 +31,13 @@ from .dataset import (
 )
 from .device import out_of_memory_as_advice, physical_cores, release_memory, set_threads
 from .distributed import Group, agreed_precision, process_group
-from .errors import InputError, TrainingError
+from .errors import InputError, ModelError, TrainingError
 from .events import EpochEnd, EpochRecord, Finished, Prepared, Step, TrainingEvent, ValidationScores
 from .io import Scan
 from .losses import SegmentationLoss
 from .metrics import Counts, count, scores
 from .click_training import with_simulated_clicks
-from .model import ModelConfig, build_network, load_model, save_model, with_inputs
+from .model import ModelConfig, build_network, load_model, read_config, save_model, saved_config, with_inputs
 from .model_input import InputConfig
 from .precision import Precision, autocast, grad_scaler, prepare_batch, prepare_network
 from .preprocess import PreprocessConfig
@@ -162,9 +162,21 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Gro
     run = _Run(config, folder, group, device, chosen, group.wrap(network, config.sync_batchnorm), model_config, optimizer,
                scaler, SegmentationLoss(config.loss, config.bce_weight), split, sampler, loader, steps, provenance,
                progress)
-    if config.resume and progress.best_epoch == progress.epochs_done and group.is_main:
+    if config.resume and progress.best_epoch == progress.epochs_done and group.is_main and not _holds_best(run):
         _save_best_model(run)  # the run may have been killed after its resume state, before its model was written
     return run
+
+
+def _holds_best(run: _Run) -> bool:
+    """Whether the folder holds the resume state's best epoch whole: its weights, and a config.json of their save.
+    Only a missing, older or half-saved model is rewritten: rewriting the same weights would drop what was done to
+    the model since (a calibration of its threshold)."""
+    try:
+        on_disk = saved_config(run.folder.path)
+        same_save = read_config(run.folder.path).weights_id == on_disk.weights_id
+    except ModelError:
+        return False
+    return same_save and on_disk.training.best_epoch == run.progress.best_epoch
 
 
 def _prepared(run: _Run) -> Prepared:
