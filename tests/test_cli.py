@@ -100,6 +100,19 @@ def test_a_model_trained_on_every_patient_adopts_its_recipe_models_calibration(t
                                                                str(tiny_model_dir)])
 
 
+def test_adopting_a_calibration_into_a_folder_that_holds_no_model_refuses_and_writes_nothing(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"name": "my settings"}')
+    (tmp_path / "empty").mkdir()
+    assert "is not a napari-lgg-unet/1 model" in _one_line_error(capsys, ["calibrate", "--model", str(mine), "--like",
+                                                                       "default"])
+    assert "not a model folder" in _one_line_error(capsys, ["calibrate", "--model", str(tmp_path / "empty"), "--like",
+                                                            "default"])
+    assert [p.name for p in mine.iterdir()] == ["config.json"] and not any((tmp_path / "empty").iterdir())
+    assert (mine / "config.json").read_text() == '{"name": "my settings"}'
+
+
 def test_bad_inputs_exit_2_with_one_line_and_leave_no_output(tiny_model_dir, tmp_path, capsys):
     model = str(tiny_model_dir)
     out = tmp_path / "o.tif"

@@ -19,7 +19,7 @@ from scipy import ndimage
 from .errors import InputError
 from .cohort import segment_scans
 from .metrics import Counts, scores
-from .model import LoadedModel, read_config, write_config
+from .model import LoadedModel, read_config, saved_config, write_config
 from .postprocess import PostprocessConfig, kept_pieces, piece_peaks
 from .predict import SegmentOptions
 from .run_folder import RunFolder
@@ -130,8 +130,9 @@ def adopt_calibration(source: str | Path, model_dir: str | Path) -> PostprocessC
     chosen = read_config(source)
     if chosen.training.calibration is None:
         raise InputError(f"{source} records no calibration to adopt; calibrate it first (lgg-unet calibrate)")
+    saved_config(model_dir)  # refuse a folder that holds no model before its lock file is made there
     with RunFolder(model_dir).locked("calibration"):
-        target = read_config(model_dir)
+        target = saved_config(model_dir)  # what loading the model reads, as calibrate() keeps the loaded config
         adopted_from = f"{source} (weights {chosen.weights_id})"  # a name like 'default' changes meaning later
         calibration = replace(chosen.training.calibration, adopted_from=adopted_from)
         training = replace(target.training, calibration=calibration)
