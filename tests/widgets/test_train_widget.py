@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from napari_lgg_unet.engine.model import load_model
@@ -64,6 +65,15 @@ def test_stop_during_training_ends_it_and_keeps_a_loadable_model(qtbot, train_wi
     assert len(widget.plot.history) < 50
     assert load_model(widget.model_dir).config.preprocess.image_size == 64
     assert session_models.items() == [(widget.model_dir.name, widget.model_dir)]
+
+
+def test_a_run_that_fails_in_its_worker_says_failed_not_its_last_progress(viewer, train_widget, notes, inline_jobs):
+    image = train_widget.pairs[0].image_layer.value
+    image.data = np.where(np.arange(image.data.shape[1])[:, None, None] < 5, np.nan, image.data.astype(np.float32))
+    train_widget.train_button.clicked()  # NaN is found where the scan is prepared, in the worker
+    assert notes["error"] == [f"{PATIENT}: the scan contains NaN or infinite values"]
+    assert train_widget.status.value == "failed (see the error message)"
+    assert train_widget.train_button.text == "Train" and not train_widget.running
 
 
 def test_a_kaggle_folder_alone_is_a_training_source(qtbot, viewer, lgg_root, tmp_path, notes):

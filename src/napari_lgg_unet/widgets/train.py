@@ -104,6 +104,7 @@ class TrainWidget(Container):
         self.viewer = viewer
         self.job = JobRunner(self, self._set_running)
         self.model_dir: Path | None = None
+        self.outcome: Finished | None = None  # the last run's end; None while it runs, and after it failed
         self.steps_per_epoch: int | None = None  # None: one pass over the training slices; tests use a few steps
         self.extend([*self._data_controls(), *self._run_controls(), *self._progress_controls()])
         self.plot = LossPlot()
@@ -170,7 +171,7 @@ class TrainWidget(Container):
         except LggUnetError as error:
             notify.show_error(str(error))
             return
-        self.model_dir = model_dir
+        self.model_dir, self.outcome = model_dir, None
         self.plot.plot([])
         self.status.value = "preparing..."
         self.job.start(
@@ -244,11 +245,16 @@ class TrainWidget(Container):
                 self.epoch_progress.value = event.epoch
                 self.plot.plot(event.history)
             case Finished():
+                self.outcome = event
                 self.status.value = ("stopped: " if event.stopped else "finished: ") + event.message
 
     def _on_finished(self) -> None:
-        """Runs after success, stop or error: offer whatever best model reached the disk."""
-        if self.model_dir is not None and RunFolder(self.model_dir).holds_model():
+        """Runs after success, stop or error: offer whatever best model reached the disk. After an error (shown as a
+        notification) the status says so, instead of the last progress ("preparing...", "about 2 min left")."""
+        saved = self.model_dir is not None and RunFolder(self.model_dir).holds_model()
+        if self.outcome is None:
+            self.status.value = "failed (see the error message)" + ("; the best model so far is kept" if saved else "")
+        if saved:
             session_models.add(self.model_dir.name, self.model_dir)
             notify.show_info(f"model saved in {self.model_dir}; it is now a choice in Segment tumour")
 
