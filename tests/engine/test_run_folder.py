@@ -43,6 +43,14 @@ def test_a_failed_first_run_leaves_no_empty_folder_and_a_file_is_no_folder(tmp_p
             pass
 
 
+def test_a_new_run_refuses_a_folder_whose_history_files_it_would_replace(tmp_path):
+    (tmp_path / "history.csv").write_text("date,km\n2026-01-02,5\n")  # a log of the user's own, no run's
+    with pytest.raises(InputError, match="already holds history.csv, which a run writes"):
+        with RunFolder(tmp_path).locked() as folder:
+            folder.check_start({}, resume=False)
+    assert (tmp_path / "history.csv").read_text() == "date,km\n2026-01-02,5\n"
+
+
 @pytest.mark.parametrize("inside", [".", "lgg-unet-default", "lgg-unet-default/run-1", "my-model"])
 def test_nothing_is_written_into_the_installed_packages_weights_folder(tmp_path, monkeypatch, inside):
     weights = tmp_path / "package" / "weights"  # stands in for the installed one, which must not be risked

@@ -30,6 +30,7 @@ from .validate import from_json
 RESUME_FILE = "resume.safetensors"
 RESUME_FORMAT = "napari-lgg-unet-resume/2"
 LOCK_FILE = ".lock"
+HISTORY_JSON, HISTORY_CSV = "history.json", "history.csv"
 PATIENTS = "patients"  # in a resume state's settings: the scans the run trains on (none in states before 2026-12-02)
 
 
@@ -121,6 +122,10 @@ class RunFolder:
         if not resume:
             if self.holds_model() or self.holds_resume_state():
                 raise InputError(f"{self.path} already holds a model; choose a new output folder, or continue its run with --resume")
+            taken = [name for name in (HISTORY_JSON, HISTORY_CSV) if (self.path / name).exists()]
+            if taken:  # not a run's (it would have left a model or resume state): perhaps the user's own log
+                raise InputError(f"{self.path} already holds {' and '.join(taken)}, which a run writes; choose a new "
+                                 "output folder")
             return
         if not self.holds_resume_state():
             what = "a model but no resume state (its run finished or was not made by this version)" if self.holds_model() else "no run to resume"
@@ -207,13 +212,13 @@ class RunFolder:
 
     def write_history(self, history: list[dict]) -> None:
         """history.json always; history.csv once there is a row (one per epoch)."""
-        write_text_atomic(self.path / "history.json", json.dumps(history, indent=1) + "\n")
+        write_text_atomic(self.path / HISTORY_JSON, json.dumps(history, indent=1) + "\n")
         if history:
             buffer = io.StringIO()
             writer = csv.DictWriter(buffer, fieldnames=list(history[-1].keys()))
             writer.writeheader()
             writer.writerows(history)
-            write_text_atomic(self.path / "history.csv", buffer.getvalue())
+            write_text_atomic(self.path / HISTORY_CSV, buffer.getvalue())
 
 
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
