@@ -1,8 +1,10 @@
 """Where are the errors the clicks and the clean-up have to fix? Boundary rims, missed ends, or separate pieces.
 
 For each held-out patient of the model's split (or each case of a folder), with the model's own clean-up: the Dice;
-what the best threshold for that patient alone would give (an oracle: no setting can know it); what removing every
-false piece would give (an oracle for the review list and for any clean-up rule); and where the wrong voxels lie:
+what the best threshold for that patient alone would give (an oracle: no setting can know it); what moving the whole
+boundary in or out by the best 1-3 pixels in-plane for that patient would give (an oracle for any rule that widens or
+narrows the mask, which a wide rim invites); what removing every false piece would give (an oracle for the review
+list and for any clean-up rule); and where the wrong voxels lie:
 within 3 pixels of the other mask's edge (a boundary rim, in-plane distance), more than 10 pixels from it, and missed
 tumour on slices where nothing was predicted (the tumour's ends). If the oracles barely beat the model, no clean-up
 rule can reach issue 16's targets, and if most wrong voxels are thin rims, a click (which fixes a region around it
@@ -29,6 +31,7 @@ from probability_cache import cached_probability
 from timing import cpu_model
 
 THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+SHIFTS = (-3, -2, -1, 0, 1, 2, 3)  # pixels in-plane: negative erodes the mask, positive dilates it
 RIM, FAR = 3, 10  # pixels (in-plane) from the other mask's edge
 SLICE_WEIGHT = 10.0  # distance across slices counts this many pixels, so "near" means near on the same slice
 
@@ -38,11 +41,21 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
+def shifted(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """`mask` with its boundary moved out (`pixels` > 0) or in, by a disc of that radius on each slice."""
+    if pixels == 0:
+        return mask
+    r = np.arange(-abs(pixels), abs(pixels) + 1) ** 2
+    disc = (np.add.outer(r, r) <= pixels * pixels)[None]
+    return (ndimage.binary_dilation if pixels > 0 else ndimage.binary_erosion)(mask, disc)
+
+
 def anatomy(probability: np.ndarray, truth: np.ndarray, config) -> dict:
     """The row of one patient (see the module docstring); `config` is the model's clean-up."""
     labels, count = kept_labels(probability, config)
     mask = labels > 0
     best = max((dice(kept_labels(probability, replace(config, threshold=t))[0] > 0, truth), t) for t in THRESHOLDS)
+    best_shift = max((dice(shifted(mask, k), truth), k) for k in SHIFTS)
     true_pieces = [k for k in range(1, count + 1)
                    if (truth & (labels == k)).sum() >= TRUE_PIECE * (labels == k).sum()]
     missed, false = truth & ~mask, mask & ~truth
@@ -50,6 +63,7 @@ def anatomy(probability: np.ndarray, truth: np.ndarray, config) -> dict:
     from_truth = ndimage.distance_transform_edt(~truth, sampling=(SLICE_WEIGHT, 1, 1))
     return {
         "dice": dice(mask, truth), "best_threshold": best[1], "dice_best_threshold": best[0],
+        "best_shift": best_shift[1], "dice_best_shift": best_shift[0],
         "dice_false_pieces_removed": dice(np.isin(labels, true_pieces), truth),
         "truth_voxels": int(truth.sum()), "missed": int(missed.sum()), "false": int(false.sum()),
         "missed_rim": int((missed & (from_mask <= RIM)).sum()), "missed_far": int((missed & (from_mask > FAR)).sum()),
@@ -76,6 +90,7 @@ def main() -> None:
         rows[name] = anatomy(probability, np.asarray(mask > 0).reshape(probability.shape), model.config.postprocess)
         print(name, json.dumps(rows[name]), flush=True)
     mean = {key: float(np.mean([r[key] for r in rows.values()])) for key in ("dice", "dice_best_threshold",
+                                                                              "dice_best_shift",
                                                                               "dice_false_pieces_removed")}
     wrong = {key: int(sum(r[key] for r in rows.values())) for key in next(iter(rows.values())) if
              key.startswith(("missed", "false"))}
