@@ -17,6 +17,7 @@ from pathlib import Path
 
 import napari
 import numpy as np
+from napari._qt.dialogs.qt_notification import NapariQtNotification
 from napari_lgg_unet.engine.click_training import next_click
 from napari_lgg_unet.engine.model import default_model_path
 from qtpy.QtCore import Qt
@@ -35,7 +36,12 @@ def wait_until(condition, timeout: float = 600.0) -> None:
         time.sleep(0.02)
 
 
-def save(viewer: napari.Viewer, name: str) -> None:
+def save(viewer: napari.Viewer, name: str, toasts: bool = False) -> None:
+    """Grab the window into `name`; without `toasts`, close the notifications first (an earlier step's "model
+    saved in /tmp/..." toast covered the corrected slice)."""
+    if not toasts:
+        for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+            toast.close()
     for _ in range(20):
         QApplication.processEvents()
     viewer.window._qt_window.grab().save(str(HERE / name))
@@ -59,7 +65,7 @@ def main(model: str | None) -> None:
     train.steps_per_epoch = 4
     train.train_button.clicked()
     wait_until(lambda: not train.running)
-    save(viewer, "train.png")
+    save(viewer, "train.png", toasts=True)
 
     _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment tumour", tabify=True)
     if have_default:
