@@ -257,3 +257,12 @@ def test_a_numpy_integer_window_is_taken():
 def test_a_bad_click_window_is_refused(window):
     with pytest.raises(InputError, match="click window"):
         _big_session(64, 64, _FollowsClicks(), window)
+
+
+def test_a_click_whose_coordinate_is_too_large_for_a_float_is_outside_the_scan_and_changes_nothing():
+    session = _session(_scan())
+    before = session.mask.copy()
+    with pytest.raises(InputError, match="outside the scan"):
+        session.click(10**400, 12, 12)
+    assert session.clicks == [] and np.array_equal(session.mask, before)
+

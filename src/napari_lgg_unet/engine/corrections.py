@@ -144,12 +144,17 @@ class CorrectionSession:
         values = (z, y, x)
         if not all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in values):
             raise InputError(f"a click needs three numbers (z, y, x), not {values!r}")
-        if not all(math.isfinite(float(v)) for v in values):
-            raise InputError(f"a click's coordinates must be finite numbers, not {values!r}")
         shape = self.probability.shape
-        if not all(-0.5 <= float(v) < n - 0.5 for v, n in zip(values, shape)):
-            raise InputError(f"the click ({z}, {y}, {x}) lies outside the scan (slices, rows, columns: {shape})")
-        return Click(float(z), float(y), float(x), bool(positive))
+        outside = InputError(f"the click ({z}, {y}, {x}) lies outside the scan (slices, rows, columns: {shape})")
+        try:
+            floats = [float(v) for v in values]
+        except OverflowError:  # a whole number beyond any float: far outside any scan
+            raise outside from None
+        if not all(math.isfinite(v) for v in floats):
+            raise InputError(f"a click's coordinates must be finite numbers, not {values!r}")
+        if not all(-0.5 <= v < n - 0.5 for v, n in zip(floats, shape)):
+            raise outside
+        return Click(*floats, bool(positive))
 
     def _predict(self, slices: np.ndarray) -> np.ndarray:
         parts = [prob for _, prob in self._scan.probabilities(slices, self.clicks, self.options, self._precision)]
