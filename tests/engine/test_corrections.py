@@ -266,3 +266,22 @@ def test_a_click_whose_coordinate_is_too_large_for_a_float_is_outside_the_scan_a
         session.click(10**400, 12, 12)
     assert session.clicks == [] and np.array_equal(session.mask, before)
 
+
+def test_a_click_that_fails_while_the_network_runs_leaves_the_session_as_it_was(monkeypatch):
+    from napari_lgg_unet.engine import corrections
+    from napari_lgg_unet.engine.errors import DeviceError
+
+    session = _session(_scan())
+    mask, probability = session.mask.copy(), session.probability.copy()
+
+    def out_of_memory(*args, **kwargs):
+        raise DeviceError("out of memory")
+
+    monkeypatch.setattr(corrections, "_recompute_near", out_of_memory)
+    with pytest.raises(DeviceError):
+        session.click(2, 12, 12, positive=False)
+    assert session.clicks == [] and np.array_equal(session.mask, mask)
+    np.testing.assert_array_equal(session.probability, probability)
+    with pytest.raises(InputError, match="no click to undo"):  # no phantom click left behind to undo
+        session.undo()
+

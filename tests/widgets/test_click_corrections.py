@@ -300,3 +300,26 @@ def test_undo_pressed_right_after_a_click_that_waits_for_the_session_takes_it_ba
     assert len(owned_layer(viewer, widget._source, "clicks").data) == 0
     np.testing.assert_array_equal(widget.prediction_layer().data, before)
     assert notes["info"] == [] and notes["error"] == []
+
+
+def test_a_click_that_fails_is_notified_and_leaves_neither_its_point_nor_a_click_to_undo(viewer, qtbot, notes,
+                                                                                          click_model, monkeypatch):
+    from napari_lgg_unet.engine import corrections
+    from napari_lgg_unet.engine.errors import DeviceError
+
+    widget = _segmented(viewer, qtbot, notes, click_model)
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    before = widget.prediction_layer().data.copy()
+
+    def out_of_memory(*args, **kwargs):
+        raise DeviceError("out of memory (simulated)")
+
+    monkeypatch.setattr(corrections, "_recompute_near", out_of_memory)
+    _click(widget, qtbot, (3, 20, 20), positive=False)
+    assert len(notes["error"]) == 1 and "out of memory" in notes["error"][0]
+    points = owned_layer(viewer, widget._source, "clicks")
+    assert widget.corrections.session.clicks == [] and (points is None or len(points.data) == 0)
+    np.testing.assert_array_equal(widget.prediction_layer().data, before)
+    monkeypatch.undo()
+    _click(widget, qtbot, (3, 20, 20), positive=False)  # the next click works, with one point for it
+    assert len(widget.corrections.session.clicks) == 1 and len(owned_layer(viewer, widget._source, "clicks").data) == 1

@@ -96,18 +96,27 @@ class CorrectionSession:
         return self.mask
 
     def click(self, z: float, y: float, x: float, positive: bool = True) -> np.ndarray:
-        """Add a click at slice z, row y, column x (pixels) and return the updated mask."""
+        """Add a click at slice z, row y, column x (pixels) and return the updated mask. A click that fails (e.g. out
+        of memory while the network runs) leaves the session as it was: no click, no undo step, the same mask."""
         click = self._checked(z, y, x, positive)
         reach = self._scan.model.config.inputs.click_reach
         slices = np.arange(max(0, round(click.z) - reach), min(len(self.probability), round(click.z) + reach + 1))
-        self._undo.append(_Undo(slices, self.probability[slices].copy(), np.packbits(self.mask)))
+        step = _Undo(slices, self.probability[slices].copy(), np.packbits(self.mask))
+        self._undo.append(step)
         self.clicks.append(click)
-        old = self.probability[slices]
-        new = _recompute_near(self._scan, old, slices, self.clicks, (click.y, click.x), self.window, self.options,
-                              self._precision)
-        self.probability[slices] = np.maximum(old, new) if click.positive else np.minimum(old, new)
-        self._honour(click)
-        self._show(self._judged(self.probability, self.clicks))
+        try:
+            old = self.probability[slices]
+            new = _recompute_near(self._scan, old, slices, self.clicks, (click.y, click.x), self.window,
+                                  self.options, self._precision)
+            self.probability[slices] = np.maximum(old, new) if click.positive else np.minimum(old, new)
+            self._honour(click)
+            labels = self._judged(self.probability, self.clicks)
+        except BaseException:  # the mask is not shown yet: take back the click, its step and its probabilities
+            self.clicks.pop()
+            self._undo.pop()
+            self.probability[slices] = step.probability
+            raise
+        self._show(labels)
         return self.mask
 
     def _honour(self, click: Click) -> None:

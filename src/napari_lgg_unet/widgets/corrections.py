@@ -184,10 +184,17 @@ class ClickCorrections:
             return
         self._computing = data_point if positive else None
         self._step = "undo" if point is None else "click"
+        self._show_click(data_point, positive)  # first: a job run to its end inside `start` (tests) may take it off
         self.job.start(click_job, self.session, point, positive, self._view(),
                        on_item=partial(self._mask_ready, self.session),
-                       on_done=self._next)
-        self._show_click(data_point, positive)
+                       on_done=partial(self._click_done, self.session, point, len(self.session.clicks)))
+
+    def _click_done(self, session: CorrectionSession, point: tuple | None, clicks_before: int) -> None:
+        """Go on with the queue; a click that failed (its error was notified) left the session without it, so its
+        point goes too, or the next Undo would take off this point and the click before it."""
+        if point is not None and session is self.session and len(session.clicks) == clicks_before:
+            self._show_click(None, False)
+        self._next()
 
     def _session_ready(self, target: CorrectionTarget, session: CorrectionSession) -> None:
         if target is not self.target:
