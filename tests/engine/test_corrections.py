@@ -285,3 +285,16 @@ def test_a_click_that_fails_while_the_network_runs_leaves_the_session_as_it_was(
     with pytest.raises(InputError, match="no click to undo"):  # no phantom click left behind to undo
         session.undo()
 
+
+@pytest.mark.parametrize("shape", [(32, 32, 6), (6, 32 * 32), (6, 32, 32, 1)])
+def test_given_probabilities_of_another_shape_are_refused_even_with_as_many_values(shape):
+    with pytest.raises(InputError, match="shape"):
+        _session(_scan(), probability=np.zeros(shape, np.float32))
+
+
+def test_given_probabilities_of_a_2d_image_may_have_the_image_shape():
+    image = _scan()[0]
+    probability = np.zeros((32, 32), np.float32)
+    probability[8:16, 8:16] = 0.9
+    session = _session(image, probability=probability)
+    assert session.mask.shape == (1, 32, 32) and session.mask[0, 12, 12] == 1

@@ -210,12 +210,13 @@ class CorrectionSession:
 
 
 def _checked_probability(probability: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """A caller's probabilities as a float32 copy of the scan's spatial `shape`, or InputError."""
+    """A caller's probabilities as a float32 copy of the scan's spatial `shape` (Z, H, W), or InputError; a one-slice
+    scan's may be (H, W), the shape of a 2D image and of what `segment_volume` returns for it."""
     try:
         values = np.array(probability, dtype=np.float32)
     except (TypeError, ValueError) as error:
         raise InputError(f"the probabilities must be an array of numbers ({error})") from None
-    if values.size != int(np.prod(shape)):
+    if values.shape != tuple(shape) and not (shape[0] == 1 and values.shape == tuple(shape[1:])):
         raise InputError(f"the probabilities have shape {values.shape}, the scan {tuple(shape)}")
     if not (np.isfinite(values).all() and values.min(initial=0) >= 0 and values.max(initial=0) <= 1):
         raise InputError("the probabilities must be finite numbers from 0 to 1")
