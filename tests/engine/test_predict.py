@@ -53,3 +53,39 @@ def test_postprocessing_drops_small_pieces_and_can_keep_the_largest():
     assert postprocess(prob, PostprocessConfig(0.5, min_size=5)).sum() == 108
     assert postprocess(prob, PostprocessConfig(0.3, keep_largest=True)).sum() == 108
     assert postprocess(prob, PostprocessConfig(0.3)).sum() == 121
+
+
+@pytest.mark.parametrize("options, phrase", [
+    ({"tta": True}, "SegmentOptions"),
+    ("fast", "SegmentOptions"),
+])
+def test_options_that_are_not_segment_options_are_refused_by_name(tiny_model_dir, options, phrase):
+    from napari_lgg_unet.engine.errors import InputError
+
+    from napari_lgg_unet.engine.corrections import CorrectionSession
+
+    model, image = load_model(tiny_model_dir), np.zeros((2, 40, 40), np.float32)
+    with pytest.raises(InputError, match=phrase):
+        segment_volume(model, image, options)
+    with pytest.raises(InputError, match=phrase):
+        CorrectionSession(model, image, options)
+
+
+def test_a_clean_up_that_is_not_a_postprocess_config_is_refused_when_the_options_are_made():
+    from napari_lgg_unet.engine.errors import InputError
+
+    with pytest.raises(InputError, match="PostprocessConfig"):
+        SegmentOptions(postprocess={"threshold": 0.3})
+
+
+@pytest.mark.parametrize("model", ["default", None, 3])
+def test_a_model_that_was_not_loaded_is_refused_with_advice_to_load_it(model):
+    from napari_lgg_unet.engine.corrections import CorrectionSession
+    from napari_lgg_unet.engine.errors import InputError
+
+    image = np.zeros((2, 40, 40), np.float32)
+    with pytest.raises(InputError, match="load_model"):
+        segment_volume(model, image)
+    with pytest.raises(InputError, match="load_model"):
+        CorrectionSession(model, image)
+

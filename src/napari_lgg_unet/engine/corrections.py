@@ -38,7 +38,7 @@ from .model_input import Click
 from .pieces import Piece, describe_pieces, label_pieces
 from .postprocess import PostprocessConfig, kept_labels
 from .precision import Precision
-from .predict import ScanInput, SegmentOptions, forward_probability
+from .predict import ScanInput, SegmentOptions, check_run, forward_probability
 from .preprocess import restore_size, to_model_point, to_model_size
 
 WINDOW = 128  # network pixels around a click that a click recomputes (a multiple of 32, the U-Net's stride)
@@ -62,6 +62,8 @@ class CorrectionSession:
 
     def __init__(self, model: LoadedModel, image: np.ndarray, options: SegmentOptions | None = None, *,
                  rgb: bool | None = None, probability: np.ndarray | None = None, window: int | None = WINDOW) -> None:
+        options = SegmentOptions() if options is None else options
+        check_run(model, options)
         if not model.config.inputs.clicks:
             raise ModelError("this model does not take clicks; use one trained with `lgg-unet train --clicks`")
         size = model.config.preprocess.image_size
@@ -69,7 +71,7 @@ class CorrectionSession:
                                    or window % 32 or not 64 <= window):
             raise InputError(f"the click window must be a multiple of 32 pixels, at least 64, not {window!r}")
         self.window = size if window is None else min(int(window), size)
-        self.options = options or SegmentOptions()
+        self.options = options
         self._scan = ScanInput.of(model, image, rgb)
         self._precision = self._scan.prepare(self.options)
         self.clicks: list[Click] = []

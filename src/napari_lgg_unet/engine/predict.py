@@ -13,6 +13,7 @@ import torch
 
 from .backends import describe, forward
 from .device import out_of_memory_as_advice
+from .errors import InputError
 from .model import LoadedModel
 from .model_input import Click, assemble, click_maps, neighbour_indices
 from .postprocess import PostprocessConfig, postprocess
@@ -71,6 +72,19 @@ class SegmentOptions:
         check_bool("test-time augmentation", self.tta)
         check_choice("precision", self.precision, PRECISION_CHOICES)
         check_choice("backend", self.backend, BACKEND_CHOICES)
+        if self.postprocess is not None and not isinstance(self.postprocess, PostprocessConfig):
+            raise InputError(f"a clean-up must be a PostprocessConfig (or None: the model's own), not "
+                             f"{type(self.postprocess).__name__}")
+
+
+def check_run(model: LoadedModel, options: SegmentOptions) -> None:
+    """Refuse what is not a loaded model or a SegmentOptions (a model's name or folder, a dict of options), which
+    would otherwise fail deep inside with an AttributeError."""
+    if not isinstance(model, LoadedModel):
+        raise InputError(f"the model must be loaded first, e.g. load_model(\"default\") or load_model(folder); "
+                         f"got {type(model).__name__} {model!r:.60}")
+    if not isinstance(options, SegmentOptions):
+        raise InputError(f"options must be SegmentOptions(...), not {type(options).__name__} {options!r:.60}")
 
 
 def runs_on(model: LoadedModel, options: SegmentOptions) -> str:
@@ -91,6 +105,7 @@ def segment_steps(
     `image` may be (H, W), (H, W, 3), (Z, H, W) or (Z, H, W, 3); see `preprocess.channel_view`.
     If `stop` returns True the generator ends early without a result.
     """
+    check_run(model, options)
     scan = ScanInput.of(model, image, rgb)
     chosen = scan.prepare(options)
     total, (height, width) = len(scan.view), scan.view.shape[1:3]
