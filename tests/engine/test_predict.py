@@ -89,3 +89,11 @@ def test_a_model_that_was_not_loaded_is_refused_with_advice_to_load_it(model):
     with pytest.raises(InputError, match="load_model"):
         CorrectionSession(model, image)
 
+
+
+@pytest.mark.parametrize("rgb", ["no", 1, "False"])
+def test_rgb_must_be_true_false_or_none(tiny_model_dir, rgb):
+    from napari_lgg_unet.engine.errors import InputError
+
+    with pytest.raises(InputError, match="rgb"):
+        segment_volume(load_model(tiny_model_dir), np.zeros((40, 40, 3), np.float32), rgb=rgb)

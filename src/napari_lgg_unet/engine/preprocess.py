@@ -40,7 +40,10 @@ class PreprocessConfig:
 
 
 def resolve_rgb(image: np.ndarray, rgb: bool | None) -> bool:
-    """Whether the last axis holds channels; None guesses: a short trailing axis (<= 4, e.g. RGB or RGBA)."""
+    """Whether the last axis holds channels; None guesses: a short trailing axis (<= 4, e.g. RGB or RGBA). Anything
+    but True, False or None is refused: bool("no") is True."""
+    if rgb is not None and not isinstance(rgb, (bool, np.bool_)):
+        raise InputError(f"rgb must be True (the last axis holds colour channels), False or None (guess), not {rgb!r}")
     if rgb is not None:
         return bool(rgb)
     return image.ndim in (3, 4) and image.shape[-1] <= 4 and image.shape[-1] < image.shape[-2]
