@@ -74,3 +74,22 @@ def test_a_mask_slice_saved_in_colour_among_grey_ones_counts_any_channel(tmp_pat
         tifffile.imwrite(patient / f"P_{number}_mask.tif", mask)
     scan = load_patient(patient)
     assert scan.mask.shape == (2, 8, 8) and np.argwhere(scan.mask).tolist() == [[0, 1, 1], [1, 2, 2]]
+
+
+@pytest.mark.parametrize("source", [None, 3, b"/tmp/scan.nii.gz", ["a.tif"]])
+def test_a_source_that_is_not_a_path_is_refused_by_every_loader(source):
+    from napari_lgg_unet.engine.io import load_patients
+
+    for load in (load_scan, load_patient, load_patients):
+        with pytest.raises(InputError, match="a path"):
+            load(source)
+
+
+def test_load_scan_takes_any_path_like_object(tmp_path):
+    tifffile.imwrite(tmp_path / "scan.tif", np.zeros((2, 8, 8), np.uint16))
+
+    class PathLike:
+        def __fspath__(self) -> str:
+            return str(tmp_path / "scan.tif")
+
+    assert load_scan(PathLike()).image.shape == (2, 8, 8)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -51,9 +52,18 @@ class Scan:
         return self.geometry.spacing if self.geometry is not None else None
 
 
+def as_path(source: str | Path) -> Path:
+    """`source` (a str or any path-like object) as a Path; anything else (None, a number, bytes) is an InputError."""
+    try:
+        return Path(source)
+    except TypeError:
+        raise InputError(f"a scan is given as a path (str or pathlib.Path), not {type(source).__name__} "
+                         f"{source!r:.60}") from None
+
+
 def existing_path(source: str | Path) -> Path:
     """`source` as a Path that exists; a missing path or a symbolic link that loops is refused by name."""
-    path = Path(source)
+    path = as_path(source)
     try:
         path.stat()
     except FileNotFoundError:
@@ -170,7 +180,7 @@ def _read_masks(folder: Path, files: list[Path], shape: tuple[int, int]) -> np.n
 
 def load_patient(folder: str | Path, require_masks: bool = False) -> Scan:
     """A Kaggle patient folder as image (Z, H, W, 3) and, if every slice has one, mask (Z, H, W) bool."""
-    folder = Path(folder)
+    folder = as_path(folder)
     if not folder.is_dir():
         raise InputError(f"folder not found: {folder}")
     images, masks = _slice_files(folder)
@@ -212,7 +222,11 @@ def load_scan(source: ScanSource, require_mask: bool = False) -> Scan:
     A volume file brings the case it belongs to (its sibling sequences and labels). `require_mask` refuses a scan
     without ground truth.
     """
-    if not isinstance(source, (str, Path)):
+    if not isinstance(source, (str, os.PathLike)):
+        from .cases import Case
+
+        if not isinstance(source, Case):
+            as_path(source)  # refuses it
         return case_scan(source, require_mask)
     path = existing_path(source)
     found = format_of(path)
