@@ -312,3 +312,19 @@ def test_real_brats_cases_load_as_axial_slices_with_whole_tumour_masks(brats_cas
     written = nib.load(tmp_path / "m.nii.gz")
     np.testing.assert_array_equal(written.affine, flair.affine)
     np.testing.assert_array_equal(np.asanyarray(written.dataobj) > 0, seg > 0)
+
+
+def test_write_mask_never_replaces_a_file_that_fed_the_scan(tmp_path):
+    case = tmp_path / "P1"
+    case.mkdir()
+    for sequence in ("flair", "t1"):
+        nib.save(nib.Nifti1Image(np.arange(2 * 8 * 6, dtype=np.int16).reshape(8, 6, 2), np.eye(4)),
+                 case / f"P1_{sequence}.nii.gz")
+    scan = load_scan(case / "P1_flair.nii.gz")
+    before = {p: p.read_bytes() for p in case.iterdir()}
+    mask = np.ones(scan.image.shape[:3], np.uint8)
+    for onto in ("P1_flair.nii.gz", "P1_t1.nii.gz"):  # the scan's FLAIR, and its pre-contrast T1
+        with pytest.raises(InputError, match=f"{onto} is a file of the scan P1 itself"):
+            write_mask(case / onto, mask, scan)
+    assert {p: p.read_bytes() for p in case.iterdir()} == before
+    write_mask(tmp_path / "P1_mask.nii.gz", mask, scan)  # beside the case, under its own name, as predict writes it

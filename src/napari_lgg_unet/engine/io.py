@@ -284,8 +284,13 @@ def mask_file_name(scan: Scan) -> str:
 def write_mask(path: str | Path, mask: np.ndarray, scan: Scan) -> None:
     """Save `mask` (the scan's (Z, H, W)) in the format `path` names: a volume format on the scan's source grid (a
     scan without geometry gets the engine's axes and unit spacing), anything else TIFF 0/255, 2D for a 2D image (as
-    the Kaggle dataset's slice masks are, so it can join a patient folder)."""
+    the Kaggle dataset's slice masks are, so it can join a patient folder). Never onto a file (or into a DICOM folder)
+    that fed the scan: callers check more (outputs.check_output), but a script calling this alone must not replace
+    the user's FLAIR with its mask."""
     path = Path(path)
+    fed = [Path(source) for _, source in scan.geometry.sources] if scan.geometry is not None else []
+    if any(path.resolve() == source.resolve() or path.resolve().is_relative_to(source.resolve()) for source in fed):
+        raise InputError(f"{path} is a file of the scan {scan.name} itself; write its mask under another name")
     kind = file_format(path) or TIFF
     if not kind.is_volume and np.ndim(scan.image) == (3 if scan.rgb else 2):
         mask = np.asarray(mask).reshape(np.shape(mask)[-2:])
