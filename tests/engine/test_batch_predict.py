@@ -112,11 +112,21 @@ def test_without_skip_existing_a_failing_case_removes_the_masks_of_the_run(tiny_
     assert [finished_output(out, name) is not None for name in CASES[:6]] == [True] * 5 + [False]
 
 
-def _predict_as_rank(rank: int, port: int, argv: list[str], log: str) -> None:
-    """One of two torchrun-style processes of a cohort predict, its stdout kept in `log`.<rank>."""
+def test_under_torchrun_a_case_failing_on_one_rank_leaves_no_mask_of_the_others(tiny_model_dir, cohort, tmp_path):
+    (cohort / CASES[0] / f"{CASES[0]}_2.tif").write_bytes(b"not a tiff")  # rank 0's first case
+    out = tmp_path / "masks"
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu"]
+    torch.multiprocessing.spawn(_predict_as_rank, args=(free_port(), argv, str(tmp_path / "log"), 2), nprocs=2)
+    assert "cannot read" in (tmp_path / "log.0").read_text()
+    assert "another process of this job ended" in (tmp_path / "log.1").read_text()
+    assert not out.exists() or sorted(p.name for p in out.iterdir()) in ([], [LOCK_FILE])  # rank 1's masks too
+
+
+def _predict_as_rank(rank: int, port: int, argv: list[str], log: str, code: int = 0) -> None:
+    """One of two torchrun-style processes of a cohort predict ending with exit `code`, its output in `log`.<rank>."""
     os.environ.update(rank_variables(rank, port))
-    with open(f"{log}.{rank}", "w") as out, contextlib.redirect_stdout(out):
-        assert main(argv) == 0
+    with open(f"{log}.{rank}", "w") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        assert main(argv) == code
 
 
 def test_under_torchrun_only_rank_0_prints(tiny_model_dir, cohort, tmp_path):

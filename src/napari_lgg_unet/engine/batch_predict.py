@@ -65,8 +65,8 @@ def segment_cohort(
     write `summary.csv` (write_summary), all while rank 0 holds the folder's lock.
 
     Refused before anything is written: see `_check_start`. All or nothing unless `existing="skip"`: if a case
-    fails, the masks this call created and their summary rows are removed, so a half-done cohort is not mistaken for
-    a finished one; masks it replaced (`"overwrite"`) stay, new, with their rows. With `"skip"`, a case whose mask
+    fails, the masks this call created and their summary rows are removed (by every rank, when a case fails on one),
+    so a half-done cohort is not mistaken for a finished one; masks it replaced (`"overwrite"`) stay, new, with their rows. With `"skip"`, a case whose mask
     loads and lies on its scan's grid is not segmented again (a truncated, empty or mismatched mask is redone), and
     finished masks stay when a later case fails.
     """
@@ -102,6 +102,7 @@ def _segment_share(
             with open(journal, "a", encoding="utf-8", newline="") as handle:
                 csv.writer(handle).writerow(row)
             yield summary
+        group.barrier()  # inside the try: a rank whose peer failed learns it here, and removes its masks too
     except BaseException:
         if existing != "skip":
             _remove_created(created, journal, journal_size, replaced_rows)
