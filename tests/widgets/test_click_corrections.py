@@ -270,6 +270,20 @@ def test_a_click_in_correction_mode_before_segmenting_says_to_segment_first(view
     assert widget.prediction_layer() is None and notes["error"] == []
 
 
+def test_a_click_after_the_segmented_image_was_deleted_says_to_segment_first(viewer, qtbot, notes, click_model):
+    """The check for nothing segmented covered only a viewer that never segmented: with the segmented image deleted,
+    a click was computed on the gone image's session and its point added, and nothing said why the mask stayed."""
+    widget = _segmented(viewer, qtbot, notes, click_model)
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    viewer.layers.remove(widget._source)
+    _click_canvas(viewer, qtbot)
+    settle(qtbot, widget)
+    assert notes["warning"] == ["segment an image first, then correct it with clicks"]
+    assert widget.corrections.session is None or widget.corrections.session.clicks == []
+    assert all(len(layer.data) == 0 for layer in viewer.layers if type(layer).__name__ == "Points")
+    assert notes["error"] == []
+
+
 def test_each_click_point_keeps_its_kind_colour_through_clicks_and_undo(viewer, qtbot, notes, click_model):
     """napari's Points.add selects the point it adds, and a new current colour recolours the selected points: the
     previous click took the next one's colour, and after an undo the next click failed on the point taken away."""

@@ -144,12 +144,17 @@ class ClickCorrections:
 
     def add_click(self, data_point: np.ndarray, positive: bool) -> None:
         """A click at `data_point` (the source layer's data coordinates)."""
-        if self.target is None:
+        if not self._has_target():
             notify.show_warning(NO_SEGMENTATION)
             return
         shown = shown_index(self.target.source, data_point)
         self._queue.append((shown if len(shown) == 3 else (0.0, *shown), positive, tuple(data_point)))
         self._next()
+
+    def _has_target(self) -> bool:
+        """Whether a segmented image is there to correct: none was segmented yet, or the user deleted it (a click
+        then ran on the gone image's session, its point was added, and nothing showed the result)."""
+        return self.target is not None and self.target.source in self.viewer.layers
 
     def undo(self) -> None:
         """Take the last click back, once what is queued before it has run. A click still waiting (for the session
@@ -271,7 +276,7 @@ class ClickCorrections:
         if viewer.dims.ndisplay != 2:
             notify.show_info("clicks correct the mask in the 2D view: switch the viewer to 2D to click")
             return
-        if self.target is None:  # correction mode ticked before anything was segmented: say why nothing happens
+        if not self._has_target():  # nothing segmented yet, or the segmented image deleted: say why nothing happens
             notify.show_warning(NO_SEGMENTATION)
             return
         source = self.target.source
