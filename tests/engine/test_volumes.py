@@ -16,6 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import tifffile
 from nibabel.affines import apply_affine
 
 from napari_lgg_unet.engine.errors import InputError
@@ -328,3 +329,24 @@ def test_write_mask_never_replaces_a_file_that_fed_the_scan(tmp_path):
             write_mask(case / onto, mask, scan)
     assert {p: p.read_bytes() for p in case.iterdir()} == before
     write_mask(tmp_path / "P1_mask.nii.gz", mask, scan)  # beside the case, under its own name, as predict writes it
+
+
+def test_write_mask_never_replaces_the_labels_a_scan_was_read_with_nor_its_tiff_stack(tmp_path):
+    """The check covered the sequence files only: a script writing the predicted mask onto the case's labels (as
+    `<case>_mask.nii.gz`, the name mask_file_name gives, may be) replaced the expert's segmentation."""
+    case = tmp_path / "P1"
+    case.mkdir()
+    nib.save(nib.Nifti1Image(np.arange(2 * 8 * 6, dtype=np.int16).reshape(8, 6, 2), np.eye(4)), case / "P1_flair.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((8, 6, 2), np.uint8), np.eye(4)), case / "P1_mask.nii.gz")
+    scan = load_scan(case)
+    assert scan.mask is not None
+    before = {p: p.read_bytes() for p in case.iterdir()}
+    with pytest.raises(InputError, match="P1_mask.nii.gz is a file of the scan P1 itself"):
+        write_mask(case / "P1_mask.nii.gz", np.zeros(scan.image.shape[:3], np.uint8), scan)
+    assert {p: p.read_bytes() for p in case.iterdir()} == before
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.arange(3 * 8 * 6, dtype=np.uint8).reshape(3, 8, 6))
+    scan = load_scan(stack)
+    with pytest.raises(InputError, match="stack.tif is a file of the scan stack itself"):
+        write_mask(stack, np.zeros((3, 8, 6), np.uint8), scan)
+    assert tifffile.imread(stack).max() == 3 * 8 * 6 - 1

@@ -70,7 +70,7 @@ class TiffStack(ScanFormat):
         if require_mask:
             raise InputError(f"{path}: a TIFF stack carries no mask; use a patient folder with _mask.tif slices")
         image = read_tiff(path)
-        return Scan(name=path.stem, image=image, mask=None, rgb=resolve_rgb(image, None))
+        return Scan(name=path.stem, image=image, mask=None, rgb=resolve_rgb(image, None), files=(path,))
 
     def write_mask(self, path: Path, mask: np.ndarray, geometry: Geometry | None) -> None:
         from .io import write_mask_tiff
@@ -275,7 +275,8 @@ def case_scan(case: Case, require_mask: bool = False) -> Scan:
     from .io import Scan
 
     loaded = load_case(case, require_mask)
-    return Scan(case.name, loaded.image, loaded.mask, loaded.rgb, loaded.geometry)
+    read = tuple(source.path for source in (*(s for _, s in case.sequences), case.labels) if source is not None)
+    return Scan(case.name, loaded.image, loaded.mask, loaded.rgb, loaded.geometry, read)
 
 
 def not_a_scan(path: Path) -> InputError:

@@ -45,6 +45,7 @@ class Scan:
     mask: np.ndarray | None = None
     rgb: bool = True
     geometry: Geometry | None = None
+    files: tuple[Path, ...] = ()  # what the image and mask were read from (files, DICOM folders): write_mask spares them
 
     @property
     def spacing(self) -> tuple[float, float, float] | None:
@@ -285,10 +286,11 @@ def write_mask(path: str | Path, mask: np.ndarray, scan: Scan) -> None:
     """Save `mask` (the scan's (Z, H, W)) in the format `path` names: a volume format on the scan's source grid (a
     scan without geometry gets the engine's axes and unit spacing), anything else TIFF 0/255, 2D for a 2D image (as
     the Kaggle dataset's slice masks are, so it can join a patient folder). Never onto a file (or into a DICOM folder)
-    that fed the scan: callers check more (outputs.check_output), but a script calling this alone must not replace
-    the user's FLAIR with its mask."""
+    that fed the scan or its mask (`scan.files`; `geometry.sources` for a scan rebuilt from a layer): callers check
+    more (outputs.check_output), but a script calling this alone must not replace the user's FLAIR, or the expert's
+    labels, with its mask."""
     path = Path(path)
-    fed = [Path(source) for _, source in scan.geometry.sources] if scan.geometry is not None else []
+    fed = [*scan.files, *(Path(source) for _, source in (scan.geometry.sources if scan.geometry else ()))]
     if any(path.resolve() == source.resolve() or path.resolve().is_relative_to(source.resolve()) for source in fed):
         raise InputError(f"{path} is a file of the scan {scan.name} itself; write its mask under another name")
     kind = file_format(path) or TIFF
