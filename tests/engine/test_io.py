@@ -3,7 +3,7 @@ import pytest
 import tifffile
 
 from napari_lgg_unet.engine.errors import InputError
-from napari_lgg_unet.engine.io import load_patient, load_scan, patient_folders, write_mask_tiff
+from napari_lgg_unet.engine.io import load_patient, load_scan, patient_folders, write_mask, write_mask_tiff
 from napari_lgg_unet.sample_data import SAMPLE_PATIENT
 
 
@@ -45,6 +45,17 @@ def test_mask_is_written_as_uint8_0_255(tmp_path):
     assert saved.dtype == np.uint8 and set(np.unique(saved)) == {0, 255}
     np.testing.assert_array_equal(saved > 0, mask > 0)
     assert [p.name for p in tmp_path.iterdir()] == ["m.tif"]
+
+
+def test_write_mask_never_writes_into_the_kaggle_patient_folder_it_read(sample_patient_dir, tmp_path):
+    scan = load_patient(sample_patient_dir)
+    before = {p.name: p.read_bytes() for p in sample_patient_dir.iterdir()}
+    slice_one = next(p for p in sample_patient_dir.iterdir() if p.name.endswith("_1.tif"))
+    for onto in (slice_one, sample_patient_dir / "mask.tif"):  # a slice of its own, or a new file among them
+        with pytest.raises(InputError, match=f"lies in {sample_patient_dir}, a folder of the scan"):
+            write_mask(onto, np.zeros(scan.image.shape[:3], np.uint8), scan)
+    assert {p.name: p.read_bytes() for p in sample_patient_dir.iterdir()} == before
+    write_mask(tmp_path / "mask.tif", np.zeros(scan.image.shape[:3], np.uint8), scan)  # outside it: written
 
 
 def test_bad_inputs_raise_input_errors_that_name_the_problem(tmp_path):

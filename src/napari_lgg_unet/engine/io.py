@@ -194,7 +194,7 @@ def load_patient(folder: str | Path, require_masks: bool = False) -> Scan:
         mask = _read_masks(folder, [masks[index] for index, _ in images], image.shape[1:3])
     elif require_masks:
         raise InputError(f"{folder}: {have.count(False)} of {len(have)} slices have no _mask.tif")
-    return Scan(name=folder.name, image=image, mask=mask, rgb=image.ndim == 4)
+    return Scan(name=folder.name, image=image, mask=mask, rgb=image.ndim == 4, files=(folder,))  # its slices
 
 
 def patient_folders(root: str | Path) -> list[Path]:
@@ -291,8 +291,10 @@ def write_mask(path: str | Path, mask: np.ndarray, scan: Scan) -> None:
     labels, with its mask."""
     path = Path(path)
     fed = [*scan.files, *(Path(source) for _, source in (scan.geometry.sources if scan.geometry else ()))]
-    if any(path.resolve() == source.resolve() or path.resolve().is_relative_to(source.resolve()) for source in fed):
-        raise InputError(f"{path} is a file of the scan {scan.name} itself; write its mask under another name")
+    hit = next((source for source in fed if path.resolve().is_relative_to(source.resolve())), None)
+    if hit is not None:  # the file itself, or inside a folder the scan was read from
+        what = "is a file" if path.resolve() == hit.resolve() else f"lies in {hit}, a folder"
+        raise InputError(f"{path} {what} of the scan {scan.name} itself; write its mask elsewhere")
     kind = file_format(path) or TIFF
     if not kind.is_volume and np.ndim(scan.image) == (3 if scan.rgb else 2):
         mask = np.asarray(mask).reshape(np.shape(mask)[-2:])
