@@ -111,3 +111,15 @@ def test_renaming_a_pairs_layers_keeps_the_pair(viewer, train_widget):
     viewer.layers["other labels"].name = "my labels"
     viewer.layers["another scan"].name = "my scan"
     assert (row.image_layer.value.name, row.labels_layer.value.name) == ("my scan", "my labels")
+
+
+def test_a_pair_whose_layer_is_deleted_shows_none_not_another_layer(viewer, train_widget, notes, qtbot):
+    row = train_widget.pairs[0]
+    assert row.image_layer.value is viewer.layers[PATIENT]  # a new pair picks up the open scan
+    other = viewer.add_image(sample_patient()[0][0][6:16], name="another scan", rgb=True)
+    viewer.layers.remove(PATIENT)
+    assert row.image_layer.value is None  # not "another scan", which would train on the deleted scan's labels
+    viewer.add_image(np.array(other.data), name="a third scan", rgb=True)
+    assert row.image_layer.value is None  # nor a layer opened later: the pair is the user's to fill again
+    train_widget.train_button.clicked()
+    assert notes["error"] == ["pair 1: choose both an image layer and a labels layer"]

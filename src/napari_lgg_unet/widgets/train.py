@@ -49,15 +49,22 @@ class PairRow(Container):
         self.labels_layer = LayerPicker(name="labels", label="Labels", choices=lambda _: [*labels_choices(viewer), NONE])
         super().__init__(labels=True, widgets=[self.image_layer, self.pre_contrast, self.post_contrast,
                                                self.labels_layer])
+        self._had_layer = {self.image_layer.name: False, self.labels_layer.name: False}
         explain(self)
 
     def reset_choices(self, *_) -> None:
-        """Keep the user's choice; an empty pair picks up the first layers that appear (e.g. a just-opened scan)."""
+        """Keep the user's choice; a box that never held a layer picks up the first that appears (e.g. a just-opened
+        scan). A box whose layer was deleted shows (none): it took the first layer of the list, perhaps another
+        pair's, and the run would have trained one scan on another's labels without a word."""
+        held = {combo: combo.value for combo in (self.image_layer, self.labels_layer)}
         super().reset_choices()
-        for combo in (self.image_layer, self.labels_layer):
+        for combo, layer in held.items():
+            if layer is not None and combo.value is not layer:  # its layer is gone
+                combo.value = None
             layers = [choice for choice in combo.choices if choice is not None]
-            if combo.value is None and layers:
+            if combo.value is None and layers and not self._had_layer[combo.name]:
                 combo.value = layers[0]
+            self._had_layer[combo.name] |= combo.value is not None
 
 
 def setting_control(name: str, label: str, kind: type = SpinBox, **options) -> SpinBox | FloatSpinBox:
