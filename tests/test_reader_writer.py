@@ -326,3 +326,30 @@ def test_a_case_that_no_longer_reads_still_saves_elsewhere_and_stays_protected(t
     with pytest.raises(InputError, match="the scan this layer comes from"):
         write_labels(str(case / "case_flair.nii.gz"), mask, meta)
     assert _contents(case) == files
+
+
+def test_opening_and_saving_through_napari_never_imports_torch(tmp_path):
+    """napari calls the reader and the writer on the viewer's thread: importing torch there (1.2 s on 2 cores)
+    froze the viewer for it at the first File > Open of a case or patient folder or a volume, or the first
+    File > Save, of a session. A fresh process opens a case folder, a patient folder, a TIFF scan and its mask, and
+    saves a mask as NIfTI and as TIFF."""
+    import subprocess
+    import sys
+
+    case = _nifti_case(tmp_path / "case", ANISOTROPIC)
+    tiffs = _small_tiffs(tmp_path / "tiffs")
+    opened = [str(path) for path in (case, tiffs["patient"], tiffs["scan"], tiffs["manual mask"])]
+    code = (
+        "import sys\n"
+        "from napari_lgg_unet.reader import get_reader\n"
+        "from napari_lgg_unet.writer import write_labels\n"
+        f"layers = [layer for path in {opened!r} for layer in get_reader(path)(path)]\n"
+        "data, meta, _ = layers[3]\n"  # the case's labels
+        f"write_labels({str(tmp_path / 'out.nii.gz')!r}, data, meta)\n"
+        f"write_labels({str(tmp_path / 'out.tif')!r}, data, meta)\n"
+        "print(len(layers), sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'segmentation_models_pytorch')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "out.nii.gz").is_file() and (tmp_path / "out.tif").is_file()
+    assert out.stdout.strip() == "8 []"

@@ -9,11 +9,12 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
-
-import torch
+from typing import TYPE_CHECKING, Iterator
 
 from .errors import InputError, describe
+
+if TYPE_CHECKING:
+    import torch
 
 TEMP_TAG = ".lgg-unet.tmp"  # in every temporary name of ours, so the clean-up never claims a file someone else made
 STALE_SECONDS = 600  # a temp file this old belongs to no live writer (ours write in seconds)
@@ -80,11 +81,16 @@ def write_text_atomic(target: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-# safetensors' names of the dtypes a model or a resume state may hold
-_DTYPE_NAMES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64",
-    torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
-}
+def _dtype_names() -> dict[torch.dtype, str]:
+    """safetensors' names of the dtypes a model or a resume state may hold. torch is imported here, not with the
+    module: napari's reader and writer write through this module on the viewer's thread, and importing torch there
+    froze the viewer for 1.2 s at the first File > Open or Save of a session."""
+    import torch
+
+    return {
+        torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64",
+        torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+    }
 
 
 def write_tensors_atomic(target: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
@@ -99,9 +105,12 @@ def write_tensors_atomic(target: str | Path, tensors: dict[str, torch.Tensor], m
     UTF-8 are refused before the file is touched. The bytes are the machine's: little-endian on every platform
     PyTorch ships for. safetensors' reader loads the file (tests/engine/test_atomic.py).
     """
+    import torch
+
     if not all(isinstance(key, str) and isinstance(value, str) for key, value in metadata.items()):
         raise TypeError("safetensors metadata maps text to text")
-    unknown = [f"{name} ({tensor.dtype})" for name, tensor in tensors.items() if tensor.dtype not in _DTYPE_NAMES]
+    dtype_names = _dtype_names()
+    unknown = [f"{name} ({tensor.dtype})" for name, tensor in tensors.items() if tensor.dtype not in dtype_names]
     if unknown:
         raise TypeError(f"cannot write tensors of these dtypes to a model file: {', '.join(unknown)}")
     names = sorted(tensors, key=lambda name: (-tensors[name].element_size(), name))
@@ -110,7 +119,7 @@ def write_tensors_atomic(target: str | Path, tensors: dict[str, torch.Tensor], m
     offset = 0
     for name in names:
         size = data[name].numel()
-        header[name] = {"dtype": _DTYPE_NAMES[tensors[name].dtype], "shape": list(tensors[name].shape),
+        header[name] = {"dtype": dtype_names[tensors[name].dtype], "shape": list(tensors[name].shape),
                         "data_offsets": [offset, offset + size]}
         offset += size
     encoded = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
