@@ -26,40 +26,12 @@ from pathlib import Path
 
 import napari
 import numpy as np
-from qtpy.QtCore import QEventLoop, QTimer
 
+from qt_stall import Heartbeat, run_until
 from timing import cpu_model
 from napari_lgg_unet.engine.click_training import next_click
 from napari_lgg_unet.engine.device import set_threads
 from napari_lgg_unet.sample_data import SAMPLE_PATIENT, sample_folder
-
-TICK_MS = 10
-
-
-class Heartbeat:
-    """A Qt timer whose longest gap between ticks (since the last `reset`) is the longest stall of the event loop."""
-
-    def __init__(self) -> None:
-        self.timer, self.last, self.longest = QTimer(), time.perf_counter(), 0.0
-        self.timer.timeout.connect(self._tick)
-        self.timer.start(TICK_MS)
-
-    def _tick(self) -> None:
-        now = time.perf_counter()
-        self.longest, self.last = max(self.longest, now - self.last), now
-
-    def reset(self) -> None:
-        self.last, self.longest = time.perf_counter(), 0.0
-
-
-def run_until(done) -> None:
-    """Run the event loop until `done()`, idle between events (a processEvents() spin would take a core)."""
-    loop, timer = QEventLoop(), QTimer()
-    timer.timeout.connect(lambda: done() and loop.quit())
-    timer.start(TICK_MS)
-    loop.exec()
-    timer.stop()
-
 
 def timed(handler, spent: list[float]):
     """`handler` that appends how long each call took to `spent`."""

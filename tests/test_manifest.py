@@ -27,3 +27,32 @@ def test_both_widgets_dock_and_the_sample_opens_in_a_viewer(make_napari_viewer):
     _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train U-Net")
     assert "Segment" in segment.segment_button.text and "Train" in train.train_button.text
     assert segment.image.value is viewer.layers[0]
+
+
+FIRST_DOCK = """
+import sys, time
+import napari
+from qtpy.QtWidgets import QApplication
+viewer = napari.Viewer(show=False)
+viewer.open_sample("napari-lgg-unet", "lgg_patient")
+started = time.monotonic()
+_, docked = viewer.window.add_plugin_dock_widget("napari-lgg-unet", "Segment tumour")
+print("docked:", type(docked).__name__, f"in {time.monotonic() - started:.2f} s", flush=True)
+end = time.monotonic() + 180
+while docked.widget is None and time.monotonic() < end:
+    QApplication.processEvents()
+    time.sleep(0.01)
+print("ready:", docked.widget.segment_button.text, docked.widget.image.value is viewer.layers[0], flush=True)
+viewer.close()
+"""
+
+
+def test_the_first_dock_of_a_session_loads_pytorch_in_the_background_then_shows_the_widget():
+    """napari builds a docked widget on its own thread; importing PyTorch there froze the viewer for seconds."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", FIRST_DOCK], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "docked: Loading" in run.stdout, run.stdout  # a placeholder, at once: PyTorch loads in a thread
+    assert "ready: Segment True" in run.stdout, run.stdout

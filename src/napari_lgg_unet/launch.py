@@ -11,6 +11,8 @@ def open_viewer(path: Path | None = None, segment: bool = False):
     """Open a viewer on `path` (or the sample patient), dock both widgets, optionally start segmenting."""
     import napari
 
+    from .widgets import segment, train  # noqa: F401  (loaded before the viewer: docked at once, ready to segment)
+
     viewer = napari.Viewer(title="napari-lgg-unet")
     if path is None:
         viewer.open_sample(PLUGIN, "lgg_patient")

@@ -1,0 +1,89 @@
+"""What napari docks from the Plugins menu: the widget itself, or a placeholder that loads it in the background.
+
+The widgets need PyTorch and segmentation-models-pytorch, and napari builds a dock widget on its own thread: the
+first dock of a session held the viewer for 3.5-4.4 s (2 cores of an AMD EPYC) while they were imported. When
+PyTorch is not loaded yet, the placeholder imports the widget's module in a thread and builds the widget on napari's
+thread once it is there; when it is (a second dock, a script or test that imported the engine), the widget is built
+at once, as before.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+from typing import Any
+
+import napari
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+from . import notify
+
+
+class _Dock:
+    """napari's entry for a widget: napari calls the class with the viewer (it reads the viewer parameter off
+    `__init__`) and docks what the call returns: the widget itself, or a `Loading` placeholder."""
+
+    module = widget = ""
+
+    def __new__(cls, viewer: napari.viewer.Viewer) -> Any:
+        return _when_loaded(viewer, cls.module, cls.widget)
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        """Never runs (`__new__` returns another object); napari reads this signature to pass the viewer."""
+
+
+class SegmentDock(_Dock):
+    module, widget = "napari_lgg_unet.widgets.segment", "SegmentWidget"
+
+
+class TrainDock(_Dock):
+    module, widget = "napari_lgg_unet.widgets.train", "TrainWidget"
+
+
+def _when_loaded(viewer: napari.viewer.Viewer, module: str, name: str) -> Any:
+    if module in sys.modules or "torch" in sys.modules:  # nothing slow left to import
+        return getattr(importlib.import_module(module), name)(viewer)
+    return Loading(viewer, module, name)
+
+
+class _Imported(QObject):
+    """Carries the import's outcome from the loading thread to napari's thread (a queued signal)."""
+
+    done = Signal(object)
+
+
+class Loading(QWidget):
+    """Says the widget is loading, imports its module in a thread, then shows the widget itself (`widget`)."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, module: str, name: str) -> None:
+        super().__init__()
+        self.viewer, self.widget = viewer, None
+        self._note = QLabel("Loading PyTorch and the model code (once per session, a few seconds)...")
+        self._note.setWordWrap(True)
+        QVBoxLayout(self).addWidget(self._note)
+        self._imported = _Imported()
+        self._imported.done.connect(lambda outcome: self._show(outcome, name))
+        threading.Thread(target=self._load, args=(module,), daemon=True, name=f"load {name}").start()
+
+    def _load(self, module: str) -> None:
+        try:
+            self._imported.done.emit(importlib.import_module(module))
+        except Exception as error:  # a broken install: said in the dock and as a notification, not a traceback
+            self._imported.done.emit(error)
+
+    def _show(self, outcome: object, name: str) -> None:
+        if isinstance(outcome, Exception):
+            self._note.setText(f"could not load the widget: {outcome}")
+            notify.show_error(f"napari-lgg-unet could not load its widget: {outcome}")
+            return
+        self.widget = getattr(outcome, name)(self.viewer)
+        self._note.hide()
+        self.layout().addWidget(self.widget.native)
+        self.widget.reset_choices()
+
+    def reset_choices(self, *args: Any) -> None:
+        """napari calls this on layer changes (as for any dock widget that has it); the widget's lists follow."""
+        if self.widget is not None:
+            self.widget.reset_choices(*args)
