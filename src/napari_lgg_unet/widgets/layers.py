@@ -33,8 +33,9 @@ class LayerPicker(ComboBox):
 
     napari resets a docked widget's choices on every rename, and magicgui matches choices by their text: the renamed
     layer's entry was dropped and the first layer picked in its place, without a word (Segment then ran on T2
-    instead of the renamed FLAIR; a training pair trained on another layer). `changed` fires only when the picked
-    layer really changed (it was removed)."""
+    instead of the renamed FLAIR; a training pair trained on another layer). When the picked layer is deleted, a
+    list that offers (none) shows it rather than the first layer (a training pair took another pair's scan and would
+    have trained it on the deleted one's labels). `changed` fires only when the picked layer really changed."""
 
     def reset_choices(self, *_: Any) -> None:
         current = self.value
@@ -42,6 +43,8 @@ class LayerPicker(ComboBox):
             super().reset_choices()
             if current is not None and any(choice is current for choice in self.choices):
                 self.value = current
+            elif current is not None and any(choice is None for choice in self.choices):
+                self.value = None
         if self.value is not current:
             self.changed.emit(self.value)
 

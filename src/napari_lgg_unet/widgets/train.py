@@ -53,14 +53,10 @@ class PairRow(Container):
         explain(self)
 
     def reset_choices(self, *_) -> None:
-        """Keep the user's choice; a box that never held a layer picks up the first that appears (e.g. a just-opened
-        scan). A box whose layer was deleted shows (none): it took the first layer of the list, perhaps another
-        pair's, and the run would have trained one scan on another's labels without a word."""
-        held = {combo: combo.value for combo in (self.image_layer, self.labels_layer)}
+        """Keep the user's choice (a deleted layer leaves (none), see LayerPicker); a box that never held a layer
+        picks up the first that appears (e.g. a just-opened scan), one whose layer was deleted stays (none)."""
         super().reset_choices()
-        for combo, layer in held.items():
-            if layer is not None and combo.value is not layer:  # its layer is gone
-                combo.value = None
+        for combo in (self.image_layer, self.labels_layer):
             layers = [choice for choice in combo.choices if choice is not None]
             if combo.value is None and layers and not self._had_layer[combo.name]:
                 combo.value = layers[0]
