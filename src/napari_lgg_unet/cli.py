@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     view = commands.add_parser("view", help="open napari with the plugin on a scan (default: the sample patient)")
     view.add_argument("path", nargs="?", type=Path, default=None, help="patient folder or TIFF")
     view.add_argument("--segment", action="store_true", help="segment it with the default model right away")
-    _add_predict(commands.add_parser("predict", help="segment scans and write masks (on the scan's grid for medical volumes, TIFF 0/255 otherwise)"))
+    _add_predict(commands.add_parser("predict", help="segment scans and write masks (on the scan's grid for "
+                                                     "medical volumes, TIFF 0/255 otherwise)"))
     _add_evaluate(commands.add_parser("evaluate", help="score a model on patient folders that have masks"))
     return parser
 

@@ -65,10 +65,10 @@ def segment_cohort(
     write `summary.csv` (write_summary), all while rank 0 holds the folder's lock.
 
     Refused before anything is written: see `_check_start`. All or nothing unless `existing="skip"`: if a case
-    fails, the masks this call created and their summary rows are removed (by every rank, when a case fails on one),
-    so a half-done cohort is not mistaken for a finished one; masks it replaced (`"overwrite"`) stay, new, with their rows. With `"skip"`, a case whose mask
-    loads and lies on its scan's grid is not segmented again (a truncated, empty or mismatched mask is redone), and
-    finished masks stay when a later case fails.
+    fails, the masks this call created and their summary rows are removed (by every rank, when a case fails on
+    one), so a half-done cohort is not mistaken for a finished one; masks it replaced (`"overwrite"`) stay, new, with
+    their rows. With `"skip"`, a case whose mask loads and lies on its scan's grid is not segmented again (a
+    truncated, empty or mismatched mask is redone), and finished masks stay when a later case fails.
     """
     with contextlib.ExitStack() as held:
         _check_start(out_dir, cases, group, existing, held)

@@ -45,7 +45,7 @@ class Scan:
     mask: np.ndarray | None = None
     rgb: bool = True
     geometry: Geometry | None = None
-    files: tuple[Path, ...] = ()  # what the image and mask were read from (files, DICOM folders): write_mask spares them
+    files: tuple[Path, ...] = ()  # what image and mask were read from (files, folders): write_mask spares them
 
     @property
     def spacing(self) -> tuple[float, float, float] | None:
@@ -226,10 +226,9 @@ def load_scan(source: ScanSource, require_mask: bool = False) -> Scan:
     if not isinstance(source, (str, os.PathLike)):
         from .cases import Case
 
-        if not isinstance(source, Case):
-            as_path(source)  # refuses it
-        return case_scan(source, require_mask)
-    path = existing_path(source)
+        if isinstance(source, Case):
+            return case_scan(source, require_mask)
+    path = existing_path(source)  # what is neither a case nor a path is refused there (as_path)
     found = format_of(path)
     if found is None:
         raise not_a_scan(path)

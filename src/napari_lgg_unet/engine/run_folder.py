@@ -60,7 +60,8 @@ class RunFolder:
         return self.resume_file.is_file()
 
     def check_writable(self) -> None:
-        """Refuse a folder that may not be written: a file, or the installed package's weights folder or one inside it."""
+        """Refuse a folder that may not be written: a file, or the installed package's weights folder or anything
+        inside it."""
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"{self.path} is a file, not a folder; choose another output folder")
         if in_packaged_weights(self.path):

@@ -265,8 +265,9 @@ class TrainConfig:
     device: str = setting("auto", f"one of {', '.join(DEVICE_CHOICES)} or cuda:N", check=check_device,
                           on_resume=MAY_CHANGE)
     init: str | None = setting(None, "model folder (or 'default') to fine-tune from", on_resume=MAY_CHANGE)
-    precision: str = setting("auto", "'auto': on a CPU, bf16 where this machine measures it "
-                                     "faster, else fp32; on CUDA, bf16 where supported, else fp16", choices=PRECISION_CHOICES, on_resume=MAY_CHANGE)
+    precision: str = setting("auto", "'auto': on a CPU, bf16 where this machine measures it faster, else fp32; "
+                                     "on CUDA, bf16 where supported, else fp16",
+                             choices=PRECISION_CHOICES, on_resume=MAY_CHANGE)
     threads: int | None = setting(None, "CPU threads (default: OMP_NUM_THREADS if set, else the physical cores)",
                                   low=1, high=1024, on_resume=MAY_CHANGE)
     steps_per_epoch: int | None = setting(None, "optimisation steps per epoch (default: one pass over the slices)",
