@@ -298,3 +298,56 @@ def test_given_probabilities_of_a_2d_image_may_have_the_image_shape():
     probability[8:16, 8:16] = 0.9
     session = _session(image, probability=probability)
     assert session.mask.shape == (1, 32, 32) and session.mask[0, 12, 12] == 1
+
+
+def _clicked_twice(**postprocess) -> CorrectionSession:
+    session = _session(_scan(), options=SegmentOptions(postprocess=PostprocessConfig(min_size=20, **postprocess)))
+    session.click(2, 12, 12, positive=False)
+    session.click(4, 26, 26, positive=True)
+    return session
+
+
+def _assert_same_session(session: CorrectionSession, twin: CorrectionSession) -> None:
+    """The same options, clicks, probabilities and mask, and undo steps that give the same masks."""
+    assert session.options == twin.options and session.clicks == twin.clicks
+    assert session.piece_count == twin.piece_count
+    for name in ("mask", "piece_labels", "probability"):
+        np.testing.assert_array_equal(getattr(session, name), getattr(twin, name), err_msg=name)
+    while twin.clicks:
+        np.testing.assert_array_equal(session.undo(), twin.undo())
+        np.testing.assert_array_equal(session.probability, twin.probability)
+
+
+def _failing_on_call(real, failing_call: int):
+    calls = []
+
+    def labels(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == failing_call:
+            raise MemoryError("out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    return labels
+
+
+@pytest.mark.parametrize("failing_call", [1, 2, 3])  # the automatic mask, after the first click, after the second
+def test_a_clean_up_that_fails_midway_leaves_the_session_as_it_was(monkeypatch, failing_call):
+    from napari_lgg_unet.engine import corrections
+
+    session, twin = _clicked_twice(), _clicked_twice()
+    monkeypatch.setattr(corrections, "kept_labels", _failing_on_call(corrections.kept_labels, failing_call))
+    with pytest.raises(MemoryError):
+        session.set_postprocess(PostprocessConfig(min_size=1000))
+    monkeypatch.undo()
+    _assert_same_session(session, twin)
+
+
+def test_an_undo_that_fails_leaves_the_session_as_it_was_click_included(monkeypatch):
+    from napari_lgg_unet.engine import corrections
+
+    session, twin = _clicked_twice(), _clicked_twice()
+    monkeypatch.setattr(corrections, "label_pieces", _failing_on_call(corrections.label_pieces, 1))
+    with pytest.raises(MemoryError):
+        session.undo()
+    monkeypatch.undo()
+    _assert_same_session(session, twin)

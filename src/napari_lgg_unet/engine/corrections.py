@@ -45,11 +45,25 @@ WINDOW = 128  # network pixels around a click that a click recomputes (a multipl
 MARGIN = 16  # network pixels inside a cut edge of the window whose output is not used
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Undo:
     slices: np.ndarray
     probability: np.ndarray
     mask: np.ndarray  # the mask before the click, packed to bits
+
+
+@dataclass(frozen=True)
+class _Shown:
+    """A mask as the session shows it: its piece labels, their count and the 0/1 mask, made in full before any of
+    them replaces the session's, so that an error while making them changes nothing."""
+
+    piece_labels: np.ndarray
+    piece_count: int
+    mask: np.ndarray
+
+    @classmethod
+    def of(cls, labels: tuple[np.ndarray, int]) -> _Shown:
+        return cls(labels[0], labels[1], (labels[0] > 0).astype(np.uint8))
 
 
 class CorrectionSession:
@@ -81,7 +95,7 @@ class CorrectionSession:
             self.probability = self._predict(np.arange(shape[0]))
         else:
             self.probability = _checked_probability(probability, shape)
-        self._show(self._judged(self.probability, []))
+        self._show(_Shown.of(self._judged(self.probability, [], self.postprocess, None)))
 
     @property
     def postprocess(self) -> PostprocessConfig:
@@ -89,12 +103,15 @@ class CorrectionSession:
 
     def set_postprocess(self, config: PostprocessConfig) -> np.ndarray:
         """Another threshold or clean-up for the same probabilities (the clicks stay); returns the new mask, the one
-        the same clicks would have given under it (one labelling per click: the history is replayed)."""
+        the same clicks would have given under it (one labelling per click: the history is replayed). A clean-up
+        that fails midway (out of memory, an interrupt) leaves the session as it was: the replay is made aside and
+        replaces the options, undo steps and mask only once it is complete."""
         if not isinstance(config, PostprocessConfig):
             raise InputError(f"a clean-up must be a PostprocessConfig, not {type(config).__name__}")
         if config != self.postprocess:
-            self.options = replace(self.options, postprocess=config)
-            self._replay()
+            undo, shown = self._replayed(config)
+            self.options, self._undo = replace(self.options, postprocess=config), undo
+            self._show(shown)
         return self.mask
 
     def click(self, z: float, y: float, x: float, positive: bool = True) -> np.ndarray:
@@ -112,13 +129,13 @@ class CorrectionSession:
                                   self.options, self._precision)
             self.probability[slices] = np.maximum(old, new) if click.positive else np.minimum(old, new)
             self._honour(click)
-            labels = self._judged(self.probability, self.clicks)
+            shown = _Shown.of(self._judged(self.probability, self.clicks, self.postprocess, self.piece_labels))
         except BaseException:  # the mask is not shown yet: take back the click, its step and its probabilities
             self.clicks.pop()
             self._undo.pop()
             self.probability[slices] = step.probability
             raise
-        self._show(labels)
+        self._show(shown)
         return self.mask
 
     def _honour(self, click: Click) -> None:
@@ -139,14 +156,17 @@ class CorrectionSession:
 
     def undo(self) -> np.ndarray:
         """Take the last click back (the probabilities and the mask return exactly to what they were); returns the
-        mask."""
+        mask. An undo that fails (out of memory while labelling the mask) leaves the session as it was, the click
+        included: the mask is labelled before anything is taken back."""
         if not self.clicks:
             raise InputError("there is no click to undo")
-        step = self._undo.pop()
+        step = self._undo[-1]
+        mask = np.unpackbits(step.mask, count=self.probability.size).reshape(self.probability.shape)
+        shown = _Shown.of(label_pieces(mask))
+        self._undo.pop()
         self.clicks.pop()
         self.probability[step.slices] = step.probability
-        mask = np.unpackbits(step.mask, count=self.probability.size).reshape(self.probability.shape)
-        self._show(label_pieces(mask))
+        self._show(shown)
         return self.mask
 
     def _checked(self, z: float, y: float, x: float, positive: bool) -> Click:
@@ -171,36 +191,38 @@ class CorrectionSession:
         parts = [prob for _, prob in self._scan.probabilities(slices, self.clicks, self.options, self._precision)]
         return np.concatenate(parts)
 
-    def _judged(self, probability: np.ndarray, clicks: list[Click]) -> tuple[np.ndarray, int]:
-        """Piece labels of `probability` after `clicks` (none: the automatic mask): the model's clean-up, except
-        that a piece holding a positive click is always kept (the user said it is tumour), and (see the module
-        docstring) what remains of each piece of the mask before the last click is kept too, while a negative click
-        keeps nothing the mask before it did not hold."""
+    @staticmethod
+    def _judged(probability: np.ndarray, clicks: list[Click], config: PostprocessConfig,
+                earlier: np.ndarray | None) -> tuple[np.ndarray, int]:
+        """Piece labels of `probability` after `clicks` (none: the automatic mask) under the clean-up `config`: its
+        rules, except that a piece holding a positive click is always kept (the user said it is tumour), and (see
+        the module docstring) what remains of each piece of `earlier` (the piece labels before the last click) is
+        kept too, while a negative click keeps nothing `earlier` did not hold."""
         if not clicks:
-            return kept_labels(probability, self.postprocess)
+            return kept_labels(probability, config)
         said_tumour = tuple((round(c.z), round(c.y), round(c.x)) for c in clicks if c.positive)
-        within = None if clicks[-1].positive else self.mask > 0
-        return kept_labels(probability, self.postprocess, keep_at=said_tumour, earlier=self.piece_labels,
-                           within=within)
+        within = None if clicks[-1].positive else earlier > 0
+        return kept_labels(probability, config, keep_at=said_tumour, earlier=earlier, within=within)
 
-    def _show(self, labels: tuple[np.ndarray, int]) -> None:
-        self.piece_labels, self.piece_count = labels
-        self.mask = (self.piece_labels > 0).astype(np.uint8)
+    def _show(self, shown: _Shown) -> None:
+        self.piece_labels, self.piece_count, self.mask = shown.piece_labels, shown.piece_count, shown.mask
         self._pieces: list[Piece] | None = None
 
-    def _replay(self) -> None:
-        """The mask of each step again under the current clean-up: back from the newest click to the automatic
-        probabilities (each step keeps what its slices held before), then forward, judging as each click did. The
-        undo steps get the masks of this history, so undo stays exact."""
+    def _replayed(self, config: PostprocessConfig) -> tuple[list[_Undo], _Shown]:
+        """The history again under the clean-up `config`, made aside (the session is not touched): back from the
+        newest click to the automatic probabilities (each step keeps what its slices held before), then forward,
+        judging as each click did. Returns the undo steps with the masks of this history (so undo stays exact) and
+        the mask after the last click."""
         probability, after = self.probability.copy(), []
         for step in reversed(self._undo):
             after.append(probability[step.slices].copy())
             probability[step.slices] = step.probability
-        self._show(self._judged(probability, []))
+        shown, undo = _Shown.of(self._judged(probability, [], config, None)), []
         for k, (step, values) in enumerate(zip(self._undo, reversed(after)), start=1):
-            step.mask = np.packbits(self.mask)
+            undo.append(replace(step, mask=np.packbits(shown.mask)))
             probability[step.slices] = values
-            self._show(self._judged(probability, self.clicks[:k]))
+            shown = _Shown.of(self._judged(probability, self.clicks[:k], config, shown.piece_labels))
+        return undo, shown
 
     @property
     def pieces(self) -> list[Piece]:
