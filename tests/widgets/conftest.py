@@ -33,3 +33,15 @@ def inline_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def viewer(make_napari_viewer):
     return make_napari_viewer()
+
+
+@pytest.fixture(scope="session")
+def tiny_click_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A small untrained U-Net that takes clicks (64 px input), for tests of orderings and layers, not of masks."""
+    from napari_lgg_unet.engine.model import ModelConfig, build_network, save_model, with_inputs
+    from napari_lgg_unet.engine.model_input import InputConfig
+    from napari_lgg_unet.engine.preprocess import PreprocessConfig
+
+    config = ModelConfig(decoder_channels=(16, 16, 16, 16, 16), preprocess=PreprocessConfig(image_size=64))
+    network, config = with_inputs(build_network(config), config, InputConfig(clicks=True))
+    return str(save_model(network, config, tmp_path_factory.mktemp("tiny-clicks") / "model"))

@@ -1,6 +1,7 @@
 """Orderings around the Segment widget's background jobs (found by a review of moving the clean-up off the viewer's
 thread): whatever finishes first, the tumour layer shows what the controls say, nothing comes back for an image the
-user closed, and Cancel or a double Undo gives no error. Jobs are held at a gate so each ordering is forced."""
+user closed, Cancel or a double Undo gives no error, and an Undo pressed while a click waits or is computed takes
+back that click and no other. Jobs are held at a gate so each ordering is forced."""
 
 from __future__ import annotations
 
@@ -9,22 +10,12 @@ import threading
 import numpy as np
 import pytest
 
-from napari_lgg_unet.engine.model import ModelConfig, build_network, save_model, with_inputs
-from napari_lgg_unet.engine.model_input import InputConfig
 from napari_lgg_unet.engine.postprocess import postprocess
-from napari_lgg_unet.engine.preprocess import PreprocessConfig
 from napari_lgg_unet.widgets import corrections as corrections_module, segment as segment_module
 from napari_lgg_unet.widgets import workers as workers_module
+from napari_lgg_unet.widgets.layers import owned_layer
 
 from widget_helpers import dock, settle
-
-
-@pytest.fixture(scope="module")
-def tiny_click_model(tmp_path_factory) -> str:
-    """A small untrained U-Net that takes clicks (64 px input): these tests are about orderings, not masks."""
-    config = ModelConfig(decoder_channels=(16, 16, 16, 16, 16), preprocess=PreprocessConfig(image_size=64))
-    network, config = with_inputs(build_network(config), config, InputConfig(clicks=True))
-    return str(save_model(network, config, tmp_path_factory.mktemp("tiny-clicks") / "model"))
 
 
 def _scan(seed: int) -> np.ndarray:
@@ -224,3 +215,73 @@ def test_closing_the_dock_starts_no_further_clean_up(qtbot, viewer, notes, tiny_
     qtbot.wait(200)
     assert ran == [low] and not widget.cleanup_job.running
     assert notes["error"] == []
+
+
+def _corrections_ready(qtbot, viewer, model: str):
+    widget = _widget(viewer, model, viewer.add_image(_scan(0), name="X"))
+    _segment(qtbot, widget)
+    widget.correct.value = True
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=30_000)
+    settle(qtbot, widget)
+    return widget
+
+
+def _held_network(monkeypatch, failing: set[int]):
+    """Each click's network run from now on waits at `gate`; the runs numbered in `failing` (from 1) then fail as
+    out of memory. Returns the gate, an event set when a run starts and the list of runs."""
+    from napari_lgg_unet.engine import corrections as engine_corrections
+    from napari_lgg_unet.engine.errors import DeviceError
+
+    real, gate, started, runs = engine_corrections._recompute_near, threading.Event(), threading.Event(), []
+
+    def held(*args, **kwargs):
+        runs.append(len(runs) + 1)
+        started.set()
+        assert gate.wait(30)
+        if runs[-1] in failing:
+            raise DeviceError("out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine_corrections, "_recompute_near", held)
+    return gate, started, runs
+
+
+def _points(viewer, widget) -> np.ndarray:
+    layer = owned_layer(viewer, widget._source, "clicks")
+    return np.zeros((0, 3)) if layer is None else np.asarray(layer.data)
+
+
+@pytest.mark.parametrize("click_fails", [True, False])
+def test_undo_pressed_while_a_click_is_computed_takes_back_that_click_and_no_other(qtbot, viewer, notes,
+                                                                                   tiny_click_model, monkeypatch,
+                                                                                   click_fails):
+    widget = _corrections_ready(qtbot, viewer, tiny_click_model)
+    widget.corrections.add_click(np.asarray((1.0, 30.0, 30.0)), True)  # A
+    settle(qtbot, widget)
+    clicks, mask = list(widget.corrections.session.clicks), np.array(widget.prediction_layer().data, copy=True)
+    gate, started, _ = _held_network(monkeypatch, failing={1} if click_fails else set())
+    widget.corrections.add_click(np.asarray((1.0, 40.0, 20.0)), False)  # B
+    assert started.wait(10)
+    widget.undo_click.clicked()  # while B is computed: for B
+    gate.set()
+    settle(qtbot, widget)
+    assert widget.corrections.session.clicks == clicks  # A stays, whether B failed or landed and was undone
+    np.testing.assert_array_equal(widget.prediction_layer().data, mask)
+    np.testing.assert_allclose(_points(viewer, widget), [(1.0, 30.0, 30.0)])
+    assert notes["error"] == (["out of memory (simulated)"] if click_fails else [])
+
+
+def test_undo_pressed_while_a_click_waits_for_its_turn_drops_that_click_unrun(qtbot, viewer, notes, tiny_click_model,
+                                                                             monkeypatch):
+    widget = _corrections_ready(qtbot, viewer, tiny_click_model)
+    gate, started, runs = _held_network(monkeypatch, failing={2})  # B would fail, had it run
+    widget.corrections.add_click(np.asarray((1.0, 30.0, 30.0)), True)  # A, computed
+    assert started.wait(10)
+    widget.corrections.add_click(np.asarray((1.0, 40.0, 20.0)), False)  # B, waits behind A
+    widget.undo_click.clicked()
+    gate.set()
+    settle(qtbot, widget)
+    assert [click.positive for click in widget.corrections.session.clicks] == [True]  # A stays
+    assert runs == [1]  # B never ran
+    np.testing.assert_allclose(_points(viewer, widget), [(1.0, 30.0, 30.0)])
+    assert notes["error"] == [] and notes["info"] == []

@@ -311,7 +311,8 @@ def test_undo_pressed_right_after_a_click_that_waits_for_the_session_takes_it_ba
     widget.corrections.undo()
     settle(qtbot, widget)
     assert widget.corrections.session.clicks == []
-    assert len(owned_layer(viewer, widget._source, "clicks").data) == 0
+    points = owned_layer(viewer, widget._source, "clicks")  # none: the click was dropped before it ran
+    assert points is None or len(points.data) == 0
     np.testing.assert_array_equal(widget.prediction_layer().data, before)
     assert notes["info"] == [] and notes["error"] == []
 

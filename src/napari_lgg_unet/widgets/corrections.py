@@ -1,9 +1,10 @@
 """Click corrections in the viewer: a click on the scan says "tumour here", Shift+click (or a right click) "not
 tumour"; the click-conditioned model re-segments the slices the click reaches, in a worker thread.
 
-The clicks are shown as a Points layer of this plugin's (green positive, magenta negative) over the segmented image;
-Undo takes the last one back. Clicks, undos and new clean-ups that arrive while one is computed wait in a queue, so
-fast clicking or dragging the threshold slider never blocks the viewer. The engine's `CorrectionSession` holds the
+The clicks are shown as a Points layer of this plugin's (green positive, magenta negative) over the segmented image,
+drawn whole from the session's clicks (and the one being computed) after every change. Undo takes the newest click back (see `undo`). Clicks,
+undos and new clean-ups that arrive while one is computed wait in a queue, so fast clicking or dragging the
+threshold slider never blocks the viewer. The engine's `CorrectionSession` holds the
 clicks and probabilities; this module only maps viewer positions to the model's slice order and back. The worker
 also puts the result back in the layer's voxel order and lists its pieces, so the viewer's thread only shows it
 (docs/corrections.md measures the stall).
@@ -25,7 +26,7 @@ from ..engine.postprocess import PostprocessConfig
 from ..engine.predict import SegmentOptions
 from . import notify
 from .job import JobRunner
-from .layers import owned_layer, put_owned_layer, shown_index, to_layer_order
+from .layers import data_index, owned_layer, put_owned_layer, shown_index, to_layer_order
 from .workers import LayerResult, ModelCache
 
 POSITIVE_COLOUR, NEGATIVE_COLOUR = "lime", "magenta"
@@ -81,7 +82,18 @@ def session_cleanup_job(session: CorrectionSession, config: PostprocessConfig,
     yield view(session)
 
 
-CLEANUP = (None, False, "cleanup")  # the queue's item for "apply the latest clean-up"
+@dataclass(frozen=True)
+class QueuedClick:
+    """A click waiting in the queue or being computed: where it fell in the model's order (z, y, x) and in the source
+    layer's data coordinates, and its kind."""
+
+    point: tuple[float, float, float]
+    data_point: tuple[float, ...]
+    positive: bool
+
+
+CLEANUP = "cleanup"  # the queue's item for "apply the latest clean-up"
+UNDO = "undo"  # the queue's item for "take back the session's last click"
 NO_SEGMENTATION = "segment an image first, then correct it with clicks"
 
 
@@ -95,8 +107,9 @@ class ClickCorrections:
         self.target: CorrectionTarget | None = None
         self.session: CorrectionSession | None = None
         self.postprocess: PostprocessConfig | None = None  # the widget's clean-up, applied before the next click
-        self._queue: list[tuple[tuple[float, float, float] | None, bool, tuple | str | None]] = []
-        self._computing: tuple | None = None  # the layer data point of the "tumour" click being computed
+        self._queue: list[QueuedClick | str] = []
+        self._running: QueuedClick | None = None  # the click being computed
+        self._undo_running = False  # Undo was pressed for the click being computed
         self._step: str | None = None  # the click job last started: "click", "undo" or None (a clean-up)
         self.enabled = False
         viewer.mouse_drag_callbacks.append(self._on_mouse)
@@ -121,9 +134,9 @@ class ClickCorrections:
     def reset(self, target: CorrectionTarget | None) -> None:
         """A new segmentation (or none): earlier clicks belonged to the old one."""
         self.target, self.session, self._queue, self._step = target, None, [], None
+        self._running, self._undo_running = None, False  # a click still computed belongs to the old session
         self.postprocess = None  # the new segmentation's own clean-up, until the widget says otherwise
-        if target is not None and (layer := owned_layer(self.viewer, target.source, "clicks")) is not None:
-            layer.data = np.zeros((0, target.source.ndim))
+        self._draw_clicks()
         self._prepare()
 
     def set_enabled(self, enabled: bool) -> None:
@@ -148,7 +161,8 @@ class ClickCorrections:
             notify.show_warning(NO_SEGMENTATION)
             return
         shown = shown_index(self.target.source, data_point)
-        self._queue.append((shown if len(shown) == 3 else (0.0, *shown), positive, tuple(data_point)))
+        point = shown if len(shown) == 3 else (0.0, *shown)
+        self._queue.append(QueuedClick(point, tuple(float(v) for v in data_point), bool(positive)))
         self._next()
 
     def _has_target(self) -> bool:
@@ -157,16 +171,28 @@ class ClickCorrections:
         return self.target is not None and self.target.source in self.viewer.layers
 
     def undo(self) -> None:
-        """Take the last click back, once what is queued before it has run. A click still waiting (for the session
-        to be built, or its turn) or being computed counts: the session holds a click only once its job has run, and
-        an Undo pressed right after a click was refused ("there is no click to undo") while the click then landed."""
-        waiting = any(item is not CLEANUP and item[0] is not None for item in self._queue) or (
-            self.job.running and self._step == "click")
-        if not waiting and (self.session is None or not self.session.clicks):
+        """Take back the newest click the user made, whatever state it is in. One still waiting (for the session to
+        be built, or its turn) leaves the queue and never runs. The one being computed is taken back as soon as it
+        lands; if it fails instead, it is gone already and this Undo is spent on it: the click before it stays (an
+        Undo queued behind a click that then failed used to take that earlier click, which the user never asked to
+        undo). Otherwise the session's last click goes, after what is queued before it."""
+        waiting = [index for index, item in enumerate(self._queue) if isinstance(item, QueuedClick)]
+        if waiting:
+            del self._queue[waiting[-1]]
+            return
+        if self._running is not None and not self._undo_running:
+            self._undo_running = True
+            return
+        if self._clicks_left() <= 0:
             notify.show_info("there is no click to undo")
             return
-        self._queue.append((None, False, None))
+        self._queue.append(UNDO)
         self._next()
+
+    def _clicks_left(self) -> int:
+        """The session's clicks less those the undos queued or running will take back."""
+        clicks = 0 if self.session is None else len(self.session.clicks)
+        return clicks - self._queue.count(UNDO) - int(self.job.running and self._step == "undo")
 
     def _next(self) -> None:
         if self.job.running:
@@ -178,27 +204,27 @@ class ClickCorrections:
             self._start_session()
             return
         item = self._queue.pop(0)
-        if item is CLEANUP:
-            self._computing, self._step = None, None
+        if item == CLEANUP:
+            self._step = None
             self.job.start(session_cleanup_job, self.session, self.postprocess, self._view(),
                            on_item=partial(self._mask_ready, self.session), on_done=self._next)
             return
-        point, positive, data_point = item
-        if point is None and not self.session.clicks:
-            self._next()  # an undo pressed twice for one click, queued before the first ran: nothing left to undo
-            return
-        self._computing = data_point if positive else None
-        self._step = "undo" if point is None else "click"
-        self._show_click(data_point, positive)  # first: a job run to its end inside `start` (tests) may take it off
+        self._running = None if item == UNDO else item
+        self._step = "undo" if item == UNDO else "click"
+        point, positive = (None, False) if item == UNDO else (item.point, item.positive)
+        self._draw_clicks()  # the click being computed shows at once
         self.job.start(click_job, self.session, point, positive, self._view(),
                        on_item=partial(self._mask_ready, self.session),
-                       on_done=partial(self._click_done, self.session, point, len(self.session.clicks)))
+                       on_done=partial(self._click_done, self.session, len(self.session.clicks)))
 
-    def _click_done(self, session: CorrectionSession, point: tuple | None, clicks_before: int) -> None:
-        """Go on with the queue; a click that failed (its error was notified) left the session without it, so its
-        point goes too, or the next Undo would take off this point and the click before it."""
-        if point is not None and session is self.session and len(session.clicks) == clicks_before:
-            self._show_click(None, False)
+    def _click_done(self, session: CorrectionSession, clicks_before: int) -> None:
+        """Redraw the clicks and go on with the queue. A click that failed (its error was notified) left the session
+        without it, and an Undo pressed while it was computed is spent on it; one that landed is taken back first."""
+        landed = self._running is not None and len(session.clicks) > clicks_before
+        if landed and self._undo_running and session is self.session:
+            self._queue.insert(0, UNDO)
+        self._running, self._undo_running = None, False
+        self._draw_clicks()
         self._next()
 
     def _session_ready(self, target: CorrectionTarget, session: CorrectionSession) -> None:
@@ -233,30 +259,30 @@ class ClickCorrections:
         if session is not self.session:
             return
         said_tumour = ()
-        if self._computing is not None:
+        if self._running is not None and self._running.positive:
             top = np.asarray(self.target.source.data.shape[: self.target.source.ndim]) - 1
-            said_tumour = (tuple(int(v) for v in np.clip(np.round(self._computing), 0, top)),)
+            said_tumour = (tuple(int(v) for v in np.clip(np.round(self._running.data_point), 0, top)),)
         self._on_change(result, said_tumour, self._step)
 
-    def _show_click(self, data_point: tuple | None, positive: bool) -> None:
-        """Add the click to the Points layer, or (`data_point` None: an undo) take the last one off it."""
-        source = self.target.source
-        layer = owned_layer(self.viewer, source, "clicks")
-        if data_point is None:
-            if layer is not None and len(layer.data):
-                layer.data = layer.data[:-1]  # face colours follow the kept points
+    def _draw_clicks(self) -> None:
+        """Draw the clicks layer whole: the session's clicks, then the click being computed. Drawn from the session,
+        it cannot keep a point of a click that failed, or lose one that shaped the mask."""
+        if not self._has_target():
             return
-        colour = POSITIVE_COLOUR if positive else NEGATIVE_COLOUR
-        if layer is None:
-            layer = put_owned_layer(self.viewer, source, "clicks", np.asarray([data_point]), face_color=colour,
-                                    size=6, border_width=0)
-        else:
-            # napari's `add` selects the point it adds, and a new current colour recolours the selected points: the
-            # last click took this one's colour, and after an undo the selection named a point no longer there
-            layer.selected_data = set()
-            layer.current_face_color = colour
-            layer.add(np.asarray(data_point))
-            layer.selected_data = set()
+        source = self.target.source
+        clicks = [] if self.session is None else self.session.clicks
+        shown = np.array([(c.z, c.y, c.x) for c in clicks], dtype=float).reshape(-1, 3)[:, 3 - source.ndim:]
+        points, kinds = data_index(source, shown), [c.positive for c in clicks]
+        if self._running is not None:
+            points = np.vstack([points, self._running.data_point])
+            kinds.append(self._running.positive)
+        colours = [POSITIVE_COLOUR if positive else NEGATIVE_COLOUR for positive in kinds]
+        layer = owned_layer(self.viewer, source, "clicks")
+        if layer is None and len(points):
+            put_owned_layer(self.viewer, source, "clicks", points, face_color=colours, size=6, border_width=0)
+        elif layer is not None:
+            layer.data = points
+            layer.face_color = colours
 
     def _on_mouse(self, viewer: napari.Viewer, event) -> Iterator[None]:
         """A press and release without a drag over the segmented image is a click; a drag stays a pan.
@@ -284,3 +310,4 @@ class ClickCorrections:
         if np.any(point < -0.5) or np.any(point > np.asarray(source.data.shape[: len(point)]) - 0.5):
             return
         self.add_click(point, positive=event.button == 1 and "Shift" not in event.modifiers)
+

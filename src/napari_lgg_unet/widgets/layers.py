@@ -205,6 +205,18 @@ def shown_index(layer: Layer, point: np.ndarray) -> tuple[float, ...]:
     return tuple(shown)
 
 
+def data_index(layer: Layer, shown: np.ndarray) -> np.ndarray:
+    """The inverse of `shown_index` for points (n, layer.ndim): indices into `as_shown(layer)` as `layer`'s data
+    coordinates."""
+    orientation = view_orientation(layer)
+    shown = np.asarray(shown, dtype=float).reshape(-1, len(orientation))
+    point = np.empty_like(shown)
+    for axis, (target, flip) in enumerate(orientation):
+        value = shown[:, int(target)]
+        point[:, axis] = value if flip > 0 else layer.data.shape[axis] - 1 - value
+    return point
+
+
 def current_slice(viewer: napari.Viewer, layer: Layer) -> int | None:
     """Index along the first axis of a 3D layer shown at the viewer's current position (None for 2D)."""
     if layer.ndim != 3:
