@@ -2,7 +2,8 @@
 tumour"; the click-conditioned model re-segments the slices the click reaches, in a worker thread.
 
 The clicks are shown as a Points layer of this plugin's (green positive, magenta negative) over the segmented image,
-drawn whole from the session's clicks (and the one being computed) after every change. Undo takes the newest click back (see `undo`). Clicks,
+drawn whole from the session's clicks (and the one being computed) after every change, and read-only (`_read_only`):
+it cannot disagree with the clicks that shaped the mask. Undo takes the newest click back (see `undo`). Clicks,
 undos and new clean-ups that arrive while one is computed wait in a queue, so fast clicking or dragging the
 threshold slider never blocks the viewer. The engine's `CorrectionSession` holds the
 clicks and probabilities; this module only maps viewer positions to the model's slice order and back. The worker
@@ -18,7 +19,7 @@ from typing import Callable, Iterator
 
 import napari
 import numpy as np
-from napari.layers import Image
+from napari.layers import Image, Points
 
 from ..engine.corrections import CorrectionSession
 from ..engine.pieces import Piece, describe_pieces
@@ -95,6 +96,7 @@ class QueuedClick:
 CLEANUP = "cleanup"  # the queue's item for "apply the latest clean-up"
 UNDO = "undo"  # the queue's item for "take back the session's last click"
 NO_SEGMENTATION = "segment an image first, then correct it with clicks"
+READ_ONLY = "the clicks layer shows the clicks that shaped the mask and cannot be edited: Undo click takes one back"
 
 
 class ClickCorrections:
@@ -279,7 +281,8 @@ class ClickCorrections:
         colours = [POSITIVE_COLOUR if positive else NEGATIVE_COLOUR for positive in kinds]
         layer = owned_layer(self.viewer, source, "clicks")
         if layer is None and len(points):
-            put_owned_layer(self.viewer, source, "clicks", points, face_color=colours, size=6, border_width=0)
+            _read_only(put_owned_layer(self.viewer, source, "clicks", points, face_color=colours, size=6,
+                                       border_width=0))
         elif layer is not None:
             layer.data = points
             layer.face_color = colours
@@ -311,3 +314,22 @@ class ClickCorrections:
             return
         self.add_click(point, positive=event.button == 1 and "Shift" not in event.modifiers)
 
+
+def _read_only(layer: Points) -> None:
+    """Keep the user from editing the clicks layer: a point deleted, moved or added there no longer matched the clicks
+    that shaped the mask (an Undo then took off another click's point). napari turns `editable` back on whenever the
+    data is set or the view switches between 2D and 3D, and its keys delete, copy and paste the selected points even
+    with the point tools off, so `editable` is turned off again at once and no point stays selected."""
+
+    def keep_off(*_: object) -> None:
+        if layer.editable:
+            layer.editable = False
+
+    def deselect(*_: object) -> None:
+        if len(layer.selected_data):
+            layer.selected_data = set()
+            notify.show_info(READ_ONLY)
+
+    keep_off()
+    layer.events.editable.connect(keep_off)
+    layer.selected_data.events.items_changed.connect(deselect)

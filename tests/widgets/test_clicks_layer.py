@@ -1,0 +1,72 @@
+"""The clicks layer shows exactly the clicks that shaped the mask: napari's point tools and keys cannot change it, and
+it is drawn again from the correction session, so a deleted layer comes back with every click."""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.utils.colormaps.standardize_color import transform_color
+from qtpy.QtCore import Qt
+
+from napari_lgg_unet.widgets.corrections import NEGATIVE_COLOUR, POSITIVE_COLOUR, READ_ONLY
+from napari_lgg_unet.widgets.layers import owned_layer
+
+from widget_helpers import dock, settle
+
+CLICKS = [((1.0, 30.0, 30.0), True), ((1.0, 40.0, 20.0), False)]
+
+
+def _clicked(qtbot, viewer, model: str):
+    """The Segment widget with a 3-slice scan segmented and the two CLICKS made."""
+    image = np.random.default_rng(0).random((3, 64, 64), dtype=np.float32)
+    image[..., 20:40, 20:40] += 2.0
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value = "folder"
+    widget.model_folder.value = model
+    widget.image.value = viewer.add_image(image, name="X")
+    widget.segment_button.clicked()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    widget.correct.value = True
+    for point, positive in CLICKS:
+        widget.corrections.add_click(np.asarray(point), positive)
+    settle(qtbot, widget)
+    return widget
+
+
+def _assert_shows(layer, clicks) -> None:
+    np.testing.assert_allclose(layer.data, [point for point, _ in clicks])
+    colours = [transform_color(POSITIVE_COLOUR if positive else NEGATIVE_COLOUR)[0] for _, positive in clicks]
+    np.testing.assert_allclose(layer.face_color, colours)
+
+
+def test_napari_point_tools_and_keys_cannot_change_the_clicks_layer(qtbot, viewer, notes, tiny_click_model):
+    widget = _clicked(qtbot, viewer, tiny_click_model)
+    layer = owned_layer(viewer, widget._source, "clicks")
+    viewer.layers.selection.active = layer
+    viewer.dims.set_point(0, 1)  # the clicks' slice
+    for mode in ("add", "select"):
+        layer.mode = mode
+        assert layer.mode == "pan_zoom", mode
+    viewer.dims.ndisplay = 3  # napari turns editing back on when the view changes
+    viewer.dims.ndisplay = 2
+    assert not layer.editable
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key_A)  # select the points on this slice
+    qtbot.keyClick(canvas, Qt.Key_Delete)  # and delete them
+    for key in (Qt.Key_A, Qt.Key_C, Qt.Key_V):  # select all, copy, paste
+        qtbot.keyClick(canvas, key, Qt.ControlModifier)
+    _assert_shows(layer, CLICKS)
+    assert len(layer.selected_data) == 0 and READ_ONLY in notes["info"]
+    widget.corrections.undo()
+    settle(qtbot, widget)
+    _assert_shows(layer, CLICKS[:1])  # Undo took off the last click's point
+    assert len(widget.corrections.session.clicks) == 1 and notes["error"] == []
+
+
+def test_a_deleted_clicks_layer_comes_back_with_every_click_at_the_next_click(qtbot, viewer, notes, tiny_click_model):
+    widget = _clicked(qtbot, viewer, tiny_click_model)
+    viewer.layers.remove(owned_layer(viewer, widget._source, "clicks"))
+    widget.corrections.add_click(np.asarray((1.0, 20.0, 40.0)), True)
+    settle(qtbot, widget)
+    _assert_shows(owned_layer(viewer, widget._source, "clicks"), [*CLICKS, ((1.0, 20.0, 40.0), True)])
+    assert notes["error"] == []
