@@ -285,3 +285,21 @@ def test_undo_pressed_while_a_click_waits_for_its_turn_drops_that_click_unrun(qt
     assert runs == [1]  # B never ran
     np.testing.assert_allclose(_points(viewer, widget), [(1.0, 30.0, 30.0)])
     assert notes["error"] == [] and notes["info"] == []
+
+
+def test_more_undos_than_clicks_while_a_click_is_computed_say_there_is_none_left(qtbot, viewer, notes,
+                                                                                  tiny_click_model, monkeypatch):
+    """The session holds the click being computed from the moment its job starts: counted as a click of its own,
+    the third Undo was queued too, and failed with "there is no click to undo" as an error."""
+    widget = _corrections_ready(qtbot, viewer, tiny_click_model)
+    widget.corrections.add_click(np.asarray((1.0, 30.0, 30.0)), True)  # A
+    settle(qtbot, widget)
+    gate, started, _ = _held_network(monkeypatch, failing=set())
+    widget.corrections.add_click(np.asarray((1.0, 40.0, 20.0)), False)  # B, computed
+    assert started.wait(10)
+    for _ in range(3):  # for B, for A, and for none
+        widget.undo_click.clicked()
+    gate.set()
+    settle(qtbot, widget)
+    assert widget.corrections.session.clicks == [] and len(_points(viewer, widget)) == 0
+    assert notes["error"] == [] and notes["info"] == ["there is no click to undo"]

@@ -112,6 +112,7 @@ class ClickCorrections:
         self._queue: list[QueuedClick | str] = []
         self._running: QueuedClick | None = None  # the click being computed
         self._undo_running = False  # Undo was pressed for the click being computed
+        self._clicks_before = 0  # the session's clicks when the running click or undo job started
         self._step: str | None = None  # the click job last started: "click", "undo" or None (a clean-up)
         self.enabled = False
         viewer.mouse_drag_callbacks.append(self._on_mouse)
@@ -192,9 +193,14 @@ class ClickCorrections:
         self._next()
 
     def _clicks_left(self) -> int:
-        """The session's clicks less those the undos queued or running will take back."""
-        clicks = 0 if self.session is None else len(self.session.clicks)
-        return clicks - self._queue.count(UNDO) - int(self.job.running and self._step == "undo")
+        """The session's clicks less those the undos queued or running will take back. While a click or undo job
+        runs, the session's list is the worker's to change (a click is in it from the moment its job starts), so
+        the clicks are counted as they were when the job started."""
+        if self.session is None:
+            return 0
+        running = self.job.running and self._step is not None
+        clicks = self._clicks_before if running else len(self.session.clicks)
+        return clicks - self._queue.count(UNDO) - int(running and self._step == "undo")
 
     def _next(self) -> None:
         if self.job.running:
@@ -214,15 +220,15 @@ class ClickCorrections:
         self._running = None if item == UNDO else item
         self._step = "undo" if item == UNDO else "click"
         point, positive = (None, False) if item == UNDO else (item.point, item.positive)
+        self._clicks_before = len(self.session.clicks)
         self._draw_clicks()  # the click being computed shows at once
         self.job.start(click_job, self.session, point, positive, self._view(),
-                       on_item=partial(self._mask_ready, self.session),
-                       on_done=partial(self._click_done, self.session, len(self.session.clicks)))
+                       on_item=partial(self._mask_ready, self.session), on_done=partial(self._click_done, self.session))
 
-    def _click_done(self, session: CorrectionSession, clicks_before: int) -> None:
+    def _click_done(self, session: CorrectionSession) -> None:
         """Redraw the clicks and go on with the queue. A click that failed (its error was notified) left the session
         without it, and an Undo pressed while it was computed is spent on it; one that landed is taken back first."""
-        landed = self._running is not None and len(session.clicks) > clicks_before
+        landed = self._running is not None and len(session.clicks) > self._clicks_before
         if landed and self._undo_running and session is self.session:
             self._queue.insert(0, UNDO)
         self._running, self._undo_running = None, False
