@@ -1,14 +1,17 @@
 """The clicks layer shows exactly the clicks that shaped the mask: napari's point tools and keys cannot change it, and
-it is drawn again from the correction session, so a deleted layer comes back with every click."""
+it is drawn again from the correction session, so a deleted layer comes back with every click and an undo that
+fails keeps its point."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
+from napari.layers import Image
 from napari.utils.colormaps.standardize_color import transform_color
 from qtpy.QtCore import Qt
 
 from napari_lgg_unet.widgets.corrections import NEGATIVE_COLOUR, POSITIVE_COLOUR, READ_ONLY
-from napari_lgg_unet.widgets.layers import owned_layer
+from napari_lgg_unet.widgets.layers import data_index, owned_layer, shown_index
 
 from widget_helpers import dock, settle
 
@@ -70,3 +73,29 @@ def test_a_deleted_clicks_layer_comes_back_with_every_click_at_the_next_click(qt
     settle(qtbot, widget)
     _assert_shows(owned_layer(viewer, widget._source, "clicks"), [*CLICKS, ((1.0, 20.0, 40.0), True)])
     assert notes["error"] == []
+
+
+def test_an_undo_that_fails_keeps_the_click_and_its_point(qtbot, viewer, notes, tiny_click_model, monkeypatch):
+    from napari_lgg_unet.engine import corrections as engine_corrections
+
+    widget = _clicked(qtbot, viewer, tiny_click_model)
+    mask = np.array(widget.prediction_layer().data, copy=True)
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(engine_corrections, "label_pieces", out_of_memory)
+    widget.corrections.undo()
+    settle(qtbot, widget)
+    assert len(notes["error"]) == 1 and len(widget.corrections.session.clicks) == 2
+    _assert_shows(owned_layer(viewer, widget._source, "clicks"), CLICKS)
+    np.testing.assert_array_equal(widget.prediction_layer().data, mask)
+
+
+@pytest.mark.parametrize("shape, scale", [((3, 8, 9), (1, -1, 1)), ((3, 8, 9), (-2, 1, -1)), ((8, 9), (-1, 1))])
+def test_data_index_undoes_shown_index_on_flipped_and_2d_layers(shape, scale):
+    layer = Image(np.zeros(shape), scale=scale)
+    points = np.array([(1.0, 2.5, 7.0), (0.0, 0.0, 8.0)])[:, 3 - len(shape):]
+    shown = np.array([shown_index(layer, point) for point in points])
+    assert not np.allclose(shown, points)  # the flips move them
+    np.testing.assert_allclose(data_index(layer, shown), points)
