@@ -248,12 +248,14 @@ def _checked_probability(probability: np.ndarray, shape: tuple[int, ...]) -> np.
 
 
 def _recompute_near(scan: ScanInput, old: np.ndarray, slices: np.ndarray, clicks: list[Click],
-                    centre: tuple[float, float], window: int, options: SegmentOptions, precision: Precision) -> np.ndarray:
+                    centre: tuple[float, float], window: int, options: SegmentOptions,
+                    precision: Precision) -> np.ndarray:
     """New probabilities (n, H, W) of `slices`, whose current ones are `old`: the network runs on a `window` square
     of network pixels around `centre` (row, column in pixels), and the square's trusted inner part replaces `old`."""
     height, width = old.shape[1:]
     size = scan.model.config.preprocess.image_size
-    start = [int(np.clip(round(c - window / 2), 0, size - window)) for c in to_model_point(*centre, height, width, size)]
+    centre_in_model = to_model_point(*centre, height, width, size)
+    start = [int(np.clip(round(c - window / 2), 0, size - window)) for c in centre_in_model]
     crop = tuple(slice(s, s + window) for s in start)
     inner = tuple(slice(s + (MARGIN if s > 0 else 0), s + window - (MARGIN if s + window < size else 0)) for s in start)
     with out_of_memory_as_advice(), torch.inference_mode():

@@ -58,7 +58,8 @@ def corrected_view(session: CorrectionSession, to_layer: Callable[[np.ndarray], 
     return LayerResult(probability, (labels > 0).astype(np.uint8), (labels, pieces))
 
 
-def session_job(cache: ModelCache, target: CorrectionTarget, *, stop: Callable[[], bool]) -> Iterator[CorrectionSession]:
+def session_job(cache: ModelCache, target: CorrectionTarget, *,
+                stop: Callable[[], bool]) -> Iterator[CorrectionSession]:
     """Build the correction session from the segmentation already on screen (no model run)."""
     model = cache.get(target.model, target.device)
     yield CorrectionSession(model, target.image, target.options, rgb=target.rgb, probability=target.probability)
