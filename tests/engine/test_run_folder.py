@@ -1,13 +1,17 @@
 """run_folder.RunFolder: the lock, the start checks, the resume state and the history of one training folder."""
 
 import json
+import os
+import re
+from pathlib import Path
 
 import pytest
 import torch
 from temp_files import LOOKALIKES, leftovers_of_a_killed_writer
 
+from napari_lgg_unet.engine import run_folder
 from napari_lgg_unet.engine.errors import InputError, ModelError
-from napari_lgg_unet.engine.run_folder import PATIENTS, RunFolder, RunProgress
+from napari_lgg_unet.engine.run_folder import LOCK_FILE, PATIENTS, RunFolder, RunProgress
 
 
 def _parts():
@@ -40,6 +44,120 @@ def test_a_failed_first_run_leaves_no_empty_folder_and_a_file_is_no_folder(tmp_p
             pass
     with pytest.raises(InputError, match="cannot create the output folder .*file/run-1: Not a directory"):
         with RunFolder(tmp_path / "file" / "run-1").locked():  # the Train widget's run folder inside a file
+            pass
+
+
+def test_a_failed_first_run_removes_every_folder_it_created_but_no_folder_that_holds_something(tmp_path):
+    with pytest.raises(InputError, match="no run to resume"):  # `train --out x/a/b/c --resume` on a new folder
+        with RunFolder(tmp_path / "x" / "a" / "b" / "c").locked() as folder:
+            folder.check_start({}, resume=True)
+    assert sorted(tmp_path.iterdir()) == []
+    (tmp_path / "x").mkdir()
+    with pytest.raises(RuntimeError):
+        with RunFolder(tmp_path / "x" / "a" / "b" / "c").locked():
+            (tmp_path / "x" / "a" / "notes.txt").write_text("written meanwhile")
+            raise RuntimeError("failed")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["x", "x/a", "x/a/notes.txt"]
+
+
+def test_a_failed_run_removes_the_lock_it_created_in_an_existing_folder_and_keeps_one_it_found(tmp_path):
+    (tmp_path / "scan.tif").write_text("the user's")
+    for found in (False, True):
+        with pytest.raises(RuntimeError):
+            with RunFolder(tmp_path).locked():
+                raise RuntimeError("refused after taking the lock")
+        assert (tmp_path / LOCK_FILE).exists() == found
+        (tmp_path / LOCK_FILE).write_text("")  # an ended run's lock
+
+
+@pytest.mark.parametrize("text", ["", "calibration (process 4242)"])  # a killed run leaves its text
+def test_a_lock_file_left_by_an_ended_or_killed_run_is_taken(tmp_path, text):
+    (tmp_path / LOCK_FILE).write_text(text)
+    with RunFolder(tmp_path).locked("training run"):
+        assert (tmp_path / LOCK_FILE).read_text() == f"training run (process {os.getpid()})"
+    assert (tmp_path / LOCK_FILE).read_text() == ""
+
+
+def _users_own(lock: Path, kind: str) -> Path:
+    """A `.lock` that lgg-unet did not write; returns the file whose bytes must survive."""
+    if kind == "file":
+        lock.write_bytes(b"my notes\n")
+        return lock
+    if kind == "binary file":
+        lock.write_bytes(bytes(range(256)) * 4)
+        return lock
+    if kind == "newline":
+        lock.write_bytes(b"\n")
+        return lock
+    if kind == "folder":
+        lock.mkdir()
+        (lock / "inside.txt").write_bytes(b"mine")
+        return lock / "inside.txt"
+    target = lock.parent.parent / "unrelated.txt"  # a link: its target must not be written, even if empty
+    target.write_bytes(b"" if kind == "link to an empty file" else b"precious")
+    lock.symlink_to(target)
+    return target
+
+
+@pytest.mark.parametrize("kind", ["file", "binary file", "newline", "folder", "link", "link to an empty file"])
+def test_a_lock_file_lgg_unet_did_not_write_is_refused_and_left_byte_for_byte(tmp_path, kind):
+    run = tmp_path / "run"
+    run.mkdir()
+    kept = _users_own(run / LOCK_FILE, kind)
+    before = kept.read_bytes(), kept.stat().st_mtime_ns
+    refusal = rf"{re.escape(str(run / LOCK_FILE))} is .*not the lock file lgg-unet keeps .* move or rename it"
+    with pytest.raises(InputError, match=refusal):
+        with RunFolder(run).locked():
+            pytest.fail("the run went on")
+    assert (kept.read_bytes(), kept.stat().st_mtime_ns) == before
+    assert (run / LOCK_FILE).is_symlink() == kind.startswith("link")
+
+
+def test_a_link_put_in_place_of_the_lock_after_the_check_is_not_followed(tmp_path, monkeypatch):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / LOCK_FILE).symlink_to(tmp_path / "empty.txt")
+    lstat = Path.lstat
+
+    def lstat_before_the_link_came(path):
+        if path.name == LOCK_FILE:
+            raise FileNotFoundError(path)
+        return lstat(path)
+
+    monkeypatch.setattr(Path, "lstat", lstat_before_the_link_came)
+    before = (tmp_path / "empty.txt").stat().st_mtime_ns
+    with pytest.raises(InputError, match="cannot open the lock file .*choose another output folder"):
+        with RunFolder(tmp_path / "run").locked():
+            pass
+    assert (tmp_path / "empty.txt").stat().st_mtime_ns == before
+
+
+def test_a_run_that_opened_a_lock_its_failing_holder_then_removed_takes_the_new_one(tmp_path, monkeypatch):
+    """The failing holder removes the lock it created while it still holds it; a run that had opened that file
+    must not hold the removed file while a third run creates and holds a new `.lock`."""
+    opened = []
+    real_open = run_folder._open_lock
+
+    def open_then_lose_the_race(path):
+        handle = real_open(path)
+        if not opened:  # the holder removes it just after this run opened it, and releases it
+            path.unlink()
+        opened.append(path)
+        return handle
+
+    monkeypatch.setattr(run_folder, "_open_lock", open_then_lose_the_race)
+    with RunFolder(tmp_path).locked("training run"):
+        assert len(opened) == 2
+        assert (tmp_path / LOCK_FILE).read_text() == f"training run (process {os.getpid()})"
+        with pytest.raises(InputError, match="in use by another training run"):
+            with RunFolder(tmp_path).locked():
+                pass
+
+
+def test_a_lock_file_that_keeps_being_replaced_is_refused_instead_of_tried_forever(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_folder, "_same_file", lambda handle, path: False)
+    with pytest.raises(InputError, match="keeps being replaced while this run takes it"):
+        with RunFolder(tmp_path).locked():
             pass
 
 

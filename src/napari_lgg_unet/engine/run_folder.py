@@ -13,10 +13,12 @@ import csv
 import io
 import json
 import os
+import re
+import stat
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -30,6 +32,12 @@ from .validate import from_json
 RESUME_FILE = "resume.safetensors"
 RESUME_FORMAT = "napari-lgg-unet-resume/2"
 LOCK_FILE = ".lock"
+LOCK_TEXT = "{task} (process {pid})"  # what a run writes into its lock while it holds it, and empties at the end
+# A lock of ours: LOCK_TEXT or empty (what a killed run or an ended one leaves). Bounded, so that reading
+# _LOCK_READ characters sees the whole of any file that matches.
+_OUR_LOCK = re.compile(r"(.{1,200} \(process \d{1,10}\))?")
+_LOCK_READ = 256
+_LOCK_ATTEMPTS = 5  # to take a lock file that failing holders keep removing (see _release)
 HISTORY_JSON, HISTORY_CSV = "history.json", "history.csv"
 PATIENTS = "patients"  # in a resume state's settings: the scans the run trains on (none in states before 2026-12-02)
 
@@ -74,47 +82,27 @@ class RunFolder:
         """Hold the folder's exclusive lock for `task` (what the refusal of a second writer names: training and
         calibration both write the folder, so each refuses while the other holds it).
 
-        A folder this call created is removed again when the block fails before writing anything but the lock,
-        so a refused or failed first run leaves no empty model folder behind.
+        What this call created is removed again when the block fails: the lock file, then each folder it made, from
+        the deepest, while it is empty. So a refused or failed first run leaves no empty folders behind (not even the
+        parents of `train --out a/b/c`), and a refused run leaves an existing folder as it was.
         """
         self.check_writable()
-        created = not self.path.exists()
+        made = _missing_folders(self.path)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as error:  # a file where a parent folder should be, a read-only place
             raise InputError(f"cannot create the output folder {self.path}: {error.strerror or error}; choose "
                              "another output folder") from None
         try:
-            with open(self.path / LOCK_FILE, "a+") as handle:
-                with self._holding(handle, task):
-                    yield self
+            with _lock_file(self.path / LOCK_FILE, task):
+                yield self
         except BaseException:
-            if created:
-                self._remove_if_only_lock()
+            for folder in made:
+                try:
+                    folder.rmdir()  # only an empty folder goes; what the run wrote stays, with the folders above it
+                except OSError:
+                    break
             raise
-
-    @contextlib.contextmanager
-    def _holding(self, handle: Any, task: str) -> Iterator[None]:
-        if not _try_lock(handle):
-            handle.seek(0)
-            holder = handle.read().strip() or "run (another process)"
-            raise InputError(f"{self.path} is in use by another {holder}; wait for it to end or choose another folder")
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{task} (process {os.getpid()})")
-        handle.flush()
-        remove_leftover_temp_files(self.path)
-        try:
-            yield
-        finally:
-            handle.truncate(0)
-            _unlock(handle)
-
-    def _remove_if_only_lock(self) -> None:
-        with contextlib.suppress(OSError):
-            if [p.name for p in self.path.iterdir()] == [LOCK_FILE]:
-                (self.path / LOCK_FILE).unlink()
-                self.path.rmdir()
 
     def check_start(self, settings: dict, resume: bool) -> None:
         """Refuse to start over a model, or to resume without a matching resume state; say what to do instead.
@@ -222,6 +210,105 @@ class RunFolder:
             write_text_atomic(self.path / HISTORY_CSV, buffer.getvalue())
 
 
+def _missing_folders(path: Path) -> list[Path]:
+    """The folders that creating `path` makes, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+@contextlib.contextmanager
+def _lock_file(path: Path, task: str) -> Iterator[None]:
+    """Hold the lock file `path` for `task`, naming the task in it; remove it when the block fails and this call
+    created it."""
+    made = not os.path.lexists(path)
+    handle = _take(path)
+    failed = False
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(LOCK_TEXT.format(task=task, pid=os.getpid()))
+        handle.flush()
+        remove_leftover_temp_files(path.parent)
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        handle.truncate(0)
+        _release(handle, path if failed and made else None)
+
+
+def _take(path: Path) -> IO[str]:
+    """The lock file opened and held. Refused: a lock another process holds (naming its task), and anything that
+    is not a lock of ours (a link, a folder, a file with other text: someone's own, so it is left untouched)."""
+    for _ in range(_LOCK_ATTEMPTS):
+        handle = _open_lock(path)
+        if not _try_lock(handle):
+            text = _read(handle)
+            handle.close()
+            holder = text if text and _OUR_LOCK.fullmatch(text) else "run (another process)"
+            raise InputError(f"{path.parent} is in use by another {holder}; wait for it to end or choose another "
+                             "folder")
+        if _same_file(handle, path):
+            break
+        _release(handle, None)  # its holder removed it after this call opened it: the folder is free, open it anew
+    else:  # a file system that reports no stable file identity, or runs that keep coming and failing
+        raise InputError(f"{path} keeps being replaced while this run takes it; wait for other runs into "
+                         f"{path.parent} to end or choose another folder")
+    text = _read(handle)
+    if text is not None and _OUR_LOCK.fullmatch(text):
+        return handle
+    _release(handle, None)
+    raise InputError(_not_ours(path, "a file holding other text"))
+
+
+def _open_lock(path: Path) -> IO[str]:
+    """`path` opened for reading and writing, created if missing, never through a link: its target, perhaps any
+    file of the user's, would be written. O_NOFOLLOW closes the gap between the check and the open where the system
+    has it."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISREG(mode):
+            kind = "a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else "no plain file"
+            raise InputError(_not_ours(path, kind))
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        descriptor = os.open(path, flags, 0o666)
+    except OSError as error:  # a read-only folder; a link or folder put there since the check
+        raise InputError(f"cannot open the lock file {path}: {error.strerror or error}; choose another output "
+                         "folder") from None
+    return os.fdopen(descriptor, "r+", encoding="utf-8", errors="replace")
+
+
+def _read(handle: IO[str]) -> str | None:
+    """The lock's text (its start, if it is longer than a lock of ours), or None where it cannot be read: Windows
+    refuses to read a byte another process has locked."""
+    try:
+        handle.seek(0)
+        return handle.read(_LOCK_READ)
+    except OSError:
+        return None
+
+
+def _same_file(handle: IO[str], path: Path) -> bool:
+    """Whether `path` still names the file `handle` holds: a failing run removes the lock it created."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.lstat(path))
+    except OSError:
+        return False
+
+
+def _not_ours(path: Path, kind: str) -> str:
+    return (f"{path} is {kind}, not the lock file lgg-unet keeps in an output folder, and is left as it is; move or "
+            "rename it, or choose another output folder")
+
+
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt
 
@@ -233,9 +320,15 @@ if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
         except OSError:
             return False
 
-    def _unlock(handle: Any) -> None:
+    def _release(handle: Any, remove: Path | None) -> None:
+        """Unlock and close, then remove `remove`: Windows removes no open file, so this fails (and the file
+        stays) when another process has opened it since, and no two runs ever hold two files of one name."""
         handle.seek(0)
         msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        handle.close()
+        if remove is not None:
+            with contextlib.suppress(OSError):
+                remove.unlink()
 
 else:
     import fcntl
@@ -247,8 +340,14 @@ else:
         except BlockingIOError:
             return False
 
-    def _unlock(handle: Any) -> None:
+    def _release(handle: Any, remove: Path | None) -> None:
+        """Remove `remove` while still holding it, then unlock and close: a run that opened it meanwhile finds it
+        gone once it holds it (`_same_file`) and opens the new one, so no two runs ever hold two files of one name."""
+        if remove is not None:
+            with contextlib.suppress(OSError):
+                remove.unlink()
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        handle.close()
 
 
 def _patients_differ(saved: list[str], now: list[str]) -> str:
