@@ -7,6 +7,7 @@ training stops it between steps and keeps the best model (exit code 0). Under to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import typing
@@ -306,29 +307,28 @@ def _predict_cohort(args: argparse.Namespace, cases: list[ScanSource], group: Gr
     then `summary.csv` beside the masks."""
     from tqdm import tqdm
 
-    from .engine.batch_predict import SUMMARY_FILE, check_outputs_free, segment_cohort
+    from .engine.batch_predict import SUMMARY_FILE, claimed_output
 
     if args.read_ahead < 0:
         raise InputError("--read-ahead must be 0 or more")
     existing = "skip" if args.skip_existing else "overwrite" if args.overwrite else "refuse"
-    if existing == "refuse":
-        check_outputs_free(args.output, cases)  # segment_cohort checks again; this refuses before the model loads
-    model, options = _load_for_inference(args, group.device, group.is_main)
-    share = len(group.share(cases))
-    bar = tqdm(total=share, unit="case", disable=None if group.is_main else True,
-               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]")
-    try:
-        with bar:
-            for summary in segment_cohort(model, cases, args.output, options, group, existing, args.read_ahead):
-                bar.update(1)
-                if bar.disable and group.is_main and summary is not None:
-                    print(f"{summary.case}: {summary.slices} slices, {summary.tumour_voxels} tumour voxels, "
-                          f"{summary.seconds:.2f} s", file=sys.stderr, flush=True)
-    except KeyboardInterrupt:  # say what became of the finished masks: an hour of work may hang on it
-        raise KeyboardInterrupt(
-            f"the finished masks stay in {args.output}; the same command segments the rest" if existing == "skip"
-            else "the masks this run made were removed (with --skip-existing a stopped run keeps its finished "
-                 "masks, and the same command segments the rest)") from None
+    with claimed_output(args.output, cases, group, existing) as claimed:  # its refusals come before the model loads
+        model, options = _load_for_inference(args, group.device, group.is_main)
+        share = len(group.share(cases))
+        bar = tqdm(total=share, unit="case", disable=None if group.is_main else True,
+                   bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]")
+        try:  # closed here, not when collected: a failed run removes its masks before the folder is let go
+            with bar, contextlib.closing(claimed.segment(model, options, args.read_ahead)) as summaries:
+                for summary in summaries:
+                    bar.update(1)
+                    if bar.disable and group.is_main and summary is not None:
+                        print(f"{summary.case}: {summary.slices} slices, {summary.tumour_voxels} tumour voxels, "
+                              f"{summary.seconds:.2f} s", file=sys.stderr, flush=True)
+        except KeyboardInterrupt:  # say what became of the finished masks: an hour of work may hang on it
+            raise KeyboardInterrupt(
+                f"the finished masks stay in {args.output}; the same command segments the rest" if existing == "skip"
+                else "the masks this run made were removed (with --skip-existing a stopped run keeps its finished "
+                     "masks, and the same command segments the rest)") from None
     if group.is_main:
         print(f"masks of {len(cases)} cases in {args.output}, summary in {args.output / SUMMARY_FILE}")
     return 0

@@ -14,11 +14,11 @@ import torch
 
 from napari_lgg_unet.cli import main
 from napari_lgg_unet.engine import batch_predict
-from napari_lgg_unet.engine.batch_predict import finished_output, segment_cohort
+from napari_lgg_unet.engine.batch_predict import COHORT_TASK, finished_output, segment_cohort
 from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.model import load_model
 from napari_lgg_unet.engine.predict import SegmentOptions
-from napari_lgg_unet.engine.run_folder import LOCK_FILE
+from napari_lgg_unet.engine.run_folder import LOCK_FILE, RunFolder
 
 from rank_helpers import free_port, rank_variables
 
@@ -86,6 +86,16 @@ def test_a_cohort_stopped_with_ctrl_c_says_what_became_of_its_finished_masks(tin
         assert not masks and "interrupted; the masks this run made were removed (with --skip-existing" in err
 
 
+def test_ctrl_c_between_two_cases_removes_the_runs_masks_and_folder_before_letting_the_folder_go(
+        tiny_model_dir, cohort, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "masks"
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu"]
+    monkeypatch.setattr("tqdm.tqdm.update", lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))  # in the CLI's loop
+    assert main(argv) == 130
+    assert "the masks this run made were removed" in capsys.readouterr().err
+    assert not out.exists()  # the masks went while the run still held the folder, so the folder it made went too
+
+
 def test_a_second_job_into_a_folder_being_written_is_refused_and_leaves_the_first_job_whole(tiny_model_dir, cohort,
                                                                                               tmp_path, capsys):
     out = tmp_path / "masks"
@@ -100,6 +110,24 @@ def test_a_second_job_into_a_folder_being_written_is_refused_and_leaves_the_firs
     with open(out / "summary.csv", newline="") as handle:  # no row was lost to the second job
         assert [row["case"] for row in csv.DictReader(handle)] == CASES
     assert main(argv) == 0  # once the first job has ended, the folder is free again
+
+
+def test_a_job_into_a_folder_in_use_is_told_so_first_and_every_refusal_comes_before_the_model_loads(
+        tiny_model_dir, cohort, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "masks"
+    out.mkdir()
+    (out / f"{CASES[0]}_mask.tif").write_bytes(b"the other job's, or the user's")
+    monkeypatch.setattr("napari_lgg_unet.engine.model.load_model", lambda *_: pytest.fail("the model was loaded"))
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu"]
+    with RunFolder(out).locked(COHORT_TASK):  # another job is writing the folder
+        for choice in ([], ["--skip-existing"], ["--overwrite"]):
+            assert main([*argv, *choice]) == 2
+            err = capsys.readouterr().err
+            assert err == f"lgg-unet: error: {out} is in use by another {COHORT_TASK} (process {os.getpid()}); wait " \
+                          "for it to end or choose another folder\n"
+    assert main(argv) == 2  # once it has ended, the folder's own refusal: it holds a mask this run would write
+    assert f"already holds {CASES[0]}_mask.tif, which this run would write" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, f"{CASES[0]}_mask.tif"]  # the ended job's lock
 
 
 def test_without_skip_existing_a_failing_case_removes_the_masks_of_the_run(tiny_model_dir, cohort, tmp_path, capsys):

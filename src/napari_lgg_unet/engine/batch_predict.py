@@ -62,18 +62,61 @@ def segment_cohort(
     group: Group = Group(), existing: ExistingOutputs = "refuse", read_ahead: int = 2,
 ) -> Iterator[CaseSummary | None]:
     """Segment this process's share of `cases` into `out_dir`, yielding a summary per case (None when skipped), then
-    write `summary.csv` (write_summary), all while rank 0 holds the folder's lock.
+    write `summary.csv` (write_summary), all while rank 0 holds the folder's lock: `claimed_output` around
+    `ClaimedOutput.segment`, for a caller that has its model already.
 
-    Refused before anything is written: see `_check_start`. All or nothing unless `existing="skip"`: if a case
+    Refused before anything is written: see `claimed_output`. All or nothing unless `existing="skip"`: if a case
     fails, the masks this call created and their summary rows are removed (by every rank, when a case fails on
     one), so a half-done cohort is not mistaken for a finished one; masks it replaced (`"overwrite"`) stay, new, with
     their rows. With `"skip"`, a case whose mask loads and lies on its scan's grid is not segmented again (a
     truncated, empty or mismatched mask is redone), and finished masks stay when a later case fails.
     """
+    with claimed_output(out_dir, cases, group, existing) as claimed:
+        yield from claimed.segment(model, options, read_ahead)
+
+
+@dataclass(frozen=True)
+class ClaimedOutput:
+    """An output folder that `claimed_output` holds for a cohort run of `cases`."""
+
+    out_dir: Path
+    cases: Sequence[ScanSource]
+    group: Group
+    existing: ExistingOutputs
+
+    def segment(self, model: LoadedModel, options: SegmentOptions, read_ahead: int = 2
+                ) -> Iterator[CaseSummary | None]:
+        """What `segment_cohort` does once the folder is claimed."""
+        yield from _segment_share(model, self.cases, self.out_dir, options, self.group, self.existing, read_ahead)
+        write_summary(self.out_dir, self.cases, self.group)
+
+
+@contextlib.contextmanager
+def claimed_output(out_dir: Path, cases: Sequence[ScanSource], group: Group = Group(),
+                   existing: ExistingOutputs = "refuse") -> Iterator[ClaimedOutput]:
+    """Hold `out_dir` for a cohort run of `cases` (rank 0 holds its lock) after refusing, in this order: an `out_dir`
+    on or in an input's files or case folders and two cases of one name (see outputs.py); a folder another job is
+    writing (the real reason when it also holds masks: they may be that job's); and with `existing="refuse"` an
+    `out_dir` that already holds a file the run would write (check_outputs_free), with `"skip"` a summary.csv
+    lgg-unet did not write (check_summary_ours).
+
+    It reads no scan and needs no model, so a caller that has none yet claims first and loads it after (the CLI). A
+    refusal leaves the folder as it was (the lock removes what it created). Rank 0 checks the files under the lock
+    while the other processes wait for its verdict, so under torchrun no process mistakes another's new mask for an
+    old one.
+    """
+    if existing not in get_args(ExistingOutputs):
+        raise ValueError(f"existing must be one of {get_args(ExistingOutputs)}, not {existing!r}")
+    check_output(out_dir, cases, folder=True)
+    check_unique_names(cases)
     with contextlib.ExitStack() as held:
-        _check_start(out_dir, cases, group, existing, held)
-        yield from _segment_share(model, cases, out_dir, options, group, existing, read_ahead)
-        write_summary(out_dir, cases, group)
+
+        def claim() -> None:
+            held.enter_context(RunFolder(out_dir).locked(COHORT_TASK))
+            _check_existing(out_dir, cases, existing)
+
+        group.on_main(claim)
+        yield ClaimedOutput(out_dir, cases, group, existing)
 
 
 def _segment_share(
@@ -107,22 +150,6 @@ def _segment_share(
         if existing != "skip":
             _remove_created(created, journal, journal_size, replaced_rows)
         raise
-
-
-def _check_start(out_dir: Path, cases: Sequence[ScanSource], group: Group, existing: ExistingOutputs,
-                 held: contextlib.ExitStack) -> None:
-    """Refuse an `out_dir` on or in an input's files or case folders, two cases of one name (see outputs.py), a
-    folder another job is writing (rank 0 then holds its lock in `held`), and with `existing="refuse"` an `out_dir`
-    that already holds a file the run would write (check_outputs_free). Every process checks every case, then waits
-    for the others, so under torchrun no process mistakes another's new mask for an old one."""
-    if existing not in get_args(ExistingOutputs):
-        raise ValueError(f"existing must be one of {get_args(ExistingOutputs)}, not {existing!r}")
-    check_output(out_dir, cases, folder=True)
-    check_unique_names(cases)
-    _check_existing(out_dir, cases, existing)  # before the folder is touched: a refusal leaves it as it was
-    group.on_main(lambda: held.enter_context(RunFolder(out_dir).locked(COHORT_TASK)))
-    _check_existing(out_dir, cases, existing)  # again under the lock: another job may have ended in between
-    group.barrier()
 
 
 def _check_existing(out_dir: Path, cases: Sequence[ScanSource], existing: ExistingOutputs) -> None:
