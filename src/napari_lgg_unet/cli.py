@@ -324,7 +324,9 @@ def _predict_cohort(args: argparse.Namespace, cases: list[ScanSource], group: Gr
                     if bar.disable and group.is_main and summary is not None:
                         print(f"{summary.case}: {summary.slices} slices, {summary.tumour_voxels} tumour voxels, "
                               f"{summary.seconds:.2f} s", file=sys.stderr, flush=True)
-        except KeyboardInterrupt:  # say what became of the finished masks: an hour of work may hang on it
+        except KeyboardInterrupt as stop:  # say what became of the finished masks: an hour of work may hang on it
+            if str(stop):  # the engine's word: it was writing the summary, every mask is finished
+                raise
             raise KeyboardInterrupt(
                 f"the finished masks stay in {args.output}; the same command segments the rest" if existing == "skip"
                 else "the masks this run made were removed (with --skip-existing a stopped run keeps its finished "

@@ -14,6 +14,7 @@ import torch
 
 from napari_lgg_unet.cli import main
 from napari_lgg_unet.engine import batch_predict
+from napari_lgg_unet.engine.atomic import atomic_path
 from napari_lgg_unet.engine.batch_predict import COHORT_TASK, finished_output, segment_cohort
 from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.model import load_model
@@ -84,6 +85,32 @@ def test_a_cohort_stopped_with_ctrl_c_says_what_became_of_its_finished_masks(tin
         assert masks and f"interrupted; the finished masks stay in {out}; the same command segments the rest" in err
     else:
         assert not masks and "interrupted; the masks this run made were removed (with --skip-existing" in err
+
+
+@pytest.mark.parametrize("choice", [[], ["--overwrite"], ["--skip-existing"]])
+def test_ctrl_c_while_the_summary_is_written_leaves_no_half_summary_and_says_the_masks_stay(
+        tiny_model_dir, cohort, tmp_path, capsys, monkeypatch, choice):
+    out = tmp_path / "masks"
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu"]
+
+    def stopped_half_way(target, text):
+        with atomic_path(target) as temporary:
+            temporary.write_text(text[: len(text) // 2])
+            raise KeyboardInterrupt  # Ctrl-C
+
+    with monkeypatch.context() as patched:
+        patched.setattr(batch_predict, "write_text_atomic", stopped_half_way)
+        assert main([*argv, *choice]) == 130
+    last = capsys.readouterr().err.splitlines()[-1]  # after a line per finished case
+    assert last == f"lgg-unet: interrupted; every mask is in {out}, but writing summary.csv was stopped; segment " \
+                   "again with --skip-existing to write it (no finished mask is redone)"
+    masks = [f"{name}_mask.tif" for name in CASES]  # and their rows, in the journal
+    assert sorted(p.name for p in out.iterdir()) == [".summary.rank0.csv", *masks]
+    before = _stamps(out)
+    assert main([*argv, "--skip-existing"]) == 0  # as told
+    assert _stamps(out) == before
+    with open(out / "summary.csv", newline="") as handle:
+        assert [row["case"] for row in csv.DictReader(handle)] == CASES
 
 
 def test_ctrl_c_between_two_cases_removes_the_runs_masks_and_folder_before_letting_the_folder_go(

@@ -88,7 +88,12 @@ class ClaimedOutput:
                 ) -> Iterator[CaseSummary | None]:
         """What `segment_cohort` does once the folder is claimed."""
         yield from _segment_share(model, self.cases, self.out_dir, options, self.group, self.existing, read_ahead)
-        write_summary(self.out_dir, self.cases, self.group)
+        try:
+            write_summary(self.out_dir, self.cases, self.group)
+        except KeyboardInterrupt:  # every mask is finished and stays: only the summary is missing (or the old one)
+            raise KeyboardInterrupt(f"every mask is in {self.out_dir}, but writing {SUMMARY_FILE} was stopped; "
+                                    "segment again with --skip-existing to write it (no finished mask is redone)"
+                                    ) from None
 
 
 @contextlib.contextmanager
