@@ -3,6 +3,7 @@ a job stops when its widget is closed."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -13,6 +14,7 @@ from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.predict import SegmentProgress
 from napari_lgg_unet.widgets import segment as segment_module, train as train_module
 from napari_lgg_unet.widgets.job import JobFailed, guarded
+from napari_lgg_unet.widgets.lazy import Loading
 
 from widget_helpers import assert_unchanged, dock, snapshot, wait_for_stop
 
@@ -106,6 +108,34 @@ def test_closing_the_dock_widget_stops_its_job(qtbot, viewer, name):
     qtbot.waitUntil(lambda: items == ["started"], timeout=10_000)
     viewer.window.remove_dock_widget(widget.native)  # what the dock's close button does
     qtbot.waitUntil(lambda: not widget.running, timeout=10_000)
+
+
+WIDGETS = {"Segment tumour": ("napari_lgg_unet.widgets.segment", "SegmentWidget"),
+           "Train U-Net": ("napari_lgg_unet.widgets.train", "TrainWidget")}
+
+
+@pytest.mark.parametrize("name", list(WIDGETS))
+def test_closing_the_dock_of_a_widget_shown_by_the_loading_placeholder_stops_its_job(qtbot, viewer, name):
+    """The first dock of a session is the placeholder (widgets/lazy.py); napari's close button takes the placeholder,
+    not the widget in it, out of the dock: training went on to its last epoch, unseen, after the dock was closed."""
+    placeholder = Loading(viewer, *WIDGETS[name])
+    viewer.window.add_dock_widget(placeholder, name=name)
+    qtbot.waitUntil(lambda: placeholder.widget is not None, timeout=60_000)
+    widget, items = placeholder.widget, []
+    widget.job.start(wait_for_stop, on_item=items.append)
+    qtbot.waitUntil(lambda: items == ["started"], timeout=10_000)
+    viewer.window.remove_dock_widget(placeholder)  # what the dock's close button does
+    qtbot.waitUntil(lambda: not widget.running, timeout=10_000)
+
+
+def test_a_placeholder_closed_while_it_loads_builds_no_widget(qtbot, viewer):
+    placeholder = Loading(viewer, *WIDGETS["Segment tumour"])
+    viewer.window.add_dock_widget(placeholder, name="Segment tumour")
+    viewer.window.remove_dock_widget(placeholder)  # before the import's outcome reaches napari's thread
+    qtbot.waitUntil(lambda: not any(thread.name == "load SegmentWidget" for thread in threading.enumerate()),
+                    timeout=60_000)
+    qtbot.wait(100)  # the import's outcome is delivered on napari's thread
+    assert placeholder.widget is None  # it would listen to the viewer (and take its clicks), never seen
 
 
 def test_a_destroyed_widget_stops_its_job_and_receives_nothing_more(qtbot, viewer):

@@ -17,10 +17,8 @@ from typing import Any, Callable, Iterator
 
 from magicgui.widgets import Container
 from napari.qt.threading import GeneratorWorker, create_worker
-from qtpy.QtCore import QEvent, QObject
-from qtpy.QtWidgets import QWidget
-
 from . import notify
+from .undock import when_undocked
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,7 @@ class JobRunner:
         self._stop = threading.Event()
         self._worker: GeneratorWorker | None = None
         self._alive = True
-        self._undock_watch = _UndockWatch(widget.native, self.stop)
+        when_undocked(widget.native, self.stop)
         widget.native.destroyed.connect(lambda *_: self._destroyed())
 
     @property
@@ -125,16 +123,3 @@ class JobRunner:
         self._alive = False
         self.stop()
 
-
-class _UndockWatch(QObject):
-    """Calls `on_undock` when `widget` loses its parent: napari's dock close button takes the widget out that way."""
-
-    def __init__(self, widget: QWidget, on_undock: Callable[[], None]) -> None:
-        super().__init__(widget)
-        self._on_undock = on_undock
-        widget.installEventFilter(self)
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
-        if event.type() == QEvent.Type.ParentChange and watched.parent() is None:
-            self._on_undock()
-        return False

@@ -5,6 +5,9 @@ first dock of a session held the viewer for 3.5-4.4 s (2 cores of an AMD EPYC) w
 PyTorch is not loaded yet, the placeholder imports the widget's module in a thread and builds the widget on napari's
 thread once it is there; when it is (a second dock, a script or test that imported the engine), the widget is built
 at once, as before.
+
+Closing the placeholder's dock closes the widget in it the same way (its jobs stop, correction mode ends), and a
+placeholder closed while it loads builds no widget.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from . import notify
+from .undock import when_undocked
 
 
 class _Dock:
@@ -59,13 +63,21 @@ class Loading(QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, module: str, name: str) -> None:
         super().__init__()
-        self.viewer, self.widget = viewer, None
+        self.viewer, self.widget, self._closed = viewer, None, False
         self._note = QLabel("Loading PyTorch and the model code (once per session, a few seconds)...")
         self._note.setWordWrap(True)
         QVBoxLayout(self).addWidget(self._note)
         self._imported = _Imported()
         self._imported.done.connect(lambda outcome: self._show(outcome, name))
+        when_undocked(self, self._close)
         threading.Thread(target=self._load, args=(module,), daemon=True, name=f"load {name}").start()
+
+    def _close(self) -> None:
+        """napari's close button took this placeholder out of its dock: take the widget out of it, so that the
+        widget's own undock watches (`undock.when_undocked`) see it closed, as when it is docked directly."""
+        self._closed = True
+        if self.widget is not None:
+            self.widget.native.setParent(None)
 
     def _load(self, module: str) -> None:
         try:
@@ -74,6 +86,8 @@ class Loading(QWidget):
             self._imported.done.emit(error)
 
     def _show(self, outcome: object, name: str) -> None:
+        if self._closed:
+            return  # closed while loading: a widget built now would only listen to the viewer, unseen
         if isinstance(outcome, Exception):
             self._note.setText(f"could not load the widget: {outcome}")
             notify.show_error(f"napari-lgg-unet could not load its widget: {outcome}")
