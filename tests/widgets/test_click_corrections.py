@@ -19,7 +19,7 @@ from napari_lgg_unet.widgets.corrections import CLEANUP, NEGATIVE_COLOUR, POSITI
 from napari_lgg_unet.widgets.layers import owned_layer
 from napari_lgg_unet.widgets.workers import LayerResult
 
-from widget_helpers import dock, settle, snapshot
+from widget_helpers import assert_unchanged, dock, settle, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +236,18 @@ def _click_canvas(viewer, qtbot) -> None:
     """A real mouse click in the middle of the canvas (on the scan), as a user makes it."""
     canvas = viewer.window._qt_viewer.canvas.native
     qtbot.mouseClick(canvas, Qt.LeftButton, pos=QPoint(canvas.width() // 2, canvas.height() // 2))
+
+
+def test_closing_the_dock_ends_correction_mode(viewer, qtbot, notes, click_model):
+    """The closed widget lives on (the viewer's events hold it): its clicks changed the tumour layer unseen."""
+    widget = _segmented(viewer, qtbot, notes, click_model)
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    before = snapshot(viewer)
+    viewer.window.remove_dock_widget(widget.native)  # what the dock's close button does
+    _click_canvas(viewer, qtbot)
+    settle(qtbot, widget)
+    assert widget.corrections.session.clicks == []
+    assert_unchanged(before, snapshot(viewer))  # no click point, the tumour layer as it was
 
 
 def test_a_click_with_a_paint_tool_or_in_the_3d_view_is_not_a_correction(viewer, qtbot, notes, click_model):

@@ -38,6 +38,7 @@ from .review import ReviewList
 from .sequences import model_input, named_sequences, says_sequence, sequence_pickers
 from .session_models import session_models
 from .tooltips import explain
+from .undock import when_undocked
 from .workers import LayerResult, ModelCache, cleanup_job, segment_job
 
 NO_TRUTH = ("(none)", None)
@@ -141,7 +142,13 @@ class SegmentWidget(Container):
         self.corrections = ClickCorrections(self.viewer, self, self._cache, self._corrected)
         self.correct.changed.connect(lambda on: self.corrections.set_enabled(bool(on)))
         self.undo_click.clicked.connect(self.corrections.undo)
+        when_undocked(self.native, self._end_corrections)
         return [self.correct, self.undo_click]
+
+    def _end_corrections(self) -> None:
+        """The dock was closed: correction mode ends. The closed widget lives on (the viewer's events hold it), and
+        its clicks went on changing the tumour layer, with no Undo button left to take them back."""
+        self.correct.value = False
 
     def _readout_controls(self) -> list:
         """The optional ground truth, the readouts and saving them."""
