@@ -33,3 +33,34 @@ def test_view_segments_the_sample_with_both_widgets_docked_and_torch_loads_after
     assert "TCGA_CS_6665_20010817 tumour" in out.stdout  # segmented by the default model
     dice = float(out.stdout.split()[-1])
     assert 0.5 < dice <= 1.0  # read against the patient's manual mask (the default scores 0.635 on it)
+
+
+SECOND_DOCK = """
+import time
+import napari
+from qtpy.QtWidgets import QApplication
+viewer = napari.Viewer(show=False)
+_, first = viewer.window.add_plugin_dock_widget("napari-lgg-unet", "Segment tumour")
+time.sleep(0.5)  # PyTorch is half-imported in the placeholder's thread
+started = time.monotonic()
+_, second = viewer.window.add_plugin_dock_widget("napari-lgg-unet", "Train U-Net")
+print(f"second dock: {type(second).__name__} in {time.monotonic() - started:.2f} s", flush=True)
+widgets = lambda: [getattr(docked, "widget", docked) for docked in (first, second)]
+end = time.monotonic() + 180
+while None in widgets() and time.monotonic() < end:
+    QApplication.processEvents()
+    time.sleep(0.01)
+segment, train = widgets()
+print("ready:", segment.segment_button.text, train.train_button.text, flush=True)
+viewer.close()
+"""
+
+
+def test_a_second_dock_while_the_first_loads_pytorch_is_a_placeholder_too():
+    """PyTorch is in sys.modules while the placeholder's thread imports it: the second dock imported the rest on
+    napari's thread, and the viewer froze for the seconds the import had left."""
+    out = subprocess.run([sys.executable, "-c", SECOND_DOCK], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    docked = out.stdout.split("second dock: ")[1].split()
+    assert docked[0] == "Loading" and float(docked[2]) < 1.0, out.stdout  # the freeze was 5 s on 2 EPYC cores
+    assert "ready: Segment Train" in out.stdout, out.stdout

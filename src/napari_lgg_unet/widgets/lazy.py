@@ -46,8 +46,13 @@ class TrainDock(_Dock):
     module, widget = "napari_lgg_unet.widgets.train", "TrainWidget"
 
 
+_importing: set[str] = set()  # the modules placeholders are importing now (read and written on napari's thread)
+
+
 def _when_loaded(viewer: napari.viewer.Viewer, module: str, name: str) -> Any:
-    if module in sys.modules or "torch" in sys.modules:  # nothing slow left to import
+    """While a placeholder imports, PyTorch is in `sys.modules` half-imported: a dock then (Train docked while Segment
+    loads) waited for the rest on napari's thread, and the viewer froze 5 s. So it gets a placeholder as well."""
+    if not _importing and (module in sys.modules or "torch" in sys.modules):  # nothing slow left to import
         return getattr(importlib.import_module(module), name)(viewer)
     return Loading(viewer, module, name)
 
@@ -68,8 +73,9 @@ class Loading(QWidget):
         self._note.setWordWrap(True)
         QVBoxLayout(self).addWidget(self._note)
         self._imported = _Imported()
-        self._imported.done.connect(lambda outcome: self._show(outcome, name))
+        self._imported.done.connect(lambda outcome: self._show(outcome, module, name))
         when_undocked(self, self._close)
+        _importing.add(module)
         threading.Thread(target=self._load, args=(module,), daemon=True, name=f"load {name}").start()
 
     def _close(self) -> None:
@@ -85,7 +91,8 @@ class Loading(QWidget):
         except Exception as error:  # a broken install: said in the dock and as a notification, not a traceback
             self._imported.done.emit(error)
 
-    def _show(self, outcome: object, name: str) -> None:
+    def _show(self, outcome: object, module: str, name: str) -> None:
+        _importing.discard(module)  # imported (or failed): a dock from now on builds its widget at once
         if self._closed:
             return  # closed while loading: a widget built now would only listen to the viewer, unseen
         if isinstance(outcome, Exception):
