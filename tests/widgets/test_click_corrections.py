@@ -238,6 +238,22 @@ def _click_canvas(viewer, qtbot) -> None:
     qtbot.mouseClick(canvas, Qt.LeftButton, pos=QPoint(canvas.width() // 2, canvas.height() // 2))
 
 
+def test_a_click_on_another_scan_shown_over_the_segmented_one_is_not_a_correction(viewer, qtbot, notes, click_model):
+    """A second patient opened while the first is corrected lies over it: a click on it corrected the first, unseen."""
+    widget = _segmented(viewer, qtbot, notes, click_model)
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    second = viewer.add_image(np.zeros((23, 256, 256, 3), np.uint8), rgb=True, name="second patient")
+    viewer.layers.selection.active = second
+    _click_canvas(viewer, qtbot)
+    settle(qtbot, widget)
+    assert widget.corrections.session.clicks == []
+    assert any("'second patient'" in message for message in notes["info"]), notes["info"]
+    second.visible = False  # the segmented scan is on screen again: the click is its correction
+    _click_canvas(viewer, qtbot)
+    settle(qtbot, widget)
+    assert len(widget.corrections.session.clicks) == 1
+
+
 def test_closing_the_dock_ends_correction_mode(viewer, qtbot, notes, click_model):
     """The closed widget lives on (the viewer's events hold it): its clicks changed the tumour layer unseen."""
     widget = _segmented(viewer, qtbot, notes, click_model)

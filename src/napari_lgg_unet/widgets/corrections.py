@@ -27,7 +27,7 @@ from ..engine.postprocess import PostprocessConfig
 from ..engine.predict import SegmentOptions
 from . import notify
 from .job import JobRunner
-from .layers import data_index, owned_layer, put_owned_layer, shown_index, to_layer_order
+from .layers import data_index, image_choices, owned_layer, put_owned_layer, shown_index, to_layer_order
 from .workers import LayerResult, ModelCache
 
 POSITIVE_COLOUR, NEGATIVE_COLOUR = "lime", "magenta"
@@ -316,8 +316,12 @@ class ClickCorrections:
             notify.show_warning(NO_SEGMENTATION)
             return
         source = self.target.source
-        point = np.asarray(source.world_to_data(event.position), dtype=float)
-        if np.any(point < -0.5) or np.any(point > np.asarray(source.data.shape[: len(point)]) - 0.5):
+        point = _data_point(source, event.position)
+        if point is None:
+            return
+        if (cover := _covering(viewer, source, event.position)) is not None:
+            notify.show_info(f"the click fell on '{cover.name}', shown over the segmented '{source.name}': it is not "
+                             f"taken as a correction of '{source.name}'; hide '{cover.name}' to correct it")
             return
         self.add_click(point, positive=event.button == 1 and "Shift" not in event.modifiers)
 
@@ -340,3 +344,19 @@ def _read_only(layer: Points) -> None:
     keep_off()
     layer.events.editable.connect(keep_off)
     layer.selected_data.events.items_changed.connect(deselect)
+
+
+def _data_point(layer: Image, position: tuple[float, ...]) -> np.ndarray | None:
+    """The world `position` in `layer`'s data coordinates; None when it falls outside the layer's voxels."""
+    point = np.asarray(layer.world_to_data(position), dtype=float)
+    inside = np.all(point >= -0.5) and np.all(point <= np.asarray(layer.data.shape[: len(point)]) - 0.5)
+    return point if inside else None
+
+
+def _covering(viewer: napari.Viewer, source: Image, position: tuple[float, ...]) -> Image | None:
+    """A visible image of the user's shown over `source` where the click fell, such as a second patient opened while
+    the first was corrected: the click was on that scan, and it corrected the segmented one under it, unseen."""
+    above = list(viewer.layers)[viewer.layers.index(source) + 1 :]
+    users = [layer for _, layer in image_choices(viewer)]  # not our probability map, drawn over the scan on purpose
+    return next((layer for layer in above if layer.visible and any(layer is user for user in users)
+                 and _data_point(layer, position) is not None), None)
