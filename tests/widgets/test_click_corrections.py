@@ -254,6 +254,21 @@ def test_a_click_on_another_scan_shown_over_the_segmented_one_is_not_a_correctio
     assert len(widget.corrections.session.clicks) == 1
 
 
+def test_a_click_on_an_image_whose_data_was_replaced_since_it_was_segmented_is_refused(viewer, qtbot, notes,
+                                                                                     click_model):
+    """The click is placed on the new data; the session holds the old scan, so it corrected another place."""
+    widget = _segmented(viewer, qtbot, notes, click_model)
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    scan = viewer.layers["TCGA_CS_6665_20010817"]
+    scan.data = np.ascontiguousarray(scan.data[:, 64:192, 64:192])  # e.g. cropped to the tumour from the console
+    before = snapshot(viewer)
+    _click(widget, qtbot, (12, 60, 60))
+    assert widget.corrections.session.clicks == []
+    assert notes["warning"][-1] == ("the data of 'TCGA_CS_6665_20010817' was replaced since it was segmented: "
+                                    "segment it again")
+    assert_unchanged(before, snapshot(viewer))
+
+
 def test_closing_the_dock_ends_correction_mode(viewer, qtbot, notes, click_model):
     """The closed widget lives on (the viewer's events hold it): its clicks changed the tumour layer unseen."""
     widget = _segmented(viewer, qtbot, notes, click_model)

@@ -38,6 +38,7 @@ class CorrectionTarget:
     """What the last segmentation ran on: the layer, its model-order input and probabilities, and the model."""
 
     source: Image
+    data: object  # the layer's data when it was segmented: replaced since, a click would fall on the old scan
     image: np.ndarray
     rgb: bool
     probability: np.ndarray  # model (shown) order
@@ -161,18 +162,24 @@ class ClickCorrections:
 
     def add_click(self, data_point: np.ndarray, positive: bool) -> None:
         """A click at `data_point` (the source layer's data coordinates)."""
-        if not self._has_target():
-            notify.show_warning(NO_SEGMENTATION)
+        if (problem := self._cannot_click()) is not None:
+            notify.show_warning(problem)
             return
         shown = shown_index(self.target.source, data_point)
         point = shown if len(shown) == 3 else (0.0, *shown)
         self._queue.append(QueuedClick(point, tuple(float(v) for v in data_point), bool(positive)))
         self._next()
 
-    def _has_target(self) -> bool:
-        """Whether a segmented image is there to correct: none was segmented yet, or the user deleted it (a click
-        then ran on the gone image's session, its point was added, and nothing showed the result)."""
-        return self.target is not None and self.target.source in self.viewer.layers
+    def _cannot_click(self) -> str | None:
+        """Why no segmented image is there to correct, or None: none was segmented yet, the user deleted it (a click
+        then ran on the gone image's session, its point was added, and nothing showed the result), or replaced its
+        data (the click, placed on the new data, corrected the old scan's mask: another place, maybe another
+        shape)."""
+        if self.target is None or self.target.source not in self.viewer.layers:
+            return NO_SEGMENTATION
+        if self.target.source.data is not self.target.data:
+            return f"the data of '{self.target.source.name}' was replaced since it was segmented: segment it again"
+        return None
 
     def undo(self) -> None:
         """Take back the newest click the user made, whatever state it is in. One still waiting (for the session to
@@ -312,8 +319,8 @@ class ClickCorrections:
         if viewer.dims.ndisplay != 2:
             notify.show_info("clicks correct the mask in the 2D view: switch the viewer to 2D to click")
             return
-        if not self._has_target():  # nothing segmented yet, or the segmented image deleted: say why nothing happens
-            notify.show_warning(NO_SEGMENTATION)
+        if (problem := self._cannot_click()) is not None:  # say why nothing happens
+            notify.show_warning(problem)
             return
         source = self.target.source
         point = _data_point(source, event.position)

@@ -219,8 +219,8 @@ class SegmentWidget(Container):
         self._keep_edited_tumour(source)
         self._shown = self._painted = None  # a new segmentation starts afresh
         self._show_mask(result.mask, listed=result.listed)
-        self.corrections.reset(CorrectionTarget(source, image, rgb, self._segmented.probability, model, device, options,
-                                                spacing))
+        self.corrections.reset(CorrectionTarget(source, self._pending_data, image, rgb, self._segmented.probability,
+                                                model, device, options, spacing))
         self._show_probability()
         self.update_readouts()
         if self.cleanup.config() != options.postprocess:
