@@ -138,6 +138,19 @@ def test_a_placeholder_closed_while_it_loads_builds_no_widget(qtbot, viewer):
     assert placeholder.widget is None  # it would listen to the viewer (and take its clicks), never seen
 
 
+def test_a_placeholder_whose_viewer_closed_while_it_loads_builds_no_widget(qtbot, make_napari_viewer):
+    """Building the widget in the deleted placeholder raised (a QLabel of it was deleted) once PyTorch was there."""
+    viewer = make_napari_viewer()
+    placeholder = Loading(viewer, *WIDGETS["Segment tumour"])
+    viewer.window.add_dock_widget(placeholder, name="Segment tumour")
+    with qtbot.waitSignal(placeholder.destroyed, timeout=10_000):
+        viewer.close()  # before the import's outcome reaches napari's thread
+    qtbot.waitUntil(lambda: not any(thread.name == "load SegmentWidget" for thread in threading.enumerate()),
+                    timeout=60_000)
+    qtbot.wait(100)  # pytest-qt fails the test on an exception raised in this delivery
+    assert placeholder.widget is None
+
+
 def test_a_destroyed_widget_stops_its_job_and_receives_nothing_more(qtbot, viewer):
     widget = segment_module.SegmentWidget(viewer)  # never docked: only destruction can stop it
     seen, stopped = [], []

@@ -7,7 +7,7 @@ thread once it is there; when it is (a second dock, a script or test that import
 at once, as before.
 
 Closing the placeholder's dock closes the widget in it the same way (its jobs stop, correction mode ends), and a
-placeholder closed while it loads builds no widget.
+placeholder closed while it loads (its dock or the viewer) builds no widget.
 """
 
 from __future__ import annotations
@@ -75,6 +75,9 @@ class Loading(QWidget):
         self._imported = _Imported()
         self._imported.done.connect(lambda outcome: self._show(outcome, module, name))
         when_undocked(self, self._close)
+        # the viewer closed (its widgets go with it): a widget still loading is not built, building it in the deleted
+        # placeholder raised
+        self.destroyed.connect(lambda *_: setattr(self, "_closed", True))
         _importing.add(module)
         threading.Thread(target=self._load, args=(module,), daemon=True, name=f"load {name}").start()
 
