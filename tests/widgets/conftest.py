@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+# Loaded before any viewer, so that the tests' docks get the widgets themselves: a file that imports no PyTorch (such
+# as test_review_list.py), run alone, got the loading placeholder (widgets/lazy.py) and failed on it.
+import napari_lgg_unet.widgets.segment  # noqa: F401
+import napari_lgg_unet.widgets.train  # noqa: F401
 from napari_lgg_unet.widgets import notify, session_models as registry
 from napari_lgg_unet.widgets.job import JobRunner
 
