@@ -1,3 +1,6 @@
+import json
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -57,3 +60,11 @@ def test_the_largest_remains_of_each_earlier_piece_are_kept_below_the_minimum_si
     assert n == 1 and labels[0, 2:5, 2:12].all() and labels.astype(bool).sum() == 30
     labels, n = kept_labels(probability, PostprocessConfig(0.5, min_size=50))
     assert n == 0
+
+
+def test_numpy_scalars_make_the_same_clean_up_as_python_numbers():
+    """A threshold and size read from a table of results, or computed with numpy, are plain numbers in the config."""
+    config = PostprocessConfig(threshold=np.float32(0.4), min_size=np.int64(500), keep_largest=np.bool_(False),
+                               min_confidence=np.float16(0.5))
+    assert config == PostprocessConfig(threshold=0.4, min_size=500, min_confidence=0.5)
+    assert json.loads(json.dumps(asdict(config))) == asdict(config)

@@ -97,3 +97,9 @@ def test_rgb_must_be_true_false_or_none(tiny_model_dir, rgb):
 
     with pytest.raises(InputError, match="rgb"):
         segment_volume(load_model(tiny_model_dir), np.zeros((40, 40, 3), np.float32), rgb=rgb)
+
+
+def test_segment_options_take_numpy_scalars_as_python_values():
+    options = SegmentOptions(batch_size=np.int64(4), tta=np.bool_(True), precision=np.str_("fp32"))
+    assert options == SegmentOptions(batch_size=4, tta=True, precision="fp32")
+    assert (type(options.batch_size), type(options.tta), type(options.precision)) == (int, bool, str)

@@ -1,12 +1,15 @@
 """Training settings are declared once (engine/settings.py): the CLI flags, the mapping back, the resume rule and
 the validation messages all come from those declarations."""
 
+import json
+
+import numpy as np
 import pytest
 
 from napari_lgg_unet import cli
 from napari_lgg_unet.engine.dataset import split_patients
 from napari_lgg_unet.engine.errors import InputError
-from napari_lgg_unet.engine.settings import MAY_CHANGE, TrainConfig, settings_of
+from napari_lgg_unet.engine.settings import MAY_CHANGE, AugmentConfig, TrainConfig, settings_of
 
 BASE = ["train", "--data", "d", "--out", "o"]
 
@@ -60,3 +63,16 @@ def test_a_bad_split_gets_the_same_message_from_the_config_and_the_splitter(val,
         split_patients(["a", "b", "c"], val, test)
     assert str(from_config.value) == str(from_splitter.value)
     assert "must each be in [0, 1) and add up to less than 1" in str(from_config.value)
+
+
+def test_numpy_scalars_are_taken_and_kept_as_python_numbers():
+    """A config equals, hashes and writes to JSON as the one made of plain Python values."""
+    config = TrainConfig(epochs=np.int64(3), lr=np.float32(1e-3), val_fraction=np.float64(0.2), seed=np.uint32(7),
+                         image_size=np.int64(128), decoder_channels=tuple(np.array([64, 32, 16, 8, 8])),
+                         workers=np.int64(0), sync_batchnorm=np.bool_(True),
+                         augment=AugmentConfig(flair_only=np.float32(0.3), enabled=np.bool_(False)))
+    plain = TrainConfig(epochs=3, lr=1e-3, val_fraction=0.2, seed=7, image_size=128,
+                        decoder_channels=(64, 32, 16, 8, 8), workers=0, sync_batchnorm=True,
+                        augment=AugmentConfig(flair_only=0.3, enabled=False))
+    assert config == plain and hash(config) == hash(plain)
+    assert json.dumps(config.to_dict()) == json.dumps(plain.to_dict())

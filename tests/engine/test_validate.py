@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from napari_lgg_unet.engine.errors import InputError, ModelError
@@ -57,3 +58,30 @@ def test_checks_accept_values_in_range_and_refuse_the_rest():
                 lambda: check_bool("b", 1), lambda: check_choice("c", "z", ("a", "b"))):
         with pytest.raises(InputError):
             bad()
+
+
+def test_checks_take_numpy_scalars_and_give_back_plain_python_values():
+    """What arithmetic on arrays, or a table's column, gives; kept as Python values so config.json stays plain JSON."""
+    checked = [check_int("n", np.int64(3), 1, 3), check_int("n", np.uint8(3), 1, 3),
+               check_float("x", np.float32(0.4), 0, 1), check_float("x", np.float64(0.4), 0, 1),
+               check_float("x", np.int64(1), 0, 1),
+               check_bool("b", np.bool_(True)), check_choice("c", np.str_("a"), ("a", "b"))]
+    assert checked == [3, 3, 0.4, 0.4, 1.0, True, "a"]  # np.float32(0.4) is 0.4000000059604645 as a float
+    assert [type(value) for value in checked] == [int, int, float, float, float, bool, str]
+
+
+@pytest.mark.parametrize("check, value, phrase", [
+    (lambda v: check_int("n", v, 0, 9), np.bool_(True), "must be a whole number"),
+    (lambda v: check_float("x", v, 0, 1), np.bool_(True), "must be a finite number"),
+    (lambda v: check_int("n", v, 0, 9), np.float64(3.0), "must be a whole number"),  # a count is never a float
+    (lambda v: check_int("n", v, 0, 9), 3.0, "must be a whole number"),
+    (lambda v: check_int("n", v, 0, 9), np.int64(10), "between 0 and 9"),
+    (lambda v: check_float("x", v, 0, 1), np.float32("nan"), "finite"),
+    (lambda v: check_float("x", v, 0, 1), np.float64("inf"), "finite"),
+    (lambda v: check_float("x", v, 0, 1), np.float32(1.5), r"in \[0, 1\]"),
+    (lambda v: check_float("x", v, 0, 1), np.array([0.5]), "finite number"),
+    (lambda v: check_bool("b", v), np.int64(1), "true or false"),
+])
+def test_numpy_scalars_are_refused_where_their_python_twins_are(check, value, phrase):
+    with pytest.raises(InputError, match=phrase):
+        check(value)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .settings import MAX_CONTEXT
-from .validate import check_bool, check_float, check_int
+from .validate import check_bool, check_float, check_int, store
 
 SEQUENCES = 3  # pre-contrast, FLAIR, post-contrast
 
@@ -37,10 +37,10 @@ class InputConfig:
     click_reach: int = 2
 
     def __post_init__(self) -> None:
-        check_int("context slices", self.context_slices, 0, MAX_CONTEXT)
-        check_bool("clicks", self.clicks)
-        check_float("click radius", self.click_sigma, 0.5, 64)
-        check_int("click reach", self.click_reach, 0, 16)
+        store(self, context_slices=check_int("context slices", self.context_slices, 0, MAX_CONTEXT),
+              clicks=check_bool("clicks", self.clicks),
+              click_sigma=check_float("click radius", self.click_sigma, 0.5, 64),
+              click_reach=check_int("click reach", self.click_reach, 0, 16))
 
     @property
     def channels(self) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .validate import check_bool, check_float, check_int
+from .validate import check_bool, check_float, check_int, store
 
 
 @dataclass(frozen=True)
@@ -27,10 +27,10 @@ class PostprocessConfig:
     min_confidence: float = 0.0
 
     def __post_init__(self) -> None:
-        check_float("threshold", self.threshold, 0, 1, low_open=True, high_open=True)
-        check_int("minimum tumour size", self.min_size, 0, 10**9)
-        check_bool("keep largest", self.keep_largest)
-        check_float("minimum confidence", self.min_confidence, 0, 1)
+        store(self, threshold=check_float("threshold", self.threshold, 0, 1, low_open=True, high_open=True),
+              min_size=check_int("minimum tumour size", self.min_size, 0, 10**9),
+              keep_largest=check_bool("keep largest", self.keep_largest),
+              min_confidence=check_float("minimum confidence", self.min_confidence, 0, 1))
 
 
 def postprocess(probability: np.ndarray, config: PostprocessConfig,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import InputError
-from .validate import check_float, check_int
+from .validate import check_float, check_int, store
 
 if TYPE_CHECKING:  # torch is imported where it is used: napari's reader checks TIFFs with `resolve_rgb` on the
     import torch  # viewer's thread, and importing torch there froze the viewer for 1.2 s at the first File > Open
@@ -29,11 +29,11 @@ class PreprocessConfig:
     high_percentile: float = 99.5
 
     def __post_init__(self) -> None:
-        check_int("image size", self.image_size, 32, MAX_IMAGE_SIZE)
+        store(self, image_size=check_int("image size", self.image_size, 32, MAX_IMAGE_SIZE),
+              low_percentile=check_float("low percentile", self.low_percentile, 0, 100),
+              high_percentile=check_float("high percentile", self.high_percentile, 0, 100))
         if self.image_size % 32:
             raise InputError(f"image size must be a multiple of 32, not {self.image_size}")
-        check_float("low percentile", self.low_percentile, 0, 100)
-        check_float("high percentile", self.high_percentile, 0, 100)
         if self.low_percentile >= self.high_percentile:
             raise InputError("normalisation percentiles must satisfy low < high")
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable
 
 from .errors import InputError
-from .validate import check_bool, check_choice, check_float, check_int
+from .validate import check_bool, check_choice, check_float, check_int, store
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
@@ -84,45 +84,51 @@ def _value_type(kind: Any) -> Any:
     return args[0] if typing.get_origin(kind) in (typing.Union, types.UnionType) else kind
 
 
-def check_setting(cls: type, name: str, value: Any) -> None:
-    """Check one value against its declaration; raises InputError naming the setting as users read it."""
+def check_setting(cls: type, name: str, value: Any) -> Any:
+    """Check one value against its declaration and return it as the config keeps it (numpy scalars as Python
+    numbers, lists as tuples); raises InputError naming the setting as users read it."""
     declared, kind = settings_of(cls)[name], _types(cls)[name]
     label = label_of(name, declared)
     if value is None and type(None) in typing.get_args(kind):
-        return
+        return None
     if declared.check is not None:
-        declared.check(label, value)
-    elif declared.choices:
-        check_choice(label, value, declared.choices)
-    elif _value_type(kind) is bool:
-        check_bool(label, value)
-    elif declared.low is None:
-        return  # no range of its own: checked with others (encoder and image size by ModelConfig)
-    elif _value_type(kind) is int:
-        check_int(label, value, int(declared.low), int(declared.high))
-    elif _value_type(kind) is float:
-        check_float(label, value, declared.low, declared.high, low_open=declared.low_open, high_open=declared.high_open)
+        return declared.check(label, value)
+    if declared.choices:
+        return check_choice(label, value, declared.choices)
+    if _value_type(kind) is bool:
+        return check_bool(label, value)
+    if declared.low is None:
+        return value  # no range of its own: checked with others (encoder and image size by ModelConfig)
+    if _value_type(kind) is int:
+        return check_int(label, value, int(declared.low), int(declared.high))
+    return check_float(label, value, declared.low, declared.high, low_open=declared.low_open,
+                       high_open=declared.high_open)
 
 
 def check_split(val_fraction: Any, test_fraction: Any) -> None:
     """The one check of the patient split, for the API, the CLI, the widget and `split_patients`."""
-    numbers = all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in (val_fraction, test_fraction))
-    if not (numbers and 0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+    try:
+        fractions = [check_float("fraction", f, 0, 1, high_open=True) for f in (val_fraction, test_fraction)]
+    except InputError:
+        fractions = None
+    if fractions is None or sum(fractions) >= 1:
         raise InputError(f"validation fraction {val_fraction!r} and test fraction {test_fraction!r} must each be in "
                          "[0, 1) and add up to less than 1")
 
 
-def check_device(label: str, value: Any) -> None:
-    if not (value in DEVICE_CHOICES or re.fullmatch(r"cuda:\d+", str(value))):
+def check_device(label: str, value: Any) -> str:
+    if not (isinstance(value, str) and (value in DEVICE_CHOICES or re.fullmatch(r"cuda:\d+", value))):
         raise InputError(f"unknown {label} {value!r}; choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
+    return str(value)
 
 
-def check_variants(label: str, variants: Any) -> None:
+def check_variants(label: str, variants: Any) -> tuple[str, ...]:
     variants = tuple(variants)
     unknown = [v for v in variants if v not in INPUT_VARIANTS]
     if unknown or not variants or len(set(variants)) != len(variants):
         raise InputError(f"{label} must be one or more distinct names from {', '.join(INPUT_VARIANTS)}; got "
                          f"{', '.join(map(str, variants)) or 'none'}")
+    return tuple(str(v) for v in variants)
 
 
 def comma_ints(text: str) -> tuple[int, ...]:
@@ -172,16 +178,16 @@ class AugmentConfig:
     outliers: float = 0.1  # a few small bright spots
 
     def __post_init__(self) -> None:
-        check_bool("augment enabled", self.enabled)
-        check_bool("horizontal flip", self.horizontal_flip)
-        for name in ("skull_strip", "missing_sequence", "flair_only", "low_resolution", "bias_field", "outliers",
-                     "shift_fraction", "intensity"):
-            check_float(f"augment {name}", getattr(self, name), 0, 1)
-        check_float("augment zoom_fraction", self.zoom_fraction, 0, 1, high_open=True)
-        check_float("augment rotation_degrees", self.rotation_degrees, 0, 180)
-        check_float("augment shear_degrees", self.shear_degrees, 0, 45)
-        check_float("augment max_downsample", self.max_downsample, 1, 16)
-        check_float("augment bias_strength", self.bias_strength, 0, 3)
+        shares = ("skull_strip", "missing_sequence", "flair_only", "low_resolution", "bias_field", "outliers",
+                  "shift_fraction", "intensity")
+        store(self, enabled=check_bool("augment enabled", self.enabled),
+              horizontal_flip=check_bool("horizontal flip", self.horizontal_flip),
+              **{name: check_float(f"augment {name}", getattr(self, name), 0, 1) for name in shares},
+              zoom_fraction=check_float("augment zoom_fraction", self.zoom_fraction, 0, 1, high_open=True),
+              rotation_degrees=check_float("augment rotation_degrees", self.rotation_degrees, 0, 180),
+              shear_degrees=check_float("augment shear_degrees", self.shear_degrees, 0, 45),
+              max_downsample=check_float("augment max_downsample", self.max_downsample, 1, 16),
+              bias_strength=check_float("augment bias_strength", self.bias_strength, 0, 3))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -213,9 +219,10 @@ def augment_settings(text: str) -> dict:
     return settings
 
 
-def _check_augment(label: str, value: Any) -> None:
+def _check_augment(label: str, value: Any) -> AugmentConfig:
     if not isinstance(value, AugmentConfig):
         raise InputError(f"{label} must be an AugmentConfig, not {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -300,14 +307,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_split(self.val_fraction, self.test_fraction)  # first, so a bad fraction gets the split's one message
-        for name in settings_of(type(self)):
-            check_setting(type(self), name, getattr(self, name))
+        store(self, **{name: check_setting(type(self), name, getattr(self, name)) for name in settings_of(type(self))})
         if self.stop_after is not None and self.stop_after > self.epochs:
             raise InputError(f"stop after epoch {self.stop_after} is beyond the last epoch ({self.epochs})")
         from .model import ModelConfig  # the encoder names come from the model zoo (torch): import on use
         from .preprocess import PreprocessConfig
 
-        ModelConfig(self.encoder, self.decoder_channels, PreprocessConfig(image_size=self.image_size))
+        model = ModelConfig(self.encoder, self.decoder_channels, PreprocessConfig(image_size=self.image_size))
+        store(self, decoder_channels=model.decoder_channels, image_size=model.preprocess.image_size)
 
     @property
     def last_epoch(self) -> int:

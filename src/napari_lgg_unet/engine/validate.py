@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import sys
 import types
 import typing
 from typing import Any, TypeVar
@@ -18,38 +20,64 @@ T = TypeVar("T")
 
 
 def check_int(name: str, value: Any, low: int, high: int, error: type[Exception] = InputError) -> int:
-    """A whole number in [low, high] (bool is not a number here)."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """A whole number in [low, high], as a Python int. numpy integers (what arithmetic on arrays, or a table's
+    column, gives) count; bool does not (numpy's neither), nor does a float, even 3.0: a count that arrives as a
+    float was computed in a way the caller should look at."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise error(f"{name} must be a whole number, not {value!r}")
     if not low <= value <= high:
         raise error(f"{name} must be between {low} and {high}, not {value}")
-    return value
+    return int(value)
 
 
 def check_float(
     name: str, value: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False,
     error: type[Exception] = InputError,
 ) -> float:
-    """A finite number in the range; `low_open` / `high_open` exclude the ends."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    """A finite number in the range, as a Python float; `low_open` / `high_open` exclude the ends. numpy numbers
+    count (np.float32 is no float subclass), bool does not."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise error(f"{name} must be a finite number, not {value!r}")
-    if value < low or value > high or (low_open and value == low) or (high_open and value == high):
+    number = _as_float(value)
+    if not math.isfinite(number):
+        raise error(f"{name} must be a finite number, not {value!r}")
+    if number < low or number > high or (low_open and number == low) or (high_open and number == high):
         left, right = "(" if low_open else "[", ")" if high_open else "]"
         raise error(f"{name} must be in {left}{low}, {high}{right}, not {value}")
+    return number
+
+
+def _as_float(value: numbers.Real) -> float:
+    """The float a user means by `value`: np.float32(0.4) is 0.4000000059604645 as a float, while its shortest text,
+    0.4, is what they wrote (and what compares equal to 0.4)."""
+    if not isinstance(value, (float, numbers.Integral)):
+        try:
+            return float(str(value))
+        except ValueError:  # a Real whose text is no float, e.g. Fraction(2, 5)
+            pass
     return float(value)
 
 
 def check_choice(name: str, value: Any, choices: typing.Iterable[str], error: type[Exception] = InputError) -> str:
     choices = tuple(choices)
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise error(f"{name} must be one of {', '.join(choices)}, not {value!r}")
-    return value
+    return str(value)  # numpy's str_ is a str, but not a plain one
 
 
 def check_bool(name: str, value: Any, error: type[Exception] = InputError) -> bool:
-    if not isinstance(value, bool):
+    """True or False, numpy's included, as a Python bool; 1, 0 and text are refused (bool("no") is True)."""
+    numpy = sys.modules.get("numpy")  # a numpy bool exists only once numpy is loaded; this module does not load it
+    if not (isinstance(value, bool) or (numpy is not None and isinstance(value, numpy.bool_))):
         raise error(f"{name} must be true or false, not {value!r}")
-    return value
+    return bool(value)
+
+
+def store(config: Any, **checked: Any) -> None:
+    """Keep checked values on a frozen dataclass, from its `__post_init__`: a numpy scalar becomes the Python value
+    its check returned, so configs compare and hash alike and their JSON stays plain."""
+    for name, value in checked.items():
+        object.__setattr__(config, name, value)
 
 
 def _convert(name: str, kind: Any, value: Any, error: type[Exception]) -> Any:
