@@ -789,10 +789,14 @@ API_CASES = [
     pytest.param(lambda: PostprocessConfig(threshold=nan), InputError, id="PostprocessConfig threshold nan"),
     pytest.param(lambda: PostprocessConfig(threshold=2), InputError, id="PostprocessConfig threshold 2"),
     pytest.param(lambda: PostprocessConfig(threshold="0.5"), InputError, id="PostprocessConfig threshold as text"),
+    pytest.param(lambda: PostprocessConfig(threshold=10**400), InputError, id="PostprocessConfig threshold 10**400"),
+    pytest.param(lambda: PostprocessConfig(threshold=np.True_), InputError, id="PostprocessConfig threshold np.True_"),
+    pytest.param(lambda: PostprocessConfig(min_size=np.float64(500)), InputError, id="PostprocessConfig min_size 500."),
     pytest.param(lambda: PostprocessConfig(min_size=-3), InputError, id="PostprocessConfig min_size -3"),
     pytest.param(lambda: PostprocessConfig(min_size="abc"), InputError, id="PostprocessConfig min_size as text"),
     pytest.param(lambda: PostprocessConfig(min_confidence=2), InputError, id="PostprocessConfig min_confidence 2"),
     pytest.param(lambda: TrainConfig(lr=nan), InputError, id="TrainConfig lr nan"),
+    pytest.param(lambda: TrainConfig(lr=10**400), InputError, id="TrainConfig lr 10**400"),
     pytest.param(lambda: TrainConfig(workers=-1), InputError, id="TrainConfig workers -1"),
     pytest.param(lambda: TrainConfig(steps_per_epoch=-5), InputError, id="TrainConfig steps_per_epoch -5"),
     pytest.param(lambda: TrainConfig(tumour_fraction=2), InputError, id="TrainConfig tumour_fraction 2"),
@@ -808,6 +812,7 @@ API_CASES = [
     pytest.param(lambda: AugmentConfig(flair_only=2), InputError, id="AugmentConfig flair_only 2"),
     pytest.param(lambda: AugmentConfig(enabled="maybe"), InputError, id="AugmentConfig enabled maybe"),
     pytest.param(lambda: AugmentConfig(rotation_degrees=nan), InputError, id="AugmentConfig rotation nan"),
+    pytest.param(lambda: AugmentConfig(rotation_degrees=10**400), InputError, id="AugmentConfig rotation 10**400"),
 ]
 
 

@@ -85,3 +85,9 @@ def test_checks_take_numpy_scalars_and_give_back_plain_python_values():
 def test_numpy_scalars_are_refused_where_their_python_twins_are(check, value, phrase):
     with pytest.raises(InputError, match=phrase):
         check(value)
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400)], ids=["10**400", "-10**400"])
+def test_a_whole_number_beyond_any_float_is_out_of_range_rather_than_a_crash(value):
+    with pytest.raises(InputError, match=r"x must be in \[0, 1\]"):
+        check_float("x", value, 0, 1)

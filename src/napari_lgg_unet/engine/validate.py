@@ -39,7 +39,7 @@ def check_float(
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise error(f"{name} must be a finite number, not {value!r}")
     number = _as_float(value)
-    if not math.isfinite(number):
+    if math.isnan(number) or (math.isinf(number) and not isinstance(value, numbers.Integral)):
         raise error(f"{name} must be a finite number, not {value!r}")
     if number < low or number > high or (low_open and number == low) or (high_open and number == high):
         left, right = "(" if low_open else "[", ")" if high_open else "]"
@@ -49,8 +49,14 @@ def check_float(
 
 def _as_float(value: numbers.Real) -> float:
     """The float a user means by `value`: np.float32(0.4) is 0.4000000059604645 as a float, while its shortest text,
-    0.4, is what they wrote (and what compares equal to 0.4)."""
-    if not isinstance(value, (float, numbers.Integral)):
+    0.4, is what they wrote (and what compares equal to 0.4). A whole number beyond any float is infinite, so out of
+    every range."""
+    if isinstance(value, numbers.Integral):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    if not isinstance(value, float):
         try:
             return float(str(value))
         except ValueError:  # a Real whose text is no float, e.g. Fraction(2, 5)
