@@ -76,3 +76,17 @@ def test_numpy_scalars_are_taken_and_kept_as_python_numbers():
                         augment=AugmentConfig(flair_only=0.3, enabled=False))
     assert config == plain and hash(config) == hash(plain)
     assert json.dumps(config.to_dict()) == json.dumps(plain.to_dict())
+
+
+def test_lists_arrays_and_generators_of_settings_are_kept_as_tuples():
+    config = TrainConfig(decoder_channels=(c for c in np.array([64, 32, 16, 8, 8])),
+                         validation_variants=["as-is", "flair-only"])
+    plain = TrainConfig(decoder_channels=(64, 32, 16, 8, 8), validation_variants=("as-is", "flair-only"))
+    assert config == plain and hash(config) == hash(plain)
+
+
+@pytest.mark.parametrize("setting, value", [("decoder_channels", "128,64,32"), ("validation_variants", "as-is"),
+                                            ("decoder_channels", {64, 32, 16})])
+def test_text_or_a_set_where_a_list_is_wanted_is_refused_as_such_not_taken_apart(setting, value):
+    with pytest.raises(InputError, match=f"must be a list, not {value!r}"):
+        TrainConfig(**{setting: value})

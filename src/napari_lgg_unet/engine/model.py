@@ -22,7 +22,7 @@ from .model_input import InputConfig
 from .postprocess import PostprocessConfig
 from .preprocess import PreprocessConfig
 from .records import TrainingRecord
-from .validate import check_int, from_json, store
+from .validate import check_int, check_items, from_json, store
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -51,9 +51,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.encoder not in smp.encoders.get_encoder_names():
             raise InputError(f"unknown encoder {self.encoder!r}; e.g. resnet18, resnet34, efficientnet-b0")
-        check_int("number of decoder stages", len(self.decoder_channels), 3, 5)
-        store(self, decoder_channels=tuple(check_int("decoder width", width, 1, MAX_DECODER_WIDTH)
-                                           for width in self.decoder_channels))
+        widths = check_items("decoder channels", self.decoder_channels)
+        check_int("number of decoder stages", len(widths), 3, 5)
+        store(self, decoder_channels=tuple(check_int("decoder width", width, 1, MAX_DECODER_WIDTH) for width in widths))
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable
 
 from .errors import InputError
-from .validate import check_bool, check_choice, check_float, check_int, store
+from .validate import check_bool, check_choice, check_float, check_int, check_items, store
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
@@ -123,7 +123,7 @@ def check_device(label: str, value: Any) -> str:
 
 
 def check_variants(label: str, variants: Any) -> tuple[str, ...]:
-    variants = tuple(variants)
+    variants = check_items(label, variants)
     unknown = [v for v in variants if v not in INPUT_VARIANTS]
     if unknown or not variants or len(set(variants)) != len(variants):
         raise InputError(f"{label} must be one or more distinct names from {', '.join(INPUT_VARIANTS)}; got "

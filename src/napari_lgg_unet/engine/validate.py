@@ -6,6 +6,7 @@ config.json, a resume state) with the types its fields declare, before any of it
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import math
 import numbers
@@ -77,6 +78,14 @@ def check_bool(name: str, value: Any, error: type[Exception] = InputError) -> bo
     if not (isinstance(value, bool) or (numpy is not None and isinstance(value, numpy.bool_))):
         raise error(f"{name} must be true or false, not {value!r}")
     return bool(value)
+
+
+def check_items(name: str, value: Any, error: type[Exception] = InputError) -> tuple:
+    """The items of a list, tuple, 1D array or generator, in order, as a tuple (what a config's tuple field holds, so
+    configs compare and hash alike); text is refused rather than split into letters, and a set for want of order."""
+    if isinstance(value, (str, bytes, collections.abc.Set)) or not isinstance(value, collections.abc.Iterable):
+        raise error(f"{name} must be a list, not {value!r}")
+    return tuple(value)
 
 
 def store(config: Any, **checked: Any) -> None:
