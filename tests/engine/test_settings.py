@@ -2,6 +2,7 @@
 the validation messages all come from those declarations."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,3 +91,15 @@ def test_lists_arrays_and_generators_of_settings_are_kept_as_tuples():
 def test_text_or_a_set_where_a_list_is_wanted_is_refused_as_such_not_taken_apart(setting, value):
     with pytest.raises(InputError, match=f"must be a list, not {value!r}"):
         TrainConfig(**{setting: value})
+
+
+def test_a_model_to_fine_tune_from_may_be_a_path_and_is_recorded_as_text():
+    config = TrainConfig(init=Path("runs") / "first")
+    assert config.init == str(Path("runs") / "first")
+    assert json.loads(json.dumps(config.to_dict()))["init"] == config.init
+
+
+@pytest.mark.parametrize("init", ["", 5, b"runs/first"])
+def test_a_model_to_fine_tune_from_that_names_no_folder_is_refused(init):
+    with pytest.raises(InputError, match="init must be a model folder or 'default'"):
+        TrainConfig(init=init)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import re
 import types
 import typing
@@ -129,6 +130,14 @@ def check_variants(label: str, variants: Any) -> tuple[str, ...]:
         raise InputError(f"{label} must be one or more distinct names from {', '.join(INPUT_VARIANTS)}; got "
                          f"{', '.join(map(str, variants)) or 'none'}")
     return tuple(str(v) for v in variants)
+
+
+def check_model_source(label: str, value: Any) -> str:
+    """'default' or a model folder, kept as text (a run's config.json records it), so a pathlib.Path is taken."""
+    path = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    if not isinstance(path, str) or not path:
+        raise InputError(f"{label} must be a model folder or 'default', not {value!r}")
+    return path
 
 
 def comma_ints(text: str) -> tuple[int, ...]:
@@ -271,7 +280,8 @@ class TrainConfig:
                                   on_resume=MAY_CHANGE)
     device: str = setting("auto", f"one of {', '.join(DEVICE_CHOICES)} or cuda:N", check=check_device,
                           on_resume=MAY_CHANGE)
-    init: str | None = setting(None, "model folder (or 'default') to fine-tune from", on_resume=MAY_CHANGE)
+    init: str | None = setting(None, "model folder (or 'default') to fine-tune from", check=check_model_source,
+                               on_resume=MAY_CHANGE)
     precision: str = setting("auto", "'auto': on a CPU, bf16 where this machine measures it faster, else fp32; "
                                      "on CUDA, bf16 where supported, else fp16",
                              choices=PRECISION_CHOICES, on_resume=MAY_CHANGE)
