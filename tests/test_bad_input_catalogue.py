@@ -350,6 +350,14 @@ def _folder_of_two_scans(w: Workspace) -> Path:
     return folder
 
 
+def _loose_tiff_stacks(w: Workspace) -> Path:
+    """TIFF stacks side by side, a mask stack among them, as the packaged samples folder holds them."""
+    folder = w.folder("stacks")
+    for name in ("a.tif", "a_mask.tif", "b.tif"):
+        tifffile.imwrite(folder / name, np.zeros((2, 32, 32), np.uint8))
+    return folder
+
+
 def _folder_whose_third_scan_is_corrupt(w: Workspace) -> Path:
     folder = _folder_of_two_scans(w)
     (folder / "c.nii.gz").write_bytes(b"not a NIfTI")
@@ -558,6 +566,13 @@ CLI_CASES = [
     pytest.param(_calibrate_while_training_holds_the_folder, "in use by another training run",
                  id="calibrate a model folder a training holds"),
     pytest.param(_evaluate(data=lambda w: w.inputs / "absent"), "not found", id="evaluate --data missing"),
+    # loose TIFF stacks are segmented one at a time, and carry no masks to evaluate or train on
+    pytest.param(_predict(scan=_loose_tiff_stacks), "which are read one file at a time: give one of them",
+                 id="predict a folder of TIFF stacks"),
+    pytest.param(_evaluate(data=_loose_tiff_stacks), "which carry no masks; to train or evaluate, use Kaggle patient",
+                 id="evaluate a folder of TIFF stacks"),
+    pytest.param(_train(data=_loose_tiff_stacks), "which carry no masks; to train or evaluate, use Kaggle patient",
+                 id="train on a folder of TIFF stacks"),
     pytest.param(_evaluate(data=lambda w: w.kaggle_patient(np.zeros((2, 32, 32, 3), np.uint8), None)),
                  "have no _mask.tif", id="evaluate a patient without masks"),
     pytest.param(_evaluate(data=lambda w: w.kaggle_patient(np.zeros((2, 32, 32, 3), np.uint8),

@@ -339,7 +339,7 @@ def _predict_cohort(args: argparse.Namespace, cases: list[ScanSource], group: Gr
 def _evaluation_folders(args: argparse.Namespace, model: LoadedModel) -> list[Path]:
     from .engine.io import find_scans
 
-    folders = find_scans(args.data)
+    folders = find_scans(args.data, require_masks=True)
     if args.split:
         names = set(model.config.training.patients(args.split))
         if not names:

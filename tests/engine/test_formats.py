@@ -16,7 +16,7 @@ from napari_lgg_unet import reader, writer
 from napari_lgg_unet.engine import formats, scan_checks
 from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.formats import FORMATS, format_of
-from napari_lgg_unet.engine.io import Scan, find_scans, load_scan, write_mask
+from napari_lgg_unet.engine.io import Scan, find_scans, load_patients, load_scan, write_mask
 from napari_lgg_unet.engine.volumes import Geometry, covered_fraction
 
 from dicom_files import write_slice
@@ -81,6 +81,9 @@ def test_paths_no_format_claims_are_refused_with_what_is_read(tmp_path):
     with pytest.raises(InputError, match=r"holds TIFF stacks \(A_image.tif, A_mask.tif and 1 more\), which are read "
                                          "one file at a time: give one of them"):
         load_scan(stacks)
+    for load in (lambda: load_patients(stacks), lambda: load_scan(stacks, require_mask=True)):  # "one of them" has none
+        with pytest.raises(InputError, match=r"holds TIFF stacks \(.*\), which carry no masks; to train or evaluate"):
+            load()
 
 
 def test_the_napari_manifest_lists_exactly_the_registered_suffixes():

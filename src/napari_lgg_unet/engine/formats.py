@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from .volumes import Geometry, Volume
 
 ScanSource = Union[str, Path, "Case"]  # what load_scan reads; find_scans lists these
+# where training and evaluation find ground truth, for the refusals of scans that carry none
+WITH_MASKS = ("to train or evaluate, use Kaggle patient folders (<patient>_<n>.tif slices with their _mask.tif) or "
+              "volume cases with a labels file (docs/your-own-scans.md)")
 
 
 class ScanFormat:
@@ -68,7 +71,7 @@ class TiffStack(ScanFormat):
         from .preprocess import resolve_rgb
 
         if require_mask:
-            raise InputError(f"{path}: a TIFF stack carries no mask; use a patient folder with _mask.tif slices")
+            raise InputError(f"{path}: a TIFF stack carries no mask; {WITH_MASKS}")
         image = read_tiff(path)
         return Scan(name=path.stem, image=image, mask=None, rgb=resolve_rgb(image, None), files=(path,))
 
@@ -279,8 +282,9 @@ def case_scan(case: Case, require_mask: bool = False) -> Scan:
     return Scan(case.name, loaded.image, loaded.mask, loaded.rgb, loaded.geometry, read)
 
 
-def not_a_scan(path: Path) -> InputError:
-    """The refusal for an existing path no format claims, listing what is read."""
+def not_a_scan(path: Path, require_mask: bool = False) -> InputError:
+    """The refusal for an existing path no format claims, listing what is read; `require_mask` (training, evaluation)
+    changes the advice for loose TIFF stacks, which can be segmented one at a time but carry no masks."""
     if path.is_file():
         suffixes = ", ".join(s for f in FORMATS for s in f.suffixes)
         return InputError(f"{path}: not a scan file ({suffixes})")
@@ -289,6 +293,7 @@ def not_a_scan(path: Path) -> InputError:
     stacks = sorted(p.name for p in path.iterdir() if TIFF.claims(p))
     if stacks:  # a folder of TIFFs is read only as a Kaggle patient's slices
         named = ", ".join(stacks[:2]) + (f" and {len(stacks) - 2} more" if len(stacks) > 2 else "")
-        return InputError(f"{path} holds TIFF stacks ({named}), which are read one file at a time: give one of them "
-                          "(a folder of TIFF files is read only as a Kaggle patient's <patient>_<n>.tif slices)")
+        advice = (f"carry no masks; {WITH_MASKS}" if require_mask else "are read one file at a time: give one of them "
+                  "(a folder of TIFF files is read only as a Kaggle patient's <patient>_<n>.tif slices)")
+        return InputError(f"{path} holds TIFF stacks ({named}), which {advice}")
     return InputError(f"{path} holds no scans: no {'; no '.join(f.description for f in FORMATS)}")

@@ -212,7 +212,7 @@ def patient_folders(root: str | Path) -> list[Path]:
 
 def load_patients(root: str | Path, require_masks: bool = True) -> list[Scan]:
     """Every scan of a root of any kind (see `find_scans`), for training."""
-    return [load_scan(source, require_mask=require_masks) for source in find_scans(root)]
+    return [load_scan(source, require_mask=require_masks) for source in find_scans(root, require_masks)]
 
 
 def load_scan(source: ScanSource, require_mask: bool = False) -> Scan:
@@ -231,7 +231,7 @@ def load_scan(source: ScanSource, require_mask: bool = False) -> Scan:
     path = existing_path(source)  # what is neither a case nor a path is refused there (as_path)
     found = format_of(path)
     if found is None:
-        raise not_a_scan(path)
+        raise not_a_scan(path, require_mask)
     if path.is_dir() and not found.whole_folder:  # a folder may hold several cases, or stray files beside them
         sources = find_scans(path)
         if len(sources) > 1:
@@ -241,13 +241,14 @@ def load_scan(source: ScanSource, require_mask: bool = False) -> Scan:
     return found.read(path, require_mask)
 
 
-def find_scans(root: str | Path) -> list[ScanSource]:
+def find_scans(root: str | Path, require_masks: bool = False) -> list[ScanSource]:
     """Every scan in `root`: root itself when it is one scan, else the scans in it or in its direct subfolders.
 
     Roots: a Kaggle root, a folder of BraTS / plain case folders, an nnU-Net dataset (its imagesTr) or images
     folder, a folder of NIfTI files, a folder of DICOM folders. Items are Paths (Kaggle folders, files) or Cases;
     load_scan reads each, and each has a `.name`. A root holding scans both loose and in subfolders is refused,
-    so a stray file never hides the cases beside it.
+    so a stray file never hides the cases beside it. `require_masks` says the caller will read ground truth
+    (training, evaluation), for the advice given when `root` holds no scans.
     """
     root = existing_path(root)
     found = format_of(root)
@@ -261,7 +262,7 @@ def find_scans(root: str | Path) -> list[ScanSource]:
         raise InputError(f"{root} holds scans both loose ({_names(loose)}) and in subfolders ({_names(inside)}); "
                          "move the loose files into a folder of their own, or give one of the two")
     if not (loose or inside):
-        raise not_a_scan(root)
+        raise not_a_scan(root, require_masks)
     return loose or inside
 
 
