@@ -48,3 +48,21 @@ def test_threads_follow_the_argument_then_omp_num_threads(monkeypatch):
             set_threads(0)
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("requested", ["gpu", 5, ["cpu"], "cuda:first"])
+def test_a_device_that_names_none_is_refused_before_torch_sees_it(requested):
+    with pytest.raises(InputError, match="unknown device"):
+        pick_device(requested)
+
+
+def test_a_cuda_device_beyond_the_gpus_of_this_machine_is_a_device_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("cuda:1") == torch.device("cuda:1") == pick_device(torch.device("cuda:1"))
+    with pytest.raises(DeviceError, match=r"'cuda:2' was requested but this machine has 2 CUDA GPU\(s\), cuda:0 to "):
+        pick_device("cuda:2")
+
+
+def test_a_torch_device_of_a_tensor_is_taken_whatever_its_index():
+    assert pick_device(torch.device("cpu", 0)) == pick_device(torch.device("cpu")) == torch.device("cpu")

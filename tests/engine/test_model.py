@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_lgg_unet.engine.errors import ModelError
+from napari_lgg_unet.engine.errors import DeviceError, InputError, ModelError
 from napari_lgg_unet.engine.model import CONFIG_FILE, WEIGHTS_FILE, build_network, load_model, read_config, save_model
 from napari_lgg_unet.engine.predict import SegmentOptions, segment_volume
 
@@ -128,3 +128,21 @@ def test_a_folder_caught_between_writing_weights_and_config_loads_as_the_new_mod
     save_model(old.network, new_config, folder)
     loaded = load_model(folder)
     assert loaded.config.postprocess.threshold == 0.3 and loaded.config.weights_id != old.config.weights_id
+
+
+@pytest.mark.parametrize("folder", [None, 5, ["default"]])
+def test_a_model_that_is_no_name_or_path_is_a_model_error(folder):
+    with pytest.raises(ModelError, match="a model is given as 'default' or a folder path, not"):
+        load_model(folder)
+
+
+@pytest.mark.parametrize("device", ["gpu", "CUDA:x", ["cpu"]])
+def test_loading_onto_a_device_that_names_none_is_our_error(tiny_model_dir, device):
+    with pytest.raises(InputError, match="unknown device"):
+        load_model(tiny_model_dir, device)
+
+
+def test_loading_onto_a_missing_gpu_is_a_device_error(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceError, match="no CUDA GPU is available"):
+        load_model(tiny_model_dir, "cuda")

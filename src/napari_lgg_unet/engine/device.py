@@ -27,19 +27,24 @@ def auto_device() -> torch.device:
 
 
 def pick_device(requested: str | torch.device | None = "auto") -> torch.device:
-    """Resolve 'auto' / 'cpu' / 'cuda[:N]' / 'mps' to a device this machine really has."""
-    name = str(requested or "auto").lower()
+    """Resolve 'auto' / 'cpu' / 'cuda[:N]' / 'mps' (or a torch.device) to a device this machine really has."""
+    if isinstance(requested, torch.device) and requested.type != "cuda":
+        requested = requested.type  # a tensor's device reads 'mps:0' or 'cpu:0'; only CUDA devices are numbered here
+    name = check_device("device", str(requested or "auto").lower())
     if name == "auto":
         return auto_device()
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise DeviceError("device 'cuda' was requested but no CUDA GPU is available; use --device cpu or auto")
+        index, count = torch.device(name).index, torch.cuda.device_count()
+        if index is not None and index >= count:
+            raise DeviceError(f"device {name!r} was requested but this machine has {count} CUDA GPU(s), "
+                              f"cuda:0 to cuda:{count - 1}")
         return torch.device(name)
     if name == "mps":
         if not _mps_available():
             raise DeviceError("device 'mps' was requested but Apple MPS is not available; use --device cpu or auto")
         return torch.device("mps")
-    check_device("device", name)
     return torch.device("cpu")
 
 

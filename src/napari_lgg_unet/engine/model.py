@@ -6,6 +6,7 @@ Loading reads tensors and JSON only, never pickled code, so a model folder from 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
@@ -17,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from .atomic import write_tensors_atomic, write_text_atomic
+from .device import pick_device
 from .errors import InputError, ModelError
 from .model_input import InputConfig
 from .postprocess import PostprocessConfig
@@ -163,6 +165,8 @@ def in_packaged_weights(path: str | Path) -> bool:
 
 def resolve_model_path(model: str | Path) -> Path:
     """'default' names the model shipped in the package; anything else is a folder path."""
+    if not isinstance(model, (str, os.PathLike)):
+        raise ModelError(f"a model is given as 'default' or a folder path, not {type(model).__name__} {model!r:.60}")
     if str(model) == DEFAULT_MODEL_NAME:
         path = default_model_path()
         if not (path / CONFIG_FILE).is_file():
@@ -225,7 +229,9 @@ def saved_config(folder: str | Path) -> ModelConfig:
 
 
 def load_model(folder: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
-    """Load a model folder (or 'default') onto `device`, in eval mode, as float32."""
+    """Load a model folder (or 'default') onto `device` ('auto', 'cpu', 'cuda[:N]', 'mps' or a torch.device, checked
+    as `pick_device` checks it), in eval mode, as float32."""
+    device = pick_device(device)
     path = resolve_model_path(folder)
     config = saved_config(path)
     weights = path / WEIGHTS_FILE
