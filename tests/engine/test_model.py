@@ -146,3 +146,20 @@ def test_loading_onto_a_missing_gpu_is_a_device_error(tiny_model_dir, monkeypatc
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(DeviceError, match="no CUDA GPU is available"):
         load_model(tiny_model_dir, "cuda")
+
+
+@pytest.mark.parametrize("change, phrase", [
+    (lambda model: {"half": "no"}, "half must be true or false"),
+    (lambda model: {"config": model.config.to_dict()}, "takes a network and its ModelConfig .* not Unet and dict"),
+    (lambda model: {"network": None}, "not NoneType and ModelConfig"),
+    (lambda model: {"folder": None}, "save a model into a folder path, not None"),
+    (lambda model: {"folder": "default"}, "'default' names the packaged model"),
+])
+def test_save_model_refuses_what_it_cannot_save_as_asked_and_writes_nothing(tiny_model_dir, tmp_path, monkeypatch,
+                                                                             change, phrase):
+    monkeypatch.chdir(tmp_path)  # where a folder named 'default' would have been written
+    model = load_model(tiny_model_dir)
+    arguments = {"network": model.network, "config": model.config, "folder": tmp_path / "saved", "half": False}
+    with pytest.raises(InputError, match=phrase):
+        save_model(**{**arguments, **change(model)})
+    assert list(tmp_path.iterdir()) == []

@@ -24,7 +24,7 @@ from .model_input import InputConfig
 from .postprocess import PostprocessConfig
 from .preprocess import PreprocessConfig
 from .records import TrainingRecord
-from .validate import check_int, check_items, from_json, store
+from .validate import check_bool, check_int, check_items, from_json, store
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -130,6 +130,13 @@ def save_model(network: torch.nn.Module, config: ModelConfig, folder: str | Path
     caught (or killed) between the two renames still loads, as the new model, instead of pairing new weights with an
     old config (or, on a first save, failing for want of config.json).
     """
+    if not isinstance(network, torch.nn.Module) or not isinstance(config, ModelConfig):
+        raise InputError(f"save_model takes a network and its ModelConfig (a LoadedModel's .network and .config), not "
+                         f"{type(network).__name__} and {type(config).__name__}")
+    half = check_bool("half", half)  # bool("no") is True: a wrong flag would halve the weights silently
+    if not isinstance(folder, (str, os.PathLike)) or str(folder) == DEFAULT_MODEL_NAME:
+        raise InputError(f"save a model into a folder path, not {folder!r:.60} ('default' names the packaged model, "
+                         "and load_model('default') would load that one)")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {
