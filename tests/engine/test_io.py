@@ -104,3 +104,14 @@ def test_load_scan_takes_any_path_like_object(tmp_path):
             return str(tmp_path / "scan.tif")
 
     assert load_scan(PathLike()).image.shape == (2, 8, 8)
+
+
+@pytest.mark.parametrize("flag", ["no", 1, None])
+def test_a_require_mask_flag_that_is_not_true_or_false_is_refused_by_every_loader(sample_patient_dir, flag):
+    """bool('no') is True: taken as it is, the flag would ask for the opposite of what was meant."""
+    from napari_lgg_unet.engine.io import load_patients
+
+    for load, name in ((load_scan, "require_mask"), (load_patient, "require_masks"), (load_patients, "require_masks")):
+        with pytest.raises(InputError, match=f"{name} must be true or false"):
+            load(sample_patient_dir, flag)
+    assert load_scan(sample_patient_dir, np.bool_(True)).mask is not None

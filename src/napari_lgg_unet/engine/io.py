@@ -24,6 +24,7 @@ from .atomic import atomic_path
 from .errors import InputError, describe
 from .formats import TIFF, ScanSource, case_scan, default_mask_suffix, file_format, format_of, not_a_scan
 from .scan_checks import check_claimed_size, check_pixel_type, kept_pixels
+from .validate import check_bool
 
 if TYPE_CHECKING:
     from .volumes import Geometry
@@ -181,6 +182,7 @@ def _read_masks(folder: Path, files: list[Path], shape: tuple[int, int]) -> np.n
 
 def load_patient(folder: str | Path, require_masks: bool = False) -> Scan:
     """A Kaggle patient folder as image (Z, H, W, 3) and, if every slice has one, mask (Z, H, W) bool."""
+    require_masks = check_bool("require_masks", require_masks)  # bool("no") is True
     folder = as_path(folder)
     if not folder.is_dir():
         raise InputError(f"folder not found: {folder}")
@@ -212,6 +214,7 @@ def patient_folders(root: str | Path) -> list[Path]:
 
 def load_patients(root: str | Path, require_masks: bool = True) -> list[Scan]:
     """Every scan of a root of any kind (see `find_scans`), for training."""
+    require_masks = check_bool("require_masks", require_masks)
     return [load_scan(source, require_mask=require_masks) for source in find_scans(root, require_masks)]
 
 
@@ -223,6 +226,7 @@ def load_scan(source: ScanSource, require_mask: bool = False) -> Scan:
     A volume file brings the case it belongs to (its sibling sequences and labels). `require_mask` refuses a scan
     without ground truth.
     """
+    require_mask = check_bool("require_mask", require_mask)  # bool("no") is True
     if not isinstance(source, (str, os.PathLike)):
         from .cases import Case
 
