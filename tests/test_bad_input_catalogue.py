@@ -889,6 +889,18 @@ TRAIN_API_CASES = [
     pytest.param(lambda w: train_model(
         [Scan("P", np.ones((2, 32, 32), np.float32), "tumour", rgb=False)], TrainConfig(workers=0, device="cpu"), w.out / "run"),
         "P: masks must hold numbers", id="train_model with a mask given as text"),
+    pytest.param(lambda w: train_model([load_scan(w.patient)], None, w.out / "run"),
+                 "config must be a TrainConfig, not NoneType", id="train_model without a config"),
+    pytest.param(lambda w: train_model([load_scan(w.patient)], {"epochs": 1}, w.out / "run"),
+                 "config must be a TrainConfig, not dict", id="train_model with settings as a dict"),
+    pytest.param(lambda w: train_model(load_scan(w.patient), TrainConfig(), w.out / "run"),
+                 r"scans must be a list of Scans \(\[scan\] for one\)", id="train_model on one Scan, not a list"),
+    pytest.param(lambda w: train_model([w.patient], TrainConfig(), w.out / "run"),
+                 "scans must be loaded first", id="train_model on paths"),
+    pytest.param(lambda w: train_model([load_scan(w.patient)], TrainConfig(), None),
+                 "the output folder is given as a path", id="train_model without an output folder"),
+    pytest.param(lambda w: train_model([load_scan(w.patient)], TrainConfig(), w.out / "run", stop=True),
+                 "stop must be a function", id="train_model with stop=True"),
 ]
 
 

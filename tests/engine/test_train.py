@@ -62,6 +62,14 @@ def test_stop_before_the_first_epoch_still_leaves_a_model(scans, tmp_path):
     load_model(tmp_path / "m")
 
 
+def test_scans_given_as_a_generator_are_all_trained_on(scans, tmp_path):
+    """The first look at the scans (their names, for the folder's lock) no longer uses a generator up."""
+    config = TrainConfig(epochs=1, steps_per_epoch=1, val_fraction=0.0, **FAST)
+    events = list(train_model((scan for scan in scans), config, tmp_path / "m", lambda: True))
+    assert sorted(load_model(tmp_path / "m").config.training.split["train"]) == sorted(PATIENTS)
+    assert events[-1].stopped
+
+
 def test_resume_continues_from_the_last_finished_epoch(scans, tmp_path):
     config = TrainConfig(epochs=1, steps_per_epoch=3, **FAST)
     list(train_model(scans, config, tmp_path / "m"))

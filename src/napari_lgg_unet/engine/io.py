@@ -54,12 +54,13 @@ class Scan:
         return self.geometry.spacing if self.geometry is not None else None
 
 
-def as_path(source: str | Path) -> Path:
-    """`source` (a str or any path-like object) as a Path; anything else (None, a number, bytes) is an InputError."""
+def as_path(source: str | Path, what: str = "a scan") -> Path:
+    """`source` (a str or any path-like object) as a Path; anything else (None, a number, bytes) is an InputError
+    that says `what` the path was for."""
     try:
         return Path(source)
     except TypeError:
-        raise InputError(f"a scan is given as a path (str or pathlib.Path), not {type(source).__name__} "
+        raise InputError(f"{what} is given as a path (str or pathlib.Path), not {type(source).__name__} "
                          f"{source!r:.60}") from None
 
 

@@ -11,7 +11,7 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from .device import out_of_memory_as_advice, physical_cores, release_memory, set
 from .distributed import Group, agreed_precision, process_group
 from .errors import InputError, ModelError, TrainingError
 from .events import EpochEnd, EpochRecord, Finished, Prepared, Step, TrainingEvent, ValidationScores
-from .io import Scan
+from .io import Scan, as_path
 from .losses import SegmentationLoss
 from .metrics import Counts, count, scores
 from .click_training import with_simulated_clicks
@@ -82,7 +82,7 @@ class _Run:
 
 
 def train_model(
-    scans: list[Scan], config: TrainConfig, out_dir: str | Path, stop: Callable[[], bool] | None = None
+    scans: Iterable[Scan], config: TrainConfig, out_dir: str | Path, stop: Callable[[], bool] | None = None
 ) -> Iterator[TrainingEvent]:
     """Train on `scans` (each with a mask), keeping the best model by validation loss in `out_dir`.
 
@@ -92,8 +92,7 @@ def train_model(
     Launched by torchrun, every process runs this with the same arguments: it trains with DDP on its share of each
     epoch, rank 0 alone writes, and a stop asked on any process stops all of them at the same step.
     """
-    stop = stop or (lambda: False)
-    folder = RunFolder(out_dir)
+    scans, folder, stop = _checked_request(scans, config, out_dir, stop)
     with process_group(config.device) as group, _claimed(folder, config, group, sorted(s.name for s in scans)):
         run = _setup(scans, config, folder, group)
         yield _prepared(run)
@@ -114,6 +113,24 @@ def train_model(
             finally:
                 release_memory(run.device)
     yield _finished(run)
+
+
+def _checked_request(scans: Iterable[Scan], config: TrainConfig, out_dir: str | Path,
+                     stop: Callable[[], bool] | None) -> tuple[list[Scan], RunFolder, Callable[[], bool]]:
+    """The scans as a list (a generator would be used up by the first look at them), the run folder and the stop
+    test; what is not a list of Scans, a TrainConfig, a path and a function is refused before the run starts."""
+    if isinstance(scans, Scan) or not isinstance(scans, Iterable):
+        raise InputError(f"scans must be a list of Scans ([scan] for one), not {type(scans).__name__}")
+    scans = list(scans)
+    for scan in scans:
+        if not isinstance(scan, Scan):
+            raise InputError(f"scans must be loaded first, e.g. load_patients(folder) or [load_scan(path, "
+                             f"require_mask=True)]; got {type(scan).__name__} {scan!r:.60}")
+    if not isinstance(config, TrainConfig):
+        raise InputError(f"config must be a TrainConfig, not {type(config).__name__} {config!r:.60}")
+    if stop is not None and not callable(stop):
+        raise InputError(f"stop must be a function that returns True to stop, or None; not {stop!r:.60}")
+    return scans, RunFolder(as_path(out_dir, "the output folder")), stop or (lambda: False)
 
 
 @contextlib.contextmanager
