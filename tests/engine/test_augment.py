@@ -7,8 +7,10 @@ import torch
 
 from napari_lgg_unet.engine.augment import AugmentConfig, augment_pair, skull_strip_view
 from napari_lgg_unet.engine.dataset import SliceDataset, TrainingVolume, prepare_training_volume
+from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.io import Scan
 from napari_lgg_unet.engine.preprocess import PreprocessConfig
+from napari_lgg_unet.engine.validate import from_json
 from napari_lgg_unet.sample_data import SAMPLE_PATIENT, sample_folder
 
 # Only the transform under test: no geometry, no intensity jitter, every probability 0.
@@ -121,7 +123,9 @@ OLDER_RECORD = {"enabled": True, "rotation_degrees": 15.0, "shift_fraction": 0.0
 
 def test_models_saved_before_the_new_transforms_still_load_their_augmentation_settings():
     recorded = OLDER_RECORD
-    config = AugmentConfig.from_dict({**recorded, "a_field_from_the_future": 1})
+    config = from_json(AugmentConfig, {**recorded, "a_field_from_the_future": 1})
     assert config.zoom_fraction == recorded["zoom_fraction"] and config.intensity == recorded["intensity"]
     assert config.skull_strip == AugmentConfig().skull_strip
-    assert AugmentConfig.from_dict(config.to_dict()) == config
+    assert from_json(AugmentConfig, config.to_dict()) == config
+    with pytest.raises(InputError, match="AugmentConfig must be an object"):
+        from_json(AugmentConfig, None)

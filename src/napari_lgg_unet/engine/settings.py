@@ -166,8 +166,8 @@ def negative_is_none(text: str) -> float | None:
 class AugmentConfig:
     """Ranges and probabilities of each random transform; `enabled=False` switches every one off.
 
-    Probabilities are per sample and independent. Models saved before a field existed load with its default
-    (see `from_dict`).
+    Probabilities are per sample and independent. Settings recorded before a field existed load with its default
+    (`validate.from_json`).
     """
 
     enabled: bool = True
@@ -200,12 +200,6 @@ class AugmentConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "AugmentConfig":
-        """Rebuild from a model's recorded settings; fields it does not know are ignored, missing ones default."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def augment_settings(text: str) -> dict:
