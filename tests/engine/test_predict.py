@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.io import load_patient
 from napari_lgg_unet.engine.model import load_model
 from napari_lgg_unet.engine.postprocess import PostprocessConfig
@@ -103,3 +104,11 @@ def test_segment_options_take_numpy_scalars_as_python_values():
     options = SegmentOptions(batch_size=np.int64(4), tta=np.bool_(True), precision=np.str_("fp32"))
     assert options == SegmentOptions(batch_size=4, tta=True, precision="fp32")
     assert (type(options.batch_size), type(options.tta), type(options.precision)) == (int, bool, str)
+
+
+@pytest.mark.parametrize("image, given", [("scan.tif", "str"), (None, "NoneType"), ("scan", "Scan")])
+def test_a_path_or_a_whole_scan_given_for_pixels_is_told_where_the_pixels_are(tiny_model_dir, sample_patient_dir,
+                                                                               image, given):
+    image = load_patient(sample_patient_dir) if image == "scan" else image
+    with pytest.raises(InputError, match=rf"got a {given}, not an array \(a scan.s pixels are load_scan\(path\).image"):
+        segment_volume(load_model(tiny_model_dir), image)

@@ -64,7 +64,9 @@ def as_image(image: np.ndarray, what: str = "images") -> np.ndarray:
     except (TypeError, ValueError) as error:  # e.g. a list of slices of different sizes
         raise InputError(f"{what} must be arrays of numbers ({error})") from None
     if not (array.dtype == bool or np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise InputError(f"{what} must hold numbers, not {array.dtype}")
+        given = "" if isinstance(image, (np.ndarray, list, tuple)) else (  # e.g. a path or a whole Scan
+            f"; got a {type(image).__name__}, not an array (a scan's pixels are load_scan(path).image)")
+        raise InputError(f"{what} must hold numbers, not {array.dtype}{given}")
     return array
 
 
