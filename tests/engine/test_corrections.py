@@ -253,7 +253,7 @@ def test_a_numpy_integer_window_is_taken():
     assert _big_session(64, 64, _FollowsClicks(), np.int64(128)).window == 128
 
 
-@pytest.mark.parametrize("window", [100, 32, 0, 128.0])
+@pytest.mark.parametrize("window", [100, 32, 0, 128.0, True, 2048])
 def test_a_bad_click_window_is_refused(window):
     with pytest.raises(InputError, match="click window"):
         _big_session(64, 64, _FollowsClicks(), window)

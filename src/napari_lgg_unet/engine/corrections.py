@@ -39,7 +39,8 @@ from .pieces import Piece, describe_pieces, label_pieces
 from .postprocess import PostprocessConfig, kept_labels
 from .precision import Precision
 from .predict import ScanInput, SegmentOptions, check_run, forward_probability
-from .preprocess import restore_size, to_model_point, to_model_size
+from .preprocess import MAX_IMAGE_SIZE, restore_size, to_model_point, to_model_size
+from .validate import check_int
 
 WINDOW = 128  # network pixels around a click that a click recomputes (a multiple of 32, the U-Net's stride)
 MARGIN = 16  # network pixels inside a cut edge of the window whose output is not used
@@ -81,10 +82,11 @@ class CorrectionSession:
         if not model.config.inputs.clicks:
             raise ModelError("this model does not take clicks; use one trained with `lgg-unet train --clicks`")
         size = model.config.preprocess.image_size
-        if window is not None and (not isinstance(window, (int, np.integer)) or isinstance(window, bool)
-                                   or window % 32 or not 64 <= window):
-            raise InputError(f"the click window must be a multiple of 32 pixels, at least 64, not {window!r}")
-        self.window = size if window is None else min(int(window), size)
+        if window is not None:  # no wider than any network's input: it is cut to this one's
+            window = check_int("the click window", window, 64, MAX_IMAGE_SIZE)
+            if window % 32:
+                raise InputError(f"the click window must be a multiple of 32 pixels, not {window}")
+        self.window = size if window is None else min(window, size)
         self.options = options
         self._scan = ScanInput.of(model, image, rgb)
         self._precision = self._scan.prepare(self.options)
