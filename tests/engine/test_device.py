@@ -44,8 +44,9 @@ def test_threads_follow_the_argument_then_omp_num_threads(monkeypatch):
         assert set_threads(None) == 2 == torch.get_num_threads()
         monkeypatch.delenv("OMP_NUM_THREADS")
         assert 1 <= set_threads(None) <= (torch.multiprocessing.cpu_count())
-        with pytest.raises(DeviceError):
-            set_threads(0)
+        for threads in (0, 2000, "4"):  # as TrainConfig(threads=...) refuses them, for predict and evaluate too
+            with pytest.raises(InputError, match="threads must be"):
+                set_threads(threads)
     finally:
         torch.set_num_threads(before)
 

@@ -10,7 +10,7 @@ import psutil
 import torch
 
 from .errors import DeviceError
-from .settings import check_device
+from .settings import TrainConfig, check_device, check_setting
 
 
 def _mps_available() -> bool:
@@ -66,13 +66,14 @@ def physical_cores() -> int:
 def set_threads(threads: int | None = None) -> int:
     """Set PyTorch's CPU threads: `threads` if given, else OMP_NUM_THREADS if set, else the physical cores.
 
-    Returns the number in use. Call once at start-up (the CLI's --threads, the widgets with None).
+    Returns the number in use. Call once at start-up (the CLI's --threads, the widgets with None). A given number is
+    checked as TrainConfig declares it, for every command that takes --threads.
     """
     if threads is None:
         env = os.environ.get("OMP_NUM_THREADS", "").strip()
         threads = int(env) if env.isdigit() and int(env) > 0 else physical_cores()
-    if threads < 1:
-        raise DeviceError(f"--threads must be at least 1 (got {threads})")
+    else:
+        threads = check_setting(TrainConfig, "threads", threads)
     torch.set_num_threads(threads)
     return threads
 
