@@ -96,6 +96,9 @@ def test_hard_negative_sampling_draws_empty_slices_by_difficulty():
     np.testing.assert_allclose(sampling_weights(has, 0.5, np.zeros(20), 0.5), sampling_weights(has, 0.5))
     with pytest.raises(InputError):
         sampling_weights(has, 0.5, difficulty[:5], 0.5)
+    for share in (2, float("nan")):  # refused with the words TrainConfig(hard_negatives=...) uses
+        with pytest.raises(InputError, match=r"hard-negative share must (be in \[0, 1\]|be a finite number)"):
+            sampling_weights(has, 0.5, difficulty, share)
 
 
 def test_sampler_with_only_hard_negatives_never_draws_an_easy_empty_slice():

@@ -19,7 +19,7 @@ from .model_input import InputConfig, assemble, neighbour_indices
 from .precision import Precision
 from .sequences import FLAIR_CHANNEL as FLAIR
 from .preprocess import PreprocessConfig, binarise_mask, prepare_volume, to_model_size
-from .settings import AugmentConfig, check_split
+from .settings import AugmentConfig, TrainConfig, check_setting, check_split
 
 _INSTITUTION = re.compile(r"^TCGA_(?P<site>[A-Z0-9]+)_")
 
@@ -217,8 +217,7 @@ def sampling_weights(
     Among the empty slices, a share `hard_negatives` of the draws goes in proportion to `negative_weights`
     (see `hard_negative_weights`), the rest uniformly; with no weight anywhere, all of it goes uniformly.
     """
-    if not 0 <= hard_negatives <= 1:
-        raise InputError("the hard-negative share must be between 0 and 1")
+    check_setting(TrainConfig, "hard_negatives", hard_negatives)
     has = np.asarray(has_tumour, dtype=bool)
     n_tumour, n_empty = int(has.sum()), int((~has).sum())
     weights = np.full(len(has), 1.0 / max(len(has), 1))
