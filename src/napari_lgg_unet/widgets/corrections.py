@@ -170,12 +170,16 @@ class ClickCorrections:
         self._queue.append(QueuedClick(point, tuple(float(v) for v in data_point), bool(positive)))
         self._next()
 
+    def _target_shown(self) -> bool:
+        """Whether the segmented image is still in the viewer (a segmentation was made and the user kept its layer)."""
+        return self.target is not None and self.target.source in self.viewer.layers
+
     def _cannot_click(self) -> str | None:
         """Why no segmented image is there to correct, or None: none was segmented yet, the user deleted it (a click
         then ran on the gone image's session, its point was added, and nothing showed the result), or replaced its
         data (the click, placed on the new data, corrected the old scan's mask: another place, maybe another
         shape)."""
-        if self.target is None or self.target.source not in self.viewer.layers:
+        if not self._target_shown():
             return NO_SEGMENTATION
         if self.target.source.data is not self.target.data:
             return f"the data of '{self.target.source.name}' was replaced since it was segmented: segment it again"
@@ -283,7 +287,7 @@ class ClickCorrections:
     def _draw_clicks(self) -> None:
         """Draw the clicks layer whole: the session's clicks, then the click being computed. Drawn from the session,
         it cannot keep a point of a click that failed, or lose one that shaped the mask."""
-        if not self._has_target():
+        if not self._target_shown():
             return
         source = self.target.source
         clicks = [] if self.session is None else self.session.clicks
