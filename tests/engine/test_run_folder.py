@@ -1,5 +1,6 @@
 """run_folder.RunFolder: the lock, the start checks, the resume state and the history of one training folder."""
 
+import contextlib
 import json
 import os
 import re
@@ -152,6 +153,67 @@ def test_a_run_that_opened_a_lock_its_failing_holder_then_removed_takes_the_new_
         with pytest.raises(InputError, match="in use by another training run"):
             with RunFolder(tmp_path).locked():
                 pass
+
+
+@pytest.mark.parametrize("made_by_the_holder", [True, False])
+def test_a_run_whose_failing_holder_removed_the_folder_and_its_lock_takes_it_and_leaves_nothing_when_it_fails(
+    tmp_path, monkeypatch, made_by_the_holder
+):
+    """Two runs into one folder, the holder failing: the other run opened the lock just before the holder removed
+    it (and the folders, when the holder made them). That run was refused with 'cannot open the lock file: No such
+    file or directory' when the folder had gone, and, failing in turn, left the lock it had created (and the folders)
+    because both were there when it started."""
+    folder = tmp_path / "a" / "run"
+    folder.mkdir(parents=True)
+    (folder / LOCK_FILE).write_text("")  # the holder's
+    if not made_by_the_holder:
+        (folder / "notes.txt").write_text("the user's")
+    real_open = run_folder._open_lock
+    calls = []
+
+    def open_then_the_holder_fails(path):
+        opened = real_open(path)
+        if not calls:  # the failing holder removes what it made, just after this run opened its lock
+            path.unlink()
+            if made_by_the_holder:
+                folder.rmdir()
+                folder.parent.rmdir()
+        calls.append(path)
+        return opened
+
+    monkeypatch.setattr(run_folder, "_open_lock", open_then_the_holder_fails)
+    with pytest.raises(RuntimeError):
+        with RunFolder(folder).locked():
+            assert (folder / LOCK_FILE).read_text() == f"training run (process {os.getpid()})"
+            raise RuntimeError("failed in turn")
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert left == ([] if made_by_the_holder else ["a", "a/run", "a/run/notes.txt"])
+
+
+def test_a_run_that_takes_the_folder_of_a_failing_holder_as_it_is_let_go_leaves_no_folder_when_it_fails(
+    tmp_path, monkeypatch
+):
+    """The failing holder used to let the lock go before removing the folders it made: a run taking the folder in
+    between held it in a folder it had not made, so the holder could not remove it, and nor could that run."""
+    folder = tmp_path / "a" / "run"
+    real_release = run_folder._release
+    second, released = contextlib.ExitStack(), []
+
+    def release_then_the_next_run_takes_it(*args):
+        real_release(*args)
+        released.append(args)
+        if len(released) == 1:  # the failing holder's
+            second.enter_context(RunFolder(folder).locked())
+
+    monkeypatch.setattr(run_folder, "_release", release_then_the_next_run_takes_it)
+    with pytest.raises(RuntimeError):
+        with RunFolder(folder).locked():
+            raise RuntimeError("the holder fails")
+    with pytest.raises(RuntimeError):
+        with second:
+            assert (folder / LOCK_FILE).read_text() == f"training run (process {os.getpid()})"
+            raise RuntimeError("the next run fails too")
+    assert sorted(tmp_path.iterdir()) == []
 
 
 def test_a_lock_file_that_keeps_being_replaced_is_refused_instead_of_tried_forever(tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ import stat
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -83,25 +83,22 @@ class RunFolder:
         calibration both write the folder, so each refuses while the other holds it).
 
         What this call created is removed again when the block fails: the lock file, then each folder it made, from
-        the deepest, while it is empty. So a refused or failed first run leaves no empty folders behind (not even the
+        the deepest, while it is empty, all before the lock is let go (a run taking the folder then finds it gone and
+        makes it anew, as its own). So a refused or failed first run leaves no empty folders behind (not even the
         parents of `train --out a/b/c`), and a refused run leaves an existing folder as it was.
         """
         self.check_writable()
-        made = _missing_folders(self.path)
+        made: list[Path] = []  # the folders this call created, top first; grows if a failing holder removes them
+
+        def make_folders() -> None:
+            made.extend(_make_folders(self.path))
+
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as error:  # a file where a parent folder should be, a read-only place
-            raise InputError(f"cannot create the output folder {self.path}: {error.strerror or error}; choose "
-                             "another output folder") from None
-        try:
-            with _lock_file(self.path / LOCK_FILE, task):
+            make_folders()
+            with _lock_file(self.path / LOCK_FILE, task, made, make_folders):
                 yield self
         except BaseException:
-            for folder in made:
-                try:
-                    folder.rmdir()  # only an empty folder goes; what the run wrote stays, with the folders above it
-                except OSError:
-                    break
+            _remove_empty_folders(made)  # those made before the lock was taken: a refusal (or a file in the way)
             raise
 
     def check_start(self, settings: dict, resume: bool) -> None:
@@ -210,21 +207,46 @@ class RunFolder:
             write_text_atomic(self.path / HISTORY_CSV, buffer.getvalue())
 
 
-def _missing_folders(path: Path) -> list[Path]:
-    """The folders that creating `path` makes, deepest first."""
+def _make_folders(path: Path) -> list[Path]:
+    """Make `path` and its missing parents; return those this call created, top first (a folder another process
+    makes meanwhile is not counted: it is not this call's to remove)."""
     missing = []
     while not path.exists() and path != path.parent:
         missing.append(path)
         path = path.parent
-    return missing
+    made = []
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            if not folder.is_dir():
+                raise InputError(f"cannot create the output folder {folder}: something that is not a folder is "
+                                 "in its place; choose another output folder") from None
+        except OSError as error:  # a file where a parent folder should be, a read-only place
+            raise InputError(f"cannot create the output folder {missing[0]}: {error.strerror or error}; choose "
+                             "another output folder") from None
+        else:
+            made.append(folder)
+    return made
+
+
+def _remove_empty_folders(folders: list[Path]) -> None:
+    """Remove `folders` (top first), from the deepest, while they are empty: what a run wrote stays, with the folders
+    above it."""
+    while folders:
+        try:
+            folders[-1].rmdir()
+        except OSError:
+            return
+        folders.pop()
 
 
 @contextlib.contextmanager
-def _lock_file(path: Path, task: str) -> Iterator[None]:
-    """Hold the lock file `path` for `task`, naming the task in it; remove it when the block fails and this call
-    created it."""
-    made = not os.path.lexists(path)
-    handle = _take(path)
+def _lock_file(path: Path, task: str, made: list[Path], make_folders: Callable[[], None]) -> Iterator[None]:
+    """Hold the lock file `path` for `task`, naming the task in it. When the block fails, the lock file (if this
+    call created it) and the empty folders in `made` (the caller's, top first) are removed before the lock is let go.
+    `make_folders` makes the folder again if a failing holder removed it while this call waited."""
+    handle, created = _take(path, make_folders)
     failed = False
     try:
         handle.seek(0)
@@ -238,14 +260,19 @@ def _lock_file(path: Path, task: str) -> Iterator[None]:
         raise
     finally:
         handle.truncate(0)
-        _release(handle, path if failed and made else None)
+        _release(handle, (path if created else None, made) if failed else None)
 
 
-def _take(path: Path) -> IO[str]:
-    """The lock file opened and held. Refused: a lock another process holds (naming its task), and anything that
-    is not a lock of ours (a link, a folder, a file with other text: someone's own, so it is left untouched)."""
+def _take(path: Path, make_folders: Callable[[], None]) -> tuple[IO[str], bool]:
+    """The lock file opened and held, and whether this call created it. Refused: a lock another process holds
+    (naming its task), and anything that is not a lock of ours (a link, a folder, a file with other text: someone's
+    own, so it is left untouched)."""
     for _ in range(_LOCK_ATTEMPTS):
-        handle = _open_lock(path)
+        opened = _open_lock(path)
+        if opened is None:  # a failing holder removed the folder it made: make it anew
+            make_folders()
+            continue
+        handle, created = opened
         if not _try_lock(handle):
             text = _read(handle)
             handle.close()
@@ -260,15 +287,16 @@ def _take(path: Path) -> IO[str]:
                          f"{path.parent} to end or choose another folder")
     text = _read(handle)
     if text is not None and _OUR_LOCK.fullmatch(text):
-        return handle
+        return handle, created
     _release(handle, None)
     raise InputError(_not_ours(path, "a file holding other text"))
 
 
-def _open_lock(path: Path) -> IO[str]:
+def _open_lock(path: Path) -> tuple[IO[str], bool] | None:
     """`path` opened for reading and writing, created if missing, never through a link: its target, perhaps any
     file of the user's, would be written. O_NOFOLLOW closes the gap between the check and the open where the system
-    has it."""
+    has it. Returns the file and whether this call created it (O_EXCL says so, where a check before would race
+    another run), or None when the folder is gone (a failing holder removed it)."""
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:
@@ -277,13 +305,18 @@ def _open_lock(path: Path) -> IO[str]:
         if not stat.S_ISREG(mode):
             kind = "a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else "no plain file"
             raise InputError(_not_ours(path, kind))
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
     try:
-        descriptor = os.open(path, flags, 0o666)
+        try:
+            descriptor, created = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o666), True
+        except FileExistsError:
+            descriptor, created = os.open(path, flags), False
+    except FileNotFoundError:  # the folder, or the file found a moment ago, was removed by a failing holder
+        return None
     except OSError as error:  # a read-only folder; a link or folder put there since the check
         raise InputError(f"cannot open the lock file {path}: {error.strerror or error}; choose another output "
                          "folder") from None
-    return os.fdopen(descriptor, "r+", encoding="utf-8", errors="replace")
+    return os.fdopen(descriptor, "r+", encoding="utf-8", errors="replace"), created
 
 
 def _read(handle: IO[str]) -> str | None:
@@ -320,15 +353,14 @@ if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
         except OSError:
             return False
 
-    def _release(handle: Any, remove: Path | None) -> None:
-        """Unlock and close, then remove `remove`: Windows removes no open file, so this fails (and the file
-        stays) when another process has opened it since, and no two runs ever hold two files of one name."""
+    def _release(handle: Any, remove: tuple[Path | None, list[Path]] | None) -> None:
+        """Unlock and close, then remove `remove` (see `_remove_made`): Windows removes no open file, so this fails
+        (and the file stays) when another process has opened it since, and no two runs ever hold two files of one
+        name."""
         handle.seek(0)
         msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
         handle.close()
-        if remove is not None:
-            with contextlib.suppress(OSError):
-                remove.unlink()
+        _remove_made(remove)
 
 else:
     import fcntl
@@ -340,14 +372,25 @@ else:
         except BlockingIOError:
             return False
 
-    def _release(handle: Any, remove: Path | None) -> None:
-        """Remove `remove` while still holding it, then unlock and close: a run that opened it meanwhile finds it
-        gone once it holds it (`_same_file`) and opens the new one, so no two runs ever hold two files of one name."""
-        if remove is not None:
-            with contextlib.suppress(OSError):
-                remove.unlink()
+    def _release(handle: Any, remove: tuple[Path | None, list[Path]] | None) -> None:
+        """Remove `remove` (see `_remove_made`) while still holding the lock, then unlock and close: a run that opened
+        it meanwhile finds it gone once it holds it (`_same_file`) and opens the new one, so no two runs ever hold
+        two files of one name; and it finds the folders gone too, so it makes them as its own, and removes them if
+        it fails in turn (let go first, a folder held by that run could be removed by neither)."""
+        _remove_made(remove)
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         handle.close()
+
+
+def _remove_made(remove: tuple[Path | None, list[Path]] | None) -> None:
+    """Remove what a failed run made: its lock file (None: one it found), then its folders while they are empty."""
+    if remove is None:
+        return
+    lock, folders = remove
+    if lock is not None:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+    _remove_empty_folders(folders)
 
 
 def _patients_differ(saved: list[str], now: list[str]) -> str:
