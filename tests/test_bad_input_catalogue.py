@@ -36,7 +36,8 @@ from napari_lgg_unet.engine.io import Scan, load_scan, write_mask
 from napari_lgg_unet.engine.model import default_model_path, load_model
 from napari_lgg_unet.engine.postprocess import PostprocessConfig
 from napari_lgg_unet.engine.predict import SegmentOptions, segment_volume
-from napari_lgg_unet.engine.run_folder import RESUME_FILE, RESUME_FORMAT, LOCK_FILE, RunFolder
+from napari_lgg_unet.engine.folder_lock import LOCK_FILE
+from napari_lgg_unet.engine.run_folder import RESUME_FILE, RESUME_FORMAT, RunFolder
 from napari_lgg_unet.engine.train import TrainConfig, train_model
 
 

@@ -19,7 +19,8 @@ from napari_lgg_unet.engine.batch_predict import COHORT_TASK, finished_output, s
 from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.model import load_model
 from napari_lgg_unet.engine.predict import SegmentOptions
-from napari_lgg_unet.engine.run_folder import LOCK_FILE, RunFolder
+from napari_lgg_unet.engine.folder_lock import LOCK_FILE
+from napari_lgg_unet.engine.run_folder import RunFolder
 
 from rank_helpers import free_port, rank_variables
 

@@ -1,4 +1,4 @@
-"""run_folder.RunFolder: the lock, the start checks, the resume state and the history of one training folder."""
+"""run_folder.RunFolder and its lock (folder_lock): the lock, the start checks, the resume state and the history of one training folder."""
 
 import contextlib
 import json
@@ -10,9 +10,10 @@ import pytest
 import torch
 from temp_files import LOOKALIKES, leftovers_of_a_killed_writer
 
-from napari_lgg_unet.engine import run_folder
+from napari_lgg_unet.engine import folder_lock
 from napari_lgg_unet.engine.errors import InputError, ModelError
-from napari_lgg_unet.engine.run_folder import LOCK_FILE, PATIENTS, RunFolder, RunProgress
+from napari_lgg_unet.engine.folder_lock import LOCK_FILE
+from napari_lgg_unet.engine.run_folder import PATIENTS, RunFolder, RunProgress
 
 
 def _parts():
@@ -137,7 +138,7 @@ def test_a_run_that_opened_a_lock_its_failing_holder_then_removed_takes_the_new_
     """The failing holder removes the lock it created while it still holds it; a run that had opened that file
     must not hold the removed file while a third run creates and holds a new `.lock`."""
     opened = []
-    real_open = run_folder._open_lock
+    real_open = folder_lock._open_lock
 
     def open_then_lose_the_race(path):
         handle = real_open(path)
@@ -146,7 +147,7 @@ def test_a_run_that_opened_a_lock_its_failing_holder_then_removed_takes_the_new_
         opened.append(path)
         return handle
 
-    monkeypatch.setattr(run_folder, "_open_lock", open_then_lose_the_race)
+    monkeypatch.setattr(folder_lock, "_open_lock", open_then_lose_the_race)
     with RunFolder(tmp_path).locked("training run"):
         assert len(opened) == 2
         assert (tmp_path / LOCK_FILE).read_text() == f"training run (process {os.getpid()})"
@@ -168,7 +169,7 @@ def test_a_run_whose_failing_holder_removed_the_folder_and_its_lock_takes_it_and
     (folder / LOCK_FILE).write_text("")  # the holder's
     if not made_by_the_holder:
         (folder / "notes.txt").write_text("the user's")
-    real_open = run_folder._open_lock
+    real_open = folder_lock._open_lock
     calls = []
 
     def open_then_the_holder_fails(path):
@@ -181,7 +182,7 @@ def test_a_run_whose_failing_holder_removed_the_folder_and_its_lock_takes_it_and
         calls.append(path)
         return opened
 
-    monkeypatch.setattr(run_folder, "_open_lock", open_then_the_holder_fails)
+    monkeypatch.setattr(folder_lock, "_open_lock", open_then_the_holder_fails)
     with pytest.raises(RuntimeError):
         with RunFolder(folder).locked():
             assert (folder / LOCK_FILE).read_text() == f"training run (process {os.getpid()})"
@@ -196,7 +197,7 @@ def test_a_run_that_takes_the_folder_of_a_failing_holder_as_it_is_let_go_leaves_
     """The failing holder used to let the lock go before removing the folders it made: a run taking the folder in
     between held it in a folder it had not made, so the holder could not remove it, and nor could that run."""
     folder = tmp_path / "a" / "run"
-    real_release = run_folder._release
+    real_release = folder_lock._release
     second, released = contextlib.ExitStack(), []
 
     def release_then_the_next_run_takes_it(*args):
@@ -205,7 +206,7 @@ def test_a_run_that_takes_the_folder_of_a_failing_holder_as_it_is_let_go_leaves_
         if len(released) == 1:  # the failing holder's
             second.enter_context(RunFolder(folder).locked())
 
-    monkeypatch.setattr(run_folder, "_release", release_then_the_next_run_takes_it)
+    monkeypatch.setattr(folder_lock, "_release", release_then_the_next_run_takes_it)
     with pytest.raises(RuntimeError):
         with RunFolder(folder).locked():
             raise RuntimeError("the holder fails")
@@ -217,7 +218,7 @@ def test_a_run_that_takes_the_folder_of_a_failing_holder_as_it_is_let_go_leaves_
 
 
 def test_a_lock_file_that_keeps_being_replaced_is_refused_instead_of_tried_forever(tmp_path, monkeypatch):
-    monkeypatch.setattr(run_folder, "_same_file", lambda handle, path: False)
+    monkeypatch.setattr(folder_lock, "_same_file", lambda handle, path: False)
     with pytest.raises(InputError, match="keeps being replaced while this run takes it"):
         with RunFolder(tmp_path).locked():
             pass

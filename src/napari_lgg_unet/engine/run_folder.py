@@ -1,7 +1,6 @@
 """One object owns a training output folder: its file names, its lock, its resume state and its history.
 
-The lock is an OS file lock, so the system releases it when a run is killed: a stale lock is taken over without
-guessing from process ids. The resume state is one safetensors file (weights, Adam moments, RNG) whose metadata
+The lock is engine/folder_lock.py's. The resume state is one safetensors file (weights, Adam moments, RNG) whose metadata
 holds the JSON parts (progress, settings, optimizer groups, grad scaler), so it is replaced atomically as a set and
 never unpickles anything.
 """
@@ -13,31 +12,22 @@ import csv
 import io
 import json
 import os
-import re
-import stat
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from .atomic import remove_leftover_temp_files, write_tensors_atomic, write_text_atomic
+from .atomic import write_tensors_atomic, write_text_atomic
 from .errors import InputError, ModelError
+from .folder_lock import held_folder
 from .model import CONFIG_FILE, WEIGHTS_FILE, in_packaged_weights
 from .validate import from_json
 
 RESUME_FILE = "resume.safetensors"
 RESUME_FORMAT = "napari-lgg-unet-resume/2"
-LOCK_FILE = ".lock"
-LOCK_TEXT = "{task} (process {pid})"  # what a run writes into its lock while it holds it, and empties at the end
-# A lock of ours: LOCK_TEXT or empty (what a killed run or an ended one leaves). Bounded, so that reading
-# _LOCK_READ characters sees the whole of any file that matches.
-_OUR_LOCK = re.compile(r"(.{1,200} \(process \d{1,10}\))?")
-_LOCK_READ = 256
-_LOCK_ATTEMPTS = 5  # to take a lock file that failing holders keep removing (see _release)
 HISTORY_JSON, HISTORY_CSV = "history.json", "history.csv"
 PATIENTS = "patients"  # in a resume state's settings: the scans the run trains on (none in states before 2026-12-02)
 
@@ -80,26 +70,11 @@ class RunFolder:
     @contextlib.contextmanager
     def locked(self, task: str = "training run") -> Iterator["RunFolder"]:
         """Hold the folder's exclusive lock for `task` (what the refusal of a second writer names: training and
-        calibration both write the folder, so each refuses while the other holds it).
-
-        What this call created is removed again when the block fails: the lock file, then each folder it made, from
-        the deepest, while it is empty, all before the lock is let go (a run taking the folder then finds it gone and
-        makes it anew, as its own). So a refused or failed first run leaves no empty folders behind (not even the
-        parents of `train --out a/b/c`), and a refused run leaves an existing folder as it was.
-        """
+        calibration both write the folder, so each refuses while the other holds it). A refused or failed run
+        leaves no folder or lock it made behind (`folder_lock.held_folder`)."""
         self.check_writable()
-        made: list[Path] = []  # the folders this call created, top first; grows if a failing holder removes them
-
-        def make_folders() -> None:
-            made.extend(_make_folders(self.path))
-
-        try:
-            make_folders()
-            with _lock_file(self.path / LOCK_FILE, task, made, make_folders):
-                yield self
-        except BaseException:
-            _remove_empty_folders(made)  # those made before the lock was taken: a refusal (or a file in the way)
-            raise
+        with held_folder(self.path, task):
+            yield self
 
     def check_start(self, settings: dict, resume: bool) -> None:
         """Refuse to start over a model, or to resume without a matching resume state; say what to do instead.
@@ -205,192 +180,6 @@ class RunFolder:
             writer.writeheader()
             writer.writerows(history)
             write_text_atomic(self.path / HISTORY_CSV, buffer.getvalue())
-
-
-def _make_folders(path: Path) -> list[Path]:
-    """Make `path` and its missing parents; return those this call created, top first (a folder another process
-    makes meanwhile is not counted: it is not this call's to remove)."""
-    missing = []
-    while not path.exists() and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    made = []
-    for folder in reversed(missing):
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            if not folder.is_dir():
-                raise InputError(f"cannot create the output folder {folder}: something that is not a folder is "
-                                 "in its place; choose another output folder") from None
-        except OSError as error:  # a file where a parent folder should be, a read-only place
-            raise InputError(f"cannot create the output folder {missing[0]}: {error.strerror or error}; choose "
-                             "another output folder") from None
-        else:
-            made.append(folder)
-    return made
-
-
-def _remove_empty_folders(folders: list[Path]) -> None:
-    """Remove `folders` (top first), from the deepest, while they are empty: what a run wrote stays, with the folders
-    above it."""
-    while folders:
-        try:
-            folders[-1].rmdir()
-        except OSError:
-            return
-        folders.pop()
-
-
-@contextlib.contextmanager
-def _lock_file(path: Path, task: str, made: list[Path], make_folders: Callable[[], None]) -> Iterator[None]:
-    """Hold the lock file `path` for `task`, naming the task in it. When the block fails, the lock file (if this
-    call created it) and the empty folders in `made` (the caller's, top first) are removed before the lock is let go.
-    `make_folders` makes the folder again if a failing holder removed it while this call waited."""
-    handle, created = _take(path, make_folders)
-    failed = False
-    try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(LOCK_TEXT.format(task=task, pid=os.getpid()))
-        handle.flush()
-        remove_leftover_temp_files(path.parent)
-        yield
-    except BaseException:
-        failed = True
-        raise
-    finally:
-        handle.truncate(0)
-        _release(handle, (path if created else None, made) if failed else None)
-
-
-def _take(path: Path, make_folders: Callable[[], None]) -> tuple[IO[str], bool]:
-    """The lock file opened and held, and whether this call created it. Refused: a lock another process holds
-    (naming its task), and anything that is not a lock of ours (a link, a folder, a file with other text: someone's
-    own, so it is left untouched)."""
-    for _ in range(_LOCK_ATTEMPTS):
-        opened = _open_lock(path)
-        if opened is None:  # a failing holder removed the folder it made: make it anew
-            make_folders()
-            continue
-        handle, created = opened
-        if not _try_lock(handle):
-            text = _read(handle)
-            handle.close()
-            holder = text if text and _OUR_LOCK.fullmatch(text) else "run (another process)"
-            raise InputError(f"{path.parent} is in use by another {holder}; wait for it to end or choose another "
-                             "folder")
-        if _same_file(handle, path):
-            break
-        _release(handle, None)  # its holder removed it after this call opened it: the folder is free, open it anew
-    else:  # a file system that reports no stable file identity, or runs that keep coming and failing
-        raise InputError(f"{path} keeps being replaced while this run takes it; wait for other runs into "
-                         f"{path.parent} to end or choose another folder")
-    text = _read(handle)
-    if text is not None and _OUR_LOCK.fullmatch(text):
-        return handle, created
-    _release(handle, None)
-    raise InputError(_not_ours(path, "a file holding other text"))
-
-
-def _open_lock(path: Path) -> tuple[IO[str], bool] | None:
-    """`path` opened for reading and writing, created if missing, never through a link: its target, perhaps any
-    file of the user's, would be written. O_NOFOLLOW closes the gap between the check and the open where the system
-    has it. Returns the file and whether this call created it (O_EXCL says so, where a check before would race
-    another run), or None when the folder is gone (a failing holder removed it)."""
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISREG(mode):
-            kind = "a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else "no plain file"
-            raise InputError(_not_ours(path, kind))
-    flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    try:
-        try:
-            descriptor, created = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o666), True
-        except FileExistsError:
-            descriptor, created = os.open(path, flags), False
-    except FileNotFoundError:  # the folder, or the file found a moment ago, was removed by a failing holder
-        return None
-    except OSError as error:  # a read-only folder; a link or folder put there since the check
-        raise InputError(f"cannot open the lock file {path}: {error.strerror or error}; choose another output "
-                         "folder") from None
-    return os.fdopen(descriptor, "r+", encoding="utf-8", errors="replace"), created
-
-
-def _read(handle: IO[str]) -> str | None:
-    """The lock's text (its start, if it is longer than a lock of ours), or None where it cannot be read: Windows
-    refuses to read a byte another process has locked."""
-    try:
-        handle.seek(0)
-        return handle.read(_LOCK_READ)
-    except OSError:
-        return None
-
-
-def _same_file(handle: IO[str], path: Path) -> bool:
-    """Whether `path` still names the file `handle` holds: a failing run removes the lock it created."""
-    try:
-        return os.path.samestat(os.fstat(handle.fileno()), os.lstat(path))
-    except OSError:
-        return False
-
-
-def _not_ours(path: Path, kind: str) -> str:
-    return (f"{path} is {kind}, not the lock file lgg-unet keeps in an output folder, and is left as it is; move or "
-            "rename it, or choose another output folder")
-
-
-if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-    import msvcrt
-
-    def _try_lock(handle: Any) -> bool:
-        try:
-            handle.seek(0)
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-            return True
-        except OSError:
-            return False
-
-    def _release(handle: Any, remove: tuple[Path | None, list[Path]] | None) -> None:
-        """Unlock and close, then remove `remove` (see `_remove_made`): Windows removes no open file, so this fails
-        (and the file stays) when another process has opened it since, and no two runs ever hold two files of one
-        name."""
-        handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-        handle.close()
-        _remove_made(remove)
-
-else:
-    import fcntl
-
-    def _try_lock(handle: Any) -> bool:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            return False
-
-    def _release(handle: Any, remove: tuple[Path | None, list[Path]] | None) -> None:
-        """Remove `remove` (see `_remove_made`) while still holding the lock, then unlock and close: a run that opened
-        it meanwhile finds it gone once it holds it (`_same_file`) and opens the new one, so no two runs ever hold
-        two files of one name; and it finds the folders gone too, so it makes them as its own, and removes them if
-        it fails in turn (let go first, a folder held by that run could be removed by neither)."""
-        _remove_made(remove)
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-        handle.close()
-
-
-def _remove_made(remove: tuple[Path | None, list[Path]] | None) -> None:
-    """Remove what a failed run made: its lock file (None: one it found), then its folders while they are empty."""
-    if remove is None:
-        return
-    lock, folders = remove
-    if lock is not None:
-        with contextlib.suppress(OSError):
-            lock.unlink()
-    _remove_empty_folders(folders)
 
 
 def _patients_differ(saved: list[str], now: list[str]) -> str:
