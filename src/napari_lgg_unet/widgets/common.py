@@ -1,12 +1,10 @@
-"""Small pieces both widgets use: the device picker, the model picker and safe signal connections."""
+"""Small pieces both widgets use: the device picker and the model picker."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
-from magicgui.widgets import ComboBox, Container, FileEdit, Label
-from psygnal import SignalInstance
+from magicgui.widgets import ComboBox, FileEdit, Label
 
 from ..engine.device import auto_device, describe_device
 from ..engine.errors import ModelError
@@ -53,8 +51,3 @@ def optional_path(edit: FileEdit) -> Path | None:
     value = edit.value
     return None if value is None or str(value) in ("", ".") else Path(value)
 
-
-def connect_while_alive(container: Container, signal: SignalInstance, slot: Callable) -> None:
-    """Connect `slot` to a session-wide signal until the widget's Qt object is destroyed (closed viewer, test end)."""
-    signal.connect(slot)
-    container.native.destroyed.connect(lambda *_: signal.disconnect(slot))

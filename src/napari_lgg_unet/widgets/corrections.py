@@ -117,12 +117,7 @@ class ClickCorrections:
         self._clicks_before = 0  # the session's clicks when the running click or undo job started
         self._step: str | None = None  # the click job last started: "click", "undo" or None (a clean-up)
         self.enabled = False
-        viewer.mouse_drag_callbacks.append(self._on_mouse)
-        widget.native.destroyed.connect(lambda *_: self._detach())
-
-    def _detach(self) -> None:
-        if self._on_mouse in self.viewer.mouse_drag_callbacks:
-            self.viewer.mouse_drag_callbacks.remove(self._on_mouse)
+        widget.native.destroyed.connect(self._destroyed)  # a bound method: see undock._Connections
 
     def rethreshold(self, config: PostprocessConfig) -> bool:
         """Use the widget's new clean-up. True when a session owns the mask: it applies the clean-up after what is
@@ -147,7 +142,20 @@ class ClickCorrections:
     def set_enabled(self, enabled: bool) -> None:
         """Correction mode on or off."""
         self.enabled = enabled
+        self._listen(enabled)
         self._prepare()
+
+    def _destroyed(self, *_: object) -> None:
+        self._listen(False)
+
+    def _listen(self, on: bool) -> None:
+        """Take the viewer's mouse presses (`_on_mouse`) only in correction mode: napari calls every callback on
+        every press, and the one of a closed Segment dock (correction mode ends with it) held the widget alive."""
+        callbacks = self.viewer.mouse_drag_callbacks
+        if on and self._on_mouse not in callbacks:
+            callbacks.append(self._on_mouse)
+        elif not on and self._on_mouse in callbacks:
+            callbacks.remove(self._on_mouse)
 
     def _prepare(self) -> None:
         """In correction mode, build the session in the background now, so the first click costs no more than the
@@ -312,7 +320,7 @@ class ClickCorrections:
         tumour layer (or a point added to a Points layer) is that tool's, and was taken as a "tumour" click as well,
         so erasing a spot re-segmented tumour around it. In the 3D view a click has no depth: it landed on the slice
         the slider shows, wherever the user had turned the volume."""
-        if not self.enabled or event.type != "mouse_press" or event.button not in (1, 2):
+        if event.type != "mouse_press" or event.button not in (1, 2):
             return
         active = viewer.layers.selection.active
         if active is not None and str(getattr(active, "mode", "pan_zoom")) != "pan_zoom":

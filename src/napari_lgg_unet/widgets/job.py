@@ -59,7 +59,7 @@ class JobRunner:
         self._worker: GeneratorWorker | None = None
         self._alive = True
         when_undocked(widget.native, self.stop)
-        widget.native.destroyed.connect(lambda *_: self._destroyed())
+        widget.native.destroyed.connect(self._destroyed)  # a bound method: see undock._Connections
 
     @property
     def running(self) -> bool:
@@ -119,7 +119,7 @@ class JobRunner:
             if on_done is not None:
                 on_done()
 
-    def _destroyed(self) -> None:
+    def _destroyed(self, *_: object) -> None:
         self._alive = False
         self.stop()
 

@@ -108,6 +108,7 @@ class Loading(QWidget):
         self.widget.reset_choices()
 
     def reset_choices(self, *args: Any) -> None:
-        """napari calls this on layer changes (as for any dock widget that has it); the widget's lists follow."""
-        if self.widget is not None:
+        """napari calls this on layer changes (as for any dock widget that has it); the widget's lists follow, until
+        the dock is closed (napari leaves this connected then)."""
+        if self.widget is not None and not self._closed:
             self.widget.reset_choices(*args)

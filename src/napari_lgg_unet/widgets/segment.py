@@ -26,7 +26,7 @@ from ..engine.pieces import Piece
 from ..engine.review import PieceReview
 from ..engine.sequences import FLAIR
 from . import notify
-from .common import chosen_model, connect_while_alive, device_widgets, model_widgets, optional_path, precision_widget
+from .common import chosen_model, device_widgets, model_widgets, optional_path, precision_widget
 from .corrections import ClickCorrections, CorrectionTarget
 from .job import JobRunner
 from .layers import (
@@ -38,7 +38,7 @@ from .review import ReviewList
 from .sequences import model_input, named_sequences, says_sequence, sequence_pickers
 from .session_models import session_models
 from .tooltips import explain
-from .undock import when_undocked
+from .undock import choices_follow_layers, connect_while_docked, when_undocked
 from .workers import LayerResult, ModelCache, cleanup_job, segment_job
 
 NO_TRUTH = ("(none)", None)
@@ -99,13 +99,14 @@ class SegmentWidget(Container):
                      *self._readout_controls()])
         explain(self)
         self.adopt_model_settings()
-        viewer.dims.events.current_step.connect(self.update_readouts)
-        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            event.connect(self.reset_choices)
         self.image.changed.connect(self._pick_sequences)
-        viewer.layers.events.inserted.connect(lambda event: self._take_flair(event.value))
         self._take_flair(next((layer for layer in reversed(viewer.layers) if says_sequence(layer, FLAIR)), None))
-        connect_while_alive(self, session_models.changed, self.model.reset_choices)
+        connect_while_docked(self.native, [
+            *choices_follow_layers(viewer, self),
+            (viewer.dims.events.current_step, self.update_readouts),
+            (viewer.layers.events.inserted, lambda event: self._take_flair(event.value)),
+            (session_models.changed, self.model.reset_choices),
+        ])
         self._update_readout_text()
 
     def _input_controls(self) -> list:
@@ -146,8 +147,8 @@ class SegmentWidget(Container):
         return [self.correct, self.undo_click]
 
     def _end_corrections(self) -> None:
-        """The dock was closed: correction mode ends. The closed widget lives on (the viewer's events hold it), and
-        its clicks went on changing the tumour layer, with no Undo button left to take them back."""
+        """The dock was closed: correction mode ends, and the viewer's clicks no longer reach the widget. They went on
+        changing the tumour layer, with no Undo button left to take them back."""
         self.correct.value = False
 
     def _readout_controls(self) -> list:

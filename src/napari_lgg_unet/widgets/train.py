@@ -32,6 +32,7 @@ from .loss_plot import LossPlot
 from .sequences import model_input, sequence_pickers
 from .session_models import session_models
 from .tooltips import explain
+from .undock import choices_follow_layers, connect_while_docked
 from .workers import training_job
 
 NONE = ("(none)", None)
@@ -113,8 +114,7 @@ class TrainWidget(Container):
         self.plot = LossPlot()
         self.native.layout().addWidget(self.plot)
         explain(self)
-        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            event.connect(self.reset_choices)
+        connect_while_docked(self.native, choices_follow_layers(viewer, self))
 
     def _data_controls(self) -> list:
         """The (image, labels) pairs and an optional Kaggle folder: what `training_scans` and `train` read."""
