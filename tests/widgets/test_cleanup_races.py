@@ -12,6 +12,7 @@ import pytest
 
 from napari_lgg_unet.engine.postprocess import postprocess
 from napari_lgg_unet.widgets import corrections as corrections_module, segment as segment_module
+from napari_lgg_unet.widgets.corrections import NO_SEGMENTATION
 from napari_lgg_unet.widgets import workers as workers_module
 from napari_lgg_unet.widgets.layers import owned_layer
 
@@ -187,8 +188,10 @@ def test_painting_on_a_deleted_tumour_layer_is_forgotten(qtbot, viewer, notes, t
     widget.cleanup.threshold.value = high
     settle(qtbot, widget)
     viewer.layers.remove(widget.prediction_layer())  # and deletes the layer, erasing and all
-    widget.cleanup.threshold.value = low  # a new tumour layer
+    widget.cleanup.threshold.value = low  # brings no tumour layer back: its segmentation ended with it
     settle(qtbot, widget)
+    assert widget.prediction_layer() is None
+    _segment(qtbot, widget)  # a new tumour layer
     widget.cleanup.threshold.value = high
     settle(qtbot, widget)
     np.testing.assert_array_equal(widget.prediction_layer().data, _as_the_controls_say(widget))
@@ -303,3 +306,71 @@ def test_more_undos_than_clicks_while_a_click_is_computed_say_there_is_none_left
     settle(qtbot, widget)
     assert widget.corrections.session.clicks == [] and len(_points(viewer, widget)) == 0
     assert notes["error"] == [] and notes["info"] == ["there is no click to undo"]
+
+
+@pytest.mark.parametrize("running", ["click", "clean-up", "clean-up before correction mode"])
+def test_a_tumour_layer_deleted_while_a_click_or_clean_up_runs_stays_deleted_and_ends_the_session(
+        qtbot, viewer, notes, tiny_click_model, monkeypatch, running):
+    """The result brought the deleted layer back (and the clicks layer), and the session went on with it."""
+    image = viewer.add_image(_scan(0), name="X")
+    widget = _widget(viewer, tiny_click_model, image)
+    _segment(qtbot, widget)
+    if running != "clean-up before correction mode":
+        widget.correct.value = True
+        qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=30_000)
+        settle(qtbot, widget)
+    if running == "click":
+        gate, started, _ = _held_network(monkeypatch, failing=set())
+        widget.corrections.add_click(np.asarray((1.0, 30.0, 30.0)), True)
+    else:
+        module, name = ((corrections_module, "session_cleanup_job") if running == "clean-up"
+                        else (segment_module, "cleanup_job"))
+        job = _gated(getattr(module, name))
+        monkeypatch.setattr(module, name, job)
+        gate, started = job.gate, job.started
+        widget.cleanup.threshold.value = 0.47
+    assert started.wait(10)
+    viewer.layers.remove(widget.prediction_layer())
+    if (clicks := owned_layer(viewer, image, "clicks")) is not None:
+        viewer.layers.remove(clicks)  # not drawn again either: no tumour layer is left to correct
+    gate.set()
+    settle(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == ["X"]
+    assert widget.corrections.session is None
+    widget.corrections.add_click(np.asarray((1.0, 30.0, 30.0)), True)  # as if nothing had been segmented
+    widget.cleanup.threshold.value = 0.53
+    settle(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == ["X"]
+    assert notes["warning"] == [NO_SEGMENTATION] and notes["error"] == []
+
+
+def test_a_probability_map_deleted_while_a_click_runs_stays_deleted_and_its_box_is_cleared(qtbot, viewer, notes,
+                                                                                          tiny_click_model,
+                                                                                          monkeypatch):
+    widget = _corrections_ready(qtbot, viewer, tiny_click_model)
+    widget.show_probability.value = True
+    source = widget._source
+    gate, started, _ = _held_network(monkeypatch, failing=set())
+    widget.corrections.add_click(np.asarray((1.0, 30.0, 30.0)), True)
+    assert started.wait(10)
+    viewer.layers.remove(owned_layer(viewer, source, "probability"))
+    viewer.layers.remove(owned_layer(viewer, source, "clicks"))
+    gate.set()
+    settle(qtbot, widget)
+    assert owned_layer(viewer, source, "probability") is None and not widget.show_probability.value
+    assert len(widget.corrections.session.clicks) == 1
+    np.testing.assert_allclose(_points(viewer, widget), [(1.0, 30.0, 30.0)])  # drawn again: the tumour layer is there
+    widget.show_probability.value = True  # shows it again
+    np.testing.assert_array_equal(owned_layer(viewer, source, "probability").data, widget._probability)
+    assert notes["error"] == []
+
+
+def test_unticking_the_probability_box_after_the_tumour_layer_was_deleted_removes_the_map(qtbot, viewer, notes,
+                                                                                         tiny_model_dir):
+    widget = _widget(viewer, str(tiny_model_dir), viewer.add_image(_scan(0), name="X"))
+    widget.show_probability.value = True
+    _segment(qtbot, widget)
+    viewer.layers.remove(widget.prediction_layer())
+    widget.show_probability.value = False
+    assert [layer.name for layer in viewer.layers] == ["X"]
+    assert notes["error"] == []

@@ -27,7 +27,9 @@ from ..engine.postprocess import PostprocessConfig
 from ..engine.predict import SegmentOptions
 from . import notify
 from .job import JobRunner
-from .layers import data_index, image_choices, owned_layer, put_owned_layer, shown_index, to_layer_order
+from .layers import (
+    data_index, image_choices, owned_layer, put_owned_layer, segmentation_shown, shown_index, to_layer_order,
+)
 from .workers import LayerResult, ModelCache
 
 POSITIVE_COLOUR, NEGATIVE_COLOUR = "lime", "magenta"
@@ -179,8 +181,17 @@ class ClickCorrections:
         self._next()
 
     def _target_shown(self) -> bool:
-        """Whether the segmented image is still in the viewer (a segmentation was made and the user kept its layer)."""
-        return self.target is not None and self.target.source in self.viewer.layers
+        """Whether the segmented image and its tumour layer are still in the viewer (see `layers.segmentation_shown`):
+        a click is refused, and the clicks layer is not drawn again, once the user deleted either."""
+        return self.target is not None and segmentation_shown(self.viewer, self.target.source)
+
+    def _end_if_gone(self) -> bool:
+        """End the session if the user deleted its image or tumour layer, as if nothing had been segmented: what
+        waits for its turn is dropped. True if it ended now."""
+        if self.target is None or self._target_shown():
+            return False
+        self.reset(None)
+        return True
 
     def _cannot_click(self) -> str | None:
         """Why no segmented image is there to correct, or None: none was segmented yet, the user deleted it (a click
@@ -199,6 +210,7 @@ class ClickCorrections:
         lands; if it fails instead, it is gone already and this Undo is spent on it: the click before it stays (an
         Undo queued behind a click that then failed used to take that earlier click, which the user never asked to
         undo). Otherwise the session's last click goes, after what is queued before it."""
+        self._end_if_gone()
         waiting = [index for index, item in enumerate(self._queue) if isinstance(item, QueuedClick)]
         if waiting:
             del self._queue[waiting[-1]]
@@ -224,6 +236,8 @@ class ClickCorrections:
 
     def _next(self) -> None:
         if self.job.running:
+            return
+        if self._end_if_gone():
             return
         if not self._queue:
             self._prepare()  # a new segmentation may have come while the last job ran

@@ -78,6 +78,13 @@ def owned_layer(viewer: napari.Viewer, source: Layer, role: str) -> Layer | None
     return None
 
 
+def segmentation_shown(viewer: napari.Viewer, source: Layer | None) -> bool:
+    """Whether `source` and the tumour layer this plugin made for it are both in the viewer. Deleting either ends
+    that segmentation: a click or a new clean-up still computed for it is dropped (it brought a deleted tumour layer
+    back), and nothing more is shown for it until it is segmented again."""
+    return source is not None and source in viewer.layers and owned_layer(viewer, source, "tumour") is not None
+
+
 def _role_of(layer: Layer) -> str | None:
     """The role of a layer this plugin made ('tumour', 'probability'); None for the user's layers, copies of ours
     made with *Duplicate Layer* included (the mark names the layer it was put on)."""

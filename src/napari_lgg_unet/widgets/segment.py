@@ -31,7 +31,7 @@ from .corrections import ClickCorrections, CorrectionTarget
 from .job import JobRunner
 from .layers import (
     LayerPicker, binary_mask, current_slice, edited, hand_over, image_choices, labels_choices, mark_edited,
-    owned_layer, put_owned_layer, set_owned_data, to_layer_order,
+    owned_layer, put_owned_layer, segmentation_shown, set_owned_data, to_layer_order,
 )
 from .readouts import Readouts, compute_readouts, readouts_text, write_readouts_csv
 from .review import ReviewList
@@ -247,7 +247,7 @@ class SegmentWidget(Container):
         self._show_mask(result.mask, said_tumour, result.listed, step)
         if step is not None and (layer := self.prediction_layer()) is not None:
             self._mark_user_changes(layer)  # a click, or an undo that may have taken the last one back
-        self._show_probability()
+        self._update_probability()
         self.update_readouts()
 
     def adopt_model_settings(self) -> None:
@@ -384,18 +384,28 @@ class SegmentWidget(Container):
             self.pre_contrast.value, self.post_contrast.value = found
 
     def _show_probability(self) -> None:
-        if not self._has_result():
-            return
+        """Show the probability map of the segmentation, or remove it, as the box says."""
         if self.show_probability.value:
-            put_owned_layer(
-                self.viewer, self._source, "probability", self._probability,
-                colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", opacity=0.6,
-            )
-        elif (layer := owned_layer(self.viewer, self._source, "probability")) is not None:
+            if self._has_result():
+                put_owned_layer(
+                    self.viewer, self._source, "probability", self._probability,
+                    colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", opacity=0.6,
+                )
+        elif self._source is not None and (layer := owned_layer(self.viewer, self._source, "probability")) is not None:
             self.viewer.layers.remove(layer)
 
+    def _update_probability(self) -> None:
+        """A click, an undo or a new clean-up changed the probabilities: update the map where it is shown. A map the
+        user deleted stays deleted (a result still computed brought it back), and the box is cleared to say so."""
+        if (layer := owned_layer(self.viewer, self._source, "probability")) is not None:
+            set_owned_data(layer, self._probability)
+        elif self.show_probability.value:
+            self.show_probability.value = False
+
     def _has_result(self) -> bool:
-        return self._probability is not None and self._source is not None and self._source in self.viewer.layers
+        """Whether the last segmentation is still there to show and correct (see `layers.segmentation_shown`): once
+        the user deleted its image or its tumour layer, results still computed for it are dropped."""
+        return self._probability is not None and segmentation_shown(self.viewer, self._source)
 
     def prediction_layer(self) -> Labels | None:
         """The tumour layer of the last segmented image (including any corrections painted on it)."""
