@@ -72,6 +72,18 @@ def test_options_that_are_not_segment_options_are_refused_by_name(tiny_model_dir
         CorrectionSession(model, image, options)
 
 
+def test_no_options_mean_the_defaults_for_segment_volume_as_for_a_correction_session(tiny_model_dir):
+    """The issue's API writes CorrectionSession(model, image, options=None); segment_volume refused the same None."""
+    from napari_lgg_unet.engine.predict import SegmentOptions
+
+    model = load_model(tiny_model_dir)
+    image = np.random.default_rng(0).random((2, 40, 40)).astype(np.float32)
+    default = segment_volume(model, image, SegmentOptions())
+    none = segment_volume(model, image, None)
+    np.testing.assert_array_equal(none.probability, default.probability)
+    np.testing.assert_array_equal(none.mask, default.mask)
+
+
 def test_a_clean_up_that_is_not_a_postprocess_config_is_refused_when_the_options_are_made():
     from napari_lgg_unet.engine.errors import InputError
 

@@ -77,8 +77,7 @@ class CorrectionSession:
 
     def __init__(self, model: LoadedModel, image: np.ndarray, options: SegmentOptions | None = None, *,
                  rgb: bool | None = None, probability: np.ndarray | None = None, window: int | None = WINDOW) -> None:
-        options = SegmentOptions() if options is None else options
-        check_run(model, options)
+        options = check_run(model, options)
         if not model.config.inputs.clicks:
             raise ModelError("this model does not take clicks; use one trained with `lgg-unet train --clicks`")
         size = model.config.preprocess.image_size

@@ -77,14 +77,18 @@ class SegmentOptions:
                              f"{type(self.postprocess).__name__}")
 
 
-def check_run(model: LoadedModel, options: SegmentOptions) -> None:
-    """Refuse what is not a loaded model or a SegmentOptions (a model's name or folder, a dict of options), which
-    would otherwise fail deep inside with an AttributeError."""
+def check_run(model: LoadedModel, options: SegmentOptions | None) -> SegmentOptions:
+    """The options to run with (None: the defaults, as `CorrectionSession(model, image, None)` takes them); refuse
+    what is not a loaded model or a SegmentOptions (a model's name or folder, a dict of options), which would
+    otherwise fail deep inside with an AttributeError."""
     if not isinstance(model, LoadedModel):
         raise InputError(f"the model must be loaded first, e.g. load_model(\"default\") or load_model(folder); "
                          f"got {type(model).__name__} {model!r:.60}")
+    if options is None:
+        return SegmentOptions()
     if not isinstance(options, SegmentOptions):
         raise InputError(f"options must be SegmentOptions(...), not {type(options).__name__} {options!r:.60}")
+    return options
 
 
 def runs_on(model: LoadedModel, options: SegmentOptions) -> str:
@@ -95,7 +99,7 @@ def runs_on(model: LoadedModel, options: SegmentOptions) -> str:
 def segment_steps(
     model: LoadedModel,
     image: np.ndarray,
-    options: SegmentOptions = SegmentOptions(),
+    options: SegmentOptions | None = None,
     *,
     rgb: bool | None = None,
     stop: Callable[[], bool] | None = None,
@@ -103,9 +107,9 @@ def segment_steps(
     """Segment a scan, yielding progress after each batch; the last item carries the result.
 
     `image` may be (H, W), (H, W, 3), (Z, H, W) or (Z, H, W, 3); see `preprocess.channel_view`.
-    If `stop` returns True the generator ends early without a result.
+    If `stop` returns True the generator ends early without a result. `options` None: the defaults.
     """
-    check_run(model, options)
+    options = check_run(model, options)
     scan = ScanInput.of(model, image, rgb)
     chosen = scan.prepare(options)
     total, (height, width) = len(scan.view), scan.view.shape[1:3]
@@ -180,7 +184,7 @@ class ScanInput:
 
 
 def segment_volume(
-    model: LoadedModel, image: np.ndarray, options: SegmentOptions = SegmentOptions(), *, rgb: bool | None = None
+    model: LoadedModel, image: np.ndarray, options: SegmentOptions | None = None, *, rgb: bool | None = None
 ) -> Segmentation:
     """Segment a whole scan at once (see `segment_steps`)."""
     for progress in segment_steps(model, image, options, rgb=rgb):
