@@ -307,7 +307,7 @@ def _predict_cohort(args: argparse.Namespace, cases: list[ScanSource], group: Gr
     then `summary.csv` beside the masks."""
     from tqdm import tqdm
 
-    from .engine.batch_predict import SUMMARY_FILE, claimed_output
+    from .engine.batch_predict import SUMMARY_FILE, SummaryStopped, claimed_output
 
     if args.read_ahead < 0:
         raise InputError("--read-ahead must be 0 or more")
@@ -324,9 +324,9 @@ def _predict_cohort(args: argparse.Namespace, cases: list[ScanSource], group: Gr
                     if bar.disable and group.is_main and summary is not None:
                         print(f"{summary.case}: {summary.slices} slices, {summary.tumour_voxels} tumour voxels, "
                               f"{summary.seconds:.2f} s", file=sys.stderr, flush=True)
-        except KeyboardInterrupt as stop:  # say what became of the finished masks: an hour of work may hang on it
-            if str(stop):  # the engine's word: it was writing the summary, every mask is finished
-                raise
+        except SummaryStopped:  # every mask is finished, as it says
+            raise
+        except KeyboardInterrupt:  # say what became of the finished masks: an hour of work may hang on it
             raise KeyboardInterrupt(
                 f"the finished masks stay in {args.output}; the same command segments the rest" if existing == "skip"
                 else "the masks this run made were removed (with --skip-existing a stopped run keeps its finished "

@@ -75,6 +75,11 @@ def segment_cohort(
         yield from claimed.segment(model, options, read_ahead)
 
 
+class SummaryStopped(KeyboardInterrupt):
+    """Ctrl-C while `summary.csv` was written: every mask is finished and stays, which the message says (a caller
+    reporting what a stopped cohort lost passes this one on as it is)."""
+
+
 @dataclass(frozen=True)
 class ClaimedOutput:
     """An output folder that `claimed_output` holds for a cohort run of `cases`."""
@@ -91,7 +96,7 @@ class ClaimedOutput:
         try:
             write_summary(self.out_dir, self.cases, self.group)
         except KeyboardInterrupt:  # every mask is finished and stays: only the summary is missing (or the old one)
-            raise KeyboardInterrupt(f"every mask is in {self.out_dir}, but writing {SUMMARY_FILE} was stopped; "
+            raise SummaryStopped(f"every mask is in {self.out_dir}, but writing {SUMMARY_FILE} was stopped; "
                                     "segment again with --skip-existing to write it (no finished mask is redone)"
                                     ) from None
 
