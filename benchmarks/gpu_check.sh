@@ -2,11 +2,10 @@
 # One call on a lent GPU machine proves the CUDA path: the CUDA tests, segmenting the packaged sample on the GPU,
 # a short bf16 training with context and clicks, a 2-process DDP run when there are 2 GPUs; one table printed last.
 #
-# The GPU machine has python3 with torch but not every dependency and no network. Prepare once, here:
-#   echo /.whl/ >> .git/info/exclude
-#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#     -d .whl segmentation-models-pytorch nibabel SimpleITK
+# The GPU machine has python3 with torch, tifffile and timm, but not segmentation-models-pytorch or nibabel, and no
+# network. SimpleITK (DICOM, NRRD, MHA only) stays behind: its 50 MB wheel would not fit the 64 MiB that travel.
+# Once, here (.whl is ignored):
+#   python3 -m pip download --no-deps --only-binary=:all: -d .whl segmentation-models-pytorch nibabel
 # then run it there (carry .whl):   bash benchmarks/gpu_check.sh
 # DEVICE=cpu runs the same steps on a machine without a GPU (to check the script itself).
 set -uo pipefail

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from .errors import InputError
 from .scan_checks import colour_refusal
 from .sequences import FLAIR, MODEL_CHANNELS, sequence_of
-from .volumes import LPS_TO_RAS, Volume, itk_warnings_off, read_itk
+from .volumes import LPS_TO_RAS, Volume, itk_warnings_off, read_itk, sitk
 
 _DESCRIPTION = "0008|103e"
 _SAME_POSITION_MM = 1e-3
@@ -52,8 +51,8 @@ def _header(file: str) -> sitk.ImageFileReader:
 def list_series(folder: str | Path) -> list[Series]:
     """The image series directly in `folder` (not its subfolders); [] when it holds no DICOM images."""
     folder = Path(folder)
-    if not folder.is_dir():
-        return []
+    if not folder.is_dir() or not any(entry.is_file() for entry in folder.iterdir()):
+        return []  # a folder of folders (a dataset's root) is asked of GDCM, and of SimpleITK, for nothing
     reader = sitk.ImageSeriesReader()
     series = []
     with itk_warnings_off():

@@ -19,12 +19,24 @@ from typing import BinaryIO, Iterator
 
 import nibabel as nib
 import numpy as np
-import SimpleITK as sitk
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
 from .atomic import atomic_path
 from .errors import InputError, describe
 from .scan_checks import check_affine, check_claimed_size, check_gzip_end, check_pixel_type, kept_pixels
+
+
+class _SimpleITK:
+    """SimpleITK, imported on first use. Only DICOM, NRRD and MHA need it, and its 50 MB wheel does not fit the
+    working tree a lent GPU machine receives (64 MiB), so training and TIFF / NIfTI work run without it there."""
+
+    def __getattr__(self, name: str) -> object:
+        import SimpleITK
+
+        return getattr(SimpleITK, name)
+
+
+sitk = _SimpleITK()
 
 ENGINE_AXCODES = ("S", "P", "L")
 AXIS_LABELS = ("inferior-superior", "anterior-posterior", "right-left")
