@@ -163,3 +163,38 @@ def test_save_model_refuses_what_it_cannot_save_as_asked_and_writes_nothing(tiny
     with pytest.raises(InputError, match=phrase):
         save_model(**{**arguments, **change(model)})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("foreign", [
+    {CONFIG_FILE: b'{"model_type": "bert", "hidden_size": 768}'},  # a Hugging Face model folder's
+    {CONFIG_FILE: b"not json at all"},
+    {WEIGHTS_FILE: b"someone else's weights"},
+])
+def test_save_model_refuses_a_folder_holding_files_of_the_same_names_that_are_not_ours(tiny_model_dir, tmp_path,
+                                                                                       foreign):
+    model = load_model(tiny_model_dir)
+    folder = tmp_path / "users_folder"
+    folder.mkdir()
+    for name, content in foreign.items():
+        (folder / name).write_bytes(content)
+    before = {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in folder.iterdir()}
+    with pytest.raises(InputError, match="is not a napari-lgg-unet/1 model file, and saving a model here would replace"):
+        save_model(model.network, model.config, folder)
+    assert {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in folder.iterdir()} == before
+
+
+def test_save_model_replaces_a_model_of_ours(tiny_model_dir, tmp_path):
+    model = load_model(tiny_model_dir)
+    folder = save_model(model.network, model.config, tmp_path / "model")
+    first = read_config(folder).weights_id
+    save_model(model.network, model.config, folder)
+    assert read_config(folder).weights_id not in ("", first)
+
+
+def test_writing_a_config_refuses_a_config_json_that_is_not_ours(tiny_model_dir, tmp_path):
+    from napari_lgg_unet.engine.model import write_config
+
+    (tmp_path / CONFIG_FILE).write_text('{"name": "my project"}')
+    with pytest.raises(InputError, match="is not a napari-lgg-unet/1 model file"):
+        write_config(load_model(tiny_model_dir).config, tmp_path)
+    assert (tmp_path / CONFIG_FILE).read_text() == '{"name": "my project"}'

@@ -138,6 +138,7 @@ def save_model(network: torch.nn.Module, config: ModelConfig, folder: str | Path
         raise InputError(f"save a model into a folder path, not {folder!r:.60} ('default' names the packaged model, "
                          "and load_model('default') would load that one)")
     folder = Path(folder)
+    _check_replaceable(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {
         k: (v.detach().to("cpu").half() if half and v.is_floating_point() else v.detach().to("cpu")).contiguous()
@@ -152,7 +153,40 @@ def save_model(network: torch.nn.Module, config: ModelConfig, folder: str | Path
 
 def write_config(config: ModelConfig, folder: str | Path) -> None:
     """Replace a model folder's config.json atomically (e.g. after calibrating its threshold)."""
+    _check_replaceable(Path(folder))
     write_text_atomic(Path(folder) / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+def _check_replaceable(folder: Path) -> None:
+    """Refuse, before anything is written, a folder whose config.json or model.safetensors is not a model of ours.
+
+    Both names are common (a Hugging Face model folder holds exactly these two files, and many tools write a
+    config.json), so a model saved into a user's own folder would replace their files. A file of ours is recognised
+    by the format its save wrote into it; ours are written whole (atomic.py), so a file without it is someone else's.
+    """
+    for name, ours in ((CONFIG_FILE, _is_our_config), (WEIGHTS_FILE, _is_our_weights)):
+        path = folder / name
+        if (path.exists() or path.is_symlink()) and not ours(path):
+            raise InputError(f"{path} is not a {FORMAT} model file, and saving a model here would replace it; "
+                             "choose another folder (the file was left as it is)")
+
+
+def _is_our_config(path: Path) -> bool:
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_CONFIG_BYTES:
+            return False
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT
+
+
+def _is_our_weights(path: Path) -> bool:
+    try:
+        with safe_open(str(path), "pt") as handle:
+            return (handle.metadata() or {}).get("format") == FORMAT
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return False
 
 
 def default_model_path() -> Path:
