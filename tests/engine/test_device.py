@@ -10,7 +10,7 @@ from napari_lgg_unet.engine.errors import DeviceError, InputError
 
 
 def test_cpu_is_always_there_and_auto_picks_a_real_device():
-    assert pick_device("cpu") == pick_device("CPU") == torch.device("cpu")
+    assert pick_device("cpu") == pick_device("CPU") == pick_device(" Cpu\n") == torch.device("cpu")
     assert describe_device(pick_device("cpu")).startswith("cpu (")
     auto = pick_device("auto")
     assert auto == pick_device(None) and auto.type in ("cuda", "mps", "cpu")

@@ -103,3 +103,21 @@ def test_a_model_to_fine_tune_from_may_be_a_path_and_is_recorded_as_text():
 def test_a_model_to_fine_tune_from_that_names_no_folder_is_refused(init):
     with pytest.raises(InputError, match="init must be a model folder or 'default'"):
         TrainConfig(init=init)
+
+
+@pytest.mark.parametrize("written, meant", [("CPU", "cpu"), (" cpu", "cpu"), ("Cuda", "cuda"), ("CUDA:1 ", "cuda:1"),
+                                            ("Auto", "auto")])
+def test_a_device_named_in_capitals_or_with_spaces_is_taken_as_written_in_lower_case(written, meant):
+    assert TrainConfig(device=written).device == meant
+    assert _parsed("--device", written).device == meant
+
+
+def test_a_device_that_names_none_gets_the_same_message_from_the_config_and_the_device_picker():
+    from napari_lgg_unet.engine.device import pick_device
+
+    messages = []
+    for check in (lambda: TrainConfig(device=" gpu"), lambda: pick_device(" gpu")):
+        with pytest.raises(InputError) as refused:
+            check()
+        messages.append(str(refused.value))
+    assert messages[0] == messages[1] == "unknown device ' gpu'; choose one of auto, cpu, cuda, mps (or cuda:N)"

@@ -30,7 +30,7 @@ def pick_device(requested: str | torch.device | None = "auto") -> torch.device:
     """Resolve 'auto' / 'cpu' / 'cuda[:N]' / 'mps' (or a torch.device) to a device this machine really has."""
     if isinstance(requested, torch.device) and requested.type != "cuda":
         requested = requested.type  # a tensor's device reads 'mps:0' or 'cpu:0'; only CUDA devices are numbered here
-    name = check_device("device", str(requested or "auto").lower())
+    name = check_device("device", str(requested or "auto"))
     if name == "auto":
         return auto_device()
     if name.startswith("cuda"):

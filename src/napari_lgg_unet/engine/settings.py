@@ -118,9 +118,12 @@ def check_split(val_fraction: Any, test_fraction: Any) -> None:
 
 
 def check_device(label: str, value: Any) -> str:
-    if not (isinstance(value, str) and (value in DEVICE_CHOICES or re.fullmatch(r"cuda:\d+", value))):
+    """A device name as torch spells it: 'CPU', 'Cuda:1' or ' cpu' (a pasted value) name a device as plainly as
+    'cpu' does, so every entry point (TrainConfig, `pick_device`, the CLI's --device) takes them, through this check."""
+    name = value.strip().lower() if isinstance(value, str) else None
+    if not (name in DEVICE_CHOICES or (name is not None and re.fullmatch(r"cuda:\d+", name))):
         raise InputError(f"unknown {label} {value!r}; choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
-    return str(value)
+    return str(name)
 
 
 def check_variants(label: str, variants: Any) -> tuple[str, ...]:
