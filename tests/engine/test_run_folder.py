@@ -96,12 +96,16 @@ def _users_own(lock: Path, kind: str) -> Path:
         (lock / "inside.txt").write_bytes(b"mine")
         return lock / "inside.txt"
     target = lock.parent.parent / "unrelated.txt"  # a link: its target must not be written, even if empty
-    target.write_bytes(b"" if kind == "link to an empty file" else b"precious")
-    lock.symlink_to(target)
+    target.write_bytes(b"" if kind.endswith("link to an empty file") else b"precious")
+    if kind.startswith("hard"):
+        os.link(target, lock)
+    else:
+        lock.symlink_to(target)
     return target
 
 
-@pytest.mark.parametrize("kind", ["file", "binary file", "newline", "folder", "link", "link to an empty file"])
+@pytest.mark.parametrize("kind", ["file", "binary file", "newline", "folder", "link", "link to an empty file",
+                                  "hard link to a file", "hard link to an empty file"])
 def test_a_lock_file_lgg_unet_did_not_write_is_refused_and_left_byte_for_byte(tmp_path, kind):
     run = tmp_path / "run"
     run.mkdir()

@@ -2,7 +2,7 @@
 
 The lock is an OS file lock, so the system releases it when a run is killed: a stale lock is taken over without
 guessing from process ids. The `.lock` file may be the user's (a name anyone can use): one holding other text, a
-link or a folder is refused and left as it is, and it is never opened through a link. A job that fails or is
+link (symbolic or hard) or a folder is refused and left as it is, and it is never opened through a link. A job that fails or is
 refused removes what it made (the lock file and the folders it created, while empty) before it lets go, so a
 failed first run leaves nothing behind and a refused one leaves the folder as it was, even when other jobs race
 for the same folder.
@@ -141,7 +141,9 @@ def _take(path: Path, make_folders: Callable[[], None]) -> tuple[IO[str], bool]:
 def _open_lock(path: Path) -> tuple[IO[str], bool] | None:
     """`path` opened for reading and writing, created if missing, never through a link: its target, perhaps any
     file of the user's, would be written. O_NOFOLLOW closes the gap between the check and the open where the system
-    has it. Returns the file and whether this call created it (O_EXCL says so, where a check before would race
+    has it. A hard link is refused too: the file has another name, perhaps an empty file of the user's, which an
+    empty lock of ours cannot be told from, and a run writes its name into the lock (and a killed run leaves it
+    there). Returns the file and whether this call created it (O_EXCL says so, where a check before would race
     another run), or None when the folder is gone (a failing holder removed it)."""
     try:
         mode = path.lstat().st_mode
@@ -162,6 +164,9 @@ def _open_lock(path: Path) -> tuple[IO[str], bool] | None:
     except OSError as error:  # a read-only folder; a link or folder put there since the check
         raise InputError(f"cannot open the lock file {path}: {error.strerror or error}; choose another output "
                          "folder") from None
+    if os.fstat(descriptor).st_nlink > 1:  # checked on the file opened, so a link made since the lstat is caught
+        os.close(descriptor)
+        raise InputError(_not_ours(path, "a hard link (one of several names of a file)"))
     return os.fdopen(descriptor, "r+", encoding="utf-8", errors="replace"), created
 
 
