@@ -307,7 +307,7 @@ def _predict_cohort(args: argparse.Namespace, cases: list[ScanSource], group: Gr
     then `summary.csv` beside the masks."""
     from tqdm import tqdm
 
-    from .engine.batch_predict import SUMMARY_FILE, SummaryStopped, claimed_output
+    from .engine.batch_predict import SUMMARY_FILE, CleanUpStopped, SummaryStopped, claimed_output, missing_figures
 
     if args.read_ahead < 0:
         raise InputError("--read-ahead must be 0 or more")
@@ -324,16 +324,27 @@ def _predict_cohort(args: argparse.Namespace, cases: list[ScanSource], group: Gr
                     if bar.disable and group.is_main and summary is not None:
                         print(f"{summary.case}: {summary.slices} slices, {summary.tumour_voxels} tumour voxels, "
                               f"{summary.seconds:.2f} s", file=sys.stderr, flush=True)
-        except SummaryStopped:  # every mask is finished, as it says
+        except (SummaryStopped, CleanUpStopped):  # they say what is on disk themselves
             raise
         except KeyboardInterrupt:  # say what became of the finished masks: an hour of work may hang on it
-            raise KeyboardInterrupt(
-                f"the finished masks stay in {args.output}; the same command segments the rest" if existing == "skip"
-                else "the masks this run made were removed (with --skip-existing a stopped run keeps its finished "
-                     "masks, and the same command segments the rest)") from None
+            raise KeyboardInterrupt(_stopped_cohort(args.output, existing)) from None
     if group.is_main:
         print(f"masks of {len(cases)} cases in {args.output}, summary in {args.output / SUMMARY_FILE}")
+        if note := missing_figures(args.output):
+            print(f"lgg-unet: {note}", file=sys.stderr)
     return 0
+
+
+def _stopped_cohort(output: Path, existing: str) -> str:
+    """What a cohort stopped between cases left in `output`, and what running the same command again does."""
+    if existing == "skip":
+        return f"the finished masks stay in {output}; the same command segments the rest"
+    if existing == "overwrite":  # a replaced mask's old content is gone: removing the new one would lose both
+        return (f"the masks this run added were removed, and those it replaced stay in {output} as it wrote them; the "
+                "same command segments every case again (with --skip-existing instead, it keeps them and segments "
+                "the rest)")
+    return ("the masks this run made were removed, and the same command starts again from the first case (with "
+            "--skip-existing a stopped run keeps its finished masks, and the same command segments the rest)")
 
 
 def _evaluation_folders(args: argparse.Namespace, model: LoadedModel) -> list[Path]:

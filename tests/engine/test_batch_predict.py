@@ -85,7 +85,101 @@ def test_a_cohort_stopped_with_ctrl_c_says_what_became_of_its_finished_masks(tin
     if keep:
         assert masks and f"interrupted; the finished masks stay in {out}; the same command segments the rest" in err
     else:
-        assert not masks and "interrupted; the masks this run made were removed (with --skip-existing" in err
+        assert not masks and "interrupted; the masks this run made were removed, and the same command starts again " \
+                             "from the first case (with --skip-existing" in err
+
+
+# `lgg-unet` whose removal of a mask takes a second, saying so first: a second Ctrl-C can be sent while a stopped run
+# removes its masks (a real process and real signals; only the clean-up is slowed down).
+SLOW_CLEAN_UP = """
+import pathlib, sys, time
+from napari_lgg_unet import cli
+unlink = pathlib.Path.unlink
+def slow_unlink(path, missing_ok=False):
+    if path.name.endswith("_mask.tif"):
+        print("removing", path.name, file=sys.stderr, flush=True)
+        time.sleep(1)
+    unlink(path, missing_ok=missing_ok)
+pathlib.Path.unlink = slow_unlink
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("choice", [[], ["--overwrite"]])
+def test_a_second_ctrl_c_while_the_masks_are_removed_says_which_stay_and_the_same_command_is_told_the_way_on(
+        tiny_model_dir, cohort, tmp_path, capsys, choice):
+    out = tmp_path / "masks"
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu"]
+    job = subprocess.Popen([sys.executable, "-c", SLOW_CLEAN_UP, *argv, *choice], stderr=subprocess.PIPE, text=True)
+    while not job.stderr.readline().startswith("CASE_02:"):
+        pass
+    job.send_signal(signal.SIGINT)
+    while not job.stderr.readline().startswith("removing"):
+        pass
+    job.send_signal(signal.SIGINT)  # while the first of the run's masks is removed
+    _, err = job.communicate(timeout=60)
+    assert job.returncode == 130, err
+    left = sorted(p.name for p in out.glob("*_mask.tif"))
+    assert len(left) >= 3  # the run finished at least three
+    then = "the same command replaces them, segmenting every case again" if choice else \
+        "the same command refuses them: give --skip-existing to keep them and segment the rest"
+    assert f"lgg-unet: interrupted; stopped again while the masks this run made were removed: {left[0]}, {left[1]} " \
+           f"and {len(left) - 2} more stay in {out}, finished; {then}" in err
+    if not choice:
+        assert main(argv) == 2 and "already holds" in capsys.readouterr().err
+    before = _stamps(out)
+    assert main([*argv, "--skip-existing"]) == 0  # as told: they are kept, with their figures
+    assert {name: _stamps(out)[name] for name in before} == before
+    with open(out / "summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["case"] for row in rows] == CASES and all(row["tumour_voxels"] for row in rows)
+    assert "by name only" not in capsys.readouterr().err
+
+
+def test_a_run_whose_journal_was_removed_says_which_cases_its_summary_lists_without_figures(tiny_model_dir, cohort,
+                                                                                             tmp_path, capsys):
+    out = tmp_path / "masks"
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu"]
+    job = subprocess.Popen([sys.executable, "-m", "napari_lgg_unet", *argv], stderr=subprocess.PIPE, text=True)
+    while not job.stderr.readline().startswith("CASE_01:"):
+        pass
+    (out / ".summary.rank0.csv").unlink()  # the user tidies hidden files up
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == 0, err
+    with open(out / "summary.csv", newline="") as handle:
+        unmeasured = [row[0] for row in csv.reader(handle) if len(row) == 1]
+    assert unmeasured[:2] == CASES[:2]
+    assert f"lgg-unet: summary.csv lists {len(unmeasured)} cases by name only (" in err
+    assert "remove their masks and segment again with --skip-existing to measure them" in err
+    for name in unmeasured:  # as told
+        (out / f"{name}_mask.tif").unlink()
+    assert main([*argv, "--skip-existing"]) == 0
+    with open(out / "summary.csv", newline="") as handle:
+        assert all(row["tumour_voxels"] for row in csv.DictReader(handle))
+    assert "by name only" not in capsys.readouterr().err
+
+
+def test_a_stopped_run_whose_journal_was_removed_still_removes_the_masks_it_made(tiny_model_dir, cohort, tmp_path):
+    out = tmp_path / "masks"
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu"]
+    first = subprocess.Popen([sys.executable, "-m", "napari_lgg_unet", *argv, "--skip-existing"],
+                             stderr=subprocess.PIPE, text=True)
+    while not first.stderr.readline().startswith("CASE_01:"):
+        pass
+    first.send_signal(signal.SIGKILL)  # leaves finished masks and a journal of their rows
+    first.communicate(timeout=60)
+    earlier = sorted(p.name for p in out.glob("*_mask.tif"))
+    job = subprocess.Popen([sys.executable, "-m", "napari_lgg_unet", *argv, "--overwrite"], stderr=subprocess.PIPE,
+                           text=True)
+    while not job.stderr.readline().startswith(f"CASE_{len(earlier) + 1:02d}:"):  # two masks of its own
+        pass
+    (out / ".summary.rank0.csv").unlink()
+    job.send_signal(signal.SIGINT)
+    _, err = job.communicate(timeout=60)
+    assert job.returncode == 130, err
+    assert f"lgg-unet: interrupted; the masks this run added were removed, and those it replaced stay in {out} as " \
+           "it wrote them; the same command segments every case again" in err
+    assert sorted(p.name for p in out.glob("*_mask.tif")) == earlier
 
 
 @pytest.mark.parametrize("choice", [[], ["--overwrite"], ["--skip-existing"]])

@@ -80,6 +80,11 @@ class SummaryStopped(KeyboardInterrupt):
     reporting what a stopped cohort lost passes this one on as it is)."""
 
 
+class CleanUpStopped(KeyboardInterrupt):
+    """A second Ctrl-C while a stopped (or failed) run removed the masks it made: some stay, and the message names
+    them and says what the same command does with them (a caller passes this one on as it is)."""
+
+
 @dataclass(frozen=True)
 class ClaimedOutput:
     """An output folder that `claimed_output` holds for a cohort run of `cases`."""
@@ -135,7 +140,7 @@ def _segment_share(
 ) -> Iterator[CaseSummary | None]:
     journal = out_dir / f".summary.rank{group.rank}.csv"
     created: list[Path] = []
-    journal_size = journal.stat().st_size if journal.exists() else 0
+    journal_start = journal.stat() if journal.exists() else None
     replaced_rows: list[list[object]] = []  # rows of masks this call replaced: they stay if it fails
     try:
         for scan in loaded_scans(group.share(cases), False, read_ahead):
@@ -158,7 +163,7 @@ def _segment_share(
         group.barrier()  # inside the try: a rank whose peer failed learns it here, and removes its masks too
     except BaseException:
         if existing != "skip":
-            _remove_created(created, journal, journal_size, replaced_rows)
+            _remove_created(out_dir, created, journal, journal_start, replaced_rows, existing)
         raise
 
 
@@ -184,10 +189,14 @@ def check_outputs_free(out_dir: Path, cases: Sequence[ScanSource]) -> None:
     or summary, not an earlier run's, and nothing a user made is overwritten without being asked."""
     taken = existing_outputs(out_dir, cases)
     if taken:
-        named = " and ".join(p.name for p in taken[:2]) + (f" (and {len(taken) - 2} more)" if len(taken) > 2 else "")
-        raise InputError(f"{out_dir} already holds {named}, which this run would write; give --skip-existing to keep "
-                         "finished masks and segment only the rest, or --overwrite to replace them (both rewrite "
-                         f"{SUMMARY_FILE})")
+        raise InputError(f"{out_dir} already holds {_few([p.name for p in taken])}, which this run would write; give "
+                         "--skip-existing to keep the masks that fit their scans and segment the rest, or --overwrite "
+                         f"to replace them (both rewrite {SUMMARY_FILE})")
+
+
+def _few(names: list[str]) -> str:
+    """Names for a message: the first two, and how many more."""
+    return " and ".join(names) if len(names) <= 2 else f"{', '.join(names[:2])} and {len(names) - 2} more"
 
 
 def check_summary_ours(out_dir: Path) -> None:
@@ -226,19 +235,44 @@ def mask_fits(path: Path, scan: Scan) -> bool:
         return False
 
 
-def _remove_created(created: list[Path], journal: Path, journal_size: int, kept_rows: list[list[object]]) -> None:
-    """Undo a failed run: its rows in the journal and the masks it created (the folder's lock removes the folder if
+def _remove_created(out_dir: Path, created: list[Path], journal: Path, journal_start: os.stat_result | None,
+                    kept_rows: list[list[object]], existing: ExistingOutputs) -> None:
+    """Undo a failed run: the masks it created, then its rows in the journal (the folder's lock removes the folder if
     this run made it and nothing else is left). The rows of masks it replaced (`kept_rows`) go back into the journal,
-    so the summary still describes those masks."""
-    if journal_size:
-        os.truncate(journal, journal_size)  # rows of earlier attempts stay
-    else:
-        journal.unlink(missing_ok=True)
+    so the summary still describes those masks.
+
+    Masks go first: a second Ctrl-C half-way leaves masks that still have their rows (a row without its mask is left
+    out of the summary), and it is a CleanUpStopped that names the masks left and what the same command does next.
+    """
+    try:
+        for path in created:
+            path.unlink(missing_ok=True)
+    except KeyboardInterrupt:
+        left = [path.name for path in created if path.exists()]
+        if not left:  # the last one went: the run's masks were removed, as a plain stop says
+            raise
+        then = ("the same command replaces them, segmenting every case again" if existing == "overwrite" else
+                "the same command refuses them: give --skip-existing to keep them and segment the rest, or "
+                "--overwrite to segment every case again")
+        raise CleanUpStopped(f"stopped again while the masks this run made were removed: {_few(left)} stay in "
+                             f"{out_dir}, finished; {then}") from None
+    _restore_journal(journal, journal_start)
     if kept_rows:
         with open(journal, "a", encoding="utf-8", newline="") as handle:
             csv.writer(handle).writerows(kept_rows)
-    for path in created:
-        path.unlink(missing_ok=True)
+
+
+def _restore_journal(journal: Path, start: os.stat_result | None) -> None:
+    """Take this run's rows out of the journal: cut it back to its size at the start, when it is still that file;
+    otherwise (removed during the run, perhaps made anew by this run's next row) it holds this run's rows only."""
+    try:
+        now = journal.stat()
+    except FileNotFoundError:
+        return
+    if start is not None and start.st_size and os.path.samestat(start, now) and now.st_size >= start.st_size:
+        os.truncate(journal, start.st_size)  # rows of earlier attempts stay
+    else:
+        journal.unlink(missing_ok=True)
 
 
 def write_summary(out_dir: Path, cases: Sequence[ScanSource], group: Group = Group()) -> Path | None:
@@ -265,6 +299,21 @@ def write_summary(out_dir: Path, cases: Sequence[ScanSource], group: Group = Gro
     for journal in previous[1:]:
         journal.unlink(missing_ok=True)
     return summary
+
+
+def missing_figures(out_dir: Path) -> str:
+    """What to tell a user whose `summary.csv` lists cases by name only ("" when none): their masks are there, but
+    their rows were lost, and a summary that looks complete would hide it."""
+    try:
+        with open(out_dir / SUMMARY_FILE, encoding="utf-8", newline="") as handle:
+            unmeasured = [row[0] for row in csv.reader(handle) if len(row) == 1]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return ""
+    if not unmeasured:
+        return ""
+    return (f"{SUMMARY_FILE} lists {len(unmeasured)} cases by name only ({_few(unmeasured)}): their masks are there "
+            f"but their rows were lost (a run's hidden journal, {JOURNAL_PATTERN}, was removed, or a run was killed "
+            "between a mask and its row); remove their masks and segment again with --skip-existing to measure them")
 
 
 def _summarise(scan: Scan, mask: np.ndarray, seconds: float) -> CaseSummary:
