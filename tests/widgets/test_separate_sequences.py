@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.sample_data import sample_patient
 
 from widget_helpers import assert_unchanged, dock, snapshot
@@ -83,6 +84,35 @@ def test_sequences_on_another_grid_or_with_colour_are_refused_by_both_widgets(vi
         assert all(words in message for message in notes["error"][-2:]), notes["error"]
     assert len(notes["error"]) == 4
     assert not segment.running and not train.running
+    assert_unchanged(before, snapshot(viewer))
+
+
+def test_a_sequence_of_the_flairs_shape_shown_elsewhere_is_refused_not_stacked(viewer, notes):
+    """A T1 file of another field of view, opened beside the FLAIR file, has the FLAIR's shape but lies beside it in
+    the viewer: stacked voxel by voxel, the model would read two places at once. Layers on the FLAIR's grid go,
+    stored reversed included, and so does one off by less than half a voxel (each voxel's nearest neighbour)."""
+    from napari_lgg_unet.widgets.sequences import model_input
+
+    data = np.random.default_rng(4).random((3, 32, 32), dtype=np.float32)
+    flair = viewer.add_image(data, name="FLAIR", scale=(3.0, 1.0, 1.0))
+    elsewhere = {"moved 20 mm": {"scale": (3.0, 1.0, 1.0), "translate": (0.0, 0.0, 20.0)},
+                 "larger voxels": {"scale": (3.0, 1.2, 1.2)}}
+    for name, placement in elsewhere.items():
+        with pytest.raises(InputError, match=f"'{name}' has the shape of the FLAIR 'FLAIR' but lies elsewhere"):
+            model_input(flair, viewer.add_image(data, name=name, **placement))
+    same = {"reversed": {"scale": (3.0, -1.0, -1.0), "translate": (0.0, 31.0, 31.0)},
+            "a tenth of a voxel off": {"scale": (3.0, 1.0, 1.0), "translate": (0.0, 0.1, 0.0)}}
+    for name, placement in same.items():
+        stored = data[:, ::-1, ::-1] if name == "reversed" else data
+        image, _ = model_input(flair, viewer.add_image(np.ascontiguousarray(stored), name=name, **placement))
+        np.testing.assert_array_equal(image[..., 0], data)
+
+    segment = dock(viewer, "Segment tumour")  # the widget says so and changes nothing
+    segment.image.value, segment.pre_contrast.value = flair, viewer.layers["moved 20 mm"]
+    before = snapshot(viewer)
+    segment.segment_button.clicked()
+    assert len(notes["error"]) == 1 and "lies elsewhere" in notes["error"][0]
+    assert not segment.running
     assert_unchanged(before, snapshot(viewer))
 
 

@@ -14,7 +14,7 @@ import napari
 import numpy as np
 from magicgui.widgets import ComboBox
 from napari.layers import Image, Labels, Layer, Points
-from nibabel.orientations import apply_orientation, io_orientation, ornt_transform
+from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 
 # What our reader stores about a layer's scan: its geometry (the writer needs it to save a mask back onto the scan's
 # grid) and its path (the writer never saves onto that scan's files). The layers made from a layer inherit both.
@@ -178,14 +178,27 @@ def view_orientation(layer: Layer) -> np.ndarray:
     Slices keep their stored order: the model reads them one at a time, and intensity percentiles sampled on every
     k-th slice would shift a little in reverse order (a reversed copy would no longer segment like the file).
     """
-    origin = np.asarray(layer.data_to_world(np.zeros(layer.ndim)), dtype=float)
-    linear = np.eye(layer.ndim + 1)
-    for axis in range(layer.ndim):
-        linear[:-1, axis] = np.asarray(layer.data_to_world(np.eye(layer.ndim)[axis]), dtype=float) - origin
-    orientation = io_orientation(linear)
+    orientation = io_orientation(_data_to_world(layer))
     if layer.ndim == 3:
         orientation[orientation[:, 0] == 0, 1] = 1
     return orientation
+
+
+def _data_to_world(layer: Layer) -> np.ndarray:
+    """The (ndim + 1)-square affine from the layer's data index to napari's world coordinates, whichever of scale,
+    translate, rotate, shear or affine its reader set."""
+    origin = np.asarray(layer.data_to_world(np.zeros(layer.ndim)), dtype=float)
+    affine = np.eye(layer.ndim + 1)
+    for axis in range(layer.ndim):
+        affine[:-1, axis] = np.asarray(layer.data_to_world(np.eye(layer.ndim)[axis]), dtype=float) - origin
+    affine[:-1, -1] = origin
+    return affine
+
+
+def shown_to_world(layer: Layer) -> np.ndarray:
+    """The affine from an index of `as_shown(layer)` (the model's voxel order) to world coordinates: two layers whose
+    shown voxels are to be stacked as one scan's channels must give the same one."""
+    return _data_to_world(layer) @ inv_ornt_aff(view_orientation(layer), layer.data.shape[: layer.ndim])
 
 
 def as_shown(layer: Layer, data: np.ndarray | None = None) -> np.ndarray:
