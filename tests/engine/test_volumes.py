@@ -203,11 +203,12 @@ def test_a_dataset_json_of_the_wrong_shape_is_one_line_naming_the_file_and_the_f
 
 
 def _header_with(qform: np.ndarray | None, qform_code: int, sform: np.ndarray | None, sform_code: int,
-                 zooms=(0.9, 1.2, 3.0)) -> nib.Nifti1Image:
+                 zooms=(0.9, 1.2, 3.0), units: str = "mm") -> nib.Nifti1Image:
     image = nib.Nifti1Image(np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE), None)
     image.header.set_zooms(zooms)
     image.set_qform(qform, code=qform_code)
     image.set_sform(sform, code=sform_code)
+    image.header.set_xyzt_units(units)
     return image
 
 
@@ -218,6 +219,9 @@ HEADERS = {  # ITK-based viewers (ITK-SNAP, 3D Slicer) read the qform of the fir
     "qform only": lambda: _header_with(QFORM, 1, None, 0),
     "sform only": lambda: _header_with(None, 0, SFORM, 1),
     "neither: pixdim places the voxels": lambda: _header_with(None, 0, None, 0),
+    # ITK scales a NIfTI in metres or microns to mm (nibabel does not): a mask in "mm" lay 1000 times off in ITK-SNAP
+    "in metres": lambda: _header_with(QFORM / [[1000], [1000], [1000], [1]], 1, None, 0, units="meter"),
+    "in microns": lambda: _header_with(None, 0, SFORM * [[1000], [1000], [1000], [1]], 1, units="micron"),
 }
 
 
@@ -241,7 +245,21 @@ def test_a_mask_keeps_its_scans_qform_sform_and_pixdim_so_every_viewer_overlays_
         np.testing.assert_allclose(getattr(by_itk[1], read)(), getattr(by_itk[0], read)(), atol=1e-4, err_msg=read)
 
 
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_a_mask_of_a_nifti_in_metres_lands_on_it_as_nrrd_too_and_its_layer_is_scaled_in_mm(tmp_path, suffix):
+    import SimpleITK as sitk
+
+    nib.save(HEADERS["in metres"](), tmp_path / "scan.nii.gz")
+    scan = load_scan(tmp_path / "scan.nii.gz")
+    assert sorted(scan.spacing) == pytest.approx([1.0, 1.0, 2.0])  # napari's scale, the summary's mm^3
+    write_mask(tmp_path / f"m{suffix}", scan.image > 0, scan)
+    by_itk = [sitk.ReadImage(str(path)) for path in (tmp_path / "scan.nii.gz", tmp_path / f"m{suffix}")]
+    for read in ("GetOrigin", "GetDirection", "GetSpacing"):
+        np.testing.assert_allclose(getattr(by_itk[1], read)(), getattr(by_itk[0], read)(), atol=1e-4, err_msg=read)
+
+
 @pytest.mark.parametrize("change, message", [
+    ({"units": "inch"}, "its spatial unit 'inch' is none of mm, unknown, meter, micron"),
     ({"affine": np.eye(4)[:3].tolist()}, "its affine is 3 x 4, not 4 x 4"),
     ({"affine": np.eye(4)[:, :3].tolist()}, "its affine is 4 x 3, not 4 x 4"),
     ({"shape": [6, 7]}, r"its grid \[6, 7\] is not three voxel counts"),

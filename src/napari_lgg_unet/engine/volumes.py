@@ -41,17 +41,22 @@ sitk = _SimpleITK()
 ENGINE_AXCODES = ("S", "P", "L")
 AXIS_LABELS = ("inferior-superior", "anterior-posterior", "right-left")
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])  # ITK's and DICOM's LPS+ millimetres to nibabel's RAS+
+# A NIfTI's spatial unit (xyzt_units) in mm, as ITK applies it; nibabel ignores it, and an unknown unit is mm to both.
+MM_PER_UNIT = {"mm": 1.0, "unknown": 1.0, "meter": 1000.0, "micron": 0.001}
 
 
 @dataclass(frozen=True)
 class Geometry:
     """Where a volume's voxels sit: what a mask needs to go back onto the source grid exactly.
 
-    `shape` is the source voxel grid as stored (nibabel index order), `affine` maps its voxel indices to RAS+ mm
-    (nibabel's choice: the sform, else the qform, else pixdim). A NIfTI source's `qform` is kept as stored (None: the
-    same as `affine`), because ITK-based viewers (ITK-SNAP, 3D Slicer) may place a NIfTI by its qform, or by pixdim
-    alone when no code is set: a mask whose header says less than its scan's would land elsewhere in them. The codes
-    and qform are written back unchanged; `sources` says which file or series fed each model channel.
+    `shape` is the source voxel grid as stored (nibabel index order), `affine` maps its voxel indices to RAS+
+    coordinates in `units` (mm but for a few NIfTI files; nibabel's choice: the sform, else the qform, else pixdim).
+    A NIfTI source's `qform` is kept as stored (None: the same as `affine`), because ITK-based viewers (ITK-SNAP,
+    3D Slicer) may place a NIfTI by its qform, or by pixdim alone when no code is set: a mask whose header says less
+    than its scan's would land elsewhere in them. The codes, qform and spatial `units` (a NIfTI's xyzt_units, a key of
+    MM_PER_UNIT: ITK scales a NIfTI in metres or microns to mm, nibabel does not, so the affine is kept in the file's
+    unit and the unit with it) are written back unchanged; `sources` says which file or series fed each model
+    channel. `spacing` and `origin` are in mm.
     """
 
     shape: tuple[int, int, int]
@@ -60,11 +65,14 @@ class Geometry:
     sform_code: int = 1
     sources: tuple[tuple[str, str], ...] = field(default=())
     qform: tuple[tuple[float, ...], ...] | None = None
+    units: str = "mm"
 
     @classmethod
-    def of(cls, shape, affine, qform_code: int = 1, sform_code: int = 1, sources=(), qform=None) -> Geometry:
+    def of(cls, shape, affine, qform_code: int = 1, sform_code: int = 1, sources=(), qform=None,
+           units: str = "mm") -> Geometry:
         return cls(tuple(int(n) for n in shape[:3]), _rows(affine), int(qform_code), int(sform_code),
-                   tuple((str(k), str(v)) for k, v in dict(sources).items()), None if qform is None else _rows(qform))
+                   tuple((str(k), str(v)) for k, v in dict(sources).items()), None if qform is None else _rows(qform),
+                   str(units))
 
     @property
     def matrix(self) -> np.ndarray:
@@ -83,7 +91,7 @@ class Geometry:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along the engine's (Z, H, W) axes."""
-        source = np.sqrt((self.matrix[:3, :3] ** 2).sum(axis=0))
+        source = np.sqrt((self.matrix[:3, :3] ** 2).sum(axis=0)) * MM_PER_UNIT[self.units]
         spacing = [0.0, 0.0, 0.0]
         for axis, (target, _) in enumerate(self.to_engine):
             spacing[int(target)] = float(source[axis])
@@ -94,7 +102,7 @@ class Geometry:
         """Where the engine's voxel (0, 0, 0) lies along its (Z, H, W) axes, in mm: the superior, posterior and left
         coordinates of its centre (napari's layer `translate`, beside `spacing` as its `scale`)."""
         corner = [0 if flip > 0 else size - 1 for size, (_, flip) in zip(self.shape, self.to_engine)]
-        right, anterior, superior = (self.matrix @ [*corner, 1.0])[:3]
+        right, anterior, superior = (self.matrix @ [*corner, 1.0])[:3] * MM_PER_UNIT[self.units]
         return float(superior), float(-anterior), float(-right)
 
     @property
@@ -105,12 +113,12 @@ class Geometry:
         return tuple(shape)
 
     def with_sources(self, sources: dict[str, str]) -> Geometry:
-        return Geometry.of(self.shape, self.affine, self.qform_code, self.sform_code, sources, self.qform)
+        return Geometry.of(self.shape, self.affine, self.qform_code, self.sform_code, sources, self.qform, self.units)
 
     def to_dict(self) -> dict:
         """JSON-able form (napari layer metadata)."""
         data = {"shape": list(self.shape), "affine": [list(row) for row in self.affine], "qform_code": self.qform_code,
-                "sform_code": self.sform_code, "sources": dict(self.sources)}
+                "sform_code": self.sform_code, "sources": dict(self.sources), "units": self.units}
         return data | ({"qform": [list(row) for row in self.qform]} if self.qform is not None else {})
 
     @classmethod
@@ -121,9 +129,12 @@ class Geometry:
         label = "the layer's scan geometry (its metadata)"
         try:
             geometry = cls.of(data["shape"], data["affine"], data.get("qform_code", 1), data.get("sform_code", 1),
-                              data.get("sources", {}), data.get("qform"))
+                              data.get("sources", {}), data.get("qform"), data.get("units", "mm"))
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"the layer's scan geometry is unreadable ({error}); save it as TIFF instead") from None
+        if geometry.units not in MM_PER_UNIT:
+            raise InputError(f"{label}: its spatial unit {geometry.units!r} is none of {', '.join(MM_PER_UNIT)}; "
+                             "save it as TIFF instead")
         if len(geometry.shape) != 3 or min(geometry.shape) < 1:
             raise InputError(f"{label}: its grid {list(geometry.shape)} is not three voxel counts; "
                              "save it as TIFF instead")
@@ -223,8 +234,14 @@ def read_nifti(path: str | Path, compressed: bool = False) -> Volume:
         raise InputError(f"cannot read {path} as NIfTI ({describe(error)})") from None
     header = image.header
     geometry = Geometry.of(image.shape, image.affine, header.get("qform_code", 1), header.get("sform_code", 1),
-                           qform=qform)
+                           qform=qform, units=_spatial_unit(header))
     return Volume(kept_pixels(data), geometry)
+
+
+def _spatial_unit(header: nib.Nifti1Header) -> str:
+    """The header's spatial unit as a key of MM_PER_UNIT; a code NIfTI does not define counts as unknown (mm)."""
+    unit = header.get_xyzt_units()[0]
+    return unit if unit in MM_PER_UNIT else "unknown"
 
 
 def _itk_affine(image: sitk.Image) -> np.ndarray:
@@ -314,11 +331,12 @@ def covered_fraction(moving: Geometry, reference: Geometry) -> float:
 
 def _itk_image(data: np.ndarray, geometry: Geometry) -> sitk.Image:
     image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
-    linear = LPS_TO_RAS @ geometry.matrix[:3, :3]
+    mm = MM_PER_UNIT[geometry.units]  # ITK's millimetres, as ITK reads the NIfTI scan
+    linear = LPS_TO_RAS @ geometry.matrix[:3, :3] * mm
     spacing = np.sqrt((linear**2).sum(axis=0))
     image.SetSpacing(tuple(float(s) for s in spacing))
     image.SetDirection(tuple(float(v) for v in (linear / spacing).ravel()))
-    image.SetOrigin(tuple(float(v) for v in LPS_TO_RAS @ geometry.matrix[:3, 3]))
+    image.SetOrigin(tuple(float(v) for v in LPS_TO_RAS @ geometry.matrix[:3, 3] * mm))
     return image
 
 
@@ -332,12 +350,12 @@ def resample_onto(volume: Volume, reference: Geometry, labels: bool = False) -> 
 
 
 def save_nifti(path: Path, data: np.ndarray, geometry: Geometry, suffix: str) -> None:
-    """Save source-grid voxels as NIfTI atomically with the scan's sform, qform (pixdim included) and codes, so
-    nibabel and ITK-based viewers alike place the mask where they place the scan."""
+    """Save source-grid voxels as NIfTI atomically with the scan's sform, qform (pixdim included), codes and spatial
+    unit, so nibabel and ITK-based viewers alike place the mask where they place the scan."""
     image = nib.Nifti1Image(data, None)
     image.set_sform(geometry.matrix, code=geometry.sform_code)
     image.set_qform(geometry.qform_matrix, code=geometry.qform_code)
-    image.header.set_xyzt_units("mm")
+    image.header.set_xyzt_units(geometry.units)
     with atomic_path(path, suffix=suffix) as tmp:
         nib.save(image, tmp)
 
