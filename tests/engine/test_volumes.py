@@ -245,6 +245,20 @@ def test_a_mask_keeps_its_scans_qform_sform_and_pixdim_so_every_viewer_overlays_
         np.testing.assert_allclose(getattr(by_itk[1], read)(), getattr(by_itk[0], read)(), atol=1e-4, err_msg=read)
 
 
+@pytest.mark.parametrize("written, named", [("scan.nii", "scan.nii.gz"), ("scan.nii.gz", "scan.nii")])
+def test_a_nifti_named_against_its_compression_is_read_by_its_content_as_itk_reads_it(tmp_path, written, named):
+    """A `.nii.gz` never compressed, or a compressed `.nii`, was refused (the second in three lines, nibabel's warning
+    among them) although ITK-SNAP and FSL open both."""
+    image = _header_with(QFORM, 1, SFORM, 2)
+    nib.save(image, tmp_path / "reference.nii.gz")
+    (tmp_path / "misnamed").mkdir()
+    nib.save(image, tmp_path / written)
+    (tmp_path / written).rename(tmp_path / "misnamed" / named)
+    scan = load_scan(tmp_path / "misnamed" / named)
+    np.testing.assert_array_equal(scan.image, load_scan(tmp_path / "reference.nii.gz").image)
+    np.testing.assert_allclose(scan.geometry.matrix, SFORM)
+
+
 @pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
 def test_a_mask_of_a_nifti_in_metres_lands_on_it_as_nrrd_too_and_its_layer_is_scaled_in_mm(tmp_path, suffix):
     import SimpleITK as sitk

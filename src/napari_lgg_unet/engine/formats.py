@@ -117,7 +117,7 @@ class NiftiVolume(VolumeFile):
     def read_volume(self, path: Path) -> Volume:
         from .volumes import read_nifti
 
-        return read_nifti(path, compressed=self.suffix_of(path) == ".nii.gz")
+        return read_nifti(path)
 
     def save(self, path: Path, data: np.ndarray, geometry: Geometry) -> None:
         from .volumes import save_nifti

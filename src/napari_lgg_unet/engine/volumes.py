@@ -40,6 +40,7 @@ sitk = _SimpleITK()
 
 ENGINE_AXCODES = ("S", "P", "L")
 AXIS_LABELS = ("inferior-superior", "anterior-posterior", "right-left")
+GZIP_MAGIC = b"\x1f\x8b"  # the first two bytes of every gzip file
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])  # ITK's and DICOM's LPS+ millimetres to nibabel's RAS+
 # A NIfTI's spatial unit (xyzt_units) in mm, as ITK applies it; nibabel ignores it, and an unknown unit is mm to both.
 MM_PER_UNIT = {"mm": 1.0, "unknown": 1.0, "meter": 1000.0, "micron": 0.001}
@@ -214,11 +215,14 @@ def _open_nifti(path: Path, stream: BinaryIO) -> nib.Nifti1Image:
     return image
 
 
-def read_nifti(path: str | Path, compressed: bool = False) -> Volume:
-    """A NIfTI file, its header checked before its voxels are read and, if `compressed`, read to its end in the same
-    pass so its gzip CRC and length are checked."""
+def read_nifti(path: str | Path) -> Volume:
+    """A NIfTI file, its header checked before its voxels are read and, if gzip-compressed, read to its end in the
+    same pass so its gzip CRC and length are checked. Compression is told by the file's first bytes, not its name, as
+    ITK and FSL tell it: a `.nii.gz` that was never compressed, or a compressed `.nii`, is read, not refused."""
     path = Path(path)
     try:
+        with open(path, "rb") as start:
+            compressed = start.read(len(GZIP_MAGIC)) == GZIP_MAGIC
         with (gzip.open if compressed else open)(path, "rb") as stream:
             image = _open_nifti(path, stream)
             check_claimed_size(str(path), image.shape, image.get_data_dtype(), path.stat().st_size,
