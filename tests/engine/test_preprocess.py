@@ -6,6 +6,7 @@ from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.preprocess import (
     PreprocessConfig,
     channel_view,
+    intensity_ranges,
     prepare_volume,
     restore_size,
     spatial_shape,
@@ -63,6 +64,15 @@ def test_spatial_shape_follows_the_layout():
 def test_unusable_scans_get_a_clear_error(image, rgb, message):
     with pytest.raises(InputError, match=message):
         channel_view(image, rgb)
+
+
+def test_a_skull_stripped_scan_with_a_nan_background_is_told_what_to_do_about_it():
+    """Caught where its percentiles are taken (before any batch), the message lacked the advice it has for a NaN
+    found in a batch."""
+    scan = np.full((4, 32, 32), np.nan, dtype=np.float32)
+    scan[:, 8:24, 8:24] = 100.0
+    with pytest.raises(InputError, match=r"NaN or infinite values; replace them \(e.g. with 0\) before segmenting"):
+        intensity_ranges(channel_view(scan, False))
 
 
 def test_image_size_must_be_a_multiple_of_32():

@@ -19,6 +19,8 @@ if TYPE_CHECKING:  # torch is imported where it is used: napari's reader checks 
     import torch  # viewer's thread, and importing torch there froze the viewer for 1.2 s at the first File > Open
 
 MAX_PERCENTILE_SAMPLES = 4_000_000
+# e.g. a skull-stripped scan whose background is NaN; said where the percentiles and where each batch are checked
+NOT_FINITE = "the scan contains NaN or infinite values; replace them (e.g. with 0) before segmenting"
 MAX_IMAGE_SIZE = 1024  # the network's input side; larger needs more memory than any benefit justifies
 
 
@@ -114,7 +116,7 @@ def intensity_ranges(view: np.ndarray, config: PreprocessConfig = PreprocessConf
         dtype=np.float64,
     )
     if not np.isfinite(ranges).all():
-        raise InputError("the scan contains NaN or infinite values")
+        raise InputError(NOT_FINITE)
     return ranges
 
 
@@ -125,7 +127,7 @@ def normalise(slices: np.ndarray, ranges: np.ndarray) -> np.ndarray:
     otherwise flow silently into the mask.
     """
     if np.issubdtype(slices.dtype, np.floating) and not np.isfinite(slices).all():
-        raise InputError("the scan contains NaN or infinite values; replace them (e.g. with 0) before segmenting")
+        raise InputError(NOT_FINITE)
     out = np.empty(slices.shape[:3] + (slices.shape[-1],), dtype=np.float32)
     for c, (low, high) in enumerate(ranges):
         if high <= low:
