@@ -374,3 +374,28 @@ def test_unticking_the_probability_box_after_the_tumour_layer_was_deleted_remove
     widget.show_probability.value = False
     assert [layer.name for layer in viewer.layers] == ["X"]
     assert notes["error"] == []
+
+
+def test_closing_the_dock_while_a_click_is_computed_drops_what_waits_and_shows_nothing_more(qtbot, viewer, notes,
+                                                                                           tiny_click_model,
+                                                                                           monkeypatch):
+    """Closing the dock ends correction mode: a click and a clean-up still waiting ran all the same, and the click
+    being computed changed the tumour layer, with no Undo button left to take it back."""
+    widget = _corrections_ready(qtbot, viewer, tiny_click_model)
+    widget.corrections.add_click(np.asarray((1.0, 30.0, 30.0)), True)  # A, shown
+    settle(qtbot, widget)
+    mask = np.array(widget.prediction_layer().data, copy=True)
+    gate, started, runs = _held_network(monkeypatch, failing=set())
+    widget.corrections.add_click(np.asarray((1.0, 40.0, 20.0)), False)  # B, computed
+    assert started.wait(10)
+    widget.corrections.add_click(np.asarray((1.0, 20.0, 40.0)), True)  # C, waits
+    widget.cleanup.threshold.value = 0.47  # waits too
+    viewer.window.remove_dock_widget(widget.native)
+    gate.set()
+    qtbot.waitUntil(lambda: not widget.corrections.job.running, timeout=30_000)
+    qtbot.wait(300)  # a job started from the queue would be running now
+    assert runs == [1] and not widget.corrections.job.running and widget.corrections._queue == []
+    np.testing.assert_array_equal(widget.prediction_layer().data, mask)
+    np.testing.assert_allclose(_points(viewer, widget), [(1.0, 30.0, 30.0)])  # the clicks of the mask on screen
+    assert widget.corrections.session is None and not widget.correct.value
+    assert notes["error"] == []

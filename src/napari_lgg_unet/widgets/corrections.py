@@ -22,6 +22,7 @@ import numpy as np
 from napari.layers import Image, Points
 
 from ..engine.corrections import CorrectionSession
+from ..engine.model_input import Click
 from ..engine.pieces import Piece, describe_pieces
 from ..engine.postprocess import PostprocessConfig
 from ..engine.predict import SegmentOptions
@@ -116,7 +117,7 @@ class ClickCorrections:
         self._queue: list[QueuedClick | str] = []
         self._running: QueuedClick | None = None  # the click being computed
         self._undo_running = False  # Undo was pressed for the click being computed
-        self._clicks_before = 0  # the session's clicks when the running click or undo job started
+        self._clicks_before: list[Click] = []  # the session's clicks when the running click or undo job started
         self._step: str | None = None  # the click job last started: "click", "undo" or None (a clean-up)
         self.enabled = False
         widget.native.destroyed.connect(self._destroyed)  # a bound method: see undock._Connections
@@ -140,6 +141,16 @@ class ClickCorrections:
         self.postprocess = None  # the new segmentation's own clean-up, until the widget says otherwise
         self._draw_clicks()
         self._prepare()
+
+    def end(self) -> None:
+        """The Segment dock was closed (correction mode ends with it): what waits for its turn is dropped, and the
+        job being computed shows nothing (its session is no longer ours), so the tumour layer keeps the mask on screen
+        and the clicks layer the clicks that shaped it. A queued click used to run after the dock was closed and
+        change the mask, with no Undo button left to take it back. The session is not kept for the widget docked
+        again: the running click may be in it, and its mask would not be the one on screen."""
+        self._running = None
+        self._draw_clicks()
+        self.reset(None)
 
     def set_enabled(self, enabled: bool) -> None:
         """Correction mode on or off."""
@@ -225,14 +236,17 @@ class ClickCorrections:
         self._next()
 
     def _clicks_left(self) -> int:
-        """The session's clicks less those the undos queued or running will take back. While a click or undo job
-        runs, the session's list is the worker's to change (a click is in it from the moment its job starts), so
-        the clicks are counted as they were when the job started."""
+        """The session's clicks less those the undos queued or running will take back."""
+        undoing = self.job.running and self._step == "undo"
+        return len(self._clicks_on_screen()) - self._queue.count(UNDO) - int(undoing)
+
+    def _clicks_on_screen(self) -> list[Click]:
+        """The session's clicks as the mask on screen has them. While a click or undo job runs, the session's list
+        is the worker's to change (a click is in it from the moment its job starts), so they are the clicks as they
+        were when the job started."""
         if self.session is None:
-            return 0
-        running = self.job.running and self._step is not None
-        clicks = self._clicks_before if running else len(self.session.clicks)
-        return clicks - self._queue.count(UNDO) - int(running and self._step == "undo")
+            return []
+        return self._clicks_before if self.job.running and self._step is not None else list(self.session.clicks)
 
     def _next(self) -> None:
         if self.job.running:
@@ -254,7 +268,7 @@ class ClickCorrections:
         self._running = None if item == UNDO else item
         self._step = "undo" if item == UNDO else "click"
         point, positive = (None, False) if item == UNDO else (item.point, item.positive)
-        self._clicks_before = len(self.session.clicks)
+        self._clicks_before = list(self.session.clicks)
         self._draw_clicks()  # the click being computed shows at once
         self.job.start(click_job, self.session, point, positive, self._view(),
                        on_item=partial(self._mask_ready, self.session), on_done=partial(self._click_done, self.session))
@@ -262,7 +276,7 @@ class ClickCorrections:
     def _click_done(self, session: CorrectionSession) -> None:
         """Redraw the clicks and go on with the queue. A click that failed (its error was notified) left the session
         without it, and an Undo pressed while it was computed is spent on it; one that landed is taken back first."""
-        landed = self._running is not None and len(session.clicks) > self._clicks_before
+        landed = self._running is not None and len(session.clicks) > len(self._clicks_before)
         if landed and self._undo_running and session is self.session:
             self._queue.insert(0, UNDO)
         self._running, self._undo_running = None, False
@@ -307,12 +321,12 @@ class ClickCorrections:
         self._on_change(result, said_tumour, self._step)
 
     def _draw_clicks(self) -> None:
-        """Draw the clicks layer whole: the session's clicks, then the click being computed. Drawn from the session,
-        it cannot keep a point of a click that failed, or lose one that shaped the mask."""
+        """Draw the clicks layer whole: the session's clicks on screen, then the click being computed. Drawn from
+        the session, it cannot keep a point of a click that failed, or lose one that shaped the mask."""
         if not self._target_shown():
             return
         source = self.target.source
-        clicks = [] if self.session is None else self.session.clicks
+        clicks = self._clicks_on_screen()
         shown = np.array([(c.z, c.y, c.x) for c in clicks], dtype=float).reshape(-1, 3)[:, 3 - source.ndim:]
         points, kinds = data_index(source, shown), [c.positive for c in clicks]
         if self._running is not None:

@@ -148,8 +148,9 @@ class SegmentWidget(Container):
 
     def _end_corrections(self) -> None:
         """The dock was closed: correction mode ends, and the viewer's clicks no longer reach the widget. They went on
-        changing the tumour layer, with no Undo button left to take them back."""
+        changing the tumour layer, with no Undo button left to take them back; so did the clicks still queued."""
         self.correct.value = False
+        self.corrections.end()
 
     def _readout_controls(self) -> list:
         """The optional ground truth, the readouts and saving them."""
