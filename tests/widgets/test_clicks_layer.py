@@ -99,3 +99,25 @@ def test_data_index_undoes_shown_index_on_flipped_and_2d_layers(shape, scale):
     shown = np.array([shown_index(layer, point) for point in points])
     assert not np.allclose(shown, points)  # the flips move them
     np.testing.assert_allclose(data_index(layer, shown), points)
+
+
+def test_deleting_the_tumour_layer_ends_the_session_and_clears_its_clicks_pieces_and_readouts(qtbot, viewer, notes,
+                                                                                              tiny_click_model):
+    """The clicks layer kept its points, and the review list and the readouts (Dice against the ground truth) the
+    deleted mask's figures, until the next Segment: figures of a mask that no longer existed."""
+    widget = _clicked(qtbot, viewer, tiny_click_model)
+    truth = np.zeros((3, 64, 64), np.uint8)
+    truth[1, 25:35, 25:35] = 1
+    widget.truth.value = viewer.add_labels(truth, name="truth")
+    widget.prediction_layer().data = np.asarray(widget.prediction_layer().data) | truth  # at least one piece
+    widget.cleanup.threshold.value = 0.47  # lists the pieces again
+    settle(qtbot, widget)
+    assert widget.review_list.rows and widget.readouts.scores
+    viewer.layers.remove(widget.prediction_layer())
+    assert [layer.name for layer in viewer.layers] == ["X", "truth"]  # the clicks layer went with the mask
+    assert widget.corrections.session is None
+    assert widget.review_list.rows == [] and widget.review_list.table.native.rowCount() == 0
+    assert widget.readouts is None and "Dice" not in widget.readout.value
+    widget.corrections.add_click(np.asarray((1.0, 30.0, 30.0)), True)  # as if nothing had been segmented
+    assert [layer.name for layer in viewer.layers] == ["X", "truth"]
+    assert notes["error"] == []

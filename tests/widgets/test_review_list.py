@@ -96,8 +96,12 @@ def test_a_piece_removed_and_restored_leaves_nothing_to_keep_when_segmenting_aga
 
 
 def test_a_keep_box_unticked_after_the_tumour_layer_was_deleted_shows_the_piece_still_kept(viewer, reviewed, notes):
+    """Deleting the tumour layer clears the list (test_clicks_layer.py), but not while the dock is closed: the
+    widget docked again from a script still lists the deleted mask's pieces."""
     widget = reviewed
+    viewer.window.remove_dock_widget(widget.native)
     viewer.layers.remove(widget.prediction_layer())
+    viewer.window.add_dock_widget(widget, name="Segment tumour (again)")
     _keep(widget, 0, False)
     assert any("tumour layer is gone" in message for message in notes["warning"]), notes["warning"]
     assert widget._review.removed == set()

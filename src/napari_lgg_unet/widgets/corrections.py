@@ -196,12 +196,18 @@ class ClickCorrections:
         a click is refused, and the clicks layer is not drawn again, once the user deleted either."""
         return self.target is not None and segmentation_shown(self.viewer, self.target.source)
 
-    def _end_if_gone(self) -> bool:
+    def end_if_gone(self) -> bool:
         """End the session if the user deleted its image or tumour layer, as if nothing had been segmented: what
-        waits for its turn is dropped. True if it ended now."""
+        waits for its turn is dropped. The clicks layer goes with the tumour layer (it kept the points of a mask that
+        no longer existed until the next Segment); with only the image deleted, it still shows the clicks that
+        shaped the mask left. True if it ended now."""
         if self.target is None or self._target_shown():
             return False
+        source = self.target.source
         self.reset(None)
+        if owned_layer(self.viewer, source, "tumour") is None and (
+                clicks := owned_layer(self.viewer, source, "clicks")) is not None:
+            self.viewer.layers.remove(clicks)
         return True
 
     def _cannot_click(self) -> str | None:
@@ -221,7 +227,7 @@ class ClickCorrections:
         lands; if it fails instead, it is gone already and this Undo is spent on it: the click before it stays (an
         Undo queued behind a click that then failed used to take that earlier click, which the user never asked to
         undo). Otherwise the session's last click goes, after what is queued before it."""
-        self._end_if_gone()
+        self.end_if_gone()
         waiting = [index for index, item in enumerate(self._queue) if isinstance(item, QueuedClick)]
         if waiting:
             del self._queue[waiting[-1]]
@@ -251,7 +257,7 @@ class ClickCorrections:
     def _next(self) -> None:
         if self.job.running:
             return
-        if self._end_if_gone():
+        if self.end_if_gone():
             return
         if not self._queue:
             self._prepare()  # a new segmentation may have come while the last job ran

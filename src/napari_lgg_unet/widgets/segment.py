@@ -105,6 +105,7 @@ class SegmentWidget(Container):
             *choices_follow_layers(viewer, self),
             (viewer.dims.events.current_step, self.update_readouts),
             (viewer.layers.events.inserted, lambda event: self._take_flair(event.value)),
+            (viewer.layers.events.removed, self._forget_deleted_mask),
             (session_models.changed, self.model.reset_choices),
         ])
         self._update_readout_text()
@@ -407,6 +408,15 @@ class SegmentWidget(Container):
         """Whether the last segmentation is still there to show and correct (see `layers.segmentation_shown`): once
         the user deleted its image or its tumour layer, results still computed for it are dropped."""
         return self._probability is not None and segmentation_shown(self.viewer, self._source)
+
+    def _forget_deleted_mask(self, *_: object) -> None:
+        """A layer was deleted: if it was the segmented image or its tumour layer, the correction session ends; with
+        the tumour layer gone, the review list and the readouts are cleared. They showed the deleted mask's pieces
+        and Dice until the next Segment, figures of a mask that no longer existed."""
+        self.corrections.end_if_gone()
+        if self.prediction_layer() is None:
+            self.review_list.show_pieces([], set(), "")
+            self.update_readouts()
 
     def prediction_layer(self) -> Labels | None:
         """The tumour layer of the last segmented image (including any corrections painted on it)."""
