@@ -399,3 +399,104 @@ def test_closing_the_dock_while_a_click_is_computed_drops_what_waits_and_shows_n
     np.testing.assert_allclose(_points(viewer, widget), [(1.0, 30.0, 30.0)])  # the clicks of the mask on screen
     assert widget.corrections.session is None and not widget.correct.value
     assert notes["error"] == []
+
+
+@pytest.mark.parametrize("with_session", [False, True])
+def test_a_clean_up_that_fails_puts_the_controls_back_to_the_mask_s_own_without_recomputing(qtbot, viewer, notes,
+                                                                                          tiny_click_model,
+                                                                                          monkeypatch, with_session):
+    """The slider stayed at the new threshold over a mask made with the old one; a newer setting still waiting went
+    on to fail the same way."""
+    from napari_lgg_unet.engine.errors import DeviceError
+
+    widget = _widget(viewer, tiny_click_model, viewer.add_image(_scan(0), name="X"))
+    _segment(qtbot, widget)
+    if with_session:
+        widget.correct.value = True
+        qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=30_000)
+        settle(qtbot, widget)
+    module, name = (corrections_module, "session_cleanup_job") if with_session else (segment_module, "cleanup_job")
+    before, mask, runs = widget.cleanup.config(), np.array(widget.prediction_layer().data, copy=True), []
+
+    def out_of_memory(*args, stop):
+        runs.append(args)
+        raise DeviceError("out of memory (simulated)")
+        yield
+
+    job = _gated(out_of_memory)
+    monkeypatch.setattr(module, name, job)
+    low, high = _two_thresholds(widget)
+    widget.cleanup.threshold.value = low
+    assert job.started.wait(10)
+    widget.cleanup.threshold.value = high  # waits for the one running
+    job.gate.set()
+    settle(qtbot, widget)
+    qtbot.wait(200)  # a recomputation started by putting the controls back would be running now
+    settle(qtbot, widget)
+    assert len(runs) == 1
+    assert widget.cleanup.config() == before
+    np.testing.assert_array_equal(widget.prediction_layer().data, mask)
+    assert notes["error"] == ["out of memory (simulated)"]
+    assert len(notes["warning"]) == 1 and "back" in notes["warning"][0]
+    widget.cleanup.threshold.value = high  # the controls still start a clean-up
+    settle(qtbot, widget)
+    assert len(runs) == 2 and widget.cleanup.config() == before
+
+
+def test_a_segmentation_shown_while_a_clean_up_runs_gets_the_setting_of_the_controls(qtbot, viewer, notes,
+                                                                                    tiny_model_dir, monkeypatch):
+    """The clean-up of the old mask, dropped when the new one came, had applied what the controls said: nothing was
+    done for the new mask, which kept the setting it was segmented with."""
+    widget = _widget(viewer, str(tiny_model_dir), viewer.add_image(_scan(0), name="X"))
+    _segment(qtbot, widget)
+    low, high = _two_thresholds(widget)
+    widget.cleanup.threshold.value = low
+    settle(qtbot, widget)
+    segment = _gated(segment_module.segment_job)
+    monkeypatch.setattr(segment_module, "segment_job", segment)
+    widget.segment_button.clicked()  # segments at `low`
+    assert segment.started.wait(10)
+    cleanup = _gated(workers_module.cleanup_job)
+    monkeypatch.setattr(segment_module, "cleanup_job", cleanup)
+    widget.cleanup.threshold.value = high  # cleans up the mask on screen meanwhile
+    assert cleanup.started.wait(10)
+    segment.gate.set()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)  # the new mask is shown, made at `low`
+    cleanup.gate.set()
+    settle(qtbot, widget)
+    assert notes["error"] == []
+    np.testing.assert_array_equal(widget.prediction_layer().data, _as_the_controls_say(widget))
+
+
+def test_a_clean_up_of_the_old_mask_failing_after_a_new_segmentation_leaves_the_controls_to_the_new_one(
+        qtbot, viewer, notes, tiny_model_dir, monkeypatch):
+    """Its failure is no word on the new mask: the controls stay where the user put them, and the new mask gets
+    their setting."""
+    from napari_lgg_unet.engine.errors import DeviceError
+
+    widget = _widget(viewer, str(tiny_model_dir), viewer.add_image(_scan(0), name="X"))
+    _segment(qtbot, widget)
+    low, high = _two_thresholds(widget)
+    segment = _gated(segment_module.segment_job)
+    monkeypatch.setattr(segment_module, "segment_job", segment)
+    widget.segment_button.clicked()
+    assert segment.started.wait(10)
+    runs = []
+
+    def fails_once(*args, stop):
+        runs.append(args)
+        if len(runs) == 1:
+            raise DeviceError("out of memory (simulated)")
+        yield from workers_module.cleanup_job(*args, stop=stop)
+
+    cleanup = _gated(fails_once)
+    monkeypatch.setattr(segment_module, "cleanup_job", cleanup)
+    widget.cleanup.threshold.value = low  # a clean-up of the mask on screen, which will fail
+    assert cleanup.started.wait(10)
+    segment.gate.set()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)  # the new mask, made before `low`
+    cleanup.gate.set()
+    settle(qtbot, widget)
+    assert notes["error"] == ["out of memory (simulated)"] and notes["warning"] == []
+    assert widget.cleanup.threshold.value == low
+    np.testing.assert_array_equal(widget.prediction_layer().data, _as_the_controls_say(widget))

@@ -146,7 +146,8 @@ def test_a_click_result_for_a_segmentation_replaced_meanwhile_is_dropped(viewer,
     old = widget.corrections.session
     shown = np.asarray(widget.prediction_layer().data).copy()
     everything = np.ones_like(shown, dtype=np.uint8)
-    stale = LayerResult(widget._probability, everything, list_pieces(widget._probability, everything))
+    stale = LayerResult(widget._probability, everything, list_pieces(widget._probability, everything),
+                        old.postprocess)
     widget.corrections.reset(replace(widget.corrections.target))  # what a new segmentation's result does
     widget.corrections._mask_ready(old, stale)
     np.testing.assert_array_equal(widget.prediction_layer().data, shown)

@@ -100,7 +100,7 @@ class CorrectionSession:
 
     @property
     def postprocess(self) -> PostprocessConfig:
-        return self.options.postprocess or self._scan.model.config.postprocess
+        return self.options.postprocess_for(self._scan.model)
 
     def set_postprocess(self, config: PostprocessConfig) -> np.ndarray:
         """Another threshold or clean-up for the same probabilities (the clicks stay); returns the new mask, the one

@@ -76,6 +76,10 @@ class SegmentOptions:
             raise InputError(f"a clean-up must be a PostprocessConfig (or None: the model's own), not "
                              f"{type(self.postprocess).__name__}")
 
+    def postprocess_for(self, model: LoadedModel) -> PostprocessConfig:
+        """The clean-up a run of `model` with these options applies: `postprocess`, or the model's own."""
+        return self.postprocess or model.config.postprocess
+
 
 def check_run(model: LoadedModel, options: SegmentOptions | None) -> SegmentOptions:
     """The options to run with (None: the defaults, as `CorrectionSession(model, image, None)` takes them); refuse
@@ -123,7 +127,7 @@ def segment_steps(
         yield SegmentProgress(done, total, runs_on=describe(model.network, chosen))
     if done < total:
         return  # stopped
-    mask = postprocess(probability, options.postprocess or model.config.postprocess)
+    mask = postprocess(probability, options.postprocess_for(model))
     out_shape = spatial_shape(image, rgb)
     result = Segmentation(probability.reshape(out_shape), mask.reshape(out_shape))
     yield SegmentProgress(total, total, result, runs_on=describe(model.network, chosen))  # the backend may change mid-scan

@@ -59,7 +59,7 @@ def corrected_view(session: CorrectionSession, to_layer: Callable[[np.ndarray], 
     probability = to_layer(session.probability.reshape(shown)).copy()
     labels = to_layer(session.piece_labels.reshape(shown))
     pieces = describe_pieces(probability, labels, session.piece_count, spacing)
-    return LayerResult(probability, (labels > 0).astype(np.uint8), (labels, pieces))
+    return LayerResult(probability, (labels > 0).astype(np.uint8), (labels, pieces), session.postprocess)
 
 
 def session_job(cache: ModelCache, target: CorrectionTarget, *,
@@ -108,8 +108,9 @@ class ClickCorrections:
     """Correction mode for one viewer: on while `enabled`, reading clicks over the target's layer."""
 
     def __init__(self, viewer: napari.Viewer, widget, cache: ModelCache,
-                 on_change: Callable[[LayerResult, tuple[tuple[int, ...], ...], str], None]) -> None:
-        self.viewer, self._cache, self._on_change = viewer, cache, on_change
+                 on_change: Callable[[LayerResult, tuple[tuple[int, ...], ...], str], None],
+                 on_cleanup_failed: Callable[[], None]) -> None:
+        self.viewer, self._cache, self._on_change, self._on_cleanup_failed = viewer, cache, on_change, on_cleanup_failed
         self.job = JobRunner(widget, lambda running: None)
         self.target: CorrectionTarget | None = None
         self.session: CorrectionSession | None = None
@@ -269,7 +270,8 @@ class ClickCorrections:
         if item == CLEANUP:
             self._step = None
             self.job.start(session_cleanup_job, self.session, self.postprocess, self._view(),
-                           on_item=partial(self._mask_ready, self.session), on_done=self._next)
+                           on_item=partial(self._mask_ready, self.session), on_done=self._next,
+                           on_error=partial(self._cleanup_failed, self.session))
             return
         self._running = None if item == UNDO else item
         self._step = "undo" if item == UNDO else "click"
@@ -278,6 +280,15 @@ class ClickCorrections:
         self._draw_clicks()  # the click being computed shows at once
         self.job.start(click_job, self.session, point, positive, self._view(),
                        on_item=partial(self._mask_ready, self.session), on_done=partial(self._click_done, self.session))
+
+    def _cleanup_failed(self, session: CorrectionSession, _error: BaseException) -> None:
+        """A new clean-up of `session` failed (its error was notified; the session keeps the one it had): the widget
+        takes the setting back, so the clean-ups still waiting, which would apply it or a newer one, are dropped.
+        One of a session a new segmentation replaced meanwhile is no concern of the new mask's."""
+        if session is not self.session:
+            return
+        self._queue = [item for item in self._queue if item != CLEANUP]
+        self._on_cleanup_failed()
 
     def _click_done(self, session: CorrectionSession) -> None:
         """Redraw the clicks and go on with the queue. A click that failed (its error was notified) left the session

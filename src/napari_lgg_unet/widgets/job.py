@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Iterator
 
 from magicgui.widgets import Container
@@ -42,10 +43,11 @@ class JobRunner:
     """Runs `job(*args, stop=...)` for one widget in a napari thread worker.
 
     The job is a generator that ends soon after `stop()` returns True. Its items reach `on_item` on the GUI thread;
-    an error (in the job or in `on_item`) becomes one notification and stops it; `on_done` runs last whatever
-    happened. `on_running(True/False)` lets the widget switch its buttons. The job is asked to stop when the widget
-    is taken out of its dock (napari's close button) or destroyed (viewer closed); once destroyed, nothing more
-    reaches the widget.
+    an error (in the job or in `on_item`) becomes one notification and stops it, then reaches `on_error` (if given:
+    a widget that showed in advance what the job was to make, such as a new threshold, takes it back there);
+    `on_done` runs last whatever happened. `on_running(True/False)` lets the widget switch its buttons. The job is
+    asked to stop when the widget is taken out of its dock (napari's close button) or destroyed (viewer closed);
+    once destroyed, nothing more reaches the widget.
 
     `in_thread = False` runs the job to its end inside `start`, items and `on_done` included: tests of a widget's
     logic drive it that way, deterministically, while a few end-to-end tests keep the real threads.
@@ -67,27 +69,28 @@ class JobRunner:
 
     def start(
         self, job: Callable[..., Iterator], *args: Any, on_item: Callable[[Any], None],
-        on_done: Callable[[], None] | None = None,
+        on_done: Callable[[], None] | None = None, on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         if self.running:
             raise RuntimeError("a job is already running; the widget must check `running` first")
         self._stop.clear()
+        deliver = partial(self._deliver, on_item=on_item, on_error=on_error)
         if not self.in_thread:
-            self._run_here(guarded(job, *args, stop=self._stop.is_set), on_item, on_done)
+            self._run_here(guarded(job, *args, stop=self._stop.is_set), deliver, on_done)
             return
         worker = create_worker(guarded, job, *args, stop=self._stop.is_set, _start_thread=False, _ignore_errors=True)
-        worker.yielded.connect(lambda item: self._deliver(item, on_item))
+        worker.yielded.connect(deliver)
         worker.finished.connect(lambda: self._finished(on_done))
         self._worker = worker
         self._on_running(True)
         worker.start()
 
-    def _run_here(self, items: Iterator, on_item: Callable[[Any], None], on_done: Callable[[], None] | None) -> None:
+    def _run_here(self, items: Iterator, deliver: Callable[[Any], None], on_done: Callable[[], None] | None) -> None:
         """The thread worker's sequence of calls, on this thread (see `in_thread`)."""
         self._worker = items
         self._on_running(True)
         for item in items:
-            self._deliver(item, on_item)
+            deliver(item)
         self._finished(on_done)
 
     def stop(self) -> None:
@@ -100,17 +103,22 @@ class JobRunner:
         would start a follow-up job should not."""
         return self._stop.is_set()
 
-    def _deliver(self, item: Any, on_item: Callable[[Any], None]) -> None:
+    def _deliver(self, item: Any, on_item: Callable[[Any], None],
+                 on_error: Callable[[BaseException], None] | None) -> None:
         if not self._alive:
             return
         if isinstance(item, JobFailed):
-            notify.report_error(item.error)
-            return
-        try:
-            on_item(item)
-        except Exception as error:  # a GUI-side failure: say so once and stop, rather than fail on every item
-            self.stop()
-            notify.report_error(error)
+            error = item.error
+        else:
+            try:
+                on_item(item)
+                return
+            except Exception as failed:  # a GUI-side failure: say so once and stop, rather than fail on every item
+                self.stop()
+                error = failed
+        notify.report_error(error)
+        if on_error is not None:
+            on_error(error)
 
     def _finished(self, on_done: Callable[[], None] | None) -> None:
         self._worker = None

@@ -7,6 +7,7 @@ Thresholds and post-processing are re-applied to the kept probabilities, so chan
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from functools import partial
 from typing import Callable
 
@@ -69,6 +70,14 @@ class CleanupControls(Container):
         for option in self.controls:
             option.value = getattr(settings, option.name)
 
+    def restore(self, settings: PostprocessConfig) -> None:
+        """Show `settings` without announcing a change: they are what the mask on screen was made with, so there is
+        nothing to recompute."""
+        with ExitStack() as quiet:
+            for option in self.controls:
+                quiet.enter_context(option.changed.blocked())
+            self.show(settings)
+
     def on_change(self, slot: Callable[[], None]) -> None:
         for option in self.controls:
             option.changed.connect(slot)
@@ -92,6 +101,7 @@ class SegmentWidget(Container):
         self._segmented: Segmentation | None = None  # the last result in the model's slice order
         self._unusable_config: str | None = None  # the model folder whose config error was last notified
         self._review: PieceReview | None = None
+        self._mask_postprocess: PostprocessConfig | None = None  # the clean-up the mask on screen was made with
         self._shown: np.ndarray | None = None  # the tumour layer as last set, to tell the user's painting from it
         self._painted: np.ndarray | None = None  # where the user painted or erased since Segment (bool)
         self.readouts: Readouts | None = None
@@ -141,7 +151,7 @@ class SegmentWidget(Container):
         self.correct = CheckBox(name="correct", text="Correct with clicks (click: tumour, Shift+click: not)",
                                 value=False)
         self.undo_click = PushButton(name="undo_click", text="Undo click")
-        self.corrections = ClickCorrections(self.viewer, self, self._cache, self._corrected)
+        self.corrections = ClickCorrections(self.viewer, self, self._cache, self._corrected, self._restore_cleanup)
         self.correct.changed.connect(lambda on: self.corrections.set_enabled(bool(on)))
         self.undo_click.clicked.connect(self.corrections.undo)
         when_undocked(self.native, self._end_corrections)
@@ -221,12 +231,12 @@ class SegmentWidget(Container):
         self._review = PieceReview(self._probability, spacing)
         self._keep_edited_tumour(source)
         self._shown = self._painted = None  # a new segmentation starts afresh
-        self._show_mask(result.mask, listed=result.listed)
+        self._show_mask(result)
         self.corrections.reset(CorrectionTarget(source, self._pending_data, image, rgb, self._segmented.probability,
                                                 model, device, options, spacing))
         self._show_probability()
         self.update_readouts()
-        if self.cleanup.config() != options.postprocess:
+        if self.cleanup.config() != result.postprocess:
             self.rethreshold()  # the controls changed while it was segmented with the settings of that moment
 
     def _keep_edited_tumour(self, source: Image) -> None:
@@ -246,7 +256,7 @@ class SegmentWidget(Container):
         if not self._has_result():
             return  # the segmented image was deleted while the click or clean-up ran
         self._probability = self._review.probability = result.probability
-        self._show_mask(result.mask, said_tumour, result.listed, step)
+        self._show_mask(result, said_tumour, step)
         if step is not None and (layer := self.prediction_layer()) is not None:
             self._mark_user_changes(layer)  # a click, or an undo that may have taken the last one back
         self._update_probability()
@@ -296,27 +306,46 @@ class SegmentWidget(Container):
         if self.corrections.rethreshold(self.cleanup.config()):
             return  # the correction session applies it, clicks kept, and shows the result
         if not self.cleanup_job.running:
-            config = self.cleanup.config()
-            self.cleanup_job.start(cleanup_job, self._probability, config, self._review.spacing,
-                                   on_item=self._cleaned, on_done=partial(self._cleanup_done, config))
+            self.cleanup_job.start(cleanup_job, self._probability, self.cleanup.config(), self._review.spacing,
+                                   on_item=self._cleaned, on_done=self._cleanup_done,
+                                   on_error=partial(self._cleanup_failed, self._probability))
 
     def _cleaned(self, result: LayerResult) -> None:
         if result.probability is not self._probability or not self._has_result():
             return  # a new segmentation or a click replaced these probabilities, or the image is gone
-        self._show_mask(result.mask, listed=result.listed)
+        self._show_mask(result)
         self.update_readouts()
 
-    def _cleanup_done(self, applied: PostprocessConfig) -> None:
-        if self.cleanup.config() != applied and not self.cleanup_job.stop_asked:  # not once the dock is closed
+    def _cleanup_done(self) -> None:
+        """Apply the controls' latest setting if the mask does not show it yet: they moved while the clean-up ran, or
+        a new segmentation came meanwhile (not once the dock is closed)."""
+        if self._has_result() and self.cleanup.config() != self._mask_postprocess and not self.cleanup_job.stop_asked:
             self.rethreshold()
 
-    def _show_mask(self, mask: np.ndarray, said_tumour: tuple[tuple[int, ...], ...] = (),
-                   listed: tuple | None = None, step: str | None = None) -> None:
+    def _cleanup_failed(self, probability: np.ndarray, _error: BaseException) -> None:
+        """A clean-up of `probability` failed: see `_restore_cleanup`, unless a new segmentation or a click replaced
+        these probabilities meanwhile (their mask was not the one that failed)."""
+        if probability is self._probability:
+            self._restore_cleanup()
+
+    def _restore_cleanup(self) -> None:
+        """A new threshold or clean-up failed (its error was notified): the mask keeps the clean-up it was made with,
+        and the controls go back to it, without starting another recomputation. They stayed at the new setting, over
+        a mask made with the old one."""
+        if self._mask_postprocess is None or not self._has_result():
+            return
+        self.cleanup.restore(self._mask_postprocess)
+        notify.show_warning(f"the new threshold or clean-up was not applied: the controls are back at the mask's own "
+                            f"(threshold {self._mask_postprocess.threshold:g})")
+
+    def _show_mask(self, result: LayerResult, said_tumour: tuple[tuple[int, ...], ...] = (),
+                   step: str | None = None) -> None:
         """The mask less the pieces the user removed (see engine/review.py; a piece a "tumour" click falls in is
-        restored) into the tumour layer; list its pieces (unless `listed` already has them). Voxels the user painted
-        or erased on the layer since it was last set stay as the user left them: a click or a new threshold must not
-        undo the user's own work."""
-        shown = self._review.update(mask, said_tumour, listed, step)
+        restored) into the tumour layer, with the pieces the worker listed. Voxels the user painted or erased on the
+        layer since it was last set stay as the user left them: a click or a new threshold must not undo the user's
+        own work."""
+        self._mask_postprocess = result.postprocess
+        shown = self._review.update(result.mask, said_tumour, result.listed, step)
         layer = owned_layer(self.viewer, self._source, "tumour")
         self._note_painting(None if layer is None else np.asarray(layer.data))
         if layer is not None and self._painted is not None:
