@@ -7,6 +7,7 @@ Thresholds and post-processing are re-applied to the kept probabilities, so chan
 
 from __future__ import annotations
 
+import weakref
 from contextlib import ExitStack
 from functools import partial
 from typing import Callable
@@ -43,6 +44,7 @@ from .undock import choices_follow_layers, connect_while_docked, when_undocked
 from .workers import LayerResult, ModelCache, cleanup_job, segment_job
 
 NO_TRUTH = ("(none)", None)
+_ALIVE: weakref.WeakSet[SegmentWidget] = weakref.WeakSet()  # the session's Segment widgets, for `_take_over`
 
 
 class CleanupControls(Container):
@@ -91,6 +93,7 @@ class SegmentWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
+        _ALIVE.add(self)
         self._cache = ModelCache()
         self.job = JobRunner(self, self._set_running)
         self.cleanup_job = JobRunner(self, lambda running: None)  # a new threshold or clean-up, off the viewer's thread
@@ -115,7 +118,7 @@ class SegmentWidget(Container):
             *choices_follow_layers(viewer, self),
             (viewer.dims.events.current_step, self.update_readouts),
             (viewer.layers.events.inserted, lambda event: self._take_flair(event.value)),
-            (viewer.layers.events.removed, self._forget_deleted_mask),
+            (viewer.layers.events.removed, self._forget_gone_mask),
             (session_models.changed, self.model.reset_choices),
         ])
         self._update_readout_text()
@@ -162,6 +165,25 @@ class SegmentWidget(Container):
         changing the tumour layer, with no Undo button left to take them back; so did the clicks still queued."""
         self.correct.value = False
         self.corrections.end()
+
+    def _take_over(self, source: Image) -> None:
+        """Another Segment widget of this viewer (two made by a script, or a closed dock docked again) that segmented
+        `source` lets go of it: the layers made for an image are found by that image, so both wrote the one tumour
+        layer. The other took this widget's mask for the user's painting, kept it through its own clean-up and
+        marked the layer edited, and in correction mode a click corrected it through both sessions."""
+        for other in list(_ALIVE):
+            if other is not self and other.viewer is self.viewer and other._source is source:
+                other._let_go()
+
+    def _let_go(self) -> None:
+        """Forget the segmentation on screen, which another Segment widget shows now (`_take_over`): correction mode
+        ends, what is still computed for it is dropped, and the review list and the readouts are cleared."""
+        name = self._source.name
+        self._end_corrections()
+        self._source = self._probability = self._review = self._mask_postprocess = self._shown = self._painted = None
+        self._forget_gone_mask()
+        notify.show_info(f"'{name}' was segmented again in another Segment widget, which shows and corrects it now; "
+                         "this one lets go of it")
 
     def _readout_controls(self) -> list:
         """The optional ground truth, the readouts and saving them."""
@@ -229,6 +251,7 @@ class SegmentWidget(Container):
         self._source, self._probability = source, result.probability
         image, rgb, model, device, options, spacing = self._pending_input
         self._review = PieceReview(self._probability, spacing)
+        self._take_over(source)
         self._keep_edited_tumour(source)
         self._shown = self._painted = None  # a new segmentation starts afresh
         self._show_mask(result)
@@ -438,10 +461,10 @@ class SegmentWidget(Container):
         the user deleted its image or its tumour layer, results still computed for it are dropped."""
         return self._probability is not None and segmentation_shown(self.viewer, self._source)
 
-    def _forget_deleted_mask(self, *_: object) -> None:
-        """A layer was deleted: if it was the segmented image or its tumour layer, the correction session ends; with
-        the tumour layer gone, the review list and the readouts are cleared. They showed the deleted mask's pieces
-        and Dice until the next Segment, figures of a mask that no longer existed."""
+    def _forget_gone_mask(self, *_: object) -> None:
+        """A layer was deleted (or the segmentation let go): if it was the segmented image or its tumour layer, the
+        correction session ends; with no tumour layer left, the review list and the readouts are cleared. They
+        showed the deleted mask's pieces and Dice until the next Segment, figures of a mask that no longer existed."""
         self.corrections.end_if_gone()
         if self.prediction_layer() is None:
             self.review_list.show_pieces([], set(), "")
