@@ -16,13 +16,7 @@ from napari_lgg_unet.widgets.corrections import NO_SEGMENTATION
 from napari_lgg_unet.widgets import workers as workers_module
 from napari_lgg_unet.widgets.layers import owned_layer
 
-from widget_helpers import dock, settle
-
-
-def _scan(seed: int) -> np.ndarray:
-    image = np.random.default_rng(seed).random((3, 64, 64), dtype=np.float32)
-    image[..., 20:40, 20:40] += 2.0
-    return image
+from widget_helpers import bright_square_scan, dock, segment_and_settle, settle
 
 
 def _widget(viewer, model, layer):
@@ -32,12 +26,6 @@ def _widget(viewer, model, layer):
     widget.image.value = layer
     widget.cleanup.min_size.value = 0
     return widget
-
-
-def _segment(qtbot, widget) -> None:
-    widget.segment_button.clicked()
-    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
-    settle(qtbot, widget)
 
 
 def _gated(job):
@@ -70,16 +58,16 @@ def _two_thresholds(widget) -> tuple[float, float]:
 @pytest.mark.parametrize("first_run", [True, False])
 def test_a_threshold_moved_while_segmenting_is_applied_to_the_result(qtbot, viewer, notes, tiny_model_dir, monkeypatch,
                                                                      first_run):
-    image = viewer.add_image(_scan(0), name="X")
+    image = viewer.add_image(bright_square_scan(0), name="X")
     widget = _widget(viewer, str(tiny_model_dir), image)
-    _segment(qtbot, widget)
+    segment_and_settle(qtbot, widget)
     low, high = _two_thresholds(widget)
     widget.cleanup.threshold.value = low
     settle(qtbot, widget)
     if first_run:  # nothing on screen any more, as before a first segmentation
         viewer.layers.remove(widget.prediction_layer())
         viewer.layers.remove(image)
-        widget.image.value = viewer.add_image(_scan(0), name="X2")
+        widget.image.value = viewer.add_image(bright_square_scan(0), name="X2")
     job = _gated(segment_module.segment_job)
     monkeypatch.setattr(segment_module, "segment_job", job)
     widget.segment_button.clicked()  # segments at `low`
@@ -93,17 +81,17 @@ def test_a_threshold_moved_while_segmenting_is_applied_to_the_result(qtbot, view
 
 
 def test_a_new_correction_session_takes_the_clean_up_the_controls_show(qtbot, viewer, notes, tiny_click_model):
-    first = viewer.add_image(_scan(0), name="X")
+    first = viewer.add_image(bright_square_scan(0), name="X")
     widget = _widget(viewer, tiny_click_model, first)
     widget.cleanup.threshold.value = 0.47
-    _segment(qtbot, widget)
+    segment_and_settle(qtbot, widget)
     widget.cleanup.threshold.value = 0.49
     settle(qtbot, widget)
     viewer.layers.remove(widget.prediction_layer())
     viewer.layers.remove(first)
     widget.cleanup.threshold.value = 0.48  # no result on screen: the next segmentation takes it
-    widget.image.value = viewer.add_image(_scan(1), name="Y")
-    _segment(qtbot, widget)
+    widget.image.value = viewer.add_image(bright_square_scan(1), name="Y")
+    segment_and_settle(qtbot, widget)
     widget.correct.value = True
     qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=30_000)
     settle(qtbot, widget)
@@ -116,9 +104,9 @@ def test_a_new_correction_session_takes_the_clean_up_the_controls_show(qtbot, vi
 @pytest.mark.parametrize("with_session", [False, True])
 def test_a_clean_up_finishing_after_the_image_was_closed_adds_no_layer(qtbot, viewer, notes, tiny_click_model,
                                                                       monkeypatch, with_session):
-    image = viewer.add_image(_scan(0), name="X")
+    image = viewer.add_image(bright_square_scan(0), name="X")
     widget = _widget(viewer, tiny_click_model, image)
-    _segment(qtbot, widget)
+    segment_and_settle(qtbot, widget)
     if with_session:
         widget.correct.value = True
         qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=30_000)
@@ -140,8 +128,8 @@ def test_a_clean_up_finishing_after_the_image_was_closed_adds_no_layer(qtbot, vi
 
 def test_undo_pressed_twice_for_one_click_behind_a_clean_up_is_no_error(qtbot, viewer, notes, tiny_click_model,
                                                                        monkeypatch):
-    widget = _widget(viewer, tiny_click_model, viewer.add_image(_scan(0), name="X"))
-    _segment(qtbot, widget)
+    widget = _widget(viewer, tiny_click_model, viewer.add_image(bright_square_scan(0), name="X"))
+    segment_and_settle(qtbot, widget)
     widget.correct.value = True
     qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=30_000)
     widget.corrections.add_click(np.asarray((1.0, 30.0, 30.0)), True)
@@ -159,7 +147,7 @@ def test_undo_pressed_twice_for_one_click_behind_a_clean_up_is_no_error(qtbot, v
 
 
 def test_cancel_while_the_result_is_listed_shows_nothing(qtbot, viewer, notes, tiny_model_dir, monkeypatch):
-    widget = _widget(viewer, str(tiny_model_dir), viewer.add_image(_scan(0), name="X"))
+    widget = _widget(viewer, str(tiny_model_dir), viewer.add_image(bright_square_scan(0), name="X"))
     gate, started = threading.Event(), threading.Event()
     real = workers_module.list_pieces
 
@@ -179,8 +167,8 @@ def test_cancel_while_the_result_is_listed_shows_nothing(qtbot, viewer, notes, t
 
 
 def test_painting_on_a_deleted_tumour_layer_is_forgotten(qtbot, viewer, notes, tiny_model_dir):
-    widget = _widget(viewer, str(tiny_model_dir), viewer.add_image(_scan(0), name="X"))
-    _segment(qtbot, widget)
+    widget = _widget(viewer, str(tiny_model_dir), viewer.add_image(bright_square_scan(0), name="X"))
+    segment_and_settle(qtbot, widget)
     low, high = _two_thresholds(widget)
     layer = widget.prediction_layer()
     layer.data[:] = 0  # the user erases everything
@@ -191,15 +179,15 @@ def test_painting_on_a_deleted_tumour_layer_is_forgotten(qtbot, viewer, notes, t
     widget.cleanup.threshold.value = low  # brings no tumour layer back: its segmentation ended with it
     settle(qtbot, widget)
     assert widget.prediction_layer() is None
-    _segment(qtbot, widget)  # a new tumour layer
+    segment_and_settle(qtbot, widget)  # a new tumour layer
     widget.cleanup.threshold.value = high
     settle(qtbot, widget)
     np.testing.assert_array_equal(widget.prediction_layer().data, _as_the_controls_say(widget))
 
 
 def test_closing_the_dock_starts_no_further_clean_up(qtbot, viewer, notes, tiny_model_dir, monkeypatch):
-    widget = _widget(viewer, str(tiny_model_dir), viewer.add_image(_scan(0), name="X"))
-    _segment(qtbot, widget)
+    widget = _widget(viewer, str(tiny_model_dir), viewer.add_image(bright_square_scan(0), name="X"))
+    segment_and_settle(qtbot, widget)
     low, high = _two_thresholds(widget)
     ran = []
     job = _gated(workers_module.cleanup_job)
@@ -221,8 +209,8 @@ def test_closing_the_dock_starts_no_further_clean_up(qtbot, viewer, notes, tiny_
 
 
 def _corrections_ready(qtbot, viewer, model: str):
-    widget = _widget(viewer, model, viewer.add_image(_scan(0), name="X"))
-    _segment(qtbot, widget)
+    widget = _widget(viewer, model, viewer.add_image(bright_square_scan(0), name="X"))
+    segment_and_settle(qtbot, widget)
     widget.correct.value = True
     qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=30_000)
     settle(qtbot, widget)
@@ -312,9 +300,9 @@ def test_more_undos_than_clicks_while_a_click_is_computed_say_there_is_none_left
 def test_a_tumour_layer_deleted_while_a_click_or_clean_up_runs_stays_deleted_and_ends_the_session(
         qtbot, viewer, notes, tiny_click_model, monkeypatch, running):
     """The result brought the deleted layer back (and the clicks layer), and the session went on with it."""
-    image = viewer.add_image(_scan(0), name="X")
+    image = viewer.add_image(bright_square_scan(0), name="X")
     widget = _widget(viewer, tiny_click_model, image)
-    _segment(qtbot, widget)
+    segment_and_settle(qtbot, widget)
     if running != "clean-up before correction mode":
         widget.correct.value = True
         qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=30_000)
@@ -367,9 +355,9 @@ def test_a_probability_map_deleted_while_a_click_runs_stays_deleted_and_its_box_
 
 def test_unticking_the_probability_box_after_the_tumour_layer_was_deleted_removes_the_map(qtbot, viewer, notes,
                                                                                          tiny_model_dir):
-    widget = _widget(viewer, str(tiny_model_dir), viewer.add_image(_scan(0), name="X"))
+    widget = _widget(viewer, str(tiny_model_dir), viewer.add_image(bright_square_scan(0), name="X"))
     widget.show_probability.value = True
-    _segment(qtbot, widget)
+    segment_and_settle(qtbot, widget)
     viewer.layers.remove(widget.prediction_layer())
     widget.show_probability.value = False
     assert [layer.name for layer in viewer.layers] == ["X"]
@@ -409,8 +397,8 @@ def test_a_clean_up_that_fails_puts_the_controls_back_to_the_mask_s_own_without_
     on to fail the same way."""
     from napari_lgg_unet.engine.errors import DeviceError
 
-    widget = _widget(viewer, tiny_click_model, viewer.add_image(_scan(0), name="X"))
-    _segment(qtbot, widget)
+    widget = _widget(viewer, tiny_click_model, viewer.add_image(bright_square_scan(0), name="X"))
+    segment_and_settle(qtbot, widget)
     if with_session:
         widget.correct.value = True
         qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=30_000)
@@ -447,8 +435,8 @@ def test_a_segmentation_shown_while_a_clean_up_runs_gets_the_setting_of_the_cont
                                                                                     tiny_model_dir, monkeypatch):
     """The clean-up of the old mask, dropped when the new one came, had applied what the controls said: nothing was
     done for the new mask, which kept the setting it was segmented with."""
-    widget = _widget(viewer, str(tiny_model_dir), viewer.add_image(_scan(0), name="X"))
-    _segment(qtbot, widget)
+    widget = _widget(viewer, str(tiny_model_dir), viewer.add_image(bright_square_scan(0), name="X"))
+    segment_and_settle(qtbot, widget)
     low, high = _two_thresholds(widget)
     widget.cleanup.threshold.value = low
     settle(qtbot, widget)
@@ -474,8 +462,8 @@ def test_a_clean_up_of_the_old_mask_failing_after_a_new_segmentation_leaves_the_
     their setting."""
     from napari_lgg_unet.engine.errors import DeviceError
 
-    widget = _widget(viewer, str(tiny_model_dir), viewer.add_image(_scan(0), name="X"))
-    _segment(qtbot, widget)
+    widget = _widget(viewer, str(tiny_model_dir), viewer.add_image(bright_square_scan(0), name="X"))
+    segment_and_settle(qtbot, widget)
     low, high = _two_thresholds(widget)
     segment = _gated(segment_module.segment_job)
     monkeypatch.setattr(segment_module, "segment_job", segment)

@@ -10,13 +10,7 @@ from napari_lgg_unet.engine.postprocess import postprocess
 from napari_lgg_unet.widgets.layers import edited, owned_layer
 from napari_lgg_unet.widgets.segment import SegmentWidget
 
-from widget_helpers import settle
-
-
-def _scan(seed: int) -> np.ndarray:
-    image = np.random.default_rng(seed).random((3, 64, 64), dtype=np.float32)
-    image[..., 20:40, 20:40] += 2.0
-    return image
+from widget_helpers import bright_square_scan, segment_and_settle, settle
 
 
 def _docked(viewer, model: str, image, name: str) -> SegmentWidget:
@@ -29,23 +23,17 @@ def _docked(viewer, model: str, image, name: str) -> SegmentWidget:
     return widget
 
 
-def _segment(qtbot, widget) -> None:
-    widget.segment_button.clicked()
-    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
-    settle(qtbot, widget)
-
-
 def test_a_second_widget_segmenting_the_same_image_takes_its_layers_and_the_first_lets_go(qtbot, viewer, notes,
                                                                                           tiny_click_model):
     """Both wrote the one tumour layer: the first took the second's mask for the user's painting, kept it through its
     own new threshold and marked the layer edited, and a click corrected it through both sessions."""
-    image = viewer.add_image(_scan(0), name="X")
+    image = viewer.add_image(bright_square_scan(0), name="X")
     first, second = (_docked(viewer, tiny_click_model, image, name) for name in ("Segment A", "Segment B"))
     first.correct.value = True
-    _segment(qtbot, first)
+    segment_and_settle(qtbot, first)
     second.correct.value = True
     second.cleanup.threshold.value = 0.45
-    _segment(qtbot, second)
+    segment_and_settle(qtbot, second)
     layer = second.prediction_layer()
     assert [one.name for one in viewer.layers] == ["X", "X tumour"]
     assert first.prediction_layer() is None and first.readouts is None and first.review_list.rows == []
@@ -70,11 +58,12 @@ def test_a_second_widget_segmenting_the_same_image_takes_its_layers_and_the_firs
 
 
 def test_two_widgets_on_two_images_each_keep_their_own(qtbot, viewer, notes, tiny_click_model):
-    first_image, second_image = viewer.add_image(_scan(0), name="X"), viewer.add_image(_scan(1), name="Y")
+    first_image = viewer.add_image(bright_square_scan(0), name="X")
+    second_image = viewer.add_image(bright_square_scan(1), name="Y")
     first = _docked(viewer, tiny_click_model, first_image, "Segment A")
     second = _docked(viewer, tiny_click_model, second_image, "Segment B")
-    _segment(qtbot, first)
-    _segment(qtbot, second)
+    segment_and_settle(qtbot, first)
+    segment_and_settle(qtbot, second)
     first.cleanup.threshold.value = 0.45
     settle(qtbot, first)
     assert first.prediction_layer() is owned_layer(viewer, first_image, "tumour")

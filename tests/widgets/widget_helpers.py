@@ -40,6 +40,20 @@ def settle(qtbot, widget, timeout: int = 120_000) -> None:
                     timeout=timeout)
 
 
+def bright_square_scan(seed: int) -> np.ndarray:
+    """A small random 3-slice scan with a bright square, which a tiny test model segments in a fraction of a second."""
+    image = np.random.default_rng(seed).random((3, 64, 64), dtype=np.float32)
+    image[..., 20:40, 20:40] += 2.0
+    return image
+
+
+def segment_and_settle(qtbot, widget) -> None:
+    """Press Segment and wait until the segmentation and what follows it are shown."""
+    widget.segment_button.clicked()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    settle(qtbot, widget)
+
+
 def wait_for_stop(*, stop):
     """A job that runs until it is asked to stop (polling, as the engine's loops do between steps)."""
     yield "started"
