@@ -3,7 +3,7 @@
 import pytest
 
 from napari_lgg_unet.engine.errors import (
-    DeviceError, InputError, JobError, LggUnetError, ModelError, TrainingError, describe,
+    DeviceError, InputError, JobError, LggUnetError, ModelError, TrainingError, describe, few_names,
 )
 
 
@@ -19,3 +19,14 @@ def test_describe_gives_the_type_and_the_text_on_one_line():
 def test_describe_leaves_no_empty_colon_for_an_error_without_text():
     assert describe(MemoryError()) == "MemoryError"
     assert describe(OSError("   ")) == "OSError"
+
+
+@pytest.mark.parametrize(("names", "shown", "said"), [
+    (["a"], 3, "a"),
+    (["a", "b"], 2, "a and b"),
+    (["a", "b", "c"], 3, "a, b and c"),
+    (["a", "b", "c"], 2, "a, b and 1 more"),
+    ([f"case{i}" for i in range(300)], 3, "case0, case1, case2 and 297 more"),
+])
+def test_few_names_lists_a_few_and_counts_the_rest(names, shown, said):
+    assert few_names(names, shown=shown) == said

@@ -145,7 +145,7 @@ def test_a_folder_of_cases_is_listed_but_refused_as_one_scan_naming_its_cases(tm
     for name in ("a", "b"):
         _nifti(tmp_path / "cohort" / f"{name}.nii.gz")
     assert [s.name for s in find_scans(tmp_path / "cohort")] == ["a", "b"]
-    with pytest.raises(InputError, match=r"holds 2 scans \(a, b\); give one of them"):
+    with pytest.raises(InputError, match=r"holds 2 scans \(a and b\); give one of them"):
         load_scan(tmp_path / "cohort")
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from .atomic import write_text_atomic
 from .cohort import loaded_scans, segment_scan
 from .distributed import Group
-from .errors import InputError
+from .errors import InputError, few_names
 from .io import Scan, ScanSource, mask_file_name, read_tiff, write_mask
 from .outputs import check_output, check_unique_names
 from .preprocess import spatial_shape
@@ -189,14 +189,9 @@ def check_outputs_free(out_dir: Path, cases: Sequence[ScanSource]) -> None:
     or summary, not an earlier run's, and nothing a user made is overwritten without being asked."""
     taken = existing_outputs(out_dir, cases)
     if taken:
-        raise InputError(f"{out_dir} already holds {_few([p.name for p in taken])}, which this run would write; give "
-                         "--skip-existing to keep the masks that fit their scans and segment the rest, or --overwrite "
-                         f"to replace them (both rewrite {SUMMARY_FILE})")
-
-
-def _few(names: list[str]) -> str:
-    """Names for a message: the first two, and how many more."""
-    return " and ".join(names) if len(names) <= 2 else f"{', '.join(names[:2])} and {len(names) - 2} more"
+        raise InputError(f"{out_dir} already holds {few_names([p.name for p in taken], shown=2)}, which this run would "
+                         "write; give --skip-existing to keep the masks that fit their scans and segment the rest, or "
+                         f"--overwrite to replace them (both rewrite {SUMMARY_FILE})")
 
 
 def check_summary_ours(out_dir: Path) -> None:
@@ -254,8 +249,8 @@ def _remove_created(out_dir: Path, created: list[Path], journal: Path, journal_s
         then = ("the same command replaces them, segmenting every case again" if existing == "overwrite" else
                 "the same command refuses them: give --skip-existing to keep them and segment the rest, or "
                 "--overwrite to segment every case again")
-        raise CleanUpStopped(f"stopped again while the masks this run made were removed: {_few(left)} stay in "
-                             f"{out_dir}, finished; {then}") from None
+        raise CleanUpStopped("stopped again while the masks this run made were removed: "
+                             f"{few_names(left, shown=2)} stay in {out_dir}, finished; {then}") from None
     _restore_journal(journal, journal_start)
     if kept_rows:
         with open(journal, "a", encoding="utf-8", newline="") as handle:
@@ -311,9 +306,10 @@ def missing_figures(out_dir: Path) -> str:
         return ""
     if not unmeasured:
         return ""
-    return (f"{SUMMARY_FILE} lists {len(unmeasured)} cases by name only ({_few(unmeasured)}): their masks are there "
-            f"but their rows were lost (a run's hidden journal, {JOURNAL_PATTERN}, was removed, or a run was killed "
-            "between a mask and its row); remove their masks and segment again with --skip-existing to measure them")
+    return (f"{SUMMARY_FILE} lists {len(unmeasured)} cases by name only ({few_names(unmeasured, shown=2)}): their "
+            f"masks are there but their rows were lost (a run's hidden journal, {JOURNAL_PATTERN}, was removed, or a "
+            "run was killed between a mask and its row); remove their masks and segment again with --skip-existing to "
+            "measure them")
 
 
 def _summarise(scan: Scan, mask: np.ndarray, seconds: float) -> CaseSummary:

@@ -1,5 +1,7 @@
 """Errors a user can cause and act on; the CLI and widgets show their message as one line."""
 
+from collections.abc import Sequence
+
 
 class LggUnetError(Exception):
     """Base class: the message is written for the user, not for a developer."""
@@ -19,6 +21,14 @@ class DeviceError(LggUnetError):
 
 class JobError(LggUnetError):
     """Another process of a multi-process (torchrun) job ended, so this one cannot go on."""
+
+
+def few_names(names: Sequence[str], shown: int = 3) -> str:
+    """Names for a one-line message: all of them when they are few ("a, b and c"), else the first `shown` and how many
+    more ("a, b and 4 more"), so a folder of hundreds of cases cannot make a message hundreds of names long."""
+    if len(names) > shown:
+        return f"{', '.join(names[:shown])} and {len(names) - shown} more"
+    return f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else "".join(names)
 
 
 def describe(error: BaseException) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, few_names
 
 if TYPE_CHECKING:
     from .cases import Case
@@ -292,8 +292,7 @@ def not_a_scan(path: Path, require_mask: bool = False) -> InputError:
         return InputError(f"{path} holds no scan of its own; give it as a folder of cases, or one case inside it")
     stacks = sorted(p.name for p in path.iterdir() if TIFF.claims(p))
     if stacks:  # a folder of TIFFs is read only as a Kaggle patient's slices
-        named = ", ".join(stacks[:2]) + (f" and {len(stacks) - 2} more" if len(stacks) > 2 else "")
         advice = (f"carry no masks; {WITH_MASKS}" if require_mask else "are read one file at a time: give one of them "
                   "(a folder of TIFF files is read only as a Kaggle patient's <patient>_<n>.tif slices)")
-        return InputError(f"{path} holds TIFF stacks ({named}), which {advice}")
+        return InputError(f"{path} holds TIFF stacks ({few_names(stacks, shown=2)}), which {advice}")
     return InputError(f"{path} holds no scans: no {'; no '.join(f.description for f in FORMATS)}")

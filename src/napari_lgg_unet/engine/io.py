@@ -21,7 +21,7 @@ import numpy as np
 import tifffile
 
 from .atomic import atomic_path
-from .errors import InputError, describe
+from .errors import InputError, describe, few_names
 from .formats import TIFF, ScanSource, case_scan, default_mask_suffix, file_format, format_of, not_a_scan
 from .scan_checks import check_claimed_size, check_pixel_type, kept_pixels
 from .validate import check_bool
@@ -272,7 +272,7 @@ def find_scans(root: str | Path, require_masks: bool = False) -> list[ScanSource
 
 
 def _names(sources: list[ScanSource]) -> str:
-    return ", ".join(s.name for s in sources[:3]) + (f" and {len(sources) - 3} more" if len(sources) > 3 else "")
+    return few_names([source.name for source in sources])
 
 
 def write_mask_tiff(path: str | Path, mask: np.ndarray) -> None:

@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from .atomic import write_tensors_atomic, write_text_atomic
-from .errors import InputError, ModelError
+from .errors import InputError, ModelError, few_names
 from .folder_lock import held_folder
 from .model import CONFIG_FILE, WEIGHTS_FILE, in_packaged_weights
 from .validate import from_json
@@ -185,10 +185,6 @@ class RunFolder:
 def _patients_differ(saved: list[str], now: list[str]) -> str:
     """The scans a resumed run would train on that the saved run did not, and the reverse, in a few names."""
     added, missing = sorted(set(now) - set(saved)), sorted(set(saved) - set(now))
-
-    def few(names: list[str]) -> str:
-        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-
-    parts = ([f"{len(added)} new ({few(added)})"] if added else []) + ([f"{len(missing)} gone ({few(missing)})"]
-                                                                      if missing else [])
+    parts = ([f"{len(added)} new ({few_names(added)})"] if added else []) + (
+        [f"{len(missing)} gone ({few_names(missing)})"] if missing else [])
     return f"the training scans differ: {'; '.join(parts)}; their split would not be the saved run's"
