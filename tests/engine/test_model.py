@@ -183,6 +183,20 @@ def test_save_model_refuses_a_folder_holding_files_of_the_same_names_that_are_no
     assert {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in folder.iterdir()} == before
 
 
+@pytest.mark.parametrize("where, phrase", [
+    (lambda user_file: user_file, "model.pt is a file, not a folder: a model is saved as a folder"),
+    (lambda user_file: user_file / "model", "cannot create the model folder .*model.pt/model: Not a directory"),
+])
+def test_save_model_refuses_a_path_where_a_file_is_in_the_way_and_leaves_the_file(tiny_model_dir, tmp_path, where,
+                                                                                  phrase):
+    model = load_model(tiny_model_dir)
+    user_file = tmp_path / "model.pt"
+    user_file.write_bytes(b"the user's own checkpoint")
+    with pytest.raises(InputError, match=phrase):
+        save_model(model.network, model.config, where(user_file))
+    assert user_file.read_bytes() == b"the user's own checkpoint" and list(tmp_path.iterdir()) == [user_file]
+
+
 def test_save_model_replaces_a_model_of_ours(tiny_model_dir, tmp_path):
     model = load_model(tiny_model_dir)
     folder = save_model(model.network, model.config, tmp_path / "model")

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from .atomic import write_tensors_atomic, write_text_atomic
 from .device import pick_device
-from .errors import InputError, ModelError
+from .errors import InputError, ModelError, describe
 from .model_input import InputConfig
 from .postprocess import PostprocessConfig
 from .preprocess import PreprocessConfig
@@ -138,8 +138,7 @@ def save_model(network: torch.nn.Module, config: ModelConfig, folder: str | Path
         raise InputError(f"save a model into a folder path, not {folder!r:.60} ('default' names the packaged model, "
                          "and load_model('default') would load that one)")
     folder = Path(folder)
-    _check_replaceable(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    _make_model_folder(folder)
     state = {
         k: (v.detach().to("cpu").half() if half and v.is_floating_point() else v.detach().to("cpu")).contiguous()
         for k, v in network.state_dict().items()
@@ -155,6 +154,20 @@ def write_config(config: ModelConfig, folder: str | Path) -> None:
     """Replace a model folder's config.json atomically (e.g. after calibrating its threshold)."""
     _check_replaceable(Path(folder))
     write_text_atomic(Path(folder) / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+def _make_model_folder(folder: Path) -> None:
+    """Create `folder` for a save, or refuse it as an InputError: a path of a file (a user pointing at their
+    `model.pt`), a file where a folder above it should be, or a place that cannot be written."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder} is a file, not a folder: a model is saved as a folder ({CONFIG_FILE} and "
+                         f"{WEIGHTS_FILE}); choose a folder (the file was left as it is)")
+    _check_replaceable(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create the model folder {folder}: {error.strerror or describe(error)}; "
+                         "choose another folder") from None
 
 
 def _check_replaceable(folder: Path) -> None:
