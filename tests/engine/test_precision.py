@@ -6,8 +6,9 @@ import torch
 from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import load_model
-from napari_lgg_unet.engine.precision import PRECISION_CHOICES, choose, grad_scaler, native_bf16_cpu
+from napari_lgg_unet.engine.precision import choose, grad_scaler, native_bf16_cpu
 from napari_lgg_unet.engine.predict import SegmentOptions, segment_steps
+from napari_lgg_unet.engine.settings import PRECISION_CHOICES
 from napari_lgg_unet.sample_data import SAMPLE_PATIENT, sample_folder
 
 CPU = torch.device("cpu")

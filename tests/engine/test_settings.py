@@ -112,6 +112,31 @@ def test_a_device_named_in_capitals_or_with_spaces_is_taken_as_written_in_lower_
     assert _parsed("--device", written).device == meant
 
 
+@pytest.mark.parametrize("written, meant", [("FP32", "fp32"), (" bf16", "bf16"), ("Fp16 ", "fp16"), ("AUTO", "auto")])
+def test_a_precision_named_in_capitals_or_with_spaces_is_taken_as_written_in_lower_case(written, meant):
+    from napari_lgg_unet.engine.precision import choose
+    from napari_lgg_unet.engine.predict import SegmentOptions
+
+    assert TrainConfig(precision=written).precision == meant
+    assert _parsed("--precision", written).precision == meant
+    predict = cli.build_parser().parse_args(["predict", "--input", "i", "--output", "o", "--precision", written])
+    assert SegmentOptions(precision=predict.precision).precision == meant
+    assert choose("cpu", written) == choose("cpu", meant)
+
+
+def test_a_precision_that_names_none_gets_the_same_message_from_every_entry_point():
+    from napari_lgg_unet.engine.precision import choose
+    from napari_lgg_unet.engine.predict import SegmentOptions
+
+    messages = []
+    for check in (lambda: TrainConfig(precision=" fp8"), lambda: SegmentOptions(precision=" fp8"),
+                  lambda: choose("cpu", " fp8")):
+        with pytest.raises(InputError) as refused:
+            check()
+        messages.append(str(refused.value))
+    assert set(messages) == {"precision must be one of auto, fp32, bf16, fp16, not ' fp8'"}
+
+
 def test_a_device_that_names_none_gets_the_same_message_from_the_config_and_the_device_picker():
     from napari_lgg_unet.engine.device import pick_device
 
