@@ -21,7 +21,7 @@ from napari_lgg_unet.widgets.layers import OWNER_KEY
 from napari_lgg_unet.widgets.readouts import Readouts, write_readouts_csv
 from napari_lgg_unet.widgets.workers import cleanup_job
 
-from widget_helpers import MAX_EVENT_LOOP_GAP, EventLoopProbe, dock, settle
+from widget_helpers import MAX_EVENT_LOOP_GAP, EventLoopProbe, assert_unchanged, dock, settle, snapshot
 
 PATIENT = "TCGA_CS_6665_20010817"
 SLICES = slice(8, 14)  # six slices, tumour on all of them: quick and meaningful
@@ -254,6 +254,33 @@ def test_readouts_equal_the_engine_metrics_for_volume_and_shown_slice(qtbot, vie
     assert lines[0].startswith("image,ground_truth,scope,dice")
     assert lines[1].startswith(f"{PATIENT},{PATIENT} mask,volume,")
     assert len(lines) == 3
+
+
+@pytest.mark.usefixtures("inline_jobs")
+def test_a_ground_truth_of_the_predictions_shape_shown_elsewhere_is_not_scored(qtbot, viewer, segment_widget, notes):
+    """A mask moved or scaled away from the image would be scored voxel by voxel against another place; one stored
+    reversed but shown on the image's voxels is scored as the mask it is."""
+    widget = segment_widget
+    widget.cleanup.threshold.value = 0.05
+    run_segment(qtbot, widget)
+    truth = viewer.layers[f"{PATIENT} mask"]
+    moved = viewer.add_labels(truth.data, name="moved mask", scale=(3.0, 0.5, 0.5), translate=(0.0, 0.0, 20.0))
+    before = snapshot(viewer)
+    widget.truth.value = moved
+    assert widget.readouts is None
+    assert widget.readout.value.startswith("'moved mask' has the prediction's shape but lies elsewhere in the viewer")
+    assert_unchanged(before, snapshot(viewer))
+    prediction = widget.prediction_layer().data
+    prediction[:] = 0
+    prediction[:, :100] = 1  # painted by the user: the upper part of every slice, so that reversing it would show
+    widget.truth.value = truth  # the widget goes on with a ground truth of this image
+    scores = widget.readouts.scores["volume"]
+    assert scores == volume_scores(prediction, truth.data).to_dict()
+    stored = np.ascontiguousarray(truth.data[:, ::-1, :])
+    assert volume_scores(prediction, stored).to_dict() != scores
+    height = (truth.data.shape[1] - 1) * 0.5
+    widget.truth.value = viewer.add_labels(stored, name="reversed", scale=(3.0, -0.5, 0.5), translate=(0, height, 0))
+    assert widget.readouts.scores["volume"] == scores
 
 
 def test_readouts_never_overwrite_a_file_of_another_name_and_a_folder_is_refused(tmp_path):

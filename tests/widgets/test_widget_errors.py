@@ -104,6 +104,33 @@ def test_training_refuses_mismatched_or_empty_labels_and_warns_about_merged_valu
     assert not train.running
 
 
+def test_training_refuses_labels_of_the_images_shape_shown_elsewhere_and_takes_them_on_its_voxels(
+        viewer, widgets, notes):
+    """Labels moved or scaled away from their image would be trained voxel by voxel on another place's anatomy;
+    labels stored reversed but shown on the image's voxels are the image's labels."""
+    _, train = widgets
+    image = viewer.add_image(np.zeros((4, 32, 32), np.float32), name="scan", scale=(3.0, 1.0, 1.0))
+    painted = np.zeros((4, 32, 32), np.uint8)
+    painted[1, 2:6, 3:9] = 1
+    row = train.pairs[0]
+    row.image_layer.value = image
+    elsewhere = {"moved labels": {"scale": (3.0, 1.0, 1.0), "translate": (0.0, 0.0, 20.0)},
+                 "scaled labels": {"scale": (3.0, 1.5, 1.5)}}
+    for name, placement in elsewhere.items():
+        row.labels_layer.value = viewer.add_labels(painted, name=name, **placement)
+        before = snapshot(viewer)
+        train.train_button.clicked()
+        assert f"'{name}' has the shape of 'scan' but lies elsewhere in the viewer" in notes["error"][-1]
+        assert_unchanged(before, snapshot(viewer))
+        assert not train.running and train.train_button.enabled
+    assert len(notes["error"]) == 2
+    reversed_labels = np.ascontiguousarray(painted[:, ::-1, ::-1])
+    row.labels_layer.value = viewer.add_labels(reversed_labels, name="reversed", scale=(3.0, -1.0, -1.0),
+                                               translate=(0.0, 31.0, 31.0))
+    [scan] = train.training_scans()
+    np.testing.assert_array_equal(scan.mask, painted > 0)
+
+
 def test_pressing_train_while_training_runs_is_refused(viewer, widgets, notes, qtbot):
     _, train = widgets
     train.job.start(wait_for_stop, on_item=lambda _: None)

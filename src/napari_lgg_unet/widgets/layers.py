@@ -8,6 +8,7 @@ segmentation would replace it: what the user made is never lost.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from typing import Any, Callable
 
 import napari
@@ -199,6 +200,23 @@ def shown_to_world(layer: Layer) -> np.ndarray:
     """The affine from an index of `as_shown(layer)` (the model's voxel order) to world coordinates: two layers whose
     shown voxels are to be stacked as one scan's channels must give the same one."""
     return _data_to_world(layer) @ inv_ornt_aff(view_orientation(layer), layer.data.shape[: layer.ndim])
+
+
+def shown_elsewhere(layer: Layer, reference: Layer) -> float | None:
+    """How far (world units: mm for scans) napari shows `layer`'s voxels from `reference`'s of the same index in
+    `as_shown` order, at most; None when every one is closer than half the reference's voxel size. Such voxels are
+    each other's nearest neighbours, so pairing them voxel by voxel (stacking sequences, scoring or training on
+    labels) is what resampling would give; farther apart (another origin, voxel size or orientation), the pairing
+    would put one layer's anatomy beside the other's. Both layers must have the same shape as shown."""
+    grid, theirs = shown_to_world(reference), shown_to_world(layer)
+    shown_shape = [0] * reference.ndim
+    for axis, (target, _) in enumerate(view_orientation(reference)):
+        shown_shape[int(target)] = reference.data.shape[axis]
+    corners = np.array(list(itertools.product(*[(0, n - 1) for n in shown_shape])), dtype=float)
+    corners = np.column_stack([corners, np.ones(len(corners))]).T  # the largest distance is at a corner (affine maps)
+    apart = float(np.linalg.norm((grid @ corners - theirs @ corners)[:-1], axis=0).max())
+    voxel = float(np.sqrt((grid[:-1, :-1] ** 2).sum(axis=0)).min())
+    return apart if apart > voxel / 2 else None
 
 
 def as_shown(layer: Layer, data: np.ndarray | None = None) -> np.ndarray:

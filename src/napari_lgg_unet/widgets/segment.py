@@ -32,8 +32,8 @@ from .common import chosen_model, device_widgets, model_widgets, optional_path, 
 from .corrections import ClickCorrections, CorrectionTarget
 from .job import JobRunner
 from .layers import (
-    LayerPicker, binary_mask, current_slice, edited, hand_over, image_choices, labels_choices, mark_edited,
-    owned_layer, put_owned_layer, segmentation_shown, set_owned_data, to_layer_order,
+    LayerPicker, as_shown, binary_mask, current_slice, edited, hand_over, image_choices, labels_choices, mark_edited,
+    owned_layer, put_owned_layer, segmentation_shown, set_owned_data, shown_elsewhere, to_layer_order,
 )
 from .readouts import Readouts, compute_readouts, readouts_text, write_readouts_csv
 from .review import ReviewList
@@ -491,13 +491,10 @@ class SegmentWidget(Container):
         truth_layer = self.truth.value
         truth = None
         if truth_layer is not None and truth_layer is not prediction:
-            truth = binary_mask(truth_layer)[0]
-            if truth.shape != mask.shape:
+            truth, problem = _truth_on_grid(truth_layer, prediction)
+            if problem:
                 self.readouts = None
-                self._update_readout_text(
-                    f"'{truth_layer.name}' has shape {truth.shape}, the prediction {mask.shape}: pick the ground "
-                    "truth of this image"
-                )
+                self._update_readout_text(problem)
                 return
         self.readouts = compute_readouts(
             mask, truth, current_slice(self.viewer, prediction), tuple(prediction.scale), _volume_unit(prediction)
@@ -527,6 +524,24 @@ class SegmentWidget(Container):
             notify.show_error(str(error))
             return
         notify.show_info(f"readouts saved to {written}")
+
+
+def _truth_on_grid(truth: Labels, prediction: Labels) -> tuple[np.ndarray | None, str]:
+    """The ground truth as a bool mask on the prediction's data grid, to be scored voxel by voxel, or what keeps it
+    from being one: another shape as napari shows them, or the same shape shown elsewhere (moved, scaled, rotated),
+    where voxel by voxel would score one place's tumour against another's. A truth stored in another axis order
+    but shown on the prediction's voxels is taken, in the prediction's order."""
+    shown = as_shown(truth, binary_mask(truth)[0])
+    expected = as_shown(prediction).shape
+    if shown.shape != expected:
+        return None, (f"'{truth.name}' has shape {shown.shape}, the prediction {expected}: pick the ground truth of "
+                      "this image")
+    apart = shown_elsewhere(truth, prediction)
+    if apart is not None:
+        return None, (f"'{truth.name}' has the prediction's shape but lies elsewhere in the viewer (its voxels up to "
+                      f"{apart:.3g} world units, mm for scans, from the prediction's): pick the ground truth of this "
+                      "image")
+    return to_layer_order(prediction)(shown), ""
 
 
 def _volume_unit(layer: Labels) -> str:

@@ -8,8 +8,6 @@ LGG dataset itself did.
 
 from __future__ import annotations
 
-import itertools
-
 import napari
 import numpy as np
 from napari.layers import Image
@@ -17,7 +15,7 @@ from napari.layers import Image
 from ..engine.errors import InputError
 from ..engine.preprocess import channel_view
 from ..engine.sequences import FLAIR, POST, PRE, sequence_of
-from .layers import GEOMETRY_KEY, OWNER_KEY, LayerPicker, as_shown, image_choices, shown_to_world
+from .layers import GEOMETRY_KEY, OWNER_KEY, LayerPicker, as_shown, image_choices, shown_elsewhere
 
 NO_SEQUENCE = ("(none)", None)
 
@@ -82,22 +80,16 @@ def model_input(image: Image | None, pre: Image | None = None, post: Image | Non
                 "the sequences of one scan must share one grid (resample them onto the FLAIR first)"
             )
         if layer is not None:
-            _check_same_place(layer, image, flair.shape)
+            _check_same_place(layer, image)
     return np.stack(channels, axis=-1), True
 
 
-def _check_same_place(layer: Image, flair: Image, shown_shape: tuple[int, ...]) -> None:
-    """Refuse a sequence layer of the FLAIR's shape whose voxels napari shows elsewhere (another origin, voxel size
-    or orientation: e.g. a T1 file of another field of view opened beside the FLAIR file): stacked voxel by voxel,
-    its anatomy would lie beside the FLAIR's in the model's input. Shown voxels closer than half the FLAIR's voxel
-    size are each other's nearest neighbours, so stacking them is what resampling would give. `shown_shape`: the
-    FLAIR's shape as shown."""
-    grid, theirs = shown_to_world(flair), shown_to_world(layer)
-    corners = np.array(list(itertools.product(*[(0, n - 1) for n in shown_shape])), dtype=float)
-    corners = np.column_stack([corners, np.ones(len(corners))]).T
-    apart = float(np.linalg.norm((grid @ corners - theirs @ corners)[:-1], axis=0).max())
-    voxel = float(np.sqrt((grid[:-1, :-1] ** 2).sum(axis=0)).min())
-    if apart > voxel / 2:
+def _check_same_place(layer: Image, flair: Image) -> None:
+    """Refuse a sequence layer of the FLAIR's shape whose voxels napari shows elsewhere (e.g. a T1 file of another
+    field of view opened beside the FLAIR file): stacked voxel by voxel, its anatomy would lie beside the FLAIR's in
+    the model's input."""
+    apart = shown_elsewhere(layer, flair)
+    if apart is not None:
         raise InputError(
             f"'{layer.name}' has the shape of the FLAIR '{flair.name}' but lies elsewhere in the viewer (its voxels up "
             f"to {apart:.3g} world units, mm for scans, from the FLAIR's): the sequences of one scan must share one "

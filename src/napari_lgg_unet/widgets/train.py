@@ -16,6 +16,7 @@ import numpy as np
 from magicgui.widgets import (
     CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox,
 )
+from napari.layers import Image, Labels
 
 from ..engine.device import pick_device
 from ..engine.errors import InputError, LggUnetError
@@ -27,7 +28,7 @@ from ..engine.settings import AugmentConfig, TrainConfig, settings_of
 from . import notify
 from .common import chosen_model, device_widgets, model_widgets, optional_path, precision_widget
 from .job import JobRunner
-from .layers import LayerPicker, as_shown, binary_mask, image_choices, labels_choices
+from .layers import LayerPicker, as_shown, binary_mask, image_choices, labels_choices, shown_elsewhere
 from .loss_plot import LossPlot
 from .sequences import model_input, sequence_pickers
 from .session_models import session_models
@@ -197,14 +198,7 @@ class TrainWidget(Container):
             if image is None or labels is None:
                 raise InputError(f"pair {number}: choose both an image layer and a labels layer")
             data, rgb = model_input(image, row.pre_contrast.value, row.post_contrast.value)
-            expected = spatial_shape(data, rgb)
-            mask, merged = binary_mask(labels)
-            mask = as_shown(labels, mask)  # the labels as napari shows them, like the image
-            if mask.shape != expected:
-                raise InputError(
-                    f"'{labels.name}' has shape {mask.shape} but '{image.name}' has spatial shape "
-                    f"{expected}: pick the labels painted on this image"
-                )
+            mask, merged = _labels_of(labels, image, spatial_shape(data, rgb))
             if not mask.any():
                 raise InputError(f"'{labels.name}' is empty: nothing to learn; paint tumour on at least one slice")
             if merged:
@@ -265,3 +259,21 @@ class TrainWidget(Container):
 def _duration(seconds: float) -> str:
     minutes, seconds = divmod(int(round(seconds)), 60)
     return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
+def _labels_of(labels: Labels, image: Image, expected: tuple[int, ...]) -> tuple[np.ndarray, bool]:
+    """`labels` as a bool tumour mask in the order napari shows it (the model's input order, as the image's data is),
+    and whether several label values were merged; raises InputError for labels of another shape than the image's
+    (`expected`, as shown), or of its shape but shown elsewhere (moved or scaled away from it): trained voxel by
+    voxel, they would teach one place's tumour on another place's anatomy."""
+    mask, merged = binary_mask(labels)
+    mask = as_shown(labels, mask)
+    if mask.shape != expected:
+        raise InputError(f"'{labels.name}' has shape {mask.shape} but '{image.name}' has spatial shape {expected}: "
+                         "pick the labels painted on this image")
+    apart = shown_elsewhere(labels, image)
+    if apart is not None:
+        raise InputError(f"'{labels.name}' has the shape of '{image.name}' but lies elsewhere in the viewer (its "
+                         f"voxels up to {apart:.3g} world units, mm for scans, from the image's): pick the labels "
+                         "painted on this image")
+    return mask, merged
