@@ -92,6 +92,25 @@ def test_masks_written_back_keep_the_source_shape_affine_and_voxels(tmp_path, na
     assert load_scan(tmp_path / ".nii" / "m.nii").image.shape == scan.image.shape  # re-read: same layout
 
 
+@pytest.mark.parametrize("extra", [(1,), (1, 1), (1, 1, 1)])
+def test_a_volume_with_trailing_axes_of_one_reads_as_its_3d_volume_and_its_mask_lands_on_it(tmp_path, extra):
+    """Some tools write a 3D scan as (X, Y, Z, 1, 1): the same voxels as the 3D file. Its mask is written 3D, the
+    mask's natural shape, with the scan's affine, so it overlays the scan in any viewer."""
+    affine = GEOMETRIES["anisotropic, shifted origin"]
+    voxels = _world(SHAPE, affine)[..., 0].astype(np.float32)
+    plain = load_scan(_save(tmp_path / "plain_flair.nii.gz", voxels, affine))
+    padded = _save(tmp_path / "padded_flair.nii.gz", voxels.reshape(*SHAPE, *extra), affine)
+    assert nib.load(padded).shape == (*SHAPE, *extra)
+    scan = load_scan(padded)
+    np.testing.assert_array_equal(scan.image, plain.image)
+    assert scan.rgb is False and scan.spacing == plain.spacing
+    write_mask(tmp_path / "mask.nii.gz", scan.image > np.median(scan.image), scan)
+    written = nib.load(tmp_path / "mask.nii.gz")
+    assert written.shape == SHAPE
+    np.testing.assert_array_equal(written.affine, nib.load(padded).affine)
+    np.testing.assert_array_equal(np.asanyarray(written.dataobj) > 0, voxels > np.median(voxels))
+
+
 def test_brats_style_case_folder_stacks_t1_flair_t1ce_and_reads_seg_as_whole_tumour(tmp_path):
     affine = GEOMETRIES["flipped like BraTS (LPS)"]
     case = tmp_path / "Brats_X"
@@ -172,6 +191,8 @@ def _truncated(path: Path) -> Path:
 @pytest.mark.parametrize("problem, make, message", [
     ("2D", lambda d: _save(d / "flat.nii", np.zeros((8, 8), np.float32), np.eye(4)), "2D image"),
     ("5D", lambda d: _save(d / "five.nii", np.zeros((4, 4, 4, 2, 2), np.float32), np.eye(4)), "5 dimensions"),
+    ("5D, one channel of two", lambda d: _save(d / "five.nii", np.zeros((4, 4, 4, 1, 2), np.float32), np.eye(4)),
+     "5 dimensions"),
     ("header lies", lambda d: _truncated(_save(d / "short.nii", np.zeros((8, 8, 8), np.float32), np.eye(4))),
      "cannot read"),
     ("no FLAIR", lambda d: [_save(d / f"{s}.nii.gz", np.zeros(SHAPE, np.int16), np.eye(4)) for s in ("t1", "t2")]

@@ -169,6 +169,15 @@ class Volume:
     geometry: Geometry
 
 
+def _without_trailing_ones(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """`shape` without the axes of size 1 after the fourth, which some tools write: (X, Y, Z, 1, 1) holds the voxels
+    of (X, Y, Z, 1), a volume with one channel, which is read as the 3D volume it is (cases.py)."""
+    shape = tuple(shape)
+    while len(shape) > 4 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
 def _check_dimensions(path: Path, shape: tuple[int, ...]) -> None:
     if len(shape) < 3:
         raise InputError(f"{path} is a {len(shape)}D image {shape}; the model needs a 3D volume "
@@ -210,7 +219,7 @@ def _open_nifti(path: Path, stream: BinaryIO) -> nib.Nifti1Image:
     with _nibabel_quiet():
         image = image_class.from_file_map({"header": holder, "image": holder}, mmap=False)
     _check_voxel_size(path, raw)
-    _check_dimensions(path, image.shape)
+    _check_dimensions(path, _without_trailing_ones(image.shape))
     check_pixel_type(str(path), image.get_data_dtype())
     return image
 
@@ -229,7 +238,7 @@ def read_nifti(path: str | Path) -> Volume:
                                int(image.header.get_data_offset()), compressed)
             check_affine(str(path), image.affine)
             qform = image.header.get_qform()  # as stored, whatever its code: see Geometry
-            data = np.asanyarray(image.dataobj)
+            data = np.asanyarray(image.dataobj).reshape(_without_trailing_ones(image.shape))
             if compressed:
                 check_gzip_end(stream, path)
     except InputError:
