@@ -10,7 +10,7 @@ from napari_lgg_unet.engine.postprocess import postprocess
 from napari_lgg_unet.widgets.layers import edited, owned_layer
 from napari_lgg_unet.widgets.segment import SegmentWidget
 
-from widget_helpers import bright_square_scan, segment_and_settle, settle
+from widget_helpers import bright_square_scan, dock, segment_and_settle, settle
 
 
 def _docked(viewer, model: str, image, name: str) -> SegmentWidget:
@@ -27,7 +27,7 @@ def test_a_second_widget_segmenting_the_same_image_takes_its_layers_and_the_firs
                                                                                           tiny_click_model):
     """Both wrote the one tumour layer: the first took the second's mask for the user's painting, kept it through its
     own new threshold and marked the layer edited, and a click corrected it through both sessions."""
-    image = viewer.add_image(bright_square_scan(0), name="X")
+    image = viewer.add_image(bright_squarebright_square_scan(0), name="X")
     first, second = (_docked(viewer, tiny_click_model, image, name) for name in ("Segment A", "Segment B"))
     first.correct.value = True
     segment_and_settle(qtbot, first)
@@ -58,8 +58,8 @@ def test_a_second_widget_segmenting_the_same_image_takes_its_layers_and_the_firs
 
 
 def test_two_widgets_on_two_images_each_keep_their_own(qtbot, viewer, notes, tiny_click_model):
-    first_image = viewer.add_image(bright_square_scan(0), name="X")
-    second_image = viewer.add_image(bright_square_scan(1), name="Y")
+    first_image = viewer.add_image(bright_squarebright_square_scan(0), name="X")
+    second_image = viewer.add_image(bright_squarebright_square_scan(1), name="Y")
     first = _docked(viewer, tiny_click_model, first_image, "Segment A")
     second = _docked(viewer, tiny_click_model, second_image, "Segment B")
     segment_and_settle(qtbot, first)
@@ -71,3 +71,37 @@ def test_two_widgets_on_two_images_each_keep_their_own(qtbot, viewer, notes, tin
     np.testing.assert_array_equal(first.prediction_layer().data, postprocess(first._probability,
                                                                              first.cleanup.config()))
     assert notes["error"] == [] and notes["info"] == []
+
+
+def test_a_widget_made_by_a_script_beside_the_docked_one_takes_the_image_over(qtbot, viewer, notes, tiny_click_model):
+    """napari gives the widget it docks a proxy of the viewer: compared with the script's viewer, the two never saw
+    that they shared one, and the docked widget went on cleaning up the script's mask as if it were its own."""
+    image = viewer.add_image(bright_square_scan(0), name="X")
+    docked = dock(viewer, "Segment tumour")
+    docked.model.value, docked.model_folder.value, docked.image.value = "folder", tiny_click_model, image
+    docked.cleanup.min_size.value = 0
+    segment_and_settle(qtbot, docked)
+    scripted = _docked(viewer, tiny_click_model, image, "Segment B")
+    segment_and_settle(qtbot, scripted)
+    assert docked.prediction_layer() is None and docked.review_list.rows == []
+    assert any("segmented again in another Segment widget" in note for note in notes["info"])
+    layer, mask = scripted.prediction_layer(), np.array(scripted.prediction_layer().data, copy=True)
+    docked.cleanup.threshold.value = 0.45
+    settle(qtbot, docked)
+    np.testing.assert_array_equal(layer.data, mask)
+    assert not edited(layer)
+
+
+def test_a_closed_dock_s_widget_lets_go_without_a_word_when_the_menu_s_new_one_segments_its_image(qtbot, viewer, notes,
+                                                                                                tiny_click_model):
+    """It lives on until the garbage collector takes it: it told of "another Segment widget" while one was open."""
+    image = viewer.add_image(bright_square_scan(0), name="X")
+    closed = dock(viewer, "Segment tumour")
+    closed.model.value, closed.model_folder.value, closed.image.value = "folder", tiny_click_model, image
+    segment_and_settle(qtbot, closed)
+    viewer.window.remove_dock_widget(closed.native)
+    fresh = dock(viewer, "Segment tumour")  # what the Plugins menu does after a dock was closed
+    fresh.model.value, fresh.model_folder.value, fresh.image.value = "folder", tiny_click_model, image
+    segment_and_settle(qtbot, fresh)
+    assert closed.prediction_layer() is None and fresh.prediction_layer() is not None
+    assert notes["info"] == [] and notes["error"] == []

@@ -167,23 +167,26 @@ class SegmentWidget(Container):
         self.corrections.end()
 
     def _take_over(self, source: Image) -> None:
-        """Another Segment widget of this viewer (two made by a script, or a closed dock docked again) that segmented
-        `source` lets go of it: the layers made for an image are found by that image, so both wrote the one tumour
-        layer. The other took this widget's mask for the user's painting, kept it through its own clean-up and
+        """Another Segment widget of this viewer (one made by a script beside the docked one, or a closed dock's) that
+        segmented `source` lets go of it: the layers made for an image are found by that image, so both wrote the one
+        tumour layer. The other took this widget's mask for the user's painting, kept it through its own clean-up and
         marked the layer edited, and in correction mode a click corrected it through both sessions."""
         for other in list(_ALIVE):
-            if other is not self and other.viewer is self.viewer and other._source is source:
+            if other is not self and _viewer_of(other) is _viewer_of(self) and other._source is source:
                 other._let_go()
 
     def _let_go(self) -> None:
         """Forget the segmentation on screen, which another Segment widget shows now (`_take_over`): correction mode
-        ends, what is still computed for it is dropped, and the review list and the readouts are cleared."""
+        ends, what is still computed for it is dropped, and the review list and the readouts are cleared. Said only
+        by a docked widget: a closed dock's (alive until the garbage collector takes it) told the user of "another
+        Segment widget" when they segmented the image again in the one the Plugins menu made after it."""
         name = self._source.name
         self._end_corrections()
         self._source = self._probability = self._review = self._mask_postprocess = self._shown = self._painted = None
         self._forget_gone_mask()
-        notify.show_info(f"'{name}' was segmented again in another Segment widget, which shows and corrects it now; "
-                         "this one lets go of it")
+        if self.native.parent() is not None:
+            notify.show_info(f"'{name}' was segmented again in another Segment widget, which shows and corrects it "
+                             "now; this one lets go of it")
 
     def _readout_controls(self) -> list:
         """The optional ground truth, the readouts and saving them."""
@@ -542,6 +545,13 @@ def _truth_on_grid(truth: Labels, prediction: Labels) -> tuple[np.ndarray | None
                       f"{apart:.3g} world units, mm for scans, from the prediction's): pick the ground truth of this "
                       "image")
     return to_layer_order(prediction)(shown), ""
+
+
+def _viewer_of(widget: SegmentWidget) -> napari.viewer.Viewer:
+    """The viewer `widget` works on. napari gives each widget it docks a proxy of the viewer (`PublicOnlyProxy`), one
+    of its own, so two widgets of one viewer hold different objects: compared as they were, a docked widget and one
+    made by a script never saw that they shared a viewer, and went on writing the one tumour layer."""
+    return getattr(widget.viewer, "__wrapped__", widget.viewer)
 
 
 def _volume_unit(layer: Labels) -> str:
