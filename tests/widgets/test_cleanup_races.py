@@ -488,3 +488,27 @@ def test_a_clean_up_of_the_old_mask_failing_after_a_new_segmentation_leaves_the_
     assert notes["error"] == ["out of memory (simulated)"] and notes["warning"] == []
     assert widget.cleanup.threshold.value == low
     np.testing.assert_array_equal(widget.prediction_layer().data, _as_the_controls_say(widget))
+
+
+def test_a_correction_session_built_after_a_clean_up_failed_keeps_the_mask_s_setting(qtbot, viewer, notes,
+                                                                                    tiny_click_model, monkeypatch):
+    """The session applied the setting that failed once it was built, under controls back at the mask's own."""
+    from napari_lgg_unet.engine.errors import DeviceError
+
+    widget = _widget(viewer, tiny_click_model, viewer.add_image(_scan(0), name="X"))
+    _segment(qtbot, widget)
+    before, mask = widget.cleanup.config(), np.array(widget.prediction_layer().data, copy=True)
+
+    def out_of_memory(*args, stop):
+        raise DeviceError("out of memory (simulated)")
+        yield
+
+    monkeypatch.setattr(segment_module, "cleanup_job", out_of_memory)
+    widget.cleanup.threshold.value = _two_thresholds(widget)[0]
+    settle(qtbot, widget)
+    widget.correct.value = True
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=30_000)
+    settle(qtbot, widget)
+    assert widget.cleanup.config() == before and widget.corrections.session.postprocess == before
+    np.testing.assert_array_equal(widget.prediction_layer().data, mask)
+    assert notes["error"] == ["out of memory (simulated)"]

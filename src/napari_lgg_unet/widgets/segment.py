@@ -357,10 +357,12 @@ class SegmentWidget(Container):
     def _restore_cleanup(self) -> None:
         """A new threshold or clean-up failed (its error was notified): the mask keeps the clean-up it was made with,
         and the controls go back to it, without starting another recomputation. They stayed at the new setting, over
-        a mask made with the old one."""
+        a mask made with the old one. The correction session takes the mask's setting too: one built later applied
+        the setting that failed, under controls that no longer showed it."""
         if self._mask_postprocess is None or not self._has_result():
             return
         self.cleanup.restore(self._mask_postprocess)
+        self.corrections.postprocess = self._mask_postprocess
         notify.show_warning(f"the new threshold or clean-up was not applied: the controls are back at the mask's own "
                             f"(threshold {self._mask_postprocess.threshold:g})")
 
