@@ -512,3 +512,24 @@ def test_a_correction_session_built_after_a_clean_up_failed_keeps_the_mask_s_set
     assert widget.cleanup.config() == before and widget.corrections.session.postprocess == before
     np.testing.assert_array_equal(widget.prediction_layer().data, mask)
     assert notes["error"] == ["out of memory (simulated)"]
+
+
+def test_an_image_deleted_while_a_click_is_computed_leaves_the_clicks_of_the_mask_left(qtbot, viewer, notes,
+                                                                                     tiny_click_model, monkeypatch):
+    """The clicks layer, left with the mask, kept the point of the click being computed: its result was dropped, so
+    the point showed a click the mask never got."""
+    widget = _corrections_ready(qtbot, viewer, tiny_click_model)
+    image = widget._source
+    widget.corrections.add_click(np.asarray((1.0, 30.0, 30.0)), True)  # A, shown
+    settle(qtbot, widget)
+    mask = np.array(widget.prediction_layer().data, copy=True)
+    gate, started, _ = _held_network(monkeypatch, failing=set())
+    widget.corrections.add_click(np.asarray((1.0, 40.0, 20.0)), False)  # B, computed
+    assert started.wait(10)
+    viewer.layers.remove(image)
+    gate.set()
+    settle(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == ["X tumour", "X clicks"]
+    np.testing.assert_allclose(owned_layer(viewer, image, "clicks").data, [(1.0, 30.0, 30.0)])
+    np.testing.assert_array_equal(owned_layer(viewer, image, "tumour").data, mask)
+    assert notes["error"] == []

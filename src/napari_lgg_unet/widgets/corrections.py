@@ -144,11 +144,12 @@ class ClickCorrections:
         self._prepare()
 
     def end(self) -> None:
-        """The Segment dock was closed (correction mode ends with it): what waits for its turn is dropped, and the
-        job being computed shows nothing (its session is no longer ours), so the tumour layer keeps the mask on screen
-        and the clicks layer the clicks that shaped it. A queued click used to run after the dock was closed and
-        change the mask, with no Undo button left to take it back. The session is not kept for the widget docked
-        again: the running click may be in it, and its mask would not be the one on screen."""
+        """The session ends (the Segment dock was closed, or the user deleted the segmented image: `end_if_gone`):
+        what waits for its turn is dropped, and the job being computed shows nothing (its session is no longer
+        ours), so the tumour layer keeps the mask on screen and the clicks layer the clicks that shaped it. A queued
+        click used to run after the dock was closed and change the mask, with no Undo button left to take it back.
+        The session is not kept for the widget docked again: the running click may be in it, and its mask would not
+        be the one on screen."""
         self._running = None
         self._draw_clicks()
         self.reset(None)
@@ -201,11 +202,12 @@ class ClickCorrections:
         """End the session if the user deleted its image or tumour layer, as if nothing had been segmented: what
         waits for its turn is dropped. The clicks layer goes with the tumour layer (it kept the points of a mask that
         no longer existed until the next Segment); with only the image deleted, it still shows the clicks that
-        shaped the mask left. True if it ended now."""
+        shaped the mask left, without the click being computed (it kept that point, and the mask never got the
+        click). True if it ended now."""
         if self.target is None or self._target_shown():
             return False
         source = self.target.source
-        self.reset(None)
+        self.end()
         if owned_layer(self.viewer, source, "tumour") is None and (
                 clicks := owned_layer(self.viewer, source, "clicks")) is not None:
             self.viewer.layers.remove(clicks)
@@ -339,8 +341,9 @@ class ClickCorrections:
 
     def _draw_clicks(self) -> None:
         """Draw the clicks layer whole: the session's clicks on screen, then the click being computed. Drawn from
-        the session, it cannot keep a point of a click that failed, or lose one that shaped the mask."""
-        if not self._target_shown():
+        the session, it cannot keep a point of a click that failed, or lose one that shaped the mask. With the
+        segmented image deleted, the clicks layer left with the mask is drawn but not made again."""
+        if self.target is None or owned_layer(self.viewer, self.target.source, "tumour") is None:
             return
         source = self.target.source
         clicks = self._clicks_on_screen()
@@ -351,7 +354,7 @@ class ClickCorrections:
             kinds.append(self._running.positive)
         colours = [POSITIVE_COLOUR if positive else NEGATIVE_COLOUR for positive in kinds]
         layer = owned_layer(self.viewer, source, "clicks")
-        if layer is None and len(points):
+        if layer is None and len(points) and self._target_shown():
             _read_only(put_owned_layer(self.viewer, source, "clicks", points, face_color=colours, size=6,
                                        border_width=0))
         elif layer is not None:
