@@ -495,8 +495,8 @@ def test_a_correction_session_built_after_a_clean_up_failed_keeps_the_mask_s_set
     """The session applied the setting that failed once it was built, under controls back at the mask's own."""
     from napari_lgg_unet.engine.errors import DeviceError
 
-    widget = _widget(viewer, tiny_click_model, viewer.add_image(_scan(0), name="X"))
-    _segment(qtbot, widget)
+    widget = _widget(viewer, tiny_click_model, viewer.add_image(bright_square_scan(0), name="X"))
+    segment_and_settle(qtbot, widget)
     before, mask = widget.cleanup.config(), np.array(widget.prediction_layer().data, copy=True)
 
     def out_of_memory(*args, stop):

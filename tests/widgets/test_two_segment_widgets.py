@@ -27,7 +27,7 @@ def test_a_second_widget_segmenting_the_same_image_takes_its_layers_and_the_firs
                                                                                           tiny_click_model):
     """Both wrote the one tumour layer: the first took the second's mask for the user's painting, kept it through its
     own new threshold and marked the layer edited, and a click corrected it through both sessions."""
-    image = viewer.add_image(bright_squarebright_square_scan(0), name="X")
+    image = viewer.add_image(bright_square_scan(0), name="X")
     first, second = (_docked(viewer, tiny_click_model, image, name) for name in ("Segment A", "Segment B"))
     first.correct.value = True
     segment_and_settle(qtbot, first)
@@ -58,8 +58,8 @@ def test_a_second_widget_segmenting_the_same_image_takes_its_layers_and_the_firs
 
 
 def test_two_widgets_on_two_images_each_keep_their_own(qtbot, viewer, notes, tiny_click_model):
-    first_image = viewer.add_image(bright_squarebright_square_scan(0), name="X")
-    second_image = viewer.add_image(bright_squarebright_square_scan(1), name="Y")
+    first_image = viewer.add_image(bright_square_scan(0), name="X")
+    second_image = viewer.add_image(bright_square_scan(1), name="Y")
     first = _docked(viewer, tiny_click_model, first_image, "Segment A")
     second = _docked(viewer, tiny_click_model, second_image, "Segment B")
     segment_and_settle(qtbot, first)
