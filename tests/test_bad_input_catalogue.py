@@ -463,7 +463,7 @@ OPTION_CASES = [
     ("predict", "--device tpu", "unknown device"),
     ("predict", "--precision fp8", "precision must be one of auto, fp32, bf16, fp16, not 'fp8'"),
     ("train", "--precision fp8", "precision must be one of auto, fp32, bf16, fp16, not 'fp8'"),
-    ("predict", "--backend tensorrt", "invalid choice"),
+    ("predict", "--backend tensorrt", "backend must be one of auto, torch, openvino, not 'tensorrt'"),
     ("evaluate", "--split test", "records no test patients"),
     ("train", "--lr nan", "learning rate must be a finite number"),
     ("train", "--lr 0", "learning rate must be in"),

@@ -20,8 +20,9 @@ from .engine.errors import InputError, LggUnetError
 from .engine.events import EpochEnd, Finished, Prepared, Step
 from .engine.settings import (
     BACKEND_CHOICES, INPUT_VARIANTS, SEGMENT_BATCH_SIZE, SPLITS, AugmentConfig, Setting, TrainConfig, comma_names,
-    settings_of,
+    label_of, settings_of,
 )
+from .engine.validate import check_choice
 
 if TYPE_CHECKING:  # the heavy parts (torch, the model zoo, napari) are imported by the commands that need them
     import torch
@@ -78,10 +79,10 @@ def _add_setting_flags(parser: argparse.ArgumentParser, declared: dict[str, Sett
     for name, setting in declared.items():
         if setting.flag:
             parser.add_argument(f"--{name.replace('_', '-')}", *setting.aliases,
-                                **_flag_options(setting, defaults[name], kinds[name]))
+                                **_flag_options(setting, label_of(name, setting), defaults[name], kinds[name]))
 
 
-def _flag_options(setting: Setting, default: Any, kind: Any) -> dict[str, Any]:
+def _flag_options(setting: Setting, label: str, default: Any, kind: Any) -> dict[str, Any]:
     """argparse options for one setting: its parser (or type), choices, default and help with the default shown."""
     if kind is bool:
         return {"action": argparse.BooleanOptionalAction, "default": default, "help": setting.help}
@@ -93,9 +94,14 @@ def _flag_options(setting: Setting, default: Any, kind: Any) -> dict[str, Any]:
         "default": default, "metavar": setting.metavar,
         "help": setting.help + ("" if shown in (None, {}) else f" (default: {shown})"),
     }
-    if setting.choices:
-        options["choices"] = setting.choices
+    if setting.choices:  # argparse's own `choices` compares exactly; the engine's check takes 'FP32' as fp32
+        options["type"] = _choice_of(label, setting.choices)
+        options["metavar"] = setting.metavar or "{" + ",".join(setting.choices) + "}"
     return options
+
+
+def _choice_of(label: str, choices: tuple[str, ...]) -> Callable[[str], str]:
+    return _explained(lambda text: check_choice(label, text, choices, error=ValueError))
 
 
 def _explained(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -129,7 +135,8 @@ def _add_inference_options(sub: argparse.ArgumentParser) -> None:
     _add_setting_flags(sub, {name: settings_of(TrainConfig)[name] for name in SPEED_SETTINGS})
     sub.add_argument("--batch-size", type=int, default=SEGMENT_BATCH_SIZE,
                      help=f"slices per forward pass (default: {SEGMENT_BATCH_SIZE})")
-    sub.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+    sub.add_argument("--backend", type=_choice_of("backend", BACKEND_CHOICES), default="auto",
+                     metavar="{" + ",".join(BACKEND_CHOICES) + "}",
                      help="'auto' uses OpenVINO on the CPU when the fast-cpu extra is installed, else PyTorch")
     sub.add_argument("--tta", action="store_true", help="average with the horizontally flipped scan")
     sub.add_argument("--threshold", type=float, default=None, help="default: the model's own")

@@ -124,6 +124,19 @@ def test_a_precision_named_in_capitals_or_with_spaces_is_taken_as_written_in_low
     assert choose("cpu", written) == choose("cpu", meant)
 
 
+@pytest.mark.parametrize("written, meant", [("Torch", "torch"), (" OPENVINO ", "openvino")])
+def test_every_named_choice_is_taken_in_any_case_as_precision_and_device_are(written, meant):
+    """One rule (validate.check_choice) for every named setting: the backend, the loss and the learning-rate
+    schedule were refused as 'Torch' or 'Cosine' while 'FP32' and 'CPU' were taken."""
+    from napari_lgg_unet.engine.predict import SegmentOptions
+
+    assert SegmentOptions(backend=written).backend == meant
+    predict = cli.build_parser().parse_args(["predict", "--input", "i", "--output", "o", "--backend", written])
+    assert predict.backend == meant
+    assert TrainConfig(loss=" Dice+BCE", lr_schedule="COSINE").lr_schedule == "cosine"
+    assert _parsed("--lr-schedule", "Cosine").lr_schedule == "cosine"
+
+
 def test_a_precision_that_names_none_gets_the_same_message_from_every_entry_point():
     from napari_lgg_unet.engine.precision import choose
     from napari_lgg_unet.engine.predict import SegmentOptions

@@ -18,7 +18,8 @@ import torch
 
 from .device import describe_device
 from .errors import DeviceError
-from .settings import check_precision
+from .settings import PRECISION_CHOICES
+from .validate import check_choice
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # A candidate must beat plain fp32 by this factor to be chosen, so timing noise never picks a slower path.
 _MIN_SPEEDUP = 1.1
@@ -53,7 +54,7 @@ def native_bf16_cpu() -> bool:
 def choose(device: torch.device | str, requested: str = "auto") -> Precision:
     """Resolve 'auto' / 'fp32' / 'bf16' / 'fp16' for `device`; 'auto' is decided (and on CPU measured) once per process."""
     device = torch.device(device)
-    requested = check_precision("precision", requested)
+    requested = check_choice("precision", requested, PRECISION_CHOICES)
     if device.type == "cuda" and requested == "bf16" and not torch.cuda.is_bf16_supported():
         raise DeviceError("this GPU has no bf16 support; use --precision fp16, fp32 or auto")
     if device.type == "mps" and requested == "bf16":

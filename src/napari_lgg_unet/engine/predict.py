@@ -20,7 +20,7 @@ from .postprocess import PostprocessConfig, postprocess
 from .precision import Precision, choose, prepare_network
 from .preprocess import channel_view, spatial_shape, intensity_ranges, normalise, restore_size, to_model_size
 from .sequences import FLAIR_CHANNEL as FLAIR
-from .settings import BACKEND_CHOICES, SEGMENT_BATCH_SIZE, check_precision
+from .settings import BACKEND_CHOICES, PRECISION_CHOICES, SEGMENT_BATCH_SIZE
 from .validate import check_bool, check_choice, check_int, store
 
 MAX_BATCH_SIZE = 1024
@@ -70,7 +70,7 @@ class SegmentOptions:
     def __post_init__(self) -> None:
         store(self, batch_size=check_int("batch size", self.batch_size, 1, MAX_BATCH_SIZE),
               tta=check_bool("test-time augmentation", self.tta),
-              precision=check_precision("precision", self.precision),
+              precision=check_choice("precision", self.precision, PRECISION_CHOICES),
               backend=check_choice("backend", self.backend, BACKEND_CHOICES))
         if self.postprocess is not None and not isinstance(self.postprocess, PostprocessConfig):
             raise InputError(f"a clean-up must be a PostprocessConfig (or None: the model's own), not "

@@ -126,16 +126,6 @@ def check_device(label: str, value: Any) -> str:
     return str(name)
 
 
-def check_precision(label: str, value: Any) -> str:
-    """A precision name in lower case: 'FP32' or ' bf16' name one as plainly as 'fp32' does (as device names may be
-    written, check_device), so TrainConfig, SegmentOptions, `precision.choose` and the CLI's --precision all take
-    them, through this check."""
-    name = value.strip().lower() if isinstance(value, str) else None
-    if name not in PRECISION_CHOICES:
-        raise InputError(f"{label} must be one of {', '.join(PRECISION_CHOICES)}, not {value!r}")
-    return str(name)
-
-
 def check_variants(label: str, variants: Any) -> tuple[str, ...]:
     variants = check_items(label, variants)
     unknown = [v for v in variants if v not in INPUT_VARIANTS]
@@ -289,9 +279,9 @@ class TrainConfig:
                           on_resume=MAY_CHANGE)
     init: str | None = setting(None, "model folder (or 'default') to fine-tune from", check=check_model_source,
                                on_resume=MAY_CHANGE)
-    precision: str = setting("auto", f"one of {', '.join(PRECISION_CHOICES)}; 'auto': on a CPU, bf16 where this "
-                                     "machine measures it faster, else fp32; on CUDA, bf16 where supported, else fp16",
-                             check=check_precision, on_resume=MAY_CHANGE)
+    precision: str = setting("auto", "'auto': on a CPU, bf16 where this machine measures it faster, else fp32; "
+                                     "on CUDA, bf16 where supported, else fp16",
+                             choices=PRECISION_CHOICES, on_resume=MAY_CHANGE)
     threads: int | None = setting(None, "CPU threads (default: OMP_NUM_THREADS if set, else the physical cores)",
                                   low=1, high=1024, on_resume=MAY_CHANGE)
     steps_per_epoch: int | None = setting(None, "optimisation steps per epoch (default: one pass over the slices)",

@@ -66,10 +66,14 @@ def _as_float(value: numbers.Real) -> float:
 
 
 def check_choice(name: str, value: Any, choices: typing.Iterable[str], error: type[Exception] = InputError) -> str:
+    """One of `choices`, spelt as there: 'FP32', ' Torch' or a pasted 'cosine\n' name a choice as plainly as its own
+    spelling does, so every named setting (precision, backend, loss, ...) takes them, from every entry point."""
     choices = tuple(choices)
-    if not isinstance(value, str) or value not in choices:
+    given = value.strip().casefold() if isinstance(value, str) else None
+    chosen = next((choice for choice in choices if choice.casefold() == given), None)
+    if chosen is None:
         raise error(f"{name} must be one of {', '.join(choices)}, not {value!r}")
-    return str(value)  # numpy's str_ is a str, but not a plain one
+    return chosen
 
 
 def check_bool(name: str, value: Any, error: type[Exception] = InputError) -> bool:
