@@ -5,7 +5,8 @@ but showing its result (the tumour layer, the review list, the probability layer
 thread. A 10 ms Qt timer ticks throughout; the longest gap between two ticks while a click is computed and shown is
 the longest time the viewer could not react. The Segment widget's own handler of a finished click
 (`SegmentWidget._corrected`) is timed on its own as well. The same gap is measured while the scan is segmented,
-and while the threshold slider is dragged after the clicks (a step every 30 ms, then until the mask is shown).
+and while the threshold slider is dragged after the clicks (a step every 30 ms, then until the mask is shown), and
+when the probability map's box is ticked and unticked (twice each, 0.3 s apart).
 
 The scan is a real patient opened through the plugin's reader (default: the packaged sample; --patient a Kaggle
 patient folder, e.g. a long one, or a case folder such as a BraTS case: 1 mm, 155 slices of 240 x 240), segmented
@@ -103,6 +104,13 @@ def main() -> None:
               and not widget.cleanup_job.running)
     print(f"threshold slider through {args.slider}: {time.perf_counter() - started:.2f} s to the last mask, longest "
           f"event-loop stall {beat.longest * 1000:.0f} ms")
+    for shown in (True, False, True, False):
+        beat.reset()
+        widget.show_probability.value = shown
+        pause = time.perf_counter()
+        run_until(lambda: time.perf_counter() - pause >= 0.3)  # napari draws the change meanwhile
+        print(f"probability map box {'ticked' if shown else 'unticked'}: longest event-loop stall "
+              f"{beat.longest * 1000:.0f} ms")
     viewer.close()
 
 
