@@ -353,14 +353,16 @@ def test_a_probability_map_deleted_while_a_click_runs_stays_deleted_and_its_box_
     assert notes["error"] == []
 
 
-def test_unticking_the_probability_box_after_the_tumour_layer_was_deleted_removes_the_map(qtbot, viewer, notes,
-                                                                                         tiny_model_dir):
+def test_unticking_the_probability_box_after_the_tumour_layer_was_deleted_hides_the_map_for_good(qtbot, viewer,
+                                                                                                notes, tiny_model_dir):
     widget = _widget(viewer, str(tiny_model_dir), viewer.add_image(bright_square_scan(0), name="X"))
     widget.show_probability.value = True
     segment_and_settle(qtbot, widget)
     viewer.layers.remove(widget.prediction_layer())
     widget.show_probability.value = False
-    assert [layer.name for layer in viewer.layers] == ["X"]
+    assert [(layer.name, layer.visible) for layer in viewer.layers] == [("X", True), ("X probability", False)]
+    widget.show_probability.value = True  # that segmentation ended with its tumour layer: nothing to show for it
+    assert [(layer.name, layer.visible) for layer in viewer.layers] == [("X", True), ("X probability", False)]
     assert notes["error"] == []
 
 

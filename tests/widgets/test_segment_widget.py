@@ -219,8 +219,28 @@ def test_probability_layer_is_optional(qtbot, viewer, segment_widget):
     widget.show_probability.value = True
     probability = viewer.layers[f"{PATIENT} probability"]
     assert probability.data.dtype == np.float32 and probability.data.shape == (6, 256, 256)
+    assert probability.visible
+
+
+@pytest.mark.usefixtures("inline_jobs")
+def test_unticking_the_probability_box_hides_the_map_which_stays_current_and_shows_again(qtbot, viewer,
+                                                                                        segment_widget):
+    """Removed, the map cost a full garbage collection in napari (0.4-1 s with PyTorch loaded); hidden, it costs
+    nothing, and its own eye in the layer list would show the current map."""
+    widget = segment_widget
+    run_segment(qtbot, widget)
+    widget.show_probability.value = True
+    probability = viewer.layers[f"{PATIENT} probability"]
     widget.show_probability.value = False
-    assert f"{PATIENT} probability" not in viewer.layers
+    assert probability in viewer.layers and not probability.visible
+    before = widget._probability
+    widget.tta.value = True  # mirrored too: other probabilities
+    run_segment(qtbot, widget)
+    assert widget._probability is not before
+    np.testing.assert_array_equal(probability.data, widget._probability)
+    assert not probability.visible
+    widget.show_probability.value = True
+    assert viewer.layers[f"{PATIENT} probability"] is probability and probability.visible
 
 
 def test_the_probability_map_is_never_offered_as_an_image_to_segment(qtbot, viewer, segment_widget, notes):

@@ -443,18 +443,25 @@ class SegmentWidget(Container):
             self.pre_contrast.value, self.post_contrast.value = found
 
     def _show_probability(self) -> None:
-        """Show the probability map of the segmentation, or remove it, as the box says."""
-        if self.show_probability.value:
-            if self._has_result():
-                put_owned_layer(
-                    self.viewer, self._source, "probability", self._probability,
-                    colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", opacity=0.6,
-                )
-        elif self._source is not None and (layer := owned_layer(self.viewer, self._source, "probability")) is not None:
-            self.viewer.layers.remove(layer)
+        """Show the probability map of the segmentation, or hide it, as the box says.
+
+        Unticking hides the map rather than removing it: napari runs a full garbage collection for every layer removed
+        (for some Windows OpenGL drivers), which walks all of the session's objects, PyTorch's included, and held the
+        viewer for 0.45-0.50 s (2 EPYC cores, benchmarks/correction_stall.py). A hidden map is kept current like a
+        shown one (here, on a new segmentation, and in `_update_probability`), so its own eye in the layer list shows
+        the current map too."""
+        has_result = self._has_result()
+        layer = None if self._source is None else owned_layer(self.viewer, self._source, "probability")
+        if has_result and (self.show_probability.value or layer is not None):
+            layer = put_owned_layer(
+                self.viewer, self._source, "probability", self._probability,
+                colormap="magma", contrast_limits=(0.0, 1.0), blending="additive", opacity=0.6,
+            )
+        if layer is not None:
+            layer.visible = has_result and self.show_probability.value
 
     def _update_probability(self) -> None:
-        """A click, an undo or a new clean-up changed the probabilities: update the map where it is shown. A map the
+        """A click, an undo or a new clean-up changed the probabilities: update the map, shown or hidden. A map the
         user deleted stays deleted (a result still computed brought it back), and the box is cleared to say so."""
         if (layer := owned_layer(self.viewer, self._source, "probability")) is not None:
             set_owned_data(layer, self._probability)
