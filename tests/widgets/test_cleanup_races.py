@@ -366,18 +366,25 @@ def test_unticking_the_probability_box_after_the_tumour_layer_was_deleted_hides_
     assert notes["error"] == []
 
 
-def test_closing_the_dock_while_a_click_is_computed_drops_what_waits_and_shows_nothing_more(qtbot, viewer, notes,
-                                                                                           tiny_click_model,
-                                                                                           monkeypatch):
-    """Closing the dock ends correction mode: a click and a clean-up still waiting ran all the same, and the click
-    being computed changed the tumour layer, with no Undo button left to take it back."""
-    widget = _corrections_ready(qtbot, viewer, tiny_click_model)
+def _click_shown_then_one_held(qtbot, viewer, model: str, monkeypatch):
+    """A widget in correction mode with click A shown and click B held at the gate while it is computed: the widget,
+    the mask A made, the gate and the list of network runs."""
+    widget = _corrections_ready(qtbot, viewer, model)
     widget.corrections.add_click(np.asarray((1.0, 30.0, 30.0)), True)  # A, shown
     settle(qtbot, widget)
     mask = np.array(widget.prediction_layer().data, copy=True)
     gate, started, runs = _held_network(monkeypatch, failing=set())
     widget.corrections.add_click(np.asarray((1.0, 40.0, 20.0)), False)  # B, computed
     assert started.wait(10)
+    return widget, mask, gate, runs
+
+
+def test_closing_the_dock_while_a_click_is_computed_drops_what_waits_and_shows_nothing_more(qtbot, viewer, notes,
+                                                                                           tiny_click_model,
+                                                                                           monkeypatch):
+    """Closing the dock ends correction mode: a click and a clean-up still waiting ran all the same, and the click
+    being computed changed the tumour layer, with no Undo button left to take it back."""
+    widget, mask, gate, runs = _click_shown_then_one_held(qtbot, viewer, tiny_click_model, monkeypatch)
     widget.corrections.add_click(np.asarray((1.0, 20.0, 40.0)), True)  # C, waits
     widget.cleanup.threshold.value = 0.47  # waits too
     viewer.window.remove_dock_widget(widget.native)
@@ -520,14 +527,8 @@ def test_an_image_deleted_while_a_click_is_computed_leaves_the_clicks_of_the_mas
                                                                                      tiny_click_model, monkeypatch):
     """The clicks layer, left with the mask, kept the point of the click being computed: its result was dropped, so
     the point showed a click the mask never got."""
-    widget = _corrections_ready(qtbot, viewer, tiny_click_model)
+    widget, mask, gate, _ = _click_shown_then_one_held(qtbot, viewer, tiny_click_model, monkeypatch)
     image = widget._source
-    widget.corrections.add_click(np.asarray((1.0, 30.0, 30.0)), True)  # A, shown
-    settle(qtbot, widget)
-    mask = np.array(widget.prediction_layer().data, copy=True)
-    gate, started, _ = _held_network(monkeypatch, failing=set())
-    widget.corrections.add_click(np.asarray((1.0, 40.0, 20.0)), False)  # B, computed
-    assert started.wait(10)
     viewer.layers.remove(image)
     gate.set()
     settle(qtbot, widget)
