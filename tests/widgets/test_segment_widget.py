@@ -303,6 +303,21 @@ def test_a_ground_truth_of_the_predictions_shape_shown_elsewhere_is_not_scored(q
     assert widget.readouts.scores["volume"] == scores
 
 
+@pytest.mark.usefixtures("inline_jobs")
+def test_a_ground_truth_without_a_placement_is_scored_on_the_images_voxels(qtbot, viewer, segment_widget):
+    """A mask TIFF opened beside a scan shown in mm (or a mask added from an array) has napari's default scale 1: it
+    says nothing of where it lies and is the mask of the image's voxels, index for index, not a mask 'elsewhere'."""
+    widget = segment_widget
+    widget.cleanup.threshold.value = 0.05
+    run_segment(qtbot, widget)
+    truth = viewer.layers[f"{PATIENT} mask"]
+    widget.truth.value = truth
+    scores = widget.readouts.scores["volume"]
+    widget.truth.value = viewer.add_labels(truth.data, name="mask TIFF")
+    assert widget.readouts is not None, widget.readout.value
+    assert widget.readouts.scores["volume"] == scores
+
+
 def test_readouts_never_overwrite_a_file_of_another_name_and_a_folder_is_refused(tmp_path):
     readouts = Readouts(voxels=3, physical_size=None, unit="", scores={})
     mine = tmp_path / "scores.csv"

@@ -90,7 +90,8 @@ def test_sequences_on_another_grid_or_with_colour_are_refused_by_both_widgets(vi
 def test_a_sequence_of_the_flairs_shape_shown_elsewhere_is_refused_not_stacked(viewer, notes):
     """A T1 file of another field of view, opened beside the FLAIR file, has the FLAIR's shape but lies beside it in
     the viewer: stacked voxel by voxel, the model would read two places at once. Layers on the FLAIR's grid go,
-    stored reversed included, and so does one off by less than half a voxel (each voxel's nearest neighbour)."""
+    stored reversed included, and so does one off by less than half a voxel (each voxel's nearest neighbour), and one
+    that says nothing of where it lies (napari's default placement), which lies on the FLAIR's voxels."""
     from napari_lgg_unet.widgets.sequences import model_input
 
     data = np.random.default_rng(4).random((3, 32, 32), dtype=np.float32)
@@ -101,7 +102,8 @@ def test_a_sequence_of_the_flairs_shape_shown_elsewhere_is_refused_not_stacked(v
         with pytest.raises(InputError, match=f"'{name}' has the shape of the FLAIR 'FLAIR' but lies elsewhere"):
             model_input(flair, viewer.add_image(data, name=name, **placement))
     same = {"reversed": {"scale": (3.0, -1.0, -1.0), "translate": (0.0, 31.0, 31.0)},
-            "a tenth of a voxel off": {"scale": (3.0, 1.0, 1.0), "translate": (0.0, 0.1, 0.0)}}
+            "a tenth of a voxel off": {"scale": (3.0, 1.0, 1.0), "translate": (0.0, 0.1, 0.0)},
+            "unplaced (a TIFF: napari's default scale 1)": {}}
     for name, placement in same.items():
         stored = data[:, ::-1, ::-1] if name == "reversed" else data
         image, _ = model_input(flair, viewer.add_image(np.ascontiguousarray(stored), name=name, **placement))

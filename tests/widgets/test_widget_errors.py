@@ -131,6 +131,30 @@ def test_training_refuses_labels_of_the_images_shape_shown_elsewhere_and_takes_t
     np.testing.assert_array_equal(scan.mask, painted > 0)
 
 
+def test_training_takes_labels_without_a_placement_on_the_voxels_of_a_scan_shown_in_mm(viewer, widgets, notes):
+    """A mask TIFF opened beside a NIfTI scan (or labels added from an array) has napari's default scale 1: it says
+    nothing of where it lies and is trained on the scan's voxels, index for index. Beside a scan shown reversed,
+    where index and view disagree, it is measured as shown, hence refused."""
+    _, train = widgets
+    painted = np.zeros((4, 32, 32), np.uint8)
+    painted[1, 2:6, 3:9] = 1
+    image = viewer.add_image(np.zeros((4, 32, 32), np.float32), name="scan", scale=(3.0, 0.9, 0.9),
+                             translate=(-6.0, -100.0, 80.0))
+    labels = viewer.add_labels(painted, name="mask TIFF")
+    row = train.pairs[0]
+    row.image_layer.value, row.labels_layer.value = image, labels
+    [scan] = train.training_scans()
+    np.testing.assert_array_equal(scan.mask, painted > 0)
+    shown_reversed = viewer.add_image(np.zeros((4, 32, 32), np.float32), name="reversed scan",
+                                      scale=(3.0, -0.9, 0.9), translate=(0.0, 27.9, 0.0))
+    row.image_layer.value, row.labels_layer.value = shown_reversed, labels
+    before = snapshot(viewer)
+    train.train_button.clicked()
+    assert "'mask TIFF' has the shape of 'reversed scan' but lies elsewhere in the viewer" in notes["error"][-1]
+    assert_unchanged(before, snapshot(viewer))
+    assert not train.running and train.train_button.enabled
+
+
 def test_pressing_train_while_training_runs_is_refused(viewer, widgets, notes, qtbot):
     _, train = widgets
     train.job.start(wait_for_stop, on_item=lambda _: None)

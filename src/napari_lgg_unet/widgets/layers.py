@@ -202,12 +202,26 @@ def shown_to_world(layer: Layer) -> np.ndarray:
     return _data_to_world(layer) @ inv_ornt_aff(view_orientation(layer), layer.data.shape[: layer.ndim])
 
 
+def unplaced(layer: Layer) -> bool:
+    """Whether napari places `layer` by its defaults alone (scale 1; no translate, rotate, shear or affine), as it
+    places a layer read without geometry or added from an array."""
+    return bool(np.allclose(_data_to_world(layer), np.eye(layer.ndim + 1)))
+
+
 def shown_elsewhere(layer: Layer, reference: Layer) -> float | None:
     """How far (world units: mm for scans) napari shows `layer`'s voxels from `reference`'s of the same index in
     `as_shown` order, at most; None when every one is closer than half the reference's voxel size. Such voxels are
     each other's nearest neighbours, so pairing them voxel by voxel (stacking sequences, scoring or training on
     labels) is what resampling would give; farther apart (another origin, voxel size or orientation), the pairing
-    would put one layer's anatomy beside the other's. Both layers must have the same shape as shown."""
+    would put one layer's anatomy beside the other's. Both layers must have the same shape as shown.
+
+    An `unplaced` layer beside a reference shown in its stored order lies on the reference's voxels, index for index:
+    it says nothing of its own about where it lies (a mask TIFF opened beside a NIfTI scan, an array added from the
+    console), napari only draws it at scale 1 by default, and index for index is then also as shown. Beside a
+    reference shown reversed, the index and the view disagree, and such a layer is measured as napari shows it."""
+    stored_order = np.column_stack([np.arange(reference.ndim), np.ones(reference.ndim)])
+    if unplaced(layer) and (view_orientation(reference) == stored_order).all():
+        return None
     grid, theirs = shown_to_world(reference), shown_to_world(layer)
     shown_shape = [0] * reference.ndim
     for axis, (target, _) in enumerate(view_orientation(reference)):
