@@ -111,6 +111,23 @@ def test_a_volume_with_trailing_axes_of_one_reads_as_its_3d_volume_and_its_mask_
     np.testing.assert_array_equal(np.asanyarray(written.dataobj) > 0, voxels > np.median(voxels))
 
 
+@pytest.mark.parametrize("extra", [(1,), (1, 1)])
+def test_labels_with_trailing_axes_of_one_read_as_their_3d_mask(tmp_path, extra):
+    """A mask written as (X, Y, Z, 1) or (X, Y, Z, 1, 1), as its scan may be, is the same 3D mask: it was refused as
+    'a label volume must be 3D' while its scan of that shape was read."""
+    affine = GEOMETRIES["anisotropic, shifted origin"]
+    seg = np.zeros(SHAPE, np.uint8)
+    seg[1, 2, 3] = seg[2, 3, 4] = 1
+    masks = {}
+    for name, stored in (("plain", seg), ("padded", seg.reshape(*SHAPE, *extra))):
+        (tmp_path / name).mkdir()
+        _save(tmp_path / name / "case_flair.nii.gz", _world(SHAPE, affine)[..., 0].astype(np.float32), affine)
+        _save(tmp_path / name / "case_seg.nii.gz", stored, affine)
+        masks[name] = load_scan(tmp_path / name, require_mask=True).mask
+    np.testing.assert_array_equal(masks["padded"], masks["plain"])
+    assert masks["padded"].sum() == 2
+
+
 def test_brats_style_case_folder_stacks_t1_flair_t1ce_and_reads_seg_as_whole_tumour(tmp_path):
     affine = GEOMETRIES["flipped like BraTS (LPS)"]
     case = tmp_path / "Brats_X"

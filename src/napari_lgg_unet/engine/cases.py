@@ -227,9 +227,17 @@ def on_grid(volume: Volume, grid: Geometry, what: str, labels: bool = False) -> 
     return resample_onto(volume, grid, labels)
 
 
+def _without_one_channel(volume: Volume) -> Volume:
+    """`volume` without a trailing channel axis of one (a file of shape (X, Y, Z, 1), or (X, Y, Z, 1, 1) as some tools
+    write a 3D scan or mask): the file's own 3D volume, for its sequence or its labels alike."""
+    if volume.data.ndim == 4 and volume.data.shape[3] == 1:
+        return Volume(volume.data[..., 0], volume.geometry)
+    return volume
+
+
 def load_labels(source: Source, grid: Geometry | None = None) -> tuple[np.ndarray, Geometry]:
     """A label volume as an engine-layout bool mask (any label > 0: the whole tumour) on `grid` (default: its own)."""
-    labels = source.read()
+    labels = _without_one_channel(source.read())
     if labels.data.ndim != 3:
         raise InputError(f"{source} has shape {labels.data.shape}; a label volume must be 3D")
     grid = grid or labels.geometry
@@ -242,9 +250,7 @@ def _read_sequences(case: Case, wanted: tuple[str, ...]) -> dict[str, Volume]:
     for sequence, source in case.sequences:
         if sequence not in wanted:  # e.g. T2 and unnamed channels, which the model does not use
             continue
-        volume = source.read()
-        if volume.data.ndim == 4 and volume.data.shape[3] == 1:  # a trailing channel axis of one: the file's volume
-            volume = Volume(volume.data[..., 0], volume.geometry)
+        volume = _without_one_channel(source.read())
         if volume.data.ndim == 3:
             volumes[sequence] = volume
         elif len(case.sequences) == 1:  # one file holds the case's channels (Decathlon, an RGB series)
