@@ -310,6 +310,24 @@ def test_a_mask_of_a_nifti_in_metres_lands_on_it_as_nrrd_too_and_its_layer_is_sc
         np.testing.assert_allclose(getattr(by_itk[1], read)(), getattr(by_itk[0], read)(), atol=1e-4, err_msg=read)
 
 
+@pytest.mark.parametrize("labels", [".nrrd", ".mha", "nibabel's default header"])
+def test_the_labels_of_a_nifti_in_metres_read_back_onto_it_in_either_tools_units(tmp_path, labels):
+    """Our .nrrd / .mha mask of a NIfTI scan in metres is in ITK's mm, and a mask nibabel-based tools write with the
+    scan's affine has their default unit: each is its scan's grid to the tool that wrote it. The first was refused as
+    the case's labels ('covers 0% of the FLAIR's field of view'): the check compared mm with metres."""
+    nib.save(HEADERS["in metres"](), tmp_path / "case_flair.nii.gz")
+    scan = load_scan(tmp_path / "case_flair.nii.gz")
+    mask = scan.image > np.median(scan.image)
+    if labels.startswith("."):
+        write_mask(tmp_path / f"case_seg{labels}", mask, scan)
+    else:
+        scan_file = nib.load(tmp_path / "case_flair.nii.gz")
+        _save(tmp_path / "case_seg.nii.gz", (np.asanyarray(scan_file.dataobj) > np.median(scan.image)).astype(np.uint8),
+              scan_file.affine)
+        assert nib.load(tmp_path / "case_seg.nii.gz").header.get_xyzt_units()[0] == "unknown"
+    np.testing.assert_array_equal(load_scan(tmp_path, require_mask=True).mask, mask)
+
+
 @pytest.mark.parametrize("change, message", [
     ({"units": "inch"}, "its spatial unit 'inch' is none of mm, unknown, meter, micron"),
     ({"affine": np.eye(4)[:3].tolist()}, "its affine is 3 x 4, not 4 x 4"),

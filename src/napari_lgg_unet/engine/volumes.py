@@ -80,6 +80,13 @@ class Geometry:
         return np.array(self.affine)
 
     @property
+    def mm_matrix(self) -> np.ndarray:
+        """`matrix` with its coordinates in mm, as ITK reads the file (`matrix` is in `units`, as nibabel reads it)."""
+        matrix = self.matrix
+        matrix[:3] *= MM_PER_UNIT[self.units]
+        return matrix
+
+    @property
     def qform_matrix(self) -> np.ndarray:
         """The qform a NIfTI mask's header gets (with `qform_code`): the source's as stored, else `affine`."""
         return np.array(self.qform if self.qform is not None else self.affine)
@@ -92,7 +99,7 @@ class Geometry:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along the engine's (Z, H, W) axes."""
-        source = np.sqrt((self.matrix[:3, :3] ** 2).sum(axis=0)) * MM_PER_UNIT[self.units]
+        source = np.sqrt((self.mm_matrix[:3, :3] ** 2).sum(axis=0))
         spacing = [0.0, 0.0, 0.0]
         for axis, (target, _) in enumerate(self.to_engine):
             spacing[int(target)] = float(source[axis])
@@ -103,7 +110,7 @@ class Geometry:
         """Where the engine's voxel (0, 0, 0) lies along its (Z, H, W) axes, in mm: the superior, posterior and left
         coordinates of its centre (napari's layer `translate`, beside `spacing` as its `scale`)."""
         corner = [0 if flip > 0 else size - 1 for size, (_, flip) in zip(self.shape, self.to_engine)]
-        right, anterior, superior = (self.matrix @ [*corner, 1.0])[:3] * MM_PER_UNIT[self.units]
+        right, anterior, superior = (self.mm_matrix @ [*corner, 1.0])[:3]
         return float(superior), float(-anterior), float(-right)
 
     @property
@@ -325,13 +332,24 @@ def from_engine(data: np.ndarray, geometry: Geometry) -> np.ndarray:
 
 
 def same_grid(a: Geometry, b: Geometry, tolerance_mm: float = 1e-3) -> bool:
-    return a.shape == b.shape and np.allclose(a.matrix, b.matrix, atol=tolerance_mm)
+    """Whether `a` and `b` are one voxel grid, as ITK reads them (in mm) or as nibabel does (the affines as stored,
+    whatever their units): a mask ITK wrote in mm for a NIfTI scan in metres is its scan's grid to ITK, and one that
+    nibabel-based tools (or this project, before masks kept their scan's unit) wrote with the scan's affine and
+    another unit is its scan's grid to nibabel; a difference of units alone on one grid is a header's slip, never a
+    scan 1000 times the size of its mask."""
+    if a.shape != b.shape:
+        return False
+    stored_tolerance = tolerance_mm / max(MM_PER_UNIT[a.units], MM_PER_UNIT[b.units])
+    return (np.allclose(a.mm_matrix, b.mm_matrix, atol=tolerance_mm)
+            or np.allclose(a.matrix, b.matrix, atol=stored_tolerance))
 
 
 def _world_box(geometry: Geometry) -> np.ndarray:
-    """(2, 3): lowest and highest RAS+ mm that the grid's voxels (as boxes, not centres) reach."""
+    """(2, 3): lowest and highest RAS+ mm that the grid's voxels (as boxes, not centres) reach, as ITK reads them:
+    what resample_onto resamples by."""
     edges = np.array(np.meshgrid(*[(-0.5, n - 0.5) for n in geometry.shape], indexing="ij")).reshape(3, -1)
-    corners = geometry.matrix[:3, :3] @ edges + geometry.matrix[:3, 3:]
+    matrix = geometry.mm_matrix
+    corners = matrix[:3, :3] @ edges + matrix[:3, 3:]
     return np.stack([corners.min(axis=1), corners.max(axis=1)])
 
 
@@ -344,12 +362,12 @@ def covered_fraction(moving: Geometry, reference: Geometry) -> float:
 
 def _itk_image(data: np.ndarray, geometry: Geometry) -> sitk.Image:
     image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
-    mm = MM_PER_UNIT[geometry.units]  # ITK's millimetres, as ITK reads the NIfTI scan
-    linear = LPS_TO_RAS @ geometry.matrix[:3, :3] * mm
+    matrix = geometry.mm_matrix  # ITK's millimetres, as ITK reads the NIfTI scan
+    linear = LPS_TO_RAS @ matrix[:3, :3]
     spacing = np.sqrt((linear**2).sum(axis=0))
     image.SetSpacing(tuple(float(s) for s in spacing))
     image.SetDirection(tuple(float(v) for v in (linear / spacing).ravel()))
-    image.SetOrigin(tuple(float(v) for v in LPS_TO_RAS @ geometry.matrix[:3, 3] * mm))
+    image.SetOrigin(tuple(float(v) for v in LPS_TO_RAS @ matrix[:3, 3]))
     return image
 
 
