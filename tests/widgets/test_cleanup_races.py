@@ -536,3 +536,108 @@ def test_an_image_deleted_while_a_click_is_computed_leaves_the_clicks_of_the_mas
     np.testing.assert_allclose(owned_layer(viewer, image, "clicks").data, [(1.0, 30.0, 30.0)])
     np.testing.assert_array_equal(owned_layer(viewer, image, "tumour").data, mask)
     assert notes["error"] == []
+
+
+def _mask_left_of_a_deleted_image(qtbot, viewer, model: str, with_click: bool):
+    """A segmentation (corrected with a click or not) whose image the user deleted, keeping its tumour layer; the
+    widget, that layer, its data and the clean-up it was made with."""
+    if with_click:
+        widget = _corrections_ready(qtbot, viewer, model)
+        widget.corrections.add_click(np.asarray((1.0, 30.0, 30.0)), True)
+        settle(qtbot, widget)
+    else:
+        widget = _widget(viewer, model, viewer.add_image(bright_square_scan(0), name="X"))
+        segment_and_settle(qtbot, widget)
+    viewer.layers.remove(widget._source)
+    layer = widget.prediction_layer()
+    return widget, layer, np.array(layer.data, copy=True), widget.cleanup.config()
+
+
+@pytest.mark.parametrize("with_click", [False, True])
+def test_a_clean_up_of_the_mask_left_of_a_deleted_image_is_refused_and_the_controls_show_its_own(
+        qtbot, viewer, notes, tiny_click_model, with_click):
+    """The controls moved and changed nothing, over a mask made with another setting, and said nothing. A mask
+    corrected with clicks needs their session to be cleaned up again, and it ended with the image."""
+    widget, layer, mask, before = _mask_left_of_a_deleted_image(qtbot, viewer, tiny_click_model, with_click)
+    low, _ = _two_thresholds(widget)
+    widget.cleanup.threshold.value = low
+    settle(qtbot, widget)
+    assert widget.cleanup.config() == before
+    np.testing.assert_array_equal(layer.data, mask)
+    assert len(notes["warning"]) == 1 and "'X' was deleted, so 'X tumour' keeps" in notes["warning"][0]
+    assert notes["error"] == []
+    viewer.layers.remove(layer)  # no mask left: the controls are the next Segment's again
+    widget.cleanup.threshold.value = low
+    assert widget.cleanup.threshold.value == low and len(notes["warning"]) == 1
+
+
+@pytest.mark.parametrize("with_session", [False, True])
+def test_an_image_deleted_while_its_clean_up_runs_puts_the_controls_back_to_the_mask_left(qtbot, viewer, notes,
+                                                                                         tiny_click_model,
+                                                                                         monkeypatch, with_session):
+    """The clean-up's result was dropped with the image, and the controls kept showing its setting."""
+    widget = _widget(viewer, tiny_click_model, viewer.add_image(bright_square_scan(0), name="X"))
+    segment_and_settle(qtbot, widget)
+    if with_session:
+        widget.correct.value = True
+        qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=30_000)
+        settle(qtbot, widget)
+    module, name = (corrections_module, "session_cleanup_job") if with_session else (segment_module, "cleanup_job")
+    job = _gated(getattr(module, name))
+    monkeypatch.setattr(module, name, job)
+    before, mask = widget.cleanup.config(), np.array(widget.prediction_layer().data, copy=True)
+    widget.cleanup.threshold.value = _two_thresholds(widget)[0]
+    assert job.started.wait(10)
+    viewer.layers.remove(widget._source)
+    job.gate.set()
+    settle(qtbot, widget)
+    assert widget.cleanup.config() == before
+    np.testing.assert_array_equal(widget.prediction_layer().data, mask)
+    assert len(notes["warning"]) == 1 and "'X' was deleted" in notes["warning"][0]
+    assert notes["error"] == []
+
+
+def test_a_model_chosen_while_the_mask_of_a_deleted_image_is_left_is_said_once(qtbot, viewer, notes,
+                                                                               tiny_click_model, tmp_path):
+    """Its settings came one control at a time, each refused and said on its own."""
+    import json
+    from pathlib import Path
+
+    widget, layer, mask, before = _mask_left_of_a_deleted_image(qtbot, viewer, tiny_click_model, False)
+    config = json.loads((Path(tiny_click_model) / "config.json").read_text())
+    calibrated = {"threshold": 0.35, "min_size": 12, "keep_largest": True, "min_confidence": 0.8}
+    (tmp_path / "calibrated").mkdir()
+    (tmp_path / "calibrated" / "config.json").write_text(json.dumps({**config, "postprocess": calibrated}))
+    widget.model_folder.value = tmp_path / "calibrated"
+    settle(qtbot, widget)
+    assert widget.cleanup.config() == before
+    np.testing.assert_array_equal(layer.data, mask)
+    assert len(notes["warning"]) == 1 and notes["error"] == []
+
+
+def test_a_segmentation_ending_without_a_result_puts_the_controls_back_to_the_mask_left(qtbot, viewer, notes,
+                                                                                       tiny_click_model,
+                                                                                       monkeypatch):
+    """While it runs the controls are its setting; it failed, and they showed a setting the mask left of the
+    deleted image was not made with."""
+    from napari_lgg_unet.engine.errors import DeviceError
+
+    widget, layer, mask, before = _mask_left_of_a_deleted_image(qtbot, viewer, tiny_click_model, False)
+
+    def out_of_memory(*args, stop):
+        raise DeviceError("out of memory (simulated)")
+        yield
+
+    job = _gated(out_of_memory)
+    monkeypatch.setattr(segment_module, "segment_job", job)
+    widget.image.value = viewer.add_image(bright_square_scan(1), name="Y")
+    widget.segment_button.clicked()
+    assert job.started.wait(10)
+    low, _ = _two_thresholds(widget)
+    widget.cleanup.threshold.value = low  # for the segmentation running
+    assert widget.cleanup.threshold.value == low and notes["warning"] == []
+    job.gate.set()
+    qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
+    assert widget.cleanup.config() == before
+    np.testing.assert_array_equal(layer.data, mask)
+    assert notes["error"] == ["out of memory (simulated)"] and len(notes["warning"]) == 1

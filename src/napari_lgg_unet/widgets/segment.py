@@ -61,6 +61,7 @@ class CleanupControls(Container):
         self.min_confidence = FloatSlider(name="min_confidence", label="Drop pieces less sure than", min=0.0, max=1.0,
                                           step=0.01, value=defaults.min_confidence)
         self.controls = [self.threshold, self.min_size, self.keep_largest, self.min_confidence]
+        self._slots: list[Callable[[], None]] = []
         super().__init__(labels=True, widgets=self.controls)
         self.margins = (0, 0, 0, 0)
 
@@ -69,8 +70,14 @@ class CleanupControls(Container):
         return PostprocessConfig(**{**values, "threshold": round(values["threshold"], 4)})
 
     def show(self, settings: PostprocessConfig) -> None:
-        for option in self.controls:
-            option.value = getattr(settings, option.name)
+        """Show `settings` (a model's own), announcing one change when they differ from those shown. A change per
+        control started a clean-up of a mix of the old and new settings, and a refused change (the widget's
+        `_keep_orphan_setting`) was said once per control."""
+        before = self.config()
+        self.restore(settings)
+        if self.config() != before:
+            for slot in self._slots:
+                slot()
 
     def restore(self, settings: PostprocessConfig) -> None:
         """Show `settings` without announcing a change: they are what the mask on screen was made with, so there is
@@ -78,9 +85,12 @@ class CleanupControls(Container):
         with ExitStack() as quiet:
             for option in self.controls:
                 quiet.enter_context(option.changed.blocked())
-            self.show(settings)
+            for option in self.controls:
+                option.value = getattr(settings, option.name)
 
     def on_change(self, slot: Callable[[], None]) -> None:
+        """Call `slot` when the user changes a control, or `show` shows other settings."""
+        self._slots.append(slot)
         for option in self.controls:
             option.changed.connect(slot)
 
@@ -225,7 +235,7 @@ class SegmentWidget(Container):
         spacing = tuple(layer.scale) if _volume_unit(layer) else None
         self._pending_input = (image, rgb, source, device, options, spacing)
         self.job.start(segment_job, self._cache, source, device, image, rgb, options, to_layer_order(layer), spacing,
-                       on_item=self._on_item)
+                       on_item=self._on_item, on_done=self._keep_orphan_setting)  # see its docstring
 
     def _set_running(self, running: bool) -> None:
         self.segment_button.enabled = not running
@@ -326,8 +336,11 @@ class SegmentWidget(Container):
 
     def rethreshold(self) -> None:
         """Apply threshold and post-processing to the kept probabilities (no model run), in a worker (`cleanup_job`
-        says why). Changes that come while one is computed are applied once it is done, the latest only."""
+        says why). Changes that come while one is computed are applied once it is done, the latest only. With no
+        segmentation on screen they are the next Segment's, but one whose image was deleted refuses them (see
+        `_keep_orphan_setting`)."""
         if not self._has_result():
+            self._keep_orphan_setting()
             return
         if self.corrections.rethreshold(self.cleanup.config()):
             return  # the correction session applies it, clicks kept, and shows the result
@@ -365,6 +378,27 @@ class SegmentWidget(Container):
         self.corrections.postprocess = self._mask_postprocess
         notify.show_warning(f"the new threshold or clean-up was not applied: the controls are back at the mask's own "
                             f"(threshold {self._mask_postprocess.threshold:g})")
+
+    def _orphan_mask(self) -> Labels | None:
+        """The tumour layer of the last segmentation when the user deleted its image and kept this layer: that
+        segmentation ended (see `layers.segmentation_shown`), so the layer stays as it was made."""
+        return None if self._source is None or self._source in self.viewer.layers else self.prediction_layer()
+
+    def _keep_orphan_setting(self) -> None:
+        """The controls go back to the clean-up the tumour layer left of a deleted image was made with, if they no
+        longer show it (moved since the image was deleted, or while a clean-up ran that was dropped with the image),
+        without recomputing; the user is told why. They moved and changed nothing, over a mask made with another
+        setting. It cannot be cleaned up again: a mask corrected with clicks needs their session, which ended with
+        the image (it replays the clicks under the new setting; a plain clean-up of its probabilities would drop
+        pieces the user's clicks kept). While a segmentation runs, the controls are its setting (see
+        `_show_segmentation`); one that ends without a result (cancelled, failed) leaves them to this check."""
+        layer = self._orphan_mask()
+        if layer is None or self.running or self._mask_postprocess in (None, self.cleanup.config()):
+            return
+        self.cleanup.restore(self._mask_postprocess)
+        notify.show_warning(f"'{self._source.name}' was deleted, so '{layer.name}' keeps the threshold and clean-up "
+                            f"it was made with (threshold {self._mask_postprocess.threshold:g}), and so do the "
+                            "controls: segment an image to use another setting")
 
     def _show_mask(self, result: LayerResult, said_tumour: tuple[tuple[int, ...], ...] = (),
                    step: str | None = None) -> None:
@@ -476,11 +510,14 @@ class SegmentWidget(Container):
     def _forget_gone_mask(self, *_: object) -> None:
         """A layer was deleted (or the segmentation let go): if it was the segmented image or its tumour layer, the
         correction session ends; with no tumour layer left, the review list and the readouts are cleared. They
-        showed the deleted mask's pieces and Dice until the next Segment, figures of a mask that no longer existed."""
+        showed the deleted mask's pieces and Dice until the next Segment, figures of a mask that no longer existed.
+        With the image deleted and its tumour layer kept, the controls show that layer's setting
+        (`_keep_orphan_setting`)."""
         self.corrections.end_if_gone()
         if self.prediction_layer() is None:
             self.review_list.show_pieces([], set(), "")
             self.update_readouts()
+        self._keep_orphan_setting()
 
     def prediction_layer(self) -> Labels | None:
         """The tumour layer of the last segmented image (including any corrections painted on it)."""
