@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from napari_lgg_unet.cli import main
 
@@ -44,6 +46,29 @@ def test_predict_on_a_folder_of_cases_writes_one_mask_each_and_evaluate_scores_t
     assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(tmp_path / "data")]) == 0
     printed = capsys.readouterr().out
     assert "P1" in printed and "P2" in printed and "2 patients: mean Dice" in printed
+
+
+def _without_speed(printed: str) -> str:
+    """`lgg-unet evaluate`'s report less its speed (slices/s), the one part that differs between two runs."""
+    return re.sub(r"[\d.]+ slices/s", "", printed)
+
+
+@pytest.mark.parametrize("extra", [(1,), (1, 1)])
+def test_evaluate_and_train_take_labels_with_trailing_axes_of_one_as_their_3d_labels(tiny_model_dir, tmp_path,
+                                                                                      capsys, extra):
+    """Some tools write a 3D label map as (X, Y, Z, 1) or (X, Y, Z, 1, 1): the same labels, so the same Dice."""
+    case = _case(tmp_path / "data", "P1")
+    evaluate = ["evaluate", "--model", str(tiny_model_dir), "--data", str(tmp_path / "data")]
+    assert main(evaluate) == 0
+    plain = capsys.readouterr().out
+    seg = nib.load(case / "P1_seg.nii.gz")
+    nib.save(nib.Nifti1Image(np.asanyarray(seg.dataobj).reshape(*seg.shape, *extra), AFFINE), case / "P1_seg.nii.gz")
+    assert main(evaluate) == 0
+    assert _without_speed(capsys.readouterr().out) == _without_speed(plain)
+    train = ["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--epochs", "1",
+             "--steps-per-epoch", "1", "--batch-size", "2", "--image-size", "64", "--decoder-channels",
+             "16,16,16,16,16", "--workers", "0", "--val-fraction", "0"]
+    assert main(train) == 0, capsys.readouterr().err
 
 
 def test_a_case_without_flair_is_one_line_and_writes_nothing(tiny_model_dir, tmp_path, capsys):

@@ -146,6 +146,23 @@ def test_a_nifti_case_opens_with_mm_scale_axis_labels_and_saves_back_on_its_grid
     np.testing.assert_array_equal(np.asanyarray(nib.load(written).dataobj), np.asanyarray(source.dataobj) > 0)
 
 
+@pytest.mark.parametrize("extra", [(1,), (1, 1)])
+def test_a_label_file_with_trailing_axes_of_one_opens_as_its_3d_labels(tmp_path, extra):
+    """Some tools write a 3D label map as (X, Y, Z, 1) or (X, Y, Z, 1, 1); it opens as the labels it holds, on its
+    own and as its case's mask, not as an error."""
+    import nibabel as nib
+
+    case = _nifti_case(tmp_path / "case", ANISOTROPIC)
+    seg = case / "case_seg.nii.gz"
+    [(plain, plain_meta, _)] = get_reader(str(seg))(str(seg))
+    source = nib.load(seg)
+    nib.save(nib.Nifti1Image(np.asanyarray(source.dataobj).reshape(*source.shape, *extra), ANISOTROPIC), seg)
+    [(labels, meta, kind)] = get_reader(str(seg))(str(seg))
+    assert kind == "labels" and meta["scale"] == plain_meta["scale"]
+    np.testing.assert_array_equal(labels, plain)
+    np.testing.assert_array_equal(_by_name(get_reader(str(case))(str(case)))["case mask"][0], plain)
+
+
 def test_a_case_opens_as_one_grey_layer_per_sequence_flair_visible_on_top(tmp_path):
     case = _nifti_case(tmp_path / "case", ANISOTROPIC)
     layers = get_reader(str(case))(str(case))
