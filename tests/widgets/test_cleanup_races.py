@@ -398,6 +398,19 @@ def test_closing_the_dock_while_a_click_is_computed_drops_what_waits_and_shows_n
     assert notes["error"] == []
 
 
+def _segmented_with_its_cleanup_job(qtbot, viewer, model: str, with_session: bool):
+    """A widget that segmented image X (in correction mode when `with_session`), and the module and name of the
+    clean-up job its next setting runs: the session's while correcting, else the plain one."""
+    widget = _widget(viewer, model, viewer.add_image(bright_square_scan(0), name="X"))
+    segment_and_settle(qtbot, widget)
+    if with_session:
+        widget.correct.value = True
+        qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=30_000)
+        settle(qtbot, widget)
+    module, name = (corrections_module, "session_cleanup_job") if with_session else (segment_module, "cleanup_job")
+    return widget, module, name
+
+
 @pytest.mark.parametrize("with_session", [False, True])
 def test_a_clean_up_that_fails_puts_the_controls_back_to_the_mask_s_own_without_recomputing(qtbot, viewer, notes,
                                                                                           tiny_click_model,
@@ -406,13 +419,7 @@ def test_a_clean_up_that_fails_puts_the_controls_back_to_the_mask_s_own_without_
     on to fail the same way."""
     from napari_lgg_unet.engine.errors import DeviceError
 
-    widget = _widget(viewer, tiny_click_model, viewer.add_image(bright_square_scan(0), name="X"))
-    segment_and_settle(qtbot, widget)
-    if with_session:
-        widget.correct.value = True
-        qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=30_000)
-        settle(qtbot, widget)
-    module, name = (corrections_module, "session_cleanup_job") if with_session else (segment_module, "cleanup_job")
+    widget, module, name = _segmented_with_its_cleanup_job(qtbot, viewer, tiny_click_model, with_session)
     before, mask, runs = widget.cleanup.config(), np.array(widget.prediction_layer().data, copy=True), []
 
     def out_of_memory(*args, stop):
@@ -576,13 +583,7 @@ def test_an_image_deleted_while_its_clean_up_runs_puts_the_controls_back_to_the_
                                                                                          tiny_click_model,
                                                                                          monkeypatch, with_session):
     """The clean-up's result was dropped with the image, and the controls kept showing its setting."""
-    widget = _widget(viewer, tiny_click_model, viewer.add_image(bright_square_scan(0), name="X"))
-    segment_and_settle(qtbot, widget)
-    if with_session:
-        widget.correct.value = True
-        qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=30_000)
-        settle(qtbot, widget)
-    module, name = (corrections_module, "session_cleanup_job") if with_session else (segment_module, "cleanup_job")
+    widget, module, name = _segmented_with_its_cleanup_job(qtbot, viewer, tiny_click_model, with_session)
     job = _gated(getattr(module, name))
     monkeypatch.setattr(module, name, job)
     before, mask = widget.cleanup.config(), np.array(widget.prediction_layer().data, copy=True)
