@@ -363,7 +363,21 @@ def test_unticking_the_probability_box_after_the_tumour_layer_was_deleted_hides_
     assert [(layer.name, layer.visible) for layer in viewer.layers] == [("X", True), ("X probability", False)]
     widget.show_probability.value = True  # that segmentation ended with its tumour layer: nothing to show for it
     assert [(layer.name, layer.visible) for layer in viewer.layers] == [("X", True), ("X probability", False)]
+    assert not widget.show_probability.value and len(notes["info"]) == 1 and "no probability map" in notes["info"][0]
     assert notes["error"] == []
+
+
+def test_ticking_the_probability_box_after_the_image_was_deleted_says_there_is_nothing_to_show(qtbot, viewer, notes,
+                                                                                              tiny_model_dir):
+    """With the tumour layer kept, the box stayed ticked, showing nothing and saying nothing."""
+    widget = _widget(viewer, str(tiny_model_dir), viewer.add_image(bright_square_scan(0), name="X"))
+    segment_and_settle(qtbot, widget)
+    viewer.layers.remove(widget._source)
+    widget.show_probability.value = True
+    assert [layer.name for layer in viewer.layers] == ["X tumour"]
+    assert not widget.show_probability.value and len(notes["info"]) == 1 and "no probability map" in notes["info"][0]
+    widget.show_probability.value = True  # said again each time: the user asked again
+    assert len(notes["info"]) == 2 and notes["error"] == []
 
 
 def _click_shown_then_one_held(qtbot, viewer, model: str, monkeypatch):

@@ -483,8 +483,15 @@ class SegmentWidget(Container):
         (for some Windows OpenGL drivers), which walks all of the session's objects, PyTorch's included, and held the
         viewer for 0.45-0.50 s (2 EPYC cores, benchmarks/correction_stall.py). A hidden map is kept current like a
         shown one (here, on a new segmentation, and in `_update_probability`), so its own eye in the layer list shows
-        the current map too."""
+        the current map too. Ticked once the segmentation has ended (its image or tumour layer deleted), the box is
+        cleared with a word: it stayed ticked, showing nothing and saying nothing (while a new segmentation runs, it
+        stays ticked for that one's map)."""
         has_result = self._has_result()
+        if self.show_probability.value and self._probability is not None and not has_result and not self.running:
+            notify.show_info("the last segmentation ended when its image or tumour layer was deleted, so it has no "
+                             "probability map to show: segment an image to see one")
+            self.show_probability.value = False  # runs this again, unticked
+            return
         layer = None if self._source is None else owned_layer(self.viewer, self._source, "probability")
         if has_result and (self.show_probability.value or layer is not None):
             layer = put_owned_layer(
