@@ -26,6 +26,7 @@ import tifffile
 from PIL import Image
 
 from napari_lgg_unet.engine.atomic import atomic_path
+from napari_lgg_unet.engine.errors import InputError, describe
 from napari_lgg_unet.engine.io import load_patient, patient_folders, write_mask_tiff
 
 MANIFEST = "manifest.json"
@@ -123,10 +124,13 @@ def main() -> None:
     unpacking.add_argument("source", type=Path)
     unpacking.add_argument("target", type=Path)
     args = parser.parse_args()
-    if args.command == "pack":
-        pack(args.root, args.target, args.part_mib)
-    else:
-        sys.exit(unpack(args.source, args.target))
+    try:
+        if args.command == "pack":
+            pack(args.root, args.target, args.part_mib)
+        else:
+            sys.exit(unpack(args.source, args.target))
+    except (InputError, OSError) as error:  # a wrong path, an unreadable patient, a part missing its manifest
+        sys.exit(f"gpu_data {args.command}: {error if isinstance(error, InputError) else describe(error)}")
 
 
 if __name__ == "__main__":

@@ -58,3 +58,12 @@ def test_a_part_that_does_not_match_its_manifest_is_refused(sample_patient_dir, 
     refused = _run("unpack", tmp_path / "pack", tmp_path / "data")
     assert refused.returncode == 1 and "does not match its checksum" in refused.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_a_wrong_path_is_one_line_not_a_traceback(tmp_path):
+    packed = _run("pack", tmp_path / "nothere", tmp_path / "pack")
+    unpacked = _run("unpack", tmp_path / "empty", tmp_path / "data")
+    assert packed.returncode == 1 and packed.stderr.strip().splitlines() == [
+        f"gpu_data pack: path not found: {tmp_path / 'nothere'}"]
+    assert unpacked.returncode == 1 and len(unpacked.stderr.strip().splitlines()) == 1
+    assert unpacked.stderr.startswith("gpu_data unpack: FileNotFoundError") and not (tmp_path / "pack").exists()
