@@ -89,3 +89,42 @@ def test_predict_on_an_nnunet_folder_whose_dataset_json_is_no_object_is_one_line
     assert main(argv) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "dataset.json is no nnU-Net dataset description: it holds an array" in error
+
+
+def _without_orientation(path: Path) -> Path:
+    """A NIfTI scan whose qform_code and sform_code are 0, as old Analyze-era conversions are: pixdim alone."""
+    image = nib.Nifti1Image(np.random.default_rng(0).integers(0, 500, (40, 36, 3), dtype=np.int16), None)
+    image.header.set_zooms((0.9, 1.1, 2.0))
+    image.set_qform(None, code=0)
+    image.set_sform(None, code=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(image, path)
+    return path
+
+
+def test_predict_on_a_nifti_without_orientation_says_so_in_one_line_and_writes_a_mask_without_it_too(
+        tiny_model_dir, tmp_path, capsys):
+    scan = _without_orientation(tmp_path / "data" / "old.nii.gz")
+    out = tmp_path / "old_mask.nii.gz"
+    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(scan), "--output", str(out)]) == 0
+    said = capsys.readouterr().err.splitlines()
+    assert [line for line in said if "warning" in line] == [
+        f"lgg-unet: warning: {scan} has no orientation (its qform_code and sform_code are 0): it is shown and "
+        "segmented as if its voxel axes ran right to left, posterior to anterior and inferior to superior (nibabel's "
+        "reading; ITK-based viewers read it otherwise), so check that the brain looks upright; its mask keeps the "
+        "scan's voxel grid and header, codes 0 included, so any tool overlays the two alike"]
+    mask = nib.load(out)  # so ITK-based viewers read the mask by pixdim as they read the scan
+    assert (int(mask.header["qform_code"]), int(mask.header["sform_code"])) == (0, 0)
+    np.testing.assert_array_equal(mask.header.get_zooms(), nib.load(scan).header.get_zooms())
+
+
+def test_predict_on_a_folder_says_once_for_each_scan_without_orientation(tiny_model_dir, tmp_path, capsys):
+    scans = [_without_orientation(tmp_path / "data" / f"{name}.nii.gz") for name in ("A", "B")]
+    oriented = nib.Nifti1Image(np.random.default_rng(1).integers(0, 500, (40, 36, 3), dtype=np.int16), AFFINE)
+    nib.save(oriented, tmp_path / "data" / "P1.nii.gz")  # no warning
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "data"), "--output", str(out),
+                 "--read-ahead", "2"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lgg-unet: warning:")]
+    assert [line.split(" has no orientation")[0] for line in warned] == [f"lgg-unet: warning: {s}" for s in scans]
+    assert sorted(p.name for p in out.glob("*_mask.nii.gz")) == ["A_mask.nii.gz", "B_mask.nii.gz", "P1_mask.nii.gz"]

@@ -11,12 +11,13 @@ import contextlib
 import os
 import sys
 import typing
+import warnings
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from . import __version__
-from .engine.errors import InputError, LggUnetError
+from .engine.errors import InputError, InputWarning, LggUnetError
 from .engine.events import EpochEnd, Finished, Prepared, Step
 from .engine.settings import (
     BACKEND_CHOICES, INPUT_VARIANTS, SEGMENT_BATCH_SIZE, SPLITS, AugmentConfig, Setting, TrainConfig, comma_names,
@@ -442,7 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every failure becomes one line on stderr (set LGG_UNET_DEBUG=1 for tracebacks)."""
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with _warnings_as_lines():
+            return COMMANDS[args.command](args)
     except (LggUnetError, OSError, MemoryError) as error:
         print(f"lgg-unet: error: {_one_line(error)}", file=sys.stderr)
         return 2
@@ -455,6 +457,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lgg-unet: internal error: {error.__class__.__name__}: {_one_line(error)} (LGG_UNET_DEBUG=1 shows the traceback)",
               file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> typing.Iterator[None]:
+    """Show the engine's InputWarnings (a guess the user should know of, the command goes on) as one line on stderr,
+    printed by tqdm so a progress bar on the terminal stays whole; other warnings as Python shows them."""
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message: Warning, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, InputWarning):
+                from tqdm import tqdm
+
+                tqdm.write(f"lgg-unet: warning: {_one_line(message)}", file=sys.stderr)
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield
 
 
 def _one_line(error: BaseException) -> str:

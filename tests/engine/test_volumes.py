@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 import tifffile
 from nibabel.affines import apply_affine
 
-from napari_lgg_unet.engine.errors import InputError
+from napari_lgg_unet.engine.errors import InputError, InputWarning
 from napari_lgg_unet.engine.io import find_scans, load_scan, write_mask
 
 BRATS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "brats-sample"
@@ -264,6 +265,7 @@ HEADERS = {  # ITK-based viewers (ITK-SNAP, 3D Slicer) read the qform of the fir
 
 
 @pytest.mark.parametrize("name", HEADERS)
+@pytest.mark.filterwarnings("ignore::napari_lgg_unet.engine.errors.InputWarning")  # "neither": see the next test
 def test_a_mask_keeps_its_scans_qform_sform_and_pixdim_so_every_viewer_overlays_it(tmp_path, name):
     import SimpleITK as sitk
 
@@ -281,6 +283,34 @@ def test_a_mask_keeps_its_scans_qform_sform_and_pixdim_so_every_viewer_overlays_
     by_itk = [sitk.ReadImage(str(path)) for path in (tmp_path / "scan.nii.gz", tmp_path / "out" / "m.nii.gz")]
     for read in ("GetOrigin", "GetDirection", "GetSpacing"):
         np.testing.assert_allclose(getattr(by_itk[1], read)(), getattr(by_itk[0], read)(), atol=1e-4, err_msg=read)
+
+
+def test_a_nifti_without_orientation_is_read_with_one_warning_that_says_what_was_assumed(tmp_path):
+    """qform_code and sform_code 0: nibabel places the voxels by pixdim, ITK by its own default, so where the patient
+    lies is a guess. The file is read (not refused), and the user is told, once, what the guess was and what the
+    mask keeps."""
+    scan_path = tmp_path / "case" / "scan.nii.gz"
+    scan_path.parent.mkdir()
+    nib.save(HEADERS["neither: pixdim places the voxels"](), scan_path)
+    with pytest.warns(InputWarning) as told:
+        scan = load_scan(scan_path)
+    assert [str(w.message) for w in told] == [
+        f"{scan_path} has no orientation (its qform_code and sform_code are 0): it is shown and segmented as if its "
+        "voxel axes ran right to left, posterior to anterior and inferior to superior (nibabel's reading; ITK-based "
+        "viewers read it otherwise), so check that the brain looks upright; its mask keeps the scan's voxel grid and "
+        "header, codes 0 included, so any tool overlays the two alike"]
+    assert nib.aff2axcodes(scan.geometry.matrix) == ("L", "A", "S")  # the guess the message names
+    write_mask(tmp_path / "m.nii.gz", scan.image > 0, scan)
+    mask = nib.load(tmp_path / "m.nii.gz")
+    assert (int(mask.header["qform_code"]), int(mask.header["sform_code"])) == (0, 0)
+
+
+@pytest.mark.parametrize("name", [name for name in HEADERS if name != "neither: pixdim places the voxels"])
+def test_a_nifti_with_a_qform_or_sform_code_is_read_without_a_warning(tmp_path, name):
+    nib.save(HEADERS[name](), tmp_path / "scan.nii.gz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)
+        load_scan(tmp_path / "scan.nii.gz")
 
 
 @pytest.mark.parametrize("written, named", [("scan.nii", "scan.nii.gz"), ("scan.nii.gz", "scan.nii")])

@@ -421,6 +421,38 @@ def test_a_nifti_scan_opened_with_our_reader_segments_and_saves_back_onto_its_gr
 
 
 @pytest.mark.usefixtures("inline_jobs")
+def test_a_nifti_without_orientation_opens_with_a_warning_notification_and_its_mask_saves_without_one_too(
+    qtbot, viewer, tiny_model_dir, tmp_path, notes
+):
+    """qform_code and sform_code 0: napari shows the reader's warning (the hooks `napari.run` installs turn Python
+    warnings into notifications), and the saved mask keeps codes 0, so another tool reads mask and scan alike."""
+    import nibabel as nib
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    image = nib.Nifti1Image(np.random.default_rng(4).random((12, 10, 8)).astype(np.float32), None)
+    image.set_qform(None, code=0)
+    image.set_sform(None, code=0)
+    nib.save(image, tmp_path / "old.nii.gz")
+    with notification_manager:
+        viewer.open(str(tmp_path / "old.nii.gz"), plugin="napari-lgg-unet")
+    warned = [str(n.message) for n in notification_manager.records if n.severity == NotificationSeverity.WARNING]
+    assert [m for m in warned if "has no orientation" in m] == [
+        f"{tmp_path / 'old.nii.gz'} has no orientation (its qform_code and sform_code are 0): it is shown and segmented "
+        "as if its voxel axes ran right to left, posterior to anterior and inferior to superior (nibabel's reading; "
+        "ITK-based viewers read it otherwise), so check that the brain looks upright; its mask keeps the scan's voxel "
+        "grid and header, codes 0 included, so any tool overlays the two alike"]
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value = "folder"
+    widget.model_folder.value = tiny_model_dir
+    run_segment(qtbot, widget)
+    assert notes["error"] == []
+    widget.prediction_layer().save(str(tmp_path / "old_mask.nii.gz"), plugin="napari-lgg-unet")
+    written = nib.load(tmp_path / "old_mask.nii.gz")
+    assert (int(written.header["qform_code"]), int(written.header["sform_code"])) == (0, 0)
+    np.testing.assert_array_equal(written.affine, nib.load(tmp_path / "old.nii.gz").affine)
+
+
+@pytest.mark.usefixtures("inline_jobs")
 def test_the_tumour_layer_of_a_tiff_scan_is_never_saved_onto_the_scan_or_its_manual_mask(
     qtbot, viewer, tiny_model_dir, tmp_path, notes
 ):

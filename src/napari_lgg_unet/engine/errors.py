@@ -3,6 +3,11 @@
 from collections.abc import Sequence
 
 
+class InputWarning(UserWarning):
+    """Input the engine uses, but only by a guess a user should know about (a NIfTI without orientation): a Python
+    warning, which napari shows as a notification and the CLI as one line on stderr."""
+
+
 class LggUnetError(Exception):
     """Base class: the message is written for the user, not for a developer."""
 
