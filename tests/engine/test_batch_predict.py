@@ -197,13 +197,58 @@ def test_ctrl_c_while_the_summary_is_written_leaves_no_half_summary_and_says_the
         patched.setattr(batch_predict, "write_text_atomic", stopped_half_way)
         assert main([*argv, *choice]) == 130
     last = capsys.readouterr().err.splitlines()[-1]  # after a line per finished case
-    assert last == f"lgg-unet: interrupted; every mask is in {out}, but writing summary.csv was stopped; segment " \
-                   "again with --skip-existing to write it (no finished mask is redone)"
+    assert last == f"lgg-unet: interrupted; every mask is in {out}, but writing summary.csv was stopped, so there is " \
+                   "none; segment again with --skip-existing to write it (no finished mask is redone)"
     masks = [f"{name}_mask.tif" for name in CASES]  # and their rows, in the journal
     assert sorted(p.name for p in out.iterdir()) == [".summary.rank0.csv", *masks]
     before = _stamps(out)
     assert main([*argv, "--skip-existing"]) == 0  # as told
     assert _stamps(out) == before
+    with open(out / "summary.csv", newline="") as handle:
+        assert [row["case"] for row in csv.DictReader(handle)] == CASES
+
+
+@pytest.mark.parametrize("choice", ["--overwrite", "--skip-existing"])
+def test_ctrl_c_while_the_summary_is_written_over_an_earlier_one_says_that_one_is_still_there_unchanged(
+        tiny_model_dir, cohort, tmp_path, capsys, monkeypatch, choice):
+    """An earlier run's summary.csv stays whole (it is replaced atomically), and the message says it is that one, so
+    it is not taken for this run's: with --skip-existing it lacks the new cases, with --overwrite it has old results."""
+    out = tmp_path / "masks"
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu"]
+    (cohort / CASES[-1]).rename(tmp_path / CASES[-1])
+    assert main(argv) == 0
+    earlier = (out / "summary.csv").read_bytes()
+    (tmp_path / CASES[-1]).rename(cohort / CASES[-1])  # a case the earlier run did not have
+
+    def stopped(target, text):
+        raise KeyboardInterrupt  # Ctrl-C
+
+    monkeypatch.setattr(batch_predict, "write_text_atomic", stopped)
+    assert main([*argv, choice]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"lgg-unet: interrupted; every mask is in {out}, but writing summary.csv was stopped, so the one there is "
+        "still an earlier run's, without this run's results; segment again with --skip-existing to write it (no "
+        "finished mask is redone)")
+    assert (out / "summary.csv").read_bytes() == earlier
+    monkeypatch.undo()
+    assert main([*argv, "--skip-existing"]) == 0  # as told
+    with open(out / "summary.csv", newline="") as handle:
+        assert [row["case"] for row in csv.DictReader(handle)] == CASES
+
+
+def test_ctrl_c_just_after_the_summary_was_written_says_it_was(tiny_model_dir, cohort, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "masks"
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu"]
+    written = batch_predict.write_text_atomic
+
+    def stopped_after(target, text):
+        written(target, text)
+        raise KeyboardInterrupt  # Ctrl-C before the journals were removed
+
+    monkeypatch.setattr(batch_predict, "write_text_atomic", stopped_after)
+    assert main(argv) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"lgg-unet: interrupted; every mask is in {out} and summary.csv was written before the stop")
     with open(out / "summary.csv", newline="") as handle:
         assert [row["case"] for row in csv.DictReader(handle)] == CASES
 

@@ -98,12 +98,30 @@ class ClaimedOutput:
                 ) -> Iterator[CaseSummary | None]:
         """What `segment_cohort` does once the folder is claimed."""
         yield from _segment_share(model, self.cases, self.out_dir, options, self.group, self.existing, read_ahead)
+        earlier = _file_stat(self.out_dir / SUMMARY_FILE)
         try:
             write_summary(self.out_dir, self.cases, self.group)
-        except KeyboardInterrupt:  # every mask is finished and stays: only the summary is missing (or the old one)
-            raise SummaryStopped(f"every mask is in {self.out_dir}, but writing {SUMMARY_FILE} was stopped; "
-                                    "segment again with --skip-existing to write it (no finished mask is redone)"
-                                    ) from None
+        except KeyboardInterrupt:  # every mask is finished and stays
+            raise SummaryStopped(_summary_stopped(self.out_dir, earlier)) from None
+
+
+def _file_stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
+def _summary_stopped(out_dir: Path, earlier: os.stat_result | None) -> str:
+    """What a stop while `summary.csv` was written left of it, told by the file on disk, not by where the stop came:
+    the new summary (renamed into place before the stop), or, since it is written atomically, nothing or the
+    `earlier` run's file, whole and unchanged, which a user must not take for this run's."""
+    now = _file_stat(out_dir / SUMMARY_FILE)
+    if now is not None and (earlier is None or not os.path.samestat(earlier, now)):
+        return f"every mask is in {out_dir} and {SUMMARY_FILE} was written before the stop"
+    left = "there is none" if now is None else "the one there is still an earlier run's, without this run's results"
+    return (f"every mask is in {out_dir}, but writing {SUMMARY_FILE} was stopped, so {left}; segment again with "
+            "--skip-existing to write it (no finished mask is redone)")
 
 
 @contextlib.contextmanager
