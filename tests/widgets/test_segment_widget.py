@@ -21,7 +21,9 @@ from napari_lgg_unet.widgets.layers import OWNER_KEY
 from napari_lgg_unet.widgets.readouts import Readouts, write_readouts_csv
 from napari_lgg_unet.widgets.workers import cleanup_job
 
-from widget_helpers import MAX_EVENT_LOOP_GAP, EventLoopProbe, assert_unchanged, dock, settle, snapshot
+from widget_helpers import (
+    MAX_EVENT_LOOP_GAP, EventLoopProbe, assert_unchanged, dock, follow_placement_fix, settle, snapshot,
+)
 
 PATIENT = "TCGA_CS_6665_20010817"
 SLICES = slice(8, 14)  # six slices, tumour on all of them: quick and meaningful
@@ -290,6 +292,11 @@ def test_a_ground_truth_of_the_predictions_shape_shown_elsewhere_is_not_scored(q
     assert widget.readouts is None
     assert widget.readout.value.startswith("'moved mask' has the prediction's shape but lies elsewhere in the viewer")
     assert_unchanged(before, snapshot(viewer))
+    follow_placement_fix(viewer, widget.readout.value, moved, widget.prediction_layer())  # if it were the right one
+    step = viewer.dims.current_step[0]
+    viewer.dims.set_current_step(0, step - 1 if step else 1)  # the readouts follow the slider, not a layer's placement
+    assert widget.readouts is not None and "dice" in widget.readout.value
+    viewer.layers.remove(moved)
     prediction = widget.prediction_layer().data
     prediction[:] = 0
     prediction[:, :100] = 1  # painted by the user: the upper part of every slice, so that reversing it would show

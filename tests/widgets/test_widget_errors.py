@@ -12,7 +12,7 @@ import pytest
 
 from napari_lgg_unet.engine.postprocess import PostprocessConfig
 
-from widget_helpers import assert_unchanged, dock, snapshot, wait_for_stop
+from widget_helpers import assert_unchanged, dock, follow_placement_fix, snapshot, wait_for_stop
 
 
 @pytest.fixture
@@ -127,6 +127,24 @@ def test_training_refuses_labels_of_the_images_shape_shown_elsewhere_and_takes_t
     reversed_labels = np.ascontiguousarray(painted[:, ::-1, ::-1])
     row.labels_layer.value = viewer.add_labels(reversed_labels, name="reversed", scale=(3.0, -1.0, -1.0),
                                                translate=(0.0, 31.0, 31.0))
+    [scan] = train.training_scans()
+    np.testing.assert_array_equal(scan.mask, painted > 0)
+
+
+def test_labels_refused_as_shown_elsewhere_are_told_how_to_take_the_images_placement_which_then_trains(
+        viewer, widgets, notes):
+    """The right labels placed wrong (moved by a script, read by another plugin) were only told to pick others."""
+    _, train = widgets
+    image = viewer.add_image(np.zeros((4, 32, 32), np.float32), name="scan", scale=(3.0, 0.9, 0.9),
+                             translate=(-6.0, -100.0, 80.0))
+    painted = np.zeros((4, 32, 32), np.uint8)
+    painted[1, 2:6, 3:9] = 1
+    labels = viewer.add_labels(painted, name="its mask", scale=(3.0, 0.9, 0.9))
+    row = train.pairs[0]
+    row.image_layer.value, row.labels_layer.value = image, labels
+    train.train_button.clicked()
+    assert "'its mask' has the shape of 'scan' but lies elsewhere in the viewer" in notes["error"][-1]
+    follow_placement_fix(viewer, notes["error"][-1], labels, image)
     [scan] = train.training_scans()
     np.testing.assert_array_equal(scan.mask, painted > 0)
 

@@ -33,6 +33,24 @@ def assert_unchanged(before: list[tuple], after: list[tuple]) -> None:
         assert b[3] == a[3]
 
 
+def follow_placement_fix(viewer, advice: str, labels, reference) -> None:
+    """Do what a refusal's advice (widgets/layers.placement_fix) says, with napari's own layer list menu actions,
+    after checking that the advice names them as napari titles them, so it cannot drift from the menu."""
+    from napari._app_model.actions._layerlist_context_actions import LAYERLIST_CONTEXT_SUBMENUS
+    from napari._app_model.constants import MenuId
+    from napari._qt._qapp_model.qactions._layerlist_context import Q_LAYERLIST_CONTEXT_ACTIONS
+
+    actions = {action.id: action for action in Q_LAYERLIST_CONTEXT_ACTIONS}
+    copy_menu = next(item.title for _, item in LAYERLIST_CONTEXT_SUBMENUS
+                     if item.submenu == MenuId.LAYERS_CONTEXT_COPY_SPATIAL)
+    copy, paste = actions["napari.layer.copy_all_to_clipboard"], actions["napari.layer.paste_spatial_from_clipboard"]
+    assert (f"right-click '{reference.name}' in the layer list > {copy_menu} > {copy.title}, then right-click "
+            f"'{labels.name}' > {paste.title}") in advice
+    copy.callback(reference)
+    viewer.layers.selection = {labels}
+    paste.callback(viewer.layers)
+
+
 def settle(qtbot, widget, timeout: int = 120_000) -> None:
     """Wait until the Segment widget's new clean-up and its clicks (queued ones included) are all shown."""
     corrections = widget.corrections

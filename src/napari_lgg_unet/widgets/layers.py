@@ -233,6 +233,21 @@ def shown_elsewhere(layer: Layer, reference: Layer) -> float | None:
     return apart if apart > voxel / 2 else None
 
 
+def placement_fix(labels: Layer, reference: Layer) -> str:
+    """How to put `labels`, which `shown_elsewhere` found away from `reference`, where `reference` is, when they do
+    belong together: the refusals tell to pick other labels, which is wrong advice for the right ones placed wrong
+    (e.g. moved or given another scale by a script, or read by another plugin). napari's layer list menu copies one
+    layer's scale and transforms onto another (the titles are napari's, tested against them). A mask volume named
+    after its scan (`<scan>_mask`, `<scan>_seg`) is read onto the scan's grid when their folder is opened as a case
+    (a TIFF mask beside a scan shown in its stored order needs none: without a placement of its own it lies on the
+    scan's voxels, see `shown_elsewhere`)."""
+    return (f"if it belongs to this image voxel for voxel, give it the image's placement: right-click "
+            f"'{reference.name}' in the layer list > Copy scale and transforms > Copy all to clipboard, then "
+            f"right-click '{labels.name}' > Apply scale/transforms from Clipboard (a NIfTI, NRRD or MHA mask named "
+            "<scan>_mask or <scan>_seg beside its scan opens on the scan's grid when their folder is opened with "
+            "File > Open Folder)")
+
+
 def as_shown(layer: Layer, data: np.ndarray | None = None) -> np.ndarray:
     """The layer's data (or `data` on its grid, channels last allowed) with its axes as napari shows them."""
     return apply_orientation(np.asarray(layer.data if data is None else data), view_orientation(layer))

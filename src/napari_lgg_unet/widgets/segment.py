@@ -33,7 +33,7 @@ from .corrections import ClickCorrections, CorrectionTarget
 from .job import JobRunner
 from .layers import (
     LayerPicker, as_shown, binary_mask, current_slice, edited, hand_over, image_choices, labels_choices, mark_edited,
-    owned_layer, put_owned_layer, segmentation_shown, set_owned_data, shown_elsewhere, to_layer_order,
+    owned_layer, placement_fix, put_owned_layer, segmentation_shown, set_owned_data, shown_elsewhere, to_layer_order,
 )
 from .readouts import Readouts, compute_readouts, readouts_text, write_readouts_csv
 from .review import ReviewList
@@ -596,7 +596,7 @@ def _truth_on_grid(truth: Labels, prediction: Labels) -> tuple[np.ndarray | None
     if apart is not None:
         return None, (f"'{truth.name}' has the prediction's shape but lies elsewhere in the viewer (its voxels up to "
                       f"{apart:.3g} world units, mm for scans, from the prediction's): pick the ground truth of this "
-                      "image")
+                      f"image; {placement_fix(truth, prediction)}")
     return to_layer_order(prediction)(shown), ""
 
 

@@ -28,7 +28,7 @@ from ..engine.settings import AugmentConfig, TrainConfig, settings_of
 from . import notify
 from .common import chosen_model, device_widgets, model_widgets, optional_path, precision_widget
 from .job import JobRunner
-from .layers import LayerPicker, as_shown, binary_mask, image_choices, labels_choices, shown_elsewhere
+from .layers import LayerPicker, as_shown, binary_mask, image_choices, labels_choices, placement_fix, shown_elsewhere
 from .loss_plot import LossPlot
 from .sequences import model_input, sequence_pickers
 from .session_models import session_models
@@ -275,5 +275,5 @@ def _labels_of(labels: Labels, image: Image, expected: tuple[int, ...]) -> tuple
     if apart is not None:
         raise InputError(f"'{labels.name}' has the shape of '{image.name}' but lies elsewhere in the viewer (its "
                          f"voxels up to {apart:.3g} world units, mm for scans, from the image's): pick the labels "
-                         "painted on this image")
+                         f"painted on this image; {placement_fix(labels, image)}")
     return mask, merged
