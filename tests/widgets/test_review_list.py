@@ -95,17 +95,33 @@ def test_a_piece_removed_and_restored_leaves_nothing_to_keep_when_segmenting_aga
     assert widget.prediction_layer() is tumour and not tumour.name.endswith("(edited)")
 
 
-def test_a_keep_box_unticked_after_the_tumour_layer_was_deleted_shows_the_piece_still_kept(viewer, reviewed, notes):
-    """Deleting the tumour layer clears the list (test_clicks_layer.py), but not while the dock is closed: the
-    widget docked again from a script still lists the deleted mask's pieces."""
+def test_a_widget_docked_again_lists_no_pieces_and_no_figures_of_a_tumour_layer_deleted_while_it_was_closed(
+        viewer, reviewed, notes):
+    """Deleting the tumour layer clears the list (test_clicks_layer.py), but a closed dock hears no layer events: the
+    widget docked again from a script listed the deleted mask's pieces and showed its size until the next Segment."""
     widget = reviewed
+    assert widget.review_list.rows and widget.readout.value.startswith("Tumour: ")
     viewer.window.remove_dock_widget(widget.native)
     viewer.layers.remove(widget.prediction_layer())
     viewer.window.add_dock_widget(widget, name="Segment tumour (again)")
-    _keep(widget, 0, False)
-    assert any("tumour layer is gone" in message for message in notes["warning"]), notes["warning"]
-    assert widget._review.removed == set()
-    assert widget.review_list.keep_box(0).checkState() == Qt.Checked  # the box says what was done: nothing
+    assert widget.review_list.rows == [] and widget.review_list.table.native.rowCount() == 0
+    assert widget.review_list.caption.value == "Segment an image to review its tumour pieces."
+    assert widget.readouts is None and widget.readout.value == "Segment an image to see the tumour size and scores."
+    assert notes["error"] == []
+
+
+def test_a_widget_docked_again_shows_the_readouts_of_its_tumour_layer_as_it_is_now(viewer, reviewed):
+    """Painted on while the dock was closed: the figures shown after docking it again are those of the layer now, not
+    of the moment it was closed."""
+    widget = reviewed
+    tumour = widget.prediction_layer()
+    viewer.window.remove_dock_widget(widget.native)
+    data = np.asarray(tumour.data)
+    data[:] = 0
+    data[0, :3, :3] = 1  # the user's eraser and brush
+    tumour.refresh()
+    viewer.window.add_dock_widget(widget, name="Segment tumour (again)")
+    assert widget.readouts.voxels == 9 and widget.readout.value.startswith("Tumour: 9 voxels")
 
 
 def test_ticking_a_piece_back_keeps_what_the_user_erased_and_painted_in_it(viewer, reviewed):

@@ -40,7 +40,7 @@ from .review import ReviewList
 from .sequences import model_input, named_sequences, says_sequence, sequence_pickers
 from .session_models import session_models
 from .tooltips import explain
-from .undock import choices_follow_layers, connect_while_docked, when_undocked
+from .undock import choices_follow_layers, connect_while_docked, when_docked, when_undocked
 from .workers import LayerResult, ModelCache, cleanup_job, segment_job
 
 NO_TRUTH = ("(none)", None)
@@ -131,6 +131,7 @@ class SegmentWidget(Container):
             (viewer.layers.events.removed, self._forget_gone_mask),
             (session_models.changed, self.model.reset_choices),
         ])
+        when_docked(self.native, self._catch_up)
         self._update_readout_text()
 
     def _input_controls(self) -> list:
@@ -513,6 +514,13 @@ class SegmentWidget(Container):
         """Whether the last segmentation is still there to show and correct (see `layers.segmentation_shown`): once
         the user deleted its image or its tumour layer, results still computed for it are dropped."""
         return self._probability is not None and segmentation_shown(self.viewer, self._source)
+
+    def _catch_up(self) -> None:
+        """Docked again (by a script, after its dock was closed): while closed, the widget heard none of the viewer's
+        events (`connect_while_docked`), so its review list and readouts still showed a tumour layer deleted
+        meanwhile (its pieces, its size and Dice), or a slice left long ago. They are brought up to date."""
+        self._forget_gone_mask()
+        self.update_readouts()
 
     def _forget_gone_mask(self, *_: object) -> None:
         """A layer was deleted (or the segmentation let go): if it was the segmented image or its tumour layer, the

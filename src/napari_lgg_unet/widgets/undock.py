@@ -17,6 +17,13 @@ def when_undocked(widget: QWidget, on_undock: Callable[[], None]) -> None:
     _ParentWatch(widget, on_undock)
 
 
+def when_docked(widget: QWidget, on_dock: Callable[[], None]) -> None:
+    """Call `on_dock` each time `widget` gets a parent: docked by the Plugins menu, or docked again by a script
+    (`viewer.window.add_dock_widget`) after its dock was closed, when it must catch up with what its connections,
+    off while it was closed (`connect_while_docked`), did not hear."""
+    _ParentWatch(widget, None, on_dock)
+
+
 def connect_while_docked(widget: QWidget, connections: Iterable[tuple[Any, Callable]]) -> None:
     """Connect each (signal, slot) now, and keep them only while `widget` is docked (has a parent).
 
@@ -67,10 +74,10 @@ class _Connections:
 
 
 class _ParentWatch(QObject):
-    """An event filter on `widget`, owned by it (Qt keeps it as long as the widget): `on_undock` when the widget loses
-    its parent, `on_dock` (if any) when it gets one."""
+    """An event filter on `widget`, owned by it (Qt keeps it as long as the widget): `on_undock` (if any) when the
+    widget loses its parent, `on_dock` (if any) when it gets one."""
 
-    def __init__(self, widget: QWidget, on_undock: Callable[[], None],
+    def __init__(self, widget: QWidget, on_undock: Callable[[], None] | None,
                  on_dock: Callable[[], None] | None = None) -> None:
         super().__init__(widget)
         self._on_undock, self._on_dock = on_undock, on_dock
@@ -78,8 +85,7 @@ class _ParentWatch(QObject):
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
         if event.type() == QEvent.Type.ParentChange:
-            if watched.parent() is None:
-                self._on_undock()
-            elif self._on_dock is not None:
-                self._on_dock()
+            call = self._on_undock if watched.parent() is None else self._on_dock
+            if call is not None:
+                call()
         return False
