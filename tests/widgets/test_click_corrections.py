@@ -310,7 +310,7 @@ def test_a_click_in_correction_mode_before_segmenting_says_to_segment_first(view
     widget = dock(viewer, "Segment tumour")
     widget.correct.value = True
     _click_canvas(viewer, qtbot)  # on the scan, with nothing segmented yet: not a silent no-op
-    assert notes["warning"] == ["segment an image first, then correct it with clicks"]
+    assert notes["warning"] == ["segment an image with this Segment widget first, then correct it with clicks"]
     assert widget.prediction_layer() is None and notes["error"] == []
 
 
@@ -322,7 +322,7 @@ def test_a_click_after_the_segmented_image_was_deleted_says_to_segment_first(vie
     viewer.layers.remove(widget._source)
     _click_canvas(viewer, qtbot)
     settle(qtbot, widget)
-    assert notes["warning"] == ["segment an image first, then correct it with clicks"]
+    assert notes["warning"] == ["segment an image with this Segment widget first, then correct it with clicks"]
     assert widget.corrections.session is None or widget.corrections.session.clicks == []
     assert all(len(layer.data) == 0 for layer in viewer.layers if type(layer).__name__ == "Points")
     assert notes["error"] == []

@@ -100,7 +100,7 @@ class QueuedClick:
 
 CLEANUP = "cleanup"  # the queue's item for "apply the latest clean-up"
 UNDO = "undo"  # the queue's item for "take back the session's last click"
-NO_SEGMENTATION = "segment an image first, then correct it with clicks"
+NO_SEGMENTATION = "segment an image with this Segment widget first, then correct it with clicks"
 READ_ONLY = "the clicks layer shows the clicks that shaped the mask and cannot be edited: Undo click takes one back"
 
 
