@@ -184,10 +184,13 @@ def test_predict_refuses_an_output_in_a_model_folder_and_leaves_the_model_intact
     assert {p: p.read_bytes() for folder in (model, default) for p in folder.iterdir()} == before
 
 
-@pytest.mark.parametrize("data, out", [("data/P", "data/P"), ("data/P", "data/P/model"), ("data", "data/models/m1")])
+@pytest.mark.parametrize("data, out", [("data/P", "data/P"), ("data/P", "data/P/model"), ("data", "data/models/m1"),
+                                       ("linked", "linked/P/model")])
 def test_train_refuses_an_out_folder_that_is_or_lies_in_its_data_and_writes_nothing(sample_patient_dir, tmp_path,
                                                                                    capsys, data, out):
     shutil.copytree(sample_patient_dir, tmp_path / "data" / "P")
+    (tmp_path / "linked").mkdir()  # a root of links to patient folders kept elsewhere, as the docs build one
+    (tmp_path / "linked" / "P").symlink_to(tmp_path / "data" / "P")
     before = sorted(tmp_path.rglob("*"))
     argv = ["train", "--data", str(tmp_path / data), "--out", str(tmp_path / out), "--epochs", "1",
             "--steps-per-epoch", "1", "--batch-size", "2", "--image-size", "64", "--decoder-channels", "16,16,16,16,16",
