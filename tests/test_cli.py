@@ -136,6 +136,32 @@ def test_bad_inputs_exit_2_with_one_line_and_leave_no_output(tiny_model_dir, tmp
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_evaluate_refuses_a_json_it_may_not_or_cannot_write_before_the_model_runs(sample_patient_dir, tiny_model_dir,
+                                                                                  tmp_path, capsys, monkeypatch):
+    mine, notes = tmp_path / "mine.json", tmp_path / "notes"
+    mine.write_text('{"mine": 1}')  # a user's own file, given as --json by mistake
+    notes.write_text("x")
+    monkeypatch.setattr("napari_lgg_unet.engine.model.load_model", lambda *_, **__: pytest.fail("refused too late"))
+    argv = ["evaluate", "--model", str(tiny_model_dir), "--data", str(sample_patient_dir), "--json"]
+    assert "already exists; give --overwrite" in _one_line_error(capsys, [*argv, str(mine)])
+    assert "is a folder; give a file name" in _one_line_error(capsys, [*argv, str(tmp_path)])
+    assert f"{notes} is a file, not a folder" in _one_line_error(capsys, [*argv, str(notes / "r.json")])
+    assert mine.read_text() == '{"mine": 1}' and notes.read_text() == "x"
+    monkeypatch.undo()
+    assert main([*argv, str(mine), "--overwrite"]) == 0
+    assert SAMPLE_PATIENT in json.loads(mine.read_text())["patients"]
+
+
+def test_predict_refuses_an_output_below_a_file_before_the_model_runs(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    tifffile.imwrite(tmp_path / "scan.tif", np.zeros((2, 16, 16), np.uint8))
+    (tmp_path / "notes").write_text("x")
+    monkeypatch.setattr("napari_lgg_unet.engine.model.load_model", lambda *_, **__: pytest.fail("refused too late"))
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "scan.tif"),
+            "--output", str(tmp_path / "notes" / "mask.tif")]
+    assert f"{tmp_path / 'notes'} is a file, not a folder" in _one_line_error(capsys, argv)
+    assert (tmp_path / "notes").read_text() == "x"
+
+
 def test_usage_errors_are_one_line_too(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--data", "x"])

@@ -173,7 +173,8 @@ def _add_evaluate(sub: argparse.ArgumentParser) -> None:
                      help="only the patients of this split recorded in the model's config")
     sub.add_argument("--input-variant", choices=INPUT_VARIANTS, default="as-is",
                      help="score a shift proxy: the FLAIR channel alone, or skull-stripped scans")
-    sub.add_argument("--json", type=Path, default=None, help="write the results here")
+    sub.add_argument("--json", type=Path, default=None, help="write the results here (a new file)")
+    sub.add_argument("--overwrite", action="store_true", help="replace a --json file that exists")
 
 
 def _segment_options(args: argparse.Namespace, default: PostprocessConfig) -> SegmentOptions:
@@ -299,9 +300,8 @@ def _run_predict(args: argparse.Namespace) -> int:
             return _predict_cohort(args, sources, group)
     check_output(args.output, sources)
     check_mask_name(args.output)
-    if not args.overwrite and (args.output.exists() or args.output.is_symlink()):  # it may be a user's own mask
-        hint = " (--skip-existing applies to a folder of scans)" if args.skip_existing else ""
-        raise InputError(f"--output {args.output} already exists; give --overwrite to replace it{hint}")
+    hint = " (--skip-existing applies to a folder of scans)" if args.skip_existing else ""
+    _check_new_file(args.output, "--output", args.overwrite, hint)
     model, options = _load_for_inference(args, device)
     (done,) = segment_scans(model, sources, options)
     if done.scan.geometry is not None:  # which file or DICOM series fed each channel (a study has several series)
@@ -309,6 +309,19 @@ def _run_predict(args: argparse.Namespace) -> int:
     write_mask(args.output, done.result.mask, done.scan)
     print(f"wrote {args.output}")
     return 0
+
+
+def _check_new_file(path: Path, flag: str, overwrite: bool, hint: str = "") -> None:
+    """Refuse a file output before any work: one that exists (it may be a user's own file) unless `overwrite`, a
+    folder of that name, or a path through a file. The last two would fail only when the file is written, after the
+    whole run, with the operating system's word ('File exists')."""
+    if path.is_dir():
+        raise InputError(f"{flag} {path} is a folder; give a file name")
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise InputError(f"{flag} {path} already exists; give --overwrite to replace it{hint}")
+    folder = next((parent for parent in path.parents if parent.exists()), None)
+    if folder is not None and not folder.is_dir():
+        raise InputError(f"{flag} {path} cannot be written: {folder} is a file, not a folder")
 
 
 def _predict_cohort(args: argparse.Namespace, cases: list[ScanSource], group: Group) -> int:
@@ -381,11 +394,12 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from .engine.io import find_scans
     from .engine.outputs import check_output, model_folders
 
+    if args.json:  # not onto any scan under --data (the split's or not), nor into a model folder; before the run
+        check_output(args.json, find_scans(args.data, require_masks=True))
+        check_output(args.json, model_folders(args.model), what="a model folder")
+        _check_new_file(args.json, "--json", args.overwrite)
     model, options = _load_for_inference(args, pick_device(args.device))
     folders = _evaluation_folders(args, model)
-    if args.json:  # not onto any scan under --data (the split's or not), nor into a model folder
-        check_output(args.json, find_scans(args.data))
-        check_output(args.json, model_folders(args.model), what="a model folder")
     results = []
     print(f"{'patient':<28} {'slices':>6} {'dice':>6} {'iou':>6} {'acc':>7}")
     results_iter = evaluate_patients(model, folders, options, args.input_variant)
