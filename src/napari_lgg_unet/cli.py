@@ -36,6 +36,9 @@ if TYPE_CHECKING:  # the heavy parts (torch, the model zoo, napari) are imported
     from .engine.predict import SegmentOptions
 
 SPEED_SETTINGS = ("device", "precision", "threads")  # TrainConfig's declarations, shared by every command that runs
+# what train, evaluate and calibrate read: every format find_scans knows, not only Kaggle folders
+SCANS_WITH_MASKS = ("scans with masks: a Kaggle root, a folder of case folders, an nnU-Net dataset, or one "
+                    "patient or case folder")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,10 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lgg-unet", description="Brain tumour (LGG) segmentation with a U-Net.")
     parser.add_argument("--version", action="version", version=f"lgg-unet {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _add_train(commands.add_parser("train", help="train or fine-tune a model on Kaggle-style patient folders"))
+    _add_train(commands.add_parser("train", help="train or fine-tune a model on scans with masks"))
     _add_calibrate(commands.add_parser("calibrate", help="choose the threshold and clean-up on validation patients"))
     view = commands.add_parser("view", help="open napari with the plugin on a scan (default: the sample patient)")
-    view.add_argument("path", nargs="?", type=Path, default=None, help="patient folder or TIFF")
+    view.add_argument("path", nargs="?", type=Path, default=None,
+                      help="scan to open (patient / case / DICOM folder, TIFF, NIfTI)")
     view.add_argument("--segment", action="store_true", help="segment it with the default model right away")
     _add_predict(commands.add_parser("predict", help="segment scans and write masks (on the scan's grid for "
                                                      "medical volumes, TIFF 0/255 otherwise)"))
@@ -67,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_train(train: argparse.ArgumentParser) -> None:
     """`train`: where to read and write, then one flag per TrainConfig setting, from its declaration."""
-    train.add_argument("--data", required=True, type=Path, help="a Kaggle root folder or one patient folder")
+    train.add_argument("--data", required=True, type=Path, help=SCANS_WITH_MASKS)
     train.add_argument("--out", required=True, type=Path, help="model folder to write (best checkpoint)")
     _add_setting_flags(train, settings_of(TrainConfig))
     train.add_argument("--no-augment", action="store_true", help="switch augmentation off")
@@ -119,7 +123,7 @@ def _explained(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 def _add_calibrate(calibrate: argparse.ArgumentParser) -> None:
     calibrate.add_argument("--model", required=True, help="model folder to update (its config.json)")
-    calibrate.add_argument("--data", type=Path, help="Kaggle root or patient folder (not with --like)")
+    calibrate.add_argument("--data", type=Path, help=f"{SCANS_WITH_MASKS}; not with --like")
     calibrate.add_argument("--like", metavar="MODEL", help="adopt the threshold and clean-up already chosen for this "
                            "model of the same recipe (for a model trained on every patient: it has no validation "
                            "patients of its own)")
@@ -141,7 +145,8 @@ def _add_inference_options(sub: argparse.ArgumentParser) -> None:
                      help="'auto' uses OpenVINO on the CPU when the fast-cpu extra is installed, else PyTorch")
     sub.add_argument("--tta", action="store_true", help="average with the horizontally flipped scan")
     sub.add_argument("--threshold", type=float, default=None, help="default: the model's own")
-    sub.add_argument("--min-size", type=int, default=None, help="drop tumour pieces smaller than this (voxels)")
+    sub.add_argument("--min-size", type=int, default=None,
+                     help="drop tumour pieces smaller than this (voxels; default: the model's own)")
     sub.add_argument("--keep-largest", action=argparse.BooleanOptionalAction, default=None,
                      help="keep only the largest 3D tumour piece (default: the model's own)")
     sub.add_argument("--min-confidence", type=float, default=None,
@@ -168,7 +173,7 @@ def _add_predict(sub: argparse.ArgumentParser) -> None:
 
 def _add_evaluate(sub: argparse.ArgumentParser) -> None:
     _add_inference_options(sub)
-    sub.add_argument("--data", required=True, type=Path, help="Kaggle root or patient folder")
+    sub.add_argument("--data", required=True, type=Path, help=SCANS_WITH_MASKS)
     sub.add_argument("--split", choices=SPLITS, default=None,
                      help="only the patients of this split recorded in the model's config")
     sub.add_argument("--input-variant", choices=INPUT_VARIANTS, default="as-is",
