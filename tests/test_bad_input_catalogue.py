@@ -506,6 +506,9 @@ CLI_CASES = [
                  "--read-ahead must be 0 or more", id="predict --read-ahead -1"),
     pytest.param(_predict(scan=_folder_of_two_scans, output=_existing_file), "give a folder as --output",
                  id="predict a folder of scans into a file"),
+    pytest.param(_predict(scan=_folder_of_two_scans, output=lambda w: w.out / "masks.nii.gz"),
+                 "give a folder as --output, not a file name (masks.nii.gz)",
+                 id="predict a folder of scans into a new file name"),
     # files predict did not make: replaced only when asked (--overwrite), or kept (--skip-existing)
     pytest.param(_predict(output=_existing_file), "masks.tif already exists; give --overwrite to replace it",
                  id="predict onto an existing file"),

@@ -286,7 +286,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     from .engine.cohort import segment_scans
     from .engine.device import pick_device
     from .engine.distributed import interrupt_on_signals, process_group
-    from .engine.formats import check_mask_name
+    from .engine.formats import check_mask_name, file_format
     from .engine.io import existing_path, find_scans, write_mask
     from .engine.outputs import check_output, model_folders, outside
 
@@ -299,8 +299,10 @@ def _run_predict(args: argparse.Namespace) -> int:
     if not sources:
         raise InputError(f"{args.input} holds no scans outside --output {args.output}")
     if len(sources) > 1 or args.output.is_dir():  # a folder of scans -> one <scan>_mask file each, in --output
-        if args.output.is_file():
-            raise InputError(f"--input {args.input} holds {len(sources)} scans; give a folder as --output")
+        # a new --output named as a mask file (masks.tif) is a mistake too: it would become a folder of that name
+        if args.output.is_file() or (not args.output.exists() and file_format(args.output) is not None):
+            raise InputError(f"--input {args.input} holds {len(sources)} scans; give a folder as --output, not a file "
+                             f"name ({args.output.name})")
         with interrupt_on_signals(), process_group(args.device) as group:
             return _predict_cohort(args, sources, group)
     check_output(args.output, sources)
