@@ -279,6 +279,43 @@ def test_readouts_equal_the_engine_metrics_for_volume_and_shown_slice(qtbot, vie
 
 
 @pytest.mark.usefixtures("inline_jobs")
+def test_readouts_follow_painting_on_the_tumour_layer_and_the_ground_truth_without_a_slider_step(qtbot, viewer,
+                                                                                                 segment_widget):
+    """A correction painted on the tumour layer or the ground truth, and napari's undo of it, show in the Dice at once
+    (once per stroke): the readouts used to wait for the next slider step."""
+    widget = segment_widget
+    widget.cleanup.threshold.value = 0.05
+    run_segment(qtbot, widget)
+    truth = viewer.layers[f"{PATIENT} mask"]
+    widget.truth.value = truth
+    prediction = widget.prediction_layer()
+    before = widget.readouts.scores["volume"]["dice"]
+    computed = []
+    real = widget.update_readouts
+    widget._readout_watch._on_change = lambda: (computed.append(1), real())
+
+    def scored() -> float:
+        return volume_scores(prediction.data, truth.data).dice
+
+    z, y, x = np.argwhere(truth.data > 0)[0]
+    prediction.brush_size = 15
+    for offset in range(5):  # one stroke of several paint events
+        prediction.paint((z, y, x + offset), 0, refresh=True)
+    qtbot.waitUntil(lambda: widget.readouts.scores["volume"]["dice"] != before, timeout=2000)
+    assert widget.readouts.scores["volume"]["dice"] == pytest.approx(scored())
+    qtbot.wait(300)
+    assert computed == [1]  # the stroke was computed once, after it
+    painted = widget.readouts.scores["volume"]["dice"]
+    prediction.undo()  # napari's own undo (of the last paint event) gives the layer new data
+    qtbot.waitUntil(lambda: widget.readouts.scores["volume"]["dice"] != painted, timeout=2000)
+    assert widget.readouts.scores["volume"]["dice"] == pytest.approx(scored())
+    undone = widget.readouts.scores["volume"]["dice"]
+    truth.paint((z, y, x), 0, refresh=True)  # a correction of the ground truth counts too
+    qtbot.waitUntil(lambda: widget.readouts.scores["volume"]["dice"] != undone, timeout=2000)
+    assert widget.readouts.scores["volume"]["dice"] == pytest.approx(scored())
+
+
+@pytest.mark.usefixtures("inline_jobs")
 def test_a_ground_truth_of_the_predictions_shape_shown_elsewhere_is_not_scored(qtbot, viewer, segment_widget, notes):
     """A mask moved or scaled away from the image would be scored voxel by voxel against another place; one stored
     reversed but shown on the image's voxels is scored as the mask it is."""
@@ -293,9 +330,8 @@ def test_a_ground_truth_of_the_predictions_shape_shown_elsewhere_is_not_scored(q
     assert widget.readout.value.startswith("'moved mask' has the prediction's shape but lies elsewhere in the viewer")
     assert_unchanged(before, snapshot(viewer))
     follow_placement_fix(viewer, widget.readout.value, moved, widget.prediction_layer())  # if it were the right one
-    step = viewer.dims.current_step[0]
-    viewer.dims.set_current_step(0, step - 1 if step else 1)  # the readouts follow the slider, not a layer's placement
-    assert widget.readouts is not None and "dice" in widget.readout.value
+    qtbot.waitUntil(lambda: widget.readouts is not None, timeout=2000)  # the readouts follow the new placement
+    assert "dice" in widget.readout.value
     viewer.layers.remove(moved)
     prediction = widget.prediction_layer().data
     prediction[:] = 0

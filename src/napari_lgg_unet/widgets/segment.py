@@ -31,6 +31,7 @@ from . import notify
 from .common import chosen_model, device_widgets, model_widgets, optional_path, precision_widget
 from .corrections import ClickCorrections, CorrectionTarget
 from .job import JobRunner
+from .layer_watch import LayerWatch
 from .layers import (
     LayerPicker, as_shown, binary_mask, current_slice, edited, hand_over, image_choices, labels_choices, mark_edited,
     owned_layer, placement_fix, put_owned_layer, segmentation_shown, set_owned_data, shown_elsewhere, to_layer_order,
@@ -132,6 +133,7 @@ class SegmentWidget(Container):
             (session_models.changed, self.model.reset_choices),
         ])
         when_docked(self.native, self._catch_up)
+        self._readout_watch = LayerWatch(self.native, self.update_readouts)
         self._update_readout_text()
 
     def _input_controls(self) -> list:
@@ -545,14 +547,17 @@ class SegmentWidget(Container):
         self.update_readouts()
 
     def update_readouts(self) -> None:
-        """Recompute size and scores for the volume and the slice on screen (called on every slice change)."""
+        """Recompute size and scores for the volume and the slice on screen: on every slice change, and after the
+        tumour layer or the ground truth was painted, given new data or moved (`LayerWatch`)."""
         prediction = self.prediction_layer()
+        truth_layer = self.truth.value
+        self._readout_watch.settled()
+        self._readout_watch.watch([prediction, truth_layer])
         if prediction is None:
             self.readouts = None
             self._update_readout_text()
             return
         mask = np.asarray(prediction.data) > 0
-        truth_layer = self.truth.value
         truth = None
         if truth_layer is not None and truth_layer is not prediction:
             truth, problem = _truth_on_grid(truth_layer, prediction)
