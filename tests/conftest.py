@@ -1,13 +1,25 @@
 """Shared fixtures: the real LGG data beside the project (skipped with a reason when absent), the patient that ships in
-the package as a Kaggle-style folder (so tests that need one real patient run anywhere), and a tiny model."""
+the package as a Kaggle-style folder (so tests that need one real patient run anywhere), a tiny model, and a cache
+folder of the tests' own."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 LGG_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lgg" / "kaggle_3m"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The tests' own cache folder (XDG_CACHE_HOME, inherited by the CLI runs they start): what 'auto' precision
+    remembers is never written into the real home, and the real home's choices never steer a test."""
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="session")

@@ -133,7 +133,7 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step_and_one_process_resumes
 def _train_with_own_precision_measurement(rank: int, port: int, out: str) -> None:
     """One rank of a short training whose 'auto' precision timing came out differently on each rank."""
     os.environ.update(rank_variables(rank, port))
-    precision._auto = lambda device: Precision(device, "fp32", channels_last=rank == 1)
+    precision._auto = lambda device, threads: Precision(device, "fp32", channels_last=rank == 1)
     rng = np.random.default_rng(0)
     scans = [Scan(f"P{i}", rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8), rng.random((4, 32, 32)) > 0.7, True)
              for i in range(3)]

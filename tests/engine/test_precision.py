@@ -1,3 +1,6 @@
+import datetime
+import json
+
 import numpy as np
 import pytest
 import tifffile
@@ -6,7 +9,8 @@ import torch
 from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import load_model
-from napari_lgg_unet.engine.precision import choose, grad_scaler, native_bf16_cpu
+from napari_lgg_unet.engine import precision
+from napari_lgg_unet.engine.precision import REMEASURE_ENV, Precision, choices_file, choose, grad_scaler, native_bf16_cpu
 from napari_lgg_unet.engine.predict import SegmentOptions, segment_steps
 from napari_lgg_unet.engine.settings import PRECISION_CHOICES
 from napari_lgg_unet.sample_data import SAMPLE_PATIENT, sample_folder
@@ -67,3 +71,66 @@ def test_training_gets_a_grad_scaler_only_for_fp16():
     assert grad_scaler(choose(CPU, "fp16")).is_enabled()
     assert not grad_scaler(choose(CPU, "bf16")).is_enabled()
     assert not grad_scaler(choose(CPU, "fp32")).is_enabled()
+
+
+@pytest.fixture
+def flipping_measurement(monkeypatch, tmp_path):
+    """A busy machine: each timing picks the other fp32 layout. The cache folder is the test's own, and the process's
+    memo of 'auto' is emptied before and after, as if each `choose` were a new run."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(REMEASURE_ENV, raising=False)
+    timings = iter(range(100))
+    monkeypatch.setattr(precision, "_fastest", lambda candidates: candidates[1 - next(timings) % 2])
+    precision._auto.cache_clear()
+    yield tmp_path / "cache"
+    precision._auto.cache_clear()
+
+
+def _next_run(requested="auto"):
+    precision._auto.cache_clear()
+    return choose(CPU, requested)
+
+
+def test_auto_on_a_cpu_remembers_its_measurement_so_every_run_chooses_the_same(flipping_measurement):
+    first = _next_run()
+    assert first.channels_last and first.label.endswith("; auto: measured now")
+    again = _next_run()
+    assert again == first and again.label.endswith(f"; auto: remembered from {datetime.date.today().isoformat()}")
+    assert choices_file() == flipping_measurement / "napari-lgg-unet" / "precision.json"
+    remembered = json.loads(choices_file().read_text())
+    assert len(remembered) == 1 and f"{torch.get_num_threads()} threads" in next(iter(remembered))
+    assert _next_run("fp32").label == f"cpu, fp32, {torch.get_num_threads()} threads"  # asked for: nothing to explain
+
+
+def test_remeasuring_replaces_the_remembered_choice(flipping_measurement, monkeypatch):
+    first = _next_run()
+    monkeypatch.setenv(REMEASURE_ENV, "1")
+    measured = _next_run()
+    assert measured != first and measured.why == "auto: measured now"
+    monkeypatch.delenv(REMEASURE_ENV)
+    assert _next_run() == measured and "remembered" in _next_run().why
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"key": "fp32"}', "\x00\xff"])
+def test_a_corrupt_choices_file_is_ignored_and_rewritten(flipping_measurement, content):
+    choices_file().parent.mkdir(parents=True)
+    choices_file().write_bytes(content.encode("latin-1"))
+    assert _next_run().why == "auto: measured now"
+    assert len(json.loads(choices_file().read_text())) >= 1 and "remembered" in _next_run().why
+
+
+def test_a_cache_folder_that_cannot_be_written_costs_a_measurement_not_an_error(flipping_measurement, monkeypatch):
+    blocker = flipping_measurement.parent / "a-file"
+    blocker.write_text("mine")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    assert _next_run().why == "auto: measured now" and _next_run().why == "auto: measured now"
+    assert blocker.read_text() == "mine"
+
+
+def test_a_resumed_run_keeps_the_precision_it_trained_in_when_auto_could_choose_it_here(flipping_measurement):
+    kept = Precision(CPU, "fp32", channels_last=False)
+    assert _next_run().channels_last  # what auto measures now
+    resumed = choose(CPU, "auto", keep=kept)
+    assert resumed == kept and resumed.why == "auto: kept from the resumed run"
+    assert choose(CPU, "fp32", keep=Precision(CPU, "fp32", True)) == kept  # asked for explicitly: as asked
+    assert choose(CPU, "auto", keep=Precision(CPU, "fp16", True)).name == "fp32"  # never auto's choice on a CPU

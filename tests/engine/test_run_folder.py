@@ -13,6 +13,7 @@ from temp_files import LOOKALIKES, leftovers_of_a_killed_writer
 from napari_lgg_unet.engine import folder_lock
 from napari_lgg_unet.engine.errors import InputError, ModelError
 from napari_lgg_unet.engine.folder_lock import LOCK_FILE
+from napari_lgg_unet.engine.precision import Precision
 from napari_lgg_unet.engine.run_folder import PATIENTS, RunFolder, RunProgress
 
 
@@ -256,7 +257,9 @@ def test_nothing_is_written_into_the_installed_packages_weights_folder(tmp_path,
 def test_the_resume_state_restores_weights_optimizer_and_progress_and_refuses_other_settings(tmp_path):
     folder = RunFolder(tmp_path)
     network, optimizer, scaler = _parts()
-    folder.save_resume_state(network, optimizer, scaler, RunProgress(epochs_done=2, best_epoch=1), {"lr": 0.01})
+    folder.save_resume_state(network, optimizer, scaler, RunProgress(epochs_done=2, best_epoch=1), {"lr": 0.01},
+                             Precision(torch.device("cpu"), "bf16", True))
+    assert folder.trained_precision(torch.device("cpu")) == Precision(torch.device("cpu"), "bf16", True)
     folder.check_start({"lr": 0.01}, resume=True)
     folder.check_start({"lr": 0.01, PATIENTS: ["A", "B"]}, resume=True)  # a state saved before the scans were kept
     with pytest.raises(InputError, match="lr 0.01 -> 0.1"):

@@ -3,6 +3,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from napari_lgg_unet.engine.dataset import AugmentConfig
 from napari_lgg_unet.engine.errors import InputError
@@ -249,3 +250,28 @@ def test_resume_completes_a_best_model_whose_save_was_cut_between_its_two_files(
     (tmp_path / "m" / "config.json").unlink()  # killed after the weights' rename, before config.json's
     list(train_model(scans, TrainConfig(epochs=2, steps_per_epoch=1, resume=True, **tiny), tmp_path / "m", lambda: True))
     assert read_config(tmp_path / "m").training.best_epoch == 1
+
+
+def test_an_auto_run_resumes_in_the_precision_it_trained_in(sample_patient_dir, tmp_path, monkeypatch):
+    """A resumed 'auto' run keeps its arithmetic even where 'auto' would choose otherwise now (another measurement)."""
+    from napari_lgg_unet.engine import precision
+    from napari_lgg_unet.engine.io import load_patients
+    from napari_lgg_unet.engine.run_folder import RunFolder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(precision, "_fastest", lambda candidates: candidates[1])  # fp32, channels-last
+    precision._auto.cache_clear()
+    scans = load_patients(sample_patient_dir)
+    tiny = dict(FAST, batch_size=2, decoder_channels=(16, 16, 16, 16, 16), val_fraction=0)
+    list(train_model(scans, TrainConfig(epochs=1, steps_per_epoch=1, **tiny), tmp_path / "m"))
+    started = RunFolder(tmp_path / "m").trained_precision(torch.device("cpu"))
+    assert started is not None and started.channels_last
+    monkeypatch.setattr(precision, "_fastest", lambda candidates: candidates[0])  # now plain fp32 measures faster
+    monkeypatch.setenv(precision.REMEASURE_ENV, "1")
+    precision._auto.cache_clear()
+    try:
+        events = list(train_model(scans, TrainConfig(epochs=2, steps_per_epoch=1, resume=True, **tiny), tmp_path / "m"))
+    finally:
+        precision._auto.cache_clear()
+    assert events[0].message.endswith("; auto: kept from the resumed run")
+    assert RunFolder(tmp_path / "m").trained_precision(torch.device("cpu")) == started

@@ -82,6 +82,27 @@ def test_the_chosen_precision_runs_and_the_widget_says_what_ran(qtbot, viewer, s
 
 
 @pytest.mark.usefixtures("inline_jobs")
+def test_auto_precision_in_the_widget_is_the_choice_a_command_line_run_remembered(qtbot, segment_widget, notes,
+                                                                                   monkeypatch, tmp_path):
+    """`lgg-unet predict` measured on this machine; the viewer, a later process, runs what it chose and says why."""
+    from napari_lgg_unet.engine import precision
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    layouts = iter([True, False])  # a busy machine: the second measurement would pick the other fp32 layout
+    monkeypatch.setattr(precision, "_fastest", lambda candidates: candidates[1 if next(layouts) else 0])
+    precision._auto.cache_clear()
+    measured = precision.choose("cpu", "auto")  # what the command line's run chose
+    precision._auto.cache_clear()  # the viewer is another process
+    try:
+        segment_widget.precision.value = "auto"
+        run_segment(qtbot, segment_widget)
+        assert precision.choose("cpu", "auto") == measured
+    finally:
+        precision._auto.cache_clear()
+    assert notes["error"] == [] and "; auto: remembered from " in segment_widget.device_note.value
+
+
+@pytest.mark.usefixtures("inline_jobs")
 def test_running_again_updates_the_same_layer_and_leaves_a_same_named_user_layer_alone(qtbot, viewer, segment_widget):
     widget = segment_widget
     user = viewer.add_labels(np.full((6, 256, 256), 7, np.uint8), name=f"{PATIENT} tumour")

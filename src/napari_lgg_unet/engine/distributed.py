@@ -161,14 +161,15 @@ def launched_ranks() -> Group:
     return Group(rank, world, local_rank, _env_int("LOCAL_WORLD_SIZE", 1))
 
 
-def agreed_precision(group: Group, requested: str) -> Precision:
-    """The precision of every process: rank 0's choice. 'auto' times the candidates on the CPU in each process, and
-    processes that chose differently (channels-last or not, bf16 or fp32) cannot train one DDP model."""
-    mine = choose(group.device, requested)
+def agreed_precision(group: Group, requested: str, keep: Precision | None = None) -> Precision:
+    """The precision of every process: rank 0's choice (`choose`'s, with `keep`). 'auto' may differ between processes
+    on a CPU (each reads or times the candidates), and processes that chose differently (channels-last or not, bf16
+    or fp32) cannot train one DDP model."""
+    mine = choose(group.device, requested, keep)
     if group.world == 1:
         return mine
-    name, channels_last = json.loads(group.broadcast_text(json.dumps([mine.name, mine.channels_last])))
-    return Precision(group.device, str(name), bool(channels_last))
+    name, channels_last, why = json.loads(group.broadcast_text(json.dumps([mine.name, mine.channels_last, mine.why])))
+    return Precision(group.device, str(name), bool(channels_last), str(why))
 
 
 @contextlib.contextmanager

@@ -1,28 +1,42 @@
-"""Which number format and memory layout the U-Net runs in on a device, chosen once per process.
+"""Which number format and memory layout the U-Net runs in on a device.
 
 Plain fp32 leaves most of a modern CPU idle: CPUs with native bf16 (AVX512-BF16, AMX) run bf16 convolutions
 several times faster, and channels-last memory helps oneDNN even in fp32. But bf16 is emulated, and slower, on CPUs
 without those units, so on a CPU the automatic choice is measured on this machine, never assumed. Training keeps
 fp32 master weights in every case (autocast only changes the arithmetic); only fp16 needs a GradScaler.
+
+The measurement is remembered per machine (CPU, torch, threads) in the user's cache folder: timed again on every
+run, a busy moment flipped the choice between bf16 and fp32, and with it a few voxels of the same scan's mask.
+`LGG_UNET_REMEASURE_PRECISION=1` times the candidates again (after a BIOS change, or on an idle machine).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
+import json
+import os
+import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import torch
 
+from .atomic import write_text_atomic
 from .device import describe_device
-from .errors import DeviceError
+from .errors import DeviceError, InputError
 from .settings import PRECISION_CHOICES
 from .validate import check_choice
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+RESOLVED = tuple(_DTYPES)  # the names a chosen Precision has: PRECISION_CHOICES but 'auto'
 # A candidate must beat plain fp32 by this factor to be chosen, so timing noise never picks a slower path.
 _MIN_SPEEDUP = 1.1
+REMEASURE_ENV = "LGG_UNET_REMEASURE_PRECISION"
+_CHOICES_FILE = "precision.json"  # in the cache folder: {machine key: {"name", "channels_last", "measured"}}
+_PROBE = "resnet18 features, 1x3x256x256, inference"  # what `_fastest` times: another probe's verdicts do not count
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,7 @@ class Precision:
     device: torch.device
     name: str
     channels_last: bool
+    why: str = field(default="", compare=False)  # for a measured 'auto': "auto: measured now", "... remembered ..."
 
     @property
     def dtype(self) -> torch.dtype | None:
@@ -39,10 +54,13 @@ class Precision:
 
     @property
     def label(self) -> str:
-        """What the progress line shows, e.g. 'cpu, bf16, 2 threads' or 'cuda (NVIDIA H100), bf16'."""
+        """What progress lines and records show, e.g. 'cpu, bf16, 2 threads; auto: measured now' or
+        'cuda (NVIDIA H100), bf16'."""
         if self.device.type == "cpu":
-            return f"cpu, {self.name}, {torch.get_num_threads()} threads"
-        return f"{describe_device(self.device)}, {self.name}"
+            where = f"cpu, {self.name}, {torch.get_num_threads()} threads"
+        else:
+            where = f"{describe_device(self.device)}, {self.name}"
+        return f"{where}; {self.why}" if self.why else where
 
 
 def native_bf16_cpu() -> bool:
@@ -51,8 +69,12 @@ def native_bf16_cpu() -> bool:
     return torch.backends.mkldnn.is_available() and any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
-def choose(device: torch.device | str, requested: str = "auto") -> Precision:
-    """Resolve 'auto' / 'fp32' / 'bf16' / 'fp16' for `device`; 'auto' is decided (and on CPU measured) once per process."""
+def choose(device: torch.device | str, requested: str = "auto", keep: Precision | None = None) -> Precision:
+    """Resolve 'auto' / 'fp32' / 'bf16' / 'fp16' for `device`; 'auto' on a CPU is measured once per machine.
+
+    `keep` is the precision a resumed training run trained in: 'auto' keeps it when it is one 'auto' could choose on
+    `device`, so a run does not change its arithmetic half-way because a measurement or the machine changed.
+    """
     device = torch.device(device)
     requested = check_choice("precision", requested, PRECISION_CHOICES)
     if device.type == "cuda" and requested == "bf16" and not torch.cuda.is_bf16_supported():
@@ -61,19 +83,90 @@ def choose(device: torch.device | str, requested: str = "auto") -> Precision:
         raise DeviceError("bf16 is not supported on Apple MPS here; use --precision fp16, fp32 or auto")
     if requested != "auto":
         return Precision(device, requested, channels_last=device.type != "mps" and requested != "fp32")
-    return _auto(device)
+    if keep is not None and keep in _candidates(device):
+        return Precision(device, keep.name, keep.channels_last, "auto: kept from the resumed run")
+    return _auto(device, torch.get_num_threads())
 
 
-@functools.lru_cache(maxsize=None)
-def _auto(device: torch.device) -> Precision:
+def _candidates(device: torch.device) -> list[Precision]:
+    """What 'auto' chooses from on `device`; on a CPU the first, plain fp32, is the baseline the others must beat."""
     if device.type == "cuda":
-        return Precision(device, "bf16" if torch.cuda.is_bf16_supported() else "fp16", channels_last=True)
+        return [Precision(device, "bf16" if torch.cuda.is_bf16_supported() else "fp16", channels_last=True)]
     if device.type != "cpu":
-        return Precision(device, "fp32", channels_last=False)
+        return [Precision(device, "fp32", channels_last=False)]
     candidates = [Precision(device, "fp32", False), Precision(device, "fp32", True)]
     if native_bf16_cpu():
         candidates.append(Precision(device, "bf16", True))
-    return _fastest(candidates)
+    return candidates
+
+
+@functools.lru_cache(maxsize=None)
+def _auto(device: torch.device, threads: int) -> Precision:
+    """'auto' on `device` with `threads` CPU threads (the timing depends on them): on a CPU, this machine's remembered
+    measurement, else one made now and remembered."""
+    candidates = _candidates(device)
+    if len(candidates) == 1:
+        return candidates[0]
+    key = _machine_key(threads)
+    remembered = None if os.environ.get(REMEASURE_ENV, "").strip() not in ("", "0") else _remembered(key)
+    if remembered is not None:
+        name, channels_last, day = remembered
+        chosen = Precision(device, name, channels_last, f"auto: remembered from {day}")
+        if chosen in candidates:
+            return chosen
+    fastest = _fastest(candidates)
+    _remember(key, fastest)
+    return Precision(device, fastest.name, fastest.channels_last, "auto: measured now")
+
+
+def choices_file() -> Path:
+    """Where the measured choices are remembered: $XDG_CACHE_HOME/napari-lgg-unet, else ~/.cache/napari-lgg-unet."""
+    root = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
+    return Path(root) / "napari-lgg-unet" / _CHOICES_FILE
+
+
+def _machine_key(threads: int) -> str:
+    """What a CPU measurement depends on: the CPU (its model, and what oneDNN can use on it), torch and threads."""
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")()
+    bf16 = "native bf16" if native_bf16_cpu() else "no native bf16"
+    return f"{_cpu_model()} ({capability}, {bf16}) | torch {torch.__version__} | {threads} threads | {_PROBE}"
+
+
+def _cpu_model() -> str:
+    """The CPU's model name: /proc/cpuinfo's on Linux (platform.processor() is often empty there)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")) and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _read_choices() -> dict:
+    """The remembered choices; an unreadable or corrupt file counts as none (it is rewritten at the next choice)."""
+    try:
+        data = json.loads(choices_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError, RuntimeError):  # RuntimeError: Path.home() without a home
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _remembered(key: str) -> tuple[str, bool, str] | None:
+    entry = _read_choices().get(key)
+    if not isinstance(entry, dict):
+        return None
+    name, channels_last, day = entry.get("name"), entry.get("channels_last"), entry.get("measured")
+    if name not in RESOLVED or not isinstance(channels_last, bool) or not isinstance(day, str):
+        return None
+    return name, channels_last, day
+
+
+def _remember(key: str, chosen: Precision) -> None:
+    """Add this machine's measurement to the file; a cache folder that cannot be written only costs a measurement."""
+    choices = _read_choices()
+    choices[key] = {"name": chosen.name, "channels_last": chosen.channels_last,
+                    "measured": datetime.date.today().isoformat()}
+    with contextlib.suppress(InputError, RuntimeError):
+        write_text_atomic(choices_file(), json.dumps(choices, indent=1, sort_keys=True) + "\n")
 
 
 def _fastest(candidates: list[Precision], rounds: int = 5) -> Precision:
@@ -81,8 +174,8 @@ def _fastest(candidates: list[Precision], rounds: int = 5) -> Precision:
 
     On one slice at the models' 256x256: at 128x128 autocast's per-call cost of casting the weights to bf16 hid most
     of AMX's gain (1.3x there against 2.1x at 256x256 and 3x for a training step of 8 slices, on a 2-core Xeon with
-    AMX), so one busy moment during the probe was enough to pick fp32 for a whole training run. About a second once
-    per process. The first candidate (plain fp32) is the baseline the others must beat.
+    AMX), so one busy moment during the probe was enough to pick fp32 for a whole training run. About a second, once
+    per machine (`_auto` remembers the result). The first candidate (plain fp32) is the baseline the others must beat.
     """
     from torchvision.models import resnet18
 

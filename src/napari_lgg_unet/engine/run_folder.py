@@ -1,8 +1,8 @@
 """One object owns a training output folder: its file names, its lock, its resume state and its history.
 
 The lock is engine/folder_lock.py's. The resume state is one safetensors file (weights, Adam moments, RNG) whose metadata
-holds the JSON parts (progress, settings, optimizer groups, grad scaler), so it is replaced atomically as a set and
-never unpickles anything.
+holds the JSON parts (progress, settings, optimizer groups, grad scaler, the precision the run trains in), so it is
+replaced atomically as a set and never unpickles anything.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from .atomic import write_tensors_atomic, write_text_atomic
 from .errors import InputError, ModelError, few_names
 from .folder_lock import held_folder
 from .model import CONFIG_FILE, WEIGHTS_FILE, in_packaged_weights
+from .precision import RESOLVED, Precision
 from .validate import from_json
 
 RESUME_FILE = "resume.safetensors"
@@ -104,9 +105,10 @@ class RunFolder:
 
     def save_resume_state(
         self, network: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-        progress: RunProgress, settings: dict,
+        progress: RunProgress, settings: dict, precision: Precision,
     ) -> None:
-        """Write everything needed to continue after `progress.epochs_done` epochs, as one atomic file."""
+        """Write everything needed to continue after `progress.epochs_done` epochs, as one atomic file; `precision`
+        is what the run trains in, which a resumed 'auto' keeps (`precision.choose`)."""
         tensors = {f"network.{k}": v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
         state = optimizer.state_dict()
         for index, values in state["state"].items():
@@ -120,6 +122,7 @@ class RunFolder:
             "settings": json.dumps(settings),
             "param_groups": json.dumps(state["param_groups"]),
             "scaler": json.dumps(scaler.state_dict()),
+            "precision": json.dumps({"name": precision.name, "channels_last": precision.channels_last}),
         }
         write_tensors_atomic(self.resume_file, tensors, metadata)
 
@@ -151,6 +154,16 @@ class RunFolder:
             first = (str(error).strip().splitlines() or [""])[0]
             raise ModelError(f"cannot resume from {self.resume_file}: it does not match this run ({first})") from None
         return progress
+
+    def trained_precision(self, device: torch.device) -> Precision | None:
+        """The precision the saved run trained in, on `device`; None for a state saved before it was recorded."""
+        with contextlib.suppress(SafetensorError, OSError, ValueError, RuntimeError):
+            with safe_open(str(self.resume_file), "pt") as handle:
+                saved = json.loads((handle.metadata() or {}).get("precision", "null"))
+            if isinstance(saved, dict) and saved.get("name") in RESOLVED \
+                    and isinstance(saved.get("channels_last"), bool):
+                return Precision(device, saved["name"], saved["channels_last"])
+        return None
 
     def _metadata(self) -> dict[str, Any]:
         """The resume file's JSON parts, each checked to be present and well-formed."""

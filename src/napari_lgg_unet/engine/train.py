@@ -152,7 +152,7 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Gro
     torch.manual_seed(config.seed)
     set_threads(config.threads)
     device = group.device
-    chosen = agreed_precision(group, config.precision)
+    chosen = agreed_precision(group, config.precision, folder.trained_precision(device) if config.resume else None)
     preprocess = PreprocessConfig(image_size=config.image_size)
     network, model_config = _initial_network(config, preprocess)
     with out_of_memory_as_advice():
@@ -273,7 +273,7 @@ def _end_epoch(run: _Run) -> EpochEnd:
     if run.group.is_main:  # one writer; the other processes hold the same weights and figures
         patients = sorted(name for names in run.split.names.values() for name in names)
         run.folder.save_resume_state(run.bare_network, run.optimizer, run.scaler, progress,
-                                     {**run.config.to_dict(), PATIENTS: patients})
+                                     {**run.config.to_dict(), PATIENTS: patients}, run.precision)
         if improved:
             _save_best_model(run)
         run.folder.write_history(progress.history)

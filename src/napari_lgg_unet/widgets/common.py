@@ -22,7 +22,7 @@ def device_widgets() -> tuple[ComboBox, Label]:
 
 
 def precision_widget() -> ComboBox:
-    """Number format: 'auto' measures once per process what is fastest here (bf16 where the CPU has it)."""
+    """Number format: 'auto' measures once per machine what is fastest here (engine/precision.py)."""
     return ComboBox(name="precision", label="Precision", choices=list(PRECISION_CHOICES), value="auto")
 
 
