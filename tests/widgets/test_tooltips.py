@@ -40,3 +40,11 @@ def test_spin_box_limits_are_the_declared_ranges(viewer):
         assert (control.min, control.max) == (declared[name].low, declared[name].high), name
     assert settings.val_fraction.min == 0 and settings.val_fraction.max < declared["val_fraction"].high
     assert 0 < settings.lr.min < TrainConfig().lr <= settings.lr.max == declared["lr"].high
+
+
+@pytest.mark.parametrize("name", ["Segment tumour", "Train U-Net"])
+def test_the_precision_control_says_what_lgg_unet_help_says_auto_does(viewer, name):
+    declared = settings_of(TrainConfig)["precision"].help
+    [control] = [c for c in _controls(dock(viewer, name)) if c.name == "precision"]
+    assert control.tooltip.lower() == declared.lower()
+    assert all(what in declared for what in ("fp32 channels-last", "bf16 channels-last", "once per machine"))

@@ -279,8 +279,10 @@ class TrainConfig:
                           on_resume=MAY_CHANGE)
     init: str | None = setting(None, "model folder (or 'default') to fine-tune from", check=check_model_source,
                                on_resume=MAY_CHANGE)
-    precision: str = setting("auto", "'auto': on a CPU, bf16 where this machine measures it faster, else fp32; "
-                                     "on CUDA, bf16 where supported, else fp16",
+    precision: str = setting("auto", "number format; auto: on a CPU, plain fp32 unless fp32 channels-last or bf16 "
+                                     "channels-last (tried only where the CPU has bf16 units) runs over 1.1x as fast, "
+                                     "timed once per machine and remembered (LGG_UNET_REMEASURE_PRECISION=1 times "
+                                     "again); on CUDA, bf16 where supported, else fp16; on Apple MPS, fp32",
                              choices=PRECISION_CHOICES, on_resume=MAY_CHANGE)
     threads: int | None = setting(None, "CPU threads (default: OMP_NUM_THREADS if set, else the physical cores)",
                                   low=1, high=1024, on_resume=MAY_CHANGE)

@@ -25,7 +25,6 @@ TOOLTIPS = {
     "model_folder": "A model folder holding config.json and model.safetensors",
     "device": "Where the U-Net runs; auto picks a CUDA GPU, then Apple MPS, then the CPU",
     "device_note": "What 'auto' picks on this machine, or what the last run used",
-    "precision": "Number format: auto measures once what is fastest here (bf16 where the CPU has it), else fp32",
     "start_from": "Train from scratch, or fine-tune the default model, a session model or a model folder",
     "output": "A new run-<date> folder is made in here for each training run, so no model is overwritten",
     # segmentation clean-up and readouts
