@@ -100,6 +100,15 @@ def test_a_model_trained_on_every_patient_adopts_its_recipe_models_calibration(t
                                                                str(tiny_model_dir)])
 
 
+@pytest.mark.parametrize("how", [["--like", "default"], ["--data", "patients"]])
+def test_calibrating_a_file_says_it_is_not_a_model_folder_and_leaves_it_alone(tmp_path, capsys, how):
+    mine = tmp_path / "model.pt"
+    mine.write_text("my weights")
+    message = _one_line_error(capsys, ["calibrate", "--model", str(mine), *how])
+    assert f"{mine} is a file, not a model folder" in message and "output folder" not in message
+    assert mine.read_text() == "my weights" and [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
 def test_adopting_a_calibration_into_a_folder_that_holds_no_model_refuses_and_writes_nothing(tmp_path, capsys):
     mine = tmp_path / "mine"
     mine.mkdir()

@@ -427,9 +427,9 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     from .engine.calibrate import adopt_calibration, calibrate
     from .engine.device import pick_device
     from .engine.model import load_model, resolve_model_path
-    from .engine.run_folder import RunFolder
+    from .engine.run_folder import CALIBRATION, RunFolder
 
-    RunFolder(resolve_model_path(args.model)).check_writable()
+    RunFolder(resolve_model_path(args.model)).check_writable(CALIBRATION)
     if (args.like is None) == (args.data is None):
         raise InputError("give either --data (patients to calibrate on) or --like (a model whose calibration to adopt)")
     if args.like is not None:

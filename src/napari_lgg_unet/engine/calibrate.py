@@ -22,7 +22,7 @@ from .metrics import Counts, scores
 from .model import LoadedModel, read_config, saved_config, write_config
 from .postprocess import PostprocessConfig, kept_pieces, piece_peaks
 from .predict import SegmentOptions
-from .run_folder import RunFolder
+from .run_folder import CALIBRATION, RunFolder
 from .records import Calibration, KeepLargestScore
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -109,7 +109,7 @@ def calibrate(
     The folder is locked as training locks it, for the whole calibration: a training that writes the folder (and
     would replace config.json at its next save) refuses to start, and calibrating a folder in training is refused.
     """
-    with RunFolder(model_dir).locked("calibration"):
+    with RunFolder(model_dir).locked(CALIBRATION):
         scored = list(candidate_scores(model, folders, tta, True, variants))
         best, best_dice = max((item for item in scored if keep_largest or not item[0].keep_largest), key=lambda i: i[1])
         largest, largest_dice = max((item for item in scored if item[0].keep_largest), key=lambda i: i[1])
@@ -131,7 +131,7 @@ def adopt_calibration(source: str | Path, model_dir: str | Path) -> PostprocessC
     if chosen.training.calibration is None:
         raise InputError(f"{source} records no calibration to adopt; calibrate it first (lgg-unet calibrate)")
     saved_config(model_dir)  # refuse a folder that holds no model before its lock file is made there
-    with RunFolder(model_dir).locked("calibration"):
+    with RunFolder(model_dir).locked(CALIBRATION):
         target = saved_config(model_dir)  # what loading the model reads, as calibrate() keeps the loaded config
         adopted_from = f"{source} (weights {chosen.weights_id})"  # a name like 'default' changes meaning later
         calibration = replace(chosen.training.calibration, adopted_from=adopted_from)

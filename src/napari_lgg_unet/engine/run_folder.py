@@ -31,6 +31,7 @@ RESUME_FILE = "resume.safetensors"
 RESUME_FORMAT = "napari-lgg-unet-resume/2"
 HISTORY_JSON, HISTORY_CSV = "history.json", "history.csv"
 PATIENTS = "patients"  # in a resume state's settings: the scans the run trains on (none in states before 2026-12-02)
+CALIBRATION = "calibration"  # the task that writes into a model the user names, not into an output folder
 
 
 @dataclass
@@ -58,22 +59,27 @@ class RunFolder:
     def holds_resume_state(self) -> bool:
         return self.resume_file.is_file()
 
-    def check_writable(self) -> None:
-        """Refuse a folder that may not be written: a file, or the installed package's weights folder or anything
-        inside it."""
+    def check_writable(self, task: str = "training run") -> None:
+        """Refuse a folder that may not be written for `task` (as `locked` names it): a file, or the installed
+        package's weights folder or anything inside it. The advice fits what the folder is: an output folder to
+        choose again, or (for a calibration) the model the user named."""
+        model = task == CALIBRATION
         if self.path.exists() and not self.path.is_dir():
+            if model:
+                raise InputError(f"{self.path} is a file, not a model folder; calibrate the folder that holds the "
+                                 f"model's {CONFIG_FILE} and {WEIGHTS_FILE}")
             raise InputError(f"{self.path} is a file, not a folder; choose another output folder")
         if in_packaged_weights(self.path):
+            instead = "" if model else ", or choose an output folder outside the package"
             raise InputError(f"the default model is part of the installed package, and nothing is written into its "
-                             f"weights folder ({self.path}); copy the model folder and use the copy, or choose an "
-                             "output folder outside the package")
+                             f"weights folder ({self.path}); copy the model folder and use the copy{instead}")
 
     @contextlib.contextmanager
     def locked(self, task: str = "training run") -> Iterator["RunFolder"]:
         """Hold the folder's exclusive lock for `task` (what the refusal of a second writer names: training and
         calibration both write the folder, so each refuses while the other holds it). A refused or failed run
         leaves no folder or lock it made behind (`folder_lock.held_folder`)."""
-        self.check_writable()
+        self.check_writable(task)
         with held_folder(self.path, task):
             yield self
 
