@@ -4,6 +4,8 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -13,6 +15,7 @@ import torch
 
 from napari_lgg_unet.cli import main
 from napari_lgg_unet.engine.model import CONFIG_FILE
+from napari_lgg_unet.engine.postprocess import PostprocessConfig
 from napari_lgg_unet.sample_data import SAMPLE_PATIENT
 
 
@@ -82,15 +85,24 @@ def test_train_then_evaluate_writes_the_documented_json(lgg_root, sample_patient
     assert f"Best with keep largest: threshold {largest['threshold']}" in capsys.readouterr().out
 
 
+def _model_of_the_defaults_recipe(folder: Path, **training: object) -> Path:
+    """An untrained model built as the default is (its network, inputs and preprocessing), with its own record."""
+    from napari_lgg_unet.engine.model import build_network, read_config, save_model
+    from napari_lgg_unet.engine.records import TrainingRecord
+
+    config = replace(read_config("default"), postprocess=PostprocessConfig(), weights_id="",
+                     training=TrainingRecord(config={**read_config("default").training.config, **training}))
+    return save_model(build_network(config), config, folder)
+
+
 def test_a_model_trained_on_every_patient_adopts_its_recipe_models_calibration(tiny_model_dir, tmp_path, capsys):
     from napari_lgg_unet.engine.model import read_config
 
-    model = tmp_path / "all-patients"
-    shutil.copytree(tiny_model_dir, model)
+    model = _model_of_the_defaults_recipe(tmp_path / "all-patients", val_fraction=0.0)
     weights = (model / "model.safetensors").read_bytes()
     assert main(["calibrate", "--model", str(model), "--like", "default"]) == 0
     shipped, adopted = read_config("default"), read_config(model)
-    assert adopted.postprocess == shipped.postprocess and adopted.decoder_channels == (16, 16, 16, 16, 16)
+    assert adopted.postprocess == shipped.postprocess and adopted.weights_id != shipped.weights_id
     assert adopted.training.calibration.adopted_from == f"default (weights {shipped.weights_id})"
     assert adopted.training.calibration.patients == shipped.training.calibration.patients
     assert (model / "model.safetensors").read_bytes() == weights
@@ -98,6 +110,23 @@ def test_a_model_trained_on_every_patient_adopts_its_recipe_models_calibration(t
     assert "either --data" in _one_line_error(capsys, ["calibrate", "--model", str(model)])
     assert "records no calibration" in _one_line_error(capsys, ["calibrate", "--model", str(model), "--like",
                                                                str(tiny_model_dir)])
+
+
+@pytest.mark.parametrize("recipe", ["tiny", "bce"])
+def test_a_calibration_is_not_adopted_by_a_model_of_another_recipe(tiny_model_dir, tmp_path, capsys, recipe):
+    """A 64-pixel model without the default's extra inputs, or one trained with another loss, reads the probabilities
+    another way: the default's threshold and minimum size would be numbers without meaning for it."""
+    model = tmp_path / "mine"
+    if recipe == "tiny":
+        shutil.copytree(tiny_model_dir, model)
+        expected = ["image size 256 vs 64 here", "neighbouring slices 2 vs 0 here", "click inputs True vs False here"]
+    else:
+        _model_of_the_defaults_recipe(model, loss="bce")
+        expected = ["loss dice+bce (BCE weight 1.0) vs bce here"]
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    message = _one_line_error(capsys, ["calibrate", "--model", str(model), "--like", "default"])
+    assert "default is not of this model's recipe" in message and all(part in message for part in expected)
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before  # no config change, no lock file left
 
 
 @pytest.mark.parametrize("how", [["--like", "default"], ["--data", "patients"]])

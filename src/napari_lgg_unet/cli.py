@@ -126,7 +126,8 @@ def _add_calibrate(calibrate: argparse.ArgumentParser) -> None:
     calibrate.add_argument("--data", type=Path, help=f"{SCANS_WITH_MASKS}; not with --like")
     calibrate.add_argument("--like", metavar="MODEL", help="adopt the threshold and clean-up already chosen for this "
                            "model of the same recipe (for a model trained on every patient: it has no validation "
-                           "patients of its own)")
+                           "patients of its own); refused when the two differ in network, inputs, image size or "
+                           "loss")
     calibrate.add_argument("--split", choices=SPLITS, default="validation",
                            help="patients of this split recorded in the model's config (default: validation)")
     _add_setting_flags(calibrate, {"device": settings_of(TrainConfig)["device"]})

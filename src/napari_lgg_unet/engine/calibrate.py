@@ -19,7 +19,7 @@ from scipy import ndimage
 from .errors import InputError
 from .cohort import segment_scans
 from .metrics import Counts, scores
-from .model import LoadedModel, read_config, saved_config, write_config
+from .model import LoadedModel, ModelConfig, read_config, saved_config, write_config
 from .postprocess import PostprocessConfig, kept_pieces, piece_peaks
 from .predict import SegmentOptions
 from .run_folder import CALIBRATION, RunFolder
@@ -130,11 +130,43 @@ def adopt_calibration(source: str | Path, model_dir: str | Path) -> PostprocessC
     chosen = read_config(source)
     if chosen.training.calibration is None:
         raise InputError(f"{source} records no calibration to adopt; calibrate it first (lgg-unet calibrate)")
-    saved_config(model_dir)  # refuse a folder that holds no model before its lock file is made there
+    _check_same_recipe(source, chosen, saved_config(model_dir))  # before a lock file is made in the folder
     with RunFolder(model_dir).locked(CALIBRATION):
         target = saved_config(model_dir)  # what loading the model reads, as calibrate() keeps the loaded config
+        _check_same_recipe(source, chosen, target)  # it may have changed while the lock was free
         adopted_from = f"{source} (weights {chosen.weights_id})"  # a name like 'default' changes meaning later
         calibration = replace(chosen.training.calibration, adopted_from=adopted_from)
         training = replace(target.training, calibration=calibration)
         write_config(replace(target, postprocess=chosen.postprocess, training=training), model_dir)
     return chosen.postprocess
+
+
+def _check_same_recipe(source: str | Path, chosen: ModelConfig, target: ModelConfig) -> None:
+    """Refuse to adopt a calibration across recipes. A threshold and clean-up are read off one network's probabilities;
+    they carry over to a network of the same recipe trained on other patients, not to one that reads other inputs
+    (image size, intensity normalisation, neighbouring slices, click channels), is built otherwise (encoder, decoder
+    widths) or learnt another loss (dice's probabilities are far sharper than BCE's). A click's radius and reach are
+    not compared: a calibration segments without clicks."""
+    differences = [f"{what} {theirs} vs {ours} here" for what, theirs, ours in (
+        ("encoder", chosen.encoder, target.encoder),
+        ("decoder channels", chosen.decoder_channels, target.decoder_channels),
+        ("image size", chosen.preprocess.image_size, target.preprocess.image_size),
+        ("intensity percentiles", (chosen.preprocess.low_percentile, chosen.preprocess.high_percentile),
+         (target.preprocess.low_percentile, target.preprocess.high_percentile)),
+        ("neighbouring slices", chosen.inputs.context_slices, target.inputs.context_slices),
+        ("click inputs", chosen.inputs.clicks, target.inputs.clicks),
+        ("loss", _loss(chosen), _loss(target)),
+    ) if theirs != ours and None not in (theirs, ours)]
+    if differences:
+        raise InputError(f"{source} is not of this model's recipe ({'; '.join(differences)}), so its threshold and "
+                         "clean-up would mean nothing here; calibrate this model on patients with masks (--data)")
+
+
+def _loss(config: ModelConfig) -> str | None:
+    """The training loss as recorded, e.g. 'dice+bce (BCE weight 1.0)'; None for a model trained elsewhere."""
+    recorded = config.training.config
+    if "loss" not in recorded:
+        return None
+    if recorded["loss"] == "dice+bce":
+        return f"dice+bce (BCE weight {recorded.get('bce_weight')})"
+    return str(recorded["loss"])
