@@ -1,5 +1,6 @@
 """Training in two processes as torchrun starts them (gloo on the CPU): shares, one writer, agreed stop, resume."""
 
+import gc
 import json
 import os
 import signal
@@ -11,12 +12,15 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 import napari_lgg_unet
 from napari_lgg_unet.cli import main
 from napari_lgg_unet.engine.dataset import SliceDataset, TrainingVolume, prepare_training_volume, tumour_aware_sampler
 from napari_lgg_unet.engine import precision
 from napari_lgg_unet.engine.distributed import Group, ShareOfDraws
+from napari_lgg_unet.engine.events import Finished
 from napari_lgg_unet.engine.io import Scan, load_patient
 from napari_lgg_unet.engine.losses import SegmentationLoss
 from napari_lgg_unet.engine.model import load_model
@@ -148,6 +152,36 @@ def test_ranks_whose_precision_timing_differs_train_in_rank_0s_precision(tmp_pat
     torch.multiprocessing.spawn(_train_with_own_precision_measurement, args=(free_port(), str(tmp_path / "model")),
                                 nprocs=2)
     assert load_model(tmp_path / "model").config.training.device == "cpu, fp32, 1 threads"
+
+
+def _train_and_check_the_wrapper_is_gone_when_the_group_closes(rank: int, port: int, out: str) -> None:
+    """One rank of a short training that fails if a DistributedDataParallel still exists when the group is destroyed.
+
+    Its Reducer would then drop the group last, holding the GIL while the group's destructor waits for gloo's worker
+    threads, one of which may need the GIL to release its last all-reduce: a rank that never ends.
+    """
+    os.environ.update(rank_variables(rank, port))
+    destroy = dist.destroy_process_group
+
+    def destroy_after_the_wrapper(*args, **kwargs):
+        wrappers = sum(isinstance(thing, DistributedDataParallel) for thing in gc.get_objects())
+        assert wrappers == 0, f"rank {rank}: {wrappers} DistributedDataParallel alive when the process group closes"
+        destroy(*args, **kwargs)
+
+    dist.destroy_process_group = destroy_after_the_wrapper
+    rng = np.random.default_rng(0)
+    scans = [Scan(f"P{i}", rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8), rng.random((4, 32, 32)) > 0.7, True)
+             for i in range(3)]
+    config = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, image_size=32, decoder_channels=(8, 8, 8, 8, 8),
+                         val_fraction=0.34, workers=0, device="cpu", precision="fp32")
+    assert next(event for event in train_model(scans, config, out, stop=lambda: True) if isinstance(event, Finished))
+
+
+def test_the_ddp_wrapper_is_released_before_the_process_group_is_destroyed(tmp_path):
+    # A rank stopped by SIGTERM once never ended: the generator's last reference to the DDP model dropped the group
+    # after destroy_process_group, in a destructor that holds the GIL while gloo's worker waited for it (deadlock).
+    torch.multiprocessing.spawn(_train_and_check_the_wrapper_is_gone_when_the_group_closes,
+                                args=(free_port(), str(tmp_path / "model")), nprocs=2)
 
 
 def test_no_source_file_uses_a_pickle_based_collective_or_pickle():

@@ -95,9 +95,9 @@ def train_model(
     scans, folder, stop = _checked_request(scans, config, out_dir, stop)
     with process_group(config.device) as group, _claimed(folder, config, group, sorted(s.name for s in scans)):
         run = _setup(scans, config, folder, group)
-        yield _prepared(run)
-        with out_of_memory_as_advice():
-            try:
+        try:
+            yield _prepared(run)
+            with out_of_memory_as_advice():
                 for run.epoch in range(run.progress.epochs_done, config.last_epoch):
                     _start_epoch(run)
                     for x, y in run.loader:
@@ -110,8 +110,8 @@ def train_model(
                     yield _end_epoch(run)
                     if run.stopped:
                         break
-            finally:
-                release_memory(run.device)
+        finally:
+            _let_go(run)
     yield _finished(run)
 
 
@@ -194,6 +194,18 @@ def _holds_best(run: _Run) -> bool:
     except ModelError:
         return False
     return same_save and on_disk.training.best_epoch == run.progress.best_epoch
+
+
+def _let_go(run: _Run) -> None:
+    """Free the device memory and drop the DistributedDataParallel wrapper while the process group is still open.
+
+    The wrapper's Reducer holds the group; were it the last holder, freeing the run after the group was destroyed
+    would run gloo's destructor with the GIL held, which waits for gloo's worker threads while one of them may wait
+    for the GIL to release the last all-reduce's tensor: a rank that never ends (seen after a SIGTERM on a busy
+    machine). Destroyed by `process_group` instead, the group is freed without the GIL.
+    """
+    run.network = run.bare_network
+    release_memory(run.device)
 
 
 def _prepared(run: _Run) -> Prepared:
