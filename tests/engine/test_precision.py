@@ -1,5 +1,6 @@
 import datetime
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,12 +92,15 @@ def _next_run(requested="auto"):
     return choose(CPU, requested)
 
 
-def test_auto_on_a_cpu_remembers_its_measurement_so_every_run_chooses_the_same(flipping_measurement):
+def test_auto_on_a_cpu_remembers_its_measurement_so_every_run_chooses_the_same(flipping_measurement, monkeypatch):
     first = _next_run()
     assert first.channels_last and first.label.endswith("; auto: measured now")
     again = _next_run()
     assert again == first and again.label.endswith(f"; auto: remembered from {datetime.date.today().isoformat()}")
     assert choices_file() == flipping_measurement / "napari-lgg-unet" / "precision.json"
+    with monkeypatch.context() as relative:  # the XDG spec: a relative path is ignored, not taken from the cwd
+        relative.setenv("XDG_CACHE_HOME", "cache")
+        assert choices_file() == Path.home() / ".cache" / "napari-lgg-unet" / "precision.json"
     remembered = json.loads(choices_file().read_text())
     assert len(remembered) == 1 and f"{torch.get_num_threads()} threads" in next(iter(remembered))
     assert _next_run("fp32").label == f"cpu, fp32, {torch.get_num_threads()} threads"  # asked for: nothing to explain

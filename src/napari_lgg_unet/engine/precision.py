@@ -120,9 +120,11 @@ def _auto(device: torch.device, threads: int) -> Precision:
 
 
 def choices_file() -> Path:
-    """Where the measured choices are remembered: $XDG_CACHE_HOME/napari-lgg-unet, else ~/.cache/napari-lgg-unet."""
-    root = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
-    return Path(root) / "napari-lgg-unet" / _CHOICES_FILE
+    """Where the measured choices are remembered: $XDG_CACHE_HOME/napari-lgg-unet, else ~/.cache/napari-lgg-unet. A
+    relative XDG_CACHE_HOME is ignored, as the XDG spec says: it would put the cache in whatever folder a command
+    happened to run from."""
+    root = Path(os.environ.get("XDG_CACHE_HOME", "").strip())
+    return (root if root.is_absolute() else Path.home() / ".cache") / "napari-lgg-unet" / _CHOICES_FILE
 
 
 def _machine_key(threads: int) -> str:
