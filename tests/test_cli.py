@@ -167,6 +167,8 @@ def test_bad_inputs_exit_2_with_one_line_and_leave_no_output(tiny_model_dir, tmp
     tifffile.imwrite(patient / "P_1_1_mask.tif", np.zeros((9, 8), np.uint8))
     assert "does not match" in _one_line_error(capsys, ["evaluate", "--model", model, "--data", str(patient)])
     assert "model folder not found" in _one_line_error(capsys, ["predict", "--model", str(tmp_path / "nomodel"), "--input", str(tmp_path / "four.tif"), "--output", str(out)])
+    message = _one_line_error(capsys, ["predict", "--model", str(tmp_path / "four.tif"), "--input", str(tmp_path / "four.tif"), "--output", str(out)])
+    assert f"{tmp_path / 'four.tif'} is a file, not a model folder" in message  # not 'not found': it is there
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / CONFIG_FILE).write_text("{")
@@ -275,3 +277,19 @@ def test_fine_tuning_the_default_never_writes_into_the_packages_weights_folder(s
             "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", "--workers", "0", "--val-fraction", "0"]
     assert "default model is part of the installed package" in _one_line_error(capsys, argv)
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_percent_sign_in_a_settings_help_shows_in_help_instead_of_crashing_it(monkeypatch, capsys):
+    """argparse formats help texts with %: a setting's help saying '10% of' crashed every --help of its command."""
+    from napari_lgg_unet import cli
+    from napari_lgg_unet.engine.settings import settings_of
+
+    def with_percent(cls):
+        declared = settings_of(cls)
+        first = next(iter(declared))
+        return {**declared, first: replace(declared[first], help="keep 10% of the slices aside")}
+
+    monkeypatch.setattr(cli, "settings_of", with_percent)
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", "--help"])
+    assert stopped.value.code == 0 and "keep 10% of the slices aside" in " ".join(capsys.readouterr().out.split())

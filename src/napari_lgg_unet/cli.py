@@ -88,16 +88,18 @@ def _add_setting_flags(parser: argparse.ArgumentParser, declared: dict[str, Sett
 
 
 def _flag_options(setting: Setting, label: str, default: Any, kind: Any) -> dict[str, Any]:
-    """argparse options for one setting: its parser (or type), choices, default and help with the default shown."""
+    """argparse options for one setting: its parser (or type), choices, default and help with the default shown. A
+    '%' in the help is escaped: argparse formats help with %, and '10% of' made every --help of the command crash."""
+    text = setting.help.replace("%", "%%")
     if kind is bool:
-        return {"action": argparse.BooleanOptionalAction, "default": default, "help": setting.help}
+        return {"action": argparse.BooleanOptionalAction, "default": default, "help": text}
     if isinstance(default, AugmentConfig):
         default = {}  # --augment holds changes to AugmentConfig's own defaults
     shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
     options = {
         "type": _explained(setting.parse) if setting.parse else next(t for t in (int, float, str) if t is kind or t in typing.get_args(kind)),
         "default": default, "metavar": setting.metavar,
-        "help": setting.help + ("" if shown in (None, {}) else f" (default: {shown})"),
+        "help": text + ("" if shown in (None, {}) else f" (default: {shown})"),
     }
     if setting.choices:  # argparse's own `choices` compares exactly; the engine's check takes 'FP32' as fp32
         options["type"] = _choice_of(label, setting.choices)

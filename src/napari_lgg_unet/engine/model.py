@@ -229,10 +229,19 @@ def resolve_model_path(model: str | Path) -> Path:
     return Path(model)
 
 
+def not_a_model_folder(path: Path) -> str:
+    """Why `path`, which is no folder, is no model: a file given where the folder holding it was meant is told as
+    such ("model folder not found" named a file the user could see)."""
+    if path.exists():
+        return (f"{path} is a file, not a model folder: give the folder that holds the model's {CONFIG_FILE} and "
+                f"{WEIGHTS_FILE}")
+    return f"model folder not found: {path}"
+
+
 def read_config(folder: str | Path) -> ModelConfig:
     folder = resolve_model_path(folder)
     if not folder.is_dir():
-        raise ModelError(f"model folder not found: {folder}")
+        raise ModelError(not_a_model_folder(folder))
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise ModelError(f"{folder} is not a model folder: it has no {CONFIG_FILE}")

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from .atomic import write_tensors_atomic, write_text_atomic
 from .errors import InputError, ModelError, few_names
 from .folder_lock import held_folder
-from .model import CONFIG_FILE, WEIGHTS_FILE, in_packaged_weights
+from .model import CONFIG_FILE, WEIGHTS_FILE, in_packaged_weights, not_a_model_folder
 from .precision import RESOLVED, Precision
 from .validate import from_json
 
@@ -66,8 +66,7 @@ class RunFolder:
         model = task == CALIBRATION
         if self.path.exists() and not self.path.is_dir():
             if model:
-                raise InputError(f"{self.path} is a file, not a model folder; calibrate the folder that holds the "
-                                 f"model's {CONFIG_FILE} and {WEIGHTS_FILE}")
+                raise InputError(not_a_model_folder(self.path))
             raise InputError(f"{self.path} is a file, not a folder; choose another output folder")
         if in_packaged_weights(self.path):
             instead = "" if model else ", or choose an output folder outside the package"

@@ -8,7 +8,7 @@ from magicgui.widgets import ComboBox, FileEdit, Label
 
 from ..engine.device import auto_device, describe_device
 from ..engine.errors import ModelError
-from ..engine.model import CONFIG_FILE, WEIGHTS_FILE
+from ..engine.model import CONFIG_FILE, WEIGHTS_FILE, not_a_model_folder
 from ..engine.settings import DEVICE_CHOICES, PRECISION_CHOICES
 from .session_models import model_choices
 
@@ -42,7 +42,7 @@ def chosen_model(combo: ComboBox, folder: FileEdit) -> str | None:
     if path is None:
         raise ModelError(f"choose a model folder (one holding {CONFIG_FILE} and {WEIGHTS_FILE})")
     if not path.is_dir():
-        raise ModelError(f"model folder not found: {path}")
+        raise ModelError(not_a_model_folder(path))
     return str(path)
 
 
