@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -128,3 +129,23 @@ def test_predict_on_a_folder_says_once_for_each_scan_without_orientation(tiny_mo
     warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lgg-unet: warning:")]
     assert [line.split(" has no orientation")[0] for line in warned] == [f"lgg-unet: warning: {s}" for s in scans]
     assert sorted(p.name for p in out.glob("*_mask.nii.gz")) == ["A_mask.nii.gz", "B_mask.nii.gz", "P1_mask.nii.gz"]
+
+
+@pytest.mark.parametrize("read_ahead", ["0", "2"])
+def test_a_warning_filter_of_error_makes_a_nifti_without_orientation_one_error_line_and_exit_2(
+        tiny_model_dir, tmp_path, capsys, read_ahead):
+    """A script that turned warnings into errors (or `python -W error`) gets the warning as bad input, in one line
+    and exit 2, also when the scan was read by the read-ahead thread: it was 'internal error' and exit 1, a bug's
+    report pointing at LGG_UNET_DEBUG."""
+    scan = _without_orientation(tmp_path / "data" / "old.nii.gz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        code = main(["predict", "--model", str(tiny_model_dir), "--input", str(scan.parent),
+                     "--output", str(tmp_path / "out"), "--read-ahead", read_ahead])
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lgg-unet:")]
+    assert code == 2
+    assert said == [f"lgg-unet: error: {scan} has no orientation (its qform_code and sform_code are 0): it is shown "
+                    "and segmented as if its voxel axes ran right to left, posterior to anterior and inferior to "
+                    "superior (nibabel's reading; ITK-based viewers read it otherwise), so check that the brain looks "
+                    "upright; its mask keeps the scan's voxel grid and header, codes 0 included, so any tool overlays "
+                    "the two alike"]

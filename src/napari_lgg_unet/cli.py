@@ -465,12 +465,14 @@ COMMANDS = {"view": _run_view, "train": _run_train, "predict": _run_predict, "ev
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; every failure becomes one line on stderr (set LGG_UNET_DEBUG=1 for tracebacks)."""
+    """Run one command; every failure becomes one line on stderr (set LGG_UNET_DEBUG=1 for tracebacks). An
+    InputWarning raised as an error (a caller's `warnings.simplefilter("error")`, `python -W error`) is bad input the
+    caller chose to refuse: one 'error:' line and exit 2, not an internal error."""
     args = build_parser().parse_args(argv)
     try:
         with _warnings_as_lines():
             return COMMANDS[args.command](args)
-    except (LggUnetError, OSError, MemoryError) as error:
+    except (LggUnetError, InputWarning, OSError, MemoryError) as error:
         print(f"lgg-unet: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:
