@@ -134,10 +134,15 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step_and_one_process_resumes
     assert [row["epoch"] for row in json.loads((out / "history.json").read_text())] == list(range(1, done + 2))
 
 
-def _train_with_own_precision_measurement(rank: int, port: int, out: str) -> None:
-    """One rank of a short training whose 'auto' precision timing came out differently on each rank."""
-    os.environ.update(rank_variables(rank, port))
-    precision._auto = lambda device, threads: Precision(device, "fp32", channels_last=rank == 1)
+def _train_in_auto_precision_timed_by_rank_0_alone(rank: int, port: int, out: str, cache: str) -> None:
+    """One rank of a short training in 'auto' precision on the CPU, where timing the candidates is rank 0's alone."""
+    os.environ.update(rank_variables(rank, port), XDG_CACHE_HOME=cache)
+
+    def timed(candidates: list[Precision]) -> Precision:
+        assert rank == 0, f"rank {rank} timed the precision candidates too"
+        return candidates[1]  # fp32 channels-last, as if it had won on rank 0
+
+    precision._fastest = timed
     rng = np.random.default_rng(0)
     scans = [Scan(f"P{i}", rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8), rng.random((4, 32, 32)) > 0.7, True)
              for i in range(3)]
@@ -147,11 +152,14 @@ def _train_with_own_precision_measurement(rank: int, port: int, out: str) -> Non
         pass
 
 
-def test_ranks_whose_precision_timing_differs_train_in_rank_0s_precision(tmp_path):
-    # On the CPU 'auto' times the candidates in each process; channels-last on one rank only made DDP refuse the model.
-    torch.multiprocessing.spawn(_train_with_own_precision_measurement, args=(free_port(), str(tmp_path / "model")),
-                                nprocs=2)
-    assert load_model(tmp_path / "model").config.training.device == "cpu, fp32, 1 threads"
+def test_only_rank_0_times_auto_precision_and_every_rank_trains_in_what_it_remembers(tmp_path):
+    # Every rank timed the candidates at once (slowing each other's probes) and wrote its own verdict to the machine's
+    # remembered choice: the last writer, not rank 0 whose choice the run trained in, decided what later runs read.
+    torch.multiprocessing.spawn(_train_in_auto_precision_timed_by_rank_0_alone,
+                                args=(free_port(), str(tmp_path / "model"), str(tmp_path / "cache")), nprocs=2)
+    assert load_model(tmp_path / "model").config.training.device == "cpu, fp32, 1 threads; auto: measured now"
+    remembered = json.loads((tmp_path / "cache" / "napari-lgg-unet" / "precision.json").read_text())
+    assert [(entry["name"], entry["channels_last"]) for entry in remembered.values()] == [("fp32", True)]
 
 
 def _train_and_check_the_wrapper_is_gone_when_the_group_closes(rank: int, port: int, out: str) -> None:

@@ -162,13 +162,17 @@ def launched_ranks() -> Group:
 
 
 def agreed_precision(group: Group, requested: str, keep: Precision | None = None) -> Precision:
-    """The precision of every process: rank 0's choice (`choose`'s, with `keep`). 'auto' may differ between processes
-    on a CPU (each reads or times the candidates), and processes that chose differently (channels-last or not, bf16
-    or fp32) cannot train one DDP model."""
-    mine = choose(group.device, requested, keep)
+    """The precision of every process: rank 0's choice (`choose`'s, with `keep`); processes that chose differently
+    (channels-last or not, bf16 or fp32) cannot train one DDP model.
+
+    Only rank 0 resolves 'auto' (it has nothing to refuse, so the others have nothing to check): on a CPU each process
+    timed the candidates at once, slowing each other's probes, and each wrote its own verdict to the machine's
+    remembered choice, where the last writer, not rank 0, decided what later runs read."""
     if group.world == 1:
-        return mine
-    name, channels_last, why = json.loads(group.broadcast_text(json.dumps([mine.name, mine.channels_last, mine.why])))
+        return choose(group.device, requested, keep)
+    mine = choose(group.device, requested, keep) if group.is_main or requested != "auto" else None
+    said = json.dumps([mine.name, mine.channels_last, mine.why]) if mine is not None else ""  # only rank 0's is sent
+    name, channels_last, why = json.loads(group.broadcast_text(said))
     return Precision(group.device, str(name), bool(channels_last), str(why))
 
 
