@@ -275,3 +275,26 @@ def test_an_auto_run_resumes_in_the_precision_it_trained_in(sample_patient_dir, 
         precision._auto.cache_clear()
     assert events[0].message.endswith("; auto: kept from the resumed run")
     assert RunFolder(tmp_path / "m").trained_precision(torch.device("cpu")) == started
+
+
+def test_a_failed_save_while_resuming_leaves_no_ddp_wrapper_behind(sample_patient_dir, tmp_path, monkeypatch):
+    """Setup's rewrite of a resumed run's best model (e.g. a full disk) can fail; a DistributedDataParallel wrapper
+    built before it would outlive the process group in the traceback, the hang `_let_go` prevents at the end of a
+    run. So the network is wrapped last, after everything in setup that can fail."""
+    from napari_lgg_unet.engine import distributed, train
+    from napari_lgg_unet.engine.io import load_patients
+
+    scans = load_patients(sample_patient_dir)
+    tiny = dict(FAST, batch_size=2, decoder_channels=(16, 16, 16, 16, 16), val_fraction=0)
+    list(train_model(scans, TrainConfig(epochs=1, steps_per_epoch=1, **tiny), tmp_path / "m"))
+    (tmp_path / "m" / "config.json").unlink()  # the resume rewrites the best model
+    wrapped = []
+    monkeypatch.setattr(distributed.Group, "wrap", lambda self, network, sync: wrapped.append(network) or network)
+
+    def full_disk(run):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(train, "_save_best_model", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        list(train_model(scans, TrainConfig(epochs=2, steps_per_epoch=1, resume=True, **tiny), tmp_path / "m"))
+    assert wrapped == []

@@ -176,11 +176,11 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Gro
         worker_init_fn=_single_thread_worker,
     )
     provenance = TrainingRecord(config.to_dict(), split.names, len(dataset), chosen.label, group.world)
-    run = _Run(config, folder, group, device, chosen, group.wrap(network, config.sync_batchnorm), model_config, optimizer,
-               scaler, SegmentationLoss(config.loss, config.bce_weight), split, sampler, loader, steps, provenance,
-               progress)
+    run = _Run(config, folder, group, device, chosen, network, model_config, optimizer, scaler,
+               SegmentationLoss(config.loss, config.bce_weight), split, sampler, loader, steps, provenance, progress)
     if config.resume and progress.best_epoch == progress.epochs_done and group.is_main and not _holds_best(run):
         _save_best_model(run)  # the run may have been killed after its resume state, before its model was written
+    run.network = group.wrap(network, config.sync_batchnorm)  # last: a wrapper alive when setup fails can hang (_let_go)
     return run
 
 
