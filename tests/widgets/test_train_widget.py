@@ -77,7 +77,9 @@ def test_a_run_that_fails_in_its_worker_says_failed_not_its_last_progress(viewer
     assert train_widget.train_button.text == "Train" and not train_widget.running
 
 
-def test_a_kaggle_folder_alone_is_a_training_source(qtbot, viewer, lgg_root, tmp_path, notes):
+def test_a_kaggle_folder_alone_is_a_training_source_with_all_its_slices(qtbot, viewer, lgg_root, tmp_path, notes):
+    """'Skip slices without labels' (on by default) is for painted layers: a folder's masks label every slice, and
+    its slices without tumour are what teaches the model where there is none."""
     data = tmp_path / "data"
     data.mkdir()
     for name in ("TCGA_CS_4941_19960909", "TCGA_CS_4942_19970222"):
@@ -93,6 +95,9 @@ def test_a_kaggle_folder_alone_is_a_training_source(qtbot, viewer, lgg_root, tmp
     assert notes["error"] == []
     training = load_model(widget.model_dir).config.training
     assert sorted(training.patients("train") + training.patients("validation")) == sorted(p.name for p in data.iterdir())
+    assert widget.settings.skip_unlabelled.value
+    [patient] = training.patients("train")
+    assert training.train_slices == len(list((data / patient).glob("*_mask.tif")))  # 20, 6 of them with tumour
 
 
 def test_the_settings_start_at_the_engines_training_defaults(viewer):

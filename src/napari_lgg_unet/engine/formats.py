@@ -279,7 +279,8 @@ def case_scan(case: Case, require_mask: bool = False) -> Scan:
 
     loaded = load_case(case, require_mask)
     read = tuple(source.path for source in (*(s for _, s in case.sequences), case.labels) if source is not None)
-    return Scan(case.name, loaded.image, loaded.mask, loaded.rgb, loaded.geometry, read)
+    return Scan(case.name, loaded.image, loaded.mask, loaded.rgb, loaded.geometry, read,
+                fully_labelled=loaded.mask is not None)
 
 
 def not_a_scan(path: Path, require_mask: bool = False) -> InputError:

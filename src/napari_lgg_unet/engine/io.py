@@ -39,6 +39,10 @@ class Scan:
 
     `geometry` is set for medical volumes: where the (Z, H, W) voxels sit, so a mask can be written onto the
     source grid; None for TIFFs and Kaggle folders, whose slices are already in the engine's layout.
+
+    `fully_labelled` says the mask labels every slice, as a mask read from files does: a slice without tumour is known
+    to hold none. Training's `skip_unlabelled` (meant for labels painted on a few slices) keeps such a scan's empty
+    slices, which are what teaches the model where there is no tumour.
     """
 
     name: str
@@ -47,6 +51,7 @@ class Scan:
     rgb: bool = True
     geometry: Geometry | None = None
     files: tuple[Path, ...] = ()  # what image and mask were read from (files, folders): write_mask spares them
+    fully_labelled: bool = False
 
     @property
     def spacing(self) -> tuple[float, float, float] | None:
@@ -197,7 +202,8 @@ def load_patient(folder: str | Path, require_masks: bool = False) -> Scan:
         mask = _read_masks(folder, [masks[index] for index, _ in images], image.shape[1:3])
     elif require_masks:
         raise InputError(f"{folder}: {have.count(False)} of {len(have)} slices have no _mask.tif")
-    return Scan(name=folder.name, image=image, mask=mask, rgb=image.ndim == 4, files=(folder,))  # its slices
+    return Scan(name=folder.name, image=image, mask=mask, rgb=image.ndim == 4, files=(folder,),  # its slices
+                fully_labelled=mask is not None)
 
 
 def patient_folders(root: str | Path) -> list[Path]:

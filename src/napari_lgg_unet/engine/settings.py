@@ -271,8 +271,9 @@ class TrainConfig:
                                          "(0: uniform)", label="hard-negative share", low=0, high=1)
     hard_negatives_every: int = setting(1, "epochs between refreshes of the hard-negative weights",
                                         label="hard-negative refresh interval", low=1, high=100_000)
-    skip_unlabelled: bool = setting(False, "skip slices without labels (painted layers), else they count as "
-                                           "background", flag=False)
+    skip_unlabelled: bool = setting(False, "skip slices without labels in painted layers, else they count as "
+                                           "background (masks read from files label every slice: all are kept)",
+                                    flag=False)
     workers: int | None = setting(None, "data loading workers (default: number of cores)", low=0, high=MAX_WORKERS,
                                   on_resume=MAY_CHANGE)
     device: str = setting("auto", f"one of {', '.join(DEVICE_CHOICES)} or cuda:N", check=check_device,

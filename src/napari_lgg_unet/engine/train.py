@@ -328,7 +328,8 @@ def _prepare(scans: list[Scan], config: TrainConfig, preprocess: PreprocessConfi
     if len(set(names)) != len(names):
         raise InputError("two training scans have the same name; names identify patients in the split")
     train_names, val_names, test_names = split_patients(names, config.val_fraction, config.test_fraction, config.seed)
-    volumes = {s.name: prepare_training_volume(s, preprocess, config.skip_unlabelled) for s in scans}
+    volumes = {s.name: prepare_training_volume(s, preprocess, config.skip_unlabelled and not s.fully_labelled)
+               for s in scans}
     volumes = {name: v for name, v in volumes.items() if len(v.mask)}
     if not volumes:
         raise InputError("no labelled slices to learn from: paint tumour on at least one slice")

@@ -19,7 +19,8 @@ TOOLTIPS = {
               "when 'Skip slices without labels' is on",
     "add_pair": "Train on one more (image, labels) pair",
     "remove_pair": "Drop the last (image, labels) pair",
-    "folder": "Optional Kaggle-style folder of patients (slices with _mask files) trained on with the pairs",
+    "folder": "Optional Kaggle-style folder of patients (slices with _mask files) trained on with the pairs; all "
+              "its slices are used, as its masks label every one",
     # the model and where it runs
     "model": "The model: the default one shipped with the plugin, one trained in this session, or a folder",
     "model_folder": "A model folder holding config.json and model.safetensors",
