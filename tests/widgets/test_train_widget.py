@@ -129,3 +129,14 @@ def test_a_pair_whose_layer_is_deleted_shows_none_not_another_layer(viewer, trai
     assert row.image_layer.value is None  # nor a layer opened later: the pair is the user's to fill again
     train_widget.train_button.clicked()
     assert notes["error"] == ["pair 1: choose both an image layer and a labels layer"]
+
+
+def test_an_image_in_two_pairs_is_refused_before_training_naming_the_pairs(viewer, train_widget, notes, tmp_path):
+    viewer.add_labels(np.array(viewer.layers[f"{PATIENT} mask"].data), name="more labels")
+    train_widget.add_pair.clicked()
+    second = train_widget.pairs[1]
+    second.image_layer.value, second.labels_layer.value = viewer.layers[PATIENT], viewer.layers["more labels"]
+    train_widget.train_button.clicked()
+    assert notes["error"] == [f"pairs 1 and 2 both train on '{PATIENT}': a scan is trained on once, so paint all its "
+                              "tumour in one labels layer and remove the other pair"]
+    assert not train_widget.running and list(tmp_path.iterdir()) == []

@@ -189,14 +189,22 @@ class TrainWidget(Container):
         self.train_button.enabled = False
 
     def training_scans(self) -> list[Scan]:
-        """The chosen pairs as scans (masks copied, so painting during training is safe); raises InputError."""
-        scans = []
+        """The chosen pairs as scans (masks copied, so painting during training is safe); raises InputError.
+
+        An image in two pairs is refused here: the engine names a scan after its layer and would refuse two scans of
+        one name only once the run had started, in words ("names identify patients in the split") that say nothing
+        of the pairs."""
+        scans, pair_of = [], {}  # image layer id -> the first pair that trains on it
         for number, row in enumerate(self.pairs, start=1):
             image, labels = row.image_layer.value, row.labels_layer.value
             if image is None and labels is None:
                 continue
             if image is None or labels is None:
                 raise InputError(f"pair {number}: choose both an image layer and a labels layer")
+            first = pair_of.setdefault(id(image), number)
+            if first != number:
+                raise InputError(f"pairs {first} and {number} both train on '{image.name}': a scan is trained on "
+                                 "once, so paint all its tumour in one labels layer and remove the other pair")
             data, rgb = model_input(image, row.pre_contrast.value, row.post_contrast.value)
             mask, merged = _labels_of(labels, image, spatial_shape(data, rgb))
             if not mask.any():
