@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_lgg_unet.engine.model import load_model
+from napari_lgg_unet.engine.model import load_model, resolve_model_path
 from napari_lgg_unet.engine.train import TrainConfig
 from napari_lgg_unet.sample_data import sample_patient
 from napari_lgg_unet.widgets.session_models import session_models
@@ -140,3 +140,20 @@ def test_an_image_in_two_pairs_is_refused_before_training_naming_the_pairs(viewe
     assert notes["error"] == [f"pairs 1 and 2 both train on '{PATIENT}': a scan is trained on once, so paint all its "
                               "tumour in one labels layer and remove the other pair"]
     assert not train_widget.running and list(tmp_path.iterdir()) == []
+
+
+def test_an_output_folder_that_is_a_file_is_refused_at_once_and_the_file_kept(train_widget, notes, tmp_path):
+    mine = tmp_path / "notes.txt"
+    mine.write_text("my notes")
+    train_widget.output.value = mine
+    train_widget.train_button.clicked()
+    assert notes["error"] == [f"{mine} is a file, not a folder; choose another output folder"]
+    assert not train_widget.running and mine.read_text() == "my notes"
+
+
+def test_the_packaged_weights_folder_is_refused_as_output_naming_it(train_widget, notes):
+    weights = resolve_model_path("default")
+    train_widget.output.value = weights
+    train_widget.train_button.clicked()
+    assert len(notes["error"]) == 1 and f"nothing is written into its weights folder ({weights})" in notes["error"][0]
+    assert not train_widget.running and not list(weights.glob("run-*"))

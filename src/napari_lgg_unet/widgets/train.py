@@ -171,7 +171,9 @@ class TrainWidget(Container):
             config = self.train_config()
             pick_device(config.device)
             model_dir = self._run_folder()
-            RunFolder(model_dir).check_writable()  # e.g. not inside the installed package's weights folder
+            # the folder the user chose, named as they chose it: a file there failed only in the worker, naming a
+            # run folder inside it ("cannot create .../file/run-...: Not a directory")
+            RunFolder(model_dir.parent).check_writable()  # e.g. not the installed package's weights folder
         except LggUnetError as error:
             notify.show_error(str(error))
             return
