@@ -1,5 +1,7 @@
 import datetime
 import json
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +9,9 @@ import pytest
 import tifffile
 import torch
 
+from napari_lgg_unet.engine import folder_lock
 from napari_lgg_unet.engine.errors import InputError
+from napari_lgg_unet.engine.folder_lock import held_folder
 from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import load_model
 from napari_lgg_unet.engine import precision
@@ -138,3 +142,42 @@ def test_a_resumed_run_keeps_the_precision_it_trained_in_when_auto_could_choose_
     assert resumed == kept and resumed.why == "auto: kept from the resumed run"
     assert choose(CPU, "fp32", keep=Precision(CPU, "fp32", True)) == kept  # asked for explicitly: as asked
     assert choose(CPU, "auto", keep=Precision(CPU, "fp16", True)).name == "fp32"  # never auto's choice on a CPU
+
+
+def test_two_runs_remembering_at_once_keep_both_verdicts(flipping_measurement, monkeypatch):
+    """Run A has read the file and is about to write it when run B (another thread count) remembers its own verdict:
+    B waits for A's lock and merges into what A wrote, instead of A overwriting B's entry with what it read."""
+    a_is_writing, b_is_waiting = threading.Event(), threading.Event()
+    real_write, real_try_lock = precision.write_text_atomic, folder_lock._try_lock
+
+    def write_once_b_waits(target, text):
+        if threading.current_thread().name == "run A":
+            a_is_writing.set()
+            b_is_waiting.wait(timeout=10)  # without the lock B never waits: A goes on after the timeout
+        real_write(target, text)
+
+    def try_lock(handle):
+        taken = real_try_lock(handle)
+        if not taken and threading.current_thread().name != "run A":
+            b_is_waiting.set()
+        return taken
+
+    monkeypatch.setattr(precision, "write_text_atomic", write_once_b_waits)
+    monkeypatch.setattr(folder_lock, "_try_lock", try_lock)
+    run_a = threading.Thread(target=precision._remember, args=("A", Precision(CPU, "fp32", True)), name="run A")
+    run_a.start()
+    assert a_is_writing.wait(timeout=10)
+    precision._remember("B", Precision(CPU, "fp32", False))
+    run_a.join()
+    remembered = json.loads(choices_file().read_text())
+    assert {key: entry["channels_last"] for key, entry in remembered.items()} == {"A": True, "B": False}
+
+
+def test_a_run_gives_up_remembering_rather_than_wait_long_for_another(flipping_measurement, monkeypatch):
+    monkeypatch.setattr(precision, "_LOCK_WAIT", 0.1)
+    with held_folder(choices_file().parent, "choice of precision"):  # another run, stopped while it holds the lock
+        started = time.monotonic()
+        assert _next_run().why == "auto: measured now"
+        assert time.monotonic() - started < 5
+    assert not choices_file().exists()
+    assert _next_run().why == "auto: measured now" and "remembered" in _next_run().why

@@ -12,7 +12,7 @@ from temp_files import LOOKALIKES, leftovers_of_a_killed_writer
 
 from napari_lgg_unet.engine import folder_lock
 from napari_lgg_unet.engine.errors import InputError, ModelError
-from napari_lgg_unet.engine.folder_lock import LOCK_FILE
+from napari_lgg_unet.engine.folder_lock import LOCK_FILE, held_folder
 from napari_lgg_unet.engine.precision import Precision
 from napari_lgg_unet.engine.run_folder import PATIENTS, RunFolder, RunProgress
 
@@ -34,6 +34,29 @@ def test_a_second_lock_on_a_locked_folder_is_refused_naming_the_holder(tmp_path)
                 pass
     with folder.locked():  # released: the next run takes it
         pass
+
+
+def test_a_run_that_may_wait_takes_the_lock_when_its_holder_lets_go_and_removes_what_it_made_when_it_fails(
+    tmp_path, monkeypatch
+):
+    """Another run locked the lock file this run had just created: this run waits its turn, and the file is still the
+    one it created, so it removes it (and the folder it made) when it fails."""
+    real_try_lock, tries = folder_lock._try_lock, []
+
+    def held_by_another_at_first(handle):
+        tries.append(handle)
+        return len(tries) > 1 and real_try_lock(handle)
+
+    monkeypatch.setattr(folder_lock, "_try_lock", held_by_another_at_first)
+    with pytest.raises(InputError, match="in use by another run"):  # not waiting: refused at once
+        with held_folder(tmp_path / "refused", "update"):
+            pass
+    tries.clear()
+    with pytest.raises(RuntimeError):
+        with held_folder(tmp_path / "cache", "update", wait=60):
+            assert len(tries) == 2 and (tmp_path / "cache" / LOCK_FILE).read_text() == f"update (process {os.getpid()})"
+            raise RuntimeError("the update fails")
+    assert not (tmp_path / "cache").exists()
 
 
 def test_a_failed_first_run_leaves_no_empty_folder_and_a_file_is_no_folder(tmp_path):

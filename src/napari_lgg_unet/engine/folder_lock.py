@@ -1,4 +1,5 @@
-"""An output folder held by one job at a time: an OS file lock in a hidden `.lock` file, and a clean retreat.
+"""A folder held by one job at a time (an output folder; the cache folder while a run updates its remembered
+precision): an OS file lock in a hidden `.lock` file, and a clean retreat.
 
 The lock is an OS file lock, so the system releases it when a run is killed: a stale lock is taken over without
 guessing from process ids. The `.lock` file may be the user's (a name anyone can use): one holding other text, a
@@ -15,6 +16,7 @@ import os
 import re
 import stat
 import sys
+import time
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
@@ -28,11 +30,15 @@ LOCK_TEXT = "{task} (process {pid})"  # what a run writes into its lock while it
 _OUR_LOCK = re.compile(r"(.{1,200} \(process \d{1,10}\))?")
 _LOCK_READ = 256
 _LOCK_ATTEMPTS = 5  # to take a lock file that failing holders keep removing (see _release)
+_POLL_SECONDS = 0.02  # how often a caller that waits for a held lock tries it again
 
 
 @contextlib.contextmanager
-def held_folder(path: Path, task: str) -> Iterator[None]:
+def held_folder(path: Path, task: str, wait: float = 0.0) -> Iterator[None]:
     """Make `path` (and its missing parents) and hold its lock for `task` (which a refused second job is told).
+
+    A lock another process holds is refused at once, or once `wait` seconds have passed without it
+    being let go: jobs of minutes refuse, a short update of a shared file (the remembered precision) waits its turn.
 
     What this call created is removed again when the block fails: the lock file, then each folder it made, from
     the deepest, while it is empty, all before the lock is let go (a job taking the folder then finds it gone and
@@ -46,7 +52,7 @@ def held_folder(path: Path, task: str) -> Iterator[None]:
 
     try:
         make_folders()
-        with _lock_file(path / LOCK_FILE, task, made, make_folders):
+        with _lock_file(path / LOCK_FILE, task, made, make_folders, wait):
             yield
     except BaseException:
         _remove_empty_folders(made)  # those made before the lock was taken: a refusal (or a file in the way)
@@ -88,11 +94,12 @@ def _remove_empty_folders(folders: list[Path]) -> None:
 
 
 @contextlib.contextmanager
-def _lock_file(path: Path, task: str, made: list[Path], make_folders: Callable[[], None]) -> Iterator[None]:
+def _lock_file(path: Path, task: str, made: list[Path], make_folders: Callable[[], None],
+               wait: float) -> Iterator[None]:
     """Hold the lock file `path` for `task`, naming the task in it. When the block fails, the lock file (if this
     call created it) and the empty folders in `made` (the caller's, top first) are removed before the lock is let go.
     `make_folders` makes the folder again if a failing holder removed it while this call waited."""
-    handle, created = _take(path, make_folders)
+    handle, created = _take(path, make_folders, wait)
     failed = False
     try:
         handle.seek(0)
@@ -109,25 +116,27 @@ def _lock_file(path: Path, task: str, made: list[Path], make_folders: Callable[[
         _release(handle, (path if created else None, made) if failed else None)
 
 
-def _take(path: Path, make_folders: Callable[[], None]) -> tuple[IO[str], bool]:
+def _take(path: Path, make_folders: Callable[[], None], wait: float) -> tuple[IO[str], bool]:
     """The lock file opened and held, and whether this call created it. Refused: a lock another process holds
-    (naming its task), and anything that is not a lock of ours (a link, a folder, a file with other text: someone's
-    own, so it is left untouched)."""
-    for _ in range(_LOCK_ATTEMPTS):
+    after `wait` seconds (naming its task), and anything that is not a lock of ours (a link, a folder, a file with
+    other text: someone's own, so it is left untouched)."""
+    deadline, attempts, created_while_waiting = time.monotonic() + wait, 0, False
+    while attempts < _LOCK_ATTEMPTS:
         opened = _open_lock(path)
         if opened is None:  # a failing holder removed the folder it made: make it anew
             make_folders()
+            attempts += 1
             continue
         handle, created = opened
-        if not _try_lock(handle):
-            text = _read(handle)
-            handle.close()
-            holder = text if text and _OUR_LOCK.fullmatch(text) else "run (another process)"
-            raise InputError(f"{path.parent} is in use by another {holder}; wait for it to end or choose another "
-                             "folder")
+        if not _try_lock(handle):  # another run locked the file, perhaps the one this call created: still ours
+            created_while_waiting |= created
+            _refuse_once_waited(handle, path, deadline)
+            continue
+        created |= created_while_waiting
         if _same_file(handle, path):
             break
         _release(handle, None)  # its holder removed it after this call opened it: the folder is free, open it anew
+        attempts += 1
     else:  # a file system that reports no stable file identity, or runs that keep coming and failing
         raise InputError(f"{path} keeps being replaced while this run takes it; wait for other runs into "
                          f"{path.parent} to end or choose another folder")
@@ -136,6 +145,18 @@ def _take(path: Path, make_folders: Callable[[], None]) -> tuple[IO[str], bool]:
         return handle, created
     _release(handle, None)
     raise InputError(_not_ours(path, "a file holding other text"))
+
+
+def _refuse_once_waited(handle: IO[str], path: Path, deadline: float) -> None:
+    """Close `handle`, a lock another process holds; refuse (naming its task) once `deadline` has passed, else wait a
+    moment before the caller tries again (the lock file is opened anew: its holder may remove it)."""
+    text = _read(handle)
+    handle.close()
+    if time.monotonic() < deadline:
+        time.sleep(_POLL_SECONDS)
+        return
+    holder = text if text and _OUR_LOCK.fullmatch(text) else "run (another process)"
+    raise InputError(f"{path.parent} is in use by another {holder}; wait for it to end or choose another folder")
 
 
 def _open_lock(path: Path) -> tuple[IO[str], bool] | None:

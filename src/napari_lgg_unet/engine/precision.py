@@ -28,6 +28,7 @@ import torch
 from .atomic import write_text_atomic
 from .device import describe_device
 from .errors import DeviceError, InputError
+from .folder_lock import held_folder
 from .settings import PRECISION_CHOICES
 from .validate import check_choice
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -36,6 +37,7 @@ RESOLVED = tuple(_DTYPES)  # the names a chosen Precision has: PRECISION_CHOICES
 _MIN_SPEEDUP = 1.1
 REMEASURE_ENV = "LGG_UNET_REMEASURE_PRECISION"
 _CHOICES_FILE = "precision.json"  # in the cache folder: {machine key: {"name", "channels_last", "measured"}}
+_LOCK_WAIT = 2.0  # seconds a run waits for another's update of the choices file (milliseconds) before not remembering
 _PROBE = "resnet18 features, 1x3x256x256, inference"  # what `_fastest` times: another probe's verdicts do not count
 
 
@@ -163,12 +165,17 @@ def _remembered(key: str) -> tuple[str, bool, str] | None:
 
 
 def _remember(key: str, chosen: Precision) -> None:
-    """Add this machine's measurement to the file; a cache folder that cannot be written only costs a measurement."""
-    choices = _read_choices()
-    choices[key] = {"name": chosen.name, "channels_last": chosen.channels_last,
-                    "measured": datetime.date.today().isoformat()}
-    with contextlib.suppress(InputError, RuntimeError):
-        write_text_atomic(choices_file(), json.dumps(choices, indent=1, sort_keys=True) + "\n")
+    """Add this machine's measurement to the file, under the cache folder's lock and re-read under it: two runs
+    deciding at once (a CLI run and the napari widget, runs with other thread counts) each rewrote the whole file from
+    what they had read, so one verdict was lost and measured again later, perhaps differently. A lock held longer
+    than `_LOCK_WAIT` is given up on, never waited for: this measurement is then not remembered, and the next run
+    remembers its own. A cache folder that cannot be written only costs a measurement."""
+    entry = {"name": chosen.name, "channels_last": chosen.channels_last, "measured": datetime.date.today().isoformat()}
+    with contextlib.suppress(InputError, RuntimeError):  # RuntimeError: Path.home() without a home
+        with held_folder(choices_file().parent, "choice of precision", wait=_LOCK_WAIT):
+            choices = _read_choices()
+            choices[key] = entry
+            write_text_atomic(choices_file(), json.dumps(choices, indent=1, sort_keys=True) + "\n")
 
 
 def _fastest(candidates: list[Precision], rounds: int = 5) -> Precision:
