@@ -2,6 +2,7 @@ import datetime
 import json
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import tifffile
 import torch
 
 from napari_lgg_unet.engine import folder_lock
-from napari_lgg_unet.engine.errors import InputError
+from napari_lgg_unet.engine.errors import InputError, InputWarning
 from napari_lgg_unet.engine.folder_lock import held_folder
 from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import load_model
@@ -127,12 +128,30 @@ def test_a_corrupt_choices_file_is_ignored_and_rewritten(flipping_measurement, c
     assert len(json.loads(choices_file().read_text())) >= 1 and "remembered" in _next_run().why
 
 
-def test_a_cache_folder_that_cannot_be_written_costs_a_measurement_not_an_error(flipping_measurement, monkeypatch):
+def test_a_cache_folder_that_cannot_be_written_costs_a_measurement_and_a_warning_not_an_error(flipping_measurement,
+                                                                                             monkeypatch):
     blocker = flipping_measurement.parent / "a-file"
     blocker.write_text("mine")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
-    assert _next_run().why == "auto: measured now" and _next_run().why == "auto: measured now"
+    with pytest.warns(InputWarning, match=f"cannot create {blocker / 'napari-lgg-unet'}: Not a directory"):
+        assert _next_run().why == "auto: measured now"
+    with pytest.warns(InputWarning, match="cannot be remembered"):
+        assert _next_run().why == "auto: measured now"
     assert blocker.read_text() == "mine"
+
+
+def test_a_folder_named_like_the_choices_file_is_left_as_it_is_and_warned_of_once_per_process(flipping_measurement):
+    """Not a file: each run measured again, choosing differently on a busy machine, and said only 'measured now'."""
+    choices_file().mkdir(parents=True)
+    (choices_file() / "notes.txt").write_text("mine")
+    with pytest.warns(InputWarning) as told:
+        chosen = _next_run()
+        assert choose(CPU) is chosen  # the rest of this process uses its choice, without telling again
+    assert len(told) == 1 and chosen.why == "auto: measured now"
+    assert str(told[0].message).startswith(f"the 'auto' precision cannot be remembered (cannot write {choices_file()}")
+    assert "set XDG_CACHE_HOME to a folder you can write" in str(told[0].message)
+    assert [p.name for p in choices_file().iterdir()] == ["notes.txt"]
+    assert (choices_file() / "notes.txt").read_text() == "mine"
 
 
 def test_a_resumed_run_keeps_the_precision_it_trained_in_when_auto_could_choose_it_here(flipping_measurement):
@@ -175,7 +194,8 @@ def test_two_runs_remembering_at_once_keep_both_verdicts(flipping_measurement, m
 
 def test_a_run_gives_up_remembering_rather_than_wait_long_for_another(flipping_measurement, monkeypatch):
     monkeypatch.setattr(precision, "_LOCK_WAIT", 0.1)
-    with held_folder(choices_file().parent, "choice of precision"):  # another run, stopped while it holds the lock
+    with held_folder(choices_file().parent, "choice of precision"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # another run holding the lock is nothing to warn of: the next run remembers
         started = time.monotonic()
         assert _next_run().why == "auto: measured now"
         assert time.monotonic() - started < 5

@@ -11,7 +11,7 @@ import torch
 from temp_files import LOOKALIKES, leftovers_of_a_killed_writer
 
 from napari_lgg_unet.engine import folder_lock
-from napari_lgg_unet.engine.errors import InputError, ModelError
+from napari_lgg_unet.engine.errors import FolderInUse, InputError, ModelError
 from napari_lgg_unet.engine.folder_lock import LOCK_FILE, held_folder
 from napari_lgg_unet.engine.precision import Precision
 from napari_lgg_unet.engine.run_folder import PATIENTS, RunFolder, RunProgress
@@ -48,7 +48,7 @@ def test_a_run_that_may_wait_takes_the_lock_when_its_holder_lets_go_and_removes_
         return len(tries) > 1 and real_try_lock(handle)
 
     monkeypatch.setattr(folder_lock, "_try_lock", held_by_another_at_first)
-    with pytest.raises(InputError, match="in use by another run"):  # not waiting: refused at once
+    with pytest.raises(FolderInUse, match="in use by another run"):  # not waiting: refused at once
         with held_folder(tmp_path / "refused", "update"):
             pass
     tries.clear()

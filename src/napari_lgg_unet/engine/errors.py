@@ -16,6 +16,10 @@ class InputError(LggUnetError):
     """A scan, mask or folder that cannot be used as given."""
 
 
+class FolderInUse(InputError):
+    """A folder another job holds (`folder_lock.held_folder`): it is free again once that job ends."""
+
+
 class ModelError(LggUnetError):
     """A model folder that is missing, corrupt or does not match its config."""
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
 from .atomic import remove_leftover_temp_files
-from .errors import InputError
+from .errors import FolderInUse, InputError
 
 LOCK_FILE = ".lock"
 LOCK_TEXT = "{task} (process {pid})"  # what a run writes into its lock while it holds it, and empties at the end
@@ -37,7 +37,7 @@ _POLL_SECONDS = 0.02  # how often a caller that waits for a held lock tries it a
 def held_folder(path: Path, task: str, wait: float = 0.0) -> Iterator[None]:
     """Make `path` (and its missing parents) and hold its lock for `task` (which a refused second job is told).
 
-    A lock another process holds is refused at once, or once `wait` seconds have passed without it
+    A lock another process holds is refused at once (FolderInUse), or once `wait` seconds have passed without it
     being let go: jobs of minutes refuse, a short update of a shared file (the remembered precision) waits its turn.
 
     What this call created is removed again when the block fails: the lock file, then each folder it made, from
@@ -156,7 +156,7 @@ def _refuse_once_waited(handle: IO[str], path: Path, deadline: float) -> None:
         time.sleep(_POLL_SECONDS)
         return
     holder = text if text and _OUR_LOCK.fullmatch(text) else "run (another process)"
-    raise InputError(f"{path.parent} is in use by another {holder}; wait for it to end or choose another folder")
+    raise FolderInUse(f"{path.parent} is in use by another {holder}; wait for it to end or choose another folder")
 
 
 def _open_lock(path: Path) -> tuple[IO[str], bool] | None:

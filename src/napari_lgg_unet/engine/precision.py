@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -27,7 +28,7 @@ import torch
 
 from .atomic import write_text_atomic
 from .device import describe_device
-from .errors import DeviceError, InputError
+from .errors import DeviceError, FolderInUse, InputError, InputWarning, describe
 from .folder_lock import held_folder
 from .settings import PRECISION_CHOICES
 from .validate import check_choice
@@ -169,13 +170,39 @@ def _remember(key: str, chosen: Precision) -> None:
     deciding at once (a CLI run and the napari widget, runs with other thread counts) each rewrote the whole file from
     what they had read, so one verdict was lost and measured again later, perhaps differently. A lock held longer
     than `_LOCK_WAIT` is given up on, never waited for: this measurement is then not remembered, and the next run
-    remembers its own. A cache folder that cannot be written only costs a measurement."""
+    remembers its own.
+
+    A cache that cannot be written (a folder named precision.json, a read-only cache folder) costs a measurement
+    on every run, never an error, but is warned of (once per process, as `_auto` is memoised): silently, each run
+    said 'measured now' and could choose differently, the very flip the file is there to prevent, with no hint why.
+    """
     entry = {"name": chosen.name, "channels_last": chosen.channels_last, "measured": datetime.date.today().isoformat()}
-    with contextlib.suppress(InputError, RuntimeError):  # RuntimeError: Path.home() without a home
-        with held_folder(choices_file().parent, "choice of precision", wait=_LOCK_WAIT):
+    try:
+        with held_folder(_cache_folder(), "choice of precision", wait=_LOCK_WAIT):
             choices = _read_choices()
             choices[key] = entry
             write_text_atomic(choices_file(), json.dumps(choices, indent=1, sort_keys=True) + "\n")
+    except FolderInUse:
+        pass  # another run's update takes unusually long: nothing to fix, and the next run remembers its own
+    except InputError as error:
+        warnings.warn(InputWarning(
+            f"the 'auto' precision cannot be remembered ({error}), so each run measures it again and may choose "
+            "differently (a mask then differs by a few voxels); move what is in the way, or set XDG_CACHE_HOME to a "
+            "folder you can write"), stacklevel=1)
+
+
+def _cache_folder() -> Path:
+    """The choices file's folder, made if missing; an InputError naming it where it cannot be (held_folder's would
+    call it an output folder and suggest choosing another)."""
+    try:
+        folder = choices_file().parent
+    except RuntimeError as error:  # Path.home() without a home
+        raise InputError(f"no cache folder: {describe(error)}") from None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create {folder}: {error.strerror or describe(error)}") from None
+    return folder
 
 
 def _fastest(candidates: list[Precision], rounds: int = 5) -> Precision:
