@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
 
 from napari_lgg_unet.engine.device import OOM_ADVICE
-from napari_lgg_unet.engine.errors import InputError
+from napari_lgg_unet.engine.errors import InputError, InputWarning
 from napari_lgg_unet.engine.predict import SegmentProgress
 from napari_lgg_unet.widgets import segment as segment_module, train as train_module
-from napari_lgg_unet.widgets.job import JobFailed, guarded
+from napari_lgg_unet.widgets.job import JobFailed, JobRunner, guarded
 from napari_lgg_unet.widgets.lazy import Loading
 
 from widget_helpers import assert_unchanged, dock, snapshot, wait_for_stop
@@ -98,6 +99,24 @@ def test_an_error_while_showing_a_result_is_a_notification_and_stops_the_job(qtb
     qtbot.waitUntil(lambda: not widget.running, timeout=10_000)
     assert notes["error"] == ["ValueError: cannot draw this"]
     assert widget.segment_button.enabled
+
+
+@pytest.mark.parametrize("in_thread", [True, False], ids=["in a thread", "inline"])
+def test_an_input_warning_inside_a_job_is_a_warning_notification_and_the_job_goes_on(
+    qtbot, viewer, notes, monkeypatch, in_thread
+):
+    monkeypatch.setattr(JobRunner, "in_thread", in_thread)
+    widget, items = dock(viewer, "Segment tumour"), []
+
+    def job(*, stop):
+        warnings.warn(InputWarning("the precision cannot be remembered"))
+        warnings.warn(UserWarning("a library's note"))  # not the user's to act on: no notification
+        yield 1
+
+    widget.job.start(job, on_item=items.append)
+    qtbot.waitUntil(lambda: not widget.running, timeout=10_000)
+    assert notes["warning"] == ["the precision cannot be remembered"]
+    assert items == [1] and notes["error"] == [] and widget.segment_button.enabled
 
 
 @pytest.mark.parametrize("name", ["Segment tumour", "Train U-Net"])

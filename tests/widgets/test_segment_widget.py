@@ -537,3 +537,24 @@ def test_the_tumour_layer_of_a_tiff_scan_is_never_saved_onto_the_scan_or_its_man
         with pytest.raises(InputError, match="the scan this layer comes from"):
             tumour.save(str(target), plugin="napari-lgg-unet")
     assert {p: p.read_bytes() for p in (scan, manual)} == files
+
+
+def test_a_cache_that_cannot_remember_the_auto_precision_is_one_warning_notification_and_segmenting_goes_on(
+    qtbot, segment_widget, notes, monkeypatch, tmp_path
+):
+    """A folder named precision.json: the engine's warning comes from the job's thread, once per session."""
+    from napari_lgg_unet.engine import precision
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "napari-lgg-unet" / "precision.json").mkdir(parents=True)
+    monkeypatch.setattr(precision, "_fastest", lambda candidates: candidates[0])
+    precision._auto.cache_clear()
+    segment_widget.precision.value = "auto"
+    try:
+        for _ in range(2):
+            run_segment(qtbot, segment_widget)
+    finally:
+        precision._auto.cache_clear()
+    assert [note.split(" (")[0] for note in notes["warning"]] == ["the 'auto' precision cannot be remembered"]
+    assert notes["error"] == [] and segment_widget.prediction_layer() is not None
+    assert segment_widget.device_note.value.endswith("; auto: measured now")

@@ -11,13 +11,16 @@ turns anything the job raises into a `JobFailed` item and ends normally: the wor
 
 from __future__ import annotations
 
+import sys
 import threading
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Iterator
 
 from magicgui.widgets import Container
 from napari.qt.threading import GeneratorWorker, create_worker
+from ..engine.errors import InputWarning
 from . import notify
 from .undock import when_undocked
 
@@ -80,6 +83,7 @@ class JobRunner:
             return
         worker = create_worker(guarded, job, *args, stop=self._stop.is_set, _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(deliver)
+        worker.warned.connect(self._warned)
         worker.finished.connect(lambda: self._finished(on_done))
         self._worker = worker
         self._on_running(True)
@@ -89,9 +93,25 @@ class JobRunner:
         """The thread worker's sequence of calls, on this thread (see `in_thread`)."""
         self._worker = items
         self._on_running(True)
-        for item in items:
-            deliver(item)
+        with warnings.catch_warnings():  # as superqt's `WorkerBase.run` does around the job
+            warnings.simplefilter("always")
+            warnings.showwarning = lambda *shown: self._warned(shown)
+            for item in items:
+                deliver(item)
         self._finished(on_done)
+
+    @staticmethod
+    def _warned(shown: tuple) -> None:
+        """A warning the job gave, with `warnings.showwarning`'s arguments: the worker catches every warning and
+        emits them as `warned`, which napari's own relay never received (its mixin's __init__ is not reached), so the
+        engine's InputWarnings (a guess or a cache the user should know of) vanished. They are a notification here,
+        as they are a line on the command line; other warnings go to stderr, as Python shows them (written here:
+        `warnings.showwarning` is the worker's own while a job runs, and would send them back to this method)."""
+        message, category, filename, lineno, *_ = shown
+        if issubclass(category, InputWarning):
+            notify.show_warning(str(message))
+        else:
+            sys.stderr.write(warnings.formatwarning(message, category, filename, lineno))
 
     def stop(self) -> None:
         """Ask the job to end at its next check; `on_done` still runs once it has."""
