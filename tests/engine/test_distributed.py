@@ -1,5 +1,6 @@
 """Training in two processes as torchrun starts them (gloo on the CPU): shares, one writer, agreed stop, resume."""
 
+import datetime
 import gc
 import json
 import os
@@ -157,7 +158,8 @@ def test_only_rank_0_times_auto_precision_and_every_rank_trains_in_what_it_remem
     # remembered choice: the last writer, not rank 0 whose choice the run trained in, decided what later runs read.
     torch.multiprocessing.spawn(_train_in_auto_precision_timed_by_rank_0_alone,
                                 args=(free_port(), str(tmp_path / "model"), str(tmp_path / "cache")), nprocs=2)
-    assert load_model(tmp_path / "model").config.training.device == "cpu, fp32, 1 threads; auto: measured now"
+    measured = f"auto: measured on {datetime.date.today().isoformat()}"
+    assert load_model(tmp_path / "model").config.training.device == f"cpu, fp32, 1 threads; {measured}"
     remembered = json.loads((tmp_path / "cache" / "napari-lgg-unet" / "precision.json").read_text())
     assert [(entry["name"], entry["channels_last"]) for entry in remembered.values()] == [("fp32", True)]
 

@@ -4,6 +4,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from napari_lgg_unet.engine.settings import PRECISION_CHOICES
 from napari_lgg_unet.sample_data import SAMPLE_PATIENT, sample_folder
 
 CPU = torch.device("cpu")
+MEASURED_TODAY = f"auto: measured on {datetime.date.today().isoformat()}"
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +101,7 @@ def _next_run(requested="auto"):
 
 def test_auto_on_a_cpu_remembers_its_measurement_so_every_run_chooses_the_same(flipping_measurement, monkeypatch):
     first = _next_run()
-    assert first.channels_last and first.label.endswith("; auto: measured now")
+    assert first.channels_last and first.label.endswith(f"; {MEASURED_TODAY}")
     again = _next_run()
     assert again == first and again.label.endswith(f"; auto: remembered from {datetime.date.today().isoformat()}")
     assert choices_file() == flipping_measurement / "napari-lgg-unet" / "precision.json"
@@ -115,7 +117,7 @@ def test_remeasuring_replaces_the_remembered_choice(flipping_measurement, monkey
     first = _next_run()
     monkeypatch.setenv(REMEASURE_ENV, "1")
     measured = _next_run()
-    assert measured != first and measured.why == "auto: measured now"
+    assert measured != first and measured.why == MEASURED_TODAY
     monkeypatch.delenv(REMEASURE_ENV)
     assert _next_run() == measured and "remembered" in _next_run().why
 
@@ -124,7 +126,7 @@ def test_remeasuring_replaces_the_remembered_choice(flipping_measurement, monkey
 def test_a_corrupt_choices_file_is_ignored_and_rewritten(flipping_measurement, content):
     choices_file().parent.mkdir(parents=True)
     choices_file().write_bytes(content.encode("latin-1"))
-    assert _next_run().why == "auto: measured now"
+    assert _next_run().why == MEASURED_TODAY
     assert len(json.loads(choices_file().read_text())) >= 1 and "remembered" in _next_run().why
 
 
@@ -134,20 +136,20 @@ def test_a_cache_folder_that_cannot_be_written_costs_a_measurement_and_a_warning
     blocker.write_text("mine")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
     with pytest.warns(InputWarning, match=f"cannot create {blocker / 'napari-lgg-unet'}: Not a directory"):
-        assert _next_run().why == "auto: measured now"
+        assert _next_run().why == MEASURED_TODAY
     with pytest.warns(InputWarning, match="cannot be remembered"):
-        assert _next_run().why == "auto: measured now"
+        assert _next_run().why == MEASURED_TODAY
     assert blocker.read_text() == "mine"
 
 
 def test_a_folder_named_like_the_choices_file_is_left_as_it_is_and_warned_of_once_per_process(flipping_measurement):
-    """Not a file: each run measured again, choosing differently on a busy machine, and said only 'measured now'."""
+    """Not a file: each run measured again, choosing differently on a busy machine, and said only 'measured'."""
     choices_file().mkdir(parents=True)
     (choices_file() / "notes.txt").write_text("mine")
     with pytest.warns(InputWarning) as told:
         chosen = _next_run()
         assert choose(CPU) is chosen  # the rest of this process uses its choice, without telling again
-    assert len(told) == 1 and chosen.why == "auto: measured now"
+    assert len(told) == 1 and chosen.why == MEASURED_TODAY
     assert str(told[0].message).startswith(f"the 'auto' precision cannot be remembered (cannot write {choices_file()}")
     assert "set XDG_CACHE_HOME to a folder you can write" in str(told[0].message)
     assert [p.name for p in choices_file().iterdir()] == ["notes.txt"]
@@ -183,10 +185,11 @@ def test_two_runs_remembering_at_once_keep_both_verdicts(flipping_measurement, m
 
     monkeypatch.setattr(precision, "write_text_atomic", write_once_b_waits)
     monkeypatch.setattr(folder_lock, "_try_lock", try_lock)
-    run_a = threading.Thread(target=precision._remember, args=("A", Precision(CPU, "fp32", True)), name="run A")
+    run_a = threading.Thread(target=precision._remember, args=("A", Precision(CPU, "fp32", True), "2025-03-03"),
+                             name="run A")
     run_a.start()
     assert a_is_writing.wait(timeout=10)
-    precision._remember("B", Precision(CPU, "fp32", False))
+    precision._remember("B", Precision(CPU, "fp32", False), "2025-03-03")
     run_a.join()
     remembered = json.loads(choices_file().read_text())
     assert {key: entry["channels_last"] for key, entry in remembered.items()} == {"A": True, "B": False}
@@ -197,7 +200,17 @@ def test_a_run_gives_up_remembering_rather_than_wait_long_for_another(flipping_m
     with held_folder(choices_file().parent, "choice of precision"), warnings.catch_warnings():
         warnings.simplefilter("error")  # another run holding the lock is nothing to warn of: the next run remembers
         started = time.monotonic()
-        assert _next_run().why == "auto: measured now"
+        assert _next_run().why == MEASURED_TODAY
         assert time.monotonic() - started < 5
     assert not choices_file().exists()
-    assert _next_run().why == "auto: measured now" and "remembered" in _next_run().why
+    assert _next_run().why == MEASURED_TODAY and "remembered" in _next_run().why
+
+
+def test_a_choice_measured_earlier_in_the_process_says_the_day_it_was_measured(flipping_measurement, monkeypatch):
+    """A napari session measured on Monday and trained on Wednesday: the model's record said 'auto: measured now'."""
+    today = datetime.date(2025, 3, 3)
+    monkeypatch.setattr(precision, "datetime", SimpleNamespace(date=SimpleNamespace(today=lambda: today)))
+    measured = _next_run()
+    today = datetime.date(2025, 3, 5)
+    assert choose(CPU) is measured and measured.label.endswith("; auto: measured on 2025-03-03")
+    assert [entry["measured"] for entry in json.loads(choices_file().read_text()).values()] == ["2025-03-03"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -557,4 +558,4 @@ def test_a_cache_that_cannot_remember_the_auto_precision_is_one_warning_notifica
         precision._auto.cache_clear()
     assert [note.split(" (")[0] for note in notes["warning"]] == ["the 'auto' precision cannot be remembered"]
     assert notes["error"] == [] and segment_widget.prediction_layer() is not None
-    assert segment_widget.device_note.value.endswith("; auto: measured now")
+    assert segment_widget.device_note.value.endswith(f"; auto: measured on {datetime.date.today().isoformat()}")

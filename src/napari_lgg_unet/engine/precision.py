@@ -49,7 +49,7 @@ class Precision:
     device: torch.device
     name: str
     channels_last: bool
-    why: str = field(default="", compare=False)  # for a measured 'auto': "auto: measured now", "... remembered ..."
+    why: str = field(default="", compare=False)  # for 'auto' on a CPU: "auto: measured on DAY", "... remembered ..."
 
     @property
     def dtype(self) -> torch.dtype | None:
@@ -57,7 +57,7 @@ class Precision:
 
     @property
     def label(self) -> str:
-        """What progress lines and records show, e.g. 'cpu, bf16, 2 threads; auto: measured now' or
+        """What progress lines and records show, e.g. 'cpu, bf16, 2 threads; auto: measured on 2025-06-02' or
         'cuda (NVIDIA H100), bf16'."""
         if self.device.type == "cpu":
             where = f"cpu, {self.name}, {torch.get_num_threads()} threads"
@@ -117,9 +117,11 @@ def _auto(device: torch.device, threads: int) -> Precision:
         chosen = Precision(device, name, channels_last, f"auto: remembered from {day}")
         if chosen in candidates:
             return chosen
-    fastest = _fastest(candidates)
-    _remember(key, fastest)
-    return Precision(device, fastest.name, fastest.channels_last, "auto: measured now")
+    fastest, day = _fastest(candidates), datetime.date.today().isoformat()
+    _remember(key, fastest, day)
+    # The day, not 'now': this choice stands for the rest of the process, and a napari session that measured on
+    # Monday and trained on Wednesday recorded a measurement 'now' in the model, which the cache dates to Monday.
+    return Precision(device, fastest.name, fastest.channels_last, f"auto: measured on {day}")
 
 
 def choices_file() -> Path:
@@ -165,7 +167,7 @@ def _remembered(key: str) -> tuple[str, bool, str] | None:
     return name, channels_last, day
 
 
-def _remember(key: str, chosen: Precision) -> None:
+def _remember(key: str, chosen: Precision, day: str) -> None:
     """Add this machine's measurement to the file, under the cache folder's lock and re-read under it: two runs
     deciding at once (a CLI run and the napari widget, runs with other thread counts) each rewrote the whole file from
     what they had read, so one verdict was lost and measured again later, perhaps differently. A lock held longer
@@ -174,9 +176,9 @@ def _remember(key: str, chosen: Precision) -> None:
 
     A cache that cannot be written (a folder named precision.json, a read-only cache folder) costs a measurement
     on every run, never an error, but is warned of (once per process, as `_auto` is memoised): silently, each run
-    said 'measured now' and could choose differently, the very flip the file is there to prevent, with no hint why.
+    said 'measured' and could choose differently, the very flip the file is there to prevent, with no hint why.
     """
-    entry = {"name": chosen.name, "channels_last": chosen.channels_last, "measured": datetime.date.today().isoformat()}
+    entry = {"name": chosen.name, "channels_last": chosen.channels_last, "measured": day}
     try:
         with held_folder(_cache_folder(), "choice of precision", wait=_LOCK_WAIT):
             choices = _read_choices()
