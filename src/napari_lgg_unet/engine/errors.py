@@ -4,8 +4,10 @@ from collections.abc import Sequence
 
 
 class InputWarning(UserWarning):
-    """Input the engine uses, but only by a guess a user should know about (a NIfTI without orientation): a Python
-    warning, which napari shows as a notification and the CLI as one line on stderr."""
+    """Input the engine uses, but only by a guess a user should know about (a NIfTI without orientation, a cache that
+    cannot remember the precision choice): a Python warning, which napari shows as a notification (the plugin's
+    `JobRunner` relays those raised in a widget's job, which napari's worker would drop) and the CLI as one line on
+    stderr."""
 
 
 class LggUnetError(Exception):
