@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+from napari._qt.qthreading import wait_for_workers_to_quit  # what napari connects to aboutToQuit
 
 from napari_lgg_unet.engine.device import OOM_ADVICE
 from napari_lgg_unet.engine.errors import InputError, InputWarning
@@ -188,6 +189,27 @@ def test_a_destroyed_widget_stops_its_job_and_receives_nothing_more(qtbot, viewe
     qtbot.waitUntil(lambda: stopped == [True], timeout=10_000)
     qtbot.waitUntil(lambda: not widget.job.running, timeout=10_000)
     assert seen == ["started"]
+
+
+def test_a_job_whose_worker_napari_quits_is_closed_in_its_thread_before_the_wait_ends(qtbot, viewer):
+    """At quit napari asks every worker to quit and waits for their threads; the job's clean-up must run then, in its
+    thread, not whenever the generator is collected (see widgets/job.py)."""
+    widget = dock(viewer, "Segment tumour")
+    seen, cleaned_up_in = [], []
+
+    def job(*, stop):
+        try:
+            while True:  # a job between two checks of `stop`: only the worker's quit can end it here
+                yield "working"
+                time.sleep(0.005)
+        finally:
+            cleaned_up_in.append(threading.current_thread())
+
+    widget.job.start(job, on_item=seen.append)
+    qtbot.waitUntil(lambda: len(seen) > 0, timeout=10_000)
+    wait_for_workers_to_quit()  # handles no Qt event: a clean-up queued to this thread would not have run yet
+    assert len(cleaned_up_in) == 1 and cleaned_up_in[0] is not threading.main_thread()
+    qtbot.waitUntil(lambda: not widget.running, timeout=10_000)  # `finished` still reaches the widget
 
 
 def test_segment_drops_a_result_whose_image_data_was_replaced_meanwhile(viewer, notes, qtbot, tiny_model_dir):

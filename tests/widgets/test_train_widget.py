@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from napari._qt.qthreading import wait_for_workers_to_quit  # what napari connects to aboutToQuit
 
 from napari_lgg_unet.engine.model import load_model, resolve_model_path
+from napari_lgg_unet.engine.run_folder import RunFolder
 from napari_lgg_unet.engine.train import TrainConfig
 from napari_lgg_unet.sample_data import sample_patient
 from napari_lgg_unet.widgets.session_models import session_models
@@ -157,3 +159,23 @@ def test_the_packaged_weights_folder_is_refused_as_output_naming_it(train_widget
     train_widget.train_button.clicked()
     assert len(notes["error"]) == 1 and f"nothing is written into its weights folder ({weights})" in notes["error"][0]
     assert not train_widget.running and not list(weights.glob("run-*"))
+
+
+@pytest.mark.parametrize("epochs_done", [0, 1], ids=["before-any-model", "after-a-saved-model"])
+def test_quitting_napari_during_training_lets_go_of_the_run_folder(qtbot, train_widget, notes, epochs_done):
+    """napari's `aboutToQuit` quits every thread worker and waits for them: the training generator must be closed in
+    its thread by then (lock released, the folder of a run that made nothing removed), not when it is collected."""
+    widget = train_widget
+    widget.settings.epochs.value = 50
+    widget.steps_per_epoch = 3 if epochs_done else 1000  # 1000: the first epoch cannot end before the quit
+    widget.train_button.clicked()
+    qtbot.waitUntil(lambda: widget.epoch_progress.value >= epochs_done and widget.step_progress.value >= 1,
+                    timeout=120_000)
+    run = widget.model_dir
+    wait_for_workers_to_quit()  # what napari does at quit; no Qt event is handled from here on
+    if epochs_done:
+        assert load_model(run).config.preprocess.image_size == 64
+        with RunFolder(run).locked():  # another run may take the folder: the lock was let go
+            pass
+    else:
+        assert not run.exists()  # not a folder holding only a stale lock

@@ -7,6 +7,14 @@ RuntimeErrors, so such an error reached no notification and a widget waiting for
 good; an exception outside `Exception` would escape the worker altogether. So every job runs inside `guarded`, which
 turns anything the job raises into a `JobFailed` item and ends normally: the worker never sees an exception and
 `finished` always fires.
+
+Why an aborted worker closes its job: when the app quits, napari asks every thread worker to `quit()` and waits for
+their threads (`wait_for_workers_to_quit` on `aboutToQuit`). `GeneratorWorker.work` then leaves its loop between two
+items without closing the generator, so the job's `finally` blocks (a training run's lock, the removal of a run
+folder that holds nothing yet, the freeing of device memory) waited for the garbage collector, perhaps past the
+process's end: a stale lock and a folder holding only it were left behind. So the worker's `aborted` signal closes
+the job in the worker's thread (a direct connection) before the thread ends: at most the item in progress (one
+training step) delays the quit.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from typing import Any, Callable, Iterator
 
 from magicgui.widgets import Container
 from napari.qt.threading import GeneratorWorker, create_worker
+from qtpy.QtCore import Qt
+
 from ..engine.errors import InputWarning
 from . import notify
 from .undock import when_undocked
@@ -40,6 +50,12 @@ def guarded(job: Callable[..., Iterator], *args: Any, **kwargs: Any) -> Iterator
         raise
     except BaseException as error:  # every error must reach the user; see the module docstring
         yield JobFailed(error)
+
+
+def _relayed(items: Iterator) -> Iterator:
+    """`items`, for a thread worker: it makes its generator by calling a generator function, and a job made here
+    instead stays in JobRunner's hands, to be closed when the worker is aborted (see the module docstring)."""
+    yield from items
 
 
 class JobRunner:
@@ -81,7 +97,9 @@ class JobRunner:
         if not self.in_thread:
             self._run_here(guarded(job, *args, stop=self._stop.is_set), deliver, on_done)
             return
-        worker = create_worker(guarded, job, *args, stop=self._stop.is_set, _start_thread=False, _ignore_errors=True)
+        items = guarded(job, *args, stop=self._stop.is_set)
+        worker = create_worker(_relayed, items, _start_thread=False, _ignore_errors=True)
+        worker.aborted.connect(items.close, Qt.ConnectionType.DirectConnection)  # see the module docstring
         worker.yielded.connect(deliver)
         worker.warned.connect(self._warned)
         worker.finished.connect(lambda: self._finished(on_done))
