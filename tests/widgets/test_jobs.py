@@ -212,6 +212,28 @@ def test_a_job_whose_worker_napari_quits_is_closed_in_its_thread_before_the_wait
     qtbot.waitUntil(lambda: not widget.running, timeout=10_000)  # `finished` still reaches the widget
 
 
+def test_a_job_whose_clean_up_fails_when_napari_quits_is_one_line_on_stderr_naming_its_error(qtbot, viewer, capfd):
+    """The app is quitting, so no notification can show; raised out of the worker's Qt callback the error would abort
+    the process under Python's default error hook. It is one line naming the job's own error."""
+    widget = dock(viewer, "Segment tumour")
+    seen = []
+
+    def job(*, stop):
+        try:
+            while True:
+                yield "working"
+                time.sleep(0.005)
+        finally:
+            raise OSError(28, "No space left on device")
+
+    widget.job.start(job, on_item=seen.append)
+    qtbot.waitUntil(lambda: len(seen) > 0, timeout=10_000)
+    wait_for_workers_to_quit()
+    assert ("lgg-unet: a background job failed while it was closed at quit: OSError: [Errno 28] No space left on "
+            "device") in capfd.readouterr().err
+    qtbot.waitUntil(lambda: not widget.running, timeout=10_000)
+
+
 def test_segment_drops_a_result_whose_image_data_was_replaced_meanwhile(viewer, notes, qtbot, tiny_model_dir):
     """A race between the worker thread and the GUI: real threads, so the result arrives after the data changed."""
     segment = dock(viewer, "Segment tumour")

@@ -30,7 +30,7 @@ from magicgui.widgets import Container
 from napari.qt.threading import GeneratorWorker, create_worker
 from qtpy.QtCore import Qt
 
-from ..engine.errors import InputWarning
+from ..engine.errors import InputWarning, describe
 from . import notify
 from .undock import when_undocked
 
@@ -49,6 +49,8 @@ def guarded(job: Callable[..., Iterator], *args: Any, **kwargs: Any) -> Iterator
     except GeneratorExit:  # the generator is being closed, which is no error
         raise
     except BaseException as error:  # every error must reach the user; see the module docstring
+        if isinstance(error.__context__, GeneratorExit):  # its clean-up failed while it was closed: no item can go
+            raise
         yield JobFailed(error)
 
 
@@ -56,6 +58,16 @@ def _relayed(items: Iterator) -> Iterator:
     """`items`, for a thread worker: it makes its generator by calling a generator function, and a job made here
     instead stays in JobRunner's hands, to be closed when the worker is aborted (see the module docstring)."""
     yield from items
+
+
+def _close(items: Iterator) -> None:
+    """Close a job whose worker napari quit, in the worker's thread. The app is quitting, so a job whose own clean-up
+    fails then can no longer be a notification: it is one line on stderr. Raised out of this Qt callback instead, it
+    would abort the whole process under Python's default error hook (PyQt calls qFatal)."""
+    try:
+        items.close()
+    except BaseException as error:
+        sys.stderr.write(f"lgg-unet: a background job failed while it was closed at quit: {describe(error)}\n")
 
 
 class JobRunner:
@@ -99,7 +111,7 @@ class JobRunner:
             return
         items = guarded(job, *args, stop=self._stop.is_set)
         worker = create_worker(_relayed, items, _start_thread=False, _ignore_errors=True)
-        worker.aborted.connect(items.close, Qt.ConnectionType.DirectConnection)  # see the module docstring
+        worker.aborted.connect(partial(_close, items), Qt.ConnectionType.DirectConnection)  # see the module docstring
         worker.yielded.connect(deliver)
         worker.warned.connect(self._warned)
         worker.finished.connect(lambda: self._finished(on_done))
