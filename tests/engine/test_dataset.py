@@ -8,12 +8,15 @@ from napari_lgg_unet.engine.dataset import (
     TrainingVolume,
     hard_negative_weights,
     institution,
+    prepare_training_volume,
     sampling_weights,
     split_patients,
     tumour_aware_sampler,
 )
 from napari_lgg_unet.engine.errors import InputError
+from napari_lgg_unet.engine.io import Scan
 from napari_lgg_unet.engine.precision import choose
+from napari_lgg_unet.engine.preprocess import PreprocessConfig
 
 NAMES = [f"TCGA_{site}_{i:04d}_2000" for site in ("CS", "DU", "HT", "FG") for i in range(10)]
 
@@ -31,6 +34,17 @@ def test_patient_split_is_disjoint_deterministic_and_stratified():
 def test_reference_90_5_5_split_is_available():
     train, val, test = split_patients(NAMES, 0.05, 0.05)
     assert (len(train), len(val), len(test)) == (36, 2, 2)
+
+
+def test_a_training_scan_with_nan_is_told_to_replace_it_before_training_not_segmenting():
+    """The NaN refusal is shared with segmentation; in training it named the wrong step ("before segmenting")."""
+    image = np.full((2, 32, 32), np.nan, dtype=np.float32)
+    image[:, 8:24, 8:24] = 100.0
+    scan = Scan(name="painted", image=image, mask=np.ones((2, 32, 32), bool), rgb=False)
+    with pytest.raises(InputError) as refused:
+        prepare_training_volume(scan, PreprocessConfig(image_size=32))
+    assert str(refused.value) == ("painted: the scan contains NaN or infinite values; replace them (e.g. with 0) "
+                                  "before training")
 
 
 def test_augmentation_moves_image_and_mask_together():

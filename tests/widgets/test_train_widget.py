@@ -74,7 +74,7 @@ def test_a_run_that_fails_in_its_worker_says_failed_not_its_last_progress(viewer
     image.data = np.where(np.arange(image.data.shape[1])[:, None, None] < 5, np.nan, image.data.astype(np.float32))
     train_widget.train_button.clicked()  # NaN is found where the scan is prepared, in the worker
     assert notes["error"] == [f"{PATIENT}: the scan contains NaN or infinite values; replace them (e.g. with 0) "
-                              "before segmenting"]
+                              "before training"]
     assert train_widget.status.value == "failed (see the error message)"
     assert train_widget.train_button.text == "Train" and not train_widget.running
 

@@ -93,7 +93,7 @@ def prepare_training_volume(
     if scan.mask is None:
         raise InputError(f"{scan.name}: training needs a mask")
     try:
-        normalised = prepare_volume(scan.image, scan.rgb, preprocess)
+        normalised = prepare_volume(scan.image, scan.rgb, preprocess, task="training")
         mask = binarise_mask(scan.mask)
     except InputError as error:
         raise InputError(f"{scan.name}: {error}") from None

@@ -19,8 +19,6 @@ if TYPE_CHECKING:  # torch is imported where it is used: napari's reader checks 
     import torch  # viewer's thread, and importing torch there froze the viewer for 1.2 s at the first File > Open
 
 MAX_PERCENTILE_SAMPLES = 4_000_000
-# e.g. a skull-stripped scan whose background is NaN; said where the percentiles and where each batch are checked
-NOT_FINITE = "the scan contains NaN or infinite values; replace them (e.g. with 0) before segmenting"
 MAX_IMAGE_SIZE = 1024  # the network's input side; larger needs more memory than any benefit justifies
 
 
@@ -103,8 +101,16 @@ def channel_view(image: np.ndarray, rgb: bool | None = None) -> np.ndarray:
     return image
 
 
-def intensity_ranges(view: np.ndarray, config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
-    """Per-channel (low, high) percentiles of a (Z, H, W, C) view, shape (C, 2).
+def not_finite(task: str) -> InputError:
+    """The refusal of a scan holding NaN or infinity (e.g. a skull-stripped scan whose background is NaN), said where
+    the percentiles and where each batch are checked; `task` is what the scan was given for ("segmenting",
+    "training"), so the advice names the step the user is at."""
+    return InputError(f"the scan contains NaN or infinite values; replace them (e.g. with 0) before {task}")
+
+
+def intensity_ranges(view: np.ndarray, config: PreprocessConfig = PreprocessConfig(), *,
+                     task: str = "segmenting") -> np.ndarray:
+    """Per-channel (low, high) percentiles of a (Z, H, W, C) view, shape (C, 2); NaN refused (see `not_finite`).
 
     Percentiles are robust to hot pixels and scale with the data, so any linear rescaling of a scan (uint8,
     uint16, float) normalises to the same values. Very large volumes are sampled on every k-th slice.
@@ -116,18 +122,18 @@ def intensity_ranges(view: np.ndarray, config: PreprocessConfig = PreprocessConf
         dtype=np.float64,
     )
     if not np.isfinite(ranges).all():
-        raise InputError(NOT_FINITE)
+        raise not_finite(task)
     return ranges
 
 
-def normalise(slices: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+def normalise(slices: np.ndarray, ranges: np.ndarray, *, task: str = "segmenting") -> np.ndarray:
     """Scale (n, H, W, C) slices to [0, 1] with `ranges`, as (n, H, W, 3) float32 (one channel is repeated).
 
     Every value is checked here, since the percentiles may have been sampled on other slices: a NaN would
     otherwise flow silently into the mask.
     """
     if np.issubdtype(slices.dtype, np.floating) and not np.isfinite(slices).all():
-        raise InputError(NOT_FINITE)
+        raise not_finite(task)
     out = np.empty(slices.shape[:3] + (slices.shape[-1],), dtype=np.float32)
     for c, (low, high) in enumerate(ranges):
         if high <= low:
@@ -137,10 +143,12 @@ def normalise(slices: np.ndarray, ranges: np.ndarray) -> np.ndarray:
     return np.repeat(out, 3, axis=-1) if out.shape[-1] == 1 else out
 
 
-def prepare_volume(image: np.ndarray, rgb: bool | None = None, config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
-    """A whole scan as normalised (Z, H, W, 3) float32; `predict` does the same a batch at a time."""
+def prepare_volume(image: np.ndarray, rgb: bool | None = None, config: PreprocessConfig = PreprocessConfig(), *,
+                   task: str = "segmenting") -> np.ndarray:
+    """A whole scan as normalised (Z, H, W, 3) float32; `predict` does the same a batch at a time. `task` names what
+    the scan is for in a refusal of NaN (see `not_finite`)."""
     view = channel_view(image, rgb)
-    return normalise(view, intensity_ranges(view, config))
+    return normalise(view, intensity_ranges(view, config, task=task), task=task)
 
 
 def binarise_mask(mask: np.ndarray) -> np.ndarray:
