@@ -250,6 +250,25 @@ def test_predict_refuses_an_output_in_a_model_folder_and_leaves_the_model_intact
     assert {p: p.read_bytes() for folder in (model, default) for p in folder.iterdir()} == before
 
 
+def test_train_on_one_slice_warns_as_it_starts_that_nothing_is_validated_and_what_chooses_the_model(
+        sample_patient_dir, tmp_path, capsys):
+    """The same words as the Train widget's, from the engine: before, only the last line's "(training loss" said so."""
+    tumour = next(m for m in sorted(sample_patient_dir.glob("*_mask.tif")) if tifffile.imread(m).any())
+    data = tmp_path / "P"
+    data.mkdir()
+    shutil.copy(tumour, data / "P_1_mask.tif")
+    shutil.copy(tumour.with_name(tumour.name.replace("_mask", "")), data / "P_1.tif")
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "m"), "--epochs", "1", "--steps-per-epoch", "1",
+            "--batch-size", "2", "--image-size", "64", "--decoder-channels", "16,16,16,16,16", "--workers", "0",
+            "--val-fraction", "0.2"]
+    assert main(argv) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lgg-unet: warning:")]
+    assert warned == ["lgg-unet: warning: no validation although the validation fraction is 0.2: there is one scan "
+                      "with one slice to learn from, and validation needs a second scan (patients are split whole) or "
+                      "a second labelled slice of this scan (held out from training); the best epoch is chosen by "
+                      "training loss"]
+
+
 @pytest.mark.parametrize("data, out", [("data/P", "data/P"), ("data/P", "data/P/model"), ("data", "data/models/m1"),
                                        ("linked", "linked/P/model")])
 def test_train_refuses_an_out_folder_that_is_or_lies_in_its_data_and_writes_nothing(sample_patient_dir, tmp_path,

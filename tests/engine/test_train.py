@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from napari_lgg_unet.engine.dataset import AugmentConfig
-from napari_lgg_unet.engine.errors import InputError
+from napari_lgg_unet.engine.errors import InputError, InputWarning
 from napari_lgg_unet.engine.events import EpochEnd, Finished, Step
 from napari_lgg_unet.engine.io import Scan, load_patient
 from napari_lgg_unet.engine.model import load_model, read_config
@@ -69,6 +69,42 @@ def test_scans_given_as_a_generator_are_all_trained_on(scans, tmp_path):
     events = list(train_model((scan for scan in scans), config, tmp_path / "m", lambda: True))
     assert sorted(load_model(tmp_path / "m").config.training.split["train"]) == sorted(PATIENTS)
     assert events[-1].stopped
+
+
+def _painted(name: str, slices: int) -> Scan:
+    """A small grey scan whose every slice has a square of tumour."""
+    image = np.random.default_rng(0).random((slices, 64, 64), dtype=np.float32)
+    mask = np.zeros(image.shape, bool)
+    mask[:, 20:40, 20:40] = True
+    return Scan(name=name, image=image[0] if slices == 1 else image, mask=mask[0] if slices == 1 else mask, rgb=False)
+
+
+@pytest.mark.parametrize("scans, fractions, why", [
+    ([_painted("a 2D image", 1)], {}, "there is one scan with one slice to learn from, and validation needs a second "
+     "scan (patients are split whole) or a second labelled slice of this scan (held out from training)"),
+    ([_painted(f"scan {n}", 2) for n in range(3)], {"test_fraction": 0.5},
+     "the test fraction 0.5 leaves only one of the 3 scans for training"),
+])
+def test_a_run_asked_to_validate_that_cannot_says_why_and_what_chooses_the_model_as_it_starts(
+        scans, fractions, why, tmp_path):
+    """It trained without validation, and only the last message's "(training loss ...)" hinted at it."""
+    config = TrainConfig(epochs=1, steps_per_epoch=1, val_fraction=0.2, **fractions, **FAST)
+    run = train_model(scans, config, tmp_path / "m")
+    with pytest.warns(InputWarning) as warned:
+        prepared = next(run)
+    run.close()
+    assert "0 validation volumes" in prepared.message
+    assert [str(w.message) for w in warned] == [
+        f"no validation although the validation fraction is 0.2: {why}; the best epoch is chosen by training loss"]
+
+
+def test_a_run_that_validates_or_was_asked_not_to_gives_no_warning_of_it(tmp_path, recwarn):
+    for fraction, scans in ((0.5, [_painted("a", 2)]), (0.0, [_painted("b", 1)])):
+        run = train_model(scans, TrainConfig(epochs=1, steps_per_epoch=1, val_fraction=fraction, **FAST),
+                          tmp_path / f"m{fraction}")
+        next(run)
+        run.close()
+    assert [w for w in recwarn if issubclass(w.category, InputWarning)] == []
 
 
 def test_resume_continues_from_the_last_finished_epoch(scans, tmp_path):

@@ -79,6 +79,27 @@ def test_a_run_that_fails_in_its_worker_says_failed_not_its_last_progress(viewer
     assert train_widget.train_button.text == "Train" and not train_widget.running
 
 
+@pytest.mark.parametrize("rgb", [False, True])
+def test_a_2d_image_is_trained_with_a_warning_that_nothing_is_validated_and_what_chooses_the_model(
+        viewer, tmp_path, notes, inline_jobs, rgb):
+    """Asked to validate, it did not; only the last status's "(training loss ...)" said so."""
+    (image, _, _), (mask, _, _) = sample_patient()
+    tumour = int(np.argmax(mask.reshape(len(mask), -1).sum(axis=1)))
+    viewer.add_image(image[tumour] if rgb else image[tumour, ..., 1], name="a slice", rgb=rgb)
+    viewer.add_labels(mask[tumour], name="its labels")
+    widget = dock(viewer, "Train U-Net")
+    widget.settings.image_size.value, widget.settings.batch_size.value, widget.settings.epochs.value = 64, 2, 1
+    widget.settings.val_fraction.value = 0.2
+    widget.output.value, widget.steps_per_epoch = tmp_path, 1
+    widget.train_button.clicked()
+    assert notes["error"] == []
+    assert notes["warning"] == ["no validation although the validation fraction is 0.2: there is one scan with one "
+                                "slice to learn from, and validation needs a second scan (patients are split whole) "
+                                "or a second labelled slice of this scan (held out from training); the best epoch is "
+                                "chosen by training loss"]
+    assert "(training loss" in widget.status.value
+
+
 def test_a_kaggle_folder_alone_is_a_training_source_with_all_its_slices(qtbot, viewer, lgg_root, tmp_path, notes):
     """'Skip slices without labels' (on by default) is for painted layers: a folder's masks label every slice, and
     its slices without tumour are what teaches the model where there is none."""

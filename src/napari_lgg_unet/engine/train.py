@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -31,7 +32,7 @@ from .dataset import (
 )
 from .device import out_of_memory_as_advice, physical_cores, release_memory, set_threads
 from .distributed import Group, agreed_precision, process_group
-from .errors import InputError, ModelError, TrainingError
+from .errors import InputError, InputWarning, ModelError, TrainingError, few_names
 from .events import EpochEnd, EpochRecord, Finished, Prepared, Step, TrainingEvent, ValidationScores
 from .io import Scan, as_path
 from .losses import SegmentationLoss
@@ -344,9 +345,26 @@ def _prepare(scans: list[Scan], config: TrainConfig, preprocess: PreprocessConfi
             train, val = [held_in], [held_out]
     if not train:
         raise InputError("nothing left to train on after the validation split; lower the validation fraction")
+    if config.val_fraction > 0 and not val:
+        warnings.warn(InputWarning(_without_validation(config, len(names), val_names, len(volumes))), stacklevel=1)
     variants = {variant: [replace(v, image=normalised_variant(v.image, variant)) for v in val]
                 for variant in config.validation_variants} if val else {}
     return _Split(train, variants, {"train": train_names, "validation": val_names, "test": test_names})
+
+
+def _without_validation(config: TrainConfig, scans: int, val_names: list[str], learnt_from: int) -> str:
+    """Why a run asked to validate has nothing to validate on, and what picks its model instead: said as the run
+    starts, where before only the last message's "(training loss ...)" hinted that no validation ever ran.
+    `learnt_from` counts the scans with slices to learn from."""
+    if learnt_from == 1:  # of one slice: one of several slices would have been split into held-out slices
+        why = ("there is one scan with one slice to learn from, and validation needs a second scan (patients are "
+               "split whole) or a second labelled slice of this scan (held out from training)")
+    elif not val_names:
+        why = f"the test fraction {config.test_fraction:g} leaves only one of the {scans} scans for training"
+    else:
+        why = f"the validation scans ({few_names(val_names)}) have no labelled slices"
+    chosen = "the last epoch's model is kept" if config.keep_last else "the best epoch is chosen by training loss"
+    return f"no validation although the validation fraction is {config.val_fraction:g}: {why}; {chosen}"
 
 
 def _learning_rate(config: TrainConfig, progress: float) -> float:
