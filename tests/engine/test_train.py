@@ -98,6 +98,14 @@ def test_a_run_asked_to_validate_that_cannot_says_why_and_what_chooses_the_model
         f"no validation although the validation fraction is 0.2: {why}; the best epoch is chosen by training loss"]
 
 
+def test_scans_of_one_name_are_refused_naming_it(tmp_path):
+    scans = [_painted("P1", 2), _painted("P2", 2), _painted("P1", 2)]
+    with pytest.raises(InputError) as refused:
+        next(train_model(scans, TrainConfig(epochs=1, **FAST), tmp_path / "m"))
+    assert str(refused.value) == ("training scans with the same name: P1; names identify patients in the split, so "
+                                  "give each scan its own name")
+
+
 def test_a_run_that_validates_or_was_asked_not_to_gives_no_warning_of_it(tmp_path, recwarn):
     for fraction, scans in ((0.5, [_painted("a", 2)]), (0.0, [_painted("b", 1)])):
         run = train_model(scans, TrainConfig(epochs=1, steps_per_epoch=1, val_fraction=fraction, **FAST),

@@ -326,8 +326,9 @@ def _prepare(scans: list[Scan], config: TrainConfig, preprocess: PreprocessConfi
     if not scans:
         raise InputError("no scans to train on")
     names = [s.name for s in scans]
-    if len(set(names)) != len(names):
-        raise InputError("two training scans have the same name; names identify patients in the split")
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        raise InputError(f"training scans with the same name: {few_names(repeated)}; names identify patients in the "
+                         "split, so give each scan its own name")
     train_names, val_names, test_names = split_patients(names, config.val_fraction, config.test_fraction, config.seed)
     volumes = {s.name: prepare_training_volume(s, preprocess, config.skip_unlabelled and not s.fully_labelled)
                for s in scans}
