@@ -10,6 +10,7 @@ from napari_lgg_unet.engine.model import load_model, resolve_model_path
 from napari_lgg_unet.engine.run_folder import RunFolder
 from napari_lgg_unet.engine.train import TrainConfig
 from napari_lgg_unet.sample_data import sample_patient
+from napari_lgg_unet.widgets import workers
 from napari_lgg_unet.widgets.session_models import session_models
 
 from widget_helpers import MAX_EVENT_LOOP_GAP, EventLoopProbe, dock
@@ -163,6 +164,19 @@ def test_an_image_in_two_pairs_is_refused_before_training_naming_the_pairs(viewe
     assert notes["error"] == [f"pairs 1 and 2 both train on '{PATIENT}': a scan is trained on once, so paint all its "
                               "tumour in one labels layer and remove the other pair"]
     assert not train_widget.running and list(tmp_path.iterdir()) == []
+
+
+def test_an_image_layer_named_like_a_scan_of_the_folder_is_refused_before_the_folder_loads(
+        viewer, train_widget, notes, tmp_path, sample_patient_dir, inline_jobs, monkeypatch):
+    """It failed once every scan of the folder had loaded, with the engine's words, which say nothing of layers."""
+    monkeypatch.setattr(workers, "load_patients", lambda *_, **__: pytest.fail("refused only after loading the folder"))
+    train_widget.folder.value = sample_patient_dir.parent  # a folder holding the packaged patient, the layer's name
+    train_widget.train_button.clicked()
+    assert notes["error"] == [f"the image layer '{PATIENT}' has the name of a scan in {sample_patient_dir.parent}, "
+                              "and names identify patients in the training split: rename the layer, or, if it is that "
+                              "patient, train on it once (remove its pair or leave the folder out)"]
+    assert train_widget.status.value == "failed (see the error message)"
+    assert list(tmp_path.iterdir()) == [] and viewer.layers[PATIENT].name == PATIENT
 
 
 def test_an_output_folder_that_is_a_file_is_refused_at_once_and_the_file_kept(train_widget, notes, tmp_path):

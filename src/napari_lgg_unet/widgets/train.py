@@ -195,7 +195,8 @@ class TrainWidget(Container):
 
         An image in two pairs is refused here: the engine names a scan after its layer and would refuse two scans of
         one name only once the run had started, in words ("names identify patients in the split") that say nothing
-        of the pairs."""
+        of the pairs. A layer named like a scan of the Kaggle folder is refused by `training_job`, which lists the
+        folder off the viewer's thread."""
         scans, pair_of = [], {}  # image layer id -> the first pair that trains on it
         for number, row in enumerate(self.pairs, start=1):
             image, labels = row.image_layer.value, row.labels_layer.value

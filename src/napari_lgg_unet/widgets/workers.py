@@ -13,7 +13,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..engine.io import Scan, load_patients
+from ..engine.errors import InputError
+from ..engine.io import Scan, ScanSource, find_scans, load_patients
 from ..engine.events import TrainingEvent
 from ..engine.model import WEIGHTS_FILE, LoadedModel, load_model, resolve_model_path
 from ..engine.pieces import Piece, describe_pieces, list_pieces
@@ -87,8 +88,23 @@ def cleanup_job(
 def training_job(
     scans: list[Scan], folder: Path | None, config: TrainConfig, out_dir: Path, *, stop: Callable[[], bool]
 ) -> Iterator[TrainingEvent]:
-    """Read the optional Kaggle-style folder (slow disk work, so here and not in the GUI), then train."""
+    """Read the optional Kaggle-style folder (slow disk work, so here and not in the GUI), then train. The folder's
+    scans are listed before any is read, so a layer named like one of them is refused within a moment, not after the
+    whole folder has loaded (listing is disk work too: it reads a header of every file of a DICOM folder)."""
     if folder is not None:
+        _refuse_layers_named_like(scans, find_scans(folder, require_masks=True), folder)
         scans = scans + load_patients(folder, require_masks=True)
     yield from train_model(scans, config, out_dir, stop)
+
+
+def _refuse_layers_named_like(layer_scans: list[Scan], sources: list[ScanSource], folder: Path) -> None:
+    """A pair's scan is named after its image layer, and names identify patients in the split, so the engine refuses
+    a layer named like a scan of the folder, but only once the whole folder has loaded and in words that know nothing
+    of layers; this says which layer and what to do (the first clash, as the widget's check of an image in two pairs
+    does). A folder's sources carry the names their scans load with."""
+    in_folder = {source.name for source in sources}
+    if clash := next((scan.name for scan in layer_scans if scan.name in in_folder), None):
+        raise InputError(f"the image layer '{clash}' has the name of a scan in {folder}, and names identify patients "
+                         "in the training split: rename the layer, or, if it is that patient, train on it once "
+                         "(remove its pair or leave the folder out)")
 
