@@ -11,6 +11,7 @@ from napari_lgg_unet.engine.dataset import (
     prepare_training_volume,
     sampling_weights,
     split_patients,
+    split_single_volume,
     tumour_aware_sampler,
 )
 from napari_lgg_unet.engine.errors import InputError
@@ -123,3 +124,18 @@ def test_sampler_with_only_hard_negatives_never_draws_an_easy_empty_slice():
     difficulty[7] = 1.0
     drawn = set(tumour_aware_sampler(dataset, 500, 0.5, seed=0, negative_weights=difficulty, hard_negatives=1.0))
     assert drawn == {0, 1, 7}
+
+
+@pytest.mark.parametrize("slices, fraction, held_out", [(2, 0.75, 1), (3, 0.9, 2), (10, 0.2, 2), (4, 0.01, 1)])
+def test_a_single_scan_holds_out_at_least_one_slice_and_keeps_at_least_one(slices, fraction, held_out):
+    """A large validation fraction of a few slices rounded to all of them: a scan of 2 labelled slices was refused as
+    needing 2."""
+    volume = TrainingVolume("p", np.zeros((slices, 3, 8, 8), np.float16), np.zeros((slices, 8, 8), np.uint8))
+    train, validation = split_single_volume(volume, fraction)
+    assert (len(train.mask), len(validation.mask)) == (slices - held_out, held_out)
+
+
+def test_a_single_scan_of_one_slice_cannot_be_split():
+    volume = TrainingVolume("p", np.zeros((1, 3, 8, 8), np.float16), np.zeros((1, 8, 8), np.uint8))
+    with pytest.raises(InputError, match="at least 2 labelled slices"):
+        split_single_volume(volume, 0.5)

@@ -117,10 +117,12 @@ def prepare_training_volume(
 
 
 def split_single_volume(volume: TrainingVolume, val_fraction: float) -> tuple[TrainingVolume, TrainingVolume]:
-    """With only one scan, hold out its last contiguous block of slices (neighbours would leak otherwise)."""
-    n_val = max(1, round(len(volume.mask) * val_fraction))
-    if len(volume.mask) - n_val < 1:
+    """With only one scan, hold out its last contiguous block of slices (neighbours would leak otherwise): at least
+    one, and at most all but one (a large fraction of a few slices rounded to all of them, and a scan of 2 labelled
+    slices was told it needed 2)."""
+    if len(volume.mask) < 2:
         raise InputError("a single scan needs at least 2 labelled slices to train with validation")
+    n_val = min(max(1, round(len(volume.mask) * val_fraction)), len(volume.mask) - 1)
     cut = len(volume.mask) - n_val
     return (
         TrainingVolume(volume.name, volume.image[:cut], volume.mask[:cut]),
