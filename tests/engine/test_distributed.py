@@ -144,13 +144,19 @@ def _train_in_auto_precision_timed_by_rank_0_alone(rank: int, port: int, out: st
         return candidates[1]  # fp32 channels-last, as if it had won on rank 0
 
     precision._fastest = timed
-    rng = np.random.default_rng(0)
-    scans = [Scan(f"P{i}", rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8), rng.random((4, 32, 32)) > 0.7, True)
-             for i in range(3)]
-    config = TrainConfig(epochs=1, steps_per_epoch=1, batch_size=2, image_size=32, decoder_channels=(8, 8, 8, 8, 8),
-                         val_fraction=0.34, workers=0, device="cpu", precision="auto")
-    for _ in train_model(scans, config, out):
+    for _ in train_model(_three_scans(), _tiny_config(steps_per_epoch=1, precision="auto"), out):
         pass
+
+
+def _three_scans() -> list[Scan]:
+    rng = np.random.default_rng(0)
+    return [Scan(f"P{i}", rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8), rng.random((4, 32, 32)) > 0.7, True)
+            for i in range(3)]
+
+
+def _tiny_config(**changes) -> TrainConfig:
+    return TrainConfig(**{**dict(epochs=1, batch_size=2, image_size=32, decoder_channels=(8, 8, 8, 8, 8),
+                                 val_fraction=0.34, workers=0, device="cpu"), **changes})
 
 
 def test_only_rank_0_times_auto_precision_and_every_rank_trains_in_what_it_remembers(tmp_path):
@@ -179,12 +185,9 @@ def _train_and_check_the_wrapper_is_gone_when_the_group_closes(rank: int, port: 
         destroy(*args, **kwargs)
 
     dist.destroy_process_group = destroy_after_the_wrapper
-    rng = np.random.default_rng(0)
-    scans = [Scan(f"P{i}", rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8), rng.random((4, 32, 32)) > 0.7, True)
-             for i in range(3)]
-    config = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, image_size=32, decoder_channels=(8, 8, 8, 8, 8),
-                         val_fraction=0.34, workers=0, device="cpu", precision="fp32")
-    assert next(event for event in train_model(scans, config, out, stop=lambda: True) if isinstance(event, Finished))
+    config = _tiny_config(steps_per_epoch=2, precision="fp32")
+    assert next(event for event in train_model(_three_scans(), config, out, stop=lambda: True)
+                if isinstance(event, Finished))
 
 
 def test_the_ddp_wrapper_is_released_before_the_process_group_is_destroyed(tmp_path):
