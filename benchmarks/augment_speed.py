@@ -43,7 +43,8 @@ def main() -> None:
         for item in order:
             dataset[int(item)]
         per_sample = (time.perf_counter() - started) / READS
-        print(f"{name:<24} {per_sample * 1000:6.2f} ms/sample   set-up {setup * 1000:6.0f} ms for {len(dataset)} slices")
+        print(f"{name:<24} {per_sample * 1000:6.2f} ms/sample   "
+              f"set-up {setup * 1000:6.0f} ms for {len(dataset)} slices")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""A simulated user corrects the automatic mask with clicks: how fast does the Dice rise, and how fast is a click?
+r"""A simulated user corrects the automatic mask with clicks: how fast does the Dice rise, and how fast is a click?
 
 On each patient: segment (0 clicks), then 5 times click the voxel deepest inside the largest 3D error region
 (positive where tumour is missed, negative where false tumour is drawn) through `CorrectionSession`, exactly as
@@ -7,7 +7,8 @@ that made the Dice worse by more than 0.005, the median and worst click latency,
 confidence (a piece is true when at least 10 % of it lies in the manual mask). Run by hand; results in
 docs/corrections.md with the CPU model this prints.
 
-    PYTHONPATH=src python benchmarks/corrections.py --model runs/r2-context-clicks --lgg ../shared/data/lgg/kaggle_3m --split test
+    PYTHONPATH=src python benchmarks/corrections.py --model runs/r2-context-clicks \
+        --lgg ../shared/data/lgg/kaggle_3m --split test
     PYTHONPATH=src python benchmarks/corrections.py --model default --cases ../shared/data/brats-sample
 
 The second form scores the scans of a case folder, for a model trained on every LGG patient (no held-out ones).
@@ -122,7 +123,8 @@ def main() -> None:
     scans = (folder_cases(args.cases, args.patients) if args.cases
              else lgg_scans(model, Path(args.lgg), args.split, args.patients))
     where = args.cases or f"{args.split} patients"
-    print(f"{where}, {args.variant}, window {args.window or 'whole slices'}, {args.threads} threads, CPU: {cpu_model()}", flush=True)
+    print(f"{where}, {args.variant}, window {args.window or 'whole slices'}, {args.threads} threads, "
+          f"CPU: {cpu_model()}", flush=True)
     results = []
     for name, image, rgb, mask in scans:
         results.append(correct_patient(model, name, image, rgb, mask, args.clicks, args.variant, args.window or None,
@@ -130,7 +132,8 @@ def main() -> None:
         r = results[-1]
         print(f"{name}: Dice {' '.join(f'{d:.3f}' for d in r['dice'])}, clicks "
               f"{' '.join(f'{1000 * t:.0f}' for t in r['latency_s'])} ms", flush=True)
-    report = {"cpu": cpu_model(), "model": args.model, "split": str(args.cases) if args.cases else args.split, "variant": args.variant, "window": args.window or None,
+    report = {"cpu": cpu_model(), "model": args.model, "split": str(args.cases) if args.cases else args.split,
+              "variant": args.variant, "window": args.window or None,
               "summary": summary(results), "per_patient": results}
     print(json.dumps(report["summary"], indent=2))
     if args.json:

@@ -34,7 +34,9 @@ from napari_lgg_unet.engine.io import load_patient
 from napari_lgg_unet.engine.losses import SegmentationLoss
 from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import build_network, load_model, read_config
-from napari_lgg_unet.engine.precision import Precision, autocast, choose, native_bf16_cpu, prepare_batch, prepare_network
+from napari_lgg_unet.engine.precision import (
+    Precision, autocast, choose, native_bf16_cpu, prepare_batch, prepare_network,
+)
 from napari_lgg_unet.engine.predict import SegmentOptions, segment_steps, segment_volume
 from timing import best_of, cpu_model
 
@@ -70,7 +72,9 @@ def jit_freeze_path(network: torch.nn.Module) -> Callable[[torch.Tensor], object
     prepare_network(network, choose(CPU, "fp32"))
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        frozen = torch.jit.freeze(torch.jit.trace(network.eval(), torch.zeros(BATCH, SHIPPED.inputs.channels, SIZE, SIZE)))
+        frozen = torch.jit.freeze(
+            torch.jit.trace(network.eval(), torch.zeros(BATCH, SHIPPED.inputs.channels, SIZE, SIZE))
+        )
     return lambda x: frozen(x)
 
 
@@ -80,8 +84,8 @@ def onnxruntime_path(network: torch.nn.Module) -> Callable[[torch.Tensor], objec
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(network, (torch.zeros(1, SHIPPED.inputs.channels, SIZE, SIZE),), buffer, dynamo=False, input_names=["x"],
-                          dynamic_axes={"x": {0: "n"}}, opset_version=17)
+        torch.onnx.export(network, (torch.zeros(1, SHIPPED.inputs.channels, SIZE, SIZE),), buffer, dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "n"}}, opset_version=17)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
     session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
@@ -149,7 +153,9 @@ def timed_paths(x: torch.Tensor, repeats: int) -> dict[str, Callable[[], tuple[f
         return 1000 * best_of(repeats, lambda: run(x)) / BATCH, ""
 
     paths = {name: functools.partial(measure, make) for name, make in inference_paths().items()}
-    paths["ours without the fast-cpu extra, pipeline included, ran as: "] = lambda: shipped_ms_per_slice(repeats, "torch")
+    paths["ours without the fast-cpu extra, pipeline included, ran as: "] = (
+        lambda: shipped_ms_per_slice(repeats, "torch")
+    )
     paths["**ours as shipped**, pipeline included, ran as: "] = lambda: shipped_ms_per_slice(repeats)
     return paths
 
@@ -213,11 +219,13 @@ def print_memory_table(threads: int) -> None:
     for precision, backend in (("fp32", "torch"), ("auto", "auto"), ("auto", "openvino")):
         if backend == "openvino" and not backends.openvino_installed():
             continue
-        out = subprocess.run([sys.executable, __file__, "--threads", str(threads), "--memory-probe", precision, backend],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, __file__, "--threads", str(threads), "--memory-probe", precision, backend],
+            capture_output=True, text=True, check=True,
+        ).stdout
         r = json.loads(out.strip().splitlines()[-1])
-        print(f"| {r['label']} (precision={precision}, backend={backend}) | {r['seconds']:.2f} | {r['growth_mb']:.0f} | "
-              f"{r['input_mb']:.0f} / {r['outputs_mb']:.0f} |")
+        print(f"| {r['label']} (precision={precision}, backend={backend}) | {r['seconds']:.2f} | "
+              f"{r['growth_mb']:.0f} | {r['input_mb']:.0f} / {r['outputs_mb']:.0f} |")
 
 
 def print_equivalence_table(lgg: Path, patients: int) -> None:
@@ -229,7 +237,9 @@ def print_equivalence_table(lgg: Path, patients: int) -> None:
     changes = []
     for name in names:
         scan = load_patient(lgg / name, require_masks=True)
-        reference = segment_volume(eager, scan.image, SegmentOptions(precision="fp32", backend="torch"), rgb=scan.rgb).mask
+        reference = segment_volume(
+            eager, scan.image, SegmentOptions(precision="fp32", backend="torch"), rgb=scan.rgb
+        ).mask
         last = list(segment_steps(shipped, scan.image, rgb=scan.rgb))[-1]
         a, b = volume_scores(reference, scan.mask).dice, volume_scores(last.result.mask, scan.mask).dice
         changes.append(b - a)

@@ -40,7 +40,9 @@ def bench_inference(image: np.ndarray, size: int, batch: int, repeats: int) -> t
                 torch.sigmoid(network(x[start : start + batch]))
 
     bare_s = best_of(repeats, bare, warm_up=False)
-    ours_s = best_of(repeats, lambda: segment_volume(model, image, SegmentOptions(batch_size=batch), rgb=True), warm_up=False)
+    ours_s = best_of(
+        repeats, lambda: segment_volume(model, image, SegmentOptions(batch_size=batch), rgb=True), warm_up=False
+    )
     return len(image) / ours_s, len(image) / bare_s
 
 

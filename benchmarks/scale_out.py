@@ -54,7 +54,8 @@ def bench_predict(args: argparse.Namespace) -> None:
         started = time.perf_counter()
         for case in cases:
             scan = load_scan(case)
-            write_mask_tiff(Path(out) / "plain" / f"{scan.name}_mask.tif", segment_volume(model, scan.image, options, rgb=scan.rgb).mask)
+            write_mask_tiff(Path(out) / "plain" / f"{scan.name}_mask.tif",
+                            segment_volume(model, scan.image, options, rgb=scan.rgb).mask)
         plain = time.perf_counter() - started
         started = time.perf_counter()
         for _ in segment_cohort(model, cases, Path(out) / "job", options, read_ahead=args.read_ahead):

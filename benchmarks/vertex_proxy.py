@@ -52,7 +52,9 @@ def patient_row(model, folder: Path, variant: str, end: int) -> dict:
 def hard_negative_reach(model, lgg: Path, names: list[str], end: int) -> dict:
     """Share of the hard-negative weight on the tumour-free slices of each end (and the middle), against their share
     of the tumour-free slices: a sampler that reaches the ends gives them more weight than slices."""
-    volumes = [prepare_training_volume(load_patient(lgg / n, require_masks=True), model.config.preprocess) for n in names]
+    volumes = [
+        prepare_training_volume(load_patient(lgg / n, require_masks=True), model.config.preprocess) for n in names
+    ]
     weights = hard_negative_weights(model.network, volumes, choose("cpu", "auto"), 16, model.config.inputs)
     parts: dict[str, list[np.ndarray]] = {}
     for volume in volumes:

@@ -21,7 +21,9 @@ def main(source: str) -> None:
     model = load_model(source)
     target = save_model(model.network, model.config, default_model_path(), half=True)
     probe = tifffile.imread(resources.files("napari_lgg_unet") / "samples" / "TCGA_CS_6665_20010817_image.tif")
-    difference = np.abs(segment_volume(load_model(target), probe).probability - segment_volume(model, probe).probability)
+    difference = np.abs(
+        segment_volume(load_model(target), probe).probability - segment_volume(model, probe).probability
+    )
     print(f"wrote {target}; largest probability change from half-precision storage: {difference.max():.2e}")
 
 

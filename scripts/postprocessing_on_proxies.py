@@ -77,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     folders = [f for f in patient_folders(args.data) if f.name in names]
     variants = tuple(args.variants)
     probabilities = validation_cases(model, folders, variants=variants)
-    cases = [(f.name, v, *probabilities[i * len(variants) + j]) for i, f in enumerate(folders) for j, v in enumerate(variants)]
+    cases = [
+        (f.name, v, *probabilities[i * len(variants) + j])
+        for i, f in enumerate(folders) for j, v in enumerate(variants)
+    ]
     if args.brats:
         cases += [(f"brats/{n}", v, p, t) for n, v, p, t in _brats_cases(args.brats, model, variants)]
     # Best rule of the calibration grid (no keep-largest), chosen on the LGG patients of all variants together.
@@ -97,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {variant:<15} LGG mean {values.mean():.3f} median {np.median(values):.3f} "
                   f"min {values.min():.3f} (<0.1: {(values < 0.1).sum()})  {brats if brats else ''}")
     if args.json:
-        write_text_atomic(args.json, json.dumps({"patients": [f.name for f in folders], "rules": results}, indent=1) + "\n")
+        write_text_atomic(
+            args.json, json.dumps({"patients": [f.name for f in folders], "rules": results}, indent=1) + "\n"
+        )
     return 0
 
 

@@ -21,7 +21,8 @@ def per_patient(path: str) -> None:
     print("|---|---|---|---|---|")
     for name, row in sorted(result["patients"].items()):
         print(f"| {name} | {row['slices']} | {row['dice']:.3f} | {row['iou']:.3f} | {row['accuracy']:.4f} |")
-    print(f"| **mean** | | **{result['mean_dice']:.3f}** | **{result['mean_iou']:.3f}** | **{result['mean_accuracy']:.4f}** |")
+    print(f"| **mean** | | **{result['mean_dice']:.3f}** | **{result['mean_iou']:.3f}** | "
+          f"**{result['mean_accuracy']:.4f}** |")
     print(f"| **median** | | **{result['median_dice']:.3f}** | | |")
 
 
@@ -41,7 +42,9 @@ def side_by_side(paths: list[str]) -> None:
     print("|---|" + "---|" * len(paths))
     for name in sorted(results[0]):
         print(f"| {name} | " + " | ".join(f"{r[name]['dice']:.3f}" if name in r else "" for r in results) + " |")
-    print("| **mean** | " + " | ".join(f"**{statistics.mean(row['dice'] for row in r.values()):.3f}**" for r in results) + " |")
+    print("| **mean** | "
+          + " | ".join(f"**{statistics.mean(row['dice'] for row in r.values()):.3f}**" for r in results)
+          + " |")
 
 
 if __name__ == "__main__":

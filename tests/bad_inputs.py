@@ -1,4 +1,5 @@
-"""Bad model folders and images a user may hand us, shared by the bad-input catalogue of the CLI, the API and the widgets.
+"""Bad model folders and images a user may hand us, shared by the bad-input catalogue of the CLI, the API and the
+widgets.
 
 Each entry names a phrase the refusal must contain, so the same input is refused with the same words wherever it is
 given.
@@ -71,8 +72,12 @@ BAD_MODELS: dict[str, tuple[Callable[[Path, Path], None], str, bool]] = {
     "config nested too deeply": (_config_text("[" * 100_000 + "]" * 100_000), "corrupt", True),
     "config of another format": (_config_value("format", value="other/1"), "is not a napari-lgg-unet/1 model", True),
     "threshold as text": (_config_value("postprocess", "threshold", value="0.5"), "threshold must be a number", True),
-    "min size as text": (_config_value("postprocess", "min_size", value="abc"), "min_size must be a whole number", True),
-    "image size as a float": (_config_value("preprocess", "image_size", value=256.0), "image_size must be a whole", True),
+    "min size as text": (
+        _config_value("postprocess", "min_size", value="abc"), "min_size must be a whole number", True
+    ),
+    "image size as a float": (
+        _config_value("preprocess", "image_size", value=256.0), "image_size must be a whole", True
+    ),
     "image size 8192": (_config_value("preprocess", "image_size", value=8192), "image size must be between", True),
     "decoder 20000 wide": (_config_value("decoder_channels", value=[20000] * 5), "decoder width must be between", True),
     "decoder width 0": (_config_value("decoder_channels", value=[0, 16, 16, 16, 16]), "decoder width", True),
@@ -80,7 +85,9 @@ BAD_MODELS: dict[str, tuple[Callable[[Path, Path], None], str, bool]] = {
     "no weights": (_without_weights, "has a config but no model.safetensors", True),
     "truncated weights": (_truncated_weights, "corrupt", True),
     "weights of another save": (_weights_of_another_save, "come from different saves", True),
-    "weights of another decoder": (_config_value("decoder_channels", value=[32, 16, 16, 16, 16]), "does not match", False),
+    "weights of another decoder": (
+        _config_value("decoder_channels", value=[32, 16, 16, 16, 16]), "does not match", False
+    ),
 }
 
 

@@ -282,7 +282,9 @@ def _resume_state(w: Workspace, *, truncate: bool = False, **metadata: str | Non
     fields = {"format": RESUME_FORMAT, "progress": json.dumps({"epochs_done": 1, "history": []}),
               "settings": _settings(w), "param_groups": "[]", "scaler": "{}", **metadata}
     path = run / RESUME_FILE
-    save_file({"network.unknown": torch.zeros(4)}, str(path), metadata={k: v for k, v in fields.items() if v is not None})
+    save_file(
+        {"network.unknown": torch.zeros(4)}, str(path), metadata={k: v for k, v in fields.items() if v is not None}
+    )
     if truncate:
         path.write_bytes(path.read_bytes()[:-8])
 
@@ -560,9 +562,11 @@ CLI_CASES = [
                             "--json", str(w.model / "config.json")],
                  "which is part of a model folder", id="evaluate --json into the model's folder"),
     pytest.param(lambda w: ["calibrate", "--model", str(default_model_path()), "--data", str(w.patient)],
-                 "default model is part of the installed package", id="calibrate the installed default model by its path"),
+                 "default model is part of the installed package",
+                 id="calibrate the installed default model by its path"),
     pytest.param(lambda w: [str(default_model_path()) if a == str(w.out / "run") else a for a in _train()(w)],
-                 "default model is part of the installed package", id="train into the installed default model's folder"),
+                 "default model is part of the installed package",
+                 id="train into the installed default model's folder"),
     pytest.param(_predict(scan=_cohort_of_two_cases, output=lambda w: w.inputs / "cohort" / "A"),
                  "which is part of the input", id="predict a cohort into one of its case folders"),
     pytest.param(_predict(scan=_same_name_in_two_folders, output=lambda w: w.out / "masks"),
@@ -573,7 +577,8 @@ CLI_CASES = [
                  id="calibrate a model folder a training holds"),
     pytest.param(_evaluate(data=lambda w: w.inputs / "absent"), "not found", id="evaluate --data missing"),
     pytest.param(lambda w: [*_evaluate()(w)[:-1], str(_existing_file(w))],
-                 "masks.tif already exists; give --overwrite to replace it", id="evaluate --json onto an existing file"),
+                 "masks.tif already exists; give --overwrite to replace it",
+                 id="evaluate --json onto an existing file"),
     pytest.param(lambda w: [*_evaluate()(w)[:-1], str(_inside_a_file(w))], "file is a file, not a folder",
                  id="evaluate --json inside a file"),
     # loose TIFF stacks are segmented one at a time, and carry no masks to evaluate or train on
@@ -594,7 +599,8 @@ CLI_CASES = [
                  id="train on a Kaggle mask slice of another shape"),
     pytest.param(lambda w: ["calibrate", "--model", "default", "--data", str(w.patient)],
                  "default model is part of the installed package", id="calibrate --model default"),
-    pytest.param(lambda w: ["view", str(BAD_SCANS["corrupt TIFF"][0](w))], "empty or corrupt", id="view a corrupt TIFF"),
+    pytest.param(lambda w: ["view", str(BAD_SCANS["corrupt TIFF"][0](w))], "empty or corrupt",
+                 id="view a corrupt TIFF"),
     # training inputs and run folders
     pytest.param(_train(data=lambda w: w.inputs / "absent"), "not found", id="train --data missing"),
     pytest.param(_train(data=lambda w: w.kaggle_patient(np.zeros((2, 32, 32, 3), np.uint8), None)),
@@ -724,7 +730,8 @@ def test_a_cohort_with_overwrite_replaces_its_masks_and_summary_and_keeps_other_
 
 
 def test_a_failed_overwrite_run_keeps_the_summary_rows_of_the_masks_it_replaced(w, capsys):
-    """The replaced masks stay (new); their rows must too, or a later --skip-existing summary describes the old masks."""
+    """The replaced masks stay (new); their rows must too, or a later --skip-existing summary describes the old
+    masks."""
     root = _cohort_of_two_cases(w)
     out = w.out / "masks"
     assert cli.main(_cohort_argv(w, root, out)) == 0
@@ -897,7 +904,8 @@ TRAIN_API_CASES = [
     pytest.param(lambda w: train_model([], TrainConfig(workers=0, device="cpu"), w.out / "run"),
                  "no scans", id="train_model without scans"),
     pytest.param(lambda w: train_model(
-        [Scan("P", np.ones((2, 32, 32), np.float32), "tumour", rgb=False)], TrainConfig(workers=0, device="cpu"), w.out / "run"),
+        [Scan("P", np.ones((2, 32, 32), np.float32), "tumour", rgb=False)], TrainConfig(workers=0, device="cpu"),
+        w.out / "run"),
         "P: masks must hold numbers", id="train_model with a mask given as text"),
     pytest.param(lambda w: train_model([load_scan(w.patient)], None, w.out / "run"),
                  "config must be a TrainConfig, not NoneType", id="train_model without a config"),

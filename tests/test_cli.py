@@ -29,7 +29,9 @@ def _one_line_error(capsys, argv):
 
 def test_predict_writes_a_0_255_mask_with_the_patient_shape(sample_patient_dir, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "mask.tif"
-    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(sample_patient_dir), "--output", str(out)]) == 0
+    assert main(
+        ["predict", "--model", str(tiny_model_dir), "--input", str(sample_patient_dir), "--output", str(out)]
+    ) == 0
     mask = tifffile.imread(out)
     n = len(list(sample_patient_dir.glob("*_mask.tif")))
     assert mask.shape == (n, 256, 256) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
@@ -37,14 +39,16 @@ def test_predict_writes_a_0_255_mask_with_the_patient_shape(sample_patient_dir, 
 
 def test_predict_on_a_tiff_stack_keeps_its_shape(tiny_model_dir, tmp_path):
     tifffile.imwrite(tmp_path / "scan.tif", np.random.default_rng(0).integers(0, 999, (3, 70, 90)).astype(np.uint16))
-    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "scan.tif"), "--output", str(tmp_path / "o.tif")]) == 0
+    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "scan.tif"),
+                 "--output", str(tmp_path / "o.tif")]) == 0
     assert tifffile.imread(tmp_path / "o.tif").shape == (3, 70, 90)
 
 
 @pytest.mark.parametrize("shape", [(70, 90), (70, 90, 3)])
 def test_predict_on_a_2d_image_writes_a_2d_mask_as_the_dataset_s_slice_masks_are(tiny_model_dir, tmp_path, shape):
     tifffile.imwrite(tmp_path / "slice.tif", np.random.default_rng(0).integers(0, 255, shape).astype(np.uint8))
-    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "slice.tif"), "--output", str(tmp_path / "o.tif")]) == 0
+    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "slice.tif"),
+                 "--output", str(tmp_path / "o.tif")]) == 0
     assert tifffile.imread(tmp_path / "o.tif").shape == (70, 90)
 
 
@@ -57,7 +61,8 @@ def test_train_then_evaluate_writes_the_documented_json(lgg_root, sample_patient
     model = tmp_path / "model"
     argv = ["train", "--data", str(data), "--out", str(model), "--epochs", "1", "--steps-per-epoch", "3",
             "--batch-size", "4", "--image-size", "64", "--decoder-channels", "16,16,16,16,16", "--workers", "0",
-            "--val-fraction", "0.3", "--augment", "flair_only=0.5,horizontal_flip=false", "--validate-on", "as-is,flair-only"]
+            "--val-fraction", "0.3", "--augment", "flair_only=0.5,horizontal_flip=false",
+            "--validate-on", "as-is,flair-only"]
     assert main(argv) == 0
     assert "best epoch 1" in capsys.readouterr().out
     report = tmp_path / "r.json"
@@ -154,20 +159,32 @@ def test_adopting_a_calibration_into_a_folder_that_holds_no_model_refuses_and_wr
 def test_bad_inputs_exit_2_with_one_line_and_leave_no_output(tiny_model_dir, tmp_path, capsys):
     model = str(tiny_model_dir)
     out = tmp_path / "o.tif"
-    assert "not found" in _one_line_error(capsys, ["predict", "--model", model, "--input", str(tmp_path / "nope"), "--output", str(out)])
+    assert "not found" in _one_line_error(
+        capsys, ["predict", "--model", model, "--input", str(tmp_path / "nope"), "--output", str(out)]
+    )
     (tmp_path / "empty").mkdir()
-    assert "no patient folders" in _one_line_error(capsys, ["predict", "--model", model, "--input", str(tmp_path / "empty"), "--output", str(out)])
+    assert "no patient folders" in _one_line_error(
+        capsys, ["predict", "--model", model, "--input", str(tmp_path / "empty"), "--output", str(out)]
+    )
     (tmp_path / "broken.tif").write_bytes(b"garbage")
-    assert "cannot read" in _one_line_error(capsys, ["predict", "--model", model, "--input", str(tmp_path / "broken.tif"), "--output", str(out)])
+    assert "cannot read" in _one_line_error(
+        capsys, ["predict", "--model", model, "--input", str(tmp_path / "broken.tif"), "--output", str(out)]
+    )
     tifffile.imwrite(tmp_path / "four.tif", np.zeros((2, 16, 16, 4), np.uint8))
-    assert "channels" in _one_line_error(capsys, ["predict", "--model", model, "--input", str(tmp_path / "four.tif"), "--output", str(out)])
+    assert "channels" in _one_line_error(
+        capsys, ["predict", "--model", model, "--input", str(tmp_path / "four.tif"), "--output", str(out)]
+    )
     patient = tmp_path / "P_1"
     patient.mkdir()
     tifffile.imwrite(patient / "P_1_1.tif", np.zeros((8, 8, 3), np.uint8))
     tifffile.imwrite(patient / "P_1_1_mask.tif", np.zeros((9, 8), np.uint8))
     assert "does not match" in _one_line_error(capsys, ["evaluate", "--model", model, "--data", str(patient)])
-    assert "model folder not found" in _one_line_error(capsys, ["predict", "--model", str(tmp_path / "nomodel"), "--input", str(tmp_path / "four.tif"), "--output", str(out)])
-    message = _one_line_error(capsys, ["predict", "--model", str(tmp_path / "four.tif"), "--input", str(tmp_path / "four.tif"), "--output", str(out)])
+    assert "model folder not found" in _one_line_error(capsys, [
+        "predict", "--model", str(tmp_path / "nomodel"), "--input", str(tmp_path / "four.tif"), "--output", str(out)
+    ])
+    message = _one_line_error(capsys, [
+        "predict", "--model", str(tmp_path / "four.tif"), "--input", str(tmp_path / "four.tif"), "--output", str(out)
+    ])
     assert f"{tmp_path / 'four.tif'} is a file, not a model folder" in message  # not 'not found': it is there
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
@@ -222,12 +239,13 @@ def test_help_and_version_answer_without_importing_torch_or_napari(argv):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA, so asking for it is not an error")
 def test_asking_for_a_missing_gpu_is_a_one_line_error(tiny_model_dir, tmp_path, capsys):
-    argv = ["predict", "--model", str(tiny_model_dir), "--device", "cuda", "--input", str(tmp_path), "--output", str(tmp_path / "o.tif")]
+    argv = ["predict", "--model", str(tiny_model_dir), "--device", "cuda", "--input", str(tmp_path),
+            "--output", str(tmp_path / "o.tif")]
     assert "no CUDA GPU" in _one_line_error(capsys, argv)
 
 
-@pytest.mark.parametrize("where", ["the chosen model's config", "the chosen model's weights", "the default model's config",
-                                   "a folder of masks in the chosen model's folder"])
+@pytest.mark.parametrize("where", ["the chosen model's config", "the chosen model's weights",
+                                   "the default model's config", "a folder of masks in the chosen model's folder"])
 def test_predict_refuses_an_output_in_a_model_folder_and_leaves_the_model_intact(tiny_model_dir, tmp_path, capsys,
                                                                                 monkeypatch, where):
     model, default = tmp_path / "model", tmp_path / "default"

@@ -20,8 +20,10 @@ def _case(root: Path, name: str) -> Path:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(len(name))
     for sequence in ("flair", "t1", "t1ce"):
-        nib.save(nib.Nifti1Image(rng.integers(0, 500, (40, 36, 3), dtype=np.int16), AFFINE), folder / f"{name}_{sequence}.nii.gz")
-    nib.save(nib.Nifti1Image((rng.random((40, 36, 3)) > 0.9).astype(np.uint8) * 4, AFFINE), folder / f"{name}_seg.nii.gz")
+        nib.save(nib.Nifti1Image(rng.integers(0, 500, (40, 36, 3), dtype=np.int16), AFFINE),
+                 folder / f"{name}_{sequence}.nii.gz")
+    nib.save(nib.Nifti1Image((rng.random((40, 36, 3)) > 0.9).astype(np.uint8) * 4, AFFINE),
+             folder / f"{name}_seg.nii.gz")
     return folder
 
 
@@ -40,7 +42,8 @@ def test_predict_on_a_case_folder_writes_a_nifti_mask_on_the_flair_grid(tiny_mod
 def test_predict_on_a_folder_of_cases_writes_one_mask_each_and_evaluate_scores_them(tiny_model_dir, tmp_path, capsys):
     for name in ("P1", "P2"):
         _case(tmp_path / "data", name)
-    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "data"), "--output", str(tmp_path / "out")]) == 0
+    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "data"),
+                 "--output", str(tmp_path / "out")]) == 0
     written = sorted(p.name for p in (tmp_path / "out").iterdir())  # the lock marks a folder a job writes; it is empty
     assert written == [".lock", "P1_mask.nii.gz", "P2_mask.nii.gz", "summary.csv"]
     capsys.readouterr()

@@ -70,7 +70,9 @@ def test_sigkill_at_random_moments_never_leaves_a_broken_model_and_resume_finish
     for kill in range(KILLS):
         resume = RunFolder(out).holds_resume_state()
         resumed += resume
-        child = fork_server.Process(target=run_train, args=(base + ["--epochs", "1000"] + ["--resume"] * resume, str(log)))
+        child = fork_server.Process(
+            target=run_train, args=(base + ["--epochs", "1000"] + ["--resume"] * resume, str(log))
+        )
         child.start()
         child.join(timeout=delays.uniform(0.2, 4.0))  # returns early only if the run ended, which it must not
         assert child.exitcode is None, f"kill {kill}: the run ended with {child.exitcode}:\n{_tail(log)}"
@@ -100,7 +102,9 @@ class _Killed(BaseException):
     """Stands for SIGKILL: nothing after the point where it is raised runs."""
 
 
-def test_a_run_killed_before_its_best_model_was_written_gets_it_back_on_resume(sample_patient_dir, tmp_path, monkeypatch):
+def test_a_run_killed_before_its_best_model_was_written_gets_it_back_on_resume(
+    sample_patient_dir, tmp_path, monkeypatch
+):
     scans = load_patients(sample_patient_dir)
     args = cli.build_parser().parse_args(["train", "--data", str(sample_patient_dir), "--out", str(tmp_path), *TINY])
     tiny = cli.train_config(args)

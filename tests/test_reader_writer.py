@@ -364,7 +364,8 @@ def test_opening_and_saving_through_napari_never_imports_torch(tmp_path):
         "data, meta, _ = layers[3]\n"  # the case's labels
         f"write_labels({str(tmp_path / 'out.nii.gz')!r}, data, meta)\n"
         f"write_labels({str(tmp_path / 'out.tif')!r}, data, meta)\n"
-        "print(len(layers), sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'segmentation_models_pytorch')))\n"
+        "print(len(layers), "
+        "sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'segmentation_models_pytorch')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -97,7 +97,10 @@ def _flag_options(setting: Setting, label: str, default: Any, kind: Any) -> dict
         default = {}  # --augment holds changes to AugmentConfig's own defaults
     shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
     options = {
-        "type": _explained(setting.parse) if setting.parse else next(t for t in (int, float, str) if t is kind or t in typing.get_args(kind)),
+        "type": (
+            _explained(setting.parse) if setting.parse
+            else next(t for t in (int, float, str) if t is kind or t in typing.get_args(kind))
+        ),
         "default": default, "metavar": setting.metavar,
         "help": text + ("" if shown in (None, {}) else f" (default: {shown})"),
     }
@@ -171,7 +174,8 @@ def _add_predict(sub: argparse.ArgumentParser) -> None:
                           help="replace an --output file that exists, or (folder of scans) the masks of these scans "
                           "and summary.csv already in --output. Without it or --skip-existing, predict refuses to "
                           "replace any file; other files in --output are never touched")
-    sub.add_argument("--read-ahead", type=int, default=2, help="folder of scans: scans loaded ahead while the model runs")
+    sub.add_argument("--read-ahead", type=int, default=2,
+                     help="folder of scans: scans loaded ahead while the model runs")
 
 
 def _add_evaluate(sub: argparse.ArgumentParser) -> None:
@@ -461,7 +465,10 @@ def _run_view(args: argparse.Namespace) -> int:
     return run(args.path, args.segment)
 
 
-COMMANDS = {"view": _run_view, "train": _run_train, "predict": _run_predict, "evaluate": _run_evaluate, "calibrate": _run_calibrate}
+COMMANDS = {
+    "view": _run_view, "train": _run_train, "predict": _run_predict, "evaluate": _run_evaluate,
+    "calibrate": _run_calibrate,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -481,8 +488,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # a bug of ours: still one line, with a way to see the details
         if os.environ.get("LGG_UNET_DEBUG"):
             raise
-        print(f"lgg-unet: internal error: {error.__class__.__name__}: {_one_line(error)} (LGG_UNET_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
+        print(f"lgg-unet: internal error: {error.__class__.__name__}: {_one_line(error)} "
+              "(LGG_UNET_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
 
 

@@ -47,7 +47,8 @@ def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
             raise InputError(f"the layer's scale {scale} is not a voxel size (positive numbers a volume file can "
                              "store); fix it or save as TIFF")
         spacing = (1.0,) * (3 - len(scale)) + scale[-3:]
-        geometry = Geometry.from_dict(stored) if stored else engine_geometry((1,) * (3 - data.ndim) + data.shape, spacing)
+        geometry = (Geometry.from_dict(stored) if stored
+                    else engine_geometry((1,) * (3 - data.ndim) + data.shape, spacing))
     kind.write_mask(target, data, geometry)
     return [str(target)]
 

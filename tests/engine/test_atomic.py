@@ -85,7 +85,8 @@ def test_tensors_are_written_through_our_own_temporary_file(tmp_path):
 def test_tensors_of_every_kind_a_model_holds_read_back_exactly(tmp_path):
     tensors = {
         "weight": torch.randn(3, 4, 5), "half": torch.randn(7).half(), "brain": torch.randn(2, 3).bfloat16(),
-        "steps": torch.tensor(12, dtype=torch.int64), "rng": torch.get_rng_state(), "flags": torch.tensor([True, False]),
+        "steps": torch.tensor(12, dtype=torch.int64), "rng": torch.get_rng_state(),
+        "flags": torch.tensor([True, False]),
         "empty": torch.zeros(0, 3), "strided": torch.arange(12.0).reshape(3, 4).t(),
     }
     write_tensors_atomic(tmp_path / "state.safetensors", tensors, {"format": "pt", "note": "résumé"})

@@ -109,7 +109,9 @@ def test_skull_stripping_a_real_slice_zeroes_outside_the_brain_and_keeps_all_tum
     z = int(np.argmax(sample_volume.mask.sum(axis=(1, 2))))
     image = torch.from_numpy(sample_volume.image[z].astype(np.float32))
     mask = torch.from_numpy(sample_volume.mask[z][None].astype(np.float32))
-    out, _ = augment_pair(image, mask, replace(STILL, skull_strip=1), np.random.default_rng(0), (view.keep[z], view.ranges))
+    out, _ = augment_pair(
+        image, mask, replace(STILL, skull_strip=1), np.random.default_rng(0), (view.keep[z], view.ranges)
+    )
     assert float(out[:, ~view.keep[z]].abs().max()) == 0
     head = (sample_volume.image[z, 1] > 0.08).sum()
     assert 0.3 * head < view.keep[z].sum() < 0.9 * head

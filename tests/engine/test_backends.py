@@ -8,7 +8,9 @@ from napari_lgg_unet.engine.model import load_model
 from napari_lgg_unet.engine.precision import choose
 from napari_lgg_unet.engine.predict import SegmentOptions, segment_steps
 
-needs_openvino = pytest.mark.skipif(not backends.openvino_installed(), reason="the fast-cpu extra (openvino) is not installed")
+needs_openvino = pytest.mark.skipif(
+    not backends.openvino_installed(), reason="the fast-cpu extra (openvino) is not installed"
+)
 FP32 = choose("cpu", "fp32")
 
 
@@ -48,7 +50,9 @@ def test_auto_moves_a_model_to_openvino_once_it_has_run_long_enough(tiny_model_d
     monkeypatch.setattr(backends, "CONVERT_AFTER_SECONDS", 0.0)
     model = load_model(tiny_model_dir)
     image = np.random.default_rng(0).random((4, 64, 64)).astype(np.float32)
-    labels = [p.runs_on for p in segment_steps(model, image, SegmentOptions(batch_size=2, precision="fp32", backend="auto"))]
+    labels = [
+        p.runs_on for p in segment_steps(model, image, SegmentOptions(batch_size=2, precision="fp32", backend="auto"))
+    ]
     assert labels[0] == f"cpu, fp32, {torch.get_num_threads()} threads"
     assert labels[-1] == f"cpu, fp32, openvino, {torch.get_num_threads()} threads"
 

@@ -43,7 +43,9 @@ def _stamps(out):
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*_mask.tif")}
 
 
-def test_killed_cohort_job_continues_with_skip_existing_and_never_rewrites_a_finished_mask(tiny_model_dir, cohort, tmp_path, capsys):
+def test_killed_cohort_job_continues_with_skip_existing_and_never_rewrites_a_finished_mask(
+    tiny_model_dir, cohort, tmp_path, capsys
+):
     out = tmp_path / "masks"
     argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu",
             "--skip-existing"]

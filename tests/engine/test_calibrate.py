@@ -19,7 +19,9 @@ def test_calibration_tries_keep_largest_only_when_asked_and_no_moot_confidence_l
     assert any(c.keep_largest for c in candidates(keep_largest=True))
 
 
-def test_calibration_over_input_variants_records_them_and_never_picks_keep_largest(sample_patient_dir, tiny_model_dir, tmp_path):
+def test_calibration_over_input_variants_records_them_and_never_picks_keep_largest(
+    sample_patient_dir, tiny_model_dir, tmp_path
+):
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model_dir)
     folders = [sample_patient_dir]
@@ -35,7 +37,9 @@ def test_calibration_scores_every_candidate_exactly_as_postprocess_would():
     blobs = ndimage.gaussian_filter(rng.random((12, 40, 40)), 2)
     prob = ((blobs - blobs.min()) / np.ptp(blobs)).astype(np.float32)
     truth = ndimage.gaussian_filter(rng.random((12, 40, 40)), 2) > 0.52
-    cases = [(prob, truth), (prob, np.zeros_like(truth)), (np.zeros_like(prob), truth), (np.zeros_like(prob), 0 * truth)]
+    cases = [
+        (prob, truth), (prob, np.zeros_like(truth)), (np.zeros_like(prob), truth), (np.zeros_like(prob), 0 * truth),
+    ]
     checked = 0
     for config in candidates(keep_largest=True):
         for probability, mask in cases:

@@ -130,7 +130,9 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step_and_one_process_resumes
     done = len(history)
     assert 1 <= done < 50 and "lgg-unet: error" not in rest
 
-    assert main(["train", "--data", str(data), "--out", str(out), *TRAIN_ARGS, "--epochs", str(done + 1), "--resume"]) == 0
+    assert main(
+        ["train", "--data", str(data), "--out", str(out), *TRAIN_ARGS, "--epochs", str(done + 1), "--resume"]
+    ) == 0
     assert "best epoch" in capsys.readouterr().out
     assert [row["epoch"] for row in json.loads((out / "history.json").read_text())] == list(range(1, done + 2))
 
@@ -200,8 +202,8 @@ def test_the_ddp_wrapper_is_released_before_the_process_group_is_destroyed(tmp_p
 def test_no_source_file_uses_a_pickle_based_collective_or_pickle():
     """Ranks exchange tensors and JSON text only (Group.broadcast_text), so no rank unpickles what another sent."""
     source = Path(napari_lgg_unet.__file__).parent
-    forbidden = ("broadcast_object_list", "all_gather_object", "gather_object", "scatter_object_list", "send_object_list",
-                 "recv_object_list", "import pickle", "torch.load(")
+    forbidden = ("broadcast_object_list", "all_gather_object", "gather_object", "scatter_object_list",
+                 "send_object_list", "recv_object_list", "import pickle", "torch.load(")
     used = [(path.name, word) for path in source.rglob("*.py") for word in forbidden if word in path.read_text()]
     assert used == []
 

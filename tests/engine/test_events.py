@@ -1,4 +1,5 @@
-"""events: the training generator's event types carry their fields, and an epoch's record round-trips as a history row."""
+"""events: the training generator's event types carry their fields, and an epoch's record round-trips as a history
+row."""
 
 import dataclasses
 

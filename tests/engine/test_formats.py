@@ -50,7 +50,9 @@ def _dicom(folder: Path) -> Path:
 PATHS = {
     "TiffStack": lambda root: tifffile.imwrite(root / "s.tif", np.zeros((2, 8, 8), np.uint8)) or root / "s.tif",
     "NiftiVolume": lambda root: _nifti(root / "s.nii.gz"),
-    "ItkVolume": lambda root: sitk.WriteImage(sitk.Image([4, 5, 3], sitk.sitkInt16), str(root / "s.nrrd")) or root / "s.nrrd",
+    "ItkVolume": lambda root: (
+        sitk.WriteImage(sitk.Image([4, 5, 3], sitk.sitkInt16), str(root / "s.nrrd")) or root / "s.nrrd"
+    ),
     "KaggleFolder": lambda root: _kaggle(root / "P"),
     "NnunetFolder": lambda root: _nnunet(root / "Dataset001"),
     "CaseFolder": lambda root: _nifti(root / "case" / "case_flair.nii.gz").parent,
@@ -107,7 +109,9 @@ def test_a_mask_written_in_each_mask_format_reads_back_on_its_scan_grid(suffix, 
 
 def test_a_mask_format_that_cannot_be_written_atomically_is_refused_naming_those_that_can(tmp_path):
     scan = Scan("s", np.zeros((2, 4, 4), np.uint8), rgb=False)
-    with pytest.raises(InputError, match=r"cannot write a mask as m\.mhd: use \.tif, \.tiff, \.nii\.gz, \.nii, \.nrrd, \.mha"):
+    with pytest.raises(
+        InputError, match=r"cannot write a mask as m\.mhd: use \.tif, \.tiff, \.nii\.gz, \.nii, \.nrrd, \.mha"
+    ):
         write_mask(tmp_path / "m.mhd", np.zeros((2, 4, 4)), scan)
     assert not list(tmp_path.iterdir())
 

@@ -84,7 +84,9 @@ def test_a_network_built_from_a_saved_config_has_the_same_parameters(tiny_model_
         ({"encoder": "resnet9000"}, "unknown encoder"),
     ],
 )
-def test_a_config_with_wrong_types_or_absurd_values_is_refused_before_building(tiny_model_dir, tmp_path, change, message):
+def test_a_config_with_wrong_types_or_absurd_values_is_refused_before_building(
+    tiny_model_dir, tmp_path, change, message
+):
     import json
     import shutil
 
@@ -112,7 +114,9 @@ def test_deeply_nested_config_json_is_a_clear_error_not_a_recursion_crash(tiny_m
         load_model(folder)
 
 
-def test_a_folder_caught_between_writing_weights_and_config_loads_as_the_new_model(tiny_model_dir, tmp_path, monkeypatch):
+def test_a_folder_caught_between_writing_weights_and_config_loads_as_the_new_model(
+    tiny_model_dir, tmp_path, monkeypatch
+):
     import shutil
     from dataclasses import replace
 
@@ -178,7 +182,9 @@ def test_save_model_refuses_a_folder_holding_files_of_the_same_names_that_are_no
     for name, content in foreign.items():
         (folder / name).write_bytes(content)
     before = {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in folder.iterdir()}
-    with pytest.raises(InputError, match="is not a napari-lgg-unet/1 model file, and saving a model here would replace"):
+    with pytest.raises(
+        InputError, match="is not a napari-lgg-unet/1 model file, and saving a model here would replace"
+    ):
         save_model(model.network, model.config, folder)
     assert {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in folder.iterdir()} == before
 

@@ -19,7 +19,9 @@ def _two_confident_pieces_and_a_hesitant_one() -> np.ndarray:
 
 
 def test_confident_pieces_rule_keeps_every_confident_piece_and_drops_hesitant_ones_and_specks():
-    mask = postprocess(_two_confident_pieces_and_a_hesitant_one(), PostprocessConfig(0.5, min_size=10, min_confidence=0.9))
+    mask = postprocess(
+        _two_confident_pieces_and_a_hesitant_one(), PostprocessConfig(0.5, min_size=10, min_confidence=0.9)
+    )
     assert mask.dtype == np.uint8
     assert mask[1:3, 20:25, 20:25].all() and mask[:, 0:10, 0:10].all()
     assert not mask[:, 12:18, 22:28].any() and mask[2, 28, 0] == 0

@@ -17,7 +17,9 @@ from napari_lgg_unet.engine.folder_lock import held_folder
 from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import load_model
 from napari_lgg_unet.engine import precision
-from napari_lgg_unet.engine.precision import REMEASURE_ENV, Precision, choices_file, choose, grad_scaler, native_bf16_cpu
+from napari_lgg_unet.engine.precision import (
+    REMEASURE_ENV, Precision, choices_file, choose, grad_scaler, native_bf16_cpu,
+)
 from napari_lgg_unet.engine.predict import SegmentOptions, segment_steps
 from napari_lgg_unet.engine.settings import PRECISION_CHOICES
 from napari_lgg_unet.sample_data import SAMPLE_PATIENT, sample_folder
@@ -56,7 +58,9 @@ def test_the_chosen_path_segments_the_sample_patient_like_fp32_eager(sample_scan
 
 
 def test_the_progress_label_names_device_precision_and_threads(sample_scan):
-    progress = list(segment_steps(load_model("default"), sample_scan[:1], SegmentOptions(precision="fp32", backend="torch"), rgb=True))
+    progress = list(segment_steps(
+        load_model("default"), sample_scan[:1], SegmentOptions(precision="fp32", backend="torch"), rgb=True
+    ))
     assert {p.runs_on for p in progress} == {f"cpu, fp32, {torch.get_num_threads()} threads"}
 
 

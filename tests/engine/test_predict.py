@@ -17,7 +17,9 @@ def test_predict_on_a_real_patient_returns_masks_of_the_input_shape(sample_patie
     assert 0.0 <= result.probability.min() and result.probability.max() <= 1.0
 
 
-@pytest.mark.parametrize("shape, rgb", [((250, 301), False), ((3, 250, 301), False), ((250, 301, 3), True), ((5, 37, 41, 3), True)])
+@pytest.mark.parametrize(
+    "shape, rgb", [((250, 301), False), ((3, 250, 301), False), ((250, 301, 3), True), ((5, 37, 41, 3), True)]
+)
 def test_predict_keeps_input_shape_for_odd_sizes_and_layouts(tiny_model_dir, shape, rgb):
     image = np.random.default_rng(0).integers(0, 4000, shape).astype(np.uint16)
     result = segment_volume(load_model(tiny_model_dir), image, rgb=rgb)
@@ -41,7 +43,9 @@ def test_flip_tta_gives_a_left_right_symmetric_answer_on_a_symmetric_scan(tiny_m
     half = np.random.default_rng(3).random((2, 64, 32)).astype(np.float32)
     symmetric = np.concatenate([half, half[..., ::-1]], axis=-1)
     # plain fp32: bf16 rounding differs between mirrored pixels by ~1e-3, which is not what this test is about
-    prob = segment_volume(load_model(tiny_model_dir), symmetric, SegmentOptions(tta=True, precision="fp32", backend="torch")).probability
+    prob = segment_volume(
+        load_model(tiny_model_dir), symmetric, SegmentOptions(tta=True, precision="fp32", backend="torch")
+    ).probability
     np.testing.assert_allclose(prob, prob[..., ::-1], atol=1e-5)
 
 

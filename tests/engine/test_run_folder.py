@@ -1,4 +1,5 @@
-"""run_folder.RunFolder and its lock (folder_lock): the lock, the start checks, the resume state and the history of one training folder."""
+"""run_folder.RunFolder and its lock (folder_lock): the lock, the start checks, the resume state and the history of
+one training folder."""
 
 import contextlib
 import json
@@ -294,7 +295,9 @@ def test_the_resume_state_restores_weights_optimizer_and_progress_and_refuses_ot
     progress = folder.load_resume_state(fresh, fresh_optimizer, fresh_scaler)
     assert progress.epochs_done == 2 and progress.best_epoch == 1
     assert torch.equal(fresh.weight, network.weight)
-    assert torch.equal(fresh_optimizer.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
+    assert torch.equal(
+        fresh_optimizer.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"]
+    )
 
 
 def test_a_corrupt_resume_state_is_a_model_error_and_an_empty_folder_has_nothing_to_resume(tmp_path):

@@ -144,7 +144,10 @@ def test_fine_tuning_a_model_with_context_and_clicks_keeps_its_inputs(scans, tin
 
 
 def test_labels_with_no_tumour_are_refused_with_a_clear_message(tmp_path):
-    scan = Scan("blank", np.random.default_rng(0).random((4, 64, 64)).astype(np.float32), np.zeros((4, 64, 64), bool), rgb=False)
+    scan = Scan(
+        "blank", np.random.default_rng(0).random((4, 64, 64)).astype(np.float32), np.zeros((4, 64, 64), bool),
+        rgb=False,
+    )
     with pytest.raises(InputError, match="empty"):
         list(train_model([scan], TrainConfig(epochs=1, **FAST), tmp_path / "m"))
     assert not (tmp_path / "m" / "model.safetensors").exists()
@@ -292,7 +295,9 @@ def test_resume_completes_a_best_model_whose_save_was_cut_between_its_two_files(
     tiny = dict(FAST, batch_size=2, decoder_channels=(16, 16, 16, 16, 16), val_fraction=0)
     list(train_model(scans, TrainConfig(epochs=1, steps_per_epoch=1, **tiny), tmp_path / "m"))
     (tmp_path / "m" / "config.json").unlink()  # killed after the weights' rename, before config.json's
-    list(train_model(scans, TrainConfig(epochs=2, steps_per_epoch=1, resume=True, **tiny), tmp_path / "m", lambda: True))
+    list(train_model(
+        scans, TrainConfig(epochs=2, steps_per_epoch=1, resume=True, **tiny), tmp_path / "m", lambda: True
+    ))
     assert read_config(tmp_path / "m").training.best_epoch == 1
 
 

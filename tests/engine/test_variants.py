@@ -1,4 +1,5 @@
-"""variants: a scan as a FLAIR-only or skull-stripped user would give it, both as read and as normalised for training."""
+"""variants: a scan as a FLAIR-only or skull-stripped user would give it, both as read and as normalised for
+training."""
 
 import numpy as np
 import pytest

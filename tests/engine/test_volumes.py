@@ -196,7 +196,8 @@ def test_nnunet_channel_files_follow_the_channel_names_of_dataset_json(tmp_path)
     cases = find_scans(tmp_path)
     assert [c.name for c in cases] == ["c1", "c2"]
     scan = load_scan(cases[1], require_mask=True)
-    assert [int(scan.image[..., c].max()) for c in range(3)] == [1, 2, 3] and scan.mask.sum() == min(SHAPE[:2]) * SHAPE[2]
+    assert ([int(scan.image[..., c].max()) for c in range(3)] == [1, 2, 3]
+            and scan.mask.sum() == min(SHAPE[:2]) * SHAPE[2])
     assert load_scan(tmp_path / "imagesTr" / "c1_0001.nii.gz").name == "c1"  # a channel file brings its case
 
 
@@ -230,7 +231,10 @@ def test_bad_volumes_are_one_line_input_errors(tmp_path, problem, make, message)
     ({"channel_names": ["FLAIR", "T1"]}, "dataset.json: its channel_names is an array, not an object of channel"),
     ({"modality": "FLAIR"}, "dataset.json: its modality is a string, not an object"),
     ({"channel_names": None}, "dataset.json: its channel_names is null"),
-    ({"channel_names": {"flair": "FLAIR", "1": "T1"}}, 'its channel_names must be keyed by channel numbers .* "flair"$'),
+    (
+        {"channel_names": {"flair": "FLAIR", "1": "T1"}},
+        'its channel_names must be keyed by channel numbers .* "flair"$',
+    ),
 ])
 def test_a_dataset_json_of_the_wrong_shape_is_one_line_naming_the_file_and_the_fault(tmp_path, description, message):
     (tmp_path / "imagesTr").mkdir()
@@ -454,7 +458,9 @@ def test_write_mask_never_replaces_the_labels_a_scan_was_read_with_nor_its_tiff_
     `<case>_mask.nii.gz`, the name mask_file_name gives, may be) replaced the expert's segmentation."""
     case = tmp_path / "P1"
     case.mkdir()
-    nib.save(nib.Nifti1Image(np.arange(2 * 8 * 6, dtype=np.int16).reshape(8, 6, 2), np.eye(4)), case / "P1_flair.nii.gz")
+    nib.save(
+        nib.Nifti1Image(np.arange(2 * 8 * 6, dtype=np.int16).reshape(8, 6, 2), np.eye(4)), case / "P1_flair.nii.gz"
+    )
     nib.save(nib.Nifti1Image(np.ones((8, 6, 2), np.uint8), np.eye(4)), case / "P1_mask.nii.gz")
     scan = load_scan(case)
     assert scan.mask is not None

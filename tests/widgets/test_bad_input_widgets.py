@@ -64,7 +64,9 @@ def test_segment_refuses_a_bad_image(name, viewer, segment, notes, qtbot):
 def test_training_refuses_a_bad_image_and_writes_no_model(name, viewer, train, notes, qtbot, tmp_path):
     make, phrase = BAD_IMAGES[name]
     image = viewer.add_image(make(), name="scan")
-    labels = viewer.add_labels(np.ones(image.data.shape[:-1] if image.rgb else image.data.shape, np.uint8), name="tumour")
+    labels = viewer.add_labels(
+        np.ones(image.data.shape[:-1] if image.rgb else image.data.shape, np.uint8), name="tumour"
+    )
     train.pairs[0].image_layer.value, train.pairs[0].labels_layer.value = image, labels
     before = snapshot(viewer)
     _press(train, train.train_button, qtbot)
@@ -96,7 +98,9 @@ def _colour_layer_as_a_sequence(viewer) -> tuple:
     return flair, viewer.add_image(np.zeros((3, 32, 32, 3), np.uint8), name="T1", rgb=True), "colour channels"
 
 
-@pytest.mark.parametrize("layers", [_on_another_grid, _colour_layer_as_a_sequence], ids=["on another grid", "in colour"])
+@pytest.mark.parametrize(
+    "layers", [_on_another_grid, _colour_layer_as_a_sequence], ids=["on another grid", "in colour"]
+)
 def test_segment_refuses_a_t1_layer_that_cannot_join_the_flair(layers, viewer, segment, notes, qtbot):
     flair, t1, phrase = layers(viewer)
     segment.image.value, segment.pre_contrast.value = flair, t1

@@ -12,5 +12,7 @@ def test_the_viewer_runs_on_qt6_and_shows_no_deprecation_notice(make_napari_view
     qtbot.waitExposed(viewer.window._qt_window)
     messages = [str(record.message) for record in notification_manager.records]
     assert "probe: notifications are recorded" in messages
-    assert qtpy.QT6, f"tests run on {qtpy.API_NAME}; install napari[qt] (the testing extra) for napari's default binding"
+    assert qtpy.QT6, (
+        f"tests run on {qtpy.API_NAME}; install napari[qt] (the testing extra) for napari's default binding"
+    )
     assert not [message for message in messages if "deprecated" in message.lower()], messages

@@ -63,7 +63,8 @@ def test_unticking_removes_the_piece_a_new_threshold_keeps_it_removed_and_tickin
     np.testing.assert_array_equal(tumour.data[~piece], before[~piece])
     assert doubtful.index in widget._review.removed
 
-    widget.cleanup.threshold.value = round(widget.cleanup.threshold.value - 0.05, 2)  # the piece grows a little, stays removed
+    # the piece grows a little, stays removed
+    widget.cleanup.threshold.value = round(widget.cleanup.threshold.value - 0.05, 2)
     settle(qtbot, widget)
     assert not tumour.data[piece].any()
     row = next(r for r, p in enumerate(widget.review_list.rows) if p.index in widget._review.removed)

@@ -439,7 +439,9 @@ def test_one_click_with_the_default_model_on_the_sample_matches_the_model_card(q
 
 @pytest.mark.usefixtures("inline_jobs")
 def test_the_tumour_layer_keeps_the_scans_geometry_for_the_writer(qtbot, viewer, tiny_model_dir, notes):
-    geometry = {"affine": [[-1.0, 0, 0, 90.0], [0, -1.0, 0, 126.0], [0, 0, 2.5, -72.0], [0, 0, 0, 1]], "shape": [3, 64, 64]}
+    geometry = {
+        "affine": [[-1.0, 0, 0, 90.0], [0, -1.0, 0, 126.0], [0, 0, 2.5, -72.0], [0, 0, 0, 1]], "shape": [3, 64, 64],
+    }
     image = viewer.add_image(
         np.random.default_rng(1).random((3, 64, 64), dtype=np.float32), name="scan", scale=(2.5, 1.0, 0.9),
         translate=(-72.0, 3.0, 4.0), units=("mm", "mm", "mm"), axis_labels=("S", "A", "R"),
@@ -456,7 +458,8 @@ def test_the_tumour_layer_keeps_the_scans_geometry_for_the_writer(qtbot, viewer,
     np.testing.assert_array_equal(tumour.scale, image.scale)
     np.testing.assert_array_equal(tumour.translate, image.translate)
     assert tumour.units == image.units and tuple(tumour.axis_labels) == ("S", "A", "R")
-    assert image.metadata == {"lgg_unet_geometry": geometry, "source_note": "not copied"}  # the user's layer is untouched
+    # the user's layer is untouched
+    assert image.metadata == {"lgg_unet_geometry": geometry, "source_note": "not copied"}
     assert widget.readouts.unit == "mm^3"
 
 
@@ -502,10 +505,10 @@ def test_a_nifti_without_orientation_opens_with_a_warning_notification_and_its_m
         viewer.open(str(tmp_path / "old.nii.gz"), plugin="napari-lgg-unet")
     warned = [str(n.message) for n in notification_manager.records if n.severity == NotificationSeverity.WARNING]
     assert [m for m in warned if "has no orientation" in m] == [
-        f"{tmp_path / 'old.nii.gz'} has no orientation (its qform_code and sform_code are 0): it is shown and segmented "
-        "as if its voxel axes ran right to left, posterior to anterior and inferior to superior (nibabel's reading; "
-        "ITK-based viewers read it otherwise), so check that the brain looks upright; its mask keeps the scan's voxel "
-        "grid and header, codes 0 included, so any tool overlays the two alike"]
+        f"{tmp_path / 'old.nii.gz'} has no orientation (its qform_code and sform_code are 0): it is shown and "
+        "segmented as if its voxel axes ran right to left, posterior to anterior and inferior to superior "
+        "(nibabel's reading; ITK-based viewers read it otherwise), so check that the brain looks upright; its mask "
+        "keeps the scan's voxel grid and header, codes 0 included, so any tool overlays the two alike"]
     widget = dock(viewer, "Segment tumour")
     widget.model.value = "folder"
     widget.model_folder.value = tiny_model_dir

@@ -49,7 +49,9 @@ def test_separate_sequence_layers_segment_exactly_like_the_multichannel_image(
     # No pre-contrast layer: FLAIR takes its place, as the dataset itself did.
     filled = viewer.add_image(np.stack([flair, flair, post], axis=-1), name="filled by hand", rgb=True)
     expected = segment_and_get_probability(qtbot, widget, filled)
-    np.testing.assert_array_equal(segment_and_get_probability(qtbot, widget, layers["FLAIR"], None, layers["T1c"]), expected)
+    np.testing.assert_array_equal(
+        segment_and_get_probability(qtbot, widget, layers["FLAIR"], None, layers["T1c"]), expected
+    )
     assert notes["error"] == []
 
 

@@ -118,7 +118,8 @@ def test_a_kaggle_folder_alone_is_a_training_source_with_all_its_slices(qtbot, v
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
     assert notes["error"] == []
     training = load_model(widget.model_dir).config.training
-    assert sorted(training.patients("train") + training.patients("validation")) == sorted(p.name for p in data.iterdir())
+    assert (sorted(training.patients("train") + training.patients("validation"))
+            == sorted(p.name for p in data.iterdir()))
     assert widget.settings.skip_unlabelled.value
     [patient] = training.patients("train")
     assert training.train_slices == len(list((data / patient).glob("*_mask.tif")))  # 20, 6 of them with tumour

@@ -106,7 +106,9 @@ def _outliers(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         radius = int(rng.integers(0, 3))
         y, x = int(rng.integers(0, height)), int(rng.integers(0, width))
         channels = [c for c in range(3) if rng.random() < 0.5] or [int(rng.integers(0, 3))]
-        image[channels, max(0, y - radius) : y + radius + 1, max(0, x - radius) : x + radius + 1] = float(rng.uniform(0.8, 1.0))
+        image[
+            channels, max(0, y - radius) : y + radius + 1, max(0, x - radius) : x + radius + 1
+        ] = float(rng.uniform(0.8, 1.0))
     return image
 
 

@@ -59,7 +59,8 @@ def _weights_version(network: torch.nn.Module) -> tuple[int, ...]:
 
 
 def forward(network: torch.nn.Module, batch: torch.Tensor, precision: Precision, backend: str = "auto") -> torch.Tensor:
-    """Logits (float32, on the batch's device) of an (N, C, H, W) float32 batch (C: the model's input channels), by the backend that `backend` picks.
+    """Logits (float32, on the batch's device) of an (N, C, H, W) float32 batch (C: the model's input channels), by
+    the backend that `backend` picks.
 
     Call it inside `torch.inference_mode()`, with the network in eval mode and prepared by
     `precision.prepare_network` (once; the memory layout only affects speed).
@@ -144,7 +145,8 @@ def _openvino_for(network: torch.nn.Module, state: _NetworkState, precision: Pre
             raise DeviceError("the OpenVINO backend runs on the CPU in fp32 or bf16 only; use --backend torch or auto")
         return None
     if backend == "openvino" and not openvino_installed():
-        raise DeviceError("the OpenVINO backend is not installed; pip install 'napari-lgg-unet[fast-cpu]' or use --backend auto")
+        raise DeviceError("the OpenVINO backend is not installed; "
+                          "pip install 'napari-lgg-unet[fast-cpu]' or use --backend auto")
     if backend == "auto" and (state.failed or not openvino_installed() or state.torch_seconds < CONVERT_AFTER_SECONDS):
         return None
     key = _key(network, precision)
@@ -153,7 +155,9 @@ def _openvino_for(network: torch.nn.Module, state: _NetworkState, precision: Pre
             state.compiled, state.compiled_for = _convert(network, precision), key
         except Exception as error:  # noqa: BLE001 - any failure inside OpenVINO means: stay on PyTorch
             if backend == "openvino":
-                raise DeviceError(f"OpenVINO cannot run this model ({type(error).__name__}); use --backend torch") from None
+                raise DeviceError(
+                    f"OpenVINO cannot run this model ({type(error).__name__}); use --backend torch"
+                ) from None
             state.failed = True
             warnings.warn(f"OpenVINO could not convert the model, staying on PyTorch: {error}", RuntimeWarning)
             return None

@@ -8,7 +8,8 @@ from `dataset.json`, labels in `labelsTr`), single volumes (a file no sequence n
 
 Sequences of a case on different grids are resampled onto FLAIR's (linear; labels nearest neighbour), so the mask
 is always on FLAIR's grid; one that covers less than half of FLAIR's field of view is refused by name (it is not in
-FLAIR's space, and would give an empty channel or a Dice of 0). Missing pre- or post-contrast T1 is filled with FLAIR, as the LGG dataset did.
+FLAIR's space, and would give an empty channel or a Dice of 0). Missing pre- or post-contrast T1 is filled with FLAIR,
+as the LGG dataset did.
 """
 
 from __future__ import annotations
@@ -273,8 +274,10 @@ def load_case(case: Case, require_mask: bool = False) -> CaseVolumes:
         image, rgb = volumes[FLAIR].data, False
     else:
         named = dict(case.sequences)
-        channels = [on_grid(volumes[s], grid, f"{s} {named.get(s, '')}".strip()) if s in volumes else volumes[FLAIR].data
-                    for s in MODEL_CHANNELS]
+        channels = [
+            on_grid(volumes[s], grid, f"{s} {named.get(s, '')}".strip()) if s in volumes else volumes[FLAIR].data
+            for s in MODEL_CHANNELS
+        ]
         image, rgb = np.stack(channels, axis=-1).astype(common_dtype(channels), copy=False), True
     mask = load_labels(case.labels, grid)[0] if case.labels is not None else None
     if mask is None and require_mask:

@@ -56,7 +56,9 @@ def loaded_scans(paths: Iterable[ScanSource], require_masks: bool, ahead: int) -
             yield load_scan(path, require_mask=require_masks)
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lgg-unet-read") as reader:
-        queue: deque[Future] = deque(reader.submit(load_scan, p, require_masks) for p in itertools.islice(pending, ahead))
+        queue: deque[Future] = deque(
+            reader.submit(load_scan, p, require_masks) for p in itertools.islice(pending, ahead)
+        )
         try:
             while queue:
                 scan = queue.popleft().result()

@@ -1,4 +1,5 @@
-"""Training data: patient-level splits, volumes at model size, augmented slices, tumour-aware and hard-negative sampling."""
+"""Training data: patient-level splits, volumes at model size, augmented slices, tumour-aware and hard-negative
+sampling."""
 
 from __future__ import annotations
 
@@ -50,7 +51,9 @@ def volume_logits(
     with torch.inference_mode():
         for start in range(0, len(volume.mask), batch_size):
             slices = np.arange(start, min(start + batch_size, len(volume.mask)))
-            yield slices, forward(network, volume.network_input(slices, inputs).to(precision.device), precision, "torch")
+            yield slices, forward(
+                network, volume.network_input(slices, inputs).to(precision.device), precision, "torch"
+            )
 
 
 def institution(name: str) -> str:
@@ -163,7 +166,10 @@ class SliceDataset(Dataset):
         v, z = self.index[item]
         volume = self.volumes[v]
         if self.augment is None:
-            return volume.network_input(np.array([z]), self.inputs)[0], torch.from_numpy(volume.mask[z][None].astype(np.float32))
+            return (
+                volume.network_input(np.array([z]), self.inputs)[0],
+                torch.from_numpy(volume.mask[z][None].astype(np.float32)),
+            )
         worker = torch.utils.data.get_worker_info()
         self._reads += 1
         stream = (self.seed, worker.id + 1 if worker else 0, torch.initial_seed() % 2**32, self._reads)

@@ -262,4 +262,6 @@ def _env_int(name: str, default: int | None) -> int | None:
     try:
         return int(text)
     except ValueError:
-        raise InputError(f"environment variable {name}={text!r} is not a whole number; start the job with torchrun") from None
+        raise InputError(
+            f"environment variable {name}={text!r} is not a whole number; start the job with torchrun"
+        ) from None

@@ -3,9 +3,9 @@ precision): an OS file lock in a hidden `.lock` file, and a clean retreat.
 
 The lock is an OS file lock, so the system releases it when a run is killed: a stale lock is taken over without
 guessing from process ids. The `.lock` file may be the user's (a name anyone can use): one holding other text, a
-link (symbolic or hard) or a folder is refused and left as it is, and it is never opened through a link. A job that fails or is
-refused removes what it made (the lock file and the folders it created, while empty) before it lets go, so a
-failed first run leaves nothing behind and a refused one leaves the folder as it was, even when other jobs race
+link (symbolic or hard) or a folder is refused and left as it is, and it is never opened through a link. A job that
+fails or is refused removes what it made (the lock file and the folders it created, while empty) before it lets go,
+so a failed first run leaves nothing behind and a refused one leaves the folder as it was, even when other jobs race
 for the same folder.
 """
 

@@ -220,7 +220,9 @@ class DicomFolder(ScanFormat):
 
 TIFF = TiffStack()
 NIFTI = NiftiVolume()
-FORMATS: tuple[ScanFormat, ...] = (TIFF, NIFTI, ItkVolume(), KaggleFolder(), NnunetFolder(), CaseFolder(), DicomFolder())
+FORMATS: tuple[ScanFormat, ...] = (
+    TIFF, NIFTI, ItkVolume(), KaggleFolder(), NnunetFolder(), CaseFolder(), DicomFolder(),
+)
 
 
 def format_of(path: Path) -> ScanFormat | None:
@@ -254,7 +256,9 @@ def check_mask_name(path: str | Path) -> None:
 
 
 def cannot_write(path: Path) -> InputError:
-    return InputError(f"cannot write a mask as {path.name}: use {', '.join(s for f in FORMATS for s in f.mask_suffixes)}")
+    return InputError(
+        f"cannot write a mask as {path.name}: use {', '.join(s for f in FORMATS for s in f.mask_suffixes)}"
+    )
 
 
 def default_mask_suffix(has_geometry: bool) -> str:
@@ -266,7 +270,9 @@ def read_volume(path: Path) -> Volume:
     """One volume file as stored (no sibling sequences)."""
     found = file_format(path)
     if found is None or not found.is_volume:
-        raise InputError(f"{path}: not a volume file ({', '.join(s for f in FORMATS if f.is_volume for s in f.suffixes)})")
+        raise InputError(
+            f"{path}: not a volume file ({', '.join(s for f in FORMATS if f.is_volume for s in f.suffixes)})"
+        )
     if not path.is_file():
         raise InputError(f"file not found: {path}")
     return found.read_volume(path)

@@ -285,7 +285,9 @@ def write_mask_tiff(path: str | Path, mask: np.ndarray) -> None:
     """Save a mask as uint8 0/255 (the dataset's convention), atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, (np.asarray(mask) > 0).astype(np.uint8) * 255, photometric="minisblack", compression="zlib")
+        tifffile.imwrite(
+            tmp, (np.asarray(mask) > 0).astype(np.uint8) * 255, photometric="minisblack", compression="zlib"
+        )
 
 
 def mask_file_name(scan: Scan) -> str:

@@ -100,7 +100,9 @@ def build_network(config: ModelConfig) -> torch.nn.Module:
         raise ModelError(f"cannot build a U-Net with encoder {config.encoder!r}: {error}") from None
 
 
-def with_inputs(network: torch.nn.Module, config: ModelConfig, inputs: InputConfig) -> tuple[torch.nn.Module, ModelConfig]:
+def with_inputs(
+    network: torch.nn.Module, config: ModelConfig, inputs: InputConfig
+) -> tuple[torch.nn.Module, ModelConfig]:
     """`network` rebuilt to take `inputs`, behaving exactly as before: the new input channels start with zero weights.
 
     This is how a plain 3-channel model becomes the start of a 2.5D, click-conditioned one (fine-tuned from there).

@@ -56,7 +56,8 @@ class InputConfig:
 
 
 def neighbour_indices(slices: np.ndarray, total: int, config: InputConfig) -> np.ndarray:
-    """For slice indices (n,), the (n, 2k) indices of their neighbours in `config.offsets` order, clamped to the scan."""
+    """For slice indices (n,), the (n, 2k) indices of their neighbours in `config.offsets` order, clamped to the
+    scan."""
     slices = np.asarray(slices, dtype=np.int64)
     offsets = np.asarray(config.offsets, dtype=np.int64)
     return np.clip(slices[:, None] + offsets[None, :], 0, max(total - 1, 0))
@@ -91,7 +92,9 @@ class Click:
     positive: bool = True
 
 
-def click_maps(clicks: list[Click], slices: np.ndarray, shape: tuple[int, int], sigma: float, reach: int) -> torch.Tensor:
+def click_maps(
+    clicks: list[Click], slices: np.ndarray, shape: tuple[int, int], sigma: float, reach: int
+) -> torch.Tensor:
     """(n, 2, H, W) float32 maps (positive, negative) for slices `slices` (n,): each click is a Gaussian of radius
     `sigma` pixels, weighted exp(-d^2 / 2) on slices d <= `reach` away, and maps take the maximum over clicks."""
     slices = np.asarray(slices, dtype=np.float64)

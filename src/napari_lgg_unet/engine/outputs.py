@@ -69,7 +69,8 @@ def check_output(output: str | Path, sources: Sequence[ScanSource], folder: bool
     target = Path(output).resolve()
     for source in sources:
         paths = input_paths(source)
-        hit = next((p for p in paths if target == p), None) or next((p for p in paths if target.is_relative_to(p)), None)
+        hit = (next((p for p in paths if target == p), None)
+               or next((p for p in paths if target.is_relative_to(p)), None))
         if hit is None and folder:
             hit = next((p.parent for p in paths if target == p.parent), None)
         if hit is not None:

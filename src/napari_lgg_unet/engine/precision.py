@@ -237,7 +237,9 @@ def _fastest(candidates: list[Precision], rounds: int = 5) -> Precision:
 @contextlib.contextmanager
 def autocast(precision: Precision) -> Iterator[None]:
     """Autocast to the precision's dtype on its device; plain fp32 is a no-op."""
-    with torch.autocast(precision.device.type, dtype=precision.dtype or torch.float32, enabled=precision.dtype is not None):
+    with torch.autocast(
+        precision.device.type, dtype=precision.dtype or torch.float32, enabled=precision.dtype is not None
+    ):
         yield
 
 

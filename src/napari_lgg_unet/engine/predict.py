@@ -44,7 +44,9 @@ class SegmentProgress:
     runs_on: str = ""
 
 
-def forward_probability(network: torch.nn.Module, batch: torch.Tensor, tta: bool, precision: Precision, backend: str) -> torch.Tensor:
+def forward_probability(
+    network: torch.nn.Module, batch: torch.Tensor, tta: bool, precision: Precision, backend: str
+) -> torch.Tensor:
     """Probabilities of a network batch, averaged with the mirrored batch's when `tta`."""
     prob = torch.sigmoid(forward(network, batch, precision, backend))
     if tta:
@@ -130,7 +132,8 @@ def segment_steps(
     mask = postprocess(probability, options.postprocess_for(model))
     out_shape = spatial_shape(image, rgb)
     result = Segmentation(probability.reshape(out_shape), mask.reshape(out_shape))
-    yield SegmentProgress(total, total, result, runs_on=describe(model.network, chosen))  # the backend may change mid-scan
+    # runs_on is described again: the backend may change mid-scan
+    yield SegmentProgress(total, total, result, runs_on=describe(model.network, chosen))
 
 
 @dataclass
@@ -169,7 +172,9 @@ class ScanInput:
             sigma = inputs.click_sigma * max(height, width) / self.model.config.preprocess.image_size
             maps = click_maps(clicks, slices, (height, width), sigma, inputs.click_reach)
         device = next(self.model.network.parameters()).device
-        return to_model_size(assemble(image, neighbours, maps, inputs).to(device), self.model.config.preprocess.image_size)
+        return to_model_size(
+            assemble(image, neighbours, maps, inputs).to(device), self.model.config.preprocess.image_size
+        )
 
     def probabilities(
         self, slices: np.ndarray, clicks: list[Click], options: SegmentOptions, chosen: Precision,
@@ -183,7 +188,9 @@ class ScanInput:
                     return
                 chunk = np.asarray(slices[start : start + options.batch_size])
                 batch = self.batch(chunk, clicks)
-                prob = restore_size(forward_probability(self.model.network, batch, options.tta, chosen, options.backend), height, width)
+                prob = restore_size(
+                    forward_probability(self.model.network, batch, options.tta, chosen, options.backend), height, width
+                )
                 yield chunk, prob[:, 0].float().cpu().numpy()
 
 

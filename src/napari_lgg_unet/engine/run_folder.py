@@ -1,8 +1,8 @@
 """One object owns a training output folder: its file names, its lock, its resume state and its history.
 
-The lock is engine/folder_lock.py's. The resume state is one safetensors file (weights, Adam moments, RNG) whose metadata
-holds the JSON parts (progress, settings, optimizer groups, grad scaler, the precision the run trains in), so it is
-replaced atomically as a set and never unpickles anything.
+The lock is engine/folder_lock.py's. The resume state is one safetensors file (weights, Adam moments, RNG) whose
+metadata holds the JSON parts (progress, settings, optimizer groups, grad scaler, the precision the run trains in), so
+it is replaced atomically as a set and never unpickles anything.
 """
 
 from __future__ import annotations
@@ -88,14 +88,16 @@ class RunFolder:
         `settings` are those a resumed run must share with the saved one (`TrainConfig.must_match_on_resume`)."""
         if not resume:
             if self.holds_model() or self.holds_resume_state():
-                raise InputError(f"{self.path} already holds a model; choose a new output folder, or continue its run with --resume")
+                raise InputError(f"{self.path} already holds a model; choose a new output folder, "
+                                 "or continue its run with --resume")
             taken = [name for name in (HISTORY_JSON, HISTORY_CSV) if (self.path / name).exists()]
             if taken:  # not a run's (it would have left a model or resume state): perhaps the user's own log
                 raise InputError(f"{self.path} already holds {' and '.join(taken)}, which a run writes; choose a new "
                                  "output folder")
             return
         if not self.holds_resume_state():
-            what = "a model but no resume state (its run finished or was not made by this version)" if self.holds_model() else "no run to resume"
+            what = ("a model but no resume state (its run finished or was not made by this version)"
+                    if self.holds_model() else "no run to resume")
             raise InputError(f"{self.path} holds {what}; start a new run in a new folder (or fine-tune with --init)")
         saved = self._metadata()["settings"]
         differences = [

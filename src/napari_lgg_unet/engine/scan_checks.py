@@ -104,7 +104,9 @@ def check_gzip_end(stream: BinaryIO, path: Path) -> None:
             pass
     except (OSError, EOFError, zlib.error) as error:
         reason = " ".join(str(error).split()) or error.__class__.__name__
-        raise InputError(f"{path} is damaged: its gzip integrity check failed ({reason}); copy the file again") from None
+        raise InputError(
+            f"{path} is damaged: its gzip integrity check failed ({reason}); copy the file again"
+        ) from None
 
 
 def check_affine(label: str, affine: np.ndarray) -> None:

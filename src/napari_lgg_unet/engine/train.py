@@ -165,7 +165,9 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Gro
     dataset = SliceDataset(split.train, config.augment, config.seed, model_config.inputs, config.single_slice_fraction)
     steps = config.steps_per_epoch or max(1, len(dataset) // (config.batch_size * group.world))
     workers = config.workers if config.workers is not None else physical_cores() // group.local_world
-    sampler = tumour_aware_sampler(dataset, steps * config.batch_size * group.world, config.tumour_fraction, config.seed)
+    sampler = tumour_aware_sampler(
+        dataset, steps * config.batch_size * group.world, config.tumour_fraction, config.seed
+    )
     loader = DataLoader(
         dataset,
         batch_size=config.batch_size,
@@ -181,7 +183,8 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Gro
                SegmentationLoss(config.loss, config.bce_weight), split, sampler, loader, steps, provenance, progress)
     if config.resume and progress.best_epoch == progress.epochs_done and group.is_main and not _holds_best(run):
         _save_best_model(run)  # the run may have been killed after its resume state, before its model was written
-    run.network = group.wrap(network, config.sync_batchnorm)  # last: a wrapper alive when setup fails can hang (_let_go)
+    # last: a wrapper alive when setup fails can hang (_let_go)
+    run.network = group.wrap(network, config.sync_batchnorm)
     return run
 
 
@@ -213,7 +216,8 @@ def _prepared(run: _Run) -> Prepared:
     split, slices, world = run.split, len(run.loader.dataset), run.group.world
     processes = f" in {world} processes (batch {run.config.batch_size} each)" if world > 1 else ""
     return Prepared(
-        f"{len(split.train)} training and {len(split.val)} validation volumes, {slices} slices, on {run.precision.label}{processes}",
+        f"{len(split.train)} training and {len(split.val)} validation volumes, {slices} slices, "
+        f"on {run.precision.label}{processes}",
         run.progress.epochs_done, run.config.last_epoch, run.steps, str(run.folder.path),
     )
 
@@ -419,7 +423,9 @@ def _initial_network(config: TrainConfig, preprocess: PreprocessConfig) -> tuple
     """A fresh network, or the `init` model's, grown to take the configured neighbouring slices and clicks."""
     if config.init:
         loaded = load_model(config.init, "cpu")
-        model_config = replace(loaded.config, preprocess=replace(loaded.config.preprocess, image_size=preprocess.image_size))
+        model_config = replace(
+            loaded.config, preprocess=replace(loaded.config.preprocess, image_size=preprocess.image_size)
+        )
         wanted = _model_inputs(config)
         if wanted == InputConfig():  # no inputs asked for: a fine-tune keeps those of the model it starts from
             wanted = loaded.config.inputs

@@ -1,4 +1,5 @@
-"""Shift proxies: a scan as a FLAIR-only or a skull-stripped user would hand it over, to validate against those shifts."""
+"""Shift proxies: a scan as a FLAIR-only or a skull-stripped user would hand it over, to validate against those
+shifts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Medical volumes (NIfTI, NRRD, MHA, DICOM series) in the engine's axial layout, and masks written back onto their grid.
+"""Medical volumes (NIfTI, NRRD, MHA, DICOM series) in the engine's axial layout, and masks written back onto their
+grid.
 
 The engine's layout is the LGG training slices': an array (Z, H, W) whose slices run inferior -> superior, whose rows
 run anterior -> posterior (anterior at the top of a slice) and whose columns run from the patient's right to left

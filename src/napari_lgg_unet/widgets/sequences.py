@@ -54,7 +54,8 @@ def named_sequences(viewer: napari.Viewer, flair: Image | None) -> tuple[Image |
 def model_input(image: Image | None, pre: Image | None = None, post: Image | None = None) -> tuple[np.ndarray, bool]:
     """(data, rgb) for the engine, checked: the image's own data when no sequence is added, else the
     (..., 3) stack (pre, FLAIR, post) of one-channel layers of one shape; each layer's axes as napari shows them
-    (`layers.as_shown`, mapped back with `layers.to_layer_order` of the FLAIR layer). Raises InputError a user can act on.
+    (`layers.as_shown`, mapped back with `layers.to_layer_order` of the FLAIR layer). Raises InputError a user can
+    act on.
     """
     if image is None:
         raise InputError("no image layer: open a scan (File > Open, or File > Open Sample > LGG U-Net) first")

@@ -48,7 +48,9 @@ class PairRow(Container):
         self.image_layer = LayerPicker(name="image", label="Image or FLAIR",
                                     choices=lambda _: [*image_choices(viewer), NONE])
         self.pre_contrast, self.post_contrast = sequence_pickers(viewer)
-        self.labels_layer = LayerPicker(name="labels", label="Labels", choices=lambda _: [*labels_choices(viewer), NONE])
+        self.labels_layer = LayerPicker(
+            name="labels", label="Labels", choices=lambda _: [*labels_choices(viewer), NONE]
+        )
         super().__init__(labels=True, widgets=[self.image_layer, self.pre_contrast, self.post_contrast,
                                                self.labels_layer])
         self._had_layer = {self.image_layer.name: False, self.labels_layer.name: False}
@@ -213,7 +215,9 @@ class TrainWidget(Container):
             if not mask.any():
                 raise InputError(f"'{labels.name}' is empty: nothing to learn; paint tumour on at least one slice")
             if merged:
-                notify.show_warning(f"'{labels.name}' has several label values: all values above 0 are merged into tumour")
+                notify.show_warning(
+                    f"'{labels.name}' has several label values: all values above 0 are merged into tumour"
+                )
             scans.append(Scan(name=image.name, image=np.asarray(data), mask=mask, rgb=rgb))
         return scans
 
