@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import platform
 import time
-from pathlib import Path
 from typing import Callable
 
-
-def cpu_model() -> str:
-    """The CPU's model name, printed next to every figure (CPUs differ between machines)."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+from napari_lgg_unet.engine.device import cpu_model  # noqa: F401 (the benchmarks' import of it)
 
 
 def best_of(repeats: int, run: Callable[[], object], warm_up: bool = True, budget_s: float = 30.0) -> float:

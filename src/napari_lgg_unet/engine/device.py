@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
+from pathlib import Path
 from typing import Iterator
 
 import psutil
@@ -55,6 +57,16 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return device.type
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo's on Linux, where platform.processor() is often empty): written next to
+    every benchmark figure, and part of the key under which 'auto' precision remembers its measurement."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")) and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def physical_cores() -> int:

@@ -17,7 +17,6 @@ import datetime
 import functools
 import json
 import os
-import platform
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from typing import Iterator
 import torch
 
 from .atomic import write_text_atomic
-from .device import describe_device
+from .device import cpu_model, describe_device
 from .errors import DeviceError, FolderInUse, InputError, InputWarning, describe
 from .folder_lock import held_folder
 from .settings import PRECISION_CHOICES
@@ -136,16 +135,7 @@ def _machine_key(threads: int) -> str:
     """What a CPU measurement depends on: the CPU (its model, and what oneDNN can use on it), torch and threads."""
     capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")()
     bf16 = "native bf16" if native_bf16_cpu() else "no native bf16"
-    return f"{_cpu_model()} ({capability}, {bf16}) | torch {torch.__version__} | {threads} threads | {_PROBE}"
-
-
-def _cpu_model() -> str:
-    """The CPU's model name: /proc/cpuinfo's on Linux (platform.processor() is often empty there)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")) and ":" in line:
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown CPU"
+    return f"{cpu_model()} ({capability}, {bf16}) | torch {torch.__version__} | {threads} threads | {_PROBE}"
 
 
 def _read_choices() -> dict:
