@@ -214,7 +214,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 def _run_train(args: argparse.Namespace) -> int:
     from .engine.device import pick_device
     from .engine.distributed import launched_ranks, stop_on_signals
-    from .engine.io import existing_path, find_scans, load_patients
+    from .engine.io import existing_path, find_scans, load_scan
     from .engine.outputs import check_output
     from .engine.run_folder import RunFolder
     from .engine.train import train_model
@@ -222,13 +222,14 @@ def _run_train(args: argparse.Namespace) -> int:
     config = train_config(args)
     # the model, its lock and history written into the data would be read as part of it, or a patient's slices
     # replaced; the scans count one by one too, as a root of links to patient folders does not hold them
-    check_output(args.out, [existing_path(args.data), *find_scans(args.data, require_masks=True)])
+    sources = find_scans(args.data, require_masks=True)  # listed once (a DICOM folder's every header is read)
+    check_output(args.out, [existing_path(args.data), *sources])
     RunFolder(args.out).check_writable()  # the training checks again under the lock; this is before the scans load
     pick_device(config.device)
     main_process = launched_ranks().is_main
     if main_process:
         print(f"loading patients from {args.data} ...", flush=True)
-    scans = load_patients(args.data, require_masks=True)
+    scans = [load_scan(source, require_mask=True) for source in sources]
     progress = _TrainingProgress()
     with stop_on_signals() as stop:
         try:
