@@ -308,7 +308,7 @@ def test_fine_tuning_the_default_never_writes_into_the_packages_weights_folder(s
     default = tmp_path / "weights" / "lgg-unet-default"
     shutil.copytree(tiny_model_dir, default)  # stands in for the installed default model, which must not be risked
     monkeypatch.setattr("napari_lgg_unet.engine.model.default_model_path", lambda: default)
-    monkeypatch.setattr("napari_lgg_unet.engine.io.load_patients", lambda *_, **__: pytest.fail("refused too late"))
+    monkeypatch.setattr("napari_lgg_unet.engine.io.load_scan", lambda *_, **__: pytest.fail("refused too late"))
     before = sorted(tmp_path.rglob("*"))
     argv = ["train", "--data", str(sample_patient_dir), "--init", "default", "--out", str(tmp_path / out),
             "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", "--workers", "0", "--val-fraction", "0"]
