@@ -170,7 +170,7 @@ def test_an_image_in_two_pairs_is_refused_before_training_naming_the_pairs(viewe
 def test_an_image_layer_named_like_a_scan_of_the_folder_is_refused_before_the_folder_loads(
         viewer, train_widget, notes, tmp_path, sample_patient_dir, inline_jobs, monkeypatch):
     """It failed once every scan of the folder had loaded, with the engine's words, which say nothing of layers."""
-    monkeypatch.setattr(workers, "load_patients", lambda *_, **__: pytest.fail("refused only after loading the folder"))
+    monkeypatch.setattr(workers, "load_scan", lambda *_, **__: pytest.fail("refused only after loading the folder"))
     train_widget.folder.value = sample_patient_dir.parent  # a folder holding the packaged patient, the layer's name
     train_widget.train_button.clicked()
     assert notes["error"] == [f"the image layer '{PATIENT}' has the name of a scan in {sample_patient_dir.parent}, "

@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..engine.errors import InputError
-from ..engine.io import Scan, ScanSource, find_scans, load_patients
+from ..engine.io import Scan, ScanSource, find_scans, load_scan
 from ..engine.events import TrainingEvent
 from ..engine.model import WEIGHTS_FILE, LoadedModel, load_model, resolve_model_path
 from ..engine.pieces import Piece, describe_pieces, list_pieces
@@ -92,8 +92,9 @@ def training_job(
     scans are listed before any is read, so a layer named like one of them is refused within a moment, not after the
     whole folder has loaded (listing is disk work too: it reads a header of every file of a DICOM folder)."""
     if folder is not None:
-        _refuse_layers_named_like(scans, find_scans(folder, require_masks=True), folder)
-        scans = scans + load_patients(folder, require_masks=True)
+        sources = find_scans(folder, require_masks=True)  # listed once, for the check and the loading
+        _refuse_layers_named_like(scans, sources, folder)
+        scans = scans + [load_scan(source, require_mask=True) for source in sources]
     yield from train_model(scans, config, out_dir, stop)
 
 
