@@ -218,3 +218,13 @@ def test_writing_a_config_refuses_a_config_json_that_is_not_ours(tiny_model_dir,
     with pytest.raises(InputError, match="is not a napari-lgg-unet/1 model file"):
         write_config(load_model(tiny_model_dir).config, tmp_path)
     assert (tmp_path / CONFIG_FILE).read_text() == '{"name": "my project"}'
+
+
+@pytest.mark.parametrize("given", ["./default", "default/"])
+def test_a_users_folder_named_default_loads_as_itself_when_given_as_a_path(tiny_model_dir, tmp_path, monkeypatch,
+                                                                           given):
+    import shutil
+
+    shutil.copytree(tiny_model_dir, tmp_path / "default")
+    monkeypatch.chdir(tmp_path)
+    assert load_model(given).config == read_config(tiny_model_dir)

@@ -220,10 +220,15 @@ def in_packaged_weights(path: str | Path) -> bool:
 
 
 def resolve_model_path(model: str | Path) -> Path:
-    """'default' names the model shipped in the package; anything else is a folder path."""
+    """The text 'default' names the model shipped in the package; anything else, and any Path, is a folder path.
+
+    A Path never names the packaged model, so resolving twice gives the same folder: `--model ./default` (a user's
+    folder named default) becomes Path('default'), which the loader resolves again and, read as text, took for the
+    packaged model (its config paired with the user's weights).
+    """
     if not isinstance(model, (str, os.PathLike)):
         raise ModelError(f"a model is given as 'default' or a folder path, not {type(model).__name__} {model!r:.60}")
-    if str(model) == DEFAULT_MODEL_NAME:
+    if isinstance(model, str) and model == DEFAULT_MODEL_NAME:
         path = default_model_path()
         if not (path / CONFIG_FILE).is_file():
             raise ModelError("the default model is not installed with this package; pass a model folder instead")
