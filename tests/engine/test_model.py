@@ -228,3 +228,33 @@ def test_a_users_folder_named_default_loads_as_itself_when_given_as_a_path(tiny_
     shutil.copytree(tiny_model_dir, tmp_path / "default")
     monkeypatch.chdir(tmp_path)
     assert load_model(given).config == read_config(tiny_model_dir)
+
+
+def test_a_config_json_with_a_number_too_long_to_read_is_a_model_error(tiny_model_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "long_number"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / CONFIG_FILE).write_text('{"format": "napari-lgg-unet/1", "weights_id": ' + "9" * 5000 + "}")
+    with pytest.raises(ModelError, match="config.json is corrupt .*4300 digits"):
+        load_model(folder)
+    with pytest.raises(InputError, match="is not a napari-lgg-unet/1 model file"):  # nor is it taken for ours
+        save_model(load_model(tiny_model_dir).network, read_config(tiny_model_dir), folder)
+
+
+def test_a_config_json_that_cannot_be_read_is_a_model_error_naming_it(tiny_model_dir, tmp_path, monkeypatch):
+    import pathlib
+    import shutil
+
+    folder = tmp_path / "unreadable"
+    shutil.copytree(tiny_model_dir, folder)
+    read_text = pathlib.Path.read_text
+
+    def failing_read(path, *args, **kwargs):
+        if path.name == CONFIG_FILE:
+            raise PermissionError(13, "Permission denied")
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "read_text", failing_read)
+    with pytest.raises(ModelError, match=f"cannot read {folder / CONFIG_FILE}: Permission denied"):
+        load_model(folder)

@@ -191,7 +191,7 @@ def _is_our_config(path: Path) -> bool:
         if not path.is_file() or path.stat().st_size > MAX_CONFIG_BYTES:
             return False
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (OSError, ValueError, RecursionError):  # ValueError: not UTF-8, not JSON, or a number too long to read
         return False
     return isinstance(data, dict) and data.get("format") == FORMAT
 
@@ -258,6 +258,8 @@ def read_config(folder: str | Path) -> ModelConfig:
         text = config_path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise ModelError(f"{config_path} is corrupt ({error})") from None
+    except OSError as error:  # a disk or network share failing, a file the user may not read
+        raise ModelError(f"cannot read {config_path}: {error.strerror or describe(error)}") from None
     return _parse_config(text, str(config_path))
 
 
@@ -265,7 +267,7 @@ def _parse_config(text: str, where: str) -> ModelConfig:
     """A config from JSON text, fully checked before anything is built from it; `where` names it in errors."""
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as error:
+    except ValueError as error:  # not JSON, or a number too long for Python to read (json.loads refuses 4300+ digits)
         raise ModelError(f"{where} is corrupt ({error})") from None
     except RecursionError:
         raise ModelError(f"{where} is corrupt (nested too deeply)") from None
