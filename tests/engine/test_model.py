@@ -258,3 +258,54 @@ def test_a_config_json_that_cannot_be_read_is_a_model_error_naming_it(tiny_model
     monkeypatch.setattr(pathlib.Path, "read_text", failing_read)
     with pytest.raises(ModelError, match=f"cannot read {folder / CONFIG_FILE}: Permission denied"):
         load_model(folder)
+
+
+def _with_tensors(tiny_model_dir, folder, change):
+    """A copy of the tiny model whose weights file holds `change(state)`, with the metadata our save wrote."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(tiny_model_dir, folder)
+    with safe_open(str(folder / WEIGHTS_FILE), "pt") as handle:
+        metadata = handle.metadata()
+    save_file(change(load_file(folder / WEIGHTS_FILE)), folder / WEIGHTS_FILE, metadata=metadata)
+    return folder
+
+
+@pytest.mark.parametrize("change, phrase", [
+    (lambda value: value.to(torch.int32), "does not match its config.json: .* tensors of another shape or number type"),
+    (lambda value: torch.full_like(value, float("nan")), "is corrupt: NaN or infinite weights in"),
+    (lambda value: value.double() * 1e300, "is corrupt: NaN or infinite weights in"),  # float32 overflows to inf
+])
+def test_weights_that_would_run_but_segment_wrongly_are_a_model_error(tiny_model_dir, tmp_path, change, phrase):
+    folder = _with_tensors(tiny_model_dir, tmp_path / "bad", lambda state: {
+        name: change(value) if value.is_floating_point() else value for name, value in state.items()})
+    with pytest.raises(ModelError, match=phrase):
+        load_model(folder)
+
+
+def test_weights_of_another_encoder_are_told_in_one_short_line_without_any_download(tiny_model_dir, tmp_path,
+                                                                                    monkeypatch):
+    import shutil
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("loading a model tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    folder = tmp_path / "other_encoder"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    (folder / CONFIG_FILE).write_text(json.dumps({**config, "encoder": "efficientnet-b0"}))
+    with pytest.raises(ModelError, match=r"does not match its config.json: \d+ tensors missing \(encoder\.") as error:
+        load_model(folder)
+    assert len(str(error.value)) < 1000 and "\n" not in str(error.value)
+
+
+def test_weights_lacking_a_tensor_name_it(tiny_model_dir, tmp_path):
+    folder = _with_tensors(tiny_model_dir, tmp_path / "lacking", lambda state: {
+        name: value for name, value in state.items() if name != "encoder.conv1.weight"})
+    with pytest.raises(ModelError, match=r"does not match its config.json: 1 tensor missing \(encoder.conv1.weight\)"):
+        load_model(folder)

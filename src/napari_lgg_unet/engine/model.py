@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from .atomic import write_tensors_atomic, write_text_atomic
 from .device import pick_device
-from .errors import InputError, ModelError, describe
+from .errors import InputError, ModelError, describe, few_names
 from .model_input import InputConfig
 from .postprocess import PostprocessConfig
 from .preprocess import PreprocessConfig
@@ -312,11 +312,32 @@ def load_model(folder: str | Path, device: torch.device | str = "cpu") -> Loaded
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise ModelError(f"{weights} is corrupt ({error})") from None
     network = build_network(config)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    try:
-        network.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
-        raise ModelError(f"{weights} does not match its config.json: {first}") from None
+    _fill(network, state, weights)
     network.to(device).eval()
     return LoadedModel(network=network, config=config, source=str(folder))
+
+
+def _fill(network: torch.nn.Module, state: dict[str, torch.Tensor], weights: Path) -> None:
+    """Load `state` into `network` as float32, or refuse weights that would run but segment wrongly.
+
+    torch copies whole numbers into a float parameter without complaint (a mask of every voxel) and NaN or infinite
+    weights make every probability NaN (an empty mask): both are refused here, not found in a mask. Tensors missing,
+    extra or of another shape are counted, with a few names: torch's own message lists every name, thousands of
+    characters for a config naming another encoder.
+    """
+    expected = network.state_dict()
+    unfit = [name for name, tensor in state.items() if name in expected and (
+        tensor.shape != expected[name].shape or tensor.is_floating_point() != expected[name].is_floating_point())]
+    state = {name: tensor.float() if tensor.is_floating_point() else tensor
+             for name, tensor in state.items() if name not in unfit}
+    found = network.load_state_dict(state, strict=False)  # a missing num_batches_tracked is filled in, as torch does
+    problems = [f"{len(names)} tensor{'s' * (len(names) > 1)} {what} ({few_names(names)})" for what, names in (
+        ("missing", [name for name in found.missing_keys if name not in unfit]),
+        ("not of this network", found.unexpected_keys),
+        ("of another shape or number type", unfit),
+    ) if names]
+    if problems:
+        raise ModelError(f"{weights} does not match its config.json: {'; '.join(problems)}")
+    broken = [name for name, tensor in state.items() if tensor.is_floating_point() and not tensor.isfinite().all()]
+    if broken:
+        raise ModelError(f"{weights} is corrupt: NaN or infinite weights in {few_names(broken)}")
