@@ -82,6 +82,7 @@ def test_a_network_built_from_a_saved_config_has_the_same_parameters(tiny_model_
         ({"decoder_channels": [20000, 64, 32, 16, 8]}, "decoder width must be between"),
         ({"decoder_channels": [0, 64, 32, 16, 8]}, "decoder width must be between"),
         ({"encoder": "resnet9000"}, "unknown encoder"),
+        ({"architecture": "smp.FPN"}, "describes a 'smp.FPN' network; this version builds smp.Unet models only"),
     ],
 )
 def test_a_config_with_wrong_types_or_absurd_values_is_refused_before_building(

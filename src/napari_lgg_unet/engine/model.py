@@ -29,6 +29,7 @@ from .validate import check_bool, check_int, check_items, from_json, store
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT = "napari-lgg-unet/1"
+ARCHITECTURE = "smp.Unet"  # the only network this version builds
 DEFAULT_MODEL_NAME = "default"
 DEFAULT_MODEL_FOLDER = "lgg-unet-default"
 MAX_CONFIG_BYTES = 10_000_000
@@ -60,13 +61,16 @@ class ModelConfig:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["decoder_channels"] = list(self.decoder_channels)
-        return {"format": FORMAT, "architecture": "smp.Unet", **data}
+        return {"format": FORMAT, "architecture": ARCHITECTURE, **data}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
         """Check every value's type and range before anything is built from it."""
         if data.get("format") != FORMAT:
             raise ModelError(f"config.json is not a {FORMAT} model (format={data.get('format')!r})")
+        if data.get("architecture", ARCHITECTURE) != ARCHITECTURE:  # else its weights read as a U-Net's, mismatched
+            raise ModelError(f"config.json describes a {data['architecture']!r:.60} network; this version builds "
+                             f"{ARCHITECTURE} models only")
         missing = [key for key in ("encoder", "decoder_channels", "preprocess") if key not in data]
         if missing:
             raise ModelError(f"config.json is incomplete: it has no {', '.join(missing)}")
