@@ -99,8 +99,9 @@ def test_a_config_with_wrong_types_or_absurd_values_is_refused_before_building(
     for key, value in change.items():
         config[key] = {**config[key], **value} if isinstance(value, dict) else value
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelError, match=message):
+    with pytest.raises(ModelError, match=message) as error:
         load_model(folder)
+    assert str(error.value).startswith(f"{folder / 'config.json'}")  # which of the user's models to fix
 
 
 def test_deeply_nested_config_json_is_a_clear_error_not_a_recursion_crash(tiny_model_dir, tmp_path):

@@ -64,20 +64,21 @@ class ModelConfig:
         return {"format": FORMAT, "architecture": ARCHITECTURE, **data}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
-        """Check every value's type and range before anything is built from it."""
+    def from_dict(cls, data: dict, where: str = CONFIG_FILE) -> "ModelConfig":
+        """Check every value's type and range before anything is built from it; `where` (the file, with its folder)
+        begins every message, so the user knows which of their models to fix."""
         if data.get("format") != FORMAT:
-            raise ModelError(f"config.json is not a {FORMAT} model (format={data.get('format')!r})")
+            raise ModelError(f"{where} is not a {FORMAT} model (format={data.get('format')!r:.60})")
         if data.get("architecture", ARCHITECTURE) != ARCHITECTURE:  # else its weights read as a U-Net's, mismatched
-            raise ModelError(f"config.json describes a {data['architecture']!r:.60} network; this version builds "
+            raise ModelError(f"{where} describes a {data['architecture']!r:.60} network; this version builds "
                              f"{ARCHITECTURE} models only")
         missing = [key for key in ("encoder", "decoder_channels", "preprocess") if key not in data]
         if missing:
-            raise ModelError(f"config.json is incomplete: it has no {', '.join(missing)}")
+            raise ModelError(f"{where} is incomplete: it has no {', '.join(missing)}")
         try:
             return from_json(cls, data, ModelError)
         except ModelError as error:
-            raise ModelError(f"config.json: {error}") from None
+            raise ModelError(f"{where}: {error}") from None
 
 
 @dataclass
@@ -277,7 +278,7 @@ def _parse_config(text: str, where: str) -> ModelConfig:
         raise ModelError(f"{where} is corrupt (nested too deeply)") from None
     if not isinstance(data, dict):
         raise ModelError(f"{where} is corrupt (not a JSON object)")
-    return ModelConfig.from_dict(data)
+    return ModelConfig.from_dict(data, where)
 
 
 def saved_config(folder: str | Path) -> ModelConfig:
