@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from napari_lgg_unet.engine.model import CONFIG_FILE, FORMAT, WEIGHTS_FILE
@@ -64,6 +65,32 @@ def _weights_of_another_save(good: Path, folder: Path) -> None:
     save_file(load_file(weights), weights, metadata={"format": FORMAT, "weights_id": "0" * 32})
 
 
+def _weights(change: Callable[[Any], Any]) -> Callable[[Path, Path], None]:
+    """A copy whose floating-point tensors are `change(tensor)`, in a file with the metadata our save wrote."""
+
+    def make(good: Path, folder: Path) -> None:
+        _copy(good, folder)
+        weights = folder / WEIGHTS_FILE
+        with safe_open(str(weights), "pt") as handle:
+            metadata = handle.metadata()
+        state = load_file(weights)
+        save_file({name: change(value) if value.is_floating_point() else value for name, value in state.items()},
+                  weights, metadata=metadata)
+
+    return make
+
+
+def _without_tensor(name: str) -> Callable[[Path, Path], None]:
+    def make(good: Path, folder: Path) -> None:
+        _copy(good, folder)
+        weights = folder / WEIGHTS_FILE
+        with safe_open(str(weights), "pt") as handle:
+            metadata = handle.metadata()
+        save_file({key: value for key, value in load_file(weights).items() if key != name}, weights, metadata=metadata)
+
+    return make
+
+
 # name -> (make(good_model, folder), phrase of the refusal, whether it is refused before any network is built)
 BAD_MODELS: dict[str, tuple[Callable[[Path, Path], None], str, bool]] = {
     "missing folder": (lambda good, folder: None, "model folder not found", True),
@@ -88,6 +115,16 @@ BAD_MODELS: dict[str, tuple[Callable[[Path, Path], None], str, bool]] = {
     "weights of another decoder": (
         _config_value("decoder_channels", value=[32, 16, 16, 16, 16]), "does not match", False
     ),
+    "config with a number too long to read": (
+        _config_text('{"format": "napari-lgg-unet/1", "weights_id": ' + "9" * 5000 + "}"), "corrupt", True
+    ),
+    "config of another architecture": (
+        _config_value("architecture", value="smp.FPN"), "describes a 'smp.FPN' network", True
+    ),
+    "weights lacking a tensor": (_without_tensor("encoder.conv1.weight"), "1 tensor missing", False),
+    "whole-number weights": (_weights(lambda value: value.int()), "of another shape or number type", False),
+    "NaN weights": (_weights(lambda value: value.fill_(float("nan"))), "NaN or infinite weights", False),
+    "weights beyond float32": (_weights(lambda value: value.double() * 1e300), "NaN or infinite weights", False),
 }
 
 

@@ -82,7 +82,6 @@ def test_a_network_built_from_a_saved_config_has_the_same_parameters(tiny_model_
         ({"decoder_channels": [20000, 64, 32, 16, 8]}, "decoder width must be between"),
         ({"decoder_channels": [0, 64, 32, 16, 8]}, "decoder width must be between"),
         ({"encoder": "resnet9000"}, "unknown encoder"),
-        ({"architecture": "smp.FPN"}, "describes a 'smp.FPN' network; this version builds smp.Unet models only"),
     ],
 )
 def test_a_config_with_wrong_types_or_absurd_values_is_refused_before_building(
@@ -232,16 +231,12 @@ def test_a_users_folder_named_default_loads_as_itself_when_given_as_a_path(tiny_
     assert load_model(given).config == read_config(tiny_model_dir)
 
 
-def test_a_config_json_with_a_number_too_long_to_read_is_a_model_error(tiny_model_dir, tmp_path):
-    import shutil
-
-    folder = tmp_path / "long_number"
-    shutil.copytree(tiny_model_dir, folder)
-    (folder / CONFIG_FILE).write_text('{"format": "napari-lgg-unet/1", "weights_id": ' + "9" * 5000 + "}")
-    with pytest.raises(ModelError, match="config.json is corrupt .*4300 digits"):
-        load_model(folder)
-    with pytest.raises(InputError, match="is not a napari-lgg-unet/1 model file"):  # nor is it taken for ours
-        save_model(load_model(tiny_model_dir).network, read_config(tiny_model_dir), folder)
+def test_saving_refuses_a_config_json_with_a_number_too_long_to_read_and_leaves_it(tiny_model_dir, tmp_path):
+    text = '{"format": "napari-lgg-unet/1", "weights_id": ' + "9" * 5000 + "}"  # json.loads refuses 4300+ digits
+    (tmp_path / CONFIG_FILE).write_text(text)
+    with pytest.raises(InputError, match="is not a napari-lgg-unet/1 model file"):
+        save_model(load_model(tiny_model_dir).network, read_config(tiny_model_dir), tmp_path)
+    assert (tmp_path / CONFIG_FILE).read_text() == text
 
 
 def test_a_config_json_that_cannot_be_read_is_a_model_error_naming_it(tiny_model_dir, tmp_path, monkeypatch):
@@ -262,32 +257,6 @@ def test_a_config_json_that_cannot_be_read_is_a_model_error_naming_it(tiny_model
         load_model(folder)
 
 
-def _with_tensors(tiny_model_dir, folder, change):
-    """A copy of the tiny model whose weights file holds `change(state)`, with the metadata our save wrote."""
-    import shutil
-
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(tiny_model_dir, folder)
-    with safe_open(str(folder / WEIGHTS_FILE), "pt") as handle:
-        metadata = handle.metadata()
-    save_file(change(load_file(folder / WEIGHTS_FILE)), folder / WEIGHTS_FILE, metadata=metadata)
-    return folder
-
-
-@pytest.mark.parametrize("change, phrase", [
-    (lambda value: value.to(torch.int32), "does not match its config.json: .* tensors of another shape or number type"),
-    (lambda value: torch.full_like(value, float("nan")), "is corrupt: NaN or infinite weights in"),
-    (lambda value: value.double() * 1e300, "is corrupt: NaN or infinite weights in"),  # float32 overflows to inf
-])
-def test_weights_that_would_run_but_segment_wrongly_are_a_model_error(tiny_model_dir, tmp_path, change, phrase):
-    folder = _with_tensors(tiny_model_dir, tmp_path / "bad", lambda state: {
-        name: change(value) if value.is_floating_point() else value for name, value in state.items()})
-    with pytest.raises(ModelError, match=phrase):
-        load_model(folder)
-
-
 def test_weights_of_another_encoder_are_told_in_one_short_line_without_any_download(tiny_model_dir, tmp_path,
                                                                                     monkeypatch):
     import shutil
@@ -304,10 +273,3 @@ def test_weights_of_another_encoder_are_told_in_one_short_line_without_any_downl
     with pytest.raises(ModelError, match=r"does not match its config.json: \d+ tensors missing \(encoder\.") as error:
         load_model(folder)
     assert len(str(error.value)) < 1000 and "\n" not in str(error.value)
-
-
-def test_weights_lacking_a_tensor_name_it(tiny_model_dir, tmp_path):
-    folder = _with_tensors(tiny_model_dir, tmp_path / "lacking", lambda state: {
-        name: value for name, value in state.items() if name != "encoder.conv1.weight"})
-    with pytest.raises(ModelError, match=r"does not match its config.json: 1 tensor missing \(encoder.conv1.weight\)"):
-        load_model(folder)
