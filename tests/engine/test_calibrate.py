@@ -3,6 +3,7 @@
 import shutil
 
 import numpy as np
+import pytest
 from scipy import ndimage
 
 from napari_lgg_unet.engine.calibrate import Pieces, calibrate, candidates
@@ -47,3 +48,19 @@ def test_calibration_scores_every_candidate_exactly_as_postprocess_would():
             assert Pieces.of(probability, mask, config.threshold).dice(config) == expected, config
             checked += 1
     assert checked > 300 and 0 < volume_scores(postprocess(prob, PostprocessConfig(0.5)), truth).dice < 1
+
+
+def test_calibration_refuses_to_write_into_a_folder_holding_other_weights_and_leaves_it(
+    sample_patient_dir, tiny_model_dir, tmp_path
+):
+    from dataclasses import replace
+
+    from napari_lgg_unet.engine.errors import InputError
+    from napari_lgg_unet.engine.model import save_model
+
+    loaded = load_model(tiny_model_dir)
+    folder = save_model(loaded.network, replace(loaded.config, postprocess=PostprocessConfig(0.42)), tmp_path / "b")
+    before = (folder / "config.json").read_bytes()  # saved since `loaded` was loaded: new weights_id
+    with pytest.raises(InputError, match="no longer holds the model being calibrated"):
+        calibrate(loaded, [sample_patient_dir], folder)
+    assert (folder / "config.json").read_bytes() == before and load_model(folder).config.postprocess.threshold == 0.42

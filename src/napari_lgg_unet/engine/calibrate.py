@@ -108,8 +108,13 @@ def calibrate(
 
     The folder is locked as training locks it, for the whole calibration: a training that writes the folder (and
     would replace config.json at its next save) refuses to start, and calibrating a folder in training is refused.
+    `model` must be the one the folder holds: a config of other weights written over its config.json would be
+    ignored by loading (it pairs weights with their own config) and lose what config.json held.
     """
     with RunFolder(model_dir).locked(CALIBRATION):
+        if saved_config(model_dir).weights_id != model.config.weights_id:  # another folder's, or a save since loading
+            raise InputError(f"{model_dir} no longer holds the model being calibrated (it was saved again after "
+                             "loading, or it is another model's folder); load the model from that folder again")
         scored = list(candidate_scores(model, folders, tta, True, variants))
         best, best_dice = max((item for item in scored if keep_largest or not item[0].keep_largest), key=lambda i: i[1])
         largest, largest_dice = max((item for item in scored if item[0].keep_largest), key=lambda i: i[1])
