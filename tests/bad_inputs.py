@@ -116,7 +116,8 @@ BAD_MODELS: dict[str, tuple[Callable[[Path, Path], None], str, bool]] = {
         _config_value("decoder_channels", value=[32, 16, 16, 16, 16]), "does not match", False
     ),
     "config with a number too long to read": (
-        _config_text('{"format": "napari-lgg-unet/1", "weights_id": ' + "9" * 5000 + "}"), "corrupt", True
+        _config_text('{"format": "napari-lgg-unet/1", "weights_id": ' + "9" * 5000 + "}"),
+        "holds a number too long to read", True,
     ),
     "config of another architecture": (
         _config_value("architecture", value="smp.FPN"), "describes a 'smp.FPN' network", True

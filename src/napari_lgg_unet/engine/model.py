@@ -272,8 +272,10 @@ def _parse_config(text: str, where: str) -> ModelConfig:
     """A config from JSON text, fully checked before anything is built from it; `where` names it in errors."""
     try:
         data = json.loads(text)
-    except ValueError as error:  # not JSON, or a number too long for Python to read (json.loads refuses 4300+ digits)
+    except json.JSONDecodeError as error:
         raise ModelError(f"{where} is corrupt ({error})") from None
+    except ValueError:  # json.loads refuses a whole number of 4300+ digits, in words meant for a programmer
+        raise ModelError(f"{where} is corrupt (it holds a number too long to read)") from None
     except RecursionError:
         raise ModelError(f"{where} is corrupt (nested too deeply)") from None
     if not isinstance(data, dict):
