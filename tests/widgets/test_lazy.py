@@ -4,7 +4,10 @@ the session's objects meanwhile: each full collection held napari's thread too (
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +71,14 @@ def test_a_collector_paused_by_someone_else_stays_paused_and_what_they_froze_sta
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+@pytest.mark.parametrize("benchmark", ["first_dock_stall"])
+def test_the_first_dock_benchmarks_load_no_pytorch_before_they_dock(benchmark):
+    """With PyTorch imported by the benchmark itself (benchmarks/timing.py imports engine/device.py), napari built the
+    widget at once and the benchmark measured no first dock at all."""
+    root = Path(__file__).resolve().parents[2]
+    code = f"import sys; import {benchmark}; print('torch' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root / "benchmarks")])}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "False", done.stderr
