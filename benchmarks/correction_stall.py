@@ -31,6 +31,7 @@ import numpy as np
 from qt_stall import Heartbeat, run_until
 from timing import cpu_model
 from napari_lgg_unet.engine.click_training import next_click
+import napari_lgg_unet.widgets.segment  # noqa: F401 (imported, it docks as itself, not a placeholder: widgets/lazy.py)
 from napari_lgg_unet.engine.device import set_threads
 from napari_lgg_unet.sample_data import SAMPLE_PATIENT, sample_folder
 

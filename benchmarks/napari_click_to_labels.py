@@ -18,6 +18,7 @@ import tifffile
 from qtpy.QtCore import QEventLoop, QTimer
 
 from napari_lgg_unet.engine.device import set_threads
+import napari_lgg_unet.widgets.segment  # noqa: F401 (imported, it docks as itself, not a placeholder: widgets/lazy.py)
 from napari_lgg_unet.sample_data import SAMPLE_PATIENT, sample_folder
 
 SLICES = 155

@@ -18,6 +18,8 @@ from pathlib import Path
 import napari
 import numpy as np
 from napari._qt.dialogs.qt_notification import NapariQtNotification
+import napari_lgg_unet.widgets.segment  # noqa: F401 (both imported, they dock as themselves: widgets/lazy.py)
+import napari_lgg_unet.widgets.train  # noqa: F401
 from napari_lgg_unet.engine.click_training import next_click
 from napari_lgg_unet.engine.model import default_model_path
 from qtpy.QtCore import Qt

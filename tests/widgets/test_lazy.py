@@ -73,6 +73,17 @@ def test_a_collector_paused_by_someone_else_stays_paused_and_what_they_froze_sta
         gc.enable()
 
 
+def test_a_widget_whose_module_is_not_imported_yet_docks_as_a_placeholder_even_with_pytorch_loaded(
+        qtbot, viewer, many_objects):
+    """PyTorch loaded (Segment docked first) left the Train widget's own module, which imports matplotlib's Qt canvas,
+    to be imported on napari's thread: 0.5-0.7 s without a reaction."""
+    assert "torch" in sys.modules
+    docked = lazy._when_loaded(viewer, many_objects, "Widget")
+    assert isinstance(docked, lazy.Loading)
+    qtbot.waitUntil(lambda: docked.widget is not None, timeout=10_000)
+    assert isinstance(lazy._when_loaded(viewer, many_objects, "Widget"), sys.modules[many_objects].Widget)
+
+
 @pytest.mark.parametrize("benchmark", ["first_dock_stall"])
 def test_the_first_dock_benchmarks_load_no_pytorch_before_they_dock(benchmark):
     """With PyTorch imported by the benchmark itself (benchmarks/timing.py imports engine/device.py), napari built the

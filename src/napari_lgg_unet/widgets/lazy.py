@@ -1,9 +1,9 @@
 """What napari docks from the Plugins menu: the widget itself, or a placeholder that loads it in the background.
 
 The widgets need PyTorch and segmentation-models-pytorch, and napari builds a dock widget on its own thread: the
-first dock of a session held the viewer for 3.5-4.4 s (2 cores of an AMD EPYC) while they were imported. When
-PyTorch is not loaded yet, the placeholder imports the widget's module in a thread and builds the widget on napari's
-thread once it is there; when it is (a second dock, a script or test that imported the engine), the widget is built
+first dock of a session held the viewer for 3.5-4.4 s (2 cores of an AMD EPYC) while they were imported. When the
+widget's module is not imported yet, the placeholder imports it in a thread and builds the widget on napari's thread
+once it is there; when it is (a second dock, a script or test that imported the widget's module), the widget is built
 at once, as before.
 
 Closing the placeholder's dock closes the widget in it the same way (its jobs stop, correction mode ends), and a
@@ -55,9 +55,12 @@ _importing: set[str] = set()  # the modules placeholders are importing now (read
 
 
 def _when_loaded(viewer: napari.viewer.Viewer, module: str, name: str) -> Any:
-    """While a placeholder imports, PyTorch is in `sys.modules` half-imported: a dock then (Train docked while Segment
-    loads) waited for the rest on napari's thread, and the viewer froze 5 s. So it gets a placeholder as well."""
-    if not _importing and (module in sys.modules or "torch" in sys.modules):  # nothing slow left to import
+    """The widget at once when its module is imported, else a placeholder. PyTorch loaded is not enough: the Train
+    widget's module imports matplotlib's Qt canvas, and Train docked after Segment (PyTorch loaded then) held the
+    viewer for 0.5-0.7 s on napari's thread (benchmarks/workflow_stalls.py). While a placeholder imports, PyTorch is
+    in `sys.modules` half-imported: a dock then (Train docked while Segment loads) waited for the rest on napari's
+    thread, and the viewer froze 5 s. So it gets a placeholder as well."""
+    if not _importing and module in sys.modules:  # nothing left to import
         return getattr(importlib.import_module(module), name)(viewer)
     return Loading(viewer, module, name)
 
