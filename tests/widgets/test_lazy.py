@@ -84,7 +84,7 @@ def test_a_widget_whose_module_is_not_imported_yet_docks_as_a_placeholder_even_w
     assert isinstance(lazy._when_loaded(viewer, many_objects, "Widget"), sys.modules[many_objects].Widget)
 
 
-@pytest.mark.parametrize("benchmark", ["first_dock_stall"])
+@pytest.mark.parametrize("benchmark", ["first_dock_stall", "workflow_stalls"])
 def test_the_first_dock_benchmarks_load_no_pytorch_before_they_dock(benchmark):
     """With PyTorch imported by the benchmark itself (benchmarks/timing.py imports engine/device.py), napari built the
     widget at once and the benchmark measured no first dock at all."""
