@@ -57,9 +57,11 @@ _importing: set[str] = set()  # the modules placeholders are importing now (read
 def _when_loaded(viewer: napari.viewer.Viewer, module: str, name: str) -> Any:
     """The widget at once when its module is imported, else a placeholder. PyTorch loaded is not enough: the Train
     widget's module imports matplotlib's Qt canvas, and Train docked after Segment (PyTorch loaded then) held the
-    viewer for 0.5-0.7 s on napari's thread (benchmarks/workflow_stalls.py). While a placeholder imports, PyTorch is
-    in `sys.modules` half-imported: a dock then (Train docked while Segment loads) waited for the rest on napari's
-    thread, and the viewer froze 5 s. So it gets a placeholder as well."""
+    viewer for 0.3-0.7 s on napari's thread (benchmarks/workflow_stalls.py); Segment docked in a session where
+    another plugin had loaded PyTorch imported segmentation-models-pytorch and the engine there (4.1 s).
+
+    While a placeholder imports, PyTorch is in `sys.modules` half-imported: a dock then (Train docked while Segment
+    loads) waited for the rest on napari's thread, and the viewer froze 5 s. So it gets a placeholder as well."""
     if not _importing and module in sys.modules:  # nothing left to import
         return getattr(importlib.import_module(module), name)(viewer)
     return Loading(viewer, module, name)
