@@ -29,5 +29,6 @@ def leftovers_of_a_killed_writer(*targets: tuple[Path, str]) -> list[Path]:
     assert subprocess.run([sys.executable, "-c", _WRITE_AND_DIE, *args]).returncode == 9
     left = {p for folder in folders for p in folder.iterdir()} - before
     assert len(left) == len(targets)
-    return [next(p for p in left if p.parent == target.parent and p.name.startswith(f".{target.name}."))
+    # a temporary name holds a long target's name cut short
+    return [next(p for p in left if p.parent == target.parent and p.name.startswith(f".{target.name}."[:100]))
             for target, _ in targets]

@@ -143,3 +143,19 @@ def test_what_a_model_file_cannot_hold_is_refused_before_the_old_file_is_touched
         write_tensors_atomic(tmp_path / "model.safetensors", tensors, metadata)
     assert _names(tmp_path) == ["model.safetensors"]
     assert torch.equal(safetensors.torch.load_file(tmp_path / "model.safetensors")["w"], torch.zeros(2))
+
+
+@pytest.mark.parametrize("name, suffix", [("a" * 250 + ".tif", ""), ("é" * 120 + "_mask.nii.gz", ".nii.gz")])
+def test_a_file_whose_name_is_near_the_file_systems_limit_is_written_and_its_leftovers_are_found(
+        tmp_path, name, suffix):
+    """A name of up to 255 bytes is a valid file name, so it is written, though its temporary name holds more."""
+    target = tmp_path / name
+    assert len(os.fsencode(target.name)) > 230  # our temporary name adds 23 bytes and the suffix
+    with atomic_path(target, suffix=suffix) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new" and _names(tmp_path) == [name]
+    (left,) = leftovers_of_a_killed_writer((target, suffix))
+    remove_leftover_temp_files(tmp_path, "other" + name)
+    assert left.exists()
+    remove_leftover_temp_files(tmp_path, name)
+    assert _names(tmp_path) == [name]

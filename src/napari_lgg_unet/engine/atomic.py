@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 TEMP_TAG = ".lgg-unet.tmp"  # in every temporary name of ours, so the clean-up never claims a file someone else made
 STALE_SECONDS = 600  # a temp file this old belongs to no live writer (ours write in seconds)
+_NAME_MAX = 255  # bytes in one file name, on every file system we write to
+# bytes of a target's name kept in its temporary name: the rest of that name is 23 bytes, a suffix up to 16 more
+_TARGET_ROOM = _NAME_MAX - len(f"..{'x' * 8}{TEMP_TAG}") - 16
 # `_temp_file`'s names: `.<target>.<mkstemp's random letters, digits, _>.lgg-unet.tmp<suffix>`
 _TEMP_NAME = re.compile(rf"\.(?P<target>.+)\.[a-z0-9_]+{re.escape(TEMP_TAG)}(\.[A-Za-z0-9]+)*")
 
@@ -48,7 +51,8 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
 
 def _temp_file(target: Path, suffix: str) -> Path:
     """A new empty file beside `target`, hidden and named as `_TEMP_NAME` matches."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_TAG + suffix, dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{_target_in_temp_name(target.name)}.", suffix=TEMP_TAG + suffix,
+                               dir=target.parent)
     os.close(fd)
     return Path(tmp)
 
@@ -63,11 +67,20 @@ def remove_leftover_temp_files(folder: Path, target: str | None = None, older_th
     now = time.time()
     for leftover in folder.glob(f".*{TEMP_TAG}*"):
         match = _TEMP_NAME.fullmatch(leftover.name)
-        if match is None or target not in (None, match["target"]):
+        if match is None or (target is not None and _target_in_temp_name(target) != match["target"]):
             continue
         with contextlib.suppress(OSError):
             if leftover.is_file() and now - leftover.stat().st_mtime >= older_than:
                 leftover.unlink()
+
+
+def _target_in_temp_name(name: str) -> str:
+    """`name` cut to `_TARGET_ROOM` bytes: a target whose name is near the file system's limit (a mask named after
+    a long scan name) must still get a temporary name, or it could not be written at all ('File name too long').
+    The clean-up cuts a target's name the same way to find its leftovers. Cut by whole characters, never inside one."""
+    while len(os.fsencode(name)) > _TARGET_ROOM:
+        name = name[:-1]
+    return name
 
 
 def _umask() -> int:
