@@ -52,6 +52,20 @@ def test_predict_on_a_folder_of_cases_writes_one_mask_each_and_evaluate_scores_t
     assert "P1" in printed and "P2" in printed and "2 patients: mean Dice" in printed
 
 
+@pytest.mark.parametrize("again", ["--skip-existing", "--overwrite"])
+def test_a_root_of_loose_volume_files_is_segmented_again_into_its_masks_subfolder(tiny_model_dir, tmp_path, again):
+    """The earlier run's masks in ROOT/masks are no scans: not a subfolder of cases beside the loose ones."""
+    root = tmp_path / "data"
+    root.mkdir()
+    for name in ("P1", "P2"):
+        nib.save(nib.Nifti1Image(np.random.default_rng(0).integers(0, 500, (40, 36, 3), dtype=np.int16), AFFINE),
+                 root / f"{name}.nii.gz")
+    command = ["predict", "--model", str(tiny_model_dir), "--input", str(root), "--output", str(root / "masks")]
+    assert main(command) == 0
+    assert main([*command, again]) == 0
+    assert sorted(p.name for p in (root / "masks").glob("*.nii.gz")) == ["P1_mask.nii.gz", "P2_mask.nii.gz"]
+
+
 def _without_speed(printed: str) -> str:
     """`lgg-unet evaluate`'s report less its speed (slices/s), the one part that differs between two runs."""
     return re.sub(r"[\d.]+ slices/s", "", printed)

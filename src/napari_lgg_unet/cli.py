@@ -296,14 +296,14 @@ def _run_predict(args: argparse.Namespace) -> int:
     from .engine.distributed import interrupt_on_signals, process_group
     from .engine.formats import check_mask_name, file_format
     from .engine.io import existing_path, find_scans, write_mask
-    from .engine.outputs import check_output, model_folders, outside
+    from .engine.outputs import check_output, model_folders
 
     existing_path(args.input)  # a missing input or a link loop is refused before its path is resolved
     if args.output.resolve() == args.input.resolve():
         raise InputError("--output is the same path as --input; the scan would be replaced by its mask")
     check_output(args.output, model_folders(args.model), what="a model folder")  # a mask file, or a folder of them
     device = pick_device(args.device)
-    sources = outside(find_scans(args.input), args.output)  # an earlier run's masks kept inside the input are no scans
+    sources = find_scans(args.input, output=args.output)  # an earlier run's masks kept inside the input are no scans
     if not sources:
         raise InputError(f"{args.input} holds no scans outside --output {args.output}")
     if len(sources) > 1 or args.output.is_dir():  # a folder of scans -> one <scan>_mask file each, in --output

@@ -252,14 +252,16 @@ def load_scan(source: ScanSource, require_mask: bool = False) -> Scan:
     return found.read(path, require_mask)
 
 
-def find_scans(root: str | Path, require_masks: bool = False) -> list[ScanSource]:
+def find_scans(root: str | Path, require_masks: bool = False, output: str | Path | None = None) -> list[ScanSource]:
     """Every scan in `root`: root itself when it is one scan, else the scans in it or in its direct subfolders.
 
     Roots: a Kaggle root, a folder of BraTS / plain case folders, an nnU-Net dataset (its imagesTr) or images
     folder, a folder of NIfTI files, a folder of DICOM folders. Items are Paths (Kaggle folders, files) or Cases;
     load_scan reads each, and each has a `.name`. A root holding scans both loose and in subfolders is refused,
     so a stray file never hides the cases beside it. `require_masks` says the caller will read ground truth
-    (training, evaluation), for the advice given when `root` holds no scans.
+    (training, evaluation), for the advice given when `root` holds no scans. `output`, a cohort's output folder that
+    may lie inside `root`: the masks an earlier run left in it are no scans (outputs.outside), neither listed nor
+    counted as a subfolder's scans beside loose ones, so a root of loose files can be segmented again into ROOT/masks.
     """
     root = existing_path(root)
     found = format_of(root)
@@ -269,11 +271,15 @@ def find_scans(root: str | Path, require_masks: bool = False) -> list[ScanSource
     used = {source.path for case in loose if not isinstance(case, Path) for _, source in case.sequences}
     inside = [scan for folder in sorted(p for p in root.iterdir() if p.is_dir() and p not in used)
               if (kind := format_of(folder)) is not None for scan in kind.sources(folder)]
+    if not (loose or inside):
+        raise not_a_scan(root, require_masks)
+    if output is not None:
+        from .outputs import outside  # it reads this module's Scan types
+
+        loose, inside = outside(loose, output), outside(inside, output)
     if loose and inside:
         raise InputError(f"{root} holds scans both loose ({_names(loose)}) and in subfolders ({_names(inside)}); "
                          "move the loose files into a folder of their own, or give one of the two")
-    if not (loose or inside):
-        raise not_a_scan(root, require_masks)
     return loose or inside
 
 
