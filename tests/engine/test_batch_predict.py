@@ -349,3 +349,31 @@ def test_segment_cohort_refuses_a_folder_holding_a_users_mask_before_reading_any
         next(segment_cohort(model, cases, out, SegmentOptions(), existing="replace"))
     assert sorted(p.name for p in out.iterdir()) == [f"{CASES[3]}_mask.tif"]
     assert (out / f"{CASES[3]}_mask.tif").read_bytes() == users
+
+
+@pytest.mark.parametrize("name", [f"{CASES[3]}_mask.tif", "summary.csv"])
+def test_a_users_link_to_a_missing_file_is_an_output_the_run_refuses_to_replace(tiny_model_dir, cohort, tmp_path, name):
+    """A link to a mask or summary on a drive not plugged in is the user's: replaced only with --overwrite, and
+    --skip-existing does not take a linked summary.csv for its own."""
+    out = tmp_path / "masks"
+    out.mkdir()
+    (out / name).symlink_to(tmp_path / "unplugged" / name)
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu"]
+    with pytest.raises(InputError, match=f"already holds {name}, which this run would write"):
+        next(segment_cohort(load_model(tiny_model_dir), sorted(cohort.iterdir()), out, SegmentOptions()))
+    assert main(argv) == 2
+    if name == "summary.csv":
+        assert main([*argv, "--skip-existing"]) == 2
+    assert sorted(p.name for p in out.iterdir()) == [name] and (out / name).is_symlink()
+
+
+def test_a_users_link_replaced_with_overwrite_stays_replaced_when_a_later_case_fails(tiny_model_dir, cohort, tmp_path):
+    """As every mask --overwrite replaced: removing the new mask too would leave neither the link nor a mask."""
+    out = tmp_path / "masks"
+    out.mkdir()
+    (out / f"{CASES[3]}_mask.tif").symlink_to(tmp_path / "unplugged.tif")
+    (cohort / CASES[5] / f"{CASES[5]}_2.tif").write_bytes(b"not a tiff")
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu"]
+    assert main([*argv, "--overwrite"]) == 2
+    assert [p.name for p in out.glob("*_mask.tif")] == [f"{CASES[3]}_mask.tif"]
+    assert tifffile.imread(out / f"{CASES[3]}_mask.tif").shape == (3, 48, 48)

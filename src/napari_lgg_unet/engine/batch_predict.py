@@ -52,9 +52,11 @@ class CaseSummary:
     seconds: float
 
 
-def finished_output(out_dir: Path, case: str) -> Path | None:
-    """The finished mask of `case` in `out_dir`, whatever its format (a killed writer's temp files are hidden)."""
-    return next((p for p in sorted(out_dir.glob(f"{glob.escape(case)}_mask.*")) if p.is_file()), None)
+def finished_output(out_dir: Path, case: str, links: bool = False) -> Path | None:
+    """The finished mask of `case` in `out_dir`, whatever its format (a killed writer's temp files are hidden).
+    `links`: a link whose target is missing counts too (the user's link to a mask on a drive not plugged in)."""
+    return next((p for p in sorted(out_dir.glob(f"{glob.escape(case)}_mask.*"))
+                 if p.is_file() or (links and p.is_symlink())), None)
 
 
 def segment_cohort(
@@ -169,7 +171,7 @@ def _segment_share(
             done = segment_scan(model, scan, options)
             summary = _summarise(done.scan, done.result.mask, done.seconds)
             row = list(asdict(summary).values())
-            replacing = target.exists()
+            replacing = target.exists() or target.is_symlink()  # a user's link to a missing mask: replaced, asked
             if not replacing:
                 created.append(target)
             write_mask(target, done.result.mask, done.scan)
@@ -194,12 +196,13 @@ def _check_existing(out_dir: Path, cases: Sequence[ScanSource], existing: Existi
 
 def existing_outputs(out_dir: Path, cases: Sequence[ScanSource]) -> list[Path]:
     """The files already in `out_dir` that a run of `cases` would write: a `<case>_mask.*` of one of them (any
-    format: which one a case gets is known only once its scan is read) and `summary.csv`. Other files are not ours."""
+    format: which one a case gets is known only once its scan is read) and `summary.csv`, links whose target is
+    missing included: the run would replace them too. Other files are not ours."""
     if not out_dir.is_dir():
         return []
-    masks = [finished_output(out_dir, case.name) for case in cases]
+    masks = [finished_output(out_dir, case.name, links=True) for case in cases]
     summary = out_dir / SUMMARY_FILE
-    return [p for p in masks if p is not None] + ([summary] if summary.exists() else [])
+    return [p for p in masks if p is not None] + ([summary] if summary.exists() or summary.is_symlink() else [])
 
 
 def check_outputs_free(out_dir: Path, cases: Sequence[ScanSource]) -> None:
@@ -216,7 +219,7 @@ def check_summary_ours(out_dir: Path) -> None:
     """Refuse to continue into a folder whose `summary.csv` this tool did not write: `--skip-existing` keeps the
     masks but rewrites the summary, and a file of that name with another first line is the user's own."""
     summary = out_dir / SUMMARY_FILE
-    if not summary.exists():
+    if not summary.exists() and not summary.is_symlink():  # a link to a missing file is the user's too
         return
     try:
         with open(summary, encoding="utf-8", newline="") as handle:
