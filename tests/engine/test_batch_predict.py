@@ -377,3 +377,18 @@ def test_a_users_link_replaced_with_overwrite_stays_replaced_when_a_later_case_f
     assert main([*argv, "--overwrite"]) == 2
     assert [p.name for p in out.glob("*_mask.tif")] == [f"{CASES[3]}_mask.tif"]
     assert tifffile.imread(out / f"{CASES[3]}_mask.tif").shape == (3, 48, 48)
+
+
+@pytest.mark.parametrize("link", ["hard", "symbolic"])
+def test_a_journal_that_is_a_link_is_continued_as_a_file_of_its_own(tiny_model_dir, cohort, tmp_path, link):
+    """A killed run's journal, hard-linked by a `cp -al` backup of the folder, or a link to a file of the user's: the
+    next run's rows never reach the file behind the other name."""
+    out, elsewhere = tmp_path / "masks", tmp_path / "backup.csv"
+    out.mkdir()
+    elsewhere.write_text(f"{CASES[0]},3,7,,0.5\n")
+    (os.link if link == "hard" else os.symlink)(elsewhere, out / ".summary.rank0.csv")
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu"]
+    assert main([*argv, "--skip-existing"]) == 0
+    assert elsewhere.read_text() == f"{CASES[0]},3,7,,0.5\n"
+    with open(out / "summary.csv", newline="") as handle:
+        assert len(list(csv.reader(handle))) == 1 + len(CASES)

@@ -18,13 +18,15 @@ import glob
 import io
 import math
 import os
+import shutil
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Literal, Sequence, get_args
 
 import numpy as np
 
-from .atomic import write_text_atomic
+from .atomic import atomic_path, write_text_atomic
 from .cohort import loaded_scans, segment_scan
 from .distributed import Group
 from .errors import InputError, few_names
@@ -159,6 +161,7 @@ def _segment_share(
     existing: ExistingOutputs, read_ahead: int,
 ) -> Iterator[CaseSummary | None]:
     journal = out_dir / f".summary.rank{group.rank}.csv"
+    _unshare(journal)
     created: list[Path] = []
     journal_start = journal.stat() if journal.exists() else None
     replaced_rows: list[list[object]] = []  # rows of masks this call replaced: they stay if it fails
@@ -185,6 +188,19 @@ def _segment_share(
         if existing != "skip":
             _remove_created(out_dir, created, journal, journal_start, replaced_rows, existing)
         raise
+
+
+def _unshare(journal: Path) -> None:
+    """Make `journal`, when it is a link, a file of its own with the same rows: a run appends to it and cuts it back
+    when it fails, which must not change the file behind another name (a `cp -al` backup of the folder taken after a
+    killed run keeps a hard link to it; a symbolic link may lead to any file of the user's)."""
+    try:
+        info = journal.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(info.st_mode) or info.st_nlink > 1:
+        with atomic_path(journal) as tmp:
+            shutil.copyfile(journal, tmp)
 
 
 def _check_existing(out_dir: Path, cases: Sequence[ScanSource], existing: ExistingOutputs) -> None:
