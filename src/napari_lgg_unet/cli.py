@@ -164,7 +164,7 @@ def _add_predict(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--input", required=True, type=Path,
                      help="scan (patient / case / DICOM folder, TIFF, NIfTI) or a folder of scans")
     sub.add_argument("--output", required=True, type=Path, help="mask file: .nii.gz/.nii/.nrrd/.mha keep the scan's "
-                     "geometry, else TIFF (a folder for a folder of scans)")
+                     "geometry, else TIFF (a folder for a folder of scans); missing folders are made")
     existing = sub.add_mutually_exclusive_group()  # keep or replace: asking for both is a mistake, not a choice
     existing.add_argument("--skip-existing", action="store_true",
                           help="folder of scans: keep the finished masks already in --output and segment only the "

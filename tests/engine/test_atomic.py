@@ -159,3 +159,14 @@ def test_a_file_whose_name_is_near_the_file_systems_limit_is_written_and_its_lef
     assert left.exists()
     remove_leftover_temp_files(tmp_path, name)
     assert _names(tmp_path) == [name]
+
+
+def test_a_write_that_fails_removes_the_folders_it_made_and_keeps_those_it_found(tmp_path):
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(ZeroDivisionError):
+        with atomic_path(tmp_path / "kept" / "new" / "deeper" / "mask.tif") as tmp:
+            tmp.write_text("half")
+            1 / 0
+    assert _names(tmp_path) == ["kept"] and _names(tmp_path / "kept") == []
+    write_text_atomic(tmp_path / "kept" / "new" / "mask.tif", "whole")
+    assert (tmp_path / "kept" / "new" / "mask.tif").read_text() == "whole"

@@ -31,22 +31,62 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
 
     `suffix` ends the temporary name, for writers that pick the format from the name (nibabel, SimpleITK):
     `.mask.nii.gz.k2j4x7q1.lgg-unet.tmp.nii.gz`. A failure to write (a read-only folder, a full disk) is an
-    InputError naming `target`, never the temporary file the user has not heard of.
+    InputError naming `target`, never the temporary file the user has not heard of. The folders it makes for
+    `target` are removed again, while empty, when the write fails: a failed save leaves nothing behind.
     """
     target = Path(target)
     tmp_path: Path | None = None
+    made: list[Path] = []
+    written = False
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        made = make_folders(target.parent)
         remove_leftover_temp_files(target.parent, target.name, older_than=STALE_SECONDS)
         tmp_path = _temp_file(target, suffix)
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp_path, target)
+        written = True
     except OSError as error:
         raise InputError(f"cannot write {target}: {error.strerror or describe(error)}") from None
     finally:
         if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
+        if not written:
+            remove_empty_folders(made)
+
+
+def make_folders(path: Path) -> list[Path]:
+    """Make `path` and its missing parents; return those this call created, top first (a folder another process
+    makes meanwhile is not counted: it is not this call's to remove)."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    made = []
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            if not folder.is_dir():
+                raise InputError(f"cannot create the output folder {folder}: something that is not a folder is "
+                                 "in its place; choose another output folder") from None
+        except OSError as error:  # a file where a parent folder should be, a read-only place
+            raise InputError(f"cannot create the output folder {missing[0]}: {error.strerror or error}; choose "
+                             "another output folder") from None
+        else:
+            made.append(folder)
+    return made
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove `folders` (top first), from the deepest, while they are empty: what a run wrote stays, with the folders
+    above it."""
+    while folders:
+        try:
+            folders[-1].rmdir()
+        except OSError:
+            return
+        folders.pop()
 
 
 def _temp_file(target: Path, suffix: str) -> Path:

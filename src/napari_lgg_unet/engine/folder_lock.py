@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
-from .atomic import remove_leftover_temp_files
+from .atomic import make_folders, remove_empty_folders, remove_leftover_temp_files
 from .errors import FolderInUse, InputError
 
 LOCK_FILE = ".lock"
@@ -47,50 +47,16 @@ def held_folder(path: Path, task: str, wait: float = 0.0) -> Iterator[None]:
     """
     made: list[Path] = []  # the folders this call created, top first; grows if a failing holder removes them
 
-    def make_folders() -> None:
-        made.extend(_make_folders(path))
+    def make() -> None:
+        made.extend(make_folders(path))
 
     try:
-        make_folders()
-        with _lock_file(path / LOCK_FILE, task, made, make_folders, wait):
+        make()
+        with _lock_file(path / LOCK_FILE, task, made, make, wait):
             yield
     except BaseException:
-        _remove_empty_folders(made)  # those made before the lock was taken: a refusal (or a file in the way)
+        remove_empty_folders(made)  # those made before the lock was taken: a refusal (or a file in the way)
         raise
-
-
-def _make_folders(path: Path) -> list[Path]:
-    """Make `path` and its missing parents; return those this call created, top first (a folder another process
-    makes meanwhile is not counted: it is not this call's to remove)."""
-    missing = []
-    while not path.exists() and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    made = []
-    for folder in reversed(missing):
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            if not folder.is_dir():
-                raise InputError(f"cannot create the output folder {folder}: something that is not a folder is "
-                                 "in its place; choose another output folder") from None
-        except OSError as error:  # a file where a parent folder should be, a read-only place
-            raise InputError(f"cannot create the output folder {missing[0]}: {error.strerror or error}; choose "
-                             "another output folder") from None
-        else:
-            made.append(folder)
-    return made
-
-
-def _remove_empty_folders(folders: list[Path]) -> None:
-    """Remove `folders` (top first), from the deepest, while they are empty: what a run wrote stays, with the folders
-    above it."""
-    while folders:
-        try:
-            folders[-1].rmdir()
-        except OSError:
-            return
-        folders.pop()
 
 
 @contextlib.contextmanager
@@ -262,4 +228,4 @@ def _remove_made(remove: tuple[Path | None, list[Path]] | None) -> None:
     if lock is not None:
         with contextlib.suppress(OSError):
             lock.unlink()
-    _remove_empty_folders(folders)
+    remove_empty_folders(folders)
