@@ -1,5 +1,7 @@
 """outputs: a mask is never written onto, or into, a file or case folder that a job reads."""
 
+import os
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -7,6 +9,7 @@ import tifffile
 
 from napari_lgg_unet.engine.cases import cases_in_folder
 from napari_lgg_unet.engine.errors import InputError
+from napari_lgg_unet.engine.io import load_scan, write_mask
 from napari_lgg_unet.engine.outputs import check_output, check_unique_names, input_paths, outside
 
 
@@ -81,3 +84,19 @@ def test_two_cases_with_one_name_are_refused(tmp_path):
     check_unique_names(cases_in_folder(tmp_path / "x"))
     with pytest.raises(InputError, match="two cases are named D"):
         check_unique_names(cases_in_folder(first.parent) + cases_in_folder(second.parent))
+
+
+def test_another_name_of_an_input_file_is_that_input(tmp_path):
+    """As the file system knows it: a hard link here, and on a case-insensitive disk (macOS, Windows) a spelling that
+    differs in case only, which a compared path does not see and replacing would replace the scan."""
+    scan_path = _nifti(tmp_path / "P1" / "P1_flair.nii.gz")
+    other = tmp_path / "elsewhere" / "flair.nii.gz"
+    other.parent.mkdir()
+    os.link(scan_path, other)
+    with pytest.raises(InputError, match="part of the input"):
+        check_output(other, cases_in_folder(tmp_path / "P1"))
+    check_output(tmp_path / "elsewhere" / "P1_mask.nii.gz", cases_in_folder(tmp_path / "P1"))
+    scan = load_scan(tmp_path / "P1")
+    with pytest.raises(InputError, match="is a file of the scan P1 itself"):
+        write_mask(other, np.zeros((3, 4, 4), np.uint8), scan)  # a script's call, without check_output
+    assert nib.load(scan_path).get_fdata().shape == (4, 4, 3) and other.stat().st_nlink == 2

@@ -308,11 +308,13 @@ def write_mask(path: str | Path, mask: np.ndarray, scan: Scan) -> None:
     that fed the scan or its mask (`scan.files`; `geometry.sources` for a scan rebuilt from a layer): callers check
     more (outputs.check_output), but a script calling this alone must not replace the user's FLAIR, or the expert's
     labels, with its mask."""
+    from .outputs import landing  # it reads this module's Scan types
+
     path = Path(path)
     fed = [*scan.files, *(Path(source) for _, source in (scan.geometry.sources if scan.geometry else ()))]
-    hit = next((source for source in fed if path.resolve().is_relative_to(source.resolve())), None)
+    hit = landing(path, [source.resolve() for source in fed])
     if hit is not None:  # the file itself, or inside a folder the scan was read from
-        what = "is a file" if path.resolve() == hit.resolve() else f"lies in {hit}, a folder"
+        what = f"lies in {hit}, a folder" if hit.is_dir() else "is a file"
         raise InputError(f"{path} {what} of the scan {scan.name} itself; write its mask elsewhere")
     kind = file_format(path) or TIFF
     if not kind.is_volume and np.ndim(scan.image) == (3 if scan.rgb else 2):

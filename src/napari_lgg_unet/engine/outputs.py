@@ -1,10 +1,12 @@
 """Where masks may be written: never onto, or into, a file or case that a job reads, so a mask can never replace a
 scan, its labels or another case's slices.
 
-Paths are compared after resolving links, so a link to an input is that input. A case's folder counts as part of
-the case when it is named after it (a Kaggle patient folder, a BraTS or plain case folder, a DICOM folder): a mask
-written into it would become one of the case's files on the next run. A cohort's output folder inside its input
-root is not a case: `outside` leaves out the masks lying in it, so a cohort can be run again into the same folder.
+Paths are compared after resolving links, so a link to an input is that input, and as the file system knows them,
+so another spelling of an input (a case-only difference on a case-insensitive disk) or another name of it (a hard
+link) is that input too. A case's folder counts as part of the case when it is named after it (a Kaggle patient
+folder, a BraTS or plain case folder, a DICOM folder): a mask written into it would become one of the case's files on
+the next run. A cohort's output folder inside its input root is not a case: `outside` leaves out the masks lying in
+it, so a cohort can be run again into the same folder.
 """
 
 from __future__ import annotations
@@ -69,16 +71,42 @@ def check_output(output: str | Path, sources: Sequence[ScanSource], folder: bool
     target = Path(output).resolve()
     for source in sources:
         paths = input_paths(source)
-        hit = (next((p for p in paths if target == p), None)
-               or next((p for p in paths if target.is_relative_to(p)), None))
+        hit = landing(target, paths)
         if hit is None and folder:
-            hit = next((p.parent for p in paths if target == p.parent), None)
+            hit = next((p.parent for p in paths if _same(target, p.parent)), None)
         if hit is not None:
             raise InputError(f"output {output} would land on or in {hit}, which is part of {what}; "
                              f"write it outside {what}")
         if (case := _case_it_would_join(target, paths)) is not None:
             raise InputError(f"output {output} would be read as a file of {case}, an input (its name groups it "
                              "with that scan's files); give it another name or write it elsewhere")
+
+
+def landing(output: str | Path, paths: Sequence[Path]) -> Path | None:
+    """The first of `paths` (resolved) that `output` is or lies in, as the file system knows them: on a
+    case-insensitive disk (macOS, Windows) `p1/P1_FLAIR.nii.gz` is the scan `P1/P1_flair.nii.gz` and lies in its
+    folder `P1`, which comparing the paths does not see; a hard link (or a bind mount) is another name likewise."""
+    target = Path(output).resolve()
+    here = {identity for identity in map(_identity, (target, *target.parents)) if identity is not None}
+    return (next((p for p in paths if target == p), None)
+            or next((p for p in paths if target.is_relative_to(p)), None)
+            or next((p for p in paths if _identity(p) in here), None))
+
+
+def _same(path: Path, other: Path) -> bool:
+    """Whether two resolved paths name one file or folder, however spelled (see `landing`)."""
+    identity = _identity(path)
+    return path == other or (identity is not None and identity == _identity(other))
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file or folder `path` names (device and inode), or None where there is none: two spellings of one file,
+    or two names of it (a hard link), have one identity."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _case_it_would_join(target: Path, paths: list[Path]) -> str | None:
