@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -273,3 +274,43 @@ def test_weights_of_another_encoder_are_told_in_one_short_line_without_any_downl
     with pytest.raises(ModelError, match=r"does not match its config.json: \d+ tensors missing \(encoder\.") as error:
         load_model(folder)
     assert len(str(error.value)) < 1000 and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("target", ["/nonexistent/config.json", "config.json"], ids=["dangling", "looping"])
+def test_a_config_json_link_to_nothing_is_refused_instead_of_loading_the_weights_own_config(tiny_model_dir, tmp_path,
+                                                                                           target):
+    folder = _copy(tiny_model_dir, tmp_path / "linked")
+    (folder / CONFIG_FILE).unlink()
+    (folder / CONFIG_FILE).symlink_to(target)  # the user's config (say, a threshold they set) is not there
+    with pytest.raises(ModelError, match=f"{folder / CONFIG_FILE}"):
+        load_model(folder)
+
+
+@pytest.mark.parametrize("name", [CONFIG_FILE, WEIGHTS_FILE])
+def test_a_named_pipe_in_a_model_folder_is_refused_as_no_file_without_reading_it(tiny_model_dir, tmp_path, name):
+    folder = _copy(tiny_model_dir, tmp_path / "piped")
+    (folder / name).unlink()
+    os.mkfifo(folder / name)  # opening it would wait for a writer for ever
+    with pytest.raises(ModelError, match=f"{folder / name} is not a regular file"):
+        load_model(folder)
+
+
+def test_saving_into_a_folder_with_a_named_pipe_refuses_without_opening_the_pipe(tiny_model_dir, tmp_path,
+                                                                                  monkeypatch):
+    from napari_lgg_unet.engine import model as model_module
+
+    model = load_model(tiny_model_dir)
+    folder = tmp_path / "piped"
+    folder.mkdir()
+    os.mkfifo(folder / WEIGHTS_FILE)
+    opened = []
+
+    def no_real_open(path, *args, **kwargs):  # a real open of the pipe would hang this test, not fail it
+        opened.append(path)
+        raise OSError("opened")
+
+    monkeypatch.setattr(model_module, "safe_open", no_real_open)
+    with pytest.raises(InputError, match="is not a napari-lgg-unet/1 model file"):
+        save_model(model.network, model.config, folder)
+    assert opened == []
+

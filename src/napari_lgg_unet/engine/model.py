@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import uuid
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
@@ -203,6 +204,8 @@ def _is_our_config(path: Path) -> bool:
 
 def _is_our_weights(path: Path) -> bool:
     try:
+        if not path.is_file():  # a FIFO's open() waits for a writer: the save would hang for ever
+            return False
         with safe_open(str(path), "pt") as handle:
             return (handle.metadata() or {}).get("format") == FORMAT
     except (SafetensorError, OSError, ValueError, RuntimeError):
@@ -250,12 +253,37 @@ def not_a_model_folder(path: Path) -> str:
     return f"model folder not found: {path}"
 
 
+def _model_file(folder: Path, name: str) -> Path | None:
+    """`folder / name` when it is a regular file (links followed), None when nothing has that name; anything else is
+    a ModelError naming it.
+
+    A link to nothing (or a loop of links) was taken for a missing config.json, and the config saved in the weights
+    was loaded instead: the user's own config, a threshold they set, ignored without a word. A FIFO was told as
+    missing too, and opening one waits for a writer for ever.
+    """
+    path = folder / name
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):  # NotADirectoryError: `folder` is a file, refused by the caller
+        if path.is_symlink():
+            raise ModelError(f"{path} is a link to {os.readlink(path)}, which does not exist") from None
+        return None
+    except OSError as error:  # a loop of links, a folder the user may not enter
+        raise ModelError(f"cannot read {path}: {error.strerror or describe(error)}") from None
+    if stat.S_ISDIR(mode):
+        raise ModelError(f"{path} is a folder; a model's {name} must be a file")
+    if not stat.S_ISREG(mode):
+        raise ModelError(f"{path} is not a regular file (a named pipe, socket or device); a model's {name} must be "
+                         "a file")
+    return path
+
+
 def read_config(folder: str | Path) -> ModelConfig:
     folder = resolve_model_path(folder)
     if not folder.is_dir():
         raise ModelError(not_a_model_folder(folder))
-    config_path = folder / CONFIG_FILE
-    if not config_path.is_file():
+    config_path = _model_file(folder, CONFIG_FILE)
+    if config_path is None:
         raise ModelError(f"{folder} is not a model folder: it has no {CONFIG_FILE}")
     if config_path.stat().st_size > MAX_CONFIG_BYTES:
         raise ModelError(f"{config_path} is too large to be a model config")
@@ -287,11 +315,11 @@ def saved_config(folder: str | Path) -> ModelConfig:
     """The config a model folder (or 'default') is loaded with, read without its tensors: config.json, or the config
     saved in the weights when config.json is missing or belongs to another save (a save killed between its renames)."""
     path = resolve_model_path(folder)
-    weights = path / WEIGHTS_FILE
+    weights = _model_file(path, WEIGHTS_FILE)
     # A first save killed between its two renames leaves weights without config.json: they carry their config.
-    first_save_cut = weights.is_file() and not (path / CONFIG_FILE).exists()
+    first_save_cut = weights is not None and _model_file(path, CONFIG_FILE) is None
     config = None if first_save_cut else read_config(path)
-    if not weights.is_file():
+    if weights is None:
         raise ModelError(f"{path} has a config but no {WEIGHTS_FILE}")
     try:
         with safe_open(str(weights), "pt") as handle:
