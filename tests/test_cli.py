@@ -186,6 +186,9 @@ def test_bad_inputs_exit_2_with_one_line_and_leave_no_output(tiny_model_dir, tmp
         "predict", "--model", str(tmp_path / "four.tif"), "--input", str(tmp_path / "four.tif"), "--output", str(out)
     ])
     assert f"{tmp_path / 'four.tif'} is a file, not a model folder" in message  # not 'not found': it is there
+    assert "the model name is empty" in _one_line_error(capsys, [  # not ". is not a model folder"
+        "predict", "--model", "", "--input", str(tmp_path / "four.tif"), "--output", str(out)
+    ])
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / CONFIG_FILE).write_text("{")

@@ -314,3 +314,7 @@ def test_saving_into_a_folder_with_a_named_pipe_refuses_without_opening_the_pipe
         save_model(model.network, model.config, folder)
     assert opened == []
 
+
+def test_an_empty_model_name_is_told_as_empty_not_as_the_current_folder():
+    with pytest.raises(ModelError, match="the model name is empty"):
+        load_model("")

@@ -236,6 +236,8 @@ def resolve_model_path(model: str | Path) -> Path:
     """
     if not isinstance(model, (str, os.PathLike)):
         raise ModelError(f"a model is given as 'default' or a folder path, not {type(model).__name__} {model!r:.60}")
+    if model == "":  # Path('') is the current folder: "--model ''" was told as ". is not a model folder"
+        raise ModelError("the model name is empty: give 'default' or a model folder")
     if isinstance(model, str) and model == DEFAULT_MODEL_NAME:
         path = default_model_path()
         if not (path / CONFIG_FILE).is_file():
