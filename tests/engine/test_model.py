@@ -4,6 +4,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
 from napari_lgg_unet.engine.errors import DeviceError, InputError, ModelError
 from napari_lgg_unet.engine.model import CONFIG_FILE, WEIGHTS_FILE, build_network, load_model, read_config, save_model
@@ -318,3 +319,35 @@ def test_saving_into_a_folder_with_a_named_pipe_refuses_without_opening_the_pipe
 def test_an_empty_model_name_is_told_as_empty_not_as_the_current_folder():
     with pytest.raises(ModelError, match="the model name is empty"):
         load_model("")
+
+
+def test_a_config_naming_a_bigger_encoder_is_refused_before_its_network_is_built(tiny_model_dir, tmp_path,
+                                                                                  monkeypatch):
+    from napari_lgg_unet.engine import model as model_module
+
+    folder = _copy(tiny_model_dir, tmp_path / "bigger")
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    (folder / CONFIG_FILE).write_text(json.dumps({**config, "encoder": "resnet50"}))  # resnext101_32x48d: 830M
+    built_on = []
+
+    def recording_build(config):
+        network = build_network(config)
+        built_on.append(next(network.parameters()).device.type)
+        return network
+
+    monkeypatch.setattr(model_module, "build_network", recording_build)
+    with pytest.raises(ModelError, match=r"does not match its config.json: .*of another shape"):
+        load_model(folder)
+    assert set(built_on) <= {"meta"}  # laid out without memory, never built for real
+
+
+def test_weights_without_a_batch_count_still_load(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = _copy(tiny_model_dir, tmp_path / "no_count")
+    state = load_file(str(folder / WEIGHTS_FILE))
+    with safe_open(str(folder / WEIGHTS_FILE), "pt") as handle:
+        metadata = handle.metadata()
+    save_file({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, folder / WEIGHTS_FILE,
+              metadata)
+    load_model(folder)
