@@ -65,6 +65,12 @@ def test_clicks_are_points_that_re_segment_and_undo_one_by_one(viewer, qtbot, no
     assert len(widget.corrections.session.clicks) == 2
     assert not np.array_equal(points.face_color[0], points.face_color[1])  # positive and negative look different
     assert tumour.data[inside] == 1
+    widget.truth.value = truth  # the volume's scores follow a click (they are not recomputed on a slider step)
+    _click(widget, qtbot, (3, 24, 24), positive=False)
+    assert widget.readouts.scores["volume"] == volume_scores(tumour.data, truth.data).to_dict()
+    widget.corrections.undo()
+    qtbot.waitUntil(lambda: not widget.corrections.job.running, timeout=60_000)
+    assert widget.readouts.scores["volume"] == volume_scores(tumour.data, truth.data).to_dict()
     model_threshold = widget.cleanup.threshold.value
     for threshold in (0.5, 0.55, 0.6):  # the clicks stay through a new threshold, applied off the viewer's thread
         widget.cleanup.threshold.value = threshold

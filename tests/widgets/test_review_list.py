@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from qtpy.QtCore import Qt
 
+from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.pieces import label_pieces
+from napari_lgg_unet.widgets import readouts as readouts_module
 from napari_lgg_unet.widgets.layers import current_slice
 
 from widget_helpers import dock, settle
@@ -48,6 +50,26 @@ def test_the_list_shows_every_piece_least_sure_first_and_a_row_click_goes_to_it(
         widget.review_list.table.native.cellClicked.emit(row, 1)
         assert current_slice(viewer, tumour) == round(piece.centre[0])
         np.testing.assert_allclose(viewer.camera.center[-2:], tumour.data_to_world(piece.centre)[-2:], atol=1e-6)
+
+
+def test_a_row_click_is_one_slice_change_scoring_one_slice_and_removing_a_piece_scores_the_volume(viewer, reviewed,
+                                                                                                 monkeypatch):
+    widget = reviewed
+    truth = viewer.layers["TCGA_CS_6665_20010817 mask"]
+    widget.truth.value = truth
+    tumour = widget.prediction_layer()
+    scored = []  # the number of axes of every pair of masks scored
+    score = readouts_module.volume_scores
+    monkeypatch.setattr(readouts_module, "volume_scores", lambda p, t: (scored.append(p.ndim), score(p, t))[1])
+    steps = []
+    viewer.dims.events.current_step.connect(lambda event: steps.append(event.value))
+    widget.review_list.table.native.cellClicked.emit(0, 1)
+    assert len(steps) == 1 and scored == [2]  # one step (not one per axis), and the shown slice only is scored
+    z = current_slice(viewer, tumour)
+    assert widget.readouts.scores[f"slice {z}"] == volume_scores(tumour.data[z], truth.data[z]).to_dict()
+    _keep(widget, 0, False)  # a piece removed changes the volume's scores
+    assert 3 in scored
+    assert widget.readouts.scores["volume"] == volume_scores(tumour.data, truth.data).to_dict()
 
 
 def test_unticking_removes_the_piece_a_new_threshold_keeps_it_removed_and_ticking_restores_it(qtbot, viewer, reviewed):

@@ -17,6 +17,7 @@ from napari_lgg_unet.engine.model import PostprocessConfig
 from napari_lgg_unet.engine.pieces import label_pieces
 from napari_lgg_unet.engine.predict import SegmentProgress, postprocess
 from napari_lgg_unet.sample_data import sample_patient
+from napari_lgg_unet.widgets import readouts as readouts_module
 from napari_lgg_unet.widgets import segment as segment_module
 from napari_lgg_unet.widgets.layers import OWNER_KEY
 from napari_lgg_unet.widgets.readouts import Readouts, write_readouts_csv
@@ -298,6 +299,35 @@ def test_readouts_equal_the_engine_metrics_for_volume_and_shown_slice(qtbot, vie
     assert lines[0].startswith("image,ground_truth,scope,dice")
     assert lines[1].startswith(f"{PATIENT},{PATIENT} mask,volume,")
     assert len(lines) == 3
+
+
+@pytest.mark.usefixtures("inline_jobs")
+def test_a_slider_step_scores_the_new_slice_only_and_a_new_threshold_or_painting_scores_the_volume(qtbot, viewer,
+                                                                                                 segment_widget,
+                                                                                                 monkeypatch):
+    widget = segment_widget
+    widget.cleanup.threshold.value = 0.05
+    run_segment(qtbot, widget)
+    truth = viewer.layers[f"{PATIENT} mask"]
+    widget.truth.value = truth
+    prediction = widget.prediction_layer()
+    scored = []  # the number of axes of every pair of masks scored
+    score = readouts_module.volume_scores
+    monkeypatch.setattr(readouts_module, "volume_scores", lambda p, t: (scored.append(p.ndim), score(p, t))[1])
+    for z in (4, 1, 5):
+        viewer.dims.set_current_step(0, z)
+        assert widget.readouts.scores[f"slice {z}"] == volume_scores(prediction.data[z], truth.data[z]).to_dict()
+    assert scored == [2, 2, 2]
+    widget.cleanup.threshold.value = 0.1
+    assert scored.count(3) == 1
+    assert widget.readouts.scores["volume"] == volume_scores(prediction.data, truth.data).to_dict()
+    z, y, x = np.argwhere(truth.data > 0)[0]
+    viewer.dims.set_current_step(0, z)
+    prediction.brush_size = 15
+    prediction.paint((z, y, x), 0, refresh=True)
+    qtbot.waitUntil(lambda: scored.count(3) == 2, timeout=2000)
+    assert widget.readouts.scores["volume"] == volume_scores(prediction.data, truth.data).to_dict()
+    assert widget.readouts.scores[f"slice {z}"] == volume_scores(prediction.data[z], truth.data[z]).to_dict()
 
 
 @pytest.mark.usefixtures("inline_jobs")

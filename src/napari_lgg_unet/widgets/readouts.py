@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +26,11 @@ class Readouts:
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def compute_readouts(
-    prediction: np.ndarray,
-    truth: np.ndarray | None = None,
-    slice_index: int | None = None,
-    scale: tuple[float, ...] | None = None,
-    unit: str = "",
+def volume_readouts(
+    prediction: np.ndarray, truth: np.ndarray | None = None, scale: tuple[float, ...] | None = None, unit: str = ""
 ) -> Readouts:
-    """`prediction` and `truth` have the same shape (anything > 0 is tumour); `scale` is the size of one voxel."""
+    """The whole volume's size and scores: `prediction` and `truth` have the same shape (anything > 0 is tumour);
+    `scale` is the size of one voxel. They change only when a mask does, not on a slider step (`with_slice`)."""
     voxels = int(np.count_nonzero(prediction))
     physical = None
     if scale is not None and any(abs(s - 1.0) > 1e-12 for s in scale):
@@ -41,8 +38,14 @@ def compute_readouts(
     result = Readouts(voxels, physical, unit)
     if truth is not None:
         result.scores["volume"] = volume_scores(prediction, truth).to_dict()
-        if slice_index is not None:
-            result.scores[f"slice {slice_index}"] = volume_scores(prediction[slice_index], truth[slice_index]).to_dict()
+    return result
+
+
+def with_slice(volume: Readouts, prediction: np.ndarray, truth: np.ndarray | None, slice_index: int | None) -> Readouts:
+    """`volume` (left as it is) plus the scores of slice `slice_index` of the masks it was computed from."""
+    result = replace(volume, scores=dict(volume.scores))
+    if truth is not None and slice_index is not None:
+        result.scores[f"slice {slice_index}"] = volume_scores(prediction[slice_index], truth[slice_index]).to_dict()
     return result
 
 

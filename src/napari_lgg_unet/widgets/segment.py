@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import weakref
 from contextlib import ExitStack
+from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
@@ -36,7 +37,7 @@ from .layers import (
     LayerPicker, as_shown, binary_mask, current_slice, edited, hand_over, image_choices, labels_choices, mark_edited,
     owned_layer, placement_fix, put_owned_layer, segmentation_shown, set_owned_data, shown_elsewhere, to_layer_order,
 )
-from .readouts import Readouts, compute_readouts, readouts_text, write_readouts_csv
+from .readouts import Readouts, readouts_text, volume_readouts, with_slice, write_readouts_csv
 from .review import ReviewList
 from .sequences import model_input, named_sequences, says_sequence, sequence_pickers
 from .session_models import session_models
@@ -119,6 +120,7 @@ class SegmentWidget(Container):
         self._shown: np.ndarray | None = None  # the tumour layer as last set, to tell the user's painting from it
         self._painted: np.ndarray | None = None  # where the user painted or erased since Segment (bool)
         self.readouts: Readouts | None = None
+        self._scored: _Scored | None = None  # what the volume readouts were computed from, for the slice readouts
         self.extend([*self._input_controls(), *self._cleanup_controls(), *self._correction_controls(),
                      *self._readout_controls()])
         explain(self)
@@ -127,7 +129,7 @@ class SegmentWidget(Container):
         self._take_flair(next((layer for layer in reversed(viewer.layers) if says_sequence(layer, FLAIR)), None))
         connect_while_docked(self.native, [
             *choices_follow_layers(viewer, self),
-            (viewer.dims.events.current_step, self.update_readouts),
+            (viewer.dims.events.current_step, self._slice_changed),
             (viewer.layers.events.inserted, lambda event: self._take_flair(event.value)),
             (viewer.layers.events.removed, self._forget_gone_mask),
             (session_models.changed, self.model.reset_choices),
@@ -463,8 +465,8 @@ class SegmentWidget(Container):
             return
         world = np.asarray(layer.data_to_world(piece.centre[-layer.ndim :]), dtype=float)
         offset = self.viewer.dims.ndim - len(world)
-        for axis, value in enumerate(world):
-            self.viewer.dims.set_point(offset + axis, value)
+        # one step, not one per axis: each step is a slice change that every listener (the readouts) answers
+        self.viewer.dims.set_point(range(offset, self.viewer.dims.ndim), world)
         self.viewer.camera.center = tuple(world[axis - offset] for axis in self.viewer.dims.displayed if axis >= offset)
 
     def _take_flair(self, layer: object) -> None:
@@ -547,12 +549,14 @@ class SegmentWidget(Container):
         self.update_readouts()
 
     def update_readouts(self) -> None:
-        """Recompute size and scores for the volume and the slice on screen: on every slice change, and after the
-        tumour layer or the ground truth was painted, given new data or moved (`LayerWatch`)."""
+        """Recompute size and scores for the volume and the slice on screen: after the tumour layer or the ground
+        truth was painted, given new data or moved (`LayerWatch`), or replaced. A slice change recomputes the slice
+        scores only (`_slice_changed`)."""
         prediction = self.prediction_layer()
         truth_layer = self.truth.value
         self._readout_watch.settled()
         self._readout_watch.watch([prediction, truth_layer])
+        self._scored = None
         if prediction is None:
             self.readouts = None
             self._update_readout_text()
@@ -565,9 +569,25 @@ class SegmentWidget(Container):
                 self.readouts = None
                 self._update_readout_text(problem)
                 return
-        self.readouts = compute_readouts(
-            mask, truth, current_slice(self.viewer, prediction), tuple(prediction.scale), _volume_unit(prediction)
-        )
+        volume = volume_readouts(mask, truth, tuple(prediction.scale), _volume_unit(prediction))
+        self._scored = _Scored(prediction, truth_layer, mask, truth, volume)
+        self._show_slice_readouts()
+
+    def _slice_changed(self) -> None:
+        """A slider step: only the slice scores change. Recomputing the volume's on every step (its counts and scores
+        over every voxel) made the slider lag on a large scan, three times over for a click on a review row (one
+        step per axis). A change of the masks still pending (`LayerWatch`) recomputes everything when it fires."""
+        scored = self._scored
+        if scored is not None and scored.prediction is self.prediction_layer() and scored.truth_layer is (
+                self.truth.value):
+            self._show_slice_readouts()
+        else:  # nothing scored yet, or the layers scored are no longer the ones chosen
+            self.update_readouts()
+
+    def _show_slice_readouts(self) -> None:
+        scored = self._scored
+        self.readouts = with_slice(scored.volume, scored.mask, scored.truth,
+                                   current_slice(self.viewer, scored.prediction))
         self._update_readout_text()
 
     def _update_readout_text(self, problem: str = "") -> None:
@@ -593,6 +613,18 @@ class SegmentWidget(Container):
             notify.show_error(str(error))
             return
         notify.show_info(f"readouts saved to {written}")
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """The masks the volume readouts were computed from (bool, on the prediction's grid; `truth` None without a ground
+    truth) and those readouts, kept so that a slider step scores one slice of them."""
+
+    prediction: Labels
+    truth_layer: Labels | None
+    mask: np.ndarray
+    truth: np.ndarray | None
+    volume: Readouts
 
 
 def _truth_on_grid(truth: Labels, prediction: Labels) -> tuple[np.ndarray | None, str]:
