@@ -211,6 +211,15 @@ def _kaggle_mask_slice_of_another_shape(w: Workspace) -> Path:
                                                                  np.zeros((32, 40), np.uint8)])
 
 
+def _kaggle_slices_of_two_patients(w: Workspace) -> Path:
+    """Q's slices and masks beside P's: paired by number alone, one patient's masks would land on the other's."""
+    folder = w.kaggle_patient(np.zeros((2, 32, 32, 3), np.uint8), [np.full((32, 32), 255, np.uint8)] * 2)
+    for number in (1, 2):
+        tifffile.imwrite(folder / f"Q_{number}.tif", np.zeros((32, 32, 3), np.uint8))
+        tifffile.imwrite(folder / f"Q_{number}_mask.tif", np.zeros((32, 32), np.uint8))
+    return folder
+
+
 def _symlink_loop(w: Workspace) -> Path:
     (w.inputs / "loop").symlink_to(w.inputs / "loop")
     return w.inputs / "loop"
@@ -597,6 +606,8 @@ CLI_CASES = [
                  id="evaluate labels that miss the FLAIR"),
     pytest.param(_train(data=_kaggle_mask_slice_of_another_shape), "mask P_2_mask.tif has shape",
                  id="train on a Kaggle mask slice of another shape"),
+    pytest.param(_train(data=_kaggle_slices_of_two_patients), "holds the slices of 2 patients (P and Q)",
+                 id="train on a folder of two patients' slices"),
     pytest.param(lambda w: ["calibrate", "--model", "default", "--data", str(w.patient)],
                  "default model is part of the installed package", id="calibrate --model default"),
     pytest.param(lambda w: ["view", str(BAD_SCANS["corrupt TIFF"][0](w))], "empty or corrupt",

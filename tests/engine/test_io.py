@@ -115,3 +115,40 @@ def test_a_require_mask_flag_that_is_not_true_or_false_is_refused_by_every_loade
         with pytest.raises(InputError, match=f"{name} must be true or false"):
             load(sample_patient_dir, flag)
     assert load_scan(sample_patient_dir, np.bool_(True)).mask is not None
+
+
+def _slice_pair(folder, name, tumour_pixel=None):
+    """A slice `<name>.tif` and its mask `<name>_mask.tif`, tumour at `tumour_pixel` (none when None)."""
+    folder.mkdir(exist_ok=True)
+    mask = np.zeros((8, 8), np.uint8)
+    if tumour_pixel is not None:
+        mask[tumour_pixel] = 255
+    tifffile.imwrite(folder / f"{name}.tif", np.zeros((8, 8, 3), np.uint8))
+    tifffile.imwrite(folder / f"{name}_mask.tif", mask)
+
+
+def test_slices_of_two_patients_in_one_folder_are_refused_not_paired_by_number(tmp_path):
+    patient = tmp_path / "P"
+    _slice_pair(patient, "P_1", tumour_pixel=(1, 1))
+    _slice_pair(patient, "Q_1")  # paired by number, Q's empty mask could land on P's slice
+    with pytest.raises(InputError, match=r"slices of 2 patients \(P and Q\)"):
+        load_patient(patient, require_masks=True)
+
+
+@pytest.mark.parametrize("twin", ["P_01.tif", "P_1_mask.tiff"])
+def test_two_files_for_one_slice_are_refused_by_name(tmp_path, twin):
+    patient = tmp_path / "P"
+    _slice_pair(patient, "P_1", tumour_pixel=(1, 1))
+    tifffile.imwrite(patient / twin, np.zeros((8, 8), np.uint8))
+    with pytest.raises(InputError, match=f"{twin}.* are files of one slice"):
+        load_patient(patient)
+
+
+def test_a_mask_without_its_slice_is_refused_when_masks_are_read_for_training(tmp_path):
+    patient = tmp_path / "P"
+    _slice_pair(patient, "P_1")
+    _slice_pair(patient, "P_2", tumour_pixel=(1, 1))
+    (patient / "P_2.tif").unlink()  # its tumour would be left out of training and scoring without a word
+    with pytest.raises(InputError, match="no slice image beside the mask P_2_mask.tif"):
+        load_patient(patient, require_masks=True)
+    assert load_patient(patient).image.shape[0] == 1  # viewing needs no masks: the slice opens

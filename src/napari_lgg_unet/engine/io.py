@@ -142,24 +142,47 @@ def _tifffile_errors() -> Iterator[list[str]]:
         _TIFFFILE_LOG.reading.errors = None
 
 
-def _slice_files(folder: Path) -> tuple[list[tuple[int, Path]], dict[int, Path]]:
-    images, masks = [], {}
-    for file in folder.iterdir():
+SliceKey = tuple[str, int]  # (patient stem, slice number): what pairs a slice with its mask
+
+
+def _slice_files(folder: Path) -> tuple[dict[SliceKey, list[Path]], dict[SliceKey, list[Path]]]:
+    """The folder's slice images and slice masks, each listed under (stem, number) as its name says."""
+    images: dict[SliceKey, list[Path]] = {}
+    masks: dict[SliceKey, list[Path]] = {}
+    for file in sorted(folder.iterdir()):
         match = _SLICE.match(file.name)
-        if not match or not file.is_file():
-            continue
-        index = int(match["index"])
-        if match["mask"]:
-            masks[index] = file
-        else:
-            images.append((index, file))
-    images.sort()
+        if match and file.is_file():
+            (masks if match["mask"] else images).setdefault((match["stem"], int(match["index"])), []).append(file)
     return images, masks
 
 
 def is_patient_folder(folder: str | Path) -> bool:
     folder = Path(folder)
     return folder.is_dir() and bool(_slice_files(folder)[0])
+
+
+def _paired_slices(folder: Path, require_masks: bool) -> list[tuple[Path, Path | None]]:
+    """Each slice in number order with its own mask (`<stem>_<n>_mask.tif` beside `<stem>_<n>.tif`, None if absent).
+
+    Pairing is by the whole name, never by number alone, so one patient's mask never lands on another's slice: a
+    folder of two patients' slices, two files of one number (`P_1.tif`, `P_01.tif`, `P_1.tiff`) and, when masks are
+    needed, a mask without its slice (ground truth that would silently be left out) are refused by name."""
+    images, masks = _slice_files(folder)
+    if not images:
+        raise InputError(f"{folder} holds no slice images named like <patient>_<n>.tif")
+    stems = sorted({stem for stem, _ in images})
+    if len(stems) > 1:
+        raise InputError(f"{folder} holds the slices of {len(stems)} patients ({few_names(stems)}); give each "
+                         "patient its own folder")
+    for kind in (images, masks):
+        if twice := next((files for files in kind.values() if len(files) > 1), None):
+            raise InputError(f"{folder}: {few_names([f.name for f in twice])} are files of one slice (one name and "
+                             "number); keep one")
+    if require_masks and (alone := sorted(files[0].name for key, files in masks.items() if key not in images)):
+        raise InputError(f"{folder}: no slice image beside the mask{'s' if len(alone) > 1 else ''} "
+                         f"{few_names(alone)}; add the slice or remove the mask")
+    return [(images[key][0], masks[key][0] if key in masks else None)
+            for key in sorted(images, key=lambda key: key[1])]
 
 
 def _read_slices(folder: Path, files: list[Path]) -> np.ndarray:
@@ -192,16 +215,13 @@ def load_patient(folder: str | Path, require_masks: bool = False) -> Scan:
     folder = as_path(folder)
     if not folder.is_dir():
         raise InputError(f"folder not found: {folder}")
-    images, masks = _slice_files(folder)
-    if not images:
-        raise InputError(f"{folder} holds no slice images named like <patient>_<n>.tif")
-    image = _read_slices(folder, [path for _, path in images])
+    slices = _paired_slices(folder, require_masks)
+    image = _read_slices(folder, [image for image, _ in slices])
     mask = None
-    have = [index in masks for index, _ in images]
-    if all(have):
-        mask = _read_masks(folder, [masks[index] for index, _ in images], image.shape[1:3])
+    if all(mask for _, mask in slices):
+        mask = _read_masks(folder, [mask for _, mask in slices], image.shape[1:3])
     elif require_masks:
-        raise InputError(f"{folder}: {have.count(False)} of {len(have)} slices have no _mask.tif")
+        raise InputError(f"{folder}: {[m for _, m in slices].count(None)} of {len(slices)} slices have no _mask.tif")
     return Scan(name=folder.name, image=image, mask=mask, rgb=image.ndim == 4, files=(folder,),  # its slices
                 fully_labelled=mask is not None)
 
