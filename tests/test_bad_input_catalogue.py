@@ -174,6 +174,17 @@ def _case_with_labels_5_km_away(w: Workspace) -> Path:
     return case
 
 
+def _case_with_labels(w: Workspace, value: float) -> Path:
+    """A FLAIR with float labels, one voxel of them `value` (NaN, -1, a linearly resampled edge's 0.4)."""
+    case = w.folder("case")
+    w.nifti("a_flair.nii.gz", np.random.default_rng(0).random((24, 24, 3)).astype(np.float32), case)
+    labels = np.zeros((24, 24, 3), np.float32)
+    labels[8:16, 8:16] = 1.0
+    labels[8, 8, 0] = value
+    w.nifti("a_seg.nii.gz", labels, case)
+    return case
+
+
 def _dicom_series(w: Workspace, missing: bool = False, duplicate: bool = False, sliding: bool = False,
                   colour: bool = False) -> Path:
     """Five 2 mm slices; `sliding` moves each 1 mm further right than the one below (a tilted gantry's stack)."""
@@ -604,6 +615,12 @@ CLI_CASES = [
                  "does not match", id="evaluate masks of another shape"),
     pytest.param(_evaluate(data=_case_with_labels_5_km_away), "a_seg.nii.gz covers 0% of the FLAIR's field of view",
                  id="evaluate labels that miss the FLAIR"),
+    pytest.param(_evaluate(data=lambda w: _case_with_labels(w, 0.4)), "a_seg.nii.gz holds fractional values",
+                 id="evaluate labels resampled with linear interpolation"),
+    pytest.param(_train(data=lambda w: _case_with_labels(w, -1.0)), "a_seg.nii.gz holds values below 0",
+                 id="train on labels below 0"),
+    pytest.param(_train(data=lambda w: _case_with_labels(w, math.nan)), "a_seg.nii.gz holds NaN values",
+                 id="train on NaN labels"),
     pytest.param(_train(data=_kaggle_mask_slice_of_another_shape), "mask P_2_mask.tif has shape",
                  id="train on a Kaggle mask slice of another shape"),
     pytest.param(_train(data=_kaggle_slices_of_two_patients), "holds the slices of 2 patients (P and Q)",

@@ -80,3 +80,34 @@ def test_sequences_for_reading_list_flair_first_and_keep_t2(tmp_path):
         _nifti(tmp_path / f"A_{sequence}.nii.gz")
     loaded = load_sequences(case_in_folder(tmp_path))
     assert list(loaded.images) == [FLAIR, POST, T2] and loaded.mask is None
+
+
+def _case_with_labels(folder, labels):
+    folder.mkdir()
+    _nifti(folder / "A_flair.nii.gz")
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), str(folder / "A_seg.nii.gz"))
+    return case_in_folder(folder)
+
+
+@pytest.mark.parametrize("stored", [np.uint8, np.int16, np.float32, "0/255", "BraTS"])
+def test_labels_stored_as_any_whole_numbers_read_as_the_same_tumour(tmp_path, stored):
+    tumour = np.zeros((6, 7, 5), bool)
+    tumour[2:4, 3:5, 1:3] = True
+    if stored == "0/255":
+        labels = tumour * np.uint8(255)
+    elif stored == "BraTS":  # necrosis, oedema and enhancing tumour: together the whole tumour
+        labels = np.where(tumour, [[[1, 2, 4, 2, 1]]], 0).astype(np.int16)
+    else:
+        labels = tumour.astype(stored)
+    loaded = load_case(_case_with_labels(tmp_path / "A", labels), require_mask=True)
+    assert loaded.mask.sum() == tumour.sum()
+
+
+@pytest.mark.parametrize(("value", "refusal"), [(np.nan, "NaN values"), (-1.0, r"values below 0 \(such as -1\)"),
+                                                (0.2, r"fractional values \(such as 0.2\).*nearest neighbour")])
+def test_labels_that_are_no_label_map_are_refused_naming_the_file(tmp_path, value, refusal):
+    labels = np.zeros((6, 7, 5), np.float32)
+    labels[2:4, 3:5, 1:3] = 1.0
+    labels[2, 3, 1] = value  # NaN and -1 read as background, 0.2 (a linearly resampled mask's edge) as tumour
+    with pytest.raises(InputError, match=f"A_seg.nii.gz holds {refusal}"):
+        load_case(_case_with_labels(tmp_path / "A", labels), require_mask=True)

@@ -152,3 +152,13 @@ def test_a_mask_without_its_slice_is_refused_when_masks_are_read_for_training(tm
     with pytest.raises(InputError, match="no slice image beside the mask P_2_mask.tif"):
         load_patient(patient, require_masks=True)
     assert load_patient(patient).image.shape[0] == 1  # viewing needs no masks: the slice opens
+
+
+def test_a_mask_slice_resampled_with_linear_interpolation_is_refused_by_name(tmp_path):
+    patient = tmp_path / "P"
+    _slice_pair(patient, "P_1", tumour_pixel=(1, 1))
+    blurred = np.zeros((8, 8), np.float32)
+    blurred[1:4, 1:4], blurred[2, 2] = 0.3, 1.0  # read as > 0, its tumour would be nine pixels, not one
+    tifffile.imwrite(patient / "P_1_mask.tif", blurred)
+    with pytest.raises(InputError, match="mask P_1_mask.tif holds fractional values"):
+        load_patient(patient, require_masks=True)

@@ -24,7 +24,7 @@ import numpy as np
 from .dicom import Series, list_series, read_series, series_by_sequence
 from .errors import InputError
 from .formats import read_volume, strip_volume_suffix, volume_suffix
-from .scan_checks import common_dtype
+from .scan_checks import common_dtype, tumour_of_labels
 from .sequences import FLAIR, LABELS, MODEL_CHANNELS, POST, PRE, T2, sequence_of, split_sequence
 from .volumes import Geometry, Volume, covered_fraction, resample_onto, same_grid, to_engine
 
@@ -237,12 +237,14 @@ def _without_one_channel(volume: Volume) -> Volume:
 
 
 def load_labels(source: Source, grid: Geometry | None = None) -> tuple[np.ndarray, Geometry]:
-    """A label volume as an engine-layout bool mask (any label > 0: the whole tumour) on `grid` (default: its own)."""
+    """A label volume as an engine-layout bool mask (any label > 0: the whole tumour, see `tumour_of_labels`) on
+    `grid` (default: its own)."""
     labels = _without_one_channel(source.read())
     if labels.data.ndim != 3:
         raise InputError(f"{source} has shape {labels.data.shape}; a label volume must be 3D")
     grid = grid or labels.geometry
-    return to_engine(on_grid(labels, grid, f"the labels {source}", labels=True) > 0, grid), grid
+    tumour = Volume(tumour_of_labels(f"the labels {source}", labels.data).astype(np.uint8), labels.geometry)
+    return to_engine(on_grid(tumour, grid, f"the labels {source}", labels=True) > 0, grid), grid
 
 
 def _read_sequences(case: Case, wanted: tuple[str, ...]) -> dict[str, Volume]:

@@ -23,7 +23,7 @@ import tifffile
 from .atomic import atomic_path
 from .errors import InputError, describe, few_names
 from .formats import TIFF, ScanSource, case_scan, default_mask_suffix, file_format, format_of, not_a_scan
-from .scan_checks import check_claimed_size, check_pixel_type, kept_pixels
+from .scan_checks import check_claimed_size, check_pixel_type, kept_pixels, tumour_of_labels
 from .validate import check_bool
 
 if TYPE_CHECKING:
@@ -200,7 +200,7 @@ def _read_masks(folder: Path, files: list[Path], shape: tuple[int, int]) -> np.n
     shape than its slice is refused by name."""
     masks = []
     for file in files:
-        mask = read_tiff(file) > 0
+        mask = tumour_of_labels(f"{folder}: mask {file.name}", read_tiff(file))
         mask = mask.any(axis=-1) if mask.ndim == 3 else mask
         if mask.shape != shape:
             raise InputError(f"{folder}: mask {file.name} has shape {mask.shape}, which does not match its slice's "

@@ -120,3 +120,26 @@ def check_affine(label: str, affine: np.ndarray) -> None:
     if (spacing <= 0).any() or abs(np.linalg.det(linear)) <= 1e-12 * max(float(spacing.prod()), 1e-300):
         raise InputError(f"{label}: its voxel-to-mm geometry is not invertible (voxel size "
                          f"{' x '.join(f'{s:g}' for s in spacing)} mm, or axes that coincide); fix the header")
+
+
+def tumour_of_labels(label: str, labels: np.ndarray) -> np.ndarray:
+    """A label file's voxels as the whole tumour: every label above 0 (BraTS {0, 1, 2, 4}, masks 0/1 or 0/255, whole
+    numbers stored as floats alike).
+
+    A label map holds whole numbers of 0 and above; anything else `> 0` would read wrong without a word, so it is
+    refused, naming `label` (the file): NaN (no label at all, read as background), values below 0 (a mask stored as
+    -1 / 0 would be read as no tumour, and a model trained or scored on none) and fractions (a mask resampled with
+    linear interpolation: `> 0` would grow its tumour by the width of the blur all round)."""
+    values = np.asarray(labels)
+    if values.dtype.kind == "f":
+        if np.isnan(values).any():
+            raise InputError(f"{label} holds NaN values; a label map holds whole numbers (0 background, above 0 "
+                             "tumour): fix or re-export the labels")
+        if (fraction := values[values != np.round(values)]).size:
+            raise InputError(f"{label} holds fractional values (such as {float(fraction.flat[0]):.3g}), as a mask "
+                             "resampled with linear interpolation has; a label map holds whole numbers (0 background, "
+                             "above 0 tumour): resample it with nearest neighbour, or threshold it yourself")
+    if values.dtype.kind in "fi" and (values < 0).any():
+        raise InputError(f"{label} holds values below 0 (such as {values.min():g}); a label map holds 0 for background "
+                         "and labels above 0 for tumour: fix or re-export the labels")
+    return values > 0
