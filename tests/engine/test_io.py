@@ -162,3 +162,15 @@ def test_a_mask_slice_resampled_with_linear_interpolation_is_refused_by_name(tmp
     tifffile.imwrite(patient / "P_1_mask.tif", blurred)
     with pytest.raises(InputError, match="mask P_1_mask.tif holds fractional values"):
         load_patient(patient, require_masks=True)
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_a_mask_slice_with_transparency_is_refused_not_read_as_all_tumour(tmp_path, channels):
+    patient = tmp_path / "P"
+    _slice_pair(patient, "P_1")
+    with_alpha = np.zeros((8, 8, channels), np.uint8)
+    with_alpha[1, 1, :-1], with_alpha[..., -1] = 255, 255  # one tumour pixel; opaque everywhere, as painted
+    tifffile.imwrite(patient / "P_1_mask.tif", with_alpha, photometric="rgb" if channels == 4 else "minisblack",
+                     extrasamples=["unassalpha"])
+    with pytest.raises(InputError, match=f"mask P_1_mask.tif has {channels} channels, the last of them transparency"):
+        load_patient(patient, require_masks=True)

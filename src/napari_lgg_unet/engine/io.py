@@ -196,11 +196,17 @@ def _read_slices(folder: Path, files: list[Path]) -> np.ndarray:
 
 
 def _read_masks(folder: Path, files: list[Path], shape: tuple[int, int]) -> np.ndarray:
-    """The slice masks as bool (Z, H, W); a mask saved with a channel axis counts any channel; a mask of another
-    shape than its slice is refused by name."""
+    """The slice masks as bool (Z, H, W); a mask saved in colour (a channel axis of 3) counts any channel; a mask of
+    another shape than its slice is refused by name, and so is one with 2 or 4 channels: its last is transparency
+    (alpha), opaque over the whole slice as paint programs save it, and counted as a channel it made every pixel
+    tumour."""
     masks = []
     for file in files:
-        mask = tumour_of_labels(f"{folder}: mask {file.name}", read_tiff(file))
+        mask = read_tiff(file)
+        if mask.ndim == 3 and mask.shape[:2] == shape and mask.shape[2] in (2, 4):
+            raise InputError(f"{folder}: mask {file.name} has {mask.shape[2]} channels, the last of them transparency "
+                             "(alpha); save the mask as one grey channel (0 background, 255 tumour)")
+        mask = tumour_of_labels(f"{folder}: mask {file.name}", mask)
         mask = mask.any(axis=-1) if mask.ndim == 3 else mask
         if mask.shape != shape:
             raise InputError(f"{folder}: mask {file.name} has shape {mask.shape}, which does not match its slice's "
