@@ -183,6 +183,23 @@ def test_4d_files_split_into_channels_by_dataset_json_or_by_the_model_order(tmp_
     assert [int(load_scan(three).image[..., c].max()) for c in range(3)] == [10, 20, 30]
 
 
+def test_nnunet_ignore_label_voxels_are_refused_as_ground_truth_but_the_case_still_segments(tmp_path):
+    """nnU-Net v2's sparse annotations: label 2 marks voxels nobody labelled. Read as > 0 they were tumour."""
+    affine = GEOMETRIES["RAS, 1 mm"]
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    (tmp_path / "dataset.json").write_text(json.dumps(
+        {"channel_names": {"0": "FLAIR"}, "labels": {"background": 0, "tumour": 1, "ignore": 2}}))
+    _save(tmp_path / "imagesTr" / "c1_0000.nii.gz", np.ones(SHAPE, np.int16), affine)
+    labels = np.full(SHAPE, 2, np.uint8)
+    labels[1:3, 1:3, 1], labels[4:, 4:] = 1, 0
+    _save(tmp_path / "labelsTr" / "c1.nii.gz", labels, affine)
+    [case] = find_scans(tmp_path, require_masks=True)
+    with pytest.raises(InputError, match="c1.nii.gz marks voxels with dataset.json's ignore label 2"):
+        load_scan(case, require_mask=True)
+    assert load_scan(case).image.shape[:3] == (SHAPE[2], SHAPE[1], SHAPE[0])  # predict reads no ground truth
+
+
 def test_nnunet_channel_files_follow_the_channel_names_of_dataset_json(tmp_path):
     affine = GEOMETRIES["RAS, 1 mm"]
     (tmp_path / "imagesTr").mkdir()

@@ -50,12 +50,14 @@ class Source:
 
 @dataclass(frozen=True)
 class Case:
-    """The files of one scan. `channel_names` names the channels of 4D files (a dataset.json's channel map)."""
+    """The files of one scan. `channel_names` names the channels of 4D files (a dataset.json's channel map);
+    `ignore_label` is the label value dataset.json declares as not annotated (nnU-Net v2's "ignore")."""
 
     name: str
     sequences: tuple[tuple[str, Source], ...]
     labels: Source | None = None
     channel_names: tuple[str, ...] = ()
+    ignore_label: int | None = None
 
 
 @dataclass
@@ -108,13 +110,21 @@ def _json_kind(value: object) -> str:
     return kinds[type(value)]
 
 
+def _ignore_label(meta: dict) -> int | None:
+    """The label nnU-Net v2 datasets with sparse annotations declare (`"labels": {..., "ignore": 3}`): its voxels
+    were not annotated, so they are neither tumour nor background."""
+    labels = meta.get("labels")
+    value = labels.get("ignore") if isinstance(labels, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def nnunet_cases(folder: Path) -> list[Case] | None:
     """The cases of an nnU-Net / Decathlon dataset folder or its images folder; None when `folder` is neither."""
     if (folder / "imagesTr").is_dir() and (folder / "dataset.json").is_file():
         folder = folder / "imagesTr"
     if not folder.name.lower().startswith("images") or (meta := _dataset_json(folder)) is None:
         return None
-    names = _channel_names(meta)
+    names, ignore = _channel_names(meta), _ignore_label(meta)
     labels = folder.parent / ("labels" + folder.name[len("images"):])
     channel_files: dict[str, dict[int, Path]] = {}
     cases = []
@@ -124,12 +134,12 @@ def nnunet_cases(folder: Path) -> list[Case] | None:
         if match := _CHANNEL_FILE.match(stem):
             channel_files.setdefault(match["case"], {})[int(match["channel"])] = file
         else:  # one 4D file per case
-            cases.append(Case(stem, ((FLAIR, Source(file)),), Source(label) if label else None, names))
+            cases.append(Case(stem, ((FLAIR, Source(file)),), Source(label) if label else None, names, ignore))
     for name, files in channel_files.items():
         sequences = tuple((str(sequence_of(names[i])), Source(f)) for i, f in sorted(files.items()) if i < len(names))
         label = next((labels / f"{name}{volume_suffix(f)}" for f in files.values()
                       if (labels / f"{name}{volume_suffix(f)}").is_file()), None)
-        cases.append(Case(name, sequences, Source(label) if label else None))
+        cases.append(Case(name, sequences, Source(label) if label else None, ignore_label=ignore))
     return sorted(cases, key=lambda c: c.name)
 
 
@@ -236,12 +246,17 @@ def _without_one_channel(volume: Volume) -> Volume:
     return volume
 
 
-def load_labels(source: Source, grid: Geometry | None = None) -> tuple[np.ndarray, Geometry]:
+def load_labels(source: Source, grid: Geometry | None = None,
+                ignore: int | None = None) -> tuple[np.ndarray, Geometry]:
     """A label volume as an engine-layout bool mask (any label > 0: the whole tumour, see `tumour_of_labels`) on
-    `grid` (default: its own)."""
+    `grid` (default: its own). Voxels of the `ignore` label (not annotated) are refused: read as > 0 they would be
+    tumour, and training and evaluate need every voxel labelled."""
     labels = _without_one_channel(source.read())
     if labels.data.ndim != 3:
         raise InputError(f"{source} has shape {labels.data.shape}; a label volume must be 3D")
+    if ignore is not None and (labels.data == ignore).any():
+        raise InputError(f"{source} marks voxels with dataset.json's ignore label {ignore} (not annotated); training "
+                         "and evaluate need every voxel labelled: label them, or leave the case out")
     grid = grid or labels.geometry
     tumour = Volume(tumour_of_labels(f"the labels {source}", labels.data).astype(np.uint8), labels.geometry)
     return to_engine(on_grid(tumour, grid, f"the labels {source}", labels=True) > 0, grid), grid
@@ -281,7 +296,8 @@ def load_case(case: Case, require_mask: bool = False) -> CaseVolumes:
             for s in MODEL_CHANNELS
         ]
         image, rgb = np.stack(channels, axis=-1).astype(common_dtype(channels), copy=False), True
-    mask = load_labels(case.labels, grid)[0] if case.labels is not None else None
+    ignore = case.ignore_label if require_mask else None  # segmenting or viewing reads no ground truth
+    mask = load_labels(case.labels, grid, ignore)[0] if case.labels is not None else None
     if mask is None and require_mask:
         raise InputError(f"{case.name}: no labels to score against (a *_seg or *_mask file beside the scan, "
                          "or labelsTr/<case> for nnU-Net)")
