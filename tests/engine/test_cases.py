@@ -111,3 +111,18 @@ def test_labels_that_are_no_label_map_are_refused_naming_the_file(tmp_path, valu
     labels[2, 3, 1] = value  # NaN and -1 read as background, 0.2 (a linearly resampled mask's edge) as tumour
     with pytest.raises(InputError, match=f"A_seg.nii.gz holds {refusal}"):
         load_case(_case_with_labels(tmp_path / "A", labels), require_mask=True)
+
+
+def test_labels_without_orientation_beside_an_oriented_flair_are_refused_not_mirrored(tmp_path):
+    """Labels saved as nib.Nifti1Image(mask, None) (qform and sform codes 0) from the FLAIR's own array: resampled by
+    nibabel's guess for such a header (x running to the left), they lay mirrored on a FLAIR stored RAS."""
+    shape = (8, 6, 4)
+    affine = np.eye(4)
+    affine[:3, 3] = -(np.array(shape) - 1) / 2  # RAS, centred: the guess covers all of it, mirrored
+    nib.save(nib.Nifti1Image(np.ones(shape, np.float32), affine), str(tmp_path / "A_flair.nii.gz"))
+    labels = np.zeros(shape, np.uint8)
+    labels[:2] = 1  # the patient's right
+    nib.save(nib.Nifti1Image(labels, None), str(tmp_path / "A_seg.nii.gz"))
+    with pytest.warns(UserWarning, match="no orientation"), pytest.raises(
+            InputError, match="A_seg.nii.gz has no orientation .* but the FLAIR has one"):
+        load_case(case_in_folder(tmp_path), require_mask=True)

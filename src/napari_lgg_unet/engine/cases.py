@@ -228,9 +228,16 @@ def _split_channels(volume: Volume, names: tuple[str, ...], source: Source,
 def on_grid(volume: Volume, grid: Geometry, what: str, labels: bool = False) -> np.ndarray:
     """`volume`'s voxels on FLAIR's `grid`: as they are when the grids match, else resampled (nearest neighbour for
     labels). A volume covering less than MIN_COVERED of FLAIR's field of view is refused (`what` names it): the
-    sequences are not in one space, and resampling would give a channel (or Dice) of nothing."""
+    sequences are not in one space, and resampling would give a channel (or Dice) of nothing. So is one on another
+    grid when only one of the two headers says how the patient lies (NIfTI qform and sform codes 0): resampled by
+    nibabel's guess, a mask made voxel for voxel on its FLAIR came out mirrored left to right."""
     if same_grid(volume.geometry, grid):
         return volume.data
+    if volume.geometry.oriented != grid.oriented:
+        lacking, other = (what, "the FLAIR") if grid.oriented else ("the FLAIR", what)
+        raise InputError(f"{lacking} has no orientation (qform_code and sform_code 0) but {other} has one: where "
+                         "their voxels lie against each other is unknown, and a guess could mirror them; save "
+                         f"{what} with the FLAIR's header (its affine and codes)")
     covered = covered_fraction(volume.geometry, grid)
     if covered < MIN_COVERED:
         raise InputError(f"{what} covers {covered:.0%} of the FLAIR's field of view (at least {MIN_COVERED:.0%} "

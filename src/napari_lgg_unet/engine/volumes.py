@@ -82,6 +82,12 @@ class Geometry:
         return np.array(self.affine)
 
     @property
+    def oriented(self) -> bool:
+        """Whether the header says how the patient lies in the voxels: a NIfTI whose qform and sform codes are both 0
+        does not, and its affine is nibabel's guess from pixdim (see `no_orientation`)."""
+        return self.qform_code > 0 or self.sform_code > 0
+
+    @property
     def mm_matrix(self) -> np.ndarray:
         """`matrix` with its coordinates in mm, as ITK reads the file (`matrix` is in `units`, as nibabel reads it)."""
         matrix = self.matrix
@@ -257,7 +263,7 @@ def read_nifti(path: str | Path) -> Volume:
     header = image.header
     geometry = Geometry.of(image.shape, image.affine, header.get("qform_code", 1), header.get("sform_code", 1),
                            qform=qform, units=_spatial_unit(header))
-    if geometry.qform_code <= 0 and geometry.sform_code <= 0:
+    if not geometry.oriented:
         warnings.warn(InputWarning(no_orientation(path)), stacklevel=1)
     return Volume(kept_pixels(data), geometry)
 
