@@ -55,6 +55,16 @@ def run_segment(qtbot, widget) -> None:
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
 
 
+def segmented_with_its_truth(qtbot, viewer, widget):
+    """The sample segmented at a low threshold (the test model is unsure: a non-empty mask), its manual mask chosen
+    as the ground truth; returns that mask's layer."""
+    widget.cleanup.threshold.value = 0.05
+    run_segment(qtbot, widget)
+    truth = viewer.layers[f"{PATIENT} mask"]
+    widget.truth.value = truth
+    return truth
+
+
 def test_segmenting_a_real_patient_makes_a_tumour_labels_layer_like_the_image(qtbot, viewer, segment_widget, notes):
     widget = segment_widget
     widget.cleanup.threshold.value = 0.05  # an untrained model is unsure; a low threshold makes a non-empty mask
@@ -282,10 +292,7 @@ def test_the_probability_map_is_never_offered_as_an_image_to_segment(qtbot, view
 @pytest.mark.usefixtures("inline_jobs")
 def test_readouts_equal_the_engine_metrics_for_volume_and_shown_slice(qtbot, viewer, segment_widget, tmp_path):
     widget = segment_widget
-    widget.cleanup.threshold.value = 0.05
-    run_segment(qtbot, widget)
-    truth = viewer.layers[f"{PATIENT} mask"]
-    widget.truth.value = truth
+    truth = segmented_with_its_truth(qtbot, viewer, widget)
     prediction = widget.prediction_layer().data
     assert widget.readouts.scores["volume"] == volume_scores(prediction, truth.data).to_dict()
     viewer.dims.set_current_step(0, 4)
@@ -306,10 +313,7 @@ def test_a_slider_step_scores_the_new_slice_only_and_a_new_threshold_or_painting
                                                                                                  segment_widget,
                                                                                                  monkeypatch):
     widget = segment_widget
-    widget.cleanup.threshold.value = 0.05
-    run_segment(qtbot, widget)
-    truth = viewer.layers[f"{PATIENT} mask"]
-    widget.truth.value = truth
+    truth = segmented_with_its_truth(qtbot, viewer, widget)
     prediction = widget.prediction_layer()
     scored = []  # the number of axes of every pair of masks scored
     score = readouts_module.volume_scores
@@ -336,10 +340,7 @@ def test_readouts_follow_painting_on_the_tumour_layer_and_the_ground_truth_witho
     """A correction painted on the tumour layer or the ground truth, and napari's undo of it, show in the Dice at once
     (once per stroke): the readouts used to wait for the next slider step."""
     widget = segment_widget
-    widget.cleanup.threshold.value = 0.05
-    run_segment(qtbot, widget)
-    truth = viewer.layers[f"{PATIENT} mask"]
-    widget.truth.value = truth
+    truth = segmented_with_its_truth(qtbot, viewer, widget)
     prediction = widget.prediction_layer()
     before = widget.readouts.scores["volume"]["dice"]
     computed = []
@@ -403,10 +404,7 @@ def test_a_ground_truth_without_a_placement_is_scored_on_the_images_voxels(qtbot
     """A mask TIFF opened beside a scan shown in mm (or a mask added from an array) has napari's default scale 1: it
     says nothing of where it lies and is the mask of the image's voxels, index for index, not a mask 'elsewhere'."""
     widget = segment_widget
-    widget.cleanup.threshold.value = 0.05
-    run_segment(qtbot, widget)
-    truth = viewer.layers[f"{PATIENT} mask"]
-    widget.truth.value = truth
+    truth = segmented_with_its_truth(qtbot, viewer, widget)
     scores = widget.readouts.scores["volume"]
     widget.truth.value = viewer.add_labels(truth.data, name="mask TIFF")
     assert widget.readouts is not None, widget.readout.value
