@@ -103,12 +103,34 @@ def test_labels_stored_as_any_whole_numbers_read_as_the_same_tumour(tmp_path, st
     assert loaded.mask.sum() == tumour.sum()
 
 
+@pytest.mark.parametrize("stored", [np.float32(0.99999994), np.float32(1.0000001), "0/255 with scl_slope 0.00392"])
+def test_labels_a_rounding_or_header_scaling_moved_off_whole_numbers_read_as_the_same_tumour(tmp_path, stored):
+    """A float mask whose 1s a computation left at 0.99999994 or 1.0000001, and a uint8 0/255 mask whose header
+    scales it by a rounded 1/255 (read as 0.9996), are whole labels, not a resampled mask's fractions."""
+    tumour = np.zeros((6, 7, 5), bool)
+    tumour[2:4, 3:5, 1:3] = True
+    folder = tmp_path / "A"
+    if isinstance(stored, str):
+        folder.mkdir()
+        _nifti(folder / "A_flair.nii.gz")
+        image = nib.Nifti1Image(tumour * np.uint8(255), np.eye(4))
+        image.header.set_slope_inter(0.00392, 0)
+        nib.save(image, str(folder / "A_seg.nii.gz"))
+        case = case_in_folder(folder)
+    else:
+        case = _case_with_labels(folder, np.where(tumour, stored, np.float32(0)))
+    loaded = load_case(case, require_mask=True)
+    assert loaded.mask.sum() == tumour.sum()
+
+
 @pytest.mark.parametrize(("value", "refusal"), [(np.nan, "NaN values"), (-1.0, r"values below 0 \(such as -1\)"),
-                                                (0.2, r"fractional values \(such as 0.2\).*nearest neighbour")])
+                                                (0.2, r"fractional values \(such as 0.2\).*nearest neighbour"),
+                                                (0.0004, r"fractional values \(such as 0.0004\)")])
 def test_labels_that_are_no_label_map_are_refused_naming_the_file(tmp_path, value, refusal):
     labels = np.zeros((6, 7, 5), np.float32)
     labels[2:4, 3:5, 1:3] = 1.0
-    labels[2, 3, 1] = value  # NaN and -1 read as background, 0.2 (a linearly resampled mask's edge) as tumour
+    labels[2, 3, 1] = value  # NaN and -1 read as background, 0.2 or 0.0004 (a linearly resampled mask's edge or its
+    # faint tail, no rounding of a whole label) as tumour
     with pytest.raises(InputError, match=f"A_seg.nii.gz holds {refusal}"):
         load_case(_case_with_labels(tmp_path / "A", labels), require_mask=True)
 

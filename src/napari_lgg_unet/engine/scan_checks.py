@@ -21,6 +21,9 @@ from .errors import InputError
 KEPT_DTYPES = (np.uint8, np.uint16, np.int16, np.float32)  # kept as read; other numbers become float32
 MAX_DEFLATE_RATIO = 1032  # deflate cannot expand data more than this, so a .gz file bounds the size it holds
 MEMORY_HEADROOM = 2  # a volume must fit this many times in free memory: the engine makes at least one more copy
+# A label read within this fraction of a whole number is that number: float rounding (1 as 0.99999994) and NIfTI
+# scl_slope (0/255 scaled by a rounded 1/255, 0.00392: 0.9996) move a label by far less; a blurred edge moves it more.
+LABEL_ROUNDING = 1e-3
 
 
 def check_pixel_type(label: str, dtype: np.dtype) -> None:
@@ -129,14 +132,18 @@ def tumour_of_labels(label: str, labels: np.ndarray) -> np.ndarray:
     A label map holds whole numbers of 0 and above; anything else `> 0` would read wrong without a word, so it is
     refused, naming `label` (the file): NaN (no label at all, read as background), values below 0 (a mask stored as
     -1 / 0 would be read as no tumour, and a model trained or scored on none) and fractions (a mask resampled with
-    linear interpolation: `> 0` would grow its tumour by the width of the blur all round)."""
+    linear interpolation: `> 0` would grow its tumour by the width of the blur all round). A whole label off by a
+    float's rounding or a NIfTI header's scaling (within LABEL_ROUNDING of it: 1 stored as 0.99999994 or 1.0000001,
+    0/255 with scl_slope 0.00392 read as 0 / 0.9996) is that label; 0 has no such margin, so a blur's faint tail
+    (0.0004) is still a fraction, never background."""
     values = np.asarray(labels)
     if values.dtype.kind == "f":
         if np.isnan(values).any():
             raise InputError(f"{label} holds NaN values; a label map holds whole numbers (0 background, above 0 "
                              "tumour): fix or re-export the labels")
-        if (fraction := values[values != np.round(values)]).size:
-            raise InputError(f"{label} holds fractional values (such as {float(fraction.flat[0]):.3g}), as a mask "
+        whole = np.round(values)
+        if (fraction := values[np.abs(values - whole) > LABEL_ROUNDING * np.abs(whole)]).size:
+            raise InputError(f"{label} holds fractional values (such as {float(fraction.flat[0]):.7g}), as a mask "
                              "resampled with linear interpolation has; a label map holds whole numbers (0 background, "
                              "above 0 tumour): resample it with nearest neighbour, or threshold it yourself")
     if values.dtype.kind in "fi" and (values < 0).any():
