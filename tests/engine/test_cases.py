@@ -135,16 +135,28 @@ def test_labels_that_are_no_label_map_are_refused_naming_the_file(tmp_path, valu
         load_case(_case_with_labels(tmp_path / "A", labels), require_mask=True)
 
 
-def test_labels_without_orientation_beside_an_oriented_flair_are_refused_not_mirrored(tmp_path):
-    """Labels saved as nib.Nifti1Image(mask, None) (qform and sform codes 0) from the FLAIR's own array: resampled by
-    nibabel's guess for such a header (x running to the left), they lay mirrored on a FLAIR stored RAS."""
+def test_labels_without_orientation_beside_an_oriented_flair_are_read_voxel_for_voxel_not_mirrored(tmp_path):
+    """Labels saved as nib.Nifti1Image(mask, None) (qform and sform codes 0) from the FLAIR's own array, as numpy
+    scripts save them: resampled by nibabel's guess for such a header (x running to the left), they lay mirrored on
+    a FLAIR stored RAS; of the FLAIR's voxel shape, they are its voxels, as if saved with its header."""
     shape = (8, 6, 4)
     affine = np.eye(4)
     affine[:3, 3] = -(np.array(shape) - 1) / 2  # RAS, centred: the guess covers all of it, mirrored
     nib.save(nib.Nifti1Image(np.ones(shape, np.float32), affine), str(tmp_path / "A_flair.nii.gz"))
     labels = np.zeros(shape, np.uint8)
     labels[:2] = 1  # the patient's right
+    nib.save(nib.Nifti1Image(labels, affine), str(tmp_path / "A_seg.nii.gz"))
+    with_header = load_case(case_in_folder(tmp_path), require_mask=True).mask
     nib.save(nib.Nifti1Image(labels, None), str(tmp_path / "A_seg.nii.gz"))
+    with pytest.warns(UserWarning, match="A_seg.nii.gz has no orientation .* read voxel for voxel on the FLAIR"):
+        without = load_case(case_in_folder(tmp_path), require_mask=True).mask
+    np.testing.assert_array_equal(without, with_header)
+
+
+def test_labels_without_orientation_on_another_grid_than_an_oriented_flair_are_refused(tmp_path):
+    """Of another voxel shape, where such labels lie against the FLAIR is unknown: nibabel's guess could mirror them."""
+    nib.save(nib.Nifti1Image(np.ones((8, 6, 4), np.float32), np.eye(4)), str(tmp_path / "A_flair.nii.gz"))
+    nib.save(nib.Nifti1Image(np.ones((8, 6, 5), np.uint8), None), str(tmp_path / "A_seg.nii.gz"))
     with pytest.warns(UserWarning, match="no orientation"), pytest.raises(
-            InputError, match="A_seg.nii.gz has no orientation .* but the FLAIR has one"):
+            InputError, match="A_seg.nii.gz has no orientation .* but the FLAIR has one, and .* another voxel grid"):
         load_case(case_in_folder(tmp_path), require_mask=True)

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .dicom import Series, list_series, read_series, series_by_sequence
-from .errors import InputError
+from .errors import InputError, InputWarning
 from .formats import read_volume, strip_volume_suffix, volume_suffix
 from .scan_checks import common_dtype, tumour_of_labels
 from .sequences import FLAIR, LABELS, MODEL_CHANNELS, POST, PRE, T2, sequence_of, split_sequence
@@ -228,16 +229,26 @@ def _split_channels(volume: Volume, names: tuple[str, ...], source: Source,
 def on_grid(volume: Volume, grid: Geometry, what: str, labels: bool = False) -> np.ndarray:
     """`volume`'s voxels on FLAIR's `grid`: as they are when the grids match, else resampled (nearest neighbour for
     labels). A volume covering less than MIN_COVERED of FLAIR's field of view is refused (`what` names it): the
-    sequences are not in one space, and resampling would give a channel (or Dice) of nothing. So is one on another
-    grid when only one of the two headers says how the patient lies (NIfTI qform and sform codes 0): resampled by
-    nibabel's guess, a mask made voxel for voxel on its FLAIR came out mirrored left to right."""
+    sequences are not in one space, and resampling would give a channel (or Dice) of nothing.
+
+    When only one of the two headers says how the patient lies (the other a NIfTI with qform and sform codes 0, as
+    `nib.Nifti1Image(mask, None)` writes), nibabel's guess for the other would place it, and a mask made voxel for
+    voxel from its FLAIR's array came out mirrored left to right. So such a volume of FLAIR's voxel shape is taken
+    voxel for voxel, with a warning, and one of another shape is refused: where its voxels lie is unknown."""
     if same_grid(volume.geometry, grid):
         return volume.data
     if volume.geometry.oriented != grid.oriented:
         lacking, other = (what, "the FLAIR") if grid.oriented else ("the FLAIR", what)
-        raise InputError(f"{lacking} has no orientation (qform_code and sform_code 0) but {other} has one: where "
-                         "their voxels lie against each other is unknown, and a guess could mirror them; save "
-                         f"{what} with the FLAIR's header (its affine and codes)")
+        if volume.geometry.shape == grid.shape:
+            warnings.warn(InputWarning(
+                f"{lacking} has no orientation (qform_code and sform_code 0) but {other} has one; {what} has the "
+                f"FLAIR's voxel grid ({' x '.join(map(str, grid.shape))}), so it is read voxel for voxel on the "
+                "FLAIR, as a mask made from the FLAIR's array is; save it with the FLAIR's header (its affine and "
+                "codes) to place it for certain"), stacklevel=1)
+            return volume.data
+        raise InputError(f"{lacking} has no orientation (qform_code and sform_code 0) but {other} has one, and {what} "
+                         "has another voxel grid than the FLAIR: where their voxels lie against each other is unknown, "
+                         f"and a guess could mirror them; save {what} with the FLAIR's header (its affine and codes)")
     covered = covered_fraction(volume.geometry, grid)
     if covered < MIN_COVERED:
         raise InputError(f"{what} covers {covered:.0%} of the FLAIR's field of view (at least {MIN_COVERED:.0%} "
