@@ -165,12 +165,27 @@ def test_a_mask_slice_resampled_with_linear_interpolation_is_refused_by_name(tmp
 
 
 @pytest.mark.parametrize("channels", [2, 4])
-def test_a_mask_slice_with_transparency_is_refused_not_read_as_all_tumour(tmp_path, channels):
+def test_a_mask_slice_opaque_all_over_is_read_by_its_colour_not_as_all_tumour(tmp_path, channels):
+    """Grey + alpha or RGBA, as paint programs and PIL's convert("RGBA") save a mask: the alpha, opaque everywhere,
+    counted as a channel made every pixel tumour."""
     patient = tmp_path / "P"
     _slice_pair(patient, "P_1")
     with_alpha = np.zeros((8, 8, channels), np.uint8)
     with_alpha[1, 1, :-1], with_alpha[..., -1] = 255, 255  # one tumour pixel; opaque everywhere, as painted
     tifffile.imwrite(patient / "P_1_mask.tif", with_alpha, photometric="rgb" if channels == 4 else "minisblack",
                      extrasamples=["unassalpha"])
-    with pytest.raises(InputError, match=f"mask P_1_mask.tif has {channels} channels, the last of them transparency"):
+    assert np.argwhere(load_patient(patient, require_masks=True).mask).tolist() == [[0, 1, 1]]
+
+
+@pytest.mark.parametrize("alpha", ["painted", "transparent"])
+def test_a_mask_slice_whose_transparency_may_hold_the_tumour_is_refused(tmp_path, alpha):
+    """A tumour painted on a transparent layer is in the alpha (its colour black), and a slice transparent all over
+    shows nothing: which channel is the mask is unknown."""
+    patient = tmp_path / "P"
+    _slice_pair(patient, "P_1")
+    with_alpha = np.zeros((8, 8, 4), np.uint8)
+    with_alpha[1, 1, -1] = 255 if alpha == "painted" else 0
+    tifffile.imwrite(patient / "P_1_mask.tif", with_alpha, photometric="rgb", extrasamples=["unassalpha"])
+    with pytest.raises(InputError, match="mask P_1_mask.tif has 4 channels, the last of them transparency .* not "
+                                         "opaque all over"):
         load_patient(patient, require_masks=True)

@@ -197,15 +197,20 @@ def _read_slices(folder: Path, files: list[Path]) -> np.ndarray:
 
 def _read_masks(folder: Path, files: list[Path], shape: tuple[int, int]) -> np.ndarray:
     """The slice masks as bool (Z, H, W); a mask saved in colour (a channel axis of 3) counts any channel; a mask of
-    another shape than its slice is refused by name, and so is one with 2 or 4 channels: its last is transparency
-    (alpha), opaque over the whole slice as paint programs save it, and counted as a channel it made every pixel
-    tumour."""
+    another shape than its slice is refused by name. A mask with 2 or 4 channels has transparency (alpha) last:
+    counted as a channel, opaque over the whole slice as paint programs and image converters save it, it made every
+    pixel tumour. One alpha over the whole slice says nothing, so its colour is the mask; an alpha that varies (or is
+    transparent everywhere) may hold the painted tumour itself, so that mask is refused."""
     masks = []
     for file in files:
         mask = read_tiff(file)
         if mask.ndim == 3 and mask.shape[:2] == shape and mask.shape[2] in (2, 4):
-            raise InputError(f"{folder}: mask {file.name} has {mask.shape[2]} channels, the last of them transparency "
-                             "(alpha); save the mask as one grey channel (0 background, 255 tumour)")
+            alpha = mask[..., -1]
+            if not alpha.min() == alpha.max() > 0:
+                raise InputError(f"{folder}: mask {file.name} has {mask.shape[2]} channels, the last of them "
+                                 "transparency (alpha) that is not opaque all over, so it may hold the tumour; save "
+                                 "the mask as one grey channel (0 background, 255 tumour)")
+            mask = mask[..., :-1]
         mask = tumour_of_labels(f"{folder}: mask {file.name}", mask)
         mask = mask.any(axis=-1) if mask.ndim == 3 else mask
         if mask.shape != shape:
