@@ -369,6 +369,23 @@ def test_readouts_follow_painting_on_the_tumour_layer_and_the_ground_truth_witho
 
 
 @pytest.mark.usefixtures("inline_jobs")
+def test_picking_no_ground_truth_clears_the_scores_of_the_one_picked_before(qtbot, viewer, segment_widget, tmp_path):
+    """'(none)' picked in the Ground truth box (its Qt entry, as a user picks it): the Dice against the mask picked
+    before stayed on screen, and a CSV saved then wrote those scores with an empty ground_truth column."""
+    widget = segment_widget
+    segmented_with_its_truth(qtbot, viewer, widget)
+    assert "volume" in widget.readouts.scores
+    widget.truth.native.setCurrentIndex(0)
+    assert widget.truth.value is None
+    assert widget.readouts.scores == {}
+    assert "Pick a ground-truth labels layer" in widget.readout.value
+    widget.csv_path.value = tmp_path / "readouts.csv"
+    widget.save_button.clicked()
+    row = (tmp_path / "readouts.csv").read_text().splitlines()[1]
+    assert row.startswith(f"{PATIENT},,volume,,,")  # a size, no scores
+
+
+@pytest.mark.usefixtures("inline_jobs")
 def test_a_ground_truth_of_the_predictions_shape_shown_elsewhere_is_not_scored(qtbot, viewer, segment_widget, notes):
     """A mask moved or scaled away from the image would be scored voxel by voxel against another place; one stored
     reversed but shown on the image's voxels is scored as the mask it is."""

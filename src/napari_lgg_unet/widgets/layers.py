@@ -36,7 +36,10 @@ class LayerPicker(ComboBox):
     layer's entry was dropped and the first layer picked in its place, without a word (Segment then ran on T2
     instead of the renamed FLAIR; a training pair trained on another layer). When the picked layer is deleted, a
     list that offers (none) shows it rather than the first layer (a training pair took another pair's scan and would
-    have trained it on the deleted one's labels). `changed` fires only when the picked layer really changed."""
+    have trained it on the deleted one's labels). `changed` fires only when the picked layer really changed.
+    A `nullable` picker offers (none) first and reports picking it."""
+
+    null_string = "(none)"
 
     def reset_choices(self, *_: Any) -> None:
         current = self.value

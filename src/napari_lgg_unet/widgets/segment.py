@@ -45,7 +45,6 @@ from .tooltips import explain
 from .undock import choices_follow_layers, connect_while_docked, when_docked, when_undocked
 from .workers import LayerResult, ModelCache, cleanup_job, segment_job
 
-NO_TRUTH = ("(none)", None)
 _ALIVE: weakref.WeakSet[SegmentWidget] = weakref.WeakSet()  # the session's Segment widgets, for `_take_over`
 
 
@@ -205,8 +204,10 @@ class SegmentWidget(Container):
 
     def _readout_controls(self) -> list:
         """The optional ground truth, the readouts and saving them."""
-        self.truth = LayerPicker(name="truth", label="Ground truth",
-                              choices=lambda _: [NO_TRUTH, *labels_choices(self.viewer)])
+        # nullable: magicgui says nothing of a pick of None in a box that is not, and the readouts went on scoring
+        # against the ground truth picked before '(none)' (a CSV saved then wrote those scores under no ground truth)
+        self.truth = LayerPicker(name="truth", label="Ground truth", nullable=True,
+                                 choices=lambda _: labels_choices(self.viewer))
         self.readout = Label(name="readout", label="Readouts", value="")
         self.csv_path = FileEdit(name="csv_path", label="Readouts CSV", mode="w", filter="*.csv")
         self.save_button = PushButton(name="save_button", text="Save readouts CSV")
