@@ -335,6 +335,27 @@ def test_a_slider_step_scores_the_new_slice_only_and_a_new_threshold_or_painting
 
 
 @pytest.mark.usefixtures("inline_jobs")
+def test_a_slider_step_right_after_new_data_scores_the_new_data(qtbot, viewer, segment_widget):
+    """New data in the tumour layer (a script's `layer.data = ...`) is scored by the layer watch after its delay; a
+    slider step before that scored a slice of the masks replaced, and with more slices than they had, raised an
+    IndexError in the viewer's slider."""
+    widget = segment_widget
+    truth = segmented_with_its_truth(qtbot, viewer, widget)
+    prediction = widget.prediction_layer()
+    replaced = np.zeros_like(prediction.data)
+    replaced[3] = truth.data[3]
+    prediction.data = replaced
+    viewer.dims.set_current_step(0, 3)
+    assert widget.readouts.scores["slice 3"] == volume_scores(replaced[3], truth.data[3]).to_dict()
+    assert widget.readouts.scores["volume"] == volume_scores(replaced, truth.data).to_dict()
+    longer = np.zeros((10, *replaced.shape[1:]), replaced.dtype)
+    prediction.data = longer
+    viewer.dims.set_current_step(0, 8)
+    assert widget.readouts is None
+    assert widget.readout.value.startswith(f"'{truth.name}' has shape {truth.data.shape}, the prediction (10,")
+
+
+@pytest.mark.usefixtures("inline_jobs")
 def test_readouts_follow_painting_on_the_tumour_layer_and_the_ground_truth_without_a_slider_step(qtbot, viewer,
                                                                                                  segment_widget):
     """A correction painted on the tumour layer or the ground truth, and napari's undo of it, show in the Dice at once

@@ -571,7 +571,7 @@ class SegmentWidget(Container):
                 self._update_readout_text(problem)
                 return
         volume = volume_readouts(mask, truth, tuple(prediction.scale), _volume_unit(prediction))
-        self._scored = _Scored(prediction, truth_layer, mask, truth, volume)
+        self._scored = _Scored(prediction, truth_layer, _data_of(prediction, truth_layer), mask, truth, volume)
         self._show_slice_readouts()
 
     def _slice_changed(self) -> None:
@@ -579,10 +579,9 @@ class SegmentWidget(Container):
         over every voxel) made the slider lag on a large scan, three times over for a click on a review row (one
         step per axis). A change of the masks still pending (`LayerWatch`) recomputes everything when it fires."""
         scored = self._scored
-        if scored is not None and scored.prediction is self.prediction_layer() and scored.truth_layer is (
-                self.truth.value):
+        if scored is not None and scored.describes(self.prediction_layer(), self.truth.value):
             self._show_slice_readouts()
-        else:  # nothing scored yet, or the layers scored are no longer the ones chosen
+        else:  # nothing scored yet, or the layers scored are no longer the ones chosen or hold new data
             self.update_readouts()
 
     def _show_slice_readouts(self) -> None:
@@ -623,9 +622,21 @@ class _Scored:
 
     prediction: Labels
     truth_layer: Labels | None
+    data: tuple[object, object]  # the two layers' data objects when scored (`_data_of`)
     mask: np.ndarray
     truth: np.ndarray | None
     volume: Readouts
+
+    def describes(self, prediction: Labels | None, truth_layer: Labels | None) -> bool:
+        """Whether these are the layers scored, holding the data they held then. New data (`layer.data = ...`) is
+        scored by the layer watch after its delay: a slider step meanwhile showed a slice of the masks replaced (an
+        IndexError for a mask with more slices)."""
+        return (prediction is self.prediction and truth_layer is self.truth_layer
+                and all(now is then for now, then in zip(_data_of(prediction, truth_layer), self.data)))
+
+
+def _data_of(prediction: Labels, truth_layer: Labels | None) -> tuple[object, object]:
+    return prediction.data, None if truth_layer is None else truth_layer.data
 
 
 def _truth_on_grid(truth: Labels, prediction: Labels) -> tuple[np.ndarray | None, str]:
