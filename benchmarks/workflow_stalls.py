@@ -79,6 +79,9 @@ class Steps:
         self.rows: list[tuple[str, float, float]] = []
         self.handled = 0.0  # the longest call of a `timed` handler in this step
         self.collection = (0.0, "")  # the longest garbage collection in this step and the thread that ran it
+        self.full: list[str] = []  # each full (generation 2) collection in this step: its milliseconds and thread
+        self.step = "before the first step"
+        self.every_full: list[str] = []  # each full collection of the session, with the step (or what came after)
         self._collecting = 0.0
         gc.callbacks.append(self._collected)
 
@@ -86,9 +89,14 @@ class Steps:
         """A garbage collection holds Python's lock from start to end, every thread's included."""
         if phase == "start":
             self._collecting = time.perf_counter()
-        elif (spent := time.perf_counter() - self._collecting) > self.collection[0]:
-            gui = threading.get_ident() == self.culprit.gui
-            self.collection = (spent, f"generation {info['generation']} on the {'GUI' if gui else 'worker'} thread")
+            return
+        spent = time.perf_counter() - self._collecting
+        thread = "GUI" if threading.get_ident() == self.culprit.gui else threading.current_thread().name
+        if info["generation"] == 2:
+            self.full.append(f"{spent * 1000:.0f} ms on {thread}")
+            self.every_full.append(f"{spent * 1000:.0f} ms on {thread}, {self.step}")
+        if spent > self.collection[0]:
+            self.collection = (spent, f"generation {info['generation']} on the {thread} thread")
 
     def timed(self, widget: object, name: str) -> None:
         """Time each call of `widget.<name>` (a handler a job's items reach, looked up when the job starts)."""
@@ -108,7 +116,7 @@ class Steps:
         run_until(lambda: True)
         self.beat.reset()
         self.culprit.reset()
-        self.handled, self.collection = 0.0, (0.0, "")
+        self.handled, self.collection, self.full, self.step = 0.0, (0.0, ""), [], name
         started = time.perf_counter()
         action()
         acted = time.perf_counter() - started
@@ -116,11 +124,13 @@ class Steps:
         seconds = time.perf_counter() - started
         pause = time.perf_counter()
         run_until(lambda: time.perf_counter() - pause >= settle_s)
+        self.step = f"after {name}"
         self.rows.append((name, seconds, self.beat.longest))
         where = f"  [threads {self.culprit.longest:.2f} s into it: {self.culprit.stack}]" if self.culprit.stack else ""
         print(f"{name}: {seconds:.2f} s, longest stall {self.beat.longest * 1000:.0f} ms; the action took "
               f"{acted * 1000:.0f} ms, the longest handler of a job's item {self.handled * 1000:.0f} ms, the longest "
-              f"garbage collection {self.collection[0] * 1000:.0f} ms ({self.collection[1]}){where}",
+              f"garbage collection {self.collection[0] * 1000:.0f} ms ({self.collection[1]}), full collections: "
+              f"{', '.join(self.full) or 'none'}{where}",
               flush=True)
 
 
@@ -234,6 +244,7 @@ def main() -> None:
     print("| step | seconds | longest stall (ms) |\n|---|---|---|")
     for name, seconds, longest in steps.rows:
         print(f"| {name} | {seconds:.2f} | {longest * 1000:.0f} |")
+    print("full garbage collections of the session:", "; ".join(steps.every_full) or "none")
     viewer.close()
 
 
