@@ -11,6 +11,8 @@ placeholder closed while it loads (its dock or the viewer) builds no widget.
 
 The import runs with Python's cyclic garbage collector paused (`_import_without_collections`): a thread that imports
 still holds up napari's thread whenever it holds Python's lock for long, and full collections were the long holds.
+PyTorch's import is followed by the one full collection it would otherwise have set off later, during a segmentation
+or a training run.
 """
 
 from __future__ import annotations
@@ -68,22 +70,35 @@ def _when_loaded(viewer: napari.viewer.Viewer, module: str, name: str) -> Any:
 
 
 def _import_without_collections(module: str) -> ModuleType:
-    """Import `module` with the cyclic garbage collector paused, then file what the import made with the old objects.
+    """Import `module` with the cyclic garbage collector paused, then file what the import made with the old objects;
+    after an import as large as PyTorch's, by walking them all once.
 
     A full collection holds Python's lock from start to end, napari's thread included: once napari and PyTorch are
-    loaded it walks half a million objects (0.1-0.6 s each on 2 busy EPYC cores), and importing PyTorch set off four
-    to seven of them, the longest stalls of the first dock (0.29-0.66 s). What an import makes (modules, classes,
-    functions) lives as long as the session, so nothing is lost by not collecting meanwhile. Re-enabled at once, the
-    collector would have counted it all as new and walked it again; `freeze` then `unfreeze` puts it in the oldest
-    generation without counting it, so the next full collection comes as late as it would have without the import
-    (and still collects these objects like any other: nothing stays frozen, so nothing leaks). Objects someone else
-    froze stay frozen: the import's are then left to the collector's usual course."""
+    loaded it walks half a million objects (0.4-0.9 s on 2 busy EPYC cores), and importing PyTorch set off four to
+    seven of them, the longest stalls of the first dock (0.29-0.66 s). What an import makes (modules, classes,
+    functions) lives as long as the session, so nothing is lost by not collecting meanwhile.
+
+    Python runs a full collection once the objects filed as old since the last one exceed a quarter of those it kept.
+    PyTorch's import keeps some 350 000 objects, more than a viewer held before it (about 200 000), so left
+    uncollected it set one off at a later, random moment: in every run of benchmarks/workflow_stalls.py, during
+    training (0.44-0.62 s without a reaction). Collected here, while the dock says it loads, the walk comes when the
+    user waits anyway, and it files napari's and PyTorch's objects as the ones kept, which puts the next full
+    collection off until a quarter of those are new. An import smaller than that (the Train widget's module after
+    Segment's) would not have set one off: its objects are filed with the old ones uncounted instead (`freeze` then
+    `unfreeze`; counted as new they would have brought the next full collection nearer), so the dock pays no walk.
+    Nothing stays frozen, so nothing leaks (freezing the session's objects for good would keep a layer open now from
+    ever being freed once deleted). Objects someone else froze stay frozen: the import's are then left to the
+    collector's usual course."""
     enabled = gc.isenabled()
+    long_lived = len(gc.get_objects(generation=2))  # 10 ms for 200 000 objects
     gc.disable()
+    made = gc.get_count()[0]  # tracked objects made less those freed, counted on while the collector is paused
     try:
         return importlib.import_module(module)
     finally:
-        if gc.get_freeze_count() == 0:
+        if gc.get_count()[0] - made > long_lived / 4:
+            gc.collect()
+        elif gc.get_freeze_count() == 0:
             gc.freeze()
             gc.unfreeze()
         if enabled:
