@@ -3,10 +3,8 @@ user's that only look like them."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 _WRITE_AND_DIE = """
@@ -23,17 +21,14 @@ LOOKALIKES = (".notes.tmp", ".page.tmpl", ".mask.tif.tmp", ".mask.tif.x1.tmp", "
               ".mask.tif.swp.tmp~")
 
 
-def leftovers_of_a_killed_writer(*targets: tuple[Path, str], age: float = 0.0) -> list[Path]:
-    """The temporary file each (target, suffix) write left behind when its process was killed `age` seconds ago
-    (files younger than STALE_SECONDS may be a live writer's, which the clean-up spares), in order."""
+def leftovers_of_a_killed_writer(*targets: tuple[Path, str]) -> list[Path]:
+    """The temporary file each (target, suffix) write left behind when its process was killed, in order."""
     folders = {target.parent for target, _ in targets}
     before = {p for folder in folders if folder.is_dir() for p in folder.iterdir()}
     args = [str(part) for target, suffix in targets for part in (target, suffix)]
     assert subprocess.run([sys.executable, "-c", _WRITE_AND_DIE, *args]).returncode == 9
     left = {p for folder in folders for p in folder.iterdir()} - before
     assert len(left) == len(targets)
-    for leftover in left:
-        os.utime(leftover, (time.time() - age, time.time() - age))
     # a temporary name holds a long target's name cut short
     return [next(p for p in left if p.parent == target.parent and p.name.startswith(f".{target.name}."[:100]))
             for target, _ in targets]

@@ -12,7 +12,6 @@ import torch
 from temp_files import LOOKALIKES, leftovers_of_a_killed_writer
 
 from napari_lgg_unet.engine import folder_lock
-from napari_lgg_unet.engine.atomic import STALE_SECONDS, atomic_path
 from napari_lgg_unet.engine.errors import FolderInUse, InputError, ModelError
 from napari_lgg_unet.engine.folder_lock import LOCK_FILE, held_folder
 from napari_lgg_unet.engine.precision import Precision
@@ -321,22 +320,10 @@ def test_history_is_written_as_json_always_and_csv_once_there_is_a_row(tmp_path)
 
 
 def test_taking_the_lock_removes_our_leftovers_and_keeps_a_users_hidden_files(tmp_path):
-    ours = leftovers_of_a_killed_writer((tmp_path / "model.safetensors", ""), (tmp_path / "config.json", ""),
-                                        age=STALE_SECONDS + 1)
+    ours = leftovers_of_a_killed_writer((tmp_path / "model.safetensors", ""), (tmp_path / "config.json", ""))
     for name in LOOKALIKES:
         (tmp_path / name).write_text("the user's")
     with RunFolder(tmp_path).locked():
         pass
     assert not any(p.exists() for p in ours)
     assert all((tmp_path / name).read_text() == "the user's" for name in LOOKALIKES)
-
-
-def test_taking_the_lock_leaves_the_file_a_save_beside_the_run_is_writing(tmp_path):
-    # a single predict or a save from napari takes no lock: a cohort or a training starting in the same folder
-    # while it writes must not delete its temporary file (the save failed with 'No such file or directory')
-    with atomic_path(tmp_path / "mask.tif") as temporary:
-        temporary.write_bytes(b"the mask")
-        with RunFolder(tmp_path).locked():
-            pass
-        assert temporary.exists()
-    assert (tmp_path / "mask.tif").read_bytes() == b"the mask"

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from napari_lgg_unet.engine.atomic import STALE_SECONDS
 from napari_lgg_unet.engine.dataset import AugmentConfig
 from napari_lgg_unet.engine.errors import InputError, InputWarning
 from napari_lgg_unet.engine.events import EpochEnd, Finished, Step
@@ -219,7 +218,7 @@ def test_a_corrupt_resume_state_is_refused_with_a_clear_message(scans, tmp_path)
 
 def test_leftover_temp_files_of_a_killed_run_are_removed_when_the_folder_is_next_used(scans, tmp_path):
     (tmp_path / "m").mkdir()
-    [leftover] = leftovers_of_a_killed_writer((tmp_path / "m" / "model.safetensors", ""), age=STALE_SECONDS + 1)
+    [leftover] = leftovers_of_a_killed_writer((tmp_path / "m" / "model.safetensors", ""))
     users = tmp_path / "m" / LOOKALIKES[0]
     users.write_text("a user's hidden file")
     list(train_model(scans, TrainConfig(epochs=1, steps_per_epoch=2, **FAST), tmp_path / "m"))

@@ -101,8 +101,8 @@ def remove_leftover_temp_files(folder: Path, target: str | None = None, older_th
     """Delete the temporary files that a killed writer of ours left in `folder` (those of `target`, a file name,
     when given). Only names `_temp_file` makes are claimed: a user's `.notes.tmp` or `.page.tmpl` stays.
 
-    `older_than` (seconds) spares files a live writer may still be filling. A run that holds the folder's lock
-    passes it too: a writer that takes no lock (a single predict, a save from napari) may be writing into the folder.
+    `older_than` (seconds) spares files a live writer may still be filling; callers that hold a lock on the
+    folder pass 0.
     """
     now = time.time()
     for leftover in folder.glob(f".*{TEMP_TAG}*"):

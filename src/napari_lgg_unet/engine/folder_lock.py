@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
-from .atomic import STALE_SECONDS, make_folders, remove_empty_folders, remove_leftover_temp_files
+from .atomic import make_folders, remove_empty_folders, remove_leftover_temp_files
 from .errors import FolderInUse, InputError
 
 LOCK_FILE = ".lock"
@@ -72,7 +72,7 @@ def _lock_file(path: Path, task: str, made: list[Path], make_folders: Callable[[
         handle.truncate()
         handle.write(LOCK_TEXT.format(task=task, pid=os.getpid()))
         handle.flush()
-        remove_leftover_temp_files(path.parent, older_than=STALE_SECONDS)  # a save beside the run may be writing
+        remove_leftover_temp_files(path.parent)
         yield
     except BaseException:
         failed = True
