@@ -548,6 +548,11 @@ CLI_CASES = [
                  id="predict a cohort into a folder holding a user's summary"),
     pytest.param(_predict(model=_bad_model("truncated weights"), output=lambda w: w.out / "mask.mhd"),
                  "cannot write a mask as mask.mhd: use", id="predict to .mhd is refused before the model loads"),
+    pytest.param(_predict(model=_bad_model("truncated weights"), output=lambda w: w.out / "mask"),
+                 "cannot write a mask as mask: use .tif, .tiff, .nii.gz, .nii, .nrrd, .mha, or end --output with /",
+                 id="predict to a name of no mask format is refused before the model loads"),
+    pytest.param(_predict(model=_bad_model("truncated weights"), output=lambda w: w.out / "mask.png"),
+                 "cannot write a mask as mask.png: use", id="predict to .png is refused before the model loads"),
     pytest.param(_predict("--skip-existing", scan=_cohort_of_two_cases, output=_folder_with_users_summary),
                  "summary.csv was not written by lgg-unet (its first line is not the summary's header) and "
                  "--skip-existing would rewrite it",

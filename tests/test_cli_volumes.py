@@ -39,6 +39,15 @@ def test_predict_on_a_case_folder_writes_a_nifti_mask_on_the_flair_grid(tiny_mod
     assert set(np.unique(np.asanyarray(mask.dataobj))) <= {0, 1}
 
 
+def test_an_output_ending_in_a_slash_is_a_new_folder_given_the_case_mask_and_summary(tiny_model_dir, tmp_path):
+    """`--output out/` for one case: Path drops the slash, and a TIFF named `out` lost the NIfTI's geometry."""
+    case = _case(tmp_path / "data", "P1")
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(case), "--output", f"{out}/"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "P1_mask.nii.gz", "summary.csv"]
+    np.testing.assert_array_equal(nib.load(out / "P1_mask.nii.gz").affine, nib.load(case / "P1_flair.nii.gz").affine)
+
+
 def test_predict_on_a_folder_of_cases_writes_one_mask_each_and_evaluate_scores_them(tiny_model_dir, tmp_path, capsys):
     for name in ("P1", "P2"):
         _case(tmp_path / "data", name)

@@ -163,8 +163,9 @@ def _add_predict(sub: argparse.ArgumentParser) -> None:
     _add_inference_options(sub)
     sub.add_argument("--input", required=True, type=Path,
                      help="scan (patient / case / DICOM folder, TIFF, NIfTI) or a folder of scans")
-    sub.add_argument("--output", required=True, type=Path, help="mask file: .nii.gz/.nii/.nrrd/.mha keep the scan's "
-                     "geometry, else TIFF (a folder for a folder of scans); missing folders are made")
+    sub.add_argument("--output", required=True, help="mask file: .nii.gz/.nii/.nrrd/.mha keep the scan's geometry, "
+                     ".tif/.tiff 0/255; a folder (one ending in /, or a folder of scans as --input) gets "
+                     "<scan>_mask files and summary.csv; missing folders are made")
     existing = sub.add_mutually_exclusive_group()  # keep or replace: asking for both is a mistake, not a choice
     existing.add_argument("--skip-existing", action="store_true",
                           help="folder of scans: keep the finished masks already in --output and segment only the "
@@ -299,6 +300,9 @@ def _run_predict(args: argparse.Namespace) -> int:
     from .engine.outputs import check_output, model_folders
 
     existing_path(args.input)  # a missing input or a link loop is refused before its path is resolved
+    # `out/` names a folder even while none exists (Path drops the slash): a mask file named `out` would lose it
+    as_folder = args.output.endswith(("/", os.sep))
+    args.output = Path(args.output)
     if args.output.resolve() == args.input.resolve():
         raise InputError("--output is the same path as --input; the scan would be replaced by its mask")
     check_output(args.output, model_folders(args.model), what="a model folder")  # a mask file, or a folder of them
@@ -306,15 +310,15 @@ def _run_predict(args: argparse.Namespace) -> int:
     sources = find_scans(args.input, output=args.output)  # an earlier run's masks kept inside the input are no scans
     if not sources:
         raise InputError(f"{args.input} holds no scans outside --output {args.output}")
-    if len(sources) > 1 or args.output.is_dir():  # a folder of scans -> one <scan>_mask file each, in --output
+    if len(sources) > 1 or args.output.is_dir() or as_folder:  # one <scan>_mask file each, in --output
         # a new --output named as a mask file (masks.tif) is a mistake too: it would become a folder of that name
-        if args.output.is_file() or (not args.output.exists() and file_format(args.output) is not None):
+        if args.output.is_file() or (not as_folder and not args.output.exists() and file_format(args.output)):
             raise InputError(f"--input {args.input} holds {len(sources)} scans; give a folder as --output, not a file "
                              f"name ({args.output.name})")
         with interrupt_on_signals(), process_group(args.device) as group:
             return _predict_cohort(args, sources, group)
     check_output(args.output, sources)
-    check_mask_name(args.output)
+    check_mask_name(args.output, hint=", or end --output with / for a folder of masks")
     hint = " (--skip-existing applies to a folder of scans)" if args.skip_existing else ""
     _check_new_file(args.output, "--output", args.overwrite, hint)
     model, options = _load_for_inference(args, device)

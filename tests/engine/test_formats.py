@@ -3,6 +3,7 @@ step with it, a new format added as one class plus one registration, and the hea
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -107,12 +108,15 @@ def test_a_mask_written_in_each_mask_format_reads_back_on_its_scan_grid(suffix, 
     np.testing.assert_array_equal(back.image > 0, mask)  # TIFFs: the engine layout, volumes: back on the source grid
 
 
-def test_a_mask_format_that_cannot_be_written_atomically_is_refused_naming_those_that_can(tmp_path):
+@pytest.mark.parametrize("name", ["m.mhd", "m", "m.png"])  # .mhd: a header and a data file; the others: no format
+def test_a_mask_name_that_cannot_be_written_atomically_or_names_no_format_is_refused_naming_those_that_can(
+        name, tmp_path):
     scan = Scan("s", np.zeros((2, 4, 4), np.uint8), rgb=False)
     with pytest.raises(
-        InputError, match=r"cannot write a mask as m\.mhd: use \.tif, \.tiff, \.nii\.gz, \.nii, \.nrrd, \.mha"
+        InputError,
+        match=rf"cannot write a mask as {re.escape(name)}: use \.tif, \.tiff, \.nii\.gz, \.nii, \.nrrd, \.mha$",
     ):
-        write_mask(tmp_path / "m.mhd", np.zeros((2, 4, 4)), scan)
+        write_mask(tmp_path / name, np.zeros((2, 4, 4)), scan)
     assert not list(tmp_path.iterdir())
 
 

@@ -247,17 +247,19 @@ def strip_volume_suffix(name: str) -> str:
     return name[: -len(suffix)] if suffix else name
 
 
-def check_mask_name(path: str | Path) -> None:
+def check_mask_name(path: str | Path, hint: str = "") -> None:
     """Refuse a mask file name of a format that cannot hold a mask written atomically (.mhd, .nhdr: a header and a
-    data file); callers check before the model runs, so a wrong name costs no segmentation."""
+    data file), or of no format we write: `mask` or `mask.png` holding TIFF bytes opens nowhere, and a NIfTI scan's
+    mask would lose its geometry without a word. Callers check before the model runs, so a wrong name costs no
+    segmentation; `hint` ends the message with what else the caller accepts."""
     found = file_format(path)
-    if found is not None and found.suffix_of(path) not in found.mask_suffixes:
-        raise cannot_write(Path(path))
+    if found is None or found.suffix_of(path) not in found.mask_suffixes:
+        raise cannot_write(Path(path), hint)
 
 
-def cannot_write(path: Path) -> InputError:
+def cannot_write(path: Path, hint: str = "") -> InputError:
     return InputError(
-        f"cannot write a mask as {path.name}: use {', '.join(s for f in FORMATS for s in f.mask_suffixes)}"
+        f"cannot write a mask as {path.name}: use {', '.join(s for f in FORMATS for s in f.mask_suffixes)}{hint}"
     )
 
 

@@ -22,7 +22,8 @@ import tifffile
 
 from .atomic import atomic_path
 from .errors import InputError, describe, few_names
-from .formats import TIFF, ScanSource, case_scan, default_mask_suffix, file_format, format_of, not_a_scan
+from .formats import (TIFF, ScanSource, case_scan, check_mask_name, default_mask_suffix, file_format, format_of,
+                      not_a_scan)
 from .scan_checks import check_claimed_size, check_pixel_type, kept_pixels, tumour_of_labels
 from .validate import check_bool
 
@@ -334,7 +335,7 @@ def mask_file_name(scan: Scan) -> str:
 
 def write_mask(path: str | Path, mask: np.ndarray, scan: Scan) -> None:
     """Save `mask` (the scan's (Z, H, W)) in the format `path` names: a volume format on the scan's source grid (a
-    scan without geometry gets the engine's axes and unit spacing), anything else TIFF 0/255, 2D for a 2D image (as
+    scan without geometry gets the engine's axes and unit spacing), `.tif` / `.tiff` 0/255, 2D for a 2D image (as
     the Kaggle dataset's slice masks are, so it can join a patient folder). Never onto a file (or into a DICOM folder)
     that fed the scan or its mask (`scan.files`; `geometry.sources` for a scan rebuilt from a layer): callers check
     more (outputs.check_output), but a script calling this alone must not replace the user's FLAIR, or the expert's
@@ -347,7 +348,8 @@ def write_mask(path: str | Path, mask: np.ndarray, scan: Scan) -> None:
     if hit is not None:  # the file itself, or inside a folder the scan was read from
         what = f"lies in {hit}, a folder" if hit.is_dir() else "is a file"
         raise InputError(f"{path} {what} of the scan {scan.name} itself; write its mask elsewhere")
-    kind = file_format(path) or TIFF
+    check_mask_name(path)
+    kind = file_format(path)
     if not kind.is_volume and np.ndim(scan.image) == (3 if scan.rgb else 2):
         mask = np.asarray(mask).reshape(np.shape(mask)[-2:])
     kind.write_mask(path, mask, scan.geometry)
