@@ -120,6 +120,9 @@ BAD_MODELS: dict[str, tuple[Callable[[Path, Path], None], str, bool]] = {
         _config_text('{"format": "napari-lgg-unet/1", "weights_id": ' + "9" * 5000 + "}"),
         "holds a number too long to read", True,
     ),
+    "config with a setting of a newer version": (
+        _config_value("preprocess", "bias_correction", value="n4"), "does not know: preprocess.bias_correction", True
+    ),
     "config of another architecture": (
         _config_value("architecture", value="smp.FPN"), "describes a 'smp.FPN' network", True
     ),

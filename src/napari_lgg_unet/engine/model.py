@@ -25,7 +25,7 @@ from .model_input import InputConfig
 from .postprocess import PostprocessConfig
 from .preprocess import PreprocessConfig
 from .records import TrainingRecord
-from .validate import check_bool, check_int, check_items, from_json, store
+from .validate import check_bool, check_int, check_items, from_json, store, unknown_keys
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -76,6 +76,13 @@ class ModelConfig:
         missing = [key for key in ("encoder", "decoder_channels", "preprocess") if key not in data]
         if missing:
             raise ModelError(f"{where} is incomplete: it has no {', '.join(missing)}")
+        # a setting this version would drop may change how the model reads a scan (the training record may not)
+        unknown = unknown_keys(cls, {key: value for key, value in data.items()
+                                     if key not in ("format", "architecture", "training")})
+        if unknown:
+            raise ModelError(f"{where} holds settings this version of napari-lgg-unet does not know: "
+                             f"{few_names(unknown)}. A newer version made it and would segment with them; "
+                             "update napari-lgg-unet to use this model")
         try:
             return from_json(cls, data, ModelError)
         except ModelError as error:

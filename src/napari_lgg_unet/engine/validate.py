@@ -131,6 +131,22 @@ def _convert(name: str, kind: Any, value: Any, error: type[Exception]) -> Any:
     return value
 
 
+def unknown_keys(cls: type, data: Any, prefix: str = "") -> list[str]:
+    """The keys of the JSON object `data` (nested objects included) that dataclass `cls` has no field for, as
+    dotted names: what `from_json` would drop. For files whose unknown settings would change a result."""
+    if not isinstance(data, dict):
+        return []
+    hints = typing.get_type_hints(cls)
+    fields = {field.name for field in dataclasses.fields(cls) if field.init}
+    found = []
+    for key, value in data.items():
+        if key not in fields:
+            found.append(prefix + key)
+        elif dataclasses.is_dataclass(hints[key]):
+            found.extend(unknown_keys(hints[key], value, f"{prefix}{key}."))
+    return found
+
+
 def from_json(cls: type[T], data: Any, error: type[Exception] = InputError, prefix: str = "") -> T:
     """Build dataclass `cls` from a JSON object: unknown keys are ignored, missing ones take the defaults.
 
