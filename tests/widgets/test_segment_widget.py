@@ -628,3 +628,25 @@ def test_a_cache_that_cannot_remember_the_auto_precision_is_one_warning_notifica
     assert [note.split(" (")[0] for note in notes["warning"]] == ["the 'auto' precision cannot be remembered"]
     assert notes["error"] == [] and segment_widget.prediction_layer() is not None
     assert segment_widget.device_note.value.endswith(f"; auto: measured on {datetime.date.today().isoformat()}")
+
+
+@pytest.mark.usefixtures("inline_jobs")
+def test_a_slider_step_beside_a_ground_truth_that_cannot_be_scored_checks_nothing_again(qtbot, viewer,
+                                                                                        segment_widget, monkeypatch):
+    """The refusal does not depend on the slice: checking the ground truth against the prediction on every step
+    (both masks over every voxel) made the slider lag on a large scan, the work a step was meant to be spared."""
+    widget = segment_widget
+    truth = segmented_with_its_truth(qtbot, viewer, widget)
+    widget.truth.value = viewer.add_labels(truth.data[:3], name="another scan's mask", scale=truth.scale)
+    refusal = widget.readout.value
+    assert refusal.startswith("'another scan's mask' has shape")
+    checked = []
+    on_grid = segment_module._truth_on_grid
+    monkeypatch.setattr(segment_module, "_truth_on_grid", lambda *layers: (checked.append(1), on_grid(*layers))[1])
+    for z in (4, 1, 5):
+        viewer.dims.set_current_step(0, z)
+    assert checked == [] and widget.readouts is None and widget.readout.value == refusal
+    widget.truth.value = truth  # the right ground truth is scored, and its slices follow the slider again
+    viewer.dims.set_current_step(0, 2)
+    prediction = widget.prediction_layer().data
+    assert widget.readouts.scores["slice 2"] == volume_scores(prediction[2], truth.data[2]).to_dict()

@@ -577,11 +577,15 @@ class SegmentWidget(Container):
     def _slice_changed(self) -> None:
         """A slider step: only the slice scores change. Recomputing the volume's on every step (its counts and scores
         over every voxel) made the slider lag on a large scan, three times over for a click on a review row (one
-        step per axis). A change of the masks still pending (`LayerWatch`) recomputes everything when it fires."""
+        step per axis). A change of the masks still pending (`LayerWatch`) recomputes everything when it fires.
+        With nothing scored (no tumour layer, or a ground truth it cannot be scored against) nothing on screen
+        follows the slice: every step checked the ground truth against the prediction again, over every voxel."""
         scored = self._scored
-        if scored is not None and scored.describes(self.prediction_layer(), self.truth.value):
+        if scored is None:
+            return
+        if scored.describes(self.prediction_layer(), self.truth.value):
             self._show_slice_readouts()
-        else:  # nothing scored yet, or the layers scored are no longer the ones chosen or hold new data
+        else:  # the layers scored are no longer the ones chosen, or hold new data
             self.update_readouts()
 
     def _show_slice_readouts(self) -> None:
