@@ -397,7 +397,9 @@ def _fill(network: torch.nn.Module, state: dict[str, torch.Tensor], weights: Pat
     weights (float64 ones too large for float32 included): they make every probability NaN (an empty mask), refused
     here rather than found in a mask."""
     state = {name: tensor.float() if tensor.is_floating_point() else tensor for name, tensor in state.items()}
-    network.load_state_dict(state, strict=False)  # a missing num_batches_tracked is filled in, as torch does
+    # strict, and it never refuses: `_check_fits` refused every difference, and torch fills in a missing
+    # num_batches_tracked itself (strict or not)
+    network.load_state_dict(state)
     broken = [name for name, tensor in state.items() if tensor.is_floating_point() and not tensor.isfinite().all()]
     if broken:
         raise ModelError(f"{weights} is corrupt: NaN or infinite weights in {few_names(broken)}")
