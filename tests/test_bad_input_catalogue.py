@@ -413,6 +413,13 @@ def _folder_with_users_summary(w: Workspace) -> Path:
     return w.out / "masks"
 
 
+def _folder_with_a_pipe_as_summary(w: Workspace) -> Path:
+    """A named pipe where summary.csv would be: opening it to read its header would wait for a writer forever."""
+    (w.out / "masks").mkdir()
+    os.mkfifo(w.out / "masks" / "summary.csv")
+    return w.out / "masks"
+
+
 def _brats_case(w: Workspace, name: str = "CASE", parent: Path | None = None) -> Path:
     """A BraTS-style case folder: FLAIR, T1 and a manual segmentation with labels {0, 1, 2, 4}."""
     case = (parent or w.inputs) / name
@@ -557,6 +564,9 @@ CLI_CASES = [
                  "summary.csv was not written by lgg-unet (its first line is not the summary's header) and "
                  "--skip-existing would rewrite it",
                  id="predict --skip-existing into a folder holding a user's summary"),
+    pytest.param(_predict("--skip-existing", scan=_cohort_of_two_cases, output=_folder_with_a_pipe_as_summary),
+                 "summary.csv was not written by lgg-unet", id="predict --skip-existing into a folder whose summary "
+                 "is a named pipe is refused without opening it"),
     pytest.param(_predict("--overwrite", "--skip-existing", scan=_cohort_of_two_cases,
                           output=_folder_with_users_mask_and_summary),
                  "argument --skip-existing: not allowed with argument --overwrite",

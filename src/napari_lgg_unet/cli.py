@@ -336,7 +336,7 @@ def _check_new_file(path: Path, flag: str, overwrite: bool, hint: str = "") -> N
     whole run, with the operating system's word ('File exists')."""
     if path.is_dir():
         raise InputError(f"{flag} {path} is a folder; give a file name")
-    if not overwrite and (path.exists() or path.is_symlink()):
+    if not overwrite and os.path.lexists(path):
         raise InputError(f"{flag} {path} already exists; give --overwrite to replace it{hint}")
     folder = next((parent for parent in path.parents if parent.exists()), None)
     if folder is not None and not folder.is_dir():

@@ -174,7 +174,7 @@ def _segment_share(
             done = segment_scan(model, scan, options)
             summary = _summarise(done.scan, done.result.mask, done.seconds)
             row = list(asdict(summary).values())
-            replacing = target.exists() or target.is_symlink()  # a user's link to a missing mask: replaced, asked
+            replacing = os.path.lexists(target)  # a user's link to a missing mask: replaced, asked
             if not replacing:
                 created.append(target)
             write_mask(target, done.result.mask, done.scan)
@@ -218,7 +218,7 @@ def existing_outputs(out_dir: Path, cases: Sequence[ScanSource]) -> list[Path]:
         return []
     masks = [finished_output(out_dir, case.name, links=True) for case in cases]
     summary = out_dir / SUMMARY_FILE
-    return [p for p in masks if p is not None] + ([summary] if summary.exists() or summary.is_symlink() else [])
+    return [p for p in masks if p is not None] + ([summary] if os.path.lexists(summary) else [])
 
 
 def check_outputs_free(out_dir: Path, cases: Sequence[ScanSource]) -> None:
@@ -235,13 +235,15 @@ def check_summary_ours(out_dir: Path) -> None:
     """Refuse to continue into a folder whose `summary.csv` this tool did not write: `--skip-existing` keeps the
     masks but rewrites the summary, and a file of that name with another first line is the user's own."""
     summary = out_dir / SUMMARY_FILE
-    if not summary.exists() and not summary.is_symlink():  # a link to a missing file is the user's too
+    if not os.path.lexists(summary):  # a link to a missing file is the user's too
         return
-    try:
-        with open(summary, encoding="utf-8", newline="") as handle:
-            header = next(csv.reader(handle), None)
-    except (OSError, UnicodeDecodeError, csv.Error):
-        header = None
+    header = None
+    if summary.is_file():  # opening a named pipe would wait for a writer, forever
+        try:
+            with open(summary, encoding="utf-8", newline="") as handle:
+                header = next(csv.reader(handle), None)
+        except (OSError, UnicodeDecodeError, csv.Error):
+            pass
     if header != list(CaseSummary.__dataclass_fields__):
         raise InputError(f"{summary} was not written by lgg-unet (its first line is not the summary's header) and "
                          "--skip-existing would rewrite it; move it away, or give --overwrite to replace it")

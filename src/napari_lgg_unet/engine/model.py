@@ -34,6 +34,8 @@ ARCHITECTURE = "smp.Unet"  # the only network this version builds
 DEFAULT_MODEL_NAME = "default"
 DEFAULT_MODEL_FOLDER = "lgg-unet-default"
 MAX_CONFIG_BYTES = 10_000_000
+# what reading a safetensors file raises when it is not one (truncated, garbage, a folder, unreadable)
+UNREADABLE_TENSORS = (SafetensorError, OSError, ValueError, RuntimeError)
 MAX_DECODER_WIDTH = 1024  # wider decoders only cost memory; refusing early avoids building a huge network
 
 
@@ -65,7 +67,7 @@ class ModelConfig:
         return {"format": FORMAT, "architecture": ARCHITECTURE, **data}
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = CONFIG_FILE) -> "ModelConfig":
+    def from_dict(cls, data: dict, where: str) -> "ModelConfig":
         """Check every value's type and range before anything is built from it; `where` (the file, with its folder)
         begins every message, so the user knows which of their models to fix."""
         if data.get("format") != FORMAT:
@@ -194,7 +196,7 @@ def _check_replaceable(folder: Path) -> None:
     """
     for name, ours in ((CONFIG_FILE, _is_our_config), (WEIGHTS_FILE, _is_our_weights)):
         path = folder / name
-        if (path.exists() or path.is_symlink()) and not ours(path):
+        if os.path.lexists(path) and not ours(path):
             raise InputError(f"{path} is not a {FORMAT} model file, and saving a model here would replace it; "
                              "choose another folder (the file was left as it is)")
 
@@ -215,7 +217,7 @@ def _is_our_weights(path: Path) -> bool:
             return False
         with safe_open(str(path), "pt") as handle:
             return (handle.metadata() or {}).get("format") == FORMAT
-    except (SafetensorError, OSError, ValueError, RuntimeError):
+    except UNREADABLE_TENSORS:
         return False
 
 
@@ -333,7 +335,7 @@ def saved_config(folder: str | Path) -> ModelConfig:
     try:
         with safe_open(str(weights), "pt") as handle:
             metadata = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+    except UNREADABLE_TENSORS as error:
         raise ModelError(f"{weights} is corrupt ({error})") from None
     if config is None or (config.weights_id and metadata.get("weights_id", "") != config.weights_id):
         # caught between writing the weights and config.json: the weights carry the config they were saved with
@@ -354,7 +356,7 @@ def load_model(folder: str | Path, device: torch.device | str = "cpu") -> Loaded
     _check_fits(config, weights)
     try:
         state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+    except UNREADABLE_TENSORS as error:
         raise ModelError(f"{weights} is corrupt ({error})") from None
     network = build_network(config)
     _fill(network, state, weights)
@@ -378,7 +380,7 @@ def _check_fits(config: ModelConfig, weights: Path) -> None:
         with safe_open(str(weights), "pt") as handle:
             parts = {name: handle.get_slice(name) for name in handle.keys()}
             found = {name: (torch.Size(part.get_shape()), part.get_dtype()) for name, part in parts.items()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+    except UNREADABLE_TENSORS as error:
         raise ModelError(f"{weights} is corrupt ({error})") from None
     unfit = [name for name, (shape, dtype) in found.items() if name in expected and (
         shape != expected[name].shape or dtype.startswith(("F", "BF")) != expected[name].is_floating_point())]

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from .atomic import write_tensors_atomic, write_text_atomic
 from .errors import InputError, ModelError, few_names
 from .folder_lock import held_folder
-from .model import CONFIG_FILE, WEIGHTS_FILE, in_packaged_weights, not_a_model_folder
+from .model import CONFIG_FILE, UNREADABLE_TENSORS, WEIGHTS_FILE, in_packaged_weights, not_a_model_folder
 from .precision import RESOLVED, Precision
 from .validate import from_json
 
@@ -140,7 +140,7 @@ class RunFolder:
         metadata = self._metadata()
         try:
             tensors = load_file(str(self.resume_file))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        except UNREADABLE_TENSORS as error:
             raise ModelError(f"cannot resume from {self.resume_file}: it is corrupt ({error})") from None
         try:
             progress = from_json(RunProgress, metadata["progress"], ModelError, prefix="progress.")
@@ -164,7 +164,7 @@ class RunFolder:
 
     def trained_precision(self, device: torch.device) -> Precision | None:
         """The precision the saved run trained in, on `device`; None for a state saved before it was recorded."""
-        with contextlib.suppress(SafetensorError, OSError, ValueError, RuntimeError):
+        with contextlib.suppress(*UNREADABLE_TENSORS):
             with safe_open(str(self.resume_file), "pt") as handle:
                 saved = json.loads((handle.metadata() or {}).get("precision", "null"))
             if isinstance(saved, dict) and saved.get("name") in RESOLVED \
@@ -177,7 +177,7 @@ class RunFolder:
         try:
             with safe_open(str(self.resume_file), "pt") as handle:
                 raw = handle.metadata() or {}
-        except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        except UNREADABLE_TENSORS as error:
             raise ModelError(f"cannot resume from {self.resume_file}: it is corrupt ({error})") from None
         if raw.get("format") != RESUME_FORMAT:
             raise ModelError(f"cannot resume from {self.resume_file}: not a {RESUME_FORMAT} state")
