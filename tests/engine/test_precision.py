@@ -173,7 +173,7 @@ def test_two_runs_remembering_at_once_keep_both_verdicts(flipping_measurement, m
     """Run A has read the file and is about to write it when run B (another thread count) remembers its own verdict:
     B waits for A's lock and merges into what A wrote, instead of A overwriting B's entry with what it read."""
     a_is_writing, b_is_waiting = threading.Event(), threading.Event()
-    real_write, real_try_lock = precision.write_text_atomic, folder_lock._try_lock
+    real_write, real_try_lock = precision.write_text_atomic, folder_lock.try_lock
 
     def write_once_b_waits(target, text):
         if threading.current_thread().name == "run A":
@@ -188,7 +188,7 @@ def test_two_runs_remembering_at_once_keep_both_verdicts(flipping_measurement, m
         return taken
 
     monkeypatch.setattr(precision, "write_text_atomic", write_once_b_waits)
-    monkeypatch.setattr(folder_lock, "_try_lock", try_lock)
+    monkeypatch.setattr(folder_lock, "try_lock", try_lock)
     run_a = threading.Thread(target=precision._remember, args=("A", Precision(CPU, "fp32", True), "2025-03-03"),
                              name="run A")
     run_a.start()

@@ -42,13 +42,13 @@ def test_a_run_that_may_wait_takes_the_lock_when_its_holder_lets_go_and_removes_
 ):
     """Another run locked the lock file this run had just created: this run waits its turn, and the file is still the
     one it created, so it removes it (and the folder it made) when it fails."""
-    real_try_lock, tries = folder_lock._try_lock, []
+    real_try_lock, tries = folder_lock.try_lock, []
 
     def held_by_another_at_first(handle):
         tries.append(handle)
         return len(tries) > 1 and real_try_lock(handle)
 
-    monkeypatch.setattr(folder_lock, "_try_lock", held_by_another_at_first)
+    monkeypatch.setattr(folder_lock, "try_lock", held_by_another_at_first)
     with pytest.raises(FolderInUse, match="in use by another run"):  # not waiting: refused at once
         with held_folder(tmp_path / "refused", "update"):
             pass
@@ -247,7 +247,7 @@ def test_a_run_that_takes_the_folder_of_a_failing_holder_as_it_is_let_go_leaves_
 
 
 def test_a_lock_file_that_keeps_being_replaced_is_refused_instead_of_tried_forever(tmp_path, monkeypatch):
-    monkeypatch.setattr(folder_lock, "_same_file", lambda handle, path: False)
+    monkeypatch.setattr(folder_lock, "same_file", lambda handle, path: False)
     with pytest.raises(InputError, match="keeps being replaced while this run takes it"):
         with RunFolder(tmp_path).locked():
             pass

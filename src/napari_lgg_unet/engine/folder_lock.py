@@ -22,6 +22,7 @@ from typing import IO, Any, Callable, Iterator
 
 from .atomic import make_folders, remove_empty_folders, remove_leftover_temp_files
 from .errors import FolderInUse, InputError
+from .os_locks import same_file, try_lock, unlock
 
 LOCK_FILE = ".lock"
 LOCK_TEXT = "{task} (process {pid})"  # what a run writes into its lock while it holds it, and empties at the end
@@ -94,12 +95,12 @@ def _take(path: Path, make_folders: Callable[[], None], wait: float) -> tuple[IO
             attempts += 1
             continue
         handle, created = opened
-        if not _try_lock(handle):  # another run locked the file, perhaps the one this call created: still ours
+        if not try_lock(handle):  # another run locked the file, perhaps the one this call created: still ours
             created_while_waiting |= created
             _refuse_once_waited(handle, path, deadline)
             continue
         created |= created_while_waiting
-        if _same_file(handle, path):
+        if same_file(handle, path):
             break
         _release(handle, None)  # its holder removed it after this call opened it: the folder is free, open it anew
         attempts += 1
@@ -167,56 +168,28 @@ def _read(handle: IO[str]) -> str | None:
         return None
 
 
-def _same_file(handle: IO[str], path: Path) -> bool:
-    """Whether `path` still names the file `handle` holds: a failing run removes the lock it created."""
-    try:
-        return os.path.samestat(os.fstat(handle.fileno()), os.lstat(path))
-    except OSError:
-        return False
-
-
 def _not_ours(path: Path, kind: str) -> str:
     return (f"{path} is {kind}, not the lock file lgg-unet keeps in an output folder, and is left as it is; move or "
             "rename it, or choose another output folder")
 
 
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-    import msvcrt
-
-    def _try_lock(handle: Any) -> bool:
-        try:
-            handle.seek(0)
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-            return True
-        except OSError:
-            return False
-
     def _release(handle: Any, remove: tuple[Path | None, list[Path]] | None) -> None:
         """Unlock and close, then remove `remove` (see `_remove_made`): Windows removes no open file, so this fails
         (and the file stays) when another process has opened it since, and no two runs ever hold two files of one
         name."""
-        handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        unlock(handle)
         handle.close()
         _remove_made(remove)
 
 else:
-    import fcntl
-
-    def _try_lock(handle: Any) -> bool:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            return False
-
     def _release(handle: Any, remove: tuple[Path | None, list[Path]] | None) -> None:
         """Remove `remove` (see `_remove_made`) while still holding the lock, then unlock and close: a run that opened
-        it meanwhile finds it gone once it holds it (`_same_file`) and opens the new one, so no two runs ever hold
+        it meanwhile finds it gone once it holds it (`same_file`) and opens the new one, so no two runs ever hold
         two files of one name; and it finds the folders gone too, so it makes them as its own, and removes them if
         it fails in turn (let go first, a folder held by that run could be removed by neither)."""
         _remove_made(remove)
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        unlock(handle)
         handle.close()
 
 
