@@ -1,19 +1,25 @@
 """atomic: a file is either the old one or the new one, never half of one, and no temporary file is left behind."""
 
+import errno
 import json
 import os
+import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 import safetensors.torch
 import torch
-from temp_files import LOOKALIKES, leftovers_of_a_killed_writer
+from temp_files import LOOKALIKES, a_live_writer, leftovers_of_a_killed_writer
 
+from napari_lgg_unet.engine import atomic
 from napari_lgg_unet.engine.atomic import (
     atomic_path, remove_leftover_temp_files, write_tensors_atomic, write_text_atomic,
 )
+from napari_lgg_unet.engine.batch_predict import _unshare
 from napari_lgg_unet.engine.errors import InputError
+from napari_lgg_unet.engine.formats import FORMATS, file_format
 
 
 def _names(folder):
@@ -51,25 +57,116 @@ def test_atomically_written_files_get_ordinary_permissions(tmp_path):
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
-def test_only_stale_temporary_files_of_ours_are_cleaned_up(tmp_path):
-    old, new = leftovers_of_a_killed_writer((tmp_path / "a.tif", ""), (tmp_path / "b.nii.gz", ".nii.gz"))
+def test_the_clean_up_removes_what_killed_writers_left_and_keeps_the_files_live_writers_fill(tmp_path):
+    dead = leftovers_of_a_killed_writer((tmp_path / "a.tif", ""), (tmp_path / "b.nii.gz", ".nii.gz"))
     (tmp_path / "c.tif").write_text("")
-    an_hour_ago = time.time() - 3600
-    os.utime(old, (an_hour_ago, an_hour_ago))
-    remove_leftover_temp_files(tmp_path, older_than=600)
-    assert _names(tmp_path) == sorted([new.name, "c.tif"])
+    with a_live_writer(tmp_path / "d.tif") as elsewhere, atomic_path(tmp_path / "e.tif") as here:
+        here.write_text("whole")
+        remove_leftover_temp_files(tmp_path)
+        assert _names(tmp_path) == sorted([elsewhere.name, here.name, "c.tif"])
+        assert not any(path.exists() for path in dead)
+    assert _names(tmp_path) == ["c.tif", "d.tif", "e.tif"]
+
+
+def test_a_killed_writers_leftovers_go_at_the_next_save_of_its_file(tmp_path):
+    [dead] = leftovers_of_a_killed_writer((tmp_path / "mask.tif", ""))
+    write_text_atomic(tmp_path / "mask.tif", "new")
+    assert _names(tmp_path) == ["mask.tif"]
+
+
+def test_a_save_of_a_file_leaves_the_temporary_file_of_a_slower_save_of_the_same_file(tmp_path):
+    """A 150 MB resume state on a slow network disk, or a mask saved from napari while a predict writes it: however
+    long the slower save has taken (here: begun an hour ago), the other's clean-up leaves its file alone."""
+    target = tmp_path / "resume.safetensors"
+    with atomic_path(target) as slower, open(slower, "w") as file:
+        file.write("the slower")
+        an_hour_ago = time.time() - 3600
+        os.utime(slower, (an_hour_ago, an_hour_ago))
+        write_text_atomic(target, "the faster")
+        assert slower.exists()
+    assert target.read_text() == "the slower" and _names(tmp_path) == [target.name]
+
+
+def test_a_temporary_file_removed_by_a_clean_up_before_it_was_held_is_made_anew(tmp_path, monkeypatch):
+    """A clean-up (a run taking the folder's lock) may list the folder between the making of a temporary file and its
+    hold: the file it removes then is replaced by one that is held, so a later clean-up spares what the block wrote."""
+    real_hold, holds = atomic._hold, []
+
+    def cleaned_up_first(handle):
+        if not holds:
+            remove_leftover_temp_files(tmp_path)
+        holds.append(handle)
+        return real_hold(handle)
+
+    monkeypatch.setattr(atomic, "_hold", cleaned_up_first)
+    with atomic_path(tmp_path / "mask.tif") as temporary, open(temporary, "w") as file:
+        remove_leftover_temp_files(tmp_path)
+        file.write("whole")
+    assert len(holds) == 2 and (tmp_path / "mask.tif").read_text() == "whole" and _names(tmp_path) == ["mask.tif"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows renames no open file: the handle is closed before")
+def test_a_clean_up_in_the_moment_before_the_rename_leaves_the_file(tmp_path, monkeypatch):
+    real_replace = os.replace
+
+    def cleaned_up_first(source, target):
+        remove_leftover_temp_files(tmp_path)
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", cleaned_up_first)
+    write_text_atomic(tmp_path / "mask.tif", "whole")
+    assert (tmp_path / "mask.tif").read_text() == "whole"
+
+
+def test_on_a_file_system_without_locks_saves_go_ahead_and_the_clean_up_removes_nothing(tmp_path, monkeypatch):
+    """Where no file can be locked, no clean-up can tell a killed writer's file from a live one's: it keeps both."""
+    [dead] = leftovers_of_a_killed_writer((tmp_path / "mask.tif", ""))
+
+    def no_locks(handle):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(atomic, "try_lock", no_locks)
+    write_text_atomic(tmp_path / "mask.tif", "new")
     remove_leftover_temp_files(tmp_path)
-    assert _names(tmp_path) == ["c.tif"]
+    assert (tmp_path / "mask.tif").read_text() == "new" and dead.exists()
+
+
+def _save_every_way(folder):
+    """Each kind of file lgg-unet writes through `atomic_path`, by the function that writes it."""
+    mask = np.zeros((3, 16, 16), np.uint8)
+    mask[1, 4:9, 4:9] = 1
+    for suffix in (suffix for kind in FORMATS for suffix in kind.mask_suffixes):
+        yield folder / f"mask{suffix}", lambda path: file_format(path).write_mask(path, mask, None)
+    yield folder / "history.json", lambda path: write_text_atomic(path, "[]")
+    yield folder / "model.safetensors", lambda path: write_tensors_atomic(path, {"w": torch.ones(3)}, {})
+    journal = folder / "journal.csv"
+    journal.write_text("case\n")
+    os.link(journal, folder / "backup.csv")
+    yield journal, _unshare
+
+
+def test_every_writer_fills_the_temporary_file_it_is_given_in_place(tmp_path, monkeypatch):
+    """The hold that keeps a clean-up away is on the file `atomic_path` made: a writer that put a new file at that
+    path (written elsewhere and renamed there) would write unheld. Each one writes the file itself."""
+    real_temp_file, made = atomic._temp_file, []
+
+    def recorded(target, suffix):
+        path, handle = real_temp_file(target, suffix)
+        made.append(os.fstat(handle.fileno()))
+        return path, handle
+
+    monkeypatch.setattr(atomic, "_temp_file", recorded)
+    for target, save in _save_every_way(tmp_path):
+        save(target)
+        assert os.path.samestat(made.pop(), target.stat()), target.name
+    assert not made
 
 
 def test_a_users_hidden_files_that_look_temporary_survive_the_clean_up(tmp_path):
     (ours,) = leftovers_of_a_killed_writer((tmp_path / "mask.tif", ""))
     for name in LOOKALIKES:
         (tmp_path / name).write_text("the user's")
-    an_hour_ago = time.time() - 3600
-    for path in tmp_path.iterdir():
-        os.utime(path, (an_hour_ago, an_hour_ago))
-    write_text_atomic(tmp_path / "mask.tif", "new")  # cleans up the stale leftovers of mask.tif
+    write_text_atomic(tmp_path / "mask.tif", "new")  # cleans up the leftovers of mask.tif
     assert not ours.exists() and _names(tmp_path) == sorted([*LOOKALIKES, "mask.tif"])
     remove_leftover_temp_files(tmp_path)
     assert all((tmp_path / name).read_text() == "the user's" for name in LOOKALIKES)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from temp_files import LOOKALIKES, leftovers_of_a_killed_writer
+from temp_files import LOOKALIKES, a_live_writer, leftovers_of_a_killed_writer
 
 from napari_lgg_unet.engine import folder_lock
+from napari_lgg_unet.engine.atomic import atomic_path
 from napari_lgg_unet.engine.errors import FolderInUse, InputError, ModelError
 from napari_lgg_unet.engine.folder_lock import LOCK_FILE, held_folder
 from napari_lgg_unet.engine.precision import Precision
@@ -327,3 +328,23 @@ def test_taking_the_lock_removes_our_leftovers_and_keeps_a_users_hidden_files(tm
         pass
     assert not any(p.exists() for p in ours)
     assert all((tmp_path / name).read_text() == "the user's" for name in LOOKALIKES)
+
+
+def test_taking_the_lock_leaves_the_file_a_save_beside_the_run_is_writing(tmp_path):
+    """A single predict or a save from napari takes no lock: a training or cohort starting in the same folder while it
+    writes (here: another thread of the same napari) must not delete its temporary file, or the save fails with 'No
+    such file or directory'."""
+    with atomic_path(tmp_path / "mask.tif") as temporary, open(temporary, "wb") as file:
+        file.write(b"the mask")
+        with RunFolder(tmp_path).locked():
+            pass
+        assert temporary.exists()
+    assert (tmp_path / "mask.tif").read_bytes() == b"the mask"
+
+
+def test_taking_the_lock_removes_a_killed_writers_leftovers_and_keeps_a_live_writers_file(tmp_path):
+    [dead] = leftovers_of_a_killed_writer((tmp_path / "model.safetensors", ""))
+    with a_live_writer(tmp_path / "case_mask.nii.gz", ".nii.gz") as live:  # checks that its save succeeds
+        with RunFolder(tmp_path).locked():
+            pass
+        assert live.exists() and not dead.exists()

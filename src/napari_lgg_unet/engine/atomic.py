@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
+import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import IO, TYPE_CHECKING, Any, Iterator
 
 from .errors import InputError, describe
+from .os_locks import same_file, try_lock
 
 if TYPE_CHECKING:
     import torch
 
 TEMP_TAG = ".lgg-unet.tmp"  # in every temporary name of ours, so the clean-up never claims a file someone else made
-STALE_SECONDS = 600  # a temp file this old belongs to no live writer (ours write in seconds)
+# Windows removes and renames no open file (Python opens files without FILE_SHARE_DELETE): there a writer's open
+# handle keeps its temporary file from the clean-up, and a lock would refuse the writer's own writes (Windows locks
+# are mandatory). Elsewhere an open file can be removed, so the writer also holds an OS lock on it.
+_OPEN_FILES_STAY = sys.platform == "win32"
+_HOLD_ATTEMPTS = 5  # temporary files made in turn when a clean-up removes each in the moment before it is held
 _NAME_MAX = 255  # bytes in one file name, on every file system we write to
 # bytes of a target's name kept in its temporary name: the rest of that name is 23 bytes, a suffix up to 16 more
 _TARGET_ROOM = _NAME_MAX - len(f"..{'x' * 8}{TEMP_TAG}") - 16
@@ -33,25 +39,34 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     `.mask.nii.gz.k2j4x7q1.lgg-unet.tmp.nii.gz`. A failure to write (a read-only folder, a full disk) is an
     InputError naming `target`, never the temporary file the user has not heard of. The folders it makes for
     `target` are removed again, while empty, when the write fails: a failed save leaves nothing behind.
+
+    The temporary file is held (`_hold`) from its making until it has `target`'s name, so no clean-up removes it
+    under a writer, however long the write takes. The block must write into the yielded path in place (open it and
+    write, as tifffile, nibabel, SimpleITK and `open` do), never put a new file there: the hold is on the file.
     """
     target = Path(target)
     tmp_path: Path | None = None
+    held: IO[Any] | None = None
     made: list[Path] = []
     written = False
     try:
         made = make_folders(target.parent)
-        remove_leftover_temp_files(target.parent, target.name, older_than=STALE_SECONDS)
-        tmp_path = _temp_file(target, suffix)
+        remove_leftover_temp_files(target.parent, target.name)
+        tmp_path, held = _temp_file(target, suffix)
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp_path, target)
+        if _OPEN_FILES_STAY:
+            held.close()
+        os.replace(tmp_path, target)  # elsewhere still held: a clean-up that found its old name finds it gone
         written = True
     except OSError as error:
         raise InputError(f"cannot write {target}: {error.strerror or describe(error)}") from None
     finally:
-        if tmp_path is not None and tmp_path.exists():
-            tmp_path.unlink()
+        if held is not None:
+            held.close()
         if not written:
+            if tmp_path is not None:
+                tmp_path.unlink(missing_ok=True)
             remove_empty_folders(made)
 
 
@@ -89,29 +104,58 @@ def remove_empty_folders(folders: list[Path]) -> None:
         folders.pop()
 
 
-def _temp_file(target: Path, suffix: str) -> Path:
-    """A new empty file beside `target`, hidden and named as `_TEMP_NAME` matches."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{_target_in_temp_name(target.name)}.", suffix=TEMP_TAG + suffix,
-                               dir=target.parent)
-    os.close(fd)
-    return Path(tmp)
+def _temp_file(target: Path, suffix: str) -> tuple[Path, IO[Any]]:
+    """A new empty file beside `target`, hidden and named as `_TEMP_NAME` matches, and the handle that holds it
+    (`_hold`) until it is closed. A clean-up may find the file in the moment before it is held, and remove it: then
+    another is made."""
+    for _ in range(_HOLD_ATTEMPTS):
+        fd, name = tempfile.mkstemp(prefix=f".{_target_in_temp_name(target.name)}.", suffix=TEMP_TAG + suffix,
+                                    dir=target.parent)
+        handle = open(fd, "r+b", buffering=0)
+        if _hold(handle) and same_file(handle, Path(name)):
+            return Path(name), handle
+        handle.close()
+    raise OSError(errno.EBUSY, "its temporary files were removed as they were made; try again")
 
 
-def remove_leftover_temp_files(folder: Path, target: str | None = None, older_than: float = 0.0) -> None:
-    """Delete the temporary files that a killed writer of ours left in `folder` (those of `target`, a file name,
-    when given). Only names `_temp_file` makes are claimed: a user's `.notes.tmp` or `.page.tmpl` stays.
+def _hold(handle: IO[Any]) -> bool:
+    """Keep the file `handle` opened from the clean-up for as long as `handle` is open; False: a clean-up has it.
 
-    `older_than` (seconds) spares files a live writer may still be filling; callers that hold a lock on the
-    folder pass 0.
+    On Windows the open handle does that by itself. Elsewhere an OS lock does, which the system lets go when the
+    writer dies, so the clean-up knows a killed writer's file by taking its lock. Where the file system has no locks
+    the clean-up cannot take one either, so it removes nothing there: the write goes ahead unheld.
     """
-    now = time.time()
+    if _OPEN_FILES_STAY:
+        return True
+    try:
+        return try_lock(handle)
+    except OSError:
+        return True
+
+
+def remove_leftover_temp_files(folder: Path, target: str | None = None) -> None:
+    """Delete the temporary files that killed writers of ours left in `folder` (those of `target`, a file name,
+    when given). Only names `_temp_file` makes are claimed: a user's `.notes.tmp` or `.page.tmpl` stays; and only
+    files no live writer holds (`_hold`), however long it has been writing: a save beside a run that takes the
+    folder's lock, a slow save of the same file by another process.
+    """
     for leftover in folder.glob(f".*{TEMP_TAG}*"):
         match = _TEMP_NAME.fullmatch(leftover.name)
         if match is None or (target is not None and _target_in_temp_name(target) != match["target"]):
             continue
-        with contextlib.suppress(OSError):
-            if leftover.is_file() and now - leftover.stat().st_mtime >= older_than:
-                leftover.unlink()
+        with contextlib.suppress(OSError):  # held (Windows: open), gone meanwhile, not a file, not ours to open
+            _remove_unless_held(leftover)
+
+
+def _remove_unless_held(path: Path) -> None:
+    """Remove `path` unless a live writer holds it (`_hold`). Elsewhere than on Windows this takes the file's lock
+    first, so only a dead writer's file goes; the name is checked to still be that file's while the lock is held."""
+    if _OPEN_FILES_STAY:
+        path.unlink()  # refused while a writer has it open
+        return
+    with open(os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK), "r+b", buffering=0) as handle:
+        if try_lock(handle) and same_file(handle, path):
+            path.unlink()
 
 
 def _target_in_temp_name(name: str) -> str:

@@ -1,6 +1,6 @@
 """OS file locks, which the system lets go when their holder dies: a killed run holds nothing, so what it left is
-known to be left without guessing from process ids or ages. Apart from the output folder's lock (`folder_lock`), so
-that lower modules (which `folder_lock` uses) can use them too."""
+known to be left without guessing from process ids or ages. An output folder's lock (`folder_lock`) and a writer's
+hold on its temporary file (`atomic`) are made of these."""
 
 from __future__ import annotations
 
