@@ -170,7 +170,9 @@ def _case_with_a_t1_5_km_away(w: Workspace) -> Path:
 
 def _case_with_labels_5_km_away(w: Workspace) -> Path:
     case = _case_with_a_t1_5_km_away(w)
-    (case / "a_t1.nii.gz").rename(case / "a_seg.nii.gz")
+    far = nib.load(case / "a_t1.nii.gz").affine
+    (case / "a_t1.nii.gz").unlink()
+    nib.save(nib.Nifti1Image(np.eye(16, dtype=np.uint8)[..., None].repeat(4, 2), far), case / "a_seg.nii.gz")
     return case
 
 
@@ -182,6 +184,15 @@ def _case_with_labels(w: Workspace, value: float) -> Path:
     labels[8:16, 8:16] = 1.0
     labels[8, 8, 0] = value
     w.nifti("a_seg.nii.gz", labels, case)
+    return case
+
+
+def _case_with_its_flair_as_labels(w: Workspace) -> Path:
+    """A FLAIR (900 grey values) copied as its case's labels: read as labels, the whole head would be tumour."""
+    case = w.folder("case")
+    flair = (np.arange(24 * 24 * 3) % 900).reshape(24, 24, 3).astype(np.int16)
+    w.nifti("a_flair.nii.gz", flair, case)
+    w.nifti("a_seg.nii.gz", flair, case)
     return case
 
 
@@ -220,6 +231,11 @@ def _kaggle_root_with_a_stray_nifti(w: Workspace) -> Path:
 def _kaggle_mask_slice_of_another_shape(w: Workspace) -> Path:
     return w.kaggle_patient(np.zeros((2, 32, 32, 3), np.uint8), [np.zeros((32, 32), np.uint8),
                                                                  np.zeros((32, 40), np.uint8)])
+
+
+def _kaggle_mask_slice_filled_with_255(w: Workspace) -> Path:
+    return w.kaggle_patient(np.zeros((2, 32, 32, 3), np.uint8), [np.eye(32, dtype=np.uint8) * 255,
+                                                                 np.full((32, 32), 255, np.uint8)])
 
 
 def _kaggle_slices_of_two_patients(w: Workspace) -> Path:
@@ -321,7 +337,7 @@ def _model_in_run_folder(w: Workspace) -> None:
 def _nan_patient(w: Workspace) -> Path:
     image = np.random.default_rng(0).random((4, 32, 32), dtype=np.float32)
     image[2, 3, 3] = np.nan
-    masks = [np.full((32, 32), 255, np.uint8)] * 4
+    masks = [np.eye(32, dtype=np.uint8) * 255] * 4
     return w.kaggle_patient(image, masks)
 
 
@@ -636,6 +652,10 @@ CLI_CASES = [
                  id="train on labels below 0"),
     pytest.param(_train(data=lambda w: _case_with_labels(w, math.nan)), "a_seg.nii.gz holds NaN values",
                  id="train on NaN labels"),
+    pytest.param(_evaluate(data=_case_with_its_flair_as_labels),
+                 "a_seg.nii.gz holds 900 distinct values, as an image does", id="evaluate a FLAIR saved as the labels"),
+    pytest.param(_train(data=_kaggle_mask_slice_filled_with_255),
+                 "mask P_2_mask.tif holds no 0 (background) anywhere", id="train on a mask slice filled with 255"),
     pytest.param(_train(data=_kaggle_mask_slice_of_another_shape), "mask P_2_mask.tif has shape",
                  id="train on a Kaggle mask slice of another shape"),
     pytest.param(_train(data=_kaggle_slices_of_two_patients), "holds the slices of 2 patients (P and Q)",

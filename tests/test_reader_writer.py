@@ -60,6 +60,19 @@ def test_labels_written_by_the_writer_read_back_as_the_same_mask(tmp_path):
     np.testing.assert_array_equal(data, labels > 0)
 
 
+
+def test_a_scan_saved_as_a_mask_tiff_is_refused_not_opened_as_all_tumour(tmp_path):
+    """The sample's FLAIR saved as `_mask.tif`: opened as labels > 0, 59 % of the patient was tumour, a ground truth
+    the Segment widget then scored against; volume label files were refused so, TIFF masks were not checked at all."""
+    flair = tifffile.imread(sample_folder() / f"{PATIENT}_image.tif")[..., 1]
+    tifffile.imwrite(tmp_path / f"{PATIENT}_mask.tif", flair)
+    path = str(tmp_path / f"{PATIENT}_mask.tif")
+    with pytest.raises(InputError, match=f"{PATIENT}_mask.tif holds 251 distinct values, as an image does"):
+        get_reader(path)(path)
+    path = str(sample_folder() / f"{PATIENT}_mask.tif")  # the real mask, 0/1, opens as its labels
+    [(data, _, kind)] = get_reader(path)(path)
+    assert kind == "labels" and set(np.unique(data)) == {0, 1}
+
 def test_sample_data_is_the_real_patient_with_its_mask(lgg_root):
     from napari_lgg_unet.engine.io import load_patient
 
@@ -281,7 +294,7 @@ def _small_tiffs(folder: Path) -> dict[str, Path]:
     files = {"scan": folder / f"{PATIENT}_image.tif", "manual mask": folder / f"{PATIENT}_mask.tif",
              "patient": patient, "slice": patient / f"{patient.name}_2.tif"}
     tifffile.imwrite(files["scan"], np.full((2, 8, 8), 7, np.uint8))
-    tifffile.imwrite(files["manual mask"], np.full((2, 8, 8), 255, np.uint8))
+    tifffile.imwrite(files["manual mask"], np.eye(8, dtype=np.uint8)[None].repeat(2, 0) * 255)
     for number in (1, 2):
         tifffile.imwrite(patient / f"{patient.name}_{number}.tif", np.full((8, 8, 3), number, np.uint8))
         tifffile.imwrite(patient / f"{patient.name}_{number}_mask.tif", np.zeros((8, 8), np.uint8))

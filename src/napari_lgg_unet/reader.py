@@ -117,10 +117,13 @@ def read_volume_layers(path: str) -> list[LayerData]:
 
 
 def read_tiff_layer(path: str) -> list[LayerData]:
+    """A TIFF as an image, or, named `*_mask`, as the labels it holds, checked as every mask the engine reads is (an
+    image saved as a mask is refused, not shown as all tumour and picked as the ground truth)."""
     from .engine.io import read_tiff
     from .engine.preprocess import resolve_rgb
+    from .engine.scan_checks import tumour_of_labels
 
     data, stem = read_tiff(path), Path(path).stem
     if stem.lower().endswith("_mask"):
-        return [((data > 0).astype(np.uint8), {"name": stem}, "labels")]
+        return [(tumour_of_labels(path, data).astype(np.uint8), {"name": stem}, "labels")]
     return [(data, {"name": stem, "rgb": resolve_rgb(data, None)}, "image")]

@@ -156,7 +156,8 @@ def test_labels_without_orientation_beside_an_oriented_flair_are_read_voxel_for_
 def test_labels_without_orientation_on_another_grid_than_an_oriented_flair_are_refused(tmp_path):
     """Of another voxel shape, where such labels lie against the FLAIR is unknown: nibabel's guess could mirror them."""
     nib.save(nib.Nifti1Image(np.ones((8, 6, 4), np.float32), np.eye(4)), str(tmp_path / "A_flair.nii.gz"))
-    nib.save(nib.Nifti1Image(np.ones((8, 6, 5), np.uint8), None), str(tmp_path / "A_seg.nii.gz"))
+    labels = np.eye(8, 6, dtype=np.uint8)[..., None].repeat(5, 2)
+    nib.save(nib.Nifti1Image(labels, None), str(tmp_path / "A_seg.nii.gz"))
     with pytest.warns(UserWarning, match="no orientation"), pytest.raises(
             InputError, match="A_seg.nii.gz has no orientation .* but the FLAIR has one, and .* another voxel grid"):
         load_case(case_in_folder(tmp_path), require_mask=True)

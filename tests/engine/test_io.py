@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 import tifffile
@@ -189,3 +191,36 @@ def test_a_mask_slice_whose_transparency_may_hold_the_tumour_is_refused(tmp_path
     with pytest.raises(InputError, match="mask P_1_mask.tif has 4 channels, the last of them transparency .* not "
                                          "opaque all over"):
         load_patient(patient, require_masks=True)
+
+
+def _copy_of(patient, tmp_path):
+    """A copy of a patient folder to change (the fixture's folder is shared by the session's tests)."""
+    return shutil.copytree(patient, tmp_path / patient.name)
+
+
+def test_a_patients_flair_saved_as_its_masks_is_refused_not_read_as_tumour(sample_patient_dir, tmp_path):
+    """The FLAIR channel saved under the masks' names: read as labels, 59 % of the patient was tumour, which training
+    learnt and evaluate scored without a word."""
+    patient = _copy_of(sample_patient_dir, tmp_path)
+    for mask in patient.glob("*_mask.tif"):
+        tifffile.imwrite(mask, tifffile.imread(mask.with_name(mask.name.replace("_mask", "")))[..., 1])
+    with pytest.raises(InputError, match=f"mask {SAMPLE_PATIENT}_1_mask.tif holds 195 distinct values, as an image "
+                                         "does, not a tumour mask"):
+        load_patient(patient, require_masks=True)
+
+
+def test_a_mask_slice_filled_with_255_is_refused_not_read_as_all_tumour(sample_patient_dir, tmp_path):
+    patient = _copy_of(sample_patient_dir, tmp_path)
+    tifffile.imwrite(patient / f"{SAMPLE_PATIENT}_12_mask.tif", np.full((256, 256), 255, np.uint8))
+    with pytest.raises(InputError, match=rf"mask {SAMPLE_PATIENT}_12_mask.tif holds no 0 \(background\) anywhere"):
+        load_patient(patient, require_masks=True)
+
+
+def test_every_real_lgg_mask_reads_as_a_mask(lgg_root):
+    """What refuses an image saved as a mask passes every manual mask we have: 81 patients' 0/255 slices."""
+    from napari_lgg_unet.engine.io import read_tiff
+    from napari_lgg_unet.engine.scan_checks import tumour_of_labels
+
+    masks = sorted(lgg_root.glob("*/*_mask.tif"))
+    assert len(masks) > 2000
+    assert sum(tumour_of_labels(str(mask), read_tiff(mask)).sum() for mask in masks) > 0

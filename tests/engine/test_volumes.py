@@ -175,10 +175,12 @@ def test_4d_files_split_into_channels_by_dataset_json_or_by_the_model_order(tmp_
     (tmp_path / "Task01" / "dataset.json").write_text(json.dumps(
         {"modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}}))
     (tmp_path / "Task01" / "labelsTr").mkdir()
-    _save(tmp_path / "Task01" / "labelsTr" / "BRATS_001.nii.gz", np.ones(SHAPE, np.uint8), affine)
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[2:4, 1:3, 1:3] = 1
+    _save(tmp_path / "Task01" / "labelsTr" / "BRATS_001.nii.gz", labels, affine)
     [case] = find_scans(tmp_path / "Task01")
     scan = load_scan(case, require_mask=True)
-    assert [int(scan.image[..., c].max()) for c in range(3)] == [20, 10, 30] and scan.mask.all()
+    assert [int(scan.image[..., c].max()) for c in range(3)] == [20, 10, 30] and scan.mask.sum() == labels.sum()
     three = _save(tmp_path / "three.nii.gz", four[..., :3], affine)
     assert [int(load_scan(three).image[..., c].max()) for c in range(3)] == [10, 20, 30]
 
@@ -454,6 +456,21 @@ def test_real_brats_cases_load_as_axial_slices_with_whole_tumour_masks(brats_cas
     np.testing.assert_array_equal(np.asanyarray(written.dataobj) > 0, seg > 0)
 
 
+@pytest.mark.parametrize("labels", ["the FLAIR", "all 255"])
+def test_a_flair_or_a_filled_volume_saved_as_the_labels_is_refused_not_read_as_tumour(brats_case, tmp_path, labels):
+    """The case's FLAIR copied as its `_seg` (1036 grey values): read as labels, every voxel of the head was tumour
+    (16 % of the volume, 9 times the real tumour) and evaluate's Dice meaningless; a volume of 255 was all tumour."""
+    case = tmp_path / brats_case.name
+    case.mkdir()
+    flair = nib.load(brats_case / f"{brats_case.name}_flair.nii.gz")
+    nib.save(flair, case / f"{case.name}_flair.nii.gz")
+    data = np.asanyarray(flair.dataobj) if labels == "the FLAIR" else np.full(flair.shape, 255, np.uint8)
+    nib.save(nib.Nifti1Image(data, flair.affine, flair.header), case / f"{case.name}_seg.nii.gz")
+    refusal = r"holds 1036 distinct values, as an image does" if labels == "the FLAIR" else r"holds no 0 \(background\)"
+    with pytest.raises(InputError, match=f"{case.name}_seg.nii.gz {refusal}"):
+        load_scan(case, require_mask=True)
+
+
 def test_write_mask_never_replaces_a_file_that_fed_the_scan(tmp_path):
     case = tmp_path / "P1"
     case.mkdir()
@@ -478,7 +495,7 @@ def test_write_mask_never_replaces_the_labels_a_scan_was_read_with_nor_its_tiff_
     nib.save(
         nib.Nifti1Image(np.arange(2 * 8 * 6, dtype=np.int16).reshape(8, 6, 2), np.eye(4)), case / "P1_flair.nii.gz"
     )
-    nib.save(nib.Nifti1Image(np.ones((8, 6, 2), np.uint8), np.eye(4)), case / "P1_mask.nii.gz")
+    nib.save(nib.Nifti1Image(np.eye(8, 6, dtype=np.uint8)[..., None].repeat(2, 2), np.eye(4)), case / "P1_mask.nii.gz")
     scan = load_scan(case)
     assert scan.mask is not None
     before = {p: p.read_bytes() for p in case.iterdir()}

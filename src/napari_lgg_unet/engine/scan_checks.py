@@ -24,6 +24,11 @@ MEMORY_HEADROOM = 2  # a volume must fit this many times in free memory: the eng
 # A label read within this fraction of a whole number is that number: float rounding (1 as 0.99999994) and NIfTI
 # scl_slope (0/255 scaled by a rounded 1/255, 0.00392: 0.9996) move a label by far less; a blurred edge moves it more.
 LABEL_ROUNDING = 1e-3
+# A tumour label map holds a few labels: the LGG masks 2 (0/255), BraTS 4 ({0, 1, 2, 4} or {0, 1, 2, 3}), BraTS 2024's
+# post-treatment maps 5. An MRI image holds many more: any one channel of any of the 81 LGG patients 96 or more over
+# its slices, half the LGG FLAIR slices 169 or more each; the BraTS sample's volumes 868 or more. Only slices at the
+# very top or bottom of the head (3 % of the LGG slices), black but for a little noise, hold 16 or fewer.
+MAX_LABELS = 16
 
 
 def check_pixel_type(label: str, dtype: np.dtype) -> None:
@@ -135,7 +140,12 @@ def tumour_of_labels(label: str, labels: np.ndarray) -> np.ndarray:
     linear interpolation: `> 0` would grow its tumour by the width of the blur all round). A whole label off by a
     float's rounding or a NIfTI header's scaling (within LABEL_ROUNDING of it: 1 stored as 0.99999994 or 1.0000001,
     0/255 with scl_slope 0.00392 read as 0 / 0.9996) is that label; 0 has no such margin, so a blur's faint tail
-    (0.0004) is still a fraction, never background."""
+    (0.0004) is still a fraction, never background.
+
+    An image saved under a mask's name (a FLAIR copied as `_seg.nii.gz`) would be all or mostly tumour, so it is
+    refused too: more than MAX_LABELS distinct values (floats counted as the whole numbers they stand for), or no 0
+    anywhere (a real mask is background almost everywhere: at most 12 % of an LGG slice is tumour, 3.5 % of a patient).
+    A patient's FLAIR saved as its slice masks is refused by its first slice that is not black."""
     values = np.asarray(labels)
     if values.dtype.kind == "f":
         if np.isnan(values).any():
@@ -149,4 +159,13 @@ def tumour_of_labels(label: str, labels: np.ndarray) -> np.ndarray:
     if values.dtype.kind in "fi" and (values < 0).any():
         raise InputError(f"{label} holds values below 0 (such as {values.min():g}); a label map holds 0 for background "
                          "and labels above 0 for tumour: fix or re-export the labels")
-    return values > 0
+    if (count := len(np.unique(np.round(values) if values.dtype.kind == "f" else values))) > MAX_LABELS:
+        raise InputError(f"{label} holds {count} distinct values, as an image does, not a tumour mask (a few labels, "
+                         f"at most {MAX_LABELS}: 0 background, 1 or 255 tumour, BraTS 0/1/2/4); give the mask drawn "
+                         "on the scan, not the scan")
+    tumour = values > 0
+    if tumour.all():
+        raise InputError(f"{label} holds no 0 (background) anywhere, so every voxel would be tumour, as an image or a "
+                         "mask filled with 255 gives; a tumour mask is 0 wherever there is no tumour: give the mask "
+                         "drawn on the scan")
+    return tumour
