@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import warnings
 from contextlib import contextmanager
@@ -469,6 +470,25 @@ def test_a_flair_or_a_filled_volume_saved_as_the_labels_is_refused_not_read_as_t
     refusal = r"holds 1036 distinct values, as an image does" if labels == "the FLAIR" else r"holds no 0 \(background\)"
     with pytest.raises(InputError, match=f"{case.name}_seg.nii.gz {refusal}"):
         load_scan(case, require_mask=True)
+
+
+@pytest.mark.parametrize("names", [
+    ("flair", "t1", "flair_seg"), ("flair", "t1", "t2_mask"), ("P_flair", "P_t1", "P_flair_seg"),
+    ("P_t1_flair", "P_t1_t1ce", "P_t1_seg"),  # t1 a time point, part of the case's name: the labels keep it
+])
+def test_labels_named_after_the_sequence_they_were_drawn_on_are_that_cases_labels(brats_case, tmp_path, names):
+    """`flair_seg.nii.gz` beside `flair.nii.gz`, as ITK-SNAP users save labels, was split at its last word only: a case
+    `flair` of labels alone (no FLAIR: training and evaluate refused it) beside a case without labels, or, given as one
+    case folder, "holds 2 scans"."""
+    case = tmp_path / "case"
+    case.mkdir()
+    for name, sequence in zip(names, ("flair", "t1", "seg")):
+        shutil.copy(brats_case / f"{brats_case.name}_{sequence}.nii.gz", case / f"{name}.nii.gz")
+    [found] = find_scans(tmp_path)
+    assert found.labels is not None and found.labels.path.name == f"{names[2]}.nii.gz"
+    seg = np.asanyarray(nib.load(brats_case / f"{brats_case.name}_seg.nii.gz").dataobj)
+    for source in (case, case / f"{names[0]}.nii.gz", case / f"{names[2]}.nii.gz"):
+        np.testing.assert_array_equal(load_scan(source, require_mask=True).mask, (seg > 0).transpose(2, 1, 0))
 
 
 def test_write_mask_never_replaces_a_file_that_fed_the_scan(tmp_path):

@@ -4,7 +4,8 @@ Recognised: BraTS case folders (`<case>_flair/_t1/_t1ce/_t2/_seg`, BraTS 2023 `<
 plain folders whose files (or DICOM subfolders) are named flair / t1 / t1ce|t1c|t1gd / t2, flat folders holding
 several such cases side by side, nnU-Net / Decathlon folders (`imagesTr/CASE_0000.nii.gz` or 4D files, channel names
 from `dataset.json`, labels in `labelsTr`), single volumes (a file no sequence name claims is FLAIR, `<name>_mask` or
-`<name>_seg` beside it its labels) and DICOM study folders (see dicom.py).
+`<name>_seg` beside it its labels; labels named after the sequence they were drawn on, `flair_seg` or `<case>_t2_mask`,
+are their case's) and DICOM study folders (see dicom.py).
 
 Sequences of a case on different grids are resampled onto FLAIR's (linear; labels nearest neighbour), so the mask
 is always on FLAIR's grid; one that covers less than half of FLAIR's field of view is refused by name (it is not in
@@ -144,22 +145,44 @@ def nnunet_cases(folder: Path) -> list[Case] | None:
     return sorted(cases, key=lambda c: c.name)
 
 
+def _entry_names(folder: Path) -> dict[str, tuple[str, str | None]]:
+    """(case key, sequence) by the name of each volume file and sequence-named DICOM subfolder of `folder`, names only.
+
+    A labels file named after the sequence it was drawn on (`flair_seg`, `<case>_t2_mask`, as ITK-SNAP users save
+    them) belongs to the case whose files carry the name before that sequence's (`flair.nii.gz`, `<case>_flair`):
+    split at its last word only, it made a case of its own, without a FLAIR, and left its case without labels. It
+    keeps its whole name where files carry it (`<case>_t1_flair` and `<case>_t1_seg`: t1 is then part of the case's
+    name, a time point, say)."""
+    named = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.is_file() and volume_suffix(entry):
+            named[entry.name] = split_sequence(strip_volume_suffix(entry.name))
+        elif entry.is_dir() and (folder_named := split_sequence(entry.name))[1] in SEQUENCE_FOLDERS:
+            named[entry.name] = folder_named
+    scans = {key for key, sequence in named.values() if sequence != LABELS}
+    for name, (key, sequence) in named.items():
+        drawn_on = split_sequence(key)
+        if sequence == LABELS and drawn_on[1] not in (None, LABELS) and key not in scans and drawn_on[0] in scans:
+            named[name] = (drawn_on[0], LABELS)
+    return named
+
+
 def _named_entries(folder: Path, key: str | None = None) -> list[tuple[str, str | None, Source]]:
     """(case key, sequence, source) for each volume file and sequence-named DICOM subfolder of `folder` (only those
     of case `key` when given, so a file's case never depends on unrelated entries beside it)."""
     entries = []
-    for entry in sorted(folder.iterdir()):
-        if entry.is_file() and volume_suffix(entry):
-            named = split_sequence(strip_volume_suffix(entry.name))
-            if key in (None, named[0]):
-                entries.append((*named, Source(entry)))
-        elif (entry.is_dir() and (named := split_sequence(entry.name))[1] in SEQUENCE_FOLDERS
-              and key in (None, named[0])):
-            series = list_series(entry)
-            if len(series) > 1:
-                raise InputError(f"sequence folder {entry} holds {len(series)} DICOM series; keep one series in it")
-            if series:
-                entries.append((*named, Source(entry, series[0])))
+    for name, (case_key, sequence) in _entry_names(folder).items():
+        if key not in (None, case_key):
+            continue
+        entry = folder / name
+        if entry.is_file():
+            entries.append((case_key, sequence, Source(entry)))
+            continue
+        series = list_series(entry)
+        if len(series) > 1:
+            raise InputError(f"sequence folder {entry} holds {len(series)} DICOM series; keep one series in it")
+        if series:
+            entries.append((case_key, sequence, Source(entry, series[0])))
     return entries
 
 
@@ -183,7 +206,7 @@ def cases_in_folder(folder: str | Path, key: str | None = None) -> list[Case]:
 
 def case_of_file(path: Path) -> Case:
     """The one case a volume file belongs to (its sibling sequences and labels)."""
-    key = split_sequence(strip_volume_suffix(path.name))[0]
+    key = _entry_names(path.parent)[path.name][0]
     cases = [c for c in cases_in_folder(path.parent, key)
              if path in [s.path for _, s in c.sequences] or (c.labels and c.labels.path == path)]
     if not cases:  # e.g. an nnU-Net channel file beyond dataset.json's channels
