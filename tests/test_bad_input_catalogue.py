@@ -238,6 +238,14 @@ def _kaggle_mask_slice_filled_with_255(w: Workspace) -> Path:
                                                                  np.full((32, 32), 255, np.uint8)])
 
 
+def _kaggle_patient_missing_a_slice(w: Workspace) -> Path:
+    """Slices 1 and 3 of 3, slice 2 (and its mask) lost: stacked, 1 and 3 would be taken as neighbours."""
+    folder = w.kaggle_patient(np.zeros((3, 32, 32, 3), np.uint8), [np.eye(32, dtype=np.uint8) * 255] * 3)
+    (folder / "P_2.tif").unlink()
+    (folder / "P_2_mask.tif").unlink()
+    return folder
+
+
 def _kaggle_slices_of_two_patients(w: Workspace) -> Path:
     """Q's slices and masks beside P's: paired by number alone, one patient's masks would land on the other's."""
     folder = w.kaggle_patient(np.zeros((2, 32, 32, 3), np.uint8), [np.full((32, 32), 255, np.uint8)] * 2)
@@ -656,6 +664,8 @@ CLI_CASES = [
                  "a_seg.nii.gz holds 900 distinct values, as an image does", id="evaluate a FLAIR saved as the labels"),
     pytest.param(_train(data=_kaggle_mask_slice_filled_with_255),
                  "mask P_2_mask.tif holds no 0 (background) anywhere", id="train on a mask slice filled with 255"),
+    pytest.param(_train(data=_kaggle_patient_missing_a_slice), "1 slice missing (P_2), so the slices either side",
+                 id="train on a Kaggle patient missing a slice"),
     pytest.param(_train(data=_kaggle_mask_slice_of_another_shape), "mask P_2_mask.tif has shape",
                  id="train on a Kaggle mask slice of another shape"),
     pytest.param(_train(data=_kaggle_slices_of_two_patients), "holds the slices of 2 patients (P and Q)",

@@ -216,11 +216,38 @@ def test_a_mask_slice_filled_with_255_is_refused_not_read_as_all_tumour(sample_p
         load_patient(patient, require_masks=True)
 
 
-def test_every_real_lgg_mask_reads_as_a_mask(lgg_root):
-    """What refuses an image saved as a mask passes every manual mask we have: 81 patients' 0/255 slices."""
-    from napari_lgg_unet.engine.io import read_tiff
+def test_every_real_lgg_patient_is_numbered_without_gaps_and_its_masks_read_as_masks(lgg_root):
+    """What refuses slice gaps and images saved as masks passes every patient we have: 81 folders of slices numbered
+    from 1 without a gap, their 0/255 masks (the slices' pixels are not read here, to stay fast)."""
+    from napari_lgg_unet.engine.io import _paired_slices, read_tiff
     from napari_lgg_unet.engine.scan_checks import tumour_of_labels
 
-    masks = sorted(lgg_root.glob("*/*_mask.tif"))
-    assert len(masks) > 2000
-    assert sum(tumour_of_labels(str(mask), read_tiff(mask)).sum() for mask in masks) > 0
+    pairs = [pair for folder in patient_folders(lgg_root) for pair in _paired_slices(folder, require_masks=True)]
+    assert len(pairs) > 2000
+    assert sum(tumour_of_labels(str(mask), read_tiff(mask)).sum() for _, mask in pairs) > 0
+
+
+@pytest.mark.parametrize(("lost", "refusal"), [
+    ([12], f"1 slice missing \\({SAMPLE_PATIENT}_12\\)"),
+    ([5, 6, 7, 12], f"4 slices missing \\({SAMPLE_PATIENT}_5 to {SAMPLE_PATIENT}_7 and {SAMPLE_PATIENT}_12\\)"),
+], ids=["one slice", "two gaps"])
+def test_a_patient_with_missing_slice_numbers_is_refused_naming_them_not_stacked_as_neighbours(
+        sample_patient_dir, tmp_path, lost, refusal):
+    """Without `_12.tif` (and its mask), slices 11 and 13 were stacked as neighbours: the model's neighbouring-slice
+    input, the 3D tumour pieces and the mask written back all took them as adjacent, without a word."""
+    patient = _copy_of(sample_patient_dir, tmp_path)
+    for number in lost:
+        (patient / f"{SAMPLE_PATIENT}_{number}.tif").unlink()
+        (patient / f"{SAMPLE_PATIENT}_{number}_mask.tif").unlink()
+    for require_masks in (True, False):  # training and evaluate, and segmenting or viewing alike
+        with pytest.raises(InputError, match=f"{SAMPLE_PATIENT}: {refusal}, so the slices either side"):
+            load_patient(patient, require_masks=require_masks)
+
+
+def test_a_patient_whose_numbers_start_above_1_is_no_gap(sample_patient_dir, tmp_path):
+    """Slices 5 to 24 of a patient (the rest cropped away) are adjacent, as their numbers say."""
+    patient = _copy_of(sample_patient_dir, tmp_path)
+    for number in range(1, 5):
+        (patient / f"{SAMPLE_PATIENT}_{number}.tif").unlink()
+        (patient / f"{SAMPLE_PATIENT}_{number}_mask.tif").unlink()
+    assert load_patient(patient, require_masks=True).mask.shape == (20, 256, 256)

@@ -2,8 +2,9 @@
 folders, and masks written back.
 
 A patient folder holds `<id>_<n>.tif` (256x256x3 uint8) and `<id>_<n>_mask.tif` (0/255) per slice;
-slices are ordered by the integer `n`, not by the file name as text. Medical volumes and their case folders are
-read by volumes.py, dicom.py and cases.py (imported on first use: TIFF-only work never loads nibabel or SimpleITK).
+slices are ordered by the integer `n`, not by the file name as text, and their numbers run without gaps. Medical
+volumes and their case folders are read by volumes.py, dicom.py and cases.py (imported on first use: TIFF-only work
+never loads nibabel or SimpleITK).
 """
 
 from __future__ import annotations
@@ -179,11 +180,28 @@ def _paired_slices(folder: Path, require_masks: bool) -> list[tuple[Path, Path |
         if twice := next((files for files in kind.values() if len(files) > 1), None):
             raise InputError(f"{folder}: {few_names([f.name for f in twice])} are files of one slice (one name and "
                              "number); keep one")
+    _check_no_missing_slices(folder, stems[0], sorted(number for _, number in images))
     if require_masks and (alone := sorted(files[0].name for key, files in masks.items() if key not in images)):
         raise InputError(f"{folder}: no slice image beside the mask{'s' if len(alone) > 1 else ''} "
                          f"{few_names(alone)}; add the slice or remove the mask")
     return [(images[key][0], masks[key][0] if key in masks else None)
             for key in sorted(images, key=lambda key: key[1])]
+
+
+def _check_no_missing_slices(folder: Path, stem: str, numbers: list[int]) -> None:
+    """Refuse slice numbers with a gap (`P_11`, `P_13` without `P_12`), naming the missing slices: stacked, the slices
+    either side of it become neighbours, yet the model's neighbouring-slice input, the 3D tumour pieces and a mask
+    written back take stacked slices as adjacent, and a missing number is most often a lost file. Refused, not
+    repaired, as a DICOM series with a gap is (dicom.py): only the user knows whether a file is lost or the slices are
+    adjacent. Numbers need not start at 1: a patient cropped to some slices has no gap."""
+    gaps = [(before, after) for before, after in zip(numbers, numbers[1:]) if after - before > 1]
+    if gaps:
+        missing = sum(after - before - 1 for before, after in gaps)
+        names = [f"{stem}_{before + 1}" + (f" to {stem}_{after - 1}" if after - before > 2 else "")
+                 for before, after in gaps]
+        raise InputError(f"{folder}: {missing} slice{'s' if missing > 1 else ''} missing ({few_names(names)}), so "
+                         "the slices either side of a gap would be stacked as neighbours; restore the missing files, "
+                         "or, if the slices are adjacent, number them without gaps")
 
 
 def _read_slices(folder: Path, files: list[Path]) -> np.ndarray:
