@@ -390,6 +390,44 @@ def test_readouts_follow_painting_on_the_tumour_layer_and_the_ground_truth_witho
 
 
 @pytest.mark.usefixtures("inline_jobs")
+def test_readouts_catch_up_with_an_undo_or_new_data_on_a_hidden_layer(qtbot, viewer, segment_widget, tmp_path):
+    """napari redraws no hidden layer, so an undo on one (ctrl-z with the layer's eye closed) emits nothing and new
+    data only `data`: the Dice of the masks before stayed on screen, were scored slice by slice on a slider step and
+    saved to CSV, until the layer was shown again."""
+    widget = segment_widget
+    truth = segmented_with_its_truth(qtbot, viewer, widget)
+    prediction = widget.prediction_layer()
+
+    def current(scope: str = "volume") -> dict:
+        if scope == "volume":
+            return volume_scores(prediction.data, truth.data).to_dict()
+        z = int(scope.split()[1])
+        return volume_scores(prediction.data[z], truth.data[z]).to_dict()
+
+    z, y, x = np.argwhere(truth.data > 0)[0]
+    viewer.dims.set_current_step(0, z)
+    for layer in (prediction, truth):  # a correction painted on each, scored once the strokes end
+        layer.brush_size = 15
+        layer.paint((z, y, x), 0, refresh=True)
+    qtbot.waitUntil(lambda: widget.readouts.scores["volume"] == current(), timeout=2000)
+    prediction.visible = False
+    prediction.undo()
+    assert current() != widget.readouts.scores["volume"]  # what napari's silence leaves on screen until then
+    viewer.dims.set_current_step(0, z + 1)  # a slider step with the tumour layer hidden
+    assert widget.readouts.scores["volume"] == current()
+    assert widget.readouts.scores[f"slice {z + 1}"] == current(f"slice {z + 1}")
+    truth.visible = False
+    truth.undo()
+    widget.csv_path.value = tmp_path / "readouts.csv"
+    widget.save_button.clicked()  # saved with the ground truth hidden
+    rows = [line.split(",") for line in (tmp_path / "readouts.csv").read_text().splitlines()[1:]]
+    assert {row[2]: [float(value) for value in row[3:8]] for row in rows} == {
+        scope: list(current(scope).values()) for scope in ("volume", f"slice {z + 1}")}
+    truth.data = np.zeros_like(truth.data)  # new data for the hidden ground truth: heard of at once
+    qtbot.waitUntil(lambda: widget.readouts.scores["volume"]["dice"] == 0.0, timeout=2000)
+
+
+@pytest.mark.usefixtures("inline_jobs")
 def test_picking_no_ground_truth_clears_the_scores_of_the_one_picked_before(qtbot, viewer, segment_widget, tmp_path):
     """'(none)' picked in the Ground truth box (its Qt entry, as a user picks it): the Dice against the mask picked
     before stayed on screen, and a CSV saved then wrote those scores with an empty ground_truth column."""

@@ -15,8 +15,11 @@ from napari.layers import Layer
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QWidget
 
-# napari's Labels emit `paint` for a stroke or fill, `set_data` for new data, undo / redo and a new scale or affine.
-CHANGES = ("paint", "set_data", "scale", "translate", "affine", "rotate", "shear")
+# napari's Labels emit `paint` for a stroke or fill, `data` for new data, and `set_data` when they are redrawn: after an
+# undo / redo, new data or a new scale or affine, and when shown again. A hidden layer is not redrawn, so new data
+# given to it was heard of only when it was shown again; its undo / redo is not heard of at all (napari 0.9.2 emits
+# nothing): the Segment widget checks hidden layers' masks before it shows or saves figures (`segment._Scored`).
+CHANGES = ("paint", "data", "set_data", "scale", "translate", "affine", "rotate", "shear")
 DELAY_MS = 100
 
 

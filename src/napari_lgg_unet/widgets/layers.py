@@ -63,11 +63,15 @@ def labels_choices(viewer: napari.Viewer) -> list[tuple[str, Layer]]:
     return layers_of(viewer, Labels)
 
 
+def tumour_mask(layer: Labels) -> np.ndarray:
+    """The layer as a bool tumour mask (every value > 0), in its stored axis order."""
+    return np.asarray(layer.data) > 0
+
+
 def binary_mask(layer: Labels) -> tuple[np.ndarray, bool]:
-    """The layer as a bool tumour mask (every value > 0) and whether several label values were merged."""
-    data = np.asarray(layer.data)
-    mask = data > 0
-    merged = bool(mask.any()) and np.unique(data[mask]).size > 1
+    """`tumour_mask` and whether several label values were merged into it."""
+    mask = tumour_mask(layer)
+    merged = bool(mask.any()) and np.unique(np.asarray(layer.data)[mask]).size > 1
     return mask, merged
 
 

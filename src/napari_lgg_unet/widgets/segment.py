@@ -36,6 +36,7 @@ from .layer_watch import LayerWatch
 from .layers import (
     LayerPicker, as_shown, binary_mask, current_slice, edited, hand_over, image_choices, labels_choices, mark_edited,
     owned_layer, placement_fix, put_owned_layer, segmentation_shown, set_owned_data, shown_elsewhere, to_layer_order,
+    tumour_mask,
 )
 from .readouts import Readouts, readouts_text, volume_readouts, with_slice, write_readouts_csv
 from .review import ReviewList
@@ -562,16 +563,18 @@ class SegmentWidget(Container):
             self.readouts = None
             self._update_readout_text()
             return
-        mask = np.asarray(prediction.data) > 0
-        truth = None
+        mask = tumour_mask(prediction)
+        truth = truth_mask = None
         if truth_layer is not None and truth_layer is not prediction:
-            truth, problem = _truth_on_grid(truth_layer, prediction)
+            truth_mask = tumour_mask(truth_layer)
+            truth, problem = _truth_on_grid(truth_layer, truth_mask, prediction)
             if problem:
                 self.readouts = None
                 self._update_readout_text(problem)
                 return
         volume = volume_readouts(mask, truth, tuple(prediction.scale), _volume_unit(prediction))
-        self._scored = _Scored(prediction, truth_layer, _data_of(prediction, truth_layer), mask, truth, volume)
+        self._scored = _Scored(prediction, truth_layer, _data_of(prediction, truth_layer), (mask, truth_mask), truth,
+                               volume)
         self._show_slice_readouts()
 
     def _slice_changed(self) -> None:
@@ -580,17 +583,21 @@ class SegmentWidget(Container):
         step per axis). A change of the masks still pending (`LayerWatch`) recomputes everything when it fires.
         With nothing scored (no tumour layer, or a ground truth it cannot be scored against) nothing on screen
         follows the slice: every step checked the ground truth against the prediction again, over every voxel."""
-        scored = self._scored
-        if scored is None:
+        if self._scored is None:
             return
-        if scored.describes(self.prediction_layer(), self.truth.value):
+        if self._scored_current():
             self._show_slice_readouts()
-        else:  # the layers scored are no longer the ones chosen, or hold new data
+        else:  # the layers scored are no longer the ones chosen, or hold other masks
             self.update_readouts()
+
+    def _scored_current(self) -> bool:
+        """Whether the volume readouts were computed from the chosen layers as they are now (`_Scored.describes`)."""
+        scored = self._scored
+        return scored is not None and scored.describes(self.prediction_layer(), self.truth.value)
 
     def _show_slice_readouts(self) -> None:
         scored = self._scored
-        self.readouts = with_slice(scored.volume, scored.mask, scored.truth,
+        self.readouts = with_slice(scored.volume, scored.masks[0], scored.truth,
                                    current_slice(self.viewer, scored.prediction))
         self._update_readout_text()
 
@@ -604,6 +611,8 @@ class SegmentWidget(Container):
 
     def save_readouts(self) -> None:
         path = optional_path(self.csv_path)
+        if not self._scored_current():  # an undo on a hidden layer since they were computed: nothing told of it
+            self.update_readouts()
         if self.readouts is None:
             notify.show_error("nothing to save yet: segment an image first")
             return
@@ -621,34 +630,41 @@ class SegmentWidget(Container):
 
 @dataclass(frozen=True)
 class _Scored:
-    """The masks the volume readouts were computed from (bool, on the prediction's grid; `truth` None without a ground
-    truth) and those readouts, kept so that a slider step scores one slice of them."""
+    """The masks the volume readouts were computed from and those readouts, kept so that a slider step scores one
+    slice of them: `masks` are the two layers' bool masks as stored (`tumour_mask`; the truth's None without a
+    ground truth), `truth` the ground truth's on the prediction's grid (`_truth_on_grid`)."""
 
     prediction: Labels
     truth_layer: Labels | None
     data: tuple[object, object]  # the two layers' data objects when scored (`_data_of`)
-    mask: np.ndarray
+    masks: tuple[np.ndarray, np.ndarray | None]
     truth: np.ndarray | None
     volume: Readouts
 
     def describes(self, prediction: Labels | None, truth_layer: Labels | None) -> bool:
-        """Whether these are the layers scored, holding the data they held then. New data (`layer.data = ...`) is
-        scored by the layer watch after its delay: a slider step meanwhile showed a slice of the masks replaced (an
-        IndexError for a mask with more slices)."""
+        """Whether these are the layers scored, holding the masks they held then.
+
+        New data (`layer.data = ...`) is scored by the layer watch after its delay: a slider step meanwhile showed a
+        slice of the masks replaced (an IndexError for a mask with more slices). napari's undo / redo on a hidden
+        layer changes its array in place and emits nothing (see layer_watch.CHANGES), so the Dice of the mask
+        before the undo stayed on screen, was saved to CSV and was scored slice by slice until the layer was shown
+        again; a hidden layer's mask is compared here (a few ms for a 1 mm scan, and only while one is hidden)."""
         return (prediction is self.prediction and truth_layer is self.truth_layer
-                and all(now is then for now, then in zip(_data_of(prediction, truth_layer), self.data)))
+                and all(now is then for now, then in zip(_data_of(prediction, truth_layer), self.data))
+                and all(layer.visible or np.array_equal(tumour_mask(layer), mask)
+                        for layer, mask in zip((prediction, truth_layer), self.masks) if mask is not None))
 
 
 def _data_of(prediction: Labels, truth_layer: Labels | None) -> tuple[object, object]:
     return prediction.data, None if truth_layer is None else truth_layer.data
 
 
-def _truth_on_grid(truth: Labels, prediction: Labels) -> tuple[np.ndarray | None, str]:
-    """The ground truth as a bool mask on the prediction's data grid, to be scored voxel by voxel, or what keeps it
-    from being one: another shape as napari shows them, or the same shape shown elsewhere (moved, scaled, rotated),
-    where voxel by voxel would score one place's tumour against another's. A truth stored in another axis order
-    but shown on the prediction's voxels is taken, in the prediction's order."""
-    shown = as_shown(truth, binary_mask(truth)[0])
+def _truth_on_grid(truth: Labels, mask: np.ndarray, prediction: Labels) -> tuple[np.ndarray | None, str]:
+    """The ground truth (its `mask`, `tumour_mask`) as a bool mask on the prediction's data grid, to be scored voxel
+    by voxel, or what keeps it from being one: another shape as napari shows them, or the same shape shown elsewhere
+    (moved, scaled, rotated), where voxel by voxel would score one place's tumour against another's. A truth stored
+    in another axis order but shown on the prediction's voxels is taken, in the prediction's order."""
+    shown = as_shown(truth, mask)
     expected = as_shown(prediction).shape
     if shown.shape != expected:
         return None, (f"'{truth.name}' has shape {shown.shape}, the prediction {expected}: pick the ground truth of "
