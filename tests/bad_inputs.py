@@ -47,6 +47,13 @@ def _config_value(*keys: str, value: Any) -> Callable[[Path, Path], None]:
     return make
 
 
+def model_copy(good: Path, folder: Path, *keys: str, value: Any) -> Path:
+    """A copy of the model folder `good` made as `folder`, whose config.json has `value` at the nested key path `keys`
+    (a model of other settings, such as its own calibrated clean-up, or a bad one)."""
+    _config_value(*keys, value=value)(good, folder)
+    return folder
+
+
 def _without_weights(good: Path, folder: Path) -> None:
     _copy(good, folder)
     (folder / WEIGHTS_FILE).unlink()

@@ -78,14 +78,19 @@ def test_training_refuses_a_bad_image_and_writes_no_model(name, viewer, train, n
 
 @pytest.mark.parametrize("name", BAD_MODELS)
 def test_segment_refuses_a_bad_model_folder(name, viewer, segment, notes, qtbot, tiny_model_dir, tmp_path):
+    """Refused when picked (its config and the header of its weights are read then), or else by Segment (a missing
+    folder, or weights read in full); either way the picker no longer shows it."""
     _, phrase, _ = BAD_MODELS[name]
     viewer.add_image(np.random.default_rng(0).random((2, 32, 32), dtype=np.float32), name="scan")
     before = snapshot(viewer)
-    segment.model_folder.value = make_bad_model(name, tiny_model_dir, tmp_path)
-    _press(segment, segment.segment_button, qtbot)
+    bad = make_bad_model(name, tiny_model_dir, tmp_path)
+    segment.model_folder.value = bad
+    if not notes["error"]:
+        _press(segment, segment.segment_button, qtbot)
     _refused(notes, phrase)
     assert_unchanged(before, snapshot(viewer))
     assert segment.segment_button.enabled
+    assert segment.model_folder.value != bad or name == "missing folder"  # left to Segment: it may be made yet
 
 
 def _on_another_grid(viewer) -> tuple:
@@ -141,14 +146,6 @@ def test_training_refuses_a_training_folder_it_cannot_trust(folder, phrase, view
     _press(train, train.train_button, qtbot)
     _refused(notes, phrase)
     assert not (tmp_path / "models").exists()
-
-
-def test_a_config_error_is_notified_once_and_segment_points_back_to_it(viewer, segment, notes, qtbot, tmp_path):
-    viewer.add_image(np.zeros((2, 32, 32), np.float32), name="scan")
-    segment.model_folder.value = make_bad_model("threshold as text", segment.model_folder.value, tmp_path)
-    _press(segment, segment.segment_button, qtbot)
-    assert len(notes["error"]) == 2 and len(set(notes["error"])) == 2, notes["error"]
-    assert "threshold must be a number" in notes["error"][0] and "see the error shown" in notes["error"][1]
 
 
 def test_training_refuses_an_output_folder_in_the_packages_weights_folder(viewer, train, notes, qtbot, tmp_path,

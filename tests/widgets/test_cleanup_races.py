@@ -6,10 +6,12 @@ back that click and no other. Jobs are held at a gate so each ordering is forced
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bad_inputs import model_copy
 from napari_lgg_unet.engine.postprocess import postprocess
 from napari_lgg_unet.widgets import corrections as corrections_module, segment as segment_module
 from napari_lgg_unet.widgets.corrections import NO_SEGMENTATION
@@ -615,15 +617,10 @@ def test_an_image_deleted_while_its_clean_up_runs_puts_the_controls_back_to_the_
 def test_a_model_chosen_while_the_mask_of_a_deleted_image_is_left_is_said_once(qtbot, viewer, notes,
                                                                                tiny_click_model, tmp_path):
     """Its settings came one control at a time, each refused and said on its own."""
-    import json
-    from pathlib import Path
-
     widget, layer, mask, before = _mask_left_of_a_deleted_image(qtbot, viewer, tiny_click_model, False)
-    config = json.loads((Path(tiny_click_model) / "config.json").read_text())
     calibrated = {"threshold": 0.35, "min_size": 12, "keep_largest": True, "min_confidence": 0.8}
-    (tmp_path / "calibrated").mkdir()
-    (tmp_path / "calibrated" / "config.json").write_text(json.dumps({**config, "postprocess": calibrated}))
-    widget.model_folder.value = tmp_path / "calibrated"
+    widget.model_folder.value = model_copy(Path(tiny_click_model), tmp_path / "calibrated", "postprocess",
+                                           value=calibrated)
     settle(qtbot, widget)
     assert widget.cleanup.config() == before
     np.testing.assert_array_equal(layer.data, mask)

@@ -9,7 +9,9 @@ import json
 
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
 
+from bad_inputs import make_bad_model, model_copy
 from napari_lgg_unet.engine.postprocess import PostprocessConfig
 
 from widget_helpers import assert_unchanged, dock, follow_placement_fix, snapshot, wait_for_stop
@@ -42,19 +44,20 @@ def malformed_configs(valid: dict) -> dict[str, str]:
     }
 
 
-def test_choosing_a_model_folder_with_a_malformed_config_is_a_notification_and_keeps_the_settings(
+CALIBRATED = {"threshold": 0.35, "min_size": 12, "keep_largest": True, "min_confidence": 0.8}
+
+
+def test_choosing_a_model_folder_with_a_malformed_config_is_a_notification_and_keeps_the_model_before(
     viewer, widgets, notes, tmp_path, tiny_model_dir
 ):
     segment, _ = widgets
     viewer.add_image(np.zeros((2, 32, 32), np.float32), name="scan")
     before = snapshot(viewer)
     valid = json.loads((tiny_model_dir / "config.json").read_text())
-    calibrated = {"threshold": 0.35, "min_size": 12, "keep_largest": True, "min_confidence": 0.8}
-    (tmp_path / "calibrated").mkdir()
-    (tmp_path / "calibrated" / "config.json").write_text(json.dumps({**valid, "postprocess": calibrated}))
+    calibrated = model_copy(tiny_model_dir, tmp_path / "calibrated", "postprocess", value=CALIBRATED)
     segment.model.value = "folder"
-    segment.model_folder.value = tmp_path / "calibrated"  # a good config: every setting is adopted
-    assert segment.cleanup.config() == PostprocessConfig(**calibrated)
+    segment.model_folder.value = calibrated  # a good model: every setting is adopted
+    assert segment.cleanup.config() == PostprocessConfig(**CALIBRATED)
     assert notes["error"] == []
     for number, (case, text) in enumerate(malformed_configs(valid).items()):
         folder = tmp_path / f"model-{number}"
@@ -63,8 +66,59 @@ def test_choosing_a_model_folder_with_a_malformed_config_is_a_notification_and_k
         segment.model_folder.value = folder
         assert len(notes["error"]) == number + 1, case
         assert "\n" not in notes["error"][-1], case
-        assert segment.cleanup.config() == PostprocessConfig(**calibrated), case
+        assert notes["error"][-1].endswith(f"; the model is the folder {calibrated}"), case
+        assert segment.model_folder.value == calibrated, case  # the picker is back at the model whose settings show
+        assert segment.cleanup.config() == PostprocessConfig(**CALIBRATED), case
     assert_unchanged(before, snapshot(viewer))
+
+
+def test_a_model_folder_typed_is_taken_when_the_typing_ends(viewer, widgets, notes, qtbot, tmp_path, tiny_model_dir):
+    """Taken at every keystroke, the folders on the way to the one meant ('/', '/tmp') were refused and the field
+    set back to the model before, under the user's typing."""
+    segment, _ = widgets
+    calibrated = model_copy(tiny_model_dir, tmp_path / "calibrated", "postprocess", value=CALIBRATED)
+    segment.model.value, segment.model_folder.value = "folder", calibrated
+    field = segment.model_folder.line_edit.native
+    field.selectAll()
+    qtbot.keyClicks(field, str(tiny_model_dir))
+    assert notes["error"] == [] and field.text() == str(tiny_model_dir)
+    assert segment.cleanup.config() == PostprocessConfig(**CALIBRATED)
+    qtbot.keyClick(field, Qt.Key.Key_Return)
+    assert notes["error"] == [] and segment.cleanup.config() == PostprocessConfig()
+    field.selectAll()
+    qtbot.keyClicks(field, str(tmp_path))
+    qtbot.keyClick(field, Qt.Key.Key_Return)
+    assert notes["error"] == [f"{tmp_path} is not a model folder: it has no config.json; the model is the folder "
+                              f"{tiny_model_dir}"]
+    assert field.text() == str(tiny_model_dir)
+
+
+@pytest.mark.usefixtures("inline_jobs")
+def test_a_model_that_cannot_be_loaded_is_not_left_in_the_picker(viewer, widgets, notes, tmp_path, tiny_model_dir):
+    """The picker kept a model folder that failed, over the settings of another model, and each Segment failed on it
+    again: it goes back to the model whose settings the controls show, or, when the weights failed to load, to the
+    model of the segmentation on screen."""
+    segment, _ = widgets
+    viewer.add_image(np.random.default_rng(0).random((2, 64, 64), dtype=np.float32), name="scan")
+    calibrated = model_copy(tiny_model_dir, tmp_path / "calibrated", "postprocess", value=CALIBRATED)
+    segment.model.value, segment.model_folder.value = "folder", calibrated
+    segment.segment_button.clicked()
+    assert notes["error"] == [] and segment.prediction_layer() is not None
+    segment.model_folder.value = make_bad_model("no weights", tiny_model_dir, tmp_path / "no weights")
+    assert len(notes["error"]) == 1 and "has a config but no model.safetensors" in notes["error"][0]
+    assert segment.model_folder.value == calibrated
+    assert segment.cleanup.config() == PostprocessConfig(**CALIBRATED)
+    other_network = make_bad_model("weights of another decoder", tiny_model_dir, tmp_path / "other network")
+    segment.model_folder.value = other_network  # its config.json is read at once, its weights by Segment
+    assert len(notes["error"]) == 1 and segment.cleanup.config() == PostprocessConfig()
+    segment.segment_button.clicked()
+    assert len(notes["error"]) == 2 and "does not match its config.json" in notes["error"][1]
+    assert notes["info"][-1] == f"the model picked cannot be used; the model is the folder {calibrated}"
+    assert segment.model_folder.value == calibrated
+    assert segment.cleanup.config() == PostprocessConfig(**CALIBRATED)
+    viewer.layers.remove(segment.prediction_layer())
+    segment.segment_button.clicked()  # segments with the model the picker shows
+    assert len(notes["error"]) == 2 and segment.prediction_layer() is not None
 
 
 def test_default_model_absence_is_a_notification_not_a_crash(viewer, widgets, notes, qtbot, monkeypatch, tmp_path):
