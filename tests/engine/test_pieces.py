@@ -24,6 +24,7 @@ def test_pieces_match_their_labels_and_report_size_slices_and_place():
         assert piece.size_mm3 == pytest.approx(piece.voxels * 2.0 * 0.5 * 0.5)
         slices = np.flatnonzero(voxels.any(axis=(1, 2)))
         assert piece.slices == (slices[0], slices[-1])
+        assert piece.extent == tuple((int(axis.min()), int(axis.max())) for axis in np.nonzero(voxels))
         assert labels[tuple(round(c) for c in piece.centre)] == piece.index
         assert 0.0 <= piece.confidence <= 1.0
     tumour = next(p for p in pieces if p.slices == (2, 5))

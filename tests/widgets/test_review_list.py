@@ -48,8 +48,32 @@ def test_the_list_shows_every_piece_least_sure_first_and_a_row_click_goes_to_it(
     # A click on a row moves the slice slider and the camera to that piece.
     for row, piece in enumerate(rows[:3]):
         widget.review_list.table.native.cellClicked.emit(row, 1)
-        assert current_slice(viewer, tumour) == round(piece.centre[0])
+        assert current_slice(viewer, tumour) == (0, round(piece.centre[0]))
         np.testing.assert_allclose(viewer.camera.center[-2:], tumour.data_to_world(piece.centre)[-2:], atol=1e-6)
+
+
+def test_the_slices_column_gives_the_span_across_the_axis_on_the_slider(qtbot, viewer, reviewed):
+    """With another axis on the slider, the column gave the slices each piece spans across the first axis: positions
+    on screen then, not on the slider."""
+    widget = reviewed
+    table = widget.review_list.table.native
+
+    def column() -> tuple[str, list[str]]:
+        return table.horizontalHeaderItem(3).text(), [table.item(row, 3).text() for row in range(table.rowCount())]
+
+    def spans(axis: int) -> list[str]:
+        labels, _ = label_pieces(widget.prediction_layer().data)
+        along = [np.nonzero(labels == piece.index)[axis] for piece in widget.review_list.rows]
+        return [f"{a.min()}-{a.max()}" if a.max() > a.min() else str(a.min()) for a in along]
+
+    assert column() == ("Slices", spans(0))
+    viewer.dims.order = (2, 0, 1)  # columns on the slider
+    assert column() == ("Slices along axis 2", spans(2)) and spans(2) != spans(0)
+    widget.cleanup.threshold.value = round(widget.cleanup.threshold.value - 0.05, 2)  # new pieces
+    settle(qtbot, widget)
+    assert column() == ("Slices along axis 2", spans(2))
+    viewer.dims.ndisplay = 3  # no slider for the scan's axes: its slices, as the scan has them
+    assert column() == ("Slices", spans(0))
 
 
 def test_a_row_click_is_one_slice_change_scoring_one_slice_and_removing_a_piece_scores_the_volume(viewer, reviewed,
@@ -65,7 +89,7 @@ def test_a_row_click_is_one_slice_change_scoring_one_slice_and_removing_a_piece_
     viewer.dims.events.current_step.connect(lambda event: steps.append(event.value))
     widget.review_list.table.native.cellClicked.emit(0, 1)
     assert len(steps) == 1 and scored == [2]  # one step (not one per axis), and the shown slice only is scored
-    z = current_slice(viewer, tumour)
+    _, z = current_slice(viewer, tumour)
     assert widget.readouts.scores[f"slice {z}"] == volume_scores(tumour.data[z], truth.data[z]).to_dict()
     _keep(widget, 0, False)  # a piece removed changes the volume's scores
     assert 3 in scored

@@ -335,6 +335,30 @@ def test_a_slider_step_scores_the_new_slice_only_and_a_new_threshold_or_painting
 
 
 @pytest.mark.usefixtures("inline_jobs")
+def test_the_slice_scored_is_the_one_on_screen_whichever_axis_is_on_the_slider(qtbot, viewer, segment_widget):
+    """With the view transposed (another axis on the slider) the readouts named and scored the slice along the first
+    axis at the slider's old position, a slice not on screen, and did not follow the slider; the 3D view shows no
+    slice."""
+    widget = segment_widget
+    truth = segmented_with_its_truth(qtbot, viewer, widget)
+    prediction = widget.prediction_layer().data
+    z, y, _ = np.argwhere(truth.data > 0)[0]
+    viewer.dims.set_current_step(0, z)
+    assert set(widget.readouts.scores) == {"volume", f"slice {z}"}
+    viewer.dims.order = (1, 0, 2)  # rows on the slider, slices and columns on screen
+    viewer.dims.set_current_step(1, y)
+    assert set(widget.readouts.scores) == {"volume", f"slice {y} along axis 1"}
+    assert widget.readouts.scores[f"slice {y} along axis 1"] == volume_scores(prediction[:, y],
+                                                                              truth.data[:, y]).to_dict()
+    assert f"slice {y} along axis 1: dice" in widget.readout.value
+    viewer.dims.ndisplay = 3
+    assert set(widget.readouts.scores) == {"volume"}
+    viewer.dims.ndisplay = 2
+    viewer.dims.order = (0, 1, 2)
+    assert set(widget.readouts.scores) == {"volume", f"slice {z}"}
+
+
+@pytest.mark.usefixtures("inline_jobs")
 def test_a_slider_step_right_after_new_data_scores_the_new_data(qtbot, viewer, segment_widget):
     """New data in the tumour layer (a script's `layer.data = ...`) is scored by the layer watch after its delay; a
     slider step before that scored a slice of the masks replaced, and with more slices than they had, raised an

@@ -25,14 +25,20 @@ from .postprocess import piece_peaks
 @dataclass(frozen=True)
 class Piece:
     """Piece `index` (its value in the piece-label volume): `voxels`, `size_mm3` (None without voxel size), the
-    first and last slice it touches, its centre (z, y, x) in voxels and `confidence` in [0, 1] (1: surely tumour)."""
+    first and last index it touches along each axis (`extent`, z, y, x), its centre (z, y, x) in voxels and
+    `confidence` in [0, 1] (1: surely tumour)."""
 
     index: int
     voxels: int
     size_mm3: float | None
-    slices: tuple[int, int]
+    extent: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
     centre: tuple[float, float, float]
     confidence: float
+
+    @property
+    def slices(self) -> tuple[int, int]:
+        """The first and last slice it touches."""
+        return self.extent[0]
 
 
 @dataclass(frozen=True)
@@ -134,7 +140,7 @@ def describe_pieces(probability: np.ndarray, labels: np.ndarray, n: int,
     found = ndimage.find_objects(labels, max_label=n)
     return [
         Piece(k + 1, int(evidence.voxels[k]), None if voxel_mm3 is None else float(evidence.voxels[k]) * voxel_mm3,
-              (found[k][0].start, found[k][0].stop - 1), tuple(float(c) for c in evidence.centres[k]),
+              tuple((span.start, span.stop - 1) for span in found[k]), tuple(float(c) for c in evidence.centres[k]),
               float(trust[k]))
         for k in range(n)
     ]

@@ -291,9 +291,16 @@ def data_index(layer: Layer, shown: np.ndarray) -> np.ndarray:
     return point
 
 
-def current_slice(viewer: napari.Viewer, layer: Layer) -> int | None:
-    """Index along the first axis of a 3D layer shown at the viewer's current position (None for 2D)."""
-    if layer.ndim != 3:
+def current_slice(viewer: napari.Viewer, layer: Layer) -> tuple[int, int] | None:
+    """(data axis, index) of the slice of a 3D layer on screen: the plane across the slider's axis in the 2D view,
+    whichever axis the user rolled or transposed onto the slider (it was always the index along the first axis, a
+    slice that was not on screen). None for a 2D layer or in the 3D view, which shows no slice."""
+    if layer.ndim != 3 or viewer.dims.ndisplay != 2:
         return None
-    index = int(np.round(layer.world_to_data(viewer.dims.point[-layer.ndim :])[0]))
-    return int(np.clip(index, 0, layer.data.shape[0] - 1))
+    offset = viewer.dims.ndim - layer.ndim
+    sliders = [axis - offset for axis in viewer.dims.not_displayed if axis >= offset]
+    if len(sliders) != 1:  # an axis of more dimensions than the layer's is on screen: the layer shows no plane
+        return None
+    axis = int(np.flatnonzero(view_orientation(layer)[:, 0] == sliders[0])[0])  # the data axis napari shows along it
+    index = int(np.round(layer.world_to_data(viewer.dims.point[-layer.ndim :])[axis]))
+    return axis, int(np.clip(index, 0, layer.data.shape[axis] - 1))

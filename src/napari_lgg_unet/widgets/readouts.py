@@ -41,12 +41,27 @@ def volume_readouts(
     return result
 
 
-def with_slice(volume: Readouts, prediction: np.ndarray, truth: np.ndarray | None, slice_index: int | None) -> Readouts:
-    """`volume` (left as it is) plus the scores of slice `slice_index` of the masks it was computed from."""
+def with_slice(volume: Readouts, prediction: np.ndarray, truth: np.ndarray | None,
+               shown: tuple[int, int] | None) -> Readouts:
+    """`volume` (left as it is) plus the scores of the slice `shown` (axis, index: `layers.current_slice`) of the
+    masks it was computed from."""
     result = replace(volume, scores=dict(volume.scores))
-    if truth is not None and slice_index is not None:
-        result.scores[f"slice {slice_index}"] = volume_scores(prediction[slice_index], truth[slice_index]).to_dict()
+    if truth is not None and shown is not None:
+        axis, index = shown
+        result.scores[slice_scope(axis, index)] = volume_scores(np.take(prediction, index, axis),
+                                                               np.take(truth, index, axis)).to_dict()
     return result
+
+
+def slice_scope(axis: int, index: int) -> str:
+    """The name of a slice's scores: 'slice 12' across the scan's slice axis (the first), 'slice 12 along axis 1'
+    across another that the user put on the slider."""
+    return f"slice {index}{along_axis(axis)}"
+
+
+def along_axis(axis: int) -> str:
+    """How slices across data axis `axis` are told from the scan's own (across the first axis), which need no word."""
+    return "" if axis == 0 else f" along axis {axis}"
 
 
 def readouts_text(readouts: Readouts) -> str:

@@ -1,8 +1,9 @@
 """The review list under the Segment widget: the tumour pieces, the doubtful ones first, one row each.
 
-A row shows the piece's confidence, size and the slices it spans; its Keep box removes or restores the piece, a
-click on the row takes the viewer there. The list only shows and forwards: which pieces exist, how sure they are and
-what removing one does to the mask live in engine/pieces.py and engine/review.py.
+A row shows the piece's confidence, size and the slices it spans (across the axis on the viewer's slider, as the
+readouts name their slice); its Keep box removes or restores the piece, a click on the row takes the viewer there.
+The list only shows and forwards: which pieces exist, how sure they are and what removing one does to the mask live
+in engine/pieces.py and engine/review.py.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAbstractItemView, QTableWidgetItem
 
 from ..engine.pieces import Piece, doubtful_first
+from .readouts import along_axis
 
 COLUMNS = ("Keep", "Confidence", "Size", "Slices")
+SPAN = COLUMNS.index("Slices")
 MAX_ROWS = 200  # a noisy mask can have thousands of specks; a longer table only slows the viewer down
 
 
@@ -27,6 +30,7 @@ class ReviewList:
         self.caption = Label(name="pieces_caption", label="Pieces", value="")
         self.table = Table(name="pieces", label="", columns=list(COLUMNS))
         self.rows: list[Piece] = []
+        self._unit, self._axis = "", 0
         native = self.table.native
         native.setEditTriggers(QAbstractItemView.NoEditTriggers)
         native.setSelectionBehavior(QAbstractItemView.SelectRows)
@@ -40,9 +44,11 @@ class ReviewList:
     def widgets(self) -> list:
         return [self.caption, self.table]
 
-    def show_pieces(self, pieces: list[Piece], removed: set[int], unit: str) -> None:
-        """Fill the table, doubtful pieces first; `unit` is the voxel-volume unit ('' shows sizes in voxels)."""
+    def show_pieces(self, pieces: list[Piece], removed: set[int], unit: str, axis: int = 0) -> None:
+        """Fill the table, doubtful pieces first; `unit` is the voxel-volume unit ('' shows sizes in voxels), `axis`
+        the data axis on the viewer's slider (see `show_axis`)."""
         self.rows = doubtful_first(pieces)[:MAX_ROWS]
+        self._unit, self._axis = unit, axis
         native = self.table.native
         native.blockSignals(True)
         native.setRowCount(len(self.rows))
@@ -51,8 +57,9 @@ class ReviewList:
             keep.setFlags(Qt.ItemIsUserCheckable | Qt.ItemIsEnabled | Qt.ItemIsSelectable)
             keep.setCheckState(Qt.Unchecked if piece.index in removed else Qt.Checked)
             native.setItem(row, 0, keep)
-            for column, text in enumerate(_cells(piece, unit), start=1):
+            for column, text in enumerate(self._cells(piece), start=1):
                 native.setItem(row, column, QTableWidgetItem(text))
+        native.horizontalHeaderItem(SPAN).setText(COLUMNS[SPAN] + along_axis(axis))
         native.blockSignals(False)
         shown = f"the {MAX_ROWS} least sure of {len(pieces)} pieces" if len(pieces) > MAX_ROWS else (
             "1 piece" if len(pieces) == 1 else f"{len(pieces)} pieces, least sure first")
@@ -68,11 +75,28 @@ class ReviewList:
                 native.item(row, 0).setCheckState(Qt.Checked if keep else Qt.Unchecked)
         native.blockSignals(False)
 
+    def show_axis(self, axis: int) -> None:
+        """Give the slices the pieces span across data axis `axis`, which the user put on the viewer's slider: the
+        column gave those across the first axis, positions of no slider then."""
+        if axis != self._axis:
+            self._axis = axis
+            native = self.table.native
+            native.blockSignals(True)
+            for row, piece in enumerate(self.rows):
+                native.item(row, SPAN).setText(self._span(piece))
+            native.horizontalHeaderItem(SPAN).setText(COLUMNS[SPAN] + along_axis(axis))
+            native.blockSignals(False)
+
     def keep_box(self, row: int) -> QTableWidgetItem:
         return self.table.native.item(row, 0)
 
+    def _cells(self, piece: Piece) -> tuple[str, str, str]:
+        """Confidence, size and span of `piece`, as the columns after Keep show them."""
+        unit = self._unit
+        size = f"{piece.size_mm3:.0f} {unit}" if unit and piece.size_mm3 is not None else f"{piece.voxels} voxels"
+        return f"{piece.confidence:.2f}", size, self._span(piece)
 
-def _cells(piece: Piece, unit: str) -> tuple[str, str, str]:
-    size = f"{piece.size_mm3:.0f} {unit}" if unit and piece.size_mm3 is not None else f"{piece.voxels} voxels"
-    first, last = piece.slices
-    return f"{piece.confidence:.2f}", size, f"{first}-{last}" if last > first else str(first)
+    def _span(self, piece: Piece) -> str:
+        first, last = piece.extent[self._axis]
+        return f"{first}-{last}" if last > first else str(first)
+

@@ -134,6 +134,8 @@ class SegmentWidget(Container):
         connect_while_docked(self.native, [
             *choices_follow_layers(viewer, self),
             (viewer.dims.events.current_step, self._slice_changed),
+            (viewer.dims.events.order, self._view_changed),
+            (viewer.dims.events.ndisplay, self._view_changed),
             (viewer.layers.events.inserted, lambda event: self._take_flair(event.value)),
             (viewer.layers.events.removed, self._forget_gone_mask),
             (session_models.changed, self.model.reset_choices),
@@ -466,7 +468,8 @@ class SegmentWidget(Container):
             self._mark_user_changes(layer)
         layer = put_owned_layer(self.viewer, self._source, "tumour", shown)
         self._shown = np.array(shown, copy=True)  # napari paints into the layer's own array
-        self.review_list.show_pieces(self._review.pieces, self._review.removed, _volume_unit(layer))
+        self.review_list.show_pieces(self._review.pieces, self._review.removed, _volume_unit(layer),
+                                     self._slider_axis())
 
     def keep_piece(self, index: int, keep: bool) -> None:
         """Restore (`keep`) or remove piece `index` in the tumour layer this widget made; other voxels, and those of
@@ -621,12 +624,25 @@ class SegmentWidget(Container):
                                volume)
         self._show_slice_readouts()
 
+    def _view_changed(self) -> None:
+        """Another axis put on the slider, or the view switched between 2D and 3D: the slice scored and the slices
+        the review list gives follow the slider's axis (the 3D view shows no slice: no slice is scored)."""
+        self.review_list.show_axis(self._slider_axis())
+        self._slice_changed()
+
+    def _slider_axis(self) -> int:
+        """The tumour layer's data axis on the viewer's slider; 0 (the scan's slices) in the 3D view or without one."""
+        layer = self.prediction_layer()
+        shown = None if layer is None else current_slice(self.viewer, layer)
+        return 0 if shown is None else shown[0]
+
     def _slice_changed(self) -> None:
-        """A slider step: only the slice scores change. Recomputing the volume's on every step (its counts and scores
-        over every voxel) made the slider lag on a large scan, three times over for a click on a review row (one
-        step per axis). A change of the masks still pending (`LayerWatch`) recomputes everything when it fires.
-        With nothing scored (no tumour layer, or a ground truth it cannot be scored against) nothing on screen
-        follows the slice: every step checked the ground truth against the prediction again, over every voxel."""
+        """A slider step, another axis on the slider or the view switched between 2D and 3D: only the slice scores
+        change. Recomputing the volume's on every step (its counts and scores over every voxel) made the slider lag
+        on a large scan, three times over for a click on a review row (one step per axis). A change of the masks still
+        pending (`LayerWatch`) recomputes everything when it fires. With nothing scored (no tumour layer, or a ground
+        truth it cannot be scored against) nothing on screen follows the slice: every step checked the ground truth
+        against the prediction again, over every voxel."""
         if self._scored is None:
             return
         if self._scored_current():
