@@ -1,11 +1,14 @@
 """cases: which files of a folder form one scan, and loading them as the model's channels."""
 
+import re
+import warnings
+
 import nibabel as nib
 import numpy as np
 import pytest
 
 from napari_lgg_unet.engine.cases import case_in_folder, case_of_file, cases_in_folder, load_case, load_sequences
-from napari_lgg_unet.engine.errors import InputError
+from napari_lgg_unet.engine.errors import InputError, InputWarning
 from napari_lgg_unet.engine.sequences import FLAIR, POST, PRE, T2
 
 
@@ -148,9 +151,13 @@ def test_labels_without_orientation_beside_an_oriented_flair_are_read_voxel_for_
     nib.save(nib.Nifti1Image(labels, affine), str(tmp_path / "A_seg.nii.gz"))
     with_header = load_case(case_in_folder(tmp_path), require_mask=True).mask
     nib.save(nib.Nifti1Image(labels, None), str(tmp_path / "A_seg.nii.gz"))
-    with pytest.warns(UserWarning, match="A_seg.nii.gz has no orientation .* read voxel for voxel on the FLAIR"):
+    with pytest.warns(InputWarning) as told:
         without = load_case(case_in_folder(tmp_path), require_mask=True).mask
     np.testing.assert_array_equal(without, with_header)
+    # one warning, saying how the labels were placed: the one for a scan without orientation ("shown and segmented
+    # as if ...") came first, about a file that is neither shown nor segmented on its own grid
+    [warning] = [str(w.message) for w in told if issubclass(w.category, InputWarning)]
+    assert re.match(r"the labels \S+A_seg.nii.gz has no orientation .* read voxel for voxel on the FLAIR", warning)
 
 
 def test_labels_without_orientation_on_another_grid_than_an_oriented_flair_are_refused(tmp_path):
@@ -158,6 +165,21 @@ def test_labels_without_orientation_on_another_grid_than_an_oriented_flair_are_r
     nib.save(nib.Nifti1Image(np.ones((8, 6, 4), np.float32), np.eye(4)), str(tmp_path / "A_flair.nii.gz"))
     labels = np.eye(8, 6, dtype=np.uint8)[..., None].repeat(5, 2)
     nib.save(nib.Nifti1Image(labels, None), str(tmp_path / "A_seg.nii.gz"))
-    with pytest.warns(UserWarning, match="no orientation"), pytest.raises(
-            InputError, match="A_seg.nii.gz has no orientation .* but the FLAIR has one, and .* another voxel grid"):
-        load_case(case_in_folder(tmp_path), require_mask=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)  # the refusal says it all: no warning before it
+        with pytest.raises(InputError, match="A_seg.nii.gz has no orientation .* but the FLAIR has one, and .* "
+                                             "another voxel grid"):
+            load_case(case_in_folder(tmp_path), require_mask=True)
+
+
+def test_labels_and_flair_without_orientation_warn_once_for_the_flair_whose_grid_both_are_read_on(tmp_path):
+    """The FLAIR's warning says what its grid is taken as; labels read voxel for voxel onto it add nothing to it."""
+    labels = np.zeros((8, 6, 4), np.uint8)
+    labels[2:4, 2:4] = 1
+    for name, data in (("A_flair.nii.gz", np.ones((8, 6, 4), np.float32)), ("A_seg.nii.gz", labels)):
+        nib.save(nib.Nifti1Image(data, None), str(tmp_path / name))
+    with pytest.warns(InputWarning) as told:
+        loaded = load_case(case_in_folder(tmp_path), require_mask=True)
+    assert loaded.mask.sum() == labels.sum()
+    [warning] = [str(w.message) for w in told if issubclass(w.category, InputWarning)]
+    assert warning.startswith(f"{tmp_path / 'A_flair.nii.gz'} has no orientation")

@@ -28,7 +28,7 @@ from .errors import InputError, InputWarning
 from .formats import read_volume, strip_volume_suffix, volume_suffix
 from .scan_checks import common_dtype, tumour_of_labels
 from .sequences import FLAIR, LABELS, MODEL_CHANNELS, POST, PRE, T2, sequence_of, split_sequence
-from .volumes import Geometry, Volume, covered_fraction, resample_onto, same_grid, to_engine
+from .volumes import Geometry, Volume, covered_fraction, no_orientation, resample_onto, same_grid, to_engine
 
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 SEQUENCE_FOLDERS = (*MODEL_CHANNELS, T2)  # subfolder names that make a folder a case (each a DICOM series)
@@ -279,6 +279,16 @@ def on_grid(volume: Volume, grid: Geometry, what: str, labels: bool = False) -> 
     return resample_onto(volume, grid, labels)
 
 
+def _own_grid(volume: Volume, source: Source) -> Geometry:
+    """`volume`'s geometry as the grid a case is shown and segmented on (the FLAIR's, or a labels file's opened on its
+    own), with the warning of `volumes.no_orientation` when its header does not say how the patient lies. A file read
+    onto such a grid is told of by `on_grid` alone, and only when one of the two has an orientation: a labels file
+    without one beside a FLAIR also gave this warning, meant for a scan shown and segmented on its own grid."""
+    if not volume.geometry.oriented:
+        warnings.warn(InputWarning(no_orientation(source.path)), stacklevel=1)
+    return volume.geometry
+
+
 def _without_one_channel(volume: Volume) -> Volume:
     """`volume` without a trailing channel axis of one (a file of shape (X, Y, Z, 1), or (X, Y, Z, 1, 1) as some tools
     write a 3D scan or mask): the file's own 3D volume, for its sequence or its labels alike."""
@@ -298,7 +308,7 @@ def load_labels(source: Source, grid: Geometry | None = None,
     if ignore is not None and (labels.data == ignore).any():
         raise InputError(f"{source} marks voxels with dataset.json's ignore label {ignore} (not annotated); training "
                          "and evaluate need every voxel labelled: label them, or leave the case out")
-    grid = grid or labels.geometry
+    grid = grid or _own_grid(labels, source)
     tumour = Volume(tumour_of_labels(f"the labels {source}", labels.data).astype(np.uint8), labels.geometry)
     return to_engine(on_grid(tumour, grid, f"the labels {source}", labels=True) > 0, grid), grid
 
@@ -311,12 +321,15 @@ def _read_sequences(case: Case, wanted: tuple[str, ...]) -> dict[str, Volume]:
             continue
         volume = _without_one_channel(source.read())
         if volume.data.ndim == 3:
-            volumes[sequence] = volume
+            channels = {sequence: volume}
         elif len(case.sequences) == 1:  # one file holds the case's channels (Decathlon, an RGB series)
-            volumes.update(_split_channels(volume, case.channel_names, source, wanted))
+            channels = _split_channels(volume, case.channel_names, source, wanted)
         else:  # its channels would silently take the place of the case's other files (its FLAIR, say)
             raise InputError(f"{source} holds {volume.data.shape[3]} volumes, but it is one of {case.name}'s files "
                              "of one sequence each: give each sequence its own 3D file")
+        if FLAIR in channels:
+            _own_grid(channels[FLAIR], source)
+        volumes.update(channels)
     if FLAIR not in volumes:
         found = ", ".join(s for s, _ in case.sequences) or "no sequences"
         raise InputError(f"{case.name}: no FLAIR scan (found {found}); the model needs FLAIR "

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import re
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
 from .atomic import atomic_path
-from .errors import InputError, InputWarning, describe
+from .errors import InputError, describe
 from .scan_checks import check_affine, check_claimed_size, check_gzip_end, check_pixel_type, kept_pixels
 
 
@@ -263,17 +262,17 @@ def read_nifti(path: str | Path) -> Volume:
     header = image.header
     geometry = Geometry.of(image.shape, image.affine, header.get("qform_code", 1), header.get("sform_code", 1),
                            qform=qform, units=_spatial_unit(header))
-    if not geometry.oriented:
-        warnings.warn(InputWarning(no_orientation(path)), stacklevel=1)
-    return Volume(kept_pixels(data), geometry)
+    return Volume(kept_pixels(data), geometry)  # one without orientation is told of where it is used
 
 
 def no_orientation(path: Path) -> str:
     """What a user is told (once per file and process: Python's default warning filter) of a NIfTI whose qform and
-    sform codes are both 0. Such a header says how big the voxels are but not how the patient lies in them, and
-    tools differ: nibabel takes pixdim in the Analyze convention (its axes run to the left, anterior, superior),
-    ITK-based viewers take the voxel axes as LPS. The file is read, not refused (old Analyze-era conversions are
-    like this); the warning says what was assumed, since a wrong guess shows and segments the brain flipped."""
+    sform codes are both 0, when its own grid is what is shown and segmented (cases.py: the FLAIR's, or a labels file
+    opened on its own; a file placed onto such a grid is told of by `cases.on_grid`). Such a header says how big the
+    voxels are but not how the patient lies in them, and tools differ: nibabel takes pixdim in the Analyze convention
+    (its axes run to the left, anterior, superior), ITK-based viewers take the voxel axes as LPS. The file is read, not
+    refused (old Analyze-era conversions are like this); the warning says what was assumed, since a wrong guess shows
+    and segments the brain flipped."""
     return (f"{path} has no orientation (its qform_code and sform_code are 0): it is shown and segmented as if its "
             "voxel axes ran right to left, posterior to anterior and inferior to superior (nibabel's reading; "
             "ITK-based viewers read it otherwise), so check that the brain looks upright; its mask keeps the scan's "
