@@ -2,7 +2,9 @@
 
 Through the CLI every case ends with exit code 2, exactly one line on stderr and nothing half-written in the output
 folder; through the API it raises the engine's own error type, with the same words. The widget cases are in
-tests/widgets/test_bad_input_widgets.py; the bad model folders are shared with them (tests/bad_inputs.py).
+tests/widgets/test_bad_input_widgets.py; the bad model folders are shared with them (tests/bad_inputs.py). A manual
+mask that cannot be used (BAD_MASKS) is refused so only where ground truth is needed (training, evaluation); predict,
+the reader and the API without require_mask read its scan without it, with one warning.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import io
 import os
 import json
 import math
+import re
 import shutil
 import struct
 from dataclasses import dataclass, field
@@ -31,7 +34,7 @@ from bad_inputs import BAD_IMAGES, BAD_MODELS, make_bad_model
 from napari_lgg_unet import cli, launch
 from napari_lgg_unet.engine import model as model_module
 from napari_lgg_unet.engine.augment import AugmentConfig
-from napari_lgg_unet.engine.errors import InputError, LggUnetError, ModelError
+from napari_lgg_unet.engine.errors import InputError, InputWarning, LggUnetError, ModelError
 from napari_lgg_unet.engine.io import Scan, load_scan, write_mask
 from napari_lgg_unet.engine.model import default_model_path, load_model
 from napari_lgg_unet.engine.postprocess import PostprocessConfig
@@ -39,6 +42,7 @@ from napari_lgg_unet.engine.predict import SegmentOptions, segment_volume
 from napari_lgg_unet.engine.folder_lock import LOCK_FILE
 from napari_lgg_unet.engine.run_folder import RESUME_FILE, RESUME_FORMAT, RunFolder
 from napari_lgg_unet.engine.train import TrainConfig, train_model
+from napari_lgg_unet.reader import get_reader
 
 
 @dataclass
@@ -196,6 +200,54 @@ def _case_with_its_flair_as_labels(w: Workspace) -> Path:
     return case
 
 
+def _case_with_labels_filled_with_255(w: Workspace) -> Path:
+    case = _case_with_labels(w, 1.0)
+    w.nifti("a_seg.nii.gz", np.full((24, 24, 3), 255, np.uint8), case)
+    return case
+
+
+def _case_with_unoriented_labels_of_another_shape(w: Workspace) -> Path:
+    """Labels saved as nib.Nifti1Image(mask, None) (qform and sform codes 0) on another grid than their FLAIR's."""
+    case = _case_with_labels(w, 1.0)
+    labels = nib.Nifti1Image(np.eye(20, 24, dtype=np.uint8)[..., None].repeat(3, 2), None)
+    labels.set_qform(None, code=0)
+    labels.set_sform(None, code=0)
+    nib.save(labels, case / "a_seg.nii.gz")
+    return case
+
+
+def _case_with_damaged_labels(w: Workspace) -> Path:
+    case = _case_with_labels(w, 1.0)
+    labels = case / "a_seg.nii.gz"
+    labels.write_bytes(labels.read_bytes()[:-8] + bytes(8))  # its gzip CRC and length zeroed
+    return case
+
+
+def _nnunet_case_with_the_ignore_label(w: Workspace) -> Path:
+    """nnU-Net v2's sparse annotations: labelsTr/c1 marks the voxels nobody annotated with dataset.json's label 2."""
+    root = w.folder("Dataset001")
+    (root / "dataset.json").write_text(json.dumps(
+        {"channel_names": {"0": "FLAIR"}, "labels": {"background": 0, "tumour": 1, "ignore": 2}}))
+    w.nifti("c1_0000.nii.gz", np.random.default_rng(0).random((24, 24, 3)).astype(np.float32), root / "imagesTr")
+    labels = np.full((24, 24, 3), 2, np.uint8)
+    labels[8:16, 8:16], labels[:4] = 1, 0
+    w.nifti("c1.nii.gz", labels, root / "labelsTr")
+    return root
+
+
+def _kaggle_mask_slice_whose_alpha_varies(w: Workspace) -> Path:
+    """A mask painted as transparency: RGBA, black, opaque only where the tumour is."""
+    painted = np.zeros((32, 32, 4), np.uint8)
+    painted[8:16, 8:16, 3] = 255
+    return w.kaggle_patient(np.zeros((2, 32, 32, 3), np.uint8), [np.zeros((32, 32), np.uint8), painted])
+
+
+def _kaggle_mask_slice_saved_twice(w: Workspace) -> Path:
+    folder = w.kaggle_patient(np.zeros((2, 32, 32, 3), np.uint8), [np.zeros((32, 32), np.uint8)] * 2)
+    tifffile.imwrite(folder / "P_2_mask.tiff", np.eye(32, dtype=np.uint8) * 255)
+    return folder
+
+
 def _dicom_series(w: Workspace, missing: bool = False, duplicate: bool = False, sliding: bool = False,
                   colour: bool = False) -> Path:
     """Five 2 mm slices; `sliding` moves each 1 mm further right than the one below (a tilted gantry's stack)."""
@@ -308,8 +360,34 @@ BAD_SCANS: dict[str, tuple[Callable[[Workspace], Path], str]] = {
     "RGB DICOM series": (lambda w: _dicom_series(w, colour=True), "RGB colour voxels"),
     "multi-frame DICOM file": (_multiframe_dicom, "DICOM file of 5 frames"),
     "Kaggle root with a stray NIfTI": (_kaggle_root_with_a_stray_nifti, "holds scans both loose"),
-    "Kaggle mask slice of another shape": (_kaggle_mask_slice_of_another_shape, "mask P_2_mask.tif has shape"),
     "symbolic link loop": (_symlink_loop, "cannot open"),
+}
+
+# name -> (make a scan whose manual mask cannot be used, phrase of the refusal): refused where ground truth is needed
+# (train, evaluate, calibrate: load_scan(require_mask=True)); elsewhere (predict, napari's File > Open, view) the scan
+# is read without its mask, with one warning that names the file and says why
+BAD_MASKS: dict[str, tuple[Callable[[Workspace], Path], str]] = {
+    "labels resampled with linear interpolation": (lambda w: _case_with_labels(w, 0.4),
+                                                   "a_seg.nii.gz holds fractional values (such as 0.4)"),
+    "NaN labels": (lambda w: _case_with_labels(w, math.nan), "a_seg.nii.gz holds NaN values"),
+    "labels below 0": (lambda w: _case_with_labels(w, -1.0), "a_seg.nii.gz holds values below 0"),
+    "FLAIR saved as the labels": (_case_with_its_flair_as_labels,
+                                  "a_seg.nii.gz holds 900 distinct values, as an image does"),
+    "labels filled with 255": (_case_with_labels_filled_with_255, "a_seg.nii.gz holds no 0 (background) anywhere"),
+    "labels that miss the FLAIR": (_case_with_labels_5_km_away, "a_seg.nii.gz covers 0% of the FLAIR's field of view"),
+    "labels without orientation on another grid": (
+        _case_with_unoriented_labels_of_another_shape,
+        "a_seg.nii.gz has no orientation (qform_code and sform_code 0) but the FLAIR has one"),
+    "damaged labels file": (_case_with_damaged_labels, "a_seg.nii.gz is damaged: its gzip integrity check failed"),
+    "nnU-Net labels with the ignore label": (_nnunet_case_with_the_ignore_label,
+                                             "c1.nii.gz marks voxels with dataset.json's ignore label 2"),
+    "Kaggle mask slice of another shape": (_kaggle_mask_slice_of_another_shape, "mask P_2_mask.tif has shape"),
+    "Kaggle mask slice filled with 255": (_kaggle_mask_slice_filled_with_255,
+                                          "mask P_2_mask.tif holds no 0 (background) anywhere"),
+    "Kaggle mask slice whose alpha varies": (_kaggle_mask_slice_whose_alpha_varies,
+                                             "mask P_2_mask.tif has 4 channels, the last of them transparency"),
+    "Kaggle mask slice saved twice": (_kaggle_mask_slice_saved_twice,
+                                      "P_2_mask.tif and P_2_mask.tiff are files of one slice"),
 }
 
 
@@ -652,16 +730,10 @@ CLI_CASES = [
     pytest.param(_evaluate(data=lambda w: w.kaggle_patient(np.zeros((2, 32, 32, 3), np.uint8),
                                                            [np.zeros((32, 40), np.uint8)] * 2)),
                  "does not match", id="evaluate masks of another shape"),
-    pytest.param(_evaluate(data=_case_with_labels_5_km_away), "a_seg.nii.gz covers 0% of the FLAIR's field of view",
-                 id="evaluate labels that miss the FLAIR"),
-    pytest.param(_evaluate(data=lambda w: _case_with_labels(w, 0.4)), "a_seg.nii.gz holds fractional values",
-                 id="evaluate labels resampled with linear interpolation"),
     pytest.param(_train(data=lambda w: _case_with_labels(w, -1.0)), "a_seg.nii.gz holds values below 0",
                  id="train on labels below 0"),
     pytest.param(_train(data=lambda w: _case_with_labels(w, math.nan)), "a_seg.nii.gz holds NaN values",
                  id="train on NaN labels"),
-    pytest.param(_evaluate(data=_case_with_its_flair_as_labels),
-                 "a_seg.nii.gz holds 900 distinct values, as an image does", id="evaluate a FLAIR saved as the labels"),
     pytest.param(_train(data=_kaggle_mask_slice_filled_with_255),
                  "mask P_2_mask.tif holds no 0 (background) anywhere", id="train on a mask slice filled with 255"),
     pytest.param(_train(data=_kaggle_patient_missing_a_slice), "1 slice missing (P_2), so the slices either side",
@@ -701,6 +773,7 @@ CLI_CASES = [
     pytest.param(_train("--resume", before=_resume_state), "does not match this run",
                  id="train --resume with weights of another network"),
     *[pytest.param(_predict(scan=make), phrase, id=f"predict {name}") for name, (make, phrase) in BAD_SCANS.items()],
+    *[pytest.param(_evaluate(data=make), phrase, id=f"evaluate {name}") for name, (make, phrase) in BAD_MASKS.items()],
     *[pytest.param(_predict(model=_bad_model(name)), phrase, id=f"predict with model: {name}")
       for name, (_, phrase, _) in BAD_MODELS.items()],
 ]
@@ -872,6 +945,51 @@ def test_api_refuses_a_bad_scan_with_an_input_error(name, w):
     with pytest.raises(InputError, match=phrase):
         scan = load_scan(make(w))
         segment_volume(load_model(w.model), scan.image, rgb=scan.rgb)
+
+
+def _one_input_warning(told: pytest.WarningsRecorder) -> str:
+    [warning] = [str(w.message) for w in told if issubclass(w.category, InputWarning)]
+    return warning
+
+
+@pytest.mark.parametrize("name", BAD_MASKS)
+def test_api_reads_a_scan_whose_manual_mask_is_broken_without_it_unless_the_mask_is_required(name, w):
+    make, phrase = BAD_MASKS[name]
+    source = make(w)
+    with pytest.raises(InputError, match=re.escape(phrase)):
+        load_scan(source, require_mask=True)
+    with pytest.warns(InputWarning) as told:
+        scan = load_scan(source)
+    assert scan.mask is None and not scan.fully_labelled and scan.image.size
+    warning = _one_input_warning(told)
+    assert warning.startswith(f"{scan.name} is read without its manual mask") and phrase in warning
+
+
+@pytest.mark.parametrize("name", BAD_MASKS)
+def test_predict_segments_a_scan_whose_manual_mask_is_broken_and_says_once_why_it_is_left_out(name, w, capsys):
+    """A 0.4 voxel in A_seg.nii.gz refused the whole case to predict, which never reads the mask."""
+    make, phrase = BAD_MASKS[name]
+    source, out = make(w), w.out / "masks"
+    out.mkdir()  # a folder of masks, with summary.csv, for one scan too
+    inputs = _files(w.inputs)
+    assert cli.main(_cohort_argv(w, source, out)) == 0, capsys.readouterr().err
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lgg-unet: warning:")]
+    assert len(warned) == 1 and "is read without its manual mask" in warned[0] and phrase in warned[0], warned
+    [mask] = out.glob("*_mask.*")
+    with open(out / "summary.csv", newline="") as handle:
+        [row] = list(csv.DictReader(handle))
+    assert mask.name.startswith(row["case"]) and int(row["slices"]) > 0  # the row of a scan without a mask
+    assert _files(w.inputs) == inputs  # the broken mask stays as the user left it
+
+
+@pytest.mark.parametrize("name", BAD_MASKS)
+def test_file_open_shows_a_scan_whose_manual_mask_is_broken_without_a_labels_layer(name, w):
+    make, phrase = BAD_MASKS[name]
+    source = str(make(w))
+    with pytest.warns(InputWarning) as told:
+        layers = get_reader(source)(source)
+    assert layers and [kind for _, _, kind in layers] == ["image"] * len(layers)
+    assert phrase in _one_input_warning(told)
 
 
 @pytest.mark.parametrize("name", BAD_MODELS)

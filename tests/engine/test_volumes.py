@@ -186,7 +186,7 @@ def test_4d_files_split_into_channels_by_dataset_json_or_by_the_model_order(tmp_
     assert [int(load_scan(three).image[..., c].max()) for c in range(3)] == [10, 20, 30]
 
 
-def test_nnunet_ignore_label_voxels_are_refused_as_ground_truth_but_the_case_still_segments(tmp_path):
+def test_nnunet_ignore_label_voxels_are_refused_as_ground_truth_and_left_out_where_none_is_needed(tmp_path):
     """nnU-Net v2's sparse annotations: label 2 marks voxels nobody labelled. Read as > 0 they were tumour."""
     affine = GEOMETRIES["RAS, 1 mm"]
     (tmp_path / "imagesTr").mkdir()
@@ -200,7 +200,9 @@ def test_nnunet_ignore_label_voxels_are_refused_as_ground_truth_but_the_case_sti
     [case] = find_scans(tmp_path, require_masks=True)
     with pytest.raises(InputError, match="c1.nii.gz marks voxels with dataset.json's ignore label 2"):
         load_scan(case, require_mask=True)
-    assert load_scan(case).image.shape[:3] == (SHAPE[2], SHAPE[1], SHAPE[0])  # predict reads no ground truth
+    with pytest.warns(InputWarning, match="c1 is read without its manual mask .* ignore label 2"):
+        scan = load_scan(case)  # segmenting and viewing read no ground truth: not these labels, whose 2s were tumour
+    assert scan.mask is None and scan.image.shape[:3] == (SHAPE[2], SHAPE[1], SHAPE[0])
 
 
 def test_nnunet_channel_files_follow_the_channel_names_of_dataset_json(tmp_path):

@@ -648,6 +648,31 @@ def test_a_nifti_without_orientation_opens_with_a_warning_notification_and_its_m
     np.testing.assert_array_equal(written.affine, nib.load(tmp_path / "old.nii.gz").affine)
 
 
+def test_a_case_whose_labels_cannot_be_used_opens_without_them_with_a_warning_notification(viewer, tmp_path):
+    """A 0.4 voxel in A_seg.nii.gz (labels resampled linearly) refused the whole case to File > Open; no labels layer
+    is added, so `view --segment` has no ground truth to score against either."""
+    import nibabel as nib
+    from napari.layers import Image
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    case = tmp_path / "A"
+    case.mkdir()
+    nib.save(nib.Nifti1Image(np.random.default_rng(5).random((12, 10, 8)).astype(np.float32), np.eye(4)),
+             case / "A_flair.nii.gz")
+    labels = np.zeros((12, 10, 8), np.float32)
+    labels[4:8, 4:8, 2:4] = 1.0
+    labels[4, 4, 2] = 0.4
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), case / "A_seg.nii.gz")
+    with notification_manager:
+        viewer.open(str(case), plugin="napari-lgg-unet")
+    warned = [str(n.message) for n in notification_manager.records if n.severity == NotificationSeverity.WARNING]
+    assert [m for m in warned if str(case) in m] == [
+        f"A is read without its manual mask (segmenting and viewing need none): the labels {case / 'A_seg.nii.gz'} "
+        "holds fractional values (such as 0.4), as a mask resampled with linear interpolation has; a label map holds "
+        "whole numbers (0 background, above 0 tumour): resample it with nearest neighbour, or threshold it yourself"]
+    assert [type(layer) for layer in viewer.layers] == [Image]
+
+
 @pytest.mark.usefixtures("inline_jobs")
 def test_the_tumour_layer_of_a_tiff_scan_is_never_saved_onto_the_scan_or_its_manual_mask(
     qtbot, viewer, tiny_model_dir, tmp_path, notes

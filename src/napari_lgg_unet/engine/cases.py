@@ -26,7 +26,7 @@ import numpy as np
 from .dicom import Series, list_series, read_series, series_by_sequence
 from .errors import InputError, InputWarning
 from .formats import read_volume, strip_volume_suffix, volume_suffix
-from .scan_checks import common_dtype, tumour_of_labels
+from .scan_checks import common_dtype, optional_mask, tumour_of_labels
 from .sequences import FLAIR, LABELS, MODEL_CHANNELS, POST, PRE, T2, sequence_of, split_sequence
 from .volumes import Geometry, Volume, covered_fraction, no_orientation, resample_onto, same_grid, to_engine
 
@@ -337,6 +337,17 @@ def _read_sequences(case: Case, wanted: tuple[str, ...]) -> dict[str, Volume]:
     return volumes
 
 
+def _case_mask(case: Case, grid: Geometry, require_mask: bool) -> np.ndarray | None:
+    """The case's labels as a mask on FLAIR's `grid`, None when it has none; labels that cannot be used (see
+    `load_labels`) are refused where ground truth is required, else left out with a warning (`optional_mask`)."""
+    if case.labels is None:
+        if require_mask:
+            raise InputError(f"{case.name}: no labels to score against (a *_seg or *_mask file beside the scan, "
+                             "or labelsTr/<case> for nnU-Net)")
+        return None
+    return optional_mask(case.name, lambda: load_labels(case.labels, grid, case.ignore_label)[0], require_mask)
+
+
 def load_case(case: Case, require_mask: bool = False) -> CaseVolumes:
     """Read, align and orient a case's sequences into the model's channel layout."""
     volumes = _read_sequences(case, MODEL_CHANNELS)
@@ -350,11 +361,7 @@ def load_case(case: Case, require_mask: bool = False) -> CaseVolumes:
             for s in MODEL_CHANNELS
         ]
         image, rgb = np.stack(channels, axis=-1).astype(common_dtype(channels), copy=False), True
-    ignore = case.ignore_label if require_mask else None  # segmenting or viewing reads no ground truth
-    mask = load_labels(case.labels, grid, ignore)[0] if case.labels is not None else None
-    if mask is None and require_mask:
-        raise InputError(f"{case.name}: no labels to score against (a *_seg or *_mask file beside the scan, "
-                         "or labelsTr/<case> for nnU-Net)")
+    mask = _case_mask(case, grid, require_mask)
     sources = {sequence: str(source) for sequence, source in case.sequences if sequence in MODEL_CHANNELS}
     return CaseVolumes(to_engine(image, grid), mask, rgb, grid.with_sources(sources))
 
@@ -377,6 +384,6 @@ def load_sequences(case: Case) -> CaseSequences:
     named = dict(case.sequences)
     images = {s: to_engine(on_grid(volumes[s], grid, f"{s} {named.get(s, '')}".strip()), grid)
               for s in READING_ORDER if s in volumes}
-    mask = load_labels(case.labels, grid)[0] if case.labels is not None else None
+    mask = _case_mask(case, grid, require_mask=False)
     sources = {sequence: str(source) for sequence, source in case.sequences if sequence in images}
     return CaseSequences(images, mask, grid.with_sources(sources))

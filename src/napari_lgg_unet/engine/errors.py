@@ -5,7 +5,8 @@ from collections.abc import Sequence
 
 class InputWarning(UserWarning):
     """Input the engine uses, but only by a guess a user should know about (a NIfTI without orientation, a cache that
-    cannot remember the precision choice): a Python warning, which napari shows as a notification (the plugin's
+    cannot remember the precision choice), or leaves out where the work does not need it (a manual mask that cannot be
+    used, when segmenting or viewing): a Python warning, which napari shows as a notification (the plugin's
     `JobRunner` relays those raised in a widget's job, which napari's worker would drop) and the CLI as one line on
     stderr."""
 

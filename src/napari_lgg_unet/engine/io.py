@@ -25,7 +25,7 @@ from .atomic import atomic_path
 from .errors import InputError, describe, few_names
 from .formats import (TIFF, ScanSource, case_scan, check_mask_name, default_mask_suffix, file_format, format_of,
                       not_a_scan)
-from .scan_checks import check_claimed_size, check_pixel_type, kept_pixels, tumour_of_labels
+from .scan_checks import check_claimed_size, check_pixel_type, kept_pixels, optional_mask, tumour_of_labels
 from .validate import check_bool
 
 if TYPE_CHECKING:
@@ -163,29 +163,35 @@ def is_patient_folder(folder: str | Path) -> bool:
     return folder.is_dir() and bool(_slice_files(folder)[0])
 
 
-def _paired_slices(folder: Path, require_masks: bool) -> list[tuple[Path, Path | None]]:
-    """Each slice in number order with its own mask (`<stem>_<n>_mask.tif` beside `<stem>_<n>.tif`, None if absent).
+def _paired_slices(folder: Path, require_masks: bool) -> list[tuple[Path, list[Path]]]:
+    """Each slice in number order with its own mask files (`<stem>_<n>_mask.tif` beside `<stem>_<n>.tif`: none, one,
+    or several, which `_read_masks` refuses).
 
     Pairing is by the whole name, never by number alone, so one patient's mask never lands on another's slice: a
-    folder of two patients' slices, two files of one number (`P_1.tif`, `P_01.tif`, `P_1.tiff`) and, when masks are
-    needed, a mask without its slice (ground truth that would silently be left out) are refused by name."""
-    images, masks = _slice_files(folder)
-    if not images:
+    folder of two patients' slices, two slice files of one number (`P_1.tif`, `P_01.tif`, `P_1.tiff`) and, when masks
+    are needed, a mask without its slice (ground truth that would silently be left out) are refused by name."""
+    found, masks = _slice_files(folder)
+    if not found:
         raise InputError(f"{folder} holds no slice images named like <patient>_<n>.tif")
-    stems = sorted({stem for stem, _ in images})
+    stems = sorted({stem for stem, _ in found})
     if len(stems) > 1:
         raise InputError(f"{folder} holds the slices of {len(stems)} patients ({few_names(stems)}); give each "
                          "patient its own folder")
-    for kind in (images, masks):
-        if twice := next((files for files in kind.values() if len(files) > 1), None):
-            raise InputError(f"{folder}: {few_names([f.name for f in twice])} are files of one slice (one name and "
-                             "number); keep one")
+    images = {key: _one_file(folder, files) for key, files in found.items()}
     _check_no_missing_slices(folder, stems[0], sorted(number for _, number in images))
     if require_masks and (alone := sorted(files[0].name for key, files in masks.items() if key not in images)):
         raise InputError(f"{folder}: no slice image beside the mask{'s' if len(alone) > 1 else ''} "
                          f"{few_names(alone)}; add the slice or remove the mask")
-    return [(images[key][0], masks[key][0] if key in masks else None)
-            for key in sorted(images, key=lambda key: key[1])]
+    return [(images[key], masks.get(key, [])) for key in sorted(images, key=lambda key: key[1])]
+
+
+def _one_file(folder: Path, files: list[Path]) -> Path:
+    """The one file of a slice, or of its mask: two of one name and number (`P_1.tif`, `P_01.tif`, `P_1.tiff`) are
+    refused by name, as either could be the one meant."""
+    if len(files) > 1:
+        raise InputError(f"{folder}: {few_names([f.name for f in files])} are files of one slice (one name and "
+                         "number); keep one")
+    return files[0]
 
 
 def _check_no_missing_slices(folder: Path, stem: str, numbers: list[int]) -> None:
@@ -214,14 +220,15 @@ def _read_slices(folder: Path, files: list[Path]) -> np.ndarray:
     return np.stack(slices)
 
 
-def _read_masks(folder: Path, files: list[Path], shape: tuple[int, int]) -> np.ndarray:
-    """The slice masks as bool (Z, H, W); a mask saved in colour (a channel axis of 3) counts any channel; a mask of
-    another shape than its slice is refused by name. A mask with 2 or 4 channels has transparency (alpha) last:
-    counted as a channel, opaque over the whole slice as paint programs and image converters save it, it made every
-    pixel tumour. One alpha over the whole slice says nothing, so its colour is the mask; an alpha that varies (or is
-    transparent everywhere) may hold the painted tumour itself, so that mask is refused."""
+def _read_masks(folder: Path, files: list[list[Path]], shape: tuple[int, int]) -> np.ndarray:
+    """The slice masks (each slice's mask files, see `_paired_slices`) as bool (Z, H, W); a mask saved in colour (a
+    channel axis of 3) counts any channel; a mask of another shape than its slice is refused by name. A mask with 2 or
+    4 channels has transparency (alpha) last: counted as a channel, opaque over the whole slice as paint programs and
+    image converters save it, it made every pixel tumour. One alpha over the whole slice says nothing, so its colour is
+    the mask; an alpha that varies (or is transparent everywhere) may hold the painted tumour itself, so that mask is
+    refused."""
     masks = []
-    for file in files:
+    for file in (_one_file(folder, slice_files) for slice_files in files):
         mask = read_tiff(file)
         if mask.ndim == 3 and mask.shape[:2] == shape and mask.shape[2] in (2, 4):
             alpha = mask[..., -1]
@@ -240,18 +247,20 @@ def _read_masks(folder: Path, files: list[Path], shape: tuple[int, int]) -> np.n
 
 
 def load_patient(folder: str | Path, require_masks: bool = False) -> Scan:
-    """A Kaggle patient folder as image (Z, H, W, 3) and, if every slice has one, mask (Z, H, W) bool."""
+    """A Kaggle patient folder as image (Z, H, W, 3) and, if every slice has one, mask (Z, H, W) bool. Masks that
+    cannot be used are refused when `require_masks`, else left out with a warning (see `optional_mask`)."""
     require_masks = check_bool("require_masks", require_masks)  # bool("no") is True
     folder = as_path(folder)
     if not folder.is_dir():
         raise InputError(f"folder not found: {folder}")
     slices = _paired_slices(folder, require_masks)
     image = _read_slices(folder, [image for image, _ in slices])
+    masks = [files for _, files in slices]
     mask = None
-    if all(mask for _, mask in slices):
-        mask = _read_masks(folder, [mask for _, mask in slices], image.shape[1:3])
+    if all(masks):
+        mask = optional_mask(folder.name, lambda: _read_masks(folder, masks, image.shape[1:3]), require_masks)
     elif require_masks:
-        raise InputError(f"{folder}: {[m for _, m in slices].count(None)} of {len(slices)} slices have no _mask.tif")
+        raise InputError(f"{folder}: {masks.count([])} of {len(slices)} slices have no _mask.tif")
     return Scan(name=folder.name, image=image, mask=mask, rgb=image.ndim == 4, files=(folder,),  # its slices
                 fully_labelled=mask is not None)
 
@@ -281,7 +290,8 @@ def load_scan(source: ScanSource, require_mask: bool = False) -> Scan:
     or a listed Case.
 
     A volume file brings the case it belongs to (its sibling sequences and labels). `require_mask` refuses a scan
-    without ground truth.
+    without ground truth, or whose manual mask cannot be used; without it, such a mask is left out with a warning
+    (`scan_checks.optional_mask`).
     """
     require_mask = check_bool("require_mask", require_mask)  # bool("no") is True
     if not isinstance(source, (str, os.PathLike)):

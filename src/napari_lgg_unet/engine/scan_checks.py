@@ -3,20 +3,22 @@
 A file's header is checked before any voxel is read: the size it claims against the file's own size (a 481-byte file
 cannot hold 16 GB) and against the memory this machine has free, its pixel type (complex or RGB colour voxels are
 not MRI intensities) and its geometry (a NaN or singular affine places voxels nowhere). A gzip-compressed file is
-read to its end so its CRC is checked: a damaged file is refused, not read as garbage.
+read to its end so its CRC is checked: a damaged file is refused, not read as garbage. A manual mask that fails its
+checks refuses its scan only where ground truth is needed (`optional_mask`).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, InputWarning
 
 KEPT_DTYPES = (np.uint8, np.uint16, np.int16, np.float32)  # kept as read; other numbers become float32
 MAX_DEFLATE_RATIO = 1032  # deflate cannot expand data more than this, so a .gz file bounds the size it holds
@@ -169,3 +171,19 @@ def tumour_of_labels(label: str, labels: np.ndarray) -> np.ndarray:
                          "mask filled with 255 gives; a tumour mask is 0 wherever there is no tumour: give the mask "
                          "drawn on the scan")
     return tumour
+
+
+def optional_mask(scan: str, read: Callable[[], np.ndarray], required: bool) -> np.ndarray | None:
+    """The manual mask `read` gives the scan named `scan`, where masks are attached to scans (a Kaggle patient's
+    `_mask.tif` slices, a case's labels file). Where ground truth is `required` (training, evaluate, calibrate) a mask
+    that cannot be used is refused as `read` refuses it. Elsewhere (segmenting, viewing: neither reads it) the scan is
+    read as one without a mask, and the user told once, by an InputWarning naming the file and the reason: a 0.4 voxel
+    in `A_seg.nii.gz` refused the whole case to `predict`, napari's File > Open and `lgg-unet view`."""
+    try:
+        return read()
+    except InputError as refusal:
+        if required:
+            raise
+        warnings.warn(InputWarning(f"{scan} is read without its manual mask (segmenting and viewing need none): "
+                                   f"{refusal}"), stacklevel=1)
+        return None
