@@ -19,6 +19,7 @@ import math
 import re
 import shutil
 import struct
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -990,6 +991,24 @@ def test_file_open_shows_a_scan_whose_manual_mask_is_broken_without_a_labels_lay
         layers = get_reader(source)(source)
     assert layers and [kind for _, _, kind in layers] == ["image"] * len(layers)
     assert phrase in _one_input_warning(told)
+
+
+def test_view_opens_a_scan_whose_manual_mask_is_broken_with_one_warning(w, capsys, monkeypatch):
+    """`view` reads the scan twice, to refuse a bad one before a window opens and then in the window: its warning
+    came twice, word for word. (Python shows a warning once per place only until any `warnings.catch_warnings` runs,
+    as pydantic's do while napari builds the viewer.)"""
+
+    def open_in_napari(path: Path, segment: bool) -> int:
+        with warnings.catch_warnings():
+            pass
+        get_reader(str(path))(str(path))
+        return 0
+
+    monkeypatch.setattr(launch, "run", open_in_napari)
+    make, phrase = BAD_MASKS["labels resampled with linear interpolation"]
+    assert cli.main(["view", str(make(w))]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lgg-unet: warning:")]
+    assert len(warned) == 1 and phrase in warned[0], warned
 
 
 @pytest.mark.parametrize("name", BAD_MODELS)

@@ -464,7 +464,10 @@ def _run_view(args: argparse.Namespace) -> int:
     from .engine.io import load_scan
 
     if args.path is not None:
-        load_scan(args.path)  # refuse what the reader would refuse, before a window opens
+        # refuse what the reader would refuse, before a window opens; its warnings are the reader's to give, once (a
+        # filter of "error" still makes them a refusal here)
+        with warnings.catch_warnings(record=True):
+            load_scan(args.path)
     from .launch import run
 
     return run(args.path, args.segment)
