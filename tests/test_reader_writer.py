@@ -110,6 +110,18 @@ def test_a_mask_is_not_saved_under_a_name_that_joins_its_loose_scans_case(tmp_pa
     assert sorted(p.name for p in (tmp_path / "loose").iterdir()) == ["X_flair.nii.gz"]
 
 
+@pytest.mark.parametrize("name", ["P_mask.tif", "P_seg.tif", "P_label.tiff", "P-labels.tif", "P_SEGMENTATION.TIF"])
+def test_a_tiff_named_as_labels_opens_as_labels_as_a_volume_so_named_does(tmp_path, name):
+    """The reader promised `_seg` and `_label` TIFFs open as labels, as volumes so named do: only `_mask` did, the
+    others opened as grey images, not as the mask they are."""
+    mask = np.zeros((2, 8, 8), np.uint8)
+    mask[1, 2:4, 2:4] = 255
+    tifffile.imwrite(tmp_path / name, mask)
+    [(data, meta, kind)] = get_reader(str(tmp_path / name))(str(tmp_path / name))
+    assert kind == "labels" and meta["name"] == Path(name).stem
+    np.testing.assert_array_equal(data, mask > 0)
+
+
 def test_a_mask_opened_and_corrected_is_saved_under_another_name_not_over_itself(tmp_path):
     tifffile.imwrite(tmp_path / "P_image.tif", np.zeros((2, 8, 8, 3), np.uint8))
     tifffile.imwrite(tmp_path / "P_mask.tif", np.zeros((2, 8, 8), np.uint8))

@@ -1,11 +1,12 @@
 """napari reader: Kaggle LGG patient folders, TIFF stacks, NIfTI / NRRD / MHA volumes, case folders and DICOM series.
 
-A TIFF or volume whose name ends in `_mask` (or `_seg`, `_label`) opens as a Labels layer, so saving and reopening a
-mask gives back a mask, not a grey image. Medical volumes open as axial slices in the LGG training orientation
-(anterior at the top, patient's right on the left) with their voxel size as `scale` and position as `translate` in
-mm; a multi-sequence case opens as one grey layer per sequence (see `read_case`). Volume layers carry
-`metadata["lgg_unet_geometry"]`: what the writer needs to save a mask onto the source grid. Every layer carries
-`metadata["lgg_unet_source"]`: the path it was read from, so the writer never saves a mask onto that scan's files.
+A TIFF or volume whose name ends in a labels word (`_mask`, `_seg`, `_label`, ...: engine/sequences.py, the words that
+make a file a case's labels) opens as a Labels layer, so saving and reopening a mask gives back a mask, not a grey
+image. Medical volumes open as axial slices in the LGG training orientation (anterior at the top, patient's right on the
+left) with their voxel size as `scale` and position as `translate` in mm; a multi-sequence case opens as one grey layer
+per sequence (see `case_layers`). Volume layers carry `metadata["lgg_unet_geometry"]`: what the writer needs to save a
+mask onto the source grid. Every layer carries `metadata["lgg_unet_source"]`: the path it was read from, so the writer
+never saves a mask onto that scan's files.
 """
 
 from __future__ import annotations
@@ -104,10 +105,10 @@ def read_volume_layers(path: str) -> list[LayerData]:
     images folder opens as its whole case (its channels are named only by dataset.json)."""
     from .engine.cases import Case, Source, case_of_file, load_case, load_labels, nnunet_cases
     from .engine.formats import strip_volume_suffix
-    from .engine.sequences import FLAIR, LABELS, split_sequence
+    from .engine.sequences import FLAIR
 
     stem = strip_volume_suffix(Path(path).name)
-    if split_sequence(stem)[1] == LABELS:
+    if _named_as_labels(stem):
         mask, geometry = load_labels(Source(Path(path)))
         return [(mask.astype(np.uint8), {"name": stem, **_geometry_meta(geometry)}, "labels")]
     if nnunet_cases(Path(path).parent) is not None:
@@ -116,14 +117,21 @@ def read_volume_layers(path: str) -> list[LayerData]:
     return scan_layers(stem, loaded.image, loaded.rgb, None, loaded.geometry)
 
 
+def _named_as_labels(stem: str) -> bool:
+    from .engine.sequences import LABELS, split_sequence
+
+    return split_sequence(stem)[1] == LABELS
+
+
 def read_tiff_layer(path: str) -> list[LayerData]:
-    """A TIFF as an image, or, named `*_mask`, as the labels it holds, checked as every mask the engine reads is (an
-    image saved as a mask is refused, not shown as all tumour and picked as the ground truth)."""
+    """A TIFF as an image, or, named as labels (`*_mask`, `*_seg`, ...), as the labels it holds, checked as every mask
+    the engine reads is (an image saved as a mask is refused, not shown as all tumour and picked as the ground
+    truth)."""
     from .engine.io import read_tiff
     from .engine.preprocess import resolve_rgb
     from .engine.scan_checks import tumour_of_labels
 
     data, stem = read_tiff(path), Path(path).stem
-    if stem.lower().endswith("_mask"):
+    if _named_as_labels(stem):
         return [(tumour_of_labels(path, data).astype(np.uint8), {"name": stem}, "labels")]
     return [(data, {"name": stem, "rgb": resolve_rgb(data, None)}, "image")]

@@ -35,9 +35,9 @@ def test_an_output_on_or_inside_an_input_is_refused_and_one_beside_it_is_not(tmp
 
 
 def test_a_tiff_mask_read_as_the_input_protects_its_scan_and_the_scans_other_masks(tmp_path):
-    for name in ("P_image.tif", "P_mask.tif", "P_seg.tif", "Q_image.tif"):
+    for name in ("P_image.tif", "P_mask.tif", "P_seg.tif", "P_labels.tif", "Q_image.tif"):
         tifffile.imwrite(tmp_path / name, np.zeros((2, 8, 8), np.uint8))
-    for output in ("P_image.tif", "P_seg.tif", "P_mask.tif"):
+    for output in ("P_image.tif", "P_seg.tif", "P_labels.tif", "P_mask.tif"):  # every name that opens as labels
         with pytest.raises(InputError, match="part of the input"):
             check_output(tmp_path / output, [tmp_path / "P_mask.tif"])
     for output in ("Q_image.tif", "P_mask_edited.tif"):

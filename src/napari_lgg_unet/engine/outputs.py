@@ -18,7 +18,7 @@ from typing import Sequence
 from .errors import InputError
 from .formats import strip_volume_suffix, volume_suffix
 from .io import ScanSource
-from .sequences import LABELS, split_sequence
+from .sequences import LABELS, NAMES, split_sequence
 
 
 def input_paths(source: ScanSource) -> list[Path]:
@@ -41,14 +41,15 @@ def input_paths(source: ScanSource) -> list[Path]:
 
 
 def _tiff_companions(path: Path) -> list[Path]:
-    """The masks already paired with the TIFF scan `path` (`X_mask.tif`, `_seg` or `_label`, any case, beside
-    `X.tif` or `X_image.tif`, as the Kaggle dataset and the packaged sample name them: a user's manual masks) and its
+    """The masks already paired with the TIFF scan `path` (`X_mask.tif`, or `X_` with another labels word of
+    sequences.py: `_seg`, `_label`, ...; any case; beside `X.tif` or `X_image.tif`, as the Kaggle dataset and the
+    packaged sample name them: a user's manual masks) and its
     folder when the file is named after it (a Kaggle patient). A paired name not yet taken is free for the scan's new
     mask. When `path` is itself such a mask (opened as a labels layer), its scan and the scan's other masks are its
     companions: a mask edited and saved must not land on the image it outlines."""
     if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
         return []
-    kinds, suffixes = ("_mask", "_seg", "_label"), (".tif", ".tiff")
+    kinds, suffixes = tuple(f"_{word}" for word in NAMES[LABELS]), (".tif", ".tiff")
     stem = path.stem.lower()
     scan = next((stem.removesuffix(kind) for kind in kinds if stem.endswith(kind)), None)
     stems = {stem, stem.removesuffix("_image")} | ({scan, f"{scan}_image"} if scan else set())
