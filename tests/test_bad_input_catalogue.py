@@ -378,7 +378,7 @@ BAD_MASKS: dict[str, tuple[Callable[[Workspace], Path], str]] = {
     "labels that miss the FLAIR": (_case_with_labels_5_km_away, "a_seg.nii.gz covers 0% of the FLAIR's field of view"),
     "labels without orientation on another grid": (
         _case_with_unoriented_labels_of_another_shape,
-        "a_seg.nii.gz has no orientation (qform_code and sform_code 0) but the FLAIR has one"),
+        "a_seg.nii.gz has no orientation (its qform_code and sform_code are 0) but the FLAIR has one"),
     "damaged labels file": (_case_with_damaged_labels, "a_seg.nii.gz is damaged: its gzip integrity check failed"),
     "nnU-Net labels with the ignore label": (_nnunet_case_with_the_ignore_label,
                                              "c1.nii.gz marks voxels with dataset.json's ignore label 2"),

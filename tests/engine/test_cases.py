@@ -11,6 +11,9 @@ from napari_lgg_unet.engine.cases import case_in_folder, case_of_file, cases_in_
 from napari_lgg_unet.engine.errors import InputError, InputWarning
 from napari_lgg_unet.engine.sequences import FLAIR, POST, PRE, T2
 
+# how every message says that a NIfTI's header does not place the patient (a scan's, or labels' beside a FLAIR's)
+UNORIENTED = "has no orientation (its qform_code and sform_code are 0)"
+
 
 def _nifti(path, value: float = 0.0, labels: bool = False):
     data = np.random.default_rng(len(path.name)).random((6, 7, 5)).astype(np.float32) + value
@@ -157,7 +160,8 @@ def test_labels_without_orientation_beside_an_oriented_flair_are_read_voxel_for_
     # one warning, saying how the labels were placed: the one for a scan without orientation ("shown and segmented
     # as if ...") came first, about a file that is neither shown nor segmented on its own grid
     [warning] = [str(w.message) for w in told if issubclass(w.category, InputWarning)]
-    assert re.match(r"the labels \S+A_seg.nii.gz has no orientation .* read voxel for voxel on the FLAIR", warning)
+    assert re.match(rf"the labels \S+A_seg.nii.gz {re.escape(UNORIENTED)} but the FLAIR has one; .* read voxel for "
+                    "voxel on the FLAIR", warning)
 
 
 def test_labels_without_orientation_on_another_grid_than_an_oriented_flair_are_refused(tmp_path):
@@ -167,7 +171,7 @@ def test_labels_without_orientation_on_another_grid_than_an_oriented_flair_are_r
     nib.save(nib.Nifti1Image(labels, None), str(tmp_path / "A_seg.nii.gz"))
     with warnings.catch_warnings():
         warnings.simplefilter("error", InputWarning)  # the refusal says it all: no warning before it
-        with pytest.raises(InputError, match="A_seg.nii.gz has no orientation .* but the FLAIR has one, and .* "
+        with pytest.raises(InputError, match=f"A_seg.nii.gz {re.escape(UNORIENTED)} but the FLAIR has one, and .* "
                                              "another voxel grid"):
             load_case(case_in_folder(tmp_path), require_mask=True)
 
@@ -182,4 +186,4 @@ def test_labels_and_flair_without_orientation_warn_once_for_the_flair_whose_grid
         loaded = load_case(case_in_folder(tmp_path), require_mask=True)
     assert loaded.mask.sum() == labels.sum()
     [warning] = [str(w.message) for w in told if issubclass(w.category, InputWarning)]
-    assert warning.startswith(f"{tmp_path / 'A_flair.nii.gz'} has no orientation")
+    assert warning.startswith(f"{tmp_path / 'A_flair.nii.gz'} {UNORIENTED}: it is shown and segmented as if")

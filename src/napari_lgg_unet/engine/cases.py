@@ -28,7 +28,8 @@ from .errors import InputError, InputWarning
 from .formats import read_volume, strip_volume_suffix, volume_suffix
 from .scan_checks import common_dtype, optional_mask, tumour_of_labels
 from .sequences import FLAIR, LABELS, MODEL_CHANNELS, POST, PRE, T2, sequence_of, split_sequence
-from .volumes import Geometry, Volume, covered_fraction, no_orientation, resample_onto, same_grid, to_engine
+from .volumes import (UNORIENTED, Geometry, Volume, covered_fraction, no_orientation, resample_onto, same_grid,
+                      to_engine)
 
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 SEQUENCE_FOLDERS = (*MODEL_CHANNELS, T2)  # subfolder names that make a folder a case (each a DICOM series)
@@ -262,16 +263,16 @@ def on_grid(volume: Volume, grid: Geometry, what: str, labels: bool = False) -> 
         return volume.data
     if volume.geometry.oriented != grid.oriented:
         lacking, other = (what, "the FLAIR") if grid.oriented else ("the FLAIR", what)
+        mismatch = f"{lacking} {UNORIENTED} but {other} has one"
         if volume.geometry.shape == grid.shape:
             warnings.warn(InputWarning(
-                f"{lacking} has no orientation (qform_code and sform_code 0) but {other} has one; {what} has the "
-                f"FLAIR's voxel grid ({' x '.join(map(str, grid.shape))}), so it is read voxel for voxel on the "
-                "FLAIR, as a mask made from the FLAIR's array is; save it with the FLAIR's header (its affine and "
-                "codes) to place it for certain"), stacklevel=1)
+                f"{mismatch}; {what} has the FLAIR's voxel grid ({' x '.join(map(str, grid.shape))}), so it is read "
+                "voxel for voxel on the FLAIR, as a mask made from the FLAIR's array is; save it with the FLAIR's "
+                "header (its affine and codes) to place it for certain"), stacklevel=1)
             return volume.data
-        raise InputError(f"{lacking} has no orientation (qform_code and sform_code 0) but {other} has one, and {what} "
-                         "has another voxel grid than the FLAIR: where their voxels lie against each other is unknown, "
-                         f"and a guess could mirror them; save {what} with the FLAIR's header (its affine and codes)")
+        raise InputError(f"{mismatch}, and {what} has another voxel grid than the FLAIR: where their voxels lie "
+                         f"against each other is unknown, and a guess could mirror them; save {what} with the FLAIR's "
+                         "header (its affine and codes)")
     covered = covered_fraction(volume.geometry, grid)
     if covered < MIN_COVERED:
         raise InputError(f"{what} covers {covered:.0%} of the FLAIR's field of view (at least {MIN_COVERED:.0%} "

@@ -45,6 +45,7 @@ GZIP_MAGIC = b"\x1f\x8b"  # the first two bytes of every gzip file
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])  # ITK's and DICOM's LPS+ millimetres to nibabel's RAS+
 # A NIfTI's spatial unit (xyzt_units) in mm, as ITK applies it; nibabel ignores it, and an unknown unit is mm to both.
 MM_PER_UNIT = {"mm": 1.0, "unknown": 1.0, "meter": 1000.0, "micron": 0.001}
+UNORIENTED = "has no orientation (its qform_code and sform_code are 0)"  # a NIfTI header without, in every message
 
 
 @dataclass(frozen=True)
@@ -273,10 +274,10 @@ def no_orientation(path: Path) -> str:
     (its axes run to the left, anterior, superior), ITK-based viewers take the voxel axes as LPS. The file is read, not
     refused (old Analyze-era conversions are like this); the warning says what was assumed, since a wrong guess shows
     and segments the brain flipped."""
-    return (f"{path} has no orientation (its qform_code and sform_code are 0): it is shown and segmented as if its "
-            "voxel axes ran right to left, posterior to anterior and inferior to superior (nibabel's reading; "
-            "ITK-based viewers read it otherwise), so check that the brain looks upright; its mask keeps the scan's "
-            "voxel grid and header, codes 0 included, so any tool overlays the two alike")
+    return (f"{path} {UNORIENTED}: it is shown and segmented as if its voxel axes ran right to left, posterior to "
+            "anterior and inferior to superior (nibabel's reading; ITK-based viewers read it otherwise), so check that "
+            "the brain looks upright; its mask keeps the scan's voxel grid and header, codes 0 included, so any tool "
+            "overlays the two alike")
 
 
 def _spatial_unit(header: nib.Nifti1Header) -> str:
