@@ -1,6 +1,6 @@
-"""Shared fixtures: the real LGG data beside the project (skipped with a reason when absent), the patient that ships in
-the package as a Kaggle-style folder (so tests that need one real patient run anywhere), a tiny model, and a cache
-folder of the tests' own."""
+"""Shared fixtures: the real LGG data and BraTS sample beside the project (skipped with a reason when absent), the
+patient that ships in the package as a Kaggle-style folder (so tests that need one real patient run anywhere), a tiny
+model, and a cache folder of the tests' own."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from typing import Iterator
 
 import pytest
 
-LGG_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lgg" / "kaggle_3m"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+LGG_ROOT = SHARED_DATA / "lgg" / "kaggle_3m"
+BRATS_CASE = SHARED_DATA / "brats-sample" / "Brats18_TCIA10_628_1"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -27,6 +29,14 @@ def lgg_root() -> Path:
     if not LGG_ROOT.is_dir():
         pytest.skip(f"real LGG data not found at {LGG_ROOT} (../shared/data/lgg beside the project)")
     return LGG_ROOT
+
+
+@pytest.fixture(scope="session")
+def brats_case() -> Path:
+    """A real BraTS 2018 case folder (FLAIR, T1, T1ce, T2 and seg NIfTI files); the sample holds one more beside it."""
+    if not BRATS_CASE.is_dir():
+        pytest.skip(f"BraTS sample case not found at {BRATS_CASE} (../shared/data/brats-sample beside the project)")
+    return BRATS_CASE
 
 
 @pytest.fixture(scope="session")

@@ -16,15 +16,6 @@ from napari_lgg_unet.sample_data import sample_folder, sample_patient
 from napari_lgg_unet.writer import write_labels
 
 PATIENT = "TCGA_CS_6665_20010817"
-BRATS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "brats-sample"
-
-
-@pytest.fixture
-def brats_case() -> Path:
-    case = BRATS / "Brats18_TCIA10_628_1"
-    if not case.is_dir():
-        pytest.skip(f"BraTS sample case not found at {case} (../shared/data/brats-sample beside the project)")
-    return case
 
 
 def test_a_patient_folder_opens_as_an_image_and_its_tumour_labels(lgg_root):

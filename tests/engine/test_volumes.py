@@ -24,7 +24,6 @@ from nibabel.affines import apply_affine
 from napari_lgg_unet.engine.errors import InputError, InputWarning
 from napari_lgg_unet.engine.io import find_scans, load_scan, write_mask
 
-BRATS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "brats-sample"
 SHAPE = (6, 7, 5)
 
 
@@ -435,13 +434,6 @@ def test_a_dataset_json_without_flair_is_refused(tmp_path):
     _save(tmp_path / "imagesTr" / "c_0000.nii.gz", np.zeros(SHAPE, np.int16), np.eye(4))
     with pytest.raises(InputError, match="names no FLAIR channel"):
         find_scans(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def brats_case() -> Path:
-    if not BRATS.is_dir():
-        pytest.skip(f"BraTS sample not found at {BRATS} (../shared/data/brats-sample beside the project)")
-    return BRATS / "Brats18_TCIA10_628_1"
 
 
 def test_real_brats_cases_load_as_axial_slices_with_whole_tumour_masks(brats_case, tmp_path):
