@@ -131,6 +131,18 @@ def test_on_a_file_system_without_locks_saves_go_ahead_and_the_clean_up_removes_
     assert (tmp_path / "mask.tif").read_text() == "new" and dead.exists()
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_the_clean_up_leaves_a_named_pipe_or_a_folder_under_one_of_our_temporary_names(tmp_path):
+    """We only ever make plain temporary files: anything else of that name is someone's. Opening the named pipe must not
+    wait for a writer either (the test would hang)."""
+    pipe, folder = tmp_path / ".mask.tif.abcd1234.lgg-unet.tmp", tmp_path / ".mask.tif.efgh5678.lgg-unet.tmp"
+    os.mkfifo(pipe)
+    folder.mkdir()
+    write_text_atomic(tmp_path / "mask.tif", "new")  # cleans up the leftovers of mask.tif
+    remove_leftover_temp_files(tmp_path)
+    assert _names(tmp_path) == sorted([pipe.name, folder.name, "mask.tif"])
+
+
 def _save_every_way(folder):
     """Each kind of file lgg-unet writes through `atomic_path`, by the function that writes it."""
     mask = np.zeros((3, 16, 16), np.uint8)

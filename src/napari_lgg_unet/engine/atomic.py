@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import re
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -149,12 +150,14 @@ def remove_leftover_temp_files(folder: Path, target: str | None = None) -> None:
 
 def _remove_unless_held(path: Path) -> None:
     """Remove `path` unless a live writer holds it (`_hold`). Elsewhere than on Windows this takes the file's lock
-    first, so only a dead writer's file goes; the name is checked to still be that file's while the lock is held."""
+    first, so only a dead writer's file goes; the name is checked to still be that file's while the lock is held.
+    Only a plain file is ours: a named pipe (which O_NONBLOCK opens without waiting for a writer) or a device under
+    one of our names is someone's, and flock takes their locks too."""
     if _OPEN_FILES_STAY:
         path.unlink()  # refused while a writer has it open
         return
     with open(os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK), "r+b", buffering=0) as handle:
-        if try_lock(handle) and same_file(handle, path):
+        if stat.S_ISREG(os.fstat(handle.fileno()).st_mode) and try_lock(handle) and same_file(handle, path):
             path.unlink()
 
 
