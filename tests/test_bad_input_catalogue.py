@@ -638,6 +638,8 @@ CLI_CASES = [
                  "--read-ahead must be 0 or more", id="predict --read-ahead -1"),
     pytest.param(_predict(scan=_folder_of_two_scans, output=_existing_file), "give a folder as --output",
                  id="predict a folder of scans into a file"),
+    pytest.param(_predict(output=lambda w: f"{_existing_file(w)}/"), "masks.tif/ ends in / (a folder), but",
+                 id="predict one scan into an existing file named as a folder"),
     pytest.param(_predict(scan=_folder_of_two_scans, output=lambda w: w.out / "masks.nii.gz"),
                  "give a folder as --output, not a file name (masks.nii.gz)",
                  id="predict a folder of scans into a new file name"),

@@ -311,6 +311,9 @@ def _run_predict(args: argparse.Namespace) -> int:
     if not sources:
         raise InputError(f"{args.input} holds no scans outside --output {args.output}")
     if len(sources) > 1 or args.output.is_dir() or as_folder:  # one <scan>_mask file each, in --output
+        if as_folder and args.output.is_file():  # not "give a folder": the user did, by the slash
+            raise InputError(f"--output {args.output}/ ends in / (a folder), but {args.output} is a file; give a "
+                             "folder")
         # a new --output named as a mask file (masks.tif) is a mistake too: it would become a folder of that name
         if args.output.is_file() or (not as_folder and not args.output.exists() and file_format(args.output)):
             raise InputError(f"--input {args.input} holds {len(sources)} scans; give a folder as --output, not a file "
