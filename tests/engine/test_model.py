@@ -81,6 +81,7 @@ def test_a_network_built_from_a_saved_config_has_the_same_parameters(tiny_model_
         ({"postprocess": {"threshold": "0.5"}}, "threshold must be a number"),
         ({"postprocess": {"min_size": "abc"}}, "min_size must be a whole number"),
         ({"postprocess": {"threshold": 2}}, "threshold must be in"),
+        ({"postprocess": {"treshold": 0.4}}, "does not know: postprocess.treshold. Misspelt in an edit, correct"),
         ({"decoder_channels": [20000, 64, 32, 16, 8]}, "decoder width must be between"),
         ({"decoder_channels": [0, 64, 32, 16, 8]}, "decoder width must be between"),
         ({"encoder": "resnet9000"}, "unknown encoder"),

@@ -83,8 +83,8 @@ class ModelConfig:
                                      if key not in ("format", "architecture", "training")})
         if unknown:
             raise ModelError(f"{where} holds settings this version of napari-lgg-unet does not know: "
-                             f"{few_names(unknown)}. A newer version made it and would segment with them; "
-                             "update napari-lgg-unet to use this model")
+                             f"{few_names(unknown)}. Misspelt in an edit, correct them; set by a newer version, "
+                             "which would segment with them, update napari-lgg-unet to use this model")
         try:
             return from_json(cls, data, ModelError)
         except ModelError as error:
