@@ -167,7 +167,7 @@ def test_a_warning_filter_of_error_makes_a_nifti_without_orientation_one_error_l
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         code = main(["predict", "--model", str(tiny_model_dir), "--input", str(scan.parent),
-                     "--output", f"{tmp_path / 'out'}/", "--read-ahead", read_ahead])
+                     "--output", f"{tmp_path / 'out'}/", "--read-ahead", read_ahead])  # a folder: one scan is a cohort
     said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lgg-unet:")]
     assert code == 2
     assert said == [f"lgg-unet: error: {scan} has no orientation (its qform_code and sform_code are 0): it is shown "
