@@ -9,6 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import tifffile
 
 from napari_lgg_unet.cli import main
 
@@ -46,6 +47,35 @@ def test_an_output_ending_in_a_slash_is_a_new_folder_given_the_case_mask_and_sum
     assert main(["predict", "--model", str(tiny_model_dir), "--input", str(case), "--output", f"{out}/"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [".lock", "P1_mask.nii.gz", "summary.csv"]
     np.testing.assert_array_equal(nib.load(out / "P1_mask.nii.gz").affine, nib.load(case / "P1_flair.nii.gz").affine)
+
+
+def _one_file_scans(root: Path) -> list[Path]:
+    """A TIFF stack and a lone NIfTI sequence file: scans whose names are not their file names (`scan`, `vol`)."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(root / "scan.tif", rng.integers(0, 255, (2, 48, 48, 3), dtype=np.uint8))
+    nib.save(nib.Nifti1Image(rng.integers(0, 500, (40, 36, 3), dtype=np.int16), AFFINE), root / "vol_flair.nii.gz")
+    return [root / "scan.tif", root / "vol_flair.nii.gz"]
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["TIFF", "NIfTI file"])
+def test_one_scan_file_into_a_folder_refuses_a_users_mask_there_and_gets_its_summary_row(
+        tiny_model_dir, tmp_path, capsys, which):
+    """A file's scan is named without its suffix (`scan.tif` -> `scan_mask.tif`): its finished mask was looked for as
+    `scan.tif_mask.*`, so a user's `scan_mask.tif` in the folder was replaced unasked, and summary.csv had no row."""
+    scan = _one_file_scans(tmp_path / "data")[which]
+    mask_name = ["scan_mask.tif", "vol_mask.nii.gz"][which]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / mask_name).write_text("the user's own mask")
+    command = ["predict", "--model", str(tiny_model_dir), "--input", str(scan), "--output", f"{out}/"]
+    assert main(command) == 2
+    assert f"already holds {mask_name}" in capsys.readouterr().err
+    assert (out / mask_name).read_text() == "the user's own mask"
+    (out / mask_name).unlink()
+    assert main(command) == 0
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith(f"{mask_name.split('_mask')[0]},")
 
 
 def test_predict_on_a_folder_of_cases_writes_one_mask_each_and_evaluate_scores_them(tiny_model_dir, tmp_path, capsys):

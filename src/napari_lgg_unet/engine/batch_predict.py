@@ -30,6 +30,7 @@ from .atomic import atomic_path, write_text_atomic
 from .cohort import loaded_scans, segment_scan
 from .distributed import Group
 from .errors import InputError, few_names
+from .formats import scan_name
 from .io import Scan, ScanSource, mask_file_name, read_tiff, write_mask
 from .outputs import check_output, check_unique_names
 from .preprocess import spatial_shape
@@ -216,7 +217,7 @@ def existing_outputs(out_dir: Path, cases: Sequence[ScanSource]) -> list[Path]:
     missing included: the run would replace them too. Other files are not ours."""
     if not out_dir.is_dir():
         return []
-    masks = [finished_output(out_dir, case.name, links=True) for case in cases]
+    masks = [finished_output(out_dir, scan_name(case), links=True) for case in cases]
     summary = out_dir / SUMMARY_FILE
     return [p for p in masks if p is not None] + ([summary] if os.path.lexists(summary) else [])
 
@@ -325,9 +326,9 @@ def write_summary(out_dir: Path, cases: Sequence[ScanSource], group: Group = Gro
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CaseSummary.__dataclass_fields__)
-    for case in cases:
-        if finished_output(out_dir, case.name):
-            writer.writerow(rows.get(case.name, [case.name]))
+    for name in map(scan_name, cases):
+        if finished_output(out_dir, name):
+            writer.writerow(rows.get(name, [name]))
     summary = out_dir / SUMMARY_FILE
     write_text_atomic(summary, buffer.getvalue())
     for journal in previous[1:]:

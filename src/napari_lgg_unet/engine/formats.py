@@ -48,6 +48,10 @@ class ScanFormat:
     def read(self, path: Path, require_mask: bool = False) -> Scan:
         raise NotImplementedError
 
+    def scan_name(self, path: Path) -> str:
+        """The name `read` gives the scan of `path`: a folder's (a Kaggle patient's) is the folder's."""
+        return path.name
+
     def sources(self, path: Path) -> list[ScanSource]:
         """The scans a claimed path holds, each for `load_scan` (a folder format may hold several cases)."""
         return [path]
@@ -73,7 +77,10 @@ class TiffStack(ScanFormat):
         if require_mask:
             raise InputError(f"{path}: a TIFF stack carries no mask; {WITH_MASKS}")
         image = read_tiff(path)
-        return Scan(name=path.stem, image=image, mask=None, rgb=resolve_rgb(image, None), files=(path,))
+        return Scan(name=self.scan_name(path), image=image, mask=None, rgb=resolve_rgb(image, None), files=(path,))
+
+    def scan_name(self, path: Path) -> str:
+        return path.stem
 
     def write_mask(self, path: Path, mask: np.ndarray, geometry: Geometry | None) -> None:
         from .io import write_mask_tiff
@@ -90,6 +97,12 @@ class VolumeFile(ScanFormat):
         from .cases import case_of_file
 
         return case_scan(case_of_file(path), require_mask)
+
+    def scan_name(self, path: Path) -> str:
+        """Its case's: `P1` for `P1_flair.nii.gz`."""
+        from .cases import case_of_file
+
+        return case_of_file(path).name
 
     def read_volume(self, path: Path) -> Volume:
         raise NotImplementedError
@@ -228,6 +241,15 @@ FORMATS: tuple[ScanFormat, ...] = (
 def format_of(path: Path) -> ScanFormat | None:
     """The first format that claims the existing file or folder `path`, or None."""
     return next((f for f in FORMATS if f.claims(path)), None)
+
+
+def scan_name(source: ScanSource) -> str:
+    """The name `load_scan` gives `source`'s scan, known before it is read: its mask (`<name>_mask.*`) and summary row
+    are named after it. A listed file's is not its file name (`scan` for `scan.tif`)."""
+    if not isinstance(source, (str, Path)):
+        return source.name
+    found = format_of(Path(source))
+    return found.scan_name(Path(source)) if found is not None else Path(source).name
 
 
 def file_format(path: str | Path) -> ScanFormat | None:

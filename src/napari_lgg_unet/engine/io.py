@@ -317,8 +317,9 @@ def find_scans(root: str | Path, require_masks: bool = False, output: str | Path
 
     Roots: a Kaggle root, a folder of BraTS / plain case folders, an nnU-Net dataset (its imagesTr) or images
     folder, a folder of NIfTI files, a folder of DICOM folders. Items are Paths (Kaggle folders, files) or Cases;
-    load_scan reads each, and each has a `.name`. A root holding scans both loose and in subfolders is refused,
-    so a stray file never hides the cases beside it. `require_masks` says the caller will read ground truth
+    load_scan reads each, and formats.scan_name names its scan (a file's `.name` does not: `scan.tif` is
+    `scan`). A root holding scans both loose and in subfolders is refused, so a stray file never hides the cases
+    beside it. `require_masks` says the caller will read ground truth
     (training, evaluation), for the advice given when `root` holds no scans. `output`, a cohort's output folder that
     may lie inside `root`: the masks an earlier run left in it are no scans (outputs.outside), neither listed nor
     counted as a subfolder's scans beside loose ones, so a root of loose files can be segmented again into ROOT/masks.

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import InputError
-from .formats import strip_volume_suffix, volume_suffix
+from .formats import scan_name, strip_volume_suffix, volume_suffix
 from .io import ScanSource
 from .sequences import LABELS, NAMES, split_sequence
 
@@ -152,7 +152,7 @@ def check_unique_names(sources: Sequence[ScanSource]) -> None:
     """Refuse cases that share a name: their masks, summary rows and finished-mask checks would be one."""
     places: dict[str, list[Path]] = defaultdict(list)
     for source in sources:
-        places[source.name].append(where(source))
+        places[scan_name(source)].append(where(source))
     for name, paths in places.items():
         if len(paths) > 1:
             raise InputError(f"two cases are named {name} ({paths[0]} and {paths[1]}), so their masks would "
