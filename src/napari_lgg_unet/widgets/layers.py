@@ -37,7 +37,11 @@ class LayerPicker(ComboBox):
     instead of the renamed FLAIR; a training pair trained on another layer). When the picked layer is deleted, a
     list that offers (none) shows it rather than the first layer (a training pair took another pair's scan and would
     have trained it on the deleted one's labels). `changed` fires only when the picked layer really changed.
-    A `nullable` picker offers (none) first and reports picking it."""
+
+    A picker that may be left empty is made `nullable`: it offers `null_string` first and reports picking it. It is
+    the one way to offer no layer: magicgui says nothing of a pick of None in a box that is not nullable, so a
+    ('(none)', None) choice of its own changed the value without a word (the Segment widget's readouts went on scoring
+    against the ground truth picked before '(none)')."""
 
     null_string = "(none)"
 

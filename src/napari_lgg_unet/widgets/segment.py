@@ -212,8 +212,6 @@ class SegmentWidget(Container):
 
     def _readout_controls(self) -> list:
         """The optional ground truth, the readouts and saving them."""
-        # nullable: magicgui says nothing of a pick of None in a box that is not, and the readouts went on scoring
-        # against the ground truth picked before '(none)' (a CSV saved then wrote those scores under no ground truth)
         self.truth = LayerPicker(name="truth", label="Ground truth", nullable=True,
                                  choices=lambda _: labels_choices(self.viewer))
         self.readout = Label(name="readout", label="Readouts", value="")

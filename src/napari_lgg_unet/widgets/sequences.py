@@ -17,13 +17,11 @@ from ..engine.preprocess import channel_view
 from ..engine.sequences import FLAIR, POST, PRE, sequence_of
 from .layers import GEOMETRY_KEY, OWNER_KEY, LayerPicker, as_shown, image_choices, shown_elsewhere
 
-NO_SEQUENCE = ("(none)", None)
-
 
 def sequence_pickers(viewer: napari.Viewer) -> tuple[LayerPicker, LayerPicker]:
     """Optional pre-contrast (T1) and post-contrast (T1c) pickers, '(none)' by default."""
     return tuple(
-        LayerPicker(name=name, label=label, choices=lambda _: [NO_SEQUENCE, *image_choices(viewer)], value=None)
+        LayerPicker(name=name, label=label, nullable=True, choices=lambda _: image_choices(viewer), value=None)
         for name, label in (("pre_contrast", "Pre-contrast (T1)"), ("post_contrast", "Post-contrast (T1c)"))
     )
 

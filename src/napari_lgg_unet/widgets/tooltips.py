@@ -9,12 +9,15 @@ from __future__ import annotations
 from magicgui.widgets import Container, Widget
 
 from ..engine.settings import TrainConfig, settings_of
+from .layers import LayerPicker
 
 TOOLTIPS = {
     # what to segment or train on
     "image": "The scan: a grey FLAIR layer or one layer with (pre-contrast, FLAIR, post-contrast) channels",
-    "pre_contrast": "Optional pre-contrast T1 layer of the same scan; (none) uses FLAIR in its place",
-    "post_contrast": "Optional post-contrast T1 layer of the same scan; (none) uses FLAIR in its place",
+    "pre_contrast": f"Optional pre-contrast T1 layer of the same scan; {LayerPicker.null_string} uses FLAIR in its "
+                    "place",
+    "post_contrast": f"Optional post-contrast T1 layer of the same scan; {LayerPicker.null_string} uses FLAIR in its "
+                     "place",
     "labels": "The tumour painted on this image (any value above 0 is tumour); only its labelled slices are used "
               "when 'Skip slices without labels' is on",
     "add_pair": "Train on one more (image, labels) pair",

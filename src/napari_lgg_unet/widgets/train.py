@@ -36,7 +36,6 @@ from .tooltips import explain
 from .undock import choices_follow_layers, connect_while_docked
 from .workers import training_job
 
-NONE = ("(none)", None)
 DEFAULT_OUTPUT = Path.home() / "lgg-unet-models"
 DEFAULTS = TrainConfig()
 
@@ -45,12 +44,11 @@ class PairRow(Container):
     """One training pair: an image (or a FLAIR plus optional T1 / T1c layers) and the labels painted on it."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        self.image_layer = LayerPicker(name="image", label="Image or FLAIR",
-                                    choices=lambda _: [*image_choices(viewer), NONE])
+        self.image_layer = LayerPicker(name="image", label="Image or FLAIR", nullable=True,
+                                       choices=lambda _: image_choices(viewer))
         self.pre_contrast, self.post_contrast = sequence_pickers(viewer)
-        self.labels_layer = LayerPicker(
-            name="labels", label="Labels", choices=lambda _: [*labels_choices(viewer), NONE]
-        )
+        self.labels_layer = LayerPicker(name="labels", label="Labels", nullable=True,
+                                        choices=lambda _: labels_choices(viewer))
         super().__init__(labels=True, widgets=[self.image_layer, self.pre_contrast, self.post_contrast,
                                                self.labels_layer])
         self._had_layer = {self.image_layer.name: False, self.labels_layer.name: False}
