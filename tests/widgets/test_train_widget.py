@@ -11,7 +11,7 @@ from napari_lgg_unet.engine.run_folder import RunFolder
 from napari_lgg_unet.engine.train import TrainConfig
 from napari_lgg_unet.sample_data import sample_patient
 from napari_lgg_unet.widgets import workers
-from napari_lgg_unet.widgets.session_models import session_models
+from napari_lgg_unet.widgets.session_models import SCRATCH_CHOICE, session_models
 
 from widget_helpers import MAX_EVENT_LOOP_GAP, EventLoopProbe, dock
 
@@ -131,6 +131,17 @@ def test_the_settings_start_at_the_engines_training_defaults(viewer):
         assert getattr(config, name) == getattr(defaults, name), name
     assert config.augment.enabled == defaults.augment.enabled
     assert config.workers == 0  # loader processes do not mix with the GUI's threads
+
+
+def test_scratch_picked_after_a_model_folder_hides_the_folder_field_and_trains_from_scratch(viewer):
+    """Scratch's value was None, which magicgui reports to no listener in a box that is not nullable: the folder
+    field stayed on screen under 'Scratch (untrained)'."""
+    train = dock(viewer, "Train U-Net")
+    train.start_from.value = "folder"
+    assert not train.start_folder.native.isHidden()
+    train.start_from.native.setCurrentIndex(train.start_from.native.findText(SCRATCH_CHOICE[0]))
+    assert train.start_folder.native.isHidden()
+    assert train.train_config().init is None
 
 
 def test_renaming_a_pairs_layers_keeps_the_pair(viewer, train_widget):

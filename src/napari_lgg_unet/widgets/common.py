@@ -10,7 +10,7 @@ from ..engine.device import auto_device, describe_device
 from ..engine.errors import ModelError
 from ..engine.model import CONFIG_FILE, WEIGHTS_FILE, not_a_model_folder
 from ..engine.settings import DEVICE_CHOICES, PRECISION_CHOICES
-from .session_models import model_choices
+from .session_models import SCRATCH, model_choices
 
 
 def device_widgets() -> tuple[ComboBox, Label]:
@@ -37,7 +37,7 @@ def model_widgets(label: str, scratch: bool = False, name: str = "model") -> tup
 def chosen_model(combo: ComboBox, folder: FileEdit) -> str | None:
     """'default', a folder path, or None (scratch); a missing folder is a ModelError the user can act on."""
     if combo.value != "folder":
-        return combo.value
+        return None if combo.value == SCRATCH else combo.value
     path = optional_path(folder)
     if path is None:
         raise ModelError(f"choose a model folder (one holding {CONFIG_FILE} and {WEIGHTS_FILE})")

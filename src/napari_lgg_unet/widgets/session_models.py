@@ -11,7 +11,8 @@ from psygnal import Signal
 
 DEFAULT_CHOICE = ("Default (pretrained)", "default")
 FOLDER_CHOICE = ("Model folder...", "folder")
-SCRATCH_CHOICE = ("Scratch (untrained)", None)
+SCRATCH = "scratch"  # not None: magicgui says nothing when a box that is not nullable is set to None
+SCRATCH_CHOICE = ("Scratch (untrained)", SCRATCH)
 
 
 class SessionModels:
@@ -37,8 +38,8 @@ class SessionModels:
 session_models = SessionModels()
 
 
-def model_choices(scratch: bool = False) -> list[tuple[str, str | None]]:
-    """(label, value) pairs: value is 'default', a folder path as text, 'folder' (ask for one) or None (scratch)."""
+def model_choices(scratch: bool = False) -> list[tuple[str, str]]:
+    """(label, value) pairs: value is 'default', a folder path as text, 'folder' (ask for one) or SCRATCH."""
     choices = [SCRATCH_CHOICE] if scratch else []
     choices.append(DEFAULT_CHOICE)
     choices += [(f"Trained: {name}", str(folder)) for name, folder in session_models.items()]
