@@ -14,6 +14,7 @@ import pytest
 
 from bad_inputs import BAD_IMAGES, BAD_MODELS, make_bad_model
 from napari_lgg_unet.engine.run_folder import RunFolder
+from napari_lgg_unet.widgets.session_models import SCRATCH
 
 from widget_helpers import assert_unchanged, dock, snapshot
 
@@ -91,6 +92,35 @@ def test_segment_refuses_a_bad_model_folder(name, viewer, segment, notes, qtbot,
     assert_unchanged(before, snapshot(viewer))
     assert segment.segment_button.enabled
     assert segment.model_folder.value != bad or name == "missing folder"  # left to Segment: it may be made yet
+
+
+# a missing folder may be made yet; the weights' tensors are read only when the model is used
+LEFT_TO_TRAIN = {"missing folder", "weights of another decoder", "weights lacking a tensor", "whole-number weights",
+                 "NaN weights", "weights beyond float32"}
+
+
+@pytest.mark.parametrize("name", BAD_MODELS)
+def test_training_refuses_a_bad_model_folder_to_start_from_and_writes_no_model(name, viewer, train, notes, qtbot,
+                                                                                tiny_model_dir, tmp_path):
+    """Refused when picked if its config or the header of its weights cannot be used (as Segment's picker does),
+    the picker back at Scratch; else (a missing folder, or weights read in full) by Train."""
+    _, phrase, _ = BAD_MODELS[name]
+    image = viewer.add_image(np.random.default_rng(0).random((2, 32, 32), dtype=np.float32), name="scan")
+    train.pairs[0].image_layer.value = image
+    train.pairs[0].labels_layer.value = viewer.add_labels(np.ones((2, 32, 32), np.uint8), name="tumour")
+    before = snapshot(viewer)
+    bad = make_bad_model(name, tiny_model_dir, tmp_path)
+    train.start_from.value, train.start_folder.value = "folder", bad
+    refused_when_picked = bool(notes["error"])
+    assert refused_when_picked == (name not in LEFT_TO_TRAIN)
+    if refused_when_picked:
+        assert train.start_from.value == SCRATCH
+    else:
+        _press(train, train.train_button, qtbot)
+    _refused(notes, phrase)
+    assert_unchanged(before, snapshot(viewer))
+    assert train.train_button.text == "Train"
+    assert not any(RunFolder(run).holds_model() for run in (tmp_path / "models").glob("run-*"))
 
 
 def _on_another_grid(viewer) -> tuple:

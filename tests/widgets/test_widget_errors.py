@@ -13,6 +13,7 @@ from qtpy.QtCore import Qt
 
 from bad_inputs import make_bad_model, model_copy
 from napari_lgg_unet.engine.postprocess import PostprocessConfig
+from napari_lgg_unet.widgets.session_models import SCRATCH
 
 from widget_helpers import assert_unchanged, dock, follow_placement_fix, snapshot, wait_for_stop
 
@@ -91,6 +92,32 @@ def test_a_model_folder_typed_is_taken_when_the_typing_ends(viewer, widgets, not
     assert notes["error"] == [f"{tmp_path} is not a model folder: it has no config.json; the model is the folder "
                               f"{tiny_model_dir}"]
     assert field.text() == str(tiny_model_dir)
+
+
+def test_a_model_to_start_training_from_is_checked_when_picked_and_a_typed_one_when_the_typing_ends(
+    viewer, widgets, notes, qtbot, tmp_path, tiny_model_dir
+):
+    """Train's Start from picker checks a model as Segment's Model picker does (`common.ModelPicker`): a folder that
+    cannot be used was kept until Train was pressed, and refused only once the training worker had started."""
+    _, train = widgets
+    no_weights = make_bad_model("no weights", tiny_model_dir, tmp_path / "no weights")
+    train.start_from.value = "folder"  # no folder chosen yet: nothing to check
+    train.start_folder.value = no_weights
+    assert notes["error"] == [f"{no_weights} has a config but no model.safetensors; the model is Scratch (untrained)"]
+    assert train.start_from.value == SCRATCH and train.start_folder.native.isHidden()
+    train.start_from.value, train.start_folder.value = "folder", tiny_model_dir
+    train.start_folder.value = no_weights
+    assert notes["error"][1:] == [f"{no_weights} has a config but no model.safetensors; the model is the folder "
+                                  f"{tiny_model_dir}"]
+    assert train.start_folder.value == tiny_model_dir
+    field = train.start_folder.line_edit.native
+    field.selectAll()
+    qtbot.keyClicks(field, str(tmp_path))
+    assert len(notes["error"]) == 2 and field.text() == str(tmp_path)  # the folders on the way are not refused
+    qtbot.keyClick(field, Qt.Key.Key_Return)
+    assert notes["error"][2:] == [f"{tmp_path} is not a model folder: it has no config.json; the model is the folder "
+                                  f"{tiny_model_dir}"]
+    assert field.text() == str(tiny_model_dir) and train.train_config().init == str(tiny_model_dir)
 
 
 @pytest.mark.usefixtures("inline_jobs")

@@ -22,14 +22,14 @@ from napari.layers import Image, Labels
 
 from ..engine.device import pick_device
 from ..engine.errors import LggUnetError, ModelError
-from ..engine.model import saved_config
+from ..engine.model import ModelConfig
 from ..engine.postprocess import PostprocessConfig
 from ..engine.predict import Segmentation, SegmentOptions, SegmentProgress
 from ..engine.pieces import Piece
 from ..engine.review import PieceReview
 from ..engine.sequences import FLAIR
 from . import notify
-from .common import chosen_model, device_widgets, model_widgets, optional_path, precision_widget
+from .common import Choice, ModelPicker, device_widgets, optional_path, precision_widget
 from .corrections import ClickCorrections, CorrectionTarget
 from .job import JobRunner
 from .layer_watch import LayerWatch
@@ -47,7 +47,6 @@ from .undock import choices_follow_layers, connect_while_docked, when_docked, wh
 from .workers import LayerResult, ModelCache, cleanup_job, segment_job
 
 _ALIVE: weakref.WeakSet[SegmentWidget] = weakref.WeakSet()  # the session's Segment widgets, for `_take_over`
-_Choice = tuple[object, str]  # the model picker's choice and its folder field's text (`SegmentWidget._picked`)
 
 
 class CleanupControls(Container):
@@ -115,10 +114,8 @@ class SegmentWidget(Container):
         self._pending: Image | None = None
         self._pending_data: object = None  # the pending layer's data when segmenting started
         self._segmented: Segmentation | None = None  # the last result in the model's slice order
-        self._model_choice: _Choice | None = None  # the model picked whose settings the controls show
-        self._loaded_choice: _Choice | None = None  # the model picked for the last segmentation shown
-        self._pending_choice: _Choice | None = None  # the model picked when segmenting started
-        self._choosing = False  # the picker is being set by the widget (`_show_choice`), not the user
+        self._loaded_choice: Choice | None = None  # the model picked for the last segmentation shown
+        self._pending_choice: Choice | None = None  # the model picked when segmenting started
         self._review: PieceReview | None = None
         self._mask_postprocess: PostprocessConfig | None = None  # the clean-up the mask on screen was made with
         self._shown: np.ndarray | None = None  # the tumour layer as last set, to tell the user's painting from it
@@ -128,7 +125,7 @@ class SegmentWidget(Container):
         self.extend([*self._input_controls(), *self._cleanup_controls(), *self._correction_controls(),
                      *self._readout_controls()])
         explain(self)
-        self.adopt_model_settings()
+        self.model_picker.check()
         self.image.changed.connect(self._pick_sequences)
         self._take_flair(next((layer for layer in reversed(viewer.layers) if says_sequence(layer, FLAIR)), None))
         connect_while_docked(self.native, [
@@ -148,13 +145,11 @@ class SegmentWidget(Container):
         """What to segment, with which model, where: what `segment` reads."""
         self.image = LayerPicker(name="image", label="Image or FLAIR", choices=lambda _: image_choices(self.viewer))
         self.pre_contrast, self.post_contrast = sequence_pickers(self.viewer)
-        self.model, self.model_folder = model_widgets("Model")
+        self.model_picker = ModelPicker("Model", on_checked=self._adopt_model_settings)
+        self.model, self.model_folder = self.model_picker.combo, self.model_picker.folder
         self.device, self.device_note = device_widgets()
         self.precision = precision_widget()
         self.tta = CheckBox(name="tta", text="Test-time augmentation (mirror)", value=False)
-        self.model.changed.connect(self.adopt_model_settings)
-        self.model_folder.changed.connect(self._folder_changed)
-        self.model_folder.line_edit.native.editingFinished.connect(self._folder_typed)
         return [self.image, self.pre_contrast, self.post_contrast, self.model, self.model_folder, self.device,
                 self.device_note, self.precision, self.tta]
 
@@ -234,12 +229,12 @@ class SegmentWidget(Container):
         layer = self.image.value
         try:
             image, rgb = model_input(layer, self.pre_contrast.value, self.post_contrast.value)
-            source = chosen_model(self.model, self.model_folder)
+            source = self.model_picker.chosen()
             device = str(pick_device(self.device.value))
         except LggUnetError as error:
             notify.show_error(str(error))
             return
-        self._pending, self._pending_data, self._pending_choice = layer, layer.data, self._picked()
+        self._pending, self._pending_data, self._pending_choice = layer, layer.data, self.model_picker.picked()
         self.progress.value = 0
         options = SegmentOptions(tta=self.tta.value, postprocess=self.cleanup.config(), precision=self.precision.value)
         spacing = tuple(layer.scale) if _volume_unit(layer) else None
@@ -309,81 +304,28 @@ class SegmentWidget(Container):
         self._update_probability()
         self.update_readouts()
 
-    def adopt_model_settings(self) -> None:
-        """Show the chosen model's own threshold and clean-up (chosen on its validation patients).
-
-        A folder that is not chosen yet or does not exist is reported when the user presses Segment. A model whose
-        config or weights cannot be read or used (their headers: reading the tensors is the worker's) is reported now,
-        and the picker goes back to the model picked before, whose settings the controls still show. It kept showing
-        the broken model, over the other model's settings, and every Segment failed on it again.
-        """
-        if self._choosing:
-            return
-        try:
-            source = chosen_model(self.model, self.model_folder)
-        except LggUnetError:
-            return
+    def _adopt_model_settings(self, config: ModelConfig) -> None:
+        """Show the checked model's own threshold and clean-up (chosen on its validation patients). Settings the
+        controls cannot take fail the model's check (`ModelPicker`), which sends the picker back to the model picked
+        before: the controls go back to its settings."""
         before = self.cleanup.config()
         try:
-            self.cleanup.show(saved_config(source).postprocess)
-        except Exception as error:  # a user's model folder: whatever is wrong in it must end as a notification
+            self.cleanup.show(config.postprocess)
+        except Exception:
             self.cleanup.show(before)
-            message = notify.describe_error(error)
-            if not isinstance(error, LggUnetError):
-                message = f"the settings in the config.json of {source} cannot be used ({message})"
-            self._show_choice(self._model_choice, adopt=False)
-            notify.show_error(f"{message}; {self._choice_said()}")
-            return
-        self._model_choice = self._picked()
-
-    def _folder_changed(self) -> None:
-        """A folder chosen with the button or set by a script is taken at once; one typed, when the typing ends
-        (`_folder_typed`). Taken at every keystroke, the folders on the way to the one meant ('/', '/data') were
-        refused, and the picker set back to the model before under the user's typing."""
-        if not self.model_folder.line_edit.native.isModified():  # Qt sets it for the user's edits only
-            self.adopt_model_settings()
-
-    def _folder_typed(self) -> None:
-        """Enter pressed in the folder field, or the field left: the folder typed there is taken."""
-        field = self.model_folder.line_edit.native
-        if field.isModified():
-            field.setModified(False)
-            self.adopt_model_settings()
+            raise
 
     def _segment_failed(self, error: BaseException) -> None:
         """Segment failed (the error is notified): when the model could not be loaded (weights that only the worker
         reads in full: of another network, NaN), the picker goes back to the model of the segmentation on
         screen, with its settings, or to no model. It kept the broken model, and every Segment failed on it again."""
-        if not isinstance(error, ModelError) or self._picked() != self._pending_choice:
+        picker = self.model_picker
+        if not isinstance(error, ModelError) or picker.picked() != self._pending_choice:
             return  # not the model's fault, or the user has already picked another
-        self._model_choice = None
+        picker.checked = None
         loaded = self._loaded_choice if self._loaded_choice != self._pending_choice else None
-        self._show_choice(loaded, adopt=True)
-        notify.show_info(f"the model picked cannot be used; {self._choice_said()}")
-
-    def _picked(self) -> _Choice:
-        """The model picker as it is: the choice and the folder field's text (empty when none was chosen)."""
-        return self.model.value, self.model_folder.line_edit.value
-
-    def _show_choice(self, choice: _Choice | None, adopt: bool) -> None:
-        """Set the model picker to `choice` (None: a model folder, none chosen yet), adopting its settings or not
-        (`adopt` False: they are those the controls show)."""
-        model, folder = ("folder", "") if choice is None else choice
-        self._choosing = True
-        try:  # the picker's own signals run: they show the folder field for 'Model folder...' only
-            self.model_folder.line_edit.value = folder
-            self.model.value = model
-        finally:
-            self._choosing = False
-        if adopt:
-            self.adopt_model_settings()
-
-    def _choice_said(self) -> str:
-        """What the model picker now shows, for a notification."""
-        model, folder = self._picked()
-        if model != "folder":
-            return f"the model is {self.model.current_choice}"
-        return f"the model is the folder {folder}" if folder else "choose another model"
+        picker.set_choice(loaded, check=True)
+        notify.show_info(f"the model picked cannot be used; {picker.describe()}")
 
     def rethreshold(self) -> None:
         """Apply threshold and post-processing to the kept probabilities (no model run), in a worker (`cleanup_job`

@@ -26,7 +26,7 @@ from ..engine.preprocess import spatial_shape
 from ..engine.run_folder import RunFolder
 from ..engine.settings import AugmentConfig, TrainConfig, settings_of
 from . import notify
-from .common import chosen_model, device_widgets, model_widgets, optional_path, precision_widget
+from .common import ModelPicker, device_widgets, optional_path, precision_widget
 from .job import JobRunner
 from .layers import LayerPicker, as_shown, binary_mask, image_choices, labels_choices, placement_fix, shown_elsewhere
 from .loss_plot import LossPlot
@@ -115,6 +115,7 @@ class TrainWidget(Container):
         self.plot = LossPlot()
         self.native.layout().addWidget(self.plot)
         explain(self)
+        self.start_model.check()
         connect_while_docked(self.native, choices_follow_layers(viewer, self))
 
     def _data_controls(self) -> list:
@@ -132,7 +133,8 @@ class TrainWidget(Container):
         self.settings = SettingControls()
         self.device, self.device_note = device_widgets()
         self.precision = precision_widget()
-        self.start_from, self.start_folder = model_widgets("Start from", scratch=True, name="start_from")
+        self.start_model = ModelPicker("Start from", scratch=True, name="start_from")
+        self.start_from, self.start_folder = self.start_model.combo, self.start_model.folder
         self.output = FileEdit(name="output", label="Output folder", mode="d", value=DEFAULT_OUTPUT)
         return [self.settings, self.device, self.device_note, self.precision, self.start_from, self.start_folder,
                 self.output]
@@ -223,7 +225,7 @@ class TrainWidget(Container):
         return self.settings.config(
             device=self.device.value,
             precision=self.precision.value,
-            init=chosen_model(self.start_from, self.start_folder),
+            init=self.start_model.chosen(),
             workers=0,  # loader processes do not mix with the GUI's threads
             steps_per_epoch=self.steps_per_epoch,
         )
