@@ -144,6 +144,13 @@ def test_scratch_picked_after_a_model_folder_hides_the_folder_field_and_trains_f
     assert train.train_config().init is None
 
 
+def test_a_model_trained_in_this_session_is_offered_to_start_from_at_once(viewer, tmp_path):
+    """It was listed only after the next layer event (a layer added, removed, renamed or moved)."""
+    train = dock(viewer, "Train U-Net")
+    session_models.add("run-1", tmp_path / "run-1")
+    assert str(tmp_path / "run-1") in train.start_from.choices
+
+
 def test_renaming_a_pairs_layers_keeps_the_pair(viewer, train_widget):
     """napari resets the layer lists on a rename: the pair must keep its layers, not take the first of each list."""
     viewer.add_image(sample_patient()[0][0][:4], name="another scan", rgb=True)
