@@ -57,6 +57,21 @@ def test_atomically_written_files_get_ordinary_permissions(tmp_path):
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="the umask is read from /proc/self/status")
+def test_a_save_never_sets_the_umask_so_files_other_threads_make_meanwhile_keep_their_protection(tmp_path,
+                                                                                                monkeypatch):
+    """Setting the umask to 0 and back, for an instant, left a file or folder another thread made then writable by
+    everyone; where the system tells the umask it is read instead."""
+    previous = os.umask(0o027)
+    try:
+        monkeypatch.setattr(atomic.os, "umask", lambda *_: pytest.fail("the umask was set"))
+        write_text_atomic(tmp_path / "m.json", "{}")
+    finally:
+        monkeypatch.undo()
+        os.umask(previous)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o640
+
+
 def test_the_clean_up_removes_what_killed_writers_left_and_keeps_the_files_live_writers_fill(tmp_path):
     dead = leftovers_of_a_killed_writer((tmp_path / "a.tif", ""), (tmp_path / "b.nii.gz", ".nii.gz"))
     (tmp_path / "c.tif").write_text("")

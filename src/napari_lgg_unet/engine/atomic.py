@@ -171,6 +171,12 @@ def _target_in_temp_name(name: str) -> str:
 
 
 def _umask() -> int:
+    """The process's umask, read where the system tells it (Linux: /proc/self/status). Elsewhere it can only be set
+    and set back, and for that instant a file or folder another thread makes (napari's, a DataLoader's) would be
+    writable by everyone."""
+    with contextlib.suppress(OSError, ValueError, IndexError, StopIteration):
+        with open("/proc/self/status", encoding="ascii") as status:
+            return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
     mask = os.umask(0)
     os.umask(mask)
     return mask
