@@ -146,3 +146,15 @@ def test_the_first_dock_benchmarks_load_no_pytorch_before_they_dock(benchmark):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root / "benchmarks")])}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_a_collector_paused_by_someone_else_is_not_made_to_walk_after_a_large_import(module_making, full_collections):
+    """A host that turned the collector off chose when collections run: a forced full walk (0.4-0.9 s holding
+    Python's lock in a napari session) is not ours to add."""
+    gc.disable()
+    try:
+        lazy._import_without_collections(module_making(len(gc.get_objects(generation=2)) // 2))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    assert full_collections == []

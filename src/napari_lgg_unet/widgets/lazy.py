@@ -88,7 +88,7 @@ def _import_without_collections(module: str) -> ModuleType:
     `unfreeze`; counted as new they would have brought the next full collection nearer), so the dock pays no walk.
     Nothing stays frozen, so nothing leaks (freezing the session's objects for good would keep a layer open now from
     ever being freed once deleted). Objects someone else froze stay frozen: the import's are then left to the
-    collector's usual course."""
+    collector's usual course. A collector paused by the host stays as the host left it: no walk is forced on it."""
     enabled = gc.isenabled()
     long_lived = len(gc.get_objects(generation=2))  # 10 ms for 200 000 objects
     gc.disable()
@@ -96,12 +96,12 @@ def _import_without_collections(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     finally:
-        if gc.get_count()[0] - made > long_lived / 4:
-            gc.collect()
-        elif gc.get_freeze_count() == 0:
-            gc.freeze()
-            gc.unfreeze()
-        if enabled:
+        if enabled:  # a host that paused the collector chose when it walks: nothing is forced on it
+            if gc.get_count()[0] - made > long_lived / 4:
+                gc.collect()
+            elif gc.get_freeze_count() == 0:
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 
