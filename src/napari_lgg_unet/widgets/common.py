@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from magicgui.widgets import ComboBox, FileEdit, Label
 
@@ -12,7 +12,7 @@ from ..engine.errors import LggUnetError, ModelError
 from ..engine.model import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, not_a_model_folder, saved_config
 from ..engine.settings import DEVICE_CHOICES, PRECISION_CHOICES
 from . import notify
-from .session_models import SCRATCH, model_choices
+from .session_models import SCRATCH, model_choices, session_models
 
 
 def device_widgets() -> tuple[ComboBox, Label]:
@@ -59,6 +59,10 @@ class ModelPicker:
         self.combo.changed.connect(self.check)
         self.folder.changed.connect(self._folder_changed)
         self.folder.line_edit.native.editingFinished.connect(self._folder_typed)
+
+    def connections(self) -> list[tuple[Any, Callable]]:
+        """For `connect_while_docked`: the choices follow the models trained in this session as they are added."""
+        return [(session_models.changed, self.combo.reset_choices)]
 
     def chosen(self) -> str | None:
         """'default', a folder path, or None (scratch); a missing folder is a ModelError the user can act on."""

@@ -41,7 +41,6 @@ from .layers import (
 from .readouts import Readouts, readouts_text, volume_readouts, with_slice, write_readouts_csv
 from .review import ReviewList
 from .sequences import model_input, named_sequences, says_sequence, sequence_pickers
-from .session_models import session_models
 from .tooltips import explain
 from .undock import choices_follow_layers, connect_while_docked, when_docked, when_undocked
 from .workers import LayerResult, ModelCache, cleanup_job, segment_job
@@ -135,7 +134,7 @@ class SegmentWidget(Container):
             (viewer.dims.events.ndisplay, self._view_changed),
             (viewer.layers.events.inserted, lambda event: self._take_flair(event.value)),
             (viewer.layers.events.removed, self._forget_gone_mask),
-            (session_models.changed, self.model.reset_choices),
+            *self.model_picker.connections(),
         ])
         when_docked(self.native, self._catch_up)
         self._readout_watch = LayerWatch(self.native, self.update_readouts)

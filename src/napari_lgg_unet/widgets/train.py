@@ -116,8 +116,7 @@ class TrainWidget(Container):
         self.native.layout().addWidget(self.plot)
         explain(self)
         self.start_model.check()
-        connect_while_docked(self.native, [*choices_follow_layers(viewer, self),
-                                           (session_models.changed, self.start_from.reset_choices)])
+        connect_while_docked(self.native, [*choices_follow_layers(viewer, self), *self.start_model.connections()])
 
     def _data_controls(self) -> list:
         """The (image, labels) pairs and an optional Kaggle folder: what `training_scans` and `train` read."""
