@@ -53,6 +53,18 @@ def _variants(text: str) -> tuple[str, ...]:
     return variants
 
 
+def _path_text(text: str) -> str:
+    """A file or folder name as typed; an empty one is refused (Path("") is the working folder, where `--output ""`
+    wrote a cohort's masks and summary.csv)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; give a file or folder name (. for the working folder)")
+    return text
+
+
+def _path(text: str) -> Path:
+    return Path(_path_text(text))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lgg-unet", description="Brain tumour (LGG) segmentation with a U-Net.")
     parser.add_argument("--version", action="version", version=f"lgg-unet {__version__}")
@@ -60,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands.add_parser("train", help="train or fine-tune a model on scans with masks"))
     _add_calibrate(commands.add_parser("calibrate", help="choose the threshold and clean-up on validation patients"))
     view = commands.add_parser("view", help="open napari with the plugin on a scan (default: the sample patient)")
-    view.add_argument("path", nargs="?", type=Path, default=None,
+    view.add_argument("path", nargs="?", type=_path, default=None,
                       help="scan to open (patient / case / DICOM folder, TIFF, NIfTI)")
     view.add_argument("--segment", action="store_true", help="segment it with the default model right away")
     _add_predict(commands.add_parser("predict", help="segment scans and write masks (on the scan's grid for "
@@ -71,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_train(train: argparse.ArgumentParser) -> None:
     """`train`: where to read and write, then one flag per TrainConfig setting, from its declaration."""
-    train.add_argument("--data", required=True, type=Path, help=SCANS_WITH_MASKS)
-    train.add_argument("--out", required=True, type=Path, help="model folder to write (best checkpoint)")
+    train.add_argument("--data", required=True, type=_path, help=SCANS_WITH_MASKS)
+    train.add_argument("--out", required=True, type=_path, help="model folder to write (best checkpoint)")
     _add_setting_flags(train, settings_of(TrainConfig))
     train.add_argument("--no-augment", action="store_true", help="switch augmentation off")
 
@@ -127,12 +139,12 @@ def _explained(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def _add_calibrate(calibrate: argparse.ArgumentParser) -> None:
-    calibrate.add_argument("--model", required=True, help="model folder to update (its config.json)")
-    calibrate.add_argument("--data", type=Path, help=f"{SCANS_WITH_MASKS}; not with --like")
-    calibrate.add_argument("--like", metavar="MODEL", help="adopt the threshold and clean-up already chosen for this "
-                           "model of the same recipe (for a model trained on every patient: it has no validation "
-                           "patients of its own); refused when the two differ in network, inputs, image size or "
-                           "loss")
+    calibrate.add_argument("--model", required=True, type=_path_text, help="model folder to update (its config.json)")
+    calibrate.add_argument("--data", type=_path, help=f"{SCANS_WITH_MASKS}; not with --like")
+    calibrate.add_argument("--like", metavar="MODEL", type=_path_text,
+                           help="adopt the threshold and clean-up already chosen for this model of the same recipe "
+                           "(for a model trained on every patient: it has no validation patients of its own); refused "
+                           "when the two differ in network, inputs, image size or loss")
     calibrate.add_argument("--split", choices=SPLITS, default="validation",
                            help="patients of this split recorded in the model's config (default: validation)")
     _add_setting_flags(calibrate, {"device": settings_of(TrainConfig)["device"]})
@@ -142,7 +154,7 @@ def _add_calibrate(calibrate: argparse.ArgumentParser) -> None:
 
 def _add_inference_options(sub: argparse.ArgumentParser) -> None:
     """What predict and evaluate share: the model, how it runs, and the clean-up (default: the model's own)."""
-    sub.add_argument("--model", default="default", help="model folder or 'default'")
+    sub.add_argument("--model", default="default", type=_path_text, help="model folder or 'default'")
     _add_setting_flags(sub, {name: settings_of(TrainConfig)[name] for name in SPEED_SETTINGS})
     sub.add_argument("--batch-size", type=int, default=SEGMENT_BATCH_SIZE,
                      help=f"slices per forward pass (default: {SEGMENT_BATCH_SIZE})")
@@ -161,11 +173,11 @@ def _add_inference_options(sub: argparse.ArgumentParser) -> None:
 
 def _add_predict(sub: argparse.ArgumentParser) -> None:
     _add_inference_options(sub)
-    sub.add_argument("--input", required=True, type=Path,
+    sub.add_argument("--input", required=True, type=_path,
                      help="scan (patient / case / DICOM folder, TIFF, NIfTI) or a folder of scans")
-    sub.add_argument("--output", required=True, help="mask file: .nii.gz/.nii/.nrrd/.mha keep the scan's geometry, "
-                     ".tif/.tiff 0/255; a folder (one ending in /, an existing one, or any name when --input holds "
-                     "several scans) gets <scan>_mask files and summary.csv; missing folders are made")
+    sub.add_argument("--output", required=True, type=_path_text,
+                     help="mask file: .nii.gz/.nii/.nrrd/.mha keep the scan's geometry, .tif/.tiff 0/255; a folder "
+                     "(one ending in /, an existing one, or any name when --input holds several scans) gets <scan>_mask files and summary.csv; missing folders are made")
     existing = sub.add_mutually_exclusive_group()  # keep or replace: asking for both is a mistake, not a choice
     existing.add_argument("--skip-existing", action="store_true",
                           help="folder of scans: keep the finished masks already in --output and segment only the "
@@ -181,12 +193,12 @@ def _add_predict(sub: argparse.ArgumentParser) -> None:
 
 def _add_evaluate(sub: argparse.ArgumentParser) -> None:
     _add_inference_options(sub)
-    sub.add_argument("--data", required=True, type=Path, help=SCANS_WITH_MASKS)
+    sub.add_argument("--data", required=True, type=_path, help=SCANS_WITH_MASKS)
     sub.add_argument("--split", choices=SPLITS, default=None,
                      help="only the patients of this split recorded in the model's config")
     sub.add_argument("--input-variant", choices=INPUT_VARIANTS, default="as-is",
                      help="score a shift proxy: the FLAIR channel alone, or skull-stripped scans")
-    sub.add_argument("--json", type=Path, default=None, help="write the results here (a new file)")
+    sub.add_argument("--json", type=_path, default=None, help="write the results here (a new file)")
     sub.add_argument("--overwrite", action="store_true", help="replace a --json file that exists")
 
 
