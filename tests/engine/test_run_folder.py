@@ -5,6 +5,8 @@ import contextlib
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,6 +106,35 @@ def test_a_lock_file_left_by_an_ended_or_killed_run_is_taken(tmp_path, text):
     with RunFolder(tmp_path).locked("training run"):
         assert (tmp_path / LOCK_FILE).read_text() == f"training run (process {os.getpid()})"
     assert (tmp_path / LOCK_FILE).read_text() == ""
+
+
+_LOCK_FORK_AND_DIE = """
+import os, signal, sys, time
+from pathlib import Path
+from napari_lgg_unet.engine.folder_lock import held_folder
+with held_folder(Path(sys.argv[1]), "training run"):
+    child = os.fork()
+    if child == 0:  # as a DataLoader worker: lives on a while after its parent is killed
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)  # lets go of the test's pipe, which would otherwise stay open
+        os.dup2(null, 2)
+        time.sleep(60)
+        os._exit(0)
+    print(child, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks, and reads the worker's state in /proc")
+def test_the_lock_of_a_killed_run_is_free_at_once_though_its_forked_workers_live_on(tmp_path):
+    run = subprocess.run([sys.executable, "-c", _LOCK_FORK_AND_DIE, str(tmp_path)], capture_output=True, text=True)
+    child = int(run.stdout)
+    try:
+        assert Path(f"/proc/{child}/stat").read_text().split()[2] != "Z"  # the worker is alive
+        with RunFolder(tmp_path).locked("resumed run"):
+            assert "resumed run" in (tmp_path / LOCK_FILE).read_text()
+    finally:
+        os.kill(child, 9)
 
 
 def _users_own(lock: Path, kind: str) -> Path:

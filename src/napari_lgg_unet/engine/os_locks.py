@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import weakref
 from pathlib import Path
 from typing import IO, Any
 
@@ -37,14 +38,33 @@ if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
 else:
     import fcntl
 
+    _HELD: weakref.WeakSet[IO[Any]] = weakref.WeakSet()  # the handles this process holds a lock with
+
     def try_lock(handle: IO[Any]) -> bool:
         """Lock `handle`'s file for this handle alone (another handle of the same process is refused too), without
         waiting; False if another holds it. A file system without locks raises its OSError."""
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
         except BlockingIOError:
             return False
+        _HELD.add(handle)
+        return True
 
     def unlock(handle: IO[Any]) -> None:
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        _HELD.discard(handle)
+
+    def _let_go_in_child() -> None:
+        """In a forked child (a DataLoader worker), point each held lock's descriptor at /dev/null. A flock belongs
+        to the open file, which a fork shares: the workers of a killed training kept its folder's lock until they
+        noticed their parent was gone (about 5 s), and `--resume` at once was refused as "in use". The child never
+        writes what its parent locked, and its descriptors keep their numbers, so its copies of the handles stay
+        valid."""
+        for handle in list(_HELD):
+            if not handle.closed:  # closed without unlock: the lock went with it, and the number may be reused
+                null = os.open(os.devnull, os.O_RDWR)
+                os.dup2(null, handle.fileno())
+                os.close(null)
+        _HELD.clear()
+
+    os.register_at_fork(after_in_child=_let_go_in_child)
