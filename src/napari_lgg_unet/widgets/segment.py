@@ -455,7 +455,8 @@ class SegmentWidget(Container):
         offset = self.viewer.dims.ndim - len(world)
         # one step, not one per axis: each step is a slice change that every listener (the readouts) answers
         self.viewer.dims.set_point(range(offset, self.viewer.dims.ndim), world)
-        self.viewer.camera.center = tuple(world[axis - offset] for axis in self.viewer.dims.displayed if axis >= offset)
+        camera = self.viewer.scene.camera if hasattr(self.viewer, "scene") else self.viewer.camera  # moved in 0.9
+        camera.center = tuple(world[axis - offset] for axis in self.viewer.dims.displayed if axis >= offset)
 
     def _take_flair(self, layer: object) -> None:
         """A layer named FLAIR (our reader opens a case's sequences with FLAIR last) becomes the image to segment."""
