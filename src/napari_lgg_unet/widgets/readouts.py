@@ -48,15 +48,10 @@ def with_slice(volume: Readouts, prediction: np.ndarray, truth: np.ndarray | Non
     result = replace(volume, scores=dict(volume.scores))
     if truth is not None and shown is not None:
         axis, index = shown
-        result.scores[slice_scope(axis, index)] = volume_scores(np.take(prediction, index, axis),
-                                                               np.take(truth, index, axis)).to_dict()
+        # 'slice 12' across the scan's slice axis (the first), 'slice 12 along axis 1' across another on the slider
+        scores = volume_scores(np.take(prediction, index, axis), np.take(truth, index, axis))
+        result.scores[f"slice {index}{along_axis(axis)}"] = scores.to_dict()
     return result
-
-
-def slice_scope(axis: int, index: int) -> str:
-    """The name of a slice's scores: 'slice 12' across the scan's slice axis (the first), 'slice 12 along axis 1'
-    across another that the user put on the slider."""
-    return f"slice {index}{along_axis(axis)}"
 
 
 def along_axis(axis: int) -> str:

@@ -59,7 +59,7 @@ class ReviewList:
             native.setItem(row, 0, keep)
             for column, text in enumerate(self._cells(piece), start=1):
                 native.setItem(row, column, QTableWidgetItem(text))
-        native.horizontalHeaderItem(SPAN).setText(COLUMNS[SPAN] + along_axis(axis))
+        self._name_span_column()
         native.blockSignals(False)
         shown = f"the {MAX_ROWS} least sure of {len(pieces)} pieces" if len(pieces) > MAX_ROWS else (
             "1 piece" if len(pieces) == 1 else f"{len(pieces)} pieces, least sure first")
@@ -84,8 +84,12 @@ class ReviewList:
             native.blockSignals(True)
             for row, piece in enumerate(self.rows):
                 native.item(row, SPAN).setText(self._span(piece))
-            native.horizontalHeaderItem(SPAN).setText(COLUMNS[SPAN] + along_axis(axis))
+            self._name_span_column()
             native.blockSignals(False)
+
+    def _name_span_column(self) -> None:
+        """'Slices', or 'Slices along axis 2' when the slider is not on the scan's own slice axis."""
+        self.table.native.horizontalHeaderItem(SPAN).setText(COLUMNS[SPAN] + along_axis(self._axis))
 
     def keep_box(self, row: int) -> QTableWidgetItem:
         return self.table.native.item(row, 0)
