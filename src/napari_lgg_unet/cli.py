@@ -139,12 +139,12 @@ def _explained(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def _add_calibrate(calibrate: argparse.ArgumentParser) -> None:
-    calibrate.add_argument("--model", required=True, type=_path_text, help="model folder to update (its config.json)")
+    calibrate.add_argument("--model", required=True, help="model folder to update (its config.json)")
     calibrate.add_argument("--data", type=_path, help=f"{SCANS_WITH_MASKS}; not with --like")
-    calibrate.add_argument("--like", metavar="MODEL", type=_path_text,
-                           help="adopt the threshold and clean-up already chosen for this model of the same recipe "
-                           "(for a model trained on every patient: it has no validation patients of its own); refused "
-                           "when the two differ in network, inputs, image size or loss")
+    calibrate.add_argument("--like", metavar="MODEL", help="adopt the threshold and clean-up already chosen for this "
+                           "model of the same recipe (for a model trained on every patient: it has no validation "
+                           "patients of its own); refused when the two differ in network, inputs, image size or "
+                           "loss")
     calibrate.add_argument("--split", choices=SPLITS, default="validation",
                            help="patients of this split recorded in the model's config (default: validation)")
     _add_setting_flags(calibrate, {"device": settings_of(TrainConfig)["device"]})
@@ -154,7 +154,7 @@ def _add_calibrate(calibrate: argparse.ArgumentParser) -> None:
 
 def _add_inference_options(sub: argparse.ArgumentParser) -> None:
     """What predict and evaluate share: the model, how it runs, and the clean-up (default: the model's own)."""
-    sub.add_argument("--model", default="default", type=_path_text, help="model folder or 'default'")
+    sub.add_argument("--model", default="default", help="model folder or 'default'")
     _add_setting_flags(sub, {name: settings_of(TrainConfig)[name] for name in SPEED_SETTINGS})
     sub.add_argument("--batch-size", type=int, default=SEGMENT_BATCH_SIZE,
                      help=f"slices per forward pass (default: {SEGMENT_BATCH_SIZE})")
@@ -177,7 +177,8 @@ def _add_predict(sub: argparse.ArgumentParser) -> None:
                      help="scan (patient / case / DICOM folder, TIFF, NIfTI) or a folder of scans")
     sub.add_argument("--output", required=True, type=_path_text,
                      help="mask file: .nii.gz/.nii/.nrrd/.mha keep the scan's geometry, .tif/.tiff 0/255; a folder "
-                     "(one ending in /, an existing one, or any name when --input holds several scans) gets <scan>_mask files and summary.csv; missing folders are made")
+                     "(one ending in /, an existing one, or any name when --input holds several scans) gets "
+                     "<scan>_mask files and summary.csv; missing folders are made")
     existing = sub.add_mutually_exclusive_group()  # keep or replace: asking for both is a mistake, not a choice
     existing.add_argument("--skip-existing", action="store_true",
                           help="folder of scans: keep the finished masks already in --output and segment only the "
