@@ -1,5 +1,6 @@
 """Training in two processes as torchrun starts them (gloo on the CPU): shares, one writer, agreed stop, resume."""
 
+import contextlib
 import datetime
 import gc
 import json
@@ -135,6 +136,40 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step_and_one_process_resumes
     ) == 0
     assert "best epoch" in capsys.readouterr().out
     assert [row["epoch"] for row in json.loads((out / "history.json").read_text())] == list(range(1, done + 2))
+
+
+def _in_group(group: int) -> list[int]:
+    """The processes of process group `group` (Linux: listed in /proc)."""
+    found = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if os.getpgid(int(name)) == group:
+                found.append(int(name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals a process group, listed in /proc")
+def test_sigterm_to_the_whole_process_group_stops_a_run_with_loader_workers_between_steps(data, tmp_path):
+    """SLURM's scancel signals every process of the job, the loader's worker too: it died of SIGTERM, and the run
+    failed with "internal error: DataLoader worker ... is killed by signal" instead of stopping between steps."""
+    out = tmp_path / "model"
+    workers = TRAIN_ARGS.index("--workers")
+    args = [*TRAIN_ARGS[:workers], "--workers", "1", *TRAIN_ARGS[workers + 2:]]
+    source = str(Path(napari_lgg_unet.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.Popen([sys.executable, "-m", "napari_lgg_unet", "train", "--data", str(data), "--out", str(out),
+                            *args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                           start_new_session=True, env=env)
+    seen = []
+    for line in run.stderr:
+        seen.append(line)
+        if line.startswith("epoch 1:"):
+            assert len(_in_group(run.pid)) >= 2, "no loader worker in the group"
+            os.killpg(run.pid, signal.SIGTERM)
+            break
+    rest = run.communicate(timeout=300)[1]
+    assert run.returncode == 0 and "error" not in rest, "".join(seen) + rest
+    assert 1 <= len(json.loads((out / "history.json").read_text())) < 50
 
 
 def _train_in_auto_precision_timed_by_rank_0_alone(rank: int, port: int, out: str, cache: str) -> None:

@@ -237,10 +237,22 @@ def interrupt_on_signals() -> Iterator[None]:
         yield
 
 
+def leave_stopping_to_the_parent() -> None:
+    """In a DataLoader worker: ignore the stop signals. A scheduler sends them to every process of the job (SLURM's
+    scancel, a kill of the process group): a worker that died of SIGTERM failed the training with "DataLoader worker
+    is killed by signal" instead of the stop between steps that keeps its resume state. The parent stops, then ends
+    its workers."""
+    for number in _stop_signals():
+        signal.signal(number, signal.SIG_IGN)
+
+
+def _stop_signals() -> list[int]:
+    return [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]  # no SIGUSR1 on Windows
+
+
 @contextlib.contextmanager
 def _signals_handled(handler: Callable[..., Any]) -> Iterator[None]:
-    signals = [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]  # no SIGUSR1 on Windows
-    previous = {number: signal.signal(number, handler) for number in signals}
+    previous = {number: signal.signal(number, handler) for number in _stop_signals()}
     try:
         yield
     finally:

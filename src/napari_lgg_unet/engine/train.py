@@ -31,7 +31,7 @@ from .dataset import (
     tumour_aware_sampler,
 )
 from .device import out_of_memory_as_advice, physical_cores, release_memory, set_threads
-from .distributed import Group, agreed_precision, process_group
+from .distributed import Group, agreed_precision, leave_stopping_to_the_parent, process_group
 from .errors import InputError, InputWarning, ModelError, TrainingError, few_names
 from .events import EpochEnd, EpochRecord, Finished, Prepared, Step, TrainingEvent, ValidationScores
 from .io import Scan, as_path
@@ -176,7 +176,7 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Gro
         persistent_workers=workers > 0,
         pin_memory=device.type == "cuda",
         drop_last=len(dataset) >= config.batch_size,
-        worker_init_fn=_single_thread_worker,
+        worker_init_fn=_loader_worker,
     )
     provenance = TrainingRecord(config.to_dict(), split.names, len(dataset), chosen.label, group.world)
     run = _Run(config, folder, group, device, chosen, network, model_config, optimizer, scaler,
@@ -439,6 +439,8 @@ def _model_inputs(config: TrainConfig) -> InputConfig:
     return InputConfig(context_slices=config.context_slices, clicks=config.clicks)
 
 
-def _single_thread_worker(_: int) -> None:
-    """Loader workers do light work; one thread each keeps them from fighting the training threads."""
+def _loader_worker(_: int) -> None:
+    """Loader workers do light work: one thread each keeps them from fighting the training threads. A stop signal
+    is the parent's to act on (`leave_stopping_to_the_parent`)."""
     torch.set_num_threads(1)
+    leave_stopping_to_the_parent()
