@@ -1,10 +1,15 @@
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import napari_lgg_unet
 from napari_lgg_unet.engine.dataset import AugmentConfig
 from napari_lgg_unet.engine.errors import InputError, InputWarning
 from napari_lgg_unet.engine.events import EpochEnd, Finished, Step
@@ -347,3 +352,61 @@ def test_a_failed_save_while_resuming_leaves_no_ddp_wrapper_behind(sample_patien
     with pytest.raises(OSError, match="No space"):
         list(train_model(scans, TrainConfig(epochs=2, steps_per_epoch=1, resume=True, **tiny), tmp_path / "m"))
     assert wrapped == []
+
+
+_OPEN_AT_EXIT = """
+import itertools, sys
+from napari_lgg_unet.engine.io import load_patients
+from napari_lgg_unet.engine.settings import AugmentConfig, TrainConfig
+from napari_lgg_unet.engine.train import train_model
+config = TrainConfig(epochs=3, steps_per_epoch=5, batch_size=2, image_size=64, decoder_channels=(16,) * 5,
+                     val_fraction=0, workers=1, device="cpu", threads=1, augment=AugmentConfig(enabled=False),
+                     precision="fp32")
+steps = itertools.count()
+def stop():
+    if sys.argv[3] == "error" and next(steps) == 2:
+        raise ValueError("the caller's own error")
+    return False
+events = train_model(load_patients(sys.argv[1]), config, sys.argv[2], stop)
+for _ in range(4):
+    next(events)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="multiprocessing's exit waits for workers only where they fork")
+@pytest.mark.parametrize("ending", ["half-run", "error"])
+def test_a_script_whose_training_is_open_at_its_exit_ends(sample_patient_dir, tmp_path, ending):
+    """The loader's workers ignore SIGTERM, which multiprocessing sends them when Python exits with them alive (kept
+    by a half-run training generator, or an uncaught error's traceback); then it waits for them, and the script never
+    ended."""
+    source = str(Path(napari_lgg_unet.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
+    script = subprocess.Popen([sys.executable, "-c", _OPEN_AT_EXIT, str(sample_patient_dir), str(tmp_path / "m"),
+                               ending], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        error = script.communicate(timeout=120)[1]
+    except subprocess.TimeoutExpired:
+        script.kill()  # its worker notices its parent is gone within seconds
+        script.communicate()
+        pytest.fail("the script did not end")
+    assert script.returncode == (1 if ending == "error" else 0), error
+    assert ("the caller's own error" in error) == (ending == "error")
+
+
+def test_a_failed_training_ends_its_loader_workers_though_its_error_is_kept(sample_patient_dir, tmp_path):
+    """A notebook keeps the last error, whose traceback keeps the run's loader: its workers stayed for as long as the
+    kernel, and kept it from ending (see the test above)."""
+    import multiprocessing
+
+    from napari_lgg_unet.engine.io import load_patients
+
+    before = set(multiprocessing.active_children())
+    tiny = dict(FAST, batch_size=2, decoder_channels=(16, 16, 16, 16, 16), val_fraction=0, workers=1)
+
+    def failing_stop() -> bool:
+        raise ValueError("the caller's own error")
+
+    with pytest.raises(ValueError) as failed:
+        list(train_model(load_patients(sample_patient_dir), TrainConfig(epochs=2, steps_per_epoch=3, **tiny),
+                         tmp_path / "m", failing_stop))
+    assert failed.value.__traceback__ is not None and set(multiprocessing.active_children()) == before

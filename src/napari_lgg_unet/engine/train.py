@@ -6,10 +6,12 @@ Asking it to stop (the `stop` callable returns True) ends it between steps; the 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import time
 import warnings
+import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -178,6 +180,7 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Gro
         drop_last=len(dataset) >= config.batch_size,
         worker_init_fn=_loader_worker,
     )
+    _LOADERS.add(loader)
     provenance = TrainingRecord(config.to_dict(), split.names, len(dataset), chosen.label, group.world)
     run = _Run(config, folder, group, device, chosen, network, model_config, optimizer, scaler,
                SegmentationLoss(config.loss, config.bce_weight), split, sampler, loader, steps, provenance, progress)
@@ -201,7 +204,8 @@ def _holds_best(run: _Run) -> bool:
 
 
 def _let_go(run: _Run) -> None:
-    """Free the device memory and drop the DistributedDataParallel wrapper while the process group is still open.
+    """Free the device memory, end the loader's workers (`_end_workers`) and drop the DistributedDataParallel wrapper
+    while the process group is still open.
 
     The wrapper's Reducer holds the group; were it the last holder, freeing the run after the group was destroyed
     would run gloo's destructor with the GIL held, which waits for gloo's worker threads while one of them may wait
@@ -209,6 +213,7 @@ def _let_go(run: _Run) -> None:
     machine). Destroyed by `process_group` instead, the group is freed without the GIL.
     """
     run.network = run.bare_network
+    _end_workers(run.loader)
     release_memory(run.device)
 
 
@@ -437,6 +442,28 @@ def _initial_network(config: TrainConfig, preprocess: PreprocessConfig) -> tuple
 
 def _model_inputs(config: TrainConfig) -> InputConfig:
     return InputConfig(context_slices=config.context_slices, clicks=config.clicks)
+
+
+_LOADERS: weakref.WeakSet[DataLoader] = weakref.WeakSet()  # the training loaders alive, for `_end_workers_at_exit`
+
+
+def _end_workers(loader: DataLoader) -> None:
+    """End `loader`'s persistent workers now, not when its iterator is freed, which a reference can put off past the
+    exit (an uncaught error's traceback, a script's half-run training generator, an error a notebook keeps). Python
+    leaves the workers alive then to multiprocessing, which sends them SIGTERM and waits for them: our workers ignore
+    it (`leave_stopping_to_the_parent`), and the process never ended. `_iterator` and `_shutdown_workers` are the
+    DataLoader's own, what it runs when its iterator is freed (set to None first: the loader never serves again)."""
+    iterator, loader._iterator = loader._iterator, None
+    if iterator is not None:
+        iterator._shutdown_workers()
+
+
+@atexit.register
+def _end_workers_at_exit() -> None:
+    """The workers of the trainings still open at the exit. Registered after torch's and multiprocessing's exit hooks
+    (train imports torch first), so it runs before them: the workers still answer the loader then."""
+    for loader in list(_LOADERS):
+        _end_workers(loader)
 
 
 def _loader_worker(_: int) -> None:
