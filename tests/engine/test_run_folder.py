@@ -137,6 +137,20 @@ def test_the_lock_of_a_killed_run_is_free_at_once_though_its_forked_workers_live
         os.kill(child, 9)
 
 
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks, and finds the lock's descriptor in /proc")
+def test_a_forked_child_keeps_no_descriptor_that_a_program_it_starts_would_inherit(tmp_path):
+    """The child's copy of a lock descriptor is pointed at /dev/null; made inheritable by that, it went on into any
+    program the child started with exec (Python's own descriptors are not inherited, PEP 446)."""
+    with RunFolder(tmp_path).locked("training run"):
+        lock = next(int(fd) for fd in os.listdir("/proc/self/fd")
+                    if os.path.realpath(f"/proc/self/fd/{fd}") == str((tmp_path / LOCK_FILE).resolve()))
+        assert not os.get_inheritable(lock)
+        child = os.fork()
+        if child == 0:
+            os._exit(0 if os.readlink(f"/proc/self/fd/{lock}") == os.devnull and not os.get_inheritable(lock) else 1)
+        assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
+
 def _users_own(lock: Path, kind: str) -> Path:
     """A `.lock` that lgg-unet did not write; returns the file whose bytes must survive."""
     if kind == "file":

@@ -63,7 +63,7 @@ else:
         for handle in list(_HELD):
             if not handle.closed:  # closed without unlock: the lock went with it, and the number may be reused
                 null = os.open(os.devnull, os.O_RDWR)
-                os.dup2(null, handle.fileno())
+                os.dup2(null, handle.fileno(), inheritable=False)  # as Python opened it (PEP 446)
                 os.close(null)
         _HELD.clear()
 
