@@ -99,7 +99,10 @@ def test_three_clicks_from_the_manual_mask_raise_the_dice(viewer, qtbot, notes):
     widget = _segmented(viewer, qtbot, notes, "default")
     truth = np.asarray(viewer.layers["TCGA_CS_6665_20010817 mask"].data) > 0
     tumour = widget.prediction_layer()
-    widget.cleanup.min_size.value = 0  # keep the specks too: the sample's clean mask is one true piece
+    # The default draws one true piece on the sample at its own threshold; a low threshold and no minimum size show
+    # a false speck (5 voxels at 0.05 with r6) to review and remove, as a user lowering the slider would see
+    widget.cleanup.threshold.value = 0.05
+    widget.cleanup.min_size.value = 0
     settle(qtbot, widget)
     rows = widget.review_list.rows
     assert len(rows) > 1 and rows[0].confidence <= rows[-1].confidence

@@ -17,10 +17,12 @@ from widget_helpers import dock, settle
 
 @pytest.fixture
 def reviewed(qtbot, viewer, notes):
-    """The sample patient segmented by the default model, every piece kept (no minimum size) so doubtful ones show."""
+    """The sample patient segmented by the default model, every piece kept (no minimum size) at a low threshold so
+    doubtful ones show: at its own threshold the default draws one piece there."""
     viewer.open_sample("napari-lgg-unet", "lgg_patient")
     widget = dock(viewer, "Segment tumour")
     widget.model.value = "default"
+    widget.cleanup.threshold.value = 0.05
     widget.cleanup.min_size.value = 0
     widget.segment_button.clicked()
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
@@ -70,7 +72,7 @@ def test_the_slices_column_gives_the_span_across_the_axis_on_the_slider(qtbot, v
     assert column() == ("Slices", spans(0))
     viewer.dims.order = (2, 0, 1)  # columns on the slider
     assert column() == ("Slices along axis 2", spans(2)) and spans(2) != spans(0)
-    widget.cleanup.threshold.value = round(widget.cleanup.threshold.value - 0.05, 2)  # new pieces
+    widget.cleanup.threshold.value = round(widget.cleanup.threshold.value - 0.01, 2)  # new pieces
     settle(qtbot, widget)
     assert column() == ("Slices along axis 2", spans(2))
     viewer.dims.ndisplay = 3  # no slider for the scan's axes: its slices, as the scan has them
@@ -111,7 +113,7 @@ def test_unticking_removes_the_piece_a_new_threshold_keeps_it_removed_and_tickin
     assert doubtful.index in widget._review.removed
 
     # the piece grows a little, stays removed
-    widget.cleanup.threshold.value = round(widget.cleanup.threshold.value - 0.05, 2)
+    widget.cleanup.threshold.value = round(widget.cleanup.threshold.value - 0.01, 2)
     settle(qtbot, widget)
     assert not tumour.data[piece].any()
     row = next(r for r, p in enumerate(widget.review_list.rows) if p.index in widget._review.removed)
