@@ -72,7 +72,7 @@ def test_the_slices_column_gives_the_span_across_the_axis_on_the_slider(qtbot, v
     assert column() == ("Slices", spans(0))
     viewer.dims.order = (2, 0, 1)  # columns on the slider
     assert column() == ("Slices along axis 2", spans(2)) and spans(2) != spans(0)
-    widget.cleanup.threshold.value = round(widget.cleanup.threshold.value - 0.01, 2)  # new pieces
+    widget.cleanup.threshold.value = round(widget.cleanup.threshold.value - 0.02, 2)  # a new piece at 0.03
     settle(qtbot, widget)
     assert column() == ("Slices along axis 2", spans(2))
     viewer.dims.ndisplay = 3  # no slider for the scan's axes: its slices, as the scan has them
