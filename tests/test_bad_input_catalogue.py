@@ -813,18 +813,24 @@ def test_cli_refuses_with_one_line_exit_2_and_leaves_no_output(make_argv, phrase
     assert not (default_model_path() / LOCK_FILE).exists()
 
 
-@pytest.mark.parametrize("make_argv", [
-    _predict(output=lambda w: ""), _predict(scan=_cohort_of_two_cases, output=lambda w: ""),
-    lambda w: [*_evaluate()(w)[:-1], ""], lambda w: [*_train()(w)[:4], "", *_train()(w)[5:]],
-], ids=["predict --output of a scan", "predict --output of a cohort", "evaluate --json", "train --out"])
-def test_an_empty_output_name_is_refused_not_taken_as_the_working_folder(make_argv, w, capsys, monkeypatch):
-    """Path("") is ".": `predict --output ""` wrote a cohort's masks and summary.csv into the working folder."""
+_FOLDER_HINT = "empty; give a file or folder name (. for the working folder)"
+
+
+@pytest.mark.parametrize(("make_argv", "phrase"), [
+    (_predict(output=lambda w: ""), _FOLDER_HINT),
+    (_predict(scan=_cohort_of_two_cases, output=lambda w: " "), _FOLDER_HINT),
+    (lambda w: [*_evaluate()(w)[:-1], ""], "empty; give a file name\n"),
+    (lambda w: [*_train()(w)[:4], "", *_train()(w)[5:]], _FOLDER_HINT),
+], ids=["predict --output of a scan", "predict --output ' ' of a cohort", "evaluate --json", "train --out"])
+def test_an_empty_output_name_is_refused_not_taken_as_the_working_folder(make_argv, phrase, w, capsys, monkeypatch):
+    """Path("") is ".": `predict --output ""` wrote a cohort's masks and summary.csv into the working folder. A JSON
+    report is a file, so its refusal does not offer "." (the working folder) as a way out."""
     argv = make_argv(w)
     monkeypatch.chdir(w.out)
     with pytest.raises(SystemExit) as refused:
         cli.main(argv)
     assert refused.value.code == 2
-    assert "empty; give a file or folder name" in capsys.readouterr().err
+    assert phrase in capsys.readouterr().err
     assert _files(w.out) == {}
 
 

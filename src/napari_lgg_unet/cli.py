@@ -54,8 +54,8 @@ def _variants(text: str) -> tuple[str, ...]:
 
 
 def _path_text(text: str) -> str:
-    """A file or folder name as typed; an empty one is refused (Path("") is the working folder, where `--output ""`
-    wrote a cohort's masks and summary.csv)."""
+    """A file or folder name as typed; an empty or blank one is refused (Path("") is the working folder, where
+    `--output ""` wrote a cohort's masks and summary.csv)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("empty; give a file or folder name (. for the working folder)")
     return text
@@ -63,6 +63,14 @@ def _path_text(text: str) -> str:
 
 def _path(text: str) -> Path:
     return Path(_path_text(text))
+
+
+def _file(text: str) -> Path:
+    """A file's name: refused when empty or blank like any path, without the hint that "." names the working
+    folder, which is no file."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; give a file name")
+    return Path(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,7 +207,7 @@ def _add_evaluate(sub: argparse.ArgumentParser) -> None:
                      help="only the patients of this split recorded in the model's config")
     sub.add_argument("--input-variant", choices=INPUT_VARIANTS, default="as-is",
                      help="score a shift proxy: the FLAIR channel alone, or skull-stripped scans")
-    sub.add_argument("--json", type=_path, default=None, help="write the results here (a new file)")
+    sub.add_argument("--json", type=_file, default=None, help="write the results here (a new file)")
     sub.add_argument("--overwrite", action="store_true", help="replace a --json file that exists")
 
 
