@@ -49,6 +49,19 @@ def test_an_output_ending_in_a_slash_is_a_new_folder_given_the_case_mask_and_sum
     np.testing.assert_array_equal(nib.load(out / "P1_mask.nii.gz").affine, nib.load(case / "P1_flair.nii.gz").affine)
 
 
+def test_a_folder_holding_one_scan_gets_a_folder_of_masks_unless_the_output_is_named_as_a_mask(tiny_model_dir,
+                                                                                                 tmp_path):
+    """`--input folder --output masks` was refused ("end --output with / for a folder") when the folder held one
+    scan, though the same command writes a folder of masks for two."""
+    data = tmp_path / "data"
+    _one_file_scans(data)[0].unlink()
+    model = str(tiny_model_dir)
+    assert main(["predict", "--model", model, "--input", str(data), "--output", str(tmp_path / "masks")]) == 0
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == [".lock", "summary.csv", "vol_mask.nii.gz"]
+    assert main(["predict", "--model", model, "--input", str(data), "--output", str(tmp_path / "m.nii.gz")]) == 0
+    assert (tmp_path / "m.nii.gz").is_file()
+
+
 def _one_file_scans(root: Path) -> list[Path]:
     """A TIFF stack and a lone NIfTI sequence file: scans whose names are not their file names (`scan`, `vol`)."""
     root.mkdir(parents=True)

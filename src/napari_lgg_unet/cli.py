@@ -317,7 +317,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     from .engine.device import pick_device
     from .engine.distributed import interrupt_on_signals, process_group
     from .engine.formats import check_mask_name, file_format
-    from .engine.io import existing_path, find_scans, write_mask
+    from .engine.io import existing_path, find_scans, is_one_scan, write_mask
     from .engine.outputs import check_output, model_folders
 
     existing_path(args.input)  # a missing input or a link loop is refused before its path is resolved
@@ -331,7 +331,9 @@ def _run_predict(args: argparse.Namespace) -> int:
     sources = find_scans(args.input, output=args.output)  # an earlier run's masks kept inside the input are no scans
     if not sources:
         raise InputError(f"{args.input} holds no scans outside --output {args.output}")
-    if len(sources) > 1 or args.output.is_dir() or as_folder:  # one <scan>_mask file each, in --output
+    # a folder of scans that holds one gets a folder of masks too, unless --output is named as a mask file
+    new_folder = not is_one_scan(args.input) and not args.output.exists() and not file_format(args.output)
+    if len(sources) > 1 or args.output.is_dir() or as_folder or new_folder:  # one <scan>_mask file each, in --output
         if as_folder and args.output.is_file():  # not "give a folder": the user did, by the slash
             raise InputError(f"--output {args.output}/ ends in / (a folder), but {args.output} is a file; give a "
                              "folder")

@@ -312,6 +312,13 @@ def load_scan(source: ScanSource, require_mask: bool = False) -> Scan:
     return found.read(path, require_mask)
 
 
+def is_one_scan(path: Path) -> bool:
+    """Whether `path` is itself one scan (a file, or a folder read whole: a Kaggle patient, a case, a DICOM series),
+    not a folder of scans: a folder of scans gets a folder of masks even when it holds only one."""
+    found = format_of(path)
+    return path.is_file() or (found is not None and found.whole_folder)
+
+
 def find_scans(root: str | Path, require_masks: bool = False, output: str | Path | None = None) -> list[ScanSource]:
     """Every scan in `root`: root itself when it is one scan, else the scans in it or in its direct subfolders.
 
@@ -326,7 +333,7 @@ def find_scans(root: str | Path, require_masks: bool = False, output: str | Path
     """
     root = existing_path(root)
     found = format_of(root)
-    if root.is_file() or (found is not None and found.whole_folder):
+    if is_one_scan(root):
         return found.sources(root) if found is not None else [root]
     loose = found.sources(root) if found is not None else []
     used = {source.path for case in loose if not isinstance(case, Path) for _, source in case.sequences}
