@@ -663,6 +663,14 @@ CLI_CASES = [
     pytest.param(_predict(model=_bad_model("truncated weights"), output=lambda w: w.out / "mask"),
                  "cannot write a mask as mask: use .tif, .tiff, .nii.gz, .nii, .nrrd, .mha, or end --output with /",
                  id="predict to a name of no mask format is refused before the model loads"),
+    # one scan that is a folder (a case, a DICOM series) into a new name of no mask format: a mask file named
+    # wrongly, as for a Kaggle patient or a file (a folder of masks was made since a folder holding one scan got one)
+    pytest.param(_predict(scan=_brats_case, output=lambda w: w.out / "masks"),
+                 "cannot write a mask as masks: use .tif, .tiff, .nii.gz, .nii, .nrrd, .mha, or end --output with /",
+                 id="predict a case folder into a new name of no mask format"),
+    pytest.param(_predict(scan=_dicom_series, output=lambda w: w.out / "masks"),
+                 "cannot write a mask as masks: use .tif, .tiff, .nii.gz, .nii, .nrrd, .mha, or end --output with /",
+                 id="predict a DICOM series folder into a new name of no mask format"),
     pytest.param(_predict(model=_bad_model("truncated weights"), output=lambda w: w.out / "mask.png"),
                  "cannot write a mask as mask.png: use", id="predict to .png is refused before the model loads"),
     pytest.param(_predict("--skip-existing", scan=_cohort_of_two_cases, output=_folder_with_users_summary),

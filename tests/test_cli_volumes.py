@@ -62,6 +62,19 @@ def test_a_folder_holding_one_scan_gets_a_folder_of_masks_unless_the_output_is_n
     assert (tmp_path / "m.nii.gz").is_file()
 
 
+def test_an_nnunet_dataset_of_one_case_is_a_folder_of_scans_and_gets_a_folder_of_masks(tiny_model_dir, tmp_path):
+    """A dataset is read whole (find_scans does not look into its subfolders), which is_one_scan took for one scan:
+    `--output masks` was refused with the slash hint, though the same dataset with two cases gets a folder."""
+    data = tmp_path / "Dataset001"
+    (data / "imagesTr").mkdir(parents=True)
+    (data / "dataset.json").write_text('{"channel_names": {"0": "FLAIR"}, "labels": {"background": 0, "tumour": 1}}')
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).integers(0, 500, (40, 36, 3), dtype=np.int16), AFFINE),
+             data / "imagesTr" / "c1_0000.nii.gz")
+    for root, out in ((data, tmp_path / "masks"), (data / "imagesTr", tmp_path / "masks2")):
+        assert main(["predict", "--model", str(tiny_model_dir), "--input", str(root), "--output", str(out)]) == 0
+        assert sorted(p.name for p in out.iterdir()) == [".lock", "c1_mask.nii.gz", "summary.csv"]
+
+
 def _one_file_scans(root: Path) -> list[Path]:
     """A TIFF stack and a lone NIfTI sequence file: scans whose names are not their file names (`scan`, `vol`)."""
     root.mkdir(parents=True)

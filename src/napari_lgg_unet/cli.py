@@ -185,8 +185,8 @@ def _add_predict(sub: argparse.ArgumentParser) -> None:
                      help="scan (patient / case / DICOM folder, TIFF, NIfTI) or a folder of scans")
     sub.add_argument("--output", required=True, type=_path_text,
                      help="mask file: .nii.gz/.nii/.nrrd/.mha keep the scan's geometry, .tif/.tiff 0/255; a folder "
-                     "(one ending in /, an existing one, or any name when --input holds several scans) gets "
-                     "<scan>_mask files and summary.csv; missing folders are made")
+                     "(one ending in /, an existing one, or any name of no mask format when --input is a folder of "
+                     "scans, even of one) gets <scan>_mask files and summary.csv; missing folders are made")
     existing = sub.add_mutually_exclusive_group()  # keep or replace: asking for both is a mistake, not a choice
     existing.add_argument("--skip-existing", action="store_true",
                           help="folder of scans: keep the finished masks already in --output and segment only the "

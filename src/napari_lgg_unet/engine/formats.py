@@ -38,6 +38,12 @@ class ScanFormat:
     is_volume = False  # a medical volume file: one sequence of a case, with geometry
     whole_folder = False  # a folder this format claims is all scan: find_scans does not look into its subfolders
 
+    def one_scan(self, path: Path) -> bool:
+        """Whether the claimed `path` is itself one scan, not a folder of scans (predict writes one mask file for the
+        one, a folder of masks for the other): a claimed file is. Not `whole_folder`, which says where find_scans
+        looks: an nnU-Net dataset is read whole yet holds cases, and a case folder is one scan yet not read whole."""
+        return bool(self.suffixes)
+
     def suffix_of(self, path: str | Path) -> str | None:
         name = Path(path).name.lower()
         return next((s for s in sorted(self.suffixes, key=len, reverse=True) if name.endswith(s)), None)
@@ -163,6 +169,9 @@ class KaggleFolder(ScanFormat):
 
         return is_patient_folder(path)
 
+    def one_scan(self, path: Path) -> bool:
+        return True
+
     def read(self, path: Path, require_mask: bool = False) -> Scan:
         from .io import load_patient
 
@@ -179,6 +188,12 @@ class CaseFolder(ScanFormat):
         return path.is_dir() and any((p.is_file() and volume_suffix(p) is not None)
                                      or (p.is_dir() and split_sequence(p.name)[1] in SEQUENCE_FOLDERS)
                                      for p in path.iterdir())
+
+    def one_scan(self, path: Path) -> bool:
+        """A folder that is its one case's own (`P1/P1_flair.nii.gz`, `P1/flair.nii.gz`), as outputs.input_paths
+        counts it; a folder of loose files of other names (`scans/vol_flair.nii.gz`) holds scans, even one."""
+        cases = self.sources(path)
+        return len(cases) == 1 and cases[0].name == path.name
 
     def read(self, path: Path, require_mask: bool = False) -> Scan:
         return case_scan(self.case(path), require_mask)
@@ -205,6 +220,9 @@ class NnunetFolder(CaseFolder):
 
         return path.is_dir() and nnunet_cases(path) is not None
 
+    def one_scan(self, path: Path) -> bool:
+        return False  # a dataset, even of one case
+
     def sources(self, path: Path) -> list[ScanSource]:
         from .cases import nnunet_cases
 
@@ -218,6 +236,9 @@ class DicomFolder(ScanFormat):
         from .dicom import list_series
 
         return bool(list_series(path))
+
+    def one_scan(self, path: Path) -> bool:
+        return True  # a series, or a study whose series are the case's sequences
 
     def read(self, path: Path, require_mask: bool = False) -> Scan:
         return case_scan(self.case(path), require_mask)

@@ -313,10 +313,11 @@ def load_scan(source: ScanSource, require_mask: bool = False) -> Scan:
 
 
 def is_one_scan(path: Path) -> bool:
-    """Whether `path` is itself one scan (a file, or a folder read whole: a Kaggle patient, a case, a DICOM series),
-    not a folder of scans: a folder of scans gets a folder of masks even when it holds only one."""
+    """Whether `path` is itself one scan (a file, a Kaggle patient, a case folder, a DICOM series or study; see
+    ScanFormat.one_scan), not a folder of scans: a folder of scans gets a folder of masks even when it holds only one.
+    An nnU-Net dataset of one case is such a folder; a BraTS case folder is a scan, as a Kaggle patient is."""
     found = format_of(path)
-    return path.is_file() or (found is not None and found.whole_folder)
+    return path.is_file() or (found is not None and found.one_scan(path))
 
 
 def find_scans(root: str | Path, require_masks: bool = False, output: str | Path | None = None) -> list[ScanSource]:
@@ -333,7 +334,7 @@ def find_scans(root: str | Path, require_masks: bool = False, output: str | Path
     """
     root = existing_path(root)
     found = format_of(root)
-    if is_one_scan(root):
+    if root.is_file() or (found is not None and found.whole_folder):  # no subfolders to look into
         return found.sources(root) if found is not None else [root]
     loose = found.sources(root) if found is not None else []
     used = {source.path for case in loose if not isinstance(case, Path) for _, source in case.sequences}
