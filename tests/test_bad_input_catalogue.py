@@ -495,6 +495,13 @@ def _inside_a_file(w: Workspace) -> Path:
     return w.out / "file" / "mask.tif"
 
 
+def _link_loop(w: Workspace, name: str = "loop") -> Path:
+    """A symbolic link to itself where an output goes: Path.resolve raised RuntimeError (an internal error)."""
+    link = w.out / name
+    link.symlink_to(link)
+    return link
+
+
 def _existing_file(w: Workspace) -> Path:
     (w.out / "masks.tif").write_text("x")
     return w.out / "masks.tif"
@@ -634,6 +641,12 @@ CLI_CASES = [
     pytest.param(_predict(output=lambda w: w.inputs / "scan.tif"), "same path as --input",
                  id="predict --output equal to --input"),
     pytest.param(_predict(output=_inside_a_file), "file is a file, not a folder", id="predict --output inside a file"),
+    pytest.param(_predict(output=_link_loop), "cannot write", id="predict --output a link that loops"),
+    pytest.param(_predict(scan=_folder_of_two_scans, output=lambda w: _link_loop(w) / "masks"), "cannot write",
+                 id="predict --output inside a link that loops"),
+    pytest.param(lambda w: [*_evaluate()(w)[:-1], str(_link_loop(w, "r.json"))], "cannot write",
+                 id="evaluate --json a link that loops"),
+    pytest.param(_train(before=lambda w: _link_loop(w, "run")), "cannot write", id="train --out a link that loops"),
     pytest.param(_predict("--read-ahead", "-1", scan=_folder_of_two_scans, output=lambda w: w.out / "masks"),
                  "--read-ahead must be 0 or more", id="predict --read-ahead -1"),
     pytest.param(_predict(scan=_folder_of_two_scans, output=_existing_file), "give a folder as --output",

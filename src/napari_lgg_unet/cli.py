@@ -318,13 +318,13 @@ def _run_predict(args: argparse.Namespace) -> int:
     from .engine.distributed import interrupt_on_signals, process_group
     from .engine.formats import check_mask_name, file_format
     from .engine.io import existing_path, find_scans, is_one_scan, write_mask
-    from .engine.outputs import check_output, model_folders
+    from .engine.outputs import check_output, model_folders, output_path
 
     existing_path(args.input)  # a missing input or a link loop is refused before its path is resolved
     # `out/` names a folder even while none exists (Path drops the slash): a mask file named `out` would lose it
     as_folder = args.output.endswith(("/", os.sep))
     args.output = Path(args.output)
-    if args.output.resolve() == args.input.resolve():
+    if output_path(args.output) == args.input.resolve():
         raise InputError("--output is the same path as --input; the scan would be replaced by its mask")
     check_output(args.output, model_folders(args.model), what="a model folder")  # a mask file, or a folder of them
     device = pick_device(args.device)

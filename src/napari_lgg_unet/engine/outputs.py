@@ -11,6 +11,8 @@ it, so a cohort can be run again into the same folder.
 
 from __future__ import annotations
 
+import errno
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
@@ -64,12 +66,24 @@ def where(source: ScanSource) -> Path:
     return input_paths(source)[0]
 
 
+def output_path(output: str | Path) -> Path:
+    """`output` with its links resolved; a link on its path that loops is refused by name, as an input's is
+    (io.existing_path): Path.resolve raises RuntimeError for it before Python 3.13, which the CLI reported as an
+    internal error."""
+    try:
+        os.stat(output)
+    except OSError as error:  # a missing file or folder is what an output usually is
+        if error.errno == errno.ELOOP:
+            raise InputError(f"cannot write {output}: {error.strerror}") from None
+    return Path(output).resolve()
+
+
 def check_output(output: str | Path, sources: Sequence[ScanSource], folder: bool = False,
                  what: str = "the input") -> None:
     """Refuse an `output` that is, or is inside, a file or case folder of `sources` (`what` they are, for the
     message). A `folder` of masks is also refused where scan files lie directly (its masks would be read as scans on
     the next run)."""
-    target = Path(output).resolve()
+    target = output_path(output)
     for source in sources:
         paths = input_paths(source)
         hit = landing(target, paths)
@@ -87,7 +101,7 @@ def landing(output: str | Path, paths: Sequence[Path]) -> Path | None:
     """The first of `paths` (resolved) that `output` is or lies in, as the file system knows them: on a
     case-insensitive disk (macOS, Windows) `p1/P1_FLAIR.nii.gz` is the scan `P1/P1_flair.nii.gz` and lies in its
     folder `P1`, which comparing the paths does not see; a hard link (or a bind mount) is another name likewise."""
-    target = Path(output).resolve()
+    target = output_path(output)
     here = {identity for identity in map(_identity, (target, *target.parents)) if identity is not None}
     return (next((p for p in paths if target == p), None)
             or next((p for p in paths if target.is_relative_to(p)), None)
@@ -143,7 +157,7 @@ def outside(sources: Sequence[ScanSource], output: str | Path) -> list[ScanSourc
     labels alone (`<case>_mask.nii.gz` reads as one) lying in it. A real scan there stays, for check_output."""
     from .cases import Case
 
-    target = Path(output).resolve()
+    target = output_path(output)
     return [s for s in sources if not (isinstance(s, Case) and not s.sequences
                                        and all(p.is_relative_to(target) for p in input_paths(s)))]
 
