@@ -476,6 +476,12 @@ def _folder_of_two_scans(w: Workspace) -> Path:
     return folder
 
 
+def _folder_of_one_scan(w: Workspace) -> Path:
+    folder = _folder_of_two_scans(w)
+    (folder / "b.nii.gz").unlink()
+    return folder
+
+
 def _loose_tiff_stacks(w: Workspace) -> Path:
     """TIFF stacks side by side, a mask stack among them, as the packaged samples folder holds them."""
     folder = w.folder("stacks")
@@ -660,8 +666,12 @@ CLI_CASES = [
     pytest.param(_predict(output=_existing_file), "masks.tif already exists; give --overwrite to replace it",
                  id="predict onto an existing file"),
     pytest.param(_predict("--skip-existing", output=_existing_file),
-                 "give --overwrite to replace it (--skip-existing applies to a folder of scans)",
+                 "give --overwrite to replace it (--skip-existing keeps the masks in a folder given as --output)",
                  id="predict one scan onto an existing file with --skip-existing"),
+    # the hint said "--skip-existing applies to a folder of scans", which the user had given
+    pytest.param(_predict("--skip-existing", scan=_folder_of_one_scan, output=_existing_file),
+                 "give --overwrite to replace it (--skip-existing keeps the masks in a folder given as --output)",
+                 id="predict a folder of one scan onto an existing file with --skip-existing"),
     pytest.param(_predict(scan=_brats_case, output=lambda w: _brats_case(w, "OTHER", w.out) / "OTHER_seg.nii.gz"),
                  "OTHER_seg.nii.gz already exists; give --overwrite to replace it",
                  id="predict a case onto another case's ground truth"),

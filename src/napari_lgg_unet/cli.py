@@ -316,11 +316,11 @@ def _run_predict(args: argparse.Namespace) -> int:
     from .engine.cohort import segment_scans
     from .engine.device import pick_device
     from .engine.distributed import interrupt_on_signals, process_group
-    from .engine.formats import check_mask_name, file_format
-    from .engine.io import existing_path, find_scans, is_one_scan, write_mask
+    from .engine.formats import check_mask_name
+    from .engine.io import existing_path, find_scans, write_mask
     from .engine.outputs import check_output, model_folders, output_path
 
-    existing_path(args.input)  # a missing input or a link loop is refused before its path is resolved
+    args.input = existing_path(args.input)  # a missing input or a link loop is refused before its path is resolved
     # `out/` names a folder even while none exists (Path drops the slash): a mask file named `out` would lose it
     as_folder = args.output.endswith(("/", os.sep))
     args.output = Path(args.output)
@@ -331,21 +331,12 @@ def _run_predict(args: argparse.Namespace) -> int:
     sources = find_scans(args.input, output=args.output)  # an earlier run's masks kept inside the input are no scans
     if not sources:
         raise InputError(f"{args.input} holds no scans outside --output {args.output}")
-    # a folder of scans that holds one gets a folder of masks too, unless --output is named as a mask file
-    new_folder = not is_one_scan(args.input) and not args.output.exists() and not file_format(args.output)
-    if len(sources) > 1 or args.output.is_dir() or as_folder or new_folder:  # one <scan>_mask file each, in --output
-        if as_folder and args.output.is_file():  # not "give a folder": the user did, by the slash
-            raise InputError(f"--output {args.output}/ ends in / (a folder), but {args.output} is a file; give a "
-                             "folder")
-        # a new --output named as a mask file (masks.tif) is a mistake too: it would become a folder of that name
-        if args.output.is_file() or (not as_folder and not args.output.exists() and file_format(args.output)):
-            raise InputError(f"--input {args.input} holds {len(sources)} scans; give a folder as --output, not a file "
-                             f"name ({args.output.name})")
+    if _output_is_a_folder(args, sources, as_folder):  # one <scan>_mask file each, in --output
         with interrupt_on_signals(), process_group(args.device) as group:
             return _predict_cohort(args, sources, group)
     check_output(args.output, sources)
     check_mask_name(args.output, hint=", or end --output with / for a folder of masks")
-    hint = " (--skip-existing applies to a folder of scans)" if args.skip_existing else ""
+    hint = " (--skip-existing keeps the masks in a folder given as --output)" if args.skip_existing else ""
     _check_new_file(args.output, "--output", args.overwrite, hint)
     model, options = _load_for_inference(args, device)
     (done,) = segment_scans(model, sources, options)
@@ -354,6 +345,25 @@ def _run_predict(args: argparse.Namespace) -> int:
     write_mask(args.output, done.result.mask, done.scan)
     print(f"wrote {args.output}")
     return 0
+
+
+def _output_is_a_folder(args: argparse.Namespace, sources: list[ScanSource], as_folder: bool) -> bool:
+    """Whether predict writes a folder of masks (and summary.csv) rather than one mask file: for several scans, an
+    existing folder, a name ending in / (`as_folder`), or a new name of no mask format when --input is a folder of
+    scans, even of one (one scan's `--output mask` is a mask file named wrongly, refused by its name). A file where
+    a folder is meant is refused here: it would be replaced, or a folder named `masks.tif` made."""
+    from .engine.formats import file_format
+    from .engine.io import is_one_scan
+
+    new_folder = not is_one_scan(args.input) and not args.output.exists() and not file_format(args.output)
+    if not (len(sources) > 1 or args.output.is_dir() or as_folder or new_folder):
+        return False
+    if as_folder and args.output.is_file():  # not "give a folder": the user did, by the slash
+        raise InputError(f"--output {args.output}/ ends in / (a folder), but {args.output} is a file; give a folder")
+    if args.output.is_file() or (not as_folder and not args.output.exists() and file_format(args.output)):
+        raise InputError(f"--input {args.input} holds {len(sources)} scans; give a folder as --output, not a file "
+                         f"name ({args.output.name})")
+    return True
 
 
 def _check_new_file(path: Path, flag: str, overwrite: bool, hint: str = "") -> None:
