@@ -49,6 +49,27 @@ def test_an_output_ending_in_a_slash_is_a_new_folder_given_the_case_mask_and_sum
     np.testing.assert_array_equal(nib.load(out / "P1_mask.nii.gz").affine, nib.load(case / "P1_flair.nii.gz").affine)
 
 
+@pytest.mark.parametrize("kaggle", [False, True], ids=["plain case folder", "Kaggle patient"])
+def test_a_scan_given_as_the_working_folder_is_named_after_it(tiny_model_dir, tmp_path, monkeypatch, kaggle):
+    """`--input .` in a case or patient folder: Path(".").name is "", so its mask was `_mask.nii.gz` (`_mask.tif`)
+    and its summary row had no name; two patients' runs into one folder then shared one mask."""
+    if kaggle:
+        folder = tmp_path / "data" / "TCGA_P"
+        folder.mkdir(parents=True)
+        for n in (1, 2):
+            tifffile.imwrite(folder / f"TCGA_P_{n}.tif", np.zeros((32, 32, 3), np.uint8))
+    else:  # files named by sequence alone: the case is named after its folder
+        folder = tmp_path / "data" / "case7"
+        folder.mkdir(parents=True)
+        nib.save(nib.Nifti1Image(np.zeros((40, 36, 3), np.int16), AFFINE), folder / "flair.nii.gz")
+    monkeypatch.chdir(folder)
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(tiny_model_dir), "--input", ".", "--output", f"{out}/"]) == 0
+    name = folder.name + ("_mask.tif" if kaggle else "_mask.nii.gz")
+    assert sorted(p.name for p in out.iterdir()) == [".lock", name, "summary.csv"]
+    assert (out / "summary.csv").read_text().splitlines()[1].startswith(f"{folder.name},")
+
+
 def test_a_folder_holding_one_scan_gets_a_folder_of_masks_unless_the_output_is_named_as_a_mask(tiny_model_dir,
                                                                                                  tmp_path):
     """`--input folder --output masks` was refused ("end --output with / for a folder") when the folder held one

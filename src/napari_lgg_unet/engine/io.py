@@ -72,7 +72,9 @@ def as_path(source: str | Path, what: str = "a scan") -> Path:
 
 
 def existing_path(source: str | Path) -> Path:
-    """`source` as a Path that exists; a missing path or a symbolic link that loops is refused by name."""
+    """`source` as a Path that exists; a missing path or a symbolic link that loops is refused by name. `.` and `..`
+    come back resolved: a scan is named after its folder (`<name>_mask.*`, the summary's row, a training split), and
+    they name none (`--input .` in a case folder wrote `_mask.nii.gz`)."""
     path = as_path(source)
     try:
         path.stat()
@@ -80,7 +82,7 @@ def existing_path(source: str | Path) -> Path:
         raise InputError(f"path not found: {path}") from None
     except OSError as error:  # ELOOP: a link that points back to itself; EACCES; ...
         raise InputError(f"cannot open {path}: {error.strerror or error}") from None
-    return path
+    return path.resolve() if path.name in ("", "..") else path
 
 
 def read_tiff(path: str | Path) -> np.ndarray:
