@@ -574,6 +574,12 @@ def _kaggle_and_nifti_of_one_name(w: Workspace) -> Path:
     return root
 
 
+def _case_through_a_link(w: Workspace) -> Path:
+    """A BraTS case folder given by a link of another name: it is still the case's own folder, as given directly."""
+    _brats_case(w)
+    return _link_to_case(w).parent
+
+
 def _link_to_case(w: Workspace) -> Path:
     link = w.inputs.parent / "link-to-case"
     link.symlink_to(w.inputs / "CASE", target_is_directory=True)
@@ -715,6 +721,10 @@ CLI_CASES = [
                  "CASE_t1.nii.gz, which is part of the input", id="predict a FLAIR file onto the T1 of its case"),
     pytest.param(_predict(scan=_brats_case, output=_link_to_case), "which is part of the input",
                  id="predict into its case folder through a link"),
+    pytest.param(_predict(scan=_case_through_a_link, output=lambda w: w.inputs / "CASE" / "new.nii.gz"),
+                 "which is part of the input", id="predict a case given through a link into its case folder"),
+    pytest.param(_predict(scan=_case_through_a_link, output=lambda w: w.out / "masks"),
+                 "or end --output with /", id="predict a case given through a link into a new name of no mask format"),
     pytest.param(_predict(scan=_kaggle_patient_with_masks, output=lambda w: w.inputs / "P" / "P_2_mask.tif"),
                  "which is part of the input", id="predict a Kaggle folder onto one of its slice masks"),
     pytest.param(_predict(scan=lambda w: _kaggle_patient_with_masks(w) / "P_2.tif",

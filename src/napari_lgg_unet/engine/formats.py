@@ -191,9 +191,10 @@ class CaseFolder(ScanFormat):
 
     def one_scan(self, path: Path) -> bool:
         """A folder that is its one case's own (`P1/P1_flair.nii.gz`, `P1/flair.nii.gz`), as outputs.input_paths
-        counts it; a folder of loose files of other names (`scans/vol_flair.nii.gz`) holds scans, even one."""
+        counts it (as given or through a link); a folder of loose files of other names (`scans/vol_flair.nii.gz`)
+        holds scans, even one."""
         cases = self.sources(path)
-        return len(cases) == 1 and cases[0].name == path.name
+        return len(cases) == 1 and cases[0].name in (path.name, path.resolve().name)
 
     def read(self, path: Path, require_mask: bool = False) -> Scan:
         return case_scan(self.case(path), require_mask)

@@ -38,7 +38,8 @@ def input_paths(source: ScanSource) -> list[Path]:
             return [path, *_tiff_companions(path)]
         source = case_of_file(path)
     paths = [s.path for _, s in source.sequences] + ([source.labels.path] if source.labels else [])
-    own_folders = {p.parent for p in paths if p.parent.name == source.name}
+    # named as given or as it is: a BraTS case read through a link (`link/P1_flair.nii.gz`) is still P1's own folder
+    own_folders = {p.parent for p in paths if source.name in (p.parent.name, p.parent.resolve().name)}
     return [p.resolve() for p in (*own_folders, *paths)]
 
 
