@@ -658,6 +658,8 @@ CLI_CASES = [
                  id="predict --output inside a link that loops"),
     pytest.param(lambda w: [*_evaluate()(w)[:-1], str(_link_loop(w, "r.json"))], "cannot write",
                  id="evaluate --json a link that loops"),
+    pytest.param(lambda w: [*_evaluate()(w)[:-1], f"{w.out / 'reports'}/"], "reports/ ends in / (a folder); give a "
+                 "file name", id="evaluate --json a name ending in a slash"),
     pytest.param(_train(before=lambda w: _link_loop(w, "run")), "cannot write", id="train --out a link that loops"),
     pytest.param(_predict("--read-ahead", "-1", scan=_folder_of_two_scans, output=lambda w: w.out / "masks"),
                  "--read-ahead must be 0 or more", id="predict --read-ahead -1"),

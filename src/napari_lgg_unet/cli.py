@@ -67,9 +67,12 @@ def _path(text: str) -> Path:
 
 def _file(text: str) -> Path:
     """A file's name: refused when empty or blank like any path, without the hint that "." names the working
-    folder, which is no file."""
+    folder, which is no file; and when it ends in / (a folder), which Path drops: `--json reports/` wrote a file
+    named `reports`."""
     if not text.strip():
         raise argparse.ArgumentTypeError("empty; give a file name")
+    if text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text} ends in / (a folder); give a file name")
     return Path(text)
 
 
