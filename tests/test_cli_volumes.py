@@ -83,6 +83,23 @@ def test_a_folder_holding_one_scan_gets_a_folder_of_masks_unless_the_output_is_n
     assert (tmp_path / "m.nii.gz").is_file()
 
 
+@pytest.mark.parametrize("layout", ["loose files", "case folders"])
+def test_a_mask_file_is_not_written_loose_into_the_folder_of_scans_it_was_read_from(tiny_model_dir, tmp_path, capsys,
+                                                                                    layout):
+    """Into a folder of loose scans the mask was read as one more scan next time; into a folder of case folders,
+    `P1_mask.nii.gz` made the next run refuse the folder (P1 both loose and in a subfolder)."""
+    data = tmp_path / "data"
+    if layout == "loose files":
+        _one_file_scans(data)[0].unlink()
+    else:
+        _case(data, "P1")
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(data), "--output", str(data / "P1_mask.nii.gz")]
+    assert main(argv) == 2
+    assert "would lie loose in" in capsys.readouterr().err
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+
+
 def test_an_nnunet_dataset_of_one_case_is_a_folder_of_scans_and_gets_a_folder_of_masks(tiny_model_dir, tmp_path):
     """A dataset is read whole (find_scans does not look into its subfolders), which is_one_scan took for one scan:
     `--output masks` was refused with the slash hint, though the same dataset with two cases gets a folder."""

@@ -320,7 +320,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     from .engine.device import pick_device
     from .engine.distributed import interrupt_on_signals, process_group
     from .engine.formats import check_mask_name
-    from .engine.io import existing_path, find_scans, write_mask
+    from .engine.io import existing_path, find_scans, is_one_scan, write_mask
     from .engine.outputs import check_output, model_folders, output_path
 
     args.input = existing_path(args.input)  # a missing input or a link loop is refused before its path is resolved
@@ -338,6 +338,9 @@ def _run_predict(args: argparse.Namespace) -> int:
         with interrupt_on_signals(), process_group(args.device) as group:
             return _predict_cohort(args, sources, group)
     check_output(args.output, sources)
+    if not is_one_scan(args.input) and output_path(args.output).parent == args.input.resolve():
+        raise InputError(f"--output {args.output} would lie loose in {args.input}, the folder of scans read, and be "
+                         "read as a scan next time; write it elsewhere, or give the scan itself as --input")
     check_mask_name(args.output, hint=", or end --output with / for a folder of masks")
     hint = " (--skip-existing keeps the masks in a folder given as --output)" if args.skip_existing else ""
     _check_new_file(args.output, "--output", args.overwrite, hint)
