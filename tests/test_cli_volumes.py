@@ -83,20 +83,25 @@ def test_a_folder_holding_one_scan_gets_a_folder_of_masks_unless_the_output_is_n
     assert (tmp_path / "m.nii.gz").is_file()
 
 
+@pytest.mark.parametrize("where", ["P1_mask.nii.gz", "new/P1_mask.nii.gz"], ids=["loose", "in a new subfolder"])
 @pytest.mark.parametrize("layout", ["loose files", "case folders"])
-def test_a_mask_file_is_not_written_loose_into_the_folder_of_scans_it_was_read_from(tiny_model_dir, tmp_path, capsys,
-                                                                                    layout):
+def test_a_mask_file_is_not_written_into_the_folder_of_scans_it_was_read_from(tiny_model_dir, tmp_path, capsys,
+                                                                              layout, where):
     """Into a folder of loose scans the mask was read as one more scan next time; into a folder of case folders,
-    `P1_mask.nii.gz` made the next run refuse the folder (P1 both loose and in a subfolder)."""
+    `P1_mask.nii.gz` made the next run refuse the folder (P1 both loose and in a subfolder). In a subfolder it is
+    found as well (`new/P1_mask.nii.gz`: a case P1 twice, or scans both loose and in subfolders); and giving the scan
+    itself as --input, which the message once offered, writes the same file to the same place."""
     data = tmp_path / "data"
     if layout == "loose files":
         _one_file_scans(data)[0].unlink()
     else:
         _case(data, "P1")
     before = sorted(p.relative_to(data) for p in data.rglob("*"))
-    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(data), "--output", str(data / "P1_mask.nii.gz")]
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(data), "--output", str(data / where)]
     assert main(argv) == 2
-    assert "would lie loose in" in capsys.readouterr().err
+    assert capsys.readouterr().err.endswith(f"would lie in {data}, the folder of scans read, where the next run on it "
+                                            "would take the mask for a scan or for a scan's manual mask; write it "
+                                            "elsewhere\n")
     assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
 
 

@@ -338,9 +338,9 @@ def _run_predict(args: argparse.Namespace) -> int:
         with interrupt_on_signals(), process_group(args.device) as group:
             return _predict_cohort(args, sources, group)
     check_output(args.output, sources)
-    if not is_one_scan(args.input) and output_path(args.output).parent == args.input.resolve():
-        raise InputError(f"--output {args.output} would lie loose in {args.input}, the folder of scans read, and be "
-                         "read as a scan next time; write it elsewhere, or give the scan itself as --input")
+    if not is_one_scan(args.input) and output_path(args.output).is_relative_to(args.input.resolve()):
+        raise InputError(f"--output {args.output} would lie in {args.input}, the folder of scans read, where the next "
+                         "run on it would take the mask for a scan or for a scan's manual mask; write it elsewhere")
     check_mask_name(args.output, hint=", or end --output with / for a folder of masks")
     hint = " (--skip-existing keeps the masks in a folder given as --output)" if args.skip_existing else ""
     _check_new_file(args.output, "--output", args.overwrite, hint)
