@@ -1,6 +1,6 @@
 """Average the weights of several checkpoints of one training run into a new model folder.
 
-    python scripts/average_weights.py runs/r6-long runs/r6-tail-mean runs/r6-snap/epoch1{4,5,6,7,8}.safetensors
+    python scripts/average_weights.py runs/r6-long runs/r6-mean runs/r6-snap/epoch1{4,5,6,7,8}.safetensors
 
 The first argument is the run's model folder (its config.json is kept), the second the folder to write, then the
 checkpoints: resume states (`resume.safetensors`, whose network tensors are prefixed "network.") or model weights.
@@ -11,11 +11,12 @@ epoch by the noisy validation loss. Every float tensor is averaged, batch-norm s
 """
 
 import sys
+from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-from napari_lgg_unet.engine.model import load_model, save_model
+from napari_lgg_unet.engine.model import CONFIG_FILE, load_model, save_model
 
 PREFIX = "network."
 
@@ -29,6 +30,8 @@ def network_tensors(path: str) -> dict[str, torch.Tensor]:
 
 
 def main(model_folder: str, out: str, checkpoints: list[str]) -> None:
+    if (Path(out) / CONFIG_FILE).exists():  # the run's own folder given twice, or a model kept there, replaced silently
+        sys.exit(f"{out} already holds a model; give a new folder for the mean")
     model = load_model(model_folder)
     states = [network_tensors(path) for path in checkpoints]
     mean = {
