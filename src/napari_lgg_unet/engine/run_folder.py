@@ -29,6 +29,7 @@ from .validate import from_json
 
 RESUME_FILE = "resume.safetensors"
 RESUME_FORMAT = "napari-lgg-unet-resume/2"
+NETWORK_PREFIX = "network."  # a resume state's network tensors, beside the optimizer's ("optimizer.")
 HISTORY_JSON, HISTORY_CSV = "history.json", "history.csv"
 PATIENTS = "patients"  # in a resume state's settings: the scans the run trains on (none in states before 2026-12-02)
 CALIBRATION = "calibration"  # the task that writes into a model the user names, not into an output folder
@@ -116,7 +117,7 @@ class RunFolder:
     ) -> None:
         """Write everything needed to continue after `progress.epochs_done` epochs, as one atomic file; `precision`
         is what the run trains in, which a resumed 'auto' keeps (`precision.choose`)."""
-        tensors = {f"network.{k}": v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+        tensors = {NETWORK_PREFIX + k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
         state = optimizer.state_dict()
         for index, values in state["state"].items():
             for key, value in values.items():
@@ -147,7 +148,8 @@ class RunFolder:
         except ModelError as error:
             raise ModelError(f"cannot resume from {self.resume_file}: its {error}") from None
         try:
-            network.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("network.")})
+            network.load_state_dict({k.removeprefix(NETWORK_PREFIX): v for k, v in tensors.items()
+                                     if k.startswith(NETWORK_PREFIX)})
             moments: dict[int, dict[str, torch.Tensor]] = {}
             for key, value in tensors.items():
                 if key.startswith("optimizer."):
