@@ -3,7 +3,7 @@
     python scripts/average_weights.py runs/r6-long runs/r6-mean runs/r6-snap/epoch1{4,5,6,7,8}.safetensors
 
 The first argument is the run's model folder (its config.json is kept), the second the folder to write, then the
-checkpoints: resume states (`resume.safetensors`, whose network tensors are prefixed run_folder.NETWORK_PREFIX) or model weights.
+checkpoints: resume states (`resume.safetensors`, network tensors under run_folder.NETWORK_PREFIX) or model weights.
 Points late in one run's learning-rate decay lie in one basin, so their mean is a network too, often a better one
 than any of them ("stochastic weight averaging", Izmailov et al. 2018), at no inference cost; it needs no choice of
 epoch by the noisy validation loss. Every float tensor is averaged, batch-norm statistics included; integer ones
