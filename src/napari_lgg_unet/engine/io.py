@@ -329,10 +329,11 @@ def find_scans(root: str | Path, require_masks: bool = False, output: str | Path
     folder, a folder of NIfTI files, a folder of DICOM folders. Items are Paths (Kaggle folders, files) or Cases;
     load_scan reads each, and formats.scan_name names its scan (a file's `.name` does not: `scan.tif` is
     `scan`). A root holding scans both loose and in subfolders is refused, so a stray file never hides the cases
-    beside it. `require_masks` says the caller will read ground truth
-    (training, evaluation), for the advice given when `root` holds no scans. `output`, a cohort's output folder that
-    may lie inside `root`: the masks an earlier run left in it are no scans (outputs.outside), neither listed nor
-    counted as a subfolder's scans beside loose ones, so a root of loose files can be segmented again into ROOT/masks.
+    beside it; so is a folder of scans with a TIFF stack beside them, which would be left out unsaid.
+    `require_masks` says the caller will read ground truth (training, evaluation), for the advice given when `root`
+    holds no scans. `output`, a cohort's output folder that may lie inside `root`: the masks an earlier run left in it
+    are no scans (outputs.outside), neither listed nor counted as a subfolder's scans beside loose ones, so a root of
+    loose files can be segmented again into ROOT/masks.
     """
     root = existing_path(root)
     found = format_of(root)
@@ -351,6 +352,10 @@ def find_scans(root: str | Path, require_masks: bool = False, output: str | Path
     if loose and inside:
         raise InputError(f"{root} holds scans both loose ({_names(loose)}) and in subfolders ({_names(inside)}); "
                          "move the loose files into a folder of their own, or give one of the two")
+    stacks = [] if is_one_scan(root) else sorted(p.name for p in root.iterdir() if TIFF.claims(p))
+    if stacks:  # a folder of scans left them out without a word; a case folder's stray TIFF is no scan of it
+        raise InputError(f"{root} holds TIFF stacks ({few_names(stacks, shown=2)}) beside {_names(loose or inside)}; "
+                         "a TIFF stack is read only when given by itself: give it alone, or move it out")
     return loose or inside
 
 
