@@ -118,6 +118,20 @@ def test_an_nnunet_dataset_of_one_case_is_a_folder_of_scans_and_gets_a_folder_of
         assert sorted(p.name for p in out.iterdir()) == [".lock", "c1_mask.nii.gz", "summary.csv"]
 
 
+def test_an_earlier_runs_masks_inside_the_input_are_named_as_such_when_another_output_is_given(tiny_model_dir,
+                                                                                                tmp_path, capsys):
+    """`--output ROOT/masks` then `--output elsewhere`: the refusal said "two cases are named P1" without a word
+    that the second was the first run's mask."""
+    data = tmp_path / "data"
+    _case(data, "P1")
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(data), "--output"]
+    assert main([*argv, str(data / "masks")]) == 0
+    capsys.readouterr()
+    assert main([*argv, str(tmp_path / "elsewhere")]) == 2
+    assert f"{data / 'masks' / 'P1_mask.nii.gz'} is a mask alone, perhaps an earlier run's" in capsys.readouterr().err
+    assert not (tmp_path / "elsewhere").exists()
+
+
 def _one_file_scans(root: Path) -> list[Path]:
     """A TIFF stack and a lone NIfTI sequence file: scans whose names are not their file names (`scan`, `vol`)."""
     root.mkdir(parents=True)

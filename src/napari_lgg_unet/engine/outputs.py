@@ -164,11 +164,18 @@ def outside(sources: Sequence[ScanSource], output: str | Path) -> list[ScanSourc
 
 
 def check_unique_names(sources: Sequence[ScanSource]) -> None:
-    """Refuse cases that share a name: their masks, summary rows and finished-mask checks would be one."""
-    places: dict[str, list[Path]] = defaultdict(list)
+    """Refuse cases that share a name: their masks, summary rows and finished-mask checks would be one. One of them
+    is most often a mask alone, an earlier run's output kept inside the input root: the message says so, since it
+    reads as a second case only because of its name (`P1_mask.nii.gz`)."""
+    from .cases import Case
+
+    named: dict[str, list[ScanSource]] = defaultdict(list)
     for source in sources:
-        places[scan_name(source)].append(where(source))
-    for name, paths in places.items():
-        if len(paths) > 1:
-            raise InputError(f"two cases are named {name} ({paths[0]} and {paths[1]}), so their masks would "
-                             "overwrite each other; rename one or segment them into different folders")
+        named[scan_name(source)].append(source)
+    for name, same in named.items():
+        if len(same) > 1:
+            masks = [where(s) for s in same if isinstance(s, Case) and not s.sequences]
+            advice = (f"{masks[0]} is a mask alone, perhaps an earlier run's: write into its folder again, or move "
+                      "it out of the input" if masks else "rename one or segment them into different folders")
+            raise InputError(f"two cases are named {name} ({where(same[0])} and {where(same[1])}), so their masks "
+                             f"would overwrite each other; {advice}")
