@@ -334,11 +334,12 @@ def _run_predict(args: argparse.Namespace) -> int:
     sources = find_scans(args.input, output=args.output)  # an earlier run's masks kept inside the input are no scans
     if not sources:
         raise InputError(f"{args.input} holds no scans outside --output {args.output}")
-    if _output_is_a_folder(args, sources, as_folder):  # one <scan>_mask file each, in --output
+    folder_of_scans = not is_one_scan(args.input)  # asked once: a DICOM folder's answer reads every file's header
+    if _output_is_a_folder(args, sources, as_folder, folder_of_scans):  # one <scan>_mask file each, in --output
         with interrupt_on_signals(), process_group(args.device) as group:
             return _predict_cohort(args, sources, group)
     check_output(args.output, sources)
-    if not is_one_scan(args.input) and output_path(args.output).is_relative_to(args.input.resolve()):
+    if folder_of_scans and output_path(args.output).is_relative_to(args.input.resolve()):
         raise InputError(f"--output {args.output} would lie in {args.input}, the folder of scans read, where the next "
                          "run on it would take the mask for a scan or for a scan's manual mask; write it elsewhere")
     check_mask_name(args.output, hint=", or end --output with / for a folder of masks")
@@ -353,15 +354,15 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _output_is_a_folder(args: argparse.Namespace, sources: list[ScanSource], as_folder: bool) -> bool:
+def _output_is_a_folder(args: argparse.Namespace, sources: list[ScanSource], as_folder: bool,
+                        folder_of_scans: bool) -> bool:
     """Whether predict writes a folder of masks (and summary.csv) rather than one mask file: for several scans, an
     existing folder, a name ending in / (`as_folder`), or a new name of no mask format when --input is a folder of
-    scans, even of one (one scan's `--output mask` is a mask file named wrongly, refused by its name). A file where
-    a folder is meant is refused here: it would be replaced, or a folder named `masks.tif` made."""
+    scans (`folder_of_scans`), even of one (one scan's `--output mask` is a mask file named wrongly, refused by its
+    name). A file where a folder is meant is refused here: it would be replaced, or a folder named `masks.tif` made."""
     from .engine.formats import file_format
-    from .engine.io import is_one_scan
 
-    new_folder = not is_one_scan(args.input) and not args.output.exists() and not file_format(args.output)
+    new_folder = folder_of_scans and not args.output.exists() and not file_format(args.output)
     if not (len(sources) > 1 or args.output.is_dir() or as_folder or new_folder):
         return False
     if as_folder and args.output.is_file():  # not "give a folder": the user did, by the slash
