@@ -11,6 +11,7 @@ epoch by the noisy validation loss. Every float tensor is averaged, batch-norm s
 """
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -40,7 +41,10 @@ def main(model_folder: str, out: str, checkpoints: list[str]) -> None:
         for key, value in model.network.state_dict().items()
     }
     model.network.load_state_dict(mean)
-    print(f"wrote {save_model(model.network, model.config, out)}: the mean of {len(states)} checkpoints")
+    # the run's record would otherwise say its best epoch's weights are these
+    training = replace(model.config.training, best_epoch=None, averaged_from=[Path(path).name for path in checkpoints])
+    config = replace(model.config, training=training)
+    print(f"wrote {save_model(model.network, config, out)}: the mean of {len(states)} checkpoints")
 
 
 if __name__ == "__main__":

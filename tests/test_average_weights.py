@@ -30,6 +30,8 @@ def test_the_mean_of_two_checkpoints_is_a_model_and_an_existing_model_is_not_rep
     mean, original = load_model(tmp_path / "mean").network.state_dict(), load_file(weights)
     key = next(k for k, v in original.items() if v.is_floating_point() and v.abs().sum() > 0)
     torch.testing.assert_close(mean[key], original[key] * 1.5)
+    record = load_model(tmp_path / "mean").config.training
+    assert record.averaged_from == ["model.safetensors", "doubled.safetensors"] and record.best_epoch is None
 
     kept = tmp_path / "kept"
     shutil.copytree(tiny_model_dir, kept)

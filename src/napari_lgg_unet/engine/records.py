@@ -33,7 +33,9 @@ class Calibration:
 class TrainingRecord:
     """How a model was trained: its settings (`TrainConfig.to_dict()`), patient split, data, device and history.
 
-    `history` holds one `EpochRecord.row()` per finished epoch, as history.json does.
+    `history` holds one `EpochRecord.row()` per finished epoch, as history.json does. `averaged_from` names the
+    checkpoints whose mean the weights are (scripts/average_weights.py); `best_epoch` is then None, since no single
+    epoch's weights were kept.
     """
 
     config: dict = field(default_factory=dict)
@@ -44,6 +46,7 @@ class TrainingRecord:
     best_epoch: int | None = None
     history: list[dict] = field(default_factory=list)
     calibration: Calibration | None = None
+    averaged_from: list[str] = field(default_factory=list)
 
     def patients(self, split: str) -> list[str]:
         """The patients of one split ('train', 'validation' or 'test'); none for a model trained elsewhere."""
