@@ -179,6 +179,21 @@ def test_a_label_file_with_trailing_axes_of_one_opens_as_its_3d_labels(tmp_path,
     np.testing.assert_array_equal(_by_name(get_reader(str(case))(str(case)))["case mask"][0], plain)
 
 
+def test_labels_named_before_their_sequence_open_as_labels_alone_and_as_the_cases_mask(tmp_path):
+    """`case_seg_flair.nii.gz` (the labels word first, then the sequence drawn on) opened as a grey FLAIR image, and
+    in its folder as the FLAIR of a case `case_seg`, a mask segmented as a scan."""
+    case = _nifti_case(tmp_path / "case", ANISOTROPIC)
+    seg = case / "case_seg.nii.gz"
+    [(plain, _, _)] = get_reader(str(seg))(str(seg))
+    renamed = seg.rename(case / "case_seg_flair.nii.gz")
+    [(labels, _, kind)] = get_reader(str(renamed))(str(renamed))
+    assert kind == "labels"
+    np.testing.assert_array_equal(labels, plain)
+    layers = _by_name(get_reader(str(case))(str(case)))
+    assert list(layers) == ["T1c", "T1", "FLAIR", "case mask"]
+    np.testing.assert_array_equal(layers["case mask"][0], plain)
+
+
 def test_a_case_opens_as_one_grey_layer_per_sequence_flair_visible_on_top(tmp_path):
     case = _nifti_case(tmp_path / "case", ANISOTROPIC)
     layers = get_reader(str(case))(str(case))

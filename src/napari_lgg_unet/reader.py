@@ -118,9 +118,9 @@ def read_volume_layers(path: str) -> list[LayerData]:
 
 
 def _named_as_labels(stem: str) -> bool:
-    from .engine.sequences import LABELS, split_sequence
+    from .engine.sequences import LABELS, split_file_name
 
-    return split_sequence(stem)[1] == LABELS
+    return split_file_name(stem)[1] == LABELS
 
 
 def read_tiff_layer(path: str) -> list[LayerData]:

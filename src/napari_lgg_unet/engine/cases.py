@@ -27,7 +27,7 @@ from .dicom import Series, list_series, read_series, series_by_sequence
 from .errors import InputError, InputWarning
 from .formats import read_volume, strip_volume_suffix, volume_suffix
 from .scan_checks import common_dtype, optional_mask, tumour_of_labels
-from .sequences import FLAIR, LABELS, MODEL_CHANNELS, POST, PRE, T2, sequence_of, split_sequence
+from .sequences import FLAIR, LABELS, MODEL_CHANNELS, POST, PRE, T2, sequence_of, split_file_name, split_sequence
 from .volumes import (UNORIENTED, Geometry, Volume, covered_fraction, no_orientation, resample_onto, same_grid,
                       to_engine)
 
@@ -153,11 +153,11 @@ def _entry_names(folder: Path) -> dict[str, tuple[str, str | None]]:
     them) belongs to the case whose files carry the name before that sequence's (`flair.nii.gz`, `<case>_flair`):
     split at its last word only, it made a case of its own, without a FLAIR, and left its case without labels. It
     keeps its whole name where files carry it (`<case>_t1_flair` and `<case>_t1_seg`: t1 is then part of the case's
-    name, a time point, say)."""
+    name, a time point, say). Named the other way round (`seg_flair`), it is labels too (`split_file_name`)."""
     named = {}
     for entry in sorted(folder.iterdir()):
         if entry.is_file() and volume_suffix(entry):
-            named[entry.name] = split_sequence(strip_volume_suffix(entry.name))
+            named[entry.name] = split_file_name(strip_volume_suffix(entry.name))
         elif entry.is_dir() and (folder_named := split_sequence(entry.name))[1] in SEQUENCE_FOLDERS:
             named[entry.name] = folder_named
     scans = {key for key, sequence in named.values() if sequence != LABELS}

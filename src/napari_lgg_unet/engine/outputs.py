@@ -20,7 +20,7 @@ from typing import Sequence
 from .errors import InputError
 from .formats import scan_name, strip_volume_suffix, volume_suffix
 from .io import ScanSource
-from .sequences import LABELS, NAMES, split_sequence
+from .sequences import LABELS, NAMES, split_file_name
 
 
 def input_paths(source: ScanSource) -> list[Path]:
@@ -142,7 +142,7 @@ def _case_it_would_join(target: Path, paths: list[Path]) -> str | None:
 
 
 def _case_key(path: Path) -> tuple[str, str | None]:
-    return split_sequence(strip_volume_suffix(path.name))
+    return split_file_name(strip_volume_suffix(path.name))
 
 
 def model_folders(model: str | Path) -> list[Path]:

@@ -39,6 +39,16 @@ def split_sequence(stem: str) -> tuple[str, str | None]:
     return stem, None
 
 
+def split_file_name(stem: str) -> tuple[str, str | None]:
+    """`split_sequence` for a volume file's name, which may also name labels with the labels word before the sequence
+    they were drawn on ("seg_flair", "P1_mask_t2" -> ("P1", LABELS)): read as that sequence, such a mask was
+    segmented as a scan of a case of its own."""
+    key, role = split_sequence(stem)
+    if role not in (None, LABELS) and (drawn_on := split_sequence(key))[1] == LABELS:
+        return drawn_on[0], LABELS
+    return key, role
+
+
 def sequence_of(text: str) -> str | None:
     """The sequence a free-text name says ("AX T2 FLAIR", "T1 POST GD", "t1gd"), or None; word pairs win over words."""
     words = [w.lower() for w in _WORD.findall(text)]
