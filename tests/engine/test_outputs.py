@@ -52,8 +52,9 @@ def test_a_volume_named_to_join_a_loose_scans_case_is_refused(tmp_path):
     for name in ("X_mask.nii.gz", "X_edited.nii.gz", "Y_mask.nii.gz", "X_mask.tif"):  # the first as its labels
         check_output(tmp_path / "loose" / name, [flair])
     _nifti(tmp_path / "loose" / "X_seg.nii.gz")  # manual labels: a second labels file would break the case
-    with pytest.raises(InputError, match="would be read as a file of X"):
-        check_output(tmp_path / "loose" / "X_mask.nii.gz", [flair])
+    for name in ("X_mask.nii.gz", "X_tumor_mask.nii.gz", "X_mask_flair.nii.gz"):  # all read as X's labels
+        with pytest.raises(InputError, match="would be read as a file of X"):
+            check_output(tmp_path / "loose" / name, [flair])
 
 
 def test_a_volume_file_stands_for_its_case_labels_and_own_folder(tmp_path):

@@ -27,7 +27,8 @@ from .dicom import Series, list_series, read_series, series_by_sequence
 from .errors import InputError, InputWarning
 from .formats import read_volume, strip_volume_suffix, volume_suffix
 from .scan_checks import common_dtype, optional_mask, tumour_of_labels
-from .sequences import FLAIR, LABELS, MODEL_CHANNELS, POST, PRE, T2, sequence_of, split_file_name, split_sequence
+from .sequences import (FLAIR, LABELS, MODEL_CHANNELS, POST, PRE, T2, sequence_of, shorter_names, split_file_name,
+                        split_sequence)
 from .volumes import (UNORIENTED, Geometry, Volume, covered_fraction, no_orientation, resample_onto, same_grid,
                       to_engine)
 
@@ -153,7 +154,9 @@ def _entry_names(folder: Path) -> dict[str, tuple[str, str | None]]:
     them) belongs to the case whose files carry the name before that sequence's (`flair.nii.gz`, `<case>_flair`):
     split at its last word only, it made a case of its own, without a FLAIR, and left its case without labels. It
     keeps its whole name where files carry it (`<case>_t1_flair` and `<case>_t1_seg`: t1 is then part of the case's
-    name, a time point, say). Named the other way round (`seg_flair`), it is labels too (`split_file_name`)."""
+    name, a time point, say). Named the other way round (`seg_flair`), it is labels too (`split_file_name`); so are
+    `<case>_tumor_mask`, `lesion_seg` or `Segmentation-label` (words of `LABEL_QUALIFIERS` or labels words before the
+    labels word), which made a case of labels alone and, in a case folder, "holds 2 scans"."""
     named = {}
     for entry in sorted(folder.iterdir()):
         if entry.is_file() and volume_suffix(entry):
@@ -162,9 +165,8 @@ def _entry_names(folder: Path) -> dict[str, tuple[str, str | None]]:
             named[entry.name] = folder_named
     scans = {key for key, sequence in named.values() if sequence != LABELS}
     for name, (key, sequence) in named.items():
-        drawn_on = split_sequence(key)
-        if sequence == LABELS and drawn_on[1] not in (None, LABELS) and key not in scans and drawn_on[0] in scans:
-            named[name] = (drawn_on[0], LABELS)
+        if sequence == LABELS and key not in scans:
+            named[name] = (next((k for k in shorter_names(key) if k in scans), key), LABELS)
     return named
 
 

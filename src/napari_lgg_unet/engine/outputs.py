@@ -20,7 +20,7 @@ from typing import Sequence
 from .errors import InputError
 from .formats import scan_name, strip_volume_suffix, volume_suffix
 from .io import ScanSource
-from .sequences import LABELS, NAMES, split_file_name
+from .sequences import LABELS, NAMES, shorter_names, split_file_name
 
 
 def input_paths(source: ScanSource) -> list[Path]:
@@ -134,8 +134,10 @@ def _case_it_would_join(target: Path, paths: list[Path]) -> str | None:
     if volume_suffix(target) is None:
         return None
     key, role = _case_key(target)
-    same = [_case_key(path)[1] for path in paths
-            if path.parent == target.parent and volume_suffix(path) and _case_key(path)[0] == key]
+    beside = [_case_key(path) for path in paths if path.parent == target.parent and volume_suffix(path)]
+    if role == LABELS:  # `X_tumor_mask` is X's labels when X's files are there (cases._entry_names)
+        key = next((k for k in (key, *shorter_names(key)) if k in {k for k, _ in beside}), key)
+    same = [other_role for other_key, other_role in beside if other_key == key]
     if same and (role != LABELS or LABELS in same):
         return key or target.parent.name
     return None

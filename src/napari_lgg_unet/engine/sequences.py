@@ -7,6 +7,7 @@ can be skipped, and label files (BraTS `_seg`, `_mask`, `_label`) so they become
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 PRE, FLAIR, POST, T2, LABELS = "pre-contrast T1", "FLAIR", "post-contrast T1", "T2", "labels"
 MODEL_CHANNELS = (PRE, FLAIR, POST)
@@ -47,6 +48,23 @@ def split_file_name(stem: str) -> tuple[str, str | None]:
     if role not in (None, LABELS) and (drawn_on := split_sequence(key))[1] == LABELS:
         return drawn_on[0], LABELS
     return key, role
+
+
+# Words users put between a case's name and the labels word ("P1_tumor_mask", "lesion_seg"), besides sequence names.
+LABEL_QUALIFIERS = ("tumor", "tumour", "lesion", "lesions", "roi", "gt", "groundtruth", "truth", "manual", "wt")
+
+
+def shorter_names(key: str) -> Iterator[str]:
+    """`key` without its last word, again and again, while that word is a sequence, labels or qualifier word:
+    "P1_flair_tumor" -> "P1_flair", "P1"; "Segmentation" -> "". The case names a labels file's name may stand for."""
+    while words := list(_WORD.finditer(key)):
+        head, role = split_sequence(key)
+        if role is None:
+            if words[-1].group().lower() not in LABEL_QUALIFIERS:
+                return
+            head = _TRAILING_SEPARATORS.sub("", key[: words[-1].start()])
+        key = head
+        yield key
 
 
 def sequence_of(text: str) -> str | None:
