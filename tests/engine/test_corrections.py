@@ -351,3 +351,37 @@ def test_an_undo_that_fails_leaves_the_session_as_it_was_click_included(monkeypa
         session.undo()
     monkeypatch.undo()
     _assert_same_session(session, twin)
+
+
+class _FollowsClicksMildly(_FollowsClicks):
+    """Blank but for the clicks, which it follows to a probability of about 0.82 at the click: followed at a
+    threshold of 0.5, refused at 0.9."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale / 40 * (2.5 * x[:, -2:-1] - 2.5 * x[:, -1:] - 1.0)
+
+
+def _mild_session(threshold: float) -> CorrectionSession:
+    postprocess = PostprocessConfig(threshold=threshold, min_size=0)
+    config = ModelConfig(preprocess=PreprocessConfig(image_size=32), inputs=InputConfig(clicks=True, click_reach=1),
+                         postprocess=postprocess)
+    return CorrectionSession(LoadedModel(_FollowsClicksMildly().eval(), config, "test"), np.zeros((4, 32, 32)))
+
+
+@pytest.mark.parametrize(("first", "then"), [(0.5, 0.9), (0.9, 0.5)])
+def test_a_new_threshold_judges_again_whether_the_network_refused_a_click(first, then):
+    """At 0.5 the network follows the "tumour" click; at 0.9 it refuses it and the click's disc is forced. Kept as
+    made under the first threshold, a click followed at 0.5 left no tumour at its own spot at 0.9."""
+    session = _mild_session(first)
+    session.click(2, 16, 16, positive=True)
+    session.click(1, 8, 24, positive=True)
+    session.set_postprocess(PostprocessConfig(threshold=then, min_size=0))
+    fresh = _mild_session(then)
+    fresh.click(2, 16, 16, positive=True)
+    fresh.click(1, 8, 24, positive=True)
+    assert session.mask[2, 16, 16] == session.mask[1, 8, 24] == 1
+    np.testing.assert_array_equal(session.mask, fresh.mask)
+    np.testing.assert_array_equal(session.probability, fresh.probability)
+    np.testing.assert_array_equal(session.undo(), fresh.undo())
+    np.testing.assert_array_equal(session.probability, fresh.probability)
+    np.testing.assert_array_equal(session.undo(), fresh.undo())

@@ -20,7 +20,8 @@ where a click cut it in two) stays, however small a "not tumour" click leaves it
 brings back a piece the mask did not hold. Judged again after each click, a click that trimmed a false rim off a
 small tumour left less than the minimum size and the whole tumour vanished (docs/corrections.md); removing a whole
 piece is one click in the pieces list. A new clean-up (`set_postprocess`) gives the mask the same clicks would have
-given under it: the automatic mask judged afresh, then each click's rule in turn.
+given under it: the automatic mask judged afresh, then each click's rule in turn, the network's answers kept (they do
+not depend on the clean-up) and whether the network refused a click (`_honour`) judged at the new threshold.
 """
 
 from __future__ import annotations
@@ -47,10 +48,28 @@ MARGIN = 16  # network pixels inside a cut edge of the window whose output is no
 
 
 @dataclass(frozen=True)
+class _Answer:
+    """The network's answer to a click on its slices: its probabilities in the rows and columns `box` (the part of the
+    window it trusts), NaN where a resized window's corner is not trusted. Kept per click, so that a new clean-up
+    replays the click as it was made (`CorrectionSession._replayed`)."""
+
+    box: tuple[slice, slice]
+    values: np.ndarray
+
+    def applied(self, old: np.ndarray, positive: bool) -> np.ndarray:
+        """`old` (the slices' probabilities) moved this answer's way only (see the module docstring)."""
+        new = old.copy()
+        part = (slice(None), *self.box)
+        new[part] = (np.fmax if positive else np.fmin)(old[part], self.values)  # NaN: not answered, `old` stays
+        return new
+
+
+@dataclass(frozen=True)
 class _Undo:
     slices: np.ndarray
     probability: np.ndarray
     mask: np.ndarray  # the mask before the click, packed to bits
+    answer: _Answer
 
 
 @dataclass(frozen=True)
@@ -110,8 +129,8 @@ class CorrectionSession:
         if not isinstance(config, PostprocessConfig):
             raise InputError(f"a clean-up must be a PostprocessConfig, not {type(config).__name__}")
         if config != self.postprocess:
-            undo, shown = self._replayed(config)
-            self.options, self._undo = replace(self.options, postprocess=config), undo
+            undo, shown, probability = self._replayed(config)
+            self.options, self._undo, self.probability = replace(self.options, postprocess=config), undo, probability
             self._show(shown)
         return self.mask
 
@@ -121,39 +140,40 @@ class CorrectionSession:
         click = self._checked(z, y, x, positive)
         reach = self._scan.model.config.inputs.click_reach
         slices = np.arange(max(0, round(click.z) - reach), min(len(self.probability), round(click.z) + reach + 1))
-        step = _Undo(slices, self.probability[slices].copy(), np.packbits(self.mask))
-        self._undo.append(step)
+        before = self.probability[slices].copy()
         self.clicks.append(click)
         try:
-            old = self.probability[slices]
-            new = _recompute_near(self._scan, old, slices, self.clicks, (click.y, click.x), self.window,
-                                  self.options, self._precision)
-            self.probability[slices] = np.maximum(old, new) if click.positive else np.minimum(old, new)
-            self._honour(click)
+            answer = _recompute_near(self._scan, before, slices, self.clicks, (click.y, click.x), self.window,
+                                     self.options, self._precision)
+            self._undo.append(_Undo(slices, before, np.packbits(self.mask), answer))
+            self.probability[slices] = answer.applied(before, click.positive)
+            self._honour(self.probability, click, self.postprocess)
             shown = _Shown.of(self._judged(self.probability, self.clicks, self.postprocess, self.piece_labels))
         except BaseException:  # the mask is not shown yet: take back the click, its step and its probabilities
+            if len(self._undo) == len(self.clicks):
+                self._undo.pop()
             self.clicks.pop()
-            self._undo.pop()
-            self.probability[slices] = step.probability
+            self.probability[slices] = before
             raise
         self._show(shown)
         return self.mask
 
-    def _honour(self, click: Click) -> None:
+    def _honour(self, probability: np.ndarray, click: Click, config: PostprocessConfig) -> None:
         """A click the network refused (the clicked voxel still on the other side of the threshold: it happens on
         confident false tumour) still takes effect: a disc of the click map's radius on the clicked slice gets
         probability 1 ("tumour") or 0 ("not tumour"). Before, the simulated user's next four clicks landed on the
         same voxel and changed nothing (docs/corrections.md). A click the network followed is left as it answered:
-        forcing the disc then too made the Dice swing on a small tumour whose clicks alternate a few pixels apart."""
+        forcing the disc then too made the Dice swing on a small tumour whose clicks alternate a few pixels apart.
+        Refused or followed is judged at `config`'s threshold, in `probability` (the session's, or a replay's)."""
         spot = (round(click.z), round(click.y), round(click.x))
-        if (self.probability[spot] >= self.postprocess.threshold) == click.positive:
+        if (probability[spot] >= config.threshold) == click.positive:
             return
-        height, width = self.probability.shape[1:]
+        height, width = probability.shape[1:]
         config = self._scan.model.config
         radius = config.inputs.click_sigma * max(height, width) / config.preprocess.image_size
         rows, cols = np.ogrid[:height, :width]
         disc = (rows - click.y) ** 2 + (cols - click.x) ** 2 <= max(radius, 0.5) ** 2
-        self.probability[spot[0]][disc] = 1.0 if click.positive else 0.0
+        probability[spot[0]][disc] = 1.0 if click.positive else 0.0
 
     def undo(self) -> np.ndarray:
         """Take the last click back (the probabilities and the mask return exactly to what they were); returns the
@@ -209,21 +229,24 @@ class CorrectionSession:
         self.piece_labels, self.piece_count, self.mask = shown.piece_labels, shown.piece_count, shown.mask
         self._pieces: list[Piece] | None = None
 
-    def _replayed(self, config: PostprocessConfig) -> tuple[list[_Undo], _Shown]:
+    def _replayed(self, config: PostprocessConfig) -> tuple[list[_Undo], _Shown, np.ndarray]:
         """The history again under the clean-up `config`, made aside (the session is not touched): back from the
         newest click to the automatic probabilities (each step keeps what its slices held before), then forward,
-        judging as each click did. Returns the undo steps with the masks of this history (so undo stays exact) and
-        the mask after the last click."""
-        probability, after = self.probability.copy(), []
+        each click's network answer applied again and judged as the click was. A refused click's disc (`_honour`)
+        is judged at the new threshold: kept as it was, a "tumour" click the network had followed at 0.5 held no
+        tumour at 0.9, and one refused at 0.9 kept its forced disc at 0.5. Returns the undo steps of this history
+        (so undo stays exact), the mask after the last click and the probabilities."""
+        probability = self.probability.copy()
         for step in reversed(self._undo):
-            after.append(probability[step.slices].copy())
             probability[step.slices] = step.probability
         shown, undo = _Shown.of(self._judged(probability, [], config, None)), []
-        for k, (step, values) in enumerate(zip(self._undo, reversed(after)), start=1):
-            undo.append(replace(step, mask=np.packbits(shown.mask)))
-            probability[step.slices] = values
+        for k, (step, click) in enumerate(zip(self._undo, self.clicks), start=1):
+            before = probability[step.slices].copy()
+            undo.append(replace(step, probability=before, mask=np.packbits(shown.mask)))
+            probability[step.slices] = step.answer.applied(before, click.positive)
+            self._honour(probability, click, config)
             shown = _Shown.of(self._judged(probability, self.clicks[:k], config, shown.piece_labels))
-        return undo, shown
+        return undo, shown, probability
 
     @property
     def pieces(self) -> list[Piece]:
@@ -250,9 +273,10 @@ def _checked_probability(probability: np.ndarray, shape: tuple[int, ...]) -> np.
 
 def _recompute_near(scan: ScanInput, old: np.ndarray, slices: np.ndarray, clicks: list[Click],
                     centre: tuple[float, float], window: int, options: SegmentOptions,
-                    precision: Precision) -> np.ndarray:
-    """New probabilities (n, H, W) of `slices`, whose current ones are `old`: the network runs on a `window` square
-    of network pixels around `centre` (row, column in pixels), and the square's trusted inner part replaces `old`."""
+                    precision: Precision) -> _Answer:
+    """The network's answer on `slices`, whose current probabilities are `old` (n, H, W): it runs on a `window`
+    square of network pixels around `centre` (row, column in pixels), and answers in the square's trusted inner
+    part."""
     height, width = old.shape[1:]
     size = scan.model.config.preprocess.image_size
     centre_in_model = to_model_point(*centre, height, width, size)
@@ -267,5 +291,8 @@ def _recompute_near(scan: ScanInput, old: np.ndarray, slices: np.ndarray, clicks
     canvas[(..., *inner)] = prob[(..., *(slice(i.start - c.start, i.stop - c.start) for i, c in zip(inner, crop)))]
     trusted[(..., *inner)] = 1.0
     new = restore_size(canvas, height, width)[:, 0].numpy()
-    return np.where(restore_size(trusted, height, width)[0, 0].numpy() >= 0.999, new, old)
+    answered = restore_size(trusted, height, width)[0, 0].numpy() >= 0.999
+    rows, cols = (np.flatnonzero(answered.any(axis=axis)) for axis in (1, 0))
+    box = tuple(slice(int(i[0]), int(i[-1]) + 1) if len(i) else slice(0, 0) for i in (rows, cols))
+    return _Answer(box, np.where(answered[box], new[(slice(None), *box)], np.float32(np.nan)))
 
