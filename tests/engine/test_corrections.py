@@ -385,3 +385,15 @@ def test_a_new_threshold_judges_again_whether_the_network_refused_a_click(first,
     np.testing.assert_array_equal(session.undo(), fresh.undo())
     np.testing.assert_array_equal(session.probability, fresh.probability)
     np.testing.assert_array_equal(session.undo(), fresh.undo())
+
+
+@pytest.mark.parametrize("edge", [(5.5, 0, 0), (0, 31.5, 31.5), (-0.5, -0.5, 31.5)])
+def test_a_click_on_the_scans_edge_is_the_edge_voxels(edge):
+    """The widget takes a click on the scan's far edge (data coordinate n - 0.5) as inside the image, as napari
+    does; the session refused it as outside the scan, an error for a click on the scan."""
+    session = _session(_scan())
+    session.click(*edge, positive=True)
+    voxel = tuple(int(np.clip(round(v), 0, n - 1)) for v, n in zip(edge, session.mask.shape))
+    assert session.mask[voxel] == 1
+    click = session.clicks[0]
+    assert all(0 <= v <= n - 1 for v, n in zip((click.z, click.y, click.x), session.mask.shape))

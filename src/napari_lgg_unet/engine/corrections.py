@@ -204,9 +204,12 @@ class CorrectionSession:
             raise outside from None
         if not all(math.isfinite(v) for v in floats):
             raise InputError(f"a click's coordinates must be finite numbers, not {values!r}")
-        if not all(-0.5 <= v < n - 0.5 for v, n in zip(floats, shape)):
+        if not all(-0.5 <= v <= n - 0.5 for v, n in zip(floats, shape)):
             raise outside
-        return Click(*floats, bool(positive))
+        # A voxel reaches half a voxel either side of its index, both edges included, as napari (and the widget's
+        # `_data_point`) place a click: a click on the far edge of the scan (or on the near edge of an axis the layer
+        # shows reversed) was refused as outside it. An edge click is the edge voxel's: rounded, it was one past it.
+        return Click(*(min(max(v, 0.0), n - 1.0) for v, n in zip(floats, shape)), bool(positive))
 
     def _predict(self, slices: np.ndarray) -> np.ndarray:
         parts = [prob for _, prob in self._scan.probabilities(slices, self.clicks, self.options, self._precision)]
