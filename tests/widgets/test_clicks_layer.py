@@ -121,3 +121,23 @@ def test_deleting_the_tumour_layer_ends_the_session_and_clears_its_clicks_pieces
     widget.corrections.add_click(np.asarray((1.0, 30.0, 30.0)), True)  # as if nothing had been segmented
     assert [layer.name for layer in viewer.layers] == ["X", "truth"]
     assert notes["error"] == []
+
+
+def test_a_new_threshold_after_the_image_was_flipped_keeps_the_mask_where_it_was(qtbot, viewer, notes,
+                                                                                  tiny_click_model):
+    """The session's mask was put back on the layer's grid in the image's orientation of the moment: after the image
+    was given a negative scale (or turned in napari's transform mode), a new threshold wrote the mask upside down."""
+    widget = _clicked(qtbot, viewer, tiny_click_model)
+    tumour = widget.prediction_layer()
+    before = np.array(tumour.data, copy=True)
+    widget._source.scale = (1, -1, 1)
+    tumour.scale = (1, -1, 1)  # both flipped: they still lie on each other, and a click corrects the voxel clicked
+    widget.cleanup.min_size.value = 1  # drops nothing: the mask must stay as it is
+    settle(qtbot, widget)
+    np.testing.assert_array_equal(tumour.data, before)
+    widget.corrections.add_click(np.asarray((1.0, 10.0, 50.0)), True)
+    settle(qtbot, widget)
+    assert tumour.data[1, 10, 50] and len(widget.corrections.session.clicks) == 3
+    np.testing.assert_allclose(owned_layer(viewer, widget._source, "clicks").data[-1], (1.0, 10.0, 50.0))
+    assert notes["error"] == [] and notes["warning"] == []
+

@@ -49,6 +49,7 @@ class CorrectionTarget:
     device: str
     options: SegmentOptions
     spacing: tuple[float, ...] | None  # the layer's voxel size in mm (None: sizes in voxels)
+    orientation: np.ndarray  # the layer's `view_orientation` when segmented: the order of the session's voxels
 
 
 def corrected_view(session: CorrectionSession, to_layer: Callable[[np.ndarray], np.ndarray], shown: tuple[int, ...],
@@ -188,7 +189,7 @@ class ClickCorrections:
         if (problem := self._cannot_click()) is not None:
             notify.show_warning(problem)
             return
-        shown = shown_index(self.target.source, data_point)
+        shown = shown_index(self.target.source, data_point, self.target.orientation)
         point = shown if len(shown) == 3 else (0.0, *shown)
         self._queue.append(QueuedClick(point, tuple(float(v) for v in data_point), bool(positive)))
         self._next()
@@ -220,8 +221,9 @@ class ClickCorrections:
         shape)."""
         if not self._target_shown():
             return NO_SEGMENTATION
-        if self.target.source.data is not self.target.data:
-            return f"the data of '{self.target.source.name}' was replaced since it was segmented: segment it again"
+        source = self.target.source
+        if source.data is not self.target.data:
+            return f"the data of '{source.name}' was replaced since it was segmented: segment it again"
         return None
 
     def undo(self) -> None:
@@ -322,10 +324,11 @@ class ClickCorrections:
         self._next()
 
     def _view(self) -> Callable[[CorrectionSession], LayerResult]:
-        """`corrected_view` for the target's layer, its orientation read now, on the viewer's thread."""
+        """`corrected_view` for the target's layer, in the orientation it was segmented in: read now, a layer
+        flipped or rotated since got the session's mask flipped or turned on a new threshold."""
         target = self.target
-        return partial(corrected_view, to_layer=to_layer_order(target.source), shown=target.probability.shape,
-                       spacing=target.spacing)
+        return partial(corrected_view, to_layer=to_layer_order(target.source, target.orientation),
+                       shown=target.probability.shape, spacing=target.spacing)
 
     def _mask_ready(self, session: CorrectionSession, result: LayerResult) -> None:
         """Show the corrected mask of `session`; a "tumour" click also brings back a piece the user removed where it
@@ -348,7 +351,7 @@ class ClickCorrections:
         source = self.target.source
         clicks = self._clicks_on_screen()
         shown = np.array([(c.z, c.y, c.x) for c in clicks], dtype=float).reshape(-1, 3)[:, 3 - source.ndim:]
-        points, kinds = data_index(source, shown), [c.positive for c in clicks]
+        points, kinds = data_index(source, shown, self.target.orientation), [c.positive for c in clicks]
         if self._running is not None:
             points = np.vstack([points, self._running.data_point])
             kinds.append(self._running.positive)

@@ -264,18 +264,20 @@ def as_shown(layer: Layer, data: np.ndarray | None = None) -> np.ndarray:
     return apply_orientation(np.asarray(layer.data if data is None else data), view_orientation(layer))
 
 
-def to_layer_order(layer: Layer) -> Callable[[np.ndarray], np.ndarray]:
-    """The inverse of `as_shown` for `layer` as its orientation is now: the function it returns puts an array in
-    shown order back on the layer's data grid, and a worker thread can call it without reading the layer."""
-    orientation = view_orientation(layer)
+def to_layer_order(layer: Layer, orientation: np.ndarray | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """The inverse of `as_shown` for `layer` as its orientation is now (or as `orientation`, its `view_orientation`
+    kept from earlier): the function it returns puts an array in shown order back on the layer's data grid, and a
+    worker thread can call it without reading the layer."""
+    orientation = view_orientation(layer) if orientation is None else orientation
     identity = np.column_stack([np.arange(len(orientation)), np.ones(len(orientation))])
     transform = ornt_transform(identity, orientation)
     return lambda shown: np.ascontiguousarray(apply_orientation(shown, transform))
 
 
-def shown_index(layer: Layer, point: np.ndarray) -> tuple[float, ...]:
-    """`point` in `layer`'s data coordinates as an index into `as_shown(layer)`, the order the model reads."""
-    orientation = view_orientation(layer)
+def shown_index(layer: Layer, point: np.ndarray, orientation: np.ndarray | None = None) -> tuple[float, ...]:
+    """`point` in `layer`'s data coordinates as an index into `as_shown(layer)`, the order the model reads (or the
+    order of an earlier `orientation`, see `to_layer_order`)."""
+    orientation = view_orientation(layer) if orientation is None else orientation
     shown = [0.0] * len(orientation)
     for axis, (target, flip) in enumerate(orientation):
         value = float(point[axis])
@@ -283,10 +285,10 @@ def shown_index(layer: Layer, point: np.ndarray) -> tuple[float, ...]:
     return tuple(shown)
 
 
-def data_index(layer: Layer, shown: np.ndarray) -> np.ndarray:
-    """The inverse of `shown_index` for points (n, layer.ndim): indices into `as_shown(layer)` as `layer`'s data
-    coordinates."""
-    orientation = view_orientation(layer)
+def data_index(layer: Layer, shown: np.ndarray, orientation: np.ndarray | None = None) -> np.ndarray:
+    """The inverse of `shown_index` for points (n, layer.ndim): indices into `as_shown(layer)` (or into the order of
+    an earlier `orientation`) as `layer`'s data coordinates."""
+    orientation = view_orientation(layer) if orientation is None else orientation
     shown = np.asarray(shown, dtype=float).reshape(-1, len(orientation))
     point = np.empty_like(shown)
     for axis, (target, flip) in enumerate(orientation):

@@ -36,7 +36,7 @@ from .layer_watch import LayerWatch
 from .layers import (
     LayerPicker, as_shown, binary_mask, current_slice, edited, hand_over, image_choices, labels_choices, mark_edited,
     owned_layer, placement_fix, put_owned_layer, segmentation_shown, set_owned_data, shown_elsewhere, to_layer_order,
-    tumour_mask,
+    tumour_mask, view_orientation,
 )
 from .readouts import Readouts, readouts_text, volume_readouts, with_slice, write_readouts_csv
 from .review import ReviewList
@@ -237,8 +237,10 @@ class SegmentWidget(Container):
         self.progress.value = 0
         options = SegmentOptions(tta=self.tta.value, postprocess=self.cleanup.config(), precision=self.precision.value)
         spacing = tuple(layer.scale) if _volume_unit(layer) else None
-        self._pending_input = (image, rgb, source, device, options, spacing)
-        self.job.start(segment_job, self._cache, source, device, image, rgb, options, to_layer_order(layer), spacing,
+        orientation = view_orientation(layer)
+        self._pending_input = (image, rgb, source, device, options, spacing, orientation)
+        self.job.start(segment_job, self._cache, source, device, image, rgb, options,
+                       to_layer_order(layer, orientation), spacing,
                        on_item=self._on_item, on_done=self._keep_orphan_setting,  # see its docstring
                        on_error=self._segment_failed)
 
@@ -267,14 +269,14 @@ class SegmentWidget(Container):
                                 "is dropped: segment it again")
             return
         self._source, self._probability, self._loaded_choice = source, result.probability, self._pending_choice
-        image, rgb, model, device, options, spacing = self._pending_input
+        image, rgb, model, device, options, spacing, orientation = self._pending_input
         self._review = PieceReview(self._probability, spacing)
         self._take_over(source)
         self._keep_edited_tumour(source)
         self._shown = self._painted = None  # a new segmentation starts afresh
         self._show_mask(result)
         self.corrections.reset(CorrectionTarget(source, self._pending_data, image, rgb, self._segmented.probability,
-                                                model, device, options, spacing))
+                                                model, device, options, spacing, orientation))
         self._show_probability()
         self.update_readouts()
         if self.cleanup.config() != result.postprocess:
