@@ -141,3 +141,23 @@ def test_a_new_threshold_after_the_image_was_flipped_keeps_the_mask_where_it_was
     np.testing.assert_allclose(owned_layer(viewer, widget._source, "clicks").data[-1], (1.0, 10.0, 50.0))
     assert notes["error"] == [] and notes["warning"] == []
 
+
+@pytest.mark.parametrize("moved", ["image scaled", "image flipped", "tumour layer moved"])
+def test_a_click_once_the_image_and_its_tumour_layer_lie_apart_is_refused(qtbot, viewer, notes, tiny_click_model,
+                                                                         moved):
+    """A click is placed on the image and changes the tumour layer at the same voxel: with the image given a scale
+    of 2, a click changed the mask at half the distance from the origin, away from where the user clicked."""
+    widget = _clicked(qtbot, viewer, tiny_click_model)
+    tumour = widget.prediction_layer()
+    if moved == "image scaled":
+        widget._source.scale = (1, 2, 2)
+    elif moved == "image flipped":
+        widget._source.scale = (1, -1, 1)
+    else:
+        tumour.translate = (0, 10, 0)
+    before = np.array(tumour.data, copy=True)
+    widget.corrections.add_click(np.asarray((1.0, 10.0, 50.0)), True)
+    settle(qtbot, widget)
+    assert len(widget.corrections.session.clicks) == 2
+    np.testing.assert_array_equal(tumour.data, before)
+    assert "no longer lie on each other" in notes["warning"][-1] and notes["error"] == []

@@ -29,7 +29,8 @@ from ..engine.predict import SegmentOptions
 from . import notify
 from .job import JobRunner
 from .layers import (
-    data_index, image_choices, owned_layer, put_owned_layer, segmentation_shown, shown_index, to_layer_order,
+    data_index, image_choices, owned_layer, put_owned_layer, placement_fix, segmentation_shown, shown_elsewhere,
+    shown_index, to_layer_order,
 )
 from .workers import LayerResult, ModelCache
 
@@ -216,14 +217,21 @@ class ClickCorrections:
 
     def _cannot_click(self) -> str | None:
         """Why no segmented image is there to correct, or None: none was segmented yet, the user deleted it (a click
-        then ran on the gone image's session, its point was added, and nothing showed the result), or replaced its
+        then ran on the gone image's session, its point was added, and nothing showed the result), replaced its
         data (the click, placed on the new data, corrected the old scan's mask: another place, maybe another
-        shape)."""
+        shape), or it and its tumour layer no longer lie on each other (a click on the image given a scale of 2
+        changed the mask at half the distance from the origin, where the user had not clicked)."""
         if not self._target_shown():
             return NO_SEGMENTATION
         source = self.target.source
         if source.data is not self.target.data:
             return f"the data of '{source.name}' was replaced since it was segmented: segment it again"
+        tumour = owned_layer(self.viewer, source, "tumour")
+        # both ways: a layer placed by napari's defaults alone is taken to lie on any other (`shown_elsewhere`)
+        if shown_elsewhere(tumour, source) is not None or shown_elsewhere(source, tumour) is not None:
+            return (f"'{source.name}' and '{tumour.name}' no longer lie on each other (one was moved, scaled, rotated "
+                    f"or flipped since it was segmented): a click on one would correct the other elsewhere; segment "
+                    f"'{source.name}' again, or {placement_fix(tumour, source)}")
         return None
 
     def undo(self) -> None:
