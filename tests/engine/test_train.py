@@ -1,4 +1,5 @@
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -209,6 +210,21 @@ def test_resume_refuses_other_scans_and_names_them(scans, tmp_path):
     with pytest.raises(InputError, match=rf"scans differ: 1 new \(someone else\); 1 gone \({scans[0].name}\)"):
         list(train_model(other, resumed, tmp_path / "m"))
     assert [e.epoch for e in train_model(scans, resumed, tmp_path / "m") if isinstance(e, EpochEnd)] == [2]
+
+
+def test_resuming_a_fine_tuned_run_without_its_init_says_to_give_it_again(scans, tiny_model_dir, tmp_path):
+    """The network of a fine-tuned run is the --init model's: resumed without it, the refusal said only "(Error(s) in
+    loading state_dict for Unet:)"; it names the model the run started from. With it, the run goes on."""
+    from napari_lgg_unet.engine.errors import ModelError
+
+    fine_tune = dict(steps_per_epoch=1, init=str(tiny_model_dir), **FAST)
+    list(train_model(scans[:1], TrainConfig(epochs=1, **fine_tune), tmp_path / "m"))
+    without = TrainConfig(epochs=2, steps_per_epoch=1, resume=True, **FAST)
+    with pytest.raises(ModelError, match=re.escape(f"fine-tuned from --init {tiny_model_dir}, and this one is built "
+                                                   f"without --init; give --init {tiny_model_dir} again")):
+        list(train_model(scans[:1], without, tmp_path / "m"))
+    resumed = list(train_model(scans[:1], TrainConfig(epochs=2, resume=True, **fine_tune), tmp_path / "m"))
+    assert [e.epoch for e in resumed if isinstance(e, EpochEnd)] == [2]
 
 
 def test_a_corrupt_resume_state_is_refused_with_a_clear_message(scans, tmp_path):

@@ -135,9 +135,14 @@ class RunFolder:
         write_tensors_atomic(self.resume_file, tensors, metadata)
 
     def load_resume_state(
-        self, network: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
+        self, network: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+        init: str | None = None,
     ) -> RunProgress:
-        """Restore weights, optimizer, scaler and RNG in place after checking every part; return the progress."""
+        """Restore weights, optimizer, scaler and RNG in place after checking every part; return the progress.
+
+        `init` is the model the resumed run was built from (--init, None: from scratch). It may change on resume (the
+        weights come from the state), but the network is built from it: a run fine-tuned from `--init default` and
+        resumed without it was refused as "(Error(s) in loading state_dict for Unet:)", which says nothing of why."""
         metadata = self._metadata()
         try:
             tensors = load_file(str(self.resume_file))
@@ -161,7 +166,8 @@ class RunFolder:
             torch.set_rng_state(tensors["rng.torch"])
         except (KeyError, ValueError, RuntimeError, TypeError) as error:
             first = (str(error).strip().splitlines() or [""])[0]
-            raise ModelError(f"cannot resume from {self.resume_file}: it does not match this run ({first})") from None
+            why = _other_start(metadata["settings"].get("init"), init) or f" ({first})"
+            raise ModelError(f"cannot resume from {self.resume_file}: it does not match this run{why}") from None
         return progress
 
     def trained_precision(self, device: torch.device) -> Precision | None:
@@ -202,6 +208,17 @@ class RunFolder:
             writer.writeheader()
             writer.writerows(history)
             write_text_atomic(self.path / HISTORY_CSV, buffer.getvalue())
+
+
+def _other_start(saved: object, now: str | None) -> str:
+    """Why a resumed network may not fit its saved state: the saved run started from another model (or none) than
+    this one, and the network is built from that model; empty when both start alike."""
+    if saved == now:
+        return ""
+    started = f"was fine-tuned from --init {saved}" if saved else "started from scratch"
+    again = f"give --init {saved} again" if saved else "leave --init out"
+    this = f"from --init {now}" if now else "without --init"
+    return f": the saved run {started}, and this one is built {this}; {again}"
 
 
 def _patients_differ(saved: list[str], now: list[str]) -> str:

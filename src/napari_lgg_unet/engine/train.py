@@ -163,7 +163,7 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Gro
     prepare_network(network.to(device).train(), chosen)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
     scaler = grad_scaler(chosen)
-    progress = folder.load_resume_state(network, optimizer, scaler) if config.resume else RunProgress()
+    progress = folder.load_resume_state(network, optimizer, scaler, config.init) if config.resume else RunProgress()
     dataset = SliceDataset(split.train, config.augment, config.seed, model_config.inputs, config.single_slice_fraction)
     steps = config.steps_per_epoch or max(1, len(dataset) // (config.batch_size * group.world))
     workers = config.workers if config.workers is not None else physical_cores() // group.local_world
