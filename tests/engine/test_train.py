@@ -179,6 +179,18 @@ def test_training_refuses_to_overwrite_an_existing_model_unless_resuming(scans, 
     assert (model / "model.safetensors").read_bytes() == before
 
 
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_folder_with_the_users_own_config_json_is_refused_as_theirs_not_as_a_model(scans, tmp_path, resume):
+    """A config.json of another tool was called "a model", and the advice was to continue its run with --resume."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.json").write_text('{"learning_rate": 0.1}\n')
+    with pytest.raises(InputError, match="config.json is not a napari-lgg-unet/1 model file, and saving a model "
+                                         "here would replace it"):
+        list(train_model(scans, TrainConfig(epochs=1, steps_per_epoch=1, resume=resume, **FAST), tmp_path / "mine"))
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["config.json"]
+    assert (tmp_path / "mine" / "config.json").read_text() == '{"learning_rate": 0.1}\n'
+
+
 def test_a_second_run_into_a_locked_folder_is_refused_while_the_first_goes_on(scans, tmp_path):
     first = train_model(scans, TrainConfig(epochs=1, steps_per_epoch=2, **FAST), tmp_path / "m")
     next(first)  # holds the folder's lock from here on

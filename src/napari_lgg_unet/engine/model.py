@@ -169,7 +169,7 @@ def save_model(network: torch.nn.Module, config: ModelConfig, folder: str | Path
 
 def write_config(config: ModelConfig, folder: str | Path) -> None:
     """Replace a model folder's config.json atomically (e.g. after calibrating its threshold)."""
-    _check_replaceable(Path(folder))
+    check_replaceable(Path(folder))
     write_text_atomic(Path(folder) / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
 
 
@@ -179,7 +179,7 @@ def _make_model_folder(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder} is a file, not a folder: a model is saved as a folder ({CONFIG_FILE} and "
                          f"{WEIGHTS_FILE}); choose a folder (the file was left as it is)")
-    _check_replaceable(folder)
+    check_replaceable(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -187,7 +187,7 @@ def _make_model_folder(folder: Path) -> None:
                          "choose another folder") from None
 
 
-def _check_replaceable(folder: Path) -> None:
+def check_replaceable(folder: Path) -> None:
     """Refuse, before anything is written, a folder whose config.json or model.safetensors is not a model of ours.
 
     Both names are common (a Hugging Face model folder holds exactly these two files, and many tools write a

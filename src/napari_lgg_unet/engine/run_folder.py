@@ -23,7 +23,9 @@ from safetensors.torch import load_file
 from .atomic import write_tensors_atomic, write_text_atomic
 from .errors import InputError, ModelError, few_names
 from .folder_lock import held_folder
-from .model import CONFIG_FILE, UNREADABLE_TENSORS, WEIGHTS_FILE, in_packaged_weights, not_a_model_folder
+from .model import (
+    CONFIG_FILE, UNREADABLE_TENSORS, WEIGHTS_FILE, check_replaceable, in_packaged_weights, not_a_model_folder,
+)
 from .precision import RESOLVED, Precision
 from .validate import from_json
 
@@ -86,7 +88,11 @@ class RunFolder:
     def check_start(self, settings: dict, resume: bool) -> None:
         """Refuse to start over a model, or to resume without a matching resume state; say what to do instead.
 
-        `settings` are those a resumed run must share with the saved one (`TrainConfig.must_match_on_resume`)."""
+        `settings` are those a resumed run must share with the saved one (`TrainConfig.must_match_on_resume`). A
+        config.json or model.safetensors that is not a model of ours is named first: it is the user's own file (many
+        tools write a config.json), which a run would replace, and "already holds a model; ... continue its run with
+        --resume" sent them to resume a run that never was."""
+        check_replaceable(self.path)
         if not resume:
             if self.holds_model() or self.holds_resume_state():
                 raise InputError(f"{self.path} already holds a model; choose a new output folder, "
