@@ -16,6 +16,7 @@ from napari_lgg_unet.engine.errors import InputError, InputWarning
 from napari_lgg_unet.engine.events import EpochEnd, Finished, Step
 from napari_lgg_unet.engine.io import Scan, load_patient
 from napari_lgg_unet.engine.model import load_model, read_config
+from napari_lgg_unet.engine.run_folder import RunFolder
 from napari_lgg_unet.engine.train import TrainConfig, train_model
 
 from temp_files import LOOKALIKES, leftovers_of_a_killed_writer
@@ -63,16 +64,27 @@ def test_stop_mid_run_ends_cleanly_and_keeps_the_best_model(scans, tmp_path):
     assert load_model(tmp_path / "m").config.training.best_epoch == 1
 
 
-def test_stop_before_the_first_epoch_still_leaves_a_model(scans, tmp_path):
-    events = list(train_model(scans, TrainConfig(epochs=2, steps_per_epoch=10, **FAST), tmp_path / "m", lambda: True))
-    assert events[-1].stopped and events[-1].best_epoch == 1
+def test_a_stop_after_a_few_steps_leaves_a_model_and_one_before_any_step_records_no_epoch(scans, tmp_path):
+    """Stopped before its first step, a run saved the untrained network as 'best epoch 1, train loss 0.0' and counted
+    epoch 1 as done, so --resume skipped it."""
+    asked = iter([False, False, True])  # two steps, then stop
+    events = list(train_model(scans, TrainConfig(epochs=2, steps_per_epoch=10, **FAST), tmp_path / "m",
+                              lambda: next(asked)))
+    assert events[-1].stopped and events[-1].best_epoch == 1 and events[-1].history[0].train_loss > 0
     load_model(tmp_path / "m")
+
+    events = list(train_model(scans, TrainConfig(epochs=2, steps_per_epoch=10, **FAST), tmp_path / "n", lambda: True))
+    assert events[-1].stopped and events[-1].best_epoch is None and events[-1].history == []
+    assert "no epoch finished" in events[-1].message and not RunFolder(tmp_path / "n").holds_model()
+    again = list(train_model(scans, TrainConfig(epochs=1, steps_per_epoch=1, **FAST), tmp_path / "n"))
+    assert [e.epoch for e in again if isinstance(e, EpochEnd)] == [1]  # the folder takes a new run
 
 
 def test_scans_given_as_a_generator_are_all_trained_on(scans, tmp_path):
     """The first look at the scans (their names, for the folder's lock) no longer uses a generator up."""
     config = TrainConfig(epochs=1, steps_per_epoch=1, val_fraction=0.0, **FAST)
-    events = list(train_model((scan for scan in scans), config, tmp_path / "m", lambda: True))
+    asked = iter([False, True])  # one step, then stop
+    events = list(train_model((scan for scan in scans), config, tmp_path / "m", lambda: next(asked)))
     assert sorted(load_model(tmp_path / "m").config.training.split["train"]) == sorted(PATIENTS)
     assert events[-1].stopped
 

@@ -108,8 +108,8 @@ def train_model(
                             run.stopped = True
                             break
                         yield _train_step(run, x, y)
-                    if run.stopped and run.progress.best_epoch is not None:
-                        break  # stop promptly: the best model is already on disk
+                    if run.stopped and (run.progress.best_epoch is not None or run.seen == 0):
+                        break  # stop promptly: the best model is on disk, or no step was taken to make one
                     yield _end_epoch(run)
                     if run.stopped:
                         break
