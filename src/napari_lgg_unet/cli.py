@@ -256,7 +256,7 @@ def _run_train(args: argparse.Namespace) -> int:
         print(f"loading patients from {args.data} ...", flush=True)
     scans = [load_scan(source, require_mask=True) for source in sources]
     progress = _TrainingProgress()
-    with stop_on_signals() as stop:
+    with stop_on_signals(_say_stopping if main_process else None) as stop:
         try:
             for event in train_model(scans, config, args.out, stop):
                 if main_process:
@@ -264,6 +264,11 @@ def _run_train(args: argparse.Namespace) -> int:
         finally:
             progress.close()
     return 0
+
+
+def _say_stopping() -> None:
+    print("stopping after the current step (and validation, if one is running); the best model so far is kept, "
+          "and --resume continues the run", file=sys.stderr, flush=True)
 
 
 class _TrainingProgress:

@@ -169,6 +169,7 @@ def test_sigterm_to_the_whole_process_group_stops_a_run_with_loader_workers_betw
             break
     rest = run.communicate(timeout=300)[1]
     assert run.returncode == 0 and "error" not in rest, "".join(seen) + rest
+    assert rest.count("stopping after the current step") == 1  # said at once: a stop may wait for a validation
     assert 1 <= len(json.loads((out / "history.json").read_text())) < 50
 
 

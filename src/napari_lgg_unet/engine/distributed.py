@@ -219,14 +219,22 @@ def _lost_a_process(error: RuntimeError) -> bool:
 
 
 @contextlib.contextmanager
-def stop_on_signals() -> Iterator[Callable[[], bool]]:
+def stop_on_signals(notice: Callable[[], None] | None = None) -> Iterator[Callable[[], bool]]:
     """Yield a `stop` callable that turns true on Ctrl-C, SIGTERM or SIGUSR1, instead of the process dying.
 
     Training polls it between steps (and agrees on it across processes), so a scheduler's pre-emption ends a run
-    with the resume state on disk and exit code 0. Main thread only (Python's rule for signal handlers).
+    with the resume state on disk and exit code 0. `notice` runs on the first signal: during a long validation the
+    stop comes minutes later, and a Ctrl-C nothing answered looked ignored. Main thread only (Python's rule for
+    signal handlers).
     """
     asked = threading.Event()
-    with _signals_handled(lambda *_: asked.set()):
+
+    def ask(*_: object) -> None:
+        if notice is not None and not asked.is_set():
+            notice()
+        asked.set()
+
+    with _signals_handled(ask):
         yield asked.is_set
 
 
