@@ -88,6 +88,13 @@ def test_scans_given_as_a_generator_are_all_trained_on(scans, tmp_path):
     assert events[-1].best_epoch == 1
 
 
+def test_masks_that_are_all_empty_are_refused_naming_them_in_words_for_the_cli_too(tmp_path):
+    """The refusal said "the labels are empty: paint tumour", advice for the widget, to a CLI user's mask files."""
+    empty = [replace(_painted(name, 3), mask=np.zeros((3, 64, 64), bool)) for name in ("P1", "P2")]
+    with pytest.raises(InputError, match=r"every mask is empty \(P1 and P2\): mark tumour .*give masks that hold"):
+        list(train_model(empty, TrainConfig(epochs=1, steps_per_epoch=1, val_fraction=0.0, **FAST), tmp_path / "m"))
+
+
 def _painted(name: str, slices: int) -> Scan:
     """A small grey scan whose every slice has a square of tumour."""
     image = np.random.default_rng(0).random((slices, 64, 64), dtype=np.float32)

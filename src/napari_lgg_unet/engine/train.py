@@ -343,9 +343,11 @@ def _prepare(scans: list[Scan], config: TrainConfig, preprocess: PreprocessConfi
                for s in scans}
     volumes = {name: v for name, v in volumes.items() if len(v.mask)}
     if not volumes:
-        raise InputError("no labelled slices to learn from: paint tumour on at least one slice")
+        raise InputError("no labelled slices to learn from: mark tumour on at least one slice (paint it in napari, "
+                         "or give masks that hold some)")
     if not any(v.mask.any() for v in volumes.values()):
-        raise InputError("the labels are empty: paint tumour on at least one slice")
+        raise InputError(f"every mask is empty ({few_names(sorted(volumes))}): mark tumour on at least one slice "
+                         "(paint it in napari, or give masks that hold some)")
     train = [volumes[n] for n in train_names if n in volumes]
     val = [volumes[n] for n in val_names if n in volumes]
     if len(volumes) == 1 and config.val_fraction > 0:
