@@ -278,3 +278,27 @@ def _train_over_a_model(rank: int, port: int, out: str) -> None:
 
 def test_a_refusal_on_rank_0_reaches_every_rank_as_the_same_error_type(tmp_path, tiny_model_dir):
     torch.multiprocessing.spawn(_train_over_a_model, args=(free_port(), str(tiny_model_dir)), nprocs=2)
+
+
+def _train_with_other_scans_and_out_on_rank_1(rank: int, port: int, out: str) -> None:
+    """One rank of a job whose rank 1 sees another --data (one more scan): both refuse at once. Each has its own
+    output folder, which is allowed (only rank 0 writes; a caller may give each rank a temporary folder)."""
+    from napari_lgg_unet.engine.errors import InputError
+
+    os.environ.update(rank_variables(rank, port))
+    mask = np.zeros((2, 32, 32), bool)
+    mask[:, 8:16, 8:16] = True
+    scans = [Scan(name, np.ones((2, 32, 32), np.float32), mask, False) for name in ("P1", "P2", "P3")[: 2 + rank]]
+    said = ("process 1 of 2 was started otherwise than process 0: scans: 1 that process 0 lacks \\(P3\\);"
+            if rank else "process 1 of 2 started otherwise than process 0 \\(their own lines say how\\)")
+    with pytest.raises(InputError, match=said):
+        list(train_model(scans, TrainConfig(epochs=1, workers=0, device="cpu", image_size=32, steps_per_epoch=1,
+                                            batch_size=2), f"{out}{rank}"))
+
+
+def test_ranks_started_with_other_data_refuse_with_what_differs_before_any_folder_is_made(tmp_path):
+    # Another --data on rank 1 trained silently on other patients than rank 0 recorded, or (other step counts) ended
+    # rank 0 in a C++ abort of gloo ("collective mismatch") and rank 1 with "another process ended".
+    torch.multiprocessing.spawn(_train_with_other_scans_and_out_on_rank_1, args=(free_port(), str(tmp_path / "m")),
+                                nprocs=2)
+    assert list(tmp_path.iterdir()) == []

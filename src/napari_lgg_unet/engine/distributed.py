@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from .device import pick_device
-from .errors import DeviceError, InputError, JobError, LggUnetError
+from .errors import DeviceError, InputError, JobError, LggUnetError, few_names
 from .precision import Precision, choose
 
 T = TypeVar("T")
@@ -82,6 +82,29 @@ class Group:
             error = _error_from_json(verdict) if verdict else None
         if error is not None:
             raise error
+
+    def check_same(self, facts: dict[str, Any], advice: str) -> None:
+        """Refuse, on every process, a job whose processes were started with other `facts` than rank 0 (its
+        settings, output folder, scans): each rank acts on its own, so a rank given another --data trained on other
+        patients than rank 0 recorded (silently, with --steps-per-epoch), or its step count differed and the ranks'
+        collectives went out of step, which gloo ends by aborting rank 0 with a C++ 'collective mismatch' crash.
+
+        A rank that differs says how (`facts` values: plain values, or dicts of names, e.g. scan -> shape); the
+        others name the ranks that differ. `advice` ends both messages."""
+        if self.world == 1:
+            return
+        mine = json.loads(json.dumps(facts))  # tuples as lists, as rank 0's arrive
+        theirs = json.loads(self.broadcast_text(json.dumps(mine)))
+        differences = [line for key in mine for line in _differences(key, theirs.get(key), mine[key])]
+        flags = self.sum([float(rank == self.rank and bool(differences)) for rank in range(self.world)])
+        odd = [str(rank) for rank, flag in enumerate(flags) if flag]
+        if differences:
+            raise InputError(f"process {self.rank} of {self.world} was started otherwise than process 0: "
+                             f"{'; '.join(differences)}; {advice}")
+        if odd:
+            ranks = f"process {odd[0]}" if len(odd) == 1 else f"processes {few_names(odd)}"
+            raise InputError(f"{ranks} of {self.world} started otherwise than process 0 (their own lines say how); "
+                             f"{advice}")
 
     def broadcast_text(self, text: str) -> str:
         """Rank 0's `text` on every process, sent as bytes in tensors: nothing is pickled, so a rank unpickles
@@ -266,6 +289,20 @@ def _signals_handled(handler: Callable[..., Any]) -> Iterator[None]:
     finally:
         for number, old in previous.items():
             signal.signal(number, old)
+
+
+def _differences(what: str, theirs: Any, mine: Any) -> list[str]:
+    """How this process's `mine` differs from rank 0's `theirs`, in a few words for one line: for a dict (names ->
+    values) the names only one side has and those whose values differ, in a few names each."""
+    if theirs == mine:
+        return []
+    if not (isinstance(theirs, dict) and isinstance(mine, dict)):
+        return [f"{what} {theirs!r} on process 0, {mine!r} here"]
+    only_here, only_there = sorted(set(mine) - set(theirs)), sorted(set(theirs) - set(mine))
+    changed = sorted(name for name in set(mine) & set(theirs) if mine[name] != theirs[name])
+    return ([f"{what}: {len(only_here)} that process 0 lacks ({few_names(only_here)})"] if only_here else []) + (
+        [f"{what}: {len(only_there)} of process 0's missing here ({few_names(only_there)})"] if only_there else []) + (
+        [f"{what}: {len(changed)} that differ from process 0's ({few_names(changed)})"] if changed else [])
 
 
 def _error_from_json(text: str) -> LggUnetError:

@@ -96,7 +96,7 @@ def train_model(
     epoch, rank 0 alone writes, and a stop asked on any process stops all of them at the same step.
     """
     scans, folder, stop = _checked_request(scans, config, out_dir, stop)
-    with process_group(config.device) as group, _claimed(folder, config, group, sorted(s.name for s in scans)):
+    with process_group(config.device) as group, _claimed(folder, config, group, scans):
         run = _setup(scans, config, folder, group)
         try:
             yield _prepared(run)
@@ -137,9 +137,13 @@ def _checked_request(scans: Iterable[Scan], config: TrainConfig, out_dir: str | 
 
 
 @contextlib.contextmanager
-def _claimed(folder: RunFolder, config: TrainConfig, group: Group, patients: list[str]) -> Iterator[None]:
-    """Rank 0 locks the folder and checks the run may start there; the other processes wait for its verdict. A
-    resumed run must train on the same scans: other scans make another split, test patients included."""
+def _claimed(folder: RunFolder, config: TrainConfig, group: Group, scans: list[Scan]) -> Iterator[None]:
+    """Every process must have been started as rank 0 was (settings, scans); then rank 0 locks the folder and
+    checks the run may start there while the others wait for its verdict. A resumed run must train on the same
+    scans: other scans make another split, test patients included."""
+    patients = sorted(s.name for s in scans)
+    group.check_same(_started_as(config, scans), "every process of a job needs the same options and the same scans "
+                     "under --data (a shared file system on a cluster)")
     with contextlib.ExitStack() as held:
 
         def claim() -> None:
@@ -148,6 +152,15 @@ def _claimed(folder: RunFolder, config: TrainConfig, group: Group, patients: lis
 
         group.on_main(claim)
         yield
+
+
+def _started_as(config: TrainConfig, scans: list[Scan]) -> dict:
+    """What every process of a job must share: the settings (as flags; those of speed alone, the loader's workers and
+    threads, may suit each node) and each scan's name and shape (what the split and the step count depend on). Not
+    the output folder: rank 0 alone writes, and a caller may give each rank its own (a temporary folder each)."""
+    settings = {f"--{name.replace('_', '-')}": value for name, value in config.to_dict().items()
+                if name not in ("workers", "threads")}
+    return {**settings, "scans": {scan.name: list(scan.image.shape) for scan in scans}}
 
 
 def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Group) -> _Run:
