@@ -326,6 +326,30 @@ def _predict_as_rank(rank: int, port: int, argv: list[str], log: str, code: int 
         assert main(argv) == code
 
 
+def _predict_as_rank_with_own_argv(rank: int, port: int, argvs: list[list[str]], log: str) -> None:
+    """`_predict_as_rank` where each rank has its own command line (a mis-set environment), refused with exit 2."""
+    _predict_as_rank(rank, port, argvs[rank], log, 2)
+
+
+def test_under_torchrun_ranks_given_other_inputs_or_outputs_refuse_before_any_mask(tiny_model_dir, cohort, tmp_path):
+    # Each rank took every 2nd case of its own list: rank 1 (one case fewer, another --output) wrote its masks
+    # elsewhere, one case was never segmented, and rank 0 said "masks of 12 cases" over a folder holding 6 of them.
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    for name in CASES[:-1]:
+        (fewer / name).symlink_to(cohort / name)
+    argv = ["predict", "--model", str(tiny_model_dir), "--device", "cpu", "--output"]
+    argvs = [[*argv, str(tmp_path / "masks"), "--input", str(cohort)],
+             [*argv, str(tmp_path / "other"), "--input", str(fewer)]]
+    torch.multiprocessing.spawn(_predict_as_rank_with_own_argv, args=(free_port(), argvs, str(tmp_path / "log")),
+                                nprocs=2)
+    assert "process 1 of 2 started otherwise than process 0" in (tmp_path / "log.0").read_text()
+    said = (tmp_path / "log.1").read_text()
+    assert "process 1 of 2 was started otherwise than process 0: --output" in said
+    assert f"cases: 1 of process 0's missing here ({CASES[-1]})" in said
+    assert not (tmp_path / "masks").exists() and not (tmp_path / "other").exists()
+
+
 def test_under_torchrun_only_rank_0_prints(tiny_model_dir, cohort, tmp_path):
     argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(tmp_path / "masks"),
             "--device", "cpu"]

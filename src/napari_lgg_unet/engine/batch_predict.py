@@ -147,6 +147,12 @@ def claimed_output(out_dir: Path, cases: Sequence[ScanSource], group: Group = Gr
         raise ValueError(f"existing must be one of {get_args(ExistingOutputs)}, not {existing!r}")
     check_output(out_dir, cases, folder=True)
     check_unique_names(cases)
+    # each rank takes every N-th case of its own list: other lists (another --input) left cases unsegmented, other
+    # folders (another --output) scattered the masks, and rank 0 still said every case was done
+    group.check_same({"--output": os.path.abspath(out_dir), "what to do with existing masks": existing,
+                      "cases": {scan_name(case): position for position, case in enumerate(cases)}},
+                     "every process of a job needs the same --input (a shared file system on a cluster), the same "
+                     "--output and the same options")
     with contextlib.ExitStack() as held:
 
         def claim() -> None:
