@@ -302,3 +302,20 @@ def test_ranks_started_with_other_data_refuse_with_what_differs_before_any_folde
     torch.multiprocessing.spawn(_train_with_other_scans_and_out_on_rank_1, args=(free_port(), str(tmp_path / "m")),
                                 nprocs=2)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_first_line_names_the_processes_after_the_device_and_before_the_reason_for_the_precision(tmp_path):
+    # It read "on cpu, bf16, 1 threads; auto: remembered from 2026-12-04 in 2 processes (batch 4 each)".
+    from types import SimpleNamespace
+
+    from napari_lgg_unet.engine.train import _prepared
+
+    run = SimpleNamespace(
+        split=SimpleNamespace(train=[1, 2, 3], val=[4]), loader=SimpleNamespace(dataset=range(81)),
+        group=Group(rank=0, world=2), config=SimpleNamespace(batch_size=4, last_epoch=2), steps=3,
+        precision=Precision(torch.device("cpu"), "bf16", False, "auto: remembered from 2026-12-04"),
+        progress=SimpleNamespace(epochs_done=0), folder=SimpleNamespace(path=tmp_path))
+    threads = torch.get_num_threads()
+    assert _prepared(run).message == ("3 training and 1 validation volumes, 81 slices, on cpu, bf16, "
+                                      f"{threads} threads in 2 processes (batch 4 each); "
+                                      "auto: remembered from 2026-12-04")

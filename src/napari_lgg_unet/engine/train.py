@@ -231,11 +231,14 @@ def _let_go(run: _Run) -> None:
 
 
 def _prepared(run: _Run) -> Prepared:
+    """The run's first line. The processes follow the device and precision, before the precision's reason: after it,
+    'auto: remembered from <date> in 2 processes' read as if the remembering had been done in 2 processes."""
     split, slices, world = run.split, len(run.loader.dataset), run.group.world
     processes = f" in {world} processes (batch {run.config.batch_size} each)" if world > 1 else ""
+    where, _, why = run.precision.label.partition("; ")
     return Prepared(
         f"{len(split.train)} training and {len(split.val)} validation volumes, {slices} slices, "
-        f"on {run.precision.label}{processes}",
+        f"on {where}{processes}{f'; {why}' if why else ''}",
         run.progress.epochs_done, run.config.last_epoch, run.steps, str(run.folder.path),
     )
 
