@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -319,3 +320,21 @@ def test_the_first_line_names_the_processes_after_the_device_and_before_the_reas
     assert _prepared(run).message == ("3 training and 1 validation volumes, 81 slices, on cpu, bf16, "
                                       f"{threads} threads in 2 processes (batch 4 each); "
                                       "auto: remembered from 2026-12-04")
+
+
+def test_a_rank_waiting_for_a_peer_that_never_joins_ends_on_sigterm(tmp_path):
+    # It waited for the 30-minute default timeout: the stop handler only set a flag, and torchrun had to SIGKILL it.
+    script = ("from napari_lgg_unet.engine.distributed import process_group, stop_on_signals\n"
+              "print('joining', flush=True)\n"
+              "with stop_on_signals(), process_group('cpu'):\n"
+              "    pass\n")
+    rank_0 = _launch(["-c", script], free_port(), 0, stdout=subprocess.PIPE, text=True)  # rank 1 never comes
+    try:
+        assert rank_0.stdout.readline() == "joining\n"
+        time.sleep(1)  # into init_process_group
+        rank_0.send_signal(signal.SIGTERM)
+        assert rank_0.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        if rank_0.poll() is None:
+            rank_0.kill()
+            rank_0.wait()

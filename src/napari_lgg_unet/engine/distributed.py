@@ -222,7 +222,8 @@ def process_group(requested_device: str | torch.device = "auto") -> Iterator[Gro
         torch.cuda.set_device(device)
     opened = not dist.is_initialized()
     if opened:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        with _stoppable_while_waiting():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         yield Group(ranks.rank, ranks.world, ranks.local_rank, ranks.local_world, device)
     except RuntimeError as error:
@@ -233,6 +234,19 @@ def process_group(requested_device: str | torch.device = "auto") -> Iterator[Gro
     finally:
         if opened:
             dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def _stoppable_while_waiting() -> Iterator[None]:
+    """Let the stop signals end this process while it waits for the others to join: a rank whose peer failed before
+    joining (another node's missing --data) waited up to the 30-minute default timeout, and as `stop_on_signals` only
+    sets a flag that nothing reads there, it outlived Ctrl-C and SIGTERM (torchrun's too, which had to SIGKILL it
+    after its shutdown timeout). Nothing is written before the group is joined, so there is nothing to keep."""
+    if threading.current_thread() is not threading.main_thread():  # Python's rule for signal handlers
+        yield
+        return
+    with _signals_handled(signal.SIG_DFL):
+        yield
 
 
 def _lost_a_process(error: RuntimeError) -> bool:
