@@ -310,6 +310,39 @@ def test_a_mask_keeps_its_scans_qform_sform_and_pixdim_so_every_viewer_overlays_
         np.testing.assert_allclose(getattr(by_itk[1], read)(), getattr(by_itk[0], read)(), atol=1e-4, err_msg=read)
 
 
+_SHEAR = np.array([[1.0, 0.2, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+ITK_HEADERS = HEADERS | {"sheared sform": lambda: _header_with(None, 0, SFORM @ _SHEAR, 1),
+                         "sform only, pixdim alike": lambda: _header_with(None, 0, SFORM, 1, zooms=(1.0, 1.0, 2.0))}
+# ITK reads the others otherwise: it follows the qform, or reads pixdim (0.9 x 1.2 x 3 mm) as the voxel size
+ITK_PLACES_ALIKE = ("qform only", "in metres", "sform only, pixdim alike")
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+@pytest.mark.parametrize("name", ITK_HEADERS)
+@pytest.mark.filterwarnings("ignore::napari_lgg_unet.engine.errors.InputWarning")  # "neither": no orientation
+def test_an_nrrd_or_mha_mask_lands_where_itk_places_its_nifti_scan_or_is_refused(tmp_path, name, suffix):
+    """An NRRD or MHA mask holds one placement, nibabel's. Where ITK-based viewers (3D Slicer, ITK-SNAP) place the
+    NIfTI scan otherwise (a qform beside a different sform; no codes, pixdim read as LPS; pixdim's voxel size beside
+    another sform's; a shear ITK cannot follow), the mask was written anyway and landed rotated, scaled or mirrored
+    front to back on its scan there: it is refused, with .nii.gz advised, which keeps the scan's header and so
+    overlays it in every tool."""
+    import SimpleITK as sitk
+
+    nib.save(ITK_HEADERS[name](), tmp_path / "scan.nii.gz")
+    scan = load_scan(tmp_path / "scan.nii.gz")
+    target = tmp_path / f"m{suffix}"
+    if name not in ITK_PLACES_ALIKE:
+        with pytest.raises(InputError, match=rf"^cannot write m{re.escape(suffix)}: its scan's NIfTI header .+; save "
+                                             r"the mask as \.nii\.gz, which keeps the scan's header as it is$"):
+            write_mask(target, scan.image > 0, scan)
+        assert not target.exists()
+        return
+    write_mask(target, scan.image > 0, scan)
+    by_itk = [sitk.ReadImage(str(path)) for path in (tmp_path / "scan.nii.gz", target)]
+    for read in ("GetOrigin", "GetDirection", "GetSpacing"):
+        np.testing.assert_allclose(getattr(by_itk[1], read)(), getattr(by_itk[0], read)(), atol=1e-4, err_msg=read)
+
+
 def test_a_nifti_without_orientation_is_read_with_one_warning_that_says_what_was_assumed(tmp_path):
     """qform_code and sform_code 0: nibabel places the voxels by pixdim, ITK by its own default, so where the patient
     lies is a guess. The file is read (not refused), and the user is told, once, what the guess was and what the

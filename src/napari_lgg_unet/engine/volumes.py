@@ -413,12 +413,52 @@ def save_nifti(path: Path, data: np.ndarray, geometry: Geometry, suffix: str) ->
         nib.save(image, tmp)
 
 
+def itk_placement_differs(geometry: Geometry) -> str | None:
+    """What in a NIfTI scan's header lets ITK-based tools (3D Slicer, ITK-SNAP, SimpleITK) place it elsewhere than
+    nibabel, whose placement (`affine`) an NRRD or MHA mask would get: one origin, spacing and direction, no codes and
+    no second transform. None when every tool places it alike (always, for a DICOM, NRRD or MHA scan).
+
+    ITK reads pixdim alone as LPS axes from a header with both codes 0, may follow the qform where nibabel follows the
+    sform (ITK 5.4 does unless the sform_code is 1; older ITK always did), takes the voxel size from pixdim even where
+    it follows the sform, and cannot follow a sheared sform; a mask
+    that kept nibabel's placement landed mirrored, rotated or shifted on its scan in those viewers, while a NIfTI mask,
+    which keeps the header as it is, overlays its scan in every tool. Differences under a tenth of a voxel at the grid's
+    corners (float rounding, the qform's orthogonalised scanner axes) move nothing."""
+    if not geometry.oriented:
+        return UNORIENTED
+    corners = np.array(np.meshgrid(*[(0, n - 1) for n in geometry.shape], indexing="ij")).reshape(3, -1)
+    corners = np.vstack([corners, np.ones(corners.shape[1])])
+    tolerance = 0.1 * min(geometry.spacing) / MM_PER_UNIT[geometry.units]  # in the file's units, as the affines are
+
+    def moved(other: np.ndarray) -> bool:
+        return float(np.abs((other - geometry.matrix) @ corners).max()) > tolerance
+
+    if geometry.qform_code > 0 and moved(geometry.qform_matrix):
+        return "has a qform and an sform that place it differently (its qform_code and sform_code are both set)"
+    sizes = np.linalg.norm(geometry.matrix[:3, :3], axis=0)
+    by_pixdim = geometry.matrix.copy()  # ITK takes the voxel size from pixdim (the stored qform's), whatever it follows
+    by_pixdim[:3, :3] *= np.linalg.norm(geometry.qform_matrix[:3, :3], axis=0) / sizes
+    if moved(by_pixdim):
+        return "gives a pixdim voxel size other than its sform's"
+    rigid = nib.Nifti1Header()
+    rigid.set_qform(geometry.matrix)  # the nearest transform whose voxel axes are at right angles, as ITK needs
+    if moved(rigid.get_qform()):
+        return "has a sheared sform (its voxel axes are not at right angles)"
+    return None
+
+
 def save_itk(path: Path, data: np.ndarray, geometry: Geometry, suffix: str) -> None:
     """Save source-grid voxels as a compressed NRRD or MHA (chosen by `suffix`) atomically.
 
     SimpleITK reports a failed write (a full disk, a folder gone) as a RuntimeError naming our temporary file and
     ITK's source lines; it becomes an InputError naming `path`, and the partial temporary file goes with the block.
+    A scan that ITK-based tools place elsewhere than nibabel (see `itk_placement_differs`) is refused: its mask must be
+    NIfTI, which keeps the scan's header.
     """
+    if problem := itk_placement_differs(geometry):
+        raise InputError(f"cannot write {path.name}: its scan's NIfTI header {problem}, so ITK-based viewers (3D "
+                         f"Slicer, ITK-SNAP) may place the scan elsewhere than nibabel does, and a {suffix} mask holds "
+                         "one placement only; save the mask as .nii.gz, which keeps the scan's header as it is")
     with atomic_path(path, suffix=suffix) as tmp:
         try:
             sitk.WriteImage(_itk_image(data, geometry), str(tmp), True)
