@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -78,3 +80,23 @@ def test_a_skull_stripped_scan_with_a_nan_background_is_told_what_to_do_about_it
 def test_image_size_must_be_a_multiple_of_32():
     with pytest.raises(InputError, match="multiple of 32"):
         PreprocessConfig(image_size=100)
+
+
+@pytest.mark.parametrize("scale", [1e305, -1e305, 1e306])
+def test_a_float64_scan_beyond_float32s_range_is_refused_not_turned_into_nan(scale):
+    """Cast to the network's float32 such a scan became infinity: one of 1e305 came out blank, one spanning -1e308 to
+    1e308 gave NaN probabilities, both without a word."""
+    scan = np.random.default_rng(3).random((2, 32, 32)) * 255 - (127 if scale == 1e306 else 0)
+    with pytest.raises(InputError, match="beyond the float32 range"):
+        prepare_volume(scan * scale, rgb=False)
+
+
+def test_a_hot_pixel_beyond_float32s_range_is_clipped_like_any_other():
+    """Only the percentiles decide: a lone pixel of 1e300 lies above the high one and is scaled to 1, not refused, and
+    numpy's overflow warning for its cast, which is expected, is not passed on."""
+    scan = np.random.default_rng(4).random((2, 32, 32))
+    scan[0, 0, 0] = 1e300
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = prepare_volume(scan, rgb=False)
+    assert np.isfinite(out).all() and out[0, 0, 0, 0] == 1.0

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # torch is imported where it is used: napari's reader checks 
     import torch  # viewer's thread, and importing torch there froze the viewer for 1.2 s at the first File > Open
 
 MAX_PERCENTILE_SAMPLES = 4_000_000
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # a percentile beyond it is no intensity normalise can scale
 MAX_IMAGE_SIZE = 1024  # the network's input side; larger needs more memory than any benefit justifies
 
 
@@ -110,7 +111,9 @@ def not_finite(task: str) -> InputError:
 
 def intensity_ranges(view: np.ndarray, config: PreprocessConfig = PreprocessConfig(), *,
                      task: str = "segmenting") -> np.ndarray:
-    """Per-channel (low, high) percentiles of a (Z, H, W, C) view, shape (C, 2); NaN refused (see `not_finite`).
+    """Per-channel (low, high) percentiles of a (Z, H, W, C) view, shape (C, 2); NaN refused (see `not_finite`), and so
+    are percentiles beyond float32's range (a float64 scan of values near 1e300): `normalise` scales in float32, where
+    they became infinity and the probabilities NaN, with no word.
 
     Percentiles are robust to hot pixels and scale with the data, so any linear rescaling of a scan (uint8,
     uint16, float) normalises to the same values. Very large volumes are sampled on every k-th slice.
@@ -123,6 +126,9 @@ def intensity_ranges(view: np.ndarray, config: PreprocessConfig = PreprocessConf
     )
     if not np.isfinite(ranges).all():
         raise not_finite(task)
+    if np.abs(ranges).max(initial=0.0) > FLOAT32_MAX:  # float64 data: cast to float32, the scan became inf and NaN
+        raise InputError(f"the scan's intensities reach {np.abs(ranges).max():.3g}, beyond the float32 range "
+                         f"(about 3.4e38) the network reads; rescale it (e.g. divide by its maximum) before {task}")
     return ranges
 
 
@@ -139,7 +145,8 @@ def normalise(slices: np.ndarray, ranges: np.ndarray, *, task: str = "segmenting
         if high <= low:
             out[..., c] = 0.0
         else:
-            np.clip((slices[..., c].astype(np.float32) - low) / (high - low), 0.0, 1.0, out=out[..., c])
+            with np.errstate(over="ignore"):  # a float64 pixel beyond float32: ±inf, clipped to 0 or 1
+                np.clip((slices[..., c].astype(np.float32) - low) / (high - low), 0.0, 1.0, out=out[..., c])
     return np.repeat(out, 3, axis=-1) if out.shape[-1] == 1 else out
 
 
