@@ -2,8 +2,8 @@
 
     python scripts/package_default_model.py runs/s2-r18-256
 
-Then choose its threshold on the validation patients (`lgg-unet calibrate --model default ...`) and evaluate it
-on the test patients; see docs/MODEL_CARD.md.
+Choose its threshold on the validation patients first (`lgg-unet calibrate --model runs/s2-r18-256 ...`: the
+installed default is refused), then evaluate it on the test patients; see docs/MODEL_CARD.md.
 """
 
 import sys
@@ -13,13 +13,13 @@ from importlib import resources
 import numpy as np
 import tifffile
 
-from napari_lgg_unet.engine.model import default_model_path, load_model, save_model
+from napari_lgg_unet.engine.model import load_model, save_packaged_default
 from napari_lgg_unet.engine.predict import segment_volume
 
 
 def main(source: str) -> None:
     model = load_model(source)
-    target = save_model(model.network, model.config, default_model_path(), half=True)
+    target = save_packaged_default(model.network, model.config)
     probe = tifffile.imread(resources.files("napari_lgg_unet") / "samples" / "TCGA_CS_6665_20010817_image.tif")
     difference = np.abs(
         segment_volume(load_model(target), probe).probability - segment_volume(model, probe).probability

@@ -352,3 +352,24 @@ def test_weights_without_a_batch_count_still_load(tiny_model_dir, tmp_path):
     save_file({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, folder / WEIGHTS_FILE,
               metadata)
     load_model(folder)
+
+
+@pytest.mark.parametrize("inside", ["lgg-unet-default", "lgg-unet-default/fine-tuned", "mine"])
+def test_save_model_and_write_config_never_write_into_the_installed_packages_weights(tiny_model_dir, tmp_path,
+                                                                                      monkeypatch, inside):
+    """A researcher who saved a fine-tuned model back where load_model("default") read it replaced the shipped model
+    (and `calibrate`'s write_config its threshold) for every later use; `train --out` and `calibrate` refused it."""
+    from napari_lgg_unet.engine.model import save_packaged_default, write_config
+
+    weights = tmp_path / "package" / "weights"  # stands in for the installed one, which must not be risked
+    default = save_model(load_model(tiny_model_dir).network, read_config(tiny_model_dir), weights / "lgg-unet-default")
+    monkeypatch.setattr("napari_lgg_unet.engine.model.default_model_path", lambda: default)
+    before = {p.relative_to(weights): p.read_bytes() for p in weights.rglob("*") if p.is_file()}
+    model = load_model("default")
+    with pytest.raises(InputError, match="default model is part of the installed package.*outside the package"):
+        save_model(model.network, model.config, weights / inside)
+    with pytest.raises(InputError, match="default model is part of the installed package"):
+        write_config(model.config, weights / inside)
+    assert {p.relative_to(weights): p.read_bytes() for p in weights.rglob("*") if p.is_file()} == before
+    assert save_packaged_default(model.network, model.config) == default  # the packaging script's way in
+    assert load_model("default").config.weights_id != model.config.weights_id

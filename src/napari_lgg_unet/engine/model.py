@@ -145,7 +145,9 @@ def save_model(network: torch.nn.Module, config: ModelConfig, folder: str | Path
 
     Weights and config carry the same fresh `weights_id`, and the weights also carry the config itself: a folder
     caught (or killed) between the two renames still loads, as the new model, instead of pairing new weights with an
-    old config (or, on a first save, failing for want of config.json).
+    old config (or, on a first save, failing for want of config.json). The installed package's weights folder is
+    refused, as `train --out` and `calibrate --model` refuse it: a model saved back where `load_model("default")` read
+    it replaced the shipped model for every later use (`save_packaged_default` is the one writer there).
     """
     if not isinstance(network, torch.nn.Module) or not isinstance(config, ModelConfig):
         raise InputError(f"save_model takes a network and its ModelConfig (a LoadedModel's .network and .config), not "
@@ -154,7 +156,17 @@ def save_model(network: torch.nn.Module, config: ModelConfig, folder: str | Path
     if not isinstance(folder, (str, os.PathLike)) or str(folder) == DEFAULT_MODEL_NAME:
         raise InputError(f"save a model into a folder path, not {folder!r:.60} ('default' names the packaged model, "
                          "and load_model('default') would load that one)")
-    folder = Path(folder)
+    check_outside_package(Path(folder), ", or save into a folder outside the package")
+    return _save(network, config, Path(folder), half)
+
+
+def save_packaged_default(network: torch.nn.Module, config: ModelConfig) -> Path:
+    """Make `network` the default model the package ships, in half precision (scripts/package_default_model.py): the
+    one write into the package's weights folder, which `save_model` and every command refuse."""
+    return _save(network, config, default_model_path(), half=True)
+
+
+def _save(network: torch.nn.Module, config: ModelConfig, folder: Path, half: bool) -> Path:
     _make_model_folder(folder)
     state = {
         k: (v.detach().to("cpu").half() if half and v.is_floating_point() else v.detach().to("cpu")).contiguous()
@@ -163,14 +175,28 @@ def save_model(network: torch.nn.Module, config: ModelConfig, folder: str | Path
     config = replace(config, weights_id=uuid.uuid4().hex)
     metadata = {"format": FORMAT, "weights_id": config.weights_id, "config": json.dumps(config.to_dict())}
     write_tensors_atomic(folder / WEIGHTS_FILE, state, metadata)
-    write_config(config, folder)
+    _write_config(config, folder)
     return folder
 
 
 def write_config(config: ModelConfig, folder: str | Path) -> None:
-    """Replace a model folder's config.json atomically (e.g. after calibrating its threshold)."""
-    check_replaceable(Path(folder))
-    write_text_atomic(Path(folder) / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+    """Replace a model folder's config.json atomically (e.g. after calibrating its threshold); never the shipped
+    model's (see `save_model`)."""
+    check_outside_package(Path(folder))
+    _write_config(config, Path(folder))
+
+
+def _write_config(config: ModelConfig, folder: Path) -> None:
+    check_replaceable(folder)
+    write_text_atomic(folder / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+def check_outside_package(folder: Path, instead: str = "") -> None:
+    """Refuse `folder` when it is the installed package's weights folder or lies inside it (`in_packaged_weights`);
+    `instead` adds to the advice what else the user may do, e.g. choose another output folder."""
+    if in_packaged_weights(folder):
+        raise InputError(f"the default model is part of the installed package, and nothing is written into its "
+                         f"weights folder ({folder}); copy the model folder and use the copy{instead}")
 
 
 def _make_model_folder(folder: Path) -> None:

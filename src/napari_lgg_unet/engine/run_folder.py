@@ -24,7 +24,7 @@ from .atomic import write_tensors_atomic, write_text_atomic
 from .errors import InputError, ModelError, few_names
 from .folder_lock import held_folder
 from .model import (
-    CONFIG_FILE, UNREADABLE_TENSORS, WEIGHTS_FILE, check_replaceable, in_packaged_weights, not_a_model_folder,
+    CONFIG_FILE, UNREADABLE_TENSORS, WEIGHTS_FILE, check_outside_package, check_replaceable, not_a_model_folder,
 )
 from .precision import RESOLVED, Precision
 from .validate import from_json
@@ -71,10 +71,7 @@ class RunFolder:
             if model:
                 raise InputError(not_a_model_folder(self.path))
             raise InputError(f"{self.path} is a file, not a folder; choose another output folder")
-        if in_packaged_weights(self.path):
-            instead = "" if model else ", or choose an output folder outside the package"
-            raise InputError(f"the default model is part of the installed package, and nothing is written into its "
-                             f"weights folder ({self.path}); copy the model folder and use the copy{instead}")
+        check_outside_package(self.path, "" if model else ", or choose an output folder outside the package")
 
     @contextlib.contextmanager
     def locked(self, task: str = "training run") -> Iterator["RunFolder"]:
