@@ -1,6 +1,7 @@
 """The `lgg-unet` command: real runs end to end, and every bad input ends in one line on stderr and exit code 2."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -210,6 +211,20 @@ def test_evaluate_refuses_a_json_it_may_not_or_cannot_write_before_the_model_run
     monkeypatch.undo()
     assert main([*argv, str(mine), "--overwrite"]) == 0
     assert SAMPLE_PATIENT in json.loads(mine.read_text())["patients"]
+
+
+def test_evaluate_refuses_a_json_in_a_folder_it_may_not_write_before_the_model_runs(sample_patient_dir, tiny_model_dir,
+                                                                                     tmp_path, capsys, monkeypatch):
+    """A --json in a read-only folder (a shared data folder, a read-only disk) failed only after every patient was
+    segmented: a long evaluation lost for a typo of its results' path. Permission is faked: root may write anywhere."""
+    shared, access = tmp_path / "shared", os.access
+    shared.mkdir()
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != shared and access(path, mode, **kw))
+    monkeypatch.setattr("napari_lgg_unet.engine.model.load_model", lambda *_, **__: pytest.fail("refused too late"))
+    argv = ["evaluate", "--model", str(tiny_model_dir), "--data", str(sample_patient_dir), "--json"]
+    for json_path in (shared / "r.json", shared / "new" / "r.json"):
+        assert f"{shared} is not writable for you" in _one_line_error(capsys, [*argv, str(json_path)])
+    assert list(shared.iterdir()) == []
 
 
 def test_predict_refuses_an_output_below_a_file_before_the_model_runs(tiny_model_dir, tmp_path, capsys, monkeypatch):

@@ -380,8 +380,9 @@ def _output_is_a_folder(args: argparse.Namespace, sources: list[ScanSource], as_
 
 def _check_new_file(path: Path, flag: str, overwrite: bool, hint: str = "") -> None:
     """Refuse a file output before any work: one that exists (it may be a user's own file) unless `overwrite`, a
-    folder of that name, or a path through a file. The last two would fail only when the file is written, after the
-    whole run, with the operating system's word ('File exists')."""
+    folder of that name, a path through a file, or one in a folder this user may not write (a shared data folder, a
+    read-only disk). The last three would fail only when the file is written, after the whole run, with the operating
+    system's word ('File exists', 'Permission denied')."""
     if path.is_dir():
         raise InputError(f"{flag} {path} is a folder; give a file name")
     if not overwrite and os.path.lexists(path):
@@ -389,6 +390,8 @@ def _check_new_file(path: Path, flag: str, overwrite: bool, hint: str = "") -> N
     folder = next((parent for parent in path.parents if parent.exists()), None)
     if folder is not None and not folder.is_dir():
         raise InputError(f"{flag} {path} cannot be written: {folder} is a file, not a folder")
+    if folder is not None and not os.access(folder, os.W_OK | os.X_OK):  # the file, or the folders it needs, go here
+        raise InputError(f"{flag} {path} cannot be written: {folder} is not writable for you; choose another place")
 
 
 def _predict_cohort(args: argparse.Namespace, cases: list[ScanSource], group: Group) -> int:
