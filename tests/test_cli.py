@@ -348,3 +348,12 @@ def test_a_percent_sign_in_a_settings_help_shows_in_help_instead_of_crashing_it(
     with pytest.raises(SystemExit) as stopped:
         main(["train", "--help"])
     assert stopped.value.code == 0 and "keep 10% of the slices aside" in " ".join(capsys.readouterr().out.split())
+
+
+def test_calibrate_refuses_an_input_variant_named_twice(tiny_model_dir, sample_patient_dir, capsys):
+    """as-is,flair-only,as-is weighted as-is twice in the mean that chose the threshold; train's --validate-on
+    refuses the same list."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["calibrate", "--model", str(tiny_model_dir), "--data", str(sample_patient_dir),
+              "--input-variants", "as-is,flair-only,as-is"])
+    assert exit_info.value.code == 2 and "comma-separated, each once" in capsys.readouterr().err

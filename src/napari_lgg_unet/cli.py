@@ -48,8 +48,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _variants(text: str) -> tuple[str, ...]:
     variants = comma_names(text)
-    if not variants or any(v not in INPUT_VARIANTS for v in variants):
-        raise argparse.ArgumentTypeError(f"{text!r}: give one or more of {', '.join(INPUT_VARIANTS)}, comma-separated")
+    if not variants or any(v not in INPUT_VARIANTS for v in variants) or len(set(variants)) != len(variants):
+        raise argparse.ArgumentTypeError(f"{text!r}: give one or more of {', '.join(INPUT_VARIANTS)}, comma-separated, "
+                                         "each once")
     return variants
 
 

@@ -64,3 +64,19 @@ def test_calibration_refuses_to_write_into_a_folder_holding_other_weights_and_le
     with pytest.raises(InputError, match="no longer holds the model being calibrated"):
         calibrate(loaded, [sample_patient_dir], folder)
     assert (folder / "config.json").read_bytes() == before and load_model(folder).config.postprocess.threshold == 0.42
+
+
+@pytest.mark.parametrize("variants", [("as-is", "flair-only", "as-is"), "as-is", ("blurred",), ()])
+def test_calibration_refuses_input_variants_that_are_not_distinct_known_names_and_writes_nothing(
+    sample_patient_dir, tiny_model_dir, tmp_path, variants
+):
+    """('as-is', 'flair-only', 'as-is') weighted as-is twice in the mean that chose the setting, and was recorded so;
+    `train --validate-on` refuses the same list."""
+    from napari_lgg_unet.engine.errors import InputError
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+    with pytest.raises(InputError, match="calibration input variants must be (a list|one or more distinct names)"):
+        calibrate(load_model(model_dir), [sample_patient_dir], model_dir, variants=variants)
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == before

@@ -24,6 +24,7 @@ from .postprocess import PostprocessConfig, kept_pieces, piece_peaks
 from .predict import SegmentOptions
 from .run_folder import CALIBRATION, RunFolder
 from .records import Calibration, KeepLargestScore
+from .settings import check_variants
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_SIZES = (0, 50, 200, 500, 1000)
@@ -42,9 +43,12 @@ def candidates(keep_largest: bool = False) -> Iterator[PostprocessConfig]:
 def validation_cases(
     model: LoadedModel, folders: list[Path], tta: bool = False, variants: tuple[str, ...] = ("as-is",)
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(probability, truth) of every patient in `folders` under every input variant (see evaluate.INPUT_VARIANTS)."""
+    """(probability, truth) of every patient in `folders` under every input variant (see evaluate.INPUT_VARIANTS).
+    Variants are distinct, as `train --validate-on`'s: one named twice counted twice in the mean that chooses the
+    setting, and was recorded so, where a user meant it once."""
     if not folders:
         raise InputError("no validation patients to calibrate on")
+    variants = check_variants("calibration input variants", variants)
     options = SegmentOptions(tta=tta)
     return [
         (done.result.probability, done.scan.mask)
@@ -111,6 +115,7 @@ def calibrate(
     `model` must be the one the folder holds: a config of other weights written over its config.json would be
     ignored by loading (it pairs weights with their own config) and lose what config.json held.
     """
+    variants = check_variants("calibration input variants", variants)  # before the folder is locked
     with RunFolder(model_dir).locked(CALIBRATION):
         if saved_config(model_dir).weights_id != model.config.weights_id:  # another folder's, or a save since loading
             raise InputError(f"{model_dir} no longer holds the model being calibrated (it was saved again after "
