@@ -357,3 +357,28 @@ def test_calibrate_refuses_an_input_variant_named_twice(tiny_model_dir, sample_p
         main(["calibrate", "--model", str(tiny_model_dir), "--data", str(sample_patient_dir),
               "--input-variants", "as-is,flair-only,as-is"])
     assert exit_info.value.code == 2 and "comma-separated, each once" in capsys.readouterr().err
+
+
+def test_a_model_without_a_split_is_calibrated_on_every_patient_and_a_split_short_of_patients_is_told(
+        tiny_model_dir, sample_patient_dir, tmp_path, capsys):
+    """A model trained elsewhere records no split: calibrate, whose --split defaults to validation, could not use
+    --data at all, and the refusal named no way out; a split whose patients are partly missing from --data was scored
+    on the rest without a word, a mean over fewer patients than the user asked for."""
+    from napari_lgg_unet.engine.model import read_config, write_config
+    from napari_lgg_unet.engine.records import TrainingRecord
+
+    model = tmp_path / "elsewhere"
+    shutil.copytree(tiny_model_dir, model)
+    write_config(replace(read_config(model), training=TrainingRecord()), model)
+    assert "give --split all" in _one_line_error(capsys, ["calibrate", "--model", str(model), "--data",
+                                                         str(sample_patient_dir)])
+    assert "leave out --split" in _one_line_error(capsys, ["evaluate", "--model", str(model), "--data",
+                                                          str(sample_patient_dir), "--split", "test"])
+    assert main(["calibrate", "--model", str(model), "--data", str(sample_patient_dir), "--split", "all"]) == 0
+    assert "on 1 patients" in capsys.readouterr().out
+    assert read_config(model).training.calibration.patients == [SAMPLE_PATIENT]
+
+    split = TrainingRecord(split={"test": [SAMPLE_PATIENT, "TCGA_XX_0000_20000101"]})
+    write_config(replace(read_config(model), training=split), model)
+    assert main(["evaluate", "--model", str(model), "--data", str(sample_patient_dir), "--split", "test"]) == 0
+    assert "1 of the model's 2 test patients are in" in capsys.readouterr().err

@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from . import __version__
-from .engine.errors import InputError, InputWarning, LggUnetError
+from .engine.errors import InputError, InputWarning, LggUnetError, few_names
 from .engine.events import EpochEnd, Finished, Prepared, Step
 from .engine.settings import (
     BACKEND_CHOICES, INPUT_VARIANTS, SEGMENT_BATCH_SIZE, SPLITS, AugmentConfig, Setting, TrainConfig, comma_names,
     label_of, settings_of,
 )
 from .engine.validate import check_choice
+
+ALL_PATIENTS = "all"  # calibrate --split: every patient of --data, for a model that records no split
 
 if TYPE_CHECKING:  # the heavy parts (torch, the model zoo, napari) are imported by the commands that need them
     import torch
@@ -157,8 +159,10 @@ def _add_calibrate(calibrate: argparse.ArgumentParser) -> None:
                            "model of the same recipe (for a model trained on every patient: it has no validation "
                            "patients of its own); refused when the two differ in network, inputs, image size or "
                            "loss")
-    calibrate.add_argument("--split", choices=SPLITS, default="validation",
-                           help="patients of this split recorded in the model's config (default: validation)")
+    calibrate.add_argument("--split", choices=(*SPLITS, ALL_PATIENTS), default="validation",
+                           help="patients of this split recorded in the model's config (default: validation); "
+                                f"{ALL_PATIENTS}: every patient in --data, for a model trained elsewhere (give "
+                                "patients it was not trained on)")
     _add_setting_flags(calibrate, {"device": settings_of(TrainConfig)["device"]})
     calibrate.add_argument("--input-variants", type=_variants, default=("as-is",), metavar="VARIANT,...",
                            help=f"choose the setting best on average over these inputs ({', '.join(INPUT_VARIANTS)})")
@@ -444,13 +448,18 @@ def _evaluation_folders(args: argparse.Namespace, model: LoadedModel) -> list[Pa
     from .engine.io import find_scans
 
     folders = find_scans(args.data, require_masks=True)
-    if args.split:
+    if args.split and args.split != ALL_PATIENTS:
         names = set(model.config.training.patients(args.split))
         if not names:
-            raise InputError(f"the model's config records no {args.split} patients")
+            instead = "leave out --split" if args.command == "evaluate" else f"give --split {ALL_PATIENTS}"
+            raise InputError(f"the model's config records no {args.split} patients (it was not trained with this "
+                             f"project's split); to use every patient in {args.data}, {instead}")
         folders = [f for f in folders if f.name in names]
         if not folders:
             raise InputError(f"none of the model's {args.split} patients are in {args.data}")
+        if missing := sorted(names - {f.name for f in folders}):  # a mean over fewer patients than the split's
+            print(f"{len(folders)} of the model's {len(names)} {args.split} patients are in {args.data}; not there: "
+                  f"{few_names(missing)}", file=sys.stderr)
     return folders
 
 
@@ -506,7 +515,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
                              variants=args.input_variants)
     largest = record.best_keep_largest
     print(f"threshold {best.threshold}, min size {best.min_size}, min confidence {best.min_confidence}, "
-          f"keep largest {best.keep_largest}: mean Dice {record.mean_dice:.3f} on the {args.split} patients "
+          f"keep largest {best.keep_largest}: mean Dice {record.mean_dice:.3f} on {len(record.patients)} patients "
           f"({', '.join(args.input_variants)}); saved in {args.model}. Best with keep largest: threshold "
           f"{largest.threshold}, mean Dice {largest.mean_dice:.3f}")
     return 0
