@@ -70,7 +70,11 @@ def test_train_then_evaluate_writes_the_documented_json(lgg_root, sample_patient
     assert main(["evaluate", "--model", str(model), "--data", str(data), "--json", str(report)]) == 0
     printed = capsys.readouterr().out
     result = json.loads(report.read_text())
-    assert set(result) == {"mean_dice", "median_dice", "mean_iou", "mean_accuracy", "slices_per_second", "patients"}
+    assert set(result) == {"run", "mean_dice", "median_dice", "mean_iou", "mean_accuracy", "slices_per_second",
+                           "patients"}
+    assert result["run"]["model"] == str(model) and result["run"]["split"] == "all"  # which scoring this file holds
+    assert result["run"]["weights_id"] == json.loads((model / CONFIG_FILE).read_text())["weights_id"]
+    assert result["run"]["postprocess"]["threshold"] == 0.5 and result["run"]["input_variant"] == "as-is"
     assert set(result["patients"]) == {p.name for p in data.iterdir()}
     for name, row in result["patients"].items():
         assert set(row) == {"dice", "iou", "accuracy", "slices"} and name in printed

@@ -469,8 +469,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .engine.atomic import write_text_atomic
-    from .engine.device import pick_device
+    from dataclasses import asdict
+
+    from .engine.device import cpu_model, pick_device
     from .engine.evaluate import evaluate_patients, report
+    from .engine.predict import runs_on
     from .engine.io import find_scans
     from .engine.outputs import check_output, model_folders
 
@@ -491,8 +494,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     print(f"{len(results)} patients: mean Dice {summary['mean_dice']:.3f}, median Dice {summary['median_dice']:.3f}, "
           f"mean IoU {summary['mean_iou']:.3f}, mean accuracy {summary['mean_accuracy']:.4f}, "
           f"{summary['slices_per_second']:.1f} slices/s")
-    if args.json:
-        write_text_atomic(args.json, json.dumps(summary, indent=2) + "\n")
+    if args.json:  # what was scored, so that result files can be told apart by their content
+        run = {"model": str(args.model), "weights_id": model.config.weights_id, "split": args.split or "all",
+               "input_variant": args.input_variant, "tta": options.tta, "runs_on": runs_on(model, options),
+               "cpu": cpu_model(), "postprocess": asdict(options.postprocess or model.config.postprocess)}
+        write_text_atomic(args.json, json.dumps({"run": run, **summary}, indent=2) + "\n")
     return 0
 
 
