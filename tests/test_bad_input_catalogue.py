@@ -250,8 +250,9 @@ def _kaggle_mask_slice_saved_twice(w: Workspace) -> Path:
 
 
 def _dicom_series(w: Workspace, missing: bool = False, duplicate: bool = False, sliding: bool = False,
-                  colour: bool = False) -> Path:
-    """Five 2 mm slices; `sliding` moves each 1 mm further right than the one below (a tilted gantry's stack)."""
+                  colour: bool = False, uneven: bool = False) -> Path:
+    """Five 2 mm slices; `sliding` moves each 1 mm further right than the one below (a tilted gantry's stack);
+    `uneven` makes the steps 1.8 and 2.2 mm by turns."""
     from pydicom.uid import generate_uid
 
     from dicom_files import write_slice
@@ -260,7 +261,8 @@ def _dicom_series(w: Workspace, missing: bool = False, duplicate: bool = False, 
     for index in range(5):
         if not (missing and index == 2):
             pixels = np.full((6, 8, 3) if colour else (6, 8), index)
-            write_slice(folder, f"{index}.dcm", series, "FLAIR", index * 2.0, pixels, thickness=2.0,
+            z = index * 2.0 - (0.2 if uneven and index % 2 else 0.0)
+            write_slice(folder, f"{index}.dcm", series, "FLAIR", z, pixels, thickness=2.0,
                         corner=(-10.0 + (index if sliding else 0), -20.0))
     if duplicate:
         shutil.copy(folder / "3.dcm", folder / "3 copy.dcm")
@@ -367,6 +369,8 @@ BAD_SCANS: dict[str, tuple[Callable[[Workspace], Path], str]] = {
     "case whose T1 lies 5 km from its FLAIR": (_case_with_a_t1_5_km_away,
                                                 "a_t1.nii.gz covers 0% of the FLAIR's field of view"),
     "DICOM series with a missing slice": (lambda w: _dicom_series(w, missing=True), "slice file missing"),
+    "DICOM series with uneven slice steps": (lambda w: _dicom_series(w, uneven=True),
+                                             "slice spacing is uneven, not a missing slice"),
     "DICOM series with a duplicate file": (lambda w: _dicom_series(w, duplicate=True),
                                            "are both at slice position 6.00 mm"),
     "DICOM series whose slices slide sideways": (lambda w: _dicom_series(w, sliding=True),

@@ -97,10 +97,11 @@ def _check_slice_positions(series: Series, headers: list[sitk.ImageFileReader]) 
     usual = float(steps.min()) if len(steps) else 0.0  # a missing slice only ever widens a step
     for step, (at, _), (after, _) in zip(steps, placed, placed[1:]):
         if step > (1 + _SPACING_TOLERANCE) * usual:
-            missing = max(round(step / usual) - 1, 1)
+            missing = round(step / usual) - 1  # none: a step too short to hold a slice, so the spacing is uneven
+            why = (f"about {missing} slice {'file' if missing == 1 else 'files'} missing, or an irregular series"
+                   if missing else "the series' slice spacing is uneven, not a missing slice")
             raise InputError(f"{series}: the slices at {at:.2f} and {after:.2f} mm are {step:.2f} mm apart where "
-                             f"others are {usual:.2f} mm: about {missing} slice {'file' if missing == 1 else 'files'} "
-                             "missing, or an irregular series; export the series again")
+                             f"others are {usual:.2f} mm: {why}; export the series again")
 
 
 def _check_single_frames(series: Series, headers: list[sitk.ImageFileReader]) -> None:
