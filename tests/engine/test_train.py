@@ -80,6 +80,19 @@ def test_a_stop_after_a_few_steps_leaves_a_model_and_one_before_any_step_records
     assert [e.epoch for e in again if isinstance(e, EpochEnd)] == [1]  # the folder takes a new run
 
 
+def test_a_run_stopped_before_its_first_epoch_leaves_no_folder_or_lock_behind(scans, tmp_path):
+    """It left the folder it made holding only `.lock`: in napari a `run-*` folder for every Stop pressed while the
+    run prepared, which no model loads from and --resume refuses. A folder that was there keeps its own files."""
+    config = TrainConfig(epochs=2, steps_per_epoch=10, **FAST)
+    events = list(train_model(scans, config, tmp_path / "new" / "run", lambda: True))
+    assert events[-1].stopped and events[-1].best_epoch is None
+    assert list(tmp_path.iterdir()) == []  # neither the run folder nor the parent it made
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("my notes")
+    events = list(train_model(scans, config, tmp_path / "mine", lambda: True))
+    assert events[-1].stopped and [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
 def test_scans_given_as_a_generator_are_all_trained_on(scans, tmp_path):
     """The first look at the scans (their names, for the folder's lock) no longer uses a generator up."""
     config = TrainConfig(epochs=1, steps_per_epoch=1, val_fraction=0.0, **FAST)

@@ -70,6 +70,20 @@ def test_stop_during_training_ends_it_and_keeps_a_loadable_model(qtbot, train_wi
     assert session_models.items() == [(widget.model_dir.name, widget.model_dir)]
 
 
+def test_stop_pressed_while_the_run_prepares_leaves_no_run_folder_behind(qtbot, train_widget, notes, tmp_path):
+    """Stop (or a closed dock) before the first epoch ended left a `run-*` folder holding only `.lock` in the user's
+    output folder each time; quitting napari at that point already removed it."""
+    mine = tmp_path / "notes.txt"
+    mine.write_text("my notes")
+    train_widget.train_button.clicked()
+    assert train_widget.status.value == "preparing..."
+    train_widget.train_button.clicked()
+    qtbot.waitUntil(lambda: not train_widget.running, timeout=120_000)
+    assert train_widget.status.value == "stopped: no epoch finished" and notes["error"] == []
+    assert list(tmp_path.iterdir()) == [mine] and mine.read_text() == "my notes"
+    assert session_models.items() == [] and train_widget.train_button.text == "Train"
+
+
 def test_a_run_that_fails_in_its_worker_says_failed_not_its_last_progress(viewer, train_widget, notes, inline_jobs):
     image = train_widget.pairs[0].image_layer.value
     image.data = np.where(np.arange(image.data.shape[1])[:, None, None] < 5, np.nan, image.data.astype(np.float32))

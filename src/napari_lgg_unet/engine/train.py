@@ -90,13 +90,14 @@ def train_model(
     """Train on `scans` (each with a mask), keeping the best model by validation loss in `out_dir`.
 
     Yields `Prepared`, a `Step` per optimisation step, an `EpochEnd` after each validation and one `Finished`
-    (stopped=True if `stop` asked for it). The folder is locked for the whole run.
+    (stopped=True if `stop` asked for it). The folder is locked for the whole run; a run stopped before its first
+    epoch ended removes what it made there (the lock file, the folder while empty), as a failed run does.
 
     Launched by torchrun, every process runs this with the same arguments: it trains with DDP on its share of each
     epoch, rank 0 alone writes, and a stop asked on any process stops all of them at the same step.
     """
     scans, folder, stop = _checked_request(scans, config, out_dir, stop)
-    with process_group(config.device) as group, _claimed(folder, config, group, scans):
+    with process_group(config.device) as group, _claimed(folder, config, group, scans) as claim:
         run = _setup(scans, config, folder, group)
         try:
             yield _prepared(run)
@@ -115,6 +116,7 @@ def train_model(
                         break
         finally:
             _let_go(run)
+        claim.made_nothing = run.progress.best_epoch is None
     yield _finished(run)
 
 
@@ -136,22 +138,45 @@ def _checked_request(scans: Iterable[Scan], config: TrainConfig, out_dir: str | 
     return scans, RunFolder(as_path(out_dir, "the output folder")), stop or (lambda: False)
 
 
+@dataclass
+class _Claim:
+    """Set by the run before it lets go of its folder: `made_nothing` when it saved no model (stopped before its first
+    epoch ended)."""
+
+    made_nothing: bool = False
+
+
+class _NothingMade(Exception):
+    """Raised inside the folder's lock by a run that made nothing, so that the lock removes what the run made."""
+
+
 @contextlib.contextmanager
-def _claimed(folder: RunFolder, config: TrainConfig, group: Group, scans: list[Scan]) -> Iterator[None]:
+def _claimed(folder: RunFolder, config: TrainConfig, group: Group, scans: list[Scan]) -> Iterator[_Claim]:
     """Every process must have been started as rank 0 was (settings, scans); then rank 0 locks the folder and
     checks the run may start there while the others wait for its verdict. A resumed run must train on the same
-    scans: other scans make another split, test patients included."""
+    scans: other scans make another split, test patients included.
+
+    A run that made nothing (`_Claim.made_nothing`) leaves the folder as a failed run does: the lock file and the
+    folders this run created go, while empty. Kept, a Stop pressed before the first epoch ended left a folder holding
+    only `.lock` (in napari a `run-*` folder in the output folder for every such Stop or closed dock), which no model
+    loads from and `--resume` refuses ("no run to resume"). A folder that was there before keeps its files."""
     patients = sorted(s.name for s in scans)
     group.check_same(_started_as(config, scans), "every process of a job needs the same options and the same scans "
                      "under --data (a shared file system on a cluster)")
-    with contextlib.ExitStack() as held:
+    outcome = _Claim()
+    try:
+        with contextlib.ExitStack() as held:
 
-        def claim() -> None:
-            held.enter_context(folder.locked())
-            folder.check_start({**config.must_match_on_resume(), PATIENTS: patients}, config.resume)
+            def claim() -> None:
+                held.enter_context(folder.locked())
+                folder.check_start({**config.must_match_on_resume(), PATIENTS: patients}, config.resume)
 
-        group.on_main(claim)
-        yield
+            group.on_main(claim)
+            yield outcome
+            if outcome.made_nothing:
+                raise _NothingMade  # seen by the lock (folder_lock.held_folder) as a failure: it removes what it made
+    except _NothingMade:
+        pass
 
 
 def _started_as(config: TrainConfig, scans: list[Scan]) -> dict:
