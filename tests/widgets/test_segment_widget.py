@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +25,8 @@ from napari_lgg_unet.widgets.readouts import Readouts, write_readouts_csv
 from napari_lgg_unet.widgets.workers import cleanup_job
 
 from widget_helpers import (
-    MAX_EVENT_LOOP_GAP, EventLoopProbe, assert_unchanged, dock, follow_placement_fix, settle, snapshot,
+    MAX_EVENT_LOOP_GAP, EventLoopProbe, assert_unchanged, bright_square_scan, dock, follow_placement_fix, settle,
+    snapshot,
 )
 
 PATIENT = "TCGA_CS_6665_20010817"
@@ -522,6 +524,44 @@ def test_readouts_never_overwrite_a_file_of_another_name_and_a_folder_is_refused
         with pytest.raises(InputError, match="folder"):
             write_readouts_csv(folder, readouts, "scan", "")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.csv", "scores.v2.csv"]  # no temporary file left
+
+
+@pytest.mark.parametrize("sequences", [False, True], ids=["one layer", "FLAIR, T1 and T1c layers"])
+def test_a_lazy_image_is_read_in_the_worker_and_segments_like_its_array(qtbot, viewer, tiny_model_dir, sequences):
+    """A dask or zarr layer holds no voxels until read: the Segment click read the whole scan on the viewer's thread
+    (twice), holding the viewer for as long as a large or remote scan takes to load. Dask's synchronous scheduler
+    reads each chunk in the thread that asks for it, so the reads of the click itself tell which thread read it."""
+    dask, lazy_array = pytest.importorskip("dask"), pytest.importorskip("dask.array")
+    readers: list[int] = []
+
+    def read(block: np.ndarray) -> np.ndarray:
+        readers.append(threading.get_ident())
+        return block
+
+    names = ["FLAIR", "T1", "T1c"] if sequences else ["lazy"]
+    scans = [bright_square_scan(seed) for seed in range(len(names))]
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value = "folder"
+    widget.model_folder.value = tiny_model_dir
+    masks = []
+    for lazy in (True, False):
+        layers = [viewer.add_image(lazy_array.from_array(scan, chunks=(1, 64, 64)).map_blocks(read, dtype=scan.dtype)
+                                   if lazy else scan, name=name, contrast_limits=(0.0, 3.0), scale=(3.0, 1.0, 1.0))
+                  for name, scan in zip(names, scans)]
+        widget.image.value = layers[0]
+        if sequences:
+            widget.pre_contrast.value, widget.post_contrast.value = layers[1:]
+        with dask.config.set(scheduler="synchronous"):
+            readers.clear()
+            widget.segment_button.clicked()
+            on_click = list(readers)
+            qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+        masks.append(np.asarray(widget.prediction_layer().data).copy())
+        if lazy:
+            assert threading.get_ident() not in on_click, "the click read the scan on the viewer's thread"
+            assert readers, "the scan was never read"
+        viewer.layers.clear()
+    np.testing.assert_array_equal(masks[0], masks[1])
 
 
 def test_cancel_stops_segmenting_without_adding_a_layer(qtbot, viewer, segment_widget, monkeypatch):

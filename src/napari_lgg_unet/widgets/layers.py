@@ -264,6 +264,13 @@ def as_shown(layer: Layer, data: np.ndarray | None = None) -> np.ndarray:
     return apply_orientation(np.asarray(layer.data if data is None else data), view_orientation(layer))
 
 
+def shown_later(layer: Layer) -> Callable[[], np.ndarray]:
+    """`as_shown(layer)`, read when the function returned is called: in a worker, for a layer whose data is read only
+    when asked (a dask or zarr array), without reading the layer there (its data and orientation are taken now)."""
+    data, orientation = layer.data, view_orientation(layer)
+    return lambda: apply_orientation(np.asarray(data), orientation)
+
+
 def to_layer_order(layer: Layer, orientation: np.ndarray | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """The inverse of `as_shown` for `layer` as its orientation is now (or as `orientation`, its `view_orientation`
     kept from earlier): the function it returns puts an array in shown order back on the layer's data grid, and a

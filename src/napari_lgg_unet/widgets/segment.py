@@ -40,7 +40,7 @@ from .layers import (
 )
 from .readouts import Readouts, readouts_text, volume_readouts, with_slice, write_readouts_csv
 from .review import ReviewList
-from .sequences import model_input, named_sequences, says_sequence, sequence_pickers
+from .sequences import deferred_input, named_sequences, says_sequence, sequence_pickers
 from .tooltips import explain
 from .undock import choices_follow_layers, connect_while_docked, when_docked, when_undocked
 from .workers import LayerResult, ModelCache, cleanup_job, segment_job
@@ -227,7 +227,7 @@ class SegmentWidget(Container):
             return
         layer = self.image.value
         try:
-            image, rgb = model_input(layer, self.pre_contrast.value, self.post_contrast.value)
+            image, rgb = deferred_input(layer, self.pre_contrast.value, self.post_contrast.value)
             source = self.model_picker.chosen()
             device = str(pick_device(self.device.value))
         except LggUnetError as error:
@@ -275,7 +275,7 @@ class SegmentWidget(Container):
         self._keep_edited_tumour(source)
         self._shown = self._painted = None  # a new segmentation starts afresh
         self._show_mask(result)
-        self.corrections.reset(CorrectionTarget(source, self._pending_data, image, rgb, self._segmented.probability,
+        self.corrections.reset(CorrectionTarget(source, self._pending_data, image(), rgb, self._segmented.probability,
                                                 model, device, options, spacing, orientation))
         self._show_probability()
         self.update_readouts()

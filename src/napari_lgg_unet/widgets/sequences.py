@@ -8,6 +8,9 @@ LGG dataset itself did.
 
 from __future__ import annotations
 
+import threading
+from typing import Callable
+
 import napari
 import numpy as np
 from napari.layers import Image
@@ -15,7 +18,7 @@ from napari.layers import Image
 from ..engine.errors import InputError
 from ..engine.preprocess import channel_view
 from ..engine.sequences import FLAIR, POST, PRE, sequence_of
-from .layers import GEOMETRY_KEY, OWNER_KEY, LayerPicker, as_shown, image_choices, shown_elsewhere
+from .layers import GEOMETRY_KEY, OWNER_KEY, LayerPicker, as_shown, image_choices, shown_elsewhere, shown_later
 
 
 def sequence_pickers(viewer: napari.Viewer) -> tuple[LayerPicker, LayerPicker]:
@@ -49,11 +52,38 @@ def named_sequences(viewer: napari.Viewer, flair: Image | None) -> tuple[Image |
     return partner(PRE), partner(POST)
 
 
+class LayerInput:
+    """The model's input from the layers picked, read once, when first called (`deferred_input`), then kept: the
+    worker reads it, and the correction session built after the segmentation takes the same array."""
+
+    def __init__(self, read: Callable[[], np.ndarray]) -> None:
+        self._read: Callable[[], np.ndarray] | None = read
+        self._array: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> np.ndarray:
+        with self._lock:
+            if self._read is not None:
+                self._array, self._read = self._read(), None
+            return self._array
+
+
 def model_input(image: Image | None, pre: Image | None = None, post: Image | None = None) -> tuple[np.ndarray, bool]:
-    """(data, rgb) for the engine, checked: the image's own data when no sequence is added, else the
-    (..., 3) stack (pre, FLAIR, post) of one-channel layers of one shape; each layer's axes as napari shows them
-    (`layers.as_shown`, mapped back with `layers.to_layer_order` of the FLAIR layer). Raises InputError a user can
-    act on.
+    """(data, rgb) for the engine, checked and read: `deferred_input`'s, read here."""
+    read, rgb = deferred_input(image, pre, post)
+    return read(), rgb
+
+
+def deferred_input(image: Image | None, pre: Image | None = None,
+                   post: Image | None = None) -> tuple[LayerInput, bool]:
+    """(data, rgb) for the engine, checked from the layers' shapes and types alone, the data to be read by calling it
+    (in a worker): the image's own data when no sequence is added, else the (..., 3) stack (pre, FLAIR, post) of
+    one-channel layers of one shape; each layer's axes as napari shows them (`layers.as_shown`, mapped back with
+    `layers.to_layer_order` of the FLAIR layer). Raises InputError a user can act on.
+
+    Checked and read here, a lazy layer (a dask or zarr array) was read whole on the viewer's thread, twice, and held
+    the viewer for as long as a large or remote scan takes to load. Values (NaN, infinity) are checked by the engine
+    as it reads them.
     """
     if image is None:
         raise InputError("no image layer: open a scan (File > Open, or File > Open Sample > LGG U-Net) first")
@@ -61,26 +91,43 @@ def model_input(image: Image | None, pre: Image | None = None, post: Image | Non
         if layer is not None and layer.multiscale:
             raise InputError(f"'{layer.name}' is a multiscale image; open its full-resolution level as one layer")
     if pre is None and post is None:
-        channel_view(image.data, image.rgb)
-        return as_shown(image), image.rgb
+        channel_view(_stand_in(image), image.rgb)
+        return LayerInput(shown_later(image)), image.rgb
+    return _stacked_input(image, pre, post), True
+
+
+def _stacked_input(image: Image, pre: Image | None, post: Image | None) -> LayerInput:
+    """`deferred_input` of a FLAIR with a pre- or post-contrast layer, or both: the (..., 3) stack, checked first."""
     for layer in (image, pre, post):
         if layer is not None and layer.rgb:
             raise InputError(
                 f"'{layer.name}' has colour channels: with separate sequences, pick one grey layer per sequence "
                 "(or pick this image alone, without pre- or post-contrast)"
             )
-    flair = as_shown(image)
-    channel_view(flair, False)
-    channels = [flair if layer is None else as_shown(layer) for layer in (pre, image, post)]
-    for layer, data in zip((pre, post), (channels[0], channels[2])):
-        if layer is not None and data.shape != flair.shape:
+    flair_shape = as_shown(image, _stand_in(image)).shape
+    channel_view(_stand_in(image), False)
+    for layer in (pre, post):
+        shape = None if layer is None else as_shown(layer, _stand_in(layer)).shape
+        if layer is not None and shape != flair_shape:
             raise InputError(
-                f"'{layer.name}' has shape {data.shape} but the FLAIR '{image.name}' has {flair.shape}: "
+                f"'{layer.name}' has shape {shape} but the FLAIR '{image.name}' has {flair_shape}: "
                 "the sequences of one scan must share one grid (resample them onto the FLAIR first)"
             )
         if layer is not None:
             _check_same_place(layer, image)
-    return np.stack(channels, axis=-1), True
+    read_pre, read_flair, read_post = (None if layer is None else shown_later(layer) for layer in (pre, image, post))
+
+    def stacked() -> np.ndarray:
+        flair = read_flair()
+        return np.stack([flair if read is None else read() for read in (read_pre, None, read_post)], axis=-1)
+
+    return LayerInput(stacked)
+
+
+def _stand_in(layer: Image) -> np.ndarray:
+    """An array of the layer's shape and type that holds one value (broadcast, no memory), for the checks that need
+    nothing else: they read no voxel of a lazy layer."""
+    return np.broadcast_to(np.zeros((), dtype=np.dtype(layer.data.dtype)), layer.data.shape)
 
 
 def _check_same_place(layer: Image, flair: Image) -> None:

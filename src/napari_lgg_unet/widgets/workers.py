@@ -59,14 +59,15 @@ class LayerResult:
 
 
 def segment_job(
-    cache: ModelCache, source: str, device: str, image: np.ndarray, rgb: bool, options: SegmentOptions,
+    cache: ModelCache, source: str, device: str, image: Callable[[], np.ndarray], rgb: bool, options: SegmentOptions,
     to_layer: Callable[[np.ndarray], np.ndarray], spacing: tuple[float, ...] | None, *, stop: Callable[[], bool],
 ) -> Iterator[SegmentProgress | LayerResult]:
-    """Load (or reuse) the model and segment. Unless stopped, the last progress carries the result (in the model's
+    """Load (or reuse) the model, read the scan (`image()`: a lazy layer is read here, see
+    `sequences.deferred_input`) and segment. Unless stopped, the last progress carries the result (in the model's
     slice order), and a `LayerResult` follows: the result put back on the layer's grid by `to_layer`, its pieces
     listed with the voxel size `spacing`."""
     model = cache.get(source, device)
-    for progress in segment_steps(model, image, options, rgb=rgb, stop=stop):
+    for progress in segment_steps(model, image(), options, rgb=rgb, stop=stop):
         yield progress
         if progress.result is not None and not stop():
             probability, mask = to_layer(progress.result.probability), to_layer(progress.result.mask)
