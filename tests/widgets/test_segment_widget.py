@@ -158,6 +158,32 @@ def test_segmenting_again_keeps_a_painted_tumour_layer_as_the_users_own(qtbot, v
 
 
 @pytest.mark.usefixtures("inline_jobs")
+def test_a_tumour_layer_picked_as_the_ground_truth_is_kept_and_scores_the_next_segmentation(qtbot, viewer,
+                                                                                            segment_widget, notes):
+    """To compare two segmentations (another model, or test-time augmentation), a user picks the first one's tumour
+    layer as the ground truth and presses Segment again: the new segmentation overwrote that layer, so the reference
+    was lost and the readouts said to pick a ground truth although one was picked."""
+    widget = segment_widget
+    widget.cleanup.threshold.value = 0.5
+    run_segment(qtbot, widget)
+    first = widget.prediction_layer()
+    widget.truth.value = first
+    assert "is the segmentation on screen" in widget.readout.value
+    reference = np.array(first.data, copy=True)
+    widget.tta.value = True
+    run_segment(qtbot, widget)
+    new = widget.prediction_layer()
+    assert new is not first and new.name == f"{PATIENT} tumour"
+    np.testing.assert_array_equal(first.data, reference)
+    assert first.name == f"{PATIENT} tumour (kept)" and OWNER_KEY not in first.metadata
+    assert widget.truth.value is first
+    scores = volume_scores(np.asarray(new.data) > 0, reference > 0)
+    assert 0 < scores.dice < 1  # two segmentations that differ
+    assert widget.readouts.scores["volume"]["dice"] == pytest.approx(scores.dice)
+    assert any("(kept)" in note for note in notes["info"])
+
+
+@pytest.mark.usefixtures("inline_jobs")
 def test_painting_while_another_image_was_segmented_is_kept_too(qtbot, viewer, segment_widget, patient, notes):
     widget = segment_widget
     run_segment(qtbot, widget)

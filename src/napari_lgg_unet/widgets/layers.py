@@ -159,13 +159,13 @@ def edited(layer: Layer) -> bool:
             or mark.get("fingerprint") != _fingerprint(layer.data))
 
 
-def hand_over(layer: Layer) -> str:
-    """Make a layer of ours the user's: no longer written by the plugin, and renamed unless the user already named
-    it. Returns its name."""
+def hand_over(layer: Layer, why: str = "edited") -> str:
+    """Make a layer of ours the user's: no longer written by the plugin, and renamed '... (`why`)' unless the user
+    already named it. Returns its name."""
     named_by_us = layer.name == layer.metadata[OWNER_KEY].get("name")
     layer.metadata = {key: value for key, value in layer.metadata.items() if key != OWNER_KEY}
     if named_by_us:
-        layer.name = f"{layer.name} (edited)"
+        layer.name = f"{layer.name} ({why})"
     return layer.name
 
 

@@ -59,14 +59,18 @@ def along_axis(axis: int) -> str:
     return "" if axis == 0 else f" along axis {axis}"
 
 
-def readouts_text(readouts: Readouts) -> str:
+NO_TRUTH = "Pick a ground-truth labels layer to see Dice and IoU."
+
+
+def readouts_text(readouts: Readouts, no_truth: str = NO_TRUTH) -> str:
+    """The readouts as lines, ending with `no_truth` when they hold no scores."""
     lines = [f"Tumour: {readouts.voxels} voxels"]
     if readouts.physical_size is not None:
         lines[0] += f" = {readouts.physical_size:.6g} {readouts.unit}".rstrip()
     for scope, values in readouts.scores.items():
         lines.append(f"{scope}: " + "  ".join(f"{name} {values[name]:.3f}" for name in METRIC_NAMES))
     if not readouts.scores:
-        lines.append("Pick a ground-truth labels layer to see Dice and IoU.")
+        lines.append(no_truth)
     return "\n".join(lines)
 
 

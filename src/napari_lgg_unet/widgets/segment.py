@@ -284,12 +284,16 @@ class SegmentWidget(Container):
 
     def _keep_edited_tumour(self, source: Image) -> None:
         """Before a new segmentation of `source` replaces its tumour layer: a layer the user edited or renamed
-        becomes theirs (renamed '... (edited)' unless they named it), and the new segmentation gets a layer of its
-        own."""
+        becomes theirs (renamed '... (edited)' unless they named it), and so does one picked as the ground truth
+        (renamed '... (kept)'): it is the reference the new segmentation is to be compared with, which replacing it
+        lost, leaving the readouts with no ground truth to score. The new segmentation gets a layer of its own."""
         layer = owned_layer(self.viewer, source, "tumour")
         if layer is not None and edited(layer):
             notify.show_info(f"'{hand_over(layer)}' keeps your changes and is yours now; the new segmentation is in a "
                              "new layer")
+        elif layer is not None and layer is self.truth.value:
+            notify.show_info(f"'{hand_over(layer, 'kept')}', the ground truth picked, is kept as it was and is yours "
+                             "now; the new segmentation is in a new layer and is scored against it")
 
     def _corrected(self, result: LayerResult, said_tumour: tuple[tuple[int, ...], ...] = (),
                    step: str | None = None) -> None:
@@ -608,6 +612,10 @@ class SegmentWidget(Container):
             self.readout.value = problem
         elif self.readouts is None:
             self.readout.value = "Segment an image to see the tumour size and scores."
+        elif (truth := self.truth.value) is not None and truth is self.prediction_layer():
+            self.readout.value = readouts_text(self.readouts, (
+                f"The ground truth picked, '{truth.name}', is the segmentation on screen: it scores nothing. Pick the "
+                "manual mask, or press Segment to compare a new segmentation with this one (it is kept)."))
         else:
             self.readout.value = readouts_text(self.readouts)
 
