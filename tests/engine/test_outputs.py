@@ -101,3 +101,15 @@ def test_another_name_of_an_input_file_is_that_input(tmp_path):
     with pytest.raises(InputError, match="is a file of the scan P1 itself"):
         write_mask(other, np.zeros((3, 4, 4), np.uint8), scan)  # a script's call, without check_output
     assert nib.load(scan_path).get_fdata().shape == (4, 4, 3) and other.stat().st_nlink == 2
+
+
+def test_a_labels_file_beside_a_case_whose_labels_carry_a_qualifier_is_refused(tmp_path):
+    """`X_tumor_seg.nii.gz` is X's labels when X is read (cases.py); the output check grouped names by a rule of its
+    own and let `X_mask.nii.gz` be written beside it, after which X held two labels files and no longer read."""
+    flair = _nifti(tmp_path / "loose" / "X_flair.nii.gz")
+    _nifti(tmp_path / "loose" / "X_tumor_seg.nii.gz")
+    assert cases_in_folder(tmp_path / "loose")[0].labels.path.name == "X_tumor_seg.nii.gz"
+    for name in ("X_mask.nii.gz", "X_lesion_mask.nii.gz", "X_seg_flair.nii.gz"):
+        with pytest.raises(InputError, match="would be read as a file of X,"):
+            check_output(tmp_path / "loose" / name, [flair])
+    check_output(tmp_path / "loose" / "Y_mask.nii.gz", [flair])

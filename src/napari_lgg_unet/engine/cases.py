@@ -27,7 +27,7 @@ from .dicom import Series, list_series, read_series, series_by_sequence
 from .errors import InputError, InputWarning
 from .formats import read_volume, strip_volume_suffix, volume_suffix
 from .scan_checks import common_dtype, optional_mask, tumour_of_labels
-from .sequences import (FLAIR, LABELS, MODEL_CHANNELS, POST, PRE, T2, sequence_of, shorter_names, split_file_name,
+from .sequences import (FLAIR, LABELS, MODEL_CHANNELS, POST, PRE, T2, grouped_by_case, sequence_of, split_file_name,
                         split_sequence)
 from .volumes import (UNORIENTED, Geometry, Volume, covered_fraction, no_orientation, resample_onto, same_grid,
                       to_engine)
@@ -163,11 +163,7 @@ def _entry_names(folder: Path) -> dict[str, tuple[str, str | None]]:
             named[entry.name] = split_file_name(strip_volume_suffix(entry.name))
         elif entry.is_dir() and (folder_named := split_sequence(entry.name))[1] in SEQUENCE_FOLDERS:
             named[entry.name] = folder_named
-    scans = {key for key, sequence in named.values() if sequence != LABELS}
-    for name, (key, sequence) in named.items():
-        if sequence == LABELS and key not in scans:
-            named[name] = (next((k for k in shorter_names(key) if k in scans), key), LABELS)
-    return named
+    return grouped_by_case(named)
 
 
 def _named_entries(folder: Path, key: str | None = None) -> list[tuple[str, str | None, Source]]:

@@ -20,7 +20,7 @@ from typing import Sequence
 from .errors import InputError
 from .formats import scan_name, strip_volume_suffix, volume_suffix
 from .io import ScanSource
-from .sequences import LABELS, NAMES, shorter_names, split_file_name
+from .sequences import LABELS, NAMES, grouped_by_case, split_file_name
 
 
 def input_paths(source: ScanSource) -> list[Path]:
@@ -133,11 +133,10 @@ def _case_it_would_join(target: Path, paths: list[Path]) -> str | None:
     is the case's mask when the case is opened again."""
     if volume_suffix(target) is None:
         return None
-    key, role = _case_key(target)
-    beside = [_case_key(path) for path in paths if path.parent == target.parent and volume_suffix(path)]
-    if role == LABELS:  # `X_tumor_mask` is X's labels when X's files are there (cases._entry_names)
-        key = next((k for k in (key, *shorter_names(key)) if k in {k for k, _ in beside}), key)
-    same = [other_role for other_key, other_role in beside if other_key == key]
+    beside = {path.name: _case_key(path) for path in paths if path.parent == target.parent and volume_suffix(path)}
+    grouped = grouped_by_case({**beside, target.name: _case_key(target)})  # as the folder would be read next time
+    key, role = grouped.pop(target.name)
+    same = [other_role for other_key, other_role in grouped.values() if other_key == key]
     if same and (role != LABELS or LABELS in same):
         return key or target.parent.name
     return None

@@ -67,6 +67,17 @@ def shorter_names(key: str) -> Iterator[str]:
         yield key
 
 
+def grouped_by_case(named: dict[str, tuple[str, str | None]]) -> dict[str, tuple[str, str | None]]:
+    """`named` (file name -> (case key, sequence), as `split_file_name` reads each) with each labels file whose key is
+    no scan's given the nearest of its `shorter_names` that is: "P1_tumor_mask" beside "P1_flair" is P1's labels.
+    The one grouping of a folder's names, for reading cases (cases.py) and for checking that an output would not join
+    one (outputs.py): checked by its own rule, `X_mask` beside `X_flair` and `X_tumor_seg` was allowed, and X then
+    held two labels files and no longer read."""
+    scans = {key for key, sequence in named.values() if sequence != LABELS}
+    return {name: (next((k for k in shorter_names(key) if k in scans), key), LABELS)
+            if sequence == LABELS and key not in scans else (key, sequence) for name, (key, sequence) in named.items()}
+
+
 def sequence_of(text: str) -> str | None:
     """The sequence a free-text name says ("AX T2 FLAIR", "T1 POST GD", "t1gd"), or None; word pairs win over words."""
     words = [w.lower() for w in _WORD.findall(text)]
