@@ -1016,7 +1016,7 @@ def test_a_first_save_killed_between_its_two_renames_loads_as_the_new_model(w, m
         raise KeyboardInterrupt  # the process dies here, after the weights' rename
 
     older = model_module.save_model(network, config, w.out / "older")
-    monkeypatch.setattr(model_module, "write_config", killed)
+    monkeypatch.setattr(model_module, "_write_config", killed)  # save_model's config write
     for folder in (w.out / "first", older):
         with pytest.raises(KeyboardInterrupt):
             model_module.save_model(network, config, folder)
