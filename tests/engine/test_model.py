@@ -131,9 +131,10 @@ def test_a_folder_caught_between_writing_weights_and_config_loads_as_the_new_mod
     folder = tmp_path / "torn"
     shutil.copytree(tiny_model_dir, folder)
     old = load_model(folder)
-    monkeypatch.setattr(model_module, "write_config", lambda *_: None)  # killed before config.json is replaced
+    monkeypatch.setattr(model_module, "_write_config", lambda *_: None)  # killed before config.json is replaced
     new_config = replace(old.config, postprocess=PostprocessConfig(threshold=0.3))
     save_model(old.network, new_config, folder)
+    assert read_config(folder).weights_id == old.config.weights_id  # torn indeed: config.json is the old model's
     loaded = load_model(folder)
     assert loaded.config.postprocess.threshold == 0.3 and loaded.config.weights_id != old.config.weights_id
 
