@@ -379,7 +379,7 @@ def test_a_model_without_a_split_is_calibrated_on_every_patient_and_a_split_shor
     assert "leave out --split" in _one_line_error(capsys, ["evaluate", "--model", str(model), "--data",
                                                           str(sample_patient_dir), "--split", "test"])
     assert main(["calibrate", "--model", str(model), "--data", str(sample_patient_dir), "--split", "all"]) == 0
-    assert "on 1 patients" in capsys.readouterr().out
+    assert "on 1 patient " in capsys.readouterr().out
     assert read_config(model).training.calibration.patients == [SAMPLE_PATIENT]
 
     split = TrainingRecord(split={"test": [SAMPLE_PATIENT, "TCGA_XX_0000_20000101"]})

@@ -12,7 +12,7 @@ import os
 import sys
 import typing
 import warnings
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -272,8 +272,8 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _say_stopping() -> None:
-    print("stopping after the current step (and validation, if one is running); the best model so far is kept, "
-          "and --resume continues the run", file=sys.stderr, flush=True)
+    print("stopping after the current step (and validation, if one is running); a finished epoch's model is kept, "
+          "and --resume continues from it", file=sys.stderr, flush=True)
 
 
 class _TrainingProgress:
@@ -469,8 +469,6 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .engine.atomic import write_text_atomic
-    from dataclasses import asdict
-
     from .engine.device import cpu_model, pick_device
     from .engine.evaluate import evaluate_patients, report
     from .engine.predict import runs_on
@@ -491,15 +489,19 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         s = result.scores
         tqdm.write(f"{result.name:<28} {result.slices:>6} {s.dice:6.3f} {s.iou:6.3f} {s.accuracy:7.4f}")
     summary = report(results)
-    print(f"{len(results)} patients: mean Dice {summary['mean_dice']:.3f}, median Dice {summary['median_dice']:.3f}, "
+    print(f"{_patients(len(results))}: mean Dice {summary['mean_dice']:.3f}, median Dice {summary['median_dice']:.3f}, "
           f"mean IoU {summary['mean_iou']:.3f}, mean accuracy {summary['mean_accuracy']:.4f}, "
           f"{summary['slices_per_second']:.1f} slices/s")
     if args.json:  # what was scored, so that result files can be told apart by their content
-        run = {"model": str(args.model), "weights_id": model.config.weights_id, "split": args.split or "all",
+        run = {"model": str(args.model), "weights_id": model.config.weights_id, "split": args.split or ALL_PATIENTS,
                "input_variant": args.input_variant, "tta": options.tta, "runs_on": runs_on(model, options),
                "cpu": cpu_model(), "postprocess": asdict(options.postprocess or model.config.postprocess)}
         write_text_atomic(args.json, json.dumps({"run": run, **summary}, indent=2) + "\n")
     return 0
+
+
+def _patients(count: int) -> str:
+    return f"{count} patient{'' if count == 1 else 's'}"
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
@@ -521,7 +523,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
                              variants=args.input_variants)
     largest = record.best_keep_largest
     print(f"threshold {best.threshold}, min size {best.min_size}, min confidence {best.min_confidence}, "
-          f"keep largest {best.keep_largest}: mean Dice {record.mean_dice:.3f} on {len(record.patients)} patients "
+          f"keep largest {best.keep_largest}: mean Dice {record.mean_dice:.3f} on {_patients(len(record.patients))} "
           f"({', '.join(args.input_variants)}); saved in {args.model}. Best with keep largest: threshold "
           f"{largest.threshold}, mean Dice {largest.mean_dice:.3f}")
     return 0

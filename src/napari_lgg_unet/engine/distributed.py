@@ -84,8 +84,8 @@ class Group:
             raise error
 
     def check_same(self, facts: dict[str, Any], advice: str) -> None:
-        """Refuse, on every process, a job whose processes were started with other `facts` than rank 0 (its
-        settings, output folder, scans): each rank acts on its own, so a rank given another --data trained on other
+        """Refuse, on every process, a job whose processes were started with other `facts` than rank 0 (settings,
+        scans, as each caller chooses): each rank acts on its own, so a rank given another --data trained on other
         patients than rank 0 recorded (silently, with --steps-per-epoch), or its step count differed and the ranks'
         collectives went out of step, which gloo ends by aborting rank 0 with a C++ 'collective mismatch' crash.
 

@@ -420,9 +420,9 @@ def itk_placement_differs(geometry: Geometry) -> str | None:
 
     ITK reads pixdim alone as LPS axes from a header with both codes 0, may follow the qform where nibabel follows the
     sform (ITK 5.4 does unless the sform_code is 1; older ITK always did), takes the voxel size from pixdim even where
-    it follows the sform, and cannot follow a sheared sform; a mask
-    that kept nibabel's placement landed mirrored, rotated or shifted on its scan in those viewers, while a NIfTI mask,
-    which keeps the header as it is, overlays its scan in every tool. Differences under a tenth of a voxel at the grid's
+    it follows the sform, and cannot follow a sheared sform; a mask that kept nibabel's placement landed mirrored,
+    rotated or shifted on its scan in those viewers, while a NIfTI mask, which keeps the header as it is, overlays its
+    scan in every tool. Differences under a tenth of a voxel at the grid's
     corners (float rounding, the qform's orthogonalised scanner axes) move nothing."""
     if not geometry.oriented:
         return UNORIENTED
