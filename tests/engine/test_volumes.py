@@ -504,7 +504,7 @@ def test_a_flair_or_a_filled_volume_saved_as_the_labels_is_refused_not_read_as_t
     ("P_t1_flair", "P_t1_t1ce", "P_t1_seg"),  # t1 a time point, part of the case's name: the labels keep it
     ("flair", "t1", "mask_flair"), ("P_flair", "P_t1", "P_seg_flair"), ("P_flair", "P_t1", "P-mask-t1"),
     ("P_flair", "P_t1", "P_tumor_mask"), ("flair", "t1", "lesion_seg"), ("flair", "t1", "Segmentation-label"),
-    ("P_flair", "P_t1", "P_flair_tumour_seg"),
+    ("P_flair", "P_t1", "P_flair_tumour_seg"), ("MRHead", "MRHead_t1", "Segmentation-label"),
 ])
 def test_labels_named_after_the_sequence_they_were_drawn_on_are_that_cases_labels(brats_case, tmp_path, names):
     """`flair_seg.nii.gz` beside `flair.nii.gz`, as ITK-SNAP users save labels, was split at its last word only: a case

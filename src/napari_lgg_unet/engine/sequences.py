@@ -72,10 +72,17 @@ def grouped_by_case(named: dict[str, tuple[str, str | None]]) -> dict[str, tuple
     no scan's given the nearest of its `shorter_names` that is: "P1_tumor_mask" beside "P1_flair" is P1's labels.
     The one grouping of a folder's names, for reading cases (cases.py) and for checking that an output would not join
     one (outputs.py): checked by its own rule, `X_mask` beside `X_flair` and `X_tumor_seg` was allowed, and X then
-    held two labels files and no longer read."""
+    held two labels files and no longer read. A labels file named by labels words alone (3D Slicer's
+    "Segmentation-label", "seg") beside the scans of one case is that case's ("MRHead.nii.gz"): it names no other."""
     scans = {key for key, sequence in named.values() if sequence != LABELS}
-    return {name: (next((k for k in shorter_names(key) if k in scans), key), LABELS)
-            if sequence == LABELS and key not in scans else (key, sequence) for name, (key, sequence) in named.items()}
+    only = next(iter(scans)) if len(scans) == 1 else None
+
+    def owner(key: str) -> str:
+        names = [key, *shorter_names(key)]
+        return next((k for k in names if k in scans), only if only is not None and "" in names else key)
+
+    return {name: (owner(key), LABELS) if sequence == LABELS else (key, sequence)
+            for name, (key, sequence) in named.items()}
 
 
 def sequence_of(text: str) -> str | None:
