@@ -20,8 +20,8 @@ from . import __version__
 from .engine.errors import InputError, InputWarning, LggUnetError, few_names
 from .engine.events import EpochEnd, Finished, Prepared, Step
 from .engine.settings import (
-    BACKEND_CHOICES, INPUT_VARIANTS, SEGMENT_BATCH_SIZE, SPLITS, AugmentConfig, Setting, TrainConfig, comma_names,
-    label_of, settings_of,
+    BACKEND_CHOICES, INPUT_VARIANTS, SEGMENT_BATCH_SIZE, SPLITS, AugmentConfig, Setting, TrainConfig, check_variants,
+    comma_names, label_of, settings_of,
 )
 from .engine.validate import check_choice
 
@@ -49,11 +49,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _variants(text: str) -> tuple[str, ...]:
-    variants = comma_names(text)
-    if not variants or any(v not in INPUT_VARIANTS for v in variants) or len(set(variants)) != len(variants):
+    """The input variants a flag names, by the engine's rule (`check_variants`), refused in argparse's words."""
+    try:
+        return check_variants("input variants", comma_names(text))
+    except InputError:
         raise argparse.ArgumentTypeError(f"{text!r}: give one or more of {', '.join(INPUT_VARIANTS)}, comma-separated, "
-                                         "each once")
-    return variants
+                                         "each once") from None
 
 
 def _path_text(text: str) -> str:

@@ -169,8 +169,8 @@ class CorrectionSession:
         if (probability[spot] >= config.threshold) == click.positive:
             return
         height, width = probability.shape[1:]
-        config = self._scan.model.config
-        radius = config.inputs.click_sigma * max(height, width) / config.preprocess.image_size
+        model = self._scan.model.config
+        radius = model.inputs.click_sigma * max(height, width) / model.preprocess.image_size
         rows, cols = np.ogrid[:height, :width]
         disc = (rows - click.y) ** 2 + (cols - click.x) ** 2 <= max(radius, 0.5) ** 2
         probability[spot[0]][disc] = 1.0 if click.positive else 0.0
