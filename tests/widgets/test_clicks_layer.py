@@ -4,6 +4,8 @@ fails keeps its point."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from napari.layers import Image
@@ -161,3 +163,56 @@ def test_a_click_once_the_image_and_its_tumour_layer_lie_apart_is_refused(qtbot,
     assert len(widget.corrections.session.clicks) == 2
     np.testing.assert_array_equal(tumour.data, before)
     assert "no longer lie on each other" in notes["warning"][-1] and notes["error"] == []
+
+
+def _segment_again(qtbot, widget) -> None:
+    widget.segment_button.clicked()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    settle(qtbot, widget)
+
+
+def test_segmenting_again_keeps_the_clicks_with_the_corrected_layer_as_the_users(qtbot, viewer, notes,
+                                                                                 tiny_click_model):
+    """The clicks are the user's work: a new Segment kept the corrected tumour layer as '(edited)' and emptied the
+    clicks layer that made it, so nothing said where the user had clicked. They stay with it, named as it is."""
+    widget = _clicked(qtbot, viewer, tiny_click_model)
+    clicks, tumour = owned_layer(viewer, widget._source, "clicks"), widget.prediction_layer()
+    _segment_again(qtbot, widget)
+    assert (tumour.name, clicks.name) == ("X tumour (edited)", "X clicks (edited)")
+    assert clicks in viewer.layers and owned_layer(viewer, widget._source, "clicks") is None
+    _assert_shows(clicks, CLICKS)
+    assert clicks.editable  # the user's now: napari's point tools work on it
+    assert "'X tumour (edited)' keeps your changes (the clicks that made them in 'X clicks (edited)')" in (
+        notes["info"][-1])
+    widget.corrections.add_click(np.asarray((1.0, 20.0, 40.0)), True)  # the new segmentation's clicks: a new layer
+    settle(qtbot, widget)
+    _assert_shows(owned_layer(viewer, widget._source, "clicks"), [((1.0, 20.0, 40.0), True)])
+    _assert_shows(clicks, CLICKS)
+    assert notes["error"] == []
+
+
+def test_a_click_still_computed_when_the_new_segmentation_lands_is_not_kept_with_the_old_mask(
+        qtbot, viewer, notes, tiny_click_model, monkeypatch):
+    """A click being computed shows its point at once, but its result goes to no mask once a new segmentation has
+    replaced the session: the kept clicks are those of the kept mask."""
+    from napari_lgg_unet.widgets import corrections
+
+    widget = _clicked(qtbot, viewer, tiny_click_model)
+    clicks, mask = owned_layer(viewer, widget._source, "clicks"), np.array(widget.prediction_layer().data)
+    release, real_click_job = threading.Event(), corrections.click_job
+
+    def held_click_job(*args, stop):
+        release.wait(60)
+        yield from real_click_job(*args, stop=stop)
+
+    monkeypatch.setattr(corrections, "click_job", held_click_job)
+    widget.corrections.add_click(np.asarray((1.0, 20.0, 40.0)), True)
+    assert len(clicks.data) == 3  # the click being computed shows at once
+    widget.segment_button.clicked()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    release.set()
+    settle(qtbot, widget)
+    assert clicks.name == "X clicks (edited)"
+    _assert_shows(clicks, CLICKS)
+    np.testing.assert_array_equal(viewer.layers["X tumour (edited)"].data, mask)
+    assert notes["error"] == []

@@ -29,8 +29,8 @@ from ..engine.predict import SegmentOptions
 from . import notify
 from .job import JobRunner
 from .layers import (
-    data_index, image_choices, owned_layer, put_owned_layer, placement_fix, segmentation_shown, shown_elsewhere,
-    shown_index, to_layer_order,
+    data_index, hand_over, image_choices, owned_layer, put_owned_layer, placement_fix, role_of, segmentation_shown,
+    shown_elsewhere, shown_index, to_layer_order,
 )
 from .workers import LayerResult, ModelCache
 
@@ -199,6 +199,24 @@ class ClickCorrections:
         """Whether the segmented image and its tumour layer are still in the viewer (see `layers.segmentation_shown`):
         a click is refused, and the clicks layer is not drawn again, once the user deleted either."""
         return self.target is not None and segmentation_shown(self.viewer, self.target.source)
+
+    def keep_clicks(self, source: Image, why: str) -> str | None:
+        """A new segmentation of `source` replaces its tumour layer, which is kept as the user's ('... (`why`)',
+        `layers.hand_over`): the clicks layer that shows the clicks that shaped it is kept with it, renamed the same
+        way, and is the user's to edit (napari's point tools work on it again). The new segmentation's clicks go to a
+        layer of their own. Redrawn first without a click still computed: its result goes to no mask (the new
+        segmentation drops it), so the kept layer holds exactly the clicks of the kept mask. Emptied in place, as it
+        was, the clicks were lost while the mask they made stayed. Returns the kept layer's name, None when there
+        was no click to keep."""
+        if self.target is not None and self.target.source is source:
+            self._running = None
+            self._draw_clicks()
+        layer = owned_layer(self.viewer, source, "clicks")
+        if layer is None or not len(layer.data):
+            return None
+        name = hand_over(layer, why)
+        layer.editable = True
+        return name
 
     def end_if_gone(self) -> bool:
         """End the session if the user deleted its image or tumour layer, as if nothing had been segmented: what
@@ -411,11 +429,11 @@ def _read_only(layer: Points) -> None:
     with the point tools off, so `editable` is turned off again at once and no point stays selected."""
 
     def keep_off(*_: object) -> None:
-        if layer.editable:
+        if layer.editable and role_of(layer) == "clicks":  # a layer handed over (`keep_clicks`) is the user's
             layer.editable = False
 
     def deselect(*_: object) -> None:
-        if len(layer.selected_data):
+        if len(layer.selected_data) and role_of(layer) == "clicks":
             layer.selected_data = set()
             notify.show_info(READ_ONLY)
 

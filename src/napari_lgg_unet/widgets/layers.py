@@ -60,7 +60,7 @@ class LayerPicker(ComboBox):
 def image_choices(viewer: napari.Viewer) -> list[tuple[str, Layer]]:
     """Image layers to segment or train on: not the probability maps this plugin shows (deleting the segmented image
     made its probability map the picked image, and Segment then segmented a probability)."""
-    return [(name, layer) for name, layer in layers_of(viewer, Image) if _role_of(layer) != "probability"]
+    return [(name, layer) for name, layer in layers_of(viewer, Image) if role_of(layer) != "probability"]
 
 
 def labels_choices(viewer: napari.Viewer) -> list[tuple[str, Layer]]:
@@ -85,7 +85,7 @@ def owned_layer(viewer: napari.Viewer, source: Layer, role: str) -> Layer | None
     The mark names the layer itself: napari's *Duplicate Layer* copies metadata, and the user's copy must not be
     taken for ours."""
     for layer in viewer.layers:
-        if _role_of(layer) == role and layer.metadata[OWNER_KEY].get("source") == str(source.unique_id):
+        if role_of(layer) == role and layer.metadata[OWNER_KEY].get("source") == str(source.unique_id):
             return layer
     return None
 
@@ -97,7 +97,7 @@ def segmentation_shown(viewer: napari.Viewer, source: Layer | None) -> bool:
     return source is not None and source in viewer.layers and owned_layer(viewer, source, "tumour") is not None
 
 
-def _role_of(layer: Layer) -> str | None:
+def role_of(layer: Layer) -> str | None:
     """The role of a layer this plugin made ('tumour', 'probability'); None for the user's layers, copies of ours
     made with *Duplicate Layer* included (the mark names the layer it was put on)."""
     mark = layer.metadata.get(OWNER_KEY)

@@ -286,11 +286,15 @@ class SegmentWidget(Container):
         """Before a new segmentation of `source` replaces its tumour layer: a layer the user edited or renamed
         becomes theirs (renamed '... (edited)' unless they named it), and so does one picked as the ground truth
         (renamed '... (kept)'): it is the reference the new segmentation is to be compared with, which replacing it
-        lost, leaving the readouts with no ground truth to score. The new segmentation gets a layer of its own."""
+        lost, leaving the readouts with no ground truth to score. The new segmentation gets a layer of its own. The
+        clicks that shaped an edited layer are kept with it (`ClickCorrections.keep_clicks`); a layer with clicks is
+        an edited one (`_mark_user_changes`)."""
         layer = owned_layer(self.viewer, source, "tumour")
         if layer is not None and edited(layer):
-            notify.show_info(f"'{hand_over(layer)}' keeps your changes and is yours now; the new segmentation is in a "
-                             "new layer")
+            clicks = self.corrections.keep_clicks(source, "edited")
+            also = "" if clicks is None else f" (the clicks that made them in '{clicks}')"
+            notify.show_info(f"'{hand_over(layer)}' keeps your changes{also} and is yours now; the new segmentation "
+                             "is in a new layer")
         elif layer is not None and layer is self.truth.value:
             notify.show_info(f"'{hand_over(layer, 'kept')}', the ground truth picked, is kept as it was and is yours "
                              "now; the new segmentation is in a new layer and is scored against it")
