@@ -15,13 +15,13 @@ from piece_maps import three_pieces
 
 def test_pieces_match_their_labels_and_report_size_slices_and_place():
     probability = three_pieces()
-    labels, pieces = list_pieces(probability, probability >= 0.5, spacing=(2.0, 0.5, 0.5))
+    labels, pieces = list_pieces(probability, probability >= 0.5, voxel_volume=0.5)
     assert labels.dtype == np.int32 and labels.shape == probability.shape
     assert sorted(p.index for p in pieces) == list(range(1, labels.max() + 1)) == [1, 2, 3]
     for piece in pieces:
         voxels = labels == piece.index
         assert piece.voxels == voxels.sum()
-        assert piece.size_mm3 == pytest.approx(piece.voxels * 2.0 * 0.5 * 0.5)
+        assert piece.size_mm3 == pytest.approx(piece.voxels * 0.5)
         slices = np.flatnonzero(voxels.any(axis=(1, 2)))
         assert piece.slices == (slices[0], slices[-1])
         assert piece.extent == tuple((int(axis.min()), int(axis.max())) for axis in np.nonzero(voxels))
@@ -31,7 +31,7 @@ def test_pieces_match_their_labels_and_report_size_slices_and_place():
     assert all(tumour.confidence > other.confidence for other in pieces if other is not tumour)
 
 
-def test_without_spacing_sizes_are_voxels_only_and_a_2d_mask_is_one_slice():
+def test_without_a_voxel_volume_sizes_are_voxels_only_and_a_2d_mask_is_one_slice():
     probability = three_pieces()[3]
     labels, [piece] = list_pieces(probability, probability >= 0.5)
     assert labels.shape == probability.shape and piece.size_mm3 is None

@@ -326,7 +326,7 @@ def test_readouts_equal_the_engine_metrics_for_volume_and_shown_slice(qtbot, vie
     viewer.dims.set_current_step(0, 4)
     assert widget.readouts.scores["slice 4"] == volume_scores(prediction[4], truth.data[4]).to_dict()
     assert widget.readouts.voxels == int(np.count_nonzero(prediction))
-    assert widget.readouts.physical_size == pytest.approx(widget.readouts.voxels * 3.0 * 0.5 * 0.5)
+    assert widget.readouts.physical_size is None  # a scale in pixels: the size in voxels, as the review list gives it
     assert "dice" in widget.readout.value
     widget.csv_path.value = tmp_path / "readouts.csv"
     widget.save_button.clicked()
@@ -629,6 +629,53 @@ def test_one_click_with_the_default_model_on_the_sample_matches_the_model_card(q
     dice = volume_scores(viewer.layers[f"{PATIENT} tumour"].data, truth).dice
     card = json.loads((Path(__file__).resolve().parents[2] / "docs" / "default-model-test.json").read_text())
     assert dice == pytest.approx(card["patients"][PATIENT]["dice"], abs=0.01)
+
+
+def _segmented_square(qtbot, viewer, model: str, **placement):
+    """The Segment widget with a bright-square scan placed by `placement` segmented at a low threshold (the test model
+    is unsure: a non-empty mask)."""
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value = "folder"
+    widget.model_folder.value = model
+    widget.image.value = viewer.add_image(bright_square_scan(0), name="scan", **placement)
+    widget.cleanup.threshold.value = 0.05
+    run_segment(qtbot, widget)
+    assert widget.readouts.voxels > 0 and widget.review_list.rows
+    return widget
+
+
+def _sizes_shown(widget) -> list[str]:
+    return [widget.review_list.table.native.item(row, 2).text() for row in range(len(widget.review_list.rows))]
+
+
+@pytest.mark.usefixtures("inline_jobs")
+@pytest.mark.parametrize("placement", [{"scale": (3.0, 0.5, 0.5)}, {"affine": np.diag([3.0, 0.5, 0.5, 1.0])},
+                                       {"scale": (1.5, 1.0, 1.0), "affine": np.diag([2.0, 0.5, 0.5, 1.0])}],
+                         ids=["scale", "affine", "both"])
+def test_tumour_sizes_use_the_voxel_volume_of_scale_and_affine_together(qtbot, viewer, tiny_model_dir, notes,
+                                                                         placement):
+    """A reader (or a script) may put the voxel size in the layer's affine and leave its scale at 1: the readouts
+    then gave no size in mm^3 at all, and the review list gave each piece 1 mm^3 a voxel, where it is 0.75."""
+    widget = _segmented_square(qtbot, viewer, tiny_model_dir, units=("mm", "mm", "mm"), **placement)
+    readouts = widget.readouts
+    assert readouts.unit == "mm^3" and readouts.physical_size == pytest.approx(readouts.voxels * 0.75)
+    assert widget.readout.value.startswith(f"Tumour: {readouts.voxels} voxels = {readouts.voxels * 0.75:.6g} mm^3")
+    assert [piece.size_mm3 for piece in widget.review_list.rows] == pytest.approx(
+        [piece.voxels * 0.75 for piece in widget.review_list.rows])
+    assert _sizes_shown(widget) == [f"{piece.voxels * 0.75:.0f} mm^3" for piece in widget.review_list.rows]
+    assert notes["error"] == []
+
+
+@pytest.mark.usefixtures("inline_jobs")
+def test_a_layer_in_pixels_gives_its_tumour_size_in_voxels_in_the_readouts_as_in_the_review_list(
+        qtbot, viewer, tiny_model_dir, notes):
+    """napari's units are pixels unless a reader says otherwise: a scale then has no unit, and the readouts showed
+    '= 0.75 x voxels' with none, beside a review list in voxels."""
+    widget = _segmented_square(qtbot, viewer, tiny_model_dir, scale=(3.0, 0.5, 0.5))
+    assert widget.readouts.physical_size is None and widget.readouts.unit == ""
+    assert widget.readout.value.splitlines()[0] == f"Tumour: {widget.readouts.voxels} voxels"
+    assert _sizes_shown(widget) == [f"{piece.voxels} voxels" for piece in widget.review_list.rows]
+    assert notes["error"] == []
 
 
 @pytest.mark.usefixtures("inline_jobs")

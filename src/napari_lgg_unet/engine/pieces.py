@@ -114,34 +114,34 @@ def confidence(evidence: PieceEvidence, gap_scale: float = GAP_SCALE) -> np.ndar
 
 
 def list_pieces(
-    probability: np.ndarray, mask: np.ndarray, spacing: tuple[float, ...] | None = None
+    probability: np.ndarray, mask: np.ndarray, voxel_volume: float | None = None
 ) -> tuple[np.ndarray, list[Piece]]:
     """(piece labels int32, pieces in label order) of `mask` (0/1) given the `probability` it came from, both the
-    scan's spatial shape; `spacing` is the voxel size in mm per axis (None: sizes in voxels only). A 2D mask is a
-    one-slice scan: its pieces span slice 0."""
+    scan's spatial shape; `voxel_volume` is one voxel's volume, mm^3 for scans (None: sizes in voxels only): the
+    caller knows the geometry (a napari layer's scale and affine), so it hands over the product, not the axes. A 2D
+    mask is a one-slice scan: its pieces span slice 0."""
     probability, mask = np.asarray(probability), np.asarray(mask)
     if probability.shape != mask.shape or mask.ndim not in (2, 3):
         raise InputError(f"mask {mask.shape} and probability {probability.shape} must be one (Z, H, W) or (H, W) grid")
     volume = mask.reshape((1,) * (3 - mask.ndim) + mask.shape)
     labels, n = label_pieces(volume)
-    pieces = describe_pieces(probability.reshape(volume.shape), labels, n, spacing)
+    pieces = describe_pieces(probability.reshape(volume.shape), labels, n, voxel_volume)
     return labels.reshape(mask.shape), pieces
 
 
 def describe_pieces(probability: np.ndarray, labels: np.ndarray, n: int,
-                    spacing: tuple[float, ...] | None = None) -> list[Piece]:
+                    voxel_volume: float | None = None) -> list[Piece]:
     """The pieces 1..n of `labels` (Z, H, W), already labelled (e.g. by `postprocess.kept_labels`), in label order.
     A 2D grid is a one-slice scan, as in `list_pieces`."""
     if labels.ndim == 2:
         probability, labels = np.asarray(probability)[None], labels[None]
     evidence = piece_evidence(probability, labels, n)
     trust = confidence(evidence)
-    voxel_mm3 = None if spacing is None else float(np.prod(spacing))
     found = ndimage.find_objects(labels, max_label=n)
+    sizes = [None] * n if voxel_volume is None else [float(voxels) * voxel_volume for voxels in evidence.voxels]
     return [
-        Piece(k + 1, int(evidence.voxels[k]), None if voxel_mm3 is None else float(evidence.voxels[k]) * voxel_mm3,
-              tuple((span.start, span.stop - 1) for span in found[k]), tuple(float(c) for c in evidence.centres[k]),
-              float(trust[k]))
+        Piece(k + 1, int(evidence.voxels[k]), sizes[k], tuple((span.start, span.stop - 1) for span in found[k]),
+              tuple(float(c) for c in evidence.centres[k]), float(trust[k]))
         for k in range(n)
     ]
 

@@ -20,8 +20,8 @@ class PieceReview:
     """The pieces of the current mask (`pieces`, `labels` as `pieces.list_pieces` gives them), the ones removed
     (`removed`, piece indices) and the mask with them removed (`mask`, uint8 0/1)."""
 
-    def __init__(self, probability: np.ndarray, spacing: tuple[float, ...] | None = None) -> None:
-        self.probability, self.spacing = np.asarray(probability), spacing
+    def __init__(self, probability: np.ndarray, voxel_volume: float | None = None) -> None:
+        self.probability, self.voxel_volume = np.asarray(probability), voxel_volume
         self._removed_places = np.zeros(self.probability.shape, dtype=bool)
         self._restored_by_clicks: list[np.ndarray] = []  # per click, the removed places it restored (flat indices)
         self.removed: set[int] = set()
@@ -34,11 +34,11 @@ class PieceReview:
         """Take a new mask (a new threshold or clean-up of the same probabilities, or a click's correction); returns
         it with the pieces that are still removed taken out. A piece holding one of the voxels `said_tumour` (a
         user's "tumour" clicks) is restored: the click is the later and more precise word. `listed` is what
-        `list_pieces(self.probability, mask, self.spacing)` gives, when a worker thread already made it. `step` is
+        `list_pieces(self.probability, mask, self.voxel_volume)` gives, when a worker thread already made it. `step` is
         "click" for a click's mask and "undo" for an undone click's: undoing a click removes again the pieces that
         click restored."""
         self._full = np.asarray(mask, dtype=np.uint8)
-        self.labels, self.pieces = listed or list_pieces(self.probability, self._full, self.spacing)
+        self.labels, self.pieces = listed or list_pieces(self.probability, self._full, self.voxel_volume)
         if step == "undo" and self._restored_by_clicks:
             self._removed_places.flat[self._restored_by_clicks.pop()] = True
         before = self._removed_places.copy() if step == "click" else None

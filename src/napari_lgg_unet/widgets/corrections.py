@@ -49,18 +49,18 @@ class CorrectionTarget:
     model: str
     device: str
     options: SegmentOptions
-    spacing: tuple[float, ...] | None  # the layer's voxel size in mm (None: sizes in voxels)
+    voxel_volume: float | None  # one voxel's volume, mm^3 for scans (`layers.voxel_volume`; None: sizes in voxels)
     orientation: np.ndarray  # the layer's `view_orientation` when segmented: the order of the session's voxels
 
 
 def corrected_view(session: CorrectionSession, to_layer: Callable[[np.ndarray], np.ndarray], shown: tuple[int, ...],
-                   spacing: tuple[float, ...] | None) -> LayerResult:
+                   voxel_volume: float | None) -> LayerResult:
     """The session's probabilities and mask in the layer's voxel order (`shown`: the model-order shape the layer
     was segmented in), with the pieces listed from the session's own labelling (labelling again costs more). The
     probabilities are a copy: the next click changes the session's own in place, from a worker thread."""
     probability = to_layer(session.probability.reshape(shown)).copy()
     labels = to_layer(session.piece_labels.reshape(shown))
-    pieces = describe_pieces(probability, labels, session.piece_count, spacing)
+    pieces = describe_pieces(probability, labels, session.piece_count, voxel_volume)
     return LayerResult(probability, (labels > 0).astype(np.uint8), (labels, pieces), session.postprocess)
 
 
@@ -354,7 +354,7 @@ class ClickCorrections:
         flipped or rotated since got the session's mask flipped or turned on a new threshold."""
         target = self.target
         return partial(corrected_view, to_layer=to_layer_order(target.source, target.orientation),
-                       shown=target.probability.shape, spacing=target.spacing)
+                       shown=target.probability.shape, voxel_volume=target.voxel_volume)
 
     def _mask_ready(self, session: CorrectionSession, result: LayerResult) -> None:
         """Show the corrected mask of `session`; a "tumour" click also brings back a piece the user removed where it

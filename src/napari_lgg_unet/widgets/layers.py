@@ -207,6 +207,18 @@ def _data_to_world(layer: Layer) -> np.ndarray:
     return affine
 
 
+def voxel_volume(layer: Layer) -> tuple[float, str] | None:
+    """The world volume of one of `layer`'s voxels and its unit ('mm^3'), or None when napari's units are pixels:
+    the layer has no physical geometry, and sizes are given in voxels. The volume is |det| of the linear part of
+    data -> world, whichever of scale or affine carries the voxel size (a reader or a script may put it in the
+    affine, with scale 1: the size from the scale alone was that of a 1 mm voxel)."""
+    names = {f"{unit:~}" for unit in getattr(layer, "units", ())}  # pint's short symbols: mm, µm
+    if not names or names == {"pixel"}:
+        return None
+    unit = f"{names.pop()}^{layer.ndim}" if len(names) == 1 else "*".join(sorted(names))
+    return abs(float(np.linalg.det(_data_to_world(layer)[:-1, :-1]))), unit
+
+
 def shown_to_world(layer: Layer) -> np.ndarray:
     """The affine from an index of `as_shown(layer)` (the model's voxel order) to world coordinates: two layers whose
     shown voxels are to be stacked as one scan's channels must give the same one."""

@@ -27,15 +27,13 @@ class Readouts:
 
 
 def volume_readouts(
-    prediction: np.ndarray, truth: np.ndarray | None = None, scale: tuple[float, ...] | None = None, unit: str = ""
+    prediction: np.ndarray, truth: np.ndarray | None = None, voxel: tuple[float, str] | None = None
 ) -> Readouts:
     """The whole volume's size and scores: `prediction` and `truth` have the same shape (anything > 0 is tumour);
-    `scale` is the size of one voxel. They change only when a mask does, not on a slider step (`with_slice`)."""
+    `voxel` is one voxel's volume and its unit (`layers.voxel_volume`; None: the size in voxels only, as the review
+    list gives it). They change only when a mask does, not on a slider step (`with_slice`)."""
     voxels = int(np.count_nonzero(prediction))
-    physical = None
-    if scale is not None and any(abs(s - 1.0) > 1e-12 for s in scale):
-        physical = voxels * float(np.prod(scale))
-    result = Readouts(voxels, physical, unit)
+    result = Readouts(voxels) if voxel is None else Readouts(voxels, voxels * voxel[0], voxel[1])
     if truth is not None:
         result.scores["volume"] = volume_scores(prediction, truth).to_dict()
     return result
@@ -66,7 +64,7 @@ def readouts_text(readouts: Readouts, no_truth: str = NO_TRUTH) -> str:
     """The readouts as lines, ending with `no_truth` when they hold no scores."""
     lines = [f"Tumour: {readouts.voxels} voxels"]
     if readouts.physical_size is not None:
-        lines[0] += f" = {readouts.physical_size:.6g} {readouts.unit}".rstrip()
+        lines[0] += f" = {readouts.physical_size:.6g} {readouts.unit}"
     for scope, values in readouts.scores.items():
         lines.append(f"{scope}: " + "  ".join(f"{name} {values[name]:.3f}" for name in METRIC_NAMES))
     if not readouts.scores:

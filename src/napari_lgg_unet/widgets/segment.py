@@ -36,7 +36,7 @@ from .layer_watch import LayerWatch
 from .layers import (
     LayerPicker, as_shown, binary_mask, current_slice, edited, hand_over, image_choices, labels_choices, mark_edited,
     owned_layer, placement_fix, put_owned_layer, segmentation_shown, set_owned_data, shown_elsewhere, to_layer_order,
-    tumour_mask, view_orientation,
+    tumour_mask, view_orientation, voxel_volume,
 )
 from .readouts import Readouts, readouts_text, volume_readouts, with_slice, write_readouts_csv
 from .review import ReviewList
@@ -236,11 +236,12 @@ class SegmentWidget(Container):
         self._pending, self._pending_data, self._pending_choice = layer, layer.data, self.model_picker.picked()
         self.progress.value = 0
         options = SegmentOptions(tta=self.tta.value, postprocess=self.cleanup.config(), precision=self.precision.value)
-        spacing = tuple(layer.scale) if _volume_unit(layer) else None
+        voxel = voxel_volume(layer)
+        volume = None if voxel is None else voxel[0]
         orientation = view_orientation(layer)
-        self._pending_input = (image, rgb, source, device, options, spacing, orientation)
+        self._pending_input = (image, rgb, source, device, options, volume, orientation)
         self.job.start(segment_job, self._cache, source, device, image, rgb, options,
-                       to_layer_order(layer, orientation), spacing,
+                       to_layer_order(layer, orientation), volume,
                        on_item=self._on_item, on_done=self._keep_orphan_setting,  # see its docstring
                        on_error=self._segment_failed)
 
@@ -269,14 +270,14 @@ class SegmentWidget(Container):
                                 "is dropped: segment it again")
             return
         self._source, self._probability, self._loaded_choice = source, result.probability, self._pending_choice
-        image, rgb, model, device, options, spacing, orientation = self._pending_input
-        self._review = PieceReview(self._probability, spacing)
+        image, rgb, model, device, options, volume, orientation = self._pending_input
+        self._review = PieceReview(self._probability, volume)
         self._take_over(source)
         self._keep_edited_tumour(source)
         self._shown = self._painted = None  # a new segmentation starts afresh
         self._show_mask(result)
         self.corrections.reset(CorrectionTarget(source, self._pending_data, image(), rgb, self._segmented.probability,
-                                                model, device, options, spacing, orientation))
+                                                model, device, options, volume, orientation))
         self._show_probability()
         self.update_readouts()
         if self.cleanup.config() != result.postprocess:
@@ -347,7 +348,7 @@ class SegmentWidget(Container):
         if self.corrections.rethreshold(self.cleanup.config()):
             return  # the correction session applies it, clicks kept, and shows the result
         if not self.cleanup_job.running:
-            self.cleanup_job.start(cleanup_job, self._probability, self.cleanup.config(), self._review.spacing,
+            self.cleanup_job.start(cleanup_job, self._probability, self.cleanup.config(), self._review.voxel_volume,
                                    on_item=self._cleaned, on_done=self._cleanup_done,
                                    on_error=partial(self._cleanup_failed, self._probability))
 
@@ -417,7 +418,8 @@ class SegmentWidget(Container):
             self._mark_user_changes(layer)
         layer = put_owned_layer(self.viewer, self._source, "tumour", shown)
         self._shown = np.array(shown, copy=True)  # napari paints into the layer's own array
-        self.review_list.show_pieces(self._review.pieces, self._review.removed, _volume_unit(layer),
+        voxel = voxel_volume(layer)
+        self.review_list.show_pieces(self._review.pieces, self._review.removed, "" if voxel is None else voxel[1],
                                      self._slider_axis())
 
     def keep_piece(self, index: int, keep: bool) -> None:
@@ -569,7 +571,7 @@ class SegmentWidget(Container):
                 self.readouts = None
                 self._update_readout_text(problem)
                 return
-        volume = volume_readouts(mask, truth, tuple(prediction.scale), _volume_unit(prediction))
+        volume = volume_readouts(mask, truth, voxel_volume(prediction))
         self._scored = _Scored(prediction, truth_layer, _data_of(prediction, truth_layer), (mask, truth_mask), truth,
                                volume)
         self._show_slice_readouts()
@@ -696,11 +698,3 @@ def _viewer_of(widget: SegmentWidget) -> napari.viewer.Viewer:
     of its own, so two widgets of one viewer hold different objects: compared as they were, a docked widget and one
     made by a script never saw that they shared a viewer, and went on writing the one tumour layer."""
     return getattr(widget.viewer, "__wrapped__", widget.viewer)
-
-
-def _volume_unit(layer: Labels) -> str:
-    """'mm^3'-style unit of one voxel's volume from the layer's units ('' when they are pixels)."""
-    names = {f"{unit:~}" for unit in getattr(layer, "units", ())}  # pint's short symbols: mm, µm
-    if not names or names == {"pixel"}:
-        return ""
-    return f"{names.pop()}^{layer.ndim}" if len(names) == 1 else "*".join(sorted(names))

@@ -60,30 +60,30 @@ class LayerResult:
 
 def segment_job(
     cache: ModelCache, source: str, device: str, image: Callable[[], np.ndarray], rgb: bool, options: SegmentOptions,
-    to_layer: Callable[[np.ndarray], np.ndarray], spacing: tuple[float, ...] | None, *, stop: Callable[[], bool],
+    to_layer: Callable[[np.ndarray], np.ndarray], voxel_volume: float | None, *, stop: Callable[[], bool],
 ) -> Iterator[SegmentProgress | LayerResult]:
     """Load (or reuse) the model, read the scan (`image()`: a lazy layer is read here, see
     `sequences.deferred_input`) and segment. Unless stopped, the last progress carries the result (in the model's
     slice order), and a `LayerResult` follows: the result put back on the layer's grid by `to_layer`, its pieces
-    listed with the voxel size `spacing`."""
+    listed with one voxel's volume `voxel_volume` (`layers.voxel_volume`)."""
     model = cache.get(source, device)
     for progress in segment_steps(model, image(), options, rgb=rgb, stop=stop):
         yield progress
         if progress.result is not None and not stop():
             probability, mask = to_layer(progress.result.probability), to_layer(progress.result.mask)
-            listed = list_pieces(probability, mask, spacing)
+            listed = list_pieces(probability, mask, voxel_volume)
             if not stop():  # Cancel pressed while the pieces were listed: nothing is shown
                 yield LayerResult(probability, mask, listed, options.postprocess_for(model))
 
 
 def cleanup_job(
-    probability: np.ndarray, config: PostprocessConfig, spacing: tuple[float, ...] | None, *, stop: Callable[[], bool]
+    probability: np.ndarray, config: PostprocessConfig, voxel_volume: float | None, *, stop: Callable[[], bool]
 ) -> Iterator[LayerResult]:
     """Another threshold or clean-up of the same probabilities (on the layer's grid), labelled once: the clean-up's
     own labelling lists the pieces (`kept_labels` numbers them as labelling the mask would)."""
     labels, count = kept_labels(probability, config)
     yield LayerResult(probability, (labels > 0).astype(np.uint8),
-                      (labels, describe_pieces(probability, labels, count, spacing)), config)
+                      (labels, describe_pieces(probability, labels, count, voxel_volume)), config)
 
 
 def training_job(
