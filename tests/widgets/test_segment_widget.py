@@ -590,6 +590,36 @@ def test_a_lazy_image_is_read_in_the_worker_and_segments_like_its_array(qtbot, v
     np.testing.assert_array_equal(masks[0], masks[1])
 
 
+@pytest.mark.usefixtures("inline_jobs")
+@pytest.mark.parametrize("sequences", [False, True], ids=["one layer", "FLAIR, T1 and T1c layers"])
+def test_an_image_changed_in_place_during_a_run_is_segmented_as_it_was_when_segment_was_pressed(
+        qtbot, viewer, tiny_model_dir, notes, monkeypatch, sequences):
+    """The worker read the layer's array when it got to it: a script writing into it meanwhile (`layer.data[...] =`,
+    which keeps the array, so the result was not dropped as one of replaced data) sent the network a scan half
+    changed. The mask is that of the image as it was when Segment was pressed."""
+    names = ["FLAIR", "T1", "T1c"] if sequences else ["scan"]
+    layers = [viewer.add_image(bright_square_scan(seed), name=name) for seed, name in enumerate(names)]
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value = "folder"
+    widget.model_folder.value = tiny_model_dir
+    widget.image.value = layers[0]
+    if sequences:
+        widget.pre_contrast.value, widget.post_contrast.value = layers[1:]
+    run_segment(qtbot, widget)
+    before = np.array(widget._probability)
+    real_job = segment_module.segment_job
+
+    def job_while_a_script_writes(*args, stop):
+        for layer in layers:
+            layer.data[:, :32] = 0.0
+        yield from real_job(*args, stop=stop)
+
+    monkeypatch.setattr(segment_module, "segment_job", job_while_a_script_writes)
+    run_segment(qtbot, widget)
+    np.testing.assert_allclose(widget._probability, before, atol=1e-6)
+    assert not layers[0].data[:, :32].any() and notes["error"] == []  # the script's change is there, not segmented
+
+
 def test_cancel_stops_segmenting_without_adding_a_layer(qtbot, viewer, segment_widget, monkeypatch):
     widget = segment_widget
     real_job = segment_module.segment_job

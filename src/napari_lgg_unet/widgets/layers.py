@@ -277,9 +277,16 @@ def as_shown(layer: Layer, data: np.ndarray | None = None) -> np.ndarray:
 
 
 def shown_later(layer: Layer) -> Callable[[], np.ndarray]:
-    """`as_shown(layer)`, read when the function returned is called: in a worker, for a layer whose data is read only
-    when asked (a dask or zarr array), without reading the layer there (its data and orientation are taken now)."""
+    """`as_shown(layer)` as it is now, read when the function returned is called: in a worker, for a layer whose data
+    is read only when asked (a dask or zarr array), without reading the layer there (its data and orientation are
+    taken now). Data in memory is copied now: read in the worker, a script changing it in place during the run
+    (`layer.data[...] = ...`) sent the network a scan half old, half new, and the mask shown was of neither. For a
+    BraTS case's FLAIR, T1 and T1c (3 x 155 x 240 x 240 int16, 54 MB) the Segment click takes 35-50 ms with the
+    copies and 2-6 ms without (2 EPYC cores shared with other work), against 13-17 s of network for such a scan
+    (docs/benchmarks.md). A lazy array stays lazy, as does a memory-mapped file (copying it reads the file)."""
     data, orientation = layer.data, view_orientation(layer)
+    if type(data) is np.ndarray:
+        data = data.copy()
     return lambda: apply_orientation(np.asarray(data), orientation)
 
 

@@ -79,7 +79,8 @@ def deferred_input(image: Image | None, pre: Image | None = None,
     """(data, rgb) for the engine, checked from the layers' shapes and types alone, the data to be read by calling it
     (in a worker): the image's own data when no sequence is added, else the (..., 3) stack (pre, FLAIR, post) of
     one-channel layers of one shape; each layer's axes as napari shows them (`layers.as_shown`, mapped back with
-    `layers.to_layer_order` of the FLAIR layer). Raises InputError a user can act on.
+    `layers.to_layer_order` of the FLAIR layer), as they are now (`layers.shown_later` copies data in memory). Raises
+    InputError a user can act on.
 
     Checked and read here, a lazy layer (a dask or zarr array) was read whole on the viewer's thread, twice, and held
     the viewer for as long as a large or remote scan takes to load. Values (NaN, infinity) are checked by the engine
