@@ -337,6 +337,23 @@ def test_readouts_equal_the_engine_metrics_for_volume_and_shown_slice(qtbot, vie
 
 
 @pytest.mark.usefixtures("inline_jobs")
+def test_a_ground_truth_painted_below_0_is_refused_not_scored_as_no_tumour(qtbot, viewer, segment_widget, notes):
+    """Labels below 0 counted as no tumour: a manual mask painted with -1 scored every segmentation against an empty
+    truth (Dice 0). Refused as the engine refuses them in a label file, and the readouts say why."""
+    widget = segment_widget
+    mask = segmented_with_its_truth(qtbot, viewer, widget)
+    negative = viewer.add_labels(-mask.data.astype(np.int8), name="painted -1", scale=(3.0, 0.5, 0.5))
+    before = snapshot(viewer)
+    widget.truth.value = negative
+    assert notes["error"][-1].startswith("'painted -1' holds values below 0 (such as -1)")
+    assert widget.readouts is None and widget.readout.value == notes["error"][-1]
+    assert_unchanged(before, snapshot(viewer))
+    widget.truth.value = mask  # the widget goes on scoring a ground truth it can use
+    scores = volume_scores(widget.prediction_layer().data, mask.data).to_dict()
+    assert widget.readouts.scores["volume"] == scores and scores["dice"] > 0
+
+
+@pytest.mark.usefixtures("inline_jobs")
 def test_a_slider_step_scores_the_new_slice_only_and_a_new_threshold_or_painting_scores_the_volume(qtbot, viewer,
                                                                                                  segment_widget,
                                                                                                  monkeypatch):

@@ -12,6 +12,7 @@ import pytest
 from qtpy.QtCore import Qt
 
 from bad_inputs import make_bad_model, model_copy
+from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.postprocess import PostprocessConfig
 from napari_lgg_unet.widgets.session_models import SCRATCH
 
@@ -182,6 +183,29 @@ def test_training_refuses_mismatched_or_empty_labels_and_warns_about_merged_valu
     assert "merged" in notes["warning"][-1]
     assert scans[0].mask.dtype == bool and scans[0].mask.sum() == 32
     assert (viewer.layers["two values"].data == several).all()
+    assert not train.running
+
+
+def test_training_refuses_labels_painted_below_0_which_read_as_no_tumour(viewer, widgets, notes, tmp_path):
+    """Labels below 0 counted as no tumour: painted with -1 they were refused as empty ("nothing to learn"), and
+    beside labels above 0 they trained as background without a word. Refused as the engine refuses them in a file."""
+    _, train = widgets
+    train.output.value = tmp_path / "models"
+    image = viewer.add_image(np.zeros((4, 32, 32), np.float32), name="scan")
+    labels = np.zeros((4, 32, 32), np.int8)
+    labels[1, 8:16, 8:16] = -1
+    negative = viewer.add_labels(labels.copy(), name="painted -1")
+    labels[2, 8:16, 8:16] = 1
+    both = viewer.add_labels(labels, name="-1 and 1")
+    row = train.pairs[0]
+    row.image_layer.value, row.labels_layer.value = image, negative
+    before = snapshot(viewer)
+    train.train_button.clicked()
+    assert notes["error"][-1].startswith("'painted -1' holds values below 0 (such as -1)")
+    row.labels_layer.value = both
+    with pytest.raises(InputError, match="'-1 and 1' holds values below 0"):
+        train.training_scans()
+    assert_unchanged(before, snapshot(viewer))
     assert not train.running
 
 

@@ -158,9 +158,7 @@ def tumour_of_labels(label: str, labels: np.ndarray) -> np.ndarray:
             raise InputError(f"{label} holds fractional values (such as {float(fraction.flat[0]):.7g}), as a mask "
                              "resampled with linear interpolation has; a label map holds whole numbers (0 background, "
                              "above 0 tumour): resample it with nearest neighbour, or threshold it yourself")
-    if values.dtype.kind in "fi" and (values < 0).any():
-        raise InputError(f"{label} holds values below 0 (such as {values.min():g}); a label map holds 0 for background "
-                         "and labels above 0 for tumour: fix or re-export the labels")
+    refuse_negative_labels(label, values, "fix or re-export the labels")
     if (count := len(np.unique(np.round(values) if values.dtype.kind == "f" else values))) > MAX_LABELS:
         raise InputError(f"{label} holds {count} distinct values, as an image does, not a tumour mask (a few labels, "
                          f"at most {MAX_LABELS}: 0 background, 1 or 255 tumour, BraTS 0/1/2/4); give the mask drawn "
@@ -171,6 +169,15 @@ def tumour_of_labels(label: str, labels: np.ndarray) -> np.ndarray:
                          "mask filled with 255 gives; a tumour mask is 0 wherever there is no tumour: give the mask "
                          "drawn on the scan")
     return tumour
+
+
+def refuse_negative_labels(label: str, values: np.ndarray, fix: str) -> None:
+    """Refuse labels below 0, naming `label` and saying how to `fix` them: every reader of labels takes `> 0` as
+    tumour (`tumour_of_labels`, the widgets' training labels and ground truth), so a mask stored or painted as -1 / 0
+    would be read as no tumour without a word, and a model trained or scored on none."""
+    if values.dtype.kind in "fi" and (values < 0).any():
+        raise InputError(f"{label} holds values below 0 (such as {values.min():g}); a label map holds 0 for background "
+                         f"and labels above 0 for tumour: {fix}")
 
 
 def optional_mask(scan: str, read: Callable[[], np.ndarray], required: bool) -> np.ndarray | None:

@@ -17,6 +17,8 @@ from magicgui.widgets import ComboBox
 from napari.layers import Image, Labels, Layer, Points
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 
+from ..engine.scan_checks import refuse_negative_labels
+
 # What our reader stores about a layer's scan: its geometry (the writer needs it to save a mask back onto the scan's
 # grid) and its path (the writer never saves onto that scan's files). The layers made from a layer inherit both.
 from ..reader import GEOMETRY_KEY, SOURCE_KEY
@@ -73,9 +75,14 @@ def tumour_mask(layer: Labels) -> np.ndarray:
 
 
 def binary_mask(layer: Labels) -> tuple[np.ndarray, bool]:
-    """`tumour_mask` and whether several label values were merged into it."""
-    mask = tumour_mask(layer)
-    merged = bool(mask.any()) and np.unique(np.asarray(layer.data)[mask]).size > 1
+    """`tumour_mask` of labels given as the tumour (training labels, a ground truth), and whether several label
+    values were merged into it. Values below 0 are refused (InputError), as in a label file: they counted as no
+    tumour, and labels painted with -1 trained or scored as empty."""
+    data = np.asarray(layer.data)
+    refuse_negative_labels(f"'{layer.name}'", data, "paint those voxels with 0 or a label above 0, or pick other "
+                           "labels")
+    mask = data > 0
+    merged = bool(mask.any()) and np.unique(data[mask]).size > 1
     return mask, merged
 
 

@@ -21,7 +21,7 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 
 from ..engine.device import pick_device
-from ..engine.errors import LggUnetError, ModelError
+from ..engine.errors import InputError, LggUnetError, ModelError
 from ..engine.model import ModelConfig
 from ..engine.postprocess import PostprocessConfig
 from ..engine.predict import Segmentation, SegmentOptions, SegmentProgress
@@ -544,9 +544,14 @@ class SegmentWidget(Container):
         return None if self._source is None else owned_layer(self.viewer, self._source, "tumour")
 
     def _truth_changed(self) -> None:
+        """Say once, as it is picked, what the readouts make of the ground truth (`_truth_mask`)."""
         truth = self.truth.value
-        if truth is not None and binary_mask(truth)[1]:
-            notify.show_warning(f"'{truth.name}' has several label values: all values above 0 are counted as tumour")
+        try:
+            if truth is not None and binary_mask(truth)[1]:
+                notify.show_warning(f"'{truth.name}' has several label values: all values above 0 are counted as "
+                                    "tumour")
+        except InputError as refusal:
+            notify.show_error(str(refusal))
         self.update_readouts()
 
     def update_readouts(self) -> None:
@@ -565,8 +570,7 @@ class SegmentWidget(Container):
         mask = tumour_mask(prediction)
         truth = truth_mask = None
         if truth_layer is not None and truth_layer is not prediction:
-            truth_mask = tumour_mask(truth_layer)
-            truth, problem = _truth_on_grid(truth_layer, truth_mask, prediction)
+            truth_mask, truth, problem = _truth_mask(truth_layer, prediction)
             if problem:
                 self.readouts = None
                 self._update_readout_text(problem)
@@ -673,6 +677,17 @@ class _Scored:
 
 def _data_of(prediction: Labels, truth_layer: Labels | None) -> tuple[object, object]:
     return prediction.data, None if truth_layer is None else truth_layer.data
+
+
+def _truth_mask(truth: Labels, prediction: Labels) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+    """The ground truth as a bool mask as stored (`layers.binary_mask`) and on the prediction's grid
+    (`_truth_on_grid`), or what keeps it from being scored: values below 0 (they read as no tumour, and every score
+    was that of an empty truth), another shape or another place."""
+    try:
+        mask = binary_mask(truth)[0]
+    except InputError as refusal:
+        return None, None, str(refusal)
+    return mask, *_truth_on_grid(truth, mask, prediction)
 
 
 def _truth_on_grid(truth: Labels, mask: np.ndarray, prediction: Labels) -> tuple[np.ndarray | None, str]:
