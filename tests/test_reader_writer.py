@@ -296,6 +296,9 @@ def test_a_name_with_an_unknown_suffix_gets_the_mask_suffix_added_not_swapped(tm
     ("m.tif", np.array([[None, 1], [2, 3]], dtype=object), {}, "type object"),
     ("m.tif", np.zeros((4, 4), np.uint8), {"metadata": "not a dict"}, "metadata is a str"),
     ("m.tif", np.zeros((4, 4), np.uint8), {"metadata": {"lgg_unet_source": 5}}, "names its scan as 5"),
+    # a tumour painted with -1 was saved as background: an empty mask file
+    ("m.tif", np.array([[0, -1], [1, 0]], np.int8), {}, r"this layer holds values below 0 \(such as -1\)"),
+    ("m.nii.gz", np.full((3, 4, 5), -1, np.int32), {}, "this layer holds values below 0"),
 ])
 def test_a_layer_that_cannot_be_a_mask_file_is_refused_and_nothing_is_written(tmp_path, name, data, meta, message):
     from napari_lgg_unet.engine.errors import InputError

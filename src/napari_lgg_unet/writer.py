@@ -1,9 +1,10 @@
 """napari writer: a Labels layer saved as a tumour mask, in any mask format engine/formats.py lists.
 
-Every label value above 0 counts as tumour. A layer segmented from a medical volume carries that volume's geometry
-in `metadata["lgg_unet_geometry"]` (set by the reader, copied by the Segment widget): the NIfTI gets the scan's exact
-shape and affine. Without it, a volume file gets the layer's scale as voxel size in the engine's axes. TIFFs are
-uint8 0/255, the dataset's convention, so they can go straight into a Kaggle-style training folder.
+Every label value above 0 counts as tumour; values below 0 are refused, as every reader of labels here refuses them
+(saved, they were background without a word). A layer segmented from a medical volume carries that volume's
+geometry in `metadata["lgg_unet_geometry"]` (set by the reader, copied by the Segment widget): the NIfTI gets the
+scan's exact shape and affine. Without it, a volume file gets the layer's scale as voxel size in the engine's axes.
+TIFFs are uint8 0/255, the dataset's convention, so they can go straight into a Kaggle-style training folder.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .engine.errors import InputError
+from .engine.scan_checks import refuse_negative_labels
 from .reader import GEOMETRY_KEY, SOURCE_KEY
 
 
@@ -28,6 +30,7 @@ def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
         raise InputError(f"a mask has 2 or 3 dimensions, this layer {data.ndim}; save a 2D or 3D labels layer")
     if data.dtype.kind not in "biuf":
         raise InputError(f"a mask holds numbers, this layer's data is of type {data.dtype}; save a labels layer")
+    refuse_negative_labels("this layer", data, "paint those voxels with 0 or a label above 0, then save")
     metadata = meta.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise InputError(f"the layer's metadata is a {type(metadata).__name__}, not a dict; the writer cannot read "
