@@ -16,6 +16,7 @@ from napari_lgg_unet.engine.errors import InputError, InputWarning
 from napari_lgg_unet.engine.events import EpochEnd, Finished, Step
 from napari_lgg_unet.engine.io import Scan, load_patient
 from napari_lgg_unet.engine.model import load_model, read_config
+from napari_lgg_unet.engine.postprocess import PostprocessConfig
 from napari_lgg_unet.engine.run_folder import RunFolder
 from napari_lgg_unet.engine.train import TrainConfig, train_model
 
@@ -165,6 +166,17 @@ def test_fine_tuning_starts_from_an_existing_model(scans, tiny_model_dir, tmp_pa
     config = TrainConfig(epochs=1, steps_per_epoch=2, init=str(tiny_model_dir), **FAST)
     list(train_model(scans[:1], config, tmp_path / "m"))
     assert load_model(tmp_path / "m").config.decoder_channels == (16, 16, 16, 16, 16)
+
+
+def test_fine_tuning_the_default_gives_the_neutral_clean_up_not_the_defaults_calibrated_one(scans, tmp_path):
+    """The default's threshold (0.4) and clean-up (pieces of 1000 voxels or more) were calibrated on its own
+    probabilities: a model fine-tuned from it kept them, uncalibrated, and dropped every tumour under 1000 voxels."""
+    assert load_model("default").config.postprocess != PostprocessConfig()  # calibrated: the case that matters
+    config = TrainConfig(epochs=1, steps_per_epoch=1, init="default", image_size=64, batch_size=2, workers=0,
+                         device="cpu", val_fraction=0)
+    list(train_model(scans[:1], config, tmp_path / "m"))
+    tuned = load_model(tmp_path / "m").config
+    assert tuned.postprocess == PostprocessConfig() and tuned.training.calibration is None
 
 
 def test_fine_tuning_a_model_with_context_and_clicks_keeps_its_inputs(scans, tiny_model_dir, tmp_path):

@@ -42,6 +42,7 @@ from .metrics import Counts, count, scores
 from .click_training import with_simulated_clicks
 from .model import ModelConfig, build_network, load_model, read_config, save_model, saved_config, with_inputs
 from .model_input import InputConfig
+from .postprocess import PostprocessConfig
 from .precision import Precision, autocast, grad_scaler, prepare_batch, prepare_network
 from .preprocess import PreprocessConfig
 from .records import TrainingRecord
@@ -468,11 +469,18 @@ def validation_scores(network: torch.nn.Module, volumes: list[TrainingVolume], l
 
 
 def _initial_network(config: TrainConfig, preprocess: PreprocessConfig) -> tuple[torch.nn.Module, ModelConfig]:
-    """A fresh network, or the `init` model's, grown to take the configured neighbouring slices and clicks."""
+    """A fresh network, or the `init` model's, grown to take the configured neighbouring slices and clicks.
+
+    A fine-tune keeps the `init` model's settings but not its threshold and clean-up: those were calibrated on that
+    network's probabilities, not on the new network's (the default's, threshold 0.4 and pieces of 1000 voxels or
+    more, dropped every tumour smaller than that, such as any of a fine-tune on 2D images). It gets the neutral
+    clean-up, as a model trained from scratch does: the one its validation Dice is measured with (threshold 0.5,
+    nothing dropped), until `lgg-unet calibrate` chooses its own."""
     if config.init:
         loaded = load_model(config.init, "cpu")
         model_config = replace(
-            loaded.config, preprocess=replace(loaded.config.preprocess, image_size=preprocess.image_size)
+            loaded.config, preprocess=replace(loaded.config.preprocess, image_size=preprocess.image_size),
+            postprocess=PostprocessConfig(),
         )
         wanted = _model_inputs(config)
         if wanted == InputConfig():  # no inputs asked for: a fine-tune keeps those of the model it starts from
