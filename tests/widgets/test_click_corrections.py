@@ -391,3 +391,41 @@ def test_a_click_that_fails_is_notified_and_leaves_neither_its_point_nor_a_click
     monkeypatch.undo()
     _click(widget, qtbot, (3, 20, 20), positive=False)  # the next click works, with one point for it
     assert len(widget.corrections.session.clicks) == 1 and len(owned_layer(viewer, widget._source, "clicks").data) == 1
+
+
+def _brush_stroke(layer, point, label: int) -> np.ndarray:
+    """A dab of napari's brush (one undo step, as a stroke is); returns the voxels it changed."""
+    before = np.array(layer.data, copy=True)
+    layer.brush_size = 5
+    with layer.block_history():
+        layer.paint(point, label)
+    return np.asarray(layer.data) != before
+
+
+def test_napari_undo_after_a_click_leaves_the_click_s_mask_whole(viewer, qtbot, notes):
+    """napari keeps a Labels layer's undo history when its data is replaced, so Ctrl-Z after a click wrote a stroke
+    made before it back as the voxels were before the click: a hole of the old mask in the tumour the click grew,
+    taken for the user's painting, which no later click or threshold filled."""
+    widget = _segmented(viewer, qtbot, notes, "default")
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    tumour = widget.prediction_layer()
+    mask = np.asarray(tumour.data) > 0
+    z, rows, cols = 15, *np.nonzero(mask[15])
+    beside = (z, int(rows.mean()), int(cols[rows == int(rows.mean())].max()) + 4)  # just outside the tumour
+    stroke = _brush_stroke(tumour, beside, 1)  # painted "tumour" there
+    assert stroke.any() and not mask[stroke].any()
+    _click(widget, qtbot, beside, positive=True)  # and a click: the network grows the tumour over the stroke
+    session_mask = widget.corrections.session.mask.reshape(mask.shape) > 0
+    assert session_mask[stroke].all()
+    shown = np.array(tumour.data, copy=True)
+    tumour.undo()  # napari's Ctrl-Z on the tumour layer
+    np.testing.assert_array_equal(tumour.data, shown)  # nothing of before the click is written back
+    _click(widget, qtbot, (3, 20, 20), positive=False)
+    widget.cleanup.threshold.value = 0.4
+    settle(qtbot, widget)
+    session_mask = widget.corrections.session.mask.reshape(mask.shape) > 0
+    assert (np.asarray(tumour.data)[stroke] > 0).all() and session_mask[stroke].all()
+    after = _brush_stroke(tumour, (3, 40, 40), 1)  # a stroke made after the click is napari's to undo
+    tumour.undo()
+    assert not np.asarray(tumour.data)[after].any()
+    assert notes["error"] == []

@@ -133,9 +133,23 @@ def put_owned_layer(viewer: napari.Viewer, source: Layer, role: str, data: np.nd
 
 def set_owned_data(layer: Layer, data: np.ndarray) -> None:
     """Set the data of a layer of ours, remembering (for a Labels layer) what it was set to, so that painting on it
-    afterwards is seen by `edited`."""
+    afterwards is seen by `edited`, and starting its napari undo history afresh (`_forget_strokes`)."""
     layer.data = data
+    _forget_strokes(layer)
     _remember_data(layer)
+
+
+def _forget_strokes(layer: Layer) -> None:
+    """Empty napari's undo and redo history of a Labels layer whose data the plugin just set. napari keeps it when
+    the data is replaced, and its strokes hold the voxels' values from before the stroke: Ctrl-Z after a click wrote
+    them back into the click's mask (a hole of the old mask where the click had grown the tumour), and the widget,
+    seeing voxels it had not set, kept them as the user's painting through every later click and threshold. Strokes
+    made since the plugin's last change stay napari's to undo; earlier ones are part of the mask the user sees (the
+    widget keeps them as painted) and are changed with the brush or eraser. `_reset_history` is napari's own (it
+    empties the history when a layer stops being editable); a napari without it keeps its history as before."""
+    reset = getattr(layer, "_reset_history", None) if isinstance(layer, Labels) else None
+    if reset is not None:
+        reset()
 
 
 def _remember_data(layer: Layer) -> None:
