@@ -3,6 +3,7 @@ in a worker, can be undone one by one and survive a threshold change; the user's
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -428,4 +429,25 @@ def test_napari_undo_after_a_click_leaves_the_click_s_mask_whole(viewer, qtbot, 
     after = _brush_stroke(tumour, (3, 40, 40), 1)  # a stroke made after the click is napari's to undo
     tumour.undo()
     assert not np.asarray(tumour.data)[after].any()
+    assert notes["error"] == []
+
+
+def test_emptying_the_clicks_layer_raises_no_napari_warning(viewer, qtbot, notes):
+    """Undoing the last click, or segmenting again, drew the clicks layer with no colours, and napari warned 'Given
+    color input is empty. Converting input to a white color array.', which its viewer shows as a warning
+    notification: a message about nothing the user did, in words they cannot act on."""
+    widget = _segmented(viewer, qtbot, notes, "default")
+    _click(widget, qtbot, (12, 100, 100), positive=False)
+    points = owned_layer(viewer, widget._source, "clicks")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        widget.corrections.undo()
+        settle(qtbot, widget)
+        assert len(points.data) == 0
+        _click(widget, qtbot, (12, 100, 100), positive=False)
+        widget.segment_button.clicked()  # a fresh segmentation clears the clicks
+        qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+        settle(qtbot, widget)
+    assert len(points.data) == 0
+    assert [str(warning.message) for warning in caught] == []
     assert notes["error"] == []

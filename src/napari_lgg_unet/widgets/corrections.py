@@ -388,7 +388,8 @@ class ClickCorrections:
                                        border_width=0))
         elif layer is not None:
             layer.data = points
-            layer.face_color = colours
+            if len(points):  # no colours for no points: napari warns of an empty colour list, in a notification
+                layer.face_color = colours
 
     def _on_mouse(self, viewer: napari.Viewer, event) -> Iterator[None]:
         """A press and release without a drag over the segmented image is a click; a drag stays a pan.
