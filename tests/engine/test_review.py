@@ -7,7 +7,7 @@ import pytest
 
 from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.postprocess import PostprocessConfig, postprocess
-from napari_lgg_unet.engine.review import PieceReview
+from napari_lgg_unet.engine.review import PieceReview, SaidTumour
 
 from piece_maps import three_pieces
 
@@ -59,6 +59,7 @@ def test_a_tumour_click_inside_a_removed_piece_restores_it_and_only_it():
         review.remove(piece.index)
     blob = next(p for p in review.pieces if p.slices == (7, 7))
     inside = tuple(int(round(c)) for c in blob.centre)
-    shown = review.update(mask, said_tumour=(inside,))
+    shown = review.update(mask, said=SaidTumour(inside, review.removals))
     assert shown[inside] == 1 and shown.sum() == blob.voxels and len(review.removed) == len(review.pieces) - 1
-    assert review.update(mask, said_tumour=((0, 0, 0),)).sum() == blob.voxels  # a click on background changes nothing
+    background = SaidTumour((0, 0, 0), review.removals)
+    assert review.update(mask, said=background).sum() == blob.voxels  # a click on background changes nothing

@@ -451,3 +451,28 @@ def test_emptying_the_clicks_layer_raises_no_napari_warning(viewer, qtbot, notes
     assert len(points.data) == 0
     assert [str(warning.message) for warning in caught] == []
     assert notes["error"] == []
+
+
+def test_a_piece_removed_while_a_tumour_click_inside_it_is_computed_stays_removed(viewer, qtbot, notes):
+    """A "tumour" click brings back a piece removed before it; one the user removed after clicking, while the click
+    was computed or waited its turn, came back when the click landed: the user's later word was undone unseen."""
+    widget = _segmented(viewer, qtbot, notes, "default")
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    tumour = widget.prediction_layer()
+    row = len(widget.review_list.rows) - 1  # the surest piece: the tumour
+    voxels = widget._review.piece_voxels(widget.review_list.rows[row].index)
+    inside = tuple(np.argwhere(voxels)[voxels.sum() // 2])
+    widget.corrections.add_click(np.asarray(inside, dtype=float), True)
+    assert widget.corrections.job.running  # computed in the worker while the user reviews
+    widget.review_list.keep_box(row).setCheckState(Qt.Unchecked)
+    settle(qtbot, widget)
+    assert len(widget.corrections.session.clicks) == 1
+    assert not np.asarray(tumour.data)[voxels].any()
+    row = next(r for r, piece in enumerate(widget.review_list.rows) if widget._review.labels[inside] == piece.index)
+    assert widget.review_list.keep_box(row).checkState() == Qt.Unchecked
+    widget.corrections.undo()  # the click undone: the piece stays removed
+    settle(qtbot, widget)
+    assert not np.asarray(tumour.data)[voxels].any()
+    _click(widget, qtbot, inside, positive=True)  # a "tumour" click made after the removal brings it back
+    assert np.asarray(tumour.data)[voxels].mean() > 0.9
+    assert notes["error"] == []

@@ -26,6 +26,7 @@ from ..engine.model_input import Click
 from ..engine.pieces import Piece, describe_pieces
 from ..engine.postprocess import PostprocessConfig
 from ..engine.predict import SegmentOptions
+from ..engine.review import SaidTumour
 from . import notify
 from .job import JobRunner
 from .layers import (
@@ -93,11 +94,13 @@ def session_cleanup_job(session: CorrectionSession, config: PostprocessConfig,
 @dataclass(frozen=True)
 class QueuedClick:
     """A click waiting in the queue or being computed: where it fell in the model's order (z, y, x) and in the source
-    layer's data coordinates, and its kind."""
+    layer's data coordinates, its kind, and how many pieces the user had removed when clicking (see
+    `review.SaidTumour`)."""
 
     point: tuple[float, float, float]
     data_point: tuple[float, ...]
     positive: bool
+    removals: int
 
 
 CLEANUP = "cleanup"  # the queue's item for "apply the latest clean-up"
@@ -110,9 +113,10 @@ class ClickCorrections:
     """Correction mode for one viewer: on while `enabled`, reading clicks over the target's layer."""
 
     def __init__(self, viewer: napari.Viewer, widget, cache: ModelCache,
-                 on_change: Callable[[LayerResult, tuple[tuple[int, ...], ...], str], None],
-                 on_cleanup_failed: Callable[[], None]) -> None:
+                 on_change: Callable[[LayerResult, SaidTumour | None, str | None], None],
+                 on_cleanup_failed: Callable[[], None], removals: Callable[[], int]) -> None:
         self.viewer, self._cache, self._on_change, self._on_cleanup_failed = viewer, cache, on_change, on_cleanup_failed
+        self._removals = removals  # how many pieces the user has removed in the review list so far
         self.job = JobRunner(widget, lambda running: None)
         self.target: CorrectionTarget | None = None
         self.session: CorrectionSession | None = None
@@ -192,7 +196,7 @@ class ClickCorrections:
             return
         shown = shown_index(self.target.source, data_point, self.target.orientation)
         point = shown if len(shown) == 3 else (0.0, *shown)
-        self._queue.append(QueuedClick(point, tuple(float(v) for v in data_point), bool(positive)))
+        self._queue.append(QueuedClick(point, tuple(float(v) for v in data_point), bool(positive), self._removals()))
         self._next()
 
     def _target_shown(self) -> bool:
@@ -357,16 +361,18 @@ class ClickCorrections:
                        shown=target.probability.shape, voxel_volume=target.voxel_volume)
 
     def _mask_ready(self, session: CorrectionSession, result: LayerResult) -> None:
-        """Show the corrected mask of `session`; a "tumour" click also brings back a piece the user removed where it
-        fell (said for this click only: a piece removed after it stays removed). A result of a session a new
-        segmentation replaced while the click was computed is dropped: it would overwrite the new mask."""
+        """Show the corrected mask of `session`; a "tumour" click also brings back a piece the user removed before it
+        where it fell (said for this click only: a piece removed after it, even while it was computed, stays
+        removed). A result of a session a new segmentation replaced while the click was computed is dropped: it
+        would overwrite the new mask."""
         if session is not self.session:
             return
-        said_tumour = ()
+        said = None
         if self._running is not None and self._running.positive:
             top = np.asarray(self.target.source.data.shape[: self.target.source.ndim]) - 1
-            said_tumour = (tuple(int(v) for v in np.clip(np.round(self._running.data_point), 0, top)),)
-        self._on_change(result, said_tumour, self._step)
+            voxel = tuple(int(v) for v in np.clip(np.round(self._running.data_point), 0, top))
+            said = SaidTumour(voxel, self._running.removals)
+        self._on_change(result, said, self._step)
 
     def _draw_clicks(self) -> None:
         """Draw the clicks layer whole: the session's clicks on screen, then the click being computed. Drawn from

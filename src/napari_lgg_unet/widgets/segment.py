@@ -26,7 +26,7 @@ from ..engine.model import ModelConfig
 from ..engine.postprocess import PostprocessConfig
 from ..engine.predict import Segmentation, SegmentOptions, SegmentProgress
 from ..engine.pieces import Piece
-from ..engine.review import PieceReview
+from ..engine.review import PieceReview, SaidTumour
 from ..engine.sequences import FLAIR
 from . import notify
 from .common import Choice, ModelPicker, device_widgets, optional_path, precision_widget
@@ -170,7 +170,8 @@ class SegmentWidget(Container):
         self.correct = CheckBox(name="correct", text="Correct with clicks (click: tumour, Shift+click: not)",
                                 value=False)
         self.undo_click = PushButton(name="undo_click", text="Undo click")
-        self.corrections = ClickCorrections(self.viewer, self, self._cache, self._corrected, self._restore_cleanup)
+        self.corrections = ClickCorrections(self.viewer, self, self._cache, self._corrected, self._restore_cleanup,
+                                            lambda: self._review.removals)
         self.correct.changed.connect(lambda on: self.corrections.set_enabled(bool(on)))
         self.undo_click.clicked.connect(self.corrections.undo)
         when_undocked(self.native, self._end_corrections)
@@ -300,15 +301,14 @@ class SegmentWidget(Container):
             notify.show_info(f"'{hand_over(layer, 'kept')}', the ground truth picked, is kept as it was and is yours "
                              "now; the new segmentation is in a new layer and is scored against it")
 
-    def _corrected(self, result: LayerResult, said_tumour: tuple[tuple[int, ...], ...] = (),
-                   step: str | None = None) -> None:
+    def _corrected(self, result: LayerResult, said: SaidTumour | None = None, step: str | None = None) -> None:
         """A click or undo (`step`), or a new clean-up, changed the probabilities and the mask: show both and the
-        pieces the worker listed (a piece the user removed comes back where `said_tumour`, the click just computed,
-        says tumour, and is removed again when that click is undone)."""
+        pieces the worker listed (a piece the user removed before the click just computed comes back where it
+        `said` tumour, and is removed again when that click is undone)."""
         if not self._has_result():
             return  # the segmented image was deleted while the click or clean-up ran
         self._probability = self._review.probability = result.probability
-        self._show_mask(result, said_tumour, step)
+        self._show_mask(result, said, step)
         if step is not None and (layer := self.prediction_layer()) is not None:
             self._mark_user_changes(layer)  # a click, or an undo that may have taken the last one back
         self._update_probability()
@@ -403,14 +403,13 @@ class SegmentWidget(Container):
                             f"it was made with (threshold {self._mask_postprocess.threshold:g}), and so do the "
                             "controls: segment an image to use another setting")
 
-    def _show_mask(self, result: LayerResult, said_tumour: tuple[tuple[int, ...], ...] = (),
-                   step: str | None = None) -> None:
+    def _show_mask(self, result: LayerResult, said: SaidTumour | None = None, step: str | None = None) -> None:
         """The mask less the pieces the user removed (see engine/review.py; a piece a "tumour" click falls in is
         restored) into the tumour layer, with the pieces the worker listed. Voxels the user painted or erased on the
         layer since it was last set stay as the user left them: a click or a new threshold must not undo the user's
         own work."""
         self._mask_postprocess = result.postprocess
-        shown = self._review.update(result.mask, said_tumour, result.listed, step)
+        shown = self._review.update(result.mask, said, result.listed, step)
         layer = owned_layer(self.viewer, self._source, "tumour")
         self._note_painting(None if layer is None else np.asarray(layer.data))
         if layer is not None and self._painted is not None:
