@@ -476,3 +476,23 @@ def test_a_piece_removed_while_a_tumour_click_inside_it_is_computed_stays_remove
     _click(widget, qtbot, inside, positive=True)  # a "tumour" click made after the removal brings it back
     assert np.asarray(tumour.data)[voxels].mean() > 0.9
     assert notes["error"] == []
+
+
+def test_a_click_on_another_scan_seen_because_the_segmented_one_is_hidden_is_not_a_correction(viewer, qtbot, notes):
+    """With the segmented scan hidden, the user sees the scan below it (a second patient opened before it): a click
+    there corrected the hidden one's mask, unseen, as a click on a scan shown over it did."""
+    widget = _segmented(viewer, qtbot, notes, "default")
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    other = viewer.add_image(np.zeros((24, 256, 256, 3), np.uint8), rgb=True, name="other patient")
+    viewer.layers.move(viewer.layers.index(other), 0)  # below the segmented scan
+    widget._source.visible = False  # to look at the other patient
+    _click_canvas(viewer, qtbot)
+    settle(qtbot, widget)
+    assert widget.corrections.session.clicks == []
+    assert notes["info"][-1] == ("the click fell on 'other patient' while the segmented 'TCGA_CS_6665_20010817' is "
+                                 "hidden: it is not taken as a correction of 'TCGA_CS_6665_20010817'; show "
+                                 "'TCGA_CS_6665_20010817' to correct it")
+    other.visible = False  # only the tumour layer is seen now: the click corrects it
+    _click_canvas(viewer, qtbot)
+    settle(qtbot, widget)
+    assert len(widget.corrections.session.clicks) == 1 and notes["error"] == []

@@ -423,8 +423,7 @@ class ClickCorrections:
         if point is None:
             return
         if (cover := _covering(viewer, source, event.position)) is not None:
-            notify.show_info(f"the click fell on '{cover.name}', shown over the segmented '{source.name}': it is not "
-                             f"taken as a correction of '{source.name}'; hide '{cover.name}' to correct it")
+            notify.show_info(_covered(viewer, source, cover))
             return
         self.add_click(point, positive=event.button == 1 and "Shift" not in event.modifiers)
 
@@ -457,9 +456,21 @@ def _data_point(layer: Image, position: tuple[float, ...]) -> np.ndarray | None:
 
 
 def _covering(viewer: napari.Viewer, source: Image, position: tuple[float, ...]) -> Image | None:
-    """A visible image of the user's shown over `source` where the click fell, such as a second patient opened while
-    the first was corrected: the click was on that scan, and it corrected the segmented one under it, unseen."""
-    above = list(viewer.layers)[viewer.layers.index(source) + 1 :]
+    """A visible image of the user's seen instead of `source` where the click fell: one shown over it, such as a
+    second patient opened while the first was corrected, or, with `source` hidden, one below it too (a patient opened
+    before it). The click was on that scan, and it corrected the segmented one, unseen."""
+    layers = list(viewer.layers)
+    seen = layers[layers.index(source) + 1 :] if source.visible else layers
     users = [layer for _, layer in image_choices(viewer)]  # not our probability map, drawn over the scan on purpose
-    return next((layer for layer in above if layer.visible and any(layer is user for user in users)
+    return next((layer for layer in seen if layer.visible and any(layer is user for user in users)
                  and _data_point(layer, position) is not None), None)
+
+
+def _covered(viewer: napari.Viewer, source: Image, cover: Image) -> str:
+    """Why a click on `cover` (`_covering`) is not a correction of `source`, and what to do."""
+    refused = f"it is not taken as a correction of '{source.name}'"
+    if viewer.layers.index(cover) > viewer.layers.index(source):
+        return (f"the click fell on '{cover.name}', shown over the segmented '{source.name}': {refused}; hide "
+                f"'{cover.name}' to correct it")
+    return (f"the click fell on '{cover.name}' while the segmented '{source.name}' is hidden: {refused}; show "
+            f"'{source.name}' to correct it")
