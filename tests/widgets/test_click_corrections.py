@@ -496,3 +496,25 @@ def test_a_click_on_another_scan_seen_because_the_segmented_one_is_hidden_is_not
     _click_canvas(viewer, qtbot)
     settle(qtbot, widget)
     assert len(widget.corrections.session.clicks) == 1 and notes["error"] == []
+
+
+def test_a_click_on_voxels_the_user_painted_says_they_stay_as_painted(viewer, qtbot, notes):
+    """Painting wins over clicks, so a "tumour" click inside a spot the user erased (or a "not tumour" click on one
+    painted in) changed nothing there, and nothing said why: the user clicked on, to no effect."""
+    widget = _segmented(viewer, qtbot, notes, "default")
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    tumour = widget.prediction_layer()
+    mask = np.asarray(tumour.data) > 0
+    z, rows, cols = 15, *np.nonzero(mask[15])
+    inside, outside = (z, int(rows.mean()), int(cols.mean())), (z, 30, 30)
+    erased, painted = _brush_stroke(tumour, inside, 0), _brush_stroke(tumour, outside, 1)
+    _click(widget, qtbot, inside, positive=True)
+    assert not np.asarray(tumour.data)[erased].any()  # the erasure stays
+    assert notes["info"] == [f"the click fell on a voxel you erased on '{tumour.name}', which stays as you left it, "
+                             "as all your painting does: paint it with the brush to change it"]
+    _click(widget, qtbot, outside, positive=False)
+    assert np.asarray(tumour.data)[painted].all()
+    assert notes["info"][-1] == (f"the click fell on a voxel you painted on '{tumour.name}', which stays as you left "
+                                 "it, as all your painting does: erase it with the eraser to change it")
+    _click(widget, qtbot, (z, 30, 60), positive=False)  # elsewhere: nothing to say
+    assert len(notes["info"]) == 2 and notes["error"] == []

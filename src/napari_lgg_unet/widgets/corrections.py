@@ -102,6 +102,15 @@ class QueuedClick:
     positive: bool
     removals: int
 
+    def voxel(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The voxel of the source layer's data (of spatial `shape`) the click fell on; a click on the scan's very
+        edge is the edge voxel's."""
+        return tuple(int(v) for v in np.clip(np.round(self.data_point), 0, np.asarray(shape) - 1))
+
+    def said(self, shape: tuple[int, ...]) -> SaidTumour | None:
+        """What the click says to the review list: for a "tumour" click, bring back the piece it fell in."""
+        return SaidTumour(self.voxel(shape), self.removals) if self.positive else None
+
 
 CLEANUP = "cleanup"  # the queue's item for "apply the latest clean-up"
 UNDO = "undo"  # the queue's item for "take back the session's last click"
@@ -113,7 +122,7 @@ class ClickCorrections:
     """Correction mode for one viewer: on while `enabled`, reading clicks over the target's layer."""
 
     def __init__(self, viewer: napari.Viewer, widget, cache: ModelCache,
-                 on_change: Callable[[LayerResult, SaidTumour | None, str | None], None],
+                 on_change: Callable[[LayerResult, QueuedClick | None, str | None], None],
                  on_cleanup_failed: Callable[[], None], removals: Callable[[], int]) -> None:
         self.viewer, self._cache, self._on_change, self._on_cleanup_failed = viewer, cache, on_change, on_cleanup_failed
         self._removals = removals  # how many pieces the user has removed in the review list so far
@@ -361,18 +370,12 @@ class ClickCorrections:
                        shown=target.probability.shape, voxel_volume=target.voxel_volume)
 
     def _mask_ready(self, session: CorrectionSession, result: LayerResult) -> None:
-        """Show the corrected mask of `session`; a "tumour" click also brings back a piece the user removed before it
-        where it fell (said for this click only: a piece removed after it, even while it was computed, stays
-        removed). A result of a session a new segmentation replaced while the click was computed is dropped: it
-        would overwrite the new mask."""
+        """Show the corrected mask of `session`, with the click just computed (None for an undo or a clean-up). A
+        result of a session a new segmentation replaced while the click was computed is dropped: it would overwrite
+        the new mask."""
         if session is not self.session:
             return
-        said = None
-        if self._running is not None and self._running.positive:
-            top = np.asarray(self.target.source.data.shape[: self.target.source.ndim]) - 1
-            voxel = tuple(int(v) for v in np.clip(np.round(self._running.data_point), 0, top))
-            said = SaidTumour(voxel, self._running.removals)
-        self._on_change(result, said, self._step)
+        self._on_change(result, self._running, self._step)
 
     def _draw_clicks(self) -> None:
         """Draw the clicks layer whole: the session's clicks on screen, then the click being computed. Drawn from

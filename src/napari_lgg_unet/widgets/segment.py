@@ -30,7 +30,7 @@ from ..engine.review import PieceReview, SaidTumour
 from ..engine.sequences import FLAIR
 from . import notify
 from .common import Choice, ModelPicker, device_widgets, optional_path, precision_widget
-from .corrections import ClickCorrections, CorrectionTarget
+from .corrections import ClickCorrections, CorrectionTarget, QueuedClick
 from .job import JobRunner
 from .layer_watch import LayerWatch
 from .layers import (
@@ -301,16 +301,20 @@ class SegmentWidget(Container):
             notify.show_info(f"'{hand_over(layer, 'kept')}', the ground truth picked, is kept as it was and is yours "
                              "now; the new segmentation is in a new layer and is scored against it")
 
-    def _corrected(self, result: LayerResult, said: SaidTumour | None = None, step: str | None = None) -> None:
-        """A click or undo (`step`), or a new clean-up, changed the probabilities and the mask: show both and the
-        pieces the worker listed (a piece the user removed before the click just computed comes back where it
-        `said` tumour, and is removed again when that click is undone)."""
+    def _corrected(self, result: LayerResult, click: QueuedClick | None = None, step: str | None = None) -> None:
+        """A click (`click`, the one just computed) or undo (`step`), or a new clean-up, changed the probabilities
+        and the mask: show both and the pieces the worker listed (a "tumour" click brings back a piece the user
+        removed before it where it fell, removed again when that click is undone; one removed after it, even while
+        it was computed, stays removed)."""
         if not self._has_result():
             return  # the segmented image was deleted while the click or clean-up ran
         self._probability = self._review.probability = result.probability
-        self._show_mask(result, said, step)
+        shape = self._source.data.shape[: self._source.ndim]
+        self._show_mask(result, None if click is None else click.said(shape), step)
         if step is not None and (layer := self.prediction_layer()) is not None:
             self._mark_user_changes(layer)  # a click, or an undo that may have taken the last one back
+        if click is not None:
+            self._say_if_painted(click.voxel(shape), click.positive)
         self._update_probability()
         self.update_readouts()
 
@@ -420,6 +424,16 @@ class SegmentWidget(Container):
         voxel = voxel_volume(layer)
         self.review_list.show_pieces(self._review.pieces, self._review.removed, "" if voxel is None else voxel[1],
                                      self._slider_axis())
+
+    def _say_if_painted(self, voxel: tuple[int, ...], positive: bool) -> None:
+        """Say so when a click fell on a voxel the user erased (a "tumour" click) or painted (a "not tumour" click):
+        painting wins over clicks, and such a click changed nothing where the user clicked, without a word."""
+        layer = self.prediction_layer()
+        if layer is None or self._painted is None or not self._painted[voxel] or (layer.data[voxel] > 0) == positive:
+            return
+        done, tool = ("erased", "paint it with the brush") if positive else ("painted", "erase it with the eraser")
+        notify.show_info(f"the click fell on a voxel you {done} on '{layer.name}', which stays as you left it, as all "
+                         f"your painting does: {tool} to change it")
 
     def keep_piece(self, index: int, keep: bool) -> None:
         """Restore (`keep`) or remove piece `index` in the tumour layer this widget made; other voxels, and those of
