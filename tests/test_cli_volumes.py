@@ -288,3 +288,29 @@ def test_a_warning_filter_of_error_makes_a_nifti_without_orientation_one_error_l
                     "superior (nibabel's reading; ITK-based viewers read it otherwise), so check that the brain looks "
                     "upright; its mask keeps the scan's voxel grid and header, codes 0 included, so any tool overlays "
                     "the two alike"]
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_an_itk_mask_of_a_scan_itk_would_place_elsewhere_is_refused_before_the_model_loads(
+        tiny_model_dir, tmp_path, capsys, monkeypatch, suffix):
+    """A NIfTI scan whose qform places it elsewhere than its sform gets no .nrrd / .mha mask (one placement only;
+    see volumes.itk_placement_differs). The refusal came once the model had segmented the whole scan, though the
+    scan's header says so as soon as it is read; the same scan written as .nii.gz is segmented."""
+    image = nib.Nifti1Image(np.random.default_rng(0).integers(0, 500, (40, 36, 3), dtype=np.int16), AFFINE)
+    image.set_qform(np.diag([1.0, 1.0, 2.0, 1.0]), code=1)  # ITK-based viewers follow the qform
+    image.set_sform(AFFINE, code=2)  # nibabel the sform
+    scan = tmp_path / "data" / "scan.nii.gz"
+    scan.parent.mkdir()
+    nib.save(image, scan)
+    monkeypatch.setattr("napari_lgg_unet.engine.model.load_model", lambda *_, **__: pytest.fail("refused too late"))
+    out = tmp_path / f"m{suffix}"
+    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(scan), "--output", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"lgg-unet: error: cannot write m{suffix}: its scan's NIfTI header has a qform and an sform that place it "
+        "differently (its qform_code and sform_code are both set), so ITK-based viewers (3D Slicer, ITK-SNAP) may "
+        f"place the scan elsewhere than nibabel does, and a {suffix} mask holds one placement only; save the mask as "
+        ".nii.gz, which keeps the scan's header as it is\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    monkeypatch.undo()
+    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(scan),
+                 "--output", str(tmp_path / "m.nii.gz")]) == 0

@@ -327,11 +327,11 @@ def _load_for_inference(args: argparse.Namespace, device: torch.device, main_pro
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from .engine.cohort import segment_scans
+    from .engine.cohort import segment_scan
     from .engine.device import pick_device
     from .engine.distributed import interrupt_on_signals, process_group
     from .engine.formats import check_mask_name
-    from .engine.io import existing_path, find_scans, is_one_scan, write_mask
+    from .engine.io import check_mask_target, existing_path, find_scans, is_one_scan, load_scan, write_mask
     from .engine.outputs import check_output, model_folders, output_path
 
     args.input = existing_path(args.input)  # a missing input or a link loop is refused before its path is resolved
@@ -356,8 +356,11 @@ def _run_predict(args: argparse.Namespace) -> int:
     check_mask_name(args.output, hint=", or end --output with / for a folder of masks")
     hint = " (--skip-existing keeps the masks in a folder given as --output)" if args.skip_existing else ""
     _check_new_file(args.output, "--output", args.overwrite, hint)
+    (source,) = sources
+    scan = load_scan(source)
+    check_mask_target(args.output, scan)  # its header may forbid the format asked for (an NRRD of a NIfTI scan)
     model, options = _load_for_inference(args, device)
-    (done,) = segment_scans(model, sources, options)
+    done = segment_scan(model, scan, options)
     if done.scan.geometry is not None:  # which file or DICOM series fed each channel (a study has several series)
         print("; ".join(f"{sequence}: {source}" for sequence, source in done.scan.geometry.sources))
     write_mask(args.output, done.result.mask, done.scan)

@@ -67,6 +67,11 @@ class ScanFormat:
         format holds no such case (a Kaggle patient, a TIFF, a single volume)."""
         return None
 
+    def check_mask(self, path: Path, geometry: Geometry | None) -> None:
+        """Refuse a mask as `path` of a scan of `geometry` (None: a TIFF's or a Kaggle patient's) that `write_mask`
+        would refuse for that geometry, not for its name (check_mask_name) or its voxels: known once the scan is
+        read, so callers check it before the model runs. Most formats refuse none."""
+
     def write_mask(self, path: Path, mask: np.ndarray, geometry: Geometry | None) -> None:
         """Save an engine-layout mask (any value > 0 is tumour) as `path`, atomically."""
         raise cannot_write(path)
@@ -153,6 +158,14 @@ class ItkVolume(VolumeFile):
         from .volumes import read_itk
 
         return read_itk(path, str(path))
+
+    def check_mask(self, path: Path, geometry: Geometry | None) -> None:
+        """One placement only: refused for a NIfTI scan that ITK-based tools place elsewhere than nibabel (a scan
+        without geometry gets the engine's, which every tool places alike)."""
+        if geometry is not None:
+            from .volumes import check_itk_placement
+
+            check_itk_placement(path, geometry, self.suffix_of(path))
 
     def save(self, path: Path, data: np.ndarray, geometry: Geometry) -> None:
         from .volumes import save_itk

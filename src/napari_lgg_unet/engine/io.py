@@ -377,13 +377,11 @@ def mask_file_name(scan: Scan) -> str:
     return f"{scan.name}_mask{default_mask_suffix(scan.geometry is not None)}"
 
 
-def write_mask(path: str | Path, mask: np.ndarray, scan: Scan) -> None:
-    """Save `mask` (the scan's (Z, H, W)) in the format `path` names: a volume format on the scan's source grid (a
-    scan without geometry gets the engine's axes and unit spacing), `.tif` / `.tiff` 0/255, 2D for a 2D image (as
-    the Kaggle dataset's slice masks are, so it can join a patient folder). Never onto a file (or into a DICOM folder)
-    that fed the scan or its mask (`scan.files`; `geometry.sources` for a scan rebuilt from a layer): callers check
-    more (outputs.check_output), but a script calling this alone must not replace the user's FLAIR, or the expert's
-    labels, with its mask."""
+def check_mask_target(path: str | Path, scan: Scan) -> None:
+    """Refuse what `write_mask` refuses of `path` as `scan`'s mask, all known before the mask is: a file (or a DICOM
+    folder) that fed the scan or its mask (`scan.files`; `geometry.sources` for a scan rebuilt from a layer), a name
+    of no mask format, a format that cannot place the mask where tools place the scan (ScanFormat.check_mask). A
+    caller that checks this once the scan is read, before the model runs, spends no segmentation on a refusal."""
     from .outputs import landing  # it reads this module's Scan types
 
     path = Path(path)
@@ -393,6 +391,17 @@ def write_mask(path: str | Path, mask: np.ndarray, scan: Scan) -> None:
         what = f"lies in {hit}, a folder" if hit.is_dir() else "is a file"
         raise InputError(f"{path} {what} of the scan {scan.name} itself; write its mask elsewhere")
     check_mask_name(path)
+    file_format(path).check_mask(path, scan.geometry)
+
+
+def write_mask(path: str | Path, mask: np.ndarray, scan: Scan) -> None:
+    """Save `mask` (the scan's (Z, H, W)) in the format `path` names: a volume format on the scan's source grid (a
+    scan without geometry gets the engine's axes and unit spacing), `.tif` / `.tiff` 0/255, 2D for a 2D image (as
+    the Kaggle dataset's slice masks are, so it can join a patient folder). Refused as `check_mask_target` says:
+    callers check more (outputs.check_output), but a script calling this alone must not replace the user's FLAIR, or
+    the expert's labels, with its mask."""
+    path = Path(path)
+    check_mask_target(path, scan)
     kind = file_format(path)
     if not kind.is_volume and np.ndim(scan.image) == (3 if scan.rgb else 2):
         mask = np.asarray(mask).reshape(np.shape(mask)[-2:])

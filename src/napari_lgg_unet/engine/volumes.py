@@ -447,18 +447,24 @@ def itk_placement_differs(geometry: Geometry) -> str | None:
     return None
 
 
-def save_itk(path: Path, data: np.ndarray, geometry: Geometry, suffix: str) -> None:
-    """Save source-grid voxels as a compressed NRRD or MHA (chosen by `suffix`) atomically.
-
-    SimpleITK reports a failed write (a full disk, a folder gone) as a RuntimeError naming our temporary file and
-    ITK's source lines; it becomes an InputError naming `path`, and the partial temporary file goes with the block.
-    A scan that ITK-based tools place elsewhere than nibabel (see `itk_placement_differs`) is refused: its mask must be
-    NIfTI, which keeps the scan's header.
-    """
+def check_itk_placement(path: Path, geometry: Geometry, suffix: str) -> None:
+    """Refuse an NRRD or MHA mask (`suffix`) as `path` of a scan that ITK-based tools place elsewhere than nibabel
+    (see `itk_placement_differs`): its mask must be NIfTI, which keeps the scan's header. The header alone says so,
+    so a caller checks this as soon as the scan is read, before the model runs (formats.ScanFormat.check_mask)."""
     if problem := itk_placement_differs(geometry):
         raise InputError(f"cannot write {path.name}: its scan's NIfTI header {problem}, so ITK-based viewers (3D "
                          f"Slicer, ITK-SNAP) may place the scan elsewhere than nibabel does, and a {suffix} mask holds "
                          "one placement only; save the mask as .nii.gz, which keeps the scan's header as it is")
+
+
+def save_itk(path: Path, data: np.ndarray, geometry: Geometry, suffix: str) -> None:
+    """Save source-grid voxels as a compressed NRRD or MHA (chosen by `suffix`) atomically, unless
+    `check_itk_placement` refuses them.
+
+    SimpleITK reports a failed write (a full disk, a folder gone) as a RuntimeError naming our temporary file and
+    ITK's source lines; it becomes an InputError naming `path`, and the partial temporary file goes with the block.
+    """
+    check_itk_placement(path, geometry, suffix)
     with atomic_path(path, suffix=suffix) as tmp:
         try:
             sitk.WriteImage(_itk_image(data, geometry), str(tmp), True)
