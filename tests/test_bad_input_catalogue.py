@@ -790,7 +790,8 @@ CLI_CASES = [
     pytest.param(_train(data=_loose_tiff_stacks), "which carry no masks; to train or evaluate, use Kaggle patient",
                  id="train on a folder of TIFF stacks"),
     pytest.param(_evaluate(data=lambda w: w.kaggle_patient(np.zeros((2, 32, 32, 3), np.uint8), None)),
-                 "have no _mask.tif", id="evaluate a patient without masks"),
+                 "P has no manual mask to score against: a Kaggle patient needs a <patient>_<n>_mask.tif beside "
+                 "every slice", id="evaluate a patient without masks"),
     pytest.param(_evaluate(data=lambda w: w.kaggle_patient(np.zeros((2, 32, 32, 3), np.uint8),
                                                            [np.zeros((32, 40), np.uint8)] * 2)),
                  "does not match", id="evaluate masks of another shape"),

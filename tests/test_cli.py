@@ -386,3 +386,50 @@ def test_a_model_without_a_split_is_calibrated_on_every_patient_and_a_split_shor
     write_config(replace(read_config(model), training=split), model)
     assert main(["evaluate", "--model", str(model), "--data", str(sample_patient_dir), "--split", "test"]) == 0
     assert "1 of the model's 2 test patients are in" in capsys.readouterr().err
+
+
+def _patients_some_without_masks(root: Path) -> Path:
+    """Kaggle patients A (masks), B (none) and C (a mask for 1 of its 2 slices), and a NIfTI case D without labels."""
+    rng = np.random.default_rng(0)
+    for name, masked in (("A", 2), ("B", 0), ("C", 1)):
+        (root / name).mkdir(parents=True)
+        for number in (1, 2):
+            tifffile.imwrite(root / name / f"{name}_{number}.tif", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+            if number <= masked:
+                tifffile.imwrite(root / name / f"{name}_{number}_mask.tif", np.eye(32, dtype=np.uint8) * 255)
+    (root / "D").mkdir()
+    flair = nib.Nifti1Image(rng.integers(0, 500, (32, 32, 2), dtype=np.int16), np.eye(4))
+    nib.save(flair, root / "D" / "D_flair.nii.gz")
+    return root
+
+
+def test_patients_without_masks_are_named_together_before_the_model_runs(tiny_model_dir, tmp_path, capsys,
+                                                                         monkeypatch):
+    """evaluate (and calibrate) stopped at the first patient without a manual mask, after segmenting those before
+    it, with no JSON, and named that one alone: fixing it and running again met the next. Which patients have masks
+    is told by their files' names, so every one without is named at once, before any is segmented."""
+    from napari_lgg_unet.engine.errors import InputError
+    from napari_lgg_unet.engine.evaluate import evaluate_patients
+    from napari_lgg_unet.engine.io import find_scans
+    from napari_lgg_unet.engine.model import load_model
+    from napari_lgg_unet.engine.predict import SegmentOptions
+
+    root = _patients_some_without_masks(tmp_path / "data")
+    said = ("3 of the 4 patients (B, C and D) have no manual mask to score against: a Kaggle patient needs a "
+            "<patient>_<n>_mask.tif beside every slice, a case a labels file (*_seg or *_mask beside its scans, or "
+            "labelsTr/<case> for nnU-Net); add them, or leave them out")
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    monkeypatch.setattr("napari_lgg_unet.engine.cohort.segment_volume", lambda *_, **__: pytest.fail("too late"))
+    for argv in (["evaluate", "--model", str(model), "--data", str(root), "--json", str(tmp_path / "r.json")],
+                 ["calibrate", "--model", str(model), "--data", str(root), "--split", "all"]):
+        assert _one_line_error(capsys, argv) == f"lgg-unet: error: {said}"
+        assert capsys.readouterr().out == ""  # not even the table's header
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model"]
+    with pytest.raises(InputError) as refused:  # when called, not when its first result is asked for
+        evaluate_patients(load_model(model, "cpu"), find_scans(root), SegmentOptions())
+    assert str(refused.value) == said
+    for name in ("B", "C"):
+        shutil.rmtree(root / name)
+    with pytest.raises(InputError, match=r"^D has no manual mask to score against: .+; add it, or leave it out$"):
+        evaluate_patients(load_model(model, "cpu"), [root / "D"], SegmentOptions())

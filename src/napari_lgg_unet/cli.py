@@ -486,8 +486,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     model, options = _load_for_inference(args, pick_device(args.device))
     folders = _evaluation_folders(args, model)
     results = []
+    results_iter = evaluate_patients(model, folders, options, args.input_variant)  # patients without masks refused
     print(f"{'patient':<28} {'slices':>6} {'dice':>6} {'iou':>6} {'acc':>7}")
-    results_iter = evaluate_patients(model, folders, options, args.input_variant)
     for result in tqdm(results_iter, total=len(folders), unit="patient", leave=False, disable=None):
         results.append(result)
         s = result.scores

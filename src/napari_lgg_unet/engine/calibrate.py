@@ -18,6 +18,7 @@ from scipy import ndimage
 
 from .errors import InputError
 from .cohort import segment_scans
+from .io import check_masks
 from .metrics import Counts, scores
 from .model import LoadedModel, ModelConfig, read_config, saved_config, write_config
 from .postprocess import PostprocessConfig, kept_pieces, piece_peaks
@@ -49,6 +50,7 @@ def validation_cases(
     if not folders:
         raise InputError("no validation patients to calibrate on")
     variants = check_variants("calibration input variants", variants)
+    check_masks(folders)  # every patient without one named at once, before the model runs
     options = SegmentOptions(tta=tta)
     return [
         (done.result.probability, done.scan.mask)

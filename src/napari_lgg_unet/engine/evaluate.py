@@ -13,6 +13,7 @@ from typing import Iterator
 
 from .errors import InputError
 from .cohort import segment_scans
+from .io import check_masks
 from .metrics import Scores, summarise, volume_scores
 from .model import LoadedModel
 from .predict import SegmentOptions
@@ -29,7 +30,16 @@ class PatientResult:
 def evaluate_patients(
     model: LoadedModel, folders: list[Path], options: SegmentOptions, variant: str = "as-is"
 ) -> Iterator[PatientResult]:
-    """Segment each patient (loaded one at a time, transformed as `variant`) and score it against its masks."""
+    """Segment each patient (loaded one at a time, transformed as `variant`) and score it against its masks.
+
+    Patients without a manual mask are refused all together when this is called (io.check_masks), not when the
+    results get to the first of them, after the model has segmented the others."""
+    folders = list(folders)
+    check_masks(folders)
+    return _scored(model, folders, options, variant)
+
+
+def _scored(model: LoadedModel, folders: list[Path], options: SegmentOptions, variant: str) -> Iterator[PatientResult]:
     for done in segment_scans(model, folders, options, require_masks=True, variant=variant):
         scan = done.scan
         yield PatientResult(scan.name, volume_scores(done.result.mask, scan.mask), len(scan.image), done.seconds)

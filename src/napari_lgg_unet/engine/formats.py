@@ -67,6 +67,12 @@ class ScanFormat:
         format holds no such case (a Kaggle patient, a TIFF, a single volume)."""
         return None
 
+    def has_mask(self, path: Path) -> bool:
+        """Whether the scan of the claimed `path` comes with a manual mask, told by file names alone (no voxel is
+        read; a mask that is there may still be refused when read): its case's labels file. A TIFF stack has none."""
+        case = self.case(path)
+        return case is not None and case.labels is not None
+
     def check_mask(self, path: Path, geometry: Geometry | None) -> None:
         """Refuse a mask as `path` of a scan of `geometry` (None: a TIFF's or a Kaggle patient's) that `write_mask`
         would refuse for that geometry, not for its name (check_mask_name) or its voxels: known once the scan is
@@ -114,6 +120,11 @@ class VolumeFile(ScanFormat):
         from .cases import case_of_file
 
         return case_of_file(path).name
+
+    def has_mask(self, path: Path) -> bool:
+        from .cases import case_of_file
+
+        return case_of_file(path).labels is not None
 
     def read_volume(self, path: Path) -> Volume:
         raise NotImplementedError
@@ -189,6 +200,12 @@ class KaggleFolder(ScanFormat):
         from .io import load_patient
 
         return load_patient(path, require_masks=require_mask)
+
+    def has_mask(self, path: Path) -> bool:
+        """A `_mask.tif` beside every slice, as `load_patient` needs for a mask."""
+        from .io import every_slice_masked
+
+        return every_slice_masked(path)
 
 
 class CaseFolder(ScanFormat):

@@ -16,7 +16,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import tifffile
@@ -24,7 +24,7 @@ import tifffile
 from .atomic import atomic_path
 from .errors import InputError, describe, few_names
 from .formats import (TIFF, ScanSource, case_scan, check_mask_name, default_mask_suffix, file_format, format_of,
-                      not_a_scan)
+                      not_a_scan, scan_name)
 from .scan_checks import check_claimed_size, check_pixel_type, kept_pixels, optional_mask, tumour_of_labels
 from .validate import check_bool
 
@@ -248,6 +248,11 @@ def _read_masks(folder: Path, files: list[list[Path]], shape: tuple[int, int]) -
     return np.stack(masks)
 
 
+def every_slice_masked(folder: Path) -> bool:
+    """Whether each slice of the patient `folder` has its mask file beside it, told by the names alone."""
+    return all(masks for _, masks in _paired_slices(folder, require_masks=True))
+
+
 def load_patient(folder: str | Path, require_masks: bool = False) -> Scan:
     """A Kaggle patient folder as image (Z, H, W, 3) and, if every slice has one, mask (Z, H, W) bool. Masks that
     cannot be used are refused when `require_masks`, else left out with a warning (see `optional_mask`)."""
@@ -284,6 +289,33 @@ def load_patients(root: str | Path, require_masks: bool = True) -> list[Scan]:
     """Every scan of a root of any kind (see `find_scans`), for training."""
     require_masks = check_bool("require_masks", require_masks)
     return [load_scan(source, require_mask=require_masks) for source in find_scans(root, require_masks)]
+
+
+def check_masks(sources: Sequence[ScanSource]) -> None:
+    """Refuse, naming every one of them, the scans of `sources` that have no manual mask (see ScanFormat.has_mask),
+    before any is read: evaluation and calibration score every scan against its mask, and `load_scan(require_mask=
+    True)` refused the first without one only after the model had segmented those before it, naming that one alone.
+    What the names cannot tell (a mask that is there but cannot be used) is refused when the scan is read."""
+    missing = [scan_name(source) for source in sources if not _has_mask(source)]
+    if not missing:
+        return
+    one = len(missing) == 1
+    which = missing[0] if len(sources) == 1 else f"{len(missing)} of the {len(sources)} patients ({few_names(missing)})"
+    them = "it" if one else "them"
+    raise InputError(f"{which} {'has' if one else 'have'} no manual mask to score against: a Kaggle patient needs a "
+                     "<patient>_<n>_mask.tif beside every slice, a case a labels file (*_seg or *_mask beside its "
+                     f"scans, or labelsTr/<case> for nnU-Net); add {them}, or leave {them} out")
+
+
+def _has_mask(source: ScanSource) -> bool:
+    """`ScanFormat.has_mask` of a path, as `load_scan` reads it; a listed Case's own labels."""
+    if not isinstance(source, (str, os.PathLike)):
+        return source.labels is not None
+    path = existing_path(source)
+    found = format_of(path)
+    if found is None:
+        raise not_a_scan(path, require_mask=True)
+    return found.has_mask(path)
 
 
 def load_scan(source: ScanSource, require_mask: bool = False) -> Scan:
