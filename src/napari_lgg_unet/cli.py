@@ -1,7 +1,8 @@
 """`lgg-unet train | predict | evaluate | calibrate | view`: the engine without a GUI (and `view`, which opens it).
 
 Errors a user can cause print one line on stderr and exit with code 2; Ctrl-C, SIGTERM or SIGUSR1 during
-training stops it between steps and keeps the best model (exit code 0). Under torchrun only rank 0 prints.
+training stops it between steps and keeps the best model (exit code 0). Under torchrun only rank 0 prints progress,
+and an error's line comes once, not from every process (engine/distributed.says_error).
 """
 
 from __future__ import annotations
@@ -561,7 +562,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _warnings_as_lines():
             return COMMANDS[args.command](args)
     except (LggUnetError, InputWarning, OSError, MemoryError) as error:
-        print(f"lgg-unet: error: {_one_line(error)}", file=sys.stderr)
+        if _says_error(error):
+            print(f"lgg-unet: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:
         print(f"lgg-unet: interrupted{f'; {stop}' if str(stop) else ''}", file=sys.stderr)
@@ -591,6 +593,14 @@ def _warnings_as_lines() -> typing.Iterator[None]:
 
         warnings.showwarning = show
         yield
+
+
+def _says_error(error: BaseException) -> bool:
+    """Whether this process prints `error`'s line: as `distributed.says_error` decides for a process of a torchrun
+    job. A process that never imported that module (only predict and train run as a job's processes) is no part of
+    one, and importing torch to learn so would slow every other command's error."""
+    distributed = sys.modules.get(f"{__package__}.engine.distributed")
+    return distributed is None or distributed.says_error(error)
 
 
 def _one_line(error: BaseException) -> str:

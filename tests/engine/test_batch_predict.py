@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -309,14 +311,68 @@ def test_without_skip_existing_a_failing_case_removes_the_masks_of_the_run(tiny_
     assert [finished_output(out, name) is not None for name in CASES[:6]] == [True] * 5 + [False]
 
 
-def test_under_torchrun_a_case_failing_on_one_rank_leaves_no_mask_of_the_others(tiny_model_dir, cohort, tmp_path):
-    (cohort / CASES[0] / f"{CASES[0]}_2.tif").write_bytes(b"not a tiff")  # rank 0's first case
+def test_under_torchrun_a_case_failing_on_rank_0_leaves_no_mask_of_the_others_nor_their_folder(
+        tiny_model_dir, cohort, tmp_path):
+    """Rank 0's lock removed the folder it made while empty, but let go of it while rank 1's masks were still there:
+    rank 1 then removed its masks and left the empty folder. Rank 1's line said only that another process ended,
+    after rank 0's reason: under torchrun a job's processes printed one line each."""
+    (cohort / CASES[2] / f"{CASES[2]}_2.tif").write_bytes(b"not a tiff")  # rank 0's second case
+    out = tmp_path / "masks"
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu"]
+    torch.multiprocessing.spawn(_predict_as_rank_0_failing_once_rank_1_wrote,
+                                args=(free_port(), argv, str(tmp_path / "log"), str(out)), nprocs=2)
+    said = [line for line in (tmp_path / "log.0").read_text().splitlines() if line.startswith("lgg-unet:")]
+    assert len(said) == 1 and said[0].startswith(f"lgg-unet: error: cannot read {cohort / CASES[2] / CASES[2]}_2.tif")
+    assert (tmp_path / "log.1").read_text() == ""
+    assert not out.exists()
+
+
+def _predict_as_rank_0_failing_once_rank_1_wrote(rank: int, port: int, argv: list[str], log: str, out: str) -> None:
+    """`_predict_as_rank` ending with exit 2, whose rank 0 reads its corrupt second case (CASES[2]) only once rank 1
+    has written the mask of its first (CASES[1]), so that rank 0 fails while the folder holds rank 1's mask."""
+    if rank == 0:
+        from napari_lgg_unet.engine import cohort
+
+        read = cohort.load_scan
+
+        def read_late(source, *args, **kwargs):
+            if Path(source).name == CASES[2]:
+                _wait_for(Path(out) / f"{CASES[1]}_mask.tif")
+            return read(source, *args, **kwargs)
+
+        cohort.load_scan = read_late  # this process's own module: spawn started it afresh
+    _predict_as_rank(rank, port, argv, log, 2)
+
+
+def _wait_for(path: Path, seconds: float = 120.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} was not written"
+        time.sleep(0.05)
+
+
+def test_under_torchrun_a_case_failing_on_rank_1_is_told_by_rank_1_and_rank_0_says_another_process_ended(
+        tiny_model_dir, cohort, tmp_path):
+    (cohort / CASES[1] / f"{CASES[1]}_2.tif").write_bytes(b"not a tiff")  # rank 1's first case
     out = tmp_path / "masks"
     argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu"]
     torch.multiprocessing.spawn(_predict_as_rank, args=(free_port(), argv, str(tmp_path / "log"), 2), nprocs=2)
-    assert "cannot read" in (tmp_path / "log.0").read_text()
-    assert "another process of this job ended" in (tmp_path / "log.1").read_text()
-    assert not out.exists() or sorted(p.name for p in out.iterdir()) in ([], [LOCK_FILE])  # rank 1's masks too
+    said = (tmp_path / "log.1").read_text()
+    assert said.count("\n") == 1
+    assert said.startswith(f"lgg-unet: error: cannot read {cohort / CASES[1] / CASES[1]}_2.tif")
+    assert (tmp_path / "log.0").read_text().splitlines()[-1].startswith(
+        "lgg-unet: error: process 0 of 2: another process of this job ended")
+    assert not out.exists()
+
+
+def test_under_torchrun_bad_input_is_told_once_and_every_process_exits_with_2(tiny_model_dir, tmp_path):
+    """Every process checks the command line it was given, and said so: torchrun showed one identical line per
+    process. The first process (of each machine) says it; every process still exits with code 2."""
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "absent"),
+            "--output", str(tmp_path / "masks"), "--device", "cpu"]
+    torch.multiprocessing.spawn(_predict_as_rank, args=(free_port(), argv, str(tmp_path / "log"), 2), nprocs=2)
+    assert (tmp_path / "log.0").read_text() == f"lgg-unet: error: path not found: {tmp_path / 'absent'}\n"
+    assert (tmp_path / "log.1").read_text() == ""
 
 
 def _predict_as_rank(rank: int, port: int, argv: list[str], log: str, code: int = 0) -> None:

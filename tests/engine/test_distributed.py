@@ -21,8 +21,10 @@ from torch.nn.parallel import DistributedDataParallel
 import napari_lgg_unet
 from napari_lgg_unet.cli import main
 from napari_lgg_unet.engine.dataset import SliceDataset, TrainingVolume, prepare_training_volume, tumour_aware_sampler
-from napari_lgg_unet.engine import precision
+from napari_lgg_unet.engine import distributed, precision
+from napari_lgg_unet.engine.device import OOM_ADVICE
 from napari_lgg_unet.engine.distributed import Group, ShareOfDraws
+from napari_lgg_unet.engine.errors import DeviceError
 from napari_lgg_unet.engine.events import Finished
 from napari_lgg_unet.engine.io import Scan, load_patient
 from napari_lgg_unet.engine.losses import SegmentationLoss
@@ -338,3 +340,47 @@ def test_a_rank_waiting_for_a_peer_that_never_joins_ends_on_sigterm(tmp_path):
         if rank_0.poll() is None:
             rank_0.kill()
             rank_0.wait()
+
+
+def _train_as_rank_out_of_memory_on_rank_1(rank: int, port: int, argv: list[str], log: str) -> None:
+    """One of two processes of `lgg-unet train` (exit 2, its output in `log`.<rank>) whose rank 1 runs out of memory
+    at its first step, as one GPU of a job does."""
+    if rank == 1:
+        from napari_lgg_unet.engine import train
+
+        def out_of_memory(*_: object) -> None:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+        train._train_step = out_of_memory  # this process's own module: spawn started it afresh
+    os.environ.update(rank_variables(rank, port))
+    with open(f"{log}.{rank}", "w") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        assert main(argv) == 2
+
+
+def test_a_rank_whose_device_runs_out_of_memory_says_so_itself_and_rank_0_says_another_process_ended(
+        sample_patient_dir, tmp_path):
+    """Only the first process prints what every process meets alike; running out of memory on one GPU is that
+    process's own, so it is the one to say it (rank 0 only knows that another process ended)."""
+    argv = ["train", "--data", str(sample_patient_dir), "--out", str(tmp_path / "run"), *TRAIN_ARGS]
+    torch.multiprocessing.spawn(_train_as_rank_out_of_memory_on_rank_1, args=(free_port(), argv, str(tmp_path / "log")),
+                                nprocs=2)
+    errors = {rank: [line for line in (tmp_path / f"log.{rank}").read_text().splitlines() if "error:" in line]
+              for rank in (0, 1)}
+    assert errors[1] == [f"lgg-unet: error: {OOM_ADVICE}"]
+    assert len(errors[0]) == 1 and errors[0][0].startswith("lgg-unet: error: process 0 of 2: another process of "
+                                                           "this job ended")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_process_without_a_gpu_of_its_own_says_so_itself(monkeypatch):
+    """Four processes on a machine of two GPUs: processes 2 and 3 refuse, process 0 does not, so theirs are the only
+    lines that can say why."""
+    monkeypatch.setattr(distributed, "pick_device", lambda requested: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for name, value in {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "3", "LOCAL_WORLD_SIZE": "4"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(DeviceError, match="^4 processes on this node but only 2 GPUs") as refused:
+        with distributed.process_group("cuda"):
+            pass
+    assert distributed.says_error(refused.value)
+    assert not distributed.says_error(DeviceError("met by every process alike"))

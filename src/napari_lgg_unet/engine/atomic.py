@@ -71,15 +71,20 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
             remove_empty_folders(made)
 
 
-def make_folders(path: Path) -> list[Path]:
-    """Make `path` and its missing parents; return those this call created, top first (a folder another process
-    makes meanwhile is not counted: it is not this call's to remove)."""
+def missing_folders(path: Path) -> list[Path]:
+    """`path` and those of its parents that do not exist, top first: what `make_folders` would make."""
     missing = []
     while not path.exists() and path != path.parent:
         missing.append(path)
         path = path.parent
+    return missing[::-1]
+
+
+def make_folders(path: Path) -> list[Path]:
+    """Make `path` and its missing parents; return those this call created, top first (a folder another process
+    makes meanwhile is not counted: it is not this call's to remove)."""
     made = []
-    for folder in reversed(missing):
+    for folder in missing_folders(path):
         try:
             folder.mkdir()
         except FileExistsError:
@@ -87,7 +92,7 @@ def make_folders(path: Path) -> list[Path]:
                 raise InputError(f"cannot create the output folder {folder}: something that is not a folder is "
                                  "in its place; choose another output folder") from None
         except OSError as error:  # a file where a parent folder should be, a read-only place
-            raise InputError(f"cannot create the output folder {missing[0]}: {error.strerror or error}; choose "
+            raise InputError(f"cannot create the output folder {path}: {error.strerror or error}; choose "
                              "another output folder") from None
         else:
             made.append(folder)

@@ -26,7 +26,7 @@ from typing import Iterator, Literal, Sequence, get_args
 
 import numpy as np
 
-from .atomic import atomic_path, write_text_atomic
+from .atomic import atomic_path, missing_folders, remove_empty_folders, write_text_atomic
 from .cohort import loaded_scans, segment_scan
 from .distributed import Group
 from .errors import InputError, few_names
@@ -139,7 +139,9 @@ def claimed_output(out_dir: Path, cases: Sequence[ScanSource], group: Group = Gr
     lgg-unet did not write (check_summary_ours).
 
     It reads no scan and needs no model, so a caller that has none yet claims first and loads it after (the CLI). A
-    refusal leaves the folder as it was (the lock removes what it created). Rank 0 checks the files under the lock
+    refusal leaves the folder as it was (the lock removes what it created), and so does a failure under torchrun:
+    rank 0's lock removes the folders it made only while empty, and may let go before another process removed its
+    masks, so each process removes them too once its own masks are gone. Rank 0 checks the files under the lock
     while the other processes wait for its verdict, so under torchrun no process mistakes another's new mask for an
     old one.
     """
@@ -147,6 +149,7 @@ def claimed_output(out_dir: Path, cases: Sequence[ScanSource], group: Group = Gr
         raise ValueError(f"existing must be one of {get_args(ExistingOutputs)}, not {existing!r}")
     check_output(out_dir, cases, folder=True)
     check_unique_names(cases)
+    unmade = missing_folders(out_dir)  # asked before check_same, which rank 0 (that makes them) passes after all
     # each rank takes every N-th case of its own list: other lists (another --input) left cases unsegmented, other
     # folders (another --output) scattered the masks, and rank 0 still said every case was done
     group.check_same({"--output": os.path.abspath(out_dir), "what to do with existing masks": existing,
@@ -159,8 +162,13 @@ def claimed_output(out_dir: Path, cases: Sequence[ScanSource], group: Group = Gr
             held.enter_context(RunFolder(out_dir).locked(COHORT_TASK))
             _check_existing(out_dir, cases, existing)
 
-        group.on_main(claim)
-        yield ClaimedOutput(out_dir, cases, group, existing)
+        try:
+            group.on_main(claim)
+            yield ClaimedOutput(out_dir, cases, group, existing)
+        except BaseException:
+            if not group.is_main:  # rank 0's lock removed them while empty, perhaps before this process's masks went
+                remove_empty_folders(unmade)
+            raise
 
 
 def _segment_share(
@@ -173,23 +181,24 @@ def _segment_share(
     journal_start = journal.stat() if journal.exists() else None
     replaced_rows: list[list[object]] = []  # rows of masks this call replaced: they stay if it fails
     try:
-        for scan in loaded_scans(group.share(cases), False, read_ahead):
-            target = out_dir / mask_file_name(scan)
-            if existing == "skip" and mask_fits(target, scan):
-                yield None
-                continue
-            done = segment_scan(model, scan, options)
-            summary = _summarise(done.scan, done.result.mask, done.seconds)
-            row = list(asdict(summary).values())
-            replacing = os.path.lexists(target)  # a user's link to a missing mask: replaced, asked
-            if not replacing:
-                created.append(target)
-            write_mask(target, done.result.mask, done.scan)
-            if replacing:
-                replaced_rows.append(row)
-            with open(journal, "a", encoding="utf-8", newline="") as handle:
-                csv.writer(handle).writerow(row)
-            yield summary
+        with group.own_failures():  # a case of this process's share: no other process can say which failed, or why
+            for scan in loaded_scans(group.share(cases), False, read_ahead):
+                target = out_dir / mask_file_name(scan)
+                if existing == "skip" and mask_fits(target, scan):
+                    yield None
+                    continue
+                done = segment_scan(model, scan, options)
+                summary = _summarise(done.scan, done.result.mask, done.seconds)
+                row = list(asdict(summary).values())
+                replacing = os.path.lexists(target)  # a user's link to a missing mask: replaced, asked
+                if not replacing:
+                    created.append(target)
+                write_mask(target, done.result.mask, done.scan)
+                if replacing:
+                    replaced_rows.append(row)
+                with open(journal, "a", encoding="utf-8", newline="") as handle:
+                    csv.writer(handle).writerow(row)
+                yield summary
         group.barrier()  # inside the try: a rank whose peer failed learns it here, and removes its masks too
     except BaseException:
         if existing != "skip":

@@ -25,7 +25,9 @@ from .errors import DeviceError, InputError, JobError, LggUnetError, few_names
 from .precision import Precision, choose
 
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")  # Ctrl-C, the scheduler's stop, SLURM's warning before pre-emption
+_MET_BY = "lgg_unet_met_by"  # the attribute Group.own sets on an error: the rank that alone met it (see says_error)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,22 @@ class Group:
         """True on every process when it is true on one: how a signal that reached one rank stops them all."""
         return self.sum([float(flag)])[0] > 0
 
+    def own(self, error: E) -> E:
+        """`error` (returned, to be raised) marked as met by this process alone, where every other error is taken
+        as met by every process alike: its line is this process's to print (`says_error`)."""
+        setattr(error, _MET_BY, self.rank)
+        return error
+
+    @contextlib.contextmanager
+    def own_failures(self, kinds: tuple[type[Exception], ...] = (Exception,)) -> Iterator[None]:
+        """Mark the errors of `kinds` raised in the block as this process's own (`own`): the block is its share of
+        the work, which no other process did, so no other can say what went wrong."""
+        try:
+            yield
+        except kinds as error:
+            self.own(error)
+            raise
+
     def on_main(self, action: Callable[[], None]) -> None:
         """Run `action` on rank 0 while the others wait; a user error it raises is raised on every process.
 
@@ -99,8 +117,8 @@ class Group:
         flags = self.sum([float(rank == self.rank and bool(differences)) for rank in range(self.world)])
         odd = [str(rank) for rank, flag in enumerate(flags) if flag]
         if differences:
-            raise InputError(f"process {self.rank} of {self.world} was started otherwise than process 0: "
-                             f"{'; '.join(differences)}; {advice}")
+            raise self.own(InputError(f"process {self.rank} of {self.world} was started otherwise than process 0: "
+                                      f"{'; '.join(differences)}; {advice}"))
         if odd:
             ranks = f"process {odd[0]}" if len(odd) == 1 else f"processes {few_names(odd)}"
             raise InputError(f"{ranks} of {self.world} started otherwise than process 0 (their own lines say how); "
@@ -184,6 +202,21 @@ def launched_ranks() -> Group:
     return Group(rank, world, local_rank, _env_int("LOCAL_WORLD_SIZE", 1))
 
 
+def says_error(error: BaseException) -> bool:
+    """Whether this process prints the line of `error`, the user error that ends it. In a job of several processes,
+    torchrun showed one identical line per process: an error every process meets alike (a check of the command line
+    each was given, rank 0's verdict sent to all, "another process ended") is printed by the first process of each
+    machine (LOCAL_RANK 0) alone. Not by rank 0 alone: each machine's log is its own, and a machine that sees other
+    files than rank 0's (no shared file system) says what it found. An error a process met alone (`Group.own`: a case
+    of its share, its GPU, inputs other than rank 0's) is printed by that process, the only one that can say it."""
+    try:
+        ranks = launched_ranks()
+    except LggUnetError:  # torchrun's variables cannot be read: no job to speak for
+        return True
+    met_by = getattr(error, _MET_BY, None)
+    return ranks.local_rank == 0 if met_by is None else met_by == ranks.rank
+
+
 def agreed_precision(group: Group, requested: str, keep: Precision | None = None) -> Precision:
     """The precision of every process: rank 0's choice (`choose`'s, with `keep`); processes that chose differently
     (channels-last or not, bf16 or fp32) cannot train one DDP model.
@@ -216,8 +249,9 @@ def process_group(requested_device: str | torch.device = "auto") -> Iterator[Gro
     if device.type == "cuda":
         if device.index is None:
             if ranks.local_rank >= torch.cuda.device_count():
-                raise DeviceError(f"{ranks.local_world} processes on this node but only {torch.cuda.device_count()} "
-                                  "GPUs; start one process per GPU (torchrun --nproc_per_node)")
+                raise ranks.own(DeviceError(f"{ranks.local_world} processes on this node but only "
+                                            f"{torch.cuda.device_count()} GPUs; start one process per GPU (torchrun "
+                                            "--nproc_per_node)"))
             device = torch.device("cuda", ranks.local_rank)
         torch.cuda.set_device(device)
     opened = not dist.is_initialized()

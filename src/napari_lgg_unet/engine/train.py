@@ -34,7 +34,7 @@ from .dataset import (
 )
 from .device import out_of_memory_as_advice, physical_cores, release_memory, set_threads
 from .distributed import Group, agreed_precision, leave_stopping_to_the_parent, process_group
-from .errors import InputError, InputWarning, ModelError, TrainingError, few_names
+from .errors import DeviceError, InputError, InputWarning, ModelError, TrainingError, few_names
 from .events import EpochEnd, EpochRecord, Finished, Prepared, Step, TrainingEvent, ValidationScores
 from .io import Scan, as_path
 from .losses import SegmentationLoss
@@ -102,7 +102,8 @@ def train_model(
         run = _setup(scans, config, folder, group)
         try:
             yield _prepared(run)
-            with out_of_memory_as_advice():
+            # a GPU out of memory is this process's own; a diverged loss every process's (they average it)
+            with group.own_failures((DeviceError,)), out_of_memory_as_advice():
                 for run.epoch in range(run.progress.epochs_done, config.last_epoch):
                     _start_epoch(run)
                     for x, y in run.loader:
