@@ -318,6 +318,21 @@ def test_saving_into_a_folder_with_a_named_pipe_refuses_without_opening_the_pipe
     assert opened == []
 
 
+def test_only_default_in_lower_case_names_the_packaged_model_and_a_missing_default_folder_is_told_so(
+        tiny_model_dir, tmp_path, monkeypatch):
+    """'DEFAULT' or 'Default' is a folder's name: read as the packaged model, a user's folder of that name would be
+    set aside without a word (on a disk that ignores case, a folder named `default` too, which `./default` loads).
+    Where no such folder is, the refusal names the packaged model's name, which the user may have meant."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelError, match=r"^model folder not found: DEFAULT \(the packaged model is named 'default', "
+                                         r"in lower case\)$"):
+        load_model("DEFAULT")
+    shutil.copytree(tiny_model_dir, tmp_path / "Default")
+    assert load_model("Default").config == read_config(tiny_model_dir)
+
+
 def test_an_empty_model_name_is_told_as_empty_not_as_the_current_folder():
     with pytest.raises(ModelError, match="the model name is empty"):
         load_model("")

@@ -283,11 +283,15 @@ def resolve_model_path(model: str | Path) -> Path:
 
 def not_a_model_folder(path: Path) -> str:
     """Why `path`, which is no folder, is no model: a file given where the folder holding it was meant is told as
-    such ("model folder not found" named a file the user could see)."""
+    such ("model folder not found" named a file the user could see). 'DEFAULT' stays a folder's name (see
+    `resolve_model_path`; a user's folder of that name must not be set aside for the packaged model), but where no
+    such folder is, the packaged model's name is said."""
     if path.exists():
         return (f"{path} is a file, not a model folder: give the folder that holds the model's {CONFIG_FILE} and "
                 f"{WEIGHTS_FILE}")
-    return f"model folder not found: {path}"
+    other_case = str(path) != DEFAULT_MODEL_NAME and str(path).lower() == DEFAULT_MODEL_NAME  # not `./default`
+    hint = f" (the packaged model is named '{DEFAULT_MODEL_NAME}', in lower case)" if other_case else ""
+    return f"model folder not found: {path}{hint}"
 
 
 def _model_file(folder: Path, name: str) -> Path | None:
