@@ -11,9 +11,10 @@ import pytest
 import torch
 
 import napari_lgg_unet
+from napari_lgg_unet.engine import train
 from napari_lgg_unet.engine.dataset import AugmentConfig
 from napari_lgg_unet.engine.errors import InputError, InputWarning
-from napari_lgg_unet.engine.events import EpochEnd, Finished, Step
+from napari_lgg_unet.engine.events import EpochEnd, Finished, Prepared, Step
 from napari_lgg_unet.engine.io import Scan, load_patient
 from napari_lgg_unet.engine.model import load_model, read_config
 from napari_lgg_unet.engine.postprocess import PostprocessConfig
@@ -68,9 +69,11 @@ def test_stop_mid_run_ends_cleanly_and_keeps_the_best_model(scans, tmp_path):
 def test_a_stop_after_a_few_steps_leaves_a_model_and_one_before_any_step_records_no_epoch(scans, tmp_path):
     """Stopped before its first step, a run saved the untrained network as 'best epoch 1, train loss 0.0' and counted
     epoch 1 as done, so --resume skipped it."""
-    asked = iter([False, False, True])  # two steps, then stop
-    events = list(train_model(scans, TrainConfig(epochs=2, steps_per_epoch=10, **FAST), tmp_path / "m",
-                              lambda: next(asked)))
+    events = []
+    for event in train_model(scans, TrainConfig(epochs=2, steps_per_epoch=10, **FAST), tmp_path / "m",
+                             lambda: len(events) > 2):  # Prepared and two steps, then stop
+        events.append(event)
+    assert [type(event) for event in events[:3]] == [Prepared, Step, Step]
     assert events[-1].stopped and events[-1].best_epoch == 1 and events[-1].history[0].train_loss > 0
     load_model(tmp_path / "m")
 
@@ -92,6 +95,20 @@ def test_a_run_stopped_before_its_first_epoch_leaves_no_folder_or_lock_behind(sc
     (tmp_path / "mine" / "notes.txt").write_text("my notes")
     events = list(train_model(scans, config, tmp_path / "mine", lambda: True))
     assert events[-1].stopped and [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+def test_a_stop_asked_while_the_scans_are_prepared_ends_the_run_before_the_next_scan(scans, tmp_path, monkeypatch):
+    """Preparing a scan takes seconds (a folder of patients, minutes), and the stop was asked only before each step:
+    a Stop in napari, a Ctrl-C or a scheduler's SIGTERM waited until every scan was prepared."""
+    prepared, prepare = [], train.prepare_training_volume
+    monkeypatch.setattr(train, "prepare_training_volume",
+                        lambda scan, *rest: prepared.append(scan) or prepare(scan, *rest))
+    config = TrainConfig(epochs=1, steps_per_epoch=1, **FAST)
+    events = list(train_model(scans, config, tmp_path / "run", lambda: bool(prepared)))
+    assert len(prepared) == 1
+    assert [type(event) for event in events] == [Finished]
+    assert events[0].stopped and events[0].best_epoch is None and events[0].message == "no epoch finished"
+    assert list(tmp_path.iterdir()) == []  # as for any run stopped before its first epoch ended
 
 
 def test_scans_given_as_a_generator_are_all_trained_on(scans, tmp_path):

@@ -50,6 +50,9 @@ from .run_folder import PATIENTS, RunFolder, RunProgress
 from .settings import AS_IS, TrainConfig
 from .variants import normalised_variant
 
+NO_EPOCH_FINISHED = "no epoch finished"  # the message of a run that ended before it saved a model
+
+
 @dataclass
 class _Run:
     """Everything one training run carries from step to step."""
@@ -92,34 +95,50 @@ def train_model(
 
     Yields `Prepared`, a `Step` per optimisation step, an `EpochEnd` after each validation and one `Finished`
     (stopped=True if `stop` asked for it). The folder is locked for the whole run; a run stopped before its first
-    epoch ended removes what it made there (the lock file, the folder while empty), as a failed run does.
+    epoch ended removes what it made there (the lock file, the folder while empty), as a failed run does. A stop
+    asked while a new run's scans are prepared (seconds each: a folder of patients takes minutes) ends it before the
+    next one, with `Finished` alone.
 
     Launched by torchrun, every process runs this with the same arguments: it trains with DDP on its share of each
     epoch, rank 0 alone writes, and a stop asked on any process stops all of them at the same step.
     """
     scans, folder, stop = _checked_request(scans, config, out_dir, stop)
-    with process_group(config.device) as group, _claimed(folder, config, group, scans) as claim:
-        run = _setup(scans, config, folder, group)
-        try:
-            yield _prepared(run)
-            # a GPU out of memory is this process's own; a diverged loss every process's (they average it)
-            with group.own_failures((DeviceError,)), out_of_memory_as_advice():
-                for run.epoch in range(run.progress.epochs_done, config.last_epoch):
-                    _start_epoch(run)
-                    for x, y in run.loader:
-                        if group.any(stop()):
-                            run.stopped = True
-                            break
-                        yield _train_step(run, x, y)
-                    if run.stopped and (run.progress.best_epoch is not None or run.seen == 0):
-                        break  # stop promptly: the best model is on disk, or no step was taken to make one
-                    yield _end_epoch(run)
-                    if run.stopped:
-                        break
-        finally:
-            _let_go(run)
-        claim.made_nothing = run.progress.best_epoch is None
+    try:
+        with process_group(config.device) as group, _claimed(folder, config, group, scans) as claim:
+
+            def stopped() -> bool:  # every process asks, so all of them stop at the same point
+                return group.any(stop())
+
+            run = _setup(scans, config, folder, group, stopped)
+            try:
+                yield _prepared(run)
+                # a GPU out of memory is this process's own; a diverged loss every process's (they average it)
+                with group.own_failures((DeviceError,)):
+                    yield from _epochs(run, stopped)
+            finally:
+                _let_go(run)
+            claim.made_nothing = run.progress.best_epoch is None
+    except _StoppedWhilePreparing:  # seen by the lock as a failure: it removed what the run made, as for made_nothing
+        yield Finished(str(folder.path), None, None, True, [], NO_EPOCH_FINISHED)
+        return
     yield _finished(run)
+
+
+def _epochs(run: _Run, stopped: Callable[[], bool]) -> Iterator[Step | EpochEnd]:
+    """Train epoch after epoch until the last, or until `stopped()` (checked before every step)."""
+    with out_of_memory_as_advice():
+        for run.epoch in range(run.progress.epochs_done, run.config.last_epoch):
+            _start_epoch(run)
+            for x, y in run.loader:
+                if stopped():
+                    run.stopped = True
+                    break
+                yield _train_step(run, x, y)
+            if run.stopped and (run.progress.best_epoch is not None or run.seen == 0):
+                return  # stop promptly: the best model is on disk, or no step was taken to make one
+            yield _end_epoch(run)
+            if run.stopped:
+                return
 
 
 def _checked_request(scans: Iterable[Scan], config: TrainConfig, out_dir: str | Path,
@@ -190,8 +209,9 @@ def _started_as(config: TrainConfig, scans: list[Scan]) -> dict:
     return {**settings, "scans": {scan.name: list(scan.image.shape) for scan in scans}}
 
 
-def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Group) -> _Run:
-    """Seed, build the network and optimizer, prepare the data, and restore a saved run when resuming."""
+def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Group,
+           stopped: Callable[[], bool]) -> _Run:
+    """Seed, build the network and optimizer, prepare the data (ended by `stopped`), restore a resumed run's state."""
     torch.manual_seed(config.seed)
     set_threads(config.threads)
     device = group.device
@@ -199,7 +219,7 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Gro
     preprocess = PreprocessConfig(image_size=config.image_size)
     network, model_config = _initial_network(config, preprocess)
     with out_of_memory_as_advice():
-        split = _prepare(scans, config, preprocess)
+        split = _prepare(scans, config, preprocess, stopped)
     prepare_network(network.to(device).train(), chosen)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
     scaler = grad_scaler(chosen)
@@ -359,7 +379,7 @@ def _finished(run: _Run) -> Finished:
     best, loss = run.progress.best_epoch, run.progress.best_val_loss
     kept = "last epoch" if run.config.keep_last else "best epoch"
     measure = "validation loss" if run.split.val_variants else "training loss"
-    message = f"{kept} {best} ({measure} {loss:.4f}), model in {run.folder.path}" if best else "no epoch finished"
+    message = f"{kept} {best} ({measure} {loss:.4f}), model in {run.folder.path}" if best else NO_EPOCH_FINISHED
     return Finished(str(run.folder.path), best, loss, run.stopped, _history(run), message)
 
 
@@ -374,7 +394,16 @@ class _Split:
         return next(iter(self.val_variants.values()), [])
 
 
-def _prepare(scans: list[Scan], config: TrainConfig, preprocess: PreprocessConfig) -> _Split:
+class _StoppedWhilePreparing(Exception):
+    """Raised by `_prepare` when a stop is asked: no volume is prepared after it, and the run ends (`train_model`)."""
+
+
+def _prepare(scans: list[Scan], config: TrainConfig, preprocess: PreprocessConfig,
+             stopped: Callable[[], bool]) -> _Split:
+    """The scans normalised and resized (`prepare_training_volume`), split into training and validation volumes.
+    A new run asks `stopped` before each scan: preparing one takes seconds, and a Stop (or Ctrl-C) waited for them
+    all. A resumed run prepares them all: it reports the best model it continues, and first rewrites that model if
+    it was cut short (`_setup`), both from the split."""
     if not scans:
         raise InputError("no scans to train on")
     names = [s.name for s in scans]
@@ -382,9 +411,13 @@ def _prepare(scans: list[Scan], config: TrainConfig, preprocess: PreprocessConfi
         raise InputError(f"training scans with the same name: {few_names(repeated)}; names identify patients in the "
                          "split, so give each scan its own name")
     train_names, val_names, test_names = split_patients(names, config.val_fraction, config.test_fraction, config.seed)
-    volumes = {s.name: prepare_training_volume(s, preprocess, config.skip_unlabelled and not s.fully_labelled)
-               for s in scans}
-    volumes = {name: v for name, v in volumes.items() if len(v.mask)}
+    volumes = {}
+    for scan in scans:
+        if not config.resume and stopped():
+            raise _StoppedWhilePreparing
+        volume = prepare_training_volume(scan, preprocess, config.skip_unlabelled and not scan.fully_labelled)
+        if len(volume.mask):
+            volumes[scan.name] = volume
     if not volumes:
         raise InputError("no labelled slices to learn from: mark tumour on at least one slice (paint it in napari, "
                          "or give masks that hold some)")
