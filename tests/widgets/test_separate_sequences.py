@@ -94,7 +94,7 @@ def test_a_sequence_of_the_flairs_shape_shown_elsewhere_is_refused_not_stacked(v
     the viewer: stacked voxel by voxel, the model would read two places at once. Layers on the FLAIR's grid go,
     stored reversed included, and so does one off by less than half a voxel (each voxel's nearest neighbour), and one
     that says nothing of where it lies (napari's default placement), which lies on the FLAIR's voxels."""
-    from napari_lgg_unet.widgets.sequences import model_input
+    from napari_lgg_unet.widgets.sequences import deferred_input
 
     data = np.random.default_rng(4).random((3, 32, 32), dtype=np.float32)
     flair = viewer.add_image(data, name="FLAIR", scale=(3.0, 1.0, 1.0))
@@ -102,14 +102,14 @@ def test_a_sequence_of_the_flairs_shape_shown_elsewhere_is_refused_not_stacked(v
                  "larger voxels": {"scale": (3.0, 1.2, 1.2)}}
     for name, placement in elsewhere.items():
         with pytest.raises(InputError, match=f"'{name}' has the shape of the FLAIR 'FLAIR' but lies elsewhere"):
-            model_input(flair, viewer.add_image(data, name=name, **placement))
+            deferred_input(flair, viewer.add_image(data, name=name, **placement))
     same = {"reversed": {"scale": (3.0, -1.0, -1.0), "translate": (0.0, 31.0, 31.0)},
             "a tenth of a voxel off": {"scale": (3.0, 1.0, 1.0), "translate": (0.0, 0.1, 0.0)},
             "unplaced (a TIFF: napari's default scale 1)": {}}
     for name, placement in same.items():
         stored = data[:, ::-1, ::-1] if name == "reversed" else data
-        image, _ = model_input(flair, viewer.add_image(np.ascontiguousarray(stored), name=name, **placement))
-        np.testing.assert_array_equal(image[..., 0], data)
+        read, _ = deferred_input(flair, viewer.add_image(np.ascontiguousarray(stored), name=name, **placement))
+        np.testing.assert_array_equal(read()[..., 0], data)
 
     segment = dock(viewer, "Segment tumour")  # the widget says so and changes nothing
     segment.image.value, segment.pre_contrast.value = flair, viewer.layers["moved 20 mm"]
@@ -128,7 +128,7 @@ def test_training_pairs_take_a_flair_and_optional_sequences(viewer, channels, no
     labels = viewer.add_labels(np.ones(flair.shape, np.uint8), name="labels")
     row = train.pairs[0]
     row.image_layer.value, row.pre_contrast.value, row.labels_layer.value = flair_layer, pre_layer, labels
-    [scan] = train.training_scans()
+    [scan] = [pair.scan() for pair in train.training_pairs()]
     assert scan.rgb and scan.name == "FLAIR"
     np.testing.assert_array_equal(scan.image, np.stack([pre, flair, flair], axis=-1))
     assert scan.mask.shape == flair.shape
@@ -180,7 +180,7 @@ def test_training_pairs_take_layers_as_napari_shows_them(viewer, channels, notes
     labels = viewer.add_labels(np.ascontiguousarray(mask[:, ::-1, ::-1]), name="labels", **storage)
     row = train.pairs[0]
     row.image_layer.value, row.labels_layer.value = flair_layer, labels
-    [scan] = train.training_scans()
+    [scan] = [pair.scan() for pair in train.training_pairs()]
     np.testing.assert_array_equal(scan.image, flair)
     np.testing.assert_array_equal(scan.mask, mask > 0)
     assert notes["error"] == []
@@ -192,7 +192,7 @@ def test_a_case_opened_with_our_reader_is_picked_up_by_sequence_name(viewer, tmp
     import nibabel as nib
 
     from napari_lgg_unet.engine.io import load_scan
-    from napari_lgg_unet.widgets.sequences import model_input
+    from napari_lgg_unet.widgets.sequences import deferred_input
 
     case = tmp_path / "case"
     case.mkdir()
@@ -205,9 +205,9 @@ def test_a_case_opened_with_our_reader_is_picked_up_by_sequence_name(viewer, tmp
     assert [layer.name for layer in viewer.layers] == ["T2", "T1c", "T1", "FLAIR"]
     assert [widget.image.value.name, widget.pre_contrast.value.name, widget.post_contrast.value.name] == [
         "FLAIR", "T1", "T1c"]
-    image, rgb = model_input(widget.image.value, widget.pre_contrast.value, widget.post_contrast.value)
+    read, rgb = deferred_input(widget.image.value, widget.pre_contrast.value, widget.post_contrast.value)
     assert rgb
-    np.testing.assert_array_equal(image, load_scan(case).image)
+    np.testing.assert_array_equal(read(), load_scan(case).image)
     # A widget made after the case was opened finds it too.
     from napari_lgg_unet.widgets.segment import SegmentWidget
 

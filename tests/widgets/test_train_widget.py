@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from napari._qt.qthreading import wait_for_workers_to_quit  # what napari connects to aboutToQuit
@@ -247,3 +249,28 @@ def test_quitting_napari_during_training_lets_go_of_the_run_folder(qtbot, train_
             pass
     else:
         assert not run.exists()  # not a folder holding only a stale lock
+
+
+def test_a_lazy_image_is_read_in_the_worker_not_on_the_viewers_thread(qtbot, viewer, train_widget, notes):
+    """A dask or zarr layer holds no voxels until read: the Train click read the whole scan on the viewer's thread
+    (and stacked the sequences there), holding the viewer for as long as a large or remote scan takes to load, as
+    Segment no longer does. Dask's synchronous scheduler reads each chunk in the thread that asks for it."""
+    dask, lazy_array = pytest.importorskip("dask"), pytest.importorskip("dask.array")
+    readers: list[int] = []
+
+    def read(block: np.ndarray) -> np.ndarray:
+        readers.append(threading.get_ident())
+        return block
+
+    image = viewer.layers[PATIENT]
+    data = np.asarray(image.data)
+    image.data = lazy_array.from_array(data, chunks=(1, *data.shape[1:])).map_blocks(read, dtype=data.dtype)
+    with dask.config.set(scheduler="synchronous"):
+        readers.clear()
+        train_widget.train_button.clicked()
+        on_click = list(readers)
+        qtbot.waitUntil(lambda: not train_widget.running, timeout=120_000)
+    assert threading.get_ident() not in on_click, "the click read the scan on the viewer's thread"
+    assert readers, "the scan was never read"
+    assert notes["error"] == [] and train_widget.status.value.startswith("finished")
+

@@ -179,9 +179,9 @@ def test_training_refuses_mismatched_or_empty_labels_and_warns_about_merged_valu
     several = np.zeros((4, 32, 32), np.uint8)
     several[0, :4, :4], several[1, :4, :4] = 1, 2
     row.labels_layer.value = viewer.add_labels(several, name="two values")
-    scans = train.training_scans()
+    pairs = train.training_pairs()
     assert "merged" in notes["warning"][-1]
-    assert scans[0].mask.dtype == bool and scans[0].mask.sum() == 32
+    assert pairs[0].mask.dtype == bool and pairs[0].mask.sum() == 32
     assert (viewer.layers["two values"].data == several).all()
     assert not train.running
 
@@ -232,8 +232,8 @@ def test_training_refuses_labels_of_the_images_shape_shown_elsewhere_and_takes_t
     reversed_labels = np.ascontiguousarray(painted[:, ::-1, ::-1])
     row.labels_layer.value = viewer.add_labels(reversed_labels, name="reversed", scale=(3.0, -1.0, -1.0),
                                                translate=(0.0, 31.0, 31.0))
-    [scan] = train.training_scans()
-    np.testing.assert_array_equal(scan.mask, painted > 0)
+    [pair] = train.training_pairs()
+    np.testing.assert_array_equal(pair.mask, painted > 0)
 
 
 def test_labels_refused_as_shown_elsewhere_are_told_how_to_take_the_images_placement_which_then_trains(
@@ -250,8 +250,8 @@ def test_labels_refused_as_shown_elsewhere_are_told_how_to_take_the_images_place
     train.train_button.clicked()
     assert "'its mask' has the shape of 'scan' but lies elsewhere in the viewer" in notes["error"][-1]
     follow_placement_fix(viewer, notes["error"][-1], labels, image)
-    [scan] = train.training_scans()
-    np.testing.assert_array_equal(scan.mask, painted > 0)
+    [pair] = train.training_pairs()
+    np.testing.assert_array_equal(pair.mask, painted > 0)
 
 
 def test_training_takes_labels_without_a_placement_on_the_voxels_of_a_scan_shown_in_mm(viewer, widgets, notes):
@@ -266,8 +266,8 @@ def test_training_takes_labels_without_a_placement_on_the_voxels_of_a_scan_shown
     labels = viewer.add_labels(painted, name="mask TIFF")
     row = train.pairs[0]
     row.image_layer.value, row.labels_layer.value = image, labels
-    [scan] = train.training_scans()
-    np.testing.assert_array_equal(scan.mask, painted > 0)
+    [pair] = train.training_pairs()
+    np.testing.assert_array_equal(pair.mask, painted > 0)
     shown_reversed = viewer.add_image(np.zeros((4, 32, 32), np.float32), name="reversed scan",
                                       scale=(3.0, -0.9, 0.9), translate=(0.0, 27.9, 0.0))
     row.image_layer.value, row.labels_layer.value = shown_reversed, labels

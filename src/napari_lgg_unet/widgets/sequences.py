@@ -16,7 +16,7 @@ import numpy as np
 from napari.layers import Image
 
 from ..engine.errors import InputError
-from ..engine.preprocess import channel_view
+from ..engine.preprocess import channel_view, spatial_shape
 from ..engine.sequences import FLAIR, POST, PRE, sequence_of
 from .layers import GEOMETRY_KEY, OWNER_KEY, LayerPicker, as_shown, image_choices, shown_elsewhere, shown_later
 
@@ -68,12 +68,6 @@ class LayerInput:
             return self._array
 
 
-def model_input(image: Image | None, pre: Image | None = None, post: Image | None = None) -> tuple[np.ndarray, bool]:
-    """(data, rgb) for the engine, checked and read: `deferred_input`'s, read here."""
-    read, rgb = deferred_input(image, pre, post)
-    return read(), rgb
-
-
 def deferred_input(image: Image | None, pre: Image | None = None,
                    post: Image | None = None) -> tuple[LayerInput, bool]:
     """(data, rgb) for the engine, checked from the layers' shapes and types alone, the data to be read by calling it
@@ -95,6 +89,13 @@ def deferred_input(image: Image | None, pre: Image | None = None,
         channel_view(_stand_in(image), image.rgb)
         return LayerInput(shown_later(image)), image.rgb
     return _stacked_input(image, pre, post), True
+
+
+def input_shape(image: Image) -> tuple[int, ...]:
+    """The spatial shape, as napari shows it, of the model's input from `image` (alone, or as the FLAIR of sequences
+    on its grid): the shape of a mask of that input. Read from the layer's shape and type alone, as `deferred_input`
+    checks them."""
+    return spatial_shape(as_shown(image, _stand_in(image)), image.rgb)
 
 
 def _stacked_input(image: Image, pre: Image | None, post: Image | None) -> LayerInput:

@@ -20,9 +20,7 @@ from napari.layers import Image, Labels
 
 from ..engine.device import pick_device
 from ..engine.errors import InputError, LggUnetError
-from ..engine.io import Scan
 from ..engine.events import EpochEnd, Finished, Prepared, Step, TrainingEvent
-from ..engine.preprocess import spatial_shape
 from ..engine.run_folder import RunFolder
 from ..engine.settings import AugmentConfig, TrainConfig, settings_of
 from . import notify
@@ -30,11 +28,11 @@ from .common import ModelPicker, device_widgets, optional_path, precision_widget
 from .job import JobRunner
 from .layers import LayerPicker, as_shown, binary_mask, image_choices, labels_choices, placement_fix, shown_elsewhere
 from .loss_plot import LossPlot
-from .sequences import model_input, sequence_pickers
+from .sequences import deferred_input, input_shape, sequence_pickers
 from .session_models import session_models
 from .tooltips import explain
 from .undock import choices_follow_layers, connect_while_docked
-from .workers import training_job
+from .workers import LayerPair, training_job
 
 DEFAULT_OUTPUT = Path.home() / "lgg-unet-models"
 DEFAULTS = TrainConfig()
@@ -164,11 +162,11 @@ class TrainWidget(Container):
             notify.show_warning("training is already running: press Stop to end it before starting another")
             return
         try:
-            scans = self.training_scans()
+            pairs = self.training_pairs()
             folder = optional_path(self.folder)
             if folder is not None and not folder.is_dir():
                 raise InputError(f"training folder not found: {folder}")
-            if not scans and folder is None:
+            if not pairs and folder is None:
                 raise InputError("nothing to train on: choose an (image, labels) pair or a Kaggle-style folder")
             config = self.train_config()
             pick_device(config.device)
@@ -183,7 +181,7 @@ class TrainWidget(Container):
         self.plot.plot([])
         self.status.value = "preparing..."
         self.job.start(
-            training_job, scans, folder, config, self.model_dir, on_item=self._on_event, on_done=self._on_finished
+            training_job, pairs, folder, config, self.model_dir, on_item=self._on_event, on_done=self._on_finished
         )
 
     def stop(self) -> None:
@@ -192,14 +190,15 @@ class TrainWidget(Container):
         self.train_button.text = "Stopping..."
         self.train_button.enabled = False
 
-    def training_scans(self) -> list[Scan]:
-        """The chosen pairs as scans (masks copied, so painting during training is safe); raises InputError.
+    def training_pairs(self) -> list[LayerPair]:
+        """The chosen pairs, checked from the layers' shapes and their labels (copied, so painting during training is
+        safe); the images are read in the worker (a lazy layer held the viewer while it was read). Raises InputError.
 
         An image in two pairs is refused here: the engine names a scan after its layer and would refuse two scans of
         one name only once the run had started, in words ("names identify patients in the split") that say nothing
         of the pairs. A layer named like a scan of the Kaggle folder is refused by `training_job`, which lists the
         folder off the viewer's thread."""
-        scans, pair_of = [], {}  # image layer id -> the first pair that trains on it
+        pairs, pair_of = [], {}  # image layer id -> the first pair that trains on it
         for number, row in enumerate(self.pairs, start=1):
             image, labels = row.image_layer.value, row.labels_layer.value
             if image is None and labels is None:
@@ -210,16 +209,16 @@ class TrainWidget(Container):
             if first != number:
                 raise InputError(f"pairs {first} and {number} both train on '{image.name}': a scan is trained on "
                                  "once, so paint all its tumour in one labels layer and remove the other pair")
-            data, rgb = model_input(image, row.pre_contrast.value, row.post_contrast.value)
-            mask, merged = _labels_of(labels, image, spatial_shape(data, rgb))
+            read, rgb = deferred_input(image, row.pre_contrast.value, row.post_contrast.value)
+            mask, merged = _labels_of(labels, image, input_shape(image))
             if not mask.any():
                 raise InputError(f"'{labels.name}' is empty: nothing to learn; paint tumour on at least one slice")
             if merged:
                 notify.show_warning(
                     f"'{labels.name}' has several label values: all values above 0 are merged into tumour"
                 )
-            scans.append(Scan(name=image.name, image=np.asarray(data), mask=mask, rgb=rgb))
-        return scans
+            pairs.append(LayerPair(image.name, read, rgb, mask))
+        return pairs
 
     def train_config(self) -> TrainConfig:
         return self.settings.config(

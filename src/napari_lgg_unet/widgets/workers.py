@@ -86,26 +86,41 @@ def cleanup_job(
                       (labels, describe_pieces(probability, labels, count, voxel_volume)), config)
 
 
+@dataclass(frozen=True)
+class LayerPair:
+    """A training pair as the Train widget checked it: the image layer's name, the model's input from it, read when
+    called (in the worker: see `sequences.deferred_input`), whether that input holds channels, and the labels as a
+    bool mask, copied on the viewer's thread so that painting during training is safe."""
+
+    name: str
+    image: Callable[[], np.ndarray]
+    rgb: bool
+    mask: np.ndarray
+
+    def scan(self) -> Scan:
+        return Scan(name=self.name, image=np.asarray(self.image()), mask=self.mask, rgb=self.rgb)
+
+
 def training_job(
-    scans: list[Scan], folder: Path | None, config: TrainConfig, out_dir: Path, *, stop: Callable[[], bool]
+    pairs: list[LayerPair], folder: Path | None, config: TrainConfig, out_dir: Path, *, stop: Callable[[], bool]
 ) -> Iterator[TrainingEvent]:
-    """Read the optional Kaggle-style folder (slow disk work, so here and not in the GUI), then train. The folder's
-    scans are listed before any is read, so a layer named like one of them is refused within a moment, not after the
-    whole folder has loaded (listing is disk work too: it reads a header of every file of a DICOM folder)."""
-    if folder is not None:
-        sources = find_scans(folder, require_masks=True)  # listed once, for the check and the loading
-        _refuse_layers_named_like(scans, sources, folder)
-        scans = scans + [load_scan(source, require_mask=True) for source in sources]
+    """Read the pairs' images and the optional Kaggle-style folder (slow disk work: a lazy layer, a remote one, a
+    folder of patients; so here and not in the GUI), then train. The folder's scans are listed before any is read, so
+    a layer named like one of them is refused within a moment, not after the whole folder has loaded (listing is disk
+    work too: it reads a header of every file of a DICOM folder)."""
+    sources = [] if folder is None else find_scans(folder, require_masks=True)  # listed once, to check and to load
+    _refuse_layers_named_like(pairs, sources, folder)
+    scans = [pair.scan() for pair in pairs] + [load_scan(source, require_mask=True) for source in sources]
     yield from train_model(scans, config, out_dir, stop)
 
 
-def _refuse_layers_named_like(layer_scans: list[Scan], sources: list[ScanSource], folder: Path) -> None:
+def _refuse_layers_named_like(pairs: list[LayerPair], sources: list[ScanSource], folder: Path | None) -> None:
     """A pair's scan is named after its image layer, and names identify patients in the split, so the engine refuses
     a layer named like a scan of the folder, but only once the whole folder has loaded and in words that know nothing
     of layers; this says which layer and what to do (the first clash, as the widget's check of an image in two pairs
     does). A folder's sources carry the names their scans load with."""
     in_folder = {source.name for source in sources}
-    if clash := next((scan.name for scan in layer_scans if scan.name in in_folder), None):
+    if clash := next((pair.name for pair in pairs if pair.name in in_folder), None):
         raise InputError(f"the image layer '{clash}' has the name of a scan in {folder}, and names identify patients "
                          "in the training split: rename the layer, or, if it is that patient, train on it once "
                          "(remove its pair or leave the folder out)")
