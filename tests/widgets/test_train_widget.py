@@ -274,3 +274,26 @@ def test_a_lazy_image_is_read_in_the_worker_not_on_the_viewers_thread(qtbot, vie
     assert readers, "the scan was never read"
     assert notes["error"] == [] and train_widget.status.value.startswith("finished")
 
+
+def test_stop_pressed_while_the_kaggle_folder_loads_ends_the_run_before_the_next_scan(
+        viewer, lgg_root, tmp_path, notes, inline_jobs, monkeypatch):
+    """Loading a folder of patients takes minutes, and Stop (or a closed dock) waited until every scan had loaded and
+    been prepared: the button said "Stopping..." all the while."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("TCGA_CS_4941_19960909", "TCGA_CS_4942_19970222", "TCGA_CS_4944_20010208"):
+        (data / name).symlink_to(lgg_root / name)
+    widget = dock(viewer, "Train U-Net")
+    widget.folder.value, widget.output.value = data, tmp_path / "models"
+    loaded, load = [], workers.load_scan
+
+    def load_and_press_stop(source, **options):
+        loaded.append(source)
+        widget.train_button.clicked()  # Stop, pressed while the first scan loads
+        return load(source, **options)
+
+    monkeypatch.setattr(workers, "load_scan", load_and_press_stop)
+    widget.train_button.clicked()
+    assert len(loaded) == 1 and notes["error"] == []
+    assert widget.status.value == "stopped: no epoch finished" and widget.train_button.text == "Train"
+    assert not (tmp_path / "models").exists()
