@@ -297,3 +297,20 @@ def test_stop_pressed_while_the_kaggle_folder_loads_ends_the_run_before_the_next
     assert len(loaded) == 1 and notes["error"] == []
     assert widget.status.value == "stopped: no epoch finished" and widget.train_button.text == "Train"
     assert not (tmp_path / "models").exists()
+
+
+def test_an_output_folder_typed_from_home_with_a_tilde_is_in_the_home_folder(
+        train_widget, notes, inline_jobs, tmp_path, monkeypatch):
+    """Typed '~/lgg models' (as in a shell), the models went into a folder named '~' inside the folder napari was
+    started from, and the notice named '~/lgg models/run-...', which reads as a folder of the home."""
+    home, started_in = tmp_path / "home", tmp_path / "started in"
+    home.mkdir()
+    started_in.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(started_in)
+    train_widget.output.line_edit.value = "~/lgg models"
+    train_widget.train_button.clicked()
+    assert notes["error"] == [] and list(started_in.iterdir()) == []
+    [run] = (home / "lgg models").iterdir()
+    assert RunFolder(run).holds_model()
+    assert notes["info"] == [f"model saved in {run}; it is now a choice in Segment tumour"]

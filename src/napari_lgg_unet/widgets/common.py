@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -132,7 +133,9 @@ class ModelPicker:
 
 
 def optional_path(edit: FileEdit) -> Path | None:
-    """A FileEdit's path, or None when the user left it empty."""
+    """A FileEdit's path, or None when the user left it empty. A typed '~' is the home folder, as in a shell: a Path
+    keeps it as a folder named '~', so an output folder typed '~/models' was made inside the folder napari was started
+    from, and the notice 'model saved in ~/models/run-...' sent the user to look for it in their home."""
     value = edit.value
-    return None if value is None or str(value) in ("", ".") else Path(value)
+    return None if value is None or str(value) in ("", ".") else Path(os.path.expanduser(value))
 
