@@ -209,6 +209,22 @@ def test_training_refuses_labels_painted_below_0_which_read_as_no_tumour(viewer,
     assert not train.running
 
 
+def test_training_refuses_multiscale_labels_as_such_not_for_the_shape_of_their_coarsest_level(viewer, widgets, notes):
+    """A multiscale layer's data as an array is its coarsest level: a pyramid of labels painted on the image's grid
+    was refused as having "shape (4, 16, 16)", a shape the user never made, with advice to pick other labels."""
+    _, train = widgets
+    painted = np.zeros((4, 32, 32), np.uint8)
+    painted[1, 2:6, 3:9] = 1
+    row = train.pairs[0]
+    row.image_layer.value = viewer.add_image(np.zeros((4, 32, 32), np.float32), name="scan")
+    row.labels_layer.value = viewer.add_labels([painted, painted[:, ::2, ::2]], name="pyramid", multiscale=True)
+    before = snapshot(viewer)
+    train.train_button.clicked()
+    assert notes["error"] == ["'pyramid' is a multiscale labels layer; open its full-resolution level as one layer"]
+    assert_unchanged(before, snapshot(viewer))
+    assert not train.running and train.train_button.enabled
+
+
 def test_training_refuses_labels_of_the_images_shape_shown_elsewhere_and_takes_them_on_its_voxels(
         viewer, widgets, notes):
     """Labels moved or scaled away from their image would be trained voxel by voxel on another place's anatomy;

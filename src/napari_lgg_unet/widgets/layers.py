@@ -18,6 +18,7 @@ from napari.layers import Image, Labels, Layer, Points
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 
 from ..engine.scan_checks import refuse_negative_labels
+from ..engine.errors import InputError
 
 # What our reader stores about a layer's scan: its geometry (the writer needs it to save a mask back onto the scan's
 # grid) and its path (the writer never saves onto that scan's files). The layers made from a layer inherit both.
@@ -67,6 +68,15 @@ def image_choices(viewer: napari.Viewer) -> list[tuple[str, Layer]]:
 
 def labels_choices(viewer: napari.Viewer) -> list[tuple[str, Layer]]:
     return layers_of(viewer, Labels)
+
+
+def check_one_scale(layer: Layer) -> None:
+    """Refuse a multiscale layer (a pyramid of levels, as OME-Zarr readers open one): its data as an array is one
+    level of it, the coarsest, so labels were refused for a shape they do not have (their full level's is the
+    image's), or would have been read at another resolution than their image."""
+    if layer.multiscale:
+        kind = "labels layer" if isinstance(layer, Labels) else "image"
+        raise InputError(f"'{layer.name}' is a multiscale {kind}; open its full-resolution level as one layer")
 
 
 def tumour_mask(layer: Labels) -> np.ndarray:

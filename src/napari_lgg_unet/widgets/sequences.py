@@ -18,7 +18,9 @@ from napari.layers import Image
 from ..engine.errors import InputError
 from ..engine.preprocess import channel_view, spatial_shape
 from ..engine.sequences import FLAIR, POST, PRE, sequence_of
-from .layers import GEOMETRY_KEY, OWNER_KEY, LayerPicker, as_shown, image_choices, shown_elsewhere, shown_later
+from .layers import (
+    GEOMETRY_KEY, OWNER_KEY, LayerPicker, as_shown, check_one_scale, image_choices, shown_elsewhere, shown_later,
+)
 
 
 def sequence_pickers(viewer: napari.Viewer) -> tuple[LayerPicker, LayerPicker]:
@@ -83,8 +85,8 @@ def deferred_input(image: Image | None, pre: Image | None = None,
     if image is None:
         raise InputError("no image layer: open a scan (File > Open, or File > Open Sample > LGG U-Net) first")
     for layer in (image, pre, post):
-        if layer is not None and layer.multiscale:
-            raise InputError(f"'{layer.name}' is a multiscale image; open its full-resolution level as one layer")
+        if layer is not None:
+            check_one_scale(layer)
     if pre is None and post is None:
         channel_view(_stand_in(image), image.rgb)
         return LayerInput(shown_later(image)), image.rgb

@@ -26,7 +26,9 @@ from ..engine.settings import AugmentConfig, TrainConfig, settings_of
 from . import notify
 from .common import ModelPicker, device_widgets, optional_path, precision_widget
 from .job import JobRunner
-from .layers import LayerPicker, as_shown, binary_mask, image_choices, labels_choices, placement_fix, shown_elsewhere
+from .layers import (
+    LayerPicker, as_shown, binary_mask, check_one_scale, image_choices, labels_choices, placement_fix, shown_elsewhere,
+)
 from .loss_plot import LossPlot
 from .sequences import deferred_input, input_shape, sequence_pickers
 from .session_models import session_models
@@ -280,6 +282,7 @@ def _labels_of(labels: Labels, image: Image, expected: tuple[int, ...]) -> tuple
     and whether several label values were merged; raises InputError for labels of another shape than the image's
     (`expected`, as shown), or of its shape but shown elsewhere (moved or scaled away from it): trained voxel by
     voxel, they would teach one place's tumour on another place's anatomy."""
+    check_one_scale(labels)
     mask, merged = binary_mask(labels)
     mask = as_shown(labels, mask)
     if mask.shape != expected:
