@@ -1,3 +1,5 @@
+import tracemalloc
+
 import numpy as np
 import pytest
 import torch
@@ -46,6 +48,27 @@ def test_a_training_scan_with_nan_is_told_to_replace_it_before_training_not_segm
         prepare_training_volume(scan, PreprocessConfig(image_size=32))
     assert str(refused.value) == ("painted: the scan contains NaN or infinite values; replace them (e.g. with 0) "
                                   "before training")
+
+
+def test_a_scan_with_few_labelled_slices_is_prepared_without_normalising_it_whole():
+    """Painted labels often cover a few slices of a large scan (20 of a 512 x 512 x 200 one), and the whole scan was
+    normalised in float32 before the slices without labels were dropped: 0.8 GB more for that one, here four float32
+    copies of the scan. The slices kept are prepared 16 at a time, as prediction reads a scan, and as before."""
+    image = (np.random.default_rng(0).random((40, 256, 256)) * 1000).astype(np.int16)
+    mask = np.zeros(image.shape, bool)
+    mask[20:22, 100:140, 100:140] = True
+    scan, config = Scan(name="painted", image=image, mask=mask, rgb=False), PreprocessConfig(image_size=64)
+    tracemalloc.start()
+    try:
+        kept = prepare_training_volume(scan, config, skip_unlabelled=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < image.size * 4, f"{peak / 2**20:.0f} MB: as much as a float32 copy of the scan"
+    every = prepare_training_volume(scan, config)
+    assert len(every.mask) == 40
+    np.testing.assert_array_equal(kept.image, every.image[20:22])
+    np.testing.assert_array_equal(kept.mask, every.mask[20:22])
 
 
 def test_augmentation_moves_image_and_mask_together():
