@@ -314,3 +314,41 @@ def test_an_output_folder_typed_from_home_with_a_tilde_is_in_the_home_folder(
     [run] = (home / "lgg models").iterdir()
     assert RunFolder(run).holds_model()
     assert notes["info"] == [f"model saved in {run}; it is now a choice in Segment tumour"]
+
+
+def _write_case(folder, seed: int):
+    """A BraTS-style case folder: FLAIR, T1, T1c, T2 and its labels, as NIfTI files named like BraTS's."""
+    import nibabel as nib
+
+    folder.mkdir()
+    rng, affine = np.random.default_rng(seed), np.diag([0.9, 1.1, 3.0, 1.0])
+    for sequence in ("flair", "t1", "t1ce", "t2"):
+        image = rng.random((12, 10, 4)).astype(np.float32)
+        nib.save(nib.Nifti1Image(image, affine), folder / f"{folder.name}_{sequence}.nii.gz")
+    labels = np.zeros((12, 10, 4), np.uint8)
+    labels[3:6, 2:5, 1:3] = 2
+    nib.save(nib.Nifti1Image(labels, affine), folder / f"{folder.name}_seg.nii.gz")
+    return folder
+
+
+@pytest.mark.parametrize("docked", ["before the case opens", "after it opened"])
+def test_a_case_opened_with_our_reader_is_paired_as_its_flair_t1_t1c_and_labels_not_its_t2(viewer, tmp_path, docked):
+    """Our reader opens a case's sequences T2 first (FLAIR on top): a pair took the case's T2, alone, as the image to
+    train on (its name in a grey box the user had no reason to check), and taught the model T2 as if it were FLAIR,
+    while Segment fed the trained model the case's FLAIR, T1 and T1c."""
+    first, second = _write_case(tmp_path / "case-a", 0), _write_case(tmp_path / "case-b", 1)
+    widget = dock(viewer, "Train U-Net") if docked.startswith("before") else None
+    viewer.open(str(first), plugin="napari-lgg-unet")
+    widget = widget or dock(viewer, "Train U-Net")
+    row = widget.pairs[0]
+
+    def picked() -> list[str | None]:
+        boxes = (row.image_layer, row.pre_contrast, row.post_contrast, row.labels_layer)
+        return [None if box.value is None else box.value.name for box in boxes]
+
+    assert picked() == ["FLAIR", "T1", "T1c", "case-a mask"]
+    viewer.open(str(second), plugin="napari-lgg-unet")  # another case's FLAIR, on top now, changes no pick
+    assert picked() == ["FLAIR", "T1", "T1c", "case-a mask"]
+    row.image_layer.value = viewer.layers["T2"]  # a layer the user picks stays theirs
+    viewer.layers["T1c [1]"].name = "post-contrast"
+    assert row.image_layer.value is viewer.layers["T2"]

@@ -40,7 +40,7 @@ from .layers import (
 )
 from .readouts import Readouts, readouts_text, volume_readouts, with_slice, write_readouts_csv
 from .review import ReviewList
-from .sequences import deferred_input, named_sequences, says_sequence, sequence_pickers
+from .sequences import deferred_input, flair_layer, pick_named_sequences, says_sequence, sequence_pickers
 from .tooltips import explain
 from .undock import choices_follow_layers, connect_while_docked, when_docked, when_undocked
 from .workers import LayerResult, ModelCache, cleanup_job, segment_job
@@ -126,7 +126,7 @@ class SegmentWidget(Container):
         explain(self)
         self.model_picker.check()
         self.image.changed.connect(self._pick_sequences)
-        self._take_flair(next((layer for layer in reversed(viewer.layers) if says_sequence(layer, FLAIR)), None))
+        self._take_flair(flair_layer(viewer))
         connect_while_docked(self.native, [
             *choices_follow_layers(viewer, self),
             (viewer.dims.events.current_step, self._slice_changed),
@@ -490,10 +490,7 @@ class SegmentWidget(Container):
             self._pick_sequences()
 
     def _pick_sequences(self) -> None:
-        """With a FLAIR-named image, pick its T1 and T1c layers by name (see `sequences.named_sequences`)."""
-        found = named_sequences(self.viewer, self.image.value)
-        if found is not None:
-            self.pre_contrast.value, self.post_contrast.value = found
+        pick_named_sequences(self.viewer, self.image, self.pre_contrast, self.post_contrast)
 
     def _show_probability(self) -> None:
         """Show the probability map of the segmentation, or hide it, as the box says.

@@ -13,13 +13,14 @@ from typing import Callable
 
 import napari
 import numpy as np
-from napari.layers import Image
+from napari.layers import Image, Layer
 
 from ..engine.errors import InputError
 from ..engine.preprocess import channel_view, spatial_shape
 from ..engine.sequences import FLAIR, POST, PRE, sequence_of
 from .layers import (
-    GEOMETRY_KEY, OWNER_KEY, LayerPicker, as_shown, check_one_scale, image_choices, shown_elsewhere, shown_later,
+    GEOMETRY_KEY, OWNER_KEY, SOURCE_KEY, LayerPicker, as_shown, check_one_scale, image_choices, shown_elsewhere,
+    shown_later,
 )
 
 
@@ -52,6 +53,24 @@ def named_sequences(viewer: napari.Viewer, flair: Image | None) -> tuple[Image |
         return (same_case or found or [None])[-1]
 
     return partner(PRE), partner(POST)
+
+
+def flair_layer(viewer: napari.Viewer, case_of: Layer | None = None) -> Image | None:
+    """The topmost layer named FLAIR; with `case_of`, the one opened with that layer as one case (our reader marks
+    each layer of a case with the path it opened, `SOURCE_KEY`): None when there is none."""
+    source = None if case_of is None else case_of.metadata.get(SOURCE_KEY)
+    if case_of is not None and source is None:
+        return None
+    return next((layer for layer in reversed(viewer.layers) if says_sequence(layer, FLAIR)
+                 and (source is None or layer.metadata.get(SOURCE_KEY) == source)), None)
+
+
+def pick_named_sequences(viewer: napari.Viewer, flair: LayerPicker, pre: LayerPicker, post: LayerPicker) -> None:
+    """With a FLAIR-named image picked in `flair`, pick its T1 and T1c layers in `pre` and `post` (see
+    `named_sequences`); other images leave them as they are."""
+    found = named_sequences(viewer, flair.value)
+    if found is not None:
+        pre.value, post.value = found
 
 
 class LayerInput:

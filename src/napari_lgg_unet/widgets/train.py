@@ -16,12 +16,13 @@ import numpy as np
 from magicgui.widgets import (
     CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox,
 )
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Layer
 
 from ..engine.device import pick_device
 from ..engine.errors import InputError, LggUnetError
 from ..engine.events import EpochEnd, Finished, Prepared, Step, TrainingEvent
 from ..engine.run_folder import RunFolder
+from ..engine.sequences import FLAIR
 from ..engine.settings import AugmentConfig, TrainConfig, settings_of
 from . import notify
 from .common import ModelPicker, device_widgets, optional_path, precision_widget
@@ -30,7 +31,9 @@ from .layers import (
     LayerPicker, as_shown, binary_mask, check_one_scale, image_choices, labels_choices, placement_fix, shown_elsewhere,
 )
 from .loss_plot import LossPlot
-from .sequences import deferred_input, input_shape, sequence_pickers
+from .sequences import (
+    deferred_input, flair_layer, input_shape, pick_named_sequences, says_sequence, sequence_pickers,
+)
 from .session_models import session_models
 from .tooltips import explain
 from .undock import choices_follow_layers, connect_while_docked
@@ -51,18 +54,42 @@ class PairRow(Container):
                                         choices=lambda _: labels_choices(viewer))
         super().__init__(labels=True, widgets=[self.image_layer, self.pre_contrast, self.post_contrast,
                                                self.labels_layer])
+        self._viewer = viewer
         self._had_layer = {self.image_layer.name: False, self.labels_layer.name: False}
+        self._own_pick: Image | None = None  # the image this row picked by itself, until the user picks another
+        self.image_layer.changed.connect(self._image_changed)
         explain(self)
 
     def reset_choices(self, *_) -> None:
         """Keep the user's choice (a deleted layer leaves (none), see LayerPicker); a box that never held a layer
-        picks up the first that appears (e.g. a just-opened scan), one whose layer was deleted stays (none)."""
+        picks up the first that appears (e.g. a just-opened scan; for the image, a layer named FLAIR first), one whose
+        layer was deleted stays (none). An image the row picked itself gives way to the FLAIR of its case when that
+        appears: our reader opens a case's sequences T2 first, and the pair trained on T2 as if it were FLAIR (and
+        without T1 and T1c), where Segment picks FLAIR, T1 and T1c."""
         super().reset_choices()
-        for combo in (self.image_layer, self.labels_layer):
-            layers = [choice for choice in combo.choices if choice is not None]
-            if combo.value is None and layers and not self._had_layer[combo.name]:
-                combo.value = layers[0]
-            self._had_layer[combo.name] |= combo.value is not None
+        image = self.image_layer.value
+        if image is not None and image is self._own_pick and not says_sequence(image, FLAIR):
+            self._pick(self.image_layer, flair_layer(self._viewer, case_of=image))
+        self._pick_first(self.image_layer, flair_layer(self._viewer))
+        self._pick_first(self.labels_layer)
+
+    def _pick_first(self, combo: LayerPicker, preferred: Layer | None = None) -> None:
+        layers = [choice for choice in combo.choices if choice is not None]
+        if combo.value is None and layers and not self._had_layer[combo.name]:
+            self._pick(combo, preferred or layers[0])
+        self._had_layer[combo.name] |= combo.value is not None
+
+    def _pick(self, combo: LayerPicker, layer: Layer | None) -> None:
+        if layer is not None:
+            if combo is self.image_layer:
+                self._own_pick = layer
+            combo.value = layer
+
+    def _image_changed(self, image: Image | None) -> None:
+        """A FLAIR-named image brings its T1 and T1c layers, as in Segment; an image the user picked is theirs."""
+        if image is not self._own_pick:
+            self._own_pick = None
+        pick_named_sequences(self._viewer, self.image_layer, self.pre_contrast, self.post_contrast)
 
 
 def setting_control(name: str, label: str, kind: type = SpinBox, **options) -> SpinBox | FloatSpinBox:
