@@ -12,7 +12,7 @@ from napari_lgg_unet.engine.model import load_model, resolve_model_path
 from napari_lgg_unet.engine.run_folder import RunFolder
 from napari_lgg_unet.engine.train import TrainConfig
 from napari_lgg_unet.sample_data import sample_patient
-from napari_lgg_unet.widgets import workers
+from napari_lgg_unet.widgets import train as train_module, workers
 from napari_lgg_unet.widgets.session_models import SCRATCH_CHOICE, session_models
 
 from widget_helpers import MAX_EVENT_LOOP_GAP, EventLoopProbe, dock
@@ -84,6 +84,22 @@ def test_stop_pressed_while_the_run_prepares_leaves_no_run_folder_behind(qtbot, 
     assert train_widget.status.value == "stopped: no epoch finished" and notes["error"] == []
     assert list(tmp_path.iterdir()) == [mine] and mine.read_text() == "my notes"
     assert session_models.items() == [] and train_widget.train_button.text == "Train"
+
+
+def test_a_new_run_shows_no_progress_while_it_prepares_not_the_last_runs_end(train_widget, inline_jobs, monkeypatch):
+    """The bars kept the last run's end (2 of 2 epochs, all steps) beside "preparing...", for as long as the scans
+    took to prepare, and for good beside "stopped: no epoch finished" when Stop came before the first step."""
+    train_widget.train_button.clicked()
+    assert (train_widget.epoch_progress.value, train_widget.step_progress.value) == (2, 2)
+    seen = []
+
+    def preparing(*_, stop):
+        seen.append((train_widget.status.value, train_widget.epoch_progress.value, train_widget.step_progress.value))
+        yield from ()
+
+    monkeypatch.setattr(train_module, "training_job", preparing)
+    train_widget.train_button.clicked()
+    assert seen == [("preparing...", 0, 0)]
 
 
 def test_a_run_that_fails_in_its_worker_says_failed_not_its_last_progress(viewer, train_widget, notes, inline_jobs):

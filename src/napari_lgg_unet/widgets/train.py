@@ -208,6 +208,7 @@ class TrainWidget(Container):
             return
         self.model_dir, self.outcome = model_dir, None
         self.plot.plot([])
+        self.epoch_progress.value = self.step_progress.value = 0  # not the last run's end, while this one prepares
         self.status.value = "preparing..."
         self.job.start(
             training_job, pairs, folder, config, self.model_dir, on_item=self._on_event, on_done=self._on_finished
