@@ -102,6 +102,13 @@ def test_a_new_run_shows_no_progress_while_it_prepares_not_the_last_runs_end(tra
     assert seen == [("preparing...", 0, 0)]
 
 
+def test_stop_called_with_no_run_going_leaves_the_widget_ready_to_train(train_widget, notes, inline_jobs):
+    train_widget.stop()  # e.g. a script's, after its run ended
+    assert train_widget.train_button.text == "Train" and train_widget.train_button.enabled
+    train_widget.train_button.clicked()
+    assert notes["error"] == [] and train_widget.status.value.startswith("finished")
+
+
 def test_a_run_that_fails_in_its_worker_says_failed_not_its_last_progress(viewer, train_widget, notes, inline_jobs):
     image = train_widget.pairs[0].image_layer.value
     image.data = np.where(np.arange(image.data.shape[1])[:, None, None] < 5, np.nan, image.data.astype(np.float32))
