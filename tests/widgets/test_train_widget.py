@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 from napari._qt.qthreading import wait_for_workers_to_quit  # what napari connects to aboutToQuit
+from qtpy.QtCore import Qt
 
 from napari_lgg_unet.engine.model import load_model, resolve_model_path
 from napari_lgg_unet.engine.run_folder import RunFolder
@@ -15,7 +16,7 @@ from napari_lgg_unet.sample_data import sample_patient
 from napari_lgg_unet.widgets import train as train_module, workers
 from napari_lgg_unet.widgets.session_models import SCRATCH_CHOICE, session_models
 
-from widget_helpers import MAX_EVENT_LOOP_GAP, EventLoopProbe, dock
+from widget_helpers import MAX_EVENT_LOOP_GAP, EventLoopProbe, dock, wait_for_stop
 
 PATIENT = "TCGA_CS_6665_20010817"
 
@@ -107,6 +108,21 @@ def test_stop_called_with_no_run_going_leaves_the_widget_ready_to_train(train_wi
     assert train_widget.train_button.text == "Train" and train_widget.train_button.enabled
     train_widget.train_button.clicked()
     assert notes["error"] == [] and train_widget.status.value.startswith("finished")
+
+
+def test_a_double_clicked_train_button_starts_a_run_and_does_not_stop_it(qtbot, train_widget, monkeypatch):
+    """The window system reports a double-click as a click, then a double-click event that Qt turns into a second
+    press: the first made Train into Stop, and the second stopped the run before its first step."""
+    monkeypatch.setattr(train_module, "training_job", lambda *_, stop: wait_for_stop(stop=stop))
+    button, left = train_widget.train_button.native, Qt.MouseButton.LeftButton
+    qtbot.mousePress(button, left)
+    qtbot.mouseRelease(button, left)
+    qtbot.mouseDClick(button, left)
+    qtbot.mouseRelease(button, left)
+    assert train_widget.running and not train_widget.job.stop_asked and train_widget.train_button.text == "Stop"
+    qtbot.mouseClick(button, left)  # a click of its own still stops it
+    qtbot.waitUntil(lambda: not train_widget.running, timeout=10_000)
+    assert train_widget.train_button.text == "Train"
 
 
 def test_a_run_that_fails_in_its_worker_says_failed_not_its_last_progress(viewer, train_widget, notes, inline_jobs):

@@ -17,6 +17,8 @@ from magicgui.widgets import (
     CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox,
 )
 from napari.layers import Image, Labels, Layer
+from qtpy.QtCore import QEvent, QObject
+from qtpy.QtWidgets import QWidget
 
 from ..engine.device import pick_device
 from ..engine.errors import InputError, LggUnetError
@@ -168,6 +170,7 @@ class TrainWidget(Container):
 
     def _progress_controls(self) -> list:
         self.train_button = PushButton(name="train_button", text="Train")
+        _NoDoubleClicks(self.train_button.native)
         self.status = Label(name="status", label="Status", value="")
         self.epoch_progress = ProgressBar(name="epoch_progress", label="Epochs", min=0, max=1, value=0)
         self.step_progress = ProgressBar(name="step_progress", label="Steps", min=0, max=1, value=0)
@@ -302,6 +305,19 @@ class TrainWidget(Container):
         if saved:
             session_models.add(self.model_dir.name, self.model_dir)
             notify.show_info(f"model saved in {self.model_dir}; it is now a choice in Segment tumour")
+
+
+class _NoDoubleClicks(QObject):
+    """Swallows a button's double-click events, owned by the button. The window system reports a double-click as a
+    click, then a double-click event that Qt turns into a second press: on the Train button, which its first click
+    makes Stop, a double-clicked Train started a run and stopped it before its first step."""
+
+    def __init__(self, button: QWidget) -> None:
+        super().__init__(button)
+        button.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+        return event.type() == QEvent.Type.MouseButtonDblClick
 
 
 def _duration(seconds: float) -> str:
