@@ -204,7 +204,7 @@ def test_training_refuses_labels_painted_below_0_which_read_as_no_tumour(viewer,
     assert notes["error"][-1].startswith("'painted -1' holds values below 0 (such as -1)")
     row.labels_layer.value = both
     with pytest.raises(InputError, match="'-1 and 1' holds values below 0"):
-        train.training_scans()
+        train.training_pairs()
     assert_unchanged(before, snapshot(viewer))
     assert not train.running
 

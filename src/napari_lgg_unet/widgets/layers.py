@@ -17,8 +17,8 @@ from magicgui.widgets import ComboBox
 from napari.layers import Image, Labels, Layer, Points
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 
-from ..engine.scan_checks import refuse_negative_labels
 from ..engine.errors import InputError
+from ..engine.scan_checks import refuse_negative_labels
 
 # What our reader stores about a layer's scan: its geometry (the writer needs it to save a mask back onto the scan's
 # grid) and its path (the writer never saves onto that scan's files). The layers made from a layer inherit both.

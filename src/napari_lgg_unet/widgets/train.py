@@ -148,7 +148,7 @@ class TrainWidget(Container):
         connect_while_docked(self.native, [*choices_follow_layers(viewer, self), *self.start_model.connections()])
 
     def _data_controls(self) -> list:
-        """The (image, labels) pairs and an optional Kaggle folder: what `training_scans` and `train` read."""
+        """The (image, labels) pairs and an optional Kaggle folder: what `training_pairs` and `train` read."""
         self.pairs = Container(label="Training pairs", labels=False, widgets=[PairRow(self.viewer)])
         self.add_pair = PushButton(name="add_pair", text="Add pair")
         self.remove_pair = PushButton(name="remove_pair", text="Remove last pair")
