@@ -445,10 +445,11 @@ def test_emptying_the_clicks_layer_raises_no_napari_warning(viewer, qtbot, notes
         settle(qtbot, widget)
         assert len(points.data) == 0
         _click(widget, qtbot, (12, 100, 100), positive=False)
-        widget.segment_button.clicked()  # a fresh segmentation clears the clicks
+        widget.segment_button.clicked()  # a fresh segmentation keeps the old clicks with the edited tumour layer
         qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
         settle(qtbot, widget)
-    assert len(points.data) == 0
+    assert points.name.endswith("clicks (edited)") and len(points.data) == 1
+    assert owned_layer(viewer, widget._source, "clicks") is None  # drawn afresh at the next click
     assert [str(warning.message) for warning in caught] == []
     assert notes["error"] == []
 
