@@ -184,8 +184,97 @@ def test_ticking_a_piece_back_keeps_what_the_user_erased_and_painted_in_it(viewe
     tumour.refresh()
     user = np.array(tumour.data, copy=True)
     _keep(widget, 0, False)
-    others = piece.copy()
-    others[erased] = others[painted] = False
-    assert not tumour.data[others].any() and tumour.data[painted] == 3
+    assert not tumour.data[piece].any()  # the voxel painted in it goes with the piece, as the user asked
     _keep(widget, 0, True)
     np.testing.assert_array_equal(tumour.data, user)  # the erased voxel is not tumour again; the painted one is 3
+
+
+def _painted(qtbot, widget, layer, indices, label: int) -> np.ndarray:
+    """Paint `label` on `indices` of `layer` as napari's brush, eraser and fill do (one stroke, one `paint` event);
+    returns the voxels changed, once the list has caught up with the stroke."""
+    before = np.array(layer.data, copy=True)
+    layer.data_setitem(indices, label)
+    qtbot.waitUntil(lambda: not widget._paint_watch._timer.isActive(), timeout=5_000)
+    settle(qtbot, widget)
+    return np.asarray(layer.data) != before
+
+
+def _row_of(widget, voxels: np.ndarray) -> int:
+    """The row of the piece made of exactly `voxels`."""
+    labels = widget._review.labels
+    index = int(labels[voxels].max())
+    assert index and np.array_equal(labels == index, voxels)
+    return next(row for row, piece in enumerate(widget.review_list.rows) if piece.index == index)
+
+
+def _away_from_tumour(tumour) -> tuple[np.ndarray, ...]:
+    """A 6 x 6 square on slice 2 in the corner of the scan, where the network sees no tumour."""
+    square = np.zeros(tumour.data.shape, dtype=bool)
+    square[2, 10:16, 10:16] = True
+    assert not np.asarray(tumour.data)[square].any()
+    return np.nonzero(square)
+
+
+def test_a_blob_painted_away_from_the_tumour_gets_a_row_of_low_confidence_through_a_threshold(qtbot, viewer, reviewed,
+                                                                                            notes):
+    """docs/napari.md: the list shows every 3D piece of the tumour layer. A painted blob got no row, ever."""
+    widget = reviewed
+    tumour = widget.prediction_layer()
+    count = len(widget.review_list.rows)
+    stroke = _painted(qtbot, widget, tumour, _away_from_tumour(tumour), 1)
+    assert len(widget.review_list.rows) == count + 1
+    piece = widget.review_list.rows[_row_of(widget, stroke)]
+    assert piece.voxels == 36 and piece.confidence < 0.05  # the network saw no tumour there
+    widget.cleanup.threshold.value = round(widget.cleanup.threshold.value + 0.1, 2)
+    settle(qtbot, widget)
+    assert np.asarray(tumour.data)[stroke].all()
+    assert widget.review_list.rows[_row_of(widget, stroke)].voxels == 36
+    assert notes["error"] == []
+
+
+def test_a_piece_erased_whole_by_hand_loses_its_row(qtbot, viewer, reviewed, notes):
+    widget = reviewed
+    tumour = widget.prediction_layer()
+    rows = widget.review_list.rows
+    doubtful = rows[0]
+    _painted(qtbot, widget, tumour, np.nonzero(widget._review.labels == doubtful.index), 0)
+    assert len(widget.review_list.rows) == len(rows) - 1
+    assert sorted(p.voxels for p in widget.review_list.rows) == sorted(p.voxels for p in rows[1:])
+    labels, count = label_pieces(tumour.data)
+    assert count == len(widget.review_list.rows)
+    _keep(widget, 0, False)  # the Keep box of the next piece removes that piece
+    assert count - 1 == label_pieces(tumour.data)[1]
+    assert notes["error"] == []
+
+
+def test_a_painted_piece_removed_in_the_list_comes_back_exactly_as_painted(qtbot, viewer, reviewed, notes):
+    widget = reviewed
+    tumour = widget.prediction_layer()
+    stroke = _painted(qtbot, widget, tumour, _away_from_tumour(tumour), 2)  # the brush's label 2
+    user = np.array(tumour.data, copy=True)
+    _keep(widget, _row_of(widget, stroke), False)
+    assert not np.asarray(tumour.data)[stroke].any()
+    np.testing.assert_array_equal(np.asarray(tumour.data)[~stroke], user[~stroke])
+    widget.cleanup.threshold.value = round(widget.cleanup.threshold.value + 0.01, 2)  # it stays removed
+    settle(qtbot, widget)
+    assert not np.asarray(tumour.data)[stroke].any()
+    row = _row_of(widget, stroke)
+    assert widget.review_list.keep_box(row).checkState() == Qt.Unchecked
+    _keep(widget, row, True)
+    assert (np.asarray(tumour.data)[stroke] == 2).all()
+    assert notes["error"] == []
+
+
+def test_painting_on_a_removed_piece_brings_it_back_with_the_painting(qtbot, viewer, reviewed, notes):
+    """The painted voxels joined the removed piece and were hidden with it: the user's painting, silently undone."""
+    widget = reviewed
+    tumour = widget.prediction_layer()
+    doubtful = widget.review_list.rows[0]
+    piece = widget._review.labels == doubtful.index
+    _keep(widget, 0, False)
+    z, y, x = np.argwhere(piece)[0]
+    _painted(qtbot, widget, tumour, tuple(np.array([v]) for v in (z, y, x)), 3)  # a dab of the brush inside it
+    assert tumour.data[z, y, x] == 3 and np.asarray(tumour.data)[piece].all()
+    row = next(r for r, p in enumerate(widget.review_list.rows) if p.voxels == doubtful.voxels)
+    assert widget.review_list.keep_box(row).checkState() == Qt.Checked
+    assert notes["error"] == []

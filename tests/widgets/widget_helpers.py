@@ -52,10 +52,11 @@ def follow_placement_fix(viewer, advice: str, labels, reference) -> None:
 
 
 def settle(qtbot, widget, timeout: int = 120_000) -> None:
-    """Wait until the Segment widget's new clean-up and its clicks (queued ones included) are all shown."""
+    """Wait until the Segment widget's new clean-up, its clicks (queued ones included) and the pieces of the user's
+    painting are all shown."""
     corrections = widget.corrections
-    qtbot.waitUntil(lambda: not widget.cleanup_job.running and not corrections.job.running and not corrections._queue,
-                    timeout=timeout)
+    qtbot.waitUntil(lambda: not widget.cleanup_job.running and not corrections.job.running and not corrections._queue
+                    and not widget.listing_job.running, timeout=timeout)
 
 
 def bright_square_scan(seed: int) -> np.ndarray:

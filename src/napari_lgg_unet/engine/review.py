@@ -87,9 +87,22 @@ class PieceReview:
         self.removed.discard(index)
         return self.mask
 
+    def restore_painted(self, voxels: np.ndarray) -> bool:
+        """The user painted tumour on `voxels` (bool): the removed pieces painted on are restored, as the one a
+        "tumour" click falls in (hidden with its piece, the painting was undone unseen). True when any was."""
+        painted = self.removed.intersection(np.unique(self.labels[voxels]).tolist())
+        for index in painted:
+            self.restore(index)
+        return bool(painted)
+
     def piece_voxels(self, index: int) -> np.ndarray:
         """Bool mask of piece `index`."""
         return self.labels == self._check(index)
+
+    @property
+    def full(self) -> np.ndarray:
+        """The last mask taken (`update`), its removed pieces in: the pieces are labelled from it."""
+        return self._full
 
     @property
     def mask(self) -> np.ndarray:

@@ -101,6 +101,12 @@ class LayerPair:
         return Scan(name=self.name, image=np.asarray(self.image()), mask=self.mask, rgb=self.rgb)
 
 
+def listing_job(probability: np.ndarray, mask: np.ndarray, voxel_volume: float | None,
+                *, stop: Callable[[], bool]) -> Iterator[tuple[np.ndarray, list[Piece]]]:
+    """The pieces of a mask the user painted on (`list_pieces`), listed off the viewer's thread (see `LayerResult`)."""
+    yield list_pieces(probability, mask, voxel_volume)
+
+
 def training_job(
     pairs: list[LayerPair], folder: Path | None, config: TrainConfig, out_dir: Path, *, stop: Callable[[], bool]
 ) -> Iterator[TrainingEvent]:

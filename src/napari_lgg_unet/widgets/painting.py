@@ -1,0 +1,43 @@
+"""The user's painting on the tumour layer: which voxels the brush, eraser or fill changed since Segment, and to what.
+
+The widget sets the tumour layer from the network's mask (clicks, thresholds, pieces removed in the review list); a
+voxel the user painted or erased stays as painted through all of those. The painted values are kept here, apart
+from the layer: a painted piece the user removes in the review list leaves the layer, and ticking it back gives back
+exactly what was painted (read back from the layer, it was lost with the removal).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Painting:
+    """Where the user painted or erased (`voxels`, bool), the label values painted there (`values`, 0: erased) and
+    where tumour was painted since the review last heard of it (`take_fresh`)."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.voxels = np.zeros(shape, dtype=bool)
+        self.values = np.zeros(shape, dtype=dtype)
+        self._fresh = np.zeros(shape, dtype=bool)
+
+    def note(self, current: np.ndarray, shown: np.ndarray) -> None:
+        """Take in the layer's data (`current`) where it differs from what the widget last set it to (`shown`)."""
+        changed = current != shown
+        self._fresh |= changed & (current > 0) & ~(self.voxels & (self.values == current))  # noted before: not new
+        self.voxels |= changed
+        self.values[changed] = current[changed]
+
+    def take_fresh(self) -> np.ndarray:
+        """Where tumour was painted since the last call (for `PieceReview.update`'s `painted`)."""
+        fresh, self._fresh = self._fresh, np.zeros_like(self._fresh)
+        return fresh
+
+    def over(self, mask: np.ndarray) -> np.ndarray:
+        """`mask` (0/1) as the user painted it: painted voxels tumour, erased ones not (uint8 0/1)."""
+        return np.where(self.voxels, self.values > 0, np.asarray(mask) > 0).astype(np.uint8)
+
+    def shown(self, full: np.ndarray, kept: np.ndarray) -> np.ndarray:
+        """The tumour layer's data for `kept` (the review's mask, removed pieces out of `full`): painted voxels keep
+        their painted values unless they lie in a removed piece; a painted voxel not yet in `full` (a stroke whose
+        pieces are still being listed) shows as painted."""
+        return np.where(self.voxels & ((kept > 0) | (full == 0)), self.values, kept)
