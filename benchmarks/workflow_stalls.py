@@ -6,8 +6,9 @@ this measures the rest, in one fresh process, in a shown viewer, driven by code:
 1. open: a BraTS-style case folder opened with our reader (four sequence layers and the mask), then the first dock of
    Segment tumour and of Train U-Net (each until the widget itself is there, see widgets/lazy.py);
 2. segment: the case segmented with the default model (FLAIR, T1, T1c picked by name; its mask as ground truth), rows
-   of the review list clicked, a piece removed and restored, the threshold moved, test-time augmentation ticked and
-   the case segmented again;
+   of the review list clicked, a piece removed and restored, a brush stroke painted away from the tumour until the
+   list has its row, that piece removed, restored and erased (`paint_workflow`), the threshold moved, test-time
+   augmentation ticked and the case segmented again;
 3. train: a pair from layers (the packaged sample) plus a Kaggle folder of --patients patients, a short run stopped
    after its first step, and one let finish (--epochs epochs of --steps steps, the loss plot drawn at each epoch);
    then Train pressed on the case's three sequences and its mask (the largest layers a user would pair), stopped at
@@ -32,6 +33,7 @@ import traceback
 from pathlib import Path
 
 import napari
+import numpy as np
 from qtpy.QtCore import Qt
 
 from qt_stall import Heartbeat, run_until
@@ -168,10 +170,35 @@ def segment_workflow(viewer: napari.Viewer, widget, steps: Steps) -> None:
         box = widget.review_list.keep_box(0)
         steps.run("untick Keep of row 0 (remove the piece)", lambda: box.setCheckState(Qt.Unchecked))
         steps.run("tick Keep of row 0 (restore it)", lambda: box.setCheckState(Qt.Checked))
+    paint_workflow(widget, steps)
     steps.run("threshold to 0.4", lambda: setattr(widget.cleanup.threshold, "value", 0.4), idle)
     steps.run("threshold back", lambda: setattr(widget.cleanup.threshold, "value", 0.5), idle)
     steps.run("tick test-time augmentation", lambda: setattr(widget.tta, "value", True))
     steps.run("Segment with test-time augmentation", widget.segment_button.clicked, idle)
+
+
+def paint_workflow(widget, steps: Steps) -> None:
+    """A brush stroke of 20 dabs away from the tumour (each dab a `paint` event, as napari's brush gives), until the
+    review list lists it (a worker); its Keep box unticked and ticked; then the blob erased, until its row is gone."""
+    layer = widget.prediction_layer()
+    z = layer.data.shape[0] // 2
+
+    def listed() -> bool:
+        return not widget._paint_watch._timer.isActive() and not widget.listing_job.running
+
+    def stroke() -> None:
+        layer.brush_size = 5
+        for x in range(10, 30):
+            layer.paint((z, 12, x), 1)
+
+    steps.timed(widget, "_painting_listed")
+    steps.run("brush stroke of 20 dabs away from the tumour, until listed", stroke, listed)
+    row = next(r for r, piece in enumerate(widget.review_list.rows) if piece.centre[1] < 20)
+    box = widget.review_list.keep_box(row)
+    steps.run("untick Keep of the painted piece", lambda: box.setCheckState(Qt.Unchecked))
+    steps.run("tick Keep of the painted piece", lambda: box.setCheckState(Qt.Checked))
+    blob = np.nonzero(widget._review.labels == widget.review_list.rows[row].index)
+    steps.run("erase the painted piece, until its row is gone", lambda: layer.data_setitem(blob, 0), listed)
 
 
 def pair_sample_with_kaggle_folder(viewer: napari.Viewer, widget, patients: int, step_count: int) -> None:

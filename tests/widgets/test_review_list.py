@@ -278,3 +278,17 @@ def test_painting_on_a_removed_piece_brings_it_back_with_the_painting(qtbot, vie
     row = next(r for r, p in enumerate(widget.review_list.rows) if p.voxels == doubtful.voxels)
     assert widget.review_list.keep_box(row).checkState() == Qt.Checked
     assert notes["error"] == []
+
+
+def test_a_removed_painted_piece_stays_hidden_while_a_new_threshold_s_pieces_are_listed(qtbot, viewer, reviewed,
+                                                                                         monkeypatch):
+    """The new threshold's mask comes without the painting, whose pieces are listed a moment later: meanwhile the
+    painted piece the user removed showed again."""
+    widget = reviewed
+    tumour = widget.prediction_layer()
+    stroke = _painted(qtbot, widget, tumour, _away_from_tumour(tumour), 2)
+    _keep(widget, _row_of(widget, stroke), False)
+    monkeypatch.setattr(widget.listing_job, "start", lambda *args, **kwargs: None)  # the pieces are not listed yet
+    widget.cleanup.threshold.value = round(widget.cleanup.threshold.value + 0.01, 2)
+    settle(qtbot, widget)
+    assert not np.asarray(tumour.data)[stroke].any()

@@ -100,6 +100,13 @@ class PieceReview:
         return self.labels == self._check(index)
 
     @property
+    def removed_places(self) -> np.ndarray:
+        """Where the pieces the user removed lay (bool; read only): a piece of a new mask there stays removed."""
+        places = self._removed_places.view()
+        places.flags.writeable = False
+        return places
+
+    @property
     def full(self) -> np.ndarray:
         """The last mask taken (`update`), its removed pieces in: the pieces are labelled from it."""
         return self._full

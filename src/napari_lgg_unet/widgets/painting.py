@@ -36,8 +36,9 @@ class Painting:
         """`mask` (0/1) as the user painted it: painted voxels tumour, erased ones not (uint8 0/1)."""
         return np.where(self.voxels, self.values > 0, np.asarray(mask) > 0).astype(np.uint8)
 
-    def shown(self, full: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    def shown(self, full: np.ndarray, kept: np.ndarray, removed: np.ndarray) -> np.ndarray:
         """The tumour layer's data for `kept` (the review's mask, removed pieces out of `full`): painted voxels keep
-        their painted values unless they lie in a removed piece; a painted voxel not yet in `full` (a stroke whose
-        pieces are still being listed) shows as painted."""
-        return np.where(self.voxels & ((kept > 0) | (full == 0)), self.values, kept)
+        their painted values unless they lie in a removed piece. A painted voxel not yet in `full` (the mask of a
+        click or threshold, its painted pieces still being listed) shows as painted unless it lies where the user
+        removed a piece (`removed`, bool): a removed painted piece stays hidden meanwhile."""
+        return np.where(self.voxels & ((kept > 0) | ((full == 0) & ~removed)), self.values, kept)
