@@ -429,9 +429,13 @@ class SegmentWidget(Container):
         shown = self._with_painting(kept)
         if layer is not None and self._painting is not None:
             self._mark_user_changes(layer)
-        layer = put_owned_layer(self.viewer, self._source, "tumour", shown)
+        put_owned_layer(self.viewer, self._source, "tumour", shown)
         self._shown = np.array(shown, copy=True)  # napari paints into the layer's own array
-        voxel = voxel_volume(layer)
+        self._show_rows()
+
+    def _show_rows(self) -> None:
+        """The review's pieces into the review list."""
+        voxel = voxel_volume(self.prediction_layer())
         self.review_list.show_pieces(self._review.pieces, self._review.removed, "" if voxel is None else voxel[1],
                                      self._slider_axis())
 
@@ -465,11 +469,17 @@ class SegmentWidget(Container):
     def _painting_listed(self, review: PieceReview, base: np.ndarray, painted: np.ndarray,
                          listed: tuple[np.ndarray, list[Piece]]) -> None:
         """Show the pieces of `painted` (the review's mask `base` as the user painted it), unless a click, threshold
-        or new segmentation replaced `base` meanwhile (its own listing follows)."""
+        or new segmentation replaced `base` meanwhile (its own listing follows). The layer is set again only when
+        that changes it (a removed piece painted over again): the readouts follow it then (`_readout_watch`), and a
+        stroke stays napari's to undo otherwise."""
         if review is self._review and review.full is base and self._has_result():
-            self._note_painting(np.asarray(self.prediction_layer().data))  # strokes made meanwhile stay
-            self._show_kept(review.update(painted, listed=listed))
-            self.update_readouts()
+            current = np.asarray(self.prediction_layer().data)
+            self._note_painting(current)  # strokes made meanwhile stay
+            kept = review.update(painted, listed=listed)
+            if np.array_equal(self._with_painting(kept), current):
+                self._show_rows()
+            else:
+                self._show_kept(kept)
 
     def _listing_done(self) -> None:
         if not self.listing_job.stop_asked:
