@@ -814,7 +814,8 @@ CLI_CASES = [
     # training inputs and run folders
     pytest.param(_train(data=lambda w: w.inputs / "absent"), "not found", id="train --data missing"),
     pytest.param(_train(data=lambda w: w.kaggle_patient(np.zeros((2, 32, 32, 3), np.uint8), None)),
-                 "have no _mask.tif", id="train on a patient without masks"),
+                 "P has no manual mask to learn from: a Kaggle patient needs a <patient>_<n>_mask.tif beside every "
+                 "slice", id="train on a patient without masks"),
     pytest.param(_train(data=_nan_patient), "NaN", id="train on a NaN slice"),
     pytest.param(_train("--init", "/nonexistent/model"), "model folder not found", id="train --init missing"),
     pytest.param(_train(before=lambda w: (w.out / "run").write_text("x")), "is a file, not a folder",

@@ -246,7 +246,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 def _run_train(args: argparse.Namespace) -> int:
     from .engine.device import pick_device
     from .engine.distributed import launched_ranks, stop_on_signals
-    from .engine.io import existing_path, find_scans, load_scan
+    from .engine.io import check_masks, existing_path, find_scans, load_scan
     from .engine.outputs import check_output
     from .engine.run_folder import RunFolder
     from .engine.train import train_model
@@ -255,6 +255,7 @@ def _run_train(args: argparse.Namespace) -> int:
     # the model, its lock and history written into the data would be read as part of it, or a patient's slices
     # replaced; the scans count one by one too, as a root of links to patient folders does not hold them
     sources = find_scans(args.data, require_masks=True)  # listed once (a DICOM folder's every header is read)
+    check_masks(sources, "to learn from")  # every patient without one named at once, before any is loaded
     check_output(args.out, [existing_path(args.data), *sources])
     RunFolder(args.out).check_writable()  # the training checks again under the lock; this is before the scans load
     pick_device(config.device)

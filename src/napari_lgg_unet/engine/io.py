@@ -291,18 +291,19 @@ def load_patients(root: str | Path, require_masks: bool = True) -> list[Scan]:
     return [load_scan(source, require_mask=require_masks) for source in find_scans(root, require_masks)]
 
 
-def check_masks(sources: Sequence[ScanSource]) -> None:
+def check_masks(sources: Sequence[ScanSource], purpose: str = "to score against") -> None:
     """Refuse, naming every one of them, the scans of `sources` that have no manual mask (see ScanFormat.has_mask),
-    before any is read: evaluation and calibration score every scan against its mask, and `load_scan(require_mask=
-    True)` refused the first without one only after the model had segmented those before it, naming that one alone.
-    What the names cannot tell (a mask that is there but cannot be used) is refused when the scan is read."""
+    before any is read: evaluation and calibration score every scan against its mask (`purpose` says so), training
+    learns from it, and `load_scan(require_mask=True)` refused the first without one only after the model had
+    segmented (or the training loaded) those before it, naming that one alone. What the names cannot tell (a mask
+    that is there but cannot be used) is refused when the scan is read."""
     missing = [scan_name(source) for source in sources if not _has_mask(source)]
     if not missing:
         return
     one = len(missing) == 1
     which = missing[0] if len(sources) == 1 else f"{len(missing)} of the {len(sources)} patients ({few_names(missing)})"
     them = "it" if one else "them"
-    raise InputError(f"{which} {'has' if one else 'have'} no manual mask to score against: a Kaggle patient needs a "
+    raise InputError(f"{which} {'has' if one else 'have'} no manual mask {purpose}: a Kaggle patient needs a "
                      "<patient>_<n>_mask.tif beside every slice, a case a labels file (*_seg or *_mask beside its "
                      f"scans, or labelsTr/<case> for nnU-Net); add {them}, or leave {them} out")
 
