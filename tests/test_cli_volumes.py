@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 import warnings
 from pathlib import Path
@@ -172,6 +173,29 @@ def test_predict_on_a_folder_of_cases_writes_one_mask_each_and_evaluate_scores_t
     assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(tmp_path / "data")]) == 0
     printed = capsys.readouterr().out
     assert "P1" in printed and "P2" in printed and "2 patients: mean Dice" in printed
+
+
+SHEARED = np.array([[0.9, 0, 0.5, -20], [0, 1.1, 0, 12], [0, 0, 2.0, -30], [0, 0, 0, 1]])  # slices slanted along x
+
+
+@pytest.mark.parametrize("units", ["mm", "meter"])
+def test_the_summarys_tumour_volume_of_a_sheared_scan_is_its_voxels_times_the_affines_determinant(
+        tiny_model_dir, tmp_path, units):
+    """A sheared affine (gantry tilt, a registration tool's output) has slanted voxels, smaller than the product of
+    their edge lengths: summary.csv gave that product per voxel, here 3 % too much (sqrt(2.0² + 0.5²) / 2.0)."""
+    root = tmp_path / "data"
+    root.mkdir()
+    image = nib.Nifti1Image(np.random.default_rng(3).integers(0, 500, (40, 36, 3), dtype=np.int16),
+                            SHEARED / [[1000], [1000], [1000], [1]] if units == "meter" else SHEARED)
+    image.header.set_xyzt_units(units)
+    nib.save(image, root / "P1.nii.gz")
+    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(root), "--output", str(tmp_path / "out"),
+                 "--threshold", "0.01", "--min-size", "0", "--min-confidence", "0", "--no-keep-largest"]) == 0
+    with open(tmp_path / "out" / "summary.csv", newline="") as handle:
+        (row,) = csv.DictReader(handle)
+    voxels = int(row["tumour_voxels"])
+    assert voxels > 0
+    assert float(row["tumour_mm3"]) == pytest.approx(voxels * abs(np.linalg.det(SHEARED[:3, :3])), abs=1e-3)
 
 
 @pytest.mark.parametrize("again", ["--skip-existing", "--overwrite"])

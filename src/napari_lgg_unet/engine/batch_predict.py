@@ -46,7 +46,7 @@ ExistingOutputs = Literal["refuse", "skip", "overwrite"]  # what a cohort run do
 
 @dataclass(frozen=True)
 class CaseSummary:
-    """One row of the summary: the tumour's size in voxels, and in mm^3 when the scan's voxel spacing is known."""
+    """One row of the summary: the tumour's size in voxels, and in mm^3 when the scan's geometry is known."""
 
     case: str
     slices: int
@@ -369,6 +369,5 @@ def missing_figures(out_dir: Path) -> str:
 
 def _summarise(scan: Scan, mask: np.ndarray, seconds: float) -> CaseSummary:
     voxels = int(np.count_nonzero(mask))
-    spacing = scan.spacing  # mm per (Z, H, W) axis, known for medical volume formats
-    mm3 = round(voxels * math.prod(spacing), 3) if spacing else None
+    mm3 = round(voxels * scan.voxel_volume, 3) if scan.voxel_volume is not None else None  # known for volume formats
     return CaseSummary(scan.name, 1 if mask.ndim == 2 else len(mask), voxels, mm3, round(seconds, 3))

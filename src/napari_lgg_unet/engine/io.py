@@ -60,6 +60,11 @@ class Scan:
         """Voxel size in mm per (Z, H, W) axis, when known (napari's layer `scale`)."""
         return self.geometry.spacing if self.geometry is not None else None
 
+    @property
+    def voxel_volume(self) -> float | None:
+        """One voxel's volume in mm³, when known (`Geometry.voxel_volume`)."""
+        return self.geometry.voxel_volume if self.geometry is not None else None
+
 
 def as_path(source: str | Path, what: str = "a scan") -> Path:
     """`source` (a str or any path-like object) as a Path; anything else (None, a number, bytes) is an InputError

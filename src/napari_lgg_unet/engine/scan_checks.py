@@ -19,6 +19,7 @@ from typing import BinaryIO, Callable
 import numpy as np
 
 from .errors import InputError, InputWarning
+from .units import voxel_volume
 
 KEPT_DTYPES = (np.uint8, np.uint16, np.int16, np.float32)  # kept as read; other numbers become float32
 MAX_DEFLATE_RATIO = 1032  # deflate cannot expand data more than this, so a .gz file bounds the size it holds
@@ -127,7 +128,7 @@ def check_affine(label: str, affine: np.ndarray) -> None:
                          "or spacing / direction); fix the header")
     linear = matrix[:3, :3]
     spacing = np.sqrt((linear**2).sum(axis=0))
-    if (spacing <= 0).any() or abs(np.linalg.det(linear)) <= 1e-12 * max(float(spacing.prod()), 1e-300):
+    if (spacing <= 0).any() or voxel_volume(linear) <= 1e-12 * max(float(spacing.prod()), 1e-300):
         raise InputError(f"{label}: its voxel-to-mm geometry is not invertible (voxel size "
                          f"{' x '.join(f'{s:g}' for s in spacing)} mm, or axes that coincide); fix the header")
 

@@ -25,6 +25,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 from .atomic import atomic_path
 from .errors import InputError, describe
 from .scan_checks import check_affine, check_claimed_size, check_gzip_end, check_pixel_type, kept_pixels
+from .units import MM_PER_LENGTH, voxel_volume
 
 
 class _SimpleITK:
@@ -44,7 +45,7 @@ AXIS_LABELS = ("inferior-superior", "anterior-posterior", "right-left")
 GZIP_MAGIC = b"\x1f\x8b"  # the first two bytes of every gzip file
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])  # ITK's and DICOM's LPS+ millimetres to nibabel's RAS+
 # A NIfTI's spatial unit (xyzt_units) in mm, as ITK applies it; nibabel ignores it, and an unknown unit is mm to both.
-MM_PER_UNIT = {"mm": 1.0, "unknown": 1.0, "meter": 1000.0, "micron": 0.001}
+MM_PER_UNIT = {"mm": 1.0, "unknown": 1.0, "meter": MM_PER_LENGTH["meter"], "micron": MM_PER_LENGTH["micron"]}
 UNORIENTED = "has no orientation (its qform_code and sform_code are 0)"  # a NIfTI header without, in every message
 
 
@@ -112,6 +113,12 @@ class Geometry:
         for axis, (target, _) in enumerate(self.to_engine):
             spacing[int(target)] = float(source[axis])
         return tuple(spacing)
+
+    @property
+    def voxel_volume(self) -> float:
+        """One voxel's volume in mm³ (`units.voxel_volume` of the affine): not the product of `spacing`, which is
+        larger for a sheared affine (slanted voxels)."""
+        return voxel_volume(self.mm_matrix[:3, :3])
 
     @property
     def origin(self) -> tuple[float, float, float]:
