@@ -21,7 +21,7 @@ def test_pieces_match_their_labels_and_report_size_slices_and_place():
     for piece in pieces:
         voxels = labels == piece.index
         assert piece.voxels == voxels.sum()
-        assert piece.size_mm3 == pytest.approx(piece.voxels * 0.5)
+        assert piece.size == pytest.approx(piece.voxels * 0.5)
         slices = np.flatnonzero(voxels.any(axis=(1, 2)))
         assert piece.slices == (slices[0], slices[-1])
         assert piece.extent == tuple((int(axis.min()), int(axis.max())) for axis in np.nonzero(voxels))
@@ -34,7 +34,7 @@ def test_pieces_match_their_labels_and_report_size_slices_and_place():
 def test_without_a_voxel_volume_sizes_are_voxels_only_and_a_2d_mask_is_one_slice():
     probability = three_pieces()[3]
     labels, [piece] = list_pieces(probability, probability >= 0.5)
-    assert labels.shape == probability.shape and piece.size_mm3 is None
+    assert labels.shape == probability.shape and piece.size is None
     assert piece.slices == (0, 0) and piece.voxels == 36
 
 

@@ -20,8 +20,9 @@ from napari_lgg_unet.engine.predict import SegmentProgress, postprocess
 from napari_lgg_unet.sample_data import sample_patient
 from napari_lgg_unet.widgets import readouts as readouts_module
 from napari_lgg_unet.widgets import segment as segment_module
-from napari_lgg_unet.widgets.layers import OWNER_KEY
+from napari_lgg_unet.widgets.layers import OWNER_KEY, voxel_volume
 from napari_lgg_unet.widgets.readouts import Readouts, write_readouts_csv
+from napari_lgg_unet.widgets.review import size_text
 from napari_lgg_unet.widgets.workers import cleanup_job
 
 from widget_helpers import (
@@ -707,18 +708,38 @@ def test_tumour_sizes_use_the_voxel_volume_of_scale_and_affine_together(qtbot, v
     readouts = widget.readouts
     assert readouts.unit == "mm^3" and readouts.physical_size == pytest.approx(readouts.voxels * 0.75)
     assert widget.readout.value.startswith(f"Tumour: {readouts.voxels} voxels = {readouts.voxels * 0.75:.6g} mm^3")
-    assert [piece.size_mm3 for piece in widget.review_list.rows] == pytest.approx(
+    assert [piece.size for piece in widget.review_list.rows] == pytest.approx(
         [piece.voxels * 0.75 for piece in widget.review_list.rows])
-    assert _sizes_shown(widget) == [f"{piece.voxels * 0.75:.0f} mm^3" for piece in widget.review_list.rows]
+    assert _sizes_shown(widget) == [f"{size_text(piece.voxels * 0.75)} mm^3" for piece in widget.review_list.rows]
     assert notes["error"] == []
 
 
 @pytest.mark.usefixtures("inline_jobs")
+@pytest.mark.parametrize(("units", "mm3_per_voxel"), [(("um", "um", "um"), 0.75e-9), (("mm", "µm", "micron"), 0.75e-6),
+                                                       (("nm", "cm", "m"), 0.75e-2)], ids=["µm", "mm µm", "nm cm m"])
+def test_a_layer_in_other_length_units_or_a_mix_of_them_gives_its_tumour_sizes_in_mm3(
+        qtbot, viewer, tiny_model_dir, notes, units, mm3_per_voxel):
+    """A layer in µm gave its sizes in µm³ while the review list's pieces claimed mm³ (and showed 0 µm^3 under a
+    cubic micrometre), and one whose axes mixed units gave a product of units, 'mm*µm', in no unit of volume."""
+    widget = _segmented_square(qtbot, viewer, tiny_model_dir, scale=(3.0, 0.5, 0.5), units=units)
+    readouts = widget.readouts
+    assert readouts.unit == "mm^3" and readouts.physical_size == pytest.approx(readouts.voxels * mm3_per_voxel)
+    sizes = [piece.voxels * mm3_per_voxel for piece in widget.review_list.rows]
+    assert [piece.size for piece in widget.review_list.rows] == pytest.approx(sizes)
+    assert _sizes_shown(widget) == [f"{size_text(size)} mm^3" for size in sizes]
+    assert all(float(text.split()[0]) > 0 for text in _sizes_shown(widget))
+    assert notes["error"] == []
+
+
+@pytest.mark.usefixtures("inline_jobs")
+@pytest.mark.parametrize("units", [None, ("inch", "mm", "mm")], ids=["pixels", "a unit of no factor"])
 def test_a_layer_in_pixels_gives_its_tumour_size_in_voxels_in_the_readouts_as_in_the_review_list(
-        qtbot, viewer, tiny_model_dir, notes):
+        qtbot, viewer, tiny_model_dir, notes, units):
     """napari's units are pixels unless a reader says otherwise: a scale then has no unit, and the readouts showed
-    '= 0.75 x voxels' with none, beside a review list in voxels."""
-    widget = _segmented_square(qtbot, viewer, tiny_model_dir, scale=(3.0, 0.5, 0.5))
+    '= 0.75 x voxels' with none, beside a review list in voxels. An axis in a length unit without a factor to mm
+    (inches: napari takes any pint unit) gets voxels too, rather than a volume in a made-up unit."""
+    widget = _segmented_square(qtbot, viewer, tiny_model_dir, scale=(3.0, 0.5, 0.5),
+                               **({} if units is None else {"units": units}))
     assert widget.readouts.physical_size is None and widget.readouts.unit == ""
     assert widget.readout.value.splitlines()[0] == f"Tumour: {widget.readouts.voxels} voxels"
     assert _sizes_shown(widget) == [f"{piece.voxels} voxels" for piece in widget.review_list.rows]
@@ -749,6 +770,33 @@ def test_the_tumour_layer_keeps_the_scans_geometry_for_the_writer(qtbot, viewer,
     # the user's layer is untouched
     assert image.metadata == {"lgg_unet_geometry": geometry, "source_note": "not copied"}
     assert widget.readouts.unit == "mm^3"
+
+
+@pytest.mark.usefixtures("inline_jobs")
+def test_a_sheared_nifti_opened_with_our_reader_measures_its_tumour_as_the_cli_does(qtbot, viewer, tiny_model_dir,
+                                                                                    tmp_path, notes):
+    """napari shows a sheared scan unsheared (our reader gives it its voxel sizes as scale): the readouts and the
+    review list gave each voxel the product of its sizes, 3 % more than |det| of the file's affine, the volume the
+    CLI's summary gives. A layer given another scale since is measured by that scale, as napari shows it."""
+    import nibabel as nib
+
+    sheared = np.array([[0.9, 0, 0.5, -20], [0, 1.1, 0, 12], [0, 0, 2.0, -30], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(np.random.default_rng(2).random((12, 10, 8)).astype(np.float32), sheared),
+             tmp_path / "scan_flair.nii.gz")
+    [image] = viewer.open(str(tmp_path / "scan_flair.nii.gz"), plugin="napari-lgg-unet")
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value = "folder"
+    widget.model_folder.value = tiny_model_dir
+    widget.cleanup.threshold.value = 0.01  # the untrained model's probabilities are near 0.5: the mask is not empty
+    run_segment(qtbot, widget)
+    assert notes["error"] == []
+    per_voxel = abs(np.linalg.det(sheared[:3, :3]))
+    readouts = widget.readouts
+    assert readouts.voxels > 0 and readouts.physical_size == pytest.approx(readouts.voxels * per_voxel)
+    assert [piece.size for piece in widget.review_list.rows] == pytest.approx(
+        [piece.voxels * per_voxel for piece in widget.review_list.rows])
+    image.scale = (2.0, 1.0, 1.0)
+    assert voxel_volume(image) == pytest.approx((2.0, "mm^3"))
 
 
 @pytest.mark.usefixtures("inline_jobs")

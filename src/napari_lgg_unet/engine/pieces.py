@@ -24,13 +24,14 @@ from .postprocess import piece_peaks
 
 @dataclass(frozen=True)
 class Piece:
-    """Piece `index` (its value in the piece-label volume): `voxels`, `size_mm3` (None without voxel size), the
-    first and last index it touches along each axis (`extent`, z, y, x), its centre (z, y, x) in voxels and
-    `confidence` in [0, 1] (1: surely tumour)."""
+    """Piece `index` (its value in the piece-label volume): `voxels`, `size` (`voxels` times the voxel volume its
+    lister was given: mm³ for a scan, mm² for a 2D image, see `units.voxel_volume`; None without one), the first and
+    last index it touches along each axis (`extent`, z, y, x), its centre (z, y, x) in voxels and `confidence` in
+    [0, 1] (1: surely tumour). `size` has no unit in its name: a 2D image's pieces are areas."""
 
     index: int
     voxels: int
-    size_mm3: float | None
+    size: float | None
     extent: tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
     centre: tuple[float, float, float]
     confidence: float
@@ -117,9 +118,9 @@ def list_pieces(
     probability: np.ndarray, mask: np.ndarray, voxel_volume: float | None = None
 ) -> tuple[np.ndarray, list[Piece]]:
     """(piece labels int32, pieces in label order) of `mask` (0/1) given the `probability` it came from, both the
-    scan's spatial shape; `voxel_volume` is one voxel's volume, mm^3 for scans (None: sizes in voxels only): the
-    caller knows the geometry (a napari layer's scale and affine), so it hands over the product, not the axes. A 2D
-    mask is a one-slice scan: its pieces span slice 0."""
+    scan's spatial shape; `voxel_volume` is one voxel's volume in mm^3 (mm^2 for a 2D image; None: sizes in voxels
+    only): the caller knows the geometry (a napari layer's scale, affine and units: `units.voxel_volume`), so it
+    hands over the volume, not the axes. A 2D mask is a one-slice scan: its pieces span slice 0."""
     probability, mask = np.asarray(probability), np.asarray(mask)
     if probability.shape != mask.shape or mask.ndim not in (2, 3):
         raise InputError(f"mask {mask.shape} and probability {probability.shape} must be one (Z, H, W) or (H, W) grid")

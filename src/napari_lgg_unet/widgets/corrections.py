@@ -50,7 +50,7 @@ class CorrectionTarget:
     model: str
     device: str
     options: SegmentOptions
-    voxel_volume: float | None  # one voxel's volume, mm^3 for scans (`layers.voxel_volume`; None: sizes in voxels)
+    voxel_volume: float | None  # one voxel's volume in mm^3 (`layers.voxel_volume`; None: sizes in voxels)
     orientation: np.ndarray  # the layer's `view_orientation` when segmented: the order of the session's voxels
 
 

@@ -19,6 +19,8 @@ from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
 from ..engine.errors import InputError
 from ..engine.scan_checks import refuse_negative_labels
+from ..engine.units import mm_per_axis, voxel_volume as affine_voxel_volume
+from ..engine.volumes import Geometry
 
 # What our reader stores about a layer's scan: its geometry (the writer needs it to save a mask back onto the scan's
 # grid) and its path (the writer never saves onto that scan's files). The layers made from a layer inherit both.
@@ -239,15 +241,37 @@ def _data_to_world(layer: Layer) -> np.ndarray:
 
 
 def voxel_volume(layer: Layer) -> tuple[float, str] | None:
-    """The world volume of one of `layer`'s voxels and its unit ('mm^3'), or None when napari's units are pixels:
-    the layer has no physical geometry, and sizes are given in voxels. The volume is |det| of the linear part of
-    data -> world, whichever of scale or affine carries the voxel size (a reader or a script may put it in the
-    affine, with scale 1: the size from the scale alone was that of a 1 mm voxel)."""
-    names = {f"{unit:~}" for unit in getattr(layer, "units", ())}  # pint's short symbols: mm, µm
-    if not names or names == {"pixel"}:
+    """The world volume of one of `layer`'s voxels in mm^n and that unit ('mm^3'; 'mm^2' for a 2D layer), or None
+    when an axis has no known length unit (napari's default 'pixel'): the layer has no physical geometry, and sizes
+    are given in voxels. Axes in nm, µm, cm or m (napari's `units`, pint units, set by a reader or a script) are
+    converted to mm, each its own, so a layer in µm or with mixed units measures as the CLI's summary does. The volume
+    is `units.voxel_volume` of the linear part of data -> world, whichever of scale or affine carries the voxel size (a
+    reader or a script may put it in the affine, with scale 1: the size from the scale alone was that of a 1 mm voxel).
+
+    A layer our reader placed (scale = the scan's voxel sizes, `GEOMETRY_KEY` in its metadata) measures by its scan's
+    geometry instead: napari shows a sheared scan unsheared, on voxels as large as the product of their sizes, and
+    the CLI measured the same file's tumour smaller. Placed otherwise since (a script's new scale), the layer's own
+    placement is what the user asked for."""
+    factors = mm_per_axis(getattr(layer, "units", ()))
+    if factors is None or len(factors) != layer.ndim:
         return None
-    unit = f"{names.pop()}^{layer.ndim}" if len(names) == 1 else "*".join(sorted(names))
-    return abs(float(np.linalg.det(_data_to_world(layer)[:-1, :-1]))), unit
+    linear, scan = _data_to_world(layer)[:-1, :-1], _scan_geometry(layer)
+    if scan is not None and np.allclose(np.diag(factors) @ linear, np.diag(scan.spacing)):
+        return scan.voxel_volume, "mm^3"
+    return affine_voxel_volume(linear, factors), f"mm^{layer.ndim}"
+
+
+def _scan_geometry(layer: Layer) -> Geometry | None:
+    """The geometry of the scan a 3D `layer` was read from (its metadata, as the writer reads it), or None: none, or
+    one the writer would refuse (sizes then come from the layer's own placement, and saving says what is wrong)."""
+    stored = layer.metadata.get(GEOMETRY_KEY) if isinstance(layer.metadata, dict) else None
+    if not stored or layer.ndim != 3:
+        return None
+    try:
+        geometry = Geometry.from_dict(stored)
+    except InputError:
+        return None
+    return geometry if geometry.engine_shape == tuple(layer.data.shape[:3]) else None
 
 
 def shown_to_world(layer: Layer) -> np.ndarray:

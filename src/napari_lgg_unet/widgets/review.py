@@ -97,10 +97,15 @@ class ReviewList:
     def _cells(self, piece: Piece) -> tuple[str, str, str]:
         """Confidence, size and span of `piece`, as the columns after Keep show them."""
         unit = self._unit
-        size = f"{piece.size_mm3:.0f} {unit}" if unit and piece.size_mm3 is not None else f"{piece.voxels} voxels"
+        size = f"{size_text(piece.size)} {unit}" if unit and piece.size is not None else f"{piece.voxels} voxels"
         return f"{piece.confidence:.2f}", size, self._span(piece)
 
     def _span(self, piece: Piece) -> str:
         first, last = piece.extent[self._axis]
         return f"{first}-{last}" if last > first else str(first)
 
+
+def size_text(size: float) -> str:
+    """A piece's size for its row: whole numbers from 100 up (a tumour's mm³), three significant digits below, so a
+    piece of a layer in µm (converted to mm³, thousandths or less) does not read as 0."""
+    return f"{size:.0f}" if size >= 100 else f"{size:.3g}"
