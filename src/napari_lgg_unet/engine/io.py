@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
@@ -22,7 +23,7 @@ import numpy as np
 import tifffile
 
 from .atomic import atomic_path
-from .errors import InputError, describe, few_names
+from .errors import InputError, InputWarning, describe, few_names
 from .formats import (TIFF, ScanSource, case_scan, check_mask_name, default_mask_suffix, file_format, format_of,
                       not_a_scan, scan_name)
 from .scan_checks import check_claimed_size, check_pixel_type, kept_pixels, optional_mask, tumour_of_labels
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from .volumes import Geometry
 
 _TIFF_SUFFIX = "|".join(re.escape(s) for s in TIFF.suffixes)
+MASK_WORD = "_mask"  # what a scan's mask adds to the scan's name (`mask_file_name`), and how `find_scans` knows one
 _SLICE = re.compile(rf"^(?P<stem>.+)_(?P<index>\d+)(?P<mask>_mask)?(?:{_TIFF_SUFFIX})$", re.IGNORECASE)
 
 
@@ -387,14 +389,41 @@ def find_scans(root: str | Path, require_masks: bool = False, output: str | Path
         from .outputs import outside  # it reads this module's Scan types
 
         loose, inside = outside(loose, output), outside(inside, output)
+    if ours := _masks_beside_cases(root, inside):
+        loose = [s for s in loose if isinstance(s, Path) or s.sequences or not s.labels or s.labels.path not in ours]
     if loose and inside:
         raise InputError(f"{root} holds scans both loose ({_names(loose)}) and in subfolders ({_names(inside)}); "
                          "move the loose files into a folder of their own, or give one of the two")
-    stacks = [] if is_one_scan(root) else sorted(p.name for p in root.iterdir() if TIFF.claims(p))
+    stacks = [] if is_one_scan(root) else sorted(p.name for p in root.iterdir() if TIFF.claims(p) and p not in ours)
     if stacks:  # a folder of scans left them out without a word; a case folder's stray TIFF is no scan of it
         raise InputError(f"{root} holds TIFF stacks ({few_names(stacks, shown=2)}) beside {_names(loose or inside)}; "
                          "a TIFF stack is read only when given by itself: give it alone, or move it out")
     return loose or inside
+
+
+def _masks_beside_cases(root: Path, cases: list[ScanSource]) -> list[Path]:
+    """The files of `root` named as the mask of one of `cases` (its subfolders' scans): `P1_mask.nii.gz` or
+    `P1_mask.tif` beside `P1/`, where `predict --input root/P1 --output root/P1_mask.nii.gz` puts it. Such a file is
+    neither a scan nor a case (alone it is labels without an image), so the folder is read without it; the user is
+    told, once per listing, so a file left out is never left out unsaid. Only that name is known as ours: any other
+    file beside the cases is still refused by `find_scans`, naming it (it may be a scan the user means to use)."""
+    names = {f"{scan_name(case)}{MASK_WORD}" for case in cases}
+    ours = sorted(p for p in root.iterdir() if p.is_file() and _named_as_mask_of(p, names))
+    if ours:
+        one = len(ours) == 1
+        warnings.warn(InputWarning(
+            f"{root}: left out {few_names([p.name for p in ours])}, {'a mask' if one else 'masks'} named after the "
+            f"case{'' if one else 's'} beside {'it' if one else 'them'} (<case>{MASK_WORD}, as lgg-unet predict names "
+            f"one), not {'a scan' if one else 'scans'}; a case's manual mask goes inside its folder. Move "
+            f"{'it' if one else 'them'} out of {root.name} to silence this"))
+    return ours
+
+
+def _named_as_mask_of(path: Path, stems: set[str]) -> bool:
+    """Whether `path` is one of `stems` (`<scan>_mask`) with a suffix a mask can be written as."""
+    found = file_format(path)
+    suffix = found.suffix_of(path) if found is not None else None
+    return suffix in (found.mask_suffixes if found else ()) and path.name[:-len(suffix)] in stems
 
 
 def _names(sources: list[ScanSource]) -> str:
@@ -412,7 +441,7 @@ def write_mask_tiff(path: str | Path, mask: np.ndarray) -> None:
 
 def mask_file_name(scan: Scan) -> str:
     """`<scan>_mask.nii.gz` for medical volumes (their geometry kept), `<scan>_mask.tif` for TIFF inputs."""
-    return f"{scan.name}_mask{default_mask_suffix(scan.geometry is not None)}"
+    return f"{scan.name}{MASK_WORD}{default_mask_suffix(scan.geometry is not None)}"
 
 
 def check_mask_target(path: str | Path, scan: Scan) -> None:
