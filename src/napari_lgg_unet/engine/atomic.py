@@ -29,7 +29,7 @@ _NAME_MAX = 255  # bytes in one file name, on every file system we write to
 # bytes of a target's name kept in its temporary name: the rest of that name is 23 bytes, a suffix up to 16 more
 _TARGET_ROOM = _NAME_MAX - len(f"..{'x' * 8}{TEMP_TAG}") - 16
 # `_temp_file`'s names: `.<target>.<mkstemp's random letters, digits, _>.lgg-unet.tmp<suffix>`
-_TEMP_NAME = re.compile(rf"\.(?P<target>.+)\.[a-z0-9_]+{re.escape(TEMP_TAG)}(\.[A-Za-z0-9]+)*")
+_TEMP_NAME = re.compile(rf"\..+\.[a-z0-9_]+{re.escape(TEMP_TAG)}(\.[A-Za-z0-9]+)*")
 
 
 @contextlib.contextmanager
@@ -52,7 +52,7 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     written = False
     try:
         made = make_folders(target.parent)
-        remove_leftover_temp_files(target.parent, target.name)
+        remove_leftover_temp_files(target.parent)  # any target's: a killed predict's P1 goes when P2 is written
         tmp_path, held = _temp_file(target, suffix)
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
@@ -139,15 +139,17 @@ def _hold(handle: IO[Any]) -> bool:
         return True
 
 
-def remove_leftover_temp_files(folder: Path, target: str | None = None) -> None:
-    """Delete the temporary files that killed writers of ours left in `folder` (those of `target`, a file name,
-    when given). Only names `_temp_file` makes are claimed: a user's `.notes.tmp` or `.page.tmpl` stays; and only
-    files no live writer holds (`_hold`), however long it has been writing: a save beside a run that takes the
-    folder's lock, a slow save of the same file by another process.
+def remove_leftover_temp_files(folder: Path) -> None:
+    """Delete the temporary files that killed writers of ours left in `folder`, whichever file they were writing:
+    each save (`atomic_path`) and each run taking a folder's lock calls this, so a leftover lasts only until the next
+    write into its folder, not until its own file is written again (a killed predict's mask may never be). Only
+    names `_temp_file` makes are claimed: a user's `.notes.tmp` or `.page.tmpl` stays; and only files no live writer
+    holds (`_hold`), however long it has been writing: a save of another file of the folder, a slow save of the same
+    file by another process, a save beside a run that holds the folder's lock. A leftover this user may not open
+    (another user's, 0600, in a shared folder) cannot be known to be dead, and stays.
     """
     for leftover in folder.glob(f".*{TEMP_TAG}*"):
-        match = _TEMP_NAME.fullmatch(leftover.name)
-        if match is None or (target is not None and _target_in_temp_name(target) != match["target"]):
+        if _TEMP_NAME.fullmatch(leftover.name) is None:
             continue
         with contextlib.suppress(OSError):  # held (Windows: open), gone meanwhile, not a file, not ours to open
             _remove_unless_held(leftover)
@@ -169,7 +171,7 @@ def _remove_unless_held(path: Path) -> None:
 def _target_in_temp_name(name: str) -> str:
     """`name` cut to `_TARGET_ROOM` bytes: a target whose name is near the file system's limit (a mask named after
     a long scan name) must still get a temporary name, or it could not be written at all ('File name too long').
-    The clean-up cuts a target's name the same way to find its leftovers. Cut by whole characters, never inside one."""
+    Cut by whole characters, never inside one."""
     while len(os.fsencode(name)) > _TARGET_ROOM:
         name = name[:-1]
     return name
