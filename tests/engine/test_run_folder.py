@@ -2,6 +2,7 @@
 one training folder."""
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -19,6 +20,10 @@ from napari_lgg_unet.engine.errors import FolderInUse, InputError, ModelError
 from napari_lgg_unet.engine.folder_lock import LOCK_FILE, held_folder
 from napari_lgg_unet.engine.precision import Precision
 from napari_lgg_unet.engine.run_folder import PATIENTS, RunFolder, RunProgress
+
+if sys.platform != "win32":
+    import fcntl
+    import pwd
 
 
 def _parts():
@@ -106,6 +111,60 @@ def test_a_lock_file_left_by_an_ended_or_killed_run_is_taken(tmp_path, text):
     with RunFolder(tmp_path).locked("training run"):
         assert (tmp_path / LOCK_FILE).read_text() == f"training run (process {os.getpid()})"
     assert (tmp_path / LOCK_FILE).read_text() == ""
+
+
+def _as_another_user(monkeypatch: pytest.MonkeyPatch, lock: Path, mode: int) -> str:
+    """Make `lock` (left by a run) look as a colleague's run in a shared folder leaves it under their umask: a file of
+    `mode` this process may not open for writing (nor reading, unless `mode` lets others read). Root opens any file,
+    so the refusal is the system's as a user meets it, and this process becomes someone other than the file's owner.
+    Returns the owner's name, as the message should give it."""
+    os.chmod(lock, mode)
+    real_open = os.open
+
+    def refused(path, flags, *args, **kwargs):
+        writing = flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+        if Path(path) == lock and (writing or not mode & 0o004):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(folder_lock.os, "open", refused)
+    monkeypatch.setattr(folder_lock.os, "geteuid", lambda: lock.stat().st_uid + 1, raising=False)
+    return pwd.getpwuid(lock.stat().st_uid).pw_name
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="file owners and modes are POSIX's")
+def test_a_lock_another_user_left_unreadable_is_refused_in_a_line_naming_it_its_owner_and_what_to_do(
+        tmp_path, monkeypatch):
+    """A shared lab folder: a colleague's run, under umask 077, left `.lock` as 0600. The refusal said only "cannot
+    open the lock file ...: Permission denied": not whose it is, nor that it may be a live run's."""
+    run = tmp_path / "run"
+    with held_folder(run, "training run"):
+        pass
+    owner = _as_another_user(monkeypatch, run / LOCK_FILE, 0o600)
+    with pytest.raises(InputError) as refused:
+        with RunFolder(run).locked():
+            pytest.fail("the run went on")
+    message = str(refused.value)
+    assert "\n" not in message and str(run / LOCK_FILE) in message and f"belongs to {owner}" in message
+    assert "may still be running" in message and "ask them to remove it" in message
+    assert "choose another output folder" in message and (run / LOCK_FILE).exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="file owners and modes are POSIX's")
+def test_a_readable_lock_of_another_users_run_says_whether_that_run_still_holds_the_folder(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    with held_folder(run, "training run"):
+        pass
+    owner = _as_another_user(monkeypatch, run / LOCK_FILE, 0o644)
+    with pytest.raises(InputError, match=f"belongs to {owner}.*its run has ended.*ask them to remove it"):
+        with RunFolder(run).locked():
+            pytest.fail("the run went on")
+    (run / LOCK_FILE).write_text("training run (process 4242)")
+    with open(run / LOCK_FILE, "rb") as holder:  # their run, live: it holds the file's lock
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        with pytest.raises(FolderInUse, match=rf"in use by {owner}'s training run \(process 4242\); wait for it"):
+            with RunFolder(run).locked():
+                pytest.fail("the run went on")
 
 
 _LOCK_FORK_AND_DIE = """

@@ -149,13 +149,71 @@ def _open_lock(path: Path) -> tuple[IO[str], bool] | None:
             descriptor, created = os.open(path, flags), False
     except FileNotFoundError:  # the folder, or the file found a moment ago, was removed by a failing holder
         return None
-    except OSError as error:  # a read-only folder; a link or folder put there since the check
-        raise InputError(f"cannot open the lock file {path}: {error.strerror or error}; choose another output "
-                         "folder") from None
+    except OSError as error:  # another user's lock; a read-only folder; a link or folder put there since the check
+        raise _refusal(path, error) from None
     if os.fstat(descriptor).st_nlink > 1:  # checked on the file opened, so a link made since the lstat is caught
         os.close(descriptor)
         raise InputError(_not_ours(path, "a hard link (one of several names of a file)"))
     return os.fdopen(descriptor, "r+", encoding="utf-8", errors="replace"), created
+
+
+def _refusal(path: Path, error: OSError) -> InputError:
+    """Why the lock file `path` cannot be opened for writing. One that another user owns (a colleague's run in a
+    shared lab folder, made under a umask that keeps others from writing it, 0600 or 0644) is named with its owner,
+    and with whether their run still holds the folder where the file can be read to tell: "Permission denied" said
+    neither whose it was nor that it might be a live run's. Its owner is asked to remove it only once their run has
+    ended: a new run beside a live one whose lock was removed would take a new lock, and two runs would write one
+    folder. Anything else (a read-only folder) is refused in the system's words."""
+    owner = _other_owner(path)
+    if owner is None:
+        return InputError(f"cannot open the lock file {path}: {error.strerror or error}; choose another output folder")
+    held, text = _their_hold(path)
+    if held:
+        return FolderInUse(f"{path.parent} is in use by {owner}'s {text or 'run'}; wait for it to end or choose "
+                           "another folder")
+    state = ("and its run has ended; ask them to remove it" if held is False
+             else "which may still be running; once it has ended, ask them to remove it")
+    return InputError(f"{path} belongs to {owner} and is not writable for you: the lock file a run of theirs left in "
+                      f"{path.parent}, {state}, or choose another output folder")
+
+
+def _other_owner(path: Path) -> str | None:
+    """The name of the user who owns `path` when that is not this process's user (their uid where it has no name);
+    None where it is ours, is gone, or the system has no file owners (Windows)."""
+    if not hasattr(os, "geteuid"):
+        return None
+    try:
+        uid = path.lstat().st_uid
+    except OSError:
+        return None
+    if uid == os.geteuid():
+        return None
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return f"user {uid}"
+
+
+def _their_hold(path: Path) -> tuple[bool | None, str | None]:
+    """Whether a live run holds the lock file `path`, which this process may read but not write, and its text; None
+    where it cannot be read either. Its lock is taken for a moment to tell, as `_take` takes a lock of ours."""
+    try:
+        handle = open(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)),
+                      encoding="utf-8", errors="replace")
+    except OSError:
+        return None, None
+    with handle:
+        text = _read(handle)
+        text = text if text and _OUR_LOCK.fullmatch(text) else None
+        try:
+            free = try_lock(handle)
+        except OSError:  # a file system without locks: no run can be told to hold it
+            return None, text
+        if free:
+            unlock(handle)
+        return not free, text
 
 
 def _read(handle: IO[str]) -> str | None:
