@@ -391,7 +391,7 @@ BAD_MASKS: dict[str, tuple[Callable[[Workspace], Path], str]] = {
     "NaN labels": (lambda w: _case_with_labels(w, math.nan), "a_seg.nii.gz holds NaN values"),
     "labels below 0": (lambda w: _case_with_labels(w, -1.0), "a_seg.nii.gz holds values below 0"),
     "FLAIR saved as the labels": (_case_with_its_flair_as_labels,
-                                  "a_seg.nii.gz holds 900 distinct values, as an image does"),
+                                  "a_seg.nii.gz holds 900 distinct values; a tumour mask holds at most 16"),
     "labels filled with 255": (_case_with_labels_filled_with_255, "a_seg.nii.gz holds no 0 (background) anywhere"),
     "labels that miss the FLAIR": (_case_with_labels_5_km_away, "a_seg.nii.gz covers 0% of the FLAIR's field of view"),
     "labels without orientation on another grid": (

@@ -58,7 +58,8 @@ def test_a_scan_saved_as_a_mask_tiff_is_refused_not_opened_as_all_tumour(tmp_pat
     flair = tifffile.imread(sample_folder() / f"{PATIENT}_image.tif")[..., 1]
     tifffile.imwrite(tmp_path / f"{PATIENT}_mask.tif", flair)
     path = str(tmp_path / f"{PATIENT}_mask.tif")
-    with pytest.raises(InputError, match=f"{PATIENT}_mask.tif holds 251 distinct values, as an image does"):
+    with pytest.raises(InputError, match=f"{PATIENT}_mask.tif holds 251 distinct values; a tumour mask holds at "
+                                         "most 16"):
         get_reader(path)(path)
     path = str(sample_folder() / f"{PATIENT}_mask.tif")  # the real mask, 0/1, opens as its labels
     [(data, _, kind)] = get_reader(path)(path)

@@ -59,3 +59,23 @@ def test_an_affine_that_places_voxels_nowhere_is_refused(change):
         affine[:3, 1] = affine[:3, 0]
     with pytest.raises(InputError, match="geometry"):
         scan_checks.check_affine("bad", affine)
+
+
+@pytest.mark.parametrize("values", [(0, 255), (0, 1), (0, 1, 2, 4), (0, 1, 2, 3), tuple(range(16))])
+def test_a_label_map_of_up_to_16_values_is_read_as_the_tumour_wherever_a_label_is_above_0(values):
+    labels = np.repeat(np.array(values, np.uint8), 4)
+    assert (scan_checks.tumour_of_labels("labels", labels) == (labels > 0)).all()
+
+
+@pytest.mark.parametrize("classes", [16, 20, 132])  # 17 values, a 20-class atlas, a whole-brain parcellation
+def test_a_multi_class_label_map_beyond_the_limit_is_refused_saying_what_is_accepted_and_what_to_give(classes):
+    """An atlas of 20 structures is a label map, not "an image"; "give the mask drawn on the scan, not the scan" told
+    its user nothing. The message says how many values are read, how they are read, and what to give instead."""
+    atlas = np.repeat(np.arange(classes + 1, dtype=np.uint16), 4)
+    with pytest.raises(InputError) as refused:
+        scan_checks.tumour_of_labels("atlas_seg.nii.gz", atlas)
+    message = str(refused.value)
+    assert message.startswith(f"atlas_seg.nii.gz holds {classes + 1} distinct values; a tumour mask holds at most 16")
+    assert "every label above 0 is read as tumour" in message and "BraTS 0/1/2/4" in message
+    assert "a label map of many structures (an atlas)" in message and "the tumour's labels alone" in message
+    assert "an image saved as a mask" in message

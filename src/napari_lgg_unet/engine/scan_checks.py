@@ -148,7 +148,8 @@ def tumour_of_labels(label: str, labels: np.ndarray) -> np.ndarray:
     An image saved under a mask's name (a FLAIR copied as `_seg.nii.gz`) would be all or mostly tumour, so it is
     refused too: more than MAX_LABELS distinct values (floats counted as the whole numbers they stand for), or no 0
     anywhere (a real mask is background almost everywhere: at most 12 % of an LGG slice is tumour, 3.5 % of a patient).
-    A patient's FLAIR saved as its slice masks is refused by its first slice that is not black."""
+    A patient's FLAIR saved as its slice masks is refused by its first slice that is not black. So is an atlas of
+    many structures, rightly (read `> 0`, each would be tumour): the message names both, and what to give instead."""
     values = np.asarray(labels)
     if values.dtype.kind == "f":
         if np.isnan(values).any():
@@ -161,9 +162,11 @@ def tumour_of_labels(label: str, labels: np.ndarray) -> np.ndarray:
                              "above 0 tumour): resample it with nearest neighbour, or threshold it yourself")
     refuse_negative_labels(label, values, "fix or re-export the labels")
     if (count := len(np.unique(np.round(values) if values.dtype.kind == "f" else values))) > MAX_LABELS:
-        raise InputError(f"{label} holds {count} distinct values, as an image does, not a tumour mask (a few labels, "
-                         f"at most {MAX_LABELS}: 0 background, 1 or 255 tumour, BraTS 0/1/2/4); give the mask drawn "
-                         "on the scan, not the scan")
+        raise InputError(f"{label} holds {count} distinct values; a tumour mask holds at most {MAX_LABELS} (0 for "
+                         "background, and every label above 0 is read as tumour: 0/255, 0/1, BraTS 0/1/2/4). So many "
+                         "are an image saved as a mask (give the mask drawn on the scan), or a label map of many "
+                         "structures (an atlas), each of which would be read as tumour (give a mask of the tumour's "
+                         "labels alone, 0 elsewhere)")
     tumour = values > 0
     if tumour.all():
         raise InputError(f"{label} holds no 0 (background) anywhere, so every voxel would be tumour, as an image or a "
