@@ -45,8 +45,11 @@ SCANS_WITH_MASKS = ("scans with masks: a Kaggle root, a folder of case folders, 
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not usage + error
-        self.exit(2, f"{self.prog}: error: {message}\n")
+    def error(self, message: str) -> None:
+        """One line, not usage + error; under torchrun once, not from every process of the job, each of which was
+        given the same command line (`_says_error`)."""
+        line = f"{self.prog}: error: {message}\n"
+        self.exit(2, line if _says_error(InputError(message)) else None)
 
 
 def _variants(text: str) -> tuple[str, ...]:
@@ -329,11 +332,9 @@ def _load_for_inference(args: argparse.Namespace, device: torch.device, main_pro
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from .engine.cohort import segment_scan
     from .engine.device import pick_device
-    from .engine.distributed import interrupt_on_signals, process_group
-    from .engine.formats import check_mask_name
-    from .engine.io import check_mask_target, existing_path, find_scans, is_one_scan, load_scan, write_mask
+    from .engine.distributed import interrupt_on_signals, launched_ranks, process_group
+    from .engine.io import existing_path, find_scans, is_one_scan
     from .engine.outputs import check_output, model_folders, output_path
 
     args.input = existing_path(args.input)  # a missing input or a link loop is refused before its path is resolved
@@ -351,6 +352,19 @@ def _run_predict(args: argparse.Namespace) -> int:
     if _output_is_a_folder(args, sources, as_folder, folder_of_scans):  # one <scan>_mask file each, in --output
         with interrupt_on_signals(), process_group(args.device) as group:
             return _predict_cohort(args, sources, group)
+    if not launched_ranks().is_main:  # one scan is one process's work: the others wrote the same mask, and printed
+        return 0  # the same lines, with it (docs/scale-out.md); rank 0 checks the output and says what went wrong
+    return _predict_one_scan(args, sources, folder_of_scans, device)
+
+
+def _predict_one_scan(args: argparse.Namespace, sources: list[ScanSource], folder_of_scans: bool,
+                      device: torch.device) -> int:
+    """One scan's mask written to the file --output, once its name and place are checked and the scan is read."""
+    from .engine.cohort import segment_scan
+    from .engine.formats import check_mask_name
+    from .engine.io import check_mask_target, load_scan, write_mask
+    from .engine.outputs import check_output, output_path
+
     check_output(args.output, sources)
     if folder_of_scans and output_path(args.output).is_relative_to(args.input.resolve()):
         raise InputError(f"--output {args.output} would lie in {args.input}, the folder of scans read, where the next "
@@ -566,8 +580,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _says_error(error):
             print(f"lgg-unet: error: {_one_line(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as stop:
-        print(f"lgg-unet: interrupted{f'; {stop}' if str(stop) else ''}", file=sys.stderr)
+    except KeyboardInterrupt as stop:  # Ctrl-C reaches every process of a torchrun job: one line, not one each
+        if _says_error(stop):
+            print(f"lgg-unet: interrupted{f'; {stop}' if str(stop) else ''}", file=sys.stderr)
         return 130
     except Exception as error:  # a bug of ours: still one line, with a way to see the details
         if os.environ.get("LGG_UNET_DEBUG"):
@@ -598,10 +613,14 @@ def _warnings_as_lines() -> typing.Iterator[None]:
 
 def _says_error(error: BaseException) -> bool:
     """Whether this process prints `error`'s line: as `distributed.says_error` decides for a process of a torchrun
-    job. A process that never imported that module (only predict and train run as a job's processes) is no part of
-    one, and importing torch to learn so would slow every other command's error."""
+    job, also for a command-line error or a Ctrl-C met before the command imported that module. Outside a job
+    (torchrun's WORLD_SIZE unset) every line is printed without importing torch, which would slow every error."""
     distributed = sys.modules.get(f"{__package__}.engine.distributed")
-    return distributed is None or distributed.says_error(error)
+    if distributed is None:
+        if "WORLD_SIZE" not in os.environ:
+            return True
+        from .engine import distributed
+    return distributed.says_error(error)
 
 
 def _one_line(error: BaseException) -> str:
