@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the heavy parts (torch, the model zoo, napari) are imported
     from tqdm import tqdm
 
     from .engine.distributed import Group
+    from .engine.evaluate import PatientResult
     from .engine.io import ScanSource
     from .engine.model import LoadedModel
     from .engine.postprocess import PostprocessConfig
@@ -464,7 +465,8 @@ def _stopped_cohort(output: Path, existing: str) -> str:
             "--skip-existing a stopped run keeps its finished masks, and the same command segments the rest)")
 
 
-def _evaluation_folders(args: argparse.Namespace, model: LoadedModel) -> list[Path]:
+def _evaluation_folders(args: argparse.Namespace, model: LoadedModel, main_process: bool = True) -> list[Path]:
+    """The patients --data and --split name; the main process says which of the split's are missing."""
     from .engine.io import find_scans
 
     folders = find_scans(args.data, require_masks=True)
@@ -477,7 +479,8 @@ def _evaluation_folders(args: argparse.Namespace, model: LoadedModel) -> list[Pa
         folders = [f for f in folders if f.name in names]
         if not folders:
             raise InputError(f"none of the model's {args.split} patients are in {args.data}")
-        if missing := sorted(names - {f.name for f in folders}):  # a mean over fewer patients than the split's
+        missing = sorted(names - {f.name for f in folders})
+        if missing and main_process:  # a mean over fewer patients than the split's
             print(f"{len(folders)} of the model's {len(names)} {args.split} patients are in {args.data}; not there: "
                   f"{few_names(missing)}", file=sys.stderr)
     return folders
@@ -486,11 +489,10 @@ def _evaluation_folders(args: argparse.Namespace, model: LoadedModel) -> list[Pa
 def _run_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from tqdm import tqdm
-
     from .engine.atomic import write_text_atomic
-    from .engine.device import cpu_model, pick_device
-    from .engine.evaluate import evaluate_patients, report
+    from .engine.device import cpu_model
+    from .engine.distributed import process_group
+    from .engine.evaluate import report
     from .engine.predict import runs_on
     from .engine.io import find_scans
     from .engine.outputs import check_output, model_folders
@@ -499,19 +501,15 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         check_output(args.json, find_scans(args.data, require_masks=True))
         check_output(args.json, model_folders(args.model), what="a model folder")
         _check_new_file(args.json, "--json", args.overwrite)
-    model, options = _load_for_inference(args, pick_device(args.device))
-    folders = _evaluation_folders(args, model)
-    results = []
-    results_iter = evaluate_patients(model, folders, options, args.input_variant)  # patients without masks refused
-    print(f"{'patient':<28} {'slices':>6} {'dice':>6} {'iou':>6} {'acc':>7}")
-    for result in tqdm(results_iter, total=len(folders), unit="patient", leave=False, disable=None):
-        results.append(result)
-        s = result.scores
-        tqdm.write(f"{result.name:<28} {result.slices:>6} {s.dice:6.3f} {s.iou:6.3f} {s.accuracy:7.4f}")
-    summary = report(results)
-    print(f"{_patients(len(results))}: mean Dice {summary['mean_dice']:.3f}, median Dice {summary['median_dice']:.3f}, "
-          f"mean IoU {summary['mean_iou']:.3f}, mean accuracy {summary['mean_accuracy']:.4f}, "
-          f"{summary['slices_per_second']:.1f} slices/s")
+    with process_group(args.device) as group:  # under torchrun each process scores its share of the patients
+        model, options = _load_for_inference(args, group.device, group.is_main)
+        results = _evaluated_patients(args, model, options, group)
+        summary = report(results)
+    if not group.is_main:
+        return 0
+    print(f"{_patients(len(results))}: mean Dice {summary['mean_dice']:.3f}, median Dice "
+          f"{summary['median_dice']:.3f}, mean IoU {summary['mean_iou']:.3f}, mean accuracy "
+          f"{summary['mean_accuracy']:.4f}, {summary['slices_per_second']:.1f} slices/s")
     if args.json:  # what was scored, so that result files can be told apart by their content
         run = {"model": str(args.model), "weights_id": model.config.weights_id, "split": args.split or ALL_PATIENTS,
                "input_variant": args.input_variant, "tta": options.tta, "runs_on": runs_on(model, options),
@@ -520,13 +518,45 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluated_patients(args: argparse.Namespace, model: LoadedModel, options: SegmentOptions, group: Group
+                        ) -> list[PatientResult]:
+    """Every patient's scores, a row each on the main process: its own as they come (a bar counts them on a
+    terminal), then, under torchrun, those of the other processes' shares once every process has finished."""
+    from tqdm import tqdm
+
+    from .engine.evaluate import evaluate_patients, gather_results
+
+    folders = _evaluation_folders(args, model, group.is_main)
+    results = evaluate_patients(model, folders, options, args.input_variant, group)  # patients without masks refused
+    if group.is_main:
+        print(f"{'patient':<28} {'slices':>6} {'dice':>6} {'iou':>6} {'acc':>7}")
+    mine = []
+    for result in tqdm(results, total=len(group.share(folders)), unit="patient", leave=False,
+                       disable=None if group.is_main else True):
+        mine.append(result)
+        if group.is_main:
+            tqdm.write(_patient_row(result))
+    gathered = gather_results(group, folders, mine)
+    if group.is_main:
+        shown = {result.name for result in mine}
+        for result in gathered:
+            if result.name not in shown:
+                print(_patient_row(result))
+    return gathered
+
+
+def _patient_row(result: PatientResult) -> str:
+    s = result.scores
+    return f"{result.name:<28} {result.slices:>6} {s.dice:6.3f} {s.iou:6.3f} {s.accuracy:7.4f}"
+
+
 def _patients(count: int) -> str:
     return f"{count} patient{'' if count == 1 else 's'}"
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
     from .engine.calibrate import adopt_calibration, calibrate
-    from .engine.device import pick_device
+    from .engine.distributed import launched_ranks, process_group
     from .engine.model import load_model, resolve_model_path
     from .engine.run_folder import CALIBRATION, RunFolder
 
@@ -534,13 +564,18 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     if (args.like is None) == (args.data is None):
         raise InputError("give either --data (patients to calibrate on) or --like (a model whose calibration to adopt)")
     if args.like is not None:
+        if not launched_ranks().is_main:  # copying a calibration is one process's work (docs/scale-out.md)
+            return 0
         best = adopt_calibration(args.like, resolve_model_path(args.model))
         print(f"threshold {best.threshold}, min size {best.min_size}, min confidence {best.min_confidence}, "
               f"keep largest {best.keep_largest}: adopted from {args.like}; saved in {args.model}")
         return 0
-    model = load_model(args.model, pick_device(args.device))
-    best, record = calibrate(model, _evaluation_folders(args, model), resolve_model_path(args.model),
-                             variants=args.input_variants)
+    with process_group(args.device) as group:  # under torchrun each process segments its share of the patients
+        model = load_model(args.model, group.device)
+        best, record = calibrate(model, _evaluation_folders(args, model, group.is_main),
+                                 resolve_model_path(args.model), variants=args.input_variants, group=group)
+    if not group.is_main:
+        return 0
     largest = record.best_keep_largest
     print(f"threshold {best.threshold}, min size {best.min_size}, min confidence {best.min_confidence}, "
           f"keep largest {best.keep_largest}: mean Dice {record.mean_dice:.3f} on {_patients(len(record.patients))} "

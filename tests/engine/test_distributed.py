@@ -5,6 +5,7 @@ import datetime
 import gc
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -384,3 +385,55 @@ def test_a_process_without_a_gpu_of_its_own_says_so_itself(monkeypatch):
             pass
     assert distributed.says_error(refused.value)
     assert not distributed.says_error(DeviceError("met by every process alike"))
+
+
+def _cli_as_rank(rank: int, port: int, argv: list[str], log: str) -> None:
+    """One of two processes of an `lgg-unet` command (`argv`; its exit code, output and the scans it read in
+    `log`.<rank>), started as torchrun starts them."""
+    from napari_lgg_unet.engine import cohort
+
+    os.environ.update(rank_variables(rank, port))
+    read, loaded = cohort.load_scan, []
+
+    def recording(source, *args, **kwargs):
+        loaded.append(Path(source).name)
+        return read(source, *args, **kwargs)
+
+    cohort.load_scan = recording  # this process's own module: spawn started it afresh
+    with open(f"{log}.{rank}", "w") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = main(argv)
+    Path(f"{log}.{rank}.json").write_text(json.dumps({"code": code, "loaded": loaded}))
+
+
+def _run_as_two_ranks(argv: list[str], log: Path) -> list[tuple[dict, str]]:
+    """Each rank's exit code and scans read, and its output."""
+    torch.multiprocessing.spawn(_cli_as_rank, args=(free_port(), argv, str(log)), nprocs=2)
+    return [(json.loads(Path(f"{log}.{rank}.json").read_text()), Path(f"{log}.{rank}").read_text()) for rank in (0, 1)]
+
+
+def test_two_process_evaluate_shares_the_patients_and_rank_0_alone_reports_them_all_as_one_process_does(
+        data, tiny_model_dir, tmp_path, capsys):
+    # Every process evaluated every patient, printed the whole table and wrote the --json.
+    argv = ["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--device", "cpu"]
+    (rank_0, said), (rank_1, quiet) = _run_as_two_ranks([*argv, "--json", str(tmp_path / "two.json")], tmp_path / "log")
+    assert rank_0 == {"code": 0, "loaded": PATIENTS[0::2]} and rank_1 == {"code": 0, "loaded": PATIENTS[1::2]}
+    assert quiet == "" and all(said.count(f"{name} ") == 1 for name in PATIENTS) and "4 patients: mean Dice" in said
+    assert main([*argv, "--json", str(tmp_path / "one.json")]) == 0
+    two, one = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("two", "one"))
+    assert two["patients"] == one["patients"] and two["mean_dice"] == one["mean_dice"]
+
+
+def test_two_process_calibrate_shares_the_patients_and_chooses_and_writes_what_one_process_does(
+        data, tiny_model_dir, tmp_path):
+    # Every process segmented every patient and each tried to lock and write the model folder.
+    for copy in ("two", "one"):
+        shutil.copytree(tiny_model_dir, tmp_path / copy)
+    argv = ["calibrate", "--data", str(data), "--split", "all", "--input-variants", "as-is,flair-only", "--device",
+            "cpu", "--model"]
+    (rank_0, said), (rank_1, quiet) = _run_as_two_ranks([*argv, str(tmp_path / "two")], tmp_path / "log")
+    assert rank_0 == {"code": 0, "loaded": PATIENTS[0::2]} and rank_1 == {"code": 0, "loaded": PATIENTS[1::2]}
+    assert quiet == "" and said.count("mean Dice") == 2  # the choice's and keep largest's, on one line
+    assert main([*argv, str(tmp_path / "one")]) == 0
+    two, one = (load_model(tmp_path / copy).config for copy in ("two", "one"))
+    assert two.postprocess == one.postprocess and two.training.calibration.patients == PATIENTS
+    assert two.training.calibration.mean_dice == pytest.approx(one.training.calibration.mean_dice, rel=1e-12)

@@ -27,7 +27,7 @@ from typing import Iterator, Literal, Sequence, get_args
 import numpy as np
 
 from .atomic import atomic_path, missing_folders, remove_empty_folders, write_text_atomic
-from .cohort import loaded_scans, segment_scan
+from .cohort import check_same_cases, loaded_scans, segment_scan
 from .distributed import Group
 from .errors import InputError, few_names
 from .formats import scan_name
@@ -152,10 +152,9 @@ def claimed_output(out_dir: Path, cases: Sequence[ScanSource], group: Group = Gr
     unmade = missing_folders(out_dir)  # asked before check_same, which rank 0 (that makes them) passes after all
     # each rank takes every N-th case of its own list: other lists (another --input) left cases unsegmented, other
     # folders (another --output) scattered the masks, and rank 0 still said every case was done
-    group.check_same({"--output": os.path.abspath(out_dir), "what to do with existing masks": existing,
-                      "cases": {scan_name(case): position for position, case in enumerate(cases)}},
-                     "every process of a job needs the same --input (a shared file system on a cluster), the same "
-                     "--output and the same options")
+    check_same_cases(group, cases, "every process of a job needs the same --input (a shared file system on a "
+                     "cluster), the same --output and the same options", **{"--output": os.path.abspath(out_dir),
+                     "what to do with existing masks": existing})
     with contextlib.ExitStack() as held:
 
         def claim() -> None:

@@ -8,17 +8,19 @@ false piece, a failure a handful of validation patients rarely shows (see postpr
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from itertools import product
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 from scipy import ndimage
 
 from .errors import InputError
-from .cohort import segment_scans
-from .io import check_masks
+from .cohort import check_same_cases, loaded_scans, segment_scan
+from .distributed import Group
+from .io import ScanSource, check_masks
 from .metrics import Counts, scores
 from .model import LoadedModel, ModelConfig, read_config, saved_config, write_config
 from .postprocess import PostprocessConfig, kept_pieces, piece_peaks
@@ -42,21 +44,27 @@ def candidates(keep_largest: bool = False) -> Iterator[PostprocessConfig]:
 
 
 def validation_cases(
-    model: LoadedModel, folders: list[Path], tta: bool = False, variants: tuple[str, ...] = ("as-is",)
+    model: LoadedModel, folders: Sequence[ScanSource], tta: bool = False, variants: tuple[str, ...] = ("as-is",),
+    group: Group = Group(),
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(probability, truth) of every patient in `folders` under every input variant (see evaluate.INPUT_VARIANTS).
-    Variants are distinct, as `train --validate-on`'s: one named twice counted twice in the mean that chooses the
-    setting, and was recorded so, where a user meant it once."""
+    """(probability, truth) of every patient in `folders` (with a torchrun job's `group`, of this process's share of
+    them) under every input variant (see evaluate.INPUT_VARIANTS), patient by patient: a patient's variants follow
+    each other, so each scan is read once. Variants are distinct, as `train --validate-on`'s: one named twice counted
+    twice in the mean that chooses the setting, and was recorded so, where a user meant it once."""
+    folders = list(folders)
     if not folders:
         raise InputError("no validation patients to calibrate on")
     variants = check_variants("calibration input variants", variants)
     check_masks(folders)  # every patient without one named at once, before the model runs
+    check_same_cases(group, folders, "every process of a job needs the same --data (a shared file system on a "
+                     "cluster) and the same options", variants=variants)
     options = SegmentOptions(tta=tta)
-    return [
-        (done.result.probability, done.scan.mask)
-        for variant in variants
-        for done in segment_scans(model, folders, options, require_masks=True, variant=variant)
-    ]
+    with group.own_failures():  # a patient of this process's share: no other process can say which failed, or why
+        return [
+            (segment_scan(model, scan, options, variant).result.probability, scan.mask)
+            for scan in loaded_scans(group.share(folders), True, 0)
+            for variant in variants
+        ]
 
 
 @dataclass(frozen=True)
@@ -92,20 +100,27 @@ class Pieces:
 
 
 def candidate_scores(
-    model: LoadedModel, folders: list[Path], tta: bool = False, keep_largest: bool = False,
-    variants: tuple[str, ...] = ("as-is",),
+    model: LoadedModel, folders: Sequence[ScanSource], tta: bool = False, keep_largest: bool = False,
+    variants: tuple[str, ...] = ("as-is",), group: Group = Group(),
 ) -> Iterator[tuple[PostprocessConfig, float]]:
-    """Mean per-volume Dice over `folders` (and input `variants`) of every post-processing candidate."""
-    settings = list(candidates(keep_largest))
-    cases = validation_cases(model, folders, tta, variants)
+    """Mean per-volume Dice over `folders` (and input `variants`) of every post-processing candidate.
+
+    With a torchrun job's `group` each process segments its share of the patients and scores every candidate on them:
+    the means need each volume's Dice per candidate only, gathered on every process, not its probabilities."""
+    settings, folders = list(candidates(keep_largest)), list(folders)
+    cases = validation_cases(model, folders, tta, variants, group)  # refuses a variant named twice
     pieces = {t: [Pieces.of(prob, truth, t) for prob, truth in cases] for t in sorted({c.threshold for c in settings})}
-    for config in settings:
-        yield config, float(np.mean([case.dice(config) for case in pieces[config.threshold]]))
+    dice = [[pieces[config.threshold][case].dice(config) for config in settings] for case in range(len(cases))]
+    width = len(variants) * len(settings)  # a patient's row: its Dice per candidate under each variant in turn
+    patients = [sum(dice[start : start + len(variants)], []) for start in range(0, len(dice), len(variants))]
+    table = np.array(group.gather(patients, len(folders), width)).reshape(-1, len(settings))  # a row per volume
+    for column, config in enumerate(settings):
+        yield config, float(np.mean(table[:, column]))
 
 
 def calibrate(
     model: LoadedModel, folders: list[Path], model_dir: str | Path, tta: bool = False, keep_largest: bool = False,
-    variants: tuple[str, ...] = ("as-is",),
+    variants: tuple[str, ...] = ("as-is",), group: Group = Group(),
 ) -> tuple[PostprocessConfig, Calibration]:
     """Write the best candidate into the model folder's config.json (weights untouched) and return it with the
     calibration record saved beside it (its mean Dice, ...); with several `variants`, the candidate best on average
@@ -116,19 +131,28 @@ def calibrate(
     would replace config.json at its next save) refuses to start, and calibrating a folder in training is refused.
     `model` must be the one the folder holds: a config of other weights written over its config.json would be
     ignored by loading (it pairs weights with their own config) and lose what config.json held.
+
+    With a torchrun job's `group` the patients are shared out (`candidate_scores`); rank 0 alone locks and writes
+    the folder, and every process returns the same choice.
     """
     variants = check_variants("calibration input variants", variants)  # before the folder is locked
-    with RunFolder(model_dir).locked(CALIBRATION):
-        if saved_config(model_dir).weights_id != model.config.weights_id:  # another folder's, or a save since loading
-            raise InputError(f"{model_dir} no longer holds the model being calibrated (it was saved again after "
-                             "loading, or it is another model's folder); load the model from that folder again")
-        scored = list(candidate_scores(model, folders, tta, True, variants))
+    with contextlib.ExitStack() as held:
+
+        def claim() -> None:  # rank 0's alone under torchrun: it writes config.json, the others wait for its verdict
+            held.enter_context(RunFolder(model_dir).locked(CALIBRATION))
+            if saved_config(model_dir).weights_id != model.config.weights_id:  # another's, or a save since loading
+                raise InputError(f"{model_dir} no longer holds the model being calibrated (it was saved again after "
+                                 "loading, or it is another model's folder); load the model from that folder again")
+
+        group.on_main(claim)
+        scored = list(candidate_scores(model, folders, tta, True, variants, group))
         best, best_dice = max((item for item in scored if keep_largest or not item[0].keep_largest), key=lambda i: i[1])
         largest, largest_dice = max((item for item in scored if item[0].keep_largest), key=lambda i: i[1])
         calibration = Calibration([f.name for f in folders], list(variants), best_dice,
                                   KeepLargestScore(largest.threshold, largest_dice))
         training = replace(model.config.training, calibration=calibration)
-        write_config(replace(model.config, postprocess=best, training=training), model_dir)
+        if group.is_main:
+            write_config(replace(model.config, postprocess=best, training=training), model_dir)
     return best, calibration
 
 

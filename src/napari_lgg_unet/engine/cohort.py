@@ -7,9 +7,11 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
+from .distributed import Group
 from .errors import InputError
+from .formats import scan_name
 from .io import Scan, ScanSource, load_scan
 from .model import LoadedModel
 from .predict import Segmentation, SegmentOptions, segment_volume
@@ -35,6 +37,13 @@ def segment_scans(
     """
     for scan in loaded_scans(paths, require_masks, read_ahead):
         yield segment_scan(model, scan, options, variant)
+
+
+def check_same_cases(group: Group, cases: Sequence[ScanSource], advice: str, **facts: Any) -> None:
+    """Refuse, on every process, a job whose processes list other cases (names, order) or other `facts` than rank 0:
+    each takes every N-th case of its own list (`Group.share`), so another list left cases undone or done twice, and
+    rank 0 reported them under other names (see `Group.check_same`; `advice` ends the refusal)."""
+    group.check_same({**facts, "cases": {scan_name(case): position for position, case in enumerate(cases)}}, advice)
 
 
 def segment_scan(model: LoadedModel, scan: Scan, options: SegmentOptions, variant: str = "as-is") -> SegmentedScan:

@@ -47,7 +47,24 @@ class Group:
 
     def share(self, items: Sequence[T]) -> list[T]:
         """This process's disjoint share of `items`: every world-th item from position rank."""
-        return list(items[self.rank :: self.world])
+        return [items[position] for position in self._positions(len(items))]
+
+    def gather(self, rows: Sequence[Sequence[float]], count: int, width: int) -> list[list[float]]:
+        """The rows of all `count` items, in the items' order, on every process, where each process computed `rows`:
+        `width` numbers for each item of its `share`, in order. For results that rank 0 reports (a patient's scores):
+        one all-reduced sum in float64, where each number meets only zeros, so every number arrives exactly."""
+        positions = self._positions(count)
+        if len(rows) != len(positions) or any(len(row) != width for row in rows):
+            raise ValueError(f"process {self.rank} gives {len(rows)} rows for a share of {len(positions)} items of "
+                             f"{width} numbers each")
+        flat = [0.0] * (count * width)
+        for position, row in zip(positions, rows):
+            flat[position * width : (position + 1) * width] = [float(value) for value in row]
+        summed = self.sum(flat)
+        return [summed[position * width : (position + 1) * width] for position in range(count)]
+
+    def _positions(self, count: int) -> range:
+        return range(self.rank, count, self.world)
 
     def sum(self, values: Sequence[float]) -> list[float]:
         """Element-wise sums of `values` over all processes (float64, so the order of adding hardly matters)."""

@@ -7,13 +7,14 @@ mask from the scan itself (the look of BraTS-style research data).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
+from dataclasses import astuple, dataclass, fields
+from typing import Iterator, Sequence
 
 from .errors import InputError
-from .cohort import segment_scans
-from .io import check_masks
+from .cohort import check_same_cases, segment_scans
+from .distributed import Group
+from .formats import scan_name
+from .io import ScanSource, check_masks
 from .metrics import Scores, summarise, volume_scores
 from .model import LoadedModel
 from .predict import SegmentOptions
@@ -27,22 +28,42 @@ class PatientResult:
     seconds: float
 
 
+_SCORES = len(fields(Scores))  # the numbers of a patient's Scores, as gather_results sends them
+
+
 def evaluate_patients(
-    model: LoadedModel, folders: list[Path], options: SegmentOptions, variant: str = "as-is"
+    model: LoadedModel, folders: Sequence[ScanSource], options: SegmentOptions, variant: str = "as-is",
+    group: Group = Group(),
 ) -> Iterator[PatientResult]:
-    """Segment each patient (loaded one at a time, transformed as `variant`) and score it against its masks.
+    """Segment each patient (loaded one at a time, transformed as `variant`) and score it against its masks; with a
+    torchrun job's `group`, only this process's share of the patients (`gather_results` then collects them all).
 
     Patients without a manual mask are refused all together when this is called (io.check_masks), not when the
-    results get to the first of them, after the model has segmented the others."""
+    results get to the first of them, after the model has segmented the others; so is a job whose processes list
+    other patients than rank 0."""
     folders = list(folders)
     check_masks(folders)
-    return _scored(model, folders, options, variant)
+    check_same_cases(group, folders, "every process of a job needs the same --data (a shared file system on a "
+                     "cluster) and the same options", variant=variant)
+    return _scored(model, group.share(folders), options, variant, group)
 
 
-def _scored(model: LoadedModel, folders: list[Path], options: SegmentOptions, variant: str) -> Iterator[PatientResult]:
-    for done in segment_scans(model, folders, options, require_masks=True, variant=variant):
-        scan = done.scan
-        yield PatientResult(scan.name, volume_scores(done.result.mask, scan.mask), len(scan.image), done.seconds)
+def _scored(model: LoadedModel, folders: list[ScanSource], options: SegmentOptions, variant: str, group: Group
+            ) -> Iterator[PatientResult]:
+    with group.own_failures():  # a patient of this process's share: no other process can say which failed, or why
+        for done in segment_scans(model, folders, options, require_masks=True, variant=variant):
+            scan = done.scan
+            yield PatientResult(scan.name, volume_scores(done.result.mask, scan.mask), len(scan.image), done.seconds)
+
+
+def gather_results(group: Group, folders: Sequence[ScanSource], mine: list[PatientResult]) -> list[PatientResult]:
+    """Every patient's result in the order of `folders`, on every process, where each process scored its share
+    (`evaluate_patients` with the group): sent as numbers (`Group.gather`), named after `folders`."""
+    if group.world == 1:
+        return mine
+    rows = group.gather([[*astuple(r.scores), r.slices, r.seconds] for r in mine], len(folders), _SCORES + 2)
+    return [PatientResult(scan_name(folder), Scores(*row[:_SCORES]), int(row[_SCORES]), row[_SCORES + 1])
+            for folder, row in zip(folders, rows)]
 
 
 def report(results: list[PatientResult]) -> dict:
