@@ -437,3 +437,24 @@ def test_two_process_calibrate_shares_the_patients_and_chooses_and_writes_what_o
     two, one = (load_model(tmp_path / copy).config for copy in ("two", "one"))
     assert two.postprocess == one.postprocess and two.training.calibration.patients == PATIENTS
     assert two.training.calibration.mean_dice == pytest.approx(one.training.calibration.mean_dice, rel=1e-12)
+
+
+def _evaluate_other_patients_on_rank_1(rank: int, port: int, data: str, model: str) -> None:
+    """One rank of an evaluation whose rank 1 sees one more patient under --data: both refuse before segmenting."""
+    from napari_lgg_unet.engine.errors import InputError
+    from napari_lgg_unet.engine.evaluate import evaluate_patients
+    from napari_lgg_unet.engine.predict import SegmentOptions
+
+    os.environ.update(rank_variables(rank, port))
+    said = ("process 1 of 2 was started otherwise than process 0: cases: 1 that process 0 lacks" if rank
+            else "process 1 of 2 started otherwise than process 0")
+    with distributed.process_group("cpu") as group, pytest.raises(InputError, match=said):
+        evaluate_patients(load_model(model), [Path(data) / name for name in PATIENTS[: 2 + rank]], SegmentOptions(),
+                          group=group)
+
+
+def test_evaluating_ranks_that_see_other_patients_refuse_before_any_is_segmented(data, tiny_model_dir):
+    # Each rank scores every N-th patient of its own list: rank 0 would have reported other patients' scores under
+    # the names of its list.
+    torch.multiprocessing.spawn(_evaluate_other_patients_on_rank_1, args=(free_port(), str(data), str(tiny_model_dir)),
+                                nprocs=2)
