@@ -1,8 +1,8 @@
 """`lgg-unet train | predict | evaluate | calibrate | view`: the engine without a GUI (and `view`, which opens it).
 
 Errors a user can cause print one line on stderr and exit with code 2; Ctrl-C, SIGTERM or SIGUSR1 during
-training stops it between steps and keeps the best model (exit code 0). Under torchrun only rank 0 prints progress,
-and an error's line comes once, not from every process (engine/distributed.says_error).
+training stops it between steps (or validation batches) and keeps the best model (exit code 0). Under torchrun only
+rank 0 prints progress, and an error's line comes once, not from every process (engine/distributed.says_error).
 """
 
 from __future__ import annotations
@@ -279,8 +279,8 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _say_stopping() -> None:
-    print("stopping after the current step (and validation, if one is running); a finished epoch's model is kept, "
-          "and --resume continues from it", file=sys.stderr, flush=True)
+    print("stopping after the current step or validation batch; a finished epoch's model is kept, and --resume "
+          "continues from it", file=sys.stderr, flush=True)
 
 
 class _TrainingProgress:

@@ -84,6 +84,35 @@ def test_a_stop_after_a_few_steps_leaves_a_model_and_one_before_any_step_records
     assert [e.epoch for e in again if isinstance(e, EpochEnd)] == [1]  # the folder takes a new run
 
 
+def test_a_stop_during_validation_ends_it_at_once_and_records_no_half_validated_epoch(scans, tmp_path, monkeypatch):
+    """A stop asked while epoch 2 was validated (a minute on a CPU) waited for the validation's end, and then saved
+    that epoch. Now the validation ends after the batch in progress, epoch 2 is neither recorded nor saved, and epoch
+    1's model stays the best."""
+    batches, asked = [], []
+
+    def watched(*args, **kwargs):
+        for batch in volume_logits(*args, **kwargs):
+            batches.append(len(asked))
+            if len(batches) == 2 and not asked and len(epochs_ended) == 1:  # epoch 2's validation is under way
+                asked.append(True)
+            yield batch
+
+    volume_logits, epochs_ended = train.volume_logits, []
+    monkeypatch.setattr(train, "volume_logits", watched)
+    config = TrainConfig(epochs=3, steps_per_epoch=2, val_fraction=0.34, **FAST)
+    events = []
+    for event in train_model(scans, config, tmp_path / "m", lambda: bool(asked)):
+        events.append(event)
+        if isinstance(event, EpochEnd):
+            epochs_ended.append(event)
+            batches.clear()
+    assert [e.epoch for e in epochs_ended] == [1] and batches == [0, 0]  # no batch validated after the stop
+    assert isinstance(events[-1], Finished) and events[-1].stopped and events[-1].best_epoch == 1
+    assert [r.epoch for r in events[-1].history] == [1]
+    assert load_model(tmp_path / "m").config.training.best_epoch == 1
+    assert (tmp_path / "m" / "history.csv").read_text().count("\n") == 2
+
+
 def test_a_run_stopped_before_its_first_epoch_leaves_no_folder_or_lock_behind(scans, tmp_path):
     """It left the folder it made holding only `.lock`: in napari a `run-*` folder for every Stop pressed while the
     run prepared, which no model loads from and --resume refuses. A folder that was there keeps its own files."""

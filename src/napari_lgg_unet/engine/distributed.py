@@ -310,10 +310,10 @@ def _lost_a_process(error: RuntimeError) -> bool:
 def stop_on_signals(notice: Callable[[], None] | None = None) -> Iterator[Callable[[], bool]]:
     """Yield a `stop` callable that turns true on Ctrl-C, SIGTERM or SIGUSR1, instead of the process dying.
 
-    Training polls it between steps (and agrees on it across processes), so a scheduler's pre-emption ends a run
-    with the resume state on disk and exit code 0. `notice` runs on the first signal: during a long validation the
-    stop comes minutes later, and a Ctrl-C nothing answered looked ignored. Main thread only (Python's rule for
-    signal handlers).
+    Training polls it between steps (and agrees on it across processes) and between validation batches, so a
+    scheduler's pre-emption ends a run with the resume state on disk and exit code 0. `notice` runs on the first
+    signal: the stop may come a step or a batch later, and a Ctrl-C nothing answered looked ignored. Main thread only
+    (Python's rule for signal handlers).
     """
     asked = threading.Event()
 

@@ -1,7 +1,8 @@
 """The training loop as a generator of progress events (see `events`): a short driver over named phases.
 
 The CLI drives it with a progress bar, the napari widget from a thread worker, tests by iterating it.
-Asking it to stop (the `stop` callable returns True) ends it between steps; the best model so far is kept.
+Asking it to stop (the `stop` callable returns True) ends it between steps, or between the batches of an epoch-end
+validation (a minute on a CPU): that epoch then counts as unfinished. The best model so far is kept.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def train_model(
                 yield _prepared(run)
                 # a GPU out of memory is this process's own; a diverged loss every process's (they average it)
                 with group.own_failures((DeviceError,)):
-                    yield from _epochs(run, stopped)
+                    yield from _epochs(run, stopped, stop)
             finally:
                 _let_go(run)
             claim.made_nothing = run.progress.best_epoch is None
@@ -124,8 +125,12 @@ def train_model(
     yield _finished(run)
 
 
-def _epochs(run: _Run, stopped: Callable[[], bool]) -> Iterator[Step | EpochEnd]:
-    """Train epoch after epoch until the last, or until `stopped()` (checked before every step)."""
+def _epochs(run: _Run, stopped: Callable[[], bool], asked: Callable[[], bool]) -> Iterator[Step | EpochEnd]:
+    """Train epoch after epoch until the last, or until `stopped()` (checked before every step, agreed by every
+    process) or `asked()` (this process's stop, checked between validation batches: see `_end_epoch`).
+
+    A run stopped during its first epoch, after some steps, validates that epoch whole whatever is asked meanwhile:
+    its model is the only one the run leaves."""
     with out_of_memory_as_advice():
         for run.epoch in range(run.progress.epochs_done, run.config.last_epoch):
             _start_epoch(run)
@@ -136,9 +141,17 @@ def _epochs(run: _Run, stopped: Callable[[], bool]) -> Iterator[Step | EpochEnd]
                 yield _train_step(run, x, y)
             if run.stopped and (run.progress.best_epoch is not None or run.seen == 0):
                 return  # stop promptly: the best model is on disk, or no step was taken to make one
-            yield _end_epoch(run)
+            ended = _end_epoch(run, _never if run.stopped else asked)
+            if ended is None:  # stopped during the validation: the epoch is not recorded, the best model stays
+                run.stopped = True
+                return
+            yield ended
             if run.stopped:
                 return
+
+
+def _never() -> bool:
+    return False
 
 
 def _checked_request(scans: Iterable[Scan], config: TrainConfig, out_dir: str | Path,
@@ -336,14 +349,18 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> Step:
     return Step(run.epoch + 1, config.last_epoch, step, run.steps, value, eta)
 
 
-def _end_epoch(run: _Run) -> EpochEnd:
+def _end_epoch(run: _Run, asked: Callable[[], bool]) -> EpochEnd | None:
     """Validate, then save the resume state, the model if it is the best so far, and the history (rank 0 only).
+    None, with nothing recorded or saved, when `asked()` stopped the validation: half a validation's figures would
+    have been taken for the epoch's, and could have made it the best; a resumed run trains that epoch again.
 
     The resume state goes first: a run killed before its model is written rewrites that model when resumed.
     """
     progress, epoch = run.progress, run.epoch + 1
     run.group.average_buffers(run.bare_network)
-    validation = _validate_variants(run)
+    validation = _validate_variants(run, asked)
+    if validation is None:
+        return None
     train_loss = run.epoch_loss / max(run.seen, 1)
     seconds = round(progress.seconds + time.perf_counter() - run.started, 1)
     selection = float(np.mean([s.loss for s in validation.values()])) if validation else None
@@ -461,26 +478,31 @@ def _learning_rate(config: TrainConfig, progress: float) -> float:
     return config.lr
 
 
-def _validate_variants(run: _Run) -> dict[str, ValidationScores]:
-    """Validation figures for each configured input variant (none without validation volumes)."""
-    return {
-        variant: ValidationScores.from_row(validation_scores(
-            run.bare_network, volumes, run.loss_fn, run.config.batch_size, run.precision, run.group,
-            run.model_config.inputs), AS_IS)
-        for variant, volumes in run.split.val_variants.items()
-    }
+def _validate_variants(run: _Run, asked: Callable[[], bool]) -> dict[str, ValidationScores] | None:
+    """Validation figures for each configured input variant (none without validation volumes); None when `asked()`
+    stopped a variant's validation (`validation_scores`)."""
+    validation = {}
+    for variant, volumes in run.split.val_variants.items():
+        row = validation_scores(run.bare_network, volumes, run.loss_fn, run.config.batch_size, run.precision,
+                                run.group, run.model_config.inputs, asked)
+        if row is None:
+            return None
+        validation[variant] = ValidationScores.from_row(row, AS_IS)
+    return validation
 
 
 def validation_scores(network: torch.nn.Module, volumes: list[TrainingVolume], loss_fn: SegmentationLoss,
                       batch_size: int, precision: Precision, group: Group = Group(),
-                      inputs: InputConfig = InputConfig()) -> dict:
+                      inputs: InputConfig = InputConfig(), stop: Callable[[], bool] = _never) -> dict | None:
     """Validation loss (mean over slices) and per-volume Dice/IoU/accuracy (mean over volumes), without clicks.
 
     Each process of `group` validates its share of the volumes and the sums are added up, so the figures are one
-    process's (the default group: this process alone).
+    process's (the default group: this process alone). `stop` is asked after every batch: a validation takes a
+    minute on a CPU, and a Stop (or Ctrl-C) waited for its end. None when it stopped on any process: each asks its
+    own `stop` (shares differ in batches, so no collective per batch), and the one sum at the end tells them all.
     """
     network.eval()
-    total_loss, slices, per_volume = 0.0, 0, []
+    total_loss, slices, per_volume, stopped = 0.0, 0, [], False
     for volume in group.share(volumes):
         counts = Counts(0, 0, 0, 0)
         for index, logits in volume_logits(network, volume, inputs, batch_size, precision):
@@ -488,12 +510,18 @@ def validation_scores(network: torch.nn.Module, volumes: list[TrainingVolume], l
             total_loss += float(loss_fn(logits, y)) * len(index)
             slices += len(index)
             counts = counts + count((logits > 0).cpu().numpy(), y.cpu().numpy())
+            if stopped := stop():
+                break
+        if stopped:
+            break
         per_volume.append(scores(counts))
     network.train()
-    total_loss, slices, dice, iou, accuracy, volume_count = group.sum([
+    total_loss, slices, dice, iou, accuracy, volume_count, stops = group.sum([
         total_loss, slices, sum(s.dice for s in per_volume), sum(s.iou for s in per_volume),
-        sum(s.accuracy for s in per_volume), len(per_volume),
+        sum(s.accuracy for s in per_volume), len(per_volume), stopped,
     ])
+    if stops:
+        return None
     return {
         "val_loss": total_loss / max(slices, 1),
         "val_dice": dice / volume_count,

@@ -218,7 +218,8 @@ class TrainWidget(Container):
         )
 
     def stop(self) -> None:
-        """Ask the engine to stop after the current step; the best model so far stays in the output folder. With no
+        """Ask the engine to stop after the current step or validation batch (`train.train_model`); the best model so
+        far stays in the output folder. With no
         run going (a script's call after the run ended) it does nothing: the button said "Stopping..." for good,
         disabled, and no run could be started again."""
         if not self.running:
