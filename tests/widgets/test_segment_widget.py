@@ -338,6 +338,20 @@ def test_readouts_equal_the_engine_metrics_for_volume_and_shown_slice(qtbot, vie
 
 
 @pytest.mark.usefixtures("inline_jobs")
+def test_readouts_saved_to_a_relative_path_are_named_in_full(qtbot, viewer, segment_widget, notes, tmp_path,
+                                                             monkeypatch):
+    """A relative CSV path is taken from the folder napari was started from, which napari does not show: the notice
+    said 'readouts saved to scores.csv'; it names the absolute file now."""
+    started_in = tmp_path / "started in"
+    started_in.mkdir()
+    monkeypatch.chdir(started_in)
+    segmented_with_its_truth(qtbot, viewer, segment_widget)
+    segment_widget.csv_path.line_edit.value = "scores"
+    segment_widget.save_button.clicked()
+    assert notes["info"][-1] == f"readouts saved to {started_in / 'scores.csv'}"
+
+
+@pytest.mark.usefixtures("inline_jobs")
 def test_a_ground_truth_painted_below_0_is_refused_not_scored_as_no_tumour(qtbot, viewer, segment_widget, notes):
     """Labels below 0 counted as no tumour: a manual mask painted with -1 scored every segmentation against an empty
     truth (Dice 0). Refused as the engine refuses them in a label file, and the readouts say why."""

@@ -355,6 +355,21 @@ def test_an_output_folder_typed_from_home_with_a_tilde_is_in_the_home_folder(
     assert notes["info"] == [f"model saved in {run}; it is now a choice in Segment tumour"]
 
 
+def test_a_relative_output_folder_is_taken_from_naparis_folder_at_the_press_and_named_in_full(
+        train_widget, notes, inline_jobs, tmp_path, monkeypatch):
+    """A relative output folder went into the folder napari was started from, which napari does not show, and the
+    notice named it as typed ('model saved in models/run-...'): the notices now name the absolute folder."""
+    started_in = tmp_path / "started in"
+    started_in.mkdir()
+    monkeypatch.chdir(started_in)
+    train_widget.output.line_edit.value = "lgg models"
+    train_widget.train_button.clicked()
+    [run] = (started_in / "lgg models").iterdir()
+    assert notes["error"] == [] and train_widget.model_dir == run and run.is_absolute()
+    assert notes["info"] == [f"model saved in {run}; it is now a choice in Segment tumour"]
+    assert str(run) in train_widget.status.value
+
+
 def _write_case(folder, seed: int):
     """A BraTS-style case folder: FLAIR, T1, T1c, T2 and its labels, as NIfTI files named like BraTS's."""
     import nibabel as nib

@@ -133,9 +133,12 @@ class ModelPicker:
 
 
 def optional_path(edit: FileEdit) -> Path | None:
-    """A FileEdit's path, or None when the user left it empty. A typed '~' is the home folder, as in a shell: a Path
-    keeps it as a folder named '~', so an output folder typed '~/models' was made inside the folder napari was started
-    from, and the notice 'model saved in ~/models/run-...' sent the user to look for it in their home."""
+    """A FileEdit's path, made absolute, or None when the user left it empty. A typed '~' is the home folder, as in a
+    shell: a Path keeps it as a folder named '~', so an output folder typed '~/models' was made inside the folder
+    napari was started from, and the notice 'model saved in ~/models/run-...' sent the user to look for it in their
+    home. A relative path is taken from that folder too, which the user cannot see in napari: made absolute when the
+    widget reads it (at the button's press), the notices name the folder the files went to ('model saved in
+    /home/me/napari/models/run-...', not 'models/run-...')."""
     value = edit.value
-    return None if value is None or str(value) in ("", ".") else Path(os.path.expanduser(value))
+    return None if value is None or str(value) in ("", ".") else Path(os.path.expanduser(value)).absolute()
 
