@@ -314,6 +314,50 @@ def test_a_lazy_image_is_read_in_the_worker_not_on_the_viewers_thread(qtbot, vie
     assert notes["error"] == [] and train_widget.status.value.startswith("finished")
 
 
+def test_lazy_labels_are_read_in_the_worker_not_on_the_viewers_thread(qtbot, viewer, train_widget, notes):
+    """The image of a pair was read in the worker, but its labels were read whole on the viewer's thread at the
+    Train click: a dask or zarr labels layer held the viewer for as long as it took to load."""
+    dask, lazy_array = pytest.importorskip("dask"), pytest.importorskip("dask.array")
+    readers: list[int] = []
+
+    def read(block: np.ndarray) -> np.ndarray:
+        readers.append(threading.get_ident())
+        return block
+
+    labels = viewer.layers[f"{PATIENT} mask"]
+    data = np.asarray(labels.data)
+    labels.data = lazy_array.from_array(data, chunks=(1, *data.shape[1:])).map_blocks(read, dtype=data.dtype)
+    with dask.config.set(scheduler="synchronous"):
+        readers.clear()
+        train_widget.train_button.clicked()
+        on_click = list(readers)
+        qtbot.waitUntil(lambda: not train_widget.running, timeout=120_000)
+    assert threading.get_ident() not in on_click, "the click read the labels on the viewer's thread"
+    assert readers, "the labels were never read"
+    assert notes["error"] == [] and train_widget.status.value.startswith("finished")
+
+
+def test_lazy_labels_checked_in_the_worker_are_notifications_and_leave_the_widget_ready(
+        viewer, train_widget, notes, inline_jobs, tmp_path):
+    """Lazy labels are checked where they are read, in the worker: empty ones end the run before it makes a folder,
+    several values are merged with the same warning as labels in memory, and the widget can train again."""
+    lazy_array = pytest.importorskip("dask.array")
+    labels = viewer.layers[f"{PATIENT} mask"]
+    painted = np.asarray(labels.data)
+    labels.data = lazy_array.zeros(painted.shape, dtype=painted.dtype, chunks=painted.shape)
+    train_widget.train_button.clicked()
+    assert notes["error"] == [f"'{PATIENT} mask' is empty: nothing to learn; paint tumour on at least one slice"]
+    assert not train_widget.running and train_widget.train_button.text == "Train" and list(tmp_path.iterdir()) == []
+    several = (painted > 0).astype(np.uint8)
+    tumour = np.flatnonzero(several)
+    several.reshape(-1)[tumour[: len(tumour) // 2]] = 2
+    labels.data = lazy_array.from_array(several, chunks=several.shape)
+    train_widget.train_button.clicked()
+    assert notes["warning"] == [f"'{PATIENT} mask' has several label values: all values above 0 are merged into "
+                                "tumour"]
+    assert len(notes["error"]) == 1 and train_widget.status.value.startswith("finished")
+
+
 def test_stop_pressed_while_the_kaggle_folder_loads_ends_the_run_before_the_next_scan(
         viewer, lgg_root, tmp_path, notes, inline_jobs, monkeypatch):
     """Loading a folder of patients takes minutes, and Stop (or a closed dock) waited until every scan had loaded and
@@ -406,3 +450,4 @@ def test_a_case_opened_with_our_reader_is_paired_as_its_flair_t1_t1c_and_labels_
     row.image_layer.value = viewer.layers["T2"]  # a layer the user picks stays theirs
     viewer.layers["T1c [1]"].name = "post-contrast"
     assert row.image_layer.value is viewer.layers["T2"]
+

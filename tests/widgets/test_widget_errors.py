@@ -181,7 +181,7 @@ def test_training_refuses_mismatched_or_empty_labels_and_warns_about_merged_valu
     row.labels_layer.value = viewer.add_labels(several, name="two values")
     pairs = train.training_pairs()
     assert "merged" in notes["warning"][-1]
-    assert pairs[0].mask.dtype == bool and pairs[0].mask.sum() == 32
+    assert pairs[0].mask().dtype == bool and pairs[0].mask().sum() == 32
     assert (viewer.layers["two values"].data == several).all()
     assert not train.running
 
@@ -249,7 +249,7 @@ def test_training_refuses_labels_of_the_images_shape_shown_elsewhere_and_takes_t
     row.labels_layer.value = viewer.add_labels(reversed_labels, name="reversed", scale=(3.0, -1.0, -1.0),
                                                translate=(0.0, 31.0, 31.0))
     [pair] = train.training_pairs()
-    np.testing.assert_array_equal(pair.mask, painted > 0)
+    np.testing.assert_array_equal(pair.mask(), painted > 0)
 
 
 def test_labels_refused_as_shown_elsewhere_are_told_how_to_take_the_images_placement_which_then_trains(
@@ -267,7 +267,7 @@ def test_labels_refused_as_shown_elsewhere_are_told_how_to_take_the_images_place
     assert "'its mask' has the shape of 'scan' but lies elsewhere in the viewer" in notes["error"][-1]
     follow_placement_fix(viewer, notes["error"][-1], labels, image)
     [pair] = train.training_pairs()
-    np.testing.assert_array_equal(pair.mask, painted > 0)
+    np.testing.assert_array_equal(pair.mask(), painted > 0)
 
 
 def test_training_takes_labels_without_a_placement_on_the_voxels_of_a_scan_shown_in_mm(viewer, widgets, notes):
@@ -283,7 +283,7 @@ def test_training_takes_labels_without_a_placement_on_the_voxels_of_a_scan_shown
     row = train.pairs[0]
     row.image_layer.value, row.labels_layer.value = image, labels
     [pair] = train.training_pairs()
-    np.testing.assert_array_equal(pair.mask, painted > 0)
+    np.testing.assert_array_equal(pair.mask(), painted > 0)
     shown_reversed = viewer.add_image(np.zeros((4, 32, 32), np.float32), name="reversed scan",
                                       scale=(3.0, -0.9, 0.9), translate=(0.0, 27.9, 0.0))
     row.image_layer.value, row.labels_layer.value = shown_reversed, labels

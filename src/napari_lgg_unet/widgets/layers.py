@@ -90,9 +90,13 @@ def binary_mask(layer: Labels) -> tuple[np.ndarray, bool]:
     """`tumour_mask` of labels given as the tumour (training labels, a ground truth), and whether several label
     values were merged into it. Values below 0 are refused (InputError), as in a label file: they counted as no
     tumour, and labels painted with -1 trained or scored as empty."""
-    data = np.asarray(layer.data)
-    refuse_negative_labels(f"'{layer.name}'", data, "paint those voxels with 0 or a label above 0, or pick other "
-                           "labels")
+    return labels_as_tumour(layer.name, np.asarray(layer.data))
+
+
+def labels_as_tumour(name: str, data: np.ndarray) -> tuple[np.ndarray, bool]:
+    """`binary_mask` of the labels layer named `name` from its data read already: in a worker, where a lazy layer's
+    data is read (see `shown_later`) and the layer itself is not touched."""
+    refuse_negative_labels(f"'{name}'", data, "paint those voxels with 0 or a label above 0, or pick other labels")
     mask = data > 0
     merged = bool(mask.any()) and np.unique(data[mask]).size > 1
     return mask, merged
@@ -340,9 +344,22 @@ def shown_later(layer: Layer) -> Callable[[], np.ndarray]:
     copies and 2-6 ms without (2 EPYC cores shared with other work), against 13-17 s of network for such a scan
     (docs/benchmarks.md). A lazy array stays lazy, as does a memory-mapped file (copying it reads the file)."""
     data, orientation = layer.data, view_orientation(layer)
-    if type(data) is np.ndarray:
+    if in_memory(layer):
         data = data.copy()
     return lambda: apply_orientation(np.asarray(data), orientation)
+
+
+def in_memory(layer: Layer) -> bool:
+    """Whether the layer's data is a plain array in memory, quick to copy or read on the viewer's thread. A dask or
+    zarr array is read only when asked (seconds or minutes for a large or remote scan), and a memory-mapped file is
+    read from disk as it is copied."""
+    return type(layer.data) is np.ndarray
+
+
+def stand_in(layer: Layer) -> np.ndarray:
+    """An array of the layer's shape and type that holds one value (broadcast, no memory), for the checks that need
+    nothing else: they read no voxel of a lazy layer."""
+    return np.broadcast_to(np.zeros((), dtype=np.dtype(layer.data.dtype)), layer.data.shape)
 
 
 def to_layer_order(layer: Layer, orientation: np.ndarray | None = None) -> Callable[[np.ndarray], np.ndarray]:

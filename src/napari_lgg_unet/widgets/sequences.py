@@ -20,7 +20,7 @@ from ..engine.preprocess import channel_view, spatial_shape
 from ..engine.sequences import FLAIR, POST, PRE, sequence_of
 from .layers import (
     GEOMETRY_KEY, OWNER_KEY, SOURCE_KEY, LayerPicker, as_shown, check_one_scale, image_choices, shown_elsewhere,
-    shown_later,
+    shown_later, stand_in,
 )
 
 
@@ -107,7 +107,7 @@ def deferred_input(image: Image | None, pre: Image | None = None,
         if layer is not None:
             check_one_scale(layer)
     if pre is None and post is None:
-        channel_view(_stand_in(image), image.rgb)
+        channel_view(stand_in(image), image.rgb)
         return LayerInput(shown_later(image)), image.rgb
     return _stacked_input(image, pre, post), True
 
@@ -116,7 +116,7 @@ def input_shape(image: Image) -> tuple[int, ...]:
     """The spatial shape, as napari shows it, of the model's input from `image` (alone, or as the FLAIR of sequences
     on its grid): the shape of a mask of that input. Read from the layer's shape and type alone, as `deferred_input`
     checks them."""
-    return spatial_shape(as_shown(image, _stand_in(image)), image.rgb)
+    return spatial_shape(as_shown(image, stand_in(image)), image.rgb)
 
 
 def _stacked_input(image: Image, pre: Image | None, post: Image | None) -> LayerInput:
@@ -127,10 +127,10 @@ def _stacked_input(image: Image, pre: Image | None, post: Image | None) -> Layer
                 f"'{layer.name}' has colour channels: with separate sequences, pick one grey layer per sequence "
                 "(or pick this image alone, without pre- or post-contrast)"
             )
-    flair_shape = as_shown(image, _stand_in(image)).shape
-    channel_view(_stand_in(image), False)
+    flair_shape = as_shown(image, stand_in(image)).shape
+    channel_view(stand_in(image), False)
     for layer in (pre, post):
-        shape = None if layer is None else as_shown(layer, _stand_in(layer)).shape
+        shape = None if layer is None else as_shown(layer, stand_in(layer)).shape
         if layer is not None and shape != flair_shape:
             raise InputError(
                 f"'{layer.name}' has shape {shape} but the FLAIR '{image.name}' has {flair_shape}: "
@@ -145,12 +145,6 @@ def _stacked_input(image: Image, pre: Image | None, post: Image | None) -> Layer
         return np.stack([flair if read is None else read() for read in (read_pre, None, read_post)], axis=-1)
 
     return LayerInput(stacked)
-
-
-def _stand_in(layer: Image) -> np.ndarray:
-    """An array of the layer's shape and type that holds one value (broadcast, no memory), for the checks that need
-    nothing else: they read no voxel of a lazy layer."""
-    return np.broadcast_to(np.zeros((), dtype=np.dtype(layer.data.dtype)), layer.data.shape)
 
 
 def _check_same_place(layer: Image, flair: Image) -> None:

@@ -9,7 +9,9 @@ between steps; the best model stays on disk and is offered at once in the Segmen
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
+from typing import Callable
 
 import napari
 import numpy as np
@@ -21,7 +23,7 @@ from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QWidget
 
 from ..engine.device import pick_device
-from ..engine.errors import InputError, LggUnetError
+from ..engine.errors import InputError, InputWarning, LggUnetError
 from ..engine.events import EpochEnd, Finished, Prepared, Step, TrainingEvent
 from ..engine.run_folder import RunFolder
 from ..engine.sequences import FLAIR
@@ -30,7 +32,8 @@ from . import notify
 from .common import ModelPicker, device_widgets, optional_path, precision_widget
 from .job import JobRunner
 from .layers import (
-    LayerPicker, as_shown, binary_mask, check_one_scale, image_choices, labels_choices, placement_fix, shown_elsewhere,
+    LayerPicker, as_shown, check_one_scale, image_choices, in_memory, labels_as_tumour, labels_choices, placement_fix,
+    shown_elsewhere, shown_later, stand_in,
 )
 from .loss_plot import LossPlot
 from .sequences import (
@@ -229,8 +232,9 @@ class TrainWidget(Container):
         self.train_button.enabled = False
 
     def training_pairs(self) -> list[LayerPair]:
-        """The chosen pairs, checked from the layers' shapes and their labels (copied, so painting during training is
-        safe); the images are read in the worker (a lazy layer held the viewer while it was read). Raises InputError.
+        """The chosen pairs, checked from the layers' shapes and placement; images and labels are read as
+        `layers.shown_later` reads them: data in memory is copied now (painting during training is safe) and labels in
+        memory checked now, a lazy layer read (and its labels checked) in the worker (`_labels_of`). Raises InputError.
 
         An image in two pairs is refused here: the engine names a scan after its layer and would refuse two scans of
         one name only once the run had started, in words ("names identify patients in the split") that say nothing
@@ -248,14 +252,7 @@ class TrainWidget(Container):
                 raise InputError(f"pairs {first} and {number} both train on '{image.name}': a scan is trained on "
                                  "once, so paint all its tumour in one labels layer and remove the other pair")
             read, rgb = deferred_input(image, row.pre_contrast.value, row.post_contrast.value)
-            mask, merged = _labels_of(labels, image, input_shape(image))
-            if not mask.any():
-                raise InputError(f"'{labels.name}' is empty: nothing to learn; paint tumour on at least one slice")
-            if merged:
-                notify.show_warning(
-                    f"'{labels.name}' has several label values: all values above 0 are merged into tumour"
-                )
-            pairs.append(LayerPair(image.name, read, rgb, mask))
+            pairs.append(LayerPair(image.name, read, rgb, _labels_of(labels, image, input_shape(image))))
         return pairs
 
     def train_config(self) -> TrainConfig:
@@ -326,20 +323,41 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
-def _labels_of(labels: Labels, image: Image, expected: tuple[int, ...]) -> tuple[np.ndarray, bool]:
+def _labels_of(labels: Labels, image: Image, expected: tuple[int, ...]) -> Callable[[], np.ndarray]:
     """`labels` as a bool tumour mask in the order napari shows it (the model's input order, as the image's data is),
-    and whether several label values were merged; raises InputError for labels of another shape than the image's
-    (`expected`, as shown), or of its shape but shown elsewhere (moved or scaled away from it): trained voxel by
-    voxel, they would teach one place's tumour on another place's anatomy."""
+    read when called; raises InputError for labels of another shape than the image's (`expected`, as shown), or of
+    its shape but shown elsewhere (moved or scaled away from it): trained voxel by voxel, they would teach one place's
+    tumour on another place's anatomy. Those checks read no voxel. Labels in memory are read and checked now
+    (`_tumour_of`); a lazy layer's (a dask or zarr array) in the worker that calls the function: read here, they held
+    the viewer for as long as a large or remote array takes to load, where the image was already read in the worker."""
     check_one_scale(labels)
-    mask, merged = binary_mask(labels)
-    mask = as_shown(labels, mask)
-    if mask.shape != expected:
-        raise InputError(f"'{labels.name}' has shape {mask.shape} but '{image.name}' has spatial shape {expected}: "
+    shape = as_shown(labels, stand_in(labels)).shape
+    if shape != expected:
+        raise InputError(f"'{labels.name}' has shape {shape} but '{image.name}' has spatial shape {expected}: "
                          "pick the labels painted on this image")
     apart = shown_elsewhere(labels, image)
     if apart is not None:
         raise InputError(f"'{labels.name}' has the shape of '{image.name}' but lies elsewhere in the viewer (its "
                          f"voxels up to {apart:.3g} world units, mm for scans, from the image's): pick the labels "
                          f"painted on this image; {placement_fix(labels, image)}")
-    return mask, merged
+    read, name = shown_later(labels), labels.name
+    if not in_memory(labels):
+        return lambda: _tumour_of(name, read(), _warn_from_worker)
+    mask = _tumour_of(name, read(), notify.show_warning)
+    return lambda: mask
+
+
+def _tumour_of(name: str, data: np.ndarray, warn: Callable[[str], None]) -> np.ndarray:
+    """The labels named `name`, read (`data`), as the tumour to learn: refused when they hold none, and with a
+    warning (`warn`) when several label values were merged into it."""
+    mask, merged = labels_as_tumour(name, data)
+    if not mask.any():
+        raise InputError(f"'{name}' is empty: nothing to learn; paint tumour on at least one slice")
+    if merged:
+        warn(f"'{name}' has several label values: all values above 0 are merged into tumour")
+    return mask
+
+
+def _warn_from_worker(text: str) -> None:
+    """A warning given in the training's worker: the job's runner shows an InputWarning as a notification."""
+    warnings.warn(InputWarning(text), stacklevel=2)

@@ -90,15 +90,16 @@ def cleanup_job(
 class LayerPair:
     """A training pair as the Train widget checked it: the image layer's name, the model's input from it, read when
     called (in the worker: see `sequences.deferred_input`), whether that input holds channels, and the labels as a
-    bool mask, copied on the viewer's thread so that painting during training is safe."""
+    bool mask, read when called too (a copy taken on the viewer's thread for labels in memory, so that painting during
+    training is safe; a lazy layer read in the worker: see `train._labels_of`)."""
 
     name: str
     image: Callable[[], np.ndarray]
     rgb: bool
-    mask: np.ndarray
+    mask: Callable[[], np.ndarray]
 
     def scan(self) -> Scan:
-        return Scan(name=self.name, image=np.asarray(self.image()), mask=self.mask, rgb=self.rgb)
+        return Scan(name=self.name, image=np.asarray(self.image()), mask=self.mask(), rgb=self.rgb)
 
 
 def listing_job(probability: np.ndarray, mask: np.ndarray, voxel_volume: float | None,
