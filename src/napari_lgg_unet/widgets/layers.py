@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
+from pathlib import Path
 from typing import Any, Callable
 
 import napari
@@ -354,6 +356,14 @@ def in_memory(layer: Layer) -> bool:
     zarr array is read only when asked (seconds or minutes for a large or remote scan), and a memory-mapped file is
     read from disk as it is copied."""
     return type(layer.data) is np.ndarray
+
+
+def scan_path(layer: Layer) -> str | None:
+    """The absolute path the layer's scan was opened from: napari's `source.path`, else the path our reader stored
+    (`SOURCE_KEY`, which napari's Duplicate Layer keeps); None for a layer made in the session. A relative path is
+    taken from the folder napari runs in, as napari opened it."""
+    path = layer.source.path or layer.metadata.get(SOURCE_KEY)
+    return None if not path else str(Path(os.path.expanduser(path)).absolute())
 
 
 def stand_in(layer: Layer) -> np.ndarray:

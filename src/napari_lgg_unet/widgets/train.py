@@ -33,7 +33,7 @@ from .common import ModelPicker, device_widgets, optional_path, precision_widget
 from .job import JobRunner
 from .layers import (
     LayerPicker, as_shown, check_one_scale, image_choices, in_memory, labels_as_tumour, labels_choices, placement_fix,
-    shown_elsewhere, shown_later, stand_in,
+    scan_path, shown_elsewhere, shown_later, stand_in,
 )
 from .loss_plot import LossPlot
 from .sequences import (
@@ -236,11 +236,11 @@ class TrainWidget(Container):
         `layers.shown_later` reads them: data in memory is copied now (painting during training is safe) and labels in
         memory checked now, a lazy layer read (and its labels checked) in the worker (`_labels_of`). Raises InputError.
 
-        An image in two pairs is refused here: the engine names a scan after its layer and would refuse two scans of
-        one name only once the run had started, in words ("names identify patients in the split") that say nothing
-        of the pairs. A layer named like a scan of the Kaggle folder is refused by `training_job`, which lists the
-        folder off the viewer's thread."""
-        pairs, pair_of = [], {}  # image layer id -> the first pair that trains on it
+        Each pair's scan is named for the model's record as `_patient_names` says. An image in two pairs is refused
+        here: the engine would refuse two scans of one name only once the run had started, in words ("names identify
+        patients in the split") that say nothing of the pairs. A scan of the Kaggle folder picked as a layer too is
+        refused by `training_job`, which lists the folder off the viewer's thread."""
+        found, pair_of = [], {}  # image layer id -> the first pair that trains on it
         for number, row in enumerate(self.pairs, start=1):
             image, labels = row.image_layer.value, row.labels_layer.value
             if image is None and labels is None:
@@ -252,8 +252,10 @@ class TrainWidget(Container):
                 raise InputError(f"pairs {first} and {number} both train on '{image.name}': a scan is trained on "
                                  "once, so paint all its tumour in one labels layer and remove the other pair")
             read, rgb = deferred_input(image, row.pre_contrast.value, row.post_contrast.value)
-            pairs.append(LayerPair(image.name, read, rgb, _labels_of(labels, image, input_shape(image))))
-        return pairs
+            found.append((image, read, rgb, _labels_of(labels, image, input_shape(image))))
+        patients = _patient_names([image for image, *_ in found])
+        return [LayerPair(image.name, patient, read, rgb, mask)
+                for (image, read, rgb, mask), patient in zip(found, patients)]
 
     def train_config(self) -> TrainConfig:
         return self.settings.config(
@@ -316,6 +318,17 @@ class _NoDoubleClicks(QObject):
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
         return event.type() == QEvent.Type.MouseButtonDblClick
+
+
+def _patient_names(images: list[Image]) -> list[str]:
+    """The names the pairs' scans train under, which the model's config and history record as its patients: the path
+    each image was opened from (`layers.scan_path`), which says which scan it was where its layer name does not (our
+    reader names two cases' FLAIR layers 'FLAIR' and 'FLAIR [1]'); the layer name for an image made in the session.
+    Two images opened from one path (a file opened twice, two sequences of a case) get their layer names after it:
+    names identify patients in the split, one each."""
+    paths = [scan_path(image) for image in images]
+    return [image.name if path is None else path if paths.count(path) == 1 else f"{path} ({image.name})"
+            for image, path in zip(images, paths)]
 
 
 def _duration(seconds: float) -> str:
