@@ -452,11 +452,12 @@ def test_a_case_opened_with_our_reader_is_paired_as_its_flair_t1_t1c_and_labels_
     assert row.image_layer.value is viewer.layers["T2"]
 
 
-def test_pairs_opened_from_files_are_recorded_as_their_paths_not_their_layer_names(
+def test_pairs_opened_from_files_are_recorded_by_their_names_not_their_layer_names(
         viewer, tmp_path, notes, inline_jobs):
     """Two cases opened with our reader give layers named 'FLAIR' and 'FLAIR [1]', and the model's config recorded
-    its patients by those names, which say nothing of the scans. It records the path each was opened from; two
-    layers of one path are told apart by their layer names."""
+    its patients by those names, which say nothing of the scans. It records the name of the folder each was opened
+    from (as the CLI records a patient's folder; no user's path in a config shared with colleagues); two layers of
+    one case are told apart by their layer names."""
     first, second = _write_case(tmp_path / "case-a", 0), _write_case(tmp_path / "case-b", 1)
     for case in (first, second, first):
         viewer.open(str(case), plugin="napari-lgg-unet")
@@ -470,22 +471,24 @@ def test_pairs_opened_from_files_are_recorded_as_their_paths_not_their_layer_nam
     widget.train_button.clicked()
     assert notes["error"] == [] and widget.status.value.startswith("finished")
     training = load_model(widget.model_dir).config.training
-    assert sorted(training.patients("train") + training.patients("validation")) == [str(first), str(second)]
+    assert sorted(training.patients("train") + training.patients("validation")) == [first.name, second.name]
     rows[1].image_layer.value, rows[1].labels_layer.value = viewer.layers["FLAIR [2]"], viewer.layers["case-a mask [1]"]
-    assert [pair.patient for pair in widget.training_pairs()] == [f"{first} (FLAIR)", f"{first} (FLAIR [2])"]
+    assert [pair.patient for pair in widget.training_pairs()] == [f"{first.name} (FLAIR)", f"{first.name} (FLAIR [2])"]
 
 
 def test_a_pair_opened_from_a_scan_of_the_kaggle_folder_is_refused_before_the_folder_loads(
         viewer, sample_patient_dir, tmp_path, notes, inline_jobs, monkeypatch):
-    """Named by its path, a pair no longer has the name of the folder's scan it was opened from: that patient would
-    have been trained twice, perhaps on both sides of the split."""
+    """A pair opened from a scan of the folder is named after it: that patient would have been trained twice, perhaps
+    on both sides of the split."""
     monkeypatch.setattr(workers, "load_scan", lambda *_, **__: pytest.fail("refused only after loading the folder"))
     [image, labels] = viewer.open(str(sample_patient_dir), plugin="napari-lgg-unet")
+    image.name = "my scan"  # renamed: the scan it was opened from still names it
     widget = dock(viewer, "Train U-Net")
     widget.pairs[0].image_layer.value, widget.pairs[0].labels_layer.value = image, labels
     widget.folder.value, widget.output.value = sample_patient_dir.parent, tmp_path / "models"
     widget.train_button.clicked()
-    assert notes["error"] == [f"the image layer '{image.name}' was opened from {sample_patient_dir}, a scan in "
-                              f"{sample_patient_dir.parent} too: train on it once (remove its pair or leave the "
-                              "folder out)"]
+    assert notes["error"] == [f"the image layer 'my scan' was opened from '{sample_patient_dir.name}', which has "
+                              f"the name of a scan in {sample_patient_dir.parent}, and names identify patients in the "
+                              "training split: rename the layer, or, if it is that patient, train on it once (remove "
+                              "its pair or leave the folder out)"]
     assert not (tmp_path / "models").exists()

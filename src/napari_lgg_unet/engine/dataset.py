@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
-from pathlib import PurePath
 from typing import Iterator
 
 import numpy as np
@@ -58,9 +57,8 @@ def volume_logits(
 
 
 def institution(name: str) -> str:
-    """The TCGA site code ('CS' in TCGA_CS_4941_19960909, also at the end of a path: napari's pairs are named by the
-    path they were opened from); other names form one group."""
-    match = _INSTITUTION.match(PurePath(name).name)
+    """The TCGA site code ('CS' in TCGA_CS_4941_19960909); other names form one group."""
+    match = _INSTITUTION.match(name)
     return match["site"] if match else ""
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -358,12 +357,13 @@ def in_memory(layer: Layer) -> bool:
     return type(layer.data) is np.ndarray
 
 
-def scan_path(layer: Layer) -> str | None:
-    """The absolute path the layer's scan was opened from: napari's `source.path`, else the path our reader stored
-    (`SOURCE_KEY`, which napari's Duplicate Layer keeps); None for a layer made in the session. A relative path is
-    taken from the folder napari runs in, as napari opened it."""
+def scan_name(layer: Layer) -> str | None:
+    """The name of the file or folder the layer's scan was opened from (napari's `source.path`, else the path our
+    reader stored, `SOURCE_KEY`, which napari's Duplicate Layer keeps); None for a layer made in the session. The
+    name, not the path: it is what the CLI records of a patient's folder (so `evaluate --split` finds the patient
+    again), and a model's config shared with colleagues then holds no user's folders."""
     path = layer.source.path or layer.metadata.get(SOURCE_KEY)
-    return None if not path else str(Path(os.path.expanduser(path)).absolute())
+    return (Path(path).name or None) if path else None
 
 
 def stand_in(layer: Layer) -> np.ndarray:

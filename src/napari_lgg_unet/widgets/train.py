@@ -33,7 +33,7 @@ from .common import ModelPicker, device_widgets, optional_path, precision_widget
 from .job import JobRunner
 from .layers import (
     LayerPicker, as_shown, check_one_scale, image_choices, in_memory, labels_as_tumour, labels_choices, placement_fix,
-    scan_path, shown_elsewhere, shown_later, stand_in,
+    scan_name, shown_elsewhere, shown_later, stand_in,
 )
 from .loss_plot import LossPlot
 from .sequences import (
@@ -321,14 +321,14 @@ class _NoDoubleClicks(QObject):
 
 
 def _patient_names(images: list[Image]) -> list[str]:
-    """The names the pairs' scans train under, which the model's config and history record as its patients: the path
-    each image was opened from (`layers.scan_path`), which says which scan it was where its layer name does not (our
-    reader names two cases' FLAIR layers 'FLAIR' and 'FLAIR [1]'); the layer name for an image made in the session.
-    Two images opened from one path (a file opened twice, two sequences of a case) get their layer names after it:
-    names identify patients in the split, one each."""
-    paths = [scan_path(image) for image in images]
-    return [image.name if path is None else path if paths.count(path) == 1 else f"{path} ({image.name})"
-            for image, path in zip(images, paths)]
+    """The names the pairs' scans train under, which the model's config and history record as its patients: the name
+    of the file or folder each image was opened from (`layers.scan_name`), which says which scan it was where its
+    layer name does not (our reader names two cases' FLAIR layers 'FLAIR' and 'FLAIR [1]'); the layer name for an
+    image made in the session. Images opened from files of one name (a file opened twice, two sequences of a case)
+    get their layer names after it: names identify patients in the split, one each."""
+    names = [scan_name(image) for image in images]
+    return [image.name if name is None else name if names.count(name) == 1 else f"{name} ({image.name})"
+            for image, name in zip(images, names)]
 
 
 def _duration(seconds: float) -> str:

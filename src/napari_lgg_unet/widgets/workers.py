@@ -89,10 +89,10 @@ def cleanup_job(
 @dataclass(frozen=True)
 class LayerPair:
     """A training pair as the Train widget checked it: the image layer's name, the name its scan trains under and is
-    recorded as (`train._patient_names`: its path when it was opened from one), the model's input from it, read when
-    called (in the worker: see `sequences.deferred_input`), whether that input holds channels, and the labels as a
-    bool mask, read when called too (a copy taken on the viewer's thread for labels in memory, so that painting during
-    training is safe; a lazy layer read in the worker: see `train._labels_of`)."""
+    recorded as (`train._patient_names`: the name of the file or folder it was opened from), the model's input from
+    it, read when called (in the worker: see `sequences.deferred_input`), whether that input holds channels, and the
+    labels as a bool mask, read when called too (a copy taken on the viewer's thread for labels in memory, so that
+    painting during training is safe; a lazy layer read in the worker: see `train._labels_of`)."""
 
     name: str
     patient: str
@@ -129,19 +129,16 @@ def training_job(
 
 
 def _refuse_layers_named_like(pairs: list[LayerPair], sources: list[ScanSource], folder: Path | None) -> None:
-    """A pair's scan made in the session is named after its image layer, and names identify patients in the split, so
-    the engine refuses a layer named like a scan of the folder, but only once the whole folder has loaded and in words
-    that know nothing of layers; this says which layer and what to do (the first clash, as the widget's check of an
-    image in two pairs does). A folder's sources carry the names their scans load with. A pair opened from a scan of
-    the folder (its path, `train._patient_names`) is that patient twice, perhaps on both sides of the split."""
+    """A pair's scan is named after the file or folder it was opened from, or its image layer (`train._patient_names`),
+    and names identify patients in the split, so the engine refuses a pair named like a scan of the folder (most
+    often that very scan, opened as a layer too: one patient twice, perhaps on both sides of the split), but only
+    once the whole folder has loaded and in words that know nothing of layers; this says which layer and what to do
+    (the first clash, as the widget's check of an image in two pairs does). A folder's sources carry the names their
+    scans load with."""
     in_folder = {source.name for source in sources}
-    paths = {Path(source).resolve() for source in sources if isinstance(source, Path)}
     if clash := next((pair for pair in pairs if pair.patient in in_folder), None):
-        raise InputError(f"the image layer '{clash.name}' has the name of a scan in {folder}, and names identify "
+        what = "has" if clash.patient == clash.name else f"was opened from '{clash.patient}', which has"
+        raise InputError(f"the image layer '{clash.name}' {what} the name of a scan in {folder}, and names identify "
                          "patients in the training split: rename the layer, or, if it is that patient, train on it "
                          "once (remove its pair or leave the folder out)")
-    opened = (pair for pair in pairs if Path(pair.patient).is_absolute() and Path(pair.patient).resolve() in paths)
-    if clash := next(opened, None):
-        raise InputError(f"the image layer '{clash.name}' was opened from {clash.patient}, a scan in {folder} too: "
-                         "train on it once (remove its pair or leave the folder out)")
 
