@@ -9,7 +9,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from napari.utils.colormaps.standardize_color import transform_color
-from qtpy.QtCore import QPoint, Qt
+from qtpy.QtCore import QEvent, QPoint, QPointF, Qt
+from qtpy.QtGui import QKeyEvent, QMouseEvent
+from qtpy.QtWidgets import QApplication
 
 from napari_lgg_unet.engine.click_training import next_click
 from napari_lgg_unet.engine.metrics import volume_scores
@@ -247,6 +249,54 @@ def _click_canvas(viewer, qtbot) -> None:
     """A real mouse click in the middle of the canvas (on the scan), as a user makes it."""
     canvas = viewer.window._qt_viewer.canvas.native
     qtbot.mouseClick(canvas, Qt.LeftButton, pos=QPoint(canvas.width() // 2, canvas.height() // 2))
+
+
+def _mouse(canvas, kind: QEvent.Type, pos: QPoint, buttons) -> None:
+    button = Qt.NoButton if kind == QEvent.MouseMove else Qt.LeftButton
+    QApplication.sendEvent(canvas, QMouseEvent(kind, QPointF(pos), QPointF(canvas.mapToGlobal(pos)), button, buttons,
+                                               Qt.NoModifier))
+
+
+def _drag(canvas, qtbot, by: QPoint, *, at_once: bool) -> None:
+    """The mouse moved onto the middle of the canvas, pressed there, moved `by` in 8 steps and released: `at_once`,
+    as queued input comes in a busy moment, with no event loop between the events (napari's throttle of move events
+    then holds the moves back until after the release), else with 20 ms between the moves."""
+    centre = QPoint(canvas.width() // 2, canvas.height() // 2)
+    _mouse(canvas, QEvent.MouseMove, centre - QPoint(3, 0), Qt.NoButton)
+    _mouse(canvas, QEvent.MouseMove, centre, Qt.NoButton)
+    _mouse(canvas, QEvent.MouseButtonPress, centre, Qt.LeftButton)
+    for step in range(1, 9):
+        _mouse(canvas, QEvent.MouseMove, centre + by * step / 8, Qt.LeftButton)
+        if not at_once:
+            qtbot.wait(20)
+    _mouse(canvas, QEvent.MouseButtonRelease, centre + by, Qt.NoButton)
+    qtbot.wait(50)
+
+
+def test_a_pan_with_space_held_places_no_click_and_a_click_that_jitters_still_does(viewer, qtbot, notes,
+                                                                                  tiny_click_model):
+    """Holding Space pans with any tool: a short drag that way over the brush placed a "tumour" click where it
+    began, napari's move events held back by its throttle until after the release. A click whose mouse moved a
+    pixel or two is still a click (any move event ended it, a click lost to a shaky hand)."""
+    widget = _segmented(viewer, qtbot, notes, tiny_click_model)
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    tumour = widget.prediction_layer()
+    viewer.layers.selection.active = tumour
+    tumour.mode = "paint"
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    for at_once in (True, False):
+        QApplication.sendEvent(canvas, QKeyEvent(QEvent.KeyPress, Qt.Key_Space, Qt.NoModifier, " "))
+        assert tumour.mode == "pan_zoom"  # napari's hold-Space pan
+        _drag(canvas, qtbot, QPoint(40, 0), at_once=at_once)
+        QApplication.sendEvent(canvas, QKeyEvent(QEvent.KeyRelease, Qt.Key_Space, Qt.NoModifier, " "))
+        settle(qtbot, widget)
+        assert tumour.mode == "paint" and widget.corrections.session.clicks == [], at_once
+    tumour.mode = "pan_zoom"
+    _drag(canvas, qtbot, QPoint(2, 1), at_once=False)
+    settle(qtbot, widget)
+    assert len(widget.corrections.session.clicks) == 1
+    assert notes["error"] == []
 
 
 def test_a_click_on_another_scan_shown_over_the_segmented_one_is_not_a_correction(viewer, qtbot, notes, click_model):
@@ -519,3 +569,4 @@ def test_a_click_on_voxels_the_user_painted_says_they_stay_as_painted(viewer, qt
                                  "it, as all your painting does: erase it with the eraser to change it")
     _click(widget, qtbot, (z, 30, 60), positive=False)  # elsewhere: nothing to say
     assert len(notes["info"]) == 2 and notes["error"] == []
+

@@ -406,14 +406,23 @@ class ClickCorrections:
         Only in napari's pan/zoom mode and the 2D view: a dab of the brush, the eraser or the fill bucket on the
         tumour layer (or a point added to a Points layer) is that tool's, and was taken as a "tumour" click as well,
         so erasing a spot re-segmented tumour around it. In the 3D view a click has no depth: it landed on the slice
-        the slider shows, wherever the user had turned the volume."""
+        the slider shows, wherever the user had turned the volume.
+
+        A drag is told by how far the mouse went (`_dragged`), as napari's point tool tells a new point from a pan,
+        not by a move event: napari throttles those, so a short drag that began within 5 ms of a hover move (a pan
+        with Space held, the brush's or this mode's) reached this callback as a press and a release alone and placed
+        a click where the pan began. A jitter of a pixel or two is still a click."""
         if event.type != "mouse_press" or event.button not in (1, 2):
             return
         active = viewer.layers.selection.active
         if active is not None and str(getattr(active, "mode", "pan_zoom")) != "pan_zoom":
             return  # a layer tool is in use: the press is the tool's
+        start, dragged = np.asarray(event.pos, dtype=float), False
         yield
-        if event.type == "mouse_move":
+        while event.type == "mouse_move":
+            dragged = dragged or _dragged(start, event.pos)
+            yield
+        if dragged or _dragged(start, event.pos):
             return  # a drag: leave it to napari
         if viewer.dims.ndisplay != 2:
             notify.show_info("clicks correct the mask in the 2D view: switch the viewer to 2D to click")
@@ -429,6 +438,14 @@ class ClickCorrections:
             notify.show_info(_covered(viewer, source, cover))
             return
         self.add_click(point, positive=event.button == 1 and "Shift" not in event.modifiers)
+
+
+DRAG_PIXELS = 5  # screen pixels the mouse may move between press and release for a click (napari's points: 5)
+
+
+def _dragged(start: np.ndarray, pos: object) -> bool:
+    """Whether the mouse at canvas position `pos` has gone `DRAG_PIXELS` or more from `start`, where it was pressed."""
+    return bool(np.linalg.norm(np.asarray(pos, dtype=float) - start) >= DRAG_PIXELS)
 
 
 def _read_only(layer: Points) -> None:
