@@ -11,7 +11,9 @@ when the probability map's box is ticked and unticked (twice each, 0.3 s apart).
 The scan is a real patient opened through the plugin's reader (default: the packaged sample; --patient a Kaggle
 patient folder, e.g. a long one, or a case folder such as a BraTS case: 1 mm, 155 slices of 240 x 240), segmented
 with the default model; the clicks are the simulated user's of benchmarks/corrections.py (deepest point of the
-largest 3D error against the manual mask). Run under a display:
+largest 3D error against the manual mask). With --paint a square of tumour is painted away from the tumour before
+the clicks, so that each click's result carries the user's painting (the worker lists the painted mask). Run under a
+display:
 
     PYTHONPATH=src:benchmarks xvfb-run -a python benchmarks/correction_stall.py --clicks 5 \\
         --patient ../shared/data/lgg/kaggle_3m/TCGA_DU_6400_19830518
@@ -54,6 +56,9 @@ def main() -> None:
     parser.add_argument("--slider", default="0.45,0.4,0.35,0.3,0.25",
                         help="thresholds the slider is dragged through after the clicks")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--paint", action="store_true",
+                        help="paint a 20 x 20 square of tumour away from it before the clicks: each click's worker "
+                             "then lists the painted mask, and the GUI thread reads the painting as the click starts")
     args = parser.parse_args()
     threads = set_threads(args.threads)
     viewer = napari.Viewer(show=False)
@@ -77,6 +82,13 @@ def main() -> None:
     truth = np.asarray(viewer.layers[f"{name} mask"].data) > 0
     tumour = widget.prediction_layer()
     print(f"{name}: {truth.shape[0]} slices of {truth.shape[1]}x{truth.shape[2]}, {threads} threads, {cpu_model()}")
+    start_seconds: list[float] = []
+    if args.paint:
+        square = np.zeros(truth.shape, dtype=bool)
+        square[2, 10:30, 10:30] = True
+        tumour.data_setitem(np.nonzero(square), 1)
+        run_until(lambda: not widget._paint_watch._timer.isActive() and not widget.listing_job.running)
+        widget.corrections._painting = timed(widget.corrections._painting, start_seconds)
     stalls = []
     for number in range(1, args.clicks + 1):
         click = next_click(np.asarray(tumour.data) > 0, truth)
@@ -95,6 +107,8 @@ def main() -> None:
               f"longest event-loop stall {beat.longest * 1000:.0f} ms, {shown} on the GUI thread", flush=True)
     print(f"longest stall over {len(stalls)} clicks: {max(stalls) * 1000:.0f} ms; longest GUI-thread handler: "
           f"{max(handler_seconds, default=0) * 1000:.0f} ms")
+    if start_seconds:
+        print(f"painting read for each click's worker in at most {max(start_seconds) * 1000:.0f} ms")
     beat.reset()
     started = time.perf_counter()
     for threshold in (float(value) for value in args.slider.split(",")):

@@ -194,9 +194,9 @@ def test_closing_the_dock_starts_no_further_clean_up(qtbot, viewer, notes, tiny_
     ran = []
     job = _gated(workers_module.cleanup_job)
 
-    def counted(probability, config, spacing, *, stop):
+    def counted(probability, config, *args, stop):
         ran.append(config.threshold)
-        yield from job(probability, config, spacing, stop=stop)
+        yield from job(probability, config, *args, stop=stop)
 
     monkeypatch.setattr(segment_module, "cleanup_job", counted)
     widget.cleanup.threshold.value = low

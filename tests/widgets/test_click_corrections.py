@@ -17,7 +17,7 @@ from napari_lgg_unet.engine.click_training import next_click
 from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import load_model, save_model, with_inputs
 from napari_lgg_unet.engine.model_input import InputConfig
-from napari_lgg_unet.engine.pieces import list_pieces
+from napari_lgg_unet.engine.pieces import label_pieces, list_pieces
 from napari_lgg_unet.widgets.corrections import CLEANUP, NEGATIVE_COLOUR, POSITIVE_COLOUR
 from napari_lgg_unet.widgets.layers import owned_layer
 from napari_lgg_unet.widgets.workers import LayerResult
@@ -570,3 +570,21 @@ def test_a_click_on_voxels_the_user_painted_says_they_stay_as_painted(viewer, qt
     _click(widget, qtbot, (z, 30, 60), positive=False)  # elsewhere: nothing to say
     assert len(notes["info"]) == 2 and notes["error"] == []
 
+
+def test_after_a_click_the_rows_are_those_of_the_painted_layer_without_waiting_for_a_listing(viewer, qtbot, notes,
+                                                                                             monkeypatch):
+    """The click's worker listed the network's mask, so the rows showed its pieces (a blob the user painted without
+    a row) until a listing of the painted mask came a moment later: rows of a mask the tumour layer did not have."""
+    widget = _segmented(viewer, qtbot, notes, "default")
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    tumour = widget.prediction_layer()
+    blob = _brush_stroke(tumour, (2, 12, 12), 1)  # in the corner, where the network sees no tumour
+    monkeypatch.setattr(widget.listing_job, "start", lambda *args, **kwargs: None)  # no listing comes after
+    mask = np.asarray(tumour.data) > 0
+    z, rows, cols = 15, *np.nonzero(mask[15])
+    _click(widget, qtbot, (z, int(rows.mean()), int(cols.mean())))
+    assert np.asarray(tumour.data)[blob].all()
+    labels, count = label_pieces(tumour.data)
+    assert len(widget.review_list.rows) == count
+    assert any(piece.voxels == blob.sum() for piece in widget.review_list.rows)
+    assert notes["error"] == []

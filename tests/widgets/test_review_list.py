@@ -292,3 +292,19 @@ def test_a_removed_painted_piece_stays_hidden_while_a_new_threshold_s_pieces_are
     widget.cleanup.threshold.value = round(widget.cleanup.threshold.value + 0.01, 2)
     settle(qtbot, widget)
     assert not np.asarray(tumour.data)[stroke].any()
+
+
+def test_after_a_new_threshold_the_rows_are_those_of_the_painted_layer_without_waiting_for_a_listing(
+        qtbot, viewer, reviewed, monkeypatch, notes):
+    """The clean-up's worker listed the network's mask, so the rows showed its pieces (the painted blob without a
+    row) until a listing of the painted mask came 0.2 s later: rows of a mask the tumour layer did not have."""
+    widget = reviewed
+    tumour = widget.prediction_layer()
+    stroke = _painted(qtbot, widget, tumour, _away_from_tumour(tumour), 1)
+    monkeypatch.setattr(widget.listing_job, "start", lambda *args, **kwargs: None)  # no listing comes after
+    widget.cleanup.threshold.value = round(widget.cleanup.threshold.value + 0.05, 2)
+    settle(qtbot, widget)
+    assert np.asarray(tumour.data)[stroke].all()
+    assert widget.review_list.rows[_row_of(widget, stroke)].voxels == 36
+    assert len(widget.review_list.rows) == label_pieces(tumour.data)[1]
+    assert notes["error"] == []

@@ -260,9 +260,9 @@ def test_a_new_threshold_is_applied_off_the_viewers_thread_and_only_the_latest_o
     probability = widget._probability
     ran = []
 
-    def counted(probability, config, spacing, *, stop):
+    def counted(probability, config, *args, stop):
         ran.append(config.threshold)
-        yield from cleanup_job(probability, config, spacing, stop=stop)
+        yield from cleanup_job(probability, config, *args, stop=stop)
 
     monkeypatch.setattr(segment_module, "cleanup_job", counted)
     for threshold in (0.2, 0.3, 0.4, 0.6):  # a slider dragged: each step arrives before the first is done

@@ -33,7 +33,8 @@ from .layers import (
     data_index, hand_over, image_choices, owned_layer, put_owned_layer, placement_fix, role_of, segmentation_shown,
     shown_elsewhere, shown_index, to_layer_order,
 )
-from .workers import LayerResult, ModelCache
+from .painting import Painting
+from .workers import LayerResult, ModelCache, painted_over
 
 POSITIVE_COLOUR, NEGATIVE_COLOUR = "lime", "magenta"
 
@@ -55,14 +56,16 @@ class CorrectionTarget:
 
 
 def corrected_view(session: CorrectionSession, to_layer: Callable[[np.ndarray], np.ndarray], shown: tuple[int, ...],
-                   voxel_volume: float | None) -> LayerResult:
+                   voxel_volume: float | None, painting: Painting | None = None) -> LayerResult:
     """The session's probabilities and mask in the layer's voxel order (`shown`: the model-order shape the layer
-    was segmented in), with the pieces listed from the session's own labelling (labelling again costs more). The
-    probabilities are a copy: the next click changes the session's own in place, from a worker thread."""
+    was segmented in), with the pieces listed from the session's own labelling (labelling again costs more), or,
+    with the user's `painting` over the mask, from the painted mask (`painted_over`). The probabilities are a copy:
+    the next click changes the session's own in place, from a worker thread."""
     probability = to_layer(session.probability.reshape(shown)).copy()
     labels = to_layer(session.piece_labels.reshape(shown))
     pieces = describe_pieces(probability, labels, session.piece_count, voxel_volume)
-    return LayerResult(probability, (labels > 0).astype(np.uint8), (labels, pieces), session.postprocess)
+    result = LayerResult(probability, (labels > 0).astype(np.uint8), (labels, pieces), session.postprocess)
+    return painted_over(result, painting, voxel_volume)
 
 
 def session_job(cache: ModelCache, target: CorrectionTarget, *,
@@ -123,9 +126,11 @@ class ClickCorrections:
 
     def __init__(self, viewer: napari.Viewer, widget, cache: ModelCache,
                  on_change: Callable[[LayerResult, QueuedClick | None, str | None], None],
-                 on_cleanup_failed: Callable[[], None], removals: Callable[[], int]) -> None:
+                 on_cleanup_failed: Callable[[], None], removals: Callable[[], int],
+                 painting: Callable[[], Painting | None]) -> None:
         self.viewer, self._cache, self._on_change, self._on_cleanup_failed = viewer, cache, on_change, on_cleanup_failed
         self._removals = removals  # how many pieces the user has removed in the review list so far
+        self._painting = painting  # the user's painting on the tumour layer so far (`Painting.frozen`), or None
         self.job = JobRunner(widget, lambda running: None)
         self.target: CorrectionTarget | None = None
         self.session: CorrectionSession | None = None
@@ -364,10 +369,12 @@ class ClickCorrections:
 
     def _view(self) -> Callable[[CorrectionSession], LayerResult]:
         """`corrected_view` for the target's layer, in the orientation it was segmented in: read now, a layer
-        flipped or rotated since got the session's mask flipped or turned on a new threshold."""
+        flipped or rotated since got the session's mask flipped or turned on a new threshold. The user's painting
+        is read now too, as the job starts: strokes made while it runs are listed after it (segment.py
+        `_list_painting`)."""
         target = self.target
         return partial(corrected_view, to_layer=to_layer_order(target.source, target.orientation),
-                       shown=target.probability.shape, voxel_volume=target.voxel_volume)
+                       shown=target.probability.shape, voxel_volume=target.voxel_volume, painting=self._painting())
 
     def _mask_ready(self, session: CorrectionSession, result: LayerResult) -> None:
         """Show the corrected mask of `session`, with the click just computed (None for an undo or a clean-up). A

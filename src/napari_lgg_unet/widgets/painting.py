@@ -21,11 +21,23 @@ class Painting:
         self._fresh = np.zeros(shape, dtype=bool)
 
     def note(self, current: np.ndarray, shown: np.ndarray) -> None:
-        """Take in the layer's data (`current`) where it differs from what the widget last set it to (`shown`)."""
+        """Take in the layer's data (`current`) where it differs from what the widget last set it to (`shown`).
+        `voxels` and `values` are replaced, not changed in place, when there is something new: a copy handed to a
+        worker (`frozen`) shares them."""
         changed = current != shown
+        if not changed.any():  # the usual case, as a click or threshold starts: one comparison, no more
+            return
         self._fresh |= changed & (current > 0) & ~(self.voxels & (self.values == current))  # noted before: not new
-        self.voxels |= changed
-        self.values[changed] = current[changed]
+        self.voxels = self.voxels | changed
+        self.values = np.where(changed, current, self.values).astype(self.values.dtype, copy=False)
+
+    def frozen(self) -> Painting:
+        """The painting so far, for a worker thread to lay over a new mask (`workers.painted_over`) while this one
+        goes on taking in strokes on the viewer's thread: it shares `voxels` and `values`, which `note` replaces
+        rather than changes (copying them held the viewer 20-80 ms on a 1 mm scan). Nothing is fresh in it."""
+        copy = Painting.__new__(Painting)
+        copy.voxels, copy.values, copy._fresh = self.voxels, self.values, np.zeros_like(self._fresh)
+        return copy
 
     def take_fresh(self) -> np.ndarray:
         """Where tumour was painted since the last call (for `PieceReview.update`'s `painted`)."""

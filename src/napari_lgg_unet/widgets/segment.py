@@ -174,7 +174,7 @@ class SegmentWidget(Container):
                                 value=False)
         self.undo_click = PushButton(name="undo_click", text="Undo click")
         self.corrections = ClickCorrections(self.viewer, self, self._cache, self._corrected, self._restore_cleanup,
-                                            lambda: self._review.removals)
+                                            lambda: self._review.removals, self._painting_so_far)
         self.correct.changed.connect(lambda on: self.corrections.set_enabled(bool(on)))
         self.undo_click.clicked.connect(self.corrections.undo)
         when_undocked(self.native, self._end_corrections)
@@ -356,6 +356,7 @@ class SegmentWidget(Container):
             return  # the correction session applies it, clicks kept, and shows the result
         if not self.cleanup_job.running:
             self.cleanup_job.start(cleanup_job, self._probability, self.cleanup.config(), self._review.voxel_volume,
+                                   self._painting_so_far(),
                                    on_item=self._cleaned, on_done=self._cleanup_done,
                                    on_error=partial(self._cleanup_failed, self._probability))
 
@@ -522,6 +523,14 @@ class SegmentWidget(Container):
         if self._painting is None:
             self._painting = Painting(current.shape, current.dtype)
         self._painting.note(current, self._shown)
+
+    def _painting_so_far(self) -> Painting | None:
+        """The user's painting up to now, frozen (`Painting.frozen`), for a click's or clean-up's worker to lay over
+        its mask and list the pieces of (`workers.painted_over`): the review list then never shows the network's
+        pieces where the tumour layer has the user's (it did for as long as a listing of their own took)."""
+        layer = self.prediction_layer()
+        self._note_painting(None if layer is None else np.asarray(layer.data))
+        return None if self._painting is None else self._painting.frozen()
 
     def _mark_user_changes(self, layer: Labels) -> None:
         """Whether the tumour layer now holds the user's work, for the next Segment (`_keep_edited_tumour`): clicks,

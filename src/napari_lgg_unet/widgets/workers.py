@@ -22,6 +22,7 @@ from ..engine.postprocess import PostprocessConfig, kept_labels
 from ..engine.predict import SegmentOptions, SegmentProgress, segment_steps
 from ..engine.settings import TrainConfig
 from ..engine.train import train_model
+from .painting import Painting
 
 
 class ModelCache:
@@ -58,6 +59,17 @@ class LayerResult:
     postprocess: PostprocessConfig
 
 
+def painted_over(result: LayerResult, painting: Painting | None, voxel_volume: float | None) -> LayerResult:
+    """`result` with the user's `painting` (a `Painting.frozen` copy) laid over its mask and the pieces listed from
+    that, in the worker that made it: the review list then shows the pieces of the mask the tumour layer gets. The
+    network's pieces were shown first, and the painted ones a moment later (0.2 s on the sample), by a listing of
+    their own; labelling the painted mask on the viewer's thread instead held it as long."""
+    if painting is None or np.array_equal(mask := painting.over(result.mask), result.mask):
+        return result
+    return LayerResult(result.probability, mask, list_pieces(result.probability, mask, voxel_volume),
+                       result.postprocess)
+
+
 def segment_job(
     cache: ModelCache, source: str, device: str, image: Callable[[], np.ndarray], rgb: bool, options: SegmentOptions,
     to_layer: Callable[[np.ndarray], np.ndarray], voxel_volume: float | None, *, stop: Callable[[], bool],
@@ -77,13 +89,16 @@ def segment_job(
 
 
 def cleanup_job(
-    probability: np.ndarray, config: PostprocessConfig, voxel_volume: float | None, *, stop: Callable[[], bool]
+    probability: np.ndarray, config: PostprocessConfig, voxel_volume: float | None, painting: Painting | None, *,
+    stop: Callable[[], bool],
 ) -> Iterator[LayerResult]:
     """Another threshold or clean-up of the same probabilities (on the layer's grid), labelled once: the clean-up's
-    own labelling lists the pieces (`kept_labels` numbers them as labelling the mask would)."""
+    own labelling lists the pieces (`kept_labels` numbers them as labelling the mask would), unless the user's
+    `painting` changes the mask (`painted_over`)."""
     labels, count = kept_labels(probability, config)
-    yield LayerResult(probability, (labels > 0).astype(np.uint8),
-                      (labels, describe_pieces(probability, labels, count, voxel_volume)), config)
+    result = LayerResult(probability, (labels > 0).astype(np.uint8),
+                         (labels, describe_pieces(probability, labels, count, voxel_volume)), config)
+    yield painted_over(result, painting, voxel_volume)
 
 
 @dataclass(frozen=True)
