@@ -209,6 +209,10 @@ def test_training_refuses_labels_painted_below_0_which_read_as_no_tumour(viewer,
     assert not train.running
 
 
+PYRAMID_REFUSED = ("'pyramid' is a multiscale labels layer ({shape} at full resolution), and multiscale layers are "
+                   "refused, at any level: open its full-resolution level as one layer")
+
+
 def test_training_refuses_multiscale_labels_as_such_not_for_the_shape_of_their_coarsest_level(viewer, widgets, notes):
     """A multiscale layer's data as an array is its coarsest level: a pyramid of labels painted on the image's grid
     was refused as having "shape (4, 16, 16)", a shape the user never made, with advice to pick other labels."""
@@ -220,7 +224,7 @@ def test_training_refuses_multiscale_labels_as_such_not_for_the_shape_of_their_c
     row.labels_layer.value = viewer.add_labels([painted, painted[:, ::2, ::2]], name="pyramid", multiscale=True)
     before = snapshot(viewer)
     train.train_button.clicked()
-    assert notes["error"] == ["'pyramid' is a multiscale labels layer; open its full-resolution level as one layer"]
+    assert notes["error"] == [PYRAMID_REFUSED.format(shape="4 x 32 x 32")]
     assert_unchanged(before, snapshot(viewer))
     assert not train.running and train.train_button.enabled
 
@@ -319,3 +323,25 @@ def test_labels_with_several_values_as_ground_truth_are_merged_with_a_warning(vi
     assert "several label values" in notes["warning"][-1]
     assert (labels.data == [[0, 1], [2, 3]]).all()
     json.dumps(notes)  # notifications are plain text
+
+
+def test_a_multiscale_ground_truth_is_refused_as_such_naming_its_full_resolution_shape(qtbot, viewer, widgets, notes,
+                                                                                     tiny_model_dir):
+    """Segment's readouts took a pyramid's coarsest level: a ground truth painted on the image's grid was refused as
+    having "shape (4, 16, 16)", a shape the user never made, with advice to pick the ground truth of this image."""
+    segment, _ = widgets
+    viewer.add_image(np.random.default_rng(0).random((4, 32, 32), dtype=np.float32), name="scan")
+    segment.model.value = "folder"
+    segment.model_folder.value = tiny_model_dir
+    segment.segment_button.clicked()
+    qtbot.waitUntil(lambda: not segment.running, timeout=60_000)
+    painted = np.zeros((4, 32, 32), np.uint8)
+    painted[1, 2:6, 3:9] = 1
+    pyramid = viewer.add_labels([painted, painted[:, ::2, ::2]], name="pyramid", multiscale=True)
+    before = snapshot(viewer)
+    segment.truth.value = pyramid
+    refusal = PYRAMID_REFUSED.format(shape="4 x 32 x 32")
+    assert notes["error"] == [refusal] and segment.readout.value == refusal
+    assert_unchanged(before, snapshot(viewer))
+    segment.truth.value = None  # the widget goes on
+    assert segment.readout.value.startswith("Tumour") and notes["error"] == [refusal]

@@ -76,10 +76,13 @@ def labels_choices(viewer: napari.Viewer) -> list[tuple[str, Layer]]:
 def check_one_scale(layer: Layer) -> None:
     """Refuse a multiscale layer (a pyramid of levels, as OME-Zarr readers open one): its data as an array is one
     level of it, the coarsest, so labels were refused for a shape they do not have (their full level's is the
-    image's), or would have been read at another resolution than their image."""
+    image's), or would have been read at another resolution than their image. The refusal names the full level's
+    shape, the one the user knows: the Segment widget's ground truth was refused for its coarsest level's."""
     if layer.multiscale:
         kind = "labels layer" if isinstance(layer, Labels) else "image"
-        raise InputError(f"'{layer.name}' is a multiscale {kind}; open its full-resolution level as one layer")
+        full = " x ".join(str(int(size)) for size in layer.level_shapes[0])
+        raise InputError(f"'{layer.name}' is a multiscale {kind} ({full} at full resolution), and multiscale layers "
+                         "are refused, at any level: open its full-resolution level as one layer")
 
 
 def tumour_mask(layer: Labels) -> np.ndarray:
@@ -90,7 +93,8 @@ def tumour_mask(layer: Labels) -> np.ndarray:
 def binary_mask(layer: Labels) -> tuple[np.ndarray, bool]:
     """`tumour_mask` of labels given as the tumour (training labels, a ground truth), and whether several label
     values were merged into it. Values below 0 are refused (InputError), as in a label file: they counted as no
-    tumour, and labels painted with -1 trained or scored as empty."""
+    tumour, and labels painted with -1 trained or scored as empty. A multiscale layer is refused (`check_one_scale`)."""
+    check_one_scale(layer)
     return labels_as_tumour(layer.name, np.asarray(layer.data))
 
 
