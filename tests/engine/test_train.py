@@ -527,3 +527,23 @@ def test_a_failed_training_ends_its_loader_workers_though_its_error_is_kept(samp
         list(train_model(load_patients(sample_patient_dir), TrainConfig(epochs=2, steps_per_epoch=3, **tiny),
                          tmp_path / "m", failing_stop))
     assert failed.value.__traceback__ is not None and set(multiprocessing.active_children()) == before
+
+
+def test_a_stop_during_the_first_validation_still_leaves_the_first_epochs_model(scans, tmp_path, monkeypatch):
+    """A stop asked while epoch 1 was validated ended the validation, recorded no epoch and left no model: the
+    trained epoch was thrown away (a stop one step earlier kept it). The first validation runs whole, as it does for a
+    stop asked during the first epoch's steps; a stop during a later validation still ends it at once (test above)."""
+    asked = []
+
+    def watched(*args, **kwargs):
+        for batch in volume_logits(*args, **kwargs):
+            asked.append(True)  # the stop is asked during epoch 1's validation
+            yield batch
+
+    volume_logits = train.volume_logits
+    monkeypatch.setattr(train, "volume_logits", watched)
+    config = TrainConfig(epochs=3, steps_per_epoch=2, val_fraction=0.34, **FAST)
+    events = list(train_model(scans, config, tmp_path / "m", lambda: bool(asked)))
+    assert [e.epoch for e in events if isinstance(e, EpochEnd)] == [1]
+    assert isinstance(events[-1], Finished) and events[-1].stopped and events[-1].best_epoch == 1
+    assert load_model(tmp_path / "m").config.training.best_epoch == 1

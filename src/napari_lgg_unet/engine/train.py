@@ -129,8 +129,8 @@ def _epochs(run: _Run, stopped: Callable[[], bool], asked: Callable[[], bool]) -
     """Train epoch after epoch until the last, or until `stopped()` (checked before every step, agreed by every
     process) or `asked()` (this process's stop, checked between validation batches: see `_end_epoch`).
 
-    A run stopped during its first epoch, after some steps, validates that epoch whole whatever is asked meanwhile:
-    its model is the only one the run leaves."""
+    A run stopped during its first epoch, after some steps or during its validation, validates that epoch whole
+    whatever is asked meanwhile: its model is the only one the run leaves."""
     with out_of_memory_as_advice():
         for run.epoch in range(run.progress.epochs_done, run.config.last_epoch):
             _start_epoch(run)
@@ -141,7 +141,8 @@ def _epochs(run: _Run, stopped: Callable[[], bool], asked: Callable[[], bool]) -
                 yield _train_step(run, x, y)
             if run.stopped and (run.progress.best_epoch is not None or run.seen == 0):
                 return  # stop promptly: the best model is on disk, or no step was taken to make one
-            ended = _end_epoch(run, _never if run.stopped else asked)
+            # the first validation runs whole: a stop there would leave no model of the epoch trained
+            ended = _end_epoch(run, _never if run.stopped or run.progress.best_epoch is None else asked)
             if ended is None:  # stopped during the validation: the epoch is not recorded, the best model stays
                 run.stopped = True
                 return
