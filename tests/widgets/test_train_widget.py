@@ -492,3 +492,26 @@ def test_a_pair_opened_from_a_scan_of_the_kaggle_folder_is_refused_before_the_fo
                               "training split: rename the layer, or, if it is that patient, train on it once (remove "
                               "its pair or leave the folder out)"]
     assert not (tmp_path / "models").exists()
+
+
+def test_a_pair_opened_from_a_file_of_a_case_is_named_as_the_cli_names_that_case(
+        viewer, tmp_path, notes, inline_jobs, monkeypatch):
+    """Opened from its FLAIR file (our reader brings the case), a pair was named 'case-a_flair.nii.gz', where the CLI
+    and the folder's listing name the case 'case-a': the same patient in the Kaggle-style folder was not refused and
+    trained twice, perhaps on both sides of the split, and `evaluate --split` could not find it."""
+    monkeypatch.setattr(workers, "load_scan", lambda *_, **__: pytest.fail("refused only after loading the folder"))
+    data = tmp_path / "data"
+    data.mkdir()
+    case = _write_case(data / "case-a", 0)
+    _write_case(data / "case-b", 1)
+    [image] = viewer.open(str(case / "case-a_flair.nii.gz"), plugin="napari-lgg-unet")
+    painted = np.zeros(image.data.shape, np.uint8)
+    painted[1, 3:6, 2:5] = 1
+    labels = viewer.add_labels(painted, scale=image.scale, translate=image.translate, affine=image.affine)
+    widget = dock(viewer, "Train U-Net")
+    widget.pairs[0].image_layer.value, widget.pairs[0].labels_layer.value = image, labels
+    assert [pair.patient for pair in widget.training_pairs()] == ["case-a"]
+    widget.folder.value, widget.output.value = data, tmp_path / "models"
+    widget.train_button.clicked()
+    assert len(notes["error"]) == 1 and "has the name of a scan in" in notes["error"][0]
+    assert not (tmp_path / "models").exists()

@@ -7,6 +7,7 @@ segmentation would replace it: what the user made is never lost.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 from pathlib import Path
@@ -18,7 +19,8 @@ from magicgui.widgets import ComboBox
 from napari.layers import Image, Labels, Layer, Points
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 
-from ..engine.errors import InputError
+from ..engine import formats
+from ..engine.errors import InputError, LggUnetError
 from ..engine.scan_checks import refuse_negative_labels
 from ..engine.units import mm_per_axis, voxel_volume as affine_voxel_volume
 from ..engine.volumes import Geometry
@@ -365,9 +367,15 @@ def scan_name(layer: Layer) -> str | None:
     """The name of the file or folder the layer's scan was opened from (napari's `source.path`, else the path our
     reader stored, `SOURCE_KEY`, which napari's Duplicate Layer keeps); None for a layer made in the session. The
     name, not the path: it is what the CLI records of a patient's folder (so `evaluate --split` finds the patient
-    again), and a model's config shared with colleagues then holds no user's folders."""
+    again), and a model's config shared with colleagues then holds no user's folders. Named as the engine names that
+    file's scan (`formats.scan_name`): `P1` for `P1/P1_flair.nii.gz`, as the CLI and a folder's listing name it; the
+    file's own name was no patient's, and the same case in a Kaggle-style folder was not known as one patient."""
     path = layer.source.path or layer.metadata.get(SOURCE_KEY)
-    return (Path(path).name or None) if path else None
+    if not path:
+        return None
+    with contextlib.suppress(LggUnetError, OSError):  # moved or unreadable since it was opened: its own name
+        return formats.scan_name(Path(path)) or None
+    return Path(path).name or None
 
 
 def stand_in(layer: Layer) -> np.ndarray:
