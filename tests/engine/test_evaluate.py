@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from napari_lgg_unet.cli import main
 from napari_lgg_unet.sample_data import SAMPLE_PATIENT
 
@@ -10,3 +12,28 @@ def test_cli_evaluates_an_input_variant(sample_patient_dir, tiny_model_dir, tmp_
             "--input-variant", "skull-stripped", "--min-confidence", "0.9", "--json", str(out)]
     assert main(argv) == 0
     assert SAMPLE_PATIENT in json.loads(out.read_text())["patients"]
+
+
+def test_two_patients_of_one_name_are_refused_before_any_is_segmented(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """Two folders each holding a patient P1 (and a P2) were scored as four rows, but the report is keyed by name: the
+    JSON and the means held two of them ('4 patients: mean Dice' over 2), and under torchrun rank 0 printed two."""
+    import nibabel as nib
+    import numpy as np
+
+    from napari_lgg_unet.engine import cohort
+
+    rng = np.random.default_rng(0)
+    for folder in ("A", "B"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        for patient in ("P1", "P2"):
+            image, mask = rng.random((24, 24, 3)).astype(np.float32), np.zeros((24, 24, 3), np.uint8)
+            mask[5:9, 5:9, 1] = 1
+            nib.save(nib.Nifti1Image(image, np.eye(4)), tmp_path / "data" / folder / f"{patient}.nii.gz")
+            nib.save(nib.Nifti1Image(mask, np.eye(4)), tmp_path / "data" / folder / f"{patient}_mask.nii.gz")
+    monkeypatch.setattr(cohort, "segment_scan", lambda *_, **__: pytest.fail("refused only after segmenting"))
+    argv = ["evaluate", "--model", str(tiny_model_dir), "--data", str(tmp_path / "data"), "--json",
+            str(tmp_path / "r.json")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "two patients are named P1" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r.json").exists()

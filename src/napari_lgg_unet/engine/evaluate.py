@@ -17,6 +17,7 @@ from .formats import scan_name
 from .io import ScanSource, check_masks
 from .metrics import Scores, summarise, volume_scores
 from .model import LoadedModel
+from .outputs import where
 from .predict import SegmentOptions
 
 
@@ -42,10 +43,23 @@ def evaluate_patients(
     results get to the first of them, after the model has segmented the others; so is a job whose processes list
     other patients than rank 0."""
     folders = list(folders)
+    _check_unique_names(folders)
     check_masks(folders)
     check_same_cases(group, folders, "every process of a job needs the same --data (a shared file system on a "
                      "cluster) and the same options", variant=variant)
     return _scored(model, group.share(folders), options, variant, group)
+
+
+def _check_unique_names(folders: list[ScanSource]) -> None:
+    """Refuse two patients of one name (two folders each holding a `P1`): a patient's scores are reported under its
+    name (`report`), so one hid the other, and the means left it out while the count said both."""
+    seen: dict[str, ScanSource] = {}
+    for folder in folders:
+        if (name := scan_name(folder)) in seen:
+            raise InputError(f"two patients are named {name} ({where(seen[name])} and {where(folder)}), and scores are "
+                             "reported by patient name, so one would hide the other; evaluate their folders apart "
+                             "(each as --data) or rename one")
+        seen[name] = folder
 
 
 def _scored(model: LoadedModel, folders: list[ScanSource], options: SegmentOptions, variant: str, group: Group
