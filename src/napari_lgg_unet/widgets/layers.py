@@ -367,15 +367,19 @@ def scan_name(layer: Layer) -> str | None:
     """The name of the file or folder the layer's scan was opened from (napari's `source.path`, else the path our
     reader stored, `SOURCE_KEY`, which napari's Duplicate Layer keeps); None for a layer made in the session. The
     name, not the path: it is what the CLI records of a patient's folder (so `evaluate --split` finds the patient
-    again), and a model's config shared with colleagues then holds no user's folders. Named as the engine names that
-    file's scan (`formats.scan_name`): `P1` for `P1/P1_flair.nii.gz`, as the CLI and a folder's listing name it; the
-    file's own name was no patient's, and the same case in a Kaggle-style folder was not known as one patient."""
+    again), and a model's config shared with colleagues then holds no user's folders. A file is named as the engine
+    names its scan (`ScanFormat.scan_name`): `P1` for `P1/P1_flair.nii.gz`, as the CLI and a folder's listing name
+    it; the file's own name was no patient's, and the same case in a Kaggle-style folder was not known as one. A
+    folder's scan has the folder's name in every format, so no folder is read here (a DICOM folder's every header
+    would be, on the viewer's thread)."""
     path = layer.source.path or layer.metadata.get(SOURCE_KEY)
     if not path:
         return None
+    path = Path(path)
+    found = None if path.is_dir() else formats.file_format(path)
     with contextlib.suppress(LggUnetError, OSError):  # moved or unreadable since it was opened: its own name
-        return formats.scan_name(Path(path)) or None
-    return Path(path).name or None
+        return (found.scan_name(path) if found is not None else path.name) or None
+    return path.name or None
 
 
 def stand_in(layer: Layer) -> np.ndarray:
