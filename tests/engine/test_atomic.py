@@ -93,8 +93,24 @@ def test_a_killed_writers_leftovers_go_at_the_next_save_of_any_file_in_its_folde
     """A predict killed while writing P1's mask, then P2 segmented into the same folder: P1's half-written temporary
     file goes then, not only when P1's mask is written again or a run takes the folder's lock."""
     dead = leftovers_of_a_killed_writer((tmp_path / "P1_mask.nii.gz", ".nii.gz"), (tmp_path / "P1_mask.tif", ""))
+    for path in dead:  # another file's leftover goes once it has been quiet a while (see the next test)
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
     write_text_atomic(tmp_path / "P2_mask.tif", "new")
     assert not any(path.exists() for path in dead) and _names(tmp_path) == ["P2_mask.tif"]
+
+
+def test_a_save_leaves_another_files_fresh_temporary_file_whose_lock_it_cannot_see(tmp_path):
+    """A torchrun rank on another node filling P1's mask, on a file system that keeps each machine's locks to that
+    machine (BeeGFS's default, Lustre's localflock, NFS mounted nolock): no lock this machine can see, as here. Each
+    rank's save of its own mask removed it, and the other node's save failed. Another file's temporary file goes once
+    it has not changed for ten minutes, which no live save's does."""
+    elsewhere = tmp_path / ".P1_mask.nii.gz.abcd1234.lgg-unet.tmp.nii.gz"
+    elsewhere.write_bytes(b"half a mask")
+    write_text_atomic(tmp_path / "P2_mask.tif", "new")
+    assert elsewhere.read_bytes() == b"half a mask"
+    os.utime(elsewhere, (time.time() - 3600, time.time() - 3600))  # its writer died an hour ago
+    write_text_atomic(tmp_path / "P3_mask.tif", "new")
+    assert _names(tmp_path) == ["P2_mask.tif", "P3_mask.tif"]
 
 
 def test_a_save_leaves_the_temporary_file_another_process_is_filling_in_its_folder(tmp_path):

@@ -10,6 +10,7 @@ import re
 import stat
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Iterator
 
@@ -29,7 +30,8 @@ _NAME_MAX = 255  # bytes in one file name, on every file system we write to
 # bytes of a target's name kept in its temporary name: the rest of that name is 23 bytes, a suffix up to 16 more
 _TARGET_ROOM = _NAME_MAX - len(f"..{'x' * 8}{TEMP_TAG}") - 16
 # `_temp_file`'s names: `.<target>.<mkstemp's random letters, digits, _>.lgg-unet.tmp<suffix>`
-_TEMP_NAME = re.compile(rf"\..+\.[a-z0-9_]+{re.escape(TEMP_TAG)}(\.[A-Za-z0-9]+)*")
+_TEMP_NAME = re.compile(rf"\.(?P<target>.+)\.[a-z0-9_]+{re.escape(TEMP_TAG)}(\.[A-Za-z0-9]+)*")
+_QUIET_SECONDS = 600  # another file's temporary file untouched this long is no live save's (remove_leftover_temp_files)
 
 
 @contextlib.contextmanager
@@ -52,7 +54,7 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     written = False
     try:
         made = make_folders(target.parent)
-        remove_leftover_temp_files(target.parent)  # any target's: a killed predict's P1 goes when P2 is written
+        remove_leftover_temp_files(target.parent, target.name)  # a killed predict's P1 goes with P2, once quiet
         tmp_path, held = _temp_file(target, suffix)
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
@@ -139,20 +141,32 @@ def _hold(handle: IO[Any]) -> bool:
         return True
 
 
-def remove_leftover_temp_files(folder: Path) -> None:
+def remove_leftover_temp_files(folder: Path, target: str | None = None) -> None:
     """Delete the temporary files that killed writers of ours left in `folder`, whichever file they were writing:
     each save (`atomic_path`) and each run taking a folder's lock calls this, so a leftover lasts only until the next
-    write into its folder, not until its own file is written again (a killed predict's mask may never be). Only
+    write into its folder (ten minutes on: see below), not until its own file is written again (a killed predict's
+    mask may never be). Only
     names `_temp_file` makes are claimed: a user's `.notes.tmp` or `.page.tmpl` stays; and only files no live writer
     holds (`_hold`), however long it has been writing: a save of another file of the folder, a slow save of the same
     file by another process, a save beside a run that holds the folder's lock. A leftover this user may not open
     (another user's, 0600, in a shared folder) cannot be known to be dead, and stays.
+
+    A save (`target`, its file name) takes another file's leftover only once it has not changed for `_QUIET_SECONDS`
+    as well: a lock reaches only as far as the file system takes it, and some cluster file systems keep each machine's
+    locks to that machine (BeeGFS by default, Lustre mounted localflock, NFS mounted nolock or local_lock). There a
+    torchrun rank's save of its mask removed the temporary file a rank on another node was filling, and that save
+    failed ("No such file or directory"). A live save writes its file as it goes; a run taking the folder's lock
+    (no `target`) runs before the other ranks write, and a save of the same file is one writer's.
     """
+    now = time.time()
     for leftover in folder.glob(f".*{TEMP_TAG}*"):
-        if _TEMP_NAME.fullmatch(leftover.name) is None:
+        match = _TEMP_NAME.fullmatch(leftover.name)
+        if match is None:
             continue
         with contextlib.suppress(OSError):  # held (Windows: open), gone meanwhile, not a file, not ours to open
-            _remove_unless_held(leftover)
+            if (target is None or match["target"] == _target_in_temp_name(target)
+                    or now - leftover.lstat().st_mtime >= _QUIET_SECONDS):
+                _remove_unless_held(leftover)
 
 
 def _remove_unless_held(path: Path) -> None:
@@ -171,7 +185,7 @@ def _remove_unless_held(path: Path) -> None:
 def _target_in_temp_name(name: str) -> str:
     """`name` cut to `_TARGET_ROOM` bytes: a target whose name is near the file system's limit (a mask named after
     a long scan name) must still get a temporary name, or it could not be written at all ('File name too long').
-    Cut by whole characters, never inside one."""
+    The clean-up cuts a target's name the same way to find its leftovers. Cut by whole characters, never inside one."""
     while len(os.fsencode(name)) > _TARGET_ROOM:
         name = name[:-1]
     return name
