@@ -482,6 +482,68 @@ def test_napari_undo_after_a_click_leaves_the_click_s_mask_whole(viewer, qtbot, 
     assert notes["error"] == []
 
 
+def _stroke_listed(widget, qtbot, tumour) -> np.ndarray:
+    """A brush stroke in the corner, where the network sees no tumour, once the review list has its row."""
+    stroke = _brush_stroke(tumour, (2, 12, 12), 1)
+    qtbot.wait(300)  # the stroke's listing starts once it is over (`LayerWatch`)
+    settle(qtbot, widget)
+    assert stroke.any() and any(piece.voxels == stroke.sum() for piece in widget.review_list.rows)
+    return stroke
+
+
+def _rows_match_layer(widget, tumour) -> None:
+    _labels, count = label_pieces(np.asarray(tumour.data) > 0)
+    assert len(widget.review_list.rows) == count
+
+
+def test_a_stroke_undone_with_napari_s_undo_does_not_come_back(viewer, qtbot, notes):
+    """The widget added up the user's strokes as they were noted: one taken back with Ctrl-Z stayed "painted", and
+    the next click or threshold laid it over the new mask again, with a row in the review list meanwhile (and a piece
+    removed or ticked back in the list brought it back at once)."""
+    widget = _segmented(viewer, qtbot, notes, "default")
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    tumour = widget.prediction_layer()
+    stroke = _stroke_listed(widget, qtbot, tumour)
+    tumour.undo()  # napari's Ctrl-Z on the tumour layer
+    assert not np.asarray(tumour.data)[stroke].any()
+    qtbot.wait(300)
+    settle(qtbot, widget)
+    _rows_match_layer(widget, tumour)
+    widget.review_list.keep_box(0).setCheckState(Qt.Unchecked)
+    widget.review_list.keep_box(0).setCheckState(Qt.Checked)
+    assert not np.asarray(tumour.data)[stroke].any()
+    _click(widget, qtbot, (12, 100, 100), positive=False)
+    assert not np.asarray(tumour.data)[stroke].any()
+    widget.cleanup.threshold.value = 0.4
+    settle(qtbot, widget)
+    assert not np.asarray(tumour.data)[stroke].any()
+    _rows_match_layer(widget, tumour)
+    assert notes["error"] == []
+
+
+def test_a_stroke_redone_with_napari_s_redo_stays_through_clicks_and_thresholds(viewer, qtbot, notes):
+    """Ctrl-Shift-Z puts an undone stroke back: it is the user's painting again, kept over the next click's and
+    threshold's masks."""
+    widget = _segmented(viewer, qtbot, notes, "default")
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    tumour = widget.prediction_layer()
+    stroke = _stroke_listed(widget, qtbot, tumour)
+    tumour.undo()
+    qtbot.wait(300)
+    settle(qtbot, widget)
+    tumour.redo()  # napari's Ctrl-Shift-Z
+    assert np.asarray(tumour.data)[stroke].all()
+    qtbot.wait(300)
+    settle(qtbot, widget)
+    _rows_match_layer(widget, tumour)
+    _click(widget, qtbot, (12, 100, 100), positive=False)
+    widget.cleanup.threshold.value = 0.4
+    settle(qtbot, widget)
+    assert (np.asarray(tumour.data)[stroke] > 0).all()
+    assert any(piece.voxels == stroke.sum() for piece in widget.review_list.rows)
+    assert notes["error"] == []
+
+
 def test_emptying_the_clicks_layer_raises_no_napari_warning(viewer, qtbot, notes):
     """Undoing the last click, or segmenting again, drew the clicks layer with no colours, and napari warned 'Given
     color input is empty. Converting input to a white color array.', which its viewer shows as a warning

@@ -4,6 +4,12 @@ The widget sets the tumour layer from the network's mask (clicks, thresholds, pi
 voxel the user painted or erased stays as painted through all of those. The painted values are kept here, apart
 from the layer: a painted piece the user removes in the review list leaves the layer, and ticking it back gives back
 exactly what was painted (read back from the layer, it was lost with the removal).
+
+What napari's undo (Ctrl-Z) takes back is no longer the user's painting, and what its redo puts back is again. The
+widget starts napari's history afresh whenever it sets the layer (`layers.set_owned_data`), so the strokes napari can
+undo or redo are exactly where the layer differs from what the widget last set it to: the painting is that difference
+laid over the painting as it was when the widget set the layer (`settle`), rebuilt at each look, never added up. Added
+up, a stroke undone was still "painted" and came back at the next click or threshold.
 """
 
 from __future__ import annotations
@@ -18,18 +24,27 @@ class Painting:
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
         self.voxels = np.zeros(shape, dtype=bool)
         self.values = np.zeros(shape, dtype=dtype)
+        self._settled = self.voxels, self.values  # the painting when the widget last set the layer: beyond undo
         self._fresh = np.zeros(shape, dtype=bool)
 
     def note(self, current: np.ndarray, shown: np.ndarray) -> None:
-        """Take in the layer's data (`current`) where it differs from what the widget last set it to (`shown`).
-        `voxels` and `values` are replaced, not changed in place, when there is something new: a copy handed to a
-        worker (`frozen`) shares them."""
+        """The painting as the layer's data (`current`) has it: the settled painting (`settle`) with `current` over
+        it where it differs from what the widget last set it to (`shown`): the strokes since then that napari has
+        not undone. `voxels` and `values` are replaced, not changed in place: a copy handed to a worker (`frozen`)
+        shares them."""
         changed = current != shown
         if not changed.any():  # the usual case, as a click or threshold starts: one comparison, no more
+            self.voxels, self.values = self._settled  # any stroke since was undone
             return
         self._fresh |= changed & (current > 0) & ~(self.voxels & (self.values == current))  # noted before: not new
-        self.voxels = self.voxels | changed
-        self.values = np.where(changed, current, self.values).astype(self.values.dtype, copy=False)
+        voxels, values = self._settled
+        self.voxels = voxels | changed
+        self.values = np.where(changed, current, values).astype(values.dtype, copy=False)
+
+    def settle(self) -> None:
+        """The widget set the layer with the painting as it is now and napari's history starts afresh: no undo
+        reaches the strokes so far, which stay painted whatever the layer shows (a removed piece hides them)."""
+        self._settled = self.voxels, self.values
 
     def frozen(self) -> Painting:
         """The painting so far, for a worker thread to lay over a new mask (`workers.painted_over`) while this one
@@ -37,12 +52,14 @@ class Painting:
         rather than changes (copying them held the viewer 20-80 ms on a 1 mm scan). Nothing is fresh in it."""
         copy = Painting.__new__(Painting)
         copy.voxels, copy.values, copy._fresh = self.voxels, self.values, np.zeros_like(self._fresh)
+        copy._settled = self._settled
         return copy
 
     def take_fresh(self) -> np.ndarray:
-        """Where tumour was painted since the last call (for `PieceReview.update`'s `painted`)."""
+        """Where tumour was painted since the last call and is still (an undone stroke is not: it restores no removed
+        piece; for `PieceReview.restore_painted`)."""
         fresh, self._fresh = self._fresh, np.zeros_like(self._fresh)
-        return fresh
+        return fresh & self.voxels & (self.values > 0) if fresh.any() else fresh
 
     def over(self, mask: np.ndarray) -> np.ndarray:
         """`mask` (0/1) as the user painted it: painted voxels tumour, erased ones not (uint8 0/1)."""

@@ -111,8 +111,7 @@ class SegmentWidget(Container):
         self.cleanup_job = JobRunner(self, lambda running: None)  # a new threshold or clean-up, off the viewer's thread
         self.listing_job = JobRunner(self, lambda running: None)  # the pieces of the painted mask, likewise
         self._probability: np.ndarray | None = None
-        self._source: Image | None = None
-        self._pending: Image | None = None
+        self._source, self._pending = None, None  # the image segmented (`Image | None`), the one being segmented
         self._pending_data: object = None  # the pending layer's data when segmenting started
         self._segmented: Segmentation | None = None  # the last result in the model's slice order
         self._loaded_choice: Choice | None = None  # the model picked for the last segmentation shown
@@ -121,6 +120,7 @@ class SegmentWidget(Container):
         self._mask_postprocess: PostprocessConfig | None = None  # the clean-up the mask on screen was made with
         self._shown: np.ndarray | None = None  # the tumour layer as last set, to tell the user's painting from it
         self._painting: Painting | None = None  # what the user painted or erased since Segment
+        self._unpainted: np.ndarray | None = None  # the last click's or threshold's mask, the painting not over it
         self.readouts: Readouts | None = None
         self._scored: _Scored | None = None  # what the volume readouts were computed from, for the slice readouts
         self.extend([*self._input_controls(), *self._cleanup_controls(), *self._correction_controls(),
@@ -203,6 +203,7 @@ class SegmentWidget(Container):
         name = self._source.name
         self._end_corrections()
         self._source = self._probability = self._review = self._mask_postprocess = self._shown = self._painting = None
+        self._unpainted = None
         self._forget_gone_mask()
         if self.native.parent() is not None:
             notify.show_info(f"'{name}' was segmented again in another Segment widget, which shows and corrects it "
@@ -417,7 +418,7 @@ class SegmentWidget(Container):
         layer since it was last set stay as the user left them: a click or a new threshold must not undo the user's
         own work. The worker listed the network's mask: with painting on it, its pieces are listed again
         (`_list_painting`)."""
-        self._mask_postprocess = result.postprocess
+        self._mask_postprocess, self._unpainted = result.postprocess, result.network_mask
         layer = owned_layer(self.viewer, self._source, "tumour")
         self._note_painting(None if layer is None else np.asarray(layer.data))
         self._show_kept(self._review.update(result.mask, said, result.listed, step))
@@ -431,8 +432,16 @@ class SegmentWidget(Container):
         if layer is not None and self._painting is not None:
             self._mark_user_changes(layer)
         put_owned_layer(self.viewer, self._source, "tumour", shown)
-        self._shown = np.array(shown, copy=True)  # napari paints into the layer's own array
+        self._settle(shown)
         self._show_rows()
+
+    def _settle(self, shown: np.ndarray) -> None:
+        """The tumour layer was just set to `shown` (`layers.set_owned_data`, which empties napari's undo history):
+        the user's painting from now on is where the layer differs from it, and the painting so far is beyond
+        napari's undo (`Painting.settle`)."""
+        self._shown = np.array(shown, copy=True)  # napari paints into the layer's own array
+        if self._painting is not None:
+            self._painting.settle()
 
     def _show_rows(self) -> None:
         """The review's pieces into the review list."""
@@ -448,8 +457,9 @@ class SegmentWidget(Container):
 
     def _list_painting(self) -> None:
         """List the pieces of the mask as the user painted it, in a worker (0.2 s on a 1 mm scan, seconds on a noisy
-        mask: never on the viewer's thread), once a stroke is over (`_paint_watch`) or a new mask was shown over
-        painting: a blob painted away from the tumour got no row, and a piece erased whole kept its row. Strokes made
+        mask: never on the viewer's thread), once a stroke is over or undone (`_paint_watch`) or a new mask was shown
+        over painting: a blob painted away from the tumour got no row, a piece erased whole kept its row, and an
+        undone stroke kept the rows it had made (and a removal or restore in the list brought it back). Strokes made
         while it runs are listed when it is done. A removed piece painted on comes back at once
         (`PieceReview.restore_painted`)."""
         layer = self.prediction_layer()
@@ -460,8 +470,8 @@ class SegmentWidget(Container):
             return
         if self._review.restore_painted(self._painting.take_fresh()):
             self._show_kept(self._review.mask)
-        base = self._review.full
-        if np.array_equal(painted := self._painting.over(base), base):
+        base = self._review.full  # with the painting the pieces were last listed with: an undone stroke too
+        if np.array_equal(painted := self._painting.over(self._unpainted), base):
             return
         self.listing_job.start(listing_job, self._probability, painted, self._review.voxel_volume,
                                on_item=partial(self._painting_listed, self._review, base, painted),
@@ -472,10 +482,13 @@ class SegmentWidget(Container):
         """Show the pieces of `painted` (the review's mask `base` as the user painted it), unless a click, threshold
         or new segmentation replaced `base` meanwhile (its own listing follows). The layer is set again only when
         that changes it (a removed piece painted over again): the readouts follow it then (`_readout_watch`), and a
-        stroke stays napari's to undo otherwise."""
+        stroke stays napari's to undo otherwise. Strokes made or undone meanwhile wait for the next listing
+        (`_listing_done`): shown with these rows, a stroke undone meanwhile came back on the layer until it."""
         if review is self._review and review.full is base and self._has_result():
             current = np.asarray(self.prediction_layer().data)
-            self._note_painting(current)  # strokes made meanwhile stay
+            self._note_painting(current)
+            if self._painting is not None and not np.array_equal(self._painting.over(self._unpainted), painted):
+                return  # painted or undone meanwhile
             kept = review.update(painted, listed=listed)
             if np.array_equal(self._with_painting(kept), current):
                 self._show_rows()
@@ -510,13 +523,13 @@ class SegmentWidget(Container):
         self._note_painting(np.asarray(layer.data))
         shown = self._with_painting((self._review.restore if keep else self._review.remove)(index))
         set_owned_data(layer, shown)
-        self._shown = np.array(shown, copy=True)
+        self._settle(shown)
         self._mark_user_changes(layer)
         self.update_readouts()
 
     def _note_painting(self, current: np.ndarray | None) -> None:
-        """Add to `_painting` where the tumour layer (`current`, None when it is gone) differs from what the widget
-        last set: the user's brush, eraser or fill since then."""
+        """Bring `_painting` up to date with the tumour layer (`current`, None when it is gone): where it differs from
+        what the widget last set are the user's brush, eraser or fill since then, less those undone (`Painting`)."""
         if current is None or self._shown is None or np.shape(current) != self._shown.shape:
             self._painting = None  # no layer of ours to have painted on (the user may have deleted it)
             return

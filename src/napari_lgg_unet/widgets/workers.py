@@ -57,6 +57,13 @@ class LayerResult:
     mask: np.ndarray
     listed: tuple[np.ndarray, list[Piece]]
     postprocess: PostprocessConfig
+    unpainted: np.ndarray | None = None  # `mask` before the user's painting was laid over it; None: the same
+
+    @property
+    def network_mask(self) -> np.ndarray:
+        """The mask without the user's painting: the widget lays the painting over it again once strokes are
+        undone (`segment._list_painting`), which `mask` still holds."""
+        return self.mask if self.unpainted is None else self.unpainted
 
 
 def painted_over(result: LayerResult, painting: Painting | None, voxel_volume: float | None) -> LayerResult:
@@ -67,7 +74,7 @@ def painted_over(result: LayerResult, painting: Painting | None, voxel_volume: f
     if painting is None or np.array_equal(mask := painting.over(result.mask), result.mask):
         return result
     return LayerResult(result.probability, mask, list_pieces(result.probability, mask, voxel_volume),
-                       result.postprocess)
+                       result.postprocess, result.mask)
 
 
 def segment_job(
