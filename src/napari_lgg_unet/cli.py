@@ -1,7 +1,9 @@
 """`lgg-unet train | predict | evaluate | calibrate | view`: the engine without a GUI (and `view`, which opens it).
 
 Errors a user can cause print one line on stderr and exit with code 2; Ctrl-C, SIGTERM or SIGUSR1 during
-training stops it between steps (or validation batches) and keeps the best model (exit code 0). Under torchrun only
+training stops it between steps (or validation or hard-negative scoring batches) and keeps the best model (exit
+code 0); during any other command (or while train lists and loads its patients) it ends it with one line,
+`lgg-unet: interrupted`, and exit code 130, writing no partial output. Under torchrun only
 rank 0 prints progress, and an error's line comes once, not from every process (engine/distributed.says_error).
 """
 
@@ -279,7 +281,8 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _say_stopping() -> None:
-    print("stopping after the current step or validation batch; a finished epoch's model is kept, and --resume "
+    print("stopping after the current step or batch (of validation or hard-negative scoring); a finished epoch's "
+          "model is kept, and --resume "
           "continues from it", file=sys.stderr, flush=True)
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import napari_lgg_unet
-from napari_lgg_unet.engine import train
+from napari_lgg_unet.engine import dataset, train
 from napari_lgg_unet.engine.dataset import AugmentConfig
 from napari_lgg_unet.engine.errors import InputError, InputWarning
 from napari_lgg_unet.engine.events import EpochEnd, Finished, Prepared, Step
@@ -107,6 +107,39 @@ def test_a_stop_during_validation_ends_it_at_once_and_records_no_half_validated_
             epochs_ended.append(event)
             batches.clear()
     assert [e.epoch for e in epochs_ended] == [1] and batches == [0, 0]  # no batch validated after the stop
+    assert isinstance(events[-1], Finished) and events[-1].stopped and events[-1].best_epoch == 1
+    assert [r.epoch for r in events[-1].history] == [1]
+    assert load_model(tmp_path / "m").config.training.best_epoch == 1
+    assert (tmp_path / "m" / "history.csv").read_text().count("\n") == 2
+
+
+def test_a_stop_during_the_hard_negative_scoring_ends_it_at_once_and_keeps_the_best_model(scans, tmp_path,
+                                                                                          monkeypatch):
+    """With --hard-negatives each epoch starts by running the network over every training slice (minutes on a CPU),
+    and a Stop (or Ctrl-C) was asked only before the first step after it. Now the scoring ends after the batch in
+    progress, its partial weights are not drawn from, no step of that epoch is taken, and epoch 1's model stays."""
+    batches, asked, weighed = [], [], []
+
+    def watched(*args, **kwargs):
+        for batch in volume_logits(*args, **kwargs):
+            batches.append(len(asked))
+            if len(batches) == 2 and len(epochs_ended) == 1:  # epoch 2's scoring is under way
+                asked.append(True)
+            yield batch
+
+    volume_logits, weights, epochs_ended = dataset.volume_logits, train.sampling_weights, []
+    monkeypatch.setattr(dataset, "volume_logits", watched)  # hard-negative scoring's (validation's is train's own)
+    monkeypatch.setattr(train, "sampling_weights", lambda *args: weighed.append(args) or weights(*args))
+    config = TrainConfig(epochs=3, steps_per_epoch=2, val_fraction=0.34, hard_negatives=0.5, **FAST)
+    events = []
+    for event in train_model(scans, config, tmp_path / "m", lambda: bool(asked)):
+        events.append(event)
+        if isinstance(event, EpochEnd):
+            epochs_ended.append(event)
+            batches.clear()
+    assert [e.epoch for e in epochs_ended] == [1] and batches == [0, 0]  # no batch scored after the stop
+    assert len(weighed) == 1  # epoch 1's weights alone were made
+    assert not [e for e in events[events.index(epochs_ended[0]):] if isinstance(e, Step)]
     assert isinstance(events[-1], Finished) and events[-1].stopped and events[-1].best_epoch == 1
     assert [r.epoch for r in events[-1].history] == [1]
     assert load_model(tmp_path / "m").config.training.best_epoch == 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -199,13 +199,16 @@ class SliceDataset(Dataset):
 
 def hard_negative_weights(
     network: torch.nn.Module, volumes: list[TrainingVolume], precision: Precision, batch_size: int = 16,
-    inputs: InputConfig = InputConfig(),
-) -> np.ndarray:
+    inputs: InputConfig = InputConfig(), stop: Callable[[], bool] | None = None,
+) -> np.ndarray | None:
     """How wrong `network` is outside the tumour on each slice, in `SliceDataset(volumes)` order (float64).
 
     The weight of a slice is its false-positive probability mass: the sum of the predicted probability over
     pixels outside the true mask where it reaches 0.5 (0 where the model is right). One inference pass without
     augmentation; the network's train/eval mode is restored afterwards.
+
+    `stop` is asked after every batch: the pass runs the network over every training slice (minutes on a CPU), and a
+    Stop (or Ctrl-C) waited for its end. None when it stopped: the weights of part of the slices are no weights.
     """
     was_training = network.training
     network.eval()
@@ -216,6 +219,8 @@ def hard_negative_weights(
                 prob = torch.sigmoid(logits)[:, 0].cpu().numpy()
                 wrong = np.where((prob >= 0.5) & ~volume.mask[slices], prob, 0.0)
                 weights.append(wrong.reshape(len(wrong), -1).sum(axis=1, dtype=np.float64))
+                if stop is not None and stop():
+                    return None
     finally:
         network.train(was_training)
     return np.concatenate(weights) if weights else np.zeros(0)

@@ -126,14 +126,17 @@ def train_model(
 
 
 def _epochs(run: _Run, stopped: Callable[[], bool], asked: Callable[[], bool]) -> Iterator[Step | EpochEnd]:
-    """Train epoch after epoch until the last, or until `stopped()` (checked before every step, agreed by every
-    process) or `asked()` (this process's stop, checked between validation batches: see `_end_epoch`).
+    """Train epoch after epoch until the last, or until `stopped()` (checked before every step and between the batches
+    of the hard-negative scoring, agreed by every process) or `asked()` (this process's stop, checked between
+    validation batches: see `_end_epoch`).
 
     A run stopped during its first epoch, after some steps or during its validation, validates that epoch whole
     whatever is asked meanwhile: its model is the only one the run leaves."""
     with out_of_memory_as_advice():
         for run.epoch in range(run.progress.epochs_done, run.config.last_epoch):
-            _start_epoch(run)
+            if not _start_epoch(run, stopped):  # stopped while it scored the hard negatives: no step of it was taken
+                run.stopped = True
+                return
             for x, y in run.loader:
                 if stopped():
                     run.stopped = True
@@ -304,20 +307,27 @@ def _prepared(run: _Run) -> Prepared:
     )
 
 
-def _start_epoch(run: _Run) -> None:
+def _start_epoch(run: _Run, stopped: Callable[[], bool]) -> bool:
     """Reseed the sampler from the epoch number, so a resumed run draws what an uninterrupted one would;
-    refresh the hard-negative weights (how wrong the model is on empty slices) when it is their turn."""
+    refresh the hard-negative weights (how wrong the model is on empty slices) when it is their turn.
+
+    False when `stopped()` ended that scoring (it runs the network over every training slice, minutes on a CPU, and
+    Stop waited for it): the sampler keeps its weights, the epoch takes no step, and the run ends as stopped."""
     config = run.config
     run.sampler.generator.manual_seed(config.seed + run.epoch)
     run.click_rng = np.random.default_rng((config.seed, run.epoch, run.group.rank))
+    run.step, run.epoch_loss, run.seen = 0, 0.0, 0
     if config.hard_negatives > 0 and run.epoch % config.hard_negatives_every == 0:
         dataset = run.loader.dataset
-        # every process scores all slices, so all draw from the same weights
+        # every process scores all slices in the same batches, so all draw from the same weights, and all ask the
+        # agreed `stopped` as often: they stop at the same batch
         wrong = hard_negative_weights(run.bare_network, run.split.train, run.precision, config.batch_size,
-                                      run.model_config.inputs)
+                                      run.model_config.inputs, stopped)
+        if wrong is None:
+            return False
         weights = sampling_weights(dataset.has_tumour(), config.tumour_fraction, wrong, config.hard_negatives)
         run.sampler.weights = torch.as_tensor(weights, dtype=torch.double)  # read afresh at each epoch's start
-    run.step, run.epoch_loss, run.seen = 0, 0.0, 0
+    return True
 
 
 def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> Step:
