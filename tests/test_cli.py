@@ -447,3 +447,66 @@ def test_train_names_every_patient_without_a_mask_before_loading_any(tmp_path, c
         "a <patient>_<n>_mask.tif beside every slice, a case a labels file (*_seg or *_mask beside its scans, or "
         "labelsTr/<case> for nnU-Net); add them, or leave them out")
     assert not (tmp_path / "run").exists()
+
+
+class _SignalUnanswered(Exception):
+    """Raised by the test's own handler: a stop signal the command left to the system's default, which kills the
+    process without a word (here it would have killed the test run)."""
+
+
+def _main_signalled_in(monkeypatch, module, name: str, number: int, argv: list[str]) -> int:
+    """`main(argv)`, where this process sends itself signal `number` as `module.name` is first called."""
+    import signal
+
+    real, sent = getattr(module, name), []
+
+    def signalled(*args, **kwargs):
+        if not sent:
+            sent.append(number)
+            os.kill(os.getpid(), number)
+        return real(*args, **kwargs)
+
+    def unanswered(*_):
+        raise _SignalUnanswered(f"signal {number} reached the test's own handler")
+
+    monkeypatch.setattr(module, name, signalled)
+    previous = signal.signal(number, unanswered)
+    try:
+        return main(argv)
+    finally:
+        signal.signal(number, previous)
+        assert sent, f"{module.__name__}.{name} was never called"
+
+
+@pytest.mark.parametrize("command, where, name, signal_name", [
+    ("evaluate", "cohort", "segment_volume", "SIGTERM"),
+    ("calibrate", "cohort", "segment_volume", "SIGUSR1"),
+    ("calibrate", "calibrate", "write_config", "SIGTERM"),
+    ("predict", "cohort", "segment_volume", "SIGTERM"),
+    ("train", "io", "load_scan", "SIGTERM"),  # while train loads its patients, before it can stop between steps
+])
+def test_a_scheduler_s_stop_signal_ends_a_command_as_ctrl_c_does_with_one_line_and_nothing_half_written(
+        tiny_model_dir, sample_patient_dir, tmp_path, capsys, monkeypatch, command, where, name, signal_name):
+    """SIGTERM (a scheduler's stop, `kill`) or SIGUSR1 killed evaluate, calibrate, one scan's predict and train's
+    loading without a word, leaving calibrate's lock file in the model folder and a temporary file of a write. Now
+    they end as Ctrl-C does: `lgg-unet: interrupted`, exit code 130, no --json, mask or model written, and the model
+    folder (its config.json above all) as it was."""
+    import signal
+    from importlib import import_module
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    before = {path.name: path.read_bytes() for path in model.iterdir()}
+    out = tmp_path / "out"
+    argv = {
+        "evaluate": ["evaluate", "--model", str(model), "--data", str(sample_patient_dir), "--json", str(out)],
+        "calibrate": ["calibrate", "--model", str(model), "--data", str(sample_patient_dir), "--split", "all"],
+        "predict": ["predict", "--model", str(model), "--input", str(sample_patient_dir), "--output", f"{out}.tif"],
+        "train": ["train", "--data", str(sample_patient_dir.parent), "--out", str(out), "--epochs", "1",
+                  "--device", "cpu", "--workers", "0"],
+    }[command]
+    module = import_module(f"napari_lgg_unet.engine.{where}")
+    code = _main_signalled_in(monkeypatch, module, name, getattr(signal, signal_name), argv)
+    assert capsys.readouterr().err == "lgg-unet: interrupted\n" and code == 130
+    assert {path.name: path.read_bytes() for path in model.iterdir()} == before  # no lock, no temporary file
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]

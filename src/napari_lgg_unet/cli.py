@@ -337,7 +337,7 @@ def _load_for_inference(args: argparse.Namespace, device: torch.device, main_pro
 
 def _run_predict(args: argparse.Namespace) -> int:
     from .engine.device import pick_device
-    from .engine.distributed import interrupt_on_signals, launched_ranks, process_group
+    from .engine.distributed import launched_ranks, process_group
     from .engine.io import existing_path, find_scans, is_one_scan
     from .engine.outputs import check_output, model_folders, output_path
 
@@ -354,7 +354,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         raise InputError(f"{args.input} holds no scans outside --output {args.output}")
     folder_of_scans = not is_one_scan(args.input)  # asked once: a DICOM folder's answer reads every file's header
     if _output_is_a_folder(args, sources, as_folder, folder_of_scans):  # one <scan>_mask file each, in --output
-        with interrupt_on_signals(), process_group(args.device) as group:
+        with process_group(args.device) as group:
             return _predict_cohort(args, sources, group)
     if not launched_ranks().is_main:  # one scan is one process's work: the others wrote the same mask, and printed
         return 0  # the same lines, with it (docs/scale-out.md); rank 0 checks the output and says what went wrong
@@ -612,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     caller chose to refuse: one 'error:' line and exit 2, not an internal error."""
     args = build_parser().parse_args(argv)
     try:
-        with _warnings_as_lines():
+        with _warnings_as_lines(), _signals_as_ctrl_c(args.command):
             return COMMANDS[args.command](args)
     except (LggUnetError, InputWarning, OSError, MemoryError) as error:
         if _says_error(error):
@@ -646,6 +646,23 @@ def _warnings_as_lines() -> typing.Iterator[None]:
                 shown(message, category, *args, **kwargs)
 
         warnings.showwarning = show
+        yield
+
+
+@contextlib.contextmanager
+def _signals_as_ctrl_c(command: str) -> typing.Iterator[None]:
+    """Make SIGTERM and SIGUSR1 end a command as Ctrl-C does (`distributed.interrupt_on_signals`): one line, exit code
+    130, and the clean-up a KeyboardInterrupt runs (a lock let go, a temporary file removed; no --json or config.json
+    is half-written, as each is written atomically). The system's default killed evaluate, calibrate, one scan's
+    predict and train's loading of its patients without a word, leaving their lock files and temporary files behind.
+    Training itself stops between steps instead (`stop_on_signals`, which holds the signals while it trains). Not
+    `view`: napari answers the signals there."""
+    if command == "view":
+        yield
+        return
+    from .engine.distributed import interrupt_on_signals
+
+    with interrupt_on_signals():
         yield
 
 

@@ -387,9 +387,10 @@ def test_a_process_without_a_gpu_of_its_own_says_so_itself(monkeypatch):
     assert not distributed.says_error(DeviceError("met by every process alike"))
 
 
-def _cli_as_rank(rank: int, port: int, argv: list[str], log: str) -> None:
+def _cli_as_rank(rank: int, port: int, argv: list[str], log: str, signal_at: int = 0) -> None:
     """One of two processes of an `lgg-unet` command (`argv`; its exit code, output and the scans it read in
-    `log`.<rank>), started as torchrun starts them."""
+    `log`.<rank>), started as torchrun starts them; with `signal_at`, it sends itself SIGTERM as it reads its
+    `signal_at`-th scan (as torchrun forwards a scheduler's stop to every rank)."""
     from napari_lgg_unet.engine import cohort
 
     os.environ.update(rank_variables(rank, port))
@@ -397,6 +398,8 @@ def _cli_as_rank(rank: int, port: int, argv: list[str], log: str) -> None:
 
     def recording(source, *args, **kwargs):
         loaded.append(Path(source).name)
+        if len(loaded) == signal_at:
+            os.kill(os.getpid(), signal.SIGTERM)
         return read(source, *args, **kwargs)
 
     cohort.load_scan = recording  # this process's own module: spawn started it afresh
@@ -405,9 +408,9 @@ def _cli_as_rank(rank: int, port: int, argv: list[str], log: str) -> None:
     Path(f"{log}.{rank}.json").write_text(json.dumps({"code": code, "loaded": loaded}))
 
 
-def _run_as_two_ranks(argv: list[str], log: Path) -> list[tuple[dict, str]]:
+def _run_as_two_ranks(argv: list[str], log: Path, signal_at: int = 0) -> list[tuple[dict, str]]:
     """Each rank's exit code and scans read, and its output."""
-    torch.multiprocessing.spawn(_cli_as_rank, args=(free_port(), argv, str(log)), nprocs=2)
+    torch.multiprocessing.spawn(_cli_as_rank, args=(free_port(), argv, str(log), signal_at), nprocs=2)
     return [(json.loads(Path(f"{log}.{rank}.json").read_text()), Path(f"{log}.{rank}").read_text()) for rank in (0, 1)]
 
 
@@ -437,6 +440,18 @@ def test_two_process_calibrate_shares_the_patients_and_chooses_and_writes_what_o
     two, one = (load_model(tmp_path / copy).config for copy in ("two", "one"))
     assert two.postprocess == one.postprocess and two.training.calibration.patients == PATIENTS
     assert two.training.calibration.mean_dice == pytest.approx(one.training.calibration.mean_dice, rel=1e-12)
+
+
+def test_a_two_process_calibrate_stopped_by_sigterm_ends_every_rank_with_130_and_leaves_the_model_as_it_was(
+        data, tiny_model_dir, tmp_path):
+    # SIGTERM killed every rank without a word, leaving rank 0's lock file in the model folder.
+    shutil.copytree(tiny_model_dir, tmp_path / "model")
+    before = {path.name: path.read_bytes() for path in (tmp_path / "model").iterdir()}
+    argv = ["calibrate", "--data", str(data), "--split", "all", "--device", "cpu", "--model", str(tmp_path / "model")]
+    (rank_0, said), (rank_1, quiet) = _run_as_two_ranks(argv, tmp_path / "log", signal_at=2)
+    assert rank_0 == {"code": 130, "loaded": PATIENTS[0:3:2]} and rank_1 == {"code": 130, "loaded": PATIENTS[1::2]}
+    assert said.endswith("lgg-unet: interrupted\n") and "mean Dice" not in said and quiet == ""
+    assert {path.name: path.read_bytes() for path in (tmp_path / "model").iterdir()} == before
 
 
 def _evaluate_other_patients_on_rank_1(rank: int, port: int, data: str, model: str) -> None:
