@@ -146,6 +146,26 @@ def test_a_stop_during_the_hard_negative_scoring_ends_it_at_once_and_keeps_the_b
     assert (tmp_path / "m" / "history.csv").read_text().count("\n") == 2
 
 
+def test_a_stop_asked_while_a_resumed_run_prepares_its_scans_ends_it_and_leaves_its_folder_as_it_was(
+        scans, tmp_path, monkeypatch):
+    """A resumed run prepared every scan whatever was asked (minutes for a folder of patients: a requeued job
+    pre-empted again, a Ctrl-C, a Stop waited for them all). Now it ends before the next scan, reports the best model
+    its folder holds, and leaves the folder's files as they were."""
+    config = TrainConfig(epochs=1, steps_per_epoch=1, val_fraction=0.34, **FAST)
+    list(train_model(scans, config, tmp_path / "run"))
+    before = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()}
+    prepared, prepare = [], train.prepare_training_volume
+    monkeypatch.setattr(train, "prepare_training_volume",
+                        lambda scan, *rest: prepared.append(scan) or prepare(scan, *rest))
+    resumed = replace(config, epochs=2, resume=True)
+    events = list(train_model(scans, resumed, tmp_path / "run", lambda: bool(prepared)))
+    assert len(prepared) == 1 and [type(event) for event in events] == [Finished]
+    finished = events[0]
+    assert finished.stopped and finished.best_epoch == 1 and [r.epoch for r in finished.history] == [1]
+    assert finished.message.startswith("best epoch 1 (validation loss ")
+    assert {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()} == before  # no lock left
+
+
 def test_a_run_stopped_before_its_first_epoch_leaves_no_folder_or_lock_behind(scans, tmp_path):
     """It left the folder it made holding only `.lock`: in napari a `run-*` folder for every Stop pressed while the
     run prepared, which no model loads from and --resume refuses. A folder that was there keeps its own files."""

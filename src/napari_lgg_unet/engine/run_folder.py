@@ -151,10 +151,7 @@ class RunFolder:
             tensors = load_file(str(self.resume_file))
         except UNREADABLE_TENSORS as error:
             raise ModelError(f"cannot resume from {self.resume_file}: it is corrupt ({error})") from None
-        try:
-            progress = from_json(RunProgress, metadata["progress"], ModelError, prefix="progress.")
-        except ModelError as error:
-            raise ModelError(f"cannot resume from {self.resume_file}: its {error}") from None
+        progress = self._progress(metadata)
         try:
             network.load_state_dict({k.removeprefix(NETWORK_PREFIX): v for k, v in tensors.items()
                                      if k.startswith(NETWORK_PREFIX)})
@@ -172,6 +169,17 @@ class RunFolder:
             why = _other_start(metadata["settings"].get("init"), init) or f" ({first})"
             raise ModelError(f"cannot resume from {self.resume_file}: it does not match this run{why}") from None
         return progress
+
+    def resume_progress(self) -> RunProgress:
+        """Where the saved run stands, read without its tensors: what a resumed run stopped before its first step
+        reports (its best model and resume state are still those it found)."""
+        return self._progress(self._metadata())
+
+    def _progress(self, metadata: dict[str, Any]) -> RunProgress:
+        try:
+            return from_json(RunProgress, metadata["progress"], ModelError, prefix="progress.")
+        except ModelError as error:
+            raise ModelError(f"cannot resume from {self.resume_file}: its {error}") from None
 
     def trained_precision(self, device: torch.device) -> Precision | None:
         """The precision the saved run trained in, on `device`; None for a state saved before it was recorded."""

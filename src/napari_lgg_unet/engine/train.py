@@ -97,8 +97,8 @@ def train_model(
     Yields `Prepared`, a `Step` per optimisation step, an `EpochEnd` after each validation and one `Finished`
     (stopped=True if `stop` asked for it). The folder is locked for the whole run; a run stopped before its first
     epoch ended removes what it made there (the lock file, the folder while empty), as a failed run does. A stop
-    asked while a new run's scans are prepared (seconds each: a folder of patients takes minutes) ends it before the
-    next one, with `Finished` alone.
+    asked while the scans are prepared (seconds each: a folder of patients takes minutes) ends it before the next
+    one, with `Finished` alone (a resumed run's names the best model its folder still holds).
 
     Launched by torchrun, every process runs this with the same arguments: it trains with DDP on its share of each
     epoch, rank 0 alone writes, and a stop asked on any process stops all of them at the same step.
@@ -120,9 +120,20 @@ def train_model(
                 _let_go(run)
             claim.made_nothing = run.progress.best_epoch is None
     except _StoppedWhilePreparing:  # seen by the lock as a failure: it removed what the run made, as for made_nothing
-        yield Finished(str(folder.path), None, None, True, [], NO_EPOCH_FINISHED)
+        yield _stopped_while_preparing(folder, config)
         return
     yield _finished(run)
+
+
+def _stopped_while_preparing(folder: RunFolder, config: TrainConfig) -> Finished:
+    """The end of a run stopped before it trained: a new run made nothing; a resumed one leaves its folder as it
+    found it, and reports the best model and epochs the folder holds."""
+    if not config.resume:
+        return Finished(str(folder.path), None, None, True, [], NO_EPOCH_FINISHED)
+    progress = folder.resume_progress()
+    history = [EpochRecord.from_row(row, config.validation_variants) for row in progress.history]
+    validated = any(record.main_validation is not None for record in history)
+    return _finished_as(folder, config, progress, True, history, validated)
 
 
 def _epochs(run: _Run, stopped: Callable[[], bool], asked: Callable[[], bool]) -> Iterator[Step | EpochEnd]:
@@ -235,8 +246,9 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Gro
     chosen = agreed_precision(group, config.precision, folder.trained_precision(device) if config.resume else None)
     preprocess = PreprocessConfig(image_size=config.image_size)
     network, model_config = _initial_network(config, preprocess)
-    with out_of_memory_as_advice():
-        split = _prepare(scans, config, preprocess, stopped)
+    rewrite = config.resume and group.is_main and _best_cut_short(folder, folder.resume_progress())
+    with out_of_memory_as_advice():  # a run that rewrites its best model from the split prepares every scan
+        split = _prepare(scans, config, preprocess, _never if group.any(rewrite) else stopped)
     prepare_network(network.to(device).train(), chosen)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
     scaler = grad_scaler(chosen)
@@ -244,9 +256,8 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Gro
     dataset = SliceDataset(split.train, config.augment, config.seed, model_config.inputs, config.single_slice_fraction)
     steps = config.steps_per_epoch or max(1, len(dataset) // (config.batch_size * group.world))
     workers = config.workers if config.workers is not None else physical_cores() // group.local_world
-    sampler = tumour_aware_sampler(
-        dataset, steps * config.batch_size * group.world, config.tumour_fraction, config.seed
-    )
+    sampler = tumour_aware_sampler(dataset, steps * config.batch_size * group.world, config.tumour_fraction,
+                                   config.seed)
     loader = DataLoader(
         dataset,
         batch_size=config.batch_size,
@@ -261,23 +272,26 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Gro
     provenance = TrainingRecord(config.to_dict(), split.names, len(dataset), chosen.label, group.world)
     run = _Run(config, folder, group, device, chosen, network, model_config, optimizer, scaler,
                SegmentationLoss(config.loss, config.bce_weight), split, sampler, loader, steps, provenance, progress)
-    if config.resume and progress.best_epoch == progress.epochs_done and group.is_main and not _holds_best(run):
-        _save_best_model(run)  # the run may have been killed after its resume state, before its model was written
+    if rewrite:
+        _save_best_model(run)  # the run was killed after its resume state, before its model was written
     # last: a wrapper alive when setup fails can hang (_let_go)
     run.network = group.wrap(network, config.sync_batchnorm)
     return run
 
 
-def _holds_best(run: _Run) -> bool:
-    """Whether the folder holds the resume state's best epoch whole: its weights, and a config.json of their save.
-    Only a missing, older or half-saved model is rewritten: rewriting the same weights would drop what was done to
-    the model since (a calibration of its threshold)."""
-    try:
-        on_disk = saved_config(run.folder.path)
-        same_save = read_config(run.folder.path).weights_id == on_disk.weights_id
-    except ModelError:
+def _best_cut_short(folder: RunFolder, progress: RunProgress) -> bool:
+    """Whether a resumed run must rewrite its best model: the last finished epoch was the best, and the folder does
+    not hold it whole (its weights, and a config.json of their save); the run may have been killed after its resume
+    state, before its model was written. Only a missing, older or half-saved model is rewritten: rewriting the same
+    weights would drop what was done to the model since (a calibration of its threshold)."""
+    if progress.best_epoch != progress.epochs_done:
         return False
-    return same_save and on_disk.training.best_epoch == run.progress.best_epoch
+    try:
+        on_disk = saved_config(folder.path)
+        same_save = read_config(folder.path).weights_id == on_disk.weights_id
+    except ModelError:
+        return True
+    return not (same_save and on_disk.training.best_epoch == progress.best_epoch)
 
 
 def _let_go(run: _Run) -> None:
@@ -404,11 +418,18 @@ def _save_best_model(run: _Run) -> None:
 
 
 def _finished(run: _Run) -> Finished:
-    best, loss = run.progress.best_epoch, run.progress.best_val_loss
-    kept = "last epoch" if run.config.keep_last else "best epoch"
-    measure = "validation loss" if run.split.val_variants else "training loss"
-    message = f"{kept} {best} ({measure} {loss:.4f}), model in {run.folder.path}" if best else NO_EPOCH_FINISHED
-    return Finished(str(run.folder.path), best, loss, run.stopped, _history(run), message)
+    return _finished_as(run.folder, run.config, run.progress, run.stopped, _history(run), bool(run.split.val_variants))
+
+
+def _finished_as(folder: RunFolder, config: TrainConfig, progress: RunProgress, stopped: bool,
+                 history: list[EpochRecord], validated: bool) -> Finished:
+    """The last event of a run that leaves `folder` at `progress`; `validated`: its best epoch was chosen by
+    validation loss, not training loss."""
+    best, loss = progress.best_epoch, progress.best_val_loss
+    kept = "last epoch" if config.keep_last else "best epoch"
+    measure = "validation loss" if validated else "training loss"
+    message = f"{kept} {best} ({measure} {loss:.4f}), model in {folder.path}" if best else NO_EPOCH_FINISHED
+    return Finished(str(folder.path), best, loss, stopped, history, message)
 
 
 @dataclass
@@ -429,9 +450,9 @@ class _StoppedWhilePreparing(Exception):
 def _prepare(scans: list[Scan], config: TrainConfig, preprocess: PreprocessConfig,
              stopped: Callable[[], bool]) -> _Split:
     """The scans normalised and resized (`prepare_training_volume`), split into training and validation volumes.
-    A new run asks `stopped` before each scan: preparing one takes seconds, and a Stop (or Ctrl-C) waited for them
-    all. A resumed run prepares them all: it reports the best model it continues, and first rewrites that model if
-    it was cut short (`_setup`), both from the split."""
+    `stopped` is asked before each scan: preparing one takes seconds, and a Stop (or Ctrl-C) waited for them all
+    (a resumed run's too: a resumed run stopped here leaves its folder as it was, `_stopped_while_preparing`; one
+    whose best model a kill cut short is not asked, as it rewrites that model from the split: see `_setup`)."""
     if not scans:
         raise InputError("no scans to train on")
     names = [s.name for s in scans]
@@ -441,7 +462,7 @@ def _prepare(scans: list[Scan], config: TrainConfig, preprocess: PreprocessConfi
     train_names, val_names, test_names = split_patients(names, config.val_fraction, config.test_fraction, config.seed)
     volumes = {}
     for scan in scans:
-        if not config.resume and stopped():
+        if stopped():
             raise _StoppedWhilePreparing
         volume = prepare_training_volume(scan, preprocess, config.skip_unlabelled and not scan.fully_labelled)
         if len(volume.mask):
