@@ -382,6 +382,22 @@ def test_stop_pressed_while_the_kaggle_folder_loads_ends_the_run_before_the_next
     assert not (tmp_path / "models").exists()
 
 
+def test_a_stop_asked_while_the_layers_are_read_ends_the_run_before_the_next_layer(tmp_path):
+    """A lazy layer (a big NIfTI, a remote or dask-backed image) is read in the training worker, seconds each, and
+    the stop was asked only after every layer had been read."""
+    read = []
+
+    def image() -> np.ndarray:
+        read.append(True)
+        return np.zeros((2, 32, 32), np.float32)
+
+    pairs = [workers.LayerPair(name, name, image, False, lambda: np.ones((2, 32, 32), bool)) for name in "ab"]
+    events = list(workers.training_job(pairs, None, TrainConfig(epochs=1, workers=0, device="cpu"), tmp_path / "run",
+                                       stop=lambda: bool(read)))
+    assert len(read) == 1 and [event.message for event in events] == ["no epoch finished"]
+    assert events[0].stopped and not (tmp_path / "run").exists()
+
+
 def test_an_output_folder_typed_from_home_with_a_tilde_is_in_the_home_folder(
         train_widget, notes, inline_jobs, tmp_path, monkeypatch):
     """Typed '~/lgg models' (as in a shell), the models went into a folder named '~' inside the folder napari was

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -138,13 +139,14 @@ def training_job(
     """Read the pairs' images and the optional Kaggle-style folder (slow disk work: a lazy layer, a remote one, a
     folder of patients; so here and not in the GUI), then train. The folder's scans are listed before any is read, so
     a layer named like one of them is refused within a moment, not after the whole folder has loaded (listing is disk
-    work too: it reads a header of every file of a DICOM folder). A stop asked while the folder loads ends the
-    loading: the run then ends before it prepares a scan (`train_model`)."""
+    work too: it reads a header of every file of a DICOM folder). A stop asked while the layers or the folder load
+    ends the loading after the scan in progress (a lazy layer is read here too, seconds each): the run then ends
+    before it prepares a scan (`train_model`)."""
     sources = [] if folder is None else find_scans(folder, require_masks=True)  # listed once, to check and to load
     _refuse_layers_named_like(pairs, sources, folder)
-    scans = [pair.scan() for pair in pairs]
-    for source in sources:
-        scans.append(load_scan(source, require_mask=True))
+    scans: list[Scan] = []
+    for read in [pair.scan for pair in pairs] + [partial(load_scan, source, require_mask=True) for source in sources]:
+        scans.append(read())
         if stop():
             break
     yield from train_model(scans, config, out_dir, stop)
