@@ -510,3 +510,16 @@ def test_a_scheduler_s_stop_signal_ends_a_command_as_ctrl_c_does_with_one_line_a
     assert capsys.readouterr().err == "lgg-unet: interrupted\n" and code == 130
     assert {path.name: path.read_bytes() for path in model.iterdir()} == before  # no lock, no temporary file
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]
+
+
+def test_main_called_from_another_thread_runs_its_command_without_signal_handlers(tmp_path, capsys):
+    """Python installs signal handlers from the main thread only: a script's worker thread calling main() got an
+    internal error from the stop-signal handling before its command ran."""
+    import threading
+
+    codes = []
+    worker = threading.Thread(target=lambda: codes.append(main(["evaluate", "--model", str(tmp_path / "none"),
+                                                                "--data", str(tmp_path)])))
+    worker.start()
+    worker.join()
+    assert codes == [2] and "lgg-unet: error:" in capsys.readouterr().err

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import os
 import sys
+import threading
 import typing
 import warnings
 from dataclasses import asdict, fields
@@ -656,8 +657,8 @@ def _signals_as_ctrl_c(command: str) -> typing.Iterator[None]:
     is half-written, as each is written atomically). The system's default killed evaluate, calibrate, one scan's
     predict and train's loading of its patients without a word, leaving their lock files and temporary files behind.
     Training itself stops between steps instead (`stop_on_signals`, which holds the signals while it trains). Not
-    `view`: napari answers the signals there."""
-    if command == "view":
+    `view`: napari answers the signals there; nor `main` called from another thread, where Python allows no handler."""
+    if command == "view" or threading.current_thread() is not threading.main_thread():
         yield
         return
     from .engine.distributed import interrupt_on_signals
