@@ -417,7 +417,8 @@ def _run_as_two_ranks(argv: list[str], log: Path, signal_at: int = 0) -> list[tu
 def test_two_process_evaluate_shares_the_patients_and_rank_0_alone_reports_them_all_as_one_process_does(
         data, tiny_model_dir, tmp_path, capsys):
     # Every process evaluated every patient, printed the whole table and wrote the --json.
-    argv = ["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--device", "cpu"]
+    # fp32 pinned: `auto` times the number formats, and under load the two runs could choose differently
+    argv = ["evaluate", "--model", str(tiny_model_dir), "--data", str(data), "--device", "cpu", "--precision", "fp32"]
     (rank_0, said), (rank_1, quiet) = _run_as_two_ranks([*argv, "--json", str(tmp_path / "two.json")], tmp_path / "log")
     assert rank_0 == {"code": 0, "loaded": PATIENTS[0::2]} and rank_1 == {"code": 0, "loaded": PATIENTS[1::2]}
     assert quiet == "" and all(said.count(f"{name} ") == 1 for name in PATIENTS) and "4 patients: mean Dice" in said
