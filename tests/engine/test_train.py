@@ -84,33 +84,44 @@ def test_a_stop_after_a_few_steps_leaves_a_model_and_one_before_any_step_records
     assert [e.epoch for e in again if isinstance(e, EpochEnd)] == [1]  # the folder takes a new run
 
 
-def test_a_stop_during_validation_ends_it_at_once_and_records_no_half_validated_epoch(scans, tmp_path, monkeypatch):
-    """A stop asked while epoch 2 was validated (a minute on a CPU) waited for the validation's end, and then saved
-    that epoch. Now the validation ends after the batch in progress, epoch 2 is neither recorded nor saved, and epoch
-    1's model stays the best."""
-    batches, asked = [], []
+def _stopped_in_epoch_2(scans, out, monkeypatch, module, config: TrainConfig) -> tuple[list, list, list[int]]:
+    """Train with a stop asked at the second batch that `module.volume_logits` yields in epoch 2; returns the events,
+    the epochs ended, and for each batch it yielded after epoch 1 whether the stop had been asked before it."""
+    batches, asked, epochs_ended = [], [], []
+    volume_logits = module.volume_logits
 
     def watched(*args, **kwargs):
         for batch in volume_logits(*args, **kwargs):
             batches.append(len(asked))
-            if len(batches) == 2 and not asked and len(epochs_ended) == 1:  # epoch 2's validation is under way
+            if len(batches) == 2 and not asked and len(epochs_ended) == 1:
                 asked.append(True)
             yield batch
 
-    volume_logits, epochs_ended = train.volume_logits, []
-    monkeypatch.setattr(train, "volume_logits", watched)
-    config = TrainConfig(epochs=3, steps_per_epoch=2, val_fraction=0.34, **FAST)
+    monkeypatch.setattr(module, "volume_logits", watched)
     events = []
-    for event in train_model(scans, config, tmp_path / "m", lambda: bool(asked)):
+    for event in train_model(scans, config, out, lambda: bool(asked)):
         events.append(event)
         if isinstance(event, EpochEnd):
             epochs_ended.append(event)
             batches.clear()
-    assert [e.epoch for e in epochs_ended] == [1] and batches == [0, 0]  # no batch validated after the stop
+    return events, epochs_ended, batches
+
+
+def _assert_epoch_1_alone_kept(events: list, out) -> None:
     assert isinstance(events[-1], Finished) and events[-1].stopped and events[-1].best_epoch == 1
     assert [r.epoch for r in events[-1].history] == [1]
-    assert load_model(tmp_path / "m").config.training.best_epoch == 1
-    assert (tmp_path / "m" / "history.csv").read_text().count("\n") == 2
+    assert load_model(out).config.training.best_epoch == 1
+    assert (out / "history.csv").read_text().count("\n") == 2
+
+
+def test_a_stop_during_validation_ends_it_at_once_and_records_no_half_validated_epoch(scans, tmp_path, monkeypatch):
+    """A stop asked while epoch 2 was validated (a minute on a CPU) waited for the validation's end, and then saved
+    that epoch. Now the validation ends after the batch in progress, epoch 2 is neither recorded nor saved, and epoch
+    1's model stays the best."""
+    config = TrainConfig(epochs=3, steps_per_epoch=2, val_fraction=0.34, **FAST)
+    events, epochs_ended, batches = _stopped_in_epoch_2(scans, tmp_path / "m", monkeypatch, train, config)
+    assert [e.epoch for e in epochs_ended] == [1] and batches == [0, 0]  # no batch validated after the stop
+    _assert_epoch_1_alone_kept(events, tmp_path / "m")
 
 
 def test_a_stop_during_the_hard_negative_scoring_ends_it_at_once_and_keeps_the_best_model(scans, tmp_path,
@@ -118,32 +129,15 @@ def test_a_stop_during_the_hard_negative_scoring_ends_it_at_once_and_keeps_the_b
     """With --hard-negatives each epoch starts by running the network over every training slice (minutes on a CPU),
     and a Stop (or Ctrl-C) was asked only before the first step after it. Now the scoring ends after the batch in
     progress, its partial weights are not drawn from, no step of that epoch is taken, and epoch 1's model stays."""
-    batches, asked, weighed = [], [], []
-
-    def watched(*args, **kwargs):
-        for batch in volume_logits(*args, **kwargs):
-            batches.append(len(asked))
-            if len(batches) == 2 and len(epochs_ended) == 1:  # epoch 2's scoring is under way
-                asked.append(True)
-            yield batch
-
-    volume_logits, weights, epochs_ended = dataset.volume_logits, train.sampling_weights, []
-    monkeypatch.setattr(dataset, "volume_logits", watched)  # hard-negative scoring's (validation's is train's own)
+    weighed, weights = [], train.sampling_weights
     monkeypatch.setattr(train, "sampling_weights", lambda *args: weighed.append(args) or weights(*args))
     config = TrainConfig(epochs=3, steps_per_epoch=2, val_fraction=0.34, hard_negatives=0.5, **FAST)
-    events = []
-    for event in train_model(scans, config, tmp_path / "m", lambda: bool(asked)):
-        events.append(event)
-        if isinstance(event, EpochEnd):
-            epochs_ended.append(event)
-            batches.clear()
+    # dataset's volume_logits: the hard-negative scoring's (validation's is train's own)
+    events, epochs_ended, batches = _stopped_in_epoch_2(scans, tmp_path / "m", monkeypatch, dataset, config)
     assert [e.epoch for e in epochs_ended] == [1] and batches == [0, 0]  # no batch scored after the stop
     assert len(weighed) == 1  # epoch 1's weights alone were made
     assert not [e for e in events[events.index(epochs_ended[0]):] if isinstance(e, Step)]
-    assert isinstance(events[-1], Finished) and events[-1].stopped and events[-1].best_epoch == 1
-    assert [r.epoch for r in events[-1].history] == [1]
-    assert load_model(tmp_path / "m").config.training.best_epoch == 1
-    assert (tmp_path / "m" / "history.csv").read_text().count("\n") == 2
+    _assert_epoch_1_alone_kept(events, tmp_path / "m")
 
 
 def test_a_stop_asked_while_a_resumed_run_prepares_its_scans_ends_it_and_leaves_its_folder_as_it_was(

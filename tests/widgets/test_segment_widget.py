@@ -786,23 +786,33 @@ def test_the_tumour_layer_keeps_the_scans_geometry_for_the_writer(qtbot, viewer,
     assert widget.readouts.unit == "mm^3"
 
 
+NIFTI_SHAPE = (12, 10, 8)
+
+
+def _segmented_nifti(qtbot, viewer, model_dir, path, affine: np.ndarray):
+    """A random NIfTI scan of NIFTI_SHAPE placed by `affine`, written to `path`, opened with our reader and segmented
+    by the untrained model at a threshold that leaves its mask not empty (its probabilities are near 0.5); returns
+    the image layer and the Segment widget."""
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.random.default_rng(2).random(NIFTI_SHAPE).astype(np.float32), affine), path)
+    [image] = viewer.open(str(path), plugin="napari-lgg-unet")
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value = "folder"
+    widget.model_folder.value = model_dir
+    widget.cleanup.threshold.value = 0.01
+    run_segment(qtbot, widget)
+    return image, widget
+
+
 @pytest.mark.usefixtures("inline_jobs")
 def test_a_sheared_nifti_opened_with_our_reader_measures_its_tumour_as_the_cli_does(qtbot, viewer, tiny_model_dir,
                                                                                     tmp_path, notes):
     """napari shows a sheared scan unsheared (our reader gives it its voxel sizes as scale): the readouts and the
     review list gave each voxel the product of its sizes, 3 % more than |det| of the file's affine, the volume the
     CLI's summary gives. A layer given another scale since is measured by that scale, as napari shows it."""
-    import nibabel as nib
-
     sheared = np.array([[0.9, 0, 0.5, -20], [0, 1.1, 0, 12], [0, 0, 2.0, -30], [0, 0, 0, 1]])
-    nib.save(nib.Nifti1Image(np.random.default_rng(2).random((12, 10, 8)).astype(np.float32), sheared),
-             tmp_path / "scan_flair.nii.gz")
-    [image] = viewer.open(str(tmp_path / "scan_flair.nii.gz"), plugin="napari-lgg-unet")
-    widget = dock(viewer, "Segment tumour")
-    widget.model.value = "folder"
-    widget.model_folder.value = tiny_model_dir
-    widget.cleanup.threshold.value = 0.01  # the untrained model's probabilities are near 0.5: the mask is not empty
-    run_segment(qtbot, widget)
+    image, widget = _segmented_nifti(qtbot, viewer, tiny_model_dir, tmp_path / "scan_flair.nii.gz", sheared)
     assert notes["error"] == []
     per_voxel = abs(np.linalg.det(sheared[:3, :3]))
     readouts = widget.readouts
@@ -820,20 +830,13 @@ def test_a_nifti_scan_opened_with_our_reader_segments_and_saves_back_onto_its_gr
     import nibabel as nib
 
     affine = np.array([[-0.9, 0, 0, 10], [0, 0, 3.0, -5], [0, 1.2, 0, 7], [0, 0, 0, 1]])  # permuted, flipped axes
-    scan = np.random.default_rng(2).random((12, 10, 8)).astype(np.float32)
-    nib.save(nib.Nifti1Image(scan, affine), tmp_path / "scan_flair.nii.gz")
-    [image] = viewer.open(str(tmp_path / "scan_flair.nii.gz"), plugin="napari-lgg-unet")
-    widget = dock(viewer, "Segment tumour")
-    widget.model.value = "folder"
-    widget.model_folder.value = tiny_model_dir
-    widget.cleanup.threshold.value = 0.01  # the untrained model's probabilities are near 0.5: the mask is not empty
-    run_segment(qtbot, widget)
+    image, widget = _segmented_nifti(qtbot, viewer, tiny_model_dir, tmp_path / "scan_flair.nii.gz", affine)
     assert notes["error"] == []
     tumour = widget.prediction_layer()
     assert tumour.metadata["lgg_unet_geometry"] == image.metadata["lgg_unet_geometry"]
     tumour.save(str(tmp_path / "mask.nii.gz"), plugin="napari-lgg-unet")
     written = nib.load(tmp_path / "mask.nii.gz")
-    assert written.shape == scan.shape
+    assert written.shape == NIFTI_SHAPE
     np.testing.assert_array_equal(written.affine, nib.load(tmp_path / "scan_flair.nii.gz").affine)
     assert np.asanyarray(written.dataobj).any()
 

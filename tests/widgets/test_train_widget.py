@@ -290,10 +290,13 @@ def test_quitting_napari_during_training_lets_go_of_the_run_folder(qtbot, train_
         assert not run.exists()  # not a folder holding only a stale lock
 
 
-def test_a_lazy_image_is_read_in_the_worker_not_on_the_viewers_thread(qtbot, viewer, train_widget, notes):
+@pytest.mark.parametrize("layer", [PATIENT, f"{PATIENT} mask"], ids=["image", "labels"])
+def test_a_lazy_layer_of_a_pair_is_read_in_the_worker_not_on_the_viewers_thread(qtbot, viewer, train_widget, notes,
+                                                                                 layer):
     """A dask or zarr layer holds no voxels until read: the Train click read the whole scan on the viewer's thread
     (and stacked the sequences there), holding the viewer for as long as a large or remote scan takes to load, as
-    Segment no longer does. Dask's synchronous scheduler reads each chunk in the thread that asks for it."""
+    Segment no longer does; the labels were read there too once the image no longer was. Dask's synchronous
+    scheduler reads each chunk in the thread that asks for it."""
     dask, lazy_array = pytest.importorskip("dask"), pytest.importorskip("dask.array")
     readers: list[int] = []
 
@@ -301,39 +304,16 @@ def test_a_lazy_image_is_read_in_the_worker_not_on_the_viewers_thread(qtbot, vie
         readers.append(threading.get_ident())
         return block
 
-    image = viewer.layers[PATIENT]
-    data = np.asarray(image.data)
-    image.data = lazy_array.from_array(data, chunks=(1, *data.shape[1:])).map_blocks(read, dtype=data.dtype)
+    lazy = viewer.layers[layer]
+    data = np.asarray(lazy.data)
+    lazy.data = lazy_array.from_array(data, chunks=(1, *data.shape[1:])).map_blocks(read, dtype=data.dtype)
     with dask.config.set(scheduler="synchronous"):
         readers.clear()
         train_widget.train_button.clicked()
         on_click = list(readers)
         qtbot.waitUntil(lambda: not train_widget.running, timeout=120_000)
-    assert threading.get_ident() not in on_click, "the click read the scan on the viewer's thread"
-    assert readers, "the scan was never read"
-    assert notes["error"] == [] and train_widget.status.value.startswith("finished")
-
-
-def test_lazy_labels_are_read_in_the_worker_not_on_the_viewers_thread(qtbot, viewer, train_widget, notes):
-    """The image of a pair was read in the worker, but its labels were read whole on the viewer's thread at the
-    Train click: a dask or zarr labels layer held the viewer for as long as it took to load."""
-    dask, lazy_array = pytest.importorskip("dask"), pytest.importorskip("dask.array")
-    readers: list[int] = []
-
-    def read(block: np.ndarray) -> np.ndarray:
-        readers.append(threading.get_ident())
-        return block
-
-    labels = viewer.layers[f"{PATIENT} mask"]
-    data = np.asarray(labels.data)
-    labels.data = lazy_array.from_array(data, chunks=(1, *data.shape[1:])).map_blocks(read, dtype=data.dtype)
-    with dask.config.set(scheduler="synchronous"):
-        readers.clear()
-        train_widget.train_button.clicked()
-        on_click = list(readers)
-        qtbot.waitUntil(lambda: not train_widget.running, timeout=120_000)
-    assert threading.get_ident() not in on_click, "the click read the labels on the viewer's thread"
-    assert readers, "the labels were never read"
+    assert threading.get_ident() not in on_click, f"the click read the {layer} layer on the viewer's thread"
+    assert readers, f"the {layer} layer was never read"
     assert notes["error"] == [] and train_widget.status.value.startswith("finished")
 
 

@@ -145,11 +145,10 @@ def remove_leftover_temp_files(folder: Path, target: str | None = None) -> None:
     """Delete the temporary files that killed writers of ours left in `folder`, whichever file they were writing:
     each save (`atomic_path`) and each run taking a folder's lock calls this, so a leftover lasts only until the next
     write into its folder (ten minutes on: see below), not until its own file is written again (a killed predict's
-    mask may never be). Only
-    names `_temp_file` makes are claimed: a user's `.notes.tmp` or `.page.tmpl` stays; and only files no live writer
-    holds (`_hold`), however long it has been writing: a save of another file of the folder, a slow save of the same
-    file by another process, a save beside a run that holds the folder's lock. A leftover this user may not open
-    (another user's, 0600, in a shared folder) cannot be known to be dead, and stays.
+    mask may never be). Only names `_temp_file` makes are claimed: a user's `.notes.tmp` or `.page.tmpl` stays; and
+    only files no live writer holds (`_hold`), however long it has been writing: a save of another file of the
+    folder, a slow save of the same file by another process, a save beside a run that holds the folder's lock. A
+    leftover this user may not open (another user's, 0600, in a shared folder) cannot be known to be dead, and stays.
 
     A save (`target`, its file name) takes another file's leftover only once it has not changed for `_QUIET_SECONDS`
     as well: a lock reaches only as far as the file system takes it, and some cluster file systems keep each machine's
