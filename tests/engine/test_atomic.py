@@ -323,3 +323,37 @@ def test_a_write_that_fails_removes_the_folders_it_made_and_keeps_those_it_found
     assert _names(tmp_path) == ["kept"] and _names(tmp_path / "kept") == []
     write_text_atomic(tmp_path / "kept" / "new" / "mask.tif", "whole")
     assert (tmp_path / "kept" / "new" / "mask.tif").read_text() == "whole"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="file owners and sticky folders are POSIX's")
+def test_replacing_another_users_file_in_a_sticky_folder_is_refused_naming_its_owner_and_what_to_do(
+        tmp_path, monkeypatch):
+    """A shared folder of mode 1777 (/tmp, many lab folders) lets only a file's owner replace it: the refusal said
+    "cannot write X: Operation not permitted", not whose the file is. Root replaces any file, so the rename is refused
+    as the system refuses a user, and this process becomes someone other than the file's owner."""
+    import pwd
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    target = shared / "mask.tif"
+    target.write_text("theirs")
+    real_replace = os.replace
+
+    def refused(source, destination):
+        if os.fspath(destination) == os.fspath(target):
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(atomic.os, "replace", refused)
+    monkeypatch.setattr(atomic.os, "geteuid", lambda: target.stat().st_uid + 1)
+    owner = pwd.getpwuid(target.stat().st_uid).pw_name
+    with pytest.raises(InputError) as refusal:
+        write_text_atomic(target, "ours")
+    message = str(refusal.value)
+    assert "\n" not in message and message.startswith(f"cannot write {target}: it belongs to {owner}")
+    assert "choose another output name or folder" in message and f"ask {owner} to remove it" in message
+    assert target.read_text() == "theirs" and _names(shared) == ["mask.tif"]
+    os.chmod(shared, 0o777)  # not sticky: the system's own words, since the owner is not the reason
+    with pytest.raises(InputError, match=f"^cannot write {target}: Operation not permitted$"):
+        write_text_atomic(target, "ours")

@@ -2,6 +2,7 @@
 
 import contextlib
 import csv
+import errno
 import os
 import signal
 import subprocess
@@ -472,3 +473,41 @@ def test_a_journal_that_is_a_link_is_continued_as_a_file_of_its_own(tiny_model_d
     assert elsewhere.read_text() == f"{CASES[0]},3,7,,0.5\n"
     with open(out / "summary.csv", newline="") as handle:
         assert len(list(csv.reader(handle))) == 1 + len(CASES)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="file owners and modes are POSIX's")
+def test_a_journal_another_user_left_unwritable_is_refused_in_one_line_naming_its_owner_before_any_case(
+        tiny_model_dir, cohort, tmp_path, monkeypatch, capsys):
+    """A shared lab folder: a colleague's run left its journal 0644. The first case's row failed with a bare
+    "[Errno 13] Permission denied: ..." once that case was segmented. Root writes any file, so the refusal is the
+    system's as a user meets it, and this process becomes someone other than the file's owner."""
+    import pwd
+
+    out = tmp_path / "masks"
+    out.mkdir()
+    journal = out / ".summary.rank0.csv"
+    journal.write_text(f"{CASES[0]},3,7,,0.5\n")
+    os.chmod(journal, 0o644)
+    real_open = os.open
+
+    def refused(path, flags, *args, **kwargs):
+        if Path(path) == journal and flags & (os.O_WRONLY | os.O_RDWR | os.O_APPEND):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def refused_append(path, mode="r", *args, **kwargs):
+        if Path(path) == journal and mode != "r":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(batch_predict.os, "open", refused)
+    monkeypatch.setattr(batch_predict, "open", refused_append, raising=False)  # the rows' appends
+    monkeypatch.setattr(batch_predict.os, "geteuid", lambda: journal.stat().st_uid + 1)
+    owner = pwd.getpwuid(journal.stat().st_uid).pw_name
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Errno" not in err
+    assert f"{journal} belongs to {owner} and is not writable for you" in err
+    assert "ask them to finish it" in err and "choose another output folder" in err
+    assert not list(out.glob("*_mask.tif")) and journal.read_text() == f"{CASES[0]},3,7,,0.5\n"

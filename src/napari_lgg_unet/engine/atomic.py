@@ -63,7 +63,7 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
         os.replace(tmp_path, target)  # elsewhere still held: a clean-up that found its old name finds it gone
         written = True
     except OSError as error:
-        raise InputError(f"cannot write {target}: {error.strerror or describe(error)}") from None
+        raise InputError(_write_refusal(target, error)) from None
     finally:
         if held is not None:
             held.close()
@@ -71,6 +71,47 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
             if tmp_path is not None:
                 tmp_path.unlink(missing_ok=True)
             remove_empty_folders(made)
+
+
+def _write_refusal(target: Path, error: OSError) -> str:
+    """Why `target` could not be written, in one line. A shared folder with the sticky bit (mode 1777: /tmp, many
+    lab folders) lets only a file's owner replace or remove it, so replacing a colleague's file fails with
+    "Operation not permitted", which said neither whose the file is nor what to do: that refusal names its owner."""
+    owner = other_owner(target) if error.errno in (errno.EPERM, errno.EACCES) else None
+    if owner is not None and _sticky(target.parent):
+        return (f"cannot write {target}: it belongs to {owner}, and {target.parent} is a shared folder (sticky bit) "
+                f"where only a file's owner may replace it; choose another output name or folder, or ask {owner} "
+                "to remove it")
+    return f"cannot write {target}: {error.strerror or describe(error)}"
+
+
+def _sticky(folder: Path) -> bool:
+    """Whether `folder` lets only a file's owner replace it; False where it cannot be told (then the system's words
+    are given, as for any other failure)."""
+    try:
+        return bool(folder.stat().st_mode & stat.S_ISVTX)
+    except OSError:
+        return False
+
+
+def other_owner(path: Path) -> str | None:
+    """The name of the user who owns `path` when that is not this process's user (their uid where it has no name);
+    None where it is ours, is gone, or the system has no file owners (Windows). The one place that names a file's
+    owner in a refusal: a lock file (folder_lock), a journal (batch_predict), a file a save would replace (here)."""
+    if not hasattr(os, "geteuid"):
+        return None
+    try:
+        uid = path.lstat().st_uid
+    except OSError:
+        return None
+    if uid == os.geteuid():
+        return None
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return f"user {uid}"
 
 
 def missing_folders(path: Path) -> list[Path]:

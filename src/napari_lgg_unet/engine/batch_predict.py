@@ -26,7 +26,7 @@ from typing import Iterator, Literal, Sequence, get_args
 
 import numpy as np
 
-from .atomic import atomic_path, missing_folders, remove_empty_folders, write_text_atomic
+from .atomic import atomic_path, missing_folders, other_owner, remove_empty_folders, write_text_atomic
 from .cohort import check_same_cases, loaded_scans, segment_scan
 from .distributed import Group
 from .errors import InputError, few_names
@@ -176,6 +176,7 @@ def _segment_share(
 ) -> Iterator[CaseSummary | None]:
     journal = out_dir / f".summary.rank{group.rank}.csv"
     _unshare(journal)
+    _check_journal_writable(journal)
     created: list[Path] = []
     journal_start = journal.stat() if journal.exists() else None
     replaced_rows: list[list[object]] = []  # rows of masks this call replaced: they stay if it fails
@@ -216,6 +217,27 @@ def _unshare(journal: Path) -> None:
     if stat.S_ISLNK(info.st_mode) or info.st_nlink > 1:
         with atomic_path(journal) as tmp:
             shutil.copyfile(journal, tmp)
+
+
+def _check_journal_writable(journal: Path) -> None:
+    """Refuse, before any case is segmented, a journal this run may not append to: in a shared lab folder another
+    user's run may have left it (0644 under their umask), and the first case's row failed with a bare "Permission
+    denied" after minutes of work, its mask written but never summarised. Opening it to append changes nothing."""
+    try:
+        if not stat.S_ISREG(journal.lstat().st_mode):
+            return  # none yet (made by the first row), or not a file: the append says what it is
+        os.close(os.open(journal, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)))
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        owner = other_owner(journal)
+        if owner is None:
+            raise InputError(f"cannot write {journal}, this run's hidden summary rows: {error.strerror or error}; make "
+                             "it writable, or choose another output folder") from None
+        raise InputError(f"{journal} belongs to {owner} and is not writable for you: the hidden summary rows a run of "
+                         f"theirs left in {journal.parent}; ask them to finish it (their command again with "
+                         "--skip-existing writes summary.csv and removes it), or choose another output folder"
+                         ) from None
 
 
 def _check_existing(out_dir: Path, cases: Sequence[ScanSource], existing: ExistingOutputs) -> None:

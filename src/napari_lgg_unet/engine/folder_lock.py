@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
-from .atomic import make_folders, remove_empty_folders, remove_leftover_temp_files
+from .atomic import make_folders, other_owner, remove_empty_folders, remove_leftover_temp_files
 from .errors import FolderInUse, InputError
 from .os_locks import same_file, try_lock, unlock
 
@@ -164,7 +164,7 @@ def _refusal(path: Path, error: OSError) -> InputError:
     neither whose it was nor that it might be a live run's. Its owner is asked to remove it only once their run has
     ended: a new run beside a live one whose lock was removed would take a new lock, and two runs would write one
     folder. Anything else (a read-only folder) is refused in the system's words."""
-    owner = _other_owner(path)
+    owner = other_owner(path)
     if owner is None:
         return InputError(f"cannot open the lock file {path}: {error.strerror or error}; choose another output folder")
     held, text = _their_hold(path)
@@ -175,25 +175,6 @@ def _refusal(path: Path, error: OSError) -> InputError:
              else "which may still be running; once it has ended, ask them to remove it")
     return InputError(f"{path} belongs to {owner} and is not writable for you: the lock file a run of theirs left in "
                       f"{path.parent}, {state}, or choose another output folder")
-
-
-def _other_owner(path: Path) -> str | None:
-    """The name of the user who owns `path` when that is not this process's user (their uid where it has no name);
-    None where it is ours, is gone, or the system has no file owners (Windows)."""
-    if not hasattr(os, "geteuid"):
-        return None
-    try:
-        uid = path.lstat().st_uid
-    except OSError:
-        return None
-    if uid == os.geteuid():
-        return None
-    try:
-        import pwd
-
-        return pwd.getpwuid(uid).pw_name
-    except (ImportError, KeyError):
-        return f"user {uid}"
 
 
 def _their_hold(path: Path) -> tuple[bool | None, str | None]:
