@@ -521,6 +521,49 @@ def test_a_stroke_undone_with_napari_s_undo_does_not_come_back(viewer, qtbot, no
     assert notes["error"] == []
 
 
+def test_a_stroke_undone_on_a_hidden_layer_is_not_put_back_by_a_keep_box(viewer, qtbot, notes):
+    """Napari tells of no undo on a hidden layer, so the review list kept the undone stroke's rows, and a piece
+    removed or ticked back in the list set the layer from them: the undone stroke came back until the next click."""
+    widget = _segmented(viewer, qtbot, notes, "default")
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    tumour = widget.prediction_layer()
+    stroke = _stroke_listed(widget, qtbot, tumour)
+    tumour.visible = False
+    tumour.undo()
+    widget.review_list.keep_box(0).setCheckState(Qt.Unchecked)
+    assert not np.asarray(tumour.data)[stroke].any()
+    widget.review_list.keep_box(0).setCheckState(Qt.Checked)
+    assert not np.asarray(tumour.data)[stroke].any()
+    qtbot.wait(300)  # the listing starts shortly after the box (`LayerWatch.again`)
+    settle(qtbot, widget)
+    assert not np.asarray(tumour.data)[stroke].any()
+    _rows_match_layer(widget, tumour)  # listed again without the undone stroke
+    assert notes["error"] == []
+
+
+def test_a_stroke_undone_while_a_click_is_computed_does_not_show_with_its_result(viewer, qtbot, notes):
+    """The click's worker laid the painting of the click's start over its mask: a stroke undone meanwhile showed with
+    the click's result until the pieces were listed again (0.2 s on the sample)."""
+    widget = _segmented(viewer, qtbot, notes, "default")
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    tumour = widget.prediction_layer()
+    stroke = _stroke_listed(widget, qtbot, tumour)
+    shown, show_mask = [], widget._show_mask
+
+    def spy(*args, **kwargs):
+        show_mask(*args, **kwargs)
+        shown.append(bool(np.asarray(tumour.data)[stroke].any()))
+
+    widget._show_mask = spy
+    widget.corrections.add_click(np.asarray((12, 100, 100), dtype=float), False)
+    tumour.undo()  # before the click's result can come: it comes through the event loop
+    qtbot.waitUntil(lambda: not widget.corrections.job.running and not widget.corrections._queue, timeout=120_000)
+    settle(qtbot, widget)
+    assert shown == [False]
+    _rows_match_layer(widget, tumour)
+    assert notes["error"] == []
+
+
 def test_a_stroke_redone_with_napari_s_redo_stays_through_clicks_and_thresholds(viewer, qtbot, notes):
     """Ctrl-Shift-Z puts an undone stroke back: it is the user's painting again, kept over the next click's and
     threshold's masks."""

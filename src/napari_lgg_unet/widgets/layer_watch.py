@@ -52,6 +52,10 @@ class LayerWatch:
         widget's own setting of a layer's data would otherwise compute the same figures twice)."""
         self._timer.stop()
 
+    def again(self) -> None:
+        """Call back as after a change the layers' events do not tell of (napari's undo on a hidden layer)."""
+        self._timer.start()
+
     def _changed(self, *_: object) -> None:
         self._timer.start()
 

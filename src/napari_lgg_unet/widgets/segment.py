@@ -119,8 +119,8 @@ class SegmentWidget(Container):
         self._review: PieceReview | None = None
         self._mask_postprocess: PostprocessConfig | None = None  # the clean-up the mask on screen was made with
         self._shown: np.ndarray | None = None  # the tumour layer as last set, to tell the user's painting from it
-        self._painting: Painting | None = None  # what the user painted or erased since Segment
         self._unpainted: np.ndarray | None = None  # the last click's or threshold's mask, the painting not over it
+        self._painting = self._listed_with = None  # the user's `Painting` since Segment; the one in the review's mask
         self.readouts: Readouts | None = None
         self._scored: _Scored | None = None  # what the volume readouts were computed from, for the slice readouts
         self.extend([*self._input_controls(), *self._cleanup_controls(), *self._correction_controls(),
@@ -421,7 +421,9 @@ class SegmentWidget(Container):
         self._mask_postprocess, self._unpainted = result.postprocess, result.network_mask
         layer = owned_layer(self.viewer, self._source, "tumour")
         self._note_painting(None if layer is None else np.asarray(layer.data))
-        self._show_kept(self._review.update(result.mask, said, result.listed, step))
+        kept = self._review.update(result.mask, said, result.listed, step)
+        self._listed_with = result.painting
+        self._show_kept(kept)
         self._list_painting()
 
     def _show_kept(self, kept: np.ndarray) -> None:
@@ -450,10 +452,14 @@ class SegmentWidget(Container):
                                      self._slider_axis())
 
     def _with_painting(self, kept: np.ndarray) -> np.ndarray:
-        """The tumour layer's data for the review's mask `kept`: the user's painting over it (`Painting.shown`)."""
+        """The tumour layer's data for the review's mask `kept`: the user's painting as it is now over it
+        (`Painting.kept_now`, `Painting.shown`), not as it was when the mask was made or listed: a stroke undone since
+        is never written back into the layer."""
         if self._painting is None:
             return kept
-        return self._painting.shown(self._review.full, kept, self._review.removed_places)
+        full, removed = self._review.full, self._review.removed_places
+        kept = self._painting.kept_now(kept, full, self._listed_with, self._unpainted, removed)
+        return self._painting.shown(full, kept, removed)
 
     def _list_painting(self) -> None:
         """List the pieces of the mask as the user painted it, in a worker (0.2 s on a 1 mm scan, seconds on a noisy
@@ -474,10 +480,11 @@ class SegmentWidget(Container):
         if np.array_equal(painted := self._painting.over(self._unpainted), base):
             return
         self.listing_job.start(listing_job, self._probability, painted, self._review.voxel_volume,
-                               on_item=partial(self._painting_listed, self._review, base, painted),
+                               on_item=partial(self._painting_listed, self._review, base, painted,
+                                               self._painting.frozen()),
                                on_done=self._listing_done)
 
-    def _painting_listed(self, review: PieceReview, base: np.ndarray, painted: np.ndarray,
+    def _painting_listed(self, review: PieceReview, base: np.ndarray, painted: np.ndarray, painting: Painting,
                          listed: tuple[np.ndarray, list[Piece]]) -> None:
         """Show the pieces of `painted` (the review's mask `base` as the user painted it), unless a click, threshold
         or new segmentation replaced `base` meanwhile (its own listing follows). The layer is set again only when
@@ -490,6 +497,7 @@ class SegmentWidget(Container):
             if self._painting is not None and not np.array_equal(self._painting.over(self._unpainted), painted):
                 return  # painted or undone meanwhile
             kept = review.update(painted, listed=listed)
+            self._listed_with = painting
             if np.array_equal(self._with_painting(kept), current):
                 self._show_rows()
             else:
@@ -513,7 +521,8 @@ class SegmentWidget(Container):
     def keep_piece(self, index: int, keep: bool) -> None:
         """Restore (`keep`) or remove piece `index` in the tumour layer this widget made; other voxels stay as they
         are. A piece the user painted goes like any other and comes back exactly as painted; voxels erased from a
-        piece stay erased when it is ticked back (`Painting`)."""
+        piece stay erased when it is ticked back (`Painting`). A stroke undone on a hidden layer (napari tells of no
+        undo there) is not written back (`_with_painting`), and the pieces are listed again without it."""
         layer = self.prediction_layer()
         if layer is None or self._review is None:
             notify.show_warning("the tumour layer is gone: segment again to review its pieces")
@@ -521,11 +530,14 @@ class SegmentWidget(Container):
                 self.review_list.show_keep(index, index not in self._review.removed)
             return
         self._note_painting(np.asarray(layer.data))
+        if self._painting is not None:  # painted into before the box was ticked: the box has the last word
+            self._painting.drop_fresh(self._review.piece_voxels(index))
         shown = self._with_painting((self._review.restore if keep else self._review.remove)(index))
         set_owned_data(layer, shown)
         self._settle(shown)
         self._mark_user_changes(layer)
         self.update_readouts()
+        self._paint_watch.again()  # listed again as after a stroke, out of the box's signal (`_list_painting`)
 
     def _note_painting(self, current: np.ndarray | None) -> None:
         """Bring `_painting` up to date with the tumour layer (`current`, None when it is gone): where it differs from

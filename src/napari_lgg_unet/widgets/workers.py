@@ -7,7 +7,7 @@ it in a napari thread worker and turns its errors into notifications.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
@@ -59,6 +59,7 @@ class LayerResult:
     listed: tuple[np.ndarray, list[Piece]]
     postprocess: PostprocessConfig
     unpainted: np.ndarray | None = None  # `mask` before the user's painting was laid over it; None: the same
+    painting: Painting | None = None  # the painting laid over `mask` (`painted_over`), as the job started; None: none
 
     @property
     def network_mask(self) -> np.ndarray:
@@ -73,9 +74,9 @@ def painted_over(result: LayerResult, painting: Painting | None, voxel_volume: f
     network's pieces were shown first, and the painted ones a moment later (0.2 s on the sample), by a listing of
     their own; labelling the painted mask on the viewer's thread instead held it as long."""
     if painting is None or np.array_equal(mask := painting.over(result.mask), result.mask):
-        return result
+        return replace(result, painting=painting)
     return LayerResult(result.probability, mask, list_pieces(result.probability, mask, voxel_volume),
-                       result.postprocess, result.mask)
+                       result.postprocess, result.mask, painting)
 
 
 def segment_job(
