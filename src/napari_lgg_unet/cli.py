@@ -283,8 +283,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _say_stopping() -> None:
     print("stopping after the current step or batch (of validation or hard-negative scoring); a finished epoch's "
-          "model is kept, and --resume "
-          "continues from it", file=sys.stderr, flush=True)
+          "model is kept, and --resume continues from it", file=sys.stderr, flush=True)
 
 
 class _TrainingProgress:
