@@ -4,6 +4,7 @@ import contextlib
 import csv
 import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -511,3 +512,37 @@ def test_a_journal_another_user_left_unwritable_is_refused_in_one_line_naming_it
     assert f"{journal} belongs to {owner} and is not writable for you" in err
     assert "ask them to finish it" in err and "choose another output folder" in err
     assert not list(out.glob("*_mask.tif")) and journal.read_text() == f"{CASES[0]},3,7,,0.5\n"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="file owners and sticky folders are POSIX's")
+@pytest.mark.parametrize("name, text, existing", [
+    ("summary.csv", "case,slices,tumour_voxels,tumour_mm3,seconds\n", "skip"),
+    ("summary.csv", "case,slices,tumour_voxels,tumour_mm3,seconds\n", "overwrite"),
+    (".summary.rank1.csv", f"{CASES[0]},3,7,,0.5\n", "refuse"),
+], ids=["summary-skip", "summary-overwrite", "journal"])
+def test_another_users_summary_in_a_sticky_folder_is_refused_in_one_line_before_any_scan_is_read(
+        tiny_model_dir, cohort, tmp_path, monkeypatch, capsys, name, text, existing):
+    """A shared folder of mode 1777 keeps a colleague's summary.csv, or a journal a rank of their run left, for them:
+    rank 0 replaces or removes those once every case is segmented, and was refused only then, hours of work lost.
+    Root replaces any file, so this process becomes someone other than the file's and the folder's owner."""
+    import pwd
+
+    out = tmp_path / "masks"
+    out.mkdir()
+    os.chmod(out, 0o1777)
+    theirs = out / name
+    theirs.write_text(text)
+    os.chmod(theirs, 0o666)  # writable for everyone: only the sticky bit keeps it
+    monkeypatch.setattr(batch_predict, "loaded_scans", lambda *_: pytest.fail("a scan was read"))
+    monkeypatch.setattr(os, "geteuid", lambda: theirs.stat().st_uid + 1)
+    refusal = (f"cannot write {theirs}: it belongs to {pwd.getpwuid(theirs.stat().st_uid).pw_name}, and {out} is a "
+               "shared folder (sticky bit) where only a file's owner may replace it")
+    cases = sorted(cohort.iterdir())
+    with pytest.raises(InputError, match=re.escape(refusal)):
+        next(segment_cohort(load_model(tiny_model_dir), cases, out, SegmentOptions(), existing=existing))
+    flags = {"skip": ["--skip-existing"], "overwrite": ["--overwrite"], "refuse": []}[existing]
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu"]
+    assert main([*argv, *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"lgg-unet: error: {refusal}")
+    assert sorted(p.name for p in out.iterdir()) == [name] and theirs.read_text() == text

@@ -79,10 +79,34 @@ def _write_refusal(target: Path, error: OSError) -> str:
     "Operation not permitted", which said neither whose the file is nor what to do: that refusal names its owner."""
     owner = other_owner(target) if error.errno in (errno.EPERM, errno.EACCES) else None
     if owner is not None and _sticky(target.parent):
-        return (f"cannot write {target}: it belongs to {owner}, and {target.parent} is a shared folder (sticky bit) "
-                f"where only a file's owner may replace it; choose another output name or folder, or ask {owner} "
-                "to remove it")
+        return _kept_for_owner(target, owner)
     return f"cannot write {target}: {error.strerror or describe(error)}"
+
+
+def check_replaceable(target: Path) -> None:
+    """Refuse now, in the words a failed save would use, a file that a step at the end of a long run replaces or
+    removes where a shared folder (sticky bit) keeps it for another user: a cohort's summary.csv and journals were
+    refused only once every case was segmented. Nothing is tried: a file's owner, the folder's owner and root may
+    replace it, anyone else may not."""
+    owner = other_owner(target)
+    if owner is not None and _sticky(target.parent) and not _owns_folder(target.parent):
+        raise InputError(_kept_for_owner(target, owner))
+
+
+def _kept_for_owner(target: Path, owner: str) -> str:
+    """Why `target`, `owner`'s file in a sticky folder, cannot be written: the one line of a failed save and of
+    `check_replaceable`."""
+    return (f"cannot write {target}: it belongs to {owner}, and {target.parent} is a shared folder (sticky bit) "
+            f"where only a file's owner may replace it; choose another output name or folder, or ask {owner} "
+            "to remove it")
+
+
+def _owns_folder(folder: Path) -> bool:
+    """Whether this process may replace anyone's file in the sticky `folder`: as root, or as the folder's owner."""
+    try:
+        return os.geteuid() in (0, folder.stat().st_uid)
+    except OSError:
+        return False
 
 
 def _sticky(folder: Path) -> bool:

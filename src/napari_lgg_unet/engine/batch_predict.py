@@ -26,7 +26,8 @@ from typing import Iterator, Literal, Sequence, get_args
 
 import numpy as np
 
-from .atomic import atomic_path, missing_folders, other_owner, remove_empty_folders, write_text_atomic
+from .atomic import (atomic_path, check_replaceable, missing_folders, other_owner, remove_empty_folders,
+                     write_text_atomic)
 from .cohort import check_same_cases, loaded_scans, segment_scan
 from .distributed import Group
 from .errors import InputError, few_names
@@ -134,7 +135,8 @@ def claimed_output(out_dir: Path, cases: Sequence[ScanSource], group: Group = Gr
                    existing: ExistingOutputs = "refuse") -> Iterator[ClaimedOutput]:
     """Hold `out_dir` for a cohort run of `cases` (rank 0 holds its lock) after refusing, in this order: an `out_dir`
     on or in an input's files or case folders and two cases of one name (see outputs.py); a folder another job is
-    writing (the real reason when it also holds masks: they may be that job's); and with `existing="refuse"` an
+    writing (the real reason when it also holds masks: they may be that job's); a summary.csv or journal that a
+    shared folder keeps for another user (`_check_summary_replaceable`); and with `existing="refuse"` an
     `out_dir` that already holds a file the run would write (check_outputs_free), with `"skip"` a summary.csv
     lgg-unet did not write (check_summary_ours).
 
@@ -159,6 +161,7 @@ def claimed_output(out_dir: Path, cases: Sequence[ScanSource], group: Group = Gr
 
         def claim() -> None:
             held.enter_context(RunFolder(out_dir).locked(COHORT_TASK))
+            _check_summary_replaceable(out_dir)
             _check_existing(out_dir, cases, existing)
 
         try:
@@ -238,6 +241,20 @@ def _check_journal_writable(journal: Path) -> None:
                          f"theirs left in {journal.parent}; ask them to finish it (their command again with "
                          "--skip-existing writes summary.csv and removes it), or choose another output folder"
                          ) from None
+
+
+def _check_summary_replaceable(out_dir: Path) -> None:
+    """Refuse, before any case is segmented, the summary files rank 0 replaces or removes once every case is done
+    (`write_summary`) where a shared folder (sticky bit) keeps them for another user: a colleague's summary.csv, a
+    journal one of their runs' ranks left. Refused at the end, they cost the whole cohort's segmentation."""
+    for path in _summary_files(out_dir):
+        check_replaceable(path)
+
+
+def _summary_files(out_dir: Path) -> list[Path]:
+    """`summary.csv` (present or not), then every rank's journal in `out_dir`: what `write_summary` reads, replaces
+    and removes."""
+    return [out_dir / SUMMARY_FILE] + sorted(out_dir.glob(JOURNAL_PATTERN))
 
 
 def _check_existing(out_dir: Path, cases: Sequence[ScanSource], existing: ExistingOutputs) -> None:
@@ -353,7 +370,7 @@ def write_summary(out_dir: Path, cases: Sequence[ScanSource], group: Group = Gro
     if not group.is_main:
         return None
     rows: dict[str, list[str]] = {}
-    previous = [out_dir / SUMMARY_FILE] + sorted(out_dir.glob(JOURNAL_PATTERN))
+    previous = _summary_files(out_dir)
     for path in previous:
         with contextlib.suppress(OSError), open(path, encoding="utf-8", newline="") as handle:
             for row in csv.reader(handle):
