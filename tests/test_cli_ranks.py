@@ -27,6 +27,22 @@ def test_one_scan_is_segmented_and_written_by_rank_0_alone_and_the_other_ranks_e
     assert capsys.readouterr().out.splitlines()[-1] == f"wrote {out}"
 
 
+@pytest.mark.parametrize("existing", [False, True], ids=["new-mask", "overwritten-mask"])
+def test_the_other_ranks_end_before_listing_or_reading_a_scan_that_rank_0_segments_alone(
+        sample_patient_dir, tiny_model_dir, tmp_path, capsys, monkeypatch, existing):
+    """They listed the input first (every header of a DICOM folder) only to learn it was one scan, and ended."""
+    out = tmp_path / "mask.nii.gz"
+    if existing:
+        out.write_text("an earlier mask")
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(sample_patient_dir), "--output", str(out),
+            "--device", "cpu", *(["--overwrite"] if existing else [])]
+    for name in ("find_scans", "is_one_scan", "load_scan"):
+        monkeypatch.setattr(f"napari_lgg_unet.engine.io.{name}", lambda *_, **__: pytest.fail("the input was read"))
+    _as_rank(monkeypatch, 1)
+    assert main(argv) == 0
+    assert capsys.readouterr() == ("", "") and out.exists() == existing
+
+
 def test_one_scan_given_a_bad_output_is_refused_by_rank_0_alone(sample_patient_dir, tiny_model_dir, tmp_path,
                                                                  capsys, monkeypatch):
     (tmp_path / "mask.tif").write_text("mine")

@@ -349,6 +349,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         raise InputError("--output is the same path as --input; the scan would be replaced by its mask")
     check_output(args.output, model_folders(args.model), what="a model folder")  # a mask file, or a folder of them
     device = pick_device(args.device)
+    if not launched_ranks().is_main and _names_a_mask_file(args.output, as_folder):
+        return 0  # one scan's mask, or rank 0's refusal: before listing --input (every header of a DICOM folder)
     sources = find_scans(args.input, output=args.output)  # an earlier run's masks kept inside the input are no scans
     if not sources:
         raise InputError(f"{args.input} holds no scans outside --output {args.output}")
@@ -401,10 +403,19 @@ def _output_is_a_folder(args: argparse.Namespace, sources: list[ScanSource], as_
         return False
     if as_folder and args.output.is_file():  # not "give a folder": the user did, by the slash
         raise InputError(f"--output {args.output}/ ends in / (a folder), but {args.output} is a file; give a folder")
-    if args.output.is_file() or (not as_folder and not args.output.exists() and file_format(args.output)):
+    if _names_a_mask_file(args.output, as_folder):
         raise InputError(f"--input {args.input} holds {len(sources)} scans; give a folder as --output, not a file "
                          f"name ({args.output.name})")
     return True
+
+
+def _names_a_mask_file(output: Path, as_folder: bool) -> bool:
+    """Whether --output can only be one scan's mask file, whatever --input holds: an existing file, or a new name of
+    a file format not ending in / (`as_folder`). Told from the output alone, so the ranks of a torchrun job other than
+    0 end before listing an input that one process segments (`_output_is_a_folder` refuses it for several scans)."""
+    from .engine.formats import file_format
+
+    return output.is_file() or (not as_folder and not output.exists() and file_format(output) is not None)
 
 
 def _check_new_file(path: Path, flag: str, overwrite: bool, hint: str = "") -> None:
