@@ -472,6 +472,31 @@ def test_pairs_opened_from_files_are_recorded_by_their_names_not_their_layer_nam
     assert [pair.patient for pair in widget.training_pairs()] == [f"{first.name} (FLAIR)", f"{first.name} (FLAIR [2])"]
 
 
+def test_a_layer_made_in_napari_named_like_a_case_opened_for_another_pair_is_refused_before_the_run_starts(
+        viewer, tmp_path, notes, inline_jobs, monkeypatch):
+    """A pair made in napari trains under its layer's name ('case-a'), one opened from a case's folder under the
+    folder's ('case-a'): the engine refused the two, but only once the run had started and read every layer."""
+    monkeypatch.setattr(train_module, "training_job", lambda *_, **__: pytest.fail("the run started"))
+    viewer.open(str(_write_case(tmp_path / "case-a", 0)), plugin="napari-lgg-unet")
+    (image, _, _), (mask, _, _) = sample_patient()
+    made = viewer.add_image(image[6:16], name="case-a", rgb=True)
+    painted = viewer.add_labels(mask[6:16], name="painted")
+    widget = dock(viewer, "Train U-Net")
+    widget.output.value = tmp_path / "models"
+    widget.add_pair.clicked()
+    rows = list(widget.pairs)
+    rows[0].image_layer.value, rows[0].labels_layer.value = viewer.layers["FLAIR"], viewer.layers["case-a mask"]
+    rows[1].image_layer.value, rows[1].labels_layer.value = made, painted
+    rows[1].pre_contrast.value = rows[1].post_contrast.value = None  # the new row took the case's T1 and T1c
+    widget.train_button.clicked()
+    assert notes["error"] == ["training scans with the same name: case-a; names identify patients in the split, so "
+                              "give each scan its own name"]
+    assert not widget.running and widget.train_button.text == "Train" and widget.train_button.enabled
+    assert not (tmp_path / "models").exists()
+    made.name = "case-z"  # renamed: the same pairs are taken
+    assert [pair.patient for pair in widget.training_pairs()] == ["case-a", "case-z"]
+
+
 def test_a_pair_opened_from_a_scan_of_the_kaggle_folder_is_refused_before_the_folder_loads(
         viewer, sample_patient_dir, tmp_path, notes, inline_jobs, monkeypatch):
     """A pair opened from a scan of the folder is named after it: that patient would have been trained twice, perhaps

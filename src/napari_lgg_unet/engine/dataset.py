@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 
 from .augment import augment_pair, skull_strip_view
 from .backends import forward
-from .errors import InputError
+from .errors import InputError, few_names
 from .io import Scan
 from .model_input import InputConfig, assemble, neighbour_indices
 from .precision import Precision
@@ -60,6 +60,16 @@ def institution(name: str) -> str:
     """The TCGA site code ('CS' in TCGA_CS_4941_19960909); other names form one group."""
     match = _INSTITUTION.match(name)
     return match["site"] if match else ""
+
+
+def check_patient_names(names: list[str]) -> None:
+    """Refuse training scans that share a name: names identify patients in the split (`split_patients`) and in the
+    model's record, so two of one name would be one patient, perhaps on both sides of the split. The one check for
+    the engine, as a run prepares its scans, and for the Train widget, before its run starts (a pair made in napari
+    is named after its layer, one opened from a file after the file, and the two may meet)."""
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        raise InputError(f"training scans with the same name: {few_names(repeated)}; names identify patients in the "
+                         "split, so give each scan its own name")
 
 
 def split_patients(

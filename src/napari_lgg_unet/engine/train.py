@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from .dataset import (
     SliceDataset,
     TrainingVolume,
+    check_patient_names,
     hard_negative_weights,
     prepare_training_volume,
     volume_logits,
@@ -456,9 +457,7 @@ def _prepare(scans: list[Scan], config: TrainConfig, preprocess: PreprocessConfi
     if not scans:
         raise InputError("no scans to train on")
     names = [s.name for s in scans]
-    if repeated := sorted({name for name in names if names.count(name) > 1}):
-        raise InputError(f"training scans with the same name: {few_names(repeated)}; names identify patients in the "
-                         "split, so give each scan its own name")
+    check_patient_names(names)
     train_names, val_names, test_names = split_patients(names, config.val_fraction, config.test_fraction, config.seed)
     volumes = {}
     for scan in scans:

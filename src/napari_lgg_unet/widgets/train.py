@@ -22,6 +22,7 @@ from napari.layers import Image, Labels, Layer
 from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QWidget
 
+from ..engine.dataset import check_patient_names
 from ..engine.device import pick_device
 from ..engine.errors import InputError, InputWarning, LggUnetError
 from ..engine.events import EpochEnd, Finished, Prepared, Step, TrainingEvent
@@ -236,9 +237,10 @@ class TrainWidget(Container):
         `layers.shown_later` reads them: data in memory is copied now (painting during training is safe) and labels in
         memory checked now, a lazy layer read (and its labels checked) in the worker (`_labels_of`). Raises InputError.
 
-        Each pair's scan is named for the model's record as `_patient_names` says. An image in two pairs is refused
-        here: the engine would refuse two scans of one name only once the run had started, in words ("names identify
-        patients in the split") that say nothing of the pairs. A scan of the Kaggle folder picked as a layer too is
+        Each pair's scan is named for the model's record as `_patient_names` says, and two of one name are refused here
+        as the engine refuses them (`check_patient_names`), which it did only once the run had started and the layers
+        were read: a layer made in napari named 'P1' beside one opened from a file or folder named 'P1'. An image in
+        two pairs is refused first, in words that name the pairs. A scan of the Kaggle folder picked as a layer too is
         refused by `training_job`, which lists the folder off the viewer's thread."""
         found, pair_of = [], {}  # image layer id -> the first pair that trains on it
         for number, row in enumerate(self.pairs, start=1):
@@ -254,6 +256,7 @@ class TrainWidget(Container):
             read, rgb = deferred_input(image, row.pre_contrast.value, row.post_contrast.value)
             found.append((image, read, rgb, _labels_of(labels, image, input_shape(image))))
         patients = _patient_names([image for image, *_ in found])
+        check_patient_names(patients)  # a layer made here named like a file opened as another pair's
         return [LayerPair(image.name, patient, read, rgb, mask)
                 for (image, read, rgb, mask), patient in zip(found, patients)]
 
