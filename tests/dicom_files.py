@@ -26,9 +26,12 @@ def _mr_file(sop_class: str, series: str, description: str) -> Dataset:
 def write_slice(folder: Path, name: str, series: str, description: str, z: float, pixels: np.ndarray,
                 thickness: float = 2.5, corner: tuple[float, float] = (-10.0, -20.0),
                 pixel_spacing: tuple[float, float] = (1.0, 1.0),
-                orientation: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)) -> None:
+                orientation: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+                rescale: tuple[float, float] | None = None) -> None:
     """One MR slice file of `series` whose first pixel lies at (*corner, z) mm (LPS); by default its rows run to the
-    patient's left and its columns to posterior. `pixels` of shape (rows, columns, 3) make an RGB colour slice."""
+    patient's left and its columns to posterior. `pixels` of shape (rows, columns, 3) make an RGB colour slice.
+    `rescale` (slope, intercept) stores `pixels` as unsigned numbers that its RescaleSlope and RescaleIntercept
+    turn back into `pixels`' values."""
     ds = _mr_file(MRImageStorage, series, description)
     ds.ImageOrientationPatient = [float(v) for v in orientation]
     ds.ImagePositionPatient = [*corner, z]
@@ -38,6 +41,11 @@ def write_slice(folder: Path, name: str, series: str, description: str, z: float
         ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
         ds.PixelData = pixels.astype(np.uint8).tobytes()
+    elif rescale is not None:
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleSlope, ds.RescaleIntercept = rescale
+        ds.PixelData = np.round((pixels - rescale[1]) / rescale[0]).astype(np.uint16).tobytes()
     else:
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1

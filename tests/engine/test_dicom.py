@@ -167,3 +167,17 @@ def test_a_multiframe_dicom_file_is_refused_with_what_to_do_not_a_traceback(tmp_
     write_multiframe(tmp_path / "enhanced.dcm", [0.0, 2.5, 7.5, 10.0])
     with pytest.raises(InputError, match=r"enhanced.dcm is a multi-frame .* of 4 frames.*dcm2niix"):
         load_scan(tmp_path)
+
+
+def test_slices_stored_with_their_own_rescale_keep_their_intensities(tmp_path):
+    # ITK reads a series in its first slice's pixel type (here unsigned 16-bit): the other slices' intensities,
+    # negative or fractional after their own RescaleSlope / RescaleIntercept, wrapped round or lost their fractions
+    series, pixels = generate_uid(), np.arange(ROWS * COLUMNS, dtype=float).reshape(ROWS, COLUMNS) * 0.5 - 10
+    rescales = [(1.0, 0.0), (0.5, -10.0), (0.25, -1000.0), (0.5, -40.0)]
+    for index, rescale in enumerate(rescales):
+        first = index == 0  # its pixels are whole and positive, so its own rescale is exact
+        _slice(tmp_path, f"{index}.dcm", series, "FLAIR", index * THICKNESS, np.abs(pixels).round() if first else
+               pixels, rescale=rescale)
+    image = load_scan(tmp_path).image
+    np.testing.assert_array_equal(image[0], np.abs(pixels).round())
+    np.testing.assert_array_equal(image[1:], np.broadcast_to(pixels, (SLICES - 1, ROWS, COLUMNS)))

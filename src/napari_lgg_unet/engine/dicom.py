@@ -28,6 +28,7 @@ _SAME_POSITION_MM = 1e-3
 _SPACING_TOLERANCE = 0.1  # a step 10 % wider than the narrowest means a missing slice (or an irregular series)
 _PLACEMENT_TOLERANCE = 0.1  # a slice further than 10 % of the slice step from its file's position is misplaced
 _ORIENTATION_TOLERANCE = 1e-4  # direction cosines closer than this are one orientation (scanners round them)
+_RESCALE = ("0028|1053", "0028|1052")  # RescaleSlope, RescaleIntercept: intensity = stored number * slope + intercept
 
 
 @dataclass(frozen=True)
@@ -145,15 +146,23 @@ def _check_placement(series: Series, headers: list[sitk.ImageFileReader], volume
                          "a regular grid")
 
 
+def _stored_as(header: sitk.ImageFileReader) -> tuple[object, ...]:
+    """How a slice's stored numbers become its intensities: the pixel type GDCM gives it, and its rescale."""
+    return (header.GetPixelID(), *(header.GetMetaData(key).strip() if header.HasMetaDataKey(key) else ""
+                                   for key in _RESCALE))
+
+
 def read_series(series: Series) -> Volume:
     """One series as a volume; a series that one regular grid of grey slices cannot place exactly (see the module
-    docstring) is refused, not guessed at."""
+    docstring) is refused, not guessed at. Slices whose numbers are scaled differently (their own RescaleSlope or
+    RescaleIntercept, as some scanners store them) are read as floats: ITK reads a series in its first slice's pixel
+    type, in which the others' intensities wrapped round (negative ones became 65000) or lost their fractions."""
     headers = [_header(file) for file in series.files]
     if any(header.GetNumberOfComponents() > 1 for header in headers):
         raise colour_refusal(str(series))
     _check_single_frames(series, headers)
     _check_same_kind(series, headers)
     _check_slice_positions(series, headers)
-    volume = read_itk(list(series.files), str(series))
+    volume = read_itk(list(series.files), str(series), as_float=len(set(map(_stored_as, headers))) > 1)
     _check_placement(series, headers, volume)
     return volume

@@ -326,8 +326,10 @@ def _itk_header(files: str | Path | list[str]) -> tuple[tuple[int, ...], np.dtyp
     return size + ((components,) if components > 1 else ()), sitk.GetArrayViewFromImage(pixel).dtype
 
 
-def read_itk(files: str | Path | list[str], label: str) -> Volume:
+def read_itk(files: str | Path | list[str], label: str, as_float: bool = False) -> Volume:
     """A volume SimpleITK reads (NRRD, MHA, a DICOM series as its sorted file list); `label` names it in errors.
+    `as_float` reads its voxels as float32 whatever their stored type: ITK reads every file of a series in the first
+    file's type, which cannot hold the others' values where they scale their numbers differently (dicom.py).
 
     Its header is checked (size against free memory, pixel type) before its voxels are read, its geometry after."""
     try:
@@ -335,8 +337,9 @@ def read_itk(files: str | Path | list[str], label: str) -> Volume:
             shape, dtype = _itk_header(files)
             _check_dimensions(Path(label), shape)
             check_pixel_type(label, dtype)
-            check_claimed_size(label, shape, dtype)
-            image = sitk.ReadImage([str(f) for f in files] if isinstance(files, list) else str(files))
+            check_claimed_size(label, shape, np.float32 if as_float else dtype)
+            pixel_type = sitk.sitkFloat32 if as_float else sitk.sitkUnknown
+            image = sitk.ReadImage([str(f) for f in files] if isinstance(files, list) else str(files), pixel_type)
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"
         raise InputError(f"cannot read {label} ({reason})") from None
