@@ -289,6 +289,17 @@ def test_a_name_with_an_unknown_suffix_gets_the_mask_suffix_added_not_swapped(tm
     assert Path(written).name == "P_12.edited.tif" and (tifffile.imread(scan) == 7).all()
 
 
+def test_a_file_the_added_mask_suffix_names_is_not_replaced_unasked(tmp_path):
+    # napari's save dialog asked about `P_12.edited`, which does not exist; `P_12.edited.tif` is the user's
+    earlier = tmp_path / "P_12.edited.tif"
+    tifffile.imwrite(earlier, np.full((8, 8), 255, np.uint8))
+    with pytest.raises(InputError, match="P_12.edited.tif exists .*no mask suffix"):
+        write_labels(str(tmp_path / "P_12.edited"), np.zeros((8, 8), np.uint8), {})
+    assert (tifffile.imread(earlier) == 255).all()
+    [written] = write_labels(str(earlier), np.zeros((8, 8), np.uint8), {})  # named in full: replaced, as asked
+    assert not tifffile.imread(written).any()
+
+
 @pytest.mark.parametrize("name, data, meta, message", [
     ("m.tif", np.zeros(5, np.uint8), {}, "2 or 3 dimensions"),
     ("m.nii.gz", np.zeros((3, 4, 5), np.uint8), {"scale": (0.0, 1.0, 1.0)}, "not a voxel size"),

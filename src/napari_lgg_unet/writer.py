@@ -21,8 +21,9 @@ from .reader import GEOMETRY_KEY, SOURCE_KEY
 def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
     """Write the mask atomically (a failed save never leaves a half-written file); returns the path written.
     A name without a known suffix gets NIfTI when the layer has a scan's geometry, else TIFF, added to the name
-    (`P_12.edited` becomes `P_12.edited.tif`, not `P_12.tif`). A mask is never written onto or into the scan its
-    layer was read or segmented from (`metadata["lgg_unet_source"]`, see `_check_not_onto_its_scan`)."""
+    (`P_12.edited` becomes `P_12.edited.tif`, not `P_12.tif`), and is refused where the name so made is taken. A mask
+    is never written onto or into the scan its layer was read or segmented from (`metadata["lgg_unet_source"]`, see
+    `_check_not_onto_its_scan`)."""
     from .engine.formats import default_mask_suffix, file_format
 
     target, data = Path(path), np.asarray(data)
@@ -40,6 +41,8 @@ def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
         target = target.with_name(target.name + default_mask_suffix(bool(stored)))
     if SOURCE_KEY in metadata:
         _check_not_onto_its_scan(target, metadata[SOURCE_KEY])
+    if target.name != Path(path).name:
+        _check_not_replaced_unasked(target, Path(path))
     kind = file_format(target)
     geometry = None
     if kind.is_volume:
@@ -54,6 +57,16 @@ def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
                     else engine_geometry((1,) * (3 - data.ndim) + data.shape, spacing))
     kind.write_mask(target, data, geometry)
     return [str(target)]
+
+
+def _check_not_replaced_unasked(target: Path, given: Path) -> None:
+    """Refuse `target`, the name `given` with a mask suffix added, where a file (or link) of that name exists: napari's
+    save dialog asked whether to replace `given`, never `target`, so that file would be lost without a word."""
+    import os
+
+    if os.path.lexists(target):
+        raise InputError(f"not saved: {target.name} exists and the name given, {given.name}, has no mask suffix, so "
+                         f"nobody was asked to replace it; save as {target.name} to replace it, or under another name")
 
 
 def _check_not_onto_its_scan(target: Path, source: object) -> None:
