@@ -133,6 +133,13 @@ class _NumpyStack(formats.ScanFormat):
         np.save(path, np.asarray(mask) > 0, allow_pickle=False)
 
 
+def test_one_dicom_file_given_as_the_scan_is_refused_naming_its_folder(tmp_path):
+    write_slice(tmp_path, "IM0001.dcm", "1.2.3.4", "AX FLAIR", 0.0, np.zeros((6, 8)))
+    folder = re.escape(str(tmp_path))
+    with pytest.raises(InputError, match=rf"IM0001.dcm is one DICOM file; give the folder .*\({folder}\)"):
+        load_scan(tmp_path / "IM0001.dcm")
+
+
 def test_a_new_format_is_one_class_and_one_registration(tmp_path, monkeypatch):
     np.save(tmp_path / "scan.npy", np.arange(2 * 8 * 8, dtype=np.uint16).reshape(2, 8, 8))
     with pytest.raises(InputError, match="not a scan file"):
