@@ -250,9 +250,9 @@ def _kaggle_mask_slice_saved_twice(w: Workspace) -> Path:
 
 
 def _dicom_series(w: Workspace, missing: bool = False, duplicate: bool = False, sliding: bool = False,
-                  colour: bool = False, uneven: bool = False) -> Path:
+                  colour: bool = False, uneven: bool = False, two_echoes: bool = False) -> Path:
     """Five 2 mm slices; `sliding` moves each 1 mm further right than the one below (a tilted gantry's stack);
-    `uneven` makes the steps 1.8 and 2.2 mm by turns."""
+    `uneven` makes the steps 1.8 and 2.2 mm by turns; `two_echoes` gives the odd slices another echo time."""
     from pydicom.uid import generate_uid
 
     from dicom_files import write_slice
@@ -263,7 +263,8 @@ def _dicom_series(w: Workspace, missing: bool = False, duplicate: bool = False, 
             pixels = np.full((6, 8, 3) if colour else (6, 8), index)
             z = index * 2.0 - (0.2 if uneven and index % 2 else 0.0)
             write_slice(folder, f"{index}.dcm", series, "FLAIR", z, pixels, thickness=2.0,
-                        corner=(-10.0 + (index if sliding else 0), -20.0))
+                        corner=(-10.0 + (index if sliding else 0), -20.0),
+                        echo_time=(90.0 if index % 2 else 15.0) if two_echoes else None)
     if duplicate:
         shutil.copy(folder / "3.dcm", folder / "3 copy.dcm")
     return folder
@@ -375,6 +376,7 @@ BAD_SCANS: dict[str, tuple[Callable[[Workspace], Path], str]] = {
                                            "are both at slice position 6.00 mm"),
     "DICOM series whose slices slide sideways": (lambda w: _dicom_series(w, sliding=True),
                                                  "not stacked along their normal"),
+    "DICOM series of two echo times": (lambda w: _dicom_series(w, two_echoes=True), "slices of 2 echo times"),
     "RGB DICOM series": (lambda w: _dicom_series(w, colour=True), "RGB colour voxels"),
     "multi-frame DICOM file": (_multiframe_dicom, "DICOM file of 5 frames"),
     "Kaggle root with a stray NIfTI": (_kaggle_root_with_a_stray_nifti, "holds scans both loose"),

@@ -181,3 +181,23 @@ def test_slices_stored_with_their_own_rescale_keep_their_intensities(tmp_path):
     image = load_scan(tmp_path).image
     np.testing.assert_array_equal(image[0], np.abs(pixels).round())
     np.testing.assert_array_equal(image[1:], np.broadcast_to(pixels, (SLICES - 1, ROWS, COLUMNS)))
+
+
+@pytest.mark.parametrize("second_echo_at", [0.0, THICKNESS / 2])  # the first echo's positions, or between them
+def test_a_series_of_two_echoes_is_refused_not_stacked_as_one_volume(tmp_path, second_echo_at):
+    # a dual-echo (proton density / T2) series: its echoes' slices would alternate contrasts in one volume
+    series = generate_uid()
+    for index in range(SLICES):
+        for echo, (time, shift) in enumerate([(15.0, 0.0), (90.0, second_echo_at)]):
+            _slice(tmp_path, f"e{echo}_{index}.dcm", series, "PD T2", index * THICKNESS + shift,
+                   np.full((ROWS, COLUMNS), echo), echo_time=time)
+    with pytest.raises(InputError, match=r"slices of 2 echo times \(15 ms: e0_0.dcm; 90 ms: e1_0.dcm\)"):
+        load_scan(tmp_path)
+
+
+def test_a_series_of_one_echo_time_in_several_acquisitions_is_read(tmp_path):
+    series = generate_uid()  # a scanner's concatenations: one echo time, the slices shared between acquisitions
+    for index in range(SLICES):
+        _slice(tmp_path, f"{index}.dcm", series, "FLAIR", index * THICKNESS, np.zeros((ROWS, COLUMNS)),
+               echo_time=90.0 if index % 2 else 90.000001)
+    assert load_scan(tmp_path).image.shape == (SLICES, ROWS, COLUMNS)

@@ -5,8 +5,9 @@ ITK then places slice k at the first slice's position plus k steps of one averag
 that this regular grid misplaces is refused, not repaired: two files at one position, a gap where slices are missing,
 uneven steps that add up, slices not stacked along their normal (a tilted gantry), slices of different sizes, pixel
 spacings or orientations, and multi-frame (enhanced) files, whose frames' positions ITK does not show. Which copy,
-gap or spacing is right is for the user to say. Colour series (RGB, YBR, a palette: screenshots, secondary captures)
-are refused as colour NIfTI is: they are no MRI sequence.
+gap or spacing is right is for the user to say. So is a series of several echo times (a dual-echo series, or two
+acquisitions exported as one), whose contrasts one volume would mix. Colour series (RGB, YBR, a palette:
+screenshots, secondary captures) are refused as colour NIfTI is: they are no MRI sequence.
 A folder with one series is that scan; a folder with several (a study) is read as a case when their descriptions
 name a FLAIR series (and pre-/post-contrast T1 ones); otherwise the user is told which series it holds.
 """
@@ -28,6 +29,8 @@ _SAME_POSITION_MM = 1e-3
 _SPACING_TOLERANCE = 0.1  # a step 10 % wider than the narrowest means a missing slice (or an irregular series)
 _PLACEMENT_TOLERANCE = 0.1  # a slice further than 10 % of the slice step from its file's position is misplaced
 _ORIENTATION_TOLERANCE = 1e-4  # direction cosines closer than this are one orientation (scanners round them)
+_ECHO_TIME = "0018|0081"
+_ECHO_TIME_TOLERANCE_MS = 1e-3  # echo times closer than this are one (scanners round them differently)
 _RESCALE = ("0028|1053", "0028|1052")  # RescaleSlope, RescaleIntercept: intensity = stored number * slope + intercept
 
 
@@ -83,6 +86,24 @@ def series_by_sequence(folder: str | Path) -> dict[str, Series]:
                          "put the FLAIR series in a folder of its own")
     # Several series of one kind (e.g. an axial and a sagittal T1): the one with the most slices.
     return {role: max(roles[role], key=lambda s: len(s.files)) for role in MODEL_CHANNELS if role in roles}
+
+
+def _check_one_echo(series: Series, headers: list[sitk.ImageFileReader]) -> None:
+    """Refuse slices of different echo times: the echoes of a dual-echo (proton density / T2) series, or two
+    acquisitions exported as one series, stacked as one volume would alternate contrasts from slice to slice, or be
+    refused as duplicate files where they share positions. Slices without an echo time are not compared."""
+    first_at: dict[float, str] = {}
+    for header, file in zip(headers, series.files):
+        try:
+            time = float(header.GetMetaData(_ECHO_TIME)) if header.HasMetaDataKey(_ECHO_TIME) else None
+        except ValueError:
+            time = None
+        if time is not None and all(abs(time - t) > _ECHO_TIME_TOLERANCE_MS for t in first_at):
+            first_at[time] = Path(file).name
+    if len(first_at) > 1:
+        times = "; ".join(f"{t:g} ms: {name}" for t, name in sorted(first_at.items()))
+        raise InputError(f"{series} holds slices of {len(first_at)} echo times ({times}): several echoes or "
+                         "acquisitions in one series; export each as a series of its own (dcm2niix splits them)")
 
 
 def _check_slice_positions(series: Series, headers: list[sitk.ImageFileReader]) -> None:
@@ -162,6 +183,7 @@ def read_series(series: Series) -> Volume:
         raise colour_refusal(str(series))
     _check_single_frames(series, headers)
     _check_same_kind(series, headers)
+    _check_one_echo(series, headers)
     _check_slice_positions(series, headers)
     volume = read_itk(list(series.files), str(series), as_float=len(set(map(_stored_as, headers))) > 1)
     _check_placement(series, headers, volume)
