@@ -201,3 +201,18 @@ def test_a_series_of_one_echo_time_in_several_acquisitions_is_read(tmp_path):
         _slice(tmp_path, f"{index}.dcm", series, "FLAIR", index * THICKNESS, np.zeros((ROWS, COLUMNS)),
                echo_time=90.0 if index % 2 else 90.000001)
     assert load_scan(tmp_path).image.shape == (SLICES, ROWS, COLUMNS)
+
+
+def test_a_dicom_series_without_slice_positions_is_refused_naming_the_file_not_as_duplicates(tmp_path):
+    # GDCM puts a slice without ImagePositionPatient at 0 mm: refused as "both at slice position 0.00 mm; remove the
+    # duplicate file", the user was told to delete real slices
+    import pydicom
+
+    _series(tmp_path / "s", "AX FLAIR")
+    for file in sorted((tmp_path / "s").iterdir())[1:]:
+        ds = pydicom.dcmread(file)
+        del ds.ImagePositionPatient
+        ds.save_as(file)
+    message = r"00[234]_AX FLAIR.dcm has no slice position \(ImagePositionPatient\), nor have 2 other files"
+    with pytest.raises(InputError, match=message):
+        load_scan(tmp_path / "s")

@@ -29,6 +29,7 @@ _SAME_POSITION_MM = 1e-3
 _SPACING_TOLERANCE = 0.1  # a step 10 % wider than the narrowest means a missing slice (or an irregular series)
 _PLACEMENT_TOLERANCE = 0.1  # a slice further than 10 % of the slice step from its file's position is misplaced
 _ORIENTATION_TOLERANCE = 1e-4  # direction cosines closer than this are one orientation (scanners round them)
+_POSITION = "0020|0032"  # ImagePositionPatient
 _ECHO_TIME = "0018|0081"
 _ECHO_TIME_TOLERANCE_MS = 1e-3  # echo times closer than this are one (scanners round them differently)
 _RESCALE = ("0028|1053", "0028|1052")  # RescaleSlope, RescaleIntercept: intensity = stored number * slope + intercept
@@ -107,8 +108,13 @@ def _check_one_echo(series: Series, headers: list[sitk.ImageFileReader]) -> None
 
 
 def _check_slice_positions(series: Series, headers: list[sitk.ImageFileReader]) -> None:
-    """Refuse two files at one slice position, or a gap where slices are missing: ITK would stack them anyway, at
-    an averaged spacing, with every slice after the gap misplaced."""
+    """Refuse a slice without a position, two files at one slice position, or a gap where slices are missing: ITK
+    would stack them anyway, at an averaged spacing, with every slice after the gap misplaced. GDCM puts a slice
+    without ImagePositionPatient at 0 mm, which read as a duplicate or a gap, and sent the user deleting slices."""
+    if len(headers) > 1 and (unplaced := [f for h, f in zip(headers, series.files) if not h.HasMetaDataKey(_POSITION)]):
+        raise InputError(f"{series}: {Path(unplaced[0]).name} has no slice position (ImagePositionPatient)"
+                         f"{f', nor have {len(unplaced) - 1} other files' if len(unplaced) > 1 else ''}, so where "
+                         "its slice lies in the volume is unknown; export the series again with its positions")
     normal = np.array(headers[0].GetDirection()).reshape(3, 3)[:, 2]
     placed = sorted((float(np.dot(h.GetOrigin(), normal)), Path(f).name) for h, f in zip(headers, series.files))
     steps = np.diff([position for position, _ in placed])
