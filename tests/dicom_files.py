@@ -27,11 +27,12 @@ def write_slice(folder: Path, name: str, series: str, description: str, z: float
                 thickness: float = 2.5, corner: tuple[float, float] = (-10.0, -20.0),
                 pixel_spacing: tuple[float, float] = (1.0, 1.0),
                 orientation: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
-                rescale: tuple[float, float] | None = None, echo_time: float | None = None) -> None:
+                rescale: tuple[float, float] | None = None, echo_time: float | None = None,
+                acquisition: int | None = None) -> None:
     """One MR slice file of `series` whose first pixel lies at (*corner, z) mm (LPS); by default its rows run to the
     patient's left and its columns to posterior. `pixels` of shape (rows, columns, 3) make an RGB colour slice.
     `rescale` (slope, intercept) stores `pixels` as unsigned numbers that its RescaleSlope and RescaleIntercept
-    turn back into `pixels`' values; `echo_time` (ms) is its EchoTime."""
+    turn back into `pixels`' values; `echo_time` (ms) is its EchoTime, `acquisition` its AcquisitionNumber."""
     ds = _mr_file(MRImageStorage, series, description)
     ds.ImageOrientationPatient = [float(v) for v in orientation]
     ds.ImagePositionPatient = [*corner, z]
@@ -39,6 +40,8 @@ def write_slice(folder: Path, name: str, series: str, description: str, z: float
     ds.Rows, ds.Columns = pixels.shape[:2]
     if echo_time is not None:
         ds.EchoTime = echo_time
+    if acquisition is not None:
+        ds.AcquisitionNumber = acquisition
     if pixels.ndim == 3:
         ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0

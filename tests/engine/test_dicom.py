@@ -216,3 +216,16 @@ def test_a_dicom_series_without_slice_positions_is_refused_naming_the_file_not_a
     message = r"00[234]_AX FLAIR.dcm has no slice position \(ImagePositionPatient\), nor have 2 other files"
     with pytest.raises(InputError, match=message):
         load_scan(tmp_path / "s")
+
+
+def test_a_series_repeating_its_slices_is_refused_as_acquisitions_not_as_duplicate_files(tmp_path):
+    # a dynamic series (time points at the same positions) exported as one series: its files are no copies
+    series = generate_uid()
+    for acquisition in (1, 2):
+        for index in range(SLICES):
+            _slice(tmp_path, f"a{acquisition}_{index}.dcm", series, "DYN T1", index * THICKNESS,
+                   np.full((ROWS, COLUMNS), acquisition), acquisition=acquisition)
+    with pytest.raises(InputError, match=r"both at slice position 0.00 mm, from acquisitions 1 and 2: the series "
+                                         "repeats its slices") as refused:
+        load_scan(tmp_path)
+    assert "remove the duplicate" not in str(refused.value)

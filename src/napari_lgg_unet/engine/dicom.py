@@ -30,6 +30,7 @@ _SPACING_TOLERANCE = 0.1  # a step 10 % wider than the narrowest means a missing
 _PLACEMENT_TOLERANCE = 0.1  # a slice further than 10 % of the slice step from its file's position is misplaced
 _ORIENTATION_TOLERANCE = 1e-4  # direction cosines closer than this are one orientation (scanners round them)
 _POSITION = "0020|0032"  # ImagePositionPatient
+_ACQUISITION = "0020|0012"  # AcquisitionNumber
 _ECHO_TIME = "0018|0081"
 _ECHO_TIME_TOLERANCE_MS = 1e-3  # echo times closer than this are one (scanners round them differently)
 _RESCALE = ("0028|1053", "0028|1052")  # RescaleSlope, RescaleIntercept: intensity = stored number * slope + intercept
@@ -120,8 +121,7 @@ def _check_slice_positions(series: Series, headers: list[sitk.ImageFileReader]) 
     steps = np.diff([position for position, _ in placed])
     for step, (at, first), (_, second) in zip(steps, placed, placed[1:]):
         if step < _SAME_POSITION_MM:
-            raise InputError(f"{series}: {first} and {second} are both at slice position {at:.2f} mm; "
-                             "remove the duplicate file")
+            raise _same_position(series, headers, at, first, second)
     usual = float(steps.min()) if len(steps) else 0.0  # a missing slice only ever widens a step
     for step, (at, _), (after, _) in zip(steps, placed, placed[1:]):
         if step > (1 + _SPACING_TOLERANCE) * usual:
@@ -130,6 +130,21 @@ def _check_slice_positions(series: Series, headers: list[sitk.ImageFileReader]) 
                    if missing else "the series' slice spacing is uneven, not a missing slice")
             raise InputError(f"{series}: the slices at {at:.2f} and {after:.2f} mm are {step:.2f} mm apart where "
                              f"others are {usual:.2f} mm: {why}; export the series again")
+
+
+def _same_position(series: Series, headers: list[sitk.ImageFileReader], at: float, first: str,
+                   second: str) -> InputError:
+    """The refusal of the files `first` and `second` of `series`, both at slice position `at` mm: a copy of one file,
+    or, where their AcquisitionNumbers differ, a series that repeats its slices (time points of a dynamic scan, a
+    repeated acquisition), whose files are no copies to remove."""
+    numbers = {Path(f).name: h.GetMetaData(_ACQUISITION).strip() if h.HasMetaDataKey(_ACQUISITION) else ""
+               for h, f in zip(headers, series.files)}
+    both = f"{series}: {first} and {second} are both at slice position {at:.2f} mm"
+    if numbers[first] and numbers[second] and numbers[first] != numbers[second]:
+        return InputError(f"{both}, from acquisitions {numbers[first]} and {numbers[second]}: the series repeats its "
+                          "slices (time points or repeated acquisitions); export the acquisition to segment as a "
+                          "series of its own")
+    return InputError(f"{both}; remove the duplicate file")
 
 
 def _check_single_frames(series: Series, headers: list[sitk.ImageFileReader]) -> None:
