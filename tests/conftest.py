@@ -5,7 +5,7 @@ model, and a cache folder of the tests' own."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -54,6 +54,41 @@ def sample_patient_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for number, (slice_image, slice_mask) in enumerate(zip(image, mask), start=1):
         tifffile.imwrite(folder / f"{SAMPLE_PATIENT}_{number}.tif", slice_image)
         tifffile.imwrite(folder / f"{SAMPLE_PATIENT}_{number}_mask.tif", (slice_mask > 0).astype("uint8") * 255)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def short_lgg_patients(lgg_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[list[str]], Path]:
+    """Makes a folder of short copies of real LGG patients (see `_short_patient`), for tests whose assertions hold
+    on any real scans: segmenting and validating whole volumes made them the slowest of the suite."""
+
+    def make(names: list[str]) -> Path:
+        root = tmp_path_factory.mktemp("short-lgg")
+        for name in names:
+            _short_patient(lgg_root / name, root)
+        return root
+
+    return make
+
+
+def _short_patient(source: Path, destination: Path, slices: int = 8) -> Path:
+    """A copy of the Kaggle patient folder `source` under `destination` holding only the `slices` slices around its
+    largest tumour cross-section (renumbered from 1, pixels unchanged)."""
+    import shutil
+
+    import tifffile
+
+    def number(path: Path) -> int:
+        return int(path.stem.rsplit("_", 1)[1])
+
+    images = sorted((p for p in source.glob("*.tif") if not p.stem.endswith("_mask")), key=number)
+    areas = [int((tifffile.imread(p.with_name(f"{p.stem}_mask.tif")) > 0).sum()) for p in images]
+    start = min(max(0, areas.index(max(areas)) - slices // 2), max(0, len(images) - slices))
+    folder = destination / source.name
+    folder.mkdir(parents=True)
+    for new, image in enumerate(images[start:start + slices], start=1):
+        shutil.copyfile(image, folder / f"{source.name}_{new}.tif")
+        shutil.copyfile(image.with_name(f"{image.stem}_mask.tif"), folder / f"{source.name}_{new}_mask.tif")
     return folder
 
 

@@ -45,11 +45,8 @@ TRAIN_ARGS = ["--epochs", "50", "--steps-per-epoch", "3", "--batch-size", "2", "
 
 
 @pytest.fixture(scope="module")
-def data(lgg_root, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    for name in PATIENTS:
-        (folder / name).symlink_to(lgg_root / name)
-    return folder
+def data(short_lgg_patients):
+    return short_lgg_patients(PATIENTS)
 
 
 def _launch(command: list[str], port: int, rank: int, **popen) -> subprocess.Popen:

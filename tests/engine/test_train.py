@@ -28,7 +28,14 @@ FAST = dict(image_size=64, batch_size=8, lr=1e-3, decoder_channels=(32, 16, 16, 
 
 
 @pytest.fixture(scope="module")
-def scans(lgg_root):
+def scans(short_lgg_patients):
+    root = short_lgg_patients(PATIENTS)
+    return [load_patient(root / name) for name in PATIENTS]
+
+
+@pytest.fixture(scope="module")
+def whole_scans(lgg_root):
+    """The patients whole, for a test that needs more training slices than one scoring batch holds."""
     return [load_patient(lgg_root / name) for name in PATIENTS]
 
 
@@ -124,7 +131,7 @@ def test_a_stop_during_validation_ends_it_at_once_and_records_no_half_validated_
     _assert_epoch_1_alone_kept(events, tmp_path / "m")
 
 
-def test_a_stop_during_the_hard_negative_scoring_ends_it_at_once_and_keeps_the_best_model(scans, tmp_path,
+def test_a_stop_during_the_hard_negative_scoring_ends_it_at_once_and_keeps_the_best_model(whole_scans, tmp_path,
                                                                                           monkeypatch):
     """With --hard-negatives each epoch starts by running the network over every training slice (minutes on a CPU),
     and a Stop (or Ctrl-C) was asked only before the first step after it. Now the scoring ends after the batch in
@@ -133,7 +140,7 @@ def test_a_stop_during_the_hard_negative_scoring_ends_it_at_once_and_keeps_the_b
     monkeypatch.setattr(train, "sampling_weights", lambda *args: weighed.append(args) or weights(*args))
     config = TrainConfig(epochs=3, steps_per_epoch=2, val_fraction=0.34, hard_negatives=0.5, **FAST)
     # dataset's volume_logits: the hard-negative scoring's (validation's is train's own)
-    events, epochs_ended, batches = _stopped_in_epoch_2(scans, tmp_path / "m", monkeypatch, dataset, config)
+    events, epochs_ended, batches = _stopped_in_epoch_2(whole_scans, tmp_path / "m", monkeypatch, dataset, config)
     assert [e.epoch for e in epochs_ended] == [1] and batches == [0, 0]  # no batch scored after the stop
     assert len(weighed) == 1  # epoch 1's weights alone were made
     assert not [e for e in events[events.index(epochs_ended[0]):] if isinstance(e, Step)]
