@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -178,7 +179,7 @@ def _train_in_auto_precision_timed_by_rank_0_alone(rank: int, port: int, out: st
     """One rank of a short training in 'auto' precision on the CPU, where timing the candidates is rank 0's alone."""
     os.environ.update(rank_variables(rank, port), XDG_CACHE_HOME=cache)
 
-    def timed(candidates: list[Precision]) -> Precision:
+    def timed(candidates: list[Precision], stop: Callable[[], bool] | None = None) -> Precision:
         assert rank == 0, f"rank {rank} timed the precision candidates too"
         return candidates[1]  # fp32 channels-last, as if it had won on rank 0
 
@@ -207,6 +208,24 @@ def test_only_rank_0_times_auto_precision_and_every_rank_trains_in_what_it_remem
     assert load_model(tmp_path / "model").config.training.device == f"cpu, fp32, 1 threads; {measured}"
     remembered = json.loads((tmp_path / "cache" / "napari-lgg-unet" / "precision.json").read_text())
     assert [(entry["name"], entry["channels_last"]) for entry in remembered.values()] == [("fp32", True)]
+
+
+def _train_in_auto_precision_stopped_while_rank_0_times_it(rank: int, port: int, out: str, cache: str) -> None:
+    """One rank of a training in 'auto' precision whose rank 0 alone is asked to stop, once its timing has begun."""
+    os.environ.update(rank_variables(rank, port), XDG_CACHE_HOME=cache)
+    timed, timing = [], precision.autocast
+    precision.autocast = lambda candidate: timed.append(candidate) or timing(candidate)
+    events = list(train_model(_three_scans(), _tiny_config(precision="auto"), out, lambda: rank == 0 and bool(timed)))
+    assert [type(event) for event in events] == [Finished] and events[0].stopped, events
+    assert len(timed) == (1 if rank == 0 else 0), f"rank {rank} timed {len(timed)} passes"
+
+
+def test_a_stop_asked_on_rank_0_while_it_times_auto_precision_ends_every_rank_before_the_next_pass(tmp_path):
+    """Rank 0 times 'auto' alone while the others wait for its choice: its stop ends the timing, and every rank
+    ends as stopped instead of waiting for a choice that never comes."""
+    torch.multiprocessing.spawn(_train_in_auto_precision_stopped_while_rank_0_times_it,
+                                args=(free_port(), str(tmp_path / "model"), str(tmp_path / "cache")), nprocs=2)
+    assert list(tmp_path.iterdir()) == []
 
 
 def _train_and_check_the_wrapper_is_gone_when_the_group_closes(rank: int, port: int, out: str) -> None:

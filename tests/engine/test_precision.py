@@ -92,14 +92,14 @@ def flipping_measurement(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv(REMEASURE_ENV, raising=False)
     timings = iter(range(100))
-    monkeypatch.setattr(precision, "_fastest", lambda candidates: candidates[1 - next(timings) % 2])
-    precision._auto.cache_clear()
+    monkeypatch.setattr(precision, "_fastest", lambda candidates, stop=None: candidates[1 - next(timings) % 2])
+    precision._CHOSEN.clear()
     yield tmp_path / "cache"
-    precision._auto.cache_clear()
+    precision._CHOSEN.clear()
 
 
 def _next_run(requested="auto"):
-    precision._auto.cache_clear()
+    precision._CHOSEN.clear()
     return choose(CPU, requested)
 
 

@@ -212,6 +212,25 @@ def test_a_stop_asked_while_the_validation_variants_are_made_ends_a_resumed_run_
     assert {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()} == before
 
 
+def test_a_stop_asked_while_auto_precision_is_first_timed_ends_the_run_before_the_next_timed_pass(
+        scans, tmp_path, monkeypatch):
+    """The first 'auto' run on a machine times the number formats (18 passes, 20 s on 2 busy cores), and a Stop
+    waited for every pass. Now the run ends before the next one, leaves no folder and remembers no choice, neither in
+    the cache nor for the process, so the next run measures again."""
+    from napari_lgg_unet.engine import precision
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(precision.REMEASURE_ENV, raising=False)
+    monkeypatch.setattr(precision, "_CHOSEN", {})
+    timed, timing = [], precision.autocast
+    monkeypatch.setattr(precision, "autocast", lambda candidate: timed.append(candidate) or timing(candidate))
+    events = list(train_model(scans, TrainConfig(epochs=1, steps_per_epoch=1, **FAST), tmp_path / "run",
+                              lambda: bool(timed)))
+    assert len(timed) == 1 and [type(event) for event in events] == [Finished]
+    assert events[0].stopped and events[0].best_epoch is None and events[0].message == "no epoch finished"
+    assert list(tmp_path.iterdir()) == [] and precision._CHOSEN == {}
+
+
 def test_scans_given_as_a_generator_are_all_trained_on(scans, tmp_path):
     """The first look at the scans (their names, for the folder's lock) no longer uses a generator up."""
     config = TrainConfig(epochs=1, steps_per_epoch=1, val_fraction=0.0, **FAST)
@@ -502,20 +521,20 @@ def test_an_auto_run_resumes_in_the_precision_it_trained_in(sample_patient_dir, 
     from napari_lgg_unet.engine.run_folder import RunFolder
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(precision, "_fastest", lambda candidates: candidates[1])  # fp32, channels-last
-    precision._auto.cache_clear()
+    monkeypatch.setattr(precision, "_fastest", lambda candidates, stop=None: candidates[1])  # fp32, channels-last
+    precision._CHOSEN.clear()
     scans = load_patients(sample_patient_dir)
     tiny = dict(FAST, batch_size=2, decoder_channels=(16, 16, 16, 16, 16), val_fraction=0)
     list(train_model(scans, TrainConfig(epochs=1, steps_per_epoch=1, **tiny), tmp_path / "m"))
     started = RunFolder(tmp_path / "m").trained_precision(torch.device("cpu"))
     assert started is not None and started.channels_last
-    monkeypatch.setattr(precision, "_fastest", lambda candidates: candidates[0])  # now plain fp32 measures faster
+    monkeypatch.setattr(precision, "_fastest", lambda candidates, stop=None: candidates[0])  # plain fp32 faster now
     monkeypatch.setenv(precision.REMEASURE_ENV, "1")
-    precision._auto.cache_clear()
+    precision._CHOSEN.clear()
     try:
         events = list(train_model(scans, TrainConfig(epochs=2, steps_per_epoch=1, resume=True, **tiny), tmp_path / "m"))
     finally:
-        precision._auto.cache_clear()
+        precision._CHOSEN.clear()
     assert events[0].message.endswith("; auto: kept from the resumed run")
     assert RunFolder(tmp_path / "m").trained_precision(torch.device("cpu")) == started
 

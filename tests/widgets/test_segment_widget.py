@@ -104,16 +104,16 @@ def test_auto_precision_in_the_widget_is_the_choice_a_command_line_run_remembere
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     layouts = iter([True, False])  # a busy machine: the second measurement would pick the other fp32 layout
-    monkeypatch.setattr(precision, "_fastest", lambda candidates: candidates[1 if next(layouts) else 0])
-    precision._auto.cache_clear()
+    monkeypatch.setattr(precision, "_fastest", lambda candidates, stop=None: candidates[1 if next(layouts) else 0])
+    precision._CHOSEN.clear()
     measured = precision.choose("cpu", "auto")  # what the command line's run chose
-    precision._auto.cache_clear()  # the viewer is another process
+    precision._CHOSEN.clear()  # the viewer is another process
     try:
         segment_widget.precision.value = "auto"
         run_segment(qtbot, segment_widget)
         assert precision.choose("cpu", "auto") == measured
     finally:
-        precision._auto.cache_clear()
+        precision._CHOSEN.clear()
     assert notes["error"] == [] and "; auto: remembered from " in segment_widget.device_note.value
 
 
@@ -929,14 +929,14 @@ def test_a_cache_that_cannot_remember_the_auto_precision_is_one_warning_notifica
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     (tmp_path / "cache" / "napari-lgg-unet" / "precision.json").mkdir(parents=True)
-    monkeypatch.setattr(precision, "_fastest", lambda candidates: candidates[0])
-    precision._auto.cache_clear()
+    monkeypatch.setattr(precision, "_fastest", lambda candidates, stop=None: candidates[0])
+    precision._CHOSEN.clear()
     segment_widget.precision.value = "auto"
     try:
         for _ in range(2):
             run_segment(qtbot, segment_widget)
     finally:
-        precision._auto.cache_clear()
+        precision._CHOSEN.clear()
     assert [note.split(" (")[0] for note in notes["warning"]] == ["the 'auto' precision cannot be remembered"]
     assert notes["error"] == [] and segment_widget.prediction_layer() is not None
     assert segment_widget.device_note.value.endswith(f"; auto: measured on {datetime.date.today().isoformat()}")

@@ -23,6 +23,7 @@ from torch.utils.data import Sampler
 from .device import pick_device
 from .errors import DeviceError, InputError, JobError, LggUnetError, few_names
 from .precision import Precision, choose
+from .stopping import Stopped
 
 T = TypeVar("T")
 E = TypeVar("E", bound=BaseException)
@@ -234,18 +235,28 @@ def says_error(error: BaseException) -> bool:
     return ranks.local_rank == 0 if met_by is None else met_by == ranks.rank
 
 
-def agreed_precision(group: Group, requested: str, keep: Precision | None = None) -> Precision:
+def agreed_precision(group: Group, requested: str, keep: Precision | None = None,
+                     stop: Callable[[], bool] | None = None) -> Precision:
     """The precision of every process: rank 0's choice (`choose`'s, with `keep`); processes that chose differently
     (channels-last or not, bf16 or fp32) cannot train one DDP model.
 
     Only rank 0 resolves 'auto' (it has nothing to refuse, so the others have nothing to check): on a CPU each process
     timed the candidates at once, slowing each other's probes, and each wrote its own verdict to the machine's
-    remembered choice, where the last writer, not rank 0, decided what later runs read."""
+    remembered choice, where the last writer, not rank 0, decided what later runs read. `stop` (this process's own)
+    can end that timing on rank 0; every process then raises `stopping.Stopped`, none waiting for a choice."""
     if group.world == 1:
-        return choose(group.device, requested, keep)
-    mine = choose(group.device, requested, keep) if group.is_main or requested != "auto" else None
-    said = json.dumps([mine.name, mine.channels_last, mine.why]) if mine is not None else ""  # only rank 0's is sent
-    name, channels_last, why = json.loads(group.broadcast_text(said))
+        return choose(group.device, requested, keep, stop)
+    said = ""  # only rank 0's is sent
+    if group.is_main or requested != "auto":
+        try:
+            mine = choose(group.device, requested, keep, stop)
+            said = json.dumps([mine.name, mine.channels_last, mine.why])
+        except Stopped:
+            said = json.dumps(None)
+    sent = json.loads(group.broadcast_text(said))
+    if sent is None:
+        raise Stopped
+    name, channels_last, why = sent
     return Precision(group.device, str(name), bool(channels_last), str(why))
 
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import functools
 import json
 import os
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -30,6 +29,7 @@ from .device import cpu_model, describe_device
 from .errors import DeviceError, FolderInUse, InputError, InputWarning, describe
 from .folder_lock import held_folder
 from .settings import PRECISION_CHOICES
+from .stopping import check_stop
 from .validate import check_choice
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 RESOLVED = tuple(_DTYPES)  # the names a chosen Precision has: PRECISION_CHOICES but 'auto'
@@ -71,11 +71,14 @@ def native_bf16_cpu() -> bool:
     return torch.backends.mkldnn.is_available() and any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
-def choose(device: torch.device | str, requested: str = "auto", keep: Precision | None = None) -> Precision:
+def choose(device: torch.device | str, requested: str = "auto", keep: Precision | None = None,
+           stop: Callable[[], bool] | None = None) -> Precision:
     """Resolve 'auto' / 'fp32' / 'bf16' / 'fp16' for `device`; 'auto' on a CPU is measured once per machine.
 
     `keep` is the precision a resumed training run trained in: 'auto' keeps it when it is one 'auto' could choose on
     `device`, so a run does not change its arithmetic half-way because a measurement or the machine changed.
+    `stop` is asked between the measurement's timed passes (`_fastest`); asked to stop, it raises `stopping.Stopped`
+    and neither remembers nor memoises a choice.
     """
     device = torch.device(device)
     requested = check_choice("precision", requested, PRECISION_CHOICES)
@@ -87,7 +90,7 @@ def choose(device: torch.device | str, requested: str = "auto", keep: Precision 
         return Precision(device, requested, channels_last=device.type != "mps" and requested != "fp32")
     if keep is not None and keep in _candidates(device):
         return Precision(device, keep.name, keep.channels_last, "auto: kept from the resumed run")
-    return _auto(device, torch.get_num_threads())
+    return _auto(device, torch.get_num_threads(), stop)
 
 
 def _candidates(device: torch.device) -> list[Precision]:
@@ -102,10 +105,20 @@ def _candidates(device: torch.device) -> list[Precision]:
     return candidates
 
 
-@functools.lru_cache(maxsize=None)
-def _auto(device: torch.device, threads: int) -> Precision:
+_CHOSEN: dict[tuple[torch.device, int], Precision] = {}  # 'auto' as `_auto` resolved it in this process
+
+
+def _auto(device: torch.device, threads: int, stop: Callable[[], bool] | None) -> Precision:
+    """'auto' on `device` with `threads` CPU threads, decided once per process (`_CHOSEN`; not when `stop` ended the
+    measurement): this machine's remembered choice is read once, and a measurement's verdict stands for the process."""
+    if (device, threads) not in _CHOSEN:
+        _CHOSEN[device, threads] = _resolved_auto(device, threads, stop)
+    return _CHOSEN[device, threads]
+
+
+def _resolved_auto(device: torch.device, threads: int, stop: Callable[[], bool] | None) -> Precision:
     """'auto' on `device` with `threads` CPU threads (the timing depends on them): on a CPU, this machine's remembered
-    measurement, else one made now and remembered."""
+    measurement, else one made now (`stop` asked between its passes) and remembered."""
     candidates = _candidates(device)
     if len(candidates) == 1:
         return candidates[0]
@@ -116,7 +129,7 @@ def _auto(device: torch.device, threads: int) -> Precision:
         chosen = Precision(device, name, channels_last, f"auto: remembered from {day}")
         if chosen in candidates:
             return chosen
-    fastest, day = _fastest(candidates), datetime.date.today().isoformat()
+    fastest, day = _fastest(candidates, stop), datetime.date.today().isoformat()
     _remember(key, fastest, day)
     # The day, not 'now': this choice stands for the rest of the process, and a napari session that measured on
     # Monday and trained on Wednesday recorded a measurement 'now' in the model, which the cache dates to Monday.
@@ -165,7 +178,7 @@ def _remember(key: str, chosen: Precision, day: str) -> None:
     remembers its own.
 
     A cache that cannot be written (a folder named precision.json, a read-only cache folder) costs a measurement
-    on every run, never an error, but is warned of (once per process, as `_auto` is memoised): silently, each run
+    on every run, never an error, but is warned of (once per process, as `_auto` decides once): silently, each run
     said 'measured' and could choose differently, the very flip the file is there to prevent, with no hint why.
     """
     entry = {"name": chosen.name, "channels_last": chosen.channels_last, "measured": day}
@@ -197,13 +210,16 @@ def _cache_folder() -> Path:
     return folder
 
 
-def _fastest(candidates: list[Precision], rounds: int = 5) -> Precision:
+def _fastest(candidates: list[Precision], stop: Callable[[], bool] | None = None, rounds: int = 5) -> Precision:
     """Time a few forward passes of a ResNet-18 feature extractor (our encoder) in each candidate, interleaved.
 
     On one slice at the models' 256x256: at 128x128 autocast's per-call cost of casting the weights to bf16 hid most
     of AMX's gain (1.3x there against 2.1x at 256x256 and 3x for a training step of 8 slices, on a 2-core Xeon with
     AMX), so one busy moment during the probe was enough to pick fp32 for a whole training run. About a second, once
     per machine (`_auto` remembers the result). The first candidate (plain fp32) is the baseline the others must beat.
+
+    `stop` is asked before each timed pass: the 18 passes took 20 s on 2 cores busy with other work, and a Stop
+    pressed while the first run on a machine measured waited for them all.
     """
     from torchvision.models import resnet18
 
@@ -213,6 +229,7 @@ def _fastest(candidates: list[Precision], rounds: int = 5) -> Precision:
     with torch.inference_mode():
         for round_ in range(rounds + 1):  # round 0 warms oneDNN's kernel caches up and is not counted
             for i, candidate in enumerate(candidates):
+                check_stop(stop)
                 net, batch = prepare_network(probe, candidate), prepare_batch(x, candidate)
                 started = time.perf_counter()
                 with autocast(candidate):

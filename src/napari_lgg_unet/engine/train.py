@@ -112,7 +112,7 @@ def train_model(
             def stopped() -> bool:  # every process asks, so all of them stop at the same point
                 return group.any(stop())
 
-            run = _setup(scans, config, folder, group, stopped)
+            run = _setup(scans, config, folder, group, stopped, stop)
             try:
                 yield _prepared(run)
                 # a GPU out of memory is this process's own; a diverged loss every process's (they average it)
@@ -240,12 +240,12 @@ def _started_as(config: TrainConfig, scans: list[Scan]) -> dict:
 
 
 def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Group,
-           stopped: Callable[[], bool]) -> _Run:
+           stopped: Callable[[], bool], asked: Callable[[], bool]) -> _Run:
     """Seed, build the network and optimizer, prepare the data (ended by `stopped`), restore a resumed run's state."""
     torch.manual_seed(config.seed)
     set_threads(config.threads)
     device = group.device
-    chosen = agreed_precision(group, config.precision, folder.trained_precision(device) if config.resume else None)
+    chosen = _precision(config, folder, group, asked)
     preprocess = PreprocessConfig(image_size=config.image_size)
     network, model_config = _initial_network(config, preprocess)
     rewrite = config.resume and group.is_main and _best_cut_short(folder, folder.resume_progress())
@@ -279,6 +279,13 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Gro
     # last: a wrapper alive when setup fails can hang (_let_go)
     run.network = group.wrap(network, config.sync_batchnorm)
     return run
+
+
+def _precision(config: TrainConfig, folder: RunFolder, group: Group, asked: Callable[[], bool]) -> Precision:
+    """The run's precision, a resumed run's kept where 'auto' allows. Its first timing on a machine is ended by
+    `asked`, this process's stop, not the agreed one: rank 0 times alone, and the others would not join its asking."""
+    return agreed_precision(group, config.precision, folder.trained_precision(group.device) if config.resume else None,
+                            asked)
 
 
 def _best_cut_short(folder: RunFolder, progress: RunProgress) -> bool:
