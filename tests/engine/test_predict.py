@@ -39,6 +39,24 @@ def test_stop_ends_segmentation_without_a_result(tiny_model_dir):
     assert all(p.result is None for p in progress)
 
 
+def test_a_stop_asked_while_auto_precision_is_first_timed_ends_segmentation_before_the_next_timed_pass(
+        tiny_model_dir, tmp_path, monkeypatch):
+    """The first 'auto' segmentation on a machine times the number formats (20 s on 2 busy cores), and Cancel waited
+    for every pass; now it ends before the next one, with no result and no choice remembered."""
+    from napari_lgg_unet.engine import precision
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(precision.REMEASURE_ENV, raising=False)
+    monkeypatch.setattr(precision, "_CHOSEN", {})
+    timed, timing = [], precision.autocast
+    monkeypatch.setattr(precision, "autocast", lambda candidate: timed.append(candidate) or timing(candidate))
+    image = np.zeros((10, 40, 40), np.float32)
+    progress = list(segment_steps(load_model(tiny_model_dir), image, SegmentOptions(precision="auto"),
+                                  stop=lambda: bool(timed)))
+    assert len(timed) == 1 and progress == [] and precision._CHOSEN == {}
+    assert not precision.choices_file().exists()
+
+
 def test_flip_tta_gives_a_left_right_symmetric_answer_on_a_symmetric_scan(tiny_model_dir):
     half = np.random.default_rng(3).random((2, 64, 32)).astype(np.float32)
     symmetric = np.concatenate([half, half[..., ::-1]], axis=-1)

@@ -21,6 +21,7 @@ from .precision import Precision, choose, prepare_network
 from .preprocess import channel_view, spatial_shape, intensity_ranges, normalise, restore_size, to_model_size
 from .sequences import FLAIR_CHANNEL as FLAIR
 from .settings import BACKEND_CHOICES, PRECISION_CHOICES, SEGMENT_BATCH_SIZE
+from .stopping import Stopped
 from .validate import check_bool, check_choice, check_int, store
 
 MAX_BATCH_SIZE = 1024
@@ -113,11 +114,15 @@ def segment_steps(
     """Segment a scan, yielding progress after each batch; the last item carries the result.
 
     `image` may be (H, W), (H, W, 3), (Z, H, W) or (Z, H, W, 3); see `preprocess.channel_view`.
-    If `stop` returns True the generator ends early without a result. `options` None: the defaults.
+    If `stop` returns True the generator ends early without a result (asked between batches, and between the timed
+    passes of the first 'auto' precision choice on a machine: `precision.choose`). `options` None: the defaults.
     """
     options = check_run(model, options)
     scan = ScanInput.of(model, image, rgb)
-    chosen = scan.prepare(options)
+    try:
+        chosen = scan.prepare(options, stop)
+    except Stopped:
+        return
     total, (height, width) = len(scan.view), scan.view.shape[1:3]
     probability = np.empty((total, height, width), dtype=np.float32)
     label = describe(model.network, chosen)
@@ -150,10 +155,11 @@ class ScanInput:
         view = channel_view(image, rgb)
         return cls(model, view, intensity_ranges(view, model.config.preprocess))
 
-    def prepare(self, options: SegmentOptions) -> Precision:
-        """The precision `options` asks for on the model's device, with the network prepared for it."""
+    def prepare(self, options: SegmentOptions, stop: Callable[[], bool] | None = None) -> Precision:
+        """The precision `options` asks for on the model's device (`stop` may end its first timing: `choose`), with
+        the network prepared for it."""
         network = self.model.network
-        chosen = choose(next(network.parameters()).device, options.precision)
+        chosen = choose(next(network.parameters()).device, options.precision, stop=stop)
         prepare_network(network, chosen)
         return chosen
 
