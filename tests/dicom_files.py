@@ -58,6 +58,17 @@ def write_slice(folder: Path, name: str, series: str, description: str, z: float
     ds.save_as(folder / name, enforce_file_format=True)
 
 
+def write_studies(root: Path, count: int, slices: int = 4) -> list[Path]:
+    """`count` study folders in `root`, each a FLAIR series of `slices` small slices: a folder of DICOM studies."""
+    studies = [root / f"study{k}" for k in range(count)]
+    for study in studies:
+        study.mkdir(parents=True)
+        series = generate_uid()
+        for z in range(slices):
+            write_slice(study, f"{z:03d}.dcm", series, "AX FLAIR", 2.5 * z, np.full((6, 8), z))
+    return studies
+
+
 def write_multiframe(path: Path, heights: list[float], shape: tuple[int, int] = (6, 8)) -> None:
     """One enhanced MR file holding a frame per height in `heights` (mm), each frame's position in its own group."""
     ds = _mr_file(EnhancedMRImageStorage, generate_uid(), "AX FLAIR")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 from napari._qt.qthreading import wait_for_workers_to_quit  # what napari connects to aboutToQuit
 from qtpy.QtCore import Qt
 
+from napari_lgg_unet.engine import dicom
 from napari_lgg_unet.engine.model import load_model, resolve_model_path
 from napari_lgg_unet.engine.run_folder import RunFolder
 from napari_lgg_unet.engine.train import TrainConfig
@@ -16,6 +18,7 @@ from napari_lgg_unet.sample_data import sample_patient
 from napari_lgg_unet.widgets import train as train_module, workers
 from napari_lgg_unet.widgets.session_models import SCRATCH_CHOICE, session_models
 
+from dicom_files import write_studies
 from widget_helpers import MAX_EVENT_LOOP_GAP, EventLoopProbe, dock, wait_for_stop
 
 PATIENT = "TCGA_CS_6665_20010817"
@@ -358,6 +361,29 @@ def test_stop_pressed_while_the_kaggle_folder_loads_ends_the_run_before_the_next
     monkeypatch.setattr(workers, "load_scan", load_and_press_stop)
     widget.train_button.clicked()
     assert len(loaded) == 1 and notes["error"] == []
+    assert widget.status.value == "stopped: no epoch finished" and widget.train_button.text == "Train"
+    assert not (tmp_path / "models").exists()
+
+
+def test_stop_pressed_while_a_folder_of_dicom_studies_is_listed_ends_the_run_before_the_next_study(
+        viewer, tmp_path, notes, inline_jobs, monkeypatch):
+    """The folder is listed before any scan loads, and listing a DICOM study reads every file's header (about a
+    second a study): Stop waited until the whole folder had been listed."""
+    write_studies(tmp_path / "data", 3)
+    widget = dock(viewer, "Train U-Net")
+    widget.folder.value, widget.output.value = tmp_path / "data", tmp_path / "models"
+    listed, list_them = [], dicom.list_series
+
+    def list_and_press_stop(folder):
+        if Path(folder).name == "study0" and "study0" not in listed:
+            widget.train_button.clicked()  # Stop, pressed while the first study is listed
+        listed.append(Path(folder).name)
+        return list_them(folder)
+
+    monkeypatch.setattr(dicom, "list_series", list_and_press_stop)
+    monkeypatch.setattr(workers, "load_scan", lambda *_, **__: pytest.fail("a scan was loaded after the stop"))
+    widget.train_button.clicked()
+    assert "study0" in listed and not {"study1", "study2"} & set(listed) and notes["error"] == []
     assert widget.status.value == "stopped: no epoch finished" and widget.train_button.text == "Train"
     assert not (tmp_path / "models").exists()
 

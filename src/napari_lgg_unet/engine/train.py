@@ -122,14 +122,16 @@ def train_model(
                 _let_go(run)
             claim.made_nothing = run.progress.best_epoch is None
     except Stopped:  # seen by the lock as a failure: it removed what the run made, as for made_nothing
-        yield _stopped_while_preparing(folder, config)
+        yield stopped_before_training(folder.path, config)
         return
     yield _finished(run)
 
 
-def _stopped_while_preparing(folder: RunFolder, config: TrainConfig) -> Finished:
-    """The end of a run stopped before it trained: a new run made nothing; a resumed one leaves its folder as it
-    found it, and reports the best model and epochs the folder holds."""
+def stopped_before_training(out_dir: str | Path, config: TrainConfig) -> Finished:
+    """The end of a run into `out_dir` stopped before it trained (while its scans were listed, read or prepared): a
+    new run made nothing; a resumed one leaves its folder as it found it, and reports the best model and epochs the
+    folder holds."""
+    folder = RunFolder(as_path(out_dir, "the output folder"))
     if not config.resume:
         return Finished(str(folder.path), None, None, True, [], NO_EPOCH_FINISHED)
     progress = folder.resume_progress()
@@ -457,7 +459,7 @@ def _prepare(scans: list[Scan], config: TrainConfig, preprocess: PreprocessConfi
     """The scans normalised and resized (`prepare_training_volume`), split into training and validation volumes.
     `stopped` is asked before each scan and each validation variant's volume (`_validation_variants`): preparing one
     takes seconds, and a Stop (or Ctrl-C) waited for them all (a resumed run's too: a resumed run stopped here leaves
-    its folder as it was, `_stopped_while_preparing`; one whose best model a kill cut short is not asked, as it
+    its folder as it was, `stopped_before_training`; one whose best model a kill cut short is not asked, as it
     rewrites that model from the split: see `_setup`)."""
     if not scans:
         raise InputError("no scans to train on")

@@ -22,7 +22,8 @@ from ..engine.pieces import Piece, describe_pieces, list_pieces
 from ..engine.postprocess import PostprocessConfig, kept_labels
 from ..engine.predict import SegmentOptions, SegmentProgress, segment_steps
 from ..engine.settings import TrainConfig
-from ..engine.train import train_model
+from ..engine.stopping import Stopped, unless_stopped
+from ..engine.train import stopped_before_training, train_model
 from .painting import Painting
 
 
@@ -140,16 +141,17 @@ def training_job(
     """Read the pairs' images and the optional Kaggle-style folder (slow disk work: a lazy layer, a remote one, a
     folder of patients; so here and not in the GUI), then train. The folder's scans are listed before any is read, so
     a layer named like one of them is refused within a moment, not after the whole folder has loaded (listing is disk
-    work too: it reads a header of every file of a DICOM folder). A stop asked while the layers or the folder load
-    ends the loading after the scan in progress (a lazy layer is read here too, seconds each): the run then ends
-    before it prepares a scan (`train_model`)."""
-    sources = [] if folder is None else find_scans(folder, require_masks=True)  # listed once, to check and to load
-    _refuse_layers_named_like(pairs, sources, folder)
-    scans: list[Scan] = []
-    for read in [pair.scan for pair in pairs] + [partial(load_scan, source, require_mask=True) for source in sources]:
-        scans.append(read())
-        if stop():
-            break
+    work too: it reads a header of every file of a DICOM folder, about a second a study). A stop asked while the
+    folder is listed, or while the layers or the folder's scans load, ends the run after the subfolder or scan in
+    progress (a lazy layer is read here too, seconds each), with nothing made (`stopped_before_training`)."""
+    try:
+        sources = [] if folder is None else find_scans(folder, require_masks=True, stop=stop)  # listed once
+        _refuse_layers_named_like(pairs, sources, folder)
+        reads = [pair.scan for pair in pairs] + [partial(load_scan, source, require_mask=True) for source in sources]
+        scans = [read() for read in unless_stopped(reads, stop)]
+    except Stopped:
+        yield stopped_before_training(out_dir, config)
+        return
     yield from train_model(scans, config, out_dir, stop)
 
 
