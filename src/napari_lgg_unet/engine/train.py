@@ -243,7 +243,8 @@ def _started_as(config: TrainConfig, scans: list[Scan]) -> dict:
 
 def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Group,
            stopped: Callable[[], bool], asked: Callable[[], bool]) -> _Run:
-    """Seed, build the network and optimizer, prepare the data (ended by `stopped`), restore a resumed run's state."""
+    """Seed, build the network and optimizer, prepare the data (ended by `stopped`: scans, validation variants, brain
+    masks for the skull-strip augmentation), restore a resumed run's state."""
     torch.manual_seed(config.seed)
     set_threads(config.threads)
     device = group.device
@@ -251,28 +252,19 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Gro
     preprocess = PreprocessConfig(image_size=config.image_size)
     network, model_config = _initial_network(config, preprocess)
     rewrite = config.resume and group.is_main and _best_cut_short(folder, folder.resume_progress())
-    with out_of_memory_as_advice():  # a run that rewrites its best model from the split prepares every scan
-        split = _prepare(scans, config, preprocess, _never if group.any(rewrite) else stopped)
+    preparing = _never if group.any(rewrite) else stopped  # a run that rewrites its best model prepares it all
+    with out_of_memory_as_advice():
+        split = _prepare(scans, config, preprocess, preparing)
     prepare_network(network.to(device).train(), chosen)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
     scaler = grad_scaler(chosen)
     progress = folder.load_resume_state(network, optimizer, scaler, config.init) if config.resume else RunProgress()
-    dataset = SliceDataset(split.train, config.augment, config.seed, model_config.inputs, config.single_slice_fraction)
+    dataset = SliceDataset(split.train, config.augment, config.seed, model_config.inputs, config.single_slice_fraction,
+                           preparing)
     steps = config.steps_per_epoch or max(1, len(dataset) // (config.batch_size * group.world))
-    workers = config.workers if config.workers is not None else physical_cores() // group.local_world
     sampler = tumour_aware_sampler(dataset, steps * config.batch_size * group.world, config.tumour_fraction,
                                    config.seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        sampler=group.share_of(sampler),
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        pin_memory=device.type == "cuda",
-        drop_last=len(dataset) >= config.batch_size,
-        worker_init_fn=_loader_worker,
-    )
-    _LOADERS.add(loader)
+    loader = _loader(dataset, sampler, config, group)
     provenance = TrainingRecord(config.to_dict(), split.names, len(dataset), chosen.label, group.world)
     run = _Run(config, folder, group, device, chosen, network, model_config, optimizer, scaler,
                SegmentationLoss(config.loss, config.bce_weight), split, sampler, loader, steps, provenance, progress)
@@ -281,6 +273,17 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Gro
     # last: a wrapper alive when setup fails can hang (_let_go)
     run.network = group.wrap(network, config.sync_batchnorm)
     return run
+
+
+def _loader(dataset: SliceDataset, sampler: WeightedRandomSampler, config: TrainConfig, group: Group) -> DataLoader:
+    """This process's loader of its share of `sampler`'s draws, with `config.workers` workers (else this process's
+    share of the physical cores), which end with the run (`_end_workers`)."""
+    workers = config.workers if config.workers is not None else physical_cores() // group.local_world
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=group.share_of(sampler), num_workers=workers,
+                        persistent_workers=workers > 0, pin_memory=group.device.type == "cuda",
+                        drop_last=len(dataset) >= config.batch_size, worker_init_fn=_loader_worker)
+    _LOADERS.add(loader)
+    return loader
 
 
 def _precision(config: TrainConfig, folder: RunFolder, group: Group, asked: Callable[[], bool]) -> Precision:
