@@ -2,6 +2,7 @@
 
 import contextlib
 import csv
+import dataclasses
 import errno
 import os
 import re
@@ -20,6 +21,7 @@ from napari_lgg_unet.cli import main
 from napari_lgg_unet.engine import batch_predict
 from napari_lgg_unet.engine.atomic import atomic_path
 from napari_lgg_unet.engine.batch_predict import COHORT_TASK, finished_output, segment_cohort
+from napari_lgg_unet.engine.distributed import Group
 from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.model import load_model
 from napari_lgg_unet.engine.predict import SegmentOptions
@@ -140,6 +142,51 @@ def test_a_second_ctrl_c_while_the_masks_are_removed_says_which_stay_and_the_sam
         rows = list(csv.DictReader(handle))
     assert [row["case"] for row in rows] == CASES and all(row["tumour_voxels"] for row in rows)
     assert "by name only" not in capsys.readouterr().err
+
+
+def test_a_case_redone_by_a_rerun_with_other_ranks_gets_the_row_of_its_mask_on_disk(tiny_model_dir, cohort, tmp_path,
+                                                                                      monkeypatch):
+    """A two-process job died after rank 1 journaled CASE_00; the rerun, one process, redid it on rank 0. The
+    summary kept rank 1's row (a higher rank was taken for a later attempt): figures of a mask no longer there."""
+    out, cases = tmp_path / "masks", [cohort / name for name in CASES[:2]]
+    real = batch_predict.segment_scan
+
+    def segment_whole_scan(model, scan, options):  # the first attempt's mask differs from any the rerun makes
+        done = real(model, scan, options)
+        return dataclasses.replace(done, result=dataclasses.replace(done.result, mask=np.ones_like(done.result.mask)))
+
+    monkeypatch.setattr(batch_predict, "segment_scan", segment_whole_scan)
+    out.mkdir()
+    first = batch_predict._segment_share(load_model(tiny_model_dir, "cpu"), cases[::-1], out, SegmentOptions(),
+                                         Group(rank=1, world=2), "skip", 0)
+    assert next(first).case == CASES[0] and (out / ".summary.rank1.csv").exists()  # then the job died
+    monkeypatch.setattr(batch_predict, "segment_scan", real)
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu"]
+    assert main([*argv, "--overwrite"]) == 0
+    with open(out / "summary.csv", newline="") as handle:
+        voxels = {row["case"]: int(row["tumour_voxels"]) for row in csv.DictReader(handle)}
+    on_disk = np.count_nonzero(tifffile.imread(out / f"{CASES[0]}_mask.tif"))
+    assert on_disk != 3 * 48 * 48 and voxels[CASES[0]] == on_disk
+
+
+@pytest.mark.parametrize("journal", ["older format", "row before the mask was rewritten"])
+def test_a_summary_row_is_kept_only_while_it_can_describe_the_mask_on_disk(cohort, tmp_path, journal):
+    """An earlier version's journal (no mask stamp) is still read; a stamped row whose mask was rewritten after it
+    (a run killed between a mask and its row) is not taken for the new mask, which is listed by name only."""
+    out = tmp_path / "masks"
+    out.mkdir()
+    mask = out / f"{CASES[0]}_mask.tif"
+    tifffile.imwrite(mask, np.zeros((3, 48, 48), np.uint8))
+    row = [CASES[0], 3, 7, "", 0.5]
+    if journal != "older format":
+        row += batch_predict._mask_stamp(mask)
+        os.utime(mask, ns=(mask.stat().st_atime_ns, mask.stat().st_mtime_ns + 10**9))
+    with open(out / ".summary.rank0.csv", "w", newline="") as handle:
+        csv.writer(handle).writerow(row)
+    batch_predict.write_summary(out, [cohort / CASES[0]])
+    with open(out / "summary.csv", newline="") as handle:
+        rows = list(csv.reader(handle))[1:]
+    assert rows == ([[CASES[0], "3", "7", "", "0.5"]] if journal == "older format" else [[CASES[0]]])
 
 
 def test_a_run_whose_journal_was_removed_says_which_cases_its_summary_lists_without_figures(tiny_model_dir, cohort,

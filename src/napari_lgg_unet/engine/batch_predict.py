@@ -192,11 +192,12 @@ def _segment_share(
                     continue
                 done = segment_scan(model, scan, options)
                 summary = _summarise(done.scan, done.result.mask, done.seconds)
-                row = list(asdict(summary).values())
+                row: list[object] = list(asdict(summary).values())
                 replacing = os.path.lexists(target)  # a user's link to a missing mask: replaced, asked
                 if not replacing:
                     created.append(target)
                 write_mask(target, done.result.mask, done.scan)
+                row += _mask_stamp(target)
                 if replacing:
                     replaced_rows.append(row)
                 with open(journal, "a", encoding="utf-8", newline="") as handle:
@@ -365,28 +366,83 @@ def _restore_journal(journal: Path, start: os.stat_result | None) -> None:
 
 def write_summary(out_dir: Path, cases: Sequence[ScanSource], group: Group = Group()) -> Path | None:
     """After every process finished: rank 0 writes `summary.csv` (one row per case with a mask, in case order)
-    from the journals of this and earlier attempts, then removes the journals. Returns its path on rank 0."""
+    from the journals of this and earlier attempts, then removes the journals. Returns its path on rank 0.
+
+    A case segmented by several attempts has a row in each; which describes its mask is told by the mask
+    (`_row_for_mask`), not by the journal's rank: a rerun with fewer processes, or other shares, gives the case to
+    another rank, and a higher rank's journal held a stale row that hid the new one."""
     group.barrier()
     if not group.is_main:
         return None
-    rows: dict[str, list[str]] = {}
     previous = _summary_files(out_dir)
-    for path in previous:
-        with contextlib.suppress(OSError), open(path, encoding="utf-8", newline="") as handle:
-            for row in csv.reader(handle):
-                if len(row) == len(CaseSummary.__dataclass_fields__) and row[0] != "case":
-                    rows[row[0]] = row  # a later attempt's row wins; a torn last line is dropped
+    attempts = _attempts(previous)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CaseSummary.__dataclass_fields__)
     for name in map(scan_name, cases):
-        if finished_output(out_dir, name):
-            writer.writerow(rows.get(name, [name]))
+        mask = finished_output(out_dir, name)
+        if mask:
+            writer.writerow(_row_for_mask(mask, attempts.get(name, []), name))
     summary = out_dir / SUMMARY_FILE
     write_text_atomic(summary, buffer.getvalue())
     for journal in previous[1:]:
         journal.unlink(missing_ok=True)
     return summary
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One attempt's row of a case, as read from `summary.csv` or a journal. `stamp`: its mask's (mtime ns, size)
+    just after the mask was written; None for rows of `summary.csv` and of journals older than the stamp, which
+    predate every stamped row. `order`: position in reading, the old rule for those (a later file wins)."""
+
+    row: list[str]
+    stamp: tuple[int, int] | None
+    order: int
+
+
+def _mask_stamp(mask: Path) -> list[int]:
+    """What a journal row records of the mask it describes, the file just written: its modification time, set by
+    the file system's clock, so one clock for every process and attempt writing the folder, and its size."""
+    info = mask.stat()
+    return [info.st_mtime_ns, info.st_size]
+
+
+def _attempts(paths: Sequence[Path]) -> dict[str, list[_Attempt]]:
+    """Every case's rows in `paths`: summary rows (`summary.csv`, journals of versions before the stamp) and
+    journal rows with their mask's stamp; a torn last line, and a header, are dropped."""
+    attempts: dict[str, list[_Attempt]] = {}
+    for order, row in enumerate(row for path in paths for row in _csv_rows(path)):
+        width = len(CaseSummary.__dataclass_fields__)
+        stamp = row[width:]
+        if len(row) in (width, width + 2) and row[0] != "case" and all(part.isdigit() for part in stamp):
+            attempts.setdefault(row[0], []).append(
+                _Attempt(row[:width], (int(stamp[0]), int(stamp[1])) if stamp else None, order))
+    return attempts
+
+
+def _csv_rows(path: Path) -> list[list[str]]:
+    """The rows of `path`, none when it cannot be read (a journal removed meanwhile, a summary of another text)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            return list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
+def _row_for_mask(mask: Path, attempts: Sequence[_Attempt], name: str) -> list[str]:
+    """The row of the attempt that wrote `mask` as it is on disk (its stamp is the file's); else the newest row: a
+    stamped one by its mask's time, else the last read. `[name]` alone (figures lost, as `missing_figures` says)
+    when there is none, or when the mask is newer than every stamped row: it was rewritten by an attempt killed
+    before its row, and the rows describe masks that are gone."""
+    info = mask.stat()
+    on_disk = (info.st_mtime_ns, info.st_size)
+    stamped = [attempt.stamp for attempt in attempts if attempt.stamp]
+    if stamped and on_disk not in stamped and all(stamp[0] < on_disk[0] for stamp in stamped):
+        return [name]
+    best = max(attempts, default=None,
+               key=lambda attempt: (attempt.stamp == on_disk, attempt.stamp or (-1, -1), attempt.order))
+    return best.row if best else [name]
 
 
 def missing_figures(out_dir: Path) -> str:
