@@ -339,6 +339,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     from .engine.device import pick_device
     from .engine.distributed import launched_ranks, process_group
     from .engine.io import existing_path, find_scans, is_one_scan
+    from .engine.listing import listing
     from .engine.outputs import check_output, model_folders, output_path
 
     args.input = existing_path(args.input)  # a missing input or a link loop is refused before its path is resolved
@@ -351,10 +352,11 @@ def _run_predict(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     if not launched_ranks().is_main and _names_a_mask_file(args.output, as_folder):
         return 0  # one scan's mask, or rank 0's refusal: before listing --input (every header of a DICOM folder)
-    sources = find_scans(args.input, output=args.output)  # an earlier run's masks kept inside the input are no scans
-    if not sources:
-        raise InputError(f"{args.input} holds no scans outside --output {args.output}")
-    folder_of_scans = not is_one_scan(args.input)  # asked once: a DICOM folder's answer reads every file's header
+    with listing():  # one listing: a DICOM folder's headers are read once for both questions
+        sources = find_scans(args.input, output=args.output)  # an earlier run's masks inside the input are no scans
+        if not sources:
+            raise InputError(f"{args.input} holds no scans outside --output {args.output}")
+        folder_of_scans = not is_one_scan(args.input)
     if _output_is_a_folder(args, sources, as_folder, folder_of_scans):  # one <scan>_mask file each, in --output
         with process_group(args.device) as group:
             return _predict_cohort(args, sources, group)

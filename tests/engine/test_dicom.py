@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,10 @@ from dicom_files import write_multiframe, write_slice as _slice, write_studies
 from napari_lgg_unet.engine import dicom
 from napari_lgg_unet.engine.dicom import list_series, series_by_sequence
 from napari_lgg_unet.engine.errors import InputError
-from napari_lgg_unet.engine.io import find_scans, load_scan, write_mask
+from napari_lgg_unet.engine.io import find_scans, is_one_scan, load_scan, write_mask
 from napari_lgg_unet.engine.sequences import FLAIR, POST, PRE
 from napari_lgg_unet.engine.stopping import Stopped
-from napari_lgg_unet.engine.volumes import from_engine
+from napari_lgg_unet.engine.volumes import from_engine, sitk
 
 ROWS, COLUMNS, SLICES, THICKNESS = 6, 8, 4, 2.5
 
@@ -65,6 +66,39 @@ def test_a_stop_asked_while_a_folder_of_dicom_studies_is_listed_ends_the_listing
         find_scans(tmp_path, require_masks=True, stop=lambda: "study0" in listed)
     assert "study0" in listed and not {"study1", "study2"} & set(listed)
     assert [case.name for case in find_scans(tmp_path)] == ["study0", "study1", "study2"]  # nothing asked: all
+
+
+def _counting_gdcm_scans(monkeypatch) -> Counter:
+    """Each of GDCM's folder scans (every file's header read once): the series IDs, and each series' files."""
+    scans: Counter = Counter()
+    reader = sitk.ImageSeriesReader
+    ids, names = reader.GetGDCMSeriesIDs, reader.GetGDCMSeriesFileNames
+
+    def series_ids(folder, *args, **kwargs):
+        scans[folder] += 1
+        return ids(folder, *args, **kwargs)
+
+    def series_files(folder, uid, *args, **kwargs):
+        scans[folder, uid] += 1
+        return names(folder, uid, *args, **kwargs)
+
+    monkeypatch.setattr(reader, "GetGDCMSeriesIDs", staticmethod(series_ids))
+    monkeypatch.setattr(reader, "GetGDCMSeriesFileNames", staticmethod(series_files))
+    return scans
+
+
+def test_listing_a_dicom_study_reads_each_files_header_once_per_series_question(tmp_path, monkeypatch):
+    """find_scans asked a study folder's series three times (which format claims it, its case, whether it is one
+    scan), and GDCM read every file's header each time: 15 opens per file of a 4-series study."""
+    for description in ("AX T2 FLAIR", "AX T1", "AX T1 POST GD"):
+        _series(tmp_path / "study", description)
+    scans = _counting_gdcm_scans(monkeypatch)
+    assert len(find_scans(tmp_path / "study")) == 1
+    assert len(scans) == 1 + 3 and set(scans.values()) == {1}
+    _series(tmp_path / "study", "AX T2")  # a later listing sees the folder as it is then
+    scans.clear()
+    assert is_one_scan(tmp_path / "study") and len(list_series(tmp_path / "study")) == 4
+    assert len(scans) == 1 + 4 and set(scans.values()) == {2}  # outside a listing nothing is remembered
 
 
 def test_dicom_folders_that_cannot_be_read_as_one_scan_are_refused(tmp_path):

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .listing import read_once
 from .scan_checks import colour_refusal
 from .sequences import FLAIR, MODEL_CHANNELS, sequence_of
 from .volumes import LPS_TO_RAS, Volume, itk_warnings_off, read_itk, sitk
@@ -55,8 +56,13 @@ def _header(file: str) -> sitk.ImageFileReader:
 
 
 def list_series(folder: str | Path) -> list[Series]:
-    """The image series directly in `folder` (not its subfolders); [] when it holds no DICOM images."""
-    folder = Path(folder)
+    """The image series directly in `folder` (not its subfolders); [] when it holds no DICOM images. GDCM reads
+    every file's header once, then once more per series: inside a `listing` block, only on the folder's first
+    question (listing.py)."""
+    return list(read_once("DICOM series", Path(folder), _read_series_list))
+
+
+def _read_series_list(folder: Path) -> list[Series]:
     if not folder.is_dir() or not any(entry.is_file() for entry in folder.iterdir()):
         return []  # a folder of folders (a dataset's root) is asked of GDCM, and of SimpleITK, for nothing
     reader = sitk.ImageSeriesReader()

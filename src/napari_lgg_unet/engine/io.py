@@ -26,6 +26,7 @@ from .atomic import atomic_path
 from .errors import InputError, InputWarning, describe, few_names
 from .formats import (TIFF, ScanSource, case_scan, check_mask_name, default_mask_suffix, file_format, format_of,
                       not_a_scan, scan_name)
+from .listing import listing
 from .scan_checks import check_claimed_size, check_pixel_type, kept_pixels, optional_mask, tumour_of_labels
 from .stopping import unless_stopped
 from .validate import check_bool
@@ -355,6 +356,7 @@ def load_scan(source: ScanSource, require_mask: bool = False) -> Scan:
     return found.read(path, require_mask)
 
 
+@listing()
 def is_one_scan(path: Path) -> bool:
     """Whether `path` is itself one scan (a file, a Kaggle patient, a case folder, a DICOM series or study; see
     ScanFormat.one_scan), not a folder of scans: a folder of scans gets a folder of masks even when it holds only one.
@@ -363,6 +365,7 @@ def is_one_scan(path: Path) -> bool:
     return path.is_file() or (found is not None and found.one_scan(path))
 
 
+@listing()
 def find_scans(root: str | Path, require_masks: bool = False, output: str | Path | None = None,
                stop: Callable[[], bool] | None = None) -> list[ScanSource]:
     """Every scan in `root`: root itself when it is one scan, else the scans in it or in its direct subfolders.
