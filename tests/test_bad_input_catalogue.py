@@ -33,7 +33,7 @@ from safetensors.torch import save_file
 
 from bad_inputs import BAD_IMAGES, BAD_MODELS, make_bad_model
 from napari_lgg_unet import cli, launch
-from napari_lgg_unet.engine import model as model_module
+from napari_lgg_unet.engine import batch_predict, model as model_module
 from napari_lgg_unet.engine.augment import AugmentConfig
 from napari_lgg_unet.engine.errors import InputError, InputWarning, LggUnetError, ModelError
 from napari_lgg_unet.engine.io import Scan, load_scan, write_mask
@@ -937,20 +937,29 @@ def test_a_failed_cohort_run_keeps_the_masks_an_earlier_run_finished(w, capsys):
         assert nib.load(w.out / "masks" / f"{name}_mask.nii.gz").shape == (24, 24, 3)
 
 
-def test_skip_existing_redoes_a_truncated_or_empty_mask_and_keeps_good_ones(w, capsys):
+def test_skip_existing_refuses_masks_that_do_not_fit_their_scans_before_any_case_and_replaces_none(
+        w, capsys, monkeypatch):
+    """Our masks are written whole, so a file of a mask's name that does not read back on its scan's grid is
+    someone's (a hand-drawn mask on another grid, a file of another program): it was silently replaced."""
     root = w.folder("cohort")
-    for name in ("A", "B", "C"):
+    for name in ("A", "B", "C", "D"):
         w.nifti(f"{name}.nii.gz", np.random.default_rng(0).random((24, 24, 3), dtype=np.float32), root)
     out = w.out / "masks"
     assert cli.main(_cohort_argv(w, root, out)) == 0
-    truncated, empty, good = (out / f"{name}_mask.nii.gz" for name in "ABC")
+    truncated, empty, other_grid = (out / f"{name}_mask.nii.gz" for name in "ABC")
     truncated.write_bytes(truncated.read_bytes()[:40])
     empty.write_bytes(b"")
-    kept = good.stat().st_mtime_ns, good.stat().st_ino
-    assert cli.main(_cohort_argv(w, root, out, "--skip-existing")) == 0, capsys.readouterr().err
-    assert (good.stat().st_mtime_ns, good.stat().st_ino) == kept
-    for redone in (truncated, empty):
-        assert nib.load(redone).get_fdata().shape == (24, 24, 3)
+    nib.save(nib.Nifti1Image(np.ones((12, 12, 3), np.uint8), np.diag([2.0, 2.0, 1.0, 1.0])), other_grid)
+    (out / "D_mask.nii.gz").unlink()
+    capsys.readouterr()
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    monkeypatch.setattr(batch_predict, "segment_scan", lambda *_: pytest.fail("a case was segmented"))
+    assert cli.main(_cohort_argv(w, root, out, "--skip-existing")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert (f"{out} holds A_mask.nii.gz, B_mask.nii.gz and 1 more, not masks that fit their cases' scans" in err
+            and "move them away, or give --overwrite to replace them" in err)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
 
 def test_a_cohort_with_overwrite_replaces_its_masks_and_summary_and_keeps_other_files(w, capsys):

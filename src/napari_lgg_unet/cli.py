@@ -208,7 +208,7 @@ def _add_predict(sub: argparse.ArgumentParser) -> None:
     existing.add_argument("--skip-existing", action="store_true",
                           help="folder of scans: keep the finished masks already in --output and segment only the "
                           "other scans (continue a killed job); summary.csv is rewritten for all of them (refused when "
-                          "lgg-unet did not write it)")
+                          "lgg-unet did not write it), and a mask file that does not fit its scan is refused")
     existing.add_argument("--overwrite", action="store_true",
                           help="replace an --output file that exists, or (folder of scans) the masks of these scans "
                           "and summary.csv already in --output. Without it or --skip-existing, predict refuses to "

@@ -74,8 +74,9 @@ def segment_cohort(
     Refused before anything is written: see `claimed_output`. All or nothing unless `existing="skip"`: if a case
     fails, the masks this call created and their summary rows are removed (by every rank, when a case fails on
     one), so a half-done cohort is not mistaken for a finished one; masks it replaced (`"overwrite"`) stay, new, with
-    their rows. With `"skip"`, a case whose mask loads and lies on its scan's grid is not segmented again (a
-    truncated, empty or mismatched mask is redone), and finished masks stay when a later case fails.
+    their rows. With `"skip"`, a case whose mask loads and lies on its scan's grid is not segmented again, a file of
+    its mask's name that does not is refused before any case is segmented (`_kept_masks`), and finished masks stay
+    when a later case fails.
     """
     with claimed_output(out_dir, cases, group, existing) as claimed:
         yield from claimed.segment(model, options, read_ahead)
@@ -185,11 +186,16 @@ def _segment_share(
     replaced_rows: list[list[object]] = []  # rows of masks this call replaced: they stay if it fails
     try:
         with group.own_failures():  # a case of this process's share: no other process can say which failed, or why
-            for scan in loaded_scans(group.share(cases), False, read_ahead):
-                target = out_dir / mask_file_name(scan)
-                if existing == "skip" and mask_fits(target, scan):
+            share = group.share(cases)
+            kept = _kept_masks(out_dir, share, read_ahead) if existing == "skip" else set()
+            group.barrier()  # every process's masks are checked before any process segments a case
+            scans = loaded_scans([case for n, case in enumerate(share) if n not in kept], False, read_ahead)
+            for n in range(len(share)):
+                if n in kept:
                     yield None
                     continue
+                scan = next(scans)
+                target = out_dir / mask_file_name(scan)
                 done = segment_scan(model, scan, options)
                 summary = _summarise(done.scan, done.result.mask, done.seconds)
                 row: list[object] = list(asdict(summary).values())
@@ -302,6 +308,27 @@ def check_summary_ours(out_dir: Path) -> None:
     if header != list(CaseSummary.__dataclass_fields__):
         raise InputError(f"{summary} was not written by lgg-unet (its first line is not the summary's header) and "
                          "--skip-existing would rewrite it; move it away, or give --overwrite to replace it")
+
+
+def _kept_masks(out_dir: Path, share: Sequence[ScanSource], read_ahead: int) -> set[int]:
+    """The positions in `share` of the cases whose mask in `out_dir` fits its scan (`mask_fits`): `--skip-existing`
+    keeps them. A file of a case's mask name that does not fit (a hand-drawn mask on another grid, a file that does not
+    read back, a link to a missing file) is refused, all of them in one line, before any case is segmented: our own
+    masks are written whole (atomic_path), so such a file is someone's, and replacing it would lose it. Only the
+    scans of cases with a `<case>_mask.*` are read: a mask's format, and so its name, is known from its scan."""
+    held = [n for n, case in enumerate(share) if finished_output(out_dir, scan_name(case), links=True) is not None]
+    kept, misfits = set(), []
+    for n, scan in zip(held, loaded_scans([share[n] for n in held], False, read_ahead)):
+        target = out_dir / mask_file_name(scan)
+        if mask_fits(target, scan):
+            kept.add(n)
+        elif os.path.lexists(target):
+            misfits.append(target.name)
+    if misfits:
+        raise InputError(f"{out_dir} holds {few_names(misfits, shown=2)}, not masks that fit their cases' scans "
+                         "(another grid or size, or not readable as a mask): they may be your own, and --skip-existing "
+                         "would replace them; move them away, or give --overwrite to replace them")
+    return kept
 
 
 def mask_fits(path: Path, scan: Scan) -> bool:
