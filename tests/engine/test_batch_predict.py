@@ -566,11 +566,13 @@ def test_a_journal_another_user_left_unwritable_is_refused_in_one_line_naming_it
     ("summary.csv", "case,slices,tumour_voxels,tumour_mm3,seconds\n", "skip"),
     ("summary.csv", "case,slices,tumour_voxels,tumour_mm3,seconds\n", "overwrite"),
     (".summary.rank1.csv", f"{CASES[0]},3,7,,0.5\n", "refuse"),
-], ids=["summary-skip", "summary-overwrite", "journal"])
-def test_another_users_summary_in_a_sticky_folder_is_refused_in_one_line_before_any_scan_is_read(
+    (f"{CASES[5]}_mask.tif", "their own mask", "overwrite"),
+], ids=["summary-skip", "summary-overwrite", "journal", "mask-overwrite"])
+def test_another_users_summary_or_mask_in_a_sticky_folder_is_refused_in_one_line_before_any_scan_is_read(
         tiny_model_dir, cohort, tmp_path, monkeypatch, capsys, name, text, existing):
     """A shared folder of mode 1777 keeps a colleague's summary.csv, or a journal a rank of their run left, for them:
     rank 0 replaces or removes those once every case is segmented, and was refused only then, hours of work lost.
+    With --overwrite a colleague's mask of a case was refused only once that case came to be written.
     Root replaces any file, so this process becomes someone other than the file's and the folder's owner."""
     import pwd
 

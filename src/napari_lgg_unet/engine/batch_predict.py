@@ -136,10 +136,10 @@ def claimed_output(out_dir: Path, cases: Sequence[ScanSource], group: Group = Gr
                    existing: ExistingOutputs = "refuse") -> Iterator[ClaimedOutput]:
     """Hold `out_dir` for a cohort run of `cases` (rank 0 holds its lock) after refusing, in this order: an `out_dir`
     on or in an input's files or case folders and two cases of one name (see outputs.py); a folder another job is
-    writing (the real reason when it also holds masks: they may be that job's); a summary.csv or journal that a
-    shared folder keeps for another user (`_check_summary_replaceable`); and with `existing="refuse"` an
-    `out_dir` that already holds a file the run would write (check_outputs_free), with `"skip"` a summary.csv
-    lgg-unet did not write (check_summary_ours).
+    writing (the real reason when it also holds masks: they may be that job's); a summary.csv, journal or (with
+    `existing="overwrite"`) case's mask that a shared folder keeps for another user (`_check_replaceable`); and with
+    `existing="refuse"` an `out_dir` that already holds a file the run would write (check_outputs_free), with `"skip"`
+    a summary.csv lgg-unet did not write (check_summary_ours).
 
     It reads no scan and needs no model, so a caller that has none yet claims first and loads it after (the CLI). A
     refusal leaves the folder as it was (the lock removes what it created), and so does a failure under torchrun:
@@ -162,7 +162,7 @@ def claimed_output(out_dir: Path, cases: Sequence[ScanSource], group: Group = Gr
 
         def claim() -> None:
             held.enter_context(RunFolder(out_dir).locked(COHORT_TASK))
-            _check_summary_replaceable(out_dir)
+            _check_replaceable(out_dir, cases, existing)
             _check_existing(out_dir, cases, existing)
 
         try:
@@ -250,11 +250,13 @@ def _check_journal_writable(journal: Path) -> None:
                          ) from None
 
 
-def _check_summary_replaceable(out_dir: Path) -> None:
-    """Refuse, before any case is segmented, the summary files rank 0 replaces or removes once every case is done
-    (`write_summary`) where a shared folder (sticky bit) keeps them for another user: a colleague's summary.csv, a
-    journal one of their runs' ranks left. Refused at the end, they cost the whole cohort's segmentation."""
-    for path in _summary_files(out_dir):
+def _check_replaceable(out_dir: Path, cases: Sequence[ScanSource], existing: ExistingOutputs) -> None:
+    """Refuse, before any case is segmented, files this run replaces or removes where a shared folder (sticky bit)
+    keeps them for another user: the summary files rank 0 writes once every case is done (`write_summary`), a
+    colleague's summary.csv or a journal one of their runs' ranks left, and with `existing="overwrite"` the cases'
+    masks. Refused only when written, they cost the whole cohort's segmentation, or each mask that case's."""
+    masks = existing_outputs(out_dir, cases) if existing == "overwrite" else []
+    for path in dict.fromkeys([*_summary_files(out_dir), *masks]):
         check_replaceable(path)
 
 
