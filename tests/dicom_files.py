@@ -26,15 +26,17 @@ def _mr_file(sop_class: str, series: str, description: str) -> Dataset:
 def write_slice(folder: Path, name: str, series: str, description: str, z: float, pixels: np.ndarray,
                 thickness: float = 2.5, corner: tuple[float, float] = (-10.0, -20.0),
                 pixel_spacing: tuple[float, float] = (1.0, 1.0),
-                orientation: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+                orientation: tuple[float, ...] | None = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
                 rescale: tuple[float, float] | None = None, echo_time: float | None = None,
                 acquisition: int | None = None) -> None:
     """One MR slice file of `series` whose first pixel lies at (*corner, z) mm (LPS); by default its rows run to the
-    patient's left and its columns to posterior. `pixels` of shape (rows, columns, 3) make an RGB colour slice.
-    `rescale` (slope, intercept) stores `pixels` as unsigned numbers that its RescaleSlope and RescaleIntercept
-    turn back into `pixels`' values; `echo_time` (ms) is its EchoTime, `acquisition` its AcquisitionNumber."""
+    patient's left and its columns to posterior (`orientation` None: no ImageOrientationPatient). `pixels` of shape
+    (rows, columns, 3) make an RGB colour slice. `rescale` (slope, intercept) stores `pixels` as unsigned numbers that
+    its RescaleSlope and RescaleIntercept turn back into `pixels`' values; `echo_time` (ms) is its EchoTime,
+    `acquisition` its AcquisitionNumber."""
     ds = _mr_file(MRImageStorage, series, description)
-    ds.ImageOrientationPatient = [float(v) for v in orientation]
+    if orientation is not None:
+        ds.ImageOrientationPatient = [float(v) for v in orientation]
     ds.ImagePositionPatient = [*corner, z]
     ds.PixelSpacing, ds.SliceThickness = list(pixel_spacing), thickness
     ds.Rows, ds.Columns = pixels.shape[:2]

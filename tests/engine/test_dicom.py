@@ -13,7 +13,7 @@ from dicom_files import write_multiframe, write_slice as _slice, write_studies
 
 from napari_lgg_unet.engine import dicom
 from napari_lgg_unet.engine.dicom import list_series, series_by_sequence
-from napari_lgg_unet.engine.errors import InputError
+from napari_lgg_unet.engine.errors import InputError, InputWarning
 from napari_lgg_unet.engine.io import find_scans, is_one_scan, load_scan, write_mask
 from napari_lgg_unet.engine.sequences import FLAIR, POST, PRE
 from napari_lgg_unet.engine.stopping import Stopped
@@ -278,3 +278,17 @@ def test_a_series_repeating_its_slices_is_refused_as_acquisitions_not_as_duplica
                                          "repeats its slices") as refused:
         load_scan(tmp_path)
     assert "remove the duplicate" not in str(refused.value)
+
+
+def test_a_series_without_image_orientation_is_read_with_a_warning_of_the_orientation_assumed(tmp_path):
+    """GDCM takes rows to the left and columns to posterior when no ImageOrientationPatient says how the patient lies,
+    as nibabel guesses for a NIfTI with both codes 0; that NIfTI was told of, this series was read without a word."""
+    series = generate_uid()
+    for index in range(SLICES):
+        pixels = np.broadcast_to(np.arange(COLUMNS) + 100 * index, (ROWS, COLUMNS))
+        _slice(tmp_path, f"{index}.dcm", series, "AX FLAIR", index * THICKNESS, pixels, orientation=None)
+    with pytest.warns(InputWarning, match="has no orientation") as caught:
+        scan = load_scan(tmp_path)
+    assert len(caught) == 1 and "ImageOrientationPatient" in str(caught[0].message)
+    assert "check that the brain looks upright" in str(caught[0].message)
+    assert scan.image.shape == (SLICES, ROWS, COLUMNS)

@@ -14,16 +14,17 @@ name a FLAIR series (and pre-/post-contrast T1 ones); otherwise the user is told
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, InputWarning
 from .listing import read_once
 from .scan_checks import colour_refusal
 from .sequences import FLAIR, MODEL_CHANNELS, sequence_of
-from .volumes import LPS_TO_RAS, Volume, itk_warnings_off, read_itk, sitk
+from .volumes import LPS_TO_RAS, Volume, itk_warnings_off, no_orientation, read_itk, sitk
 
 _DESCRIPTION = "0008|103e"
 _SAME_POSITION_MM = 1e-3
@@ -31,6 +32,7 @@ _SPACING_TOLERANCE = 0.1  # a step 10 % wider than the narrowest means a missing
 _PLACEMENT_TOLERANCE = 0.1  # a slice further than 10 % of the slice step from its file's position is misplaced
 _ORIENTATION_TOLERANCE = 1e-4  # direction cosines closer than this are one orientation (scanners round them)
 _POSITION = "0020|0032"  # ImagePositionPatient
+_ORIENTATION = "0020|0037"  # ImageOrientationPatient
 _ACQUISITION = "0020|0012"  # AcquisitionNumber
 _ECHO_TIME = "0018|0081"
 _ECHO_TIME_TOLERANCE_MS = 1e-3  # echo times closer than this are one (scanners round them differently)
@@ -214,4 +216,9 @@ def read_series(series: Series) -> Volume:
     _check_slice_positions(series, headers)
     volume = read_itk(list(series.files), str(series), as_float=len(set(map(_stored_as, headers))) > 1)
     _check_placement(series, headers, volume)
+    if not headers[0].HasMetaDataKey(_ORIENTATION):  # same in every file: _check_same_kind
+        warnings.warn(InputWarning(no_orientation(
+            series, "has no orientation (its files have no ImageOrientationPatient)",
+            "right to left, anterior to posterior and inferior to superior, as in axial slices (ITK's reading)",
+            "that assumed placement")), stacklevel=1)
     return volume

@@ -273,18 +273,21 @@ def read_nifti(path: str | Path) -> Volume:
     return Volume(kept_pixels(data), geometry)  # one without orientation is told of where it is used
 
 
-def no_orientation(path: Path) -> str:
-    """What a user is told (once per file and process: Python's default warning filter) of a NIfTI whose qform and
-    sform codes are both 0, when its own grid is what is shown and segmented (cases.py: the FLAIR's, or a labels file
-    opened on its own; a file placed onto such a grid is told of by `cases.on_grid`). Such a header says how big the
-    voxels are but not how the patient lies in them, and tools differ: nibabel takes pixdim in the Analyze convention
-    (its axes run to the left, anterior, superior), ITK-based viewers take the voxel axes as LPS. The file is read, not
-    refused (old Analyze-era conversions are like this); the warning says what was assumed, since a wrong guess shows
-    and segments the brain flipped."""
-    return (f"{path} {UNORIENTED}: it is shown and segmented as if its voxel axes ran right to left, posterior to "
-            "anterior and inferior to superior (nibabel's reading; ITK-based viewers read it otherwise), so check that "
-            "the brain looks upright; its mask keeps the scan's voxel grid and header, codes 0 included, so any tool "
-            "overlays the two alike")
+def no_orientation(what: str | Path, lacking: str = UNORIENTED,
+                   assumed: str = "right to left, posterior to anterior and inferior to superior (nibabel's reading; "
+                                  "ITK-based viewers read it otherwise)",
+                   mask: str = "header, codes 0 included, so any tool overlays the two alike") -> str:
+    """What a user is told (once per file and process: Python's default warning filter) of a scan whose header says
+    how big its voxels are but not how the patient lies in them (`lacking`), read with the orientation its reader
+    `assumed`: the one wording for every format. By default a NIfTI whose qform and sform codes are both 0, when its
+    own grid is what is shown and segmented (cases.py: the FLAIR's, or a labels file opened on its own; a file placed
+    onto such a grid is told of by `cases.on_grid`); tools differ there: nibabel takes pixdim in the Analyze convention
+    (its axes run to the left, anterior, superior), ITK-based viewers take the voxel axes as LPS. A DICOM series
+    without ImageOrientationPatient is the other (dicom.py). The file is read, not refused (old Analyze-era
+    conversions are like this); the warning says what was assumed, since a wrong guess shows and segments the brain
+    flipped, and what its `mask` keeps."""
+    return (f"{what} {lacking}: it is shown and segmented as if its voxel axes ran {assumed}, so check that the brain "
+            f"looks upright; its mask keeps the scan's voxel grid and {mask}")
 
 
 def _spatial_unit(header: nib.Nifti1Header) -> str:
