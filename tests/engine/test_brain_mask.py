@@ -1,7 +1,10 @@
 """brain_mask: an approximate brain from the FLAIR alone, on a phantom head with scalp, skull and ventricle."""
 
 import numpy as np
+import pytest
+from scipy import ndimage
 
+from napari_lgg_unet.engine import brain_mask as brain_mask_module
 from napari_lgg_unet.engine.brain_mask import brain_mask
 
 
@@ -30,3 +33,19 @@ def test_a_blank_scan_has_no_brain():
     flair = np.zeros((2, 64, 64), np.float32)
     found = brain_mask(flair)
     assert found.shape == flair.shape and found.dtype == bool and not found.any()
+
+
+@pytest.mark.parametrize("radius", [1, 2, 4, 5, 10])
+def test_disk_erosion_and_dilation_from_distances_are_scipys_pixel_for_pixel(radius):
+    """The brain mask's disk morphology is computed from distance transforms for speed; it must keep exactly what
+    scipy's binary_erosion / binary_dilation with the same disk keep, image borders included."""
+    rng = np.random.default_rng(radius)
+    y, x = np.ogrid[-radius:radius + 1, -radius:radius + 1]
+    disk = (x * x + y * y <= radius * radius)[None]
+    for dense in (0.3, 0.97):
+        mask = ndimage.binary_dilation(rng.random((3, 40, 57)) > dense, iterations=2)
+        mask[2] = True  # a slice with no background
+        np.testing.assert_array_equal(brain_mask_module._erode(mask, radius), ndimage.binary_erosion(mask, disk))
+        np.testing.assert_array_equal(brain_mask_module._dilate(mask, radius), ndimage.binary_dilation(mask, disk))
+        empty = np.zeros_like(mask)
+        np.testing.assert_array_equal(brain_mask_module._dilate(empty, radius), empty)
