@@ -9,6 +9,8 @@ from napari_lgg_unet.engine.model_input import InputConfig
 from napari_lgg_unet.engine.postprocess import PostprocessConfig
 from napari_lgg_unet.engine.predict import SegmentOptions
 from napari_lgg_unet.engine.preprocess import PreprocessConfig
+from napari_lgg_unet.engine.units import voxel_volume
+from napari_lgg_unet.engine.volumes import Geometry
 
 
 class _FollowsClicks(torch.nn.Module):
@@ -160,6 +162,22 @@ def test_a_2d_image_is_a_one_slice_scan():
     assert session.mask.shape == session.piece_labels.shape == (1, 32, 32)
     session.click(0, 26, 26)
     assert session.mask[0, 26, 26] == 1
+
+
+def test_a_session_given_the_scans_voxel_volume_sizes_its_pieces_in_mm3_by_the_one_rule_of_units():
+    affine = np.array([[0.9, 0.0, 0.3, 0.0], [0.0, 0.8, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0], [0, 0, 0, 1]])  # sheared
+    geometry = Geometry.of((6, 32, 32), affine)
+    session = _session(_scan(), voxel_volume=geometry.voxel_volume)
+    mm3 = voxel_volume(affine[:3, :3])
+    assert session.pieces and mm3 == pytest.approx(0.9 * 0.8 * 3.0)
+    assert [piece.size for piece in session.pieces] == [pytest.approx(p.voxels * mm3) for p in session.pieces]
+    assert [piece.size for piece in _session(_scan()).pieces] == [None] * len(session.pieces)
+
+
+@pytest.mark.parametrize("volume", [0.0, -1.0, float("nan"), float("inf"), "1 mm3", True])
+def test_a_voxel_volume_that_is_no_positive_finite_number_is_refused(volume):
+    with pytest.raises(InputError, match="a voxel's volume"):
+        _session(_scan(), voxel_volume=volume)
 
 
 def test_a_model_without_click_inputs_is_refused_with_advice(tiny_model_dir):

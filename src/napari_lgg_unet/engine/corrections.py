@@ -41,7 +41,7 @@ from .postprocess import PostprocessConfig, kept_labels
 from .precision import Precision
 from .predict import ScanInput, SegmentOptions, check_run, forward_probability
 from .preprocess import MAX_IMAGE_SIZE, restore_size, to_model_point, to_model_size
-from .validate import check_int
+from .validate import check_float, check_int
 
 WINDOW = 128  # network pixels around a click that a click recomputes (a multiple of 32, the U-Net's stride)
 MARGIN = 16  # network pixels inside a cut edge of the window whose output is not used
@@ -92,11 +92,17 @@ class CorrectionSession:
     `image` is anything `segment_volume` takes; a 2D image is a one-slice scan, so masks are always (Z, H, W).
     `probability` (the scan's spatial shape) skips the first segmentation when the caller already has it.
     `window` is the side in network pixels of the square a click recomputes (None: whole slices).
+    `voxel_volume` is one voxel's volume in mm³ (mm² for a 2D image), `scan.voxel_volume` of a scan `load_scan` read
+    (`units.voxel_volume` of its affine): the pieces' `size` is then in those units, as in the Segment widget's
+    review list; None (a TIFF, an array without geometry): `size` is None and the pieces measure in voxels only.
     """
 
     def __init__(self, model: LoadedModel, image: np.ndarray, options: SegmentOptions | None = None, *,
-                 rgb: bool | None = None, probability: np.ndarray | None = None, window: int | None = WINDOW) -> None:
+                 rgb: bool | None = None, probability: np.ndarray | None = None, window: int | None = WINDOW,
+                 voxel_volume: float | None = None) -> None:
         options = check_run(model, options)
+        self.voxel_volume = None if voxel_volume is None else check_float(
+            "a voxel's volume", voxel_volume, 0.0, math.inf, low_open=True, high_open=True)
         if not model.config.inputs.clicks:
             raise ModelError("this model does not take clicks; use one trained with `lgg-unet train --clicks`")
         size = model.config.preprocess.image_size
@@ -256,7 +262,7 @@ class CorrectionSession:
         """The pieces of the current mask, listed when first asked for after a change: the widget lists them in its
         layer's voxel order instead, and listing them twice per click cost the click time."""
         if self._pieces is None:
-            self._pieces = describe_pieces(self.probability, self.piece_labels, self.piece_count)
+            self._pieces = describe_pieces(self.probability, self.piece_labels, self.piece_count, self.voxel_volume)
         return self._pieces
 
 
