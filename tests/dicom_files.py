@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +93,24 @@ def write_multiframe(path: Path, heights: list[float], shape: tuple[int, int] = 
     ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
     ds.PixelData = np.zeros((len(heights), *shape), np.int16).tobytes()
     ds.save_as(path, enforce_file_format=True)
+
+
+def counting_gdcm_scans(monkeypatch) -> Counter:
+    """Each of GDCM's folder scans (every file's header read once): the series IDs, and each series' files."""
+    from napari_lgg_unet.engine.volumes import sitk
+
+    scans: Counter = Counter()
+    reader = sitk.ImageSeriesReader
+    ids, names = reader.GetGDCMSeriesIDs, reader.GetGDCMSeriesFileNames
+
+    def series_ids(folder, *args, **kwargs):
+        scans[folder] += 1
+        return ids(folder, *args, **kwargs)
+
+    def series_files(folder, uid, *args, **kwargs):
+        scans[folder, uid] += 1
+        return names(folder, uid, *args, **kwargs)
+
+    monkeypatch.setattr(reader, "GetGDCMSeriesIDs", staticmethod(series_ids))
+    monkeypatch.setattr(reader, "GetGDCMSeriesFileNames", staticmethod(series_files))
+    return scans

@@ -338,3 +338,17 @@ def test_an_itk_mask_of_a_scan_itk_would_place_elsewhere_is_refused_before_the_m
     monkeypatch.undo()
     assert main(["predict", "--model", str(tiny_model_dir), "--input", str(scan),
                  "--output", str(tmp_path / "m.nii.gz")]) == 0
+
+
+def test_evaluate_lists_a_folder_of_dicom_studies_once_for_json_and_the_run(tiny_model_dir, tmp_path, monkeypatch,
+                                                                            capsys):
+    """--json's check and the run each listed --data, and GDCM read every DICOM file's header for each listing. A
+    DICOM study holds no mask, so the run ends at the refusal of patients without one, after both listings."""
+    from dicom_files import counting_gdcm_scans, write_studies
+
+    studies = write_studies(tmp_path / "data", 2)
+    scans = counting_gdcm_scans(monkeypatch)
+    argv = ["evaluate", "--model", str(tiny_model_dir), "--data", str(tmp_path / "data"), "--json",
+            str(tmp_path / "r.json")]
+    assert main(argv) != 0 and "no manual mask" in capsys.readouterr().err
+    assert {str(study) for study in studies} <= set(scans) and set(scans.values()) == {1}

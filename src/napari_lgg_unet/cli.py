@@ -511,16 +511,18 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from .engine.evaluate import report
     from .engine.predict import runs_on
     from .engine.io import find_scans
+    from .engine.listing import listing
     from .engine.outputs import check_output, model_folders
 
-    if args.json:  # not onto any scan under --data (the split's or not), nor into a model folder; before the run
-        check_output(args.json, find_scans(args.data, require_masks=True))
-        check_output(args.json, model_folders(args.model), what="a model folder")
-        _check_new_file(args.json, "--json", args.overwrite)
-    with process_group(args.device) as group:  # under torchrun each process scores its share of the patients
-        model, options = _load_for_inference(args, group.device, group.is_main)
-        results = _evaluated_patients(args, model, options, group)
-        summary = report(results)
+    with listing():  # --data listed for --json's check and for the run: a DICOM folder's headers are read once
+        if args.json:  # not onto any scan under --data (the split's or not), nor into a model folder; before the run
+            check_output(args.json, find_scans(args.data, require_masks=True))
+            check_output(args.json, model_folders(args.model), what="a model folder")
+            _check_new_file(args.json, "--json", args.overwrite)
+        with process_group(args.device) as group:  # under torchrun each process scores its share of the patients
+            model, options = _load_for_inference(args, group.device, group.is_main)
+            results = _evaluated_patients(args, model, options, group)
+            summary = report(results)
     if not group.is_main:
         return 0
     print(f"{_patients(len(results))}: mean Dice {summary['mean_dice']:.3f}, median Dice "

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 from pydicom.uid import generate_uid
 
-from dicom_files import write_multiframe, write_slice as _slice, write_studies
+from dicom_files import counting_gdcm_scans, write_multiframe, write_slice as _slice, write_studies
 
 from napari_lgg_unet.engine import dicom
 from napari_lgg_unet.engine.dicom import list_series, series_by_sequence
@@ -17,7 +16,7 @@ from napari_lgg_unet.engine.errors import InputError, InputWarning
 from napari_lgg_unet.engine.io import find_scans, is_one_scan, load_scan, write_mask
 from napari_lgg_unet.engine.sequences import FLAIR, POST, PRE
 from napari_lgg_unet.engine.stopping import Stopped
-from napari_lgg_unet.engine.volumes import from_engine, sitk
+from napari_lgg_unet.engine.volumes import from_engine
 
 ROWS, COLUMNS, SLICES, THICKNESS = 6, 8, 4, 2.5
 
@@ -68,37 +67,28 @@ def test_a_stop_asked_while_a_folder_of_dicom_studies_is_listed_ends_the_listing
     assert [case.name for case in find_scans(tmp_path)] == ["study0", "study1", "study2"]  # nothing asked: all
 
 
-def _counting_gdcm_scans(monkeypatch) -> Counter:
-    """Each of GDCM's folder scans (every file's header read once): the series IDs, and each series' files."""
-    scans: Counter = Counter()
-    reader = sitk.ImageSeriesReader
-    ids, names = reader.GetGDCMSeriesIDs, reader.GetGDCMSeriesFileNames
-
-    def series_ids(folder, *args, **kwargs):
-        scans[folder] += 1
-        return ids(folder, *args, **kwargs)
-
-    def series_files(folder, uid, *args, **kwargs):
-        scans[folder, uid] += 1
-        return names(folder, uid, *args, **kwargs)
-
-    monkeypatch.setattr(reader, "GetGDCMSeriesIDs", staticmethod(series_ids))
-    monkeypatch.setattr(reader, "GetGDCMSeriesFileNames", staticmethod(series_files))
-    return scans
-
-
 def test_listing_a_dicom_study_reads_each_files_header_once_per_series_question(tmp_path, monkeypatch):
     """find_scans asked a study folder's series three times (which format claims it, its case, whether it is one
     scan), and GDCM read every file's header each time: 15 opens per file of a 4-series study."""
     for description in ("AX T2 FLAIR", "AX T1", "AX T1 POST GD"):
         _series(tmp_path / "study", description)
-    scans = _counting_gdcm_scans(monkeypatch)
+    scans = counting_gdcm_scans(monkeypatch)
     assert len(find_scans(tmp_path / "study")) == 1
     assert len(scans) == 1 + 3 and set(scans.values()) == {1}
     _series(tmp_path / "study", "AX T2")  # a later listing sees the folder as it is then
     scans.clear()
     assert is_one_scan(tmp_path / "study") and len(list_series(tmp_path / "study")) == 4
     assert len(scans) == 1 + 4 and set(scans.values()) == {2}  # outside a listing nothing is remembered
+
+
+def test_loading_a_dicom_study_folder_scans_each_of_its_series_once(tmp_path, monkeypatch):
+    """load_scan (the napari reader's) asked which format claims the folder, then read it as a case: GDCM read every
+    file's header for each question."""
+    for description in ("AX T2 FLAIR", "AX T1", "AX T1 POST GD"):
+        _series(tmp_path / "study", description)
+    scans = counting_gdcm_scans(monkeypatch)
+    assert load_scan(tmp_path / "study").image.shape == (SLICES, ROWS, COLUMNS, 3)
+    assert len(scans) == 1 + 3 and set(scans.values()) == {1}
 
 
 def test_dicom_folders_that_cannot_be_read_as_one_scan_are_refused(tmp_path):

@@ -328,6 +328,7 @@ def _has_mask(source: ScanSource) -> bool:
     return found.has_mask(path)
 
 
+@listing()
 def load_scan(source: ScanSource, require_mask: bool = False) -> Scan:
     """Any supported scan (see formats.FORMATS): a Kaggle patient folder, a TIFF stack (2D, 2D RGB, 3D, 3D RGB), a
     NIfTI / NRRD / MHA file, a case folder (BraTS, nnU-Net, sequence-named files), a DICOM series or study folder,
@@ -335,7 +336,8 @@ def load_scan(source: ScanSource, require_mask: bool = False) -> Scan:
 
     A volume file brings the case it belongs to (its sibling sequences and labels). `require_mask` refuses a scan
     without ground truth, or whose manual mask cannot be used; without it, such a mask is left out with a warning
-    (`scan_checks.optional_mask`).
+    (`scan_checks.optional_mask`). It is one listing (listing.py): a DICOM folder is asked which format claims it
+    and then read as a case, and GDCM read every file's header for each question.
     """
     require_mask = check_bool("require_mask", require_mask)  # bool("no") is True
     if not isinstance(source, (str, os.PathLike)):
