@@ -38,11 +38,13 @@ from napari_lgg_unet.engine.train import TrainConfig, train_model, validation_sc
 from rank_helpers import free_port, rank_variables
 
 PATIENTS = ["TCGA_CS_4941_19960909", "TCGA_CS_4942_19970222", "TCGA_CS_6665_20010817", "TCGA_DU_5849_19950405"]
-SETTINGS = dict(image_size=64, batch_size=4, lr=1e-3, decoder_channels=[32, 16, 16, 16, 16], workers=0,
-                device="cpu", precision="fp32", epochs=2, steps_per_epoch=8, val_fraction=0.5, seed=3)
+# mobilenet_v2, as test_train.py's FAST: what these tests check is the processes' sharing, not the encoder
+SETTINGS = dict(encoder="mobilenet_v2", image_size=64, batch_size=4, lr=1e-3, decoder_channels=[32, 16, 16, 16, 16],
+                workers=0, device="cpu", precision="fp32", epochs=2, steps_per_epoch=8, val_fraction=0.5, seed=3)
 WORKER = Path(__file__).with_name("ddp_worker.py")
-TRAIN_ARGS = ["--epochs", "50", "--steps-per-epoch", "3", "--batch-size", "2", "--image-size", "64",
-              "--decoder-channels", "16,16,16,16,16", "--workers", "0", "--val-fraction", "0.5", "--device", "cpu"]
+TRAIN_ARGS = ["--encoder", "mobilenet_v2", "--epochs", "50", "--steps-per-epoch", "3", "--batch-size", "2",
+              "--image-size", "64", "--decoder-channels", "16,16,16,16,16", "--workers", "0", "--val-fraction", "0.5",
+              "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,10 @@ from napari_lgg_unet.engine.train import TrainConfig, train_model
 from temp_files import LOOKALIKES, leftovers_of_a_killed_writer
 
 PATIENTS = ["TCGA_CS_4941_19960909", "TCGA_CS_4942_19970222", "TCGA_DU_5849_19950405"]
-FAST = dict(image_size=64, batch_size=8, lr=1e-3, decoder_channels=(32, 16, 16, 16, 16), workers=0, device="cpu")
+# mobilenet_v2: a quarter of resnet18's weights, so steps and the checkpoints each epoch writes cost a fraction (the
+# suite's training tests took twice as long on resnet18); the loop, not the encoder, is what these tests check
+FAST = dict(encoder="mobilenet_v2", image_size=64, batch_size=8, lr=1e-3, decoder_channels=(32, 16, 16, 16, 16),
+            workers=0, device="cpu")
 
 
 @pytest.fixture(scope="module")
