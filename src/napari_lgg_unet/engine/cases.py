@@ -26,7 +26,7 @@ import numpy as np
 from .dicom import Series, list_series, read_series, series_by_sequence
 from .errors import InputError, InputWarning
 from .formats import read_volume, strip_volume_suffix, volume_suffix
-from .scan_checks import common_dtype, nan_as_background, optional_mask, tumour_of_labels
+from .scan_checks import common_dtype, optional_mask, tumour_of_labels
 from .sequences import (FLAIR, LABELS, MODEL_CHANNELS, POST, PRE, T2, grouped_by_case, sequence_of, split_file_name,
                         split_sequence)
 from .volumes import (UNORIENTED, Geometry, Volume, covered_fraction, no_orientation, resample_onto, same_grid,
@@ -319,7 +319,6 @@ def _read_sequences(case: Case, wanted: tuple[str, ...]) -> dict[str, Volume]:
         if sequence not in wanted:  # e.g. T2 and unnamed channels, which the model does not use
             continue
         volume = _without_one_channel(source.read())
-        volume = Volume(nan_as_background(str(source), volume.data), volume.geometry)
         if volume.data.ndim == 3:
             channels = {sequence: volume}
         elif len(case.sequences) == 1:  # one file holds the case's channels (Decathlon, an RGB series)

@@ -32,11 +32,6 @@ LABEL_ROUNDING = 1e-3
 # its slices, half the LGG FLAIR slices 169 or more each; the BraTS sample's volumes 868 or more. Only slices at the
 # very top or bottom of the head (3 % of the LGG slices), black but for a little noise, hold 16 or fewer.
 MAX_LABELS = 16
-# NaN voxels a scan may hold inside the brain's outline (its finite voxels with their enclosed holes filled), as a
-# fraction of that outline, and still be read with NaN as background: a few voxels (a division by zero in a tool's
-# step) are nothing to the model, but a region blanked out inside the brain (SPM's lesion masking NaNs a lesion, the
-# tumour itself) read as 0 would be segmented as a black hole, not as what it was. 1 % of a brain is about 12 ml.
-MAX_NAN_INSIDE = 0.01
 
 
 def check_pixel_type(label: str, dtype: np.dtype) -> None:
@@ -56,31 +51,6 @@ def colour_refusal(label: str) -> InputError:
     """The refusal of colour voxels (an RGB24 NIfTI, an RGB / YBR / palette DICOM series): its channels are colours of
     a picture, not the MRI sequences the model's channels are, so splitting them into channels would be wrong."""
     return InputError(f"{label} holds RGB colour voxels; the model needs grey MRI intensities (one number per voxel)")
-
-
-def nan_as_background(label: str, data: np.ndarray) -> np.ndarray:
-    """`data` with its NaN voxels read as 0, the background, and one InputWarning saying how many: SPM and other tools
-    write the outside of a masked or skull-stripped scan as NaN, and such scans were refused. Refused still, naming
-    `label`: a scan with no finite voxel, or with NaN over more than MAX_NAN_INSIDE of the brain's outline (see
-    there). Infinite values stay, for the model's input check to refuse (preprocess.not_finite). Only the voxels
-    change, never the volume's shape, so a mask written back keeps the scan's geometry."""
-    if not np.issubdtype(data.dtype, np.floating):
-        return data
-    nan = np.isnan(data)
-    count = int(np.count_nonzero(nan))
-    if not count:
-        return data
-    from scipy import ndimage
-
-    outline = ndimage.binary_fill_holes(~nan)
-    inside = int(np.count_nonzero(outline & nan))
-    if inside > MAX_NAN_INSIDE * np.count_nonzero(outline) or count == nan.size:
-        raise InputError(f"{label} is NaN in {inside} of the {np.count_nonzero(outline)} voxels inside its brain "
-                         f"outline (more than {MAX_NAN_INSIDE:.0%}, or no finite voxel at all): a region blanked out "
-                         "inside the brain cannot be segmented; give the scan before it was masked")
-    warnings.warn(InputWarning(f"{label} has {count} NaN voxels ({count / nan.size:.0%}), as masked or skull-stripped "
-                               "scans have outside the brain; they are read as 0 (background)"), stacklevel=1)
-    return np.where(nan, data.dtype.type(0), data)
 
 
 def kept_pixels(data: np.ndarray) -> np.ndarray:
