@@ -9,6 +9,7 @@ TIFFs are uint8 0/255, the dataset's convention, so they can go straight into a 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +63,6 @@ def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
 def _check_not_replaced_unasked(target: Path, given: Path) -> None:
     """Refuse `target`, the name `given` with a mask suffix added, where a file (or link) of that name exists: napari's
     save dialog asked whether to replace `given`, never `target`, so that file would be lost without a word."""
-    import os
-
     if os.path.lexists(target):
         raise InputError(f"not saved: {target.name} exists and the name given, {given.name}, has no mask suffix, so "
                          f"nobody was asked to replace it; save as {target.name} to replace it, or under another name")
