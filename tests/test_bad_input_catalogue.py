@@ -250,9 +250,11 @@ def _kaggle_mask_slice_saved_twice(w: Workspace) -> Path:
 
 
 def _dicom_series(w: Workspace, missing: bool = False, duplicate: bool = False, sliding: bool = False,
-                  colour: bool = False, uneven: bool = False, two_echoes: bool = False) -> Path:
+                  colour: bool = False, uneven: bool = False, two_echoes: bool = False,
+                  repeated: bool = False) -> Path:
     """Five 2 mm slices; `sliding` moves each 1 mm further right than the one below (a tilted gantry's stack);
-    `uneven` makes the steps 1.8 and 2.2 mm by turns; `two_echoes` gives the odd slices another echo time."""
+    `uneven` makes the steps 1.8 and 2.2 mm by turns; `two_echoes` gives the odd slices another echo time;
+    `repeated` scans them twice into the series (other pixels at the same positions, one echo time)."""
     from pydicom.uid import generate_uid
 
     from dicom_files import write_slice
@@ -265,6 +267,8 @@ def _dicom_series(w: Workspace, missing: bool = False, duplicate: bool = False, 
             write_slice(folder, f"{index}.dcm", series, "FLAIR", z, pixels, thickness=2.0,
                         corner=(-10.0 + (index if sliding else 0), -20.0),
                         echo_time=(90.0 if index % 2 else 15.0) if two_echoes else None)
+            if repeated:
+                write_slice(folder, f"{index} again.dcm", series, "FLAIR", z, pixels + 1, thickness=2.0)
     if duplicate:
         shutil.copy(folder / "3.dcm", folder / "3 copy.dcm")
     return folder
@@ -374,6 +378,8 @@ BAD_SCANS: dict[str, tuple[Callable[[Workspace], Path], str]] = {
                                              "slice spacing is uneven, not a missing slice"),
     "DICOM series with a duplicate file": (lambda w: _dicom_series(w, duplicate=True),
                                            "are both at slice position 6.00 mm"),
+    "DICOM series scanned twice": (lambda w: _dicom_series(w, repeated=True),
+                                   "2 files at each of its 5 slice positions"),
     "DICOM series whose slices slide sideways": (lambda w: _dicom_series(w, sliding=True),
                                                  "not stacked along their normal"),
     "DICOM series of two echo times": (lambda w: _dicom_series(w, two_echoes=True), "slices of 2 echo times"),

@@ -179,6 +179,16 @@ def test_a_dicom_series_that_one_regular_grid_cannot_place_is_refused(tmp_path, 
         load_scan(tmp_path / "s")
 
 
+def test_a_gantry_tilted_series_is_refused_not_stacked_straight(tmp_path):
+    # as CT-style tilted acquisitions store it: slices tilted 15 degrees about the left-right axis, each placed where
+    # the table stood (straight up), so its slices are not stacked along their normal; every voxel would be misplaced
+    tilt = np.radians(15)
+    _series_at(tmp_path / "s", [(-10.0, -20.0, THICKNESS * k) for k in range(SLICES)],
+               orientation=(1.0, 0.0, 0.0, 0.0, np.cos(tilt), np.sin(tilt)))
+    with pytest.raises(InputError, match=r"001.dcm lies 1.9\d mm from where a regular stack .*\(a tilted gantry\)"):
+        load_scan(tmp_path / "s")
+
+
 def test_small_rounding_in_dicom_slice_positions_is_read(tmp_path):
     _series_at(tmp_path / "s", [(-10.0, -20.0, 2.5 * k + (0.01 if k == 2 else 0.0)) for k in range(SLICES)])
     assert load_scan(tmp_path / "s").spacing == pytest.approx((2.5, 1.0, 1.0))
@@ -264,10 +274,60 @@ def test_a_series_repeating_its_slices_is_refused_as_acquisitions_not_as_duplica
         for index in range(SLICES):
             _slice(tmp_path, f"a{acquisition}_{index}.dcm", series, "DYN T1", index * THICKNESS,
                    np.full((ROWS, COLUMNS), acquisition), acquisition=acquisition)
-    with pytest.raises(InputError, match=r"both at slice position 0.00 mm, from acquisitions 1 and 2: the series "
+    with pytest.raises(InputError, match=r"2 files at each of its 4 slice positions \(a1_0.dcm and a2_0.dcm are both "
+                                         r"at slice position 0.00 mm, from acquisitions 1 and 2\): the series "
                                          "repeats its slices") as refused:
         load_scan(tmp_path)
     assert "remove the duplicate" not in str(refused.value)
+
+
+def _repeated_scan(folder: Path, second_at: float = 0.0, same_pixels: bool = False,
+                   second_positions: range = range(SLICES)) -> None:
+    """A series scanned twice into one SeriesInstanceUID, with one echo time and no AcquisitionNumber: the repeat's
+    slices at `second_positions` (slice indices), `second_at` mm above the first scan's, with other pixels (or the
+    same: a copy of each file, written again)."""
+    series = generate_uid()
+    for repeat, indices in enumerate([range(SLICES), second_positions]):
+        for index in indices:
+            pixels = np.full((ROWS, COLUMNS), index + (0 if same_pixels else 100 * repeat))
+            _slice(folder, f"r{repeat}_{index}.dcm", series, "AX FLAIR", index * THICKNESS + repeat * second_at,
+                   pixels, thickness=THICKNESS, echo_time=90.0)
+
+
+@pytest.mark.parametrize("second_at, where", [(0.0, "0.00"), (0.01, "0.00 to 0.01"), (0.2, "0.00 to 0.20")],
+                         ids=["same positions", "1/100 mm above", "a twelfth of the thickness above"])
+def test_a_scan_repeated_into_one_series_is_refused_saying_how_many_files_share_each_position(tmp_path, second_at,
+                                                                                               where):
+    # told "remove the duplicate file" (at the same positions) or "about 248 slice files missing" (0.01 mm above):
+    # neither was true, and deleting files as told would have left a volume of both scans' slices
+    _repeated_scan(tmp_path, second_at)
+    with pytest.raises(InputError, match=rf"'AX FLAIR' \(8 files\) in .*: 2 files at each of its 4 slice positions "
+                                         rf"\(r0_0.dcm and r1_0.dcm are both at slice position {where} mm\): the "
+                                         r"series repeats its slices .* export the acquisition to segment as a "
+                                         "series of its own") as refused:
+        load_scan(tmp_path)
+    assert "remove the duplicate" not in str(refused.value) and "missing" not in str(refused.value)
+
+
+def test_a_repeat_of_some_slices_is_refused_saying_how_many_positions_hold_several_files(tmp_path):
+    _repeated_scan(tmp_path, second_positions=range(1, 3))
+    with pytest.raises(InputError, match=r"2 of its 4 slice positions hold 2 files each \(r0_1.dcm and r1_1.dcm "
+                                         r"are both at slice position 2.50 mm\): the series repeats its slices"):
+        load_scan(tmp_path)
+
+
+def test_copies_of_a_series_files_are_refused_as_duplicate_files(tmp_path):
+    _repeated_scan(tmp_path, same_pixels=True)
+    with pytest.raises(InputError, match=r"r0_0.dcm and r1_0.dcm are both at slice position 0.00 mm and hold the "
+                                         r"same image \(3 more copies at other positions\); remove the duplicate "
+                                         "files$"):
+        load_scan(tmp_path)
+
+
+def test_two_stacks_interleaved_half_a_slice_apart_are_still_read_as_one_volume(tmp_path):
+    # a scanner's concatenations: two acquisitions of one echo time, each the other's gaps; a volume, not a repeat
+    _repeated_scan(tmp_path, THICKNESS / 2)
+    assert load_scan(tmp_path).image.shape == (2 * SLICES, ROWS, COLUMNS)
 
 
 def test_a_series_without_image_orientation_is_read_with_a_warning_of_the_orientation_assumed(tmp_path):

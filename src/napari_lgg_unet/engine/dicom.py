@@ -2,12 +2,13 @@
 
 SimpleITK (GDCM) groups files by series and sorts the slices of a series by their position along the slice normal;
 ITK then places slice k at the first slice's position plus k steps of one averaged spacing along the normal. A series
-that this regular grid misplaces is refused, not repaired: two files at one position, a gap where slices are missing,
-uneven steps that add up, slices not stacked along their normal (a tilted gantry), slices of different sizes, pixel
-spacings or orientations, and multi-frame (enhanced) files, whose frames' positions ITK does not show. Which copy,
-gap or spacing is right is for the user to say. So is a series of several echo times (a dual-echo series, or two
-acquisitions exported as one), whose contrasts one volume would mix. Colour series (RGB, YBR, a palette:
-screenshots, secondary captures) are refused as colour NIfTI is: they are no MRI sequence.
+that this regular grid misplaces is refused, not repaired: several files at one position (a copied file, or a scan
+repeated into one series), a gap where slices are missing, uneven steps that add up, slices not stacked along their
+normal (a tilted gantry), slices of different sizes, pixel spacings or orientations, and multi-frame (enhanced) files,
+whose frames' positions ITK does not show. Which copy, repeat, gap or spacing is right is for the user to say. So is
+a series of several echo times (a dual-echo series, or two acquisitions exported as one), whose contrasts one volume
+would mix. Colour series (RGB, YBR, a palette: screenshots, secondary captures) are refused as colour NIfTI is: they
+are no MRI sequence.
 A folder with one series is that scan; a folder with several (a study) is read as a case when their descriptions
 name a FLAIR series (and pre-/post-contrast T1 ones); otherwise the user is told which series it holds.
 """
@@ -34,6 +35,8 @@ _ORIENTATION_TOLERANCE = 1e-4  # direction cosines closer than this are one orie
 _POSITION = "0020|0032"  # ImagePositionPatient
 _ORIENTATION = "0020|0037"  # ImageOrientationPatient
 _ACQUISITION = "0020|0012"  # AcquisitionNumber
+_THICKNESS = "0018|0050"  # SliceThickness
+_ONE_POSITION_FRACTION = 0.1  # slices closer than a tenth of their thickness are at one position (_one_position_mm)
 _ECHO_TIME = "0018|0081"
 _ECHO_TIME_TOLERANCE_MS = 1e-3  # echo times closer than this are one (scanners round them differently)
 _RESCALE = ("0028|1053", "0028|1052")  # RescaleSlope, RescaleIntercept: intensity = stored number * slope + intercept
@@ -117,7 +120,7 @@ def _check_one_echo(series: Series, headers: list[sitk.ImageFileReader]) -> None
 
 
 def _check_slice_positions(series: Series, headers: list[sitk.ImageFileReader]) -> None:
-    """Refuse a slice without a position, two files at one slice position, or a gap where slices are missing: ITK
+    """Refuse a slice without a position, several files at one slice position, or a gap where slices are missing: ITK
     would stack them anyway, at an averaged spacing, with every slice after the gap misplaced. GDCM puts a slice
     without ImagePositionPatient at 0 mm, which read as a duplicate or a gap, and sent the user deleting slices."""
     if len(headers) > 1 and (unplaced := [f for h, f in zip(headers, series.files) if not h.HasMetaDataKey(_POSITION)]):
@@ -126,10 +129,39 @@ def _check_slice_positions(series: Series, headers: list[sitk.ImageFileReader]) 
                          "its slice lies in the volume is unknown; export the series again with its positions")
     normal = np.array(headers[0].GetDirection()).reshape(3, 3)[:, 2]
     placed = sorted((float(np.dot(h.GetOrigin(), normal)), Path(f).name) for h, f in zip(headers, series.files))
+    positions = _by_position(placed, _one_position_mm(headers[0]))
+    if any(len(files) > 1 for files in positions):
+        raise _shared_positions(series, headers, positions)
+    _check_no_gap(series, [files[0] for files in positions])
+
+
+def _one_position_mm(header: sitk.ImageFileReader) -> float:
+    """How close two slices' positions must be to count as one: a tenth of their thickness (slices overlapping by
+    nine tenths image the same tissue: a repeated scan a little off its first one's positions, never a series' next
+    slice), or 1 µm, scanners' rounding, where SliceThickness is not given."""
+    try:
+        thickness = float(header.GetMetaData(_THICKNESS)) if header.HasMetaDataKey(_THICKNESS) else 0.0
+    except ValueError:
+        thickness = 0.0
+    return max(_SAME_POSITION_MM, _ONE_POSITION_FRACTION * thickness)
+
+
+def _by_position(placed: list[tuple[float, str]], within: float) -> list[list[tuple[float, str]]]:
+    """`placed` (position along the normal in mm, file name; sorted) as the files at each slice position: those
+    within `within` mm of the position's lowest file."""
+    positions: list[list[tuple[float, str]]] = []
+    for at, name in placed:
+        if positions and at - positions[-1][0][0] < within:
+            positions[-1].append((at, name))
+        else:
+            positions.append([(at, name)])
+    return positions
+
+
+def _check_no_gap(series: Series, placed: list[tuple[float, str]]) -> None:
+    """Refuse a step between neighbouring slice positions (`placed`: mm, file name; sorted) wider than the
+    narrowest: a slice missing there, or steps too uneven for one spacing."""
     steps = np.diff([position for position, _ in placed])
-    for step, (at, first), (_, second) in zip(steps, placed, placed[1:]):
-        if step < _SAME_POSITION_MM:
-            raise _same_position(series, headers, at, first, second)
     usual = float(steps.min()) if len(steps) else 0.0  # a missing slice only ever widens a step
     for step, (at, _), (after, _) in zip(steps, placed, placed[1:]):
         if step > (1 + _SPACING_TOLERANCE) * usual:
@@ -140,19 +172,58 @@ def _check_slice_positions(series: Series, headers: list[sitk.ImageFileReader]) 
                              f"others are {usual:.2f} mm: {why}; export the series again")
 
 
-def _same_position(series: Series, headers: list[sitk.ImageFileReader], at: float, first: str,
-                   second: str) -> InputError:
-    """The refusal of the files `first` and `second` of `series`, both at slice position `at` mm: a copy of one file,
-    or, where their AcquisitionNumbers differ, a series that repeats its slices (time points of a dynamic scan, a
-    repeated acquisition), whose files are no copies to remove."""
+def _shared_positions(series: Series, headers: list[sitk.ImageFileReader],
+                      positions: list[list[tuple[float, str]]]) -> InputError:
+    """The refusal of `series`, some of whose slice `positions` (each: its files, as mm and file name) hold several
+    files: copies of one file, to remove, or several acquisitions of the slices (a repeated scan, the time points of
+    a dynamic one, two stacks at one set of positions), which no rule can split without guessing which the user
+    wants (a repeat and a scanner's concatenations differ alike in AcquisitionTime and InstanceNumber), so the user
+    is told how many files share each position and to export the acquisition to segment as a series of its own."""
+    shared = [files for files in positions if len(files) > 1]
+    names = [name for _, name in shared[0]]
+    lowest, highest = shared[0][0][0], shared[0][-1][0]
+    where = f"{lowest:.2f}" + (f" to {highest:.2f}" if f"{highest:.2f}" != f"{lowest:.2f}" else "")
+    both = f"{_listed(names)} are {'both' if len(names) == 2 else 'all'} at slice position {where} mm"
+    if all(_same_images(series.folder, [name for _, name in files]) for files in shared):
+        copies = sum(len(files) - 1 for files in shared)
+        more = f" ({copies - 1} more {'copy' if copies == 2 else 'copies'} at other positions)" if copies > 1 else ""
+        return InputError(f"{series}: {both} and hold the same image{more}; remove the duplicate "
+                          f"{'file' if copies == 1 else 'files'}")
+    numbers = _acquisition_numbers(series, headers, names)
+    acquisitions = f", from acquisitions {_listed(numbers)}" if len(set(numbers)) == len(numbers) > 1 else ""
+    return InputError(f"{series}: {_sharing(shared, len(positions))} ({both}{acquisitions}): the series repeats its "
+                      "slices (a repeated scan, time points, or two stacks at one set of positions), which one volume "
+                      "cannot hold; export the acquisition to segment as a series of its own, in a folder of its own")
+
+
+def _sharing(shared: list[list[tuple[float, str]]], positions: int) -> str:
+    """How many files share the slice positions that hold several (`shared`) of a series' `positions`."""
+    counts = sorted({len(files) for files in shared})
+    files = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+    if len(shared) == positions:
+        return f"{files} files at each of its {positions} slice positions"
+    return f"{len(shared)} of its {positions} slice positions hold {files} files each"
+
+
+def _listed(words: list[str]) -> str:
+    return ", ".join(words[:-1]) + f" and {words[-1]}"
+
+
+def _acquisition_numbers(series: Series, headers: list[sitk.ImageFileReader], names: list[str]) -> list[str]:
+    """The AcquisitionNumber of each of `series`' files `names` ("" where it has none)."""
     numbers = {Path(f).name: h.GetMetaData(_ACQUISITION).strip() if h.HasMetaDataKey(_ACQUISITION) else ""
                for h, f in zip(headers, series.files)}
-    both = f"{series}: {first} and {second} are both at slice position {at:.2f} mm"
-    if numbers[first] and numbers[second] and numbers[first] != numbers[second]:
-        return InputError(f"{both}, from acquisitions {numbers[first]} and {numbers[second]}: the series repeats its "
-                          "slices (time points or repeated acquisitions); export the acquisition to segment as a "
-                          "series of its own")
-    return InputError(f"{both}; remove the duplicate file")
+    return [numbers[name] for name in names]
+
+
+def _same_images(folder: Path, names: list[str]) -> bool:
+    """Whether the files `names` in `folder` hold one image (copies of one file), read only to word a refusal."""
+    try:
+        with itk_warnings_off():
+            images = [sitk.GetArrayFromImage(sitk.ReadImage(str(folder / name))) for name in names]
+    except RuntimeError:
+        return False
+    return all(image.shape == images[0].shape and np.array_equal(image, images[0]) for image in images[1:])
 
 
 def _check_single_frames(series: Series, headers: list[sitk.ImageFileReader]) -> None:
