@@ -324,6 +324,15 @@ def test_copies_of_a_series_files_are_refused_as_duplicate_files(tmp_path):
         load_scan(tmp_path)
 
 
+@pytest.mark.parametrize("second_at", [0.3, 1.0])
+def test_a_scan_repeated_a_little_off_the_first_ones_positions_is_refused_as_two_stacks_not_missing_slices(
+        tmp_path, second_at):
+    _repeated_scan(tmp_path, second_at)  # told "about 6 slice files missing" (0.3 mm) or "1 missing" (1 mm)
+    with pytest.raises(InputError, match=rf"{second_at:.2f} mm apart overlap by most of their 2.50 mm thickness: "
+                                         r"two stacks of slices interleaved \(a scan repeated into one series\)"):
+        load_scan(tmp_path)
+
+
 def test_two_stacks_interleaved_half_a_slice_apart_are_still_read_as_one_volume(tmp_path):
     # a scanner's concatenations: two acquisitions of one echo time, each the other's gaps; a volume, not a repeat
     _repeated_scan(tmp_path, THICKNESS / 2)

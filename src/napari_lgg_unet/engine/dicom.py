@@ -36,7 +36,7 @@ _POSITION = "0020|0032"  # ImagePositionPatient
 _ORIENTATION = "0020|0037"  # ImageOrientationPatient
 _ACQUISITION = "0020|0012"  # AcquisitionNumber
 _THICKNESS = "0018|0050"  # SliceThickness
-_ONE_POSITION_FRACTION = 0.1  # slices closer than a tenth of their thickness are at one position (_one_position_mm)
+_ONE_POSITION_FRACTION = 0.1  # slices closer than a tenth of their thickness are at one position
 _ECHO_TIME = "0018|0081"
 _ECHO_TIME_TOLERANCE_MS = 1e-3  # echo times closer than this are one (scanners round them differently)
 _RESCALE = ("0028|1053", "0028|1052")  # RescaleSlope, RescaleIntercept: intensity = stored number * slope + intercept
@@ -129,21 +129,21 @@ def _check_slice_positions(series: Series, headers: list[sitk.ImageFileReader]) 
                          "its slice lies in the volume is unknown; export the series again with its positions")
     normal = np.array(headers[0].GetDirection()).reshape(3, 3)[:, 2]
     placed = sorted((float(np.dot(h.GetOrigin(), normal)), Path(f).name) for h, f in zip(headers, series.files))
-    positions = _by_position(placed, _one_position_mm(headers[0]))
+    thickness = _thickness_mm(headers[0])
+    # slices overlapping by nine tenths of their thickness image the same tissue: a repeated scan a little off its
+    # first one's positions, never a series' next slice; without a SliceThickness, only scanners' rounding (1 µm)
+    positions = _by_position(placed, max(_SAME_POSITION_MM, _ONE_POSITION_FRACTION * thickness))
     if any(len(files) > 1 for files in positions):
         raise _shared_positions(series, headers, positions)
-    _check_no_gap(series, [files[0] for files in positions])
+    _check_no_gap(series, [files[0] for files in positions], thickness)
 
 
-def _one_position_mm(header: sitk.ImageFileReader) -> float:
-    """How close two slices' positions must be to count as one: a tenth of their thickness (slices overlapping by
-    nine tenths image the same tissue: a repeated scan a little off its first one's positions, never a series' next
-    slice), or 1 µm, scanners' rounding, where SliceThickness is not given."""
+def _thickness_mm(header: sitk.ImageFileReader) -> float:
+    """The slice's SliceThickness in mm; 0 where it is not given (or no number)."""
     try:
-        thickness = float(header.GetMetaData(_THICKNESS)) if header.HasMetaDataKey(_THICKNESS) else 0.0
+        return float(header.GetMetaData(_THICKNESS)) if header.HasMetaDataKey(_THICKNESS) else 0.0
     except ValueError:
-        thickness = 0.0
-    return max(_SAME_POSITION_MM, _ONE_POSITION_FRACTION * thickness)
+        return 0.0
 
 
 def _by_position(placed: list[tuple[float, str]], within: float) -> list[list[tuple[float, str]]]:
@@ -158,9 +158,13 @@ def _by_position(placed: list[tuple[float, str]], within: float) -> list[list[tu
     return positions
 
 
-def _check_no_gap(series: Series, placed: list[tuple[float, str]]) -> None:
+def _check_no_gap(series: Series, placed: list[tuple[float, str]], thickness: float) -> None:
     """Refuse a step between neighbouring slice positions (`placed`: mm, file name; sorted) wider than the
-    narrowest: a slice missing there, or steps too uneven for one spacing."""
+    narrowest: a slice missing there, or steps too uneven for one spacing. Where the narrowest step overlaps its
+    slices by more than half their `thickness` (mm; 0: unknown), more than an MR series' slices do (a 3D scan's
+    interpolated slices overlap by half), the wider steps more likely lie between the slices of a second stack (a scan
+    repeated into the series a little off the first one's positions) than where slices are missing: it was told
+    "about 6 slice files missing"."""
     steps = np.diff([position for position, _ in placed])
     usual = float(steps.min()) if len(steps) else 0.0  # a missing slice only ever widens a step
     for step, (at, _), (after, _) in zip(steps, placed, placed[1:]):
@@ -168,8 +172,14 @@ def _check_no_gap(series: Series, placed: list[tuple[float, str]]) -> None:
             missing = round(step / usual) - 1  # none: a step too short to hold a slice, so the spacing is uneven
             why = (f"about {missing} slice {'file' if missing == 1 else 'files'} missing, or an irregular series"
                    if missing else "the series' slice spacing is uneven, not a missing slice")
+            advice = "export the series again"
+            if usual < (1 - _SPACING_TOLERANCE) * thickness / 2:
+                why = (f"slices {usual:.2f} mm apart overlap by most of their {thickness:.2f} mm thickness: two "
+                       "stacks of slices interleaved (a scan repeated into one series), or overlapping slices with "
+                       "some missing")
+                advice = "export the acquisition to segment as a series of its own, or the series again"
             raise InputError(f"{series}: the slices at {at:.2f} and {after:.2f} mm are {step:.2f} mm apart where "
-                             f"others are {usual:.2f} mm: {why}; export the series again")
+                             f"others are {usual:.2f} mm: {why}; {advice}")
 
 
 def _shared_positions(series: Series, headers: list[sitk.ImageFileReader],
