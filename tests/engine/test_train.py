@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 import napari_lgg_unet
 from napari_lgg_unet.engine import dataset, train
@@ -208,7 +209,7 @@ def test_a_stop_asked_while_the_validation_variants_are_made_ends_a_resumed_run_
     before = {path.name: path.read_bytes() for path in (tmp_path / "run").iterdir()}
     made, make = [], train.normalised_variant
     monkeypatch.setattr(train, "normalised_variant",
-                        lambda image, variant: made.append(variant) or make(image, variant))
+                        lambda image, variant, stop: made.append(variant) or make(image, variant, stop))
     events = list(train_model(scans, replace(config, epochs=2, resume=True), tmp_path / "run", lambda: bool(made)))
     assert made == ["as-is"] and [type(event) for event in events] == [Finished]
     assert events[0].stopped and events[0].best_epoch == 1 and [r.epoch for r in events[0].history] == [1]
@@ -239,10 +240,34 @@ def test_a_stop_asked_while_the_skull_strip_masks_are_made_ends_the_run_before_t
     """The skull-strip augmentation's brain mask of every training volume is made before the first step (70 s for
     kaggle_3m's 72 training patients on 2 busy cores), and a Stop waited for them all."""
     made, make = [], dataset.skull_strip_view
-    monkeypatch.setattr(dataset, "skull_strip_view", lambda image, mask: made.append(mask) or make(image, mask))
+    monkeypatch.setattr(dataset, "skull_strip_view",
+                        lambda image, mask, stop: made.append(mask) or make(image, mask, stop))
     config = TrainConfig(epochs=1, steps_per_epoch=1, val_fraction=0, **FAST)
     events = list(train_model(scans, config, tmp_path / "run", lambda: bool(made)))
     assert len(made) == 1 and [type(event) for event in events] == [Finished]
+    assert events[0].stopped and events[0].best_epoch is None and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("made_for", [
+    dict(val_fraction=0.34, validation_variants=("skull-stripped",), augment=AugmentConfig(enabled=False)),
+    dict(val_fraction=0, augment=AugmentConfig(skull_strip=1.0)),
+], ids=["skull-stripped validation", "skull-strip augmentation"])
+def test_a_stop_asked_while_a_brain_mask_is_made_ends_the_run_within_that_volume(scans, tmp_path, monkeypatch,
+                                                                                 made_for):
+    """A stop was asked only between volumes, and a volume's brain mask takes 1-4 s (an 88-slice patient on 2 busy
+    cores), so a Stop in napari waited for the whole volume. Now it is asked between the mask's passes over the
+    slices: the run ends within the first pass, as if stopped before the volume, and leaves nothing behind."""
+    slices, transform = [], ndimage.distance_transform_edt  # the brain mask's transforms so far: one a slice and pass
+
+    def counted(*args, **kwargs):
+        slices.append(1)
+        return transform(*args, **kwargs)
+
+    monkeypatch.setattr(ndimage, "distance_transform_edt", counted)
+    config = TrainConfig(epochs=1, steps_per_epoch=1, **{**FAST, **made_for})
+    events = list(train_model(scans, config, tmp_path / "run", lambda: bool(slices)))
+    assert 1 <= len(slices) <= max(len(scan.image) for scan in scans)  # within one pass of the first volume, not six
+    assert [type(event) for event in events] == [Finished]
     assert events[0].stopped and events[0].best_epoch is None and list(tmp_path.iterdir()) == []
 
 

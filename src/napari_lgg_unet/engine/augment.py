@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -34,10 +35,10 @@ class SkullStripView:
     ranges: np.ndarray
 
 
-def skull_strip_view(image: np.ndarray, mask: np.ndarray) -> SkullStripView:
+def skull_strip_view(image: np.ndarray, mask: np.ndarray, stop: Callable[[], bool] | None = None) -> SkullStripView:
     """Brain mask of a normalised volume (Z, 3, S, S) from its FLAIR, united with the tumour `mask` (Z, S, S)
-    so that stripping never removes labelled tumour."""
-    keep = brain_mask(image[:, FLAIR]) | mask
+    so that stripping never removes labelled tumour; `stop` may end the brain mask (`brain_mask`)."""
+    keep = brain_mask(image[:, FLAIR], stop) | mask
     stripped = image.astype(np.float32) * keep[:, None]
     return SkullStripView(keep, intensity_ranges(stripped.transpose(0, 2, 3, 1)))
 

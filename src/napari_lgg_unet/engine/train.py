@@ -497,12 +497,12 @@ def _prepare(scans: list[Scan], config: TrainConfig, preprocess: PreprocessConfi
 
 def _validation_variants(val: list[TrainingVolume], variants: tuple[str, ...],
                          stopped: Callable[[], bool]) -> dict[str, list[TrainingVolume]]:
-    """The validation volumes as each input variant, `stopped` asked before each volume of each: a skull-stripped
-    volume takes about a second (its brain mask; 24 s for the 9 validation patients of kaggle_3m on 2 busy cores),
-    and a Stop waited for them all before the run ended."""
+    """The validation volumes as each input variant, `stopped` asked before each volume of each and within a brain
+    mask (`brain_mask`): a skull-stripped volume takes one to four seconds (its brain mask; 24 s for the 9 validation
+    patients of kaggle_3m on 2 busy cores), and a Stop waited for them all before the run ended."""
     made: dict[str, list[TrainingVolume]] = {variant: [] for variant in variants}
     for variant, volume in unless_stopped([(variant, v) for variant in variants for v in val], stopped):
-        made[variant].append(replace(volume, image=normalised_variant(volume.image, variant)))
+        made[variant].append(replace(volume, image=normalised_variant(volume.image, variant, stopped)))
     return made
 
 

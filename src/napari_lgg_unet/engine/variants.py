@@ -3,6 +3,8 @@ shifts."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from .brain_mask import brain_mask
@@ -26,17 +28,17 @@ def input_variant(image: np.ndarray, rgb: bool | None, variant: str) -> tuple[np
     return view, True
 
 
-def normalised_variant(image: np.ndarray, variant: str) -> np.ndarray:
+def normalised_variant(image: np.ndarray, variant: str, stop: Callable[[], bool] | None = None) -> np.ndarray:
     """A normalised training volume (Z, 3, S, S) in [0, 1] as `variant` would reach the model after preprocessing.
 
     Unlike the training augmentation, skull stripping here uses the brain mask alone (never the true tumour mask),
-    so validation sees what a user's skull-stripped scan would give.
+    so validation sees what a user's skull-stripped scan would give. `stop` may end the brain mask (`brain_mask`).
     """
     check_variants("input variant", (variant,))
     if variant == "flair-only":
         return np.repeat(image[:, FLAIR : FLAIR + 1], 3, axis=1)
     if variant == "skull-stripped":
-        keep = brain_mask(image[:, FLAIR])
+        keep = brain_mask(image[:, FLAIR], stop)
         stripped = image.astype(np.float32) * keep[:, None]
         low, high = intensity_ranges(stripped.transpose(0, 2, 3, 1)).T[:, None, :, None, None]
         return np.clip((stripped - low) / np.maximum(high - low, 1e-6), 0, 1).astype(image.dtype)
