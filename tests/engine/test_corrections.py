@@ -9,6 +9,7 @@ from napari_lgg_unet.engine.model_input import InputConfig
 from napari_lgg_unet.engine.postprocess import PostprocessConfig
 from napari_lgg_unet.engine.predict import SegmentOptions
 from napari_lgg_unet.engine.preprocess import PreprocessConfig
+from napari_lgg_unet.engine.stopping import Stopped
 from napari_lgg_unet.engine.units import voxel_volume
 from napari_lgg_unet.engine.volumes import Geometry
 
@@ -415,3 +416,30 @@ def test_a_click_on_the_scans_edge_is_the_edge_voxels(edge):
     assert session.mask[voxel] == 1
     click = session.clicks[0]
     assert all(0 <= v <= n - 1 for v, n in zip((click.z, click.y, click.x), session.mask.shape))
+
+
+def test_a_stop_asked_while_a_session_first_segments_the_scan_ends_it_between_batches_with_no_session():
+    """A session made without probabilities segments the whole scan first (minutes for a large scan on a CPU); a stop
+    asked meanwhile ends it after the batch in progress, and no session is made of the slices done so far."""
+    asked = []
+    with pytest.raises(Stopped):
+        _session(_scan(), options=SegmentOptions(batch_size=2, precision="fp32"),
+                 stop=lambda: asked.append(1) or len(asked) > 1)
+    assert len(asked) == 2  # before the first batch, then before the second of three
+
+
+def test_a_stop_asked_while_a_session_first_times_auto_precision_ends_that_timing_and_remembers_no_choice(
+        monkeypatch, tmp_path):
+    """The first 'auto' choice on a machine (or for new CPU threads) times the number formats (18 passes, 20 s on 2
+    busy cores) before the session exists, and nothing could stop it: the Segment widget builds the session in a
+    worker that closing its dock asks to stop."""
+    from napari_lgg_unet.engine import precision
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(precision.REMEASURE_ENV, raising=False)
+    monkeypatch.setattr(precision, "_CHOSEN", {})
+    timed, timing = [], precision.autocast
+    monkeypatch.setattr(precision, "autocast", lambda candidate: timed.append(candidate) or timing(candidate))
+    with pytest.raises(Stopped):
+        _session(_scan(), probability=np.zeros((6, 32, 32), np.float32), stop=lambda: bool(timed))
+    assert len(timed) == 1 and precision._CHOSEN == {} and not (tmp_path / "cache").exists()

@@ -33,7 +33,7 @@ def click_model(tmp_path_factory) -> str:
     return str(save_model(network, config, tmp_path_factory.mktemp("clicks") / "model"))
 
 
-def _segmented(viewer, qtbot, notes, model: str):
+def _segmented(viewer, qtbot, notes, model: str, correct: bool = True):
     viewer.open_sample("napari-lgg-unet", "lgg_patient")
     widget = dock(viewer, "Segment tumour")
     if model == "default":
@@ -44,7 +44,7 @@ def _segmented(viewer, qtbot, notes, model: str):
     widget.segment_button.clicked()
     qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
     assert notes["error"] == []
-    widget.correct.value = True
+    widget.correct.value = correct
     return widget
 
 
@@ -340,6 +340,27 @@ def test_closing_the_dock_ends_correction_mode(viewer, qtbot, notes, click_model
     settle(qtbot, widget)
     assert widget.corrections.session is None  # correction mode ended with the dock, and its session with it
     assert_unchanged(before, snapshot(viewer))  # no click point, the tumour layer as it was
+
+
+def test_closing_the_dock_while_the_session_first_times_auto_precision_ends_that_timing_quietly(
+        viewer, qtbot, notes, tiny_click_model, monkeypatch, tmp_path):
+    """Correction mode builds its session in a worker, which may first time the 'auto' precision (seconds: where the
+    process has not chosen one for its current CPU threads). That worker ignored the stop that closing the dock asks:
+    the timing ran whole. Now it ends at the next timed pass, with no error shown, and no choice is remembered of a
+    timing cut short."""
+    from napari_lgg_unet.engine import precision
+
+    widget = _segmented(viewer, qtbot, notes, tiny_click_model, correct=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(precision.REMEASURE_ENV, raising=False)
+    monkeypatch.setattr(precision, "_CHOSEN", {})  # as for threads this process has not timed yet
+    timed, timing = [], precision.autocast
+    monkeypatch.setattr(precision, "autocast", lambda candidate: timed.append(candidate) or timing(candidate))
+    widget.correct.value = True
+    qtbot.waitUntil(lambda: bool(timed), timeout=60_000)
+    viewer.window.remove_dock_widget(widget.native)  # what the dock's close button does
+    qtbot.waitUntil(lambda: not widget.corrections.job.running, timeout=60_000)
+    assert precision._CHOSEN == {} and widget.corrections.session is None and notes["error"] == []
 
 
 def test_a_click_with_a_paint_tool_or_in_the_3d_view_is_not_a_correction(viewer, qtbot, notes, click_model):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ from .postprocess import PostprocessConfig, kept_labels
 from .precision import Precision
 from .predict import ScanInput, SegmentOptions, check_run, forward_probability
 from .preprocess import MAX_IMAGE_SIZE, restore_size, to_model_point, to_model_size
+from .stopping import Stopped
 from .validate import check_float, check_int
 
 WINDOW = 128  # network pixels around a click that a click recomputes (a multiple of 32, the U-Net's stride)
@@ -95,11 +97,14 @@ class CorrectionSession:
     `voxel_volume` is one voxel's volume in mm³ (mm² for a 2D image), `scan.voxel_volume` of a scan `load_scan` read
     (`units.voxel_volume` of its affine): the pieces' `size` is then in those units, as in the Segment widget's
     review list; None (a TIFF, an array without geometry): `size` is None and the pieces measure in voxels only.
+    `stop` (None: nothing can ask) is asked between the timed passes of the first 'auto' precision choice on a machine
+    (`precision.choose`, seconds) and between the batches of the first segmentation; asked to stop, the session is
+    not made (`stopping.Stopped`): the Segment widget builds it in a worker that closing its dock stops.
     """
 
     def __init__(self, model: LoadedModel, image: np.ndarray, options: SegmentOptions | None = None, *,
                  rgb: bool | None = None, probability: np.ndarray | None = None, window: int | None = WINDOW,
-                 voxel_volume: float | None = None) -> None:
+                 voxel_volume: float | None = None, stop: Callable[[], bool] | None = None) -> None:
         options = check_run(model, options)
         self.voxel_volume = None if voxel_volume is None else check_float(
             "a voxel's volume", voxel_volume, 0.0, math.inf, low_open=True, high_open=True)
@@ -113,12 +118,12 @@ class CorrectionSession:
         self.window = size if window is None else min(window, size)
         self.options = options
         self._scan = ScanInput.of(model, image, rgb)
-        self._precision = self._scan.prepare(self.options)
+        self._precision = self._scan.prepare(self.options, stop)
         self.clicks: list[Click] = []
         self._undo: list[_Undo] = []
         shape = self._scan.view.shape[:3]
         if probability is None:
-            self.probability = self._predict(np.arange(shape[0]))
+            self.probability = self._predict(np.arange(shape[0]), stop)
         else:
             self.probability = _checked_probability(probability, shape)
         self._show(_Shown.of(self._judged(self.probability, [], self.postprocess, None)))
@@ -217,8 +222,12 @@ class CorrectionSession:
         # shows reversed) was refused as outside it. An edge click is the edge voxel's: rounded, it was one past it.
         return Click(*(min(max(v, 0.0), n - 1.0) for v, n in zip(floats, shape)), bool(positive))
 
-    def _predict(self, slices: np.ndarray) -> np.ndarray:
-        parts = [prob for _, prob in self._scan.probabilities(slices, self.clicks, self.options, self._precision)]
+    def _predict(self, slices: np.ndarray, stop: Callable[[], bool] | None) -> np.ndarray:
+        """The probabilities of `slices`, all of them, or `Stopped` where `stop` ended the batches early."""
+        batches = self._scan.probabilities(slices, self.clicks, self.options, self._precision, stop)
+        parts = [prob for _, prob in batches]
+        if sum(map(len, parts)) < len(slices):
+            raise Stopped
         return np.concatenate(parts)
 
     @staticmethod

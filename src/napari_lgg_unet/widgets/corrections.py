@@ -27,6 +27,7 @@ from ..engine.pieces import Piece, describe_pieces
 from ..engine.postprocess import PostprocessConfig
 from ..engine.predict import SegmentOptions
 from ..engine.review import SaidTumour
+from ..engine.stopping import Stopped
 from . import notify
 from .job import JobRunner
 from .layers import (
@@ -70,9 +71,17 @@ def corrected_view(session: CorrectionSession, to_layer: Callable[[np.ndarray], 
 
 def session_job(cache: ModelCache, target: CorrectionTarget, *,
                 stop: Callable[[], bool]) -> Iterator[CorrectionSession]:
-    """Build the correction session from the segmentation already on screen (no model run)."""
+    """Build the correction session from the segmentation already on screen (no model run). Its 'auto' precision is
+    timed first where the process has not chosen one for its current CPU threads (seconds, `precision.choose`; a
+    training run in the same napari sets the threads), and a stop (the dock or the viewer closed) ends that timing:
+    no session, and no error to show."""
     model = cache.get(target.model, target.device)
-    yield CorrectionSession(model, target.image, target.options, rgb=target.rgb, probability=target.probability)
+    try:
+        session = CorrectionSession(model, target.image, target.options, rgb=target.rgb,
+                                    probability=target.probability, stop=stop)
+    except Stopped:
+        return
+    yield session
 
 
 def click_job(session: CorrectionSession, point: tuple[float, float, float] | None, positive: bool,
