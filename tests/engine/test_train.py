@@ -198,6 +198,18 @@ def test_a_stop_asked_while_the_scans_are_prepared_ends_the_run_before_the_next_
     assert list(tmp_path.iterdir()) == []  # as for any run stopped before its first epoch ended
 
 
+def test_a_stop_asked_while_a_scan_is_prepared_ends_the_run_within_that_scan(whole_scans, tmp_path, monkeypatch):
+    """A scan is normalised and resized 16 slices at a time, 0.6-1.4 s for an 88-slice patient on 2 cores (more at
+    512 pixels), and the stop was asked only between scans: now before each 16 slices, the run leaving nothing."""
+    chunks, normalise = [], dataset.normalise
+    monkeypatch.setattr(dataset, "normalise", lambda *args, **kwargs: chunks.append(1) or normalise(*args, **kwargs))
+    assert min(len(scan.image) for scan in whole_scans) > 16  # so that each has a second chunk
+    events = list(train_model(whole_scans, TrainConfig(epochs=1, steps_per_epoch=1, **FAST), tmp_path / "run",
+                              lambda: bool(chunks)))
+    assert len(chunks) == 1 and [type(event) for event in events] == [Finished]
+    assert events[0].stopped and events[0].best_epoch is None and list(tmp_path.iterdir()) == []
+
+
 def test_a_stop_asked_while_the_validation_variants_are_made_ends_a_resumed_run_before_the_next_one(
         scans, tmp_path, monkeypatch):
     """The validation volumes as each input variant were made whatever was asked (a skull-stripped one takes about a

@@ -460,8 +460,9 @@ class _Split:
 def _prepare(scans: list[Scan], config: TrainConfig, preprocess: PreprocessConfig,
              stopped: Callable[[], bool]) -> _Split:
     """The scans normalised and resized (`prepare_training_volume`), split into training and validation volumes.
-    `stopped` is asked before each scan and each validation variant's volume (`_validation_variants`): preparing one
-    takes seconds, and a Stop (or Ctrl-C) waited for them all (a resumed run's too: a resumed run stopped here leaves
+    `stopped` is asked before each scan and each validation variant's volume (`_validation_variants`), and within
+    them (16 slices at a time, a brain mask's passes): preparing one takes seconds, and a Stop (or Ctrl-C) waited for
+    them all (a resumed run's too: a resumed run stopped here leaves
     its folder as it was, `stopped_before_training`; one whose best model a kill cut short is not asked, as it
     rewrites that model from the split: see `_setup`)."""
     if not scans:
@@ -471,7 +472,7 @@ def _prepare(scans: list[Scan], config: TrainConfig, preprocess: PreprocessConfi
     train_names, val_names, test_names = split_patients(names, config.val_fraction, config.test_fraction, config.seed)
     volumes = {}
     for scan in unless_stopped(scans, stopped):
-        volume = prepare_training_volume(scan, preprocess, config.skip_unlabelled and not scan.fully_labelled)
+        volume = prepare_training_volume(scan, preprocess, config.skip_unlabelled and not scan.fully_labelled, stopped)
         if len(volume.mask):
             volumes[scan.name] = volume
     if not volumes:
