@@ -55,12 +55,13 @@ class Geometry:
 
     `shape` is the source voxel grid as stored (nibabel index order), `affine` maps its voxel indices to RAS+
     coordinates in `units` (mm but for a few NIfTI files; nibabel's choice: the sform, else the qform, else pixdim).
-    A NIfTI source's `qform` is kept as stored (None: the same as `affine`), because ITK-based viewers (ITK-SNAP,
-    3D Slicer) may place a NIfTI by its qform, or by pixdim alone when no code is set: a mask whose header says less
-    than its scan's would land elsewhere in them. The codes, qform and spatial `units` (a NIfTI's xyzt_units, a key of
-    MM_PER_UNIT: ITK scales a NIfTI in metres or microns to mm, nibabel does not, so the affine is kept in the file's
-    unit and the unit with it) are written back unchanged; `sources` says which file or series fed each model
-    channel. `spacing` and `origin` are in mm.
+    A NIfTI source's `qform` and `sform` are kept as stored (None: the same as `affine`), because ITK-based viewers
+    (ITK-SNAP, 3D Slicer) may place a NIfTI by its qform, or by pixdim alone when no code is set: a mask whose header
+    says less than its scan's would land elsewhere in them. The sform's rows are the scan's even where its code is 0
+    and no tool reads them, so the mask's header is its scan's, not one whose unused rows hold the qform. The codes,
+    both transforms and the spatial `units` (a NIfTI's xyzt_units, a key of MM_PER_UNIT: ITK scales a NIfTI in metres
+    or microns to mm, nibabel does not, so the affine is kept in the file's unit and the unit with it) are written
+    back unchanged; `sources` says which file or series fed each model channel. `spacing` and `origin` are in mm.
     """
 
     shape: tuple[int, int, int]
@@ -70,13 +71,14 @@ class Geometry:
     sources: tuple[tuple[str, str], ...] = field(default=())
     qform: tuple[tuple[float, ...], ...] | None = None
     units: str = "mm"
+    sform: tuple[tuple[float, ...], ...] | None = None
 
     @classmethod
     def of(cls, shape, affine, qform_code: int = 1, sform_code: int = 1, sources=(), qform=None,
-           units: str = "mm") -> Geometry:
+           units: str = "mm", sform=None) -> Geometry:
         return cls(tuple(int(n) for n in shape[:3]), _rows(affine), int(qform_code), int(sform_code),
-                   tuple((str(k), str(v)) for k, v in dict(sources).items()), None if qform is None else _rows(qform),
-                   str(units))
+                   tuple((str(k), str(v)) for k, v in dict(sources).items()), _rows_or_none(qform), str(units),
+                   _rows_or_none(sform))
 
     @property
     def matrix(self) -> np.ndarray:
@@ -99,6 +101,11 @@ class Geometry:
     def qform_matrix(self) -> np.ndarray:
         """The qform a NIfTI mask's header gets (with `qform_code`): the source's as stored, else `affine`."""
         return np.array(self.qform if self.qform is not None else self.affine)
+
+    @property
+    def sform_matrix(self) -> np.ndarray:
+        """The sform a NIfTI mask's header gets (with `sform_code`): the source's as stored, else `affine`."""
+        return np.array(self.sform if self.sform is not None else self.affine)
 
     @property
     def to_engine(self) -> np.ndarray:
@@ -136,13 +143,16 @@ class Geometry:
         return tuple(shape)
 
     def with_sources(self, sources: dict[str, str]) -> Geometry:
-        return Geometry.of(self.shape, self.affine, self.qform_code, self.sform_code, sources, self.qform, self.units)
+        return Geometry.of(self.shape, self.affine, self.qform_code, self.sform_code, sources, self.qform, self.units,
+                           self.sform)
 
     def to_dict(self) -> dict:
         """JSON-able form (napari layer metadata)."""
         data = {"shape": list(self.shape), "affine": [list(row) for row in self.affine], "qform_code": self.qform_code,
                 "sform_code": self.sform_code, "sources": dict(self.sources), "units": self.units}
-        return data | ({"qform": [list(row) for row in self.qform]} if self.qform is not None else {})
+        stored = {name: [list(row) for row in rows] for name, rows in (("qform", self.qform), ("sform", self.sform))
+                  if rows is not None}
+        return data | stored
 
     @classmethod
     def from_dict(cls, data: dict) -> Geometry:
@@ -152,7 +162,7 @@ class Geometry:
         label = "the layer's scan geometry (its metadata)"
         try:
             geometry = cls.of(data["shape"], data["affine"], data.get("qform_code", 1), data.get("sform_code", 1),
-                              data.get("sources", {}), data.get("qform"), data.get("units", "mm"))
+                              data.get("sources", {}), data.get("qform"), data.get("units", "mm"), data.get("sform"))
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"the layer's scan geometry is unreadable ({error}); save it as TIFF instead") from None
         if geometry.units not in MM_PER_UNIT:
@@ -161,17 +171,23 @@ class Geometry:
         if len(geometry.shape) != 3 or min(geometry.shape) < 1:
             raise InputError(f"{label}: its grid {list(geometry.shape)} is not three voxel counts; "
                              "save it as TIFF instead")
-        for name, matrix in (("affine", geometry.matrix), ("qform", geometry.qform_matrix)):
+        for name, matrix in (("affine", geometry.matrix), ("qform", geometry.qform_matrix),
+                             ("sform", geometry.sform_matrix)):
             if matrix.shape != (4, 4):
                 raise InputError(f"{label}: its {name} is {' x '.join(map(str, matrix.shape))}, not 4 x 4; "
                                  "save it as TIFF instead")
-            check_affine(label, matrix)
+            unused = name == "sform" and geometry.sform_code == 0  # rows no tool reads: zeros, as nibabel writes
+            check_affine(label, np.eye(4) + 0 * matrix if unused else matrix)  # may be singular, never NaN
         return geometry
 
 
 def _rows(matrix) -> tuple[tuple[float, ...], ...]:
     """A matrix as nested tuples of floats (hashable, so a Geometry can be compared and kept in sets)."""
     return tuple(tuple(float(v) for v in row) for row in np.asarray(matrix, dtype=float))
+
+
+def _rows_or_none(matrix) -> tuple[tuple[float, ...], ...] | None:
+    return None if matrix is None else _rows(matrix)
 
 
 def engine_geometry(shape: tuple[int, ...], spacing: tuple[float, ...] | None = None) -> Geometry:
@@ -259,7 +275,7 @@ def read_nifti(path: str | Path) -> Volume:
             check_claimed_size(str(path), image.shape, image.get_data_dtype(), path.stat().st_size,
                                int(image.header.get_data_offset()), compressed)
             check_affine(str(path), image.affine)
-            qform = image.header.get_qform()  # as stored, whatever its code: see Geometry
+            qform, sform = image.header.get_qform(), image.header.get_sform()  # as stored, whatever their codes
             data = np.asanyarray(image.dataobj).reshape(_without_trailing_ones(image.shape))
             if compressed:
                 check_gzip_end(stream, path)
@@ -269,7 +285,7 @@ def read_nifti(path: str | Path) -> Volume:
         raise InputError(f"cannot read {path} as NIfTI ({describe(error)})") from None
     header = image.header
     geometry = Geometry.of(image.shape, image.affine, header.get("qform_code", 1), header.get("sform_code", 1),
-                           qform=qform, units=_spatial_unit(header))
+                           qform=qform, units=_spatial_unit(header), sform=sform)
     return Volume(kept_pixels(data), geometry)  # one without orientation is told of where it is used
 
 
@@ -419,7 +435,7 @@ def save_nifti(path: Path, data: np.ndarray, geometry: Geometry, suffix: str) ->
     """Save source-grid voxels as NIfTI atomically with the scan's sform, qform (pixdim included), codes and spatial
     unit, so nibabel and ITK-based viewers alike place the mask where they place the scan."""
     image = nib.Nifti1Image(data, None)
-    image.set_sform(geometry.matrix, code=geometry.sform_code)
+    image.set_sform(geometry.sform_matrix, code=geometry.sform_code)
     image.set_qform(geometry.qform_matrix, code=geometry.qform_code)
     image.header.set_xyzt_units(geometry.units)
     with atomic_path(path, suffix=suffix) as tmp:
