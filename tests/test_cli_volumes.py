@@ -282,6 +282,31 @@ def test_predict_on_a_nifti_without_orientation_says_so_in_one_line_and_writes_a
     np.testing.assert_array_equal(mask.header.get_zooms(), nib.load(scan).header.get_zooms())
 
 
+def test_predict_writes_a_nifti_2_scans_mask_with_its_header_as_stored(tiny_model_dir, tmp_path):
+    """End to end, a NIfTI-2 scan placed by its qform alone (sform_code 0, unused sform rows of another matrix, the
+    qform's offsets beyond 32-bit precision): `predict --output out/` gives a NIfTI-2 mask whose transforms, codes,
+    pixdim and unit are the scan's, field for field (its sform rows held the qform, and NIfTI-1 rounded the rest)."""
+    from nifti_headers import PLACEMENT_FIELDS
+
+    image = nib.Nifti2Image(np.random.default_rng(2).integers(0, 500, (40, 36, 3), dtype=np.int16), None)
+    qform = AFFINE.copy()
+    qform[:3, 3] = (40.123456789, -30.987654321, 12.5)
+    image.set_qform(qform, code=1)
+    image.set_sform(np.diag([2.0, 2.0, 2.0, 1.0]), code=0)
+    image.header.set_xyzt_units("mm", "sec")
+    (tmp_path / "data").mkdir()
+    nib.save(image, tmp_path / "data" / "scan.nii.gz")
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "data" / "scan.nii.gz"),
+                 "--output", f"{out}/"]) == 0
+    mask, scan = nib.load(out / "scan_mask.nii.gz"), nib.load(tmp_path / "data" / "scan.nii.gz")
+    assert type(mask) is nib.Nifti2Image and mask.shape == scan.shape
+    for field in PLACEMENT_FIELDS:  # to 64-bit rounding (the quaternion is recomputed), not NIfTI-1's micrometres
+        np.testing.assert_allclose(np.ravel(mask.header[field])[:4], np.ravel(scan.header[field])[:4], rtol=0,
+                                   atol=1e-12, err_msg=field)
+    assert mask.header.get_xyzt_units()[0] == "mm"
+
+
 def test_predict_on_a_folder_says_once_for_each_scan_without_orientation(tiny_model_dir, tmp_path, capsys):
     scans = [_without_orientation(tmp_path / "data" / f"{name}.nii.gz") for name in ("A", "B")]
     oriented = nib.Nifti1Image(np.random.default_rng(1).integers(0, 500, (40, 36, 3), dtype=np.int16), AFFINE)

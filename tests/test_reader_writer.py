@@ -419,24 +419,26 @@ def test_opening_and_saving_through_napari_never_imports_torch(tmp_path):
     assert out.stdout.strip() == "8 []"
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("unused_sform", [None, np.diag([2.0, 2.0, 2.0, 1.0])], ids=["zeros", "another matrix"])
-def test_a_mask_saved_from_a_layer_keeps_its_scans_stored_header_and_voxel_order(tmp_path, unused_sform):
+def test_a_mask_saved_from_a_layer_keeps_its_scans_stored_header_and_voxel_order(tmp_path, unused_sform, version):
     """A NIfTI placed by its qform alone (sform_code 0) whose unused sform rows are zeros, as nibabel writes them, or
     hold another matrix, as a converter that unset one code leaves them: the mask saved from the layer the reader made
     has the scan's header field for field (its sform rows held the qform instead), and the voxel marked in the scan is
-    the one marked in the mask."""
+    the one marked in the mask. A NIfTI-2 scan's mask is NIfTI-2, as `write_mask` writes it."""
     import nibabel as nib
 
     from nifti_headers import assert_same_placement
 
     scan = np.zeros((6, 7, 5), np.int16)
     scan[1, 2, 3] = 100
-    image = nib.Nifti1Image(scan, None)
+    image = (nib.Nifti1Image if version == 1 else nib.Nifti2Image)(scan, None)
     image.set_qform(np.array([[0, -1.0, 0, 50], [0.9, 0, 0, 2], [0, 0, 3.0, -4], [0, 0, 0, 1]]), code=1)
     image.set_sform(unused_sform, code=0)
     nib.save(image, tmp_path / "scan.nii.gz")
     [(data, meta, _)] = get_reader(str(tmp_path / "scan.nii.gz"))(str(tmp_path / "scan.nii.gz"))
     [written] = write_labels(str(tmp_path / "out" / "m.nii.gz"), (data == 100).astype(np.uint8), meta)
     mask = nib.load(written)
+    assert type(mask) is type(image)
     assert_same_placement(mask, nib.load(tmp_path / "scan.nii.gz"))
     assert np.argwhere(np.asanyarray(mask.dataobj)).tolist() == [[1, 2, 3]]

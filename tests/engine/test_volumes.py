@@ -419,6 +419,7 @@ def test_the_labels_of_a_nifti_in_metres_read_back_onto_it_in_either_tools_units
     ({"shape": [6, 7]}, r"its grid \[6, 7\] is not three voxel counts"),
     ({"shape": [6, 0, 5]}, r"its grid \[6, 0, 5\] is not three voxel counts"),
     ({"sform": np.eye(4)[:3].tolist()}, "its sform is 3 x 4, not 4 x 4"),
+    ({"nifti_version": 3}, "its NIfTI version 3 is neither 1 nor 2"),
     ({"sform": np.full((4, 4), np.nan).tolist()}, "its voxel-to-mm geometry holds NaN or infinite values"),
 ])
 def test_a_layers_geometry_of_the_wrong_shape_is_refused_where_it_is_read(change, message):
@@ -558,3 +559,34 @@ def test_write_mask_never_replaces_the_labels_a_scan_was_read_with_nor_its_tiff_
     with pytest.raises(InputError, match="stack.tif is a file of the scan stack itself"):
         write_mask(stack, np.zeros((3, 8, 6), np.uint8), scan)
     assert tifffile.imread(stack).max() == 3 * 8 * 6 - 1
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_a_nifti_2_scans_mask_is_nifti_2_with_its_64_bit_transforms_exact(tmp_path, suffix):
+    """A NIfTI-2 scan stores its sform and qform in 64-bit floats; its mask was NIfTI-1, whose 32-bit fields moved the
+    origin by 2 micrometres (-90.123456789 became -90.12345886): not the scan's affine, to a tool that compares."""
+    affine = _rotation([(0, -1), (1, 1), (2, 1)], (0.9, 1.123456789, 3.0), (-90.123456789, 12.987654321, -7.5))
+    data = np.zeros(SHAPE, np.int16)
+    data[1, 2, 3] = 100
+    nib.save(nib.Nifti2Image(data, affine), tmp_path / f"scan{suffix}")
+    scan = load_scan(tmp_path / f"scan{suffix}")
+    write_mask(tmp_path / "out" / f"m{suffix}", scan.image == 100, scan)
+    source, mask = nib.load(tmp_path / f"scan{suffix}"), nib.load(tmp_path / "out" / f"m{suffix}")
+    assert type(mask) is nib.Nifti2Image
+    for field in ("srow_x", "srow_y", "srow_z", "quatern_b", "quatern_c", "quatern_d", "qoffset_x", "pixdim"):
+        np.testing.assert_array_equal(mask.header[field], source.header[field], err_msg=field)
+    assert np.argwhere(np.asanyarray(mask.dataobj)).tolist() == [[1, 2, 3]]
+
+
+def test_a_mask_whose_grid_nifti_1_cannot_hold_is_written_as_nifti_2(tmp_path):
+    """NIfTI-1 stores each grid size in 16 bits: a mask of 33000 voxels along one axis failed with nibabel's
+    HeaderDataError (a traceback, nothing written); NIfTI-2 holds it."""
+    from napari_lgg_unet.engine.io import Scan
+
+    scan = Scan("long", np.zeros((2, 3, 33000), np.float32), rgb=False)
+    mask = np.zeros(scan.image.shape, bool)
+    mask[1, 2, 32999] = True
+    write_mask(tmp_path / "m.nii.gz", mask, scan)
+    written = nib.load(tmp_path / "m.nii.gz")
+    assert type(written) is nib.Nifti2Image and written.shape == (2, 3, 33000)
+    assert np.argwhere(np.asanyarray(written.dataobj)).tolist() == [[1, 2, 32999]]

@@ -62,6 +62,8 @@ class Geometry:
     both transforms and the spatial `units` (a NIfTI's xyzt_units, a key of MM_PER_UNIT: ITK scales a NIfTI in metres
     or microns to mm, nibabel does not, so the affine is kept in the file's unit and the unit with it) are written
     back unchanged; `sources` says which file or series fed each model channel. `spacing` and `origin` are in mm.
+    `nifti_version` is the header a NIfTI mask is written with: a NIfTI-2 scan's (2) keeps its 64-bit transforms
+    exact, which NIfTI-1's 32-bit fields round by up to a few micrometres, and grids of more than 32767 voxels a side.
     """
 
     shape: tuple[int, int, int]
@@ -72,13 +74,14 @@ class Geometry:
     qform: tuple[tuple[float, ...], ...] | None = None
     units: str = "mm"
     sform: tuple[tuple[float, ...], ...] | None = None
+    nifti_version: int = 1
 
     @classmethod
     def of(cls, shape, affine, qform_code: int = 1, sform_code: int = 1, sources=(), qform=None,
-           units: str = "mm", sform=None) -> Geometry:
+           units: str = "mm", sform=None, nifti_version: int = 1) -> Geometry:
         return cls(tuple(int(n) for n in shape[:3]), _rows(affine), int(qform_code), int(sform_code),
                    tuple((str(k), str(v)) for k, v in dict(sources).items()), _rows_or_none(qform), str(units),
-                   _rows_or_none(sform))
+                   _rows_or_none(sform), int(nifti_version))
 
     @property
     def matrix(self) -> np.ndarray:
@@ -144,12 +147,13 @@ class Geometry:
 
     def with_sources(self, sources: dict[str, str]) -> Geometry:
         return Geometry.of(self.shape, self.affine, self.qform_code, self.sform_code, sources, self.qform, self.units,
-                           self.sform)
+                           self.sform, self.nifti_version)
 
     def to_dict(self) -> dict:
         """JSON-able form (napari layer metadata)."""
         data = {"shape": list(self.shape), "affine": [list(row) for row in self.affine], "qform_code": self.qform_code,
-                "sform_code": self.sform_code, "sources": dict(self.sources), "units": self.units}
+                "sform_code": self.sform_code, "sources": dict(self.sources), "units": self.units,
+                "nifti_version": self.nifti_version}
         stored = {name: [list(row) for row in rows] for name, rows in (("qform", self.qform), ("sform", self.sform))
                   if rows is not None}
         return data | stored
@@ -162,11 +166,15 @@ class Geometry:
         label = "the layer's scan geometry (its metadata)"
         try:
             geometry = cls.of(data["shape"], data["affine"], data.get("qform_code", 1), data.get("sform_code", 1),
-                              data.get("sources", {}), data.get("qform"), data.get("units", "mm"), data.get("sform"))
+                              data.get("sources", {}), data.get("qform"), data.get("units", "mm"), data.get("sform"),
+                              data.get("nifti_version", 1))
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"the layer's scan geometry is unreadable ({error}); save it as TIFF instead") from None
         if geometry.units not in MM_PER_UNIT:
             raise InputError(f"{label}: its spatial unit {geometry.units!r} is none of {', '.join(MM_PER_UNIT)}; "
+                             "save it as TIFF instead")
+        if geometry.nifti_version not in (1, 2):
+            raise InputError(f"{label}: its NIfTI version {geometry.nifti_version} is neither 1 nor 2; "
                              "save it as TIFF instead")
         if len(geometry.shape) != 3 or min(geometry.shape) < 1:
             raise InputError(f"{label}: its grid {list(geometry.shape)} is not three voxel counts; "
@@ -285,7 +293,8 @@ def read_nifti(path: str | Path) -> Volume:
         raise InputError(f"cannot read {path} as NIfTI ({describe(error)})") from None
     header = image.header
     geometry = Geometry.of(image.shape, image.affine, header.get("qform_code", 1), header.get("sform_code", 1),
-                           qform=qform, units=_spatial_unit(header), sform=sform)
+                           qform=qform, units=_spatial_unit(header), sform=sform,
+                           nifti_version=2 if isinstance(image, nib.Nifti2Image) else 1)
     return Volume(kept_pixels(data), geometry)  # one without orientation is told of where it is used
 
 
@@ -432,9 +441,11 @@ def resample_onto(volume: Volume, reference: Geometry, labels: bool = False) -> 
 
 
 def save_nifti(path: Path, data: np.ndarray, geometry: Geometry, suffix: str) -> None:
-    """Save source-grid voxels as NIfTI atomically with the scan's sform, qform (pixdim included), codes and spatial
-    unit, so nibabel and ITK-based viewers alike place the mask where they place the scan."""
-    image = nib.Nifti1Image(data, None)
+    """Save source-grid voxels as NIfTI atomically with the scan's sform, qform (pixdim included), codes, spatial
+    unit and NIfTI version, so nibabel and ITK-based viewers alike place the mask where they place the scan. A grid
+    NIfTI-1 cannot hold (over 32767 voxels a side: an NRRD scan's, say) is written as NIfTI-2."""
+    fits_nifti1 = max(data.shape) <= np.iinfo(np.int16).max  # NIfTI-1 stores each size as a 16-bit integer
+    image = (nib.Nifti1Image if geometry.nifti_version == 1 and fits_nifti1 else nib.Nifti2Image)(data, None)
     image.set_sform(geometry.sform_matrix, code=geometry.sform_code)
     image.set_qform(geometry.qform_matrix, code=geometry.qform_code)
     image.header.set_xyzt_units(geometry.units)
