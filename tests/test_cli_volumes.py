@@ -307,6 +307,34 @@ def test_predict_writes_a_nifti_2_scans_mask_with_its_header_as_stored(tiny_mode
     assert mask.header.get_xyzt_units()[0] == "mm"
 
 
+@pytest.mark.parametrize("suffix, mask_suffix", [(".nrrd", ".nrrd"), (".mha", ".mha"), (".mhd", ".mha")])
+def test_an_nrrd_or_mha_scans_mask_takes_its_format_and_its_grid_to_the_last_bit(tiny_model_dir, tmp_path, suffix,
+                                                                                  mask_suffix):
+    """`predict --output out/` gave every volume a `.nii.gz` mask, whose 32-bit header moved an NRRD's 64-bit origin
+    by 2 micrometres: ITK's filters then refused the scan and its mask as two physical spaces. The mask now takes its
+    scan's format (the one-file form of a `.mhd`), on its grid to the last bit, and `--skip-existing` keeps it."""
+    import SimpleITK as sitk
+
+    scan = sitk.GetImageFromArray(np.random.default_rng(3).integers(0, 500, (3, 36, 40), dtype=np.int16))
+    scan.SetSpacing((0.9, 1.1, 2.0))
+    scan.SetOrigin((-90.123456789, 12.987654321, -7.5))
+    scan.SetDirection((0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0))
+    (tmp_path / "data").mkdir()
+    sitk.WriteImage(scan, str(tmp_path / "data" / f"scan{suffix}"))
+    out = tmp_path / "out"
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "data" / f"scan{suffix}"),
+            "--output", f"{out}/", "--skip-existing"]
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == [".lock", f"scan_mask{mask_suffix}", "summary.csv"]
+    mask = sitk.ReadImage(str(out / f"scan_mask{mask_suffix}"))
+    for read in ("GetSize", "GetOrigin", "GetSpacing", "GetDirection"):
+        assert getattr(mask, read)() == getattr(scan, read)(), read
+    sitk.LabelStatisticsImageFilter().Execute(scan, mask)  # raises where ITK finds two physical spaces
+    written = (out / f"scan_mask{mask_suffix}").stat().st_mtime_ns
+    assert main(argv) == 0  # the mask is read back as its scan's, so kept, not refused as someone else's
+    assert (out / f"scan_mask{mask_suffix}").stat().st_mtime_ns == written
+
+
 def test_predict_on_a_folder_says_once_for_each_scan_without_orientation(tiny_model_dir, tmp_path, capsys):
     scans = [_without_orientation(tmp_path / "data" / f"{name}.nii.gz") for name in ("A", "B")]
     oriented = nib.Nifti1Image(np.random.default_rng(1).integers(0, 500, (40, 36, 3), dtype=np.int16), AFFINE)

@@ -442,3 +442,20 @@ def test_a_mask_saved_from_a_layer_keeps_its_scans_stored_header_and_voxel_order
     assert type(mask) is type(image)
     assert_same_placement(mask, nib.load(tmp_path / "scan.nii.gz"))
     assert np.argwhere(np.asanyarray(mask.dataobj)).tolist() == [[1, 2, 3]]
+
+
+def test_a_layer_of_an_nrrd_scan_saved_without_a_suffix_is_an_nrrd_mask_on_its_grid(tmp_path):
+    """As `predict` names an NRRD scan's mask `.nrrd` (a NIfTI's 32-bit header would move its origin), a layer read
+    from one and saved under a name without a suffix gets `.nrrd`, on the scan's grid as ITK reads both."""
+    import SimpleITK as sitk
+
+    scan = sitk.GetImageFromArray(np.arange(3 * 6 * 5, dtype=np.int16).reshape(3, 6, 5))
+    scan.SetOrigin((-90.123456789, 12.987654321, -7.5))
+    sitk.WriteImage(scan, str(tmp_path / "scan.nrrd"))
+    [(data, meta, _)] = get_reader(str(tmp_path / "scan.nrrd"))(str(tmp_path / "scan.nrrd"))
+    [written] = write_labels(str(tmp_path / "edited"), (data == 7).astype(np.uint8), meta)
+    assert written == str(tmp_path / "edited.nrrd")
+    mask = sitk.ReadImage(written)
+    assert (mask.GetOrigin(), mask.GetSpacing(), mask.GetDirection()) == (
+        scan.GetOrigin(), scan.GetSpacing(), scan.GetDirection())
+    assert np.argwhere(sitk.GetArrayFromImage(mask)).tolist() == [[0, 1, 2]]

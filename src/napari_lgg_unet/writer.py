@@ -3,7 +3,8 @@
 Every label value above 0 counts as tumour; values below 0 are refused, as every reader of labels here refuses them
 (saved, they were background without a word). A layer segmented from a medical volume carries that volume's
 geometry in `metadata["lgg_unet_geometry"]` (set by the reader, copied by the Segment widget): the NIfTI gets the
-scan's exact shape and affine. Without it, a volume file gets the layer's scale as voxel size in the engine's axes.
+scan's exact shape and affine, and a name without a suffix gets the scan's own mask format. Without it, a volume
+file gets the layer's scale as voxel size in the engine's axes.
 TIFFs are uint8 0/255, the dataset's convention, so they can go straight into a Kaggle-style training folder.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,10 +20,14 @@ from .engine.errors import InputError
 from .engine.scan_checks import refuse_negative_labels
 from .reader import GEOMETRY_KEY, SOURCE_KEY
 
+if TYPE_CHECKING:
+    from .engine.volumes import Geometry
+
 
 def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
     """Write the mask atomically (a failed save never leaves a half-written file); returns the path written.
-    A name without a known suffix gets NIfTI when the layer has a scan's geometry, else TIFF, added to the name
+    A name without a known suffix gets its scan's mask format when the layer has a scan's geometry (NIfTI, NRRD or
+    MHA: `default_mask_suffix`), else TIFF, added to the name
     (`P_12.edited` becomes `P_12.edited.tif`, not `P_12.tif`), and is refused where the name so made is taken. A mask
     is never written onto or into the scan its layer was read or segmented from (`metadata["lgg_unet_source"]`, see
     `_check_not_onto_its_scan`)."""
@@ -39,7 +45,7 @@ def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
                          "the scan it belongs to, so it saves nothing")
     stored = metadata.get(GEOMETRY_KEY)
     if file_format(target) is None:
-        target = target.with_name(target.name + default_mask_suffix(bool(stored)))
+        target = target.with_name(target.name + default_mask_suffix(_scan_geometry(stored)))
     if SOURCE_KEY in metadata:
         _check_not_onto_its_scan(target, metadata[SOURCE_KEY])
     if target.name != Path(path).name:
@@ -47,17 +53,27 @@ def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
     kind = file_format(target)
     geometry = None
     if kind.is_volume:
-        from .engine.volumes import Geometry, engine_geometry
+        from .engine.volumes import engine_geometry
 
         scale = tuple(meta.get("scale") or (1.0,) * data.ndim)
         if not all(0 < s <= float(np.finfo(np.float32).max) for s in scale):  # headers store 32-bit voxel sizes
             raise InputError(f"the layer's scale {scale} is not a voxel size (positive numbers a volume file can "
                              "store); fix it or save as TIFF")
         spacing = (1.0,) * (3 - len(scale)) + scale[-3:]
-        geometry = (Geometry.from_dict(stored) if stored
-                    else engine_geometry((1,) * (3 - data.ndim) + data.shape, spacing))
+        geometry = _scan_geometry(stored) or engine_geometry((1,) * (3 - data.ndim) + data.shape, spacing)
     kind.write_mask(target, data, geometry)
     return [str(target)]
+
+
+def _scan_geometry(stored: object) -> Geometry | None:
+    """The scan geometry the reader `stored` in the layer's metadata, checked (`Geometry.from_dict`), None without:
+    read only where a volume mask or the default format needs it, so a layer whose stored geometry is broken still
+    saves as TIFF."""
+    if not stored:
+        return None
+    from .engine.volumes import Geometry
+
+    return Geometry.from_dict(stored)
 
 
 def _check_not_replaced_unasked(target: Path, given: Path) -> None:

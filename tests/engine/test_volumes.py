@@ -590,3 +590,36 @@ def test_a_mask_whose_grid_nifti_1_cannot_hold_is_written_as_nifti_2(tmp_path):
     written = nib.load(tmp_path / "m.nii.gz")
     assert type(written) is nib.Nifti2Image and written.shape == (2, 3, 33000)
     assert np.argwhere(np.asanyarray(written.dataobj)).tolist() == [[1, 2, 32999]]
+
+
+def _nrrd(path: Path, space: str, directions: list[tuple[float, float, float]], origin: tuple[float, ...]) -> None:
+    """A raw NRRD written by hand, so its `space` field is whatever 3D Slicer or another tool may write (ITK writes
+    left-posterior-superior only); voxel (1, 2, 3) holds 100."""
+    data = np.zeros(SHAPE[::-1], "<i2")  # NRRD's fastest axis first: numpy (z, y, x)
+    data[3, 2, 1] = 100
+    vectors = " ".join("(" + ",".join(repr(v) for v in d) + ")" for d in directions)
+    header = (f"NRRD0004\ntype: short\ndimension: 3\nspace: {space}\nsizes: {' '.join(map(str, SHAPE))}\n"
+              f"space directions: {vectors}\nkinds: domain domain domain\nendian: little\nencoding: raw\n"
+              f"space origin: ({','.join(repr(o) for o in origin)})\n\n")
+    path.write_bytes(header.encode() + data.tobytes())
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+@pytest.mark.parametrize("space", ["right-anterior-superior", "left-posterior-superior"])
+def test_an_nrrd_scans_mask_has_its_grid_to_the_last_bit_and_its_voxels_in_their_stored_order(tmp_path, space, suffix):
+    """Whichever space the NRRD's header names (ITK turns RAS into LPS as it reads), its NRRD or MHA mask is on
+    its grid as ITK reads both, to 64 bits (an oblique, flipped grid, an origin no 32-bit float holds), so ITK
+    filters take the pair as one physical space; the voxel marked in the scan is the mask's."""
+    import SimpleITK as sitk
+
+    _nrrd(tmp_path / "scan.nrrd", space, [(0.0, 1.0, 0.0), (-0.9, 0.0, 0.0), (0.0, 0.0, -3.0)],
+          (-90.123456789, 12.987654321, -7.5))
+    scan = load_scan(tmp_path / "scan.nrrd")
+    write_mask(tmp_path / "out" / f"m{suffix}", scan.image == 100, scan)
+    source, mask = (sitk.ReadImage(str(p)) for p in (tmp_path / "scan.nrrd", tmp_path / "out" / f"m{suffix}"))
+    for read in ("GetSize", "GetOrigin", "GetSpacing", "GetDirection"):
+        assert getattr(mask, read)() == getattr(source, read)(), read
+    assert np.argwhere(sitk.GetArrayFromImage(mask)).tolist() == [[3, 2, 1]]
+    statistics = sitk.LabelStatisticsImageFilter()
+    statistics.Execute(source, mask)  # raises where ITK finds the two in different physical spaces
+    assert statistics.GetMaximum(1) == 100

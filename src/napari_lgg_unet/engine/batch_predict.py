@@ -334,19 +334,17 @@ def _kept_masks(out_dir: Path, share: Sequence[ScanSource], read_ahead: int) -> 
 
 
 def mask_fits(path: Path, scan: Scan) -> bool:
-    """Whether `path` holds a finished mask of `scan`: it reads back whole, on the scan's grid (a NIfTI mask, as
+    """Whether `path` holds a finished mask of `scan`: it reads back whole, on the scan's grid (a volume mask, as
     `mask_file_name` names those of scans with geometry) or with its slice count and size (a TIFF)."""
     if not path.is_file():
         return False
     try:
         if scan.geometry is not None:
-            import nibabel as nib  # not loaded for TIFF-only work
+            from .formats import read_volume  # not loaded for TIFF-only work
+            from .volumes import same_grid
 
-            from .volumes import Geometry, same_grid
-
-            image = nib.load(path, mmap=False)
-            voxels = np.asanyarray(image.dataobj)  # reads (and decompresses) every byte
-            return voxels.ndim == 3 and same_grid(Geometry.of(image.shape, image.affine), scan.geometry)
+            volume = read_volume(path)  # reads (and decompresses) every byte
+            return volume.data.ndim == 3 and same_grid(volume.geometry, scan.geometry)
         mask, shape = read_tiff(path), spatial_shape(scan.image, scan.rgb)
         return mask.size == math.prod(shape) and mask.shape[-2:] == shape[-2:]
     except Exception:  # whatever fails to read back (truncated, empty, not a mask) is no finished mask: redo it

@@ -51,6 +51,11 @@ class ScanFormat:
     def claims(self, path: Path) -> bool:
         return bool(self.suffixes) and self.suffix_of(path) is not None and path.is_file()
 
+    def mask_suffix_of(self, path: str | Path) -> str | None:
+        """The suffix a mask of the scan file `path` (a name this format claims) takes by default: its own format's,
+        None where this format writes no mask."""
+        return self.mask_suffixes[0] if self.mask_suffixes else None
+
     def read(self, path: Path, require_mask: bool = False) -> Scan:
         raise NotImplementedError
 
@@ -169,6 +174,10 @@ class ItkVolume(VolumeFile):
         from .volumes import read_itk
 
         return read_itk(path, str(path))
+
+    def mask_suffix_of(self, path: str | Path) -> str | None:
+        """The single-file form of the scan's own format: `.nrrd` for an NRRD (`.nhdr` too), `.mha` for a MetaImage."""
+        return ".mha" if self.suffix_of(path) in (".mha", ".mhd") else ".nrrd"
 
     def check_mask(self, path: Path, geometry: Geometry | None) -> None:
         """One placement only: refused for a NIfTI scan that ITK-based tools place elsewhere than nibabel (a scan
@@ -337,9 +346,19 @@ def cannot_write(path: Path, hint: str = "") -> InputError:
     )
 
 
-def default_mask_suffix(has_geometry: bool) -> str:
-    """NIfTI for scans with geometry (it keeps their grid), else TIFF 0/255 (the Kaggle dataset's masks)."""
-    return (NIFTI if has_geometry else TIFF).mask_suffixes[0]
+def default_mask_suffix(geometry: Geometry | None) -> str:
+    """The format a scan's mask takes where its name does not say: TIFF 0/255 for a scan without geometry (the Kaggle
+    dataset's masks); for a volume, its grid's (FLAIR's) file format where that writes masks, else NIfTI (DICOM). An
+    NRRD or MHA scan's mask is NRRD or MHA: NIfTI-1 holds their 64-bit origin and spacing in 32 bits, a few
+    micrometres off, and ITK's filters then refuse the scan and its mask as lying in two physical spaces."""
+    if geometry is None:
+        return TIFF.mask_suffixes[0]
+    from .sequences import FLAIR
+
+    grid_file = dict(geometry.sources).get(FLAIR)
+    found = file_format(grid_file) if grid_file else None
+    own = found.mask_suffix_of(grid_file) if found is not None and found.is_volume else None
+    return own or NIFTI.mask_suffixes[0]
 
 
 def read_volume(path: Path) -> Volume:

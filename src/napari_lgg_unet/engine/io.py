@@ -449,8 +449,9 @@ def write_mask_tiff(path: str | Path, mask: np.ndarray) -> None:
 
 
 def mask_file_name(scan: Scan) -> str:
-    """`<scan>_mask.nii.gz` for medical volumes (their geometry kept), `<scan>_mask.tif` for TIFF inputs."""
-    return f"{scan.name}{MASK_WORD}{default_mask_suffix(scan.geometry is not None)}"
+    """`<scan>_mask.nii.gz` for medical volumes (`.nrrd` / `.mha` for NRRD / MHA ones: `default_mask_suffix`), their
+    geometry kept, `<scan>_mask.tif` for TIFF inputs."""
+    return f"{scan.name}{MASK_WORD}{default_mask_suffix(scan.geometry)}"
 
 
 def check_mask_target(path: str | Path, scan: Scan) -> None:
