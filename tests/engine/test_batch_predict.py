@@ -596,3 +596,30 @@ def test_another_users_summary_or_mask_in_a_sticky_folder_is_refused_in_one_line
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"lgg-unet: error: {refusal}")
     assert sorted(p.name for p in out.iterdir()) == [name] and theirs.read_text() == text
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="file owners and sticky folders are POSIX's")
+def test_overwrite_in_a_sticky_folder_asks_about_the_mask_it_writes_not_another_format_of_the_case(
+        tiny_model_dir, cohort, tmp_path, monkeypatch):
+    """Only the first `<case>_mask.*` found was asked about: a colleague's mask in another format than the case's
+    (a TIFF case's mask is .tif) refused the run for a file it would not touch, and beside an earlier-sorted file it
+    hid the case's own mask, refused only once that case came to be written, after the cases before it."""
+    import pwd
+
+    out = tmp_path / "masks"
+    out.mkdir()
+    os.chmod(out, 0o1777)
+    other_format = out / f"{CASES[5]}_mask.nii.gz"
+    other_format.write_text("their NIfTI mask")
+    monkeypatch.setattr(os, "geteuid", lambda: other_format.stat().st_uid + 1)  # every file is someone else's
+    cases = sorted(cohort.iterdir())
+    with batch_predict.claimed_output(out, cases, existing="overwrite"):
+        pass
+    theirs = out / f"{CASES[5]}_mask.tif"  # the file the run writes, after the .nii.gz in name order
+    theirs.write_text("their TIFF mask")
+    monkeypatch.setattr(batch_predict, "loaded_scans", lambda *_: pytest.fail("a scan was read"))
+    refusal = (f"cannot write {theirs}: it belongs to {pwd.getpwuid(theirs.stat().st_uid).pw_name}, and {out} is a "
+               "shared folder (sticky bit) where only a file's owner may replace it")
+    with pytest.raises(InputError, match=f"^{re.escape(refusal)}"):
+        next(segment_cohort(load_model(tiny_model_dir), cases, out, SegmentOptions(), existing="overwrite"))
+    assert other_format.read_text() == "their NIfTI mask" and theirs.read_text() == "their TIFF mask"

@@ -17,7 +17,8 @@ from napari_lgg_unet import reader, writer
 from napari_lgg_unet.engine import formats, scan_checks
 from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.formats import FORMATS, format_of
-from napari_lgg_unet.engine.io import Scan, find_scans, load_patients, load_scan, write_mask
+from napari_lgg_unet.engine.io import (Scan, find_scans, load_patients, load_scan, mask_file_name, source_mask_name,
+                                      write_mask)
 from napari_lgg_unet.engine.volumes import Geometry, covered_fraction
 
 from dicom_files import write_slice
@@ -67,6 +68,15 @@ def test_each_path_is_claimed_by_the_one_format_that_reads_it(kind, tmp_path):
     assert type(format_of(path)).__name__ == kind
     assert reader.get_reader(str(path)) is not None
     assert [type(f).__name__ for f in FORMATS].count(kind) == 1
+
+
+@pytest.mark.parametrize("kind", PATHS)
+def test_a_scans_mask_name_is_known_from_its_source_before_the_scan_is_read(kind, tmp_path):
+    """A cohort run checks the masks it will replace (a colleague's in a shared folder, one that does not fit its
+    scan) before it segments a case, by the name `source_mask_name` gives: the one its mask is written as."""
+    path = PATHS[kind](tmp_path)
+    sources = [path, *find_scans(path)] if kind != "NnunetFolder" else find_scans(path)  # a dataset is no one scan
+    assert [source_mask_name(source) for source in sources] == [mask_file_name(load_scan(source)) for source in sources]
 
 
 def test_paths_no_format_claims_are_refused_with_what_is_read(tmp_path):

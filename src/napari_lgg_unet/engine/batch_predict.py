@@ -32,7 +32,7 @@ from .cohort import check_same_cases, loaded_scans, segment_scan
 from .distributed import Group
 from .errors import InputError, few_names
 from .formats import scan_name
-from .io import Scan, ScanSource, mask_file_name, read_tiff, write_mask
+from .io import Scan, ScanSource, mask_file_name, read_tiff, source_mask_name, write_mask
 from .outputs import check_output, check_unique_names
 from .preprocess import spatial_shape
 from .model import LoadedModel
@@ -254,8 +254,10 @@ def _check_replaceable(out_dir: Path, cases: Sequence[ScanSource], existing: Exi
     """Refuse, before any case is segmented, files this run replaces or removes where a shared folder (sticky bit)
     keeps them for another user: the summary files rank 0 writes once every case is done (`write_summary`), a
     colleague's summary.csv or a journal one of their runs' ranks left, and with `existing="overwrite"` the cases'
-    masks. Refused only when written, they cost the whole cohort's segmentation, or each mask that case's."""
-    masks = existing_outputs(out_dir, cases) if existing == "overwrite" else []
+    masks. Refused only when written, they cost the whole cohort's segmentation, or each mask that case's. The masks
+    asked about are the files the run writes (`source_mask_name`): a colleague's mask of a case in another format
+    stays, and is no reason to refuse."""
+    masks = [out_dir / source_mask_name(case) for case in cases] if existing == "overwrite" else []
     for path in dict.fromkeys([*_summary_files(out_dir), *masks]):
         check_replaceable(path)
 

@@ -313,6 +313,25 @@ def scan_name(source: ScanSource) -> str:
     return found.scan_name(Path(source)) if found is not None else Path(source).name
 
 
+def source_mask_suffix(source: ScanSource) -> str:
+    """`default_mask_suffix` of `source`'s scan, known before its voxels are read (its case's files are listed, a
+    DICOM study's headers read): a cohort run checks the very files it will replace before it segments any case."""
+    if isinstance(source, (str, Path)):
+        found = format_of(Path(source))
+        if found is not None and found.is_volume:
+            from .cases import case_of_file
+
+            source = case_of_file(Path(source))
+        else:
+            source = found.case(Path(source)) if found is not None else None
+    if source is None:  # a TIFF stack or a Kaggle patient: no geometry
+        return TIFF.mask_suffixes[0]
+    from .sequences import FLAIR
+
+    grid = dict(source.sequences).get(FLAIR)
+    return _grid_mask_suffix(None if grid is None else str(grid))
+
+
 def file_format(path: str | Path) -> ScanFormat | None:
     """The file format `path`'s name says (the longest matching suffix wins), whether or not the file exists."""
     named = [(len(suffix), f) for f in FORMATS if (suffix := f.suffix_of(path))]
@@ -355,7 +374,12 @@ def default_mask_suffix(geometry: Geometry | None) -> str:
         return TIFF.mask_suffixes[0]
     from .sequences import FLAIR
 
-    grid_file = dict(geometry.sources).get(FLAIR)
+    return _grid_mask_suffix(dict(geometry.sources).get(FLAIR))
+
+
+def _grid_mask_suffix(grid_file: str | None) -> str:
+    """The mask format of a scan whose grid (FLAIR) was read from `grid_file` (None: not known): that file's format
+    where it is a volume format that writes masks, else NIfTI (a DICOM series)."""
     found = file_format(grid_file) if grid_file else None
     own = found.mask_suffix_of(grid_file) if found is not None and found.is_volume else None
     return own or NIFTI.mask_suffixes[0]

@@ -25,7 +25,7 @@ import tifffile
 from .atomic import atomic_path
 from .errors import InputError, InputWarning, describe, few_names
 from .formats import (TIFF, ScanSource, case_scan, check_mask_name, default_mask_suffix, file_format, format_of,
-                      not_a_scan, scan_name)
+                      not_a_scan, scan_name, source_mask_suffix)
 from .listing import listing
 from .scan_checks import check_claimed_size, check_pixel_type, kept_pixels, optional_mask, tumour_of_labels
 from .stopping import unless_stopped
@@ -452,6 +452,12 @@ def mask_file_name(scan: Scan) -> str:
     """`<scan>_mask.nii.gz` for medical volumes (`.nrrd` / `.mha` for NRRD / MHA ones: `default_mask_suffix`), their
     geometry kept, `<scan>_mask.tif` for TIFF inputs."""
     return f"{scan.name}{MASK_WORD}{default_mask_suffix(scan.geometry)}"
+
+
+def source_mask_name(source: ScanSource) -> str:
+    """`mask_file_name` of `source`'s scan, known before it is read (`source_mask_suffix`): a cohort run checks the
+    very files it will replace before it segments any case, and reads no scan twice for it."""
+    return f"{scan_name(source)}{MASK_WORD}{source_mask_suffix(source)}"
 
 
 def check_mask_target(path: str | Path, scan: Scan) -> None:
