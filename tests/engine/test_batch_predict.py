@@ -157,6 +157,7 @@ def test_a_case_redone_by_a_rerun_with_other_ranks_gets_the_row_of_its_mask_on_d
 
     monkeypatch.setattr(batch_predict, "segment_scan", segment_whole_scan)
     monkeypatch.setattr(Group, "barrier", lambda group: None)  # rank 1's share alone: its peer never started
+    monkeypatch.setattr(Group, "sum", lambda group, values: list(values))  # the masks it checks are all there are
     out.mkdir()
     first = batch_predict._segment_share(load_model(tiny_model_dir, "cpu"), cases[::-1], out, SegmentOptions(),
                                          Group(rank=1, world=2), "skip", 0)
@@ -413,6 +414,27 @@ def test_under_torchrun_a_case_failing_on_rank_1_is_told_by_rank_1_and_rank_0_sa
     assert (tmp_path / "log.0").read_text().splitlines()[-1].startswith(
         "lgg-unet: error: process 0 of 2: another process of this job ended")
     assert not out.exists()
+
+
+def test_under_torchrun_a_mask_not_fitting_its_case_in_rank_1s_share_ends_every_rank_at_once_saying_which(
+        tiny_model_dir, cohort, tmp_path):
+    """--skip-existing checks each rank's share of the masks: a misfit in rank 1's share ended rank 1 with its line
+    while rank 0 waited for it at the next collective (with NCCL until the launcher killed it; gloo sees the peer go,
+    and rank 0 said only that another process had ended). Every rank learns the refusal, and it is said once."""
+    out = tmp_path / "masks"
+    out.mkdir()
+    (out / f"{CASES[1]}_mask.tif").write_text("my own notes")  # rank 1's first case
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu",
+            "--skip-existing"]
+    started = time.monotonic()
+    torch.multiprocessing.spawn(_predict_as_rank, args=(free_port(), argv, str(tmp_path / "log"), 2), nprocs=2)
+    assert time.monotonic() - started < 120
+    said = [line for line in (tmp_path / "log.0").read_text().splitlines() if line.startswith("lgg-unet:")]
+    assert said == [f"lgg-unet: error: {out} holds {CASES[1]}_mask.tif, not masks that fit their cases' scans "
+                    "(another grid or size, or not readable as a mask): they may be your own, and --skip-existing "
+                    "would replace them; move them away, or give --overwrite to replace them"]
+    assert (tmp_path / "log.1").read_text() == ""
+    assert [p.name for p in out.iterdir()] == [f"{CASES[1]}_mask.tif"]
 
 
 def test_under_torchrun_bad_input_is_told_once_and_every_process_exits_with_2(tiny_model_dir, tmp_path):

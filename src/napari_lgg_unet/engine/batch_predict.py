@@ -43,6 +43,7 @@ SUMMARY_FILE = "summary.csv"
 COHORT_TASK = "cohort prediction"  # what a second job into the same folder is told holds it
 JOURNAL_PATTERN = ".summary.rank*.csv"  # hidden, and not *.tmp: atomic.py's clean-up must not take them
 ExistingOutputs = Literal["refuse", "skip", "overwrite"]  # what a cohort run does with files it would write
+_FITS, _MISFIT, _NO_MASK = 1.0, -1.0, 0.0  # a case's mask under --skip-existing (`_fits_of_share`), to be gathered
 
 
 @dataclass(frozen=True)
@@ -185,10 +186,9 @@ def _segment_share(
     journal_start = journal.stat() if journal.exists() else None
     replaced_rows: list[list[object]] = []  # rows of masks this call replaced: they stay if it fails
     try:
+        kept = _kept_masks(out_dir, cases, group, read_ahead) if existing == "skip" else set()
         with group.own_failures():  # a case of this process's share: no other process can say which failed, or why
             share = group.share(cases)
-            kept = _kept_masks(out_dir, share, read_ahead) if existing == "skip" else set()
-            group.barrier()  # every process's masks are checked before any process segments a case
             scans = loaded_scans([case for n, case in enumerate(share) if n not in kept], False, read_ahead)
             for n in range(len(share)):
                 if n in kept:
@@ -314,25 +314,37 @@ def check_summary_ours(out_dir: Path) -> None:
                          "--skip-existing would rewrite it; move it away, or give --overwrite to replace it")
 
 
-def _kept_masks(out_dir: Path, share: Sequence[ScanSource], read_ahead: int) -> set[int]:
-    """The positions in `share` of the cases whose mask in `out_dir` fits its scan (`mask_fits`): `--skip-existing`
-    keeps them. A file of a case's mask name that does not fit (a hand-drawn mask on another grid, a file that does not
-    read back, a link to a missing file) is refused, all of them in one line, before any case is segmented: our own
-    masks are written whole (atomic_path), so such a file is someone's, and replacing it would lose it. Only the
-    scans of cases with a `<case>_mask.*` are read: a mask's format, and so its name, is known from its scan."""
-    held = [n for n, case in enumerate(share) if finished_output(out_dir, scan_name(case), links=True) is not None]
-    kept, misfits = set(), []
-    for n, scan in zip(held, loaded_scans([share[n] for n in held], False, read_ahead)):
-        target = out_dir / mask_file_name(scan)
-        if mask_fits(target, scan):
-            kept.add(n)
-        elif os.path.lexists(target):
-            misfits.append(target.name)
+def _kept_masks(out_dir: Path, cases: Sequence[ScanSource], group: Group, read_ahead: int) -> set[int]:
+    """The positions in this process's share of `cases` of those whose mask in `out_dir` fits its scan (`mask_fits`):
+    `--skip-existing` keeps them. A file of a case's mask name that does not fit (a hand-drawn mask on another grid, a
+    file that does not read back, a link to a missing file) is refused, all of them in one line, before any case is
+    segmented: our own masks are written whole (atomic_path), so such a file is someone's, and replacing it would lose
+    it. Only the scans of cases whose mask file is there are read.
+
+    Each process checks its share, and every process learns every verdict (a collective, so no process segments a case
+    before all masks are checked): a refusal ends every process alike, said once per machine. Met by one process
+    alone, it ended that one while the others waited for it at the next collective, until the launcher killed them
+    (NCCL), or said only that another process had ended."""
+    with group.own_failures():  # a scan of this process's share that cannot be read: its own to say
+        fits = _fits_of_share(out_dir, group.share(cases), read_ahead)
+    verdicts = group.gather([[fit] for fit in fits], len(cases), 1)
+    misfits = [source_mask_name(case) for case, (fit,) in zip(cases, verdicts) if fit == _MISFIT]
     if misfits:
         raise InputError(f"{out_dir} holds {few_names(misfits, shown=2)}, not masks that fit their cases' scans "
                          "(another grid or size, or not readable as a mask): they may be your own, and --skip-existing "
                          "would replace them; move them away, or give --overwrite to replace them")
-    return kept
+    return {n for n, fit in enumerate(fits) if fit == _FITS}
+
+
+def _fits_of_share(out_dir: Path, share: Sequence[ScanSource], read_ahead: int) -> list[float]:
+    """Whether each case of `share` has a mask file in `out_dir` (`source_mask_name`) and whether it fits its scan,
+    read only for those that have one."""
+    targets = [out_dir / source_mask_name(case) for case in share]
+    held = [n for n, target in enumerate(targets) if os.path.lexists(target)]
+    fits = [_NO_MASK] * len(share)
+    for n, scan in zip(held, loaded_scans([share[n] for n in held], False, read_ahead)):
+        fits[n] = _FITS if mask_fits(targets[n], scan) else _MISFIT
+    return fits
 
 
 def mask_fits(path: Path, scan: Scan) -> bool:
