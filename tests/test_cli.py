@@ -1,5 +1,6 @@
 """The `lgg-unet` command: real runs end to end, and every bad input ends in one line on stderr and exit code 2."""
 
+import argparse
 import json
 import os
 import shutil
@@ -352,6 +353,20 @@ def test_a_percent_sign_in_a_settings_help_shows_in_help_instead_of_crashing_it(
     with pytest.raises(SystemExit) as stopped:
         main(["train", "--help"])
     assert stopped.value.code == 0 and "keep 10% of the slices aside" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("command", ["train", "predict", "evaluate", "calibrate"])
+def test_help_says_the_default_of_every_option_that_has_one(command):
+    """An option left out takes its default: --help must say which (predict's --read-ahead and --backend, evaluate's
+    --input-variant and calibrate's --input-variants did not). Flags (off unless given) and options whose default is
+    "none given" (None, an empty set of changes) have nothing to say."""
+    from napari_lgg_unet.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    silent = [action.option_strings[0] for action in commands[command]._actions
+              if action.option_strings and action.default not in (None, False, {}, argparse.SUPPRESS)
+              and "default" not in action.help]
+    assert not silent, f"{command} --help does not say the default of " + ", ".join(silent)
 
 
 def test_calibrate_refuses_an_input_variant_named_twice(tiny_model_dir, sample_patient_dir, capsys):

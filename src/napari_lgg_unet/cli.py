@@ -24,8 +24,8 @@ from . import __version__
 from .engine.errors import InputError, InputWarning, LggUnetError, few_names
 from .engine.events import EpochEnd, Finished, Prepared, Step
 from .engine.settings import (
-    BACKEND_CHOICES, INPUT_VARIANTS, SEGMENT_BATCH_SIZE, SPLITS, AugmentConfig, Setting, TrainConfig, check_variants,
-    comma_names, label_of, settings_of,
+    AS_IS, BACKEND_CHOICES, INPUT_VARIANTS, READ_AHEAD, SEGMENT_BATCH_SIZE, SPLITS, AugmentConfig, Setting, TrainConfig,
+    check_variants, comma_names, label_of, settings_of,
 )
 from .engine.validate import check_choice
 
@@ -173,8 +173,9 @@ def _add_calibrate(calibrate: argparse.ArgumentParser) -> None:
                                 f"{ALL_PATIENTS}: every patient in --data, for a model trained elsewhere (give "
                                 "patients it was not trained on)")
     _add_setting_flags(calibrate, {"device": settings_of(TrainConfig)["device"]})
-    calibrate.add_argument("--input-variants", type=_variants, default=("as-is",), metavar="VARIANT,...",
-                           help=f"choose the setting best on average over these inputs ({', '.join(INPUT_VARIANTS)})")
+    calibrate.add_argument("--input-variants", type=_variants, default=(AS_IS,), metavar="VARIANT,...",
+                           help=f"choose the setting best on average over these inputs ({', '.join(INPUT_VARIANTS)}; "
+                           f"default: {AS_IS})")
 
 
 def _add_inference_options(sub: argparse.ArgumentParser) -> None:
@@ -185,7 +186,8 @@ def _add_inference_options(sub: argparse.ArgumentParser) -> None:
                      help=f"slices per forward pass (default: {SEGMENT_BATCH_SIZE})")
     sub.add_argument("--backend", type=_choice_of("backend", BACKEND_CHOICES), default="auto",
                      metavar="{" + ",".join(BACKEND_CHOICES) + "}",
-                     help="'auto' uses OpenVINO on the CPU when the fast-cpu extra is installed, else PyTorch")
+                     help="'auto' uses OpenVINO on the CPU when the fast-cpu extra is installed, else PyTorch "
+                     "(default: auto)")
     sub.add_argument("--tta", action="store_true", help="average with the horizontally flipped scan")
     sub.add_argument("--threshold", type=float, default=None, help="default: the model's own")
     sub.add_argument("--min-size", type=int, default=None,
@@ -213,8 +215,8 @@ def _add_predict(sub: argparse.ArgumentParser) -> None:
                           help="replace an --output file that exists, or (folder of scans) the masks of these scans "
                           "and summary.csv already in --output. Without it or --skip-existing, predict refuses to "
                           "replace any file; other files in --output are never touched")
-    sub.add_argument("--read-ahead", type=int, default=2,
-                     help="folder of scans: scans loaded ahead while the model runs")
+    sub.add_argument("--read-ahead", type=int, default=READ_AHEAD,
+                     help=f"folder of scans: scans loaded ahead while the model runs (default: {READ_AHEAD})")
 
 
 def _add_evaluate(sub: argparse.ArgumentParser) -> None:
@@ -222,8 +224,8 @@ def _add_evaluate(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--data", required=True, type=_path, help=SCANS_WITH_MASKS)
     sub.add_argument("--split", choices=SPLITS, default=None,
                      help="only the patients of this split recorded in the model's config")
-    sub.add_argument("--input-variant", choices=INPUT_VARIANTS, default="as-is",
-                     help="score a shift proxy: the FLAIR channel alone, or skull-stripped scans")
+    sub.add_argument("--input-variant", choices=INPUT_VARIANTS, default=AS_IS,
+                     help=f"score a shift proxy: the FLAIR channel alone, or skull-stripped scans (default: {AS_IS})")
     sub.add_argument("--json", type=_file, default=None, help="write the results here (a new file)")
     sub.add_argument("--overwrite", action="store_true", help="replace a --json file that exists")
 

@@ -38,6 +38,7 @@ from .preprocess import spatial_shape
 from .model import LoadedModel
 from .predict import SegmentOptions
 from .run_folder import RunFolder
+from .settings import READ_AHEAD
 
 SUMMARY_FILE = "summary.csv"
 COHORT_TASK = "cohort prediction"  # what a second job into the same folder is told holds it
@@ -66,7 +67,7 @@ def finished_output(out_dir: Path, case: str, links: bool = False) -> Path | Non
 
 def segment_cohort(
     model: LoadedModel, cases: Sequence[ScanSource], out_dir: Path, options: SegmentOptions,
-    group: Group = Group(), existing: ExistingOutputs = "refuse", read_ahead: int = 2,
+    group: Group = Group(), existing: ExistingOutputs = "refuse", read_ahead: int = READ_AHEAD,
 ) -> Iterator[CaseSummary | None]:
     """Segment this process's share of `cases` into `out_dir`, yielding a summary per case (None when skipped), then
     write `summary.csv` (write_summary), all while rank 0 holds the folder's lock: `claimed_output` around
@@ -102,7 +103,7 @@ class ClaimedOutput:
     group: Group
     existing: ExistingOutputs
 
-    def segment(self, model: LoadedModel, options: SegmentOptions, read_ahead: int = 2
+    def segment(self, model: LoadedModel, options: SegmentOptions, read_ahead: int = READ_AHEAD
                 ) -> Iterator[CaseSummary | None]:
         """What `segment_cohort` does once the folder is claimed."""
         yield from _segment_share(model, self.cases, self.out_dir, options, self.group, self.existing, read_ahead)

@@ -33,6 +33,7 @@ SPLITS = ("train", "validation", "test")
 MAX_WORKERS = 64
 MAX_CONTEXT = 4  # neighbouring slices on each side the network may take (engine/model_input.py)
 SEGMENT_BATCH_SIZE = 8  # slices per forward pass when segmenting (SegmentOptions, `lgg-unet predict`)
+READ_AHEAD = 2  # scans of a cohort loaded while the model segments another (segment_cohort, `predict --read-ahead`)
 
 MUST_MATCH, MAY_CHANGE = "must match", "may change"  # what a resumed run may do with a setting
 
