@@ -275,7 +275,8 @@ class TrainConfig:
     skip_unlabelled: bool = setting(False, "skip slices without labels in painted layers, else they count as "
                                            "background (masks read from files label every slice: all are kept)",
                                     flag=False)
-    workers: int | None = setting(None, "data loading workers (default: number of cores)", low=0, high=MAX_WORKERS,
+    workers: int | None = setting(None, "data loading workers (default: the physical cores, shared among the "
+                                        "processes of a torchrun job on one machine)", low=0, high=MAX_WORKERS,
                                   on_resume=MAY_CHANGE)
     device: str = setting("auto", f"one of {', '.join(DEVICE_CHOICES)} or cuda:N", check=check_device,
                           on_resume=MAY_CHANGE)
