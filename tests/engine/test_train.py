@@ -298,6 +298,38 @@ def test_masks_that_are_all_empty_are_refused_naming_them_in_words_for_the_cli_t
         list(train_model(empty, TrainConfig(epochs=1, steps_per_epoch=1, val_fraction=0.0, **FAST), tmp_path / "m"))
 
 
+def _dotted(scan: Scan, name: str) -> Scan:
+    """`scan` (256-pixel slices) marked with a 2 x 2 voxel dot on three slices: a quarter of a pixel at 64 pixels."""
+    mask = np.zeros(scan.mask.shape, bool)
+    mask[10:13, 120:122, 120:122] = True
+    return replace(scan, name=name, mask=mask)
+
+
+def test_tumour_too_small_for_the_image_size_is_refused_as_such_not_as_an_empty_mask(sample_patient_dir, tmp_path):
+    """A few voxels painted per slice vanish when the slices shrink to the image size: the refusal said "every mask
+    is empty: mark tumour on at least one slice" to a user who had."""
+    dotted = _dotted(load_patient(sample_patient_dir), "P1")
+    with pytest.raises(InputError) as refused:
+        list(train_model([dotted], TrainConfig(epochs=1, steps_per_epoch=1, val_fraction=0.0, **FAST), tmp_path / "m"))
+    assert str(refused.value) == ("the tumour marked in P1 is too small or thin to survive the resizing of its slices "
+                                  "to the image size, 64 x 64 pixels: mark larger regions, or choose a larger image "
+                                  "size")
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_scan_whose_tumour_the_resizing_loses_is_named_in_a_warning_as_the_run_starts(sample_patient_dir, tmp_path):
+    """Its marked slices trained as tumour-free without a word, beside a scan whose tumour survived."""
+    whole = load_patient(sample_patient_dir)
+    config = TrainConfig(epochs=1, steps_per_epoch=1, val_fraction=0.0, skip_unlabelled=True, **FAST)
+    run = train_model([whole, _dotted(whole, "P2")], config, tmp_path / "m")
+    with pytest.warns(InputWarning) as warned:
+        next(run)
+    run.close()
+    assert [str(w.message) for w in warned] == [
+        "the tumour marked in P2 is too small or thin to survive the resizing of its slices to the image size, 64 x 64 "
+        "pixels, so its slices train as tumour-free; mark larger regions, or choose a larger image size"]
+
+
 def _painted(name: str, slices: int) -> Scan:
     """A small grey scan whose every slice has a square of tumour."""
     image = np.random.default_rng(0).random((slices, 64, 64), dtype=np.float32)

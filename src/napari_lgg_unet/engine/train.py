@@ -46,7 +46,7 @@ from .model import ModelConfig, build_network, load_model, read_config, save_mod
 from .model_input import InputConfig
 from .postprocess import PostprocessConfig
 from .precision import Precision, autocast, grad_scaler, prepare_batch, prepare_network
-from .preprocess import PreprocessConfig
+from .preprocess import PreprocessConfig, binarise_mask
 from .records import TrainingRecord
 from .run_folder import PATIENTS, RunFolder, RunProgress
 from .settings import AS_IS, TrainConfig
@@ -478,9 +478,7 @@ def _prepare(scans: list[Scan], config: TrainConfig, preprocess: PreprocessConfi
     if not volumes:
         raise InputError("no labelled slices to learn from: mark tumour on at least one slice (paint it in napari, "
                          "or give masks that hold some)")
-    if not any(v.mask.any() for v in volumes.values()):
-        raise InputError(f"every mask is empty ({few_names(sorted(volumes))}): mark tumour on at least one slice "
-                         "(paint it in napari, or give masks that hold some)")
+    _check_tumour_left(scans, volumes, preprocess.image_size)
     train = [volumes[n] for n in train_names if n in volumes]
     val = [volumes[n] for n in val_names if n in volumes]
     if len(volumes) == 1 and config.val_fraction > 0:
@@ -494,6 +492,26 @@ def _prepare(scans: list[Scan], config: TrainConfig, preprocess: PreprocessConfi
         warnings.warn(InputWarning(_without_validation(config, len(names), val_names, len(volumes))), stacklevel=1)
     variants = _validation_variants(val, config.validation_variants, stopped) if val else {}
     return _Split(train, variants, {"train": train_names, "validation": val_names, "test": test_names})
+
+
+def _check_tumour_left(scans: list[Scan], volumes: dict[str, TrainingVolume], image_size: int) -> None:
+    """Refuse a run whose masks hold no tumour at the model's size, and warn of every scan whose marked tumour the
+    resizing of its slices lost (a pixel of the model's size is tumour where tumour covers over half of it: a few
+    voxels or a one-voxel outline painted on a 512-pixel slice vanish at 64 or 128 pixels). The refusal said "every
+    mask is empty: mark tumour on at least one slice" to a user who had, and a scan whose tumour was lost trained its
+    marked slices as tumour-free without a word."""
+    empty = [name for name, volume in volumes.items() if not volume.mask.any()]
+    lost = [scan.name for scan in scans if scan.name in empty and binarise_mask(scan.mask).any()]
+    too_small = (f"the tumour marked in {few_names(lost)} is too small or thin to survive the resizing of its slices "
+                 f"to the image size, {image_size} x {image_size} pixels")
+    if len(empty) == len(volumes):
+        if lost:
+            raise InputError(f"{too_small}: mark larger regions, or choose a larger image size")
+        raise InputError(f"every mask is empty ({few_names(sorted(volumes))}): mark tumour on at least one slice "
+                         "(paint it in napari, or give masks that hold some)")
+    if lost:
+        warnings.warn(InputWarning(f"{too_small}, so its slices train as tumour-free; mark larger regions, or choose "
+                                   "a larger image size"), stacklevel=1)
 
 
 def _validation_variants(val: list[TrainingVolume], variants: tuple[str, ...],
