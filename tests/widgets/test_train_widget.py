@@ -243,6 +243,22 @@ def test_an_image_in_two_pairs_is_refused_before_training_naming_the_pairs(viewe
     assert not train_widget.running and list(tmp_path.iterdir()) == []
 
 
+def test_labels_in_two_pairs_are_refused_before_training_naming_the_pairs(viewer, train_widget, notes, tmp_path):
+    """A new pair starts with the first labels layer: a pair whose image alone was changed trained that scan on the
+    tumour painted on another one, without a word."""
+    image, _ = sample_patient()
+    viewer.add_image(image[0][:10], name="another scan", rgb=True)
+    train_widget.add_pair.clicked()
+    second = train_widget.pairs[1]
+    assert second.labels_layer.value is viewer.layers[f"{PATIENT} mask"]
+    second.image_layer.value = viewer.layers["another scan"]
+    train_widget.train_button.clicked()
+    assert notes["error"] == [f"pairs 1 and 2 both use the labels '{PATIENT} mask': labels are painted on one scan, "
+                              "so pick the labels painted on each pair's image (a new pair starts with the first "
+                              "labels layer)"]
+    assert not train_widget.running and list(tmp_path.iterdir()) == []
+
+
 def test_an_image_layer_named_like_a_scan_of_the_folder_is_refused_before_the_folder_loads(
         viewer, train_widget, notes, tmp_path, sample_patient_dir, inline_jobs, monkeypatch):
     """It failed once every scan of the folder had loaded, with the engine's words, which say nothing of layers."""

@@ -240,19 +240,24 @@ class TrainWidget(Container):
         Each pair's scan is named for the model's record as `_patient_names` says, and two of one name are refused here
         as the engine refuses them (`check_patient_names`), which it did only once the run had started and the layers
         were read: a layer made in napari named 'P1' beside one opened from a file or folder named 'P1'. An image in
-        two pairs is refused first, in words that name the pairs. A scan of the Kaggle folder picked as a layer too is
+        two pairs is refused first, in words that name the pairs, then a labels layer in two pairs: labels are painted
+        on one scan, and a new pair starts with the first labels layer, so a pair whose image alone was changed
+        trained that scan on another scan's tumour without a word. A scan of the Kaggle folder picked as a layer too is
         refused by `training_job`, which lists the folder off the viewer's thread."""
-        found, pair_of = [], {}  # image layer id -> the first pair that trains on it
+        found, pair_of = [], {}  # layer id -> the first pair that trains on it (image) or learns from it (labels)
         for number, row in enumerate(self.pairs, start=1):
             image, labels = row.image_layer.value, row.labels_layer.value
             if image is None and labels is None:
                 continue
             if image is None or labels is None:
                 raise InputError(f"pair {number}: choose both an image layer and a labels layer")
-            first = pair_of.setdefault(id(image), number)
-            if first != number:
+            if (first := pair_of.setdefault(id(image), number)) != number:
                 raise InputError(f"pairs {first} and {number} both train on '{image.name}': a scan is trained on "
                                  "once, so paint all its tumour in one labels layer and remove the other pair")
+            if (first := pair_of.setdefault(id(labels), number)) != number:
+                raise InputError(f"pairs {first} and {number} both use the labels '{labels.name}': labels are painted "
+                                 "on one scan, so pick the labels painted on each pair's image (a new pair starts "
+                                 "with the first labels layer)")
             read, rgb = deferred_input(image, row.pre_contrast.value, row.post_contrast.value)
             found.append((image, read, rgb, _labels_of(labels, image, input_shape(image))))
         patients = _patient_names([image for image, *_ in found])
