@@ -259,6 +259,23 @@ def test_labels_in_two_pairs_are_refused_before_training_naming_the_pairs(viewer
     assert not train_widget.running and list(tmp_path.iterdir()) == []
 
 
+def test_labels_painted_on_planes_across_the_slices_are_a_warning_and_labels_painted_on_slices_are_not(
+        viewer, train_widget, notes):
+    """Painted with an axis rolled onto the slider (a sagittal plane of the scan here), every slice taught a one-voxel
+    line of tumour and the tumour beside it as background, without a word."""
+    row = train_widget.pairs[0]
+    train_widget.training_pairs()
+    assert notes["warning"] == []  # the sample's mask, painted slice by slice
+    sagittal = np.zeros(row.labels_layer.value.data.shape, np.uint8)
+    sagittal[2:8, 100:140, 128] = 1
+    row.labels_layer.value = viewer.add_labels(sagittal, name="sagittal")
+    train_widget.training_pairs()
+    assert notes["warning"] == [
+        "'sagittal' is painted on planes across the slices the model learns from (e.g. sagittal or coronal planes, "
+        "with another axis on the slider): each slice holds a thin line of the tumour, and the tumour beside it trains "
+        "as background; paint on the slices along the slider of napari's default axis order"]
+
+
 def test_an_image_layer_named_like_a_scan_of_the_folder_is_refused_before_the_folder_loads(
         viewer, train_widget, notes, tmp_path, sample_patient_dir, inline_jobs, monkeypatch):
     """It failed once every scan of the folder had loaded, with the engine's words, which say nothing of layers."""

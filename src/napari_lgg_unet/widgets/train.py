@@ -376,7 +376,35 @@ def _tumour_of(name: str, data: np.ndarray, warn: Callable[[str], None]) -> np.n
         raise InputError(f"'{name}' is empty: nothing to learn; paint tumour on at least one slice")
     if merged:
         warn(f"'{name}' has several label values: all values above 0 are merged into tumour")
+    if _painted_across_slices(mask):
+        warn(f"'{name}' is painted on planes across the slices the model learns from (e.g. sagittal or coronal "
+             "planes, with another axis on the slider): each slice holds a thin line of the tumour, and the tumour "
+             "beside it trains as background; paint on the slices along the slider of napari's default axis order")
     return mask
+
+
+def _painted_across_slices(mask: np.ndarray) -> bool:
+    """Whether the tumour of a 3D `mask` (shown order: the model's slices along axis 0) lies in planes across the
+    slices: most of its voxels have no tumour beside them along a row or a column, but do in the next slice. That is
+    tumour painted with an axis rolled onto napari's slider (a sagittal or coronal view of an axial scan): every
+    slice then teaches a one-voxel line of tumour and the rest of the tumour as background, without a word. Painted
+    masks and the LGG and BraTS masks have under 1 % of such voxels, a painted plane nearly all of them."""
+    if mask.ndim != 3:
+        return False
+    box = tuple(slice(kept[0], kept[-1] + 1) for kept in
+                (np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)))
+    tumour = mask[box]
+    alone = [_alone_along(tumour, axis) for axis in range(3)]
+    count = tumour.sum()
+    return (alone[1] | alone[2]).sum() > count / 2 and alone[0].sum() < count / 2
+
+
+def _alone_along(mask: np.ndarray, axis: int) -> np.ndarray:
+    """The voxels of `mask` with no voxel of it on either side along `axis`."""
+    padded = np.pad(mask, [(1, 1) if a == axis else (0, 0) for a in range(mask.ndim)])
+    size = mask.shape[axis]
+    before, after = padded.take(range(size), axis=axis), padded.take(range(2, size + 2), axis=axis)
+    return mask & ~before & ~after
 
 
 def _warn_from_worker(text: str) -> None:
