@@ -128,6 +128,24 @@ def test_a_double_clicked_train_button_starts_a_run_and_does_not_stop_it(qtbot, 
     assert train_widget.train_button.text == "Train"
 
 
+def test_two_train_widgets_pressed_within_one_second_train_into_two_run_folders(
+        qtbot, viewer, train_widget, monkeypatch):
+    """A run's worker makes its folder only once its scans are listed: two widgets (two viewers) pressed within that
+    second named one folder, and the later run was refused as the folder was in use, or took the other's model."""
+    monkeypatch.setattr(train_module.time, "strftime", lambda *_: "20261205-120000")
+    monkeypatch.setattr(train_module, "training_job", lambda *_, stop: wait_for_stop(stop=stop))  # makes no folder
+    other = train_module.TrainWidget(viewer)
+    viewer.window.add_dock_widget(other, name="Train U-Net (2)")
+    other.output.value = train_widget.output.value
+    for widget in (train_widget, other):
+        widget.train_button.clicked()
+    assert train_widget.running and other.running
+    assert (train_widget.model_dir.name, other.model_dir.name) == ("run-20261205-120000", "run-20261205-120000-2")
+    for widget in (train_widget, other):
+        widget.stop()
+    qtbot.waitUntil(lambda: not train_widget.running and not other.running, timeout=10_000)
+
+
 def test_a_run_that_fails_in_its_worker_says_failed_not_its_last_progress(viewer, train_widget, notes, inline_jobs):
     image = train_widget.pairs[0].image_layer.value
     image.data = np.where(np.arange(image.data.shape[1])[:, None, None] < 5, np.nan, image.data.astype(np.float32))

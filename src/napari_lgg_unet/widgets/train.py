@@ -47,6 +47,7 @@ from .workers import LayerPair, training_job
 
 DEFAULT_OUTPUT = Path.home() / "lgg-unet-models"
 DEFAULTS = TrainConfig()
+_NAMED_RUN_FOLDERS: set[Path] = set()  # every run folder a Train widget of this session named (`_run_folder`)
 
 
 class PairRow(Container):
@@ -275,13 +276,18 @@ class TrainWidget(Container):
         )
 
     def _run_folder(self) -> Path:
-        """A new folder per run inside the output folder, so no earlier model is overwritten."""
+        """A new folder per run inside the output folder, so no earlier model is overwritten, and none named for
+        another run of this session: a run's worker makes its folder only once its scans are listed (minutes for a
+        folder of DICOM studies), and two Train widgets (two viewers) pressed within that second named one folder. The
+        later run was refused as the folder was in use, or, its model saved meanwhile, took the other's model for its
+        own ("model saved in ...")."""
         base = optional_path(self.output) or DEFAULT_OUTPUT
         stamp = time.strftime("%Y%m%d-%H%M%S")
         folder, n = base / f"run-{stamp}", 1
-        while folder.exists():
+        while folder.exists() or folder in _NAMED_RUN_FOLDERS:
             n += 1
             folder = base / f"run-{stamp}-{n}"
+        _NAMED_RUN_FOLDERS.add(folder)
         return folder
 
     def _set_running(self, running: bool) -> None:
