@@ -3,6 +3,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -381,6 +382,24 @@ def test_resume_continues_from_the_last_finished_epoch(scans, tmp_path):
     events = list(train_model(scans, resumed, tmp_path / "m"))
     assert [e.epoch for e in events if isinstance(e, EpochEnd)] == [2]
     assert [record.epoch for record in events[-1].history] == [1, 2]
+
+
+def test_resuming_a_run_with_no_epoch_left_says_so_as_it_starts(scans, tmp_path):
+    """`--resume` without a larger `--epochs` prepared every scan and ended with the saved run's best model, as if it
+    had trained; a resumed run with epochs left gives no such warning."""
+    config = TrainConfig(epochs=1, steps_per_epoch=1, val_fraction=0.0, **FAST)
+    list(train_model(scans, config, tmp_path / "m"))
+    with pytest.warns(InputWarning) as warned:
+        events = list(train_model(scans, replace(config, resume=True), tmp_path / "m"))
+    assert [str(w.message) for w in warned] == [
+        f"{tmp_path / 'm'} has already trained 1 epoch and this run ends after epoch 1: nothing is left to train; give "
+        "a larger --epochs (or --stop-after) to go on"]
+    assert not [event for event in events if isinstance(event, Step)] and events[-1].best_epoch == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)
+        run = train_model(scans, replace(config, epochs=2, resume=True), tmp_path / "m")
+        next(run)
+        run.close()
 
 
 def test_fine_tuning_starts_from_an_existing_model(scans, tiny_model_dir, tmp_path):

@@ -223,6 +223,8 @@ def _claimed(folder: RunFolder, config: TrainConfig, group: Group, scans: list[S
             def claim() -> None:
                 held.enter_context(folder.locked())
                 folder.check_start({**config.must_match_on_resume(), PATIENTS: patients}, config.resume)
+                if config.resume:
+                    _warn_if_all_trained(folder, config)
 
             group.on_main(claim)
             yield outcome
@@ -230,6 +232,18 @@ def _claimed(folder: RunFolder, config: TrainConfig, group: Group, scans: list[S
                 raise _NothingMade  # seen by the lock (folder_lock.held_folder) as a failure: it removes what it made
     except _NothingMade:
         pass
+
+
+def _warn_if_all_trained(folder: RunFolder, config: TrainConfig) -> None:
+    """Say as a resumed run starts when it has no epoch left to train: `--resume` without a larger `--epochs`
+    prepared every scan (minutes for a folder of patients) and ended with the saved run's best model, as if it had
+    trained. Not refused: such a run still rewrites a best model that a kill cut short (`_best_cut_short`)."""
+    done = folder.resume_progress().epochs_done
+    if done >= config.last_epoch:
+        trained = f"{done} epoch{'s' if done != 1 else ''}"
+        warnings.warn(InputWarning(f"{folder.path} has already trained {trained} and this run ends after epoch "
+                                   f"{config.last_epoch}: nothing is left to train; give a larger --epochs (or "
+                                   "--stop-after) to go on"), stacklevel=1)
 
 
 def _started_as(config: TrainConfig, scans: list[Scan]) -> dict:
