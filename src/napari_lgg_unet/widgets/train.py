@@ -376,7 +376,8 @@ def _labels_of(labels: Labels, image: Image, expected: tuple[int, ...]) -> Calla
 
 def _tumour_of(name: str, data: np.ndarray, warn: Callable[[str], None]) -> np.ndarray:
     """The labels named `name`, read (`data`), as the tumour to learn: refused when they hold none, and with a
-    warning (`warn`) when several label values were merged into it."""
+    warning (`warn`) when several label values were merged into it or it was painted on planes across the model's
+    slices (`_painted_across_slices`)."""
     mask, merged = labels_as_tumour(name, data)
     if not mask.any():
         raise InputError(f"'{name}' is empty: nothing to learn; paint tumour on at least one slice")
