@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -279,6 +280,29 @@ def test_a_series_repeating_its_slices_is_refused_as_acquisitions_not_as_duplica
                                          "repeats its slices") as refused:
         load_scan(tmp_path)
     assert "remove the duplicate" not in str(refused.value)
+
+
+def _slabs(folder: Path) -> None:
+    """A regular series of 12 slices every 0.9 mm, each 10 mm thick (a thick-slab reformat, or an exporter's wrong
+    SliceThickness): every slice overlaps its neighbours by more than nine tenths of its thickness."""
+    _series_at(folder, [(-10.0, -20.0, 0.9 * k) for k in range(12)], thickness=10.0)
+
+
+def test_a_regular_series_of_slices_thicker_than_ten_steps_is_read_not_refused_as_repeating_its_slices(tmp_path):
+    # refused as "2 files at each of its 6 slice positions (... both at slice position 0.00 to 0.90 mm)"
+    _slabs(tmp_path)
+    scan = load_scan(tmp_path)
+    assert scan.image.shape == (12, ROWS, COLUMNS) and scan.spacing == pytest.approx((0.9, 1.0, 1.0))
+    np.testing.assert_array_equal(scan.image[:, 0, 0], 100 * np.arange(12))
+
+
+def test_a_copied_file_in_a_series_of_slices_thicker_than_ten_steps_is_refused_as_a_duplicate(tmp_path):
+    # its neighbour 0.9 mm away was taken for a third file at the copy's position: "the series repeats its slices"
+    _slabs(tmp_path)
+    shutil.copy(tmp_path / "012.dcm", tmp_path / "012 copy.dcm")
+    with pytest.raises(InputError, match=r"\(13 files\) in .*: 012 copy.dcm and 012.dcm are both at slice position "
+                                         r"0.00 mm and hold the same image; remove the duplicate file$"):
+        load_scan(tmp_path)
 
 
 def _repeated_scan(folder: Path, second_at: float = 0.0, same_pixels: bool = False,

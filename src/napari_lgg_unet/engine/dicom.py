@@ -37,6 +37,7 @@ _ORIENTATION = "0020|0037"  # ImageOrientationPatient
 _ACQUISITION = "0020|0012"  # AcquisitionNumber
 _THICKNESS = "0018|0050"  # SliceThickness
 _ONE_POSITION_FRACTION = 0.1  # slices closer than a tenth of their thickness are at one position
+_APART_FRACTION = 0.5  # ... where each position's files span less than half the gap to the next position
 _ECHO_TIME = "0018|0081"
 _ECHO_TIME_TOLERANCE_MS = 1e-3  # echo times closer than this are one (scanners round them differently)
 _RESCALE = ("0028|1053", "0028|1052")  # RescaleSlope, RescaleIntercept: intensity = stored number * slope + intercept
@@ -130,9 +131,7 @@ def _check_slice_positions(series: Series, headers: list[sitk.ImageFileReader]) 
     normal = np.array(headers[0].GetDirection()).reshape(3, 3)[:, 2]
     placed = sorted((float(np.dot(h.GetOrigin(), normal)), Path(f).name) for h, f in zip(headers, series.files))
     thickness = _thickness_mm(headers[0])
-    # slices overlapping by nine tenths of their thickness image the same tissue: a repeated scan a little off its
-    # first one's positions, never a series' next slice; without a SliceThickness, only scanners' rounding (1 µm)
-    positions = _by_position(placed, max(_SAME_POSITION_MM, _ONE_POSITION_FRACTION * thickness))
+    positions = _by_position(placed, thickness)
     if any(len(files) > 1 for files in positions):
         raise _shared_positions(series, headers, positions)
     _check_no_gap(series, [files[0] for files in positions], thickness)
@@ -146,9 +145,24 @@ def _thickness_mm(header: sitk.ImageFileReader) -> float:
         return 0.0
 
 
-def _by_position(placed: list[tuple[float, str]], within: float) -> list[list[tuple[float, str]]]:
-    """`placed` (position along the normal in mm, file name; sorted) as the files at each slice position: those
-    within `within` mm of the position's lowest file."""
+def _by_position(placed: list[tuple[float, str]], thickness: float) -> list[list[tuple[float, str]]]:
+    """`placed` (position along the normal in mm, file name; sorted) as the files at each slice position.
+
+    Slices overlapping by nine tenths of their `thickness` (mm; 0: unknown) image the same tissue: a repeated scan a
+    little off its first one's positions. But a series' own slices overlap that much where its step is under a tenth
+    of the thickness (10 mm slabs every 0.9 mm: a thick-slab reformat, or a wrong SliceThickness), and were refused
+    as repeating their slices. A repeat's files lie much closer to each other than to the next position; a regular
+    series' neighbours lie as far apart as the next ones. So slices are one position by their thickness only where
+    each position's files span less than half the narrowest gap between positions; otherwise, and without a
+    SliceThickness, only where their positions coincide but for scanners' rounding (1 µm)."""
+    by_thickness = _grouped(placed, max(_SAME_POSITION_MM, _ONE_POSITION_FRACTION * thickness))
+    gaps = [after[0][0] - before[-1][0] for before, after in zip(by_thickness, by_thickness[1:])]
+    widest = max(files[-1][0] - files[0][0] for files in by_thickness)
+    return by_thickness if not gaps or widest < _APART_FRACTION * min(gaps) else _grouped(placed, _SAME_POSITION_MM)
+
+
+def _grouped(placed: list[tuple[float, str]], within: float) -> list[list[tuple[float, str]]]:
+    """`placed` (mm, file name; sorted) in groups of the files within `within` mm of their group's lowest file."""
     positions: list[list[tuple[float, str]]] = []
     for at, name in placed:
         if positions and at - positions[-1][0][0] < within:
