@@ -282,6 +282,20 @@ def test_a_series_repeating_its_slices_is_refused_as_acquisitions_not_as_duplica
     assert "remove the duplicate" not in str(refused.value)
 
 
+def test_a_dynamic_series_of_40_time_points_is_refused_naming_three_of_its_files_not_all_40(tmp_path):
+    # the refusal listed every file at the first shared position and its acquisition number: 950 characters
+    series = generate_uid()
+    for acquisition in range(1, 41):
+        for index in range(2):
+            _slice(tmp_path, f"t{acquisition:02}_{index}.dcm", series, "DYN T1", index * THICKNESS,
+                   np.full((ROWS, COLUMNS), acquisition), acquisition=acquisition)
+    with pytest.raises(InputError, match=r"40 files at each of its 2 slice positions \(t01_0.dcm, t02_0.dcm, "
+                                         r"t03_0.dcm and 37 more are all at slice position 0.00 mm, from "
+                                         r"acquisitions 1, 2, 3 and 37 more\): the series repeats") as refused:
+        load_scan(tmp_path)
+    assert "t04_0.dcm" not in str(refused.value) and len(str(refused.value)) < 500
+
+
 def _slabs(folder: Path) -> None:
     """A regular series of 12 slices every 0.9 mm, each 10 mm thick (a thick-slab reformat, or an exporter's wrong
     SliceThickness): every slice overlaps its neighbours by more than nine tenths of its thickness."""

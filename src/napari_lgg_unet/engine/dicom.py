@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, InputWarning
+from .errors import InputError, InputWarning, few_names
 from .listing import read_once
 from .scan_checks import colour_refusal
 from .sequences import FLAIR, MODEL_CHANNELS, sequence_of
@@ -207,14 +207,14 @@ def _shared_positions(series: Series, headers: list[sitk.ImageFileReader],
     names = [name for _, name in shared[0]]
     lowest, highest = shared[0][0][0], shared[0][-1][0]
     where = f"{lowest:.2f}" + (f" to {highest:.2f}" if f"{highest:.2f}" != f"{lowest:.2f}" else "")
-    both = f"{_listed(names)} are {'both' if len(names) == 2 else 'all'} at slice position {where} mm"
+    both = f"{few_names(names)} are {'both' if len(names) == 2 else 'all'} at slice position {where} mm"
     if all(_same_images(series.folder, [name for _, name in files]) for files in shared):
         copies = sum(len(files) - 1 for files in shared)
         more = f" ({copies - 1} more {'copy' if copies == 2 else 'copies'} at other positions)" if copies > 1 else ""
         return InputError(f"{series}: {both} and hold the same image{more}; remove the duplicate "
                           f"{'file' if copies == 1 else 'files'}")
     numbers = _acquisition_numbers(series, headers, names)
-    acquisitions = f", from acquisitions {_listed(numbers)}" if len(set(numbers)) == len(numbers) > 1 else ""
+    acquisitions = f", from acquisitions {few_names(numbers)}" if len(set(numbers)) == len(numbers) > 1 else ""
     return InputError(f"{series}: {_sharing(shared, len(positions))} ({both}{acquisitions}): the series repeats its "
                       "slices (a repeated scan, time points, or two stacks at one set of positions), which one volume "
                       "cannot hold; export the acquisition to segment as a series of its own, in a folder of its own")
@@ -227,10 +227,6 @@ def _sharing(shared: list[list[tuple[float, str]]], positions: int) -> str:
     if len(shared) == positions:
         return f"{files} files at each of its {positions} slice positions"
     return f"{len(shared)} of its {positions} slice positions hold {files} files each"
-
-
-def _listed(words: list[str]) -> str:
-    return ", ".join(words[:-1]) + f" and {words[-1]}"
 
 
 def _acquisition_numbers(series: Series, headers: list[sitk.ImageFileReader], names: list[str]) -> list[str]:
