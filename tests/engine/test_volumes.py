@@ -432,6 +432,25 @@ def test_a_layers_geometry_of_the_wrong_shape_is_refused_where_it_is_read(change
         Geometry.from_dict({**stored, **change})
 
 
+def test_unused_sform_rows_holding_nan_are_not_kept_so_cli_and_napari_both_save_the_mask_with_finite_rows(tmp_path):
+    """A scan placed by its qform (sform_code 0) whose unused srow_* hold NaN: `predict` copied the NaN rows into its
+    mask, while a napari layer of it was refused as holding NaN. Both now give the mask finite rows (the affine's)."""
+    from napari_lgg_unet.engine.volumes import Geometry
+
+    image = _header_with(QFORM, 1, SFORM, 0)
+    for row in ("srow_x", "srow_y", "srow_z"):
+        image.header[row] = np.nan
+    nib.save(image, tmp_path / "scan.nii.gz")
+    scan = load_scan(tmp_path / "scan.nii.gz")
+    assert Geometry.from_dict(scan.geometry.to_dict()) == scan.geometry  # what the napari writer reads back
+    write_mask(tmp_path / "out" / "m.nii.gz", scan.image > 0, scan)
+    mask = nib.load(tmp_path / "out" / "m.nii.gz")
+    assert int(mask.header["sform_code"]) == 0 and np.isfinite(mask.header.get_sform()).all()
+    stored = nib.load(tmp_path / "scan.nii.gz")
+    np.testing.assert_allclose(mask.header.get_qform(), stored.header.get_qform(), atol=1e-5)  # placed as its scan
+    np.testing.assert_allclose(mask.affine, stored.affine, atol=1e-5)
+
+
 @contextmanager
 def _files_limited_to(size: int):
     """Writes past `size` bytes fail with "File too large", as writes to a full disk fail: a real writer failure."""

@@ -12,6 +12,7 @@ direction are converted to and from it.
 from __future__ import annotations
 
 import gzip
+import math
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,10 +59,10 @@ class Geometry:
     A NIfTI source's `qform` and `sform` are kept as stored (None: the same as `affine`), because ITK-based viewers
     (ITK-SNAP, 3D Slicer) may place a NIfTI by its qform, or by pixdim alone when no code is set: a mask whose header
     says less than its scan's would land elsewhere in them. The sform's rows are the scan's even where its code is 0
-    and no tool reads them, so the mask's header is its scan's, not one whose unused rows hold the qform. The codes,
-    both transforms and the spatial `units` (a NIfTI's xyzt_units, a key of MM_PER_UNIT: ITK scales a NIfTI in metres
-    or microns to mm, nibabel does not, so the affine is kept in the file's unit and the unit with it) are written
-    back unchanged; `sources` says which file or series fed each model channel. `spacing` and `origin` are in mm.
+    and no tool reads them (finite ones: `_stored`), so the mask's header is its scan's, not one whose unused rows hold
+    the qform. The codes, both transforms and the spatial `units` (a NIfTI's xyzt_units, a key of MM_PER_UNIT: ITK
+    scales a NIfTI in metres or microns to mm, nibabel does not, so the affine is kept in the file's unit and the unit
+    with it) are written back unchanged; `sources` says which file or series fed each model channel. `spacing` and `origin` are in mm.
     `nifti_version` is the header a NIfTI mask is written with: a NIfTI-2 scan's (2) keeps its 64-bit transforms
     exact, which NIfTI-1's 32-bit fields round by up to a few micrometres, and grids of more than 32767 voxels a side.
     """
@@ -80,8 +81,8 @@ class Geometry:
     def of(cls, shape, affine, qform_code: int = 1, sform_code: int = 1, sources=(), qform=None,
            units: str = "mm", sform=None, nifti_version: int = 1) -> Geometry:
         return cls(tuple(int(n) for n in shape[:3]), _rows(affine), int(qform_code), int(sform_code),
-                   tuple((str(k), str(v)) for k, v in dict(sources).items()), _rows_or_none(qform), str(units),
-                   _rows_or_none(sform), int(nifti_version))
+                   tuple((str(k), str(v)) for k, v in dict(sources).items()), _stored(qform, qform_code), str(units),
+                   _stored(sform, sform_code), int(nifti_version))
 
     @property
     def matrix(self) -> np.ndarray:
@@ -184,8 +185,8 @@ class Geometry:
             if matrix.shape != (4, 4):
                 raise InputError(f"{label}: its {name} is {' x '.join(map(str, matrix.shape))}, not 4 x 4; "
                                  "save it as TIFF instead")
-            unused = name == "sform" and geometry.sform_code == 0  # rows no tool reads: zeros, as nibabel writes
-            check_affine(label, np.eye(4) + 0 * matrix if unused else matrix)  # may be singular, never NaN
+            if not (name == "sform" and geometry.sform_code == 0):  # unused rows may be singular (zeros, as nibabel
+                check_affine(label, matrix)  # writes them); `of` kept them only where finite
         return geometry
 
 
@@ -194,8 +195,15 @@ def _rows(matrix) -> tuple[tuple[float, ...], ...]:
     return tuple(tuple(float(v) for v in row) for row in np.asarray(matrix, dtype=float))
 
 
-def _rows_or_none(matrix) -> tuple[tuple[float, ...], ...] | None:
-    return None if matrix is None else _rows(matrix)
+def _stored(matrix, code: int) -> tuple[tuple[float, ...], ...] | None:
+    """A NIfTI transform as stored, for a mask's header to repeat (None: none stored, the mask gets the affine). One
+    that no tool reads (its code 0) is dropped where it holds NaN or infinite numbers, as some converters leave unused
+    srow_* fields: a mask's header gets finite rows, and a layer's geometry of such a scan (`from_dict`) saves, as the
+    CLI's mask of it does. The one rule for both paths, as every Geometry is made here."""
+    if matrix is None:
+        return None
+    rows = _rows(matrix)
+    return None if int(code) == 0 and not all(math.isfinite(v) for row in rows for v in row) else rows
 
 
 def engine_geometry(shape: tuple[int, ...], spacing: tuple[float, ...] | None = None) -> Geometry:
