@@ -459,3 +459,24 @@ def test_a_layer_of_an_nrrd_scan_saved_without_a_suffix_is_an_nrrd_mask_on_its_g
     assert (mask.GetOrigin(), mask.GetSpacing(), mask.GetDirection()) == (
         scan.GetOrigin(), scan.GetSpacing(), scan.GetDirection())
     assert np.argwhere(sitk.GetArrayFromImage(mask)).tolist() == [[0, 1, 2]]
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_a_labels_layer_opened_from_an_nrrd_or_mha_mask_saved_without_a_suffix_keeps_that_format_and_grid(
+        tmp_path, suffix):
+    """A mask file opened on its own grid, edited and saved without a suffix was written as `.nii.gz`: its geometry
+    named no file, so its format fell back to NIfTI, whose 32-bit origin ITK then takes for another physical space."""
+    import SimpleITK as sitk
+
+    labels = sitk.GetImageFromArray((np.arange(3 * 6 * 5).reshape(3, 6, 5) % 2).astype(np.uint8))
+    labels.SetSpacing((0.9, 1.1, 2.0))
+    labels.SetOrigin((-90.123456789, 12.987654321, -7.5))
+    sitk.WriteImage(labels, str(tmp_path / f"P1_mask{suffix}"))
+    [(data, meta, kind)] = get_reader(str(tmp_path / f"P1_mask{suffix}"))(str(tmp_path / f"P1_mask{suffix}"))
+    assert kind == "labels"
+    [written] = write_labels(str(tmp_path / "P1_edited"), data, meta)
+    assert written == str(tmp_path / f"P1_edited{suffix}")
+    mask = sitk.ReadImage(written)
+    assert (mask.GetOrigin(), mask.GetSpacing(), mask.GetDirection()) == (
+        labels.GetOrigin(), labels.GetSpacing(), labels.GetDirection())
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(mask), sitk.GetArrayFromImage(labels))

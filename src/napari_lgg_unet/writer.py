@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
     """Write the mask atomically (a failed save never leaves a half-written file); returns the path written.
     A name without a known suffix gets its scan's mask format when the layer has a scan's geometry (NIfTI, NRRD or
-    MHA: `default_mask_suffix`), else TIFF, added to the name
+    MHA: `default_mask_suffix`; a mask file's own for a labels layer read from one), else TIFF, added to the name
     (`P_12.edited` becomes `P_12.edited.tif`, not `P_12.tif`), and is refused where the name so made is taken. A mask
     is never written onto or into the scan its layer was read or segmented from (`metadata["lgg_unet_source"]`, see
     `_check_not_onto_its_scan`)."""

@@ -300,14 +300,15 @@ def load_labels(source: Source, grid: Geometry | None = None,
                 ignore: int | None = None) -> tuple[np.ndarray, Geometry]:
     """A label volume as an engine-layout bool mask (any label > 0: the whole tumour, see `tumour_of_labels`) on
     `grid` (default: its own). Voxels of the `ignore` label (not annotated) are refused: read as > 0 they would be
-    tumour, and training and evaluate need every voxel labelled."""
+    tumour, and training and evaluate need every voxel labelled. On its own grid, the grid records the file as its
+    source (LABELS), so a mask saved from it takes that file's format (`default_mask_suffix`)."""
     labels = _without_one_channel(source.read())
     if labels.data.ndim != 3:
         raise InputError(f"{source} has shape {labels.data.shape}; a label volume must be 3D")
     if ignore is not None and (labels.data == ignore).any():
         raise InputError(f"{source} marks voxels with dataset.json's ignore label {ignore} (not annotated); training "
                          "and evaluate need every voxel labelled: label them, or leave the case out")
-    grid = grid or _own_grid(labels, source)
+    grid = grid or _own_grid(labels, source).with_sources({LABELS: str(source)})
     tumour = Volume(tumour_of_labels(f"the labels {source}", labels.data).astype(np.uint8), labels.geometry)
     return to_engine(on_grid(tumour, grid, f"the labels {source}", labels=True) > 0, grid), grid
 

@@ -367,14 +367,16 @@ def cannot_write(path: Path, hint: str = "") -> InputError:
 
 def default_mask_suffix(geometry: Geometry | None) -> str:
     """The format a scan's mask takes where its name does not say: TIFF 0/255 for a scan without geometry (the Kaggle
-    dataset's masks); for a volume, its grid's (FLAIR's) file format where that writes masks, else NIfTI (DICOM). An
-    NRRD or MHA scan's mask is NRRD or MHA: NIfTI-1 holds their 64-bit origin and spacing in 32 bits, a few
-    micrometres off, and ITK's filters then refuse the scan and its mask as lying in two physical spaces."""
+    dataset's masks); for a volume, its grid's file format where that writes masks, else NIfTI (DICOM). The grid's
+    file is FLAIR's, or a labels file's opened on its own (`cases.load_labels`: a mask opened in napari, edited and
+    saved again). An NRRD or MHA scan's mask is NRRD or MHA: NIfTI-1 holds their 64-bit origin and spacing in 32 bits,
+    a few micrometres off, and ITK's filters then refuse the scan and its mask as lying in two physical spaces."""
     if geometry is None:
         return TIFF.mask_suffixes[0]
-    from .sequences import FLAIR
+    from .sequences import FLAIR, LABELS
 
-    return _grid_mask_suffix(dict(geometry.sources).get(FLAIR))
+    sources = dict(geometry.sources)
+    return _grid_mask_suffix(sources.get(FLAIR, sources.get(LABELS)))
 
 
 def _grid_mask_suffix(grid_file: str | None) -> str:
