@@ -359,7 +359,41 @@ def test_without_skip_existing_a_failing_case_removes_the_masks_of_the_run(tiny_
     assert main(argv) == 2 and "cannot read" in capsys.readouterr().err
     assert not list(out.glob("*_mask.tif"))
     assert main([*argv, "--skip-existing"]) == 2
-    assert [finished_output(out, name) is not None for name in CASES[:6]] == [True] * 5 + [False]
+    assert [finished_output(out, cohort / name) is not None for name in CASES[:6]] == [True] * 5 + [False]
+
+
+def test_skip_existing_keeps_an_earlier_versions_nifti_mask_of_an_nrrd_scan_and_writes_no_second_mask(
+        tiny_model_dir, tmp_path, capsys):
+    """The previous version wrote an NRRD scan's mask as `<case>_mask.nii.gz`; --skip-existing looked only for the
+    `.nrrd` it now writes, segmented the case again and left a second mask beside the first. The name it is written
+    as still decides where that file is there: a `.nrrd` of the user's that does not fit is refused, kept or not."""
+    import SimpleITK as sitk
+
+    from napari_lgg_unet.engine.formats import NIFTI
+    from napari_lgg_unet.engine.io import load_scan
+
+    scan = sitk.GetImageFromArray(np.random.default_rng(3).integers(0, 500, (3, 36, 40), dtype=np.int16))
+    scan.SetSpacing((0.9, 1.1, 2.0))
+    scan.SetOrigin((-90.5, 12.0, -7.5))
+    (tmp_path / "data").mkdir()
+    sitk.WriteImage(scan, str(tmp_path / "data" / "scan.nrrd"))
+    out = tmp_path / "masks"
+    out.mkdir()
+    NIFTI.write_mask(out / "scan_mask.nii.gz", np.ones((3, 36, 40), np.uint8),
+                     load_scan(tmp_path / "data" / "scan.nrrd").geometry)  # as the previous version wrote it
+    (out / "summary.csv").write_text("case,slices,tumour_voxels,tumour_mm3,seconds\nscan,3,4320,8553.6,1.0\n")
+    before = (out / "scan_mask.nii.gz").stat()
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "data"), "--output", str(out),
+            "--device", "cpu", "--skip-existing"]
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, "scan_mask.nii.gz", "summary.csv"]
+    assert (out / "scan_mask.nii.gz").stat().st_mtime_ns == before.st_mtime_ns
+    assert (out / "summary.csv").read_text().splitlines()[1] == "scan,3,4320,8553.6,1.0"
+    capsys.readouterr()
+    (out / "scan_mask.nrrd").write_text("my own mask")
+    assert main(argv) == 2
+    assert "holds scan_mask.nrrd, not masks that fit their cases' scans" in capsys.readouterr().err
+    assert (out / "scan_mask.nrrd").read_text() == "my own mask"
 
 
 def test_under_torchrun_a_case_failing_on_rank_0_leaves_no_mask_of_the_others_nor_their_folder(

@@ -31,7 +31,7 @@ from .atomic import (atomic_path, check_replaceable, missing_folders, other_owne
 from .cohort import check_same_cases, loaded_scans, segment_scan
 from .distributed import Group
 from .errors import InputError, few_names
-from .formats import scan_name
+from .formats import FORMATS, file_format, scan_name
 from .io import Scan, ScanSource, mask_file_name, read_tiff, source_mask_name, write_mask
 from .outputs import check_output, check_unique_names
 from .preprocess import spatial_shape
@@ -58,11 +58,13 @@ class CaseSummary:
     seconds: float
 
 
-def finished_output(out_dir: Path, case: str, links: bool = False) -> Path | None:
-    """The finished mask of `case` in `out_dir`, whatever its format (a killed writer's temp files are hidden).
-    `links`: a link whose target is missing counts too (the user's link to a mask on a drive not plugged in)."""
-    return next((p for p in sorted(out_dir.glob(f"{glob.escape(case)}_mask.*"))
-                 if p.is_file() or (links and p.is_symlink())), None)
+def finished_output(out_dir: Path, case: ScanSource, links: bool = False) -> Path | None:
+    """The finished mask of `case` in `out_dir`: the file a run writes it as (`source_mask_name`) where it is there,
+    else its first `<case>_mask.*` of another format by name (an earlier version's: it wrote an NRRD scan's mask as
+    `.nii.gz`, and --skip-existing keeps such a mask where it fits). A killed writer's temp files are hidden. `links`:
+    a link whose target is missing counts too (the user's link to a mask on a drive not plugged in)."""
+    named = [out_dir / source_mask_name(case), *sorted(out_dir.glob(f"{glob.escape(scan_name(case))}_mask.*"))]
+    return next((p for p in named if p.is_file() or (links and p.is_symlink())), None)
 
 
 def segment_cohort(
@@ -78,7 +80,8 @@ def segment_cohort(
     one), so a half-done cohort is not mistaken for a finished one; masks it replaced (`"overwrite"`) stay, new, with
     their rows. With `"skip"`, a case whose mask loads and lies on its scan's grid is not segmented again, a file of
     its mask's name that does not is refused before any case is segmented (`_kept_masks`), and finished masks stay
-    when a later case fails.
+    when a later case fails. A case without a file of its mask's name whose mask of another volume format fits is kept
+    too: a rerun over an earlier version's folder (NRRD scans' masks written as `.nii.gz`) writes no second mask.
     """
     with claimed_output(out_dir, cases, group, existing) as claimed:
         yield from claimed.segment(model, options, read_ahead)
@@ -277,12 +280,13 @@ def _check_existing(out_dir: Path, cases: Sequence[ScanSource], existing: Existi
 
 
 def existing_outputs(out_dir: Path, cases: Sequence[ScanSource]) -> list[Path]:
-    """The files already in `out_dir` that a run of `cases` would write: a `<case>_mask.*` of one of them (any
-    format: which one a case gets is known only once its scan is read) and `summary.csv`, links whose target is
-    missing included: the run would replace them too. Other files are not ours."""
+    """The files already in `out_dir` that a run of `cases` would write or keep: a `<case>_mask.*` of one of them (the
+    name it is written as, `source_mask_name`, else any other format: --skip-existing keeps an earlier version's mask
+    of another format that fits, and a user's own mask of the case is theirs whatever its format) and `summary.csv`,
+    links whose target is missing included: the run would replace them too. Other files are not ours."""
     if not out_dir.is_dir():
         return []
-    masks = [finished_output(out_dir, scan_name(case), links=True) for case in cases]
+    masks = [finished_output(out_dir, case, links=True) for case in cases]
     summary = out_dir / SUMMARY_FILE
     return [p for p in masks if p is not None] + ([summary] if os.path.lexists(summary) else [])
 
@@ -338,14 +342,31 @@ def _kept_masks(out_dir: Path, cases: Sequence[ScanSource], group: Group, read_a
 
 
 def _fits_of_share(out_dir: Path, share: Sequence[ScanSource], read_ahead: int) -> list[float]:
-    """Whether each case of `share` has a mask file in `out_dir` (`source_mask_name`) and whether it fits its scan,
-    read only for those that have one."""
+    """Whether each case of `share` has a mask in `out_dir` and whether it fits its scan, read only for those that
+    have one: the file it is written as (`source_mask_name`) decides where it is there, a misfit refused; else one of
+    its other volume formats that fits (`_other_formats`) is kept, and none that fits leaves the case to segment."""
     targets = [out_dir / source_mask_name(case) for case in share]
-    held = [n for n, target in enumerate(targets) if os.path.lexists(target)]
+    others = [_other_formats(target) for target in targets]
+    held = [n for n, target in enumerate(targets) if os.path.lexists(target) or others[n]]
     fits = [_NO_MASK] * len(share)
     for n, scan in zip(held, loaded_scans([share[n] for n in held], False, read_ahead)):
-        fits[n] = _FITS if mask_fits(targets[n], scan) else _MISFIT
+        if os.path.lexists(targets[n]):
+            fits[n] = _FITS if mask_fits(targets[n], scan) else _MISFIT
+        elif any(mask_fits(other, scan) for other in others[n]):
+            fits[n] = _FITS
     return fits
+
+
+def _other_formats(target: Path) -> list[Path]:
+    """The files beside a volume's mask `target` that hold its case's mask in another volume format (none for a
+    TIFF's): an earlier version wrote every volume's mask as NIfTI, an NRRD scan's too, and a rerun over its folder
+    keeps those that fit instead of writing a second mask beside each."""
+    found = file_format(target)
+    if found is None or not found.is_volume:
+        return []
+    stem = target.name[: -len(found.suffix_of(target))]
+    named = (target.with_name(stem + suffix) for kind in FORMATS if kind.is_volume for suffix in kind.mask_suffixes)
+    return [path for path in named if path != target and path.is_file()]
 
 
 def mask_fits(path: Path, scan: Scan) -> bool:
@@ -421,8 +442,8 @@ def write_summary(out_dir: Path, cases: Sequence[ScanSource], group: Group = Gro
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CaseSummary.__dataclass_fields__)
-    for name in map(scan_name, cases):
-        mask = finished_output(out_dir, name)
+    for case in cases:
+        name, mask = scan_name(case), finished_output(out_dir, case)
         if mask:
             writer.writerow(_row_for_mask(mask, attempts.get(name, []), name))
     summary = out_dir / SUMMARY_FILE
