@@ -62,9 +62,10 @@ class Geometry:
     and no tool reads them (finite ones: `_stored`), so the mask's header is its scan's, not one whose unused rows hold
     the qform. The codes, both transforms and the spatial `units` (a NIfTI's xyzt_units, a key of MM_PER_UNIT: ITK
     scales a NIfTI in metres or microns to mm, nibabel does not, so the affine is kept in the file's unit and the unit
-    with it) are written back unchanged; `sources` says which file or series fed each model channel (or, for a labels file's own grid, its labels). `spacing` and `origin` are in mm.
-    `nifti_version` is the header a NIfTI mask is written with: a NIfTI-2 scan's (2) keeps its 64-bit transforms
-    exact, which NIfTI-1's 32-bit fields round by up to a few micrometres, and grids of more than 32767 voxels a side.
+    with it) are written back unchanged; `sources` says which file or series fed each model channel (for a labels
+    file's own grid: that file, as LABELS). `spacing` and `origin` are in mm. `nifti_version` is the header a NIfTI
+    mask is written with: a NIfTI-2 scan's (2) keeps its 64-bit transforms exact, which NIfTI-1's 32-bit fields round
+    by up to a few micrometres, and grids of more than 32767 voxels a side.
     """
 
     shape: tuple[int, int, int]
