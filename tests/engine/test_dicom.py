@@ -310,6 +310,24 @@ def test_a_regular_series_of_slices_thicker_than_ten_steps_is_read_not_refused_a
     np.testing.assert_array_equal(scan.image[:, 0, 0], 100 * np.arange(12))
 
 
+@pytest.mark.parametrize("slices, step, thickness", [(2, 0.9, 10.0), (5, 0.2, 10.0), (20, 2.5, 500.0)])
+def test_a_regular_series_all_within_a_tenth_of_its_slice_thickness_is_read(tmp_path, slices, step, thickness):
+    # one group by thickness left no gap to compare with: refused as "20 files at each of its 1 slice positions"
+    _series_at(tmp_path, [(-10.0, -20.0, step * k) for k in range(slices)], thickness=thickness)
+    scan = load_scan(tmp_path)
+    assert scan.image.shape == (slices, ROWS, COLUMNS) and scan.spacing[0] == pytest.approx(step)
+
+
+def test_two_copies_of_one_file_are_counted_at_their_position_not_as_copies_elsewhere(tmp_path):
+    # told "(1 more copy at other positions)" where both copies lie at the position named
+    _slabs(tmp_path)
+    shutil.copy(tmp_path / "012.dcm", tmp_path / "012 copy.dcm")
+    shutil.copy(tmp_path / "012.dcm", tmp_path / "012 copy 2.dcm")
+    with pytest.raises(InputError, match=r"012 copy 2.dcm, 012 copy.dcm and 012.dcm are all at slice position 0.00 mm "
+                                         r"and hold the same image; remove the duplicate files$"):
+        load_scan(tmp_path)
+
+
 def test_a_copied_file_in_a_series_of_slices_thicker_than_ten_steps_is_refused_as_a_duplicate(tmp_path):
     # its neighbour 0.9 mm away was taken for a third file at the copy's position: "the series repeats its slices"
     _slabs(tmp_path)

@@ -158,7 +158,9 @@ def _by_position(placed: list[tuple[float, str]], thickness: float) -> list[list
     by_thickness = _grouped(placed, max(_SAME_POSITION_MM, _ONE_POSITION_FRACTION * thickness))
     gaps = [after[0][0] - before[-1][0] for before, after in zip(by_thickness, by_thickness[1:])]
     widest = max(files[-1][0] - files[0][0] for files in by_thickness)
-    return by_thickness if not gaps or widest < _APART_FRACTION * min(gaps) else _grouped(placed, _SAME_POSITION_MM)
+    # one group leaves no gap to compare with (a regular series within a tenth of a wrong SliceThickness): read
+    # as coinciding positions only
+    return by_thickness if gaps and widest < _APART_FRACTION * min(gaps) else _grouped(placed, _SAME_POSITION_MM)
 
 
 def _grouped(placed: list[tuple[float, str]], within: float) -> list[list[tuple[float, str]]]:
@@ -209,10 +211,11 @@ def _shared_positions(series: Series, headers: list[sitk.ImageFileReader],
     where = f"{lowest:.2f}" + (f" to {highest:.2f}" if f"{highest:.2f}" != f"{lowest:.2f}" else "")
     both = f"{few_names(names)} are {'both' if len(names) == 2 else 'all'} at slice position {where} mm"
     if all(_same_images(series.folder, [name for _, name in files]) for files in shared):
-        copies = sum(len(files) - 1 for files in shared)
-        more = f" ({copies - 1} more {'copy' if copies == 2 else 'copies'} at other positions)" if copies > 1 else ""
+        elsewhere = sum(len(files) - 1 for files in shared[1:])  # copies beyond those named, at other positions
+        more = f" ({elsewhere} more {'copy' if elsewhere == 1 else 'copies'} at other positions)" if elsewhere else ""
+        plural = elsewhere or len(names) > 2
         return InputError(f"{series}: {both} and hold the same image{more}; remove the duplicate "
-                          f"{'file' if copies == 1 else 'files'}")
+                          f"{'files' if plural else 'file'}")
     numbers = _acquisition_numbers(series, headers, names)
     acquisitions = f", from acquisitions {few_names(numbers)}" if len(set(numbers)) == len(numbers) > 1 else ""
     return InputError(f"{series}: {_sharing(shared, len(positions))} ({both}{acquisitions}): the series repeats its "
