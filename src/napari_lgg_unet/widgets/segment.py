@@ -41,7 +41,9 @@ from .layers import (
 from .painting import Painting
 from .readouts import Readouts, readouts_text, volume_readouts, with_slice, write_readouts_csv
 from .review import ReviewList
-from .sequences import deferred_input, flair_layer, pick_named_sequences, says_sequence, sequence_pickers
+from .sequences import (
+    TruthFollowsCase, deferred_input, flair_layer, pick_named_sequences, says_sequence, sequence_pickers,
+)
 from .tooltips import explain
 from .undock import choices_follow_layers, connect_while_docked, when_docked, when_undocked
 from .workers import LayerResult, ModelCache, cleanup_job, listing_job, segment_job
@@ -134,7 +136,7 @@ class SegmentWidget(Container):
             (viewer.dims.events.current_step, self._slice_changed),
             (viewer.dims.events.order, self._view_changed),
             (viewer.dims.events.ndisplay, self._view_changed),
-            (viewer.layers.events.inserted, lambda event: self._take_flair(event.value)),
+            (viewer.layers.events.inserted, lambda event: self._layer_added(event.value)),
             (viewer.layers.events.removed, self._forget_gone_mask),
             *self.model_picker.connections(),
         ])
@@ -218,6 +220,8 @@ class SegmentWidget(Container):
         self.save_button = PushButton(name="save_button", text="Save readouts CSV")
         self.review_list = ReviewList(self.go_to_piece, self.keep_piece)
         self.truth.changed.connect(self._truth_changed)
+        self._truth_follows = TruthFollowsCase(self.viewer, self.image, self.truth)
+        self.image.changed.connect(self._truth_follows.image_changed)
         self.save_button.clicked.connect(self.save_readouts)
         return [self.truth, self.readout, self.csv_path, self.save_button, *self.review_list.widgets]
 
@@ -575,6 +579,12 @@ class SegmentWidget(Container):
         self.viewer.dims.set_point(range(offset, self.viewer.dims.ndim), world)
         camera = self.viewer.scene.camera if hasattr(self.viewer, "scene") else self.viewer.camera  # moved in 0.9
         camera.center = tuple(world[axis - offset] for axis in self.viewer.dims.displayed if axis >= offset)
+
+    def _layer_added(self, layer: object) -> None:
+        """A layer was added: a FLAIR to segment (`_take_flair`), or the manual mask of its case (`TruthFollowsCase`,
+        which our reader adds after the case's FLAIR)."""
+        self._take_flair(layer)
+        self._truth_follows.inserted(layer)
 
     def _take_flair(self, layer: object) -> None:
         """A layer named FLAIR (our reader opens a case's sequences with FLAIR last) becomes the image to segment."""

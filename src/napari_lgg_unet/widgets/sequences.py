@@ -9,15 +9,17 @@ LGG dataset itself did.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Callable
 
 import napari
 import numpy as np
-from napari.layers import Image, Layer
+from napari.layers import Image, Labels, Layer
 
 from ..engine.errors import InputError
 from ..engine.preprocess import channel_view, spatial_shape
 from ..engine.sequences import FLAIR, POST, PRE, sequence_of
+from . import notify
 from .layers import (
     GEOMETRY_KEY, OWNER_KEY, SOURCE_KEY, LayerPicker, as_shown, check_one_scale, image_choices, shown_elsewhere,
     shown_later, stand_in,
@@ -71,6 +73,47 @@ def pick_named_sequences(viewer: napari.Viewer, flair: LayerPicker, pre: LayerPi
     found = named_sequences(viewer, flair.value)
     if found is not None:
         pre.value, post.value = found
+
+
+def case_of(layer: object) -> str | None:
+    """The case folder or file our reader opened `layer` from (`SOURCE_KEY`, which the layers made for it copy);
+    None for a layer of another reader or made in the session."""
+    metadata = getattr(layer, "metadata", None)
+    return metadata.get(SOURCE_KEY) if isinstance(metadata, dict) else None
+
+
+class TruthFollowsCase:
+    """The ground truth picked follows the image picked from one case to another: when the image becomes one of
+    another case (a second case opened, whose FLAIR the widget takes, or one picked by hand) and the ground truth is
+    the manual mask opened with the case before, it gives way to the new case's own mask, picked as soon as our reader
+    adds it (after the case's FLAIR), or to no ground truth. BraTS cases share one grid, so the first case's mask
+    stayed picked and scored the second case's tumour without a word. A ground truth from anywhere else (a file opened
+    by itself, a layer painted in the session) is the user's choice and stays."""
+
+    def __init__(self, viewer: napari.Viewer, image: LayerPicker, truth: LayerPicker) -> None:
+        self._viewer, self._image, self._truth = viewer, image, truth
+        self._case = case_of(image.value)
+        self._waiting = False  # a mask of the previous case gave way: the new case's is picked when it comes
+
+    def image_changed(self) -> None:
+        before, self._case, self._waiting = self._case, case_of(self._image.value), False
+        truth = self._truth.value
+        if truth is None or before is None or self._case in (None, before) or case_of(truth) != before:
+            return
+        mask = next((layer for layer in reversed(self._viewer.layers) if self._case_mask(layer)), None)
+        self._truth.value, self._waiting = mask, mask is None
+        shown = "none until it opens" if mask is None else f"'{mask.name}', its own"
+        notify.show_info(f"'{truth.name}' is the manual mask of {Path(before).name}, not of "
+                         f"{Path(self._case).name} ('{self._image.value.name}'): the ground truth is {shown}")
+
+    def inserted(self, layer: object) -> None:
+        """A layer was added: the new case's mask, when its case's image took the place of the one before."""
+        if self._waiting and self._truth.value is None and self._case_mask(layer):
+            self._truth.value, self._waiting = layer, False
+
+    def _case_mask(self, layer: object) -> bool:
+        """Whether `layer` is a labels layer our reader opened with the image's case (not one this plugin made)."""
+        return isinstance(layer, Labels) and OWNER_KEY not in layer.metadata and case_of(layer) == self._case
 
 
 class LayerInput:
