@@ -480,3 +480,25 @@ def test_a_labels_layer_opened_from_an_nrrd_or_mha_mask_saved_without_a_suffix_k
     assert (mask.GetOrigin(), mask.GetSpacing(), mask.GetDirection()) == (
         labels.GetOrigin(), labels.GetSpacing(), labels.GetDirection())
     np.testing.assert_array_equal(sitk.GetArrayFromImage(mask), sitk.GetArrayFromImage(labels))
+
+
+def test_a_layer_of_a_loose_nrrd_scan_saved_as_tiff_beside_it_is_refused_and_its_folder_still_reads(tmp_path):
+    """A tumour layer saved as `scan_flair.tif` (the scan's name, `.tif`) beside the loose `scan_flair.nrrd` it was
+    opened from was written, and the folder no longer read as scans; `scan_mask.nrrd` beside it (the case's mask when
+    read again), or the TIFF elsewhere, saves."""
+    import SimpleITK as sitk
+
+    from napari_lgg_unet.engine.io import load_scan
+
+    (tmp_path / "scans").mkdir()
+    scan = tmp_path / "scans" / "scan_flair.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.arange(3 * 6 * 5, dtype=np.int16).reshape(3, 6, 5)), str(scan))
+    [(data, meta, _)] = get_reader(str(scan))(str(scan))
+    mask = (data == 7).astype(np.uint8)
+    with pytest.raises(InputError, match="not saved: .* is a TIFF beside the volume scan scan_flair.nrrd"):
+        write_labels(str(tmp_path / "scans" / "scan_flair.tif"), mask, meta)
+    assert [p.name for p in (tmp_path / "scans").iterdir()] == ["scan_flair.nrrd"]
+    [written] = write_labels(str(tmp_path / "scans" / "scan_mask"), mask, meta)
+    assert written == str(tmp_path / "scans" / "scan_mask.nrrd")
+    write_labels(str(tmp_path / "edited.tif"), mask, meta)
+    assert load_scan(tmp_path / "scans").mask is not None  # the folder reads, the mask beside it as the case's

@@ -49,12 +49,28 @@ def test_a_volume_named_to_join_a_loose_scans_case_is_refused(tmp_path):
     for name in ("X_t1c.nii.gz", "X.nii.gz"):  # read as a sequence, as a second FLAIR, when the case is next read
         with pytest.raises(InputError, match="would be read as a file of X"):
             check_output(tmp_path / "loose" / name, [flair])
-    for name in ("X_mask.nii.gz", "X_edited.nii.gz", "Y_mask.nii.gz", "X_mask.tif"):  # the first as its labels
+    for name in ("X_mask.nii.gz", "X_edited.nii.gz", "Y_mask.nii.gz"):  # the first as its labels
         check_output(tmp_path / "loose" / name, [flair])
     _nifti(tmp_path / "loose" / "X_seg.nii.gz")  # manual labels: a second labels file would break the case
     for name in ("X_mask.nii.gz", "X_tumor_mask.nii.gz", "X_mask_flair.nii.gz"):  # all read as X's labels
         with pytest.raises(InputError, match="would be read as a file of X"):
             check_output(tmp_path / "loose" / name, [flair])
+
+
+def test_a_tiff_beside_a_loose_volume_scan_is_refused_as_its_folder_would_no_longer_read(tmp_path):
+    """A TIFF is never a volume case's labels: beside a loose X_flair.nii.gz, X_mask.tif was allowed (as if it were
+    read as the case's mask), and the folder then no longer read ("holds TIFF stacks beside X")."""
+    from napari_lgg_unet.engine.io import load_scan
+
+    flair = _nifti(tmp_path / "loose" / "X_flair.nii.gz")
+    for name in ("X_mask.tif", "X_flair.TIFF", "edited.tif"):
+        with pytest.raises(InputError, match="is a TIFF beside the volume scan X_flair.nii.gz.*as a .nii.gz file"):
+            check_output(tmp_path / "loose" / name, [flair])
+    check_output(tmp_path / "X_mask.tif", [flair])  # elsewhere: fine
+    load_scan(tmp_path / "loose")  # what the refusal keeps reading
+    (tmp_path / "loose" / "X_mask.tif").write_bytes(b"")
+    with pytest.raises(InputError, match="holds TIFF stacks"):
+        load_scan(tmp_path / "loose")
 
 
 def test_a_volume_file_stands_for_its_case_labels_and_own_folder(tmp_path):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import InputError
-from .formats import scan_name, strip_volume_suffix, volume_suffix
+from .formats import TIFF, file_format, scan_name, strip_volume_suffix, volume_suffix
 from .io import ScanSource
 from .sequences import LABELS, NAMES, grouped_by_case, split_file_name
 
@@ -96,6 +96,10 @@ def check_output(output: str | Path, sources: Sequence[ScanSource], folder: bool
         if (case := _case_it_would_join(target, paths)) is not None:
             raise InputError(f"output {output} would be read as a file of {case}, an input (its name groups it "
                              "with that scan's files); give it another name or write it elsewhere")
+        if (scan := _loose_volume_beside(target, paths)) is not None:
+            raise InputError(f"output {output} is a TIFF beside the volume scan {scan.name}, an input: its folder "
+                             "would no longer be read as a folder of scans (a TIFF stack is read only by itself); "
+                             f"write it as a {volume_suffix(scan)} file, or elsewhere")
 
 
 def landing(output: str | Path, paths: Sequence[Path]) -> Path | None:
@@ -123,6 +127,16 @@ def _identity(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return info.st_dev, info.st_ino
+
+
+def _loose_volume_beside(target: Path, paths: list[Path]) -> Path | None:
+    """The loose volume file of `paths` that a TIFF `target` would lie beside: io.py refuses a folder holding a TIFF
+    stack beside other scans, so the mask written there stopped the scan's folder from being read (`predict folder/`
+    and napari alike), a `.tif` being the one mask format that is not a volume. A case folder's own files are
+    protected whole (`landing`)."""
+    if file_format(target) is not TIFF:
+        return None
+    return next((path for path in paths if path.parent == target.parent and volume_suffix(path)), None)
 
 
 def _case_it_would_join(target: Path, paths: list[Path]) -> str | None:
