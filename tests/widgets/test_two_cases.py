@@ -55,9 +55,11 @@ def test_a_second_case_opened_is_scored_against_its_own_mask_not_the_first_cases
     assert widget.readouts.scores["volume"] == expected
     assert notes["error"] == [] and notes["warning"] == []
     assert notes["info"] == ["'case1 mask' is the manual mask of case1, not of case2 ('FLAIR [1]'): the ground truth "
-                             "is none until it opens"]
+                             "is none until a mask of its own opens"]
 
-    # Back to the first case: its own mask is there already, and comes back at once.
+    # Back to the first case, through an image of no case: its own mask is there already, and comes back at once.
+    widget.image.value = viewer.add_image(np.zeros((4, 48, 64), np.float32), name="drawn in the session")
+    assert widget.truth.value is own
     widget.image.value = viewer.layers["FLAIR"]
     assert widget.truth.value is viewer.layers["case1 mask"]
     assert notes["info"][-1].endswith("the ground truth is 'case1 mask', its own")

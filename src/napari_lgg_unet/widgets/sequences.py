@@ -96,13 +96,17 @@ class TruthFollowsCase:
         self._waiting = False  # a mask of the previous case gave way: the new case's is picked when it comes
 
     def image_changed(self) -> None:
-        before, self._case, self._waiting = self._case, case_of(self._image.value), False
-        truth = self._truth.value
-        if truth is None or before is None or self._case in (None, before) or case_of(truth) != before:
+        """The image picked changed: see the class. An image of no case (made in the session, or another reader's)
+        leaves the case as it was, so picking case 1's FLAIR, such an image, then case 2's FLAIR still follows."""
+        before, case, self._waiting = self._case, case_of(self._image.value), False
+        if case is None:
+            return
+        self._case, truth = case, self._truth.value
+        if truth is None or before in (None, case) or case_of(truth) != before:
             return
         mask = next((layer for layer in reversed(self._viewer.layers) if self._case_mask(layer)), None)
         self._truth.value, self._waiting = mask, mask is None
-        shown = "none until it opens" if mask is None else f"'{mask.name}', its own"
+        shown = "none until a mask of its own opens" if mask is None else f"'{mask.name}', its own"
         notify.show_info(f"'{truth.name}' is the manual mask of {Path(before).name}, not of "
                          f"{Path(self._case).name} ('{self._image.value.name}'): the ground truth is {shown}")
 
