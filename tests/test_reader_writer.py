@@ -502,3 +502,34 @@ def test_a_layer_of_a_loose_nrrd_scan_saved_as_tiff_beside_it_is_refused_and_its
     assert written == str(tmp_path / "scans" / "scan_mask.nrrd")
     write_labels(str(tmp_path / "edited.tif"), mask, meta)
     assert load_scan(tmp_path / "scans").mask is not None  # the folder reads, the mask beside it as the case's
+
+
+def test_the_save_dialog_entry_the_docs_name_is_the_one_napari_lists_for_our_writer():
+    """docs/napari.md told users to pick the 'napari-lgg-unet' entry of the save dialog's file-type list, which napari
+    titles with the manifest's display name ('LGG U-Net')."""
+    from napari.layers import Labels
+    from napari.plugins._npe2 import file_extensions_string_for_layers
+    from npe2 import PluginManager
+
+    PluginManager.instance().discover()  # as napari does when it starts
+    entries, writers = file_extensions_string_for_layers([Labels(np.zeros((2, 2), np.uint8))])
+    [ours] = [entry for entry, writer in zip(entries.split(";;"), writers) if writer.command.startswith("napari-lgg")]
+    title = ours.split(" (")[0]
+    docs = (Path(__file__).parents[1] / "docs" / "napari.md").read_text()
+    assert f"**{title}** entry" in docs and "**napari-lgg-unet** entry" not in docs
+
+
+def test_a_name_without_a_suffix_saved_from_code_gets_napari_s_tif_as_the_docs_say(tmp_path):
+    """docs/napari.md: from code, napari (npe2) adds a writer's first suffix, `.tif`, to a name without one, before
+    our writer could give it the scan's format; the dialog with our entry picked passes the name as typed."""
+    import SimpleITK as sitk
+    from napari.layers import Labels
+    from npe2 import PluginManager
+
+    PluginManager.instance().discover()
+    scan = tmp_path / "scans" / "scan_flair.nrrd"
+    scan.parent.mkdir()
+    sitk.WriteImage(sitk.GetImageFromArray(np.arange(3 * 6 * 5, dtype=np.int16).reshape(3, 6, 5)), str(scan))
+    [(data, meta, _)] = get_reader(str(scan))(str(scan))
+    layer = Labels((data == 7).astype(np.uint8), scale=meta["scale"], metadata=meta["metadata"])
+    assert layer.save(str(tmp_path / "edited"), plugin="napari-lgg-unet") == [str(tmp_path / "edited.tif")]
