@@ -299,6 +299,20 @@ def test_a_pan_with_space_held_places_no_click_and_a_click_that_jitters_still_do
     assert notes["error"] == []
 
 
+def test_a_click_beside_the_scan_says_so_and_places_no_click(viewer, qtbot, notes, tiny_click_model):
+    """A click on the canvas beside the scan (panned away, or after a roll of the axes) did nothing without a word."""
+    widget = _segmented(viewer, qtbot, notes, tiny_click_model)
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # moved in napari 0.9
+    camera.center = (-5000.0, -5000.0)  # the middle of the canvas, where the click falls, is far beside the scan
+    _click_canvas(viewer, qtbot)
+    settle(qtbot, widget)
+    assert widget.corrections.session.clicks == []
+    assert notes["info"][-1] == ("the click fell outside 'TCGA_CS_6665_20010817': click on the scan to correct its "
+                                 "mask"), notes["info"]
+    assert notes["error"] == []
+
+
 def test_a_click_on_another_scan_shown_over_the_segmented_one_is_not_a_correction(viewer, qtbot, notes, click_model):
     """A second patient opened while the first is corrected lies over it: a click on it corrected the first, unseen."""
     widget = _segmented(viewer, qtbot, notes, click_model)

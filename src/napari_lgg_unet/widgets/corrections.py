@@ -448,7 +448,8 @@ class ClickCorrections:
             return
         source = self.target.source
         point = _data_point(source, event.position)
-        if point is None:
+        if point is None:  # e.g. beside the scan after a pan or a roll of the axes: it did nothing without a word
+            notify.show_info(f"the click fell outside '{source.name}': click on the scan to correct its mask")
             return
         if (cover := _covering(viewer, source, event.position)) is not None:
             notify.show_info(_covered(viewer, source, cover))
