@@ -294,6 +294,20 @@ def test_labels_painted_on_planes_across_the_slices_are_a_warning_and_labels_pai
         "as background; paint on the slices along the slider of napari's default axis order"]
 
 
+@pytest.mark.parametrize("stroke", ["line", "outline"])
+def test_a_thin_stroke_painted_on_a_few_neighbouring_slices_is_not_a_warning(viewer, train_widget, notes, stroke):
+    """A one-voxel line, or the outline of a small tumour, painted on three neighbouring slices lies in thin lines that
+    touch the next slice, and was warned of as painted across the slices; that is a wide stroke through many."""
+    row = train_widget.pairs[0]
+    strokes = np.zeros(row.labels_layer.value.data.shape, np.uint8)
+    strokes[4:7, 120, 100:140] = 1
+    if stroke == "outline":
+        strokes[4:7, 140, 100:140] = strokes[4:7, 120:141, 100] = strokes[4:7, 120:141, 139] = 1
+    row.labels_layer.value = viewer.add_labels(strokes, name="strokes")
+    train_widget.training_pairs()
+    assert notes["warning"] == []
+
+
 def test_an_image_layer_named_like_a_scan_of_the_folder_is_refused_before_the_folder_loads(
         viewer, train_widget, notes, tmp_path, sample_patient_dir, inline_jobs, monkeypatch):
     """It failed once every scan of the folder had loaded, with the engine's words, which say nothing of layers."""

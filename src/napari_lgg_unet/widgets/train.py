@@ -21,6 +21,7 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels, Layer
 from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QWidget
+from scipy import ndimage
 
 from ..engine.dataset import check_patient_names
 from ..engine.device import pick_device
@@ -47,6 +48,7 @@ from .workers import LayerPair, training_job
 
 DEFAULT_OUTPUT = Path.home() / "lgg-unet-models"
 DEFAULTS = TrainConfig()
+_ACROSS_SLICES = 5  # a plane painted across the slices spans this many at least (`_painted_across_slices`)
 _NAMED_RUN_FOLDERS: set[Path] = set()  # every run folder a Train widget of this session named (`_run_folder`)
 
 
@@ -392,18 +394,20 @@ def _tumour_of(name: str, data: np.ndarray, warn: Callable[[str], None]) -> np.n
 
 def _painted_across_slices(mask: np.ndarray) -> bool:
     """Whether the tumour of a 3D `mask` (shown order: the model's slices along axis 0) lies in planes across the
-    slices: most of its voxels have no tumour beside them along a row or a column, but do in the next slice. That is
-    tumour painted with an axis rolled onto napari's slider (a sagittal or coronal view of an axial scan): every
-    slice then teaches a one-voxel line of tumour and the rest of the tumour as background, without a word. Painted
-    masks and the LGG and BraTS masks have under 1 % of such voxels, a painted plane nearly all of them."""
+    slices: most of its voxels have no tumour beside them along a row or a column, but lie in a run of tumour through
+    `_ACROSS_SLICES` slices or more. That is tumour painted with an axis rolled onto napari's slider (a sagittal or
+    coronal view of an axial scan), whose strokes are wide across the slices: every slice then teaches a one-voxel line
+    of tumour and the rest of the tumour as background, without a word. Painted masks and the LGG and BraTS masks have
+    under 1 % of such voxels, a painted plane nearly all of them. A thin stroke painted on the slices touches a few of
+    them: a one-voxel line or outline on three neighbouring slices was warned of when a next slice was all it took."""
     if mask.ndim != 3:
         return False
     box = tuple(slice(kept[0], kept[-1] + 1) for kept in
                 (np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)))
     tumour = mask[box]
-    alone = [_alone_along(tumour, axis) for axis in range(3)]
-    count = tumour.sum()
-    return (alone[1] | alone[2]).sum() > count / 2 and alone[0].sum() < count / 2
+    thin = _alone_along(tumour, 1) | _alone_along(tumour, 2)
+    across = ndimage.binary_opening(tumour, np.ones((_ACROSS_SLICES, 1, 1), bool))  # in runs of that many slices
+    return (thin & across).sum() > tumour.sum() / 2
 
 
 def _alone_along(mask: np.ndarray, axis: int) -> np.ndarray:
