@@ -327,8 +327,30 @@ def test_a_scan_whose_tumour_the_resizing_loses_is_named_in_a_warning_as_the_run
         next(run)
     run.close()
     assert [str(w.message) for w in warned] == [
-        "the tumour marked in P2 is too small or thin to survive the resizing of its slices to the image size, 64 x 64 "
-        "pixels, so its slices train as tumour-free; mark larger regions, or choose a larger image size"]
+        "the tumour marked on 3 slices of P2 is too small or thin to survive the resizing of the slices to the image "
+        "size, 64 x 64 pixels, so they train as tumour-free (the smallest tumour that survived covers 374 pixels of a "
+        "256 x 256 slice); mark larger regions, or choose a larger image size"]
+
+
+@pytest.mark.parametrize("skip_unlabelled", [True, False])
+def test_slices_whose_tumour_the_resizing_loses_are_counted_in_a_warning_beside_slices_that_keep_theirs(
+        sample_patient_dir, tmp_path, skip_unlabelled):
+    """A scan whose tumour survived on some slices trained its other marked slices as tumour-free without a word: only
+    a scan that lost all of its tumour was named."""
+    scan = load_patient(sample_patient_dir)
+    mask = np.zeros(scan.mask.shape, bool)
+    mask[2:4, 100:120, 100:130] = True
+    mask[5, 100:120, 100:125] = True  # 500 voxels: the smallest tumour of a slice that survives at 64 pixels
+    mask[6:8, 120:122, 120:122] = True  # a 2 x 2 voxel dot: a quarter of a pixel at 64 pixels
+    config = TrainConfig(epochs=1, steps_per_epoch=1, val_fraction=0.0, skip_unlabelled=skip_unlabelled, **FAST)
+    run = train_model([replace(scan, name="P1", mask=mask)], config, tmp_path / "m")
+    with pytest.warns(InputWarning) as warned:
+        next(run)
+    run.close()
+    assert [str(w.message) for w in warned] == [
+        "the tumour marked on 2 slices of P1 is too small or thin to survive the resizing of the slices to the image "
+        "size, 64 x 64 pixels, so they train as tumour-free (the smallest tumour that survived covers 500 pixels of a "
+        "256 x 256 slice); mark larger regions, or choose a larger image size"]
 
 
 def _painted(name: str, slices: int) -> Scan:

@@ -509,23 +509,53 @@ def _prepare(scans: list[Scan], config: TrainConfig, preprocess: PreprocessConfi
 
 
 def _check_tumour_left(scans: list[Scan], volumes: dict[str, TrainingVolume], image_size: int) -> None:
-    """Refuse a run whose masks hold no tumour at the model's size, and warn of every scan whose marked tumour the
-    resizing of its slices lost (a pixel of the model's size is tumour where tumour covers over half of it: a few
-    voxels or a one-voxel outline painted on a 512-pixel slice vanish at 64 or 128 pixels). The refusal said "every
-    mask is empty: mark tumour on at least one slice" to a user who had, and a scan whose tumour was lost trained its
-    marked slices as tumour-free without a word."""
-    empty = [name for name, volume in volumes.items() if not volume.mask.any()]
-    lost = [scan.name for scan in scans if scan.name in empty and binarise_mask(scan.mask).any()]
-    too_small = (f"the tumour marked in {few_names(lost)} is too small or thin to survive the resizing of its slices "
-                 f"to the image size, {image_size} x {image_size} pixels")
-    if len(empty) == len(volumes):
-        if lost:
-            raise InputError(f"{too_small}: mark larger regions, or choose a larger image size")
+    """Refuse a run whose masks hold no tumour at the model's size, and warn once of every marked slice whose tumour
+    the resizing lost (a pixel of the model's size is tumour where tumour covers over half of it: a few voxels or a
+    one-voxel outline painted on a 512-pixel slice vanish at 64 or 128 pixels), counting them, naming their scans and
+    the smallest tumour that survived. The refusal said "every mask is empty: mark tumour on at least one slice" to a
+    user who had, and a slice whose tumour was lost trained as tumour-free without a word (a scan's only when it lost
+    all of it)."""
+    marked = {scan.name: _marked_slices(scan, volumes[scan.name]) for scan in scans if scan.name in volumes}
+    lost = {name: int((~slices.survived).sum()) for name, slices in marked.items() if not slices.survived.all()}
+    kept = [(int(area), slices.shape) for slices in marked.values() for area in slices.areas[slices.survived]]
+    too_small = ("too small or thin to survive the resizing of {} slices to the image size, "
+                 f"{image_size} x {image_size} pixels")
+    if not kept and lost:
+        raise InputError(f"the tumour marked in {few_names(list(lost))} is {too_small.format('its')}: mark larger "
+                         "regions, or choose a larger image size")
+    if not kept:
         raise InputError(f"every mask is empty ({few_names(sorted(volumes))}): mark tumour on at least one slice "
                          "(paint it in napari, or give masks that hold some)")
     if lost:
-        warnings.warn(InputWarning(f"{too_small}, so its slices train as tumour-free; mark larger regions, or choose "
-                                   "a larger image size"), stacklevel=1)
+        count = sum(lost.values())
+        smallest, (height, width) = min(kept)
+        warnings.warn(InputWarning(
+            f"the tumour marked on {count} slice{'s' if count > 1 else ''} of {few_names(list(lost))} is "
+            f"{too_small.format('the')}, so {'they train' if count > 1 else 'it trains'} as "
+            f"tumour-free (the smallest tumour that survived covers {smallest} pixels of a {height} x {width} slice); "
+            "mark larger regions, or choose a larger image size"), stacklevel=1)
+
+
+@dataclass
+class _MarkedSlices:
+    """The slices of a scan that hold marked tumour: the tumour's pixels on each, whether any of it survived the
+    resizing to the model's size, and the scan's slice shape (height, width)."""
+
+    areas: np.ndarray
+    survived: np.ndarray
+    shape: tuple[int, int]
+
+
+def _marked_slices(scan: Scan, volume: TrainingVolume) -> _MarkedSlices:
+    """`scan`'s marked slices as `volume` (`prepare_training_volume`) holds them: `volume` holds every slice of the
+    scan, or its marked slices alone when unlabelled slices are skipped (all of them when all are marked, so a
+    volume as long as the scan holds every slice either way)."""
+    mask = binarise_mask(scan.mask)
+    areas = mask.reshape(-1, mask.shape[-2] * mask.shape[-1]).sum(axis=1)
+    survived = volume.mask.reshape(len(volume.mask), -1).any(axis=1)
+    marked = areas > 0
+    return _MarkedSlices(areas[marked], survived[marked] if len(survived) == len(areas) else survived,
+                         mask.shape[-2:])
 
 
 def _validation_variants(val: list[TrainingVolume], variants: tuple[str, ...],
