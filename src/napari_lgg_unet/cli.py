@@ -25,7 +25,7 @@ from .engine.errors import InputError, InputWarning, LggUnetError, few_names
 from .engine.events import EpochEnd, Finished, Prepared, Step
 from .engine.settings import (
     AS_IS, BACKEND_CHOICES, INPUT_VARIANTS, READ_AHEAD, SEGMENT_BATCH_SIZE, SPLITS, AugmentConfig, Setting, TrainConfig,
-    check_variants, comma_names, label_of, settings_of,
+    check_variants, comma_names, flag_of, label_of, settings_of,
 )
 from .engine.validate import check_choice
 
@@ -118,7 +118,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser, declared: dict[str, Sett
     kinds = typing.get_type_hints(TrainConfig)
     for name, setting in declared.items():
         if setting.flag:
-            parser.add_argument(f"--{name.replace('_', '-')}", *setting.aliases,
+            parser.add_argument(flag_of(name), *setting.aliases,
                                 **_flag_options(setting, label_of(name, setting), defaults[name], kinds[name]))
 
 

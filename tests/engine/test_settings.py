@@ -10,7 +10,7 @@ import pytest
 from napari_lgg_unet import cli
 from napari_lgg_unet.engine.dataset import split_patients
 from napari_lgg_unet.engine.errors import InputError
-from napari_lgg_unet.engine.settings import MAY_CHANGE, AugmentConfig, TrainConfig, settings_of
+from napari_lgg_unet.engine.settings import MAY_CHANGE, AugmentConfig, TrainConfig, field_and_flag, settings_of
 
 BASE = ["train", "--data", "d", "--out", "o"]
 
@@ -21,6 +21,14 @@ def _parsed(*flags: str) -> TrainConfig:
 
 def test_a_bare_train_command_line_gives_the_declared_defaults():
     assert _parsed() == TrainConfig()
+
+
+def test_a_message_names_a_setting_by_its_field_for_the_api_and_by_the_flag_the_cli_parses():
+    """The engine's messages reach API callers and CLI users alike: `--stop-after` meant nothing to a script's
+    TrainConfig(stop_after=...), `stop_after` nothing on a command line."""
+    assert field_and_flag("stop_after") == "stop_after (--stop-after)"
+    assert _parsed("--stop-after", "3").stop_after == 3
+    assert field_and_flag("skip_unlabelled") == "skip_unlabelled"  # painted layers only: no flag to name
 
 
 def test_every_setting_except_painted_layer_ones_has_a_flag_named_after_it():

@@ -414,8 +414,8 @@ def test_resuming_a_run_with_no_epoch_left_says_so_as_it_starts(scans, tmp_path)
     with pytest.warns(InputWarning) as warned:
         events = list(train_model(scans, replace(config, resume=True), tmp_path / "m"))
     assert [str(w.message) for w in warned] == [
-        f"{tmp_path / 'm'} has already trained 1 epoch and this run ends after epoch 1: nothing is left to train; give "
-        "a larger --epochs (or --stop-after) to go on"]
+        f"{tmp_path / 'm'} has already trained 1 epoch and this run ends after epoch 1: nothing is left to train; "
+        "raise epochs (--epochs) or stop_after (--stop-after) to go on"]  # the API's fields, the CLI's flags
     assert not [event for event in events if isinstance(event, Step)] and events[-1].best_epoch == 1
     with warnings.catch_warnings():
         warnings.simplefilter("error", InputWarning)

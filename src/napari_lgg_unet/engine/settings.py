@@ -75,6 +75,17 @@ def label_of(name: str, declared: Setting) -> str:
     return declared.label or name.replace("_", " ")
 
 
+def flag_of(name: str) -> str:
+    """The `lgg-unet` flag of the setting `name`: `bce_weight` -> `--bce-weight`."""
+    return "--" + name.replace("_", "-")
+
+
+def field_and_flag(name: str) -> str:
+    """The `TrainConfig` setting `name` as an engine message names it to API callers and CLI users alike, who read
+    the same message: its field and its flag, `stop_after (--stop-after)`; the field alone for one with no flag."""
+    return f"{name} ({flag_of(name)})" if settings_of(TrainConfig)[name].flag else name
+
+
 @functools.cache
 def _types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)

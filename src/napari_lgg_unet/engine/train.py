@@ -49,7 +49,7 @@ from .precision import Precision, autocast, grad_scaler, prepare_batch, prepare_
 from .preprocess import PreprocessConfig, binarise_mask
 from .records import TrainingRecord
 from .run_folder import PATIENTS, RunFolder, RunProgress
-from .settings import AS_IS, TrainConfig
+from .settings import AS_IS, TrainConfig, field_and_flag, flag_of
 from .stopping import Stopped, unless_stopped
 from .variants import normalised_variant
 
@@ -237,20 +237,21 @@ def _claimed(folder: RunFolder, config: TrainConfig, group: Group, scans: list[S
 def _warn_if_all_trained(folder: RunFolder, config: TrainConfig) -> None:
     """Say as a resumed run starts when it has no epoch left to train: `--resume` without a larger `--epochs`
     prepared every scan (minutes for a folder of patients) and ended with the saved run's best model, as if it had
-    trained. Not refused: such a run still rewrites a best model that a kill cut short (`_best_cut_short`)."""
+    trained. Not refused: such a run still rewrites a best model that a kill cut short (`_best_cut_short`). The
+    settings are named as the API and the CLI call them (`field_and_flag`): flags alone meant nothing to a script."""
     done = folder.resume_progress().epochs_done
     if done >= config.last_epoch:
         trained = f"{done} epoch{'s' if done != 1 else ''}"
         warnings.warn(InputWarning(f"{folder.path} has already trained {trained} and this run ends after epoch "
-                                   f"{config.last_epoch}: nothing is left to train; give a larger --epochs (or "
-                                   "--stop-after) to go on"), stacklevel=1)
+                                   f"{config.last_epoch}: nothing is left to train; raise {field_and_flag('epochs')} "
+                                   f"or {field_and_flag('stop_after')} to go on"), stacklevel=1)
 
 
 def _started_as(config: TrainConfig, scans: list[Scan]) -> dict:
     """What every process of a job must share: the settings (as flags; those of speed alone, the loader's workers and
     threads, may suit each node) and each scan's name and shape (what the split and the step count depend on). Not
     the output folder: rank 0 alone writes, and a caller may give each rank its own (a temporary folder each)."""
-    settings = {f"--{name.replace('_', '-')}": value for name, value in config.to_dict().items()
+    settings = {flag_of(name): value for name, value in config.to_dict().items()
                 if name not in ("workers", "threads")}
     return {**settings, "scans": {scan.name: list(scan.image.shape) for scan in scans}}
 
