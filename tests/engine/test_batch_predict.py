@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ import torch
 from napari_lgg_unet.cli import main
 from napari_lgg_unet.engine import batch_predict
 from napari_lgg_unet.engine.atomic import atomic_path
-from napari_lgg_unet.engine.batch_predict import COHORT_TASK, finished_output, segment_cohort
+from napari_lgg_unet.engine.batch_predict import COHORT_TASK, case_mask, segment_cohort
 from napari_lgg_unet.engine.distributed import Group
 from napari_lgg_unet.engine.errors import InputError
 from napari_lgg_unet.engine.model import load_model
@@ -362,7 +363,32 @@ def test_without_skip_existing_a_failing_case_removes_the_masks_of_the_run(tiny_
     assert main(argv) == 2 and "cannot read" in capsys.readouterr().err
     assert not list(out.glob("*_mask.tif"))
     assert main([*argv, "--skip-existing"]) == 2
-    assert [finished_output(out, cohort / name) is not None for name in CASES[:6]] == [True] * 5 + [False]
+    assert [case_mask(out, cohort / name) is not None for name in CASES[:6]] == [True] * 5 + [False]
+
+
+def _nrrd_scans(data: Path, names: Sequence[str], old_masks: Path | None = None) -> None:
+    """NRRD scans `<name>.nrrd` (3 slices of 36x40, 64-bit spacing and origin) in `data`, and in `old_masks` (when
+    given) each one's all-tumour mask as the previous version wrote it: `<name>_mask.nii.gz`, on the scan's grid."""
+    import SimpleITK as sitk
+
+    from napari_lgg_unet.engine.formats import NIFTI
+    from napari_lgg_unet.engine.io import load_scan
+
+    data.mkdir(parents=True, exist_ok=True)
+    for n, name in enumerate(names):
+        scan = sitk.GetImageFromArray(np.random.default_rng(3 + n).integers(0, 500, (3, 36, 40), dtype=np.int16))
+        scan.SetSpacing((0.9, 1.1, 2.0))
+        scan.SetOrigin((-90.5, 12.0, -7.5))
+        sitk.WriteImage(scan, str(data / f"{name}.nrrd"))
+        if old_masks is not None:
+            old_masks.mkdir(exist_ok=True)
+            NIFTI.write_mask(old_masks / f"{name}_mask.nii.gz", np.ones((3, 36, 40), np.uint8),
+                             load_scan(data / f"{name}.nrrd").geometry)
+
+
+def _summary_rows(out: Path) -> dict[str, dict[str, str]]:
+    with open(out / "summary.csv", newline="") as handle:
+        return {row["case"]: row for row in csv.DictReader(handle)}
 
 
 def test_skip_existing_keeps_an_earlier_versions_nifti_mask_of_an_nrrd_scan_and_writes_no_second_mask(
@@ -370,20 +396,8 @@ def test_skip_existing_keeps_an_earlier_versions_nifti_mask_of_an_nrrd_scan_and_
     """The previous version wrote an NRRD scan's mask as `<case>_mask.nii.gz`; --skip-existing looked only for the
     `.nrrd` it now writes, segmented the case again and left a second mask beside the first. The name it is written
     as still decides where that file is there: a `.nrrd` of the user's that does not fit is refused, kept or not."""
-    import SimpleITK as sitk
-
-    from napari_lgg_unet.engine.formats import NIFTI
-    from napari_lgg_unet.engine.io import load_scan
-
-    scan = sitk.GetImageFromArray(np.random.default_rng(3).integers(0, 500, (3, 36, 40), dtype=np.int16))
-    scan.SetSpacing((0.9, 1.1, 2.0))
-    scan.SetOrigin((-90.5, 12.0, -7.5))
-    (tmp_path / "data").mkdir()
-    sitk.WriteImage(scan, str(tmp_path / "data" / "scan.nrrd"))
     out = tmp_path / "masks"
-    out.mkdir()
-    NIFTI.write_mask(out / "scan_mask.nii.gz", np.ones((3, 36, 40), np.uint8),
-                     load_scan(tmp_path / "data" / "scan.nrrd").geometry)  # as the previous version wrote it
+    _nrrd_scans(tmp_path / "data", ["scan"], out)
     (out / "summary.csv").write_text("case,slices,tumour_voxels,tumour_mm3,seconds\nscan,3,4320,8553.6,1.0\n")
     before = (out / "scan_mask.nii.gz").stat()
     argv = ["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "data"), "--output", str(out),
@@ -397,6 +411,87 @@ def test_skip_existing_keeps_an_earlier_versions_nifti_mask_of_an_nrrd_scan_and_
     assert main(argv) == 2
     assert "holds scan_mask.nrrd, not masks that fit their cases' scans" in capsys.readouterr().err
     assert (out / "scan_mask.nrrd").read_text() == "my own mask"
+
+
+def test_overwrite_over_an_earlier_versions_nifti_mask_of_an_nrrd_scan_replaces_that_file_and_writes_no_second(
+        tiny_model_dir, tmp_path):
+    """--overwrite over the previous version's folder wrote `scan_mask.nrrd` beside its `scan_mask.nii.gz`: two
+    masks of one case, the old one stale, and the one a user opened may have been either. The case's mask is
+    rewritten where it is, in its own format, as the previous version wrote it; nothing is removed."""
+    import nibabel as nib
+
+    from napari_lgg_unet.engine.formats import read_volume
+    from napari_lgg_unet.engine.io import load_scan
+    from napari_lgg_unet.engine.volumes import same_grid
+
+    out = tmp_path / "masks"
+    _nrrd_scans(tmp_path / "data", ["scan"], out)
+    before = (out / "scan_mask.nii.gz").stat()
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "data"), "--output", str(out),
+            "--device", "cpu", "--overwrite"]
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, "scan_mask.nii.gz", "summary.csv"]
+    mask = nib.load(out / "scan_mask.nii.gz")
+    assert (out / "scan_mask.nii.gz").stat().st_mtime_ns != before.st_mtime_ns
+    scan = load_scan(tmp_path / "data" / "scan.nrrd")
+    assert same_grid(read_volume(out / "scan_mask.nii.gz").geometry, scan.geometry)
+    assert _summary_rows(out)["scan"]["tumour_voxels"] == str(np.count_nonzero(np.asanyarray(mask.dataobj)))
+
+
+def test_skip_existing_refuses_an_earlier_format_mask_that_does_not_fit_instead_of_writing_a_second_beside_it(
+        tiny_model_dir, tmp_path, capsys):
+    """The case's mask in another volume format is its mask for --skip-existing as for the refusal: one that does not
+    fit its scan was left, and the case segmented into a second mask beside it, two masks of one case."""
+    out = tmp_path / "masks"
+    _nrrd_scans(tmp_path / "data", ["scan"])
+    out.mkdir()
+    (out / "scan_mask.nii.gz").write_text("my own notes")
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "data"), "--output", str(out),
+            "--device", "cpu"]
+    assert main(argv) == 2
+    assert "already holds scan_mask.nii.gz, which this run would write" in capsys.readouterr().err
+    assert main([*argv, "--skip-existing"]) == 2
+    assert f"{out} holds scan_mask.nii.gz, not masks that fit their cases' scans" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["scan_mask.nii.gz"]
+    assert (out / "scan_mask.nii.gz").read_text() == "my own notes"
+
+
+def test_a_file_of_a_format_no_mask_of_its_case_takes_is_not_its_mask_for_any_choice(tiny_model_dir, cohort, tmp_path):
+    """Any `<case>_mask.*` refused the run as a file it "would write", though --skip-existing ignored it and wrote the
+    case's mask beside it: a `.png` or a `.nii.gz.bak` is no mask lgg-unet writes or reads back, and a TIFF case has
+    no volume mask. They are the user's files, of other names: never named, never touched."""
+    out = tmp_path / "masks"
+    out.mkdir()
+    foreign = {f"{CASES[0]}_mask.png": "a picture", f"{CASES[1]}_mask.tif.bak": "a backup",
+               f"{CASES[2]}_mask.nii.gz": "a volume"}
+    for name, text in foreign.items():
+        (out / name).write_text(text)
+    cases, model = [cohort / name for name in CASES[:3]], load_model(tiny_model_dir)
+    for existing in ("refuse", "skip", "overwrite"):
+        assert len(list(segment_cohort(model, cases, out, SegmentOptions(), existing=existing))) == 3
+        assert {name: (out / name).read_text() for name in foreign} == foreign
+        assert sorted(p.name for p in out.glob("*_mask.tif")) == [f"{name}_mask.tif" for name in CASES[:3]]
+        assert all(_summary_rows(out)[name]["tumour_voxels"] for name in CASES[:3])
+
+
+def test_a_tiff_cases_mask_saved_as_tiff_is_its_mask_for_every_choice(tiny_model_dir, cohort, tmp_path, capsys):
+    """`<case>_mask.tiff` is a mask of a TIFF case as much as `.tif`: it refused a run, yet --skip-existing wrote a
+    `.tif` beside it, and so did --overwrite, two masks of one case. It is kept where it fits, and replaced where it
+    is (a TIFF again) with --overwrite."""
+    out = tmp_path / "masks"
+    out.mkdir()
+    mask = out / f"{CASES[0]}_mask.tiff"
+    tifffile.imwrite(mask, np.full((3, 48, 48), 255, np.uint8), photometric="minisblack")
+    cases, model = [cohort / name for name in CASES[:2]], load_model(tiny_model_dir)
+    with pytest.raises(InputError, match=f"already holds {CASES[0]}_mask.tiff, which this run would write"):
+        next(segment_cohort(model, cases, out, SegmentOptions()))
+    assert list(segment_cohort(model, cases, out, SegmentOptions(), existing="skip"))[0] is None
+    assert sorted(p.name for p in out.glob("*_mask.*")) == [mask.name, f"{CASES[1]}_mask.tif"]
+    assert np.count_nonzero(tifffile.imread(mask)) == 3 * 48 * 48 and list(_summary_rows(out)) == CASES[:2]
+    summaries = list(segment_cohort(model, cases, out, SegmentOptions(), existing="overwrite"))
+    assert sorted(p.name for p in out.glob("*_mask.*")) == [mask.name, f"{CASES[1]}_mask.tif"]
+    assert np.count_nonzero(tifffile.imread(mask)) == summaries[0].tumour_voxels
+    assert _summary_rows(out)[CASES[0]]["tumour_voxels"] == str(summaries[0].tumour_voxels)
 
 
 def test_under_torchrun_a_case_failing_on_rank_0_leaves_no_mask_of_the_others_nor_their_folder(
@@ -682,3 +777,44 @@ def test_overwrite_in_a_sticky_folder_asks_about_the_mask_it_writes_not_another_
     with pytest.raises(InputError, match=f"^{re.escape(refusal)}"):
         next(segment_cohort(load_model(tiny_model_dir), cases, out, SegmentOptions(), existing="overwrite"))
     assert other_format.read_text() == "their NIfTI mask" and theirs.read_text() == "their TIFF mask"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="file owners and sticky folders are POSIX's")
+def test_overwrite_in_a_sticky_folder_asks_about_an_earlier_versions_mask_it_would_replace(tiny_model_dir, tmp_path,
+                                                                                           monkeypatch):
+    """--overwrite replaces an NRRD scan's `.nii.gz` mask where it is, so that file, a colleague's, is refused before
+    any scan is read; the `.nrrd` the run would otherwise write was asked about instead."""
+    import pwd
+
+    out = tmp_path / "masks"
+    _nrrd_scans(tmp_path / "data", ["scan"], out)
+    os.chmod(out, 0o1777)
+    theirs = out / "scan_mask.nii.gz"
+    monkeypatch.setattr(batch_predict, "loaded_scans", lambda *_: pytest.fail("a scan was read"))
+    monkeypatch.setattr(os, "geteuid", lambda: theirs.stat().st_uid + 1)
+    refusal = (f"cannot write {theirs}: it belongs to {pwd.getpwuid(theirs.stat().st_uid).pw_name}, and {out} is a "
+               "shared folder (sticky bit) where only a file's owner may replace it")
+    with pytest.raises(InputError, match=f"^{re.escape(refusal)}"):
+        next(segment_cohort(load_model(tiny_model_dir), [tmp_path / "data" / "scan.nrrd"], out, SegmentOptions(),
+                            existing="overwrite"))
+    assert sorted(p.name for p in out.iterdir()) == [theirs.name]
+
+
+def test_under_torchrun_overwrite_replaces_each_earlier_versions_mask_where_it_is_and_summarises_it(
+        tiny_model_dir, tmp_path):
+    """Each rank rewrites its share's `.nii.gz` masks of NRRD scans in place, and rank 0's summary finds each of them,
+    rank 1's too, with its row."""
+    import nibabel as nib
+
+    out, names = tmp_path / "masks", ["a", "b", "c"]
+    _nrrd_scans(tmp_path / "data", names, out)
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "data"), "--output", str(out),
+            "--device", "cpu", "--overwrite"]
+    torch.multiprocessing.spawn(_predict_as_rank, args=(free_port(), argv, str(tmp_path / "log")), nprocs=2)
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, *(f"{name}_mask.nii.gz" for name in names),
+                                                     "summary.csv"]
+    rows = _summary_rows(out)
+    assert list(rows) == names
+    for name in names:
+        voxels = np.count_nonzero(np.asanyarray(nib.load(out / f"{name}_mask.nii.gz").dataobj))
+        assert rows[name]["tumour_voxels"] == str(voxels) and rows[name]["seconds"] != ""

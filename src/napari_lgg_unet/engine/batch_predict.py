@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import glob
 import io
 import math
 import os
@@ -32,7 +31,7 @@ from .cohort import check_same_cases, loaded_scans, segment_scan
 from .distributed import Group
 from .errors import InputError, few_names
 from .formats import FORMATS, file_format, scan_name
-from .io import Scan, ScanSource, mask_file_name, read_tiff, source_mask_name, write_mask
+from .io import Scan, ScanSource, read_tiff, source_mask_name, write_mask
 from .outputs import check_output, check_unique_names
 from .preprocess import spatial_shape
 from .model import LoadedModel
@@ -58,13 +57,35 @@ class CaseSummary:
     seconds: float
 
 
-def finished_output(out_dir: Path, case: ScanSource, links: bool = False) -> Path | None:
-    """The finished mask of `case` in `out_dir`: the file a run writes it as (`source_mask_name`) where it is there,
-    else its first `<case>_mask.*` of another format by name (an earlier version's: it wrote an NRRD scan's mask as
-    `.nii.gz`, and --skip-existing keeps such a mask where it fits). A killed writer's temp files are hidden. `links`:
-    a link whose target is missing counts too (the user's link to a mask on a drive not plugged in)."""
-    named = [out_dir / source_mask_name(case), *sorted(out_dir.glob(f"{glob.escape(scan_name(case))}_mask.*"))]
-    return next((p for p in named if p.is_file() or (links and p.is_symlink())), None)
+def case_mask(out_dir: Path, case: ScanSource) -> Path | None:
+    """The file in `out_dir` that is `case`'s mask, the one rule of every part of a cohort run: the refusal names it,
+    --skip-existing keeps it where it fits the scan and refuses it where not, --overwrite replaces it where it is
+    (`mask_target`), the summary describes it. It is the file a run writes the mask as (`source_mask_name`) where
+    that is there, else the first of the case's other mask names (`_mask_names`): an earlier version wrote an NRRD or
+    MHA scan's mask as `.nii.gz`. A link counts whether or not its target is there (the user's link to a mask on a
+    drive not plugged in); a killed writer's temp files are hidden."""
+    return next((path for path in _mask_names(out_dir / source_mask_name(case)) if os.path.lexists(path)), None)
+
+
+def mask_target(out_dir: Path, case: ScanSource) -> Path:
+    """The file a run writes `case`'s mask to: its mask already in `out_dir` (`case_mask`), in that file's format, so
+    a run adds no second mask of a case (a rerun with --overwrite over an earlier version's `.nii.gz` of an NRRD scan
+    left it, stale, beside the new `.nrrd`), else the name a run gives it. Decided from the folder as it
+    was before the run, so every process of a job names a case's mask alike: only one writes it."""
+    return case_mask(out_dir, case) or out_dir / source_mask_name(case)
+
+
+def _mask_names(target: Path) -> list[Path]:
+    """`target`, a case's mask as a run names it, then its name with every other suffix a mask of that case can be
+    written as: the volume formats' (`.nii.gz`, `.nii`, `.nrrd`, `.mha`) for a volume's, which keep its geometry, and
+    TIFF's (`.tif`, `.tiff`) for a TIFF's or Kaggle patient's. Any other `<case>_mask.*` is no mask of the case: a
+    `.png` or `.nii.gz.bak` is nothing lgg-unet writes or reads back as a mask, a volume's TIFF would have lost its
+    geometry and a TIFF case has none to keep; such a file is the user's own, and a run neither names nor touches it."""
+    kind = file_format(target)
+    stem = target.name[: -len(kind.suffix_of(target))]
+    names = (target.with_name(stem + suffix)
+             for other in FORMATS if other.is_volume == kind.is_volume for suffix in other.mask_suffixes)
+    return [target, *(path for path in names if path != target)]
 
 
 def segment_cohort(
@@ -80,8 +101,9 @@ def segment_cohort(
     one), so a half-done cohort is not mistaken for a finished one; masks it replaced (`"overwrite"`) stay, new, with
     their rows. With `"skip"`, a case whose mask loads and lies on its scan's grid is not segmented again, a file of
     its mask's name that does not is refused before any case is segmented (`_kept_masks`), and finished masks stay
-    when a later case fails. A case without a file of its mask's name whose mask of another volume format fits is kept
-    too: a rerun over an earlier version's folder (NRRD scans' masks written as `.nii.gz`) writes no second mask.
+    when a later case fails. A case's mask is the file `case_mask` finds, of its name or another format of its
+    case's: a rerun over an earlier version's folder (NRRD scans' masks written as `.nii.gz`) keeps it where it fits,
+    and `"overwrite"` replaces it where it is (`mask_target`), writing no second mask of a case.
     """
     with claimed_output(out_dir, cases, group, existing) as claimed:
         yield from claimed.segment(model, options, read_ahead)
@@ -199,7 +221,7 @@ def _segment_share(
                     yield None
                     continue
                 scan = next(scans)
-                target = out_dir / mask_file_name(scan)
+                target = mask_target(out_dir, share[n])
                 done = segment_scan(model, scan, options)
                 summary = _summarise(done.scan, done.result.mask, done.seconds)
                 row: list[object] = list(asdict(summary).values())
@@ -259,9 +281,9 @@ def _check_replaceable(out_dir: Path, cases: Sequence[ScanSource], existing: Exi
     keeps them for another user: the summary files rank 0 writes once every case is done (`write_summary`), a
     colleague's summary.csv or a journal one of their runs' ranks left, and with `existing="overwrite"` the cases'
     masks. Refused only when written, they cost the whole cohort's segmentation, or each mask that case's. The masks
-    asked about are the files the run writes (`source_mask_name`): a colleague's mask of a case in another format
+    asked about are the files the run writes (`mask_target`): a colleague's file of a name no mask of the case takes
     stays, and is no reason to refuse."""
-    masks = [out_dir / source_mask_name(case) for case in cases] if existing == "overwrite" else []
+    masks = [mask_target(out_dir, case) for case in cases] if existing == "overwrite" else []
     for path in dict.fromkeys([*_summary_files(out_dir), *masks]):
         check_replaceable(path)
 
@@ -280,13 +302,13 @@ def _check_existing(out_dir: Path, cases: Sequence[ScanSource], existing: Existi
 
 
 def existing_outputs(out_dir: Path, cases: Sequence[ScanSource]) -> list[Path]:
-    """The files already in `out_dir` that a run of `cases` would write or keep: a `<case>_mask.*` of one of them (the
-    name it is written as, `source_mask_name`, else any other format: --skip-existing keeps an earlier version's mask
-    of another format that fits, and a user's own mask of the case is theirs whatever its format) and `summary.csv`,
-    links whose target is missing included: the run would replace them too. Other files are not ours."""
+    """The files already in `out_dir` that a run of `cases` would write or keep: each case's mask (`case_mask`: of the
+    name it is written as, else of another format its mask can take, a user's own mask of the case whatever its
+    format) and `summary.csv`, links whose target is missing included: the run would replace them too. Other files
+    are not ours."""
     if not out_dir.is_dir():
         return []
-    masks = [finished_output(out_dir, case, links=True) for case in cases]
+    masks = [case_mask(out_dir, case) for case in cases]
     summary = out_dir / SUMMARY_FILE
     return [p for p in masks if p is not None] + ([summary] if os.path.lexists(summary) else [])
 
@@ -333,7 +355,7 @@ def _kept_masks(out_dir: Path, cases: Sequence[ScanSource], group: Group, read_a
     with group.own_failures():  # a scan of this process's share that cannot be read: its own to say
         fits = _fits_of_share(out_dir, group.share(cases), read_ahead)
     verdicts = group.gather([[fit] for fit in fits], len(cases), 1)
-    misfits = [source_mask_name(case) for case, (fit,) in zip(cases, verdicts) if fit == _MISFIT]
+    misfits = [mask_target(out_dir, case).name for case, (fit,) in zip(cases, verdicts) if fit == _MISFIT]
     if misfits:
         raise InputError(f"{out_dir} holds {few_names(misfits, shown=2)}, not masks that fit their cases' scans "
                          "(another grid or size, or not readable as a mask): they may be your own, and --skip-existing "
@@ -342,31 +364,15 @@ def _kept_masks(out_dir: Path, cases: Sequence[ScanSource], group: Group, read_a
 
 
 def _fits_of_share(out_dir: Path, share: Sequence[ScanSource], read_ahead: int) -> list[float]:
-    """Whether each case of `share` has a mask in `out_dir` and whether it fits its scan, read only for those that
-    have one: the file it is written as (`source_mask_name`) decides where it is there, a misfit refused; else one of
-    its other volume formats that fits (`_other_formats`) is kept, and none that fits leaves the case to segment."""
-    targets = [out_dir / source_mask_name(case) for case in share]
-    others = [_other_formats(target) for target in targets]
-    held = [n for n, target in enumerate(targets) if os.path.lexists(target) or others[n]]
+    """Whether each case of `share` has a mask in `out_dir` (`case_mask`) and whether it fits its scan, read only for
+    those that have one: a mask that fits is kept, one that does not is refused, whatever its format (the run would
+    replace it: `mask_target`), and a case without one is segmented."""
+    masks = [case_mask(out_dir, case) for case in share]
+    held = [n for n, mask in enumerate(masks) if mask is not None]
     fits = [_NO_MASK] * len(share)
     for n, scan in zip(held, loaded_scans([share[n] for n in held], False, read_ahead)):
-        if os.path.lexists(targets[n]):
-            fits[n] = _FITS if mask_fits(targets[n], scan) else _MISFIT
-        elif any(mask_fits(other, scan) for other in others[n]):
-            fits[n] = _FITS
+        fits[n] = _FITS if mask_fits(masks[n], scan) else _MISFIT
     return fits
-
-
-def _other_formats(target: Path) -> list[Path]:
-    """The files beside a volume's mask `target` that hold its case's mask in another volume format (none for a
-    TIFF's): an earlier version wrote every volume's mask as NIfTI, an NRRD scan's too, and a rerun over its folder
-    keeps those that fit instead of writing a second mask beside each."""
-    found = file_format(target)
-    if found is None or not found.is_volume:
-        return []
-    stem = target.name[: -len(found.suffix_of(target))]
-    named = (target.with_name(stem + suffix) for kind in FORMATS if kind.is_volume for suffix in kind.mask_suffixes)
-    return [path for path in named if path != target and path.is_file()]
 
 
 def mask_fits(path: Path, scan: Scan) -> bool:
@@ -443,8 +449,8 @@ def write_summary(out_dir: Path, cases: Sequence[ScanSource], group: Group = Gro
     writer = csv.writer(buffer)
     writer.writerow(CaseSummary.__dataclass_fields__)
     for case in cases:
-        name, mask = scan_name(case), finished_output(out_dir, case)
-        if mask:
+        name, mask = scan_name(case), case_mask(out_dir, case)
+        if mask and mask.is_file():  # not a link to a missing file: it has no figures to describe
             writer.writerow(_row_for_mask(mask, attempts.get(name, []), name))
     summary = out_dir / SUMMARY_FILE
     write_text_atomic(summary, buffer.getvalue())
