@@ -443,3 +443,17 @@ def test_a_stop_asked_while_a_session_first_times_auto_precision_ends_that_timin
     with pytest.raises(Stopped):
         _session(_scan(), probability=np.zeros((6, 32, 32), np.float32), stop=lambda: bool(timed))
     assert len(timed) == 1 and precision._CHOSEN == {} and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("steps_done", [0, 1, 2])  # stopped before the automatic mask, the first click, the second
+def test_a_stop_asked_while_a_new_clean_up_replays_the_clicks_ends_it_and_leaves_the_session_as_it_was(steps_done):
+    """A new clean-up replays every click (one labelling of the scan each: minutes for many clicks on a 155-slice
+    scan); closing the dock or a new segmentation meanwhile waited for all of it. A stop now ends it before the next
+    click, and nothing of the half-done replay reaches the session."""
+    session, twin = _clicked_twice(), _clicked_twice()
+    asked = []
+    with pytest.raises(Stopped):
+        session.set_postprocess(PostprocessConfig(min_size=1000),
+                                stop=lambda: asked.append(1) or len(asked) > steps_done)
+    assert len(asked) == steps_done + 1
+    _assert_same_session(session, twin)

@@ -3,6 +3,7 @@ in a worker, can be undone one by one and survive a threshold change; the user's
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import replace
 
@@ -727,4 +728,57 @@ def test_after_a_click_the_rows_are_those_of_the_painted_layer_without_waiting_f
     labels, count = label_pieces(tumour.data)
     assert len(widget.review_list.rows) == count
     assert any(piece.voxels == blob.sum() for piece in widget.review_list.rows)
+    assert notes["error"] == []
+
+
+def _held_replay(monkeypatch) -> tuple[list[int], threading.Event, threading.Event]:
+    """The engine's labelling patched: a new clean-up's replay waits at its first labelling (the automatic mask)
+    until released; returns the replayed clicks' labellings (the calls that judge a click), `started` and
+    `release`."""
+    from napari_lgg_unet.engine import corrections
+
+    judged, started, release, real = [], threading.Event(), threading.Event(), corrections.kept_labels
+
+    def kept_labels(probability, config, **click_rules):
+        if click_rules:
+            judged.append(1)
+        elif config.threshold == 0.7 and not started.is_set():
+            started.set()
+            release.wait(60)
+        return real(probability, config, **click_rules)
+
+    monkeypatch.setattr(corrections, "kept_labels", kept_labels)
+    return judged, started, release
+
+
+def _close_dock(viewer, widget, qtbot) -> None:
+    viewer.window.remove_dock_widget(widget.native)  # what the dock's close button does
+
+
+def _segment_again(viewer, widget, qtbot) -> None:
+    widget.segment_button.clicked()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+
+
+@pytest.mark.parametrize("interrupt", [_close_dock, _segment_again])
+def test_closing_the_dock_or_segmenting_again_during_a_clean_up_s_replay_of_the_clicks_ends_it_at_the_next_click(
+        viewer, qtbot, notes, tiny_click_model, monkeypatch, interrupt):
+    """A new clean-up replays every click (minutes for many clicks on a 155-slice scan), and closing the dock or a new
+    segmentation waited for all of it: the new session was built only then. Now the replay ends before its next click
+    and shows nothing of itself."""
+    widget = _segmented(viewer, qtbot, notes, tiny_click_model)
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    _click(widget, qtbot, (1, 60, 60), positive=True)
+    _click(widget, qtbot, (2, 100, 100), positive=False)
+    tumour = widget.prediction_layer()
+    corrected = np.array(tumour.data, copy=True)
+    judged, started, release = _held_replay(monkeypatch)
+    widget.cleanup.threshold.value = 0.7
+    qtbot.waitUntil(started.is_set, timeout=60_000)
+    interrupt(viewer, widget, qtbot)
+    release.set()
+    qtbot.waitUntil(lambda: not widget.corrections.job.running, timeout=60_000)
+    settle(qtbot, widget)
+    assert judged == []  # no click was replayed after the stop
+    np.testing.assert_array_equal(tumour.data, corrected)  # the corrected mask, now the user's or the dock's last
     assert notes["error"] == []

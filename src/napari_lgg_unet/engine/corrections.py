@@ -42,7 +42,7 @@ from .postprocess import PostprocessConfig, kept_labels
 from .precision import Precision
 from .predict import ScanInput, SegmentOptions, check_run, forward_probability
 from .preprocess import MAX_IMAGE_SIZE, restore_size, to_model_point, to_model_size
-from .stopping import Stopped
+from .stopping import Stopped, check_stop, unless_stopped
 from .validate import check_float, check_int
 
 WINDOW = 128  # network pixels around a click that a click recomputes (a multiple of 32, the U-Net's stride)
@@ -132,15 +132,17 @@ class CorrectionSession:
     def postprocess(self) -> PostprocessConfig:
         return self.options.postprocess_for(self._scan.model)
 
-    def set_postprocess(self, config: PostprocessConfig) -> np.ndarray:
+    def set_postprocess(self, config: PostprocessConfig, *, stop: Callable[[], bool] | None = None) -> np.ndarray:
         """Another threshold or clean-up for the same probabilities (the clicks stay); returns the new mask, the one
         the same clicks would have given under it (one labelling per click: the history is replayed). A clean-up
         that fails midway (out of memory, an interrupt) leaves the session as it was: the replay is made aside and
-        replaces the options, undo steps and mask only once it is complete."""
+        replaces the options, undo steps and mask only once it is complete. `stop` (None: nothing can ask) is asked
+        before each labelling of the replay (minutes for many clicks on a large scan): asked to stop, the replay ends
+        there (`stopping.Stopped`) and the session is as it was, its old clean-up included."""
         if not isinstance(config, PostprocessConfig):
             raise InputError(f"a clean-up must be a PostprocessConfig, not {type(config).__name__}")
         if config != self.postprocess:
-            undo, shown, probability = self._replayed(config)
+            undo, shown, probability = self._replayed(config, stop)
             self.options, self._undo, self.probability = replace(self.options, postprocess=config), undo, probability
             self._show(shown)
         return self.mask
@@ -247,18 +249,21 @@ class CorrectionSession:
         self.piece_labels, self.piece_count, self.mask = shown.piece_labels, shown.piece_count, shown.mask
         self._pieces: list[Piece] | None = None
 
-    def _replayed(self, config: PostprocessConfig) -> tuple[list[_Undo], _Shown, np.ndarray]:
+    def _replayed(self, config: PostprocessConfig,
+                  stop: Callable[[], bool] | None) -> tuple[list[_Undo], _Shown, np.ndarray]:
         """The history again under the clean-up `config`, made aside (the session is not touched): back from the
         newest click to the automatic probabilities (each step keeps what its slices held before), then forward,
         each click's network answer applied again and judged as the click was. A refused click's disc (`_honour`)
         is judged at the new threshold: kept as it was, a "tumour" click the network had followed at 0.5 held no
         tumour at 0.9, and one refused at 0.9 kept its forced disc at 0.5. Returns the undo steps of this history
-        (so undo stays exact), the mask after the last click and the probabilities."""
+        (so undo stays exact), the mask after the last click and the probabilities; `Stopped` where `stop` says to
+        stop before one of its labellings."""
         probability = self.probability.copy()
         for step in reversed(self._undo):
             probability[step.slices] = step.probability
+        check_stop(stop)
         shown, undo = _Shown.of(self._judged(probability, [], config, None)), []
-        for k, (step, click) in enumerate(zip(self._undo, self.clicks), start=1):
+        for k, (step, click) in enumerate(unless_stopped(zip(self._undo, self.clicks), stop), start=1):
             before = probability[step.slices].copy()
             undo.append(replace(step, probability=before, mask=np.packbits(shown.mask)))
             probability[step.slices] = step.answer.applied(before, click.positive)

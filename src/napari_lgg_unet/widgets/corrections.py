@@ -98,8 +98,13 @@ def session_cleanup_job(session: CorrectionSession, config: PostprocessConfig,
                         view: Callable[[CorrectionSession], LayerResult],
                         *, stop: Callable[[], bool]) -> Iterator[LayerResult]:
     """Another clean-up for the session, its clicks replayed (one labelling of the scan per click: seconds on a 1 mm
-    scan, so never on the viewer's thread); yields the result as `view` shows it."""
-    session.set_postprocess(config)
+    scan, so never on the viewer's thread); yields the result as `view` shows it. A stop (the dock closed, a new
+    segmentation shown, the segmented image deleted) ends the replay before its next click, with nothing to show: the
+    session keeps its old clean-up, and no error is shown."""
+    try:
+        session.set_postprocess(config, stop=stop)
+    except Stopped:
+        return
     yield view(session)
 
 
@@ -165,7 +170,9 @@ class ClickCorrections:
         return True
 
     def reset(self, target: CorrectionTarget | None) -> None:
-        """A new segmentation (or none): earlier clicks belonged to the old one."""
+        """A new segmentation (or none): earlier clicks belonged to the old one. The job still running for the old
+        session is asked to stop: a clean-up replaying many clicks held off the new session for minutes."""
+        self.job.stop()
         self.target, self.session, self._queue, self._step = target, None, [], None
         self._running, self._undo_running = None, False  # a click still computed belongs to the old session
         self.postprocess = None  # the new segmentation's own clean-up, until the widget says otherwise
