@@ -782,3 +782,55 @@ def test_closing_the_dock_or_segmenting_again_during_a_clean_up_s_replay_of_the_
     assert judged == []  # no click was replayed after the stop
     np.testing.assert_array_equal(tumour.data, corrected)  # the corrected mask, now the user's or the dock's last
     assert notes["error"] == []
+
+_USERS = np.zeros((24, 128, 128), np.uint8)  # a user's mask of another shape than the segmented scan's
+_USERS[5, 10:20, 10:20] = 1
+
+
+def _replace_tumour_data(widget, qtbot, action: str) -> None:
+    """The tumour layer given data of another shape (a script, another plugin's crop), then `action`."""
+    if action == "undo":
+        _click(widget, qtbot, (12, 100, 100), positive=False)
+    widget.prediction_layer().data = _USERS
+    if action == "click":
+        _click(widget, qtbot, (12, 100, 100), positive=False)
+    elif action == "undo":
+        widget.corrections.undo()
+    elif action == "threshold":
+        widget.cleanup.threshold.value = 0.6
+    else:
+        widget.review_list.keep_box(0).setCheckState(Qt.Unchecked)
+    settle(qtbot, widget)
+
+
+
+@pytest.mark.parametrize("action", ["click", "undo", "threshold", "remove a piece"])
+def test_tumour_data_of_another_shape_is_the_user_s_and_a_click_undo_threshold_or_removal_leaves_it(
+        viewer, qtbot, notes, action):
+    """A tumour layer given data of another shape has no painting the widget can lay over a mask (only data of the
+    segmented shape has), and the next click, undo, threshold or piece removed set the layer to the mask: the user's
+    data was thrown away without a word. It is the user's now, and the mask goes to a new layer."""
+    widget = _segmented(viewer, qtbot, notes, "default")
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    tumour = widget.prediction_layer()
+    _replace_tumour_data(widget, qtbot, action)
+    np.testing.assert_array_equal(tumour.data, _USERS)
+    assert tumour.name == "TCGA_CS_6665_20010817 tumour (edited)" and owned_layer(viewer, widget._source,
+                                                                                   "tumour") is not tumour
+    assert widget.prediction_layer().data.shape == (24, 256, 256)
+    assert notes["info"][-1] == ("'TCGA_CS_6665_20010817 tumour (edited)' was given data of another shape, which "
+                                 "stays as it is and is yours now; the mask is in a new layer")
+    assert notes["error"] == []
+
+
+def test_an_unchanged_tumour_layer_takes_a_new_segmentation_of_another_shape(viewer, qtbot, notes):
+    """Only the user's data of another shape is kept apart: a tumour layer nobody changed takes the segmentation of
+    its image given data of another shape, as it takes any new segmentation."""
+    widget = _segmented(viewer, qtbot, notes, "default")
+    tumour = widget.prediction_layer()
+    widget._source.data = np.ascontiguousarray(widget._source.data[:, ::2, ::2])
+    widget.segment_button.clicked()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    settle(qtbot, widget)
+    assert widget.prediction_layer() is tumour and tumour.data.shape == (24, 128, 128)
+    assert notes["info"] == [] and notes["error"] == []

@@ -433,13 +433,26 @@ class SegmentWidget(Container):
     def _show_kept(self, kept: np.ndarray) -> None:
         """The review's mask `kept` into the tumour layer, the user's painting over it (`Painting.shown`), and its
         pieces into the review list."""
-        layer = owned_layer(self.viewer, self._source, "tumour")
         shown = self._with_painting(kept)
+        layer = self._tumour_to_set(shown.shape)
         if layer is not None and self._painting is not None:
             self._mark_user_changes(layer)
         put_owned_layer(self.viewer, self._source, "tumour", shown)
         self._settle(shown)
         self._show_rows()
+
+    def _tumour_to_set(self, shape: tuple[int, ...]) -> Labels | None:
+        """The tumour layer to set to a mask of `shape`; None when there is none. One the user gave data of another
+        shape (a script, another plugin's crop or resampling) holds no painting the widget can lay over a mask, and
+        setting it threw the user's data away without a word at the next click, undo, threshold or piece removed: it
+        is the user's now (`hand_over`), and the mask goes to a new layer. A layer the user did not change is set to
+        a new segmentation of another shape (its image was given data of another shape and segmented again)."""
+        layer = self.prediction_layer()
+        if layer is None or np.shape(layer.data) == tuple(shape) or not edited(layer):
+            return layer
+        notify.show_info(f"'{hand_over(layer)}' was given data of another shape, which stays as it is and is yours "
+                         "now; the mask is in a new layer")
+        return None
 
     def _settle(self, shown: np.ndarray) -> None:
         """The tumour layer was just set to `shown` (`layers.set_owned_data`, which empties napari's undo history):
@@ -537,7 +550,8 @@ class SegmentWidget(Container):
         if self._painting is not None:  # painted into before the box was ticked: the box has the last word
             self._painting.drop_fresh(self._review.piece_voxels(index))
         shown = self._with_painting((self._review.restore if keep else self._review.remove)(index))
-        set_owned_data(layer, shown)
+        self._tumour_to_set(shown.shape)
+        layer = put_owned_layer(self.viewer, self._source, "tumour", shown)
         self._settle(shown)
         self._mark_user_changes(layer)
         self.update_readouts()
