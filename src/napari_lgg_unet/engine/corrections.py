@@ -99,7 +99,8 @@ class CorrectionSession:
     review list; None (a TIFF, an array without geometry): `size` is None and the pieces measure in voxels only.
     `stop` (None: nothing can ask) is asked between the timed passes of the first 'auto' precision choice on a machine
     (`precision.choose`, seconds) and between the batches of the first segmentation; asked to stop, the session is
-    not made (`stopping.Stopped`): the Segment widget builds it in a worker that closing its dock stops.
+    not made (`stopping.Stopped`): the Segment widget builds it in a worker that closing its dock stops. A new
+    clean-up's replay of the clicks takes a stop of its own (`set_postprocess`).
     """
 
     def __init__(self, model: LoadedModel, image: np.ndarray, options: SegmentOptions | None = None, *,
