@@ -367,8 +367,9 @@ def test_without_skip_existing_a_failing_case_removes_the_masks_of_the_run(tiny_
 
 
 def _nrrd_scans(data: Path, names: Sequence[str], old_masks: Path | None = None) -> None:
-    """NRRD scans `<name>.nrrd` (3 slices of 36x40, 64-bit spacing and origin) in `data`, and in `old_masks` (when
-    given) each one's all-tumour mask as the previous version wrote it: `<name>_mask.nii.gz`, on the scan's grid."""
+    """NRRD scans `<name>.nrrd` (3 slices of 36x40, 64-bit spacing and origin that 32 bits do not hold, as a
+    scanner's) in `data`, and in `old_masks` (when given) each one's all-tumour mask as the previous version wrote it:
+    `<name>_mask.nii.gz`, on the scan's grid as far as NIfTI-1 holds it."""
     import SimpleITK as sitk
 
     from napari_lgg_unet.engine.formats import NIFTI
@@ -378,7 +379,7 @@ def _nrrd_scans(data: Path, names: Sequence[str], old_masks: Path | None = None)
     for n, name in enumerate(names):
         scan = sitk.GetImageFromArray(np.random.default_rng(3 + n).integers(0, 500, (3, 36, 40), dtype=np.int16))
         scan.SetSpacing((0.9, 1.1, 2.0))
-        scan.SetOrigin((-90.5, 12.0, -7.5))
+        scan.SetOrigin((-119.7654321987, 101.2345678912, -63.4567891234))
         sitk.WriteImage(scan, str(data / f"{name}.nrrd"))
         if old_masks is not None:
             old_masks.mkdir(exist_ok=True)
@@ -413,29 +414,57 @@ def test_skip_existing_keeps_an_earlier_versions_nifti_mask_of_an_nrrd_scan_and_
     assert (out / "scan_mask.nrrd").read_text() == "my own mask"
 
 
-def test_overwrite_over_an_earlier_versions_nifti_mask_of_an_nrrd_scan_replaces_that_file_and_writes_no_second(
+def _same_physical_space(mask: Path, scan: Path) -> bool:
+    """Whether ITK takes `mask` and `scan` to lie in one physical space: its filters refuse them otherwise."""
+    import SimpleITK as sitk
+
+    try:
+        sitk.Mask(sitk.ReadImage(str(scan)), sitk.Cast(sitk.ReadImage(str(mask)), sitk.sitkUInt8))
+    except RuntimeError as error:
+        assert "do not occupy the same physical space" in str(error)
+        return False
+    return True
+
+
+def test_overwrite_over_an_earlier_versions_nifti_mask_of_an_nrrd_scan_writes_the_nrrd_in_its_place(
         tiny_model_dir, tmp_path):
     """--overwrite over the previous version's folder wrote `scan_mask.nrrd` beside its `scan_mask.nii.gz`: two
-    masks of one case, the old one stale, and the one a user opened may have been either. The case's mask is
-    rewritten where it is, in its own format, as the previous version wrote it; nothing is removed."""
-    import nibabel as nib
-
-    from napari_lgg_unet.engine.formats import read_volume
-    from napari_lgg_unet.engine.io import load_scan
-    from napari_lgg_unet.engine.volumes import same_grid
+    masks of one case, the old one stale. Then it rewrote the `.nii.gz` where it was: a new mask that ITK's filters
+    refuse with its scan, NIfTI-1 holding the scan's 64-bit origin in 32 bits, as the previous version's did. The
+    case's mask is now the `.nrrd`, and the `.nii.gz` it replaces goes once that is written."""
+    import SimpleITK as sitk
 
     out = tmp_path / "masks"
     _nrrd_scans(tmp_path / "data", ["scan"], out)
-    before = (out / "scan_mask.nii.gz").stat()
+    assert not _same_physical_space(out / "scan_mask.nii.gz", tmp_path / "data" / "scan.nrrd")  # the old mask's flaw
     argv = ["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "data"), "--output", str(out),
             "--device", "cpu", "--overwrite"]
     assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, "scan_mask.nrrd", "summary.csv"]
+    assert _same_physical_space(out / "scan_mask.nrrd", tmp_path / "data" / "scan.nrrd")
+    voxels = np.count_nonzero(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "scan_mask.nrrd"))))
+    assert _summary_rows(out)["scan"]["tumour_voxels"] == str(voxels)
+
+
+def test_overwrite_over_a_nifti_scans_nrrd_mask_writes_nifti_where_nrrd_cannot_place_it(tiny_model_dir, tmp_path,
+                                                                                         capsys):
+    """A NIfTI scan's mask kept as `.nrrd` was rewritten as NRRD: for a scan whose header ITK places elsewhere than
+    nibabel that is refused, after the cases before it were segmented, and the run failed advising a `.nii.gz` it
+    gives no way to ask for. Its mask is now written as `.nii.gz`, the `.nrrd` it replaces removed."""
+    import nibabel as nib
+
+    data, out = tmp_path / "data", tmp_path / "masks"
+    data.mkdir()
+    out.mkdir()
+    image = np.random.default_rng(0).integers(0, 500, (40, 36, 3)).astype(np.int16)
+    nib.save(nib.Nifti1Image(image, None), data / "scan.nii.gz")  # no orientation: ITK places it its own way
+    (out / "scan_mask.nrrd").write_text("my own mask")
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(data), "--output", str(out), "--device", "cpu",
+            "--overwrite"]
+    assert main(argv) == 0
+    assert "has no orientation" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, "scan_mask.nii.gz", "summary.csv"]
-    mask = nib.load(out / "scan_mask.nii.gz")
-    assert (out / "scan_mask.nii.gz").stat().st_mtime_ns != before.st_mtime_ns
-    scan = load_scan(tmp_path / "data" / "scan.nrrd")
-    assert same_grid(read_volume(out / "scan_mask.nii.gz").geometry, scan.geometry)
-    assert _summary_rows(out)["scan"]["tumour_voxels"] == str(np.count_nonzero(np.asanyarray(mask.dataobj)))
+    assert nib.load(out / "scan_mask.nii.gz").shape == image.shape
 
 
 def test_skip_existing_refuses_an_earlier_format_mask_that_does_not_fit_instead_of_writing_a_second_beside_it(
@@ -800,21 +829,20 @@ def test_overwrite_in_a_sticky_folder_asks_about_an_earlier_versions_mask_it_wou
     assert sorted(p.name for p in out.iterdir()) == [theirs.name]
 
 
-def test_under_torchrun_overwrite_replaces_each_earlier_versions_mask_where_it_is_and_summarises_it(
-        tiny_model_dir, tmp_path):
-    """Each rank rewrites its share's `.nii.gz` masks of NRRD scans in place, and rank 0's summary finds each of them,
-    rank 1's too, with its row."""
-    import nibabel as nib
+def test_under_torchrun_overwrite_replaces_each_earlier_versions_mask_and_summarises_it(tiny_model_dir, tmp_path):
+    """Each rank replaces its share's `.nii.gz` masks of NRRD scans with `.nrrd` ones, and rank 0's summary finds
+    each of them, rank 1's too, with its row."""
+    import SimpleITK as sitk
 
     out, names = tmp_path / "masks", ["a", "b", "c"]
     _nrrd_scans(tmp_path / "data", names, out)
     argv = ["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "data"), "--output", str(out),
             "--device", "cpu", "--overwrite"]
     torch.multiprocessing.spawn(_predict_as_rank, args=(free_port(), argv, str(tmp_path / "log")), nprocs=2)
-    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, *(f"{name}_mask.nii.gz" for name in names),
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, *(f"{name}_mask.nrrd" for name in names),
                                                      "summary.csv"]
     rows = _summary_rows(out)
     assert list(rows) == names
     for name in names:
-        voxels = np.count_nonzero(np.asanyarray(nib.load(out / f"{name}_mask.nii.gz").dataobj))
+        voxels = np.count_nonzero(sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{name}_mask.nrrd"))))
         assert rows[name]["tumour_voxels"] == str(voxels) and rows[name]["seconds"] != ""

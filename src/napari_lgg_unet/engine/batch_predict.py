@@ -68,11 +68,16 @@ def case_mask(out_dir: Path, case: ScanSource) -> Path | None:
 
 
 def mask_target(out_dir: Path, case: ScanSource) -> Path:
-    """The file a run writes `case`'s mask to: its mask already in `out_dir` (`case_mask`), in that file's format, so
-    a run adds no second mask of a case (a rerun with --overwrite over an earlier version's `.nii.gz` of an NRRD scan
-    left it, stale, beside the new `.nrrd`), else the name a run gives it. Decided from the folder as it
-    was before the run, so every process of a job names a case's mask alike: only one writes it."""
-    return case_mask(out_dir, case) or out_dir / source_mask_name(case)
+    """The file a run writes `case`'s mask to: its mask already in `out_dir` (`case_mask`) where that is of the
+    format the run writes (`.tiff` for `.tif`, `.nii` for `.nii.gz`, `.mha` for `.nrrd`), so a run adds no second
+    mask of a case, else the name a run gives it (`source_mask_name`), and the mask of the other format goes once the
+    new one is written (`_write_case_mask`). A mask's format is the one that holds its scan's geometry: an earlier
+    version's `.nii.gz` of an NRRD scan, rewritten where it was, held its 64-bit origin in 32 bits, and ITK's filters
+    refused the new mask with its scan; a NIfTI scan's `.nrrd` was refused for a header ITK places otherwise.
+    Decided from the folder as it was before the run, so every process of a job names a case's mask alike: only one
+    writes it."""
+    named, found = out_dir / source_mask_name(case), case_mask(out_dir, case)
+    return found if found is not None and file_format(found) is file_format(named) else named
 
 
 def _mask_names(target: Path) -> list[Path]:
@@ -103,7 +108,8 @@ def segment_cohort(
     its mask's name that does not is refused before any case is segmented (`_kept_masks`), and finished masks stay
     when a later case fails. A case's mask is the file `case_mask` finds, of its name or another format of its
     case's: a rerun over an earlier version's folder (NRRD scans' masks written as `.nii.gz`) keeps it where it fits,
-    and `"overwrite"` replaces it where it is (`mask_target`), writing no second mask of a case.
+    and `"overwrite"` replaces it (`mask_target`: where it is, or by one of the format that keeps the scan's geometry),
+    writing no second mask of a case.
     """
     with claimed_output(out_dir, cases, group, existing) as claimed:
         yield from claimed.segment(model, options, read_ahead)
@@ -221,14 +227,12 @@ def _segment_share(
                     yield None
                     continue
                 scan = next(scans)
-                target = mask_target(out_dir, share[n])
                 done = segment_scan(model, scan, options)
                 summary = _summarise(done.scan, done.result.mask, done.seconds)
                 row: list[object] = list(asdict(summary).values())
-                replacing = os.path.lexists(target)  # a user's link to a missing mask: replaced, asked
+                target, replacing = _write_case_mask(out_dir, share[n], done.result.mask, done.scan)
                 if not replacing:
                     created.append(target)
-                write_mask(target, done.result.mask, done.scan)
                 row += _mask_stamp(target)
                 if replacing:
                     replaced_rows.append(row)
@@ -240,6 +244,17 @@ def _segment_share(
         if existing != "skip":
             _remove_created(out_dir, created, journal, journal_start, replaced_rows, existing)
         raise
+
+
+def _write_case_mask(out_dir: Path, case: ScanSource, mask: np.ndarray, scan: Scan) -> tuple[Path, bool]:
+    """Write `case`'s mask as `mask_target` names it, then remove the case's mask of another format it replaces
+    (`case_mask`): the file it was and whether it replaced one (a user's link to a missing mask too: replaced, asked
+    with --overwrite), which a failed run keeps."""
+    old, target = case_mask(out_dir, case), mask_target(out_dir, case)
+    write_mask(target, mask, scan)
+    if old is not None and old != target:
+        old.unlink(missing_ok=True)
+    return target, old is not None
 
 
 def _unshare(journal: Path) -> None:
@@ -281,9 +296,10 @@ def _check_replaceable(out_dir: Path, cases: Sequence[ScanSource], existing: Exi
     keeps them for another user: the summary files rank 0 writes once every case is done (`write_summary`), a
     colleague's summary.csv or a journal one of their runs' ranks left, and with `existing="overwrite"` the cases'
     masks. Refused only when written, they cost the whole cohort's segmentation, or each mask that case's. The masks
-    asked about are the files the run writes (`mask_target`): a colleague's file of a name no mask of the case takes
-    stays, and is no reason to refuse."""
-    masks = [mask_target(out_dir, case) for case in cases] if existing == "overwrite" else []
+    asked about are the files the run writes (`mask_target`) and the masks of another format it removes
+    (`case_mask`): a colleague's file of a name no mask of the case takes stays, and is no reason to refuse."""
+    masks = [path for case in cases for path in (mask_target(out_dir, case), case_mask(out_dir, case))
+             if path is not None] if existing == "overwrite" else []
     for path in dict.fromkeys([*_summary_files(out_dir), *masks]):
         check_replaceable(path)
 
@@ -355,7 +371,8 @@ def _kept_masks(out_dir: Path, cases: Sequence[ScanSource], group: Group, read_a
     with group.own_failures():  # a scan of this process's share that cannot be read: its own to say
         fits = _fits_of_share(out_dir, group.share(cases), read_ahead)
     verdicts = group.gather([[fit] for fit in fits], len(cases), 1)
-    misfits = [mask_target(out_dir, case).name for case, (fit,) in zip(cases, verdicts) if fit == _MISFIT]
+    misfits = [mask.name for case, (fit,) in zip(cases, verdicts)
+               if fit == _MISFIT and (mask := case_mask(out_dir, case)) is not None]  # the file, of any format
     if misfits:
         raise InputError(f"{out_dir} holds {few_names(misfits, shown=2)}, not masks that fit their cases' scans "
                          "(another grid or size, or not readable as a mask): they may be your own, and --skip-existing "
