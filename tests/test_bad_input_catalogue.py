@@ -288,6 +288,14 @@ def _kaggle_root_with_a_stray_nifti(w: Workspace) -> Path:
     return w.inputs
 
 
+def _dicom_series_with_a_nifti_beside(w: Workspace) -> Path:
+    """dcm2niix writes into the DICOM folder unless told otherwise: a converted T1 named by its protocol was read
+    as the FLAIR, and the folder's own FLAIR series left out without a word."""
+    folder = _dicom_series(w)
+    w.nifti("series_Ax_T1_MPRAGE_3.nii.gz", np.zeros((8, 6, 5), np.float32), folder)
+    return folder
+
+
 def _kaggle_root_with_a_stray_tiff_stack(w: Workspace) -> Path:
     """A TIFF stack beside a folder of scans was left out without a word (it is read only when given by itself)."""
     w.kaggle_patient(np.zeros((2, 32, 32, 3), np.uint8), [np.zeros((32, 32), np.uint8)] * 2)
@@ -385,6 +393,8 @@ BAD_SCANS: dict[str, tuple[Callable[[Workspace], Path], str]] = {
     "DICOM series of two echo times": (lambda w: _dicom_series(w, two_echoes=True), "slices of 2 echo times"),
     "RGB DICOM series": (lambda w: _dicom_series(w, colour=True), "RGB colour voxels"),
     "multi-frame DICOM file": (_multiframe_dicom, "DICOM file of 5 frames"),
+    "DICOM series with a NIfTI beside": (_dicom_series_with_a_nifti_beside,
+                                         "beside the volume files series_Ax_T1_MPRAGE_3.nii.gz"),
     "Kaggle root with a stray NIfTI": (_kaggle_root_with_a_stray_nifti, "holds scans both loose"),
     "NIfTI volumes with a TIFF stack beside": (_volumes_with_a_tiff_stack_beside, "holds TIFF stacks"),
     "symbolic link loop": (_symlink_loop, "cannot open"),

@@ -187,3 +187,15 @@ def test_labels_and_flair_without_orientation_warn_once_for_the_flair_whose_grid
     assert loaded.mask.sum() == labels.sum()
     [warning] = [str(w.message) for w in told if issubclass(w.category, InputWarning)]
     assert warning.startswith(f"{tmp_path / 'A_flair.nii.gz'} {UNORIENTED}: it is shown and segmented as if")
+
+
+def test_a_dicom_series_beside_volume_files_is_refused_naming_both_unless_a_volume_file_is_given(tmp_path):
+    from dicom_files import write_slice
+
+    for z in range(3):
+        write_slice(tmp_path, f"IM{z}", "1.2.9", "AX FLAIR", 2.5 * z, np.full((6, 8), z))
+    converted = tmp_path / "P_Ax_T1_MPRAGE_5.nii.gz"  # as dcm2niix names a conversion it writes into the folder
+    _nifti(converted)
+    with pytest.raises(InputError, match=r"the DICOM series 'AX FLAIR' \(3 files\) beside the volume files P_Ax_T1"):
+        case_in_folder(tmp_path)
+    assert [source.path for _, source in case_of_file(converted).sequences] == [converted]

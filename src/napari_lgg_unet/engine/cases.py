@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from .dicom import Series, list_series, read_series, series_by_sequence
-from .errors import InputError, InputWarning
-from .formats import read_volume, strip_volume_suffix, volume_suffix
+from .errors import InputError, InputWarning, few_names
+from .formats import is_dicom_file, read_volume, strip_volume_suffix, volume_suffix
 from .scan_checks import common_dtype, optional_mask, tumour_of_labels
 from .sequences import (FLAIR, LABELS, MODEL_CHANNELS, POST, PRE, T2, grouped_by_case, sequence_of, split_file_name,
                         split_sequence)
@@ -199,8 +199,25 @@ def cases_in_folder(folder: str | Path, key: str | None = None) -> list[Case]:
             raise InputError(f"{folder}: two {sequence} files for one case ({group[sequence].path.name}, "
                              f"{source.path.name}); keep one")
         group[sequence] = source
+    if key is None and groups:
+        _refuse_dicom_beside_volumes(folder)
     return [Case(case_key or folder.name, tuple((s, src) for s, src in group.items() if s != LABELS),
                  group.get(LABELS)) for case_key, group in groups.items()]
+
+
+def _refuse_dicom_beside_volumes(folder: Path) -> None:
+    """A DICOM series among a folder's volume files (dcm2niix writes its NIfTI into the DICOM folder unless told
+    otherwise) is refused: the volume files make the folder a case, so the series was left out without a word, and
+    a converted T1 or diffusion image no sequence name claims was segmented as the case's FLAIR. Only files that
+    start as DICOM files do (`is_dicom_file`) are given to GDCM, which would otherwise read every volume file."""
+    if not any(p.is_file() and not volume_suffix(p) and is_dicom_file(p) for p in folder.iterdir()):
+        return
+    if series := list_series(folder):
+        volumes = sorted(p.name for p in folder.iterdir() if p.is_file() and volume_suffix(p))
+        named = [f"'{s.description or s.uid}' ({len(s.files)} files)" for s in series]
+        raise InputError(f"{folder} holds the DICOM series {few_names(named)} beside the volume files "
+                         f"{few_names(volumes)}; only the volume files would be read: give one of them as the scan, "
+                         "or move the DICOM files or the volume files into a folder of their own")
 
 
 def case_of_file(path: Path) -> Case:

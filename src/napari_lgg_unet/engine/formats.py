@@ -414,7 +414,7 @@ def not_a_scan(path: Path, require_mask: bool = False) -> InputError:
     """The refusal for an existing path no format claims, listing what is read; `require_mask` (training, evaluation)
     changes the advice for loose TIFF stacks, which can be segmented one at a time but carry no masks."""
     if path.is_file():
-        if _is_dicom_file(path):  # a series is read as its folder, the slices sorted by position
+        if is_dicom_file(path):  # a series is read as its folder, the slices sorted by position
             return InputError(f"{path} is one DICOM file; give the folder that holds its series ({path.parent})")
         suffixes = ", ".join(s for f in FORMATS for s in f.suffixes)
         return InputError(f"{path}: not a scan file ({suffixes})")
@@ -428,7 +428,7 @@ def not_a_scan(path: Path, require_mask: bool = False) -> InputError:
     return InputError(f"{path} holds no scans: no {'; no '.join(f.description for f in FORMATS)}")
 
 
-def _is_dicom_file(path: Path) -> bool:
+def is_dicom_file(path: Path) -> bool:
     """Whether `path` starts as a DICOM file does: a 128-byte preamble, then `DICM`."""
     try:
         with open(path, "rb") as start:
