@@ -527,6 +527,29 @@ def test_a_scheduler_s_stop_signal_ends_a_command_as_ctrl_c_does_with_one_line_a
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]
 
 
+def test_ctrl_c_that_an_interrupted_import_swallows_still_ends_predict_as_interrupted(
+        tiny_model_dir, sample_patient_dir, tmp_path, capsys, monkeypatch):
+    """A Ctrl-C a second after the start lands inside scipy's import of numpy, which swallows the KeyboardInterrupt
+    and leaves numpy half-made: predict then failed with a RecursionError, reported as `internal error` with exit
+    code 1. The user's stop is still one line, `lgg-unet: interrupted`, exit code 130, and nothing is written."""
+    import signal
+
+    from napari_lgg_unet.engine import outputs
+
+    def interrupted_import(*_):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            pass  # as the import machinery lost it
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(outputs, "model_folders", interrupted_import)
+    out = tmp_path / "out" / "m.tif"
+    code = main(["predict", "--model", str(tiny_model_dir), "--input", str(sample_patient_dir), "--output", str(out)])
+    assert capsys.readouterr().err == "lgg-unet: interrupted\n" and code == 130
+    assert not out.parent.exists()
+
+
 def test_main_called_from_another_thread_runs_its_command_without_signal_handlers(tmp_path, capsys):
     """Python installs signal handlers from the main thread only: a script's worker thread calling main() got an
     internal error from the stop-signal handling before its command ran."""

@@ -673,14 +673,22 @@ def _signals_as_ctrl_c(command: str) -> typing.Iterator[None]:
     is half-written, as each is written atomically). The system's default killed evaluate, calibrate, one scan's
     predict and train's loading of its patients without a word, leaving their lock files and temporary files behind.
     Training itself stops between steps instead (`stop_on_signals`, which holds the signals while it trains). Not
-    `view`: napari answers the signals there; nor `main` called from another thread, where Python allows no handler."""
+    `view`: napari answers the signals there; nor `main` called from another thread, where Python allows no handler.
+    Any error after such a signal is the stop's: a Ctrl-C that lands inside an import (scipy's of numpy, a second
+    after the start) is swallowed there and leaves a module half-made, and the command then failed with an unrelated
+    RecursionError or AttributeError, reported as an internal error with exit code 1."""
     if command == "view" or threading.current_thread() is not threading.main_thread():
         yield
         return
     from .engine.distributed import interrupt_on_signals
 
-    with interrupt_on_signals():
-        yield
+    with interrupt_on_signals() as stopped:
+        try:
+            yield
+        except Exception as error:
+            if stopped.is_set():
+                raise KeyboardInterrupt from error
+            raise
 
 
 def _says_error(error: BaseException) -> bool:

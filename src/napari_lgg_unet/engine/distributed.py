@@ -338,10 +338,18 @@ def stop_on_signals(notice: Callable[[], None] | None = None) -> Iterator[Callab
 
 
 @contextlib.contextmanager
-def interrupt_on_signals() -> Iterator[None]:
-    """Make SIGTERM and SIGUSR1 raise KeyboardInterrupt like Ctrl-C, so clean-up code runs on a scheduler's stop."""
-    with _signals_handled(signal.default_int_handler):
-        yield
+def interrupt_on_signals() -> Iterator[threading.Event]:
+    """Make SIGTERM and SIGUSR1 raise KeyboardInterrupt like Ctrl-C, so clean-up code runs on a scheduler's stop. The
+    event it yields is set by the first of these signals, so a caller knows of the stop even where the
+    KeyboardInterrupt was caught on its way (by an import it interrupted)."""
+    stopped = threading.Event()
+
+    def interrupt(number: int, frame: Any) -> None:
+        stopped.set()
+        signal.default_int_handler(number, frame)
+
+    with _signals_handled(interrupt):
+        yield stopped
 
 
 def leave_stopping_to_the_parent() -> None:
