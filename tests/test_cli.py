@@ -550,6 +550,30 @@ def test_ctrl_c_that_an_interrupted_import_swallows_still_ends_predict_as_interr
     assert not out.parent.exists()
 
 
+def test_ctrl_c_while_torch_loads_is_held_until_it_has_loaded_then_ends_the_command_as_interrupted(
+        tiny_model_dir, sample_patient_dir, tmp_path, capsys, monkeypatch):
+    """A Ctrl-C inside torch's import was swallowed there (numpy left half-made: a RecursionError later) or thrown
+    through its C++ code (`terminate called after throwing ... KeyboardInterrupt`, the process aborted). It waits
+    until torch has loaded, then ends the command as Ctrl-C does, before anything is read or written."""
+    import signal
+
+    from napari_lgg_unet.engine import distributed, outputs
+
+    loaded, real = [], distributed.interrupt_on_signals
+
+    def ctrl_c_while_loading():
+        os.kill(os.getpid(), signal.SIGINT)  # as if it came while `import torch` ran, just before
+        loaded.append(True)
+        return real()
+
+    monkeypatch.setattr(distributed, "interrupt_on_signals", ctrl_c_while_loading)
+    monkeypatch.setattr(outputs, "model_folders", lambda *_: pytest.fail("the command ran"))
+    out = tmp_path / "m.tif"
+    code = main(["predict", "--model", str(tiny_model_dir), "--input", str(sample_patient_dir), "--output", str(out)])
+    assert loaded and code == 130 and capsys.readouterr().err == "lgg-unet: interrupted\n"
+    assert not out.exists()
+
+
 def test_main_called_from_another_thread_runs_its_command_without_signal_handlers(tmp_path, capsys):
     """Python installs signal handlers from the main thread only: a script's worker thread calling main() got an
     internal error from the stop-signal handling before its command ran."""

@@ -674,21 +674,25 @@ def _signals_as_ctrl_c(command: str) -> typing.Iterator[None]:
     predict and train's loading of its patients without a word, leaving their lock files and temporary files behind.
     Training itself stops between steps instead (`stop_on_signals`, which holds the signals while it trains). Not
     `view`: napari answers the signals there; nor `main` called from another thread, where Python allows no handler.
-    Any error after such a signal is the stop's: a Ctrl-C that lands inside an import (scipy's of numpy, a second
-    after the start) is swallowed there and leaves a module half-made, and the command then failed with an unrelated
-    RecursionError or AttributeError, reported as an internal error with exit code 1."""
+    The signals are held while torch loads (`stopping.stop_signals_held`), and any error after one is the stop's: a
+    Ctrl-C inside an import that swallows it (torch's of numpy, a second after the start) left a module half-made, and
+    the command failed with an unrelated RecursionError, reported as an internal error with exit code 1."""
     if command == "view" or threading.current_thread() is not threading.main_thread():
         yield
         return
-    from .engine.distributed import interrupt_on_signals
+    from .engine.stopping import stop_signals_held
 
-    with interrupt_on_signals() as stopped:
-        try:
-            yield
-        except Exception as error:
-            if stopped.is_set():
-                raise KeyboardInterrupt from error
-            raise
+    with stop_signals_held() as release:
+        from .engine.distributed import interrupt_on_signals  # torch: a stop inside its import was lost or aborted
+
+        with interrupt_on_signals() as stopped:
+            release()  # a stop sent while torch loaded ends the command here
+            try:
+                yield
+            except Exception as error:
+                if stopped.is_set():
+                    raise KeyboardInterrupt from error
+                raise
 
 
 def _says_error(error: BaseException) -> bool:

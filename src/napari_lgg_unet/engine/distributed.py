@@ -23,11 +23,10 @@ from torch.utils.data import Sampler
 from .device import pick_device
 from .errors import DeviceError, InputError, JobError, LggUnetError, few_names
 from .precision import Precision, choose
-from .stopping import Stopped
+from .stopping import Stopped, stop_signals
 
 T = TypeVar("T")
 E = TypeVar("E", bound=BaseException)
-STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")  # Ctrl-C, the scheduler's stop, SLURM's warning before pre-emption
 _MET_BY = "lgg_unet_met_by"  # the attribute Group.own sets on an error: the rank that alone met it (see says_error)
 
 
@@ -357,17 +356,13 @@ def leave_stopping_to_the_parent() -> None:
     scancel, a kill of the process group): a worker that died of SIGTERM failed the training with "DataLoader worker
     is killed by signal" instead of the stop between steps that keeps its resume state. The parent stops, then ends
     its workers."""
-    for number in _stop_signals():
+    for number in stop_signals():
         signal.signal(number, signal.SIG_IGN)
-
-
-def _stop_signals() -> list[int]:
-    return [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]  # no SIGUSR1 on Windows
 
 
 @contextlib.contextmanager
 def _signals_handled(handler: Callable[..., Any]) -> Iterator[None]:
-    previous = {number: signal.signal(number, handler) for number in _stop_signals()}
+    previous = {number: signal.signal(number, handler) for number in stop_signals()}
     try:
         yield
     finally:

@@ -9,9 +9,12 @@ its `Finished`), so the stop comes within one item, not after the whole phase (s
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")  # Ctrl-C, the scheduler's stop, SLURM's warning before pre-emption
 
 
 class Stopped(Exception):
@@ -29,3 +32,30 @@ def unless_stopped(items: Iterable[T], stop: Callable[[], bool] | None) -> Itera
     for item in items:
         check_stop(stop)
         yield item
+
+
+def stop_signals() -> list[int]:
+    return [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]  # no SIGUSR1 on Windows
+
+
+@contextlib.contextmanager
+def stop_signals_held() -> Iterator[Callable[[], None]]:
+    """Hold the stop signals back (the system keeps them pending) until the `release` it yields is called, or the
+    block ends: while torch loads, a Ctrl-C raised inside its import was swallowed there (leaving numpy half-made,
+    so a later import failed with a RecursionError) or thrown through its C++ code (the process aborted with a core
+    dump). Main thread only; on Windows, which cannot hold signals, nothing is held."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield lambda: None
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals())
+    released: list[bool] = []
+
+    def release() -> None:
+        if not released:
+            released.append(True)
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a held signal's handler runs now
+
+    try:
+        yield release
+    finally:
+        release()
