@@ -40,22 +40,25 @@ def stop_signals() -> list[int]:
 
 @contextlib.contextmanager
 def stop_signals_held() -> Iterator[Callable[[], None]]:
-    """Hold the stop signals back (the system keeps them pending) until the `release` it yields is called, or the
-    block ends: while torch loads, a Ctrl-C raised inside its import was swallowed there (leaving numpy half-made,
-    so a later import failed with a RecursionError) or thrown through its C++ code (the process aborted with a core
-    dump). Main thread only; on Windows, which cannot hold signals, nothing is held."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield lambda: None
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals())
-    released: list[bool] = []
+    """Hold the stop signals back until the `release` it yields is called, then deliver them to the handlers set
+    inside the block (those in place before it, where the block ends first): while torch loads, a Ctrl-C raised
+    inside its import was swallowed there (leaving numpy half-made, so a later import failed with a RecursionError)
+    or thrown through its C++ code (the process aborted with a core dump). Held by a handler that only notes them,
+    not by the thread's signal mask: the system hands a process's signal to any thread that does not block it (numpy's
+    and torch's own threads), and Python then ran the handler in force, raising inside the import all the same. Main
+    thread only (Python's rule for handlers)."""
+    held: list[int] = []
+    previous = {number: signal.signal(number, lambda number, _frame: held.append(number)) for number in stop_signals()}
 
     def release() -> None:
-        if not released:
-            released.append(True)
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a held signal's handler runs now
+        numbers = dict.fromkeys(held)
+        held.clear()
+        for number in numbers:
+            signal.raise_signal(number)  # the handler in place now answers it
 
     try:
         yield release
     finally:
-        release()
+        for number, old in previous.items():
+            signal.signal(number, old)
+        release()  # those noted after it: a handler set inside the block gave this one back as it ended
