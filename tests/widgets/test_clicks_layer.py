@@ -15,7 +15,7 @@ from qtpy.QtCore import Qt
 from napari_lgg_unet.widgets.corrections import NEGATIVE_COLOUR, POSITIVE_COLOUR, READ_ONLY
 from napari_lgg_unet.widgets.layers import data_index, owned_layer, shown_index
 
-from widget_helpers import dock, settle
+from widget_helpers import bright_square_scan, dock, settle
 
 CLICKS = [((1.0, 30.0, 30.0), True), ((1.0, 40.0, 20.0), False)]
 
@@ -163,6 +163,34 @@ def test_a_click_once_the_image_and_its_tumour_layer_lie_apart_is_refused(qtbot,
     assert len(widget.corrections.session.clicks) == 2
     np.testing.assert_array_equal(tumour.data, before)
     assert "no longer lie on each other" in notes["warning"][-1] and notes["error"] == []
+
+
+@pytest.mark.parametrize("moved", ["image scaled", "tumour layer moved"])
+def test_segmenting_again_puts_the_tumour_layer_back_on_the_image_so_the_next_click_is_taken(qtbot, viewer, notes,
+                                                                                            tiny_click_model, moved):
+    """The refusal above says to segment the image again: that updated the unedited tumour layer's data in place and
+    left it where it lay, so the probability map and the tumour layer stayed apart from the image and every click was
+    refused again with the same advice."""
+    image = bright_square_scan(0)
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value, widget.model_folder.value = "folder", tiny_click_model
+    widget.image.value = source = viewer.add_image(image, name="X")
+    widget.show_probability.value = True
+    _segment_again(qtbot, widget)
+    if moved == "image scaled":
+        source.scale = (1, 2, 2)
+    else:
+        widget.prediction_layer().translate = (0, 10, 0)
+    _segment_again(qtbot, widget)
+    for role in ("tumour", "probability"):
+        layer = owned_layer(viewer, source, role)
+        np.testing.assert_allclose(layer.scale, source.scale)
+        np.testing.assert_allclose(layer.translate, source.translate)
+    widget.correct.value = True
+    widget.corrections.add_click(np.asarray(source.data_to_world((1, 30, 30))), True)
+    settle(qtbot, widget)
+    assert len(widget.corrections.session.clicks) == 1
+    assert notes["warning"] == [] and notes["error"] == []
 
 
 def _segment_again(qtbot, widget) -> None:

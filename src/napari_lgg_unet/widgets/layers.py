@@ -224,6 +224,12 @@ def spatial_geometry(layer: Layer) -> dict[str, Any]:
     return geometry
 
 
+def place_on(layer: Layer, source: Layer) -> None:
+    """Give `layer`, which holds `source`'s voxels, `source`'s placement as it is now (`spatial_geometry`)."""
+    for name, value in spatial_geometry(source).items():
+        setattr(layer, name, value)
+
+
 def view_orientation(layer: Layer) -> np.ndarray:
     """For each data axis of `layer`, the world axis napari shows it along and whether it runs backwards there
     (nibabel's orientation array, nearest axes for rotated layers).

@@ -35,8 +35,8 @@ from .job import JobRunner
 from .layer_watch import LayerWatch
 from .layers import (
     LayerPicker, as_shown, binary_mask, current_slice, edited, hand_over, image_choices, labels_choices, mark_edited,
-    owned_layer, placement_fix, put_owned_layer, segmentation_shown, set_owned_data, shown_elsewhere, to_layer_order,
-    tumour_mask, view_orientation, voxel_volume,
+    owned_layer, place_on, placement_fix, put_owned_layer, segmentation_shown, set_owned_data, shown_elsewhere,
+    to_layer_order, tumour_mask, view_orientation, voxel_volume,
 )
 from .painting import Painting
 from .readouts import Readouts, readouts_text, volume_readouts, with_slice, write_readouts_csv
@@ -283,6 +283,7 @@ class SegmentWidget(Container):
         self._review = PieceReview(self._probability, volume)
         self._take_over(source)
         self._keep_edited_tumour(source)
+        self._place_on_source(source)
         self._shown = self._painting = None  # a new segmentation starts afresh
         self._show_mask(result)
         self.corrections.reset(CorrectionTarget(source, self._pending_data, image(), rgb, self._segmented.probability,
@@ -308,6 +309,14 @@ class SegmentWidget(Container):
         elif layer is not None and layer is self.truth.value:
             notify.show_info(f"'{hand_over(layer, 'kept')}', the ground truth picked, is kept as it was and is yours "
                              "now; the new segmentation is in a new layer and is scored against it")
+
+    def _place_on_source(self, source: Image) -> None:
+        """The tumour and probability layers kept for the new segmentation of `source` lie on it as it is placed now:
+        updated in place, they kept the place they were made at, so after the image was given a voxel size (or either
+        was moved) they lay apart from it, and every click was refused, its advice to segment again in vain."""
+        for role in ("tumour", "probability"):
+            if (layer := owned_layer(self.viewer, source, role)) is not None:
+                place_on(layer, source)
 
     def _corrected(self, result: LayerResult, click: QueuedClick | None = None, step: str | None = None) -> None:
         """A click (`click`, the one just computed) or undo (`step`), or a new clean-up, changed the probabilities
