@@ -532,6 +532,19 @@ def test_picking_no_ground_truth_clears_the_scores_of_the_one_picked_before(qtbo
 
 
 @pytest.mark.usefixtures("inline_jobs")
+def test_saving_readouts_a_ground_truth_cannot_score_says_why_not_to_segment_first(qtbot, viewer, segment_widget,
+                                                                                     notes, tmp_path):
+    """A ground truth of another shape leaves nothing to save: the error said "segment an image first" after the user
+    had segmented, instead of what the readouts say is wrong."""
+    widget = segment_widget
+    run_segment(qtbot, widget)
+    widget.truth.value = viewer.add_labels(np.ones((2, 8, 8), np.uint8), name="other mask")
+    widget.csv_path.value = tmp_path / "readouts.csv"
+    widget.save_button.clicked()
+    assert notes["error"] == [f"nothing saved: {widget.readout.value}"]
+    assert "'other mask' has shape (2, 8, 8)" in notes["error"][0] and not (tmp_path / "readouts.csv").exists()
+
+
 def test_a_ground_truth_of_the_predictions_shape_shown_elsewhere_is_not_scored(qtbot, viewer, segment_widget, notes):
     """A mask moved or scaled away from the image would be scored voxel by voxel against another place; one stored
     reversed but shown on the image's voxels is scored as the mask it is."""

@@ -770,8 +770,9 @@ class SegmentWidget(Container):
         path = optional_path(self.csv_path)
         if not self._scored_current():  # an undo on a hidden layer since they were computed: nothing told of it
             self.update_readouts()
-        if self.readouts is None:
-            notify.show_error("nothing to save yet: segment an image first")
+        if self.readouts is None:  # no tumour layer, or a ground truth it cannot be scored against (said on screen)
+            notify.show_error("nothing to save yet: segment an image first" if self.prediction_layer() is None
+                              else f"nothing saved: {self.readout.value}")
             return
         if path is None:
             notify.show_error("choose where to save the readouts (the Readouts CSV field)")
