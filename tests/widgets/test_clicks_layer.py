@@ -187,7 +187,7 @@ def test_segmenting_again_puts_the_tumour_layer_back_on_the_image_so_the_next_cl
         np.testing.assert_allclose(layer.scale, source.scale)
         np.testing.assert_allclose(layer.translate, source.translate)
     widget.correct.value = True
-    widget.corrections.add_click(np.asarray(source.data_to_world((1, 30, 30))), True)
+    widget.corrections.add_click(np.asarray((1.0, 30.0, 30.0)), True)
     settle(qtbot, widget)
     assert len(widget.corrections.session.clicks) == 1
     assert notes["warning"] == [] and notes["error"] == []
