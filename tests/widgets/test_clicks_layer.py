@@ -193,6 +193,27 @@ def test_segmenting_again_puts_the_tumour_layer_back_on_the_image_so_the_next_cl
     assert notes["warning"] == [] and notes["error"] == []
 
 
+@pytest.mark.parametrize("shapes", [((64, 64), (3, 64, 64)), ((3, 64, 64), (64, 64))])
+def test_segmenting_again_an_image_given_data_of_another_dimensionality_places_its_layers_on_it(qtbot, viewer, notes,
+                                                                                                tiny_click_model,
+                                                                                                shapes):
+    """Placed before their new data was set, a 2D tumour layer was given the 3D image's three-axis scale: an
+    error, and the layers kept the old segmentation."""
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value, widget.model_folder.value = "folder", tiny_click_model
+    widget.image.value = source = viewer.add_image(np.zeros(shapes[0], np.float32), name="X")
+    widget.show_probability.value = True
+    _segment_again(qtbot, widget)
+    source.data = bright_square_scan(0)[(0,) * (3 - len(shapes[1]))]
+    source.scale = (2.0,) * len(shapes[1])
+    _segment_again(qtbot, widget)
+    for role in ("tumour", "probability"):
+        layer = owned_layer(viewer, source, role)
+        assert layer.data.shape == shapes[1]
+        np.testing.assert_allclose(layer.scale, source.scale)
+    assert notes["error"] == []
+
+
 def _segment_again(qtbot, widget) -> None:
     widget.segment_button.clicked()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)

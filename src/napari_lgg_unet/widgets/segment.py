@@ -283,12 +283,12 @@ class SegmentWidget(Container):
         self._review = PieceReview(self._probability, volume)
         self._take_over(source)
         self._keep_edited_tumour(source)
-        self._place_on_source(source)
         self._shown = self._painting = None  # a new segmentation starts afresh
         self._show_mask(result)
         self.corrections.reset(CorrectionTarget(source, self._pending_data, image(), rgb, self._segmented.probability,
                                                 model, device, options, volume, orientation))
         self._show_probability()
+        self._place_on_source(source)
         self.update_readouts()
         if self.cleanup.config() != result.postprocess:
             self.rethreshold()  # the controls changed while it was segmented with the settings of that moment
@@ -313,7 +313,9 @@ class SegmentWidget(Container):
     def _place_on_source(self, source: Image) -> None:
         """The tumour and probability layers kept for the new segmentation of `source` lie on it as it is placed now:
         updated in place, they kept the place they were made at, so after the image was given a voxel size (or either
-        was moved) they lay apart from it, and every click was refused, its advice to segment again in vain."""
+        was moved) they lay apart from it, and every click was refused, its advice to segment again in vain. Placed
+        once they hold the new data: new data of another dimensionality (the image's replaced) changes their number
+        of axes."""
         for role in ("tumour", "probability"):
             if (layer := owned_layer(self.viewer, source, role)) is not None:
                 place_on(layer, source)
