@@ -170,26 +170,29 @@ def test_segmenting_again_puts_the_tumour_layer_back_on_the_image_so_the_next_cl
                                                                                             tiny_click_model, moved):
     """The refusal above says to segment the image again: that updated the unedited tumour layer's data in place and
     left it where it lay, so the probability map and the tumour layer stayed apart from the image and every click was
-    refused again with the same advice."""
+    refused again with the same advice. The clicks layer left of a click undone follows too: the next click's point
+    was drawn where the image had lain."""
     image = bright_square_scan(0)
     widget = dock(viewer, "Segment tumour")
     widget.model.value, widget.model_folder.value = "folder", tiny_click_model
     widget.image.value = source = viewer.add_image(image, name="X")
-    widget.show_probability.value = True
+    widget.show_probability.value = widget.correct.value = True
     _segment_again(qtbot, widget)
+    widget.corrections.add_click(np.asarray((1.0, 30.0, 30.0)), True)
+    widget.undo_click.clicked()
+    settle(qtbot, widget)
     if moved == "image scaled":
         source.scale = (1, 2, 2)
     else:
         widget.prediction_layer().translate = (0, 10, 0)
     _segment_again(qtbot, widget)
-    for role in ("tumour", "probability"):
-        layer = owned_layer(viewer, source, role)
-        np.testing.assert_allclose(layer.scale, source.scale)
-        np.testing.assert_allclose(layer.translate, source.translate)
-    widget.correct.value = True
     widget.corrections.add_click(np.asarray((1.0, 30.0, 30.0)), True)
     settle(qtbot, widget)
     assert len(widget.corrections.session.clicks) == 1
+    for role in ("tumour", "probability", "clicks"):
+        layer = owned_layer(viewer, source, role)
+        np.testing.assert_allclose(layer.scale, source.scale)
+        np.testing.assert_allclose(layer.translate, source.translate)
     assert notes["warning"] == [] and notes["error"] == []
 
 

@@ -311,12 +311,12 @@ class SegmentWidget(Container):
                              "now; the new segmentation is in a new layer and is scored against it")
 
     def _place_on_source(self, source: Image) -> None:
-        """The tumour and probability layers kept for the new segmentation of `source` lie on it as it is placed now:
-        updated in place, they kept the place they were made at, so after the image was given a voxel size (or either
-        was moved) they lay apart from it, and every click was refused, its advice to segment again in vain. Placed
-        once they hold the new data: new data of another dimensionality (the image's replaced) changes their number
-        of axes."""
-        for role in ("tumour", "probability"):
+        """The tumour, probability and clicks layers kept for the new segmentation of `source` lie on it as it is
+        placed now: updated in place, they kept the place they were made at, so after the image was given a voxel size
+        (or either was moved) they lay apart from it, and every click was refused, its advice to segment again in vain
+        (a clicks layer left of clicks undone drew the next click where the image had lain). Placed once they hold the
+        new data: new data of another dimensionality (the image's replaced) changes their number of axes."""
+        for role in ("tumour", "probability", "clicks"):
             if (layer := owned_layer(self.viewer, source, role)) is not None:
                 place_on(layer, source)
 
