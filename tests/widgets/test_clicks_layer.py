@@ -217,6 +217,29 @@ def test_segmenting_again_an_image_given_data_of_another_dimensionality_places_i
     assert notes["error"] == []
 
 
+@pytest.mark.parametrize("shapes", [((64, 64), (3, 64, 64)), ((3, 64, 64), (64, 64))])
+def test_a_click_after_segmenting_an_image_given_data_of_another_dimensionality_is_drawn_and_taken(
+        qtbot, viewer, notes, tiny_click_model, shapes):
+    """The clicks layer left of a click undone has the old data's number of axes, which a napari Points layer
+    keeps: the new segmentation failed to draw its clicks into it (an error, the segmentation half shown)."""
+    widget = dock(viewer, "Segment tumour")
+    widget.model.value, widget.model_folder.value = "folder", tiny_click_model
+    widget.image.value = source = viewer.add_image(bright_square_scan(0)[(0,) * (3 - len(shapes[0]))], name="X")
+    widget.correct.value = True
+    _segment_again(qtbot, widget)
+    widget.corrections.add_click(np.asarray((1.0,) * (len(shapes[0]) - 2) + (30.0, 30.0)), True)
+    widget.undo_click.clicked()
+    settle(qtbot, widget)
+    source.data = bright_square_scan(1)[(0,) * (3 - len(shapes[1]))]
+    _segment_again(qtbot, widget)
+    point = (1.0,) * (len(shapes[1]) - 2) + (30.0, 30.0)
+    widget.corrections.add_click(np.asarray(point), True)
+    settle(qtbot, widget)
+    assert len(widget.corrections.session.clicks) == 1
+    np.testing.assert_allclose(owned_layer(viewer, source, "clicks").data, [point])
+    assert notes["error"] == [] and notes["warning"] == []
+
+
 def _segment_again(qtbot, widget) -> None:
     widget.segment_button.clicked()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)

@@ -414,7 +414,7 @@ class ClickCorrections:
             points = np.vstack([points, self._running.data_point])
             kinds.append(self._running.positive)
         colours = [POSITIVE_COLOUR if positive else NEGATIVE_COLOUR for positive in kinds]
-        layer = owned_layer(self.viewer, source, "clicks")
+        layer = self._clicks_layer(source)
         if layer is None and len(points) and self._target_shown():
             _read_only(put_owned_layer(self.viewer, source, "clicks", points, face_color=colours, size=6,
                                        border_width=0))
@@ -422,6 +422,18 @@ class ClickCorrections:
             layer.data = points
             if len(points):  # no colours for no points: napari warns of an empty colour list, in a notification
                 layer.face_color = colours
+
+    def _clicks_layer(self, source: Image) -> Points | None:
+        """The clicks layer of `source`, if any, less one of another number of axes than `source` (its data replaced
+        by a 2D image or a volume since the layer was made), which is removed: a napari Points layer keeps its number
+        of axes, and drawing the new segmentation's clicks into it failed with an error that left that segmentation
+        half shown. It holds no click of the user's: the clicks of a mask kept as theirs went with it
+        (`keep_clicks`)."""
+        layer = owned_layer(self.viewer, source, "clicks")
+        if layer is not None and layer.ndim != source.ndim:
+            self.viewer.layers.remove(layer)
+            return None
+        return layer
 
     def _on_mouse(self, viewer: napari.Viewer, event) -> Iterator[None]:
         """A press and release without a drag over the segmented image is a click; a drag stays a pan.
