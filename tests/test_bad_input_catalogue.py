@@ -572,6 +572,13 @@ def _folder_with_a_pipe_as_summary(w: Workspace) -> Path:
     return w.out / "masks"
 
 
+def _folder_with_a_folder_as_bs_mask(w: Workspace) -> Path:
+    """A folder of case B's mask name, holding a file of the user's: --overwrite segmented case A, then failed."""
+    (w.out / "masks" / "B_mask.nii.gz").mkdir(parents=True)
+    (w.out / "masks" / "B_mask.nii.gz" / "notes.txt").write_text("mine\n")
+    return w.out / "masks"
+
+
 def _brats_case(w: Workspace, name: str = "CASE", parent: Path | None = None) -> Path:
     """A BraTS-style case folder: FLAIR, T1 and a manual segmentation with labels {0, 1, 2, 4}."""
     case = (parent or w.inputs) / name
@@ -745,8 +752,13 @@ CLI_CASES = [
                  "--skip-existing would rewrite it",
                  id="predict --skip-existing into a folder holding a user's summary"),
     pytest.param(_predict("--skip-existing", scan=_cohort_of_two_cases, output=_folder_with_a_pipe_as_summary),
-                 "summary.csv was not written by lgg-unet", id="predict --skip-existing into a folder whose summary "
-                 "is a named pipe is refused without opening it"),
+                 "holds summary.csv (a named pipe) where this run would write",
+                 id="predict --skip-existing into a folder whose summary is a named pipe is refused unopened"),
+    *[pytest.param(_predict(*choice, scan=_cohort_of_two_cases, output=_folder_with_a_folder_as_bs_mask),
+                   "holds B_mask.nii.gz (a folder) where this run would write a case's mask or its summary, which is "
+                   "not a file: neither --skip-existing nor --overwrite can keep or replace it; move it away",
+                   id=f"predict {' '.join(choice) or 'a cohort'} into a folder where a case's mask is a folder")
+      for choice in [(), ("--skip-existing",), ("--overwrite",)]],
     pytest.param(_predict("--overwrite", "--skip-existing", scan=_cohort_of_two_cases,
                           output=_folder_with_users_mask_and_summary),
                  "argument --skip-existing: not allowed with argument --overwrite",

@@ -664,6 +664,55 @@ def test_segment_cohort_refuses_a_folder_holding_a_users_mask_before_reading_any
     assert (out / f"{CASES[3]}_mask.tif").read_bytes() == users
 
 
+def _not_a_file(path: Path, kind: str) -> str:
+    """Make `path` a `kind` of entry that is not a file; what the refusal calls it."""
+    if kind == "fifo":
+        os.mkfifo(path)
+        return "a named pipe"
+    target = path.with_name("elsewhere") if kind == "link to a folder" else path
+    (target / "inside.txt").parent.mkdir()
+    (target / "inside.txt").write_text("mine")
+    if kind == "link to a folder":
+        path.symlink_to(target)
+    return "a folder"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="named pipes are POSIX's")
+@pytest.mark.parametrize("existing", ["refuse", "skip", "overwrite"])
+@pytest.mark.parametrize("name, kind", [(f"{CASES[3]}_mask.tif", "folder"), (f"{CASES[3]}_mask.tiff", "fifo"),
+                                        (f"{CASES[3]}_mask.tif", "link to a folder"), ("summary.csv", "folder"),
+                                        (".summary.rank1.csv", "folder")])
+def test_a_mask_or_summary_name_that_is_no_file_is_refused_in_every_mode_before_any_scan_is_read(
+        tiny_model_dir, cohort, tmp_path, monkeypatch, existing, name, kind):
+    """A folder (or named pipe) of a case's mask name: --overwrite segmented the other cases, then failed with "Is a
+    directory" and undid them all; without a flag it was called a file the run would write. Nothing is removed."""
+    out = tmp_path / "masks"
+    out.mkdir()
+    what = _not_a_file(out / name, kind)
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    monkeypatch.setattr(batch_predict, "loaded_scans", lambda *_: pytest.fail("a scan was read"))
+    with pytest.raises(InputError) as refused:
+        next(segment_cohort(load_model(tiny_model_dir), sorted(cohort.iterdir()), out, SegmentOptions(),
+                            existing=existing))
+    assert str(refused.value) == (
+        f"{out} holds {name} ({what}) where this run would write a case's mask or its summary, which is not a file: "
+        "neither --skip-existing nor --overwrite can keep or replace it; move it away, or choose another output folder")
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+
+
+def test_every_mask_name_that_is_no_file_is_named_in_one_line_whatever_its_format(tiny_model_dir, tmp_path):
+    """An NRRD scan's mask is written as .mha; a folder of an earlier version's name (.nii.gz) is its mask too."""
+    data, out = tmp_path / "data", tmp_path / "masks"
+    _nrrd_scans(data, ["a", "b", "c"])
+    for name in ("a_mask.nii.gz", "b_mask.mha", "c_mask.nii"):
+        (out / name).mkdir(parents=True)
+    with pytest.raises(InputError, match=r"holds a_mask\.nii\.gz \(a folder\), b_mask\.mha \(a folder\) and 1 more "
+                       "where this run would write a case's mask or its summary, which are not files"):
+        next(segment_cohort(load_model(tiny_model_dir), sorted(data.iterdir()), out, SegmentOptions(),
+                            existing="overwrite"))
+    assert sorted(p.name for p in out.iterdir()) == ["a_mask.nii.gz", "b_mask.mha", "c_mask.nii"]
+
+
 @pytest.mark.parametrize("name", [f"{CASES[3]}_mask.tif", "summary.csv"])
 def test_a_users_link_to_a_missing_file_is_an_output_the_run_refuses_to_replace(tiny_model_dir, cohort, tmp_path, name):
     """A link to a mask or summary on a drive not plugged in is the user's: replaced only with --overwrite, and

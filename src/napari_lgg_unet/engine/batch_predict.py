@@ -170,9 +170,9 @@ def claimed_output(out_dir: Path, cases: Sequence[ScanSource], group: Group = Gr
     """Hold `out_dir` for a cohort run of `cases` (rank 0 holds its lock) after refusing, in this order: an `out_dir`
     on or in an input's files or case folders and two cases of one name (see outputs.py); a folder another job is
     writing (the real reason when it also holds masks: they may be that job's); a summary.csv, journal or (with
-    `existing="overwrite"`) case's mask that a shared folder keeps for another user (`_check_replaceable`); and with
-    `existing="refuse"` an `out_dir` that already holds a file the run would write (check_outputs_free), with `"skip"`
-    a summary.csv lgg-unet did not write (check_summary_ours).
+    `existing="overwrite"`) case's mask that a shared folder keeps for another user (`_check_replaceable`); in every
+    mode a mask or summary that is no file (`_check_files`), with `existing="refuse"` an `out_dir` that already holds
+    a file the run would write (check_outputs_free), with `"skip"` a summary.csv lgg-unet did not write.
 
     It reads no scan and needs no model, so a caller that has none yet claims first and loads it after (the CLI). A
     refusal leaves the folder as it was (the lock removes what it created), and so does a failure under torchrun:
@@ -304,6 +304,29 @@ def _check_replaceable(out_dir: Path, cases: Sequence[ScanSource], existing: Exi
         check_replaceable(path)
 
 
+def _check_files(out_dir: Path, cases: Sequence[ScanSource]) -> None:
+    """Refuse, before any case is segmented and whatever the run does with existing masks, a case's mask
+    (`case_mask`) or summary file that is no file: a folder, a named pipe, a socket, a device, or a link to one. No
+    mask or summary can be written in its place, and none is a mask --skip-existing can keep; --overwrite segmented
+    other cases first, then failed ("Is a directory") and undid them, and must never remove a folder. A link to a
+    missing file is a file the user made (a mask on a drive not plugged in), which the other checks decide on."""
+    paths = dict.fromkeys([*(case_mask(out_dir, case) for case in cases), *_summary_files(out_dir)])
+    odd = [f"{path.name} ({_kind(path)})" for path in paths if path is not None and os.path.exists(path)
+           and not os.path.isfile(path)]
+    if odd:
+        it, is_not = ("it", "is not a file") if len(odd) == 1 else ("them", "are not files")
+        raise InputError(f"{out_dir} holds {few_names(odd, shown=2)} where this run would write a case's mask or its "
+                         f"summary, which {is_not}: neither --skip-existing nor --overwrite can keep or replace {it}; "
+                         f"move {it} away, or choose another output folder")
+
+
+def _kind(path: Path) -> str:
+    """What a path that is no file is, in a user's words (a link is told by what it leads to)."""
+    mode = path.stat().st_mode
+    kinds = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a named pipe", stat.S_ISSOCK: "a socket"}
+    return next((kind for test, kind in kinds.items() if test(mode)), "a device")
+
+
 def _summary_files(out_dir: Path) -> list[Path]:
     """`summary.csv` (present or not), then every rank's journal in `out_dir`: what `write_summary` reads, replaces
     and removes."""
@@ -311,6 +334,7 @@ def _summary_files(out_dir: Path) -> list[Path]:
 
 
 def _check_existing(out_dir: Path, cases: Sequence[ScanSource], existing: ExistingOutputs) -> None:
+    _check_files(out_dir, cases)
     if existing == "refuse":
         check_outputs_free(out_dir, cases)
     elif existing == "skip":
