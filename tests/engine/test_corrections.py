@@ -286,6 +286,22 @@ def test_a_click_whose_coordinate_is_too_large_for_a_float_is_outside_the_scan_a
     assert session.clicks == [] and np.array_equal(session.mask, before)
 
 
+@pytest.mark.parametrize("click, message", [
+    ((10**400, 12, 12), "the click (<a whole number of 401 digits>, 12, 12) lies outside the scan"),
+    ((5, -(10**5000), 12), "the click (5, -<a whole number of 5001 digits>, 12) lies outside the scan"),
+    ((5, np.uint64(2**64 - 1), 12), "the click (5, 18446744073709551615, 12) lies outside the scan"),
+    ((10**400, "x" * 1000, 1), "a click needs three numbers (z, y, x), not (<a whole number of 401 digits>, 'xxxxx"),
+])
+def test_a_click_refused_for_a_huge_coordinate_says_so_in_one_short_line(click, message):
+    """A script's 10**400 was repeated in full (400 digits), and one of 4300 digits or more failed with Python's own
+    ValueError (int to str) instead of our refusal."""
+    session = _session(_scan())
+    with pytest.raises(InputError) as refused:
+        session.click(*click)
+    assert str(refused.value).startswith(message) and len(str(refused.value)) < 160, str(refused.value)
+    assert session.clicks == []
+
+
 def test_a_click_that_fails_while_the_network_runs_leaves_the_session_as_it_was(monkeypatch):
     from napari_lgg_unet.engine import corrections
     from napari_lgg_unet.engine.errors import DeviceError

@@ -209,15 +209,15 @@ class CorrectionSession:
             raise InputError(f"a click's kind must be True (tumour) or False (not tumour), not {positive!r}")
         values = (z, y, x)
         if not all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in values):
-            raise InputError(f"a click needs three numbers (z, y, x), not {values!r}")
+            raise InputError(f"a click needs three numbers (z, y, x), not {_brief(values)}")
         shape = self.probability.shape
-        outside = InputError(f"the click ({z}, {y}, {x}) lies outside the scan (slices, rows, columns: {shape})")
+        outside = InputError(f"the click {_brief(values)} lies outside the scan (slices, rows, columns: {shape})")
         try:
             floats = [float(v) for v in values]
         except OverflowError:  # a whole number beyond any float: far outside any scan
             raise outside from None
         if not all(math.isfinite(v) for v in floats):
-            raise InputError(f"a click's coordinates must be finite numbers, not {values!r}")
+            raise InputError(f"a click's coordinates must be finite numbers, not {_brief(values)}")
         if not all(-0.5 <= v <= n - 0.5 for v, n in zip(floats, shape)):
             raise outside
         # A voxel reaches half a voxel either side of its index, both edges included, as napari (and the widget's
@@ -320,3 +320,17 @@ def _recompute_near(scan: ScanInput, old: np.ndarray, slices: np.ndarray, clicks
     box = tuple(slice(int(i[0]), int(i[-1]) + 1) if len(i) else slice(0, 0) for i in (rows, cols))
     return _Answer(box, np.where(answered[box], new[(slice(None), *box)], np.float32(np.nan)))
 
+
+def _brief(values: tuple[object, ...]) -> str:
+    """A click's coordinates as given, for a one-line message: a number as it prints, a whole number too long to read
+    (a script's 10**400; Python refuses to print one of 4300 digits or more) as its digit count, anything else by its
+    repr, cut short."""
+    def one(value: object) -> str:
+        if isinstance(value, (int, np.integer)) and abs(int(value)).bit_length() > 64:
+            size = abs(int(value))
+            digits = int(size.bit_length() * math.log10(2)) + 1
+            digits -= 10 ** (digits - 1) > size  # the estimate is at most one too many
+            return f"{'-' if value < 0 else ''}<a whole number of {digits} digits>"
+        text = str(value) if isinstance(value, (int, float, np.integer, np.floating)) else repr(value)
+        return text if len(text) <= 40 else f"{text[:37]}..."
+    return f"({', '.join(map(one, values))})"
