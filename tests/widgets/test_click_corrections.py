@@ -823,6 +823,28 @@ def test_tumour_data_of_another_shape_is_the_user_s_and_a_click_undo_threshold_o
     assert notes["error"] == []
 
 
+@pytest.mark.parametrize("action", ["click", "threshold"])
+def test_a_script_s_wider_labels_of_the_segmented_shape_stay_as_they_are_at_the_next_click_or_threshold(
+        viewer, qtbot, notes, action):
+    """Data of the segmented shape but another type holds painting the widget keeps: a script's int32 labels 256
+    and 300 were cast to the mask's uint8 and came back as 0 (erased) and 44."""
+    widget = _segmented(viewer, qtbot, notes, "default")
+    qtbot.waitUntil(lambda: widget.corrections.session is not None, timeout=60_000)
+    settle(qtbot, widget)
+    tumour = widget.prediction_layer()
+    users = tumour.data.astype(np.int32)
+    users[2, 5:9, 5:9], users[2, 20:24, 20:24] = 300, 256  # far from the tumour
+    tumour.data = users
+    if action == "click":
+        _click(widget, qtbot, (12, 100, 100), positive=False)
+    else:
+        widget.cleanup.threshold.value = 0.6
+    settle(qtbot, widget)
+    assert widget.prediction_layer() is tumour
+    assert (tumour.data[2, 5:9, 5:9] == 300).all() and (tumour.data[2, 20:24, 20:24] == 256).all()
+    assert notes["info"] == [] and notes["error"] == []
+
+
 def test_an_unchanged_tumour_layer_takes_a_new_segmentation_of_another_shape(viewer, qtbot, notes):
     """Only the user's data of another shape is kept apart: a tumour layer nobody changed takes the segmentation of
     its image given data of another shape, as it takes any new segmentation."""

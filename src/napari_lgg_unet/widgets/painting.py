@@ -39,7 +39,9 @@ class Painting:
         self._fresh |= changed & (current > 0) & ~(self.voxels & (self.values == current))  # noted before: not new
         voxels, values = self._settled
         self.voxels = voxels | changed
-        self.values = np.where(changed, current, values).astype(values.dtype, copy=False)
+        # in a type that holds both: a script's int32 labels of 256 or 300, cast to the mask's uint8, came back
+        # as 0 (erased) and 44 at the next click or threshold
+        self.values = np.where(changed, current, values)
 
     def settle(self) -> None:
         """The widget set the layer with the painting as it is now and napari's history starts afresh: no undo
