@@ -608,6 +608,23 @@ def test_under_torchrun_bad_input_is_told_once_and_every_process_exits_with_2(ti
     assert (tmp_path / "log.1").read_text() == ""
 
 
+def test_under_torchrun_a_folder_of_a_mask_name_in_rank_1s_share_is_refused_by_every_rank_before_any_case(
+        tiny_model_dir, cohort, tmp_path):
+    """Rank 0 checks the folder before anything is written, for every rank: --overwrite segmented rank 0's share and
+    failed on rank 1 at the folder, "Is a directory"."""
+    out = tmp_path / "masks"
+    (out / f"{CASES[7]}_mask.tif").mkdir(parents=True)
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu",
+            "--overwrite"]
+    torch.multiprocessing.spawn(_predict_as_rank, args=(free_port(), argv, str(tmp_path / "log"), 2), nprocs=2)
+    assert (tmp_path / "log.0").read_text() == (
+        f"lgg-unet: error: {out} holds {CASES[7]}_mask.tif (a folder) where this run would write a case's mask or its "
+        "summary, which is not a file: neither --skip-existing nor --overwrite can keep or replace it; move it away, "
+        "or choose another output folder\n")
+    assert (tmp_path / "log.1").read_text() == ""
+    assert [p.name for p in out.iterdir()] == [f"{CASES[7]}_mask.tif"]
+
+
 def _predict_as_rank(rank: int, port: int, argv: list[str], log: str, code: int = 0) -> None:
     """One of two torchrun-style processes of a cohort predict ending with exit `code`, its output in `log`.<rank>."""
     os.environ.update(rank_variables(rank, port))
