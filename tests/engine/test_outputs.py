@@ -8,7 +8,7 @@ import pytest
 import tifffile
 
 from napari_lgg_unet.engine.cases import cases_in_folder
-from napari_lgg_unet.engine.errors import InputError
+from napari_lgg_unet.engine.errors import InputError, InputWarning
 from napari_lgg_unet.engine.io import load_scan, write_mask
 from napari_lgg_unet.engine.outputs import check_output, check_unique_names, input_paths, outside
 
@@ -84,8 +84,24 @@ def test_a_volume_file_stands_for_its_case_labels_and_own_folder(tmp_path):
 def test_a_folder_of_masks_is_refused_where_scans_lie_directly(tmp_path):
     flair = _nifti(tmp_path / "B_flair.nii.gz")
     check_output(tmp_path / "B_mask.nii.gz", [flair])  # one mask beside the scan: fine
-    with pytest.raises(InputError, match="part of the input"):
+    with pytest.raises(InputError, match="the folder of the input's scan files, where the next run would read its "
+                                         r"masks with those scans \(as their manual masks\)"):
         check_output(tmp_path, [flair], folder=True)
+
+
+def test_a_folder_of_masks_beside_the_case_folders_read_is_allowed_and_read_without_them(tmp_path):
+    """`predict --input ROOT/P1 --output ROOT/` was refused as landing "on or in ROOT, which is part of the input":
+    ROOT holds case folders, no scan file; the mask it gets, ROOT/P1_mask.nii.gz, is the one `--output
+    ROOT/P1_mask.nii.gz` writes, which a later run over ROOT leaves out by name, saying so."""
+    from napari_lgg_unet.engine.io import find_scans
+
+    for case in ("P1", "P2"):
+        _nifti(tmp_path / case / f"{case}_flair.nii.gz")
+    check_output(tmp_path, cases_in_folder(tmp_path / "P1"), folder=True)
+    check_output(tmp_path, cases_in_folder(tmp_path / "P1") + cases_in_folder(tmp_path / "P2"), folder=True)
+    _nifti(tmp_path / "P1_mask.nii.gz")
+    with pytest.warns(InputWarning, match="left out P1_mask.nii.gz"):
+        assert [case.name for case in find_scans(tmp_path)] == ["P1", "P2"]
 
 
 def test_masks_of_an_earlier_run_inside_the_input_root_are_not_inputs(tmp_path):

@@ -82,17 +82,18 @@ def output_path(output: str | Path) -> Path:
 def check_output(output: str | Path, sources: Sequence[ScanSource], folder: bool = False,
                  what: str = "the input") -> None:
     """Refuse an `output` that is, or is inside, a file or case folder of `sources` (`what` they are, for the
-    message). A `folder` of masks is also refused where scan files lie directly (its masks would be read as scans on
-    the next run)."""
+    message). A `folder` of masks is also refused where scan files lie directly: the next run would read its masks
+    (`<scan>_mask.*`) with those scans, as their manual masks. Not beside case folders (ROOT for ROOT/P1): ROOT holds
+    no scan file, and a mask named after a case beside its folder is left out of ROOT by name (io.find_scans)."""
     target = output_path(output)
     for source in sources:
         paths = input_paths(source)
-        hit = landing(target, paths)
-        if hit is None and folder:
-            hit = next((p.parent for p in paths if _same(target, p.parent)), None)
-        if hit is not None:
+        if (hit := landing(target, paths)) is not None:
             raise InputError(f"output {output} would land on or in {hit}, which is part of {what}; "
                              f"write it outside {what}")
+        if folder and (hit := next((p.parent for p in paths if p.is_file() and _same(target, p.parent)), None)):
+            raise InputError(f"output {output} is {hit}, the folder of the input's scan files, where the next run "
+                             "would read its masks with those scans (as their manual masks); write it elsewhere")
         if (case := _case_it_would_join(target, paths)) is not None:
             raise InputError(f"output {output} would be read as a file of {case}, an input (its name groups it "
                              "with that scan's files); give it another name or write it elsewhere")
