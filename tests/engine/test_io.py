@@ -49,6 +49,34 @@ def test_mask_is_written_as_uint8_0_255(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.tif"]
 
 
+@pytest.mark.parametrize("name", ["m.tif", "m.nii.gz", "m.nrrd"])
+@pytest.mark.parametrize(("values", "refusal"), [
+    (np.full((2, 5, 6), 0.7, np.float32), r"fractional values \(such as 0.7\).*threshold it first"),
+    (np.full((2, 5, 6), -1, np.int16), r"values below 0 \(such as -1\).*give 0 for background and 1 for tumour"),
+    (np.full((2, 5, 6), np.nan, np.float32), "NaN values"),
+], ids=["probability map", "minus one", "NaN"])
+def test_a_mask_that_reading_would_refuse_is_refused_when_written_not_thresholded(tmp_path, name, values, refusal):
+    """Reading a mask refuses fractions, NaN and values below 0; writing took `> 0`, so a probability map of 0.7
+    was saved as all tumour and -1 as background without a word. Nothing is written."""
+    from napari_lgg_unet.engine.formats import file_format
+    from napari_lgg_unet.engine.volumes import engine_geometry
+
+    path = tmp_path / name
+    with pytest.raises(InputError, match=f"the mask to save as {name} holds {refusal}"):
+        file_format(path).write_mask(path, values, engine_geometry(values.shape))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("mask", [np.eye(6, dtype=bool)[:5], np.eye(6, dtype=np.uint8)[:5] * 255,
+                                  np.eye(6, dtype=np.float32)[:5] * 0.99999994], ids=["bool", "0/255", "float 0/1"])
+def test_masks_of_whole_labels_are_written_as_tumour_where_above_0(tmp_path, sample_patient_dir, mask):
+    scan = load_patient(sample_patient_dir)
+    volume = np.zeros(scan.image.shape[:3], mask.dtype)
+    volume[0, :5, :6] = mask
+    write_mask(tmp_path / "mask.tif", volume, scan)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "mask.tif") > 0, volume > 0)
+
+
 def test_write_mask_never_writes_into_the_kaggle_patient_folder_it_read(sample_patient_dir, tmp_path):
     scan = load_patient(sample_patient_dir)
     before = {p.name: p.read_bytes() for p in sample_patient_dir.iterdir()}

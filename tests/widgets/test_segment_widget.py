@@ -909,8 +909,9 @@ def test_a_case_whose_labels_cannot_be_used_opens_without_them_with_a_warning_no
     warned = [str(n.message) for n in notification_manager.records if n.severity == NotificationSeverity.WARNING]
     assert [m for m in warned if str(case) in m] == [
         f"A is read without its manual mask (segmenting and viewing need none): the labels {case / 'A_seg.nii.gz'} "
-        "holds fractional values (such as 0.4), as a mask resampled with linear interpolation has; a label map holds "
-        "whole numbers (0 background, above 0 tumour): resample it with nearest neighbour, or threshold it yourself"]
+        "holds fractional values (such as 0.4), as a probability map or a mask resampled with linear interpolation "
+        "has; a label map holds whole numbers (0 background, above 0 tumour): resample it with nearest neighbour, or "
+        "threshold it yourself"]
     assert [type(layer) for layer in viewer.layers] == [Image]
 
 

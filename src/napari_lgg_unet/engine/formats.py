@@ -84,7 +84,18 @@ class ScanFormat:
         read, so callers check it before the model runs. Most formats refuse none."""
 
     def write_mask(self, path: Path, mask: np.ndarray, geometry: Geometry | None) -> None:
-        """Save an engine-layout mask (any value > 0 is tumour) as `path`, atomically."""
+        """Save an engine-layout mask (0 background, any label above 0 tumour) as `path`, atomically. A mask holding
+        what reading one refuses (NaN, fractions: a probability map; values below 0) is refused as reading refuses
+        it (`scan_checks.check_label_values`), not written as `> 0` reads it."""
+        from .scan_checks import check_label_values
+
+        mask = np.asarray(mask)
+        check_label_values(f"the mask to save as {path.name}", mask, "give 0 for background and 1 for tumour",
+                           "threshold it first (tumour where the probability is 0.5 or more, say)")
+        self.save_mask(path, mask, geometry)
+
+    def save_mask(self, path: Path, mask: np.ndarray, geometry: Geometry | None) -> None:
+        """`write_mask` once the mask's values are checked: each format that writes masks says how."""
         raise cannot_write(path)
 
 
@@ -104,7 +115,7 @@ class TiffStack(ScanFormat):
     def scan_name(self, path: Path) -> str:
         return path.stem
 
-    def write_mask(self, path: Path, mask: np.ndarray, geometry: Geometry | None) -> None:
+    def save_mask(self, path: Path, mask: np.ndarray, geometry: Geometry | None) -> None:
         from .io import write_mask_tiff
 
         write_mask_tiff(path, mask)
@@ -134,12 +145,11 @@ class VolumeFile(ScanFormat):
     def read_volume(self, path: Path) -> Volume:
         raise NotImplementedError
 
-    def write_mask(self, path: Path, mask: np.ndarray, geometry: Geometry | None) -> None:
+    def save_mask(self, path: Path, mask: np.ndarray, geometry: Geometry | None) -> None:
         """On the scan's source grid (a scan without geometry: the engine's axes, unit spacing)."""
         from .volumes import engine_geometry, from_engine
 
         check_mask_name(path)
-        mask = np.asarray(mask)
         if mask.ndim not in (2, 3):
             raise InputError(f"a {mask.ndim}D mask cannot be saved as one mask volume; save it as TIFF")
         volume = (mask if mask.ndim == 3 else mask[None]) > 0

@@ -151,16 +151,8 @@ def tumour_of_labels(label: str, labels: np.ndarray) -> np.ndarray:
     A patient's FLAIR saved as its slice masks is refused by its first slice that is not black. So is an atlas of
     many structures, rightly (read `> 0`, each would be tumour): the message names both, and what to give instead."""
     values = np.asarray(labels)
-    if values.dtype.kind == "f":
-        if np.isnan(values).any():
-            raise InputError(f"{label} holds NaN values; a label map holds whole numbers (0 background, above 0 "
-                             "tumour): fix or re-export the labels")
-        whole = np.round(values)
-        if (fraction := values[np.abs(values - whole) > LABEL_ROUNDING * np.abs(whole)]).size:
-            raise InputError(f"{label} holds fractional values (such as {float(fraction.flat[0]):.7g}), as a mask "
-                             "resampled with linear interpolation has; a label map holds whole numbers (0 background, "
-                             "above 0 tumour): resample it with nearest neighbour, or threshold it yourself")
-    refuse_negative_labels(label, values, "fix or re-export the labels")
+    check_label_values(label, values, "fix or re-export the labels",
+                       "resample it with nearest neighbour, or threshold it yourself")
     if (count := len(np.unique(np.round(values) if values.dtype.kind == "f" else values))) > MAX_LABELS:
         raise InputError(f"{label} holds {count} distinct values; a tumour mask holds at most {MAX_LABELS} (0 for "
                          "background, and every label above 0 is read as tumour: 0/255, 0/1, BraTS 0/1/2/4). So many "
@@ -173,6 +165,23 @@ def tumour_of_labels(label: str, labels: np.ndarray) -> np.ndarray:
                          "mask filled with 255 gives; a tumour mask is 0 wherever there is no tumour: give the mask "
                          "drawn on the scan")
     return tumour
+
+
+def check_label_values(label: str, values: np.ndarray, fix: str, fraction_fix: str) -> None:
+    """Refuse, naming `label`, what no label map holds: NaN, fractions, values below 0 (why: `tumour_of_labels`);
+    `fraction_fix` says how to mend fractions, `fix` the others. The one rule for masks read (`tumour_of_labels`) and
+    written (formats.ScanFormat.write_mask): a probability map of 0.7 was written as all tumour and -1 as background,
+    masks that reading refuses or reads otherwise than meant."""
+    if values.dtype.kind == "f":
+        if np.isnan(values).any():
+            raise InputError(f"{label} holds NaN values; a label map holds whole numbers (0 background, above 0 "
+                             f"tumour): {fix}")
+        whole = np.round(values)
+        if (fraction := values[np.abs(values - whole) > LABEL_ROUNDING * np.abs(whole)]).size:
+            raise InputError(f"{label} holds fractional values (such as {float(fraction.flat[0]):.7g}), as a "
+                             "probability map or a mask resampled with linear interpolation has; a label map holds "
+                             f"whole numbers (0 background, above 0 tumour): {fraction_fix}")
+    refuse_negative_labels(label, values, fix)
 
 
 def refuse_negative_labels(label: str, values: np.ndarray, fix: str) -> None:
