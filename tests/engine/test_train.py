@@ -78,6 +78,27 @@ def test_stop_mid_run_ends_cleanly_and_keeps_the_best_model(scans, tmp_path):
     assert load_model(tmp_path / "m").config.training.best_epoch == 1
 
 
+def test_a_best_model_deleted_mid_run_is_replaced_by_a_later_epoch_the_run_then_reports(scans, tmp_path, monkeypatch):
+    """The output folder deleted after epoch 1 (the best, as validation says here): epochs 2 and 3 were worse and
+    wrote only a resume state and history into the folder the writes made again, and the run ended with "best epoch 1,
+    model in ..." over a folder without a model."""
+    losses = iter([0.1, 0.5, 0.9])
+    validation_scores = train.validation_scores
+
+    def scored(*args, **kwargs):
+        return {**validation_scores(*args, **kwargs), "val_loss": next(losses)}
+
+    monkeypatch.setattr(train, "validation_scores", scored)
+    out = tmp_path / "m"
+    with pytest.warns(InputWarning, match=r"best model \(epoch 1\) .* was deleted; saved epoch 2's instead"):
+        for event in train_model(scans, TrainConfig(epochs=3, steps_per_epoch=2, val_fraction=0.34, **FAST), out):
+            if isinstance(event, EpochEnd) and event.epoch == 1:
+                shutil.rmtree(out)
+    assert event.best_epoch == 2 and event.message.startswith("best epoch 2 (validation loss 0.5000)")
+    assert load_model(out).config.training.best_epoch == 2
+    assert RunFolder(out).resume_progress().best_epoch == 2
+
+
 def test_a_stop_after_a_few_steps_leaves_a_model_and_one_before_any_step_records_no_epoch(scans, tmp_path):
     """Stopped before its first step, a run saved the untrained network as 'best epoch 1, train loss 0.0' and counted
     epoch 1 as done, so --resume skipped it."""

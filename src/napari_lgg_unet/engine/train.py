@@ -313,14 +313,18 @@ def _best_cut_short(folder: RunFolder, progress: RunProgress) -> bool:
     not hold it whole (its weights, and a config.json of their save); the run may have been killed after its resume
     state, before its model was written. Only a missing, older or half-saved model is rewritten: rewriting the same
     weights would drop what was done to the model since (a calibration of its threshold)."""
-    if progress.best_epoch != progress.epochs_done:
-        return False
+    return progress.best_epoch == progress.epochs_done and not _holds_best(folder, progress)
+
+
+def _holds_best(folder: RunFolder, progress: RunProgress) -> bool:
+    """Whether `folder` holds the run's best model whole: weights of its best epoch and a config.json of their save.
+    A run whose folder was deleted while it trained found it again (its writes make it anew) without that model."""
     try:
         on_disk = saved_config(folder.path)
         same_save = read_config(folder.path).weights_id == on_disk.weights_id
     except ModelError:
-        return True
-    return not (same_save and on_disk.training.best_epoch == progress.best_epoch)
+        return False
+    return same_save and on_disk.training.best_epoch == progress.best_epoch
 
 
 def _let_go(run: _Run) -> None:
@@ -422,6 +426,10 @@ def _end_epoch(run: _Run, asked: Callable[[], bool]) -> EpochEnd | None:
     progress.history.append(record.row())
     monitored = train_loss if selection is None else selection
     improved = run.config.keep_last or progress.best_epoch is None or monitored < progress.best_val_loss
+    if not improved and run.group.any(run.group.is_main and not _holds_best(run.folder, progress)):
+        warnings.warn(InputWarning(f"the best model (epoch {progress.best_epoch}) in {run.folder.path} was deleted; "
+                                   f"saved epoch {epoch}'s instead"), stacklevel=1)
+        improved = True
     if improved:
         progress.best_epoch, progress.best_val_loss = epoch, monitored
     progress.epochs_done, progress.seconds = epoch, seconds
