@@ -78,10 +78,9 @@ def test_stop_mid_run_ends_cleanly_and_keeps_the_best_model(scans, tmp_path):
     assert load_model(tmp_path / "m").config.training.best_epoch == 1
 
 
-def test_a_best_model_deleted_mid_run_is_replaced_by_a_later_epoch_the_run_then_reports(scans, tmp_path, monkeypatch):
-    """The output folder deleted after epoch 1 (the best, as validation says here): epochs 2 and 3 were worse and
-    wrote only a resume state and history into the folder the writes made again, and the run ended with "best epoch 1,
-    model in ..." over a folder without a model."""
+@pytest.fixture
+def worsening_validation(monkeypatch):
+    """Validation losses 0.1, 0.5, 0.9 for epochs 1 to 3: epoch 1 is the best."""
     losses = iter([0.1, 0.5, 0.9])
     validation_scores = train.validation_scores
 
@@ -89,6 +88,13 @@ def test_a_best_model_deleted_mid_run_is_replaced_by_a_later_epoch_the_run_then_
         return {**validation_scores(*args, **kwargs), "val_loss": next(losses)}
 
     monkeypatch.setattr(train, "validation_scores", scored)
+
+
+def test_a_best_model_deleted_mid_run_is_replaced_by_a_later_epoch_the_run_then_reports(
+        scans, tmp_path, worsening_validation):
+    """The output folder deleted after epoch 1 (the best, as validation says here): epochs 2 and 3 were worse and
+    wrote only a resume state and history into the folder the writes made again, and the run ended with "best epoch 1,
+    model in ..." over a folder without a model."""
     out = tmp_path / "m"
     with pytest.warns(InputWarning, match=r"best model \(epoch 1\) .* was deleted; saved epoch 2's instead"):
         for event in train_model(scans, TrainConfig(epochs=3, steps_per_epoch=2, val_fraction=0.34, **FAST), out):
@@ -97,6 +103,22 @@ def test_a_best_model_deleted_mid_run_is_replaced_by_a_later_epoch_the_run_then_
     assert event.best_epoch == 2 and event.message.startswith("best epoch 2 (validation loss 0.5000)")
     assert load_model(out).config.training.best_epoch == 2
     assert RunFolder(out).resume_progress().best_epoch == 2
+
+
+def test_a_stop_after_the_best_model_was_deleted_saves_the_stopped_epochs_model_and_says_so(
+        scans, tmp_path, worsening_validation):
+    """Stopped promptly as "the best model is on disk", a run whose folder was deleted after epoch 1 ended with "best
+    epoch 1, model in ..." over nothing: it validates the stopped epoch whole instead, as a first epoch's, and saves
+    it."""
+    out, steps = tmp_path / "m", 0
+    with pytest.warns(InputWarning, match=r"best model \(epoch 1\) .* was deleted; saved epoch 2's instead"):
+        for event in train_model(scans, TrainConfig(epochs=3, steps_per_epoch=3, val_fraction=0.34, **FAST), out,
+                                 lambda: steps >= 4):
+            steps += isinstance(event, Step)
+            if isinstance(event, EpochEnd) and event.epoch == 1:
+                shutil.rmtree(out)
+    assert event.stopped and event.best_epoch == 2 and steps == 4
+    assert load_model(out).config.training.best_epoch == 2
 
 
 def test_a_stop_after_a_few_steps_leaves_a_model_and_one_before_any_step_records_no_epoch(scans, tmp_path):

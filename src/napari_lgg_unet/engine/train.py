@@ -146,7 +146,8 @@ def _epochs(run: _Run, stopped: Callable[[], bool], asked: Callable[[], bool]) -
     validation batches: see `_end_epoch`).
 
     A run stopped during its first epoch, after some steps or during its validation, validates that epoch whole
-    whatever is asked meanwhile: its model is the only one the run leaves."""
+    whatever is asked meanwhile: its model is the only one the run leaves. So does a run whose best model was
+    deleted (`_best_kept`): its stopped epoch's model is saved in its place."""
     with out_of_memory_as_advice():
         for run.epoch in range(run.progress.epochs_done, run.config.last_epoch):
             if not _start_epoch(run, stopped):  # stopped while it scored the hard negatives: no step of it was taken
@@ -157,10 +158,11 @@ def _epochs(run: _Run, stopped: Callable[[], bool], asked: Callable[[], bool]) -
                     run.stopped = True
                     break
                 yield _train_step(run, x, y)
-            if run.stopped and (run.progress.best_epoch is not None or run.seen == 0):
+            kept = _best_kept(run)
+            if run.stopped and (kept or run.seen == 0):
                 return  # stop promptly: the best model is on disk, or no step was taken to make one
             # the first validation runs whole: a stop there would leave no model of the epoch trained
-            ended = _end_epoch(run, _never if run.stopped or run.progress.best_epoch is None else asked)
+            ended = _end_epoch(run, asked if kept and not run.stopped else _never)
             if ended is None:  # stopped during the validation: the epoch is not recorded, the best model stays
                 run.stopped = True
                 return
@@ -316,6 +318,14 @@ def _best_cut_short(folder: RunFolder, progress: RunProgress) -> bool:
     return progress.best_epoch == progress.epochs_done and not _holds_best(folder, progress)
 
 
+def _best_kept(run: _Run) -> bool:
+    """Whether the run has a best model and its folder still holds it (`_holds_best`), as rank 0 finds, on every
+    process."""
+    if run.progress.best_epoch is None:
+        return False
+    return not run.group.any(run.group.is_main and not _holds_best(run.folder, run.progress))
+
+
 def _holds_best(folder: RunFolder, progress: RunProgress) -> bool:
     """Whether `folder` holds the run's best model whole: weights of its best epoch and a config.json of their save.
     A run whose folder was deleted while it trained found it again (its writes make it anew) without that model."""
@@ -426,7 +436,7 @@ def _end_epoch(run: _Run, asked: Callable[[], bool]) -> EpochEnd | None:
     progress.history.append(record.row())
     monitored = train_loss if selection is None else selection
     improved = run.config.keep_last or progress.best_epoch is None or monitored < progress.best_val_loss
-    if not improved and run.group.any(run.group.is_main and not _holds_best(run.folder, progress)):
+    if not improved and not _best_kept(run):
         warnings.warn(InputWarning(f"the best model (epoch {progress.best_epoch}) in {run.folder.path} was deleted; "
                                    f"saved epoch {epoch}'s instead"), stacklevel=1)
         improved = True
