@@ -365,11 +365,7 @@ def test_a_scan_whose_tumour_the_resizing_loses_is_named_in_a_warning_as_the_run
     """Its marked slices trained as tumour-free without a word, beside a scan whose tumour survived."""
     whole = load_patient(sample_patient_dir)
     config = TrainConfig(epochs=1, steps_per_epoch=1, val_fraction=0.0, skip_unlabelled=True, **FAST)
-    run = train_model([whole, _dotted(whole, "P2")], config, tmp_path / "m")
-    with pytest.warns(InputWarning) as warned:
-        next(run)
-    run.close()
-    assert [str(w.message) for w in warned] == [
+    assert _warnings_as_it_starts([whole, _dotted(whole, "P2")], config, tmp_path / "m") == [
         "the tumour marked on 3 slices of P2 is too small or thin to survive the resizing of the slices to the image "
         "size, 64 x 64 pixels, so they train as tumour-free (the smallest tumour that survived covers 374 pixels of a "
         "256 x 256 slice); mark larger regions, or choose a larger image size"]
@@ -386,15 +382,19 @@ def test_slices_whose_tumour_the_resizing_loses_are_counted_in_a_warning_beside_
     mask[5, 100:120, 100:125] = True  # 500 voxels: the smallest tumour of a slice that survives at 64 pixels
     mask[6:8, 120:122, 120:122] = True  # a 2 x 2 voxel dot: a quarter of a pixel at 64 pixels
     config = TrainConfig(epochs=1, steps_per_epoch=1, val_fraction=0.0, skip_unlabelled=skip_unlabelled, **FAST)
-    run = train_model([replace(scan, name="P1", mask=mask)], config, tmp_path / "m")
-    with pytest.warns(InputWarning) as warned:
-        next(run)
-    run.close()
-    assert [str(w.message) for w in warned] == [
+    assert _warnings_as_it_starts([replace(scan, name="P1", mask=mask)], config, tmp_path / "m") == [
         "the tumour marked on 2 slices of P1 is too small or thin to survive the resizing of the slices to the image "
         "size, 64 x 64 pixels, so they train as tumour-free (the smallest tumour that survived covers 500 pixels of a "
         "256 x 256 slice); mark larger regions, or choose a larger image size"]
 
+
+def _warnings_as_it_starts(scans: list[Scan], config: TrainConfig, out: Path) -> list[str]:
+    """The warnings a training run gives before its first event (it is closed then)."""
+    run = train_model(scans, config, out)
+    with pytest.warns(InputWarning) as warned:
+        next(run)
+    run.close()
+    return [str(w.message) for w in warned]
 
 def _painted(name: str, slices: int) -> Scan:
     """A small grey scan whose every slice has a square of tumour."""
