@@ -105,6 +105,18 @@ def test_a_best_model_deleted_mid_run_is_replaced_by_a_later_epoch_the_run_then_
     assert RunFolder(out).resume_progress().best_epoch == 2
 
 
+def test_a_best_model_deleted_after_the_last_epoch_is_said_to_be_gone_not_named_as_the_runs_model(scans, tmp_path):
+    """Deleted with its folder after the last epoch's save, the model was still named in the run's last event: "best
+    epoch 1, model in ..." over a folder `load_model` refused."""
+    out = tmp_path / "m"
+    for event in train_model(scans, TrainConfig(epochs=1, steps_per_epoch=1, val_fraction=0.34, **FAST), out):
+        if isinstance(event, EpochEnd):
+            shutil.rmtree(out)
+    assert isinstance(event, Finished) and event.best_epoch is None
+    assert event.message == (f"the best model (epoch 1) in {out} was deleted before the run ended; no model is left "
+                             "to load")
+
+
 def test_a_stop_after_the_best_model_was_deleted_saves_the_stopped_epochs_model_and_says_so(
         scans, tmp_path, worsening_validation):
     """Stopped promptly as "the best model is on disk", a run whose folder was deleted after epoch 1 ended with "best

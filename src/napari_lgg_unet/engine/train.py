@@ -465,7 +465,16 @@ def _save_best_model(run: _Run) -> None:
 
 
 def _finished(run: _Run) -> Finished:
-    return _finished_as(run.folder, run.config, run.progress, run.stopped, _history(run), bool(run.split.val_variants))
+    """The run's last event; on rank 0 (the one that says it), a best model no longer in the folder (deleted with
+    it after the last epoch's save, or before a stop that took no step) is said to be gone: the run ended "best epoch
+    1, model in ..." over a folder `load_model` refused."""
+    history = _history(run)
+    best = run.progress.best_epoch
+    if best is not None and run.group.is_main and not _holds_best(run.folder, run.progress):
+        return Finished(str(run.folder.path), None, None, run.stopped, history,
+                        f"the best model (epoch {best}) in {run.folder.path} was deleted before the run ended; no "
+                        "model is left to load")
+    return _finished_as(run.folder, run.config, run.progress, run.stopped, history, bool(run.split.val_variants))
 
 
 def _finished_as(folder: RunFolder, config: TrainConfig, progress: RunProgress, stopped: bool,
