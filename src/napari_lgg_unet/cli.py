@@ -342,14 +342,13 @@ def _run_predict(args: argparse.Namespace) -> int:
     from .engine.distributed import launched_ranks, process_group
     from .engine.io import existing_path, find_scans, is_one_scan
     from .engine.listing import listing
-    from .engine.outputs import check_output, model_folders, output_path
+    from .engine.outputs import check_not_the_input, check_output, model_folders
 
     args.input = existing_path(args.input)  # a missing input or a link loop is refused before its path is resolved
     # `out/` names a folder even while none exists (Path drops the slash): a mask file named `out` would lose it
     as_folder = args.output.endswith(("/", os.sep))
     args.output = Path(args.output)
-    if output_path(args.output) == args.input.resolve():
-        raise InputError("--output is the same path as --input; the scan would be replaced by its mask")
+    check_not_the_input(args.output, args.input)
     check_output(args.output, model_folders(args.model), what="a model folder")  # a mask file, or a folder of them
     device = pick_device(args.device)
     if not launched_ranks().is_main and _names_a_mask_file(args.output, as_folder):

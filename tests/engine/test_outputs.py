@@ -10,7 +10,7 @@ import tifffile
 from napari_lgg_unet.engine.cases import cases_in_folder
 from napari_lgg_unet.engine.errors import InputError, InputWarning
 from napari_lgg_unet.engine.io import load_scan, write_mask
-from napari_lgg_unet.engine.outputs import check_output, check_unique_names, input_paths, outside
+from napari_lgg_unet.engine.outputs import check_not_the_input, check_output, check_unique_names, input_paths, outside
 
 
 def _nifti(path):
@@ -145,3 +145,15 @@ def test_a_labels_file_beside_a_case_whose_labels_carry_a_qualifier_is_refused(t
         with pytest.raises(InputError, match="would be read as a file of X,"):
             check_output(tmp_path / "loose" / name, [flair])
     check_output(tmp_path / "loose" / "Y_mask.nii.gz", [flair])
+
+
+def test_an_output_that_is_the_input_folder_says_why_a_folder_is_refused(tmp_path):
+    (tmp_path / "P1").mkdir()
+    scan = tmp_path / "P1" / "P1_flair.nii.gz"
+    _nifti(scan)
+    with pytest.raises(InputError, match="replaced by its mask"):
+        check_not_the_input(scan, scan)
+    with pytest.raises(InputError, match="read by the next run as scans or as their manual masks") as refused:
+        check_not_the_input(f"{tmp_path}/", tmp_path)
+    assert "replaced" not in str(refused.value)
+    check_not_the_input(tmp_path / "masks", tmp_path)

@@ -79,6 +79,18 @@ def output_path(output: str | Path) -> Path:
     return Path(output).resolve()
 
 
+def check_not_the_input(output: str | Path, input_path: Path) -> None:
+    """Refuse an `output` that is the `input_path` itself: a scan file would be replaced by its mask; masks written
+    into the folder a cohort (or a scan's files) is read from would be read by the next run as cases or manual masks."""
+    if output_path(output) != input_path.resolve():
+        return
+    if input_path.is_dir():
+        raise InputError("--output is the same folder as --input: masks written into the folder the scans are read "
+                         "from would be read by the next run as scans or as their manual masks; "
+                         "write them to another folder")
+    raise InputError("--output is the same path as --input; the scan would be replaced by its mask")
+
+
 def check_output(output: str | Path, sources: Sequence[ScanSource], folder: bool = False,
                  what: str = "the input") -> None:
     """Refuse an `output` that is, or is inside, a file or case folder of `sources` (`what` they are, for the
