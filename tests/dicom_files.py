@@ -29,12 +29,12 @@ def write_slice(folder: Path, name: str, series: str, description: str, z: float
                 pixel_spacing: tuple[float, float] = (1.0, 1.0),
                 orientation: tuple[float, ...] | None = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
                 rescale: tuple[float, float] | None = None, echo_time: float | None = None,
-                acquisition: int | None = None) -> None:
+                acquisition: int | None = None, spacing: float | None = None) -> None:
     """One MR slice file of `series` whose first pixel lies at (*corner, z) mm (LPS); by default its rows run to the
     patient's left and its columns to posterior (`orientation` None: no ImageOrientationPatient). `pixels` of shape
     (rows, columns, 3) make an RGB colour slice. `rescale` (slope, intercept) stores `pixels` as unsigned numbers that
     its RescaleSlope and RescaleIntercept turn back into `pixels`' values; `echo_time` (ms) is its EchoTime,
-    `acquisition` its AcquisitionNumber."""
+    `acquisition` its AcquisitionNumber, `spacing` (mm) its SpacingBetweenSlices."""
     ds = _mr_file(MRImageStorage, series, description)
     if orientation is not None:
         ds.ImageOrientationPatient = [float(v) for v in orientation]
@@ -45,6 +45,8 @@ def write_slice(folder: Path, name: str, series: str, description: str, z: float
         ds.EchoTime = echo_time
     if acquisition is not None:
         ds.AcquisitionNumber = acquisition
+    if spacing is not None:
+        ds.SpacingBetweenSlices = spacing
     if pixels.ndim == 3:
         ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0

@@ -407,3 +407,17 @@ def test_a_series_without_image_orientation_is_read_with_a_warning_of_the_orient
     assert len(caught) == 1 and "ImageOrientationPatient" in str(caught[0].message)
     assert "check that the brain looks upright" in str(caught[0].message)
     assert scan.image.shape == (SLICES, ROWS, COLUMNS)
+
+
+@pytest.mark.parametrize("spacing, thickness, warned", [(None, 5.0, "1 mm deep"), (2.0, 5.0, "2 mm deep"),
+                                                        (5.0, 5.0, None), (None, 1.0, None)])
+def test_a_one_slice_series_whose_depth_is_not_its_thickness_warns_that_mm3_assume_that_depth(
+        tmp_path, recwarn, spacing, thickness, warned):
+    """ITK gives one slice the depth SpacingBetweenSlices, or 1 mm: with a 5 mm SliceThickness its tumour_mm3 was 5x
+    too small without a word. The grid is kept (a mask must fit the slice as read); the figure's assumption is said."""
+    _slice(tmp_path, "0.dcm", generate_uid(), "AX FLAIR", 0.0, np.ones((ROWS, COLUMNS)), thickness=thickness,
+           spacing=spacing)
+    scan = load_scan(tmp_path)
+    said = [str(w.message) for w in recwarn if issubclass(w.category, InputWarning)]
+    assert said == ([] if warned is None else [said[0]]) and all(warned in m and "mm³" in m for m in said)
+    assert scan.image.shape == (1, ROWS, COLUMNS)

@@ -36,6 +36,8 @@ _POSITION = "0020|0032"  # ImagePositionPatient
 _ORIENTATION = "0020|0037"  # ImageOrientationPatient
 _ACQUISITION = "0020|0012"  # AcquisitionNumber
 _THICKNESS = "0018|0050"  # SliceThickness
+_SPACING = "0018|0088"  # SpacingBetweenSlices: GDCM's depth for a one-slice series (1 mm where it is not given)
+_DEPTH_TOLERANCE = 0.01  # a one-slice depth within 1 % of its SliceThickness is that thickness
 _ONE_POSITION_FRACTION = 0.1  # slices closer than a tenth of their thickness are at one position
 _APART_FRACTION = 0.5  # ... where each position's files span less than half the gap to the next position
 _ECHO_TIME = "0018|0081"
@@ -290,6 +292,24 @@ def _check_placement(series: Series, headers: list[sitk.ImageFileReader], volume
                          "a regular grid")
 
 
+def _warn_of_one_slice_depth(series: Series, headers: list[sitk.ImageFileReader], volume: Volume) -> None:
+    """Warn where a one-slice series' depth (SpacingBetweenSlices, or GDCM's 1 mm without it) is not its
+    SliceThickness: the grid is kept as ITK reads it, so a mask fits the slice, but its mm³ figures assume that
+    depth."""
+    if len(headers) != 1:
+        return
+    depth = float(np.linalg.norm(volume.geometry.matrix[:3, 2]))
+    thickness = _thickness_mm(headers[0])
+    if thickness and abs(depth - thickness) <= _DEPTH_TOLERANCE * thickness:
+        return
+    if not thickness and headers[0].HasMetaDataKey(_SPACING):
+        return  # no thickness to compare with, and a depth its header gives
+    told = f"its SliceThickness is {thickness:g} mm" if thickness else "it gives no SliceThickness"
+    source = "its SpacingBetweenSlices" if headers[0].HasMetaDataKey(_SPACING) else "ITK's guess, no spacing"
+    warnings.warn(InputWarning(f"{series}: one slice, read {depth:g} mm deep ({source}) while {told}; its mm³ "
+                               "figures (tumour_mm3, volume readouts) assume that depth"), stacklevel=1)
+
+
 def _stored_as(header: sitk.ImageFileReader) -> tuple[object, ...]:
     """How a slice's stored numbers become its intensities: the pixel type GDCM gives it, and its rescale."""
     return (header.GetPixelID(), *(header.GetMetaData(key).strip() if header.HasMetaDataKey(key) else ""
@@ -310,6 +330,7 @@ def read_series(series: Series) -> Volume:
     _check_slice_positions(series, headers)
     volume = read_itk(list(series.files), str(series), as_float=len(set(map(_stored_as, headers))) > 1)
     _check_placement(series, headers, volume)
+    _warn_of_one_slice_depth(series, headers, volume)
     if not headers[0].HasMetaDataKey(_ORIENTATION):  # same in every file: _check_same_kind
         warnings.warn(InputWarning(no_orientation(
             series, "has no orientation (its files have no ImageOrientationPatient)",
