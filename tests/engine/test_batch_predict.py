@@ -446,6 +446,32 @@ def test_overwrite_over_an_earlier_versions_nifti_mask_of_an_nrrd_scan_writes_th
     assert _summary_rows(out)["scan"]["tumour_voxels"] == str(voxels)
 
 
+@pytest.mark.parametrize("earlier", [("scan_mask.nrrd", "scan_mask.nii.gz"), ("scan_mask.nii.gz", "scan_mask.nii")],
+                         ids=["nrrd-beside-old-nifti", "two-nifti"])
+def test_overwrite_leaves_one_mask_of_a_case_that_had_two_and_the_refusal_names_both(
+        tiny_model_dir, tmp_path, capsys, earlier):
+    """A folder where an earlier version left two masks of a case (the `.nrrd` a later run wrote beside the stale
+    `.nii.gz` of the previous version): --overwrite replaced one of them and kept the other, still two masks of one
+    case, one of them stale; the refusal named only one. Now the run writes the case's mask, then removes the others."""
+    import SimpleITK as sitk
+
+    out = tmp_path / "masks"
+    _nrrd_scans(tmp_path / "data", ["scan"], out)  # scan_mask.nii.gz, all tumour
+    for name in earlier:
+        if not (out / name).exists():
+            (out / name).write_text("an earlier run's mask")
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(tmp_path / "data"), "--output", str(out),
+            "--device", "cpu"]
+    assert main(argv) == 2
+    assert f"{out} already holds {earlier[0]} and {earlier[1]}, which this run would write" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == sorted(earlier)
+    assert main([*argv, "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, "scan_mask.nrrd", "summary.csv"]
+    assert _same_physical_space(out / "scan_mask.nrrd", tmp_path / "data" / "scan.nrrd")  # the new mask, read back
+    voxels = np.count_nonzero(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "scan_mask.nrrd"))))
+    assert _summary_rows(out)["scan"]["tumour_voxels"] == str(voxels)
+
+
 def test_overwrite_over_a_nifti_scans_nrrd_mask_writes_nifti_where_nrrd_cannot_place_it(tiny_model_dir, tmp_path,
                                                                                          capsys):
     """A NIfTI scan's mask kept as `.nrrd` was rewritten as NRRD: for a scan whose header ITK places elsewhere than

@@ -58,26 +58,32 @@ class CaseSummary:
 
 
 def case_mask(out_dir: Path, case: ScanSource) -> Path | None:
-    """The file in `out_dir` that is `case`'s mask, the one rule of every part of a cohort run: the refusal names it,
-    --skip-existing keeps it where it fits the scan and refuses it where not, --overwrite replaces it where it is
-    (`mask_target`), the summary describes it. It is the file a run writes the mask as (`source_mask_name`) where
-    that is there, else the first of the case's other mask names (`_mask_names`): an earlier version wrote an NRRD or
-    MHA scan's mask as `.nii.gz`. A link counts whether or not its target is there (the user's link to a mask on a
-    drive not plugged in); a killed writer's temp files are hidden."""
-    return next((path for path in _mask_names(out_dir / source_mask_name(case)) if os.path.lexists(path)), None)
+    """The file in `out_dir` that is `case`'s mask: --skip-existing keeps it where it fits the scan and refuses it
+    where not, the summary describes it. It is the first of `case_masks`: the file a run writes the mask as
+    (`source_mask_name`) where that is there, else the first of the case's other mask names."""
+    return next(iter(case_masks(out_dir, case)), None)
+
+
+def case_masks(out_dir: Path, case: ScanSource) -> list[Path]:
+    """Every file in `out_dir` that is a mask of `case` (`_mask_names`, in that order), the one rule of every part of
+    a cohort run: the refusal names them all, --overwrite replaces them with the one it writes (`mask_target`,
+    `_write_case_mask`), leaving one mask of the case. An earlier version wrote an NRRD or MHA scan's mask as
+    `.nii.gz`, and a folder may hold it beside the `.nrrd` a later run wrote. A link counts whether or not its target
+    is there (the user's link to a mask on a drive not plugged in); a killed writer's temp files are hidden."""
+    return [path for path in _mask_names(out_dir / source_mask_name(case)) if os.path.lexists(path)]
 
 
 def mask_target(out_dir: Path, case: ScanSource) -> Path:
-    """The file a run writes `case`'s mask to: its mask already in `out_dir` (`case_mask`) where that is of the
+    """The file a run writes `case`'s mask to: the first of its masks already in `out_dir` (`case_masks`) of the
     format the run writes (`.tiff` for `.tif`, `.nii` for `.nii.gz`, `.mha` for `.nrrd`), so a run adds no second
-    mask of a case, else the name a run gives it (`source_mask_name`), and the mask of the other format goes once the
-    new one is written (`_write_case_mask`). A mask's format is the one that holds its scan's geometry: an earlier
+    mask of a case, else the name a run gives it (`source_mask_name`), and its other masks go once the new one is
+    written (`_write_case_mask`). A mask's format is the one that holds its scan's geometry: an earlier
     version's `.nii.gz` of an NRRD scan, rewritten where it was, held its 64-bit origin in 32 bits, and ITK's filters
     refused the new mask with its scan; a NIfTI scan's `.nrrd` was refused for a header ITK places otherwise.
     Decided from the folder as it was before the run, so every process of a job names a case's mask alike: only one
     writes it."""
-    named, found = out_dir / source_mask_name(case), case_mask(out_dir, case)
-    return found if found is not None and file_format(found) is file_format(named) else named
+    named = out_dir / source_mask_name(case)
+    return next((path for path in case_masks(out_dir, case) if file_format(path) is file_format(named)), named)
 
 
 def _mask_names(target: Path) -> list[Path]:
@@ -247,14 +253,16 @@ def _segment_share(
 
 
 def _write_case_mask(out_dir: Path, case: ScanSource, mask: np.ndarray, scan: Scan) -> tuple[Path, bool]:
-    """Write `case`'s mask as `mask_target` names it, then remove the case's mask of another format it replaces
-    (`case_mask`): the file it was and whether it replaced one (a user's link to a missing mask too: replaced, asked
-    with --overwrite), which a failed run keeps."""
-    old, target = case_mask(out_dir, case), mask_target(out_dir, case)
+    """Write `case`'s mask as `mask_target` names it, then remove the case's other masks it replaces (`case_masks`:
+    an earlier version's `.nii.gz` beside a `.nrrd`, a `.tiff` beside a `.tif`), so one mask of the case is left, the
+    new one: the file it was and whether it replaced any (a user's link to a missing mask too: replaced, asked with
+    --overwrite), which a failed run keeps. Nothing is removed before the new mask is whole on disk."""
+    old, target = case_masks(out_dir, case), mask_target(out_dir, case)
     write_mask(target, mask, scan)
-    if old is not None and old != target:
-        old.unlink(missing_ok=True)
-    return target, old is not None
+    for path in old:
+        if path != target:
+            path.unlink(missing_ok=True)
+    return target, bool(old)
 
 
 def _unshare(journal: Path) -> None:
@@ -296,22 +304,22 @@ def _check_replaceable(out_dir: Path, cases: Sequence[ScanSource], existing: Exi
     keeps them for another user: the summary files rank 0 writes once every case is done (`write_summary`), a
     colleague's summary.csv or a journal one of their runs' ranks left, and with `existing="overwrite"` the cases'
     masks. Refused only when written, they cost the whole cohort's segmentation, or each mask that case's. The masks
-    asked about are the files the run writes (`mask_target`) and the masks of another format it removes
-    (`case_mask`): a colleague's file of a name no mask of the case takes stays, and is no reason to refuse."""
-    masks = [path for case in cases for path in (mask_target(out_dir, case), case_mask(out_dir, case))
-             if path is not None] if existing == "overwrite" else []
+    asked about are the files the run writes (`mask_target`) and the cases' other masks it removes (`case_masks`): a
+    colleague's file of a name no mask of the case takes stays, and is no reason to refuse."""
+    masks = [path for case in cases for path in (mask_target(out_dir, case), *case_masks(out_dir, case))
+             ] if existing == "overwrite" else []
     for path in dict.fromkeys([*_summary_files(out_dir), *masks]):
         check_replaceable(path)
 
 
 def _check_files(out_dir: Path, cases: Sequence[ScanSource]) -> None:
     """Refuse, before any case is segmented and whatever the run does with existing masks, a case's mask
-    (`case_mask`) or summary file that is no file: a folder, a named pipe, a socket, a device, or a link to one. No
+    (`case_masks`) or summary file that is no file: a folder, a named pipe, a socket, a device, or a link to one. No
     mask or summary can be written in its place, and none is a mask --skip-existing can keep; --overwrite segmented
     other cases first, then failed ("Is a directory") and undid them, and must never remove a folder. A link to a
     missing file is a file the user made (a mask on a drive not plugged in), which the other checks decide on."""
-    paths = dict.fromkeys([*(case_mask(out_dir, case) for case in cases), *_summary_files(out_dir)])
-    odd = [f"{path.name} ({_kind(path)})" for path in paths if path is not None and os.path.exists(path)
+    paths = dict.fromkeys([*(path for case in cases for path in case_masks(out_dir, case)), *_summary_files(out_dir)])
+    odd = [f"{path.name} ({_kind(path)})" for path in paths if os.path.exists(path)
            and not os.path.isfile(path)]
     if odd:
         it, is_not = ("it", "is not a file") if len(odd) == 1 else ("them", "are not files")
@@ -342,15 +350,15 @@ def _check_existing(out_dir: Path, cases: Sequence[ScanSource], existing: Existi
 
 
 def existing_outputs(out_dir: Path, cases: Sequence[ScanSource]) -> list[Path]:
-    """The files already in `out_dir` that a run of `cases` would write or keep: each case's mask (`case_mask`: of the
-    name it is written as, else of another format its mask can take, a user's own mask of the case whatever its
-    format) and `summary.csv`, links whose target is missing included: the run would replace them too. Other files
-    are not ours."""
+    """The files already in `out_dir` that a run of `cases` would write, replace or keep: each case's masks
+    (`case_masks`: of the name it is written as and of every other format its mask can take, a user's own mask of the
+    case whatever its format) and `summary.csv`, links whose target is missing included: the run would replace them
+    too. Other files are not ours."""
     if not out_dir.is_dir():
         return []
-    masks = [case_mask(out_dir, case) for case in cases]
+    masks = [path for case in cases for path in case_masks(out_dir, case)]
     summary = out_dir / SUMMARY_FILE
-    return [p for p in masks if p is not None] + ([summary] if os.path.lexists(summary) else [])
+    return masks + ([summary] if os.path.lexists(summary) else [])
 
 
 def check_outputs_free(out_dir: Path, cases: Sequence[ScanSource]) -> None:
