@@ -234,6 +234,28 @@ def test_a_duplicate_or_a_renamed_tumour_layer_is_the_users(qtbot, viewer, segme
 
 
 @pytest.mark.usefixtures("inline_jobs")
+def test_the_layers_made_for_an_image_follow_its_new_name_unless_the_user_named_them(qtbot, viewer, segment_widget,
+                                                                                     notes):
+    """They kept the image's old name, so after a case's FLAIR was renamed its tumour layer named another. One the
+    user renamed is theirs (`layers.edited`) and keeps its name; followed by us, a layer stays ours to update."""
+    widget = segment_widget
+    widget.show_probability.value = True
+    run_segment(qtbot, widget)
+    image, tumour, probability = widget._source, widget.prediction_layer(), viewer.layers[f"{PATIENT} probability"]
+    image.name = "patient 7"
+    assert (tumour.name, probability.name) == ("patient 7 tumour", "patient 7 probability")
+    run_segment(qtbot, widget)  # not the user's name: the layer is updated in place, not handed over
+    assert widget.prediction_layer() is tumour and tumour.name == "patient 7 tumour"
+    tumour.name = "my mask"
+    image.name = "patient 8"
+    assert (tumour.name, probability.name) == ("my mask", "patient 8 probability")
+    viewer.add_labels(np.zeros((2, 2), np.uint8), name="patient 9 probability")  # a layer of the user's: never renamed
+    image.name = "patient 9"
+    assert probability.name == "patient 9 probability [1]"
+    assert viewer.layers["patient 9 probability"].data.shape == (2, 2) and notes["error"] == []
+
+
+@pytest.mark.usefixtures("inline_jobs")
 def test_painted_label_values_stay_as_painted_through_a_new_threshold(qtbot, viewer, segment_widget):
     widget = segment_widget
     run_segment(qtbot, widget)

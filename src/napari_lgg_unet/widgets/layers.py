@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -151,7 +152,25 @@ def put_owned_layer(viewer: napari.Viewer, source: Layer, role: str, data: np.nd
     _remember_data(layer)
     viewer.add_layer(layer)
     layer.metadata[OWNER_KEY]["name"] = layer.name  # as napari made it unique: a new name is the user's doing
+    _follow_source_name(source, layer, role)
     return layer
+
+
+def _follow_source_name(source: Layer, layer: Layer, role: str) -> None:
+    """Rename `layer`, made for `source` in `role`, '<source> <role>' whenever `source` is renamed, while it is ours
+    and has the name we gave it: it kept the image's old name, so after the user renamed a case's FLAIR its tumour
+    layer was named after the old one. A layer the user renamed, or one handed over, is theirs and keeps its name.
+    The layer is held weakly: the image may outlive it."""
+    held = weakref.ref(layer)
+
+    def follow(*_: object) -> None:
+        owned = held()
+        if owned is None or role_of(owned) != role or owned.name != owned.metadata[OWNER_KEY].get("name"):
+            return
+        owned.name = f"{source.name} {role}"
+        owned.metadata[OWNER_KEY]["name"] = owned.name  # as the viewer made it unique (`put_owned_layer`)
+
+    source.events.name.connect(follow)
 
 
 def set_owned_data(layer: Layer, data: np.ndarray) -> None:
