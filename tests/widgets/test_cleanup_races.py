@@ -6,6 +6,7 @@ back that click and no other. Jobs are held at a gate so each ordering is forced
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,19 @@ def _gated(job):
         started.set()
         assert gate.wait(30)
         yield from job(*args, stop=stop)
+
+    held.gate, held.started = gate, started
+    return held
+
+
+def _gated_call(function):
+    """`function` (not a job) held until `gate.set()`; `started` says it is waiting."""
+    gate, started = threading.Event(), threading.Event()
+
+    def held(*args, **kwargs):
+        started.set()
+        assert gate.wait(30)
+        return function(*args, **kwargs)
 
     held.gate, held.started = gate, started
     return held
@@ -653,3 +667,67 @@ def test_a_segmentation_ending_without_a_result_puts_the_controls_back_to_the_ma
     assert widget.cleanup.config() == before
     np.testing.assert_array_equal(layer.data, mask)
     assert notes["error"] == ["out of memory (simulated)"] and len(notes["warning"]) == 1
+
+
+@pytest.mark.parametrize("ends", ["shown", "cancelled"])
+@pytest.mark.parametrize("held", ["replaying", "replayed"])
+def test_segment_pressed_during_a_replay_stops_it_at_once_and_never_shows_its_mask(qtbot, viewer, notes,
+                                                                                  tiny_click_model, monkeypatch,
+                                                                                  held, ends):
+    """A new clean-up replays the session's clicks (minutes on a large scan): it went on beside the new segmentation
+    (both on the CPU) until that one's result came, and a mask it finished meanwhile was shown. It is asked to stop
+    as Segment is pressed, and shows nothing, whether held before its replay or after it. A segmentation that ends
+    without a result leaves the mask to the controls' setting, which it then gets."""
+    widget = _corrections_ready(qtbot, viewer, tiny_click_model)
+    widget.corrections.add_click(np.asarray((1.0, 30.0, 30.0)), True)
+    settle(qtbot, widget)
+    mask = np.array(widget.prediction_layer().data, copy=True)
+    module, name = ((corrections_module, "session_cleanup_job") if held == "replaying"
+                    else (corrections_module, "corrected_view"))
+    replay = _gated(getattr(module, name)) if held == "replaying" else _gated_call(getattr(module, name))
+    monkeypatch.setattr(module, name, replay)
+    widget.cleanup.threshold.value = _two_thresholds(widget)[0]
+    assert replay.started.wait(10)
+    segment = _gated(segment_module.segment_job)
+    monkeypatch.setattr(segment_module, "segment_job", segment)
+    widget.segment_button.clicked()
+    assert segment.started.wait(10) and widget.corrections.job.stop_asked
+    replay.gate.set()
+    qtbot.waitUntil(lambda: not widget.corrections.job.running, timeout=30_000)
+    qtbot.wait(100)
+    np.testing.assert_array_equal(widget.prediction_layer().data, mask)
+    if ends == "cancelled":
+        widget.cancel_button.clicked()
+    segment.gate.set()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    settle(qtbot, widget)
+    shown, session = np.asarray(widget.prediction_layer().data), widget.corrections.session
+    if ends == "cancelled":  # the session's own mask, the click kept, at the controls' setting
+        assert session.postprocess == widget.cleanup.config() and len(session.clicks) == 1
+        np.testing.assert_array_equal(shown, session.mask.reshape(shown.shape))
+    else:
+        np.testing.assert_array_equal(shown, _as_the_controls_say(widget))
+    assert notes["error"] == []
+
+
+@pytest.mark.parametrize("with_session", [False, True])
+def test_closing_the_dock_while_a_new_setting_is_applied_leaves_the_controls_at_the_mask_s_own(
+        qtbot, viewer, notes, tiny_click_model, monkeypatch, with_session):
+    """The controls showed the newest setting over a mask made with an older one: the replay stopped by the close
+    showed nothing, and a plain clean-up showed the setting it had started with."""
+    widget, module, name = _segmented_with_its_cleanup_job(qtbot, viewer, tiny_click_model, with_session)
+    before = widget.cleanup.config()
+    low, high = _two_thresholds(widget)
+    job = _gated(getattr(module, name))
+    monkeypatch.setattr(module, name, job)
+    widget.cleanup.threshold.value = low
+    assert job.started.wait(10)
+    widget.cleanup.threshold.value = high  # waits for the one running
+    viewer.window.remove_dock_widget(widget.native)
+    job.gate.set()
+    qtbot.waitUntil(lambda: not widget.cleanup_job.running and not widget.corrections.job.running, timeout=30_000)
+    qtbot.wait(200)
+    shown = widget.cleanup.config()
+    assert shown == (before if with_session else replace(before, threshold=low))
+    np.testing.assert_array_equal(widget.prediction_layer().data, postprocess(widget._probability, shown))
+    assert notes["error"] == []

@@ -179,6 +179,16 @@ class ClickCorrections:
         self._draw_clicks()
         self._prepare()
 
+    def stop_cleanup(self) -> None:
+        """Segment was pressed: a clean-up replaying the session's clicks stops before its next labelling and shows
+        nothing (`_mask_ready`), and those waiting are dropped. It went on beside the new segmentation, both on the
+        CPU, until that one's result came, for a mask about to be replaced; one that finished first was shown. The
+        session keeps its clean-up (or has the new one, if the stop came after its replay), and queued clicks go on:
+        a segmentation that ends without a result leaves the mask to the widget, which applies its setting again."""
+        self._queue = [item for item in self._queue if item != CLEANUP]
+        if self.job.running and self._step is None and self.session is not None:  # a clean-up, not the session built
+            self.job.stop()
+
     def end(self) -> None:
         """The session ends (the Segment dock was closed, or the user deleted the segmented image: `end_if_gone`):
         what waits for its turn is dropped, and the job being computed shows nothing (its session is no longer
@@ -395,8 +405,8 @@ class ClickCorrections:
     def _mask_ready(self, session: CorrectionSession, result: LayerResult) -> None:
         """Show the corrected mask of `session`, with the click just computed (None for an undo or a clean-up). A
         result of a session a new segmentation replaced while the click was computed is dropped: it would overwrite
-        the new mask."""
-        if session is not self.session:
+        the new mask; so is a clean-up's asked to stop (`stop_cleanup`) once its replay was over."""
+        if session is not self.session or (self._step is None and self.job.stop_asked):
             return
         self._on_change(result, self._running, self._step)
 

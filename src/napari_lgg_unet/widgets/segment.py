@@ -179,14 +179,29 @@ class SegmentWidget(Container):
                                             lambda: self._review.removals, self._painting_so_far)
         self.correct.changed.connect(lambda on: self.corrections.set_enabled(bool(on)))
         self.undo_click.clicked.connect(self.corrections.undo)
-        when_undocked(self.native, self._end_corrections)
+        when_undocked(self.native, self._undocked)
         return [self.correct, self.undo_click]
 
+    def _undocked(self) -> None:
+        """The dock was closed: correction mode ends (`_end_corrections`), and so does a new setting being applied,
+        so the controls go back to the mask's (`_controls_to_mask`)."""
+        self._end_corrections()
+        self._controls_to_mask()
+
     def _end_corrections(self) -> None:
-        """The dock was closed: correction mode ends, and the viewer's clicks no longer reach the widget. They went on
-        changing the tumour layer, with no Undo button left to take them back; so did the clicks still queued."""
+        """Correction mode ends, and the viewer's clicks no longer reach the widget: after the dock was closed they
+        went on changing the tumour layer, with no Undo button left to take them back; so did the clicks still
+        queued."""
         self.correct.value = False
         self.corrections.end()
+
+    def _controls_to_mask(self) -> None:
+        """The dock was closed while a new threshold or clean-up was applied: the controls go back to the setting the
+        mask on screen was made with, without recomputing. A replay of the session's clicks stopped there showed
+        nothing, a plain clean-up showed the setting it had started with, and a newer one waiting never ran, so the
+        controls showed a setting the mask was not made with, docked again or not."""
+        if self._has_result() and self._mask_postprocess is not None:
+            self.cleanup.restore(self._mask_postprocess)
 
     def _take_over(self, source: Image) -> None:
         """Another Segment widget of this viewer (one made by a script beside the docked one, or a closed dock's) that
@@ -249,10 +264,19 @@ class SegmentWidget(Container):
         volume = None if voxel is None else voxel[0]
         orientation = view_orientation(layer)
         self._pending_input = (image, rgb, source, device, options, volume, orientation)
+        self.corrections.stop_cleanup()  # before the model starts: the two shared the CPU
         self.job.start(segment_job, self._cache, source, device, image, rgb, options,
                        to_layer_order(layer, orientation), volume,
-                       on_item=self._on_item, on_done=self._keep_orphan_setting,  # see its docstring
-                       on_error=self._segment_failed)
+                       on_item=self._on_item, on_done=self._segment_done, on_error=self._segment_failed)
+
+    def _segment_done(self) -> None:
+        """A segmentation ended, with a result or not (cancelled, failed, the dock closed). While it ran the controls
+        were its setting; without a result, the mask on screen gets that setting if it does not have it yet (a replay
+        that Segment stopped showed nothing: `ClickCorrections.stop_cleanup`), or a mask left of a deleted image
+        keeps its own (`rethreshold`, `_keep_orphan_setting`). A closed dock's controls are the mask's already
+        (`_undocked`)."""
+        if self.cleanup.config() != self._mask_postprocess:
+            self.rethreshold()
 
     def _set_running(self, running: bool) -> None:
         self.segment_button.enabled = not running
@@ -384,8 +408,10 @@ class SegmentWidget(Container):
 
     def _cleanup_done(self) -> None:
         """Apply the controls' latest setting if the mask does not show it yet: they moved while the clean-up ran, or
-        a new segmentation came meanwhile (not once the dock is closed)."""
-        if self._has_result() and self.cleanup.config() != self._mask_postprocess and not self.cleanup_job.stop_asked:
+        a new segmentation came meanwhile. Once the dock is closed, the controls show the mask's instead."""
+        if self.cleanup_job.stop_asked:
+            self._controls_to_mask()
+        elif self._has_result() and self.cleanup.config() != self._mask_postprocess:
             self.rethreshold()
 
     def _cleanup_failed(self, probability: np.ndarray, _error: BaseException) -> None:
