@@ -1,8 +1,11 @@
 """device: which device a request resolves to, CPU threads, and out-of-memory errors turned into advice."""
 
+import re
+
 import pytest
 import torch
 
+from napari_lgg_unet.engine import device
 from napari_lgg_unet.engine.device import (
     OOM_ADVICE, describe_device, is_out_of_memory, out_of_memory_as_advice, pick_device, set_threads,
 )
@@ -23,6 +26,15 @@ def test_an_unknown_device_is_our_input_error_and_a_missing_gpu_a_device_error()
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="cuda"):
             pick_device("cuda:0")
+
+
+@pytest.mark.parametrize("requested", ["cuda", "mps"])
+def test_a_missing_gpu_is_refused_with_advice_in_the_words_of_the_api_and_the_cli(monkeypatch, requested):
+    """"use --device cpu" meant nothing to `load_model(folder, device="cuda")` or `TrainConfig(device="cuda")`."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(device, "_mps_available", lambda: False)
+    with pytest.raises(DeviceError, match=re.escape("use device='cpu' or 'auto' (--device cpu or auto)")):
+        pick_device(requested)
 
 
 def test_only_allocation_failures_become_advice():

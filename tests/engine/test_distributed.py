@@ -5,6 +5,7 @@ import datetime
 import gc
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -403,6 +404,18 @@ def test_a_process_without_a_gpu_of_its_own_says_so_itself(monkeypatch):
             pass
     assert distributed.says_error(refused.value)
     assert not distributed.says_error(DeviceError("met by every process alike"))
+
+
+def test_a_refused_device_or_sync_batchnorm_is_named_as_the_api_and_the_cli_name_it(monkeypatch):
+    """"use --device cpu" and "--sync-batchnorm needs CUDA GPUs" meant nothing to a script's TrainConfig."""
+    with pytest.raises(DeviceError, match=re.escape("sync_batchnorm (--sync-batchnorm) needs CUDA GPUs")):
+        Group(world=2).wrap(torch.nn.Conv2d(1, 1, 1), sync_batchnorm=True)
+    monkeypatch.setattr(distributed, "pick_device", lambda requested: torch.device("mps"))
+    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(DeviceError, match=re.escape("not on Apple MPS; use device='cpu' (--device cpu)")):
+        with distributed.process_group("mps"):
+            pass
 
 
 def _cli_as_rank(rank: int, port: int, argv: list[str], log: str, signal_at: int = 0) -> None:

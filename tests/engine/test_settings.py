@@ -10,7 +10,9 @@ import pytest
 from napari_lgg_unet import cli
 from napari_lgg_unet.engine.dataset import split_patients
 from napari_lgg_unet.engine.errors import InputError
-from napari_lgg_unet.engine.settings import MAY_CHANGE, AugmentConfig, TrainConfig, field_and_flag, settings_of
+from napari_lgg_unet.engine.settings import (
+    MAY_CHANGE, AugmentConfig, TrainConfig, field_and_flag, option_and_flag, settings_of,
+)
 
 BASE = ["train", "--data", "d", "--out", "o"]
 
@@ -29,6 +31,14 @@ def test_a_message_names_a_setting_by_its_field_for_the_api_and_by_the_flag_the_
     assert field_and_flag("stop_after") == "stop_after (--stop-after)"
     assert _parsed("--stop-after", "3").stop_after == 3
     assert field_and_flag("skip_unlabelled") == "skip_unlabelled"  # painted layers only: no flag to name
+
+
+def test_an_option_is_named_with_its_values_as_the_api_takes_them_and_as_its_flag_takes_them():
+    assert option_and_flag("device", "cpu", "auto") == "device='cpu' or 'auto' (--device cpu or auto)"
+    assert option_and_flag("precision", "fp16", "fp32", "auto") == ("precision='fp16', 'fp32' or 'auto' "
+                                                                      "(--precision fp16, fp32 or auto)")
+    assert option_and_flag("resume", True) == "resume=True (--resume)"  # a switch: its flag alone
+    assert option_and_flag("existing", "skip", flag="--skip-existing") == "existing='skip' (--skip-existing)"
 
 
 def test_every_setting_except_painted_layer_ones_has_a_flag_named_after_it():

@@ -12,7 +12,9 @@ import psutil
 import torch
 
 from .errors import DeviceError
-from .settings import TrainConfig, check_device, check_setting
+from .settings import TrainConfig, check_device, check_setting, option_and_flag
+
+_CPU_OR_AUTO = option_and_flag("device", "cpu", "auto")  # the advice when a requested device is missing
 
 
 def _mps_available() -> bool:
@@ -37,7 +39,7 @@ def pick_device(requested: str | torch.device | None = "auto") -> torch.device:
         return auto_device()
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise DeviceError("device 'cuda' was requested but no CUDA GPU is available; use --device cpu or auto")
+            raise DeviceError(f"device 'cuda' was requested but no CUDA GPU is available; use {_CPU_OR_AUTO}")
         index, count = torch.device(name).index, torch.cuda.device_count()
         if index is not None and index >= count:
             raise DeviceError(f"device {name!r} was requested but this machine has {count} CUDA GPU(s), "
@@ -45,7 +47,7 @@ def pick_device(requested: str | torch.device | None = "auto") -> torch.device:
         return torch.device(name)
     if name == "mps":
         if not _mps_available():
-            raise DeviceError("device 'mps' was requested but Apple MPS is not available; use --device cpu or auto")
+            raise DeviceError(f"device 'mps' was requested but Apple MPS is not available; use {_CPU_OR_AUTO}")
         return torch.device("mps")
     return torch.device("cpu")
 

@@ -23,6 +23,7 @@ from torch.utils.data import Sampler
 from .device import pick_device
 from .errors import DeviceError, InputError, JobError, LggUnetError, few_names
 from .precision import Precision, choose
+from .settings import field_and_flag, option_and_flag
 from .stopping import Stopped, stop_signals
 
 T = TypeVar("T")
@@ -178,7 +179,7 @@ class Group:
             return network
         if sync_batchnorm:
             if self.device.type != "cuda":
-                raise DeviceError("--sync-batchnorm needs CUDA GPUs; leave it out on the CPU")
+                raise DeviceError(f"{field_and_flag('sync_batchnorm')} needs CUDA GPUs; leave it off on the CPU")
             network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
         ids = [self.device.index] if self.device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(network, device_ids=ids)
@@ -272,7 +273,8 @@ def process_group(requested_device: str | torch.device = "auto") -> Iterator[Gro
         yield Group(device=device)
         return
     if device.type == "mps":
-        raise DeviceError("several processes train on CUDA GPUs or the CPU, not on Apple MPS; use --device cpu")
+        raise DeviceError("several processes train on CUDA GPUs or the CPU, not on Apple MPS; use "
+                          f"{option_and_flag('device', 'cpu')}")
     if device.type == "cuda":
         if device.index is None:
             if ranks.local_rank >= torch.cuda.device_count():

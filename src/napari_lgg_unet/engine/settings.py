@@ -80,10 +80,26 @@ def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def option_and_flag(name: str, *values: Any, flag: str = "") -> str:
+    """An option as an engine message names it to API callers, widget users and CLI users alike, who read the same
+    message: the API's parameter (with the values meant) and the CLI's flag, `device='cpu' or 'auto' (--device cpu or
+    auto)`, `resume=True (--resume)`, `init (--init)`. `flag` is for a flag that stands for the value itself and is
+    not named after the parameter: `option_and_flag("existing", "skip", flag="--skip-existing")`."""
+    api = f"{name}={_either(map(repr, values))}" if values else name
+    if not flag:
+        flag = flag_of(name) + ("" if values in ((), (True,)) else f" {_either(map(str, values))}")
+    return f"{api} ({flag})"
+
+
+def _either(values: typing.Iterable[str]) -> str:
+    *others, last = values
+    return f"{', '.join(others)} or {last}" if others else last
+
+
 def field_and_flag(name: str) -> str:
-    """The `TrainConfig` setting `name` as an engine message names it to API callers and CLI users alike, who read
-    the same message: its field and its flag, `stop_after (--stop-after)`; the field alone for one with no flag."""
-    return f"{name} ({flag_of(name)})" if settings_of(TrainConfig)[name].flag else name
+    """The `TrainConfig` setting `name` as `option_and_flag` names it, `stop_after (--stop-after)`; the field alone
+    for one with no flag."""
+    return option_and_flag(name) if settings_of(TrainConfig)[name].flag else name
 
 
 @functools.cache
