@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -22,6 +24,18 @@ def _logits(network, batch, backend):
 def test_an_unknown_backend_is_a_user_error(tiny_model_dir):
     with pytest.raises(InputError, match="backend"):
         _logits(load_model(tiny_model_dir).network, torch.rand(1, 3, 64, 64), "tensorrt")
+
+
+def test_openvino_refused_says_which_backend_to_use_as_the_api_and_the_cli_name_it(tiny_model_dir, monkeypatch):
+    """"use --backend torch" meant nothing to SegmentOptions(backend=...) callers."""
+    network, batch = load_model(tiny_model_dir).network, torch.rand(1, 3, 64, 64)
+    with pytest.raises(DeviceError, match=re.escape("fp32 or bf16 only; use backend='torch' or 'auto' (--backend "
+                                                    "torch or auto)")):
+        with torch.inference_mode():
+            backends.forward(network, batch, choose("cpu", "fp16"), "openvino")
+    monkeypatch.setattr(backends, "openvino_installed", lambda: False)
+    with pytest.raises(DeviceError, match=re.escape("or use backend='auto' (--backend auto)")):
+        _logits(network, batch, "openvino")
 
 
 @needs_openvino

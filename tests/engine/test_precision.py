@@ -1,5 +1,6 @@
 import datetime
 import json
+import re
 import threading
 import time
 import warnings
@@ -12,7 +13,7 @@ import tifffile
 import torch
 
 from napari_lgg_unet.engine import folder_lock
-from napari_lgg_unet.engine.errors import InputError, InputWarning
+from napari_lgg_unet.engine.errors import DeviceError, InputError, InputWarning
 from napari_lgg_unet.engine.folder_lock import held_folder
 from napari_lgg_unet.engine.metrics import volume_scores
 from napari_lgg_unet.engine.model import load_model
@@ -71,6 +72,13 @@ def test_an_explicit_precision_overrides_the_automatic_choice():
     assert choose(CPU, "bf16").label == f"cpu, bf16, {torch.get_num_threads()} threads"
     with pytest.raises(InputError, match="precision must be one of auto"):
         choose(CPU, "int8")
+
+
+def test_bf16_where_it_cannot_run_is_refused_with_the_precisions_as_the_api_and_the_cli_take_them():
+    """"use --precision fp16" meant nothing to SegmentOptions(precision=...) or TrainConfig callers."""
+    with pytest.raises(DeviceError, match=re.escape("use precision='fp16', 'fp32' or 'auto' (--precision fp16, fp32 "
+                                                    "or auto)")):
+        choose(torch.device("mps"), "bf16")
 
 
 def test_auto_is_decided_once_per_process_and_uses_bf16_only_on_cpus_that_have_it():

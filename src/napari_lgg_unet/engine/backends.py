@@ -27,7 +27,7 @@ import torch
 from .errors import DeviceError
 from .model_input import input_channels
 from .precision import Precision, autocast, prepare_batch
-from .settings import BACKEND_CHOICES
+from .settings import BACKEND_CHOICES, option_and_flag
 from .validate import check_choice
 CONVERT_AFTER_SECONDS = 2.0
 _OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
@@ -142,11 +142,12 @@ def _key(network: torch.nn.Module, precision: Precision) -> tuple:
 def _openvino_for(network: torch.nn.Module, state: _NetworkState, precision: Precision, backend: str):
     if backend == "torch" or precision.device.type != "cpu" or precision.name not in _OPENVINO_PRECISIONS:
         if backend == "openvino":
-            raise DeviceError("the OpenVINO backend runs on the CPU in fp32 or bf16 only; use --backend torch or auto")
+            raise DeviceError("the OpenVINO backend runs on the CPU in fp32 or bf16 only; use "
+                              f"{option_and_flag('backend', 'torch', 'auto')}")
         return None
     if backend == "openvino" and not openvino_installed():
         raise DeviceError("the OpenVINO backend is not installed; "
-                          "pip install 'napari-lgg-unet[fast-cpu]' or use --backend auto")
+                          f"pip install 'napari-lgg-unet[fast-cpu]' or use {option_and_flag('backend', 'auto')}")
     if backend == "auto" and (state.failed or not openvino_installed() or state.torch_seconds < CONVERT_AFTER_SECONDS):
         return None
     key = _key(network, precision)
@@ -155,9 +156,8 @@ def _openvino_for(network: torch.nn.Module, state: _NetworkState, precision: Pre
             state.compiled, state.compiled_for = _convert(network, precision), key
         except Exception as error:  # noqa: BLE001 - any failure inside OpenVINO means: stay on PyTorch
             if backend == "openvino":
-                raise DeviceError(
-                    f"OpenVINO cannot run this model ({type(error).__name__}); use --backend torch"
-                ) from None
+                raise DeviceError(f"OpenVINO cannot run this model ({type(error).__name__}); use "
+                                  f"{option_and_flag('backend', 'torch')}") from None
             state.failed = True
             warnings.warn(f"OpenVINO could not convert the model, staying on PyTorch: {error}", RuntimeWarning)
             return None

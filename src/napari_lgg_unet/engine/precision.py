@@ -28,7 +28,7 @@ from .atomic import write_text_atomic
 from .device import cpu_model, describe_device
 from .errors import DeviceError, FolderInUse, InputError, InputWarning, describe
 from .folder_lock import held_folder
-from .settings import PRECISION_CHOICES
+from .settings import PRECISION_CHOICES, option_and_flag
 from .stopping import check_stop
 from .validate import check_choice
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -39,6 +39,7 @@ REMEASURE_ENV = "LGG_UNET_REMEASURE_PRECISION"
 _CHOICES_FILE = "precision.json"  # in the cache folder: {machine key: {"name", "channels_last", "measured"}}
 _LOCK_WAIT = 2.0  # seconds a run waits for another's update of the choices file (milliseconds) before not remembering
 _PROBE = "resnet18 features, 1x3x256x256, inference"  # what `_fastest` times: another probe's verdicts do not count
+_NOT_BF16 = option_and_flag("precision", "fp16", "fp32", "auto")  # the advice where bf16 cannot run
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,9 @@ def choose(device: torch.device | str, requested: str = "auto", keep: Precision 
     device = torch.device(device)
     requested = check_choice("precision", requested, PRECISION_CHOICES)
     if device.type == "cuda" and requested == "bf16" and not torch.cuda.is_bf16_supported():
-        raise DeviceError("this GPU has no bf16 support; use --precision fp16, fp32 or auto")
+        raise DeviceError(f"this GPU has no bf16 support; use {_NOT_BF16}")
     if device.type == "mps" and requested == "bf16":
-        raise DeviceError("bf16 is not supported on Apple MPS here; use --precision fp16, fp32 or auto")
+        raise DeviceError(f"bf16 is not supported on Apple MPS here; use {_NOT_BF16}")
     if requested != "auto":
         return Precision(device, requested, channels_last=device.type != "mps" and requested != "fp32")
     if keep is not None and keep in _candidates(device):
