@@ -83,7 +83,8 @@ def test_a_failed_first_run_leaves_no_empty_folder_and_a_file_is_no_folder(tmp_p
 
 
 def test_a_failed_first_run_removes_every_folder_it_created_but_no_folder_that_holds_something(tmp_path):
-    with pytest.raises(InputError, match="no run to resume"):  # `train --out x/a/b/c --resume` on a new folder
+    with pytest.raises(InputError, match=re.escape("no run to resume; start a new run in a new folder (or fine-tune "
+                                                   "with init (--init))")):  # `train --out x/a/b/c --resume`
         with RunFolder(tmp_path / "x" / "a" / "b" / "c").locked() as folder:
             folder.check_start({}, resume=True)
     assert sorted(tmp_path.iterdir()) == []
@@ -393,7 +394,7 @@ def test_the_resume_state_restores_weights_optimizer_and_progress_and_refuses_ot
     folder.check_start({"lr": 0.01, PATIENTS: ["A", "B"]}, resume=True)  # a state saved before the scans were kept
     with pytest.raises(InputError, match="lr 0.01 -> 0.1"):
         folder.check_start({"lr": 0.1}, resume=True)
-    with pytest.raises(InputError, match="--resume"):
+    with pytest.raises(InputError, match=re.escape("continue its run with resume=True (--resume)")):  # API and CLI
         folder.check_start({"lr": 0.01}, resume=False)
     fresh, fresh_optimizer, fresh_scaler = _parts()
     torch.nn.init.zeros_(fresh.weight)

@@ -592,8 +592,9 @@ def test_resuming_a_fine_tuned_run_without_its_init_says_to_give_it_again(scans,
     fine_tune = dict(steps_per_epoch=1, init=str(tiny_model_dir), **FAST)
     list(train_model(scans[:1], TrainConfig(epochs=1, **fine_tune), tmp_path / "m"))
     without = TrainConfig(epochs=2, steps_per_epoch=1, resume=True, **FAST)
-    with pytest.raises(ModelError, match=re.escape(f"fine-tuned from --init {tiny_model_dir}, and this one is built "
-                                                   f"without --init; give --init {tiny_model_dir} again")):
+    with pytest.raises(ModelError, match=re.escape(f"fine-tuned from {tiny_model_dir}, and this one is built from "
+                                                   f"scratch; give init={str(tiny_model_dir)!r} (--init "
+                                                   f"{tiny_model_dir}) again")):  # as the API and the CLI name it
         list(train_model(scans[:1], without, tmp_path / "m"))
     resumed = list(train_model(scans[:1], TrainConfig(epochs=2, resume=True, **fine_tune), tmp_path / "m"))
     assert [e.epoch for e in resumed if isinstance(e, EpochEnd)] == [2]

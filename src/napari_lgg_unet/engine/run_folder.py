@@ -27,6 +27,7 @@ from .model import (
     CONFIG_FILE, UNREADABLE_TENSORS, WEIGHTS_FILE, check_outside_package, check_replaceable, not_a_model_folder,
 )
 from .precision import RESOLVED, Precision
+from .settings import field_and_flag, option_and_flag
 from .validate import from_json
 
 RESUME_FILE = "resume.safetensors"
@@ -93,7 +94,7 @@ class RunFolder:
         if not resume:
             if self.holds_model() or self.holds_resume_state():
                 raise InputError(f"{self.path} already holds a model; choose a new output folder, "
-                                 "or continue its run with --resume")
+                                 f"or continue its run with {option_and_flag('resume', True)}")
             taken = [name for name in (HISTORY_JSON, HISTORY_CSV) if (self.path / name).exists()]
             if taken:  # not a run's (it would have left a model or resume state): perhaps the user's own log
                 raise InputError(f"{self.path} already holds {' and '.join(taken)}, which a run writes; choose a new "
@@ -102,7 +103,8 @@ class RunFolder:
         if not self.holds_resume_state():
             what = ("a model but no resume state (its run finished or was not made by this version)"
                     if self.holds_model() else "no run to resume")
-            raise InputError(f"{self.path} holds {what}; start a new run in a new folder (or fine-tune with --init)")
+            raise InputError(f"{self.path} holds {what}; start a new run in a new folder (or fine-tune with "
+                             f"{field_and_flag('init')})")
         saved = self._metadata()["settings"]
         differences = [
             f"{key} {saved.get(key)!r} -> {settings.get(key)!r}"
@@ -226,10 +228,9 @@ def _other_start(saved: object, now: str | None) -> str:
     this one, and the network is built from that model; empty when both start alike."""
     if saved == now:
         return ""
-    started = f"was fine-tuned from --init {saved}" if saved else "started from scratch"
-    again = f"give --init {saved} again" if saved else "leave --init out"
-    this = f"from --init {now}" if now else "without --init"
-    return f": the saved run {started}, and this one is built {this}; {again}"
+    started = f"was fine-tuned from {saved}" if saved else "started from scratch"
+    again = f"give {option_and_flag('init', saved)} again" if saved else f"leave {field_and_flag('init')} out"
+    return f": the saved run {started}, and this one is built from {now or 'scratch'}; {again}"
 
 
 def _patients_differ(saved: list[str], now: list[str]) -> str:
