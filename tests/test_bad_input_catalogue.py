@@ -727,7 +727,8 @@ CLI_CASES = [
                  "OTHER_seg.nii.gz already exists; give --overwrite to replace it",
                  id="predict a case onto another case's ground truth"),
     pytest.param(_predict(scan=_cohort_of_two_cases, output=_folder_with_users_mask_and_summary),
-                 "already holds A_mask.nii.gz and summary.csv, which this run would write; give --skip-existing",
+                 "already holds A_mask.nii.gz and summary.csv, which this run would write; give existing='skip' "
+                 "(--skip-existing)",
                  id="predict a cohort into a folder holding a user's mask and summary"),
     pytest.param(_predict(scan=_cohort_of_two_cases, output=_folder_with_users_summary),
                  "already holds summary.csv, which this run would write",
@@ -749,14 +750,15 @@ CLI_CASES = [
                  "cannot write a mask as mask.png: use", id="predict to .png is refused before the model loads"),
     pytest.param(_predict("--skip-existing", scan=_cohort_of_two_cases, output=_folder_with_users_summary),
                  "summary.csv was not written by lgg-unet (its first line is not the summary's header) and "
-                 "--skip-existing would rewrite it",
+                 "existing='skip' (--skip-existing) would rewrite it",
                  id="predict --skip-existing into a folder holding a user's summary"),
     pytest.param(_predict("--skip-existing", scan=_cohort_of_two_cases, output=_folder_with_a_pipe_as_summary),
                  "holds summary.csv (a named pipe) where this run would write",
                  id="predict --skip-existing into a folder whose summary is a named pipe is refused unopened"),
     *[pytest.param(_predict(*choice, scan=_cohort_of_two_cases, output=_folder_with_a_folder_as_bs_mask),
                    "holds B_mask.nii.gz (a folder) where this run would write a case's mask or its summary, which is "
-                   "not a file: neither --skip-existing nor --overwrite can keep or replace it; move it away",
+                   "not a file: neither existing='skip' (--skip-existing) nor existing='overwrite' (--overwrite) can "
+                   "keep or replace it; move it away",
                    id=f"predict {' '.join(choice) or 'a cohort'} into a folder where a case's mask is a folder")
       for choice in [(), ("--skip-existing",), ("--overwrite",)]],
     pytest.param(_predict("--overwrite", "--skip-existing", scan=_cohort_of_two_cases,
@@ -986,7 +988,7 @@ def test_skip_existing_refuses_masks_that_do_not_fit_their_scans_before_any_case
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert (f"{out} holds A_mask.nii.gz, B_mask.nii.gz and 1 more, not masks that fit their cases' scans" in err
-            and "move them away, or give --overwrite to replace them" in err)
+            and "move them away, or give existing='overwrite' (--overwrite) to replace them" in err)
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
 

@@ -131,7 +131,7 @@ def test_a_second_ctrl_c_while_the_masks_are_removed_says_which_stay_and_the_sam
     left = sorted(p.name for p in out.glob("*_mask.tif"))
     assert len(left) >= 3  # the run finished at least three
     then = "the same command replaces them, segmenting every case again" if choice else \
-        "the same command refuses them: give --skip-existing to keep them and segment the rest"
+        "the same command refuses them: give existing='skip' (--skip-existing) to keep them and segment the rest"
     assert f"lgg-unet: interrupted; stopped again while the masks this run made were removed: {left[0]}, {left[1]} " \
            f"and {len(left) - 2} more stay in {out}, finished; {then}" in err
     if not choice:
@@ -209,7 +209,7 @@ def test_a_run_whose_journal_was_removed_says_which_cases_its_summary_lists_with
         unmeasured = [row[0] for row in csv.reader(handle) if len(row) == 1]
     assert unmeasured[:2] == CASES[:2]
     assert f"lgg-unet: summary.csv lists {len(unmeasured)} cases by name only (" in err
-    assert "remove their masks and segment again with --skip-existing to measure them" in err
+    assert "remove their masks and segment again with existing='skip' (--skip-existing) to measure them" in err
     for name in unmeasured:  # as told
         (out / f"{name}_mask.tif").unlink()
     assert main([*argv, "--skip-existing"]) == 0
@@ -257,7 +257,7 @@ def test_ctrl_c_while_the_summary_is_written_leaves_no_half_summary_and_says_the
         assert main([*argv, *choice]) == 130
     last = capsys.readouterr().err.splitlines()[-1]  # after a line per finished case
     assert last == f"lgg-unet: interrupted; every mask is in {out}, but writing summary.csv was stopped, so there is " \
-                   "none; segment again with --skip-existing to write it (no finished mask is redone)"
+                   "none; segment again with existing='skip' (--skip-existing) to write it (no finished mask is redone)"
     masks = [f"{name}_mask.tif" for name in CASES]  # and their rows, in the journal
     assert sorted(p.name for p in out.iterdir()) == [".summary.rank0.csv", *masks]
     before = _stamps(out)
@@ -286,8 +286,8 @@ def test_ctrl_c_while_the_summary_is_written_over_an_earlier_one_says_that_one_i
     assert main([*argv, choice]) == 130
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"lgg-unet: interrupted; every mask is in {out}, but writing summary.csv was stopped, so the one there is "
-        "still an earlier run's, without this run's results; segment again with --skip-existing to write it (no "
-        "finished mask is redone)")
+        "still an earlier run's, without this run's results; segment again with existing='skip' (--skip-existing) "
+        "to write it (no finished mask is redone)")
     assert (out / "summary.csv").read_bytes() == earlier
     monkeypatch.undo()
     assert main([*argv, "--skip-existing"]) == 0  # as told
@@ -618,8 +618,9 @@ def test_under_torchrun_a_mask_not_fitting_its_case_in_rank_1s_share_ends_every_
     assert time.monotonic() - started < 120
     said = [line for line in (tmp_path / "log.0").read_text().splitlines() if line.startswith("lgg-unet:")]
     assert said == [f"lgg-unet: error: {out} holds {CASES[1]}_mask.tif, not masks that fit their cases' scans "
-                    "(another grid or size, or not readable as a mask): they may be your own, and --skip-existing "
-                    "would replace them; move them away, or give --overwrite to replace them"]
+                    "(another grid or size, or not readable as a mask): they may be your own, and existing='skip' "
+                    "(--skip-existing) would replace them; move them away, or give existing='overwrite' (--overwrite) "
+                    "to replace them"]
     assert (tmp_path / "log.1").read_text() == ""
     assert [p.name for p in out.iterdir()] == [f"{CASES[1]}_mask.tif"]
 
@@ -645,8 +646,8 @@ def test_under_torchrun_a_folder_of_a_mask_name_in_rank_1s_share_is_refused_by_e
     torch.multiprocessing.spawn(_predict_as_rank, args=(free_port(), argv, str(tmp_path / "log"), 2), nprocs=2)
     assert (tmp_path / "log.0").read_text() == (
         f"lgg-unet: error: {out} holds {CASES[7]}_mask.tif (a folder) where this run would write a case's mask or its "
-        "summary, which is not a file: neither --skip-existing nor --overwrite can keep or replace it; move it away, "
-        "or choose another output folder\n")
+        "summary, which is not a file: neither existing='skip' (--skip-existing) nor existing='overwrite' "
+        "(--overwrite) can keep or replace it; move it away, or choose another output folder\n")
     assert (tmp_path / "log.1").read_text() == ""
     assert [p.name for p in out.iterdir()] == [f"{CASES[7]}_mask.tif"]
 
@@ -739,7 +740,8 @@ def test_a_mask_or_summary_name_that_is_no_file_is_refused_in_every_mode_before_
                             existing=existing))
     assert str(refused.value) == (
         f"{out} holds {name} ({what}) where this run would write a case's mask or its summary, which is not a file: "
-        "neither --skip-existing nor --overwrite can keep or replace it; move it away, or choose another output folder")
+        "neither existing='skip' (--skip-existing) nor existing='overwrite' (--overwrite) can keep or replace it; move "
+        "it away, or choose another output folder")  # as the API (`existing=`) and the CLI name them
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
 
 

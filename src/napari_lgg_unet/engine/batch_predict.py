@@ -37,12 +37,14 @@ from .preprocess import spatial_shape
 from .model import LoadedModel
 from .predict import SegmentOptions
 from .run_folder import RunFolder
-from .settings import READ_AHEAD
+from .settings import READ_AHEAD, option_and_flag
 
 SUMMARY_FILE = "summary.csv"
 COHORT_TASK = "cohort prediction"  # what a second job into the same folder is told holds it
 JOURNAL_PATTERN = ".summary.rank*.csv"  # hidden, and not *.tmp: atomic.py's clean-up must not take them
 ExistingOutputs = Literal["refuse", "skip", "overwrite"]  # what a cohort run does with files it would write
+SKIP = option_and_flag("existing", "skip", flag="--skip-existing")  # as messages name it to API and CLI users alike
+OVERWRITE = option_and_flag("existing", "overwrite", flag="--overwrite")
 _FITS, _MISFIT, _NO_MASK = 1.0, -1.0, 0.0  # a case's mask under --skip-existing (`_fits_of_share`), to be gathered
 
 
@@ -167,7 +169,7 @@ def _summary_stopped(out_dir: Path, earlier: os.stat_result | None) -> str:
         return f"every mask is in {out_dir} and {SUMMARY_FILE} was written before the stop"
     left = "there is none" if now is None else "the one there is still an earlier run's, without this run's results"
     return (f"every mask is in {out_dir}, but writing {SUMMARY_FILE} was stopped, so {left}; segment again with "
-            "--skip-existing to write it (no finished mask is redone)")
+            f"{SKIP} to write it (no finished mask is redone)")
 
 
 @contextlib.contextmanager
@@ -294,8 +296,8 @@ def _check_journal_writable(journal: Path) -> None:
             raise InputError(f"cannot write {journal}, this run's hidden summary rows: {error.strerror or error}; make "
                              "it writable, or choose another output folder") from None
         raise InputError(f"{journal} belongs to {owner} and is not writable for you: the hidden summary rows a run of "
-                         f"theirs left in {journal.parent}; ask them to finish it (their command again with "
-                         "--skip-existing writes summary.csv and removes it), or choose another output folder"
+                         f"theirs left in {journal.parent}; ask them to finish it (their run again with "
+                         f"{SKIP} writes summary.csv and removes it), or choose another output folder"
                          ) from None
 
 
@@ -324,7 +326,7 @@ def _check_files(out_dir: Path, cases: Sequence[ScanSource]) -> None:
     if odd:
         it, is_not = ("it", "is not a file") if len(odd) == 1 else ("them", "are not files")
         raise InputError(f"{out_dir} holds {few_names(odd, shown=2)} where this run would write a case's mask or its "
-                         f"summary, which {is_not}: neither --skip-existing nor --overwrite can keep or replace {it}; "
+                         f"summary, which {is_not}: neither {SKIP} nor {OVERWRITE} can keep or replace {it}; "
                          f"move {it} away, or choose another output folder")
 
 
@@ -367,8 +369,8 @@ def check_outputs_free(out_dir: Path, cases: Sequence[ScanSource]) -> None:
     taken = existing_outputs(out_dir, cases)
     if taken:
         raise InputError(f"{out_dir} already holds {few_names([p.name for p in taken], shown=2)}, which this run would "
-                         "write; give --skip-existing to keep the masks that fit their scans and segment the rest, or "
-                         f"--overwrite to replace them (both rewrite {SUMMARY_FILE})")
+                         f"write; give {SKIP} to keep the masks that fit their scans and segment the rest, or "
+                         f"{OVERWRITE} to replace them (both rewrite {SUMMARY_FILE})")
 
 
 def check_summary_ours(out_dir: Path) -> None:
@@ -386,7 +388,7 @@ def check_summary_ours(out_dir: Path) -> None:
             pass
     if header != list(CaseSummary.__dataclass_fields__):
         raise InputError(f"{summary} was not written by lgg-unet (its first line is not the summary's header) and "
-                         "--skip-existing would rewrite it; move it away, or give --overwrite to replace it")
+                         f"{SKIP} would rewrite it; move it away, or give {OVERWRITE} to replace it")
 
 
 def _kept_masks(out_dir: Path, cases: Sequence[ScanSource], group: Group, read_ahead: int) -> set[int]:
@@ -407,8 +409,8 @@ def _kept_masks(out_dir: Path, cases: Sequence[ScanSource], group: Group, read_a
                if fit == _MISFIT and (mask := case_mask(out_dir, case)) is not None]  # the file, of any format
     if misfits:
         raise InputError(f"{out_dir} holds {few_names(misfits, shown=2)}, not masks that fit their cases' scans "
-                         "(another grid or size, or not readable as a mask): they may be your own, and --skip-existing "
-                         "would replace them; move them away, or give --overwrite to replace them")
+                         f"(another grid or size, or not readable as a mask): they may be your own, and {SKIP} "
+                         f"would replace them; move them away, or give {OVERWRITE} to replace them")
     return {n for n, fit in enumerate(fits) if fit == _FITS}
 
 
@@ -459,8 +461,8 @@ def _remove_created(out_dir: Path, created: list[Path], journal: Path, journal_s
         if not left:  # the last one went: the run's masks were removed, as a plain stop says
             raise
         then = ("the same command replaces them, segmenting every case again" if existing == "overwrite" else
-                "the same command refuses them: give --skip-existing to keep them and segment the rest, or "
-                "--overwrite to segment every case again")
+                f"the same command refuses them: give {SKIP} to keep them and segment the rest, or "
+                f"{OVERWRITE} to segment every case again")
         raise CleanUpStopped("stopped again while the masks this run made were removed: "
                              f"{few_names(left, shown=2)} stay in {out_dir}, finished; {then}") from None
     _restore_journal(journal, journal_start)
@@ -575,8 +577,8 @@ def missing_figures(out_dir: Path) -> str:
         return ""
     return (f"{SUMMARY_FILE} lists {len(unmeasured)} cases by name only ({few_names(unmeasured, shown=2)}): their "
             f"masks are there but their rows were lost (a run's hidden journal, {JOURNAL_PATTERN}, was removed, or a "
-            "run was killed between a mask and its row); remove their masks and segment again with --skip-existing to "
-            "measure them")
+            "run was killed between a mask and its row); remove their masks and segment again with "
+            f"{SKIP} to measure them")
 
 
 def _summarise(scan: Scan, mask: np.ndarray, seconds: float) -> CaseSummary:
