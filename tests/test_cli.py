@@ -137,6 +137,7 @@ def test_a_calibration_is_not_adopted_by_a_model_of_another_recipe(tiny_model_di
     before = {p.name: p.read_bytes() for p in model.iterdir()}
     message = _one_line_error(capsys, ["calibrate", "--model", str(model), "--like", "default"])
     assert "default is not of this model's recipe" in message and all(part in message for part in expected)
+    assert message.endswith("calibrate this model itself on folders (--data) of patients with masks")  # API and CLI
     assert {p.name: p.read_bytes() for p in model.iterdir()} == before  # no config change, no lock file left
 
 

@@ -304,19 +304,22 @@ def test_a_refusal_on_rank_0_reaches_every_rank_as_the_same_error_type(tmp_path,
 
 
 def _train_with_other_scans_and_out_on_rank_1(rank: int, port: int, out: str) -> None:
-    """One rank of a job whose rank 1 sees another --data (one more scan): both refuse at once. Each has its own
-    output folder, which is allowed (only rank 0 writes; a caller may give each rank a temporary folder)."""
+    """One rank of a job whose rank 1 sees another --data (one more scan) and another seed: both refuse at once,
+    naming them as the API and the CLI do. Each has its own output folder, which is allowed (only rank 0 writes; a
+    caller may give each rank a temporary folder)."""
     from napari_lgg_unet.engine.errors import InputError
 
     os.environ.update(rank_variables(rank, port))
     mask = np.zeros((2, 32, 32), bool)
     mask[:, 8:16, 8:16] = True
     scans = [Scan(name, np.ones((2, 32, 32), np.float32), mask, False) for name in ("P1", "P2", "P3")[: 2 + rank]]
-    said = ("process 1 of 2 was started otherwise than process 0: scans: 1 that process 0 lacks \\(P3\\);"
-            if rank else "process 1 of 2 started otherwise than process 0 \\(their own lines say how\\)")
-    with pytest.raises(InputError, match=said):
+    said = ("process 1 of 2 was started otherwise than process 0: seed (--seed) 0 on process 0, 1 here; scans: 1 "
+            "that process 0 lacks (P3)" if rank else "process 1 of 2 started otherwise than process 0 (their own "
+            "lines say how)")
+    with pytest.raises(InputError, match=re.escape(f"{said}; every process of a job needs the same settings and the "
+                                                   "same scans (--data)")):
         list(train_model(scans, TrainConfig(epochs=1, workers=0, device="cpu", image_size=32, steps_per_epoch=1,
-                                            batch_size=2), f"{out}{rank}"))
+                                            batch_size=2, seed=rank), f"{out}{rank}"))
 
 
 def test_ranks_started_with_other_data_refuse_with_what_differs_before_any_folder_is_made(tmp_path):
@@ -495,7 +498,8 @@ def _evaluate_other_patients_on_rank_1(rank: int, port: int, data: str, model: s
     os.environ.update(rank_variables(rank, port))
     said = ("process 1 of 2 was started otherwise than process 0: cases: 1 that process 0 lacks" if rank
             else "process 1 of 2 started otherwise than process 0")
-    with distributed.process_group("cpu") as group, pytest.raises(InputError, match=said):
+    advice = re.escape("every process of a job needs the same folders (--data)")  # evaluate_patients's, the CLI's
+    with distributed.process_group("cpu") as group, pytest.raises(InputError, match=f"{said}.*; {advice}"):
         evaluate_patients(load_model(model), [Path(data) / name for name in PATIENTS[: 2 + rank]], SegmentOptions(),
                           group=group)
 

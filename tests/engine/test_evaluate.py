@@ -36,4 +36,5 @@ def test_two_patients_of_one_name_are_refused_before_any_is_segmented(tiny_model
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "two patients are named P1" in err and len(err.strip().splitlines()) == 1
+    assert "in separate runs, each given as folders (--data)," in err  # as evaluate_patients and the CLI take them
     assert not (tmp_path / "r.json").exists()

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import InputError
-from .cohort import check_same_cases, loaded_scans, segment_scan
+from .cohort import PATIENT_FOLDERS, SAME_PATIENTS, check_same_cases, loaded_scans, segment_scan
 from .distributed import Group
 from .io import ScanSource, check_masks
 from .metrics import Counts, scores
@@ -56,8 +56,7 @@ def validation_cases(
         raise InputError("no validation patients to calibrate on")
     variants = check_variants("calibration input variants", variants)
     check_masks(folders)  # every patient without one named at once, before the model runs
-    check_same_cases(group, folders, "every process of a job needs the same --data (a shared file system on a "
-                     "cluster) and the same options", variants=variants)
+    check_same_cases(group, folders, SAME_PATIENTS, variants=variants)
     options = SegmentOptions(tta=tta)
     with group.own_failures():  # a patient of this process's share: no other process can say which failed, or why
         return [
@@ -195,7 +194,8 @@ def _check_same_recipe(source: str | Path, chosen: ModelConfig, target: ModelCon
     ) if theirs != ours and None not in (theirs, ours)]
     if differences:
         raise InputError(f"{source} is not of this model's recipe ({'; '.join(differences)}), so its threshold and "
-                         "clean-up would mean nothing here; calibrate this model on patients with masks (--data)")
+                         f"clean-up would mean nothing here; calibrate this model itself on {PATIENT_FOLDERS} of "
+                         "patients with masks")
 
 
 def _loss(config: ModelConfig) -> str | None:

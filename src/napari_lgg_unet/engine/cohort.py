@@ -15,7 +15,12 @@ from .formats import scan_name
 from .io import Scan, ScanSource, load_scan
 from .model import LoadedModel
 from .predict import Segmentation, SegmentOptions, segment_volume
+from .settings import option_and_flag
 from .variants import input_variant
+
+PATIENT_FOLDERS = option_and_flag("folders", flag="--data")  # what evaluate and calibrate take, as messages name it
+SAME_PATIENTS = (f"every process of a job needs the same {PATIENT_FOLDERS} (a shared file system on a cluster) and "
+                 "the same options")  # a torchrun job's advice when its processes list other patients
 
 
 @dataclass

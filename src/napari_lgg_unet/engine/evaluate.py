@@ -11,7 +11,7 @@ from dataclasses import astuple, dataclass, fields
 from typing import Iterator, Sequence
 
 from .errors import InputError
-from .cohort import check_same_cases, segment_scans
+from .cohort import PATIENT_FOLDERS, SAME_PATIENTS, check_same_cases, segment_scans
 from .distributed import Group
 from .formats import scan_name
 from .io import ScanSource, check_masks
@@ -45,8 +45,7 @@ def evaluate_patients(
     folders = list(folders)
     _check_unique_names(folders)
     check_masks(folders)
-    check_same_cases(group, folders, "every process of a job needs the same --data (a shared file system on a "
-                     "cluster) and the same options", variant=variant)
+    check_same_cases(group, folders, SAME_PATIENTS, variant=variant)
     return _scored(model, group.share(folders), options, variant, group)
 
 
@@ -57,8 +56,8 @@ def _check_unique_names(folders: list[ScanSource]) -> None:
     for folder in folders:
         if (name := scan_name(folder)) in seen:
             raise InputError(f"two patients are named {name} ({where(seen[name])} and {where(folder)}), and scores are "
-                             "reported by patient name, so one would hide the other; evaluate their folders apart "
-                             "(each as --data) or rename one")
+                             "reported by patient name, so one would hide the other; evaluate their folders in "
+                             f"separate runs, each given as {PATIENT_FOLDERS}, or rename one")
         seen[name] = folder
 
 

@@ -49,7 +49,7 @@ from .precision import Precision, autocast, grad_scaler, prepare_batch, prepare_
 from .preprocess import PreprocessConfig, binarise_mask
 from .records import TrainingRecord
 from .run_folder import PATIENTS, RunFolder, RunProgress
-from .settings import AS_IS, TrainConfig, field_and_flag, flag_of
+from .settings import AS_IS, TrainConfig, field_and_flag, option_and_flag
 from .stopping import Stopped, unless_stopped
 from .variants import normalised_variant
 
@@ -216,8 +216,8 @@ def _claimed(folder: RunFolder, config: TrainConfig, group: Group, scans: list[S
     only `.lock` (in napari a `run-*` folder in the output folder for every such Stop or closed dock), which no model
     loads from and `--resume` refuses ("no run to resume"). A folder that was there before keeps its files."""
     patients = sorted(s.name for s in scans)
-    group.check_same(_started_as(config, scans), "every process of a job needs the same options and the same scans "
-                     "under --data (a shared file system on a cluster)")
+    group.check_same(_started_as(config, scans), "every process of a job needs the same settings and the same "
+                     f"{option_and_flag('scans', flag='--data')} (a shared file system on a cluster)")
     outcome = _Claim()
     try:
         with contextlib.ExitStack() as held:
@@ -250,10 +250,11 @@ def _warn_if_all_trained(folder: RunFolder, config: TrainConfig) -> None:
 
 
 def _started_as(config: TrainConfig, scans: list[Scan]) -> dict:
-    """What every process of a job must share: the settings (as flags; those of speed alone, the loader's workers and
-    threads, may suit each node) and each scan's name and shape (what the split and the step count depend on). Not
-    the output folder: rank 0 alone writes, and a caller may give each rank its own (a temporary folder each)."""
-    settings = {flag_of(name): value for name, value in config.to_dict().items()
+    """What every process of a job must share: the settings (named as `field_and_flag` names them; those of speed
+    alone, the loader's workers and threads, may suit each node) and each scan's name and shape (what the split and
+    the step count depend on). Not the output folder: rank 0 alone writes, and a caller may give each rank its own
+    (a temporary folder each)."""
+    settings = {field_and_flag(name): value for name, value in config.to_dict().items()
                 if name not in ("workers", "threads")}
     return {**settings, "scans": {scan.name: list(scan.image.shape) for scan in scans}}
 
