@@ -678,7 +678,8 @@ def test_under_torchrun_ranks_given_other_inputs_or_outputs_refuse_before_any_ma
                                 nprocs=2)
     assert "process 1 of 2 started otherwise than process 0" in (tmp_path / "log.0").read_text()
     said = (tmp_path / "log.1").read_text()
-    assert "process 1 of 2 was started otherwise than process 0: --output" in said
+    assert "process 1 of 2 was started otherwise than process 0: out_dir (--output)" in said  # segment_cohort's, CLI's
+    assert "every process of a job needs the same cases (--input) and the same out_dir (--output), on a" in said
     assert f"cases: 1 of process 0's missing here ({CASES[-1]})" in said
     assert not (tmp_path / "masks").exists() and not (tmp_path / "other").exists()
 

@@ -45,6 +45,9 @@ JOURNAL_PATTERN = ".summary.rank*.csv"  # hidden, and not *.tmp: atomic.py's cle
 ExistingOutputs = Literal["refuse", "skip", "overwrite"]  # what a cohort run does with files it would write
 SKIP = option_and_flag("existing", "skip", flag="--skip-existing")  # as messages name it to API and CLI users alike
 OVERWRITE = option_and_flag("existing", "overwrite", flag="--overwrite")
+_OUTPUT = option_and_flag("out_dir", flag="--output")
+_SAME_CASES = (f"every process of a job needs the same {option_and_flag('cases', flag='--input')} and the same "
+               f"{_OUTPUT}, on a shared file system on a cluster, and the same options")  # a torchrun job's advice
 _FITS, _MISFIT, _NO_MASK = 1.0, -1.0, 0.0  # a case's mask under --skip-existing (`_fits_of_share`), to be gathered
 
 
@@ -196,9 +199,8 @@ def claimed_output(out_dir: Path, cases: Sequence[ScanSource], group: Group = Gr
     unmade = missing_folders(out_dir)  # asked before check_same, which rank 0 (that makes them) passes after all
     # each rank takes every N-th case of its own list: other lists (another --input) left cases unsegmented, other
     # folders (another --output) scattered the masks, and rank 0 still said every case was done
-    check_same_cases(group, cases, "every process of a job needs the same --input (a shared file system on a "
-                     "cluster), the same --output and the same options", **{"--output": os.path.abspath(out_dir),
-                     "what to do with existing masks": existing})
+    check_same_cases(group, cases, _SAME_CASES,
+                     **{_OUTPUT: os.path.abspath(out_dir), "what to do with existing masks": existing})
     with contextlib.ExitStack() as held:
 
         def claim() -> None:
