@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -182,7 +184,9 @@ def test_a_voxel_volume_that_is_no_positive_finite_number_is_refused(volume):
 
 
 def test_a_model_without_click_inputs_is_refused_with_advice(tiny_model_dir):
-    with pytest.raises(ModelError, match="does not take clicks"):
+    """The advice named the CLI only; TrainConfig(clicks=True) trains such a model too."""
+    with pytest.raises(ModelError, match=re.escape("does not take clicks; use one trained with clicks=True (lgg-unet "
+                                                   "train --clicks)")):
         CorrectionSession(load_model(tiny_model_dir), _scan())
 
 

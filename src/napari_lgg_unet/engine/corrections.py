@@ -42,6 +42,7 @@ from .postprocess import PostprocessConfig, kept_labels
 from .precision import Precision
 from .predict import ScanInput, SegmentOptions, check_run, forward_probability
 from .preprocess import MAX_IMAGE_SIZE, restore_size, to_model_point, to_model_size
+from .settings import option_and_flag
 from .stopping import Stopped, check_stop, unless_stopped
 from .validate import check_float, check_int
 
@@ -110,7 +111,8 @@ class CorrectionSession:
         self.voxel_volume = None if voxel_volume is None else check_float(
             "a voxel's volume", voxel_volume, 0.0, math.inf, low_open=True, high_open=True)
         if not model.config.inputs.clicks:
-            raise ModelError("this model does not take clicks; use one trained with `lgg-unet train --clicks`")
+            raise ModelError("this model does not take clicks; use one trained with "
+                             f"{option_and_flag('clicks', True, flag='lgg-unet train --clicks')}")
         size = model.config.preprocess.image_size
         if window is not None:  # no wider than any network's input: it is cut to this one's
             window = check_int("the click window", window, 64, MAX_IMAGE_SIZE)
