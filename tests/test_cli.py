@@ -2,10 +2,12 @@
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -562,10 +564,10 @@ def test_ctrl_c_while_torch_loads_is_held_until_it_has_loaded_then_ends_the_comm
 
     loaded, real = [], distributed.interrupt_on_signals
 
-    def ctrl_c_while_loading():
+    def ctrl_c_while_loading(stopped):
         os.kill(os.getpid(), signal.SIGINT)  # as if it came while `import torch` ran, just before
         loaded.append(True)
-        return real()
+        return real(stopped)
 
     monkeypatch.setattr(distributed, "interrupt_on_signals", ctrl_c_while_loading)
     monkeypatch.setattr(outputs, "model_folders", lambda *_: pytest.fail("the command ran"))
@@ -573,6 +575,48 @@ def test_ctrl_c_while_torch_loads_is_held_until_it_has_loaded_then_ends_the_comm
     code = main(["predict", "--model", str(tiny_model_dir), "--input", str(sample_patient_dir), "--output", str(out)])
     assert loaded and code == 130 and capsys.readouterr().err == "lgg-unet: interrupted\n"
     assert not out.exists()
+
+
+# `lgg-unet predict` run as its console script runs it, with `segment_volume` saying on stdout that it has started
+# and then waiting for the test's Ctrl-C: the tiny model segments the sample in less time than the signals take
+_PREDICT_WAITING_FOR_CTRL_C = """
+import sys, time
+from napari_lgg_unet import cli
+from napari_lgg_unet.engine import cohort
+
+def waiting(*_args, **_kwargs):
+    print("waiting for Ctrl-C", flush=True)
+    time.sleep(600)
+
+cohort.segment_volume = waiting
+sys.argv[0] = "lgg-unet"
+sys.exit(cli.main())
+"""
+
+
+@pytest.mark.parametrize("presses, gap", [(2, 0.01), (math.inf, 0.002)], ids=["twice-10ms-apart", "until-it-ends"])
+def test_ctrl_c_pressed_again_while_predict_stops_still_ends_it_with_one_line_and_exit_code_130(
+        tiny_model_dir, sample_patient_dir, tmp_path, presses, gap):
+    """A second Ctrl-C 10 ms after the first raised again while the first one's clean-up or Python's exit hooks ran
+    (torch's): "Exception ignored in atexit callback ... KeyboardInterrupt" after "lgg-unet: interrupted", or the
+    process killed by SIGINT (exit code -2). Any number of them now ends it as one does."""
+    import signal
+
+    out = tmp_path / "out" / "m.tif"
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(sample_patient_dir), "--output", str(out),
+            "--precision", "fp32"]
+    process = subprocess.Popen([sys.executable, "-c", _PREDICT_WAITING_FOR_CTRL_C, *argv], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    started = any(line == "waiting for Ctrl-C\n" for line in process.stdout)  # after predict's own first line
+    sent = 0
+    while started and process.poll() is None and sent < presses:
+        process.send_signal(signal.SIGINT)
+        sent += 1
+        time.sleep(gap)
+    _, err = process.communicate(timeout=300)
+    assert started and sent >= 2, err
+    assert (process.returncode, err) == (130, "lgg-unet: interrupted\n")
+    assert not out.parent.exists()
 
 
 def test_main_called_from_another_thread_runs_its_command_without_signal_handlers(tmp_path, capsys):

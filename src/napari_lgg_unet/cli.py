@@ -625,10 +625,14 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every failure becomes one line on stderr (set LGG_UNET_DEBUG=1 for tracebacks). An
     InputWarning raised as an error (a caller's `warnings.simplefilter("error")`, `python -W error`) is bad input the
-    caller chose to refuse: one 'error:' line and exit 2, not an internal error."""
+    caller chose to refuse: one 'error:' line and exit 2, not an internal error.
+
+    Without `argv`, main is the program (`lgg-unet`, `python -m napari_lgg_unet`), run on the process's own command
+    line and ended on its return: once stopped, it leaves the stop signals ignored (`_signals_as_ctrl_c`). Called with
+    `argv` (a script, a test), it gives the caller's signal handlers back."""
     args = build_parser().parse_args(argv)
     try:
-        with _warnings_as_lines(), _signals_as_ctrl_c(args.command):
+        with _warnings_as_lines(), _signals_as_ctrl_c(args.command, program=argv is None):
             return COMMANDS[args.command](args)
     except (LggUnetError, InputWarning, OSError, MemoryError) as error:
         if _says_error(error):
@@ -666,7 +670,7 @@ def _warnings_as_lines() -> typing.Iterator[None]:
 
 
 @contextlib.contextmanager
-def _signals_as_ctrl_c(command: str) -> typing.Iterator[None]:
+def _signals_as_ctrl_c(command: str, program: bool) -> typing.Iterator[None]:
     """Make SIGTERM and SIGUSR1 end a command as Ctrl-C does (`distributed.interrupt_on_signals`): one line, exit code
     130, and the clean-up a KeyboardInterrupt runs (a lock let go, a temporary file removed; no --json or config.json
     is half-written, as each is written atomically). The system's default killed evaluate, calibrate, one scan's
@@ -675,16 +679,21 @@ def _signals_as_ctrl_c(command: str) -> typing.Iterator[None]:
     `view`: napari answers the signals there; nor `main` called from another thread, where Python allows no handler.
     The signals are held while torch loads (`stopping.stop_signals_held`), and any error after one is the stop's: a
     Ctrl-C inside an import that swallows it (torch's of numpy, a second after the start) left a module half-made, and
-    the command failed with an unrelated RecursionError, reported as an internal error with exit code 1."""
+    the command failed with an unrelated RecursionError, reported as an internal error with exit code 1.
+
+    After the first stop, more are ignored (a second Ctrl-C cut the first one's clean-up short), and where `main` is
+    the `program` they stay ignored until the process has ended: one raised in Python's exit hooks (torch's) printed
+    a traceback under "lgg-unet: interrupted", or killed the process by SIGINT (exit code -2, not 130)."""
     if command == "view" or threading.current_thread() is not threading.main_thread():
         yield
         return
     from .engine.stopping import stop_signals_held
 
-    with stop_signals_held() as release:
+    stopped = threading.Event()
+    with stop_signals_held(stopped.is_set, ignore_once_stopped=program) as release:
         from .engine.distributed import interrupt_on_signals  # torch: a stop inside its import was lost or aborted
 
-        with interrupt_on_signals() as stopped:
+        with interrupt_on_signals(stopped):
             release()  # a stop sent while torch loaded ends the command here
             try:
                 yield

@@ -115,8 +115,10 @@ sys.exit(cli.main(sys.argv[1:]))
 
 
 @pytest.mark.parametrize("choice", [[], ["--overwrite"]])
-def test_a_second_ctrl_c_while_the_masks_are_removed_says_which_stay_and_the_same_command_is_told_the_way_on(
-        tiny_model_dir, cohort, tmp_path, capsys, choice):
+def test_a_second_ctrl_c_while_the_masks_are_removed_is_ignored_and_the_removal_finishes(
+        tiny_model_dir, cohort, tmp_path, choice):
+    """The second Ctrl-C raised inside the removal its first one started, and left finished masks of a run said to be
+    stopped: the CLI answers the first stop signal alone, so the clean-up it started ends as a single Ctrl-C's."""
     out = tmp_path / "masks"
     argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu"]
     job = subprocess.Popen([sys.executable, "-c", SLOW_CLEAN_UP, *argv, *choice], stderr=subprocess.PIPE, text=True)
@@ -128,21 +130,34 @@ def test_a_second_ctrl_c_while_the_masks_are_removed_says_which_stay_and_the_sam
     job.send_signal(signal.SIGINT)  # while the first of the run's masks is removed
     _, err = job.communicate(timeout=60)
     assert job.returncode == 130, err
-    left = sorted(p.name for p in out.glob("*_mask.tif"))
-    assert len(left) >= 3  # the run finished at least three
-    then = "the same command replaces them, segmenting every case again" if choice else \
-        "the same command refuses them: give existing='skip' (--skip-existing) to keep them and segment the rest"
-    assert f"lgg-unet: interrupted; stopped again while the masks this run made were removed: {left[0]}, {left[1]} " \
-           f"and {len(left) - 2} more stay in {out}, finished; {then}" in err
-    if not choice:
-        assert main(argv) == 2 and "already holds" in capsys.readouterr().err
-    before = _stamps(out)
-    assert main([*argv, "--skip-existing"]) == 0  # as told: they are kept, with their figures
-    assert {name: _stamps(out)[name] for name in before} == before
-    with open(out / "summary.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    assert [row["case"] for row in rows] == CASES and all(row["tumour_voxels"] for row in rows)
-    assert "by name only" not in capsys.readouterr().err
+    assert not list(out.glob("*_mask.tif")) and err.count("removing") >= 2  # the run finished at least three
+    said = [line for line in err.splitlines() if line.startswith("lgg-unet:")]
+    removed = f"lgg-unet: interrupted; the masks this run {'added' if choice else 'made'} were removed"
+    assert len(said) == 1 and said[0].startswith(removed), err
+
+
+def test_a_second_interrupt_while_the_masks_are_removed_says_which_stay_and_the_same_command_is_told_the_way_on(
+        tmp_path, monkeypatch):
+    """Outside the CLI (a notebook's second interrupt) the removal stops where it is: the masks left are named, and
+    what the same command does with them."""
+    created = [tmp_path / f"{name}_mask.tif" for name in CASES[:4]]
+    for path in created:
+        path.write_bytes(b"mask")
+    unlink = Path.unlink
+
+    def interrupted_at_the_second(path, missing_ok=False):
+        if path == created[1]:
+            raise KeyboardInterrupt
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", interrupted_at_the_second)
+    skip = "refuses them: give existing='skip' (--skip-existing)"
+    for existing, then in [("skip", skip), ("overwrite", "replaces them")]:
+        with pytest.raises(batch_predict.CleanUpStopped) as stopped:
+            batch_predict._remove_created(tmp_path, created, tmp_path / "journal", None, [], existing)
+        assert str(stopped.value).startswith(f"stopped again while the masks this run made were removed: "
+                                              f"{created[1].name}, {created[2].name} and 1 more stay in {tmp_path}, "
+                                              f"finished; the same command {then}")
 
 
 def test_a_case_redone_by_a_rerun_with_other_ranks_gets_the_row_of_its_mask_on_disk(tiny_model_dir, cohort, tmp_path,

@@ -43,3 +43,23 @@ def test_a_stop_signal_noted_after_release_is_delivered_as_the_block_ends():
         assert answered == [signal.SIGUSR1]
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_a_stop_signal_noted_after_a_stop_was_answered_is_dropped_and_the_callers_handler_is_back():
+    """A second Ctrl-C while the first one's clean-up ran was delivered again as the block ended: it raised in the
+    clean-up of the stop already under way."""
+    answered = []
+    previous = signal.signal(signal.SIGUSR1, lambda number, _frame: answered.append(number))
+    stopped = threading.Event()
+    try:
+        with stop_signals_held(stopped.is_set) as release:
+            release()
+            stopped.set()  # as the CLI's handler does on the first stop
+            os.kill(os.getpid(), signal.SIGUSR1)
+            sum(range(1000))
+        assert answered == []
+        os.kill(os.getpid(), signal.SIGUSR1)
+        sum(range(1000))
+        assert answered == [signal.SIGUSR1]
+    finally:
+        signal.signal(signal.SIGUSR1, previous)

@@ -24,7 +24,7 @@ from .device import pick_device
 from .errors import DeviceError, InputError, JobError, LggUnetError, few_names
 from .precision import Precision, choose
 from .settings import field_and_flag, option_and_flag
-from .stopping import Stopped, stop_signals
+from .stopping import Stopped, ignore_stop_signals, stop_signals
 
 T = TypeVar("T")
 E = TypeVar("E", bound=BaseException)
@@ -339,18 +339,20 @@ def stop_on_signals(notice: Callable[[], None] | None = None) -> Iterator[Callab
 
 
 @contextlib.contextmanager
-def interrupt_on_signals() -> Iterator[threading.Event]:
+def interrupt_on_signals(stopped: threading.Event) -> Iterator[None]:
     """Make SIGTERM and SIGUSR1 raise KeyboardInterrupt like Ctrl-C, so clean-up code runs on a scheduler's stop. The
-    event it yields is set by the first of these signals, so a caller knows of the stop even where the
-    KeyboardInterrupt was caught on its way (by an import it interrupted)."""
-    stopped = threading.Event()
+    first of these signals sets `stopped`, so a caller knows of the stop even where the KeyboardInterrupt was caught on
+    its way (by an import it interrupted); those after it are ignored: a second Ctrl-C 10 ms after the first raised
+    again inside the clean-up the first one started (a lock let go, a temporary file removed)."""
 
     def interrupt(number: int, frame: Any) -> None:
+        if stopped.is_set():
+            return
         stopped.set()
         signal.default_int_handler(number, frame)
 
     with _signals_handled(interrupt):
-        yield stopped
+        yield
 
 
 def leave_stopping_to_the_parent() -> None:
@@ -358,8 +360,7 @@ def leave_stopping_to_the_parent() -> None:
     scancel, a kill of the process group): a worker that died of SIGTERM failed the training with "DataLoader worker
     is killed by signal" instead of the stop between steps that keeps its resume state. The parent stops, then ends
     its workers."""
-    for number in stop_signals():
-        signal.signal(number, signal.SIG_IGN)
+    ignore_stop_signals()
 
 
 @contextlib.contextmanager
