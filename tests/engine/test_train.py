@@ -1,3 +1,4 @@
+import contextlib
 import os
 import re
 import shutil
@@ -15,7 +16,7 @@ from scipy import ndimage
 import napari_lgg_unet
 from napari_lgg_unet.engine import dataset, train
 from napari_lgg_unet.engine.dataset import AugmentConfig
-from napari_lgg_unet.engine.errors import InputError, InputWarning
+from napari_lgg_unet.engine.errors import FolderInUse, InputError, InputWarning
 from napari_lgg_unet.engine.events import EpochEnd, Finished, Prepared, Step
 from napari_lgg_unet.engine.io import Scan, load_patient
 from napari_lgg_unet.engine.model import load_model, read_config
@@ -103,6 +104,40 @@ def test_a_best_model_deleted_mid_run_is_replaced_by_a_later_epoch_the_run_then_
     assert event.best_epoch == 2 and event.message.startswith("best epoch 2 (validation loss 0.5000)")
     assert load_model(out).config.training.best_epoch == 2
     assert RunFolder(out).resume_progress().best_epoch == 2
+
+
+def test_a_folder_deleted_mid_run_is_locked_again_as_the_next_epoch_makes_it_so_a_second_run_is_refused(
+        scans, tmp_path, worsening_validation):
+    """Deleted after epoch 1, the folder was made again by epoch 2's writes without a lock (the run held one on the
+    deleted file): a second run took it at epoch 2 while the first still trained, and both could write into it."""
+    out = tmp_path / "m"
+    with pytest.warns(InputWarning, match=r"best model \(epoch 1\) .* was deleted; saved epoch 2's instead"):
+        for event in train_model(scans, TrainConfig(epochs=3, steps_per_epoch=2, val_fraction=0.34, **FAST), out):
+            if isinstance(event, EpochEnd) and event.epoch == 1:
+                shutil.rmtree(out)
+            if isinstance(event, EpochEnd) and event.epoch == 2:
+                with pytest.raises(FolderInUse, match="is in use by another training run"), RunFolder(out).locked():
+                    pass
+    assert isinstance(event, Finished) and event.best_epoch == 2
+    assert load_model(out).config.training.best_epoch == 2
+    with RunFolder(out).locked():  # let go as the run ended
+        pass
+
+
+def test_a_run_whose_deleted_folder_another_run_took_ends_with_an_error_and_leaves_that_run_s_folder_alone(
+        scans, tmp_path):
+    out = tmp_path / "m"
+    refusal = (f"{re.escape(str(out))} was deleted while this training run held it, and another job holds it now: "
+               "this training run ends without writing there")
+    with contextlib.ExitStack() as other_run:
+        with pytest.raises(FolderInUse, match=refusal):
+            for event in train_model(scans, TrainConfig(epochs=2, steps_per_epoch=2, val_fraction=0.34, **FAST), out):
+                if isinstance(event, EpochEnd):
+                    shutil.rmtree(out)
+                    other_run.enter_context(RunFolder(out).locked())
+        assert [path.name for path in out.iterdir()] == [".lock"]  # the other run's lock, still there and held
+        with pytest.raises(FolderInUse), RunFolder(out).locked():
+            pass
 
 
 def test_a_best_model_deleted_after_the_last_epoch_is_said_to_be_gone_not_named_as_the_runs_model(scans, tmp_path):

@@ -17,6 +17,7 @@ import re
 import stat
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
@@ -34,8 +35,37 @@ _LOCK_ATTEMPTS = 5  # to take a lock file that failing holders keep removing (se
 _POLL_SECONDS = 0.02  # how often a caller that waits for a held lock tries it again
 
 
+@dataclass
+class FolderHold:
+    """The lock a job holds on a folder (`held_folder`): `keep` takes it again where the folder was deleted."""
+
+    lock: Path
+    task: str
+    handle: IO[str]
+    created: bool  # whether this job created the lock file it holds (so removes it if the job fails)
+    make_folders: Callable[[], None]
+
+    def keep(self) -> None:
+        """Make sure the lock still guards the folder, before the job writes into it. A folder deleted while its job
+        held it (its lock file with it) was made again by the job's next write, without a lock: the job held a lock on
+        a deleted file, and a second job took the folder and wrote into it too. Taken again here (the folder made
+        anew); refused (FolderInUse) where another job took the folder in between, whose files are left alone."""
+        if same_file(self.handle, self.lock):
+            return
+        self.created = False  # a lock file of that name now is not the one this job made: never removed for it
+        try:
+            self.make_folders()
+            handle, self.created = _take(self.lock, self.make_folders, 0.0)
+        except FolderInUse:
+            raise FolderInUse(f"{self.lock.parent} was deleted while this {self.task} held it, and another job holds "
+                              f"it now: this {self.task} ends without writing there; choose another folder") from None
+        _name_task(handle, self.task)
+        _release(self.handle, None)
+        self.handle = handle
+
+
 @contextlib.contextmanager
-def held_folder(path: Path, task: str, wait: float = 0.0) -> Iterator[None]:
+def held_folder(path: Path, task: str, wait: float = 0.0) -> Iterator[FolderHold]:
     """Make `path` (and its missing parents) and hold its lock for `task` (which a refused second job is told).
 
     A lock another process holds is refused at once (FolderInUse), or once `wait` seconds have passed without it
@@ -53,8 +83,8 @@ def held_folder(path: Path, task: str, wait: float = 0.0) -> Iterator[None]:
 
     try:
         make()
-        with _lock_file(path / LOCK_FILE, task, made, make, wait):
-            yield
+        with _lock_file(path / LOCK_FILE, task, made, make, wait) as hold:
+            yield hold
     except BaseException:
         remove_empty_folders(made)  # those made before the lock was taken: a refusal (or a file in the way)
         raise
@@ -62,25 +92,30 @@ def held_folder(path: Path, task: str, wait: float = 0.0) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _lock_file(path: Path, task: str, made: list[Path], make_folders: Callable[[], None],
-               wait: float) -> Iterator[None]:
+               wait: float) -> Iterator[FolderHold]:
     """Hold the lock file `path` for `task`, naming the task in it. When the block fails, the lock file (if this
     call created it) and the empty folders in `made` (the caller's, top first) are removed before the lock is let go.
     `make_folders` makes the folder again if a failing holder removed it while this call waited."""
-    handle, created = _take(path, make_folders, wait)
+    hold = FolderHold(path, task, *_take(path, make_folders, wait), make_folders)
     failed = False
     try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(LOCK_TEXT.format(task=task, pid=os.getpid()))
-        handle.flush()
+        _name_task(hold.handle, task)
         remove_leftover_temp_files(path.parent)
-        yield
+        yield hold
     except BaseException:
         failed = True
         raise
     finally:
-        handle.truncate(0)
-        _release(handle, (path if created else None, made) if failed else None)
+        hold.handle.truncate(0)
+        _release(hold.handle, (path if hold.created else None, made) if failed else None)
+
+
+def _name_task(handle: IO[str], task: str) -> None:
+    """Write `task` and this process into the lock file `handle` holds: what a refused second job is told."""
+    handle.seek(0)
+    handle.truncate()
+    handle.write(LOCK_TEXT.format(task=task, pid=os.getpid()))
+    handle.flush()
 
 
 def _take(path: Path, make_folders: Callable[[], None], wait: float) -> tuple[IO[str], bool]:

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from .atomic import write_tensors_atomic, write_text_atomic
 from .errors import InputError, ModelError, few_names
-from .folder_lock import held_folder
+from .folder_lock import FolderHold, held_folder
 from .model import (
     CONFIG_FILE, UNREADABLE_TENSORS, WEIGHTS_FILE, check_outside_package, check_replaceable, not_a_model_folder,
 )
@@ -50,11 +50,13 @@ class RunProgress:
 
 
 class RunFolder:
-    """A training output folder. Use `with folder.locked():` around everything that writes to it."""
+    """A training output folder. Use `with folder.locked():` around everything that writes to it, and `keep_lock()`
+    before each write of a long run."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.resume_file = self.path / RESUME_FILE
+        self._hold: FolderHold | None = None  # while `locked`
 
     def holds_model(self) -> bool:
         """A config or weights: a first save killed between its two renames leaves weights only, and they load."""
@@ -80,8 +82,18 @@ class RunFolder:
         calibration both write the folder, so each refuses while the other holds it). A refused or failed run
         leaves no folder or lock it made behind (`folder_lock.held_folder`)."""
         self.check_writable(task)
-        with held_folder(self.path, task):
-            yield self
+        with held_folder(self.path, task) as self._hold:
+            try:
+                yield self
+            finally:
+                self._hold = None
+
+    def keep_lock(self) -> None:
+        """Call before each write of a long job inside `locked`: the folder deleted while the job held it is locked
+        again as the write makes it anew, so no second job takes it meanwhile (`folder_lock.FolderHold.keep`)."""
+        if self._hold is None:
+            raise RuntimeError(f"{self.path} is not locked by this job")  # a bug of ours: a write outside `locked`
+        self._hold.keep()
 
     def check_start(self, settings: dict, resume: bool) -> None:
         """Refuse to start over a model, or to resume without a matching resume state; say what to do instead.

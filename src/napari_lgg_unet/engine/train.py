@@ -446,6 +446,7 @@ def _end_epoch(run: _Run, asked: Callable[[], bool]) -> EpochEnd | None:
     progress.epochs_done, progress.seconds = epoch, seconds
     run.started = time.perf_counter()
     if run.group.is_main:  # one writer; the other processes hold the same weights and figures
+        run.folder.keep_lock()  # a folder deleted since the last epoch is made anew here, and locked again
         patients = sorted(name for names in run.split.names.values() for name in names)
         run.folder.save_resume_state(run.bare_network, run.optimizer, run.scaler, progress,
                                      {**run.config.to_dict(), PATIENTS: patients}, run.precision)
