@@ -224,6 +224,14 @@ def _case_with_damaged_labels(w: Workspace) -> Path:
     return case
 
 
+def _case_with_labels_linked_to_a_drive_not_mounted(w: Workspace) -> Path:
+    """The labels a link to a file on a drive not mounted: the case was read as having no manual mask at all."""
+    case = _case_with_labels(w, 1.0)
+    (case / "a_seg.nii.gz").unlink()
+    (case / "a_seg.nii.gz").symlink_to(w.inputs.parent / "unmounted" / "a_seg.nii.gz")
+    return case
+
+
 def _nnunet_case_with_the_ignore_label(w: Workspace) -> Path:
     """nnU-Net v2's sparse annotations: labelsTr/c1 marks the voxels nobody annotated with dataset.json's label 2."""
     root = w.folder("Dataset001")
@@ -336,6 +344,13 @@ def _kaggle_slices_of_two_patients(w: Workspace) -> Path:
     return folder
 
 
+def _case_linked_to_a_drive_not_mounted(w: Workspace) -> Path:
+    """A case folder whose FLAIR is a link to a file on a drive not mounted: it was told as holding no scans."""
+    case = w.folder("CASE")
+    (case / "CASE_flair.nii.gz").symlink_to(w.inputs.parent / "unmounted" / "CASE_flair.nii.gz")
+    return case
+
+
 def _symlink_loop(w: Workspace) -> Path:
     (w.inputs / "loop").symlink_to(w.inputs / "loop")
     return w.inputs / "loop"
@@ -398,6 +413,8 @@ BAD_SCANS: dict[str, tuple[Callable[[Workspace], Path], str]] = {
     "Kaggle root with a stray NIfTI": (_kaggle_root_with_a_stray_nifti, "holds scans both loose"),
     "NIfTI volumes with a TIFF stack beside": (_volumes_with_a_tiff_stack_beside, "holds TIFF stacks"),
     "symbolic link loop": (_symlink_loop, "cannot open"),
+    "FLAIR linked to a drive not mounted": (_case_linked_to_a_drive_not_mounted, "unmounted/CASE_flair.nii.gz, which "
+                                            "does not exist"),
 }
 
 # name -> (make a scan whose manual mask cannot be used, phrase of the refusal): refused where ground truth is needed
@@ -416,6 +433,8 @@ BAD_MASKS: dict[str, tuple[Callable[[Workspace], Path], str]] = {
         _case_with_unoriented_labels_of_another_shape,
         "a_seg.nii.gz has no orientation (its qform_code and sform_code are 0) but the FLAIR has one"),
     "damaged labels file": (_case_with_damaged_labels, "a_seg.nii.gz is damaged: its gzip integrity check failed"),
+    "labels linked to a drive not mounted": (_case_with_labels_linked_to_a_drive_not_mounted,
+                                             "a_seg.nii.gz is a link to "),
     "nnU-Net labels with the ignore label": (_nnunet_case_with_the_ignore_label,
                                              "c1.nii.gz marks voxels with dataset.json's ignore label 2"),
     "Kaggle mask slice of another shape": (_kaggle_mask_slice_of_another_shape, "mask P_2_mask.tif has shape"),

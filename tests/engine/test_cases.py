@@ -9,6 +9,7 @@ import pytest
 
 from napari_lgg_unet.engine.cases import case_in_folder, case_of_file, cases_in_folder, load_case, load_sequences
 from napari_lgg_unet.engine.errors import InputError, InputWarning
+from napari_lgg_unet.engine.io import find_scans
 from napari_lgg_unet.engine.sequences import FLAIR, POST, PRE, T2
 
 # how every message says that a NIfTI's header does not place the patient (a scan's, or labels' beside a FLAIR's)
@@ -199,3 +200,16 @@ def test_a_dicom_series_beside_volume_files_is_refused_naming_both_unless_a_volu
     with pytest.raises(InputError, match=r"the DICOM series 'AX FLAIR' \(3 files\) beside the volume files P_Ax_T1"):
         case_in_folder(tmp_path)
     assert [source.path for _, source in case_of_file(converted).sequences] == [converted]
+
+
+def test_a_case_whose_volumes_are_links_to_nothing_is_listed_and_refused_by_name_not_left_out(tmp_path):
+    """A cohort of links to a drive not mounted: the cases whose files were gone vanished from the folder of cases
+    without a word, and a run said it had segmented (or trained on, or scored) every case."""
+    root = tmp_path / "cohort"
+    (root / "A").mkdir(parents=True)
+    _nifti(root / "A" / "A_flair.nii.gz")
+    (root / "B").mkdir()
+    (root / "B" / "B_flair.nii.gz").symlink_to(tmp_path / "unmounted" / "B_flair.nii.gz")
+    assert [case.name for case in find_scans(root)] == ["A", "B"]
+    with pytest.raises(InputError, match=re.escape(f"B_flair.nii.gz is a link to {tmp_path / 'unmounted'}")):
+        load_case(case_in_folder(root / "B"))

@@ -25,7 +25,7 @@ import numpy as np
 
 from .dicom import Series, list_series, read_series, series_by_sequence
 from .errors import InputError, InputWarning, few_names
-from .formats import is_dicom_file, read_volume, strip_volume_suffix, volume_suffix
+from .formats import is_dicom_file, read_volume, strip_volume_suffix, volume_entry, volume_suffix
 from .scan_checks import common_dtype, optional_mask, tumour_of_labels
 from .sequences import (FLAIR, LABELS, MODEL_CHANNELS, POST, PRE, T2, grouped_by_case, sequence_of, split_file_name,
                         split_sequence)
@@ -132,7 +132,7 @@ def nnunet_cases(folder: Path) -> list[Case] | None:
     labels = folder.parent / ("labels" + folder.name[len("images"):])
     channel_files: dict[str, dict[int, Path]] = {}
     cases = []
-    for file in sorted(f for f in folder.iterdir() if f.is_file() and volume_suffix(f)):
+    for file in sorted(f for f in folder.iterdir() if volume_entry(f)):
         stem = strip_volume_suffix(file.name)
         label = labels / file.name if (labels / file.name).is_file() else None
         if match := _CHANNEL_FILE.match(stem):
@@ -159,7 +159,7 @@ def _entry_names(folder: Path) -> dict[str, tuple[str, str | None]]:
     labels word), which made a case of labels alone and, in a case folder, "holds 2 scans"."""
     named = {}
     for entry in sorted(folder.iterdir()):
-        if entry.is_file() and volume_suffix(entry):
+        if volume_entry(entry):
             named[entry.name] = split_file_name(strip_volume_suffix(entry.name))
         elif entry.is_dir() and (folder_named := split_sequence(entry.name))[1] in SEQUENCE_FOLDERS:
             named[entry.name] = folder_named
@@ -174,7 +174,7 @@ def _named_entries(folder: Path, key: str | None = None) -> list[tuple[str, str 
         if key not in (None, case_key):
             continue
         entry = folder / name
-        if entry.is_file():
+        if not entry.is_dir():  # a file, or a link to nothing that reading refuses by name
             entries.append((case_key, sequence, Source(entry)))
             continue
         series = list_series(entry)

@@ -10,6 +10,7 @@ Readers are imported when first used, so TIFF-only work never loads nibabel or S
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -234,8 +235,7 @@ class CaseFolder(ScanFormat):
         from .cases import SEQUENCE_FOLDERS
         from .sequences import split_sequence
 
-        return path.is_dir() and any((p.is_file() and volume_suffix(p) is not None)
-                                     or (p.is_dir() and split_sequence(p.name)[1] in SEQUENCE_FOLDERS)
+        return path.is_dir() and any(volume_entry(p) or (p.is_dir() and split_sequence(p.name)[1] in SEQUENCE_FOLDERS)
                                      for p in path.iterdir())
 
     def one_scan(self, path: Path) -> bool:
@@ -405,8 +405,25 @@ def read_volume(path: Path) -> Volume:
             f"{path}: not a volume file ({', '.join(s for f in FORMATS if f.is_volume for s in f.suffixes)})"
         )
     if not path.is_file():
-        raise InputError(f"file not found: {path}")
+        raise InputError(_not_a_file(path))
     return found.read_volume(path)
+
+
+def volume_entry(path: Path) -> bool:
+    """Whether `path` is listed as a volume file of its folder: named as one, and no folder. A link to nothing (data
+    on a drive not mounted) counts, so that reading it refuses it by name (`read_volume`): left out of the listing,
+    its case vanished from a folder of cases, or its labels from a case, without a word."""
+    return volume_suffix(path) is not None and not path.is_dir()
+
+
+def _not_a_file(path: Path) -> str:
+    """Why the volume file `path`, which is not a regular file, cannot be read."""
+    if path.is_symlink() and not path.exists():
+        return (f"{path} is a link to {os.readlink(path)}, which does not exist (a drive or share not mounted?); "
+                "mount it, or fix or remove the link")
+    if path.exists():
+        return f"{path} is not a regular file, a named pipe, socket or device; give a file"
+    return f"file not found: {path}"
 
 
 def case_scan(case: Case, require_mask: bool = False) -> Scan:
