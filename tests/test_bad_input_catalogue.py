@@ -351,6 +351,12 @@ def _case_linked_to_a_drive_not_mounted(w: Workspace) -> Path:
     return case
 
 
+def _named_pipe(w: Workspace) -> Path:
+    """A FIFO named as a NIfTI: no format claims it, and telling why listed it as a folder (NotADirectoryError)."""
+    os.mkfifo(w.inputs / "pipe.nii.gz")
+    return w.inputs / "pipe.nii.gz"
+
+
 def _symlink_loop(w: Workspace) -> Path:
     (w.inputs / "loop").symlink_to(w.inputs / "loop")
     return w.inputs / "loop"
@@ -413,6 +419,7 @@ BAD_SCANS: dict[str, tuple[Callable[[Workspace], Path], str]] = {
     "Kaggle root with a stray NIfTI": (_kaggle_root_with_a_stray_nifti, "holds scans both loose"),
     "NIfTI volumes with a TIFF stack beside": (_volumes_with_a_tiff_stack_beside, "holds TIFF stacks"),
     "symbolic link loop": (_symlink_loop, "cannot open"),
+    "named pipe": (_named_pipe, "pipe.nii.gz is not a regular file, a named pipe"),
     "FLAIR linked to a drive not mounted": (_case_linked_to_a_drive_not_mounted, "unmounted/CASE_flair.nii.gz, which "
                                             "does not exist"),
 }

@@ -445,6 +445,8 @@ def not_a_scan(path: Path, require_mask: bool = False) -> InputError:
             return InputError(f"{path} is one DICOM file; give the folder that holds its series ({path.parent})")
         suffixes = ", ".join(s for f in FORMATS for s in f.suffixes)
         return InputError(f"{path}: not a scan file ({suffixes})")
+    if not path.is_dir():  # a named pipe, socket or device
+        return InputError(_not_a_file(path))
     if any(p.is_dir() and format_of(p) for p in path.iterdir()):
         return InputError(f"{path} holds no scan of its own; give it as a folder of cases, or one case inside it")
     stacks = sorted(p.name for p in path.iterdir() if TIFF.claims(p))

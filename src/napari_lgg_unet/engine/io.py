@@ -383,7 +383,7 @@ def find_scans(root: str | Path, require_masks: bool = False, output: str | Path
     loose files can be segmented again into ROOT/masks. `stop` is asked before each subfolder is looked into (raising
     `stopping.Stopped`): a DICOM study's every file header is read, about a second for 3 series of 155 slices.
     """
-    root = existing_path(root)
+    root = _listable(root, require_masks)
     found = format_of(root)
     if root.is_file() or (found is not None and found.whole_folder):  # no subfolders to look into
         return found.sources(root) if found is not None else [root]
@@ -408,6 +408,15 @@ def find_scans(root: str | Path, require_masks: bool = False, output: str | Path
         raise InputError(f"{root} holds TIFF stacks ({few_names(stacks, shown=2)}) beside {_names(loose or inside)}; "
                          "a TIFF stack is read only when given by itself: give it alone, or move it out")
     return loose or inside
+
+
+def _listable(root: str | Path, require_masks: bool) -> Path:
+    """`root` as a path that exists and is a file or a folder: a named pipe, socket or device holds nothing to list
+    (listed as a folder, it was refused as "Not a directory")."""
+    path = existing_path(root)
+    if not (path.is_file() or path.is_dir()):
+        raise not_a_scan(path, require_masks)
+    return path
 
 
 def _masks_beside_cases(root: Path, cases: list[ScanSource]) -> list[Path]:
