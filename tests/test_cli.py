@@ -294,6 +294,19 @@ def test_predict_refuses_an_output_in_a_model_folder_and_leaves_the_model_intact
     assert {p: p.read_bytes() for folder in (model, default) for p in folder.iterdir()} == before
 
 
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_a_model_folder_that_holds_no_model_is_told_as_such_not_as_a_model_folder_the_output_lies_in(
+        command, sample_patient_dir, tmp_path, capsys):
+    """`--model .` (or a parent of the model) with the output in that folder was refused as "part of a model
+    folder", which sent the user looking for a model where there is none."""
+    output = (["--output", str(tmp_path / "mask.nii.gz")] if command == "predict"
+              else ["--json", str(tmp_path / "r.json")])
+    scan = ["--input" if command == "predict" else "--data", str(sample_patient_dir)]
+    error = _one_line_error(capsys, [command, "--model", str(tmp_path), *scan, *output])
+    assert f"{tmp_path} is not a model folder: it has no {CONFIG_FILE}" in error
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_train_on_one_slice_warns_as_it_starts_that_nothing_is_validated_and_what_chooses_the_model(
         sample_patient_dir, tmp_path, capsys):
     """The same words as the Train widget's, from the engine: before, only the last line's "(training loss" said so."""

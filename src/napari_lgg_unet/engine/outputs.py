@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from .errors import InputError
+from .errors import InputError, ModelError
 from .formats import TIFF, file_format, scan_name, strip_volume_suffix, volume_suffix
 from .io import ScanSource
 from .sequences import LABELS, NAMES, grouped_by_case, split_file_name
@@ -175,10 +175,16 @@ def _case_key(path: Path) -> tuple[str, str | None]:
 
 def model_folders(model: str | Path) -> list[Path]:
     """The folders no output may land on or in while `model` (a folder or 'default') runs: its own, whose config and
-    weights a mask or report would replace, and the packaged default model's, which every later run relies on."""
-    from .model import default_model_path, resolve_model_path  # torch: not loaded for the writer's path checks
+    weights a mask or report would replace, and the packaged default model's, which every later run relies on.
+    A folder holding neither a config nor weights is refused as no model first: with the output in it, it was refused
+    as "part of a model folder", which sent the user looking for a model where there is none. Nothing is read (a
+    damaged model is told once the output's name passes)."""
+    from .model import CONFIG_FILE, WEIGHTS_FILE, default_model_path, resolve_model_path  # torch: not for the writer
 
-    return [resolve_model_path(model), default_model_path()]
+    path = resolve_model_path(model)
+    if path.is_dir() and not any(os.path.lexists(path / name) for name in (CONFIG_FILE, WEIGHTS_FILE)):
+        raise ModelError(f"{path} is not a model folder: it has no {CONFIG_FILE}")
+    return [path, default_model_path()]
 
 
 def outside(sources: Sequence[ScanSource], output: str | Path) -> list[ScanSource]:
