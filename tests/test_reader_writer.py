@@ -311,6 +311,9 @@ def test_a_file_the_added_mask_suffix_names_is_not_replaced_unasked(tmp_path):
     # a tumour painted with -1 was saved as background: an empty mask file
     ("m.tif", np.array([[0, -1], [1, 0]], np.int8), {}, r"this layer holds values below 0 \(such as -1\)"),
     ("m.nii.gz", np.full((3, 4, 5), -1, np.int32), {}, "this layer holds values below 0"),
+    # saved, a file no reader here opens again ("holds no voxels"; for TIFF, one tifffile calls nonconformant)
+    ("m.tif", np.zeros((0, 8, 8), np.uint8), {}, r"shape \(0, 8, 8\): it holds no voxels"),
+    ("m.nii.gz", np.zeros((3, 0, 5), np.uint8), {}, r"shape \(3, 0, 5\): it holds no voxels"),
 ])
 def test_a_layer_that_cannot_be_a_mask_file_is_refused_and_nothing_is_written(tmp_path, name, data, meta, message):
     from napari_lgg_unet.engine.errors import InputError

@@ -34,11 +34,7 @@ def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
     from .engine.formats import default_mask_suffix, file_format
 
     target, data = Path(path), np.asarray(data)
-    if data.ndim not in (2, 3):
-        raise InputError(f"a mask has 2 or 3 dimensions, this layer {data.ndim}; save a 2D or 3D labels layer")
-    if data.dtype.kind not in "biuf":
-        raise InputError(f"a mask holds numbers, this layer's data is of type {data.dtype}; save a labels layer")
-    refuse_negative_labels("this layer", data, "paint those voxels with 0 or a label above 0, then save")
+    _check_mask_data(data)
     metadata = meta.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise InputError(f"the layer's metadata is a {type(metadata).__name__}, not a dict; the writer cannot read "
@@ -63,6 +59,18 @@ def write_labels(path: str, data: np.ndarray, meta: dict) -> list[str]:
         geometry = _scan_geometry(stored) or engine_geometry((1,) * (3 - data.ndim) + data.shape, spacing)
     kind.write_mask(target, data, geometry)
     return [str(target)]
+
+
+def _check_mask_data(data: np.ndarray) -> None:
+    """Refuse a layer's data that is no mask, or one that, saved, no reader here would open again."""
+    if data.ndim not in (2, 3):
+        raise InputError(f"a mask has 2 or 3 dimensions, this layer {data.ndim}; save a 2D or 3D labels layer")
+    if data.size == 0:
+        raise InputError(f"this layer has shape {data.shape}: it holds no voxels, so its mask file could not be "
+                         "opened again; nothing is saved")
+    if data.dtype.kind not in "biuf":
+        raise InputError(f"a mask holds numbers, this layer's data is of type {data.dtype}; save a labels layer")
+    refuse_negative_labels("this layer", data, "paint those voxels with 0 or a label above 0, then save")
 
 
 def _scan_geometry(stored: object) -> Geometry | None:
