@@ -732,6 +732,8 @@ CLI_CASES = [
     pytest.param(_train(before=lambda w: _link_loop(w, "run")), "cannot write", id="train --out a link that loops"),
     pytest.param(_predict("--read-ahead", "-1", scan=_folder_of_two_scans, output=lambda w: w.out / "masks"),
                  "--read-ahead must be 0 or more", id="predict --read-ahead -1"),
+    pytest.param(_predict("--read-ahead", "-1"), "--read-ahead must be 0 or more",
+                 id="predict one scan with --read-ahead -1"),  # it was taken without a word
     pytest.param(_predict(scan=_folder_of_two_scans, output=_existing_file), "give a folder as --output",
                  id="predict a folder of scans into a file"),
     pytest.param(_predict(output=lambda w: f"{_existing_file(w)}/"), "masks.tif/ ends in / (a folder), but",

@@ -344,6 +344,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     from .engine.listing import listing
     from .engine.outputs import check_not_the_input, check_output, model_folders
 
+    if args.read_ahead < 0:  # refused for one scan too, which reads none ahead: not taken without a word
+        raise InputError("--read-ahead must be 0 or more")
     args.input = existing_path(args.input)  # a missing input or a link loop is refused before its path is resolved
     # `out/` names a folder even while none exists (Path drops the slash): a mask file named `out` would lose it
     as_folder = args.output.endswith(("/", os.sep))
@@ -444,8 +446,6 @@ def _predict_cohort(args: argparse.Namespace, cases: list[ScanSource], group: Gr
 
     from .engine.batch_predict import SUMMARY_FILE, CleanUpStopped, SummaryStopped, claimed_output, missing_figures
 
-    if args.read_ahead < 0:
-        raise InputError("--read-ahead must be 0 or more")
     existing = "skip" if args.skip_existing else "overwrite" if args.overwrite else "refuse"
     with claimed_output(args.output, cases, group, existing) as claimed:  # its refusals come before the model loads
         model, options = _load_for_inference(args, group.device, group.is_main)
