@@ -307,6 +307,20 @@ def test_a_model_folder_that_holds_no_model_is_told_as_such_not_as_a_model_folde
     assert list(tmp_path.iterdir()) == []
 
 
+def test_predict_over_the_mask_beside_its_scan_names_it_as_the_scans_manual_mask_even_with_overwrite(
+        tiny_model_dir, tmp_path, capsys):
+    """The first mask written beside a loose scan is read as its manual mask from then on (and may be corrected by
+    hand): writing it again was refused as "part of the input", which named no reason, after --overwrite was given."""
+    scan, mask = tmp_path / "a.nii.gz", tmp_path / "a_mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((32, 32, 2), np.int16), np.eye(4)), scan)
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(scan), "--output", str(mask)]
+    assert main(argv) == 0
+    before = mask.read_bytes()
+    error = _one_line_error(capsys, [*argv, "--overwrite"])
+    assert f"{mask} is the manual mask read with the input" in error
+    assert mask.read_bytes() == before
+
+
 def test_train_on_one_slice_warns_as_it_starts_that_nothing_is_validated_and_what_chooses_the_model(
         sample_patient_dir, tmp_path, capsys):
     """The same words as the Train widget's, from the engine: before, only the last line's "(training loss" said so."""

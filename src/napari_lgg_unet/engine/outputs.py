@@ -101,8 +101,7 @@ def check_output(output: str | Path, sources: Sequence[ScanSource], folder: bool
     for source in sources:
         paths = input_paths(source)
         if (hit := landing(target, paths)) is not None:
-            raise InputError(f"output {output} would land on or in {hit}, which is part of {what}; "
-                             f"write it outside {what}")
+            raise InputError(_landing_refusal(output, hit, what))
         if folder and (hit := next((p.parent for p in paths if p.is_file() and _same(target, p.parent)), None)):
             raise InputError(f"output {output} is {hit}, the folder of the input's scan files, where the next run "
                              "would read its masks with those scans (as their manual masks); write it elsewhere")
@@ -113,6 +112,18 @@ def check_output(output: str | Path, sources: Sequence[ScanSource], folder: bool
             raise InputError(f"output {output} is a TIFF beside the volume scan {scan.name}, an input: its folder "
                              "would no longer be read as a folder of scans (a TIFF stack is read only by itself); "
                              f"write it as a {volume_suffix(scan)} file, or elsewhere")
+
+
+def _landing_refusal(output: str | Path, hit: Path, what: str) -> str:
+    """Why `output` may not be written on or in `hit`, a file or folder of `what`. A mask beside its scan (the first
+    one written there: `_case_it_would_join`) is read as the scan's manual mask from then on, and may have been
+    corrected by hand: "part of the input" named no reason for refusing a run that had written it, --overwrite given."""
+    stem = strip_volume_suffix(hit.name) if volume_suffix(hit) else hit.stem
+    if hit.is_file() and split_file_name(stem)[1] == LABELS:
+        return (f"output {output} is the manual mask read with the input ({hit.name}: it may hold corrections made by "
+                "hand), which no mask written from that scan replaces, --overwrite or not; write it elsewhere, or "
+                "move that mask away first")
+    return f"output {output} would land on or in {hit}, which is part of {what}; write it outside {what}"
 
 
 def landing(output: str | Path, paths: Sequence[Path]) -> Path | None:
