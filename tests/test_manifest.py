@@ -18,6 +18,8 @@ def test_manifest_is_valid_and_names_every_contribution():
 
 def test_both_widgets_dock_and_the_sample_opens_in_a_viewer(make_napari_viewer):
     import napari_lgg_unet.engine.model  # noqa: F401  (see tests/widgets/conftest.py: triton before OpenGL)
+    import napari_lgg_unet.widgets.segment  # noqa: F401  (imported, the docks are the widgets themselves, not the
+    import napari_lgg_unet.widgets.train  # noqa: F401  placeholder a session's first dock shows: tested below)
 
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "lgg_patient")
