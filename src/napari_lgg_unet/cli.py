@@ -452,9 +452,10 @@ def _predict_cohort(args: argparse.Namespace, cases: list[ScanSource], group: Gr
         share = len(group.share(cases))
         bar = tqdm(total=share, unit="case", disable=None if group.is_main else True,
                    bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]")
+        done = 0
         try:  # closed here, not when collected: a failed run removes its masks before the folder is let go
             with bar, contextlib.closing(claimed.segment(model, options, args.read_ahead)) as summaries:
-                for summary in summaries:
+                for done, summary in enumerate(summaries, 1):
                     bar.update(1)
                     if bar.disable and group.is_main and summary is not None:
                         print(f"{summary.case}: {summary.slices} slices, {summary.tumour_voxels} tumour voxels, "
@@ -463,6 +464,10 @@ def _predict_cohort(args: argparse.Namespace, cases: list[ScanSource], group: Gr
             raise
         except KeyboardInterrupt:  # say what became of the finished masks: an hour of work may hang on it
             raise KeyboardInterrupt(_stopped_cohort(args.output, existing)) from None
+        except (LggUnetError, OSError) as error:  # a case that failed after others finished: the same, on its line
+            if existing != "skip" and done:
+                error.add_note(_stopped_cohort(args.output, existing, "failed"))
+            raise
     if group.is_main:
         print(f"masks of {len(cases)} cases in {args.output}, summary in {args.output / SUMMARY_FILE}")
         if note := missing_figures(args.output):
@@ -470,8 +475,9 @@ def _predict_cohort(args: argparse.Namespace, cases: list[ScanSource], group: Gr
     return 0
 
 
-def _stopped_cohort(output: Path, existing: str) -> str:
-    """What a cohort stopped between cases left in `output`, and what running the same command again does."""
+def _stopped_cohort(output: Path, existing: str, ended: str = "stopped") -> str:
+    """What a cohort stopped between cases, or `ended` otherwise (failed at a case), left in `output`, and what running
+    the same command again does. A failure said only its case's error, and 198 finished masks went without a word."""
     if existing == "skip":
         return f"the finished masks stay in {output}; the same command segments the rest"
     if existing == "overwrite":  # a replaced mask's old content is gone: removing the new one would lose both
@@ -479,7 +485,7 @@ def _stopped_cohort(output: Path, existing: str) -> str:
                 "same command segments every case again (with --skip-existing instead, it keeps them and segments "
                 "the rest)")
     return ("the masks this run made were removed, and the same command starts again from the first case (with "
-            "--skip-existing a stopped run keeps its finished masks, and the same command segments the rest)")
+            f"--skip-existing a {ended} run keeps its finished masks, and the same command segments the rest)")
 
 
 def _evaluation_folders(args: argparse.Namespace, model: LoadedModel, main_process: bool = True) -> list[Path]:
@@ -716,7 +722,9 @@ def _says_error(error: BaseException) -> bool:
 
 
 def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or error.__class__.__name__
+    """`error`'s message and its notes (`add_note`: what a failed cohort left), as one line."""
+    said = "; ".join([str(error), *getattr(error, "__notes__", ())])
+    return " ".join(said.split()) or error.__class__.__name__
 
 
 if __name__ == "__main__":

@@ -375,9 +375,15 @@ def test_without_skip_existing_a_failing_case_removes_the_masks_of_the_run(tiny_
     (cohort / CASES[5] / f"{CASES[5]}_2.tif").write_bytes(b"not a tiff")
     out = tmp_path / "masks"
     argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu"]
-    assert main(argv) == 2 and "cannot read" in capsys.readouterr().err
+    assert main(argv) == 2
+    said = [line for line in capsys.readouterr().err.splitlines(keepends=True) if line.startswith("lgg-unet:")]
+    assert len(said) == 1 and said[0].startswith("lgg-unet: error: cannot read")  # and what became of the masks:
+    assert said[0].endswith("; the masks this run made were removed, and the same command starts again from the first "
+                        "case (with --skip-existing a failed run keeps its finished masks, and the same command "
+                        "segments the rest)\n")
     assert not list(out.glob("*_mask.tif"))
     assert main([*argv, "--skip-existing"]) == 2
+    assert "were removed" not in capsys.readouterr().err  # kept, as --skip-existing keeps them
     assert [case_mask(out, cohort / name) is not None for name in CASES[:6]] == [True] * 5 + [False]
 
 
