@@ -27,7 +27,7 @@ from .postprocess import PostprocessConfig, kept_pieces, piece_peaks
 from .predict import SegmentOptions
 from .run_folder import CALIBRATION, RunFolder
 from .records import Calibration, KeepLargestScore
-from .settings import check_variants
+from .settings import check_variants, option_and_flag
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_SIZES = (0, 50, 200, 500, 1000)
@@ -56,7 +56,7 @@ def validation_cases(
         raise InputError("no validation patients to calibrate on")
     variants = check_variants("calibration input variants", variants)
     check_masks(folders)  # every patient without one named at once, before the model runs
-    check_same_cases(group, folders, SAME_PATIENTS, variants=variants)
+    check_same_cases(group, folders, SAME_PATIENTS, **{option_and_flag("variants", flag="--input-variants"): variants})
     options = SegmentOptions(tta=tta)
     with group.own_failures():  # a patient of this process's share: no other process can say which failed, or why
         return [

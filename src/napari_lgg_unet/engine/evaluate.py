@@ -19,6 +19,7 @@ from .metrics import Scores, summarise, volume_scores
 from .model import LoadedModel
 from .outputs import where
 from .predict import SegmentOptions
+from .settings import option_and_flag
 
 
 @dataclass
@@ -45,7 +46,7 @@ def evaluate_patients(
     folders = list(folders)
     _check_unique_names(folders)
     check_masks(folders)
-    check_same_cases(group, folders, SAME_PATIENTS, variant=variant)
+    check_same_cases(group, folders, SAME_PATIENTS, **{option_and_flag("variant", flag="--input-variant"): variant})
     return _scored(model, group.share(folders), options, variant, group)
 
 
