@@ -270,11 +270,12 @@ class SegmentWidget(Container):
                        on_item=self._on_item, on_done=self._segment_done, on_error=self._segment_failed)
 
     def _segment_done(self) -> None:
-        """A segmentation ended, with a result or not (cancelled, failed, the dock closed). While it ran the controls
-        were its setting; without a result, the mask on screen gets that setting if it does not have it yet (a replay
-        that Segment stopped showed nothing: `ClickCorrections.stop_cleanup`), or a mask left of a deleted image
-        keeps its own (`rethreshold`, `_keep_orphan_setting`). A closed dock's controls are the mask's already
-        (`_undocked`)."""
+        """A segmentation ended, with a result or not (cancelled, failed, the dock closed): the mask on screen gets the
+        controls' setting if it does not have it yet. With a result, the controls moved while it was segmented with
+        the setting of that moment; without one, while it ran the controls were its setting, which the mask keeps
+        now (a replay that Segment stopped showed nothing: `ClickCorrections.stop_cleanup`), or a mask left of a
+        deleted image keeps its own (`rethreshold`, `_keep_orphan_setting`). A closed dock's controls are the mask's
+        already (`_undocked`)."""
         if self.cleanup.config() != self._mask_postprocess:
             self.rethreshold()
 
@@ -314,8 +315,6 @@ class SegmentWidget(Container):
         self._show_probability()
         self._place_on_source(source)
         self.update_readouts()
-        if self.cleanup.config() != result.postprocess:
-            self.rethreshold()  # the controls changed while it was segmented with the settings of that moment
 
     def _keep_edited_tumour(self, source: Image) -> None:
         """Before a new segmentation of `source` replaces its tumour layer: a layer the user edited or renamed
@@ -444,7 +443,7 @@ class SegmentWidget(Container):
         setting. It cannot be cleaned up again: a mask corrected with clicks needs their session, which ended with
         the image (it replays the clicks under the new setting; a plain clean-up of its probabilities would drop
         pieces the user's clicks kept). While a segmentation runs, the controls are its setting (see
-        `_show_segmentation`); one that ends without a result (cancelled, failed) leaves them to this check."""
+        `_segment_done`); one that ends without a result (cancelled, failed) leaves them to this check."""
         layer = self._orphan_mask()
         if layer is None or self.running or self._mask_postprocess in (None, self.cleanup.config()):
             return
