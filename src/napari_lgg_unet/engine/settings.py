@@ -83,8 +83,9 @@ def flag_of(name: str) -> str:
 def option_and_flag(name: str, *values: Any, flag: str = "") -> str:
     """An option as an engine message names it to API callers, widget users and CLI users alike, who read the same
     message: the API's parameter (with the values meant) and the CLI's flag, `device='cpu' or 'auto' (--device cpu or
-    auto)`, `resume=True (--resume)`, `init (--init)`. `flag` is for a flag that stands for the value itself and is
-    not named after the parameter: `option_and_flag("existing", "skip", flag="--skip-existing")`."""
+    auto)`, `resume=True (--resume)`, `init (--init)`. `flag`, shown as given, is for a flag not named after the
+    parameter: one that stands for the value itself, `option_and_flag("existing", "skip", flag="--skip-existing")`,
+    or another word for it, `option_and_flag("folders", flag="--data")`."""
     api = f"{name}={_either(map(repr, values))}" if values else name
     if not flag:
         flag = flag_of(name) + ("" if values in ((), (True,)) else f" {_either(map(str, values))}")
