@@ -767,6 +767,22 @@ def test_a_mask_or_summary_name_that_is_no_file_is_refused_in_every_mode_before_
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
 
 
+def test_skip_existing_keeps_a_fitting_mask_beside_a_folder_of_another_mask_name_which_only_overwrite_refuses(
+        tiny_model_dir, cohort, tmp_path):
+    """`--skip-existing` keeps a case's mask and touches no other file of the case, so a folder of another of its mask
+    names (`.tiff` beside the `.tif` kept) is no reason to refuse it: it was refused as a file that "neither
+    --skip-existing nor --overwrite can keep or replace". `--overwrite` would remove it, and still refuses."""
+    out, cases, model = tmp_path / "masks", sorted(cohort.iterdir())[:2], load_model(tiny_model_dir)
+    list(segment_cohort(model, cases, out, SegmentOptions()))
+    (out / f"{cases[0].name}_mask.tiff").mkdir()
+    before = _stamps(out)
+    list(segment_cohort(model, cases, out, SegmentOptions(), existing="skip"))
+    assert _stamps(out) == before and (out / f"{cases[0].name}_mask.tiff").is_dir()
+    with pytest.raises(InputError, match=f"holds {cases[0].name}_mask.tiff \\(a folder\\) where this run would"):
+        next(segment_cohort(model, cases, out, SegmentOptions(), existing="overwrite"))
+    assert _stamps(out) == before
+
+
 def test_every_mask_name_that_is_no_file_is_named_in_one_line_whatever_its_format(tiny_model_dir, tmp_path):
     """An NRRD scan's mask is written as .mha; a folder of an earlier version's name (.nii.gz) is its mask too."""
     data, out = tmp_path / "data", tmp_path / "masks"

@@ -316,13 +316,18 @@ def _check_replaceable(out_dir: Path, cases: Sequence[ScanSource], existing: Exi
         check_replaceable(path)
 
 
-def _check_files(out_dir: Path, cases: Sequence[ScanSource]) -> None:
-    """Refuse, before any case is segmented and whatever the run does with existing masks, a case's mask
-    (`case_masks`) or summary file that is no file: a folder, a named pipe, a socket, a device, or a link to one. No
-    mask or summary can be written in its place, and none is a mask --skip-existing can keep; --overwrite segmented
-    other cases first, then failed ("Is a directory") and undid them, and must never remove a folder. A link to a
-    missing file is a file the user made (a mask on a drive not plugged in), which the other checks decide on."""
-    paths = dict.fromkeys([*(path for case in cases for path in case_masks(out_dir, case)), *_summary_files(out_dir)])
+def _check_files(out_dir: Path, cases: Sequence[ScanSource], existing: ExistingOutputs) -> None:
+    """Refuse, before any case is segmented and whatever the run does with existing masks, a case's mask or summary
+    file that is no file: a folder, a named pipe, a socket, a device, or a link to one. No mask or summary can be
+    written in its place, and none is a mask --skip-existing can keep; --overwrite segmented other cases first, then
+    failed ("Is a directory") and undid them, and must never remove a folder. The masks asked about are those the run
+    reads, keeps or replaces (`case_mask`) and, with `existing="overwrite"`, every other mask of the case it removes
+    (`case_masks`): --skip-existing leaves a folder of another mask name beside the mask it keeps as it is, and was
+    refused for it. A link to a missing file is a file the user made (a mask on a drive not plugged in), which the
+    other checks decide on."""
+    every = existing == "overwrite"
+    masks = [path for case in cases for path in case_masks(out_dir, case)[: None if every else 1]]
+    paths = dict.fromkeys([*masks, *_summary_files(out_dir)])
     odd = [f"{path.name} ({_kind(path)})" for path in paths if os.path.exists(path)
            and not os.path.isfile(path)]
     if odd:
@@ -346,7 +351,7 @@ def _summary_files(out_dir: Path) -> list[Path]:
 
 
 def _check_existing(out_dir: Path, cases: Sequence[ScanSource], existing: ExistingOutputs) -> None:
-    _check_files(out_dir, cases)
+    _check_files(out_dir, cases, existing)
     if existing == "refuse":
         check_outputs_free(out_dir, cases)
     elif existing == "skip":
