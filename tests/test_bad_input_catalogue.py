@@ -327,6 +327,23 @@ def _kaggle_mask_slice_filled_with_255(w: Workspace) -> Path:
                                                                  np.full((32, 32), 255, np.uint8)])
 
 
+def _kaggle_patient_with_a_file_linked_to_a_drive_not_mounted(w: Workspace, name: str) -> Path:
+    """A Kaggle patient of two masked slices whose file `name` is a link to a drive not mounted: the slice, or its
+    mask, was left out without a word."""
+    folder = w.kaggle_patient(np.zeros((2, 32, 32, 3), np.uint8), [np.eye(32, dtype=np.uint8) * 255] * 2)
+    (folder / name).unlink()
+    (folder / name).symlink_to(w.inputs.parent / "unmounted" / name)
+    return folder
+
+
+def _nnunet_case_with_labels_linked_to_a_drive_not_mounted(w: Workspace) -> Path:
+    """labelsTr/c1 a link to a drive not mounted: the case was read as having no labels, without a word."""
+    root = _nnunet_case_with_the_ignore_label(w)
+    (root / "labelsTr" / "c1.nii.gz").unlink()
+    (root / "labelsTr" / "c1.nii.gz").symlink_to(w.inputs.parent / "unmounted" / "c1.nii.gz")
+    return root
+
+
 def _kaggle_patient_missing_a_slice(w: Workspace) -> Path:
     """Slices 1 and 3 of 3, slice 2 (and its mask) lost: stacked, 1 and 3 would be taken as neighbours."""
     folder = w.kaggle_patient(np.zeros((3, 32, 32, 3), np.uint8), [np.eye(32, dtype=np.uint8) * 255] * 3)
@@ -419,6 +436,9 @@ BAD_SCANS: dict[str, tuple[Callable[[Workspace], Path], str]] = {
     "Kaggle root with a stray NIfTI": (_kaggle_root_with_a_stray_nifti, "holds scans both loose"),
     "NIfTI volumes with a TIFF stack beside": (_volumes_with_a_tiff_stack_beside, "holds TIFF stacks"),
     "symbolic link loop": (_symlink_loop, "cannot open"),
+    "Kaggle slice linked to a drive not mounted": (
+        lambda w: _kaggle_patient_with_a_file_linked_to_a_drive_not_mounted(w, "P_2.tif"),
+        "unmounted/P_2.tif, which does not exist"),
     "named pipe": (_named_pipe, "pipe.nii.gz is not a regular file, a named pipe"),
     "FLAIR linked to a drive not mounted": (_case_linked_to_a_drive_not_mounted, "unmounted/CASE_flair.nii.gz, which "
                                             "does not exist"),
@@ -451,6 +471,11 @@ BAD_MASKS: dict[str, tuple[Callable[[Workspace], Path], str]] = {
                                              "mask P_2_mask.tif has 4 channels, the last of them transparency"),
     "Kaggle mask slice saved twice": (_kaggle_mask_slice_saved_twice,
                                       "P_2_mask.tif and P_2_mask.tiff are files of one slice"),
+    "Kaggle mask slice linked to a drive not mounted": (
+        lambda w: _kaggle_patient_with_a_file_linked_to_a_drive_not_mounted(w, "P_2_mask.tif"),
+        "P_2_mask.tif is a link to "),
+    "nnU-Net labels linked to a drive not mounted": (_nnunet_case_with_labels_linked_to_a_drive_not_mounted,
+                                                     "c1.nii.gz is a link to "),
 }
 
 

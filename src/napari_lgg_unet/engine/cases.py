@@ -25,7 +25,7 @@ import numpy as np
 
 from .dicom import Series, list_series, read_series, series_by_sequence
 from .errors import InputError, InputWarning, few_names
-from .formats import is_dicom_file, read_volume, strip_volume_suffix, volume_entry, volume_suffix
+from .formats import file_entry, is_dicom_file, read_volume, strip_volume_suffix, volume_entry, volume_suffix
 from .scan_checks import common_dtype, optional_mask, tumour_of_labels
 from .sequences import (FLAIR, LABELS, MODEL_CHANNELS, POST, PRE, T2, grouped_by_case, sequence_of, split_file_name,
                         split_sequence)
@@ -134,7 +134,7 @@ def nnunet_cases(folder: Path) -> list[Case] | None:
     cases = []
     for file in sorted(f for f in folder.iterdir() if volume_entry(f)):
         stem = strip_volume_suffix(file.name)
-        label = labels / file.name if (labels / file.name).is_file() else None
+        label = labels / file.name if file_entry(labels / file.name) else None
         if match := _CHANNEL_FILE.match(stem):
             channel_files.setdefault(match["case"], {})[int(match["channel"])] = file
         else:  # one 4D file per case
@@ -142,7 +142,7 @@ def nnunet_cases(folder: Path) -> list[Case] | None:
     for name, files in channel_files.items():
         sequences = tuple((str(sequence_of(names[i])), Source(f)) for i, f in sorted(files.items()) if i < len(names))
         label = next((labels / f"{name}{volume_suffix(f)}" for f in files.values()
-                      if (labels / f"{name}{volume_suffix(f)}").is_file()), None)
+                      if file_entry(labels / f"{name}{volume_suffix(f)}")), None)
         cases.append(Case(name, sequences, Source(label) if label else None, ignore_label=ignore))
     return sorted(cases, key=lambda c: c.name)
 

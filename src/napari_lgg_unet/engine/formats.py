@@ -405,19 +405,25 @@ def read_volume(path: Path) -> Volume:
             f"{path}: not a volume file ({', '.join(s for f in FORMATS if f.is_volume for s in f.suffixes)})"
         )
     if not path.is_file():
-        raise InputError(_not_a_file(path))
+        raise InputError(not_a_file(path))
     return found.read_volume(path)
 
 
+def file_entry(path: Path) -> bool:
+    """Whether `path` is listed as a file of its folder: an entry that is no folder. A link to nothing (data on a drive
+    or share not mounted) counts, so that reading it refuses it by name (`not_a_file`): left out of the listing, a
+    case vanished from a folder of cases, its labels from a case, or a slice or mask from a Kaggle patient, without a
+    word."""
+    return os.path.lexists(path) and not path.is_dir()
+
+
 def volume_entry(path: Path) -> bool:
-    """Whether `path` is listed as a volume file of its folder: named as one, and no folder. A link to nothing (data
-    on a drive not mounted) counts, so that reading it refuses it by name (`read_volume`): left out of the listing,
-    its case vanished from a folder of cases, or its labels from a case, without a word."""
-    return volume_suffix(path) is not None and not path.is_dir()
+    """Whether `path` is listed as a volume file of its folder: named as one, and a `file_entry`."""
+    return volume_suffix(path) is not None and file_entry(path)
 
 
-def _not_a_file(path: Path) -> str:
-    """Why the volume file `path`, which is not a regular file, cannot be read."""
+def not_a_file(path: Path) -> str:
+    """Why the file `path`, which is not a regular file, cannot be read."""
     if path.is_symlink() and not path.exists():
         return (f"{path} is a link to {os.readlink(path)}, which does not exist (a drive or share not mounted?); "
                 "mount it, or fix or remove the link")
@@ -446,7 +452,7 @@ def not_a_scan(path: Path, require_mask: bool = False) -> InputError:
         suffixes = ", ".join(s for f in FORMATS for s in f.suffixes)
         return InputError(f"{path}: not a scan file ({suffixes})")
     if not path.is_dir():  # a named pipe, socket or device
-        return InputError(_not_a_file(path))
+        return InputError(not_a_file(path))
     if any(p.is_dir() and format_of(p) for p in path.iterdir()):
         return InputError(f"{path} holds no scan of its own; give it as a folder of cases, or one case inside it")
     stacks = sorted(p.name for p in path.iterdir() if TIFF.claims(p))

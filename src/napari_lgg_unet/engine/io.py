@@ -24,8 +24,8 @@ import tifffile
 
 from .atomic import atomic_path
 from .errors import InputError, InputWarning, describe, few_names
-from .formats import (TIFF, ScanSource, case_scan, check_mask_name, default_mask_suffix, file_format, format_of,
-                      not_a_scan, scan_name, source_mask_suffix)
+from .formats import (TIFF, ScanSource, case_scan, check_mask_name, default_mask_suffix, file_entry, file_format,
+                      format_of, not_a_file, not_a_scan, scan_name, source_mask_suffix)
 from .listing import listing
 from .scan_checks import check_claimed_size, check_pixel_type, kept_pixels, optional_mask, tumour_of_labels
 from .stopping import unless_stopped
@@ -99,7 +99,7 @@ def read_tiff(path: str | Path) -> np.ndarray:
     names the file."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"file not found: {path}")
+        raise InputError(not_a_file(path))
     try:
         with _tifffile_errors() as errors, tifffile.TiffFile(path) as tiff:
             series = tiff.series
@@ -164,7 +164,7 @@ def _slice_files(folder: Path) -> tuple[dict[SliceKey, list[Path]], dict[SliceKe
     masks: dict[SliceKey, list[Path]] = {}
     for file in sorted(folder.iterdir()):
         match = _SLICE.match(file.name)
-        if match and file.is_file():
+        if match and file_entry(file):  # a link to nothing too, refused by name when read
             (masks if match["mask"] else images).setdefault((match["stem"], int(match["index"])), []).append(file)
     return images, masks
 
