@@ -2,6 +2,7 @@
 
 import re
 import warnings
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -213,3 +214,31 @@ def test_a_case_whose_volumes_are_links_to_nothing_is_listed_and_refused_by_name
     assert [case.name for case in find_scans(root)] == ["A", "B"]
     with pytest.raises(InputError, match=re.escape(f"B_flair.nii.gz is a link to {tmp_path / 'unmounted'}")):
         load_case(case_in_folder(root / "B"))
+
+
+def test_a_file_given_by_name_is_its_case_s_flair_though_other_formats_of_its_name_lie_beside_it(tmp_path,
+                                                                                              monkeypatch):
+    """`predict --input zero.nii.gz` beside zero.nii and zero.mha was refused as '.: two FLAIR files for one case':
+    the user named the file to read, so it is read; the others are not its twins to choose from."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("zero.nii.gz", "zero.nii", "zero_t2.nii.gz"):
+        _nifti(tmp_path / name)
+    (tmp_path / "zero.mha").write_bytes(b"")  # a third format of the name: files are grouped by name, not read
+    case = case_of_file(Path("zero.nii.gz"))
+    assert dict(case.sequences)[FLAIR].path == Path("zero.nii.gz")
+    assert dict(case.sequences)[T2].path == Path("zero_t2.nii.gz")
+    assert case_of_file(Path("zero.nii")).sequences[0][1].path == Path("zero.nii")
+
+
+def test_two_files_of_a_sequence_beside_a_file_given_by_name_are_refused_naming_it_and_its_folder(tmp_path,
+                                                                                                monkeypatch):
+    """The folder of a file given as `zero.nii.gz` was shown as '.', and the file the user gave was not named."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("zero.nii.gz", "zero_t2.nii.gz", "zero_t2.nii"):
+        _nifti(tmp_path / name)
+    message = (f"zero.nii.gz: its folder {tmp_path} holds two T2 files for its case (zero_t2.nii, zero_t2.nii.gz); "
+               "keep one")
+    with pytest.raises(InputError, match=re.escape(message)):
+        case_of_file(Path("zero.nii.gz"))
+    with pytest.raises(InputError, match=re.escape(f"{tmp_path}: two T2 files for one case")):
+        case_in_folder(tmp_path)

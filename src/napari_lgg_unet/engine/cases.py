@@ -185,24 +185,37 @@ def _named_entries(folder: Path, key: str | None = None) -> list[tuple[str, str 
     return entries
 
 
-def cases_in_folder(folder: str | Path, key: str | None = None) -> list[Case]:
+def cases_in_folder(folder: str | Path, key: str | None = None, given: Path | None = None) -> list[Case]:
     """The cases formed by the files directly in `folder` (grouped by name, see the module docstring); with `key`,
-    only that case's files are looked at."""
+    only that case's files are looked at. `given` is a file of `folder` the user named: it is read as its sequence
+    though other files claim that sequence too (`zero.nii.gz` beside `zero.nii` and `zero.mha`, copies in other
+    formats): the user chose it."""
     folder = Path(folder)
     if (found := nnunet_cases(folder)) is not None:
         return found
+    entries = [(case_key, sequence or FLAIR, source)  # a volume no sequence name claims is taken as FLAIR
+               for case_key, sequence, source in _named_entries(folder, key)]
+    chosen = {(case_key, sequence) for case_key, sequence, source in entries if source.path == given}
     groups: dict[str, dict[str, Source]] = {}
-    for case_key, sequence, source in _named_entries(folder, key):
-        group = groups.setdefault(case_key, {})
-        sequence = sequence or FLAIR  # a volume no sequence name claims is taken as FLAIR
-        if sequence in group:
-            raise InputError(f"{folder}: two {sequence} files for one case ({group[sequence].path.name}, "
-                             f"{source.path.name}); keep one")
-        group[sequence] = source
+    for case_key, sequence, source in entries:
+        if (case_key, sequence) not in chosen or source.path == given:  # the user chose that sequence's file
+            _place(groups.setdefault(case_key, {}), sequence, source, folder, given)
     if key is None and groups:
         _refuse_dicom_beside_volumes(folder)
     return [Case(case_key or folder.name, tuple((s, src) for s, src in group.items() if s != LABELS),
                  group.get(LABELS)) for case_key, group in groups.items()]
+
+
+def _place(group: dict[str, Source], sequence: str, source: Source, folder: Path, given: Path | None) -> None:
+    """Take `source` as its case's `sequence`; two files of one sequence (`zero.nii`, `zero.mha`) are refused, as
+    either could be the one meant. The refusal names the file the user gave (`given`), if any, and its folder in full:
+    the folder of `zero.nii.gz` was shown as '.'."""
+    if sequence in group:
+        files = f"({group[sequence].path.name}, {source.path.name}); keep one"
+        if given is None:
+            raise InputError(f"{folder}: two {sequence} files for one case {files}")
+        raise InputError(f"{given}: its folder {folder.absolute()} holds two {sequence} files for its case {files}")
+    group[sequence] = source
 
 
 def _refuse_dicom_beside_volumes(folder: Path) -> None:
@@ -223,7 +236,7 @@ def _refuse_dicom_beside_volumes(folder: Path) -> None:
 def case_of_file(path: Path) -> Case:
     """The one case a volume file belongs to (its sibling sequences and labels)."""
     key = _entry_names(path.parent)[path.name][0]
-    cases = [c for c in cases_in_folder(path.parent, key)
+    cases = [c for c in cases_in_folder(path.parent, key, given=path)
              if path in [s.path for _, s in c.sequences] or (c.labels and c.labels.path == path)]
     if not cases:  # e.g. an nnU-Net channel file beyond dataset.json's channels
         raise InputError(f"{path}: no scan of its folder uses this file")
