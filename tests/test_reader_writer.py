@@ -536,3 +536,21 @@ def test_a_name_without_a_suffix_saved_from_code_gets_napari_s_tif_as_the_docs_s
     [(data, meta, _)] = get_reader(str(scan))(str(scan))
     layer = Labels((data == 7).astype(np.uint8), scale=meta["scale"], metadata=meta["metadata"])
     assert layer.save(str(tmp_path / "edited"), plugin="napari-lgg-unet") == [str(tmp_path / "edited.tif")]
+
+
+def test_saving_onto_the_manual_mask_beside_the_layer_s_scan_is_refused_in_the_gui_s_words_not_the_cli_s(tmp_path):
+    """The refusal said "--overwrite or not", a CLI flag a napari user never sees; napari's save dialog asks instead."""
+    import nibabel as nib
+
+    from napari_lgg_unet.engine.errors import InputError
+
+    scan, mask = tmp_path / "a.nii.gz", tmp_path / "a_mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 2), np.int16), np.eye(4)), scan)
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 2), np.uint8), np.eye(4)), mask)
+    [(image, meta, _)] = get_reader(str(scan))(str(scan))
+    before = mask.read_bytes()
+    with pytest.raises(InputError, match=r"is the manual mask read with the input \(a_mask.nii.gz") as refused:
+        write_labels(str(mask), np.ones(image.shape, np.uint8), meta)
+    assert "--overwrite" not in str(refused.value) and "even if you agree to replace it in the save dialog" in str(
+        refused.value)
+    assert mask.read_bytes() == before

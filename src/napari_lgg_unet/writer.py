@@ -113,6 +113,6 @@ def _check_not_onto_its_scan(target: Path, source: object) -> None:
     except (InputError, OSError):
         scan = scan if scan.is_dir() else scan.parent
     try:
-        check_output(target, [scan])
+        check_output(target, [scan], replacing="even if you agree to replace it in the save dialog")
     except InputError as error:
         raise InputError(f"not saved: {error} (the input is the scan this layer comes from, {source})") from None

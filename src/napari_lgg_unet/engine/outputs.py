@@ -92,16 +92,18 @@ def check_not_the_input(output: str | Path, input_path: Path) -> None:
 
 
 def check_output(output: str | Path, sources: Sequence[ScanSource], folder: bool = False,
-                 what: str = "the input") -> None:
+                 what: str = "the input", replacing: str = "--overwrite or not") -> None:
     """Refuse an `output` that is, or is inside, a file or case folder of `sources` (`what` they are, for the
-    message). A `folder` of masks is also refused where scan files lie directly: the next run would read its masks
-    (`<scan>_mask.*`) with those scans, as their manual masks. Not beside case folders (ROOT for ROOT/P1): ROOT holds
-    no scan file, and a mask named after a case beside its folder is left out of ROOT by name (io.find_scans)."""
+    message; `replacing`: that the front end's way of asking to replace a file does not change that, in its words,
+    the CLI's by default). A `folder` of masks is also refused where scan files lie directly: the next run would read
+    its masks (`<scan>_mask.*`) with those scans, as their manual masks. Not beside case folders (ROOT for ROOT/P1):
+    ROOT holds no scan file, and a mask named after a case beside its folder is left out of ROOT by name
+    (io.find_scans)."""
     target = output_path(output)
     for source in sources:
         paths = input_paths(source)
         if (hit := landing(target, paths)) is not None:
-            raise InputError(_landing_refusal(output, hit, what))
+            raise InputError(_landing_refusal(output, hit, what, replacing))
         if folder and (hit := next((p.parent for p in paths if p.is_file() and _same(target, p.parent)), None)):
             raise InputError(f"output {output} is {hit}, the folder of the input's scan files, where the next run "
                              "would read its masks with those scans (as their manual masks); write it elsewhere")
@@ -114,15 +116,16 @@ def check_output(output: str | Path, sources: Sequence[ScanSource], folder: bool
                              f"write it as a {volume_suffix(scan)} file, or elsewhere")
 
 
-def _landing_refusal(output: str | Path, hit: Path, what: str) -> str:
+def _landing_refusal(output: str | Path, hit: Path, what: str, replacing: str) -> str:
     """Why `output` may not be written on or in `hit`, a file or folder of `what`. A mask beside its scan (the first
     one written there: `_case_it_would_join`) is read as the scan's manual mask from then on, and may have been
-    corrected by hand: "part of the input" named no reason for refusing a run that had written it, --overwrite given."""
+    corrected by hand: "part of the input" named no reason for refusing a run that had written it, --overwrite given
+    (`replacing`, see `check_output`)."""
     stem = strip_volume_suffix(hit.name) if volume_suffix(hit) else hit.stem
     if hit.is_file() and split_file_name(stem)[1] == LABELS:
         return (f"output {output} is the manual mask read with the input ({hit.name}: it may hold corrections made by "
-                "hand), which no mask written from that scan replaces, --overwrite or not; write it elsewhere, or "
-                "move that mask away first")
+                f"hand), which no mask written from that scan replaces, {replacing}; write it elsewhere, or move that "
+                "mask away first")
     return f"output {output} would land on or in {hit}, which is part of {what}; write it outside {what}"
 
 
