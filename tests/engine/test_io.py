@@ -280,3 +280,14 @@ def test_a_patient_whose_numbers_start_above_1_is_no_gap(sample_patient_dir, tmp
         (patient / f"{SAMPLE_PATIENT}_{number}.tif").unlink()
         (patient / f"{SAMPLE_PATIENT}_{number}_mask.tif").unlink()
     assert load_patient(patient, require_masks=True).mask.shape == (20, 256, 256)
+
+
+def test_a_scan_given_as_a_link_to_nothing_is_refused_saying_where_the_link_leads(tmp_path):
+    """`--input link.nii.gz`, a link to a drive not mounted, said only 'path not found: link.nii.gz', which the user
+    could see lying there."""
+    (tmp_path / "link.nii.gz").symlink_to(tmp_path / "unmounted" / "x.nii.gz")
+    with pytest.raises(InputError, match=f"link.nii.gz is a link to {tmp_path / 'unmounted' / 'x.nii.gz'}, which does "
+                                         "not exist"):
+        load_scan(tmp_path / "link.nii.gz")
+    with pytest.raises(InputError, match="path not found"):
+        load_scan(tmp_path / "absent.nii.gz")

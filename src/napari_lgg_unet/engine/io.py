@@ -87,8 +87,8 @@ def existing_path(source: str | Path) -> Path:
     path = as_path(source)
     try:
         path.stat()
-    except FileNotFoundError:
-        raise InputError(f"path not found: {path}") from None
+    except FileNotFoundError:  # a link to nothing says where it leads (a drive or share not mounted)
+        raise InputError(not_a_file(path) if path.is_symlink() else f"path not found: {path}") from None
     except OSError as error:  # ELOOP: a link that points back to itself; EACCES; ...
         raise InputError(f"cannot open {path}: {error.strerror or error}") from None
     return path.resolve() if path.name in ("", "..") else path
