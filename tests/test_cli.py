@@ -646,6 +646,52 @@ def test_ctrl_c_pressed_again_while_predict_stops_still_ends_it_with_one_line_an
     assert not out.parent.exists()
 
 
+# `lgg-unet train` run as its console script runs it
+_TRAIN_AS_ITS_CONSOLE_SCRIPT = """
+import sys
+from napari_lgg_unet import cli
+
+sys.argv[0] = "lgg-unet"
+sys.exit(cli.main())
+"""
+_TINY_TRAINING = ["--steps-per-epoch", "10", "--batch-size", "4", "--image-size", "64", "--encoder", "mobilenet_v2",
+                  "--decoder-channels", "16,16,16,16,16", "--val-fraction", "0", "--no-augment", "--workers", "0",
+                  "--threads", "1", "--precision", "fp32", "--device", "cpu"]
+
+
+@pytest.mark.parametrize("presses, gap", [(2, 0.01), (2, 0.2), (math.inf, 0.002)],
+                         ids=["twice-10ms-apart", "twice-200ms-apart", "until-it-ends"])
+def test_ctrl_c_pressed_again_while_training_stops_still_ends_it_with_its_best_model_and_exit_code_0(
+        sample_patient_dir, tmp_path, presses, gap):
+    """Training answers the first Ctrl-C between steps; one pressed after training had stopped, while `train` ended
+    (torch's exit hooks), printed "Exception ignored in atexit callback ... KeyboardInterrupt" or killed the process by
+    SIGINT (exit code -2, not 0). Any number of them now ends it as one does, and --resume continues the run."""
+    import signal
+
+    from napari_lgg_unet.engine.model import load_model
+    from napari_lgg_unet.engine.run_folder import RunFolder
+
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(sample_patient_dir.parent), "--out", str(out), *_TINY_TRAINING]
+    process = subprocess.Popen([sys.executable, "-c", _TRAIN_AS_ITS_CONSOLE_SCRIPT, *argv, "--epochs", "1000"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    started = any(line.startswith("epoch 1/1000 step") for line in process.stderr)  # training takes steps
+    sent = 0
+    while started and process.poll() is None and sent < presses:
+        process.send_signal(signal.SIGINT)
+        sent += 1
+        time.sleep(gap)
+    out_text, err = process.communicate(timeout=300)
+    assert started and sent >= 2, err
+    assert process.returncode == 0 and "Traceback" not in err and "Exception ignored" not in err, err
+    assert out_text.splitlines()[-1].startswith("stopped: best epoch 1")
+    assert RunFolder(out).holds_resume_state() and load_model(out).config.training.best_epoch == 1
+    assert not [path.name for path in out.iterdir() if ".tmp" in path.name] and not (out / ".lock").read_bytes()
+    assert main([*argv, "--epochs", "2", "--resume"]) == 0
+    assert [record["epoch"] for record in json.loads((out / "history.json").read_text())] == [1, 2]
+
+
 def test_main_called_from_another_thread_runs_its_command_without_signal_handlers(tmp_path, capsys):
     """Python installs signal handlers from the main thread only: a script's worker thread calling main() got an
     internal error from the stop-signal handling before its command ran."""

@@ -273,7 +273,7 @@ def _run_train(args: argparse.Namespace) -> int:
         print(f"loading patients from {args.data} ...", flush=True)
     scans = [load_scan(source, require_mask=True) for source in sources]
     progress = _TrainingProgress()
-    with stop_on_signals(_say_stopping if main_process else None) as stop:
+    with stop_on_signals(_say_stopping if main_process else None, ended=args.stopped) as stop:
         try:
             for event in train_model(scans, config, args.out, stop):
                 if main_process:
@@ -638,7 +638,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     `argv` (a script, a test), it gives the caller's signal handlers back."""
     args = build_parser().parse_args(argv)
     try:
-        with _warnings_as_lines(), _signals_as_ctrl_c(args.command, program=argv is None):
+        with _warnings_as_lines(), _signals_as_ctrl_c(args.command, program=argv is None) as args.stopped:
             return COMMANDS[args.command](args)
     except (LggUnetError, InputWarning, OSError, MemoryError) as error:
         if _says_error(error):
@@ -676,7 +676,7 @@ def _warnings_as_lines() -> typing.Iterator[None]:
 
 
 @contextlib.contextmanager
-def _signals_as_ctrl_c(command: str, program: bool) -> typing.Iterator[None]:
+def _signals_as_ctrl_c(command: str, program: bool) -> typing.Iterator[threading.Event]:
     """Make SIGTERM and SIGUSR1 end a command as Ctrl-C does (`distributed.interrupt_on_signals`): one line, exit code
     130, and the clean-up a KeyboardInterrupt runs (a lock let go, a temporary file removed; no --json or config.json
     is half-written, as each is written atomically). The system's default killed evaluate, calibrate, one scan's
@@ -689,20 +689,22 @@ def _signals_as_ctrl_c(command: str, program: bool) -> typing.Iterator[None]:
 
     After the first stop, more are ignored (a second Ctrl-C cut the first one's clean-up short), and where `main` is
     the `program` they stay ignored until the process has ended: one raised in Python's exit hooks (torch's) printed
-    a traceback under "lgg-unet: interrupted", or killed the process by SIGINT (exit code -2, not 130)."""
+    a traceback under "lgg-unet: interrupted", or killed the process by SIGINT (exit code -2, not 130). The same holds
+    after training has stopped between steps: it sets the `threading.Event` yielded here, which says a stop ended the
+    command (`stop_on_signals`'s `ended`)."""
+    stopped = threading.Event()
     if command == "view" or threading.current_thread() is not threading.main_thread():
-        yield
+        yield stopped
         return
     from .engine.stopping import stop_signals_held
 
-    stopped = threading.Event()
     with stop_signals_held(stopped.is_set, ignore_once_stopped=program) as release:
         from .engine.distributed import interrupt_on_signals  # torch: a stop inside its import was lost or aborted
 
         with interrupt_on_signals(stopped):
             release()  # a stop sent while torch loaded ends the command here
             try:
-                yield
+                yield stopped
             except Exception as error:
                 if stopped.is_set():
                     raise KeyboardInterrupt from error

@@ -319,13 +319,17 @@ def _lost_a_process(error: RuntimeError) -> bool:
 
 
 @contextlib.contextmanager
-def stop_on_signals(notice: Callable[[], None] | None = None) -> Iterator[Callable[[], bool]]:
+def stop_on_signals(notice: Callable[[], None] | None = None,
+                    ended: threading.Event | None = None) -> Iterator[Callable[[], bool]]:
     """Yield a `stop` callable that turns true on Ctrl-C, SIGTERM or SIGUSR1, instead of the process dying.
 
     Training polls it between steps (and agrees on it across processes) and between validation batches, so a
     scheduler's pre-emption ends a run with the resume state on disk and exit code 0. `notice` runs on the first
-    signal: the stop may come a step or a batch later, and a Ctrl-C nothing answered looked ignored. Main thread only
-    (Python's rule for signal handlers).
+    signal: the stop may come a step or a batch later, and a Ctrl-C nothing answered looked ignored. `ended` (the
+    CLI's stop, `interrupt_on_signals`) is set where the block ends without an error after a stop: the program ends on
+    that stop, so the signals after it are ignored as after an interrupt (one pressed again as `train` ended raised in
+    Python's exit hooks: a traceback, or death by SIGINT instead of exit code 0). Main thread only (Python's rule for
+    signal handlers).
     """
     asked = threading.Event()
 
@@ -336,6 +340,8 @@ def stop_on_signals(notice: Callable[[], None] | None = None) -> Iterator[Callab
 
     with _signals_handled(ask):
         yield asked.is_set
+        if asked.is_set() and ended is not None:
+            ended.set()  # before the handlers in place before are back
 
 
 @contextlib.contextmanager
