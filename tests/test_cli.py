@@ -692,6 +692,41 @@ def test_ctrl_c_pressed_again_while_training_stops_still_ends_it_with_its_best_m
     assert [record["epoch"] for record in json.loads((out / "history.json").read_text())] == [1, 2]
 
 
+def test_a_stop_that_a_library_swallowed_does_not_leave_the_command_deaf_to_the_next_one():
+    """A Ctrl-C caught on its way (an import or a `__del__` that swallows it) set the command's stop, and from then on
+    every SIGTERM and Ctrl-C was ignored: a cohort of hours that went on after it could be ended by SIGKILL only."""
+    import signal
+
+    from napari_lgg_unet.cli import _signals_as_ctrl_c
+
+    with pytest.raises(KeyboardInterrupt), _signals_as_ctrl_c("predict", program=False):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            sum(range(1000))
+        except KeyboardInterrupt:
+            pass  # swallowed by a library: the command goes on
+        os.kill(os.getpid(), signal.SIGTERM)
+        sum(range(1000))
+
+
+def test_a_stop_sent_while_the_first_ones_clean_up_runs_is_ignored():
+    """The clean-up a stop runs (a lock let go, the run's masks removed) is not cut short by a second Ctrl-C."""
+    import signal
+
+    from napari_lgg_unet.cli import _signals_as_ctrl_c
+
+    cleaned = []
+    with pytest.raises(KeyboardInterrupt), _signals_as_ctrl_c("predict", program=False):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            sum(range(1000))
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(1000))
+            cleaned.append(True)
+    assert cleaned == [True]
+
+
 def test_main_called_from_another_thread_runs_its_command_without_signal_handlers(tmp_path, capsys):
     """Python installs signal handlers from the main thread only: a script's worker thread calling main() got an
     internal error from the stop-signal handling before its command ran."""

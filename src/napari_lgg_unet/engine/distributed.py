@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -348,12 +349,17 @@ def stop_on_signals(notice: Callable[[], None] | None = None,
 def interrupt_on_signals(stopped: threading.Event) -> Iterator[None]:
     """Make SIGTERM and SIGUSR1 raise KeyboardInterrupt like Ctrl-C, so clean-up code runs on a scheduler's stop. The
     first of these signals sets `stopped`, so a caller knows of the stop even where the KeyboardInterrupt was caught on
-    its way (by an import it interrupted); those after it are ignored: a second Ctrl-C 10 ms after the first raised
-    again inside the clean-up the first one started (a lock let go, a temporary file removed)."""
+    its way (by an import it interrupted). Those after it are ignored while an exception is being handled, the clean-up
+    the first one started (a lock let go, a temporary file removed), which a second Ctrl-C 10 ms after the first cut
+    short; not where the first was swallowed and the command went on, which, ignoring them, SIGKILL alone ended. A
+    stop the command answered itself (`stop_on_signals`' `ended`: a training that stopped between steps and saved)
+    ignores them all: it ends as stopped, exit code 0, not interrupted."""
+    raised = threading.Event()  # `stopped` by a KeyboardInterrupt of ours, not by a stop answered without one
 
     def interrupt(number: int, frame: Any) -> None:
-        if stopped.is_set():
+        if stopped.is_set() and (not raised.is_set() or sys.exc_info()[1] is not None):
             return
+        raised.set()
         stopped.set()
         signal.default_int_handler(number, frame)
 
