@@ -444,7 +444,8 @@ def _predict_cohort(args: argparse.Namespace, cases: list[ScanSource], group: Gr
     then `summary.csv` beside the masks."""
     from tqdm import tqdm
 
-    from .engine.batch_predict import SUMMARY_FILE, CleanUpStopped, SummaryStopped, claimed_output, missing_figures
+    from .engine.batch_predict import (SUMMARY_FILE, CleanUpStopped, SummaryFailed, SummaryStopped, claimed_output,
+                                       missing_figures)
 
     existing = "skip" if args.skip_existing else "overwrite" if args.overwrite else "refuse"
     with claimed_output(args.output, cases, group, existing) as claimed:  # its refusals come before the model loads
@@ -460,7 +461,7 @@ def _predict_cohort(args: argparse.Namespace, cases: list[ScanSource], group: Gr
                     if bar.disable and group.is_main and summary is not None:
                         print(f"{summary.case}: {summary.slices} slices, {summary.tumour_voxels} tumour voxels, "
                               f"{summary.seconds:.2f} s", file=sys.stderr, flush=True)
-        except (SummaryStopped, CleanUpStopped):  # they say what is on disk themselves
+        except (SummaryStopped, SummaryFailed, CleanUpStopped):  # they say what is on disk themselves
             raise
         except KeyboardInterrupt:  # say what became of the finished masks: an hour of work may hang on it
             raise KeyboardInterrupt(_stopped_cohort(args.output, existing)) from None

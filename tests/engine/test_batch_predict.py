@@ -387,6 +387,24 @@ def test_without_skip_existing_a_failing_case_removes_the_masks_of_the_run(tiny_
     assert [case_mask(out, cohort / name) is not None for name in CASES[:6]] == [True] * 5 + [False]
 
 
+def test_a_cohort_whose_summary_cannot_be_written_says_its_masks_stay_not_that_they_were_removed(
+        tiny_model_dir, cohort, tmp_path, capsys, monkeypatch):
+    """Every mask was finished and kept when summary.csv failed to be written (a full disk), but the line said "the
+    masks this run made were removed, and the same command starts again from the first case"."""
+    def disk_full(*_args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(batch_predict, "write_summary", disk_full)
+    out = tmp_path / "masks"
+    argv = ["predict", "--model", str(tiny_model_dir), "--input", str(cohort), "--output", str(out), "--device", "cpu"]
+    assert main(argv) == 2
+    said = capsys.readouterr().err.splitlines()[-1]
+    assert "No space left on device" in said and "removed" not in said
+    assert said.endswith(f"every mask is in {out}, but writing summary.csv failed, so there is none; segment again "
+                         "with existing='skip' (--skip-existing) to write it (no finished mask is redone)")
+    assert [case_mask(out, cohort / name) is not None for name in CASES] == [True] * len(CASES)
+
+
 def _nrrd_scans(data: Path, names: Sequence[str], old_masks: Path | None = None) -> None:
     """NRRD scans `<name>.nrrd` (3 slices of 36x40, 64-bit spacing and origin that 32 bits do not hold, as a
     scanner's) in `data`, and in `old_masks` (when given) each one's all-tumour mask as the previous version wrote it:

@@ -29,7 +29,7 @@ from .atomic import (atomic_path, check_replaceable, missing_folders, other_owne
                      write_text_atomic)
 from .cohort import check_same_cases, loaded_scans, segment_scan
 from .distributed import Group
-from .errors import InputError, few_names
+from .errors import InputError, LggUnetError, few_names
 from .formats import FORMATS, file_format, scan_name
 from .io import Scan, ScanSource, read_tiff, source_mask_name, write_mask
 from .outputs import check_output, check_unique_names
@@ -131,6 +131,11 @@ class SummaryStopped(KeyboardInterrupt):
     reporting what a stopped cohort lost passes this one on as it is)."""
 
 
+class SummaryFailed(LggUnetError):
+    """`summary.csv` could not be written (a full disk) after every mask was: they stay, which the message says with
+    the error (a caller reporting what a failed cohort removed passes this one on as it is)."""
+
+
 class CleanUpStopped(KeyboardInterrupt):
     """A second Ctrl-C while a stopped (or failed) run removed the masks it made: some stay, and the message names
     them and says what the same command does with them (a caller passes this one on as it is)."""
@@ -153,7 +158,9 @@ class ClaimedOutput:
         try:
             write_summary(self.out_dir, self.cases, self.group)
         except KeyboardInterrupt:  # every mask is finished and stays
-            raise SummaryStopped(_summary_stopped(self.out_dir, earlier)) from None
+            raise SummaryStopped(_summary_left(self.out_dir, earlier)) from None
+        except (LggUnetError, OSError) as error:  # the same: said as the run's masks removed, they were kept
+            raise SummaryFailed(f"{error}; {_summary_left(self.out_dir, earlier, failed=True)}") from error
 
 
 def _file_stat(path: Path) -> os.stat_result | None:
@@ -163,16 +170,17 @@ def _file_stat(path: Path) -> os.stat_result | None:
         return None
 
 
-def _summary_stopped(out_dir: Path, earlier: os.stat_result | None) -> str:
-    """What a stop while `summary.csv` was written left of it, told by the file on disk, not by where the stop came:
-    the new summary (renamed into place before the stop), or, since it is written atomically, nothing or the
+def _summary_left(out_dir: Path, earlier: os.stat_result | None, failed: bool = False) -> str:
+    """What a stop (or an error: `failed`) while `summary.csv` was written left of it, told by the file on disk, not by
+    where it came: the new summary (renamed into place before it), or, since it is written atomically, nothing or the
     `earlier` run's file, whole and unchanged, which a user must not take for this run's."""
     now = _file_stat(out_dir / SUMMARY_FILE)
     if now is not None and (earlier is None or not os.path.samestat(earlier, now)):
-        return f"every mask is in {out_dir} and {SUMMARY_FILE} was written before the stop"
+        return f"every mask is in {out_dir} and {SUMMARY_FILE} was written before the {'error' if failed else 'stop'}"
     left = "there is none" if now is None else "the one there is still an earlier run's, without this run's results"
-    return (f"every mask is in {out_dir}, but writing {SUMMARY_FILE} was stopped, so {left}; segment again with "
-            f"{SKIP} to write it (no finished mask is redone)")
+    ended = "failed" if failed else "was stopped"
+    return (f"every mask is in {out_dir}, but writing {SUMMARY_FILE} {ended}, so {left}; segment again with {SKIP} to "
+            "write it (no finished mask is redone)")
 
 
 @contextlib.contextmanager
