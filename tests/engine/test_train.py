@@ -124,6 +124,29 @@ def test_a_folder_deleted_mid_run_is_locked_again_as_the_next_epoch_makes_it_so_
         pass
 
 
+def test_a_resumed_run_whose_folder_is_deleted_before_it_rewrites_its_best_model_locks_the_folder_again(
+        scans, tmp_path, monkeypatch):
+    """A resumed run killed before its best model was written rewrites that model as it starts: deleted after its
+    resume state was read, the folder was made anew by that write without a lock, and a second run took it for the
+    whole of the first epoch."""
+    out, config = tmp_path / "m", TrainConfig(epochs=1, steps_per_epoch=1, val_fraction=0.34, **FAST)
+    for _ in train_model(scans, config, out):
+        pass
+    (out / "config.json").unlink()  # killed after the resume state, before the model was written
+    real_loader = train._loader
+
+    def deleted_meanwhile(*args):
+        shutil.rmtree(out)
+        return real_loader(*args)
+
+    monkeypatch.setattr(train, "_loader", deleted_meanwhile)
+    run = train_model(scans, replace(config, epochs=2, resume=True), out)
+    assert isinstance(next(run), Prepared)
+    with pytest.raises(FolderInUse, match="is in use by another training run"), RunFolder(out).locked():
+        pass
+    run.close()
+
+
 def test_a_run_whose_deleted_folder_another_run_took_ends_with_an_error_and_leaves_that_run_s_folder_alone(
         scans, tmp_path):
     out = tmp_path / "m"

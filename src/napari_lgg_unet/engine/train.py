@@ -286,8 +286,9 @@ def _setup(scans: list[Scan], config: TrainConfig, folder: RunFolder, group: Gro
     provenance = TrainingRecord(config.to_dict(), split.names, len(dataset), chosen.label, group.world)
     run = _Run(config, folder, group, device, chosen, network, model_config, optimizer, scaler,
                SegmentationLoss(config.loss, config.bce_weight), split, sampler, loader, steps, provenance, progress)
-    if rewrite:
-        _save_best_model(run)  # the run was killed after its resume state, before its model was written
+    if rewrite:  # the run was killed after its resume state, before its model was written
+        folder.keep_lock()  # a folder deleted since its resume state was read is made anew here, and locked again
+        _save_best_model(run)
     # last: a wrapper alive when setup fails can hang (_let_go)
     run.network = group.wrap(network, config.sync_batchnorm)
     return run
