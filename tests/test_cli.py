@@ -738,3 +738,16 @@ def test_main_called_from_another_thread_runs_its_command_without_signal_handler
     worker.start()
     worker.join()
     assert codes == [2] and "lgg-unet: error:" in capsys.readouterr().err
+
+
+def test_a_stop_sent_after_training_answered_one_and_stopped_is_ignored_not_an_interruption():
+    """A training that stopped between steps (`stop_on_signals` sets the command's stop as it ends) has saved and
+    ends with exit code 0: a Ctrl-C pressed again before the command returned must not make it "interrupted"."""
+    import signal
+
+    from napari_lgg_unet.cli import _signals_as_ctrl_c
+
+    with _signals_as_ctrl_c("train", program=False) as stopped:
+        stopped.set()  # as `stop_on_signals(ended=stopped)` does once training stopped and saved
+        os.kill(os.getpid(), signal.SIGINT)
+        sum(range(1000))
