@@ -627,22 +627,11 @@ def test_ctrl_c_pressed_again_while_predict_stops_still_ends_it_with_one_line_an
     """A second Ctrl-C 10 ms after the first raised again while the first one's clean-up or Python's exit hooks ran
     (torch's): "Exception ignored in atexit callback ... KeyboardInterrupt" after "lgg-unet: interrupted", or the
     process killed by SIGINT (exit code -2). Any number of them now ends it as one does."""
-    import signal
-
     out = tmp_path / "out" / "m.tif"
     argv = ["predict", "--model", str(tiny_model_dir), "--input", str(sample_patient_dir), "--output", str(out),
             "--precision", "fp32"]
-    process = subprocess.Popen([sys.executable, "-c", _PREDICT_WAITING_FOR_CTRL_C, *argv], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
-    started = any(line == "waiting for Ctrl-C\n" for line in process.stdout)  # after predict's own first line
-    sent = 0
-    while started and process.poll() is None and sent < presses:
-        process.send_signal(signal.SIGINT)
-        sent += 1
-        time.sleep(gap)
-    _, err = process.communicate(timeout=300)
-    assert started and sent >= 2, err
-    assert (process.returncode, err) == (130, "lgg-unet: interrupted\n")
+    code, _, err = _ctrl_c_pressed(_PREDICT_WAITING_FOR_CTRL_C, argv, "stdout", "waiting for Ctrl-C", presses, gap)
+    assert (code, err) == (130, "lgg-unet: interrupted\n")
     assert not out.parent.exists()
 
 
@@ -666,25 +655,14 @@ def test_ctrl_c_pressed_again_while_training_stops_still_ends_it_with_its_best_m
     """Training answers the first Ctrl-C between steps; one pressed after training had stopped, while `train` ended
     (torch's exit hooks), printed "Exception ignored in atexit callback ... KeyboardInterrupt" or killed the process by
     SIGINT (exit code -2, not 0). Any number of them now ends it as one does, and --resume continues the run."""
-    import signal
-
     from napari_lgg_unet.engine.model import load_model
     from napari_lgg_unet.engine.run_folder import RunFolder
 
     out = tmp_path / "run"
     argv = ["train", "--data", str(sample_patient_dir.parent), "--out", str(out), *_TINY_TRAINING]
-    process = subprocess.Popen([sys.executable, "-c", _TRAIN_AS_ITS_CONSOLE_SCRIPT, *argv, "--epochs", "1000"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
-    started = any(line.startswith("epoch 1/1000 step") for line in process.stderr)  # training takes steps
-    sent = 0
-    while started and process.poll() is None and sent < presses:
-        process.send_signal(signal.SIGINT)
-        sent += 1
-        time.sleep(gap)
-    out_text, err = process.communicate(timeout=300)
-    assert started and sent >= 2, err
-    assert process.returncode == 0 and "Traceback" not in err and "Exception ignored" not in err, err
+    code, out_text, err = _ctrl_c_pressed(_TRAIN_AS_ITS_CONSOLE_SCRIPT, [*argv, "--epochs", "1000"], "stderr",
+                                          "epoch 1/1000 step", presses, gap)  # once training takes steps
+    assert code == 0 and "Traceback" not in err and "Exception ignored" not in err, err
     assert out_text.splitlines()[-1].startswith("stopped: best epoch 1")
     assert RunFolder(out).holds_resume_state() and load_model(out).config.training.best_epoch == 1
     assert not [path.name for path in out.iterdir() if ".tmp" in path.name] and not (out / ".lock").read_bytes()
@@ -751,3 +729,22 @@ def test_a_stop_sent_after_training_answered_one_and_stopped_is_ignored_not_an_i
         stopped.set()  # as `stop_on_signals(ended=stopped)` does once training stopped and saved
         os.kill(os.getpid(), signal.SIGINT)
         sum(range(1000))
+
+
+def _ctrl_c_pressed(script: str, argv: list[str], stream: str, ready: str, presses: float,
+                    gap: float) -> tuple[int, str, str]:
+    """Run `script` (a command run as its console script) on `argv`, wait for a line on `stream` starting with
+    `ready`, then press Ctrl-C `presses` times `gap` s apart, or until it ends: its exit code, stdout and stderr."""
+    import signal
+
+    process = subprocess.Popen([sys.executable, "-c", script, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    started = any(line.startswith(ready) for line in getattr(process, stream))
+    sent = 0
+    while started and process.poll() is None and sent < presses:
+        process.send_signal(signal.SIGINT)
+        sent += 1
+        time.sleep(gap)
+    out, err = process.communicate(timeout=300)
+    assert started and sent >= 2, err
+    return process.returncode, out, err
