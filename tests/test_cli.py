@@ -748,3 +748,18 @@ def _ctrl_c_pressed(script: str, argv: list[str], stream: str, ready: str, press
     out, err = process.communicate(timeout=300)
     assert started and sent >= 2, err
     return process.returncode, out, err
+
+
+def test_an_error_line_holds_the_error_and_its_notes_and_no_empty_part():
+    """A failed cohort adds what became of its masks as a note; an error of no words (a bare OSError) then printed
+    "error: ; the masks ...". With neither, the error's class names it."""
+    from napari_lgg_unet.cli import _one_line
+    from napari_lgg_unet.engine.errors import InputError
+
+    error = OSError()
+    error.add_note("the masks this run made were removed")
+    assert _one_line(error) == "the masks this run made were removed"
+    error = InputError("cannot read\n  a.nii.gz")
+    error.add_note("the masks this run made were removed")
+    assert _one_line(error) == "cannot read a.nii.gz; the masks this run made were removed"
+    assert _one_line(OSError()) == "OSError"

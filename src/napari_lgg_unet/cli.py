@@ -726,7 +726,7 @@ def _says_error(error: BaseException) -> bool:
 
 def _one_line(error: BaseException) -> str:
     """`error`'s message and its notes (`add_note`: what a failed cohort left), as one line."""
-    said = "; ".join([str(error), *getattr(error, "__notes__", ())])
+    said = "; ".join(part for part in [str(error), *getattr(error, "__notes__", ())] if part.strip())
     return " ".join(said.split()) or error.__class__.__name__
 
 
